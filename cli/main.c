@@ -1,0 +1,626 @@
+/*
+ * crdtdb: command-line access to an environment, a thin layer over the
+ * public API.  Output is built in memory and written only on success, so a
+ * failing command prints nothing on stdout.
+ */
+#include "crdtdb.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define EXIT_USAGE 2
+
+/* Set by SIGINT/SIGTERM while watching; signals leave no other way. */
+static volatile sig_atomic_t stop_requested;
+
+enum { OPT_COLLECTIONS = 1, OPT_COUNT = 2 };
+
+typedef struct args {
+    const char *pos[4];
+    int npos;
+    const char *collections;
+    const char *count;
+} args;
+
+typedef struct command {
+    const char *name;
+    const char *synopsis;
+    const char *summary; /* one line for the command list */
+    const char *help;
+    int min_pos, max_pos;
+    unsigned opts;
+    int (*run)(const char *dir, const args *a);
+} command;
+
+static int fail(const char *msg, int rc)
+{
+    fprintf(stderr, "crdtdb: %s\n", msg && *msg ? msg : crdtdb_strerror(rc));
+    return EXIT_FAILURE;
+}
+
+/* Writes s as a JSON string.  Ids are valid UTF-8 (the library checks), so
+ * only quotes, backslashes and control characters need escaping. */
+static void put_json_str(FILE *f, const char *s)
+{
+    putc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            putc(c, f);
+    }
+    putc('"', f);
+}
+
+/* Closes the memory stream and copies what it holds to stdout. */
+static int emit(FILE *mem, char **text, size_t *len)
+{
+    int ok = fclose(mem) == 0 && *text;
+    if (ok)
+        fwrite(*text, 1, *len, stdout);
+    free(*text);
+    if (!ok)
+        return fail(NULL, CRDTDB_ENOMEM);
+    return fflush(stdout) == 0 ? 0 : fail(strerror(errno), CRDTDB_EIO);
+}
+
+static int parse_json(const char *text, crdtdb_buf *mp)
+{
+    char err[256];
+    int rc = crdtdb_json_to_msgpack(text, strlen(text), 0, mp, err,
+                                    sizeof err);
+    return rc ? fail(err, rc) : 0;
+}
+
+/* ------------------------------------------------------------- opening */
+
+static int no_env(const char *dir)
+{
+    fprintf(stderr, "crdtdb: no environment at %s (run crdtdb init)\n", dir);
+    return EXIT_FAILURE;
+}
+
+/* Only init creates environments; elsewhere a typo in DIR should not. */
+static int env_exists(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+        return 1;
+    no_env(dir);
+    return 0;
+}
+
+static int open_env(const char *dir, unsigned flags, crdtdb_env **env)
+{
+    crdtdb_env_options opts;
+    crdtdb_env_options_init(&opts);
+    opts.flags |= flags;
+    int rc = crdtdb_env_open(dir, &opts, env);
+    if (rc == CRDTDB_EROFS && (flags & CRDTDB_ENV_RDONLY))
+        return no_env(dir); /* read-only open of an uninitialised dir */
+    return rc ? fail(NULL, rc) : 0;
+}
+
+/* Opens the existing environment at dir and database id in it. */
+static int open_db(const char *dir, const char *id, crdtdb_env **env,
+                   crdtdb_db **db)
+{
+    *db = NULL;
+    if (!env_exists(dir) || open_env(dir, 0, env))
+        return EXIT_FAILURE;
+    int rc = crdtdb_db_open(*env, id, db);
+    if (rc) {
+        fail(crdtdb_env_errmsg(*env), rc);
+        crdtdb_env_close(*env);
+        return EXIT_FAILURE;
+    }
+    return 0;
+}
+
+static int close_db(crdtdb_env *env, crdtdb_db *db, int status)
+{
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+    return status;
+}
+
+/* ------------------------------------------------------------ commands */
+
+/* Prints the replica id in hex and closes env. */
+static int print_replica_id(crdtdb_env *env)
+{
+    uint8_t id[CRDTDB_REPLICA_ID_BYTES];
+    crdtdb_env_replica_id(env, id);
+    for (size_t i = 0; i < sizeof id; i++)
+        printf("%02x", id[i]);
+    putchar('\n');
+    crdtdb_env_close(env);
+    return fflush(stdout) == 0 ? 0 : fail(strerror(errno), CRDTDB_EIO);
+}
+
+static int cmd_init(const char *dir, const args *a)
+{
+    crdtdb_env *env;
+    (void)a;
+    return open_env(dir, 0, &env) ? EXIT_FAILURE : print_replica_id(env);
+}
+
+static int cmd_id(const char *dir, const args *a)
+{
+    crdtdb_env *env;
+    (void)a;
+    if (!env_exists(dir) || open_env(dir, CRDTDB_ENV_RDONLY, &env))
+        return EXIT_FAILURE;
+    return print_replica_id(env);
+}
+
+static int cmd_create(const char *dir, const args *a)
+{
+    crdtdb_env *env;
+    crdtdb_db *db = NULL;
+    if (!a->collections) {
+        fprintf(stderr, "crdtdb: create needs --collections A,B,...\n");
+        return EXIT_USAGE;
+    }
+    /* Split a copy of "A,B,C" in place; n commas make n + 1 names. */
+    size_t n = 1;
+    for (const char *c = a->collections; *c; c++)
+        n += *c == ',';
+    char *list = strdup(a->collections);
+    const char **names = malloc(n * sizeof *names);
+    if (!list || !names) {
+        free(list);
+        free(names);
+        return fail(NULL, CRDTDB_ENOMEM);
+    }
+    names[0] = list;
+    for (size_t i = 1; (list = strchr(list, ',')) != NULL; i++) {
+        *list++ = '\0';
+        names[i] = list;
+    }
+    int status = env_exists(dir) ? open_env(dir, 0, &env) : EXIT_FAILURE;
+    if (status == 0) {
+        int rc = crdtdb_db_create(env, a->pos[0], names, n, &db);
+        status = rc ? fail(crdtdb_env_errmsg(env), rc) : 0;
+        close_db(env, db, 0);
+    }
+    free((char *)names[0]);
+    free(names);
+    return status;
+}
+
+static int print_db(void *ctx, const char *id)
+{
+    fprintf(ctx, "%s\n", id);
+    return 0;
+}
+
+static int cmd_dbs(const char *dir, const args *a)
+{
+    crdtdb_env *env;
+    char *text = NULL;
+    size_t len = 0;
+    (void)a;
+    if (!env_exists(dir) || open_env(dir, 0, &env))
+        return EXIT_FAILURE;
+    FILE *mem = open_memstream(&text, &len);
+    if (!mem) {
+        crdtdb_env_close(env);
+        return fail(NULL, CRDTDB_ENOMEM);
+    }
+    int rc = crdtdb_db_list(env, print_db, mem);
+    int status = rc ? fail(crdtdb_env_errmsg(env), rc) : 0;
+    crdtdb_env_close(env);
+    if (status) {
+        fclose(mem);
+        free(text);
+        return status;
+    }
+    return emit(mem, &text, &len);
+}
+
+/* add and update: DB COLL ID JSON. */
+static int write_record(const char *dir, const args *a, int update)
+{
+    crdtdb_env *env;
+    crdtdb_db *db;
+    crdtdb_buf mp = CRDTDB_BUF_INIT;
+    int status = parse_json(a->pos[3], &mp);
+    if (status == 0 && (status = open_db(dir, a->pos[0], &env, &db)) == 0) {
+        int rc = update ? crdtdb_db_update(db, NULL, a->pos[1], a->pos[2],
+                                           mp.data, mp.len)
+                        : crdtdb_db_add(db, NULL, a->pos[1], a->pos[2],
+                                        mp.data, mp.len);
+        status = close_db(env, db, rc ? fail(crdtdb_db_errmsg(db), rc) : 0);
+    }
+    crdtdb_buf_free(&mp);
+    return status;
+}
+
+static int cmd_add(const char *dir, const args *a)
+{
+    return write_record(dir, a, 0);
+}
+
+static int cmd_update(const char *dir, const args *a)
+{
+    return write_record(dir, a, 1);
+}
+
+static int cmd_remove(const char *dir, const args *a)
+{
+    crdtdb_env *env;
+    crdtdb_db *db;
+    if (open_db(dir, a->pos[0], &env, &db))
+        return EXIT_FAILURE;
+    int rc = crdtdb_db_remove(db, NULL, a->pos[1], a->pos[2]);
+    return close_db(env, db, rc ? fail(crdtdb_db_errmsg(db), rc) : 0);
+}
+
+static int cmd_get(const char *dir, const args *a)
+{
+    crdtdb_env *env;
+    crdtdb_db *db;
+    crdtdb_buf mp = CRDTDB_BUF_INIT, json = CRDTDB_BUF_INIT;
+    int found = 0, status;
+    if (open_db(dir, a->pos[0], &env, &db))
+        return EXIT_FAILURE;
+    int rc = crdtdb_db_get_by_id(db, NULL, a->pos[1], a->pos[2], &mp, &found);
+    if (rc || !found)
+        status = fail(crdtdb_db_errmsg(db), rc ? rc : CRDTDB_ENOTFOUND);
+    else if ((rc = crdtdb_msgpack_to_json(mp.data, mp.len, &json)) != 0)
+        status = fail(NULL, rc);
+    else
+        status = printf("%s\n", (char *)json.data) < 0 || fflush(stdout)
+                     ? fail(strerror(errno), CRDTDB_EIO)
+                     : 0;
+    crdtdb_buf_free(&mp);
+    crdtdb_buf_free(&json);
+    return close_db(env, db, status);
+}
+
+typedef struct query_ctx {
+    FILE *out;
+    crdtdb_buf json;
+    size_t n;
+    int rc;
+} query_ctx;
+
+/* Whether compact JSON object text, as crdtdb_msgpack_to_json writes it
+ * (no whitespace, letters never escaped), has the top-level key "id". */
+static int has_id_key(const char *s)
+{
+    int depth = 0, key_next = 0;
+    for (; *s; s++) {
+        switch (*s) {
+        case '{':
+            key_next = ++depth == 1;
+            break;
+        case '[':
+            depth++;
+            break;
+        case '}':
+        case ']':
+            depth--;
+            break;
+        case ',':
+            key_next = depth == 1;
+            break;
+        case '"':
+            if (key_next && strncmp(s, "\"id\":", 5) == 0)
+                return 1;
+            key_next = 0;
+            for (s++; *s && *s != '"'; s++) /* skip the string */
+                if (*s == '\\' && s[1])
+                    s++;
+            if (!*s)
+                return 0;
+            break;
+        }
+    }
+    return 0;
+}
+
+static int print_match(void *ctx, const char *id, const uint8_t *value,
+                       size_t len)
+{
+    query_ctx *q = ctx;
+    if ((q->rc = crdtdb_msgpack_to_json(value, len, &q->json)) != 0)
+        return 1;
+    const char *rec = (const char *)q->json.data;
+    fputs(q->n++ ? "," : "", q->out);
+    if (has_id_key(rec) || rec[0] != '{') {
+        fputs(rec, q->out);
+        return 0;
+    }
+    /* Records are keyed by id outside their fields: show it first. */
+    fputs("{\"id\":", q->out);
+    put_json_str(q->out, id);
+    fputs(rec[1] == '}' ? "" : ",", q->out);
+    fputs(rec + 1, q->out);
+    return 0;
+}
+
+static int cmd_query(const char *dir, const args *a)
+{
+    crdtdb_env *env;
+    crdtdb_db *db;
+    crdtdb_buf crit = CRDTDB_BUF_INIT;
+    query_ctx q = {NULL, CRDTDB_BUF_INIT, 0, 0};
+    char *text = NULL;
+    size_t len = 0;
+    if (a->npos > 2 && parse_json(a->pos[2], &crit))
+        return EXIT_FAILURE;
+    if (open_db(dir, a->pos[0], &env, &db)) {
+        crdtdb_buf_free(&crit);
+        return EXIT_FAILURE;
+    }
+    int status = 0;
+    if (!(q.out = open_memstream(&text, &len)))
+        status = fail(NULL, CRDTDB_ENOMEM);
+    if (status == 0) {
+        fputc('[', q.out);
+        int rc = crdtdb_db_query(db, NULL, a->pos[1],
+                                 a->npos > 2 ? crit.data : NULL, crit.len,
+                                 print_match, &q);
+        if (q.rc)
+            status = fail(NULL, q.rc);
+        else if (rc)
+            status = fail(crdtdb_db_errmsg(db), rc);
+        fputs("]\n", q.out);
+        if (status == 0) {
+            status = emit(q.out, &text, &len);
+        } else {
+            fclose(q.out);
+            free(text);
+        }
+    }
+    crdtdb_buf_free(&crit);
+    crdtdb_buf_free(&q.json);
+    return close_db(env, db, status);
+}
+
+typedef struct watch_ctx {
+    crdtdb_buf json;
+    long remaining; /* events still to print; -1: no limit */
+    int rc;
+} watch_ctx;
+
+static void print_event(void *ctx, const crdtdb_event *ev)
+{
+    static const char *const names[] = {
+        [CRDTDB_EVENT_ADD] = "add",
+        [CRDTDB_EVENT_UPDATE] = "update",
+        [CRDTDB_EVENT_REMOVE] = "remove",
+        [CRDTDB_EVENT_MULTIPLE_CHANGES] = "multiple_changes",
+        [CRDTDB_EVENT_INVALIDATE_ALL] = "invalidate_all"};
+    watch_ctx *w = ctx;
+    if (w->remaining == 0 || w->rc || ev->type < CRDTDB_EVENT_ADD ||
+        ev->type > CRDTDB_EVENT_INVALIDATE_ALL)
+        return;
+    if (ev->value &&
+        (w->rc = crdtdb_msgpack_to_json(ev->value, ev->len, &w->json)) != 0)
+        return;
+    printf("{\"event\":\"%s\",\"collection\":", names[ev->type]);
+    if (ev->coll)
+        put_json_str(stdout, ev->coll);
+    else
+        fputs("null", stdout);
+    if (ev->id) {
+        fputs(",\"id\":", stdout);
+        put_json_str(stdout, ev->id);
+    }
+    if (ev->value)
+        printf(",\"value\":%s", (char *)w->json.data);
+    fputs("}\n", stdout);
+    if (fflush(stdout) != 0)
+        w->rc = CRDTDB_EIO;
+    if (w->remaining > 0)
+        w->remaining--;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static int cmd_watch(const char *dir, const args *a)
+{
+    crdtdb_env *env;
+    crdtdb_db *db;
+    crdtdb_observer *obs;
+    watch_ctx w = {CRDTDB_BUF_INIT, -1, 0};
+    if (a->count) {
+        char *end;
+        errno = 0;
+        w.remaining = strtol(a->count, &end, 10);
+        if (errno || end == a->count || *end || w.remaining < 0) {
+            fprintf(stderr, "crdtdb: --count needs a number >= 0\n");
+            return EXIT_USAGE;
+        }
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART; /* only the nanosleep should see EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    if (open_db(dir, a->pos[0], &env, &db))
+        return EXIT_FAILURE;
+    int rc = crdtdb_db_observe(db, a->npos > 1 ? a->pos[1] : NULL,
+                               print_event, &w, &obs);
+    if (rc)
+        return close_db(env, db, fail(crdtdb_db_errmsg(db), rc));
+    const struct timespec tick = {0, 50 * 1000 * 1000};
+    while (!stop_requested && w.remaining != 0 && !w.rc && !rc) {
+        rc = crdtdb_db_poll(db, NULL);
+        if (!rc && w.remaining != 0 && !w.rc)
+            nanosleep(&tick, NULL); /* a signal cuts it short */
+    }
+    int status = 0;
+    if (w.rc)
+        status = fail(NULL, w.rc);
+    else if (rc)
+        status = fail(crdtdb_db_errmsg(db), rc);
+    crdtdb_observer_close(obs);
+    crdtdb_buf_free(&w.json);
+    return close_db(env, db, status);
+}
+
+/* ---------------------------------------------------------------- main */
+
+static const command commands[] = {
+    {"init", "", "create the environment; print its replica id",
+     "Create the environment if needed and print its replica id.", 0, 0, 0,
+     cmd_init},
+    {"id", "", "print the replica id",
+     "Print the replica id of an existing environment.", 0, 0, 0, cmd_id},
+    {"create", "DB --collections A,B,...", "create a database",
+     "Create database DB with the named collections.", 1, 1,
+     OPT_COLLECTIONS, cmd_create},
+    {"dbs", "", "list the databases", "List the databases, one per line.", 0,
+     0, 0, cmd_dbs},
+    {"add", "DB COLL ID JSON", "add or replace a record",
+     "Add record ID (a JSON object), replacing any existing one.", 4, 4, 0,
+     cmd_add},
+    {"update", "DB COLL ID JSON", "deep-merge changes into a record",
+     "Deep-merge the JSON object into existing record ID.", 4, 4, 0,
+     cmd_update},
+    {"remove", "DB COLL ID", "remove a record", "Remove record ID.", 3, 3, 0,
+     cmd_remove},
+    {"get", "DB COLL ID", "print a record",
+     "Print record ID as one line of JSON.", 3, 3, 0, cmd_get},
+    {"query", "DB COLL [CRITERIA]", "print matching records",
+     "Print the matching records as a JSON array, ordered by id, each with\n"
+     "its \"id\".  CRITERIA is a JSON object of field values\n"
+     "({\"a\":{\"b\":1}} means a.b == 1) or a list of conditions\n"
+     "[[\"a.b\",\">=\",1],...] with ops == != < <= > >=.  Default: all.",
+     2, 3, 0, cmd_query},
+    {"watch", "DB [COLL] [--count N]", "print changes as they happen",
+     "Print change events as JSON lines until interrupted, or after N\n"
+     "events: {\"event\":...,\"collection\":...,\"id\":...,\"value\":...}.",
+     1, 2, OPT_COUNT, cmd_watch},
+};
+
+#define NCOMMANDS (sizeof commands / sizeof *commands)
+
+static int usage(FILE *f, int status)
+{
+    fputs("usage: crdtdb [-d DIR] COMMAND [ARGS]\n\n"
+          "DIR defaults to $CRDTDB_DATA, else ./crdtdb-data.\n"
+          "Run 'crdtdb COMMAND --help' for details.  Commands:\n",
+          f);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
+    return status;
+}
+
+static int command_usage(const command *c, FILE *f, int status)
+{
+    fprintf(f, "usage: crdtdb [-d DIR] %s%s%s\n\n%s\n", c->name,
+            *c->synopsis ? " " : "", c->synopsis, c->help);
+    return status;
+}
+
+/* Matches "--name VALUE" and "--name=VALUE" at argv[*i]. */
+static int take_opt(int argc, char **argv, int *i, const char *name,
+                    const char **val)
+{
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) != 0)
+        return 0;
+    if (argv[*i][n] == '=') {
+        *val = argv[*i] + n + 1;
+        return 1;
+    }
+    if (argv[*i][n] != '\0')
+        return 0;
+    *val = *i + 1 < argc ? argv[++*i] : NULL;
+    return *val ? 1 : -1;
+}
+
+/* Parses a command's arguments: 0, 1 for --help, -1 for bad usage. */
+static int parse_args(const command *c, int argc, char **argv, args *a)
+{
+    int only_pos = 0, r;
+    memset(a, 0, sizeof *a);
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (!only_pos && s[0] == '-' && s[1] != '\0') {
+            if (strcmp(s, "--") == 0)
+                only_pos = 1;
+            else if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0)
+                return 1;
+            else if ((c->opts & OPT_COLLECTIONS) &&
+                     (r = take_opt(argc, argv, &i, "--collections",
+                                   &a->collections)) != 0) {
+                if (r < 0)
+                    return -1;
+            } else if ((c->opts & OPT_COUNT) &&
+                       (r = take_opt(argc, argv, &i, "--count", &a->count)) !=
+                           0) {
+                if (r < 0)
+                    return -1;
+            } else {
+                fprintf(stderr, "crdtdb: unknown option %s\n", s);
+                return -1;
+            }
+            continue;
+        }
+        if (a->npos == c->max_pos)
+            return -1;
+        a->pos[a->npos++] = s;
+    }
+    return a->npos < c->min_pos ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = getenv("CRDTDB_DATA");
+    int i = 1;
+    if (!dir || !*dir)
+        dir = "./crdtdb-data";
+    if (i < argc && strncmp(argv[i], "-d", 2) == 0) {
+        if (argv[i][2] != '\0')
+            dir = argv[i++] + 2;
+        else if (i + 1 < argc)
+            dir = argv[i + 1], i += 2;
+        else
+            return usage(stderr, EXIT_USAGE);
+    }
+    if (i >= argc)
+        return usage(stderr, EXIT_USAGE);
+    if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+        return usage(stdout, 0);
+    if (strcmp(argv[i], "--version") == 0) {
+        printf("crdtdb %d.%d.%d\n", CRDTDB_VERSION_MAJOR, CRDTDB_VERSION_MINOR,
+               CRDTDB_VERSION_PATCH);
+        return 0;
+    }
+    for (size_t k = 0; k < NCOMMANDS; k++) {
+        const command *c = &commands[k];
+        args a;
+        if (strcmp(argv[i], c->name) != 0)
+            continue;
+        switch (parse_args(c, argc - i - 1, argv + i + 1, &a)) {
+        case 1:
+            return command_usage(c, stdout, 0);
+        case -1:
+            return command_usage(c, stderr, EXIT_USAGE);
+        }
+        return c->run(dir, &a);
+    }
+    fprintf(stderr, "crdtdb: unknown command '%s'\n", argv[i]);
+    return usage(stderr, EXIT_USAGE);
+}

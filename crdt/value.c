@@ -1,0 +1,332 @@
+/* Untrusted msgpack values: parse, flatten, compare (value.h). */
+#include "crdt/value.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt/buf.h"
+#include "crdt/path.h"
+#include "crdt/record.h"
+
+int crdtdb__err_set(crdtdb__err *e, int code, const char *fmt, ...)
+{
+    if (e) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* Container nesting of o (a scalar is 0).  msgpack-c already caps parsing at
+ * 32 levels, so the recursion is bounded. */
+static unsigned depth_of(const msgpack_object *o)
+{
+    unsigned d = 0;
+    if (o->type == MSGPACK_OBJECT_ARRAY) {
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            unsigned c = depth_of(&o->via.array.ptr[i]);
+            d = c > d ? c : d;
+        }
+        return d + 1;
+    }
+    if (o->type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            unsigned c = depth_of(&o->via.map.ptr[i].val);
+            unsigned k = depth_of(&o->via.map.ptr[i].key);
+            c = k > c ? k : c;
+            d = c > d ? c : d;
+        }
+        return d + 1;
+    }
+    return 0;
+}
+
+int crdtdb__value_parse(const uint8_t *data, size_t len,
+                        const crdtdb__limits *lim, msgpack_zone *zone,
+                        msgpack_object *obj, crdtdb__err *e)
+{
+    if (!data || len == 0)
+        return crdtdb__err_set(e, CRDTDB_EBADVALUE, "empty msgpack value");
+    if (len > lim->max_value_size)
+        return crdtdb__err_set(e, CRDTDB_ETOOBIG,
+                               "value of %zu bytes exceeds the limit of %zu",
+                               len, lim->max_value_size);
+    size_t off = 0;
+    msgpack_unpack_return r =
+        msgpack_unpack((const char *)data, len, &off, zone, obj);
+    if (r == MSGPACK_UNPACK_NOMEM_ERROR)
+        return crdtdb__err_set(e, CRDTDB_ETOODEEP,
+                               "msgpack value nested deeper than 32 levels "
+                               "(or out of memory)");
+    if (r == MSGPACK_UNPACK_CONTINUE)
+        return crdtdb__err_set(e, CRDTDB_EBADVALUE, "truncated msgpack value");
+    if (r == MSGPACK_UNPACK_EXTRA_BYTES)
+        return crdtdb__err_set(e, CRDTDB_EBADVALUE,
+                               "trailing bytes after msgpack value");
+    if (r != MSGPACK_UNPACK_SUCCESS)
+        return crdtdb__err_set(e, CRDTDB_EBADVALUE, "malformed msgpack value");
+    unsigned d = depth_of(obj);
+    if (d > lim->max_depth)
+        return crdtdb__err_set(e, CRDTDB_ETOODEEP,
+                               "value nested %u levels deep exceeds the limit "
+                               "of %u",
+                               d, lim->max_depth);
+    return 0;
+}
+
+void crdtdb__flat_init(crdtdb__flat *f) { memset(f, 0, sizeof *f); }
+
+void crdtdb__flat_free(crdtdb__flat *f)
+{
+    if (!f)
+        return;
+    crdtdb_buf_free(&f->arena);
+    free(f->items);
+    memset(f, 0, sizeof *f);
+}
+
+static int flat_push(crdtdb__flat *f, crdtdb__flat_item it)
+{
+    if (f->n == f->cap) {
+        uint32_t c = f->cap ? f->cap * 2 : 16;
+        void *p = realloc(f->items, (size_t)c * sizeof *f->items);
+        if (!p)
+            return CRDTDB_ENOMEM;
+        f->items = p;
+        f->cap = c;
+    }
+    f->items[f->n++] = it;
+    return 0;
+}
+
+/* The current map's path is arena bytes [prefix_off, prefix_off + prefix_len).
+ * Each leaf gets its own contiguous copy of its full path, so offsets stay
+ * valid as the arena grows. */
+static int flatten_map(crdtdb__flat *f, const msgpack_object *m,
+                       size_t prefix_off, size_t prefix_len,
+                       const crdtdb__limits *lim, crdtdb__err *e)
+{
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        const msgpack_object *k = &m->via.map.ptr[i].key;
+        const msgpack_object *v = &m->via.map.ptr[i].val;
+        if (k->type != MSGPACK_OBJECT_STR)
+            return crdtdb__err_set(e, CRDTDB_EBADVALUE,
+                                   "record keys must be strings");
+        if (!crdtdb__utf8_valid((const uint8_t *)k->via.str.ptr, k->via.str.size))
+            return crdtdb__err_set(e, CRDTDB_EBADVALUE,
+                                   "record key is not valid UTF-8");
+        size_t full_off = f->arena.len;
+        if (crdtdb__buf_reserve(&f->arena, prefix_len))
+            return CRDTDB_ENOMEM;
+        if (prefix_len)
+            memcpy(f->arena.data + full_off, f->arena.data + prefix_off,
+                   prefix_len);
+        f->arena.len += prefix_len;
+        if (crdtdb__path_push(&f->arena, k->via.str.ptr, k->via.str.size))
+            return CRDTDB_ENOMEM;
+        size_t plen = f->arena.len - full_off;
+        if (plen > lim->max_path_bytes)
+            return crdtdb__err_set(e, CRDTDB_ETOOBIG,
+                                   "field path of %zu bytes exceeds the limit "
+                                   "of %zu",
+                                   plen, lim->max_path_bytes);
+        if (v->type == MSGPACK_OBJECT_MAP && v->via.map.size > 0) {
+            int rc = flatten_map(f, v, full_off, plen, lim, e);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (f->n >= lim->max_fields)
+            return crdtdb__err_set(e, CRDTDB_ETOOBIG,
+                                   "record has more than %u fields",
+                                   (unsigned)lim->max_fields);
+        crdtdb__flat_item it = {full_off, (uint32_t)plen, CRDTDB__KIND_MAP, 0, 0};
+        if (v->type != MSGPACK_OBJECT_MAP) {
+            it.kind = CRDTDB__KIND_VALUE;
+            it.val_off = f->arena.len;
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &f->arena, crdtdb__buf_write_cb);
+            if (msgpack_pack_object(&pk, *v))
+                return CRDTDB_ENOMEM;
+            it.val_len = (uint32_t)(f->arena.len - it.val_off);
+        }
+        if (flat_push(f, it))
+            return CRDTDB_ENOMEM;
+    }
+    return 0;
+}
+
+int crdtdb__flatten(crdtdb__flat *f, const msgpack_object *map,
+                    const crdtdb__limits *lim, crdtdb__err *e)
+{
+    if (map->type != MSGPACK_OBJECT_MAP)
+        return crdtdb__err_set(e, CRDTDB_EBADVALUE,
+                               "a record must be a msgpack map");
+    return flatten_map(f, map, 0, 0, lim, e);
+}
+
+/* ------------------------------------------------------------ compare */
+
+static int is_num(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+           o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
+           o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64;
+}
+
+/* long double holds every int64/uint64 exactly on the targets we build for
+ * (x86-64: 64-bit mantissa); integer pairs compare exactly regardless. */
+static int num_cmp(const msgpack_object *a, const msgpack_object *b)
+{
+    int ai = a->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+             a->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+    int bi = b->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+             b->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+    if (ai && bi) {
+        int an = a->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+        int bn = b->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+        if (an != bn)
+            return an ? -1 : 1;
+        if (an)
+            return a->via.i64 < b->via.i64 ? -1 : a->via.i64 > b->via.i64;
+        return a->via.u64 < b->via.u64 ? -1 : a->via.u64 > b->via.u64;
+    }
+    long double x = ai ? (a->type == MSGPACK_OBJECT_NEGATIVE_INTEGER
+                              ? (long double)a->via.i64
+                              : (long double)a->via.u64)
+                       : (long double)a->via.f64;
+    long double y = bi ? (b->type == MSGPACK_OBJECT_NEGATIVE_INTEGER
+                              ? (long double)b->via.i64
+                              : (long double)b->via.u64)
+                       : (long double)b->via.f64;
+    if (x != x || y != y)
+        return CRDTDB__CMP_NE; /* NaN equals nothing and orders nothing */
+    return x < y ? -1 : x > y;
+}
+
+int crdtdb__value_orderable(const msgpack_object *o)
+{
+    return is_num(o) || o->type == MSGPACK_OBJECT_STR;
+}
+
+static int bytes_cmp(const char *a, size_t an, const char *b, size_t bn)
+{
+    size_t n = an < bn ? an : bn;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c)
+        return c < 0 ? -1 : 1;
+    return an < bn ? -1 : an > bn;
+}
+
+static int deep_equal(const msgpack_object *a, const msgpack_object *b);
+
+const msgpack_object *crdtdb__map_get(const msgpack_object *m, const char *k,
+                                      size_t n)
+{
+    if (m->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        const msgpack_object *key = &m->via.map.ptr[i].key;
+        if (key->type == MSGPACK_OBJECT_STR && key->via.str.size == n &&
+            (n == 0 || memcmp(key->via.str.ptr, k, n) == 0))
+            return &m->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+static int deep_equal(const msgpack_object *a, const msgpack_object *b)
+{
+    int c = crdtdb__value_cmp(a, b);
+    return c == CRDTDB__CMP_EQ;
+}
+
+int crdtdb__value_cmp(const msgpack_object *a, const msgpack_object *b)
+{
+    if (is_num(a) && is_num(b))
+        return num_cmp(a, b);
+    if (a->type != b->type)
+        return CRDTDB__CMP_MISMATCH;
+    switch (a->type) {
+    case MSGPACK_OBJECT_STR:
+        return bytes_cmp(a->via.str.ptr, a->via.str.size, b->via.str.ptr,
+                         b->via.str.size);
+    case MSGPACK_OBJECT_NIL:
+        return CRDTDB__CMP_EQ;
+    case MSGPACK_OBJECT_BOOLEAN:
+        return a->via.boolean == b->via.boolean ? CRDTDB__CMP_EQ : CRDTDB__CMP_NE;
+    case MSGPACK_OBJECT_BIN:
+        return bytes_cmp(a->via.bin.ptr, a->via.bin.size, b->via.bin.ptr,
+                         b->via.bin.size) == 0 ? CRDTDB__CMP_EQ : CRDTDB__CMP_NE;
+    case MSGPACK_OBJECT_EXT:
+        return a->via.ext.type == b->via.ext.type &&
+                       bytes_cmp(a->via.ext.ptr, a->via.ext.size, b->via.ext.ptr,
+                                 b->via.ext.size) == 0
+                   ? CRDTDB__CMP_EQ
+                   : CRDTDB__CMP_NE;
+    case MSGPACK_OBJECT_ARRAY:
+        if (a->via.array.size != b->via.array.size)
+            return CRDTDB__CMP_NE;
+        for (uint32_t i = 0; i < a->via.array.size; i++)
+            if (!deep_equal(&a->via.array.ptr[i], &b->via.array.ptr[i]))
+                return CRDTDB__CMP_NE;
+        return CRDTDB__CMP_EQ;
+    case MSGPACK_OBJECT_MAP:
+        if (a->via.map.size != b->via.map.size)
+            return CRDTDB__CMP_NE;
+        for (uint32_t i = 0; i < a->via.map.size; i++) {
+            const msgpack_object *k = &a->via.map.ptr[i].key;
+            if (k->type != MSGPACK_OBJECT_STR)
+                return CRDTDB__CMP_NE;
+            const msgpack_object *bv = crdtdb__map_get(b, k->via.str.ptr,
+                                                       k->via.str.size);
+            if (!bv || !deep_equal(&a->via.map.ptr[i].val, bv))
+                return CRDTDB__CMP_NE;
+        }
+        return CRDTDB__CMP_EQ;
+    default:
+        return CRDTDB__CMP_MISMATCH;
+    }
+}
+
+int crdtdb__utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        size_t k;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            k = 1;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            k = 2;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i <= k)
+            return 0;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + j] & 0x3f);
+        }
+        /* overlong forms, surrogates, beyond U+10FFFF */
+        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) ||
+            (k == 3 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}

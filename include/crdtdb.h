@@ -1,0 +1,473 @@
+/*
+ * crdtdb — small replicated datastores that work offline and sync field by
+ * field.  This is the only public header.
+ *
+ * Handles
+ *   crdtdb_env       one directory, one LMDB environment, one replica identity.
+ *                    Thread-safe: any thread may open databases on it.
+ *   crdtdb_db        one database (many per environment), addressed by id.
+ *                    Used by one thread at a time.
+ *   crdtdb_txn       a read snapshot or a write batch on one database.
+ *                    Used by the thread that began it, until commit/abort.
+ *   crdtdb_observer  a subscription to change events of one database handle.
+ *
+ * Errors
+ *   Every function that can fail returns 0 or a negative CRDTDB_E* code.
+ *   The human detail of the last failure is kept on the handle the call was
+ *   made on: crdtdb_env_errmsg() / crdtdb_db_errmsg().  Not-found is an
+ *   outcome, not a failure: lookups return 0 and report it through *found.
+ *
+ * Ownership
+ *   The caller owns everything it passes in; the library copies what it
+ *   keeps.  Pointers the library hands out are valid for the period stated
+ *   on each function.  Output that outlives a call is written into a
+ *   caller-owned crdtdb_buf.
+ *
+ * Values
+ *   Records are msgpack maps with string keys.  Values may be any msgpack
+ *   scalar, array or nested map; nested maps are stored leaf by leaf so that
+ *   replicas changing different nested fields never conflict.  Arrays are
+ *   whole values.  nil is a value, not a deletion.
+ */
+#ifndef CRDTDB_H
+#define CRDTDB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(CRDTDB_STATIC_BUILD)
+#define CRDTDB_API __attribute__((visibility("default")))
+#else
+#define CRDTDB_API
+#endif
+#if defined(__GNUC__)
+#define CRDTDB_NODISCARD __attribute__((warn_unused_result))
+#else
+#define CRDTDB_NODISCARD
+#endif
+
+#define CRDTDB_VERSION_MAJOR 0
+#define CRDTDB_VERSION_MINOR 1
+#define CRDTDB_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------- errors */
+
+/* X(name, code, message).  Codes are stable; never renumber. */
+#define CRDTDB_ERRNO_MAP(X)                                                   \
+    X(EINVAL, -1, "invalid argument")                                         \
+    X(ENOMEM, -2, "out of memory")                                            \
+    X(EIO, -3, "I/O error")                                                   \
+    X(ENOTFOUND, -4, "object not found")                                      \
+    X(ENOCOLL, -5, "collection not found")                                    \
+    X(ENODB, -6, "database not found")                                        \
+    X(EEXIST, -7, "database already exists")                                  \
+    X(EBADID, -8, "invalid identifier")                                       \
+    X(EBADVALUE, -9, "malformed value")                                       \
+    X(ETOOBIG, -10, "value too large")                                        \
+    X(ETOODEEP, -11, "value nested too deeply")                               \
+    X(EBADQUERY, -12, "invalid query")                                        \
+    X(EROFS, -13, "read only access")                                         \
+    X(ECLOCK, -14, "clock too far ahead")                                     \
+    X(EMAPFULL, -15, "environment is full")                                   \
+    X(ECORRUPT, -16, "stored data is corrupt")                                \
+    X(EVERSION, -17, "unsupported format version")                            \
+    X(EBUSY, -18, "resource busy")                                            \
+    X(ELIMIT, -19, "configured limit exceeded")
+
+typedef enum crdtdb_errno {
+    CRDTDB_OK = 0,
+#define CRDTDB_X_ENUM_(name, code, msg) CRDTDB_##name = (code),
+    CRDTDB_ERRNO_MAP(CRDTDB_X_ENUM_)
+#undef CRDTDB_X_ENUM_
+} crdtdb_errno;
+
+/* Static English description of an error code; never NULL. */
+CRDTDB_API const char *crdtdb_strerror(int err);
+/* Static name of an error code ("CRDTDB_ENOTFOUND"); never NULL. */
+CRDTDB_API const char *crdtdb_errname(int err);
+
+/* ----------------------------------------------------------------- sizes */
+
+#define CRDTDB_REPLICA_ID_BYTES 32u /* ed25519 public key */
+#define CRDTDB_ID_MAX 255u          /* database, collection and record ids */
+CRDTDB_API size_t crdtdb_replica_id_bytes(void);
+CRDTDB_API size_t crdtdb_id_max(void);
+
+/* ---------------------------------------------------------------- buffers */
+
+/*
+ * A growable byte buffer owned by the caller.  Functions that produce bytes
+ * replace its contents (len) and grow it (data, cap) with realloc.  Reuse one
+ * buffer across calls to avoid allocations; release it with crdtdb_buf_free.
+ * Initialise with CRDTDB_BUF_INIT or zero.
+ */
+typedef struct crdtdb_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} crdtdb_buf;
+#define CRDTDB_BUF_INIT {NULL, 0, 0}
+/* Frees buf->data and zeroes the struct.  Accepts NULL. */
+CRDTDB_API void crdtdb_buf_free(crdtdb_buf *buf);
+
+/* ---------------------------------------------------------------- handles */
+
+typedef struct crdtdb_env crdtdb_env;
+typedef struct crdtdb_db crdtdb_db;
+typedef struct crdtdb_txn crdtdb_txn;
+typedef struct crdtdb_observer crdtdb_observer;
+
+/* ------------------------------------------------------------ environment */
+
+/* Environment flags. */
+#define CRDTDB_ENV_NOSYNC 0x1u /* asynchronous durability: commits are not
+                                  fsync'ed.  A process crash loses nothing;
+                                  an OS crash or power loss may lose the last
+                                  commits (never corrupts).  Faster writes. */
+#define CRDTDB_ENV_RDONLY 0x2u /* open read-only; all writes fail EROFS */
+
+/* Returns milliseconds since the Unix epoch; injectable for tests and
+ * embedders with their own time source. */
+typedef uint64_t (*crdtdb_clock_fn)(void *ctx);
+
+/*
+ * Options and limits.  Fill with crdtdb_env_options_init() and change what
+ * you need.  Every size or depth an untrusted peer or user can choose is
+ * bounded here.
+ */
+typedef struct crdtdb_env_options {
+    size_t map_size;            /* LMDB map size, bytes (default 1 GiB) */
+    unsigned flags;             /* CRDTDB_ENV_* (default 0: durable) */
+    size_t max_value_size;      /* encoded msgpack of one add/update input
+                                   and of one stored record (default 1 MiB) */
+    unsigned max_depth;         /* map nesting depth of a record, root = 1
+                                   (default 16, at most 32) */
+    size_t max_path_bytes;      /* encoded key path of one field (default 1024) */
+    uint32_t max_fields;        /* leaf fields in one record (default 10000) */
+    uint64_t max_clock_skew_ms; /* remote stamps further ahead of local time
+                                   are refused (default 300000: 5 minutes) */
+    uint32_t observe_batch_limit; /* a commit with more visible changes than
+                                     this fires one MultipleChanges event
+                                     (default 100) */
+    crdtdb_clock_fn clock;      /* NULL: the system real-time clock */
+    void *clock_ctx;
+} crdtdb_env_options;
+
+/* Fills opts with the defaults above. */
+CRDTDB_API void crdtdb_env_options_init(crdtdb_env_options *opts);
+
+/*
+ * Opens (creating if needed) the environment in directory `path`, which is
+ * created if missing.  On first open a replica identity (ed25519 key pair) is
+ * generated and stored in the environment.  `opts` may be NULL for defaults;
+ * it is copied.  On success *out owns the environment until
+ * crdtdb_env_close().  On failure *out is NULL; if a handle could not be made
+ * the detail is lost, so the message is printed by crdtdb_strerror().
+ *
+ * Errors: EINVAL (bad path or options), EIO (cannot create/open files),
+ *         ENOMEM, EVERSION (written by an incompatible version),
+ *         ECORRUPT, EROFS (read-only and not yet initialised).
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_open(const char *path,
+                                                const crdtdb_env_options *opts,
+                                                crdtdb_env **out);
+
+/* Closes the environment.  All its databases must be closed first.
+ * Accepts NULL. */
+CRDTDB_API void crdtdb_env_close(crdtdb_env *env);
+
+/* Copies the 32-byte replica id (the ed25519 public key) into out. */
+CRDTDB_API void crdtdb_env_replica_id(const crdtdb_env *env,
+                                      uint8_t out[CRDTDB_REPLICA_ID_BYTES]);
+
+/* Detail of the last failure on this environment handle (database
+ * create/open/list/drop).  Valid until the next call on env.  Never NULL. */
+CRDTDB_API const char *crdtdb_env_errmsg(const crdtdb_env *env);
+
+/* ----------------------------------------------------------- databases */
+
+/*
+ * Database ids are 1..255 bytes of UTF-8 without control characters.
+ * Collection names follow the same rule.
+ */
+
+/*
+ * Creates database `id` with the `ncoll` collections named in `colls` and
+ * opens it.  On success *out owns the handle until crdtdb_db_close().
+ *
+ * Errors: EBADID (bad database id or collection name, duplicate or no
+ *         collections), EEXIST, EROFS, EMAPFULL, EIO, ENOMEM, ELIMIT (more
+ *         than 65535 collections).
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_create(crdtdb_env *env,
+                                                 const char *id,
+                                                 const char *const *colls,
+                                                 size_t ncoll,
+                                                 crdtdb_db **out);
+
+/* Opens existing database `id`.  Errors: EBADID, ENODB, EIO, ENOMEM. */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_open(crdtdb_env *env,
+                                               const char *id,
+                                               crdtdb_db **out);
+
+/* Closes the handle and ends its observers.  Any transaction on it must be
+ * finished first.  Accepts NULL. */
+CRDTDB_API void crdtdb_db_close(crdtdb_db *db);
+
+/* Called once per database, in id order; `id` is valid during the call.
+ * Return non-zero to stop early (that value is returned by the lister). */
+typedef int (*crdtdb_db_list_cb)(void *ctx, const char *id);
+
+/* Lists the databases of the environment.  Errors: EIO, or the callback's
+ * non-zero return. */
+CRDTDB_API int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb,
+                              void *ctx);
+
+/* Deletes database `id` and all its data.  No handle on it may be open in
+ * this process.  Errors: EBADID, ENODB, EROFS, EBUSY (a handle is open), EIO. */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_drop(crdtdb_env *env,
+                                               const char *id);
+
+/* The database id (NUL-terminated), valid while db is open. */
+CRDTDB_API const char *crdtdb_db_id(const crdtdb_db *db);
+
+/* Number of declared collections, and the name of collection i (valid while
+ * db is open; NULL when i is out of range). */
+CRDTDB_API size_t crdtdb_db_collection_count(const crdtdb_db *db);
+CRDTDB_API const char *crdtdb_db_collection_name(const crdtdb_db *db,
+                                                 size_t i);
+
+/* Detail of the last failure on this database handle, such as
+ * "Object with id 'X' not found in collection 'Y'".  Valid until the next
+ * call on db.  Never NULL. */
+CRDTDB_API const char *crdtdb_db_errmsg(const crdtdb_db *db);
+
+/*
+ * The database's change sequence: the number of the last local change.
+ * Strictly increasing with every committed change, local or merged.
+ * `txn` may be NULL (latest committed state).  Errors: EIO.
+ */
+CRDTDB_API int crdtdb_db_seq(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq);
+
+/* --------------------------------------------------------- transactions */
+
+#define CRDTDB_TXN_RDONLY 0x1u
+
+/*
+ * Begins a transaction on db: a read snapshot (CRDTDB_TXN_RDONLY) that never
+ * blocks writers, or a write batch whose operations commit all together or
+ * not at all.  One write transaction runs at a time per environment (others
+ * wait).  A handle has at most one open transaction.  On success *out is
+ * owned by the caller until crdtdb_txn_commit() or crdtdb_txn_abort().
+ *
+ * Errors: EBUSY (this handle already has a transaction), EROFS, EIO, ENOMEM.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_txn_begin(crdtdb_db *db,
+                                                 unsigned flags,
+                                                 crdtdb_txn **out);
+
+/*
+ * Commits and frees txn; observers then receive the batch's events.  If any
+ * operation in a write transaction failed, commit refuses (the batch is all
+ * or nothing), aborts, and returns that operation's error.  The commit is
+ * durable on return unless the environment is CRDTDB_ENV_NOSYNC.
+ * Errors: the failed operation's code, EMAPFULL, EIO.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_txn_commit(crdtdb_txn *txn);
+
+/* Discards and frees txn.  Accepts NULL. */
+CRDTDB_API void crdtdb_txn_abort(crdtdb_txn *txn);
+
+/* ------------------------------------------------------------------ data */
+
+/*
+ * Every data call takes an optional txn.  With txn NULL the call runs in its
+ * own transaction (a snapshot for reads; a durable commit for writes).  With
+ * a txn it runs inside it; a failed write marks the txn failed.
+ *
+ * Common errors: EINVAL (NULL argument), ENOCOLL ("Collection 'Y' not
+ * found"), EBADID (record id not 1..255 bytes of UTF-8), EROFS ("Read only
+ * access": read-only txn or environment), EIO.
+ */
+
+/*
+ * Reads record `id` of collection `coll`.  If it exists, *found = 1 and out
+ * holds the record as a msgpack map (keys sorted bytewise at every level);
+ * otherwise *found = 0, out is emptied, and crdtdb_db_errmsg() says
+ * "Object with id 'X' not found in collection 'Y'".
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_get_by_id(crdtdb_db *db,
+                                                    crdtdb_txn *txn,
+                                                    const char *coll,
+                                                    const char *id,
+                                                    crdtdb_buf *out,
+                                                    int *found);
+
+/*
+ * Called once per matching record in id order.  `id` (NUL-terminated) and
+ * `value` (msgpack map) are valid during the call only.  Return non-zero to
+ * stop; crdtdb_db_query() then returns that value.
+ */
+typedef int (*crdtdb_query_cb)(void *ctx, const char *id, const uint8_t *value,
+                               size_t len);
+
+/*
+ * Finds records of `coll` matching `criteria` (msgpack, `len` bytes), or all
+ * records when criteria is NULL:
+ *   - a map: equality on each key; a nested map means equality of the
+ *     nested fields it names ({"a": {"b": 1}} is a.b == 1);
+ *   - an array of conditions [field, op, value], all of which must hold.
+ *     field is a string (dots separate nesting levels: "a.b") or an array of
+ *     key strings (for keys that contain dots).  op is one of
+ *     "==" "!=" "<" "<=" ">" ">=".
+ * Numbers compare numerically across integer and float; strings bytewise;
+ * booleans, nil, arrays and maps only with == and !=.  A missing field or a
+ * value of another type never matches (not even !=).
+ *
+ * Errors: EBADQUERY (malformed criteria, unknown op), plus the common ones,
+ *         or the callback's non-zero return.
+ */
+CRDTDB_API int crdtdb_db_query(crdtdb_db *db, crdtdb_txn *txn,
+                               const char *coll, const uint8_t *criteria,
+                               size_t len, crdtdb_query_cb cb, void *ctx);
+
+/*
+ * Adds record `id`, replacing the whole record if it exists (fields it had
+ * are no longer visible).  `value` must be a msgpack map with string keys.
+ *
+ * Errors: EBADVALUE (not a map, malformed msgpack, non-string key),
+ *         ETOOBIG (value or stored record over max_value_size, too many
+ *         fields, a key path over max_path_bytes), ETOODEEP, EMAPFULL, plus
+ *         the common ones.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn,
+                                              const char *coll, const char *id,
+                                              const uint8_t *value, size_t len);
+
+/*
+ * Adds several records in one transaction: `values` is a msgpack map from
+ * record id to record map.  All or nothing.  Errors: as crdtdb_db_add().
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_add_all(crdtdb_db *db,
+                                                  crdtdb_txn *txn,
+                                                  const char *coll,
+                                                  const uint8_t *values,
+                                                  size_t len);
+
+/*
+ * Deep-merges `changes` (a msgpack map) into existing record `id`, like
+ * mergeDeepRight: nested maps merge key by key, anything else replaces.
+ * Only the given leaves are written.
+ *
+ * Errors: ENOTFOUND ("Object with id 'X' not found in collection 'Y'"),
+ *         and those of crdtdb_db_add().
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_update(crdtdb_db *db,
+                                                 crdtdb_txn *txn,
+                                                 const char *coll,
+                                                 const char *id,
+                                                 const uint8_t *changes,
+                                                 size_t len);
+
+/* Removes record `id` (a tombstone that replicates).
+ * Errors: ENOTFOUND, plus the common ones. */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_remove(crdtdb_db *db,
+                                                 crdtdb_txn *txn,
+                                                 const char *coll,
+                                                 const char *id);
+
+/* --------------------------------------------------------------- observe */
+
+typedef enum crdtdb_event_type {
+    CRDTDB_EVENT_ADD = 1,      /* a record became visible */
+    CRDTDB_EVENT_UPDATE,       /* a visible record changed */
+    CRDTDB_EVENT_REMOVE,       /* a record stopped being visible */
+    CRDTDB_EVENT_MULTIPLE_CHANGES, /* many changes: re-read what you show */
+    CRDTDB_EVENT_INVALIDATE_ALL    /* everything may have changed */
+} crdtdb_event_type;
+
+/*
+ * One event.  All pointers are valid during the callback only.  For ADD and
+ * UPDATE, value is the record's full new msgpack map; for REMOVE it is NULL.
+ * For MULTIPLE_CHANGES and INVALIDATE_ALL, id and value are NULL and coll is
+ * the observed collection (NULL when observing all).
+ */
+typedef struct crdtdb_event {
+    crdtdb_event_type type;
+    const char *coll;
+    const char *id;
+    const uint8_t *value;
+    size_t len;
+} crdtdb_event;
+
+/* Called after commit, on the committing thread.  The callback may read the
+ * database and may write in a new transaction (not the committing one). */
+typedef void (*crdtdb_observe_cb)(void *ctx, const crdtdb_event *ev);
+
+/*
+ * Subscribes cb to changes of collection `coll` (NULL: all collections) made
+ * through this handle, and — on crdtdb_db_poll() — to changes committed by
+ * other handles or processes.  One event per visible change; writes that lose
+ * the last-writer-wins comparison fire nothing.  On success *out owns the
+ * subscription until crdtdb_observer_close() or crdtdb_db_close().
+ *
+ * Errors: ENOCOLL, ENOMEM.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_observe(crdtdb_db *db,
+                                                  const char *coll,
+                                                  crdtdb_observe_cb cb,
+                                                  void *ctx,
+                                                  crdtdb_observer **out);
+
+/* Unsubscribes and frees.  Safe inside a callback.  Accepts NULL. */
+CRDTDB_API void crdtdb_observer_close(crdtdb_observer *obs);
+
+/*
+ * Fires events for changes committed to this database by other handles or
+ * processes since this handle last looked, read from the change log.  Sets
+ * *n (may be NULL) to the number of changed records seen.  Events from the
+ * log are ADD when the record was (re)added since, REMOVE when removed
+ * since, else UPDATE.  Errors: EIO.
+ */
+CRDTDB_API int crdtdb_db_poll(crdtdb_db *db, size_t *n);
+
+/*
+ * Tells every observer of this handle that everything may have changed
+ * (CRDTDB_EVENT_INVALIDATE_ALL), e.g. after the embedding program replaced
+ * the data wholesale.
+ */
+CRDTDB_API void crdtdb_db_invalidate(crdtdb_db *db);
+
+/* ------------------------------------------------------------------ json */
+
+/*
+ * JSON at the edges (CLI, examples).  JSON objects become msgpack maps,
+ * integers become msgpack integers, reals become float64.  Input nesting
+ * deeper than max_depth (0: 32) is refused with ETOODEEP; malformed JSON
+ * with EBADVALUE.  `errmsg` (may be NULL) receives a NUL-terminated detail of
+ * at most errmsg_size bytes.  out is replaced.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_json_to_msgpack(const char *json,
+                                                       size_t len,
+                                                       unsigned max_depth,
+                                                       crdtdb_buf *out,
+                                                       char *errmsg,
+                                                       size_t errmsg_size);
+
+/*
+ * Writes msgpack `mp` as compact JSON text (NUL-terminated; out->len excludes
+ * the NUL).  Binary and extension values become base64 strings; non-string
+ * map keys are written as their JSON text.  Errors: EBADVALUE, ENOMEM.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_msgpack_to_json(const uint8_t *mp,
+                                                       size_t len,
+                                                       crdtdb_buf *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CRDTDB_H */

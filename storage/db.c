@@ -1,0 +1,409 @@
+/* Databases: many per environment, each a compact number in every key. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt/buf.h"
+#include "storage/internal.h"
+
+int crdtdb__db_seterr(crdtdb_db *db, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(db->errmsg, sizeof db->errmsg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *crdtdb_db_errmsg(const crdtdb_db *db)
+{
+    return db ? db->errmsg : "no database";
+}
+
+const char *crdtdb_db_id(const crdtdb_db *db) { return db->id; }
+
+size_t crdtdb_db_collection_count(const crdtdb_db *db) { return db->ncoll; }
+
+const char *crdtdb_db_collection_name(const crdtdb_db *db, size_t i)
+{
+    return i < db->ncoll ? db->colls[i] : NULL;
+}
+
+int crdtdb__id_check(const char *s, int strict)
+{
+    if (!s)
+        return CRDTDB_EBADID;
+    size_t n = strlen(s);
+    if (n == 0 || n > CRDTDB_ID_MAX || !crdtdb__utf8_valid((const uint8_t *)s, n))
+        return CRDTDB_EBADID;
+    if (strict)
+        for (size_t i = 0; i < n; i++)
+            if ((uint8_t)s[i] < 0x20 || s[i] == 0x7f)
+                return CRDTDB_EBADID;
+    return 0;
+}
+
+int crdtdb__db_coll(crdtdb_db *db, const char *name)
+{
+    if (name)
+        for (uint16_t i = 0; i < db->ncoll; i++)
+            if (strcmp(db->colls[i], name) == 0)
+                return i;
+    return crdtdb__db_seterr(db, CRDTDB_ENOCOLL, "Collection '%s' not found",
+                             name ? name : "(null)");
+}
+
+static MDB_val dbinfo_key(uint8_t k[5], uint32_t num, char tag)
+{
+    crdtdb__put_u32(k, num);
+    k[4] = (uint8_t)tag;
+    MDB_val v = {5, k};
+    return v;
+}
+
+int crdtdb__seq_read(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *seq)
+{
+    uint8_t k[5];
+    MDB_val key = dbinfo_key(k, num, 's'), v;
+    int rc = mdb_get(mt, env->dbi_dbinfo, &key, &v);
+    if (rc)
+        return crdtdb__mdb_err(rc);
+    if (v.mv_size != 8)
+        return CRDTDB_ECORRUPT;
+    *seq = crdtdb__get_u64(v.mv_data);
+    return 0;
+}
+
+/* Builds a handle from the stored collection list. */
+static int db_load(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num,
+                   crdtdb_db **out)
+{
+    uint8_t k[5];
+    MDB_val key = dbinfo_key(k, num, 'c'), v;
+    int rc = mdb_get(mt, env->dbi_dbinfo, &key, &v);
+    if (rc)
+        return rc == MDB_NOTFOUND ? CRDTDB_ECORRUPT : crdtdb__mdb_err(rc);
+    crdtdb_db *db = calloc(1, sizeof *db);
+    if (!db)
+        return CRDTDB_ENOMEM;
+    db->env = env;
+    db->num = num;
+    snprintf(db->id, sizeof db->id, "%s", id);
+    crdtdb__record_init(&db->rec);
+    crdtdb__flat_init(&db->flat);
+    if (!msgpack_zone_init(&db->zone, 4096)) {
+        free(db);
+        return CRDTDB_ENOMEM;
+    }
+    const uint8_t *p = v.mv_data, *end = p + v.mv_size;
+    uint16_t n = 0;
+    for (const uint8_t *q = p; q < end; q += 1 + *q)
+        n++;
+    db->colls = calloc(n ? n : 1, sizeof *db->colls);
+    rc = db->colls ? 0 : CRDTDB_ENOMEM;
+    for (; !rc && p < end; p += 1 + *p) {
+        if ((size_t)(end - p) < 1u + *p) {
+            rc = CRDTDB_ECORRUPT;
+            break;
+        }
+        char *name = malloc((size_t)*p + 1);
+        if (!name) {
+            rc = CRDTDB_ENOMEM;
+            break;
+        }
+        memcpy(name, p + 1, *p);
+        name[*p] = 0;
+        db->colls[db->ncoll++] = name;
+    }
+    if (!rc)
+        rc = crdtdb__seq_read(env, mt, num, &db->seen_seq);
+    if (rc) {
+        crdtdb_db_close(db);
+        return rc;
+    }
+    pthread_mutex_lock(&env->lock);
+    db->next = env->dbs;
+    env->dbs = db;
+    pthread_mutex_unlock(&env->lock);
+    *out = db;
+    return 0;
+}
+
+static int lookup(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t *num)
+{
+    MDB_val k = {strlen(id), (void *)id}, v;
+    int rc = mdb_get(mt, env->dbi_dbs, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return CRDTDB_ENODB;
+    if (rc)
+        return crdtdb__mdb_err(rc);
+    if (v.mv_size != 4)
+        return CRDTDB_ECORRUPT;
+    *num = crdtdb__get_u32(v.mv_data);
+    return 0;
+}
+
+static int bad_id(crdtdb_env *env, const char *what, const char *id)
+{
+    crdtdb__env_seterr(env, CRDTDB_EBADID,
+                       "invalid %s '%s': 1..255 bytes of UTF-8 without "
+                       "control characters",
+                       what, id ? id : "(null)");
+    return CRDTDB_EBADID;
+}
+
+int crdtdb_db_create(crdtdb_env *env, const char *id, const char *const *colls,
+                     size_t ncoll, crdtdb_db **out)
+{
+    if (!env || !out)
+        return CRDTDB_EINVAL;
+    *out = NULL;
+    if (crdtdb__id_check(id, 1))
+        return bad_id(env, "database id", id);
+    if (env->opts.flags & CRDTDB_ENV_RDONLY) {
+        crdtdb__env_seterr(env, CRDTDB_EROFS, "Read only access");
+        return CRDTDB_EROFS;
+    }
+    if (ncoll == 0 || !colls) {
+        crdtdb__env_seterr(env, CRDTDB_EBADID, "a database needs at least one collection");
+        return CRDTDB_EBADID;
+    }
+    if (ncoll > 65535) {
+        crdtdb__env_seterr(env, CRDTDB_ELIMIT, "more than 65535 collections");
+        return CRDTDB_ELIMIT;
+    }
+    crdtdb_buf cl = CRDTDB_BUF_INIT;
+    int rc = 0;
+    for (size_t i = 0; i < ncoll && !rc; i++) {
+        if (crdtdb__id_check(colls[i], 1)) {
+            crdtdb_buf_free(&cl);
+            return bad_id(env, "collection name", colls[i]);
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(colls[i], colls[j]) == 0) {
+                crdtdb_buf_free(&cl);
+                crdtdb__env_seterr(env, CRDTDB_EBADID, "duplicate collection '%s'", colls[i]);
+                return CRDTDB_EBADID;
+            }
+        uint8_t n = (uint8_t)strlen(colls[i]);
+        rc = crdtdb__buf_append(&cl, &n, 1);
+        if (!rc)
+            rc = crdtdb__buf_append(&cl, colls[i], n);
+    }
+    MDB_txn *mt = NULL;
+    int mrc = rc ? 0 : mdb_txn_begin(env->mdb, NULL, 0, &mt);
+    if (mrc)
+        rc = crdtdb__mdb_err(mrc);
+    uint32_t num = 0;
+    if (!rc) {
+        rc = lookup(env, mt, id, &num);
+        if (rc == 0) {
+            rc = CRDTDB_EEXIST;
+            crdtdb__env_seterr(env, rc, "Database '%s' already exists", id);
+        } else if (rc == CRDTDB_ENODB) {
+            rc = 0;
+        }
+    }
+    if (!rc) {
+        MDB_val k = {7, (void *)"next_db"}, v;
+        mrc = mdb_get(mt, env->dbi_meta, &k, &v);
+        if (!mrc && v.mv_size == 4) {
+            num = crdtdb__get_u32(v.mv_data);
+            uint8_t nb[4], sb[8] = {0}, kb[5];
+            crdtdb__put_u32(nb, num + 1);
+            MDB_val nv = {4, nb};
+            mrc = mdb_put(mt, env->dbi_meta, &k, &nv, 0);
+            crdtdb__put_u32(nb, num);
+            MDB_val ik = {strlen(id), (void *)id}, iv = {4, nb};
+            if (!mrc)
+                mrc = mdb_put(mt, env->dbi_dbs, &ik, &iv, 0);
+            MDB_val ck = dbinfo_key(kb, num, 'c'), cv = {cl.len, cl.data};
+            if (!mrc)
+                mrc = mdb_put(mt, env->dbi_dbinfo, &ck, &cv, 0);
+            MDB_val sk = dbinfo_key(kb, num, 's'), sv = {8, sb};
+            if (!mrc)
+                mrc = mdb_put(mt, env->dbi_dbinfo, &sk, &sv, 0);
+        } else if (!mrc) {
+            mrc = MDB_CORRUPTED;
+        }
+        rc = crdtdb__mdb_err(mrc);
+        if (rc)
+            crdtdb__env_seterr(env, rc, "create database '%s': %s", id, mdb_strerror(mrc));
+    }
+    if (!rc)
+        rc = crdtdb__mdb_err(mdb_txn_commit(mt));
+    else if (mt)
+        mdb_txn_abort(mt);
+    crdtdb_buf_free(&cl);
+    if (rc)
+        return rc;
+    return crdtdb_db_open(env, id, out);
+}
+
+int crdtdb_db_open(crdtdb_env *env, const char *id, crdtdb_db **out)
+{
+    if (!env || !out)
+        return CRDTDB_EINVAL;
+    *out = NULL;
+    if (crdtdb__id_check(id, 1))
+        return bad_id(env, "database id", id);
+    MDB_txn *mt;
+    int rc = crdtdb__mdb_err(mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &mt));
+    if (rc)
+        return rc;
+    uint32_t num;
+    rc = lookup(env, mt, id, &num);
+    if (!rc)
+        rc = db_load(env, mt, id, num, out);
+    mdb_txn_abort(mt);
+    if (rc == CRDTDB_ENODB)
+        crdtdb__env_seterr(env, rc, "Database '%s' not found", id);
+    else if (rc)
+        crdtdb__env_seterr(env, rc, "open database '%s': %s", id, crdtdb_strerror(rc));
+    return rc;
+}
+
+void crdtdb_db_close(crdtdb_db *db)
+{
+    if (!db)
+        return;
+    crdtdb_env *env = db->env;
+    pthread_mutex_lock(&env->lock);
+    for (crdtdb_db **pp = &env->dbs; *pp; pp = &(*pp)->next)
+        if (*pp == db) {
+            *pp = db->next;
+            break;
+        }
+    pthread_mutex_unlock(&env->lock);
+    crdtdb__observers_free(db);
+    for (uint16_t i = 0; i < db->ncoll; i++)
+        free(db->colls[i]);
+    free(db->colls);
+    crdtdb__record_free(&db->rec);
+    crdtdb__flat_free(&db->flat);
+    msgpack_zone_destroy(&db->zone);
+    crdtdb_buf_free(&db->blob);
+    crdtdb_buf_free(&db->vis);
+    crdtdb_buf_free(&db->enc);
+    free(db);
+}
+
+int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
+{
+    if (!env || !cb)
+        return CRDTDB_EINVAL;
+    MDB_txn *mt;
+    MDB_cursor *c;
+    int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &mt);
+    if (rc)
+        return crdtdb__mdb_err(rc);
+    rc = mdb_cursor_open(mt, env->dbi_dbs, &c);
+    if (rc) {
+        mdb_txn_abort(mt);
+        return crdtdb__mdb_err(rc);
+    }
+    MDB_val k, v;
+    char name[CRDTDB_ID_MAX + 1];
+    int out = 0;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size > CRDTDB_ID_MAX)
+            continue;
+        memcpy(name, k.mv_data, k.mv_size);
+        name[k.mv_size] = 0;
+        if ((out = cb(ctx, name)) != 0)
+            break;
+    }
+    if (!out && rc != MDB_NOTFOUND)
+        out = crdtdb__mdb_err(rc);
+    mdb_cursor_close(c);
+    mdb_txn_abort(mt);
+    return out;
+}
+
+/* Deletes every key of dbi that starts with the 4-byte number prefix. */
+static int del_prefix(MDB_txn *mt, MDB_dbi dbi, uint32_t num)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(mt, dbi, &c);
+    if (rc)
+        return rc;
+    uint8_t p[4];
+    crdtdb__put_u32(p, num);
+    MDB_val k, v;
+    /* Re-seek after each delete: simplest correct walk over a shrinking tree. */
+    for (;;) {
+        k.mv_size = 4;
+        k.mv_data = p;
+        rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        if (rc || k.mv_size < 4 || memcmp(k.mv_data, p, 4) != 0)
+            break;
+        if ((rc = mdb_cursor_del(c, 0)))
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int crdtdb_db_drop(crdtdb_env *env, const char *id)
+{
+    if (!env)
+        return CRDTDB_EINVAL;
+    if (crdtdb__id_check(id, 1))
+        return bad_id(env, "database id", id);
+    if (env->opts.flags & CRDTDB_ENV_RDONLY) {
+        crdtdb__env_seterr(env, CRDTDB_EROFS, "Read only access");
+        return CRDTDB_EROFS;
+    }
+    int busy = 0;
+    pthread_mutex_lock(&env->lock);
+    for (crdtdb_db *d = env->dbs; d; d = d->next)
+        busy |= strcmp(d->id, id) == 0;
+    pthread_mutex_unlock(&env->lock);
+    if (busy) {
+        crdtdb__env_seterr(env, CRDTDB_EBUSY, "Database '%s' is open", id);
+        return CRDTDB_EBUSY;
+    }
+    MDB_txn *mt;
+    int mrc = mdb_txn_begin(env->mdb, NULL, 0, &mt);
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    uint32_t num;
+    int rc = lookup(env, mt, id, &num);
+    if (rc) {
+        mdb_txn_abort(mt);
+        crdtdb__env_seterr(env, rc, rc == CRDTDB_ENODB ? "Database '%s' not found"
+                                                       : "drop '%s' failed", id);
+        return rc;
+    }
+    MDB_val k = {strlen(id), (void *)id};
+    if (!(mrc = mdb_del(mt, env->dbi_dbs, &k, NULL)) &&
+        !(mrc = del_prefix(mt, env->dbi_dbinfo, num)) &&
+        !(mrc = del_prefix(mt, env->dbi_records, num)) &&
+        !(mrc = del_prefix(mt, env->dbi_changes, num)))
+        mrc = mdb_txn_commit(mt);
+    else
+        mdb_txn_abort(mt);
+    rc = crdtdb__mdb_err(mrc);
+    if (rc)
+        crdtdb__env_seterr(env, rc, "drop '%s': %s", id, mdb_strerror(mrc));
+    return rc;
+}
+
+int crdtdb_db_seq(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq)
+{
+    if (!db || !seq)
+        return CRDTDB_EINVAL;
+    if (txn && txn->db == db && !(txn->flags & CRDTDB_TXN_RDONLY)) {
+        *seq = txn->seq;
+        return 0;
+    }
+    crdtdb_txn *t;
+    int own;
+    int rc = crdtdb__txn_get(db, txn, 0, &t, &own);
+    if (rc)
+        return rc;
+    rc = crdtdb__seq_read(db->env, t->mt, db->num, seq);
+    return crdtdb__txn_end(t, own, rc);
+}

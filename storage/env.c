@@ -1,0 +1,218 @@
+/* Environment: one LMDB env, the replica identity, the clock. */
+#include <errno.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "crdt/hlc.h"
+#include "storage/internal.h"
+
+void crdtdb_env_options_init(crdtdb_env_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->map_size = (size_t)1 << 30;
+    o->max_value_size = (size_t)1 << 20;
+    o->max_depth = 16;
+    o->max_path_bytes = 1024;
+    o->max_fields = 10000;
+    o->max_clock_skew_ms = 5 * 60 * 1000;
+    o->observe_batch_limit = 100;
+}
+
+int crdtdb__mdb_err(int rc)
+{
+    switch (rc) {
+    case 0: return 0;
+    case ENOMEM: return CRDTDB_ENOMEM;
+    case MDB_MAP_FULL: return CRDTDB_EMAPFULL;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND: return CRDTDB_ECORRUPT;
+    case MDB_VERSION_MISMATCH:
+    case MDB_INVALID: return CRDTDB_EVERSION;
+    case MDB_READERS_FULL:
+    case MDB_TXN_FULL:
+    case EBUSY: return CRDTDB_EBUSY;
+    case EACCES:
+    case EROFS: return CRDTDB_EROFS;
+    default: return CRDTDB_EIO;
+    }
+}
+
+void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
+{
+    (void)code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(env->errmsg, sizeof env->errmsg, fmt, ap);
+    va_end(ap);
+}
+
+const char *crdtdb_env_errmsg(const crdtdb_env *env)
+{
+    return env ? env->errmsg : "no environment";
+}
+
+static uint64_t system_ms(void *ctx)
+{
+    (void)ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t crdtdb__now_ms(const crdtdb_env *env)
+{
+    return env->opts.clock(env->opts.clock_ctx);
+}
+
+void crdtdb_env_replica_id(const crdtdb_env *env,
+                           uint8_t out[CRDTDB_REPLICA_ID_BYTES])
+{
+    memcpy(out, env->pk, CRDTDB_REPLICA_ID_BYTES);
+}
+
+static int meta_get(MDB_txn *t, MDB_dbi dbi, const char *key, MDB_val *v)
+{
+    MDB_val k = {strlen(key), (void *)key};
+    return mdb_get(t, dbi, &k, v);
+}
+
+static int meta_put(MDB_txn *t, MDB_dbi dbi, const char *key, const void *p,
+                    size_t n)
+{
+    MDB_val k = {strlen(key), (void *)key}, v = {n, (void *)p};
+    return mdb_put(t, dbi, &k, &v, 0);
+}
+
+/* Opens the sub-databases and creates the identity on first open. */
+static int env_init(crdtdb_env *env, int rdonly)
+{
+    MDB_txn *t;
+    int rc = mdb_txn_begin(env->mdb, NULL, rdonly ? MDB_RDONLY : 0, &t);
+    if (rc)
+        return rc;
+    unsigned cf = rdonly ? 0 : MDB_CREATE;
+    if ((rc = mdb_dbi_open(t, "meta", cf, &env->dbi_meta)) ||
+        (rc = mdb_dbi_open(t, "dbs", cf, &env->dbi_dbs)) ||
+        (rc = mdb_dbi_open(t, "dbinfo", cf, &env->dbi_dbinfo)) ||
+        (rc = mdb_dbi_open(t, "records", cf, &env->dbi_records)) ||
+        (rc = mdb_dbi_open(t, "changes", cf, &env->dbi_changes)))
+        goto fail;
+    MDB_val v;
+    rc = meta_get(t, env->dbi_meta, "version", &v);
+    if (rc == MDB_NOTFOUND && !rdonly) {
+        uint8_t ver[4], sk[64], pk[32], zero[4] = {0};
+        crdtdb__put_u32(ver, CRDTDB__FORMAT_VERSION);
+        crypto_sign_keypair(pk, sk);
+        rc = meta_put(t, env->dbi_meta, "version", ver, 4);
+        if (!rc)
+            rc = meta_put(t, env->dbi_meta, "identity", sk, 64);
+        if (!rc)
+            rc = meta_put(t, env->dbi_meta, "next_db", zero, 4);
+        sodium_memzero(sk, sizeof sk);
+        if (rc)
+            goto fail;
+        rc = meta_get(t, env->dbi_meta, "version", &v);
+    }
+    if (rc)
+        goto fail;
+    if (v.mv_size != 4 || crdtdb__get_u32(v.mv_data) != CRDTDB__FORMAT_VERSION) {
+        rc = MDB_VERSION_MISMATCH;
+        goto fail;
+    }
+    if ((rc = meta_get(t, env->dbi_meta, "identity", &v)))
+        goto fail;
+    if (v.mv_size != 64) {
+        rc = MDB_CORRUPTED;
+        goto fail;
+    }
+    memcpy(env->sk, v.mv_data, 64);
+    memcpy(env->pk, env->sk + 32, 32);
+    if (meta_get(t, env->dbi_meta, "hlc", &v) == 0 && v.mv_size == 8)
+        env->hlc = crdtdb__get_u64(v.mv_data);
+    return mdb_txn_commit(t);
+fail:
+    mdb_txn_abort(t);
+    return rc;
+}
+
+int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
+                    crdtdb_env **out)
+{
+    if (!out)
+        return CRDTDB_EINVAL;
+    *out = NULL;
+    if (!path || !*path)
+        return CRDTDB_EINVAL;
+    crdtdb_env_options o;
+    if (opts)
+        o = *opts;
+    else
+        crdtdb_env_options_init(&o);
+    if (o.max_depth == 0 || o.max_depth > 32 || o.max_value_size == 0 ||
+        o.map_size == 0 || o.max_path_bytes == 0 || o.max_fields == 0)
+        return CRDTDB_EINVAL;
+    if (!o.clock)
+        o.clock = system_ms;
+    if (sodium_init() < 0)
+        return CRDTDB_EIO;
+    int rdonly = (o.flags & CRDTDB_ENV_RDONLY) != 0;
+    if (!rdonly && mkdir(path, 0755) != 0 && errno != EEXIST)
+        return errno == EACCES || errno == EROFS ? CRDTDB_EROFS : CRDTDB_EIO;
+
+    crdtdb_env *env = calloc(1, sizeof *env);
+    if (!env)
+        return CRDTDB_ENOMEM;
+    env->opts = o;
+    env->lim.max_value_size = o.max_value_size;
+    env->lim.max_depth = o.max_depth;
+    env->lim.max_path_bytes = o.max_path_bytes;
+    env->lim.max_fields = o.max_fields;
+    if (pthread_mutex_init(&env->lock, NULL)) {
+        free(env);
+        return CRDTDB_ENOMEM;
+    }
+    unsigned flags = MDB_NOTLS;
+    if (o.flags & CRDTDB_ENV_NOSYNC)
+        flags |= MDB_NOSYNC;
+    if (rdonly)
+        flags |= MDB_RDONLY;
+    int rc = mdb_env_create(&env->mdb);
+    if (!rc)
+        rc = mdb_env_set_maxdbs(env->mdb, 8);
+    if (!rc)
+        rc = mdb_env_set_maxreaders(env->mdb, 1024);
+    if (!rc)
+        rc = mdb_env_set_mapsize(env->mdb, o.map_size);
+    if (!rc)
+        rc = mdb_env_open(env->mdb, path, flags, 0644);
+    if (!rc)
+        rc = env_init(env, rdonly);
+    if (rc) {
+        int code = rc == MDB_NOTFOUND || (rdonly && rc == ENOENT)
+                       ? CRDTDB_EROFS
+                       : crdtdb__mdb_err(rc);
+        if (rc == ENOENT)
+            code = CRDTDB_EIO;
+        crdtdb_env_close(env);
+        return code;
+    }
+    snprintf(env->errmsg, sizeof env->errmsg, "no error");
+    *out = env;
+    return 0;
+}
+
+void crdtdb_env_close(crdtdb_env *env)
+{
+    if (!env)
+        return;
+    if (env->mdb)
+        mdb_env_close(env->mdb);
+    sodium_memzero(env->sk, sizeof env->sk);
+    pthread_mutex_destroy(&env->lock);
+    free(env);
+}

@@ -1,0 +1,176 @@
+/*
+ * Storage internals shared by the storage files.  Not installed.
+ *
+ * LMDB layout (one environment, named sub-databases; integers big-endian so
+ * keys sort numerically):
+ *   meta     "version" -> u32 format version
+ *            "identity" -> 64-byte ed25519 secret key (public key = last 32)
+ *            "next_db" -> u32 next database number
+ *            "hlc"     -> u64 highest stamp issued or accepted
+ *   dbs      database id (UTF-8) -> u32 database number
+ *   dbinfo   u32 number | 'c' -> collections (u8 length + name)...
+ *            u32 number | 's' -> u64 last change sequence
+ *   records  u32 number | u16 collection | record id -> record blob
+ *            (crdt/record.h: registers + cached visible rendering)
+ *   changes  u32 number | u64 seq -> u16 collection | u8 id length | id | path
+ *            the change log: one entry per live register, keyed by the local
+ *            sequence that last wrote it; superseded entries are deleted, so
+ *            "changes after N" is one cursor scan.
+ */
+#ifndef CRDTDB_STORAGE_INTERNAL_H
+#define CRDTDB_STORAGE_INTERNAL_H
+#include <lmdb.h>
+#include <msgpack.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "crdt/record.h"
+#include "crdt/value.h"
+#include "crdtdb.h"
+
+#define CRDTDB__FORMAT_VERSION 1u
+#define CRDTDB__RECKEY_MAX (4 + 2 + CRDTDB_ID_MAX)
+#define CRDTDB__CHGKEY_LEN 12
+
+struct crdtdb_env {
+    MDB_env *mdb;
+    MDB_dbi dbi_meta, dbi_dbs, dbi_dbinfo, dbi_records, dbi_changes;
+    crdtdb_env_options opts;
+    crdtdb__limits lim;
+    uint8_t pk[CRDTDB_REPLICA_ID_BYTES];
+    uint8_t sk[64];
+    pthread_mutex_t lock; /* guards hlc and dbs */
+    uint64_t hlc;         /* highest stamp this process issued or accepted */
+    struct crdtdb_db *dbs; /* open handles, for drop's EBUSY */
+    char errmsg[512];
+};
+
+typedef struct crdtdb__event_rec {
+    uint8_t type;
+    uint16_t coll;
+    size_t id_off;  /* NUL-terminated, in the event arena */
+    size_t val_off; /* msgpack, in the event arena */
+    size_t val_len;
+} crdtdb__event_rec;
+
+struct crdtdb_observer {
+    crdtdb_db *db;
+    int coll; /* -1: all */
+    crdtdb_observe_cb cb;
+    void *ctx;
+    int closed;
+    crdtdb_observer *next;
+};
+
+struct crdtdb_db {
+    crdtdb_env *env;
+    uint32_t num;
+    char id[CRDTDB_ID_MAX + 1];
+    uint16_t ncoll;
+    char **colls;
+    crdtdb_txn *txn; /* the open transaction on this handle, if any */
+    crdtdb_observer *observers;
+    int dispatching;
+    uint64_t seen_seq; /* changes up to here have been reported to observers */
+    struct crdtdb_db *next;
+    char errmsg[512];
+    /* scratch reused across operations (one thread at a time) */
+    crdtdb__record rec;
+    crdtdb__flat flat;
+    msgpack_zone zone;
+    crdtdb_buf blob, vis, enc;
+};
+
+struct crdtdb_txn {
+    crdtdb_db *db;
+    MDB_txn *mt;
+    unsigned flags;
+    int failed;       /* first failed operation's code */
+    uint64_t seq0;    /* db sequence when the txn began */
+    uint64_t seq;     /* last sequence issued in this txn */
+    uint64_t hlc;     /* clock within the txn (write txns are serialized) */
+    uint64_t hlc0;
+    /* events recorded for observers, fired after commit */
+    crdtdb__event_rec *events;
+    uint32_t nevents, events_cap;
+    crdtdb_buf arena;
+    int many; /* too many changes by others to list one by one */
+};
+
+/* env.c */
+int crdtdb__mdb_err(int rc);
+uint64_t crdtdb__now_ms(const crdtdb_env *env);
+void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* db.c */
+int crdtdb__db_seterr(crdtdb_db *db, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Validates a database id, collection name or record id (1..255 bytes of
+ * UTF-8; control characters refused when strict).  0 or CRDTDB_EBADID. */
+int crdtdb__id_check(const char *s, int strict);
+/* Collection number of `name`, or CRDTDB_ENOCOLL with the message set. */
+int crdtdb__db_coll(crdtdb_db *db, const char *name);
+
+/* txn.c */
+/* Gets the transaction for a call: `txn` itself (checked to belong to db and
+ * to be writable if `write`) or a new one that *own marks for the caller to
+ * finish with crdtdb__txn_end.  Error message set on db. */
+int crdtdb__txn_get(crdtdb_db *db, crdtdb_txn *txn, int write,
+                    crdtdb_txn **out, int *own);
+/* Ends an owned txn: commits if rc == 0, else aborts.  Marks a borrowed
+ * write txn failed if rc != 0.  Returns the final code. */
+int crdtdb__txn_end(crdtdb_txn *t, int own, int rc);
+uint64_t crdtdb__txn_tick(crdtdb_txn *t);
+int crdtdb__seq_read(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *seq);
+
+/* observe.c */
+int crdtdb__event_add(crdtdb_txn *t, int type, uint16_t coll, const char *id,
+                      size_t idlen, const uint8_t *val, size_t len);
+/* Records events for changes committed by others in (db->seen_seq, upto],
+ * read through mt.  0 or an error code. */
+int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
+                            uint64_t upto);
+void crdtdb__events_dispatch(crdtdb_db *db, crdtdb_txn *t);
+void crdtdb__observers_free(crdtdb_db *db);
+
+/* keys */
+static inline void crdtdb__put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+static inline uint32_t crdtdb__get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void crdtdb__put_u64(uint8_t *p, uint64_t v)
+{
+    crdtdb__put_u32(p, (uint32_t)(v >> 32));
+    crdtdb__put_u32(p + 4, (uint32_t)v);
+}
+static inline uint64_t crdtdb__get_u64(const uint8_t *p)
+{
+    return (uint64_t)crdtdb__get_u32(p) << 32 | crdtdb__get_u32(p + 4);
+}
+/* Record key: number | collection | id.  Returns its length. */
+static inline size_t crdtdb__reckey(uint8_t *k, uint32_t num, uint16_t coll,
+                                    const char *id, size_t idlen)
+{
+    crdtdb__put_u32(k, num);
+    k[4] = (uint8_t)(coll >> 8);
+    k[5] = (uint8_t)coll;
+    for (size_t i = 0; i < idlen; i++)
+        k[6 + i] = (uint8_t)id[i];
+    return 6 + idlen;
+}
+
+#endif

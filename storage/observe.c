@@ -1,0 +1,262 @@
+/* Observers: events recorded during a write, fired after commit; changes by
+ * other handles or processes are read back from the change log. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt/buf.h"
+#include "storage/internal.h"
+
+int crdtdb_db_observe(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
+                      void *ctx, crdtdb_observer **out)
+{
+    if (!db || !cb || !out)
+        return CRDTDB_EINVAL;
+    *out = NULL;
+    int c = -1;
+    if (coll && (c = crdtdb__db_coll(db, coll)) < 0)
+        return c;
+    crdtdb_observer *o = calloc(1, sizeof *o);
+    if (!o)
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    o->db = db;
+    o->coll = c;
+    o->cb = cb;
+    o->ctx = ctx;
+    /* append, so observers fire in subscription order */
+    crdtdb_observer **pp = &db->observers;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = o;
+    *out = o;
+    return 0;
+}
+
+static void observers_sweep(crdtdb_db *db)
+{
+    crdtdb_observer **pp = &db->observers;
+    while (*pp) {
+        crdtdb_observer *o = *pp;
+        if (o->closed) {
+            *pp = o->next;
+            free(o);
+        } else {
+            pp = &o->next;
+        }
+    }
+}
+
+void crdtdb_observer_close(crdtdb_observer *obs)
+{
+    if (!obs)
+        return;
+    obs->closed = 1;
+    if (!obs->db->dispatching)
+        observers_sweep(obs->db);
+}
+
+void crdtdb__observers_free(crdtdb_db *db)
+{
+    while (db->observers) {
+        crdtdb_observer *o = db->observers;
+        db->observers = o->next;
+        free(o);
+    }
+}
+
+int crdtdb__event_add(crdtdb_txn *t, int type, uint16_t coll, const char *id,
+                      size_t idlen, const uint8_t *val, size_t len)
+{
+    if (t->nevents == t->events_cap) {
+        uint32_t c = t->events_cap ? t->events_cap * 2 : 16;
+        void *p = realloc(t->events, (size_t)c * sizeof *t->events);
+        if (!p)
+            return CRDTDB_ENOMEM;
+        t->events = p;
+        t->events_cap = c;
+    }
+    crdtdb__event_rec *e = &t->events[t->nevents];
+    e->type = (uint8_t)type;
+    e->coll = coll;
+    e->id_off = t->arena.len;
+    static const uint8_t nul = 0;
+    if (crdtdb__buf_append(&t->arena, id, idlen) ||
+        crdtdb__buf_append(&t->arena, &nul, 1))
+        return CRDTDB_ENOMEM;
+    e->val_off = t->arena.len;
+    e->val_len = len;
+    if (crdtdb__buf_append(&t->arena, val, len))
+        return CRDTDB_ENOMEM;
+    t->nevents++;
+    return 0;
+}
+
+void crdtdb__events_dispatch(crdtdb_db *db, crdtdb_txn *t)
+{
+    if ((!t->nevents && !t->many) || !db->observers)
+        return;
+    db->dispatching++;
+    uint32_t limit = db->env->opts.observe_batch_limit;
+    for (crdtdb_observer *o = db->observers; o; o = o->next) {
+        if (o->closed)
+            continue;
+        if (t->many) {
+            crdtdb_event ev = {CRDTDB_EVENT_MULTIPLE_CHANGES,
+                               o->coll < 0 ? NULL : db->colls[o->coll], NULL, NULL, 0};
+            o->cb(o->ctx, &ev);
+            continue;
+        }
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < t->nevents; i++)
+            n += o->coll < 0 || o->coll == t->events[i].coll;
+        if (n == 0)
+            continue;
+        const char *cname = o->coll < 0 ? NULL : db->colls[o->coll];
+        if (n > limit) {
+            crdtdb_event ev = {CRDTDB_EVENT_MULTIPLE_CHANGES, cname, NULL, NULL, 0};
+            o->cb(o->ctx, &ev);
+            continue;
+        }
+        for (uint32_t i = 0; i < t->nevents && !o->closed; i++) {
+            const crdtdb__event_rec *r = &t->events[i];
+            if (o->coll >= 0 && o->coll != r->coll)
+                continue;
+            crdtdb_event ev = {(crdtdb_event_type)r->type, db->colls[r->coll],
+                               (const char *)t->arena.data + r->id_off,
+                               r->val_len ? t->arena.data + r->val_off : NULL,
+                               r->val_len};
+            o->cb(o->ctx, &ev);
+        }
+    }
+    if (--db->dispatching == 0)
+        observers_sweep(db);
+}
+
+void crdtdb_db_invalidate(crdtdb_db *db)
+{
+    if (!db)
+        return;
+    db->dispatching++;
+    for (crdtdb_observer *o = db->observers; o; o = o->next) {
+        if (o->closed)
+            continue;
+        crdtdb_event ev = {CRDTDB_EVENT_INVALIDATE_ALL,
+                           o->coll < 0 ? NULL : db->colls[o->coll], NULL, NULL, 0};
+        o->cb(o->ctx, &ev);
+    }
+    if (--db->dispatching == 0)
+        observers_sweep(db);
+}
+
+/* 1 if the record (coll, id) already has an event in t. */
+static int seen(const crdtdb_txn *t, uint32_t from, uint16_t coll,
+                const uint8_t *id, size_t idlen)
+{
+    for (uint32_t i = from; i < t->nevents; i++) {
+        const crdtdb__event_rec *e = &t->events[i];
+        const char *eid = (const char *)t->arena.data + e->id_off;
+        if (e->coll == coll && strlen(eid) == idlen && memcmp(eid, id, idlen) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
+                            uint64_t upto)
+{
+    crdtdb_env *env = db->env;
+    uint64_t since = db->seen_seq;
+    uint32_t first = t->nevents, distinct = 0;
+    uint32_t limit = env->opts.observe_batch_limit;
+    MDB_cursor *cur;
+    int mrc = mdb_cursor_open(mt, env->dbi_changes, &cur);
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    uint8_t kb[CRDTDB__CHGKEY_LEN];
+    crdtdb__put_u32(kb, db->num);
+    crdtdb__put_u64(kb + 4, since + 1);
+    MDB_val k = {sizeof kb, kb}, v;
+    crdtdb__record rec;
+    crdtdb__record_init(&rec);
+    int rc = 0, many = 0;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != CRDTDB__CHGKEY_LEN || crdtdb__get_u32(k.mv_data) != db->num ||
+            crdtdb__get_u64((const uint8_t *)k.mv_data + 4) > upto)
+            break;
+        const uint8_t *p = v.mv_data;
+        if (v.mv_size < 3 || v.mv_size < 3u + p[2]) {
+            rc = CRDTDB_ECORRUPT;
+            break;
+        }
+        uint16_t coll = (uint16_t)(p[0] << 8 | p[1]);
+        size_t idlen = p[2];
+        const uint8_t *id = p + 3;
+        if (coll >= db->ncoll || seen(t, first, coll, id, idlen))
+            continue;
+        if (++distinct > limit) {
+            many = 1;
+            break;
+        }
+        uint8_t key[CRDTDB__RECKEY_MAX];
+        MDB_val rk = {crdtdb__reckey(key, db->num, coll, (const char *)id, idlen), key}, rv;
+        int type = 0;
+        if (mdb_get(mt, env->dbi_records, &rk, &rv) == 0 &&
+            crdtdb__record_decode(&rec, rv.mv_data, rv.mv_size) == 0) {
+            int fresh = rec.base_seq > since;
+            if (crdtdb__record_visible(&rec))
+                type = fresh ? CRDTDB_EVENT_ADD : CRDTDB_EVENT_UPDATE;
+            else if (rec.base_kind == CRDTDB__BASE_REMOVE && fresh)
+                type = CRDTDB_EVENT_REMOVE;
+        }
+        if (type && crdtdb__event_add(t, type, coll, (const char *)id, idlen,
+                                      rec.visible, type == CRDTDB_EVENT_REMOVE ? 0 : rec.visible_len)) {
+            rc = CRDTDB_ENOMEM;
+            break;
+        }
+    }
+    if (!rc && mrc != 0 && mrc != MDB_NOTFOUND && !many)
+        rc = crdtdb__mdb_err(mrc);
+    mdb_cursor_close(cur);
+    crdtdb__record_free(&rec);
+    if (rc)
+        return rc;
+    if (many) {
+        /* Too many to list: every observer gets one MultipleChanges. */
+        t->nevents = first;
+        t->many = 1;
+    }
+    db->seen_seq = upto;
+    return 0;
+}
+
+int crdtdb_db_poll(crdtdb_db *db, size_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!db)
+        return CRDTDB_EINVAL;
+    if (db->txn)
+        return crdtdb__db_seterr(db, CRDTDB_EBUSY, "a transaction is open on this handle");
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
+    if (rc)
+        return rc;
+    if (t->seq0 > db->seen_seq) {
+        rc = crdtdb__events_from_log(db, t, t->mt, t->seq0);
+        if (!rc && n)
+            *n = t->many ? (size_t)db->env->opts.observe_batch_limit + 1 : t->nevents;
+    }
+    MDB_txn *mt = t->mt;
+    t->mt = NULL;
+    db->txn = NULL;
+    if (!rc) {
+        /* Events borrow the snapshot's pages only through copies in the
+         * arena, so the snapshot can end before observers run. */
+        mdb_txn_abort(mt);
+        crdtdb__events_dispatch(db, t);
+    } else {
+        mdb_txn_abort(mt);
+    }
+    crdtdb_txn_abort(t);
+    return rc;
+}

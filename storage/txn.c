@@ -1,0 +1,163 @@
+/* Transactions: read snapshots and all-or-nothing write batches. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt/hlc.h"
+#include "storage/internal.h"
+
+int crdtdb_txn_begin(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
+{
+    if (!db || !out)
+        return CRDTDB_EINVAL;
+    *out = NULL;
+    crdtdb_env *env = db->env;
+    int write = !(flags & CRDTDB_TXN_RDONLY);
+    if (db->txn)
+        return crdtdb__db_seterr(db, CRDTDB_EBUSY,
+                                 "a transaction is already open on this handle");
+    if (write && (env->opts.flags & CRDTDB_ENV_RDONLY))
+        return crdtdb__db_seterr(db, CRDTDB_EROFS, "Read only access");
+    crdtdb_txn *t = calloc(1, sizeof *t);
+    if (!t)
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    t->db = db;
+    t->flags = flags;
+    int mrc = mdb_txn_begin(env->mdb, NULL, write ? 0 : MDB_RDONLY, &t->mt);
+    int rc = crdtdb__mdb_err(mrc);
+    if (!rc)
+        rc = crdtdb__seq_read(env, t->mt, db->num, &t->seq0);
+    if (rc == CRDTDB_EIO && mrc == 0)
+        rc = CRDTDB_ENODB; /* dropped under us */
+    if (!rc && write) {
+        t->seq = t->seq0;
+        /* Write txns are serialized by LMDB, so the clock can live in the
+         * txn; start it past what any process has stored. */
+        MDB_val k = {3, (void *)"hlc"}, v;
+        pthread_mutex_lock(&env->lock);
+        t->hlc = env->hlc;
+        pthread_mutex_unlock(&env->lock);
+        if (mdb_get(t->mt, env->dbi_meta, &k, &v) == 0 && v.mv_size == 8 &&
+            crdtdb__get_u64(v.mv_data) > t->hlc)
+            t->hlc = crdtdb__get_u64(v.mv_data);
+        t->hlc0 = t->hlc;
+        /* Changes other handles committed since we last looked are reported
+         * before ours, so observers see them in order and exactly once. */
+        if (db->observers && t->seq0 > db->seen_seq)
+            rc = crdtdb__events_from_log(db, t, t->mt, t->seq0);
+    }
+    if (rc) {
+        if (t->mt)
+            mdb_txn_abort(t->mt);
+        free(t);
+        return crdtdb__db_seterr(db, rc, "begin transaction: %s",
+                                 mrc ? mdb_strerror(mrc) : crdtdb_strerror(rc));
+    }
+    db->txn = t;
+    *out = t;
+    return 0;
+}
+
+static void txn_free(crdtdb_txn *t)
+{
+    t->db->txn = NULL;
+    free(t->events);
+    crdtdb_buf_free(&t->arena);
+    free(t);
+}
+
+void crdtdb_txn_abort(crdtdb_txn *t)
+{
+    if (!t)
+        return;
+    if (t->mt)
+        mdb_txn_abort(t->mt);
+    txn_free(t);
+}
+
+int crdtdb_txn_commit(crdtdb_txn *t)
+{
+    if (!t)
+        return CRDTDB_EINVAL;
+    crdtdb_db *db = t->db;
+    crdtdb_env *env = db->env;
+    if (t->flags & CRDTDB_TXN_RDONLY) {
+        crdtdb_txn_abort(t);
+        return 0;
+    }
+    int rc = t->failed;
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return rc; /* the failed operation left its message on db */
+    }
+    int mrc = 0;
+    if (t->seq != t->seq0) {
+        uint8_t k[5], sv[8];
+        crdtdb__put_u32(k, db->num);
+        k[4] = 's';
+        crdtdb__put_u64(sv, t->seq);
+        MDB_val key = {5, k}, val = {8, sv};
+        mrc = mdb_put(t->mt, env->dbi_dbinfo, &key, &val, 0);
+    }
+    if (!mrc && t->hlc != t->hlc0) {
+        uint8_t hv[8];
+        crdtdb__put_u64(hv, t->hlc);
+        MDB_val key = {3, (void *)"hlc"}, val = {8, hv};
+        mrc = mdb_put(t->mt, env->dbi_meta, &key, &val, 0);
+    }
+    if (!mrc)
+        mrc = mdb_txn_commit(t->mt);
+    else
+        mdb_txn_abort(t->mt);
+    t->mt = NULL;
+    if (mrc) {
+        rc = crdtdb__mdb_err(mrc);
+        crdtdb__db_seterr(db, rc, "commit: %s", mdb_strerror(mrc));
+        txn_free(t);
+        return rc;
+    }
+    pthread_mutex_lock(&env->lock);
+    if (t->hlc > env->hlc)
+        env->hlc = t->hlc;
+    pthread_mutex_unlock(&env->lock);
+    db->seen_seq = t->seq;
+    db->txn = NULL; /* observers may begin their own transactions */
+    crdtdb__events_dispatch(db, t);
+    txn_free(t);
+    return 0;
+}
+
+uint64_t crdtdb__txn_tick(crdtdb_txn *t)
+{
+    return crdtdb__hlc_tick(&t->hlc, crdtdb__now_ms(t->db->env));
+}
+
+int crdtdb__txn_get(crdtdb_db *db, crdtdb_txn *txn, int write,
+                    crdtdb_txn **out, int *own)
+{
+    if (txn) {
+        if (txn->db != db)
+            return crdtdb__db_seterr(db, CRDTDB_EINVAL,
+                                     "transaction belongs to another database handle");
+        if (write && (txn->flags & CRDTDB_TXN_RDONLY))
+            return crdtdb__db_seterr(db, CRDTDB_EROFS, "Read only access");
+        *out = txn;
+        *own = 0;
+        return 0;
+    }
+    *own = 1;
+    return crdtdb_txn_begin(db, write ? 0 : CRDTDB_TXN_RDONLY, out);
+}
+
+int crdtdb__txn_end(crdtdb_txn *t, int own, int rc)
+{
+    if (!own) {
+        if (rc && !(t->flags & CRDTDB_TXN_RDONLY) && !t->failed)
+            t->failed = rc;
+        return rc;
+    }
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return rc;
+    }
+    return crdtdb_txn_commit(t);
+}

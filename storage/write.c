@@ -1,0 +1,333 @@
+/* Local writes: add, add_all, update, remove — read, merge, store, log. */
+#include <string.h>
+
+#include "crdt/buf.h"
+#include "crdt/hlc.h"
+#include "storage/internal.h"
+
+static int not_found(crdtdb_db *db, uint16_t coll, const char *id)
+{
+    return crdtdb__db_seterr(db, CRDTDB_ENOTFOUND,
+                             "Object with id '%s' not found in collection '%s'",
+                             id, db->colls[coll]);
+}
+
+/* A record being written: its key and the state before the write. */
+typedef struct slot {
+    uint16_t coll;
+    const char *id;
+    size_t idlen;
+    uint8_t key[CRDTDB__RECKEY_MAX];
+    MDB_val k;
+    int was_visible;
+    uint64_t seq_before;
+} slot;
+
+/* Loads the record into db->rec (its blob copied into db->blob: LMDB pages
+ * may move once we write). */
+static int slot_load(crdtdb_txn *t, slot *s, uint16_t coll, const char *id)
+{
+    crdtdb_db *db = t->db;
+    s->coll = coll;
+    s->id = id;
+    s->idlen = strlen(id);
+    s->k.mv_size = crdtdb__reckey(s->key, db->num, coll, id, s->idlen);
+    s->k.mv_data = s->key;
+    s->seq_before = t->seq;
+    MDB_val v;
+    int rc = mdb_get(t->mt, db->env->dbi_records, &s->k, &v);
+    crdtdb__record_clear(&db->rec);
+    db->blob.len = 0;
+    if (rc == MDB_NOTFOUND) {
+        s->was_visible = 0;
+        return 0;
+    }
+    if (rc)
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(rc), "read: %s", mdb_strerror(rc));
+    if (crdtdb__buf_set(&db->blob, v.mv_data, v.mv_size))
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    rc = crdtdb__record_decode(&db->rec, db->blob.data, db->blob.len);
+    if (rc)
+        return crdtdb__db_seterr(db, rc, "record '%s' in '%s' is unreadable: %s",
+                                 id, db->colls[coll], crdtdb_strerror(rc));
+    s->was_visible = crdtdb__record_visible(&db->rec);
+    return 0;
+}
+
+static int log_put(crdtdb_txn *t, const slot *s, uint64_t seq,
+                   const uint8_t *path, size_t plen)
+{
+    crdtdb_db *db = t->db;
+    uint8_t k[CRDTDB__CHGKEY_LEN];
+    crdtdb__put_u32(k, db->num);
+    crdtdb__put_u64(k + 4, seq);
+    MDB_val key = {sizeof k, k}, val;
+    val.mv_size = 3 + s->idlen + plen;
+    int rc = mdb_put(t->mt, db->env->dbi_changes, &key, &val, MDB_RESERVE);
+    if (rc)
+        return rc;
+    uint8_t *o = val.mv_data;
+    o[0] = (uint8_t)(s->coll >> 8);
+    o[1] = (uint8_t)s->coll;
+    o[2] = (uint8_t)s->idlen;
+    memcpy(o + 3, s->id, s->idlen);
+    if (plen)
+        memcpy(o + 3 + s->idlen, path, plen);
+    return 0;
+}
+
+/* Numbers the new registers, stores the record and its change-log entries,
+ * and records the observer event. */
+static int slot_store(crdtdb_txn *t, slot *s)
+{
+    crdtdb_db *db = t->db;
+    crdtdb__record *r = &db->rec;
+    crdtdb_env *env = db->env;
+    if (r->nleaves > env->lim.max_fields)
+        return crdtdb__db_seterr(db, CRDTDB_ETOOBIG,
+                                 "record would have more than %u fields",
+                                 (unsigned)env->lim.max_fields);
+    if (r->base_kind != CRDTDB__BASE_NONE && r->base_seq == 0)
+        r->base_seq = ++t->seq;
+    for (uint32_t i = 0; i < r->nleaves; i++)
+        if (r->leaves[i].seq == 0)
+            r->leaves[i].seq = ++t->seq;
+    int rc = crdtdb__record_render(r, &db->vis);
+    if (rc)
+        return crdtdb__db_seterr(db, rc, "render: %s", crdtdb_strerror(rc));
+    if (db->vis.len > env->lim.max_value_size)
+        return crdtdb__db_seterr(db, CRDTDB_ETOOBIG,
+                                 "record would be %zu bytes, over the limit of %zu",
+                                 db->vis.len, env->lim.max_value_size);
+    if (crdtdb__record_encode(r, db->vis.data, db->vis.len, &db->enc))
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    MDB_val v = {db->enc.len, db->enc.data};
+    int mrc = mdb_put(t->mt, env->dbi_records, &s->k, &v, 0);
+    for (uint32_t i = 0; !mrc && i < r->ndead; i++) {
+        uint8_t k[CRDTDB__CHGKEY_LEN];
+        crdtdb__put_u32(k, db->num);
+        crdtdb__put_u64(k + 4, r->dead[i]);
+        MDB_val key = {sizeof k, k};
+        mrc = mdb_del(t->mt, env->dbi_changes, &key, NULL);
+        if (mrc == MDB_NOTFOUND)
+            mrc = 0;
+    }
+    if (!mrc && r->base_seq > s->seq_before)
+        mrc = log_put(t, s, r->base_seq, NULL, 0);
+    for (uint32_t i = 0; !mrc && i < r->nleaves; i++)
+        if (r->leaves[i].seq > s->seq_before)
+            mrc = log_put(t, s, r->leaves[i].seq, r->leaves[i].path,
+                          r->leaves[i].path_len);
+    if (mrc)
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "write: %s",
+                                 mdb_strerror(mrc));
+    if (!db->observers)
+        return 0;
+    int now = crdtdb__record_visible(r);
+    int type = 0;
+    if (now && !s->was_visible)
+        type = CRDTDB_EVENT_ADD;
+    else if (!now && s->was_visible)
+        type = CRDTDB_EVENT_REMOVE;
+    else if (now && (r->visible_len != db->vis.len ||
+                     memcmp(r->visible, db->vis.data, db->vis.len) != 0))
+        type = CRDTDB_EVENT_UPDATE;
+    if (type && crdtdb__event_add(t, type, s->coll, s->id, s->idlen,
+                                  now ? db->vis.data : NULL, now ? db->vis.len : 0))
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    return 0;
+}
+
+/* Applies the flattened leaves in db->flat at stamp hlc. */
+static int put_flat(crdtdb_db *db, uint64_t hlc, uint32_t origin, int merge)
+{
+    crdtdb__flat *f = &db->flat;
+    for (uint32_t i = 0; i < f->n; i++) {
+        const crdtdb__flat_item *it = &f->items[i];
+        crdtdb__leaf l = {f->arena.data + it->path_off, it->path_len, it->kind,
+                          origin, hlc, 0, NULL, 0};
+        /* mergeDeepRight: an empty map merged into a map changes nothing */
+        if (merge && it->kind == CRDTDB__KIND_MAP &&
+            crdtdb__record_is_map_at(&db->rec, l.path, l.path_len))
+            continue;
+        if (it->kind == CRDTDB__KIND_VALUE) {
+            l.val = f->arena.data + it->val_off;
+            l.val_len = it->val_len;
+        }
+        if (crdtdb__record_put_leaf(&db->rec, &l) < 0)
+            return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+static int flatten(crdtdb_db *db, const msgpack_object *o)
+{
+    crdtdb__err e;
+    db->flat.n = 0;
+    db->flat.arena.len = 0;
+    int rc = crdtdb__flatten(&db->flat, o, &db->env->lim, &e);
+    return rc ? crdtdb__db_seterr(db, rc, "%s", e.msg) : 0;
+}
+
+static int op_add(crdtdb_txn *t, uint16_t coll, const char *id,
+                  const msgpack_object *o)
+{
+    crdtdb_db *db = t->db;
+    slot s;
+    uint32_t origin;
+    int rc = flatten(db, o);
+    if (!rc)
+        rc = slot_load(t, &s, coll, id);
+    if (rc)
+        return rc;
+    if (crdtdb__record_origin(&db->rec, db->env->pk, &origin))
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    uint64_t hlc = crdtdb__txn_tick(t);
+    if (crdtdb__record_put_base(&db->rec, CRDTDB__BASE_ADD, hlc, origin, 0) < 0)
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    rc = put_flat(db, hlc, origin, 0);
+    return rc ? rc : slot_store(t, &s);
+}
+
+static int parse(crdtdb_db *db, const uint8_t *data, size_t len,
+                 msgpack_object *o)
+{
+    crdtdb__err e;
+    msgpack_zone_clear(&db->zone);
+    int rc = crdtdb__value_parse(data, len, &db->env->lim, &db->zone, o, &e);
+    if (rc)
+        return crdtdb__db_seterr(db, rc, "%s", e.msg);
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return crdtdb__db_seterr(db, CRDTDB_EBADVALUE, "a record must be a msgpack map");
+    return 0;
+}
+
+/* Validates the collection and record id shared by the single-record calls. */
+static int check_args(crdtdb_db *db, const char *coll, const char *id)
+{
+    int c = crdtdb__db_coll(db, coll);
+    if (c < 0)
+        return c;
+    if (id && crdtdb__id_check(id, 0))
+        return crdtdb__db_seterr(db, CRDTDB_EBADID,
+                                 "invalid record id: 1..255 bytes of UTF-8");
+    return c;
+}
+
+int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                  const char *id, const uint8_t *value, size_t len)
+{
+    if (!db || !id)
+        return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL")
+                  : CRDTDB_EINVAL;
+    int c = check_args(db, coll, id);
+    if (c < 0)
+        return c;
+    msgpack_object o;
+    int rc = parse(db, value, len, &o);
+    if (rc)
+        return rc;
+    crdtdb_txn *t;
+    int own;
+    if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))
+        return rc;
+    return crdtdb__txn_end(t, own, op_add(t, (uint16_t)c, id, &o));
+}
+
+int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                      const uint8_t *values, size_t len)
+{
+    if (!db)
+        return CRDTDB_EINVAL;
+    int c = check_args(db, coll, NULL);
+    if (c < 0)
+        return c;
+    msgpack_object o;
+    int rc = parse(db, values, len, &o);
+    if (rc)
+        return rc;
+    char id[CRDTDB_ID_MAX + 1];
+    for (uint32_t i = 0; i < o.via.map.size; i++) {
+        const msgpack_object *k = &o.via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR || k->via.str.size > CRDTDB_ID_MAX ||
+            o.via.map.ptr[i].val.type != MSGPACK_OBJECT_MAP)
+            return crdtdb__db_seterr(db, CRDTDB_EBADVALUE,
+                                     "add_all takes a map from record id to record map");
+    }
+    crdtdb_txn *t;
+    int own;
+    if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))
+        return rc;
+    for (uint32_t i = 0; !rc && i < o.via.map.size; i++) {
+        const msgpack_object *k = &o.via.map.ptr[i].key;
+        memcpy(id, k->via.str.ptr, k->via.str.size);
+        id[k->via.str.size] = 0;
+        if (strlen(id) != k->via.str.size || crdtdb__id_check(id, 0))
+            rc = crdtdb__db_seterr(db, CRDTDB_EBADID,
+                                   "invalid record id: 1..255 bytes of UTF-8");
+        else
+            rc = op_add(t, (uint16_t)c, id, &o.via.map.ptr[i].val);
+    }
+    return crdtdb__txn_end(t, own, rc);
+}
+
+int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                     const char *id, const uint8_t *changes, size_t len)
+{
+    if (!db || !id)
+        return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL")
+                  : CRDTDB_EINVAL;
+    int c = check_args(db, coll, id);
+    if (c < 0)
+        return c;
+    msgpack_object o;
+    int rc = parse(db, changes, len, &o);
+    if (!rc)
+        rc = flatten(db, &o);
+    if (rc)
+        return rc;
+    crdtdb_txn *t;
+    int own;
+    if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))
+        return rc;
+    slot s;
+    uint32_t origin;
+    rc = slot_load(t, &s, (uint16_t)c, id);
+    if (!rc && !s.was_visible)
+        rc = not_found(db, (uint16_t)c, id);
+    if (!rc && crdtdb__record_origin(&db->rec, db->env->pk, &origin))
+        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    if (!rc)
+        rc = put_flat(db, crdtdb__txn_tick(t), origin, 1);
+    if (!rc)
+        rc = slot_store(t, &s);
+    return crdtdb__txn_end(t, own, rc);
+}
+
+int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                     const char *id)
+{
+    if (!db || !id)
+        return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL")
+                  : CRDTDB_EINVAL;
+    int c = check_args(db, coll, id);
+    if (c < 0)
+        return c;
+    crdtdb_txn *t;
+    int own, rc;
+    if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))
+        return rc;
+    slot s;
+    uint32_t origin;
+    rc = slot_load(t, &s, (uint16_t)c, id);
+    if (!rc && !s.was_visible)
+        rc = not_found(db, (uint16_t)c, id);
+    if (!rc && crdtdb__record_origin(&db->rec, db->env->pk, &origin))
+        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    if (!rc && crdtdb__record_put_base(&db->rec, CRDTDB__BASE_REMOVE,
+                                       crdtdb__txn_tick(t), origin, 0) < 0)
+        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    if (!rc)
+        rc = slot_store(t, &s);
+    return crdtdb__txn_end(t, own, rc);
+}
