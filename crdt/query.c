@@ -53,7 +53,8 @@ static int parse_eq(crdtdb__query *q, const msgpack_object *m,
         crdtdb__seg here[33];
         if (depth >= 32)
             return crdtdb__err_set(e, CRDTDB_ETOODEEP, "query nested too deeply");
-        memcpy(here, path, depth * sizeof *path);
+        if (depth)
+            memcpy(here, path, depth * sizeof *path);
         here[depth].p = k->via.str.ptr;
         here[depth].n = k->via.str.size;
         if (v->type == MSGPACK_OBJECT_MAP && v->via.map.size > 0) {

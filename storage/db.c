@@ -252,7 +252,7 @@ int crdtdb_db_open(crdtdb_env *env, const char *id, crdtdb_db **out)
     int rc = crdtdb__mdb_err(mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &mt));
     if (rc)
         return rc;
-    uint32_t num;
+    uint32_t num = 0;
     rc = lookup(env, mt, id, &num);
     if (!rc)
         rc = db_load(env, mt, id, num, out);
@@ -369,7 +369,7 @@ int crdtdb_db_drop(crdtdb_env *env, const char *id)
     int mrc = mdb_txn_begin(env->mdb, NULL, 0, &mt);
     if (mrc)
         return crdtdb__mdb_err(mrc);
-    uint32_t num;
+    uint32_t num = 0;
     int rc = lookup(env, mt, id, &num);
     if (rc) {
         mdb_txn_abort(mt);

@@ -193,11 +193,10 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
     if (!rc)
         rc = env_init(env, rdonly);
     if (rc) {
-        int code = rc == MDB_NOTFOUND || (rdonly && rc == ENOENT)
+        /* read-only on a directory never initialised: nothing to read */
+        int code = rdonly && (rc == ENOENT || rc == MDB_NOTFOUND)
                        ? CRDTDB_EROFS
                        : crdtdb__mdb_err(rc);
-        if (rc == ENOENT)
-            code = CRDTDB_EIO;
         crdtdb_env_close(env);
         return code;
     }
