@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "crdt/buf.h"
+#include "crdt/mpcheck.h"
 #include "crdt/path.h"
 #include "crdt/record.h"
 
@@ -21,30 +22,6 @@ int crdtdb__err_set(crdtdb__err *e, int code, const char *fmt, ...)
     return code;
 }
 
-/* Container nesting of o (a scalar is 0).  msgpack-c already caps parsing at
- * 32 levels, so the recursion is bounded. */
-static unsigned depth_of(const msgpack_object *o)
-{
-    unsigned d = 0;
-    if (o->type == MSGPACK_OBJECT_ARRAY) {
-        for (uint32_t i = 0; i < o->via.array.size; i++) {
-            unsigned c = depth_of(&o->via.array.ptr[i]);
-            d = c > d ? c : d;
-        }
-        return d + 1;
-    }
-    if (o->type == MSGPACK_OBJECT_MAP) {
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            unsigned c = depth_of(&o->via.map.ptr[i].val);
-            unsigned k = depth_of(&o->via.map.ptr[i].key);
-            c = k > c ? k : c;
-            d = c > d ? c : d;
-        }
-        return d + 1;
-    }
-    return 0;
-}
-
 int crdtdb__value_parse(const uint8_t *data, size_t len,
                         const crdtdb__limits *lim, msgpack_zone *zone,
                         msgpack_object *obj, crdtdb__err *e)
@@ -55,26 +32,18 @@ int crdtdb__value_parse(const uint8_t *data, size_t len,
         return crdtdb__err_set(e, CRDTDB_ETOOBIG,
                                "value of %zu bytes exceeds the limit of %zu",
                                len, lim->max_value_size);
+    /* Structure first: msgpack-c would allocate what headers claim. */
+    const char *why;
+    int rc = crdtdb__mp_check(data, len, lim->max_depth, &why);
+    if (rc == CRDTDB_ETOODEEP)
+        return crdtdb__err_set(e, rc, "value nested deeper than the limit of %u",
+                               lim->max_depth);
+    if (rc)
+        return crdtdb__err_set(e, rc, "%s", why);
     size_t off = 0;
-    msgpack_unpack_return r =
-        msgpack_unpack((const char *)data, len, &off, zone, obj);
-    if (r == MSGPACK_UNPACK_NOMEM_ERROR)
-        return crdtdb__err_set(e, CRDTDB_ETOODEEP,
-                               "msgpack value nested deeper than 32 levels "
-                               "(or out of memory)");
-    if (r == MSGPACK_UNPACK_CONTINUE)
-        return crdtdb__err_set(e, CRDTDB_EBADVALUE, "truncated msgpack value");
-    if (r == MSGPACK_UNPACK_EXTRA_BYTES)
-        return crdtdb__err_set(e, CRDTDB_EBADVALUE,
-                               "trailing bytes after msgpack value");
-    if (r != MSGPACK_UNPACK_SUCCESS)
+    if (msgpack_unpack((const char *)data, len, &off, zone, obj) !=
+        MSGPACK_UNPACK_SUCCESS)
         return crdtdb__err_set(e, CRDTDB_EBADVALUE, "malformed msgpack value");
-    unsigned d = depth_of(obj);
-    if (d > lim->max_depth)
-        return crdtdb__err_set(e, CRDTDB_ETOODEEP,
-                               "value nested %u levels deep exceeds the limit "
-                               "of %u",
-                               d, lim->max_depth);
     return 0;
 }
 

@@ -241,7 +241,8 @@ int crdtdb_db_poll(crdtdb_db *db, size_t *n)
     int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
     if (rc)
         return rc;
-    if (t->seq0 > db->seen_seq) {
+    rc = crdtdb__seq_read(db->env, t->mt, db->num, &t->seq0);
+    if (!rc && t->seq0 > db->seen_seq) {
         rc = crdtdb__events_from_log(db, t, t->mt, t->seq0);
         if (!rc && n)
             *n = t->many ? (size_t)db->env->opts.observe_batch_limit + 1 : t->nevents;

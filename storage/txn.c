@@ -24,10 +24,11 @@ int crdtdb_txn_begin(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
     t->flags = flags;
     int mrc = mdb_txn_begin(env->mdb, NULL, write ? 0 : MDB_RDONLY, &t->mt);
     int rc = crdtdb__mdb_err(mrc);
-    if (!rc)
+    if (!rc && write) {
         rc = crdtdb__seq_read(env, t->mt, db->num, &t->seq0);
-    if (rc == CRDTDB_EIO && mrc == 0)
-        rc = CRDTDB_ENODB; /* dropped under us */
+        if (rc == CRDTDB_EIO)
+            rc = CRDTDB_ENODB; /* dropped under us */
+    }
     if (!rc && write) {
         t->seq = t->seq0;
         /* Write txns are serialized by LMDB, so the clock can live in the

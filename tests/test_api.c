@@ -270,6 +270,11 @@ START_TEST(bad_values_store_nothing)
     static const uint8_t intkey[] = {0x81, 0x01, 0x02};
     static const uint8_t badutf8key[] = {0x81, 0xa1, 0xff, 0x02};
     static const uint8_t notmap[] = {0x93, 1, 2, 3};
+    /* headers claiming billions of elements: refused before any allocation */
+    static const uint8_t bomb_arr[] = {0x81, 0xa1, 'a', 0xdd, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t bomb_map[] = {0xdf, 0x7f, 0xff, 0xff, 0xff};
+    static const uint8_t bomb_str[] = {0x81, 0xa1, 'a', 0xdb, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t never[] = {0x81, 0xa1, 'a', 0xc1};
     struct {
         const uint8_t *p;
         size_t n;
@@ -278,7 +283,9 @@ START_TEST(bad_values_store_nothing)
         {garbage, 1, CRDTDB_EBADVALUE},    {truncated, 4, CRDTDB_EBADVALUE},
         {trailing, 2, CRDTDB_EBADVALUE},   {intkey, 3, CRDTDB_EBADVALUE},
         {badutf8key, 4, CRDTDB_EBADVALUE}, {notmap, 4, CRDTDB_EBADVALUE},
-        {NULL, 0, CRDTDB_EBADVALUE},
+        {NULL, 0, CRDTDB_EBADVALUE},       {bomb_arr, 8, CRDTDB_EBADVALUE},
+        {bomb_map, 5, CRDTDB_EBADVALUE},   {bomb_str, 8, CRDTDB_EBADVALUE},
+        {never, 4, CRDTDB_EBADVALUE},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         ck_assert_int_eq(crdtdb_db_add(db, NULL, "players", "p1", cases[i].p, cases[i].n),

@@ -1,0 +1,20 @@
+/*
+ * A structural pre-check of untrusted msgpack, run before msgpack-c builds
+ * objects: msgpack-c allocates a container's element array as soon as it
+ * reads the header, so five hostile bytes could ask for gigabytes.  This
+ * walk allocates nothing and refuses element counts that the remaining
+ * bytes cannot hold, nesting over a limit, truncation, the never-used byte
+ * 0xc1, and trailing bytes.
+ */
+#ifndef CRDTDB_CRDT_MPCHECK_H
+#define CRDTDB_CRDT_MPCHECK_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* Checks that p[0, len) is exactly one well-formed msgpack value whose
+ * containers nest at most max_depth (<= 64) deep.  Returns 0,
+ * CRDTDB_ETOODEEP, or CRDTDB_EBADVALUE with *why set to a static reason. */
+int crdtdb__mp_check(const uint8_t *p, size_t len, unsigned max_depth,
+                     const char **why);
+
+#endif
