@@ -76,7 +76,9 @@ extern "C" {
     X(ECORRUPT, -16, "stored data is corrupt")                                \
     X(EVERSION, -17, "unsupported format version")                            \
     X(EBUSY, -18, "resource busy")                                            \
-    X(ELIMIT, -19, "configured limit exceeded")
+    X(ELIMIT, -19, "configured limit exceeded")                               \
+    X(EBADSIG, -20, "bad signature")                                          \
+    X(EDENIED, -21, "permission denied")
 
 typedef enum crdtdb_errno {
     CRDTDB_OK = 0,
@@ -155,6 +157,15 @@ typedef struct crdtdb_env_options {
                                      (default 100) */
     crdtdb_clock_fn clock;      /* NULL: the system real-time clock */
     void *clock_ctx;
+    size_t max_delta_size;      /* one encoded delta, bytes (default 4 MiB;
+                                   at least max_value_size + max_path_bytes
+                                   + 4096) */
+    /* Decides which peers may write to a database: called with the
+     * database id and the sender's replica id of every delta before it is
+     * applied; return non-zero to allow.  NULL: any valid signature. */
+    int (*trust)(void *ctx, const char *db_id,
+                 const uint8_t peer[CRDTDB_REPLICA_ID_BYTES]);
+    void *trust_ctx;
 } crdtdb_env_options;
 
 /* Fills opts with the defaults above. */
@@ -441,6 +452,108 @@ CRDTDB_API int crdtdb_db_poll(crdtdb_db *db, size_t *n);
  * the data wholesale.
  */
 CRDTDB_API void crdtdb_db_invalidate(crdtdb_db *db);
+
+/* ---------------------------------------------------------------- deltas */
+
+/*
+ * A delta is a signed msgpack change set (format: docs/protocol.md): the
+ * latest state of every register a replica wrote or merged after some local
+ * change sequence, signed once by that replica.  Any replica can apply any
+ * delta from any other, in any order, any number of times; replicas that
+ * have applied the same changes show the same data.
+ */
+
+/* Receives one encoded delta (valid during the call).  Return non-zero to
+ * stop the export; the exporter then returns that value. */
+typedef int (*crdtdb_delta_sink)(void *ctx, const uint8_t *delta, size_t len);
+
+typedef struct crdtdb_export_info {
+    uint64_t from;     /* the deltas cover local sequences (from, to] */
+    uint64_t to;
+    size_t deltas;     /* deltas passed to the sink */
+    size_t changes;    /* registers packed */
+    size_t bytes;      /* encoded bytes passed to the sink */
+} crdtdb_export_info;
+
+/*
+ * Packs every change of db with a local sequence after `since` into signed
+ * deltas of at most max_delta_size bytes, in sequence order, and passes each
+ * to sink.  Each delta applies on its own.  With `peer` (may be NULL), leaves
+ * out changes that peer wrote or sent us (it has them) and tells it, in each
+ * delta, how much of its own log we have received.  A snapshot: concurrent
+ * writes go to a later export.  `info` may be NULL.
+ *
+ * Errors: EIO, ECORRUPT, ENOMEM, or the sink's non-zero return.
+ */
+CRDTDB_API int crdtdb_db_export(crdtdb_db *db, uint64_t since,
+                                const uint8_t *peer, crdtdb_delta_sink sink,
+                                void *ctx, crdtdb_export_info *info);
+
+typedef struct crdtdb_apply_info {
+    uint8_t sender[CRDTDB_REPLICA_ID_BYTES];
+    uint64_t from;    /* the sender's sequences the delta covers: (from, to] */
+    uint64_t to;
+    size_t changes;   /* registers in the delta */
+    size_t applied;   /* registers that won and were stored */
+} crdtdb_apply_info;
+
+/*
+ * Verifies and applies one delta (`len` bytes, exactly one delta) to db, in
+ * one write transaction: all or nothing.  The signature is checked before
+ * anything else is read; then the trust hook, the database id, the limits
+ * and every stamp's clock skew.  Registers merge by the LWW rules; those that
+ * win get local sequence numbers, so they travel on to other replicas.  The
+ * sender's watermark advances when the delta continues what we had from it.
+ * Observers see the visible changes.  Applying a delta again changes
+ * nothing.  `info` (may be NULL) is filled on success.
+ *
+ * Errors: EBADVALUE (malformed), EVERSION (unknown format), EBADSIG (bad or
+ *         missing signature, or body changed after signing), EDENIED (the
+ *         trust hook refused the sender), EINVAL (delta for another
+ *         database), ENOCOLL (unknown collection), EBADID, ETOOBIG
+ *         (delta over max_delta_size, value or path over its limit),
+ *         ETOODEEP, ECLOCK (a stamp beyond max_clock_skew_ms ahead of local
+ *         time: the message states both times), EROFS, EMAPFULL, EIO.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply(crdtdb_db *db,
+                                                const uint8_t *delta,
+                                                size_t len,
+                                                crdtdb_apply_info *info);
+
+/*
+ * Reads the length and the database id of the delta at the start of
+ * `data`, without verifying it: to split concatenated deltas and route
+ * each to its database.  *delta_len is the first delta's length; db_id
+ * receives its database id, NUL-terminated.
+ * Errors: EBADVALUE, EVERSION, ETOOBIG (id longer than 255 bytes).
+ */
+CRDTDB_API int crdtdb_delta_peek(const uint8_t *data, size_t len,
+                                 size_t *delta_len,
+                                 char db_id[CRDTDB_ID_MAX + 1]);
+
+/* What this replica knows of a peer, for one database. */
+typedef struct crdtdb_peer {
+    uint8_t id[CRDTDB_REPLICA_ID_BYTES];
+    uint64_t received; /* the peer's own sequence we have everything up to */
+    uint64_t acked;    /* our sequence the peer has everything up to */
+} crdtdb_peer;
+
+typedef int (*crdtdb_peer_cb)(void *ctx, const crdtdb_peer *peer);
+
+/* Lists the known peers of db in id order.  Errors: EIO, or the callback's
+ * non-zero return. */
+CRDTDB_API int crdtdb_db_peers(crdtdb_db *db, crdtdb_peer_cb cb, void *ctx);
+
+/* Reads one peer's watermarks; an unknown peer reads as found = 0 with both
+ * watermarks 0.  Errors: EIO. */
+CRDTDB_API int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer,
+                                  crdtdb_peer *out, int *found);
+
+/* Records, durably, that `peer` has everything of ours up to sequence
+ * `acked` (never moves backwards).  For transports that receive
+ * acknowledgements.  Errors: EROFS, EIO. */
+CRDTDB_API int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer,
+                                  uint64_t acked);
 
 /* ------------------------------------------------------------------ json */
 

@@ -92,6 +92,7 @@ static int db_load(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num,
     snprintf(db->id, sizeof db->id, "%s", id);
     crdtdb__record_init(&db->rec);
     crdtdb__flat_init(&db->flat);
+    crdtdb__delta_init(&db->delta);
     if (!msgpack_zone_init(&db->zone, 4096)) {
         free(db);
         return CRDTDB_ENOMEM;
@@ -282,6 +283,7 @@ void crdtdb_db_close(crdtdb_db *db)
     free(db->colls);
     crdtdb__record_free(&db->rec);
     crdtdb__flat_free(&db->flat);
+    crdtdb__delta_free(&db->delta);
     msgpack_zone_destroy(&db->zone);
     crdtdb_buf_free(&db->blob);
     crdtdb_buf_free(&db->vis);
@@ -381,7 +383,8 @@ int crdtdb_db_drop(crdtdb_env *env, const char *id)
     if (!(mrc = mdb_del(mt, env->dbi_dbs, &k, NULL)) &&
         !(mrc = del_prefix(mt, env->dbi_dbinfo, num)) &&
         !(mrc = del_prefix(mt, env->dbi_records, num)) &&
-        !(mrc = del_prefix(mt, env->dbi_changes, num)))
+        !(mrc = del_prefix(mt, env->dbi_changes, num)) &&
+        !(mrc = del_prefix(mt, env->dbi_marks, num)))
         mrc = mdb_txn_commit(mt);
     else
         mdb_txn_abort(mt);

@@ -21,6 +21,7 @@ void crdtdb_env_options_init(crdtdb_env_options *o)
     o->max_fields = 10000;
     o->max_clock_skew_ms = 5 * 60 * 1000;
     o->observe_batch_limit = 100;
+    o->max_delta_size = (size_t)4 << 20;
 }
 
 int crdtdb__mdb_err(int rc)
@@ -100,7 +101,9 @@ static int env_init(crdtdb_env *env, int rdonly)
         (rc = mdb_dbi_open(t, "dbs", cf, &env->dbi_dbs)) ||
         (rc = mdb_dbi_open(t, "dbinfo", cf, &env->dbi_dbinfo)) ||
         (rc = mdb_dbi_open(t, "records", cf, &env->dbi_records)) ||
-        (rc = mdb_dbi_open(t, "changes", cf, &env->dbi_changes)))
+        (rc = mdb_dbi_open(t, "changes", cf, &env->dbi_changes)) ||
+        (rc = mdb_dbi_open(t, "peerids", cf, &env->dbi_peerids)) ||
+        (rc = mdb_dbi_open(t, "marks", cf, &env->dbi_marks)))
         goto fail;
     MDB_val v;
     rc = meta_get(t, env->dbi_meta, "version", &v);
@@ -113,6 +116,8 @@ static int env_init(crdtdb_env *env, int rdonly)
             rc = meta_put(t, env->dbi_meta, "identity", sk, 64);
         if (!rc)
             rc = meta_put(t, env->dbi_meta, "next_db", zero, 4);
+        if (!rc)
+            rc = meta_put(t, env->dbi_meta, "next_peer", zero, 4);
         sodium_memzero(sk, sizeof sk);
         if (rc)
             goto fail;
@@ -154,7 +159,8 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
     else
         crdtdb_env_options_init(&o);
     if (o.max_depth == 0 || o.max_depth > 32 || o.max_value_size == 0 ||
-        o.map_size == 0 || o.max_path_bytes == 0 || o.max_fields == 0)
+        o.map_size == 0 || o.max_path_bytes == 0 || o.max_fields == 0 ||
+        o.max_delta_size < o.max_value_size + o.max_path_bytes + 4096)
         return CRDTDB_EINVAL;
     if (!o.clock)
         o.clock = system_ms;
@@ -183,7 +189,7 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
         flags |= MDB_RDONLY;
     int rc = mdb_env_create(&env->mdb);
     if (!rc)
-        rc = mdb_env_set_maxdbs(env->mdb, 8);
+        rc = mdb_env_set_maxdbs(env->mdb, 16);
     if (!rc)
         rc = mdb_env_set_maxreaders(env->mdb, 1024);
     if (!rc)

@@ -12,10 +12,14 @@
  *            u32 number | 's' -> u64 last change sequence
  *   records  u32 number | u16 collection | record id -> record blob
  *            (crdt/record.h: registers + cached visible rendering)
- *   changes  u32 number | u64 seq -> u16 collection | u8 id length | id | path
+ *   changes  u32 number | u64 seq -> u32 source | u16 collection | u8 id length
+ *                                       | id | path (empty: the record base)
  *            the change log: one entry per live register, keyed by the local
  *            sequence that last wrote it; superseded entries are deleted, so
- *            "changes after N" is one cursor scan.
+ *            "changes after N" is one cursor scan.  source is the peer the
+ *            register came from (0: written here), so it is not sent back.
+ *   peerids  32-byte replica id -> u32 peer number (from 1; env-wide)
+ *   marks    u32 number | 32-byte replica id -> u64 received | u64 acked
  */
 #ifndef CRDTDB_STORAGE_INTERNAL_H
 #define CRDTDB_STORAGE_INTERNAL_H
@@ -24,6 +28,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "crdt/delta.h"
 #include "crdt/record.h"
 #include "crdt/value.h"
 #include "crdtdb.h"
@@ -31,10 +36,13 @@
 #define CRDTDB__FORMAT_VERSION 1u
 #define CRDTDB__RECKEY_MAX (4 + 2 + CRDTDB_ID_MAX)
 #define CRDTDB__CHGKEY_LEN 12
+#define CRDTDB__CHG_HEAD 7 /* source, collection, id length */
+#define CRDTDB__SRC_LOCAL 0u
 
 struct crdtdb_env {
     MDB_env *mdb;
     MDB_dbi dbi_meta, dbi_dbs, dbi_dbinfo, dbi_records, dbi_changes;
+    MDB_dbi dbi_peerids, dbi_marks;
     crdtdb_env_options opts;
     crdtdb__limits lim;
     uint8_t pk[CRDTDB_REPLICA_ID_BYTES];
@@ -79,6 +87,7 @@ struct crdtdb_db {
     crdtdb__flat flat;
     msgpack_zone zone;
     crdtdb_buf blob, vis, enc;
+    crdtdb__delta delta;
 };
 
 struct crdtdb_txn {
@@ -129,6 +138,32 @@ int crdtdb__txn_get(crdtdb_db *db, crdtdb_txn *txn, int write,
 int crdtdb__txn_end(crdtdb_txn *t, int own, int rc);
 uint64_t crdtdb__txn_tick(crdtdb_txn *t);
 int crdtdb__seq_read(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *seq);
+
+/* write.c: the record read-modify-write shared by local writes and merges */
+typedef struct crdtdb__slot {
+    uint16_t coll;
+    const char *id;
+    size_t idlen;
+    uint8_t key[CRDTDB__RECKEY_MAX];
+    MDB_val k;
+    int was_visible;
+    uint64_t seq_before;
+} crdtdb__slot;
+/* Loads record (coll, id) into db->rec.  0 or an error (message set). */
+int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
+                      const char *id);
+/* Numbers new registers, stores db->rec, logs its changes as coming from
+ * peer number `src`, records the observer event. */
+int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src);
+
+/* peers.c */
+/* Peer number of replica id `key`, created if `create`; 0 if unknown. */
+int crdtdb__peer_num(crdtdb_env *env, MDB_txn *mt, const uint8_t *key,
+                     int create, uint32_t *num);
+int crdtdb__marks_get(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
+                      uint64_t *received, uint64_t *acked, int *found);
+int crdtdb__marks_put(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
+                      uint64_t received, uint64_t acked);
 
 /* observe.c */
 int crdtdb__event_add(crdtdb_txn *t, int type, uint16_t coll, const char *id,

@@ -184,13 +184,13 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
             crdtdb__get_u64((const uint8_t *)k.mv_data + 4) > upto)
             break;
         const uint8_t *p = v.mv_data;
-        if (v.mv_size < 3 || v.mv_size < 3u + p[2]) {
+        if (v.mv_size < CRDTDB__CHG_HEAD || v.mv_size < CRDTDB__CHG_HEAD + (size_t)p[6]) {
             rc = CRDTDB_ECORRUPT;
             break;
         }
-        uint16_t coll = (uint16_t)(p[0] << 8 | p[1]);
-        size_t idlen = p[2];
-        const uint8_t *id = p + 3;
+        uint16_t coll = (uint16_t)(p[4] << 8 | p[5]);
+        size_t idlen = p[6];
+        const uint8_t *id = p + CRDTDB__CHG_HEAD;
         if (coll >= db->ncoll || seen(t, first, coll, id, idlen))
             continue;
         if (++distinct > limit) {

@@ -12,20 +12,10 @@ static int not_found(crdtdb_db *db, uint16_t coll, const char *id)
                              id, db->colls[coll]);
 }
 
-/* A record being written: its key and the state before the write. */
-typedef struct slot {
-    uint16_t coll;
-    const char *id;
-    size_t idlen;
-    uint8_t key[CRDTDB__RECKEY_MAX];
-    MDB_val k;
-    int was_visible;
-    uint64_t seq_before;
-} slot;
-
 /* Loads the record into db->rec (its blob copied into db->blob: LMDB pages
  * may move once we write). */
-static int slot_load(crdtdb_txn *t, slot *s, uint16_t coll, const char *id)
+int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
+                      const char *id)
 {
     crdtdb_db *db = t->db;
     s->coll = coll;
@@ -54,31 +44,32 @@ static int slot_load(crdtdb_txn *t, slot *s, uint16_t coll, const char *id)
     return 0;
 }
 
-static int log_put(crdtdb_txn *t, const slot *s, uint64_t seq,
-                   const uint8_t *path, size_t plen)
+static int log_put(crdtdb_txn *t, const crdtdb__slot *s, uint32_t src,
+                   uint64_t seq, const uint8_t *path, size_t plen)
 {
     crdtdb_db *db = t->db;
     uint8_t k[CRDTDB__CHGKEY_LEN];
     crdtdb__put_u32(k, db->num);
     crdtdb__put_u64(k + 4, seq);
     MDB_val key = {sizeof k, k}, val;
-    val.mv_size = 3 + s->idlen + plen;
+    val.mv_size = CRDTDB__CHG_HEAD + s->idlen + plen;
     int rc = mdb_put(t->mt, db->env->dbi_changes, &key, &val, MDB_RESERVE);
     if (rc)
         return rc;
     uint8_t *o = val.mv_data;
-    o[0] = (uint8_t)(s->coll >> 8);
-    o[1] = (uint8_t)s->coll;
-    o[2] = (uint8_t)s->idlen;
-    memcpy(o + 3, s->id, s->idlen);
+    crdtdb__put_u32(o, src);
+    o[4] = (uint8_t)(s->coll >> 8);
+    o[5] = (uint8_t)s->coll;
+    o[6] = (uint8_t)s->idlen;
+    memcpy(o + CRDTDB__CHG_HEAD, s->id, s->idlen);
     if (plen)
-        memcpy(o + 3 + s->idlen, path, plen);
+        memcpy(o + CRDTDB__CHG_HEAD + s->idlen, path, plen);
     return 0;
 }
 
 /* Numbers the new registers, stores the record and its change-log entries,
  * and records the observer event. */
-static int slot_store(crdtdb_txn *t, slot *s)
+int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
 {
     crdtdb_db *db = t->db;
     crdtdb__record *r = &db->rec;
@@ -113,10 +104,10 @@ static int slot_store(crdtdb_txn *t, slot *s)
             mrc = 0;
     }
     if (!mrc && r->base_seq > s->seq_before)
-        mrc = log_put(t, s, r->base_seq, NULL, 0);
+        mrc = log_put(t, s, src, r->base_seq, NULL, 0);
     for (uint32_t i = 0; !mrc && i < r->nleaves; i++)
         if (r->leaves[i].seq > s->seq_before)
-            mrc = log_put(t, s, r->leaves[i].seq, r->leaves[i].path,
+            mrc = log_put(t, s, src, r->leaves[i].seq, r->leaves[i].path,
                           r->leaves[i].path_len);
     if (mrc)
         return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "write: %s",
@@ -173,11 +164,11 @@ static int op_add(crdtdb_txn *t, uint16_t coll, const char *id,
                   const msgpack_object *o)
 {
     crdtdb_db *db = t->db;
-    slot s;
+    crdtdb__slot s;
     uint32_t origin;
     int rc = flatten(db, o);
     if (!rc)
-        rc = slot_load(t, &s, coll, id);
+        rc = crdtdb__slot_load(t, &s, coll, id);
     if (rc)
         return rc;
     if (crdtdb__record_origin(&db->rec, db->env->pk, &origin))
@@ -186,7 +177,7 @@ static int op_add(crdtdb_txn *t, uint16_t coll, const char *id,
     if (crdtdb__record_put_base(&db->rec, CRDTDB__BASE_ADD, hlc, origin, 0) < 0)
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     rc = put_flat(db, hlc, origin, 0);
-    return rc ? rc : slot_store(t, &s);
+    return rc ? rc : crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
 }
 
 static int parse(crdtdb_db *db, const uint8_t *data, size_t len,
@@ -290,9 +281,9 @@ int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     int own;
     if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))
         return rc;
-    slot s;
+    crdtdb__slot s;
     uint32_t origin;
-    rc = slot_load(t, &s, (uint16_t)c, id);
+    rc = crdtdb__slot_load(t, &s, (uint16_t)c, id);
     if (!rc && !s.was_visible)
         rc = not_found(db, (uint16_t)c, id);
     if (!rc && crdtdb__record_origin(&db->rec, db->env->pk, &origin))
@@ -300,7 +291,7 @@ int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     if (!rc)
         rc = put_flat(db, crdtdb__txn_tick(t), origin, 1);
     if (!rc)
-        rc = slot_store(t, &s);
+        rc = crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
     return crdtdb__txn_end(t, own, rc);
 }
 
@@ -317,9 +308,9 @@ int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     int own, rc;
     if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))
         return rc;
-    slot s;
+    crdtdb__slot s;
     uint32_t origin;
-    rc = slot_load(t, &s, (uint16_t)c, id);
+    rc = crdtdb__slot_load(t, &s, (uint16_t)c, id);
     if (!rc && !s.was_visible)
         rc = not_found(db, (uint16_t)c, id);
     if (!rc && crdtdb__record_origin(&db->rec, db->env->pk, &origin))
@@ -328,6 +319,6 @@ int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                                        crdtdb__txn_tick(t), origin, 0) < 0)
         rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     if (!rc)
-        rc = slot_store(t, &s);
+        rc = crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
     return crdtdb__txn_end(t, own, rc);
 }

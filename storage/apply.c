@@ -1,0 +1,180 @@
+/* Apply: verify a delta, check it, merge it — in one write transaction. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt/hlc.h"
+#include "storage/internal.h"
+
+/* Checks what can be checked before the write transaction: the database,
+ * the trust hook, the collections (mapped into local numbers) and the
+ * clock. */
+static int check(crdtdb_db *db, const crdtdb__delta *d, uint16_t *colls)
+{
+    crdtdb_env *env = db->env;
+    if (d->db_id.n != strlen(db->id) || memcmp(d->db_id.p, db->id, d->db_id.n) != 0)
+        return crdtdb__db_seterr(db, CRDTDB_EINVAL, "delta is for database '%.*s', not '%s'",
+                                 (int)d->db_id.n, d->db_id.p, db->id);
+    if (env->opts.trust && !env->opts.trust(env->opts.trust_ctx, db->id, d->sender))
+        return crdtdb__db_seterr(db, CRDTDB_EDENIED,
+                                 "replica is not trusted to write to database '%s'", db->id);
+    for (uint32_t i = 0; i < d->ncolls; i++) {
+        int found = -1;
+        for (uint16_t c = 0; c < db->ncoll && found < 0; c++)
+            if (strlen(db->colls[c]) == d->colls[i].n &&
+                memcmp(db->colls[c], d->colls[i].p, d->colls[i].n) == 0)
+                found = c;
+        if (found < 0)
+            return crdtdb__db_seterr(db, CRDTDB_ENOCOLL, "Collection '%.*s' not found",
+                                     (int)d->colls[i].n, d->colls[i].p);
+        colls[i] = (uint16_t)found;
+    }
+    uint64_t now = crdtdb__now_ms(env);
+    uint64_t ms = crdtdb__hlc_ms(d->hlc_max);
+    if (ms > now && ms - now > env->opts.max_clock_skew_ms)
+        return crdtdb__db_seterr(db, CRDTDB_ECLOCK,
+                                 "delta stamped %" PRIu64 " ms ahead of local time (local "
+                                 "%" PRIu64 " ms, stamp %" PRIu64 " ms; limit %" PRIu64
+                                 " ms): retry later",
+                                 ms - now, now, ms, env->opts.max_clock_skew_ms);
+    return 0;
+}
+
+/* Merges one record group; *applied counts the registers that won. */
+static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_rec *r,
+                     uint16_t coll, uint32_t src, size_t *applied)
+{
+    crdtdb_db *db = t->db;
+    char id[CRDTDB_ID_MAX + 1];
+    memcpy(id, r->id.p, r->id.n);
+    id[r->id.n] = 0;
+    if (strlen(id) != r->id.n)
+        return crdtdb__db_seterr(db, CRDTDB_EBADID, "record id contains NUL");
+    crdtdb__slot s;
+    int rc = crdtdb__slot_load(t, &s, coll, id);
+    if (rc)
+        return rc;
+    crdtdb__record *rec = &db->rec;
+    size_t won = 0;
+    uint32_t o;
+    if (r->base_kind != CRDTDB__BASE_NONE) {
+        if (crdtdb__record_origin(rec, d->origins[r->base_origin], &o))
+            return CRDTDB_ENOMEM;
+        rc = crdtdb__record_put_base(rec, r->base_kind, r->base_hlc, o, 0);
+        if (rc < 0)
+            return crdtdb__db_seterr(db, rc, "merge: %s", crdtdb_strerror(rc));
+        won += (size_t)rc;
+    }
+    for (uint32_t i = r->first; i < r->first + r->n; i++) {
+        const crdtdb__delta_field *f = &d->fields[i];
+        if (crdtdb__record_origin(rec, d->origins[f->origin], &o))
+            return CRDTDB_ENOMEM;
+        crdtdb__leaf l = {f->path, f->path_len, f->kind, o, f->hlc, 0, f->val, f->val_len};
+        rc = crdtdb__record_put_leaf(rec, &l);
+        if (rc < 0)
+            return crdtdb__db_seterr(db, rc, "merge: %s", crdtdb_strerror(rc));
+        won += (size_t)rc;
+    }
+    *applied += won;
+    return won ? crdtdb__slot_store(t, &s, src) : 0;
+}
+
+int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
+                    crdtdb_apply_info *info)
+{
+    if (!db || !delta)
+        return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta") : CRDTDB_EINVAL;
+    crdtdb_env *env = db->env;
+    crdtdb__delta *d = &db->delta;
+    crdtdb__err e;
+    int rc = crdtdb__delta_decode(d, delta, len, env->opts.max_delta_size, &env->lim, &e);
+    if (rc)
+        return crdtdb__db_seterr(db, rc, "%s", e.msg);
+    uint16_t colls_stack[64];
+    uint16_t *colls = colls_stack;
+    if (d->ncolls > 64 && !(colls = malloc(d->ncolls * sizeof *colls)))
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    rc = check(db, d, colls);
+    crdtdb_txn *t = NULL;
+    if (!rc)
+        rc = crdtdb_txn_begin(db, 0, &t);
+    uint32_t src = 0;
+    int self = memcmp(d->sender, env->pk, CRDTDB_REPLICA_ID_BYTES) == 0;
+    if (!rc && !self)
+        rc = crdtdb__peer_num(env, t->mt, d->sender, 1, &src);
+    size_t applied = 0;
+    for (uint32_t i = 0; !rc && i < d->nrecs; i++)
+        rc = merge_rec(t, d, &d->recs[i], colls[d->recs[i].coll], src, &applied);
+    if (!rc && d->nrecs) {
+        rc = crdtdb__hlc_recv(&t->hlc, d->hlc_max, crdtdb__now_ms(env),
+                              env->opts.max_clock_skew_ms);
+        if (rc)
+            crdtdb__db_seterr(db, rc, "clock moved during apply");
+    }
+    if (!rc && !self) {
+        /* Received moves only over a contiguous range, so a dropped or
+         * reordered delta leaves a gap that the next export refills. */
+        uint64_t received, acked;
+        int found;
+        rc = crdtdb__marks_get(db, t->mt, d->sender, &received, &acked, &found);
+        uint64_t r2 = d->from <= received && d->to > received ? d->to : received;
+        uint64_t a2 = d->has_ack && d->ack > acked ? d->ack : acked;
+        if (!rc && (!found || r2 != received || a2 != acked))
+            rc = crdtdb__marks_put(db, t->mt, d->sender, r2, a2);
+        if (rc)
+            crdtdb__db_seterr(db, rc, "apply: %s", crdtdb_strerror(rc));
+    }
+    if (colls != colls_stack)
+        free(colls);
+    if (t && rc) {
+        crdtdb_txn_abort(t);
+        return rc;
+    }
+    if (rc)
+        return rc;
+    if ((rc = crdtdb_txn_commit(t)))
+        return rc;
+    if (info) {
+        memcpy(info->sender, d->sender, CRDTDB_REPLICA_ID_BYTES);
+        info->from = d->from;
+        info->to = d->to;
+        info->changes = d->nfields;
+        for (uint32_t i = 0; i < d->nrecs; i++)
+            info->changes += d->recs[i].base_kind != CRDTDB__BASE_NONE;
+        info->applied = applied;
+    }
+    return 0;
+}
+
+int crdtdb_delta_peek(const uint8_t *data, size_t len, size_t *delta_len,
+                      char db_id[CRDTDB_ID_MAX + 1])
+{
+    if (!data || !delta_len || !db_id)
+        return CRDTDB_EINVAL;
+    const uint8_t *body, *sig;
+    size_t body_len;
+    int rc = crdtdb__delta_frame(data, len, delta_len, &body, &body_len, &sig);
+    if (rc)
+        return rc;
+    /* body = [db_id, ...]: a fixarray header, then a str */
+    if (body_len < 2 || (body[0] & 0xf0) != 0x90)
+        return CRDTDB_EBADVALUE;
+    size_t n, hdr;
+    uint8_t b = body[1];
+    if ((b & 0xe0) == 0xa0) {
+        n = b & 0x1f;
+        hdr = 1;
+    } else if (b == 0xd9 && body_len >= 3) {
+        n = body[2];
+        hdr = 2;
+    } else {
+        return CRDTDB_EBADVALUE;
+    }
+    if (n > CRDTDB_ID_MAX)
+        return CRDTDB_ETOOBIG;
+    if (n == 0 || 1 + hdr + n > body_len)
+        return CRDTDB_EBADVALUE;
+    memcpy(db_id, body + 1 + hdr, n);
+    db_id[n] = 0;
+    return 0;
+}

@@ -1,0 +1,227 @@
+/* Export: the change log after a sequence, packed into signed deltas. */
+#include <string.h>
+
+#include "storage/internal.h"
+
+/* Export state: the delta being filled and where its range starts. */
+typedef struct exporter {
+    crdtdb_db *db;
+    crdtdb__delta d;
+    crdtdb_buf out;
+    uint64_t from;       /* current delta covers (from, ...] */
+    size_t cost, budget; /* estimated encoded bytes, and the limit */
+    int group_coll;      /* the record of the last group, to extend it */
+    const uint8_t *group_id;
+    size_t group_idlen;
+    crdtdb_delta_sink sink;
+    void *ctx;
+    crdtdb_export_info info;
+} exporter;
+
+static size_t header_cost(const crdtdb_db *db)
+{
+    size_t n = 160 + strlen(db->id); /* envelope, signature, header fields */
+    for (uint16_t i = 0; i < db->ncoll; i++)
+        n += 5 + strlen(db->colls[i]);
+    return n;
+}
+
+/* Encodes, signs and hands over the delta covering (x->from, to]. */
+static int flush(exporter *x, uint64_t to)
+{
+    crdtdb_db *db = x->db;
+    x->d.from = x->from;
+    x->d.to = to;
+    int rc = crdtdb__delta_encode(&x->d, db->env->sk, &x->out);
+    if (rc)
+        return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
+    rc = x->sink(x->ctx, x->out.data, x->out.len);
+    if (rc)
+        return rc;
+    x->info.deltas++;
+    x->info.changes += x->d.nfields;
+    for (uint32_t i = 0; i < x->d.nrecs; i++)
+        x->info.changes += x->d.recs[i].base_kind != CRDTDB__BASE_NONE;
+    x->info.bytes += x->out.len;
+    x->info.to = to;
+    /* keep the header, drop the changes */
+    x->d.nrecs = x->d.nfields = x->d.ncolls = x->d.norigins = 0;
+    x->d.hlc_max = 0;
+    x->from = to;
+    x->cost = header_cost(db);
+    x->group_coll = -1;
+    return 0;
+}
+
+/* Starts a record group unless the last one is the same record. */
+static int group(exporter *x, uint16_t coll, const uint8_t *id, size_t idlen)
+{
+    if (x->d.nrecs && x->group_coll == coll && x->group_idlen == idlen &&
+        memcmp(x->group_id, id, idlen) == 0)
+        return 0;
+    crdtdb__delta_rec r;
+    memset(&r, 0, sizeof r);
+    const char *name = x->db->colls[coll];
+    if (crdtdb__delta_coll(&x->d, name, (uint32_t)strlen(name), &r.coll))
+        return CRDTDB_ENOMEM;
+    r.id.p = (const char *)id;
+    r.id.n = (uint32_t)idlen;
+    if (crdtdb__delta_add_rec(&x->d, &r))
+        return CRDTDB_ENOMEM;
+    x->group_coll = coll;
+    x->group_id = id;
+    x->group_idlen = idlen;
+    x->cost += 16 + idlen;
+    return 0;
+}
+
+int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
+                     crdtdb_delta_sink sink, void *ctx,
+                     crdtdb_export_info *info)
+{
+    if (!db || !sink)
+        return CRDTDB_EINVAL;
+    crdtdb_env *env = db->env;
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
+    if (rc)
+        return rc;
+    exporter x;
+    memset(&x, 0, sizeof x);
+    x.db = db;
+    x.sink = sink;
+    x.ctx = ctx;
+    x.from = since;
+    x.info.from = x.info.to = since;
+    x.budget = env->opts.max_delta_size;
+    x.cost = header_cost(db);
+    x.group_coll = -1;
+    crdtdb__delta_init(&x.d);
+    x.d.db_id.p = db->id;
+    x.d.db_id.n = (uint32_t)strlen(db->id);
+    x.d.sender = env->pk;
+    uint64_t last;
+    uint32_t peer_num = UINT32_MAX; /* no peer: skip nothing */
+    rc = crdtdb__seq_read(env, t->mt, db->num, &last);
+    if (!rc && peer) {
+        uint64_t received, acked;
+        int found;
+        rc = crdtdb__peer_num(env, t->mt, peer, 0, &peer_num);
+        if (!rc && peer_num == 0)
+            peer_num = UINT32_MAX;
+        if (!rc)
+            rc = crdtdb__marks_get(db, t->mt, peer, &received, &acked, &found);
+        x.d.has_ack = !rc;
+        x.d.ack = received;
+    }
+    MDB_cursor *cur = NULL;
+    int mrc = rc ? 0 : mdb_cursor_open(t->mt, env->dbi_changes, &cur);
+    if (mrc)
+        rc = crdtdb__mdb_err(mrc);
+    crdtdb__record rec;
+    crdtdb__record_init(&rec);
+    uint8_t rec_key[CRDTDB__RECKEY_MAX]; /* the record loaded in rec */
+    size_t rec_keylen = 0;
+    uint8_t kb[CRDTDB__CHGKEY_LEN];
+    crdtdb__put_u32(kb, db->num);
+    crdtdb__put_u64(kb + 4, since + 1);
+    MDB_val k = {sizeof kb, kb}, v;
+    uint64_t prev = since; /* the last sequence scanned */
+    for (mrc = rc ? MDB_NOTFOUND : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         mrc == 0 && !rc && since < last;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != CRDTDB__CHGKEY_LEN || crdtdb__get_u32(k.mv_data) != db->num)
+            break;
+        uint64_t seq = crdtdb__get_u64((const uint8_t *)k.mv_data + 4);
+        const uint8_t *p = v.mv_data;
+        if (v.mv_size < CRDTDB__CHG_HEAD || v.mv_size < CRDTDB__CHG_HEAD + (size_t)p[6]) {
+            rc = CRDTDB_ECORRUPT;
+            break;
+        }
+        uint32_t src = crdtdb__get_u32(p);
+        uint16_t coll = (uint16_t)(p[4] << 8 | p[5]);
+        size_t idlen = p[6];
+        const uint8_t *id = p + CRDTDB__CHG_HEAD;
+        const uint8_t *path = id + idlen;
+        size_t plen = v.mv_size - CRDTDB__CHG_HEAD - idlen;
+        if (src == peer_num || coll >= db->ncoll) { /* it has it */
+            prev = seq;
+            continue;
+        }
+        uint8_t rk[CRDTDB__RECKEY_MAX];
+        size_t rklen = crdtdb__reckey(rk, db->num, coll, (const char *)id, idlen);
+        if (rec_keylen != rklen || memcmp(rec_key, rk, rklen) != 0) {
+            /* blobs stay valid for the whole read snapshot, so the delta
+             * can borrow paths, values and keys from them */
+            MDB_val key = {rklen, rk}, blob;
+            if ((mrc = mdb_get(t->mt, env->dbi_records, &key, &blob)) ||
+                (rc = crdtdb__record_decode(&rec, blob.mv_data, blob.mv_size)))
+                break;
+            memcpy(rec_key, rk, rklen);
+            rec_keylen = rklen;
+        }
+        /* the register this entry names, as it is now */
+        crdtdb__delta_field f;
+        memset(&f, 0, sizeof f);
+        int is_base = plen == 0;
+        if (is_base) {
+            if (rec.base_kind == CRDTDB__BASE_NONE || rec.base_seq != seq) {
+                prev = seq;
+                continue;
+            }
+            f.hlc = rec.base_hlc;
+            f.origin = rec.base_origin;
+        } else {
+            long li = crdtdb__record_find(&rec, path, plen);
+            if (li < 0 || rec.leaves[li].seq != seq) {
+                prev = seq;
+                continue;
+            }
+            const crdtdb__leaf *l = &rec.leaves[li];
+            f.path = l->path;
+            f.path_len = l->path_len;
+            f.kind = l->kind;
+            f.hlc = l->hlc;
+            f.origin = l->origin;
+            f.val = l->val;
+            f.val_len = l->val_len;
+        }
+        const uint8_t *okey = rec.origins[f.origin];
+        if (peer && memcmp(okey, peer, CRDTDB_REPLICA_ID_BYTES) == 0) {
+            prev = seq; /* its own write: it has it, or something newer */
+            continue;
+        }
+        size_t cost = crdtdb__delta_field_cost(&f) + 16 + idlen;
+        if (x.d.nrecs && x.cost + cost > x.budget && (rc = flush(&x, prev)))
+            break;
+        if ((rc = group(&x, coll, id, idlen)) ||
+            (rc = crdtdb__delta_origin(&x.d, okey, &f.origin)))
+            break;
+        if (is_base) {
+            crdtdb__delta_rec *r = &x.d.recs[x.d.nrecs - 1];
+            r->base_kind = rec.base_kind;
+            r->base_hlc = f.hlc;
+            r->base_origin = f.origin;
+            if (f.hlc > x.d.hlc_max)
+                x.d.hlc_max = f.hlc;
+        } else if ((rc = crdtdb__delta_add_field(&x.d, &f))) {
+            break;
+        }
+        x.cost += cost;
+        prev = seq;
+    }
+    if (!rc && mrc && mrc != MDB_NOTFOUND)
+        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", mdb_strerror(mrc));
+    /* the last delta covers everything up to the snapshot's sequence: what
+     * the scan did not meet was superseded by what it did */
+    if (!rc)
+        rc = flush(&x, last > since ? last : since);
+    mdb_cursor_close(cur);
+    crdtdb__record_free(&rec);
+    crdtdb__delta_free(&x.d);
+    crdtdb_buf_free(&x.out);
+    crdtdb_txn_abort(t);
+    if (info)
+        *info = x.info;
+    return rc;
+}
