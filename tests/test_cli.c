@@ -72,6 +72,9 @@ static char *slurp(const char *path)
     return buf;
 }
 
+/* When set, the next commands read their standard input from this file. */
+static const char *spawn_stdin;
+
 /* Starts the CLI with `-d data` (unless data is NULL) and the
  * NULL-terminated arguments, its output going to the given files. */
 static pid_t spawn(const char *data, const char *out, const char *err,
@@ -98,6 +101,11 @@ static pid_t spawn(const char *data, const char *out, const char *err,
         int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
             _exit(127);
+        if (spawn_stdin) {
+            int fi = open(spawn_stdin, O_RDONLY);
+            if (fi < 0 || dup2(fi, 0) < 0)
+                _exit(127);
+        }
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -373,9 +381,9 @@ END_TEST
 
 START_TEST(help_and_usage)
 {
-    static const char *const cmds[] = {"init", "id",     "create", "dbs",
-                                       "add",  "update", "remove", "get",
-                                       "query", "watch"};
+    static const char *const cmds[] = {
+        "init",  "id",    "create", "dbs",    "add",    "update", "remove",
+        "get",   "query", "watch",  "export", "import", "peers"};
     char want[64];
     sandbox s;
     sb_init(&s);
@@ -406,6 +414,24 @@ START_TEST(help_and_usage)
     ck_assert_int_eq(cli(&s, "create", "db", NULL), 2);
     ck_assert_int_eq(cli(&s, "create", "db", "--collections", NULL), 2);
     ck_assert_int_eq(cli(&s, "watch", "db", "--count", "x", NULL), 2);
+    ck_assert_int_eq(cli(&s, "export", "db", NULL), 2); /* no -o */
+    ck_assert_int_eq(cli(&s, "export", "db", "-o", NULL), 2);
+    ck_assert_int_eq(cli(&s, "export", "db", "--since", "x", "-o", "f", NULL),
+                     2);
+    ck_assert_int_eq(cli(&s, "export", "db", "--since", "-1", "-o", "f",
+                         NULL),
+                     2);
+    ck_assert_int_eq(cli(&s, "export", "db", "--for", "abc", "-o", "f", NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(s.err, "64 hex digits"));
+    ck_assert_int_eq(cli(&s, "export", "db", "--since", "1", "--for",
+                         "0000000000000000000000000000000000000000000000000000"
+                         "000000000000",
+                         "-o", "f", NULL),
+                     2);
+    ck_assert_int_eq(cli(&s, "import", NULL), 2);
+    ck_assert_int_eq(cli(&s, "peers", NULL), 2);
+    ck_assert_int_eq(cli(&s, "peers", "db", "x", NULL), 2);
     ck_assert_int_eq(cli_nodir(&s, "-d", NULL), 2);
     sb_free(&s);
 }
@@ -554,6 +580,452 @@ START_TEST(watch_count_and_all_collections)
 }
 END_TEST
 
+/* ------------------------------------------------- export/import/peers */
+
+/* Runs the CLI with `-d dir`; returns the exit status. */
+static int cli_in(sandbox *s, const char *dir, ...)
+{
+    va_list ap;
+    va_start(ap, dir);
+    int status = vrun(s, dir, ap);
+    va_end(ap);
+    return status;
+}
+
+/* Like ok() in environment dir. */
+static void ok_in(sandbox *s, const char *dir, const char *want, ...)
+{
+    va_list ap;
+    va_start(ap, want);
+    int status = vrun(s, dir, ap);
+    va_end(ap);
+    ck_assert_msg(status == 0, "exit %d: %s", status, s->err);
+    ck_assert_str_eq(s->err, "");
+    if (want)
+        ck_assert_str_eq(s->out, want);
+}
+
+/* Runs `crdtdb -d dir export game [opt val] -o file`, which must succeed
+ * and print its summary on stderr; returns the number of changes. */
+static unsigned long export_ok(sandbox *s, const char *dir, const char *opt,
+                               const char *val, const char *file)
+{
+    int status = opt ? cli_in(s, dir, "export", "game", opt, val, "-o", file,
+                              NULL)
+                     : cli_in(s, dir, "export", "game", "-o", file, NULL);
+    ck_assert_msg(status == 0, "exit %d: %s", status, s->err);
+    ck_assert_str_eq(s->out, "");
+    unsigned long changes, deltas, bytes, from, to;
+    ck_assert_msg(sscanf(s->err,
+                         "exported %lu change%*[s] in %lu delta%*[s] (%lu "
+                         "bytes), sequences (%lu, %lu]",
+                         &changes, &deltas, &bytes, &from, &to) == 5 ||
+                      sscanf(s->err,
+                             "exported %lu change in %lu delta (%lu bytes), "
+                             "sequences (%lu, %lu]",
+                             &changes, &deltas, &bytes, &from, &to) == 5 ||
+                      sscanf(s->err,
+                             "exported %lu changes in %lu delta (%lu bytes), "
+                             "sequences (%lu, %lu]",
+                             &changes, &deltas, &bytes, &from, &to) == 5,
+                  "%s", s->err);
+    ck_assert_uint_ge(deltas, 1);
+    ck_assert_uint_le(from, to);
+    ck_assert_ptr_eq(strchr(s->err, '\n'), s->err + strlen(s->err) - 1);
+    return changes;
+}
+
+/* Runs `crdtdb -d dir import files... NULL` (at most 3), which must
+ * succeed; checks that it printed one "applied" line per delta and returns
+ * the number of changes applied. */
+static unsigned long import_ok(sandbox *s, const char *dir, ...)
+{
+    const char *f[4] = {NULL, NULL, NULL, NULL};
+    va_list ap;
+    va_start(ap, dir);
+    for (int i = 0; i < 4 && (f[i] = va_arg(ap, const char *)) != NULL; i++)
+        ck_assert_int_lt(i, 3);
+    va_end(ap);
+    int status = cli_in(s, dir, "import", f[0], f[1], f[2], NULL);
+    ck_assert_msg(status == 0, "exit %d: %s", status, s->err);
+    ck_assert_str_eq(s->err, "");
+    ck_assert_str_ne(s->out, "");
+    unsigned long total = 0;
+    for (const char *l = s->out; *l; l = strchr(l, '\n') + 1) {
+        unsigned long applied, changes, from, to;
+        int end = 0;
+        ck_assert_msg(sscanf(l, "applied %lu of %lu change%*[s] from %*16[0-9a-f]"
+                                "\xe2\x80\xa6 to game, sequences (%lu, %lu]%n",
+                             &applied, &changes, &from, &to, &end) == 4 ||
+                          sscanf(l, "applied %lu of %lu change from "
+                                    "%*16[0-9a-f]\xe2\x80\xa6 to game, "
+                                    "sequences (%lu, %lu]%n",
+                                 &applied, &changes, &from, &to, &end) == 4,
+                      "%s", s->out);
+        ck_assert_int_eq(l[end], '\n');
+        ck_assert_uint_le(applied, changes);
+        total += applied;
+    }
+    return total;
+}
+
+/* The environments A and B of a sandbox, each with database game. */
+typedef struct pair {
+    sandbox s;
+    char a[4200], b[4200];
+    char ida[65], idb[65];
+} pair;
+
+static void path_in(const sandbox *s, char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/%s", s->root, name);
+}
+
+static void pair_init(pair *p)
+{
+    sb_init(&p->s);
+    path_in(&p->s, p->a, sizeof p->a, "A");
+    path_in(&p->s, p->b, sizeof p->b, "B");
+    ok_in(&p->s, p->a, NULL, "init", NULL);
+    ok_in(&p->s, p->a, NULL, "id", NULL);
+    ck_assert_uint_eq(strlen(p->s.out), 65);
+    memcpy(p->ida, p->s.out, 64);
+    p->ida[64] = '\0';
+    ok_in(&p->s, p->b, NULL, "init", NULL);
+    ok_in(&p->s, p->b, NULL, "id", NULL);
+    memcpy(p->idb, p->s.out, 64);
+    p->idb[64] = '\0';
+    ck_assert_str_ne(p->ida, p->idb);
+    ok_in(&p->s, p->a, "", "create", "game", "--collections", "players,moves",
+          NULL);
+    ok_in(&p->s, p->b, "", "create", "game", "--collections", "players,moves",
+          NULL);
+}
+
+/* The stdout of a command that must succeed in dir, malloc'd. */
+static char *output_in(sandbox *s, const char *dir, ...)
+{
+    va_list ap;
+    va_start(ap, dir);
+    int status = vrun(s, dir, ap);
+    va_end(ap);
+    ck_assert_msg(status == 0, "exit %d: %s", status, s->err);
+    char *out = strdup(s->out);
+    ck_assert_ptr_nonnull(out);
+    return out;
+}
+
+/* Checks that A and B print the same for `crdtdb CMD game COLL [ARG]`;
+ * returns A's output (malloc'd). */
+static char *same_in_both(pair *p, const char *cmd, const char *coll,
+                          const char *arg)
+{
+    char *a = output_in(&p->s, p->a, cmd, "game", coll, arg, NULL);
+    char *b = output_in(&p->s, p->b, cmd, "game", coll, arg, NULL);
+    ck_assert_str_eq(a, b);
+    free(b);
+    return a;
+}
+
+static uint8_t *read_bytes(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    ck_assert_int_ge(n, 0);
+    rewind(f);
+    uint8_t *buf = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void write_bytes(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* The peers line of `peers game` in dir for id; returns its received. */
+static unsigned long peer_received(sandbox *s, const char *dir,
+                                   const char *id, unsigned long *acked)
+{
+    char want[80];
+    ok_in(s, dir, NULL, "peers", "game", NULL);
+    snprintf(want, sizeof want, "%s received ", id);
+    const char *l = strstr(s->out, want);
+    ck_assert_msg(l != NULL, "%s", s->out);
+    unsigned long received, ack;
+    ck_assert_int_eq(sscanf(l + strlen(want), "%lu acked %lu", &received,
+                            &ack),
+                     2);
+    if (acked)
+        *acked = ack;
+    return received;
+}
+
+START_TEST(export_import_copies_database)
+{
+    pair p;
+    char f1[4200], tmp[4300];
+    pair_init(&p);
+    sandbox *s = &p.s;
+    path_in(s, f1, sizeof f1, "f1");
+    ok_in(s, p.b, "", "peers", "game", NULL); /* nobody yet */
+
+    ok_in(s, p.a, "", "add", "game", "players", "p1",
+          "{\"name\":\"Ann\",\"score\":1,\"pos\":{\"x\":1,\"y\":2}}", NULL);
+    ok_in(s, p.a, "", "add", "game", "players", "p2",
+          "{\"name\":\"Bob\",\"score\":5}", NULL);
+    ok_in(s, p.a, "", "add", "game", "players", "gone", "{\"x\":1}", NULL);
+    ok_in(s, p.a, "", "update", "game", "players", "p1",
+          "{\"score\":7,\"pos\":{\"y\":3}}", NULL);
+    ok_in(s, p.a, "", "add", "game", "players", "p2",
+          "{\"name\":\"Bob\",\"level\":2}", NULL); /* replaces */
+    ok_in(s, p.a, "", "remove", "game", "players", "gone", NULL);
+    ok_in(s, p.a, "", "add", "game", "moves", "m1",
+          "{\"by\":\"p1\",\"to\":[3,4]}", NULL);
+
+    ck_assert_uint_gt(export_ok(s, p.a, NULL, NULL, f1), 0);
+    snprintf(tmp, sizeof tmp, "%s.tmp", f1);
+    ck_assert_int_eq(access(tmp, F_OK), -1); /* renamed into place */
+    ck_assert_uint_gt(import_ok(s, p.b, f1, NULL), 0);
+
+    char *a = same_in_both(&p, "get", "players", "p1");
+    ck_assert_str_eq(a, "{\"name\":\"Ann\",\"pos\":{\"x\":1,\"y\":3},"
+                        "\"score\":7}\n");
+    free(a);
+    a = same_in_both(&p, "get", "players", "p2");
+    ck_assert_str_eq(a, "{\"level\":2,\"name\":\"Bob\"}\n");
+    free(a);
+    a = same_in_both(&p, "query", "players", NULL);
+    ck_assert_ptr_null(strstr(a, "gone"));
+    free(a);
+    free(same_in_both(&p, "query", "players", "[[\"score\",\">\",1]]"));
+    a = same_in_both(&p, "query", "moves", NULL);
+    ck_assert_str_eq(a, "[{\"id\":\"m1\",\"by\":\"p1\",\"to\":[3,4]}]\n");
+    free(a);
+    ck_assert_int_eq(cli_in(s, p.b, "get", "game", "players", "gone", NULL),
+                     1);
+
+    /* B now knows A, and has all of A's log. */
+    ok_in(s, p.b, NULL, "peers", "game", NULL);
+    ck_assert_ptr_eq(strchr(s->out, '\n'), s->out + strlen(s->out) - 1);
+    unsigned long acked;
+    ck_assert_uint_gt(peer_received(s, p.b, p.ida, &acked), 0);
+    ck_assert_uint_eq(acked, 0);
+    ok_in(s, p.a, "", "peers", "game", NULL); /* A heard nothing */
+
+    /* Importing again changes nothing; -o - and import - work too. */
+    ck_assert_uint_eq(import_ok(s, p.b, f1, f1, NULL), 0);
+    ck_assert_int_eq(cli_in(s, p.a, "export", "game", "-o", "-", NULL), 0);
+    ck_assert(starts_with(s->err, "exported "));
+    size_t n1, n2;
+    uint8_t *file = read_bytes(f1, &n1), *out = read_bytes(s->out_path, &n2);
+    ck_assert_uint_eq(n1, n2); /* same changes; the signature may differ */
+    free(file);
+    char piped[4200];
+    path_in(s, piped, sizeof piped, "piped");
+    write_bytes(piped, out, n2);
+    free(out);
+    spawn_stdin = piped;
+    ck_assert_uint_eq(import_ok(s, p.b, "-", NULL), 0);
+    spawn_stdin = NULL;
+    ck_assert(starts_with(s->out, "applied 0 of "));
+    sb_free(s);
+}
+END_TEST
+
+/* Sneakernet: both sides write, export for each other, import in varied
+ * orders, again and again. */
+START_TEST(usb_round_trips_converge)
+{
+    pair p;
+    char fa[8][4200], fb[8][4200], json[64], rid[16];
+    pair_init(&p);
+    sandbox *s = &p.s;
+    enum { ROUNDS = 4 };
+    ok_in(s, p.a, "", "add", "game", "players", "shared", "{\"n\":0}", NULL);
+    for (int r = 0; r < ROUNDS; r++) {
+        snprintf(fa[r], sizeof fa[r], "%s/a%d", s->root, r);
+        snprintf(fb[r], sizeof fb[r], "%s/b%d", s->root, r);
+        snprintf(json, sizeof json, "{\"by\":\"A\",\"round\":%d}", r);
+        snprintf(rid, sizeof rid, "a%d", r);
+        ok_in(s, p.a, "", "add", "game", "players", rid, json, NULL);
+        snprintf(json, sizeof json, "{\"a\":%d,\"n\":%d}", r, 100 + r);
+        ok_in(s, p.a, "", "update", "game", "players", "shared", json, NULL);
+        snprintf(json, sizeof json, "{\"by\":\"B\",\"round\":%d}", r);
+        snprintf(rid, sizeof rid, "b%d", r);
+        ok_in(s, p.b, "", "add", "game", "players", rid, json, NULL);
+        ok_in(s, p.b, "", "add", "game", "moves", rid, json, NULL);
+        if (r > 0) { /* B has the shared record from round 1 on */
+            snprintf(json, sizeof json, "{\"b\":%d,\"n\":%d}", r, 200 + r);
+            ok_in(s, p.b, "", "update", "game", "players", "shared", json,
+                  NULL);
+        }
+
+        /* Each side exports what the other lacks, as far as it knows. */
+        ck_assert_uint_gt(export_ok(s, p.a, "--for", p.idb, fa[r]), 0);
+        ck_assert_uint_gt(export_ok(s, p.b, "--for", p.ida, fb[r]), 0);
+        switch (r % 3) {
+        case 0: /* A first; B imports the same file twice */
+            ck_assert_uint_gt(import_ok(s, p.a, fb[r], NULL), 0);
+            ck_assert_uint_gt(import_ok(s, p.b, fa[r], NULL), 0);
+            ck_assert_uint_eq(import_ok(s, p.b, fa[r], NULL), 0);
+            break;
+        case 1: /* B first; both import old files along, newest first */
+            ck_assert_uint_gt(import_ok(s, p.b, fa[r], fa[r - 1], NULL), 0);
+            ck_assert_uint_gt(import_ok(s, p.a, fb[r], fb[r - 1], NULL), 0);
+            break;
+        default: /* one command, the same file twice, then again */
+            ck_assert_uint_gt(import_ok(s, p.a, fb[r], fb[r], NULL), 0);
+            ck_assert_uint_gt(import_ok(s, p.b, fa[r - 1], fa[r], NULL), 0);
+            ck_assert_uint_eq(import_ok(s, p.a, fb[r], NULL), 0);
+            break;
+        }
+        free(same_in_both(&p, "query", "players", NULL));
+        free(same_in_both(&p, "query", "moves", NULL));
+    }
+
+    char *players = same_in_both(&p, "query", "players", NULL);
+    for (int r = 0; r < ROUNDS; r++) {
+        char want[64];
+        snprintf(want, sizeof want, "{\"id\":\"a%d\",\"by\":\"A\",", r);
+        ck_assert_msg(strstr(players, want) != NULL, "%s", players);
+        snprintf(want, sizeof want, "{\"id\":\"b%d\",\"by\":\"B\",", r);
+        ck_assert_msg(strstr(players, want) != NULL, "%s", players);
+    }
+    /* Different fields merge; the same field (n) has one winner. */
+    ck_assert_msg(strstr(players, "{\"id\":\"shared\",\"a\":3,\"b\":3,\"n\":") !=
+                      NULL,
+                  "%s", players);
+    free(players);
+    free(same_in_both(&p, "get", "players", "shared"));
+
+    /* The peers know each other, and have each other's logs. */
+    ck_assert_uint_gt(peer_received(s, p.b, p.ida, NULL), 0);
+    ck_assert_uint_gt(peer_received(s, p.a, p.idb, NULL), 0);
+
+    /* A tells B it has everything of B's (re-sending its last round, which
+     * B had not acknowledged yet); then B has nothing for A: what came from
+     * A is never sent back. */
+    char last[4200];
+    path_in(s, last, sizeof last, "last");
+    export_ok(s, p.a, "--for", p.idb, last);
+    ck_assert_uint_eq(import_ok(s, p.b, last, NULL), 0);
+    ck_assert_uint_eq(export_ok(s, p.b, "--for", p.ida, last), 0);
+    ck_assert(starts_with(s->err, "exported 0 changes"));
+    /* while a plain export has everything */
+    ck_assert_uint_gt(export_ok(s, p.b, NULL, NULL, last), 0);
+    /* and a new write of B's goes out alone */
+    ok_in(s, p.b, "", "add", "game", "moves", "late", "{\"x\":1}", NULL);
+    ck_assert_uint_eq(export_ok(s, p.b, "--for", p.ida, last), 2);
+    ck_assert_uint_eq(import_ok(s, p.a, last, NULL), 2);
+    free(same_in_both(&p, "query", "moves", NULL));
+    sb_free(s);
+}
+END_TEST
+
+START_TEST(import_rejects_bad_input)
+{
+    pair p;
+    char f1[4200], bad[4200], c[4200];
+    pair_init(&p);
+    sandbox *s = &p.s;
+    path_in(s, f1, sizeof f1, "f1");
+    path_in(s, bad, sizeof bad, "bad");
+    for (int i = 0; i < 6; i++) {
+        char id[8], json[64];
+        snprintf(id, sizeof id, "p%d", i);
+        snprintf(json, sizeof json, "{\"name\":\"player %d\",\"n\":%d}", i, i);
+        ok_in(s, p.a, "", "add", "game", "players", id, json, NULL);
+    }
+    export_ok(s, p.a, NULL, NULL, f1);
+    ok_in(s, p.b, "", "add", "game", "players", "mine", "{\"b\":1}", NULL);
+    char *before = output_in(s, p.b, "query", "game", "players", NULL);
+    size_t len;
+    uint8_t *delta = read_bytes(f1, &len);
+    ck_assert_uint_gt(len, 200);
+
+    /* garbage */
+    static const char garbage[] = "this is not a delta\n";
+    write_bytes(bad, garbage, sizeof garbage - 1);
+    ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
+    ck_assert_str_eq(s->out, "");
+    ck_assert_msg(starts_with(s->err, "crdtdb: ") && strlen(s->err) > 9,
+                  "%s", s->err);
+    /* truncated, at several places */
+    size_t cuts[] = {1, 10, len / 2, len - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        write_bytes(bad, delta, cuts[i]);
+        ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
+        ck_assert_str_eq(s->out, "");
+        ck_assert_msg(starts_with(s->err, "crdtdb: "), "%s", s->err);
+    }
+    /* one byte flipped in the middle */
+    delta[len / 2] ^= 0x04;
+    write_bytes(bad, delta, len);
+    delta[len / 2] ^= 0x04;
+    ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
+    ck_assert_str_eq(s->out, "");
+    ck_assert_msg(starts_with(s->err, "crdtdb: ") &&
+                      strstr(s->err, "signature") != NULL,
+                  "%s", s->err);
+    /* empty */
+    write_bytes(bad, "", 0);
+    ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
+    ck_assert_ptr_nonnull(strstr(s->err, "no delta in"));
+    /* missing */
+    path_in(s, c, sizeof c, "missing");
+    ck_assert_int_eq(cli_in(s, p.b, "import", c, NULL), 1);
+    ck_assert_str_ne(s->err, "");
+
+    char *after = output_in(s, p.b, "query", "game", "players", NULL);
+    ck_assert_str_eq(after, before);
+    free(after);
+    ok_in(s, p.b, "", "peers", "game", NULL);
+
+    /* An environment without the database. */
+    path_in(s, c, sizeof c, "C");
+    ok_in(s, c, NULL, "init", NULL);
+    ck_assert_int_eq(cli_in(s, c, "import", f1, NULL), 1);
+    ck_assert_str_eq(s->out, "");
+    ck_assert_str_eq(s->err, "crdtdb: Database 'game' not found\n");
+    ok_in(s, c, "", "dbs", NULL);
+
+    /* A good delta then a bad one: the first stays applied. */
+    uint8_t *two = malloc(2 * len);
+    ck_assert_ptr_nonnull(two);
+    memcpy(two, delta, len);
+    memcpy(two + len, delta, len);
+    two[len + len / 2] ^= 0x04;
+    write_bytes(bad, two, 2 * len);
+    free(two);
+    ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
+    ck_assert_msg(starts_with(s->out, "applied 18 of 18 changes from "),
+                  "%s", s->out); /* 6 records of base + 2 fields */
+    ck_assert_ptr_eq(strchr(s->out, '\n'), s->out + strlen(s->out) - 1);
+    ck_assert_ptr_nonnull(strstr(s->err, "signature"));
+    after = output_in(s, p.b, "query", "game", "players", NULL);
+    ck_assert_str_ne(after, before);
+    ck_assert_ptr_nonnull(strstr(after, "\"player 5\""));
+    ck_assert_ptr_nonnull(strstr(after, "\"mine\""));
+    free(after);
+    /* and a file stops at the first bad one */
+    ck_assert_int_eq(cli_in(s, p.b, "import", f1, bad, f1, NULL), 1);
+    ck_assert_uint_eq(strlen(s->out) > 0, 1);
+
+    free(before);
+    free(delta);
+    sb_free(s);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -571,6 +1043,9 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, bad_ids_fail);
     tcase_add_test(tc, watch_prints_events);
     tcase_add_test(tc, watch_count_and_all_collections);
+    tcase_add_test(tc, export_import_copies_database);
+    tcase_add_test(tc, usb_round_trips_converge);
+    tcase_add_test(tc, import_rejects_bad_input);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,311 @@
+/* The delta codec (crdt/delta.c): golden bytes, round trip, hostile input. */
+#include <check.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt/buf.h"
+#include "crdt/delta.h"
+#include "crdt/path.h"
+#include "crdt/record.h"
+#include "tests/testutil.h"
+
+static uint8_t pk[32], sk[64], other[32];
+static crdtdb__limits lim = {1 << 20, 16, 1024, 10000};
+
+static void keys(void)
+{
+    uint8_t seed[32];
+    memset(seed, 7, sizeof seed); /* deterministic key: golden signatures */
+    crypto_sign_seed_keypair(pk, sk, seed);
+    memset(other, 0xab, sizeof other);
+}
+
+/* One add of {"hp": 7, "pos": {"x": []}} plus a map leaf "m", and a remove. */
+static void build(crdtdb__delta *d, crdtdb_buf *paths, crdtdb_buf *vals)
+{
+    crdtdb__delta_init(d);
+    d->db_id.p = "match-1";
+    d->db_id.n = 7;
+    d->sender = pk;
+    d->from = 10;
+    d->to = 20;
+    d->has_ack = 1;
+    d->ack = 3;
+    uint32_t c, o1, o2;
+    crdtdb__delta_coll(d, "players", 7, &c);
+    crdtdb__delta_origin(d, pk, &o1);
+    crdtdb__delta_origin(d, other, &o2);
+    /* paths: "hp", "pos"."x", "m" at fixed offsets in one buffer */
+    crdtdb__path_push(paths, "hp", 2);        /* [0, 4) */
+    crdtdb__path_push(paths, "pos", 3);       /* [4, 9) */
+    crdtdb__path_push(paths, "x", 1);         /* [9, 12) */
+    crdtdb__path_push(paths, "m", 1);         /* [12, 15) */
+    static const uint8_t seven = 0x07, empty_arr = 0x90;
+    crdtdb__buf_append(vals, &seven, 1);
+    crdtdb__buf_append(vals, &empty_arr, 1);
+    uint64_t h = (uint64_t)1700000000000 << 16;
+    crdtdb__delta_rec r = {c, {"ann", 3}, CRDTDB__BASE_ADD, o1, h, 0, 0};
+    crdtdb__delta_add_rec(d, &r);
+    crdtdb__delta_field f1 = {paths->data, 4, CRDTDB__KIND_VALUE, o1, h, vals->data, 1};
+    crdtdb__delta_field f2 = {paths->data + 4, 8, CRDTDB__KIND_VALUE, o1, h, vals->data + 1, 1};
+    crdtdb__delta_field f3 = {paths->data + 12, 3, CRDTDB__KIND_MAP, o2, h + 5, NULL, 0};
+    crdtdb__delta_add_field(d, &f1);
+    crdtdb__delta_add_field(d, &f2);
+    crdtdb__delta_add_field(d, &f3);
+    crdtdb__delta_rec r2 = {c, {"bob", 3}, CRDTDB__BASE_REMOVE, o2, h + 9, 0, 0};
+    crdtdb__delta_add_rec(d, &r2);
+}
+
+static char *hex(const uint8_t *p, size_t n)
+{
+    char *s = malloc(2 * n + 1);
+    sodium_bin2hex(s, 2 * n + 1, p, n);
+    return s;
+}
+
+/* The exact bytes of the delta built above: the format must not drift
+ * unnoticed (docs/protocol.md).  ed25519 signatures are deterministic. */
+static const char GOLDEN[] =
+    "9301c4b799a76d617463682d31c420ea4a6c63e29c520abef5507b132ec5f9954776aebe"
+    "be7b92421eea691446d22c0a1403cf018bcfe56800000091a7706c617965727392c420ea"
+    "4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22cc420ababab"
+    "ababababababababababababababababababababababababababababab929400a3616e6e"
+    "930100009394a268700000c401079492a3706f73a1780000c4019093a16d05019400a362"
+    "6f629302090190c440833525d41b1419397b510a41f5cd07b9827d5f8b8a07096b6684b4"
+    "36bdd344a1ff907b9b5fec195aceafb3f24007bb421da6a41a610402e45604d2ee6fd5e8"
+    "08";
+
+START_TEST(golden_bytes)
+{
+    crdtdb__delta d;
+    crdtdb_buf paths = CRDTDB_BUF_INIT, vals = CRDTDB_BUF_INIT, out = CRDTDB_BUF_INIT;
+    build(&d, &paths, &vals);
+    ck_assert_int_eq(crdtdb__delta_encode(&d, sk, &out), 0);
+    char *h = hex(out.data, out.len);
+    ck_assert_msg(strcmp(h, GOLDEN) == 0, "delta bytes changed:\n%s", h);
+    free(h);
+    crdtdb__delta_free(&d);
+    crdtdb_buf_free(&paths);
+    crdtdb_buf_free(&vals);
+    crdtdb_buf_free(&out);
+}
+END_TEST
+
+START_TEST(round_trip)
+{
+    crdtdb__delta d, back;
+    crdtdb_buf paths = CRDTDB_BUF_INIT, vals = CRDTDB_BUF_INIT, out = CRDTDB_BUF_INIT;
+    build(&d, &paths, &vals);
+    ck_assert_int_eq(crdtdb__delta_encode(&d, sk, &out), 0);
+    crdtdb__delta_init(&back);
+    crdtdb__err e;
+    ck_assert_int_eq(crdtdb__delta_decode(&back, out.data, out.len, 1 << 20, &lim, &e), 0);
+    ck_assert_int_eq(back.db_id.n, 7);
+    ck_assert_mem_eq(back.db_id.p, "match-1", 7);
+    ck_assert_mem_eq(back.sender, pk, 32);
+    ck_assert_uint_eq(back.from, 10);
+    ck_assert_uint_eq(back.to, 20);
+    ck_assert_int_eq(back.has_ack, 1);
+    ck_assert_uint_eq(back.ack, 3);
+    ck_assert_uint_eq(back.nrecs, 2);
+    ck_assert_uint_eq(back.nfields, 3);
+    ck_assert_uint_eq(back.hlc_max, d.hlc_max);
+    for (uint32_t i = 0; i < 3; i++) {
+        ck_assert_uint_eq(back.fields[i].path_len, d.fields[i].path_len);
+        ck_assert_mem_eq(back.fields[i].path, d.fields[i].path, d.fields[i].path_len);
+        ck_assert_uint_eq(back.fields[i].hlc, d.fields[i].hlc);
+        ck_assert_uint_eq(back.fields[i].kind, d.fields[i].kind);
+        ck_assert_mem_eq(back.origins[back.fields[i].origin], d.origins[d.fields[i].origin], 32);
+        ck_assert_uint_eq(back.fields[i].val_len, d.fields[i].val_len);
+    }
+    ck_assert_uint_eq(back.recs[1].base_kind, CRDTDB__BASE_REMOVE);
+    ck_assert_uint_eq(back.recs[1].base_hlc, d.recs[1].base_hlc);
+    /* frame and peek agree on the length */
+    size_t flen, blen;
+    const uint8_t *body, *sig;
+    ck_assert_int_eq(crdtdb__delta_frame(out.data, out.len, &flen, &body, &blen, &sig), 0);
+    ck_assert_uint_eq(flen, out.len);
+    char id[256];
+    ck_assert_int_eq(crdtdb_delta_peek(out.data, out.len, &flen, id), 0);
+    ck_assert_str_eq(id, "match-1");
+    crdtdb__delta_free(&d);
+    crdtdb__delta_free(&back);
+    crdtdb_buf_free(&paths);
+    crdtdb_buf_free(&vals);
+    crdtdb_buf_free(&out);
+}
+END_TEST
+
+static int decode(const uint8_t *p, size_t n, size_t max, crdtdb__err *e)
+{
+    crdtdb__delta d;
+    crdtdb__delta_init(&d);
+    int rc = crdtdb__delta_decode(&d, p, n, max, &lim, e);
+    crdtdb__delta_free(&d);
+    return rc;
+}
+
+START_TEST(tampering_is_refused)
+{
+    crdtdb__delta d;
+    crdtdb_buf paths = CRDTDB_BUF_INIT, vals = CRDTDB_BUF_INIT, out = CRDTDB_BUF_INIT;
+    build(&d, &paths, &vals);
+    ck_assert_int_eq(crdtdb__delta_encode(&d, sk, &out), 0);
+    crdtdb__err e;
+    /* every truncation */
+    for (size_t n = 0; n < out.len; n++)
+        ck_assert_int_ne(decode(out.data, n, 1 << 20, &e), 0);
+    /* every single-byte change: never accepted, never a crash */
+    for (size_t i = 0; i < out.len; i++) {
+        out.data[i] ^= 0x01;
+        int rc = decode(out.data, out.len, 1 << 20, &e);
+        ck_assert_msg(rc != 0, "flipped byte %zu accepted", i);
+        out.data[i] ^= 0x01;
+    }
+    /* a flip inside the body is a signature failure */
+    size_t flen, blen;
+    const uint8_t *body, *sig;
+    crdtdb__delta_frame(out.data, out.len, &flen, &body, &blen, &sig);
+    size_t mid = (size_t)(body - out.data) + blen / 2;
+    out.data[mid] ^= 0x40;
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_EBADSIG);
+    ck_assert(strstr(e.msg, "signature") != NULL);
+    out.data[mid] ^= 0x40;
+    /* trailing bytes, size limit, version, missing signature */
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), 0);
+    uint8_t *big = malloc(out.len + 1);
+    memcpy(big, out.data, out.len);
+    big[out.len] = 0;
+    ck_assert_int_eq(decode(big, out.len + 1, 1 << 20, &e), CRDTDB_EBADVALUE);
+    ck_assert_int_eq(decode(out.data, out.len, out.len - 1, &e), CRDTDB_ETOOBIG);
+    memcpy(big, out.data, out.len);
+    big[1] = 2;
+    ck_assert_int_eq(decode(big, out.len, 1 << 20, &e), CRDTDB_EVERSION);
+    ck_assert(strstr(e.msg, "version") != NULL);
+    /* signature of the wrong length */
+    memcpy(big, out.data, out.len);
+    big[out.len - 65] = 63;
+    ck_assert_int_ne(decode(big, out.len - 1, 1 << 20, &e), 0);
+    free(big);
+    /* signed by a key other than the claimed sender */
+    uint8_t pk2[32], sk2[64];
+    crypto_sign_keypair(pk2, sk2);
+    ck_assert_int_eq(crdtdb__delta_encode(&d, sk2, &out), 0);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_EBADSIG);
+    crdtdb__delta_free(&d);
+    crdtdb_buf_free(&paths);
+    crdtdb_buf_free(&vals);
+    crdtdb_buf_free(&out);
+}
+END_TEST
+
+/* Signs a hand-made body, so limits are checked on validly signed input. */
+static void signed_delta(crdtdb_buf *out, const uint8_t *body, size_t n)
+{
+    uint8_t sig[64];
+    crypto_sign_detached(sig, NULL, body, n, sk);
+    msgpack_packer p;
+    out->len = 0;
+    msgpack_packer_init(&p, out, crdtdb__buf_write_cb);
+    msgpack_pack_array(&p, 3);
+    msgpack_pack_uint8(&p, 1);
+    msgpack_pack_bin_with_body(&p, body, n);
+    msgpack_pack_bin_with_body(&p, sig, 64);
+}
+
+/* A body with one record holding one field [path, 0, 0, bin value]. */
+static void one_field(crdtdb_buf *body, int depth, const uint8_t *val, size_t vlen,
+                      int coll_idx, int origin_idx)
+{
+    msgpack_packer p;
+    body->len = 0;
+    msgpack_packer_init(&p, body, crdtdb__buf_write_cb);
+    msgpack_pack_array(&p, 9);
+    msgpack_pack_str_with_body(&p, "db", 2);
+    msgpack_pack_bin_with_body(&p, pk, 32);
+    msgpack_pack_uint8(&p, 0);
+    msgpack_pack_uint8(&p, 1);
+    msgpack_pack_nil(&p);
+    msgpack_pack_uint64(&p, 1);
+    msgpack_pack_array(&p, 1);
+    msgpack_pack_str_with_body(&p, "c", 1);
+    msgpack_pack_array(&p, 1);
+    msgpack_pack_bin_with_body(&p, pk, 32);
+    msgpack_pack_array(&p, 1);
+    msgpack_pack_array(&p, 4);
+    msgpack_pack_uint32(&p, (uint32_t)coll_idx);
+    msgpack_pack_str_with_body(&p, "r", 1);
+    msgpack_pack_nil(&p);
+    msgpack_pack_array(&p, 1);
+    msgpack_pack_array(&p, 4);
+    msgpack_pack_array(&p, (size_t)depth);
+    for (int i = 0; i < depth; i++)
+        msgpack_pack_str_with_body(&p, "k", 1);
+    msgpack_pack_uint8(&p, 0);
+    msgpack_pack_uint32(&p, (uint32_t)origin_idx);
+    msgpack_pack_bin_with_body(&p, val, vlen);
+}
+
+START_TEST(limits_on_signed_input)
+{
+    crdtdb_buf body = CRDTDB_BUF_INIT, out = CRDTDB_BUF_INIT;
+    crdtdb__err e;
+    static const uint8_t one = 1, nested[] = {0x91, 0x91, 0x91, 0x01};
+    one_field(&body, 1, &one, 1, 0, 0);
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), 0);
+    one_field(&body, 17, &one, 1, 0, 0); /* path deeper than max_depth */
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_ETOODEEP);
+    one_field(&body, 14, nested, sizeof nested, 0, 0); /* 14 + 3 > 16 */
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_ETOODEEP);
+    one_field(&body, 13, nested, sizeof nested, 0, 0); /* 13 + 3 fits */
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), 0);
+    uint8_t *bigval = calloc(1, (1 << 20) + 8);
+    bigval[0] = 0xc6; /* bin32 of 1 MiB + 1 */
+    bigval[2] = 0x10;
+    bigval[4] = 0x01;
+    one_field(&body, 1, bigval, (1 << 20) + 6, 0, 0);
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 4 << 20, &e), CRDTDB_ETOOBIG);
+    free(bigval);
+    static const uint8_t bad[] = {0xc1};
+    one_field(&body, 1, bad, 1, 0, 0); /* value is not msgpack */
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_EBADVALUE);
+    one_field(&body, 1, &one, 1, 1, 0); /* collection index out of range */
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_EBADVALUE);
+    one_field(&body, 1, &one, 1, 0, 5); /* origin index out of range */
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_EBADVALUE);
+    static const uint8_t garbage[] = {0x93, 0x01, 0xc4, 0x01, 0x99, 0xc4, 0x00};
+    ck_assert_int_ne(decode(garbage, sizeof garbage, 1 << 20, &e), 0);
+    crdtdb_buf_free(&body);
+    crdtdb_buf_free(&out);
+}
+END_TEST
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    keys();
+    Suite *s = suite_create("delta");
+    TCase *tc = tcase_create("delta");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, golden_bytes);
+    tcase_add_test(tc, round_trip);
+    tcase_add_test(tc, tampering_is_refused);
+    tcase_add_test(tc, limits_on_signed_input);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

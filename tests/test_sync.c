@@ -1,0 +1,854 @@
+/* Replicas converge through signed deltas: export, apply, watermarks, bad
+ * input, and a randomized property test against a model of the LWW rules. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt/buf.h"
+#include "crdt/hlc.h"
+#include "crdt/path.h"
+#include "storage/internal.h"
+#include "tests/testutil.h"
+
+/* ------------------------------------------------------------ replicas */
+
+typedef struct replica {
+    char *dir;
+    crdtdb_env *env;
+    crdtdb_db *db;
+    uint64_t *now;     /* simulated wall clock shared by all */
+    int64_t offset_ms; /* this replica's clock error */
+    crdtdb_env_options opts;
+} replica;
+
+static uint64_t replica_clock(void *ctx)
+{
+    replica *r = ctx;
+    return (uint64_t)((int64_t)*r->now + r->offset_ms);
+}
+
+static const char *COLLS[] = {"players", "moves"};
+
+static void replica_open(replica *r, const char *db_id)
+{
+    ck_assert_int_eq(crdtdb_env_open(r->dir, &r->opts, &r->env), 0);
+    int rc = crdtdb_db_open(r->env, db_id, &r->db);
+    if (rc == CRDTDB_ENODB)
+        rc = crdtdb_db_create(r->env, db_id, COLLS, 2, &r->db);
+    ck_assert_int_eq(rc, 0);
+}
+
+static void replica_close(replica *r)
+{
+    crdtdb_db_close(r->db);
+    crdtdb_env_close(r->env);
+    r->db = NULL;
+    r->env = NULL;
+}
+
+static void replica_init(replica *r, uint64_t *now, const char *db_id)
+{
+    memset(r, 0, sizeof *r);
+    r->dir = tu_tmpdir();
+    r->now = now;
+    crdtdb_env_options_init(&r->opts);
+    r->opts.flags = CRDTDB_ENV_NOSYNC; /* durability has its own tests */
+    r->opts.clock = replica_clock;
+    r->opts.clock_ctx = r;
+    r->opts.max_value_size = 4096;
+    r->opts.max_path_bytes = 256;
+    r->opts.max_delta_size = 4096 + 256 + 4096; /* small: forces splits */
+    replica_open(r, db_id);
+}
+
+static void replica_free(replica *r)
+{
+    replica_close(r);
+    tu_rmrf(r->dir);
+    free(r->dir);
+}
+
+/* Deltas in flight. */
+typedef struct net {
+    crdtdb_buf *msgs;
+    size_t n, cap;
+} net;
+
+static int to_net(void *ctx, const uint8_t *p, size_t len)
+{
+    net *q = ctx;
+    if (q->n == q->cap) {
+        q->cap = q->cap ? q->cap * 2 : 16;
+        q->msgs = realloc(q->msgs, q->cap * sizeof *q->msgs);
+    }
+    memset(&q->msgs[q->n], 0, sizeof q->msgs[q->n]);
+    crdtdb__buf_set(&q->msgs[q->n++], p, len);
+    return 0;
+}
+
+static void net_free(net *q)
+{
+    for (size_t i = 0; i < q->n; i++)
+        crdtdb_buf_free(&q->msgs[i]);
+    free(q->msgs);
+    memset(q, 0, sizeof *q);
+}
+
+static uint64_t received_from(replica *to, replica *from)
+{
+    crdtdb_peer p;
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(to->db, from->env->pk, &p, &found), 0);
+    return p.received;
+}
+
+/* from exports what `to` lacks (by to's watermark) and to applies it all. */
+static size_t sync_pair(replica *from, replica *to)
+{
+    net q = {0};
+    ck_assert_int_eq(crdtdb_db_export(from->db, received_from(to, from), to->env->pk,
+                                      to_net, &q, NULL),
+                     0);
+    size_t applied = 0;
+    for (size_t i = 0; i < q.n; i++) {
+        crdtdb_apply_info info;
+        int rc = crdtdb_db_apply(to->db, q.msgs[i].data, q.msgs[i].len, &info);
+        ck_assert_msg(rc == 0, "apply: %s", crdtdb_db_errmsg(to->db));
+        applied += info.applied;
+    }
+    net_free(&q);
+    return applied;
+}
+
+static void put(replica *r, const char *op, const char *coll, const char *id,
+                const char *json)
+{
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    int rc;
+    if (strcmp(op, "remove") == 0) {
+        rc = crdtdb_db_remove(r->db, NULL, coll, id);
+    } else {
+        tu_mp(&b, json);
+        rc = strcmp(op, "add") == 0 ? crdtdb_db_add(r->db, NULL, coll, id, b.data, b.len)
+                                    : crdtdb_db_update(r->db, NULL, coll, id, b.data, b.len);
+    }
+    ck_assert_msg(rc == 0, "%s %s: %s", op, id, crdtdb_db_errmsg(r->db));
+    crdtdb_buf_free(&b);
+}
+
+static int dump_cb(void *ctx, const char *id, const uint8_t *v, size_t len)
+{
+    crdtdb_buf *out = ctx;
+    char *j = tu_json(v, len);
+    crdtdb__buf_append(out, id, strlen(id));
+    crdtdb__buf_append(out, "=", 1);
+    crdtdb__buf_append(out, j, strlen(j));
+    crdtdb__buf_append(out, ";", 1);
+    free(j);
+    return 0;
+}
+
+/* Everything visible in a replica, as one string (caller frees). */
+static char *dump(replica *r)
+{
+    crdtdb_buf out = CRDTDB_BUF_INIT;
+    for (int c = 0; c < 2; c++) {
+        crdtdb__buf_append(&out, COLLS[c], strlen(COLLS[c]));
+        crdtdb__buf_append(&out, ":", 1);
+        ck_assert_int_eq(crdtdb_db_query(r->db, NULL, COLLS[c], NULL, 0, dump_cb, &out), 0);
+    }
+    crdtdb__buf_append(&out, "", 1);
+    return (char *)out.data;
+}
+
+static uint64_t now_ms = 1700000000000ull;
+static replica A, B, C;
+
+static void setup3(void)
+{
+    replica_init(&A, &now_ms, "game");
+    replica_init(&B, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+}
+
+static void teardown3(void)
+{
+    replica_free(&A);
+    replica_free(&B);
+    replica_free(&C);
+}
+
+/* ----------------------------------------------------------- behaviours */
+
+START_TEST(two_replicas_converge)
+{
+    put(&A, "add", "players", "ann", "{\"hp\":10,\"pos\":{\"x\":1,\"y\":2}}");
+    put(&B, "add", "players", "bob", "{\"hp\":7}");
+    now_ms += 5;
+    put(&A, "update", "players", "ann", "{\"pos\":{\"x\":3}}");
+    put(&B, "add", "moves", "m1", "{\"to\":\"e4\"}");
+    ck_assert_uint_gt(sync_pair(&A, &B), 0);
+    ck_assert_uint_gt(sync_pair(&B, &A), 0);
+    char *a = dump(&A), *b = dump(&B);
+    ck_assert_str_eq(a, b);
+    ck_assert_str_eq(a, "players:ann={\"hp\":10,\"pos\":{\"x\":3,\"y\":2}};bob={\"hp\":7};"
+                        "moves:m1={\"to\":\"e4\"};");
+    free(a);
+    free(b);
+    /* nothing more to send either way */
+    ck_assert_uint_eq(sync_pair(&A, &B), 0);
+    ck_assert_uint_eq(sync_pair(&B, &A), 0);
+}
+END_TEST
+
+START_TEST(concurrent_field_writes)
+{
+    put(&A, "add", "players", "p", "{\"a\":1,\"n\":{\"x\":1,\"y\":1}}");
+    sync_pair(&A, &B);
+    now_ms += 10;
+    put(&A, "update", "players", "p", "{\"n\":{\"x\":2}}"); /* different nested fields */
+    put(&B, "update", "players", "p", "{\"n\":{\"y\":3}}");
+    now_ms += 10;
+    put(&B, "update", "players", "p", "{\"a\":5}");
+    now_ms += 10;
+    put(&A, "update", "players", "p", "{\"a\":4}"); /* the later write wins */
+    sync_pair(&A, &B);
+    sync_pair(&B, &A);
+    char *a = tu_get(A.db, "players", "p"), *b = tu_get(B.db, "players", "p");
+    ck_assert_str_eq(a, b);
+    ck_assert_str_eq(a, "{\"a\":4,\"n\":{\"x\":2,\"y\":3}}"); /* A wrote a later (HLC) */
+    free(a);
+    free(b);
+}
+END_TEST
+
+START_TEST(remove_wins_over_concurrent_update)
+{
+    put(&A, "add", "players", "p", "{\"hp\":1}");
+    sync_pair(&A, &B);
+    now_ms += 10;
+    put(&A, "remove", "players", "p", NULL);
+    now_ms += 10;
+    put(&B, "update", "players", "p", "{\"hp\":2}"); /* later, but concurrent */
+    sync_pair(&A, &B);
+    sync_pair(&B, &A);
+    ck_assert_ptr_null(tu_get(A.db, "players", "p"));
+    ck_assert_ptr_null(tu_get(B.db, "players", "p"));
+}
+END_TEST
+
+START_TEST(apply_is_idempotent_and_order_free)
+{
+    for (int i = 0; i < 30; i++) {
+        char id[8], json[3100];
+        snprintf(id, sizeof id, "r%d", i);
+        snprintf(json, sizeof json, "{\"s\":\"%03000d\"}", i); /* 3 KB: splits */
+        put(&A, "add", "moves", id, json);
+    }
+    net q = {0};
+    crdtdb_export_info info;
+    ck_assert_int_eq(crdtdb_db_export(A.db, 0, NULL, to_net, &q, &info), 0);
+    ck_assert_uint_gt(q.n, 5); /* bounded deltas */
+    ck_assert_uint_eq(info.deltas, q.n);
+    ck_assert_uint_eq(info.changes, 60);
+    for (size_t i = 0; i < q.n; i++)
+        ck_assert_uint_le(q.msgs[i].len, A.opts.max_delta_size);
+    /* in reverse: the watermark must not jump over the gaps */
+    for (size_t i = q.n; i-- > 1;)
+        ck_assert_int_eq(crdtdb_db_apply(B.db, q.msgs[i].data, q.msgs[i].len, NULL), 0);
+    ck_assert_uint_eq(received_from(&B, &A), 0);
+    ck_assert_int_eq(crdtdb_db_apply(B.db, q.msgs[0].data, q.msgs[0].len, NULL), 0);
+    ck_assert_uint_gt(received_from(&B, &A), 0);
+    /* a second time changes nothing */
+    uint64_t seq1, seq2;
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &seq1), 0);
+    for (size_t i = 0; i < q.n; i++) {
+        crdtdb_apply_info ai;
+        ck_assert_int_eq(crdtdb_db_apply(B.db, q.msgs[i].data, q.msgs[i].len, &ai), 0);
+        ck_assert_uint_eq(ai.applied, 0);
+    }
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &seq2), 0);
+    ck_assert_uint_eq(seq1, seq2);
+    char *a = dump(&A), *b = dump(&B);
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    /* the catch-up from the watermark is complete after the reordering */
+    ck_assert_uint_eq(sync_pair(&A, &B), 0);
+    net_free(&q);
+}
+END_TEST
+
+START_TEST(relay_reaches_third_replica)
+{
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    sync_pair(&A, &B);
+    sync_pair(&B, &C); /* no A-C link */
+    char *c = tu_get(C.db, "players", "ann");
+    ck_assert_str_eq(c, "{\"hp\":1}");
+    free(c);
+    /* B does not send A's change back to A */
+    net q = {0};
+    crdtdb_export_info info;
+    ck_assert_int_eq(crdtdb_db_export(B.db, 0, A.env->pk, to_net, &q, &info), 0);
+    ck_assert_uint_eq(info.changes, 0);
+    /* nor C's own relay back to B */
+    ck_assert_int_eq(crdtdb_db_export(C.db, 0, B.env->pk, to_net, &q, &info), 0);
+    ck_assert_uint_eq(info.changes, 0);
+    /* but to a stranger, everything */
+    ck_assert_int_eq(crdtdb_db_export(B.db, 0, NULL, to_net, &q, &info), 0);
+    ck_assert_uint_eq(info.changes, 2);
+    net_free(&q);
+    /* a remove travels the same way */
+    now_ms += 3;
+    put(&A, "remove", "players", "ann", NULL);
+    sync_pair(&A, &B);
+    sync_pair(&B, &C);
+    ck_assert_ptr_null(tu_get(C.db, "players", "ann"));
+}
+END_TEST
+
+/* A replica offline for a week with a clock hours behind still delivers its
+ * writes: export goes by local sequence, not by stamp. */
+START_TEST(offline_replica_with_slow_clock_delivers)
+{
+    put(&A, "add", "players", "p", "{\"v\":0}");
+    sync_pair(&A, &B);
+    B.offset_ms = -3 * 3600 * 1000; /* offline, clock three hours slow */
+    put(&B, "add", "moves", "offline", "{\"made\":\"while away\"}");
+    put(&B, "update", "players", "p", "{\"w\":1}");
+    now_ms += 7ull * 24 * 3600 * 1000; /* a week later */
+    put(&A, "add", "moves", "later", "{}");
+    B.offset_ms = 0; /* back online */
+    sync_pair(&B, &A);
+    sync_pair(&A, &B);
+    char *a = dump(&A), *b = dump(&B);
+    ck_assert_str_eq(a, b);
+    ck_assert_ptr_nonnull(strstr(a, "offline={\"made\":\"while away\"}"));
+    ck_assert_ptr_nonnull(strstr(a, "p={\"v\":0,\"w\":1}"));
+    free(a);
+    free(b);
+}
+END_TEST
+
+START_TEST(watermarks_survive_restart)
+{
+    put(&A, "add", "players", "p", "{\"v\":1}");
+    sync_pair(&A, &B);
+    uint64_t r = received_from(&B, &A);
+    ck_assert_uint_gt(r, 0);
+    replica_close(&B);
+    replica_open(&B, "game");
+    ck_assert_uint_eq(received_from(&B, &A), r);
+    /* acks: B tells A in its next delta what it has from A */
+    net q = {0};
+    ck_assert_int_eq(crdtdb_db_export(B.db, 0, A.env->pk, to_net, &q, NULL), 0);
+    ck_assert_int_eq(crdtdb_db_apply(A.db, q.msgs[0].data, q.msgs[0].len, NULL), 0);
+    crdtdb_peer p;
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(A.db, B.env->pk, &p, &found), 0);
+    ck_assert_int_eq(found, 1);
+    ck_assert_uint_eq(p.acked, r);
+    ck_assert_int_eq(crdtdb_db_peer_ack(A.db, B.env->pk, r + 5), 0);
+    ck_assert_int_eq(crdtdb_db_peer_ack(A.db, B.env->pk, 1), 0); /* never backwards */
+    ck_assert_int_eq(crdtdb_db_peer_get(A.db, B.env->pk, &p, &found), 0);
+    ck_assert_uint_eq(p.acked, r + 5);
+    net_free(&q);
+}
+END_TEST
+
+typedef struct evlog {
+    int add, update, remove;
+} evlog;
+
+static void count_ev(void *ctx, const crdtdb_event *ev)
+{
+    evlog *l = ctx;
+    l->add += ev->type == CRDTDB_EVENT_ADD;
+    l->update += ev->type == CRDTDB_EVENT_UPDATE;
+    l->remove += ev->type == CRDTDB_EVENT_REMOVE;
+}
+
+START_TEST(observers_see_remote_changes)
+{
+    evlog l = {0};
+    crdtdb_observer *o;
+    ck_assert_int_eq(crdtdb_db_observe(B.db, NULL, count_ev, &l, &o), 0);
+    put(&A, "add", "players", "p", "{\"v\":1}");
+    put(&A, "add", "players", "q", "{\"v\":1}");
+    sync_pair(&A, &B);
+    ck_assert_int_eq(l.add, 2);
+    now_ms += 2;
+    put(&A, "update", "players", "p", "{\"v\":2}");
+    put(&A, "remove", "players", "q", NULL);
+    sync_pair(&A, &B);
+    ck_assert_int_eq(l.update, 1);
+    ck_assert_int_eq(l.remove, 1);
+    /* a losing remote write fires nothing */
+    now_ms += 2;
+    put(&A, "update", "players", "p", "{\"v\":3}");
+    now_ms += 2;
+    put(&B, "update", "players", "p", "{\"v\":4}");
+    l.update = 0;
+    sync_pair(&A, &B); /* A's older write loses on B */
+    ck_assert_int_eq(l.update, 0);
+}
+END_TEST
+
+static int deny_all(void *ctx, const char *db, const uint8_t *peer)
+{
+    (void)ctx;
+    (void)db;
+    (void)peer;
+    return 0;
+}
+
+/* Every refusal stores nothing: the receiver's sequence stays put. */
+START_TEST(bad_deltas_store_nothing)
+{
+    put(&A, "add", "players", "p", "{\"v\":1}");
+    net q = {0};
+    ck_assert_int_eq(crdtdb_db_export(A.db, 0, NULL, to_net, &q, NULL), 0);
+    crdtdb_buf *d = &q.msgs[0];
+    uint64_t seq0, seq;
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &seq0), 0);
+    /* truncated */
+    ck_assert_int_eq(crdtdb_db_apply(B.db, d->data, d->len - 1, NULL), CRDTDB_EBADVALUE);
+    ck_assert_int_eq(crdtdb_db_apply(B.db, d->data, 0, NULL), CRDTDB_EBADVALUE);
+    /* changed after signing */
+    d->data[d->len / 2] ^= 1;
+    ck_assert_int_eq(crdtdb_db_apply(B.db, d->data, d->len, NULL), CRDTDB_EBADSIG);
+    ck_assert_ptr_nonnull(strstr(crdtdb_db_errmsg(B.db), "signature"));
+    d->data[d->len / 2] ^= 1;
+    /* another database */
+    crdtdb_db *other;
+    ck_assert_int_eq(crdtdb_db_create(B.env, "other", COLLS, 2, &other), 0);
+    ck_assert_int_eq(crdtdb_db_apply(other, d->data, d->len, NULL), CRDTDB_EINVAL);
+    crdtdb_db_close(other);
+    /* unknown collection */
+    const char *c1[] = {"moves"};
+    crdtdb_env *e2;
+    crdtdb_db *d2;
+    char *dir2;
+    e2 = tu_env(&dir2, NULL);
+    ck_assert_int_eq(crdtdb_db_create(e2, "game", c1, 1, &d2), 0);
+    ck_assert_int_eq(crdtdb_db_apply(d2, d->data, d->len, NULL), CRDTDB_ENOCOLL);
+    ck_assert_str_eq(crdtdb_db_errmsg(d2), "Collection 'players' not found");
+    crdtdb_db_close(d2);
+    crdtdb_env_close(e2);
+    tu_rmrf(dir2);
+    free(dir2);
+    /* a sender too far ahead: refused with both times, accepted later */
+    net q2 = {0};
+    A.offset_ms = 3600 * 1000;
+    put(&A, "update", "players", "p", "{\"v\":2}");
+    ck_assert_int_eq(crdtdb_db_export(A.db, 0, NULL, to_net, &q2, NULL), 0);
+    ck_assert_int_eq(crdtdb_db_apply(B.db, q2.msgs[0].data, q2.msgs[0].len, NULL), CRDTDB_ECLOCK);
+    ck_assert_ptr_nonnull(strstr(crdtdb_db_errmsg(B.db), "ahead of local time"));
+    ck_assert_uint_eq(received_from(&B, &A), 0);
+    /* the trust hook */
+    replica_close(&B);
+    B.opts.trust = deny_all;
+    replica_open(&B, "game");
+    ck_assert_int_eq(crdtdb_db_apply(B.db, d->data, d->len, NULL), CRDTDB_EDENIED);
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &seq), 0);
+    ck_assert_uint_eq(seq, seq0);
+    ck_assert_ptr_null(tu_get(B.db, "players", "p"));
+    replica_close(&B);
+    B.opts.trust = NULL;
+    replica_open(&B, "game");
+    now_ms += 3600 * 1000; /* B's time catches up: the same delta now applies */
+    ck_assert_int_eq(crdtdb_db_apply(B.db, q2.msgs[0].data, q2.msgs[0].len, NULL), 0);
+    char *s = tu_get(B.db, "players", "p");
+    ck_assert_str_eq(s, "{\"v\":2}");
+    free(s);
+    A.offset_ms = 0;
+    net_free(&q);
+    net_free(&q2);
+}
+END_TEST
+
+/* ------------------------------------------------------ property test */
+
+/* The model: every register any replica ever wrote, merged by the rules of
+ * docs/crdt.md stated directly, independent of crdt/record.c's merge. */
+#define MPATHS 8
+#define MRECS 8
+typedef struct mreg {
+    int used;
+    uint64_t hlc;
+    uint8_t origin[32];
+    uint8_t kind;
+    uint8_t val[64];
+    size_t vlen;
+} mreg;
+typedef struct mrec {
+    int has_base;
+    uint8_t base_kind;
+    uint64_t base_hlc;
+    uint8_t base_origin[32];
+    mreg leaf[MPATHS];
+} mrec;
+
+static const char *MP[MPATHS] = {"a", "b", "n", "n.x", "n.y", "n.z", "n.z.q", "m"};
+static crdtdb_buf MPENC[MPATHS];
+static mrec model[2][MRECS];
+
+static int st_cmp(uint64_t h1, const uint8_t *o1, uint64_t h2, const uint8_t *o2)
+{
+    if (h1 != h2)
+        return h1 < h2 ? -1 : 1;
+    return memcmp(o1, o2, 32);
+}
+
+static void model_paths(void)
+{
+    for (int i = 0; i < MPATHS; i++) {
+        MPENC[i].len = 0;
+        const char *s = MP[i];
+        for (;;) {
+            const char *dot = strchr(s, '.');
+            size_t n = dot ? (size_t)(dot - s) : strlen(s);
+            crdtdb__path_push(&MPENC[i], s, n);
+            if (!dot)
+                break;
+            s = dot + 1;
+        }
+    }
+}
+
+static int path_index(const uint8_t *p, size_t n)
+{
+    for (int i = 0; i < MPATHS; i++)
+        if (MPENC[i].len == n && memcmp(MPENC[i].data, p, n) == 0)
+            return i;
+    return -1;
+}
+
+/* Records the registers the last local op on replica r wrote to (c, id). */
+static void model_capture(replica *r, int c, int rid)
+{
+    char id[8];
+    snprintf(id, sizeof id, "r%d", rid);
+    uint8_t key[CRDTDB__RECKEY_MAX];
+    MDB_txn *t;
+    MDB_val k = {crdtdb__reckey(key, r->db->num, (uint16_t)c, id, strlen(id)), key}, v;
+    ck_assert_int_eq(mdb_txn_begin(r->env->mdb, NULL, MDB_RDONLY, &t), 0);
+    ck_assert_int_eq(mdb_get(t, r->env->dbi_records, &k, &v), 0);
+    crdtdb__record rec;
+    crdtdb__record_init(&rec);
+    ck_assert_int_eq(crdtdb__record_decode(&rec, v.mv_data, v.mv_size), 0);
+    const uint8_t *me = r->env->pk;
+    uint64_t top = 0;
+    if (rec.base_kind && !memcmp(rec.origins[rec.base_origin], me, 32))
+        top = rec.base_hlc;
+    for (uint32_t i = 0; i < rec.nleaves; i++)
+        if (!memcmp(rec.origins[rec.leaves[i].origin], me, 32) && rec.leaves[i].hlc > top)
+            top = rec.leaves[i].hlc;
+    mrec *m = &model[c][rid];
+    if (rec.base_kind && rec.base_hlc == top && !memcmp(rec.origins[rec.base_origin], me, 32) &&
+        (!m->has_base || st_cmp(top, me, m->base_hlc, m->base_origin) > 0)) {
+        m->has_base = 1;
+        m->base_kind = rec.base_kind;
+        m->base_hlc = top;
+        memcpy(m->base_origin, me, 32);
+    }
+    for (uint32_t i = 0; i < rec.nleaves; i++) {
+        const crdtdb__leaf *l = &rec.leaves[i];
+        if (l->hlc != top || memcmp(rec.origins[l->origin], me, 32))
+            continue;
+        int pi = path_index(l->path, l->path_len);
+        ck_assert_int_ge(pi, 0);
+        mreg *g = &m->leaf[pi];
+        if (g->used && st_cmp(top, me, g->hlc, g->origin) <= 0)
+            continue;
+        g->used = 1;
+        g->hlc = top;
+        memcpy(g->origin, me, 32);
+        g->kind = l->kind;
+        ck_assert_uint_le(l->val_len, sizeof g->val);
+        memcpy(g->val, l->val, l->val_len);
+        g->vlen = l->val_len;
+    }
+    crdtdb__record_free(&rec);
+    mdb_txn_abort(t);
+}
+
+static char *model_render(int c, int rid)
+{
+    mrec *m = &model[c][rid];
+    if (!m->has_base || m->base_kind != CRDTDB__BASE_ADD)
+        return NULL;
+    int live[MPATHS] = {0};
+    for (int i = 0; i < MPATHS; i++) {
+        mreg *g = &m->leaf[i];
+        if (!g->used || st_cmp(g->hlc, g->origin, m->base_hlc, m->base_origin) < 0)
+            continue;
+        live[i] = 1;
+        for (int j = 0; j < MPATHS; j++)
+            if (m->leaf[j].used &&
+                crdtdb__path_is_ancestor(MPENC[j].data, MPENC[j].len, MPENC[i].data, MPENC[i].len) &&
+                st_cmp(m->leaf[j].hlc, m->leaf[j].origin, g->hlc, g->origin) > 0)
+                live[i] = 0;
+    }
+    crdtdb__record r;
+    crdtdb__record_init(&r);
+    uint32_t o;
+    crdtdb__record_origin(&r, m->base_origin, &o);
+    crdtdb__record_put_base(&r, CRDTDB__BASE_ADD, 0, o, 0);
+    for (int i = 0; i < MPATHS; i++) {
+        if (!live[i])
+            continue;
+        int child = 0;
+        for (int j = 0; j < MPATHS; j++)
+            child |= live[j] && crdtdb__path_is_ancestor(MPENC[i].data, MPENC[i].len,
+                                                          MPENC[j].data, MPENC[j].len);
+        mreg *g = &m->leaf[i];
+        crdtdb__leaf l = {MPENC[i].data, (uint32_t)MPENC[i].len,
+                          child ? CRDTDB__KIND_MAP : g->kind, o, 1, 0, g->val, (uint32_t)g->vlen};
+        ck_assert_int_eq(crdtdb__record_put_leaf(&r, &l), 1);
+    }
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    ck_assert_int_eq(crdtdb__record_render(&r, &b), 0);
+    char *s = tu_json(b.data, b.len);
+    crdtdb_buf_free(&b);
+    crdtdb__record_free(&r);
+    return s;
+}
+
+/* On a mismatch, both sides' registers, to see which rule differs. */
+static void explain(replica *r, int c, int rid)
+{
+    mrec *m = &model[c][rid];
+    fprintf(stderr, "model base kind %d hlc %llx o %02x\n", m->base_kind,
+            (unsigned long long)m->base_hlc, m->base_origin[0]);
+    for (int i = 0; i < MPATHS; i++)
+        if (m->leaf[i].used)
+            fprintf(stderr, "  %s kind %d hlc %llx o %02x\n", MP[i], m->leaf[i].kind,
+                    (unsigned long long)m->leaf[i].hlc, m->leaf[i].origin[0]);
+    char id[8];
+    snprintf(id, sizeof id, "r%d", rid);
+    uint8_t key[CRDTDB__RECKEY_MAX];
+    MDB_txn *t;
+    MDB_val k = {crdtdb__reckey(key, r->db->num, (uint16_t)c, id, strlen(id)), key}, v;
+    mdb_txn_begin(r->env->mdb, NULL, MDB_RDONLY, &t);
+    if (mdb_get(t, r->env->dbi_records, &k, &v) == 0) {
+        crdtdb__record rec;
+        crdtdb__record_init(&rec);
+        crdtdb__record_decode(&rec, v.mv_data, v.mv_size);
+        fprintf(stderr, "replica base kind %d hlc %llx o %02x\n", rec.base_kind,
+                (unsigned long long)rec.base_hlc, rec.origins[rec.base_origin][0]);
+        for (uint32_t i = 0; i < rec.nleaves; i++)
+            fprintf(stderr, "  %s kind %d hlc %llx o %02x seq %llu\n",
+                    MP[path_index(rec.leaves[i].path, rec.leaves[i].path_len)],
+                    rec.leaves[i].kind, (unsigned long long)rec.leaves[i].hlc,
+                    rec.origins[rec.leaves[i].origin][0], (unsigned long long)rec.leaves[i].seq);
+        crdtdb__record_free(&rec);
+    }
+    mdb_txn_abort(t);
+}
+
+static const char *VALS[] = {"1", "2", "\"s\"", "null", "[1,{\"k\":2}]", "{}", "true", "-7.5"};
+
+/* A random record or change set over the model's paths. */
+static void random_json(char *out, size_t size)
+{
+    int n = 0;
+    size_t off = 0;
+    out[0] = 0;
+    off += (size_t)snprintf(out + off, size - off, "{");
+    const char *top[] = {"a", "b", "m"};
+    for (int i = 0; i < 3; i++)
+        if (rand() % 2)
+            off += (size_t)snprintf(out + off, size - off, "%s\"%s\":%s", n++ ? "," : "",
+                                    top[i], VALS[rand() % 8]);
+    int k = rand() % 4;
+    if (k == 1)
+        off += (size_t)snprintf(out + off, size - off, "%s\"n\":%s", n++ ? "," : "",
+                                VALS[rand() % 8]);
+    else if (k >= 2)
+        off += (size_t)snprintf(out + off, size - off,
+                                "%s\"n\":{\"x\":%s,\"z\":{\"q\":%s}%s}", n++ ? "," : "",
+                                VALS[rand() % 8], VALS[rand() % 8],
+                                rand() % 2 ? ",\"y\":3" : "");
+    snprintf(out + off, size - off, "}");
+}
+
+static void local_op(replica *r)
+{
+    int c = rand() % 2, rid = rand() % MRECS;
+    char id[8], json[256];
+    snprintf(id, sizeof id, "r%d", rid);
+    int visible = 0;
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    ck_assert_int_eq(crdtdb_db_get_by_id(r->db, NULL, COLLS[c], id, &b, &visible), 0);
+    crdtdb_buf_free(&b);
+    int k = rand() % 10;
+    random_json(json, sizeof json);
+    if (!visible || k < 3)
+        put(r, "add", COLLS[c], id, json);
+    else if (k < 8)
+        put(r, "update", COLLS[c], id, json);
+    else
+        put(r, "remove", COLLS[c], id, NULL);
+    model_capture(r, c, rid);
+}
+
+/* Moves deltas from one replica to another with the hazards of a network
+ * and a USB stick: duplicates, reordering, drops, truncation. */
+static void random_exchange(replica *from, replica *to)
+{
+    net q = {0};
+    uint64_t since;
+    switch (rand() % 3) {
+    case 0: since = received_from(to, from); break;
+    case 1: since = 0; break;
+    default: {
+        uint64_t last;
+        crdtdb_db_seq(from->db, NULL, &last);
+        since = last ? (uint64_t)rand() % (last + 1) : 0;
+    }
+    }
+    ck_assert_int_eq(crdtdb_db_export(from->db, since, rand() % 2 ? to->env->pk : NULL,
+                                      to_net, &q, NULL),
+                     0);
+    for (size_t i = q.n; i > 1; i--) /* shuffle */
+        if (rand() % 3 == 0) {
+            size_t j = (size_t)rand() % i;
+            crdtdb_buf t = q.msgs[i - 1];
+            q.msgs[i - 1] = q.msgs[j];
+            q.msgs[j] = t;
+        }
+    for (size_t i = 0; i < q.n; i++) {
+        int fate = rand() % 10;
+        if (fate == 0)
+            continue; /* dropped */
+        if (fate == 1) { /* cut short: refused, nothing stored */
+            size_t cut = (size_t)rand() % q.msgs[i].len;
+            ck_assert_int_ne(crdtdb_db_apply(to->db, q.msgs[i].data, cut, NULL), 0);
+            continue;
+        }
+        int rc = crdtdb_db_apply(to->db, q.msgs[i].data, q.msgs[i].len, NULL);
+        ck_assert_msg(rc == 0, "apply: %s", crdtdb_db_errmsg(to->db));
+        if (fate == 2) /* duplicated */
+            ck_assert_int_eq(crdtdb_db_apply(to->db, q.msgs[i].data, q.msgs[i].len, NULL), 0);
+    }
+    net_free(&q);
+}
+
+static int schedules(void)
+{
+    const char *s = getenv("CRDTDB_SCHEDULES");
+    return s ? atoi(s) : 1000;
+}
+
+START_TEST(random_schedules_converge)
+{
+    unsigned seed = tu_seed();
+    srand(seed);
+    model_paths();
+    replica R[5];
+    uint64_t now = 1700000000000ull;
+    for (int i = 0; i < 5; i++)
+        replica_init(&R[i], &now, "init");
+    int n_sched = schedules();
+    for (int s = 0; s < n_sched; s++) {
+        char db_id[32];
+        snprintf(db_id, sizeof db_id, "s%d", s);
+        int n = 3 + rand() % 3;
+        for (int i = 0; i < 5; i++) { /* a fresh database on every replica */
+            crdtdb_db_close(R[i].db);
+            char old[32];
+            snprintf(old, sizeof old, s ? "s%d" : "init", s - 1);
+            ck_assert_int_eq(crdtdb_db_drop(R[i].env, old), 0);
+            ck_assert_int_eq(crdtdb_db_create(R[i].env, db_id, COLLS, 2, &R[i].db), 0);
+            R[i].offset_ms = 0;
+        }
+        memset(model, 0, sizeof model);
+        int slow = rand() % n; /* offline for a while with a slow clock */
+        R[slow].offset_ms = -(int64_t)(1 + rand() % 5) * 3600 * 1000;
+        int steps = 20 + rand() % 30;
+        for (int t = 0; t < steps; t++) {
+            now += (uint64_t)(rand() % 3); /* often the same millisecond */
+            int a = rand() % n, b = rand() % n;
+            int k = rand() % 10;
+            if (k < 6 || a == b)
+                local_op(&R[a]);
+            else if (k < 9 && a != slow && b != slow)
+                random_exchange(&R[a], &R[b]);
+            else if (k == 9) { /* restart */
+                replica_close(&R[a]);
+                replica_open(&R[a], db_id);
+            }
+            if (t == steps / 2)
+                R[slow].offset_ms = 0; /* back online */
+        }
+        R[slow].offset_ms = 0;
+        /* final full exchange, by watermarks, until nothing moves */
+        for (int round = 0; round < 4; round++) {
+            size_t moved = 0;
+            for (int a = 0; a < n; a++)
+                for (int b = 0; b < n; b++)
+                    if (a != b)
+                        moved += sync_pair(&R[a], &R[b]);
+            if (round > 0)
+                ck_assert_msg(moved == 0, "seed %u schedule %d: still moving after round %d",
+                              seed, s, round);
+            if (!moved)
+                break;
+        }
+        char *first = dump(&R[0]);
+        for (int i = 1; i < n; i++) {
+            char *other = dump(&R[i]);
+            ck_assert_msg(strcmp(first, other) == 0, "seed %u schedule %d: replica %d\n%s\nvs\n%s",
+                          seed, s, i, first, other);
+            free(other);
+        }
+        for (int c = 0; c < 2; c++)
+            for (int rid = 0; rid < MRECS; rid++) {
+                char id[8];
+                snprintf(id, sizeof id, "r%d", rid);
+                char *want = model_render(c, rid), *got = tu_get(R[0].db, COLLS[c], id);
+                if ((want == NULL) != (got == NULL) || (want && strcmp(want, got)))
+                    explain(&R[0], c, rid);
+                ck_assert_msg((want == NULL) == (got == NULL) && (!want || !strcmp(want, got)),
+                              "seed %u schedule %d: %s/%s model %s replica %s", seed, s,
+                              COLLS[c], id, want ? want : "(none)", got ? got : "(none)");
+                free(want);
+                free(got);
+            }
+        free(first);
+    }
+    for (int i = 0; i < 5; i++)
+        replica_free(&R[i]);
+    for (int i = 0; i < MPATHS; i++)
+        crdtdb_buf_free(&MPENC[i]);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("sync");
+    TCase *tc = tcase_create("sync");
+    tcase_add_checked_fixture(tc, setup3, teardown3);
+    tcase_add_test(tc, two_replicas_converge);
+    tcase_add_test(tc, concurrent_field_writes);
+    tcase_add_test(tc, remove_wins_over_concurrent_update);
+    tcase_add_test(tc, apply_is_idempotent_and_order_free);
+    tcase_add_test(tc, relay_reaches_third_replica);
+    tcase_add_test(tc, offline_replica_with_slow_clock_delivers);
+    tcase_add_test(tc, watermarks_survive_restart);
+    tcase_add_test(tc, observers_see_remote_changes);
+    tcase_add_test(tc, bad_deltas_store_nothing);
+    suite_add_tcase(s, tc);
+    TCase *prop = tcase_create("property");
+    tcase_set_timeout(prop, 1800);
+    tcase_add_test(prop, random_schedules_converge);
+    suite_add_tcase(s, prop);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
