@@ -114,9 +114,17 @@ int crdtdb__delta_add_field(crdtdb__delta *d, const crdtdb__delta_field *f)
 
 size_t crdtdb__delta_field_cost(const crdtdb__delta_field *f)
 {
-    /* headers: field array 1, path array 5 + 5 per segment (bounded by
-     * path bytes / 2), offset 9, origin 5, value bin 5 */
-    return 25 + 3 * (size_t)f->path_len + f->val_len;
+    /* exact but for the stamp offset and origin, taken at their widest:
+     * field array 1, path (array header 5, each key's str header + bytes),
+     * offset 9, origin 5, value bin header 5 */
+    size_t n = 1 + 5 + 9 + 5 + 5 + f->val_len, off = 0, end;
+    while (off < f->path_len) {
+        size_t start = off;
+        if (crdtdb__path_next(f->path, f->path_len, &off, &end))
+            return n + 3 * (size_t)f->path_len; /* cannot happen: stay safe */
+        n += 5 + (end - start);
+    }
+    return n;
 }
 
 /* ------------------------------------------------------------- encode */
