@@ -1,9 +1,13 @@
 /*
  * crdtdb: command-line access to an environment, a thin layer over the
  * public API.  Output is built in memory and written only on success, so a
- * failing command prints nothing on stdout.
+ * failing command prints nothing on stdout (except import, which reports
+ * each delta as it is applied: those stay applied).
+ *
+ * main.c: option parsing, the command table and the data commands;
+ * sync.c: export, import and peers.
  */
-#include "crdtdb.h"
+#include "cli.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -13,31 +17,20 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define EXIT_USAGE 2
-
 /* Set by SIGINT/SIGTERM while watching; signals leave no other way. */
 static volatile sig_atomic_t stop_requested;
-
-enum { OPT_COLLECTIONS = 1, OPT_COUNT = 2 };
-
-typedef struct args {
-    const char *pos[4];
-    int npos;
-    const char *collections;
-    const char *count;
-} args;
 
 typedef struct command {
     const char *name;
     const char *synopsis;
     const char *summary; /* one line for the command list */
     const char *help;
-    int min_pos, max_pos;
+    int min_pos, max_pos; /* max_pos -1: no limit */
     unsigned opts;
     int (*run)(const char *dir, const args *a);
 } command;
 
-static int fail(const char *msg, int rc)
+int fail(const char *msg, int rc)
 {
     fprintf(stderr, "crdtdb: %s\n", msg && *msg ? msg : crdtdb_strerror(rc));
     return EXIT_FAILURE;
@@ -61,7 +54,7 @@ static void put_json_str(FILE *f, const char *s)
 }
 
 /* Closes the memory stream and copies what it holds to stdout. */
-static int emit(FILE *mem, char **text, size_t *len)
+int emit(FILE *mem, char **text, size_t *len)
 {
     int ok = fclose(mem) == 0 && *text;
     if (ok)
@@ -89,7 +82,7 @@ static int no_env(const char *dir)
 }
 
 /* Only init creates environments; elsewhere a typo in DIR should not. */
-static int env_exists(const char *dir)
+int env_exists(const char *dir)
 {
     struct stat st;
     if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
@@ -98,7 +91,7 @@ static int env_exists(const char *dir)
     return 0;
 }
 
-static int open_env(const char *dir, unsigned flags, crdtdb_env **env)
+int open_env(const char *dir, unsigned flags, crdtdb_env **env)
 {
     crdtdb_env_options opts;
     crdtdb_env_options_init(&opts);
@@ -110,8 +103,8 @@ static int open_env(const char *dir, unsigned flags, crdtdb_env **env)
 }
 
 /* Opens the existing environment at dir and database id in it. */
-static int open_db(const char *dir, const char *id, crdtdb_env **env,
-                   crdtdb_db **db)
+int open_db(const char *dir, const char *id, crdtdb_env **env,
+            crdtdb_db **db)
 {
     *db = NULL;
     if (!env_exists(dir) || open_env(dir, 0, env))
@@ -125,7 +118,7 @@ static int open_db(const char *dir, const char *id, crdtdb_env **env,
     return 0;
 }
 
-static int close_db(crdtdb_env *env, crdtdb_db *db, int status)
+int close_db(crdtdb_env *env, crdtdb_db *db, int status)
 {
     crdtdb_db_close(db);
     crdtdb_env_close(env);
@@ -134,14 +127,24 @@ static int close_db(crdtdb_env *env, crdtdb_db *db, int status)
 
 /* ------------------------------------------------------------ commands */
 
+void hex_encode(const uint8_t *b, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        *out++ = digits[b[i] >> 4];
+        *out++ = digits[b[i] & 15];
+    }
+    *out = '\0';
+}
+
 /* Prints the replica id in hex and closes env. */
 static int print_replica_id(crdtdb_env *env)
 {
     uint8_t id[CRDTDB_REPLICA_ID_BYTES];
+    char text[2 * CRDTDB_REPLICA_ID_BYTES + 1];
     crdtdb_env_replica_id(env, id);
-    for (size_t i = 0; i < sizeof id; i++)
-        printf("%02x", id[i]);
-    putchar('\n');
+    hex_encode(id, sizeof id, text);
+    puts(text);
     crdtdb_env_close(env);
     return fflush(stdout) == 0 ? 0 : fail(strerror(errno), CRDTDB_EIO);
 }
@@ -511,6 +514,28 @@ static const command commands[] = {
      "Print change events as JSON lines until interrupted, or after N\n"
      "events: {\"event\":...,\"collection\":...,\"id\":...,\"value\":...}.",
      1, 2, OPT_COUNT, cmd_watch},
+    {"export", "DB [--since SEQ | --for PEER_ID] -o FILE",
+     "write changes to a file, for import elsewhere",
+     "Write the changes of DB after local sequence SEQ (default 0: all) to\n"
+     "FILE as signed deltas, to carry to another replica and import there.\n"
+     "With --for PEER_ID (a 64-digit hex replica id, as 'crdtdb id' prints\n"
+     "it), start where that peer is known to have everything of ours, and\n"
+     "leave out what it wrote or sent us; each delta also tells it how much\n"
+     "of its changes we have.  FILE is replaced atomically; '-o -' writes\n"
+     "to standard output.  A summary goes to standard error.",
+     1, 1, OPT_SINCE | OPT_FOR | OPT_OUTPUT, cmd_export},
+    {"import", "FILE [FILE...]", "apply deltas written by export",
+     "Verify and apply the deltas in each FILE ('-': standard input), each\n"
+     "to the database it names, printing one line per delta.  Each delta is\n"
+     "applied atomically: on an error the command stops and exits 1, and\n"
+     "the deltas before the failing one stay applied.  Importing the same\n"
+     "deltas again, or in any order, is harmless.",
+     1, -1, 0, cmd_import},
+    {"peers", "DB", "list the replicas DB has exchanged deltas with",
+     "Print one line per known peer of DB: its replica id, the last of its\n"
+     "own sequences we have everything up to (received), and the last of\n"
+     "ours it is known to have everything up to (acked).",
+     1, 1, 0, cmd_peers},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
@@ -550,11 +575,14 @@ static int take_opt(int argc, char **argv, int *i, const char *name,
     return *val ? 1 : -1;
 }
 
-/* Parses a command's arguments: 0, 1 for --help, -1 for bad usage. */
+/* Parses a command's arguments into a, whose pos must have room for argc
+ * entries: 0, 1 for --help, -1 for bad usage. */
 static int parse_args(const command *c, int argc, char **argv, args *a)
 {
     int only_pos = 0, r;
+    const char **pos = a->pos;
     memset(a, 0, sizeof *a);
+    a->pos = pos;
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
         if (!only_pos && s[0] == '-' && s[1] != '\0') {
@@ -572,13 +600,30 @@ static int parse_args(const command *c, int argc, char **argv, args *a)
                            0) {
                 if (r < 0)
                     return -1;
+            } else if ((c->opts & OPT_SINCE) &&
+                       (r = take_opt(argc, argv, &i, "--since", &a->since)) !=
+                           0) {
+                if (r < 0)
+                    return -1;
+            } else if ((c->opts & OPT_FOR) &&
+                       (r = take_opt(argc, argv, &i, "--for", &a->for_peer)) !=
+                           0) {
+                if (r < 0)
+                    return -1;
+            } else if ((c->opts & OPT_OUTPUT) &&
+                       ((r = take_opt(argc, argv, &i, "-o", &a->output)) !=
+                            0 ||
+                        (r = take_opt(argc, argv, &i, "--output",
+                                      &a->output)) != 0)) {
+                if (r < 0)
+                    return -1;
             } else {
                 fprintf(stderr, "crdtdb: unknown option %s\n", s);
                 return -1;
             }
             continue;
         }
-        if (a->npos == c->max_pos)
+        if (c->max_pos >= 0 && a->npos == c->max_pos)
             return -1;
         a->pos[a->npos++] = s;
     }
@@ -613,13 +658,21 @@ int main(int argc, char **argv)
         args a;
         if (strcmp(argv[i], c->name) != 0)
             continue;
+        if (!(a.pos = malloc((size_t)argc * sizeof *a.pos)))
+            return fail(NULL, CRDTDB_ENOMEM);
+        int status;
         switch (parse_args(c, argc - i - 1, argv + i + 1, &a)) {
         case 1:
-            return command_usage(c, stdout, 0);
+            status = command_usage(c, stdout, 0);
+            break;
         case -1:
-            return command_usage(c, stderr, EXIT_USAGE);
+            status = command_usage(c, stderr, EXIT_USAGE);
+            break;
+        default:
+            status = c->run(dir, &a);
         }
-        return c->run(dir, &a);
+        free(a.pos);
+        return status;
     }
     fprintf(stderr, "crdtdb: unknown command '%s'\n", argv[i]);
     return usage(stderr, EXIT_USAGE);

@@ -22,6 +22,7 @@ typedef struct crdtdb__limits {
 typedef struct crdtdb__err {
     char msg[256];
 } crdtdb__err;
+#define CRDTDB__ERR_INIT {"out of memory"}
 
 /* Sets e's message (printf-style) and returns code. */
 int crdtdb__err_set(crdtdb__err *e, int code, const char *fmt, ...)

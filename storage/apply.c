@@ -86,7 +86,7 @@ int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta") : CRDTDB_EINVAL;
     crdtdb_env *env = db->env;
     crdtdb__delta *d = &db->delta;
-    crdtdb__err e;
+    crdtdb__err e = CRDTDB__ERR_INIT;
     int rc = crdtdb__delta_decode(d, delta, len, env->opts.max_delta_size, &env->lim, &e);
     if (rc)
         return crdtdb__db_seterr(db, rc, "%s", e.msg);

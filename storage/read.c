@@ -65,7 +65,7 @@ int crdtdb_db_query(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     if (c < 0)
         return c;
     crdtdb__query q;
-    crdtdb__err e;
+    crdtdb__err e = CRDTDB__ERR_INIT;
     int rc = crdtdb__query_parse(&q, criteria, len, &db->env->lim, &e);
     if (rc) {
         crdtdb__query_free(&q);

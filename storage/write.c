@@ -153,7 +153,7 @@ static int put_flat(crdtdb_db *db, uint64_t hlc, uint32_t origin, int merge)
 
 static int flatten(crdtdb_db *db, const msgpack_object *o)
 {
-    crdtdb__err e;
+    crdtdb__err e = CRDTDB__ERR_INIT;
     db->flat.n = 0;
     db->flat.arena.len = 0;
     int rc = crdtdb__flatten(&db->flat, o, &db->env->lim, &e);
@@ -183,7 +183,7 @@ static int op_add(crdtdb_txn *t, uint16_t coll, const char *id,
 static int parse(crdtdb_db *db, const uint8_t *data, size_t len,
                  msgpack_object *o)
 {
-    crdtdb__err e;
+    crdtdb__err e = CRDTDB__ERR_INIT;
     msgpack_zone_clear(&db->zone);
     int rc = crdtdb__value_parse(data, len, &db->env->lim, &db->zone, o, &e);
     if (rc)

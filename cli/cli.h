@@ -1,0 +1,58 @@
+/* Shared by the crdtdb command's source files.  Not installed. */
+#ifndef CRDTDB_CLI_H
+#define CRDTDB_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "crdtdb.h"
+
+#define EXIT_USAGE 2
+
+/* Options a command accepts (command.opts). */
+enum {
+    OPT_COLLECTIONS = 1,
+    OPT_COUNT = 2,
+    OPT_SINCE = 4,
+    OPT_FOR = 8,
+    OPT_OUTPUT = 16
+};
+
+/* A command's parsed arguments; unset options are NULL. */
+typedef struct args {
+    const char **pos; /* positional arguments, in order */
+    int npos;
+    const char *collections;
+    const char *count;
+    const char *since;
+    const char *for_peer;
+    const char *output;
+} args;
+
+/* Prints "crdtdb: msg" (or the code's description when msg is empty) to
+ * stderr; returns EXIT_FAILURE. */
+int fail(const char *msg, int rc);
+/* Closes the memory stream and copies what it holds to stdout; 0 or
+ * EXIT_FAILURE. */
+int emit(FILE *mem, char **text, size_t *len);
+/* Whether directory dir exists; if not, says so. */
+int env_exists(const char *dir);
+/* Opens the environment at dir; 0 or EXIT_FAILURE (reported). */
+int open_env(const char *dir, unsigned flags, crdtdb_env **env);
+/* Opens the existing environment at dir and database id in it; 0 or
+ * EXIT_FAILURE (reported, nothing left open). */
+int open_db(const char *dir, const char *id, crdtdb_env **env,
+            crdtdb_db **db);
+/* Closes db and env; returns status. */
+int close_db(crdtdb_env *env, crdtdb_db *db, int status);
+
+/* Writes n bytes as 2n lowercase hex digits and a NUL into out. */
+void hex_encode(const uint8_t *b, size_t n, char *out);
+
+/* sync.c */
+int cmd_export(const char *dir, const args *a);
+int cmd_import(const char *dir, const args *a);
+int cmd_peers(const char *dir, const args *a);
+
+#endif
