@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A short tour of the embedded store through the crdtdb command: create a
-# database, add, update, query and remove records while a second process
-# watches the change events.  Usage: examples/demo.sh [path/to/crdtdb]
+# A short tour through the crdtdb command: create a database, add, update,
+# query and remove records while a second process watches the change events;
+# then a second replica joins, both write offline, and they converge by
+# carrying signed delta files both ways.  Usage: examples/demo.sh [crdtdb]
 set -euo pipefail
 CRDTDB=${1:-build/crdtdb}
 dir=$(mktemp -d)
@@ -9,6 +10,8 @@ watch=""
 cleanup() { [ -n "$watch" ] && kill "$watch" 2>/dev/null; rm -rf "$dir"; }
 trap cleanup EXIT
 run() { echo "\$ crdtdb $*"; "$CRDTDB" -d "$dir/env" "$@"; sleep 0.1; }
+# the second replica, on "another laptop"
+run2() { echo "laptop-2\$ crdtdb $*"; "$CRDTDB" -d "$dir/env2" "$@"; }
 
 run init
 run create match-1 --collections players,moves
@@ -28,3 +31,31 @@ sleep 0.3
 kill "$watch"; wait "$watch" 2>/dev/null || true; watch=""
 echo "--- events seen by 'crdtdb watch match-1' in another process:"
 cat "$dir/events"
+
+echo
+echo "--- a second replica joins; both write while apart; files carry the changes"
+run2 init >/dev/null
+run2 create match-1 --collections players,moves
+A=$("$CRDTDB" -d "$dir/env" id)
+B=$("$CRDTDB" -d "$dir/env2" id)
+run export match-1 --for "$B" -o "$dir/to-laptop-2.delta"
+run2 import "$dir/to-laptop-2.delta"
+run update match-1 players ann '{"hp":90}'          # laptop 1, offline
+sleep 0.05
+run2 update match-1 players ann '{"pos":{"y":7}}'   # laptop 2, offline: another field
+run2 add match-1 moves m1 '{"by":"ann","to":"e4"}'
+run2 export match-1 --for "$A" -o "$dir/to-laptop-1.delta"
+run export match-1 --for "$B" -o "$dir/to-laptop-2.delta"
+run import "$dir/to-laptop-1.delta"
+run2 import "$dir/to-laptop-2.delta"
+run2 import "$dir/to-laptop-2.delta"               # again: harmless
+run get match-1 players ann
+run2 get match-1 players ann
+run peers match-1
+if [ "$("$CRDTDB" -d "$dir/env" query match-1 moves)$("$CRDTDB" -d "$dir/env" query match-1 players)" = \
+     "$("$CRDTDB" -d "$dir/env2" query match-1 moves)$("$CRDTDB" -d "$dir/env2" query match-1 players)" ]; then
+  echo "both replicas converged"
+else
+  echo "replicas differ" >&2
+  exit 1
+fi
