@@ -151,6 +151,7 @@ int crdtdb_json_to_msgpack(const char *json, size_t len, unsigned max_depth,
 typedef struct reader {
     const uint8_t *p;
     const uint8_t *end;
+    int in_key; /* rendering a non-string key's JSON text */
 } reader;
 
 /* Consumes n bytes, pointing *at to them.  EBADVALUE when truncated. */
@@ -314,13 +315,19 @@ static int is_str_head(uint8_t b)
     return (b & 0xe0) == 0xa0 || (b >= 0xd9 && b <= 0xdb);
 }
 
-/* A string key is written as is; any other key as its JSON text, quoted. */
+/* A string key is written as is; any other key as its JSON text, quoted.
+ * Inside such a key, only string keys: quoting a key within a key doubles
+ * its escapes at every level, so output would grow as 2^depth. */
 static int write_key(reader *r, crdtdb_buf *o, unsigned left)
 {
     if (r->p < r->end && is_str_head(*r->p))
         return write_value(r, o, left);
+    if (r->in_key)
+        return CRDTDB_EBADVALUE;
     crdtdb_buf text = CRDTDB_BUF_INIT;
+    r->in_key = 1;
     int rc = write_value(r, &text, left);
+    r->in_key = 0;
     if (!rc)
         rc = put_str(o, text.data, text.len);
     crdtdb_buf_free(&text);
@@ -451,7 +458,7 @@ int crdtdb_msgpack_to_json(const uint8_t *mp, size_t len, crdtdb_buf *out)
     if (!out || (!mp && len))
         return CRDTDB_EINVAL;
     out->len = 0;
-    reader r = {mp, mp ? mp + len : mp}; /* no arithmetic on NULL */
+    reader r = {mp, mp ? mp + len : mp, 0}; /* no arithmetic on NULL */
     int rc = write_value(&r, out, JSON_DEPTH_MAX);
     if (!rc && r.p != r.end)
         rc = CRDTDB_EBADVALUE; /* trailing bytes */

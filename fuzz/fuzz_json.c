@@ -18,6 +18,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "crdtdb.h"
@@ -28,8 +29,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define CHECK(c)                                                              \
     do {                                                                      \
-        if (!(c))                                                             \
+        if (!(c)) {                                                           \
+            fprintf(stderr, "fuzz_json: check failed at line %d: %s\n",       \
+                    __LINE__, #c);                                            \
             __builtin_trap();                                                 \
+        }                                                                     \
     } while (0)
 
 static int known_err(int rc)
@@ -118,20 +122,24 @@ static void fuzz_msgpack_bytes(const uint8_t *data, size_t size)
     }
     check_json_text(&j);
 
-    /* Our own JSON output must parse.  JSON cannot carry duplicate keys
-     * (jansson refuses them; non-string keys written as text can collide
-     * too) nor integers outside int64; anything else is a bug in the
-     * writer. */
+    /* Our own JSON output must parse.  Known limits of the JSON edge,
+     * tolerated here: duplicate keys (jansson refuses them; non-string keys
+     * written as text can collide too), integers outside int64, and keys
+     * containing NUL (valid JSON, but jansson cannot hold them, although
+     * record keys may contain NUL).  Anything else is a bug in the writer. */
     crdtdb_buf mp = CRDTDB_BUF_INIT;
     char err[200];
     rc = crdtdb_json_to_msgpack((const char *)j.data, j.len, 0, &mp, err,
                                 sizeof err);
     if (rc == 0) {
         check_stable(&mp, 0);
-    } else {
-        CHECK(rc == CRDTDB_EBADVALUE);
-        CHECK(strstr(err, "duplicate object key") != NULL ||
-              strstr(err, "too big") != NULL);
+    } else if (rc != CRDTDB_EBADVALUE ||
+               (strstr(err, "duplicate object key") == NULL &&
+                strstr(err, "too big") == NULL &&
+                strstr(err, "NUL byte in object key") == NULL)) {
+        fprintf(stderr, "fuzz_json: own output does not parse (%s): %s\n%s\n",
+                crdtdb_errname(rc), err, (const char *)j.data);
+        CHECK(!"crdtdb_msgpack_to_json wrote JSON it cannot read back");
     }
     crdtdb_buf_free(&mp);
     crdtdb_buf_free(&j);

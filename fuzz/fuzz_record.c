@@ -84,17 +84,22 @@ static int rm_cb(const char *p, const struct stat *st, int flag,
     return remove(p);
 }
 
+static void rm_dir(void)
+{
+    if (dir) {
+        nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        free(dir);
+        dir = NULL;
+    }
+}
+
 static void cleanup(void)
 {
     crdtdb_db_close(db);
     crdtdb_env_close(env);
     db = NULL;
     env = NULL;
-    if (dir) {
-        nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-        free(dir);
-        dir = NULL;
-    }
+    rm_dir();
 }
 
 static int same(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
@@ -419,6 +424,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     }
     db_create();
+    /* LMDB keeps its files open and never reopens them by path, so the
+     * directory can go now: nothing is left behind when a crash or a
+     * timeout kills the process. */
+    rm_dir();
     atexit(cleanup);
     return 0;
 }

@@ -193,6 +193,15 @@ static int parse(crdtdb_db *db, const uint8_t *data, size_t len,
     return 0;
 }
 
+/* A write refused before it reached the batch still fails the batch: the
+ * caller's transaction is all or nothing. */
+static int refuse(crdtdb_db *db, crdtdb_txn *txn, int rc)
+{
+    if (txn && txn->db == db && !(txn->flags & CRDTDB_TXN_RDONLY) && !txn->failed)
+        txn->failed = rc;
+    return rc;
+}
+
 /* Validates the collection and record id shared by the single-record calls. */
 static int check_args(crdtdb_db *db, const char *coll, const char *id)
 {
@@ -209,15 +218,15 @@ int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                   const char *id, const uint8_t *value, size_t len)
 {
     if (!db || !id)
-        return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL")
+        return db ? refuse(db, txn, crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL"))
                   : CRDTDB_EINVAL;
     int c = check_args(db, coll, id);
     if (c < 0)
-        return c;
+        return refuse(db, txn, c);
     msgpack_object o;
     int rc = parse(db, value, len, &o);
     if (rc)
-        return rc;
+        return refuse(db, txn, rc);
     crdtdb_txn *t;
     int own;
     if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))
@@ -232,18 +241,19 @@ int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
         return CRDTDB_EINVAL;
     int c = check_args(db, coll, NULL);
     if (c < 0)
-        return c;
+        return refuse(db, txn, c);
     msgpack_object o;
     int rc = parse(db, values, len, &o);
     if (rc)
-        return rc;
+        return refuse(db, txn, rc);
     char id[CRDTDB_ID_MAX + 1];
     for (uint32_t i = 0; i < o.via.map.size; i++) {
         const msgpack_object *k = &o.via.map.ptr[i].key;
         if (k->type != MSGPACK_OBJECT_STR || k->via.str.size > CRDTDB_ID_MAX ||
             o.via.map.ptr[i].val.type != MSGPACK_OBJECT_MAP)
-            return crdtdb__db_seterr(db, CRDTDB_EBADVALUE,
-                                     "add_all takes a map from record id to record map");
+            return refuse(db, txn,
+                          crdtdb__db_seterr(db, CRDTDB_EBADVALUE,
+                                            "add_all takes a map from record id to record map"));
     }
     crdtdb_txn *t;
     int own;
@@ -266,17 +276,17 @@ int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                      const char *id, const uint8_t *changes, size_t len)
 {
     if (!db || !id)
-        return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL")
+        return db ? refuse(db, txn, crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL"))
                   : CRDTDB_EINVAL;
     int c = check_args(db, coll, id);
     if (c < 0)
-        return c;
+        return refuse(db, txn, c);
     msgpack_object o;
     int rc = parse(db, changes, len, &o);
     if (!rc)
         rc = flatten(db, &o);
     if (rc)
-        return rc;
+        return refuse(db, txn, rc);
     crdtdb_txn *t;
     int own;
     if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))
@@ -299,11 +309,11 @@ int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                      const char *id)
 {
     if (!db || !id)
-        return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL")
+        return db ? refuse(db, txn, crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL"))
                   : CRDTDB_EINVAL;
     int c = check_args(db, coll, id);
     if (c < 0)
-        return c;
+        return refuse(db, txn, c);
     crdtdb_txn *t;
     int own, rc;
     if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))

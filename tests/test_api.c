@@ -379,6 +379,17 @@ START_TEST(batch_is_all_or_nothing)
                      CRDTDB_ENOTFOUND);
     ck_assert_int_eq(crdtdb_txn_commit(t), CRDTDB_ENOTFOUND);
     ASSERT_MISSING("players", "p1");
+    /* a write refused before it reaches storage fails the batch too */
+    static const uint8_t garbage[] = {0xc1};
+    ck_assert_int_eq(crdtdb_txn_begin(db, 0, &t), 0);
+    ck_assert_int_eq(crdtdb_db_add(db, t, "players", "p1", mp.data, mp.len), 0);
+    ck_assert_int_eq(crdtdb_db_add(db, t, "nope", "p1", mp.data, mp.len), CRDTDB_ENOCOLL);
+    ck_assert_int_eq(crdtdb_txn_commit(t), CRDTDB_ENOCOLL);
+    ck_assert_int_eq(crdtdb_txn_begin(db, 0, &t), 0);
+    ck_assert_int_eq(crdtdb_db_add(db, t, "players", "p1", mp.data, mp.len), 0);
+    ck_assert_int_eq(crdtdb_db_update(db, t, "players", "p1", garbage, 1), CRDTDB_EBADVALUE);
+    ck_assert_int_eq(crdtdb_txn_commit(t), CRDTDB_EBADVALUE);
+    ASSERT_MISSING("players", "p1");
     /* abort discards */
     ck_assert_int_eq(crdtdb_txn_begin(db, 0, &t), 0);
     ck_assert_int_eq(crdtdb_db_add(db, t, "players", "p2", mp.data, mp.len), 0);

@@ -248,7 +248,15 @@ START_TEST(non_string_keys)
     to_json("\x81\x92\x01\x02\xc3", 5, "{\"[1,2]\":true}");
     to_json("\x81\xc0\x01", 3, "{\"null\":1}");
     to_json("\x81\x91\xa1\x22\x00", 5, "{\"[\\\"\\\\\\\"\\\"]\":0}");
-    to_json("\x81\x81\x01\x02\x03", 5, "{\"{\\\"1\\\":2}\":3}");
+    to_json("\x81\x81\xa1" "k\x02\x03", 6, "{\"{\\\"k\\\":2}\":3}");
+    /* a non-string key inside a key: refused (escapes would double per level) */
+    to_json_fails("\x81\x81\x01\x02\x03", 5);
+    uint8_t bomb[64];
+    for (int i = 0; i < 30; i++)
+        bomb[i] = 0x81; /* {{{...}: 1}: 1} */
+    bomb[30] = 0xc0;
+    memset(bomb + 31, 0x01, 30);
+    to_json_fails((const char *)bomb, 61);
     to_json("\x82\xa1" "a\x01\xcb\x3f\xf8\0\0\0\0\0\0\x02", 14,
             "{\"a\":1,\"1.5\":2}");
 }
