@@ -165,6 +165,21 @@ static int cmd_id(const char *dir, const args *a)
     return print_replica_id(env);
 }
 
+static int cmd_reset_id(const char *dir, const args *a)
+{
+    crdtdb_env *env;
+    (void)a;
+    if (!env_exists(dir) || open_env(dir, 0, &env))
+        return EXIT_FAILURE;
+    int rc = crdtdb_env_reset_id(env);
+    if (rc) {
+        fail(crdtdb_env_errmsg(env), rc);
+        crdtdb_env_close(env);
+        return EXIT_FAILURE;
+    }
+    return print_replica_id(env);
+}
+
 static int cmd_create(const char *dir, const args *a)
 {
     crdtdb_env *env;
@@ -489,6 +504,12 @@ static const command commands[] = {
      cmd_init},
     {"id", "", "print the replica id",
      "Print the replica id of an existing environment.", 0, 0, 0, cmd_id},
+    {"reset-id", "", "give this environment a new replica id",
+     "Give the environment a new replica identity and print it.  Run it on\n"
+     "a copied data directory: two copies writing under one identity fork\n"
+     "its history, and peers refuse their deltas ('replica history\n"
+     "diverged').  The data stays; peers see a new replica from now on.",
+     0, 0, 0, cmd_reset_id},
     {"create", "DB --collections A,B,...", "create a database",
      "Create database DB with the named collections.", 1, 1,
      OPT_COLLECTIONS, cmd_create},

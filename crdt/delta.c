@@ -10,7 +10,7 @@
 #include "crdt/path.h"
 #include "crdt/record.h"
 
-#define BODY_FIELDS 9
+#define BODY_FIELDS 10
 #define BODY_DEPTH 6 /* envelope body: body > records > rec > fields > field > path */
 
 void crdtdb__delta_init(crdtdb__delta *d) { memset(d, 0, sizeof *d); }
@@ -22,6 +22,7 @@ void crdtdb__delta_reset(crdtdb__delta *d)
     d->sender = NULL;
     d->from = d->to = d->ack = d->hlc_max = 0;
     d->has_ack = 0;
+    d->nfp = 0;
     d->ncolls = d->norigins = d->nrecs = d->nfields = 0;
     d->paths.len = 0;
     if (d->zone_ready)
@@ -205,6 +206,10 @@ static int encode_body(const crdtdb__delta *d, crdtdb_buf *body)
         }
     }
     free(key);
+    bad = bad || msgpack_pack_array(&pk, d->nfp);
+    for (uint32_t i = 0; !bad && i < d->nfp; i++)
+        bad = msgpack_pack_array(&pk, 2) || msgpack_pack_uint64(&pk, d->fp_seq[i]) ||
+              msgpack_pack_bin_with_body(&pk, d->fp_hash[i], CRDTDB__FP_BYTES);
     return rc ? rc : bad ? CRDTDB_ENOMEM : 0;
 }
 
@@ -455,8 +460,18 @@ static int decode_body(crdtdb__delta *d, const msgpack_object *o,
     if (!is_uint(&a[2]) || !is_uint(&a[3]) || a[2].via.u64 > a[3].via.u64 ||
         (a[4].type != MSGPACK_OBJECT_NIL && !is_uint(&a[4])) || !is_uint(&a[5]) ||
         a[6].type != MSGPACK_OBJECT_ARRAY || a[7].type != MSGPACK_OBJECT_ARRAY ||
-        a[8].type != MSGPACK_OBJECT_ARRAY)
+        a[8].type != MSGPACK_OBJECT_ARRAY || a[9].type != MSGPACK_OBJECT_ARRAY ||
+        a[9].via.array.size > CRDTDB__DELTA_FP_MAX)
         return crdtdb__err_set(e, CRDTDB_EBADVALUE, "malformed delta header");
+    for (uint32_t i = 0; i < a[9].via.array.size; i++) {
+        const msgpack_object *f = &a[9].via.array.ptr[i];
+        if (f->type != MSGPACK_OBJECT_ARRAY || f->via.array.size != 2 ||
+            !is_uint(&f->via.array.ptr[0]) || f->via.array.ptr[1].type != MSGPACK_OBJECT_BIN ||
+            f->via.array.ptr[1].via.bin.size != CRDTDB__FP_BYTES)
+            return crdtdb__err_set(e, CRDTDB_EBADVALUE, "malformed history fingerprint");
+        d->fp_seq[d->nfp] = f->via.array.ptr[0].via.u64;
+        d->fp_hash[d->nfp++] = (const uint8_t *)f->via.array.ptr[1].via.bin.ptr;
+    }
     d->from = a[2].via.u64;
     d->to = a[3].via.u64;
     d->has_ack = is_uint(&a[4]);

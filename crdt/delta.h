@@ -17,6 +17,8 @@
 #include "crdtdb.h"
 
 #define CRDTDB__DELTA_VERSION 1u
+#define CRDTDB__DELTA_FP_MAX 4
+#define CRDTDB__FP_BYTES 16
 
 typedef struct crdtdb__str {
     const char *p;
@@ -57,6 +59,10 @@ typedef struct crdtdb__delta {
     crdtdb__delta_field *fields;
     uint32_t nfields, fields_cap;
     uint64_t hlc_max;      /* the newest stamp in the delta */
+    /* points of the sender's history fingerprint (docs/protocol.md) */
+    uint32_t nfp;
+    uint64_t fp_seq[CRDTDB__DELTA_FP_MAX];
+    const uint8_t *fp_hash[CRDTDB__DELTA_FP_MAX]; /* 16 bytes each */
     /* decoder scratch */
     msgpack_zone zone;
     int zone_ready;

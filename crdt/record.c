@@ -160,9 +160,13 @@ static int drop_range(crdtdb__record *r, uint32_t i, uint32_t n)
 int crdtdb__record_put_base(crdtdb__record *r, uint8_t kind, uint64_t hlc,
                             uint32_t origin, uint64_t seq)
 {
-    if (r->base_kind != CRDTDB__BASE_NONE &&
-        crdtdb__record_stamp_cmp(r, hlc, origin, r->base_hlc, r->base_origin) <= 0)
-        return 0;
+    if (r->base_kind != CRDTDB__BASE_NONE) {
+        int c = crdtdb__record_stamp_cmp(r, hlc, origin, r->base_hlc, r->base_origin);
+        if (c == 0 && kind != r->base_kind)
+            return CRDTDB_EFORGED; /* one stamp, both add and remove */
+        if (c <= 0)
+            return 0;
+    }
     if (r->base_kind != CRDTDB__BASE_NONE && mark_dead(r, r->base_seq))
         return CRDTDB_ENOMEM;
     r->base_kind = kind;
@@ -184,6 +188,13 @@ int crdtdb__record_put_base(crdtdb__record *r, uint8_t kind, uint64_t hlc,
     return 1;
 }
 
+/* 1 if two registers under one stamp say different things. */
+static int conflicting(const crdtdb__leaf *a, const crdtdb__leaf *b)
+{
+    return a->kind != b->kind || a->val_len != b->val_len ||
+           (a->val_len && memcmp(a->val, b->val, a->val_len) != 0);
+}
+
 int crdtdb__record_put_leaf(crdtdb__record *r, const crdtdb__leaf *in)
 {
     if (r->base_kind != CRDTDB__BASE_NONE &&
@@ -194,14 +205,17 @@ int crdtdb__record_put_leaf(crdtdb__record *r, const crdtdb__leaf *in)
     uint32_t pos = lower_bound(r, in->path, in->path_len);
     int exists = pos < r->nleaves && r->leaves[pos].path_len == in->path_len &&
                  memcmp(r->leaves[pos].path, in->path, in->path_len) == 0;
-    if (exists && leaf_cmp_stamp(r, in, &r->leaves[pos]) <= 0)
-        return 0;
+    if (exists) {
+        int c = leaf_cmp_stamp(r, in, &r->leaves[pos]);
+        if (c == 0 && conflicting(in, &r->leaves[pos]))
+            return CRDTDB_EFORGED; /* one stamp, two values: equivocation */
+        if (c <= 0)
+            return 0;
+    }
 
     /* A newer write at an ancestor replaced the subtree: dead on arrival.
      * Ancestors sort before pos; each is found by its own search (depth is
-     * bounded).  Remember older value ancestors: they turn into maps. */
-    uint32_t anc[64];
-    uint32_t nanc = 0;
+     * bounded by the caller's limits). */
     size_t off = 0, end;
     while (off < in->path_len) {
         if (crdtdb__path_next(in->path, in->path_len, &off, &end))
@@ -209,18 +223,14 @@ int crdtdb__record_put_leaf(crdtdb__record *r, const crdtdb__leaf *in)
         if (off == in->path_len)
             break; /* the leaf itself */
         long a = crdtdb__record_find(r, in->path, off);
-        if (a < 0)
-            continue;
-        if (leaf_cmp_stamp(r, &r->leaves[a], in) > 0)
+        if (a >= 0 && leaf_cmp_stamp(r, &r->leaves[a], in) > 0)
             return 0;
-        if (r->leaves[a].kind == CRDTDB__KIND_VALUE && nanc < 64)
-            anc[nanc++] = (uint32_t)a;
     }
 
-    /* Descendants: drop the older, keep the newer (which make this a map). */
-    crdtdb__leaf l = *in;
-    uint32_t first = pos + (exists ? 1 : 0), i = first;
-    int newer_below = 0;
+    /* Older descendants die; newer ones stay and make this read as a map
+     * (the rendering and is_map_at see them; the register keeps its value,
+     * so a repeat of the same write compares equal). */
+    uint32_t i = pos + (exists ? 1 : 0);
     while (i < r->nleaves &&
            crdtdb__path_is_ancestor(in->path, in->path_len, r->leaves[i].path,
                                     r->leaves[i].path_len)) {
@@ -228,32 +238,20 @@ int crdtdb__record_put_leaf(crdtdb__record *r, const crdtdb__leaf *in)
             if (drop_range(r, i, 1))
                 return CRDTDB_ENOMEM;
         } else {
-            newer_below = 1;
             i++;
         }
     }
-    if (newer_below) {
-        l.kind = CRDTDB__KIND_MAP;
-        l.val = NULL;
-        l.val_len = 0;
-    }
-    for (uint32_t k = 0; k < nanc; k++) {
-        r->leaves[anc[k]].kind = CRDTDB__KIND_MAP;
-        r->leaves[anc[k]].val = NULL;
-        r->leaves[anc[k]].val_len = 0;
-    }
-
     if (exists) {
         if (mark_dead(r, r->leaves[pos].seq))
             return CRDTDB_ENOMEM;
-        r->leaves[pos] = l;
+        r->leaves[pos] = *in;
         return 1;
     }
     if (grow(&r->leaves, &r->leaves_cap, r->nleaves, sizeof *r->leaves))
         return CRDTDB_ENOMEM;
     memmove(&r->leaves[pos + 1], &r->leaves[pos],
             (size_t)(r->nleaves - pos) * sizeof *r->leaves);
-    r->leaves[pos] = l;
+    r->leaves[pos] = *in;
     r->nleaves++;
     return 1;
 }

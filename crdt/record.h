@@ -9,8 +9,8 @@
  *     remove hides it; a later add brings back only newer leaves);
  *   - a leaf older than a leaf at one of its ancestors is dead (writing a
  *     value at a path replaces the subtree under it);
- *   - a value leaf older than a live leaf below it acts as a map (the
- *     subtree was written later);
+ *   - a value leaf older than a live leaf below it reads as a map (the
+ *     subtree was written later); the register keeps its value;
  *   - the record is visible iff its base is an add.
  *
  * Dead registers can never come back, so they are dropped; the sequence
@@ -75,12 +75,15 @@ int crdtdb__record_stamp_cmp(const crdtdb__record *r, uint64_t ha,
                              uint32_t oa, uint64_t hb, uint32_t ob);
 
 /* Merges a base write (add or remove).  1 if it won, 0 if it lost or was a
- * duplicate, or CRDTDB_ENOMEM. */
+ * duplicate, CRDTDB_EFORGED if the same stamp already holds the other kind
+ * (equivocation), or CRDTDB_ENOMEM. */
 int crdtdb__record_put_base(crdtdb__record *r, uint8_t kind, uint64_t hlc,
                             uint32_t origin, uint64_t seq);
 
 /* Merges one leaf write (copied; its pointers stay borrowed).  1 if stored,
- * 0 if it lost, was a duplicate or is dead, or CRDTDB_ENOMEM. */
+ * 0 if it lost, was a duplicate or is dead, CRDTDB_EFORGED if the same path
+ * and stamp already hold a different value (equivocation), or
+ * CRDTDB_ENOMEM. */
 int crdtdb__record_put_leaf(crdtdb__record *r, const crdtdb__leaf *in);
 
 /* Index of the leaf at exactly `path`, or -1. */

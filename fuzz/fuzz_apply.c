@@ -1,4 +1,495 @@
-#include <stddef.h>
-#include <stdint.h>
-int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
-int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }
+/*
+ * libFuzzer target for applying deltas (storage/apply.c and the merge in
+ * crdt/record.c), through crdtdb_db_apply.
+ *
+ * Input: a delta body, which the harness signs with a fixed test key (a
+ * replica other than the environment's own) and wraps in a valid envelope
+ * [1, bin body, bin sig], so every input gets past signature verification:
+ *   - bytes that start like a body, [0x99, str db_id, bin(32) sender, ...],
+ *     keep their own db_id and get the test public key written over the
+ *     sender;
+ *   - anything else is the last 7 body elements (from, to, ack, hlc_base,
+ *     colls, origins, records) and is prefixed with
+ *     [0x99, "fz", bin(32) test key].
+ * Stamps are HLCs: milliseconds << 16 | counter.  The environment's clock
+ * is fixed at NOW_MS, so stamps more than 5 minutes after it are refused
+ * (ECLOCK) deterministically.
+ *
+ * One scratch environment (mkdtemp, 64 MiB, NOSYNC, small limits) lives for
+ * the whole process, with database "fz" of collections "c" and "d"; the
+ * database is dropped and recreated every RESET_EVERY runs (or after
+ * EMAPFULL).  Checked for every input:
+ *   - crdtdb_db_apply returns 0 or an error code a delta may cause
+ *     (EBADVALUE, EBADID, ETOOBIG, ETOODEEP, EINVAL, ENOCOLL, ECLOCK,
+ *     EMAPFULL; never EBADSIG, EVERSION, ECORRUPT, EIO, ...);
+ *   - a failure leaves a non-empty crdtdb_db_errmsg and changes nothing: the
+ *     sequence, every record of both collections and the sender's
+ *     watermarks are as before;
+ *   - a success fills info (sender, range, applied <= changes), moves the
+ *     sequence iff something was applied, never moves a watermark back;
+ *     applying the same delta again returns 0 with applied == 0 and changes
+ *     nothing; exporting what the apply stored gives deltas that peek and
+ *     apply cleanly here (applied == 0);
+ *   - every record of both collections reads back through crdtdb_db_query
+ *     as a msgpack map that crdtdb_msgpack_to_json accepts, in id order.
+ * FUZZ_DEBUG=1 in the environment prints the outcome of every apply.
+ */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <ftw.h>
+#include <inttypes.h>
+#include <msgpack.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crdt/buf.h"
+#include "crdtdb.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(c)                                                              \
+    do {                                                                      \
+        if (!(c)) {                                                           \
+            fprintf(stderr, "fuzz_apply: check failed at line %d: %s\n",      \
+                    __LINE__, #c);                                            \
+            __builtin_trap();                                                 \
+        }                                                                     \
+    } while (0)
+
+#define RESET_EVERY 1000u
+#define DB_ID "fz"
+#define NCOLL 2
+#define NOW_MS UINT64_C(1700000000000)
+
+static const char *const COLLS[NCOLL] = {"c", "d"};
+
+static uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+static char *dir;
+static crdtdb_env *env;
+static crdtdb_db *db;
+static unsigned long runs;
+static int need_reset;
+static int debug;
+
+/* ------------------------------------------------------------- helpers */
+
+static int rm_cb(const char *p, const struct stat *st, int flag,
+                 struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static void rm_dir(void)
+{
+    if (dir) {
+        nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        free(dir);
+        dir = NULL;
+    }
+}
+
+static void cleanup(void)
+{
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+    db = NULL;
+    env = NULL;
+    rm_dir();
+}
+
+static int same(const void *a, size_t an, const void *b, size_t bn)
+{
+    return an == bn && (an == 0 || memcmp(a, b, an) == 0);
+}
+
+static uint64_t fixed_clock(void *ctx)
+{
+    (void)ctx;
+    return NOW_MS;
+}
+
+/* Error codes crdtdb_db_apply may return for a validly signed delta. */
+static int allowed_err(int rc)
+{
+    switch (rc) {
+    case CRDTDB_EBADVALUE:
+    case CRDTDB_EBADID:
+    case CRDTDB_ETOOBIG:
+    case CRDTDB_ETOODEEP:
+    case CRDTDB_EINVAL: /* another database */
+    case CRDTDB_ENOCOLL:
+    case CRDTDB_ECLOCK:
+    case CRDTDB_EMAPFULL:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* ------------------------------------------------------- signed bodies */
+
+/* Offset of the sender bin(32) header in a body [0x99, str, bin(32), ...]
+ * (the place the decoder reads the key from), or 0. */
+static size_t sender_at(const uint8_t *p, size_t n)
+{
+    if (n < 2 || p[0] != 0x99)
+        return 0;
+    size_t hdr, len;
+    uint8_t b = p[1];
+    if ((b & 0xe0) == 0xa0) {
+        hdr = 1;
+        len = b & 0x1f;
+    } else if (b >= 0xd9 && b <= 0xdb) {
+        unsigned w = 1u << (b - 0xd9);
+        if (n - 2 < w)
+            return 0;
+        hdr = 1 + w;
+        len = 0;
+        for (unsigned i = 0; i < w; i++)
+            len = len << 8 | p[2 + i];
+    } else {
+        return 0;
+    }
+    if (len > n - 1 - hdr)
+        return 0;
+    size_t at = 1 + hdr + len;
+    if (n - at < 2 + CRDTDB_REPLICA_ID_BYTES || p[at] != 0xc4 ||
+        p[at + 1] != CRDTDB_REPLICA_ID_BYTES)
+        return 0;
+    return at;
+}
+
+/* The body to sign for fuzzer bytes p[0, n) (see the layout above). */
+static void make_body(crdtdb_buf *body, const uint8_t *p, size_t n)
+{
+    size_t at = sender_at(p, n);
+    body->len = 0;
+    if (at) {
+        CHECK(crdtdb__buf_append(body, p, n) == 0);
+        memcpy(body->data + at + 2, pk, sizeof pk);
+        return;
+    }
+    static const uint8_t head[] = {0x99, 0xa2, 'f', 'z', 0xc4, 0x20};
+    CHECK(crdtdb__buf_append(body, head, sizeof head) == 0);
+    CHECK(crdtdb__buf_append(body, pk, sizeof pk) == 0);
+    CHECK(crdtdb__buf_append(body, p, n) == 0);
+}
+
+/* [1, bin body, bin sig] with body signed by the test key, into a fresh
+ * heap block of exactly *n bytes (so ASan sees any read past the end). */
+static uint8_t *wrap(const crdtdb_buf *body, size_t *n)
+{
+    uint8_t sig[crypto_sign_BYTES];
+    CHECK(crypto_sign_detached(sig, NULL, body->data, body->len, sk) == 0);
+    crdtdb_buf out = CRDTDB_BUF_INIT;
+    msgpack_packer p;
+    msgpack_packer_init(&p, &out, crdtdb__buf_write_cb);
+    CHECK(msgpack_pack_array(&p, 3) == 0 && msgpack_pack_uint8(&p, 1) == 0 &&
+          msgpack_pack_bin_with_body(&p, body->data, body->len) == 0 &&
+          msgpack_pack_bin_with_body(&p, sig, sizeof sig) == 0);
+    uint8_t *q = malloc(out.len);
+    CHECK(q != NULL);
+    memcpy(q, out.data, out.len);
+    *n = out.len;
+    crdtdb_buf_free(&out);
+    return q;
+}
+
+/* ---------------------------------------------------------- snapshots */
+
+/* A stored record: a non-empty msgpack map that converts to a JSON object. */
+static void check_record_bytes(const uint8_t *p, size_t n)
+{
+    CHECK(n > 0);
+    CHECK((p[0] & 0xf0) == 0x80 || p[0] == 0xde || p[0] == 0xdf);
+    crdtdb_buf j = CRDTDB_BUF_INIT;
+    CHECK(crdtdb_msgpack_to_json(p, n, &j) == 0);
+    CHECK(j.len >= 2 && j.data[0] == '{' && j.data[j.len - 1] == '}');
+    crdtdb_buf_free(&j);
+}
+
+typedef struct dump_ctx {
+    crdtdb_buf *out;
+    char last[CRDTDB_ID_MAX + 1];
+    int any;
+} dump_ctx;
+
+/* Appends id and value to the dump; ids come in strictly increasing order. */
+static int dump_cb(void *ctx, const char *id, const uint8_t *value, size_t len)
+{
+    dump_ctx *c = ctx;
+    size_t n = strlen(id);
+    CHECK(n >= 1 && n <= CRDTDB_ID_MAX);
+    if (c->any) {
+        size_t m = strlen(c->last);
+        int cmp = memcmp(c->last, id, m < n ? m : n);
+        CHECK(cmp < 0 || (cmp == 0 && m < n));
+    }
+    memcpy(c->last, id, n + 1);
+    c->any = 1;
+    check_record_bytes(value, len);
+    uint32_t hdr[2] = {(uint32_t)n, (uint32_t)len};
+    CHECK(crdtdb__buf_append(c->out, hdr, sizeof hdr) == 0);
+    CHECK(crdtdb__buf_append(c->out, id, n) == 0);
+    CHECK(crdtdb__buf_append(c->out, value, len) == 0);
+    return 0;
+}
+
+typedef struct snap {
+    uint64_t seq;
+    crdtdb_buf recs; /* every record of both collections */
+    crdtdb_peer mark;
+    int mark_found;
+} snap;
+
+static void snap_take(snap *s)
+{
+    CHECK(crdtdb_db_seq(db, NULL, &s->seq) == 0);
+    s->recs.len = 0;
+    for (int c = 0; c < NCOLL; c++) {
+        dump_ctx d = {&s->recs, {0}, 0};
+        static const uint8_t sep = 0xff;
+        CHECK(crdtdb_db_query(db, NULL, COLLS[c], NULL, 0, dump_cb, &d) == 0);
+        CHECK(crdtdb__buf_append(&s->recs, &sep, 1) == 0);
+    }
+    memset(&s->mark, 0, sizeof s->mark);
+    CHECK(crdtdb_db_peer_get(db, pk, &s->mark, &s->mark_found) == 0);
+    if (!s->mark_found)
+        CHECK(s->mark.received == 0 && s->mark.acked == 0);
+}
+
+static int snap_same(const snap *a, const snap *b)
+{
+    return a->seq == b->seq && same(a->recs.data, a->recs.len, b->recs.data, b->recs.len) &&
+           a->mark_found == b->mark_found && a->mark.received == b->mark.received &&
+           a->mark.acked == b->mark.acked;
+}
+
+/* ------------------------------------------------------------ database */
+
+static void db_create(void)
+{
+    int rc = crdtdb_db_create(env, DB_ID, COLLS, NCOLL, &db);
+    if (rc) {
+        fprintf(stderr, "fuzz_apply: db_create: %s: %s\n", crdtdb_errname(rc),
+                crdtdb_env_errmsg(env));
+        abort();
+    }
+}
+
+static void db_reset(void)
+{
+    crdtdb_db_close(db);
+    db = NULL;
+    int rc = crdtdb_db_drop(env, DB_ID);
+    CHECK(rc == 0);
+    db_create();
+    need_reset = 0;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    const char *dbg = getenv("FUZZ_DEBUG");
+    debug = dbg && *dbg && strcmp(dbg, "0") != 0;
+    if (sodium_init() < 0)
+        abort();
+    uint8_t seed[crypto_sign_SEEDBYTES];
+    memset(seed, 0x5a, sizeof seed); /* fixed test key */
+    crypto_sign_seed_keypair(pk, sk, seed);
+
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
+    size_t n = strlen(tmp) + 32;
+    dir = malloc(n);
+    if (!dir)
+        abort();
+    snprintf(dir, n, "%s/crdtdb-fuzz-XXXXXX", tmp);
+    if (!mkdtemp(dir)) {
+        perror("fuzz_apply: mkdtemp");
+        abort();
+    }
+    crdtdb_env_options o;
+    crdtdb_env_options_init(&o);
+    o.map_size = (size_t)64 << 20;
+    o.flags = CRDTDB_ENV_NOSYNC;
+    o.max_value_size = 2048;
+    o.max_depth = 8;
+    o.max_path_bytes = 256;
+    o.max_fields = 64;
+    o.max_delta_size = o.max_value_size + o.max_path_bytes + 4096;
+    o.clock = fixed_clock;
+    int rc = crdtdb_env_open(dir, &o, &env);
+    if (rc) {
+        fprintf(stderr, "fuzz_apply: env_open %s: %s\n", dir, crdtdb_strerror(rc));
+        abort();
+    }
+    uint8_t own[CRDTDB_REPLICA_ID_BYTES];
+    crdtdb_env_replica_id(env, own);
+    if (memcmp(own, pk, sizeof pk) == 0)
+        abort(); /* the test key must be another replica */
+    db_create();
+    /* LMDB keeps its files open and never reopens them by path, so the
+     * directory can go now: nothing is left behind when a crash or a
+     * timeout kills the process. */
+    rm_dir();
+    atexit(cleanup);
+    return 0;
+}
+
+/* --------------------------------------------------------------- export */
+
+typedef struct sink_ctx {
+    crdtdb_buf all; /* u32 length | delta, ... */
+    size_t n;
+} sink_ctx;
+
+static int sink_cb(void *ctx, const uint8_t *delta, size_t len)
+{
+    sink_ctx *s = ctx;
+    uint32_t l = (uint32_t)len;
+    CHECK(len > 0 && len == l);
+    CHECK(crdtdb__buf_append(&s->all, &l, sizeof l) == 0);
+    CHECK(crdtdb__buf_append(&s->all, delta, len) == 0);
+    s->n++;
+    return 0;
+}
+
+/* Exports what the last apply stored (the sequences after `since`) and
+ * applies those deltas back: they are well-formed and change nothing. */
+static void check_export(uint64_t since, const crdtdb_apply_info *ai,
+                         const snap *now)
+{
+    sink_ctx s = {CRDTDB_BUF_INIT, 0};
+    crdtdb_export_info xi;
+    memset(&xi, 0, sizeof xi);
+    int rc = crdtdb_db_export(db, since, NULL, sink_cb, &s, &xi);
+    if (rc) {
+        fprintf(stderr, "fuzz_apply: export: %s: %s\n", crdtdb_errname(rc),
+                crdtdb_db_errmsg(db));
+        CHECK(!"export failed");
+    }
+    CHECK(xi.deltas == s.n);
+    CHECK(xi.changes <= ai->applied);
+    if (ai->applied == 0)
+        CHECK(xi.changes == 0);
+    if (s.n)
+        CHECK(xi.to == now->seq);
+    size_t off = 0;
+    while (off < s.all.len) {
+        uint32_t l;
+        memcpy(&l, s.all.data + off, sizeof l);
+        off += sizeof l;
+        uint8_t *d = malloc(l);
+        CHECK(d != NULL);
+        memcpy(d, s.all.data + off, l);
+        off += l;
+        size_t dlen = 0;
+        char id[CRDTDB_ID_MAX + 1];
+        CHECK(crdtdb_delta_peek(d, l, &dlen, id) == 0);
+        CHECK(dlen == l && strcmp(id, DB_ID) == 0);
+        crdtdb_apply_info info;
+        rc = crdtdb_db_apply(db, d, l, &info);
+        if (rc) {
+            fprintf(stderr, "fuzz_apply: own export refused: %s: %s\n",
+                    crdtdb_errname(rc), crdtdb_db_errmsg(db));
+            CHECK(!"exported delta does not apply");
+        }
+        CHECK(info.applied == 0);
+        free(d);
+    }
+    snap after;
+    memset(&after, 0, sizeof after);
+    snap_take(&after);
+    CHECK(snap_same(now, &after));
+    crdtdb_buf_free(&after.recs);
+    crdtdb_buf_free(&s.all);
+}
+
+/* --------------------------------------------------------------- driver */
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (need_reset || ++runs % RESET_EVERY == 0)
+        db_reset();
+
+    crdtdb_buf body = CRDTDB_BUF_INIT;
+    make_body(&body, data, size);
+    size_t len;
+    uint8_t *delta = wrap(&body, &len);
+
+    snap before, after, again;
+    memset(&before, 0, sizeof before);
+    memset(&after, 0, sizeof after);
+    memset(&again, 0, sizeof again);
+    snap_take(&before);
+
+    crdtdb_apply_info info;
+    memset(&info, 0xa5, sizeof info);
+    int rc = crdtdb_db_apply(db, delta, len, &info);
+    if (debug) {
+        if (rc)
+            fprintf(stderr, "fuzz_apply: %s: %s\n", crdtdb_errname(rc),
+                    crdtdb_db_errmsg(db));
+        else
+            fprintf(stderr,
+                    "fuzz_apply: ok: (%" PRIu64 ", %" PRIu64 "], %zu changes, %zu applied\n",
+                    info.from, info.to, info.changes, info.applied);
+    }
+    snap_take(&after);
+
+    if (rc != 0) {
+        CHECK(rc < 0);
+        CHECK(crdtdb_db_errmsg(db)[0] != '\0');
+        if (!allowed_err(rc)) {
+            fprintf(stderr, "fuzz_apply: unexpected %s: %s\n", crdtdb_errname(rc),
+                    crdtdb_db_errmsg(db));
+            CHECK(!"unexpected error code");
+        }
+        CHECK(snap_same(&before, &after)); /* all or nothing */
+        if (rc == CRDTDB_EMAPFULL)
+            need_reset = 1;
+    } else {
+        CHECK(memcmp(info.sender, pk, sizeof pk) == 0);
+        CHECK(info.from <= info.to);
+        CHECK(info.applied <= info.changes);
+        if (info.applied)
+            CHECK(after.seq > before.seq);
+        else
+            CHECK(after.seq == before.seq && same(before.recs.data, before.recs.len,
+                                                  after.recs.data, after.recs.len));
+        /* watermarks never move back */
+        CHECK(after.mark_found);
+        CHECK(after.mark.received >= before.mark.received);
+        CHECK(after.mark.acked >= before.mark.acked);
+
+        /* idempotent */
+        crdtdb_apply_info info2;
+        int rc2 = crdtdb_db_apply(db, delta, len, &info2);
+        if (rc2) {
+            fprintf(stderr, "fuzz_apply: second apply: %s: %s\n", crdtdb_errname(rc2),
+                    crdtdb_db_errmsg(db));
+            CHECK(!"applying a delta again fails");
+        }
+        CHECK(info2.applied == 0 && info2.changes == info.changes);
+        snap_take(&again);
+        CHECK(snap_same(&after, &again));
+
+        check_export(before.seq, &info, &after);
+    }
+
+    free(delta);
+    crdtdb_buf_free(&body);
+    crdtdb_buf_free(&before.recs);
+    crdtdb_buf_free(&after.recs);
+    crdtdb_buf_free(&again.recs);
+    return 0;
+}

@@ -78,7 +78,9 @@ extern "C" {
     X(EBUSY, -18, "resource busy")                                            \
     X(ELIMIT, -19, "configured limit exceeded")                               \
     X(EBADSIG, -20, "bad signature")                                          \
-    X(EDENIED, -21, "permission denied")
+    X(EDENIED, -21, "permission denied")                                      \
+    X(EFORGED, -22, "conflicting writes under one stamp")                     \
+    X(EFORK, -23, "replica history diverged")
 
 typedef enum crdtdb_errno {
     CRDTDB_OK = 0,
@@ -194,6 +196,16 @@ CRDTDB_API void crdtdb_env_close(crdtdb_env *env);
 /* Copies the 32-byte replica id (the ed25519 public key) into out. */
 CRDTDB_API void crdtdb_env_replica_id(const crdtdb_env *env,
                                       uint8_t out[CRDTDB_REPLICA_ID_BYTES]);
+
+/*
+ * Gives the environment a new replica identity (a fresh ed25519 key pair).
+ * The remedy for a copied environment: two copies writing under one
+ * identity fork its history, which peers refuse (CRDTDB_EFORK).  Data stays;
+ * registers already written keep the id that wrote them.  Peers see the
+ * environment as a new replica from then on.  No database may be open.
+ * Errors: EBUSY (a database is open), EROFS, EIO.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_reset_id(crdtdb_env *env);
 
 /* Detail of the last failure on this environment handle (database
  * create/open/list/drop).  Valid until the next call on env.  Never NULL. */
@@ -513,7 +525,12 @@ typedef struct crdtdb_apply_info {
  *         database), ENOCOLL (unknown collection), EBADID, ETOOBIG
  *         (delta over max_delta_size, value or path over its limit),
  *         ETOODEEP, ECLOCK (a stamp beyond max_clock_skew_ms ahead of local
- *         time: the message states both times), EROFS, EMAPFULL, EIO.
+ *         time: the message states both times), EFORGED (a register
+ *         under the same stamp as one we hold, with a different value: the
+ *         delta is refused whole and the sender flagged
+ *         CRDTDB_PEER_EQUIVOCATED), EFORK (the sender's history diverges
+ *         from what it sent before, as a cloned environment's does: refused,
+ *         sender flagged CRDTDB_PEER_FORKED), EROFS, EMAPFULL, EIO.
  */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply(crdtdb_db *db,
                                                 const uint8_t *delta,
@@ -531,11 +548,17 @@ CRDTDB_API int crdtdb_delta_peek(const uint8_t *data, size_t len,
                                  size_t *delta_len,
                                  char db_id[CRDTDB_ID_MAX + 1]);
 
+/* Peer flags: set when a peer's delta was refused as evidence of a broken or
+ * hostile replica; they stay until the embedding program decides. */
+#define CRDTDB_PEER_EQUIVOCATED 0x1u /* two values under one stamp */
+#define CRDTDB_PEER_FORKED 0x2u      /* two histories under one replica id */
+
 /* What this replica knows of a peer, for one database. */
 typedef struct crdtdb_peer {
     uint8_t id[CRDTDB_REPLICA_ID_BYTES];
     uint64_t received; /* the peer's own sequence we have everything up to */
     uint64_t acked;    /* our sequence the peer has everything up to */
+    unsigned flags;    /* CRDTDB_PEER_* */
 } crdtdb_peer;
 
 typedef int (*crdtdb_peer_cb)(void *ctx, const crdtdb_peer *peer);

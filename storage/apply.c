@@ -40,6 +40,19 @@ static int check(crdtdb_db *db, const crdtdb__delta *d, uint16_t *colls)
     return 0;
 }
 
+static int forged(crdtdb_db *db, const crdtdb__delta *d, const crdtdb__delta_rec *r,
+                  uint16_t coll, int rc)
+{
+    if (rc != CRDTDB_EFORGED)
+        return crdtdb__db_seterr(db, rc, "merge: %s", crdtdb_strerror(rc));
+    return crdtdb__db_seterr(db, rc,
+                             "delta from %02x%02x%02x%02x… holds a write to record '%.*s' in "
+                             "'%s' whose stamp we already hold with a different value: "
+                             "refused as forged or corrupt, sender flagged",
+                             d->sender[0], d->sender[1], d->sender[2], d->sender[3],
+                             (int)r->id.n, r->id.p, db->colls[coll]);
+}
+
 /* Merges one record group; *applied counts the registers that won. */
 static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_rec *r,
                      uint16_t coll, uint32_t src, size_t *applied)
@@ -62,7 +75,7 @@ static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_
             return CRDTDB_ENOMEM;
         rc = crdtdb__record_put_base(rec, r->base_kind, r->base_hlc, o, 0);
         if (rc < 0)
-            return crdtdb__db_seterr(db, rc, "merge: %s", crdtdb_strerror(rc));
+            return forged(db, d, r, coll, rc);
         won += (size_t)rc;
     }
     for (uint32_t i = r->first; i < r->first + r->n; i++) {
@@ -72,11 +85,71 @@ static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_
         crdtdb__leaf l = {f->path, f->path_len, f->kind, o, f->hlc, 0, f->val, f->val_len};
         rc = crdtdb__record_put_leaf(rec, &l);
         if (rc < 0)
-            return crdtdb__db_seterr(db, rc, "merge: %s", crdtdb_strerror(rc));
+            return forged(db, d, r, coll, rc);
         won += (size_t)rc;
     }
     *applied += won;
     return won ? crdtdb__slot_store(t, &s, src) : 0;
+}
+
+/* Checks the sender's fingerprint points against those it sent before (a
+ * second history under one id is a fork), then records them. */
+static int check_history(crdtdb_db *db, const crdtdb__delta *d, crdtdb__marks *m)
+{
+    for (uint32_t i = 0; i < d->nfp; i++) {
+        int known = 0;
+        for (unsigned k = 0; k < m->nfp; k++) {
+            if (m->fp[k].seq != d->fp_seq[i])
+                continue;
+            known = 1;
+            if (memcmp(m->fp[k].hash, d->fp_hash[i], CRDTDB__FP_BYTES) != 0)
+                return crdtdb__db_seterr(
+                    db, CRDTDB_EFORK,
+                    "replica %02x%02x%02x%02x… sent two different histories up to its "
+                    "sequence %" PRIu64 " (a copied environment?): refused; the copy "
+                    "needs a new identity ('crdtdb reset-id')",
+                    d->sender[0], d->sender[1], d->sender[2], d->sender[3], d->fp_seq[i]);
+        }
+        if (known)
+            continue;
+        /* keep the newest points: drop the lowest sequence when full */
+        unsigned slot = m->nfp < CRDTDB__FP_RING ? m->nfp++ : 0;
+        for (unsigned k = 1; slot == 0 && m->nfp == CRDTDB__FP_RING && k < m->nfp; k++)
+            if (m->fp[k].seq < m->fp[slot].seq)
+                slot = k;
+        m->fp[slot].seq = d->fp_seq[i];
+        memcpy(m->fp[slot].hash, d->fp_hash[i], CRDTDB__FP_BYTES);
+    }
+    return 0;
+}
+
+/* The sender's watermarks, inside the apply transaction. */
+static int update_marks(crdtdb_txn *t, const crdtdb__delta *d)
+{
+    crdtdb_db *db = t->db;
+    crdtdb__marks m;
+    int found;
+    int rc = crdtdb__marks_get(db, t->mt, d->sender, &m, &found);
+    if (rc)
+        return crdtdb__db_seterr(db, rc, "apply: %s", crdtdb_strerror(rc));
+    if ((rc = check_history(db, d, &m)))
+        return rc;
+    /* A peer holding more of our history than we wrote: someone else writes
+     * under our identity. */
+    if (d->has_ack && d->ack > t->seq0)
+        return crdtdb__db_seterr(
+            db, CRDTDB_EFORK,
+            "a peer has our changes up to sequence %" PRIu64 " but we only wrote %" PRIu64
+            ": another replica uses this identity (a copied environment?); give one of "
+            "them a new identity ('crdtdb reset-id')",
+            d->ack, t->seq0);
+    /* Received moves only over a contiguous range, so a dropped or
+     * reordered delta leaves a gap that the next export refills. */
+    if (d->from <= m.received && d->to > m.received)
+        m.received = d->to;
+    if (d->has_ack && d->ack > m.acked)
+        m.acked = d->ack;
+    return crdtdb__marks_put(db, t->mt, d->sender, &m);
 }
 
 int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
@@ -111,23 +184,21 @@ int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
         if (rc)
             crdtdb__db_seterr(db, rc, "clock moved during apply");
     }
-    if (!rc && !self) {
-        /* Received moves only over a contiguous range, so a dropped or
-         * reordered delta leaves a gap that the next export refills. */
-        uint64_t received, acked;
-        int found;
-        rc = crdtdb__marks_get(db, t->mt, d->sender, &received, &acked, &found);
-        uint64_t r2 = d->from <= received && d->to > received ? d->to : received;
-        uint64_t a2 = d->has_ack && d->ack > acked ? d->ack : acked;
-        if (!rc && (!found || r2 != received || a2 != acked))
-            rc = crdtdb__marks_put(db, t->mt, d->sender, r2, a2);
-        if (rc)
-            crdtdb__db_seterr(db, rc, "apply: %s", crdtdb_strerror(rc));
-    }
+    if (!rc && !self)
+        rc = update_marks(t, d);
     if (colls != colls_stack)
         free(colls);
     if (t && rc) {
         crdtdb_txn_abort(t);
+        unsigned flag = rc == CRDTDB_EFORGED ? CRDTDB_PEER_EQUIVOCATED
+                        : rc == CRDTDB_EFORK  ? CRDTDB_PEER_FORKED
+                                              : 0;
+        if (flag && !self) {
+            char msg[sizeof db->errmsg];
+            memcpy(msg, db->errmsg, sizeof msg); /* the flag write must not hide it */
+            crdtdb__peer_flag(db, d->sender, flag);
+            memcpy(db->errmsg, msg, sizeof msg);
+        }
         return rc;
     }
     if (rc)

@@ -384,7 +384,8 @@ int crdtdb_db_drop(crdtdb_env *env, const char *id)
         !(mrc = del_prefix(mt, env->dbi_dbinfo, num)) &&
         !(mrc = del_prefix(mt, env->dbi_records, num)) &&
         !(mrc = del_prefix(mt, env->dbi_changes, num)) &&
-        !(mrc = del_prefix(mt, env->dbi_marks, num)))
+        !(mrc = del_prefix(mt, env->dbi_marks, num)) &&
+        !(mrc = del_prefix(mt, env->dbi_chains, num)))
         mrc = mdb_txn_commit(mt);
     else
         mdb_txn_abort(mt);

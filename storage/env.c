@@ -103,7 +103,8 @@ static int env_init(crdtdb_env *env, int rdonly)
         (rc = mdb_dbi_open(t, "records", cf, &env->dbi_records)) ||
         (rc = mdb_dbi_open(t, "changes", cf, &env->dbi_changes)) ||
         (rc = mdb_dbi_open(t, "peerids", cf, &env->dbi_peerids)) ||
-        (rc = mdb_dbi_open(t, "marks", cf, &env->dbi_marks)))
+        (rc = mdb_dbi_open(t, "marks", cf, &env->dbi_marks)) ||
+        (rc = mdb_dbi_open(t, "chains", cf, &env->dbi_chains)))
         goto fail;
     MDB_val v;
     rc = meta_get(t, env->dbi_meta, "version", &v);
@@ -220,4 +221,37 @@ void crdtdb_env_close(crdtdb_env *env)
     sodium_memzero(env->sk, sizeof env->sk);
     pthread_mutex_destroy(&env->lock);
     free(env);
+}
+
+int crdtdb_env_reset_id(crdtdb_env *env)
+{
+    if (!env)
+        return CRDTDB_EINVAL;
+    if (env->opts.flags & CRDTDB_ENV_RDONLY) {
+        crdtdb__env_seterr(env, CRDTDB_EROFS, "Read only access");
+        return CRDTDB_EROFS;
+    }
+    pthread_mutex_lock(&env->lock);
+    int busy = env->dbs != NULL;
+    pthread_mutex_unlock(&env->lock);
+    if (busy) {
+        crdtdb__env_seterr(env, CRDTDB_EBUSY, "close every database before a new identity");
+        return CRDTDB_EBUSY;
+    }
+    uint8_t pk[32], sk[64];
+    crypto_sign_keypair(pk, sk);
+    MDB_txn *t;
+    int rc = mdb_txn_begin(env->mdb, NULL, 0, &t);
+    if (!rc && !(rc = meta_put(t, env->dbi_meta, "identity", sk, sizeof sk)))
+        rc = mdb_txn_commit(t);
+    else if (!rc)
+        mdb_txn_abort(t);
+    if (!rc) {
+        memcpy(env->sk, sk, sizeof sk);
+        memcpy(env->pk, pk, sizeof pk);
+    }
+    sodium_memzero(sk, sizeof sk);
+    if (rc)
+        crdtdb__env_seterr(env, crdtdb__mdb_err(rc), "new identity: %s", mdb_strerror(rc));
+    return crdtdb__mdb_err(rc);
 }

@@ -26,12 +26,26 @@ static size_t header_cost(const crdtdb_db *db)
     return n;
 }
 
-/* Encodes, signs and hands over the delta covering (x->from, to]. */
-static int flush(exporter *x, uint64_t to)
+/* Encodes, signs and hands over the delta covering (x->from, to], with the
+ * history fingerprint at both ends where kept. */
+static int flush(exporter *x, MDB_txn *mt, uint64_t to)
 {
     crdtdb_db *db = x->db;
     x->d.from = x->from;
     x->d.to = to;
+    x->d.nfp = 0;
+    uint64_t ends[2] = {x->from, to};
+    for (int i = 0; i < 2; i++) {
+        uint64_t at;
+        const uint8_t *h;
+        int found, rc = crdtdb__chain_at(db, mt, ends[i], &at, &h, &found);
+        if (rc)
+            return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
+        if (found && (x->d.nfp == 0 || x->d.fp_seq[0] != at)) {
+            x->d.fp_seq[x->d.nfp] = at;
+            x->d.fp_hash[x->d.nfp++] = h;
+        }
+    }
     int rc = crdtdb__delta_encode(&x->d, db->env->sk, &x->out);
     if (rc)
         return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
@@ -104,15 +118,15 @@ int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
     uint32_t peer_num = UINT32_MAX; /* no peer: skip nothing */
     rc = crdtdb__seq_read(env, t->mt, db->num, &last);
     if (!rc && peer) {
-        uint64_t received, acked;
+        crdtdb__marks m;
         int found;
         rc = crdtdb__peer_num(env, t->mt, peer, 0, &peer_num);
         if (!rc && peer_num == 0)
             peer_num = UINT32_MAX;
         if (!rc)
-            rc = crdtdb__marks_get(db, t->mt, peer, &received, &acked, &found);
+            rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
         x.d.has_ack = !rc;
-        x.d.ack = received;
+        x.d.ack = m.received;
     }
     MDB_cursor *cur = NULL;
     int mrc = rc ? 0 : mdb_cursor_open(t->mt, env->dbi_changes, &cur);
@@ -192,7 +206,7 @@ int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
             continue;
         }
         size_t cost = crdtdb__delta_field_cost(&f) + 16 + idlen;
-        if (x.d.nrecs && x.cost + cost > x.budget && (rc = flush(&x, prev)))
+        if (x.d.nrecs && x.cost + cost > x.budget && (rc = flush(&x, t->mt, prev)))
             break;
         if ((rc = group(&x, coll, id, idlen)) ||
             (rc = crdtdb__delta_origin(&x.d, okey, &f.origin)))
@@ -215,7 +229,7 @@ int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
     /* the last delta covers everything up to the snapshot's sequence: what
      * the scan did not meet was superseded by what it did */
     if (!rc)
-        rc = flush(&x, last > since ? last : since);
+        rc = flush(&x, t->mt, last > since ? last : since);
     mdb_cursor_close(cur);
     crdtdb__record_free(&rec);
     crdtdb__delta_free(&x.d);

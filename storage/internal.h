@@ -19,13 +19,19 @@
  *            "changes after N" is one cursor scan.  source is the peer the
  *            register came from (0: written here), so it is not sent back.
  *   peerids  32-byte replica id -> u32 peer number (from 1; env-wide)
+ *   chains   u32 number | u64 seq -> 16-byte history fingerprint after the
+ *            commit that ended at seq: H(previous fingerprint, what the commit
+ *            numbered); the last 65536 sequences' worth are kept
+ *   dbinfo   u32 number | 'h' -> u64 seq | the latest fingerprint
  *   marks    u32 number | 32-byte replica id -> u64 received | u64 acked
+ *            | u32 flags | u8 n | n x (u64 seq, 16-byte history fingerprint)
  */
 #ifndef CRDTDB_STORAGE_INTERNAL_H
 #define CRDTDB_STORAGE_INTERNAL_H
 #include <lmdb.h>
 #include <msgpack.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdint.h>
 
 #include "crdt/delta.h"
@@ -42,7 +48,7 @@
 struct crdtdb_env {
     MDB_env *mdb;
     MDB_dbi dbi_meta, dbi_dbs, dbi_dbinfo, dbi_records, dbi_changes;
-    MDB_dbi dbi_peerids, dbi_marks;
+    MDB_dbi dbi_peerids, dbi_marks, dbi_chains;
     crdtdb_env_options opts;
     crdtdb__limits lim;
     uint8_t pk[CRDTDB_REPLICA_ID_BYTES];
@@ -104,6 +110,7 @@ struct crdtdb_txn {
     uint32_t nevents, events_cap;
     crdtdb_buf arena;
     int many; /* too many changes by others to list one by one */
+    crypto_generichash_state fp; /* digest of what this txn numbered */
 };
 
 /* env.c */
@@ -160,10 +167,39 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src);
 /* Peer number of replica id `key`, created if `create`; 0 if unknown. */
 int crdtdb__peer_num(crdtdb_env *env, MDB_txn *mt, const uint8_t *key,
                      int create, uint32_t *num);
+/* What we know of one peer for one database.  fp: the last points of its
+ * history fingerprint we received, to catch a second history under the
+ * same id (docs/protocol.md). */
+#define CRDTDB__FP_RING 8
+typedef struct crdtdb__fp {
+    uint64_t seq;
+    uint8_t hash[16];
+} crdtdb__fp;
+typedef struct crdtdb__marks {
+    uint64_t received, acked;
+    unsigned flags;
+    unsigned nfp;
+    crdtdb__fp fp[CRDTDB__FP_RING];
+} crdtdb__marks;
 int crdtdb__marks_get(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
-                      uint64_t *received, uint64_t *acked, int *found);
+                      crdtdb__marks *m, int *found);
 int crdtdb__marks_put(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
-                      uint64_t received, uint64_t acked);
+                      const crdtdb__marks *m);
+/* Sets flag on peer in its own transaction (after a refused delta). */
+int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag);
+
+/* chain.c: the history fingerprint */
+#define CRDTDB__CHAIN_WINDOW 65536u
+/* Adds one newly numbered register to the txn's digest. */
+void crdtdb__chain_note(crdtdb_txn *t, uint64_t seq, uint16_t coll, const char *id,
+                        size_t idlen, const uint8_t *path, size_t plen, uint64_t hlc,
+                        const uint8_t *origin, uint8_t kind);
+/* At commit: extends the fingerprint with the txn's digest. */
+int crdtdb__chain_commit(crdtdb_txn *t);
+/* The fingerprint point at the largest commit boundary <= seq (found = 0 if
+ * none is kept).  *hash borrows the txn's memory. */
+int crdtdb__chain_at(crdtdb_db *db, MDB_txn *mt, uint64_t seq, uint64_t *at,
+                     const uint8_t **hash, int *found);
 
 /* observe.c */
 int crdtdb__event_add(crdtdb_txn *t, int type, uint16_t coll, const char *id,

@@ -34,6 +34,9 @@ int crdtdb__peer_num(crdtdb_env *env, MDB_txn *mt, const uint8_t *key,
     return 0;
 }
 
+/* received, acked, flags, then a ring of (seq, fingerprint) points */
+#define MARKS_BYTES (21 + CRDTDB__FP_RING * 24)
+
 static MDB_val marks_key(uint8_t *k, uint32_t num, const uint8_t *peer)
 {
     crdtdb__put_u32(k, num);
@@ -42,33 +45,52 @@ static MDB_val marks_key(uint8_t *k, uint32_t num, const uint8_t *peer)
     return v;
 }
 
+static int marks_decode(const MDB_val *v, crdtdb__marks *m)
+{
+    if (v->mv_size != MARKS_BYTES)
+        return CRDTDB_ECORRUPT;
+    const uint8_t *p = v->mv_data;
+    m->received = crdtdb__get_u64(p);
+    m->acked = crdtdb__get_u64(p + 8);
+    m->flags = crdtdb__get_u32(p + 16);
+    m->nfp = p[20] > CRDTDB__FP_RING ? CRDTDB__FP_RING : p[20];
+    for (unsigned i = 0; i < m->nfp; i++) {
+        m->fp[i].seq = crdtdb__get_u64(p + 21 + i * 24);
+        memcpy(m->fp[i].hash, p + 29 + i * 24, 16);
+    }
+    return 0;
+}
+
 int crdtdb__marks_get(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
-                      uint64_t *received, uint64_t *acked, int *found)
+                      crdtdb__marks *m, int *found)
 {
     uint8_t kb[4 + CRDTDB_REPLICA_ID_BYTES];
     MDB_val k = marks_key(kb, db->num, key), v;
-    *received = *acked = 0;
+    memset(m, 0, sizeof *m);
     *found = 0;
     int rc = mdb_get(mt, db->env->dbi_marks, &k, &v);
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc)
         return crdtdb__mdb_err(rc);
-    if (v.mv_size != 16)
-        return CRDTDB_ECORRUPT;
-    *received = crdtdb__get_u64(v.mv_data);
-    *acked = crdtdb__get_u64((const uint8_t *)v.mv_data + 8);
     *found = 1;
-    return 0;
+    return marks_decode(&v, m);
 }
 
 int crdtdb__marks_put(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
-                      uint64_t received, uint64_t acked)
+                      const crdtdb__marks *m)
 {
-    uint8_t kb[4 + CRDTDB_REPLICA_ID_BYTES], vb[16];
-    MDB_val k = marks_key(kb, db->num, key), v = {16, vb};
-    crdtdb__put_u64(vb, received);
-    crdtdb__put_u64(vb + 8, acked);
+    uint8_t kb[4 + CRDTDB_REPLICA_ID_BYTES], vb[MARKS_BYTES];
+    MDB_val k = marks_key(kb, db->num, key), v = {MARKS_BYTES, vb};
+    memset(vb, 0, sizeof vb);
+    crdtdb__put_u64(vb, m->received);
+    crdtdb__put_u64(vb + 8, m->acked);
+    crdtdb__put_u32(vb + 16, m->flags);
+    vb[20] = (uint8_t)m->nfp;
+    for (unsigned i = 0; i < m->nfp && i < CRDTDB__FP_RING; i++) {
+        crdtdb__put_u64(vb + 21 + i * 24, m->fp[i].seq);
+        memcpy(vb + 29 + i * 24, m->fp[i].hash, 16);
+    }
     return crdtdb__mdb_err(mdb_put(mt, db->env->dbi_marks, &k, &v, 0));
 }
 
@@ -93,14 +115,14 @@ int crdtdb_db_peers(crdtdb_db *db, crdtdb_peer_cb cb, void *ctx)
          mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         if (k.mv_size != 4 + CRDTDB_REPLICA_ID_BYTES || memcmp(k.mv_data, pre, 4) != 0)
             break;
-        if (v.mv_size != 16) {
-            rc = CRDTDB_ECORRUPT;
+        crdtdb__marks m;
+        if ((rc = marks_decode(&v, &m)))
             break;
-        }
         crdtdb_peer p;
         memcpy(p.id, (const uint8_t *)k.mv_data + 4, CRDTDB_REPLICA_ID_BYTES);
-        p.received = crdtdb__get_u64(v.mv_data);
-        p.acked = crdtdb__get_u64((const uint8_t *)v.mv_data + 8);
+        p.received = m.received;
+        p.acked = m.acked;
+        p.flags = m.flags;
         rc = cb(ctx, &p);
     }
     mdb_cursor_close(c);
@@ -117,8 +139,12 @@ int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer, crdtdb_peer *out,
     int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
     if (rc)
         return rc;
+    crdtdb__marks m;
+    rc = crdtdb__marks_get(db, t->mt, peer, &m, found);
     memcpy(out->id, peer, CRDTDB_REPLICA_ID_BYTES);
-    rc = crdtdb__marks_get(db, t->mt, peer, &out->received, &out->acked, found);
+    out->received = m.received;
+    out->acked = m.acked;
+    out->flags = m.flags;
     crdtdb_txn_abort(t);
     return rc;
 }
@@ -131,14 +157,36 @@ int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer, uint64_t acked)
     int rc = crdtdb_txn_begin(db, 0, &t);
     if (rc)
         return rc;
-    uint64_t received, old;
+    crdtdb__marks m;
     int found;
-    rc = crdtdb__marks_get(db, t->mt, peer, &received, &old, &found);
-    if (!rc && acked > old)
-        rc = crdtdb__marks_put(db, t->mt, peer, received, acked);
+    rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
+    if (!rc && acked > m.acked) {
+        m.acked = acked;
+        rc = crdtdb__marks_put(db, t->mt, peer, &m);
+    }
     if (rc) {
         crdtdb_txn_abort(t);
         return crdtdb__db_seterr(db, rc, "peer ack: %s", crdtdb_strerror(rc));
+    }
+    return crdtdb_txn_commit(t);
+}
+
+int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag)
+{
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    crdtdb__marks m;
+    int found;
+    rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
+    if (!rc) {
+        m.flags |= flag;
+        rc = crdtdb__marks_put(db, t->mt, peer, &m);
+    }
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return rc;
     }
     return crdtdb_txn_commit(t);
 }

@@ -41,6 +41,7 @@ int crdtdb_txn_begin(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
             crdtdb__get_u64(v.mv_data) > t->hlc)
             t->hlc = crdtdb__get_u64(v.mv_data);
         t->hlc0 = t->hlc;
+        crypto_generichash_init(&t->fp, NULL, 0, 32);
         /* Changes other handles committed since we last looked are reported
          * before ours, so observers see them in order and exactly once. */
         if (db->observers && t->seq0 > db->seen_seq)
@@ -91,6 +92,10 @@ int crdtdb_txn_commit(crdtdb_txn *t)
         return rc; /* the failed operation left its message on db */
     }
     int mrc = 0;
+    if (t->seq != t->seq0 && (rc = crdtdb__chain_commit(t))) {
+        crdtdb_txn_abort(t);
+        return crdtdb__db_seterr(db, rc, "commit: %s", crdtdb_strerror(rc));
+    }
     if (t->seq != t->seq0) {
         uint8_t k[5], sv[8];
         crdtdb__put_u32(k, db->num);

@@ -78,11 +78,19 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
         return crdtdb__db_seterr(db, CRDTDB_ETOOBIG,
                                  "record would have more than %u fields",
                                  (unsigned)env->lim.max_fields);
-    if (r->base_kind != CRDTDB__BASE_NONE && r->base_seq == 0)
+    if (r->base_kind != CRDTDB__BASE_NONE && r->base_seq == 0) {
         r->base_seq = ++t->seq;
-    for (uint32_t i = 0; i < r->nleaves; i++)
-        if (r->leaves[i].seq == 0)
-            r->leaves[i].seq = ++t->seq;
+        crdtdb__chain_note(t, r->base_seq, s->coll, s->id, s->idlen, NULL, 0, r->base_hlc,
+                           r->origins[r->base_origin], r->base_kind);
+    }
+    for (uint32_t i = 0; i < r->nleaves; i++) {
+        crdtdb__leaf *l = &r->leaves[i];
+        if (l->seq == 0) {
+            l->seq = ++t->seq;
+            crdtdb__chain_note(t, l->seq, s->coll, s->id, s->idlen, l->path, l->path_len,
+                               l->hlc, r->origins[l->origin], l->kind);
+        }
+    }
     int rc = crdtdb__record_render(r, &db->vis);
     if (rc)
         return crdtdb__db_seterr(db, rc, "render: %s", crdtdb_strerror(rc));

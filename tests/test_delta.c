@@ -56,6 +56,11 @@ static void build(crdtdb__delta *d, crdtdb_buf *paths, crdtdb_buf *vals)
     crdtdb__delta_add_field(d, &f3);
     crdtdb__delta_rec r2 = {c, {"bob", 3}, CRDTDB__BASE_REMOVE, o2, h + 9, 0, 0};
     crdtdb__delta_add_rec(d, &r2);
+    static const uint8_t fp[16] = {0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7,
+                                   0xf8, 0xf9, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff};
+    d->nfp = 1;
+    d->fp_seq[0] = 20;
+    d->fp_hash[0] = fp;
 }
 
 static char *hex(const uint8_t *p, size_t n)
@@ -68,14 +73,14 @@ static char *hex(const uint8_t *p, size_t n)
 /* The exact bytes of the delta built above: the format must not drift
  * unnoticed (docs/protocol.md).  ed25519 signatures are deterministic. */
 static const char GOLDEN[] =
-    "9301c4b799a76d617463682d31c420ea4a6c63e29c520abef5507b132ec5f9954776aebe"
+    "9301c4cc9aa76d617463682d31c420ea4a6c63e29c520abef5507b132ec5f9954776aebe"
     "be7b92421eea691446d22c0a1403cf018bcfe56800000091a7706c617965727392c420ea"
     "4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22cc420ababab"
     "ababababababababababababababababababababababababababababab929400a3616e6e"
     "930100009394a268700000c401079492a3706f73a1780000c4019093a16d05019400a362"
-    "6f629302090190c440833525d41b1419397b510a41f5cd07b9827d5f8b8a07096b6684b4"
-    "36bdd344a1ff907b9b5fec195aceafb3f24007bb421da6a41a610402e45604d2ee6fd5e8"
-    "08";
+    "6f629302090190919214c410f0f1f2f3f4f5f6f7f8f9fafbfcfdfeffc440df6bc44ff14e"
+    "2cce7a3f624bc9b831dbc05304942beba28d8cf008fa2a2d2e4def27a96d5d47f5342f7e"
+    "7247db9ab6733a8dbb8b78ba18aff573303c3276bd03";
 
 START_TEST(golden_bytes)
 {
@@ -121,6 +126,9 @@ START_TEST(round_trip)
         ck_assert_uint_eq(back.fields[i].val_len, d.fields[i].val_len);
     }
     ck_assert_uint_eq(back.recs[1].base_kind, CRDTDB__BASE_REMOVE);
+    ck_assert_uint_eq(back.nfp, 1);
+    ck_assert_uint_eq(back.fp_seq[0], 20);
+    ck_assert_mem_eq(back.fp_hash[0], d.fp_hash[0], 16);
     ck_assert_uint_eq(back.recs[1].base_hlc, d.recs[1].base_hlc);
     /* frame and peek agree on the length */
     size_t flen, blen;
@@ -222,7 +230,7 @@ static void one_field(crdtdb_buf *body, int depth, const uint8_t *val, size_t vl
     msgpack_packer p;
     body->len = 0;
     msgpack_packer_init(&p, body, crdtdb__buf_write_cb);
-    msgpack_pack_array(&p, 9);
+    msgpack_pack_array(&p, 10);
     msgpack_pack_str_with_body(&p, "db", 2);
     msgpack_pack_bin_with_body(&p, pk, 32);
     msgpack_pack_uint8(&p, 0);
@@ -246,6 +254,7 @@ static void one_field(crdtdb_buf *body, int depth, const uint8_t *val, size_t vl
     msgpack_pack_uint8(&p, 0);
     msgpack_pack_uint32(&p, (uint32_t)origin_idx);
     msgpack_pack_bin_with_body(&p, val, vlen);
+    msgpack_pack_array(&p, 0); /* no fingerprint points */
 }
 
 START_TEST(limits_on_signed_input)

@@ -568,7 +568,8 @@ static void model_capture(replica *r, int c, int rid)
         memcpy(g->origin, me, 32);
         g->kind = l->kind;
         ck_assert_uint_le(l->val_len, sizeof g->val);
-        memcpy(g->val, l->val, l->val_len);
+        if (l->val_len)
+            memcpy(g->val, l->val, l->val_len);
         g->vlen = l->val_len;
     }
     crdtdb__record_free(&rec);
