@@ -5,13 +5,14 @@
  * Input: a delta body, which the harness signs with a fixed test key (a
  * replica other than the environment's own) and wraps in a valid envelope
  * [1, bin body, bin sig], so every input gets past signature verification:
- *   - bytes that start like a body, [0x99, str db_id, bin(32) sender, ...],
- *     keep their own db_id and get the test public key written over the
- *     sender;
- *   - anything else is the last 7 body elements (from, to, ack, hlc_base,
- *     colls, origins, records) and is prefixed with
- *     [0x99, "fz", bin(32) test key].
- * Stamps are HLCs: milliseconds << 16 | counter.  The environment's clock
+ *   - bytes that start like a body, [array header, str db_id, bin(32)
+ *     sender, ...], keep their own db_id and get the test public key
+ *     written over the sender;
+ *   - anything else is the rest of a body after the sender (from, to, ack,
+ *     hlc_base, colls, origins, records, fingerprint points) and is
+ *     prefixed with [array header, "fz", bin(32) test key].
+ * The array header is the one crdtdb__delta_encode writes (0x9a today),
+ * read at start-up.  Stamps are HLCs: milliseconds << 16 | counter.  The environment's clock
  * is fixed at NOW_MS, so stamps more than 5 minutes after it are refused
  * (ECLOCK) deterministically.
  *
@@ -21,15 +22,17 @@
  * EMAPFULL).  Checked for every input:
  *   - crdtdb_db_apply returns 0 or an error code a delta may cause
  *     (EBADVALUE, EBADID, ETOOBIG, ETOODEEP, EINVAL, ENOCOLL, ECLOCK,
- *     EMAPFULL; never EBADSIG, EVERSION, ECORRUPT, EIO, ...);
+ *     EMAPFULL, EFORGED, EFORK; never EBADSIG, EVERSION, ECORRUPT, EIO,
+ *     ENOMEM, ...);
  *   - a failure leaves a non-empty crdtdb_db_errmsg and changes nothing: the
  *     sequence, every record of both collections and the sender's
- *     watermarks are as before;
+ *     watermarks and flags are as before, except that EFORGED / EFORK set
+ *     the sender's CRDTDB_PEER_EQUIVOCATED / CRDTDB_PEER_FORKED flag;
  *   - a success fills info (sender, range, applied <= changes), moves the
- *     sequence iff something was applied, never moves a watermark back;
- *     applying the same delta again returns 0 with applied == 0 and changes
- *     nothing; exporting what the apply stored gives deltas that peek and
- *     apply cleanly here (applied == 0);
+ *     sequence iff something was applied, never moves a watermark back nor
+ *     changes the sender's flags; applying the same delta again returns 0
+ *     with applied == 0 and changes nothing; exporting what the apply
+ *     stored gives deltas that peek and apply cleanly here (applied == 0);
  *   - every record of both collections reads back through crdtdb_db_query
  *     as a msgpack map that crdtdb_msgpack_to_json accepts, in id order.
  * FUZZ_DEBUG=1 in the environment prints the outcome of every apply.
@@ -45,6 +48,7 @@
 #include <unistd.h>
 
 #include "crdt/buf.h"
+#include "crdt/delta.h"
 #include "crdtdb.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -126,6 +130,8 @@ static int allowed_err(int rc)
     case CRDTDB_ENOCOLL:
     case CRDTDB_ECLOCK:
     case CRDTDB_EMAPFULL:
+    case CRDTDB_EFORGED: /* same stamp as a stored register, other value */
+    case CRDTDB_EFORK:   /* fingerprint or ack against the sender's history */
         return 1;
     default:
         return 0;
@@ -134,11 +140,34 @@ static int allowed_err(int rc)
 
 /* ------------------------------------------------------- signed bodies */
 
-/* Offset of the sender bin(32) header in a body [0x99, str, bin(32), ...]
+/* The array header of a body, as the encoder writes it (0x9a: 10
+ * elements); found at start-up so the harness follows the format. */
+static uint8_t body_head;
+
+static void find_body_head(void)
+{
+    crdtdb__delta d;
+    crdtdb__delta_init(&d);
+    d.db_id.p = DB_ID;
+    d.db_id.n = 2;
+    d.sender = pk;
+    crdtdb_buf enc = CRDTDB_BUF_INIT;
+    const uint8_t *body, *sig;
+    size_t frame, blen;
+    if (crdtdb__delta_encode(&d, sk, &enc) ||
+        crdtdb__delta_frame(enc.data, enc.len, &frame, &body, &blen, &sig) || blen < 1 ||
+        (body[0] & 0xf0) != 0x90 || (body[0] & 0x0f) < 3)
+        abort();
+    body_head = body[0];
+    crdtdb_buf_free(&enc);
+    crdtdb__delta_free(&d);
+}
+
+/* Offset of the sender bin(32) header in a body [head, str, bin(32), ...]
  * (the place the decoder reads the key from), or 0. */
 static size_t sender_at(const uint8_t *p, size_t n)
 {
-    if (n < 2 || p[0] != 0x99)
+    if (n < 2 || p[0] != body_head)
         return 0;
     size_t hdr, len;
     uint8_t b = p[1];
@@ -175,7 +204,7 @@ static void make_body(crdtdb_buf *body, const uint8_t *p, size_t n)
         memcpy(body->data + at + 2, pk, sizeof pk);
         return;
     }
-    static const uint8_t head[] = {0x99, 0xa2, 'f', 'z', 0xc4, 0x20};
+    const uint8_t head[] = {body_head, 0xa2, 'f', 'z', 0xc4, 0x20};
     CHECK(crdtdb__buf_append(body, head, sizeof head) == 0);
     CHECK(crdtdb__buf_append(body, pk, sizeof pk) == 0);
     CHECK(crdtdb__buf_append(body, p, n) == 0);
@@ -264,11 +293,17 @@ static void snap_take(snap *s)
         CHECK(s->mark.received == 0 && s->mark.acked == 0);
 }
 
+/* Same sequence and records. */
+static int data_same(const snap *a, const snap *b)
+{
+    return a->seq == b->seq && same(a->recs.data, a->recs.len, b->recs.data, b->recs.len);
+}
+
 static int snap_same(const snap *a, const snap *b)
 {
-    return a->seq == b->seq && same(a->recs.data, a->recs.len, b->recs.data, b->recs.len) &&
-           a->mark_found == b->mark_found && a->mark.received == b->mark.received &&
-           a->mark.acked == b->mark.acked;
+    return data_same(a, b) && a->mark_found == b->mark_found &&
+           a->mark.received == b->mark.received && a->mark.acked == b->mark.acked &&
+           a->mark.flags == b->mark.flags;
 }
 
 /* ------------------------------------------------------------ database */
@@ -304,6 +339,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     uint8_t seed[crypto_sign_SEEDBYTES];
     memset(seed, 0x5a, sizeof seed); /* fixed test key */
     crypto_sign_seed_keypair(pk, sk, seed);
+    find_body_head();
 
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !*tmp)
@@ -454,7 +490,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     crdtdb_db_errmsg(db));
             CHECK(!"unexpected error code");
         }
-        CHECK(snap_same(&before, &after)); /* all or nothing */
+        /* all or nothing; a refusal as evidence (EFORGED, EFORK) only
+         * flags the sender */
+        CHECK(data_same(&before, &after));
+        if (rc == CRDTDB_EFORGED || rc == CRDTDB_EFORK) {
+            unsigned flag = rc == CRDTDB_EFORGED ? CRDTDB_PEER_EQUIVOCATED
+                                                 : CRDTDB_PEER_FORKED;
+            CHECK(after.mark_found);
+            CHECK(after.mark.received == before.mark.received &&
+                  after.mark.acked == before.mark.acked);
+            CHECK(after.mark.flags == (before.mark.flags | flag));
+        } else {
+            CHECK(snap_same(&before, &after));
+        }
         if (rc == CRDTDB_EMAPFULL)
             need_reset = 1;
     } else {
@@ -470,6 +518,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(after.mark_found);
         CHECK(after.mark.received >= before.mark.received);
         CHECK(after.mark.acked >= before.mark.acked);
+        CHECK(after.mark.flags == before.mark.flags);
 
         /* idempotent */
         crdtdb_apply_info info2;

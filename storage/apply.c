@@ -227,25 +227,30 @@ int crdtdb_delta_peek(const uint8_t *data, size_t len, size_t *delta_len,
     int rc = crdtdb__delta_frame(data, len, delta_len, &body, &body_len, &sig);
     if (rc)
         return rc;
-    /* body = [db_id, ...]: a fixarray header, then a str */
+    /* body = [db_id, ...]: a fixarray header, then a str of any width */
     if (body_len < 2 || (body[0] & 0xf0) != 0x90)
         return CRDTDB_EBADVALUE;
-    size_t n, hdr;
+    size_t hdr = 1, n;
     uint8_t b = body[1];
     if ((b & 0xe0) == 0xa0) {
         n = b & 0x1f;
-        hdr = 1;
-    } else if (b == 0xd9 && body_len >= 3) {
-        n = body[2];
-        hdr = 2;
+    } else if (b >= 0xd9 && b <= 0xdb) {
+        unsigned w = 1u << (b - 0xd9);
+        if (body_len < 2 + w)
+            return CRDTDB_EBADVALUE;
+        n = 0;
+        for (unsigned i = 0; i < w; i++)
+            n = n << 8 | body[2 + i];
+        hdr += w;
     } else {
         return CRDTDB_EBADVALUE;
     }
     if (n > CRDTDB_ID_MAX)
         return CRDTDB_ETOOBIG;
-    if (n == 0 || 1 + hdr + n > body_len)
+    if (n == 0 || n > body_len - 1 - hdr)
         return CRDTDB_EBADVALUE;
     memcpy(db_id, body + 1 + hdr, n);
     db_id[n] = 0;
-    return 0;
+    /* the same rule the decoder applies: no NUL or control characters */
+    return crdtdb__id_check(db_id, 1) || strlen(db_id) != n ? CRDTDB_EBADVALUE : 0;
 }
