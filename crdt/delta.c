@@ -10,7 +10,7 @@
 #include "crdt/path.h"
 #include "crdt/record.h"
 
-#define BODY_FIELDS 10
+#define BODY_FIELDS 11
 #define BODY_DEPTH 6 /* envelope body: body > records > rec > fields > field > path */
 
 void crdtdb__delta_init(crdtdb__delta *d) { memset(d, 0, sizeof *d); }
@@ -20,6 +20,7 @@ void crdtdb__delta_reset(crdtdb__delta *d)
     d->db_id.p = NULL;
     d->db_id.n = 0;
     d->sender = NULL;
+    d->recipient = NULL;
     d->from = d->to = d->ack = d->hlc_max = 0;
     d->has_ack = 0;
     d->nfp = 0;
@@ -210,6 +211,9 @@ static int encode_body(const crdtdb__delta *d, crdtdb_buf *body)
     for (uint32_t i = 0; !bad && i < d->nfp; i++)
         bad = msgpack_pack_array(&pk, 2) || msgpack_pack_uint64(&pk, d->fp_seq[i]) ||
               msgpack_pack_bin_with_body(&pk, d->fp_hash[i], CRDTDB__FP_BYTES);
+    bad = bad || (d->recipient ? msgpack_pack_bin_with_body(&pk, d->recipient,
+                                                             CRDTDB_REPLICA_ID_BYTES)
+                               : msgpack_pack_nil(&pk));
     return rc ? rc : bad ? CRDTDB_ENOMEM : 0;
 }
 
@@ -393,6 +397,9 @@ static int decode_field(crdtdb__delta *d, const msgpack_object *o, uint64_t base
         f.kind = CRDTDB__KIND_VALUE;
         f.val = (const uint8_t *)a[3].via.bin.ptr;
         f.val_len = a[3].via.bin.size;
+        /* maps are never values: they travel as their leaves */
+        if (f.val_len && ((f.val[0] & 0xf0) == 0x80 || f.val[0] == 0xde || f.val[0] == 0xdf))
+            return crdtdb__err_set(e, CRDTDB_EBADVALUE, "a field value may not be a map");
         if (f.val_len > lim->max_value_size)
             return crdtdb__err_set(e, CRDTDB_ETOOBIG,
                                    "field value of %u bytes exceeds the limit of %zu",
@@ -476,6 +483,12 @@ static int decode_body(crdtdb__delta *d, const msgpack_object *o,
     d->to = a[3].via.u64;
     d->has_ack = is_uint(&a[4]);
     d->ack = d->has_ack ? a[4].via.u64 : 0;
+    if (a[10].type == MSGPACK_OBJECT_BIN && a[10].via.bin.size == CRDTDB_REPLICA_ID_BYTES)
+        d->recipient = (const uint8_t *)a[10].via.bin.ptr;
+    else if (a[10].type != MSGPACK_OBJECT_NIL)
+        return crdtdb__err_set(e, CRDTDB_EBADVALUE, "the recipient is a 32-byte bin or nil");
+    if (d->has_ack && !d->recipient)
+        return crdtdb__err_set(e, CRDTDB_EBADVALUE, "an ack needs a recipient");
     uint64_t base = a[5].via.u64;
     for (uint32_t i = 0; i < a[6].via.array.size; i++) {
         const msgpack_object *c = &a[6].via.array.ptr[i];

@@ -47,6 +47,7 @@ typedef struct crdtdb__delta_rec {
 typedef struct crdtdb__delta {
     crdtdb__str db_id;
     const uint8_t *sender; /* 32 bytes */
+    const uint8_t *recipient; /* 32 bytes, or NULL: made for no one peer */
     uint64_t from, to;     /* sender sequences covered: (from, to] */
     int has_ack;
     uint64_t ack;          /* recipient's sequence the sender has up to */

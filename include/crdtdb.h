@@ -98,6 +98,7 @@ CRDTDB_API const char *crdtdb_errname(int err);
 
 #define CRDTDB_REPLICA_ID_BYTES 32u /* ed25519 public key */
 #define CRDTDB_ID_MAX 255u          /* database, collection and record ids */
+/* The same sizes as functions, for bindings that cannot read macros. */
 CRDTDB_API size_t crdtdb_replica_id_bytes(void);
 CRDTDB_API size_t crdtdb_id_max(void);
 
@@ -164,7 +165,9 @@ typedef struct crdtdb_env_options {
                                    + 4096) */
     /* Decides which peers may write to a database: called with the
      * database id and the sender's replica id of every delta before it is
-     * applied; return non-zero to allow.  NULL: any valid signature. */
+     * applied; return non-zero to allow.  NULL: any valid signature.  A
+     * trusted sender may relay registers under any origin id: trust is in
+     * the sender, not in the origins it names. */
     int (*trust)(void *ctx, const char *db_id,
                  const uint8_t peer[CRDTDB_REPLICA_ID_BYTES]);
     void *trust_ctx;
@@ -175,7 +178,8 @@ CRDTDB_API void crdtdb_env_options_init(crdtdb_env_options *opts);
 
 /*
  * Opens (creating if needed) the environment in directory `path`, which is
- * created if missing.  On first open a replica identity (ed25519 key pair) is
+ * created if missing (mode 0700; the data file, 0600, holds the secret
+ * key).  On first open a replica identity (ed25519 key pair) is
  * generated and stored in the environment.  `opts` may be NULL for defaults;
  * it is copied.  On success *out owns the environment until
  * crdtdb_env_close().  On failure *out is NULL; if a handle could not be made
@@ -208,7 +212,9 @@ CRDTDB_API void crdtdb_env_replica_id(const crdtdb_env *env,
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_reset_id(crdtdb_env *env);
 
 /* Detail of the last failure on this environment handle (database
- * create/open/list/drop).  Valid until the next call on env.  Never NULL. */
+ * create/open/list/drop).  Valid until the next call on env.  Never NULL.
+ * With several threads on one environment the message may be another
+ * thread's: rely on the return codes there. */
 CRDTDB_API const char *crdtdb_env_errmsg(const crdtdb_env *env);
 
 /* ----------------------------------------------------------- databases */
@@ -287,7 +293,8 @@ CRDTDB_API int crdtdb_db_seq(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq);
  * wait).  A handle has at most one open transaction.  On success *out is
  * owned by the caller until crdtdb_txn_commit() or crdtdb_txn_abort().
  *
- * Errors: EBUSY (this handle already has a transaction), EROFS, EIO, ENOMEM.
+ * Errors: EBUSY (this handle already has a transaction), EROFS, ENODB (the
+ *         database was dropped), EIO, ENOMEM.
  */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_txn_begin(crdtdb_db *db,
                                                  unsigned flags,
@@ -314,7 +321,9 @@ CRDTDB_API void crdtdb_txn_abort(crdtdb_txn *txn);
  *
  * Common errors: EINVAL (NULL argument), ENOCOLL ("Collection 'Y' not
  * found"), EBADID (record id not 1..255 bytes of UTF-8), EROFS ("Read only
- * access": read-only txn or environment), EIO.
+ * access": read-only txn or environment), EBUSY (txn NULL while this handle
+ * has a transaction open), ECORRUPT or EVERSION (unreadable stored record),
+ * EIO.
  */
 
 /*
@@ -333,7 +342,9 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_get_by_id(crdtdb_db *db,
 /*
  * Called once per matching record in id order.  `id` (NUL-terminated) and
  * `value` (msgpack map) are valid during the call only.  Return non-zero to
- * stop; crdtdb_db_query() then returns that value.
+ * stop; crdtdb_db_query() then returns that value.  The query holds the
+ * handle's transaction: inside the callback, pass that same txn (or use
+ * another handle) to read.
  */
 typedef int (*crdtdb_query_cb)(void *ctx, const char *id, const uint8_t *value,
                                size_t len);
@@ -351,8 +362,9 @@ typedef int (*crdtdb_query_cb)(void *ctx, const char *id, const uint8_t *value,
  * booleans, nil, arrays and maps only with == and !=.  A missing field or a
  * value of another type never matches (not even !=).
  *
- * Errors: EBADQUERY (malformed criteria, unknown op), plus the common ones,
- *         or the callback's non-zero return.
+ * Errors: EBADQUERY (malformed criteria, unknown op), ETOOBIG / ETOODEEP
+ *         (criteria over the value limits), plus the common ones, or the
+ *         callback's non-zero return.
  */
 CRDTDB_API int crdtdb_db_query(crdtdb_db *db, crdtdb_txn *txn,
                                const char *coll, const uint8_t *criteria,
@@ -490,12 +502,14 @@ typedef struct crdtdb_export_info {
 /*
  * Packs every change of db with a local sequence after `since` into signed
  * deltas of at most max_delta_size bytes, in sequence order, and passes each
- * to sink.  Each delta applies on its own.  With `peer` (may be NULL), leaves
- * out changes that peer wrote or sent us (it has them) and tells it, in each
- * delta, how much of its own log we have received.  A snapshot: concurrent
+ * to sink.  Each delta applies on its own.  With `peer` (may be NULL), the
+ * deltas are made for that peer: they leave out changes it sent us (it has
+ * them) and tell it how much of its own log we have received; another
+ * replica applying them merges the changes but keeps its watermarks.  A snapshot: concurrent
  * writes go to a later export.  `info` may be NULL.
  *
- * Errors: EIO, ECORRUPT, ENOMEM, or the sink's non-zero return.
+ * Errors: EBUSY (a transaction is open on this handle), EIO, ECORRUPT,
+ *         ENOMEM, or the sink's non-zero return.
  */
 CRDTDB_API int crdtdb_db_export(crdtdb_db *db, uint64_t since,
                                 const uint8_t *peer, crdtdb_delta_sink sink,
@@ -524,7 +538,8 @@ typedef struct crdtdb_apply_info {
  *         trust hook refused the sender), EINVAL (delta for another
  *         database), ENOCOLL (unknown collection), EBADID, ETOOBIG
  *         (delta over max_delta_size, value or path over its limit),
- *         ETOODEEP, ECLOCK (a stamp beyond max_clock_skew_ms ahead of local
+ *         ETOODEEP, EBUSY (a transaction is open on this handle), ECLOCK (a
+ *         stamp beyond max_clock_skew_ms ahead of local
  *         time: the message states both times), EFORGED (a register
  *         under the same stamp as one we hold, with a different value: the
  *         delta is refused whole and the sender flagged

@@ -112,15 +112,47 @@ static int check_history(crdtdb_db *db, const crdtdb__delta *d, crdtdb__marks *m
         }
         if (known)
             continue;
-        /* keep the newest points: drop the lowest sequence when full */
-        unsigned slot = m->nfp < CRDTDB__FP_RING ? m->nfp++ : 0;
-        for (unsigned k = 1; slot == 0 && m->nfp == CRDTDB__FP_RING && k < m->nfp; k++)
-            if (m->fp[k].seq < m->fp[slot].seq)
-                slot = k;
+        /* keep the newest points: when full, replace the oldest, unless
+         * this one is older still */
+        unsigned slot = m->nfp;
+        if (m->nfp == CRDTDB__FP_RING) {
+            slot = 0;
+            for (unsigned k = 1; k < m->nfp; k++)
+                if (m->fp[k].seq < m->fp[slot].seq)
+                    slot = k;
+            if (d->fp_seq[i] < m->fp[slot].seq)
+                continue;
+        } else {
+            m->nfp++;
+        }
         m->fp[slot].seq = d->fp_seq[i];
         memcpy(m->fp[slot].hash, d->fp_hash[i], CRDTDB__FP_BYTES);
     }
     return 0;
+}
+
+/* A delta signed with our own key that we did not write: its history must
+ * be ours, point for point, and not longer than ours. */
+static int check_self(crdtdb_txn *t, const crdtdb__delta *d)
+{
+    crdtdb_db *db = t->db;
+    int fork = d->to > t->seq0;
+    for (uint32_t i = 0; !fork && i < d->nfp; i++) {
+        uint64_t at;
+        const uint8_t *h;
+        int found;
+        int rc = crdtdb__chain_at(db, t->mt, d->fp_seq[i], &at, &h, &found);
+        if (rc)
+            return rc;
+        fork = found && at == d->fp_seq[i] && memcmp(h, d->fp_hash[i], CRDTDB__FP_BYTES) != 0;
+    }
+    if (!fork)
+        return 0;
+    return crdtdb__db_seterr(db, CRDTDB_EFORK,
+                             "a delta signed with our own identity carries a history we did "
+                             "not write: another replica uses this identity (a copied "
+                             "environment?); give one of them a new identity "
+                             "('crdtdb reset-id')");
 }
 
 /* The sender's watermarks, inside the apply transaction. */
@@ -134,6 +166,12 @@ static int update_marks(crdtdb_txn *t, const crdtdb__delta *d)
         return crdtdb__db_seterr(db, rc, "apply: %s", crdtdb_strerror(rc));
     if ((rc = check_history(db, d, &m)))
         return rc;
+    /* Watermarks in a delta made for another replica describe that
+     * replica's exchange, not ours: merge its registers, keep ours. */
+    int for_us = !d->recipient ||
+                 memcmp(d->recipient, db->env->pk, CRDTDB_REPLICA_ID_BYTES) == 0;
+    if (!for_us)
+        return crdtdb__marks_put(db, t->mt, d->sender, &m);
     /* A peer holding more of our history than we wrote: someone else writes
      * under our identity. */
     if (d->has_ack && d->ack > t->seq0)
@@ -175,6 +213,8 @@ int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
     int self = memcmp(d->sender, env->pk, CRDTDB_REPLICA_ID_BYTES) == 0;
     if (!rc && !self)
         rc = crdtdb__peer_num(env, t->mt, d->sender, 1, &src);
+    if (!rc && self)
+        rc = check_self(t, d);
     size_t applied = 0;
     for (uint32_t i = 0; !rc && i < d->nrecs; i++)
         rc = merge_rec(t, d, &d->recs[i], colls[d->recs[i].coll], src, &applied);

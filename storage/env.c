@@ -160,7 +160,8 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
     else
         crdtdb_env_options_init(&o);
     if (o.max_depth == 0 || o.max_depth > 32 || o.max_value_size == 0 ||
-        o.map_size == 0 || o.max_path_bytes == 0 || o.max_fields == 0 ||
+        o.max_value_size > UINT32_MAX / 2 || o.max_path_bytes == 0 ||
+        o.max_path_bytes > UINT32_MAX / 2 || o.map_size == 0 || o.max_fields == 0 ||
         o.max_delta_size < o.max_value_size + o.max_path_bytes + 4096)
         return CRDTDB_EINVAL;
     if (!o.clock)
@@ -168,7 +169,7 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
     if (sodium_init() < 0)
         return CRDTDB_EIO;
     int rdonly = (o.flags & CRDTDB_ENV_RDONLY) != 0;
-    if (!rdonly && mkdir(path, 0755) != 0 && errno != EEXIST)
+    if (!rdonly && mkdir(path, 0700) != 0 && errno != EEXIST)
         return errno == EACCES || errno == EROFS ? CRDTDB_EROFS : CRDTDB_EIO;
 
     crdtdb_env *env = calloc(1, sizeof *env);
@@ -196,7 +197,9 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
     if (!rc)
         rc = mdb_env_set_mapsize(env->mdb, o.map_size);
     if (!rc)
-        rc = mdb_env_open(env->mdb, path, flags, 0644);
+        rc = mdb_env_open(env->mdb, path, flags, 0600); /* it holds the secret key */
+    if (!rc)
+        mdb_reader_check(env->mdb, NULL); /* free slots of crashed readers */
     if (!rc)
         rc = env_init(env, rdonly);
     if (rc) {
@@ -231,10 +234,10 @@ int crdtdb_env_reset_id(crdtdb_env *env)
         crdtdb__env_seterr(env, CRDTDB_EROFS, "Read only access");
         return CRDTDB_EROFS;
     }
+    /* held throughout: no database may open while the identity changes */
     pthread_mutex_lock(&env->lock);
-    int busy = env->dbs != NULL;
-    pthread_mutex_unlock(&env->lock);
-    if (busy) {
+    if (env->dbs != NULL) {
+        pthread_mutex_unlock(&env->lock);
         crdtdb__env_seterr(env, CRDTDB_EBUSY, "close every database before a new identity");
         return CRDTDB_EBUSY;
     }
@@ -250,6 +253,7 @@ int crdtdb_env_reset_id(crdtdb_env *env)
         memcpy(env->sk, sk, sizeof sk);
         memcpy(env->pk, pk, sizeof pk);
     }
+    pthread_mutex_unlock(&env->lock);
     sodium_memzero(sk, sizeof sk);
     if (rc)
         crdtdb__env_seterr(env, crdtdb__mdb_err(rc), "new identity: %s", mdb_strerror(rc));

@@ -18,13 +18,19 @@ typedef struct exporter {
     crdtdb_export_info info;
 } exporter;
 
+/* An upper bound of everything but the records: envelope and signature
+ * (80), array headers, db id, sender and recipient (2 x 34), four integers
+ * (4 x 9), the collection table, and up to two history points (2 x 29). */
 static size_t header_cost(const crdtdb_db *db)
 {
-    size_t n = 160 + strlen(db->id); /* envelope, signature, header fields */
+    size_t n = 80 + 16 + 3 + strlen(db->id) + 68 + 36 + 5 + 5 + 5 + 60;
     for (uint16_t i = 0; i < db->ncoll; i++)
-        n += 5 + strlen(db->colls[i]);
+        n += 3 + strlen(db->colls[i]);
     return n;
 }
+
+#define ORIGIN_COST (2 + CRDTDB_REPLICA_ID_BYTES)
+#define REC_COST 30 /* array, collection, id header, base, fields header */
 
 /* Encodes, signs and hands over the delta covering (x->from, to], with the
  * history fingerprint at both ends where kept. */
@@ -49,6 +55,9 @@ static int flush(exporter *x, MDB_txn *mt, uint64_t to)
     int rc = crdtdb__delta_encode(&x->d, db->env->sk, &x->out);
     if (rc)
         return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
+    if (x->out.len > db->env->opts.max_delta_size) /* the estimate is an upper bound */
+        return crdtdb__db_seterr(db, CRDTDB_EIO, "export: a delta of %zu bytes exceeds %zu",
+                                 x->out.len, db->env->opts.max_delta_size);
     rc = x->sink(x->ctx, x->out.data, x->out.len);
     if (rc)
         return rc;
@@ -85,7 +94,7 @@ static int group(exporter *x, uint16_t coll, const uint8_t *id, size_t idlen)
     x->group_coll = coll;
     x->group_id = id;
     x->group_idlen = idlen;
-    x->cost += 16 + idlen;
+    x->cost += REC_COST + idlen;
     return 0;
 }
 
@@ -114,6 +123,7 @@ int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
     x.d.db_id.p = db->id;
     x.d.db_id.n = (uint32_t)strlen(db->id);
     x.d.sender = env->pk;
+    x.d.recipient = peer; /* watermarks in it are meant for this peer only */
     uint64_t last;
     uint32_t peer_num = UINT32_MAX; /* no peer: skip nothing */
     rc = crdtdb__seq_read(env, t->mt, db->num, &last);
@@ -169,8 +179,15 @@ int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
              * can borrow paths, values and keys from them */
             MDB_val key = {rklen, rk}, blob;
             if ((mrc = mdb_get(t->mt, env->dbi_records, &key, &blob)) ||
-                (rc = crdtdb__record_decode(&rec, blob.mv_data, blob.mv_size)))
+                (rc = crdtdb__record_decode(&rec, blob.mv_data, blob.mv_size))) {
+                if (mrc == MDB_NOTFOUND) { /* a log entry without its record */
+                    mrc = 0;
+                    rc = crdtdb__db_seterr(db, CRDTDB_ECORRUPT,
+                                           "change %llu names a missing record",
+                                           (unsigned long long)seq);
+                }
                 break;
+            }
             memcpy(rec_key, rk, rklen);
             rec_keylen = rklen;
         }
@@ -200,17 +217,18 @@ int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
             f.val = l->val;
             f.val_len = l->val_len;
         }
+        /* Origins are what senders claim, not proof: only the source a
+         * register came from tells what a peer has. */
         const uint8_t *okey = rec.origins[f.origin];
-        if (peer && memcmp(okey, peer, CRDTDB_REPLICA_ID_BYTES) == 0) {
-            prev = seq; /* its own write: it has it, or something newer */
-            continue;
-        }
-        size_t cost = crdtdb__delta_field_cost(&f) + 16 + idlen;
+        uint32_t norig = x.d.norigins;
+        size_t cost = crdtdb__delta_field_cost(&f) + REC_COST + idlen + ORIGIN_COST;
         if (x.d.nrecs && x.cost + cost > x.budget && (rc = flush(&x, t->mt, prev)))
             break;
         if ((rc = group(&x, coll, id, idlen)) ||
             (rc = crdtdb__delta_origin(&x.d, okey, &f.origin)))
             break;
+        if (x.d.norigins == norig)
+            cost -= ORIGIN_COST; /* already in the table */
         if (is_base) {
             crdtdb__delta_rec *r = &x.d.recs[x.d.nrecs - 1];
             r->base_kind = rec.base_kind;

@@ -205,7 +205,8 @@ int crdtdb__chain_at(crdtdb_db *db, MDB_txn *mt, uint64_t seq, uint64_t *at,
 int crdtdb__event_add(crdtdb_txn *t, int type, uint16_t coll, const char *id,
                       size_t idlen, const uint8_t *val, size_t len);
 /* Records events for changes committed by others in (db->seen_seq, upto],
- * read through mt.  0 or an error code. */
+ * read through mt; the caller moves db->seen_seq once they are delivered
+ * (a write txn at commit, so an abort loses none).  0 or an error code. */
 int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
                             uint64_t upto);
 void crdtdb__events_dispatch(crdtdb_db *db, crdtdb_txn *t);

@@ -225,7 +225,6 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
         t->nevents = first;
         t->many = 1;
     }
-    db->seen_seq = upto;
     return 0;
 }
 
@@ -244,6 +243,8 @@ int crdtdb_db_poll(crdtdb_db *db, size_t *n)
     rc = crdtdb__seq_read(db->env, t->mt, db->num, &t->seq0);
     if (!rc && t->seq0 > db->seen_seq) {
         rc = crdtdb__events_from_log(db, t, t->mt, t->seq0);
+        if (!rc)
+            db->seen_seq = t->seq0;
         if (!rc && n)
             *n = t->many ? (size_t)db->env->opts.observe_batch_limit + 1 : t->nevents;
     }

@@ -74,7 +74,11 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
     crdtdb_db *db = t->db;
     crdtdb__record *r = &db->rec;
     crdtdb_env *env = db->env;
-    if (r->nleaves > env->lim.max_fields)
+    /* Limits bound what a local write may add.  A merge stores what the
+     * LWW rules say, or two replicas whose legal writes combine past a
+     * limit would refuse each other forever. */
+    int local = src == CRDTDB__SRC_LOCAL;
+    if (local && r->nleaves > env->lim.max_fields)
         return crdtdb__db_seterr(db, CRDTDB_ETOOBIG,
                                  "record would have more than %u fields",
                                  (unsigned)env->lim.max_fields);
@@ -94,7 +98,7 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
     int rc = crdtdb__record_render(r, &db->vis);
     if (rc)
         return crdtdb__db_seterr(db, rc, "render: %s", crdtdb_strerror(rc));
-    if (db->vis.len > env->lim.max_value_size)
+    if (local && db->vis.len > env->lim.max_value_size)
         return crdtdb__db_seterr(db, CRDTDB_ETOOBIG,
                                  "record would be %zu bytes, over the limit of %zu",
                                  db->vis.len, env->lim.max_value_size);
@@ -153,8 +157,11 @@ static int put_flat(crdtdb_db *db, uint64_t hlc, uint32_t origin, int merge)
             l.val = f->arena.data + it->val_off;
             l.val_len = it->val_len;
         }
-        if (crdtdb__record_put_leaf(&db->rec, &l) < 0)
-            return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+        int rc = crdtdb__record_put_leaf(&db->rec, &l);
+        if (rc == CRDTDB_EFORGED) /* two values for one path in one write */
+            return crdtdb__db_seterr(db, CRDTDB_EBADVALUE, "duplicate key in the value");
+        if (rc < 0)
+            return crdtdb__db_seterr(db, rc, "write: %s", crdtdb_strerror(rc));
     }
     return 0;
 }

@@ -73,6 +73,18 @@ START_TEST(env_identity_is_stable)
 }
 END_TEST
 
+START_TEST(secret_key_file_is_private)
+{
+    struct stat st;
+    char path[4200];
+    ck_assert_int_eq(stat(dir, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 077, 0);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 077, 0);
+}
+END_TEST
+
 START_TEST(env_bad_options)
 {
     crdtdb_env_options o;
@@ -275,6 +287,7 @@ START_TEST(bad_values_store_nothing)
     static const uint8_t bomb_map[] = {0xdf, 0x7f, 0xff, 0xff, 0xff};
     static const uint8_t bomb_str[] = {0x81, 0xa1, 'a', 0xdb, 0xff, 0xff, 0xff, 0xff};
     static const uint8_t never[] = {0x81, 0xa1, 'a', 0xc1};
+    static const uint8_t dupkey[] = {0x82, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02};
     struct {
         const uint8_t *p;
         size_t n;
@@ -285,7 +298,7 @@ START_TEST(bad_values_store_nothing)
         {badutf8key, 4, CRDTDB_EBADVALUE}, {notmap, 4, CRDTDB_EBADVALUE},
         {NULL, 0, CRDTDB_EBADVALUE},       {bomb_arr, 8, CRDTDB_EBADVALUE},
         {bomb_map, 5, CRDTDB_EBADVALUE},   {bomb_str, 8, CRDTDB_EBADVALUE},
-        {never, 4, CRDTDB_EBADVALUE},
+        {never, 4, CRDTDB_EBADVALUE},      {dupkey, 7, CRDTDB_EBADVALUE},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         ck_assert_int_eq(crdtdb_db_add(db, NULL, "players", "p1", cases[i].p, cases[i].n),
@@ -515,6 +528,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, env_identity_is_stable);
     tcase_add_test(tc, env_bad_options);
+    tcase_add_test(tc, secret_key_file_is_private);
     tcase_add_test(tc, db_lifecycle);
     tcase_add_test(tc, db_bad_ids);
     tcase_add_test(tc, add_and_get);

@@ -33,6 +33,7 @@ static void build(crdtdb__delta *d, crdtdb_buf *paths, crdtdb_buf *vals)
     d->to = 20;
     d->has_ack = 1;
     d->ack = 3;
+    d->recipient = other;
     uint32_t c, o1, o2;
     crdtdb__delta_coll(d, "players", 7, &c);
     crdtdb__delta_origin(d, pk, &o1);
@@ -73,14 +74,15 @@ static char *hex(const uint8_t *p, size_t n)
 /* The exact bytes of the delta built above: the format must not drift
  * unnoticed (docs/protocol.md).  ed25519 signatures are deterministic. */
 static const char GOLDEN[] =
-    "9301c4cc9aa76d617463682d31c420ea4a6c63e29c520abef5507b132ec5f9954776aebe"
+    "9301c4ee9ba76d617463682d31c420ea4a6c63e29c520abef5507b132ec5f9954776aebe"
     "be7b92421eea691446d22c0a1403cf018bcfe56800000091a7706c617965727392c420ea"
     "4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22cc420ababab"
     "ababababababababababababababababababababababababababababab929400a3616e6e"
     "930100009394a268700000c401079492a3706f73a1780000c4019093a16d05019400a362"
-    "6f629302090190919214c410f0f1f2f3f4f5f6f7f8f9fafbfcfdfeffc440df6bc44ff14e"
-    "2cce7a3f624bc9b831dbc05304942beba28d8cf008fa2a2d2e4def27a96d5d47f5342f7e"
-    "7247db9ab6733a8dbb8b78ba18aff573303c3276bd03";
+    "6f629302090190919214c410f0f1f2f3f4f5f6f7f8f9fafbfcfdfeffc420abababababab"
+    "ababababababababababababababababababababababababababc44006253e9acaf7dd19"
+    "b44241f2b280953e1d5febabd498a7531e36e6f4d6de72aa2f984e97261a883d1e86615e"
+    "01e599d72b33a3480fdd31ceb1e398d95dee7e02";
 
 START_TEST(golden_bytes)
 {
@@ -127,6 +129,7 @@ START_TEST(round_trip)
     }
     ck_assert_uint_eq(back.recs[1].base_kind, CRDTDB__BASE_REMOVE);
     ck_assert_uint_eq(back.nfp, 1);
+    ck_assert_mem_eq(back.recipient, other, 32);
     ck_assert_uint_eq(back.fp_seq[0], 20);
     ck_assert_mem_eq(back.fp_hash[0], d.fp_hash[0], 16);
     ck_assert_uint_eq(back.recs[1].base_hlc, d.recs[1].base_hlc);
@@ -230,7 +233,7 @@ static void one_field(crdtdb_buf *body, int depth, const uint8_t *val, size_t vl
     msgpack_packer p;
     body->len = 0;
     msgpack_packer_init(&p, body, crdtdb__buf_write_cb);
-    msgpack_pack_array(&p, 10);
+    msgpack_pack_array(&p, 11);
     msgpack_pack_str_with_body(&p, "db", 2);
     msgpack_pack_bin_with_body(&p, pk, 32);
     msgpack_pack_uint8(&p, 0);
@@ -255,6 +258,7 @@ static void one_field(crdtdb_buf *body, int depth, const uint8_t *val, size_t vl
     msgpack_pack_uint32(&p, (uint32_t)origin_idx);
     msgpack_pack_bin_with_body(&p, val, vlen);
     msgpack_pack_array(&p, 0); /* no fingerprint points */
+    msgpack_pack_nil(&p);      /* for no one peer */
 }
 
 START_TEST(limits_on_signed_input)
@@ -282,6 +286,10 @@ START_TEST(limits_on_signed_input)
     signed_delta(&out, body.data, body.len);
     ck_assert_int_eq(decode(out.data, out.len, 4 << 20, &e), CRDTDB_ETOOBIG);
     free(bigval);
+    static const uint8_t map_value[] = {0x81, 0xa1, 'k', 0x01}; /* maps go as leaves */
+    one_field(&body, 1, map_value, sizeof map_value, 0, 0);
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_EBADVALUE);
     static const uint8_t bad[] = {0xc1};
     one_field(&body, 1, bad, 1, 0, 0); /* value is not msgpack */
     signed_delta(&out, body.data, body.len);

@@ -305,6 +305,9 @@ START_TEST(cloned_environment_is_detected)
     int found;
     ck_assert_int_eq(crdtdb_db_peer_get(B.db, a_id, &p, &found), 0);
     ck_assert(p.flags & CRDTDB_PEER_FORKED);
+    /* the original refuses the copy's history signed with "its own" key */
+    ck_assert_int_eq(crdtdb_db_apply(A.db, q.msgs[q.n - 1].data, q.msgs[q.n - 1].len, NULL),
+                     CRDTDB_EFORK);
     net_free(&q);
     /* the copy learns it too: a peer holds more of "its" history than it wrote */
     now_ms += 1;
@@ -375,6 +378,93 @@ START_TEST(equivocation_is_refused_and_flagged)
 }
 END_TEST
 
+/* A delta made for one peer, carried to another: its registers merge, but
+ * its watermarks (meant for the first) must not move the second's. */
+START_TEST(delta_for_another_replica_leaves_watermarks_alone)
+{
+    put(&B, "add", "players", "r1", "{}");
+    sync_pair(&B, &A);
+    put(&A, "add", "players", "r2", "{}");
+    for (int i = 0; i < 4; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "c%d", i);
+        put(&C, "add", "moves", id, "{}");
+    }
+    uint8_t b_id[32];
+    crdtdb_env_replica_id(B.env, b_id);
+    net q = {0};
+    ck_assert_int_eq(crdtdb_db_export(A.db, 0, b_id, to_net, &q, NULL), 0);
+    ck_assert_int_eq(crdtdb_db_apply(C.db, q.msgs[0].data, q.msgs[0].len, NULL), 0);
+    net_free(&q);
+    ck_assert_uint_eq(received_from(&C, &A), 0); /* it left r1 out: not for C */
+    ASSERT_GET(&C, "players", "r2", "{}");
+    for (int i = 0; i < 3; i++) {
+        sync_pair(&A, &C);
+        sync_pair(&C, &A);
+    }
+    char *a = dump(&A), *c = dump(&C);
+    ck_assert_str_eq(a, c);
+    ck_assert_ptr_nonnull(strstr(c, "r1={}"));
+    ck_assert_ptr_nonnull(strstr(a, "c3={}"));
+    free(a);
+    free(c);
+}
+END_TEST
+
+/* Two legal writes can merge into a record past a local limit: the merge
+ * stores it anyway, or the replicas would refuse each other forever. */
+START_TEST(merge_past_local_limits_still_converges)
+{
+    put(&A, "add", "players", "big", "{}");
+    sync_pair(&A, &B);
+    char json[3100];
+    snprintf(json, sizeof json, "{\"x\":\"%03000d\"}", 1);
+    put(&A, "update", "players", "big", json); /* 3 KB each, 4 KB allowed */
+    snprintf(json, sizeof json, "{\"y\":\"%03000d\"}", 2);
+    put(&B, "update", "players", "big", json);
+    put(&B, "add", "moves", "other", "{}");
+    sync_pair(&A, &B);
+    sync_pair(&B, &A);
+    char *a = dump(&A), *b = dump(&B);
+    ck_assert_str_eq(a, b);
+    ck_assert_ptr_nonnull(strstr(a, "other={}"));
+    free(a);
+    free(b);
+    /* a local write to the oversized record is still bounded */
+    crdtdb_buf v = CRDTDB_BUF_INIT;
+    tu_mp(&v, "{\"z\":1}");
+    ck_assert_int_eq(crdtdb_db_update(A.db, NULL, "players", "big", v.data, v.len), CRDTDB_ETOOBIG);
+    crdtdb_buf_free(&v);
+}
+END_TEST
+
+/* A sender may claim any origin for a register; what a peer has is decided
+ * by where a register came from, never by its claimed origin. */
+START_TEST(claimed_origin_does_not_stop_delivery)
+{
+    put(&B, "add", "players", "r", "{\"v\":1}");
+    net q = {0};
+    ck_assert_int_eq(crdtdb_db_export(B.db, 0, NULL, to_net, &q, NULL), 0);
+    crdtdb__delta d;
+    crdtdb__delta_init(&d);
+    crdtdb__err e;
+    ck_assert_int_eq(crdtdb__delta_decode(&d, q.msgs[0].data, q.msgs[0].len, 1 << 20, &B.env->lim, &e), 0);
+    for (uint32_t i = 0; i < d.norigins; i++)
+        d.origins[i] = C.env->pk; /* "C wrote this" */
+    crdtdb_buf claimed = CRDTDB_BUF_INIT;
+    ck_assert_int_eq(crdtdb__delta_encode(&d, B.env->sk, &claimed), 0);
+    ck_assert_int_eq(crdtdb_db_apply(A.db, claimed.data, claimed.len, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        sync_pair(&A, &C);
+        sync_pair(&C, &A);
+    }
+    ASSERT_GET(&C, "players", "r", "{\"v\":1}");
+    crdtdb_buf_free(&claimed);
+    crdtdb__delta_free(&d);
+    net_free(&q);
+}
+END_TEST
+
 /* Two replica ids equal but for their last byte, the same HLC: the full
  * 32-byte key decides, the same way whatever the order. */
 START_TEST(tie_break_uses_the_full_32_byte_key)
@@ -422,6 +512,9 @@ int main(void)
     tcase_add_test(tc, cloned_environment_is_detected);
     tcase_add_test(tc, equivocation_is_refused_and_flagged);
     tcase_add_test(tc, tie_break_uses_the_full_32_byte_key);
+    tcase_add_test(tc, delta_for_another_replica_leaves_watermarks_alone);
+    tcase_add_test(tc, merge_past_local_limits_still_converges);
+    tcase_add_test(tc, claimed_origin_does_not_stop_delivery);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

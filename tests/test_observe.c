@@ -229,6 +229,10 @@ START_TEST(poll_reports_other_handles)
     ck_assert_int_eq(crdtdb_db_poll(db, &n), 0);
     ck_assert_uint_eq(n, 0);
     add(other, "players", "p1", "{\"v\":1}");
+    /* an aborted write txn on our handle must not swallow those changes */
+    crdtdb_txn *t;
+    ck_assert_int_eq(crdtdb_txn_begin(db, 0, &t), 0);
+    crdtdb_txn_abort(t);
     update(other, "players", "p1", "{\"v\":2}");
     update(other, "players", "old", "{\"v\":3}");
     ck_assert_int_eq(crdtdb_db_remove(other, NULL, "players", "old"), 0);
