@@ -541,7 +541,7 @@ static const command commands[] = {
      "FILE as signed deltas, to carry to another replica and import there.\n"
      "With --for PEER_ID (a 64-digit hex replica id, as 'crdtdb id' prints\n"
      "it), start where that peer is known to have everything of ours, and\n"
-     "leave out what it wrote or sent us; each delta also tells it how much\n"
+     "leave out what it sent us; each delta also tells it how much\n"
      "of its changes we have.  FILE is replaced atomically; '-o -' writes\n"
      "to standard output.  A summary goes to standard error.",
      1, 1, OPT_SINCE | OPT_FOR | OPT_OUTPUT, cmd_export},
