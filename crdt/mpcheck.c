@@ -70,11 +70,13 @@ int crdtdb__mp_check(const uint8_t *p, size_t len, unsigned max_depth,
                      const char **why)
 {
     uint64_t pending[65]; /* values still owed at each open level */
+    uint8_t is_map[65];
     unsigned depth = 0;
     size_t off = 0;
     if (max_depth > 64)
         max_depth = 64;
     pending[0] = 1;
+    is_map[0] = 0;
     while (pending[depth] > 0 || depth > 0) {
         if (pending[depth] == 0) {
             depth--;
@@ -91,10 +93,16 @@ int crdtdb__mp_check(const uint8_t *p, size_t len, unsigned max_depth,
             *why = p[off] == 0xc1 ? "malformed msgpack value" : "truncated msgpack value";
             return CRDTDB_EBADVALUE;
         }
+        /* a map's elements alternate key, value: keys come at even counts */
+        int is_key = is_map[depth] && pending[depth] % 2 == 0;
         pending[depth]--;
         off += (size_t)skip;
         if (!container)
             continue;
+        if (is_key) { /* nothing needs them, and JSON would square their size */
+            *why = "map keys must be scalars";
+            return CRDTDB_EBADVALUE;
+        }
         /* every element needs at least one byte */
         if (items > len - off) {
             *why = "msgpack container claims more elements than bytes";
@@ -104,7 +112,9 @@ int crdtdb__mp_check(const uint8_t *p, size_t len, unsigned max_depth,
             *why = "msgpack value nested too deeply";
             return CRDTDB_ETOODEEP;
         }
+        uint8_t b = p[off - (size_t)skip];
         pending[++depth] = items;
+        is_map[depth] = (b & 0xf0) == 0x80 || b == 0xde || b == 0xdf;
     }
     if (off != len) {
         *why = "trailing bytes after msgpack value";

@@ -4,7 +4,8 @@
  * reads the header, so five hostile bytes could ask for gigabytes.  This
  * walk allocates nothing and refuses element counts that the remaining
  * bytes cannot hold, nesting over a limit, truncation, the never-used byte
- * 0xc1, and trailing bytes.
+ * 0xc1, trailing bytes, and containers used as map keys (no value needs
+ * them, and rendered as JSON text each level of them doubles in size).
  */
 #ifndef CRDTDB_CRDT_MPCHECK_H
 #define CRDTDB_CRDT_MPCHECK_H

@@ -261,6 +261,9 @@ CRDTDB_API int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb,
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_drop(crdtdb_env *env,
                                                const char *id);
 
+/* The environment db belongs to (borrowed; valid while db is open). */
+CRDTDB_API crdtdb_env *crdtdb_db_env(const crdtdb_db *db);
+
 /* The database id (NUL-terminated), valid while db is open. */
 CRDTDB_API const char *crdtdb_db_id(const crdtdb_db *db);
 
@@ -493,7 +496,8 @@ typedef int (*crdtdb_delta_sink)(void *ctx, const uint8_t *delta, size_t len);
 
 typedef struct crdtdb_export_info {
     uint64_t from;     /* the deltas cover local sequences (from, to] */
-    uint64_t to;
+    uint64_t to;       /* also when the sink stopped the export: up to the
+                          end of the last delta it was given */
     size_t deltas;     /* deltas passed to the sink */
     size_t changes;    /* registers packed */
     size_t bytes;      /* encoded bytes passed to the sink */
@@ -592,6 +596,126 @@ CRDTDB_API int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer,
  * acknowledgements.  Errors: EROFS, EIO. */
 CRDTDB_API int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer,
                                   uint64_t acked);
+
+/* ------------------------------------------------------- sync session */
+
+/*
+ * A sync session speaks the sync protocol (docs/protocol.md, "Sessions")
+ * with one peer about one database, and knows nothing of sockets: feed it
+ * the bytes received, send the bytes it has for output, and call pump after
+ * local commits.  The same engine serves clients, servers, tests and
+ * fuzzers; transport/ws.c binds it to WebSocket.
+ */
+typedef struct crdtdb_session crdtdb_session;
+
+typedef enum crdtdb_sync_mode {
+    CRDTDB_SYNC_TWO_WAY = 1,          /* changes flow both ways */
+    CRDTDB_SYNC_SERVER_TO_CLIENT = 2  /* the client only receives */
+} crdtdb_sync_mode;
+
+#define CRDTDB_SESSION_SERVER 0x1u /* this end is the server */
+
+typedef enum crdtdb_session_event_type {
+    CRDTDB_SESSION_READY = 1,  /* handshake done: peer and mode known */
+    CRDTDB_SESSION_APPLIED,    /* a delta from the peer was applied */
+    CRDTDB_SESSION_CAUGHT_UP,  /* we hold everything the peer had when it
+                                  last said it was up to date */
+    CRDTDB_SESSION_ERROR,      /* the peer refused something, or we did */
+    CRDTDB_SESSION_CLOSED      /* the session is over */
+} crdtdb_session_event_type;
+
+/* One event; pointers are valid during the callback only. */
+typedef struct crdtdb_session_event {
+    crdtdb_session_event_type type;
+    crdtdb_sync_mode mode;            /* READY */
+    const uint8_t *peer;              /* READY: the peer's replica id */
+    const crdtdb_apply_info *applied; /* APPLIED */
+    int error;                        /* ERROR, CLOSED: a CRDTDB_E* code or 0 */
+    const char *message;              /* ERROR, CLOSED: detail, or NULL */
+    int remote;                       /* ERROR: 1 if the peer reported it */
+} crdtdb_session_event;
+
+typedef void (*crdtdb_session_cb)(void *ctx, const crdtdb_session_event *ev);
+
+typedef struct crdtdb_session_options {
+    unsigned flags;          /* CRDTDB_SESSION_SERVER */
+    crdtdb_sync_mode mode;   /* client: the mode it asks for; server: the
+                                most it grants (default TWO_WAY) */
+    size_t max_message;      /* one received frame, bytes (default:
+                                max_delta_size + 4096) */
+    size_t max_output;       /* output queued before pump stops exporting:
+                                the backpressure bound (default: 2 x
+                                max_delta_size) */
+    crdtdb_session_cb on_event; /* may be NULL */
+    void *ctx;
+} crdtdb_session_options;
+
+CRDTDB_API void crdtdb_session_options_init(crdtdb_session_options *opts);
+
+/*
+ * Starts a session on db (which must stay open for the session's life; one
+ * session per db handle at a time when the handle is also used for writes
+ * elsewhere, since the session begins transactions on it).  A client queues
+ * its hello at once.  On success *out is owned by the caller until
+ * crdtdb_session_close().  A client asking for SERVER_TO_CLIENT, or granted
+ * it, has its db handle made read-only (crdtdb_db_set_readonly).
+ * Errors: EINVAL, ENOMEM.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_open(crdtdb_db *db,
+                                                    const crdtdb_session_options *opts,
+                                                    crdtdb_session **out);
+
+/*
+ * Processes received bytes (any split: a byte at a time works).  Complete
+ * messages are handled at once: deltas are verified and applied, replies
+ * queued.  A malformed or refused message ends the session: an error is
+ * queued for the peer, CRDTDB_SESSION_CLOSED fires, and the code is
+ * returned; the caller sends the remaining output, then drops the
+ * connection.  A delta refused for clock skew (ECLOCK) is reported but does
+ * not end the session: it is sent again on a later session.
+ * Errors: EBADVALUE (malformed frame or message), ETOOBIG (frame over
+ * max_message), EVERSION (protocol version), EINVAL (another database),
+ * EROFS (a read-only client sent a delta), the apply errors of
+ * crdtdb_db_apply, EBUSY (the session is closed).
+ */
+CRDTDB_API int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data,
+                                   size_t len);
+
+/*
+ * Exports what the peer lacks into the output, one bounded delta at a
+ * time, while the output holds less than max_output bytes (backpressure:
+ * drain the output, then pump again).  Call it after local commits (an
+ * observer is a good place) and after the output drains.  Does nothing
+ * before the handshake or when this end only receives.
+ * Errors: those of crdtdb_db_export, EBUSY (closed).
+ */
+CRDTDB_API int crdtdb_session_pump(crdtdb_session *s);
+
+/* The bytes waiting to be sent: *len bytes at the returned pointer, valid
+ * until the next call on s.  NULL and 0 when nothing waits. */
+CRDTDB_API const uint8_t *crdtdb_session_output(crdtdb_session *s, size_t *len);
+
+/* Marks the first n output bytes as sent. */
+CRDTDB_API void crdtdb_session_consume(crdtdb_session *s, size_t n);
+
+/* 1 once the session is closed (by either side or by an error). */
+CRDTDB_API int crdtdb_session_closed(const crdtdb_session *s);
+
+/* Queues a close for the peer (after any output) and closes the session. */
+CRDTDB_API void crdtdb_session_shutdown(crdtdb_session *s);
+
+/* Detail of the last failure; never NULL. */
+CRDTDB_API const char *crdtdb_session_errmsg(const crdtdb_session *s);
+
+/* Frees the session (not its database).  Accepts NULL. */
+CRDTDB_API void crdtdb_session_close(crdtdb_session *s);
+
+/*
+ * Makes local writes through this handle fail with EROFS ("Read only
+ * access") — for a client in server-to-client mode — while deltas still
+ * apply.  0 turns it off.
+ */
+CRDTDB_API void crdtdb_db_set_readonly(crdtdb_db *db, int readonly);
 
 /* ------------------------------------------------------------------ json */
 

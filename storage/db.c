@@ -23,6 +23,8 @@ const char *crdtdb_db_errmsg(const crdtdb_db *db)
 
 const char *crdtdb_db_id(const crdtdb_db *db) { return db->id; }
 
+crdtdb_env *crdtdb_db_env(const crdtdb_db *db) { return db->env; }
+
 size_t crdtdb_db_collection_count(const crdtdb_db *db) { return db->ncoll; }
 
 const char *crdtdb_db_collection_name(const crdtdb_db *db, size_t i)

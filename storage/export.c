@@ -58,15 +58,17 @@ static int flush(exporter *x, MDB_txn *mt, uint64_t to)
     if (x->out.len > db->env->opts.max_delta_size) /* the estimate is an upper bound */
         return crdtdb__db_seterr(db, CRDTDB_EIO, "export: a delta of %zu bytes exceeds %zu",
                                  x->out.len, db->env->opts.max_delta_size);
-    rc = x->sink(x->ctx, x->out.data, x->out.len);
-    if (rc)
-        return rc;
+    /* counted before the sink runs, so a sink that stops after this delta
+     * (a transport streaming one delta at a time) learns where it ended */
     x->info.deltas++;
     x->info.changes += x->d.nfields;
     for (uint32_t i = 0; i < x->d.nrecs; i++)
         x->info.changes += x->d.recs[i].base_kind != CRDTDB__BASE_NONE;
     x->info.bytes += x->out.len;
     x->info.to = to;
+    rc = x->sink(x->ctx, x->out.data, x->out.len);
+    if (rc)
+        return rc;
     /* keep the header, drop the changes */
     x->d.nrecs = x->d.nfields = x->d.ncolls = x->d.norigins = 0;
     x->d.hlc_max = 0;

@@ -86,6 +86,7 @@ struct crdtdb_db {
     crdtdb_observer *observers;
     int dispatching;
     uint64_t seen_seq; /* changes up to here have been reported to observers */
+    int readonly;      /* local writes refused (a server-to-client client) */
     struct crdtdb_db *next;
     char errmsg[512];
     /* scratch reused across operations (one thread at a time) */

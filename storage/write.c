@@ -220,6 +220,8 @@ static int refuse(crdtdb_db *db, crdtdb_txn *txn, int rc)
 /* Validates the collection and record id shared by the single-record calls. */
 static int check_args(crdtdb_db *db, const char *coll, const char *id)
 {
+    if (db->readonly)
+        return crdtdb__db_seterr(db, CRDTDB_EROFS, "Read only access");
     int c = crdtdb__db_coll(db, coll);
     if (c < 0)
         return c;
@@ -346,4 +348,10 @@ int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     if (!rc)
         rc = crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
     return crdtdb__txn_end(t, own, rc);
+}
+
+void crdtdb_db_set_readonly(crdtdb_db *db, int readonly)
+{
+    if (db)
+        db->readonly = readonly != 0;
 }

@@ -288,6 +288,7 @@ START_TEST(bad_values_store_nothing)
     static const uint8_t bomb_str[] = {0x81, 0xa1, 'a', 0xdb, 0xff, 0xff, 0xff, 0xff};
     static const uint8_t never[] = {0x81, 0xa1, 'a', 0xc1};
     static const uint8_t dupkey[] = {0x82, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02};
+    static const uint8_t mapkey[] = {0x81, 0xa1, 'a', 0x91, 0x81, 0x81, 0x01, 0x02, 0x03};
     struct {
         const uint8_t *p;
         size_t n;
@@ -299,6 +300,7 @@ START_TEST(bad_values_store_nothing)
         {NULL, 0, CRDTDB_EBADVALUE},       {bomb_arr, 8, CRDTDB_EBADVALUE},
         {bomb_map, 5, CRDTDB_EBADVALUE},   {bomb_str, 8, CRDTDB_EBADVALUE},
         {never, 4, CRDTDB_EBADVALUE},      {dupkey, 7, CRDTDB_EBADVALUE},
+        {mapkey, 9, CRDTDB_EBADVALUE},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         ck_assert_int_eq(crdtdb_db_add(db, NULL, "players", "p1", cases[i].p, cases[i].n),

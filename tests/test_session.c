@@ -1,0 +1,416 @@
+/* The sans-IO sync session: two sessions driven against each other in
+ * memory, with byte-by-byte feeding, cuts, backpressure and bad frames. */
+#include <check.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt/buf.h"
+#include "tests/replica.h"
+#include "tests/testutil.h"
+
+static uint64_t now_ms = 1700000000000ull;
+static replica A, B;
+
+static void setup(void)
+{
+    replica_init(&A, &now_ms, "game");
+    replica_init(&B, &now_ms, "game");
+}
+
+static void teardown(void)
+{
+    replica_free(&A);
+    replica_free(&B);
+}
+
+typedef struct evs {
+    int ready, applied, caught_up, errors, closed, last_error;
+    crdtdb_sync_mode mode;
+} evs;
+
+static void on_event(void *ctx, const crdtdb_session_event *ev)
+{
+    evs *e = ctx;
+    switch (ev->type) {
+    case CRDTDB_SESSION_READY: e->ready++; e->mode = ev->mode; break;
+    case CRDTDB_SESSION_APPLIED: e->applied++; break;
+    case CRDTDB_SESSION_CAUGHT_UP: e->caught_up++; break;
+    case CRDTDB_SESSION_ERROR: e->errors++; e->last_error = ev->error; break;
+    case CRDTDB_SESSION_CLOSED: e->closed++; break;
+    }
+}
+
+static crdtdb_session *open_session(replica *r, int server, crdtdb_sync_mode mode, evs *e,
+                                    size_t max_output)
+{
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = server ? CRDTDB_SESSION_SERVER : 0;
+    o.mode = mode;
+    o.on_event = on_event;
+    o.ctx = e;
+    o.max_output = max_output;
+    o.max_message = r->opts.max_delta_size + 4096;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb_session_open(r->db, &o, &s), 0);
+    return s;
+}
+
+/* Moves up to `chunk` bytes from one session to the other; the bytes moved. */
+static size_t move(crdtdb_session *from, crdtdb_session *to, size_t chunk, int *rc)
+{
+    size_t len;
+    const uint8_t *p = crdtdb_session_output(from, &len);
+    if (!len || crdtdb_session_closed(to))
+        return 0;
+    size_t n = len < chunk ? len : chunk;
+    int r = crdtdb_session_feed(to, p, n);
+    if (r && !*rc)
+        *rc = r;
+    crdtdb_session_consume(from, n);
+    return n;
+}
+
+/* Runs the wire both ways until nothing moves; returns the first feed error. */
+static int run(crdtdb_session *a, crdtdb_session *b, size_t chunk)
+{
+    int rc = 0;
+    for (int i = 0; i < 1000000; i++) {
+        size_t moved = move(a, b, chunk, &rc) + move(b, a, chunk, &rc);
+        if (!moved) {
+            if (!crdtdb_session_closed(a))
+                crdtdb_session_pump(a);
+            if (!crdtdb_session_closed(b))
+                crdtdb_session_pump(b);
+            size_t la, lb;
+            crdtdb_session_output(a, &la);
+            crdtdb_session_output(b, &lb);
+            if ((!la || crdtdb_session_closed(b)) && (!lb || crdtdb_session_closed(a)))
+                break;
+        }
+    }
+    return rc;
+}
+
+static void seed_data(void)
+{
+    put(&A, "add", "players", "ann", "{\"hp\":10,\"pos\":{\"x\":1}}");
+    put(&A, "add", "moves", "m1", "{\"to\":\"e4\"}");
+    put(&B, "add", "players", "bob", "{\"hp\":7}");
+}
+
+static void assert_same(void)
+{
+    char *a = dump(&A), *b = dump(&B);
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+}
+
+START_TEST(two_way_sync_converges)
+{
+    seed_data();
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    assert_same();
+    ck_assert_int_eq(ea.ready, 1);
+    ck_assert_int_eq(eb.ready, 1);
+    ck_assert_int_eq(ea.mode, CRDTDB_SYNC_TWO_WAY);
+    ck_assert_int_ge(ea.caught_up, 1);
+    ck_assert_int_ge(eb.caught_up, 1);
+    /* live: a write on either side reaches the other on the next pump */
+    put(&A, "update", "players", "bob", "{\"hp\":6}");
+    ck_assert_int_eq(crdtdb_session_pump(c), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    char *g = tu_get(B.db, "players", "bob");
+    ck_assert_str_eq(g, "{\"hp\":6}");
+    free(g);
+    /* acknowledgements moved the durable watermarks both ways */
+    ck_assert_uint_gt(received_from(&B, &A), 0);
+    uint8_t b_id[32];
+    crdtdb_env_replica_id(B.env, b_id);
+    crdtdb_peer p;
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(A.db, b_id, &p, &found), 0);
+    ck_assert_uint_gt(p.acked, 0);
+    crdtdb_session_shutdown(c);
+    run(c, s, SIZE_MAX);
+    ck_assert(crdtdb_session_closed(s));
+    ck_assert_int_eq(eb.closed, 1);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+START_TEST(byte_by_byte_feeding)
+{
+    seed_data();
+    for (int i = 0; i < 20; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "r%d", i);
+        put(&A, "add", "moves", id, "{\"n\":{\"deep\":[1,2,3]}}");
+    }
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    ck_assert_int_eq(run(c, s, 1), 0);
+    assert_same();
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+START_TEST(server_to_client_mode)
+{
+    seed_data();
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_SERVER_TO_CLIENT, &eb, 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(ea.mode, CRDTDB_SYNC_SERVER_TO_CLIENT); /* learned in the handshake */
+    char *g = tu_get(A.db, "players", "bob");
+    ck_assert_str_eq(g, "{\"hp\":7}");
+    free(g);
+    ck_assert_ptr_null(tu_get(B.db, "players", "ann")); /* nothing flows up */
+    /* local writes fail at once */
+    crdtdb_buf v = CRDTDB_BUF_INIT;
+    tu_mp(&v, "{\"x\":1}");
+    ck_assert_int_eq(crdtdb_db_add(A.db, NULL, "players", "new", v.data, v.len), CRDTDB_EROFS);
+    ck_assert_str_eq(crdtdb_db_errmsg(A.db), "Read only access");
+    /* a delta sent anyway is refused and stored nowhere */
+    crdtdb_db_set_readonly(A.db, 0);
+    ck_assert_int_eq(crdtdb_db_add(A.db, NULL, "players", "sneaky", v.data, v.len), 0);
+    net q = {0};
+    uint8_t b_id[32];
+    crdtdb_env_replica_id(B.env, b_id);
+    ck_assert_int_eq(crdtdb_db_export(A.db, 0, b_id, to_net, &q, NULL), 0);
+    crdtdb_buf frame = CRDTDB_BUF_INIT;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &frame, crdtdb__buf_write_cb);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint8(&pk, 3);
+    msgpack_pack_bin_with_body(&pk, q.msgs[0].data, q.msgs[0].len);
+    uint8_t h[4] = {0, (uint8_t)(frame.len >> 16), (uint8_t)(frame.len >> 8), (uint8_t)frame.len};
+    uint64_t before;
+    crdtdb_db_seq(B.db, NULL, &before);
+    ck_assert_int_eq(crdtdb_session_feed(s, h, 4), 0);
+    ck_assert_int_eq(crdtdb_session_feed(s, frame.data, frame.len), CRDTDB_EROFS);
+    ck_assert(crdtdb_session_closed(s));
+    uint64_t after;
+    crdtdb_db_seq(B.db, NULL, &after);
+    ck_assert_uint_eq(before, after);
+    ck_assert_ptr_null(tu_get(B.db, "players", "sneaky"));
+    /* the client hears why */
+    run(s, c, SIZE_MAX);
+    ck_assert_int_eq(ea.last_error, CRDTDB_EROFS);
+    ck_assert(crdtdb_session_closed(c));
+    crdtdb_buf_free(&v);
+    crdtdb_buf_free(&frame);
+    net_free(&q);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+/* A connection cut mid-stream: new sessions resume from the durable
+ * watermarks and lose nothing. */
+START_TEST(cut_and_resume)
+{
+    char json[600];
+    for (int i = 0; i < 200; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "r%03d", i);
+        snprintf(json, sizeof json, "{\"pad\":\"%0500d\"}", i);
+        put(&A, "add", "moves", id, json);
+    }
+    put(&B, "add", "players", "bob", "{}");
+    for (int cut = 0; cut < 5; cut++) {
+        evs ea = {0}, eb = {0};
+        crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+        crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+        int rc = 0;
+        for (int i = 0; i < 6; i++) { /* a few chunks, then the line drops */
+            move(c, s, 7000, &rc);
+            move(s, c, 7000, &rc);
+            crdtdb_session_pump(c);
+            crdtdb_session_pump(s);
+        }
+        ck_assert_int_eq(rc, 0);
+        crdtdb_session_close(c);
+        crdtdb_session_close(s);
+    }
+    uint64_t partial = received_from(&B, &A);
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    ck_assert_int_eq(run(c, s, 4096), 0);
+    assert_same();
+    ck_assert_uint_ge(received_from(&B, &A), partial);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+START_TEST(backpressure_bounds_the_output)
+{
+    char json[600];
+    for (int i = 0; i < 100; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "r%03d", i);
+        snprintf(json, sizeof json, "{\"pad\":\"%0500d\"}", i);
+        put(&A, "add", "moves", id, json);
+    }
+    evs ea = {0}, eb = {0};
+    size_t bound = 10000;
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, bound);
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    int rc = 0;
+    size_t most = 0, len;
+    for (int i = 0; i < 10000; i++) {
+        crdtdb_session_pump(c);
+        crdtdb_session_output(c, &len);
+        most = len > most ? len : most;
+        size_t moved = move(c, s, 3000, &rc);
+        moved += move(s, c, SIZE_MAX, &rc);
+        if (!moved && i > 10)
+            break;
+    }
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    /* never more than the bound plus one delta */
+    ck_assert_uint_le(most, bound + A.opts.max_delta_size + 16);
+    assert_same();
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+/* Feeds raw bytes to a fresh server session; returns feed's code. */
+static int feed_server(const uint8_t *p, size_t n, evs *e)
+{
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, e, 0);
+    int rc = crdtdb_session_feed(s, p, n);
+    if (rc)
+        ck_assert(crdtdb_session_closed(s));
+    size_t len;
+    crdtdb_session_output(s, &len);
+    if (rc)
+        ck_assert_uint_gt(len, 0); /* the peer is told why */
+    crdtdb_session_close(s);
+    return rc;
+}
+
+static size_t hello(uint8_t *out, unsigned version, const char *db, const uint8_t *id)
+{
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, crdtdb__buf_write_cb);
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_uint32(&pk, version);
+    msgpack_pack_str_with_body(&pk, db, strlen(db));
+    msgpack_pack_bin_with_body(&pk, id, 32);
+    msgpack_pack_uint8(&pk, 1);
+    out[0] = out[1] = 0;
+    out[2] = (uint8_t)(b.len >> 8);
+    out[3] = (uint8_t)b.len;
+    memcpy(out + 4, b.data, b.len);
+    size_t n = 4 + b.len;
+    crdtdb_buf_free(&b);
+    return n;
+}
+
+START_TEST(bad_frames_end_the_session)
+{
+    evs e = {0};
+    uint8_t id[32], buf[512];
+    memset(id, 0x42, 32);
+    static const uint8_t garbage[] = {0, 0, 0, 3, 0xc1, 0xc1, 0xc1};
+    ck_assert_int_eq(feed_server(garbage, sizeof garbage, &e), CRDTDB_EBADVALUE);
+    static const uint8_t huge[] = {0x7f, 0xff, 0xff, 0xff};
+    ck_assert_int_eq(feed_server(huge, sizeof huge, &e), CRDTDB_ETOOBIG);
+    size_t n = hello(buf, 99, "game", id);
+    ck_assert_int_eq(feed_server(buf, n, &e), CRDTDB_EVERSION);
+    n = hello(buf, 1, "other", id);
+    ck_assert_int_eq(feed_server(buf, n, &e), CRDTDB_EINVAL);
+    static const uint8_t early[] = {0, 0, 0, 4, 0x92, 0x03, 0xc4, 0x00}; /* delta first */
+    ck_assert_int_eq(feed_server(early, sizeof early, &e), CRDTDB_EBADVALUE);
+    static const uint8_t unknown[] = {0, 0, 0, 2, 0x91, 0x63};
+    n = hello(buf, 1, "game", id);
+    memcpy(buf + n, unknown, sizeof unknown);
+    ck_assert_int_eq(feed_server(buf, n + sizeof unknown, &e), CRDTDB_EBADVALUE);
+    /* a bad delta after a good hello: signature refused, nothing stored */
+    static const uint8_t bad_delta[] = {0, 0, 0, 8, 0x92, 0x03, 0xc4, 0x04, 0x93, 0x01, 0xc4, 0x00};
+    n = hello(buf, 1, "game", id);
+    memcpy(buf + n, bad_delta, sizeof bad_delta);
+    ck_assert_int_ne(feed_server(buf, n + sizeof bad_delta, &e), 0);
+    /* random bytes never crash it */
+    srand(tu_seed());
+    for (int i = 0; i < 2000; i++) {
+        uint8_t r[64];
+        n = hello(buf, 1, "game", id);
+        for (size_t k = 0; k < sizeof r; k++)
+            r[k] = (uint8_t)rand();
+        if (i % 2)
+            r[0] = r[1] = 0; /* plausible lengths */
+        memcpy(buf + n, r, sizeof r);
+        feed_server(buf, n + sizeof r, &e);
+    }
+    ck_assert_ptr_null(tu_get(B.db, "players", "x"));
+}
+END_TEST
+
+/* The same frames delivered twice change nothing. */
+START_TEST(duplicated_frames_are_harmless)
+{
+    seed_data();
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    put(&A, "update", "players", "ann", "{\"hp\":3}");
+    crdtdb_session_pump(c);
+    size_t len;
+    const uint8_t *p = crdtdb_session_output(c, &len);
+    uint8_t *copy = malloc(len);
+    memcpy(copy, p, len);
+    ck_assert_int_eq(crdtdb_session_feed(s, copy, len), 0);
+    uint64_t seq1;
+    crdtdb_db_seq(B.db, NULL, &seq1);
+    ck_assert_int_eq(crdtdb_session_feed(s, copy, len), 0);
+    uint64_t seq2;
+    crdtdb_db_seq(B.db, NULL, &seq2);
+    ck_assert_uint_eq(seq1, seq2);
+    crdtdb_session_consume(c, len);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    assert_same();
+    free(copy);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("session");
+    TCase *tc = tcase_create("session");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, two_way_sync_converges);
+    tcase_add_test(tc, byte_by_byte_feeding);
+    tcase_add_test(tc, server_to_client_mode);
+    tcase_add_test(tc, cut_and_resume);
+    tcase_add_test(tc, backpressure_bounds_the_output);
+    tcase_add_test(tc, bad_frames_end_the_session);
+    tcase_add_test(tc, duplicated_frames_are_harmless);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

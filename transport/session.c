@@ -1,0 +1,428 @@
+/*
+ * The sync session: the sync protocol as a sans-IO state machine
+ * (docs/protocol.md, "Sessions").  Bytes in through feed, bytes out through
+ * output/consume; deltas and watermarks go through the public storage API.
+ */
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt/buf.h"
+#include "crdt/mpcheck.h"
+#include "crdtdb.h"
+
+#define PROTO_VERSION 1u
+#define STOP_EXPORT 1 /* our sink's "one delta is enough" */
+
+enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE };
+enum { S_HANDSHAKE, S_OPEN, S_CLOSED };
+
+struct crdtdb_session {
+    crdtdb_db *db;
+    crdtdb_session_options o;
+    int state;
+    int server;
+    crdtdb_sync_mode mode;
+    uint8_t self[CRDTDB_REPLICA_ID_BYTES];
+    uint8_t peer[CRDTDB_REPLICA_ID_BYTES];
+    int have_since;       /* the peer said where to start */
+    uint64_t sent_upto;   /* our log is exported up to here */
+    uint64_t told_uptodate; /* the last UPTODATE we sent (+1; 0: none) */
+    uint64_t peer_uptodate; /* the peer's last UPTODATE (+1; 0: none) */
+    crdtdb_buf in, out, msg;
+    size_t out_off;
+    msgpack_zone zone;
+    char errmsg[512];
+};
+
+static void emit(crdtdb_session *s, crdtdb_session_event *ev)
+{
+    if (s->o.on_event)
+        s->o.on_event(s->o.ctx, ev);
+}
+
+static int seterr(crdtdb_session *s, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void crdtdb_session_options_init(crdtdb_session_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->mode = CRDTDB_SYNC_TWO_WAY;
+}
+
+/* Frames the message built in s->msg onto the output: u32 length, body. */
+static int frame(crdtdb_session *s)
+{
+    uint8_t h[4] = {(uint8_t)(s->msg.len >> 24), (uint8_t)(s->msg.len >> 16),
+                    (uint8_t)(s->msg.len >> 8), (uint8_t)s->msg.len};
+    if (crdtdb__buf_append(&s->out, h, 4) || crdtdb__buf_append(&s->out, s->msg.data, s->msg.len))
+        return seterr(s, CRDTDB_ENOMEM, "out of memory");
+    return 0;
+}
+
+/* Starts a message of n fields; returns the packer writing into s->msg. */
+static msgpack_packer start(crdtdb_session *s, int type, size_t n)
+{
+    msgpack_packer pk;
+    s->msg.len = 0;
+    msgpack_packer_init(&pk, &s->msg, crdtdb__buf_write_cb);
+    msgpack_pack_array(&pk, n);
+    msgpack_pack_uint8(&pk, (uint8_t)type);
+    return pk;
+}
+
+static int send_u64(crdtdb_session *s, int type, uint64_t v)
+{
+    msgpack_packer pk = start(s, type, 2);
+    msgpack_pack_uint64(&pk, v);
+    return frame(s);
+}
+
+static int send_hello(crdtdb_session *s)
+{
+    const char *id = crdtdb_db_id(s->db);
+    msgpack_packer pk = start(s, M_HELLO, 5);
+    msgpack_pack_uint32(&pk, PROTO_VERSION);
+    msgpack_pack_str_with_body(&pk, id, strlen(id));
+    msgpack_pack_bin_with_body(&pk, s->self, sizeof s->self);
+    msgpack_pack_uint8(&pk, (uint8_t)s->mode);
+    return frame(s);
+}
+
+/* Ends the session for a local reason: tells the peer, fires CLOSED. */
+static int fail(crdtdb_session *s, int code)
+{
+    if (s->state == S_CLOSED)
+        return code;
+    msgpack_packer pk = start(s, M_ERROR, 3);
+    msgpack_pack_int32(&pk, code);
+    msgpack_pack_str_with_body(&pk, s->errmsg, strlen(s->errmsg));
+    frame(s);
+    s->state = S_CLOSED;
+    crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, NULL, NULL, code, s->errmsg, 0};
+    emit(s, &ev);
+    ev.type = CRDTDB_SESSION_CLOSED;
+    emit(s, &ev);
+    return code;
+}
+
+int crdtdb_session_open(crdtdb_db *db, const crdtdb_session_options *opts,
+                        crdtdb_session **out)
+{
+    if (!db || !out)
+        return CRDTDB_EINVAL;
+    *out = NULL;
+    crdtdb_session *s = calloc(1, sizeof *s);
+    if (!s || !msgpack_zone_init(&s->zone, 1024)) {
+        free(s);
+        return CRDTDB_ENOMEM;
+    }
+    s->db = db;
+    if (opts)
+        s->o = *opts;
+    else
+        crdtdb_session_options_init(&s->o);
+    if (s->o.mode != CRDTDB_SYNC_SERVER_TO_CLIENT)
+        s->o.mode = CRDTDB_SYNC_TWO_WAY;
+    crdtdb_env_options eo;
+    crdtdb_env_options_init(&eo); /* the defaults, for the unset bounds */
+    if (!s->o.max_message)
+        s->o.max_message = eo.max_delta_size + 4096;
+    if (!s->o.max_output)
+        s->o.max_output = 2 * eo.max_delta_size;
+    s->server = (s->o.flags & CRDTDB_SESSION_SERVER) != 0;
+    s->mode = s->o.mode;
+    s->state = S_HANDSHAKE;
+    snprintf(s->errmsg, sizeof s->errmsg, "no error");
+    crdtdb_env_replica_id(crdtdb_db_env(db), s->self);
+    if (!s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
+        crdtdb_db_set_readonly(db, 1);
+    if (!s->server && send_hello(s)) {
+        crdtdb_session_close(s);
+        return CRDTDB_ENOMEM;
+    }
+    *out = s;
+    return 0;
+}
+
+void crdtdb_session_close(crdtdb_session *s)
+{
+    if (!s)
+        return;
+    crdtdb_buf_free(&s->in);
+    crdtdb_buf_free(&s->out);
+    crdtdb_buf_free(&s->msg);
+    msgpack_zone_destroy(&s->zone);
+    free(s);
+}
+
+int crdtdb_session_closed(const crdtdb_session *s) { return !s || s->state == S_CLOSED; }
+
+const char *crdtdb_session_errmsg(const crdtdb_session *s)
+{
+    return s ? s->errmsg : "no session";
+}
+
+const uint8_t *crdtdb_session_output(crdtdb_session *s, size_t *len)
+{
+    *len = s->out.len - s->out_off;
+    return *len ? s->out.data + s->out_off : NULL;
+}
+
+void crdtdb_session_consume(crdtdb_session *s, size_t n)
+{
+    size_t left = s->out.len - s->out_off;
+    s->out_off += n < left ? n : left;
+    if (s->out_off == s->out.len)
+        s->out.len = s->out_off = 0;
+}
+
+void crdtdb_session_shutdown(crdtdb_session *s)
+{
+    if (!s || s->state == S_CLOSED)
+        return;
+    start(s, M_CLOSE, 1);
+    frame(s);
+    s->state = S_CLOSED;
+    crdtdb_session_event ev = {CRDTDB_SESSION_CLOSED, s->mode, NULL, NULL, 0, NULL, 0};
+    emit(s, &ev);
+}
+
+/* What we hold of the peer's log. */
+static uint64_t received(crdtdb_session *s)
+{
+    crdtdb_peer p;
+    int found;
+    return crdtdb_db_peer_get(s->db, s->peer, &p, &found) == 0 ? p.received : 0;
+}
+
+static void check_caught_up(crdtdb_session *s)
+{
+    if (s->peer_uptodate && received(s) >= s->peer_uptodate - 1) {
+        s->peer_uptodate = 0;
+        crdtdb_session_event ev = {CRDTDB_SESSION_CAUGHT_UP, s->mode, s->peer, NULL, 0, NULL, 0};
+        emit(s, &ev);
+    }
+}
+
+/* Our side exports unless we are a client that only receives. */
+static int we_send(const crdtdb_session *s)
+{
+    return s->server || s->mode == CRDTDB_SYNC_TWO_WAY;
+}
+
+/* Sink that appends one delta as a frame and stops the export. */
+static int one_delta(void *ctx, const uint8_t *delta, size_t len)
+{
+    crdtdb_session *s = ctx;
+    msgpack_packer pk = start(s, M_DELTA, 2);
+    if (msgpack_pack_bin_with_body(&pk, delta, len) || frame(s))
+        return CRDTDB_ENOMEM;
+    return STOP_EXPORT;
+}
+
+int crdtdb_session_pump(crdtdb_session *s)
+{
+    if (!s)
+        return CRDTDB_EINVAL;
+    if (s->state == S_CLOSED)
+        return seterr(s, CRDTDB_EBUSY, "the session is closed");
+    if (s->state != S_OPEN || !s->have_since || !we_send(s))
+        return 0;
+    while (s->out.len - s->out_off < s->o.max_output) {
+        uint64_t last;
+        int rc = crdtdb_db_seq(s->db, NULL, &last);
+        if (rc)
+            return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+        if (s->sent_upto >= last) {
+            if (s->told_uptodate != last + 1) { /* say so once per position */
+                s->told_uptodate = last + 1;
+                return send_u64(s, M_UPTODATE, last);
+            }
+            return 0;
+        }
+        crdtdb_export_info info;
+        rc = crdtdb_db_export(s->db, s->sent_upto, s->peer, one_delta, s, &info);
+        if (rc != 0 && rc != STOP_EXPORT)
+            return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+        if (info.to <= s->sent_upto) /* cannot happen: guard the loop */
+            return seterr(s, CRDTDB_EIO, "export made no progress");
+        s->sent_upto = info.to;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- receive */
+
+static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
+{
+    if (s->state != S_HANDSHAKE)
+        return seterr(s, CRDTDB_EBADVALUE, "a second hello");
+    if (n != 5 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        a[2].type != MSGPACK_OBJECT_STR || a[3].type != MSGPACK_OBJECT_BIN ||
+        a[3].via.bin.size != CRDTDB_REPLICA_ID_BYTES ||
+        a[4].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return seterr(s, CRDTDB_EBADVALUE, "malformed hello");
+    if (a[1].via.u64 != PROTO_VERSION)
+        return seterr(s, CRDTDB_EVERSION, "protocol version %llu, this end speaks %u",
+                      (unsigned long long)a[1].via.u64, PROTO_VERSION);
+    const char *id = crdtdb_db_id(s->db);
+    if (a[2].via.str.size != strlen(id) || memcmp(a[2].via.str.ptr, id, strlen(id)) != 0)
+        return seterr(s, CRDTDB_EINVAL, "the peer syncs database '%.*s', this end '%s'",
+                      (int)a[2].via.str.size, a[2].via.str.ptr, id);
+    memcpy(s->peer, a[3].via.bin.ptr, sizeof s->peer);
+    if (memcmp(s->peer, s->self, sizeof s->peer) == 0)
+        return seterr(s, CRDTDB_EINVAL, "the peer has this replica's own id");
+    uint64_t mode = a[4].via.u64;
+    if (mode != CRDTDB_SYNC_TWO_WAY && mode != CRDTDB_SYNC_SERVER_TO_CLIENT)
+        return seterr(s, CRDTDB_EBADVALUE, "unknown sync mode %llu", (unsigned long long)mode);
+    if (s->server) { /* grant the least of what was asked and what we allow */
+        if (mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
+            s->mode = CRDTDB_SYNC_SERVER_TO_CLIENT;
+        if (send_hello(s))
+            return CRDTDB_ENOMEM;
+    } else {
+        s->mode = (crdtdb_sync_mode)mode; /* what the server granted */
+        crdtdb_db_set_readonly(s->db, s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT);
+    }
+    s->state = S_OPEN;
+    if (send_u64(s, M_SINCE, received(s)))
+        return CRDTDB_ENOMEM;
+    crdtdb_session_event ev = {CRDTDB_SESSION_READY, s->mode, s->peer, NULL, 0, NULL, 0};
+    emit(s, &ev);
+    return 0;
+}
+
+static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
+{
+    if (n != 2 || a[1].type != MSGPACK_OBJECT_BIN)
+        return seterr(s, CRDTDB_EBADVALUE, "malformed delta message");
+    if (s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
+        return seterr(s, CRDTDB_EROFS, "Read only access");
+    uint64_t before = received(s);
+    crdtdb_apply_info info;
+    int rc = crdtdb_db_apply(s->db, (const uint8_t *)a[1].via.bin.ptr, a[1].via.bin.size, &info);
+    if (rc == CRDTDB_ECLOCK) { /* not fatal: the range stays unacked, sent again later */
+        seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+        crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, rc, s->errmsg, 0};
+        emit(s, &ev);
+        return 0;
+    }
+    if (rc)
+        return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+    if (memcmp(info.sender, s->peer, sizeof s->peer) != 0)
+        return seterr(s, CRDTDB_EBADVALUE, "a delta signed by another replica than the peer");
+    crdtdb_session_event ev = {CRDTDB_SESSION_APPLIED, s->mode, s->peer, &info, 0, NULL, 0};
+    emit(s, &ev);
+    uint64_t now = received(s);
+    if (now > before && send_u64(s, M_ACK, now)) /* applied is durable */
+        return CRDTDB_ENOMEM;
+    check_caught_up(s);
+    return 0;
+}
+
+static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
+{
+    const char *why;
+    if (crdtdb__mp_check(p, len, 2, &why))
+        return seterr(s, CRDTDB_EBADVALUE, "malformed message: %s", why);
+    msgpack_object o;
+    size_t off = 0;
+    msgpack_zone_clear(&s->zone);
+    if (msgpack_unpack((const char *)p, len, &off, &s->zone, &o) != MSGPACK_UNPACK_SUCCESS ||
+        o.type != MSGPACK_OBJECT_ARRAY || o.via.array.size < 1 ||
+        o.via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return seterr(s, CRDTDB_EBADVALUE, "malformed message");
+    const msgpack_object *a = o.via.array.ptr;
+    uint32_t n = o.via.array.size;
+    uint64_t type = a[0].via.u64;
+    if (type == M_HELLO)
+        return handle_hello(s, a, n);
+    if (type == M_ERROR) {
+        int code = n >= 2 && (a[1].type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
+                              a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                       ? (int)a[1].via.i64
+                       : CRDTDB_EIO;
+        if (n >= 3 && a[2].type == MSGPACK_OBJECT_STR)
+            seterr(s, code, "peer: %.*s", (int)a[2].via.str.size, a[2].via.str.ptr);
+        else
+            seterr(s, code, "peer: %s", crdtdb_strerror(code));
+        s->state = S_CLOSED;
+        crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, code, s->errmsg, 1};
+        emit(s, &ev);
+        ev.type = CRDTDB_SESSION_CLOSED;
+        emit(s, &ev);
+        return 0;
+    }
+    if (type == M_CLOSE) {
+        s->state = S_CLOSED;
+        crdtdb_session_event ev = {CRDTDB_SESSION_CLOSED, s->mode, s->peer, NULL, 0, NULL, 1};
+        emit(s, &ev);
+        return 0;
+    }
+    if (s->state != S_OPEN)
+        return seterr(s, CRDTDB_EBADVALUE, "message %llu before the handshake",
+                      (unsigned long long)type);
+    if (type == M_DELTA)
+        return handle_delta(s, a, n);
+    if (n != 2 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return seterr(s, CRDTDB_EBADVALUE, "malformed message %llu", (unsigned long long)type);
+    uint64_t v = a[1].via.u64;
+    switch (type) {
+    case M_SINCE:
+        s->sent_upto = v;
+        s->have_since = 1;
+        return 0;
+    case M_ACK: {
+        int rc = crdtdb_db_peer_ack(s->db, s->peer, v);
+        return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
+    }
+    case M_UPTODATE:
+        s->peer_uptodate = v + 1;
+        check_caught_up(s);
+        return 0;
+    default:
+        return seterr(s, CRDTDB_EBADVALUE, "unknown message type %llu", (unsigned long long)type);
+    }
+}
+
+int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data, size_t len)
+{
+    if (!s || (!data && len))
+        return CRDTDB_EINVAL;
+    if (s->state == S_CLOSED)
+        return seterr(s, CRDTDB_EBUSY, "the session is closed");
+    if (crdtdb__buf_append(&s->in, data, len))
+        return fail(s, seterr(s, CRDTDB_ENOMEM, "out of memory"));
+    size_t off = 0;
+    int rc = 0;
+    while (!rc && s->state != S_CLOSED && s->in.len - off >= 4) {
+        const uint8_t *p = s->in.data + off;
+        size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+        if (n > s->o.max_message) {
+            rc = seterr(s, CRDTDB_ETOOBIG, "a message of %zu bytes exceeds the limit of %zu", n,
+                        s->o.max_message);
+            break;
+        }
+        if (s->in.len - off - 4 < n)
+            break; /* wait for the rest */
+        rc = handle(s, p + 4, n);
+        off += 4 + n;
+    }
+    memmove(s->in.data, s->in.data + off, s->in.len - off);
+    s->in.len -= off;
+    if (rc)
+        return fail(s, rc);
+    /* answer at once: what the peer lacks may be ready to go */
+    if (s->state == S_OPEN && (rc = crdtdb_session_pump(s)))
+        return fail(s, rc);
+    return 0;
+}
