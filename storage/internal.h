@@ -112,6 +112,7 @@ struct crdtdb_txn {
     crdtdb_buf arena;
     int many; /* too many changes by others to list one by one */
     crypto_generichash_state fp; /* digest of what this txn numbered */
+    MDB_cursor *rec_cur; /* records cursor of a write txn (LMDB frees it) */
 };
 
 /* env.c */
@@ -155,6 +156,7 @@ typedef struct crdtdb__slot {
     uint8_t key[CRDTDB__RECKEY_MAX];
     MDB_val k;
     int was_visible;
+    int exists;        /* the records cursor sits on it: replace in place */
     uint64_t seq_before;
 } crdtdb__slot;
 /* Loads record (coll, id) into db->rec.  0 or an error (message set). */

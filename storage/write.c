@@ -24,8 +24,13 @@ int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
     s->k.mv_size = crdtdb__reckey(s->key, db->num, coll, id, s->idlen);
     s->k.mv_data = s->key;
     s->seq_before = t->seq;
-    MDB_val v;
-    int rc = mdb_get(t->mt, db->env->dbi_records, &s->k, &v);
+    MDB_val v, k = s->k;
+    /* one cursor: the store replaces the record where the load found it,
+     * saving a second descent of the tree */
+    int rc = t->rec_cur ? 0 : mdb_cursor_open(t->mt, db->env->dbi_records, &t->rec_cur);
+    if (!rc)
+        rc = mdb_cursor_get(t->rec_cur, &k, &v, MDB_SET_KEY);
+    s->exists = rc == 0;
     crdtdb__record_clear(&db->rec);
     db->blob.len = 0;
     if (rc == MDB_NOTFOUND) {
@@ -105,7 +110,8 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
     if (crdtdb__record_encode(r, db->vis.data, db->vis.len, &db->enc))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     MDB_val v = {db->enc.len, db->enc.data};
-    int mrc = mdb_put(t->mt, env->dbi_records, &s->k, &v, 0);
+    int mrc = s->exists ? mdb_cursor_put(t->rec_cur, &s->k, &v, MDB_CURRENT)
+                        : mdb_put(t->mt, env->dbi_records, &s->k, &v, 0);
     for (uint32_t i = 0; !mrc && i < r->ndead; i++) {
         uint8_t k[CRDTDB__CHGKEY_LEN];
         crdtdb__put_u32(k, db->num);
