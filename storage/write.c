@@ -237,21 +237,45 @@ static int check_args(crdtdb_db *db, const char *coll, const char *id)
     return c;
 }
 
-int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
-                  const char *id, const uint8_t *value, size_t len)
+/* The checks every local write starts with: the record id (when one is
+ * needed), the collection, and the msgpack map (when o is given).  Returns
+ * the collection number, or an error that also fails the caller's batch. */
+static int prepare(crdtdb_db *db, crdtdb_txn *txn, const char *coll, int need_id,
+                   const char *id, const uint8_t *value, size_t len, msgpack_object *o)
 {
-    if (!db || !id)
-        return db ? refuse(db, txn, crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL"))
-                  : CRDTDB_EINVAL;
+    if (need_id && !id)
+        return refuse(db, txn, crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL"));
     int c = check_args(db, coll, id);
     if (c < 0)
         return refuse(db, txn, c);
+    int rc = o ? parse(db, value, len, o) : 0;
+    return rc ? refuse(db, txn, rc) : c;
+}
+
+/* Loads a record that must be visible (update, remove) and our origin in it. */
+static int load_visible(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll, const char *id,
+                        uint32_t *origin)
+{
+    crdtdb_db *db = t->db;
+    int rc = crdtdb__slot_load(t, s, coll, id);
+    if (!rc && !s->was_visible)
+        rc = not_found(db, coll, id);
+    if (!rc && crdtdb__record_origin(&db->rec, db->env->pk, origin))
+        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    return rc;
+}
+
+int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                  const char *id, const uint8_t *value, size_t len)
+{
+    if (!db)
+        return CRDTDB_EINVAL;
     msgpack_object o;
-    int rc = parse(db, value, len, &o);
-    if (rc)
-        return refuse(db, txn, rc);
+    int c = prepare(db, txn, coll, 1, id, value, len, &o);
+    if (c < 0)
+        return c;
     crdtdb_txn *t;
-    int own;
+    int own, rc;
     if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))
         return rc;
     return crdtdb__txn_end(t, own, op_add(t, (uint16_t)c, id, &o));
@@ -262,13 +286,10 @@ int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
 {
     if (!db)
         return CRDTDB_EINVAL;
-    int c = check_args(db, coll, NULL);
-    if (c < 0)
-        return refuse(db, txn, c);
     msgpack_object o;
-    int rc = parse(db, values, len, &o);
-    if (rc)
-        return refuse(db, txn, rc);
+    int c = prepare(db, txn, coll, 0, NULL, values, len, &o);
+    if (c < 0)
+        return c;
     char id[CRDTDB_ID_MAX + 1];
     for (uint32_t i = 0; i < o.via.map.size; i++) {
         const msgpack_object *k = &o.via.map.ptr[i].key;
@@ -279,7 +300,7 @@ int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                                             "add_all takes a map from record id to record map"));
     }
     crdtdb_txn *t;
-    int own;
+    int own, rc;
     if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))
         return rc;
     for (uint32_t i = 0; !rc && i < o.via.map.size; i++) {
@@ -298,16 +319,13 @@ int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
 int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                      const char *id, const uint8_t *changes, size_t len)
 {
-    if (!db || !id)
-        return db ? refuse(db, txn, crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL"))
-                  : CRDTDB_EINVAL;
-    int c = check_args(db, coll, id);
-    if (c < 0)
-        return refuse(db, txn, c);
+    if (!db)
+        return CRDTDB_EINVAL;
     msgpack_object o;
-    int rc = parse(db, changes, len, &o);
-    if (!rc)
-        rc = flatten(db, &o);
+    int c = prepare(db, txn, coll, 1, id, changes, len, &o);
+    if (c < 0)
+        return c;
+    int rc = flatten(db, &o);
     if (rc)
         return refuse(db, txn, rc);
     crdtdb_txn *t;
@@ -316,11 +334,7 @@ int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
         return rc;
     crdtdb__slot s;
     uint32_t origin;
-    rc = crdtdb__slot_load(t, &s, (uint16_t)c, id);
-    if (!rc && !s.was_visible)
-        rc = not_found(db, (uint16_t)c, id);
-    if (!rc && crdtdb__record_origin(&db->rec, db->env->pk, &origin))
-        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    rc = load_visible(t, &s, (uint16_t)c, id, &origin);
     if (!rc)
         rc = put_flat(db, crdtdb__txn_tick(t), origin, 1);
     if (!rc)
@@ -331,23 +345,18 @@ int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
 int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                      const char *id)
 {
-    if (!db || !id)
-        return db ? refuse(db, txn, crdtdb__db_seterr(db, CRDTDB_EINVAL, "record id is NULL"))
-                  : CRDTDB_EINVAL;
-    int c = check_args(db, coll, id);
+    if (!db)
+        return CRDTDB_EINVAL;
+    int c = prepare(db, txn, coll, 1, id, NULL, 0, NULL);
     if (c < 0)
-        return refuse(db, txn, c);
+        return c;
     crdtdb_txn *t;
     int own, rc;
     if ((rc = crdtdb__txn_get(db, txn, 1, &t, &own)))
         return rc;
     crdtdb__slot s;
     uint32_t origin;
-    rc = crdtdb__slot_load(t, &s, (uint16_t)c, id);
-    if (!rc && !s.was_visible)
-        rc = not_found(db, (uint16_t)c, id);
-    if (!rc && crdtdb__record_origin(&db->rec, db->env->pk, &origin))
-        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    rc = load_visible(t, &s, (uint16_t)c, id, &origin);
     if (!rc && crdtdb__record_put_base(&db->rec, CRDTDB__BASE_REMOVE,
                                        crdtdb__txn_tick(t), origin, 0) < 0)
         rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
