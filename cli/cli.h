@@ -16,7 +16,11 @@ enum {
     OPT_COUNT = 2,
     OPT_SINCE = 4,
     OPT_FOR = 8,
-    OPT_OUTPUT = 16
+    OPT_OUTPUT = 16,
+    OPT_LISTEN = 32,
+    OPT_MODE = 64,
+    OPT_DB = 128,
+    OPT_WATCH = 256 /* a flag: no value */
 };
 
 /* A command's parsed arguments; unset options are NULL. */
@@ -28,6 +32,10 @@ typedef struct args {
     const char *since;
     const char *for_peer;
     const char *output;
+    const char *listen;
+    const char *mode;
+    const char *db;
+    int watch;
 } args;
 
 /* Prints "crdtdb: msg" (or the code's description when msg is empty) to
@@ -54,5 +62,9 @@ void hex_encode(const uint8_t *b, size_t n, char *out);
 int cmd_export(const char *dir, const args *a);
 int cmd_import(const char *dir, const args *a);
 int cmd_peers(const char *dir, const args *a);
+
+/* serve.c */
+int cmd_serve(const char *dir, const args *a);
+int cmd_sync(const char *dir, const args *a);
 
 #endif

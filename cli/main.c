@@ -5,7 +5,7 @@
  * each delta as it is applied: those stay applied).
  *
  * main.c: option parsing, the command table and the data commands;
- * sync.c: export, import and peers.
+ * sync.c: export, import and peers; serve.c: serve and sync (WebSocket).
  */
 #include "cli.h"
 
@@ -557,6 +557,22 @@ static const command commands[] = {
      "own sequences we have everything up to (received), and the last of\n"
      "ours it is known to have everything up to (acked).",
      1, 1, 0, cmd_peers},
+    {"serve", "[--listen HOST:PORT] [--collections A,B,...] [--mode MODE]",
+     "serve the databases to sync clients over WebSocket",
+     "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
+     "(default 127.0.0.1:8080) until interrupted, logging one line per\n"
+     "connection to standard error.  A database a client names that does\n"
+     "not exist is created with --collections (without it, refused).\n"
+     "MODE is two-way (default) or server-to-client: clients only receive.",
+     0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE, cmd_serve},
+    {"sync", "URL --db DB [--watch] [--mode MODE]",
+     "sync a database with a server over WebSocket",
+     "Connect to the server at URL (ws://HOST:PORT) and sync database DB\n"
+     "both ways (--mode server-to-client: only receive), then exit once\n"
+     "both sides have everything (exit 1 if that fails within 30 seconds).\n"
+     "With --watch, stay connected, reconnecting after drops, pushing and\n"
+     "receiving changes as they happen until interrupted.",
+     1, 1, OPT_DB | OPT_WATCH | OPT_MODE, cmd_sync},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
@@ -638,6 +654,20 @@ static int parse_args(const command *c, int argc, char **argv, args *a)
                                       &a->output)) != 0)) {
                 if (r < 0)
                     return -1;
+            } else if ((c->opts & OPT_LISTEN) &&
+                       (r = take_opt(argc, argv, &i, "--listen", &a->listen)) != 0) {
+                if (r < 0)
+                    return -1;
+            } else if ((c->opts & OPT_MODE) &&
+                       (r = take_opt(argc, argv, &i, "--mode", &a->mode)) != 0) {
+                if (r < 0)
+                    return -1;
+            } else if ((c->opts & OPT_DB) &&
+                       (r = take_opt(argc, argv, &i, "--db", &a->db)) != 0) {
+                if (r < 0)
+                    return -1;
+            } else if ((c->opts & OPT_WATCH) && strcmp(s, "--watch") == 0) {
+                a->watch = 1;
             } else {
                 fprintf(stderr, "crdtdb: unknown option %s\n", s);
                 return -1;

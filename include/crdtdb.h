@@ -717,6 +717,117 @@ CRDTDB_API void crdtdb_session_close(crdtdb_session *s);
  */
 CRDTDB_API void crdtdb_db_set_readonly(crdtdb_db *db, int readonly);
 
+/* ------------------------------------------ WebSocket server and client */
+
+/*
+ * The sync session over WebSocket (libwebsockets; transport/ws.c).  One
+ * connection syncs one database at the endpoint /v1/db/<url-encoded database
+ * id>; each WebSocket binary message carries session bytes (a message may
+ * hold part of a frame or several frames).  Nothing here starts threads:
+ * the embedding program calls crdtdb_server_run() / crdtdb_client_run() in
+ * its own loop, and all callbacks (session events, logging) run inside
+ * those calls on that thread.  Each server and client has its own
+ * libwebsockets context; there is no global state.
+ */
+typedef struct crdtdb_server crdtdb_server;
+
+typedef struct crdtdb_server_options {
+    const char *host;       /* listen address (default "127.0.0.1") */
+    int port;               /* 0: an ephemeral port (crdtdb_server_port) */
+    const char *const *collections; /* for databases created on first */
+    size_t ncoll;                   /* connect; ncoll 0: unknown databases
+                                       are refused */
+    crdtdb_sync_mode mode;  /* the most any connection is granted
+                               (default TWO_WAY) */
+    const char *tls_cert;   /* both set: wss:// (PEM file paths) */
+    const char *tls_key;
+    size_t max_connections; /* default 1024; connections beyond are refused */
+    void (*log)(void *ctx, const char *line); /* one line per connection
+                                                 event or error; NULL: silent */
+    void *log_ctx;
+} crdtdb_server_options;
+
+/* Fills opts with the defaults above. */
+CRDTDB_API void crdtdb_server_options_init(crdtdb_server_options *opts);
+
+/*
+ * Starts a server for the databases of env, listening at once.  A
+ * connection to /v1/db/<id> opens database <id> (creating it with the
+ * configured collections if it does not exist); all connections to one
+ * database share one handle, which the server observes so every commit —
+ * a peer's delta, or a change committed by another handle and seen by
+ * crdtdb_db_poll during crdtdb_server_run — is pushed to every connection
+ * at once.  Each connection runs one server-side session in `mode`.  env
+ * must stay open until crdtdb_server_close().  `opts` may be NULL for
+ * defaults; it is copied (strings too).  On success *out owns the server
+ * until crdtdb_server_close().
+ * Errors: EINVAL (bad options, e.g. only one of tls_cert / tls_key),
+ *         EIO (cannot listen: address in use, bad TLS files), ENOMEM.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_server_open(crdtdb_env *env,
+                                                   const crdtdb_server_options *opts,
+                                                   crdtdb_server **out);
+
+/* The port the server listens on (the kernel's choice when opened with
+ * port 0). */
+CRDTDB_API int crdtdb_server_port(const crdtdb_server *s);
+
+/*
+ * Services pending network events once: waits up to timeout_ms (0: does
+ * not wait) for something to happen, then handles what is ready.  Call it
+ * in a loop.  Errors: EINVAL, EIO (the event loop failed).
+ */
+CRDTDB_API int crdtdb_server_run(crdtdb_server *s, int timeout_ms);
+
+/* Closes every connection and the listener, then frees the server (not
+ * env).  Accepts NULL. */
+CRDTDB_API void crdtdb_server_close(crdtdb_server *s);
+
+typedef struct crdtdb_client crdtdb_client;
+
+typedef struct crdtdb_client_options {
+    const char *url;        /* ws://host:port or wss://host:port (a path,
+                               if any, is ignored: the database id comes
+                               from the db handle) */
+    crdtdb_sync_mode mode;  /* asked for (default TWO_WAY) */
+    unsigned backoff_min_ms; /* reconnect delays: exponential with jitter */
+    unsigned backoff_max_ms; /* between these (defaults 100 and 30000) */
+    crdtdb_session_cb on_event; /* session events of every connection,
+                                   forwarded; may be NULL */
+    void *ctx;
+} crdtdb_client_options;
+
+/* Fills opts with the defaults above. */
+CRDTDB_API void crdtdb_client_options_init(crdtdb_client_options *opts);
+
+/*
+ * Starts a client syncing db with the server at opts->url.  It connects on
+ * the first crdtdb_client_run() and keeps reconnecting after drops, each
+ * connection a new session that resumes from the durable watermarks.  The
+ * client observes db, so local writes through this handle (on the thread
+ * that calls crdtdb_client_run) are pushed at once.  db must stay open
+ * until crdtdb_client_close(), and no transaction may be held open on it
+ * across crdtdb_client_run() calls.  In server-to-client mode (asked for
+ * or granted) the handle refuses local writes ("Read only access") until
+ * crdtdb_client_close().  `opts` is copied.  On success *out owns the client
+ * until crdtdb_client_close().
+ * Errors: EINVAL (no or malformed url), ENOMEM, EIO.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_client_open(crdtdb_db *db,
+                                                   const crdtdb_client_options *opts,
+                                                   crdtdb_client **out);
+
+/* Services pending events once, waiting up to timeout_ms; connects or
+ * reconnects when due.  Errors: EINVAL, EIO (the event loop failed). */
+CRDTDB_API int crdtdb_client_run(crdtdb_client *c, int timeout_ms);
+
+/* 1 while a connection is up and its handshake is done, else 0. */
+CRDTDB_API int crdtdb_client_connected(const crdtdb_client *c);
+
+/* Drops the connection (the peer sees a close) and frees the client (not
+ * the db, whose read-only mark it clears).  Accepts NULL. */
+CRDTDB_API void crdtdb_client_close(crdtdb_client *c);
+
 /* ------------------------------------------------------------------ json */
 
 /*
