@@ -67,4 +67,13 @@ int cmd_peers(const char *dir, const args *a);
 int cmd_serve(const char *dir, const args *a);
 int cmd_sync(const char *dir, const args *a);
 
+/* Prints one change event as a JSON line (the watch format); ctx is a
+ * watch_ctx. */
+typedef struct watch_ctx {
+    crdtdb_buf json;
+    long remaining; /* events still to print; -1: no limit */
+    int rc;
+} watch_ctx;
+void print_event(void *ctx, const crdtdb_event *ev);
+
 #endif

@@ -406,13 +406,7 @@ static int cmd_query(const char *dir, const args *a)
     return close_db(env, db, status);
 }
 
-typedef struct watch_ctx {
-    crdtdb_buf json;
-    long remaining; /* events still to print; -1: no limit */
-    int rc;
-} watch_ctx;
-
-static void print_event(void *ctx, const crdtdb_event *ev)
+void print_event(void *ctx, const crdtdb_event *ev)
 {
     static const char *const names[] = {
         [CRDTDB_EVENT_ADD] = "add",
@@ -571,7 +565,8 @@ static const command commands[] = {
      "both ways (--mode server-to-client: only receive), then exit once\n"
      "both sides have everything (exit 1 if that fails within 30 seconds).\n"
      "With --watch, stay connected, reconnecting after drops, pushing and\n"
-     "receiving changes as they happen until interrupted.",
+     "receiving changes as they happen until interrupted, and print each\n"
+     "change as a JSON line (as 'watch' does); status goes to stderr.",
      1, 1, OPT_DB | OPT_WATCH | OPT_MODE, cmd_sync},
 };
 
@@ -584,7 +579,7 @@ static int usage(FILE *f, int status)
           "Run 'crdtdb COMMAND --help' for details.  Commands:\n",
           f);
     for (size_t i = 0; i < NCOMMANDS; i++)
-        fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
     return status;
 }
 

@@ -202,6 +202,11 @@ int cmd_sync(const char *dir, const args *a)
     crdtdb_db *db;
     if (open_db(dir, a->db, &env, &db))
         return EXIT_FAILURE;
+    /* --watch prints every change, local or received, as JSON lines */
+    watch_ctx w = {CRDTDB_BUF_INIT, -1, 0};
+    crdtdb_observer *obs = NULL;
+    if (a->watch && crdtdb_db_observe(db, NULL, print_event, &w, &obs))
+        return close_db(env, db, fail(crdtdb_db_errmsg(db), CRDTDB_ENOMEM));
     crdtdb_client *c;
     int rc = crdtdb_client_open(db, &o, &c);
     if (rc)
@@ -229,5 +234,7 @@ int cmd_sync(const char *dir, const args *a)
         }
     }
     crdtdb_client_close(c);
+    crdtdb_observer_close(obs);
+    crdtdb_buf_free(&w.json);
     return close_db(env, db, status);
 }

@@ -2,12 +2,19 @@
 # A short tour through the crdtdb command: create a database, add, update,
 # query and remove records while a second process watches the change events;
 # then a second replica joins, both write offline, and they converge by
-# carrying signed delta files both ways.  Usage: examples/demo.sh [crdtdb]
+# carrying signed delta files both ways; last, a server on 127.0.0.1 syncs
+# them live over WebSocket.  Usage: examples/demo.sh [crdtdb]
 set -euo pipefail
 CRDTDB=${1:-build/crdtdb}
 dir=$(mktemp -d)
 watch=""
-cleanup() { [ -n "$watch" ] && kill "$watch" 2>/dev/null; rm -rf "$dir"; }
+server=""
+cleanup() {
+  [ -n "$watch" ] && kill "$watch" 2>/dev/null
+  [ -n "$server" ] && kill "$server" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$dir"
+}
 trap cleanup EXIT
 run() { echo "\$ crdtdb $*"; "$CRDTDB" -d "$dir/env" "$@"; sleep 0.1; }
 # the second replica, on "another laptop"
@@ -52,10 +59,34 @@ run2 import "$dir/to-laptop-2.delta"               # again: harmless
 run get match-1 players ann
 run2 get match-1 players ann
 run peers match-1
-if [ "$("$CRDTDB" -d "$dir/env" query match-1 moves)$("$CRDTDB" -d "$dir/env" query match-1 players)" = \
-     "$("$CRDTDB" -d "$dir/env2" query match-1 moves)$("$CRDTDB" -d "$dir/env2" query match-1 players)" ]; then
-  echo "both replicas converged"
-else
-  echo "replicas differ" >&2
-  exit 1
-fi
+same() {
+  [ "$("$CRDTDB" -d "$dir/env" query match-1 moves)$("$CRDTDB" -d "$dir/env" query match-1 players)" = \
+    "$("$CRDTDB" -d "$dir/env2" query match-1 moves)$("$CRDTDB" -d "$dir/env2" query match-1 players)" ]
+}
+if same; then echo "both replicas converged"; else echo "replicas differ" >&2; exit 1; fi
+
+echo
+echo "--- live: a server on 127.0.0.1; laptop 2 stays connected and sees laptop 1's writes"
+port=$((20000 + RANDOM % 20000))
+url="ws://127.0.0.1:$port"
+"$CRDTDB" -d "$dir/server" init >/dev/null
+"$CRDTDB" -d "$dir/server" serve --listen "127.0.0.1:$port" --collections players,moves \
+  2> "$dir/server.log" &
+server=$!
+for _ in $(seq 50); do # wait until it listens
+  grep -q listening "$dir/server.log" 2>/dev/null && break
+  sleep 0.1
+done
+echo "\$ crdtdb serve --listen 127.0.0.1:$port --collections players,moves &"
+"$CRDTDB" -d "$dir/env2" sync "$url" --db match-1 --watch > "$dir/live" 2>/dev/null &
+watch=$!
+echo "laptop-2\$ crdtdb sync $url --db match-1 --watch &"
+run sync "$url" --db match-1
+run update match-1 players ann '{"hp":85}'
+run sync "$url" --db match-1
+sleep 0.5
+kill "$watch"; wait "$watch" 2>/dev/null || true; watch=""
+echo "--- what laptop 2 printed while connected (one JSON line per change):"
+cat "$dir/live"
+run2 get match-1 players ann
+if same; then echo "both replicas converged live"; else echo "replicas differ" >&2; exit 1; fi

@@ -1026,6 +1026,69 @@ START_TEST(import_rejects_bad_input)
 }
 END_TEST
 
+/* Starts `crdtdb -d dir args... NULL` in the background. */
+static pid_t bg_in(const char *dir, const char *out, const char *err, ...)
+{
+    va_list ap;
+    va_start(ap, err);
+    pid_t pid = spawn(dir, out, err, ap);
+    va_end(ap);
+    return pid;
+}
+
+/* Waits until the file at path contains needle (or the process exits). */
+static void wait_for(const char *path, const char *needle, pid_t pid)
+{
+    for (int i = 0; i < 1000; i++) {
+        if (access(path, R_OK) == 0 && file_has(path, needle))
+            return;
+        ck_assert_msg(waitpid(pid, NULL, WNOHANG) == 0, "process exited early: %s", path);
+        sleep_ms(10);
+    }
+    ck_abort_msg("'%s' never appeared in %s", needle, path);
+}
+
+START_TEST(serve_and_sync_converge)
+{
+    pair p;
+    pair_init(&p);
+    char srv[4200], slog[4200], serr[4200], wout[4200], werr[4200], listen[64], url[64];
+    path_in(&p.s, srv, sizeof srv, "S");
+    path_in(&p.s, slog, sizeof slog, "server.out");
+    path_in(&p.s, serr, sizeof serr, "server.err");
+    path_in(&p.s, wout, sizeof wout, "watch.out");
+    path_in(&p.s, werr, sizeof werr, "watch.err");
+    int port = 20000 + (int)(getpid() % 20000);
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d", port);
+    ok_in(&p.s, srv, NULL, "init", NULL);
+    pid_t server = bg_in(srv, slog, serr, "serve", "--listen", listen, "--collections",
+                         "players,moves", NULL);
+    wait_for(serr, "listening", server);
+    ok_in(&p.s, p.a, "", "add", "game", "players", "ann", "{\"hp\":10}", NULL);
+    ok_in(&p.s, p.b, "", "add", "game", "moves", "m1", "{\"to\":\"e4\"}", NULL);
+    ck_assert_int_eq(cli_in(&p.s, p.a, "sync", url, "--db", "game", NULL), 0);
+    ck_assert_int_eq(cli_in(&p.s, p.b, "sync", url, "--db", "game", NULL), 0);
+    ck_assert_int_eq(cli_in(&p.s, p.a, "sync", url, "--db", "game", NULL), 0);
+    free(same_in_both(&p, "query", "players", NULL));
+    free(same_in_both(&p, "query", "moves", NULL));
+    /* B stays connected and prints what arrives, as JSON lines */
+    pid_t watch = bg_in(p.b, wout, werr, "sync", url, "--db", "game", "--watch", NULL);
+    wait_for(werr, "connected", watch);
+    ok_in(&p.s, p.a, "", "update", "game", "players", "ann", "{\"hp\":9}", NULL);
+    ck_assert_int_eq(cli_in(&p.s, p.a, "sync", url, "--db", "game", NULL), 0);
+    wait_for(wout, "{\"event\":\"update\",\"collection\":\"players\",\"id\":\"ann\","
+                   "\"value\":{\"hp\":9}}", watch);
+    kill(watch, SIGTERM);
+    ck_assert_int_eq(wait_exit(watch, 5000), 0);
+    /* a bad URL and an unreachable server fail cleanly */
+    ck_assert_int_ne(cli_in(&p.s, p.a, "sync", "http://x", "--db", "game", NULL), 0);
+    kill(server, SIGTERM);
+    ck_assert_int_eq(wait_exit(server, 5000), 0);
+    sb_free(&p.s);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -1046,6 +1109,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, export_import_copies_database);
     tcase_add_test(tc, usb_round_trips_converge);
     tcase_add_test(tc, import_rejects_bad_input);
+    tcase_add_test(tc, serve_and_sync_converge);
     suite_add_tcase(s, tc);
     return s;
 }
