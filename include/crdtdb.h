@@ -795,6 +795,9 @@ typedef struct crdtdb_client_options {
     crdtdb_session_cb on_event; /* session events of every connection,
                                    forwarded; may be NULL */
     void *ctx;
+    const char *tls_ca;     /* wss://: PEM file of the CAs to trust (e.g.
+                               a self-signed server certificate); NULL: the
+                               system's default trust store */
 } crdtdb_client_options;
 
 /* Fills opts with the defaults above. */

@@ -547,6 +547,7 @@ struct crdtdb_client {
     crdtdb_db *db;
     crdtdb_client_options o;
     char *url;
+    char *tls_ca;
     char host[256];
     char path[sizeof WS_PREFIX + 3 * CRDTDB_ID_MAX];
     int port;
@@ -701,8 +702,9 @@ int crdtdb_client_open(crdtdb_db *db, const crdtdb_client_options *opts, crdtdb_
     if (c->o.backoff_max_ms < c->o.backoff_min_ms)
         c->o.backoff_max_ms = c->o.backoff_min_ms;
     c->url = dupstr(opts->url);
+    c->tls_ca = dupstr(opts->tls_ca);
     c->wbuf = malloc(LWS_PRE + WS_CHUNK);
-    if (!c->url || !c->wbuf) {
+    if (!c->url || !c->wbuf || (opts->tls_ca && !c->tls_ca)) {
         crdtdb_client_close(c);
         return CRDTDB_ENOMEM;
     }
@@ -721,6 +723,7 @@ int crdtdb_client_open(crdtdb_db *db, const crdtdb_client_options *opts, crdtdb_
     memcpy(c->path, WS_PREFIX, strlen(WS_PREFIX));
     urlencode(c->path + strlen(WS_PREFIX), crdtdb_db_id(db));
     c->o.url = c->url;
+    c->o.tls_ca = c->tls_ca;
 
     c->protocols[0].name = WS_PROTOCOL;
     c->protocols[0].callback = client_cb;
@@ -732,8 +735,10 @@ int crdtdb_client_open(crdtdb_db *db, const crdtdb_client_options *opts, crdtdb_
     info.user = c;
     info.gid = -1;
     info.uid = -1;
-    if (c->tls)
+    if (c->tls) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.client_ssl_ca_filepath = c->tls_ca; /* NULL: the system's store */
+    }
     c->ctx = lws_create_context(&info);
     if (!c->ctx) {
         crdtdb_client_close(c);
@@ -804,6 +809,7 @@ void crdtdb_client_close(crdtdb_client *c)
     if (c->made_readonly)
         crdtdb_db_set_readonly(c->db, 0);
     free(c->url);
+    free(c->tls_ca);
     free(c->wbuf);
     free(c);
 }
