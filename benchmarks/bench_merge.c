@@ -41,32 +41,29 @@
  * status is 0 whatever the goals say (benchmarks report, tests assert);
  * non-zero only on errors.
  */
-#include <errno.h>
 #include <lmdb.h>
 #include <msgpack.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "bench_util.h"
 #include "crdtdb.h"
 #include "storage/internal.h"
 
-#define ROUNDS 3
 #define GOAL_MERGE 0.40
 #define GOAL_SIZE 1.5
 #define SIG_BYTES 64
-#define MAP_SIZE ((size_t)1 << 30)
-#define ID_STRIDE 32
 #define NAME_STRIDE 16
 #define SIZE_CHANGES 1000
 #define BATCH 1000 /* records per setup transaction */
 #define DB_ID "bench"
 #define SIZE_DB_ID "bench-size"
 #define COLL "players"
+
+const char bench_name[] = "bench_merge";
 
 typedef struct options {
     size_t fields, records;
@@ -75,12 +72,10 @@ typedef struct options {
 
 typedef struct bench {
     options o;
-    char root[64], adir[96], bdir[96], rdir[96];
+    bench_base base;    /* dirs "a", "b", the baseline, ids, valbuf (raw value
+                         * bytes) */
     crdtdb_env *a_env, *b_env;
     crdtdb_db *a_db, *b_db, *s_db;
-    MDB_env *raw;
-    MDB_dbi raw_dbi;
-    char *ids;          /* records * ID_STRIDE, NUL-terminated ids */
     size_t *nfields;    /* fields of each record */
     crdtdb_buf stream;  /* the exported deltas, back to back */
     size_t *doff;       /* deltas + 1 offsets into stream */
@@ -88,7 +83,6 @@ typedef struct bench {
     crdtdb_export_info xinfo;
     uint8_t *rkeys;     /* fields raw keys, back to back */
     size_t *rkoff;      /* fields + 1 offsets into rkeys */
-    uint8_t *valbuf;    /* raw value bytes */
     size_t vsize;       /* raw value size */
     crdtdb__delta dec;  /* scratch for the codec phases */
     crdtdb_buf enc;
@@ -105,42 +99,17 @@ typedef struct results {
 
 /* ---------------------------------------------------------------- util */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int fail_db(crdtdb_db *db, const char *what, int rc)
 {
-    fprintf(stderr, "bench_merge: %s: %s (%s)\n", what, crdtdb_strerror(rc),
-            db ? crdtdb_db_errmsg(db) : "-");
-    return -1;
+    return bench_fail(what, rc, db ? crdtdb_db_errmsg(db) : NULL);
 }
 
 static int fail_env(crdtdb_env *env, const char *what, int rc)
 {
-    fprintf(stderr, "bench_merge: %s: %s (%s)\n", what, crdtdb_strerror(rc),
-            env ? crdtdb_env_errmsg(env) : "-");
-    return -1;
+    return bench_fail(what, rc, env ? crdtdb_env_errmsg(env) : NULL);
 }
 
-static int fail_mdb(const char *what, int rc)
-{
-    fprintf(stderr, "bench_merge: %s: %s\n", what, mdb_strerror(rc));
-    return -1;
-}
-
-static int oom(void)
-{
-    fprintf(stderr, "bench_merge: out of memory\n");
-    return -1;
-}
-
-static const char *id_of(const bench *b, size_t i) { return b->ids + i * ID_STRIDE; }
-
-static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+static const char *id_of(const bench *b, size_t i) { return bench_id(b->base.ids, i); }
 
 /* ---------------------------------------------------------------- args */
 
@@ -154,43 +123,15 @@ static void usage(FILE *f)
             "  --json       print one JSON object with all numbers\n");
 }
 
-static int parse_size(const char *s, size_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s ? s : "", &end, 10);
-    if (!s || !*s || *end || errno || v == 0 || v > 100000000ull || *s == '-')
-        return -1;
-    *out = (size_t)v;
-    return 0;
-}
-
 /* 0 to run, 1 for --help, -1 on a bad argument. */
 static int parse_args(int argc, char **argv, options *o)
 {
     *o = (options){100000, 10000, 0, 0};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        size_t *dst = NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
-            return 1;
-        if (strcmp(a, "--nosync") == 0)
-            o->nosync = 1;
-        else if (strcmp(a, "--json") == 0)
-            o->json = 1;
-        else if (strcmp(a, "--fields") == 0)
-            dst = &o->fields;
-        else if (strcmp(a, "--records") == 0)
-            dst = &o->records;
-        else {
-            fprintf(stderr, "bench_merge: unknown argument '%s'\n", a);
-            return -1;
-        }
-        if (dst && (i + 1 >= argc || parse_size(argv[++i], dst))) {
-            fprintf(stderr, "bench_merge: %s needs a positive integer\n", a);
-            return -1;
-        }
-    }
+    const bench_opt opts[] = {{"--fields", &o->fields}, {"--records", &o->records}};
+    int a = bench_parse_args(argc, argv, opts, sizeof opts / sizeof *opts,
+                             &o->nosync, &o->json);
+    if (a)
+        return a;
     if (o->records > o->fields) {
         fprintf(stderr, "bench_merge: --records must not exceed --fields\n");
         return -1;
@@ -202,37 +143,8 @@ static int parse_args(int argc, char **argv, options *o)
 
 static int make_dirs(bench *b)
 {
-    snprintf(b->root, sizeof b->root, "/tmp/bench_merge-XXXXXX");
-    if (!mkdtemp(b->root)) {
-        b->root[0] = 0;
-        perror("bench_merge: mkdtemp");
-        return -1;
-    }
-    snprintf(b->adir, sizeof b->adir, "%s/a", b->root);
-    snprintf(b->bdir, sizeof b->bdir, "%s/b", b->root);
-    snprintf(b->rdir, sizeof b->rdir, "%s/raw", b->root);
-    if (mkdir(b->rdir, 0700)) {
-        perror("bench_merge: mkdir");
-        return -1;
-    }
-    return 0;
-}
-
-static void remove_dirs(const bench *b)
-{
-    static const char *const files[] = {"data.mdb", "lock.mdb"};
-    const char *const dirs[] = {b->adir, b->bdir, b->rdir};
-    char p[160];
-    if (!b->root[0])
-        return;
-    for (size_t d = 0; d < 3; d++) {
-        for (size_t f = 0; f < 2; f++) {
-            snprintf(p, sizeof p, "%s/%s", dirs[d], files[f]);
-            unlink(p);
-        }
-        rmdir(dirs[d]);
-    }
-    rmdir(b->root);
+    static const char *const envs[] = {"a", "b"};
+    return bench_base_dirs(&b->base, envs, 2);
 }
 
 /* Field j of every record: ten typical names, then f10, f11, ... */
@@ -268,8 +180,16 @@ static int pack_field_value(msgpack_packer *pk, const char *id, size_t i, size_t
     }
 }
 
-static int pack_record(msgpack_sbuffer *sb, const char *id, size_t i, size_t n)
+/* A bench_pack_fn: record i with n fields, n from fill_ctx. */
+typedef struct fill_ctx {
+    const bench *b;
+    int full;
+} fill_ctx;
+
+static int pack_record(void *ctx, msgpack_sbuffer *sb, const char *id, size_t i)
 {
+    const fill_ctx *c = ctx;
+    size_t n = c->full ? c->b->nfields[i] : NAMED_FIELDS;
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     if (msgpack_pack_map(&pk, n))
@@ -288,16 +208,15 @@ static int pack_record(msgpack_sbuffer *sb, const char *id, size_t i, size_t n)
 static int make_inputs(bench *b)
 {
     size_t r = b->o.records, f = b->o.fields;
-    b->ids = calloc(r, ID_STRIDE);
+    b->base.ids = bench_make_ids(r);
     b->nfields = calloc(r, sizeof *b->nfields);
-    b->rkeys = malloc(f * (6 + ID_STRIDE + NAME_STRIDE));
+    b->rkeys = malloc(f * (6 + BENCH_ID_STRIDE + NAME_STRIDE));
     b->rkoff = calloc(f + 1, sizeof *b->rkoff);
-    if (!b->ids || !b->nfields || !b->rkeys || !b->rkoff)
-        return oom();
+    if (!b->base.ids || !b->nfields || !b->rkeys || !b->rkoff)
+        return bench_oom();
     size_t k = 0, off = 0;
     char name[NAME_STRIDE];
     for (size_t i = 0; i < r; i++) {
-        snprintf(b->ids + i * ID_STRIDE, ID_STRIDE, "player-%zu", i);
         b->nfields[i] = f / r + (i < f % r);
         const char *id = id_of(b, i);
         for (size_t j = 0; j < b->nfields[i]; j++, k++) {
@@ -312,16 +231,6 @@ static int make_inputs(bench *b)
     return 0;
 }
 
-static int open_env(bench *b, const char *dir, crdtdb_env **env)
-{
-    crdtdb_env_options eo;
-    crdtdb_env_options_init(&eo);
-    eo.map_size = MAP_SIZE;
-    eo.flags = b->o.nosync ? CRDTDB_ENV_NOSYNC : 0;
-    int rc = crdtdb_env_open(dir, &eo, env);
-    return rc ? fail_env(NULL, "env_open", rc) : 0;
-}
-
 static int create_db(crdtdb_env *env, const char *id, crdtdb_db **db)
 {
     const char *colls[] = {COLL};
@@ -333,50 +242,14 @@ static int create_db(crdtdb_env *env, const char *id, crdtdb_db **db)
  * its share of --fields, else the ten named fields. */
 static int fill(bench *b, crdtdb_db *db, size_t n, int full)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    crdtdb_txn *t = NULL;
-    int rc = 0;
-    for (size_t i = 0; i < n && !rc; i++) {
-        if (!t && (rc = crdtdb_txn_begin(db, 0, &t)))
-            break;
-        sb.size = 0;
-        size_t nf = full ? b->nfields[i] : NAMED_FIELDS;
-        if (pack_record(&sb, id_of(b, i), i, nf)) {
-            rc = CRDTDB_ENOMEM;
-            break;
-        }
-        rc = crdtdb_db_add(db, t, COLL, id_of(b, i), (const uint8_t *)sb.data, sb.size);
-        if (!rc && ((i + 1) % BATCH == 0 || i + 1 == n)) {
-            rc = crdtdb_txn_commit(t);
-            t = NULL;
-        }
-    }
-    crdtdb_txn_abort(t);
-    msgpack_sbuffer_destroy(&sb);
+    fill_ctx c = {b, full};
+    int rc = bench_fill(db, COLL, b->base.ids, n, BATCH, pack_record, &c);
     return rc ? fail_db(db, "setup add", rc) : 0;
 }
 
 static int open_raw(bench *b)
 {
-    unsigned flags = MDB_NOTLS | (b->o.nosync ? MDB_NOSYNC : 0);
-    MDB_txn *t;
-    int rc = mdb_env_create(&b->raw);
-    if (!rc)
-        rc = mdb_env_set_maxdbs(b->raw, 8);
-    if (!rc)
-        rc = mdb_env_set_mapsize(b->raw, MAP_SIZE);
-    if (!rc)
-        rc = mdb_env_open(b->raw, b->rdir, flags, 0644);
-    if (rc)
-        return fail_mdb("raw env_open", rc);
-    if ((rc = mdb_txn_begin(b->raw, NULL, 0, &t)))
-        return fail_mdb("raw txn_begin", rc);
-    rc = mdb_dbi_open(t, "records", MDB_CREATE, &b->raw_dbi);
-    rc = rc ? rc : mdb_txn_commit(t);
-    if (rc)
-        mdb_txn_abort(t);
-    return rc ? fail_mdb("raw dbi_open", rc) : 0;
+    return bench_base_raw_open(&b->base, b->o.nosync);
 }
 
 /* Baseline values: the stream's mean bytes per field. */
@@ -385,11 +258,8 @@ static int size_raw_values(bench *b)
     b->vsize = (b->xinfo.bytes + b->o.fields / 2) / b->o.fields;
     if (b->vsize < sizeof(size_t))
         b->vsize = sizeof(size_t);
-    b->valbuf = malloc(b->vsize);
-    if (!b->valbuf)
-        return oom();
-    memset(b->valbuf, 0xa5, b->vsize);
-    return 0;
+    b->base.valbuf = bench_filler(b->vsize);
+    return b->base.valbuf ? 0 : -1;
 }
 
 /* ---------------------------------------------------------------- phases */
@@ -435,9 +305,9 @@ static int phase_export(bench *b, double *secs)
 {
     b->stream.len = 0;
     b->ndeltas = 0;
-    double t0 = now_s();
+    double t0 = bench_now();
     int rc = crdtdb_db_export(b->a_db, 0, NULL, sink, b, &b->xinfo);
-    *secs = now_s() - t0;
+    *secs = bench_now() - t0;
     if (rc)
         return fail_db(b->a_db, "export", rc);
     if (b->xinfo.changes != b->o.fields + b->o.records || b->xinfo.deltas != b->ndeltas) {
@@ -466,7 +336,7 @@ static int apply_all(bench *b, double *secs, size_t *applied)
 {
     crdtdb_apply_info ai;
     size_t won = 0;
-    double t0 = now_s();
+    double t0 = bench_now();
     for (size_t i = 0; i < b->ndeltas; i++) {
         size_t len;
         const uint8_t *d = delta_of(b, i, &len);
@@ -475,7 +345,7 @@ static int apply_all(bench *b, double *secs, size_t *applied)
             return fail_db(b->b_db, "apply", rc);
         won += ai.applied;
     }
-    *secs = now_s() - t0;
+    *secs = bench_now() - t0;
     *applied = won;
     return 0;
 }
@@ -509,14 +379,14 @@ static int phase_reapply(bench *b, double *secs)
 static int reset_raw(bench *b)
 {
     MDB_txn *t;
-    int rc = mdb_txn_begin(b->raw, NULL, 0, &t);
+    int rc = mdb_txn_begin(b->base.raw, NULL, 0, &t);
     if (rc)
-        return fail_mdb("raw txn_begin", rc);
-    rc = mdb_drop(t, b->raw_dbi, 0);
+        return bench_fail_mdb("raw txn_begin", rc);
+    rc = mdb_drop(t, b->base.raw_dbi, 0);
     rc = rc ? rc : mdb_txn_commit(t);
     if (rc)
         mdb_txn_abort(t);
-    return rc ? fail_mdb("raw drop", rc) : 0;
+    return rc ? bench_fail_mdb("raw drop", rc) : 0;
 }
 
 static int phase_raw(bench *b, double *secs)
@@ -526,48 +396,57 @@ static int phase_raw(bench *b, double *secs)
     size_t n = b->o.fields, per = (n + b->ndeltas - 1) / b->ndeltas;
     MDB_txn *t = NULL;
     int rc = 0;
-    double t0 = now_s();
+    double t0 = bench_now();
     for (size_t i = 0; i < n && !rc; i++) {
-        if (!t && (rc = mdb_txn_begin(b->raw, NULL, 0, &t)))
+        if (!t && (rc = mdb_txn_begin(b->base.raw, NULL, 0, &t)))
             break;
-        memcpy(b->valbuf, &i, sizeof i);
+        memcpy(b->base.valbuf, &i, sizeof i);
         MDB_val k = {b->rkoff[i + 1] - b->rkoff[i], b->rkeys + b->rkoff[i]};
-        MDB_val v = {b->vsize, b->valbuf};
-        rc = mdb_put(t, b->raw_dbi, &k, &v, 0);
-        if (!rc && ((i + 1) % per == 0 || i + 1 == n)) {
+        MDB_val v = {b->vsize, b->base.valbuf};
+        rc = mdb_put(t, b->base.raw_dbi, &k, &v, 0);
+        if (!rc && bench_batch_end(i, per, n)) {
             rc = mdb_txn_commit(t);
             t = NULL;
         }
     }
-    *secs = now_s() - t0;
+    *secs = bench_now() - t0;
     if (t)
         mdb_txn_abort(t);
-    return rc ? fail_mdb("raw put", rc) : 0;
+    return rc ? bench_fail_mdb("raw put", rc) : 0;
 }
 
-/* Verify + parse of every delta, with the apply side's limits. */
-static int phase_decode(bench *b, double *secs)
+/* Verify + parse of delta d into b->dec, with the apply side's limits; 0 or
+ * -1 (reported). */
+static int decode_one(bench *b, const uint8_t *d, size_t len)
 {
     crdtdb__err e;
-    double t0 = now_s();
+    int rc = crdtdb__delta_decode(&b->dec, d, len, b->b_env->opts.max_delta_size,
+                                  &b->b_env->lim, &e);
+    if (rc) {
+        fprintf(stderr, "bench_merge: decode: %s (%s)\n", crdtdb_strerror(rc), e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Verify + parse of every delta. */
+static int phase_decode(bench *b, double *secs)
+{
+    double t0 = bench_now();
     for (size_t i = 0; i < b->ndeltas; i++) {
         size_t len;
         const uint8_t *d = delta_of(b, i, &len);
-        int rc = crdtdb__delta_decode(&b->dec, d, len, b->b_env->opts.max_delta_size,
-                                      &b->b_env->lim, &e);
-        if (rc) {
-            fprintf(stderr, "bench_merge: decode: %s (%s)\n", crdtdb_strerror(rc), e.msg);
+        if (decode_one(b, d, len))
             return -1;
-        }
     }
-    *secs = now_s() - t0;
+    *secs = bench_now() - t0;
     return 0;
 }
 
 /* The ed25519 check alone (frame split off by hand, no body parsing). */
 static int phase_verify(bench *b, double *secs)
 {
-    double t0 = now_s();
+    double t0 = bench_now();
     for (size_t i = 0; i < b->ndeltas; i++) {
         size_t len, frame, body_len;
         const uint8_t *d = delta_of(b, i, &len), *body, *sig;
@@ -577,7 +456,7 @@ static int phase_verify(bench *b, double *secs)
             return -1;
         }
     }
-    *secs = now_s() - t0;
+    *secs = bench_now() - t0;
     return 0;
 }
 
@@ -585,20 +464,15 @@ static int phase_verify(bench *b, double *secs)
  * be the exported bytes again. */
 static int phase_encode(bench *b, double *secs)
 {
-    crdtdb__err e;
     double total = 0;
     for (size_t i = 0; i < b->ndeltas; i++) {
         size_t len;
         const uint8_t *d = delta_of(b, i, &len);
-        int rc = crdtdb__delta_decode(&b->dec, d, len, b->b_env->opts.max_delta_size,
-                                      &b->b_env->lim, &e);
-        if (rc) {
-            fprintf(stderr, "bench_merge: decode: %s (%s)\n", crdtdb_strerror(rc), e.msg);
+        if (decode_one(b, d, len))
             return -1;
-        }
-        double t0 = now_s();
-        rc = crdtdb__delta_encode(&b->dec, b->a_env->sk, &b->enc);
-        total += now_s() - t0;
+        double t0 = bench_now();
+        int rc = crdtdb__delta_encode(&b->dec, b->a_env->sk, &b->enc);
+        total += bench_now() - t0;
         if (rc)
             return fail_db(NULL, "encode", rc);
         if (b->enc.len != len || memcmp(b->enc.data, d, len) != 0) {
@@ -653,7 +527,7 @@ static int plain_size(const bench *b, size_t k, int full_path, uint64_t hlc0, si
     }
     *out = sb.size + SIG_BYTES;
     msgpack_sbuffer_destroy(&sb);
-    return bad ? oom() : 0;
+    return bad ? bench_oom() : 0;
 }
 
 /* K records added to a separate database of A, then one update of "score"
@@ -676,8 +550,7 @@ static int size_check(bench *b, results *r)
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     for (size_t i = 0; i < k && !rc; i++) {
         sb.size = 0;
-        if (msgpack_pack_map(&pk, 1) || msgpack_pack_str_with_body(&pk, "score", 5) ||
-            msgpack_pack_uint32(&pk, score_of(i)))
+        if (bench_pack_score(&pk, score_of(i)))
             rc = CRDTDB_ENOMEM;
         else
             rc = crdtdb_db_update(b->s_db, t, COLL, id_of(b, i),
@@ -716,12 +589,10 @@ typedef int (*phase_fn)(bench *, double *);
 /* Runs phase f and keeps the best rate (fields per second) in *best. */
 static int run_phase(bench *b, phase_fn f, double *best)
 {
-    double secs;
+    double secs = 0;
     if (f(b, &secs))
         return -1;
-    double rate = secs > 0 ? (double)b->o.fields / secs : 0;
-    if (rate > *best)
-        *best = rate;
+    bench_keep_best(best, b->o.fields, secs);
     return 0;
 }
 
@@ -745,7 +616,7 @@ static int run_pair(bench *b, int round, results *res)
 static int run_all(bench *b, results *res)
 {
     double verify_fps = 0;
-    for (int r = 0; r < ROUNDS; r++) {
+    for (int r = 0; r < BENCH_ROUNDS; r++) {
         if (run_phase(b, phase_export, &res->export_fps))
             return -1;
         if (r == 0 && (size_raw_values(b) || open_raw(b)))
@@ -766,16 +637,16 @@ static int run_all(bench *b, results *res)
 static void print_human(const bench *b, const results *r)
 {
     const crdtdb_export_info *x = &b->xinfo;
-    double mr = ratio(r->apply_fps, r->raw_pps);
-    double sf = ratio((double)r->size_delta, (double)r->size_plain_full);
-    double sh = ratio((double)r->size_delta, (double)r->size_plain_field);
+    double mr = bench_ratio(r->apply_fps, r->raw_pps);
+    double sf = bench_ratio((double)r->size_delta, (double)r->size_plain_full);
+    double sh = bench_ratio((double)r->size_delta, (double)r->size_plain_field);
     printf("bench_merge: fields=%zu records=%zu %s, best of %d\n", b->o.fields,
-           b->o.records, b->o.nosync ? "nosync" : "durable (fsync)", ROUNDS);
+           b->o.records, bench_mode(b->o.nosync), BENCH_ROUNDS);
     printf("stream: %zu bytes in %zu deltas, %zu changes (%zu fields + %zu record "
            "bases), %.1f bytes/change, %.1f bytes/field\n",
            x->bytes, x->deltas, x->changes, b->o.fields, b->o.records,
-           ratio((double)x->bytes, (double)x->changes),
-           ratio((double)x->bytes, (double)b->o.fields));
+           bench_ratio((double)x->bytes, (double)x->changes),
+           bench_ratio((double)x->bytes, (double)b->o.fields));
     printf("export (scan+encode+sign):  %.0f fields/s, %.1f MB/s\n", r->export_fps,
            r->export_mbps);
     printf("encode+sign only:           %.0f fields/s, %.1f MB/s\n", r->encode_fps,
@@ -786,14 +657,15 @@ static void print_human(const bench *b, const results *r)
     printf("apply (verify+decode+merge+commit): crdtdb %.0f fields/s, raw LMDB "
            "%.0f puts/s (%zu-byte values, %zu txns), ratio %.2f (goal >= %.2f) %s\n",
            r->apply_fps, r->raw_pps, b->vsize, b->ndeltas, mr, GOAL_MERGE,
-           mr >= GOAL_MERGE ? "PASS" : "FAIL");
+           bench_verdict(mr >= GOAL_MERGE));
     printf("re-apply (no-op, every register loses): %.0f fields/s\n", r->reapply_fps);
     printf("size: delta of %zu single-field changes %zu bytes (%.1f/change); plain "
            "msgpack [path,value,hlc] + %d-byte sig: %zu bytes with path "
            "[coll,id,field], ratio %.2f (goal <= %.2f) %s; %zu bytes with path "
            "\"field\", ratio %.2f\n",
-           r->size_k, r->size_delta, ratio((double)r->size_delta, (double)r->size_k),
-           SIG_BYTES, r->size_plain_full, sf, GOAL_SIZE, sf <= GOAL_SIZE ? "PASS" : "FAIL",
+           r->size_k, r->size_delta,
+           bench_ratio((double)r->size_delta, (double)r->size_k),
+           SIG_BYTES, r->size_plain_full, sf, GOAL_SIZE, bench_verdict(sf <= GOAL_SIZE),
            r->size_plain_field, sh);
 }
 
@@ -813,14 +685,16 @@ static void print_json(const bench *b, const results *r)
            "\"size_plain_bytes\":%zu,\"size_ratio\":%.4f,"
            "\"size_plain_field_only_bytes\":%zu,\"size_ratio_field_only\":%.4f,"
            "\"goal_merge_ratio\":%.2f,\"goal_size_ratio\":%.2f}\n",
-           b->o.fields, b->o.records, b->o.nosync ? "true" : "false", x->deltas,
-           x->bytes, x->changes, ratio((double)x->bytes, (double)x->changes),
-           ratio((double)x->bytes, (double)b->o.fields), r->export_fps, r->export_mbps,
+           b->o.fields, b->o.records, bench_bool(b->o.nosync), x->deltas,
+           x->bytes, x->changes, bench_ratio((double)x->bytes, (double)x->changes),
+           bench_ratio((double)x->bytes, (double)b->o.fields), r->export_fps,
+           r->export_mbps,
            r->encode_fps, r->encode_mbps, r->decode_fps, r->decode_mbps, r->verify_mbps,
-           r->apply_fps, r->raw_pps, b->vsize, ratio(r->apply_fps, r->raw_pps),
+           r->apply_fps, r->raw_pps, b->vsize, bench_ratio(r->apply_fps, r->raw_pps),
            r->reapply_fps, r->size_k, r->size_delta, r->size_plain_full,
-           ratio((double)r->size_delta, (double)r->size_plain_full),
-           r->size_plain_field, ratio((double)r->size_delta, (double)r->size_plain_field),
+           bench_ratio((double)r->size_delta, (double)r->size_plain_full),
+           r->size_plain_field,
+           bench_ratio((double)r->size_delta, (double)r->size_plain_field),
            GOAL_MERGE, GOAL_SIZE);
 }
 
@@ -831,15 +705,11 @@ static void bench_free(bench *b)
     crdtdb_db_close(b->b_db);
     crdtdb_env_close(b->a_env);
     crdtdb_env_close(b->b_env);
-    if (b->raw)
-        mdb_env_close(b->raw);
-    remove_dirs(b);
-    free(b->ids);
+    bench_base_free(&b->base);
     free(b->nfields);
     free(b->doff);
     free(b->rkeys);
     free(b->rkoff);
-    free(b->valbuf);
     crdtdb_buf_free(&b->stream);
     crdtdb_buf_free(&b->enc);
     crdtdb__delta_free(&b->dec);
@@ -851,14 +721,14 @@ int main(int argc, char **argv)
     memset(&b, 0, sizeof b);
     crdtdb__delta_init(&b.dec);
     int a = parse_args(argc, argv, &b.o);
-    if (a) {
-        usage(a > 0 ? stdout : stderr);
-        return a > 0 ? 0 : 2;
-    }
+    if (a)
+        return bench_usage_exit(a, usage);
     results res;
     memset(&res, 0, sizeof res);
-    int rc = make_dirs(&b) || make_inputs(&b) || open_env(&b, b.adir, &b.a_env) ||
-             open_env(&b, b.bdir, &b.b_env) || create_db(b.a_env, DB_ID, &b.a_db) ||
+    int rc = make_dirs(&b) || make_inputs(&b) ||
+             bench_env_open(b.base.env_dir[0], b.o.nosync, &b.a_env) ||
+             bench_env_open(b.base.env_dir[1], b.o.nosync, &b.b_env) ||
+             create_db(b.a_env, DB_ID, &b.a_db) ||
              fill(&b, b.a_db, b.o.records, 1) || size_check(&b, &res) ||
              run_all(&b, &res);
     if (!rc) {

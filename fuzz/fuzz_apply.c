@@ -37,31 +37,17 @@
  *     as a msgpack map that crdtdb_msgpack_to_json accepts, in id order.
  * FUZZ_DEBUG=1 in the environment prints the outcome of every apply.
  */
-#define _XOPEN_SOURCE 700 /* nftw */
-#include <ftw.h>
 #include <inttypes.h>
-#include <msgpack.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "crdt/buf.h"
-#include "crdt/delta.h"
 #include "crdtdb.h"
+#include "fuzz_util.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                              \
-    do {                                                                      \
-        if (!(c)) {                                                           \
-            fprintf(stderr, "fuzz_apply: check failed at line %d: %s\n",      \
-                    __LINE__, #c);                                            \
-            __builtin_trap();                                                 \
-        }                                                                     \
-    } while (0)
+const char fuzz_name[] = "fuzz_apply";
 
 #define RESET_EVERY 1000u
 #define DB_ID "fz"
@@ -70,8 +56,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char *const COLLS[NCOLL] = {"c", "d"};
 
-static uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
-static char *dir;
 static crdtdb_env *env;
 static crdtdb_db *db;
 static unsigned long runs;
@@ -79,38 +63,6 @@ static int need_reset;
 static int debug;
 
 /* ------------------------------------------------------------- helpers */
-
-static int rm_cb(const char *p, const struct stat *st, int flag,
-                 struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static void rm_dir(void)
-{
-    if (dir) {
-        nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-        free(dir);
-        dir = NULL;
-    }
-}
-
-static void cleanup(void)
-{
-    crdtdb_db_close(db);
-    crdtdb_env_close(env);
-    db = NULL;
-    env = NULL;
-    rm_dir();
-}
-
-static int same(const void *a, size_t an, const void *b, size_t bn)
-{
-    return an == bn && (an == 0 || memcmp(a, b, an) == 0);
-}
 
 static uint64_t fixed_clock(void *ctx)
 {
@@ -138,110 +90,7 @@ static int allowed_err(int rc)
     }
 }
 
-/* ------------------------------------------------------- signed bodies */
-
-/* The array header of a body, as the encoder writes it (0x9a: 10
- * elements); found at start-up so the harness follows the format. */
-static uint8_t body_head;
-
-static void find_body_head(void)
-{
-    crdtdb__delta d;
-    crdtdb__delta_init(&d);
-    d.db_id.p = DB_ID;
-    d.db_id.n = 2;
-    d.sender = pk;
-    crdtdb_buf enc = CRDTDB_BUF_INIT;
-    const uint8_t *body, *sig;
-    size_t frame, blen;
-    if (crdtdb__delta_encode(&d, sk, &enc) ||
-        crdtdb__delta_frame(enc.data, enc.len, &frame, &body, &blen, &sig) || blen < 1 ||
-        (body[0] & 0xf0) != 0x90 || (body[0] & 0x0f) < 3)
-        abort();
-    body_head = body[0];
-    crdtdb_buf_free(&enc);
-    crdtdb__delta_free(&d);
-}
-
-/* Offset of the sender bin(32) header in a body [head, str, bin(32), ...]
- * (the place the decoder reads the key from), or 0. */
-static size_t sender_at(const uint8_t *p, size_t n)
-{
-    if (n < 2 || p[0] != body_head)
-        return 0;
-    size_t hdr, len;
-    uint8_t b = p[1];
-    if ((b & 0xe0) == 0xa0) {
-        hdr = 1;
-        len = b & 0x1f;
-    } else if (b >= 0xd9 && b <= 0xdb) {
-        unsigned w = 1u << (b - 0xd9);
-        if (n - 2 < w)
-            return 0;
-        hdr = 1 + w;
-        len = 0;
-        for (unsigned i = 0; i < w; i++)
-            len = len << 8 | p[2 + i];
-    } else {
-        return 0;
-    }
-    if (len > n - 1 - hdr)
-        return 0;
-    size_t at = 1 + hdr + len;
-    if (n - at < 2 + CRDTDB_REPLICA_ID_BYTES || p[at] != 0xc4 ||
-        p[at + 1] != CRDTDB_REPLICA_ID_BYTES)
-        return 0;
-    return at;
-}
-
-/* The body to sign for fuzzer bytes p[0, n) (see the layout above). */
-static void make_body(crdtdb_buf *body, const uint8_t *p, size_t n)
-{
-    size_t at = sender_at(p, n);
-    body->len = 0;
-    if (at) {
-        CHECK(crdtdb__buf_append(body, p, n) == 0);
-        memcpy(body->data + at + 2, pk, sizeof pk);
-        return;
-    }
-    const uint8_t head[] = {body_head, 0xa2, 'f', 'z', 0xc4, 0x20};
-    CHECK(crdtdb__buf_append(body, head, sizeof head) == 0);
-    CHECK(crdtdb__buf_append(body, pk, sizeof pk) == 0);
-    CHECK(crdtdb__buf_append(body, p, n) == 0);
-}
-
-/* [1, bin body, bin sig] with body signed by the test key, into a fresh
- * heap block of exactly *n bytes (so ASan sees any read past the end). */
-static uint8_t *wrap(const crdtdb_buf *body, size_t *n)
-{
-    uint8_t sig[crypto_sign_BYTES];
-    CHECK(crypto_sign_detached(sig, NULL, body->data, body->len, sk) == 0);
-    crdtdb_buf out = CRDTDB_BUF_INIT;
-    msgpack_packer p;
-    msgpack_packer_init(&p, &out, crdtdb__buf_write_cb);
-    CHECK(msgpack_pack_array(&p, 3) == 0 && msgpack_pack_uint8(&p, 1) == 0 &&
-          msgpack_pack_bin_with_body(&p, body->data, body->len) == 0 &&
-          msgpack_pack_bin_with_body(&p, sig, sizeof sig) == 0);
-    uint8_t *q = malloc(out.len);
-    CHECK(q != NULL);
-    memcpy(q, out.data, out.len);
-    *n = out.len;
-    crdtdb_buf_free(&out);
-    return q;
-}
-
 /* ---------------------------------------------------------- snapshots */
-
-/* A stored record: a non-empty msgpack map that converts to a JSON object. */
-static void check_record_bytes(const uint8_t *p, size_t n)
-{
-    CHECK(n > 0);
-    CHECK((p[0] & 0xf0) == 0x80 || p[0] == 0xde || p[0] == 0xdf);
-    crdtdb_buf j = CRDTDB_BUF_INIT;
-    CHECK(crdtdb_msgpack_to_json(p, n, &j) == 0);
-    CHECK(j.len >= 2 && j.data[0] == '{' && j.data[j.len - 1] == '}');
-    crdtdb_buf_free(&j);
-}
 
 typedef struct dump_ctx {
     crdtdb_buf *out;
@@ -262,7 +111,7 @@ static int dump_cb(void *ctx, const char *id, const uint8_t *value, size_t len)
     }
     memcpy(c->last, id, n + 1);
     c->any = 1;
-    check_record_bytes(value, len);
+    fuzz_check_record_bytes(value, len);
     uint32_t hdr[2] = {(uint32_t)n, (uint32_t)len};
     CHECK(crdtdb__buf_append(c->out, hdr, sizeof hdr) == 0);
     CHECK(crdtdb__buf_append(c->out, id, n) == 0);
@@ -288,7 +137,7 @@ static void snap_take(snap *s)
         CHECK(crdtdb__buf_append(&s->recs, &sep, 1) == 0);
     }
     memset(&s->mark, 0, sizeof s->mark);
-    CHECK(crdtdb_db_peer_get(db, pk, &s->mark, &s->mark_found) == 0);
+    CHECK(crdtdb_db_peer_get(db, fuzz_pk, &s->mark, &s->mark_found) == 0);
     if (!s->mark_found)
         CHECK(s->mark.received == 0 && s->mark.acked == 0);
 }
@@ -296,7 +145,8 @@ static void snap_take(snap *s)
 /* Same sequence and records. */
 static int data_same(const snap *a, const snap *b)
 {
-    return a->seq == b->seq && same(a->recs.data, a->recs.len, b->recs.data, b->recs.len);
+    return a->seq == b->seq &&
+           fuzz_same(a->recs.data, a->recs.len, b->recs.data, b->recs.len);
 }
 
 static int snap_same(const snap *a, const snap *b)
@@ -308,23 +158,9 @@ static int snap_same(const snap *a, const snap *b)
 
 /* ------------------------------------------------------------ database */
 
-static void db_create(void)
-{
-    int rc = crdtdb_db_create(env, DB_ID, COLLS, NCOLL, &db);
-    if (rc) {
-        fprintf(stderr, "fuzz_apply: db_create: %s: %s\n", crdtdb_errname(rc),
-                crdtdb_env_errmsg(env));
-        abort();
-    }
-}
-
 static void db_reset(void)
 {
-    crdtdb_db_close(db);
-    db = NULL;
-    int rc = crdtdb_db_drop(env, DB_ID);
-    CHECK(rc == 0);
-    db_create();
+    fuzz_scratch_reset();
     need_reset = 0;
 }
 
@@ -332,52 +168,24 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    const char *dbg = getenv("FUZZ_DEBUG");
-    debug = dbg && *dbg && strcmp(dbg, "0") != 0;
-    if (sodium_init() < 0)
-        abort();
-    uint8_t seed[crypto_sign_SEEDBYTES];
-    memset(seed, 0x5a, sizeof seed); /* fixed test key */
-    crypto_sign_seed_keypair(pk, sk, seed);
-    find_body_head();
+    debug = fuzz_debug_enabled();
+    fuzz_keys_init();
 
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp || !*tmp)
-        tmp = "/tmp";
-    size_t n = strlen(tmp) + 32;
-    dir = malloc(n);
-    if (!dir)
-        abort();
-    snprintf(dir, n, "%s/crdtdb-fuzz-XXXXXX", tmp);
-    if (!mkdtemp(dir)) {
-        perror("fuzz_apply: mkdtemp");
-        abort();
-    }
     crdtdb_env_options o;
-    crdtdb_env_options_init(&o);
-    o.map_size = (size_t)64 << 20;
-    o.flags = CRDTDB_ENV_NOSYNC;
+    fuzz_scratch_options(&o);
     o.max_value_size = 2048;
     o.max_depth = 8;
     o.max_path_bytes = 256;
     o.max_fields = 64;
     o.max_delta_size = o.max_value_size + o.max_path_bytes + 4096;
     o.clock = fixed_clock;
-    int rc = crdtdb_env_open(dir, &o, &env);
-    if (rc) {
-        fprintf(stderr, "fuzz_apply: env_open %s: %s\n", dir, crdtdb_strerror(rc));
-        abort();
-    }
+    fuzz_scratch_env(&o, &env);
     uint8_t own[CRDTDB_REPLICA_ID_BYTES];
     crdtdb_env_replica_id(env, own);
-    if (memcmp(own, pk, sizeof pk) == 0)
+    if (memcmp(own, fuzz_pk, sizeof fuzz_pk) == 0)
         abort(); /* the test key must be another replica */
-    db_create();
-    /* LMDB keeps its files open and never reopens them by path, so the
-     * directory can go now: nothing is left behind when a crash or a
-     * timeout kills the process. */
-    rm_dir();
-    atexit(cleanup);
+    /* the directory goes once the database is made (see fuzz_util.h) */
+    fuzz_scratch_db(DB_ID, COLLS, NCOLL, &db);
     return 0;
 }
 
@@ -457,10 +265,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (need_reset || ++runs % RESET_EVERY == 0)
         db_reset();
 
-    crdtdb_buf body = CRDTDB_BUF_INIT;
-    make_body(&body, data, size);
-    size_t len;
-    uint8_t *delta = wrap(&body, &len);
+    crdtdb_buf body = CRDTDB_BUF_INIT, env_buf = CRDTDB_BUF_INIT;
+    fuzz_make_body(&body, data, size);
+    fuzz_wrap(&env_buf, &body);
+    /* a heap block of exactly the delta (ASan sees any read past the end) */
+    size_t len = env_buf.len;
+    uint8_t *delta = fuzz_dup(env_buf.data, len);
+    crdtdb_buf_free(&env_buf);
 
     snap before, after, again;
     memset(&before, 0, sizeof before);
@@ -506,14 +317,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rc == CRDTDB_EMAPFULL)
             need_reset = 1;
     } else {
-        CHECK(memcmp(info.sender, pk, sizeof pk) == 0);
+        CHECK(memcmp(info.sender, fuzz_pk, sizeof fuzz_pk) == 0);
         CHECK(info.from <= info.to);
         CHECK(info.applied <= info.changes);
         if (info.applied)
             CHECK(after.seq > before.seq);
         else
-            CHECK(after.seq == before.seq && same(before.recs.data, before.recs.len,
-                                                  after.recs.data, after.recs.len));
+            CHECK(after.seq == before.seq &&
+                  fuzz_same(before.recs.data, before.recs.len, after.recs.data,
+                            after.recs.len));
         /* watermarks never move back */
         CHECK(after.mark_found);
         CHECK(after.mark.received >= before.mark.received);

@@ -32,7 +32,6 @@
  *     gives the same bytes.
  * FUZZ_DEBUG=1 in the environment prints the outcome of every decode.
  */
-#include <msgpack.h>
 #include <sodium.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -43,25 +42,14 @@
 #include "crdt/delta.h"
 #include "crdt/record.h"
 #include "crdtdb.h"
+#include "fuzz_util.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                              \
-    do {                                                                      \
-        if (!(c)) {                                                           \
-            fprintf(stderr, "fuzz_delta: check failed at line %d: %s\n",      \
-                    __LINE__, #c);                                            \
-            __builtin_trap();                                                 \
-        }                                                                     \
-    } while (0)
+const char fuzz_name[] = "fuzz_delta";
 
 #define MAX_DELTA 4096u
-#define DB_ID "fz"
 
 static const crdtdb__limits LIM = {512, 8, 128, 64};
 
-static uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
 static crdtdb__delta dec, dec2; /* reused across inputs, as apply does */
 static int debug;
 
@@ -70,100 +58,10 @@ static int known_err(int rc)
     return rc <= CRDTDB_EINVAL && rc >= CRDTDB_EFORK;
 }
 
-static int same(const void *a, size_t an, const void *b, size_t bn)
-{
-    return an == bn && (an == 0 || memcmp(a, b, an) == 0);
-}
-
 static void cleanup(void)
 {
     crdtdb__delta_free(&dec);
     crdtdb__delta_free(&dec2);
-}
-
-/* ------------------------------------------------------- signed bodies */
-
-/* The array header of a body, as the encoder writes it (0x9a: 10
- * elements); found at start-up so the harness follows the format. */
-static uint8_t body_head;
-
-static void find_body_head(void)
-{
-    crdtdb__delta d;
-    crdtdb__delta_init(&d);
-    d.db_id.p = DB_ID;
-    d.db_id.n = 2;
-    d.sender = pk;
-    crdtdb_buf enc = CRDTDB_BUF_INIT;
-    const uint8_t *body, *sig;
-    size_t frame, blen;
-    if (crdtdb__delta_encode(&d, sk, &enc) ||
-        crdtdb__delta_frame(enc.data, enc.len, &frame, &body, &blen, &sig) || blen < 1 ||
-        (body[0] & 0xf0) != 0x90 || (body[0] & 0x0f) < 3)
-        abort();
-    body_head = body[0];
-    crdtdb_buf_free(&enc);
-    crdtdb__delta_free(&d);
-}
-
-/* Offset of the sender bin(32) header in a body [head, str, bin(32), ...]
- * (the place the decoder reads the key from), or 0. */
-static size_t sender_at(const uint8_t *p, size_t n)
-{
-    if (n < 2 || p[0] != body_head)
-        return 0;
-    size_t hdr, len;
-    uint8_t b = p[1];
-    if ((b & 0xe0) == 0xa0) {
-        hdr = 1;
-        len = b & 0x1f;
-    } else if (b >= 0xd9 && b <= 0xdb) {
-        unsigned w = 1u << (b - 0xd9);
-        if (n - 2 < w)
-            return 0;
-        hdr = 1 + w;
-        len = 0;
-        for (unsigned i = 0; i < w; i++)
-            len = len << 8 | p[2 + i];
-    } else {
-        return 0;
-    }
-    if (len > n - 1 - hdr)
-        return 0;
-    size_t at = 1 + hdr + len;
-    if (n - at < 2 + CRDTDB_REPLICA_ID_BYTES || p[at] != 0xc4 ||
-        p[at + 1] != CRDTDB_REPLICA_ID_BYTES)
-        return 0;
-    return at;
-}
-
-/* The body to sign for fuzzer bytes p[0, n) (see the layout above). */
-static void make_body(crdtdb_buf *body, const uint8_t *p, size_t n)
-{
-    size_t at = sender_at(p, n);
-    body->len = 0;
-    if (at) {
-        CHECK(crdtdb__buf_append(body, p, n) == 0);
-        memcpy(body->data + at + 2, pk, sizeof pk);
-        return;
-    }
-    const uint8_t head[] = {body_head, 0xa2, 'f', 'z', 0xc4, 0x20};
-    CHECK(crdtdb__buf_append(body, head, sizeof head) == 0);
-    CHECK(crdtdb__buf_append(body, pk, sizeof pk) == 0);
-    CHECK(crdtdb__buf_append(body, p, n) == 0);
-}
-
-/* [1, bin body, bin sig] with body signed by the test key, into out. */
-static void wrap(crdtdb_buf *out, const crdtdb_buf *body)
-{
-    uint8_t sig[crypto_sign_BYTES];
-    CHECK(crypto_sign_detached(sig, NULL, body->data, body->len, sk) == 0);
-    msgpack_packer mp;
-    out->len = 0;
-    msgpack_packer_init(&mp, out, crdtdb__buf_write_cb);
-    CHECK(msgpack_pack_array(&mp, 3) == 0 && msgpack_pack_uint8(&mp, 1) == 0 &&
-          msgpack_pack_bin_with_body(&mp, body->data, body->len) == 0 &&
-          msgpack_pack_bin_with_body(&mp, sig, sizeof sig) == 0);
 }
 
 /* ----------------------------------------------------------------- peek */
@@ -197,7 +95,7 @@ static void check_peek(const uint8_t *p, size_t n, const crdtdb__delta *d,
         return;
     CHECK(rc == 0);
     CHECK(dlen == n);
-    CHECK(same(id, strlen(id), d->db_id.p, d->db_id.n));
+    CHECK(fuzz_same(id, strlen(id), d->db_id.p, d->db_id.n));
 }
 
 /* ------------------------------------------------------------ round trip */
@@ -205,7 +103,7 @@ static void check_peek(const uint8_t *p, size_t n, const crdtdb__delta *d,
 /* a and b describe the same change set (a's sender aside). */
 static void check_same_delta(const crdtdb__delta *a, const crdtdb__delta *b)
 {
-    CHECK(same(a->db_id.p, a->db_id.n, b->db_id.p, b->db_id.n));
+    CHECK(fuzz_same(a->db_id.p, a->db_id.n, b->db_id.p, b->db_id.n));
     CHECK(a->from == b->from && a->to == b->to);
     CHECK(a->has_ack == b->has_ack && a->ack == b->ack);
     CHECK(a->hlc_max == b->hlc_max);
@@ -216,13 +114,13 @@ static void check_same_delta(const crdtdb__delta *a, const crdtdb__delta *b)
     CHECK(a->ncolls == b->ncolls && a->norigins == b->norigins);
     CHECK(a->nrecs == b->nrecs && a->nfields == b->nfields);
     for (uint32_t i = 0; i < a->ncolls; i++)
-        CHECK(same(a->colls[i].p, a->colls[i].n, b->colls[i].p, b->colls[i].n));
+        CHECK(fuzz_same(a->colls[i].p, a->colls[i].n, b->colls[i].p, b->colls[i].n));
     for (uint32_t i = 0; i < a->norigins; i++)
         CHECK(memcmp(a->origins[i], b->origins[i], CRDTDB_REPLICA_ID_BYTES) == 0);
     for (uint32_t i = 0; i < a->nrecs; i++) {
         const crdtdb__delta_rec *x = &a->recs[i], *y = &b->recs[i];
         CHECK(x->coll == y->coll && x->coll < a->ncolls);
-        CHECK(same(x->id.p, x->id.n, y->id.p, y->id.n));
+        CHECK(fuzz_same(x->id.p, x->id.n, y->id.p, y->id.n));
         CHECK(x->base_kind == y->base_kind);
         if (x->base_kind != CRDTDB__BASE_NONE) {
             CHECK(x->base_hlc == y->base_hlc && x->base_origin == y->base_origin);
@@ -236,10 +134,10 @@ static void check_same_delta(const crdtdb__delta *a, const crdtdb__delta *b)
         CHECK(x->kind == y->kind);
         CHECK(x->kind == CRDTDB__KIND_VALUE || x->kind == CRDTDB__KIND_MAP);
         CHECK(x->hlc == y->hlc && x->origin == y->origin && x->origin < a->norigins);
-        CHECK(same(x->path, x->path_len, y->path, y->path_len));
+        CHECK(fuzz_same(x->path, x->path_len, y->path, y->path_len));
         CHECK(x->path_len >= 2 && x->path_len <= LIM.max_path_bytes);
         if (x->kind == CRDTDB__KIND_VALUE)
-            CHECK(same(x->val, x->val_len, y->val, y->val_len));
+            CHECK(fuzz_same(x->val, x->val_len, y->val, y->val_len));
     }
 }
 
@@ -248,8 +146,8 @@ static void check_roundtrip(crdtdb__delta *d)
     crdtdb_buf enc = CRDTDB_BUF_INIT, enc2 = CRDTDB_BUF_INIT;
     crdtdb__err e = CRDTDB__ERR_INIT;
     const uint8_t *sender = d->sender;
-    d->sender = pk; /* re-signed by the test key */
-    CHECK(crdtdb__delta_encode(d, sk, &enc) == 0);
+    d->sender = fuzz_pk; /* re-signed by the test key */
+    CHECK(crdtdb__delta_encode(d, fuzz_sk, &enc) == 0);
     d->sender = sender;
     int rc = crdtdb__delta_decode(&dec2, enc.data, enc.len, SIZE_MAX, &LIM, &e);
     if (rc) {
@@ -257,11 +155,11 @@ static void check_roundtrip(crdtdb__delta *d)
                 crdtdb_errname(rc), e.msg);
         CHECK(!"re-encoded delta does not decode");
     }
-    CHECK(memcmp(dec2.sender, pk, sizeof pk) == 0);
+    CHECK(memcmp(dec2.sender, fuzz_pk, sizeof fuzz_pk) == 0);
     check_same_delta(d, &dec2);
     /* the encoding is canonical: a second round gives the same bytes */
-    CHECK(crdtdb__delta_encode(&dec2, sk, &enc2) == 0);
-    CHECK(same(enc.data, enc.len, enc2.data, enc2.len));
+    CHECK(crdtdb__delta_encode(&dec2, fuzz_sk, &enc2) == 0);
+    CHECK(fuzz_same(enc.data, enc.len, enc2.data, enc2.len));
     check_peek(enc.data, enc.len, &dec2, 1);
     crdtdb_buf_free(&enc);
     crdtdb_buf_free(&enc2);
@@ -292,7 +190,7 @@ static void fuzz_one(const uint8_t *p, size_t n, int signed_by_us)
     if (rc == 0) {
         CHECK(dec.sender != NULL);
         if (signed_by_us)
-            CHECK(memcmp(dec.sender, pk, sizeof pk) == 0);
+            CHECK(memcmp(dec.sender, fuzz_pk, sizeof fuzz_pk) == 0);
         check_roundtrip(&dec);
     }
 }
@@ -301,14 +199,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    const char *dbg = getenv("FUZZ_DEBUG");
-    debug = dbg && *dbg && strcmp(dbg, "0") != 0;
-    if (sodium_init() < 0)
-        abort();
-    uint8_t seed[crypto_sign_SEEDBYTES];
-    memset(seed, 0x5a, sizeof seed); /* fixed test key */
-    crypto_sign_seed_keypair(pk, sk, seed);
-    find_body_head();
+    debug = fuzz_debug_enabled();
+    fuzz_keys_init();
     crdtdb__delta_init(&dec);
     crdtdb__delta_init(&dec2);
     atexit(cleanup);
@@ -319,10 +211,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
  * read past the end. */
 static void fuzz_copy(const uint8_t *p, size_t n, int signed_by_us)
 {
-    uint8_t *q = malloc(n ? n : 1);
-    CHECK(q != NULL);
-    if (n)
-        memcpy(q, p, n);
+    uint8_t *q = fuzz_dup(p, n);
     fuzz_one(q, n, signed_by_us);
     free(q);
 }
@@ -336,8 +225,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     crdtdb_buf body = CRDTDB_BUF_INIT, env = CRDTDB_BUF_INIT;
-    make_body(&body, data + 1, size - 1);
-    wrap(&env, &body);
+    fuzz_make_body(&body, data + 1, size - 1);
+    fuzz_wrap(&env, &body);
     fuzz_copy(env.data, env.len, 1);
     crdtdb_buf_free(&body);
     crdtdb_buf_free(&env);

@@ -22,19 +22,11 @@
 #include <string.h>
 
 #include "crdtdb.h"
+#include "fuzz_util.h"
 
 #define DEPTH 8u
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                              \
-    do {                                                                      \
-        if (!(c)) {                                                           \
-            fprintf(stderr, "fuzz_json: check failed at line %d: %s\n",       \
-                    __LINE__, #c);                                            \
-            __builtin_trap();                                                 \
-        }                                                                     \
-    } while (0)
+const char fuzz_name[] = "fuzz_json";
 
 static int known_err(int rc)
 {

@@ -33,29 +33,17 @@
  * decoded record must render and encode cleanly, and its encoding must
  * decode and re-encode to the same bytes.
  */
-#define _XOPEN_SOURCE 700 /* nftw */
-#include <ftw.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "crdt/buf.h"
 #include "crdt/record.h"
 #include "crdtdb.h"
+#include "fuzz_util.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                              \
-    do {                                                                      \
-        if (!(c)) {                                                           \
-            fprintf(stderr, "fuzz_record: check failed at line %d: %s\n",     \
-                    __LINE__, #c);                                            \
-            __builtin_trap();                                                 \
-        }                                                                     \
-    } while (0)
+const char fuzz_name[] = "fuzz_record";
 
 #define RESET_EVERY 1000u
 #define DB_ID "fuzz"
@@ -67,56 +55,12 @@ enum { OP_ADD, OP_UPDATE, OP_REMOVE, OP_ADD_ALL, OP_QUERY, OP_GET };
 static const char *const COLLS[NCOLL] = {"items", "other"};
 static const char *const IDS[NID] = {"a", "b", "c"};
 
-static char *dir;
 static crdtdb_env *env;
 static crdtdb_db *db;
 static unsigned long runs;
 static int need_reset;
 
 /* ------------------------------------------------------------- helpers */
-
-static int rm_cb(const char *p, const struct stat *st, int flag,
-                 struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static void rm_dir(void)
-{
-    if (dir) {
-        nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-        free(dir);
-        dir = NULL;
-    }
-}
-
-static void cleanup(void)
-{
-    crdtdb_db_close(db);
-    crdtdb_env_close(env);
-    db = NULL;
-    env = NULL;
-    rm_dir();
-}
-
-static int same(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
-{
-    return an == bn && (an == 0 || memcmp(a, b, an) == 0);
-}
-
-/* A stored record: a non-empty msgpack map that converts to a JSON object. */
-static void check_record_bytes(const uint8_t *p, size_t n)
-{
-    CHECK(n > 0);
-    CHECK((p[0] & 0xf0) == 0x80 || p[0] == 0xde || p[0] == 0xdf);
-    crdtdb_buf j = CRDTDB_BUF_INIT;
-    CHECK(crdtdb_msgpack_to_json(p, n, &j) == 0);
-    CHECK(j.len >= 2 && j.data[0] == '{' && j.data[j.len - 1] == '}');
-    crdtdb_buf_free(&j);
-}
 
 static int known_err(int rc)
 {
@@ -139,7 +83,7 @@ static void snap_take(snap *s)
                                          &s->found[c][i]);
             CHECK(rc == 0);
             if (s->found[c][i])
-                check_record_bytes(b->data, b->len);
+                fuzz_check_record_bytes(b->data, b->len);
             else
                 CHECK(b->len == 0 && crdtdb_db_errmsg(db)[0] != '\0');
         }
@@ -148,8 +92,8 @@ static void snap_take(snap *s)
 static int snap_same(const snap *a, const snap *b, int c, int i)
 {
     return a->found[c][i] == b->found[c][i] &&
-           same(a->val[c][i].data, a->val[c][i].len, b->val[c][i].data,
-                b->val[c][i].len);
+           fuzz_same(a->val[c][i].data, a->val[c][i].len, b->val[c][i].data,
+                     b->val[c][i].len);
 }
 
 static void snap_free(snap *s)
@@ -299,8 +243,8 @@ static void expect(crdtdb_buf *out, const uint8_t *old, size_t oldlen,
 static void check_stored(const snap *after, int c, int i, const crdtdb_buf *want)
 {
     CHECK(after->found[c][i]);
-    if (!same(after->val[c][i].data, after->val[c][i].len, want->data,
-              want->len)) {
+    if (!fuzz_same(after->val[c][i].data, after->val[c][i].len, want->data,
+                   want->len)) {
         crdtdb_buf a = CRDTDB_BUF_INIT, b = CRDTDB_BUF_INIT;
         if (crdtdb_msgpack_to_json(after->val[c][i].data, after->val[c][i].len, &a) == 0 &&
             crdtdb_msgpack_to_json(want->data, want->len, &b) == 0)
@@ -358,25 +302,15 @@ static void check_hits(const qctx *q, const char *coll)
         const qhit *h = &q->hits[i];
         if (i)
             CHECK(strcmp(q->hits[i - 1].id, h->id) < 0);
-        check_record_bytes(h->val.data, h->val.len);
+        fuzz_check_record_bytes(h->val.data, h->val.len);
         int found = 0;
         CHECK(crdtdb_db_get_by_id(db, NULL, coll, h->id, &b, &found) == 0);
-        CHECK(found && same(b.data, b.len, h->val.data, h->val.len));
+        CHECK(found && fuzz_same(b.data, b.len, h->val.data, h->val.len));
     }
     crdtdb_buf_free(&b);
 }
 
 /* ------------------------------------------------------------ lifecycle */
-
-static void db_create(void)
-{
-    int rc = crdtdb_db_create(env, DB_ID, COLLS, NCOLL, &db);
-    if (rc) {
-        fprintf(stderr, "fuzz_record: db_create: %s (%s)\n",
-                crdtdb_strerror(rc), crdtdb_env_errmsg(env));
-        abort();
-    }
-}
 
 /* Full scan of both collections, then drop and recreate the database. */
 static void db_reset(void)
@@ -387,11 +321,7 @@ static void db_reset(void)
         check_hits(&q, COLLS[c]);
         qctx_free(&q);
     }
-    crdtdb_db_close(db);
-    db = NULL;
-    int rc = crdtdb_db_drop(env, DB_ID);
-    CHECK(rc == 0);
-    db_create();
+    fuzz_scratch_reset();
     need_reset = 0;
 }
 
@@ -399,36 +329,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp || !*tmp)
-        tmp = "/tmp";
-    size_t n = strlen(tmp) + 32;
-    dir = malloc(n);
-    if (!dir)
-        abort();
-    snprintf(dir, n, "%s/crdtdb-fuzz-XXXXXX", tmp);
-    if (!mkdtemp(dir)) {
-        perror("fuzz_record: mkdtemp");
-        abort();
-    }
     crdtdb_env_options o;
-    crdtdb_env_options_init(&o);
-    o.map_size = (size_t)64 << 20;
-    o.flags = CRDTDB_ENV_NOSYNC;
+    fuzz_scratch_options(&o);
     o.max_value_size = 4096;
     o.max_depth = 8;
     o.max_fields = 64;
-    int rc = crdtdb_env_open(dir, &o, &env);
-    if (rc) {
-        fprintf(stderr, "fuzz_record: env_open %s: %s\n", dir, crdtdb_strerror(rc));
-        abort();
-    }
-    db_create();
-    /* LMDB keeps its files open and never reopens them by path, so the
-     * directory can go now: nothing is left behind when a crash or a
-     * timeout kills the process. */
-    rm_dir();
-    atexit(cleanup);
+    fuzz_scratch_env(&o, &env);
+    /* the directory goes once the database is made (see fuzz_util.h) */
+    fuzz_scratch_db(DB_ID, COLLS, NCOLL, &db);
     return 0;
 }
 
@@ -461,7 +369,7 @@ static void fuzz_blob(const uint8_t *p, size_t n)
         CHECK(r2.base_kind == r.base_kind && r2.nleaves == r.nleaves &&
               r2.visible_len == r.visible_len);
         CHECK(crdtdb__record_encode(&r2, r2.visible, r2.visible_len, &enc2) == 0);
-        CHECK(same(enc.data, enc.len, enc2.data, enc2.len));
+        CHECK(fuzz_same(enc.data, enc.len, enc2.data, enc2.len));
 
         /* ... also with a fresh rendering as the cached visible value. */
         if (rc == 0) {
@@ -583,7 +491,7 @@ static void check_success(int op, int ci, int ii, const uint8_t *p, size_t n,
             int f = 0;
             CHECK(crdtdb_db_get_by_id(db, NULL, COLLS[ci], id, &b, &f) == 0);
             CHECK(f);
-            check_record_bytes(b.data, b.len);
+            fuzz_check_record_bytes(b.data, b.len);
             for (int i = 0; i < NID; i++)
                 if (strcmp(id, IDS[i]) == 0) {
                     touched[ci][i] = 1;
@@ -608,8 +516,8 @@ static void check_success(int op, int ci, int ii, const uint8_t *p, size_t n,
             for (int i = 0; i < NID; i++)
                 if (strcmp(q->hits[h].id, IDS[i]) == 0) {
                     CHECK(before->found[ci][i]);
-                    CHECK(same(q->hits[h].val.data, q->hits[h].val.len,
-                               before->val[ci][i].data, before->val[ci][i].len));
+                    CHECK(fuzz_same(q->hits[h].val.data, q->hits[h].val.len,
+                                    before->val[ci][i].data, before->val[ci][i].len));
                     tracked++;
                 }
         if (n == 0 && !qstop)
@@ -618,8 +526,8 @@ static void check_success(int op, int ci, int ii, const uint8_t *p, size_t n,
     }
     case OP_GET:
         CHECK(found == before->found[ci][ii]);
-        CHECK(same(got->data, got->len, before->val[ci][ii].data,
-                   before->val[ci][ii].len));
+        CHECK(fuzz_same(got->data, got->len, before->val[ci][ii].data,
+                        before->val[ci][ii].len));
         break;
     }
 

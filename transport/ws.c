@@ -76,8 +76,8 @@ static void noop_sul(lws_sorted_usec_list_t *sul) { (void)sul; }
  * itself ignores the timeout argument and sleeps until its next event). */
 static int service(struct lws_context *ctx, lws_sorted_usec_list_t *sul, int timeout_ms)
 {
-    if (timeout_ms < 0)
-        timeout_ms = 0;
+    if (timeout_ms <= 0) /* poll without waiting: lws takes -1 as "do not block" */
+        return lws_service(ctx, -1) < 0 ? CRDTDB_EIO : 0;
     lws_sul_schedule(ctx, 0, sul, noop_sul, (lws_usec_t)timeout_ms * LWS_US_PER_MS);
     int n = lws_service(ctx, 0);
     lws_sul_cancel(sul);
