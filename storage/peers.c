@@ -149,10 +149,10 @@ int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer, crdtdb_peer *out,
     return rc;
 }
 
-int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer, uint64_t acked)
+/* Moves a peer's acked watermark forward and adds flags, in a transaction
+ * of its own. */
+static int marks_raise(crdtdb_db *db, const uint8_t *peer, uint64_t acked, unsigned flags)
 {
-    if (!db || !peer)
-        return CRDTDB_EINVAL;
     crdtdb_txn *t;
     int rc = crdtdb_txn_begin(db, 0, &t);
     if (rc)
@@ -160,33 +160,26 @@ int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer, uint64_t acked)
     crdtdb__marks m;
     int found;
     rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
-    if (!rc && acked > m.acked) {
-        m.acked = acked;
+    if (!rc && (acked > m.acked || (m.flags | flags) != m.flags)) {
+        m.acked = acked > m.acked ? acked : m.acked;
+        m.flags |= flags;
         rc = crdtdb__marks_put(db, t->mt, peer, &m);
     }
     if (rc) {
         crdtdb_txn_abort(t);
-        return crdtdb__db_seterr(db, rc, "peer ack: %s", crdtdb_strerror(rc));
+        return crdtdb__db_seterr(db, rc, "peer watermarks: %s", crdtdb_strerror(rc));
     }
     return crdtdb_txn_commit(t);
 }
 
+int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer, uint64_t acked)
+{
+    if (!db || !peer)
+        return CRDTDB_EINVAL;
+    return marks_raise(db, peer, acked, 0);
+}
+
 int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag)
 {
-    crdtdb_txn *t;
-    int rc = crdtdb_txn_begin(db, 0, &t);
-    if (rc)
-        return rc;
-    crdtdb__marks m;
-    int found;
-    rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
-    if (!rc) {
-        m.flags |= flag;
-        rc = crdtdb__marks_put(db, t->mt, peer, &m);
-    }
-    if (rc) {
-        crdtdb_txn_abort(t);
-        return rc;
-    }
-    return crdtdb_txn_commit(t);
+    return marks_raise(db, peer, 0, flag);
 }
