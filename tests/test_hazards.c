@@ -516,9 +516,5 @@ int main(void)
     tcase_add_test(tc, merge_past_local_limits_still_converges);
     tcase_add_test(tc, claimed_origin_does_not_stop_delivery);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s);
 }

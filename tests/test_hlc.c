@@ -3,6 +3,7 @@
 
 #include "crdt/hlc.h"
 #include "crdtdb.h"
+#include "tests/testutil.h"
 
 START_TEST(tick_follows_wall_clock)
 {
@@ -87,9 +88,5 @@ int main(void)
     tcase_add_test(tc, recv_refuses_far_future);
     tcase_add_test(tc, packing);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s);
 }

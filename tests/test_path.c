@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "crdt/path.h"
+#include "tests/testutil.h"
 
 START_TEST(encoding_is_escaped_and_terminated)
 {
@@ -63,9 +64,5 @@ int main(void)
     tcase_add_test(tc, ancestors_are_prefixes_on_boundaries);
     tcase_add_test(tc, invalid_encodings_refused);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s);
 }

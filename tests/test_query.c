@@ -204,9 +204,5 @@ int main(void)
     tcase_add_test(tc, callback_stops_early);
     tcase_add_test(tc, removed_records_are_not_listed);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s);
 }

@@ -408,9 +408,5 @@ int main(void)
     tcase_add_test(tc, bad_frames_end_the_session);
     tcase_add_test(tc, duplicated_frames_are_harmless);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s);
 }

@@ -722,9 +722,5 @@ int main(void)
     tcase_set_timeout(prop, 1800);
     tcase_add_test(prop, random_schedules_converge);
     suite_add_tcase(s, prop);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s);
 }

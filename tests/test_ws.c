@@ -899,9 +899,5 @@ static Suite *suite(void)
 int main(void)
 {
     lws_set_log_level(LLL_ERR, NULL);
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(suite());
 }

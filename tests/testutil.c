@@ -79,3 +79,12 @@ unsigned tu_seed(void)
     fprintf(stderr, "seed: %u (rerun with CRDTDB_SEED=%u)\n", seed, seed);
     return seed;
 }
+
+int tu_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

@@ -18,6 +18,9 @@ char *tu_json(const uint8_t *mp, size_t len);
 crdtdb_env *tu_env(char **dir, const crdtdb_env_options *opts);
 /* Reads record as JSON (malloc'd) or NULL if not found. */
 char *tu_get(crdtdb_db *db, const char *coll, const char *id);
+/* Runs every test of s; the exit status for main (0: all passed). */
+struct Suite;
+int tu_run(struct Suite *s);
 /* Seed from $CRDTDB_SEED or the time; printed once. */
 unsigned tu_seed(void);
 
