@@ -156,7 +156,7 @@ static int check_self(crdtdb_txn *t, const crdtdb__delta *d)
 }
 
 /* The sender's watermarks, inside the apply transaction. */
-static int update_marks(crdtdb_txn *t, const crdtdb__delta *d)
+static int update_marks(crdtdb_txn *t, const crdtdb__delta *d, uint64_t *received)
 {
     crdtdb_db *db = t->db;
     crdtdb__marks m;
@@ -170,6 +170,7 @@ static int update_marks(crdtdb_txn *t, const crdtdb__delta *d)
      * replica's exchange, not ours: merge its registers, keep ours. */
     int for_us = !d->recipient ||
                  memcmp(d->recipient, db->env->pk, CRDTDB_REPLICA_ID_BYTES) == 0;
+    *received = m.received;
     if (!for_us)
         return crdtdb__marks_put(db, t->mt, d->sender, &m);
     /* A peer holding more of our history than we wrote: someone else writes
@@ -185,6 +186,7 @@ static int update_marks(crdtdb_txn *t, const crdtdb__delta *d)
      * reordered delta leaves a gap that the next export refills. */
     if (d->from <= m.received && d->to > m.received)
         m.received = d->to;
+    *received = m.received;
     if (d->has_ack && d->ack > m.acked)
         m.acked = d->ack;
     return crdtdb__marks_put(db, t->mt, d->sender, &m);
@@ -224,8 +226,9 @@ int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
         if (rc)
             crdtdb__db_seterr(db, rc, "clock moved during apply");
     }
+    uint64_t received = 0;
     if (!rc && !self)
-        rc = update_marks(t, d);
+        rc = update_marks(t, d, &received);
     if (colls != colls_stack)
         free(colls);
     if (t && rc) {
@@ -253,6 +256,7 @@ int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
         for (uint32_t i = 0; i < d->nrecs; i++)
             info->changes += d->recs[i].base_kind != CRDTDB__BASE_NONE;
         info->applied = applied;
+        info->received = received;
     }
     return 0;
 }

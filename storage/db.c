@@ -286,6 +286,7 @@ void crdtdb_db_close(crdtdb_db *db)
     crdtdb__record_free(&db->rec);
     crdtdb__flat_free(&db->flat);
     crdtdb__delta_free(&db->delta);
+    crdtdb__shared_free(db->shared);
     msgpack_zone_destroy(&db->zone);
     crdtdb_buf_free(&db->blob);
     crdtdb_buf_free(&db->vis);

@@ -16,7 +16,33 @@ typedef struct exporter {
     crdtdb_delta_sink sink;
     void *ctx;
     crdtdb_export_info info;
+    crdtdb__export_srcs *srcs; /* sources of what was packed, or NULL */
+    unsigned flags;            /* CRDTDB_EXPORT_* */
 } exporter;
+
+int crdtdb__export_has_src(const crdtdb__export_srcs *s, uint32_t num)
+{
+    if (s->many)
+        return 1;
+    for (unsigned i = 0; i < s->n; i++)
+        if (s->num[i] == num)
+            return 1;
+    return 0;
+}
+
+/* Notes that a packed register came from peer number src. */
+static void note_src(crdtdb__export_srcs *s, uint32_t src)
+{
+    if (!s || src == CRDTDB__SRC_LOCAL)
+        return;
+    for (unsigned i = 0; i < s->n; i++)
+        if (s->num[i] == src)
+            return;
+    if (s->n < CRDTDB__EXPORT_SRCS)
+        s->num[s->n++] = src;
+    else
+        s->many = 1;
+}
 
 /* An upper bound of everything but the records: envelope and signature
  * (80), array headers, db id, sender and recipient (2 x 34), four integers
@@ -37,6 +63,14 @@ static size_t header_cost(const crdtdb_db *db)
 static int flush(exporter *x, MDB_txn *mt, uint64_t to)
 {
     crdtdb_db *db = x->db;
+    if (x->d.nrecs == 0 && (x->flags & CRDTDB_EXPORT_NO_EMPTY)) {
+        x->info.to = to; /* nothing for the peer: say so unsigned */
+        int rc = x->sink(x->ctx, NULL, 0);
+        x->from = to;
+        return rc;
+    }
+    if (x->srcs && x->srcs->stop && crdtdb__export_has_src(x->srcs, x->srcs->stop))
+        return CRDTDB__EXPORT_STOPPED;
     x->d.from = x->from;
     x->d.to = to;
     x->d.nfp = 0;
@@ -106,6 +140,13 @@ int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
 {
     if (!db || !sink)
         return CRDTDB_EINVAL;
+    return crdtdb__export(db, since, peer, 0, sink, ctx, info, NULL);
+}
+
+int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned flags,
+                   crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info,
+                   crdtdb__export_srcs *srcs)
+{
     crdtdb_env *env = db->env;
     crdtdb_txn *t;
     int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
@@ -121,6 +162,13 @@ int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
     x.budget = env->opts.max_delta_size;
     x.cost = header_cost(db);
     x.group_coll = -1;
+    x.srcs = srcs;
+    x.flags = flags;
+    if (srcs) {
+        uint32_t stop = srcs->stop;
+        memset(srcs, 0, sizeof *srcs);
+        srcs->stop = stop;
+    }
     crdtdb__delta_init(&x.d);
     x.d.db_id.p = db->id;
     x.d.db_id.n = (uint32_t)strlen(db->id);
@@ -242,6 +290,7 @@ int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
             break;
         }
         x.cost += cost;
+        note_src(x.srcs, src);
         prev = seq;
     }
     if (!rc && mrc && mrc != MDB_NOTFOUND)

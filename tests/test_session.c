@@ -146,6 +146,121 @@ START_TEST(two_way_sync_converges)
 }
 END_TEST
 
+
+/* Counts sink calls, keeping the last delta (or noting an empty range). */
+typedef struct grab {
+    int calls, empty;
+    crdtdb_buf last;
+} grab;
+
+static int grab_one(void *ctx, const uint8_t *p, size_t len)
+{
+    grab *g = ctx;
+    g->calls++;
+    if (!len) {
+        g->empty++;
+        return 0;
+    }
+    g->last.len = 0;
+    ck_assert_int_eq(crdtdb__buf_append(&g->last, p, len), 0);
+    return 0;
+}
+
+START_TEST(shared_export_is_signed_once)
+{
+    replica C;
+    replica_init(&C, &now_ms, "game");
+    put(&A, "add", "players", "ann", "{\"hp\":10}");
+    put(&B, "add", "players", "bob", "{\"hp\":7}");
+    sync_pair(&B, &A); /* A now holds a change that came from B */
+    uint8_t bid[32], cid[32], did[32];
+    crdtdb_env_replica_id(B.env, bid);
+    crdtdb_env_replica_id(C.env, cid);
+    memset(did, 7, sizeof did); /* a peer A has never heard of */
+    grab gc = {0}, gd = {0}, gb = {0};
+    crdtdb_export_info ic, id, ib;
+    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, cid, CRDTDB_EXPORT_SHARED, grab_one, &gc, &ic), 0);
+    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, did, CRDTDB_EXPORT_SHARED, grab_one, &gd, &id), 0);
+    /* the same bytes for both: one signature */
+    ck_assert_int_eq(gc.calls, 1);
+    ck_assert_uint_eq(gc.last.len, gd.last.len);
+    ck_assert(memcmp(gc.last.data, gd.last.data, gc.last.len) == 0);
+    ck_assert_uint_eq(ic.to, id.to);
+    ck_assert_uint_eq(ic.changes, 4); /* a base and a field per record */
+    /* B's own change is left out of B's delta, made for B alone */
+    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, bid, CRDTDB_EXPORT_SHARED, grab_one, &gb, &ib), 0);
+    ck_assert_uint_eq(ib.changes, 2);
+    ck_assert_uint_eq(ib.to, ic.to);
+    ck_assert(gb.last.len != gc.last.len || memcmp(gb.last.data, gc.last.data, gb.last.len));
+    /* the shared delta applies anywhere and moves the receiver's watermark */
+    crdtdb_apply_info ai;
+    ck_assert_int_eq(crdtdb_db_apply(C.db, gc.last.data, gc.last.len, &ai), 0);
+    ck_assert_uint_eq(ai.received, ic.to);
+    ck_assert_uint_eq(received_from(&C, &A), ic.to);
+    char *g = tu_get(C.db, "players", "bob");
+    ck_assert_str_eq(g, "{\"hp\":7}");
+    free(g);
+    crdtdb_buf_free(&gc.last);
+    crdtdb_buf_free(&gd.last);
+    crdtdb_buf_free(&gb.last);
+    replica_free(&C);
+}
+END_TEST
+
+START_TEST(empty_ranges_are_not_signed)
+{
+    put(&B, "add", "players", "bob", "{\"hp\":7}");
+    sync_pair(&B, &A);
+    uint8_t bid[32];
+    crdtdb_env_replica_id(B.env, bid);
+    uint64_t last;
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &last), 0);
+    for (unsigned fl = CRDTDB_EXPORT_NO_EMPTY; fl <= (CRDTDB_EXPORT_NO_EMPTY | CRDTDB_EXPORT_SHARED);
+         fl |= CRDTDB_EXPORT_SHARED) {
+        grab g = {0};
+        crdtdb_export_info info;
+        ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, bid, fl, grab_one, &g, &info), 0);
+        ck_assert_int_eq(g.calls, 1);
+        ck_assert_int_eq(g.empty, 1);
+        ck_assert_uint_eq(info.deltas, 0);
+        ck_assert_uint_eq(info.to, last);
+        if (fl & CRDTDB_EXPORT_SHARED)
+            break;
+    }
+}
+END_TEST
+
+/* A server's session finding only the client's own changes sends a SKIP,
+ * not a signed delta; the client still learns it is caught up, and its
+ * durable watermark moves with the next real delta. */
+START_TEST(echo_is_skipped_unsigned)
+{
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    int caught = ea.caught_up, applied = ea.applied;
+    put(&A, "add", "players", "ann", "{\"hp\":10}");
+    ck_assert_int_eq(crdtdb_session_pump(c), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    uint64_t blast;
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &blast), 0);
+    ck_assert_uint_gt(blast, 0);
+    ck_assert_int_eq(ea.applied, applied); /* nothing came back signed */
+    ck_assert_int_gt(ea.caught_up, caught);
+    ck_assert_uint_lt(received_from(&A, &B), blast); /* only in memory */
+    put(&B, "add", "players", "bob", "{\"hp\":7}");
+    ck_assert_int_eq(crdtdb_session_pump(s), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(ea.applied, applied + 1);
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &blast), 0);
+    ck_assert_uint_eq(received_from(&A, &B), blast); /* the delta covered the gap */
+    assert_same();
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
 START_TEST(byte_by_byte_feeding)
 {
     seed_data();
@@ -402,6 +517,9 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, two_way_sync_converges);
     tcase_add_test(tc, byte_by_byte_feeding);
+    tcase_add_test(tc, shared_export_is_signed_once);
+    tcase_add_test(tc, empty_ranges_are_not_signed);
+    tcase_add_test(tc, echo_is_skipped_unsigned);
     tcase_add_test(tc, server_to_client_mode);
     tcase_add_test(tc, cut_and_resume);
     tcase_add_test(tc, backpressure_bounds_the_output);

@@ -15,8 +15,9 @@
 
 #define PROTO_VERSION 1u
 #define STOP_EXPORT 1 /* our sink's "one delta is enough" */
+#define SKIP_SPAN 256 /* sequences skipped before an empty delta is signed */
 
-enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE };
+enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP };
 enum { S_HANDSHAKE, S_OPEN, S_CLOSED };
 
 struct crdtdb_session {
@@ -28,6 +29,10 @@ struct crdtdb_session {
     uint8_t self[CRDTDB_REPLICA_ID_BYTES];
     uint8_t peer[CRDTDB_REPLICA_ID_BYTES];
     int have_since;       /* the peer said where to start */
+    uint64_t received;    /* what we hold of the peer's log */
+    int skipped;          /* the export found nothing for the peer */
+    uint64_t skip_to;     /* (sent_upto, skip_to] holds nothing for the peer */
+    uint64_t hint;        /* the peer's SKIP: it has nothing for us up to here */
     uint64_t sent_upto;   /* our log is exported up to here */
     uint64_t told_uptodate; /* the last UPTODATE we sent (+1; 0: none) */
     uint64_t peer_uptodate; /* the peer's last UPTODATE (+1; 0: none) */
@@ -196,8 +201,9 @@ void crdtdb_session_shutdown(crdtdb_session *s)
     emit(s, &ev);
 }
 
-/* What we hold of the peer's log. */
-static uint64_t received(crdtdb_session *s)
+/* What the store holds of the peer's log (read once per session; applies
+ * report it after that). */
+static uint64_t stored_received(crdtdb_session *s)
 {
     crdtdb_peer p;
     int found;
@@ -206,7 +212,8 @@ static uint64_t received(crdtdb_session *s)
 
 static void check_caught_up(crdtdb_session *s)
 {
-    if (s->peer_uptodate && received(s) >= s->peer_uptodate - 1) {
+    uint64_t have = s->hint > s->received ? s->hint : s->received;
+    if (s->peer_uptodate && have >= s->peer_uptodate - 1) {
         s->peer_uptodate = 0;
         crdtdb_session_event ev = {CRDTDB_SESSION_CAUGHT_UP, s->mode, s->peer, NULL, 0, NULL, 0};
         emit(s, &ev);
@@ -223,6 +230,10 @@ static int we_send(const crdtdb_session *s)
 static int one_delta(void *ctx, const uint8_t *delta, size_t len)
 {
     crdtdb_session *s = ctx;
+    if (!len) { /* nothing for the peer: a SKIP follows */
+        s->skipped = 1;
+        return STOP_EXPORT;
+    }
     msgpack_packer pk = start(s, M_DELTA, 2);
     if (msgpack_pack_bin_with_body(&pk, delta, len) || frame(s))
         return CRDTDB_ENOMEM;
@@ -242,24 +253,42 @@ int crdtdb_session_pump(crdtdb_session *s)
         int rc = crdtdb_db_seq(s->db, NULL, &last);
         if (rc)
             return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
-        if (s->sent_upto >= last) {
+        uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
+        if (done >= last) {
             if (s->told_uptodate != last + 1) { /* say so once per position */
                 s->told_uptodate = last + 1;
                 return send_u64(s, M_UPTODATE, last);
             }
             return 0;
         }
+        /* A server signs once for all its sessions; acks travel as ACK.
+         * A range holding nothing for the peer is not signed: a SKIP says
+         * so, and the next delta starts where the peer's durable watermark
+         * is, covering the range again (rescanned, not resent) — until the
+         * range is long, when one empty delta moves the watermark. */
+        int longskip = s->skip_to > s->sent_upto && s->skip_to - s->sent_upto >= SKIP_SPAN;
+        unsigned fl = (longskip ? 0 : CRDTDB_EXPORT_NO_EMPTY) |
+                      (s->server ? CRDTDB_EXPORT_SHARED : 0);
         crdtdb_export_info info;
-        rc = crdtdb_db_export(s->db, s->sent_upto, s->peer, one_delta, s, &info);
+        s->skipped = 0;
+        rc = crdtdb_db_export_for(s->db, s->sent_upto, s->peer, fl, one_delta, s, &info);
         if (rc != 0 && rc != STOP_EXPORT)
             return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
-        if (info.to <= s->sent_upto) /* cannot happen: guard the loop */
+        if (info.to <= done && !longskip) /* cannot happen: guard the loop */
             return seterr(s, CRDTDB_EIO, "export made no progress");
-        s->sent_upto = info.to;
+        if (s->skipped) {
+            msgpack_packer pk = start(s, M_SKIP, 3);
+            msgpack_pack_uint64(&pk, s->sent_upto);
+            msgpack_pack_uint64(&pk, info.to);
+            if (frame(s))
+                return CRDTDB_ENOMEM;
+            s->skip_to = info.to;
+        } else {
+            s->sent_upto = info.to;
+        }
     }
     return 0;
 }
-
 /* ------------------------------------------------------------- receive */
 
 static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
@@ -294,7 +323,8 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         crdtdb_db_set_readonly(s->db, s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT);
     }
     s->state = S_OPEN;
-    if (send_u64(s, M_SINCE, received(s)))
+    s->received = stored_received(s);
+    if (send_u64(s, M_SINCE, s->received))
         return CRDTDB_ENOMEM;
     crdtdb_session_event ev = {CRDTDB_SESSION_READY, s->mode, s->peer, NULL, 0, NULL, 0};
     emit(s, &ev);
@@ -307,7 +337,7 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         return seterr(s, CRDTDB_EBADVALUE, "malformed delta message");
     if (s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
         return seterr(s, CRDTDB_EROFS, "Read only access");
-    uint64_t before = received(s);
+    uint64_t before = s->received;
     crdtdb_apply_info info;
     int rc = crdtdb_db_apply(s->db, (const uint8_t *)a[1].via.bin.ptr, a[1].via.bin.size, &info);
     if (rc == CRDTDB_ECLOCK) { /* not fatal: the range stays unacked, sent again later */
@@ -322,8 +352,9 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         return seterr(s, CRDTDB_EBADVALUE, "a delta signed by another replica than the peer");
     crdtdb_session_event ev = {CRDTDB_SESSION_APPLIED, s->mode, s->peer, &info, 0, NULL, 0};
     emit(s, &ev);
-    uint64_t now = received(s);
-    if (now > before && send_u64(s, M_ACK, now)) /* applied is durable */
+    if (info.received > s->received)
+        s->received = info.received;
+    if (s->received > before && send_u64(s, M_ACK, s->received)) /* applied is durable */
         return CRDTDB_ENOMEM;
     check_caught_up(s);
     return 0;
@@ -373,12 +404,23 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
                       (unsigned long long)type);
     if (type == M_DELTA)
         return handle_delta(s, a, n);
+    if (type == M_SKIP) { /* nothing for us in (from, to]: kept in memory for
+                             CAUGHT_UP only; the next delta covers it */
+        if (n != 3 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            a[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[2].via.u64 < a[1].via.u64)
+            return seterr(s, CRDTDB_EBADVALUE, "malformed skip message");
+        if (a[1].via.u64 <= s->received && a[2].via.u64 > s->hint)
+            s->hint = a[2].via.u64;
+        check_caught_up(s);
+        return 0;
+    }
     if (n != 2 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return seterr(s, CRDTDB_EBADVALUE, "malformed message %llu", (unsigned long long)type);
     uint64_t v = a[1].via.u64;
     switch (type) {
     case M_SINCE:
         s->sent_upto = v;
+        s->skip_to = 0;
         s->have_since = 1;
         return 0;
     case M_ACK: {
