@@ -80,7 +80,8 @@ extern "C" {
     X(EBADSIG, -20, "bad signature")                                          \
     X(EDENIED, -21, "permission denied")                                      \
     X(EFORGED, -22, "conflicting writes under one stamp")                     \
-    X(EFORK, -23, "replica history diverged")
+    X(EFORK, -23, "replica history diverged")                                 \
+    X(EAUTH, -24, "authentication failed")
 
 typedef enum crdtdb_errno {
     CRDTDB_OK = 0,
@@ -519,12 +520,39 @@ CRDTDB_API int crdtdb_db_export(crdtdb_db *db, uint64_t since,
                                 const uint8_t *peer, crdtdb_delta_sink sink,
                                 void *ctx, crdtdb_export_info *info);
 
+#define CRDTDB_EXPORT_SHARED 0x1u   /* sign once for every peer (below) */
+#define CRDTDB_EXPORT_NO_EMPTY 0x2u /* don't sign ranges holding nothing */
+
+/*
+ * crdtdb_db_export for transports that keep a live connection per peer
+ * and acknowledge on their own (the sync session's ACK).  flags:
+ *  - CRDTDB_EXPORT_NO_EMPTY: a range holding nothing for the peer (only
+ *    changes it sent us) is not signed: the sink gets (NULL, 0) and
+ *    info->to tells how far the range went.
+ *  - CRDTDB_EXPORT_SHARED: for a server pushing to many peers.  A range
+ *    holding no change received from `peer` goes out as one unaddressed
+ *    delta, encoded and signed once and cached on the handle (at most 16
+ *    deltas and 2 x max_delta_size bytes, least recently used out first)
+ *    for every peer that asks for the same range.  Unaddressed deltas tell
+ *    the peer nothing of our watermarks.  The cache lives until
+ *    crdtdb_db_close().
+ * Commits made while a peer's output was pending coalesce: a delta holds
+ * the latest state of each register in its range.
+ * Errors: those of crdtdb_db_export.
+ */
+CRDTDB_API int crdtdb_db_export_for(crdtdb_db *db, uint64_t since,
+                                    const uint8_t *peer, unsigned flags,
+                                    crdtdb_delta_sink sink, void *ctx,
+                                    crdtdb_export_info *info);
+
 typedef struct crdtdb_apply_info {
     uint8_t sender[CRDTDB_REPLICA_ID_BYTES];
     uint64_t from;    /* the sender's sequences the delta covers: (from, to] */
     uint64_t to;
     size_t changes;   /* registers in the delta */
     size_t applied;   /* registers that won and were stored */
+    uint64_t received; /* what we now hold of the sender's log, contiguous
+                          from its start: its watermark after this apply */
 } crdtdb_apply_info;
 
 /*
@@ -830,6 +858,61 @@ CRDTDB_API int crdtdb_client_connected(const crdtdb_client *c);
 /* Drops the connection (the peer sees a close) and frees the client (not
  * the db, whose read-only mark it clears).  Accepts NULL. */
 CRDTDB_API void crdtdb_client_close(crdtdb_client *c);
+
+/* ---------------------------------------------------------------- tokens */
+
+/*
+ * JSON Web Tokens (libjwt) naming the user of a connection by their `sub`
+ * claim.  The algorithm is fixed by the key, never by the token: a token
+ * whose header names another algorithm (or "none") is refused.
+ */
+typedef enum crdtdb_jwt_alg {
+    CRDTDB_JWT_HS256 = 1, /* shared secret, at least 32 bytes */
+    CRDTDB_JWT_RS256,     /* RSA key pair, PEM */
+    CRDTDB_JWT_ES256      /* P-256 key pair, PEM */
+} crdtdb_jwt_alg;
+
+typedef struct crdtdb_jwt_key crdtdb_jwt_key;
+
+#define CRDTDB_JWT_MAX 8192u /* the longest token accepted, bytes */
+
+/*
+ * Loads a key for `alg`: the shared secret for HS256, or a PEM key for
+ * RS256 / ES256 (a public key verifies; a private key mints, and verifies
+ * when libjwt can derive the public half).  The bytes are copied; the copy
+ * is zeroed on close.  On success *out is owned by the caller until
+ * crdtdb_jwt_key_close().  Errors: EINVAL (unknown alg, secret shorter than
+ * 32 bytes, not a PEM key of that kind), ENOMEM.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_jwt_key_open(crdtdb_jwt_alg alg, const uint8_t *key,
+                                                    size_t len, crdtdb_jwt_key **out);
+
+/* Zeroes and frees the key.  Accepts NULL. */
+CRDTDB_API void crdtdb_jwt_key_close(crdtdb_jwt_key *key);
+
+/*
+ * Verifies `token` (len bytes, no NUL needed) at time `now` (Unix seconds):
+ * signature under key, header alg equal to the key's, `exp` (required) not
+ * passed and `nbf` (if present) reached, each with `leeway` seconds of
+ * slack; a `sub` claim of 1 to CRDTDB_ID_MAX bytes with no NUL.  On success
+ * the user id is copied into sub (NUL-terminated; sub_size must be more than
+ * CRDTDB_ID_MAX).  errmsg (may be NULL) receives why a token was refused.
+ * Errors: EAUTH (malformed, bad signature, wrong or "none" alg, expired, not
+ * yet valid, no or bad sub), ETOOBIG (longer than CRDTDB_JWT_MAX), EINVAL.
+ */
+CRDTDB_API int crdtdb_jwt_verify(const crdtdb_jwt_key *key, const char *token, size_t len,
+                                 int64_t now, unsigned leeway, char *sub, size_t sub_size,
+                                 char *errmsg, size_t errmsg_size);
+
+/*
+ * Mints a token for user `sub`, issued at `now` and expiring ttl seconds
+ * later (claims sub, iat, exp), signed with key (HS256 secret or private
+ * PEM key).  out is replaced with the NUL-terminated token (out->len
+ * excludes the NUL).  Errors: EINVAL (bad sub, ttl 0, a public-only key),
+ * ENOMEM.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_jwt_mint(const crdtdb_jwt_key *key, const char *sub,
+                                                int64_t now, uint64_t ttl, crdtdb_buf *out);
 
 /* ------------------------------------------------------------------ json */
 
