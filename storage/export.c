@@ -140,11 +140,11 @@ int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
 {
     if (!db || !sink)
         return CRDTDB_EINVAL;
-    return crdtdb__export(db, since, peer, 0, sink, ctx, info, NULL);
+    return crdtdb__export(db, since, peer, 0, 0, sink, ctx, info, NULL);
 }
 
 int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned flags,
-                   crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info,
+                   size_t max_bytes, crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info,
                    crdtdb__export_srcs *srcs)
 {
     crdtdb_env *env = db->env;
@@ -160,6 +160,8 @@ int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned 
     x.from = since;
     x.info.from = x.info.to = since;
     x.budget = env->opts.max_delta_size;
+    if (max_bytes && max_bytes < x.budget)
+        x.budget = max_bytes; /* one register still fits: flushes wait for a second */
     x.cost = header_cost(db);
     x.group_coll = -1;
     x.srcs = srcs;

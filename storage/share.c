@@ -65,7 +65,7 @@ static int capture_one(void *ctx, const uint8_t *delta, size_t len)
 /* The shared delta starting at `since`: cached, or made now unless it
  * would hold registers of peer number `num` (then NULL with *rc 0: the
  * caller makes one for that peer).  NULL with *rc set on error. */
-static entry *entry_get(crdtdb_db *db, uint64_t since, uint32_t num, int *rc)
+static entry *entry_get(crdtdb_db *db, uint64_t since, uint32_t num, size_t max_bytes, int *rc)
 {
     crdtdb__shared *sh = db->shared;
     *rc = 0;
@@ -80,7 +80,7 @@ static entry *entry_get(crdtdb_db *db, uint64_t since, uint32_t num, int *rc)
     crdtdb_export_info inf;
     crdtdb__export_srcs srcs;
     srcs.stop = num; /* found before signing: no signature wasted */
-    int r = crdtdb__export(db, since, NULL, CRDTDB_EXPORT_NO_EMPTY, capture_one, &c, &inf, &srcs);
+    int r = crdtdb__export(db, since, NULL, CRDTDB_EXPORT_NO_EMPTY, max_bytes, capture_one, &c, &inf, &srcs);
     if (r != 1) {
         free(c.data);
         if (r == 0) /* nothing to send: cannot happen below `last` */
@@ -111,12 +111,13 @@ static entry *entry_get(crdtdb_db *db, uint64_t since, uint32_t num, int *rc)
 }
 
 int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned flags,
-                         crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info)
+                         size_t max_bytes, crdtdb_delta_sink sink, void *ctx,
+                         crdtdb_export_info *info)
 {
     if (!db || !sink)
         return CRDTDB_EINVAL;
     if (!(flags & CRDTDB_EXPORT_SHARED))
-        return crdtdb__export(db, since, peer, flags, sink, ctx, info, NULL);
+        return crdtdb__export(db, since, peer, flags, max_bytes, sink, ctx, info, NULL);
     crdtdb_export_info sum;
     memset(&sum, 0, sizeof sum);
     sum.from = sum.to = since;
@@ -141,13 +142,13 @@ int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer, uns
         rc = crdtdb__peer_num(db->env, t->mt, peer, 0, &num);
     crdtdb_txn_abort(t);
     while (!rc && sum.to < last) {
-        entry *e = entry_get(db, sum.to, num, &rc);
+        entry *e = entry_get(db, sum.to, num, max_bytes, &rc);
         if (rc)
             break;
         if (!e) { /* its own changes are in the range: leave them out */
             capture c = {NULL, 0};
             crdtdb_export_info inf;
-            rc = crdtdb__export(db, sum.to, peer, flags, capture_one, &c, &inf, NULL);
+            rc = crdtdb__export(db, sum.to, peer, flags, max_bytes, capture_one, &c, &inf, NULL);
             if (rc == 1) {
                 sum.deltas += c.len != 0;
                 sum.changes += inf.changes;

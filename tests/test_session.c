@@ -179,8 +179,8 @@ START_TEST(shared_export_is_signed_once)
     memset(did, 7, sizeof did); /* a peer A has never heard of */
     grab gc = {0}, gd = {0}, gb = {0};
     crdtdb_export_info ic, id, ib;
-    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, cid, CRDTDB_EXPORT_SHARED, grab_one, &gc, &ic), 0);
-    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, did, CRDTDB_EXPORT_SHARED, grab_one, &gd, &id), 0);
+    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, cid, CRDTDB_EXPORT_SHARED, 0, grab_one, &gc, &ic), 0);
+    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, did, CRDTDB_EXPORT_SHARED, 0, grab_one, &gd, &id), 0);
     /* the same bytes for both: one signature */
     ck_assert_int_eq(gc.calls, 1);
     ck_assert_uint_eq(gc.last.len, gd.last.len);
@@ -188,7 +188,7 @@ START_TEST(shared_export_is_signed_once)
     ck_assert_uint_eq(ic.to, id.to);
     ck_assert_uint_eq(ic.changes, 4); /* a base and a field per record */
     /* B's own change is left out of B's delta, made for B alone */
-    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, bid, CRDTDB_EXPORT_SHARED, grab_one, &gb, &ib), 0);
+    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, bid, CRDTDB_EXPORT_SHARED, 0, grab_one, &gb, &ib), 0);
     ck_assert_uint_eq(ib.changes, 2);
     ck_assert_uint_eq(ib.to, ic.to);
     ck_assert(gb.last.len != gc.last.len || memcmp(gb.last.data, gc.last.data, gb.last.len));
@@ -219,7 +219,7 @@ START_TEST(empty_ranges_are_not_signed)
          fl |= CRDTDB_EXPORT_SHARED) {
         grab g = {0};
         crdtdb_export_info info;
-        ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, bid, fl, grab_one, &g, &info), 0);
+        ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, bid, fl, 0, grab_one, &g, &info), 0);
         ck_assert_int_eq(g.calls, 1);
         ck_assert_int_eq(g.empty, 1);
         ck_assert_uint_eq(info.deltas, 0);

@@ -141,6 +141,8 @@ int crdtdb_session_open(crdtdb_db *db, const crdtdb_session_options *opts,
     crdtdb_env_options_init(&eo); /* the defaults, for the unset bounds */
     if (!s->o.max_message)
         s->o.max_message = eo.max_delta_size + 4096;
+    if (!s->o.delta_size)
+        s->o.delta_size = 256 * 1024;
     if (!s->o.max_output)
         s->o.max_output = 2 * eo.max_delta_size;
     s->server = (s->o.flags & CRDTDB_SESSION_SERVER) != 0;
@@ -271,7 +273,8 @@ int crdtdb_session_pump(crdtdb_session *s)
                       (s->server ? CRDTDB_EXPORT_SHARED : 0);
         crdtdb_export_info info;
         s->skipped = 0;
-        rc = crdtdb_db_export_for(s->db, s->sent_upto, s->peer, fl, one_delta, s, &info);
+        rc = crdtdb_db_export_for(s->db, s->sent_upto, s->peer, fl, s->o.delta_size, one_delta,
+                                  s, &info);
         if (rc != 0 && rc != STOP_EXPORT)
             return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
         if (info.to <= done && !longskip) /* cannot happen: guard the loop */
@@ -354,7 +357,8 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     emit(s, &ev);
     if (info.received > s->received)
         s->received = info.received;
-    if (s->received > before && send_u64(s, M_ACK, s->received)) /* applied is durable */
+    if (s->received > before && s->received > s->hint &&
+        send_u64(s, M_ACK, s->received)) /* applied is durable */
         return CRDTDB_ENOMEM;
     check_caught_up(s);
     return 0;
@@ -409,8 +413,14 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         if (n != 3 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
             a[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[2].via.u64 < a[1].via.u64)
             return seterr(s, CRDTDB_EBADVALUE, "malformed skip message");
-        if (a[1].via.u64 <= s->received && a[2].via.u64 > s->hint)
+        uint64_t have = s->hint > s->received ? s->hint : s->received;
+        if (a[1].via.u64 <= have && a[2].via.u64 > have) {
             s->hint = a[2].via.u64;
+            /* we hold all of it (it came from us): the peer may count it
+             * acknowledged, though our durable watermark waits for a delta */
+            if (send_u64(s, M_ACK, s->hint))
+                return CRDTDB_ENOMEM;
+        }
         check_caught_up(s);
         return 0;
     }
