@@ -536,13 +536,16 @@ CRDTDB_API int crdtdb_db_export(crdtdb_db *db, uint64_t since,
  *    for every peer that asks for the same range.  Unaddressed deltas tell
  *    the peer nothing of our watermarks.  The cache lives until
  *    crdtdb_db_close().
- * Commits made while a peer's output was pending coalesce: a delta holds
- * the latest state of each register in its range.
+ * max_bytes (0: max_delta_size) caps each delta lower, so a large sync
+ * streams in pieces the receiver applies while the next is made; a single
+ * register larger than that still goes out whole.  Commits made while a
+ * peer's output was pending coalesce: a delta holds the latest state of
+ * each register in its range.
  * Errors: those of crdtdb_db_export.
  */
 CRDTDB_API int crdtdb_db_export_for(crdtdb_db *db, uint64_t since,
                                     const uint8_t *peer, unsigned flags,
-                                    crdtdb_delta_sink sink, void *ctx,
+                                    size_t max_bytes, crdtdb_delta_sink sink, void *ctx,
                                     crdtdb_export_info *info);
 
 typedef struct crdtdb_apply_info {
@@ -674,6 +677,9 @@ typedef struct crdtdb_session_options {
     size_t max_output;       /* output queued before pump stops exporting:
                                 the backpressure bound (default: 2 x
                                 max_delta_size) */
+    size_t delta_size;       /* target size of the deltas sent, bytes
+                                (default 256 KiB): a large sync streams in
+                                pieces applied while the next is made */
     crdtdb_session_cb on_event; /* may be NULL */
     void *ctx;
 } crdtdb_session_options;
