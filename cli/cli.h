@@ -67,6 +67,18 @@ int cmd_peers(const char *dir, const args *a);
 int cmd_serve(const char *dir, const args *a);
 int cmd_sync(const char *dir, const args *a);
 
+/* token.c */
+/* The crdtdb token command; argv holds its arguments only (after "token"). */
+int cmd_token(int argc, char **argv);
+/* Reads key file path (a regular file of 1 byte to 64 KiB) into *data
+ * and *len: malloc'd *len bytes, which the caller zeroes (sodium_memzero)
+ * and frees.  strip_newline: one trailing "\n", and a "\r" before it, are
+ * not part of the key (a shared secret written by an editor or echo); the
+ * key may then be empty.  No copy is left behind.  0 or EXIT_FAILURE
+ * (reported). */
+int read_key_file(const char *path, int strip_newline, uint8_t **data,
+                  size_t *len);
+
 /* Prints one change event as a JSON line (the watch format); ctx is a
  * watch_ctx. */
 typedef struct watch_ctx {

@@ -580,6 +580,7 @@ static int usage(FILE *f, int status)
           f);
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "  %-8s %s\n", "token", "print a token (JWT) naming a user");
     return status;
 }
 
@@ -699,6 +700,8 @@ int main(int argc, char **argv)
                CRDTDB_VERSION_PATCH);
         return 0;
     }
+    if (strcmp(argv[i], "token") == 0) /* opens no environment */
+        return cmd_token(argc - i - 1, argv + i + 1);
     for (size_t k = 0; k < NCOMMANDS; k++) {
         const command *c = &commands[k];
         args a;

@@ -1,0 +1,232 @@
+/*
+ * token: mints a JSON Web Token naming a user (crdtdb_jwt_mint), for the
+ * clients of a server that checks tokens.  It opens no environment, so it
+ * parses its own options.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KEY_FILE_MAX 65536u
+#define TTL_MAX (36500ull * 86400) /* 100 years */
+
+static const char token_help[] =
+    "usage: crdtdb token --secret-file FILE --sub USER [--ttl TTL]\n"
+    "       crdtdb token --alg RS256|ES256 --key-file FILE --sub USER "
+    "[--ttl TTL]\n\n"
+    "Print a token (a JSON Web Token) naming user USER, valid for TTL from\n"
+    "now: 30s, 15m, 1h, 7d or plain seconds (default 1h).  With HS256 (the\n"
+    "default) it is signed with the shared secret held in FILE: its bytes,\n"
+    "at least 32, less one trailing newline.  With RS256 or ES256 it is\n"
+    "signed with the private key in FILE (PEM, not encrypted); the server\n"
+    "verifies with the public key.\n";
+
+int read_key_file(const char *path, int strip_newline, uint8_t **data,
+                  size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    /* No stdio: its buffer would keep a copy of the secret. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    const char *why = NULL;
+    if (fd < 0 || fstat(fd, &st) != 0)
+        why = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        why = "not a regular file";
+    if (why) {
+        fprintf(stderr, "crdtdb: %s: %s\n", path, why);
+        if (fd >= 0)
+            close(fd);
+        return EXIT_FAILURE;
+    }
+    uint8_t *buf = malloc(KEY_FILE_MAX + 1);
+    size_t n = 0;
+    ssize_t r = 0;
+    while (buf && n <= KEY_FILE_MAX &&
+           ((r = read(fd, buf + n, KEY_FILE_MAX + 1 - n)) > 0 ||
+            (r < 0 && errno == EINTR)))
+        n += r > 0 ? (size_t)r : 0;
+    int err = r < 0 ? errno : 0;
+    close(fd);
+    if (!buf)
+        return fail(NULL, CRDTDB_ENOMEM);
+    why = err ? strerror(err)
+                      : n > KEY_FILE_MAX ? "larger than 64 KiB"
+                      : n == 0 ? "empty" : NULL;
+    if (why) {
+        sodium_memzero(buf, KEY_FILE_MAX + 1);
+        free(buf);
+        fprintf(stderr, "crdtdb: %s: %s\n", path, why);
+        return EXIT_FAILURE;
+    }
+    if (strip_newline && buf[n - 1] == '\n') {
+        buf[--n] = 0;
+        if (n > 0 && buf[n - 1] == '\r')
+            buf[--n] = 0;
+    }
+    /* Exactly the key, so the caller knows how much to zero. */
+    *data = malloc(n ? n : 1);
+    if (*data)
+        memcpy(*data, buf, n);
+    sodium_memzero(buf, KEY_FILE_MAX + 1);
+    free(buf);
+    if (!*data)
+        return fail(NULL, CRDTDB_ENOMEM);
+    *len = n;
+    return 0;
+}
+
+/* "30s", "15m", "1h", "7d" or plain seconds; > 0. */
+static int parse_ttl(const char *s, uint64_t *ttl)
+{
+    uint64_t v = 0, unit = 1;
+    const char *p = s;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (p == s)
+        return -1;
+    switch (*p) {
+    case '\0':
+        break;
+    case 's':
+        break;
+    case 'm':
+        unit = 60;
+        break;
+    case 'h':
+        unit = 3600;
+        break;
+    case 'd':
+        unit = 86400;
+        break;
+    default:
+        return -1;
+    }
+    if (*p && p[1])
+        return -1;
+    if (v == 0 || v > TTL_MAX / unit)
+        return -1;
+    *ttl = v * unit;
+    return 0;
+}
+
+/* Matches "--name VALUE" and "--name=VALUE" at argv[*i]: 1 (value in
+ * *val), 0 (another argument), -1 (no value). */
+static int opt(int argc, char **argv, int *i, const char *name,
+               const char **val)
+{
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) != 0)
+        return 0;
+    if (argv[*i][n] == '=') {
+        *val = argv[*i] + n + 1;
+        return 1;
+    }
+    if (argv[*i][n] != '\0')
+        return 0;
+    *val = *i + 1 < argc ? argv[++*i] : NULL;
+    return *val ? 1 : -1;
+}
+
+static int usage_error(const char *msg)
+{
+    if (msg)
+        fprintf(stderr, "crdtdb: %s\n", msg);
+    fputs(token_help, stderr);
+    return EXIT_USAGE;
+}
+
+int cmd_token(int argc, char **argv)
+{
+    const char *secret_file = NULL, *key_file = NULL, *sub = NULL;
+    const char *ttl_text = "1h", *alg_text = "HS256";
+    static const char *const names[] = {"--secret-file", "--key-file",
+                                        "--sub", "--ttl", "--alg"};
+    const char **vals[] = {&secret_file, &key_file, &sub, &ttl_text,
+                           &alg_text};
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(token_help, stdout);
+            return 0;
+        }
+        int r = 0;
+        for (size_t k = 0; k < sizeof names / sizeof *names && !r; k++)
+            r = opt(argc, argv, &i, names[k], vals[k]);
+        if (r < 0)
+            return usage_error("missing option value");
+        if (r == 0) {
+            fprintf(stderr, "crdtdb: unknown argument %s\n", argv[i]);
+            return usage_error(NULL);
+        }
+    }
+
+    crdtdb_jwt_alg alg;
+    if (strcasecmp(alg_text, "HS256") == 0)
+        alg = CRDTDB_JWT_HS256;
+    else if (strcasecmp(alg_text, "RS256") == 0)
+        alg = CRDTDB_JWT_RS256;
+    else if (strcasecmp(alg_text, "ES256") == 0)
+        alg = CRDTDB_JWT_ES256;
+    else
+        return usage_error("--alg is HS256, RS256 or ES256");
+    const char *file = alg == CRDTDB_JWT_HS256 ? secret_file : key_file;
+    if (!sub)
+        return usage_error("token needs --sub USER");
+    if (alg == CRDTDB_JWT_HS256 ? !secret_file || key_file
+                                : !key_file || secret_file)
+        return usage_error(alg == CRDTDB_JWT_HS256
+                               ? "HS256 signs with --secret-file FILE"
+                               : "RS256 and ES256 sign with --key-file FILE");
+    size_t sub_len = strlen(sub);
+    if (sub_len == 0 || sub_len > CRDTDB_ID_MAX)
+        return usage_error("--sub must be 1 to 255 bytes");
+    uint64_t ttl;
+    if (parse_ttl(ttl_text, &ttl) != 0)
+        return usage_error("--ttl is 30s, 15m, 1h, 7d or seconds; at most 36500d");
+
+    uint8_t *bytes;
+    size_t len;
+    if (read_key_file(file, alg == CRDTDB_JWT_HS256, &bytes, &len))
+        return EXIT_FAILURE;
+    crdtdb_jwt_key *key = NULL;
+    int rc = crdtdb_jwt_key_open(alg, bytes, len, &key);
+    sodium_memzero(bytes, len);
+    free(bytes);
+    if (rc == CRDTDB_EINVAL) {
+        fprintf(stderr, "crdtdb: %s: %s\n", file,
+                alg == CRDTDB_JWT_HS256
+                    ? "a secret of at least 32 bytes (not a PEM key) needed"
+                    : alg == CRDTDB_JWT_RS256
+                    ? "not an RSA key of 2048 bits or more (PEM)"
+                    : "not a P-256 key (PEM)");
+        return EXIT_FAILURE;
+    }
+    if (rc)
+        return fail(NULL, rc);
+    crdtdb_buf tok = CRDTDB_BUF_INIT;
+    rc = crdtdb_jwt_mint(key, sub, (int64_t)time(NULL), ttl, &tok);
+    crdtdb_jwt_key_close(key);
+    int status = 0;
+    if (rc == CRDTDB_EINVAL && alg != CRDTDB_JWT_HS256)
+        status = fail("the key file holds no private key", rc);
+    else if (rc == CRDTDB_EINVAL)
+        status = fail("--sub is not valid UTF-8", rc);
+    else if (rc)
+        status = fail(NULL, rc);
+    else if (printf("%s\n", (char *)tok.data) < 0 || fflush(stdout) != 0)
+        status = fail(strerror(errno), CRDTDB_EIO);
+    crdtdb_buf_free(&tok);
+    return status;
+}
