@@ -760,7 +760,12 @@ CRDTDB_API void crdtdb_db_set_readonly(crdtdb_db *db, int readonly);
  * hold part of a frame or several frames).  Nothing here starts threads:
  * the embedding program calls crdtdb_server_run() / crdtdb_client_run() in
  * its own loop, and all callbacks (session events, logging) run inside
- * those calls on that thread.  Each server and client has its own
+ * those calls on that thread.  Or it passes its libuv loop (uv_loop in the
+ * options; libwebsockets' libuv event library must be installed): then
+ * the loop drives everything, callbacks run on the loop's thread, and the
+ * _run functions are not used (they fail with EINVAL).  After closing a
+ * server or client on a libuv loop, let the loop run on (uv_run returns
+ * once nothing is left): its last handles finish closing there.  Each server and client has its own
  * libwebsockets context; there is no global state.
  */
 typedef struct crdtdb_server crdtdb_server;
@@ -779,6 +784,11 @@ typedef struct crdtdb_server_options {
     void (*log)(void *ctx, const char *line); /* one line per connection
                                                  event or error; NULL: silent */
     void *log_ctx;
+    void *uv_loop;          /* a uv_loop_t * to run on (see above), or NULL */
+    const char *peer_tls_ca; /* wss:// peer links: PEM file of the CAs to
+                                trust (the system's bundle is
+                                /etc/ssl/certs/ca-certificates.crt); NULL:
+                                ws:// peers only */
 } crdtdb_server_options;
 
 /* Fills opts with the defaults above. */
@@ -832,6 +842,7 @@ typedef struct crdtdb_client_options {
     const char *tls_ca;     /* wss://: PEM file of the CAs to trust (e.g.
                                a self-signed server certificate); NULL: the
                                system's default trust store */
+    void *uv_loop;          /* a uv_loop_t * to run on, or NULL */
 } crdtdb_client_options;
 
 /* Fills opts with the defaults above. */
@@ -864,6 +875,24 @@ CRDTDB_API int crdtdb_client_connected(const crdtdb_client *c);
 /* Drops the connection (the peer sees a close) and frees the client (not
  * the db, whose read-only mark it clears).  Accepts NULL. */
 CRDTDB_API void crdtdb_client_close(crdtdb_client *c);
+
+/*
+ * Makes this server a replica of the server at link->url (server-to-server
+ * peering, for a second region or a hot standby): each database it holds —
+ * every one, or only the ndbs ids in `dbs` — is synced two-way with the
+ * peer over its own connection (/v1/db/<id>), reconnecting with link's
+ * backoff; databases this server opens later (a client's first connect)
+ * are linked too.  A peer's changes land on the same handles the clients
+ * use, so writes on either server reach the clients of both.  Databases
+ * only the peer holds arrive when the peer also peers with this server
+ * (run both with --peer for a symmetric pair); listed databases missing
+ * here are created with the configured collections.  link->url is copied;
+ * its tls_ca, mode (always two-way) and on_event are ignored (wss:// peers
+ * use the server's peer_tls_ca); events are logged.
+ * Errors: EINVAL (no url; wss:// without peer_tls_ca), ENOMEM.
+ */
+CRDTDB_API int crdtdb_server_peer(crdtdb_server *s, const crdtdb_client_options *link,
+                                  const char *const *dbs, size_t ndbs);
 
 /* ---------------------------------------------------------------- tokens */
 

@@ -1,0 +1,245 @@
+/* Server-to-server peering and the libuv event loop: real servers on
+ * 127.0.0.1 (ephemeral ports), real clients. */
+#include <check.h>
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "tests/replica.h"
+#include "tests/testutil.h"
+
+static uint64_t now = 1700000000000ull;
+static replica S1, S2, A, B; /* two server envs; A a client of S1, B of S2 */
+static crdtdb_server *srv1, *srv2;
+static crdtdb_client *ca, *cb;
+static char url1[64], url2[64];
+
+static void log_line(void *ctx, const char *line)
+{
+    fprintf(stderr, "%s: %s\n", (const char *)ctx, line);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static crdtdb_server *server(replica *r, const char *name, char *url, size_t n, void *loop)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.log = log_line;
+    o.log_ctx = (void *)name;
+    o.uv_loop = loop;
+    crdtdb_server *s;
+    ck_assert_int_eq(crdtdb_server_open(r->env, &o, &s), 0);
+    snprintf(url, n, "ws://127.0.0.1:%d", crdtdb_server_port(s));
+    return s;
+}
+
+static crdtdb_client_options link_to(const char *url)
+{
+    crdtdb_client_options o;
+    crdtdb_client_options_init(&o);
+    o.url = url;
+    o.backoff_min_ms = 10;
+    o.backoff_max_ms = 100;
+    return o;
+}
+
+static crdtdb_client *client(replica *r, const char *url, void *loop)
+{
+    crdtdb_client_options o = link_to(url);
+    o.uv_loop = loop;
+    crdtdb_client *c;
+    ck_assert_int_eq(crdtdb_client_open(r->db, &o, &c), 0);
+    return c;
+}
+
+static void setup(void)
+{
+    replica_init(&S1, &now, "game");
+    replica_init(&S2, &now, "game");
+    replica_init(&A, &now, "game");
+    replica_init(&B, &now, "game");
+    srv1 = srv2 = NULL;
+    ca = cb = NULL;
+}
+
+static void teardown(void)
+{
+    crdtdb_client_close(ca);
+    crdtdb_client_close(cb);
+    crdtdb_server_close(srv1);
+    crdtdb_server_close(srv2);
+    replica_free(&A);
+    replica_free(&B);
+    replica_free(&S1);
+    replica_free(&S2);
+}
+
+typedef struct want {
+    crdtdb_db *db;
+    const char *coll, *id, *json; /* json NULL: absent */
+} want;
+
+static int holds(const want *w)
+{
+    char *g = tu_get(w->db, w->coll, w->id);
+    int ok = w->json ? g && strcmp(g, w->json) == 0 : !g;
+    free(g);
+    return ok;
+}
+
+/* Runs everything that exists until w holds or ms pass. */
+static int spin_until(const want *w, int ms)
+{
+    uint64_t deadline = mono_ms() + (uint64_t)ms;
+    while (mono_ms() < deadline) {
+        if (srv1)
+            ck_assert_int_eq(crdtdb_server_run(srv1, 1), 0);
+        if (srv2)
+            ck_assert_int_eq(crdtdb_server_run(srv2, 1), 0);
+        if (ca)
+            ck_assert_int_eq(crdtdb_client_run(ca, 1), 0);
+        if (cb)
+            ck_assert_int_eq(crdtdb_client_run(cb, 1), 0);
+        if (w && holds(w))
+            return 1;
+    }
+    return 0;
+}
+
+static void expect(crdtdb_db *db, const char *coll, const char *id, const char *json)
+{
+    want w = {db, coll, id, json};
+    ck_assert_msg(spin_until(&w, 10000), "%s/%s never became %s", coll, id,
+                  json ? json : "absent");
+}
+
+START_TEST(peered_servers_carry_writes_between_their_clients)
+{
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    srv2 = server(&S2, "s2", url2, sizeof url2, NULL);
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0); /* every database */
+    ca = client(&A, url1, NULL);
+    cb = client(&B, url2, NULL);
+    put(&A, "add", "players", "ann", "{\"hp\":10}");
+    expect(B.db, "players", "ann", "{\"hp\":10}");
+    put(&B, "update", "players", "ann", "{\"hp\":9}");
+    expect(A.db, "players", "ann", "{\"hp\":9}");
+    put(&B, "add", "moves", "m1", "{\"to\":\"e4\"}");
+    expect(S1.db, "moves", "m1", "{\"to\":\"e4\"}"); /* the first server stores it */
+    put(&A, "remove", "players", "ann", NULL);
+    expect(B.db, "players", "ann", NULL);
+    /* the first server goes away: both sides keep writing, then converge */
+    crdtdb_server_close(srv1);
+    srv1 = NULL;
+    put(&B, "add", "players", "bob", "{\"hp\":7}");
+    put(&A, "add", "players", "cy", "{\"hp\":3}");
+    spin_until(NULL, 200);
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL); /* a new port: relink */
+    crdtdb_client_close(ca);
+    ca = client(&A, url1, NULL);
+    crdtdb_server_close(srv2);
+    srv2 = server(&S2, "s2", url2, sizeof url2, NULL);
+    l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    crdtdb_client_close(cb);
+    cb = client(&B, url2, NULL);
+    expect(A.db, "players", "bob", "{\"hp\":7}");
+    expect(B.db, "players", "cy", "{\"hp\":3}");
+    char *a = dump(&A), *b = dump(&B);
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+}
+END_TEST
+
+START_TEST(peering_only_listed_databases)
+{
+    crdtdb_db *o1, *o2;
+    ck_assert_int_eq(crdtdb_db_create(S1.env, "other", COLLS, 2, &o1), 0);
+    ck_assert_int_eq(crdtdb_db_create(S2.env, "other", COLLS, 2, &o2), 0);
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    srv2 = server(&S2, "s2", url2, sizeof url2, NULL);
+    const char *only[] = {"game"};
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, only, 1), 0);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, NULL, only, 1), CRDTDB_EINVAL);
+    put(&S2, "add", "players", "ann", "{\"hp\":1}");
+    uint8_t v[] = {0x81, 0xa1, 'x', 0x01}; /* {"x":1} */
+    ck_assert_int_eq(crdtdb_db_add(o2, NULL, "players", "zed", v, sizeof v), 0);
+    expect(S1.db, "players", "ann", "{\"hp\":1}");
+    spin_until(NULL, 300);
+    char *g = tu_get(o1, "players", "zed"); /* "other" is not peered */
+    ck_assert_ptr_null(g);
+    crdtdb_db_close(o1);
+    crdtdb_db_close(o2);
+}
+END_TEST
+
+static int uv_until(uv_loop_t *loop, const want *w, int ms)
+{
+    uint64_t deadline = mono_ms() + (uint64_t)ms;
+    while (mono_ms() < deadline) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (holds(w))
+            return 1;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+START_TEST(libuv_loop_drives_server_and_clients)
+{
+    uv_loop_t loop;
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    srv1 = server(&S1, "uv", url1, sizeof url1, &loop);
+    ck_assert_int_eq(crdtdb_server_run(srv1, 0), CRDTDB_EINVAL); /* the loop runs it */
+    ca = client(&A, url1, &loop);
+    cb = client(&B, url1, &loop);
+    ck_assert_int_eq(crdtdb_client_run(ca, 0), CRDTDB_EINVAL);
+    put(&A, "add", "players", "ann", "{\"hp\":10}");
+    want w = {B.db, "players", "ann", "{\"hp\":10}"};
+    ck_assert(uv_until(&loop, &w, 10000));
+    put(&B, "update", "players", "ann", "{\"hp\":4}");
+    want w2 = {A.db, "players", "ann", "{\"hp\":4}"};
+    ck_assert(uv_until(&loop, &w2, 10000));
+    crdtdb_client_close(ca);
+    crdtdb_client_close(cb);
+    crdtdb_server_close(srv1);
+    ca = cb = NULL;
+    srv1 = NULL;
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0); /* returns: nothing of ours waits */
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
+static Suite *peer_suite(void)
+{
+    Suite *s = suite_create("peer");
+    TCase *tc = tcase_create("peer");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, peered_servers_carry_writes_between_their_clients);
+    tcase_add_test(tc, peering_only_listed_databases);
+    tcase_add_test(tc, libuv_loop_drives_server_and_clients);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    lws_set_log_level(LLL_ERR, NULL);
+    return tu_run(peer_suite());
+}

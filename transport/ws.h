@@ -1,0 +1,66 @@
+/*
+ * The WebSocket binding's internals, shared by ws_link.c (one connection's
+ * session over libwebsockets), ws_server.c and ws_client.c.  Not installed.
+ */
+#ifndef CRDTDB_TRANSPORT_WS_H
+#define CRDTDB_TRANSPORT_WS_H
+#include <libwebsockets.h>
+#include <stdint.h>
+
+#include "crdtdb.h"
+
+#define WS_CHUNK 65536u             /* bytes per WebSocket message, at most */
+#define WS_PROTOCOL "crdtdb-sync"   /* the subprotocol spoken on the wire */
+#define WS_PEER_PROTOCOL "crdtdb-peer-link" /* local binding of a server's
+                                               outgoing peer links */
+#define WS_PREFIX "/v1/db/"
+#define WS_POLL_MS 50 /* how often a server looks for other handles' commits */
+
+/* One connection's session and how to close it. */
+typedef struct crdtdb__wslink {
+    struct lws *wsi;
+    crdtdb_session *s;
+    int status; /* the close status to send once the session ends */
+    int pump_err;
+} crdtdb__wslink;
+
+char *crdtdb__ws_strdup(const char *s);
+uint64_t crdtdb__ws_now_ms(void);
+/* The WebSocket close status for a session error (remote: the peer's). */
+int crdtdb__ws_close_status(int code, int remote);
+/* One pass of the event loop, waking after timeout_ms at the latest. */
+int crdtdb__ws_service(struct lws_context *ctx, lws_sorted_usec_list_t *sul, int timeout_ms);
+/* Fills the context options shared by servers and clients: no uid/gid
+ * change, and the libuv loop to run on, if any (foreign[0] must outlive the
+ * context creation call). */
+void crdtdb__ws_ctx_info(struct lws_context_creation_info *info, void *uv_loop, void **foreign);
+/* Creates the context (info from crdtdb__ws_ctx_info).  On a libuv loop,
+ * *tail receives what finishes its destruction later; else NULL. */
+typedef struct crdtdb__wstail crdtdb__wstail;
+struct lws_context *crdtdb__ws_ctx_open(struct lws_context_creation_info *info, void *uv_loop,
+                                        crdtdb__wstail **tail);
+/* Destroys a context: at once on our own loop; on a libuv loop, closes
+ * every connection now (callbacks run during the call) and lets the loop
+ * finish the rest on its next turns, touching nothing of ours. */
+void crdtdb__ws_ctx_close(struct lws_context *ctx, crdtdb__wstail *tail);
+/* WRITEABLE: sends up to WS_CHUNK bytes of output (pumping when empty);
+ * -1 once the session is closed and flushed, to close the connection. */
+int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf);
+/* RECEIVE: feeds the bytes, then asks to write replies (or the close). */
+int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len);
+
+/* ws_client.c: clients also run inside a server's context, as its peer
+ * links (crdtdb_server_peer).  A hosted client has no context of its own:
+ * it connects through `ctx` (whose protocols include WS_PEER_PROTOCOL bound
+ * to crdtdb__ws_client_cb) and is serviced by whoever runs that context.
+ * `log` (may be NULL) receives one line per connection event. */
+int crdtdb__client_open_hosted(crdtdb_db *db, const crdtdb_client_options *opts,
+                               struct lws_context *ctx, unsigned char *wbuf,
+                               void (*log)(void *ctx, const char *line), void *log_ctx,
+                               crdtdb_client **out);
+/* Closes a hosted client; `ctx_gone`: its context was destroyed already. */
+void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone);
+int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                         void *in, size_t len);
+
+#endif

@@ -1,0 +1,394 @@
+/*
+ * The WebSocket client: one session per connection to ws[s]://host/v1/db/<id>,
+ * reconnecting with exponential backoff and jitter on a libwebsockets timer,
+ * so the same code runs in its own context (crdtdb_client_open) or inside a
+ * server's (its peer links).  Connections find their client through the
+ * wsi's opaque user data, never the context's.
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "transport/ws.h"
+
+struct crdtdb_client {
+    crdtdb_db *db;
+    crdtdb_client_options o;
+    char *url;
+    char *tls_ca;
+    char host[256];
+    char path[sizeof WS_PREFIX + 3 * CRDTDB_ID_MAX];
+    int port;
+    int tls;
+    struct lws_protocols protocols[2];
+    struct lws_context *ctx;
+    crdtdb__wstail *tail;
+    int own_ctx; /* 0: hosted in a server's context */
+    void *foreign[1];
+    lws_sorted_usec_list_t sul;         /* crdtdb_client_run's wake-up */
+    lws_sorted_usec_list_t sul_connect; /* the next connection attempt */
+    unsigned char *wbuf;
+    int own_wbuf;
+    crdtdb_observer *obs;
+    crdtdb__wslink l;
+    struct lws *cwsi;  /* the connection, from the attempt on */
+    int connecting;    /* a connection attempt or connection exists */
+    int ready;
+    int made_readonly;
+    unsigned attempt;
+    int closing;
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
+};
+
+void crdtdb_client_options_init(crdtdb_client_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->mode = CRDTDB_SYNC_TWO_WAY;
+    o->backoff_min_ms = 100;
+    o->backoff_max_ms = 30000;
+}
+
+static void clog_line(crdtdb_client *c, const char *what, const char *detail)
+{
+    if (!c->log)
+        return;
+    char line[768];
+    snprintf(line, sizeof line, "peer %s db '%s': %s%s%s", c->url, crdtdb_db_id(c->db), what,
+             detail ? ": " : "", detail ? detail : "");
+    c->log(c->log_ctx, line);
+}
+
+static void client_connect(crdtdb_client *c);
+
+static void on_connect_due(lws_sorted_usec_list_t *sul)
+{
+    crdtdb_client *c = lws_container_of(sul, crdtdb_client, sul_connect);
+    if (!c->closing && !c->connecting)
+        client_connect(c);
+}
+
+/* The connection is gone: drop its session, schedule the next attempt. */
+static void client_down(crdtdb_client *c)
+{
+    if (!c->connecting)
+        return;
+    if (c->ready)
+        clog_line(c, "disconnected", NULL);
+    c->connecting = 0;
+    c->ready = 0;
+    c->l.wsi = NULL;
+    c->cwsi = NULL;
+    crdtdb_session_close(c->l.s);
+    c->l.s = NULL;
+    if (c->closing)
+        return;
+    uint64_t d = c->o.backoff_min_ms;
+    for (unsigned i = 0; i < c->attempt && d < c->o.backoff_max_ms; i++)
+        d *= 2;
+    if (d > c->o.backoff_max_ms)
+        d = c->o.backoff_max_ms;
+    if (c->attempt < 64)
+        c->attempt++;
+    /* full jitter over the upper half: between d/2 and d */
+    uint64_t half = d / 2;
+    d = half + randombytes_uniform((uint32_t)(d - half + 1));
+    lws_sul_schedule(c->ctx, 0, &c->sul_connect, on_connect_due, (lws_usec_t)d * LWS_US_PER_MS);
+}
+
+static void on_client_session(void *ctx, const crdtdb_session_event *ev)
+{
+    crdtdb_client *c = ctx;
+    if (ev->type == CRDTDB_SESSION_READY) {
+        c->ready = 1;
+        c->attempt = 0;
+        if (ev->mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
+            c->made_readonly = 1;
+        clog_line(c, "ready", NULL);
+    } else if (ev->type == CRDTDB_SESSION_ERROR) {
+        if (!ev->remote)
+            c->l.status = crdtdb__ws_close_status(ev->error, 0);
+        clog_line(c, crdtdb_errname(ev->error), ev->message);
+    } else if (ev->type == CRDTDB_SESSION_CLOSED) {
+        c->ready = 0;
+    }
+    if (c->o.on_event)
+        c->o.on_event(c->o.ctx, ev);
+}
+
+static void on_client_change(void *ctx, const crdtdb_event *ev)
+{
+    (void)ev;
+    crdtdb_client *c = ctx;
+    if (c->l.wsi && c->l.s && !crdtdb_session_closed(c->l.s))
+        lws_callback_on_writable(c->l.wsi);
+}
+
+int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                         void *in, size_t len)
+{
+    crdtdb_client *c = lws_get_opaque_user_data(wsi);
+    if (reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION)
+        return 1; /* this protocol only connects out */
+    if (!c)
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_ESTABLISHED: {
+        if (c->closing || wsi != c->cwsi)
+            return -1;
+        c->l.wsi = wsi;
+        c->l.status = LWS_CLOSE_STATUS_NORMAL;
+        crdtdb_session_options so;
+        crdtdb_session_options_init(&so);
+        so.mode = c->o.mode;
+        so.on_event = on_client_session;
+        so.ctx = c;
+        if (crdtdb_session_open(c->db, &so, &c->l.s))
+            return -1;
+        lws_callback_on_writable(wsi); /* the hello */
+        return 0;
+    }
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+        if (wsi != c->l.wsi)
+            return -1;
+        return crdtdb__ws_receive(&c->l, in, len);
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+        if (wsi != c->l.wsi)
+            return -1;
+        return crdtdb__ws_writable(&c->l, c->wbuf);
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+        if (wsi == c->cwsi)
+            clog_line(c, "cannot connect", in && len ? (const char *)in : NULL);
+        /* fall through */
+    case LWS_CALLBACK_CLIENT_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (wsi == c->cwsi) {
+            lws_set_opaque_user_data(wsi, NULL);
+            client_down(c);
+        }
+        break;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+/* "%XX" for everything but RFC 3986 unreserved characters. */
+static void urlencode(char *out, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            *out++ = (char)ch;
+        } else {
+            *out++ = '%';
+            *out++ = hex[ch >> 4];
+            *out++ = hex[ch & 15];
+        }
+    }
+    *out = 0;
+}
+
+static void client_connect(crdtdb_client *c)
+{
+    struct lws_client_connect_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.context = c->ctx;
+    ci.address = c->host;
+    ci.port = c->port;
+    ci.ssl_connection = c->tls ? LCCSCF_USE_SSL : 0;
+    ci.path = c->path;
+    ci.host = c->host;
+    ci.origin = c->host;
+    ci.protocol = WS_PROTOCOL;
+    ci.local_protocol_name = c->own_ctx ? WS_PROTOCOL : WS_PEER_PROTOCOL;
+    ci.ietf_version_or_minus_one = -1;
+    ci.opaque_user_data = c;
+    ci.pwsi = &c->cwsi;
+    c->connecting = 1;
+    c->l.s = NULL;
+    c->l.wsi = NULL;
+    if (!lws_client_connect_via_info(&ci)) {
+        c->cwsi = NULL;
+        client_down(c);
+    }
+}
+
+void crdtdb_client_close(crdtdb_client *c)
+{
+    if (!c)
+        return;
+    if (!c->own_ctx) {
+        crdtdb__client_close_hosted(c, 0);
+        return;
+    }
+    c->closing = 1;
+    crdtdb_observer_close(c->obs);
+    if (c->ctx) {
+        lws_sul_cancel(&c->sul_connect);
+        crdtdb__ws_ctx_close(c->ctx, c->tail);
+    }
+    c->connecting = 1;
+    client_down(c); /* frees a session the context left */
+    if (c->made_readonly)
+        crdtdb_db_set_readonly(c->db, 0);
+    free(c->url);
+    free(c->tls_ca);
+    free(c->wbuf);
+    free(c);
+}
+
+void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone)
+{
+    if (!c)
+        return;
+    c->closing = 1;
+    crdtdb_observer_close(c->obs);
+    if (!ctx_gone) {
+        lws_sul_cancel(&c->sul_connect);
+        if (c->cwsi) { /* closed by lws later, without us */
+            lws_set_opaque_user_data(c->cwsi, NULL);
+            lws_set_timeout(c->cwsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+        }
+    }
+    c->connecting = 1;
+    client_down(c);
+    if (c->made_readonly)
+        crdtdb_db_set_readonly(c->db, 0);
+    free(c->url);
+    free(c->tls_ca);
+    free(c);
+}
+
+/* Everything but the context: options, URL, observer. */
+static int client_new(crdtdb_db *db, const crdtdb_client_options *opts, crdtdb_client **out)
+{
+    *out = NULL;
+    if (!db || !opts || !opts->url)
+        return CRDTDB_EINVAL;
+    crdtdb_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return CRDTDB_ENOMEM;
+    c->db = db;
+    c->o = *opts;
+    if (c->o.mode != CRDTDB_SYNC_SERVER_TO_CLIENT)
+        c->o.mode = CRDTDB_SYNC_TWO_WAY;
+    if (!c->o.backoff_min_ms)
+        c->o.backoff_min_ms = 1;
+    if (c->o.backoff_max_ms < c->o.backoff_min_ms)
+        c->o.backoff_max_ms = c->o.backoff_min_ms;
+    c->url = crdtdb__ws_strdup(opts->url);
+    c->tls_ca = crdtdb__ws_strdup(opts->tls_ca);
+    char *tmp = crdtdb__ws_strdup(opts->url);
+    int rc = !c->url || !tmp || (opts->tls_ca && !c->tls_ca) ? CRDTDB_ENOMEM : 0;
+    const char *prot, *ads, *path;
+    if (!rc && (lws_parse_uri(tmp, &prot, &ads, &c->port, &path) ||
+                (strcmp(prot, "ws") && strcmp(prot, "wss")) || !*ads ||
+                strlen(ads) >= sizeof c->host))
+        rc = CRDTDB_EINVAL;
+    if (!rc) {
+        c->tls = strcmp(prot, "wss") == 0;
+        snprintf(c->host, sizeof c->host, "%s", ads);
+        memcpy(c->path, WS_PREFIX, strlen(WS_PREFIX));
+        urlencode(c->path + strlen(WS_PREFIX), crdtdb_db_id(db));
+        c->o.url = c->url;
+        c->o.tls_ca = c->tls_ca;
+        c->o.uv_loop = NULL;
+    }
+    free(tmp);
+    if (rc) {
+        free(c->url);
+        free(c->tls_ca);
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+/* Observes db and schedules the first attempt at once. */
+static int client_start(crdtdb_client *c)
+{
+    int rc = crdtdb_db_observe(c->db, NULL, on_client_change, c, &c->obs);
+    if (rc)
+        return rc;
+    if (c->o.mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
+        c->made_readonly = 1;
+    lws_sul_schedule(c->ctx, 0, &c->sul_connect, on_connect_due, 1);
+    return 0;
+}
+
+int crdtdb_client_open(crdtdb_db *db, const crdtdb_client_options *opts, crdtdb_client **out)
+{
+    if (!out)
+        return CRDTDB_EINVAL;
+    crdtdb_client *c;
+    int rc = client_new(db, opts, &c);
+    if (rc)
+        return rc;
+    c->own_ctx = 1;
+    c->wbuf = malloc(LWS_PRE + WS_CHUNK);
+    if (!c->wbuf) {
+        crdtdb_client_close(c);
+        return CRDTDB_ENOMEM;
+    }
+    c->protocols[0].name = WS_PROTOCOL;
+    c->protocols[0].callback = crdtdb__ws_client_cb;
+    c->protocols[0].rx_buffer_size = WS_CHUNK;
+    struct lws_context_creation_info info;
+    crdtdb__ws_ctx_info(&info, opts->uv_loop, c->foreign);
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = c->protocols;
+    if (c->tls) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.client_ssl_ca_filepath = c->tls_ca; /* NULL: the system's store */
+    }
+    c->ctx = crdtdb__ws_ctx_open(&info, opts->uv_loop, &c->tail);
+    if (!c->ctx) {
+        crdtdb_client_close(c);
+        return CRDTDB_EIO;
+    }
+    c->o.uv_loop = opts->uv_loop;
+    if ((rc = client_start(c))) {
+        crdtdb_client_close(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int crdtdb__client_open_hosted(crdtdb_db *db, const crdtdb_client_options *opts,
+                               struct lws_context *ctx, unsigned char *wbuf,
+                               void (*log)(void *ctx, const char *line), void *log_ctx,
+                               crdtdb_client **out)
+{
+    crdtdb_client *c;
+    int rc = client_new(db, opts, &c);
+    if (rc)
+        return rc;
+    c->ctx = ctx;
+    c->wbuf = wbuf; /* the server's: all run on one thread */
+    c->log = log;
+    c->log_ctx = log_ctx;
+    if ((rc = client_start(c))) {
+        crdtdb__client_close_hosted(c, 0);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int crdtdb_client_run(crdtdb_client *c, int timeout_ms)
+{
+    if (!c || !c->ctx || !c->own_ctx || c->o.uv_loop)
+        return CRDTDB_EINVAL;
+    return crdtdb__ws_service(c->ctx, &c->sul, timeout_ms);
+}
+
+int crdtdb_client_connected(const crdtdb_client *c)
+{
+    return c && c->ready && c->l.s && !crdtdb_session_closed(c->l.s);
+}

@@ -1,0 +1,198 @@
+/*
+ * One WebSocket connection's sync session: bytes received are fed to the
+ * session, its output goes out in binary messages of at most WS_CHUNK bytes
+ * (the session reassembles any split), and the connection closes once the
+ * session has ended and flushed.  Shared by servers and clients.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uv.h>
+
+#include "transport/ws.h"
+
+char *crdtdb__ws_strdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+uint64_t crdtdb__ws_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The WebSocket close status for a session error of ours. */
+int crdtdb__ws_close_status(int code, int remote)
+{
+    if (remote || code == 0)
+        return LWS_CLOSE_STATUS_NORMAL;
+    switch (code) {
+    case CRDTDB_EBADVALUE:
+    case CRDTDB_EVERSION:
+        return LWS_CLOSE_STATUS_PROTOCOL_ERR;
+    case CRDTDB_ETOOBIG:
+        return LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
+    case CRDTDB_ENOMEM:
+    case CRDTDB_EIO:
+    case CRDTDB_EMAPFULL:
+    case CRDTDB_ECORRUPT:
+        return LWS_CLOSE_STATUS_UNEXPECTED_CONDITION;
+    default:
+        return LWS_CLOSE_STATUS_POLICY_VIOLATION;
+    }
+}
+
+static void noop_sul(lws_sorted_usec_list_t *sul) { (void)sul; }
+
+/* One pass of the event loop, waking after timeout_ms at the latest (lws
+ * itself ignores the timeout argument and sleeps until its next event). */
+int crdtdb__ws_service(struct lws_context *ctx, lws_sorted_usec_list_t *sul, int timeout_ms)
+{
+    if (timeout_ms <= 0) /* poll without waiting: lws takes -1 as "do not block" */
+        return lws_service(ctx, -1) < 0 ? CRDTDB_EIO : 0;
+    lws_sul_schedule(ctx, 0, sul, noop_sul, (lws_usec_t)timeout_ms * LWS_US_PER_MS);
+    int n = lws_service(ctx, 0);
+    lws_sul_cancel(sul);
+    return n < 0 ? CRDTDB_EIO : 0;
+}
+
+/*
+ * On WRITEABLE: sends up to WS_CHUNK bytes of output as one binary message,
+ * pumping first when the output is empty; asks to be called again while
+ * output remains.  Once the session is closed and flushed, closes the
+ * connection (returns -1).
+ */
+int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
+{
+    if (!l->s)
+        return -1;
+    size_t len;
+    const uint8_t *p = crdtdb_session_output(l->s, &len);
+    if (!len && !crdtdb_session_closed(l->s)) {
+        int rc = crdtdb_session_pump(l->s);
+        if (rc) {
+            l->pump_err = rc;
+            l->status = crdtdb__ws_close_status(rc, 0);
+            crdtdb_session_shutdown(l->s);
+        }
+        p = crdtdb_session_output(l->s, &len);
+    }
+    if (!len) {
+        if (crdtdb_session_closed(l->s)) {
+            lws_close_reason(l->wsi, (enum lws_close_status)l->status, NULL, 0);
+            return -1;
+        }
+        return 0;
+    }
+    size_t n = len < WS_CHUNK ? len : WS_CHUNK;
+    memcpy(wbuf + LWS_PRE, p, n);
+    if (lws_write(l->wsi, wbuf + LWS_PRE, n, LWS_WRITE_BINARY) < (int)n)
+        return -1;
+    crdtdb_session_consume(l->s, n);
+    crdtdb_session_output(l->s, &len);
+    if (!len && !crdtdb_session_closed(l->s)) {
+        int rc = crdtdb_session_pump(l->s);
+        if (rc) {
+            l->pump_err = rc;
+            l->status = crdtdb__ws_close_status(rc, 0);
+            crdtdb_session_shutdown(l->s);
+        }
+        crdtdb_session_output(l->s, &len);
+    }
+    if (len || crdtdb_session_closed(l->s))
+        lws_callback_on_writable(l->wsi);
+    return 0;
+}
+
+/* On RECEIVE: feeds the bytes, then asks to write replies (or the close). */
+int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len)
+{
+    if (!l->s)
+        return -1;
+    if (!crdtdb_session_closed(l->s))
+        crdtdb_session_feed(l->s, in, len); /* failures arrive as events */
+    size_t out;
+    crdtdb_session_output(l->s, &out);
+    if (out || crdtdb_session_closed(l->s))
+        lws_callback_on_writable(l->wsi);
+    return 0;
+}
+
+void crdtdb__ws_ctx_info(struct lws_context_creation_info *info, void *uv_loop, void **foreign)
+{
+    memset(info, 0, sizeof *info);
+    info->gid = -1;
+    info->uid = -1;
+    if (uv_loop) { /* libwebsockets' libuv event library, on the caller's loop */
+        foreign[0] = uv_loop;
+        info->options |= LWS_SERVER_OPTION_LIBUV;
+        info->foreign_loops = foreign;
+    }
+}
+
+/* libwebsockets 4.1 on a foreign libuv loop frees a destroyed context only
+ * when lws_context_destroy() is called again after its handles closed: a
+ * timer of ours on that loop does it, then closes itself. */
+struct crdtdb__wstail {
+    struct lws_context *ctx; /* lws writes NULL here once it is all gone */
+    uv_timer_t timer;
+    unsigned turns;
+};
+
+struct lws_context *crdtdb__ws_ctx_open(struct lws_context_creation_info *info, void *uv_loop,
+                                        crdtdb__wstail **tail)
+{
+    *tail = NULL;
+    if (!uv_loop)
+        return lws_create_context(info);
+    crdtdb__wstail *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    info->pcontext = &t->ctx;
+    t->ctx = lws_create_context(info);
+    if (!t->ctx || uv_timer_init(uv_loop, &t->timer)) {
+        if (t->ctx)
+            lws_context_destroy(t->ctx);
+        free(t);
+        return NULL;
+    }
+    uv_unref((uv_handle_t *)&t->timer); /* idle until the close */
+    *tail = t;
+    return t->ctx;
+}
+
+static void tail_free(uv_handle_t *h)
+{
+    free(lws_container_of((uv_timer_t *)h, crdtdb__wstail, timer));
+}
+
+static void tail_turn(uv_timer_t *timer)
+{
+    crdtdb__wstail *t = lws_container_of(timer, crdtdb__wstail, timer);
+    if (t->ctx)
+        lws_context_destroy(t->ctx); /* the second call finishes it */
+    if (!t->ctx || ++t->turns >= 100) {
+        uv_timer_stop(&t->timer);
+        uv_close((uv_handle_t *)&t->timer, tail_free);
+    }
+}
+
+void crdtdb__ws_ctx_close(struct lws_context *ctx, crdtdb__wstail *tail)
+{
+    if (!ctx)
+        return;
+    lws_context_destroy(ctx);
+    if (!tail)
+        return;
+    uv_ref((uv_handle_t *)&tail->timer);
+    uv_timer_start(&tail->timer, tail_turn, 5, 5);
+}

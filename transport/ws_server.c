@@ -1,0 +1,599 @@
+/*
+ * The WebSocket server: /v1/db/<url-encoded id> maps to one shared database
+ * handle and one server-side session per connection.  Every commit on a
+ * handle (a client's delta, a peer link's, or another process's seen by
+ * polling) wakes every connection of that database.  Peer links
+ * (crdtdb_server_peer) are clients hosted in this server's context, on the
+ * same shared handles, so a write on either server reaches the clients of
+ * both.  Everything runs on the thread running the context.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "transport/ws.h"
+
+
+typedef struct sconn sconn;
+
+typedef struct sdb {
+    struct sdb *next;
+    crdtdb_server *srv;
+    crdtdb_db *db;
+    crdtdb_observer *obs;
+    sconn *conns;
+    crdtdb_client **links; /* one per peer server syncing this database */
+    size_t nlinks;
+} sdb;
+
+/* A server this one peers with (crdtdb_server_peer). */
+typedef struct speer {
+    struct speer *next;
+    crdtdb_client_options o; /* strings owned below */
+    char *url, *tls_ca;
+    char **dbs; /* NULL: every database */
+    size_t ndbs;
+} speer;
+
+struct sconn {
+    sconn *next;
+    sdb *d;
+    crdtdb__wslink l;
+    char peer[64];
+};
+
+typedef struct spss {
+    sconn *c;
+} spss;
+
+struct crdtdb_server {
+    crdtdb_env *env;
+    crdtdb_server_options o;
+    char *host, *cert, *key, *peer_ca;
+    char **colls;
+    struct lws_protocols protocols[3];
+    struct lws_context *ctx;
+    crdtdb__wstail *tail;
+    void *foreign[1];
+    lws_sorted_usec_list_t sul;
+    lws_sorted_usec_list_t sul_poll;
+    speer *peers;
+    unsigned char *wbuf;
+    sdb *dbs;
+    size_t nconn;
+    int port;
+    int closing;
+};
+
+static void slog(crdtdb_server *srv, const char *fmt, ...)
+{
+    if (!srv->o.log)
+        return;
+    char line[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    srv->o.log(srv->o.log_ctx, line);
+}
+
+void crdtdb_server_options_init(crdtdb_server_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->mode = CRDTDB_SYNC_TWO_WAY;
+    o->max_connections = 1024;
+}
+
+/*
+ * The database id named by the request path /v1/db/<id>.  libwebsockets
+ * has already url-decoded the path (and collapsed "//", "/./" and "/../"
+ * segments, so ids containing those cannot be reached).  0, or -1 when the
+ * path is not ours.
+ */
+static int path_db_id(struct lws *wsi, char id[CRDTDB_ID_MAX + 1])
+{
+    char uri[sizeof WS_PREFIX + CRDTDB_ID_MAX + 1];
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI);
+    size_t pre = strlen(WS_PREFIX);
+    if (n <= 0 || (size_t)n <= pre || (size_t)n >= sizeof uri ||
+        lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) != n ||
+        strncmp(uri, WS_PREFIX, pre) != 0)
+        return -1;
+    memcpy(id, uri + pre, (size_t)n - pre + 1);
+    return 0;
+}
+
+/* A database commit: every session of it has something to send. */
+static void on_db_change(void *ctx, const crdtdb_event *ev)
+{
+    (void)ev;
+    sdb *d = ctx;
+    for (sconn *c = d->conns; c; c = c->next)
+        if (c->l.wsi && c->l.s && !crdtdb_session_closed(c->l.s))
+            lws_callback_on_writable(c->l.wsi);
+}
+
+static void on_poll_due(lws_sorted_usec_list_t *sul);
+
+static void slog_cb(void *ctx, const char *line)
+{
+    crdtdb_server *srv = ctx;
+    if (srv->o.log)
+        srv->o.log(srv->o.log_ctx, line);
+}
+
+static int peer_wants(const speer *p, const char *id)
+{
+    if (!p->dbs)
+        return 1;
+    for (size_t i = 0; i < p->ndbs; i++)
+        if (strcmp(p->dbs[i], id) == 0)
+            return 1;
+    return 0;
+}
+
+/* Starts the link syncing d with peer p, if p wants d. */
+static void link_add(sdb *d, speer *p)
+{
+    const char *id = crdtdb_db_id(d->db);
+    if (!peer_wants(p, id))
+        return;
+    crdtdb_client **l = realloc(d->links, (d->nlinks + 1) * sizeof *l);
+    if (!l) {
+        slog(d->srv, "peer %s db '%s': out of memory", p->url, id);
+        return;
+    }
+    d->links = l;
+    int rc = crdtdb__client_open_hosted(d->db, &p->o, d->srv->ctx, d->srv->wbuf, slog_cb,
+                                        d->srv, &l[d->nlinks]);
+    if (rc) {
+        slog(d->srv, "peer %s db '%s': %s", p->url, id, crdtdb_strerror(rc));
+        return;
+    }
+    d->nlinks++;
+}
+
+/* The shared handle of database `id`, opened (or created) on first use. */
+static sdb *db_get(crdtdb_server *srv, const char *id)
+{
+    for (sdb *d = srv->dbs; d; d = d->next)
+        if (strcmp(crdtdb_db_id(d->db), id) == 0)
+            return d;
+    sdb *d = calloc(1, sizeof *d);
+    if (!d) {
+        slog(srv, "database '%s': out of memory", id);
+        return NULL;
+    }
+    int rc = crdtdb_db_open(srv->env, id, &d->db);
+    if (rc == CRDTDB_ENODB && srv->o.ncoll) {
+        rc = crdtdb_db_create(srv->env, id, (const char *const *)srv->colls, srv->o.ncoll,
+                              &d->db);
+        if (rc == CRDTDB_EEXIST) /* created meanwhile by another process */
+            rc = crdtdb_db_open(srv->env, id, &d->db);
+        if (rc == 0)
+            slog(srv, "database '%s' created", id);
+    }
+    if (rc == 0)
+        rc = crdtdb_db_observe(d->db, NULL, on_db_change, d, &d->obs);
+    if (rc) {
+        slog(srv, "database '%s': %s", id,
+             d->db ? crdtdb_db_errmsg(d->db) : crdtdb_env_errmsg(srv->env));
+        crdtdb_db_close(d->db);
+        free(d);
+        return NULL;
+    }
+    d->srv = srv;
+    d->next = srv->dbs;
+    srv->dbs = d;
+    for (speer *p = srv->peers; p; p = p->next)
+        link_add(d, p);
+    return d;
+}
+
+static void db_release(sdb *d)
+{
+    if (d->conns || d->nlinks) /* peered databases stay open */
+        return;
+    crdtdb_server *srv = d->srv;
+    for (sdb **pp = &srv->dbs; *pp; pp = &(*pp)->next)
+        if (*pp == d) {
+            *pp = d->next;
+            break;
+        }
+    crdtdb_db_close(d->db); /* ends the observer too */
+    free(d);
+}
+
+static const char *mode_name(crdtdb_sync_mode m)
+{
+    return m == CRDTDB_SYNC_SERVER_TO_CLIENT ? "server-to-client" : "two-way";
+}
+
+static void on_server_session(void *ctx, const crdtdb_session_event *ev)
+{
+    sconn *c = ctx;
+    crdtdb_server *srv = c->d->srv;
+    const char *id = crdtdb_db_id(c->d->db);
+    switch (ev->type) {
+    case CRDTDB_SESSION_READY:
+        slog(srv, "%s db '%s': ready, %s", c->peer, id, mode_name(ev->mode));
+        break;
+    case CRDTDB_SESSION_ERROR:
+        if (!ev->remote)
+            c->l.status = crdtdb__ws_close_status(ev->error, 0);
+        slog(srv, "%s db '%s': %s error %s: %s", c->peer, id, ev->remote ? "peer" : "local",
+             crdtdb_errname(ev->error), ev->message ? ev->message : "");
+        break;
+    default:
+        break;
+    }
+}
+
+static void conn_free(sconn *c)
+{
+    sdb *d = c->d;
+    for (sconn **pp = &d->conns; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    d->srv->nconn--;
+    crdtdb_session_close(c->l.s);
+    free(c);
+    db_release(d);
+}
+
+static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len)
+{
+    struct lws_context *lctx = lws_get_context(wsi);
+    crdtdb_server *srv = lctx ? lws_context_user(lctx) : NULL;
+    spss *pss = user;
+    char id[CRDTDB_ID_MAX + 1];
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        char peer[64] = "?";
+        lws_get_peer_simple(wsi, peer, sizeof peer);
+        if (srv->nconn >= srv->o.max_connections) {
+            slog(srv, "%s refused: %zu connections already", peer, srv->nconn);
+            return 1;
+        }
+        if (path_db_id(wsi, id)) {
+            slog(srv, "%s refused: not a /v1/db/<id> path", peer);
+            return 1;
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED: {
+        if (!pss || path_db_id(wsi, id))
+            return -1;
+        sdb *d = db_get(srv, id);
+        if (!d)
+            return -1;
+        sconn *c = calloc(1, sizeof *c);
+        if (!c) {
+            db_release(d);
+            return -1;
+        }
+        c->d = d;
+        c->l.wsi = wsi;
+        c->l.status = LWS_CLOSE_STATUS_NORMAL;
+        snprintf(c->peer, sizeof c->peer, "?");
+        lws_get_peer_simple(wsi, c->peer, sizeof c->peer);
+        crdtdb_session_options so;
+        crdtdb_session_options_init(&so);
+        so.flags = CRDTDB_SESSION_SERVER;
+        so.mode = srv->o.mode;
+        so.on_event = on_server_session;
+        so.ctx = c;
+        if (crdtdb_session_open(d->db, &so, &c->l.s)) {
+            free(c);
+            db_release(d);
+            return -1;
+        }
+        c->next = d->conns;
+        d->conns = c;
+        srv->nconn++;
+        pss->c = c;
+        slog(srv, "%s db '%s': connected", c->peer, id);
+        return 0;
+    }
+    case LWS_CALLBACK_RECEIVE:
+        if (!pss || !pss->c)
+            return -1;
+        if (!lws_frame_is_binary(wsi)) {
+            slog(srv, "%s: text message refused", pss->c->peer);
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, NULL, 0);
+            return -1;
+        }
+        return crdtdb__ws_receive(&pss->c->l, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE: {
+        if (!pss || !pss->c)
+            return -1;
+        sconn *c = pss->c;
+        int r = crdtdb__ws_writable(&c->l, srv->wbuf);
+        if (c->l.pump_err) {
+            slog(srv, "%s db '%s': export failed: %s", c->peer, crdtdb_db_id(c->d->db),
+                 crdtdb_session_errmsg(c->l.s));
+            c->l.pump_err = 0;
+        }
+        return r;
+    }
+    case LWS_CALLBACK_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (pss && pss->c) {
+            sconn *c = pss->c;
+            pss->c = NULL;
+            if (!srv->closing)
+                slog(srv, "%s db '%s': disconnected%s%s", c->peer, crdtdb_db_id(c->d->db),
+                     crdtdb_session_closed(c->l.s) ? ": " : "",
+                     crdtdb_session_closed(c->l.s) ? crdtdb_session_errmsg(c->l.s) : "");
+            conn_free(c);
+        }
+        break;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtdb_server **out)
+{
+    if (!out)
+        return CRDTDB_EINVAL;
+    *out = NULL;
+    crdtdb_server_options o;
+    if (opts)
+        o = *opts;
+    else
+        crdtdb_server_options_init(&o);
+    if (!env || (!o.tls_cert != !o.tls_key) || o.port < 0 || o.port > 65535 ||
+        (o.ncoll && !o.collections))
+        return CRDTDB_EINVAL;
+    for (size_t i = 0; i < o.ncoll; i++)
+        if (!o.collections[i])
+            return CRDTDB_EINVAL;
+    if (!o.host || !*o.host)
+        o.host = "127.0.0.1";
+    if (o.mode != CRDTDB_SYNC_SERVER_TO_CLIENT)
+        o.mode = CRDTDB_SYNC_TWO_WAY;
+    if (!o.max_connections)
+        o.max_connections = 1024;
+    crdtdb_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return CRDTDB_ENOMEM;
+    srv->env = env;
+    srv->o = o;
+    srv->host = crdtdb__ws_strdup(o.host);
+    srv->cert = crdtdb__ws_strdup(o.tls_cert);
+    srv->key = crdtdb__ws_strdup(o.tls_key);
+    srv->peer_ca = crdtdb__ws_strdup(o.peer_tls_ca);
+    srv->colls = o.ncoll ? calloc(o.ncoll, sizeof *srv->colls) : NULL;
+    srv->wbuf = malloc(LWS_PRE + WS_CHUNK);
+    int oom = !srv->host || (o.tls_cert && (!srv->cert || !srv->key)) ||
+              (o.peer_tls_ca && !srv->peer_ca) ||
+              (o.ncoll && !srv->colls) || !srv->wbuf;
+    for (size_t i = 0; !oom && i < o.ncoll; i++)
+        oom = !(srv->colls[i] = crdtdb__ws_strdup(o.collections[i]));
+    if (oom) {
+        crdtdb_server_close(srv);
+        return CRDTDB_ENOMEM;
+    }
+    srv->o.host = srv->host;
+    srv->o.tls_cert = srv->cert;
+    srv->o.tls_key = srv->key;
+    srv->o.peer_tls_ca = srv->peer_ca;
+    srv->o.collections = NULL;
+
+    srv->protocols[0].name = WS_PROTOCOL;
+    srv->protocols[0].callback = server_cb;
+    srv->protocols[0].per_session_data_size = sizeof(spss);
+    srv->protocols[0].rx_buffer_size = WS_CHUNK;
+    srv->protocols[1].name = WS_PEER_PROTOCOL; /* links to peer servers */
+    srv->protocols[1].callback = crdtdb__ws_client_cb;
+    srv->protocols[1].rx_buffer_size = WS_CHUNK;
+
+    struct lws_context_creation_info info;
+    crdtdb__ws_ctx_info(&info, o.uv_loop, srv->foreign);
+    info.port = o.port;
+    info.iface = srv->host;
+    info.protocols = srv->protocols;
+    info.user = srv;
+    if (!strchr(srv->host, ':'))
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    /* wss:// peer links need their CAs now: the context makes its client
+     * TLS state once, at creation */
+    if (srv->cert || srv->peer_ca)
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.client_ssl_ca_filepath = srv->peer_ca;
+    if (srv->cert) {
+        info.ssl_cert_filepath = srv->cert;
+        info.ssl_private_key_filepath = srv->key;
+    }
+    srv->ctx = crdtdb__ws_ctx_open(&info, o.uv_loop, &srv->tail);
+    if (!srv->ctx) {
+        slog(srv, "cannot listen on %s:%d", srv->host, o.port);
+        crdtdb_server_close(srv);
+        return CRDTDB_EIO;
+    }
+    struct lws_vhost *vh = lws_get_vhost_by_name(srv->ctx, "default");
+    srv->port = vh ? lws_get_vhost_listen_port(vh) : o.port;
+    if (srv->port <= 0) {
+        slog(srv, "cannot listen on %s:%d", srv->host, o.port);
+        crdtdb_server_close(srv);
+        return CRDTDB_EIO;
+    }
+    slog(srv, "listening on %s://%s:%d", srv->cert ? "wss" : "ws", srv->host, srv->port);
+    lws_sul_schedule(srv->ctx, 0, &srv->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
+    *out = srv;
+    return 0;
+}
+
+int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
+
+/* Commits by other handles or processes reach the observers here. */
+static void poll_dbs(crdtdb_server *s)
+{
+    for (sdb *d = s->dbs; d; d = d->next)
+        if (d->conns || d->nlinks)
+            (void)crdtdb_db_poll(d->db, NULL);
+}
+
+static void on_poll_due(lws_sorted_usec_list_t *sul)
+{
+    crdtdb_server *s = lws_container_of(sul, crdtdb_server, sul_poll);
+    poll_dbs(s);
+    lws_sul_schedule(s->ctx, 0, &s->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
+}
+
+int crdtdb_server_run(crdtdb_server *s, int timeout_ms)
+{
+    if (!s || !s->ctx || s->o.uv_loop)
+        return CRDTDB_EINVAL;
+    poll_dbs(s);
+    int rc = crdtdb__ws_service(s->ctx, &s->sul, timeout_ms);
+    if (rc)
+        slog(s, "event loop failed");
+    return rc;
+}
+
+/* Adds one database to the list, for crdtdb_db_list. */
+typedef struct idlist {
+    char **ids;
+    size_t n;
+    int oom;
+} idlist;
+
+static int collect_id(void *ctx, const char *id)
+{
+    idlist *l = ctx;
+    char **ids = realloc(l->ids, (l->n + 1) * sizeof *ids);
+    if (!ids || !(ids[l->n] = crdtdb__ws_strdup(id))) {
+        if (ids)
+            l->ids = ids;
+        l->oom = 1;
+        return 1;
+    }
+    l->ids = ids;
+    l->n++;
+    return 0;
+}
+
+static void speer_free(speer *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; p->dbs && i < p->ndbs; i++)
+        free(p->dbs[i]);
+    free(p->dbs);
+    free(p->url);
+    free(p->tls_ca);
+    free(p);
+}
+
+int crdtdb_server_peer(crdtdb_server *s, const crdtdb_client_options *link,
+                       const char *const *dbs, size_t ndbs)
+{
+    if (!s || !link || !link->url || (ndbs && !dbs))
+        return CRDTDB_EINVAL;
+    if (strncmp(link->url, "wss:", 4) == 0 && !s->peer_ca) {
+        slog(s, "peer %s: wss:// peer links need the server's peer_tls_ca", link->url);
+        return CRDTDB_EINVAL;
+    }
+    speer *p = calloc(1, sizeof *p);
+    if (!p)
+        return CRDTDB_ENOMEM;
+    p->o = *link;
+    p->o.mode = CRDTDB_SYNC_TWO_WAY; /* peering is symmetric */
+    p->o.on_event = NULL;
+    p->o.uv_loop = NULL;
+    p->url = crdtdb__ws_strdup(link->url);
+    p->tls_ca = crdtdb__ws_strdup(link->tls_ca);
+    int oom = !p->url || (link->tls_ca && !p->tls_ca);
+    if (!oom && ndbs) {
+        p->dbs = calloc(ndbs, sizeof *p->dbs);
+        oom = !p->dbs;
+        for (size_t i = 0; !oom && i < ndbs; i++)
+            oom = !dbs[i] || !(p->dbs[p->ndbs++] = crdtdb__ws_strdup(dbs[i]));
+    }
+    if (oom) {
+        speer_free(p);
+        return CRDTDB_ENOMEM;
+    }
+    p->o.url = p->url;
+    p->o.tls_ca = p->tls_ca;
+    /* the url must parse: try it on a handle we are sure to have */
+    idlist l = {NULL, 0, 0};
+    int rc = 0;
+    if (p->dbs) {
+        for (size_t i = 0; !rc && i < p->ndbs; i++)
+            rc = collect_id(&l, p->dbs[i]) ? CRDTDB_ENOMEM : 0;
+    } else {
+        rc = crdtdb_db_list(s->env, collect_id, &l);
+        if (!rc && l.oom)
+            rc = CRDTDB_ENOMEM;
+    }
+    if (!rc) {
+        p->next = s->peers;
+        s->peers = p;
+        slog(s, "peering with %s: %s", p->url, p->dbs ? "listed databases" : "every database");
+        for (size_t i = 0; i < l.n; i++) { /* open each: db_get adds the link */
+            int have = 0;
+            for (sdb *d = s->dbs; d && !have; d = d->next)
+                have = strcmp(crdtdb_db_id(d->db), l.ids[i]) == 0;
+            if (have) {
+                for (sdb *d = s->dbs; d; d = d->next)
+                    if (strcmp(crdtdb_db_id(d->db), l.ids[i]) == 0)
+                        link_add(d, p);
+            } else {
+                db_get(s, l.ids[i]);
+            }
+        }
+    } else {
+        speer_free(p);
+    }
+    for (size_t i = 0; i < l.n; i++)
+        free(l.ids[i]);
+    free(l.ids);
+    return rc;
+}
+
+void crdtdb_server_close(crdtdb_server *s)
+{
+    if (!s)
+        return;
+    s->closing = 1;
+    if (s->ctx) {
+        lws_sul_cancel(&s->sul_poll);
+        crdtdb__ws_ctx_close(s->ctx, s->tail); /* closes every connection */
+    }
+    while (s->dbs) { /* only peered ones are left once connections go */
+        sdb *d = s->dbs;
+        while (d->conns)
+            conn_free(d->conns); /* frees d with the last one, unless peered */
+        if (s->dbs == d) {
+            for (size_t i = 0; i < d->nlinks; i++)
+                crdtdb__client_close_hosted(d->links[i], 1);
+            free(d->links);
+            s->dbs = d->next;
+            crdtdb_db_close(d->db);
+            free(d);
+        }
+    }
+    while (s->peers) {
+        speer *p = s->peers;
+        s->peers = p->next;
+        speer_free(p);
+    }
+    for (size_t i = 0; s->colls && i < s->o.ncoll; i++)
+        free(s->colls[i]);
+    free(s->colls);
+    free(s->host);
+    free(s->cert);
+    free(s->key);
+    free(s->peer_ca);
+    free(s->wbuf);
+    free(s);
+}
