@@ -20,7 +20,10 @@ enum {
     OPT_LISTEN = 32,
     OPT_MODE = 64,
     OPT_DB = 128,
-    OPT_WATCH = 256 /* a flag: no value */
+    OPT_WATCH = 256, /* a flag: no value */
+    OPT_PEER = 512,  /* --peer URL (repeatable), --peer-ca F */
+    OPT_JWT = 1024,  /* --jwt-secret-file F | --jwt-public-key F [--jwt-alg A] */
+    OPT_TOKEN = 2048 /* --token-file F */
 };
 
 /* A command's parsed arguments; unset options are NULL. */
@@ -36,6 +39,13 @@ typedef struct args {
     const char *mode;
     const char *db;
     int watch;
+    const char *peers[16];
+    int npeers;
+    const char *peer_ca;
+    const char *jwt_secret_file;
+    const char *jwt_public_key;
+    const char *jwt_alg;
+    const char *token_file;
 } args;
 
 /* Prints "crdtdb: msg" (or the code's description when msg is empty) to

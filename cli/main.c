@@ -551,23 +551,36 @@ static const command commands[] = {
      "own sequences we have everything up to (received), and the last of\n"
      "ours it is known to have everything up to (acked).",
      1, 1, 0, cmd_peers},
-    {"serve", "[--listen HOST:PORT] [--collections A,B,...] [--mode MODE]",
+    {"serve", "[--listen HOST:PORT] [--collections A,B,...] [--mode MODE] [--peer URL]...\n"
+              "       [--peer-ca F] [--jwt-secret-file F | --jwt-public-key F [--jwt-alg A]]",
      "serve the databases to sync clients over WebSocket",
      "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
      "(default 127.0.0.1:8080) until interrupted, logging one line per\n"
      "connection to standard error.  A database a client names that does\n"
      "not exist is created with --collections (without it, refused).\n"
-     "MODE is two-way (default) or server-to-client: clients only receive.",
-     0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE, cmd_serve},
-    {"sync", "URL --db DB [--watch] [--mode MODE]",
+     "MODE is two-way (default) or server-to-client: clients only receive.\n"
+     "--peer URL (repeatable) makes this server a replica of the server at\n"
+     "URL: every database here is synced two-way with it, new ones too\n"
+     "(run both servers with --peer for a symmetric pair); --peer-ca F\n"
+     "trusts the CAs in F for wss:// peers.\n"
+     "--jwt-secret-file F (HS256) or --jwt-public-key F (PEM; --jwt-alg\n"
+     "RS256 or ES256, default RS256) requires a bearer token on every\n"
+     "connection (HTTP 401 otherwise) and turns on membership: each database\n"
+     "gets a '_members' collection, its creator is its owner, and owners,\n"
+     "writers, readers and invited users may do what docs/auth.md says.",
+     0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT, cmd_serve},
+    {"sync", "URL --db DB [--watch] [--mode MODE] [--token-file F]",
      "sync a database with a server over WebSocket",
      "Connect to the server at URL (ws://HOST:PORT) and sync database DB\n"
      "both ways (--mode server-to-client: only receive), then exit once\n"
      "both sides have everything (exit 1 if that fails within 30 seconds).\n"
      "With --watch, stay connected, reconnecting after drops, pushing and\n"
      "receiving changes as they happen until interrupted, and print each\n"
-     "change as a JSON line (as 'watch' does); status goes to stderr.",
-     1, 1, OPT_DB | OPT_WATCH | OPT_MODE, cmd_sync},
+     "change as a JSON line (as 'watch' does); status goes to stderr.\n"
+     "--token-file F sends the token (JWT) in F as the bearer; if the\n"
+     "server says this user's access changed, the local copy is cleared.\n"
+     "Large first syncs print their progress to stderr.",
+     1, 1, OPT_DB | OPT_WATCH | OPT_MODE | OPT_TOKEN, cmd_sync},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
@@ -664,6 +677,26 @@ static int parse_args(const command *c, int argc, char **argv, args *a)
                     return -1;
             } else if ((c->opts & OPT_WATCH) && strcmp(s, "--watch") == 0) {
                 a->watch = 1;
+            } else if ((c->opts & OPT_PEER) &&
+                       (r = take_opt(argc, argv, &i, "--peer", &a->peers[a->npeers])) != 0) {
+                if (r < 0 || ++a->npeers == (int)(sizeof a->peers / sizeof *a->peers))
+                    return -1;
+            } else if ((c->opts & OPT_PEER) &&
+                       (r = take_opt(argc, argv, &i, "--peer-ca", &a->peer_ca)) != 0) {
+                if (r < 0)
+                    return -1;
+            } else if ((c->opts & OPT_JWT) &&
+                       ((r = take_opt(argc, argv, &i, "--jwt-secret-file",
+                                      &a->jwt_secret_file)) != 0 ||
+                        (r = take_opt(argc, argv, &i, "--jwt-public-key",
+                                      &a->jwt_public_key)) != 0 ||
+                        (r = take_opt(argc, argv, &i, "--jwt-alg", &a->jwt_alg)) != 0)) {
+                if (r < 0)
+                    return -1;
+            } else if ((c->opts & OPT_TOKEN) &&
+                       (r = take_opt(argc, argv, &i, "--token-file", &a->token_file)) != 0) {
+                if (r < 0)
+                    return -1;
             } else {
                 fprintf(stderr, "crdtdb: unknown option %s\n", s);
                 return -1;

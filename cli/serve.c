@@ -8,6 +8,7 @@
 #include <libwebsockets.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -57,6 +58,37 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* The server's token key from --jwt-secret-file or --jwt-public-key. */
+static int load_jwt_key(const args *a, crdtdb_jwt_key **key)
+{
+    if (a->jwt_secret_file && a->jwt_public_key) {
+        fprintf(stderr, "crdtdb: give --jwt-secret-file or --jwt-public-key, not both\n");
+        return EXIT_USAGE;
+    }
+    crdtdb_jwt_alg alg = CRDTDB_JWT_HS256;
+    if (a->jwt_public_key) {
+        alg = CRDTDB_JWT_RS256;
+        if (a->jwt_alg && strcmp(a->jwt_alg, "ES256") == 0)
+            alg = CRDTDB_JWT_ES256;
+        else if (a->jwt_alg && strcmp(a->jwt_alg, "RS256") != 0) {
+            fprintf(stderr, "crdtdb: --jwt-alg is RS256 or ES256\n");
+            return EXIT_USAGE;
+        }
+    } else if (a->jwt_alg && strcmp(a->jwt_alg, "HS256") != 0) {
+        fprintf(stderr, "crdtdb: a secret file is HS256\n");
+        return EXIT_USAGE;
+    }
+    uint8_t *bytes;
+    size_t len;
+    const char *file = a->jwt_public_key ? a->jwt_public_key : a->jwt_secret_file;
+    if (read_key_file(file, alg == CRDTDB_JWT_HS256, &bytes, &len))
+        return EXIT_FAILURE;
+    int rc = crdtdb_jwt_key_open(alg, bytes, len, key);
+    sodium_memzero(bytes, len);
+    free(bytes);
+    return rc ? fail("unusable key (HS256 secrets need 32 bytes or more)", rc) : 0;
+}
+
 int cmd_serve(const char *dir, const args *a)
 {
     crdtdb_server_options o;
@@ -82,6 +114,7 @@ int cmd_serve(const char *dir, const args *a)
         o.port = (int)port;
     }
     o.host = host;
+    o.peer_tls_ca = a->peer_ca;
     /* --collections A,B: split in place on a copy */
     char *list = NULL;
     const char **colls = NULL;
@@ -100,6 +133,26 @@ int cmd_serve(const char *dir, const args *a)
     }
     o.log = log_line;
     lws_set_log_level(LLL_ERR, NULL);
+    /* tokens: the key, the membership policy, and its collection */
+    crdtdb_jwt_key *key = NULL;
+    crdtdb_server_auth auth;
+    if (a->jwt_secret_file || a->jwt_public_key) {
+        int st = load_jwt_key(a, &key);
+        if (st) {
+            free(list);
+            free(colls);
+            return st;
+        }
+        crdtdb_members_policy(&auth);
+        o.jwt_key = key;
+        o.jwt_leeway = 30;
+        o.auth = &auth;
+        int have = 0;
+        for (size_t i = 0; i < o.ncoll; i++)
+            have |= strcmp(colls[i], "_members") == 0;
+        if (o.ncoll && !have)
+            colls[o.ncoll++] = "_members"; /* room: one more than the commas */
+    }
     crdtdb_env *env = NULL;
     crdtdb_server *srv = NULL;
     int status = 0;
@@ -109,6 +162,13 @@ int cmd_serve(const char *dir, const args *a)
         int rc = crdtdb_server_open(env, &o, &srv);
         if (rc)
             status = fail(rc == CRDTDB_EIO ? "cannot listen there" : NULL, rc);
+        for (int i = 0; srv && !status && i < a->npeers; i++) {
+            crdtdb_client_options l;
+            crdtdb_client_options_init(&l);
+            l.url = a->peers[i];
+            if ((rc = crdtdb_server_peer(srv, &l, NULL, 0)))
+                status = fail("bad --peer URL", rc);
+        }
     }
     catch_signals();
     while (srv && !stop) {
@@ -120,14 +180,18 @@ int cmd_serve(const char *dir, const args *a)
     }
     crdtdb_server_close(srv);
     crdtdb_env_close(env);
+    crdtdb_jwt_key_close(key);
     free(list);
     free(colls);
     return status;
 }
 
+#define PROGRESS_STEP 20000 /* changes between progress lines */
+
 typedef struct sync_state {
     int watch;
     int ready, caught_up, closed;
+    size_t received, next_progress;
     crdtdb_sync_mode mode;
     uint8_t server[CRDTDB_REPLICA_ID_BYTES];
 } sync_state;
@@ -145,9 +209,15 @@ static void on_session(void *ctx, const crdtdb_session_event *ev)
                 ev->mode == CRDTDB_SYNC_SERVER_TO_CLIENT ? "server-to-client" : "two-way");
         break;
     case CRDTDB_SESSION_APPLIED:
+        st->received += ev->applied->changes;
         if (st->watch && ev->applied->applied)
             fprintf(stderr, "received %zu change%s\n", ev->applied->applied,
                     ev->applied->applied == 1 ? "" : "s");
+        else if (!st->caught_up && st->received >= st->next_progress) {
+            /* a large first sync: say how far it got */
+            fprintf(stderr, "progress: %zu changes received\n", st->received);
+            st->next_progress += PROGRESS_STEP;
+        }
         break;
     case CRDTDB_SESSION_CAUGHT_UP:
         st->caught_up = 1;
@@ -181,6 +251,14 @@ static int sync_done(crdtdb_db *db, const sync_state *st)
     return p.acked >= seq;
 }
 
+static void free_secret(char *s)
+{
+    if (s) {
+        sodium_memzero(s, strlen(s));
+        free(s);
+    }
+}
+
 int cmd_sync(const char *dir, const args *a)
 {
     if (!a->db) {
@@ -190,6 +268,7 @@ int cmd_sync(const char *dir, const args *a)
     sync_state st;
     memset(&st, 0, sizeof st);
     st.watch = a->watch;
+    st.next_progress = PROGRESS_STEP;
     crdtdb_client_options o;
     crdtdb_client_options_init(&o);
     o.url = a->pos[0];
@@ -200,8 +279,25 @@ int cmd_sync(const char *dir, const args *a)
     lws_set_log_level(LLL_ERR, NULL);
     crdtdb_env *env;
     crdtdb_db *db;
-    if (open_db(dir, a->db, &env, &db))
+    char *token = NULL;
+    if (a->token_file) {
+        uint8_t *bytes;
+        size_t len;
+        if (read_key_file(a->token_file, 1, &bytes, &len))
+            return EXIT_FAILURE;
+        token = calloc(1, len + 1);
+        if (token)
+            memcpy(token, bytes, len);
+        sodium_memzero(bytes, len);
+        free(bytes);
+        if (!token)
+            return fail(NULL, CRDTDB_ENOMEM);
+        o.token = token;
+    }
+    if (open_db(dir, a->db, &env, &db)) {
+        free_secret(token);
         return EXIT_FAILURE;
+    }
     /* --watch prints every change, local or received, as JSON lines */
     watch_ctx w = {CRDTDB_BUF_INIT, -1, 0};
     crdtdb_observer *obs = NULL;
@@ -209,8 +305,11 @@ int cmd_sync(const char *dir, const args *a)
         return close_db(env, db, fail(crdtdb_db_errmsg(db), CRDTDB_ENOMEM));
     crdtdb_client *c;
     int rc = crdtdb_client_open(db, &o, &c);
-    if (rc)
+    if (rc) {
+        free_secret(token);
+        crdtdb_observer_close(obs);
         return close_db(env, db, fail(rc == CRDTDB_EINVAL ? "bad URL (ws://HOST:PORT)" : NULL, rc));
+    }
     catch_signals();
     int status = 0;
     uint64_t deadline = mono_ms() + 30000;
@@ -236,5 +335,6 @@ int cmd_sync(const char *dir, const args *a)
     crdtdb_client_close(c);
     crdtdb_observer_close(obs);
     crdtdb_buf_free(&w.json);
+    free_secret(token);
     return close_db(env, db, status);
 }

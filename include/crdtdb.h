@@ -126,6 +126,7 @@ typedef struct crdtdb_env crdtdb_env;
 typedef struct crdtdb_db crdtdb_db;
 typedef struct crdtdb_txn crdtdb_txn;
 typedef struct crdtdb_observer crdtdb_observer;
+typedef struct crdtdb_jwt_key crdtdb_jwt_key; /* see "tokens" */
 
 /* ------------------------------------------------------------ environment */
 
@@ -300,6 +301,9 @@ CRDTDB_API int crdtdb_db_seq(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq);
  * Errors: EBUSY (this handle already has a transaction), EROFS, ENODB (the
  *         database was dropped), EIO, ENOMEM.
  */
+/* The database handle a transaction belongs to (borrowed). */
+CRDTDB_API crdtdb_db *crdtdb_txn_db(const crdtdb_txn *txn);
+
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_txn_begin(crdtdb_db *db,
                                                  unsigned flags,
                                                  crdtdb_txn **out);
@@ -481,6 +485,16 @@ CRDTDB_API int crdtdb_db_poll(crdtdb_db *db, size_t *n);
  */
 CRDTDB_API void crdtdb_db_invalidate(crdtdb_db *db);
 
+/*
+ * Forgets every record of db, its change log and what it knew of its
+ * peers, durably, then tells observers (CRDTDB_EVENT_INVALIDATE_ALL).  For
+ * a client whose access changed: the next sync starts from nothing.  The
+ * sequence continues, so peers keep counting where this replica is.
+ * Local changes not yet sent are lost.  Errors: EBUSY (a transaction is
+ * open on this handle), EROFS, EIO.
+ */
+CRDTDB_API int crdtdb_db_clear(crdtdb_db *db);
+
 /* ---------------------------------------------------------------- deltas */
 
 /*
@@ -556,6 +570,7 @@ typedef struct crdtdb_apply_info {
     size_t applied;   /* registers that won and were stored */
     uint64_t received; /* what we now hold of the sender's log, contiguous
                           from its start: its watermark after this apply */
+    size_t refused;   /* records a write filter refused */
 } crdtdb_apply_info;
 
 /*
@@ -586,6 +601,31 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply(crdtdb_db *db,
                                                 const uint8_t *delta,
                                                 size_t len,
                                                 crdtdb_apply_info *info);
+
+/*
+ * Decides one record of a delta being applied: `old` and `now` are the
+ * record's visible values before and after the merge (msgpack maps; NULL
+ * and 0 when absent or removed), valid during the call.  `txn` is the
+ * apply's transaction: read through it (crdtdb_db_get_by_id, query) to see
+ * the database as merged so far; never write or end it.  Return 0 to
+ * accept; anything else refuses that record.
+ */
+typedef int (*crdtdb_write_filter)(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                                   const uint8_t *old, size_t old_len,
+                                   const uint8_t *now, size_t now_len);
+
+/*
+ * crdtdb_db_apply with a write filter (may be NULL) deciding each record
+ * the delta changes — for servers authorizing what a user writes.  A
+ * refused record's changes are dropped and, in the same transaction, the
+ * record is written anew as it was (or removed, if it was absent), stamped
+ * after everything in the delta: the sender and anyone it reached return
+ * to it.  The delta still counts as received.  info->refused counts the
+ * refused records.  Errors: those of crdtdb_db_apply.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply_filtered(crdtdb_db *db, const uint8_t *delta,
+                                                         size_t len, crdtdb_write_filter filter,
+                                                         void *ctx, crdtdb_apply_info *info);
 
 /*
  * Reads the length and the database id of the delta at the start of
@@ -682,6 +722,10 @@ typedef struct crdtdb_session_options {
                                 pieces applied while the next is made */
     crdtdb_session_cb on_event; /* may be NULL */
     void *ctx;
+    crdtdb_write_filter write_filter; /* decides each record the peer's
+                                         deltas change (may be NULL; see
+                                         crdtdb_db_apply_filtered) */
+    void *filter_ctx;
 } crdtdb_session_options;
 
 CRDTDB_API void crdtdb_session_options_init(crdtdb_session_options *opts);
@@ -735,6 +779,16 @@ CRDTDB_API void crdtdb_session_consume(crdtdb_session *s, size_t n);
 /* 1 once the session is closed (by either side or by an error). */
 CRDTDB_API int crdtdb_session_closed(const crdtdb_session *s);
 
+/* Queues a notice for the peer — an error that does not end the session,
+ * e.g. a refused write (the peer gets CRDTDB_SESSION_ERROR with remote 1).
+ * Errors: ENOMEM, EBUSY (closed). */
+CRDTDB_API int crdtdb_session_notify(crdtdb_session *s, int code, const char *message);
+
+/* Ends the session with an error for the peer (code and message; after
+ * any output), as a refused message would; CLOSED fires.  For a server
+ * whose user's access changed (CRDTDB_EDENIED). */
+CRDTDB_API void crdtdb_session_abort(crdtdb_session *s, int code, const char *message);
+
 /* Queues a close for the peer (after any output) and closes the session. */
 CRDTDB_API void crdtdb_session_shutdown(crdtdb_session *s);
 
@@ -770,6 +824,49 @@ CRDTDB_API void crdtdb_db_set_readonly(crdtdb_db *db, int readonly);
  */
 typedef struct crdtdb_server crdtdb_server;
 
+/* What a user may do with a database. */
+typedef enum crdtdb_access {
+    CRDTDB_ACCESS_DENY = 0,     /* refused (HTTP 403; connected: closed) */
+    CRDTDB_ACCESS_READONLY = 1, /* server-to-client mode */
+    CRDTDB_ACCESS_READWRITE = 2
+} crdtdb_access;
+
+/*
+ * Authorization hooks of a server, called on its thread with the user id
+ * (the token's `sub`; "" without tokens).  All may be NULL (allowed).
+ *  - authorize_user: the access of `user` to db (open; `created` is 1 when
+ *    this connection just created it: a hook may write to db then, e.g.
+ *    to record the owner).  Asked before the WebSocket upgrade and again
+ *    after every commit to the database; when the answer changes for a
+ *    connected user, the server ends that session with EDENIED ("access
+ *    changed") and the client starts over.
+ *  - authorize_write: whether `user` may change record (coll, id) from
+ *    `old` to `now` (see crdtdb_write_filter; read db through txn).  A
+ *    refused change is not stored, the record is written back as it was
+ *    (so the client's copy returns to it), and the client gets a notice
+ *    naming the record.
+ */
+typedef struct crdtdb_server_auth {
+    crdtdb_access (*authorize_user)(void *ctx, crdtdb_db *db, const char *user,
+                                    int created);
+    int (*authorize_write)(void *ctx, crdtdb_txn *txn, const char *user,
+                           const char *coll, const char *id, const uint8_t *old,
+                           size_t old_len, const uint8_t *now, size_t now_len);
+    void *ctx;
+} crdtdb_server_auth;
+
+/*
+ * The built-in policy (`crdtdb serve` with tokens): membership lives in
+ * each database's collection "_members", record id = user id, fields
+ * "role" ("owner" | "writer" | "reader") and "status" ("invited" |
+ * "accepted").  The user whose connection creates a database becomes its
+ * owner.  Owners (accepted) change anything, members included; writers
+ * (accepted) change everything but "_members"; an invited user may only
+ * set their own status to "accepted"; accepted readers connect read-only;
+ * non-members are denied.  Databases need the "_members" collection.
+ */
+CRDTDB_API void crdtdb_members_policy(crdtdb_server_auth *auth);
+
 typedef struct crdtdb_server_options {
     const char *host;       /* listen address (default "127.0.0.1") */
     int port;               /* 0: an ephemeral port (crdtdb_server_port) */
@@ -789,6 +886,14 @@ typedef struct crdtdb_server_options {
                                 trust (the system's bundle is
                                 /etc/ssl/certs/ca-certificates.crt); NULL:
                                 ws:// peers only */
+    const crdtdb_jwt_key *jwt_key; /* set: every connection presents a
+                                bearer token (Authorization header, or the
+                                first Sec-WebSocket-Protocol entry) valid
+                                under this key, else HTTP 401 before the
+                                upgrade.  Borrowed: keep it until close. */
+    unsigned jwt_leeway;    /* seconds of clock slack for exp / nbf */
+    const crdtdb_server_auth *auth; /* hooks (copied); NULL: everyone may
+                                       do everything */
 } crdtdb_server_options;
 
 /* Fills opts with the defaults above. */
@@ -843,6 +948,13 @@ typedef struct crdtdb_client_options {
                                a self-signed server certificate); NULL: the
                                system's default trust store */
     void *uv_loop;          /* a uv_loop_t * to run on, or NULL */
+    const char *token;      /* bearer token (JWT) sent with every
+                               connection, or NULL.  When the server ends
+                               the session because this user's access
+                               changed (EDENIED), or refuses the upgrade
+                               with 403, the client clears its copy of the
+                               database (crdtdb_db_clear: observers get
+                               INVALIDATE_ALL) and reconnects. */
 } crdtdb_client_options;
 
 /* Fills opts with the defaults above. */
@@ -906,8 +1018,6 @@ typedef enum crdtdb_jwt_alg {
     CRDTDB_JWT_RS256,     /* RSA key pair, PEM */
     CRDTDB_JWT_ES256      /* P-256 key pair, PEM */
 } crdtdb_jwt_alg;
-
-typedef struct crdtdb_jwt_key crdtdb_jwt_key;
 
 #define CRDTDB_JWT_MAX 8192u /* the longest token accepted, bytes */
 

@@ -3,8 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt/buf.h"
 #include "crdt/hlc.h"
 #include "storage/internal.h"
+
+typedef struct wfilter wfilter;
+static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
+                 crdtdb_apply_info *info);
 
 /* Checks what can be checked before the write transaction: the database,
  * the trust hook, the collections (mapped into local numbers) and the
@@ -53,9 +58,51 @@ static int forged(crdtdb_db *db, const crdtdb__delta *d, const crdtdb__delta_rec
                              (int)r->id.n, r->id.p, db->colls[coll]);
 }
 
+/* A write filter and what it refused: (coll, id, old visible value) in
+ * an arena, restored after the merge. */
+typedef struct wfilter {
+    crdtdb_write_filter fn;
+    void *ctx;
+    crdtdb_buf old, now, refused;
+    size_t nrefused;
+} wfilter;
+
+static int wf_note(wfilter *w, uint16_t coll, const char *id, const crdtdb_buf *old)
+{
+    uint8_t h[2 + 1 + 4] = {(uint8_t)(coll >> 8), (uint8_t)coll, (uint8_t)strlen(id),
+                            (uint8_t)(old->len >> 24), (uint8_t)(old->len >> 16),
+                            (uint8_t)(old->len >> 8), (uint8_t)old->len};
+    if (crdtdb__buf_append(&w->refused, h, sizeof h) ||
+        crdtdb__buf_append(&w->refused, id, strlen(id)) ||
+        crdtdb__buf_append(&w->refused, old->data, old->len))
+        return CRDTDB_ENOMEM;
+    w->nrefused++;
+    return 0;
+}
+
+/* Writes every refused record anew as it was, stamped after everything
+ * the delta held, so the sender (and anyone it reached) returns to it. */
+static int wf_restore(crdtdb_txn *t, wfilter *w)
+{
+    const uint8_t *p = w->refused.data;
+    for (size_t i = 0; i < w->nrefused; i++) {
+        uint16_t coll = (uint16_t)(p[0] << 8 | p[1]);
+        size_t idlen = p[2];
+        size_t vlen = (size_t)p[3] << 24 | (size_t)p[4] << 16 | (size_t)p[5] << 8 | p[6];
+        char id[CRDTDB_ID_MAX + 1];
+        memcpy(id, p + 7, idlen);
+        id[idlen] = 0;
+        int rc = crdtdb__write_restore(t, coll, id, vlen ? p + 7 + idlen : NULL, vlen);
+        if (rc)
+            return rc;
+        p += 7 + idlen + vlen;
+    }
+    return 0;
+}
+
 /* Merges one record group; *applied counts the registers that won. */
 static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_rec *r,
-                     uint16_t coll, uint32_t src, size_t *applied)
+                     uint16_t coll, uint32_t src, size_t *applied, wfilter *w)
 {
     crdtdb_db *db = t->db;
     char id[CRDTDB_ID_MAX + 1];
@@ -70,6 +117,8 @@ static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_
     crdtdb__record *rec = &db->rec;
     size_t won = 0;
     uint32_t o;
+    if (w && (w->old.len = 0, s.was_visible) && crdtdb__record_render(rec, &w->old))
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     if (r->base_kind != CRDTDB__BASE_NONE) {
         if (crdtdb__record_origin(rec, d->origins[r->base_origin], &o))
             return CRDTDB_ENOMEM;
@@ -87,6 +136,14 @@ static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_
         if (rc < 0)
             return forged(db, d, r, coll, rc);
         won += (size_t)rc;
+    }
+    if (won && w) {
+        w->now.len = 0;
+        if (crdtdb__record_visible(rec) && crdtdb__record_render(rec, &w->now))
+            return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+        if (w->fn(w->ctx, t, db->colls[coll], id, w->old.len ? w->old.data : NULL, w->old.len,
+                  w->now.len ? w->now.data : NULL, w->now.len))
+            return wf_note(w, coll, id, &w->old) ? CRDTDB_ENOMEM : 0;
     }
     *applied += won;
     return won ? crdtdb__slot_store(t, &s, src) : 0;
@@ -195,6 +252,23 @@ static int update_marks(crdtdb_txn *t, const crdtdb__delta *d, uint64_t *receive
 int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
                     crdtdb_apply_info *info)
 {
+    return crdtdb_db_apply_filtered(db, delta, len, NULL, NULL, info);
+}
+
+int crdtdb_db_apply_filtered(crdtdb_db *db, const uint8_t *delta, size_t len,
+                             crdtdb_write_filter filter, void *ctx, crdtdb_apply_info *info)
+{
+    wfilter wf = {filter, ctx, CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, 0};
+    int rc = apply(db, delta, len, filter ? &wf : NULL, info);
+    crdtdb_buf_free(&wf.old);
+    crdtdb_buf_free(&wf.now);
+    crdtdb_buf_free(&wf.refused);
+    return rc;
+}
+
+static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
+                 crdtdb_apply_info *info)
+{
     if (!db || !delta)
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta") : CRDTDB_EINVAL;
     crdtdb_env *env = db->env;
@@ -219,7 +293,7 @@ int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
         rc = check_self(t, d);
     size_t applied = 0;
     for (uint32_t i = 0; !rc && i < d->nrecs; i++)
-        rc = merge_rec(t, d, &d->recs[i], colls[d->recs[i].coll], src, &applied);
+        rc = merge_rec(t, d, &d->recs[i], colls[d->recs[i].coll], src, &applied, w);
     if (!rc && d->nrecs) {
         rc = crdtdb__hlc_recv(&t->hlc, d->hlc_max, crdtdb__now_ms(env),
                               env->opts.max_clock_skew_ms);
@@ -229,6 +303,8 @@ int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
     uint64_t received = 0;
     if (!rc && !self)
         rc = update_marks(t, d, &received);
+    if (!rc && w && w->nrefused)
+        rc = wf_restore(t, w);
     if (colls != colls_stack)
         free(colls);
     if (t && rc) {
@@ -257,6 +333,7 @@ int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
             info->changes += d->recs[i].base_kind != CRDTDB__BASE_NONE;
         info->applied = applied;
         info->received = received;
+        info->refused = w ? w->nrefused : 0;
     }
     return 0;
 }

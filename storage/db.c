@@ -414,3 +414,27 @@ int crdtdb_db_seq(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq)
     rc = crdtdb__seq_read(db->env, t->mt, db->num, seq);
     return crdtdb__txn_end(t, own, rc);
 }
+
+int crdtdb_db_clear(crdtdb_db *db)
+{
+    if (!db)
+        return CRDTDB_EINVAL;
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    /* the sequence and history stay: peers keep counting where we are */
+    int mrc = del_prefix(t->mt, db->env->dbi_records, db->num);
+    if (!mrc)
+        mrc = del_prefix(t->mt, db->env->dbi_changes, db->num);
+    if (!mrc)
+        mrc = del_prefix(t->mt, db->env->dbi_marks, db->num);
+    if (mrc) {
+        crdtdb_txn_abort(t);
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "clear: %s", mdb_strerror(mrc));
+    }
+    if ((rc = crdtdb_txn_commit(t)))
+        return rc;
+    crdtdb_db_invalidate(db);
+    return 0;
+}

@@ -167,6 +167,11 @@ int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
  * peer number `src`, records the observer event. */
 int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src);
 
+/* Writes record (coll, id) anew with fresh stamps: as `value` (a msgpack
+ * map), or removed when value is NULL.  For refused remote writes. */
+int crdtdb__write_restore(crdtdb_txn *t, uint16_t coll, const char *id, const uint8_t *value,
+                          size_t len);
+
 /* peers.c */
 /* Peer number of replica id `key`, created if `create`; 0 if unknown. */
 int crdtdb__peer_num(crdtdb_env *env, MDB_txn *mt, const uint8_t *key,

@@ -167,3 +167,5 @@ int crdtdb__txn_end(crdtdb_txn *t, int own, int rc)
     }
     return crdtdb_txn_commit(t);
 }
+
+crdtdb_db *crdtdb_txn_db(const crdtdb_txn *txn) { return txn ? txn->db : NULL; }

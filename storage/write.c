@@ -365,6 +365,26 @@ int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     return crdtdb__txn_end(t, own, rc);
 }
 
+int crdtdb__write_restore(crdtdb_txn *t, uint16_t coll, const char *id, const uint8_t *value,
+                         size_t len)
+{
+    crdtdb_db *db = t->db;
+    if (value) {
+        msgpack_object o;
+        int rc = parse(db, value, len, &o);
+        return rc ? rc : op_add(t, coll, id, &o);
+    }
+    crdtdb__slot s;
+    uint32_t origin;
+    int rc = crdtdb__slot_load(t, &s, coll, id);
+    if (!rc && crdtdb__record_origin(&db->rec, db->env->pk, &origin))
+        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    if (!rc && crdtdb__record_put_base(&db->rec, CRDTDB__BASE_REMOVE, crdtdb__txn_tick(t),
+                                       origin, 0) < 0)
+        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    return rc ? rc : crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
+}
+
 void crdtdb_db_set_readonly(crdtdb_db *db, int readonly)
 {
     if (db)

@@ -17,7 +17,7 @@
 #define STOP_EXPORT 1 /* our sink's "one delta is enough" */
 #define SKIP_SPAN 256 /* sequences skipped before an empty delta is signed */
 
-enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP };
+enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE };
 enum { S_HANDSHAKE, S_OPEN, S_CLOSED };
 
 struct crdtdb_session {
@@ -192,6 +192,26 @@ void crdtdb_session_consume(crdtdb_session *s, size_t n)
         s->out.len = s->out_off = 0;
 }
 
+int crdtdb_session_notify(crdtdb_session *s, int code, const char *message)
+{
+    if (!s || !message)
+        return CRDTDB_EINVAL;
+    if (s->state == S_CLOSED)
+        return CRDTDB_EBUSY;
+    msgpack_packer pk = start(s, M_NOTICE, 3);
+    msgpack_pack_int32(&pk, code);
+    msgpack_pack_str_with_body(&pk, message, strlen(message));
+    return frame(s);
+}
+
+void crdtdb_session_abort(crdtdb_session *s, int code, const char *message)
+{
+    if (!s || s->state == S_CLOSED)
+        return;
+    seterr(s, code, "%s", message ? message : crdtdb_strerror(code));
+    fail(s, code);
+}
+
 void crdtdb_session_shutdown(crdtdb_session *s)
 {
     if (!s || s->state == S_CLOSED)
@@ -342,7 +362,8 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         return seterr(s, CRDTDB_EROFS, "Read only access");
     uint64_t before = s->received;
     crdtdb_apply_info info;
-    int rc = crdtdb_db_apply(s->db, (const uint8_t *)a[1].via.bin.ptr, a[1].via.bin.size, &info);
+    int rc = crdtdb_db_apply_filtered(s->db, (const uint8_t *)a[1].via.bin.ptr, a[1].via.bin.size,
+                                      s->o.write_filter, s->o.filter_ctx, &info);
     if (rc == CRDTDB_ECLOCK) { /* not fatal: the range stays unacked, sent again later */
         seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
         crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, rc, s->errmsg, 0};
@@ -394,6 +415,20 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, code, s->errmsg, 1};
         emit(s, &ev);
         ev.type = CRDTDB_SESSION_CLOSED;
+        emit(s, &ev);
+        return 0;
+    }
+    if (type == M_NOTICE) { /* the peer refused something; we go on */
+        int code = n >= 2 && (a[1].type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
+                              a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                       ? (int)a[1].via.i64
+                       : CRDTDB_EIO;
+        char msg[512];
+        if (n >= 3 && a[2].type == MSGPACK_OBJECT_STR)
+            snprintf(msg, sizeof msg, "peer: %.*s", (int)a[2].via.str.size, a[2].via.str.ptr);
+        else
+            snprintf(msg, sizeof msg, "peer: %s", crdtdb_strerror(code));
+        crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, code, msg, 1};
         emit(s, &ev);
         return 0;
     }

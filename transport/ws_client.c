@@ -17,6 +17,9 @@ struct crdtdb_client {
     crdtdb_client_options o;
     char *url;
     char *tls_ca;
+    char *token;
+    int denied;  /* the server ended the session: access changed */
+    int cleared; /* cleared since the last ready session */
     char host[256];
     char path[sizeof WS_PREFIX + 3 * CRDTDB_ID_MAX];
     int port;
@@ -62,6 +65,16 @@ static void clog_line(crdtdb_client *c, const char *what, const char *detail)
 
 static void client_connect(crdtdb_client *c);
 
+/* The user's access changed (or is gone): forget the data, start over. */
+static void client_forget(crdtdb_client *c, const char *why)
+{
+    if (c->cleared)
+        return;
+    c->cleared = 1;
+    int rc = crdtdb_db_clear(c->db);
+    clog_line(c, why, rc ? crdtdb_db_errmsg(c->db) : "local copy cleared");
+}
+
 static void on_connect_due(lws_sorted_usec_list_t *sul)
 {
     crdtdb_client *c = lws_container_of(sul, crdtdb_client, sul_connect);
@@ -102,6 +115,8 @@ static void on_client_session(void *ctx, const crdtdb_session_event *ev)
     crdtdb_client *c = ctx;
     if (ev->type == CRDTDB_SESSION_READY) {
         c->ready = 1;
+        c->cleared = 0;
+        c->denied = 0;
         c->attempt = 0;
         if (ev->mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
             c->made_readonly = 1;
@@ -109,12 +124,18 @@ static void on_client_session(void *ctx, const crdtdb_session_event *ev)
     } else if (ev->type == CRDTDB_SESSION_ERROR) {
         if (!ev->remote)
             c->l.status = crdtdb__ws_close_status(ev->error, 0);
+        else if (ev->error == CRDTDB_EDENIED)
+            c->denied = 1; /* a fatal error: CLOSED follows */
         clog_line(c, crdtdb_errname(ev->error), ev->message);
     } else if (ev->type == CRDTDB_SESSION_CLOSED) {
         c->ready = 0;
     }
     if (c->o.on_event)
         c->o.on_event(c->o.ctx, ev);
+    if (ev->type == CRDTDB_SESSION_CLOSED && c->denied) {
+        c->denied = 0;
+        client_forget(c, "access changed");
+    }
 }
 
 static void on_client_change(void *ctx, const crdtdb_event *ev)
@@ -157,9 +178,27 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
         if (wsi != c->l.wsi)
             return -1;
         return crdtdb__ws_writable(&c->l, c->wbuf);
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+        if (c->token && wsi == c->cwsi) {
+            unsigned char **p = (unsigned char **)in, *end = *p + len;
+            char v[CRDTDB_JWT_MAX + 8];
+            int n = snprintf(v, sizeof v, "Bearer %s", c->token);
+            int r = n > 0 && (size_t)n < sizeof v
+                        ? lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
+                                                       (unsigned char *)v, n, p, end)
+                        : -1;
+            sodium_memzero(v, sizeof v);
+            if (r)
+                return -1;
+        }
+        break;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (wsi == c->cwsi)
+        if (wsi == c->cwsi) {
+            unsigned status = lws_http_client_http_response(wsi);
             clog_line(c, "cannot connect", in && len ? (const char *)in : NULL);
+            if (status == 403)
+                client_forget(c, "access refused");
+        }
         /* fall through */
     case LWS_CALLBACK_CLIENT_CLOSED:
     case LWS_CALLBACK_WSI_DESTROY:
@@ -217,6 +256,14 @@ static void client_connect(crdtdb_client *c)
     }
 }
 
+static void free_token(crdtdb_client *c)
+{
+    if (c->token) {
+        sodium_memzero(c->token, strlen(c->token));
+        free(c->token);
+    }
+}
+
 void crdtdb_client_close(crdtdb_client *c)
 {
     if (!c)
@@ -237,6 +284,7 @@ void crdtdb_client_close(crdtdb_client *c)
         crdtdb_db_set_readonly(c->db, 0);
     free(c->url);
     free(c->tls_ca);
+    free_token(c);
     free(c->wbuf);
     free(c);
 }
@@ -260,6 +308,7 @@ void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone)
         crdtdb_db_set_readonly(c->db, 0);
     free(c->url);
     free(c->tls_ca);
+    free_token(c);
     free(c);
 }
 
@@ -282,8 +331,13 @@ static int client_new(crdtdb_db *db, const crdtdb_client_options *opts, crdtdb_c
         c->o.backoff_max_ms = c->o.backoff_min_ms;
     c->url = crdtdb__ws_strdup(opts->url);
     c->tls_ca = crdtdb__ws_strdup(opts->tls_ca);
+    c->token = crdtdb__ws_strdup(opts->token);
     char *tmp = crdtdb__ws_strdup(opts->url);
-    int rc = !c->url || !tmp || (opts->tls_ca && !c->tls_ca) ? CRDTDB_ENOMEM : 0;
+    int rc = !c->url || !tmp || (opts->tls_ca && !c->tls_ca) || (opts->token && !c->token)
+                 ? CRDTDB_ENOMEM
+                 : 0;
+    if (!rc && opts->token && strlen(opts->token) > CRDTDB_JWT_MAX)
+        rc = CRDTDB_ETOOBIG;
     const char *prot, *ads, *path;
     if (!rc && (lws_parse_uri(tmp, &prot, &ads, &c->port, &path) ||
                 (strcmp(prot, "ws") && strcmp(prot, "wss")) || !*ads ||
@@ -296,12 +350,14 @@ static int client_new(crdtdb_db *db, const crdtdb_client_options *opts, crdtdb_c
         urlencode(c->path + strlen(WS_PREFIX), crdtdb_db_id(db));
         c->o.url = c->url;
         c->o.tls_ca = c->tls_ca;
+        c->o.token = c->token;
         c->o.uv_loop = NULL;
     }
     free(tmp);
     if (rc) {
         free(c->url);
         free(c->tls_ca);
+        free_token(c);
         free(c);
         return rc;
     }

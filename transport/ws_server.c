@@ -11,7 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include <sodium.h>
+
+#include "transport/jwt.h"
 #include "transport/ws.h"
 
 
@@ -23,6 +27,7 @@ typedef struct sdb {
     crdtdb_db *db;
     crdtdb_observer *obs;
     sconn *conns;
+    uint64_t gen; /* commits seen, for re-authorizing connections */
     crdtdb_client **links; /* one per peer server syncing this database */
     size_t nlinks;
 } sdb;
@@ -31,7 +36,7 @@ typedef struct sdb {
 typedef struct speer {
     struct speer *next;
     crdtdb_client_options o; /* strings owned below */
-    char *url, *tls_ca;
+    char *url, *tls_ca, *token;
     char **dbs; /* NULL: every database */
     size_t ndbs;
 } speer;
@@ -41,10 +46,16 @@ struct sconn {
     sdb *d;
     crdtdb__wslink l;
     char peer[64];
+    char user[CRDTDB_ID_MAX + 1];
+    crdtdb_access access;
+    uint64_t checked; /* the database's commit generation last authorized */
 };
 
+/* Per connection, from the upgrade request on. */
 typedef struct spss {
     sconn *c;
+    char user[CRDTDB_ID_MAX + 1];
+    crdtdb_access access;
 } spss;
 
 struct crdtdb_server {
@@ -59,6 +70,7 @@ struct crdtdb_server {
     lws_sorted_usec_list_t sul;
     lws_sorted_usec_list_t sul_poll;
     speer *peers;
+    crdtdb_server_auth auth;
     unsigned char *wbuf;
     sdb *dbs;
     size_t nconn;
@@ -110,6 +122,7 @@ static void on_db_change(void *ctx, const crdtdb_event *ev)
 {
     (void)ev;
     sdb *d = ctx;
+    d->gen++;
     for (sconn *c = d->conns; c; c = c->next)
         if (c->l.wsi && c->l.s && !crdtdb_session_closed(c->l.s))
             lws_callback_on_writable(c->l.wsi);
@@ -156,8 +169,10 @@ static void link_add(sdb *d, speer *p)
 }
 
 /* The shared handle of database `id`, opened (or created) on first use. */
-static sdb *db_get(crdtdb_server *srv, const char *id)
+static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
 {
+    if (created)
+        *created = 0;
     for (sdb *d = srv->dbs; d; d = d->next)
         if (strcmp(crdtdb_db_id(d->db), id) == 0)
             return d;
@@ -172,6 +187,8 @@ static sdb *db_get(crdtdb_server *srv, const char *id)
                               &d->db);
         if (rc == CRDTDB_EEXIST) /* created meanwhile by another process */
             rc = crdtdb_db_open(srv->env, id, &d->db);
+        else if (rc == 0 && created)
+            *created = 1;
         if (rc == 0)
             slog(srv, "database '%s' created", id);
     }
@@ -231,6 +248,92 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
     }
 }
 
+/* The write filter of a connection: the server's hook with its user. */
+static int conn_write_filter(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                             const uint8_t *old, size_t old_len, const uint8_t *now,
+                             size_t now_len)
+{
+    sconn *c = ctx;
+    crdtdb_server *srv = c->d->srv;
+    if (!srv->auth.authorize_write ||
+        srv->auth.authorize_write(srv->auth.ctx, txn, c->user, coll, id, old, old_len, now,
+                                  now_len) == 0)
+        return 0;
+    char msg[CRDTDB_ID_MAX * 2 + 96];
+    snprintf(msg, sizeof msg, "write to '%s' in collection '%s' refused: Read only access", id,
+             coll);
+    slog(srv, "%s db '%s': user '%s': %s", c->peer, crdtdb_db_id(c->d->db), c->user, msg);
+    (void)crdtdb_session_notify(c->l.s, CRDTDB_EROFS, msg);
+    return 1;
+}
+
+/* Asks again, after commits, whether the connection's user keeps its
+ * access; a change ends the session (the client starts over). */
+static void conn_recheck(sconn *c)
+{
+    sdb *d = c->d;
+    crdtdb_server *srv = d->srv;
+    if (c->checked == d->gen || !srv->auth.authorize_user || !c->l.s ||
+        crdtdb_session_closed(c->l.s))
+        return;
+    c->checked = d->gen;
+    crdtdb_access a = srv->auth.authorize_user(srv->auth.ctx, d->db, c->user, 0);
+    if (a == c->access)
+        return;
+    slog(srv, "%s db '%s': user '%s': access changed, closing", c->peer, crdtdb_db_id(d->db),
+         c->user);
+    crdtdb_session_abort(c->l.s, CRDTDB_EDENIED, "access changed");
+}
+
+/* Answers an upgrade request with an HTTP error and no body that could
+ * tell anything about the database. */
+static int refuse_http(struct lws *wsi, unsigned status)
+{
+    lws_return_http_status(wsi, status, NULL);
+    return -1;
+}
+
+/* The upgrade request's user: from its bearer token when the server has a
+ * key ("" without one).  0, or the HTTP status to refuse with. */
+static unsigned upgrade_user(crdtdb_server *srv, struct lws *wsi, const char *peer,
+                             char user[CRDTDB_ID_MAX + 1])
+{
+    user[0] = 0;
+    if (!srv->o.jwt_key)
+        return 0;
+    static const size_t cap = CRDTDB_JWT_MAX + 64;
+    char *authz = malloc(cap), *prot = malloc(cap);
+    unsigned status = 401;
+    if (authz && prot) {
+        int an = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+        int pn = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+        if (an < 0 || (size_t)an >= cap || (an > 0 && lws_hdr_copy(wsi, authz, (int)cap,
+                                                                   WSI_TOKEN_HTTP_AUTHORIZATION) != an))
+            an = 0;
+        if (pn < 0 || (size_t)pn >= cap ||
+            (pn > 0 && lws_hdr_copy(wsi, prot, (int)cap, WSI_TOKEN_PROTOCOL) != pn))
+            pn = 0;
+        const char *tok;
+        size_t toklen;
+        char why[256] = "no bearer token";
+        if (crdtdb__bearer_token(an > 0 ? authz : NULL, (size_t)(an > 0 ? an : 0), prot,
+                                 (size_t)(pn > 0 ? pn : 0), &tok, &toklen) == 0 &&
+            crdtdb_jwt_verify(srv->o.jwt_key, tok, toklen, (int64_t)time(NULL),
+                              srv->o.jwt_leeway, user, CRDTDB_ID_MAX + 1, why,
+                              sizeof why) == 0)
+            status = 0;
+        else
+            slog(srv, "%s refused: 401: %s", peer, why);
+    }
+    if (authz)
+        sodium_memzero(authz, cap);
+    if (prot)
+        sodium_memzero(prot, cap);
+    free(authz);
+    free(prot);
+    return status;
+}
+
 static void conn_free(sconn *c)
 {
     sdb *d = c->d;
@@ -264,12 +367,30 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             slog(srv, "%s refused: not a /v1/db/<id> path", peer);
             return 1;
         }
+        if (!pss)
+            return 1;
+        pss->access = CRDTDB_ACCESS_READWRITE;
+        unsigned status = upgrade_user(srv, wsi, peer, pss->user);
+        if (status)
+            return refuse_http(wsi, status);
+        if (srv->auth.authorize_user) {
+            int created;
+            sdb *d = db_get(srv, id, &created);
+            if (!d)
+                return refuse_http(wsi, 403); /* absent and not creatable */
+            pss->access = srv->auth.authorize_user(srv->auth.ctx, d->db, pss->user, created);
+            db_release(d);
+            if (pss->access == CRDTDB_ACCESS_DENY) {
+                slog(srv, "%s db '%s': user '%s' refused: 403", peer, id, pss->user);
+                return refuse_http(wsi, 403);
+            }
+        }
         return 0;
     }
     case LWS_CALLBACK_ESTABLISHED: {
         if (!pss || path_db_id(wsi, id))
             return -1;
-        sdb *d = db_get(srv, id);
+        sdb *d = db_get(srv, id, NULL);
         if (!d)
             return -1;
         sconn *c = calloc(1, sizeof *c);
@@ -286,6 +407,15 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         crdtdb_session_options_init(&so);
         so.flags = CRDTDB_SESSION_SERVER;
         so.mode = srv->o.mode;
+        if (pss->access == CRDTDB_ACCESS_READONLY)
+            so.mode = CRDTDB_SYNC_SERVER_TO_CLIENT;
+        memcpy(c->user, pss->user, sizeof c->user);
+        c->access = pss->access;
+        c->checked = d->gen;
+        if (srv->auth.authorize_write) {
+            so.write_filter = conn_write_filter;
+            so.filter_ctx = c;
+        }
         so.on_event = on_server_session;
         so.ctx = c;
         if (crdtdb_session_open(d->db, &so, &c->l.s)) {
@@ -297,7 +427,11 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         d->conns = c;
         srv->nconn++;
         pss->c = c;
-        slog(srv, "%s db '%s': connected", c->peer, id);
+        if (c->user[0])
+            slog(srv, "%s db '%s': user '%s' connected%s", c->peer, id, c->user,
+                 c->access == CRDTDB_ACCESS_READONLY ? " (read-only)" : "");
+        else
+            slog(srv, "%s db '%s': connected", c->peer, id);
         return 0;
     }
     case LWS_CALLBACK_RECEIVE:
@@ -313,6 +447,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         if (!pss || !pss->c)
             return -1;
         sconn *c = pss->c;
+        conn_recheck(c);
         int r = crdtdb__ws_writable(&c->l, srv->wbuf);
         if (c->l.pump_err) {
             slog(srv, "%s db '%s': export failed: %s", c->peer, crdtdb_db_id(c->d->db),
@@ -385,6 +520,9 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
     srv->o.tls_cert = srv->cert;
     srv->o.tls_key = srv->key;
     srv->o.peer_tls_ca = srv->peer_ca;
+    if (o.auth)
+        srv->auth = *o.auth;
+    srv->o.auth = NULL;
     srv->o.collections = NULL;
 
     srv->protocols[0].name = WS_PROTOCOL;
@@ -490,6 +628,10 @@ static void speer_free(speer *p)
     free(p->dbs);
     free(p->url);
     free(p->tls_ca);
+    if (p->token) {
+        sodium_memzero(p->token, strlen(p->token));
+        free(p->token);
+    }
     free(p);
 }
 
@@ -511,7 +653,8 @@ int crdtdb_server_peer(crdtdb_server *s, const crdtdb_client_options *link,
     p->o.uv_loop = NULL;
     p->url = crdtdb__ws_strdup(link->url);
     p->tls_ca = crdtdb__ws_strdup(link->tls_ca);
-    int oom = !p->url || (link->tls_ca && !p->tls_ca);
+    p->token = crdtdb__ws_strdup(link->token);
+    int oom = !p->url || (link->tls_ca && !p->tls_ca) || (link->token && !p->token);
     if (!oom && ndbs) {
         p->dbs = calloc(ndbs, sizeof *p->dbs);
         oom = !p->dbs;
@@ -524,6 +667,7 @@ int crdtdb_server_peer(crdtdb_server *s, const crdtdb_client_options *link,
     }
     p->o.url = p->url;
     p->o.tls_ca = p->tls_ca;
+    p->o.token = p->token;
     /* the url must parse: try it on a handle we are sure to have */
     idlist l = {NULL, 0, 0};
     int rc = 0;
@@ -548,7 +692,7 @@ int crdtdb_server_peer(crdtdb_server *s, const crdtdb_client_options *link,
                     if (strcmp(crdtdb_db_id(d->db), l.ids[i]) == 0)
                         link_add(d, p);
             } else {
-                db_get(s, l.ids[i]);
+                db_get(s, l.ids[i], NULL);
             }
         }
     } else {
