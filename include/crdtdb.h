@@ -495,6 +495,14 @@ CRDTDB_API void crdtdb_db_invalidate(crdtdb_db *db);
  */
 CRDTDB_API int crdtdb_db_clear(crdtdb_db *db);
 
+/*
+ * Forgets one record locally — no tombstone, nothing that would travel to
+ * peers — and tells observers it was removed.  For a client told by its
+ * server that it may no longer see the record; works on read-only
+ * handles.  Absent records are fine.  Errors: ENOCOLL, EBADID, EBUSY, EIO.
+ */
+CRDTDB_API int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id);
+
 /* ---------------------------------------------------------------- deltas */
 
 /*
@@ -537,29 +545,49 @@ CRDTDB_API int crdtdb_db_export(crdtdb_db *db, uint64_t since,
 #define CRDTDB_EXPORT_SHARED 0x1u   /* sign once for every peer (below) */
 #define CRDTDB_EXPORT_NO_EMPTY 0x2u /* don't sign ranges holding nothing */
 
+/* Options of crdtdb_db_export_for; zero them, then set what you need. */
+typedef struct crdtdb_export_options {
+    unsigned flags;   /* CRDTDB_EXPORT_* */
+    size_t max_bytes; /* cap of each delta (0: max_delta_size) */
+    /* A read filter (NULL: the peer sees everything): whether the peer may
+     * see record (coll, id) whose visible value is `value` (a msgpack map;
+     * removed records are never shown).  `txn` is the export's snapshot:
+     * read through it, never end it.  Records the peer may see go out
+     * whole, not only their changed fields, since it may have missed
+     * changes while it could not see them. */
+    int (*visible)(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                   const uint8_t *value, size_t len);
+    /* With a read filter: a record changed in the range that the peer may
+     * not see (it may have it from before: tell it to forget it, e.g. the
+     * session's purge).  May be NULL. */
+    void (*hidden)(void *ctx, const char *coll, const char *id);
+    void *filter_ctx;
+} crdtdb_export_options;
+
 /*
  * crdtdb_db_export for transports that keep a live connection per peer
- * and acknowledge on their own (the sync session's ACK).  flags:
+ * and acknowledge on their own (the sync session's ACK).  opts may be NULL.
+ * flags:
  *  - CRDTDB_EXPORT_NO_EMPTY: a range holding nothing for the peer (only
- *    changes it sent us) is not signed: the sink gets (NULL, 0) and
- *    info->to tells how far the range went.
+ *    changes it sent us, or records it may not see) is not signed: the
+ *    sink gets (NULL, 0) and info->to tells how far the range went.
  *  - CRDTDB_EXPORT_SHARED: for a server pushing to many peers.  A range
  *    holding no change received from `peer` goes out as one unaddressed
  *    delta, encoded and signed once and cached on the handle (at most 16
  *    deltas and 2 x max_delta_size bytes, least recently used out first)
  *    for every peer that asks for the same range.  Unaddressed deltas tell
  *    the peer nothing of our watermarks.  The cache lives until
- *    crdtdb_db_close().
- * max_bytes (0: max_delta_size) caps each delta lower, so a large sync
- * streams in pieces the receiver applies while the next is made; a single
- * register larger than that still goes out whole.  Commits made while a
- * peer's output was pending coalesce: a delta holds the latest state of
- * each register in its range.
- * Errors: those of crdtdb_db_export.
+ *    crdtdb_db_close().  Ignored with a read filter.
+ * max_bytes caps each delta lower, so a large sync streams in pieces the
+ * receiver applies while the next is made; a single record larger than
+ * that still goes out whole.  Commits made while a peer's output was
+ * pending coalesce: a delta holds the latest state of each register in its
+ * range.  Errors: those of crdtdb_db_export.
  */
 CRDTDB_API int crdtdb_db_export_for(crdtdb_db *db, uint64_t since,
-                                    const uint8_t *peer, unsigned flags,
-                                    size_t max_bytes, crdtdb_delta_sink sink, void *ctx,
+                                    const uint8_t *peer,
+                                    const crdtdb_export_options *opts,
+                                    crdtdb_delta_sink sink, void *ctx,
                                     crdtdb_export_info *info);
 
 typedef struct crdtdb_apply_info {
@@ -725,7 +753,13 @@ typedef struct crdtdb_session_options {
     crdtdb_write_filter write_filter; /* decides each record the peer's
                                          deltas change (may be NULL; see
                                          crdtdb_db_apply_filtered) */
-    void *filter_ctx;
+    /* What the peer may see (a server's read filter; see
+     * crdtdb_export_options.visible; may be NULL).  Records it may not see
+     * are never sent; one it may no longer see is purged from its copy
+     * (crdtdb_db_purge, on the client) when it next changes. */
+    int (*read_filter)(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                       const uint8_t *value, size_t len);
+    void *filter_ctx;         /* for both filters */
 } crdtdb_session_options;
 
 CRDTDB_API void crdtdb_session_options_init(crdtdb_session_options *opts);
@@ -845,6 +879,14 @@ typedef enum crdtdb_access {
  *    refused change is not stored, the record is written back as it was
  *    (so the client's copy returns to it), and the client gets a notice
  *    naming the record.
+ *  - authorize_read: whether `user` may see record (coll, id) whose value
+ *    is `value` (read db through txn).  A client receives only records it
+ *    may see, on its first sync and live, and whole (not only the changed
+ *    fields); when a change makes a record invisible to it, the client is
+ *    told to forget it (crdtdb_db_purge, observers see a REMOVE).  A
+ *    permission that changes without a change to the record itself takes
+ *    effect for that record at its next change, or at once for everything
+ *    by crdtdb_server_reauthorize().  Deltas are then made per connection.
  */
 typedef struct crdtdb_server_auth {
     crdtdb_access (*authorize_user)(void *ctx, crdtdb_db *db, const char *user,
@@ -852,6 +894,9 @@ typedef struct crdtdb_server_auth {
     int (*authorize_write)(void *ctx, crdtdb_txn *txn, const char *user,
                            const char *coll, const char *id, const uint8_t *old,
                            size_t old_len, const uint8_t *now, size_t now_len);
+    int (*authorize_read)(void *ctx, crdtdb_txn *txn, const char *user,
+                          const char *coll, const char *id, const uint8_t *value,
+                          size_t len);
     void *ctx;
 } crdtdb_server_auth;
 
@@ -916,6 +961,12 @@ CRDTDB_API void crdtdb_server_options_init(crdtdb_server_options *opts);
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_server_open(crdtdb_env *env,
                                                    const crdtdb_server_options *opts,
                                                    crdtdb_server **out);
+
+/* Ends every session of database db_id (every database: NULL) with
+ * EDENIED "access changed", so their clients clear their copies and sync
+ * again under the hooks' current answers — for permissions kept outside
+ * the database.  Errors: EINVAL. */
+CRDTDB_API int crdtdb_server_reauthorize(crdtdb_server *s, const char *db_id);
 
 /* The port the server listens on (the kernel's choice when opened with
  * port 0). */

@@ -18,6 +18,8 @@ typedef struct exporter {
     crdtdb_export_info info;
     crdtdb__export_srcs *srcs; /* sources of what was packed, or NULL */
     unsigned flags;            /* CRDTDB_EXPORT_* */
+    const crdtdb_export_options *o; /* the read filter, if any */
+    crdtdb_txn *txn;
 } exporter;
 
 int crdtdb__export_has_src(const crdtdb__export_srcs *s, uint32_t num)
@@ -112,6 +114,81 @@ static int flush(exporter *x, MDB_txn *mt, uint64_t to)
     return 0;
 }
 
+/* The highest sequence of any register of r: where a whole-record export
+ * packs it, once. */
+static uint64_t max_seq(const crdtdb__record *r)
+{
+    uint64_t m = r->base_kind != CRDTDB__BASE_NONE ? r->base_seq : 0;
+    for (uint32_t i = 0; i < r->nleaves; i++)
+        if (r->leaves[i].seq > m)
+            m = r->leaves[i].seq;
+    return m;
+}
+
+static int group(exporter *x, uint16_t coll, const uint8_t *id, size_t idlen);
+
+/* With a read filter: the record whole, if the peer may see it (it may
+ * have missed earlier changes while it could not), else a purge. */
+static int pack_whole(exporter *x, MDB_txn *mt, uint64_t prev, const crdtdb__record *rec,
+                      uint16_t coll, const uint8_t *id, size_t idlen)
+{
+    char sid[CRDTDB_ID_MAX + 1];
+    memcpy(sid, id, idlen);
+    sid[idlen] = 0;
+    const char *name = x->db->colls[coll];
+    int visible = rec->visible_len > 0 &&
+                  x->o->visible(x->o->filter_ctx, x->txn, name, sid, rec->visible,
+                                rec->visible_len);
+    if (!visible) {
+        if (x->o->hidden)
+            x->o->hidden(x->o->filter_ctx, name, sid);
+        return 0;
+    }
+    size_t cost = REC_COST + idlen + ORIGIN_COST * (size_t)rec->norigins;
+    for (uint32_t i = 0; i < rec->nleaves; i++) {
+        crdtdb__delta_field f;
+        memset(&f, 0, sizeof f);
+        f.path = rec->leaves[i].path;
+        f.path_len = rec->leaves[i].path_len;
+        f.val = rec->leaves[i].val;
+        f.val_len = rec->leaves[i].val_len;
+        cost += crdtdb__delta_field_cost(&f);
+    }
+    int rc;
+    if (x->d.nrecs && x->cost + cost > x->budget && (rc = flush(x, mt, prev)))
+        return rc;
+    x->group_coll = -1; /* a group of its own */
+    if ((rc = group(x, coll, id, idlen)))
+        return rc;
+    crdtdb__delta_rec *r = &x->d.recs[x->d.nrecs - 1];
+    if (rec->base_kind != CRDTDB__BASE_NONE) {
+        uint32_t o;
+        if (crdtdb__delta_origin(&x->d, rec->origins[rec->base_origin], &o))
+            return CRDTDB_ENOMEM;
+        r->base_kind = rec->base_kind;
+        r->base_hlc = rec->base_hlc;
+        r->base_origin = o;
+        if (rec->base_hlc > x->d.hlc_max)
+            x->d.hlc_max = rec->base_hlc;
+    }
+    for (uint32_t i = 0; i < rec->nleaves; i++) {
+        const crdtdb__leaf *l = &rec->leaves[i];
+        crdtdb__delta_field f;
+        memset(&f, 0, sizeof f);
+        f.path = l->path;
+        f.path_len = l->path_len;
+        f.kind = l->kind;
+        f.hlc = l->hlc;
+        f.val = l->val;
+        f.val_len = l->val_len;
+        if (crdtdb__delta_origin(&x->d, rec->origins[l->origin], &f.origin) ||
+            crdtdb__delta_add_field(&x->d, &f))
+            return CRDTDB_ENOMEM;
+    }
+    x->cost += cost;
+    return 0;
+}
+
 /* Starts a record group unless the last one is the same record. */
 static int group(exporter *x, uint16_t coll, const uint8_t *id, size_t idlen)
 {
@@ -140,11 +217,12 @@ int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
 {
     if (!db || !sink)
         return CRDTDB_EINVAL;
-    return crdtdb__export(db, since, peer, 0, 0, sink, ctx, info, NULL);
+    return crdtdb__export(db, since, peer, 0, 0, NULL, sink, ctx, info, NULL);
 }
 
 int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned flags,
-                   size_t max_bytes, crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info,
+                   size_t max_bytes, const crdtdb_export_options *filter,
+                   crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info,
                    crdtdb__export_srcs *srcs)
 {
     crdtdb_env *env = db->env;
@@ -166,6 +244,8 @@ int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned 
     x.group_coll = -1;
     x.srcs = srcs;
     x.flags = flags;
+    x.o = filter && filter->visible ? filter : NULL;
+    x.txn = t;
     if (srcs) {
         uint32_t stop = srcs->stop;
         memset(srcs, 0, sizeof *srcs);
@@ -220,7 +300,7 @@ int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned 
         const uint8_t *id = p + CRDTDB__CHG_HEAD;
         const uint8_t *path = id + idlen;
         size_t plen = v.mv_size - CRDTDB__CHG_HEAD - idlen;
-        if (src == peer_num || coll >= db->ncoll) { /* it has it */
+        if ((src == peer_num && !x.o) || coll >= db->ncoll) { /* it has it */
             prev = seq;
             continue;
         }
@@ -242,6 +322,12 @@ int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned 
             }
             memcpy(rec_key, rk, rklen);
             rec_keylen = rklen;
+        }
+        if (x.o) { /* whole records, each once: at its latest register */
+            if (seq == max_seq(&rec) && (rc = pack_whole(&x, t->mt, prev, &rec, coll, id, idlen)))
+                break;
+            prev = seq;
+            continue;
         }
         /* the register this entry names, as it is now */
         crdtdb__delta_field f;

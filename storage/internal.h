@@ -212,7 +212,7 @@ int crdtdb__export_has_src(const crdtdb__export_srcs *s, uint32_t num);
 /* crdtdb_db_export, also reporting in srcs (may be NULL) the sources of
  * every register packed. */
 int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned flags,
-                   size_t max_bytes, crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info,
+                   size_t max_bytes, const crdtdb_export_options *filter, crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info,
                    crdtdb__export_srcs *srcs);
 
 /* share.c: deltas signed once for every peer of a handle */

@@ -80,7 +80,7 @@ static entry *entry_get(crdtdb_db *db, uint64_t since, uint32_t num, size_t max_
     crdtdb_export_info inf;
     crdtdb__export_srcs srcs;
     srcs.stop = num; /* found before signing: no signature wasted */
-    int r = crdtdb__export(db, since, NULL, CRDTDB_EXPORT_NO_EMPTY, max_bytes, capture_one, &c, &inf, &srcs);
+    int r = crdtdb__export(db, since, NULL, CRDTDB_EXPORT_NO_EMPTY, max_bytes, NULL, capture_one, &c, &inf, &srcs);
     if (r != 1) {
         free(c.data);
         if (r == 0) /* nothing to send: cannot happen below `last` */
@@ -110,14 +110,18 @@ static entry *entry_get(crdtdb_db *db, uint64_t since, uint32_t num, size_t max_
     return e;
 }
 
-int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned flags,
-                         size_t max_bytes, crdtdb_delta_sink sink, void *ctx,
+int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer,
+                         const crdtdb_export_options *opts, crdtdb_delta_sink sink, void *ctx,
                          crdtdb_export_info *info)
 {
     if (!db || !sink)
         return CRDTDB_EINVAL;
+    unsigned flags = opts ? opts->flags : 0;
+    size_t max_bytes = opts ? opts->max_bytes : 0;
+    if (opts && opts->visible) /* what a peer sees is its own: nothing shared */
+        flags &= ~CRDTDB_EXPORT_SHARED;
     if (!(flags & CRDTDB_EXPORT_SHARED))
-        return crdtdb__export(db, since, peer, flags, max_bytes, sink, ctx, info, NULL);
+        return crdtdb__export(db, since, peer, flags, max_bytes, opts, sink, ctx, info, NULL);
     crdtdb_export_info sum;
     memset(&sum, 0, sizeof sum);
     sum.from = sum.to = since;
@@ -148,7 +152,7 @@ int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer, uns
         if (!e) { /* its own changes are in the range: leave them out */
             capture c = {NULL, 0};
             crdtdb_export_info inf;
-            rc = crdtdb__export(db, sum.to, peer, flags, max_bytes, capture_one, &c, &inf, NULL);
+            rc = crdtdb__export(db, sum.to, peer, flags, max_bytes, NULL, capture_one, &c, &inf, NULL);
             if (rc == 1) {
                 sum.deltas += c.len != 0;
                 sum.changes += inf.changes;

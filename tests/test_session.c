@@ -178,9 +178,10 @@ START_TEST(shared_export_is_signed_once)
     crdtdb_env_replica_id(C.env, cid);
     memset(did, 7, sizeof did); /* a peer A has never heard of */
     grab gc = {0}, gd = {0}, gb = {0};
+    crdtdb_export_options shared = {CRDTDB_EXPORT_SHARED, 0, NULL, NULL, NULL};
     crdtdb_export_info ic, id, ib;
-    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, cid, CRDTDB_EXPORT_SHARED, 0, grab_one, &gc, &ic), 0);
-    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, did, CRDTDB_EXPORT_SHARED, 0, grab_one, &gd, &id), 0);
+    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, cid, &shared, grab_one, &gc, &ic), 0);
+    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, did, &shared, grab_one, &gd, &id), 0);
     /* the same bytes for both: one signature */
     ck_assert_int_eq(gc.calls, 1);
     ck_assert_uint_eq(gc.last.len, gd.last.len);
@@ -188,7 +189,7 @@ START_TEST(shared_export_is_signed_once)
     ck_assert_uint_eq(ic.to, id.to);
     ck_assert_uint_eq(ic.changes, 4); /* a base and a field per record */
     /* B's own change is left out of B's delta, made for B alone */
-    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, bid, CRDTDB_EXPORT_SHARED, 0, grab_one, &gb, &ib), 0);
+    ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, bid, &shared, grab_one, &gb, &ib), 0);
     ck_assert_uint_eq(ib.changes, 2);
     ck_assert_uint_eq(ib.to, ic.to);
     ck_assert(gb.last.len != gc.last.len || memcmp(gb.last.data, gc.last.data, gb.last.len));
@@ -218,8 +219,9 @@ START_TEST(empty_ranges_are_not_signed)
     for (unsigned fl = CRDTDB_EXPORT_NO_EMPTY; fl <= (CRDTDB_EXPORT_NO_EMPTY | CRDTDB_EXPORT_SHARED);
          fl |= CRDTDB_EXPORT_SHARED) {
         grab g = {0};
+        crdtdb_export_options eo = {fl, 0, NULL, NULL, NULL};
         crdtdb_export_info info;
-        ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, bid, fl, 0, grab_one, &g, &info), 0);
+        ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, bid, &eo, grab_one, &g, &info), 0);
         ck_assert_int_eq(g.calls, 1);
         ck_assert_int_eq(g.empty, 1);
         ck_assert_uint_eq(info.deltas, 0);
@@ -256,6 +258,91 @@ START_TEST(echo_is_skipped_unsigned)
     ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &blast), 0);
     ck_assert_uint_eq(received_from(&A, &B), blast); /* the delta covered the gap */
     assert_same();
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+/* A read filter: records holding "secret": true are hidden. */
+static int no_secrets(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                      const uint8_t *value, size_t len)
+{
+    (void)ctx;
+    (void)txn;
+    (void)coll;
+    (void)id;
+    static const uint8_t key[] = {0xa6, 's', 'e', 'c', 'r', 'e', 't', 0xc3}; /* "secret": true */
+    for (size_t i = 0; i + sizeof key <= len; i++)
+        if (memcmp(value + i, key, sizeof key) == 0)
+            return 0;
+    return 1;
+}
+
+static void count_removes(void *ctx, const crdtdb_event *ev)
+{
+    if (ev->type == CRDTDB_EVENT_REMOVE)
+        ++*(int *)ctx;
+}
+
+START_TEST(read_filter_hides_purges_and_reveals_whole)
+{
+    put(&B, "add", "players", "pub", "{\"hp\":1}");
+    put(&B, "add", "players", "hid", "{\"secret\":true,\"y\":5}");
+    evs ea = {0}, eb = {0};
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = CRDTDB_SESSION_SERVER;
+    o.on_event = on_event;
+    o.ctx = &eb;
+    o.read_filter = no_secrets;
+    crdtdb_session *s, *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    ck_assert_int_eq(crdtdb_session_open(B.db, &o, &s), 0);
+    int removes = 0;
+    crdtdb_observer *obs;
+    ck_assert_int_eq(crdtdb_db_observe(A.db, NULL, count_removes, &removes, &obs), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    char *g = tu_get(A.db, "players", "pub");
+    ck_assert_str_eq(g, "{\"hp\":1}");
+    free(g);
+    ck_assert_ptr_null(tu_get(A.db, "players", "hid")); /* never sent */
+    /* a change hides a record the client has: it forgets it, no tombstone */
+    put(&B, "update", "players", "pub", "{\"secret\":true}");
+    ck_assert_int_eq(crdtdb_session_pump(s), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_ptr_null(tu_get(A.db, "players", "pub"));
+    ck_assert_int_eq(removes, 1);
+    uint64_t aseq0, aseq1;
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &aseq0), 0);
+    /* a change reveals one: it arrives whole, older fields too */
+    put(&B, "update", "players", "hid", "{\"secret\":false}");
+    ck_assert_int_eq(crdtdb_session_pump(s), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    g = tu_get(A.db, "players", "hid");
+    ck_assert_str_eq(g, "{\"secret\":false,\"y\":5}");
+    free(g);
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &aseq1), 0);
+    ck_assert_uint_gt(aseq1, aseq0);
+    /* the purge made nothing that travels back: B still has "pub" */
+    g = tu_get(B.db, "players", "pub");
+    ck_assert_str_eq(g, "{\"hp\":1,\"secret\":true}");
+    free(g);
+    /* a fresh client gets only what it may see */
+    replica C;
+    replica_init(&C, &now_ms, "game");
+    evs ec = {0}, ed = {0};
+    crdtdb_session *c2 = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0), *s2;
+    o.ctx = &ed;
+    ck_assert_int_eq(crdtdb_session_open(B.db, &o, &s2), 0);
+    ck_assert_int_eq(run(c2, s2, SIZE_MAX), 0);
+    ck_assert_ptr_null(tu_get(C.db, "players", "pub"));
+    g = tu_get(C.db, "players", "hid");
+    ck_assert_str_eq(g, "{\"secret\":false,\"y\":5}");
+    free(g);
+    ck_assert_int_ge(ec.caught_up, 1);
+    crdtdb_session_close(c2);
+    crdtdb_session_close(s2);
+    replica_free(&C);
+    crdtdb_observer_close(obs);
     crdtdb_session_close(c);
     crdtdb_session_close(s);
 }
@@ -520,6 +607,7 @@ int main(void)
     tcase_add_test(tc, shared_export_is_signed_once);
     tcase_add_test(tc, empty_ranges_are_not_signed);
     tcase_add_test(tc, echo_is_skipped_unsigned);
+    tcase_add_test(tc, read_filter_hides_purges_and_reveals_whole);
     tcase_add_test(tc, server_to_client_mode);
     tcase_add_test(tc, cut_and_resume);
     tcase_add_test(tc, backpressure_bounds_the_output);

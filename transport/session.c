@@ -17,7 +17,8 @@
 #define STOP_EXPORT 1 /* our sink's "one delta is enough" */
 #define SKIP_SPAN 256 /* sequences skipped before an empty delta is signed */
 
-enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE };
+enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE,
+       M_PURGE };
 enum { S_HANDSHAKE, S_OPEN, S_CLOSED };
 
 struct crdtdb_session {
@@ -31,6 +32,7 @@ struct crdtdb_session {
     int have_since;       /* the peer said where to start */
     uint64_t received;    /* what we hold of the peer's log */
     int skipped;          /* the export found nothing for the peer */
+    int purge_err;
     uint64_t skip_to;     /* (sent_upto, skip_to] holds nothing for the peer */
     uint64_t hint;        /* the peer's SKIP: it has nothing for us up to here */
     uint64_t sent_upto;   /* our log is exported up to here */
@@ -248,6 +250,25 @@ static int we_send(const crdtdb_session *s)
     return s->server || s->mode == CRDTDB_SYNC_TWO_WAY;
 }
 
+/* The read filter, with the session's own context. */
+static int read_filter(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                       const uint8_t *value, size_t len)
+{
+    crdtdb_session *s = ctx;
+    return s->o.read_filter(s->o.filter_ctx, txn, coll, id, value, len);
+}
+
+/* A record the peer may no longer see: it forgets it. */
+static void send_purge(void *ctx, const char *coll, const char *id)
+{
+    crdtdb_session *s = ctx;
+    msgpack_packer pk = start(s, M_PURGE, 3);
+    msgpack_pack_str_with_body(&pk, coll, strlen(coll));
+    msgpack_pack_str_with_body(&pk, id, strlen(id));
+    if (frame(s))
+        s->purge_err = 1;
+}
+
 /* Sink that appends one delta as a frame and stops the export. */
 static int one_delta(void *ctx, const uint8_t *delta, size_t len)
 {
@@ -289,12 +310,18 @@ int crdtdb_session_pump(crdtdb_session *s)
          * is, covering the range again (rescanned, not resent) — until the
          * range is long, when one empty delta moves the watermark. */
         int longskip = s->skip_to > s->sent_upto && s->skip_to - s->sent_upto >= SKIP_SPAN;
-        unsigned fl = (longskip ? 0 : CRDTDB_EXPORT_NO_EMPTY) |
-                      (s->server ? CRDTDB_EXPORT_SHARED : 0);
+        crdtdb_export_options eo;
+        memset(&eo, 0, sizeof eo);
+        eo.flags = (longskip ? 0 : CRDTDB_EXPORT_NO_EMPTY) | (s->server ? CRDTDB_EXPORT_SHARED : 0);
+        eo.max_bytes = s->o.delta_size;
+        eo.visible = s->o.read_filter ? read_filter : NULL;
+        eo.hidden = s->o.read_filter ? send_purge : NULL;
+        eo.filter_ctx = s;
         crdtdb_export_info info;
         s->skipped = 0;
-        rc = crdtdb_db_export_for(s->db, s->sent_upto, s->peer, fl, s->o.delta_size, one_delta,
-                                  s, &info);
+        rc = crdtdb_db_export_for(s->db, s->sent_upto, s->peer, &eo, one_delta, s, &info);
+        if (!rc && s->purge_err)
+            rc = CRDTDB_ENOMEM;
         if (rc != 0 && rc != STOP_EXPORT)
             return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
         if (info.to <= done && !longskip) /* cannot happen: guard the loop */
@@ -417,6 +444,21 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         ev.type = CRDTDB_SESSION_CLOSED;
         emit(s, &ev);
         return 0;
+    }
+    if (type == M_PURGE) { /* the server says we may no longer see it */
+        if (s->server || n != 3 || a[1].type != MSGPACK_OBJECT_STR ||
+            a[2].type != MSGPACK_OBJECT_STR || a[1].via.str.size > CRDTDB_ID_MAX ||
+            a[2].via.str.size > CRDTDB_ID_MAX)
+            return seterr(s, CRDTDB_EBADVALUE, "malformed purge message");
+        char coll[CRDTDB_ID_MAX + 1], id[CRDTDB_ID_MAX + 1];
+        memcpy(coll, a[1].via.str.ptr, a[1].via.str.size);
+        coll[a[1].via.str.size] = 0;
+        memcpy(id, a[2].via.str.ptr, a[2].via.str.size);
+        id[a[2].via.str.size] = 0;
+        int rc = crdtdb_db_purge(s->db, coll, id);
+        if (rc == CRDTDB_EBADID || rc == CRDTDB_ENOCOLL)
+            return seterr(s, CRDTDB_EBADVALUE, "purge of an unknown record");
+        return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
     }
     if (type == M_NOTICE) { /* the peer refused something; we go on */
         int code = n >= 2 && (a[1].type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||

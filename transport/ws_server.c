@@ -267,6 +267,15 @@ static int conn_write_filter(void *ctx, crdtdb_txn *txn, const char *coll, const
     return 1;
 }
 
+/* The read filter of a connection: the server's hook with its user. */
+static int conn_read_filter(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                            const uint8_t *value, size_t len)
+{
+    sconn *c = ctx;
+    crdtdb_server *srv = c->d->srv;
+    return srv->auth.authorize_read(srv->auth.ctx, txn, c->user, coll, id, value, len) != 0;
+}
+
 /* Asks again, after commits, whether the connection's user keeps its
  * access; a change ends the session (the client starts over). */
 static void conn_recheck(sconn *c)
@@ -412,10 +421,11 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         memcpy(c->user, pss->user, sizeof c->user);
         c->access = pss->access;
         c->checked = d->gen;
-        if (srv->auth.authorize_write) {
+        if (srv->auth.authorize_write)
             so.write_filter = conn_write_filter;
-            so.filter_ctx = c;
-        }
+        if (srv->auth.authorize_read)
+            so.read_filter = conn_read_filter;
+        so.filter_ctx = c;
         so.on_event = on_server_session;
         so.ctx = c;
         if (crdtdb_session_open(d->db, &so, &c->l.s)) {
@@ -740,4 +750,21 @@ void crdtdb_server_close(crdtdb_server *s)
     free(s->peer_ca);
     free(s->wbuf);
     free(s);
+}
+
+int crdtdb_server_reauthorize(crdtdb_server *s, const char *db_id)
+{
+    if (!s)
+        return CRDTDB_EINVAL;
+    for (sdb *d = s->dbs; d; d = d->next) {
+        if (db_id && strcmp(crdtdb_db_id(d->db), db_id) != 0)
+            continue;
+        for (sconn *c = d->conns; c; c = c->next) {
+            if (!c->l.s || crdtdb_session_closed(c->l.s))
+                continue;
+            crdtdb_session_abort(c->l.s, CRDTDB_EDENIED, "access changed");
+            lws_callback_on_writable(c->l.wsi);
+        }
+    }
+    return 0;
 }
