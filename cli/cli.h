@@ -23,7 +23,8 @@ enum {
     OPT_WATCH = 256, /* a flag: no value */
     OPT_PEER = 512,  /* --peer URL (repeatable), --peer-ca F */
     OPT_JWT = 1024,  /* --jwt-secret-file F | --jwt-public-key F [--jwt-alg A] */
-    OPT_TOKEN = 2048 /* --token-file F */
+    OPT_TOKEN = 2048, /* --token-file F */
+    OPT_TLS = 4096    /* serve: --tls-cert F --tls-key F; sync: --tls-ca F */
 };
 
 /* A command's parsed arguments; unset options are NULL. */
@@ -46,6 +47,7 @@ typedef struct args {
     const char *jwt_public_key;
     const char *jwt_alg;
     const char *token_file;
+    const char *tls_cert, *tls_key, *tls_ca;
 } args;
 
 /* Prints "crdtdb: msg" (or the code's description when msg is empty) to

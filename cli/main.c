@@ -552,13 +552,15 @@ static const command commands[] = {
      "ours it is known to have everything up to (acked).",
      1, 1, 0, cmd_peers},
     {"serve", "[--listen HOST:PORT] [--collections A,B,...] [--mode MODE] [--peer URL]...\n"
-              "       [--peer-ca F] [--jwt-secret-file F | --jwt-public-key F [--jwt-alg A]]",
+              "       [--peer-ca F] [--tls-cert F --tls-key F]\n"
+              "       [--jwt-secret-file F | --jwt-public-key F [--jwt-alg A]]",
      "serve the databases to sync clients over WebSocket",
      "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
      "(default 127.0.0.1:8080) until interrupted, logging one line per\n"
      "connection to standard error.  A database a client names that does\n"
      "not exist is created with --collections (without it, refused).\n"
      "MODE is two-way (default) or server-to-client: clients only receive.\n"
+     "--tls-cert F --tls-key F (PEM files) serve wss:// instead of ws://.\n"
      "--peer URL (repeatable) makes this server a replica of the server at\n"
      "URL: every database here is synced two-way with it, new ones too\n"
      "(run both servers with --peer for a symmetric pair); --peer-ca F\n"
@@ -568,8 +570,8 @@ static const command commands[] = {
      "connection (HTTP 401 otherwise) and turns on membership: each database\n"
      "gets a '_members' collection, its creator is its owner, and owners,\n"
      "writers, readers and invited users may do what docs/auth.md says.",
-     0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT, cmd_serve},
-    {"sync", "URL --db DB [--watch] [--mode MODE] [--token-file F]",
+     0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT | OPT_TLS, cmd_serve},
+    {"sync", "URL --db DB [--watch] [--mode MODE] [--token-file F] [--tls-ca F]",
      "sync a database with a server over WebSocket",
      "Connect to the server at URL (ws://HOST:PORT) and sync database DB\n"
      "both ways (--mode server-to-client: only receive), then exit once\n"
@@ -577,10 +579,12 @@ static const command commands[] = {
      "With --watch, stay connected, reconnecting after drops, pushing and\n"
      "receiving changes as they happen until interrupted, and print each\n"
      "change as a JSON line (as 'watch' does); status goes to stderr.\n"
+     "URL may be wss://HOST:PORT; --tls-ca F trusts the CAs in F (e.g. a\n"
+     "self-signed server certificate) instead of the system's.\n"
      "--token-file F sends the token (JWT) in F as the bearer; if the\n"
      "server says this user's access changed, the local copy is cleared.\n"
      "Large first syncs print their progress to stderr.",
-     1, 1, OPT_DB | OPT_WATCH | OPT_MODE | OPT_TOKEN, cmd_sync},
+     1, 1, OPT_DB | OPT_WATCH | OPT_MODE | OPT_TOKEN | OPT_TLS, cmd_sync},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
@@ -691,6 +695,12 @@ static int parse_args(const command *c, int argc, char **argv, args *a)
                         (r = take_opt(argc, argv, &i, "--jwt-public-key",
                                       &a->jwt_public_key)) != 0 ||
                         (r = take_opt(argc, argv, &i, "--jwt-alg", &a->jwt_alg)) != 0)) {
+                if (r < 0)
+                    return -1;
+            } else if ((c->opts & OPT_TLS) &&
+                       ((r = take_opt(argc, argv, &i, "--tls-cert", &a->tls_cert)) != 0 ||
+                        (r = take_opt(argc, argv, &i, "--tls-key", &a->tls_key)) != 0 ||
+                        (r = take_opt(argc, argv, &i, "--tls-ca", &a->tls_ca)) != 0)) {
                 if (r < 0)
                     return -1;
             } else if ((c->opts & OPT_TOKEN) &&

@@ -115,6 +115,13 @@ int cmd_serve(const char *dir, const args *a)
     }
     o.host = host;
     o.peer_tls_ca = a->peer_ca;
+    if (!a->tls_cert != !a->tls_key || a->tls_ca) {
+        fprintf(stderr, "crdtdb: serve takes --tls-cert and --tls-key together (--tls-ca is "
+                        "for sync; peers use --peer-ca)\n");
+        return EXIT_USAGE;
+    }
+    o.tls_cert = a->tls_cert;
+    o.tls_key = a->tls_key;
     /* --collections A,B: split in place on a copy */
     char *list = NULL;
     const char **colls = NULL;
@@ -272,6 +279,11 @@ int cmd_sync(const char *dir, const args *a)
     crdtdb_client_options o;
     crdtdb_client_options_init(&o);
     o.url = a->pos[0];
+    if (a->tls_cert || a->tls_key) {
+        fprintf(stderr, "crdtdb: sync takes --tls-ca, not --tls-cert / --tls-key\n");
+        return EXIT_USAGE;
+    }
+    o.tls_ca = a->tls_ca;
     o.on_event = on_session;
     o.ctx = &st;
     if (parse_mode(a->mode, &o.mode))
