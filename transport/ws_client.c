@@ -71,6 +71,10 @@ static void client_forget(crdtdb_client *c, const char *why)
     if (c->cleared)
         return;
     c->cleared = 1;
+    if (!c->own_ctx) { /* a server's peer link: its data serves others too */
+        clog_line(c, why, "kept (a peer link)");
+        return;
+    }
     int rc = crdtdb_db_clear(c->db);
     clog_line(c, why, rc ? crdtdb_db_errmsg(c->db) : "local copy cleared");
 }
