@@ -43,6 +43,7 @@ typedef struct args {
     const char *peers[16];
     int npeers;
     const char *peer_ca;
+    const char *peer_token_file;
     const char *jwt_secret_file;
     const char *jwt_public_key;
     const char *jwt_alg;

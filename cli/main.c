@@ -552,7 +552,7 @@ static const command commands[] = {
      "ours it is known to have everything up to (acked).",
      1, 1, 0, cmd_peers},
     {"serve", "[--listen HOST:PORT] [--collections A,B,...] [--mode MODE] [--peer URL]...\n"
-              "       [--peer-ca F] [--tls-cert F --tls-key F]\n"
+              "       [--peer-ca F] [--peer-token-file F] [--tls-cert F --tls-key F]\n"
               "       [--jwt-secret-file F | --jwt-public-key F [--jwt-alg A]]",
      "serve the databases to sync clients over WebSocket",
      "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
@@ -564,7 +564,9 @@ static const command commands[] = {
      "--peer URL (repeatable) makes this server a replica of the server at\n"
      "URL: every database here is synced two-way with it, new ones too\n"
      "(run both servers with --peer for a symmetric pair); --peer-ca F\n"
-     "trusts the CAs in F for wss:// peers.\n"
+     "trusts the CAs in F for wss:// peers; --peer-token-file F sends the\n"
+     "token in F on peer links (a peer with members needs that user as a\n"
+     "member of each database it syncs).\n"
      "--jwt-secret-file F (HS256) or --jwt-public-key F (PEM; --jwt-alg\n"
      "RS256 or ES256, default RS256) requires a bearer token on every\n"
      "connection (HTTP 401 otherwise) and turns on membership: each database\n"
@@ -686,7 +688,9 @@ static int parse_args(const command *c, int argc, char **argv, args *a)
                 if (r < 0 || ++a->npeers == (int)(sizeof a->peers / sizeof *a->peers))
                     return -1;
             } else if ((c->opts & OPT_PEER) &&
-                       (r = take_opt(argc, argv, &i, "--peer-ca", &a->peer_ca)) != 0) {
+                       ((r = take_opt(argc, argv, &i, "--peer-ca", &a->peer_ca)) != 0 ||
+                        (r = take_opt(argc, argv, &i, "--peer-token-file",
+                                      &a->peer_token_file)) != 0)) {
                 if (r < 0)
                     return -1;
             } else if ((c->opts & OPT_JWT) &&

@@ -58,6 +58,32 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static void free_secret(char *s)
+{
+    if (s) {
+        sodium_memzero(s, strlen(s));
+        free(s);
+    }
+}
+
+/* A token file's contents as a string (NULL reported on failure); free
+ * with free_secret. */
+static char *read_token(const char *file)
+{
+    uint8_t *bytes;
+    size_t len;
+    if (read_key_file(file, 1, &bytes, &len))
+        return NULL;
+    char *t = calloc(1, len + 1);
+    if (t)
+        memcpy(t, bytes, len);
+    sodium_memzero(bytes, len);
+    free(bytes);
+    if (!t)
+        fail(NULL, CRDTDB_ENOMEM);
+    return t;
+}
+
 /* The server's token key from --jwt-secret-file or --jwt-public-key. */
 static int load_jwt_key(const args *a, crdtdb_jwt_key **key)
 {
@@ -169,13 +195,18 @@ int cmd_serve(const char *dir, const args *a)
         int rc = crdtdb_server_open(env, &o, &srv);
         if (rc)
             status = fail(rc == CRDTDB_EIO ? "cannot listen there" : NULL, rc);
+        char *ptoken = NULL;
+        if (srv && a->npeers && a->peer_token_file && !(ptoken = read_token(a->peer_token_file)))
+            status = EXIT_FAILURE;
         for (int i = 0; srv && !status && i < a->npeers; i++) {
             crdtdb_client_options l;
             crdtdb_client_options_init(&l);
             l.url = a->peers[i];
+            l.token = ptoken;
             if ((rc = crdtdb_server_peer(srv, &l, NULL, 0)))
                 status = fail("bad --peer URL", rc);
         }
+        free_secret(ptoken); /* the server keeps its own copy */
     }
     catch_signals();
     while (srv && !stop) {
@@ -199,6 +230,7 @@ typedef struct sync_state {
     int watch;
     int ready, caught_up, closed;
     size_t received, next_progress;
+    int refused;
     crdtdb_sync_mode mode;
     uint8_t server[CRDTDB_REPLICA_ID_BYTES];
 } sync_state;
@@ -232,6 +264,8 @@ static void on_session(void *ctx, const crdtdb_session_event *ev)
     case CRDTDB_SESSION_ERROR:
         fprintf(stderr, "%s error: %s\n", ev->remote ? "server" : "sync",
                 ev->message ? ev->message : crdtdb_strerror(ev->error));
+        if (ev->remote && !ev->peer && (ev->error == CRDTDB_EAUTH || ev->error == CRDTDB_EDENIED))
+            st->refused = ev->error; /* the upgrade was refused */
         break;
     case CRDTDB_SESSION_CLOSED:
         st->ready = 0;
@@ -256,14 +290,6 @@ static int sync_done(crdtdb_db *db, const sync_state *st)
     if (crdtdb_db_seq(db, NULL, &seq) || crdtdb_db_peer_get(db, st->server, &p, &found))
         return 0;
     return p.acked >= seq;
-}
-
-static void free_secret(char *s)
-{
-    if (s) {
-        sodium_memzero(s, strlen(s));
-        free(s);
-    }
 }
 
 int cmd_sync(const char *dir, const args *a)
@@ -293,17 +319,8 @@ int cmd_sync(const char *dir, const args *a)
     crdtdb_db *db;
     char *token = NULL;
     if (a->token_file) {
-        uint8_t *bytes;
-        size_t len;
-        if (read_key_file(a->token_file, 1, &bytes, &len))
+        if (!(token = read_token(a->token_file)))
             return EXIT_FAILURE;
-        token = calloc(1, len + 1);
-        if (token)
-            memcpy(token, bytes, len);
-        sodium_memzero(bytes, len);
-        free(bytes);
-        if (!token)
-            return fail(NULL, CRDTDB_ENOMEM);
         o.token = token;
     }
     if (open_db(dir, a->db, &env, &db)) {
@@ -334,6 +351,12 @@ int cmd_sync(const char *dir, const args *a)
         if (a->watch) {
             (void)crdtdb_db_poll(db, NULL); /* other processes' commits */
             continue;
+        }
+        if (st.refused) {
+            status = fail(st.refused == CRDTDB_EAUTH ? "the server refused the token"
+                                                     : "the server refused access to this database",
+                          st.refused);
+            break;
         }
         if (sync_done(db, &st)) {
             fprintf(stderr, "in sync\n");

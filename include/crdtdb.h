@@ -993,7 +993,10 @@ typedef struct crdtdb_client_options {
     unsigned backoff_min_ms; /* reconnect delays: exponential with jitter */
     unsigned backoff_max_ms; /* between these (defaults 100 and 30000) */
     crdtdb_session_cb on_event; /* session events of every connection,
-                                   forwarded; may be NULL */
+                                   forwarded, and an ERROR (remote, no
+                                   peer) with EAUTH or EDENIED when the
+                                   server refuses the upgrade with 401 or
+                                   403; may be NULL */
     void *ctx;
     const char *tls_ca;     /* wss://: PEM file of the CAs to trust (e.g.
                                a self-signed server certificate); NULL: the

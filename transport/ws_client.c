@@ -202,6 +202,14 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
             clog_line(c, "cannot connect", in && len ? (const char *)in : NULL);
             if (status == 403)
                 client_forget(c, "access refused");
+            if ((status == 401 || status == 403) && c->o.on_event) {
+                crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, c->o.mode, NULL, NULL,
+                                           status == 401 ? CRDTDB_EAUTH : CRDTDB_EDENIED,
+                                           status == 401 ? "server: 401 Unauthorized (token)"
+                                                         : "server: 403 Forbidden",
+                                           1};
+                c->o.on_event(c->o.ctx, &ev);
+            }
         }
         /* fall through */
     case LWS_CALLBACK_CLIENT_CLOSED:

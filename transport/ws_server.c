@@ -322,6 +322,16 @@ static unsigned upgrade_user(crdtdb_server *srv, struct lws *wsi, const char *pe
         if (pn < 0 || (size_t)pn >= cap ||
             (pn > 0 && lws_hdr_copy(wsi, prot, (int)cap, WSI_TOKEN_PROTOCOL) != pn))
             pn = 0;
+        /* browsers: ?access_token=<token> (RFC 6750 2.3), read as a header
+         * would be, when no Authorization header came */
+        const char *q;
+        if (an <= 0 && (q = lws_get_urlarg_by_name(wsi, "access_token=", authz + 7,
+                                                    (int)cap - 8)) != NULL) {
+            size_t ql = strlen(q);
+            memmove(authz + 7, q, ql);
+            memcpy(authz, "Bearer ", 7);
+            an = (int)(7 + ql);
+        }
         const char *tok;
         size_t toklen;
         char why[256] = "no bearer token";
