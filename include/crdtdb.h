@@ -544,6 +544,7 @@ CRDTDB_API int crdtdb_db_export(crdtdb_db *db, uint64_t since,
 
 #define CRDTDB_EXPORT_SHARED 0x1u   /* sign once for every peer (below) */
 #define CRDTDB_EXPORT_NO_EMPTY 0x2u /* don't sign ranges holding nothing */
+#define CRDTDB_EXPORT_ALL 0x4u      /* include what the peer sent us */
 
 /* Options of crdtdb_db_export_for; zero them, then set what you need. */
 typedef struct crdtdb_export_options {
@@ -578,6 +579,9 @@ typedef struct crdtdb_export_options {
  *    for every peer that asks for the same range.  Unaddressed deltas tell
  *    the peer nothing of our watermarks.  The cache lives until
  *    crdtdb_db_close().  Ignored with a read filter.
+ *  - CRDTDB_EXPORT_ALL: leave nothing out, not even the changes the peer
+ *    sent us — for a peer that starts from nothing (it may have cleared
+ *    its copy, its own writes included).
  * max_bytes caps each delta lower, so a large sync streams in pieces the
  * receiver applies while the next is made; a single record larger than
  * that still goes out whole.  Commits made while a peer's output was
@@ -665,6 +669,15 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply_filtered(crdtdb_db *db, const ui
 CRDTDB_API int crdtdb_delta_peek(const uint8_t *data, size_t len,
                                  size_t *delta_len,
                                  char db_id[CRDTDB_ID_MAX + 1]);
+
+/* crdtdb_delta_peek, also reading the replica id the delta claims as its
+ * signer (unverified: crdtdb_db_apply verifies it), so a transport can
+ * refuse a delta from another replica than its peer before storing
+ * anything.  sender may be NULL.  Errors: those of crdtdb_delta_peek. */
+CRDTDB_API int crdtdb_delta_peek_sender(const uint8_t *data, size_t len,
+                                        size_t *delta_len,
+                                        char db_id[CRDTDB_ID_MAX + 1],
+                                        uint8_t sender[CRDTDB_REPLICA_ID_BYTES]);
 
 /* Peer flags: set when a peer's delta was refused as evidence of a broken or
  * hostile replica; they stay until the embedding program decides. */

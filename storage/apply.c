@@ -341,6 +341,13 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
 int crdtdb_delta_peek(const uint8_t *data, size_t len, size_t *delta_len,
                       char db_id[CRDTDB_ID_MAX + 1])
 {
+    return crdtdb_delta_peek_sender(data, len, delta_len, db_id, NULL);
+}
+
+int crdtdb_delta_peek_sender(const uint8_t *data, size_t len, size_t *delta_len,
+                             char db_id[CRDTDB_ID_MAX + 1],
+                             uint8_t sender[CRDTDB_REPLICA_ID_BYTES])
+{
     if (!data || !delta_len || !db_id)
         return CRDTDB_EINVAL;
     const uint8_t *body, *sig;
@@ -373,5 +380,15 @@ int crdtdb_delta_peek(const uint8_t *data, size_t len, size_t *delta_len,
     memcpy(db_id, body + 1 + hdr, n);
     db_id[n] = 0;
     /* the same rule the decoder applies: no NUL or control characters */
-    return crdtdb__id_check(db_id, 1) || strlen(db_id) != n ? CRDTDB_EBADVALUE : 0;
+    if (crdtdb__id_check(db_id, 1) || strlen(db_id) != n)
+        return CRDTDB_EBADVALUE;
+    if (!sender)
+        return 0;
+    /* then the sender: bin 8 of 32 bytes */
+    size_t at = 1 + hdr + n;
+    if (body_len < at + 2 + CRDTDB_REPLICA_ID_BYTES || body[at] != 0xc4 ||
+        body[at + 1] != CRDTDB_REPLICA_ID_BYTES)
+        return CRDTDB_EBADVALUE;
+    memcpy(sender, body + at + 2, CRDTDB_REPLICA_ID_BYTES);
+    return 0;
 }

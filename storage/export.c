@@ -263,8 +263,8 @@ int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned 
         crdtdb__marks m;
         int found;
         rc = crdtdb__peer_num(env, t->mt, peer, 0, &peer_num);
-        if (!rc && peer_num == 0)
-            peer_num = UINT32_MAX;
+        if (!rc && (peer_num == 0 || (flags & CRDTDB_EXPORT_ALL)))
+            peer_num = UINT32_MAX; /* skip nothing */
         if (!rc)
             rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
         x.d.has_ack = !rc;

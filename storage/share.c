@@ -142,7 +142,7 @@ int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer,
     uint64_t last;
     uint32_t num = 0; /* an unknown peer has sent us nothing */
     rc = crdtdb__seq_read(db->env, t->mt, db->num, &last);
-    if (!rc && peer)
+    if (!rc && peer && !(flags & CRDTDB_EXPORT_ALL))
         rc = crdtdb__peer_num(db->env, t->mt, peer, 0, &num);
     crdtdb_txn_abort(t);
     while (!rc && sum.to < last) {

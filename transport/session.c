@@ -31,6 +31,7 @@ struct crdtdb_session {
     uint8_t peer[CRDTDB_REPLICA_ID_BYTES];
     int have_since;       /* the peer said where to start */
     uint64_t received;    /* what we hold of the peer's log */
+    uint64_t all_upto;    /* the peer starts from nothing: send it all to here */
     int skipped;          /* the export found nothing for the peer */
     int purge_err;
     uint64_t skip_to;     /* (sent_upto, skip_to] holds nothing for the peer */
@@ -312,7 +313,8 @@ int crdtdb_session_pump(crdtdb_session *s)
         int longskip = s->skip_to > s->sent_upto && s->skip_to - s->sent_upto >= SKIP_SPAN;
         crdtdb_export_options eo;
         memset(&eo, 0, sizeof eo);
-        eo.flags = (longskip ? 0 : CRDTDB_EXPORT_NO_EMPTY) | (s->server ? CRDTDB_EXPORT_SHARED : 0);
+        eo.flags = (longskip ? 0 : CRDTDB_EXPORT_NO_EMPTY) | (s->server ? CRDTDB_EXPORT_SHARED : 0) |
+                   (s->sent_upto < s->all_upto ? CRDTDB_EXPORT_ALL : 0);
         eo.max_bytes = s->o.delta_size;
         eo.visible = s->o.read_filter ? read_filter : NULL;
         eo.hidden = s->o.read_filter ? send_purge : NULL;
@@ -387,6 +389,17 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         return seterr(s, CRDTDB_EBADVALUE, "malformed delta message");
     if (s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
         return seterr(s, CRDTDB_EROFS, "Read only access");
+    /* the signer must be the peer that said hello: checked before anything
+     * is stored (apply then verifies the signature) */
+    size_t dlen;
+    char did[CRDTDB_ID_MAX + 1];
+    uint8_t signer[CRDTDB_REPLICA_ID_BYTES];
+    int prc = crdtdb_delta_peek_sender((const uint8_t *)a[1].via.bin.ptr, a[1].via.bin.size,
+                                       &dlen, did, signer);
+    if (prc)
+        return seterr(s, prc, "malformed delta: %s", crdtdb_strerror(prc));
+    if (memcmp(signer, s->peer, sizeof s->peer) != 0)
+        return seterr(s, CRDTDB_EBADVALUE, "a delta signed by another replica than the peer");
     uint64_t before = s->received;
     crdtdb_apply_info info;
     int rc = crdtdb_db_apply_filtered(s->db, (const uint8_t *)a[1].via.bin.ptr, a[1].via.bin.size,
@@ -508,6 +521,11 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     case M_SINCE:
         s->sent_upto = v;
         s->skip_to = 0;
+        if (v == 0) { /* it may have cleared its copy, its own writes too */
+            uint64_t last;
+            if (crdtdb_db_seq(s->db, NULL, &last) == 0)
+                s->all_upto = last;
+        }
         s->have_since = 1;
         return 0;
     case M_ACK: {
