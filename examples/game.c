@@ -105,7 +105,8 @@ static void on_log(void *ctx, const char *line)
 static void on_session(void *ctx, const crdtdb_session_event *ev)
 {
     replica *r = ctx;
-    if (ev->type == CRDTDB_SESSION_ERROR && ev->remote && ev->error != CRDTDB_EDENIED) {
+    if (ev->type == CRDTDB_SESSION_ERROR && ev->remote && ev->error != CRDTDB_EREVOKED &&
+        ev->error != CRDTDB_EDENIED) {
         r->notices++;
         snprintf(r->notice, sizeof r->notice, "%s", ev->message ? ev->message : "");
     }

@@ -81,7 +81,8 @@ extern "C" {
     X(EDENIED, -21, "permission denied")                                      \
     X(EFORGED, -22, "conflicting writes under one stamp")                     \
     X(EFORK, -23, "replica history diverged")                                 \
-    X(EAUTH, -24, "authentication failed")
+    X(EAUTH, -24, "authentication failed")                                    \
+    X(EREVOKED, -25, "access changed")
 
 typedef enum crdtdb_errno {
     CRDTDB_OK = 0,
@@ -726,6 +727,9 @@ typedef enum crdtdb_sync_mode {
 } crdtdb_sync_mode;
 
 #define CRDTDB_SESSION_SERVER 0x1u /* this end is the server */
+#define CRDTDB_SESSION_NO_PURGE 0x2u /* a client whose data serves others
+                                        (a server's peer link): purges
+                                        from the peer are refused */
 
 typedef enum crdtdb_session_event_type {
     CRDTDB_SESSION_READY = 1,  /* handshake done: peer and mode known */
@@ -791,13 +795,17 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_open(crdtdb_db *db,
                                                     crdtdb_session **out);
 
 /*
- * Processes received bytes (any split: a byte at a time works).  Complete
+ * Processes received bytes (any split: a byte at a time works).  Never
+ * close the session (or the client or server owning it) from inside its
+ * on_event callback: end it with crdtdb_session_shutdown and close after
+ * the call returns.  Complete
  * messages are handled at once: deltas are verified and applied, replies
  * queued.  A malformed or refused message ends the session: an error is
  * queued for the peer, CRDTDB_SESSION_CLOSED fires, and the code is
  * returned; the caller sends the remaining output, then drops the
- * connection.  A delta refused for clock skew (ECLOCK) is reported but does
- * not end the session: it is sent again on a later session.
+ * connection.  A delta refused for clock skew (ECLOCK) ends the session
+ * too; nothing of it is acknowledged, so the next session (after the
+ * client's backoff) sends it again.
  * Errors: EBADVALUE (malformed frame or message), ETOOBIG (frame over
  * max_message), EVERSION (protocol version), EINVAL (another database),
  * EROFS (a read-only client sent a delta), the apply errors of
@@ -833,7 +841,7 @@ CRDTDB_API int crdtdb_session_notify(crdtdb_session *s, int code, const char *me
 
 /* Ends the session with an error for the peer (code and message; after
  * any output), as a refused message would; CLOSED fires.  For a server
- * whose user's access changed (CRDTDB_EDENIED). */
+ * whose user's access changed (CRDTDB_EREVOKED). */
 CRDTDB_API void crdtdb_session_abort(crdtdb_session *s, int code, const char *message);
 
 /* Queues a close for the peer (after any output) and closes the session. */
@@ -885,7 +893,7 @@ typedef enum crdtdb_access {
  *    this connection just created it: a hook may write to db then, e.g.
  *    to record the owner).  Asked before the WebSocket upgrade and again
  *    after every commit to the database; when the answer changes for a
- *    connected user, the server ends that session with EDENIED ("access
+ *    connected user, the server ends that session with EREVOKED ("access
  *    changed") and the client starts over.
  *  - authorize_write: whether `user` may change record (coll, id) from
  *    `old` to `now` (see crdtdb_write_filter; read db through txn).  A
@@ -945,9 +953,10 @@ typedef struct crdtdb_server_options {
                                 /etc/ssl/certs/ca-certificates.crt); NULL:
                                 ws:// peers only */
     const crdtdb_jwt_key *jwt_key; /* set: every connection presents a
-                                bearer token (Authorization header, or the
-                                first Sec-WebSocket-Protocol entry) valid
-                                under this key, else HTTP 401 before the
+                                bearer token (Authorization header, the
+                                first Sec-WebSocket-Protocol entry, or
+                                ?access_token= in the URL) valid under
+                                this key, else HTTP 401 before the
                                 upgrade.  Borrowed: keep it until close. */
     unsigned jwt_leeway;    /* seconds of clock slack for exp / nbf */
     const crdtdb_server_auth *auth; /* hooks (copied); NULL: everyone may
@@ -976,7 +985,7 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_server_open(crdtdb_env *env,
                                                    crdtdb_server **out);
 
 /* Ends every session of database db_id (every database: NULL) with
- * EDENIED "access changed", so their clients clear their copies and sync
+ * EREVOKED "access changed", so their clients clear their copies and sync
  * again under the hooks' current answers — for permissions kept outside
  * the database.  Errors: EINVAL. */
 CRDTDB_API int crdtdb_server_reauthorize(crdtdb_server *s, const char *db_id);
@@ -1018,7 +1027,7 @@ typedef struct crdtdb_client_options {
     const char *token;      /* bearer token (JWT) sent with every
                                connection, or NULL.  When the server ends
                                the session because this user's access
-                               changed (EDENIED), or refuses the upgrade
+                               changed (EREVOKED), or refuses the upgrade
                                with 403, the client clears its copy of the
                                database (crdtdb_db_clear: observers get
                                INVALIDATE_ALL) and reconnects. */

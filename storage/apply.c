@@ -67,35 +67,92 @@ typedef struct wfilter {
     size_t nrefused;
 } wfilter;
 
-static int wf_note(wfilter *w, uint16_t coll, const char *id, const crdtdb_buf *old)
+/* The refused list, one entry per record: u16 coll, u8 id length, u8
+ * whole, u32 value length, u16 path count, id, old value, then per path
+ * u16 length and the path. */
+static void put_u16(uint8_t *p, size_t v) { p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v; }
+static size_t get_u16(const uint8_t *p) { return (size_t)p[0] << 8 | p[1]; }
+
+static int wf_note(wfilter *w, uint16_t coll, const char *id, int whole, const crdtdb_buf *old,
+                   const crdtdb__delta *d, const crdtdb__delta_rec *r)
 {
-    uint8_t h[2 + 1 + 4] = {(uint8_t)(coll >> 8), (uint8_t)coll, (uint8_t)strlen(id),
-                            (uint8_t)(old->len >> 24), (uint8_t)(old->len >> 16),
-                            (uint8_t)(old->len >> 8), (uint8_t)old->len};
+    size_t idlen = strlen(id);
+    uint8_t h[10];
+    put_u16(h, coll);
+    h[2] = (uint8_t)idlen;
+    h[3] = (uint8_t)whole;
+    crdtdb__put_u32(h + 4, (uint32_t)old->len);
+    put_u16(h + 8, whole ? 0 : r->n);
     if (crdtdb__buf_append(&w->refused, h, sizeof h) ||
-        crdtdb__buf_append(&w->refused, id, strlen(id)) ||
+        crdtdb__buf_append(&w->refused, id, idlen) ||
         crdtdb__buf_append(&w->refused, old->data, old->len))
         return CRDTDB_ENOMEM;
+    for (uint32_t i = r->first; !whole && i < r->first + r->n; i++) {
+        uint8_t l[2];
+        put_u16(l, d->fields[i].path_len);
+        if (crdtdb__buf_append(&w->refused, l, 2) ||
+            crdtdb__buf_append(&w->refused, d->fields[i].path, d->fields[i].path_len))
+            return CRDTDB_ENOMEM;
+    }
     w->nrefused++;
     return 0;
 }
 
-/* Writes every refused record anew as it was, stamped after everything
- * the delta held, so the sender (and anyone it reached) returns to it. */
+/* Walks the refused list: entry i at *p, its parts set. */
+typedef struct wf_entry {
+    uint16_t coll;
+    char id[CRDTDB_ID_MAX + 1];
+    int whole;
+    const uint8_t *val;
+    size_t vlen, npaths;
+    const uint8_t *paths;
+} wf_entry;
+
+static const uint8_t *wf_next(const uint8_t *p, wf_entry *e)
+{
+    e->coll = (uint16_t)get_u16(p);
+    size_t idlen = p[2];
+    e->whole = p[3];
+    e->vlen = crdtdb__get_u32(p + 4);
+    e->npaths = get_u16(p + 8);
+    memcpy(e->id, p + 10, idlen);
+    e->id[idlen] = 0;
+    e->val = p + 10 + idlen;
+    e->paths = e->val + e->vlen;
+    const uint8_t *q = e->paths;
+    for (size_t i = 0; i < e->npaths; i++)
+        q += 2 + get_u16(q);
+    return q;
+}
+
+/* Whether record (coll, id) was refused earlier in this delta: its later
+ * groups are refused too, so one delta is judged one way per record. */
+static int wf_refused(const wfilter *w, uint16_t coll, const char *id)
+{
+    const uint8_t *p = w->refused.data;
+    wf_entry e;
+    for (size_t i = 0; i < w->nrefused; i++) {
+        p = wf_next(p, &e);
+        if (e.coll == coll && strcmp(e.id, id) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Writes the refused changes back as they were, stamped after everything
+ * the delta held, so the sender (and anyone it reached) returns to them:
+ * only the fields it changed when we hold them all, else the whole record
+ * (a new field or a removal can only be undone by a new base). */
 static int wf_restore(crdtdb_txn *t, wfilter *w)
 {
     const uint8_t *p = w->refused.data;
     for (size_t i = 0; i < w->nrefused; i++) {
-        uint16_t coll = (uint16_t)(p[0] << 8 | p[1]);
-        size_t idlen = p[2];
-        size_t vlen = (size_t)p[3] << 24 | (size_t)p[4] << 16 | (size_t)p[5] << 8 | p[6];
-        char id[CRDTDB_ID_MAX + 1];
-        memcpy(id, p + 7, idlen);
-        id[idlen] = 0;
-        int rc = crdtdb__write_restore(t, coll, id, vlen ? p + 7 + idlen : NULL, vlen);
+        wf_entry e;
+        p = wf_next(p, &e);
+        int rc = e.whole ? crdtdb__write_restore(t, e.coll, e.id, e.vlen ? e.val : NULL, e.vlen)
+                         : crdtdb__write_restore_paths(t, e.coll, e.id, e.paths, e.npaths);
         if (rc)
             return rc;
-        p += 7 + idlen + vlen;
     }
     return 0;
 }
@@ -110,6 +167,8 @@ static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_
     id[r->id.n] = 0;
     if (strlen(id) != r->id.n)
         return crdtdb__db_seterr(db, CRDTDB_EBADID, "record id contains NUL");
+    if (w && wf_refused(w, coll, id))
+        return 0;
     crdtdb__slot s;
     int rc = crdtdb__slot_load(t, &s, coll, id);
     if (rc)
@@ -117,8 +176,15 @@ static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_
     crdtdb__record *rec = &db->rec;
     size_t won = 0;
     uint32_t o;
-    if (w && (w->old.len = 0, s.was_visible) && crdtdb__record_render(rec, &w->old))
-        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    int whole = 0; /* undoing this group needs a new base */
+    if (w) {
+        w->old.len = 0;
+        if (s.was_visible && crdtdb__record_render(rec, &w->old))
+            return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+        whole = !s.was_visible || r->base_kind != CRDTDB__BASE_NONE;
+        for (uint32_t i = r->first; !whole && i < r->first + r->n; i++)
+            whole = crdtdb__record_find(rec, d->fields[i].path, d->fields[i].path_len) < 0;
+    }
     if (r->base_kind != CRDTDB__BASE_NONE) {
         if (crdtdb__record_origin(rec, d->origins[r->base_origin], &o))
             return CRDTDB_ENOMEM;
@@ -143,7 +209,7 @@ static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_
             return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
         if (w->fn(w->ctx, t, db->colls[coll], id, w->old.len ? w->old.data : NULL, w->old.len,
                   w->now.len ? w->now.data : NULL, w->now.len))
-            return wf_note(w, coll, id, &w->old) ? CRDTDB_ENOMEM : 0;
+            return wf_note(w, coll, id, whole, &w->old, d, r) ? CRDTDB_ENOMEM : 0;
     }
     *applied += won;
     return won ? crdtdb__slot_store(t, &s, src) : 0;

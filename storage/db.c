@@ -435,6 +435,8 @@ int crdtdb_db_clear(crdtdb_db *db)
     }
     if ((rc = crdtdb_txn_commit(t)))
         return rc;
+    crdtdb__shared_free(db->shared);
+    db->shared = NULL;
     crdtdb_db_invalidate(db);
     return 0;
 }

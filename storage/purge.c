@@ -48,5 +48,7 @@ int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id)
         crdtdb_txn_abort(t);
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     }
+    crdtdb__shared_free(db->shared); /* cached deltas may hold it */
+    db->shared = NULL;
     return crdtdb_txn_commit(t);
 }

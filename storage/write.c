@@ -385,6 +385,34 @@ int crdtdb__write_restore(crdtdb_txn *t, uint16_t coll, const char *id, const ui
     return rc ? rc : crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
 }
 
+int crdtdb__write_restore_paths(crdtdb_txn *t, uint16_t coll, const char *id,
+                               const uint8_t *paths, size_t npaths)
+{
+    crdtdb_db *db = t->db;
+    crdtdb__slot s;
+    uint32_t origin;
+    int rc = crdtdb__slot_load(t, &s, coll, id);
+    if (!rc && crdtdb__record_origin(&db->rec, db->env->pk, &origin))
+        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    if (rc)
+        return rc;
+    uint64_t hlc = crdtdb__txn_tick(t);
+    for (size_t i = 0; i < npaths; i++) {
+        size_t plen = (size_t)paths[0] << 8 | paths[1];
+        long li = crdtdb__record_find(&db->rec, paths + 2, plen);
+        paths += 2 + plen;
+        if (li < 0)
+            continue;
+        crdtdb__leaf l = db->rec.leaves[li]; /* the value we hold, stamped anew */
+        l.hlc = hlc;
+        l.origin = origin;
+        l.seq = 0;
+        if (crdtdb__record_put_leaf(&db->rec, &l) < 0)
+            return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    }
+    return crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
+}
+
 void crdtdb_db_set_readonly(crdtdb_db *db, int readonly)
 {
     if (db)

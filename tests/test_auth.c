@@ -1298,7 +1298,7 @@ START_TEST(access_change_while_connected)
     put(A.db, "remove", "_members", "bob", NULL);
     expect(sdb(), "_members", "bob", NULL);
     expect_count(&inval_b, 1, "bob's INVALIDATE_ALL");
-    ck_assert_int_eq(eb.last_remote, CRDTDB_EDENIED);
+    ck_assert_int_eq(eb.last_remote, CRDTDB_EREVOKED);
     ck_assert_msg(strstr(eb.remote_msg, "access changed"), "%s", eb.remote_msg);
     ck_assert_int_eq(records(B.db), 0);
     /* his reconnects are refused, and nothing more reaches him */
@@ -1320,7 +1320,7 @@ START_TEST(access_change_while_connected)
     put(A.db, "update", "_members", "carol", "{\"role\":\"reader\"}");
     ck_assert_msg(spin(ready_again, &ec, 10000), "carol never reconnected");
     ck_assert_int_ge(inval_c, 1);
-    ck_assert_int_eq(ec.last_remote, CRDTDB_EDENIED);
+    ck_assert_int_eq(ec.last_remote, CRDTDB_EREVOKED);
     ck_assert_int_eq(ec.mode, CRDTDB_SYNC_SERVER_TO_CLIENT);
     expect(C.db, "players", "after", "{\"a\":1}");
     expect(C.db, "_members", "carol", READER);

@@ -348,6 +348,59 @@ START_TEST(read_filter_hides_purges_and_reveals_whole)
 }
 END_TEST
 
+/* A write filter refusing whatever replica C writes. */
+static const uint8_t *refuse_key;
+static int refuse_from_c(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                         const uint8_t *old, size_t old_len, const uint8_t *now, size_t now_len)
+{
+    (void)txn, (void)coll, (void)id, (void)old, (void)old_len, (void)now, (void)now_len;
+    return ctx == refuse_key;
+}
+
+/* A refused change to existing fields is undone field by field: a
+ * concurrent, older change by someone allowed to another field survives. */
+START_TEST(refused_fields_are_restored_alone)
+{
+    replica C;
+    replica_init(&C, &now_ms, "game");
+    put(&B, "add", "players", "r", "{\"a\":1,\"b\":1}");
+    sync_pair(&B, &A);
+    sync_pair(&B, &C);
+    put(&A, "update", "players", "r", "{\"b\":2}"); /* allowed, offline for now */
+    now_ms += 10;
+    put(&C, "update", "players", "r", "{\"a\":9}"); /* to be refused */
+    uint8_t bid[32];
+    crdtdb_env_replica_id(B.env, bid);
+    net qc = {0}, qa = {0};
+    ck_assert_int_eq(crdtdb_db_export(C.db, received_from(&B, &C), bid, to_net, &qc, NULL), 0);
+    ck_assert_int_eq(crdtdb_db_export(A.db, received_from(&B, &A), bid, to_net, &qa, NULL), 0);
+    static const uint8_t tag;
+    refuse_key = &tag;
+    crdtdb_apply_info info;
+    for (size_t i = 0; i < qc.n; i++)
+        ck_assert_int_eq(crdtdb_db_apply_filtered(B.db, qc.msgs[i].data, qc.msgs[i].len,
+                                                  refuse_from_c, (void *)&tag, &info), 0);
+    ck_assert_uint_eq(info.refused, 1);
+    char *g = tu_get(B.db, "players", "r");
+    ck_assert_str_eq(g, "{\"a\":1,\"b\":1}");
+    free(g);
+    for (size_t i = 0; i < qa.n; i++)
+        ck_assert_int_eq(crdtdb_db_apply_filtered(B.db, qa.msgs[i].data, qa.msgs[i].len,
+                                                  refuse_from_c, NULL, &info), 0);
+    g = tu_get(B.db, "players", "r");
+    ck_assert_str_eq(g, "{\"a\":1,\"b\":2}"); /* b survived the restore of a */
+    free(g);
+    /* the refused writer returns to the server's state */
+    sync_pair(&B, &C);
+    g = tu_get(C.db, "players", "r");
+    ck_assert_str_eq(g, "{\"a\":1,\"b\":2}");
+    free(g);
+    net_free(&qc);
+    net_free(&qa);
+    replica_free(&C);
+}
+END_TEST
+
 START_TEST(byte_by_byte_feeding)
 {
     seed_data();
@@ -608,6 +661,7 @@ int main(void)
     tcase_add_test(tc, empty_ranges_are_not_signed);
     tcase_add_test(tc, echo_is_skipped_unsigned);
     tcase_add_test(tc, read_filter_hides_purges_and_reveals_whole);
+    tcase_add_test(tc, refused_fields_are_restored_alone);
     tcase_add_test(tc, server_to_client_mode);
     tcase_add_test(tc, cut_and_resume);
     tcase_add_test(tc, backpressure_bounds_the_output);

@@ -79,7 +79,10 @@ static crdtdb_access members_user(void *ctx, crdtdb_db *db, const char *user, in
     member m;
     if (!get_member(db, NULL, user, &m))
         return CRDTDB_ACCESS_DENY;
-    if (is(m.role, "reader") && is(m.status, "accepted"))
+    int accepted = is(m.status, "accepted");
+    if (!accepted && !is(m.status, "invited"))
+        return CRDTDB_ACCESS_DENY; /* any other status: no access */
+    if (is(m.role, "reader") && accepted)
         return CRDTDB_ACCESS_READONLY;
     if (is(m.role, "owner") || is(m.role, "writer") || is(m.role, "reader"))
         return CRDTDB_ACCESS_READWRITE; /* invited readers write their acceptance */

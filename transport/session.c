@@ -404,12 +404,8 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     crdtdb_apply_info info;
     int rc = crdtdb_db_apply_filtered(s->db, (const uint8_t *)a[1].via.bin.ptr, a[1].via.bin.size,
                                       s->o.write_filter, s->o.filter_ctx, &info);
-    if (rc == CRDTDB_ECLOCK) { /* not fatal: the range stays unacked, sent again later */
-        seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
-        crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, rc, s->errmsg, 0};
-        emit(s, &ev);
-        return 0;
-    }
+    /* ECLOCK too ends the session: the range stays unacked, and the next
+     * session, after the reconnect's backoff, sends it again */
     if (rc)
         return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
     if (memcmp(info.sender, s->peer, sizeof s->peer) != 0)
@@ -459,7 +455,9 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         return 0;
     }
     if (type == M_PURGE) { /* the server says we may no longer see it */
-        if (s->server || n != 3 || a[1].type != MSGPACK_OBJECT_STR ||
+        if (s->server || (s->o.flags & CRDTDB_SESSION_NO_PURGE))
+            return seterr(s, CRDTDB_EROFS, "purges are refused here (a shared replica)");
+        if (n != 3 || a[1].type != MSGPACK_OBJECT_STR ||
             a[2].type != MSGPACK_OBJECT_STR || a[1].via.str.size > CRDTDB_ID_MAX ||
             a[2].via.str.size > CRDTDB_ID_MAX)
             return seterr(s, CRDTDB_EBADVALUE, "malformed purge message");
@@ -522,9 +520,9 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         s->sent_upto = v;
         s->skip_to = 0;
         if (v == 0) { /* it may have cleared its copy, its own writes too */
-            uint64_t last;
-            if (crdtdb_db_seq(s->db, NULL, &last) == 0)
-                s->all_upto = last;
+            int rc = crdtdb_db_seq(s->db, NULL, &s->all_upto);
+            if (rc)
+                return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
         }
         s->have_since = 1;
         return 0;

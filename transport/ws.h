@@ -58,6 +58,9 @@ int crdtdb__client_open_hosted(crdtdb_db *db, const crdtdb_client_options *opts,
                                struct lws_context *ctx, unsigned char *wbuf,
                                void (*log)(void *ctx, const char *line), void *log_ctx,
                                crdtdb_client **out);
+/* Stops a hosted client's timers and reconnects (its context is about to
+ * go); close it afterwards. */
+void crdtdb__client_stop_hosted(crdtdb_client *c);
 /* Closes a hosted client; `ctx_gone`: its context was destroyed already. */
 void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone);
 int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,

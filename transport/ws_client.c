@@ -128,8 +128,8 @@ static void on_client_session(void *ctx, const crdtdb_session_event *ev)
     } else if (ev->type == CRDTDB_SESSION_ERROR) {
         if (!ev->remote)
             c->l.status = crdtdb__ws_close_status(ev->error, 0);
-        else if (ev->error == CRDTDB_EDENIED)
-            c->denied = 1; /* a fatal error: CLOSED follows */
+        else if (ev->error == CRDTDB_EREVOKED && c->token)
+            c->denied = 1; /* the user's access changed: CLOSED follows */
         clog_line(c, crdtdb_errname(ev->error), ev->message);
     } else if (ev->type == CRDTDB_SESSION_CLOSED) {
         c->ready = 0;
@@ -167,6 +167,7 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
         crdtdb_session_options so;
         crdtdb_session_options_init(&so);
         so.mode = c->o.mode;
+        so.flags = c->own_ctx ? 0 : CRDTDB_SESSION_NO_PURGE;
         so.on_event = on_client_session;
         so.ctx = c;
         if (crdtdb_session_open(c->db, &so, &c->l.s))
@@ -200,7 +201,7 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
         if (wsi == c->cwsi) {
             unsigned status = lws_http_client_http_response(wsi);
             clog_line(c, "cannot connect", in && len ? (const char *)in : NULL);
-            if (status == 403)
+            if (status == 403 && c->token) /* this user may no longer see it */
                 client_forget(c, "access refused");
             if ((status == 401 || status == 403) && c->o.on_event) {
                 crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, c->o.mode, NULL, NULL,
@@ -299,6 +300,12 @@ void crdtdb_client_close(crdtdb_client *c)
     free_token(c);
     free(c->wbuf);
     free(c);
+}
+
+void crdtdb__client_stop_hosted(crdtdb_client *c)
+{
+    c->closing = 1;
+    lws_sul_cancel(&c->sul_connect);
 }
 
 void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone)

@@ -109,7 +109,7 @@ static int path_db_id(struct lws *wsi, char id[CRDTDB_ID_MAX + 1])
     char uri[sizeof WS_PREFIX + CRDTDB_ID_MAX + 1];
     int n = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI);
     size_t pre = strlen(WS_PREFIX);
-    if (n <= 0 || (size_t)n <= pre || (size_t)n >= sizeof uri ||
+    if (n <= 0 || (size_t)n <= pre || (size_t)n - pre > CRDTDB_ID_MAX || (size_t)n >= sizeof uri ||
         lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) != n ||
         strncmp(uri, WS_PREFIX, pre) != 0)
         return -1;
@@ -291,7 +291,7 @@ static void conn_recheck(sconn *c)
         return;
     slog(srv, "%s db '%s': user '%s': access changed, closing", c->peer, crdtdb_db_id(d->db),
          c->user);
-    crdtdb_session_abort(c->l.s, CRDTDB_EDENIED, "access changed");
+    crdtdb_session_abort(c->l.s, CRDTDB_EREVOKED, "access changed");
 }
 
 /* Answers an upgrade request with an HTTP error and no body that could
@@ -729,6 +729,9 @@ void crdtdb_server_close(crdtdb_server *s)
     if (!s)
         return;
     s->closing = 1;
+    for (sdb *d = s->dbs; d; d = d->next) /* links stop reconnecting first */
+        for (size_t i = 0; i < d->nlinks; i++)
+            crdtdb__client_stop_hosted(d->links[i]);
     if (s->ctx) {
         lws_sul_cancel(&s->sul_poll);
         crdtdb__ws_ctx_close(s->ctx, s->tail); /* closes every connection */
@@ -772,7 +775,7 @@ int crdtdb_server_reauthorize(crdtdb_server *s, const char *db_id)
         for (sconn *c = d->conns; c; c = c->next) {
             if (!c->l.s || crdtdb_session_closed(c->l.s))
                 continue;
-            crdtdb_session_abort(c->l.s, CRDTDB_EDENIED, "access changed");
+            crdtdb_session_abort(c->l.s, CRDTDB_EREVOKED, "access changed");
             lws_callback_on_writable(c->l.wsi);
         }
     }
