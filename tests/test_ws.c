@@ -407,6 +407,13 @@ START_TEST(garbage_closes_only_that_connection)
 }
 END_TEST
 
+static int count_db(void *ctx, const char *id)
+{
+    (void)id;
+    ++*(int *)ctx;
+    return 0;
+}
+
 START_TEST(bad_path_is_refused)
 {
     start_server(CRDTDB_SYNC_TWO_WAY);
@@ -415,6 +422,17 @@ START_TEST(bad_path_is_refused)
     spin(raw_upgraded, &r, 10000);
     ck_assert_msg(strstr(r.in, " 101 ") == NULL, "upgraded a bad path: %s", r.in);
     close(r.fd);
+    /* an id one byte over the limit: refused before anything is copied */
+    char path[300] = "/v1/db/";
+    memset(path + 7, 'x', CRDTDB_ID_MAX + 1);
+    path[7 + CRDTDB_ID_MAX + 1] = 0;
+    raw_open(&r, crdtdb_server_port(srv), path);
+    spin(raw_upgraded, &r, 10000);
+    ck_assert_msg(strstr(r.in, " 101 ") == NULL, "upgraded a too long id: %s", r.in);
+    close(r.fd);
+    int n = 0;
+    ck_assert_int_eq(crdtdb_db_list(S.env, count_db, &n), 0);
+    ck_assert_int_eq(n, 1); /* only "game" */
 }
 END_TEST
 
