@@ -276,22 +276,6 @@ static void on_session(void *ctx, const crdtdb_session_event *ev)
     }
 }
 
-/* One-shot sync is done when we hold what the server had and, two-way,
- * the server has acknowledged all of ours. */
-static int sync_done(crdtdb_db *db, const sync_state *st)
-{
-    if (!st->ready || !st->caught_up)
-        return 0;
-    if (st->mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
-        return 1;
-    uint64_t seq;
-    crdtdb_peer p;
-    int found;
-    if (crdtdb_db_seq(db, NULL, &seq) || crdtdb_db_peer_get(db, st->server, &p, &found))
-        return 0;
-    return p.acked >= seq;
-}
-
 int cmd_sync(const char *dir, const args *a)
 {
     if (!a->db) {
@@ -358,7 +342,7 @@ int cmd_sync(const char *dir, const args *a)
                           st.refused);
             break;
         }
-        if (sync_done(db, &st)) {
+        if (crdtdb_client_synced(c)) {
             fprintf(stderr, "in sync\n");
             break;
         }

@@ -604,6 +604,9 @@ typedef struct crdtdb_apply_info {
     uint64_t received; /* what we now hold of the sender's log, contiguous
                           from its start: its watermark after this apply */
     size_t refused;   /* records a write filter refused */
+    uint64_t local_from; /* the local sequences this apply numbered: */
+    uint64_t local_to;   /* (local_from, local_to], all from the sender
+                            unless records were refused */
 } crdtdb_apply_info;
 
 /*
@@ -831,6 +834,11 @@ CRDTDB_API const uint8_t *crdtdb_session_output(crdtdb_session *s, size_t *len);
 /* Marks the first n output bytes as sent. */
 CRDTDB_API void crdtdb_session_consume(crdtdb_session *s, size_t n);
 
+/* 1 while both sides hold everything: we hold what the peer had when it
+ * last said it was up to date, the peer acknowledged everything we sent,
+ * and nothing is left to send.  For one-shot syncs. */
+CRDTDB_API int crdtdb_session_synced(crdtdb_session *s);
+
 /* 1 once the session is closed (by either side or by an error). */
 CRDTDB_API int crdtdb_session_closed(const crdtdb_session *s);
 
@@ -1056,6 +1064,10 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_client_open(crdtdb_db *db,
 /* Services pending events once, waiting up to timeout_ms; connects or
  * reconnects when due.  Errors: EINVAL, EIO (the event loop failed). */
 CRDTDB_API int crdtdb_client_run(crdtdb_client *c, int timeout_ms);
+
+/* 1 while connected and in sync (crdtdb_session_synced): a one-shot sync
+ * may stop. */
+CRDTDB_API int crdtdb_client_synced(const crdtdb_client *c);
 
 /* 1 while a connection is up and its handshake is done, else 0. */
 CRDTDB_API int crdtdb_client_connected(const crdtdb_client *c);

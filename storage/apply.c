@@ -388,9 +388,12 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
     }
     if (rc)
         return rc;
+    uint64_t seq0 = t->seq0, seq1 = t->seq;
     if ((rc = crdtdb_txn_commit(t)))
         return rc;
     if (info) {
+        info->local_from = seq0;
+        info->local_to = seq1;
         memcpy(info->sender, d->sender, CRDTDB_REPLICA_ID_BYTES);
         info->from = d->from;
         info->to = d->to;

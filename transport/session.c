@@ -32,6 +32,8 @@ struct crdtdb_session {
     int have_since;       /* the peer said where to start */
     uint64_t received;    /* what we hold of the peer's log */
     uint64_t all_upto;    /* the peer starts from nothing: send it all to here */
+    uint64_t peer_acked;  /* the highest ACK of this session */
+    int caught;           /* CAUGHT_UP fired and no newer UPTODATE came */
     int skipped;          /* the export found nothing for the peer */
     int purge_err;
     uint64_t skip_to;     /* (sent_upto, skip_to] holds nothing for the peer */
@@ -44,6 +46,8 @@ struct crdtdb_session {
     msgpack_zone zone;
     char errmsg[512];
 };
+
+static int we_send(const crdtdb_session *s);
 
 static void emit(crdtdb_session *s, crdtdb_session_event *ev)
 {
@@ -176,6 +180,21 @@ void crdtdb_session_close(crdtdb_session *s)
 
 int crdtdb_session_closed(const crdtdb_session *s) { return !s || s->state == S_CLOSED; }
 
+int crdtdb_session_synced(crdtdb_session *s)
+{
+    if (!s || s->state != S_OPEN || !s->have_since || !s->caught)
+        return 0;
+    if (!we_send(s))
+        return 1;
+    uint64_t last;
+    if (crdtdb_db_seq(s->db, NULL, &last))
+        return 0;
+    uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
+    size_t out;
+    crdtdb_session_output(s, &out);
+    return done >= last && s->peer_acked >= s->sent_upto && !out;
+}
+
 const char *crdtdb_session_errmsg(const crdtdb_session *s)
 {
     return s ? s->errmsg : "no session";
@@ -240,6 +259,7 @@ static void check_caught_up(crdtdb_session *s)
     uint64_t have = s->hint > s->received ? s->hint : s->received;
     if (s->peer_uptodate && have >= s->peer_uptodate - 1) {
         s->peer_uptodate = 0;
+        s->caught = 1;
         crdtdb_session_event ev = {CRDTDB_SESSION_CAUGHT_UP, s->mode, s->peer, NULL, 0, NULL, 0};
         emit(s, &ev);
     }
@@ -410,6 +430,15 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
     if (memcmp(info.sender, s->peer, sizeof s->peer) != 0)
         return seterr(s, CRDTDB_EBADVALUE, "a delta signed by another replica than the peer");
+    /* What this apply numbered came from the peer: when nothing else was
+     * waiting for it, there is nothing to send back, and no need to scan
+     * the log or say so (no SKIP, no UPTODATE for it). */
+    uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
+    if (!info.refused && info.local_to > info.local_from && done >= info.local_from &&
+        s->told_uptodate == info.local_from + 1) {
+        s->skip_to = info.local_to;
+        s->told_uptodate = info.local_to + 1;
+    }
     crdtdb_session_event ev = {CRDTDB_SESSION_APPLIED, s->mode, s->peer, &info, 0, NULL, 0};
     emit(s, &ev);
     if (info.received > s->received)
@@ -517,6 +546,8 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     uint64_t v = a[1].via.u64;
     switch (type) {
     case M_SINCE:
+        if (v > s->peer_acked) /* it holds that much of ours */
+            s->peer_acked = v;
         s->sent_upto = v;
         s->skip_to = 0;
         if (v == 0) { /* it may have cleared its copy, its own writes too */
@@ -527,11 +558,14 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         s->have_since = 1;
         return 0;
     case M_ACK: {
+        if (v > s->peer_acked)
+            s->peer_acked = v;
         int rc = crdtdb_db_peer_ack(s->db, s->peer, v);
         return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
     }
     case M_UPTODATE:
         s->peer_uptodate = v + 1;
+        s->caught = 0;
         check_caught_up(s);
         return 0;
     default:

@@ -463,6 +463,11 @@ int crdtdb_client_run(crdtdb_client *c, int timeout_ms)
     return crdtdb__ws_service(c->ctx, &c->sul, timeout_ms);
 }
 
+int crdtdb_client_synced(const crdtdb_client *c)
+{
+    return crdtdb_client_connected(c) && crdtdb_session_synced(c->l.s);
+}
+
 int crdtdb_client_connected(const crdtdb_client *c)
 {
     return c && c->ready && c->l.s && !crdtdb_session_closed(c->l.s);
