@@ -858,6 +858,14 @@ CRDTDB_API void crdtdb_session_shutdown(crdtdb_session *s);
 /* Detail of the last failure; never NULL. */
 CRDTDB_API const char *crdtdb_session_errmsg(const crdtdb_session *s);
 
+/* Records the acknowledgements received so far (crdtdb_db_peer_ack).  A
+ * session saves them every 64 acks and when closed; transports call this
+ * now and then (WebSocket: every 50 ms) so `crdtdb peers` stays current
+ * without a write per ack.  Acks only inform: what is resent follows the
+ * peer's own watermark, so a crash losing a few resends nothing.
+ * Errors: EIO. */
+CRDTDB_API int crdtdb_session_flush(crdtdb_session *s);
+
 /* Frees the session (not its database).  Accepts NULL. */
 CRDTDB_API void crdtdb_session_close(crdtdb_session *s);
 

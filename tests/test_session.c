@@ -130,6 +130,7 @@ START_TEST(two_way_sync_converges)
     ck_assert_str_eq(g, "{\"hp\":6}");
     free(g);
     /* acknowledgements moved the durable watermarks both ways */
+    ck_assert_int_eq(crdtdb_session_flush(c), 0);
     ck_assert_uint_gt(received_from(&B, &A), 0);
     uint8_t b_id[32];
     crdtdb_env_replica_id(B.env, b_id);

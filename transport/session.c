@@ -16,6 +16,7 @@
 #define PROTO_VERSION 1u
 #define STOP_EXPORT 1 /* our sink's "one delta is enough" */
 #define SKIP_SPAN 256 /* sequences skipped before an empty delta is signed */
+#define ACK_SAVE_EVERY 64 /* acks received between durable saves */
 
 enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE,
        M_PURGE };
@@ -34,6 +35,7 @@ struct crdtdb_session {
     uint64_t all_upto;    /* the peer starts from nothing: send it all to here */
     uint64_t peer_acked;  /* the highest ACK of this session */
     int caught;           /* CAUGHT_UP fired and no newer UPTODATE came */
+    unsigned acks_unsaved; /* acks not yet recorded with crdtdb_db_peer_ack */
     int skipped;          /* the export found nothing for the peer */
     int purge_err;
     uint64_t skip_to;     /* (sent_upto, skip_to] holds nothing for the peer */
@@ -167,10 +169,27 @@ int crdtdb_session_open(crdtdb_db *db, const crdtdb_session_options *opts,
     return 0;
 }
 
+static int save_ack(crdtdb_session *s)
+{
+    if (!s->acks_unsaved)
+        return 0;
+    s->acks_unsaved = 0;
+    return crdtdb_db_peer_ack(s->db, s->peer, s->peer_acked);
+}
+
+int crdtdb_session_flush(crdtdb_session *s)
+{
+    if (!s)
+        return CRDTDB_EINVAL;
+    int rc = save_ack(s);
+    return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
+}
+
 void crdtdb_session_close(crdtdb_session *s)
 {
     if (!s)
         return;
+    (void)save_ack(s); /* best effort: the db is still open (contract) */
     crdtdb_buf_free(&s->in);
     crdtdb_buf_free(&s->out);
     crdtdb_buf_free(&s->msg);
@@ -558,9 +577,14 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         s->have_since = 1;
         return 0;
     case M_ACK: {
-        if (v > s->peer_acked)
-            s->peer_acked = v;
-        int rc = crdtdb_db_peer_ack(s->db, s->peer, v);
+        if (v <= s->peer_acked)
+            return 0;
+        s->peer_acked = v;
+        /* durable now and then, and at the end: acks only inform (what is
+         * resent follows the peer's SINCE), so a crash may lose a few */
+        if (++s->acks_unsaved < ACK_SAVE_EVERY)
+            return 0;
+        int rc = save_ack(s);
         return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
     }
     case M_UPTODATE:

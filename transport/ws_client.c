@@ -31,6 +31,7 @@ struct crdtdb_client {
     void *foreign[1];
     lws_sorted_usec_list_t sul;         /* crdtdb_client_run's wake-up */
     lws_sorted_usec_list_t sul_connect; /* the next connection attempt */
+    lws_sorted_usec_list_t sul_flush;   /* acks recorded every WS_POLL_MS */
     unsigned char *wbuf;
     int own_wbuf;
     crdtdb_observer *obs;
@@ -64,6 +65,16 @@ static void clog_line(crdtdb_client *c, const char *what, const char *detail)
 }
 
 static void client_connect(crdtdb_client *c);
+
+static void on_flush_due(lws_sorted_usec_list_t *sul)
+{
+    crdtdb_client *c = lws_container_of(sul, crdtdb_client, sul_flush);
+    if (c->closing)
+        return;
+    if (c->l.s)
+        (void)crdtdb_session_flush(c->l.s);
+    lws_sul_schedule(c->ctx, 0, &c->sul_flush, on_flush_due, WS_POLL_MS * LWS_US_PER_MS);
+}
 
 /* The user's access changed (or is gone): forget the data, start over. */
 static void client_forget(crdtdb_client *c, const char *why)
@@ -289,6 +300,7 @@ void crdtdb_client_close(crdtdb_client *c)
     crdtdb_observer_close(c->obs);
     if (c->ctx) {
         lws_sul_cancel(&c->sul_connect);
+        lws_sul_cancel(&c->sul_flush);
         crdtdb__ws_ctx_close(c->ctx, c->tail);
     }
     c->connecting = 1;
@@ -306,6 +318,7 @@ void crdtdb__client_stop_hosted(crdtdb_client *c)
 {
     c->closing = 1;
     lws_sul_cancel(&c->sul_connect);
+    lws_sul_cancel(&c->sul_flush);
 }
 
 void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone)
@@ -316,6 +329,7 @@ void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone)
     crdtdb_observer_close(c->obs);
     if (!ctx_gone) {
         lws_sul_cancel(&c->sul_connect);
+        lws_sul_cancel(&c->sul_flush);
         if (c->cwsi) { /* closed by lws later, without us */
             lws_set_opaque_user_data(c->cwsi, NULL);
             lws_set_timeout(c->cwsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
@@ -393,6 +407,7 @@ static int client_start(crdtdb_client *c)
     if (c->o.mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
         c->made_readonly = 1;
     lws_sul_schedule(c->ctx, 0, &c->sul_connect, on_connect_due, 1);
+    lws_sul_schedule(c->ctx, 0, &c->sul_flush, on_flush_due, WS_POLL_MS * LWS_US_PER_MS);
     return 0;
 }
 

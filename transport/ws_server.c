@@ -599,10 +599,20 @@ static void poll_dbs(crdtdb_server *s)
             (void)crdtdb_db_poll(d->db, NULL);
 }
 
+/* Every WS_POLL_MS: acks received are recorded (crdtdb_session_flush). */
+static void flush_acks(crdtdb_server *s)
+{
+    for (sdb *d = s->dbs; d; d = d->next)
+        for (sconn *c = d->conns; c; c = c->next)
+            if (c->l.s)
+                (void)crdtdb_session_flush(c->l.s);
+}
+
 static void on_poll_due(lws_sorted_usec_list_t *sul)
 {
     crdtdb_server *s = lws_container_of(sul, crdtdb_server, sul_poll);
     poll_dbs(s);
+    flush_acks(s);
     lws_sul_schedule(s->ctx, 0, &s->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
 }
 
