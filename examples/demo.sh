@@ -90,3 +90,12 @@ echo "--- what laptop 2 printed while connected (one JSON line per change):"
 cat "$dir/live"
 run2 get match-1 players ann
 if same; then echo "both replicas converged live"; else echo "replicas differ" >&2; exit 1; fi
+echo "--- laptop 2 is offline now; both write; it comes back and both converge"
+run2 update match-1 players ann '{"pos":{"x":2}}'
+run add match-1 moves m9 '{"to":"g5"}'
+run2 sync "$url" --db match-1   # sends its offline write
+run sync "$url" --db match-1    # sends m9, gets laptop 2's write
+run2 sync "$url" --db match-1   # gets m9
+run2 get match-1 moves m9
+run get match-1 players ann
+if same; then echo "both replicas converged after the offline writes"; else echo "replicas differ" >&2; exit 1; fi
