@@ -80,6 +80,10 @@ int cmd_peers(const char *dir, const args *a);
 int cmd_serve(const char *dir, const args *a);
 int cmd_sync(const char *dir, const args *a);
 
+/* Matches "--name VALUE" and "--name=VALUE" at argv[*i]: 1 (value in
+ * *val), 0 (another argument), -1 (no value). */
+int take_opt(int argc, char **argv, int *i, const char *name, const char **val);
+
 /* token.c */
 /* The crdtdb token command; argv holds its arguments only (after "token"). */
 int cmd_token(int argc, char **argv);

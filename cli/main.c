@@ -610,9 +610,7 @@ static int command_usage(const command *c, FILE *f, int status)
     return status;
 }
 
-/* Matches "--name VALUE" and "--name=VALUE" at argv[*i]. */
-static int take_opt(int argc, char **argv, int *i, const char *name,
-                    const char **val)
+int take_opt(int argc, char **argv, int *i, const char *name, const char **val)
 {
     size_t n = strlen(name);
     if (strncmp(argv[*i], name, n) != 0)

@@ -122,24 +122,6 @@ static int parse_ttl(const char *s, uint64_t *ttl)
     return 0;
 }
 
-/* Matches "--name VALUE" and "--name=VALUE" at argv[*i]: 1 (value in
- * *val), 0 (another argument), -1 (no value). */
-static int opt(int argc, char **argv, int *i, const char *name,
-               const char **val)
-{
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0)
-        return 0;
-    if (argv[*i][n] == '=') {
-        *val = argv[*i] + n + 1;
-        return 1;
-    }
-    if (argv[*i][n] != '\0')
-        return 0;
-    *val = *i + 1 < argc ? argv[++*i] : NULL;
-    return *val ? 1 : -1;
-}
-
 static int usage_error(const char *msg)
 {
     if (msg)
@@ -163,7 +145,7 @@ int cmd_token(int argc, char **argv)
         }
         int r = 0;
         for (size_t k = 0; k < sizeof names / sizeof *names && !r; k++)
-            r = opt(argc, argv, &i, names[k], vals[k]);
+            r = take_opt(argc, argv, &i, names[k], vals[k]);
         if (r < 0)
             return usage_error("missing option value");
         if (r == 0) {

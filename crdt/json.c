@@ -9,6 +9,7 @@
  * element is actually present.
  */
 #include "crdt/buf.h"
+#include "crdt/value.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -25,16 +26,6 @@
 #define JSON_DEPTH_MAX 32u
 
 /* ------------------------------------------------------ JSON -> msgpack */
-
-static void set_err(char *errmsg, size_t size, const char *fmt, ...)
-{
-    if (!errmsg || size == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errmsg, size, fmt, ap);
-    va_end(ap);
-}
 
 /* Packs v; `left` is how many more containers may nest.  0 or an error. */
 static int pack(msgpack_packer *pk, json_t *v, unsigned left)
@@ -98,9 +89,9 @@ static int pack(msgpack_packer *pk, json_t *v, unsigned left)
 int crdtdb_json_to_msgpack(const char *json, size_t len, unsigned max_depth,
                            crdtdb_buf *out, char *errmsg, size_t errmsg_size)
 {
-    set_err(errmsg, errmsg_size, "%s", "");
+    crdtdb__msg_set(errmsg, errmsg_size, "%s", "");
     if (!out || (!json && len)) {
-        set_err(errmsg, errmsg_size, "%s", crdtdb_strerror(CRDTDB_EINVAL));
+        crdtdb__msg_set(errmsg, errmsg_size, "%s", crdtdb_strerror(CRDTDB_EINVAL));
         return CRDTDB_EINVAL;
     }
     out->len = 0;
@@ -116,15 +107,15 @@ int crdtdb_json_to_msgpack(const char *json, size_t len, unsigned max_depth,
     if (!root) {
         switch (json_error_code(&jerr)) {
         case json_error_stack_overflow:
-            set_err(errmsg, errmsg_size, "JSON nesting exceeds max depth %u",
+            crdtdb__msg_set(errmsg, errmsg_size, "JSON nesting exceeds max depth %u",
                     max_depth);
             return CRDTDB_ETOODEEP;
         case json_error_out_of_memory:
-            set_err(errmsg, errmsg_size, "%s",
+            crdtdb__msg_set(errmsg, errmsg_size, "%s",
                     crdtdb_strerror(CRDTDB_ENOMEM));
             return CRDTDB_ENOMEM;
         default:
-            set_err(errmsg, errmsg_size,
+            crdtdb__msg_set(errmsg, errmsg_size,
                     "invalid JSON at line %d column %d: %s", jerr.line,
                     jerr.column, jerr.text);
             return CRDTDB_EBADVALUE;
@@ -138,10 +129,10 @@ int crdtdb_json_to_msgpack(const char *json, size_t len, unsigned max_depth,
     if (rc) {
         out->len = 0;
         if (rc == CRDTDB_ETOODEEP)
-            set_err(errmsg, errmsg_size, "JSON nesting exceeds max depth %u",
+            crdtdb__msg_set(errmsg, errmsg_size, "JSON nesting exceeds max depth %u",
                     max_depth);
         else
-            set_err(errmsg, errmsg_size, "%s", crdtdb_strerror(rc));
+            crdtdb__msg_set(errmsg, errmsg_size, "%s", crdtdb_strerror(rc));
     }
     return rc;
 }

@@ -22,6 +22,16 @@ int crdtdb__err_set(crdtdb__err *e, int code, const char *fmt, ...)
     return code;
 }
 
+void crdtdb__msg_set(char *buf, size_t size, const char *fmt, ...)
+{
+    if (!buf || size == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+}
+
 int crdtdb__value_parse(const uint8_t *data, size_t len,
                         const crdtdb__limits *lim, msgpack_zone *zone,
                         msgpack_object *obj, crdtdb__err *e)

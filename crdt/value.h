@@ -31,6 +31,14 @@ int crdtdb__err_set(crdtdb__err *e, int code, const char *fmt, ...)
 #endif
     ;
 
+/* Writes a printf-style detail into a caller's buffer (NULL or size 0:
+ * nothing), for APIs that take `char *errmsg, size_t errmsg_size`. */
+void crdtdb__msg_set(char *buf, size_t size, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
 /*
  * Parses exactly one msgpack value from data[0, len) into *obj, allocated in
  * zone (the caller clears/destroys it).  Refuses trailing bytes, more than

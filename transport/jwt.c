@@ -25,6 +25,7 @@
  * threads may verify or mint with it at once.
  */
 #include "transport/jwt.h"
+#include "crdt/value.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -232,16 +233,6 @@ void crdtdb_jwt_key_close(crdtdb_jwt_key *k)
 
 /* ---------------------------------------------------------------- verify */
 
-static void set_err(char *errmsg, size_t size, const char *fmt, ...)
-{
-    if (!errmsg || size == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errmsg, size, fmt, ap);
-    va_end(ap);
-}
-
 static int b64url_char(unsigned char c)
 {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
@@ -298,24 +289,24 @@ static int check_header(const crdtdb_jwt_key *key, const char *seg, size_t n,
 {
     json_t *h = segment_json(seg, n, 0);
     if (!h) {
-        set_err(errmsg, errmsg_size, "malformed token header");
+        crdtdb__msg_set(errmsg, errmsg_size, "malformed token header");
         return CRDTDB_EAUTH;
     }
     int rc = CRDTDB_EAUTH;
     const char *alg = json_string_value(json_object_get(h, "alg"));
     json_t *typ = json_object_get(h, "typ");
     if (!alg)
-        set_err(errmsg, errmsg_size, "token header names no algorithm");
+        crdtdb__msg_set(errmsg, errmsg_size, "token header names no algorithm");
     else if (strcasecmp(alg, "none") == 0)
-        set_err(errmsg, errmsg_size, "unsigned token (alg none) refused");
+        crdtdb__msg_set(errmsg, errmsg_size, "unsigned token (alg none) refused");
     else if (strcmp(alg, alg_name(key->alg)) != 0)
-        set_err(errmsg, errmsg_size,
+        crdtdb__msg_set(errmsg, errmsg_size,
                 "token algorithm is not the key's (%s)", alg_name(key->alg));
     else if (typ && (!json_is_string(typ) ||
                      strcasecmp(json_string_value(typ), "JWT") != 0))
-        set_err(errmsg, errmsg_size, "token type is not JWT");
+        crdtdb__msg_set(errmsg, errmsg_size, "token type is not JWT");
     else if (json_object_get(h, "crit"))
-        set_err(errmsg, errmsg_size, "token header has critical extensions");
+        crdtdb__msg_set(errmsg, errmsg_size, "token header has critical extensions");
     else
         rc = 0;
     json_decref(h);
@@ -342,36 +333,36 @@ static int check_claims(json_t *claims, int64_t now, unsigned leeway,
     int64_t exp, nbf;
     int r = int_claim(claims, "exp", &exp);
     if (r <= 0) {
-        set_err(errmsg, errmsg_size,
+        crdtdb__msg_set(errmsg, errmsg_size,
                 r ? "exp claim is not an integer" : "token has no exp claim");
         return CRDTDB_EAUTH;
     }
     /* Valid while now < exp + leeway; an exp this close to the end of
      * time never passes. */
     if (exp <= INT64_MAX - (int64_t)leeway && now >= exp + (int64_t)leeway) {
-        set_err(errmsg, errmsg_size, "token expired");
+        crdtdb__msg_set(errmsg, errmsg_size, "token expired");
         return CRDTDB_EAUTH;
     }
     if ((r = int_claim(claims, "nbf", &nbf)) < 0) {
-        set_err(errmsg, errmsg_size, "nbf claim is not an integer");
+        crdtdb__msg_set(errmsg, errmsg_size, "nbf claim is not an integer");
         return CRDTDB_EAUTH;
     }
     /* Valid from nbf - leeway on. */
     if (r > 0 && nbf >= INT64_MIN + (int64_t)leeway &&
         now < nbf - (int64_t)leeway) {
-        set_err(errmsg, errmsg_size, "token not yet valid");
+        crdtdb__msg_set(errmsg, errmsg_size, "token not yet valid");
         return CRDTDB_EAUTH;
     }
     json_t *s = json_object_get(claims, "sub");
     if (!json_is_string(s)) {
-        set_err(errmsg, errmsg_size,
+        crdtdb__msg_set(errmsg, errmsg_size,
                 s ? "sub claim is not a string" : "token has no sub claim");
         return CRDTDB_EAUTH;
     }
     size_t n = json_string_length(s);
     const char *v = json_string_value(s);
     if (n == 0 || n > CRDTDB_ID_MAX || memchr(v, '\0', n) != NULL) {
-        set_err(errmsg, errmsg_size,
+        crdtdb__msg_set(errmsg, errmsg_size,
                 "sub claim must be 1 to %u bytes without NUL", CRDTDB_ID_MAX);
         return CRDTDB_EAUTH;
     }
@@ -394,10 +385,10 @@ static int check_signature(const crdtdb_jwt_key *key, const char *token,
     if (err == ENOMEM) {
         rc = CRDTDB_ENOMEM;
     } else if (err || !j) {
-        set_err(errmsg, errmsg_size, "bad token signature");
+        crdtdb__msg_set(errmsg, errmsg_size, "bad token signature");
         rc = CRDTDB_EAUTH;
     } else if (jwt_get_alg(j) != libjwt_alg(key->alg)) {
-        set_err(errmsg, errmsg_size, "token algorithm is not the key's (%s)",
+        crdtdb__msg_set(errmsg, errmsg_size, "token algorithm is not the key's (%s)",
                 alg_name(key->alg));
         rc = CRDTDB_EAUTH;
     }
@@ -410,22 +401,22 @@ int crdtdb_jwt_verify(const crdtdb_jwt_key *key, const char *token,
                       size_t len, int64_t now, unsigned leeway, char *sub,
                       size_t sub_size, char *errmsg, size_t errmsg_size)
 {
-    set_err(errmsg, errmsg_size, "%s", "");
+    crdtdb__msg_set(errmsg, errmsg_size, "%s", "");
     if (sub && sub_size > 0)
         sub[0] = '\0';
     if (!key || !token || !sub || sub_size <= CRDTDB_ID_MAX) {
-        set_err(errmsg, errmsg_size, "invalid argument");
+        crdtdb__msg_set(errmsg, errmsg_size, "invalid argument");
         return CRDTDB_EINVAL;
     }
     if (len > CRDTDB_JWT_MAX) {
-        set_err(errmsg, errmsg_size, "token longer than %u bytes",
+        crdtdb__msg_set(errmsg, errmsg_size, "token longer than %u bytes",
                 CRDTDB_JWT_MAX);
         return CRDTDB_ETOOBIG;
     }
     const char *seg[3];
     size_t n[3];
     if (!split_token(token, len, seg, n)) {
-        set_err(errmsg, errmsg_size, "malformed token");
+        crdtdb__msg_set(errmsg, errmsg_size, "malformed token");
         return CRDTDB_EAUTH;
     }
     int rc = check_header(key, seg[0], n[0], errmsg, errmsg_size);
@@ -435,7 +426,7 @@ int crdtdb_jwt_verify(const crdtdb_jwt_key *key, const char *token,
         return rc;
     json_t *claims = segment_json(seg[1], n[1], JSON_ALLOW_NUL);
     if (!claims) {
-        set_err(errmsg, errmsg_size, "malformed token claims");
+        crdtdb__msg_set(errmsg, errmsg_size, "malformed token claims");
         return CRDTDB_EAUTH;
     }
     rc = check_claims(claims, now, leeway, sub, errmsg, errmsg_size);

@@ -65,6 +65,22 @@ int crdtdb__ws_service(struct lws_context *ctx, lws_sorted_usec_list_t *sul, int
     return n < 0 ? CRDTDB_EIO : 0;
 }
 
+/* The session's output, pumped first when it is empty (a failed export
+ * ends the session, remembered for the close status and the log). */
+static const uint8_t *output(crdtdb__wslink *l, size_t *len)
+{
+    const uint8_t *p = crdtdb_session_output(l->s, len);
+    if (*len || crdtdb_session_closed(l->s))
+        return p;
+    int rc = crdtdb_session_pump(l->s);
+    if (rc) {
+        l->pump_err = rc;
+        l->status = crdtdb__ws_close_status(rc, 0);
+        crdtdb_session_shutdown(l->s);
+    }
+    return crdtdb_session_output(l->s, len);
+}
+
 /*
  * On WRITEABLE: sends up to WS_CHUNK bytes of output as one binary message,
  * pumping first when the output is empty; asks to be called again while
@@ -76,16 +92,7 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
     if (!l->s)
         return -1;
     size_t len;
-    const uint8_t *p = crdtdb_session_output(l->s, &len);
-    if (!len && !crdtdb_session_closed(l->s)) {
-        int rc = crdtdb_session_pump(l->s);
-        if (rc) {
-            l->pump_err = rc;
-            l->status = crdtdb__ws_close_status(rc, 0);
-            crdtdb_session_shutdown(l->s);
-        }
-        p = crdtdb_session_output(l->s, &len);
-    }
+    const uint8_t *p = output(l, &len);
     if (!len) {
         if (crdtdb_session_closed(l->s)) {
             lws_close_reason(l->wsi, (enum lws_close_status)l->status, NULL, 0);
@@ -98,16 +105,7 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
     if (lws_write(l->wsi, wbuf + LWS_PRE, n, LWS_WRITE_BINARY) < (int)n)
         return -1;
     crdtdb_session_consume(l->s, n);
-    crdtdb_session_output(l->s, &len);
-    if (!len && !crdtdb_session_closed(l->s)) {
-        int rc = crdtdb_session_pump(l->s);
-        if (rc) {
-            l->pump_err = rc;
-            l->status = crdtdb__ws_close_status(rc, 0);
-            crdtdb_session_shutdown(l->s);
-        }
-        crdtdb_session_output(l->s, &len);
-    }
+    output(l, &len);
     if (len || crdtdb_session_closed(l->s))
         lws_callback_on_writable(l->wsi);
     return 0;
