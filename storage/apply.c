@@ -163,7 +163,8 @@ static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_
 {
     crdtdb_db *db = t->db;
     char id[CRDTDB_ID_MAX + 1];
-    memcpy(id, r->id.p, r->id.n);
+    if (r->id.n)
+        memcpy(id, r->id.p, r->id.n);
     id[r->id.n] = 0;
     if (strlen(id) != r->id.n)
         return crdtdb__db_seterr(db, CRDTDB_EBADID, "record id contains NUL");

@@ -305,7 +305,8 @@ int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
         return rc;
     for (uint32_t i = 0; !rc && i < o.via.map.size; i++) {
         const msgpack_object *k = &o.via.map.ptr[i].key;
-        memcpy(id, k->via.str.ptr, k->via.str.size);
+        if (k->via.str.size) /* an empty key has no pointer */
+            memcpy(id, k->via.str.ptr, k->via.str.size);
         id[k->via.str.size] = 0;
         if (strlen(id) != k->via.str.size || crdtdb__id_check(id, 0))
             rc = crdtdb__db_seterr(db, CRDTDB_EBADID,

@@ -35,7 +35,8 @@ static void field(const uint8_t *p, size_t len, const char *name, char *out, siz
             if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(name) &&
                 memcmp(k->via.str.ptr, name, k->via.str.size) == 0 &&
                 v->type == MSGPACK_OBJECT_STR && v->via.str.size < size) {
-                memcpy(out, v->via.str.ptr, v->via.str.size);
+                if (v->via.str.size)
+                    memcpy(out, v->via.str.ptr, v->via.str.size);
                 out[v->via.str.size] = 0;
             }
         }

@@ -510,9 +510,11 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
             a[2].via.str.size > CRDTDB_ID_MAX)
             return seterr(s, CRDTDB_EBADVALUE, "malformed purge message");
         char coll[CRDTDB_ID_MAX + 1], id[CRDTDB_ID_MAX + 1];
-        memcpy(coll, a[1].via.str.ptr, a[1].via.str.size);
+        if (a[1].via.str.size) /* empty strings have no pointer */
+            memcpy(coll, a[1].via.str.ptr, a[1].via.str.size);
         coll[a[1].via.str.size] = 0;
-        memcpy(id, a[2].via.str.ptr, a[2].via.str.size);
+        if (a[2].via.str.size)
+            memcpy(id, a[2].via.str.ptr, a[2].via.str.size);
         id[a[2].via.str.size] = 0;
         int rc = crdtdb_db_purge(s->db, coll, id);
         if (rc == CRDTDB_EBADID || rc == CRDTDB_ENOCOLL)
