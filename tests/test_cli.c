@@ -2,7 +2,6 @@
 #include "tests/testutil.h"
 
 #include <check.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,7 +9,6 @@
 #include <string.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define MAX_ARGS 16
@@ -22,13 +20,6 @@ typedef struct sandbox {
     char data[4096], out_path[4096], err_path[4096];
     char *out, *err; /* of the last run */
 } sandbox;
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
 
 static int starts_with(const char *s, const char *prefix)
 {
@@ -53,25 +44,6 @@ static void sb_free(sandbox *s)
     free(s->err);
 }
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_ptr_nonnull(f);
-    size_t cap = 4096, len = 0, n;
-    char *buf = malloc(cap);
-    ck_assert_ptr_nonnull(buf);
-    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len == 1) {
-            buf = realloc(buf, cap *= 2);
-            ck_assert_ptr_nonnull(buf);
-        }
-    }
-    fclose(f);
-    buf[len] = '\0';
-    return buf;
-}
-
 /* When set, the next commands read their standard input from this file. */
 static const char *spawn_stdin;
 
@@ -93,53 +65,17 @@ static pid_t spawn(const char *data, const char *out, const char *err,
         argv[n++] = a;
     }
     argv[n] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
-            _exit(127);
-        if (spawn_stdin) {
-            int fi = open(spawn_stdin, O_RDONLY);
-            if (fi < 0 || dup2(fi, 0) < 0)
-                _exit(127);
-        }
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Waits up to timeout_ms; returns the exit status (128 + signal if
- * killed). */
-static int wait_exit(pid_t pid, long timeout_ms)
-{
-    int st;
-    for (long waited = 0;; waited += 10) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        ck_assert_int_ge(r, 0);
-        if (r == pid)
-            break;
-        if (waited >= timeout_ms) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            ck_abort_msg("crdtdb did not exit within %ld ms", timeout_ms);
-        }
-        sleep_ms(10);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return tu_spawn(argv, spawn_stdin, out, err);
 }
 
 static int vrun(sandbox *s, const char *data, va_list ap)
 {
     pid_t pid = spawn(data, s->out_path, s->err_path, ap);
-    int status = wait_exit(pid, 20000);
+    int status = tu_wait_exit(pid, 20000, "crdtdb");
     free(s->out);
     free(s->err);
-    s->out = slurp(s->out_path);
-    s->err = slurp(s->err_path);
+    s->out = tu_slurp(s->out_path, NULL);
+    s->err = tu_slurp(s->err_path, NULL);
     return status;
 }
 
@@ -474,7 +410,7 @@ static pid_t watch_bg(sandbox *s, const char *out, const char *err, ...)
 /* Whether the file at path contains needle. */
 static int file_has(const char *path, const char *needle)
 {
-    char *text = slurp(path);
+    char *text = tu_slurp(path, NULL);
     int has = strstr(text, needle) != NULL;
     free(text);
     return has;
@@ -492,7 +428,7 @@ static void probe_until_seen(sandbox *s, pid_t pid, const char *coll,
         for (int t = 0; t < 10; t++) {
             if (file_has(out, "\n") || waitpid(pid, NULL, WNOHANG) != 0)
                 return;
-            sleep_ms(10);
+            tu_sleep_ms(10);
         }
     }
     ck_abort_msg("watcher printed nothing");
@@ -512,19 +448,19 @@ START_TEST(watch_prints_events)
     probe_until_seen(&s, pid, "users", out);
     /* Pauses let each change land in its own poll, in order. */
     ok(&s, "", "add", "db", "posts", "p1", "{\"y\":1}", NULL); /* unwatched */
-    sleep_ms(200);
+    tu_sleep_ms(200);
     ok(&s, "", "add", "db", "users", "u1", "{\"x\":1,\"n\":{\"a\":1}}", NULL);
-    sleep_ms(200);
+    tu_sleep_ms(200);
     ok(&s, "", "update", "db", "users", "u2", "{\"x\":2,\"n\":{\"b\":2}}",
        NULL);
-    sleep_ms(200);
+    tu_sleep_ms(200);
     ok(&s, "", "remove", "db", "users", "u3", NULL);
     for (int t = 0; t < 1000 && !file_has(out, "\"remove\""); t++)
-        sleep_ms(10);
+        tu_sleep_ms(10);
     kill(pid, SIGTERM);
-    ck_assert_int_eq(wait_exit(pid, 10000), 0);
+    ck_assert_int_eq(tu_wait_exit(pid, 10000, "crdtdb"), 0);
 
-    char *lines = slurp(out), *errs = slurp(err);
+    char *lines = tu_slurp(out, NULL), *errs = tu_slurp(err, NULL);
     ck_assert_str_eq(errs, "");
     const char *want =
         "{\"event\":\"add\",\"collection\":\"users\",\"id\":\"u1\","
@@ -559,8 +495,8 @@ START_TEST(watch_count_and_all_collections)
     snprintf(err, sizeof err, "%s/watch.err", s.root);
     pid_t pid = watch_bg(&s, out, err, "watch", "db", "--count", "1", NULL);
     probe_until_seen(&s, pid, "posts", out);
-    ck_assert_int_eq(wait_exit(pid, 10000), 0); /* exits on its own */
-    char *lines = slurp(out), *errs = slurp(err);
+    ck_assert_int_eq(tu_wait_exit(pid, 10000, "crdtdb"), 0); /* exits on its own */
+    char *lines = tu_slurp(out, NULL), *errs = tu_slurp(err, NULL);
     ck_assert_str_eq(errs, "");
     /* One line only; which probe value it shows depends on timing. */
     ck_assert_msg(starts_with(lines, "{\"event\":\"add\",\"collection\":"
@@ -727,30 +663,6 @@ static char *same_in_both(pair *p, const char *cmd, const char *coll,
     return a;
 }
 
-static uint8_t *read_bytes(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
-    long n = ftell(f);
-    ck_assert_int_ge(n, 0);
-    rewind(f);
-    uint8_t *buf = malloc((size_t)n + 1);
-    ck_assert_ptr_nonnull(buf);
-    ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
-static void write_bytes(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(data, 1, len, f), len);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
 /* The peers line of `peers game` in dir for id; returns its received. */
 static unsigned long peer_received(sandbox *s, const char *dir,
                                    const char *id, unsigned long *acked)
@@ -826,12 +738,13 @@ START_TEST(export_import_copies_database)
     ck_assert_int_eq(cli_in(s, p.a, "export", "game", "-o", "-", NULL), 0);
     ck_assert(starts_with(s->err, "exported "));
     size_t n1, n2;
-    uint8_t *file = read_bytes(f1, &n1), *out = read_bytes(s->out_path, &n2);
+    uint8_t *file = (uint8_t *)tu_slurp(f1, &n1);
+    uint8_t *out = (uint8_t *)tu_slurp(s->out_path, &n2);
     ck_assert_uint_eq(n1, n2); /* same changes; the signature may differ */
     free(file);
     char piped[4200];
     path_in(s, piped, sizeof piped, "piped");
-    write_bytes(piped, out, n2);
+    tu_spit(piped, out, n2);
     free(out);
     spawn_stdin = piped;
     ck_assert_uint_eq(import_ok(s, p.b, "-", NULL), 0);
@@ -949,12 +862,12 @@ START_TEST(import_rejects_bad_input)
     ok_in(s, p.b, "", "add", "game", "players", "mine", "{\"b\":1}", NULL);
     char *before = output_in(s, p.b, "query", "game", "players", NULL);
     size_t len;
-    uint8_t *delta = read_bytes(f1, &len);
+    uint8_t *delta = (uint8_t *)tu_slurp(f1, &len);
     ck_assert_uint_gt(len, 200);
 
     /* garbage */
     static const char garbage[] = "this is not a delta\n";
-    write_bytes(bad, garbage, sizeof garbage - 1);
+    tu_spit(bad, garbage, sizeof garbage - 1);
     ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
     ck_assert_str_eq(s->out, "");
     ck_assert_msg(starts_with(s->err, "crdtdb: ") && strlen(s->err) > 9,
@@ -962,14 +875,14 @@ START_TEST(import_rejects_bad_input)
     /* truncated, at several places */
     size_t cuts[] = {1, 10, len / 2, len - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
-        write_bytes(bad, delta, cuts[i]);
+        tu_spit(bad, delta, cuts[i]);
         ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
         ck_assert_str_eq(s->out, "");
         ck_assert_msg(starts_with(s->err, "crdtdb: "), "%s", s->err);
     }
     /* one byte flipped in the middle */
     delta[len / 2] ^= 0x04;
-    write_bytes(bad, delta, len);
+    tu_spit(bad, delta, len);
     delta[len / 2] ^= 0x04;
     ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
     ck_assert_str_eq(s->out, "");
@@ -977,7 +890,7 @@ START_TEST(import_rejects_bad_input)
                       strstr(s->err, "signature") != NULL,
                   "%s", s->err);
     /* empty */
-    write_bytes(bad, "", 0);
+    tu_spit(bad, "", 0);
     ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
     ck_assert_ptr_nonnull(strstr(s->err, "no delta in"));
     /* missing */
@@ -1004,7 +917,7 @@ START_TEST(import_rejects_bad_input)
     memcpy(two, delta, len);
     memcpy(two + len, delta, len);
     two[len + len / 2] ^= 0x04;
-    write_bytes(bad, two, 2 * len);
+    tu_spit(bad, two, 2 * len);
     free(two);
     ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
     ck_assert_msg(starts_with(s->out, "applied 18 of 18 changes from "),
@@ -1043,7 +956,7 @@ static void wait_for(const char *path, const char *needle, pid_t pid)
         if (access(path, R_OK) == 0 && file_has(path, needle))
             return;
         ck_assert_msg(waitpid(pid, NULL, WNOHANG) == 0, "process exited early: %s", path);
-        sleep_ms(10);
+        tu_sleep_ms(10);
     }
     ck_abort_msg("'%s' never appeared in %s", needle, path);
 }
@@ -1080,11 +993,11 @@ START_TEST(serve_and_sync_converge)
     wait_for(wout, "{\"event\":\"update\",\"collection\":\"players\",\"id\":\"ann\","
                    "\"value\":{\"hp\":9}}", watch);
     kill(watch, SIGTERM);
-    ck_assert_int_eq(wait_exit(watch, 5000), 0);
+    ck_assert_int_eq(tu_wait_exit(watch, 5000, "crdtdb"), 0);
     /* a bad URL and an unreachable server fail cleanly */
     ck_assert_int_ne(cli_in(&p.s, p.a, "sync", "http://x", "--db", "game", NULL), 0);
     kill(server, SIGTERM);
-    ck_assert_int_eq(wait_exit(server, 5000), 0);
+    ck_assert_int_eq(tu_wait_exit(server, 5000, "crdtdb"), 0);
     sb_free(&p.s);
 }
 END_TEST

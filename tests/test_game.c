@@ -5,43 +5,11 @@
 
 #include <check.h>
 #include <dirent.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #define GAME_TIMEOUT_MS 120000 /* each step waits at most 10 s */
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_ptr_nonnull(f);
-    size_t cap = 4096, len = 0, n;
-    char *buf = malloc(cap);
-    ck_assert_ptr_nonnull(buf);
-    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len == 1) {
-            buf = realloc(buf, cap *= 2);
-            ck_assert_ptr_nonnull(buf);
-        }
-    }
-    fclose(f);
-    buf[len] = '\0';
-    return buf;
-}
 
 /* Runs the game with its output in files under dir; returns the exit
  * status (128 + signal if killed) and the output in *out, *err. */
@@ -52,34 +20,18 @@ static int run_game(const char *dir, char **out, char **err)
     char op[4200], ep[4200];
     snprintf(op, sizeof op, "%s/stdout", dir);
     snprintf(ep, sizeof ep, "%s/stderr", dir);
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        int fo = open(op, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int fe = open(ep, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
-            _exit(127);
-        setenv("TMPDIR", dir, 1); /* its temp dir goes under ours */
-        execl(game, game, (char *)NULL);
-        _exit(127);
-    }
-    int st;
-    for (long waited = 0;; waited += 10) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        ck_assert_int_ge(r, 0);
-        if (r == pid)
-            break;
-        if (waited >= GAME_TIMEOUT_MS) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            ck_abort_msg("example_game did not exit within %d ms", GAME_TIMEOUT_MS);
-        }
-        sleep_ms(10);
-    }
-    *out = slurp(op);
-    *err = slurp(ep);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    /* its temp dir goes under ours: the child inherits TMPDIR */
+    const char *had = getenv("TMPDIR");
+    char *old = had ? strdup(had) : NULL;
+    ck_assert_int_eq(setenv("TMPDIR", dir, 1), 0);
+    const char *argv[] = {game, NULL};
+    pid_t pid = tu_spawn(argv, NULL, op, ep);
+    ck_assert_int_eq(old ? setenv("TMPDIR", old, 1) : unsetenv("TMPDIR"), 0);
+    free(old);
+    int status = tu_wait_exit(pid, GAME_TIMEOUT_MS, "example_game");
+    *out = tu_slurp(op, NULL);
+    *err = tu_slurp(ep, NULL);
+    return status;
 }
 
 static const char *const KEY_LINES[] = {

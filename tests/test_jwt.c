@@ -4,15 +4,12 @@
 #include "crdtdb.h"
 
 #include <check.h>
-#include <fcntl.h>
 #include <jwt.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "tests/testutil.h"
 #include "transport/jwt.h"
@@ -23,88 +20,10 @@ static const char SECRET[] = "test secret: 0123456789abcdef0123456789";
 static const char OTHER[] = "another secret, 0123456789abcdef01234567";
 
 /* Keys made by the openssl command in keydir, and their bytes. */
-typedef struct pem {
-    char path[4096];
-    char *data;
-    size_t len;
-} pem;
 static char *keydir;
-static pem rsa_priv, rsa_pub, ec_priv, ec_pub, rsa_small, ec384, rsa_enc;
+static tu_pem rsa_priv, rsa_pub, ec_priv, ec_pub, rsa_small, ec384, rsa_enc;
 
 /* ------------------------------------------------------------- helpers */
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot read %s", path);
-    size_t cap = 1024, n = 0, r;
-    char *buf = malloc(cap);
-    ck_assert_ptr_nonnull(buf);
-    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0)
-        if ((n += r) == cap - 1)
-            ck_assert_ptr_nonnull(buf = realloc(buf, cap *= 2));
-    fclose(f);
-    buf[n] = '\0';
-    if (len)
-        *len = n;
-    return buf;
-}
-
-static void spit(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(p, 1, n, f), n);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
-/* Runs argv[0] (searched in PATH) with stdout to out_path (or /dev/null)
- * and stderr to /dev/null; the exit status, 127 if it could not run. */
-static int run(const char *const *argv, const char *out_path)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        int fo = open(out_path ? out_path : "/dev/null",
-                      O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int fe = open("/dev/null", O_WRONLY);
-        int fi = open("/dev/null", O_RDONLY); /* never prompt */
-        if (fo < 0 || fe < 0 || fi < 0 || dup2(fo, 1) < 0 ||
-            dup2(fe, 2) < 0 || dup2(fi, 0) < 0)
-            _exit(127);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static void genkey(pem *k, const char *name, const char *const *opts)
-{
-    const char *argv[16] = {"openssl", "genpkey"};
-    int n = 2;
-    snprintf(k->path, sizeof k->path, "%s/%s", keydir, name);
-    while (*opts)
-        argv[n++] = *opts++;
-    argv[n++] = "-out";
-    argv[n++] = k->path;
-    argv[n] = NULL;
-    ck_assert_msg(run(argv, NULL) == 0,
-                  "openssl genpkey failed (is the openssl command "
-                  "installed?  .ci/install-deps)");
-    k->data = slurp(k->path, &k->len);
-}
-
-static void pubkey(pem *pub, const pem *priv, const char *name)
-{
-    snprintf(pub->path, sizeof pub->path, "%s/%s", keydir, name);
-    const char *argv[] = {"openssl", "pkey",    "-in", priv->path,
-                          "-pubout", "-out", pub->path, NULL};
-    ck_assert_int_eq(run(argv, NULL), 0);
-    pub->data = slurp(pub->path, &pub->len);
-}
 
 static void make_keys(void)
 {
@@ -120,18 +39,18 @@ static void make_keys(void)
     const char *enc[] = {"-algorithm", "EC", "-pkeyopt",
                          "ec_paramgen_curve:P-256", "-aes256", "-pass",
                          "pass:secret", NULL};
-    genkey(&rsa_priv, "rsa.pem", rsa);
-    pubkey(&rsa_pub, &rsa_priv, "rsa.pub");
-    genkey(&ec_priv, "ec.pem", ec);
-    pubkey(&ec_pub, &ec_priv, "ec.pub");
-    genkey(&rsa_small, "rsa1024.pem", small);
-    genkey(&ec384, "ec384.pem", p384);
-    genkey(&rsa_enc, "enc.pem", enc);
+    tu_genkey(&rsa_priv, keydir, "rsa.pem", rsa);
+    tu_pubkey(&rsa_pub, &rsa_priv, keydir, "rsa.pub");
+    tu_genkey(&ec_priv, keydir, "ec.pem", ec);
+    tu_pubkey(&ec_pub, &ec_priv, keydir, "ec.pub");
+    tu_genkey(&rsa_small, keydir, "rsa1024.pem", small);
+    tu_genkey(&ec384, keydir, "ec384.pem", p384);
+    tu_genkey(&rsa_enc, keydir, "enc.pem", enc);
 }
 
 static void free_keys(void)
 {
-    pem *all[] = {&rsa_priv, &rsa_pub, &ec_priv, &ec_pub, &rsa_small, &ec384,
+    tu_pem *all[] = {&rsa_priv, &rsa_pub, &ec_priv, &ec_pub, &rsa_small, &ec384,
                   &rsa_enc};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         free(all[i]->data);
@@ -153,20 +72,9 @@ static crdtdb_jwt_key *hs_key(const char *secret)
     return key_of(CRDTDB_JWT_HS256, secret, strlen(secret));
 }
 
-static crdtdb_jwt_key *pem_key(crdtdb_jwt_alg alg, const pem *p)
+static crdtdb_jwt_key *pem_key(crdtdb_jwt_alg alg, const tu_pem *p)
 {
     return key_of(alg, p->data, p->len);
-}
-
-/* Mints a token for sub; malloc'd. */
-static char *mint(const crdtdb_jwt_key *k, const char *sub, int64_t now,
-                  uint64_t ttl)
-{
-    crdtdb_buf out = CRDTDB_BUF_INIT;
-    int rc = crdtdb_jwt_mint(k, sub, now, ttl, &out);
-    ck_assert_msg(rc == 0, "mint: %s", crdtdb_errname(rc));
-    ck_assert_uint_eq(out.len, strlen((char *)out.data));
-    return (char *)out.data;
 }
 
 /* tok must verify under k at now with leeway, naming want. */
@@ -204,29 +112,6 @@ static void refused(const crdtdb_jwt_key *k, const char *tok, int want,
                     const char *msg)
 {
     refused_n(k, tok, strlen(tok), NOW, 0, want, msg);
-}
-
-static char *b64url(const void *p, size_t n)
-{
-    size_t cap = sodium_base64_encoded_len(n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    char *s = malloc(cap);
-    ck_assert_ptr_nonnull(s);
-    sodium_bin2base64(s, cap, p, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    return s;
-}
-
-/* header.payload.sig built by hand; malloc'd. */
-static char *craft(const char *header, const char *payload, const char *sig)
-{
-    char *h = b64url(header, strlen(header));
-    char *p = b64url(payload, strlen(payload));
-    size_t n = strlen(h) + strlen(p) + strlen(sig) + 3;
-    char *t = malloc(n);
-    ck_assert_ptr_nonnull(t);
-    snprintf(t, n, "%s.%s.%s", h, p, sig);
-    free(h);
-    free(p);
-    return t;
 }
 
 /* A token with these claims, signed by libjwt itself with alg and key
@@ -271,7 +156,7 @@ static char *header_of(const char *tok)
 START_TEST(hs256_round_trip)
 {
     crdtdb_jwt_key *k = hs_key(SECRET), *same = hs_key(SECRET);
-    char *tok = mint(k, "alice", NOW, 3600);
+    char *tok = tu_jwt_mint(k, "alice", NOW, 3600);
     char *h = header_of(tok);
     ck_assert_ptr_nonnull(strstr(h, "\"alg\":\"HS256\""));
     free(h);
@@ -279,13 +164,13 @@ START_TEST(hs256_round_trip)
     accepted(same, tok, NOW + 3599, 0, "alice");
     accepted(k, tok, NOW - 1000, 0, "alice"); /* iat is not checked */
     free(tok);
-    tok = mint(k, "Zo\xc3\xab \xe2\x98\x83", NOW, 1);
+    tok = tu_jwt_mint(k, "Zo\xc3\xab \xe2\x98\x83", NOW, 1);
     accepted(k, tok, NOW, 0, "Zo\xc3\xab \xe2\x98\x83");
     free(tok);
     char max[CRDTDB_ID_MAX + 1];
     memset(max, 'm', CRDTDB_ID_MAX);
     max[CRDTDB_ID_MAX] = '\0';
-    tok = mint(k, max, NOW, 60);
+    tok = tu_jwt_mint(k, max, NOW, 60);
     accepted(k, tok, NOW, 0, max);
     free(tok);
     crdtdb_jwt_key_close(k);
@@ -297,7 +182,7 @@ END_TEST
 START_TEST(expiry_and_leeway)
 {
     crdtdb_jwt_key *k = hs_key(SECRET);
-    char *tok = mint(k, "alice", NOW, 3600);
+    char *tok = tu_jwt_mint(k, "alice", NOW, 3600);
     accepted(k, tok, NOW + 3599, 0, "alice");
     refused_n(k, tok, strlen(tok), NOW + 3600, 0, CRDTDB_EAUTH, "expired");
     refused_n(k, tok, strlen(tok), NOW + 99999, 0, CRDTDB_EAUTH, "expired");
@@ -387,7 +272,7 @@ START_TEST(claims_checked)
         "[\"sub\",\"a\"]",
     };
     for (size_t i = 0; i < sizeof crafted / sizeof *crafted; i++) {
-        char *unsigned_tok = craft("{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
+        char *unsigned_tok = tu_jwt_craft("{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
                                    crafted[i], "");
         size_t n = strlen(unsigned_tok) - 1; /* signed: header.payload */
         crypto_auth_hmacsha256_state st;
@@ -395,7 +280,7 @@ START_TEST(claims_checked)
                                     strlen(SECRET));
         crypto_auth_hmacsha256_update(&st, (unsigned char *)unsigned_tok, n);
         crypto_auth_hmacsha256_final(&st, mac);
-        char *sig = b64url(mac, sizeof mac);
+        char *sig = tu_b64url(mac, sizeof mac);
         size_t tn = n + 1 + strlen(sig) + 1;
         char *t = malloc(tn);
         ck_assert_ptr_nonnull(t);
@@ -412,14 +297,14 @@ END_TEST
 START_TEST(wrong_secret_and_tampering)
 {
     crdtdb_jwt_key *k = hs_key(SECRET), *other = hs_key(OTHER);
-    char *tok = mint(other, "alice", NOW, 3600);
+    char *tok = tu_jwt_mint(other, "alice", NOW, 3600);
     refused(k, tok, CRDTDB_EAUTH, "bad token signature");
     accepted(other, tok, NOW, 0, "alice");
     free(tok);
 
-    tok = mint(k, "alice", NOW, 3600);
+    tok = tu_jwt_mint(k, "alice", NOW, 3600);
     /* Another payload under the same signature. */
-    char *evil = craft("{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
+    char *evil = tu_jwt_craft("{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
                        "{\"exp\":1800000000,\"iat\":1700000000,\"sub\":\"root\"}",
                        strrchr(tok, '.') + 1);
     refused(k, evil, CRDTDB_EAUTH, "bad token signature");
@@ -456,7 +341,7 @@ START_TEST(alg_none_refused)
     crdtdb_jwt_key *hs = hs_key(SECRET), *rs = pem_key(CRDTDB_JWT_RS256, &rsa_pub);
     const char *payload = "{\"sub\":\"root\",\"exp\":1800000000}";
     /* The classic form, with an empty signature. */
-    char *tok = craft("{\"alg\":\"none\",\"typ\":\"JWT\"}", payload, "");
+    char *tok = tu_jwt_craft("{\"alg\":\"none\",\"typ\":\"JWT\"}", payload, "");
     refused(hs, tok, CRDTDB_EAUTH, NULL);
     refused(rs, tok, CRDTDB_EAUTH, NULL);
     /* libjwt alone would take it when given no key: the pitfall. */
@@ -469,7 +354,7 @@ START_TEST(alg_none_refused)
         "{\"alg\":\"none\",\"typ\":\"JWT\"}", "{\"alg\":\"None\"}",
         "{\"alg\":\"NONE\",\"typ\":\"JWT\"}", "{\"alg\":\"nOnE\"}"};
     for (size_t i = 0; i < sizeof heads / sizeof *heads; i++) {
-        tok = craft(heads[i], payload, "c2ln");
+        tok = tu_jwt_craft(heads[i], payload, "c2ln");
         refused(hs, tok, CRDTDB_EAUTH, "alg none");
         refused(rs, tok, CRDTDB_EAUTH, "alg none");
         free(tok);
@@ -480,7 +365,7 @@ START_TEST(alg_none_refused)
         "{\"alg\":\"ES256\"}", "{\"alg\":\"PS256\"}", "{\"alg\":\"HS256 \"}",
         "{\"alg\":1}", "{}", "{\"typ\":\"JWT\"}"};
     for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
-        tok = craft(others[i], payload, "c2ln");
+        tok = tu_jwt_craft(others[i], payload, "c2ln");
         refused(hs, tok, CRDTDB_EAUTH, "algorithm");
         free(tok);
     }
@@ -490,7 +375,7 @@ START_TEST(alg_none_refused)
         "{\"alg\":\"HS256\",\"alg\":\"HS256\"}",
         "{\"alg\":\"HS256\",\"crit\":[\"exp\"]}"};
     for (size_t i = 0; i < sizeof heads2 / sizeof *heads2; i++) {
-        tok = craft(heads2[i], payload, "c2ln");
+        tok = tu_jwt_craft(heads2[i], payload, "c2ln");
         refused(hs, tok, CRDTDB_EAUTH, NULL);
         free(tok);
     }
@@ -522,11 +407,11 @@ START_TEST(algorithm_confusion)
     /* RS256 to an ES256 key and back; a token of another RSA key. */
     crdtdb_jwt_key *rsp = pem_key(CRDTDB_JWT_RS256, &rsa_priv);
     crdtdb_jwt_key *esp = pem_key(CRDTDB_JWT_ES256, &ec_priv);
-    tok = mint(rsp, "alice", NOW, 60);
+    tok = tu_jwt_mint(rsp, "alice", NOW, 60);
     refused(es, tok, CRDTDB_EAUTH, "algorithm");
     refused(esp, tok, CRDTDB_EAUTH, "algorithm");
     free(tok);
-    tok = mint(esp, "alice", NOW, 60);
+    tok = tu_jwt_mint(esp, "alice", NOW, 60);
     refused(rs, tok, CRDTDB_EAUTH, "algorithm");
     free(tok);
     /* The same header, another key pair: the signature fails. */
@@ -541,11 +426,11 @@ START_TEST(algorithm_confusion)
 }
 END_TEST
 
-static void pem_round_trip(crdtdb_jwt_alg alg, const pem *priv,
-                           const pem *pub)
+static void pem_round_trip(crdtdb_jwt_alg alg, const tu_pem *priv,
+                           const tu_pem *pub)
 {
     crdtdb_jwt_key *sk = pem_key(alg, priv), *pk = pem_key(alg, pub);
-    char *tok = mint(sk, "carol", NOW, 600);
+    char *tok = tu_jwt_mint(sk, "carol", NOW, 600);
     char *h = header_of(tok);
     ck_assert_ptr_nonnull(
         strstr(h, alg == CRDTDB_JWT_RS256 ? "\"RS256\"" : "\"ES256\""));
@@ -567,7 +452,7 @@ static void pem_round_trip(crdtdb_jwt_alg alg, const pem *priv,
     memcpy(both, pub->data, pub->len);
     memcpy(both + pub->len, priv->data, priv->len);
     crdtdb_jwt_key *bk = key_of(alg, both, n);
-    tok = mint(bk, "dave", NOW, 60);
+    tok = tu_jwt_mint(bk, "dave", NOW, 60);
     accepted(pk, tok, NOW, 0, "dave");
     free(tok);
     free(both);
@@ -587,7 +472,7 @@ START_TEST(es256_round_trip)
     pem_round_trip(CRDTDB_JWT_ES256, &ec_priv, &ec_pub);
     /* ECDSA signatures differ each time; both verify. */
     crdtdb_jwt_key *sk = pem_key(CRDTDB_JWT_ES256, &ec_priv);
-    char *a = mint(sk, "x", NOW, 60), *b = mint(sk, "x", NOW, 60);
+    char *a = tu_jwt_mint(sk, "x", NOW, 60), *b = tu_jwt_mint(sk, "x", NOW, 60);
     ck_assert_str_ne(a, b);
     accepted(sk, a, NOW, 0, "x");
     accepted(sk, b, NOW, 0, "x");
@@ -669,7 +554,7 @@ START_TEST(garbage_refused)
         refused(rs, bad[i], CRDTDB_EAUTH, NULL);
     }
     /* A NUL inside the given length. */
-    char *tok = mint(k, "alice", NOW, 60);
+    char *tok = tu_jwt_mint(k, "alice", NOW, 60);
     size_t n = strlen(tok);
     char *nul = malloc(n + 2);
     ck_assert_ptr_nonnull(nul);
@@ -748,7 +633,7 @@ START_TEST(key_open_refusals)
     /* PEM keys of the wrong kind. */
     static const struct {
         crdtdb_jwt_alg alg;
-        const pem *p;
+        const tu_pem *p;
     } wrong[] = {
         {CRDTDB_JWT_RS256, &ec_pub},  {CRDTDB_JWT_RS256, &ec_priv},
         {CRDTDB_JWT_ES256, &rsa_pub}, {CRDTDB_JWT_ES256, &rsa_priv},
@@ -922,7 +807,7 @@ START_TEST(bearer_token)
 
     /* What it finds, verify takes. */
     crdtdb_jwt_key *k = hs_key(SECRET);
-    char *t = mint(k, "eve", NOW, 60);
+    char *t = tu_jwt_mint(k, "eve", NOW, 60);
     snprintf(buf, sizeof buf, "%s, crdtdb-sync", t);
     ck_assert_int_eq(crdtdb__bearer_token(NULL, 0, buf, strlen(buf), &tok, &n),
                      0);
@@ -951,8 +836,8 @@ static int cli_token(char **out, const char *const *args)
     argv[n] = NULL;
     char path[4200];
     snprintf(path, sizeof path, "%s/stdout", keydir);
-    int st = run(argv, path);
-    *out = slurp(path, NULL);
+    int st = tu_run_cmd(argv, path);
+    *out = tu_slurp(path, NULL);
     return st;
 }
 
@@ -977,7 +862,7 @@ START_TEST(cli_mints_tokens)
     char secret_file[4200], short_file[4200], *out;
     snprintf(secret_file, sizeof secret_file, "%s/secret", keydir);
     snprintf(short_file, sizeof short_file, "%s/short", keydir);
-    spit(secret_file, SECRET, strlen(SECRET));
+    tu_spit(secret_file, SECRET, strlen(SECRET));
     crdtdb_jwt_key *k = hs_key(SECRET);
 
     const char *a1[] = {"--secret-file", secret_file, "--sub", "alice",
@@ -989,7 +874,7 @@ START_TEST(cli_mints_tokens)
     /* A trailing newline is not part of the secret; default ttl 1h. */
     char with_nl[128];
     snprintf(with_nl, sizeof with_nl, "%s\n", SECRET);
-    spit(secret_file, with_nl, strlen(with_nl));
+    tu_spit(secret_file, with_nl, strlen(with_nl));
     const char *a2[] = {"--sub=bob", "--secret-file=", NULL};
     char opt[4300];
     snprintf(opt, sizeof opt, "--secret-file=%s", secret_file);
@@ -1023,7 +908,7 @@ START_TEST(cli_mints_tokens)
     free(out);
 
     /* Failures print nothing on stdout. */
-    spit(short_file, "too short\n", 10);
+    tu_spit(short_file, "too short\n", 10);
     const char *f1[] = {"--secret-file", short_file, "--sub", "a", NULL};
     const char *f2[] = {"--alg", "RS256", "--key-file", rsa_pub.path,
                         "--sub", "a", NULL}; /* public only */

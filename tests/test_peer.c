@@ -10,23 +10,19 @@
 
 #include "tests/replica.h"
 #include "tests/testutil.h"
+#include "tests/wsutil.h"
 
 static uint64_t now = 1700000000000ull;
 static replica S1, S2, A, B; /* two server envs; A a client of S1, B of S2 */
 static crdtdb_server *srv1, *srv2;
 static crdtdb_client *ca, *cb;
 static char url1[64], url2[64];
+/* What spin runs: both servers and both clients above. */
+static const tu_net NET = {{&srv1, &srv2}, {&ca, &cb}, 1};
 
 static void log_line(void *ctx, const char *line)
 {
     fprintf(stderr, "%s: %s\n", (const char *)ctx, line);
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static crdtdb_server *server(replica *r, const char *name, char *url, size_t n, void *loop)
@@ -85,43 +81,13 @@ static void teardown(void)
     replica_free(&S2);
 }
 
-typedef struct want {
-    crdtdb_db *db;
-    const char *coll, *id, *json; /* json NULL: absent */
-} want;
+/* Runs everything that exists until cond holds or ms pass. */
+static int spin(tu_cond cond, void *arg, int ms) { return tu_spin(&NET, cond, arg, ms); }
 
-static int holds(const want *w)
-{
-    char *g = tu_get(w->db, w->coll, w->id);
-    int ok = w->json ? g && strcmp(g, w->json) == 0 : !g;
-    free(g);
-    return ok;
-}
-
-/* Runs everything that exists until w holds or ms pass. */
-static int spin_until(const want *w, int ms)
-{
-    uint64_t deadline = mono_ms() + (uint64_t)ms;
-    while (mono_ms() < deadline) {
-        if (srv1)
-            ck_assert_int_eq(crdtdb_server_run(srv1, 1), 0);
-        if (srv2)
-            ck_assert_int_eq(crdtdb_server_run(srv2, 1), 0);
-        if (ca)
-            ck_assert_int_eq(crdtdb_client_run(ca, 1), 0);
-        if (cb)
-            ck_assert_int_eq(crdtdb_client_run(cb, 1), 0);
-        if (w && holds(w))
-            return 1;
-    }
-    return 0;
-}
-
+/* Spins until (coll, id) of db reads as json (NULL: absent), 10 s at most. */
 static void expect(crdtdb_db *db, const char *coll, const char *id, const char *json)
 {
-    want w = {db, coll, id, json};
-    ck_assert_msg(spin_until(&w, 10000), "%s/%s never became %s", coll, id,
-                  json ? json : "absent");
+    tu_expect(&NET, db, coll, id, json);
 }
 
 START_TEST(peered_servers_carry_writes_between_their_clients)
@@ -145,7 +111,7 @@ START_TEST(peered_servers_carry_writes_between_their_clients)
     srv1 = NULL;
     put(&B, "add", "players", "bob", "{\"hp\":7}");
     put(&A, "add", "players", "cy", "{\"hp\":3}");
-    spin_until(NULL, 200);
+    spin(NULL, NULL, 200);
     srv1 = server(&S1, "s1", url1, sizeof url1, NULL); /* a new port: relink */
     crdtdb_client_close(ca);
     ca = client(&A, url1, NULL);
@@ -179,7 +145,7 @@ START_TEST(peering_only_listed_databases)
     uint8_t v[] = {0x81, 0xa1, 'x', 0x01}; /* {"x":1} */
     ck_assert_int_eq(crdtdb_db_add(o2, NULL, "players", "zed", v, sizeof v), 0);
     expect(S1.db, "players", "ann", "{\"hp\":1}");
-    spin_until(NULL, 300);
+    spin(NULL, NULL, 300);
     char *g = tu_get(o1, "players", "zed"); /* "other" is not peered */
     ck_assert_ptr_null(g);
     crdtdb_db_close(o1);
@@ -187,12 +153,12 @@ START_TEST(peering_only_listed_databases)
 }
 END_TEST
 
-static int uv_until(uv_loop_t *loop, const want *w, int ms)
+static int uv_until(uv_loop_t *loop, tu_want *w, int ms)
 {
-    uint64_t deadline = mono_ms() + (uint64_t)ms;
-    while (mono_ms() < deadline) {
+    uint64_t deadline = tu_mono_ms() + (uint64_t)ms;
+    while (tu_mono_ms() < deadline) {
         uv_run(loop, UV_RUN_NOWAIT);
-        if (holds(w))
+        if (tu_holds(w))
             return 1;
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
@@ -210,10 +176,10 @@ START_TEST(libuv_loop_drives_server_and_clients)
     cb = client(&B, url1, &loop);
     ck_assert_int_eq(crdtdb_client_run(ca, 0), CRDTDB_EINVAL);
     put(&A, "add", "players", "ann", "{\"hp\":10}");
-    want w = {B.db, "players", "ann", "{\"hp\":10}"};
+    tu_want w = {B.db, "players", "ann", "{\"hp\":10}"};
     ck_assert(uv_until(&loop, &w, 10000));
     put(&B, "update", "players", "ann", "{\"hp\":4}");
-    want w2 = {A.db, "players", "ann", "{\"hp\":4}"};
+    tu_want w2 = {A.db, "players", "ann", "{\"hp\":4}"};
     ck_assert(uv_until(&loop, &w2, 10000));
     crdtdb_client_close(ca);
     crdtdb_client_close(cb);

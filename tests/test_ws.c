@@ -2,8 +2,6 @@
  * real clients, all driven from this thread through their run functions. */
 #include <arpa/inet.h>
 #include <check.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -15,11 +13,11 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tests/replica.h"
 #include "tests/testutil.h"
+#include "tests/wsutil.h"
 
 /*
  * libwebsockets 4.1.6 never frees a client's OpenSSL context (its CA store
@@ -42,19 +40,14 @@ static crdtdb_client *ca, *cb, *cc;
 static pid_t kid; /* a server in a child process (some tests) */
 static char url[64];
 static int log_lines;
+/* What spin runs: the server and the clients above. */
+static const tu_net NET = {{&srv}, {&ca, &cb, &cc}, 2};
 
 static void log_line(void *ctx, const char *line)
 {
     (void)ctx;
     log_lines++;
     fprintf(stderr, "server: %s\n", line);
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void start_server(crdtdb_sync_mode mode)
@@ -111,26 +104,8 @@ static void teardown(void)
     replica_free(&S);
 }
 
-typedef int (*cond_fn)(void *arg);
-
 /* Runs server and clients until cond holds or ms pass; 1 if it held. */
-static int spin(cond_fn cond, void *arg, int ms)
-{
-    uint64_t deadline = mono_ms() + (uint64_t)ms;
-    while (mono_ms() < deadline) {
-        if (srv)
-            ck_assert_int_eq(crdtdb_server_run(srv, 2), 0);
-        if (ca)
-            ck_assert_int_eq(crdtdb_client_run(ca, 2), 0);
-        if (cb)
-            ck_assert_int_eq(crdtdb_client_run(cb, 2), 0);
-        if (cc)
-            ck_assert_int_eq(crdtdb_client_run(cc, 2), 0);
-        if (cond && cond(arg))
-            return 1;
-    }
-    return 0;
-}
+static int spin(tu_cond cond, void *arg, int ms) { return tu_spin(&NET, cond, arg, ms); }
 
 static int both_connected(void *arg)
 {
@@ -139,24 +114,11 @@ static int both_connected(void *arg)
            (!cc || crdtdb_client_connected(cc));
 }
 
-typedef struct want {
-    crdtdb_db *db;
-    const char *coll, *id, *json;
-} want;
-
-static int has(void *arg)
-{
-    want *w = arg;
-    char *g = tu_get(w->db, w->coll, w->id);
-    int ok = g && (!w->json || strcmp(g, w->json) == 0);
-    free(g);
-    return ok;
-}
-
+/* Spins until (coll, id) of db reads as json (NULL: absent, TU_ANY: any
+ * value), 10 s at most. */
 static void wait_for(crdtdb_db *db, const char *coll, const char *id, const char *json)
 {
-    want w = {db, coll, id, json};
-    ck_assert_msg(spin(has, &w, 10000), "%s/%s never became %s", coll, id, json ? json : "set");
+    tu_expect(&NET, db, coll, id, json);
 }
 
 START_TEST(two_clients_one_database)
@@ -172,12 +134,8 @@ START_TEST(two_clients_one_database)
     wait_for(A.db, "players", "ann", "{\"hp\":9,\"pos\":{\"x\":1}}");
     put(&B, "add", "moves", "m1", "{\"to\":\"e4\"}");
     put(&A, "remove", "players", "ann", NULL);
-    wait_for(A.db, "moves", "m1", NULL);
-    want gone = {B.db, "players", "ann", NULL};
-    uint64_t deadline = mono_ms() + 10000;
-    while (has(&gone) && mono_ms() < deadline)
-        spin(NULL, NULL, 5);
-    ck_assert(!has(&gone));
+    wait_for(A.db, "moves", "m1", TU_ANY);
+    wait_for(B.db, "players", "ann", NULL); /* gone */
     ck_assert_int_gt(log_lines, 0);
 }
 END_TEST
@@ -260,7 +218,7 @@ START_TEST(offline_writes_then_reconnect)
     cb = client(&B);
     ck_assert(spin(both_connected, NULL, 10000));
     put(&A, "add", "players", "ann", "{\"hp\":10,\"pos\":{\"x\":1,\"y\":1}}");
-    wait_for(B.db, "players", "ann", NULL);
+    wait_for(B.db, "players", "ann", TU_ANY);
     crdtdb_client_close(ca);
     ca = NULL;
     /* offline on A, online on B: concurrent changes to different fields */
@@ -269,7 +227,7 @@ START_TEST(offline_writes_then_reconnect)
     put(&A, "add", "moves", "a1", "{\"by\":\"A\"}");
     put(&B, "update", "players", "ann", "{\"pos\":{\"y\":7}}");
     put(&B, "add", "moves", "b1", "{\"by\":\"B\"}");
-    wait_for(S.db, "moves", "b1", NULL);
+    wait_for(S.db, "moves", "b1", TU_ANY);
     spin(NULL, NULL, 50);
     ck_assert_ptr_null(tu_get(B.db, "moves", "a1"));
     ca = client(&A);
@@ -303,70 +261,6 @@ START_TEST(server_to_client_mode)
 }
 END_TEST
 
-/* A hand-made WebSocket client that sends garbage after the upgrade. */
-typedef struct raw {
-    int fd;
-    char in[8192];
-    size_t len;
-    int eof;
-} raw;
-
-static void raw_read(raw *r)
-{
-    for (;;) {
-        if (r->len == sizeof r->in)
-            r->len = 0;
-        ssize_t n = recv(r->fd, r->in + r->len, sizeof r->in - r->len, 0);
-        if (n > 0) {
-            r->len += (size_t)n;
-            continue;
-        }
-        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-            r->eof = 1;
-        return;
-    }
-}
-
-static int raw_upgraded(void *arg)
-{
-    raw *r = arg;
-    raw_read(r);
-    r->in[r->len < sizeof r->in ? r->len : sizeof r->in - 1] = 0;
-    return r->eof || strstr(r->in, "\r\n\r\n") != NULL;
-}
-
-static int raw_closed(void *arg)
-{
-    raw *r = arg;
-    raw_read(r);
-    return r->eof;
-}
-
-static void raw_open(raw *r, int port, const char *path)
-{
-    memset(r, 0, sizeof *r);
-    r->fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(r->fd, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(r->fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK);
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\n"
-                     "Host: 127.0.0.1\r\n"
-                     "Upgrade: websocket\r\n"
-                     "Connection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     "Sec-WebSocket-Version: 13\r\n"
-                     "Sec-WebSocket-Protocol: crdtdb-sync\r\n\r\n",
-                     path);
-    ck_assert_int_eq(send(r->fd, req, (size_t)n, 0), (ssize_t)n);
-}
-
 START_TEST(garbage_closes_only_that_connection)
 {
     start_server(CRDTDB_SYNC_TWO_WAY);
@@ -374,22 +268,15 @@ START_TEST(garbage_closes_only_that_connection)
     ck_assert(spin(both_connected, NULL, 10000));
     uint64_t before;
     ck_assert_int_eq(crdtdb_db_seq(S.db, NULL, &before), 0);
-    raw r;
-    raw_open(&r, crdtdb_server_port(srv), "/v1/db/game");
-    ck_assert(spin(raw_upgraded, &r, 10000));
+    tu_raw r;
+    tu_raw_open(&r, crdtdb_server_port(srv), "/v1/db/game", NULL);
+    ck_assert(spin(tu_raw_answered, &r, 10000));
     ck_assert_msg(strstr(r.in, " 101 ") != NULL, "no upgrade: %s", r.in);
     /* a frame announcing 8 bytes of something that is not msgpack */
     uint8_t payload[12] = {0, 0, 0, 8, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1};
-    uint8_t frame[2 + 4 + sizeof payload];
-    const uint8_t mask[4] = {0x12, 0x34, 0x56, 0x78};
-    frame[0] = 0x82; /* FIN, binary */
-    frame[1] = 0x80 | sizeof payload;
-    memcpy(frame + 2, mask, 4);
-    for (size_t i = 0; i < sizeof payload; i++)
-        frame[6 + i] = payload[i] ^ mask[i % 4];
     r.len = 0;
-    ck_assert_int_eq(send(r.fd, frame, sizeof frame, 0), (ssize_t)sizeof frame);
-    ck_assert_msg(spin(raw_closed, &r, 10000), "the server kept the connection");
+    tu_ws_send(&NET, &r, payload, sizeof payload);
+    ck_assert_msg(spin(tu_raw_closed, &r, 10000), "the server kept the connection");
     /* it was told why: an error frame, then a close with status 1002 */
     int saw_close = 0;
     for (size_t i = 0; i + 3 < r.len; i++)
@@ -417,17 +304,17 @@ static int count_db(void *ctx, const char *id)
 START_TEST(bad_path_is_refused)
 {
     start_server(CRDTDB_SYNC_TWO_WAY);
-    raw r;
-    raw_open(&r, crdtdb_server_port(srv), "/elsewhere");
-    spin(raw_upgraded, &r, 10000);
+    tu_raw r;
+    tu_raw_open(&r, crdtdb_server_port(srv), "/elsewhere", NULL);
+    spin(tu_raw_answered, &r, 10000);
     ck_assert_msg(strstr(r.in, " 101 ") == NULL, "upgraded a bad path: %s", r.in);
     close(r.fd);
     /* an id one byte over the limit: refused before anything is copied */
     char path[300] = "/v1/db/";
     memset(path + 7, 'x', CRDTDB_ID_MAX + 1);
     path[7 + CRDTDB_ID_MAX + 1] = 0;
-    raw_open(&r, crdtdb_server_port(srv), path);
-    spin(raw_upgraded, &r, 10000);
+    tu_raw_open(&r, crdtdb_server_port(srv), path, NULL);
+    spin(tu_raw_answered, &r, 10000);
     ck_assert_msg(strstr(r.in, " 101 ") == NULL, "upgraded a too long id: %s", r.in);
     close(r.fd);
     int n = 0;
@@ -445,16 +332,16 @@ START_TEST(url_encoded_database_id)
     ck_assert(spin(both_connected, NULL, 10000));
     put(&A, "add", "players", "x", "{\"n\":1}");
     crdtdb_db *db = NULL;
-    uint64_t deadline = mono_ms() + 10000;
-    while (mono_ms() < deadline) {
+    uint64_t deadline = tu_mono_ms() + 10000;
+    while (tu_mono_ms() < deadline) {
         spin(NULL, NULL, 5);
         if (!db && crdtdb_db_open(S.env, "team a/b%41", &db) != 0)
             db = NULL;
-        if (db && has(&(want){db, "players", "x", "{\"n\":1}"}))
+        if (db && tu_holds(&(tu_want){db, "players", "x", "{\"n\":1}"}))
             break;
     }
     ck_assert_ptr_nonnull(db);
-    ck_assert(has(&(want){db, "players", "x", "{\"n\":1}"}));
+    ck_assert(tu_holds(&(tu_want){db, "players", "x", "{\"n\":1}"}));
     crdtdb_db_close(db);
 }
 END_TEST
@@ -523,8 +410,8 @@ static void server_child(const char *dir, int port, int fd)
         o.collections = COLLS;
         o.ncoll = 2;
         /* the old listener's port may still be held for a moment */
-        uint64_t deadline = mono_ms() + 5000;
-        while (crdtdb_server_open(env, &o, &s) == CRDTDB_EIO && mono_ms() < deadline)
+        uint64_t deadline = tu_mono_ms() + 5000;
+        while (crdtdb_server_open(env, &o, &s) == CRDTDB_EIO && tu_mono_ms() < deadline)
             s = NULL;
         if (s) {
             h.port = crdtdb_server_port(s);
@@ -534,8 +421,8 @@ static void server_child(const char *dir, int port, int fd)
     if (write(fd, &h, sizeof h) != (ssize_t)sizeof h || !s)
         _exit(2);
     close(fd);
-    uint64_t lifetime = mono_ms() + 60000;
-    while (!child_stop && mono_ms() < lifetime)
+    uint64_t lifetime = tu_mono_ms() + 60000;
+    while (!child_stop && tu_mono_ms() < lifetime)
         if (crdtdb_server_run(s, 10))
             _exit(3);
     crdtdb_server_close(s);
@@ -602,8 +489,8 @@ START_TEST(server_killed_mid_stream)
     ca = client(&A);
 
     /* stream until the server has acknowledged part, not all */
-    uint64_t acked = 0, deadline = mono_ms() + 20000;
-    while (mono_ms() < deadline && (acked = acked_by(A.db, h.id)) == 0)
+    uint64_t acked = 0, deadline = tu_mono_ms() + 20000;
+    while (tu_mono_ms() < deadline && (acked = acked_by(A.db, h.id)) == 0)
         ck_assert_int_eq(crdtdb_client_run(ca, 1), 0);
     ck_assert_msg(acked > 0, "the server acknowledged nothing");
     ck_assert_msg(acked < last, "the stream ended before the kill (acked %llu of %llu)",
@@ -639,8 +526,8 @@ START_TEST(server_killed_mid_stream)
     /* a new server on the same dir and port; the client comes back alone */
     kid = spawn_server(port, &h);
     ck_assert_int_eq(h.port, port);
-    deadline = mono_ms() + 20000;
-    while (mono_ms() < deadline && acked_by(A.db, h.id) < last)
+    deadline = tu_mono_ms() + 20000;
+    while (tu_mono_ms() < deadline && acked_by(A.db, h.id) < last)
         ck_assert_int_eq(crdtdb_client_run(ca, 5), 0);
     ck_assert_msg(acked_by(A.db, h.id) == last, "the client did not finish after the restart");
     crdtdb_client_close(ca);
@@ -717,8 +604,8 @@ START_TEST(random_writes_and_disconnects)
     for (int i = 1; i < 4; i++)
         *cs[i] = client(rs[i]);
     int writes = 0, toggles = 0;
-    uint64_t end = mono_ms() + 2500;
-    while (mono_ms() < end) {
+    uint64_t end = tu_mono_ms() + 2500;
+    while (tu_mono_ms() < end) {
         now += 1 + rnd(20);
         unsigned who = rnd(4), what = rnd(12);
         if (what == 0 && who > 0) { /* drop or restore a client */
@@ -750,9 +637,9 @@ END_TEST
 
 static int all_answered(void *arg)
 {
-    raw *r = arg;
+    tu_raw *r = arg;
     for (int i = 0; i < 20; i++)
-        if (!raw_upgraded(&r[i]))
+        if (!tu_raw_answered(&r[i]))
             return 0;
     return 1;
 }
@@ -783,9 +670,9 @@ START_TEST(connection_flood_is_bounded)
         ck_assert_int_eq(connect(idle[i], (struct sockaddr *)&sa, sizeof sa), 0);
         ck_assert_int_eq(crdtdb_server_run(srv, 0), 0);
     }
-    raw up[20];
+    static tu_raw up[20]; /* 1.3 MB: not on the stack */
     for (int i = 0; i < 20; i++) {
-        raw_open(&up[i], port, "/v1/db/game");
+        tu_raw_open(&up[i], port, "/v1/db/game", NULL);
         ck_assert_int_eq(crdtdb_server_run(srv, 0), 0);
     }
     ck_assert_msg(spin(all_answered, up, 10000), "some upgrades were never answered");
@@ -854,8 +741,8 @@ START_TEST(tls_sync)
     crdtdb_client *plain_b = NULL;
     co.tls_ca = NULL;
     ck_assert_int_eq(crdtdb_client_open(B.db, &co, &plain_b), 0);
-    uint64_t deadline = mono_ms() + 10000;
-    while (!crdtdb_client_connected(ca) && mono_ms() < deadline) {
+    uint64_t deadline = tu_mono_ms() + 10000;
+    while (!crdtdb_client_connected(ca) && tu_mono_ms() < deadline) {
         ck_assert_int_eq(crdtdb_server_run(srv, 2), 0);
         ck_assert_int_eq(crdtdb_client_run(ca, 2), 0);
         if (plain_b)

@@ -3,10 +3,14 @@
 #include "tests/testutil.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,4 +91,164 @@ int tu_run(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? 1 : 0;
+}
+
+/* ------------------------------------------------------ time and files */
+
+uint64_t tu_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void tu_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+char *tu_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot read %s", path);
+    size_t cap = 4096, n = 0, r;
+    char *buf = malloc(cap);
+    ck_assert_ptr_nonnull(buf);
+    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0)
+        if ((n += r) == cap - 1)
+            ck_assert_ptr_nonnull(buf = realloc(buf, cap *= 2));
+    fclose(f);
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
+void tu_spit(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    ck_assert_uint_eq(fwrite(p, 1, n, f), n);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* ---------------------------------------------------- child processes */
+
+/* In the child: fd `to` from path opened with flags (a NULL path keeps
+ * it); 0 or -1. */
+static int redirect(int to, const char *path, int flags)
+{
+    if (!path)
+        return 0;
+    int fd = open(path, flags, 0600);
+    return fd < 0 || dup2(fd, to) < 0 ? -1 : 0;
+}
+
+pid_t tu_spawn(const char *const *argv, const char *in, const char *out, const char *err)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        const int w = O_WRONLY | O_CREAT | O_TRUNC;
+        if (redirect(1, out, w) < 0 || redirect(2, err, w) < 0 || redirect(0, in, O_RDONLY) < 0)
+            _exit(127);
+        execvp(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int exit_status(int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st); }
+
+int tu_wait(pid_t pid)
+{
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    return exit_status(st);
+}
+
+int tu_wait_exit(pid_t pid, long timeout_ms, const char *what)
+{
+    int st;
+    for (long waited = 0;; waited += 10) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        ck_assert_int_ge(r, 0);
+        if (r == pid)
+            break;
+        if (waited >= timeout_ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            ck_abort_msg("%s did not exit within %ld ms", what, timeout_ms);
+        }
+        tu_sleep_ms(10);
+    }
+    return exit_status(st);
+}
+
+int tu_run_cmd(const char *const *argv, const char *out)
+{
+    /* stdin too: never prompt */
+    return tu_wait(tu_spawn(argv, "/dev/null", out ? out : "/dev/null", "/dev/null"));
+}
+
+/* ---------------------------------------------------- keys and tokens */
+
+void tu_genkey(tu_pem *k, const char *dir, const char *name, const char *const *opts)
+{
+    const char *argv[16] = {"openssl", "genpkey"};
+    int n = 2;
+    snprintf(k->path, sizeof k->path, "%s/%s", dir, name);
+    while (*opts) {
+        ck_assert_int_lt(n, 12);
+        argv[n++] = *opts++;
+    }
+    argv[n++] = "-out";
+    argv[n++] = k->path;
+    argv[n] = NULL;
+    ck_assert_msg(tu_run_cmd(argv, NULL) == 0,
+                  "openssl genpkey failed (is the openssl command "
+                  "installed?  .ci/install-deps)");
+    k->data = tu_slurp(k->path, &k->len);
+}
+
+void tu_pubkey(tu_pem *pub, const tu_pem *priv, const char *dir, const char *name)
+{
+    snprintf(pub->path, sizeof pub->path, "%s/%s", dir, name);
+    const char *argv[] = {"openssl", "pkey", "-in", priv->path, "-pubout", "-out", pub->path, NULL};
+    ck_assert_int_eq(tu_run_cmd(argv, NULL), 0);
+    pub->data = tu_slurp(pub->path, &pub->len);
+}
+
+char *tu_b64url(const void *p, size_t n)
+{
+    size_t cap = sodium_base64_encoded_len(n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    char *s = malloc(cap);
+    ck_assert_ptr_nonnull(s);
+    sodium_bin2base64(s, cap, p, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    return s;
+}
+
+char *tu_jwt_craft(const char *header, const char *payload, const char *sig)
+{
+    char *h = tu_b64url(header, strlen(header));
+    char *p = tu_b64url(payload, strlen(payload));
+    size_t n = strlen(h) + strlen(p) + strlen(sig) + 3;
+    char *t = malloc(n);
+    ck_assert_ptr_nonnull(t);
+    snprintf(t, n, "%s.%s.%s", h, p, sig);
+    free(h);
+    free(p);
+    return t;
+}
+
+char *tu_jwt_mint(const crdtdb_jwt_key *k, const char *sub, int64_t now, uint64_t ttl)
+{
+    crdtdb_buf out = CRDTDB_BUF_INIT;
+    int rc = crdtdb_jwt_mint(k, sub, now, ttl, &out);
+    ck_assert_msg(rc == 0, "mint: %s", crdtdb_errname(rc));
+    ck_assert_uint_eq(out.len, strlen((char *)out.data));
+    return (char *)out.data;
 }
