@@ -1002,6 +1002,69 @@ START_TEST(serve_and_sync_converge)
 }
 END_TEST
 
+/* serve --peer: two servers, a client on each; serve --tls-*: wss://. */
+START_TEST(peered_servers_and_tls)
+{
+    pair p;
+    pair_init(&p);
+    char s1[4200], s2[4200], l1[4200], e1[4200], l2[4200], e2[4200], cert[4200], key[4200];
+    path_in(&p.s, s1, sizeof s1, "S1");
+    path_in(&p.s, s2, sizeof s2, "S2");
+    path_in(&p.s, l1, sizeof l1, "s1.out");
+    path_in(&p.s, e1, sizeof e1, "s1.err");
+    path_in(&p.s, l2, sizeof l2, "s2.out");
+    path_in(&p.s, e2, sizeof e2, "s2.err");
+    path_in(&p.s, cert, sizeof cert, "cert.pem");
+    path_in(&p.s, key, sizeof key, "key.pem");
+    const char *req[] = {"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                         "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                         "-addext", "subjectAltName=IP:127.0.0.1", NULL};
+    ck_assert_int_eq(tu_run_cmd(req, NULL), 0);
+    int port = 20000 + (int)((getpid() + 7919) % 20000);
+    char listen1[64], listen2[64], url1[64], url2[64];
+    snprintf(listen1, sizeof listen1, "127.0.0.1:%d", port);
+    snprintf(listen2, sizeof listen2, "127.0.0.1:%d", port + 1);
+    snprintf(url1, sizeof url1, "wss://127.0.0.1:%d", port);
+    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", port + 1);
+    ok_in(&p.s, s1, NULL, "init", NULL);
+    ok_in(&p.s, s2, NULL, "init", NULL);
+    ok_in(&p.s, s2, "", "create", "game", "--collections", "players,moves", NULL);
+    pid_t v1 = bg_in(s1, l1, e1, "serve", "--listen", listen1, "--collections",
+                     "players,moves", "--tls-cert", cert, "--tls-key", key, NULL);
+    wait_for(e1, "listening on wss://", v1);
+    pid_t v2 = bg_in(s2, l2, e2, "serve", "--listen", listen2, "--collections",
+                     "players,moves", "--peer", url1, "--peer-ca", cert, NULL);
+    wait_for(e2, "peering with", v2);
+    ok_in(&p.s, p.a, "", "add", "game", "players", "ann", "{\"hp\":10}", NULL);
+    ok_in(&p.s, p.b, "", "add", "game", "moves", "m1", "{\"to\":\"e4\"}", NULL);
+    ck_assert_int_eq(cli_in(&p.s, p.a, "sync", url1, "--db", "game", "--tls-ca", cert, NULL), 0);
+    ck_assert_int_eq(cli_in(&p.s, p.b, "sync", url2, "--db", "game", NULL), 0);
+    /* each write crosses the peering: poll until both clients hold both */
+    char *a = NULL, *b = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(a);
+        free(b);
+        ck_assert_int_eq(cli_in(&p.s, p.a, "sync", url1, "--db", "game", "--tls-ca", cert, NULL),
+                         0);
+        ck_assert_int_eq(cli_in(&p.s, p.b, "sync", url2, "--db", "game", NULL), 0);
+        a = output_in(&p.s, p.a, "query", "game", "moves", NULL);
+        b = output_in(&p.s, p.b, "query", "game", "players", NULL);
+        if (strstr(a, "e4") && strstr(b, "ann"))
+            break;
+        tu_sleep_ms(50);
+    }
+    ck_assert_msg(strstr(a, "e4") && strstr(b, "ann"), "no convergence: %s / %s", a, b);
+    free(a);
+    free(b);
+    ck_assert_int_ne(cli_in(&p.s, s1, "serve", "--tls-cert", cert, NULL), 0); /* no key */
+    kill(v1, SIGTERM);
+    kill(v2, SIGTERM);
+    ck_assert_int_eq(tu_wait_exit(v1, 5000, "crdtdb"), 0);
+    ck_assert_int_eq(tu_wait_exit(v2, 5000, "crdtdb"), 0);
+    sb_free(&p.s);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -1023,6 +1086,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, usb_round_trips_converge);
     tcase_add_test(tc, import_rejects_bad_input);
     tcase_add_test(tc, serve_and_sync_converge);
+    tcase_add_test(tc, peered_servers_and_tls);
     suite_add_tcase(s, tc);
     return s;
 }
