@@ -806,9 +806,9 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_open(crdtdb_db *db,
  * queued.  A malformed or refused message ends the session: an error is
  * queued for the peer, CRDTDB_SESSION_CLOSED fires, and the code is
  * returned; the caller sends the remaining output, then drops the
- * connection.  A delta refused for clock skew (ECLOCK) ends the session
- * too; nothing of it is acknowledged, so the next session (after the
- * client's backoff) sends it again.
+ * connection.  A delta refused for clock skew (ECLOCK) does not end the
+ * session: it is reported (an ERROR event here, a notice to the peer) and
+ * not acknowledged, so a later session sends it again.
  * Errors: EBADVALUE (malformed frame or message), ETOOBIG (frame over
  * max_message), EVERSION (protocol version), EINVAL (another database),
  * EROFS (a read-only client sent a delta), the apply errors of

@@ -443,8 +443,14 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     crdtdb_apply_info info;
     int rc = crdtdb_db_apply_filtered(s->db, (const uint8_t *)a[1].via.bin.ptr, a[1].via.bin.size,
                                       s->o.write_filter, s->o.filter_ctx, &info);
-    /* ECLOCK too ends the session: the range stays unacked, and the next
-     * session, after the reconnect's backoff, sends it again */
+    if (rc == CRDTDB_ECLOCK) { /* not fatal: the peer hears why; the range
+                                  stays unacknowledged and the next session
+                                  sends it again, by then perhaps in time */
+        seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+        crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, rc, s->errmsg, 0};
+        emit(s, &ev);
+        return crdtdb_session_notify(s, rc, s->errmsg) == CRDTDB_ENOMEM ? CRDTDB_ENOMEM : 0;
+    }
     if (rc)
         return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
     if (memcmp(info.sender, s->peer, sizeof s->peer) != 0)
@@ -453,8 +459,8 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
      * waiting for it, there is nothing to send back, and no need to scan
      * the log or say so (no SKIP, no UPTODATE for it). */
     uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
-    if (!info.refused && info.local_to > info.local_from && done >= info.local_from &&
-        s->told_uptodate == info.local_from + 1) {
+    if (!info.refused && !s->o.read_filter && info.local_to > info.local_from &&
+        done >= info.local_from && s->told_uptodate == info.local_from + 1) {
         s->skip_to = info.local_to;
         s->told_uptodate = info.local_to + 1;
     }
@@ -462,6 +468,10 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     emit(s, &ev);
     if (info.received > s->received)
         s->received = info.received;
+    /* refused writes are written back: the peer gets that before the ack,
+     * so it cannot think itself in sync in between */
+    if (info.refused && (rc = crdtdb_session_pump(s)))
+        return rc;
     if (s->received > before && s->received > s->hint &&
         send_u64(s, M_ACK, s->received)) /* applied is durable */
         return CRDTDB_ENOMEM;

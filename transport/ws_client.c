@@ -86,6 +86,8 @@ static void client_forget(crdtdb_client *c, const char *why)
         clog_line(c, why, "kept (a peer link)");
         return;
     }
+    if (c->l.s) /* acks now, so none is written back after the clear */
+        (void)crdtdb_session_flush(c->l.s);
     int rc = crdtdb_db_clear(c->db);
     clog_line(c, why, rc ? crdtdb_db_errmsg(c->db) : "local copy cleared");
 }
