@@ -144,24 +144,19 @@ static int pack_whole(exporter *x, MDB_txn *mt, uint64_t prev, const crdtdb__rec
             x->o->hidden(x->o->filter_ctx, name, sid);
         return 0;
     }
-    size_t cost = REC_COST + idlen + ORIGIN_COST * (size_t)rec->norigins;
-    for (uint32_t i = 0; i < rec->nleaves; i++) {
-        crdtdb__delta_field f;
-        memset(&f, 0, sizeof f);
-        f.path = rec->leaves[i].path;
-        f.path_len = rec->leaves[i].path_len;
-        f.val = rec->leaves[i].val;
-        f.val_len = rec->leaves[i].val_len;
-        cost += crdtdb__delta_field_cost(&f);
-    }
+    /* field by field, so a record larger than a delta spans several when
+     * the range allows (each piece merges on its own; the watermark moves
+     * only past the piece holding the record's last register) */
+    size_t head = REC_COST + idlen + ORIGIN_COST;
     int rc;
-    if (x->d.nrecs && x->cost + cost > x->budget && (rc = flush(x, mt, prev)))
+    if (x->d.nrecs && x->cost + head > x->budget && (rc = flush(x, mt, prev)))
         return rc;
     x->group_coll = -1; /* a group of its own */
     if ((rc = group(x, coll, id, idlen)))
         return rc;
-    crdtdb__delta_rec *r = &x->d.recs[x->d.nrecs - 1];
+    x->cost += head;
     if (rec->base_kind != CRDTDB__BASE_NONE) {
+        crdtdb__delta_rec *r = &x->d.recs[x->d.nrecs - 1];
         uint32_t o;
         if (crdtdb__delta_origin(&x->d, rec->origins[rec->base_origin], &o))
             return CRDTDB_ENOMEM;
@@ -181,11 +176,19 @@ static int pack_whole(exporter *x, MDB_txn *mt, uint64_t prev, const crdtdb__rec
         f.hlc = l->hlc;
         f.val = l->val;
         f.val_len = l->val_len;
+        size_t c = crdtdb__delta_field_cost(&f) + ORIGIN_COST;
+        /* a piece ends the delta at `prev`, before this record's entry; it
+         * must cover some of the log, or the next export starts over */
+        if (x->d.nfields && x->cost + c > x->budget && prev > x->from) {
+            if ((rc = flush(x, mt, prev)) || (rc = group(x, coll, id, idlen)))
+                return rc;
+            x->cost += head;
+        }
         if (crdtdb__delta_origin(&x->d, rec->origins[l->origin], &f.origin) ||
             crdtdb__delta_add_field(&x->d, &f))
             return CRDTDB_ENOMEM;
+        x->cost += c;
     }
-    x->cost += cost;
     return 0;
 }
 

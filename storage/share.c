@@ -14,6 +14,7 @@
 
 typedef struct entry {
     uint64_t from, to;
+    size_t max_bytes; /* the cap it was made under: part of its key */
     uint8_t *data;
     size_t len;
     size_t changes;
@@ -70,7 +71,7 @@ static entry *entry_get(crdtdb_db *db, uint64_t since, uint32_t num, size_t max_
     crdtdb__shared *sh = db->shared;
     *rc = 0;
     for (unsigned i = 0; i < sh->n; i++)
-        if (sh->e[i].from == since) {
+        if (sh->e[i].from == since && sh->e[i].max_bytes == max_bytes) {
             if (num && crdtdb__export_has_src(&sh->e[i].srcs, num))
                 return NULL;
             sh->e[i].used = ++sh->tick;
@@ -100,6 +101,7 @@ static entry *entry_get(crdtdb_db *db, uint64_t since, uint32_t num, size_t max_
     }
     entry *e = &sh->e[sh->n++];
     e->from = since;
+    e->max_bytes = max_bytes;
     e->to = inf.to;
     e->data = c.data;
     e->len = c.len;

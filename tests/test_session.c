@@ -290,7 +290,7 @@ static void count_removes(void *ctx, const crdtdb_event *ev)
 START_TEST(read_filter_hides_purges_and_reveals_whole)
 {
     put(&B, "add", "players", "pub", "{\"hp\":1}");
-    put(&B, "add", "players", "hid", "{\"secret\":true,\"y\":5}");
+    put(&B, "add", "players", "hid", "{\"secret\":true,\"y\":5,\"z\":\"a long value, longer than the 64 bytes of one delta here\"}");
     evs ea = {0}, eb = {0};
     crdtdb_session_options o;
     crdtdb_session_options_init(&o);
@@ -298,6 +298,7 @@ START_TEST(read_filter_hides_purges_and_reveals_whole)
     o.on_event = on_event;
     o.ctx = &eb;
     o.read_filter = no_secrets;
+    o.delta_size = 64; /* records larger than a delta span several */
     crdtdb_session *s, *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
     ck_assert_int_eq(crdtdb_session_open(B.db, &o, &s), 0);
     int removes = 0;
@@ -318,10 +319,10 @@ START_TEST(read_filter_hides_purges_and_reveals_whole)
     ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &aseq0), 0);
     /* a change reveals one: it arrives whole, older fields too */
     put(&B, "update", "players", "hid", "{\"secret\":false}");
-    ck_assert_int_eq(crdtdb_session_pump(s), 0);
+    ck_assert_msg(crdtdb_session_pump(s) == 0, "%s", crdtdb_session_errmsg(s));
     ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
     g = tu_get(A.db, "players", "hid");
-    ck_assert_str_eq(g, "{\"secret\":false,\"y\":5}");
+    ck_assert_str_eq(g, "{\"secret\":false,\"y\":5,\"z\":\"a long value, longer than the 64 bytes of one delta here\"}");
     free(g);
     ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &aseq1), 0);
     ck_assert_uint_gt(aseq1, aseq0);
@@ -339,7 +340,7 @@ START_TEST(read_filter_hides_purges_and_reveals_whole)
     ck_assert_int_eq(run(c2, s2, SIZE_MAX), 0);
     ck_assert_ptr_null(tu_get(C.db, "players", "pub"));
     g = tu_get(C.db, "players", "hid");
-    ck_assert_str_eq(g, "{\"secret\":false,\"y\":5}");
+    ck_assert_str_eq(g, "{\"secret\":false,\"y\":5,\"z\":\"a long value, longer than the 64 bytes of one delta here\"}");
     free(g);
     ck_assert_int_ge(ec.caught_up, 1);
     crdtdb_session_close(c2);

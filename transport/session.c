@@ -365,7 +365,9 @@ int crdtdb_session_pump(crdtdb_session *s)
             rc = CRDTDB_ENOMEM;
         if (rc != 0 && rc != STOP_EXPORT)
             return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
-        if (info.to <= done && !longskip) /* cannot happen: guard the loop */
+        /* guard the loop: a skip must pass what was skipped before; a delta
+         * (maybe a piece of a large record) must pass what was sent */
+        if (s->skipped ? info.to <= done : info.to <= s->sent_upto)
             return seterr(s, CRDTDB_EIO, "export made no progress");
         if (s->skipped) {
             msgpack_packer pk = start(s, M_SKIP, 3);
