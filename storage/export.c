@@ -127,6 +127,33 @@ static uint64_t max_seq(const crdtdb__record *r)
 
 static int group(exporter *x, uint16_t coll, const uint8_t *id, size_t idlen);
 
+/* The delta field of a stored register; origin stays the record's index. */
+static crdtdb__delta_field leaf_field(const crdtdb__leaf *l)
+{
+    crdtdb__delta_field f;
+    memset(&f, 0, sizeof f);
+    f.path = l->path;
+    f.path_len = l->path_len;
+    f.kind = l->kind;
+    f.hlc = l->hlc;
+    f.origin = l->origin;
+    f.val = l->val;
+    f.val_len = l->val_len;
+    return f;
+}
+
+/* Puts a record base (origin: an index of the delta's table) in the last
+ * group. */
+static void set_base(exporter *x, uint8_t kind, uint64_t hlc, uint32_t origin)
+{
+    crdtdb__delta_rec *r = &x->d.recs[x->d.nrecs - 1];
+    r->base_kind = kind;
+    r->base_hlc = hlc;
+    r->base_origin = origin;
+    if (hlc > x->d.hlc_max)
+        x->d.hlc_max = hlc;
+}
+
 /* With a read filter: the record whole, if the peer may see it (it may
  * have missed earlier changes while it could not), else a purge. */
 static int pack_whole(exporter *x, MDB_txn *mt, uint64_t prev, const crdtdb__record *rec,
@@ -156,26 +183,14 @@ static int pack_whole(exporter *x, MDB_txn *mt, uint64_t prev, const crdtdb__rec
         return rc;
     x->cost += head;
     if (rec->base_kind != CRDTDB__BASE_NONE) {
-        crdtdb__delta_rec *r = &x->d.recs[x->d.nrecs - 1];
         uint32_t o;
         if (crdtdb__delta_origin(&x->d, rec->origins[rec->base_origin], &o))
             return CRDTDB_ENOMEM;
-        r->base_kind = rec->base_kind;
-        r->base_hlc = rec->base_hlc;
-        r->base_origin = o;
-        if (rec->base_hlc > x->d.hlc_max)
-            x->d.hlc_max = rec->base_hlc;
+        set_base(x, rec->base_kind, rec->base_hlc, o);
     }
     for (uint32_t i = 0; i < rec->nleaves; i++) {
         const crdtdb__leaf *l = &rec->leaves[i];
-        crdtdb__delta_field f;
-        memset(&f, 0, sizeof f);
-        f.path = l->path;
-        f.path_len = l->path_len;
-        f.kind = l->kind;
-        f.hlc = l->hlc;
-        f.val = l->val;
-        f.val_len = l->val_len;
+        crdtdb__delta_field f = leaf_field(l);
         size_t c = crdtdb__delta_field_cost(&f) + ORIGIN_COST;
         /* a piece ends the delta at `prev`, before this record's entry; it
          * must cover some of the log, or the next export starts over */
@@ -349,14 +364,7 @@ int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned 
                 prev = seq;
                 continue;
             }
-            const crdtdb__leaf *l = &rec.leaves[li];
-            f.path = l->path;
-            f.path_len = l->path_len;
-            f.kind = l->kind;
-            f.hlc = l->hlc;
-            f.origin = l->origin;
-            f.val = l->val;
-            f.val_len = l->val_len;
+            f = leaf_field(&rec.leaves[li]);
         }
         /* Origins are what senders claim, not proof: only the source a
          * register came from tells what a peer has. */
@@ -371,12 +379,7 @@ int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned 
         if (x.d.norigins == norig)
             cost -= ORIGIN_COST; /* already in the table */
         if (is_base) {
-            crdtdb__delta_rec *r = &x.d.recs[x.d.nrecs - 1];
-            r->base_kind = rec.base_kind;
-            r->base_hlc = f.hlc;
-            r->base_origin = f.origin;
-            if (f.hlc > x.d.hlc_max)
-                x.d.hlc_max = f.hlc;
+            set_base(&x, rec.base_kind, f.hlc, f.origin);
         } else if ((rc = crdtdb__delta_add_field(&x.d, &f))) {
             break;
         }

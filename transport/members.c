@@ -16,15 +16,29 @@ typedef struct member {
     char status[16];
 } member;
 
-/* Copies string field `name` of msgpack map (p, len) into out; "" when
- * absent or not a short string. */
-static void field(const uint8_t *p, size_t len, const char *name, char *out, size_t size)
+/* Copies a short string value into out ("" otherwise). */
+static void copy_str(const msgpack_object *v, char *out, size_t size)
 {
-    out[0] = 0;
-    if (!p)
-        return;
+    if (v->type == MSGPACK_OBJECT_STR && v->via.str.size < size) {
+        if (v->via.str.size)
+            memcpy(out, v->via.str.ptr, v->via.str.size);
+        out[v->via.str.size] = 0;
+    }
+}
+
+static int key_is(const msgpack_object *k, const char *name)
+{
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(name) &&
+           memcmp(k->via.str.ptr, name, k->via.str.size) == 0;
+}
+
+/* The "role" and "status" of a member record (msgpack map p, len; NULL:
+ * none), in one pass; "" for what is absent or not a short string. */
+static void parse_member(const uint8_t *p, size_t len, member *m)
+{
+    memset(m, 0, sizeof *m);
     msgpack_zone z;
-    if (!msgpack_zone_init(&z, 256))
+    if (!p || !msgpack_zone_init(&z, 256))
         return;
     msgpack_object o;
     size_t off = 0;
@@ -32,22 +46,13 @@ static void field(const uint8_t *p, size_t len, const char *name, char *out, siz
         o.type == MSGPACK_OBJECT_MAP) {
         for (uint32_t i = 0; i < o.via.map.size; i++) {
             const msgpack_object *k = &o.via.map.ptr[i].key, *v = &o.via.map.ptr[i].val;
-            if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(name) &&
-                memcmp(k->via.str.ptr, name, k->via.str.size) == 0 &&
-                v->type == MSGPACK_OBJECT_STR && v->via.str.size < size) {
-                if (v->via.str.size)
-                    memcpy(out, v->via.str.ptr, v->via.str.size);
-                out[v->via.str.size] = 0;
-            }
+            if (key_is(k, "role"))
+                copy_str(v, m->role, sizeof m->role);
+            else if (key_is(k, "status"))
+                copy_str(v, m->status, sizeof m->status);
         }
     }
     msgpack_zone_destroy(&z);
-}
-
-static void parse_member(const uint8_t *p, size_t len, member *m)
-{
-    field(p, len, "role", m->role, sizeof m->role);
-    field(p, len, "status", m->status, sizeof m->status);
 }
 
 /* The user's membership; 0 when not a member (or unreadable). */
@@ -118,8 +123,7 @@ static int accepts_only(const uint8_t *old, size_t old_len, const uint8_t *now,
         same = 1;
         for (uint32_t i = 0; same && i < o1.via.map.size; i++) {
             const msgpack_object_kv *kv = &o1.via.map.ptr[i];
-            if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 6 &&
-                memcmp(kv->key.via.str.ptr, "status", 6) == 0)
+            if (key_is(&kv->key, "status"))
                 continue;
             int hit = 0;
             for (uint32_t j = 0; !hit && j < o2.via.map.size; j++)

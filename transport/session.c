@@ -481,6 +481,21 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     return 0;
 }
 
+/* The code and "peer: ..." detail of an ERROR or NOTICE [type, code,
+ * message] (either part may be missing or malformed). */
+static int remote_error(const msgpack_object *a, uint32_t n, char *msg, size_t size)
+{
+    int code = n >= 2 && (a[1].type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
+                          a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                   ? (int)a[1].via.i64
+                   : CRDTDB_EIO;
+    if (n >= 3 && a[2].type == MSGPACK_OBJECT_STR)
+        snprintf(msg, size, "peer: %.*s", (int)a[2].via.str.size, a[2].via.str.ptr);
+    else
+        snprintf(msg, size, "peer: %s", crdtdb_strerror(code));
+    return code;
+}
+
 static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
 {
     const char *why;
@@ -499,14 +514,7 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     if (type == M_HELLO)
         return handle_hello(s, a, n);
     if (type == M_ERROR) {
-        int code = n >= 2 && (a[1].type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
-                              a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                       ? (int)a[1].via.i64
-                       : CRDTDB_EIO;
-        if (n >= 3 && a[2].type == MSGPACK_OBJECT_STR)
-            seterr(s, code, "peer: %.*s", (int)a[2].via.str.size, a[2].via.str.ptr);
-        else
-            seterr(s, code, "peer: %s", crdtdb_strerror(code));
+        int code = remote_error(a, n, s->errmsg, sizeof s->errmsg);
         s->state = S_CLOSED;
         crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, code, s->errmsg, 1};
         emit(s, &ev);
@@ -534,15 +542,8 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
     }
     if (type == M_NOTICE) { /* the peer refused something; we go on */
-        int code = n >= 2 && (a[1].type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
-                              a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                       ? (int)a[1].via.i64
-                       : CRDTDB_EIO;
         char msg[512];
-        if (n >= 3 && a[2].type == MSGPACK_OBJECT_STR)
-            snprintf(msg, sizeof msg, "peer: %.*s", (int)a[2].via.str.size, a[2].via.str.ptr);
-        else
-            snprintf(msg, sizeof msg, "peer: %s", crdtdb_strerror(code));
+        int code = remote_error(a, n, msg, sizeof msg);
         crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, code, msg, 1};
         emit(s, &ev);
         return 0;
