@@ -5,6 +5,11 @@
 
 #include <check.h>
 #include <jwt.h>
+#include <openssl/bn.h>
+#include <openssl/bio.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +139,68 @@ static char *forge_hs(const char *claims)
     return forge(JWT_ALG_HS256, SECRET, strlen(SECRET), claims);
 }
 
+/* header.payload, HMAC-SHA256-signed with SECRET by libsodium: any header,
+ * any bytes (libjwt's encoder writes its own typ and refuses bad JSON);
+ * malloc'd. */
+static char *sign_hs(const char *header, const char *payload)
+{
+    char *t = tu_jwt_craft(header, payload, "");
+    size_t n = strlen(t) - 1; /* signed: header.payload */
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)SECRET,
+                                strlen(SECRET));
+    crypto_auth_hmacsha256_update(&st, (unsigned char *)t, n);
+    crypto_auth_hmacsha256_final(&st, mac);
+    char *sig = tu_b64url(mac, sizeof mac);
+    size_t tn = n + 1 + strlen(sig) + 1;
+    char *out = malloc(tn);
+    ck_assert_ptr_nonnull(out);
+    snprintf(out, tn, "%.*s.%s", (int)n, t, sig);
+    free(t);
+    free(sig);
+    return out;
+}
+
+/* header.payload signed by OpenSSL with the private PEM key p: RS256, or
+ * ES256 with the DER signature turned into r || s; malloc'd. */
+static char *sign_pem(const tu_pem *p, const char *header, const char *payload)
+{
+    char *t = tu_jwt_craft(header, payload, "");
+    size_t n = strlen(t) - 1;
+    BIO *in = BIO_new_mem_buf(p->data, (int)p->len);
+    EVP_PKEY *pk = PEM_read_bio_PrivateKey(in, NULL, NULL, NULL);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    ck_assert_ptr_nonnull(pk);
+    ck_assert_ptr_nonnull(ctx);
+    unsigned char sig[1024], raw[64];
+    size_t slen = sizeof sig;
+    ck_assert_int_eq(EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, pk), 1);
+    ck_assert_int_eq(EVP_DigestSign(ctx, sig, &slen, (unsigned char *)t, n), 1);
+    const unsigned char *use = sig;
+    if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC) {
+        const unsigned char *q = sig;
+        ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &q, (long)slen);
+        ck_assert_ptr_nonnull(es);
+        ck_assert_int_eq(BN_bn2binpad(ECDSA_SIG_get0_r(es), raw, 32), 32);
+        ck_assert_int_eq(BN_bn2binpad(ECDSA_SIG_get0_s(es), raw + 32, 32), 32);
+        ECDSA_SIG_free(es);
+        use = raw;
+        slen = sizeof raw;
+    }
+    char *b = tu_b64url(use, slen);
+    size_t tn = n + 1 + strlen(b) + 1;
+    char *out = malloc(tn);
+    ck_assert_ptr_nonnull(out);
+    snprintf(out, tn, "%.*s.%s", (int)n, t, b);
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(pk);
+    BIO_free(in);
+    free(t);
+    free(b);
+    return out;
+}
+
 /* The decoded header of tok (malloc'd JSON text). */
 static char *header_of(const char *tok)
 {
@@ -226,10 +293,14 @@ START_TEST(claims_checked)
         const char *claims, *msg;
     } bad[] = {
         {"{\"sub\":\"a\"}", "no exp"},
-        {"{\"sub\":\"a\",\"exp\":\"1800000000\"}", "exp claim is not"},
-        {"{\"sub\":\"a\",\"exp\":1800000000.5}", "exp claim is not"},
-        {"{\"sub\":\"a\",\"exp\":null}", "exp claim is not"},
-        {"{\"sub\":\"a\",\"exp\":1800000000,\"nbf\":\"0\"}", "nbf claim is not"},
+        {"{\"sub\":\"a\",\"exp\":\"1800000000\"}", "exp claim is not a number"},
+        {"{\"sub\":\"a\",\"exp\":\"1800000000.5\"}", "exp claim is not a"},
+        {"{\"sub\":\"a\",\"exp\":null}", "exp claim is not a number"},
+        {"{\"sub\":\"a\",\"exp\":true}", "exp claim is not a number"},
+        {"{\"sub\":\"a\",\"exp\":false}", "exp claim is not a number"},
+        {"{\"sub\":\"a\",\"exp\":[1800000000]}", "exp claim is not a number"},
+        {"{\"sub\":\"a\",\"exp\":1800000000,\"nbf\":\"0\"}", "nbf claim is not a"},
+        {"{\"sub\":\"a\",\"exp\":1800000000,\"nbf\":true}", "nbf claim is not a"},
         {"{\"exp\":1800000000}", "no sub"},
         {"{\"sub\":\"\",\"exp\":1800000000}", "sub claim must be"},
         {"{\"sub\":42,\"exp\":1800000000}", "sub claim is not"},
@@ -264,7 +335,6 @@ START_TEST(claims_checked)
     free(tok);
 
     /* A NUL inside sub, and duplicate claims, signed properly. */
-    unsigned char mac[crypto_auth_hmacsha256_BYTES];
     static const char *const crafted[] = {
         "{\"sub\":\"a\\u0000b\",\"exp\":1800000000}",
         "{\"sub\":\"a\",\"sub\":\"root\",\"exp\":1800000000}",
@@ -272,24 +342,236 @@ START_TEST(claims_checked)
         "[\"sub\",\"a\"]",
     };
     for (size_t i = 0; i < sizeof crafted / sizeof *crafted; i++) {
-        char *unsigned_tok = tu_jwt_craft("{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
-                                   crafted[i], "");
-        size_t n = strlen(unsigned_tok) - 1; /* signed: header.payload */
-        crypto_auth_hmacsha256_state st;
-        crypto_auth_hmacsha256_init(&st, (const unsigned char *)SECRET,
-                                    strlen(SECRET));
-        crypto_auth_hmacsha256_update(&st, (unsigned char *)unsigned_tok, n);
-        crypto_auth_hmacsha256_final(&st, mac);
-        char *sig = tu_b64url(mac, sizeof mac);
-        size_t tn = n + 1 + strlen(sig) + 1;
-        char *t = malloc(tn);
-        ck_assert_ptr_nonnull(t);
-        snprintf(t, tn, "%.*s.%s", (int)n, unsigned_tok, sig);
+        char *t = sign_hs("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", crafted[i]);
         refused(k, t, CRDTDB_EAUTH, NULL);
-        free(unsigned_tok);
-        free(sig);
         free(t);
     }
+    crdtdb_jwt_key_close(k);
+}
+END_TEST
+
+/* exp and nbf as JSON reals (RFC 7519 NumericDate): never accepted at or
+ * after exp + leeway, nor before nbf - leeway, to the exact second. */
+START_TEST(real_dates)
+{
+    crdtdb_jwt_key *k = hs_key(SECRET);
+    /* 1700000100.5: valid through second 1700000100, not at 1700000101. */
+    char *tok = forge_hs("{\"sub\":\"r\",\"exp\":1700000100.5}");
+    accepted(k, tok, NOW, 0, "r");
+    accepted(k, tok, NOW + 100, 0, "r");
+    refused_n(k, tok, strlen(tok), NOW + 101, 0, CRDTDB_EAUTH, "expired");
+    accepted(k, tok, NOW + 110, 10, "r");
+    refused_n(k, tok, strlen(tok), NOW + 111, 10, CRDTDB_EAUTH, "expired");
+    free(tok);
+    /* Half a second ago, no leeway: expired. */
+    tok = forge_hs("{\"sub\":\"r\",\"exp\":1699999999.5}");
+    refused(k, tok, CRDTDB_EAUTH, "expired");
+    accepted(k, tok, NOW - 1, 0, "r");
+    accepted(k, tok, NOW, 1, "r");
+    refused_n(k, tok, strlen(tok), NOW + 1, 1, CRDTDB_EAUTH, "expired");
+    free(tok);
+    tok = forge_hs("{\"sub\":\"r\",\"exp\":1699998999.75}");
+    refused(k, tok, CRDTDB_EAUTH, "expired");
+    free(tok);
+    /* Whole reals and exponents are NumericDates too. */
+    tok = forge_hs("{\"sub\":\"r\",\"exp\":1.8e9}");
+    accepted(k, tok, NOW, 0, "r");
+    refused_n(k, tok, strlen(tok), 1800000000, 0, CRDTDB_EAUTH, "expired");
+    free(tok);
+    tok = forge_hs("{\"sub\":\"r\",\"exp\":1700000000.0}");
+    refused(k, tok, CRDTDB_EAUTH, "expired");
+    accepted(k, tok, NOW - 1, 0, "r");
+    free(tok);
+    tok = forge_hs("{\"sub\":\"r\",\"exp\":-0.5}"); /* rounds up to 0 */
+    accepted(k, tok, -1, 0, "r");
+    refused_n(k, tok, strlen(tok), 0, 0, CRDTDB_EAUTH, "expired");
+    free(tok);
+
+    /* nbf half a second ahead: not yet at NOW, valid from NOW + 1. */
+    tok = forge_hs("{\"sub\":\"r\",\"exp\":1800000000,"
+                   "\"nbf\":1700000000.5}");
+    refused(k, tok, CRDTDB_EAUTH, "not yet valid");
+    accepted(k, tok, NOW + 1, 0, "r");
+    accepted(k, tok, NOW, 1, "r");
+    free(tok);
+    tok = forge_hs("{\"sub\":\"r\",\"exp\":1800000000,"
+                   "\"nbf\":1700000050.25}");
+    refused(k, tok, CRDTDB_EAUTH, "not yet valid");
+    refused_n(k, tok, strlen(tok), NOW + 50, 0, CRDTDB_EAUTH, "not yet");
+    accepted(k, tok, NOW + 51, 0, "r");
+    accepted(k, tok, NOW + 46, 5, "r");
+    free(tok);
+    tok = forge_hs("{\"sub\":\"r\",\"exp\":1800000000,"
+                   "\"nbf\":1699999999.5}");
+    accepted(k, tok, NOW, 0, "r");
+    refused_n(k, tok, strlen(tok), NOW - 1, 0, CRDTDB_EAUTH, "not yet");
+    free(tok);
+
+    /* Reals that are no int64 second are refused, not clamped. */
+    static const struct {
+        const char *claims, *msg;
+    } bad[] = {
+        {"{\"sub\":\"r\",\"exp\":1e300}", "exp claim is out of range"},
+        {"{\"sub\":\"r\",\"exp\":-1e300}", "exp claim is out of range"},
+        {"{\"sub\":\"r\",\"exp\":1e19}", "exp claim is out of range"},
+        {"{\"sub\":\"r\",\"exp\":9.2233720368547758e18}", "exp claim is out of"},
+        {"{\"sub\":\"r\",\"exp\":-9.3e18}", "exp claim is out of range"},
+        {"{\"sub\":\"r\",\"exp\":1800000000,\"nbf\":1e300}",
+         "nbf claim is out of range"},
+        {"{\"sub\":\"r\",\"exp\":1800000000,\"nbf\":-1e300}",
+         "nbf claim is out of range"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        tok = forge_hs(bad[i].claims);
+        refused(k, tok, CRDTDB_EAUTH, bad[i].msg);
+        refused_n(k, tok, strlen(tok), NOW, UINT32_MAX, CRDTDB_EAUTH,
+                  bad[i].msg);
+        free(tok);
+    }
+    /* The largest reals that fit still work: -2^63 and 9.2e18. */
+    tok = forge_hs("{\"sub\":\"r\",\"exp\":-9.2233720368547758e18}");
+    refused(k, tok, CRDTDB_EAUTH, "expired");
+    accepted(k, tok, INT64_MIN, 1, "r");
+    free(tok);
+    tok = forge_hs("{\"sub\":\"r\",\"exp\":9.2e18,\"nbf\":-9.2e18}");
+    accepted(k, tok, NOW, 0, "r");
+    free(tok);
+    /* JSON has no NaN or infinity, and jansson refuses what overflows a
+     * double or (written without fraction or exponent) an int64: such
+     * claims are malformed.  libjwt would not sign them, so sign_hs. */
+    static const char *const unparsable[] = {
+        "{\"sub\":\"r\",\"exp\":NaN}",
+        "{\"sub\":\"r\",\"exp\":Infinity}",
+        "{\"sub\":\"r\",\"exp\":-Infinity}",
+        "{\"sub\":\"r\",\"exp\":1e400}",
+        "{\"sub\":\"r\",\"exp\":9223372036854775808}",
+        "{\"sub\":\"r\",\"exp\":1800000000,\"nbf\":-1e400}",
+    };
+    for (size_t i = 0; i < sizeof unparsable / sizeof *unparsable; i++) {
+        tok = sign_hs("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", unparsable[i]);
+        refused(k, tok, CRDTDB_EAUTH, "malformed token claims");
+        free(tok);
+    }
+    crdtdb_jwt_key_close(k);
+}
+END_TEST
+
+/* typ: JWT (RFC 7519) or at+jwt (RFC 9068), any case, "application/"
+ * optional; absent is fine; anything else is refused. */
+START_TEST(typ_values)
+{
+    const char *payload = "{\"sub\":\"t\",\"exp\":1800000000}";
+    crdtdb_jwt_key *k = hs_key(SECRET);
+    static const char *const good[] = {
+        "{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"application/at+jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"AT+JWT\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"Application/At+Jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"application/jwt\"}",
+        "{\"alg\":\"HS256\"}",
+        "{\"typ\":\"at+jwt\",\"alg\":\"HS256\",\"kid\":\"k1\"}",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        char *tok = sign_hs(good[i], payload);
+        accepted(k, tok, NOW, 0, "t");
+        refused_n(k, tok, strlen(tok), 1800000000, 0, CRDTDB_EAUTH, "expired");
+        free(tok);
+    }
+    static const char *const bad[] = {
+        "{\"alg\":\"HS256\",\"typ\":\"JWE\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"JOSE\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"secevent+jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"dpop+jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"at+jwt \"}",
+        "{\"alg\":\"HS256\",\"typ\":\" at+jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"at+jwtx\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"at\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"+jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"application/\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"application/application/jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"text/at+jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"application/at+jwt; q=1\"}",
+        "{\"alg\":\"HS256\",\"typ\":1}",
+        "{\"alg\":\"HS256\",\"typ\":null}",
+        "{\"alg\":\"HS256\",\"typ\":[\"JWT\"]}",
+        "{\"alg\":\"HS256\",\"typ\":\"JWT\",\"typ\":\"at+jwt\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *tok = sign_hs(bad[i], payload);
+        /* duplicate names: the header is malformed */
+        refused(k, tok, CRDTDB_EAUTH,
+                strstr(bad[i], "\"typ\":\"JWT\",") ? "malformed token header"
+                                                   : "token type is not JWT");
+        free(tok);
+    }
+    /* A NUL inside typ is refused by jansson (headers allow none). */
+    char *tok = sign_hs("{\"alg\":\"HS256\",\"typ\":\"at+jwt\\u0000x\"}",
+                        payload);
+    refused(k, tok, CRDTDB_EAUTH, "malformed token header");
+    free(tok);
+
+    /* RS256 and ES256 access tokens signed elsewhere (OpenSSL), with a
+     * real exp: accepted by the public keys, and not across keys. */
+    crdtdb_jwt_key *rs = pem_key(CRDTDB_JWT_RS256, &rsa_pub);
+    crdtdb_jwt_key *es = pem_key(CRDTDB_JWT_ES256, &ec_pub);
+    const char *rp = "{\"sub\":\"api\",\"exp\":1700000600.5,"
+                     "\"client_id\":\"c\",\"iat\":1700000000}";
+    tok = sign_pem(&rsa_priv, "{\"alg\":\"RS256\",\"typ\":\"at+jwt\"}", rp);
+    accepted(rs, tok, NOW + 600, 0, "api");
+    refused_n(rs, tok, strlen(tok), NOW + 601, 0, CRDTDB_EAUTH, "expired");
+    refused(es, tok, CRDTDB_EAUTH, "algorithm");
+    tok[strlen(tok) - 2] ^= 1; /* another signature */
+    refused(rs, tok, CRDTDB_EAUTH, "bad token signature");
+    free(tok);
+    tok = sign_pem(&ec_priv,
+                   "{\"alg\":\"ES256\",\"typ\":\"application/at+jwt\"}", rp);
+    accepted(es, tok, NOW, 0, "api");
+    refused(rs, tok, CRDTDB_EAUTH, "algorithm");
+    tok[strlen(tok) - 2] ^= 1;
+    refused(es, tok, CRDTDB_EAUTH, "bad token signature");
+    free(tok);
+    /* ES256 signatures are r || s exactly: DER, or another length, is
+     * refused. */
+    tok = sign_pem(&ec_priv, "{\"alg\":\"ES256\",\"typ\":\"at+jwt\"}", rp);
+    char *dot = strrchr(tok, '.');
+    unsigned char raw[65] = {0};
+    size_t rn;
+    ck_assert_int_eq(sodium_base642bin(raw, sizeof raw, dot + 1,
+                                       strlen(dot + 1), NULL, &rn, NULL,
+                                       sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+                     0);
+    ck_assert_uint_eq(rn, 64);
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    ck_assert_ptr_nonnull(sig);
+    ck_assert_int_eq(ECDSA_SIG_set0(sig, BN_bin2bn(raw, 32, NULL),
+                                    BN_bin2bn(raw + 32, 32, NULL)),
+                     1);
+    unsigned char *der = NULL;
+    int dn = i2d_ECDSA_SIG(sig, &der);
+    ck_assert_int_gt(dn, 0);
+    ECDSA_SIG_free(sig);
+    const struct {
+        const unsigned char *p;
+        size_t n;
+    } wrong[] = {{raw, 1}, {raw, 32}, {raw, 63}, {raw, 65}, {der, (size_t)dn}};
+    for (size_t i = 0; i < sizeof wrong / sizeof *wrong; i++) {
+        char *b = tu_b64url(wrong[i].p, wrong[i].n);
+        size_t hn = (size_t)(dot - tok), tn = hn + 1 + strlen(b) + 1;
+        char *t = malloc(tn);
+        ck_assert_ptr_nonnull(t);
+        snprintf(t, tn, "%.*s.%s", (int)hn, tok, b);
+        refused(es, t, CRDTDB_EAUTH, "bad token signature");
+        free(t);
+        free(b);
+    }
+    OPENSSL_free(der);
+    accepted(es, tok, NOW, 0, "api");
+    free(tok);
+    crdtdb_jwt_key_close(rs);
+    crdtdb_jwt_key_close(es);
     crdtdb_jwt_key_close(k);
 }
 END_TEST
@@ -962,6 +1244,8 @@ static Suite *jwt_suite(void)
     tcase_add_test(tc, hs256_round_trip);
     tcase_add_test(tc, expiry_and_leeway);
     tcase_add_test(tc, claims_checked);
+    tcase_add_test(tc, real_dates);
+    tcase_add_test(tc, typ_values);
     tcase_add_test(tc, wrong_secret_and_tampering);
     tcase_add_test(tc, alg_none_refused);
     tcase_add_test(tc, algorithm_confusion);

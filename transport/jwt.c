@@ -1,23 +1,25 @@
 /*
- * JSON Web Tokens: keys, verification and minting over libjwt 1.x, and the
- * bearer token of a WebSocket upgrade request.
+ * JSON Web Tokens: keys, verification, minting, and the bearer token of a
+ * WebSocket upgrade request.
  *
- * libjwt does the signatures.  What it does not do, this file does:
+ * libjwt 1.x mints.  Verification is done here, not by its jwt_decode:
  *
- *   - libjwt's jwt_decode takes the algorithm from the token's header, so
- *     an HS256 token "signed" with an RS256 server's public PEM as the
- *     HMAC secret would pass.  The algorithm is fixed by the key: the
- *     header is read first and must name exactly the key's algorithm, and
- *     after decoding jwt_get_alg() must agree.  "none" never passes.
- *   - libjwt reads tokens with strlen, alloca and lenient base64, and its
- *     claim getters cannot tell a missing or mistyped claim from a value.
- *     Tokens are bounded (CRDTDB_JWT_MAX) and checked for shape before
- *     libjwt sees them, and the claims are read here from the signed
- *     payload, strictly (jansson, duplicate names refused).
- *   - libjwt 1.10 verifies only with a public PEM and prompts on the
- *     terminal for encrypted private keys.  Keys are parsed here with
- *     OpenSSL (no passphrase: encrypted keys are refused), checked for
- *     kind and size, and the public half is written out for verification.
+ *   - jwt_decode takes the algorithm from the token's header, so an HS256
+ *     token "signed" with an RS256 server's public PEM as the HMAC secret
+ *     would pass.  Here the key fixes the algorithm: the header must name
+ *     exactly the key's, and the signature is checked with the key's own
+ *     primitive (libsodium HMAC-SHA256, OpenSSL RSA or ECDSA) whatever the
+ *     header says.  "none" never passes.
+ *   - libjwt 1.10 refuses every typ but "JWT", RFC 9068 access tokens
+ *     ("at+jwt") included, reads tokens with strlen, alloca and lenient
+ *     base64, and its claim getters cannot tell a missing, mistyped or
+ *     real-valued claim from a value.  Tokens are bounded (CRDTDB_JWT_MAX),
+ *     checked for shape, decoded with strict base64, and their header and
+ *     claims read strictly (jansson, duplicate names refused).
+ *   - libjwt 1.10 prompts on the terminal for encrypted private keys.  Keys
+ *     are parsed here with OpenSSL (no passphrase: encrypted keys are
+ *     refused) and checked for kind and size; verification holds only the
+ *     public half.
  *
  * OpenSSL's per-thread error queue is cleared after every call into it or
  * into libjwt, so no stale error reaches other OpenSSL users of the thread
@@ -32,8 +34,10 @@
 #include <jwt.h>
 #include <limits.h>
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
+#include <openssl/ecdsa.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
@@ -51,15 +55,16 @@
 #define KEY_MAX 65536u  /* bytes of a secret or PEM key */
 #define RSA_BITS_MIN 2048
 #define RSA_BITS_MAX 16384 /* bounds the cost of one verification */
+#define SIG_MAX (RSA_BITS_MAX / 8) /* bytes of the longest signature */
+#define ES256_HALF 32u     /* bytes of r and of s in an ES256 signature */
+#define ES256_DER_MAX 72u  /* SEQUENCE of two INTEGERs of up to 33 bytes */
 
 struct crdtdb_jwt_key {
     crdtdb_jwt_alg alg;
     uint8_t *secret; /* HS256 secret or the private PEM as given; NULL for
                         a public key.  Zeroed before it is freed. */
     size_t secret_len;
-    char *pub; /* RS256 / ES256: the public key as PEM (NUL-terminated),
-                  what verification hands libjwt */
-    size_t pub_len;
+    EVP_PKEY *pub; /* RS256 / ES256: the public key, what verifies */
 };
 
 static const char *alg_name(crdtdb_jwt_alg alg)
@@ -121,17 +126,29 @@ static int right_kind(crdtdb_jwt_alg alg, EVP_PKEY *pk)
     return nid == NID_X9_62_prime256v1;
 }
 
+/* The public half of pk, as a key of its own: verification never holds
+ * private key material.  NULL when out of memory. */
+static EVP_PKEY *public_half(EVP_PKEY *pk)
+{
+    BIO *mem = BIO_new(BIO_s_mem());
+    EVP_PKEY *pub = NULL;
+    if (mem && PEM_write_bio_PUBKEY(mem, pk) == 1)
+        pub = PEM_read_bio_PUBKEY(mem, NULL, no_passphrase, NULL);
+    BIO_free(mem);
+    return pub;
+}
+
 /* Parses the PEM key of an RS256 / ES256 key into k: the first private key
  * block if there is one (k->secret: a copy of all the bytes), else the
- * first public key block; k->pub gets the public key as PEM. */
+ * first public key block; k->pub gets the public key. */
 static int load_pem(crdtdb_jwt_key *k, const uint8_t *key, size_t len)
 {
-    int rc = CRDTDB_EINVAL, priv = 1;
-    BIO *in = BIO_new_mem_buf(key, (int)len), *out = NULL;
+    int rc = CRDTDB_EINVAL;
+    BIO *in = BIO_new_mem_buf(key, (int)len);
     EVP_PKEY *pk = in ? PEM_read_bio_PrivateKey(in, NULL, no_passphrase, NULL)
                       : NULL;
+    int priv = pk != NULL;
     if (in && !pk) {
-        priv = 0;
         BIO_free(in);
         in = BIO_new_mem_buf(key, (int)len);
         pk = in ? PEM_read_bio_PUBKEY(in, NULL, no_passphrase, NULL) : NULL;
@@ -142,32 +159,20 @@ static int load_pem(crdtdb_jwt_key *k, const uint8_t *key, size_t len)
     }
     if (!pk || !right_kind(k->alg, pk))
         goto done;
-    char *pem;
-    long n;
-    if (!(out = BIO_new(BIO_s_mem())) || PEM_write_bio_PUBKEY(out, pk) != 1 ||
-        (n = BIO_get_mem_data(out, &pem)) <= 0) {
-        rc = CRDTDB_ENOMEM;
+    rc = CRDTDB_ENOMEM;
+    if (!priv) {
+        k->pub = pk;
+        pk = NULL;
+    } else if (!(k->pub = public_half(pk)) || !(k->secret = malloc(len))) {
         goto done;
-    }
-    k->pub_len = (size_t)n;
-    if (!(k->pub = malloc(k->pub_len + 1)))
-        goto nomem;
-    memcpy(k->pub, pem, k->pub_len);
-    k->pub[k->pub_len] = '\0';
-    if (priv) {
-        if (!(k->secret = malloc(len)))
-            goto nomem;
+    } else {
         memcpy(k->secret, key, len);
         k->secret_len = len;
     }
     rc = 0;
-    goto done;
-nomem:
-    rc = CRDTDB_ENOMEM;
 done:
     EVP_PKEY_free(pk); /* clears private key material */
     BIO_free(in);
-    BIO_free(out);
     ERR_clear_error();
     return rc;
 }
@@ -226,7 +231,7 @@ void crdtdb_jwt_key_close(crdtdb_jwt_key *k)
         sodium_memzero(k->secret, k->secret_len);
         free(k->secret);
     }
-    free(k->pub);
+    EVP_PKEY_free(k->pub);
     sodium_memzero(k, sizeof *k);
     free(k);
 }
@@ -283,6 +288,22 @@ static json_t *segment_json(const char *seg, size_t n, size_t flags)
     return js;
 }
 
+/* An absent typ, or "JWT" (RFC 7519) or "at+jwt" (RFC 9068 access
+ * tokens), either case, with or without the "application/" a recipient
+ * must assume (RFC 7515, 4.1.9). */
+static int typ_ok(const json_t *typ)
+{
+    static const char app[] = "application/";
+    const char *t = json_string_value(typ);
+    if (!typ)
+        return 1;
+    if (!t)
+        return 0;
+    if (strncasecmp(t, app, sizeof app - 1) == 0)
+        t += sizeof app - 1;
+    return strcasecmp(t, "JWT") == 0 || strcasecmp(t, "at+jwt") == 0;
+}
+
 /* The header must name the key's algorithm, exactly. */
 static int check_header(const crdtdb_jwt_key *key, const char *seg, size_t n,
                         char *errmsg, size_t errmsg_size)
@@ -294,7 +315,6 @@ static int check_header(const crdtdb_jwt_key *key, const char *seg, size_t n,
     }
     int rc = CRDTDB_EAUTH;
     const char *alg = json_string_value(json_object_get(h, "alg"));
-    json_t *typ = json_object_get(h, "typ");
     if (!alg)
         crdtdb__msg_set(errmsg, errmsg_size, "token header names no algorithm");
     else if (strcasecmp(alg, "none") == 0)
@@ -302,9 +322,9 @@ static int check_header(const crdtdb_jwt_key *key, const char *seg, size_t n,
     else if (strcmp(alg, alg_name(key->alg)) != 0)
         crdtdb__msg_set(errmsg, errmsg_size,
                 "token algorithm is not the key's (%s)", alg_name(key->alg));
-    else if (typ && (!json_is_string(typ) ||
-                     strcasecmp(json_string_value(typ), "JWT") != 0))
-        crdtdb__msg_set(errmsg, errmsg_size, "token type is not JWT");
+    else if (!typ_ok(json_object_get(h, "typ")))
+        crdtdb__msg_set(errmsg, errmsg_size,
+                "token type is not JWT or at+jwt");
     else if (json_object_get(h, "crit"))
         crdtdb__msg_set(errmsg, errmsg_size, "token header has critical extensions");
     else
@@ -313,17 +333,45 @@ static int check_header(const crdtdb_jwt_key *key, const char *seg, size_t n,
     return rc;
 }
 
-/* An integer claim: 1 and *v if present, 0 if absent, -1 if not an
- * integer. */
-static int int_claim(json_t *claims, const char *name, int64_t *v)
+/* d rounded up to whole seconds into *v; 0 if that is outside int64_t
+ * (NaN too).  Exact without libm: a double with a fraction is below 2^52
+ * in magnitude, and a whole one converts as it is. */
+static int ceil_seconds(double d, int64_t *v)
+{
+    if (!(d >= -0x1p63 && d < 0x1p63))
+        return 0;
+    int64_t t = (int64_t)d; /* toward zero */
+    *v = (double)t < d ? t + 1 : t;
+    return 1;
+}
+
+/*
+ * A NumericDate claim (RFC 7519: any JSON number of seconds), rounded up
+ * to whole seconds.  With a whole now, rounding up is exact for both
+ * checks: now < x iff now < ceil(x) (exp), now >= x iff now >= ceil(x)
+ * (nbf).  1 and *v if present, 0 if absent, -1 if not a number, -2 if out
+ * of range.
+ */
+static int date_claim(json_t *claims, const char *name, int64_t *v)
 {
     json_t *c = json_object_get(claims, name);
     if (!c)
         return 0;
-    if (!json_is_integer(c))
+    if (json_is_integer(c)) {
+        *v = (int64_t)json_integer_value(c);
+        return 1;
+    }
+    if (!json_is_real(c))
         return -1;
-    *v = (int64_t)json_integer_value(c);
-    return 1;
+    return ceil_seconds(json_real_value(c), v) ? 1 : -2;
+}
+
+/* Why date_claim refused claim name (r < 0). */
+static void date_refused(int r, const char *name, char *errmsg,
+                         size_t errmsg_size)
+{
+    crdtdb__msg_set(errmsg, errmsg_size, "%s claim is %s", name,
+            r == -1 ? "not a number" : "out of range");
 }
 
 /* exp, nbf and sub of the verified payload; sub is copied on success. */
@@ -331,20 +379,21 @@ static int check_claims(json_t *claims, int64_t now, unsigned leeway,
                         char *sub, char *errmsg, size_t errmsg_size)
 {
     int64_t exp, nbf;
-    int r = int_claim(claims, "exp", &exp);
-    if (r <= 0) {
-        crdtdb__msg_set(errmsg, errmsg_size,
-                r ? "exp claim is not an integer" : "token has no exp claim");
+    int r = date_claim(claims, "exp", &exp);
+    if (r == 0)
+        crdtdb__msg_set(errmsg, errmsg_size, "token has no exp claim");
+    else if (r < 0)
+        date_refused(r, "exp", errmsg, errmsg_size);
+    if (r <= 0)
         return CRDTDB_EAUTH;
-    }
     /* Valid while now < exp + leeway; an exp this close to the end of
      * time never passes. */
     if (exp <= INT64_MAX - (int64_t)leeway && now >= exp + (int64_t)leeway) {
         crdtdb__msg_set(errmsg, errmsg_size, "token expired");
         return CRDTDB_EAUTH;
     }
-    if ((r = int_claim(claims, "nbf", &nbf)) < 0) {
-        crdtdb__msg_set(errmsg, errmsg_size, "nbf claim is not an integer");
+    if ((r = date_claim(claims, "nbf", &nbf)) < 0) {
+        date_refused(r, "nbf", errmsg, errmsg_size);
         return CRDTDB_EAUTH;
     }
     /* Valid from nbf - leeway on. */
@@ -370,31 +419,92 @@ static int check_claims(json_t *claims, int64_t now, unsigned leeway,
     return 0;
 }
 
-/* Signature check by libjwt, then its view of the algorithm. */
-static int check_signature(const crdtdb_jwt_key *key, const char *token,
-                           size_t len, char *errmsg, size_t errmsg_size)
+/* HS256: the HMAC-SHA256 of msg, compared in constant time.  1 if sig
+ * is it. */
+static int hs256_ok(const crdtdb_jwt_key *key, const char *msg, size_t n,
+                    const unsigned char *sig, size_t slen)
 {
-    char text[CRDTDB_JWT_MAX + 1];
-    memcpy(text, token, len);
-    text[len] = '\0';
-    const uint8_t *kb = key->pub ? (const uint8_t *)key->pub : key->secret;
-    size_t kn = key->pub ? key->pub_len : key->secret_len;
-    jwt_t *j = NULL;
-    int err = jwt_decode(&j, text, kb, (int)kn);
-    int rc = 0;
-    if (err == ENOMEM) {
-        rc = CRDTDB_ENOMEM;
-    } else if (err || !j) {
-        crdtdb__msg_set(errmsg, errmsg_size, "bad token signature");
-        rc = CRDTDB_EAUTH;
-    } else if (jwt_get_alg(j) != libjwt_alg(key->alg)) {
-        crdtdb__msg_set(errmsg, errmsg_size, "token algorithm is not the key's (%s)",
-                alg_name(key->alg));
-        rc = CRDTDB_EAUTH;
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st; /* holds the keyed pads */
+    crypto_auth_hmacsha256_init(&st, key->secret, key->secret_len);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)msg, n);
+    crypto_auth_hmacsha256_final(&st, mac);
+    int ok = slen == sizeof mac && sodium_memcmp(mac, sig, sizeof mac) == 0;
+    sodium_memzero(&st, sizeof st);
+    sodium_memzero(mac, sizeof mac);
+    return ok;
+}
+
+/* A JWS ES256 signature is r || s (RFC 7518, 3.4); OpenSSL verifies the
+ * DER form.  1 and der[0, *dlen), 0 if sig is not 2 * 32 bytes, -1 out of
+ * memory. */
+static int es256_der(const unsigned char *sig, size_t slen,
+                     unsigned char der[ES256_DER_MAX], size_t *dlen)
+{
+    if (slen != 2 * ES256_HALF)
+        return 0;
+    int rc = -1;
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(sig, ES256_HALF, NULL);
+    BIGNUM *s = BN_bin2bn(sig + ES256_HALF, ES256_HALF, NULL);
+    if (es && r && s && ECDSA_SIG_set0(es, r, s) == 1) {
+        r = s = NULL; /* es owns them now */
+        unsigned char *p = der;
+        int n = i2d_ECDSA_SIG(es, NULL);
+        if (n > 0 && (size_t)n <= ES256_DER_MAX && i2d_ECDSA_SIG(es, &p) == n) {
+            *dlen = (size_t)n;
+            rc = 1;
+        }
     }
-    jwt_free(j);
-    ERR_clear_error();
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
     return rc;
+}
+
+/* RS256 (PKCS #1 v1.5) or ES256 over SHA-256 with the public key.  1 if
+ * sig signs msg, 0 if not, -1 out of memory. */
+static int pem_ok(const crdtdb_jwt_key *key, const char *msg, size_t n,
+                  const unsigned char *sig, size_t slen)
+{
+    unsigned char der[ES256_DER_MAX];
+    if (key->alg == CRDTDB_JWT_ES256) {
+        int r = es256_der(sig, slen, der, &slen);
+        if (r <= 0)
+            return r;
+        sig = der;
+    }
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx)
+        return -1;
+    const unsigned char *m = (const unsigned char *)msg;
+    int ok = EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, key->pub);
+    ok = ok == 1 && EVP_DigestVerify(ctx, sig, slen, m, n) == 1;
+    EVP_MD_CTX_free(ctx);
+    return ok;
+}
+
+/* The signature (base64url seg, sn bytes) over msg ("header.payload", n
+ * bytes), checked with the key's algorithm, never the header's. */
+static int check_signature(const crdtdb_jwt_key *key, const char *msg,
+                           size_t n, const char *seg, size_t sn, char *errmsg,
+                           size_t errmsg_size)
+{
+    unsigned char sig[SIG_MAX];
+    size_t slen;
+    int ok = 0;
+    if (sodium_base642bin(sig, sizeof sig, seg, sn, NULL, &slen, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) == 0)
+        ok = key->alg == CRDTDB_JWT_HS256 ? hs256_ok(key, msg, n, sig, slen)
+                                          : pem_ok(key, msg, n, sig, slen);
+    ERR_clear_error();
+    if (ok < 0)
+        return CRDTDB_ENOMEM;
+    if (!ok) {
+        crdtdb__msg_set(errmsg, errmsg_size, "bad token signature");
+        return CRDTDB_EAUTH;
+    }
+    return 0;
 }
 
 int crdtdb_jwt_verify(const crdtdb_jwt_key *key, const char *token,
@@ -421,7 +531,8 @@ int crdtdb_jwt_verify(const crdtdb_jwt_key *key, const char *token,
     }
     int rc = check_header(key, seg[0], n[0], errmsg, errmsg_size);
     if (rc == 0)
-        rc = check_signature(key, token, len, errmsg, errmsg_size);
+        rc = check_signature(key, token, n[0] + 1 + n[1], seg[2], n[2],
+                             errmsg, errmsg_size);
     if (rc)
         return rc;
     json_t *claims = segment_json(seg[1], n[1], JSON_ALLOW_NUL);
