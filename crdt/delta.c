@@ -507,6 +507,10 @@ static int decode_body(crdtdb__delta *d, const msgpack_object *o,
             return CRDTDB_ENOMEM;
         d->origins[d->norigins++] = (const uint8_t *)k->via.bin.ptr;
     }
+    uint32_t max_groups = lim->max_delta_groups ? lim->max_delta_groups : CRDTDB__DELTA_GROUPS;
+    if (a[8].via.array.size > max_groups) /* each costs the receiver a record load */
+        return crdtdb__err_set(e, CRDTDB_ETOOBIG, "delta holds %u record groups, over the limit "
+                               "of %u", a[8].via.array.size, max_groups);
     for (uint32_t i = 0; i < a[8].via.array.size; i++) {
         int rc = decode_rec(d, &a[8].via.array.ptr[i], base, lim, e);
         if (rc)

@@ -19,6 +19,7 @@
 #define CRDTDB__DELTA_VERSION 1u
 #define CRDTDB__DELTA_FP_MAX 4
 #define CRDTDB__FP_BYTES 16
+#define CRDTDB__DELTA_GROUPS 65536u /* default cap of record groups per delta */
 
 typedef struct crdtdb__str {
     const char *p;

@@ -256,6 +256,88 @@ int crdtdb__record_put_leaf(crdtdb__record *r, const crdtdb__leaf *in)
     return 1;
 }
 
+static int leaf_path_cmp(const void *a, const void *b)
+{
+    const crdtdb__leaf *x = a, *y = b;
+    return path_cmp(x->path, x->path_len, y->path, y->path_len);
+}
+
+/* Merges one leaf in path order into a record being rebuilt; a stored leaf
+ * (numbered) that does not survive goes to `dead`. */
+static int put_rebuilt(crdtdb__record *r, const crdtdb__leaf *l, size_t *won)
+{
+    int rc = crdtdb__record_put_leaf(r, l);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return mark_dead(r, l->seq);
+    if (l->seq == 0)
+        (*won)++;
+    return 0;
+}
+
+int crdtdb__record_put_many(crdtdb__record *r, crdtdb__leaf *in, uint32_t n, size_t *won)
+{
+    *won = 0;
+    if (n <= 8) { /* few: in place, each a search and a short move */
+        for (uint32_t i = 0; i < n; i++) {
+            int rc = crdtdb__record_put_leaf(r, &in[i]);
+            if (rc < 0)
+                return rc;
+            *won += (size_t)rc;
+        }
+        return 0;
+    }
+    /* Many: rebuild the leaves in path order, so every leaf lands at the
+     * end of the array (no moves) and each is judged against its
+     * ancestors, which sort before it.  Merging is order-free, so this
+     * ends where n single puts would. */
+    qsort(in, n, sizeof *in, leaf_path_cmp);
+    if ((uint64_t)r->nleaves + n >= UINT32_MAX / 2)
+        return CRDTDB_ENOMEM;
+    crdtdb__leaf *old = r->leaves;
+    uint32_t nold = r->nleaves, cap = nold + n;
+    crdtdb__leaf *fresh = malloc((size_t)cap * sizeof *fresh);
+    if (!fresh)
+        return CRDTDB_ENOMEM;
+    r->leaves = fresh;
+    r->leaves_cap = cap;
+    r->nleaves = 0;
+    uint32_t i = 0, j = 0;
+    int rc = 0;
+    while (!rc && (i < nold || j < n)) {
+        /* on equal paths the stored leaf first: the new one replaces it */
+        int take_old = j == n || (i < nold && path_cmp(old[i].path, old[i].path_len, in[j].path,
+                                                       in[j].path_len) <= 0);
+        rc = put_rebuilt(r, take_old ? &old[i++] : &in[j++], won);
+    }
+    free(old);
+    return rc;
+}
+
+int crdtdb__record_drop_upto(crdtdb__record *r, uint64_t upto)
+{
+    if (r->base_kind != CRDTDB__BASE_NONE && r->base_seq && r->base_seq <= upto) {
+        if (mark_dead(r, r->base_seq))
+            return CRDTDB_ENOMEM;
+        r->base_kind = CRDTDB__BASE_NONE;
+        r->base_hlc = r->base_seq = 0;
+        r->base_origin = 0;
+    }
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < r->nleaves; i++) {
+        crdtdb__leaf *l = &r->leaves[i];
+        if (l->seq && l->seq <= upto) {
+            if (mark_dead(r, l->seq))
+                return CRDTDB_ENOMEM;
+        } else {
+            r->leaves[w++] = *l;
+        }
+    }
+    r->nleaves = w;
+    return 0;
+}
+
 /* ------------------------------------------------------------ rendering */
 
 /* Renders the children of prefix p (length plen) found in leaves [i, j) as

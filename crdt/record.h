@@ -86,6 +86,18 @@ int crdtdb__record_put_base(crdtdb__record *r, uint8_t kind, uint64_t hlc,
  * CRDTDB_ENOMEM. */
 int crdtdb__record_put_leaf(crdtdb__record *r, const crdtdb__leaf *in);
 
+/* Merges n leaf writes as n calls of crdtdb__record_put_leaf would, in
+ * O((nleaves + n) log n) where single puts may cost O(nleaves * n): a
+ * delta's many fields for one record.  `in` is reordered.  *won counts the
+ * writes stored.  0, CRDTDB_EFORGED (nothing is then to be stored) or
+ * CRDTDB_ENOMEM. */
+int crdtdb__record_put_many(crdtdb__record *r, crdtdb__leaf *in, uint32_t n, size_t *won);
+
+/* Drops every register numbered 1..upto (the record as it was before
+ * them is not restored: what remains is what came later); their sequences
+ * go to `dead`.  0 or CRDTDB_ENOMEM. */
+int crdtdb__record_drop_upto(crdtdb__record *r, uint64_t upto);
+
 /* Index of the leaf at exactly `path`, or -1. */
 long crdtdb__record_find(const crdtdb__record *r, const uint8_t *path,
                          size_t len);

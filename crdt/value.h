@@ -16,6 +16,7 @@ typedef struct crdtdb__limits {
     unsigned max_depth;
     size_t max_path_bytes;
     uint32_t max_fields;
+    uint32_t max_delta_groups; /* record groups in one delta (0: the default) */
 } crdtdb__limits;
 
 /* A detail message buffer; functions write a NUL-terminated detail. */

@@ -48,7 +48,7 @@ const char fuzz_name[] = "fuzz_delta";
 
 #define MAX_DELTA 4096u
 
-static const crdtdb__limits LIM = {512, 8, 128, 64};
+static const crdtdb__limits LIM = {512, 8, 128, 64, 0};
 
 static crdtdb__delta dec, dec2; /* reused across inputs, as apply does */
 static int debug;

@@ -166,6 +166,16 @@ typedef struct crdtdb_env_options {
     size_t max_delta_size;      /* one encoded delta, bytes (default 4 MiB;
                                    at least max_value_size + max_path_bytes
                                    + 4096) */
+    uint32_t max_delta_groups;  /* record groups in one delta (default 65536);
+                                   exports flush at this count */
+    size_t max_apply_work;      /* work one apply may do, in bytes of records
+                                   read and written plus a fixed cost per
+                                   record and per field (default 32 MiB,
+                                   about 50 ms here); a delta of several
+                                   records over it is refused with ETOOBIG
+                                   and nothing stored, so that one peer's
+                                   delta cannot stall a server's loop.  A
+                                   delta of one record is always applied. */
     /* Decides which peers may write to a database: called with the
      * database id and the sender's replica id of every delta before it is
      * applied; return non-zero to allow.  NULL: any valid signature.  A
@@ -178,6 +188,9 @@ typedef struct crdtdb_env_options {
 
 /* Fills opts with the defaults above. */
 CRDTDB_API void crdtdb_env_options_init(crdtdb_env_options *opts);
+
+/* Copies the options env runs with (defaults filled in) into *opts. */
+CRDTDB_API void crdtdb_env_options_get(const crdtdb_env *env, crdtdb_env_options *opts);
 
 /*
  * Opens (creating if needed) the environment in directory `path`, which is
@@ -652,16 +665,50 @@ typedef int (*crdtdb_write_filter)(void *ctx, crdtdb_txn *txn, const char *coll,
 
 /*
  * crdtdb_db_apply with a write filter (may be NULL) deciding each record
- * the delta changes — for servers authorizing what a user writes.  A
- * refused record's changes are dropped and, in the same transaction, the
- * record is written anew as it was (or removed, if it was absent), stamped
- * after everything in the delta: the sender and anyone it reached return
- * to it.  The delta still counts as received.  info->refused counts the
- * refused records.  Errors: those of crdtdb_db_apply.
+ * the delta changes — for servers authorizing what a user writes.  The
+ * filter judges each record once per delta, on all of the delta's changes
+ * to it.  A refused record's changes are dropped: nothing of it is stored,
+ * nothing is written in its place (no restore could be stamped so as to
+ * beat the sender's stamps without beating honest writes too).  Correcting
+ * the sender alone is the caller's part: a session sends it a REPLACE
+ * (crdtdb_db_export_record, crdtdb_db_replace).  The delta still counts as
+ * received.  info->refused counts the refused records.  Errors: those of
+ * crdtdb_db_apply.
  */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply_filtered(crdtdb_db *db, const uint8_t *delta,
                                                          size_t len, crdtdb_write_filter filter,
                                                          void *ctx, crdtdb_apply_info *info);
+
+/*
+ * Makes a signed delta, for `peer` (may be NULL), holding every register
+ * of record (coll, id) as this replica stores it, into out (replaced;
+ * the caller owns it).  It covers no range of the log, so applying it moves
+ * no watermark.  For crdtdb_db_replace at the peer.  *found = 0 and out
+ * empty when the record is not stored here (not even as a tombstone).
+ * Errors: ENOCOLL, EBADID, EIO (the record is larger than max_delta_size),
+ * ENOMEM.
+ */
+CRDTDB_API int crdtdb_db_export_record(crdtdb_db *db, const char *coll, const char *id,
+                                       const uint8_t *peer, crdtdb_buf *out, int *found);
+
+/*
+ * Replaces this replica's copy of record (coll, id) with a peer's, in one
+ * write transaction: every register of it numbered up to our sequence
+ * `upto` is taken back (dropped, with its change-log entry: no tombstone,
+ * nothing that travels), then the registers in `delta` are merged — a
+ * delta of that one record signed by the peer (crdtdb_db_export_record),
+ * or NULL when the peer holds nothing of it.  Registers numbered after
+ * `upto` (written since) stay and merge as usual.  For a client whose
+ * write its server refused: `upto` is the end of the delta that carried
+ * it, so the client returns to the server's state and no one else is
+ * touched.  Observers see the change.  Errors: ENOCOLL, EBADID, EBADVALUE
+ * (the delta holds another record, or is signed by this replica), those
+ * of crdtdb_db_apply.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_replace(crdtdb_db *db, const char *coll,
+                                                  const char *id, uint64_t upto,
+                                                  const uint8_t *delta, size_t len,
+                                                  crdtdb_apply_info *info);
 
 /*
  * Reads the length and the database id of the delta at the start of
@@ -959,7 +1006,8 @@ typedef struct crdtdb_server_options {
                                (default TWO_WAY) */
     const char *tls_cert;   /* both set: wss:// (PEM file paths) */
     const char *tls_key;
-    size_t max_connections; /* default 1024; connections beyond are refused */
+    size_t max_connections; /* default 1024; connections beyond are
+                               refused with HTTP 503 */
     void (*log)(void *ctx, const char *line); /* one line per connection
                                                  event or error; NULL: silent */
     void *log_ctx;
@@ -977,6 +1025,29 @@ typedef struct crdtdb_server_options {
     unsigned jwt_leeway;    /* seconds of clock slack for exp / nbf */
     const crdtdb_server_auth *auth; /* hooks (copied); NULL: everyone may
                                        do everything */
+    /* Limits on what hostile clients can hold (docs/auth.md, "Limits and
+     * timeouts").  0 in any of them: its default.  Refusals come before
+     * the upgrade, as HTTP statuses; closes after it, as WebSocket closes
+     * with a reason, each with a log line. */
+    size_t max_per_ip;      /* connections from one address (default 64;
+                               beyond: HTTP 429); SIZE_MAX: no limit */
+    size_t max_per_user;    /* connections of one token user (default 32;
+                               beyond: HTTP 429); SIZE_MAX: no limit */
+    size_t max_buffered;    /* bytes all sessions together may hold in
+                               input and output buffers (default 256 MiB;
+                               at least 16 MiB).  Over it, the connection
+                               holding the most (stalled ones first) is
+                               closed at once: 1013 "server memory budget
+                               exceeded".  Exports wait for room. */
+    unsigned handshake_secs; /* from accepting a connection to its request
+                                headers and its session hello (default 10):
+                                else closed, 1008 "no hello within N s" */
+    unsigned message_secs;  /* a sync message begun must end within this
+                               (default 120): else closed, 1008 */
+    unsigned ping_secs;     /* a WebSocket ping this often (default 30) */
+    unsigned pong_secs;     /* no pong within this after a ping: the
+                               connection is dropped (default 30); at most
+                               30000 together with ping_secs */
 } crdtdb_server_options;
 
 /* Fills opts with the defaults above. */
@@ -1032,9 +1103,12 @@ typedef struct crdtdb_client_options {
     unsigned backoff_max_ms; /* between these (defaults 100 and 30000) */
     crdtdb_session_cb on_event; /* session events of every connection,
                                    forwarded, and an ERROR (remote, no
-                                   peer) with EAUTH or EDENIED when the
-                                   server refuses the upgrade with 401 or
-                                   403; may be NULL */
+                                   peer) when the server refuses the
+                                   upgrade: EAUTH for 401 and 431, EDENIED
+                                   for 403, ELIMIT for 429 and 503 (full),
+                                   or closes the connection with a reason
+                                   (ELIMIT: 1013 memory budget, 1008
+                                   timeouts); may be NULL */
     void *ctx;
     const char *tls_ca;     /* wss://: PEM file of the CAs to trust (e.g.
                                a self-signed server certificate); NULL: the
@@ -1046,7 +1120,10 @@ typedef struct crdtdb_client_options {
                                changed (EREVOKED), or refuses the upgrade
                                with 403, the client clears its copy of the
                                database (crdtdb_db_clear: observers get
-                               INVALIDATE_ALL) and reconnects. */
+                               INVALIDATE_ALL) and reconnects.  At most
+                               CRDTDB_JWT_MAX bytes of base64url and dots
+                               (RFC 6750 b64token), else crdtdb_client_open
+                               fails at once (ETOOBIG, EINVAL). */
 } crdtdb_client_options;
 
 /* Fills opts with the defaults above. */

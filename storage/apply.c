@@ -8,8 +8,17 @@
 #include "storage/internal.h"
 
 typedef struct wfilter wfilter;
+typedef struct replace replace;
 static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
-                 crdtdb_apply_info *info);
+                 const replace *rp, crdtdb_apply_info *info);
+
+/* A replace (crdtdb_db_replace): the one record the delta may hold, and
+ * the registers of ours to take back first. */
+struct replace {
+    int coll;
+    const char *id;
+    uint64_t upto;
+};
 
 /* Checks what can be checked before the write transaction: the database,
  * the trust hook, the collections (mapped into local numbers) and the
@@ -45,8 +54,8 @@ static int check(crdtdb_db *db, const crdtdb__delta *d, uint16_t *colls)
     return 0;
 }
 
-static int forged(crdtdb_db *db, const crdtdb__delta *d, const crdtdb__delta_rec *r,
-                  uint16_t coll, int rc)
+static int forged(crdtdb_db *db, const crdtdb__delta *d, crdtdb__str id, uint16_t coll,
+                  int rc)
 {
     if (rc != CRDTDB_EFORGED)
         return crdtdb__db_seterr(db, rc, "merge: %s", crdtdb_strerror(rc));
@@ -55,165 +64,179 @@ static int forged(crdtdb_db *db, const crdtdb__delta *d, const crdtdb__delta_rec
                              "'%s' whose stamp we already hold with a different value: "
                              "refused as forged or corrupt, sender flagged",
                              d->sender[0], d->sender[1], d->sender[2], d->sender[3],
-                             (int)r->id.n, r->id.p, db->colls[coll]);
+                             (int)id.n, id.p, db->colls[coll]);
 }
 
-/* A write filter and what it refused: (coll, id, old visible value) in
- * an arena, restored after the merge. */
+/* A write filter and its scratch: the record's visible value before and
+ * after the merge. */
 typedef struct wfilter {
     crdtdb_write_filter fn;
     void *ctx;
-    crdtdb_buf old, now, refused;
+    crdtdb_buf old, now;
     size_t nrefused;
 } wfilter;
 
-/* The refused list, one entry per record: u16 coll, u8 id length, u8
- * whole, u32 value length, u16 path count, id, old value, then per path
- * u16 length and the path. */
-static void put_u16(uint8_t *p, size_t v) { p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v; }
-static size_t get_u16(const uint8_t *p) { return (size_t)p[0] << 8 | p[1]; }
+/* What an apply may cost the loop that runs it: a record's load and store
+ * beyond its bytes, and each field merged (db.max_apply_work). */
+#define WORK_RECORD 1024
+#define WORK_FIELD 128
 
-static int wf_note(wfilter *w, uint16_t coll, const char *id, int whole, const crdtdb_buf *old,
-                   const crdtdb__delta *d, const crdtdb__delta_rec *r)
+/* The groups of one apply, in record order: one record's groups are merged
+ * in one load and one store, however the delta spreads them. */
+typedef struct applier {
+    crdtdb_txn *t;
+    const crdtdb__delta *d;
+    const uint16_t *colls; /* delta collection index -> local */
+    uint32_t src;
+    wfilter *w;
+    crdtdb__leaf *leaves; /* scratch: one record's incoming fields */
+    size_t applied, work;
+    const replace *rp; /* or NULL */
+} applier;
+
+/* A group's sort key: its record, then its place in the delta. */
+typedef struct gkey {
+    uint32_t coll, idx;
+    crdtdb__str id;
+} gkey;
+
+static int same_record(const gkey *x, const gkey *y)
 {
-    size_t idlen = strlen(id);
-    uint8_t h[10];
-    put_u16(h, coll);
-    h[2] = (uint8_t)idlen;
-    h[3] = (uint8_t)whole;
-    crdtdb__put_u32(h + 4, (uint32_t)old->len);
-    put_u16(h + 8, whole ? 0 : r->n);
-    if (crdtdb__buf_append(&w->refused, h, sizeof h) ||
-        crdtdb__buf_append(&w->refused, id, idlen) ||
-        crdtdb__buf_append(&w->refused, old->data, old->len))
-        return CRDTDB_ENOMEM;
-    for (uint32_t i = r->first; !whole && i < r->first + r->n; i++) {
-        uint8_t l[2];
-        put_u16(l, d->fields[i].path_len);
-        if (crdtdb__buf_append(&w->refused, l, 2) ||
-            crdtdb__buf_append(&w->refused, d->fields[i].path, d->fields[i].path_len))
-            return CRDTDB_ENOMEM;
-    }
-    w->nrefused++;
-    return 0;
+    return x->coll == y->coll && x->id.n == y->id.n &&
+           (!x->id.n || memcmp(x->id.p, y->id.p, x->id.n) == 0);
 }
 
-/* Walks the refused list: entry i at *p, its parts set. */
-typedef struct wf_entry {
-    uint16_t coll;
-    char id[CRDTDB_ID_MAX + 1];
-    int whole;
-    const uint8_t *val;
-    size_t vlen, npaths;
-    const uint8_t *paths;
-} wf_entry;
-
-static const uint8_t *wf_next(const uint8_t *p, wf_entry *e)
+static int gkey_cmp(const void *a, const void *b)
 {
-    e->coll = (uint16_t)get_u16(p);
-    size_t idlen = p[2];
-    e->whole = p[3];
-    e->vlen = crdtdb__get_u32(p + 4);
-    e->npaths = get_u16(p + 8);
-    memcpy(e->id, p + 10, idlen);
-    e->id[idlen] = 0;
-    e->val = p + 10 + idlen;
-    e->paths = e->val + e->vlen;
-    const uint8_t *q = e->paths;
-    for (size_t i = 0; i < e->npaths; i++)
-        q += 2 + get_u16(q);
-    return q;
+    const gkey *x = a, *y = b;
+    if (x->coll != y->coll)
+        return x->coll < y->coll ? -1 : 1;
+    size_t n = x->id.n < y->id.n ? x->id.n : y->id.n;
+    int c = n ? memcmp(x->id.p, y->id.p, n) : 0;
+    if (c)
+        return c;
+    if (x->id.n != y->id.n)
+        return x->id.n < y->id.n ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-/* Whether record (coll, id) was refused earlier in this delta: its later
- * groups are refused too, so one delta is judged one way per record. */
-static int wf_refused(const wfilter *w, uint16_t coll, const char *id)
+/* Merges groups g[0..n) of one record: bases, then all fields at once.
+ * A write filter judges the record once, on its whole change. */
+static int merge_record(applier *a, uint16_t coll, const char *id, const gkey *g, uint32_t n)
 {
-    const uint8_t *p = w->refused.data;
-    wf_entry e;
-    for (size_t i = 0; i < w->nrefused; i++) {
-        p = wf_next(p, &e);
-        if (e.coll == coll && strcmp(e.id, id) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-/* Writes the refused changes back as they were, stamped after everything
- * the delta held, so the sender (and anyone it reached) returns to them:
- * only the fields it changed when we hold them all, else the whole record
- * (a new field or a removal can only be undone by a new base). */
-static int wf_restore(crdtdb_txn *t, wfilter *w)
-{
-    const uint8_t *p = w->refused.data;
-    for (size_t i = 0; i < w->nrefused; i++) {
-        wf_entry e;
-        p = wf_next(p, &e);
-        int rc = e.whole ? crdtdb__write_restore(t, e.coll, e.id, e.vlen ? e.val : NULL, e.vlen)
-                         : crdtdb__write_restore_paths(t, e.coll, e.id, e.paths, e.npaths);
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
-/* Merges one record group; *applied counts the registers that won. */
-static int merge_rec(crdtdb_txn *t, const crdtdb__delta *d, const crdtdb__delta_rec *r,
-                     uint16_t coll, uint32_t src, size_t *applied, wfilter *w)
-{
+    crdtdb_txn *t = a->t;
     crdtdb_db *db = t->db;
-    char id[CRDTDB_ID_MAX + 1];
-    if (r->id.n)
-        memcpy(id, r->id.p, r->id.n);
-    id[r->id.n] = 0;
-    if (strlen(id) != r->id.n)
-        return crdtdb__db_seterr(db, CRDTDB_EBADID, "record id contains NUL");
-    if (w && wf_refused(w, coll, id))
-        return 0;
+    const crdtdb__delta *d = a->d;
     crdtdb__slot s;
     int rc = crdtdb__slot_load(t, &s, coll, id);
     if (rc)
         return rc;
     crdtdb__record *rec = &db->rec;
-    size_t won = 0;
-    uint32_t o;
-    int whole = 0; /* undoing this group needs a new base */
+    if (a->rp && crdtdb__record_drop_upto(rec, a->rp->upto))
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    int dropped = rec->ndead > 0;
+    wfilter *w = a->w;
     if (w) {
         w->old.len = 0;
         if (s.was_visible && crdtdb__record_render(rec, &w->old))
             return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
-        whole = !s.was_visible || r->base_kind != CRDTDB__BASE_NONE;
-        for (uint32_t i = r->first; !whole && i < r->first + r->n; i++)
-            whole = crdtdb__record_find(rec, d->fields[i].path, d->fields[i].path_len) < 0;
     }
-    if (r->base_kind != CRDTDB__BASE_NONE) {
+    size_t won = 0, nf = 0;
+    uint32_t o;
+    for (uint32_t k = 0; k < n; k++) {
+        const crdtdb__delta_rec *r = &d->recs[g[k].idx];
+        if (r->base_kind == CRDTDB__BASE_NONE)
+            continue;
         if (crdtdb__record_origin(rec, d->origins[r->base_origin], &o))
-            return CRDTDB_ENOMEM;
+            return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
         rc = crdtdb__record_put_base(rec, r->base_kind, r->base_hlc, o, 0);
         if (rc < 0)
-            return forged(db, d, r, coll, rc);
+            return forged(db, d, r->id, coll, rc);
         won += (size_t)rc;
     }
-    for (uint32_t i = r->first; i < r->first + r->n; i++) {
-        const crdtdb__delta_field *f = &d->fields[i];
-        if (crdtdb__record_origin(rec, d->origins[f->origin], &o))
-            return CRDTDB_ENOMEM;
-        crdtdb__leaf l = {f->path, f->path_len, f->kind, o, f->hlc, 0, f->val, f->val_len};
-        rc = crdtdb__record_put_leaf(rec, &l);
-        if (rc < 0)
-            return forged(db, d, r, coll, rc);
-        won += (size_t)rc;
+    for (uint32_t k = 0; k < n; k++) {
+        const crdtdb__delta_rec *r = &d->recs[g[k].idx];
+        for (uint32_t i = r->first; i < r->first + r->n; i++) {
+            const crdtdb__delta_field *f = &d->fields[i];
+            if (crdtdb__record_origin(rec, d->origins[f->origin], &o))
+                return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+            crdtdb__leaf l = {f->path, f->path_len, f->kind, o, f->hlc, 0, f->val, f->val_len};
+            a->leaves[nf++] = l;
+        }
     }
-    if (won && w) {
+    size_t wonf;
+    rc = crdtdb__record_put_many(rec, a->leaves, (uint32_t)nf, &wonf);
+    if (rc < 0)
+        return forged(db, d, (crdtdb__str){id, (uint32_t)strlen(id)}, coll, rc);
+    won += wonf;
+    a->work += WORK_RECORD + db->blob.len + nf * WORK_FIELD + (w ? 2 * w->old.len : 0);
+    if (!won && !dropped)
+        return 0;
+    if (w) {
         w->now.len = 0;
         if (crdtdb__record_visible(rec) && crdtdb__record_render(rec, &w->now))
             return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
         if (w->fn(w->ctx, t, db->colls[coll], id, w->old.len ? w->old.data : NULL, w->old.len,
-                  w->now.len ? w->now.data : NULL, w->now.len))
-            return wf_note(w, coll, id, whole, &w->old, d, r) ? CRDTDB_ENOMEM : 0;
+                  w->now.len ? w->now.data : NULL, w->now.len)) {
+            w->nrefused++; /* nothing of it is stored; the filter tells the sender */
+            return 0;
+        }
     }
-    *applied += won;
-    return won ? crdtdb__slot_store(t, &s, src) : 0;
+    a->applied += won;
+    rc = crdtdb__slot_store(t, &s, a->src);
+    a->work += db->enc.len;
+    return rc;
+}
+
+/* Merges every record of the delta, each once, within the work budget. */
+static int merge_all(applier *a)
+{
+    const crdtdb__delta *d = a->d;
+    crdtdb_db *db = a->t->db;
+    if (!d->nrecs)
+        return 0;
+    gkey *g = malloc(d->nrecs * sizeof *g);
+    a->leaves = malloc((d->nfields ? d->nfields : 1) * sizeof *a->leaves);
+    int rc = 0;
+    if (!g || !a->leaves)
+        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; !rc && i < d->nrecs; i++) {
+        g[i].coll = d->recs[i].coll;
+        g[i].idx = i;
+        g[i].id = d->recs[i].id;
+    }
+    if (!rc)
+        qsort(g, d->nrecs, sizeof *g, gkey_cmp);
+    size_t max = db->env->opts.max_apply_work;
+    for (uint32_t i = 0, j; !rc && i < d->nrecs; i = j) {
+        for (j = i + 1; j < d->nrecs && same_record(&g[i], &g[j]); j++)
+            ;
+        char id[CRDTDB_ID_MAX + 1];
+        if (g[i].id.n)
+            memcpy(id, g[i].id.p, g[i].id.n);
+        id[g[i].id.n] = 0;
+        if (strlen(id) != g[i].id.n) {
+            rc = crdtdb__db_seterr(db, CRDTDB_EBADID, "record id contains NUL");
+            break;
+        }
+        uint16_t coll = a->colls[g[i].coll];
+        if (a->rp && (coll != a->rp->coll || strcmp(id, a->rp->id) != 0)) {
+            rc = crdtdb__db_seterr(db, CRDTDB_EBADVALUE,
+                                   "a replace of record '%s' in '%s' holds another record",
+                                   a->rp->id, db->colls[a->rp->coll]);
+            break;
+        }
+        rc = merge_record(a, coll, id, g + i, j - i);
+        if (!rc && a->work > max && (i > 0 || j < d->nrecs))
+            rc = crdtdb__db_seterr(db, CRDTDB_ETOOBIG,
+                                   "delta too costly to apply: over %zu units of work after "
+                                   "%u of its %u record groups; send it in smaller deltas",
+                                   max, j, d->nrecs);
+    }
+    free(g);
+    free(a->leaves);
+    a->leaves = NULL;
+    return rc;
 }
 
 /* Checks the sender's fingerprint points against those it sent before (a
@@ -325,16 +348,44 @@ int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
 int crdtdb_db_apply_filtered(crdtdb_db *db, const uint8_t *delta, size_t len,
                              crdtdb_write_filter filter, void *ctx, crdtdb_apply_info *info)
 {
-    wfilter wf = {filter, ctx, CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, 0};
-    int rc = apply(db, delta, len, filter ? &wf : NULL, info);
+    wfilter wf = {filter, ctx, CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, 0};
+    int rc = apply(db, delta, len, filter ? &wf : NULL, NULL, info);
     crdtdb_buf_free(&wf.old);
     crdtdb_buf_free(&wf.now);
-    crdtdb_buf_free(&wf.refused);
     return rc;
 }
 
+int crdtdb_db_replace(crdtdb_db *db, const char *coll, const char *id, uint64_t upto,
+                      const uint8_t *delta, size_t len, crdtdb_apply_info *info)
+{
+    if (!db || !coll || !id)
+        return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no collection or id") : CRDTDB_EINVAL;
+    if (info)
+        memset(info, 0, sizeof *info);
+    int c = crdtdb__db_coll(db, coll);
+    if (c < 0)
+        return c;
+    if (crdtdb__id_check(id, 0))
+        return crdtdb__db_seterr(db, CRDTDB_EBADID, "invalid record id: 1..255 bytes of UTF-8");
+    replace rp = {c, id, upto};
+    if (delta)
+        return apply(db, delta, len, NULL, &rp, info);
+    /* the peer holds nothing of it: only take ours back */
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    applier a = {t, NULL, NULL, 0, NULL, NULL, 0, 0, &rp};
+    rc = merge_record(&a, (uint16_t)c, id, NULL, 0);
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return rc;
+    }
+    return crdtdb_txn_commit(t);
+}
+
 static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
-                 crdtdb_apply_info *info)
+                 const replace *rp, crdtdb_apply_info *info)
 {
     if (!db || !delta)
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta") : CRDTDB_EINVAL;
@@ -357,10 +408,14 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
     if (!rc && !self)
         rc = crdtdb__peer_num(env, t->mt, d->sender, 1, &src);
     if (!rc && self)
-        rc = check_self(t, d);
-    size_t applied = 0;
-    for (uint32_t i = 0; !rc && i < d->nrecs; i++)
-        rc = merge_rec(t, d, &d->recs[i], colls[d->recs[i].coll], src, &applied, w);
+        rc = rp ? crdtdb__db_seterr(db, CRDTDB_EBADVALUE, "a replace signed by this replica")
+                : check_self(t, d);
+    applier a = {t, d, colls, src, w, NULL, 0, 0, rp};
+    if (!rc && rp && !d->nrecs) /* the peer holds nothing of it */
+        rc = merge_record(&a, (uint16_t)rp->coll, rp->id, NULL, 0);
+    else if (!rc)
+        rc = merge_all(&a);
+    size_t applied = a.applied;
     if (!rc && d->nrecs) {
         rc = crdtdb__hlc_recv(&t->hlc, d->hlc_max, crdtdb__now_ms(env),
                               env->opts.max_clock_skew_ms);
@@ -368,10 +423,8 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
             crdtdb__db_seterr(db, rc, "clock moved during apply");
     }
     uint64_t received = 0;
-    if (!rc && !self)
+    if (!rc && !self && !rp) /* a replace is no range of the peer's log */
         rc = update_marks(t, d, &received);
-    if (!rc && w && w->nrefused)
-        rc = wf_restore(t, w);
     if (colls != colls_stack)
         free(colls);
     if (t && rc) {

@@ -22,6 +22,13 @@ void crdtdb_env_options_init(crdtdb_env_options *o)
     o->max_clock_skew_ms = 5 * 60 * 1000;
     o->observe_batch_limit = 100;
     o->max_delta_size = (size_t)4 << 20;
+    o->max_delta_groups = CRDTDB__DELTA_GROUPS;
+    o->max_apply_work = (size_t)32 << 20;
+}
+
+void crdtdb_env_options_get(const crdtdb_env *env, crdtdb_env_options *opts)
+{
+    *opts = env->opts;
 }
 
 int crdtdb__mdb_err(int rc)
@@ -162,7 +169,8 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
     if (o.max_depth == 0 || o.max_depth > 32 || o.max_value_size == 0 ||
         o.max_value_size > UINT32_MAX / 2 || o.max_path_bytes == 0 ||
         o.max_path_bytes > UINT32_MAX / 2 || o.map_size == 0 || o.max_fields == 0 ||
-        o.max_delta_size < o.max_value_size + o.max_path_bytes + 4096)
+        o.max_delta_size < o.max_value_size + o.max_path_bytes + 4096 ||
+        o.max_delta_groups == 0 || o.max_apply_work == 0)
         return CRDTDB_EINVAL;
     if (!o.clock)
         o.clock = system_ms;
@@ -180,6 +188,7 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
     env->lim.max_depth = o.max_depth;
     env->lim.max_path_bytes = o.max_path_bytes;
     env->lim.max_fields = o.max_fields;
+    env->lim.max_delta_groups = o.max_delta_groups;
     if (pthread_mutex_init(&env->lock, NULL)) {
         free(env);
         return CRDTDB_ENOMEM;

@@ -127,6 +127,12 @@ static uint64_t max_seq(const crdtdb__record *r)
 
 static int group(exporter *x, uint16_t coll, const uint8_t *id, size_t idlen);
 
+/* Whether the delta holds as many record groups as a receiver takes. */
+static int full(const exporter *x)
+{
+    return x->d.nrecs >= x->db->env->lim.max_delta_groups;
+}
+
 /* The delta field of a stored register; origin stays the record's index. */
 static crdtdb__delta_field leaf_field(const crdtdb__leaf *l)
 {
@@ -176,7 +182,7 @@ static int pack_whole(exporter *x, MDB_txn *mt, uint64_t prev, const crdtdb__rec
      * only past the piece holding the record's last register) */
     size_t head = REC_COST + idlen + ORIGIN_COST;
     int rc;
-    if (x->d.nrecs && x->cost + head > x->budget && (rc = flush(x, mt, prev)))
+    if (x->d.nrecs && (x->cost + head > x->budget || full(x)) && (rc = flush(x, mt, prev)))
         return rc;
     x->group_coll = -1; /* a group of its own */
     if ((rc = group(x, coll, id, idlen)))
@@ -371,7 +377,7 @@ int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned 
         const uint8_t *okey = rec.origins[f.origin];
         uint32_t norig = x.d.norigins;
         size_t cost = crdtdb__delta_field_cost(&f) + REC_COST + idlen + ORIGIN_COST;
-        if (x.d.nrecs && x.cost + cost > x.budget && (rc = flush(&x, t->mt, prev)))
+        if (x.d.nrecs && (x.cost + cost > x.budget || full(&x)) && (rc = flush(&x, t->mt, prev)))
             break;
         if ((rc = group(&x, coll, id, idlen)) ||
             (rc = crdtdb__delta_origin(&x.d, okey, &f.origin)))
@@ -400,5 +406,73 @@ int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned 
     crdtdb_txn_abort(t);
     if (info)
         *info = x.info;
+    return rc;
+}
+
+int crdtdb_db_export_record(crdtdb_db *db, const char *coll, const char *id,
+                            const uint8_t *peer, crdtdb_buf *out, int *found)
+{
+    if (!db || !coll || !id || !out || !found)
+        return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no collection, id or output")
+                  : CRDTDB_EINVAL;
+    *found = 0;
+    out->len = 0;
+    int c = crdtdb__db_coll(db, coll);
+    if (c < 0)
+        return c;
+    if (crdtdb__id_check(id, 0))
+        return crdtdb__db_seterr(db, CRDTDB_EBADID, "invalid record id: 1..255 bytes of UTF-8");
+    crdtdb_env *env = db->env;
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
+    if (rc)
+        return rc;
+    uint8_t rk[CRDTDB__RECKEY_MAX];
+    MDB_val key = {crdtdb__reckey(rk, db->num, (uint16_t)c, id, strlen(id)), rk}, blob;
+    crdtdb__record rec;
+    crdtdb__record_init(&rec);
+    exporter x;
+    memset(&x, 0, sizeof x);
+    x.db = db;
+    x.group_coll = -1;
+    crdtdb__delta_init(&x.d);
+    x.d.db_id.p = db->id;
+    x.d.db_id.n = (uint32_t)strlen(db->id);
+    x.d.sender = env->pk;
+    x.d.recipient = peer;
+    int mrc = mdb_get(t->mt, env->dbi_records, &key, &blob);
+    if (mrc == 0 && !(rc = crdtdb__record_decode(&rec, blob.mv_data, blob.mv_size))) {
+        /* the blob stays valid for the snapshot: the delta borrows it */
+        rc = group(&x, (uint16_t)c, (const uint8_t *)id, strlen(id));
+        uint32_t o;
+        if (!rc && rec.base_kind != CRDTDB__BASE_NONE) {
+            rc = crdtdb__delta_origin(&x.d, rec.origins[rec.base_origin], &o);
+            if (!rc)
+                set_base(&x, rec.base_kind, rec.base_hlc, o);
+        }
+        for (uint32_t i = 0; !rc && i < rec.nleaves; i++) {
+            crdtdb__delta_field f = leaf_field(&rec.leaves[i]);
+            rc = crdtdb__delta_origin(&x.d, rec.origins[rec.leaves[i].origin], &f.origin);
+            if (!rc)
+                rc = crdtdb__delta_add_field(&x.d, &f);
+        }
+        if (!rc)
+            rc = crdtdb__delta_encode(&x.d, env->sk, out);
+        if (!rc && out->len > env->opts.max_delta_size)
+            rc = crdtdb__db_seterr(db, CRDTDB_EIO, "record '%s' in '%s' takes %zu bytes, over "
+                                   "max_delta_size", id, coll, out->len);
+        else if (rc)
+            rc = crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
+        *found = !rc;
+    } else if (mrc && mrc != MDB_NOTFOUND) {
+        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", mdb_strerror(mrc));
+    } else if (rc) {
+        rc = crdtdb__db_seterr(db, rc, "record '%s' in '%s' is unreadable", id, coll);
+    }
+    if (rc)
+        out->len = 0;
+    crdtdb__record_free(&rec);
+    crdtdb__delta_free(&x.d);
+    crdtdb_txn_abort(t);
     return rc;
 }

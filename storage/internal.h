@@ -163,19 +163,10 @@ typedef struct crdtdb__slot {
 /* Loads record (coll, id) into db->rec.  0 or an error (message set). */
 int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
                       const char *id);
-/* Numbers new registers, stores db->rec, logs its changes as coming from
- * peer number `src`, records the observer event. */
+/* Numbers new registers, stores db->rec (deletes it when it holds no
+ * register at all), logs its changes as coming from peer number `src`,
+ * records the observer event. */
 int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src);
-
-/* Writes record (coll, id) anew with fresh stamps: as `value` (a msgpack
- * map), or removed when value is NULL.  For refused remote writes. */
-int crdtdb__write_restore(crdtdb_txn *t, uint16_t coll, const char *id, const uint8_t *value,
-                          size_t len);
-/* Stamps anew the fields of record (coll, id) at `paths` (npaths of u16
- * length + path), with the values held: for refused changes to fields
- * that exist here. */
-int crdtdb__write_restore_paths(crdtdb_txn *t, uint16_t coll, const char *id,
-                                const uint8_t *paths, size_t npaths);
 
 /* peers.c */
 /* Peer number of replica id `key`, created if `create`; 0 if unknown. */

@@ -110,8 +110,10 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
     if (crdtdb__record_encode(r, db->vis.data, db->vis.len, &db->enc))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     MDB_val v = {db->enc.len, db->enc.data};
-    int mrc = s->exists ? mdb_cursor_put(t->rec_cur, &s->k, &v, MDB_CURRENT)
-                        : mdb_put(t->mt, env->dbi_records, &s->k, &v, 0);
+    int empty = r->base_kind == CRDTDB__BASE_NONE && r->nleaves == 0; /* all taken back */
+    int mrc = empty ? (s->exists ? mdb_cursor_del(t->rec_cur, 0) : 0)
+              : s->exists ? mdb_cursor_put(t->rec_cur, &s->k, &v, MDB_CURRENT)
+                          : mdb_put(t->mt, env->dbi_records, &s->k, &v, 0);
     for (uint32_t i = 0; !mrc && i < r->ndead; i++) {
         uint8_t k[CRDTDB__CHGKEY_LEN];
         crdtdb__put_u32(k, db->num);
@@ -364,54 +366,6 @@ int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     if (!rc)
         rc = crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
     return crdtdb__txn_end(t, own, rc);
-}
-
-int crdtdb__write_restore(crdtdb_txn *t, uint16_t coll, const char *id, const uint8_t *value,
-                         size_t len)
-{
-    crdtdb_db *db = t->db;
-    if (value) {
-        msgpack_object o;
-        int rc = parse(db, value, len, &o);
-        return rc ? rc : op_add(t, coll, id, &o);
-    }
-    crdtdb__slot s;
-    uint32_t origin;
-    int rc = crdtdb__slot_load(t, &s, coll, id);
-    if (!rc && crdtdb__record_origin(&db->rec, db->env->pk, &origin))
-        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
-    if (!rc && crdtdb__record_put_base(&db->rec, CRDTDB__BASE_REMOVE, crdtdb__txn_tick(t),
-                                       origin, 0) < 0)
-        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
-    return rc ? rc : crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
-}
-
-int crdtdb__write_restore_paths(crdtdb_txn *t, uint16_t coll, const char *id,
-                               const uint8_t *paths, size_t npaths)
-{
-    crdtdb_db *db = t->db;
-    crdtdb__slot s;
-    uint32_t origin;
-    int rc = crdtdb__slot_load(t, &s, coll, id);
-    if (!rc && crdtdb__record_origin(&db->rec, db->env->pk, &origin))
-        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
-    if (rc)
-        return rc;
-    uint64_t hlc = crdtdb__txn_tick(t);
-    for (size_t i = 0; i < npaths; i++) {
-        size_t plen = (size_t)paths[0] << 8 | paths[1];
-        long li = crdtdb__record_find(&db->rec, paths + 2, plen);
-        paths += 2 + plen;
-        if (li < 0)
-            continue;
-        crdtdb__leaf l = db->rec.leaves[li]; /* the value we hold, stamped anew */
-        l.hlc = hlc;
-        l.origin = origin;
-        l.seq = 0;
-        if (crdtdb__record_put_leaf(&db->rec, &l) < 0)
-            return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
-    }
-    return crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
 }
 
 void crdtdb_db_set_readonly(crdtdb_db *db, int readonly)

@@ -12,7 +12,7 @@
 #include "tests/testutil.h"
 
 static uint8_t pk[32], sk[64], other[32];
-static crdtdb__limits lim = {1 << 20, 16, 1024, 10000};
+static crdtdb__limits lim = {1 << 20, 16, 1024, 10000, 0};
 
 static void keys(void)
 {

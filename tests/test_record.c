@@ -62,14 +62,11 @@ static void encode_path(crdtdb_buf *b, const char *dotted)
     }
 }
 
-static int apply(crdtdb__record *r, const w *x, pool *p)
+/* The leaf of a 'v' or 'm' write, its path and value kept in p. */
+static crdtdb__leaf make_leaf(crdtdb__record *r, const w *x, pool *p)
 {
     uint32_t o;
     ck_assert_int_eq(crdtdb__record_origin(r, KEYS[x->origin], &o), 0);
-    if (x->kind == 'a' || x->kind == 'r')
-        return crdtdb__record_put_base(r, x->kind == 'a' ? CRDTDB__BASE_ADD
-                                                         : CRDTDB__BASE_REMOVE,
-                                       x->hlc, o, 0);
     crdtdb_buf *pb = pool_new(p);
     encode_path(pb, x->path);
     crdtdb__leaf l = {pb->data, (uint32_t)pb->len, CRDTDB__KIND_MAP, o, x->hlc, 0, NULL, 0};
@@ -80,6 +77,19 @@ static int apply(crdtdb__record *r, const w *x, pool *p)
         l.val = vb->data;
         l.val_len = (uint32_t)vb->len;
     }
+    return l;
+}
+
+static int apply(crdtdb__record *r, const w *x, pool *p)
+{
+    if (x->kind == 'a' || x->kind == 'r') {
+        uint32_t o;
+        ck_assert_int_eq(crdtdb__record_origin(r, KEYS[x->origin], &o), 0);
+        return crdtdb__record_put_base(r, x->kind == 'a' ? CRDTDB__BASE_ADD
+                                                         : CRDTDB__BASE_REMOVE,
+                                       x->hlc, o, 0);
+    }
+    crdtdb__leaf l = make_leaf(r, x, p);
     return crdtdb__record_put_leaf(r, &l);
 }
 
@@ -438,6 +448,133 @@ START_TEST(random_orders_converge)
 }
 END_TEST
 
+/* Numbers the record's new registers from *seq on, as a store would. */
+static void number(crdtdb__record *r, uint64_t *seq)
+{
+    if (r->base_kind != CRDTDB__BASE_NONE && !r->base_seq)
+        r->base_seq = ++*seq;
+    for (uint32_t i = 0; i < r->nleaves; i++)
+        if (!r->leaves[i].seq)
+            r->leaves[i].seq = ++*seq;
+}
+
+/* Every numbered register is either live in r or in its dead list, once. */
+static void check_seqs(const crdtdb__record *r, uint64_t last, const char *what)
+{
+    unsigned char seen[64] = {0};
+    ck_assert_uint_lt(last, sizeof seen);
+    if (r->base_kind != CRDTDB__BASE_NONE)
+        seen[r->base_seq]++;
+    for (uint32_t i = 0; i < r->nleaves; i++)
+        seen[r->leaves[i].seq]++;
+    for (uint32_t i = 0; i < r->ndead; i++)
+        seen[r->dead[i]]++;
+    for (uint64_t q = 1; q <= last; q++)
+        ck_assert_msg(seen[q] == 1, "%s: seq %llu counted %d times", what,
+                      (unsigned long long)q, seen[q]);
+}
+
+/* put_many (a delta's fields for one record at once, rebuilt in path
+ * order) ends exactly where single puts in delta order end. */
+START_TEST(put_many_matches_single_puts)
+{
+    unsigned seed = tu_seed();
+    srand(seed);
+    for (int round = 0; round < 2000; round++) {
+        w ws[40];
+        int n = 2 + rand() % 38, k = rand() % n;
+        for (int i = 0; i < n; i++) {
+            int c = rand() % 10;
+            ws[i].kind = c == 0 ? 'a' : c == 1 ? 'r' : c == 2 ? 'm' : 'v';
+            ws[i].path = PATHS[rand() % NPATHS];
+            ws[i].hlc = 1 + (uint64_t)(rand() % 12);
+            ws[i].origin = rand() % 3;
+            ws[i].json = VALS[rand() % 7];
+        }
+        for (int i = 0; i < n; i++) /* one stamp, one write */
+            for (int j = 0; j < i; j++)
+                if (ws[i].hlc == ws[j].hlc && ws[i].origin == ws[j].origin &&
+                    (ws[i].kind == 'a' || ws[i].kind == 'r') ==
+                        (ws[j].kind == 'a' || ws[j].kind == 'r'))
+                    ws[i] = ws[j];
+        crdtdb__record a, b;
+        pool pa = {0}, pb = {0};
+        crdtdb__record_init(&a);
+        crdtdb__record_init(&b);
+        uint64_t sa = 0, sb = 0;
+        for (int i = 0; i < k; i++) { /* what was stored before */
+            ck_assert_int_ge(apply(&a, &ws[i], &pa), 0);
+            number(&a, &sa);
+            ck_assert_int_ge(apply(&b, &ws[i], &pb), 0);
+            number(&b, &sb);
+        }
+        size_t won_a = 0, won_b = 0;
+        for (int i = k; i < n; i++) { /* the delta: single puts */
+            int rc = apply(&a, &ws[i], &pa);
+            ck_assert_int_ge(rc, 0);
+            if (ws[i].kind != 'a' && ws[i].kind != 'r')
+                won_a += (size_t)rc;
+        }
+        crdtdb__leaf ls[40];
+        uint32_t nl = 0;
+        for (int i = k; i < n; i++) /* the delta: bases, then leaves at once */
+            if (ws[i].kind == 'a' || ws[i].kind == 'r')
+                ck_assert_int_ge(apply(&b, &ws[i], &pb), 0);
+            else
+                ls[nl++] = make_leaf(&b, &ws[i], &pb);
+        ck_assert_int_eq(crdtdb__record_put_many(&b, ls, nl, &won_b), 0);
+        char *ga = render(&a), *gb = render(&b);
+        ck_assert_msg(strcmp(ga, gb) == 0, "seed %u round %d: single %s, many %s", seed, round,
+                      ga, gb);
+        ck_assert_uint_eq(a.nleaves, b.nleaves);
+        for (uint32_t i = 0; i < a.nleaves; i++)
+            ck_assert_msg(a.leaves[i].hlc == b.leaves[i].hlc &&
+                              a.leaves[i].seq == b.leaves[i].seq &&
+                              a.leaves[i].path_len == b.leaves[i].path_len,
+                          "seed %u round %d: leaf %u differs", seed, round, i);
+        ck_assert_uint_le(won_b, won_a + 0); /* a rebuilt leaf is stored once */
+        number(&a, &sa);
+        number(&b, &sb);
+        check_seqs(&b, sb, "put_many");
+        free(ga);
+        free(gb);
+        crdtdb__record_free(&a);
+        crdtdb__record_free(&b);
+        pool_free(&pa);
+        pool_free(&pb);
+    }
+}
+END_TEST
+
+/* drop_upto takes back registers numbered up to a point and no others. */
+START_TEST(drop_upto_keeps_later_registers)
+{
+    crdtdb__record r;
+    pool p = {0};
+    crdtdb__record_init(&r);
+    uint64_t seq = 0;
+    const w ws[] = {{'a', NULL, 1, 0, NULL}, {'v', "a", 2, 0, "1"}, {'v', "b", 3, 0, "2"},
+                    {'v', "c", 4, 1, "3"}};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(apply(&r, &ws[i], &p), 1);
+        number(&r, &seq);
+    }
+    ck_assert_int_eq(crdtdb__record_drop_upto(&r, 2), 0); /* the add and "a" */
+    ck_assert_int_eq(r.base_kind, CRDTDB__BASE_NONE);
+    ck_assert_uint_eq(r.nleaves, 2);
+    ck_assert_uint_eq(r.ndead, 2);
+    check_seqs(&r, seq, "drop_upto");
+    char *s = render(&r);
+    ck_assert_str_eq(s, "(invisible)");
+    free(s);
+    ck_assert_int_eq(crdtdb__record_drop_upto(&r, 4), 0);
+    ck_assert_uint_eq(r.nleaves, 0);
+    check_seqs(&r, seq, "drop_upto all");
+    crdtdb__record_free(&r);
+    pool_free(&p);
+}
+END_TEST
+
 int main(void)
 {
     keys_init();
@@ -448,6 +585,8 @@ int main(void)
     tcase_add_test(tc, outcomes_and_dead_seqs);
     tcase_add_test(tc, golden_blob);
     tcase_add_test(tc, random_orders_converge);
+    tcase_add_test(tc, put_many_matches_single_puts);
+    tcase_add_test(tc, drop_upto_keeps_later_registers);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

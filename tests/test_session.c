@@ -352,6 +352,21 @@ START_TEST(read_filter_hides_purges_and_reveals_whole)
 }
 END_TEST
 
+/* A server session deciding the client's writes with `filter`. */
+static crdtdb_session *open_filtered(replica *r, evs *e, crdtdb_write_filter filter, void *ctx)
+{
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = CRDTDB_SESSION_SERVER;
+    o.on_event = on_event;
+    o.ctx = e;
+    o.write_filter = filter;
+    o.filter_ctx = ctx;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb_session_open(r->db, &o, &s), 0);
+    return s;
+}
+
 /* A write filter refusing whatever replica C writes. */
 static const uint8_t *refuse_key;
 static int refuse_from_c(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
@@ -361,47 +376,115 @@ static int refuse_from_c(void *ctx, crdtdb_txn *txn, const char *coll, const cha
     return ctx == refuse_key;
 }
 
-/* A refused change to existing fields is undone field by field: a
- * concurrent, older change by someone allowed to another field survives. */
-START_TEST(refused_fields_are_restored_alone)
+/* A refused write is undone at its sender only.  The server stores nothing
+ * for it, even stamped minutes ahead, so an honest, older write by someone
+ * else still wins everywhere; a refused new record leaves no tombstone that
+ * could delete someone else's record later. */
+START_TEST(refused_write_is_undone_at_the_sender_only)
 {
     replica C;
     replica_init(&C, &now_ms, "game");
     put(&B, "add", "players", "r", "{\"a\":1,\"b\":1}");
     sync_pair(&B, &A);
     sync_pair(&B, &C);
-    put(&A, "update", "players", "r", "{\"b\":2}"); /* allowed, offline for now */
-    now_ms += 10;
-    put(&C, "update", "players", "r", "{\"a\":9}"); /* to be refused */
-    uint8_t bid[32];
-    crdtdb_env_replica_id(B.env, bid);
-    net qc = {0}, qa = {0};
-    ck_assert_int_eq(crdtdb_db_export(C.db, received_from(&B, &C), bid, to_net, &qc, NULL), 0);
-    ck_assert_int_eq(crdtdb_db_export(A.db, received_from(&B, &A), bid, to_net, &qa, NULL), 0);
+    put(&A, "update", "players", "r", "{\"a\":2}"); /* allowed, offline for now */
+    put(&A, "add", "moves", "x", "{\"by\":\"A\"}");
+    now_ms += 4 * 60 * 1000; /* C's clock runs ahead, within the skew limit */
+    put(&C, "update", "players", "r", "{\"a\":9}");
+    put(&C, "add", "moves", "x", "{\"by\":\"C\"}");
+    now_ms -= 4 * 60 * 1000;
     static const uint8_t tag;
     refuse_key = &tag;
-    crdtdb_apply_info info;
-    for (size_t i = 0; i < qc.n; i++)
-        ck_assert_int_eq(crdtdb_db_apply_filtered(B.db, qc.msgs[i].data, qc.msgs[i].len,
-                                                  refuse_from_c, (void *)&tag, &info), 0);
-    ck_assert_uint_eq(info.refused, 1);
+    evs ec = {0}, eb = {0};
+    crdtdb_session *c = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0);
+    crdtdb_session *s = open_filtered(&B, &eb, refuse_from_c, (void *)&tag);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(crdtdb_session_closed(c), 0);
     char *g = tu_get(B.db, "players", "r");
     ck_assert_str_eq(g, "{\"a\":1,\"b\":1}");
     free(g);
-    for (size_t i = 0; i < qa.n; i++)
-        ck_assert_int_eq(crdtdb_db_apply_filtered(B.db, qa.msgs[i].data, qa.msgs[i].len,
-                                                  refuse_from_c, NULL, &info), 0);
+    ck_assert_ptr_null(tu_get(B.db, "moves", "x"));
+    g = tu_get(C.db, "players", "r"); /* the sender returned to the server's copy */
+    ck_assert_str_eq(g, "{\"a\":1,\"b\":1}");
+    free(g);
+    ck_assert_ptr_null(tu_get(C.db, "moves", "x"));
+    ck_assert_int_ge(crdtdb_session_synced(c), 1);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+    /* A's older writes arrive and win on the server... */
+    evs ea = {0};
+    c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    s = open_filtered(&B, &eb, refuse_from_c, NULL);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
     g = tu_get(B.db, "players", "r");
-    ck_assert_str_eq(g, "{\"a\":1,\"b\":2}"); /* b survived the restore of a */
+    ck_assert_str_eq(g, "{\"a\":2,\"b\":1}");
     free(g);
-    /* the refused writer returns to the server's state */
-    sync_pair(&B, &C);
+    g = tu_get(B.db, "moves", "x");
+    ck_assert_str_eq(g, "{\"by\":\"A\"}");
+    free(g);
+    /* ... and reach the refused writer too */
+    c = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0);
+    s = open_filtered(&B, &eb, refuse_from_c, (void *)&tag);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
     g = tu_get(C.db, "players", "r");
-    ck_assert_str_eq(g, "{\"a\":1,\"b\":2}");
+    ck_assert_str_eq(g, "{\"a\":2,\"b\":1}");
     free(g);
-    net_free(&qc);
-    net_free(&qa);
+    g = tu_get(C.db, "moves", "x");
+    ck_assert_str_eq(g, "{\"by\":\"A\"}");
+    free(g);
     replica_free(&C);
+}
+END_TEST
+
+static size_t hello(uint8_t *out, unsigned version, const char *db, const uint8_t *id);
+
+/* Acks are believed only within our own log and, durably, only from a
+ * peer that proved its id by signing a delta. */
+START_TEST(acks_only_from_proven_peers_within_range)
+{
+    put(&B, "add", "players", "bob", "{\"hp\":7}");
+    uint8_t aid[32];
+    crdtdb_env_replica_id(A.env, aid);
+    evs eb = {0};
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    uint8_t buf[256];
+    size_t n = hello(buf, 1, "game", aid); /* A's id, claimed by anyone */
+    ck_assert_int_eq(crdtdb_session_feed(s, buf, n), 0);
+    uint64_t huge[] = {UINT64_MAX, 1};
+    for (int i = 0; i < 2; i++) { /* one beyond our log, one within */
+        crdtdb_buf m = CRDTDB_BUF_INIT;
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &m, crdtdb__buf_write_cb);
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_uint8(&pk, 4); /* ACK */
+        msgpack_pack_uint64(&pk, huge[i]);
+        uint8_t h[4] = {0, 0, (uint8_t)(m.len >> 8), (uint8_t)m.len};
+        ck_assert_int_eq(crdtdb_session_feed(s, h, 4), 0);
+        ck_assert_int_eq(crdtdb_session_feed(s, m.data, m.len), 0);
+        crdtdb_buf_free(&m);
+    }
+    ck_assert_int_eq(crdtdb_session_flush(s), 0);
+    crdtdb_session_close(s); /* saves what it believes */
+    crdtdb_peer p;
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(B.db, aid, &p, &found), 0);
+    ck_assert_uint_eq(p.acked, 0); /* the claim was never proven */
+    /* a proven peer's ack within range is kept */
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    evs ea = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+    uint64_t last;
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &last), 0);
+    ck_assert_int_eq(crdtdb_db_peer_get(B.db, aid, &p, &found), 0);
+    ck_assert_uint_eq(p.acked, last);
 }
 END_TEST
 
@@ -665,7 +748,8 @@ int main(void)
     tcase_add_test(tc, empty_ranges_are_not_signed);
     tcase_add_test(tc, echo_is_skipped_unsigned);
     tcase_add_test(tc, read_filter_hides_purges_and_reveals_whole);
-    tcase_add_test(tc, refused_fields_are_restored_alone);
+    tcase_add_test(tc, refused_write_is_undone_at_the_sender_only);
+    tcase_add_test(tc, acks_only_from_proven_peers_within_range);
     tcase_add_test(tc, server_to_client_mode);
     tcase_add_test(tc, cut_and_resume);
     tcase_add_test(tc, backpressure_bounds_the_output);

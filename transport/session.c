@@ -19,7 +19,7 @@
 #define ACK_SAVE_EVERY 64 /* acks received between durable saves */
 
 enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE,
-       M_PURGE };
+       M_PURGE, M_REPLACE };
 enum { S_HANDSHAKE, S_OPEN, S_CLOSED };
 
 struct crdtdb_session {
@@ -43,6 +43,11 @@ struct crdtdb_session {
     uint64_t sent_upto;   /* our log is exported up to here */
     uint64_t told_uptodate; /* the last UPTODATE we sent (+1; 0: none) */
     uint64_t peer_uptodate; /* the peer's last UPTODATE (+1; 0: none) */
+    int proven;           /* its acks may be kept: a server's peer signed a
+                             delta here; a client trusts the server it chose */
+    size_t max_delta;     /* the environment's max_delta_size */
+    crdtdb_buf refused;   /* records the write filter refused in the apply
+                             under way: "coll\0id\0" each */
     crdtdb_buf in, out, msg;
     size_t out_off;
     msgpack_zone zone;
@@ -147,7 +152,8 @@ int crdtdb_session_open(crdtdb_db *db, const crdtdb_session_options *opts,
     if (s->o.mode != CRDTDB_SYNC_SERVER_TO_CLIENT)
         s->o.mode = CRDTDB_SYNC_TWO_WAY;
     crdtdb_env_options eo;
-    crdtdb_env_options_init(&eo); /* the defaults, for the unset bounds */
+    crdtdb_env_options_get(crdtdb_db_env(db), &eo); /* for the unset bounds */
+    s->max_delta = eo.max_delta_size;
     if (!s->o.max_message)
         s->o.max_message = eo.max_delta_size + 4096;
     if (!s->o.delta_size)
@@ -155,6 +161,7 @@ int crdtdb_session_open(crdtdb_db *db, const crdtdb_session_options *opts,
     if (!s->o.max_output)
         s->o.max_output = 2 * eo.max_delta_size;
     s->server = (s->o.flags & CRDTDB_SESSION_SERVER) != 0;
+    s->proven = !s->server;
     s->mode = s->o.mode;
     s->state = S_HANDSHAKE;
     snprintf(s->errmsg, sizeof s->errmsg, "no error");
@@ -171,7 +178,7 @@ int crdtdb_session_open(crdtdb_db *db, const crdtdb_session_options *opts,
 
 static int save_ack(crdtdb_session *s)
 {
-    if (!s->acks_unsaved)
+    if (!s->acks_unsaved || !s->proven)
         return 0;
     s->acks_unsaved = 0;
     return crdtdb_db_peer_ack(s->db, s->peer, s->peer_acked);
@@ -191,6 +198,7 @@ void crdtdb_session_close(crdtdb_session *s)
         return;
     (void)save_ack(s); /* best effort: the db is still open (contract) */
     crdtdb_buf_free(&s->in);
+    crdtdb_buf_free(&s->refused);
     crdtdb_buf_free(&s->out);
     crdtdb_buf_free(&s->msg);
     msgpack_zone_destroy(&s->zone);
@@ -424,6 +432,64 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     return 0;
 }
 
+/* The write filter, with the session's own context: what it refuses is
+ * noted for the REPLACE that corrects the peer. */
+static int write_filter(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                        const uint8_t *old, size_t old_len, const uint8_t *now, size_t now_len)
+{
+    crdtdb_session *s = ctx;
+    int r = s->o.write_filter(s->o.filter_ctx, txn, coll, id, old, old_len, now, now_len);
+    if (r && (crdtdb__buf_append(&s->refused, coll, strlen(coll) + 1) ||
+              crdtdb__buf_append(&s->refused, id, strlen(id) + 1)))
+        return CRDTDB_ENOMEM; /* refused all the same; the apply then fails */
+    return r;
+}
+
+/*
+ * Corrects the peer, and only the peer, for each record the filter
+ * refused: REPLACE [type, coll, id, upto, delta | nil] makes it take back
+ * what it wrote of the record up to its sequence `upto` and take our copy.
+ * Nothing was stored here for it, so nothing reaches anyone else.
+ */
+static int send_replaces(crdtdb_session *s, uint64_t upto)
+{
+    crdtdb_buf rec = CRDTDB_BUF_INIT;
+    int rc = 0;
+    for (size_t off = 0; !rc && off < s->refused.len;) {
+        const char *coll = (const char *)s->refused.data + off;
+        const char *id = coll + strlen(coll) + 1;
+        off = (size_t)(id + strlen(id) + 1 - (const char *)s->refused.data);
+        int found;
+        rc = crdtdb_db_export_record(s->db, coll, id, s->peer, &rec, &found);
+        if (rc) {
+            rc = seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+            break;
+        }
+        msgpack_packer pk = start(s, M_REPLACE, 5);
+        msgpack_pack_str_with_body(&pk, coll, strlen(coll));
+        msgpack_pack_str_with_body(&pk, id, strlen(id));
+        msgpack_pack_uint64(&pk, upto);
+        if (found)
+            msgpack_pack_bin_with_body(&pk, rec.data, rec.len);
+        else
+            msgpack_pack_nil(&pk);
+        rc = frame(s);
+    }
+    crdtdb_buf_free(&rec);
+    s->refused.len = 0;
+    return rc;
+}
+
+/* A delta we refused but the peer can retry: it hears why, and the range
+ * stays unacknowledged. */
+static int refuse_delta(crdtdb_session *s, int rc)
+{
+    seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+    crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, rc, s->errmsg, 0};
+    emit(s, &ev);
+    return crdtdb_session_notify(s, rc, s->errmsg) == CRDTDB_ENOMEM ? CRDTDB_ENOMEM : 0;
+}
+
 static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
 {
     if (n != 2 || a[1].type != MSGPACK_OBJECT_BIN)
@@ -432,31 +498,39 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         return seterr(s, CRDTDB_EROFS, "Read only access");
     /* the signer must be the peer that said hello: checked before anything
      * is stored (apply then verifies the signature) */
+    const uint8_t *bytes = (const uint8_t *)a[1].via.bin.ptr;
+    size_t len = a[1].via.bin.size;
     size_t dlen;
     char did[CRDTDB_ID_MAX + 1];
     uint8_t signer[CRDTDB_REPLICA_ID_BYTES];
-    int prc = crdtdb_delta_peek_sender((const uint8_t *)a[1].via.bin.ptr, a[1].via.bin.size,
-                                       &dlen, did, signer);
+    int prc = crdtdb_delta_peek_sender(bytes, len, &dlen, did, signer);
     if (prc)
         return seterr(s, prc, "malformed delta: %s", crdtdb_strerror(prc));
     if (memcmp(signer, s->peer, sizeof s->peer) != 0)
         return seterr(s, CRDTDB_EBADVALUE, "a delta signed by another replica than the peer");
     uint64_t before = s->received;
     crdtdb_apply_info info;
-    int rc = crdtdb_db_apply_filtered(s->db, (const uint8_t *)a[1].via.bin.ptr, a[1].via.bin.size,
-                                      s->o.write_filter, s->o.filter_ctx, &info);
-    if (rc == CRDTDB_ECLOCK) { /* not fatal: the peer hears why; the range
-                                  stays unacknowledged and the next session
-                                  sends it again, by then perhaps in time */
-        seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
-        crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, rc, s->errmsg, 0};
-        emit(s, &ev);
-        return crdtdb_session_notify(s, rc, s->errmsg) == CRDTDB_ENOMEM ? CRDTDB_ENOMEM : 0;
+    s->refused.len = 0;
+    int rc = crdtdb_db_apply_filtered(s->db, bytes, len, s->o.write_filter ? write_filter : NULL,
+                                      s, &info);
+    if (rc == CRDTDB_ECLOCK) /* by then perhaps in time: the next session resends it */
+        return refuse_delta(s, rc);
+    if (rc == CRDTDB_ETOOBIG && len <= s->max_delta) {
+        /* too costly to apply at once (the work budget, or too many
+         * records): ask for it again from where we are, in deltas of at
+         * most half its size; one record alone is always taken */
+        if ((rc = refuse_delta(s, rc)))
+            return rc;
+        msgpack_packer pk = start(s, M_SINCE, 3);
+        msgpack_pack_uint64(&pk, s->received);
+        msgpack_pack_uint64(&pk, len / 2 ? len / 2 : 1);
+        return frame(s);
     }
     if (rc)
         return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
     if (memcmp(info.sender, s->peer, sizeof s->peer) != 0)
         return seterr(s, CRDTDB_EBADVALUE, "a delta signed by another replica than the peer");
+    s->proven = 1;
     /* What this apply numbered came from the peer: when nothing else was
      * waiting for it, there is nothing to send back, and no need to scan
      * the log or say so (no SKIP, no UPTODATE for it). */
@@ -470,15 +544,64 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     emit(s, &ev);
     if (info.received > s->received)
         s->received = info.received;
-    /* refused writes are written back: the peer gets that before the ack,
-     * so it cannot think itself in sync in between */
-    if (info.refused && (rc = crdtdb_session_pump(s)))
+    /* the peer hears of refused records before the ack, so it cannot think
+     * itself in sync in between */
+    if (info.refused && (rc = send_replaces(s, info.to)))
         return rc;
     if (s->received > before && s->received > s->hint &&
         send_u64(s, M_ACK, s->received)) /* applied is durable */
         return CRDTDB_ENOMEM;
     check_caught_up(s);
     return 0;
+}
+
+/* REPLACE from the server: our write to the record was refused. */
+static int handle_replace(crdtdb_session *s, const msgpack_object *a, uint32_t n)
+{
+    if (s->server)
+        return seterr(s, CRDTDB_EROFS, "replaces are refused here (a server)");
+    if (n != 5 || a[1].type != MSGPACK_OBJECT_STR || a[2].type != MSGPACK_OBJECT_STR ||
+        a[1].via.str.size > CRDTDB_ID_MAX || a[2].via.str.size > CRDTDB_ID_MAX ||
+        a[3].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        (a[4].type != MSGPACK_OBJECT_BIN && a[4].type != MSGPACK_OBJECT_NIL))
+        return seterr(s, CRDTDB_EBADVALUE, "malformed replace message");
+    char coll[CRDTDB_ID_MAX + 1], id[CRDTDB_ID_MAX + 1];
+    if (a[1].via.str.size) /* empty strings have no pointer */
+        memcpy(coll, a[1].via.str.ptr, a[1].via.str.size);
+    coll[a[1].via.str.size] = 0;
+    if (a[2].via.str.size)
+        memcpy(id, a[2].via.str.ptr, a[2].via.str.size);
+    id[a[2].via.str.size] = 0;
+    if (s->o.flags & CRDTDB_SESSION_NO_PURGE) {
+        /* a shared replica takes nothing back: its data is others' too */
+        char msg[CRDTDB_ID_MAX * 2 + 128];
+        snprintf(msg, sizeof msg, "the peer refused record '%s' in '%s'; kept here as it is",
+                 id, coll);
+        crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, CRDTDB_EROFS,
+                                   msg, 0};
+        emit(s, &ev);
+        return 0;
+    }
+    const uint8_t *delta = NULL;
+    size_t len = 0;
+    if (a[4].type == MSGPACK_OBJECT_BIN) {
+        delta = (const uint8_t *)a[4].via.bin.ptr;
+        len = a[4].via.bin.size;
+        size_t dlen;
+        char did[CRDTDB_ID_MAX + 1];
+        uint8_t signer[CRDTDB_REPLICA_ID_BYTES];
+        int prc = crdtdb_delta_peek_sender(delta, len, &dlen, did, signer);
+        if (prc)
+            return seterr(s, prc, "malformed replace: %s", crdtdb_strerror(prc));
+        if (memcmp(signer, s->peer, sizeof s->peer) != 0)
+            return seterr(s, CRDTDB_EBADVALUE, "a replace signed by another replica than the peer");
+    }
+    int rc = crdtdb_db_replace(s->db, coll, id, a[3].via.u64, delta, len, NULL);
+    if (rc == CRDTDB_ECLOCK)
+        return refuse_delta(s, rc);
+    if (rc == CRDTDB_EBADID || rc == CRDTDB_ENOCOLL)
+        return seterr(s, CRDTDB_EBADVALUE, "replace of an unknown record");
+    return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
 }
 
 /* The code and "peer: ..." detail of an ERROR or NOTICE [type, code,
@@ -559,6 +682,8 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
                       (unsigned long long)type);
     if (type == M_DELTA)
         return handle_delta(s, a, n);
+    if (type == M_REPLACE)
+        return handle_replace(s, a, n);
     if (type == M_SKIP) { /* nothing for us in (from, to]: kept in memory for
                              CAUGHT_UP only; the next delta covers it */
         if (n != 3 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
@@ -575,33 +700,42 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         check_caught_up(s);
         return 0;
     }
-    if (n != 2 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    /* SINCE may carry a third field: the most bytes per delta the peer
+     * takes (after refusing one as too costly) */
+    int hinted = type == M_SINCE && n == 3;
+    if ((n != 2 && !hinted) || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        (hinted && (a[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[2].via.u64 == 0)))
         return seterr(s, CRDTDB_EBADVALUE, "malformed message %llu", (unsigned long long)type);
-    uint64_t v = a[1].via.u64;
+    uint64_t v = a[1].via.u64, last;
+    int rc;
+    if ((type == M_SINCE || type == M_ACK) && (rc = crdtdb_db_seq(s->db, NULL, &last)))
+        return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
     switch (type) {
     case M_SINCE:
-        if (v > s->peer_acked) /* it holds that much of ours */
+        if (hinted && a[2].via.u64 < s->o.delta_size)
+            s->o.delta_size = (size_t)a[2].via.u64;
+        if (v > s->peer_acked && v <= last) /* it holds that much of ours */
             s->peer_acked = v;
         s->sent_upto = v;
         s->skip_to = 0;
-        if (v == 0) { /* it may have cleared its copy, its own writes too */
-            int rc = crdtdb_db_seq(s->db, NULL, &s->all_upto);
-            if (rc)
-                return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
-        }
+        if (v == 0) /* it may have cleared its copy, its own writes too */
+            s->all_upto = last;
         s->have_since = 1;
         return 0;
-    case M_ACK: {
-        if (v <= s->peer_acked)
+    case M_ACK:
+        /* Beyond what we wrote, an ack is a lie or another history under
+         * our id: believed by no one.  A server keeps acks durably only
+         * once the peer has proven its id by signing a delta in this
+         * session, so a claimed id cannot move another replica's mark. */
+        if (v <= s->peer_acked || v > last)
             return 0;
         s->peer_acked = v;
         /* durable now and then, and at the end: acks only inform (what is
          * resent follows the peer's SINCE), so a crash may lose a few */
         if (++s->acks_unsaved < ACK_SAVE_EVERY)
             return 0;
-        int rc = save_ack(s);
+        rc = save_ack(s);
         return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
-    }
     case M_UPTODATE:
         s->peer_uptodate = v + 1;
         s->caught = 0;
