@@ -110,10 +110,75 @@ static int load_jwt_key(const args *a, crdtdb_jwt_key **key)
     if (read_key_file(file, alg == CRDTDB_JWT_HS256, &bytes, &len))
         return EXIT_FAILURE;
     int rc = crdtdb_jwt_key_open(alg, bytes, len, key);
+    /* a PEM key of the other kind says which --jwt-alg it wants */
+    crdtdb_jwt_alg other = alg == CRDTDB_JWT_RS256 ? CRDTDB_JWT_ES256 : CRDTDB_JWT_RS256;
+    crdtdb_jwt_key *probe = NULL;
+    int fits_other = rc == CRDTDB_EINVAL && alg != CRDTDB_JWT_HS256 &&
+                     crdtdb_jwt_key_open(other, bytes, len, &probe) == 0;
+    crdtdb_jwt_key_close(probe);
     sodium_memzero(bytes, len);
     free(bytes);
-    return rc ? fail("unusable key (HS256 secrets need 32 bytes or more)", rc) : 0;
+    if (!rc)
+        return 0;
+    char msg[512];
+    if (rc != CRDTDB_EINVAL)
+        snprintf(msg, sizeof msg, "%s: %s", file, crdtdb_strerror(rc));
+    else if (alg == CRDTDB_JWT_HS256)
+        snprintf(msg, sizeof msg, "%s: an HS256 secret needs 32 bytes or more", file);
+    else if (fits_other)
+        snprintf(msg, sizeof msg, "%s is %s key, which does not fit --jwt-alg %s: give --jwt-alg %s",
+                 file, other == CRDTDB_JWT_ES256 ? "an EC P-256" : "an RSA",
+                 alg == CRDTDB_JWT_RS256 ? "RS256" : "ES256",
+                 other == CRDTDB_JWT_ES256 ? "ES256" : "RS256");
+    else
+        snprintf(msg, sizeof msg, "%s does not hold a PEM %s key (%s)", file,
+                 alg == CRDTDB_JWT_RS256 ? "RSA" : "EC P-256",
+                 alg == CRDTDB_JWT_RS256 ? "RS256" : "ES256");
+    return fail(msg, rc);
 }
+
+/*
+ * The flags that set the server's limits (docs/auth.md, "Limits and
+ * timeouts"), in the order of args.limits; NULL-terminated.  main.c takes
+ * them for commands with OPT_LIMITS.
+ */
+const char *const serve_limit_flags[] = {
+    "--max-connections", "--max-per-ip",   "--max-per-user", "--max-buffered-mb",
+    "--handshake-timeout", "--message-timeout", "--ping-interval", "--pong-timeout",
+    NULL};
+
+#ifdef OPT_LIMITS
+/* Sets the limits given as flags (unset: the library's defaults); an
+ * unparsable or zero value is a usage error.  "unlimited" lifts the
+ * per-address and per-user caps. */
+static int apply_limits(const args *a, crdtdb_server_options *o)
+{
+    size_t *sizes[] = {&o->max_connections, &o->max_per_ip, &o->max_per_user, &o->max_buffered};
+    unsigned *secs[] = {&o->handshake_secs, &o->message_secs, &o->ping_secs, &o->pong_secs};
+    for (size_t i = 0; serve_limit_flags[i]; i++) {
+        const char *v = a->limits[i];
+        if (!v)
+            continue;
+        if ((i == 1 || i == 2) && strcmp(v, "unlimited") == 0) {
+            *sizes[i] = SIZE_MAX;
+            continue;
+        }
+        char *end;
+        unsigned long long n = strtoull(v, &end, 10);
+        int bad = !*v || *end || *v == '-' || n == 0 || n > (i < 4 ? 1000000000ull : 30000ull);
+        if (bad) {
+            fprintf(stderr, "crdtdb: %s takes a number from 1 to %s%s\n", serve_limit_flags[i],
+                    i < 4 ? "1000000000" : "30000", i == 1 || i == 2 ? ", or unlimited" : "");
+            return -1;
+        }
+        if (i < 4)
+            *sizes[i] = i == 3 ? (size_t)n << 20 : (size_t)n;
+        else
+            *secs[i - 4] = (unsigned)n;
+    }
+    return 0;
+}
+#endif
 
 int cmd_serve(const char *dir, const args *a)
 {
@@ -122,6 +187,10 @@ int cmd_serve(const char *dir, const args *a)
     o.port = 8080;
     if (parse_mode(a->mode, &o.mode))
         return EXIT_USAGE;
+#ifdef OPT_LIMITS
+    if (apply_limits(a, &o))
+        return EXIT_USAGE;
+#endif
     char host[256] = "127.0.0.1";
     if (a->listen) {
         const char *colon = strrchr(a->listen, ':');
@@ -321,7 +390,12 @@ int cmd_sync(const char *dir, const args *a)
     if (rc) {
         free_secret(token);
         crdtdb_observer_close(obs);
-        return close_db(env, db, fail(rc == CRDTDB_EINVAL ? "bad URL (ws://HOST:PORT)" : NULL, rc));
+        const char *why = rc == CRDTDB_ETOOBIG ? "the token is longer than 8192 bytes"
+                          : rc != CRDTDB_EINVAL ? NULL
+                          : token ? "bad URL (ws://HOST:PORT), or a token with characters a "
+                                    "bearer token cannot have"
+                                  : "bad URL (ws://HOST:PORT)";
+        return close_db(env, db, fail(why, rc));
     }
     catch_signals();
     int status = 0;

@@ -15,6 +15,12 @@
                                                outgoing peer links */
 #define WS_PREFIX "/v1/db/"
 #define WS_POLL_MS 50 /* how often a server looks for other handles' commits */
+/* Header space of every context, server and client: a token of
+ * CRDTDB_JWT_MAX bytes both in Authorization and in ?access_token=, a
+ * url-encoded id and the usual headers (lws stores unknown ones too).  A
+ * request over it is dropped by libwebsockets unanswered, so a token up to
+ * about twice the limit still gets its 431. */
+#define WS_HEADER_SPACE (2u * CRDTDB_JWT_MAX + 8192u)
 
 /* One connection's session and how to close it. */
 typedef struct crdtdb__wslink {
@@ -22,17 +28,36 @@ typedef struct crdtdb__wslink {
     crdtdb_session *s;
     int status; /* the close status to send once the session ends */
     int pump_err;
+    int hold_pump; /* set: output() does not pump (no memory to spare) */
+    /* Where the peer is in its current session frame (4-byte length, then
+     * the body), counted from the bytes fed: what the session holds. */
+    uint8_t hdr[4];
+    unsigned hdr_n;      /* length bytes seen, 0..4 */
+    size_t body_len;     /* announced body length (hdr_n == 4) */
+    size_t body_got;     /* body bytes seen */
+    uint64_t frame_ms;   /* when the unfinished frame began; 0: none */
+    uint64_t sent;       /* output bytes sent */
 } crdtdb__wslink;
 
+/* Bytes of the unfinished frame the session holds (fed, not handled). */
+size_t crdtdb__ws_held_in(const crdtdb__wslink *l);
+/* Bytes of output the session holds, unsent. */
+size_t crdtdb__ws_held_out(crdtdb__wslink *l);
+
 char *crdtdb__ws_strdup(const char *s);
+/* Copies in to out (cap > 0 bytes, always NUL-terminated, cut short if
+ * needed) with every byte a terminal could act on written as \xNN: C0
+ * and C1 controls, DEL, and bytes that are not UTF-8.  For log lines,
+ * which carry ids, users and messages a peer chose. */
+void crdtdb__ws_log_escape(char *out, size_t cap, const char *in);
 uint64_t crdtdb__ws_now_ms(void);
 /* The WebSocket close status for a session error (remote: the peer's). */
 int crdtdb__ws_close_status(int code, int remote);
 /* One pass of the event loop, waking after timeout_ms at the latest. */
 int crdtdb__ws_service(struct lws_context *ctx, lws_sorted_usec_list_t *sul, int timeout_ms);
 /* Fills the context options shared by servers and clients: no uid/gid
- * change, and the libuv loop to run on, if any (foreign[0] must outlive the
- * context creation call). */
+ * change, WS_HEADER_SPACE for request headers, and the libuv loop to run
+ * on, if any (foreign[0] must outlive the context creation call). */
 void crdtdb__ws_ctx_info(struct lws_context_creation_info *info, void *uv_loop, void **foreign);
 /* Creates the context (info from crdtdb__ws_ctx_info).  On a libuv loop,
  * *tail receives what finishes its destruction later; else NULL. */

@@ -54,14 +54,50 @@ void crdtdb_client_options_init(crdtdb_client_options *o)
     o->backoff_max_ms = 30000;
 }
 
+/* Logs one line, escaped: the details come from the peer server. */
 static void clog_line(crdtdb_client *c, const char *what, const char *detail)
 {
     if (!c->log)
         return;
-    char line[768];
+    char line[768], safe[768];
     snprintf(line, sizeof line, "peer %s db '%s': %s%s%s", c->url, crdtdb_db_id(c->db), what,
              detail ? ": " : "", detail ? detail : "");
-    c->log(c->log_ctx, line);
+    crdtdb__ws_log_escape(safe, sizeof safe, line);
+    c->log(c->log_ctx, safe);
+}
+
+/* Tells the program the server refused or dropped us: an ERROR event,
+ * remote, with no peer. */
+static void remote_refusal(crdtdb_client *c, int code, const char *msg)
+{
+    if (!c->o.on_event)
+        return;
+    crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, c->o.mode, NULL, NULL, code, msg, 1};
+    c->o.on_event(c->o.ctx, &ev);
+}
+
+/* The event for an upgrade refused with HTTP `status`, or 0 for none. */
+static int refusal_code(unsigned status, const char **msg)
+{
+    switch (status) {
+    case 401:
+        *msg = "server: 401 Unauthorized (token)";
+        return CRDTDB_EAUTH;
+    case 403:
+        *msg = "server: 403 Forbidden";
+        return CRDTDB_EDENIED;
+    case 431:
+        *msg = "server: 431 Request Header Fields Too Large (token)";
+        return CRDTDB_EAUTH;
+    case 429:
+        *msg = "server: 429 Too Many Requests (connections from this address or user)";
+        return CRDTDB_ELIMIT;
+    case 503:
+        *msg = "server: 503 Service Unavailable (full)";
+        return CRDTDB_ELIMIT;
+    default:
+        return 0;
+    }
 }
 
 static void client_connect(crdtdb_client *c);
@@ -210,20 +246,31 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
                 return -1;
         }
         break;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* a close the session did not announce (the server's limits and
+         * timeouts): the program hears why */
+        if (wsi == c->l.wsi && c->l.s && !crdtdb_session_closed(c->l.s) && in && len >= 2) {
+            const uint8_t *p = in;
+            unsigned st = (unsigned)p[0] << 8 | p[1];
+            if (st != LWS_CLOSE_STATUS_NORMAL && st != LWS_CLOSE_STATUS_GOINGAWAY) {
+                char msg[160];
+                snprintf(msg, sizeof msg, "server closed the connection (%u): %.*s", st,
+                         (int)(len - 2 < 123 ? len - 2 : 123), (const char *)p + 2);
+                clog_line(c, "closed", msg);
+                remote_refusal(c, CRDTDB_ELIMIT, msg);
+            }
+        }
+        break;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
         if (wsi == c->cwsi) {
             unsigned status = lws_http_client_http_response(wsi);
             clog_line(c, "cannot connect", in && len ? (const char *)in : NULL);
             if (status == 403 && c->token) /* this user may no longer see it */
                 client_forget(c, "access refused");
-            if ((status == 401 || status == 403) && c->o.on_event) {
-                crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, c->o.mode, NULL, NULL,
-                                           status == 401 ? CRDTDB_EAUTH : CRDTDB_EDENIED,
-                                           status == 401 ? "server: 401 Unauthorized (token)"
-                                                         : "server: 403 Forbidden",
-                                           1};
-                c->o.on_event(c->o.ctx, &ev);
-            }
+            const char *msg;
+            int code = refusal_code(status, &msg);
+            if (code)
+                remote_refusal(c, code, msg);
         }
         /* fall through */
     case LWS_CALLBACK_CLIENT_CLOSED:
@@ -347,6 +394,25 @@ void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone)
     free(c);
 }
 
+/* A token the server can take: at most CRDTDB_JWT_MAX bytes (else it
+ * answers 431, on every reconnect), of RFC 6750 b64token characters
+ * (nothing that could end or add a header).  0, ETOOBIG or EINVAL. */
+static int token_check(const char *t)
+{
+    size_t n = strlen(t);
+    if (n > CRDTDB_JWT_MAX)
+        return CRDTDB_ETOOBIG;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)t[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                 (ch >= '0' && ch <= '9') || strchr("-._~+/", ch) ||
+                 (ch == '=' && i > 0); /* padding, at the end */
+        if (!ok || (i > 0 && t[i - 1] == '=' && ch != '='))
+            return CRDTDB_EINVAL;
+    }
+    return 0;
+}
+
 /* Everything but the context: options, URL, observer. */
 static int client_new(crdtdb_db *db, const crdtdb_client_options *opts, crdtdb_client **out)
 {
@@ -371,8 +437,8 @@ static int client_new(crdtdb_db *db, const crdtdb_client_options *opts, crdtdb_c
     int rc = !c->url || !tmp || (opts->tls_ca && !c->tls_ca) || (opts->token && !c->token)
                  ? CRDTDB_ENOMEM
                  : 0;
-    if (!rc && opts->token && strlen(opts->token) > CRDTDB_JWT_MAX)
-        rc = CRDTDB_ETOOBIG;
+    if (!rc && opts->token)
+        rc = token_check(opts->token);
     const char *prot, *ads, *path;
     if (!rc && (lws_parse_uri(tmp, &prot, &ads, &c->port, &path) ||
                 (strcmp(prot, "ws") && strcmp(prot, "wss")) || !*ads ||

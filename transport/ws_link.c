@@ -10,6 +10,7 @@
 
 #include <uv.h>
 
+#include "crdt/value.h"
 #include "transport/ws.h"
 
 char *crdtdb__ws_strdup(const char *s)
@@ -21,6 +22,43 @@ char *crdtdb__ws_strdup(const char *s)
     if (d)
         memcpy(d, s, n);
     return d;
+}
+
+/* The length of the printable UTF-8 character at p (n bytes left), or 0:
+ * a control, DEL, a C1 control (U+0080..U+009F) or not UTF-8. */
+static size_t printable(const uint8_t *p, size_t n)
+{
+    if (p[0] < 0x80)
+        return p[0] >= 0x20 && p[0] != 0x7f;
+    size_t k = (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3 : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
+    if (!k || k > n || !crdtdb__utf8_valid(p, k))
+        return 0;
+    return p[0] == 0xc2 && p[1] < 0xa0 ? 0 : k;
+}
+
+void crdtdb__ws_log_escape(char *out, size_t cap, const char *in)
+{
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *p = (const uint8_t *)in;
+    size_t n = strlen(in), o = 0;
+    while (n) {
+        size_t k = printable(p, n);
+        if (k ? o + k >= cap : o + 4 >= cap)
+            break;
+        if (k) {
+            memcpy(out + o, p, k);
+            o += k;
+        } else {
+            k = 1;
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+        p += k;
+        n -= k;
+    }
+    out[o] = 0;
 }
 
 uint64_t crdtdb__ws_now_ms(void)
@@ -65,12 +103,13 @@ int crdtdb__ws_service(struct lws_context *ctx, lws_sorted_usec_list_t *sul, int
     return n < 0 ? CRDTDB_EIO : 0;
 }
 
-/* The session's output, pumped first when it is empty (a failed export
- * ends the session, remembered for the close status and the log). */
+/* The session's output, pumped first when it is empty and pumping is not
+ * held (a failed export ends the session, remembered for the close status
+ * and the log). */
 static const uint8_t *output(crdtdb__wslink *l, size_t *len)
 {
     const uint8_t *p = crdtdb_session_output(l->s, len);
-    if (*len || crdtdb_session_closed(l->s))
+    if (*len || crdtdb_session_closed(l->s) || l->hold_pump)
         return p;
     int rc = crdtdb_session_pump(l->s);
     if (rc) {
@@ -105,10 +144,50 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
     if (lws_write(l->wsi, wbuf + LWS_PRE, n, LWS_WRITE_BINARY) < (int)n)
         return -1;
     crdtdb_session_consume(l->s, n);
+    l->sent += n;
     output(l, &len);
     if (len || crdtdb_session_closed(l->s))
         lws_callback_on_writable(l->wsi);
     return 0;
+}
+
+/* Follows the frames in n bytes about to be fed: the session keeps an
+ * unfinished frame whole, so that is what a peer makes it hold. */
+static void track(crdtdb__wslink *l, const uint8_t *p, size_t n)
+{
+    while (n) {
+        if (l->hdr_n == 0 && !l->frame_ms)
+            l->frame_ms = crdtdb__ws_now_ms();
+        if (l->hdr_n < 4) {
+            l->hdr[l->hdr_n++] = *p++;
+            n--;
+            if (l->hdr_n < 4)
+                continue;
+            l->body_len = (size_t)l->hdr[0] << 24 | (size_t)l->hdr[1] << 16 |
+                          (size_t)l->hdr[2] << 8 | l->hdr[3];
+            l->body_got = 0;
+        } else {
+            size_t k = l->body_len - l->body_got < n ? l->body_len - l->body_got : n;
+            l->body_got += k;
+            p += k;
+            n -= k;
+        }
+        if (l->body_got == l->body_len) { /* complete: handled at once */
+            l->hdr_n = 0;
+            l->body_len = l->body_got = 0;
+            l->frame_ms = 0;
+        }
+    }
+}
+
+size_t crdtdb__ws_held_in(const crdtdb__wslink *l) { return l->hdr_n + l->body_got; }
+
+size_t crdtdb__ws_held_out(crdtdb__wslink *l)
+{
+    size_t len = 0;
+    if (l->s)
+        crdtdb_session_output(l->s, &len);
+    return len;
 }
 
 /* On RECEIVE: feeds the bytes, then asks to write replies (or the close). */
@@ -116,8 +195,10 @@ int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len)
 {
     if (!l->s)
         return -1;
-    if (!crdtdb_session_closed(l->s))
+    if (!crdtdb_session_closed(l->s)) {
+        track(l, in, len);
         crdtdb_session_feed(l->s, in, len); /* failures arrive as events */
+    }
     size_t out;
     crdtdb_session_output(l->s, &out);
     if (out || crdtdb_session_closed(l->s))
@@ -130,6 +211,10 @@ void crdtdb__ws_ctx_info(struct lws_context_creation_info *info, void *uv_loop, 
     memset(info, 0, sizeof *info);
     info->gid = -1;
     info->uid = -1;
+    /* tokens up to CRDTDB_JWT_MAX: a server reads them into a header set,
+     * a client writes its request into the service buffer */
+    info->max_http_header_data2 = WS_HEADER_SPACE;
+    info->pt_serv_buf_size = WS_HEADER_SPACE;
     if (uv_loop) { /* libwebsockets' libuv event library, on the caller's loop */
         foreign[0] = uv_loop;
         info->options |= LWS_SERVER_OPTION_LIBUV;

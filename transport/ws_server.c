@@ -15,9 +15,17 @@
 
 #include <sodium.h>
 
+#include "crdt/value.h"
 #include "transport/jwt.h"
 #include "transport/ws.h"
 
+#define SERVER_MAX_OUTPUT ((size_t)1 << 20) /* a session's output before its
+                                               exports wait (backpressure) */
+#define PUMP_ROOM (SERVER_MAX_OUTPUT + ((size_t)256 << 10)) /* what one
+                                               pump may add: that, one delta */
+#define STALL_MS 2000 /* no byte in or out for this long: shed first */
+#define SWEEP_MS 250  /* how often timeouts are checked */
+#define CLOSE_TRY_AGAIN_LATER 1013 /* RFC 6455 registry; lws 4.1 has no name */
 
 typedef struct sconn sconn;
 
@@ -49,6 +57,15 @@ struct sconn {
     char user[CRDTDB_ID_MAX + 1];
     crdtdb_access access;
     uint64_t checked; /* the database's commit generation last authorized */
+    uint64_t opened_ms;   /* upgraded */
+    uint64_t progress_ms; /* a byte received or sent, last */
+    uint64_t sent_seen;   /* l.sent at progress_ms */
+    size_t held;          /* bytes of its buffers counted in srv->held */
+    int ready;            /* the session hello came */
+    int waiting;          /* its export waits for budget room */
+    int ended;            /* closed by us: no session left, close pending */
+    int end_status;       /* the WebSocket close status to send */
+    char why[96];         /* the close reason sent (at most 123 bytes) */
 };
 
 /* Per connection, from the upgrade request on. */
@@ -74,47 +91,87 @@ struct crdtdb_server {
     unsigned char *wbuf;
     sdb *dbs;
     size_t nconn;
+    size_t held;          /* bytes all sessions hold (max_buffered) */
+    uint64_t next_sweep;  /* ms */
+    lws_retry_bo_t idle;  /* the ping / pong policy */
     int port;
     int closing;
 };
 
+/* Logs one line, escaped: ids, users and messages come from peers. */
 static void slog(crdtdb_server *srv, const char *fmt, ...)
 {
     if (!srv->o.log)
         return;
-    char line[768];
+    char line[768], safe[768];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    srv->o.log(srv->o.log_ctx, line);
+    crdtdb__ws_log_escape(safe, sizeof safe, line);
+    srv->o.log(srv->o.log_ctx, safe);
 }
+
+#define DEF_MAX_CONNECTIONS 1024
+#define DEF_MAX_PER_IP 64
+#define DEF_MAX_PER_USER 32
+#define DEF_MAX_BUFFERED ((size_t)256 << 20)
+#define MIN_MAX_BUFFERED ((size_t)16 << 20) /* one connection's worst case */
+#define DEF_HANDSHAKE_SECS 10
+#define DEF_MESSAGE_SECS 120
+#define DEF_PING_SECS 30
+#define DEF_PONG_SECS 30
+#define MAX_IDLE_SECS 30000 /* ping + pong: lws keeps 16 bits */
 
 void crdtdb_server_options_init(crdtdb_server_options *o)
 {
     memset(o, 0, sizeof *o);
     o->host = "127.0.0.1";
     o->mode = CRDTDB_SYNC_TWO_WAY;
-    o->max_connections = 1024;
+    o->max_connections = DEF_MAX_CONNECTIONS;
+    o->max_per_ip = DEF_MAX_PER_IP;
+    o->max_per_user = DEF_MAX_PER_USER;
+    o->max_buffered = DEF_MAX_BUFFERED;
+    o->handshake_secs = DEF_HANDSHAKE_SECS;
+    o->message_secs = DEF_MESSAGE_SECS;
+    o->ping_secs = DEF_PING_SECS;
+    o->pong_secs = DEF_PONG_SECS;
+}
+
+/* A database id as the storage takes it: 1 to CRDTDB_ID_MAX bytes of UTF-8
+ * (n of them: no NUL inside) without control characters. */
+static int id_ok(const char *id, size_t n)
+{
+    if (n == 0 || n > CRDTDB_ID_MAX || strlen(id) != n ||
+        !crdtdb__utf8_valid((const uint8_t *)id, n))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((uint8_t)id[i] < 0x20 || id[i] == 0x7f)
+            return 0;
+    return 1;
 }
 
 /*
  * The database id named by the request path /v1/db/<id>.  libwebsockets
  * has already url-decoded the path (and collapsed "//", "/./" and "/../"
- * segments, so ids containing those cannot be reached).  0, or -1 when the
- * path is not ours.
+ * segments, so ids containing those cannot be reached).  0; 404 when the
+ * path is not ours; 400 when the id is not one (too long, not UTF-8,
+ * control characters): the same answer whatever the server's auth.
  */
-static int path_db_id(struct lws *wsi, char id[CRDTDB_ID_MAX + 1])
+static unsigned path_db_id(struct lws *wsi, char id[CRDTDB_ID_MAX + 1])
 {
-    char uri[sizeof WS_PREFIX + CRDTDB_ID_MAX + 1];
     int n = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI);
     size_t pre = strlen(WS_PREFIX);
-    if (n <= 0 || (size_t)n <= pre || (size_t)n - pre > CRDTDB_ID_MAX || (size_t)n >= sizeof uri ||
-        lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) != n ||
-        strncmp(uri, WS_PREFIX, pre) != 0)
-        return -1;
-    memcpy(id, uri + pre, (size_t)n - pre + 1);
-    return 0;
+    char *uri = n > 0 ? malloc((size_t)n + 1) : NULL; /* n < WS_HEADER_SPACE */
+    unsigned status = 404;
+    if (uri && lws_hdr_copy(wsi, uri, n + 1, WSI_TOKEN_GET_URI) == n &&
+        strncmp(uri, WS_PREFIX, pre) == 0) {
+        status = (size_t)n - pre <= CRDTDB_ID_MAX && id_ok(uri + pre, (size_t)n - pre) ? 0 : 400;
+        if (!status)
+            memcpy(id, uri + pre, (size_t)n - pre + 1);
+    }
+    free(uri);
+    return status;
 }
 
 /* A database commit: every session of it has something to send. */
@@ -235,6 +292,7 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
     const char *id = crdtdb_db_id(c->d->db);
     switch (ev->type) {
     case CRDTDB_SESSION_READY:
+        c->ready = 1;
         slog(srv, "%s db '%s': ready, %s", c->peer, id, mode_name(ev->mode));
         break;
     case CRDTDB_SESSION_ERROR:
@@ -302,60 +360,160 @@ static int refuse_http(struct lws *wsi, unsigned status)
     return -1;
 }
 
+/* The bearer token's header value, as read: from Authorization, else from
+ * ?access_token=<token> (RFC 6750 2.3, for browsers) made into one.  buf
+ * has WS_HEADER_SPACE bytes, which holds any one header or URL argument
+ * (libwebsockets keeps no more).  Its length, or 0 for none. */
+static size_t authz_value(struct lws *wsi, char *buf)
+{
+    int an = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (an > 0)
+        return lws_hdr_copy(wsi, buf, WS_HEADER_SPACE, WSI_TOKEN_HTTP_AUTHORIZATION) == an
+                   ? (size_t)an
+                   : 0;
+    static const char arg[] = "access_token=";
+    const size_t al = sizeof arg - 1;
+    for (int i = 0; i < 64; i++) { /* lws keeps fewer fragments */
+        int n = lws_hdr_copy_fragment(wsi, buf + 7, WS_HEADER_SPACE - 7, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n < 0)
+            break;
+        if ((size_t)n >= al && memcmp(buf + 7, arg, al) == 0) {
+            memmove(buf + 7, buf + 7 + al, (size_t)n - al);
+            memcpy(buf, "Bearer ", 7);
+            return 7 + (size_t)n - al;
+        }
+    }
+    return 0;
+}
+
 /* The upgrade request's user: from its bearer token when the server has a
- * key ("" without one).  0, or the HTTP status to refuse with. */
+ * key ("" without one).  0, or the HTTP status to refuse with: 401, or 431
+ * for a token over CRDTDB_JWT_MAX. */
 static unsigned upgrade_user(crdtdb_server *srv, struct lws *wsi, const char *peer,
                              char user[CRDTDB_ID_MAX + 1])
 {
     user[0] = 0;
     if (!srv->o.jwt_key)
         return 0;
-    static const size_t cap = CRDTDB_JWT_MAX + 64;
-    char *authz = malloc(cap), *prot = malloc(cap);
+    char *authz = malloc(WS_HEADER_SPACE), *prot = malloc(WS_HEADER_SPACE);
     unsigned status = 401;
-    if (authz && prot) {
-        int an = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    char why[256] = "no bearer token";
+    if (!authz || !prot) {
+        status = 503;
+        snprintf(why, sizeof why, "out of memory");
+    } else {
+        size_t an = authz_value(wsi, authz);
         int pn = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
-        if (an < 0 || (size_t)an >= cap || (an > 0 && lws_hdr_copy(wsi, authz, (int)cap,
-                                                                   WSI_TOKEN_HTTP_AUTHORIZATION) != an))
-            an = 0;
-        if (pn < 0 || (size_t)pn >= cap ||
-            (pn > 0 && lws_hdr_copy(wsi, prot, (int)cap, WSI_TOKEN_PROTOCOL) != pn))
+        if (pn < 0 || pn >= (int)WS_HEADER_SPACE ||
+            (pn > 0 && lws_hdr_copy(wsi, prot, WS_HEADER_SPACE, WSI_TOKEN_PROTOCOL) != pn))
             pn = 0;
-        /* browsers: ?access_token=<token> (RFC 6750 2.3), read as a header
-         * would be, when no Authorization header came */
-        const char *q;
-        if (an <= 0 && (q = lws_get_urlarg_by_name(wsi, "access_token=", authz + 7,
-                                                    (int)cap - 8)) != NULL) {
-            size_t ql = strlen(q);
-            memmove(authz + 7, q, ql);
-            memcpy(authz, "Bearer ", 7);
-            an = (int)(7 + ql);
-        }
         const char *tok;
         size_t toklen;
-        char why[256] = "no bearer token";
-        if (crdtdb__bearer_token(an > 0 ? authz : NULL, (size_t)(an > 0 ? an : 0), prot,
-                                 (size_t)(pn > 0 ? pn : 0), &tok, &toklen) == 0 &&
-            crdtdb_jwt_verify(srv->o.jwt_key, tok, toklen, (int64_t)time(NULL),
-                              srv->o.jwt_leeway, user, CRDTDB_ID_MAX + 1, why,
-                              sizeof why) == 0)
-            status = 0;
-        else
-            slog(srv, "%s refused: 401: %s", peer, why);
+        if (crdtdb__bearer_token(an ? authz : NULL, an, prot, (size_t)pn, &tok, &toklen) == 0) {
+            int rc = crdtdb_jwt_verify(srv->o.jwt_key, tok, toklen, (int64_t)time(NULL),
+                                       srv->o.jwt_leeway, user, CRDTDB_ID_MAX + 1, why,
+                                       sizeof why);
+            status = rc == 0 ? 0 : rc == CRDTDB_ETOOBIG ? 431 : 401;
+        } else if (an > CRDTDB_JWT_MAX + 7) { /* too long to be one: say so */
+            status = 431;
+            snprintf(why, sizeof why, "a token of %zu bytes, over the limit of %u", an - 7,
+                     CRDTDB_JWT_MAX);
+        }
+        if (status)
+            slog(srv, "%s refused: %u: %s", peer, status, why);
     }
     if (authz)
-        sodium_memzero(authz, cap);
+        sodium_memzero(authz, WS_HEADER_SPACE);
     if (prot)
-        sodium_memzero(prot, cap);
+        sodium_memzero(prot, WS_HEADER_SPACE);
     free(authz);
     free(prot);
     return status;
 }
 
+/* Connections from address `peer`, and of user `user` ("": none counted).
+ * A scan of at most max_connections entries, once per upgrade. */
+static void conn_counts(const crdtdb_server *srv, const char *peer, const char *user,
+                        size_t *by_ip, size_t *by_user)
+{
+    *by_ip = *by_user = 0;
+    for (const sdb *d = srv->dbs; d; d = d->next)
+        for (const sconn *c = d->conns; c; c = c->next) {
+            *by_ip += strcmp(c->peer, peer) == 0;
+            *by_user += user[0] && strcmp(c->user, user) == 0;
+        }
+}
+
+/* Re-counts the bytes c's session holds into srv->held. */
+static void conn_count(sconn *c)
+{
+    crdtdb_server *srv = c->d->srv;
+    size_t now = c->ended ? 0 : crdtdb__ws_held_in(&c->l) + crdtdb__ws_held_out(&c->l);
+    srv->held = srv->held - c->held + now;
+    c->held = now;
+}
+
+/*
+ * Ends c now, from outside its session's callbacks: logs why, frees the
+ * session (and the memory it held) at once, and closes the connection
+ * with `status` and `why` as the close reason — on its next WRITEABLE, or
+ * after 5 s for a peer that reads nothing.
+ */
+static void conn_end(sconn *c, int status, const char *why)
+{
+    if (c->ended)
+        return;
+    crdtdb_server *srv = c->d->srv;
+    slog(srv, "%s db '%s': closing (%d): %s", c->peer, crdtdb_db_id(c->d->db), status, why);
+    c->ended = 1;
+    c->end_status = status;
+    snprintf(c->why, sizeof c->why, "%s", why);
+    conn_count(c);
+    crdtdb_session_close(c->l.s);
+    c->l.s = NULL;
+    lws_close_reason(c->l.wsi, (enum lws_close_status)status, (unsigned char *)c->why,
+                     strlen(c->why));
+    lws_callback_on_writable(c->l.wsi);
+    lws_set_timeout(c->l.wsi, PENDING_TIMEOUT_USER_OK, 5);
+}
+
+/*
+ * Keeps srv->held + need within the budget by ending connections: those
+ * stalled (nothing in or out for STALL_MS) first, the largest first; never
+ * `keep`; only stalled ones when `stalled_only`.  0 once need fits, -1 if
+ * it cannot.
+ */
+static int make_room(crdtdb_server *srv, size_t need, const sconn *keep, int stalled_only)
+{
+    uint64_t now = crdtdb__ws_now_ms();
+    while (srv->held + need > srv->o.max_buffered) {
+        sconn *worst = NULL;
+        int worst_stalled = 0;
+        for (sdb *d = srv->dbs; d; d = d->next)
+            for (sconn *c = d->conns; c; c = c->next) {
+                int stalled = now - c->progress_ms >= STALL_MS;
+                if (c == keep || !c->held || (stalled_only && !stalled))
+                    continue;
+                if (!worst || stalled > worst_stalled ||
+                    (stalled == worst_stalled && c->held > worst->held)) {
+                    worst = c;
+                    worst_stalled = stalled;
+                }
+            }
+        if (!worst)
+            return -1;
+        char why[96];
+        snprintf(why, sizeof why, "server memory budget exceeded (%zu bytes held)", worst->held);
+        conn_end(worst, CLOSE_TRY_AGAIN_LATER, why);
+    }
+    return 0;
+}
+
 static void conn_free(sconn *c)
 {
     sdb *d = c->d;
+    c->ended = 1;
+    conn_count(c);
     for (sconn **pp = &d->conns; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;
@@ -378,31 +536,45 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
         char peer[64] = "?";
         lws_get_peer_simple(wsi, peer, sizeof peer);
-        if (srv->nconn >= srv->o.max_connections) {
-            slog(srv, "%s refused: %zu connections already", peer, srv->nconn);
-            return 1;
-        }
-        if (path_db_id(wsi, id)) {
-            slog(srv, "%s refused: not a /v1/db/<id> path", peer);
-            return 1;
+        unsigned status = path_db_id(wsi, id);
+        if (status) {
+            slog(srv, "%s refused: %u: %s", peer, status,
+                 status == 404 ? "not a /v1/db/<id> path" : "not a database id");
+            return refuse_http(wsi, status);
         }
         if (!pss)
             return 1;
+        size_t by_ip, by_user;
+        conn_counts(srv, peer, "", &by_ip, &by_user);
+        if (srv->nconn >= srv->o.max_connections) {
+            slog(srv, "%s refused: 503: %zu connections already", peer, srv->nconn);
+            return refuse_http(wsi, 503);
+        }
+        if (by_ip >= srv->o.max_per_ip) {
+            slog(srv, "%s refused: 429: %zu connections from this address already", peer, by_ip);
+            return refuse_http(wsi, 429);
+        }
         pss->access = CRDTDB_ACCESS_READWRITE;
-        unsigned status = upgrade_user(srv, wsi, peer, pss->user);
-        if (status)
+        if ((status = upgrade_user(srv, wsi, peer, pss->user)))
             return refuse_http(wsi, status);
-        if (srv->auth.authorize_user) {
-            int created;
-            sdb *d = db_get(srv, id, &created);
-            if (!d)
-                return refuse_http(wsi, 403); /* absent and not creatable */
+        conn_counts(srv, peer, pss->user, &by_ip, &by_user);
+        if (by_user >= srv->o.max_per_user) {
+            slog(srv, "%s user '%s' refused: 429: %zu connections of this user already", peer,
+                 pss->user, by_user);
+            return refuse_http(wsi, 429);
+        }
+        /* opened (or created) now, so a database that cannot be is refused
+         * before the upgrade */
+        int created;
+        sdb *d = db_get(srv, id, &created);
+        if (!d)
+            return refuse_http(wsi, 403); /* absent and not creatable */
+        if (srv->auth.authorize_user)
             pss->access = srv->auth.authorize_user(srv->auth.ctx, d->db, pss->user, created);
-            db_release(d);
-            if (pss->access == CRDTDB_ACCESS_DENY) {
-                slog(srv, "%s db '%s': user '%s' refused: 403", peer, id, pss->user);
-                return refuse_http(wsi, 403);
-            }
+        db_release(d);
+        if (pss->access == CRDTDB_ACCESS_DENY) {
+            slog(srv, "%s db '%s': user '%s' refused: 403", peer, id, pss->user);
+            return refuse_http(wsi, 403);
         }
         return 0;
     }
@@ -420,12 +592,14 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         c->d = d;
         c->l.wsi = wsi;
         c->l.status = LWS_CLOSE_STATUS_NORMAL;
+        c->opened_ms = c->progress_ms = crdtdb__ws_now_ms();
         snprintf(c->peer, sizeof c->peer, "?");
         lws_get_peer_simple(wsi, c->peer, sizeof c->peer);
         crdtdb_session_options so;
         crdtdb_session_options_init(&so);
         so.flags = CRDTDB_SESSION_SERVER;
         so.mode = srv->o.mode;
+        so.max_output = SERVER_MAX_OUTPUT;
         if (pss->access == CRDTDB_ACCESS_READONLY)
             so.mode = CRDTDB_SYNC_SERVER_TO_CLIENT;
         memcpy(c->user, pss->user, sizeof c->user);
@@ -454,27 +628,45 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             slog(srv, "%s db '%s': connected", c->peer, id);
         return 0;
     }
-    case LWS_CALLBACK_RECEIVE:
-        if (!pss || !pss->c)
+    case LWS_CALLBACK_RECEIVE: {
+        if (!pss || !pss->c || pss->c->ended)
             return -1;
+        sconn *c = pss->c;
         if (!lws_frame_is_binary(wsi)) {
-            slog(srv, "%s: text message refused", pss->c->peer);
+            slog(srv, "%s: text message refused", c->peer);
             lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, NULL, 0);
             return -1;
         }
-        return crdtdb__ws_receive(&pss->c->l, in, len);
+        c->progress_ms = crdtdb__ws_now_ms();
+        int r = crdtdb__ws_receive(&c->l, in, len);
+        conn_count(c);
+        make_room(srv, 0, NULL, 0); /* over by one read at most */
+        return c->ended ? -1 : r;
+    }
     case LWS_CALLBACK_SERVER_WRITEABLE: {
         if (!pss || !pss->c)
             return -1;
         sconn *c = pss->c;
+        if (c->ended)
+            return -1; /* the close reason is set */
         conn_recheck(c);
+        /* an export only with room for it, made by ending stalled hogs */
+        c->l.hold_pump = crdtdb__ws_held_out(&c->l) == 0 && !crdtdb_session_closed(c->l.s) &&
+                         make_room(srv, PUMP_ROOM, c, 1) != 0;
+        c->waiting = c->l.hold_pump;
         int r = crdtdb__ws_writable(&c->l, srv->wbuf);
+        if (c->l.sent != c->sent_seen) {
+            c->sent_seen = c->l.sent;
+            c->progress_ms = crdtdb__ws_now_ms();
+        }
         if (c->l.pump_err) {
             slog(srv, "%s db '%s': export failed: %s", c->peer, crdtdb_db_id(c->d->db),
                  crdtdb_session_errmsg(c->l.s));
             c->l.pump_err = 0;
         }
-        return r;
+        conn_count(c);
+        make_room(srv, 0, NULL, 0);
+        return c->ended ? -1 : r;
     }
     case LWS_CALLBACK_CLOSED:
     case LWS_CALLBACK_WSI_DESTROY:
@@ -483,8 +675,10 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             pss->c = NULL;
             if (!srv->closing)
                 slog(srv, "%s db '%s': disconnected%s%s", c->peer, crdtdb_db_id(c->d->db),
-                     crdtdb_session_closed(c->l.s) ? ": " : "",
-                     crdtdb_session_closed(c->l.s) ? crdtdb_session_errmsg(c->l.s) : "");
+                     c->ended || crdtdb_session_closed(c->l.s) ? ": " : "",
+                     c->ended ? c->why
+                              : crdtdb_session_closed(c->l.s) ? crdtdb_session_errmsg(c->l.s)
+                                                              : "");
             conn_free(c);
         }
         break;
@@ -515,7 +709,26 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
     if (o.mode != CRDTDB_SYNC_SERVER_TO_CLIENT)
         o.mode = CRDTDB_SYNC_TWO_WAY;
     if (!o.max_connections)
-        o.max_connections = 1024;
+        o.max_connections = DEF_MAX_CONNECTIONS;
+    if (!o.max_per_ip)
+        o.max_per_ip = DEF_MAX_PER_IP;
+    if (!o.max_per_user)
+        o.max_per_user = DEF_MAX_PER_USER;
+    if (!o.max_buffered)
+        o.max_buffered = DEF_MAX_BUFFERED;
+    if (o.max_buffered < MIN_MAX_BUFFERED)
+        o.max_buffered = MIN_MAX_BUFFERED;
+    if (!o.handshake_secs)
+        o.handshake_secs = DEF_HANDSHAKE_SECS;
+    if (!o.message_secs)
+        o.message_secs = DEF_MESSAGE_SECS;
+    if (!o.ping_secs)
+        o.ping_secs = DEF_PING_SECS;
+    if (!o.pong_secs)
+        o.pong_secs = DEF_PONG_SECS;
+    if (o.ping_secs > MAX_IDLE_SECS || o.pong_secs > MAX_IDLE_SECS - o.ping_secs ||
+        o.handshake_secs > MAX_IDLE_SECS)
+        return CRDTDB_EINVAL;
     crdtdb_server *srv = calloc(1, sizeof *srv);
     if (!srv)
         return CRDTDB_ENOMEM;
@@ -559,6 +772,13 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
     info.iface = srv->host;
     info.protocols = srv->protocols;
     info.user = srv;
+    /* a request's headers (WS_HEADER_SPACE each, freed at the upgrade)
+     * are dropped unanswered if incomplete after handshake_secs */
+    info.timeout_secs_ah_idle = o.handshake_secs;
+    /* lws pings after ping_secs without a pong, hangs up pong_secs later */
+    srv->idle.secs_since_valid_ping = (uint16_t)o.ping_secs;
+    srv->idle.secs_since_valid_hangup = (uint16_t)(o.ping_secs + o.pong_secs);
+    info.retry_and_idle_policy = &srv->idle;
     if (!strchr(srv->host, ':'))
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     /* wss:// peer links need their CAs now: the context makes its client
@@ -608,11 +828,40 @@ static void flush_acks(crdtdb_server *s)
                 (void)crdtdb_session_flush(c->l.s);
 }
 
+/* Every SWEEP_MS: connections past a deadline are closed, and exports
+ * waiting for budget room are woken once there is some. */
+static void sweep(crdtdb_server *s)
+{
+    uint64_t now = crdtdb__ws_now_ms();
+    if (now < s->next_sweep)
+        return;
+    s->next_sweep = now + SWEEP_MS;
+    char why[96];
+    for (sdb *d = s->dbs; d; d = d->next)
+        for (sconn *c = d->conns; c; c = c->next) {
+            if (c->ended)
+                continue;
+            if (!c->ready && now - c->opened_ms > (uint64_t)s->o.handshake_secs * 1000) {
+                snprintf(why, sizeof why, "no session hello within %u s", s->o.handshake_secs);
+                conn_end(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, why);
+            } else if (c->l.frame_ms &&
+                       now - c->l.frame_ms > (uint64_t)s->o.message_secs * 1000) {
+                snprintf(why, sizeof why, "a message still unfinished after %u s",
+                         s->o.message_secs);
+                conn_end(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, why);
+            } else if (c->waiting && s->held + PUMP_ROOM <= s->o.max_buffered) {
+                c->waiting = 0;
+                lws_callback_on_writable(c->l.wsi);
+            }
+        }
+}
+
 static void on_poll_due(lws_sorted_usec_list_t *sul)
 {
     crdtdb_server *s = lws_container_of(sul, crdtdb_server, sul_poll);
     poll_dbs(s);
     flush_acks(s);
+    sweep(s);
     lws_sul_schedule(s->ctx, 0, &s->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
 }
 
