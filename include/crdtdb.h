@@ -517,6 +517,17 @@ CRDTDB_API int crdtdb_db_clear(crdtdb_db *db);
  */
 CRDTDB_API int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id);
 
+/*
+ * Purges (as crdtdb_db_purge) every record holding a change made on this
+ * replica, not merged from a peer, after our sequence `after`: for a
+ * client that learns it is read-only while it holds offline writes its
+ * server will never take (`after`: what the server acknowledged).  It
+ * then asks the server for everything again, so its copy is the server's.
+ * *n (may be NULL) counts the records.  Errors: those of crdtdb_db_purge,
+ * ECORRUPT.
+ */
+CRDTDB_API int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n);
+
 /* ---------------------------------------------------------------- deltas */
 
 /*

@@ -2,6 +2,7 @@
  * it — no tombstone, no change-log entry, nothing that would travel. */
 #include <string.h>
 
+#include "crdt/buf.h"
 #include "storage/internal.h"
 
 int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id)
@@ -51,4 +52,57 @@ int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id)
     crdtdb__shared_free(db->shared); /* cached deltas may hold it */
     db->shared = NULL;
     return crdtdb_txn_commit(t);
+}
+
+int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!db)
+        return CRDTDB_EINVAL;
+    /* the records with a change of our own after `after`, each once */
+    crdtdb_buf keys = CRDTDB_BUF_INIT; /* u16 coll, u8 id length, id */
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
+    if (rc)
+        return rc;
+    MDB_cursor *cur;
+    int mrc = mdb_cursor_open(t->mt, db->env->dbi_changes, &cur);
+    uint8_t kb[CRDTDB__CHGKEY_LEN];
+    crdtdb__put_u32(kb, db->num);
+    crdtdb__put_u64(kb + 4, after + 1);
+    MDB_val k = {sizeof kb, kb}, v;
+    for (mrc = mrc ? mrc : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && !rc;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != CRDTDB__CHGKEY_LEN || crdtdb__get_u32(k.mv_data) != db->num)
+            break;
+        const uint8_t *p = v.mv_data;
+        if (v.mv_size < CRDTDB__CHG_HEAD || v.mv_size < CRDTDB__CHG_HEAD + (size_t)p[6]) {
+            rc = crdtdb__db_seterr(db, CRDTDB_ECORRUPT, "change log entry is unreadable");
+            break;
+        }
+        if (crdtdb__get_u32(p) != CRDTDB__SRC_LOCAL)
+            continue;
+        int seen = 0; /* records are few: a linear look is enough */
+        for (size_t off = 0; !seen && off < keys.len; off += 3 + keys.data[off + 2])
+            seen = memcmp(keys.data + off, p + 4, 3 + (size_t)p[6]) == 0;
+        if (!seen && crdtdb__buf_append(&keys, p + 4, 3 + (size_t)p[6]))
+            rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    }
+    if (!rc && mrc && mrc != MDB_NOTFOUND)
+        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "discard: %s", mdb_strerror(mrc));
+    mdb_cursor_close(cur);
+    crdtdb_txn_abort(t);
+    for (size_t off = 0; !rc && off < keys.len; off += 3 + keys.data[off + 2]) {
+        uint16_t coll = (uint16_t)(keys.data[off] << 8 | keys.data[off + 1]);
+        char id[CRDTDB_ID_MAX + 1];
+        memcpy(id, keys.data + off + 3, keys.data[off + 2]);
+        id[keys.data[off + 2]] = 0;
+        if (coll >= db->ncoll)
+            continue;
+        if (!(rc = crdtdb_db_purge(db, db->colls[coll], id)) && n)
+            (*n)++;
+    }
+    crdtdb_buf_free(&keys);
+    return rc;
 }

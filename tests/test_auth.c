@@ -920,6 +920,100 @@ START_TEST(writer_cannot_change_members)
 }
 END_TEST
 
+/* A clock running minutes ahead of ours, within the skew limit: a user's
+ * writes then carry stamps later than everyone else's. */
+static uint64_t ahead_clock(void *ctx)
+{
+    (void)ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + 4 * 60 * 1000;
+}
+
+/* Reopens node n (its "game" too) with its clock 4 minutes ahead. */
+static void node_ahead(node *n)
+{
+    crdtdb_db_close(n->db);
+    crdtdb_env_close(n->env);
+    crdtdb_env_options o;
+    crdtdb_env_options_init(&o);
+    o.flags = CRDTDB_ENV_NOSYNC;
+    o.clock = ahead_clock;
+    ck_assert_int_eq(crdtdb_env_open(n->dir, &o, &n->env), 0);
+    ck_assert_int_eq(crdtdb_db_open(n->env, "game", &n->db), 0);
+}
+
+static int closed_once(void *arg) { return ((evs *)arg)->closed > 0; }
+
+/* A refused write stamped ahead wins nothing: the server stores nothing
+ * for it, so the owner's later removal still removes bob. */
+START_TEST(refused_write_stamped_ahead_cannot_keep_a_member)
+{
+    node_ahead(&B);
+    start_server(key);
+    alice_creates_game(tok("alice"));
+    add_member("bob", WRITER);
+    cb = client(B.db, tok("bob"), &eb);
+    expect_connected(cb);
+    expect(B.db, "_members", "bob", WRITER);
+    refused_write(B.db, &eb, 0, "update", "_members", "bob", "{\"role\":\"owner\"}", WRITER);
+    put(A.db, "remove", "_members", "bob", NULL);
+    expect(sdb(), "_members", "bob", NULL);
+    ck_assert_msg(spin(closed_once, &eb, 10000), "bob's session was not ended");
+    ck_assert_int_eq(eb.last_remote, CRDTDB_EREVOKED);
+    spin(NULL, NULL, 300); /* his reconnects are refused */
+    ck_assert(!crdtdb_client_connected(cb));
+    ck_assert_int_ge(log_count("user 'bob' refused: 403"), 1);
+    expect(B.db, "players", "secret", NULL); /* his copy was cleared */
+}
+END_TEST
+
+/* A refused new record leaves no tombstone: a writer's older add of the
+ * same record, arriving later, stands everywhere. */
+START_TEST(refused_new_record_leaves_no_tombstone)
+{
+    node_ahead(&C);
+    start_server(key);
+    alice_creates_game(tok("alice"));
+    add_member("carol", INVITED);
+    add_member("bob", WRITER);
+    put(B.db, "add", "players", "x", "{\"by\":\"bob\"}"); /* offline, stamped now */
+    cc = client(C.db, tok("carol"), &ec);
+    expect_connected(cc);
+    expect(C.db, "_members", "carol", INVITED);
+    refused_write(C.db, &ec, 0, "add", "players", "x", "{\"by\":\"carol\"}", NULL);
+    cb = client(B.db, tok("bob"), &eb);
+    expect(sdb(), "players", "x", "{\"by\":\"bob\"}");
+    expect(A.db, "players", "x", "{\"by\":\"bob\"}");
+    expect(C.db, "players", "x", "{\"by\":\"bob\"}");
+    spin(NULL, NULL, 200);
+    assert_has(B.db, "players", "x", "{\"by\":\"bob\"}");
+}
+END_TEST
+
+/* A reader's offline writes are reset to the server's copy, and said so,
+ * when the reader learns it is read-only: never a silent divergence. */
+START_TEST(reader_offline_writes_are_reset_and_said)
+{
+    start_server(key);
+    alice_creates_game(tok("alice"));
+    add_member("bob", READER);
+    put(B.db, "add", "players", "mine", "{\"b\":1}"); /* offline, two-way asked */
+    put(B.db, "add", "players", "secret", "{\"code\":0}");
+    cb = client(B.db, tok("bob"), &eb);
+    expect_connected(cb);
+    ck_assert_int_eq(eb.mode, CRDTDB_SYNC_SERVER_TO_CLIENT);
+    expect(B.db, "players", "secret", SECRET_REC);
+    expect(B.db, "players", "mine", NULL);
+    expect_count(&eb.local, 1, "local errors");
+    ck_assert_int_eq(eb.last_local, CRDTDB_EROFS);
+    ck_assert_msg(strstr(eb.local_msg, "2 records changed here while offline") != NULL, "%s",
+                  eb.local_msg);
+    assert_has(sdb(), "players", "mine", NULL);
+    expect(B.db, "_members", "bob", READER);
+}
+END_TEST
+
 START_TEST(invited_user_may_only_accept)
 {
     start_server(key);
@@ -1159,6 +1253,9 @@ static Suite *auth_suite(void)
     tcase_add_test(tc, delta_of_another_replica);
     tcase_add_test(tc, access_change_while_connected);
     tcase_add_test(tc, cleared_client_gets_its_own_writes_back);
+    tcase_add_test(tc, refused_write_stamped_ahead_cannot_keep_a_member);
+    tcase_add_test(tc, refused_new_record_leaves_no_tombstone);
+    tcase_add_test(tc, reader_offline_writes_are_reset_and_said);
     suite_add_tcase(s, tc);
     return s;
 }

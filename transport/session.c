@@ -392,6 +392,19 @@ int crdtdb_session_pump(crdtdb_session *s)
 }
 /* ------------------------------------------------------------- receive */
 
+/* A client granted read-only access holds writes the server will never
+ * take: they go, deliberately and said so, rather than staying a silent
+ * divergence.  Its durable ack says what the server has. */
+static int discard_unsent(crdtdb_session *s, size_t *n)
+{
+    crdtdb_peer p;
+    int found;
+    int rc = crdtdb_db_peer_get(s->db, s->peer, &p, &found);
+    if (!rc)
+        rc = crdtdb_db_discard_unsent(s->db, p.acked, n);
+    return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
+}
+
 static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
 {
     if (s->state != S_HANDSHAKE)
@@ -425,10 +438,27 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     }
     s->state = S_OPEN;
     s->received = stored_received(s);
-    if (send_u64(s, M_SINCE, s->received))
+    size_t discarded = 0;
+    if (!s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT) {
+        int rc = discard_unsent(s, &discarded);
+        if (rc)
+            return rc;
+    }
+    /* after a discard, everything again: the purged records come back as
+     * the server has them */
+    if (send_u64(s, M_SINCE, discarded ? 0 : s->received))
         return CRDTDB_ENOMEM;
     crdtdb_session_event ev = {CRDTDB_SESSION_READY, s->mode, s->peer, NULL, 0, NULL, 0};
     emit(s, &ev);
+    if (discarded) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%zu record%s changed here while offline cannot be sent "
+                 "(read-only access): reset to the server's copy", discarded,
+                 discarded == 1 ? "" : "s");
+        crdtdb_session_event e2 = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, CRDTDB_EROFS,
+                                   msg, 0};
+        emit(s, &e2);
+    }
     return 0;
 }
 
