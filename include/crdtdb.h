@@ -790,7 +790,12 @@ typedef enum crdtdb_sync_mode {
 #define CRDTDB_SESSION_SERVER 0x1u /* this end is the server */
 #define CRDTDB_SESSION_NO_PURGE 0x2u /* a client whose data serves others
                                         (a server's peer link): purges
-                                        from the peer are refused */
+                                        and replaces from the peer are
+                                        refused */
+#define CRDTDB_SESSION_YIELD 0x4u    /* feed applies at most one delta per
+                                        call and keeps the rest: an event
+                                        loop serves other connections in
+                                        between (crdtdb_session_pending) */
 
 typedef enum crdtdb_session_event_type {
     CRDTDB_SESSION_READY = 1,  /* handshake done: peer and mode known */
@@ -866,7 +871,14 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_open(crdtdb_db *db,
  * returned; the caller sends the remaining output, then drops the
  * connection.  A delta refused for clock skew (ECLOCK) does not end the
  * session: it is reported (an ERROR event here, a notice to the peer) and
- * not acknowledged, so a later session sends it again.
+ * not acknowledged, so a later session sends it again.  Nor does one
+ * refused as too costly (ETOOBIG under max_delta_size: max_apply_work or
+ * max_delta_groups): the peer is asked to send it again in deltas of half
+ * its size (SINCE with a size hint).  Records the write filter refuses
+ * are corrected at the peer alone (REPLACE, crdtdb_db_replace).  With
+ * CRDTDB_SESSION_YIELD, at most one delta or replace is applied per call;
+ * the rest waits (crdtdb_session_pending): call feed(s, NULL, 0) on a later
+ * turn of the loop.
  * Errors: EBADVALUE (malformed frame or message), ETOOBIG (frame over
  * max_message), EVERSION (protocol version), EINVAL (another database),
  * EROFS (a read-only client sent a delta), the apply errors of
@@ -899,6 +911,12 @@ CRDTDB_API int crdtdb_session_synced(crdtdb_session *s);
 
 /* 1 once the session is closed (by either side or by an error). */
 CRDTDB_API int crdtdb_session_closed(const crdtdb_session *s);
+
+/* 1 when a complete received message waits to be handled (a YIELD session
+ * stopped after an apply): call crdtdb_session_feed(s, NULL, 0) again,
+ * preferably on a later turn of the event loop, and stop reading from the
+ * connection meanwhile. */
+CRDTDB_API int crdtdb_session_pending(const crdtdb_session *s);
 
 /* Queues a notice for the peer — an error that does not end the session,
  * e.g. a refused write (the peer gets CRDTDB_SESSION_ERROR with remote 1).

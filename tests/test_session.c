@@ -79,6 +79,14 @@ static int run(crdtdb_session *a, crdtdb_session *b, size_t chunk)
     int rc = 0;
     for (int i = 0; i < 1000000; i++) {
         size_t moved = move(a, b, chunk, &rc) + move(b, a, chunk, &rc);
+        crdtdb_session *both[2] = {a, b};
+        for (int k = 0; k < 2; k++) /* a YIELD session's next delta */
+            if (crdtdb_session_pending(both[k])) {
+                int r = crdtdb_session_feed(both[k], NULL, 0);
+                if (r && !rc)
+                    rc = r;
+                moved++;
+            }
         if (!moved) {
             if (!crdtdb_session_closed(a))
                 crdtdb_session_pump(a);
@@ -442,6 +450,56 @@ END_TEST
 
 static size_t hello(uint8_t *out, unsigned version, const char *db, const uint8_t *id);
 
+static int count_applied(void *ctx, const uint8_t *p, size_t len)
+{
+    (void)p, (void)len;
+    ++*(int *)ctx;
+    return 0;
+}
+
+/* A delta over the receiver's work budget is refused without ending the
+ * session and comes again in smaller deltas; a YIELD server applies one
+ * delta per feed and keeps the rest for the next. */
+START_TEST(costly_deltas_come_again_smaller)
+{
+    replica_close(&B);
+    B.opts.max_apply_work = 4096;
+    replica_open(&B, "game");
+    crdtdb_txn *t;
+    ck_assert_int_eq(crdtdb_txn_begin(A.db, 0, &t), 0);
+    for (int i = 0; i < 100; i++) {
+        char id[16], json[600];
+        snprintf(id, sizeof id, "r%03d", i);
+        snprintf(json, sizeof json, "{\"i\":%d,\"s\":\"%0400d\"}", i, i);
+        crdtdb_buf v = CRDTDB_BUF_INIT;
+        tu_mp(&v, json);
+        ck_assert_int_eq(crdtdb_db_add(A.db, t, "moves", id, v.data, v.len), 0);
+        crdtdb_buf_free(&v);
+    }
+    ck_assert_int_eq(crdtdb_txn_commit(t), 0);
+    int n = 0; /* the deltas A would send at its own size */
+    ck_assert_int_eq(crdtdb_db_export(A.db, 0, NULL, count_applied, &n, NULL), 0);
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = CRDTDB_SESSION_SERVER | CRDTDB_SESSION_YIELD;
+    o.on_event = on_event;
+    o.ctx = &eb;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb_session_open(B.db, &o, &s), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(crdtdb_session_closed(s), 0);
+    ck_assert_int_ge(eb.errors, 1);
+    ck_assert_int_eq(eb.last_error, CRDTDB_ETOOBIG);
+    ck_assert_int_gt(eb.applied, n); /* more, smaller deltas than A's own */
+    assert_same();
+    ck_assert_int_ge(crdtdb_session_synced(c), 1);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
 /* Acks are believed only within our own log and, durably, only from a
  * peer that proved its id by signing a delta. */
 START_TEST(acks_only_from_proven_peers_within_range)
@@ -750,6 +808,7 @@ int main(void)
     tcase_add_test(tc, read_filter_hides_purges_and_reveals_whole);
     tcase_add_test(tc, refused_write_is_undone_at_the_sender_only);
     tcase_add_test(tc, acks_only_from_proven_peers_within_range);
+    tcase_add_test(tc, costly_deltas_come_again_smaller);
     tcase_add_test(tc, server_to_client_mode);
     tcase_add_test(tc, cut_and_resume);
     tcase_add_test(tc, backpressure_bounds_the_output);

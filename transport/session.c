@@ -43,6 +43,7 @@ struct crdtdb_session {
     uint64_t sent_upto;   /* our log is exported up to here */
     uint64_t told_uptodate; /* the last UPTODATE we sent (+1; 0: none) */
     uint64_t peer_uptodate; /* the peer's last UPTODATE (+1; 0: none) */
+    int costly;           /* the message just handled applied something */
     int proven;           /* its acks may be kept: a server's peer signed a
                              delta here; a client trusts the server it chose */
     size_t max_delta;     /* the environment's max_delta_size */
@@ -206,6 +207,15 @@ void crdtdb_session_close(crdtdb_session *s)
 }
 
 int crdtdb_session_closed(const crdtdb_session *s) { return !s || s->state == S_CLOSED; }
+
+int crdtdb_session_pending(const crdtdb_session *s)
+{
+    if (!s || s->state == S_CLOSED || s->in.len < 4)
+        return 0;
+    const uint8_t *p = s->in.data;
+    size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+    return n > s->o.max_message || s->in.len - 4 >= n;
+}
 
 int crdtdb_session_synced(crdtdb_session *s)
 {
@@ -541,6 +551,7 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     uint64_t before = s->received;
     crdtdb_apply_info info;
     s->refused.len = 0;
+    s->costly = 1;
     int rc = crdtdb_db_apply_filtered(s->db, bytes, len, s->o.write_filter ? write_filter : NULL,
                                       s, &info);
     if (rc == CRDTDB_ECLOCK) /* by then perhaps in time: the next session resends it */
@@ -626,6 +637,7 @@ static int handle_replace(crdtdb_session *s, const msgpack_object *a, uint32_t n
         if (memcmp(signer, s->peer, sizeof s->peer) != 0)
             return seterr(s, CRDTDB_EBADVALUE, "a replace signed by another replica than the peer");
     }
+    s->costly = 1;
     int rc = crdtdb_db_replace(s->db, coll, id, a[3].via.u64, delta, len, NULL);
     if (rc == CRDTDB_ECLOCK)
         return refuse_delta(s, rc);
@@ -782,11 +794,15 @@ int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data, size_t len)
         return CRDTDB_EINVAL;
     if (s->state == S_CLOSED)
         return seterr(s, CRDTDB_EBUSY, "the session is closed");
-    if (crdtdb__buf_append(&s->in, data, len))
+    if (len && crdtdb__buf_append(&s->in, data, len))
         return fail(s, seterr(s, CRDTDB_ENOMEM, "out of memory"));
     size_t off = 0;
     int rc = 0;
-    while (!rc && s->state != S_CLOSED && s->in.len - off >= 4) {
+    s->costly = 0;
+    /* with YIELD, one apply per call: the caller's loop serves others in
+     * between (crdtdb_session_pending says when to come back) */
+    while (!rc && s->state != S_CLOSED && s->in.len - off >= 4 &&
+           !(s->costly && (s->o.flags & CRDTDB_SESSION_YIELD))) {
         const uint8_t *p = s->in.data + off;
         size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
         if (n > s->o.max_message) {
