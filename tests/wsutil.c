@@ -125,7 +125,8 @@ int tu_raw_saw(const tu_raw *r, const char *s)
     return memmem(r->in, r->len, s, strlen(s)) != NULL;
 }
 
-void tu_ws_send(const tu_net *net, tu_raw *r, const uint8_t *p, size_t n)
+/* p as one masked binary WebSocket message, malloc'd; its length in *len. */
+static uint8_t *ws_frame(const uint8_t *p, size_t n, size_t *len)
 {
     uint8_t *f = malloc(n + 14);
     ck_assert_ptr_nonnull(f);
@@ -147,16 +148,56 @@ void tu_ws_send(const tu_net *net, tu_raw *r, const uint8_t *p, size_t n)
     h += 4;
     for (size_t i = 0; i < n; i++)
         f[h + i] = p[i] ^ mask[i % 4];
-    size_t off = 0, total = h + n;
+    *len = h + n;
+    return f;
+}
+
+void tu_raw_send(const tu_net *net, tu_raw *r, const void *p, size_t n)
+{
+    size_t off = 0;
     uint64_t deadline = tu_mono_ms() + 10000;
-    while (off < total) {
-        ssize_t k = send(r->fd, f + off, total - off, 0);
+    while (off < n) {
+        ssize_t k = send(r->fd, (const uint8_t *)p + off, n - off, MSG_NOSIGNAL);
         if (k > 0)
             off += (size_t)k;
         else
             ck_assert_msg(errno == EAGAIN && tu_mono_ms() < deadline, "send failed");
-        if (off < total)
+        if (off < n)
             tu_spin(net, NULL, NULL, 2);
     }
+}
+
+void tu_ws_send(const tu_net *net, tu_raw *r, const uint8_t *p, size_t n)
+{
+    size_t len;
+    uint8_t *f = ws_frame(p, n, &len);
+    tu_raw_send(net, r, f, len);
     free(f);
+}
+
+int tu_raw_close_saw(const tu_raw *r, unsigned status)
+{
+    const uint8_t *b = (const uint8_t *)r->in;
+    for (size_t i = 0; i + 3 < r->len; i++)
+        if (b[i] == 0x88 && b[i + 1] >= 2 && b[i + 1] <= 125 && b[i + 2] == (status >> 8) &&
+            b[i + 3] == (status & 0xff))
+            return 1;
+    return 0;
+}
+
+void tu_ws_hello(crdtdb_db *db, crdtdb_buf *out)
+{
+    crdtdb_session_options so;
+    crdtdb_session_options_init(&so);
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb_session_open(db, &so, &s), 0);
+    size_t n;
+    const uint8_t *p = crdtdb_session_output(s, &n);
+    ck_assert_uint_gt(n, 0);
+    size_t len;
+    uint8_t *f = ws_frame(p, n, &len);
+    crdtdb_session_close(s);
+    crdtdb_buf_free(out);
+    out->data = f;
+    out->len = out->cap = len;
 }

@@ -65,5 +65,13 @@ int tu_raw_saw(const tu_raw *r, const char *s);
 /* Sends p as one masked binary WebSocket message, spinning net while the
  * socket is full (10 s at most). */
 void tu_ws_send(const tu_net *net, tu_raw *r, const uint8_t *p, size_t n);
+/* Sends the raw bytes p, spinning net while the socket is full (10 s at
+ * most): a request or frame in pieces. */
+void tu_raw_send(const tu_net *net, tu_raw *r, const void *p, size_t n);
+/* Whether r received a WebSocket close frame with this status. */
+int tu_raw_close_saw(const tu_raw *r, unsigned status);
+/* The hello a client session on db sends first, as one masked binary
+ * WebSocket message, into out (replaced). */
+void tu_ws_hello(crdtdb_db *db, crdtdb_buf *out);
 
 #endif
