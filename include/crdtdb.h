@@ -170,8 +170,8 @@ typedef struct crdtdb_env_options {
                                    exports flush at this count */
     size_t max_apply_work;      /* work one apply may do, in bytes of records
                                    read and written plus a fixed cost per
-                                   record and per field (default 32 MiB,
-                                   about 50 ms here); a delta of several
+                                   record and per field (default 16 MiB,
+                                   about 45 ms on a 2-core VM); a delta of several
                                    records over it is refused with ETOOBIG
                                    and nothing stored, so that one peer's
                                    delta cannot stall a server's loop.  A

@@ -23,7 +23,7 @@ void crdtdb_env_options_init(crdtdb_env_options *o)
     o->observe_batch_limit = 100;
     o->max_delta_size = (size_t)4 << 20;
     o->max_delta_groups = CRDTDB__DELTA_GROUPS;
-    o->max_apply_work = (size_t)32 << 20;
+    o->max_apply_work = (size_t)16 << 20;
 }
 
 void crdtdb_env_options_get(const crdtdb_env *env, crdtdb_env_options *opts)
