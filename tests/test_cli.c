@@ -1065,6 +1065,47 @@ START_TEST(peered_servers_and_tls)
 }
 END_TEST
 
+/* serve with a PEM key of the other kind than --jwt-alg says so, and which
+ * --jwt-alg fits; a short secret is named as such. */
+START_TEST(serve_names_the_key_that_fits)
+{
+    sandbox s;
+    sb_init(&s);
+    ok(&s, NULL, "init", NULL);
+    static const char *const ec[] = {"-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                                     NULL};
+    static const char *const rsa[] = {"-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                                      NULL};
+    tu_pem ec_priv, ec_pub, rsa_priv, rsa_pub;
+    tu_genkey(&ec_priv, s.root, "ec.pem", ec);
+    tu_pubkey(&ec_pub, &ec_priv, s.root, "ec.pub");
+    tu_genkey(&rsa_priv, s.root, "rsa.pem", rsa);
+    tu_pubkey(&rsa_pub, &rsa_priv, s.root, "rsa.pub");
+    ck_assert_int_eq(cli(&s, "serve", "--jwt-public-key", ec_pub.path, "--jwt-alg", "RS256", NULL),
+                     EXIT_FAILURE);
+    ck_assert_msg(strstr(s.err, "EC P-256 key") && strstr(s.err, "give --jwt-alg ES256") &&
+                      !strstr(s.err, "HS256"),
+                  "%s", s.err);
+    ck_assert_int_eq(cli(&s, "serve", "--jwt-public-key", rsa_pub.path, "--jwt-alg", "ES256", NULL),
+                     EXIT_FAILURE);
+    ck_assert_msg(strstr(s.err, "an RSA key") && strstr(s.err, "give --jwt-alg RS256"), "%s",
+                  s.err);
+    char secret[4200];
+    snprintf(secret, sizeof secret, "%s/short", s.root);
+    tu_spit(secret, "short\n", 6);
+    ck_assert_int_eq(cli(&s, "serve", "--jwt-secret-file", secret, NULL), EXIT_FAILURE);
+    ck_assert_msg(strstr(s.err, "32 bytes"), "%s", s.err);
+    ck_assert_int_eq(cli(&s, "serve", "--jwt-public-key", secret, NULL), EXIT_FAILURE);
+    ck_assert_msg(strstr(s.err, "not hold a PEM RSA key") && !strstr(s.err, "HS256"), "%s",
+                  s.err);
+    free(ec_priv.data);
+    free(ec_pub.data);
+    free(rsa_priv.data);
+    free(rsa_pub.data);
+    sb_free(&s);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -1087,6 +1128,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, import_rejects_bad_input);
     tcase_add_test(tc, serve_and_sync_converge);
     tcase_add_test(tc, peered_servers_and_tls);
+    tcase_add_test(tc, serve_names_the_key_that_fits);
     suite_add_tcase(s, tc);
     return s;
 }
