@@ -596,23 +596,32 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     return 0;
 }
 
-/* REPLACE from the server: our write to the record was refused. */
-static int handle_replace(crdtdb_session *s, const msgpack_object *a, uint32_t n)
+/* The record a PURGE or REPLACE names: a[1] and a[2], strings of at most
+ * CRDTDB_ID_MAX bytes, copied NUL-terminated.  0, or -1 if they are not. */
+static int record_names(const msgpack_object *a, char coll[CRDTDB_ID_MAX + 1],
+                        char id[CRDTDB_ID_MAX + 1])
 {
-    if (s->server)
-        return seterr(s, CRDTDB_EROFS, "replaces are refused here (a server)");
-    if (n != 5 || a[1].type != MSGPACK_OBJECT_STR || a[2].type != MSGPACK_OBJECT_STR ||
-        a[1].via.str.size > CRDTDB_ID_MAX || a[2].via.str.size > CRDTDB_ID_MAX ||
-        a[3].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-        (a[4].type != MSGPACK_OBJECT_BIN && a[4].type != MSGPACK_OBJECT_NIL))
-        return seterr(s, CRDTDB_EBADVALUE, "malformed replace message");
-    char coll[CRDTDB_ID_MAX + 1], id[CRDTDB_ID_MAX + 1];
+    if (a[1].type != MSGPACK_OBJECT_STR || a[2].type != MSGPACK_OBJECT_STR ||
+        a[1].via.str.size > CRDTDB_ID_MAX || a[2].via.str.size > CRDTDB_ID_MAX)
+        return -1;
     if (a[1].via.str.size) /* empty strings have no pointer */
         memcpy(coll, a[1].via.str.ptr, a[1].via.str.size);
     coll[a[1].via.str.size] = 0;
     if (a[2].via.str.size)
         memcpy(id, a[2].via.str.ptr, a[2].via.str.size);
     id[a[2].via.str.size] = 0;
+    return 0;
+}
+
+/* REPLACE from the server: our write to the record was refused. */
+static int handle_replace(crdtdb_session *s, const msgpack_object *a, uint32_t n)
+{
+    if (s->server)
+        return seterr(s, CRDTDB_EROFS, "replaces are refused here (a server)");
+    char coll[CRDTDB_ID_MAX + 1], id[CRDTDB_ID_MAX + 1];
+    if (n != 5 || record_names(a, coll, id) || a[3].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        (a[4].type != MSGPACK_OBJECT_BIN && a[4].type != MSGPACK_OBJECT_NIL))
+        return seterr(s, CRDTDB_EBADVALUE, "malformed replace message");
     if (s->o.flags & CRDTDB_SESSION_NO_PURGE) {
         /* a shared replica takes nothing back: its data is others' too */
         char msg[CRDTDB_ID_MAX * 2 + 128];
@@ -690,17 +699,9 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     if (type == M_PURGE) { /* the server says we may no longer see it */
         if (s->server || (s->o.flags & CRDTDB_SESSION_NO_PURGE))
             return seterr(s, CRDTDB_EROFS, "purges are refused here (a shared replica)");
-        if (n != 3 || a[1].type != MSGPACK_OBJECT_STR ||
-            a[2].type != MSGPACK_OBJECT_STR || a[1].via.str.size > CRDTDB_ID_MAX ||
-            a[2].via.str.size > CRDTDB_ID_MAX)
-            return seterr(s, CRDTDB_EBADVALUE, "malformed purge message");
         char coll[CRDTDB_ID_MAX + 1], id[CRDTDB_ID_MAX + 1];
-        if (a[1].via.str.size) /* empty strings have no pointer */
-            memcpy(coll, a[1].via.str.ptr, a[1].via.str.size);
-        coll[a[1].via.str.size] = 0;
-        if (a[2].via.str.size)
-            memcpy(id, a[2].via.str.ptr, a[2].via.str.size);
-        id[a[2].via.str.size] = 0;
+        if (n != 3 || record_names(a, coll, id))
+            return seterr(s, CRDTDB_EBADVALUE, "malformed purge message");
         int rc = crdtdb_db_purge(s->db, coll, id);
         if (rc == CRDTDB_EBADID || rc == CRDTDB_ENOCOLL)
             return seterr(s, CRDTDB_EBADVALUE, "purge of an unknown record");
