@@ -360,12 +360,14 @@ START_TEST(read_filter_hides_purges_and_reveals_whole)
 }
 END_TEST
 
-/* A server session deciding the client's writes with `filter`. */
-static crdtdb_session *open_filtered(replica *r, evs *e, crdtdb_write_filter filter, void *ctx)
+/* A server session (with `flags` besides) deciding the client's writes
+ * with `filter` (may be NULL). */
+static crdtdb_session *open_server(replica *r, evs *e, unsigned flags, crdtdb_write_filter filter,
+                                   void *ctx)
 {
     crdtdb_session_options o;
     crdtdb_session_options_init(&o);
-    o.flags = CRDTDB_SESSION_SERVER;
+    o.flags = CRDTDB_SESSION_SERVER | flags;
     o.on_event = on_event;
     o.ctx = e;
     o.write_filter = filter;
@@ -405,7 +407,7 @@ START_TEST(refused_write_is_undone_at_the_sender_only)
     refuse_key = &tag;
     evs ec = {0}, eb = {0};
     crdtdb_session *c = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0);
-    crdtdb_session *s = open_filtered(&B, &eb, refuse_from_c, (void *)&tag);
+    crdtdb_session *s = open_server(&B, &eb, 0, refuse_from_c, (void *)&tag);
     ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
     ck_assert_int_eq(crdtdb_session_closed(c), 0);
     char *g = tu_get(B.db, "players", "r");
@@ -422,7 +424,7 @@ START_TEST(refused_write_is_undone_at_the_sender_only)
     /* A's older writes arrive and win on the server... */
     evs ea = {0};
     c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
-    s = open_filtered(&B, &eb, refuse_from_c, NULL);
+    s = open_server(&B, &eb, 0, refuse_from_c, NULL);
     ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
     crdtdb_session_close(c);
     crdtdb_session_close(s);
@@ -434,7 +436,7 @@ START_TEST(refused_write_is_undone_at_the_sender_only)
     free(g);
     /* ... and reach the refused writer too */
     c = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0);
-    s = open_filtered(&B, &eb, refuse_from_c, (void *)&tag);
+    s = open_server(&B, &eb, 0, refuse_from_c, (void *)&tag);
     ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
     crdtdb_session_close(c);
     crdtdb_session_close(s);
@@ -481,13 +483,7 @@ START_TEST(costly_deltas_come_again_smaller)
     ck_assert_int_eq(crdtdb_db_export(A.db, 0, NULL, count_applied, &n, NULL), 0);
     evs ea = {0}, eb = {0};
     crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
-    crdtdb_session_options o;
-    crdtdb_session_options_init(&o);
-    o.flags = CRDTDB_SESSION_SERVER | CRDTDB_SESSION_YIELD;
-    o.on_event = on_event;
-    o.ctx = &eb;
-    crdtdb_session *s;
-    ck_assert_int_eq(crdtdb_session_open(B.db, &o, &s), 0);
+    crdtdb_session *s = open_server(&B, &eb, CRDTDB_SESSION_YIELD, NULL, NULL);
     ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
     ck_assert_int_eq(crdtdb_session_closed(s), 0);
     ck_assert_int_ge(eb.errors, 1);
