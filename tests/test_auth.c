@@ -960,8 +960,13 @@ START_TEST(refused_write_stamped_ahead_cannot_keep_a_member)
     cb = client(B.db, tok("bob"), &eb);
     expect_connected(cb);
     expect(B.db, "_members", "bob", WRITER);
-    refused_write(B.db, &eb, 0, "update", "_members", "bob", "{\"role\":\"owner\"}", WRITER);
+    /* alice goes offline: her removal must not learn bob's stamps first */
+    crdtdb_client_close(ca);
+    ca = NULL;
+    /* a whole-record write: undoing it by a rewrite would need a new base */
+    refused_write(B.db, &eb, 0, "add", "_members", "bob", OWNER, WRITER);
     put(A.db, "remove", "_members", "bob", NULL);
+    ca = client(A.db, tok("alice"), &ea);
     expect(sdb(), "_members", "bob", NULL);
     ck_assert_msg(spin(closed_once, &eb, 10000), "bob's session was not ended");
     ck_assert_int_eq(eb.last_remote, CRDTDB_EREVOKED);
