@@ -382,6 +382,71 @@ START_TEST(memory_budget_sheds_parked_messages)
 }
 END_TEST
 
+/* Server log lines containing needle. */
+static int log_count(const char *needle)
+{
+    int n = 0;
+    const char *p = (const char *)logbuf.data, *end = p + logbuf.len;
+    while (p && p < end && (p = memmem(p, (size_t)(end - p), needle, strlen(needle)))) {
+        n++;
+        p += strlen(needle);
+    }
+    return n;
+}
+
+#define NOREADERS 40
+
+typedef struct noreaders {
+    int want;
+} noreaders;
+
+static int shed_enough(void *arg) { return log_count("closing (1013)") >= ((noreaders *)arg)->want; }
+
+START_TEST(memory_budget_sheds_clients_that_never_read)
+{
+    /* 4 MiB to send: what the kernel takes of it (about 2 MiB here), and
+     * up to 1 MiB and a delta of output in each session */
+    crdtdb_db *sd;
+    ck_assert_int_eq(crdtdb_db_create(senv, "game", COLLS, 2, &sd), 0);
+    char json[4200];
+    memcpy(json, "{\"s\":\"", 6);
+    memset(json + 6, 'n', 4000);
+    memcpy(json + 4006, "\"}", 3);
+    crdtdb_buf v = CRDTDB_BUF_INIT;
+    tu_mp(&v, json);
+    crdtdb_txn *t;
+    ck_assert_int_eq(crdtdb_txn_begin(sd, 0, &t), 0);
+    for (int i = 0; i < 1024; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "r%04d", i);
+        ck_assert_int_eq(crdtdb_db_add(sd, t, "moves", id, v.data, v.len), 0);
+    }
+    ck_assert_int_eq(crdtdb_txn_commit(t), 0);
+    crdtdb_buf_free(&v);
+    crdtdb_db_close(sd);
+    crdtdb_server_options o = opts();
+    o.max_buffered = 16u << 20; /* what 40 sessions hold does not fit */
+    start(&o);
+    static tu_raw r[NOREADERS];
+    static const uint8_t since0[7] = {0, 0, 0, 3, 0x92, 0x02, 0x00}; /* [SINCE, 0] */
+    for (int i = 0; i < NOREADERS; i++) {
+        tu_raw_open_rcvbuf(&r[i], port(), "/v1/db/game", NULL, 4096);
+        ck_assert(tu_spin(&NET, tu_raw_answered, &r[i], 10000));
+        ck_assert(upgraded(&r[i]));
+        tu_raw_send(&NET, &r[i], hello.data, hello.len);
+        tu_ws_send(&NET, &r[i], since0, sizeof since0); /* everything, please */
+    }
+    noreaders nr = {3}; /* how many depends on what the kernel buffers */
+    ck_assert_msg(tu_spin(&NET, shed_enough, &nr, 20000),
+                  "%d of %d clients that never read were shed", log_count("closing (1013)"),
+                  NOREADERS);
+    ck_assert(logged("server memory budget exceeded"));
+    honest_sync("after-noreaders");
+    for (int i = 0; i < NOREADERS; i++)
+        close(r[i].fd);
+}
+END_TEST
+
 /* ------------------------------------------------------ tokens (7) */
 
 static int a_gave_up(void *arg)
@@ -519,6 +584,7 @@ static Suite *suite(void)
     tcase_add_test(tc, unfinished_message_closed_after_message_timeout);
     tcase_add_test(tc, silent_peer_dropped_by_ping);
     tcase_add_test(tc, memory_budget_sheds_parked_messages);
+    tcase_add_test(tc, memory_budget_sheds_clients_that_never_read);
     tcase_add_test(tc, tokens_up_to_the_limit_work);
     tcase_add_test(tc, longer_tokens_get_431);
     tcase_add_test(tc, invalid_ids_refused_alike_and_logs_escaped);

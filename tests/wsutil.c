@@ -55,9 +55,16 @@ void tu_expect(const tu_net *net, crdtdb_db *db, const char *coll, const char *i
 
 void tu_raw_open(tu_raw *r, int port, const char *path, const char *token)
 {
+    tu_raw_open_rcvbuf(r, port, path, token, 0);
+}
+
+void tu_raw_open_rcvbuf(tu_raw *r, int port, const char *path, const char *token, int rcvbuf)
+{
     memset(r, 0, sizeof *r);
     r->fd = socket(AF_INET, SOCK_STREAM, 0);
     ck_assert_int_ge(r->fd, 0);
+    if (rcvbuf)
+        ck_assert_int_eq(setsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;

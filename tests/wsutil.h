@@ -54,6 +54,10 @@ typedef struct tu_raw {
  * `Authorization: Bearer token` unless token is NULL; does not wait for
  * the answer (tu_raw_answered). */
 void tu_raw_open(tu_raw *r, int port, const char *path, const char *token);
+/* The same with a receive buffer of rcvbuf bytes (set before connecting,
+ * so the peer's window stays small): a client that reads slowly, or not
+ * at all, holds the sender's data in the sender. */
+void tu_raw_open_rcvbuf(tu_raw *r, int port, const char *path, const char *token, int rcvbuf);
 /* Reads all there is now; sets eof at end of stream or on error. */
 void tu_raw_read(tu_raw *r);
 /* tu_conds on a tu_raw: the upgrade was answered (or the stream ended);
