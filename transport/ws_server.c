@@ -6,6 +6,12 @@
  * (crdtdb_server_peer) are clients hosted in this server's context, on the
  * same shared handles, so a write on either server reaches the clients of
  * both.  Everything runs on the thread running the context.
+ *
+ * What a client can hold is bounded (crdtdb_server_options, docs/auth.md
+ * "Limits and timeouts"): slots by caps checked before the upgrade (503,
+ * 429), time by deadlines checked every SWEEP_MS and by lws's pings, and
+ * memory by one budget over every session's buffered bytes, kept by
+ * closing the connection holding the most (1013).
  */
 #include <stdarg.h>
 #include <stdio.h>
