@@ -320,7 +320,7 @@ START_TEST(silent_peer_dropped_by_ping)
 {
     crdtdb_server_options o = opts();
     o.ping_secs = 1;
-    o.pong_secs = 1;
+    o.pong_secs = 3; /* slack for a loaded machine: honest clients answer in ms */
     start(&o);
     ca = client(NULL);
     ck_assert(tu_spin(&NET, is_connected, NULL, 10000));
