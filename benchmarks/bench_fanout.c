@@ -399,6 +399,7 @@ static int server_open(crdtdb_env *env, size_t maxconn, crdtdb_server **out)
     so.collections = COLLS;
     so.ncoll = 1;
     so.max_connections = maxconn;
+    so.max_per_ip = SIZE_MAX; /* every client comes from 127.0.0.1 */
     int rc = crdtdb_server_open(env, &so, out);
     return rc ? fail("server open", rc) : 0;
 }

@@ -24,8 +24,14 @@ enum {
     OPT_PEER = 512,  /* --peer URL (repeatable), --peer-ca F */
     OPT_JWT = 1024,  /* --jwt-secret-file F | --jwt-public-key F [--jwt-alg A] */
     OPT_TOKEN = 2048, /* --token-file F */
-    OPT_TLS = 4096    /* serve: --tls-cert F --tls-key F; sync: --tls-ca F */
+    OPT_TLS = 4096,   /* serve: --tls-cert F --tls-key F; sync: --tls-ca F */
+    OPT_LIMITS = 8192 /* serve: the flags in serve_limit_flags */
 };
+
+/* serve.c: the flags of the server's limits, NULL-terminated, in the
+ * order of args.limits. */
+#define SERVE_NLIMITS 8
+extern const char *const serve_limit_flags[SERVE_NLIMITS + 1];
 
 /* A command's parsed arguments; unset options are NULL. */
 typedef struct args {
@@ -49,6 +55,7 @@ typedef struct args {
     const char *jwt_alg;
     const char *token_file;
     const char *tls_cert, *tls_key, *tls_ca;
+    const char *limits[SERVE_NLIMITS]; /* values of serve_limit_flags */
 } args;
 
 /* Prints "crdtdb: msg" (or the code's description when msg is empty) to

@@ -553,7 +553,10 @@ static const command commands[] = {
      1, 1, 0, cmd_peers},
     {"serve", "[--listen HOST:PORT] [--collections A,B,...] [--mode MODE] [--peer URL]...\n"
               "       [--peer-ca F] [--peer-token-file F] [--tls-cert F --tls-key F]\n"
-              "       [--jwt-secret-file F | --jwt-public-key F [--jwt-alg A]]",
+              "       [--jwt-secret-file F | --jwt-public-key F [--jwt-alg A]]\n"
+              "       [--max-connections N] [--max-per-ip N] [--max-per-user N]\n"
+              "       [--max-buffered-mb M] [--handshake-timeout S] [--message-timeout S]\n"
+              "       [--ping-interval S] [--pong-timeout S]",
      "serve the databases to sync clients over WebSocket",
      "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
      "(default 127.0.0.1:8080) until interrupted, logging one line per\n"
@@ -571,8 +574,17 @@ static const command commands[] = {
      "RS256 or ES256, default RS256) requires a bearer token on every\n"
      "connection (HTTP 401 otherwise) and turns on membership: each database\n"
      "gets a '_members' collection, its creator is its owner, and owners,\n"
-     "writers, readers and invited users may do what docs/auth.md says.",
-     0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT | OPT_TLS, cmd_serve},
+     "writers, readers and invited users may do what docs/auth.md says.\n"
+     "Limits (docs/auth.md, \"Limits and timeouts\"): --max-connections N\n"
+     "(default 1024; then HTTP 503), --max-per-ip N and --max-per-user N\n"
+     "(64 and 32; then HTTP 429; 'unlimited' lifts them, e.g. behind a\n"
+     "proxy), --max-buffered-mb M (256: session buffers of all connections;\n"
+     "over it the largest stalled one is closed, 1013), --handshake-timeout S\n"
+     "(10: headers and session hello), --message-timeout S (120: one sync\n"
+     "message), --ping-interval S and --pong-timeout S (30 and 30: a peer\n"
+     "answering no ping is dropped).",
+     0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT | OPT_TLS | OPT_LIMITS,
+     cmd_serve},
     {"sync", "URL --db DB [--watch] [--mode MODE] [--token-file F] [--tls-ca F]",
      "sync a database with a server over WebSocket",
      "Connect to the server at URL (ws://HOST:PORT) and sync database DB\n"
@@ -623,6 +635,17 @@ int take_opt(int argc, char **argv, int *i, const char *name, const char **val)
         return 0;
     *val = *i + 1 < argc ? argv[++*i] : NULL;
     return *val ? 1 : -1;
+}
+
+/* Matches one of serve_limit_flags at argv[*i], as take_opt does. */
+static int take_limit(int argc, char **argv, int *i, args *a)
+{
+    for (int k = 0; serve_limit_flags[k]; k++) {
+        int r = take_opt(argc, argv, i, serve_limit_flags[k], &a->limits[k]);
+        if (r)
+            return r;
+    }
+    return 0;
 }
 
 /* Parses a command's arguments into a, whose pos must have room for argc
@@ -703,6 +726,9 @@ static int parse_args(const command *c, int argc, char **argv, args *a)
                        ((r = take_opt(argc, argv, &i, "--tls-cert", &a->tls_cert)) != 0 ||
                         (r = take_opt(argc, argv, &i, "--tls-key", &a->tls_key)) != 0 ||
                         (r = take_opt(argc, argv, &i, "--tls-ca", &a->tls_ca)) != 0)) {
+                if (r < 0)
+                    return -1;
+            } else if ((c->opts & OPT_LIMITS) && (r = take_limit(argc, argv, &i, a)) != 0) {
                 if (r < 0)
                     return -1;
             } else if ((c->opts & OPT_TOKEN) &&

@@ -140,15 +140,13 @@ static int load_jwt_key(const args *a, crdtdb_jwt_key **key)
 /*
  * The flags that set the server's limits (docs/auth.md, "Limits and
  * timeouts"), in the order of args.limits; NULL-terminated.  main.c takes
- * them for commands with OPT_LIMITS; until cli.h declares args.limits
- * (SERVE_NLIMITS), serve runs with the library's defaults.
+ * them for commands with OPT_LIMITS.
  */
 const char *const serve_limit_flags[] = {
     "--max-connections", "--max-per-ip",   "--max-per-user", "--max-buffered-mb",
     "--handshake-timeout", "--message-timeout", "--ping-interval", "--pong-timeout",
     NULL};
 
-#ifdef SERVE_NLIMITS
 /* Sets the limits given as flags (unset: the library's defaults); an
  * unparsable or zero value is a usage error.  "unlimited" lifts the
  * per-address and per-user caps. */
@@ -179,7 +177,6 @@ static int apply_limits(const args *a, crdtdb_server_options *o)
     }
     return 0;
 }
-#endif
 
 int cmd_serve(const char *dir, const args *a)
 {
@@ -188,10 +185,8 @@ int cmd_serve(const char *dir, const args *a)
     o.port = 8080;
     if (parse_mode(a->mode, &o.mode))
         return EXIT_USAGE;
-#ifdef SERVE_NLIMITS
     if (apply_limits(a, &o))
         return EXIT_USAGE;
-#endif
     char host[256] = "127.0.0.1";
     if (a->listen) {
         const char *colon = strrchr(a->listen, ':');

@@ -904,6 +904,11 @@ CRDTDB_API const uint8_t *crdtdb_session_output(crdtdb_session *s, size_t *len);
 /* Marks the first n output bytes as sent. */
 CRDTDB_API void crdtdb_session_consume(crdtdb_session *s, size_t n);
 
+/* The memory the session's input and output buffers hold now, in bytes
+ * (their capacity; large ones are given back once drained): for a budget
+ * across many sessions. */
+CRDTDB_API void crdtdb_session_buffered(const crdtdb_session *s, size_t *in, size_t *out);
+
 /* 1 while both sides hold everything: we hold what the peer had when it
  * last said it was up to date, the peer acknowledged everything we sent,
  * and nothing is left to send.  For one-shot syncs. */

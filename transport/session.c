@@ -243,12 +243,25 @@ const uint8_t *crdtdb_session_output(crdtdb_session *s, size_t *len)
     return *len ? s->out.data + s->out_off : NULL;
 }
 
+/* A drained buffer this large is given back: a burst must not pin its
+ * memory for the session's life. */
+#define KEEP_BUF (256u * 1024)
+
 void crdtdb_session_consume(crdtdb_session *s, size_t n)
 {
     size_t left = s->out.len - s->out_off;
     s->out_off += n < left ? n : left;
-    if (s->out_off == s->out.len)
+    if (s->out_off == s->out.len) {
         s->out.len = s->out_off = 0;
+        if (s->out.cap > KEEP_BUF)
+            crdtdb_buf_free(&s->out);
+    }
+}
+
+void crdtdb_session_buffered(const crdtdb_session *s, size_t *in, size_t *out)
+{
+    *in = s ? s->in.cap : 0;
+    *out = s ? s->out.cap : 0;
 }
 
 int crdtdb_session_notify(crdtdb_session *s, int code, const char *message)
@@ -816,8 +829,12 @@ int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data, size_t len)
         rc = handle(s, p + 4, n);
         off += 4 + n;
     }
-    memmove(s->in.data, s->in.data + off, s->in.len - off);
-    s->in.len -= off;
+    if (off) {
+        memmove(s->in.data, s->in.data + off, s->in.len - off);
+        s->in.len -= off;
+    }
+    if (!s->in.len && s->in.cap > KEEP_BUF)
+        crdtdb_buf_free(&s->in);
     if (rc)
         return fail(s, rc);
     /* answer at once: what the peer lacks may be ready to go */

@@ -43,6 +43,9 @@ typedef struct crdtdb__wslink {
 size_t crdtdb__ws_held_in(const crdtdb__wslink *l);
 /* Bytes of output the session holds, unsent. */
 size_t crdtdb__ws_held_out(crdtdb__wslink *l);
+/* Memory the session's buffers hold (capacities; at least the unfinished
+ * frame's bytes), for the server's budget. */
+size_t crdtdb__ws_held_mem(const crdtdb__wslink *l);
 
 char *crdtdb__ws_strdup(const char *s);
 /* Copies in to out (cap > 0 bytes, always NUL-terminated, cut short if

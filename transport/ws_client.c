@@ -216,7 +216,7 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
         crdtdb_session_options so;
         crdtdb_session_options_init(&so);
         so.mode = c->o.mode;
-        so.flags = c->own_ctx ? 0 : CRDTDB_SESSION_NO_PURGE;
+        so.flags = CRDTDB_SESSION_YIELD | (c->own_ctx ? 0 : CRDTDB_SESSION_NO_PURGE);
         so.on_event = on_client_session;
         so.ctx = c;
         if (crdtdb_session_open(c->db, &so, &c->l.s))

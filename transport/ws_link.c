@@ -130,6 +130,15 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
 {
     if (!l->s)
         return -1;
+    /* a YIELD session's next delta, one per turn; reading resumes once
+     * none waits */
+    if (crdtdb_session_pending(l->s)) {
+        crdtdb_session_feed(l->s, NULL, 0); /* failures arrive as events */
+        if (crdtdb_session_pending(l->s))
+            lws_callback_on_writable(l->wsi);
+        else if (!crdtdb_session_closed(l->s))
+            lws_rx_flow_control(l->wsi, 1);
+    }
     size_t len;
     const uint8_t *p = output(l, &len);
     if (!len) {
@@ -182,6 +191,16 @@ static void track(crdtdb__wslink *l, const uint8_t *p, size_t n)
 
 size_t crdtdb__ws_held_in(const crdtdb__wslink *l) { return l->hdr_n + l->body_got; }
 
+size_t crdtdb__ws_held_mem(const crdtdb__wslink *l)
+{
+    size_t in, out;
+    crdtdb_session_buffered(l->s, &in, &out);
+    /* the input buffer, or what the peer sent of an unfinished frame if
+     * the session has not grown it that far yet */
+    size_t sent = crdtdb__ws_held_in(l);
+    return (in > sent ? in : sent) + out;
+}
+
 size_t crdtdb__ws_held_out(crdtdb__wslink *l)
 {
     size_t len = 0;
@@ -199,9 +218,12 @@ int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len)
         track(l, in, len);
         crdtdb_session_feed(l->s, in, len); /* failures arrive as events */
     }
+    int pending = crdtdb_session_pending(l->s);
+    if (pending) /* more deltas wait: other connections first (YIELD) */
+        lws_rx_flow_control(l->wsi, 0);
     size_t out;
     crdtdb_session_output(l->s, &out);
-    if (out || crdtdb_session_closed(l->s))
+    if (out || pending || crdtdb_session_closed(l->s))
         lws_callback_on_writable(l->wsi);
     return 0;
 }

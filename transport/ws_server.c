@@ -454,7 +454,7 @@ static void conn_counts(const crdtdb_server *srv, const char *peer, const char *
 static void conn_count(sconn *c)
 {
     crdtdb_server *srv = c->d->srv;
-    size_t now = c->ended ? 0 : crdtdb__ws_held_in(&c->l) + crdtdb__ws_held_out(&c->l);
+    size_t now = c->ended ? 0 : crdtdb__ws_held_mem(&c->l);
     srv->held = srv->held - c->held + now;
     c->held = now;
 }
@@ -603,7 +603,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         lws_get_peer_simple(wsi, c->peer, sizeof c->peer);
         crdtdb_session_options so;
         crdtdb_session_options_init(&so);
-        so.flags = CRDTDB_SESSION_SERVER;
+        so.flags = CRDTDB_SESSION_SERVER | CRDTDB_SESSION_YIELD; /* one apply per turn */
         so.mode = srv->o.mode;
         so.max_output = SERVER_MAX_OUTPUT;
         if (pss->access == CRDTDB_ACCESS_READONLY)
