@@ -792,10 +792,11 @@ typedef enum crdtdb_sync_mode {
                                         (a server's peer link): purges
                                         and replaces from the peer are
                                         refused */
-#define CRDTDB_SESSION_YIELD 0x4u    /* feed applies at most one delta per
-                                        call and keeps the rest: an event
-                                        loop serves other connections in
-                                        between (crdtdb_session_pending) */
+#define CRDTDB_SESSION_YIELD 0x4u    /* feed applies no delta: it handles
+                                        the other messages and stops at a
+                                        delta or replace, which waits for
+                                        crdtdb_session_step; the event
+                                        loop decides when (pending) */
 
 typedef enum crdtdb_session_event_type {
     CRDTDB_SESSION_READY = 1,  /* handshake done: peer and mode known */
@@ -876,9 +877,8 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_open(crdtdb_db *db,
  * max_delta_groups): the peer is asked to send it again in deltas of half
  * its size (SINCE with a size hint).  Records the write filter refuses
  * are corrected at the peer alone (REPLACE, crdtdb_db_replace).  With
- * CRDTDB_SESSION_YIELD, at most one delta or replace is applied per call;
- * the rest waits (crdtdb_session_pending): call feed(s, NULL, 0) on a later
- * turn of the loop.
+ * CRDTDB_SESSION_YIELD, no delta or replace is applied here: input stops
+ * at the first one (crdtdb_session_pending), for crdtdb_session_step.
  * Errors: EBADVALUE (malformed frame or message), ETOOBIG (frame over
  * max_message), EVERSION (protocol version), EINVAL (another database),
  * EROFS (a read-only client sent a delta), the apply errors of
@@ -917,11 +917,19 @@ CRDTDB_API int crdtdb_session_synced(crdtdb_session *s);
 /* 1 once the session is closed (by either side or by an error). */
 CRDTDB_API int crdtdb_session_closed(const crdtdb_session *s);
 
-/* 1 when a complete received message waits to be handled (a YIELD session
- * stopped after an apply): call crdtdb_session_feed(s, NULL, 0) again,
- * preferably on a later turn of the event loop, and stop reading from the
- * connection meanwhile. */
+/* 1 when a complete received message waits to be handled: with YIELD, a
+ * delta or replace for crdtdb_session_step.  Stop reading from the
+ * connection meanwhile (its bytes would only queue). */
 CRDTDB_API int crdtdb_session_pending(const crdtdb_session *s);
+
+/*
+ * Applies the delta or replace that waits at the head of the input, then
+ * handles what follows it up to the next one (which waits again): one
+ * bounded unit of work (max_apply_work) that an event loop schedules among
+ * its connections, so no peer holds the loop for more than one apply.
+ * Errors: those of crdtdb_session_feed.
+ */
+CRDTDB_API int crdtdb_session_step(crdtdb_session *s);
 
 /* Queues a notice for the peer — an error that does not end the session,
  * e.g. a refused write (the peer gets CRDTDB_SESSION_ERROR with remote 1).

@@ -95,6 +95,15 @@ static void accepted(const crdtdb_jwt_key *k, const char *tok, int64_t now,
     ck_assert_str_eq(sub, want);
 }
 
+/* Changes one signature character of tok to another valid base64url one
+ * (a flipped bit may make '-' or '_' an invalid character: then the token
+ * is malformed, not badly signed). */
+static void flip_sig(char *tok)
+{
+    char *c = tok + strlen(tok) - 2;
+    *c = *c == 'A' ? 'B' : 'A';
+}
+
 /* The first len bytes of tok must be refused with rc want and a message
  * containing msg (if not NULL). */
 static void refused_n(const crdtdb_jwt_key *k, const char *tok, size_t len,
@@ -523,14 +532,14 @@ START_TEST(typ_values)
     accepted(rs, tok, NOW + 600, 0, "api");
     refused_n(rs, tok, strlen(tok), NOW + 601, 0, CRDTDB_EAUTH, "expired");
     refused(es, tok, CRDTDB_EAUTH, "algorithm");
-    tok[strlen(tok) - 2] ^= 1; /* another signature */
+    flip_sig(tok); /* another signature */
     refused(rs, tok, CRDTDB_EAUTH, "bad token signature");
     free(tok);
     tok = sign_pem(&ec_priv,
                    "{\"alg\":\"ES256\",\"typ\":\"application/at+jwt\"}", rp);
     accepted(es, tok, NOW, 0, "api");
     refused(rs, tok, CRDTDB_EAUTH, "algorithm");
-    tok[strlen(tok) - 2] ^= 1;
+    flip_sig(tok);
     refused(es, tok, CRDTDB_EAUTH, "bad token signature");
     free(tok);
     /* ES256 signatures are r || s exactly: DER, or another length, is

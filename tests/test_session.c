@@ -82,7 +82,7 @@ static int run(crdtdb_session *a, crdtdb_session *b, size_t chunk)
         crdtdb_session *both[2] = {a, b};
         for (int k = 0; k < 2; k++) /* a YIELD session's next delta */
             if (crdtdb_session_pending(both[k])) {
-                int r = crdtdb_session_feed(both[k], NULL, 0);
+                int r = crdtdb_session_step(both[k]);
                 if (r && !rc)
                     rc = r;
                 moved++;

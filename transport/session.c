@@ -43,7 +43,6 @@ struct crdtdb_session {
     uint64_t sent_upto;   /* our log is exported up to here */
     uint64_t told_uptodate; /* the last UPTODATE we sent (+1; 0: none) */
     uint64_t peer_uptodate; /* the peer's last UPTODATE (+1; 0: none) */
-    int costly;           /* the message just handled applied something */
     int proven;           /* its acks may be kept: a server's peer signed a
                              delta here; a client trusts the server it chose */
     size_t max_delta;     /* the environment's max_delta_size */
@@ -564,7 +563,6 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     uint64_t before = s->received;
     crdtdb_apply_info info;
     s->refused.len = 0;
-    s->costly = 1;
     int rc = crdtdb_db_apply_filtered(s->db, bytes, len, s->o.write_filter ? write_filter : NULL,
                                       s, &info);
     if (rc == CRDTDB_ECLOCK) /* by then perhaps in time: the next session resends it */
@@ -659,7 +657,6 @@ static int handle_replace(crdtdb_session *s, const msgpack_object *a, uint32_t n
         if (memcmp(signer, s->peer, sizeof s->peer) != 0)
             return seterr(s, CRDTDB_EBADVALUE, "a replace signed by another replica than the peer");
     }
-    s->costly = 1;
     int rc = crdtdb_db_replace(s->db, coll, id, a[3].via.u64, delta, len, NULL);
     if (rc == CRDTDB_ECLOCK)
         return refuse_delta(s, rc);
@@ -802,21 +799,24 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     }
 }
 
-int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data, size_t len)
+/* The type of a frame's message when it is a delta or a replace — the
+ * messages that apply something — else 0 (read from the first bytes of
+ * [type, ...] without unpacking; a malformed one is handled as usual). */
+static int costly_type(const uint8_t *p, size_t n)
 {
-    if (!s || (!data && len))
-        return CRDTDB_EINVAL;
-    if (s->state == S_CLOSED)
-        return seterr(s, CRDTDB_EBUSY, "the session is closed");
-    if (len && crdtdb__buf_append(&s->in, data, len))
-        return fail(s, seterr(s, CRDTDB_ENOMEM, "out of memory"));
+    size_t at = n && (p[0] & 0xf0) == 0x90 ? 1 : n && p[0] == 0xdc ? 3 : n && p[0] == 0xdd ? 5 : 0;
+    if (!at || at >= n)
+        return 0;
+    return p[at] == M_DELTA || p[at] == M_REPLACE ? p[at] : 0;
+}
+
+/* Handles the complete frames buffered, applying at most `applies` deltas
+ * or replaces (SIZE_MAX: no bound); stops before the next one over it. */
+static int run_input(crdtdb_session *s, size_t applies)
+{
     size_t off = 0;
     int rc = 0;
-    s->costly = 0;
-    /* with YIELD, one apply per call: the caller's loop serves others in
-     * between (crdtdb_session_pending says when to come back) */
-    while (!rc && s->state != S_CLOSED && s->in.len - off >= 4 &&
-           !(s->costly && (s->o.flags & CRDTDB_SESSION_YIELD))) {
+    while (!rc && s->state != S_CLOSED && s->in.len - off >= 4) {
         const uint8_t *p = s->in.data + off;
         size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
         if (n > s->o.max_message) {
@@ -826,6 +826,11 @@ int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data, size_t len)
         }
         if (s->in.len - off - 4 < n)
             break; /* wait for the rest */
+        if (costly_type(p + 4, n)) {
+            if (!applies)
+                break; /* for crdtdb_session_step */
+            applies--;
+        }
         rc = handle(s, p + 4, n);
         off += 4 + n;
     }
@@ -841,4 +846,26 @@ int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data, size_t len)
     if (s->state == S_OPEN && (rc = crdtdb_session_pump(s)))
         return fail(s, rc);
     return 0;
+}
+
+int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data, size_t len)
+{
+    if (!s || (!data && len))
+        return CRDTDB_EINVAL;
+    if (s->state == S_CLOSED)
+        return seterr(s, CRDTDB_EBUSY, "the session is closed");
+    if (len && crdtdb__buf_append(&s->in, data, len))
+        return fail(s, seterr(s, CRDTDB_ENOMEM, "out of memory"));
+    /* with YIELD, applies wait for crdtdb_session_step: the caller's loop
+     * decides when, and serves others in between */
+    return run_input(s, (s->o.flags & CRDTDB_SESSION_YIELD) ? 0 : SIZE_MAX);
+}
+
+int crdtdb_session_step(crdtdb_session *s)
+{
+    if (!s)
+        return CRDTDB_EINVAL;
+    if (s->state == S_CLOSED)
+        return seterr(s, CRDTDB_EBUSY, "the session is closed");
+    return run_input(s, 1);
 }

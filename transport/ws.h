@@ -29,6 +29,8 @@ typedef struct crdtdb__wslink {
     int status; /* the close status to send once the session ends */
     int pump_err;
     int hold_pump; /* set: output() does not pump (no memory to spare) */
+    int scheduled; /* set: its owner steps its deltas (crdtdb__ws_step);
+                      else each WRITEABLE steps one */
     /* Where the peer is in its current session frame (4-byte length, then
      * the body), counted from the bytes fed: what the session holds. */
     uint8_t hdr[4];
@@ -74,8 +76,13 @@ void crdtdb__ws_ctx_close(struct lws_context *ctx, crdtdb__wstail *tail);
 /* WRITEABLE: sends up to WS_CHUNK bytes of output (pumping when empty);
  * -1 once the session is closed and flushed, to close the connection. */
 int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf);
-/* RECEIVE: feeds the bytes, then asks to write replies (or the close). */
+/* RECEIVE: feeds the bytes, then asks to write replies (or the close).  A
+ * delta that then waits (YIELD) pauses reading until it is applied. */
 int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len);
+/* Applies the delta waiting at the head of the input (crdtdb_session_step),
+ * resumes reading once none waits, asks to write the replies; 1 if another
+ * delta waits. */
+int crdtdb__ws_step(crdtdb__wslink *l);
 
 /* ws_client.c: clients also run inside a server's context, as its peer
  * links (crdtdb_server_peer).  A hosted client has no context of its own:

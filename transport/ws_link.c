@@ -130,15 +130,8 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
 {
     if (!l->s)
         return -1;
-    /* a YIELD session's next delta, one per turn; reading resumes once
-     * none waits */
-    if (crdtdb_session_pending(l->s)) {
-        crdtdb_session_feed(l->s, NULL, 0); /* failures arrive as events */
-        if (crdtdb_session_pending(l->s))
-            lws_callback_on_writable(l->wsi);
-        else if (!crdtdb_session_closed(l->s))
-            lws_rx_flow_control(l->wsi, 1);
-    }
+    if (!l->scheduled && crdtdb_session_pending(l->s))
+        crdtdb__ws_step(l); /* one apply per turn */
     size_t len;
     const uint8_t *p = output(l, &len);
     if (!len) {
@@ -219,13 +212,28 @@ int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len)
         crdtdb_session_feed(l->s, in, len); /* failures arrive as events */
     }
     int pending = crdtdb_session_pending(l->s);
-    if (pending) /* more deltas wait: other connections first (YIELD) */
+    if (pending) /* a delta waits for its turn: read no more meanwhile */
         lws_rx_flow_control(l->wsi, 0);
     size_t out;
     crdtdb_session_output(l->s, &out);
-    if (out || pending || crdtdb_session_closed(l->s))
+    if (out || (pending && !l->scheduled) || crdtdb_session_closed(l->s))
         lws_callback_on_writable(l->wsi);
     return 0;
+}
+
+int crdtdb__ws_step(crdtdb__wslink *l)
+{
+    if (!l->s || crdtdb_session_closed(l->s))
+        return 0;
+    crdtdb_session_step(l->s); /* failures arrive as events */
+    int pending = crdtdb_session_pending(l->s);
+    if (!pending && !crdtdb_session_closed(l->s))
+        lws_rx_flow_control(l->wsi, 1);
+    size_t out;
+    crdtdb_session_output(l->s, &out);
+    if (out || (pending && !l->scheduled) || crdtdb_session_closed(l->s))
+        lws_callback_on_writable(l->wsi);
+    return pending;
 }
 
 void crdtdb__ws_ctx_info(struct lws_context_creation_info *info, void *uv_loop, void **foreign)

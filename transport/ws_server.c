@@ -70,6 +70,8 @@ struct sconn {
     int ready;            /* the session hello came */
     int waiting;          /* its export waits for budget room */
     int ended;            /* closed by us: no session left, close pending */
+    sconn *qnext;         /* in the apply queue: the next one */
+    int queued;
     int end_status;       /* the WebSocket close status to send */
     char why[96];         /* the close reason sent (at most 123 bytes) */
 };
@@ -92,6 +94,9 @@ struct crdtdb_server {
     void *foreign[1];
     lws_sorted_usec_list_t sul;
     lws_sorted_usec_list_t sul_poll;
+    lws_sorted_usec_list_t sul_apply; /* the apply queue's turn */
+    sconn *qhead, *qtail; /* connections with a delta waiting, in order */
+    int apply_armed;
     speer *peers;
     crdtdb_server_auth auth;
     unsigned char *wbuf;
@@ -515,8 +520,97 @@ static int make_room(crdtdb_server *srv, size_t need, const sconn *keep, int sta
     return 0;
 }
 
+/*
+ * The apply queue.  Every delta from a client waits here (its session is
+ * YIELD, its reading paused) and is applied in arrival order, one per
+ * connection per pass, for at most APPLY_SHARE_MS of every APPLY_SLICE_MS:
+ * however many peers send costly deltas, the loop goes back to everything
+ * else within one apply (max_apply_work) of the share running out.
+ */
+#define APPLY_SLICE_MS 50
+#define APPLY_SHARE_MS 20
+
+static void on_apply_due(lws_sorted_usec_list_t *sul);
+
+static void apply_arm(crdtdb_server *srv, uint64_t ms)
+{
+    if (srv->apply_armed || srv->closing)
+        return;
+    srv->apply_armed = 1;
+    lws_sul_schedule(srv->ctx, 0, &srv->sul_apply, on_apply_due,
+                     ms ? (lws_usec_t)ms * LWS_US_PER_MS : 1);
+}
+
+static void apply_enqueue(sconn *c)
+{
+    if (c->queued)
+        return;
+    c->queued = 1;
+    c->qnext = NULL;
+    crdtdb_server *srv = c->d->srv;
+    if (srv->qtail)
+        srv->qtail->qnext = c;
+    else
+        srv->qhead = c;
+    srv->qtail = c;
+    apply_arm(srv, 0);
+}
+
+static sconn *apply_pop(crdtdb_server *srv)
+{
+    sconn *c = srv->qhead;
+    if (!c)
+        return NULL;
+    srv->qhead = c->qnext;
+    if (!srv->qhead)
+        srv->qtail = NULL;
+    c->queued = 0;
+    c->qnext = NULL;
+    return c;
+}
+
+static void apply_unlink(sconn *c)
+{
+    crdtdb_server *srv = c->d->srv;
+    if (!c->queued)
+        return;
+    sconn *prev = NULL;
+    for (sconn *q = srv->qhead; q; prev = q, q = q->qnext)
+        if (q == c) {
+            if (prev)
+                prev->qnext = c->qnext;
+            else
+                srv->qhead = c->qnext;
+            if (srv->qtail == c)
+                srv->qtail = prev;
+            break;
+        }
+    c->queued = 0;
+}
+
+static void conn_count(sconn *c);
+
+static void on_apply_due(lws_sorted_usec_list_t *sul)
+{
+    crdtdb_server *srv = lws_container_of(sul, crdtdb_server, sul_apply);
+    srv->apply_armed = 0;
+    uint64_t t0 = crdtdb__ws_now_ms();
+    sconn *c;
+    while (crdtdb__ws_now_ms() - t0 < APPLY_SHARE_MS && (c = apply_pop(srv)) != NULL) {
+        if (c->ended || !c->l.s)
+            continue;
+        c->progress_ms = crdtdb__ws_now_ms();
+        if (crdtdb__ws_step(&c->l))
+            apply_enqueue(c); /* its next delta: after the others */
+        conn_count(c);
+    }
+    if (srv->qhead) /* the rest of the slice is the loop's */
+        apply_arm(srv, APPLY_SLICE_MS - APPLY_SHARE_MS);
+}
+
 static void conn_free(sconn *c)
 {
+    apply_unlink(c);
     sdb *d = c->d;
     c->ended = 1;
     conn_count(c);
@@ -597,13 +691,14 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         c->d = d;
         c->l.wsi = wsi;
+        c->l.scheduled = 1; /* its deltas wait in the apply queue */
         c->l.status = LWS_CLOSE_STATUS_NORMAL;
         c->opened_ms = c->progress_ms = crdtdb__ws_now_ms();
         snprintf(c->peer, sizeof c->peer, "?");
         lws_get_peer_simple(wsi, c->peer, sizeof c->peer);
         crdtdb_session_options so;
         crdtdb_session_options_init(&so);
-        so.flags = CRDTDB_SESSION_SERVER | CRDTDB_SESSION_YIELD; /* one apply per turn */
+        so.flags = CRDTDB_SESSION_SERVER | CRDTDB_SESSION_YIELD; /* the apply queue's */
         so.mode = srv->o.mode;
         so.max_output = SERVER_MAX_OUTPUT;
         if (pss->access == CRDTDB_ACCESS_READONLY)
@@ -645,6 +740,8 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         c->progress_ms = crdtdb__ws_now_ms();
         int r = crdtdb__ws_receive(&c->l, in, len);
+        if (crdtdb_session_pending(c->l.s))
+            apply_enqueue(c);
         conn_count(c);
         make_room(srv, 0, NULL, 0); /* over by one read at most */
         return c->ended ? -1 : r;
@@ -999,6 +1096,7 @@ void crdtdb_server_close(crdtdb_server *s)
             crdtdb__client_stop_hosted(d->links[i]);
     if (s->ctx) {
         lws_sul_cancel(&s->sul_poll);
+        lws_sul_cancel(&s->sul_apply);
         crdtdb__ws_ctx_close(s->ctx, s->tail); /* closes every connection */
     }
     while (s->dbs) { /* only peered ones are left once connections go */
