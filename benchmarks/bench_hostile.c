@@ -13,6 +13,10 @@
  *   noread  hello, "everything since 0", then never read a byte
  *   idle    upgraded, then silent: no hello
  *   slow    hello, then one byte per second of a WebSocket frame
+ *   costly  hello, then one delta of 20,000 record groups alternating
+ *           between a 10,000-field record and 8 others (the shape that
+ *           once made every group load and store its record): applied in
+ *           the server's queue, a slice of its loop at a time
  *
  * Results are ratios to the baseline (and the absolute values), one line
  * per phase, or JSON with --json.  The run stops by itself: about 35 s with
@@ -134,7 +138,77 @@ typedef struct wire {
     size_t since_len;
     uint8_t *park; /* ws header + session header + zeros */
     size_t park_len;
+    uint8_t *costly; /* ws header + session DELTA frame */
+    size_t costly_len;
 } wire;
+
+/* Keeps the first delta of an export. */
+static int keep_first(void *ctx, const uint8_t *p, size_t len)
+{
+    crdtdb_buf *b = ctx;
+    if (b->len)
+        return 0;
+    b->data = malloc(len);
+    if (!b->data)
+        return CRDTDB_ENOMEM;
+    memcpy(b->data, p, len);
+    b->len = b->cap = len;
+    return 0;
+}
+
+/* The costly delta: one transaction writing field i of record "big" and
+ * of record "s<i%8>" in turn, so the log alternates between records and
+ * the export makes a group per write.  As a session DELTA in a WebSocket
+ * frame. */
+static int make_costly(crdtdb_db *db, wire *w)
+{
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    crdtdb_buf v = CRDTDB_BUF_INIT;
+    for (int i = 0; !rc && i < 10000; i++) {
+        char json[48], id[8];
+        snprintf(json, sizeof json, "{\"f%d\":%d}", i, i);
+        snprintf(id, sizeof id, "s%d", i % 8);
+        rc = crdtdb_json_to_msgpack(json, strlen(json), 0, &v, NULL, 0);
+        if (!rc)
+            rc = i < 8 ? crdtdb_db_add(db, t, "players", id, v.data, v.len)
+                       : crdtdb_db_update(db, t, "players", id, v.data, v.len);
+        if (!rc)
+            rc = i == 0 ? crdtdb_db_add(db, t, "players", "big", v.data, v.len)
+                        : crdtdb_db_update(db, t, "players", "big", v.data, v.len);
+    }
+    crdtdb_buf_free(&v);
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return bench_fail("costly writes", rc, crdtdb_db_errmsg(db));
+    }
+    if ((rc = crdtdb_txn_commit(t)))
+        return bench_fail("costly commit", rc, crdtdb_db_errmsg(db));
+    crdtdb_export_options eo;
+    memset(&eo, 0, sizeof eo);
+    eo.max_bytes = (size_t)4 << 20;
+    crdtdb_buf d = CRDTDB_BUF_INIT;
+    if ((rc = crdtdb_db_export_for(db, 0, NULL, &eo, keep_first, &d, NULL)))
+        return bench_fail("costly export", rc, crdtdb_db_errmsg(db));
+    /* [3, bin32 delta] */
+    size_t body = 1 + 1 + 5 + d.len;
+    w->costly = malloc(14 + 4 + body);
+    if (!w->costly) {
+        crdtdb_buf_free(&d);
+        return bench_oom();
+    }
+    size_t k = ws_header(w->costly, 4 + body);
+    uint8_t *f = w->costly + k;
+    f[0] = (uint8_t)(body >> 24), f[1] = (uint8_t)(body >> 16), f[2] = (uint8_t)(body >> 8);
+    f[3] = (uint8_t)body;
+    f[4] = 0x92, f[5] = 0x03, f[6] = 0xc6;
+    f[7] = (uint8_t)(d.len >> 24), f[8] = (uint8_t)(d.len >> 16), f[9] = (uint8_t)(d.len >> 8);
+    f[10] = (uint8_t)d.len;
+    memcpy(f + 11, d.data, d.len);
+    w->costly_len = k + 4 + body;
+    crdtdb_buf_free(&d);
+    return 0;
+}
 
 static int make_wire(const char *dir, wire *w)
 {
@@ -161,6 +235,8 @@ static int make_wire(const char *dir, wire *w)
         rc = rc ? rc : CRDTDB_ETOOBIG;
     }
     crdtdb_session_close(s);
+    if (!rc && make_costly(db, w))
+        rc = CRDTDB_EIO;
     crdtdb_db_close(db);
     crdtdb_env_close(env);
     if (rc)
@@ -325,8 +401,8 @@ done:
 
 /* ---------------------------------------------------- hostile clients */
 
-enum { PH_PARK, PH_NOREAD, PH_IDLE, PH_SLOW, NPHASES };
-static const char *const PHASE_NAME[NPHASES] = {"park", "noread", "idle", "slow"};
+enum { PH_PARK, PH_NOREAD, PH_IDLE, PH_SLOW, PH_COSTLY, NPHASES };
+static const char *const PHASE_NAME[NPHASES] = {"park", "noread", "idle", "slow", "costly"};
 
 typedef struct hconn {
     int fd;       /* -1: closed (by the server, or never opened) */
@@ -422,6 +498,8 @@ static void step(hconn *c, int ph, const wire *w, uint64_t t)
             c->piece = 2;
         else if (ph == PH_SLOW && push(c, SLOW_HEAD, sizeof SLOW_HEAD))
             c->piece = 3;
+        else if (ph == PH_COSTLY && push(c, w->costly, w->costly_len))
+            c->piece = 2;
     }
     if (c->fd >= 0 && c->piece == 3 && t >= c->next_ms) {
         static const uint8_t zero = 0;
@@ -603,7 +681,7 @@ static void usage(FILE *f)
             "usage: bench_hostile [--hostile N] [--phase-ms MS] [--db-mb MB] [--budget-mb MB]\n"
             "                     [--json]\n"
             "A server on 127.0.0.1 under N hostile connections (default 200) per attack\n"
-            "(park, noread, idle, slow), each for MS ms (default 6000), serving MB MiB\n"
+            "(park, noread, idle, slow, costly), each for MS ms (default 6000), serving MB MiB\n"
             "(default 12); its RSS and an honest client's connect latency, as ratios to\n"
             "a baseline at rest.  --budget-mb sets the server's max_buffered (default 64\n"
             "here, so that it binds with 200 connections; the library's is 256 MiB).\n"
@@ -685,6 +763,7 @@ int main(int argc, char **argv)
     status = 0;
 out:
     free(w.park);
+    free(w.costly);
     bench_base_free(&base);
     return status;
 }
