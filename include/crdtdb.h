@@ -1291,6 +1291,17 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_json_to_msgpack(const char *json,
                                                        size_t errmsg_size);
 
 /*
+ * A record as the DataStore interface shows it: the map {"id": id, ...its
+ * fields}, with "id" first and the fields in their stored order, into out
+ * (replaced).  A field of the record named "id" gives way to the record
+ * id, so a record read always names itself (docs/crdt.md).  `value` is a
+ * record's msgpack map, as crdtdb_db_get_by_id and queries give it.
+ * Errors: EINVAL, EBADVALUE (not a map), ENOMEM.
+ */
+CRDTDB_API int crdtdb_record_with_id(const char *id, const uint8_t *value, size_t len,
+                                     crdtdb_buf *out);
+
+/*
  * Writes msgpack `mp` as compact JSON text (NUL-terminated; out->len excludes
  * the NUL).  Binary and extension values become base64 strings; non-string
  * map keys are written as their JSON text.  Errors: EBADVALUE, ENOMEM.
