@@ -75,13 +75,19 @@ static int parse_eq(crdtdb__query *q, const msgpack_object *m,
 
 static int parse_op(const msgpack_object *o, int *op)
 {
-    static const char *const names[] = {"==", "!=", "<", "<=", ">", ">="};
+    /* the DataStore interface's operators; "=" is "==" there */
+    static const struct {
+        const char *name;
+        int op;
+    } ops[] = {{"==", CRDTDB__OP_EQ}, {"=", CRDTDB__OP_EQ}, {"!=", CRDTDB__OP_NE},
+               {"<", CRDTDB__OP_LT},  {"<=", CRDTDB__OP_LE}, {">", CRDTDB__OP_GT},
+               {">=", CRDTDB__OP_GE}};
     if (o->type != MSGPACK_OBJECT_STR)
         return -1;
-    for (int i = 0; i < 6; i++) {
-        size_t n = strlen(names[i]);
-        if (o->via.str.size == n && memcmp(o->via.str.ptr, names[i], n) == 0) {
-            *op = i;
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
+        size_t n = strlen(ops[i].name);
+        if (o->via.str.size == n && memcmp(o->via.str.ptr, ops[i].name, n) == 0) {
+            *op = ops[i].op;
             return 0;
         }
     }
@@ -146,7 +152,7 @@ int crdtdb__query_parse(crdtdb__query *q, const uint8_t *criteria, size_t len,
                                    "condition %u is not [field, op, value]", i);
         if (parse_op(&t->via.array.ptr[1], &op))
             return crdtdb__err_set(e, CRDTDB_EBADQUERY,
-                                   "condition %u: unknown operator (use == != "
+                                   "condition %u: unknown operator (use = == != "
                                    "< <= > >=)",
                                    i);
         uint32_t first = q->nsegs;
@@ -177,11 +183,15 @@ static int cond_holds(const crdtdb__query *q, const crdtdb__cond *c,
         const crdtdb__seg *s = &q->segs[c->seg_first + i];
         v = crdtdb__map_get(v, s->p, s->n);
     }
-    if (!v)
-        return 0; /* a missing field never matches */
+    /* "!=" is the interface's JavaScript `!=` where that is sane: the
+     * negation of "==", so a missing field or another type differs; but a
+     * missing field is no different from null (`!= null`: set, not null).
+     * No coercion: "5" != 5 holds here, not in JavaScript. */
+    if (!v) /* missing: matches only "!=" of something other than null */
+        return c->op == CRDTDB__OP_NE && c->value->type != MSGPACK_OBJECT_NIL;
     int r = crdtdb__value_cmp(v, c->value);
     if (r == CRDTDB__CMP_MISMATCH)
-        return 0;
+        return c->op == CRDTDB__OP_NE;
     /* Ordering ops apply to numbers and strings only. */
     int ord = r != CRDTDB__CMP_NE && crdtdb__value_orderable(v);
     switch (c->op) {

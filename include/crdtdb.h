@@ -430,8 +430,10 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_update(crdtdb_db *db,
                                                  const uint8_t *changes,
                                                  size_t len);
 
-/* Removes record `id` (a tombstone that replicates).
- * Errors: ENOTFOUND, plus the common ones. */
+/* Removes record `id` (a tombstone that replicates).  Removing a record
+ * that is absent (or already removed) succeeds and changes nothing: no
+ * tombstone, no event — the replicated store's remove.  The handle's
+ * message then says it was not found.  Errors: the common ones. */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_remove(crdtdb_db *db,
                                                  crdtdb_txn *txn,
                                                  const char *coll,

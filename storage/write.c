@@ -360,6 +360,8 @@ int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     crdtdb__slot s;
     uint32_t origin;
     rc = load_visible(t, &s, (uint16_t)c, id, &origin);
+    if (rc == CRDTDB_ENOTFOUND) /* the replicated store's remove: nothing */
+        return crdtdb__txn_end(t, own, 0); /* to remove, no tombstone, no event */
     if (!rc && crdtdb__record_put_base(&db->rec, CRDTDB__BASE_REMOVE,
                                        crdtdb__txn_tick(t), origin, 0) < 0)
         rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");

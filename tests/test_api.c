@@ -219,15 +219,54 @@ START_TEST(update_deep_merges)
 }
 END_TEST
 
+static void count_events(void *ctx, const crdtdb_event *ev)
+{
+    (void)ev;
+    ++*(int *)ctx;
+}
+
+/* Updating a missing record fails (the interface's message); removing one
+ * succeeds and changes nothing: no tombstone (no sequence), no event. */
 START_TEST(update_and_remove_missing)
 {
     ck_assert_int_eq(update("players", "ghost", "{\"a\":1}"), CRDTDB_ENOTFOUND);
     ck_assert_str_eq(crdtdb_db_errmsg(db),
                      "Object with id 'ghost' not found in collection 'players'");
-    ck_assert_int_eq(crdtdb_db_remove(db, NULL, "players", "ghost"), CRDTDB_ENOTFOUND);
-    ck_assert_str_eq(crdtdb_db_errmsg(db),
-                     "Object with id 'ghost' not found in collection 'players'");
+    uint64_t before, after;
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &before), 0);
+    int events = 0;
+    crdtdb_observer *obs;
+    ck_assert_int_eq(crdtdb_db_observe(db, NULL, count_events, &events, &obs), 0);
+    ck_assert_int_eq(crdtdb_db_remove(db, NULL, "players", "ghost"), 0);
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &after), 0);
+    ck_assert_uint_eq(after, before);
+    ck_assert_int_eq(events, 0);
+    crdtdb_observer_close(obs);
     ASSERT_MISSING("players", "ghost");
+}
+END_TEST
+
+/* A record read with its id: the id first, winning over a field "id". */
+START_TEST(records_carry_their_id)
+{
+    crdtdb_buf out = CRDTDB_BUF_INIT;
+    const char *cases[][3] = {{"r1", "{\"a\":1,\"b\":{\"c\":2}}", "{\"id\":\"r1\",\"a\":1,\"b\":{\"c\":2}}"},
+                              {"r2", "{\"a\":1,\"id\":\"own\",\"z\":0}", "{\"id\":\"r2\",\"a\":1,\"z\":0}"},
+                              {"r3", "{}", "{\"id\":\"r3\"}"}};
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_int_eq(add("players", cases[i][0], cases[i][1]), 0);
+        crdtdb_buf v = CRDTDB_BUF_INIT;
+        int found;
+        ck_assert_int_eq(crdtdb_db_get_by_id(db, NULL, "players", cases[i][0], &v, &found), 0);
+        ck_assert_int_eq(crdtdb_record_with_id(cases[i][0], v.data, v.len, &out), 0);
+        char *j = tu_json(out.data, out.len);
+        ck_assert_str_eq(j, cases[i][2]);
+        free(j);
+        crdtdb_buf_free(&v);
+    }
+    static const uint8_t not_a_map[] = {0x01};
+    ck_assert_int_eq(crdtdb_record_with_id("x", not_a_map, 1, &out), CRDTDB_EBADVALUE);
+    crdtdb_buf_free(&out);
 }
 END_TEST
 
@@ -237,7 +276,11 @@ START_TEST(remove_then_add_again)
     ck_assert_int_eq(crdtdb_db_remove(db, NULL, "players", "p1"), 0);
     ASSERT_MISSING("players", "p1");
     ck_assert_int_eq(update("players", "p1", "{\"a\":1}"), CRDTDB_ENOTFOUND);
-    ck_assert_int_eq(crdtdb_db_remove(db, NULL, "players", "p1"), CRDTDB_ENOTFOUND);
+    uint64_t before, after; /* removing it again writes no second tombstone */
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &before), 0);
+    ck_assert_int_eq(crdtdb_db_remove(db, NULL, "players", "p1"), 0);
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &after), 0);
+    ck_assert_uint_eq(after, before);
     ck_assert_int_eq(add("players", "p1", "{\"c\":3}"), 0);
     ASSERT_GET("players", "p1", "{\"c\":3}");
 }
@@ -537,6 +580,7 @@ int main(void)
     tcase_add_test(tc, add_replaces_whole_record);
     tcase_add_test(tc, update_deep_merges);
     tcase_add_test(tc, update_and_remove_missing);
+    tcase_add_test(tc, records_carry_their_id);
     tcase_add_test(tc, remove_then_add_again);
     tcase_add_test(tc, unknown_collection);
     tcase_add_test(tc, bad_record_ids);

@@ -105,7 +105,8 @@ END_TEST
 START_TEST(condition_ops_numbers)
 {
     Q("[[\"n\",\"==\",2]]", "b e");
-    Q("[[\"n\",\"!=\",2]]", "a c"); /* d's "2" is a string: no match */
+    Q("[[\"n\",\"=\",2]]", "b e"); /* the interface's "=" is "==" */
+    Q("[[\"n\",\"!=\",2]]", "a c d"); /* d's "2" is a string: it differs */
     Q("[[\"n\",\"<\",2]]", "a c");
     Q("[[\"n\",\"<=\",2]]", "a b c e");
     Q("[[\"n\",\">\",1]]", "b e");
@@ -124,11 +125,16 @@ START_TEST(condition_ops_strings_and_others)
     Q("[[\"s\",\">=\",\"banana\"]]", "b c");
     Q("[[\"s\",\"==\",10]]", "d");
     Q("[[\"b\",\"==\",false]]", "b");
-    Q("[[\"b\",\"!=\",false]]", "a");
+    Q("[[\"b\",\"!=\",false]]", "a c d e"); /* a missing field differs too */
     Q("[[\"b\",\"<\",true]]", ""); /* booleans do not order */
     Q("[[\"l\",\">=\",[1,2]]]", "");
     Q("[[\"z\",\"==\",null]]", "a");
-    Q("[[\"z\",\"!=\",null]]", "");
+    Q("[[\"z\",\"!=\",null]]", ""); /* missing is no different from null */
+    Q("[[\"s\",\"!=\",null]]", "a b c d e"); /* "!= null": set and not null */
+    Q("[[\"l\",\"!=\",null]]", "a c");
+    Q("[[\"s\",\"=\",\"apple\"]]", "a");
+    Q("[[\"missing\",\"<\",5]]", ""); /* ordering stays strictly typed */
+    Q("[[\"pos\",\">\",1]]", ""); /* a map orders nothing */
 }
 END_TEST
 
