@@ -967,6 +967,21 @@ CRDTDB_API void crdtdb_session_close(crdtdb_session *s);
  */
 CRDTDB_API void crdtdb_db_set_readonly(crdtdb_db *db, int readonly);
 
+/*
+ * Marks this replica's copy of db read-only (1) or not (0), durably: while
+ * marked, local add / add_all / update / remove through any handle, in any
+ * process, fail with EROFS "Read only access"; deltas, replaces and purges
+ * from peers still apply.  A sync client sets the mark when its server
+ * grants server-to-client though two-way was asked, and clears it when a
+ * server grants two-way: read-only is a property of the copy, connected or
+ * offline, not of one handle.  Errors: EROFS (read-only environment), EIO.
+ */
+CRDTDB_API int crdtdb_db_mark_readonly(crdtdb_db *db, int readonly);
+
+/* Whether db's copy is marked read-only (crdtdb_db_mark_readonly).
+ * Errors: EIO. */
+CRDTDB_API int crdtdb_db_marked_readonly(crdtdb_db *db, int *readonly);
+
 /* ------------------------------------------ WebSocket server and client */
 
 /*

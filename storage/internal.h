@@ -114,6 +114,7 @@ struct crdtdb_txn {
     int many; /* too many changes by others to list one by one */
     crypto_generichash_state fp; /* digest of what this txn numbered */
     MDB_cursor *rec_cur; /* records cursor of a write txn (LMDB frees it) */
+    int ro_known, ro;    /* the copy's durable read-only mark, once read */
 };
 
 /* env.c */

@@ -137,21 +137,89 @@ uint64_t crdtdb__txn_tick(crdtdb_txn *t)
     return crdtdb__hlc_tick(&t->hlc, crdtdb__now_ms(t->db->env));
 }
 
+/* Refuses a local write when the copy is marked read-only (a server
+ * granted only server-to-client): read once per transaction, so every
+ * handle of every process sees the mark (crdtdb_db_mark_readonly). */
+static int check_mark(crdtdb_txn *t)
+{
+    crdtdb_db *db = t->db;
+    if (!t->ro_known) {
+        uint8_t k[5];
+        crdtdb__put_u32(k, db->num);
+        k[4] = 'R';
+        MDB_val key = {5, k}, v;
+        int mrc = mdb_get(t->mt, db->env->dbi_dbinfo, &key, &v);
+        if (mrc && mrc != MDB_NOTFOUND)
+            return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "read: %s", mdb_strerror(mrc));
+        t->ro = mrc == 0;
+        t->ro_known = 1;
+    }
+    return t->ro ? crdtdb__db_seterr(db, CRDTDB_EROFS, "Read only access") : 0;
+}
+
 int crdtdb__txn_get(crdtdb_db *db, crdtdb_txn *txn, int write,
                     crdtdb_txn **out, int *own)
 {
+    int rc;
     if (txn) {
         if (txn->db != db)
             return crdtdb__db_seterr(db, CRDTDB_EINVAL,
                                      "transaction belongs to another database handle");
         if (write && (txn->flags & CRDTDB_TXN_RDONLY))
             return crdtdb__db_seterr(db, CRDTDB_EROFS, "Read only access");
+        if (write && (rc = check_mark(txn))) {
+            if (!txn->failed) /* the batch is all or nothing */
+                txn->failed = rc;
+            return rc;
+        }
         *out = txn;
         *own = 0;
         return 0;
     }
     *own = 1;
-    return crdtdb_txn_begin(db, write ? 0 : CRDTDB_TXN_RDONLY, out);
+    if ((rc = crdtdb_txn_begin(db, write ? 0 : CRDTDB_TXN_RDONLY, out)))
+        return rc;
+    if (write && (rc = check_mark(*out))) {
+        crdtdb_txn_abort(*out);
+        *out = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+int crdtdb_db_mark_readonly(crdtdb_db *db, int readonly)
+{
+    if (!db)
+        return CRDTDB_EINVAL;
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    uint8_t k[5];
+    crdtdb__put_u32(k, db->num);
+    k[4] = 'R';
+    MDB_val key = {5, k}, v = {1, (void *)"1"};
+    int mrc = readonly ? mdb_put(t->mt, db->env->dbi_dbinfo, &key, &v, 0)
+                       : mdb_del(t->mt, db->env->dbi_dbinfo, &key, NULL);
+    if (mrc && mrc != MDB_NOTFOUND) {
+        crdtdb_txn_abort(t);
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "write: %s", mdb_strerror(mrc));
+    }
+    return crdtdb_txn_commit(t);
+}
+
+int crdtdb_db_marked_readonly(crdtdb_db *db, int *readonly)
+{
+    if (!db || !readonly)
+        return CRDTDB_EINVAL;
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
+    if (rc)
+        return rc;
+    rc = check_mark(t);
+    *readonly = rc == CRDTDB_EROFS;
+    crdtdb_txn_abort(t);
+    return rc == CRDTDB_EROFS ? 0 : rc;
 }
 
 int crdtdb__txn_end(crdtdb_txn *t, int own, int rc)

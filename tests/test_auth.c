@@ -1023,6 +1023,43 @@ START_TEST(reader_offline_writes_are_reset_and_said)
 }
 END_TEST
 
+
+/* Read-only is a property of the copy: once the server grants a reader
+ * only server-to-client, every handle on that environment refuses local
+ * writes, offline too, until a server grants two-way again. */
+START_TEST(read_only_is_a_property_of_the_copy)
+{
+    start_server(key);
+    alice_creates_game(tok("alice"));
+    add_member("bob", READER);
+    cb = client(B.db, tok("bob"), &eb);
+    expect_connected(cb);
+    ck_assert_int_eq(eb.mode, CRDTDB_SYNC_SERVER_TO_CLIENT);
+    expect(B.db, "players", "secret", SECRET_REC);
+    crdtdb_client_close(cb); /* offline now */
+    cb = NULL;
+    ck_assert_int_eq(put_rc(B.db, "update", "players", "secret", "{\"code\":1}"), CRDTDB_EROFS);
+    ck_assert_str_eq(crdtdb_db_errmsg(B.db), "Read only access");
+    crdtdb_db *other_handle;
+    ck_assert_int_eq(crdtdb_db_open(B.env, "game", &other_handle), 0);
+    ck_assert_int_eq(put_rc(other_handle, "add", "players", "b1", "{\"b\":1}"), CRDTDB_EROFS);
+    ck_assert_int_eq(put_rc(other_handle, "remove", "players", "secret", NULL), CRDTDB_EROFS);
+    int ro;
+    ck_assert_int_eq(crdtdb_db_marked_readonly(other_handle, &ro), 0);
+    ck_assert_int_eq(ro, 1);
+    /* alice makes him a writer: the next grant lifts the mark */
+    put(A.db, "update", "_members", "bob", "{\"role\":\"writer\"}");
+    expect(sdb(), "_members", "bob", WRITER);
+    memset(&eb, 0, sizeof eb);
+    cb = client(B.db, tok("bob"), &eb);
+    expect_connected(cb);
+    ck_assert_int_eq(eb.mode, CRDTDB_SYNC_TWO_WAY);
+    put(other_handle, "add", "players", "b1", "{\"b\":1}");
+    expect(sdb(), "players", "b1", "{\"b\":1}");
+    crdtdb_db_close(other_handle);
+}
+END_TEST
+
 /* A delta of `groups` record groups of one field each, all of record
  * players/big, cycling over `fields` field names, signed by bob's replica:
  * the shape that once made every group load and store the whole record. */
@@ -1341,6 +1378,7 @@ static Suite *auth_suite(void)
     tcase_add_test(tc, refused_new_record_leaves_no_tombstone);
     tcase_add_test(tc, reader_offline_writes_are_reset_and_said);
     tcase_add_test(tc, one_costly_delta_cannot_stall_the_server);
+    tcase_add_test(tc, read_only_is_a_property_of_the_copy);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -254,9 +254,17 @@ START_TEST(server_to_client_mode)
     put(&S, "update", "players", "boss", "{\"hp\":98}");
     wait_for(A.db, "players", "boss", "{\"hp\":98}");
     ck_assert(crdtdb_client_connected(ca));
-    /* closing the client lifts the read-only mark */
+    /* the copy stays read-only offline, until a server grants two-way */
     crdtdb_client_close(ca);
     ca = NULL;
+    tu_mp(&v, "{\"x\":1}");
+    ck_assert_int_eq(crdtdb_db_add(A.db, NULL, "players", "mine", v.data, v.len), CRDTDB_EROFS);
+    crdtdb_buf_free(&v);
+    crdtdb_server_close(srv);
+    srv = NULL;
+    start_server(CRDTDB_SYNC_TWO_WAY);
+    ca = client(&A);
+    ck_assert(spin(both_connected, NULL, 10000));
     put(&A, "add", "players", "mine", "{\"x\":1}");
 }
 END_TEST

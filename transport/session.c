@@ -456,7 +456,16 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
             return CRDTDB_ENOMEM;
     } else {
         s->mode = (crdtdb_sync_mode)mode; /* what the server granted */
-        crdtdb_db_set_readonly(s->db, s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT);
+        int ro = s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT, was;
+        crdtdb_db_set_readonly(s->db, ro);
+        /* imposed by the server (two-way was asked): the copy itself is
+         * read-only, for every handle and process, until a server grants
+         * two-way again */
+        int rc = s->o.mode != CRDTDB_SYNC_TWO_WAY ? 0 : crdtdb_db_marked_readonly(s->db, &was);
+        if (!rc && s->o.mode == CRDTDB_SYNC_TWO_WAY && was != ro)
+            rc = crdtdb_db_mark_readonly(s->db, ro);
+        if (rc)
+            return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
     }
     s->state = S_OPEN;
     s->received = stored_received(s);
