@@ -577,8 +577,10 @@ START_TEST(server_to_client_mode)
     tu_mp(&v, "{\"x\":1}");
     ck_assert_int_eq(crdtdb_db_add(A.db, NULL, "players", "new", v.data, v.len), CRDTDB_EROFS);
     ck_assert_str_eq(crdtdb_db_errmsg(A.db), "Read only access");
-    /* a delta sent anyway is refused and stored nowhere */
+    /* a delta sent anyway (a client lifting its own mark) is refused and
+     * stored nowhere */
     crdtdb_db_set_readonly(A.db, 0);
+    ck_assert_int_eq(crdtdb_db_mark_readonly(A.db, 0), 0);
     ck_assert_int_eq(crdtdb_db_add(A.db, NULL, "players", "sneaky", v.data, v.len), 0);
     net q = {0};
     uint8_t b_id[32];
