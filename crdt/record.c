@@ -8,7 +8,7 @@
 #include "crdt/buf.h"
 #include "crdt/path.h"
 
-#define BLOB_VERSION 1
+#define BLOB_VERSION 2 /* 1: the same without the trailing vis_seq, shown_seq */
 #define KEY_BYTES CRDTDB_REPLICA_ID_BYTES
 
 void crdtdb__record_init(crdtdb__record *r) { memset(r, 0, sizeof *r); }
@@ -28,6 +28,7 @@ void crdtdb__record_clear(crdtdb__record *r)
     r->base_kind = CRDTDB__BASE_NONE;
     r->base_origin = 0;
     r->base_hlc = r->base_seq = 0;
+    r->vis_seq = r->shown_seq = 0;
     r->norigins = r->nleaves = r->ndead = 0;
     r->visible = NULL;
     r->visible_len = 0;
@@ -473,11 +474,12 @@ static const uint8_t *get_bytes(reader *rd, uint64_t n)
     return s;
 }
 
-static int read_head(reader *rd, const uint8_t **visible, size_t *vlen)
+static int read_head(reader *rd, const uint8_t **visible, size_t *vlen, int *version)
 {
     if (rd->p >= rd->end)
         return CRDTDB_ECORRUPT;
-    if (*rd->p++ != BLOB_VERSION)
+    *version = *rd->p++;
+    if (*version != 1 && *version != BLOB_VERSION)
         return CRDTDB_EVERSION;
     uint64_t n = get_varint(rd);
     *visible = get_bytes(rd, n);
@@ -489,14 +491,16 @@ int crdtdb__record_blob_visible(const uint8_t *blob, size_t len,
                                 const uint8_t **visible, size_t *vlen)
 {
     reader rd = {blob, blob + len, 0};
-    return read_head(&rd, visible, vlen);
+    int version;
+    return read_head(&rd, visible, vlen, &version);
 }
 
 int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len)
 {
     crdtdb__record_clear(r);
     reader rd = {blob, blob + len, 0};
-    int rc = read_head(&rd, &r->visible, &r->visible_len);
+    int version;
+    int rc = read_head(&rd, &r->visible, &r->visible_len, &version);
     if (rc)
         return rc;
     const uint8_t *kind = get_bytes(&rd, 1);
@@ -549,7 +553,11 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len)
             return CRDTDB_ENOMEM;
         r->leaves[r->nleaves++] = l;
     }
-    return rd.p == rd.end ? 0 : CRDTDB_ECORRUPT;
+    if (version >= 2) {
+        r->vis_seq = get_varint(&rd);
+        r->shown_seq = get_varint(&rd);
+    }
+    return !rd.bad && rd.p == rd.end ? 0 : CRDTDB_ECORRUPT;
 }
 
 int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
@@ -566,7 +574,7 @@ int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
     uint32_t used = 0;
     if (r->base_kind != CRDTDB__BASE_NONE)
         map[r->base_origin] = used++;
-    size_t size = 1 + 10 + visible_len + 1 + 8 + 10 + 10 + 10 + 10;
+    size_t size = 1 + 10 + visible_len + 1 + 8 + 10 + 10 + 10 + 10 + 10 + 10;
     for (uint32_t k = 0; k < r->nleaves; k++) {
         const crdtdb__leaf *l = &r->leaves[k];
         if (map[l->origin] == UINT32_MAX)
@@ -614,6 +622,8 @@ int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
             o += l->val_len;
         }
     }
+    o = put_varint(o, r->vis_seq);
+    o = put_varint(o, r->shown_seq);
     out->len = (size_t)(o - out->data);
     if (map != stackmap)
         free(map);

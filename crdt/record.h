@@ -52,6 +52,10 @@ typedef struct crdtdb__record {
     uint32_t nleaves, leaves_cap;
     const uint8_t *visible; /* stored rendering, valid after decode */
     size_t visible_len;
+    /* the sequences that last changed the rendering and that last made the
+     * record visible (0: not known, a version 1 blob), so a reader of the
+     * change log tells Add from Update, and a change from none */
+    uint64_t vis_seq, shown_seq;
     uint64_t *dead; /* seqs of dropped registers */
     uint32_t ndead, dead_cap;
 } crdtdb__record;

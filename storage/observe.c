@@ -202,11 +202,20 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
         int type = 0;
         if (mdb_get(mt, env->dbi_records, &rk, &rv) == 0 &&
             crdtdb__record_decode(&rec, rv.mv_data, rv.mv_size) == 0) {
-            int fresh = rec.base_seq > since;
-            if (crdtdb__record_visible(&rec))
-                type = fresh ? CRDTDB_EVENT_ADD : CRDTDB_EVENT_UPDATE;
-            else if (rec.base_kind == CRDTDB__BASE_REMOVE && fresh)
-                type = CRDTDB_EVENT_REMOVE;
+            int vis = crdtdb__record_visible(&rec);
+            if (rec.vis_seq) { /* as observers say it: when the rendering
+                                  changed since, Add if it (re)appeared */
+                if (rec.vis_seq > since)
+                    type = !vis                    ? CRDTDB_EVENT_REMOVE
+                           : rec.shown_seq > since ? CRDTDB_EVENT_ADD
+                                                   : CRDTDB_EVENT_UPDATE;
+            } else { /* written before blobs kept vis_seq: by the base */
+                int fresh = rec.base_seq > since;
+                if (vis)
+                    type = fresh ? CRDTDB_EVENT_ADD : CRDTDB_EVENT_UPDATE;
+                else if (rec.base_kind == CRDTDB__BASE_REMOVE && fresh)
+                    type = CRDTDB_EVENT_REMOVE;
+            }
         }
         if (type && crdtdb__event_add(t, type, coll, (const char *)id, idlen,
                                       rec.visible, type == CRDTDB_EVENT_REMOVE ? 0 : rec.visible_len)) {

@@ -107,6 +107,18 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
         return crdtdb__db_seterr(db, CRDTDB_ETOOBIG,
                                  "record would be %zu bytes, over the limit of %zu",
                                  db->vis.len, env->lim.max_value_size);
+    /* what readers see change, and when (for crdtdb_db_poll) */
+    int now = crdtdb__record_visible(r);
+    int type = now && !s->was_visible   ? CRDTDB_EVENT_ADD
+               : !now && s->was_visible ? CRDTDB_EVENT_REMOVE
+               : now && (r->visible_len != db->vis.len ||
+                         memcmp(r->visible, db->vis.data, db->vis.len) != 0)
+                   ? CRDTDB_EVENT_UPDATE
+                   : 0;
+    if (type)
+        r->vis_seq = t->seq;
+    if (type == CRDTDB_EVENT_ADD)
+        r->shown_seq = t->seq;
     if (crdtdb__record_encode(r, db->vis.data, db->vis.len, &db->enc))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     MDB_val v = {db->enc.len, db->enc.data};
@@ -134,15 +146,6 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
                                  mdb_strerror(mrc));
     if (!db->observers)
         return 0;
-    int now = crdtdb__record_visible(r);
-    int type = 0;
-    if (now && !s->was_visible)
-        type = CRDTDB_EVENT_ADD;
-    else if (!now && s->was_visible)
-        type = CRDTDB_EVENT_REMOVE;
-    else if (now && (r->visible_len != db->vis.len ||
-                     memcmp(r->visible, db->vis.data, db->vis.len) != 0))
-        type = CRDTDB_EVENT_UPDATE;
     if (type && crdtdb__event_add(t, type, s->coll, s->id, s->idlen,
                                   now ? db->vis.data : NULL, now ? db->vis.len : 0))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");

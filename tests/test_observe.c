@@ -253,6 +253,15 @@ START_TEST(poll_reports_other_handles)
                                "add moves mine {}\n");
     ck_assert_int_eq(crdtdb_db_poll(db, &n), 0);
     ck_assert_uint_eq(n, 0);
+    /* as in-process observers say it: an add over an existing record is an
+     * Update, and a write that changes nothing is no event */
+    l.text.len = 0;
+    add(other, "players", "p1", "{\"v\":5}");
+    update(other, "moves", "m", "{}");
+    add(other, "moves", "m", "{}"); /* the same value again */
+    ck_assert_int_eq(crdtdb_db_poll(db, &n), 0);
+    ck_assert_str_eq(text(&l), "update players p1 {\"v\":5}\n");
+    ck_assert_uint_eq(n, 1);
     /* many changes become one MultipleChanges */
     l.text.len = 0;
     char id[8];

@@ -259,11 +259,13 @@ START_TEST(golden_blob)
     r.base_seq = 1;
     r.leaves[0].seq = 2;
     r.leaves[1].seq = 3;
+    r.vis_seq = 3;
+    r.shown_seq = 1;
     crdtdb_buf vis = CRDTDB_BUF_INIT, enc = CRDTDB_BUF_INIT;
     ck_assert_int_eq(crdtdb__record_render(&r, &vis), 0);
     ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, &enc), 0);
     static const uint8_t want[] = {
-        0x01, 0x07, 0x82, 0xa1, 'k', 0x07, 0xa1, 'm', 0x80, /* version, visible */
+        0x02, 0x07, 0x82, 0xa1, 'k', 0x07, 0xa1, 'm', 0x80, /* version, visible */
         0x01, 0, 0, 0, 0, 0, 0, 0x01, 0x02, 0x00, 0x01,   /* base add hlc origin seq */
         0x02,                                             /* two origins */
         0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
@@ -275,6 +277,7 @@ START_TEST(golden_blob)
         0x02,                                               /* two leaves */
         0x03, 'k', 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x01, 0x03, 0x01, 0x02, 0x00, 0x01, 0x07,
         0x03, 'm', 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x01, 0x04, 0x00, 0x03, 0x01,
+        0x03, 0x01,                                         /* vis_seq, shown_seq */
     };
     ck_assert_uint_eq(enc.len, sizeof want);
     ck_assert_mem_eq(enc.data, want, sizeof want);
@@ -288,6 +291,12 @@ START_TEST(golden_blob)
     /* truncations and corruptions never decode */
     for (size_t n = 0; n < enc.len; n++)
         ck_assert_int_ne(crdtdb__record_decode(&d, enc.data, n), 0);
+    /* a version 1 blob (no trailer) still decodes, its sequences unknown */
+    enc.data[0] = 1;
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len - 2), 0);
+    ck_assert_uint_eq(d.vis_seq, 0);
+    ck_assert_uint_eq(d.nleaves, 2);
+    ck_assert_int_ne(crdtdb__record_decode(&d, enc.data, enc.len), 0); /* v1 + trailer */
     enc.data[0] = 9;
     ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len), CRDTDB_EVERSION);
     crdtdb__record_free(&d);
