@@ -26,8 +26,9 @@
  *     non-empty crdtdb_db_errmsg, and changes no tracked record;
  *   - a success changes only the records it names; add/add_all store the
  *     input map (keys sorted), update stores the deep merge of the old
- *     record and the changes, remove hides the record (exact-value checks
- *     only when the payload has no duplicate keys);
+ *     record and the changes, remove hides the record or leaves an
+ *     absent one so (exact-value checks only when the payload has no
+ *     duplicate keys);
  *   - a query returns ids in increasing order, each equal to get_by_id.
  * The raw input and the payload are also fed to crdtdb__record_decode; a
  * decoded record must render and encode cleanly, and its encoding must
@@ -408,7 +409,7 @@ static int allowed_err(int op, int rc)
     case CRDTDB_EBADQUERY:
         return op == OP_QUERY;
     case CRDTDB_ENOTFOUND:
-        return op == OP_UPDATE || op == OP_REMOVE;
+        return op == OP_UPDATE; /* removing an absent record succeeds */
     case CRDTDB_EROFS:
     case CRDTDB_EMAPFULL:
         return op_is_write(op);
@@ -476,8 +477,8 @@ static void check_success(int op, int ci, int ii, const uint8_t *p, size_t n,
         }
         break;
     case OP_REMOVE:
-        touched[ci][ii] = 1;
-        CHECK(before->found[ci][ii] && !after->found[ci][ii]);
+        touched[ci][ii] = 1; /* absent before: still absent, nothing written */
+        CHECK(!after->found[ci][ii]);
         break;
     case OP_ADD_ALL: {
         int dup = has_dup_keys(&o);
