@@ -172,7 +172,7 @@ typedef struct crdtdb_env_options {
                                    read and written plus a fixed cost per
                                    record and per field (default 16 MiB,
                                    about 45 ms on a 2-core VM); a delta of several
-                                   records over it is refused with ETOOBIG
+                                   records over it is refused with ELIMIT
                                    and nothing stored, so that one peer's
                                    delta cannot stall a server's loop.  A
                                    delta of one record is always applied. */
@@ -875,9 +875,8 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_open(crdtdb_db *db,
  * connection.  A delta refused for clock skew (ECLOCK) does not end the
  * session: it is reported (an ERROR event here, a notice to the peer) and
  * not acknowledged, so a later session sends it again.  Nor does one
- * refused as too costly (ETOOBIG under max_delta_size: max_apply_work or
- * max_delta_groups): the peer is asked to send it again in deltas of half
- * its size (SINCE with a size hint).  Records the write filter refuses
+ * refused as too costly (ELIMIT: max_apply_work): the peer is asked to
+ * send it again in deltas of half its size (SINCE with a size hint).  Records the write filter refuses
  * are corrected at the peer alone (REPLACE, crdtdb_db_replace).  With
  * CRDTDB_SESSION_YIELD, no delta or replace is applied here: input stops
  * at the first one (crdtdb_session_pending), for crdtdb_session_step.

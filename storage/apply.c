@@ -228,7 +228,7 @@ static int merge_all(applier *a)
         }
         rc = merge_record(a, coll, id, g + i, j - i);
         if (!rc && a->work > max && (i > 0 || j < d->nrecs))
-            rc = crdtdb__db_seterr(db, CRDTDB_ETOOBIG,
+            rc = crdtdb__db_seterr(db, CRDTDB_ELIMIT,
                                    "delta too costly to apply: over %zu units of work after "
                                    "%u of its %u record groups; send it in smaller deltas",
                                    max, j, d->nrecs);

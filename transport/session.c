@@ -461,8 +461,9 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         /* imposed by the server (two-way was asked): the copy itself is
          * read-only, for every handle and process, until a server grants
          * two-way again */
-        int rc = s->o.mode != CRDTDB_SYNC_TWO_WAY ? 0 : crdtdb_db_marked_readonly(s->db, &was);
-        if (!rc && s->o.mode == CRDTDB_SYNC_TWO_WAY && was != ro)
+        int mark = s->o.mode == CRDTDB_SYNC_TWO_WAY && !(s->o.flags & CRDTDB_SESSION_NO_PURGE);
+        int rc = mark ? crdtdb_db_marked_readonly(s->db, &was) : 0;
+        if (!rc && mark && was != ro)
             rc = crdtdb_db_mark_readonly(s->db, ro);
         if (rc)
             return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
@@ -470,7 +471,8 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     s->state = S_OPEN;
     s->received = stored_received(s);
     size_t discarded = 0;
-    if (!s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT) {
+    if (!s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT &&
+        !(s->o.flags & CRDTDB_SESSION_NO_PURGE)) { /* a shared replica keeps others' data */
         int rc = discard_unsent(s, &discarded);
         if (rc)
             return rc;
@@ -512,6 +514,24 @@ static int write_filter(void *ctx, crdtdb_txn *txn, const char *coll, const char
  * what it wrote of the record up to its sequence `upto` and take our copy.
  * Nothing was stored here for it, so nothing reaches anyone else.
  */
+/* Whether the peer may see record (coll, id) as we hold it: with a read
+ * filter, only a visible record it allows (else it learns nothing of it). */
+static int peer_may_see(crdtdb_session *s, const char *coll, const char *id, crdtdb_buf *val,
+                        int *may)
+{
+    *may = 1;
+    if (!s->o.read_filter)
+        return 0;
+    crdtdb_txn *t;
+    int found, rc = crdtdb_txn_begin(s->db, CRDTDB_TXN_RDONLY, &t);
+    if (!rc)
+        rc = crdtdb_db_get_by_id(s->db, t, coll, id, val, &found);
+    *may = !rc && found && s->o.read_filter(s->o.filter_ctx, t, coll, id, val->data, val->len);
+    if (t)
+        crdtdb_txn_abort(t);
+    return rc;
+}
+
 static int send_replaces(crdtdb_session *s, uint64_t upto)
 {
     crdtdb_buf rec = CRDTDB_BUF_INIT;
@@ -520,8 +540,10 @@ static int send_replaces(crdtdb_session *s, uint64_t upto)
         const char *coll = (const char *)s->refused.data + off;
         const char *id = coll + strlen(coll) + 1;
         off = (size_t)(id + strlen(id) + 1 - (const char *)s->refused.data);
-        int found;
-        rc = crdtdb_db_export_record(s->db, coll, id, s->peer, &rec, &found);
+        int found = 0, may;
+        rc = peer_may_see(s, coll, id, &rec, &may);
+        if (!rc && may)
+            rc = crdtdb_db_export_record(s->db, coll, id, s->peer, &rec, &found);
         if (rc) {
             rc = seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
             break;
@@ -576,10 +598,10 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
                                       s, &info);
     if (rc == CRDTDB_ECLOCK) /* by then perhaps in time: the next session resends it */
         return refuse_delta(s, rc);
-    if (rc == CRDTDB_ETOOBIG && len <= s->max_delta) {
-        /* too costly to apply at once (the work budget, or too many
-         * records): ask for it again from where we are, in deltas of at
-         * most half its size; one record alone is always taken */
+    if (rc == CRDTDB_ELIMIT) {
+        /* too costly to apply at once (max_apply_work): ask for it again
+         * from where we are, in deltas of at most half its size; a delta
+         * of one record is always applied, so this ends */
         if ((rc = refuse_delta(s, rc)))
             return rc;
         msgpack_packer pk = start(s, M_SINCE, 3);
@@ -808,15 +830,16 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     }
 }
 
-/* The type of a frame's message when it is a delta or a replace — the
- * messages that apply something — else 0 (read from the first bytes of
- * [type, ...] without unpacking; a malformed one is handled as usual). */
+/* Whether a frame may apply something: anything but a message whose type
+ * is a one-byte integer other than delta and replace (read from the first
+ * bytes of [type, ...] without unpacking).  Odd encodings count as costly:
+ * no spelling of a delta slips past the apply queue. */
 static int costly_type(const uint8_t *p, size_t n)
 {
     size_t at = n && (p[0] & 0xf0) == 0x90 ? 1 : n && p[0] == 0xdc ? 3 : n && p[0] == 0xdd ? 5 : 0;
-    if (!at || at >= n)
-        return 0;
-    return p[at] == M_DELTA || p[at] == M_REPLACE ? p[at] : 0;
+    if (!at || at >= n || p[at] >= 0x80)
+        return 1;
+    return p[at] == M_DELTA || p[at] == M_REPLACE;
 }
 
 /* Handles the complete frames buffered, applying at most `applies` deltas

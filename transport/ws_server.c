@@ -593,7 +593,8 @@ static void conn_count(sconn *c);
 static void on_apply_due(lws_sorted_usec_list_t *sul)
 {
     crdtdb_server *srv = lws_container_of(sul, crdtdb_server, sul_apply);
-    srv->apply_armed = 0;
+    /* still armed while it runs: a connection queued again here must not
+     * bring the next turn forward */
     uint64_t t0 = crdtdb__ws_now_ms();
     sconn *c;
     while (crdtdb__ws_now_ms() - t0 < APPLY_SHARE_MS && (c = apply_pop(srv)) != NULL) {
@@ -604,6 +605,7 @@ static void on_apply_due(lws_sorted_usec_list_t *sul)
             apply_enqueue(c); /* its next delta: after the others */
         conn_count(c);
     }
+    srv->apply_armed = 0;
     if (srv->qhead) /* the rest of the slice is the loop's */
         apply_arm(srv, APPLY_SLICE_MS - APPLY_SHARE_MS);
 }
