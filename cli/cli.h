@@ -25,13 +25,12 @@ enum {
     OPT_JWT = 1024,  /* --jwt-secret-file F | --jwt-public-key F [--jwt-alg A] */
     OPT_TOKEN = 2048, /* --token-file F */
     OPT_TLS = 4096,   /* serve: --tls-cert F --tls-key F; sync: --tls-ca F */
-    OPT_LIMITS = 8192 /* serve: the flags in serve_limit_flags */
+    OPT_LIMITS = 8192, /* serve: the flags in serve_limit_flags */
+    OPT_TIMEOUT = 16384 /* sync: --timeout SECONDS */
 };
 
-/* serve.c: the flags of the server's limits, NULL-terminated, in the
- * order of args.limits. */
+/* The number of serve_limit_flags (options.h), the size of args.limits. */
 #define SERVE_NLIMITS 8
-extern const char *const serve_limit_flags[SERVE_NLIMITS + 1];
 
 /* A command's parsed arguments; unset options are NULL. */
 typedef struct args {
@@ -46,6 +45,7 @@ typedef struct args {
     const char *mode;
     const char *db;
     int watch;
+    const char *timeout;
     const char *peers[16];
     int npeers;
     const char *peer_ca;
@@ -61,11 +61,19 @@ typedef struct args {
 /* Prints "crdtdb: msg" (or the code's description when msg is empty) to
  * stderr; returns EXIT_FAILURE. */
 int fail(const char *msg, int rc);
+/* As fail, with the next step to take: "crdtdb: msg (hint)". */
+int fail_hint(const char *msg, int rc, const char *hint);
+/* Reports a failed call on db: its message, and for a missing collection
+ * the collections it has; returns EXIT_FAILURE. */
+int fail_db(crdtdb_db *db, int rc);
 /* Closes the memory stream and copies what it holds to stdout; 0 or
  * EXIT_FAILURE. */
 int emit(FILE *mem, char **text, size_t *len);
 /* Whether directory dir exists; if not, says so. */
 int env_exists(const char *dir);
+/* Reports a failed call on env; for a missing database id (not NULL),
+ * how to create it.  Returns EXIT_FAILURE. */
+int fail_env(crdtdb_env *env, int rc, const char *id);
 /* Opens the environment at dir; 0 or EXIT_FAILURE (reported). */
 int open_env(const char *dir, unsigned flags, crdtdb_env **env);
 /* Opens the existing environment at dir and database id in it; 0 or
@@ -106,7 +114,7 @@ int read_key_file(const char *path, int strip_newline, uint8_t **data,
 /* Prints one change event as a JSON line (the watch format); ctx is a
  * watch_ctx. */
 typedef struct watch_ctx {
-    crdtdb_buf json;
+    crdtdb_buf rec, json; /* the record with its id, as JSON */
     long remaining; /* events still to print; -1: no limit */
     int rc;
 } watch_ctx;

@@ -8,6 +8,7 @@
  * sync.c: export, import and peers; serve.c: serve and sync (WebSocket).
  */
 #include "cli.h"
+#include "options.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Set by SIGINT/SIGTERM while watching; signals leave no other way. */
 static volatile sig_atomic_t stop_requested;
@@ -32,8 +34,29 @@ typedef struct command {
 
 int fail(const char *msg, int rc)
 {
-    fprintf(stderr, "crdtdb: %s\n", msg && *msg ? msg : crdtdb_strerror(rc));
+    return fail_hint(msg, rc, NULL);
+}
+
+int fail_hint(const char *msg, int rc, const char *hint)
+{
+    fprintf(stderr, "crdtdb: %s%s%s%s\n", msg && *msg ? msg : crdtdb_strerror(rc),
+            hint ? " (" : "", hint ? hint : "", hint ? ")" : "");
     return EXIT_FAILURE;
+}
+
+int fail_db(crdtdb_db *db, int rc)
+{
+    if (rc != CRDTDB_ENOCOLL)
+        return fail(crdtdb_db_errmsg(db), rc);
+    /* a typo, most likely: name the ones there are */
+    char hint[1024];
+    size_t n = (size_t)snprintf(hint, sizeof hint, "the database has collections: ");
+    for (size_t i = 0; i < crdtdb_db_collection_count(db) && n < sizeof hint; i++)
+        n += (size_t)snprintf(hint + n, sizeof hint - n, "%s%s", i ? ", " : "",
+                              crdtdb_db_collection_name(db, i));
+    if (n >= sizeof hint)
+        memcpy(hint + sizeof hint - 4, "...", 4);
+    return fail_hint(crdtdb_db_errmsg(db), rc, hint);
 }
 
 /* Writes s as a JSON string.  Ids are valid UTF-8 (the library checks), so
@@ -65,12 +88,52 @@ int emit(FILE *mem, char **text, size_t *len)
     return fflush(stdout) == 0 ? 0 : fail(strerror(errno), CRDTDB_EIO);
 }
 
-static int parse_json(const char *text, crdtdb_buf *mp)
+/* All of standard input, NUL-terminated, malloc'd into *text; 0 or
+ * EXIT_FAILURE (reported). */
+static int read_stdin(char **text, size_t *len)
 {
-    char err[256];
-    int rc = crdtdb_json_to_msgpack(text, strlen(text), 0, mp, err,
-                                    sizeof err);
-    return rc ? fail(err, rc) : 0;
+    size_t cap = 65536, n = 0, got;
+    char *buf = malloc(cap);
+    while (buf && (got = fread(buf + n, 1, cap - n - 1, stdin)) > 0) {
+        n += got;
+        if (n + 1 == cap) {
+            char *bigger = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+            if (!bigger)
+                free(buf);
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    if (!buf)
+        return fail(NULL, CRDTDB_ENOMEM);
+    if (ferror(stdin)) {
+        free(buf);
+        return fail_hint(strerror(errno), CRDTDB_EIO, "reading the JSON from standard input");
+    }
+    buf[n] = '\0';
+    *text = buf;
+    *len = n;
+    return 0;
+}
+
+/* The JSON of argument arg ("-": standard input, for records too large
+ * for a command line) as msgpack in mp; 0 or EXIT_FAILURE (reported). */
+static int parse_json(const char *arg, crdtdb_buf *mp)
+{
+    char err[256], *text = (char *)arg;
+    size_t len = strlen(arg);
+    int from_stdin = strcmp(arg, "-") == 0;
+    if (from_stdin && read_stdin(&text, &len))
+        return EXIT_FAILURE;
+    int rc = crdtdb_json_to_msgpack(text, len, 0, mp, err, sizeof err);
+    if (from_stdin)
+        free(text);
+    if (!rc)
+        return 0;
+    /* the shell eats unquoted JSON's quotes */
+    return from_stdin ? fail_hint(err, rc, "in the JSON read from standard input")
+                      : fail_hint(err, rc, "quote the JSON for the shell: '{\"a\":1}', or give - "
+                                           "and pipe it in");
 }
 
 /* ------------------------------------------------------------- opening */
@@ -102,6 +165,15 @@ int open_env(const char *dir, unsigned flags, crdtdb_env **env)
     return rc ? fail(NULL, rc) : 0;
 }
 
+int fail_env(crdtdb_env *env, int rc, const char *id)
+{
+    if (rc != CRDTDB_ENODB || !id)
+        return fail(crdtdb_env_errmsg(env), rc);
+    char hint[CRDTDB_ID_MAX + 64];
+    snprintf(hint, sizeof hint, "create it with: crdtdb create %s --collections A,B", id);
+    return fail_hint(crdtdb_env_errmsg(env), rc, hint);
+}
+
 /* Opens the existing environment at dir and database id in it. */
 int open_db(const char *dir, const char *id, crdtdb_env **env,
             crdtdb_db **db)
@@ -111,7 +183,7 @@ int open_db(const char *dir, const char *id, crdtdb_env **env,
         return EXIT_FAILURE;
     int rc = crdtdb_db_open(*env, id, db);
     if (rc) {
-        fail(crdtdb_env_errmsg(*env), rc);
+        fail_env(*env, rc, id);
         crdtdb_env_close(*env);
         return EXIT_FAILURE;
     }
@@ -257,7 +329,11 @@ static int write_record(const char *dir, const args *a, int update)
                                            mp.data, mp.len)
                         : crdtdb_db_add(db, NULL, a->pos[1], a->pos[2],
                                         mp.data, mp.len);
-        status = close_db(env, db, rc ? fail(crdtdb_db_errmsg(db), rc) : 0);
+        if (rc == CRDTDB_ENOTFOUND)
+            rc = fail_hint(crdtdb_db_errmsg(db), rc, "crdtdb add creates a record");
+        else if (rc)
+            rc = fail_db(db, rc);
+        status = close_db(env, db, rc);
     }
     crdtdb_buf_free(&mp);
     return status;
@@ -273,97 +349,84 @@ static int cmd_update(const char *dir, const args *a)
     return write_record(dir, a, 1);
 }
 
+/* DB COLL JSON: records by id, in one transaction. */
+static int cmd_add_all(const char *dir, const args *a)
+{
+    crdtdb_env *env;
+    crdtdb_db *db;
+    crdtdb_buf mp = CRDTDB_BUF_INIT;
+    int status = parse_json(a->pos[2], &mp);
+    if (status == 0 && (status = open_db(dir, a->pos[0], &env, &db)) == 0) {
+        int rc = crdtdb_db_add_all(db, NULL, a->pos[1], mp.data, mp.len);
+        status = close_db(env, db, rc ? fail_db(db, rc) : 0);
+    }
+    crdtdb_buf_free(&mp);
+    return status;
+}
+
 static int cmd_remove(const char *dir, const args *a)
 {
     crdtdb_env *env;
     crdtdb_db *db;
     if (open_db(dir, a->pos[0], &env, &db))
         return EXIT_FAILURE;
+    /* an absent record is no error: the replicated store's remove */
     int rc = crdtdb_db_remove(db, NULL, a->pos[1], a->pos[2]);
-    return close_db(env, db, rc ? fail(crdtdb_db_errmsg(db), rc) : 0);
+    return close_db(env, db, rc ? fail_db(db, rc) : 0);
+}
+
+/* Record id (msgpack value, len bytes) as JSON text in json, the way the
+ * DataStore shows records: {"id": id, ...fields}, the record id first and
+ * in place of any field named "id" (crdtdb_record_with_id).  rec is
+ * scratch space.  0 or an error code. */
+static int record_json(const char *id, const uint8_t *value, size_t len, crdtdb_buf *rec,
+                       crdtdb_buf *json)
+{
+    int rc = crdtdb_record_with_id(id, value, len, rec);
+    return rc ? rc : crdtdb_msgpack_to_json(rec->data, rec->len, json);
 }
 
 static int cmd_get(const char *dir, const args *a)
 {
     crdtdb_env *env;
     crdtdb_db *db;
-    crdtdb_buf mp = CRDTDB_BUF_INIT, json = CRDTDB_BUF_INIT;
+    crdtdb_buf mp = CRDTDB_BUF_INIT, rec = CRDTDB_BUF_INIT, json = CRDTDB_BUF_INIT;
     int found = 0, status;
     if (open_db(dir, a->pos[0], &env, &db))
         return EXIT_FAILURE;
     int rc = crdtdb_db_get_by_id(db, NULL, a->pos[1], a->pos[2], &mp, &found);
-    if (rc || !found)
-        status = fail(crdtdb_db_errmsg(db), rc ? rc : CRDTDB_ENOTFOUND);
-    else if ((rc = crdtdb_msgpack_to_json(mp.data, mp.len, &json)) != 0)
+    if (rc)
+        status = fail_db(db, rc);
+    else if (!found)
+        status = fail_hint(crdtdb_db_errmsg(db), CRDTDB_ENOTFOUND,
+                           "crdtdb query DB COLL lists the records");
+    else if ((rc = record_json(a->pos[2], mp.data, mp.len, &rec, &json)) != 0)
         status = fail(NULL, rc);
     else
         status = printf("%s\n", (char *)json.data) < 0 || fflush(stdout)
                      ? fail(strerror(errno), CRDTDB_EIO)
                      : 0;
     crdtdb_buf_free(&mp);
+    crdtdb_buf_free(&rec);
     crdtdb_buf_free(&json);
     return close_db(env, db, status);
 }
 
 typedef struct query_ctx {
     FILE *out;
-    crdtdb_buf json;
+    crdtdb_buf rec, json;
     size_t n;
     int rc;
 } query_ctx;
-
-/* Whether compact JSON object text, as crdtdb_msgpack_to_json writes it
- * (no whitespace, letters never escaped), has the top-level key "id". */
-static int has_id_key(const char *s)
-{
-    int depth = 0, key_next = 0;
-    for (; *s; s++) {
-        switch (*s) {
-        case '{':
-            key_next = ++depth == 1;
-            break;
-        case '[':
-            depth++;
-            break;
-        case '}':
-        case ']':
-            depth--;
-            break;
-        case ',':
-            key_next = depth == 1;
-            break;
-        case '"':
-            if (key_next && strncmp(s, "\"id\":", 5) == 0)
-                return 1;
-            key_next = 0;
-            for (s++; *s && *s != '"'; s++) /* skip the string */
-                if (*s == '\\' && s[1])
-                    s++;
-            if (!*s)
-                return 0;
-            break;
-        }
-    }
-    return 0;
-}
 
 static int print_match(void *ctx, const char *id, const uint8_t *value,
                        size_t len)
 {
     query_ctx *q = ctx;
-    if ((q->rc = crdtdb_msgpack_to_json(value, len, &q->json)) != 0)
+    if ((q->rc = record_json(id, value, len, &q->rec, &q->json)) != 0)
         return 1;
-    const char *rec = (const char *)q->json.data;
     fputs(q->n++ ? "," : "", q->out);
-    if (has_id_key(rec) || rec[0] != '{') {
-        fputs(rec, q->out);
-        return 0;
-    }
-    /* Records are keyed by id outside their fields: show it first. */
-    fputs("{\"id\":", q->out);
-    put_json_str(q->out, id);
-    fputs(rec[1] == '}' ? "" : ",", q->out);
-    fputs(rec + 1, q->out);
+    fputs((const char *)q->json.data, q->out);
     return 0;
 }
 
@@ -372,7 +435,7 @@ static int cmd_query(const char *dir, const args *a)
     crdtdb_env *env;
     crdtdb_db *db;
     crdtdb_buf crit = CRDTDB_BUF_INIT;
-    query_ctx q = {NULL, CRDTDB_BUF_INIT, 0, 0};
+    query_ctx q = {NULL, CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, 0, 0};
     char *text = NULL;
     size_t len = 0;
     if (a->npos > 2 && parse_json(a->pos[2], &crit))
@@ -392,7 +455,7 @@ static int cmd_query(const char *dir, const args *a)
         if (q.rc)
             status = fail(NULL, q.rc);
         else if (rc)
-            status = fail(crdtdb_db_errmsg(db), rc);
+            status = fail_db(db, rc);
         fputs("]\n", q.out);
         if (status == 0) {
             status = emit(q.out, &text, &len);
@@ -402,6 +465,7 @@ static int cmd_query(const char *dir, const args *a)
         }
     }
     crdtdb_buf_free(&crit);
+    crdtdb_buf_free(&q.rec);
     crdtdb_buf_free(&q.json);
     return close_db(env, db, status);
 }
@@ -418,8 +482,8 @@ void print_event(void *ctx, const crdtdb_event *ev)
     if (w->remaining == 0 || w->rc || ev->type < CRDTDB_EVENT_ADD ||
         ev->type > CRDTDB_EVENT_INVALIDATE_ALL)
         return;
-    if (ev->value &&
-        (w->rc = crdtdb_msgpack_to_json(ev->value, ev->len, &w->json)) != 0)
+    if (ev->value && (w->rc = ev->id ? record_json(ev->id, ev->value, ev->len, &w->rec, &w->json)
+                                     : crdtdb_msgpack_to_json(ev->value, ev->len, &w->json)) != 0)
         return;
     printf("{\"event\":\"%s\",\"collection\":", names[ev->type]);
     if (ev->coll)
@@ -450,7 +514,7 @@ static int cmd_watch(const char *dir, const args *a)
     crdtdb_env *env;
     crdtdb_db *db;
     crdtdb_observer *obs;
-    watch_ctx w = {CRDTDB_BUF_INIT, -1, 0};
+    watch_ctx w = {CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, -1, 0};
     if (a->count) {
         char *end;
         errno = 0;
@@ -473,7 +537,7 @@ static int cmd_watch(const char *dir, const args *a)
     int rc = crdtdb_db_observe(db, a->npos > 1 ? a->pos[1] : NULL,
                                print_event, &w, &obs);
     if (rc)
-        return close_db(env, db, fail(crdtdb_db_errmsg(db), rc));
+        return close_db(env, db, fail_db(db, rc));
     const struct timespec tick = {0, 50 * 1000 * 1000};
     while (!stop_requested && w.remaining != 0 && !w.rc && !rc) {
         rc = crdtdb_db_poll(db, NULL);
@@ -486,6 +550,7 @@ static int cmd_watch(const char *dir, const args *a)
     else if (rc)
         status = fail(crdtdb_db_errmsg(db), rc);
     crdtdb_observer_close(obs);
+    crdtdb_buf_free(&w.rec);
     crdtdb_buf_free(&w.json);
     return close_db(env, db, status);
 }
@@ -509,35 +574,47 @@ static const command commands[] = {
      OPT_COLLECTIONS, cmd_create},
     {"dbs", "", "list the databases", "List the databases, one per line.", 0,
      0, 0, cmd_dbs},
-    {"add", "DB COLL ID JSON", "add or replace a record",
-     "Add record ID (a JSON object), replacing any existing one.", 4, 4, 0,
-     cmd_add},
-    {"update", "DB COLL ID JSON", "deep-merge changes into a record",
-     "Deep-merge the JSON object into existing record ID.", 4, 4, 0,
-     cmd_update},
-    {"remove", "DB COLL ID", "remove a record", "Remove record ID.", 3, 3, 0,
-     cmd_remove},
+    {"add", "DB COLL ID JSON|-", "add or replace a record",
+     "Add record ID (a JSON object), replacing any existing one.  '-' reads\n"
+     "the JSON from standard input (a record too large for a command line).",
+     4, 4, 0, cmd_add},
+    {"add-all", "DB COLL JSON|-", "add or replace records in one transaction",
+     "Add the records of a JSON object from record id to record, each\n"
+     "replacing any existing one, all in one transaction: all or none.\n"
+     "'-' reads the JSON from standard input.",
+     3, 3, 0, cmd_add_all},
+    {"update", "DB COLL ID JSON|-", "deep-merge changes into a record",
+     "Deep-merge the JSON object into existing record ID.  '-' reads the\n"
+     "JSON from standard input.",
+     4, 4, 0, cmd_update},
+    {"remove", "DB COLL ID", "remove a record",
+     "Remove record ID.  Removing a record that is not there succeeds.", 3, 3,
+     0, cmd_remove},
     {"get", "DB COLL ID", "print a record",
-     "Print record ID as one line of JSON.", 3, 3, 0, cmd_get},
+     "Print record ID as one line of JSON, {\"id\":ID,...its fields}: the\n"
+     "record id comes first, and stands in for a field named \"id\" of the\n"
+     "record, if it has one (records carry their id, as in query and watch).",
+     3, 3, 0, cmd_get},
     {"query", "DB COLL [CRITERIA]", "print matching records",
-     "Print the matching records as a JSON array, ordered by id, each with\n"
-     "its \"id\".  CRITERIA is a JSON object of field values\n"
-     "({\"a\":{\"b\":1}} means a.b == 1) or a list of conditions\n"
+     "Print the matching records as a JSON array, ordered by id, each as\n"
+     "get prints it: {\"id\":ID,...}.  CRITERIA is a JSON object of field\n"
+     "values ({\"a\":{\"b\":1}} means a.b == 1) or a list of conditions\n"
      "[[\"a.b\",\">=\",1],...] with ops == != < <= > >=.  Default: all.",
      2, 3, 0, cmd_query},
     {"watch", "DB [COLL] [--count N]", "print changes as they happen",
      "Print change events as JSON lines until interrupted, or after N\n"
-     "events: {\"event\":...,\"collection\":...,\"id\":...,\"value\":...}.",
+     "events: {\"event\":...,\"collection\":...,\"id\":...,\"value\":...};\n"
+     "the value is the record as get prints it, with its id.",
      1, 2, OPT_COUNT, cmd_watch},
-    {"export", "DB [--since SEQ | --for PEER_ID] -o FILE",
+    {"export", "DB [--since SEQ | --for PEER_ID] -o|--output FILE",
      "write changes to a file, for import elsewhere",
      "Write the changes of DB after local sequence SEQ (default 0: all) to\n"
      "FILE as signed deltas, to carry to another replica and import there.\n"
      "With --for PEER_ID (a 64-digit hex replica id, as 'crdtdb id' prints\n"
      "it), start where that peer is known to have everything of ours, and\n"
      "leave out what it sent us; each delta also tells it how much\n"
-     "of its changes we have.  FILE is replaced atomically; '-o -' writes\n"
-     "to standard output.  A summary goes to standard error.",
+     "of its changes we have.  FILE (-o or --output) is replaced atomically;\n"
+     "'-o -' writes to standard output.  A summary goes to standard error.",
      1, 1, OPT_SINCE | OPT_FOR | OPT_OUTPUT, cmd_export},
     {"import", "FILE [FILE...]", "apply deltas written by export",
      "Verify and apply the deltas in each FILE ('-': standard input), each\n"
@@ -585,20 +662,24 @@ static const command commands[] = {
      "answering no ping is dropped).",
      0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT | OPT_TLS | OPT_LIMITS,
      cmd_serve},
-    {"sync", "URL --db DB [--watch] [--mode MODE] [--token-file F] [--tls-ca F]",
+    {"sync", "URL --db DB [--watch | --timeout SECONDS] [--mode MODE] [--token-file F]\n"
+             "       [--tls-ca F]",
      "sync a database with a server over WebSocket",
      "Connect to the server at URL (ws://HOST:PORT) and sync database DB\n"
      "both ways (--mode server-to-client: only receive), then exit once\n"
-     "both sides have everything (exit 1 if that fails within 30 seconds).\n"
-     "With --watch, stay connected, reconnecting after drops, pushing and\n"
-     "receiving changes as they happen until interrupted, and print each\n"
-     "change as a JSON line (as 'watch' does); status goes to stderr.\n"
+     "both sides have everything.  If the server cannot be reached or\n"
+     "refuses the connection, exit 1 at once saying why; --timeout SECONDS\n"
+     "(default 30) bounds the whole sync.\n"
+     "With --watch, stay connected, reconnecting after drops (each failure\n"
+     "and the retry are said on stderr), pushing and receiving changes as\n"
+     "they happen until interrupted, and print each change as a JSON line\n"
+     "(as 'watch' does); status goes to stderr.\n"
      "URL may be wss://HOST:PORT; --tls-ca F trusts the CAs in F (e.g. a\n"
      "self-signed server certificate) instead of the system's.\n"
      "--token-file F sends the token (JWT) in F as the bearer; if the\n"
      "server says this user's access changed, the local copy is cleared.\n"
      "Large first syncs print their progress to stderr.",
-     1, 1, OPT_DB | OPT_WATCH | OPT_MODE | OPT_TOKEN | OPT_TLS, cmd_sync},
+     1, 1, OPT_DB | OPT_WATCH | OPT_TIMEOUT | OPT_MODE | OPT_TOKEN | OPT_TLS, cmd_sync},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
@@ -612,6 +693,7 @@ static int usage(FILE *f, int status)
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "  %-8s %s\n", "token", "print a token (JWT) naming a user");
+    fputs("'crdtdb --version' prints the version.\n", f);
     return status;
 }
 
@@ -637,11 +719,35 @@ int take_opt(int argc, char **argv, int *i, const char *name, const char **val)
     return *val ? 1 : -1;
 }
 
-/* Matches one of serve_limit_flags at argv[*i], as take_opt does. */
-static int take_limit(int argc, char **argv, int *i, args *a)
+/* Matches one option of the table (options.h) that command c takes at
+ * argv[*i]: 1 (taken into a), 0 (none of them), -1 (no value, or too
+ * many --peer). */
+static int take_option(const command *c, int argc, char **argv, int *i, args *a)
 {
-    for (int k = 0; serve_limit_flags[k]; k++) {
-        int r = take_opt(argc, argv, i, serve_limit_flags[k], &a->limits[k]);
+    for (size_t k = 0; k < NOPTIONS; k++) {
+        const cli_option *o = &cli_options[k];
+        int r = 0;
+        if (!(c->opts & o->opt))
+            continue;
+        switch (o->kind) {
+        case OPTV_FLAG:
+            if (strcmp(argv[*i], o->name) == 0) {
+                *(int *)((char *)a + o->off) = 1;
+                return 1;
+            }
+            break;
+        case OPTV_LIST:
+            r = take_opt(argc, argv, i, o->name, &a->peers[a->npeers]);
+            if (r > 0 && ++a->npeers == (int)(sizeof a->peers / sizeof *a->peers))
+                return -1;
+            break;
+        case OPTV_LIMITS:
+            for (int j = 0; serve_limit_flags[j] && !r; j++)
+                r = take_opt(argc, argv, i, serve_limit_flags[j], &a->limits[j]);
+            break;
+        default:
+            r = take_opt(argc, argv, i, o->name, (const char **)((char *)a + o->off));
+        }
         if (r)
             return r;
     }
@@ -663,79 +769,9 @@ static int parse_args(const command *c, int argc, char **argv, args *a)
                 only_pos = 1;
             else if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0)
                 return 1;
-            else if ((c->opts & OPT_COLLECTIONS) &&
-                     (r = take_opt(argc, argv, &i, "--collections",
-                                   &a->collections)) != 0) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_COUNT) &&
-                       (r = take_opt(argc, argv, &i, "--count", &a->count)) !=
-                           0) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_SINCE) &&
-                       (r = take_opt(argc, argv, &i, "--since", &a->since)) !=
-                           0) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_FOR) &&
-                       (r = take_opt(argc, argv, &i, "--for", &a->for_peer)) !=
-                           0) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_OUTPUT) &&
-                       ((r = take_opt(argc, argv, &i, "-o", &a->output)) !=
-                            0 ||
-                        (r = take_opt(argc, argv, &i, "--output",
-                                      &a->output)) != 0)) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_LISTEN) &&
-                       (r = take_opt(argc, argv, &i, "--listen", &a->listen)) != 0) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_MODE) &&
-                       (r = take_opt(argc, argv, &i, "--mode", &a->mode)) != 0) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_DB) &&
-                       (r = take_opt(argc, argv, &i, "--db", &a->db)) != 0) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_WATCH) && strcmp(s, "--watch") == 0) {
-                a->watch = 1;
-            } else if ((c->opts & OPT_PEER) &&
-                       (r = take_opt(argc, argv, &i, "--peer", &a->peers[a->npeers])) != 0) {
-                if (r < 0 || ++a->npeers == (int)(sizeof a->peers / sizeof *a->peers))
-                    return -1;
-            } else if ((c->opts & OPT_PEER) &&
-                       ((r = take_opt(argc, argv, &i, "--peer-ca", &a->peer_ca)) != 0 ||
-                        (r = take_opt(argc, argv, &i, "--peer-token-file",
-                                      &a->peer_token_file)) != 0)) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_JWT) &&
-                       ((r = take_opt(argc, argv, &i, "--jwt-secret-file",
-                                      &a->jwt_secret_file)) != 0 ||
-                        (r = take_opt(argc, argv, &i, "--jwt-public-key",
-                                      &a->jwt_public_key)) != 0 ||
-                        (r = take_opt(argc, argv, &i, "--jwt-alg", &a->jwt_alg)) != 0)) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_TLS) &&
-                       ((r = take_opt(argc, argv, &i, "--tls-cert", &a->tls_cert)) != 0 ||
-                        (r = take_opt(argc, argv, &i, "--tls-key", &a->tls_key)) != 0 ||
-                        (r = take_opt(argc, argv, &i, "--tls-ca", &a->tls_ca)) != 0)) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_LIMITS) && (r = take_limit(argc, argv, &i, a)) != 0) {
-                if (r < 0)
-                    return -1;
-            } else if ((c->opts & OPT_TOKEN) &&
-                       (r = take_opt(argc, argv, &i, "--token-file", &a->token_file)) != 0) {
-                if (r < 0)
-                    return -1;
-            } else {
+            else if ((r = take_option(c, argc, argv, &i, a)) < 0)
+                return -1;
+            else if (r == 0) {
                 fprintf(stderr, "crdtdb: unknown option %s\n", s);
                 return -1;
             }
@@ -794,6 +830,7 @@ int main(int argc, char **argv)
         free(a.pos);
         return status;
     }
-    fprintf(stderr, "crdtdb: unknown command '%s'\n", argv[i]);
-    return usage(stderr, EXIT_USAGE);
+    fprintf(stderr, "crdtdb: unknown command '%s' (crdtdb --help lists the commands)\n",
+            argv[i]);
+    return EXIT_USAGE;
 }

@@ -4,6 +4,7 @@
  * interrupted (SIGINT/SIGTERM).
  */
 #include "cli.h"
+#include "options.h"
 
 #include <libwebsockets.h>
 #include <signal.h>
@@ -136,16 +137,6 @@ static int load_jwt_key(const args *a, crdtdb_jwt_key **key)
                  alg == CRDTDB_JWT_RS256 ? "RS256" : "ES256");
     return fail(msg, rc);
 }
-
-/*
- * The flags that set the server's limits (docs/auth.md, "Limits and
- * timeouts"), in the order of args.limits; NULL-terminated.  main.c takes
- * them for commands with OPT_LIMITS.
- */
-const char *const serve_limit_flags[] = {
-    "--max-connections", "--max-per-ip",   "--max-per-user", "--max-buffered-mb",
-    "--handshake-timeout", "--message-timeout", "--ping-interval", "--pong-timeout",
-    NULL};
 
 /* Sets the limits given as flags (unset: the library's defaults); an
  * unparsable or zero value is a usage error.  "unlimited" lifts the
@@ -377,7 +368,7 @@ int cmd_sync(const char *dir, const args *a)
         return EXIT_FAILURE;
     }
     /* --watch prints every change, local or received, as JSON lines */
-    watch_ctx w = {CRDTDB_BUF_INIT, -1, 0};
+    watch_ctx w = {CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, -1, 0};
     crdtdb_observer *obs = NULL;
     if (a->watch && crdtdb_db_observe(db, NULL, print_event, &w, &obs))
         return close_db(env, db, fail(crdtdb_db_errmsg(db), CRDTDB_ENOMEM));
@@ -423,6 +414,7 @@ int cmd_sync(const char *dir, const args *a)
     }
     crdtdb_client_close(c);
     crdtdb_observer_close(obs);
+    crdtdb_buf_free(&w.rec);
     crdtdb_buf_free(&w.json);
     free_secret(token);
     return close_db(env, db, status);

@@ -122,7 +122,7 @@ int cmd_export(const char *dir, const args *a)
         crdtdb_peer p;
         int found, rc = crdtdb_db_peer_get(db, peer, &p, &found);
         if (rc)
-            return close_db(env, db, fail(crdtdb_db_errmsg(db), rc));
+            return close_db(env, db, fail_db(db, rc));
         since = p.acked; /* 0 for a peer we never heard from */
     }
 
@@ -149,7 +149,7 @@ int cmd_export(const char *dir, const args *a)
     if (sink.err)
         report_file_error(to_stdout ? "stdout" : tmp, sink.err);
     else if (rc)
-        fail(crdtdb_db_errmsg(db), rc);
+        fail_db(db, rc);
     status = sink.err || rc ? EXIT_FAILURE : 0;
     if (to_stdout) {
         if (status == 0 && fflush(stdout) != 0) {
@@ -202,7 +202,7 @@ static int cache_get(db_cache *c, const char *id, crdtdb_db **db)
     c->dbs = dbs;
     int rc = crdtdb_db_open(c->env, id, db);
     if (rc)
-        return fail(crdtdb_env_errmsg(c->env), rc);
+        return fail_env(c->env, rc, id);
     c->dbs[c->n++] = *db;
     return 0;
 }
@@ -270,7 +270,7 @@ static int import_file(db_cache *c, const char *path)
         } else if ((status = cache_get(c, id, &db)) != 0) {
             break;
         } else if ((rc = crdtdb_db_apply(db, data + off, dlen, &info)) != 0) {
-            status = fail(crdtdb_db_errmsg(db), rc);
+            status = fail_db(db, rc);
         } else {
             char sender[ID_HEX + 1];
             hex_encode(info.sender, sizeof info.sender, sender);
@@ -332,7 +332,7 @@ int cmd_peers(const char *dir, const args *a)
     if (rc) {
         fclose(mem);
         free(text);
-        return close_db(env, db, fail(crdtdb_db_errmsg(db), rc));
+        return close_db(env, db, fail_db(db, rc));
     }
     return close_db(env, db, emit(mem, &text, &len));
 }

@@ -4,6 +4,7 @@
  * parses its own options.
  */
 #include "cli.h"
+#include "options.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -134,8 +135,7 @@ int cmd_token(int argc, char **argv)
 {
     const char *secret_file = NULL, *key_file = NULL, *sub = NULL;
     const char *ttl_text = "1h", *alg_text = "HS256";
-    static const char *const names[] = {"--secret-file", "--key-file",
-                                        "--sub", "--ttl", "--alg"};
+    /* in the order of token_flags */
     const char **vals[] = {&secret_file, &key_file, &sub, &ttl_text,
                            &alg_text};
     for (int i = 0; i < argc; i++) {
@@ -144,8 +144,8 @@ int cmd_token(int argc, char **argv)
             return 0;
         }
         int r = 0;
-        for (size_t k = 0; k < sizeof names / sizeof *names && !r; k++)
-            r = take_opt(argc, argv, &i, names[k], vals[k]);
+        for (size_t k = 0; token_flags[k] && !r; k++)
+            r = take_opt(argc, argv, &i, token_flags[k], vals[k]);
         if (r < 0)
             return usage_error("missing option value");
         if (r == 0) {

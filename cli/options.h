@@ -1,0 +1,66 @@
+/*
+ * The options of the crdtdb commands, as tables: the parser (main.c) takes
+ * exactly these, and test_cli checks that every one a command takes is in
+ * its --help.  Not installed.
+ */
+#ifndef CRDTDB_CLI_OPTIONS_H
+#define CRDTDB_CLI_OPTIONS_H
+
+#include <stddef.h>
+
+#include "cli.h"
+
+enum {
+    OPTV_VALUE,  /* --name VALUE or --name=VALUE: a const char * at off */
+    OPTV_FLAG,   /* --name: an int at off, set to 1 */
+    OPTV_LIST,   /* --name VALUE, repeatable: args.peers */
+    OPTV_LIMITS  /* serve_limit_flags[k]: args.limits[k] */
+};
+
+typedef struct cli_option {
+    const char *name; /* NULL for OPTV_LIMITS */
+    unsigned opt;     /* the OPT_* bit of the commands that take it */
+    int kind;
+    size_t off; /* offsetof(args, field) */
+} cli_option;
+
+/* The flags that set a server's limits (docs/auth.md, "Limits and
+ * timeouts"), in the order of args.limits; NULL-terminated. */
+static const char *const serve_limit_flags[SERVE_NLIMITS + 1] = {
+    "--max-connections",   "--max-per-ip",      "--max-per-user",  "--max-buffered-mb",
+    "--handshake-timeout", "--message-timeout", "--ping-interval", "--pong-timeout",
+    NULL};
+
+static const cli_option cli_options[] = {
+    {"--collections", OPT_COLLECTIONS, OPTV_VALUE, offsetof(args, collections)},
+    {"--count", OPT_COUNT, OPTV_VALUE, offsetof(args, count)},
+    {"--since", OPT_SINCE, OPTV_VALUE, offsetof(args, since)},
+    {"--for", OPT_FOR, OPTV_VALUE, offsetof(args, for_peer)},
+    {"-o", OPT_OUTPUT, OPTV_VALUE, offsetof(args, output)},
+    {"--output", OPT_OUTPUT, OPTV_VALUE, offsetof(args, output)},
+    {"--listen", OPT_LISTEN, OPTV_VALUE, offsetof(args, listen)},
+    {"--mode", OPT_MODE, OPTV_VALUE, offsetof(args, mode)},
+    {"--db", OPT_DB, OPTV_VALUE, offsetof(args, db)},
+    {"--watch", OPT_WATCH, OPTV_FLAG, offsetof(args, watch)},
+    {"--timeout", OPT_TIMEOUT, OPTV_VALUE, offsetof(args, timeout)},
+    {"--peer", OPT_PEER, OPTV_LIST, offsetof(args, peers)},
+    {"--peer-ca", OPT_PEER, OPTV_VALUE, offsetof(args, peer_ca)},
+    {"--peer-token-file", OPT_PEER, OPTV_VALUE, offsetof(args, peer_token_file)},
+    {"--jwt-secret-file", OPT_JWT, OPTV_VALUE, offsetof(args, jwt_secret_file)},
+    {"--jwt-public-key", OPT_JWT, OPTV_VALUE, offsetof(args, jwt_public_key)},
+    {"--jwt-alg", OPT_JWT, OPTV_VALUE, offsetof(args, jwt_alg)},
+    {"--token-file", OPT_TOKEN, OPTV_VALUE, offsetof(args, token_file)},
+    {"--tls-cert", OPT_TLS, OPTV_VALUE, offsetof(args, tls_cert)},
+    {"--tls-key", OPT_TLS, OPTV_VALUE, offsetof(args, tls_key)},
+    {"--tls-ca", OPT_TLS, OPTV_VALUE, offsetof(args, tls_ca)},
+    {NULL, OPT_LIMITS, OPTV_LIMITS, offsetof(args, limits)},
+};
+
+#define NOPTIONS (sizeof cli_options / sizeof *cli_options)
+
+/* token parses its own options (it opens no environment): these, in the
+ * order of its variables; NULL-terminated. */
+static const char *const token_flags[] = {"--secret-file", "--key-file", "--sub", "--ttl",
+                                          "--alg", NULL};
+
+#endif
