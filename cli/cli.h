@@ -24,9 +24,10 @@ enum {
     OPT_PEER = 512,  /* --peer URL (repeatable), --peer-ca F */
     OPT_JWT = 1024,  /* --jwt-secret-file F | --jwt-public-key F [--jwt-alg A] */
     OPT_TOKEN = 2048, /* --token-file F */
-    OPT_TLS = 4096,   /* serve: --tls-cert F --tls-key F; sync: --tls-ca F */
+    OPT_TLS = 4096,   /* serve: --tls-cert F --tls-key F */
     OPT_LIMITS = 8192, /* serve: the flags in serve_limit_flags */
-    OPT_TIMEOUT = 16384 /* sync: --timeout SECONDS */
+    OPT_TIMEOUT = 16384, /* sync: --timeout SECONDS */
+    OPT_TLS_CA = 32768   /* sync: --tls-ca F */
 };
 
 /* The number of serve_limit_flags (options.h), the size of args.limits. */

@@ -46,6 +46,10 @@ int fail_hint(const char *msg, int rc, const char *hint)
 
 int fail_db(crdtdb_db *db, int rc)
 {
+    if (rc == CRDTDB_EROFS)
+        return fail_hint(crdtdb_db_errmsg(db), rc,
+                         "this copy is read-only: its server grants server-to-client sync; "
+                         "a sync granted two-way lifts it");
     if (rc != CRDTDB_ENOCOLL)
         return fail(crdtdb_db_errmsg(db), rc);
     /* a typo, most likely: name the ones there are */
@@ -679,7 +683,7 @@ static const command commands[] = {
      "--token-file F sends the token (JWT) in F as the bearer; if the\n"
      "server says this user's access changed, the local copy is cleared.\n"
      "Large first syncs print their progress to stderr.",
-     1, 1, OPT_DB | OPT_WATCH | OPT_TIMEOUT | OPT_MODE | OPT_TOKEN | OPT_TLS, cmd_sync},
+     1, 1, OPT_DB | OPT_WATCH | OPT_TIMEOUT | OPT_MODE | OPT_TOKEN | OPT_TLS_CA, cmd_sync},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)

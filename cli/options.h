@@ -52,7 +52,7 @@ static const cli_option cli_options[] = {
     {"--token-file", OPT_TOKEN, OPTV_VALUE, offsetof(args, token_file)},
     {"--tls-cert", OPT_TLS, OPTV_VALUE, offsetof(args, tls_cert)},
     {"--tls-key", OPT_TLS, OPTV_VALUE, offsetof(args, tls_key)},
-    {"--tls-ca", OPT_TLS, OPTV_VALUE, offsetof(args, tls_ca)},
+    {"--tls-ca", OPT_TLS_CA, OPTV_VALUE, offsetof(args, tls_ca)},
     {NULL, OPT_LIMITS, OPTV_LIMITS, offsetof(args, limits)},
 };
 

@@ -197,9 +197,8 @@ int cmd_serve(const char *dir, const args *a)
     }
     o.host = host;
     o.peer_tls_ca = a->peer_ca;
-    if (!a->tls_cert != !a->tls_key || a->tls_ca) {
-        fprintf(stderr, "crdtdb: serve takes --tls-cert and --tls-key together (--tls-ca is "
-                        "for sync; peers use --peer-ca)\n");
+    if (!a->tls_cert != !a->tls_key) {
+        fprintf(stderr, "crdtdb: serve takes --tls-cert and --tls-key together\n");
         return EXIT_USAGE;
     }
     o.tls_cert = a->tls_cert;
@@ -286,10 +285,38 @@ typedef struct sync_state {
     int watch;
     int ready, caught_up, closed;
     size_t received, next_progress;
-    int refused;
+    int failed;         /* a connection could not be made: its error code */
+    char why[512];      /* and why */
     crdtdb_sync_mode mode;
     uint8_t server[CRDTDB_REPLICA_ID_BYTES];
 } sync_state;
+
+/* The next step after a connection that failed with code rc and message
+ * msg, or NULL. */
+static const char *next_step(int rc, const char *msg)
+{
+    switch (rc) {
+    case CRDTDB_EAUTH:
+        return "check --token-file: the server takes tokens made with its key, as "
+               "crdtdb token makes them";
+    case CRDTDB_EDENIED:
+        return "this user is not a member of the database: an owner can add them "
+               "(docs/auth.md)";
+    case CRDTDB_ELIMIT:
+        return "the server is busy or limits this address or user: try again later";
+    case CRDTDB_EIO:
+        if (strstr(msg, "TLS"))
+            return "is it a wss:// server this machine trusts? --tls-ca F trusts a "
+                   "self-signed certificate";
+        if (strstr(msg, "resolve"))
+            return "check the host name in the URL";
+        if (strstr(msg, "HTTP"))
+            return "is the URL a crdtdb server's, ws://HOST:PORT?";
+        return "is `crdtdb serve` running there?";
+    default:
+        return NULL;
+    }
+}
 
 static void on_session(void *ctx, const crdtdb_session_event *ev)
 {
@@ -317,12 +344,18 @@ static void on_session(void *ctx, const crdtdb_session_event *ev)
     case CRDTDB_SESSION_CAUGHT_UP:
         st->caught_up = 1;
         break;
-    case CRDTDB_SESSION_ERROR:
-        fprintf(stderr, "%s error: %s\n", ev->remote ? "server" : "sync",
-                ev->message ? ev->message : crdtdb_strerror(ev->error));
-        if (ev->remote && !ev->peer && (ev->error == CRDTDB_EAUTH || ev->error == CRDTDB_EDENIED))
-            st->refused = ev->error; /* the upgrade was refused */
+    case CRDTDB_SESSION_ERROR: {
+        const char *msg = ev->message ? ev->message : crdtdb_strerror(ev->error);
+        if (st->ready) {
+            fprintf(stderr, "%s error: %s\n", ev->remote ? "server" : "sync", msg);
+        } else if (st->watch) { /* the client retries after its backoff */
+            fprintf(stderr, "%s error: %s; retrying\n", ev->remote ? "server" : "sync", msg);
+        } else if (!st->failed) { /* a one-shot sync stops at once */
+            st->failed = ev->error ? ev->error : CRDTDB_EIO;
+            snprintf(st->why, sizeof st->why, "%s", msg);
+        }
         break;
+    }
     case CRDTDB_SESSION_CLOSED:
         st->ready = 0;
         st->closed = 1;
@@ -338,6 +371,16 @@ int cmd_sync(const char *dir, const args *a)
         fprintf(stderr, "crdtdb: sync needs --db DB\n");
         return EXIT_USAGE;
     }
+    long timeout = 30;
+    if (a->timeout) {
+        char *end;
+        timeout = strtol(a->timeout, &end, 10);
+        if (a->watch || !*a->timeout || *end || timeout < 1 || timeout > 86400) {
+            fprintf(stderr, "crdtdb: %s\n", a->watch ? "--watch never gives up: no --timeout"
+                                                     : "--timeout takes seconds, 1 to 86400");
+            return EXIT_USAGE;
+        }
+    }
     sync_state st;
     memset(&st, 0, sizeof st);
     st.watch = a->watch;
@@ -345,10 +388,6 @@ int cmd_sync(const char *dir, const args *a)
     crdtdb_client_options o;
     crdtdb_client_options_init(&o);
     o.url = a->pos[0];
-    if (a->tls_cert || a->tls_key) {
-        fprintf(stderr, "crdtdb: sync takes --tls-ca, not --tls-cert / --tls-key\n");
-        return EXIT_USAGE;
-    }
     o.tls_ca = a->tls_ca;
     o.on_event = on_session;
     o.ctx = &st;
@@ -370,8 +409,10 @@ int cmd_sync(const char *dir, const args *a)
     /* --watch prints every change, local or received, as JSON lines */
     watch_ctx w = {CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, -1, 0};
     crdtdb_observer *obs = NULL;
-    if (a->watch && crdtdb_db_observe(db, NULL, print_event, &w, &obs))
+    if (a->watch && crdtdb_db_observe(db, NULL, print_event, &w, &obs)) {
+        free_secret(token);
         return close_db(env, db, fail(crdtdb_db_errmsg(db), CRDTDB_ENOMEM));
+    }
     crdtdb_client *c;
     int rc = crdtdb_client_open(db, &o, &c);
     if (rc) {
@@ -386,7 +427,7 @@ int cmd_sync(const char *dir, const args *a)
     }
     catch_signals();
     int status = 0;
-    uint64_t deadline = mono_ms() + 30000;
+    uint64_t deadline = mono_ms() + (uint64_t)timeout * 1000;
     while (!stop) {
         rc = crdtdb_client_run(c, 100);
         if (rc) {
@@ -397,10 +438,8 @@ int cmd_sync(const char *dir, const args *a)
             (void)crdtdb_db_poll(db, NULL); /* other processes' commits */
             continue;
         }
-        if (st.refused) {
-            status = fail(st.refused == CRDTDB_EAUTH ? "the server refused the token"
-                                                     : "the server refused access to this database",
-                          st.refused);
+        if (st.failed) {
+            status = fail_hint(st.why, st.failed, next_step(st.failed, st.why));
             break;
         }
         if (crdtdb_client_synced(c)) {
@@ -408,7 +447,10 @@ int cmd_sync(const char *dir, const args *a)
             break;
         }
         if (mono_ms() > deadline) {
-            status = fail("could not sync within 30 seconds", CRDTDB_EIO);
+            char msg[64];
+            snprintf(msg, sizeof msg, "could not sync within %ld second%s", timeout,
+                     timeout == 1 ? "" : "s");
+            status = fail_hint(msg, CRDTDB_EIO, "--timeout SECONDS waits longer");
             break;
         }
     }

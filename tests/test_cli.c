@@ -1,5 +1,10 @@
 /* End-to-end tests of the crdtdb command (path in $CRDTDB_CLI). */
 #include "tests/testutil.h"
+#include "cli/options.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <check.h>
 #include <signal.h>
@@ -1133,6 +1138,163 @@ START_TEST(serve_names_the_key_that_fits)
 }
 END_TEST
 
+/* ------------------------------------------------ the DataStore's ways */
+
+/* Records carry their id; add-all writes a map of records at once, all or
+ * none; '-' reads the JSON from standard input, for records no command
+ * line holds. */
+START_TEST(add_all_and_json_from_stdin)
+{
+    sandbox s;
+    char file[4200];
+    sb_init(&s);
+    setup_db(&s);
+    snprintf(file, sizeof file, "%s/in.json", s.root);
+    ok(&s, "", "add-all", "db", "users", "{\"a\":{\"n\":1,\"id\":\"x\"},\"b\":{\"n\":2}}", NULL);
+    ok(&s, "[{\"id\":\"a\",\"n\":1},{\"id\":\"b\",\"n\":2}]\n", "query", "db", "users", NULL);
+    ok(&s, "{\"id\":\"a\",\"n\":1}\n", "get", "db", "users", "a", NULL);
+    /* one bad record: none is written */
+    ck_assert_int_eq(cli(&s, "add-all", "db", "users", "{\"c\":{\"n\":3},\"d\":5}", NULL), 1);
+    ck_assert_str_eq(s.out, "");
+    ck_assert_str_ne(s.err, "");
+    ck_assert_int_eq(cli(&s, "add-all", "db", "users", "[1]", NULL), 1);
+    ok(&s, "[{\"id\":\"a\",\"n\":1},{\"id\":\"b\",\"n\":2}]\n", "query", "db", "users", NULL);
+    ck_assert_int_eq(cli(&s, "add-all", "db", "users", NULL), 2);
+
+    /* a record of 10,000 fields, from standard input */
+    enum { FIELDS = 10000 };
+    char *big = malloc(FIELDS * 20 + 2), *p = big;
+    ck_assert_ptr_nonnull(big);
+    for (int i = 0; i < FIELDS; i++)
+        p += sprintf(p, "%c\"f%d\":%d", i ? ',' : '{', i, i);
+    *p++ = '}';
+    tu_spit(file, big, (size_t)(p - big));
+    free(big);
+    spawn_stdin = file;
+    ok(&s, "", "add", "db", "users", "big", "-", NULL);
+    spawn_stdin = NULL;
+    ok(&s, NULL, "get", "db", "users", "big", NULL);
+    ck_assert(starts_with(s.out, "{\"id\":\"big\",\"f0\":0,\"f1\":1,"));
+    ck_assert_ptr_nonnull(strstr(s.out, ",\"f9999\":9999"));
+    size_t colons = 0;
+    for (const char *c = s.out; *c; c++)
+        colons += *c == ':';
+    ck_assert_uint_eq(colons, FIELDS + 1);
+    /* update and add-all take '-' too */
+    tu_spit(file, "{\"f0\":-1}", 9);
+    spawn_stdin = file;
+    ok(&s, "", "update", "db", "users", "big", "-", NULL);
+    spawn_stdin = NULL;
+    ok(&s, NULL, "get", "db", "users", "big", NULL);
+    ck_assert(starts_with(s.out, "{\"id\":\"big\",\"f0\":-1,\"f1\":1,"));
+    static const char two[] = "{\"s1\":{\"v\":1},\"s2\":{\"v\":2,\"id\":\"no\"}}";
+    tu_spit(file, two, sizeof two - 1);
+    spawn_stdin = file;
+    ok(&s, "", "add-all", "db", "posts", "-", NULL);
+    spawn_stdin = NULL;
+    ok(&s, "[{\"id\":\"s2\",\"v\":2}]\n", "query", "db", "posts", "{\"v\":2}", NULL);
+    /* bad JSON on standard input says so */
+    tu_spit(file, "{\"v\":", 5);
+    spawn_stdin = file;
+    ck_assert_int_eq(cli(&s, "add", "db", "posts", "s3", "-", NULL), 1);
+    spawn_stdin = NULL;
+    ck_assert_msg(starts_with(s.err, "crdtdb: invalid JSON at line 1") &&
+                      strstr(s.err, "(in the JSON read from standard input)"),
+                  "%s", s.err);
+    ck_assert_int_eq(cli(&s, "get", "db", "posts", "s3", NULL), 1);
+    sb_free(&s);
+}
+END_TEST
+
+/* Whether text has name as a whole option: not part of a longer one. */
+static int has_option(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = strstr(text, name); p; p = strstr(p + 1, name)) {
+        char before = p == text ? ' ' : p[-1], after = p[n];
+        if (before != '-' && !(before >= 'a' && before <= 'z') &&
+            !(after >= 'a' && after <= 'z') && after != '-')
+            return 1;
+    }
+    return 0;
+}
+
+/* Runs `crdtdb CMD OPTION[=v] --help`: 1 if CMD takes the option (then its
+ * help must list it), 0 if not. */
+static int probe_option(sandbox *s, const char *cmd, const char *name, int flag)
+{
+    char arg[128];
+    snprintf(arg, sizeof arg, flag ? "%s" : "%s=v", name);
+    int status = cli(s, cmd, arg, "--help", NULL);
+    ck_assert_msg(status == 0 || status == 2, "%s %s: exit %d: %s", cmd, arg, status, s->err);
+    if (status == 2)
+        return 0;
+    ck_assert_msg(has_option(s->out, name), "'crdtdb %s --help' does not list %s:\n%s", cmd, name,
+                  s->out);
+    return 1;
+}
+
+/* --version; and every option a command takes, as the parser's own table
+ * says (cli/options.h), is in that command's --help. */
+START_TEST(version_and_help_list_every_option)
+{
+    sandbox s;
+    char want[640], cmds[32][16];
+    sb_init(&s);
+#ifdef CRDTDB_VERSION
+    snprintf(want, sizeof want, "crdtdb %s\n", CRDTDB_VERSION);
+#else
+    snprintf(want, sizeof want, "crdtdb %d.%d.%d\n", CRDTDB_VERSION_MAJOR, CRDTDB_VERSION_MINOR,
+             CRDTDB_VERSION_PATCH);
+#endif
+    ck_assert_int_eq(cli(&s, "--version", NULL), 0);
+    ck_assert_str_eq(s.out, want);
+
+    /* the commands, from the list --help prints */
+    ck_assert_int_eq(cli(&s, "--help", NULL), 0);
+    int ncmds = 0;
+    for (const char *l = strstr(s.out, "\n  "); l; l = strstr(l + 1, "\n  ")) {
+        ck_assert_int_lt(ncmds, 32);
+        ck_assert_int_eq(sscanf(l + 3, "%15s", cmds[ncmds]), 1);
+        ncmds++;
+    }
+    ck_assert_int_ge(ncmds, 17);
+    int taken = 0, serve_limits = 0, sync_timeout = 0, export_output = 0;
+    for (int c = 0; c < ncmds; c++) {
+        snprintf(want, sizeof want, "usage: crdtdb %s%s", strcmp(cmds[c], "token") ? "[-d DIR] " : "",
+                 cmds[c]);
+        ck_assert_int_eq(cli(&s, cmds[c], "--help", NULL), 0);
+        ck_assert_msg(starts_with(s.out, want), "%s", s.out);
+        if (strcmp(cmds[c], "token") == 0) {
+            for (int k = 0; token_flags[k]; k++)
+                taken += probe_option(&s, "token", token_flags[k], 0);
+            continue;
+        }
+        for (size_t k = 0; k < NOPTIONS; k++) {
+            const cli_option *o = &cli_options[k];
+            if (o->kind != OPTV_LIMITS) {
+                int t = probe_option(&s, cmds[c], o->name, o->kind == OPTV_FLAG);
+                taken += t;
+                sync_timeout += t && !strcmp(cmds[c], "sync") && !strcmp(o->name, "--timeout");
+                export_output += t && !strcmp(cmds[c], "export") && !strcmp(o->name, "--output");
+                continue;
+            }
+            for (int j = 0; serve_limit_flags[j]; j++) {
+                int t = probe_option(&s, cmds[c], serve_limit_flags[j], 0);
+                taken += t;
+                serve_limits += t && !strcmp(cmds[c], "serve");
+            }
+        }
+    }
+    /* the probe sees what is there */
+    ck_assert_int_eq(serve_limits, SERVE_NLIMITS);
+    ck_assert_int_eq(sync_timeout, 1);
+    ck_assert_int_eq(export_output, 1);
+    ck_assert_int_ge(taken, 30);
+    sb_free(&s);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -1156,6 +1318,8 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, serve_and_sync_converge);
     tcase_add_test(tc, peered_servers_and_tls);
     tcase_add_test(tc, serve_names_the_key_that_fits);
+    tcase_add_test(tc, add_all_and_json_from_stdin);
+    tcase_add_test(tc, version_and_help_list_every_option);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -5,6 +5,7 @@
  * server's (its peer links).  Connections find their client through the
  * wsi's opaque user data, never the context's.
  */
+#include <arpa/inet.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,37 @@ static int refusal_code(unsigned status, const char **msg)
     default:
         return 0;
     }
+}
+
+/*
+ * Tells the program a connection could not be made, why and to where:
+ * an ERROR event, EIO, not remote.  `why` is libwebsockets' reason (may be
+ * NULL); `status` the HTTP status of a refused upgrade, or 0.  Version 4.1
+ * says only "Unable to connect" when TCP fails; later ones give an errno.
+ */
+static void connect_failure(crdtdb_client *c, unsigned status, const char *why)
+{
+    if (!c->o.on_event)
+        return;
+    char what[160], msg[512];
+    const char *e = why ? strstr(why, "errno ") : NULL;
+    int err = e ? atoi(e + 6) : 0;
+    if (status)
+        snprintf(what, sizeof what, "HTTP %u instead of a WebSocket upgrade", status);
+    else if (err > 0) {
+        snprintf(what, sizeof what, "%s", strerror(err));
+        what[0] = (char)(what[0] >= 'A' && what[0] <= 'Z' ? what[0] - 'A' + 'a' : what[0]);
+    } else if (!why || strstr(why, "Unable to connect") || strstr(why, "onnect fail"))
+        snprintf(what, sizeof what, "connection refused or host unreachable");
+    else if (strstr(why, "SSL") || strstr(why, "ssl") || strstr(why, "TLS") || strstr(why, "tls"))
+        snprintf(what, sizeof what, "TLS handshake failed (%.120s)", why);
+    else if (strstr(why, "getaddrinfo") || strstr(why, "dns") || strstr(why, "DNS"))
+        snprintf(what, sizeof what, "cannot resolve the host name");
+    else
+        snprintf(what, sizeof what, "%.150s", why);
+    snprintf(msg, sizeof msg, "%s: %s:%d", what, c->host, c->port);
+    crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, c->o.mode, NULL, NULL, CRDTDB_EIO, msg, 0};
+    c->o.on_event(c->o.ctx, &ev);
 }
 
 static void client_connect(crdtdb_client *c);
@@ -271,6 +303,12 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
             int code = refusal_code(status, &msg);
             if (code)
                 remote_refusal(c, code, msg);
+            else { /* the program hears why, at once, not after its timeout */
+                char why[160];
+                snprintf(why, sizeof why, "%.*s", in ? (int)(len < 159 ? len : 159) : 0,
+                         in ? (const char *)in : "");
+                connect_failure(c, status, *why ? why : NULL);
+            }
         }
         /* fall through */
     case LWS_CALLBACK_CLIENT_CLOSED:
@@ -325,6 +363,10 @@ static void client_connect(crdtdb_client *c)
     c->l.wsi = NULL;
     if (!lws_client_connect_via_info(&ci)) {
         c->cwsi = NULL;
+        unsigned char ip[16];
+        int numeric = inet_pton(AF_INET, c->host, ip) == 1 || inet_pton(AF_INET6, c->host, ip) == 1;
+        if (c->connecting) /* else the error callback told already */
+            connect_failure(c, 0, numeric ? "cannot start a connection" : "getaddrinfo failed");
         client_down(c);
     }
 }
