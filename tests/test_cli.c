@@ -1295,6 +1295,160 @@ START_TEST(version_and_help_list_every_option)
 }
 END_TEST
 
+/* ------------------------------------------------- sync as a newcomer */
+
+/* A TCP socket on 127.0.0.1 at a port the kernel picks, in *port:
+ * listening (backlog 8, never accepted) or, with listening 0, closed
+ * again, so nothing is there. */
+static int local_port(int listening, int *port)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    if (listening) {
+        ck_assert_int_eq(listen(fd, 8), 0);
+        return fd;
+    }
+    close(fd);
+    return -1;
+}
+
+/* Starts `crdtdb -d dir serve --listen 127.0.0.1:0 args...` and waits
+ * until it listens; its URL in url. */
+static pid_t serve_bg(sandbox *s, const char *dir, char *url, size_t n, const char *a1,
+                      const char *a2, const char *a3, const char *a4)
+{
+    char out[4200], err[4200];
+    snprintf(out, sizeof out, "%s.out", dir);
+    snprintf(err, sizeof err, "%s.err", dir);
+    (void)s;
+    pid_t pid = bg_in(dir, out, err, "serve", "--listen", "127.0.0.1:0", a1, a2, a3, a4, NULL);
+    wait_for(err, "listening on ws://127.0.0.1:", pid);
+    char *log = tu_slurp(err, NULL);
+    int port = 0;
+    ck_assert_int_eq(sscanf(strstr(log, "listening on ws://127.0.0.1:"),
+                            "listening on ws://127.0.0.1:%d", &port),
+                     1);
+    free(log);
+    snprintf(url, n, "ws://127.0.0.1:%d", port);
+    return pid;
+}
+
+/* sync says at once why it cannot connect, and to where; --timeout bounds
+ * a one-shot sync; --watch keeps retrying and says so. */
+START_TEST(sync_fails_fast_and_says_why)
+{
+    pair p;
+    pair_init(&p);
+    sandbox *s = &p.s;
+    char url[64], want[128], werr[4200], wout[4200];
+    int port;
+    local_port(0, &port);
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d", port);
+
+    /* nothing listens: at once, not after 30 s */
+    uint64_t t0 = tu_mono_ms();
+    ck_assert_int_eq(cli_in(s, p.a, "sync", url, "--db", "game", NULL), 1);
+    ck_assert_uint_lt(tu_mono_ms() - t0, 10000);
+    snprintf(want, sizeof want, ": 127.0.0.1:%d (is `crdtdb serve` running there?)\n", port);
+    ck_assert_msg(starts_with(s->err, "crdtdb: connection refused") && strstr(s->err, want) &&
+                      strchr(s->err, '\n') == s->err + strlen(s->err) - 1,
+                  "%s", s->err);
+    ck_assert_str_eq(s->out, "");
+
+    /* a listener that never answers: --timeout bounds the sync */
+    int fd = local_port(1, &port);
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d", port);
+    t0 = tu_mono_ms();
+    ck_assert_int_eq(cli_in(s, p.a, "sync", url, "--db", "game", "--timeout", "1", NULL), 1);
+    uint64_t took = tu_mono_ms() - t0;
+    ck_assert_uint_ge(took, 1000);
+    ck_assert_uint_lt(took, 15000);
+    ck_assert_str_eq(s->err, "crdtdb: could not sync within 1 second (--timeout SECONDS waits "
+                             "longer)\n");
+    close(fd);
+    ck_assert_int_eq(cli_in(s, p.a, "sync", url, "--db", "game", "--timeout", "0", NULL), 2);
+    ck_assert_int_eq(cli_in(s, p.a, "sync", url, "--db", "game", "--timeout", "x", NULL), 2);
+    ck_assert_int_eq(cli_in(s, p.a, "sync", url, "--db", "game", "--watch", "--timeout", "5",
+                            NULL),
+                     2);
+
+    /* --watch never gives up, and says each failure and the retry */
+    local_port(0, &port);
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d", port);
+    path_in(s, werr, sizeof werr, "watch.err");
+    path_in(s, wout, sizeof wout, "watch.out");
+    pid_t watch = bg_in(p.a, wout, werr, "sync", url, "--db", "game", "--watch", NULL);
+    snprintf(want, sizeof want, "127.0.0.1:%d; retrying\n", port);
+    int lines = 0;
+    for (int i = 0; i < 1000 && lines < 3; i++) {
+        ck_assert_msg(waitpid(watch, NULL, WNOHANG) == 0, "sync --watch gave up");
+        tu_sleep_ms(10);
+        if (access(werr, R_OK) != 0)
+            continue;
+        char *err = tu_slurp(werr, NULL);
+        lines = 0;
+        for (const char *l = strstr(err, want); l; l = strstr(l + 1, want))
+            lines++;
+        if (lines >= 1)
+            ck_assert_msg(starts_with(err, "sync error: connection refused"), "%s", err);
+        free(err);
+    }
+    ck_assert_int_ge(lines, 3);
+    kill(watch, SIGTERM);
+    ck_assert_int_eq(tu_wait_exit(watch, 5000, "crdtdb"), 0);
+
+    /* an HTTP refusal: a server that takes tokens, and none given */
+    char srv[4200], secret[4200];
+    path_in(s, srv, sizeof srv, "S");
+    path_in(s, secret, sizeof secret, "secret");
+    tu_spit(secret, "0123456789abcdef0123456789abcdef0123\n", 37);
+    ok_in(s, srv, NULL, "init", NULL);
+    pid_t server = serve_bg(s, srv, url, sizeof url, "--collections", "players,moves",
+                            "--jwt-secret-file", secret);
+    t0 = tu_mono_ms();
+    ck_assert_int_eq(cli_in(s, p.a, "sync", url, "--db", "game", NULL), 1);
+    ck_assert_uint_lt(tu_mono_ms() - t0, 10000);
+    ck_assert_msg(strstr(s->err, "401") && strstr(s->err, "(check --token-file"), "%s", s->err);
+    kill(server, SIGTERM);
+    ck_assert_int_eq(tu_wait_exit(server, 5000, "crdtdb"), 0);
+    sb_free(s);
+}
+END_TEST
+
+/* A copy its server grants server-to-client only stays read-only after
+ * the sync, in every later process. */
+START_TEST(server_to_client_copy_stays_read_only)
+{
+    pair p;
+    pair_init(&p);
+    sandbox *s = &p.s;
+    char srv[4200], url[64];
+    path_in(s, srv, sizeof srv, "S");
+    ok_in(s, srv, NULL, "init", NULL);
+    ok_in(s, srv, "", "create", "game", "--collections", "players,moves", NULL);
+    ok_in(s, srv, "", "add", "game", "players", "ann", "{\"hp\":10}", NULL);
+    pid_t server = serve_bg(s, srv, url, sizeof url, "--mode", "server-to-client", NULL, NULL);
+    ck_assert_int_eq(cli_in(s, p.a, "sync", url, "--db", "game", NULL), 0);
+    ok_in(s, p.a, "{\"id\":\"ann\",\"hp\":10}\n", "get", "game", "players", "ann", NULL);
+    ck_assert_int_eq(cli_in(s, p.a, "update", "game", "players", "ann", "{\"hp\":1}", NULL), 1);
+    ck_assert_msg(starts_with(s->err, "crdtdb: Read only access"), "%s", s->err);
+    ck_assert_int_eq(cli_in(s, p.a, "add", "game", "moves", "m1", "{}", NULL), 1);
+    ck_assert_msg(starts_with(s->err, "crdtdb: Read only access"), "%s", s->err);
+    ok_in(s, p.a, "{\"id\":\"ann\",\"hp\":10}\n", "get", "game", "players", "ann", NULL);
+    kill(server, SIGTERM);
+    ck_assert_int_eq(tu_wait_exit(server, 5000, "crdtdb"), 0);
+    sb_free(s);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -1320,6 +1474,8 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, serve_names_the_key_that_fits);
     tcase_add_test(tc, add_all_and_json_from_stdin);
     tcase_add_test(tc, version_and_help_list_every_option);
+    tcase_add_test(tc, sync_fails_fast_and_says_why);
+    tcase_add_test(tc, server_to_client_copy_stays_read_only);
     suite_add_tcase(s, tc);
     return s;
 }
