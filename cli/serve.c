@@ -248,8 +248,13 @@ int cmd_serve(const char *dir, const args *a)
         status = EXIT_FAILURE;
     } else {
         int rc = crdtdb_server_open(env, &o, &srv);
-        if (rc)
-            status = fail(rc == CRDTDB_EIO ? "cannot listen there" : NULL, rc);
+        if (rc == CRDTDB_EIO) {
+            char msg[320];
+            snprintf(msg, sizeof msg, "cannot listen on %s:%d", host, o.port);
+            status = fail_hint(msg, rc, "is another server on that port? --listen HOST:PORT "
+                                        "picks another");
+        } else if (rc)
+            status = fail(NULL, rc);
         char *ptoken = NULL;
         if (srv && a->npeers && a->peer_token_file && !(ptoken = read_token(a->peer_token_file)))
             status = EXIT_FAILURE;
@@ -259,7 +264,7 @@ int cmd_serve(const char *dir, const args *a)
             l.url = a->peers[i];
             l.token = ptoken;
             if ((rc = crdtdb_server_peer(srv, &l, NULL, 0)))
-                status = fail("bad --peer URL", rc);
+                status = fail_hint("bad --peer URL", rc, "ws://HOST:PORT or wss://HOST:PORT");
         }
         free_secret(ptoken); /* the server keeps its own copy */
     }

@@ -202,7 +202,8 @@ int cmd_token(int argc, char **argv)
     crdtdb_jwt_key_close(key);
     int status = 0;
     if (rc == CRDTDB_EINVAL && alg != CRDTDB_JWT_HS256)
-        status = fail("the key file holds no private key", rc);
+        status = fail_hint("the key file holds no private key", rc,
+                           "sign with the private key; the server verifies with the public one");
     else if (rc == CRDTDB_EINVAL)
         status = fail("--sub is not valid UTF-8", rc);
     else if (rc)

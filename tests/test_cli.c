@@ -1443,6 +1443,11 @@ START_TEST(server_to_client_copy_stays_read_only)
     ck_assert_int_eq(cli_in(s, p.a, "add", "game", "moves", "m1", "{}", NULL), 1);
     ck_assert_msg(starts_with(s->err, "crdtdb: Read only access"), "%s", s->err);
     ok_in(s, p.a, "{\"id\":\"ann\",\"hp\":10}\n", "get", "game", "players", "ann", NULL);
+    /* a second server on that port says what to do */
+    char listen[64];
+    snprintf(listen, sizeof listen, "%s", url + strlen("ws://"));
+    ck_assert_int_eq(cli_in(s, p.b, "serve", "--listen", listen, NULL), 1);
+    ck_assert_msg(strstr(s->err, "(is another server on that port?"), "%s", s->err);
     kill(server, SIGTERM);
     ck_assert_int_eq(tu_wait_exit(server, 5000, "crdtdb"), 0);
     sb_free(s);
