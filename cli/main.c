@@ -807,12 +807,8 @@ int main(int argc, char **argv)
     if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
         return usage(stdout, 0);
     if (strcmp(argv[i], "--version") == 0) {
-#ifdef CRDTDB_VERSION
-        printf("crdtdb %s\n", CRDTDB_VERSION);
-#else
         printf("crdtdb %d.%d.%d\n", CRDTDB_VERSION_MAJOR, CRDTDB_VERSION_MINOR,
                CRDTDB_VERSION_PATCH);
-#endif
         return 0;
     }
     if (strcmp(argv[i], "token") == 0) /* opens no environment */

@@ -1166,7 +1166,11 @@ typedef struct crdtdb_client_options {
                                    for 403, ELIMIT for 429 and 503 (full),
                                    or closes the connection with a reason
                                    (ELIMIT: 1013 memory budget, 1008
-                                   timeouts); may be NULL */
+                                   timeouts); and an ERROR (EIO, not
+                                   remote, no peer) for a connection that
+                                   cannot be made, its message "reason:
+                                   host:port" (TCP, DNS, TLS, an answer
+                                   that is no upgrade); may be NULL */
     void *ctx;
     const char *tls_ca;     /* wss://: PEM file of the CAs to trust (e.g.
                                a self-signed server certificate); NULL: the
