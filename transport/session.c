@@ -573,24 +573,32 @@ static int refuse_delta(crdtdb_session *s, int rc)
     return crdtdb_session_notify(s, rc, s->errmsg) == CRDTDB_ENOMEM ? CRDTDB_ENOMEM : 0;
 }
 
+/* The signer a delta (or replace) claims must be the peer that said hello:
+ * checked before anything is stored (apply then verifies the signature). */
+static int check_signer(crdtdb_session *s, const uint8_t *p, size_t len, const char *what)
+{
+    size_t dlen;
+    char did[CRDTDB_ID_MAX + 1];
+    uint8_t signer[CRDTDB_REPLICA_ID_BYTES];
+    int rc = crdtdb_delta_peek_sender(p, len, &dlen, did, signer);
+    if (rc)
+        return seterr(s, rc, "malformed %s: %s", what, crdtdb_strerror(rc));
+    if (memcmp(signer, s->peer, sizeof s->peer) != 0)
+        return seterr(s, CRDTDB_EBADVALUE, "a %s signed by another replica than the peer", what);
+    return 0;
+}
+
 static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
 {
     if (n != 2 || a[1].type != MSGPACK_OBJECT_BIN)
         return seterr(s, CRDTDB_EBADVALUE, "malformed delta message");
     if (s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
         return seterr(s, CRDTDB_EROFS, "Read only access");
-    /* the signer must be the peer that said hello: checked before anything
-     * is stored (apply then verifies the signature) */
     const uint8_t *bytes = (const uint8_t *)a[1].via.bin.ptr;
     size_t len = a[1].via.bin.size;
-    size_t dlen;
-    char did[CRDTDB_ID_MAX + 1];
-    uint8_t signer[CRDTDB_REPLICA_ID_BYTES];
-    int prc = crdtdb_delta_peek_sender(bytes, len, &dlen, did, signer);
+    int prc = check_signer(s, bytes, len, "delta");
     if (prc)
-        return seterr(s, prc, "malformed delta: %s", crdtdb_strerror(prc));
-    if (memcmp(signer, s->peer, sizeof s->peer) != 0)
-        return seterr(s, CRDTDB_EBADVALUE, "a delta signed by another replica than the peer");
+        return prc;
     uint64_t before = s->received;
     crdtdb_apply_info info;
     s->refused.len = 0;
@@ -679,14 +687,9 @@ static int handle_replace(crdtdb_session *s, const msgpack_object *a, uint32_t n
     if (a[4].type == MSGPACK_OBJECT_BIN) {
         delta = (const uint8_t *)a[4].via.bin.ptr;
         len = a[4].via.bin.size;
-        size_t dlen;
-        char did[CRDTDB_ID_MAX + 1];
-        uint8_t signer[CRDTDB_REPLICA_ID_BYTES];
-        int prc = crdtdb_delta_peek_sender(delta, len, &dlen, did, signer);
+        int prc = check_signer(s, delta, len, "replace");
         if (prc)
-            return seterr(s, prc, "malformed replace: %s", crdtdb_strerror(prc));
-        if (memcmp(signer, s->peer, sizeof s->peer) != 0)
-            return seterr(s, CRDTDB_EBADVALUE, "a replace signed by another replica than the peer");
+            return prc;
     }
     int rc = crdtdb_db_replace(s->db, coll, id, a[3].via.u64, delta, len, NULL);
     if (rc == CRDTDB_ECLOCK)
