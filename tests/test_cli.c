@@ -481,6 +481,12 @@ START_TEST(watch_prints_events)
     ok(&s, "", "update", "db", "users", "u2", "{\"x\":2,\"n\":{\"b\":2}}",
        NULL);
     tu_sleep_ms(200);
+    /* as observers in the writing process say it: an add that changes
+     * nothing is no event, an add over a record is an update */
+    ok(&s, "", "add", "db", "users", "u2", "{\"x\":2,\"n\":{\"b\":2}}", NULL);
+    tu_sleep_ms(200);
+    ok(&s, "", "add", "db", "users", "u2", "{\"x\":3}", NULL);
+    tu_sleep_ms(200);
     ok(&s, "", "remove", "db", "users", "u3", NULL);
     for (int t = 0; t < 1000 && !file_has(out, "\"remove\""); t++)
         tu_sleep_ms(10);
@@ -494,6 +500,8 @@ START_TEST(watch_prints_events)
         "\"value\":{\"id\":\"u1\",\"n\":{\"a\":1},\"x\":1}}\n"
         "{\"event\":\"update\",\"collection\":\"users\",\"id\":\"u2\","
         "\"value\":{\"id\":\"u2\",\"n\":{\"b\":2},\"x\":2}}\n"
+        "{\"event\":\"update\",\"collection\":\"users\",\"id\":\"u2\","
+        "\"value\":{\"id\":\"u2\",\"x\":3}}\n"
         "{\"event\":\"remove\",\"collection\":\"users\",\"id\":\"u3\"}\n";
     const char *tail = strstr(lines, "{\"event\":\"add\",\"collection\":"
                                      "\"users\",\"id\":\"u1\"");
