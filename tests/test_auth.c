@@ -67,30 +67,8 @@ static const tu_net NET = {{&srv}, {&ca, &cb, &cc, &cx, &cy}, 1};
 
 /* ------------------------------------------------------------- helpers */
 
-static void log_line(void *ctx, const char *line)
-{
-    (void)ctx;
-    if (getenv("CRDTDB_TEST_LOG"))
-        fprintf(stderr, "server: %s\n", line);
-    crdtdb__buf_append(&logbuf, line, strlen(line));
-    crdtdb__buf_append(&logbuf, "\n", 1);
-}
-
 /* Server log lines containing `needle`. */
-static int log_count(const char *needle)
-{
-    int n = 0;
-    const char *p = (const char *)logbuf.data, *end = p + logbuf.len;
-    size_t k = strlen(needle);
-    while (p && p < end) {
-        const char *hit = memmem(p, (size_t)(end - p), needle, k);
-        if (!hit)
-            break;
-        n++;
-        p = hit + k;
-    }
-    return n;
-}
+static int log_count(const char *needle) { return tu_log_count(&logbuf, needle); }
 
 static void node_open(node *n, const char *db_id)
 {
@@ -295,7 +273,8 @@ static void start_server(const crdtdb_jwt_key *k)
     o.port = 0;
     o.collections = COLLS3;
     o.ncoll = 3;
-    o.log = log_line;
+    o.log = tu_log_line;
+    o.log_ctx = &logbuf;
     o.jwt_key = k;
     o.auth = &auth;
     ck_assert_int_eq(crdtdb_server_open(S.env, &o, &srv), 0);

@@ -33,19 +33,7 @@ static char a_err[256];
 static char url[64];
 static const tu_net NET = {{&srv}, {&ca}, 2};
 
-static void log_line(void *ctx, const char *line)
-{
-    (void)ctx;
-    if (getenv("CRDTDB_TEST_LOG"))
-        fprintf(stderr, "server: %s\n", line);
-    crdtdb__buf_append(&logbuf, line, strlen(line));
-    crdtdb__buf_append(&logbuf, "\n", 1);
-}
-
-static int logged(const char *needle)
-{
-    return logbuf.len && memmem(logbuf.data, logbuf.len, needle, strlen(needle)) != NULL;
-}
+static int logged(const char *needle) { return tu_log_count(&logbuf, needle) > 0; }
 
 static void setup(void)
 {
@@ -81,7 +69,8 @@ static crdtdb_server_options opts(void)
     crdtdb_server_options_init(&o);
     o.collections = COLLS;
     o.ncoll = 2;
-    o.log = log_line;
+    o.log = tu_log_line;
+    o.log_ctx = &logbuf;
     return o;
 }
 
@@ -383,16 +372,7 @@ START_TEST(memory_budget_sheds_parked_messages)
 END_TEST
 
 /* Server log lines containing needle. */
-static int log_count(const char *needle)
-{
-    int n = 0;
-    const char *p = (const char *)logbuf.data, *end = p + logbuf.len;
-    while (p && p < end && (p = memmem(p, (size_t)(end - p), needle, strlen(needle)))) {
-        n++;
-        p += strlen(needle);
-    }
-    return n;
-}
+static int log_count(const char *needle) { return tu_log_count(&logbuf, needle); }
 
 #define NOREADERS 40
 

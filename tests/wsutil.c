@@ -2,6 +2,8 @@
 #define _GNU_SOURCE /* memmem */
 #include "tests/wsutil.h"
 
+#include "crdt/buf.h"
+
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -14,6 +16,27 @@
 #include <unistd.h>
 
 #include "tests/testutil.h"
+
+void tu_log_line(void *ctx, const char *line)
+{
+    crdtdb_buf *log = ctx;
+    if (getenv("CRDTDB_TEST_LOG"))
+        fprintf(stderr, "server: %s\n", line);
+    crdtdb__buf_append(log, line, strlen(line));
+    crdtdb__buf_append(log, "\n", 1);
+}
+
+int tu_log_count(const crdtdb_buf *log, const char *needle)
+{
+    int n = 0;
+    size_t k = strlen(needle);
+    const char *p = (const char *)log->data, *end = p + log->len;
+    while (p && p < end && (p = memmem(p, (size_t)(end - p), needle, k)) != NULL) {
+        n++;
+        p += k;
+    }
+    return n;
+}
 
 int tu_spin(const tu_net *net, tu_cond cond, void *arg, int ms)
 {

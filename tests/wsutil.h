@@ -26,6 +26,13 @@ typedef struct tu_net {
  * held. */
 int tu_spin(const tu_net *net, tu_cond cond, void *arg, int ms);
 
+/* A server's log callback (crdtdb_server_options.log) appending each line
+ * to the crdtdb_buf at ctx (the suite's; echoed to stderr when
+ * CRDTDB_TEST_LOG is set). */
+void tu_log_line(void *ctx, const char *line);
+/* Occurrences of needle in a log filled by tu_log_line. */
+int tu_log_count(const crdtdb_buf *log, const char *needle);
+
 /* Record (coll, id) of db should read as json: NULL for absent, TU_ANY for
  * any value. */
 typedef struct tu_want {
