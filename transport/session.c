@@ -45,7 +45,6 @@ struct crdtdb_session {
     uint64_t peer_uptodate; /* the peer's last UPTODATE (+1; 0: none) */
     int proven;           /* its acks may be kept: a server's peer signed a
                              delta here; a client trusts the server it chose */
-    size_t max_delta;     /* the environment's max_delta_size */
     crdtdb_buf refused;   /* records the write filter refused in the apply
                              under way: "coll\0id\0" each */
     crdtdb_buf in, out, msg;
@@ -153,7 +152,6 @@ int crdtdb_session_open(crdtdb_db *db, const crdtdb_session_options *opts,
         s->o.mode = CRDTDB_SYNC_TWO_WAY;
     crdtdb_env_options eo;
     crdtdb_env_options_get(crdtdb_db_env(db), &eo); /* for the unset bounds */
-    s->max_delta = eo.max_delta_size;
     if (!s->o.max_message)
         s->o.max_message = eo.max_delta_size + 4096;
     if (!s->o.delta_size)
