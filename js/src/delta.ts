@@ -1,0 +1,920 @@
+/**
+ * The delta codec: a change set as a signed msgpack envelope, byte for byte
+ * as crdt/delta.c writes and reads it (docs/protocol.md, "Deltas").
+ *
+ * Encoding builds the body exactly as the C encoder does (collections and
+ * origins in order of first use, hlc_base = the smallest stamp, stamps as
+ * offsets, a one-key path as a str and a longer one as an array, a map leaf
+ * as a field of 3 elements, a value as bin) and signs it; for the same input
+ * order the bytes equal the C library's (tests/vectors/delta.json).
+ *
+ * Decoding follows the receiver's order: the size and the envelope; the
+ * sender read from its fixed place; the signature verified BEFORE anything
+ * else of the body is parsed; then every check crdt/delta.c makes, with the
+ * same error codes (EBADVALUE, EVERSION, EBADSIG, ETOOBIG, ETOODEEP, EBADID).
+ *
+ * ALIASING: a decoded delta does not copy.  Every Uint8Array in it (sender,
+ * recipient, origins, values, fingerprints) is a subarray VIEW of the input
+ * bytes, so the input must not be mutated while the result lives (pass
+ * {copy: true} to decode from a private copy instead).  Values are not
+ * decoded: `value` is the leaf's msgpack exactly as received, checked for
+ * structure and depth as crdt/mpcheck.c does.
+ *
+ * Also here, shared with frames.ts: the small msgpack writer and the
+ * structural checker (a port of crdt/mpcheck.c).
+ */
+import { CrdtdbError, type ErrorCode } from "./errors.js";
+import { sign, verify, type KeyPair } from "./keys.js";
+import { ADD, REMOVE, type BaseKind, type DeltaBody, type DeltaRecord, type Hlc, type ReplicaId } from "./types.js";
+
+// ---------------------------------------------------------------- limits
+
+/** The receiver's limits (crdtdb_env_options in include/crdtdb.h). */
+export interface DeltaLimits {
+  /** One encoded delta, bytes (default 4 MiB). */
+  maxDeltaSize: number;
+  /** Record entries in one delta (default 65,536). */
+  maxDeltaGroups: number;
+  /** Path keys plus value nesting of one field (default 16). */
+  maxDepth: number;
+  /** The encoded key path of one field (crdt/path.c encoding; default 1024). */
+  maxPathBytes: number;
+  /** One field value's msgpack, bytes (default 1 MiB). */
+  maxValueSize: number;
+}
+
+export const DEFAULT_DELTA_LIMITS: Readonly<DeltaLimits> = Object.freeze({
+  maxDeltaSize: 4 << 20,
+  maxDeltaGroups: 65536,
+  maxDepth: 16,
+  maxPathBytes: 1024,
+  maxValueSize: 1 << 20,
+});
+
+export const DELTA_VERSION = 1;
+/** At most this many history points in a delta. */
+export const DELTA_FP_MAX = 4;
+export const FP_BYTES = 16;
+export const ID_MAX = 255;
+const BODY_FIELDS = 11;
+const BODY_DEPTH = 6; // body > records > rec > fields > field > path
+const U64_MAX = (1n << 64n) - 1n;
+
+// ---------------------------------------------------------------- writer
+
+const te = new TextEncoder();
+
+/** A growable msgpack writer using the smallest encodings, as msgpack-c's
+ *  packer does (so its bytes equal the C library's). */
+export class MpWriter {
+  buf: Uint8Array;
+  pos = 0;
+  constructor(size = 256) {
+    this.buf = new Uint8Array(size);
+  }
+  ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let c = this.buf.length * 2;
+    while (c < this.pos + n) c *= 2;
+    const b = new Uint8Array(c);
+    b.set(this.buf.subarray(0, this.pos));
+    this.buf = b;
+  }
+  /** The bytes written: a view of the writer's buffer. */
+  bytes(): Uint8Array {
+    return this.buf.subarray(0, this.pos);
+  }
+  private be(v: number, w: number): void {
+    const b = this.buf;
+    for (let i = w - 1; i >= 0; i--) {
+      b[this.pos + i] = v & 0xff;
+      v = Math.floor(v / 256);
+    }
+    this.pos += w;
+  }
+  nil(): void {
+    this.ensure(1);
+    this.buf[this.pos++] = 0xc0;
+  }
+  /** An unsigned integer (number up to 2^53, or bigint up to 2^64-1). */
+  uint(v: number | bigint): void {
+    this.ensure(9);
+    if (typeof v === "bigint") {
+      if (v < 0n || v > U64_MAX) throw new RangeError("not a uint64");
+      if (v <= 0xffffffffn) v = Number(v);
+      else {
+        this.buf[this.pos++] = 0xcf;
+        this.be(Number(v >> 32n), 4);
+        this.be(Number(v & 0xffffffffn), 4);
+        return;
+      }
+    }
+    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError("not a safe unsigned integer");
+    const b = this.buf;
+    if (v < 0x80) b[this.pos++] = v;
+    else if (v < 0x100) {
+      b[this.pos++] = 0xcc;
+      b[this.pos++] = v;
+    } else if (v < 0x10000) {
+      b[this.pos++] = 0xcd;
+      this.be(v, 2);
+    } else if (v < 0x100000000) {
+      b[this.pos++] = 0xce;
+      this.be(v, 4);
+    } else {
+      b[this.pos++] = 0xcf;
+      this.be(v, 8);
+    }
+  }
+  /** A signed 32-bit integer as msgpack_pack_int32 writes it. */
+  int32(v: number): void {
+    if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new RangeError("not an int32");
+    if (v >= 0) return this.uint(v);
+    this.ensure(5);
+    const b = this.buf;
+    if (v >= -32) b[this.pos++] = v & 0xff;
+    else if (v >= -128) {
+      b[this.pos++] = 0xd0;
+      b[this.pos++] = v & 0xff;
+    } else if (v >= -32768) {
+      b[this.pos++] = 0xd1;
+      this.be(v & 0xffff, 2);
+    } else {
+      b[this.pos++] = 0xd2;
+      this.be(v >>> 0, 4);
+    }
+  }
+  array(n: number): void {
+    this.ensure(5);
+    if (n < 16) this.buf[this.pos++] = 0x90 | n;
+    else if (n < 0x10000) {
+      this.buf[this.pos++] = 0xdc;
+      this.be(n, 2);
+    } else {
+      this.buf[this.pos++] = 0xdd;
+      this.be(n, 4);
+    }
+  }
+  strHeader(n: number): void {
+    this.ensure(5);
+    if (n < 32) this.buf[this.pos++] = 0xa0 | n;
+    else if (n < 0x100) {
+      this.buf[this.pos++] = 0xd9;
+      this.buf[this.pos++] = n;
+    } else if (n < 0x10000) {
+      this.buf[this.pos++] = 0xda;
+      this.be(n, 2);
+    } else {
+      this.buf[this.pos++] = 0xdb;
+      this.be(n, 4);
+    }
+  }
+  binHeader(n: number): void {
+    this.ensure(5);
+    if (n < 0x100) {
+      this.buf[this.pos++] = 0xc4;
+      this.buf[this.pos++] = n;
+    } else if (n < 0x10000) {
+      this.buf[this.pos++] = 0xc5;
+      this.be(n, 2);
+    } else {
+      this.buf[this.pos++] = 0xc6;
+      this.be(n, 4);
+    }
+  }
+  raw(b: Uint8Array): void {
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+  str(s: string): void {
+    const n = s.length;
+    let ascii = true;
+    for (let i = 0; i < n; i++)
+      if (s.charCodeAt(i) > 0x7f) {
+        ascii = false;
+        break;
+      }
+    if (!ascii) {
+      const b = te.encode(s);
+      this.strHeader(b.length);
+      this.raw(b);
+      return;
+    }
+    this.strHeader(n);
+    this.ensure(n);
+    const b = this.buf;
+    let p = this.pos;
+    for (let i = 0; i < n; i++) b[p++] = s.charCodeAt(i);
+    this.pos = p;
+  }
+  bin(b: Uint8Array): void {
+    this.binHeader(b.length);
+    this.raw(b);
+  }
+}
+
+// ---------------------------------------------------------------- mpcheck
+
+/** mpCheck's results. */
+export const MP_OK = 0;
+export const MP_BAD = 1; // EBADVALUE
+export const MP_DEEP = 2; // ETOODEEP
+/** Why the last mpCheck failed. */
+export let mpWhy = "";
+
+const pending = new Float64Array(66);
+const isMapAt = new Uint8Array(66);
+
+/**
+ * crdt/mpcheck.c: checks that p[off, end) is exactly one well-formed msgpack
+ * value nested at most maxDepth containers deep (the outermost counts 1),
+ * every container claiming no more elements than bytes follow it, map keys
+ * scalars.  Allocation-free.  When tops is given, the offsets of the
+ * outermost container's first tops.length elements are stored in it.
+ * MP_OK, MP_BAD or MP_DEEP (mpWhy says why).
+ */
+export function mpCheck(p: Uint8Array, off: number, end: number, maxDepth: number, tops?: Int32Array): number {
+  if (maxDepth > 64) maxDepth = 64;
+  let depth = 0;
+  let top = 0;
+  pending[0] = 1;
+  isMapAt[0] = 0;
+  while (pending[depth]! > 0 || depth > 0) {
+    if (pending[depth] === 0) {
+      depth--;
+      continue;
+    }
+    if (off >= end) {
+      mpWhy = "truncated msgpack value";
+      return MP_BAD;
+    }
+    const b = p[off]!;
+    const left = end - off;
+    let skip = 1;
+    let items = 0;
+    let container = false;
+    let ok = true;
+    if (b <= 0x7f || b >= 0xe0 || b === 0xc0 || b === 0xc2 || b === 0xc3) skip = 1;
+    else if ((b & 0xf0) === 0x80 || (b & 0xf0) === 0x90) {
+      items = (b & 0x0f) * ((b & 0xf0) === 0x80 ? 2 : 1);
+      container = true;
+    } else if ((b & 0xe0) === 0xa0) skip = 1 + (b & 0x1f);
+    else {
+      let w = 0;
+      switch (b) {
+        case 0xc4: case 0xc5: case 0xc6: case 0xd9: case 0xda: case 0xdb:
+          w = 1 << (b >= 0xd9 ? b - 0xd9 : b - 0xc4);
+          if (left < 1 + w) ok = false;
+          else skip = 1 + w + be(p, off + 1, w);
+          break;
+        case 0xc7: case 0xc8: case 0xc9:
+          w = 1 << (b - 0xc7);
+          if (left < 1 + w) ok = false;
+          else skip = 1 + w + 1 + be(p, off + 1, w);
+          break;
+        case 0xca: skip = 5; break;
+        case 0xcb: skip = 9; break;
+        case 0xcc: case 0xcd: case 0xce: case 0xcf: skip = 1 + (1 << (b - 0xcc)); break;
+        case 0xd0: case 0xd1: case 0xd2: case 0xd3: skip = 1 + (1 << (b - 0xd0)); break;
+        case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: skip = 2 + (1 << (b - 0xd4)); break;
+        case 0xdc: case 0xdd: case 0xde: case 0xdf:
+          w = b & 1 ? 4 : 2;
+          if (left < 1 + w) ok = false;
+          else {
+            items = be(p, off + 1, w) * (b >= 0xde ? 2 : 1);
+            container = true;
+            skip = 1 + w;
+          }
+          break;
+        default:
+          ok = false; // 0xc1
+      }
+    }
+    if (!ok || skip > left) {
+      mpWhy = b === 0xc1 ? "malformed msgpack value" : "truncated msgpack value";
+      return MP_BAD;
+    }
+    const isKey = isMapAt[depth] === 1 && pending[depth]! % 2 === 0;
+    if (tops && depth === 1 && top < tops.length) tops[top++] = off;
+    pending[depth]!--;
+    off += skip;
+    if (!container) continue;
+    if (isKey) {
+      mpWhy = "map keys must be scalars";
+      return MP_BAD;
+    }
+    if (items > end - off) {
+      mpWhy = "msgpack container claims more elements than bytes";
+      return MP_BAD;
+    }
+    if (depth + 1 > maxDepth) {
+      mpWhy = "msgpack value nested too deeply";
+      return MP_DEEP;
+    }
+    depth++;
+    pending[depth] = items;
+    isMapAt[depth] = (b & 0xf0) === 0x80 || b === 0xde || b === 0xdf ? 1 : 0;
+  }
+  if (off !== end) {
+    mpWhy = "trailing bytes after msgpack value";
+    return MP_BAD;
+  }
+  return MP_OK;
+}
+
+function be(p: Uint8Array, at: number, w: number): number {
+  let v = 0;
+  for (let i = 0; i < w; i++) v = v * 256 + p[at + i]!;
+  return v;
+}
+
+// ---------------------------------------------------------------- encode
+
+function fail(code: ErrorCode, message: string): never {
+  throw new CrdtdbError(code, message);
+}
+
+/** The body's msgpack, as crdt/delta.c's encode_body writes it. */
+export function encodeBody(d: DeltaBody): Uint8Array {
+  const colls: string[] = [];
+  const collIdx = new Map<string, number>();
+  const origins: ReplicaId[] = [];
+  const originIdx = new Map<string, number>();
+  const originOf = (k: ReplicaId): number => {
+    if (k.length !== 32) fail("EINVAL", "a replica id is 32 bytes");
+    let key = "";
+    for (let i = 0; i < 32; i++) key += String.fromCharCode(k[i]!);
+    let i = originIdx.get(key);
+    if (i === undefined) {
+      i = origins.length;
+      origins.push(k);
+      originIdx.set(key, i);
+    }
+    return i;
+  };
+  let base: bigint | null = null;
+  let size = 64;
+  const recs: { coll: number; base: number; fields: number[] }[] = [];
+  for (const r of d.records) {
+    let c = collIdx.get(r.coll);
+    if (c === undefined) {
+      c = colls.length;
+      colls.push(r.coll);
+      collIdx.set(r.coll, c);
+    }
+    const fo: number[] = [];
+    const bo = r.base ? originOf(r.base.origin) : -1;
+    if (r.base && (base === null || r.base.hlc < base)) base = r.base.hlc;
+    for (const f of r.fields) {
+      fo.push(originOf(f.origin));
+      if (base === null || f.hlc < base) base = f.hlc;
+      size += 24 + (f.value ? f.value.length : 0);
+      for (const k of f.path) size += 5 + 3 * k.length;
+    }
+    size += 32 + 3 * r.id.length;
+    recs.push({ coll: c, base: bo, fields: fo });
+  }
+  const b = base ?? 0n;
+  const w = new MpWriter(size + 40 * origins.length);
+  w.array(BODY_FIELDS);
+  w.str(d.dbId);
+  if (d.sender.length !== 32) fail("EINVAL", "the sender is a 32-byte replica id");
+  w.bin(d.sender);
+  w.uint(d.from);
+  w.uint(d.to);
+  if (d.ack === null) w.nil();
+  else w.uint(d.ack);
+  w.uint(b);
+  w.array(colls.length);
+  for (const c of colls) w.str(c);
+  w.array(origins.length);
+  for (const o of origins) w.bin(o);
+  w.array(d.records.length);
+  for (let i = 0; i < d.records.length; i++) {
+    const r = d.records[i]!;
+    const x = recs[i]!;
+    w.array(4);
+    w.uint(x.coll);
+    w.str(r.id);
+    if (r.base) {
+      w.array(3);
+      w.uint(r.base.kind);
+      w.uint(r.base.hlc - b);
+      w.uint(x.base);
+    } else w.nil();
+    w.array(r.fields.length);
+    for (let k = 0; k < r.fields.length; k++) {
+      const f = r.fields[k]!;
+      w.array(f.value ? 4 : 3);
+      if (f.path.length === 0) fail("EINVAL", "a field path has at least one key");
+      if (f.path.length > 1) w.array(f.path.length);
+      for (const key of f.path) w.str(key);
+      w.uint(f.hlc - b);
+      w.uint(x.fields[k]!);
+      if (f.value) w.bin(f.value);
+    }
+  }
+  w.array(d.history.length);
+  for (const h of d.history) {
+    w.array(2);
+    w.uint(h.seq);
+    w.bin(h.fp);
+  }
+  if (d.recipient) w.bin(d.recipient);
+  else w.nil();
+  return w.bytes();
+}
+
+/** The envelope [1, bin body, bin sig] around a body and its signature. */
+export function envelope(body: Uint8Array, sig: Uint8Array): Uint8Array {
+  const w = new MpWriter(body.length + 80);
+  w.array(3);
+  w.uint(DELTA_VERSION);
+  w.bin(body);
+  w.bin(sig);
+  return w.bytes();
+}
+
+/** Encodes and signs a delta (kp.publicKey must be body.sender). */
+export async function encodeDelta(body: DeltaBody, kp: KeyPair): Promise<Uint8Array> {
+  if (!bytesEqual(kp.publicKey, body.sender)) fail("EINVAL", "the delta's sender is not the signing key");
+  const b = encodeBody(body);
+  return envelope(b, await sign(kp, b));
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------- decode
+
+/** Reads a bin (bin = true) or str length header at data[at]; returns
+ *  [headerBytes, length] or null (crdt/delta.c read_len). */
+function readLen(data: Uint8Array, at: number, end: number, bin: boolean): [number, number] | null {
+  if (end - at < 1) return null;
+  const b = data[at]!;
+  if (!bin && (b & 0xe0) === 0xa0) return [1, b & 0x1f];
+  let w: number;
+  if (bin && b >= 0xc4 && b <= 0xc6) w = 1 << (b - 0xc4);
+  else if (!bin && b >= 0xd9 && b <= 0xdb) w = 1 << (b - 0xd9);
+  else return null;
+  if (end - at < 1 + w) return null;
+  return [1 + w, be(data, at + 1, w)];
+}
+
+/** Where the parts of an envelope at the start of data lie. */
+export interface DeltaFrame {
+  /** The envelope's whole length (deltas may be concatenated, as in export files). */
+  frameLen: number;
+  bodyStart: number;
+  bodyEnd: number;
+  /** The signature's offset, or -1 if it is not 64 bytes. */
+  sigStart: number;
+}
+
+/** crdtdb__delta_frame: the envelope's bounds without verifying (throws
+ *  EBADVALUE or EVERSION). */
+export function deltaFrame(data: Uint8Array): DeltaFrame {
+  const len = data.length;
+  if (len < 2 || data[0] !== 0x93) fail("EBADVALUE", "malformed delta envelope");
+  if (data[1]! > 0x7f) fail("EBADVALUE", "malformed delta envelope");
+  if (data[1] !== DELTA_VERSION) fail("EVERSION", `unsupported delta format version ${data[1]}`);
+  let off = 2;
+  let r = readLen(data, off, len, true);
+  if (!r || r[1] > len - off - r[0]) fail("EBADVALUE", "malformed delta envelope");
+  const bodyStart = off + r[0];
+  const bodyEnd = bodyStart + r[1];
+  off = bodyEnd;
+  r = readLen(data, off, len, true);
+  if (!r || r[1] > len - off - r[0]) fail("EBADVALUE", "malformed delta envelope");
+  return { frameLen: off + r[0] + r[1], bodyStart, bodyEnd, sigStart: r[1] === 64 ? off + r[0] : -1 };
+}
+
+/** The sender at its fixed place in a body [db_id, sender, ...]: the offset
+ *  of its 32 bytes, or -1 (crdt/delta.c sender_of). */
+function senderAt(data: Uint8Array, start: number, end: number): number {
+  const len = end - start;
+  if (len < 1 || data[start] !== 0x90 + BODY_FIELDS) return -1;
+  const r = readLen(data, start + 1, end, false);
+  if (!r || r[1] > len - 1 - r[0]) return -1;
+  const off = start + 1 + r[0] + r[1];
+  if (end - off < 2 + 32 || data[off] !== 0xc4 || data[off + 1] !== 32) return -1;
+  return off + 2;
+}
+
+const tdFatal = new TextDecoder("utf-8", { fatal: true });
+
+/** crdtdb_delta_peek_sender: the database id and signer of a delta, read
+ *  without verifying (to check the signer against the session's peer).
+ *  Throws EBADVALUE / EVERSION / ETOOBIG as the C function returns them. */
+export function peekSender(data: Uint8Array): { dbId: string; sender: ReplicaId; length: number } {
+  const f = deltaFrame(data);
+  const bs = f.bodyStart;
+  const blen = f.bodyEnd - bs;
+  if (blen < 2 || (data[bs]! & 0xf0) !== 0x90) fail("EBADVALUE", "malformed delta header");
+  let hdr = 1;
+  let n: number;
+  const b = data[bs + 1]!;
+  if ((b & 0xe0) === 0xa0) n = b & 0x1f;
+  else if (b >= 0xd9 && b <= 0xdb) {
+    const w = 1 << (b - 0xd9);
+    if (blen < 2 + w) fail("EBADVALUE", "malformed delta header");
+    n = be(data, bs + 2, w);
+    hdr += w;
+  } else fail("EBADVALUE", "malformed delta header");
+  if (n > ID_MAX) fail("ETOOBIG", "database id over 255 bytes");
+  if (n === 0 || n > blen - 1 - hdr) fail("EBADVALUE", "malformed delta header");
+  const idStart = bs + 1 + hdr;
+  let dbId: string;
+  try {
+    dbId = tdFatal.decode(data.subarray(idStart, idStart + n));
+  } catch {
+    fail("EBADVALUE", "malformed delta header");
+  }
+  for (let i = idStart; i < idStart + n; i++)
+    if (data[i]! < 0x20 || data[i] === 0x7f) fail("EBADVALUE", "malformed delta header");
+  const at = idStart + n;
+  if (blen < at - bs + 2 + 32 || data[at] !== 0xc4 || data[at + 1] !== 32)
+    fail("EBADVALUE", "malformed delta header");
+  return { dbId, sender: data.subarray(at + 2, at + 34), length: f.frameLen };
+}
+
+export interface DecodeOptions {
+  /** Decode from a private copy, so the result does not alias the input. */
+  copy?: boolean;
+}
+
+/**
+ * Verifies and decodes exactly one delta (crdtdb__delta_decode).  Throws
+ * CrdtdbError: ETOOBIG over limits.maxDeltaSize before reading anything;
+ * EBADVALUE / EVERSION for the envelope; EBADSIG unless the body is signed
+ * by the sender it names (nothing else in the body is parsed before that);
+ * then EBADVALUE, EBADID, ETOOBIG, ETOODEEP as crdt/delta.c.
+ * The result's byte arrays are views of `bytes` (see the module comment).
+ */
+export async function decodeDelta(
+  bytes: Uint8Array,
+  limits: Partial<DeltaLimits> = DEFAULT_DELTA_LIMITS,
+  opts?: DecodeOptions,
+): Promise<DeltaBody> {
+  const lim = limits === DEFAULT_DELTA_LIMITS ? DEFAULT_DELTA_LIMITS : { ...DEFAULT_DELTA_LIMITS, ...limits };
+  const len = bytes.length;
+  if (len > lim.maxDeltaSize)
+    fail("ETOOBIG", `delta of ${len} bytes exceeds the limit of ${lim.maxDeltaSize}`);
+  const data = opts?.copy ? new Uint8Array(bytes) : bytes;
+  const f = deltaFrame(data);
+  if (f.frameLen !== len) fail("EBADVALUE", "trailing bytes after delta");
+  if (f.sigStart < 0) fail("EBADSIG", "delta has no 64-byte signature");
+  const s = senderAt(data, f.bodyStart, f.bodyEnd);
+  if (s < 0) fail("EBADVALUE", "malformed delta header");
+  const sender = data.subarray(s, s + 32);
+  const body = data.subarray(f.bodyStart, f.bodyEnd);
+  if (!(await verify(sender, body, data.subarray(f.sigStart, f.sigStart + 64))))
+    fail("EBADSIG", "delta signature does not match its body and sender");
+  return parseBody(data, f.bodyStart, f.bodyEnd, sender, lim);
+}
+
+// The parser works on a body already checked by mpCheck: every header and
+// payload lies inside it, so reads need no bounds checks.  State is module
+// level for speed; parseBody is synchronous, so it is never interleaved.
+let B: Uint8Array = new Uint8Array(0);
+let P = 0;
+let BIG = 0n; // the value of the last uint() that returned UINT_BIG
+const NOT_UINT = -1;
+const UINT_BIG = -2;
+
+/** msgpack-c's POSITIVE_INTEGER: any integer format holding a value >= 0.
+ *  Returns it (advancing) if <= 2^53-1; UINT_BIG (advancing; BIG holds it)
+ *  if larger; NOT_UINT (not advancing) otherwise. */
+function uint(): number {
+  const b = B[P]!;
+  if (b <= 0x7f) {
+    P++;
+    return b;
+  }
+  let v: number;
+  switch (b) {
+    case 0xcc: v = B[P + 1]!; P += 2; return v;
+    case 0xcd: v = (B[P + 1]! << 8) | B[P + 2]!; P += 3; return v;
+    case 0xce: v = be(B, P + 1, 4); P += 5; return v;
+    case 0xcf: return u64(P + 1, 9);
+    case 0xd0: if (B[P + 1]! & 0x80) return NOT_UINT; v = B[P + 1]!; P += 2; return v;
+    case 0xd1: if (B[P + 1]! & 0x80) return NOT_UINT; v = be(B, P + 1, 2); P += 3; return v;
+    case 0xd2: if (B[P + 1]! & 0x80) return NOT_UINT; v = be(B, P + 1, 4); P += 5; return v;
+    case 0xd3: if (B[P + 1]! & 0x80) return NOT_UINT; return u64(P + 1, 9);
+    default: return NOT_UINT;
+  }
+}
+
+function u64(at: number, size: number): number {
+  const hi = be(B, at, 4);
+  const lo = be(B, at + 4, 4);
+  P += size;
+  if (hi < 0x200000) return hi * 0x100000000 + lo;
+  BIG = (BigInt(hi) << 32n) | BigInt(lo);
+  return UINT_BIG;
+}
+
+/** Array length at P (advancing), or -1 (not advancing). */
+function arrayLen(): number {
+  const b = B[P]!;
+  if ((b & 0xf0) === 0x90) {
+    P++;
+    return b & 0x0f;
+  }
+  if (b === 0xdc) {
+    const n = (B[P + 1]! << 8) | B[P + 2]!;
+    P += 3;
+    return n;
+  }
+  if (b === 0xdd) {
+    const n = be(B, P + 1, 4);
+    P += 5;
+    return n;
+  }
+  return -1;
+}
+
+/** Str length at P (advancing past the header), or -1 (not advancing). */
+function strLen(): number {
+  const b = B[P]!;
+  if ((b & 0xe0) === 0xa0) {
+    P++;
+    return b & 0x1f;
+  }
+  if (b === 0xd9) {
+    P += 2;
+    return B[P - 1]!;
+  }
+  if (b === 0xda) {
+    P += 3;
+    return (B[P - 2]! << 8) | B[P - 1]!;
+  }
+  if (b === 0xdb) {
+    P += 5;
+    return be(B, P - 4, 4);
+  }
+  return -1;
+}
+
+/** Bin length at P (advancing past the header), or -1 (not advancing). */
+function binLen(): number {
+  const b = B[P]!;
+  if (b === 0xc4) {
+    P += 2;
+    return B[P - 1]!;
+  }
+  if (b === 0xc5) {
+    P += 3;
+    return (B[P - 2]! << 8) | B[P - 1]!;
+  }
+  if (b === 0xc6) {
+    P += 5;
+    return be(B, P - 4, 4);
+  }
+  return -1;
+}
+
+/** The UTF-8 string of n bytes at P (advancing), or null if invalid. */
+function utf8(n: number): string | null {
+  const start = P;
+  const end = P + n;
+  P = end;
+  if (n <= 48) {
+    let ascii = true;
+    for (let i = start; i < end; i++)
+      if (B[i]! & 0x80) {
+        ascii = false;
+        break;
+      }
+    if (ascii) {
+      if (n === 0) return "";
+      // fromCharCode over a small typed array view: no per-char concat
+      return String.fromCharCode.apply(null, B.subarray(start, end) as unknown as number[]);
+    }
+  }
+  try {
+    return tdFatal.decode(B.subarray(start, end));
+  } catch {
+    return null;
+  }
+}
+
+/** crdt/delta.c str_ok: a str of 1..255 bytes of UTF-8 (strict: and no
+ *  control characters); the string, or null (P then undefined). */
+function idStr(strict: boolean): string | null {
+  const n = strLen();
+  if (n <= 0 || n > ID_MAX) return null;
+  if (strict)
+    for (let i = P; i < P + n; i++) if (B[i]! < 0x20 || B[i] === 0x7f) return null;
+  return utf8(n);
+}
+
+function parseBody(data: Uint8Array, start: number, end: number, sender: ReplicaId, lim: DeltaLimits): DeltaBody {
+  const tops = new Int32Array(BODY_FIELDS);
+  if (mpCheck(data, start, end, BODY_DEPTH, tops) !== MP_OK) fail("EBADVALUE", `delta body: ${mpWhy}`);
+  B = data;
+  try {
+    return parseChecked(tops, sender, lim);
+  } finally {
+    B = EMPTY; // drop the reference to the input
+  }
+}
+const EMPTY = new Uint8Array(0);
+
+function parseChecked(a: Int32Array, sender: ReplicaId, lim: DeltaLimits): DeltaBody {
+  // (sender_of already saw an 11-array; mpCheck recorded its elements)
+  P = a[0]!;
+  const dbId = idStr(true);
+  if (dbId === null) fail("EBADID", "invalid database id in delta");
+  P = a[2]!;
+  const from = uint();
+  P = a[3]!;
+  const to = uint();
+  P = a[4]!;
+  const ackNil = B[P] === 0xc0;
+  const ack = ackNil ? -1 : uint();
+  P = a[5]!;
+  let base: bigint;
+  const bn = uint();
+  base = bn === UINT_BIG ? BIG : BigInt(bn);
+  P = a[6]!;
+  const ncolls = arrayLen();
+  P = a[7]!;
+  const norigins = arrayLen();
+  P = a[8]!;
+  const nrecs = arrayLen();
+  P = a[9]!;
+  const nhist = arrayLen();
+  const bad = (v: number): boolean => v === NOT_UINT;
+  if (bad(from) || bad(to) || (from !== UINT_BIG && to !== UINT_BIG && from > to) ||
+      (!ackNil && bad(ack)) || bad(bn) || ncolls < 0 || norigins < 0 || nrecs < 0 || nhist < 0 ||
+      nhist > DELTA_FP_MAX)
+    fail("EBADVALUE", "malformed delta header");
+  // sequences are numbers here (docs: far below 2^53); stricter than C
+  if (from === UINT_BIG || to === UINT_BIG || ack === UINT_BIG)
+    fail("EBADVALUE", "malformed delta header: a sequence beyond 2^53");
+  const history: { seq: number; fp: Uint8Array }[] = [];
+  for (let i = 0; i < nhist; i++) {
+    if (arrayLen() !== 2) fail("EBADVALUE", "malformed history fingerprint");
+    const seq = uint();
+    if (seq === NOT_UINT || binLen() !== FP_BYTES) fail("EBADVALUE", "malformed history fingerprint");
+    if (seq === UINT_BIG) fail("EBADVALUE", "malformed history fingerprint: a sequence beyond 2^53");
+    history.push({ seq, fp: B.subarray(P, P + FP_BYTES) });
+    P += FP_BYTES;
+  }
+  P = a[10]!;
+  let recipient: ReplicaId | null = null;
+  if (B[P] === 0xc4 && B[P + 1] === 32) recipient = B.subarray(P + 2, P + 34);
+  else if (B[P] !== 0xc0) fail("EBADVALUE", "the recipient is a 32-byte bin or nil");
+  if (!ackNil && !recipient) fail("EBADVALUE", "an ack needs a recipient");
+  P = a[6]! ;
+  arrayLen();
+  const colls: string[] = new Array(ncolls);
+  for (let i = 0; i < ncolls; i++) {
+    const c = idStr(true);
+    if (c === null) fail("EBADID", "invalid collection name in delta");
+    colls[i] = c;
+  }
+  P = a[7]!;
+  arrayLen();
+  const origins: ReplicaId[] = new Array(norigins);
+  for (let i = 0; i < norigins; i++) {
+    if (binLen() !== 32) fail("EBADVALUE", "replica ids are 32-byte bins");
+    origins[i] = B.subarray(P, P + 32);
+    P += 32;
+  }
+  const maxGroups = lim.maxDeltaGroups || 65536;
+  if (nrecs > maxGroups)
+    fail("ETOOBIG", `delta holds ${nrecs} record groups, over the limit of ${maxGroups}`);
+  P = a[8]!;
+  arrayLen();
+  const stamps = new Stamps(base);
+  const records: DeltaRecord[] = new Array(nrecs);
+  for (let i = 0; i < nrecs; i++) records[i] = parseRecord(colls, origins, stamps, lim);
+  return { dbId, sender, from, to, ack: ackNil ? null : ack, records, history, recipient };
+}
+
+/** base + offset, refusing overflow; remembers the last offsets, since the
+ *  fields of one write share a stamp. */
+class Stamps {
+  private readonly room: bigint;
+  private lastOff = -1;
+  private last: Hlc = 0n;
+  constructor(readonly base: bigint) {
+    this.room = U64_MAX - base;
+  }
+  /** The stamp at P (advancing), or -1n if it is not a uint or overflows. */
+  read(): Hlc {
+    const o = uint();
+    if (o === NOT_UINT) return -1n;
+    if (o === this.lastOff) return this.last;
+    const off = o === UINT_BIG ? BIG : BigInt(o);
+    if (off > this.room) return -1n;
+    const s = this.base + off;
+    if (o !== UINT_BIG) {
+      this.lastOff = o;
+      this.last = s;
+    }
+    return s;
+  }
+}
+
+function parseRecord(colls: string[], origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): DeltaRecord {
+  if (arrayLen() !== 4) fail("EBADVALUE", "a record is [coll, id, base, fields]");
+  const c = uint();
+  if (c < 0 || c >= colls.length) fail("EBADVALUE", "bad collection index");
+  const id = idStr(false);
+  if (id === null) fail("EBADID", "invalid record id");
+  let base: DeltaRecord["base"] = null;
+  if (B[P] === 0xc0) P++;
+  else {
+    const n = arrayLen();
+    if (n < 0) fail("EBADVALUE", "bad record base");
+    const kind = n === 3 ? uint() : NOT_UINT;
+    if (kind !== ADD && kind !== REMOVE) fail("EBADVALUE", "bad record base");
+    const hlc = stamps.read();
+    if (hlc < 0n) fail("EBADVALUE", "bad record base");
+    const o = uint();
+    if (o < 0 || o >= origins.length) fail("EBADVALUE", "bad record base");
+    base = { kind: kind as BaseKind, hlc, origin: origins[o]! };
+  }
+  const nf = arrayLen();
+  if (nf < 0) fail("EBADVALUE", "record fields must be an array");
+  const fields: DeltaRecord["fields"] = new Array(nf);
+  for (let i = 0; i < nf; i++) fields[i] = parseField(origins, stamps, lim);
+  return { coll: colls[c]!, id, base, fields };
+}
+
+function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): DeltaRecord["fields"][number] {
+  const size = arrayLen();
+  if (size !== 3 && size !== 4) fail("EBADVALUE", "a field is [path, hlc, origin, value?]");
+  // the path: a str, or an array of strs
+  let n = 1;
+  const pn = arrayLen();
+  if (pn >= 0) n = pn;
+  if (n === 0) fail("EBADVALUE", "empty field path");
+  if (n > lim.maxDepth) fail("ETOODEEP", `field path deeper than ${lim.maxDepth}`);
+  const path: string[] = new Array(n);
+  let plen = 0;
+  for (let i = 0; i < n; i++) {
+    const k = strLen();
+    if (k < 0) fail("EBADVALUE", "field path keys must be UTF-8 strings");
+    let zeros = 0;
+    for (let j = P; j < P + k; j++) if (B[j] === 0) zeros++;
+    const s = utf8(k);
+    if (s === null) fail("EBADVALUE", "field path keys must be UTF-8 strings");
+    path[i] = s;
+    plen += k + zeros + 2;
+  }
+  if (plen > lim.maxPathBytes)
+    fail("ETOOBIG", `field path of ${plen} bytes exceeds the limit of ${lim.maxPathBytes}`);
+  const hlc = stamps.read();
+  const o = hlc < 0n ? NOT_UINT : uint();
+  if (o < 0 || o >= origins.length) fail("EBADVALUE", "bad field stamp or origin");
+  const origin = origins[o]!;
+  if (size === 3) {
+    if (n + 1 > lim.maxDepth) fail("ETOODEEP", `field nested deeper than ${lim.maxDepth}`);
+    return { path, hlc, origin, value: null };
+  }
+  const vlen = binLen();
+  if (vlen < 0) fail("EBADVALUE", "a field value is msgpack in bin");
+  const vs = P;
+  P += vlen;
+  if (vlen) {
+    const b0 = B[vs]!;
+    // maps are never values: they travel as their leaves
+    if ((b0 & 0xf0) === 0x80 || b0 === 0xde || b0 === 0xdf) fail("EBADVALUE", "a field value may not be a map");
+  }
+  if (vlen > lim.maxValueSize)
+    fail("ETOOBIG", `field value of ${vlen} bytes exceeds the limit of ${lim.maxValueSize}`);
+  if (!scalarFits(vs, vlen)) {
+    const rc = mpCheck(B, vs, vs + vlen, lim.maxDepth - n);
+    if (rc === MP_DEEP) fail("ETOODEEP", `field nested deeper than ${lim.maxDepth}`);
+    if (rc !== MP_OK) fail("EBADVALUE", `field value: ${mpWhy}`);
+  }
+  return { path, hlc, origin, value: B.subarray(vs, vs + vlen) };
+}
+
+/** The common case, decided at once: a value that is one scalar filling
+ *  exactly its bytes (what mpCheck would accept at any depth). */
+function scalarFits(at: number, n: number): boolean {
+  if (n === 0) return false;
+  const b = B[at]!;
+  if (b <= 0x7f || b >= 0xe0 || b === 0xc0 || b === 0xc2 || b === 0xc3) return n === 1;
+  if ((b & 0xe0) === 0xa0) return n === 1 + (b & 0x1f);
+  switch (b) {
+    case 0xca: return n === 5;
+    case 0xcb: return n === 9;
+    case 0xcc: case 0xd0: return n === 2;
+    case 0xcd: case 0xd1: return n === 3;
+    case 0xce: case 0xd2: return n === 5;
+    case 0xcf: case 0xd3: return n === 9;
+    case 0xd9: case 0xc4: return n >= 2 && n === 2 + B[at + 1]!;
+    case 0xda: case 0xc5: return n >= 3 && n === 3 + ((B[at + 1]! << 8) | B[at + 2]!);
+    default: return false;
+  }
+}
