@@ -327,11 +327,11 @@ function writeValue(w: Writer, v: unknown, depth: number, maxDepth: number): voi
 /** The canonical msgpack encoding of v (see the module comment).  Throws
  *  CrdtdbError EBADVALUE for what cannot be stored (functions, symbols,
  *  undefined, class instances other than Date/Uint8Array/Ext, invalid
- *  Dates, integers beyond 64 bits), ETOODEEP past 64 levels. */
-export function encodeValue(v: Value): Uint8Array {
+ *  Dates, integers beyond 64 bits), ETOODEEP past maxDepth containers. */
+export function encodeValue(v: Value, maxDepth = 64): Uint8Array {
   if (v === undefined) throw new CrdtdbError("EBADVALUE", "undefined cannot be stored");
   const w = new Writer(32);
-  writeValue(w, v, 0, 64);
+  writeValue(w, v, 0, maxDepth);
   return w.result();
 }
 
@@ -606,6 +606,30 @@ export function flatten(obj: DataObject, limits: Limits = DEFAULT_LIMITS): FlatL
   if (size > limits.maxValueSize)
     throw new CrdtdbError("ETOOBIG", `value of ${size} bytes exceeds the limit of ${limits.maxValueSize}`);
   return out;
+}
+
+/** Builds msgpack from parts: map headers, str keys, raw value bytes (a
+ *  rendering splices stored leaf bytes unchanged). */
+export class MsgpackBuilder {
+  private readonly w = new Writer(256);
+  mapHeader(n: number): void {
+    const w = this.w;
+    if (n < 16) w.u8(0x80 | n);
+    else if (n < 0x10000) w.head(0xde, 2, n);
+    else w.head(0xdf, 4, n);
+  }
+  str(s: string): void {
+    writeStr(this.w, s);
+  }
+  raw(b: Uint8Array): void {
+    this.w.bytes(b);
+  }
+  value(v: Value): void {
+    writeValue(this.w, v, 0, 64);
+  }
+  result(): Uint8Array {
+    return this.w.result();
+  }
 }
 
 /** The byte size of v's canonical msgpack encoding (what C measures
