@@ -1,0 +1,86 @@
+/**
+ * Where a replica keeps its state between runs.  The replica holds
+ * everything in memory (small datastores: one per match, room or
+ * document) and hands the backend one batch per commit: the records it
+ * changed and the replica's metadata, to be stored all or nothing.  A
+ * commit's promise resolves only once the batch is durable, and the
+ * replica acknowledges a delta to its peer only after that.
+ *
+ * Ownership: a backend keeps no reference to the objects of a batch after
+ * commit() resolves (the replica may reuse them); load() hands the replica
+ * objects it then owns.
+ */
+import type { Hlc, StoredRecord } from "./types.js";
+
+/** What the replica knows of one peer (docs/protocol.md, "watermarks"). */
+export interface PeerState {
+  /** Every change of the peer's log up to here is applied. */
+  received: number;
+  /** Every change of ours up to here is held by the peer. */
+  acked: number;
+  /** The last history points the peer sent: [seq, 16-byte fingerprint]. */
+  points: [number, Uint8Array][];
+}
+
+/** The replica's own state besides its records. */
+export interface Meta {
+  /** The ed25519 seed of this replica: its identity.  Persisted so a
+   *  reload is the same replica (a new identity would resend nothing of
+   *  what the old one wrote and lose its watermarks). */
+  seed: Uint8Array;
+  /** The last local change sequence numbered. */
+  seq: number;
+  /** The highest stamp issued or accepted (docs/crdt.md, "Clock rules"). */
+  hlc: Hlc;
+  /** The history chain's head and its recent points [seq, fp]. */
+  fp: Uint8Array;
+  points: [number, Uint8Array][];
+  /** Peers by hex id. */
+  peers: Record<string, PeerState>;
+  /** A server granted only server-to-client: local writes are refused. */
+  readonly: boolean;
+}
+
+export interface Batch {
+  meta: Meta;
+  /** Records to store, by key (collection + "\u0000" + id). */
+  put: Map<string, StoredRecord>;
+  /** Records to forget, by key. */
+  del: Set<string>;
+  /** Forget every record first (a clear). */
+  clear?: boolean;
+  /** Only local writes: a backend may trade the last instant's durability
+   *  for speed (IndexedDB "relaxed").  Never set when a peer will be told. */
+  relaxed?: boolean;
+}
+
+export interface Loaded {
+  meta: Meta | null;
+  records: Map<string, StoredRecord>;
+}
+
+export interface Backend {
+  /** Everything stored, or meta null for a new store. */
+  load(): Promise<Loaded>;
+  /** Stores a batch durably, all or nothing; rejects (CrdtdbError EIO or
+   *  EMAPFULL) and stores nothing on failure. */
+  commit(batch: Batch): Promise<void>;
+  /** Releases the backend.  Safe to call twice. */
+  close(): Promise<void>;
+}
+
+export const recordKey = (coll: string, id: string): string => coll + "\u0000" + id;
+export const splitKey = (key: string): [string, string] => {
+  const i = key.indexOf("\u0000");
+  return [key.slice(0, i), key.slice(i + 1)];
+};
+
+/** Keeps nothing beyond the process: a replica that starts empty each time
+ *  (tests, or a page that only needs the live session). */
+export class MemoryBackend implements Backend {
+  async load(): Promise<Loaded> {
+    return { meta: null, records: new Map() };
+  }
+  async commit(_batch: Batch): Promise<void> {}
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,152 @@
+/**
+ * The app builder's DataStore interface (getById, query, add, addAll,
+ * update, remove, observable) over a crdtdb replica, with the interface's
+ * own error messages and notifications, so code written for the app
+ * builder's TinyBase store runs unchanged.  Records come back with their id
+ * (docs/crdt.md, "A record shown with its id").
+ */
+import { type Backend, MemoryBackend } from "./backend.js";
+import { noCollection, notFound } from "./errors.js";
+import { Observable } from "./observable.js";
+import { compileQuery } from "./query.js";
+import { Replica, type Change, type ReplicaOptions } from "./replica.js";
+import { Sync, type SyncOptions, type SyncStatus } from "./sync.js";
+import type { DataObject } from "./types.js";
+
+export type CollectionName = string;
+export type Id = string | number;
+export type DataStoreObject = DataObject;
+export type Operator = "=" | "==" | ">" | ">=" | "<" | "<=" | "!=";
+export type CriteriaCondition = [fieldName: string, operator: Operator, value: unknown];
+export type Criteria = Record<string, unknown> | CriteriaCondition[];
+
+export const InvalidateAll = "InvalidateAll";
+export const Add = "Add";
+export const Update = "Update";
+export const Remove = "Remove";
+export const MultipleChanges = "MultipleChanges";
+export type UpdateType = typeof InvalidateAll | typeof MultipleChanges | typeof Add | typeof Update | typeof Remove;
+export interface UpdateNotification {
+  collection: CollectionName;
+  type: UpdateType;
+  id?: Id;
+  changes?: DataStoreObject;
+}
+
+/** The interface as the app builder declares it (src/shared/DataStore.ts). */
+export interface DataStore {
+  getById(collection: CollectionName, id: Id, nullIfNotFound?: boolean): Promise<DataStoreObject | null>;
+  query(collection: CollectionName, criteria: Criteria): Promise<DataStoreObject[]>;
+  add(collection: CollectionName, id: Id, item: DataStoreObject): Promise<void>;
+  addAll(collection: CollectionName, items: { [id: string]: DataStoreObject }): Promise<void>;
+  update(collection: CollectionName, id: Id, changes: object): Promise<void>;
+  remove(collection: CollectionName, id: Id): Promise<void>;
+  observable(collection: CollectionName): Observable<UpdateNotification>;
+}
+
+export interface OpenOptions extends Omit<ReplicaOptions, "backend" | "collections"> {
+  /** The declared collections, as an array or the app builder's "A;B;C" text. */
+  collections: readonly string[] | string;
+  /** Where the copy is kept (default: memory only). */
+  backend?: Backend;
+  /** Sync with a crdtdb server (omit to work locally only). */
+  sync?: SyncOptions;
+}
+
+/** Parses "Players; Moves" or "Players,Moves" (config text may add ": ..." per entry). */
+function parseCollections(c: readonly string[] | string): string[] {
+  const list = typeof c === "string" ? c.split(/[;,\n]/) : [...c];
+  return list.map((s) => s.split(":")[0]!.trim()).filter((s) => s.length > 0);
+}
+
+export class CrdtdbDataStore implements DataStore {
+  /** The replica underneath: its id, clock, export/apply for embedders. */
+  readonly replica: Replica;
+  /** The connection, when opened with `sync`. */
+  readonly sync: Sync | null;
+  private readonly observables = new Map<string, Observable<UpdateNotification>>();
+  private readonly unlisten: () => void;
+
+  private constructor(replica: Replica, sync: SyncOptions | undefined) {
+    this.replica = replica;
+    this.unlisten = replica.onChange((changes, invalidate) => this.notify(changes, invalidate));
+    this.sync = sync ? new Sync(replica, sync) : null;
+  }
+
+  /** Opens the store: loads its copy and, with `sync`, starts syncing.
+   *  Close it with close(). */
+  static async open(o: OpenOptions): Promise<CrdtdbDataStore> {
+    const replica = await Replica.open({ ...o, collections: parseCollections(o.collections), backend: o.backend ?? new MemoryBackend() });
+    const ds = new CrdtdbDataStore(replica, o.sync);
+    ds.sync?.start();
+    return ds;
+  }
+
+  get syncStatus(): SyncStatus | null { return this.sync?.status ?? null; }
+  /** True once a server granted only server-to-client: writes throw "Read only access". */
+  get isReadOnly(): boolean { return this.replica.readonly; }
+
+  async close(): Promise<void> {
+    this.sync?.stop();
+    this.unlisten();
+    await this.replica.close();
+  }
+
+  async getById(collection: CollectionName, id: Id, nullIfNotFound = false): Promise<DataStoreObject | null> {
+    const rec = this.replica.get(collection, String(id));
+    if (rec === null && !nullIfNotFound) throw notFound(collection, String(id));
+    return rec;
+  }
+
+  async query(collection: CollectionName, criteria: Criteria): Promise<DataStoreObject[]> {
+    const match = compileQuery(criteria);
+    return this.replica.list(collection, match);
+  }
+
+  async add(collection: CollectionName, id: Id, item: DataStoreObject): Promise<void> {
+    await this.replica.add(collection, [[String(id), item]]);
+  }
+
+  async addAll(collection: CollectionName, items: { [id: string]: DataStoreObject }): Promise<void> {
+    const list = Object.entries(items);
+    if (list.length) await this.replica.add(collection, list);
+    else if (!this.replica.collections.has(collection)) throw noCollection(collection);
+  }
+
+  async update(collection: CollectionName, id: Id, changes: object): Promise<void> {
+    await this.replica.update(collection, String(id), changes as DataObject);
+  }
+
+  async remove(collection: CollectionName, id: Id): Promise<void> {
+    await this.replica.remove(collection, String(id));
+  }
+
+  observable(collection: CollectionName): Observable<UpdateNotification> {
+    if (!this.replica.collections.has(collection)) throw noCollection(collection);
+    let o = this.observables.get(collection);
+    if (!o) {
+      o = new Observable<UpdateNotification>();
+      this.observables.set(collection, o);
+    }
+    return o;
+  }
+
+  /** One commit's changes: one record changed -> Add / Update / Remove with
+   *  the record; several -> MultipleChanges for each collection touched. */
+  private notify(changes: Change[], invalidate: boolean): void {
+    if (invalidate) {
+      for (const [collection, o] of this.observables) o.send({ collection, type: InvalidateAll });
+      return;
+    }
+    if (changes.length === 1) {
+      const c = changes[0]!;
+      const o = this.observables.get(c.coll);
+      if (!o) return;
+      if (c.now === null) o.send({ collection: c.coll, type: Remove, id: c.id });
+      else o.send({ collection: c.coll, type: c.was ? Update : Add, id: c.id, changes: c.now });
+      return;
+    }
+    for (const coll of new Set(changes.map((c) => c.coll)))
+      this.observables.get(coll)?.send({ collection: coll, type: MultipleChanges });
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * A replica kept in one file, for Node: an append-only journal of commit
+ * batches (u32 big-endian length, then the msgpack of the batch), each
+ * written and fsynced before the commit resolves.  Opening replays the
+ * journal, drops a torn last entry (a crash mid-write), and rewrites the
+ * file as one snapshot (to a temporary file, fsynced, renamed over) when
+ * the journal has grown past twice the live data.
+ */
+import { open, rename, rm, type FileHandle } from "node:fs/promises";
+import type { Backend, Batch, Loaded, Meta } from "./backend.js";
+import { CrdtdbError } from "./errors.js";
+import { decodeStored, encodeStored, fixRecord } from "./recordcodec.js";
+import type { StoredRecord } from "./types.js";
+
+interface Entry {
+  meta: Meta;
+  put: [string, StoredRecord][];
+  del: string[];
+  clear?: boolean;
+}
+
+function ioError(e: unknown): CrdtdbError {
+  const code = (e as { code?: string })?.code;
+  return new CrdtdbError(code === "ENOSPC" ? "EMAPFULL" : "EIO", `replica file: ${(e as Error)?.message ?? e}`);
+}
+
+function fixMeta(m: Meta): Meta {
+  m.hlc = BigInt(m.hlc);
+  m.seq = Number(m.seq);
+  return m;
+}
+
+export class FileBackend implements Backend {
+  private fh: FileHandle | null = null;
+  private size = 0;
+
+  /** The caller names the file; the backend owns it until close(). */
+  constructor(private readonly path: string) {}
+
+  async load(): Promise<Loaded> {
+    let meta: Meta | null = null;
+    const records = new Map<string, StoredRecord>();
+    let buf: Uint8Array;
+    try {
+      const fh = await open(this.path, "a+");
+      buf = await fh.readFile();
+      await fh.close();
+    } catch (e) { throw ioError(e); }
+    let off = 0, entries = 0;
+    const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    while (off + 4 <= buf.length) {
+      const n = dv.getUint32(off);
+      if (off + 4 + n > buf.length) break; // torn tail
+      let e: Entry;
+      try { e = decodeStored<Entry>(buf.subarray(off + 4, off + 4 + n)); } catch { break; }
+      if (e.clear) records.clear();
+      for (const k of e.del) records.delete(k);
+      for (const [k, r] of e.put) records.set(k, fixRecord(r));
+      meta = fixMeta(e.meta);
+      off += 4 + n;
+      entries++;
+    }
+    try {
+      if (meta && (off < buf.length || entries > 64 && off > 2 * this.liveSize(records, meta))) {
+        await this.snapshot(meta, records);
+      } else {
+        this.fh = await open(this.path, "a");
+        this.size = off;
+      }
+    } catch (e) { throw ioError(e); }
+    return { meta, records };
+  }
+
+  private liveSize(records: Map<string, StoredRecord>, meta: Meta): number {
+    return this.encode({ meta, put: [...records], del: [] }).length;
+  }
+
+  private encode(e: Entry): Uint8Array {
+    const body = encodeStored(e);
+    const out = new Uint8Array(4 + body.length);
+    new DataView(out.buffer).setUint32(0, body.length);
+    out.set(body, 4);
+    return out;
+  }
+
+  private async snapshot(meta: Meta, records: Map<string, StoredRecord>): Promise<void> {
+    const bytes = this.encode({ meta, put: [...records], del: [] });
+    const tmp = this.path + ".tmp";
+    const fh = await open(tmp, "w");
+    await fh.writeFile(bytes);
+    await fh.sync();
+    await fh.close();
+    await this.fh?.close();
+    await rename(tmp, this.path);
+    this.fh = await open(this.path, "a");
+    this.size = bytes.length;
+  }
+
+  async commit(b: Batch): Promise<void> {
+    if (!this.fh) throw new CrdtdbError("EIO", "replica file is not open");
+    const bytes = this.encode({ meta: b.meta, put: [...b.put], del: [...b.del], clear: b.clear });
+    try {
+      await this.fh.write(bytes);
+      await this.fh.datasync();
+      this.size += bytes.length;
+    } catch (e) {
+      // nothing half-written may stay: cut back to the last whole entry
+      await this.fh.truncate(this.size).catch(() => undefined);
+      throw ioError(e);
+    }
+  }
+
+  async close(): Promise<void> {
+    const fh = this.fh;
+    this.fh = null;
+    await fh?.close();
+  }
+
+  /** Deletes the file (the copy and the identity). */
+  static async destroy(path: string): Promise<void> {
+    await rm(path, { force: true });
+    await rm(path + ".tmp", { force: true });
+  }
+}

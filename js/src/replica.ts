@@ -1,0 +1,614 @@
+/**
+ * One replica of one database: its records in memory, its change log, its
+ * clock, its peers' watermarks, and the rules that change them.  Local
+ * writes, remote deltas, purges and replaces each run as one commit: the
+ * records they touch are changed on copies, the batch goes to the backend,
+ * and only once it is durable are the copies installed, observers told and
+ * (by the session) the peer acknowledged.  Commits run one at a time.
+ *
+ * This is the JS twin of storage/ in the C library; docs/crdt.md and
+ * docs/protocol.md are the rules both follow.
+ */
+import { recordKey, splitKey, type Backend, type Batch, type Meta, type PeerState } from "./backend.js";
+import { CrdtdbError, noCollection, notFound, readOnly } from "./errors.js";
+import { decodeDelta, encodeDelta, DEFAULT_DELTA_LIMITS, type DeltaLimits } from "./delta.js";
+import { Chain } from "./fingerprint.js";
+import { Clock } from "./hlc.js";
+import { generateKeyPair, keyPairFromSeed, toHex, type KeyPair } from "./keys.js";
+import {
+  addRegisters, emptyRecord, isVisible, mergeBase, mergeLeaves, registersOf, render,
+  updateLeaves, withId,
+} from "./record.js";
+import { DEFAULT_LIMITS, type Limits } from "./value.js";
+import { compareIds } from "./path.js";
+import {
+  ADD, LOCAL, REMOVE, type BaseReg, type DataObject, type DeltaBody, type DeltaRecord, type Hlc,
+  type Leaf, type ReplicaId, type Source, type StoredRecord,
+} from "./types.js";
+
+export interface ReplicaOptions {
+  /** The database id (1..255 bytes). */
+  dbId: string;
+  /** The declared collections; anything else is "Collection 'X' not found". */
+  collections: readonly string[];
+  backend: Backend;
+  /** Milliseconds since the epoch; injectable for tests (docs/crdt.md). */
+  now?: () => number;
+  /** A peer's stamp may be at most this far ahead (default 5 minutes). */
+  maxClockSkewMs?: number;
+  limits?: Partial<Limits & DeltaLimits>;
+}
+
+/** One record's visible change, for observers. */
+export interface Change {
+  coll: string;
+  id: string;
+  /** Visible before the commit. */
+  was: boolean;
+  /** The record as now visible (with its id), or null if not visible. */
+  now: DataObject | null;
+}
+
+export interface ApplyInfo {
+  /** The peer's range (from, to] and whether our watermark moved. */
+  from: number;
+  to: number;
+  received: number;
+  /** Our own sequences this apply numbered. */
+  localFrom: number;
+  localTo: number;
+}
+
+const POINTS_KEPT = 4096;
+const PEER_POINTS_KEPT = 8;
+const LOG_COMPACT_MIN = 4096;
+
+/** A log entry: the sequence, and the record it numbered a register of. */
+interface LogEntry { seq: number; key: string }
+
+export class Replica {
+  readonly dbId: string;
+  readonly collections: ReadonlySet<string>;
+  readonly limits: Limits & DeltaLimits;
+  readonly clock: Clock;
+  private readonly backend: Backend;
+  private kp!: KeyPair;
+  private meta!: Meta;
+  private records = new Map<string, StoredRecord>();
+  /** Registers by sequence, ascending; an entry is stale once its record no
+   *  longer holds a register of that sequence (found lazily). */
+  private log: LogEntry[] = [];
+  private stale = 0;
+  private lock: Promise<unknown> = Promise.resolve();
+  private listeners = new Set<(changes: Change[], invalidate: boolean) => void>();
+  private closed = false;
+
+  private constructor(o: ReplicaOptions) {
+    this.dbId = o.dbId;
+    this.collections = new Set(o.collections);
+    this.backend = o.backend;
+    this.limits = { ...DEFAULT_LIMITS, ...DEFAULT_DELTA_LIMITS, ...(o.limits ?? {}) };
+    this.clock = new Clock({ now: o.now, maxSkewMs: o.maxClockSkewMs });
+  }
+
+  /** Opens a replica on its backend: loads what is stored, or makes a new
+   *  identity.  The caller owns the replica until close(). */
+  static async open(o: ReplicaOptions): Promise<Replica> {
+    const enc = new TextEncoder();
+    if (!o.dbId || enc.encode(o.dbId).length > 255) throw new CrdtdbError("EBADID", `invalid database id '${o.dbId}'`);
+    const r = new Replica(o);
+    const loaded = await o.backend.load();
+    if (loaded.meta) {
+      r.meta = loaded.meta;
+      r.kp = await keyPairFromSeed(loaded.meta.seed);
+    } else {
+      r.kp = await generateKeyPair();
+      r.meta = { seed: r.kp.secretSeed, seq: 0, hlc: 0n, fp: new Uint8Array(16), points: [], peers: {}, readonly: false };
+      await o.backend.commit({ meta: r.meta, put: new Map(), del: new Set() });
+    }
+    r.clock.observe(r.meta.hlc);
+    r.records = loaded.records;
+    r.rebuildLog();
+    return r;
+  }
+
+  get id(): ReplicaId { return this.kp.publicKey; }
+  get idHex(): string { return toHex(this.kp.publicKey); }
+  get keyPair(): KeyPair { return this.kp; }
+  get seq(): number { return this.meta.seq; }
+  get readonly(): boolean { return this.meta.readonly; }
+
+  peer(idHex: string): PeerState {
+    return this.meta.peers[idHex] ?? { received: 0, acked: 0, points: [] };
+  }
+
+  /** Tells fn of every committed change (after the commit is durable). */
+  onChange(fn: (changes: Change[], invalidate: boolean) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.lock.catch(() => undefined);
+    await this.backend.close();
+  }
+
+  /* ------------------------------------------------------------ reads */
+
+  private checkColl(coll: string): void {
+    if (!this.collections.has(coll)) throw noCollection(coll);
+  }
+
+  /** The visible record with its id, or null. */
+  get(coll: string, id: string): DataObject | null {
+    this.checkColl(coll);
+    const r = this.records.get(recordKey(coll, id));
+    return r && isVisible(r) ? withId(id, render(r)) : null;
+  }
+
+  /** Every visible record of a collection that matches, in id order (bytewise UTF-8, as the C library). */
+  list(coll: string, match: (rec: DataObject) => boolean): DataObject[] {
+    this.checkColl(coll);
+    const prefix = coll + "\u0000";
+    const ids: string[] = [];
+    for (const [key, r] of this.records) if (key.startsWith(prefix) && isVisible(r)) ids.push(key.slice(prefix.length));
+    ids.sort(compareIds);
+    const out: DataObject[] = [];
+    for (const id of ids) {
+      const obj = withId(id, render(this.records.get(prefix + id)!));
+      if (match(obj)) out.push(obj);
+    }
+    return out;
+  }
+
+  /** The stored registers of a record (tests and tools). */
+  stored(coll: string, id: string): StoredRecord | undefined {
+    return this.records.get(recordKey(coll, id));
+  }
+
+  /* ------------------------------------------------------- the commit */
+
+  /** Runs fn alone: commits never interleave. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.lock.then(() => {
+      if (this.closed) throw new CrdtdbError("EBUSY", "the replica is closed");
+      return fn();
+    });
+    this.lock = p.catch(() => undefined);
+    return p;
+  }
+
+  /** A commit under way: copies of the records it changes, and the chain. */
+  private begin(): Txn {
+    return new Txn(this);
+  }
+
+  /** @internal the record as the transaction sees it (a private copy once written). */
+  recordFor(t: Txn, key: string): StoredRecord | undefined {
+    if (t.put.has(key)) return t.put.get(key);
+    if (t.del.has(key)) return undefined;
+    return this.records.get(key);
+  }
+
+  private async finish(t: Txn, extra?: (m: Meta) => void): Promise<Change[]> {
+    const meta: Meta = { ...this.meta, peers: { ...this.meta.peers } };
+    // number what the transaction stored, in one chain commit
+    const seq0 = meta.seq;
+    let seq = seq0;
+    const chain = new Chain(meta.fp);
+    const enc = new TextEncoder();
+    const newLog: LogEntry[] = [];
+    for (const [key, r] of t.put) {
+      const [coll, id] = splitKey(key);
+      const c = t.collNum(coll);
+      for (const g of registersOf(r)) {
+        if (g.seq !== 0) continue;
+        g.seq = ++seq;
+        g.src = t.src;
+        const path = "path" in g ? enc.encode(JSON.stringify(g.path)) : new Uint8Array(0);
+        const kind = "path" in g ? (g.value === null ? 3 : 0) : g.kind;
+        chain.note(g.seq, c, id, path, g.hlc, g.origin, kind);
+        newLog.push({ seq: g.seq, key });
+      }
+    }
+    meta.seq = seq;
+    if (seq > seq0) {
+      meta.fp = chain.commit(seq0, seq);
+      meta.points = [...meta.points, [seq, meta.fp] as [number, Uint8Array]].slice(-POINTS_KEPT);
+    }
+    if (t.maxHlc > 0n) this.clock.recv(t.maxHlc);
+    meta.hlc = this.clock.last;
+    extra?.(meta);
+    const batch: Batch = { meta, put: t.put, del: t.del, clear: t.clear, relaxed: t.local };
+    await this.backend.commit(batch);
+    // durable: install
+    const changes: Change[] = [];
+    if (t.clear) {
+      this.records = new Map();
+      this.log = [];
+      this.stale = 0;
+    }
+    for (const key of t.del) {
+      const was = this.records.get(key);
+      if (!was) continue;
+      this.records.delete(key);
+      this.stale += registersOf(was).length;
+      const [coll, id] = splitKey(key);
+      if (isVisible(was)) changes.push({ coll, id, was: true, now: null });
+    }
+    for (const [key, r] of t.put) {
+      const old = this.records.get(key);
+      const [coll, id] = splitKey(key);
+      const wasVis = !!old && isVisible(old);
+      if (old) this.stale += registersOf(old).length;
+      this.stale -= registersOf(r).filter((g) => g.seq <= seq0).length;
+      this.records.set(key, r);
+      const nowVis = isVisible(r);
+      if (wasVis || nowVis) changes.push({ coll, id, was: wasVis, now: nowVis ? withId(id, render(r)) : null });
+    }
+    for (const e of newLog) this.log.push(e);
+    this.meta = meta;
+    if (this.stale > LOG_COMPACT_MIN && this.stale > this.log.length / 2) this.rebuildLog();
+    const inval = !!t.clear;
+    if (changes.length || inval) for (const fn of this.listeners) fn(changes, inval);
+    return changes;
+  }
+
+  private rebuildLog(): void {
+    const log: LogEntry[] = [];
+    for (const [key, r] of this.records) for (const g of registersOf(r)) log.push({ seq: g.seq, key });
+    log.sort((a, b) => a.seq - b.seq);
+    this.log = log;
+    this.stale = 0;
+  }
+
+  /* ------------------------------------------------------ local writes */
+
+  private checkWrite(coll: string, id: string): void {
+    this.checkColl(coll);
+    if (this.meta.readonly) throw readOnly();
+    if (!id || new TextEncoder().encode(id).length > 255) throw new CrdtdbError("EBADID", `invalid id '${id}'`);
+  }
+
+  /** add(id, value) for each item, in one commit with one stamp each. */
+  add(coll: string, items: [string, DataObject][]): Promise<Change[]> {
+    for (const [id] of items) this.checkWrite(coll, id);
+    return this.serial(async () => {
+      const t = this.begin();
+      t.local = true;
+      for (const [id, value] of items) {
+        const regs = addRegisters(value, this.clock.tick(), this.id, this.limits);
+        const r = t.writable(recordKey(coll, id));
+        mergeBase(r, regs.base);
+        mergeLeaves(r, regs.leaves);
+      }
+      return this.finish(t);
+    });
+  }
+
+  /** update(id, changes): deep merge into a visible record. */
+  update(coll: string, id: string, changes: DataObject): Promise<Change[]> {
+    this.checkWrite(coll, id);
+    return this.serial(async () => {
+      const key = recordKey(coll, id);
+      const cur = this.records.get(key);
+      if (!cur || !isVisible(cur)) throw notFound(coll, id);
+      const t = this.begin();
+      t.local = true;
+      const r = t.writable(key);
+      mergeLeaves(r, updateLeaves(r, changes, this.clock.tick(), this.id, this.limits));
+      return this.finish(t);
+    });
+  }
+
+  /** remove(id): a tombstone when the record is visible here, else nothing. */
+  remove(coll: string, id: string): Promise<Change[]> {
+    this.checkWrite(coll, id);
+    return this.serial(async () => {
+      const key = recordKey(coll, id);
+      const cur = this.records.get(key);
+      if (!cur || !isVisible(cur)) return [];
+      const t = this.begin();
+      t.local = true;
+      const r = t.writable(key);
+      mergeBase(r, { kind: REMOVE, hlc: this.clock.tick(), origin: this.id, seq: 0, src: LOCAL });
+      return this.finish(t);
+    });
+  }
+
+  /* ---------------------------------------------------- remote deltas */
+
+  /**
+   * Verifies and applies a delta from peer `from` (hex id), all or nothing
+   * (docs/protocol.md, "Limits checked on receipt").  Verification is done
+   * before anything is locked; the watermark, clock and records commit
+   * together.  Throws CrdtdbError; nothing is stored then.
+   */
+  async apply(bytes: Uint8Array, expectSender?: ReplicaId): Promise<ApplyInfo> {
+    const d = await decodeDelta(bytes, this.limits);
+    if (expectSender && toHex(d.sender) !== toHex(expectSender))
+      throw new CrdtdbError("EBADVALUE", "a delta signed by another replica than the peer");
+    return this.serial(() => this.applyBody(d));
+  }
+
+  private checkBody(d: DeltaBody, peerHex: string): Hlc {
+    if (d.dbId !== this.dbId)
+      throw new CrdtdbError("EINVAL", `the delta is for database '${d.dbId}', this is '${this.dbId}'`);
+    let max = 0n;
+    for (const rec of d.records) {
+      if (!this.collections.has(rec.coll)) throw new CrdtdbError("ENOCOLL", `Collection '${rec.coll}' not found`);
+      if (rec.base && rec.base.hlc > max) max = rec.base.hlc;
+      for (const f of rec.fields) if (f.hlc > max) max = f.hlc;
+    }
+    if (max > 0n) this.clock.check(max);
+    // history: a second fingerprint for a sequence is a second history
+    const peer = this.peer(peerHex);
+    for (const p of d.history)
+      for (const [s, fp] of peer.points)
+        if (s === p.seq && toHex(fp) !== toHex(p.fp))
+          throw new CrdtdbError("EFORK", `the peer's history at ${s} differs from what it sent before (a copied replica)`);
+    const self = d.recipient && toHex(d.recipient) === this.idHex;
+    if (self && d.ack !== null && d.ack > this.meta.seq)
+      throw new CrdtdbError("EFORK", `the peer holds ${d.ack} of this replica's changes, more than the ${this.meta.seq} it wrote (a copied replica)`);
+    return max;
+  }
+
+  private async applyBody(d: DeltaBody): Promise<ApplyInfo> {
+    const peerHex = toHex(d.sender);
+    const max = this.checkBody(d, peerHex);
+    const t = this.begin();
+    t.src = peerHex;
+    t.maxHlc = max;
+    for (const rec of d.records) mergeRemote(t, rec);
+    const seq0 = this.meta.seq;
+    const peer = this.peer(peerHex);
+    const mine = d.recipient === null || toHex(d.recipient) === this.idHex;
+    const received = mine && d.from <= peer.received && d.to > peer.received ? d.to : peer.received;
+    await this.finish(t, (m) => {
+      const p: PeerState = { ...peer, points: peer.points.slice() };
+      p.received = received;
+      if (d.recipient && toHex(d.recipient) === this.idHex && d.ack !== null && d.ack > p.acked) p.acked = d.ack;
+      for (const h of d.history) if (!p.points.some(([s]) => s === h.seq)) p.points.push([h.seq, h.fp.slice()]);
+      p.points = p.points.slice(-PEER_POINTS_KEPT);
+      m.peers[peerHex] = p;
+    });
+    return { from: d.from, to: d.to, received, localFrom: seq0, localTo: this.meta.seq };
+  }
+
+  /** Records a peer's acknowledgement (bounded by our own log). */
+  ackFrom(peerHex: string, seq: number): Promise<void> {
+    return this.serial(async () => {
+      const p = this.peer(peerHex);
+      if (seq <= p.acked || seq > this.meta.seq) return;
+      const t = this.begin();
+      await this.finish(t, (m) => { m.peers[peerHex] = { ...p, acked: seq }; });
+    });
+  }
+
+  /** Marks the copy read-only (or not), durably. */
+  markReadonly(ro: boolean): Promise<void> {
+    return this.serial(async () => {
+      if (this.meta.readonly === ro) return;
+      await this.finish(this.begin(), (m) => { m.readonly = ro; });
+    });
+  }
+
+  /** Forgets a record, with no tombstone and nothing to send (a purge). */
+  purge(coll: string, id: string): Promise<Change[]> {
+    return this.serial(async () => {
+      const key = recordKey(coll, id);
+      if (!this.collections.has(coll)) throw new CrdtdbError("ENOCOLL", `Collection '${coll}' not found`);
+      if (!this.records.has(key)) return [];
+      const t = this.begin();
+      t.del.add(key);
+      return this.finish(t);
+    });
+  }
+
+  /**
+   * A replace from the server: takes back our own registers of the record
+   * numbered up to `upto`, then merges the server's copy (a delta of that
+   * record, verified before anything is locked), in one commit.
+   */
+  async replace(coll: string, id: string, upto: number, delta: Uint8Array | null, server: ReplicaId): Promise<Change[]> {
+    if (!this.collections.has(coll)) throw new CrdtdbError("EBADVALUE", "replace of an unknown record");
+    const d = delta ? await decodeDelta(delta, this.limits) : null;
+    if (d && toHex(d.sender) !== toHex(server)) throw new CrdtdbError("EBADVALUE", "a replace signed by another replica than the peer");
+    return this.serial(async () => {
+      const max = d ? this.checkBody(d, toHex(server)) : 0n;
+      const key = recordKey(coll, id);
+      const t = this.begin();
+      const cur = this.records.get(key);
+      if (cur) {
+        const r = t.writable(key);
+        if (r.base && r.base.src === LOCAL && r.base.seq <= upto) r.base = null;
+        r.leaves = r.leaves.filter((l) => !(l.src === LOCAL && l.seq <= upto));
+        if (!r.base && !r.leaves.length) { t.put.delete(key); t.del.add(key); }
+      }
+      if (d) {
+        t.src = toHex(server);
+        t.maxHlc = max;
+        for (const rec of d.records) if (rec.coll === coll && rec.id === id) mergeRemote(t, rec);
+      }
+      return this.finish(t);
+    });
+  }
+
+  /** Forgets every record holding a change of our own after `after` (a
+   *  read-only grant: they can never be sent).  Returns how many. */
+  discardUnsent(after: number): Promise<number> {
+    return this.serial(async () => {
+      const t = this.begin();
+      for (const [key, r] of this.records)
+        if (registersOf(r).some((g) => g.src === LOCAL && g.seq > after)) t.del.add(key);
+      if (!t.del.size) return 0;
+      await this.finish(t);
+      return t.del.size;
+    });
+  }
+
+  /** Forgets every record and every peer's watermarks (access changed: the
+   *  next sync starts from nothing).  Observers get InvalidateAll. */
+  clear(): Promise<void> {
+    return this.serial(async () => {
+      const t = this.begin();
+      t.clear = true;
+      await this.finish(t, (m) => { m.peers = {}; });
+    });
+  }
+
+  /* ------------------------------------------------------------ export */
+
+  /** The last sequence at or before `seq` that ends a commit, with its fingerprint. */
+  private pointAtOrBefore(seq: number): [number, Uint8Array] | null {
+    let best: [number, Uint8Array] | null = null;
+    for (const p of this.meta.points) if (p[0] <= seq && (!best || p[0] > best[0])) best = p;
+    return best;
+  }
+
+  /**
+   * Signed deltas for peer `to` (hex) of our log after `after`, each at
+   * most maxBytes (estimated), leaving out what came from that peer unless
+   * `all`.  Returns no deltas when the range holds nothing for it (or, with
+   * `empty`, one delta of no records, which moves the peer's watermark),
+   * with `upto` the last sequence scanned (for a skip).
+   */
+  async exportFor(peerId: ReplicaId, after: number, opts: { all?: boolean; maxBytes?: number; empty?: boolean } = {}): Promise<{ deltas: { bytes: Uint8Array; to: number }[]; upto: number }> {
+    const peerHex = toHex(peerId);
+    const last = this.meta.seq;
+    const maxBytes = Math.min(opts.maxBytes ?? this.limits.maxDeltaSize, this.limits.maxDeltaSize);
+    const out: { bytes: Uint8Array; to: number }[] = [];
+    if (after >= last) return { deltas: out, upto: last };
+    let i = lowerBound(this.log, after + 1);
+    let from = after;
+    const received = this.peer(peerHex).received;
+    while (i < this.log.length) {
+      // one chunk: records in log order until the estimate is full
+      const keys = new Set<string>();
+      let size = 256, to = from;
+      for (; i < this.log.length && size < maxBytes * 0.8 && keys.size < this.limits.maxDeltaGroups; i++) {
+        const e = this.log[i]!;
+        const r = this.records.get(e.key);
+        if (!r || !registersOf(r).some((g) => g.seq === e.seq)) continue; // stale
+        to = e.seq;
+        if (!keys.has(e.key)) { keys.add(e.key); size += e.key.length + 16; }
+        size += estimate(r, e.seq);
+      }
+      const end = i >= this.log.length ? last : to;
+      const recs: DeltaRecord[] = [];
+      for (const key of keys) {
+        const r = this.records.get(key)!;
+        const [coll, id] = splitKey(key);
+        const pick = (g: BaseReg | Leaf): boolean => g.seq > from && g.seq <= end && (opts.all || g.src !== peerHex);
+        const base = r.base && pick(r.base) ? { kind: r.base.kind, hlc: r.base.hlc, origin: r.base.origin } : null;
+        const fields = r.leaves.filter(pick).map((l) => ({ path: l.path, hlc: l.hlc, origin: l.origin, value: l.value }));
+        if (base || fields.length) recs.push({ coll, id, base, fields });
+      }
+      if (recs.length || (opts.empty && !out.length && end === last)) {
+        const history: { seq: number; fp: Uint8Array }[] = [];
+        for (const s of [from, end]) {
+          const p = this.pointAtOrBefore(s);
+          if (p && !history.some((h) => h.seq === p[0])) history.push({ seq: p[0], fp: p[1] });
+        }
+        const body: DeltaBody = { dbId: this.dbId, sender: this.id, from, to: end, ack: received, records: recs, history, recipient: peerId };
+        out.push({ bytes: await encodeDelta(body, this.kp), to: end });
+      }
+      from = end;
+    }
+    return { deltas: out, upto: last };
+  }
+}
+
+/** @internal One commit under way. */
+class Txn {
+  put = new Map<string, StoredRecord>();
+  del = new Set<string>();
+  clear = false;
+  src: Source = LOCAL;
+  /** Only local writes (no peer is told of this commit). */
+  local = false;
+  maxHlc = 0n;
+  private colls = new Map<string, number>();
+  constructor(private readonly rep: Replica) {}
+
+  /** A private copy of the record to change (created empty if absent). */
+  writable(key: string): StoredRecord {
+    const have = this.put.get(key);
+    if (have) return have;
+    const cur = this.rep.recordFor(this, key);
+    const r: StoredRecord = cur
+      ? { base: cur.base ? { ...cur.base } : null, leaves: cur.leaves.map((l) => ({ ...l })) }
+      : emptyRecord();
+    this.del.delete(key);
+    this.put.set(key, r);
+    return r;
+  }
+
+  /** A collection's number for the history chain: its declaration index. */
+  collNum(coll: string): number {
+    let n = this.colls.get(coll);
+    if (n === undefined) {
+      n = [...this.rep.collections].indexOf(coll);
+      this.colls.set(coll, n);
+    }
+    return n;
+  }
+}
+
+/** Merges one delta record into the transaction; EFORGED on equivocation. */
+function mergeRemote(t: Txn, rec: DeltaRecord): void {
+  const r = t.writable(recordKey(rec.coll, rec.id));
+  if (rec.base) {
+    const b = rec.base;
+    if (r.base && r.base.hlc === b.hlc && sameId(r.base.origin, b.origin) && r.base.kind !== b.kind)
+      throw forged(rec.coll, rec.id);
+    mergeBase(r, { kind: b.kind, hlc: b.hlc, origin: b.origin, seq: 0, src: t.src });
+  }
+  if (rec.fields.length) {
+    for (const f of rec.fields) {
+      const l = findLeaf(r.leaves, f.path);
+      if (l && l.hlc === f.hlc && sameId(l.origin, f.origin) && !sameBytes(l.value, f.value)) throw forged(rec.coll, rec.id);
+    }
+    mergeLeaves(r, rec.fields.map((f) => ({ path: f.path, hlc: f.hlc, origin: f.origin, value: f.value, seq: 0, src: t.src })));
+  }
+}
+
+const forged = (coll: string, id: string): CrdtdbError =>
+  new CrdtdbError("EFORGED", `two values under one stamp for record '${id}' in '${coll}'`);
+
+function findLeaf(leaves: Leaf[], path: readonly string[]): Leaf | undefined {
+  // records are small; a linear scan keeps this simple
+  outer: for (const l of leaves) {
+    if (l.path.length !== path.length) continue;
+    for (let i = 0; i < path.length; i++) if (l.path[i] !== path[i]) continue outer;
+    return l;
+  }
+  return undefined;
+}
+
+function sameId(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function sameBytes(a: Uint8Array | null, b: Uint8Array | null): boolean {
+  return a === null || b === null ? a === b : sameId(a, b);
+}
+
+function lowerBound(log: LogEntry[], seq: number): number {
+  let lo = 0, hi = log.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (log[mid]!.seq < seq) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+function estimate(r: StoredRecord, seq: number): number {
+  for (const l of r.leaves) if (l.seq === seq) return 24 + (l.value?.length ?? 0) + l.path.reduce((n, k) => n + k.length + 2, 0);
+  return 16;
+}
+

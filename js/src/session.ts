@@ -1,0 +1,356 @@
+/**
+ * The client side of the sync protocol (docs/protocol.md, "Sessions") as a
+ * sans-IO engine: frames in through receive(), frames out through the
+ * `send` callback, storage through the Replica.  The WebSocket binding
+ * (sync.ts) only moves bytes; tests drive a session with any byte pipe.
+ *
+ * Messages are handled one at a time, in order: a delta is verified,
+ * committed durably and only then acknowledged.
+ */
+import { CrdtdbError, codeOf, type ErrorCode } from "./errors.js";
+import { encodeFrame, FrameReader, type Message } from "./frames.js";
+import { toHex } from "./keys.js";
+import type { ApplyInfo, Replica } from "./replica.js";
+import type { ReplicaId } from "./types.js";
+
+export const TWO_WAY = 1;
+export const SERVER_TO_CLIENT = 2;
+export type SyncMode = typeof TWO_WAY | typeof SERVER_TO_CLIENT;
+
+export type SessionEvent =
+  | { type: "ready"; mode: SyncMode }
+  | { type: "applied"; info: ApplyInfo }
+  | { type: "caughtUp" }
+  /** fatal: the session ended (an ERROR from the peer, or ours to it). */
+  | { type: "error"; code: ErrorCode; errno: number; message: string; fatal: boolean }
+  | { type: "closed" };
+
+export interface SessionOptions {
+  mode: SyncMode;
+  /** Called with each frame to send, in order.  The session does not keep it. */
+  send: (frame: Uint8Array) => void;
+  onEvent: (e: SessionEvent) => void;
+  /** Largest frame accepted (default 8 MiB, above max_delta_size). */
+  maxMessage?: number;
+  /** Largest delta sent (default the replica's maxDeltaSize). */
+  deltaSize?: number;
+  /** A shared replica: keeps offline writes under a read-only grant. */
+  noPurge?: boolean;
+}
+
+const SKIP_SPAN = 256;
+
+export class ClientSession {
+  private readonly r: Replica;
+  private readonly o: Required<Omit<SessionOptions, "noPurge">> & { noPurge: boolean };
+  private readonly reader: FrameReader;
+  private state: "handshake" | "open" | "closed" = "handshake";
+  private server: ReplicaId | null = null;
+  private serverHex = "";
+  private mode: SyncMode;
+  private haveSince = false;
+  private received = 0;
+  private hint = 0;
+  private sentUpto = 0;
+  private skipTo = 0;
+  private allUpto = 0;
+  private peerAcked = 0;
+  private toldUptodate = 0;
+  private peerUptodate = 0;
+  private caught = false;
+  private queue: Promise<void> = Promise.resolve();
+  private pumping = false;
+  private pumpAgain = false;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private clockRetries = 0;
+  private unlisten: () => void;
+
+  constructor(replica: Replica, opts: SessionOptions) {
+    this.r = replica;
+    this.o = {
+      maxMessage: 8 << 20,
+      deltaSize: replica.limits.maxDeltaSize,
+      noPurge: false,
+      ...opts,
+    };
+    this.mode = opts.mode;
+    this.reader = new FrameReader(this.o.maxMessage);
+    // local commits go out at once (immediate push)
+    this.unlisten = replica.onChange(() => this.pump());
+  }
+
+  get closed(): boolean { return this.state === "closed"; }
+  get grantedMode(): SyncMode { return this.mode; }
+  get peer(): ReplicaId | null { return this.server; }
+
+  /** Caught up with the server and nothing of ours waits to be acked. */
+  get synced(): boolean {
+    return this.state === "open" && this.caught &&
+      (this.mode !== TWO_WAY || (Math.max(this.sentUpto, this.skipTo) >= this.r.seq && this.peerAcked >= this.sentUpto));
+  }
+
+  /** Sends the hello; call once the byte stream is open. */
+  start(): void {
+    this.out({ t: "hello", version: 1, dbId: this.r.dbId, replicaId: this.r.id, mode: this.o.mode });
+  }
+
+  /** Feeds bytes received.  Handling is asynchronous and in order. */
+  receive(chunk: Uint8Array): void {
+    if (this.state === "closed") return;
+    try {
+      this.reader.push(chunk);
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    this.queue = this.queue.then(() => this.drain());
+  }
+
+  /** Resolves once everything received so far is handled. */
+  idle(): Promise<void> {
+    return this.queue;
+  }
+
+  /** Ends the session politely (a close message) and stops listening. */
+  close(): void {
+    if (this.state === "closed") return;
+    try { this.out({ t: "close" }); } catch { /* the pipe is gone */ }
+    this.end();
+  }
+
+  /** Ends without a message (the connection dropped). */
+  end(): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.unlisten();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.o.onEvent({ type: "closed" });
+  }
+
+  private out(m: Message): void {
+    this.o.send(encodeFrame(m));
+  }
+
+  private fail(e: unknown): void {
+    const err = e instanceof CrdtdbError ? e : new CrdtdbError("EIO", String((e as Error)?.message ?? e));
+    if (this.state !== "closed") {
+      try { this.out({ t: "error", code: err.errno, message: err.message }); } catch { /* gone */ }
+      this.o.onEvent({ type: "error", code: err.code, errno: err.errno, message: err.message, fatal: true });
+    }
+    this.end();
+  }
+
+  private async drain(): Promise<void> {
+    for (;;) {
+      if (this.state === "closed") return;
+      let m: Message | null;
+      try {
+        m = this.reader.next();
+      } catch (e) {
+        this.fail(e);
+        return;
+      }
+      if (!m) break;
+      try {
+        await this.handle(m);
+      } catch (e) {
+        this.fail(e);
+        return;
+      }
+    }
+    await this.pump();
+  }
+
+  private async handle(m: Message): Promise<void> {
+    switch (m.t) {
+      case "hello": return this.onHello(m);
+      case "error": {
+        this.o.onEvent({ type: "error", code: codeOf(m.code), errno: m.code, message: "peer: " + m.message, fatal: true });
+        this.end();
+        return;
+      }
+      case "notice":
+        this.o.onEvent({ type: "error", code: codeOf(m.code), errno: m.code, message: "peer: " + m.message, fatal: false });
+        return;
+      case "close":
+        this.end();
+        return;
+    }
+    if (this.state !== "open") throw new CrdtdbError("EBADVALUE", `message '${m.t}' before the handshake`);
+    switch (m.t) {
+      case "delta": return this.onDelta(m.delta);
+      case "purge":
+        await this.r.purge(m.coll, m.id).catch((e: unknown) => {
+          if (e instanceof CrdtdbError && (e.code === "ENOCOLL" || e.code === "EBADID"))
+            throw new CrdtdbError("EBADVALUE", "purge of an unknown record");
+          throw e;
+        });
+        return;
+      case "replace":
+        if (this.o.noPurge) {
+          this.o.onEvent({ type: "error", code: "EROFS", errno: -13, message: `the peer refused record '${m.id}' in '${m.coll}'; kept here as it is`, fatal: false });
+          return;
+        }
+        try {
+          await this.r.replace(m.coll, m.id, m.upto, m.delta, this.server!);
+        } catch (e) {
+          if (e instanceof CrdtdbError && e.code === "ECLOCK") return this.refused(e);
+          throw e;
+        }
+        return;
+      case "skip": {
+        const have = Math.max(this.hint, this.received);
+        if (m.from <= have && m.to > have) {
+          this.hint = m.to;
+          this.out({ t: "ack", seq: this.hint });
+        }
+        this.checkCaughtUp();
+        return;
+      }
+      case "since": {
+        const last = this.r.seq;
+        if (m.maxBytes !== undefined && m.maxBytes < this.o.deltaSize) this.o.deltaSize = m.maxBytes;
+        if (m.seq > this.peerAcked && m.seq <= last) this.peerAcked = m.seq;
+        this.sentUpto = m.seq;
+        this.skipTo = 0;
+        if (m.seq === 0) this.allUpto = last;
+        this.haveSince = true;
+        return;
+      }
+      case "ack": {
+        if (m.seq <= this.peerAcked || m.seq > this.r.seq) return; // beyond our log: believed by no one
+        this.peerAcked = m.seq;
+        await this.r.ackFrom(this.serverHex, m.seq);
+        return;
+      }
+      case "uptodate":
+        this.peerUptodate = m.seq + 1;
+        this.caught = false;
+        this.checkCaughtUp();
+        return;
+      default:
+        throw new CrdtdbError("EBADVALUE", `unexpected message '${(m as Message).t}'`);
+    }
+  }
+
+  private async onHello(m: Extract<Message, { t: "hello" }>): Promise<void> {
+    if (this.state !== "handshake") throw new CrdtdbError("EBADVALUE", "a second hello");
+    if (m.version !== 1) throw new CrdtdbError("EVERSION", `protocol version ${m.version}, this end speaks 1`);
+    if (m.dbId !== this.r.dbId) throw new CrdtdbError("EINVAL", `the peer syncs database '${m.dbId}', this end '${this.r.dbId}'`);
+    if (toHex(m.replicaId) === this.r.idHex) throw new CrdtdbError("EINVAL", "the peer has this replica's own id");
+    if (m.mode !== TWO_WAY && m.mode !== SERVER_TO_CLIENT) throw new CrdtdbError("EBADVALUE", `unknown sync mode ${m.mode}`);
+    this.server = m.replicaId;
+    this.serverHex = toHex(m.replicaId);
+    this.mode = m.mode as SyncMode;
+    const ro = this.mode === SERVER_TO_CLIENT;
+    // imposed by the server (two-way was asked): the copy is read-only
+    if (this.o.mode === TWO_WAY && !this.o.noPurge) await this.r.markReadonly(ro);
+    this.state = "open";
+    this.received = this.r.peer(this.serverHex).received;
+    let discarded = 0;
+    if (ro && !this.o.noPurge) discarded = await this.r.discardUnsent(this.r.peer(this.serverHex).acked);
+    this.out({ t: "since", seq: discarded ? 0 : this.received });
+    this.o.onEvent({ type: "ready", mode: this.mode });
+    if (discarded)
+      this.o.onEvent({
+        type: "error", code: "EROFS", errno: -13, fatal: false,
+        message: `${discarded} record${discarded === 1 ? "" : "s"} changed here while offline cannot be sent (read-only access): reset to the server's copy`,
+      });
+  }
+
+  private async onDelta(bytes: Uint8Array): Promise<void> {
+    const before = this.received;
+    let info: ApplyInfo;
+    try {
+      info = await this.r.apply(bytes, this.server!);
+    } catch (e) {
+      if (e instanceof CrdtdbError && e.code === "ECLOCK") return this.refused(e);
+      throw e;
+    }
+    // what this apply numbered came from the server: nothing to send back
+    const done = Math.max(this.skipTo, this.sentUpto);
+    if (info.localTo > info.localFrom && done >= info.localFrom && this.toldUptodate === info.localFrom + 1) {
+      this.skipTo = info.localTo;
+      this.toldUptodate = info.localTo + 1;
+    }
+    this.clockRetries = 0;
+    this.o.onEvent({ type: "applied", info });
+    if (info.received > this.received) this.received = info.received;
+    if (this.received > before && this.received > this.hint) this.out({ t: "ack", seq: this.received });
+    this.checkCaughtUp();
+  }
+
+  /**
+   * A delta stamped too far ahead: not applied, our watermark stays before
+   * it.  We say so, and ask for it again (since our watermark) once our
+   * clock has caught up with its stamp, so the session is never wedged.
+   */
+  private refused(e: CrdtdbError): void {
+    this.o.onEvent({ type: "error", code: e.code, errno: e.errno, message: e.message, fatal: false });
+    this.out({ t: "notice", code: e.errno, message: e.message });
+    // the stamp's time comes; ask again at 1 s, 2 s, 4 s ... at most 30 s
+    const wait = Math.min(1000 * 2 ** this.clockRetries++, 30_000);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.state === "open") this.queue = this.queue.then(() => this.out({ t: "since", seq: this.received }));
+    }, wait);
+  }
+
+  private checkCaughtUp(): void {
+    const have = Math.max(this.hint, this.received);
+    if (this.peerUptodate && have >= this.peerUptodate - 1) {
+      this.peerUptodate = 0;
+      this.caught = true;
+      this.o.onEvent({ type: "caughtUp" });
+    }
+  }
+
+  /** Sends what the server lacks of our log, then says we are up to date. */
+  async pump(): Promise<void> {
+    if (this.state !== "open" || !this.haveSince || this.mode !== TWO_WAY) return;
+    if (this.pumping) { this.pumpAgain = true; return; }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        await this.pumpOnce();
+      } while (this.pumpAgain && this.state === "open");
+    } catch (e) {
+      this.fail(e);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private async pumpOnce(): Promise<void> {
+    for (;;) {
+      if (this.state !== "open") return;
+      const last = this.r.seq;
+      const done = Math.max(this.skipTo, this.sentUpto);
+      if (done >= last) {
+        if (this.toldUptodate !== last + 1) { // once per position
+          this.toldUptodate = last + 1;
+          this.out({ t: "uptodate", seq: last });
+        }
+        return;
+      }
+      // A range holding nothing for the server gets a skip, unsigned; once
+      // it is long, one empty signed delta moves the server's watermark.
+      const longskip = this.skipTo > this.sentUpto && this.skipTo - this.sentUpto >= SKIP_SPAN;
+      const x = await this.r.exportFor(this.server!, this.sentUpto, {
+        all: this.sentUpto < this.allUpto, maxBytes: this.o.deltaSize, empty: longskip,
+      });
+      if (this.state !== "open") return;
+      for (const d of x.deltas) {
+        this.out({ t: "delta", delta: d.bytes });
+        this.sentUpto = d.to;
+      }
+      if (Math.max(this.sentUpto, this.skipTo) < x.upto) {
+        this.out({ t: "skip", from: this.sentUpto, to: x.upto });
+        this.skipTo = x.upto;
+      }
+    }
+  }
+}
+

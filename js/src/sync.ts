@@ -1,0 +1,222 @@
+/**
+ * The WebSocket binding of a client session: connects to a crdtdb server
+ * (`<url>/v1/db/<database id>`), moves bytes between the socket and a
+ * ClientSession, and reconnects with backoff after anything but a final
+ * answer.  Native WebSocket in browsers (token in `?access_token=`), any
+ * WHATWG-compatible constructor in Node (e.g. `ws`, token in the
+ * Authorization header).
+ *
+ * What a close means (docs/protocol.md, "Close codes"):
+ * - a bad or expired token (EAUTH, close 4401, HTTP 401): ask for a token
+ *   again (the `token` callback) and retry; stop if there is none;
+ * - the database is denied to this user (EDENIED, 4403, HTTP 403): the copy
+ *   is cleared (InvalidateAll) and sync stops;
+ * - access changed (EREVOKED): the copy is cleared and sync reconnects;
+ * - anything else (network, 1006, 1011, 1013, caps): retry with backoff.
+ */
+import { CrdtdbError, codeOf } from "./errors.js";
+import { ClientSession, SERVER_TO_CLIENT, TWO_WAY, type SessionEvent, type SyncMode } from "./session.js";
+import type { Replica } from "./replica.js";
+
+/** The part of the WHATWG WebSocket that the binding uses. */
+export interface SocketLike {
+  binaryType: string;
+  readonly readyState: number;
+  readonly bufferedAmount: number;
+  onopen: ((ev: unknown) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
+
+export type SocketFactory = (url: string, headers: Record<string, string>) => SocketLike;
+
+export type SyncState = "connecting" | "open" | "synced" | "offline" | "stopped";
+
+export interface SyncStatus {
+  state: SyncState;
+  /** The last error, if the state came from one. */
+  error?: CrdtdbError;
+}
+
+export interface SyncOptions {
+  /** The server's base URL, e.g. "ws://127.0.0.1:8080". */
+  url: string;
+  /** A bearer token, or a function giving the current one (called before each connect). */
+  token?: string | (() => string | null | Promise<string | null>);
+  /** "two-way" (default) or "server-to-client". */
+  mode?: "two-way" | "server-to-client";
+  /** How to make a socket: defaults to the global WebSocket with the token in the query. */
+  socket?: SocketFactory;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  onStatus?: (s: SyncStatus) => void;
+  /** Every session event (errors that do not end the session included). */
+  onEvent?: (e: SessionEvent) => void;
+}
+
+/** The biggest WebSocket message we send (the server's limit). */
+const WS_CHUNK = 64 * 1024;
+
+export class Sync {
+  private readonly r: Replica;
+  private readonly o: SyncOptions;
+  private ws: SocketLike | null = null;
+  private session: ClientSession | null = null;
+  private attempt = 0;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private stopped = false;
+  private st: SyncStatus = { state: "offline" };
+  private waiters: (() => void)[] = [];
+  private onOnline = (): void => { if (!this.ws && !this.stopped) this.connectSoon(0); };
+
+  constructor(replica: Replica, opts: SyncOptions) {
+    this.r = replica;
+    this.o = opts;
+  }
+
+  get status(): SyncStatus { return this.st; }
+
+  /** Connects (and keeps reconnecting) until stop(). */
+  start(): void {
+    this.stopped = false;
+    const g = globalThis as { addEventListener?: (t: string, f: () => void) => void };
+    g.addEventListener?.("online", this.onOnline);
+    this.connectSoon(0);
+  }
+
+  /** Closes the connection and stops reconnecting.  Local data stays. */
+  stop(): void {
+    this.stopped = true;
+    const g = globalThis as { removeEventListener?: (t: string, f: () => void) => void };
+    g.removeEventListener?.("online", this.onOnline);
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.session?.close();
+    this.ws?.close(1000, "bye");
+    this.ws = null;
+    this.setStatus({ state: "stopped" });
+  }
+
+  /** Resolves once the copy has everything the server had when it last said so
+   *  and the server holds every local write. */
+  whenSynced(): Promise<void> {
+    if (this.st.state === "synced") return Promise.resolve();
+    return new Promise((res) => this.waiters.push(res));
+  }
+
+  private setStatus(s: SyncStatus): void {
+    this.st = s;
+    if (s.state === "synced") for (const w of this.waiters.splice(0)) w();
+    this.o.onStatus?.(s);
+  }
+
+  private connectSoon(ms: number): void {
+    if (this.timer || this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.connect().catch((e: unknown) => this.retry(e instanceof CrdtdbError ? e : new CrdtdbError("EIO", String(e))));
+    }, ms);
+  }
+
+  private retry(err?: CrdtdbError): void {
+    if (this.stopped) return;
+    const min = this.o.minBackoffMs ?? 500, max = this.o.maxBackoffMs ?? 30_000;
+    const base = Math.min(max, min * 2 ** this.attempt++);
+    this.setStatus(err ? { state: "offline", error: err } : { state: "offline" });
+    this.connectSoon(base / 2 + Math.random() * base / 2);
+  }
+
+  private async connect(): Promise<void> {
+    if (this.stopped) return;
+    const token = typeof this.o.token === "function" ? await this.o.token() : this.o.token ?? null;
+    const base = this.o.url.replace(/\/+$/, "");
+    let url = `${base}/v1/db/${encodeURIComponent(this.r.dbId)}`;
+    const headers: Record<string, string> = {};
+    const make = this.o.socket;
+    if (token && make) headers["authorization"] = `Bearer ${token}`;
+    else if (token) url += `?access_token=${encodeURIComponent(token)}`;
+    const ws = make ? make(url, headers) : defaultSocket(url);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    this.setStatus({ state: "connecting" });
+    const mode: SyncMode = this.o.mode === "server-to-client" ? SERVER_TO_CLIENT : TWO_WAY;
+    let final: "auth" | "denied" | "revoked" | null = null;
+    let lastError: CrdtdbError | undefined;
+    const s = new ClientSession(this.r, {
+      mode,
+      send: (f) => {
+        for (let i = 0; i < f.length; i += WS_CHUNK) ws.send(f.subarray(i, Math.min(f.length, i + WS_CHUNK)));
+      },
+      onEvent: (e) => {
+        this.o.onEvent?.(e);
+        if (e.type === "ready") { this.attempt = 0; this.setStatus({ state: "open" }); }
+        else if (e.type === "caughtUp") this.checkSynced();
+        else if (e.type === "applied") this.checkSynced();
+        else if (e.type === "error") {
+          lastError = new CrdtdbError(e.code, e.message);
+          if (e.fatal && e.code === "EAUTH") final = "auth";
+          else if (e.fatal && (e.code === "EDENIED" || e.code === "ENODB")) final = "denied";
+          else if (e.fatal && e.code === "EREVOKED") final = "revoked";
+        }
+      },
+    });
+    this.session = s;
+    ws.onopen = () => s.start();
+    ws.onmessage = (ev) => {
+      const d = ev.data;
+      if (d instanceof ArrayBuffer) s.receive(new Uint8Array(d));
+      else if (d instanceof Uint8Array) s.receive(d);
+      this.checkSyncedLater(s);
+    };
+    ws.onerror = () => { /* onclose follows with the code */ };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.session = null;
+      void s.idle().then(async () => {
+        s.end();
+        if (ev.code === 4401) final = "auth";
+        else if (ev.code === 4403 || ev.code === 4404) final = final ?? "denied";
+        if (!lastError && ev.code !== 1000) lastError = new CrdtdbError(codeForClose(ev.code), ev.reason || `connection closed (${ev.code})`);
+        if (this.stopped) return;
+        if (final === "revoked" || final === "denied") await this.r.clear().catch(() => undefined);
+        if (final === "denied") { this.stopped = true; this.setStatus({ state: "stopped", error: lastError }); return; }
+        if (final === "auth" && typeof this.o.token !== "function") { this.stopped = true; this.setStatus({ state: "stopped", error: lastError }); return; }
+        if (final === "revoked") this.attempt = 0;
+        this.retry(lastError);
+      });
+    };
+  }
+
+  private checkSyncedLater(s: ClientSession): void {
+    void s.idle().then(() => this.checkSynced());
+  }
+
+  private checkSynced(): void {
+    const s = this.session;
+    if (s && s.synced && this.st.state !== "synced") this.setStatus({ state: "synced" });
+    else if (s && !s.synced && this.st.state === "synced") this.setStatus({ state: "open" });
+  }
+}
+
+function codeForClose(code: number): "EAUTH" | "EDENIED" | "ENODB" | "ETOOBIG" | "EBUSY" | "EIO" {
+  switch (code) {
+    case 4401: return "EAUTH";
+    case 4403: return "EDENIED";
+    case 4404: return "ENODB";
+    case 1009: return "ETOOBIG";
+    case 1013: case 4429: return "EBUSY";
+    default: return "EIO";
+  }
+}
+
+function defaultSocket(url: string): SocketLike {
+  const WS = (globalThis as { WebSocket?: new (url: string) => SocketLike }).WebSocket;
+  if (!WS) throw new CrdtdbError("EINVAL", "no WebSocket in this runtime: pass the socket option (crdtdb/node does)");
+  return new WS(url);
+}
+
+export { codeOf };

@@ -1,0 +1,122 @@
+/** The DataStore interface as app builders use it: every call, its errors and its notifications. */
+import test from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { CrdtdbDataStore, CrdtdbError, type UpdateNotification } from "../src/index.js";
+import { FileBackend } from "../src/node.js";
+import { tempDir } from "./helpers.js";
+
+const open = (backend?: FileBackend) => CrdtdbDataStore.open({ dbId: "match-1", collections: "Players;Moves", backend });
+
+test("add, getById and query return records with their id", async () => {
+  const ds = await open();
+  await ds.add("Players", "ann", { name: "Ann", score: 3, pos: { x: 1, y: 2 } });
+  await ds.add("Players", 7, { name: "Seven", score: 9 });
+  assert.deepEqual(await ds.getById("Players", "ann"), { id: "ann", name: "Ann", pos: { x: 1, y: 2 }, score: 3 });
+  assert.deepEqual(await ds.getById("Players", 7), { id: "7", name: "Seven", score: 9 });
+  assert.deepEqual((await ds.query("Players", { name: "Ann" })).map((r) => r.id), ["ann"]);
+  assert.deepEqual((await ds.query("Players", [["score", ">", 2]])).map((r) => r.id), ["7", "ann"]);
+  assert.deepEqual((await ds.query("Players", [["score", ">=", 9]])).map((r) => r.id), ["7"]);
+  assert.deepEqual((await ds.query("Players", {})).length, 2);
+  await ds.close();
+});
+
+test("errors carry the interface's messages", async () => {
+  const ds = await open();
+  await assert.rejects(ds.getById("Players", "x"), { message: "Object with id 'x' not found in collection 'Players'" });
+  assert.equal(await ds.getById("Players", "x", true), null);
+  await assert.rejects(ds.getById("Nope", "x"), { message: "Collection 'Nope' not found" });
+  await assert.rejects(ds.query("Nope", {}), { message: "Collection 'Nope' not found" });
+  await assert.rejects(ds.add("Nope", "x", {}), { message: "Collection 'Nope' not found" });
+  await assert.rejects(ds.update("Players", "x", { a: 1 }), (e: unknown) =>
+    e instanceof CrdtdbError && e.code === "ENOTFOUND" && e.message === "Object with id 'x' not found in collection 'Players'");
+  assert.throws(() => ds.observable("Nope"), { message: "Collection 'Nope' not found" });
+  await ds.close();
+});
+
+test("update deep-merges; remove of an absent record succeeds", async () => {
+  const ds = await open();
+  await ds.add("Players", "a", { pos: { x: 1, y: 2 }, tags: ["x"], hp: 10 });
+  await ds.update("Players", "a", { pos: { y: 5, z: 6 }, tags: ["y"] });
+  assert.deepEqual(await ds.getById("Players", "a"), { id: "a", hp: 10, pos: { x: 1, y: 5, z: 6 }, tags: ["y"] });
+  await ds.update("Players", "a", { pos: 3 });
+  assert.deepEqual(await ds.getById("Players", "a"), { id: "a", hp: 10, pos: 3, tags: ["y"] });
+  await ds.remove("Players", "a");
+  assert.equal(await ds.getById("Players", "a", true), null);
+  await ds.remove("Players", "never"); // no error, no tombstone
+  assert.equal(ds.replica.stored("Players", "never"), undefined);
+  // add replaces the whole record
+  await ds.add("Players", "b", { one: 1, two: 2 });
+  await ds.add("Players", "b", { three: 3 });
+  assert.deepEqual(await ds.getById("Players", "b"), { id: "b", three: 3 });
+  await ds.close();
+});
+
+test("observers get Add, Update, Remove with the record, MultipleChanges for addAll", async () => {
+  const ds = await open();
+  const seen: UpdateNotification[] = [];
+  const sub = ds.observable("Players").subscribe((n) => seen.push(n));
+  const moves: UpdateNotification[] = [];
+  ds.observable("Moves").subscribe({ next: (n) => moves.push(n) });
+  await ds.add("Players", "a", { hp: 1 });
+  await ds.update("Players", "a", { hp: 2 });
+  await ds.remove("Players", "a");
+  await ds.addAll("Players", { b: { hp: 3 }, c: { hp: 4 } });
+  assert.deepEqual(seen, [
+    { collection: "Players", type: "Add", id: "a", changes: { id: "a", hp: 1 } },
+    { collection: "Players", type: "Update", id: "a", changes: { id: "a", hp: 2 } },
+    { collection: "Players", type: "Remove", id: "a" },
+    { collection: "Players", type: "MultipleChanges" },
+  ]);
+  assert.deepEqual(moves, []);
+  sub.unsubscribe();
+  assert.equal(sub.closed, true);
+  await ds.add("Players", "d", {});
+  assert.equal(seen.length, 4);
+  await ds.close();
+});
+
+test("dates, int64, floats, binary and nested arrays survive a round trip", async () => {
+  const ds = await open();
+  const when = new Date("2026-12-04T10:11:12.345Z");
+  const big = 2n ** 60n + 1n;
+  await ds.add("Players", "a", { when, big, f: 1.5, n: -3, bin: new Uint8Array([1, 2, 3]), arr: [1, [2, { k: "v" }]], nil: null, t: true });
+  const a = (await ds.getById("Players", "a"))!;
+  assert.ok(a.when instanceof Date);
+  assert.equal((a.when as Date).getTime(), when.getTime());
+  assert.equal(a.big, big);
+  assert.equal(a.f, 1.5);
+  assert.equal(a.n, -3);
+  assert.deepEqual([...(a.bin as Uint8Array)], [1, 2, 3]);
+  assert.deepEqual(a.arr, [1, [2, { k: "v" }]]);
+  assert.equal(a.nil, null);
+  assert.equal(a.t, true);
+  await ds.close();
+});
+
+test("a file-backed store keeps its data and identity across reopen", async () => {
+  const d = tempDir();
+  try {
+    const path = join(d.path, "replica.crdtdb");
+    let ds = await open(new FileBackend(path));
+    const id = ds.replica.idHex;
+    await ds.add("Players", "a", { hp: 1 });
+    await ds.update("Players", "a", { pos: { x: 1 } });
+    await ds.add("Moves", "m1", { by: "a" });
+    await ds.remove("Moves", "m1");
+    const seq = ds.replica.seq;
+    await ds.close();
+    ds = await open(new FileBackend(path));
+    assert.equal(ds.replica.idHex, id);
+    assert.equal(ds.replica.seq, seq);
+    assert.deepEqual(await ds.getById("Players", "a"), { id: "a", hp: 1, pos: { x: 1 } });
+    assert.equal(await ds.getById("Moves", "m1", true), null);
+    // the clock counts on from what was stored
+    const before = ds.replica.clock.last;
+    await ds.update("Players", "a", { hp: 2 });
+    assert.ok(ds.replica.clock.last > before);
+    await ds.close();
+  } finally {
+    d.remove();
+  }
+});

@@ -1,0 +1,92 @@
+/**
+ * The JS client against the real server: `crdtdb serve` on 127.0.0.1 and
+ * the `crdtdb` command as a C replica beside JS replicas.
+ */
+import test from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { CrdtdbDataStore, type UpdateNotification, type OpenOptions } from "../src/index.js";
+import { FileBackend, nodeSocket } from "../src/node.js";
+import { cli, serve, tempDir, until, type Server } from "./helpers.js";
+
+const COLLS = "Players,Moves";
+
+function client(srv: Server, extra: Partial<OpenOptions> = {}, sync: Partial<NonNullable<OpenOptions["sync"]>> = {}) {
+  return CrdtdbDataStore.open({
+    dbId: "match-1", collections: ["Players", "Moves"], ...extra,
+    sync: { url: srv.url, socket: nodeSocket(), minBackoffMs: 50, maxBackoffMs: 400, ...sync },
+  });
+}
+
+async function withServer(args: string[], fn: (srv: Server, dir: string) => Promise<void>): Promise<void> {
+  const d = tempDir();
+  const srvDir = join(d.path, "server");
+  cli(srvDir, "init");
+  const srv = await serve(srvDir, ["--collections", COLLS, ...args]);
+  try {
+    await fn(srv, d.path);
+  } finally {
+    await srv.stop();
+    d.remove();
+  }
+}
+
+test("a JS write reaches a C replica, and a C write reaches JS live", async () => {
+  await withServer([], async (srv, dir) => {
+    const js = await client(srv);
+    const seen: UpdateNotification[] = [];
+    js.observable("Players").subscribe((n) => seen.push(n));
+    await js.add("Players", "ann", { name: "Ann", pos: { x: 1, y: 2 }, big: 2n ** 62n, f: 2.5 });
+    await js.sync!.whenSynced();
+    const c = join(dir, "c");
+    cli(c, "init");
+    cli(c, "create", "match-1", "--collections", COLLS);
+    cli(c, "sync", srv.url, "--db", "match-1");
+    assert.deepEqual(JSON.parse(cli(c, "get", "match-1", "Players", "ann")),
+      { id: "ann", big: 2 ** 62, f: 2.5, name: "Ann", pos: { x: 1, y: 2 } });
+    cli(c, "update", "match-1", "Players", "ann", '{"pos":{"y":7}}');
+    cli(c, "add", "match-1", "Players", "bob", '{"name":"Bob"}');
+    cli(c, "sync", srv.url, "--db", "match-1");
+    await until(async () => (await js.getById("Players", "bob", true)) !== null, "bob at the JS replica");
+    assert.deepEqual(await js.getById("Players", "ann"), { id: "ann", big: 2n ** 62n, f: 2.5, name: "Ann", pos: { x: 1, y: 7 } });
+    assert.ok(seen.some((n) => n.type === "Add" && n.id === "bob" || n.type === "MultipleChanges"));
+    // the C replica's query and the JS query agree
+    const cq = JSON.parse(cli(c, "query", "match-1", "Players"));
+    const jq = JSON.parse(JSON.stringify(await js.query("Players", {}), (_k, v) => typeof v === "bigint" ? Number(v) : v));
+    assert.deepEqual(jq, cq);
+    await js.close();
+  });
+});
+
+test("two JS replicas sync live; offline writes go on reconnect", async () => {
+  await withServer([], async (srv, dir) => {
+    const a = await client(srv, { backend: new FileBackend(join(dir, "a.crdtdb")) });
+    const b = await client(srv);
+    await a.add("Moves", "m1", { by: "a", at: 1 });
+    await until(async () => (await b.getById("Moves", "m1", true)) !== null, "m1 at b");
+    // the server goes away; both write offline
+    await srv.stop();
+    await until(() => a.syncStatus?.state === "offline", "a offline");
+    await a.add("Moves", "m2", { by: "a", at: 2 });
+    await b.update("Moves", "m1", { seen: true });
+    const back = await serve(srv.dir, ["--collections", COLLS], srv.port);
+    try {
+      await until(async () => (await b.getById("Moves", "m2", true)) !== null, "m2 at b after reconnect", 15_000);
+      await until(async () => (await a.getById("Moves", "m1"))?.seen === true, "m1.seen at a", 15_000);
+      assert.deepEqual(await a.query("Moves", {}), await b.query("Moves", {}));
+    } finally {
+      await a.close();
+      await b.close();
+      await back.stop();
+    }
+  });
+});
+
+test("a server-to-client server: writes throw Read only access", async () => {
+  await withServer(["--mode", "server-to-client"], async (srv) => {
+    const js = await client(srv);
+    await until(() => js.isReadOnly, "the read-only grant");
+    await assert.rejects(js.add("Players", "x", { a: 1 }), { message: "Read only access" });
+    await js.close();
+  });
+});
