@@ -82,6 +82,7 @@ export class Replica {
   private lock: Promise<unknown> = Promise.resolve();
   private listeners = new Set<(changes: Change[], invalidate: boolean) => void>();
   private closed = false;
+  private handleReadonly = false;
 
   private constructor(o: ReplicaOptions) {
     this.dbId = o.dbId;
@@ -116,7 +117,14 @@ export class Replica {
   get idHex(): string { return toHex(this.kp.publicKey); }
   get keyPair(): KeyPair { return this.kp; }
   get seq(): number { return this.meta.seq; }
-  get readonly(): boolean { return this.meta.readonly; }
+  /** Local writes are refused ("Read only access"): the copy is marked
+   *  read-only (a server granted only server-to-client when two-way was
+   *  asked), or this handle syncs server-to-client. */
+  get readonly(): boolean { return this.meta.readonly || this.handleReadonly; }
+
+  /** Makes this handle refuse local writes (or not), in memory only: a
+   *  server-to-client sync asked for by the application. */
+  setReadonly(ro: boolean): void { this.handleReadonly = ro; }
 
   peer(idHex: string): PeerState {
     return this.meta.peers[idHex] ?? { received: 0, acked: 0, points: [] };
@@ -268,7 +276,7 @@ export class Replica {
 
   private checkWrite(coll: string, id: string): void {
     this.checkColl(coll);
-    if (this.meta.readonly) throw readOnly();
+    if (this.readonly) throw readOnly();
     if (!id || new TextEncoder().encode(id).length > 255) throw new CrdtdbError("EBADID", `invalid id '${id}'`);
   }
 

@@ -82,6 +82,8 @@ export class Sync {
   /** Connects (and keeps reconnecting) until stop(). */
   start(): void {
     this.stopped = false;
+    // a copy that only receives refuses local writes from the start
+    if (this.o.mode === "server-to-client") this.r.setReadonly(true);
     const g = globalThis as { addEventListener?: (t: string, f: () => void) => void };
     g.addEventListener?.("online", this.onOnline);
     this.connectSoon(0);

@@ -90,3 +90,17 @@ test("a server-to-client server: writes throw Read only access", async () => {
     await js.close();
   });
 });
+
+test("a client that asks for server-to-client refuses writes, even before it connects, and receives", async () => {
+  await withServer([], async (srv) => {
+    const writer = await client(srv);
+    await writer.add("Players", "w", { hp: 1 });
+    const reader = await client(srv, {}, { mode: "server-to-client" });
+    await assert.rejects(reader.add("Players", "x", { a: 1 }), { message: "Read only access" });
+    await until(async () => (await reader.getById("Players", "w", true)) !== null, "w at the reader");
+    await writer.update("Players", "w", { hp: 2 });
+    await until(async () => (await reader.getById("Players", "w"))?.hp === 2, "the update at the reader");
+    await reader.close();
+    await writer.close();
+  });
+});
