@@ -678,29 +678,35 @@ function binLen(): number {
   return -1;
 }
 
+/** Reusable argument arrays for String.fromCharCode, by length. */
+const CODES: number[][] = Array.from({ length: 33 }, (_, n) => new Array<number>(n).fill(0));
+
 /** The UTF-8 string of n bytes at P (advancing), or null if invalid. */
 function utf8(n: number): string | null {
   const start = P;
   const end = P + n;
   P = end;
-  if (n <= 48) {
-    let ascii = true;
-    for (let i = start; i < end; i++)
-      if (B[i]! & 0x80) {
-        ascii = false;
-        break;
-      }
-    if (ascii) {
-      if (n === 0) return "";
-      // fromCharCode over a small typed array view: no per-char concat
-      return String.fromCharCode.apply(null, B.subarray(start, end) as unknown as number[]);
+  if (n <= 32) {
+    const codes = CODES[n]!;
+    let i = 0;
+    for (; i < n; i++) {
+      const c = B[start + i]!;
+      if (c & 0x80) break;
+      codes[i] = c;
     }
+    if (i === n) return n === 0 ? "" : String.fromCharCode.apply(null, codes);
   }
   try {
-    return tdFatal.decode(B.subarray(start, end));
+    return tdFatal.decode(view(start, n));
   } catch {
     return null;
   }
+}
+
+/** A view of n bytes of B at start (cheaper than subarray, which looks up
+ *  the species constructor). */
+function view(start: number, n: number): Uint8Array {
+  return new Uint8Array(B.buffer, B.byteOffset + start, n);
 }
 
 /** crdt/delta.c str_ok: a str of 1..255 bytes of UTF-8 (strict: and no
@@ -763,12 +769,12 @@ function parseChecked(a: Int32Array, sender: ReplicaId, lim: DeltaLimits): Delta
     const seq = uint();
     if (seq === NOT_UINT || binLen() !== FP_BYTES) fail("EBADVALUE", "malformed history fingerprint");
     if (seq === UINT_BIG) fail("EBADVALUE", "malformed history fingerprint: a sequence beyond 2^53");
-    history.push({ seq, fp: B.subarray(P, P + FP_BYTES) });
+    history.push({ seq, fp: view(P, FP_BYTES) });
     P += FP_BYTES;
   }
   P = a[10]!;
   let recipient: ReplicaId | null = null;
-  if (B[P] === 0xc4 && B[P + 1] === 32) recipient = B.subarray(P + 2, P + 34);
+  if (B[P] === 0xc4 && B[P + 1] === 32) recipient = view(P + 2, 32);
   else if (B[P] !== 0xc0) fail("EBADVALUE", "the recipient is a 32-byte bin or nil");
   if (!ackNil && !recipient) fail("EBADVALUE", "an ack needs a recipient");
   P = a[6]! ;
@@ -784,7 +790,7 @@ function parseChecked(a: Int32Array, sender: ReplicaId, lim: DeltaLimits): Delta
   const origins: ReplicaId[] = new Array(norigins);
   for (let i = 0; i < norigins; i++) {
     if (binLen() !== 32) fail("EBADVALUE", "replica ids are 32-byte bins");
-    origins[i] = B.subarray(P, P + 32);
+    origins[i] = view(P, 32);
     P += 32;
   }
   const maxGroups = lim.maxDeltaGroups || 65536;
@@ -852,26 +858,16 @@ function parseRecord(colls: string[], origins: ReplicaId[], stamps: Stamps, lim:
 function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): DeltaRecord["fields"][number] {
   const size = arrayLen();
   if (size !== 3 && size !== 4) fail("EBADVALUE", "a field is [path, hlc, origin, value?]");
-  // the path: a str, or an array of strs
-  let n = 1;
-  const pn = arrayLen();
-  if (pn >= 0) n = pn;
-  if (n === 0) fail("EBADVALUE", "empty field path");
-  if (n > lim.maxDepth) fail("ETOODEEP", `field path deeper than ${lim.maxDepth}`);
-  const path: string[] = new Array(n);
-  let plen = 0;
-  for (let i = 0; i < n; i++) {
-    const k = strLen();
-    if (k < 0) fail("EBADVALUE", "field path keys must be UTF-8 strings");
-    let zeros = 0;
-    for (let j = P; j < P + k; j++) if (B[j] === 0) zeros++;
-    const s = utf8(k);
-    if (s === null) fail("EBADVALUE", "field path keys must be UTF-8 strings");
-    path[i] = s;
-    plen += k + zeros + 2;
+  // the path: a str, or an array of strs; the paths of a delta repeat, so
+  // a checked path is remembered by its bytes
+  const p0 = P;
+  let e = pathCached(lim);
+  if (!e) {
+    P = p0;
+    e = parsePath(p0, lim);
   }
-  if (plen > lim.maxPathBytes)
-    fail("ETOOBIG", `field path of ${plen} bytes exceeds the limit of ${lim.maxPathBytes}`);
+  const path = e.path;
+  const n = e.depth;
   const hlc = stamps.read();
   const o = hlc < 0n ? NOT_UINT : uint();
   if (o < 0 || o >= origins.length) fail("EBADVALUE", "bad field stamp or origin");
@@ -896,7 +892,80 @@ function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): Del
     if (rc === MP_DEEP) fail("ETOODEEP", `field nested deeper than ${lim.maxDepth}`);
     if (rc !== MP_OK) fail("EBADVALUE", `field value: ${mpWhy}`);
   }
-  return { path, hlc, origin, value: B.subarray(vs, vs + vlen) };
+  return { path, hlc, origin, value: view(vs, vlen) };
+}
+
+interface PathEntry {
+  /** The path's msgpack bytes (a private copy). */
+  bytes: Uint8Array;
+  path: readonly string[];
+  depth: number;
+  /** crdt/path.c encoded length. */
+  plen: number;
+}
+
+/** Checked paths by a hash of their msgpack bytes (one entry a hash). */
+const pathCache = new Map<number, PathEntry>();
+const PATH_CACHE_MAX = 4096;
+const PATH_CACHE_SPAN = 96;
+
+/** The remembered path at P (advancing past it, checked against lim), or
+ *  null (P undefined) when it is not remembered or not plainly strs. */
+function pathCached(lim: DeltaLimits): PathEntry | null {
+  const p0 = P;
+  let n = 1;
+  const pn = arrayLen();
+  if (pn > 0) n = pn;
+  else if (pn === 0) return null;
+  for (let i = 0; i < n; i++) {
+    const k = strLen();
+    if (k < 0) return null;
+    P += k;
+    if (P - p0 > PATH_CACHE_SPAN) return null;
+  }
+  const end = P;
+  let h = 0x811c9dc5;
+  for (let i = p0; i < end; i++) h = Math.imul(h ^ B[i]!, 0x01000193);
+  const e = pathCache.get(h);
+  if (!e || e.bytes.length !== end - p0) return null;
+  const b = e.bytes;
+  for (let i = 0; i < b.length; i++) if (b[i] !== B[p0 + i]) return null;
+  if (e.depth > lim.maxDepth) fail("ETOODEEP", `field path deeper than ${lim.maxDepth}`);
+  if (e.plen > lim.maxPathBytes)
+    fail("ETOOBIG", `field path of ${e.plen} bytes exceeds the limit of ${lim.maxPathBytes}`);
+  return e;
+}
+
+/** Decodes and checks the path at p0 (crdt/delta.c decode_path), and
+ *  remembers it. */
+function parsePath(p0: number, lim: DeltaLimits): PathEntry {
+  let n = 1;
+  const pn = arrayLen();
+  if (pn >= 0) n = pn;
+  if (n === 0) fail("EBADVALUE", "empty field path");
+  if (n > lim.maxDepth) fail("ETOODEEP", `field path deeper than ${lim.maxDepth}`);
+  const path: string[] = new Array(n);
+  let plen = 0;
+  for (let i = 0; i < n; i++) {
+    const k = strLen();
+    if (k < 0) fail("EBADVALUE", "field path keys must be UTF-8 strings");
+    let zeros = 0;
+    for (let j = P; j < P + k; j++) if (B[j] === 0) zeros++;
+    const s = utf8(k);
+    if (s === null) fail("EBADVALUE", "field path keys must be UTF-8 strings");
+    path[i] = s;
+    plen += k + zeros + 2;
+  }
+  if (plen > lim.maxPathBytes)
+    fail("ETOOBIG", `field path of ${plen} bytes exceeds the limit of ${lim.maxPathBytes}`);
+  const e: PathEntry = { bytes: B.slice(p0, P), path: Object.freeze(path), depth: n, plen };
+  if (P - p0 <= PATH_CACHE_SPAN) {
+    if (pathCache.size >= PATH_CACHE_MAX) pathCache.clear();
+    let h = 0x811c9dc5;
+    for (let i = p0; i < P; i++) h = Math.imul(h ^ B[i]!, 0x01000193);
+    pathCache.set(h, e);
+  }
+  return e;
 }
 
 /** The common case, decided at once: a value that is one scalar filling

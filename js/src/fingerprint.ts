@@ -1,0 +1,139 @@
+/**
+ * The history fingerprint (docs/protocol.md, "History fingerprints"),
+ * byte for byte as storage/chain.c computes it, so a JS replica's points
+ * agree with a C replica's for the same history and clone detection works
+ * across implementations.
+ *
+ * Each commit that numbers registers extends the chain:
+ *
+ *   digest = BLAKE2b-256( note(r) ‖ ... )  over every register numbered
+ *   fp'    = BLAKE2b-128( fp ‖ u64 seq0 ‖ u64 seq ‖ digest )
+ *
+ * where seq0 is the database's sequence when the commit began (the last one
+ * already used) and seq the last one it numbered: the commit numbered
+ * (seq0, seq].  The first fp is 16 zero bytes.  All integers big-endian.
+ * One register's note, in the order the commit numbered them:
+ *
+ *   u64 seq ‖ u16 coll ‖ u8 id length ‖ u64 hlc ‖ u8 kind ‖ u32 path length
+ *   ‖ id bytes ‖ path bytes ‖ origin (32 bytes)
+ *
+ *   coll: the collection's index in the database's declared collections
+ *   kind: for a record's base register, 1 add / 2 remove, with an empty
+ *         path; for a leaf, 0 a value / 1 a map (an empty map), with the
+ *         leaf's path in crdt/path.c's encoding (encodePath below)
+ *
+ * The value itself is not hashed (its stamp and origin stand for it).
+ */
+import { blake2b } from "@noble/hashes/blake2.js";
+import type { Hlc, Path, ReplicaId } from "./types.js";
+
+export const FP_BYTES = 16;
+/** chain.c kinds of a note. */
+export const NOTE_VALUE = 0;
+export const NOTE_MAP = 1;
+export const NOTE_ADD = 1;
+export const NOTE_REMOVE = 2;
+
+const te = new TextEncoder();
+
+/**
+ * crdt/path.c's key-path encoding: each key's UTF-8 bytes with every 0x00
+ * escaped as 00 ff, then the terminator 00 01.  Its length is what
+ * max_path_bytes limits, and its bytes are what the chain hashes.
+ */
+export function encodePath(path: Path): Uint8Array {
+  const keys = path.map((k) => te.encode(k));
+  let n = 0;
+  for (const k of keys) {
+    n += k.length + 2;
+    for (let i = 0; i < k.length; i++) if (k[i] === 0) n++;
+  }
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const k of keys) {
+    for (let i = 0; i < k.length; i++) {
+      out[o++] = k[i]!;
+      if (k[i] === 0) out[o++] = 0xff;
+    }
+    out[o++] = 0;
+    out[o++] = 1;
+  }
+  return out;
+}
+
+function putU64(b: Uint8Array, at: number, v: bigint | number): void {
+  const x = BigInt(v);
+  if (x < 0n || x >= 1n << 64n) throw new RangeError("not a uint64");
+  const hi = Number(x >> 32n);
+  const lo = Number(x & 0xffffffffn);
+  putU32(b, at, hi);
+  putU32(b, at + 4, lo);
+}
+
+function putU32(b: Uint8Array, at: number, v: number): void {
+  b[at] = v >>> 24;
+  b[at + 1] = (v >>> 16) & 0xff;
+  b[at + 2] = (v >>> 8) & 0xff;
+  b[at + 3] = v & 0xff;
+}
+
+type Hasher = ReturnType<typeof blake2b.create>;
+
+/** One database's chain: note what a commit numbers, then commit. */
+export class Chain {
+  private prev: Uint8Array;
+  private h: Hasher;
+  private readonly head = new Uint8Array(24);
+
+  /** prev: the last fingerprint (16 bytes; 16 zero bytes before any commit). */
+  constructor(prev?: Uint8Array) {
+    if (prev && prev.length !== FP_BYTES) throw new RangeError("a fingerprint is 16 bytes");
+    this.prev = prev ? new Uint8Array(prev) : new Uint8Array(FP_BYTES);
+    this.h = blake2b.create({ dkLen: 32 });
+  }
+
+  /** The last fingerprint committed (a copy). */
+  get fp(): Uint8Array {
+    return new Uint8Array(this.prev);
+  }
+
+  /**
+   * Notes one register numbered seq in this commit (crdtdb__chain_note).
+   * path: the encoded path (encodePath) of a leaf, empty for a base;
+   * kind: NOTE_VALUE / NOTE_MAP for a leaf, NOTE_ADD / NOTE_REMOVE for a base.
+   */
+  note(seq: number, coll: number, id: string, path: Uint8Array, hlc: Hlc, origin: ReplicaId, kind: number): void {
+    const idb = te.encode(id);
+    if (idb.length < 1 || idb.length > 255) throw new RangeError("a record id is 1..255 bytes");
+    if (origin.length !== 32) throw new RangeError("a replica id is 32 bytes");
+    const h = this.head;
+    putU64(h, 0, seq);
+    h[8] = (coll >>> 8) & 0xff;
+    h[9] = coll & 0xff;
+    h[10] = idb.length;
+    putU64(h, 11, hlc);
+    h[19] = kind & 0xff;
+    putU32(h, 20, path.length);
+    this.h.update(h);
+    this.h.update(idb);
+    if (path.length) this.h.update(path);
+    this.h.update(origin);
+  }
+
+  /**
+   * Closes the commit that numbered (seq0, seq] (crdtdb__chain_commit):
+   * returns the new fingerprint (16 bytes), which becomes prev, and starts
+   * the next commit's hash.  A commit that numbered nothing (seq0 === seq)
+   * does not extend the chain in C; don't call commit for it.
+   */
+  commit(seq0: number, seq: number): Uint8Array {
+    const digest = this.h.digest();
+    const range = new Uint8Array(16);
+    putU64(range, 0, seq0);
+    putU64(range, 8, seq);
+    const next = blake2b.create({ dkLen: FP_BYTES }).update(this.prev).update(range).update(digest).digest();
+    this.prev = next;
+    this.h = blake2b.create({ dkLen: 32 });
+    return new Uint8Array(next);
+  }
+}

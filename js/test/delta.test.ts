@@ -1,0 +1,515 @@
+/* The delta codec (src/delta.ts), keys (src/keys.ts) and the history chain
+ * (src/fingerprint.ts): golden bytes shared with the C suite
+ * (tests/vectors/delta.json), deltas made by the real `crdtdb` binary,
+ * round trips, and hostile input refused with crdt/delta.c's codes. */
+import test from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+
+import { CrdtdbError, type ErrorCode } from "../src/errors.js";
+import {
+  decodeDelta, deltaFrame, encodeBody, encodeDelta, envelope, MpWriter, peekSender, type DeltaLimits,
+} from "../src/delta.js";
+import { Chain, encodePath, NOTE_ADD, NOTE_MAP, NOTE_VALUE } from "../src/fingerprint.js";
+import {
+  backendName, fromHex, generateKeyPair, keyPairFromSeed, sign, toHex, useNobleOnly, verify, type KeyPair,
+} from "../src/keys.js";
+import type { DeltaBody } from "../src/types.js";
+
+// ------------------------------------------------------------ helpers
+
+type Json = { [k: string]: any };
+
+/** A DeltaBody from delta.json's spelling (hex bytes, decimal stamps). */
+function bodyFromJson(j: Json): DeltaBody {
+  const b = (h: string | null) => (h === null ? null : fromHex(h));
+  return {
+    dbId: j.dbId, sender: fromHex(j.sender), from: j.from, to: j.to, ack: j.ack,
+    records: j.records.map((r: Json) => ({
+      coll: r.coll, id: r.id,
+      base: r.base && { kind: r.base.kind, hlc: BigInt(r.base.hlc), origin: fromHex(r.base.origin) },
+      fields: r.fields.map((f: Json) => ({ path: f.path, hlc: BigInt(f.hlc), origin: fromHex(f.origin), value: b(f.value) })),
+    })),
+    history: j.history.map((h: Json) => ({ seq: h.seq, fp: fromHex(h.fp) })),
+    recipient: b(j.recipient),
+  };
+}
+
+/** msgpack of a JS shape, for hand-made (hostile) bodies: numbers and
+ *  bigints as uints, strings as str, bytes as bin, {raw} as is. */
+type V = number | bigint | string | Uint8Array | null | V[] | { raw: Uint8Array };
+function mp(v: V, w = new MpWriter()): MpWriter {
+  if (v === null) w.nil();
+  else if (typeof v === "number" || typeof v === "bigint") w.uint(v);
+  else if (typeof v === "string") w.str(v);
+  else if (v instanceof Uint8Array) w.bin(v);
+  else if (Array.isArray(v)) {
+    w.array(v.length);
+    for (const x of v) mp(x, w);
+  } else w.raw(v.raw);
+  return w;
+}
+
+let KP: KeyPair;
+const OTHER = new Uint8Array(32).fill(0xab);
+const H = 1700000000000n << 16n;
+
+async function kp(): Promise<KeyPair> {
+  KP ??= await keyPairFromSeed(new Uint8Array(32).fill(7));
+  return KP;
+}
+
+/** A signed delta around a hand-made body. */
+async function signedBody(body: V | Uint8Array): Promise<Uint8Array> {
+  const b = body instanceof Uint8Array ? body : mp(body).bytes();
+  return envelope(b, await sign(await kp(), b));
+}
+
+/** The 11 parts of a well-formed body, to spoil one at a time. */
+async function parts(): Promise<V[]> {
+  const k = await kp();
+  return [
+    "db", k.publicKey, 1, 2, null, H, ["c"], [k.publicKey],
+    [[0, "r1", [1, 0, 0], [["a", 0, 0, new Uint8Array([5])], [["b", "c"], 1, 0]]]],
+    [[2, new Uint8Array(16)]], null,
+  ];
+}
+
+async function refused(bytes: Uint8Array, code: ErrorCode, lim?: Partial<DeltaLimits>, re?: RegExp): Promise<void> {
+  await assert.rejects(decodeDelta(bytes, lim), (e: unknown) => {
+    assert.ok(e instanceof CrdtdbError, `not a CrdtdbError: ${e}`);
+    assert.equal(e.code, code, e.message);
+    if (re) assert.match(e.message, re);
+    return true;
+  });
+}
+
+async function withBody(change: (p: V[]) => void, code: ErrorCode, lim?: Partial<DeltaLimits>, re?: RegExp) {
+  const p = await parts();
+  change(p);
+  await refused(await signedBody(p), code, lim, re);
+}
+
+// ------------------------------------------------------------ keys
+
+test("keys: libsodium's key pair for a seed, on both backends, and sign/verify agree", async () => {
+  const seed = new Uint8Array(32).fill(7);
+  for (const noble of [false, true]) {
+    useNobleOnly(noble);
+    const k = await keyPairFromSeed(seed);
+    assert.equal(toHex(k.publicKey), "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c");
+    const msg = new TextEncoder().encode("hello");
+    const sig = await sign(k, msg);
+    assert.equal(sig.length, 64);
+    assert.equal(await verify(k.publicKey, msg, sig), true);
+    assert.equal(await verify(k.publicKey, new TextEncoder().encode("hellp"), sig), false);
+    const bad = new Uint8Array(sig);
+    bad[3] ^= 1;
+    assert.equal(await verify(k.publicKey, msg, bad), false);
+    assert.equal(await verify(k.publicKey, msg, sig.subarray(0, 63)), false);
+    assert.equal(await verify(new Uint8Array(32).fill(0xff), msg, sig), false);
+    const g = await generateKeyPair();
+    assert.equal(g.publicKey.length, 32);
+    assert.equal(toHex((await keyPairFromSeed(g.secretSeed)).publicKey), toHex(g.publicKey));
+    // the other backend verifies this one's signature
+    useNobleOnly(!noble);
+    assert.equal(await verify(k.publicKey, msg, sig), true);
+  }
+  useNobleOnly(false);
+  assert.ok(["webcrypto", "noble"].includes(await backendName()));
+});
+
+test("keys: hex", () => {
+  assert.equal(toHex(new Uint8Array([0, 1, 0xab, 0xff])), "0001abff");
+  assert.deepEqual(fromHex("0001ABff"), new Uint8Array([0, 1, 0xab, 0xff]));
+  assert.throws(() => fromHex("abc"), TypeError);
+  assert.throws(() => fromHex("zz"), TypeError);
+});
+
+// ------------------------------------------------------------ golden
+
+const VEC = JSON.parse(readFileSync(new URL("../../../tests/vectors/delta.json", import.meta.url), "utf8"));
+
+test("golden: encodeDelta gives tests/test_delta.c's bytes, decodeDelta its body", async () => {
+  const k = await keyPairFromSeed(fromHex(VEC.seed));
+  const body = bodyFromJson(VEC.body);
+  for (const noble of [false, true]) {
+    useNobleOnly(noble);
+    const bytes = await encodeDelta(body, k);
+    assert.equal(toHex(bytes), VEC.bytes);
+  }
+  useNobleOnly(false);
+  const d = await decodeDelta(fromHex(VEC.bytes));
+  assert.deepEqual(d, body);
+  const p = peekSender(fromHex(VEC.bytes));
+  assert.equal(p.dbId, "match-1");
+  assert.equal(toHex(p.sender), VEC.body.sender);
+  assert.equal(p.length, VEC.bytes.length / 2);
+});
+
+// Made by the real binary (build-wire/crdtdb):
+//   init; create g --collections a,players
+//   add g players ann '{"hp":7,"pos":{"x":[1,2],"y":{}},"kéz":"Ann","pos2":null}'
+//   export g -o e1                       -> C1 (sequences (0, 6], one commit)
+//   update g players ann '{"hp":8,"new":true}'
+//   export g --since 6 -o e2             -> C2 (sequences (6, 8], one commit)
+const C1 =
+  "9301c4ba9ba167c420a6c897f67ad5f412ba2e6da470f2b4b60be7aa4e463b44ab1bea69e53d0432a50006c0cf01a241273c76000091a7706c617965727391c420a6c897f67ad5f412ba2e6da470f2b4b60be7aa4e463b44ab1bea69e53d0432a5919400a3616e6e930100009594a268700000c4010794a46bc3a97a0000c404a3416e6e9492a3706f73a1780000c4039201029392a3706f73a179000094a4706f73320000c401c0919206c410ab05ff05845dcbf4d519187463152ac6c0c4407dee23a78a7a6342912624e053ca8dfefec1bffac799ad0c936a189d347cdb46998b45a435fc33140de7615a06660913ca44ab25f33e6e10b54731efd66cd404";
+const C2 =
+  "9301c4a39ba167c420a6c897f67ad5f412ba2e6da470f2b4b60be7aa4e463b44ab1bea69e53d0432a50608c0cf01a241273c8b000091a7706c617965727391c420a6c897f67ad5f412ba2e6da470f2b4b60be7aa4e463b44ab1bea69e53d0432a5919400a3616e6ec09294a268700000c4010894a36e65770000c401c3929206c410ab05ff05845dcbf4d519187463152ac69208c4104600890419b1930361e7d94339f74e30c0c4407b7b38b98f4e16e731c96b7fe6b90c0cd0cba5bcd9d0ca7c2bde6bc0adaef5fec3b582dc514a54f4ff195ff56291f519c061c4de42a092af6890646a87fd380c";
+
+test("deltas made by the crdtdb binary verify, decode, and re-encode to the same bytes", async () => {
+  const d1 = await decodeDelta(fromHex(C1));
+  assert.equal(d1.dbId, "g");
+  assert.deepEqual([d1.from, d1.to, d1.ack, d1.recipient], [0, 6, null, null]);
+  const ann = d1.records[0]!;
+  assert.equal(ann.coll, "players");
+  assert.deepEqual(ann.fields.map((f) => f.path), [["hp"], ["kéz"], ["pos", "x"], ["pos", "y"], ["pos2"]]);
+  assert.deepEqual(ann.fields.map((f) => f.value && toHex(f.value)), ["07", "a3416e6e", "920102", null, "c0"]);
+  // a C body re-encoded here is byte-identical (the signature too: the
+  // body is the same, but we lack the C key, so compare bodies)
+  for (const hexd of [C1, C2]) {
+    const bytes = fromHex(hexd);
+    const d = await decodeDelta(bytes);
+    const f = deltaFrame(bytes);
+    assert.equal(toHex(encodeBody(d)), toHex(bytes.subarray(f.bodyStart, f.bodyEnd)));
+  }
+});
+
+test("the history chain reproduces the binary's fingerprints", async () => {
+  const d1 = await decodeDelta(fromHex(C1));
+  const d2 = await decodeDelta(fromHex(C2));
+  const collNum = (c: string) => ["a", "players"].indexOf(c);
+  // commit 1 numbered the add: its base (seq 1), then its leaves in path order
+  const chain = new Chain();
+  let seq = 0;
+  for (const r of d1.records) {
+    if (r.base) chain.note(++seq, collNum(r.coll), r.id, new Uint8Array(0), r.base.hlc, r.base.origin, r.base.kind);
+    for (const f of r.fields)
+      chain.note(++seq, collNum(r.coll), r.id, encodePath(f.path), f.hlc, f.origin, f.value ? NOTE_VALUE : NOTE_MAP);
+  }
+  const fp1 = chain.commit(0, seq);
+  assert.equal(seq, 6);
+  assert.deepEqual(d1.history, [{ seq: 6, fp: fp1 }]);
+  // commit 2 numbered the update's two new leaves: seqs 7 and 8
+  for (const r of d2.records)
+    for (const f of r.fields)
+      chain.note(++seq, collNum(r.coll), r.id, encodePath(f.path), f.hlc, f.origin, f.value ? NOTE_VALUE : NOTE_MAP);
+  const fp2 = chain.commit(6, seq);
+  assert.deepEqual(d2.history, [{ seq: 6, fp: fp1 }, { seq: 8, fp: fp2 }]);
+  assert.equal(toHex(chain.fp), toHex(fp2));
+  // from the stored fp, a new Chain continues the same way
+  const again = new Chain(fp1);
+  for (const r of d2.records)
+    for (const [i, f] of r.fields.entries())
+      again.note(7 + i, collNum(r.coll), r.id, encodePath(f.path), f.hlc, f.origin, NOTE_VALUE);
+  assert.equal(toHex(again.commit(6, 8)), toHex(fp2));
+});
+
+test("the chain: deterministic, and every input changes it", () => {
+  const o = new Uint8Array(32).fill(1);
+  const base = [5, 1, "ann", encodePath(["a", "b"]), 77n, o, NOTE_VALUE] as const;
+  const run = (args: readonly unknown[], range: [number, number] = [4, 5], prev?: Uint8Array) => {
+    const c = new Chain(prev);
+    (c.note as (...a: unknown[]) => void)(...args);
+    return toHex(c.commit(...range));
+  };
+  const ref = run(base);
+  assert.equal(run(base), ref);
+  const variants: unknown[][] = [
+    [6, 1, "ann", base[3], 77n, o, 0], [5, 2, "ann", base[3], 77n, o, 0], [5, 1, "anm", base[3], 77n, o, 0],
+    [5, 1, "ann", encodePath(["a", "c"]), 77n, o, 0], [5, 1, "ann", base[3], 78n, o, 0],
+    [5, 1, "ann", base[3], 77n, new Uint8Array(32).fill(2), 0], [5, 1, "ann", base[3], 77n, o, 1],
+  ];
+  for (const v of variants) assert.notEqual(run(v), ref, JSON.stringify(v, (_, x) => typeof x === "bigint" ? `${x}` : x));
+  assert.notEqual(run(base, [3, 5]), ref);
+  assert.notEqual(run(base, [4, 6]), ref);
+  assert.notEqual(run(base, [4, 5], new Uint8Array(16).fill(9)), ref);
+  // the commit resets the per-commit hash: two equal commits in a row differ
+  // only through prev
+  const c = new Chain();
+  c.note(1, 0, "x", new Uint8Array(0), 1n, o, NOTE_ADD);
+  const a = c.commit(0, 1);
+  c.note(1, 0, "x", new Uint8Array(0), 1n, o, NOTE_ADD);
+  const b = c.commit(0, 1);
+  const d = new Chain(a);
+  d.note(1, 0, "x", new Uint8Array(0), 1n, o, NOTE_ADD);
+  assert.equal(toHex(d.commit(0, 1)), toHex(b));
+  // crdt/path.c's encoding: NUL escaped as 00 ff, each key ends 00 01
+  assert.equal(toHex(encodePath(["a\u0000b", "é"])), "6100ff620001c3a90001");
+});
+
+// ------------------------------------------------------------ round trip
+
+test("round trip: random bodies encode and decode back", async () => {
+  const k = await kp();
+  let seed = 12345;
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const origins = [k.publicKey, OTHER, new Uint8Array(32).fill(3)];
+  const vals = ["07", "c0", "c3", "a3616263", "cb3ff8000000000000", "cf0000000100000000", "d3ffffffffffffffff", "93010203", "c403010203", "d6ff00000001"];
+  for (let iter = 0; iter < 50; iter++) {
+    const records: DeltaBody["records"] = [];
+    const nr = rnd(6);
+    for (let i = 0; i < nr; i++) {
+      const fields: DeltaBody["records"][number]["fields"] = [];
+      const nf = rnd(5);
+      for (let j = 0; j < nf; j++) {
+        const depth = 1 + rnd(3);
+        const path = Array.from({ length: depth }, (_, x) => ["a", "b", "ké", "x\u0000y", "k".repeat(40)][rnd(5)]! + x);
+        fields.push({ path, hlc: H + BigInt(rnd(1 << 20)) * 12345n, origin: origins[rnd(3)]!, value: rnd(4) ? fromHex(vals[rnd(vals.length)]!) : null });
+      }
+      const base = rnd(3) ? { kind: (1 + rnd(2)) as 1 | 2, hlc: H + BigInt(rnd(1000)), origin: origins[rnd(3)]! } : null;
+      records.push({ coll: ["players", "matches", "ü"][rnd(3)]!, id: `r${rnd(100)}é`, base, fields });
+    }
+    const hasRecipient = rnd(2) === 1;
+    const from = rnd(100);
+    const body: DeltaBody = {
+      dbId: "db-" + rnd(10), sender: k.publicKey, from, to: from + rnd(1000),
+      ack: hasRecipient && rnd(2) ? rnd(1 << 30) : null, records,
+      history: Array.from({ length: rnd(5) }, (_, x) => ({ seq: x * 7, fp: new Uint8Array(16).fill(x) })),
+      recipient: hasRecipient ? OTHER : null,
+    };
+    const bytes = await encodeDelta(body, k);
+    const d = await decodeDelta(bytes);
+    assert.deepEqual(d, body);
+    // {copy: true} gives views of a private copy
+    const c = await decodeDelta(bytes, undefined, { copy: true });
+    assert.deepEqual(c, body);
+    assert.notEqual(c.sender.buffer, bytes.buffer);
+  }
+});
+
+test("an empty delta and the widest stamps", async () => {
+  const k = await kp();
+  const top = (1n << 64n) - 1n;
+  const body: DeltaBody = {
+    dbId: "d", sender: k.publicKey, from: 0, to: 0, ack: null, history: [], recipient: null,
+    records: [{ coll: "c", id: "i", base: { kind: 1, hlc: top, origin: k.publicKey }, fields: [{ path: ["p"], hlc: 0n, origin: k.publicKey, value: fromHex("00") }] }],
+  };
+  assert.deepEqual(await decodeDelta(await encodeDelta(body, k)), body);
+  const empty: DeltaBody = { ...body, records: [] };
+  assert.deepEqual(await decodeDelta(await encodeDelta(empty, k)), empty);
+  await assert.rejects(encodeDelta({ ...body, sender: OTHER }, k), (e: unknown) => e instanceof CrdtdbError && e.code === "EINVAL");
+});
+
+// ------------------------------------------------------------ hostile
+
+test("hostile: the signature is checked before the body is parsed", async () => {
+  const good = fromHex(VEC.bytes);
+  // a flipped body byte
+  const flipped = new Uint8Array(good);
+  flipped[50] ^= 1;
+  await refused(flipped, "EBADSIG");
+  // a flipped signature byte
+  const sigflip = new Uint8Array(good);
+  sigflip[sigflip.length - 1] ^= 1;
+  await refused(sigflip, "EBADSIG");
+  // a body that would be refused as malformed (a huge claimed count, a bad
+  // id, indexes out of range) is refused for its signature first: nothing
+  // of it was parsed
+  const k = await kp();
+  const w = mp(["db", k.publicKey]);
+  const junk = new MpWriter();
+  junk.raw(fromHex("9b"));
+  junk.raw(w.bytes().subarray(1));
+  junk.raw(fromHex("dd ffffffff c1 c1 c1".replace(/ /g, "")));
+  await refused(envelope(junk.bytes(), new Uint8Array(64)), "EBADSIG");
+  // the same body signed by its sender gets past the signature, then fails
+  await refused(await signedBody(junk.bytes()), "EBADVALUE", undefined, /delta body/);
+  // a signature of another length
+  await refused(envelope(junk.bytes(), new Uint8Array(63)), "EBADSIG", undefined, /64-byte/);
+  // signed by another key than the sender it names
+  const other = await keyPairFromSeed(new Uint8Array(32).fill(9));
+  const p = mp(await parts()).bytes();
+  await refused(envelope(p, await sign(other, p)), "EBADSIG");
+});
+
+test("hostile: the envelope", async () => {
+  const good = fromHex(VEC.bytes);
+  await refused(good, "ETOOBIG", { maxDeltaSize: good.length - 1 });
+  await decodeDelta(good, { maxDeltaSize: good.length });
+  const v2 = new Uint8Array(good);
+  v2[1] = 2;
+  await refused(v2, "EVERSION");
+  const vneg = new Uint8Array(good);
+  vneg[1] = 0xcc;
+  await refused(vneg, "EBADVALUE");
+  const notarr = new Uint8Array(good);
+  notarr[0] = 0x92;
+  await refused(notarr, "EBADVALUE");
+  const trailing = new Uint8Array(good.length + 1);
+  trailing.set(good);
+  await refused(trailing, "EBADVALUE", undefined, /trailing/);
+  for (const n of [0, 1, 2, 3, 10, good.length - 65, good.length - 1])
+    await refused(good.subarray(0, n), "EBADVALUE");
+  // a body whose sender is not at its fixed place
+  const k = await kp();
+  const w = mp([["db"], k.publicKey]).bytes();
+  await refused(envelope(w, new Uint8Array(64)), "EBADVALUE", undefined, /malformed delta header/);
+});
+
+test("hostile: counts, ids, indexes, stamps", async () => {
+  // a container claiming more elements than bytes follow
+  await withBody((p) => (p[8] = { raw: fromHex("ddffffffff") }), "EBADVALUE", undefined, /claims more elements/);
+  await withBody((p) => (p[6] = { raw: fromHex("dc7fff") }), "EBADVALUE");
+  // truncated inside the body (the bin length still covers it)
+  {
+    const b = mp(await parts()).bytes();
+    await refused(await signedBody(b.subarray(0, b.length - 3)), "EBADVALUE", undefined, /truncated/);
+  }
+  // too deep: a path key that is an array of arrays
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", null, [[[["x"]], 0, 0]]]), "EBADVALUE", undefined, /nested too deeply/);
+  // ids
+  await withBody((p) => ((p[8] as V[])[0] = [0, { raw: fromHex("a2c328") }, null, []]), "EBADID", undefined, /record id/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "", null, []]), "EBADID");
+  await withBody((p) => ((p[8] as V[])[0] = [0, "x".repeat(256), null, []]), "EBADID");
+  await withBody((p) => ((p[8] as V[])[0] = [0, 5, null, []]), "EBADID");
+  await withBody((p) => ((p[8] as V[])[0] = [0, { raw: fromHex("a3eda080") }, null, []]), "EBADID"); // a surrogate
+  await withBody((p) => ((p[8] as V[])[0] = [0, { raw: fromHex("a2c0af") }, null, []]), "EBADID"); // overlong
+  await withBody((p) => (p[0] = "d\u0001b"), "EBADID", undefined, /database id/);
+  await withBody((p) => (p[0] = ""), "EBADID");
+  await withBody((p) => (p[6] = ["c", "x\u007f"]), "EBADID", undefined, /collection/);
+  // a record id may hold control characters (not strict), and 255 bytes
+  {
+    const p = await parts();
+    (p[8] as V[])[0] = [0, "a\u0001" + "é".repeat(126) + "z", null, []];
+    const d = await decodeDelta(await signedBody(p));
+    assert.equal(new TextEncoder().encode(d.records[0]!.id).length, 255);
+  }
+  // indexes
+  await withBody((p) => ((p[8] as V[])[0] = [1, "r", null, []]), "EBADVALUE", undefined, /collection index/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", [1, 0, 1], []]), "EBADVALUE", undefined, /record base/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", [3, 0, 0], []]), "EBADVALUE", undefined, /record base/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", [1, 0], []]), "EBADVALUE", undefined, /record base/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", 5, []]), "EBADVALUE", undefined, /record base/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", null, [["a", 0, 1, new Uint8Array([1])]]]), "EBADVALUE", undefined, /origin/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", null, 7]), "EBADVALUE", undefined, /fields/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", null]), "EBADVALUE", undefined, /a record is/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", null, [["a", 0]]]), "EBADVALUE", undefined, /a field is/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", null, [["a", 0, 0, "x"]]]), "EBADVALUE", undefined, /in bin/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", null, [[[], 0, 0, new Uint8Array([1])]]]), "EBADVALUE", undefined, /empty/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", null, [[["a", 5], 0, 0, new Uint8Array([1])]]]), "EBADVALUE", undefined, /keys/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", null, [[{ raw: fromHex("a1ff") }, 0, 0, new Uint8Array([1])]]]), "EBADVALUE", undefined, /UTF-8/);
+  await withBody((p) => (p[7] = [new Uint8Array(31)]), "EBADVALUE", undefined, /replica ids/);
+  // stamps: overflow past 2^64 - 1
+  await withBody((p) => {
+    p[5] = (1n << 64n) - 1n;
+    (p[8] as V[])[0] = [0, "r", [1, 1, 0], []];
+  }, "EBADVALUE", undefined, /record base/);
+  await withBody((p) => {
+    p[5] = (1n << 64n) - 2n;
+    (p[8] as V[])[0] = [0, "r", null, [["a", 2, 0, new Uint8Array([1])]]];
+  }, "EBADVALUE", undefined, /stamp/);
+  await withBody((p) => ((p[8] as V[])[0] = [0, "r", null, [["a", { raw: fromHex("ff") }, 0, new Uint8Array([1])]]]), "EBADVALUE");
+  // header
+  await withBody((p) => ((p[2] = 3), (p[3] = 2)), "EBADVALUE", undefined, /header/);
+  await withBody((p) => (p[4] = 5), "EBADVALUE", undefined, /ack needs a recipient/);
+  await withBody((p) => (p[4] = "x"), "EBADVALUE", undefined, /header/);
+  await withBody((p) => (p[5] = { raw: fromHex("ff") }), "EBADVALUE", undefined, /header/);
+  await withBody((p) => (p[9] = [[1, new Uint8Array(16)], [2, new Uint8Array(16)], [3, new Uint8Array(16)], [4, new Uint8Array(16)], [5, new Uint8Array(16)]]), "EBADVALUE", undefined, /header/);
+  await withBody((p) => (p[9] = [[1, new Uint8Array(15)]]), "EBADVALUE", undefined, /fingerprint/);
+  await withBody((p) => (p[10] = new Uint8Array(31)), "EBADVALUE", undefined, /recipient/);
+  await withBody((p) => (p[6] = "c"), "EBADVALUE", undefined, /header/);
+  {
+    const p = await parts();
+    const b = mp(p.slice(0, 10)).bytes();
+    b[0] = 0x9b; // claims 11, holds 10
+    await refused(await signedBody(b), "EBADVALUE");
+  }
+});
+
+test("hostile: sizes and depths against the limits", async () => {
+  const L = { maxDepth: 4, maxPathBytes: 20, maxValueSize: 8, maxDeltaGroups: 2 };
+  const field = (f: V) => (p: V[]) => ((p[8] as V[])[0] = [0, "r", null, [f]]);
+  const v = (h: string) => fromHex(h);
+  // path depth: 4 keys pass (a value leaf of a scalar), 5 are too deep
+  await decodeDelta(await signedBody(((p) => (field([["a", "b", "c", "d"], 0, 0, v("01")])(p), p))(await parts())), L);
+  await withBody(field([["a", "b", "c", "d", "e"], 0, 0, v("01")]), "ETOODEEP", L, /path deeper/);
+  // a map leaf one level above the limit
+  await withBody(field([["a", "b", "c", "d"], 0, 0]), "ETOODEEP", L, /nested deeper/);
+  await decodeDelta(await signedBody(((p) => (field([["a", "b", "c"], 0, 0])(p), p))(await parts())), L);
+  // path bytes: 20 encoded bytes pass, 21 do not (a NUL counts 2)
+  await decodeDelta(await signedBody(((p) => (field([["x".repeat(8), "y".repeat(8)], 0, 0, v("01")])(p), p))(await parts())), L);
+  await withBody(field([["x".repeat(8), "y".repeat(7) + "\u0000"], 0, 0, v("01")]), "ETOOBIG", L, /path of 21 bytes/);
+  // value size
+  await withBody(field(["a", 0, 0, v("a8" + "61".repeat(8))]), "ETOOBIG", L, /value of 9 bytes/);
+  // value depth: path depth + value nesting at most maxDepth
+  await decodeDelta(await signedBody(((p) => (field([["a"], 0, 0, v("919190")])(p), p))(await parts())), { ...L, maxValueSize: 100 });
+  await withBody(field([["a", "b"], 0, 0, v("91919190")]), "ETOODEEP", L, /nested deeper/);
+  await withBody(field([["a"], 0, 0, v("9191919190")]), "ETOODEEP", { ...L, maxValueSize: 100 });
+  // value structure
+  await withBody(field(["a", 0, 0, v("")]), "EBADVALUE", L, /truncated/);
+  await withBody(field(["a", 0, 0, v("0101")]), "EBADVALUE", L, /trailing/);
+  await withBody(field(["a", 0, 0, v("92a161")]), "EBADVALUE", L);
+  await withBody(field(["a", 0, 0, v("80")]), "EBADVALUE", L, /map/);
+  await withBody(field(["a", 0, 0, v("de0000")]), "EBADVALUE", L, /map/);
+  await withBody(field(["a", 0, 0, v("9181910001")]), "EBADVALUE", L, /scalars/);
+  await withBody(field(["a", 0, 0, v("c1")]), "EBADVALUE", L, /malformed/);
+  await withBody(field(["a", 0, 0, v("dd00000009")]), "EBADVALUE", L, /claims more/);
+  await withBody(field(["a", 0, 0, v("d9")]), "EBADVALUE", L, /truncated/);
+  // record groups
+  await withBody((p) => (p[8] = [[0, "a", null, []], [0, "b", null, []], [0, "c", null, []]]), "ETOOBIG", L, /record groups/);
+  await decodeDelta(await signedBody(((p) => ((p[8] = [[0, "a", null, []], [0, "b", null, []]]), p))(await parts())), L);
+  // msgpack-c's POSITIVE_INTEGER: signed formats holding values >= 0 pass
+  {
+    const p = await parts();
+    p[5] = { raw: fromHex("d3" + "0000000000000100") };
+    (p[8] as V[])[0] = [{ raw: fromHex("d000") }, "r", [{ raw: fromHex("d10001") }, 0, 0], []];
+    const d = await decodeDelta(await signedBody(p));
+    assert.equal(d.records[0]!.base!.hlc, 256n);
+    assert.equal(d.records[0]!.base!.kind, 1);
+    p[5] = { raw: fromHex("d3" + "ffffffffffffffff") }; // -1
+    await refused(await signedBody(p), "EBADVALUE", undefined, /header/);
+  }
+});
+
+// ------------------------------------------------------------ speed
+
+/** A delta of n fields as a fresh client gets them: 10 fields a record. */
+async function bigDelta(n: number, k: KeyPair): Promise<Uint8Array> {
+  const records: DeltaBody["records"] = [];
+  const vals = [fromHex("cd1234"), fromHex("a86d6f7665732d3432"), fromHex("cb400921fb54442d18"), fromHex("c3")];
+  for (let i = 0; i < n / 10; i++) {
+    const fields: DeltaBody["records"][number]["fields"] = [];
+    for (let j = 0; j < 10; j++)
+      fields.push({ path: j < 8 ? [`field${j}`] : ["pos", j === 8 ? "x" : "y"], hlc: H + BigInt(i), origin: k.publicKey, value: vals[j & 3]! });
+    records.push({ coll: "items", id: `item-${i}`, base: { kind: 1, hlc: H + BigInt(i), origin: k.publicKey }, fields });
+  }
+  return encodeDelta({ dbId: "bench", sender: k.publicKey, from: 0, to: n + n / 10, ack: null, records, history: [], recipient: null }, k);
+}
+
+test("speed: decode 100k fields; sign and verify small and ~4 MiB", async (t) => {
+  const k = await kp();
+  const bytes = await bigDelta(100000, k);
+  let best = Infinity;
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    const d = await decodeDelta(bytes);
+    best = Math.min(best, performance.now() - t0);
+    assert.equal(d.records.length, 10000);
+  }
+  t.diagnostic(`decodeDelta: 100k fields, ${(bytes.length / 1048576).toFixed(2)} MiB: ${best.toFixed(1)} ms (best of 5, verify included)`);
+  const big = new Uint8Array(4 << 20).fill(0x5a);
+  const small = new Uint8Array(100).fill(0x5a);
+  for (const noble of [false, true]) {
+    useNobleOnly(noble);
+    const name = await backendName();
+    const sb = await sign(k, big);
+    const ss = await sign(k, small);
+    const time = async (f: () => Promise<unknown>, n: number) => {
+      await f();
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) await f();
+      return (performance.now() - t0) / n;
+    };
+    const vb = await time(() => verify(k.publicKey, big, sb), 5);
+    const vs = await time(() => verify(k.publicKey, small, ss), 200);
+    const gb = await time(() => sign(k, big), 5);
+    const gs = await time(() => sign(k, small), 200);
+    t.diagnostic(`${name}: verify 4 MiB ${vb.toFixed(2)} ms, 100 B ${(vs * 1000).toFixed(0)} us; sign 4 MiB ${gb.toFixed(2)} ms, 100 B ${(gs * 1000).toFixed(0)} us`);
+  }
+  useNobleOnly(false);
+});
