@@ -5,13 +5,25 @@
  * watermarks).  Each commit is one readwrite transaction over both, and
  * resolves only on its `complete` event: a delta, its watermarks and the
  * clock land together or not at all, and the session acknowledges after.
+ * Local-only writes may ask for "relaxed" durability (Batch.relaxed); a
+ * commit a peer will be told of is always "strict".
  *
- * One writer per profile: two tabs writing one copy under one replica id
- * would fork its history (docs/protocol.md, "History fingerprints").  So
- * the backend holds an exclusive Web Lock named after the database for as
- * long as it is open.  A second tab's open fails at once with EBUSY ("open
- * in another tab") unless it asks to wait, in which case it opens when the
- * first tab closes the store or goes away.
+ * One writer per profile.  Two tabs writing one copy under one replica id
+ * would fork its history (docs/protocol.md, "History fingerprints"), and
+ * one identity per tab would grow a new replica (and its log) with every
+ * tab ever opened.  So the backend holds an exclusive Web Lock named after
+ * the database for as long as it is open:
+ * - lock "fail" (default): a second tab's open fails at once with EBUSY
+ *   "the store 'NAME' is open in another tab"; the app can say so, or
+ *   retry with "wait";
+ * - lock "wait": the open waits until the holder closes the store or its
+ *   tab goes away (the browser releases a closed tab's locks), then opens
+ *   the same copy under the same identity; `signal` aborts the wait.
+ * Web Locks exist only in secure contexts (https, http://127.0.0.1 and
+ * localhost).  Without them the open fails (EINVAL) rather than silently
+ * risk a fork; `locks: null` opts out, for a page that knows it is alone.
+ * Deleting a store (destroy) takes the same lock, so an open store is
+ * never deleted under its tab.
  */
 import type { Backend, Batch, Loaded, Meta } from "./backend.js";
 import { CrdtdbError } from "./errors.js";
@@ -23,9 +35,11 @@ export interface IndexedDBOptions {
   name: string;
   /** "fail" (default): EBUSY if another tab has it open; "wait": wait for it. */
   lock?: "fail" | "wait";
+  /** Aborts a lock "wait" (the open then rejects with EBUSY). */
+  signal?: AbortSignal;
   /** The IndexedDB factory (default globalThis.indexedDB). */
   indexedDB?: IDBFactory;
-  /** Lock manager (default navigator.locks); null disables locking (tests). */
+  /** Lock manager (default navigator.locks); null opens without the one-writer lock. */
   locks?: LockManager | null;
 }
 
@@ -33,8 +47,38 @@ const req = <T>(r: IDBRequest<T>): Promise<T> =>
   new Promise((res, rej) => { r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
 
 function idbError(e: unknown): CrdtdbError {
+  if (e instanceof CrdtdbError) return e;
   const name = (e as DOMException | null)?.name;
   return new CrdtdbError(name === "QuotaExceededError" ? "EMAPFULL" : "EIO", `IndexedDB: ${(e as Error)?.message ?? name ?? e}`);
+}
+
+const dbNameOf = (name: string): string => `crdtdb:${name}`;
+
+function lockManager(given: LockManager | null | undefined): LockManager | null {
+  if (given !== undefined) return given;
+  const locks = (globalThis.navigator as Navigator | undefined)?.locks;
+  if (!locks) {
+    throw new CrdtdbError("EINVAL",
+      "no Web Locks here (not a secure context?): serve the page over https or from localhost, or pass locks: null if only one tab ever opens the store");
+  }
+  return locks;
+}
+
+/** Takes the store's exclusive lock; resolves with its release. */
+async function takeLock(locks: LockManager | null, name: string, wait: boolean, signal?: AbortSignal): Promise<() => void> {
+  if (!locks) return () => undefined;
+  return new Promise<() => void>((resolve, reject) => {
+    const busy = (): CrdtdbError => new CrdtdbError("EBUSY", `the store '${name}' is open in another tab`);
+    const opts: LockOptions = wait ? { mode: "exclusive", ...(signal ? { signal } : {}) } : { mode: "exclusive", ifAvailable: true };
+    locks.request(dbNameOf(name), opts, (lock) => {
+      if (!lock) {
+        reject(busy());
+        return undefined;
+      }
+      // held until released: the callback's promise settles then
+      return new Promise<void>((done) => resolve(done));
+    }).catch((e: unknown) => reject((e as DOMException | null)?.name === "AbortError" ? busy() : idbError(e)));
+  });
 }
 
 export class IndexedDBBackend implements Backend {
@@ -46,28 +90,12 @@ export class IndexedDBBackend implements Backend {
     this.o = o;
   }
 
-  get dbName(): string { return `crdtdb:${this.o.name}`; }
-
-  private async takeLock(): Promise<void> {
-    const locks = this.o.locks === undefined ? (globalThis.navigator as Navigator | undefined)?.locks : this.o.locks;
-    if (!locks) return;
-    const wait = this.o.lock === "wait";
-    await new Promise<void>((resolve, reject) => {
-      void locks.request(this.dbName, { mode: "exclusive", ifAvailable: !wait }, (lock) => {
-        if (!lock) {
-          reject(new CrdtdbError("EBUSY", `the store '${this.o.name}' is open in another tab`));
-          return undefined;
-        }
-        // held until close(): the callback's promise settles then
-        return new Promise<void>((done) => { this.release = done; resolve(); });
-      }).catch(reject);
-    });
-  }
+  get dbName(): string { return dbNameOf(this.o.name); }
 
   async load(): Promise<Loaded> {
-    await this.takeLock();
     const factory = this.o.indexedDB ?? globalThis.indexedDB;
     if (!factory) throw new CrdtdbError("EINVAL", "no IndexedDB in this runtime");
+    this.release = await takeLock(lockManager(this.o.locks), this.o.name, this.o.lock === "wait", this.o.signal);
     try {
       const open = factory.open(this.dbName, 1);
       open.onupgradeneeded = () => {
@@ -75,10 +103,11 @@ export class IndexedDBBackend implements Backend {
         open.result.createObjectStore("meta");
       };
       this.db = await req(open);
-      // another tab deleting or upgrading the database: let it, we are done
+      // only destroy() asks for this, and it holds our lock: we are closed already
       this.db.onversionchange = () => { this.db?.close(); this.db = null; };
       const tx = this.db.transaction(["records", "meta"], "readonly");
       const recs = tx.objectStore("records");
+      // one transaction: keys and values come in the same (key) order
       const [keys, values, meta] = await Promise.all([
         req(recs.getAllKeys()), req(recs.getAll()), req(tx.objectStore("meta").get("meta")),
       ]);
@@ -86,8 +115,8 @@ export class IndexedDBBackend implements Backend {
       keys.forEach((k, i) => records.set(String(k), fixRecord(decodeStored<StoredRecord>(values[i] as Uint8Array))));
       return { meta: (meta as Meta | undefined) ?? null, records };
     } catch (e) {
-      this.release?.();
-      throw e instanceof CrdtdbError ? e : idbError(e);
+      await this.close();
+      throw idbError(e);
     }
   }
 
@@ -101,6 +130,7 @@ export class IndexedDBBackend implements Backend {
         const recs = tx.objectStore("records");
         if (b.clear) recs.clear();
         for (const k of b.del) recs.delete(k);
+        // put() clones at once: the batch's objects are ours only until here
         for (const [k, r] of b.put) recs.put(encodeStored(r), k);
         tx.objectStore("meta").put(b.meta, "meta");
       } catch (e) {
@@ -108,7 +138,7 @@ export class IndexedDBBackend implements Backend {
         return;
       }
       tx.oncomplete = () => resolve();
-      tx.onerror = () => reject(idbError(tx.error));
+      // a failed request aborts the transaction: answer once, on abort
       tx.onabort = () => reject(idbError(tx.error ?? new Error("transaction aborted")));
     });
   }
@@ -120,8 +150,16 @@ export class IndexedDBBackend implements Backend {
     this.release = null;
   }
 
-  /** Deletes a store's database (the copy and the identity).  It must be closed everywhere. */
-  static async destroy(name: string, factory: IDBFactory = globalThis.indexedDB): Promise<void> {
-    await req(factory.deleteDatabase(`crdtdb:${name}`));
+  /** Deletes a store's database (the copy and the identity).  Fails with
+   *  EBUSY while a tab has it open. */
+  static async destroy(name: string, factory: IDBFactory = globalThis.indexedDB, locks?: LockManager | null): Promise<void> {
+    const release = await takeLock(lockManager(locks), name, false);
+    try {
+      await req(factory.deleteDatabase(dbNameOf(name)));
+    } catch (e) {
+      throw idbError(e);
+    } finally {
+      release();
+    }
   }
 }
