@@ -142,8 +142,9 @@ export class CrdtdbDataStore implements DataStore {
       const c = changes[0]!;
       const o = this.observables.get(c.coll);
       if (!o) return;
-      if (c.now === null) o.send({ collection: c.coll, type: Remove, id: c.id });
-      else o.send({ collection: c.coll, type: c.was ? Update : Add, id: c.id, changes: c.now });
+      const now = c.read();
+      if (now === null) o.send({ collection: c.coll, type: Remove, id: c.id });
+      else o.send({ collection: c.coll, type: c.was ? Update : Add, id: c.id, changes: now });
       return;
     }
     for (const coll of new Set(changes.map((c) => c.coll)))

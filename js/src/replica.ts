@@ -12,7 +12,7 @@
 import { recordKey, splitKey, type Backend, type Batch, type Meta, type PeerState } from "./backend.js";
 import { CrdtdbError, noCollection, notFound, readOnly } from "./errors.js";
 import { decodeDelta, encodeDelta, DEFAULT_DELTA_LIMITS, type DeltaLimits } from "./delta.js";
-import { Chain } from "./fingerprint.js";
+import { History } from "./history.js";
 import { Clock } from "./hlc.js";
 import { generateKeyPair, keyPairFromSeed, toHex, type KeyPair } from "./keys.js";
 import {
@@ -45,9 +45,14 @@ export interface Change {
   id: string;
   /** Visible before the commit. */
   was: boolean;
-  /** The record as now visible (with its id), or null if not visible. */
-  now: DataObject | null;
+  /** Visible after it. */
+  visible: boolean;
+  /** The record as now visible (with its id), or null; rendered on demand,
+   *  valid only during the notification. */
+  read(): DataObject | null;
 }
+
+const gone = (): null => null;
 
 export interface ApplyInfo {
   /** The peer's range (from, to] and whether our watermark moved. */
@@ -63,8 +68,6 @@ const POINTS_KEPT = 4096;
 const PEER_POINTS_KEPT = 8;
 const LOG_COMPACT_MIN = 4096;
 
-/** A log entry: the sequence, and the record it numbered a register of. */
-interface LogEntry { seq: number; key: string }
 
 export class Replica {
   readonly dbId: string;
@@ -77,7 +80,8 @@ export class Replica {
   private records = new Map<string, StoredRecord>();
   /** Registers by sequence, ascending; an entry is stale once its record no
    *  longer holds a register of that sequence (found lazily). */
-  private log: LogEntry[] = [];
+  private logSeq: number[] = [];
+  private logKey: string[] = [];
   private stale = 0;
   private lock: Promise<unknown> = Promise.resolve();
   private listeners = new Set<(changes: Change[], invalidate: boolean) => void>();
@@ -205,25 +209,31 @@ export class Replica {
     // number what the transaction stored, in one chain commit
     const seq0 = meta.seq;
     let seq = seq0;
-    const chain = new Chain(meta.fp);
-    const enc = new TextEncoder();
-    const newLog: LogEntry[] = [];
+    const hist = new History();
+    const newSeq: number[] = [], newKey: string[] = [];
     for (const [key, r] of t.put) {
       const [coll, id] = splitKey(key);
       const c = t.collNum(coll);
-      for (const g of registersOf(r)) {
+      const b = r.base;
+      if (b && b.seq === 0) {
+        b.seq = ++seq;
+        b.src = t.src;
+        hist.note(b.seq, c, b.kind, b.hlc, b.origin, id, null);
+        newSeq.push(b.seq);
+        newKey.push(key);
+      }
+      for (const g of r.leaves) {
         if (g.seq !== 0) continue;
         g.seq = ++seq;
         g.src = t.src;
-        const path = "path" in g ? enc.encode(JSON.stringify(g.path)) : new Uint8Array(0);
-        const kind = "path" in g ? (g.value === null ? 3 : 0) : g.kind;
-        chain.note(g.seq, c, id, path, g.hlc, g.origin, kind);
-        newLog.push({ seq: g.seq, key });
+        hist.note(g.seq, c, g.value === null ? 1 : 0, g.hlc, g.origin, id, g.path);
+        newSeq.push(g.seq);
+        newKey.push(key);
       }
     }
     meta.seq = seq;
     if (seq > seq0) {
-      meta.fp = chain.commit(seq0, seq);
+      meta.fp = await hist.commit(meta.fp, seq0, seq);
       meta.points = [...meta.points, [seq, meta.fp] as [number, Uint8Array]].slice(-POINTS_KEPT);
     }
     if (t.maxHlc > 0n) this.clock.recv(t.maxHlc);
@@ -235,7 +245,8 @@ export class Replica {
     const changes: Change[] = [];
     if (t.clear) {
       this.records = new Map();
-      this.log = [];
+      this.logSeq = [];
+      this.logKey = [];
       this.stale = 0;
     }
     for (const key of t.del) {
@@ -244,31 +255,32 @@ export class Replica {
       this.records.delete(key);
       this.stale += registersOf(was).length;
       const [coll, id] = splitKey(key);
-      if (isVisible(was)) changes.push({ coll, id, was: true, now: null });
+      if (isVisible(was)) changes.push({ coll, id, was: true, visible: false, read: gone });
     }
     for (const [key, r] of t.put) {
       const old = this.records.get(key);
       const [coll, id] = splitKey(key);
       const wasVis = !!old && isVisible(old);
       if (old) this.stale += registersOf(old).length;
-      this.stale -= registersOf(r).filter((g) => g.seq <= seq0).length;
+      this.stale -= kept(r, seq0);
       this.records.set(key, r);
       const nowVis = isVisible(r);
-      if (wasVis || nowVis) changes.push({ coll, id, was: wasVis, now: nowVis ? withId(id, render(r)) : null });
+      if (wasVis || nowVis) changes.push({ coll, id, was: wasVis, visible: nowVis, read: nowVis ? () => withId(id, render(r)) : gone });
     }
-    for (const e of newLog) this.log.push(e);
+    for (let i = 0; i < newSeq.length; i++) { this.logSeq.push(newSeq[i]!); this.logKey.push(newKey[i]!); }
     this.meta = meta;
-    if (this.stale > LOG_COMPACT_MIN && this.stale > this.log.length / 2) this.rebuildLog();
+    if (this.stale > LOG_COMPACT_MIN && this.stale > this.logSeq.length / 2) this.rebuildLog();
     const inval = !!t.clear;
     if (changes.length || inval) for (const fn of this.listeners) fn(changes, inval);
     return changes;
   }
 
   private rebuildLog(): void {
-    const log: LogEntry[] = [];
-    for (const [key, r] of this.records) for (const g of registersOf(r)) log.push({ seq: g.seq, key });
-    log.sort((a, b) => a.seq - b.seq);
-    this.log = log;
+    const log: [number, string][] = [];
+    for (const [key, r] of this.records) for (const g of registersOf(r)) log.push([g.seq, key]);
+    log.sort((a, b) => a[0] - b[0]);
+    this.logSeq = log.map((e) => e[0]);
+    this.logKey = log.map((e) => e[1]);
     this.stale = 0;
   }
 
@@ -489,22 +501,24 @@ export class Replica {
     const maxBytes = Math.min(opts.maxBytes ?? this.limits.maxDeltaSize, this.limits.maxDeltaSize);
     const out: { bytes: Uint8Array; to: number }[] = [];
     if (after >= last) return { deltas: out, upto: last };
-    let i = lowerBound(this.log, after + 1);
+    let i = lowerBound(this.logSeq, after + 1);
     let from = after;
     const received = this.peer(peerHex).received;
-    while (i < this.log.length) {
+    const logLen = this.logSeq.length;
+    while (i < logLen) {
       // one chunk: records in log order until the estimate is full
       const keys = new Set<string>();
       let size = 256, to = from;
-      for (; i < this.log.length && size < maxBytes * 0.8 && keys.size < this.limits.maxDeltaGroups; i++) {
-        const e = this.log[i]!;
-        const r = this.records.get(e.key);
-        if (!r || !registersOf(r).some((g) => g.seq === e.seq)) continue; // stale
-        to = e.seq;
-        if (!keys.has(e.key)) { keys.add(e.key); size += e.key.length + 16; }
-        size += estimate(r, e.seq);
+      for (; i < logLen && size < maxBytes * 0.8 && keys.size < this.limits.maxDeltaGroups; i++) {
+        const seq = this.logSeq[i]!, key = this.logKey[i]!;
+        const r = this.records.get(key);
+        const est = r ? estimate(r, seq) : -1;
+        if (est < 0) continue; // stale: the register was superseded or dropped
+        to = seq;
+        if (!keys.has(key)) { keys.add(key); size += key.length + 16; }
+        size += est;
       }
-      const end = i >= this.log.length ? last : to;
+      const end = i >= logLen ? last : to;
       const recs: DeltaRecord[] = [];
       for (const key of keys) {
         const r = this.records.get(key)!;
@@ -575,25 +589,29 @@ function mergeRemote(t: Txn, rec: DeltaRecord): void {
     mergeBase(r, { kind: b.kind, hlc: b.hlc, origin: b.origin, seq: 0, src: t.src });
   }
   if (rec.fields.length) {
-    for (const f of rec.fields) {
-      const l = findLeaf(r.leaves, f.path);
-      if (l && l.hlc === f.hlc && sameId(l.origin, f.origin) && !sameBytes(l.value, f.value)) throw forged(rec.coll, rec.id);
+    if (r.leaves.length) {
+      const have = new Map<string, Leaf>();
+      for (const l of r.leaves) have.set(l.path.join("\u0000"), l);
+      for (const f of rec.fields) {
+        const l = have.get(f.path.join("\u0000"));
+        if (l && l.hlc === f.hlc && sameId(l.origin, f.origin) && !sameBytes(l.value, f.value)) throw forged(rec.coll, rec.id);
+      }
     }
-    mergeLeaves(r, rec.fields.map((f) => ({ path: f.path, hlc: f.hlc, origin: f.origin, value: f.value, seq: 0, src: t.src })));
+    // the decoded fields become the leaves (the delta is ours alone)
+    const leaves = rec.fields as Leaf[];
+    for (const l of leaves) { l.seq = 0; l.src = t.src; }
+    mergeLeaves(r, leaves);
   }
 }
 
 const forged = (coll: string, id: string): CrdtdbError =>
   new CrdtdbError("EFORGED", `two values under one stamp for record '${id}' in '${coll}'`);
 
-function findLeaf(leaves: Leaf[], path: readonly string[]): Leaf | undefined {
-  // records are small; a linear scan keeps this simple
-  outer: for (const l of leaves) {
-    if (l.path.length !== path.length) continue;
-    for (let i = 0; i < path.length; i++) if (l.path[i] !== path[i]) continue outer;
-    return l;
-  }
-  return undefined;
+/** How many of r's registers were numbered before seq0 (kept from before). */
+function kept(r: StoredRecord, seq0: number): number {
+  let n = r.base && r.base.seq <= seq0 ? 1 : 0;
+  for (const l of r.leaves) if (l.seq <= seq0) n++;
+  return n;
 }
 
 function sameId(a: Uint8Array, b: Uint8Array): boolean {
@@ -606,17 +624,19 @@ function sameBytes(a: Uint8Array | null, b: Uint8Array | null): boolean {
   return a === null || b === null ? a === b : sameId(a, b);
 }
 
-function lowerBound(log: LogEntry[], seq: number): number {
-  let lo = 0, hi = log.length;
+function lowerBound(seqs: number[], seq: number): number {
+  let lo = 0, hi = seqs.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (log[mid]!.seq < seq) lo = mid + 1; else hi = mid;
+    if (seqs[mid]! < seq) lo = mid + 1; else hi = mid;
   }
   return lo;
 }
 
+/** The encoded size of r's register numbered seq, about; -1 if r has none (a stale log entry). */
 function estimate(r: StoredRecord, seq: number): number {
+  if (r.base && r.base.seq === seq) return 16;
   for (const l of r.leaves) if (l.seq === seq) return 24 + (l.value?.length ?? 0) + l.path.reduce((n, k) => n + k.length + 2, 0);
-  return 16;
+  return -1;
 }
 
