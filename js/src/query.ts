@@ -8,7 +8,7 @@
  *   split on every "." into nested names ("pos.x"), or an array of literal
  *   names (["a.b"] is the one key "a.b").  Ops: = == != < <= > >=, "=" the
  *   same as "==";
- * - undefined or null criteria: every record.
+ * - undefined criteria: every record (null is refused, as C refuses nil).
  *
  * Matching: numbers compare numerically across ints, floats and bigints;
  * strings bytewise (UTF-8); null, booleans, binary, dates and other
@@ -154,7 +154,7 @@ function parseField(f: Value): string[] {
 /** The criteria's conditions (exported for tests and for callers that
  *  want to inspect them). */
 export function parseCriteria(criteria: unknown, limits: Limits = DEFAULT_LIMITS): Cond[] {
-  if (criteria === undefined || criteria === null) return [];
+  if (criteria === undefined) return [];
   let c: Value;
   try {
     const bytes = encodeValue(criteria as Value, limits.maxDepth);

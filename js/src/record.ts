@@ -198,6 +198,10 @@ function putLeaf(r: StoredRecord, l: Leaf, dead: number[] | undefined): boolean 
   return true;
 }
 
+function byPath(a: Leaf, b: Leaf): number {
+  return comparePaths(a.path, b.path);
+}
+
 /** Merges one leaf write; true if it was stored.  Throws EFORGED (r
  *  unchanged) on equivocation. */
 export function mergeLeaf(r: StoredRecord, l: Leaf, dead?: number[]): boolean {
@@ -228,26 +232,66 @@ export function mergeLeaves(r: StoredRecord, incoming: readonly Leaf[], dead?: n
     }
     return won;
   }
-  const sorted = incoming.slice().sort((a, b) => comparePaths(a.path, b.path));
+  // a delta exported by a store comes in path order: sort only if needed
+  let inOrder = true;
+  for (let k = 1; k < n && inOrder; k++) if (comparePaths(incoming[k - 1]!.path, incoming[k]!.path) > 0) inOrder = false;
+  const sorted = inOrder ? incoming : incoming.slice().sort(byPath);
   const old = r.leaves;
-  const fresh: StoredRecord = { base: r.base, leaves: [] };
+  const nold = old.length;
+  const base = r.base;
+  const fresh: Leaf[] = [];
+  // The leaves in fresh whose paths are a prefix of (or equal to) the last
+  // one placed: every ancestor in fresh of what comes next is among them,
+  // since a subtree is contiguous in path order.
+  const chain: Leaf[] = [];
   let won = 0;
   let i = 0;
   let j = 0;
+  // One write placed at the end of fresh, as crdtdb__record_put_leaf
+  // would; false if it lost or is dead.
+  const place = (l: Leaf): boolean => {
+    if (base && olderThanBase(l, base)) return false;
+    const path = l.path;
+    let at: Leaf | undefined;
+    while (chain.length) {
+      const top = chain[chain.length - 1]!;
+      if (isAncestor(top.path, path)) break;
+      if (samePath(top.path, path)) {
+        at = top;
+        break;
+      }
+      chain.pop();
+    }
+    if (at) {
+      const c = cmpLeaf(l, at);
+      if (c === 0 && !valuesEqual(l.value, at.value)) throw forged(l);
+      if (c <= 0) return false;
+    }
+    const nanc = at ? chain.length - 1 : chain.length;
+    for (let k = 0; k < nanc; k++) if (cmpLeaf(chain[k]!, l) > 0) return false;
+    if (at) {
+      if (dead && at.seq) dead.push(at.seq);
+      fresh[fresh.length - 1] = l; // the equal path is the last placed
+      chain[chain.length - 1] = l;
+    } else {
+      fresh.push(l);
+      chain.push(l);
+    }
+    return true;
+  };
   try {
-    while (i < old.length || j < n) {
+    while (i < nold || j < n) {
       // on equal paths the stored leaf first: the new one replaces it
-      const takeOld = j === n || (i < old.length && comparePaths(old[i]!.path, sorted[j]!.path) <= 0);
-      if (takeOld) {
+      if (j === n || (i < nold && comparePaths(old[i]!.path, sorted[j]!.path) <= 0)) {
         const l = old[i++]!;
-        if (!putLeaf(fresh, l, dead) && dead && l.seq) dead.push(l.seq);
-      } else if (putLeaf(fresh, sorted[j++]!, dead)) won++;
+        if (!place(l) && dead && l.seq) dead.push(l.seq);
+      } else if (place(sorted[j++]!)) won++;
     }
   } catch (e) {
     if (dead) dead.length = deadMark;
     throw e;
   }
-  r.leaves = fresh.leaves;
+  r.leaves = fresh;
   return won;
 }
 
@@ -345,10 +389,6 @@ export function withId(id: string, obj: DataObject): DataObject {
 }
 
 /* -------------------------------------------------------- local writes */
-
-function byPath(a: Leaf, b: Leaf): number {
-  return comparePaths(a.path, b.path);
-}
 
 /**
  * The registers of add(value) at stamp (hlc, origin): an add base and
