@@ -150,10 +150,17 @@ export async function sign(kp: KeyPair, msg: Uint8Array): Promise<Uint8Array> {
   return noble.signAsync(msg, kp.secretSeed);
 }
 
-/** Whether sig is publicKey's signature of msg.  Malformed keys or
- *  signatures are simply false. */
+/** Whether sig is publicKey's signature of msg, by libsodium's rules
+ *  (crypto_sign_verify_detached, as the C library checks deltas): S
+ *  canonical, neither the key nor R a small-order point, the key's encoding
+ *  canonical, and the cofactorless equation [S]B = R + [k]A with R compared
+ *  bytewise.  WebCrypto (OpenSSL) and noble accept some signatures under
+ *  small-order keys that libsodium refuses, and noble's equation is
+ *  cofactored, so the encoding checks are made here and noble's fallback
+ *  checks the cofactorless equation itself.  Malformed input is false. */
 export async function verify(publicKey: Uint8Array, msg: Uint8Array, sig: Uint8Array): Promise<boolean> {
   if (publicKey.length !== 32 || sig.length !== 64) return false;
+  if (!sodiumEncodingsOk(publicKey, sig)) return false;
   const s = await webcrypto();
   if (s) {
     const hex = toHex(publicKey);
@@ -173,9 +180,76 @@ export async function verify(publicKey: Uint8Array, msg: Uint8Array, sig: Uint8A
       return false;
     }
   }
+  return nobleVerify(publicKey, msg, sig);
+}
+
+/** The group order L, little-endian. */
+const L_LE = fromHex("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010");
+const L = 2n ** 252n + 27742317777372353535851937790883648493n;
+
+/** libsodium's ge25519_has_small_order blocklist: the encodings (sign bit
+ *  ignored) of the 8 small-order points, canonical and not. */
+const SMALL_ORDER = [
+  "0000000000000000000000000000000000000000000000000000000000000000", // order 4
+  "0100000000000000000000000000000000000000000000000000000000000000", // order 1
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", // order 8
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p - 1, order 2
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p, order 4
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p + 1, order 1
+].map(fromHex);
+
+function smallOrder(p: Uint8Array): boolean {
+  outer: for (const b of SMALL_ORDER) {
+    for (let i = 0; i < 31; i++) if (p[i] !== b[i]) continue outer;
+    if ((p[31]! & 0x7f) === b[31]) return true;
+  }
+  return false;
+}
+
+/** libsodium 1.0.18's checks before the equation. */
+function sodiumEncodingsOk(pk: Uint8Array, sig: Uint8Array): boolean {
+  // S < L (sc25519_is_canonical)
+  let lt = false;
+  for (let i = 31; i >= 0; i--) {
+    const a = sig[32 + i]!;
+    const b = L_LE[i]!;
+    if (a < b) {
+      lt = true;
+      break;
+    }
+    if (a > b) return false;
+  }
+  if (!lt) return false;
+  if (smallOrder(sig.subarray(0, 32)) || smallOrder(pk)) return false;
+  // ge25519_is_canonical: the key's y (sign bit cleared) below p
+  let high = (pk[31]! & 0x7f) === 0x7f && pk[0]! >= 0xed;
+  for (let i = 1; high && i < 31; i++) if (pk[i] !== 0xff) high = false;
+  return !high;
+}
+
+function leNumber(b: Uint8Array): bigint {
+  let v = 0n;
+  for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
+  return v;
+}
+
+/** The cofactorless equation with noble's point arithmetic: [S]B - [k]A
+ *  encodes to exactly R. */
+async function nobleVerify(pk: Uint8Array, msg: Uint8Array, sig: Uint8Array): Promise<boolean> {
   try {
-    // zip215: false is RFC 8032 / libsodium's strict rule set
-    return await noble.verifyAsync(sig, msg, publicKey, { zip215: false });
+    const A = noble.Point.fromBytes(pk, false);
+    const R = sig.subarray(0, 32);
+    const S = leNumber(sig.subarray(32));
+    const input = new Uint8Array(64 + msg.length);
+    input.set(R, 0);
+    input.set(pk, 32);
+    input.set(msg, 64);
+    const k = leNumber(await noble.hashes.sha512Async(input)) % L;
+    const SB = S > 0n ? noble.Point.BASE.multiply(S) : noble.Point.ZERO; // BASE has precomputed tables
+    const check = SB.subtract(A.multiplyUnsafe(k)).toBytes();
+    for (let i = 0; i < 32; i++) if (check[i] !== R[i]) return false;
+    return true;
   } catch {
     return false;
   }
