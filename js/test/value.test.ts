@@ -20,8 +20,10 @@ type Tag = { [k: string]: unknown };
 const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex");
 const unhex = (h: string): Uint8Array => new Uint8Array(Buffer.from(h, "hex"));
 
+/** A number tag: a JSON number, or a string for what JSON (or jansson)
+ *  cannot hold: "NaN", "-0", "Infinity", "1e20". */
 function num(x: unknown): number {
-  return x === "NaN" ? NaN : x === "-0" ? -0 : x === "Infinity" ? Infinity : (x as number);
+  return x === "-0" ? -0 : typeof x === "string" ? Number(x) : (x as number);
 }
 
 /** The JS value a tag describes. */
