@@ -1,0 +1,286 @@
+/**
+ * The client in a real browser: headless Chromium (Debian's `chromium`,
+ * or CHROMIUM_BIN) driven by playwright-core, loading the browser bundle
+ * (npm run bundle) from a tiny HTTP server on 127.0.0.1, against a real
+ * `crdtdb serve` on 127.0.0.1.  Each browser context is a separate
+ * profile (its own IndexedDB); pages in one context are tabs of one
+ * profile.  Without Chromium the suite is skipped, except under CI, where
+ * that is a failure (.ci/install-deps installs it).
+ */
+import test, { after, before } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { WebSocket } from "ws";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { cli, pkgRoot, repoRoot, serve, sleep, tempDir, until, type Server } from "./helpers.js";
+import { PAGE_HTML, PAGE_JS } from "./browserpage.js";
+import { staticServer, type StaticServer } from "./static.js";
+
+const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium && process.env.CI) throw new Error(`no Chromium at ${CHROMIUM}: run .ci/install-deps`);
+const COLLS = ["Players", "Moves"];
+/** Every browser test ends within this. */
+const TEST_MS = 30_000;
+
+interface Notification { collection: string; type: string; id?: string; changes?: Record<string, unknown> }
+interface Status { state: string; code?: string; message?: string }
+interface State { status: Status | null; statuses: Status[]; events: Notification[]; readonly: boolean }
+interface Outcome<T> { value?: T; error?: { code?: string; message: string } }
+interface OpenArgs { name: string; dbId: string; collections: string[]; url?: string; token?: string; lock?: "fail" | "wait" }
+/** The page's driver (browserpage.ts). */
+interface Driver {
+  ready: boolean;
+  open(key: string, o: OpenArgs): Promise<{ id?: string; error?: { code?: string; message: string } }>;
+  call(key: string, method: string, ...args: unknown[]): Promise<Outcome<unknown>>;
+  state(key: string): State;
+  stopSync(key: string): void;
+  startSync(key: string): void;
+  close(key: string): Promise<void>;
+}
+/** The driver, inside page.evaluate callbacks: their source runs in the
+ *  page, where browserpage.ts defines drv() the same way. */
+const drv = (): Driver => (window as unknown as { t: Driver }).t;
+
+let browser: Browser | null = null;
+let web: StaticServer | null = null;
+const opts = { skip: haveChromium ? false : `no Chromium at ${CHROMIUM}`, timeout: TEST_MS };
+
+before(async () => {
+  if (!haveChromium) return;
+  const b = spawnSync("npm", ["run", "-s", "bundle"], { cwd: pkgRoot, encoding: "utf8", timeout: 60_000 });
+  if (b.status !== 0) throw new Error(`npm run bundle failed: ${b.stderr}`);
+  web = await staticServer({
+    dirs: { "/js/dist/": join(pkgRoot, "dist"), "/examples/web/": join(repoRoot, "examples", "web") },
+    files: { "/test/index.html": PAGE_HTML, "/test/page.js": PAGE_JS },
+  });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"], headless: true, timeout: 20_000 });
+});
+
+after(async () => {
+  await browser?.close();
+  await web?.close();
+});
+
+/** A new profile with one tab on the test page. */
+async function newProfile(): Promise<{ ctx: BrowserContext; page: Page }> {
+  const ctx = await browser!.newContext();
+  ctx.setDefaultTimeout(10_000);
+  return { ctx, page: await newTab(ctx) };
+}
+
+async function newTab(ctx: BrowserContext): Promise<Page> {
+  const page = await ctx.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  await page.goto(`${web!.url}/test/index.html`);
+  await page.waitForFunction(() => (window as unknown as { t?: Driver }).t?.ready === true);
+  return page;
+}
+
+const open = (p: Page, key: string, o: OpenArgs) => p.evaluate(([k, a]) => drv().open(k, a), [key, o] as const);
+const state = (p: Page, key: string): Promise<State> => p.evaluate((k) => drv().state(k), key);
+async function call<T = unknown>(p: Page, key: string, method: string, ...args: unknown[]): Promise<T> {
+  const r = await p.evaluate(([k, m, a]) => drv().call(k, m, ...a), [key, method, args] as const);
+  if (r.error) throw new Error(`${method}: ${r.error.code}: ${r.error.message}`);
+  return r.value as T;
+}
+const getById = (p: Page, key: string, coll: string, id: string) =>
+  call<Record<string, unknown> | null>(p, key, "getById", coll, id, true);
+async function statusIs(p: Page, key: string, st: string, ms = 10_000): Promise<void> {
+  await until(async () => (await state(p, key)).status?.state === st, `${key} ${st}`, ms).catch(async (e: Error) => {
+    throw new Error(`${e.message}; statuses: ${JSON.stringify((await state(p, key)).statuses.slice(-8))}`);
+  });
+}
+
+async function withServer(args: string[], fn: (srv: Server, dir: string) => Promise<void>): Promise<void> {
+  const d = tempDir("crdtdb-browser-");
+  const srvDir = join(d.path, "server");
+  cli(srvDir, "init");
+  const srv = await serve(srvDir, ["--collections", COLLS.join(","), ...args]);
+  try {
+    await fn(srv, d.path);
+  } finally {
+    await srv.stop();
+    d.remove();
+  }
+}
+
+test("two browser contexts on one match sync live, both ways", opts, async () => {
+  await withServer([], async (srv) => {
+    const a = await newProfile(), b = await newProfile();
+    try {
+      const o = { name: "match-1", dbId: "match-1", collections: COLLS, url: srv.url };
+      const [ia, ib] = [await open(a.page, "s", o), await open(b.page, "s", o)];
+      assert.ok(ia.id && ib.id && ia.id !== ib.id, "two profiles are two replicas");
+      await call(a.page, "s", "add", "Moves", "m1", { by: "ann", to: { x: 1, y: 2 } });
+      const ev = await until(async () => (await state(b.page, "s")).events.find((e) => e.id === "m1"), "m1's event at b");
+      assert.deepEqual(ev, { collection: "Moves", type: "Add", id: "m1", changes: { id: "m1", by: "ann", to: { x: 1, y: 2 } } });
+      await call(b.page, "s", "update", "Moves", "m1", { to: { y: 5 } });
+      const up = await until(async () => (await state(a.page, "s")).events.find((e) => e.type === "Update"), "the update's event at a");
+      assert.deepEqual(up?.changes, { id: "m1", by: "ann", to: { x: 1, y: 5 } });
+      assert.deepEqual(await call(a.page, "s", "query", "Moves", {}), await call(b.page, "s", "query", "Moves", {}));
+    } finally {
+      await a.ctx.close();
+      await b.ctx.close();
+    }
+  });
+});
+
+test("a context that goes offline keeps writing, and its writes arrive when it is back", opts, async () => {
+  await withServer([], async (srv) => {
+    const a = await newProfile(), b = await newProfile();
+    let back: Server | null = null;
+    try {
+      const o = { name: "match-1", dbId: "match-1", collections: COLLS, url: srv.url };
+      await open(a.page, "s", o);
+      await open(b.page, "s", o);
+      await statusIs(b.page, "s", "synced");
+      // Chromium's offline emulation does not close an open WebSocket: it
+      // holds its frames both ways (a dead link, as when Wi-Fi drops) and
+      // refuses new connections.
+      await b.ctx.setOffline(true);
+      await call(b.page, "s", "add", "Moves", "m2", { by: "bob", offline: true });
+      await call(a.page, "s", "add", "Moves", "m3", { by: "ann" });
+      await sleep(800);
+      assert.equal(await getById(a.page, "s", "Moves", "m2"), null, "an offline write stays in the offline context");
+      assert.equal(await getById(b.page, "s", "Moves", "m3"), null, "the offline context receives nothing");
+      assert.equal(await b.page.evaluate(() => navigator.onLine), false, "the page is told it is offline");
+      // the link dies meanwhile (the server restarts): b cannot see it yet,
+      // the close is held too; b keeps writing into its copy
+      const before = (await state(b.page, "s")).statuses.length;
+      const beforeA = (await state(a.page, "s")).statuses.length;
+      await srv.stop();
+      back = await serve(srv.dir, ["--collections", COLLS.join(",")], srv.port);
+      await call(b.page, "s", "update", "Moves", "m2", { seen: 1 });
+      await call(b.page, "s", "add", "Moves", "m4", { by: "bob" });
+      await until(async () => (await state(a.page, "s")).statuses.slice(beforeA).some((x) => x.state === "synced"),
+        "a back on the restarted server", 15_000);
+      await b.ctx.setOffline(false);
+      await until(async () => (await getById(a.page, "s", "Moves", "m4")) !== null, "m4 at a after b is back", 15_000);
+      await until(async () => (await getById(b.page, "s", "Moves", "m3")) !== null, "m3 at b after it is back", 15_000);
+      assert.deepEqual(await getById(a.page, "s", "Moves", "m2"), { id: "m2", by: "bob", offline: true, seen: 1 });
+      await statusIs(b.page, "s", "synced");
+      const states = (await state(b.page, "s")).statuses.slice(before).map((x) => x.state);
+      assert.ok(states.includes("connecting"), `b reconnected (not a held frame arriving late): ${states.join(",")}`);
+      await statusIs(a.page, "s", "synced");
+      assert.deepEqual(await call(a.page, "s", "query", "Moves", {}), await call(b.page, "s", "query", "Moves", {}));
+    } finally {
+      await a.ctx.close();
+      await b.ctx.close();
+      await back?.stop();
+    }
+  });
+});
+
+test("a reload keeps the data (IndexedDB) and the same replica id", opts, async () => {
+  await withServer([], async (srv) => {
+    const a = await newProfile();
+    try {
+      const o = { name: "match-1", dbId: "match-1", collections: COLLS, url: srv.url };
+      const first = await open(a.page, "s", o);
+      await call(a.page, "s", "add", "Players", "ann", { name: "Ann", when: 1.5 });
+      await statusIs(a.page, "s", "synced");
+      await a.page.reload();
+      await a.page.waitForFunction(() => (window as unknown as { t?: Driver }).t?.ready === true);
+      // opened without sync: what it has is what IndexedDB kept
+      const again = await open(a.page, "s", { ...o, url: undefined });
+      assert.equal(again.error, undefined);
+      assert.equal(again.id, first.id, "the same replica after a reload");
+      assert.deepEqual(await getById(a.page, "s", "Players", "ann"), { id: "ann", name: "Ann", when: 1.5 });
+      await a.page.evaluate(() => drv().close("s"));
+      // and with sync it resends nothing new and stays one replica at the server
+      await open(a.page, "s", o);
+      await statusIs(a.page, "s", "synced");
+    } finally {
+      await a.ctx.close();
+    }
+  });
+});
+
+test("two tabs of one profile do not fork the replica: one writer at a time (Web Lock)", opts, async () => {
+  await withServer([], async (srv) => {
+    const { ctx, page: tab1 } = await newProfile();
+    try {
+      const o = { name: "match-1", dbId: "match-1", collections: COLLS, url: srv.url };
+      const first = await open(tab1, "s", o);
+      await call(tab1, "s", "add", "Moves", "m1", { by: "tab1" });
+      const tab2 = await newTab(ctx);
+      const refused = await open(tab2, "s", o);
+      assert.equal(refused.error?.code, "EBUSY");
+      assert.match(refused.error!.message, /open in another tab/);
+      // asking to wait: it opens once the first tab goes away, as the same replica
+      let settled = false;
+      const waiting = open(tab2, "s", { ...o, lock: "wait" }).then((r) => { settled = true; return r; });
+      await sleep(300);
+      assert.equal(settled, false, "the second tab waits while the first is open");
+      await tab1.close();
+      const second = await waiting;
+      assert.equal(second.error, undefined);
+      assert.equal(second.id, first.id, "the second tab continues the same replica");
+      assert.deepEqual(await getById(tab2, "s", "Moves", "m1"), { id: "m1", by: "tab1" });
+      await statusIs(tab2, "s", "synced");
+    } finally {
+      await ctx.close();
+    }
+  });
+});
+
+/** Whether the server answers a refused browser in-band (upgrade, then an
+ *  ERROR frame and close 4401/4403) rather than with an HTTP 401 that a
+ *  browser cannot read (it sees 1006). */
+function inBandRefusals(url: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`${url}/v1/db/probe?access_token=not-a-token`);
+    const done = (v: boolean) => { ws.removeAllListeners(); ws.on("error", () => undefined); ws.terminate(); resolve(v); };
+    ws.on("unexpected-response", () => done(false));
+    ws.on("open", () => done(true));
+    ws.on("error", () => done(false));
+  });
+}
+
+test("a bad token and a denied database are told apart", opts, async (t) => {
+  const d = tempDir("crdtdb-browser-auth-");
+  try {
+    const secret = join(d.path, "secret"), other = join(d.path, "other");
+    writeFileSync(secret, "0123456789abcdef0123456789abcdef-test-secret\n", { mode: 0o600 });
+    writeFileSync(other, "another-secret-another-secret-another-secret\n", { mode: 0o600 });
+    const mint = (file: string, sub: string) => cli(d.path, "token", "--secret-file", file, "--sub", sub).trim();
+    await withServer(["--jwt-secret-file", secret], async (srv) => {
+      if (!(await inBandRefusals(srv.url))) {
+        // reported, not hidden: the suite says so in its output
+        t.skip("this crdtdb serve refuses with HTTP 401/403 before the upgrade, which a browser sees as 1006; needs the in-band ERROR + 4401/4403");
+        return;
+      }
+      const a = await newProfile();
+      try {
+        // under the _members policy the app declares _members too
+        const o = { dbId: "private-1", collections: [...COLLS, "_members"], url: srv.url };
+        // the owner creates the database by connecting first
+        await open(a.page, "owner", { ...o, name: "owner", token: mint(secret, "owner") });
+        await statusIs(a.page, "owner", "synced");
+        await open(a.page, "stranger", { ...o, name: "stranger", token: mint(secret, "stranger") });
+        await open(a.page, "forged", { ...o, name: "forged", token: mint(other, "owner") });
+        const denied = await until(async () => {
+          const s = (await state(a.page, "stranger")).status;
+          return s?.state === "stopped" ? s : null;
+        }, "the stranger's sync to stop", 8_000).catch(async (e: Error) => {
+          throw new Error(`${e.message}; statuses: ${JSON.stringify((await state(a.page, "stranger")).statuses)}`);
+        });
+        assert.equal(denied?.code, "EDENIED", `a member-less user is denied: ${JSON.stringify(denied)}`);
+        const bad = await until(async () => {
+          const s = (await state(a.page, "forged")).status;
+          return s?.state === "stopped" ? s : null;
+        }, "the forged token's sync to stop", 8_000).catch(async (e: Error) => {
+          throw new Error(`${e.message}; statuses: ${JSON.stringify((await state(a.page, "forged")).statuses)}`);
+        });
+        assert.equal(bad?.code, "EAUTH", `a bad token is an auth error: ${JSON.stringify(bad)}`);
+      } finally {
+        await a.ctx.close();
+      }
+    });
+  } finally {
+    d.remove();
+  }
+});
