@@ -1,4 +1,4 @@
-/* LWW record rules (crdt/record.c): golden vectors, blob format, and a
+/* LWW record rules (crdt/record.c): blob format, outcomes, and a
  * randomized check that merge order never matters and matches a reference
  * model of the rules in docs/crdt.md. */
 #include <check.h>
@@ -102,98 +102,9 @@ static char *render(const crdtdb__record *r)
     return s;
 }
 
-/* Applies writes in the order given by perm and renders the result. */
-static char *run(const w *ws, int n, const int *perm)
-{
-    crdtdb__record r;
-    pool p = {0};
-    crdtdb__record_init(&r);
-    for (int i = 0; i < n; i++)
-        ck_assert_int_ge(apply(&r, &ws[perm ? perm[i] : i], &p), 0);
-    char *s = render(&r);
-    crdtdb__record_free(&r);
-    pool_free(&p);
-    return s;
-}
-
-static int next_perm(int *a, int n)
-{
-    int i = n - 2;
-    while (i >= 0 && a[i] >= a[i + 1])
-        i--;
-    if (i < 0)
-        return 0;
-    int j = n - 1;
-    while (a[j] <= a[i])
-        j--;
-    int t = a[i];
-    a[i] = a[j];
-    a[j] = t;
-    for (int l = i + 1, r = n - 1; l < r; l++, r--) {
-        t = a[l];
-        a[l] = a[r];
-        a[r] = t;
-    }
-    return 1;
-}
-
-/* The vector must render `expect` under every order of its writes. */
-static void check_vector(const char *name, const w *ws, int n, const char *expect)
-{
-    int perm[8];
-    ck_assert_int_le(n, 8);
-    for (int i = 0; i < n; i++)
-        perm[i] = i;
-    do {
-        char *got = run(ws, n, perm);
-        ck_assert_msg(strcmp(got, expect) == 0, "%s: got %s, want %s", name, got, expect);
-        free(got);
-    } while (next_perm(perm, n));
-}
-
-#define VEC(name, expect, ...)                                             \
-    do {                                                                   \
-        const w ws_[] = {__VA_ARGS__};                                     \
-        check_vector(name, ws_, (int)(sizeof ws_ / sizeof ws_[0]), expect); \
-    } while (0)
-
-START_TEST(golden_rules)
-{
-    VEC("add makes visible", "{\"a\":1}", {'a', 0, 10, 0, 0}, {'v', "a", 10, 0, "1"});
-    VEC("no base: invisible", "(invisible)", {'v', "a", 10, 0, "1"});
-    VEC("field LWW by hlc", "{\"a\":2}", {'a', 0, 10, 0, 0}, {'v', "a", 11, 0, "1"},
-        {'v', "a", 12, 1, "2"});
-    VEC("tie broken by replica key", "{\"a\":\"hi\"}", {'a', 0, 10, 0, 0},
-        {'v', "a", 12, 0, "\"lo\""}, {'v', "a", 12, 2, "\"hi\""});
-    VEC("add replaces older fields", "{\"b\":2}", {'a', 0, 10, 0, 0}, {'v', "a", 10, 0, "1"},
-        {'a', 0, 20, 1, 0}, {'v', "b", 20, 1, "2"});
-    VEC("remove hides", "(invisible)", {'a', 0, 10, 0, 0}, {'v', "a", 10, 0, "1"},
-        {'r', 0, 20, 1, 0});
-    VEC("remove wins over concurrent update", "(invisible)", {'a', 0, 10, 0, 0},
-        {'v', "a", 10, 0, "1"}, {'r', 0, 20, 1, 0}, {'v', "a", 25, 0, "9"});
-    VEC("later add brings back only newer", "{\"c\":3,\"d\":4}", {'a', 0, 10, 0, 0},
-        {'v', "a", 10, 0, "1"}, {'r', 0, 20, 1, 0}, {'a', 0, 30, 2, 0},
-        {'v', "c", 30, 2, "3"}, {'v', "d", 31, 0, "4"});
-    VEC("update newer than re-add survives", "{\"c\":3,\"u\":5}", {'a', 0, 10, 0, 0},
-        {'r', 0, 20, 1, 0}, {'v', "u", 40, 0, "5"}, {'a', 0, 30, 2, 0},
-        {'v', "c", 30, 2, "3"});
-    VEC("nested fields merge", "{\"p\":{\"x\":1,\"y\":2}}", {'a', 0, 10, 0, 0},
-        {'v', "p.x", 11, 0, "1"}, {'v', "p.y", 12, 1, "2"});
-    VEC("scalar hides older subtree", "{\"p\":7}", {'a', 0, 10, 0, 0},
-        {'v', "p.x", 11, 0, "1"}, {'v', "p.y", 12, 1, "2"}, {'v', "p", 13, 2, "7"});
-    VEC("newer leaf turns scalar into map", "{\"p\":{\"z\":3}}", {'a', 0, 10, 0, 0},
-        {'v', "p", 11, 0, "7"}, {'v', "p.z", 12, 1, "3"});
-    VEC("dead subtree stays dead", "{\"p\":{\"c\":7}}", {'a', 0, 1, 0, 0},
-        {'v', "p.b", 1, 0, "1"}, {'v', "p.b", 2, 1, "2"}, {'v', "p", 3, 2, "5"},
-        {'v', "p.c", 4, 0, "7"});
-    VEC("empty map", "{\"m\":{}}", {'a', 0, 10, 0, 0}, {'m', "m", 10, 0, 0});
-    VEC("empty map beside newer child", "{\"m\":{\"k\":1}}", {'a', 0, 10, 0, 0},
-        {'m', "m", 10, 0, 0}, {'v', "m.k", 11, 1, "1"});
-    VEC("null is a value", "{\"n\":null}", {'a', 0, 10, 0, 0}, {'v', "n", 10, 0, "null"});
-    VEC("arrays are whole values", "{\"l\":[3]}", {'a', 0, 10, 0, 0},
-        {'v', "l", 11, 0, "[1,2]"}, {'v', "l", 12, 1, "[3]"});
-}
-END_TEST
+/* The golden vectors (every order of each write set renders one value) are
+ * tests/vectors/rules.json, shared with the JS client and checked by
+ * tests/test_vectors.c: one source of truth for both implementations. */
 
 /* "a.b" in a test path means nesting; the literal dotted key case is built
  * by hand here. */
@@ -589,7 +500,6 @@ int main(void)
     keys_init();
     Suite *s = suite_create("record");
     TCase *tc = tcase_create("rules");
-    tcase_add_test(tc, golden_rules);
     tcase_add_test(tc, dotted_key_is_one_segment);
     tcase_add_test(tc, outcomes_and_dead_seqs);
     tcase_add_test(tc, golden_blob);
