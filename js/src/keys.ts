@@ -7,15 +7,25 @@
  * (RFC 8032), so a delta signed here is byte-identical to one signed by the
  * C library (libsodium) from the same seed.
  *
- * Speed (Node 20, one core, measured by js/test/delta.test.ts's helper run
- * and recorded in the commit note): WebCrypto is several times faster than
- * noble for both small messages and 4 MiB bodies, so it is preferred.
+ * Speed (Node 20, measured by js/test/delta.test.ts's speed test on a
+ * shared 2-core machine, ranges over several runs): WebCrypto verifies a
+ * 4 MiB body in 7-29 ms and a 100-byte one in 110-240 us; noble takes
+ * 17-67 ms and 1.2-2.3 ms (its fallback adds the cofactorless equation, see
+ * verify).  Signing: WebCrypto 9-25 ms and 110-190 us, noble 13-105 ms and
+ * 0.5-1.4 ms.  WebCrypto is faster for every size, so it is used wherever
+ * the runtime has Ed25519.
  *
  * Imported CryptoKeys are cached: per KeyPair object for signing, per public
  * key (bounded) for verifying.
  */
 
 import * as noble from "@noble/ed25519";
+import { sha512 } from "@noble/hashes/sha2.js";
+
+// noble hashes with WebCrypto's SHA-512 by default; where there is no
+// crypto.subtle at all (an insecure browser context) it hashes in JS
+noble.hashes.sha512 = sha512;
+if (!subtleOrNull()) noble.hashes.sha512Async = async (m) => sha512(m);
 
 export interface KeyPair {
   /** The replica id: the ed25519 public key, 32 bytes. */
