@@ -74,6 +74,8 @@ class Writer {
   buf: Uint8Array;
   view: DataView;
   pos = 0;
+  /** The deepest container depth written (flatten's depth check). */
+  deepest = 0;
   constructor(size = 64) {
     this.buf = new Uint8Array(size);
     this.view = new DataView(this.buf.buffer);
@@ -258,6 +260,13 @@ function writeDate(w: Writer, d: Date): void {
   }
 }
 
+/** Beyond this nesting flatten stops walking (cyclic input). */
+const HARD_DEPTH = 1000;
+
+function tooDeep(maxDepth: number): CrdtdbError {
+  return new CrdtdbError("ETOODEEP", `value nested deeper than the limit of ${maxDepth}`);
+}
+
 function isPlainObject(v: object): boolean {
   const p = Object.getPrototypeOf(v);
   return p === Object.prototype || p === null;
@@ -295,8 +304,8 @@ function writeValue(w: Writer, v: unknown, depth: number, maxDepth: number): voi
   }
   if (v instanceof Date) return writeDate(w, v);
   if (v instanceof Ext) return writeExt(w, v.type, v.data);
-  if (depth + 1 > maxDepth)
-    throw new CrdtdbError("ETOODEEP", `value nested deeper than the limit of ${maxDepth}`);
+  if (depth + 1 > maxDepth) throw tooDeep(maxDepth);
+  if (depth + 1 > w.deepest) w.deepest = depth + 1;
   if (Array.isArray(v)) {
     const n = v.length;
     if (n < 16) w.u8(0x90 | n);
@@ -555,8 +564,17 @@ export function flatten(obj: DataObject, limits: Limits = DEFAULT_LIMITS): FlatL
   const out: FlatLeaf[] = [];
   const w = new Writer(256);
   let size = 0;
+  let deepest = 1;
+  // C refuses in this order: the input's size, its depth (crdtdb__value_parse),
+  // then what flattening finds (crdtdb__flatten).  So the walk notes the
+  // first flattening error and goes on measuring.
+  let first: CrdtdbError | null = null;
+  const fail = (e: CrdtdbError): void => {
+    if (!first) first = e;
+  };
 
   const walk = (m: Record<string, unknown>, prefix: string[], prefixBytes: number, depth: number): void => {
+    if (depth > deepest) deepest = depth;
     const keys = Object.keys(m);
     let count = 0;
     for (const k of keys) if (m[k] !== undefined) count++;
@@ -564,20 +582,16 @@ export function flatten(obj: DataObject, limits: Limits = DEFAULT_LIMITS): FlatL
     for (const k of keys) {
       const v = m[k];
       if (v === undefined) continue;
-      if (!isWellFormed(k)) throw new CrdtdbError("EBADVALUE", "record key is not valid UTF-8");
+      if (!isWellFormed(k)) fail(new CrdtdbError("EBADVALUE", "record key is not valid UTF-8"));
       size += strSize(utf8Length(k));
       const pathBytes = prefixBytes + segmentBytes(k);
       if (pathBytes > limits.maxPathBytes)
-        throw new CrdtdbError(
-          "ETOOBIG",
-          `field path of ${pathBytes} bytes exceeds the limit of ${limits.maxPathBytes}`,
-        );
+        fail(new CrdtdbError("ETOOBIG", `field path of ${pathBytes} bytes exceeds the limit of ${limits.maxPathBytes}`));
       const path = prefix.concat(k);
       if (typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) &&
           !(v instanceof Date) && !(v instanceof Ext)) {
         if (!isPlainObject(v)) throw new CrdtdbError("EBADVALUE", `a ${typeName(v)} cannot be stored`);
-        if (depth + 1 > limits.maxDepth)
-          throw new CrdtdbError("ETOODEEP", `value nested deeper than the limit of ${limits.maxDepth}`);
+        if (depth + 1 > HARD_DEPTH) throw tooDeep(limits.maxDepth); // a cycle, or absurd
         const sub = v as Record<string, unknown>;
         let nonEmpty = false;
         for (const sk in sub) {
@@ -590,21 +604,26 @@ export function flatten(obj: DataObject, limits: Limits = DEFAULT_LIMITS): FlatL
           walk(sub, path, pathBytes, depth + 1);
           continue;
         }
-        if (out.length >= maxFields) throw new CrdtdbError("ETOOBIG", `record has more than ${maxFields} fields`);
+        if (depth + 1 > deepest) deepest = depth + 1;
         size += 1;
-        out.push({ path, value: null });
+        if (out.length >= maxFields) fail(new CrdtdbError("ETOOBIG", `record has more than ${maxFields} fields`));
+        else out.push({ path, value: null });
         continue;
       }
-      if (out.length >= maxFields) throw new CrdtdbError("ETOOBIG", `record has more than ${maxFields} fields`);
       w.pos = 0;
-      writeValue(w, v, depth, limits.maxDepth);
+      w.deepest = 0;
+      writeValue(w, v, depth, HARD_DEPTH);
+      if (w.deepest > deepest) deepest = w.deepest;
       size += w.pos;
-      out.push({ path, value: w.buf.slice(0, w.pos) });
+      if (out.length >= maxFields) fail(new CrdtdbError("ETOOBIG", `record has more than ${maxFields} fields`));
+      else out.push({ path, value: w.buf.slice(0, w.pos) });
     }
   };
   walk(obj as Record<string, unknown>, [], 0, 1);
   if (size > limits.maxValueSize)
     throw new CrdtdbError("ETOOBIG", `value of ${size} bytes exceeds the limit of ${limits.maxValueSize}`);
+  if (deepest > limits.maxDepth) throw tooDeep(limits.maxDepth);
+  if (first) throw first;
   return out;
 }
 
