@@ -874,7 +874,10 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_open(crdtdb_db *db,
  * returned; the caller sends the remaining output, then drops the
  * connection.  A delta refused for clock skew (ECLOCK) does not end the
  * session: it is reported (an ERROR event here, a notice to the peer) and
- * not acknowledged, so a later session sends it again.  Nor does one
+ * not acknowledged; once the local clock (the env's) has caught up with its
+ * newest stamp, and at least 1 s later, the session asks for it again (SINCE
+ * of its watermark, queued by crdtdb_session_pump or crdtdb_session_flush),
+ * so what was merged after the gap is acknowledged then too.  Nor does one
  * refused as too costly (ELIMIT: max_apply_work): the peer is asked to
  * send it again in deltas of half its size (SINCE with a size hint).  Records the write filter refuses
  * are corrected at the peer alone (REPLACE, crdtdb_db_replace).  With
@@ -952,8 +955,10 @@ CRDTDB_API const char *crdtdb_session_errmsg(const crdtdb_session *s);
  * session saves them every 64 acks and when closed; transports call this
  * now and then (WebSocket: every 50 ms) so `crdtdb peers` stays current
  * without a write per ack.  Acks only inform: what is resent follows the
- * peer's own watermark, so a crash losing a few resends nothing.
- * Errors: EIO. */
+ * peer's own watermark, so a crash losing a few resends nothing.  It is
+ * also the session's timer: a delta refused for clock skew is asked for
+ * again here once in time (see crdtdb_session_feed), so send the output
+ * after calling it.  Errors: EIO, ENOMEM. */
 CRDTDB_API int crdtdb_session_flush(crdtdb_session *s);
 
 /* Frees the session (not its database).  Accepts NULL. */

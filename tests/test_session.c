@@ -610,6 +610,106 @@ START_TEST(acks_only_from_proven_peers_within_range)
 }
 END_TEST
 
+/* B's record (coll, id) is present. */
+static int b_has(const char *coll, const char *id)
+{
+    char *g = tu_get(B.db, coll, id);
+    free(g);
+    return g != NULL;
+}
+
+/* to's durable `acked` watermark of replica `of`. */
+static uint64_t acked_by(replica *to, replica *of)
+{
+    uint8_t id[32];
+    crdtdb_env_replica_id(of->env, id);
+    crdtdb_peer p;
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(to->db, id, &p, &found), 0);
+    return p.acked;
+}
+
+/* A delta refused as stamped ahead (ECLOCK) is asked for again within the
+ * session once the receiver's clock has caught up with it, not before (it
+ * would only be refused again), and the delta merged after the gap is
+ * acknowledged then: the session ends synced, with both watermarks at the
+ * end of the sender's log. */
+START_TEST(clock_refused_delta_is_asked_again)
+{
+    A.offset_ms = 10 * 60 * 1000; /* A's clock runs 10 minutes ahead */
+    put(&A, "add", "players", "ann", "{\"hp\":10}");
+    A.offset_ms = 0; /* then it is set right; its stamps stay ahead */
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *s = open_server(&B, &eb, CRDTDB_SESSION_YIELD, NULL, NULL);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(eb.errors, 1);
+    ck_assert_int_eq(eb.last_error, CRDTDB_ECLOCK);
+    ck_assert_int_eq(ea.last_error, CRDTDB_ECLOCK); /* told, as a notice */
+    ck_assert_int_eq(crdtdb_session_closed(s), 0);
+    ck_assert(!b_has("players", "ann"));
+    /* 4 minutes on, the stamp is still 6 minutes ahead of B: not asked */
+    now_ms += 4 * 60 * 1000;
+    ck_assert_int_eq(crdtdb_session_flush(s), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(eb.errors, 1);
+    ck_assert(!b_has("players", "ann"));
+    /* 2 more: within the limit.  A writes again; its delta starts after
+     * the gap, so it merges without moving B's watermark — B asks for the
+     * gap, and everything is acknowledged */
+    now_ms += 2 * 60 * 1000;
+    put(&A, "add", "players", "cat", "{\"hp\":3}");
+    ck_assert_int_eq(crdtdb_session_pump(c), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(eb.errors, 1);
+    ck_assert(b_has("players", "ann"));
+    ck_assert(b_has("players", "cat"));
+    uint64_t last;
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &last), 0);
+    ck_assert_uint_eq(received_from(&B, &A), last);
+    ck_assert_int_eq(crdtdb_session_flush(c), 0);
+    ck_assert_uint_eq(acked_by(&A, &B), last);
+    ck_assert_int_eq(crdtdb_session_synced(c), 1);
+    ck_assert_int_ge(eb.caught_up, 1);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+/* With no traffic at all, the flush timer asks again once the clock has
+ * caught up — on a receive-only client too, which otherwise sends nothing
+ * but acks. */
+START_TEST(clock_refused_delta_comes_on_the_timer)
+{
+    B.offset_ms = 10 * 60 * 1000; /* the server's clock runs ahead */
+    put(&B, "add", "players", "bob", "{\"hp\":7}");
+    B.offset_ms = 0;
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_SERVER_TO_CLIENT, &ea, 0);
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(ea.last_error, CRDTDB_ECLOCK);
+    ck_assert_int_eq(crdtdb_session_synced(c), 0);
+    char *g = tu_get(A.db, "players", "bob");
+    ck_assert_ptr_null(g);
+    now_ms += 6 * 60 * 1000;
+    ck_assert_int_eq(crdtdb_session_flush(c), 0);
+    size_t out;
+    crdtdb_session_output(c, &out);
+    ck_assert_uint_gt(out, 0); /* SINCE, from the timer alone */
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    g = tu_get(A.db, "players", "bob");
+    ck_assert_str_eq(g, "{\"hp\":7}");
+    free(g);
+    uint64_t last;
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &last), 0);
+    ck_assert_uint_eq(received_from(&A, &B), last);
+    ck_assert_int_eq(crdtdb_session_synced(c), 1);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
 START_TEST(byte_by_byte_feeding)
 {
     seed_data();
@@ -875,6 +975,8 @@ int main(void)
     tcase_add_test(tc, refused_write_is_undone_at_the_sender_only);
     tcase_add_test(tc, acks_only_from_proven_peers_within_range);
     tcase_add_test(tc, costly_deltas_come_again_smaller);
+    tcase_add_test(tc, clock_refused_delta_is_asked_again);
+    tcase_add_test(tc, clock_refused_delta_comes_on_the_timer);
     tcase_add_test(tc, replace_shows_nothing_the_peer_may_not_see);
     tcase_add_test(tc, yield_holds_every_spelling_of_a_delta);
     tcase_add_test(tc, server_to_client_mode);

@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "crdt/buf.h"
+#include "crdt/delta.h"
+#include "crdt/hlc.h"
 #include "crdt/mpcheck.h"
 #include "crdtdb.h"
 
@@ -17,6 +19,10 @@
 #define STOP_EXPORT 1 /* our sink's "one delta is enough" */
 #define SKIP_SPAN 256 /* sequences skipped before an empty delta is signed */
 #define ACK_SAVE_EVERY 64 /* acks received between durable saves */
+#define CLOCK_RETRY_MIN_MS 1000 /* a delta refused as stamped ahead is asked
+                                   for again no sooner than this: a peer
+                                   whose clock runs just over the limit
+                                   cannot make us ask on every message */
 
 enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE,
        M_PURGE, M_REPLACE };
@@ -45,6 +51,12 @@ struct crdtdb_session {
     uint64_t peer_uptodate; /* the peer's last UPTODATE (+1; 0: none) */
     int proven;           /* its acks may be kept: a server's peer signed a
                              delta here; a client trusts the server it chose */
+    int clock_wait;       /* a delta was refused as stamped ahead (ECLOCK):
+                             ask for it again at clock_retry_ms */
+    uint64_t clock_retry_ms; /* local time (the env's clock) from which the
+                                refused stamps are within the skew limit */
+    uint64_t clock_upto;  /* the end of the refused ranges: once our
+                             watermark reaches it, nothing is left to ask */
     crdtdb_buf refused;   /* records the write filter refused in the apply
                              under way: "coll\0id\0" each */
     crdtdb_buf in, out, msg;
@@ -182,12 +194,76 @@ static int save_ack(crdtdb_session *s)
     return crdtdb_db_peer_ack(s->db, s->peer, s->peer_acked);
 }
 
+/* The local time stamps are judged by: the database's env clock (so tests
+ * and embedders with their own time source drive the retry below). */
+static uint64_t local_ms(crdtdb_session *s, crdtdb_env_options *eo)
+{
+    crdtdb_env_options_get(crdtdb_db_env(s->db), eo);
+    return eo->clock(eo->clock_ctx);
+}
+
+/*
+ * Notes a delta refused as stamped ahead (ECLOCK): from when it will be in
+ * time (its newest stamp less max_clock_skew_ms, CLOCK_RETRY_MIN_MS from
+ * now at the soonest) and where its range ends.  Of several refusals, the
+ * earliest time and the furthest end: a retry that fills only part of the
+ * gap gets the rest refused again, and noted again.  The delta was decoded
+ * by the apply already; decoding it again here costs only on a refusal.
+ */
+static void clock_refused(crdtdb_session *s, const uint8_t *p, size_t len)
+{
+    crdtdb_env_options eo;
+    uint64_t now = local_ms(s, &eo), at, to;
+    crdtdb__limits lim = {eo.max_value_size, eo.max_depth, eo.max_path_bytes, eo.max_fields,
+                          eo.max_delta_groups};
+    crdtdb__delta d;
+    crdtdb__err e = CRDTDB__ERR_INIT;
+    crdtdb__delta_init(&d);
+    if (crdtdb__delta_decode(&d, p, len, eo.max_delta_size, &lim, &e) == 0) {
+        uint64_t ms = crdtdb__hlc_ms(d.hlc_max);
+        at = ms > eo.max_clock_skew_ms ? ms - eo.max_clock_skew_ms : 0;
+        to = d.to;
+    } else { /* the apply decoded it, so never; then wait out the limit */
+        at = now + eo.max_clock_skew_ms;
+        to = UINT64_MAX;
+    }
+    crdtdb__delta_free(&d);
+    if (at < now + CLOCK_RETRY_MIN_MS)
+        at = now + CLOCK_RETRY_MIN_MS;
+    if (!s->clock_wait || at < s->clock_retry_ms)
+        s->clock_retry_ms = at;
+    if (!s->clock_wait || to > s->clock_upto)
+        s->clock_upto = to;
+    s->clock_wait = 1;
+}
+
+/*
+ * After an ECLOCK refusal, once the local clock has caught up with the
+ * refused stamps: SINCE from our watermark again.  The peer rewinds and
+ * resends the refused range and everything after it — deltas merged
+ * meanwhile could not move the watermark past the gap, so they were never
+ * acknowledged; covered again, they are.  Nothing to ask once the
+ * watermark has passed the refused ranges anyway.
+ */
+static int clock_retry(crdtdb_session *s)
+{
+    if (!s->clock_wait || s->state != S_OPEN)
+        return 0;
+    crdtdb_env_options eo;
+    if (s->received < s->clock_upto && local_ms(s, &eo) < s->clock_retry_ms)
+        return 0;
+    s->clock_wait = 0;
+    return s->received < s->clock_upto ? send_u64(s, M_SINCE, s->received) : 0;
+}
+
 int crdtdb_session_flush(crdtdb_session *s)
 {
     if (!s)
         return CRDTDB_EINVAL;
     int rc = save_ack(s);
-    return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
+    if (rc)
+        return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+    return clock_retry(s); /* the timer that asks again with no traffic */
 }
 
 void crdtdb_session_close(crdtdb_session *s)
@@ -357,11 +433,14 @@ int crdtdb_session_pump(crdtdb_session *s)
         return CRDTDB_EINVAL;
     if (s->state == S_CLOSED)
         return seterr(s, CRDTDB_EBUSY, "the session is closed");
+    int rc = clock_retry(s); /* receive-only clients ask again too */
+    if (rc)
+        return rc;
     if (s->state != S_OPEN || !s->have_since || !we_send(s))
         return 0;
     while (s->out.len - s->out_off < s->o.max_output) {
         uint64_t last;
-        int rc = crdtdb_db_seq(s->db, NULL, &last);
+        rc = crdtdb_db_seq(s->db, NULL, &last);
         if (rc)
             return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
         uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
@@ -602,8 +681,10 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     s->refused.len = 0;
     int rc = crdtdb_db_apply_filtered(s->db, bytes, len, s->o.write_filter ? write_filter : NULL,
                                       s, &info);
-    if (rc == CRDTDB_ECLOCK) /* by then perhaps in time: the next session resends it */
+    if (rc == CRDTDB_ECLOCK) { /* in time later: asked for again then */
+        clock_refused(s, bytes, len);
         return refuse_delta(s, rc);
+    }
     if (rc == CRDTDB_ELIMIT) {
         /* too costly to apply at once (max_apply_work): ask for it again
          * from where we are, in deltas of at most half its size; a delta

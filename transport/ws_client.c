@@ -139,8 +139,11 @@ static void on_flush_due(lws_sorted_usec_list_t *sul)
     crdtdb_client *c = lws_container_of(sul, crdtdb_client, sul_flush);
     if (c->closing)
         return;
-    if (c->l.s)
+    if (c->l.s) { /* acks, and a SINCE for a delta refused for clock skew */
         (void)crdtdb_session_flush(c->l.s);
+        if (c->l.wsi && crdtdb__ws_held_out(&c->l))
+            lws_callback_on_writable(c->l.wsi);
+    }
     lws_sul_schedule(c->ctx, 0, &c->sul_flush, on_flush_due, WS_POLL_MS * LWS_US_PER_MS);
 }
 

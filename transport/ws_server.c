@@ -924,13 +924,18 @@ static void poll_dbs(crdtdb_server *s)
             (void)crdtdb_db_poll(d->db, NULL);
 }
 
-/* Every WS_POLL_MS: acks received are recorded (crdtdb_session_flush). */
+/* Every WS_POLL_MS: acks received are recorded (crdtdb_session_flush),
+ * and a delta refused for clock skew is asked for again once in time:
+ * that SINCE goes out now. */
 static void flush_acks(crdtdb_server *s)
 {
     for (sdb *d = s->dbs; d; d = d->next)
         for (sconn *c = d->conns; c; c = c->next)
-            if (c->l.s)
+            if (c->l.s && !c->ended) {
                 (void)crdtdb_session_flush(c->l.s);
+                if (crdtdb__ws_held_out(&c->l))
+                    lws_callback_on_writable(c->l.wsi);
+            }
 }
 
 /* Every SWEEP_MS: connections past a deadline are closed, and exports
