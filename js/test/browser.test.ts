@@ -46,6 +46,8 @@ const drv = (): Driver => (window as unknown as { t: Driver }).t;
 
 let browser: Browser | null = null;
 let web: StaticServer | null = null;
+/** Files the web server serves by path; a test may add some (the demo's config.js). */
+const webFiles: Record<string, string> = { "/test/index.html": PAGE_HTML, "/test/page.js": PAGE_JS };
 const opts = { skip: haveChromium ? false : `no Chromium at ${CHROMIUM}`, timeout: TEST_MS };
 
 before(async () => {
@@ -54,7 +56,7 @@ before(async () => {
   if (b.status !== 0) throw new Error(`npm run bundle failed: ${b.stderr}`);
   web = await staticServer({
     dirs: { "/js/dist/": join(pkgRoot, "dist"), "/examples/web/": join(repoRoot, "examples", "web") },
-    files: { "/test/index.html": PAGE_HTML, "/test/page.js": PAGE_JS },
+    files: webFiles,
   });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"], headless: true, timeout: 20_000 });
 });
@@ -280,6 +282,61 @@ test("a bad token and a denied database are told apart", opts, async (t) => {
         await a.ctx.close();
       }
     });
+  } finally {
+    d.remove();
+  }
+});
+
+test("the web demo: the owner creates a private match, invites, the player accepts, moves go live, offline and back", opts, async () => {
+  const d = tempDir("crdtdb-browser-demo-");
+  try {
+    const secret = join(d.path, "secret");
+    writeFileSync(secret, "demo-secret-demo-secret-demo-secret-0123\n", { mode: 0o600 });
+    const mint = (sub: string) => cli(d.path, "token", "--secret-file", secret, "--sub", sub).trim();
+    // as examples/web/run.sh starts it: tokens, _members by the server, Moves
+    const srvDir = join(d.path, "server");
+    cli(srvDir, "init");
+    const srv = await serve(srvDir, ["--jwt-secret-file", secret, "--collections", "Moves"]);
+    const alice = await newProfile(), bob = await newProfile();
+    try {
+      webFiles["/examples/web/config.js"] =
+        `export default ${JSON.stringify({ server: srv.url, users: { alice: mint("alice"), bob: mint("bob"), carol: mint("carol") } })};`;
+      const demo = `${web!.url}/examples/web/`;
+      const A = alice.page, B = bob.page;
+      await A.goto(`${demo}?user=alice`);
+      await A.click("#create");
+      await A.waitForSelector('[data-member="alice"]');
+      assert.match(await A.textContent('[data-member="alice"]') ?? "", /owner, accepted/);
+      await A.click('[data-invite="bob"]');
+      const match = new URL(A.url()).searchParams.get("match");
+      assert.ok(match?.startsWith("match-"));
+      await B.goto(`${demo}?user=bob&match=${match}`);
+      await B.click("#accept");
+      await A.waitForSelector('[data-member="bob"]:has-text("writer, accepted")');
+      // a move on each screen appears on the other
+      await A.click('[data-cell="0"]');
+      await B.waitForSelector('[data-cell="0"].u0');
+      await B.click('[data-cell="7"]');
+      await A.waitForSelector('[data-cell="7"].u1');
+      // bob goes offline (the page's button stops sync), moves on, comes back
+      await B.click("#offline");
+      await B.waitForSelector('#status[data-state="stopped"]');
+      await B.click('[data-cell="9"]');
+      await A.click('[data-cell="1"]');
+      await sleep(500);
+      assert.equal(await A.$('[data-cell="9"].u1'), null, "bob's offline move waits");
+      assert.equal(await B.$('[data-cell="1"].u0'), null, "alice's move waits for bob");
+      await B.click("#offline");
+      await A.waitForSelector('[data-cell="9"].u1');
+      await B.waitForSelector('[data-cell="1"].u0');
+      await A.waitForSelector("#moves li:nth-child(4)");
+      assert.deepEqual(await A.$$eval("#moves li", (l) => l.map((e) => e.textContent)), await B.$$eval("#moves li", (l) => l.map((e) => e.textContent)));
+    } finally {
+      delete webFiles["/examples/web/config.js"];
+      await alice.ctx.close();
+      await bob.ctx.close();
+      await srv.stop();
+    }
   } finally {
     d.remove();
   }

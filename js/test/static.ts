@@ -22,7 +22,7 @@ export function staticServer(o: { files: Record<string, string>; dirs: Record<st
       if (body === undefined) {
         for (const [prefix, dir] of Object.entries(o.dirs)) {
           if (!path.startsWith(prefix)) continue;
-          const file = normalize(join(dir, path.slice(prefix.length)));
+          const file = normalize(join(dir, path.slice(prefix.length) || "index.html"));
           if (!file.startsWith(dir + sep)) break;
           body = await readFile(file).catch(() => undefined);
           break;
@@ -32,7 +32,8 @@ export function staticServer(o: { files: Record<string, string>; dirs: Record<st
         res.writeHead(404).end("not found");
         return;
       }
-      res.writeHead(200, { "content-type": TYPES[extname(path)] ?? "application/octet-stream", "cache-control": "no-store" });
+      const type = TYPES[path.endsWith("/") ? ".html" : extname(path)] ?? "application/octet-stream";
+      res.writeHead(200, { "content-type": type, "cache-control": "no-store" });
       res.end(body);
     })();
   });
