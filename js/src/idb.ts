@@ -124,7 +124,7 @@ export class IndexedDBBackend implements Backend {
     const db = this.db;
     if (!db) return Promise.reject(new CrdtdbError("EIO", "IndexedDB is closed"));
     return new Promise((resolve, reject) => {
-      let tx: IDBTransaction;
+      let tx: IDBTransaction | null = null;
       try {
         tx = db.transaction(["records", "meta"], "readwrite", { durability: b.relaxed ? "relaxed" : "strict" });
         const recs = tx.objectStore("records");
@@ -134,12 +134,16 @@ export class IndexedDBBackend implements Backend {
         for (const [k, r] of b.put) recs.put(encodeStored(r), k);
         tx.objectStore("meta").put(b.meta, "meta");
       } catch (e) {
+        // a put that throws (DataCloneError, a closing database) does not end
+        // the transaction: left alone it would commit the requests before it
+        try { tx?.abort(); } catch { /* already finished */ }
         reject(idbError(e));
         return;
       }
-      tx.oncomplete = () => resolve();
+      const t = tx;
+      t.oncomplete = () => resolve();
       // a failed request aborts the transaction: answer once, on abort
-      tx.onabort = () => reject(idbError(tx.error ?? new Error("transaction aborted")));
+      t.onabort = () => reject(idbError(t.error ?? new Error("transaction aborted")));
     });
   }
 

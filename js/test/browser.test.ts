@@ -43,6 +43,8 @@ interface Driver {
 /** The driver, inside page.evaluate callbacks: their source runs in the
  *  page, where browserpage.ts defines drv() the same way. */
 const drv = (): Driver => (window as unknown as { t: Driver }).t;
+/** The bundle's exports, inside page.evaluate callbacks (browserpage.ts). */
+declare function lib(): typeof import("../src/index.js");
 
 let browser: Browser | null = null;
 let web: StaticServer | null = null;
@@ -223,6 +225,10 @@ test("two tabs of one profile do not fork the replica: one writer at a time (Web
       assert.equal(second.id, first.id, "the second tab continues the same replica");
       assert.deepEqual(await getById(tab2, "s", "Moves", "m1"), { id: "m1", by: "tab1" });
       await statusIs(tab2, "s", "synced");
+      // nor can a tab delete a copy that another tab has open
+      const tab3 = await newTab(ctx);
+      const destroyed = await tab3.evaluate(() => lib().IndexedDBBackend.destroy("match-1").then(() => "deleted", (e: { code?: string }) => e.code));
+      assert.equal(destroyed, "EBUSY");
     } finally {
       await ctx.close();
     }
@@ -241,6 +247,34 @@ function inBandRefusals(url: string): Promise<boolean> {
     ws.on("error", () => done(false));
   });
 }
+
+test("an IndexedDB commit is all or nothing, and a failed one leaves the last good state", opts, async () => {
+  const { ctx, page } = await newProfile();
+  try {
+    const r = await page.evaluate(async () => {
+      const { IndexedDBBackend, CrdtdbDataStore } = lib();
+      const ds = await CrdtdbDataStore.open({ dbId: "db", collections: ["C"], backend: new IndexedDBBackend({ name: "atomic" }) });
+      await ds.add("C", "a", { v: 1 });
+      const id = ds.replica.idHex;
+      await ds.close();
+      // a batch whose meta cannot be stored, after a record put in the same transaction
+      const b = new IndexedDBBackend({ name: "atomic" });
+      const loaded = await b.load();
+      const rec = loaded.records.get("C\u0000a")!;
+      const bad = { ...loaded.meta!, hlc: (() => 0) as unknown as bigint };
+      const err = await b.commit({ meta: bad, put: new Map([["C\u0000b", rec]]), del: new Set(["C\u0000a"]) })
+        .then(() => "committed", (e: { code?: string }) => e.code);
+      await b.close();
+      const again = await CrdtdbDataStore.open({ dbId: "db", collections: ["C"], backend: new IndexedDBBackend({ name: "atomic" }) });
+      const out = { err, sameId: again.replica.idHex === id, a: await again.getById("C", "a", true), b: await again.getById("C", "b", true) };
+      await again.close();
+      return out;
+    });
+    assert.deepEqual(r, { err: "EIO", sameId: true, a: { id: "a", v: 1 }, b: null });
+  } finally {
+    await ctx.close();
+  }
+});
 
 test("a bad token and a denied database are told apart", opts, async (t) => {
   const d = tempDir("crdtdb-browser-auth-");

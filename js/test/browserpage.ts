@@ -43,4 +43,5 @@ window.t = {
 };
 // the test's page.evaluate callbacks call drv() (its source runs here)
 window.drv = () => window.t;
+window.lib = () => c;
 `;
