@@ -555,3 +555,57 @@ test("speed: decode 100k fields; sign and verify small and ~4 MiB", async (t) =>
   }
   useNobleOnly(false);
 });
+
+test("the one-pass parser and the C-order parser agree on mutated bodies", async () => {
+  const k = await kp();
+  let seed = 99;
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const bases: Uint8Array[] = [mp(await parts()).bytes(), deltaBodyOf(fromHex(VEC.bytes))];
+  {
+    const big = await bigDelta(200, k);
+    bases.push(deltaBodyOf(big));
+  }
+  let L: Partial<DeltaLimits> = {};
+  const outcome = async (bytes: Uint8Array, referenceOnly: boolean) => {
+    try {
+      const d = await decodeDelta(bytes, L, { referenceOnly });
+      return JSON.stringify(d, (_, v) => (typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? toHex(v) : v));
+    } catch (e) {
+      return e instanceof CrdtdbError ? `${e.code}: ${e.message}` : `!! ${e}`;
+    }
+  };
+  const seen = new Map<string, number>();
+  for (let i = 0; i < 1500; i++) {
+    const base = bases[rnd(bases.length)]!;
+    L = { maxDepth: [2, 3, 5, 16][rnd(4)]!, maxPathBytes: [8, 40, 1024][rnd(3)]!, maxValueSize: [8, 16, 1 << 20][rnd(3)]!, maxDeltaGroups: [1, 30, 65536][rnd(3)]! };
+    const b = new Uint8Array(base);
+    let body: Uint8Array = b;
+    const m = rnd(5);
+    if (m === 0) for (let j = 0, n = 1 + rnd(3); j < n; j++) b[36 + rnd(b.length - 36)] = rnd(256);
+    else if (m === 1) body = b.subarray(0, 36 + rnd(b.length - 36));
+    else if (m === 2) {
+      const at = 36 + rnd(b.length - 36);
+      body = new Uint8Array(b.length + 1);
+      body.set(b.subarray(0, at));
+      body[at] = [0xc0, 0x90, 0x91, 0xa0, 0xdc, 0xdd, 0xc4, 0x00, 0x7f, 0xcf][rnd(10)]!;
+      body.set(b.subarray(at), at + 1);
+    } else if (m === 3) b[36 + rnd(b.length - 36)] ^= 1 << rnd(8);
+    // m === 4: unchanged
+    const delta = await signedBody(body);
+    const fast = await outcome(delta, false);
+    const ref = await outcome(delta, true);
+    assert.equal(fast, ref, `mutation ${m} of a ${base.length}-byte body`);
+    const code = fast.startsWith("{") ? "ok" : fast.split(":")[0]!;
+    seen.set(code, (seen.get(code) ?? 0) + 1);
+  }
+  // the mutations reach the interesting outcomes
+  for (const c of ["ok", "EBADVALUE", "EBADID", "ETOOBIG", "ETOODEEP"]) assert.ok(seen.has(c), `${c}: ${[...seen]}`);
+});
+
+function deltaBodyOf(delta: Uint8Array): Uint8Array {
+  const f = deltaFrame(delta);
+  return delta.slice(f.bodyStart, f.bodyEnd);
+}
