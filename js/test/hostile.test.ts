@@ -1,0 +1,398 @@
+/**
+ * Bad input from the server side is refused with a clear error and stores
+ * nothing, as in C (transport/session.c, docs/protocol.md "Limits checked
+ * on receipt"): a fake server in Node (`ws` on 127.0.0.1) speaks the frames
+ * of docs/protocol.md, signs deltas with its own key, and feeds a
+ * CrdtdbDataStore client (FileBackend, nodeSocket) good and bad messages.
+ *
+ * Each case first delivers one good delta (so there is content and a
+ * watermark to keep), then the bad input, then checks: the error the client
+ * sends back (ERROR [6, code, msg] for a refusal that ends the session,
+ * NOTICE [9, ...] for ECLOCK), the session events, the store's content,
+ * its sequence, the server's watermark and the clock; and, after closing and
+ * reopening the file, that nothing of the bad input was stored durably.
+ */
+import test from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { WebSocketServer, type WebSocket as WsSocket } from "ws";
+import { CrdtdbDataStore, type SessionEvent, type SyncStatus } from "../src/index.js";
+import { FileBackend, nodeSocket } from "../src/node.js";
+import { encodeFrame, FrameReader, type Message } from "../src/frames.js";
+import { encodeDelta } from "../src/delta.js";
+import { generateKeyPair, toHex, type KeyPair } from "../src/keys.js";
+import { encodeValue } from "../src/value.js";
+import { hlcMs, packHlc } from "../src/hlc.js";
+import { ERRORS } from "../src/errors.js";
+import type { DeltaRecord, Hlc, Value } from "../src/types.js";
+import { sleep, tempDir, until } from "./helpers.js";
+
+const DB = "hostile-db";
+const COLLS = ["Items", "Boards"];
+
+/* ------------------------------------------------------- a fake server */
+
+class Conn {
+  readonly msgs: Message[] = [];
+  closed = false;
+  private readonly reader = new FrameReader(64 << 20);
+  constructor(readonly ws: WsSocket, readonly path: string) {
+    ws.on("message", (data: Buffer) => {
+      this.reader.push(new Uint8Array(data));
+      for (let m = this.reader.next(); m; m = this.reader.next()) this.msgs.push(copyMsg(m));
+    });
+    ws.on("close", () => { this.closed = true; });
+  }
+  send(m: Message): void { this.ws.send(encodeFrame(m)); }
+  sendRaw(b: Uint8Array): void { this.ws.send(b); }
+  /** The first message received (from index `from`) that matches. */
+  async waitFor<T extends Message["t"]>(t: T, what: string, pred: (m: Extract<Message, { t: T }>) => boolean = () => true, from = 0, ms = 5000): Promise<Extract<Message, { t: T }>> {
+    let found: Extract<Message, { t: T }> | undefined;
+    await until(() => {
+      found = this.msgs.slice(from).find((m): m is Extract<Message, { t: T }> => m.t === t && pred(m as Extract<Message, { t: T }>));
+      return found !== undefined;
+    }, what, ms);
+    return found!;
+  }
+}
+
+/** Messages alias the reader's chunks; keep copies. */
+function copyMsg(m: Message): Message {
+  if (m.t === "hello") return { ...m, replicaId: m.replicaId.slice() };
+  if (m.t === "delta") return { ...m, delta: m.delta.slice() };
+  return { ...m };
+}
+
+class FakeServer {
+  readonly conns: Conn[] = [];
+  private constructor(readonly wss: WebSocketServer, readonly url: string) {
+    wss.on("connection", (ws, req) => this.conns.push(new Conn(ws, req.url ?? "")));
+  }
+  static start(): Promise<FakeServer> {
+    return new Promise((res, rej) => {
+      const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+      wss.on("listening", () => {
+        const a = wss.address();
+        res(new FakeServer(wss, `ws://127.0.0.1:${typeof a === "object" && a ? a.port : 0}`));
+      });
+      wss.on("error", rej);
+    });
+  }
+  async conn(n: number): Promise<Conn> {
+    await until(() => this.conns.length > n, `connection ${n + 1} to the fake server`);
+    return this.conns[n]!;
+  }
+  stop(): Promise<void> {
+    for (const c of this.conns) c.ws.terminate();
+    return new Promise((res) => this.wss.close(() => res()));
+  }
+}
+
+/* ------------------------------------------------------------- deltas */
+
+const now = (): Hlc => packHlc(Date.now(), 0);
+
+function rec(kp: KeyPair, id: string, fields: Record<string, Value>, hlc: Hlc, opts: { coll?: string; base?: 1 | 2 | null } = {}): DeltaRecord {
+  return {
+    coll: opts.coll ?? "Items", id,
+    base: opts.base === null ? null : { kind: opts.base ?? 1, hlc, origin: kp.publicKey },
+    fields: Object.entries(fields).map(([k, v]) => ({ path: [k], hlc, origin: kp.publicKey, value: encodeValue(v) })),
+  };
+}
+
+function delta(kp: KeyPair, from: number, to: number, records: DeltaRecord[], dbId = DB): Promise<Uint8Array> {
+  return encodeDelta({ dbId, sender: kp.publicKey, from, to, ack: null, records, history: [], recipient: null }, kp);
+}
+
+/* ------------------------------------------------------------- a case */
+
+interface Case {
+  srv: FakeServer;
+  kp: KeyPair;
+  ds: CrdtdbDataStore;
+  conn: Conn;
+  events: SessionEvent[];
+  statuses: SyncStatus[];
+  file: string;
+  serverHex: string;
+}
+
+/** A client synced with the fake server, holding one good record ("good",
+ *  from the server's delta (0, 1], acknowledged). */
+async function connected(dir: string): Promise<Case> {
+  const srv = await FakeServer.start();
+  const kp = await generateKeyPair();
+  const events: SessionEvent[] = [];
+  const statuses: SyncStatus[] = [];
+  const file = join(dir, "client.crdtdb");
+  const ds = await CrdtdbDataStore.open({
+    dbId: DB, collections: COLLS, backend: new FileBackend(file),
+    // reconnects (after the refusals that end a session) wait long enough
+    // not to disturb the checks
+    sync: { url: srv.url, socket: nodeSocket(), minBackoffMs: 20_000, maxBackoffMs: 20_000, onEvent: (e) => events.push(e), onStatus: (s) => statuses.push(s) },
+  });
+  const conn = await srv.conn(0);
+  assert.equal(conn.path, `/v1/db/${DB}`);
+  const hello = await conn.waitFor("hello", "the client's hello");
+  assert.equal(hello.dbId, DB);
+  assert.equal(toHex(hello.replicaId), ds.replica.idHex);
+  conn.send({ t: "hello", version: 1, dbId: DB, replicaId: kp.publicKey, mode: 1 });
+  conn.send({ t: "since", seq: 0 });
+  await conn.waitFor("since", "the client's since");
+  conn.send({ t: "delta", delta: await delta(kp, 0, 1, [rec(kp, "good", { a: 1 }, now())]) });
+  await conn.waitFor("ack", "the ack of the good delta", (m) => m.seq === 1);
+  assert.deepEqual(await ds.query("Items", {}), [{ id: "good", a: 1 }]);
+  return { srv, kp, ds, conn, events, statuses, file, serverHex: toHex(kp.publicKey) };
+}
+
+interface Snap { items: string; boards: string; seq: number; received: number; acked: number; hlc: Hlc }
+
+async function snap(c: Case): Promise<Snap> {
+  const j = (v: unknown): string => JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? `${x}n` : x));
+  const p = c.ds.replica.peer(c.serverHex);
+  return { items: j(await c.ds.query("Items", {})), boards: j(await c.ds.query("Boards", {})), seq: c.ds.replica.seq, received: p.received, acked: p.acked, hlc: c.ds.replica.clock.last };
+}
+
+/** Nothing of the bad input stored: the same content, sequence, watermarks
+ *  and clock now, and after closing and reopening the file. */
+async function assertUnchanged(c: Case, before: Snap, what: string): Promise<void> {
+  const now = await snap(c);
+  assert.deepEqual(now, before, `${what}: the store changed`);
+  await c.ds.close();
+  const again = await CrdtdbDataStore.open({ dbId: DB, collections: COLLS, backend: new FileBackend(c.file) });
+  try {
+    const p = again.replica.peer(c.serverHex);
+    assert.deepEqual(
+      { items: JSON.stringify(await again.query("Items", {})), boards: JSON.stringify(await again.query("Boards", {})), seq: again.replica.seq, received: p.received },
+      { items: before.items, boards: before.boards, seq: before.seq, received: before.received },
+      `${what}: something was stored durably`);
+  } finally {
+    await again.close();
+  }
+}
+
+/** The client refused with `code` and ended the session: an ERROR frame to
+ *  the server, a fatal error event, and the connection closed by the client. */
+async function assertRefused(c: Case, code: keyof typeof ERRORS, what: string, from: number, pattern?: RegExp): Promise<void> {
+  const err = await c.conn.waitFor("error", `${what}: the client's ERROR`, () => true, from);
+  assert.equal(err.code, ERRORS[code][0], `${what}: ERROR ${err.code} '${err.message}', expected ${code}`);
+  if (pattern) assert.match(err.message, pattern, `${what}: the message says why`);
+  const ev = c.events.find((e) => e.type === "error" && e.fatal);
+  assert.ok(ev && ev.type === "error" && ev.code === code, `${what}: a fatal ${code} event, got ${JSON.stringify(c.events.filter((e) => e.type === "error"))}`);
+  assert.ok(c.events.some((e) => e.type === "closed"), `${what}: the session ended`);
+  // nothing after the error: no ack, no since
+  await sleep(100);
+  const after = c.conn.msgs.slice(c.conn.msgs.indexOf(err) + 1);
+  assert.deepEqual(after.filter((m) => m.t === "ack"), [], `${what}: acknowledged after the refusal`);
+  await until(() => c.conn.closed, `${what}: the client closes the connection after its ERROR`, 3000);
+  await until(() => c.ds.sync!.status.state === "offline" && c.ds.sync!.status.error?.code === code,
+    `${what}: the status says offline with ${code} (it says ${JSON.stringify(c.ds.sync!.status)})`, 3000);
+}
+
+async function withCase(fn: (c: Case) => Promise<void>): Promise<void> {
+  const tmp = tempDir("crdtdb-hostile-");
+  let c: Case | null = null;
+  try {
+    c = await connected(tmp.path);
+    await fn(c);
+  } finally {
+    await c?.ds.close().catch(() => undefined);
+    await c?.srv.stop();
+    tmp.remove();
+  }
+}
+
+/* -------------------------------------------------------------- cases */
+
+test("(a) a delta with a forged signature: ERROR EBADSIG, nothing stored", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const d = await delta(c.kp, 1, 2, [rec(c.kp, "evil", { a: 666 }, now()), rec(c.kp, "good", { a: 2 }, now())]);
+    d[d.length - 1]! ^= 0x01; // the signature's last byte
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: d });
+    await assertRefused(c, "EBADSIG", "forged signature", from, /signature/);
+    await assertUnchanged(c, before, "forged signature");
+  });
+});
+
+test("(a) a delta whose body was changed after signing: ERROR EBADSIG, nothing stored", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const d = await delta(c.kp, 1, 2, [rec(c.kp, "good", { a: 7 }, now())]);
+    // the value 7 (positive fixint 0x07) appears once in the body: make it 8
+    const at = d.indexOf(0x07, 40);
+    assert.ok(at > 0 && at < d.length - 64);
+    d[at] = 0x08;
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: d });
+    await assertRefused(c, "EBADSIG", "changed body", from);
+    await assertUnchanged(c, before, "changed body");
+  });
+});
+
+test("(b) a delta for another database: ERROR EINVAL, nothing stored", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "other", { a: 1 }, now())], "another-db") });
+    await assertRefused(c, "EINVAL", "another database", from, /another-db/);
+    await assertUnchanged(c, before, "another database");
+  });
+});
+
+test("(c) a delta stamped one hour ahead: a notice ECLOCK, nothing stored, the clock untouched, asked again with since; the session goes on", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const ahead = packHlc(Date.now() + 3_600_000, 0);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 3, [rec(c.kp, "future", { a: 1 }, ahead), rec(c.kp, "good", { a: 99 }, ahead)]) });
+    const notice = await c.conn.waitFor("notice", "the client's notice", () => true, from);
+    assert.equal(notice.code, ERRORS.ECLOCK[0]);
+    assert.match(notice.message, /ahead/);
+    const ev = c.events.find((e) => e.type === "error");
+    assert.ok(ev && ev.type === "error" && ev.code === "ECLOCK" && !ev.fatal, `a non-fatal ECLOCK event: ${JSON.stringify(ev)}`);
+    assert.equal(c.conn.msgs.slice(from).filter((m) => m.t === "error" || m.t === "ack").length, 0, "no ERROR, no ack");
+    assert.deepEqual(await snap(c), before, "nothing stored, watermark and clock unchanged");
+    assert.ok(hlcMs(c.ds.replica.clock.last) < Date.now() + 60_000, "the clock did not jump ahead");
+    // asked again, from the unchanged watermark
+    const again = await c.conn.waitFor("since", "the client's since after the refusal", () => true, from, 8000);
+    assert.equal(again.seq, 1);
+    assert.ok(!c.conn.closed && c.ds.sync!.status.state !== "offline", "the session goes on");
+    // the server resends the range, now in time: applied and acknowledged
+    const at = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 3, [rec(c.kp, "later", { b: 2 }, now())]) });
+    await c.conn.waitFor("ack", "the ack of the delta sent in time", (m) => m.seq === 3, at);
+    assert.deepEqual(await c.ds.getById("Items", "later"), { id: "later", b: 2 });
+    assert.equal(await c.ds.getById("Items", "future", true), null);
+    assert.equal(c.ds.replica.peer(c.serverHex).received, 3);
+  });
+});
+
+test("(d) a delta signed by another key than the server's hello: refused (EBADVALUE), nothing stored", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const other = await generateKeyPair();
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(other, 1, 2, [rec(other, "good", { a: 5 }, now())]) });
+    await assertRefused(c, "EBADVALUE", "another signer", from, /another replica than the peer/);
+    await assertUnchanged(c, before, "another signer");
+  });
+});
+
+test("(e) a frame over the client's max message: ERROR ETOOBIG before its bytes arrive, nothing stored", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    // a length of 9 MiB (the client's limit is 8 MiB), then only a few bytes
+    c.conn.sendRaw(new Uint8Array([0x00, 0x90, 0x00, 0x00, 0x92, 0x03, 0xc4]));
+    await assertRefused(c, "ETOOBIG", "oversized frame", from, /exceeds/);
+    await assertUnchanged(c, before, "oversized frame");
+  });
+});
+
+test("(e) garbage and truncated frames: ERROR EBADVALUE, nothing stored", async () => {
+  for (const [name, body] of [
+    ["garbage", [0xc1, 0xff, 0x00]],
+    ["a truncated message", [0x92, 0x03, 0xc4, 0x10, 0x01, 0x02]], // [3, bin(16) of 2 bytes]
+    ["a delta message that is not bin", [0x92, 0x03, 0xa3, 0x61, 0x62, 0x63]],
+  ] as const) {
+    await withCase(async (c) => {
+      const before = await snap(c);
+      const from = c.conn.msgs.length;
+      const f = new Uint8Array(4 + body.length);
+      new DataView(f.buffer).setUint32(0, body.length);
+      f.set(body, 4);
+      c.conn.sendRaw(f);
+      await assertRefused(c, "EBADVALUE", name, from, /malformed/);
+      await assertUnchanged(c, before, name);
+    });
+  }
+});
+
+test("(e) a delta whose envelope is cut short: ERROR EBADVALUE, nothing stored", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const d = await delta(c.kp, 1, 2, [rec(c.kp, "cut", { a: 1 }, now())]);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: d.subarray(0, d.length - 20) });
+    await assertRefused(c, "EBADVALUE", "cut delta", from);
+    await assertUnchanged(c, before, "cut delta");
+  });
+});
+
+test("(f) equivocation: the same stamp with another value: ERROR EFORGED, nothing of the delta stored", async () => {
+  await withCase(async (c) => {
+    const s = now();
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "eq", { v: "first" }, s)]) });
+    await c.conn.waitFor("ack", "the ack of the first write", (m) => m.seq === 2);
+    // the same delivered again is harmless
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "eq", { v: "first" }, s)]) });
+    await sleep(100);
+    assert.equal(c.events.filter((e) => e.type === "error").length, 0, "a repeat is no equivocation");
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    c.conn.send({
+      t: "delta",
+      delta: await delta(c.kp, 2, 3, [rec(c.kp, "fresh", { ok: true }, now(), { coll: "Boards" }), rec(c.kp, "eq", { v: "second" }, s)]),
+    });
+    await assertRefused(c, "EFORGED", "equivocation", from, /one stamp/);
+    await assertUnchanged(c, before, "equivocation");
+  });
+});
+
+test("(f) equivocation on the base: the same stamp, add then remove: ERROR EFORGED", async () => {
+  await withCase(async (c) => {
+    const s = now();
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "eqb", { v: 1 }, s)]) });
+    await c.conn.waitFor("ack", "the ack of the add", (m) => m.seq === 2);
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 2, 3, [rec(c.kp, "eqb", {}, s, { base: 2 })]) });
+    await assertRefused(c, "EFORGED", "base equivocation", from);
+    await assertUnchanged(c, before, "base equivocation");
+  });
+});
+
+test("(g) a purge for an undeclared collection: ERROR EBADVALUE, nothing changed", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "purge", coll: "Nope", id: "good" });
+    await assertRefused(c, "EBADVALUE", "purge", from, /purge of an unknown record/);
+    await assertUnchanged(c, before, "purge");
+  });
+});
+
+test("(g) a replace for an undeclared collection: ERROR EBADVALUE, nothing changed", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    const d = await delta(c.kp, 0, 0, [rec(c.kp, "good", { a: 3 }, now(), { coll: "Nope" })]);
+    c.conn.send({ t: "replace", coll: "Nope", id: "good", upto: 10, delta: d });
+    await assertRefused(c, "EBADVALUE", "replace", from, /replace of an unknown record/);
+    await assertUnchanged(c, before, "replace");
+  });
+});
+
+test("(g) a replace whose delta is signed by another key: ERROR EBADVALUE, nothing changed", async () => {
+  await withCase(async (c) => {
+    const other = await generateKeyPair();
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    const d = await delta(other, 0, 0, [rec(other, "good", { a: 3 }, now())]);
+    c.conn.send({ t: "replace", coll: "Items", id: "good", upto: 10, delta: d });
+    await assertRefused(c, "EBADVALUE", "replace by another signer", from, /another replica than the peer/);
+    await assertUnchanged(c, before, "replace by another signer");
+  });
+});
+
+test("a delta for an undeclared collection: refused (ENOCOLL, as C), nothing stored", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "good", { a: 4 }, now()), rec(c.kp, "x", { a: 1 }, now(), { coll: "Nope" })]) });
+    await assertRefused(c, "ENOCOLL", "undeclared collection", from, /Nope/);
+    await assertUnchanged(c, before, "undeclared collection");
+  });
+});
