@@ -157,6 +157,7 @@ export class Sync {
         if (e.type === "ready") { this.attempt = 0; this.setStatus({ state: "open" }); }
         else if (e.type === "caughtUp") this.checkSynced();
         else if (e.type === "applied") this.checkSynced();
+        else if (e.type === "closed") ws.close(1000, "session ended"); // an ERROR sent or received ends the connection too
         else if (e.type === "error") {
           lastError = new CrdtdbError(e.code, e.message);
           if (e.fatal && e.code === "EAUTH") final = "auth";
