@@ -9,12 +9,12 @@
  */
 import test, { after, before } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { WebSocket } from "ws";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { cli, pkgRoot, repoRoot, serve, sleep, tempDir, until, type Server } from "./helpers.js";
+import { cli, crdtdbBin, freePort, pkgRoot, repoRoot, serve, sleep, tempDir, until, type Server } from "./helpers.js";
 import { PAGE_HTML, PAGE_JS } from "./browserpage.js";
 import { staticServer, type StaticServer } from "./static.js";
 
@@ -374,4 +374,34 @@ test("the web demo: the owner creates a private match, invites, the player accep
   } finally {
     d.remove();
   }
+});
+
+test("examples/web/run.sh starts the demo in one command, and stopping it cleans up", opts, async () => {
+  const [crdtdbPort, webPort] = [await freePort(), await freePort()];
+  const run = spawn("bash", [join(repoRoot, "examples", "web", "run.sh")], {
+    env: { ...process.env, CRDTDB_BIN: crdtdbBin(), CRDTDB_PORT: String(crdtdbPort), WEB_PORT: String(webPort) },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  run.stdout!.on("data", (d: Buffer) => { out += d.toString(); });
+  run.stderr!.on("data", (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<number | null>((res) => run.on("exit", (code) => res(code)));
+  const { ctx, page } = await newProfile();
+  try {
+    await until(() => out.includes("Ctrl-C stops the demo"), `run.sh to start: ${out}`, 20_000);
+    const url = `http://127.0.0.1:${webPort}/examples/web/`;
+    assert.ok(out.includes(`${url}?user=alice`), out);
+    await page.goto(`${url}?user=alice`);
+    await page.click("#create");
+    await page.waitForSelector('[data-member="alice"]:has-text("owner, accepted")');
+    await page.waitForSelector('#status[data-state="synced"]');
+  } finally {
+    await ctx.close();
+    run.kill("SIGTERM");
+    const code = await Promise.race([exited, sleep(5000).then(() => "hung")]);
+    if (code === "hung") run.kill("SIGKILL");
+    assert.notEqual(code, "hung", "run.sh stops on SIGTERM");
+  }
+  const tmp = /log: (\S+)\/serve\.log/.exec(out)?.[1];
+  assert.ok(tmp && !existsSync(tmp), `run.sh removed its temporary directory ${tmp}`);
 });
