@@ -12,6 +12,9 @@
  * sender read from its fixed place; the signature verified BEFORE anything
  * else of the body is parsed; then every check crdt/delta.c makes, with the
  * same error codes (EBADVALUE, EVERSION, EBADSIG, ETOOBIG, ETOODEEP, EBADID).
+ * The body is parsed in one bounds-checked pass; only a body that fails it
+ * is parsed again as C does (a structural check of all of it, then the
+ * checks in C's order), so a body with several faults gets C's error.
  *
  * ALIASING: a decoded delta does not copy.  Every Uint8Array in it (sender,
  * recipient, origins, values, fingerprints) is a subarray VIEW of the input
@@ -341,16 +344,20 @@ export function encodeBody(d: DeltaBody): Uint8Array {
   const collIdx = new Map<string, number>();
   const origins: ReplicaId[] = [];
   const originIdx = new Map<string, number>();
+  const byObject = new Map<Uint8Array, number>(); // registers share their origin's array
   const originOf = (k: ReplicaId): number => {
+    let i = byObject.get(k);
+    if (i !== undefined) return i;
     if (k.length !== 32) fail("EINVAL", "a replica id is 32 bytes");
     let key = "";
-    for (let i = 0; i < 32; i++) key += String.fromCharCode(k[i]!);
-    let i = originIdx.get(key);
+    for (let j = 0; j < 32; j++) key += String.fromCharCode(k[j]!);
+    i = originIdx.get(key);
     if (i === undefined) {
       i = origins.length;
       origins.push(k);
       originIdx.set(key, i);
     }
+    byObject.set(k, i);
     return i;
   };
   let base: bigint | null = null;
