@@ -8,10 +8,29 @@ import type { SocketFactory, SocketLike } from "./sync.js";
 
 export { FileBackend } from "./filebackend.js";
 
-/** Sockets over `ws`, with the given headers (Authorization: Bearer ...). */
+/** HTTP answers to a refused upgrade, as the close codes a browser is
+ *  given in-band (docs/protocol.md, "Close codes"). */
+const CLOSE_FOR_STATUS: Record<number, number> = { 401: 4401, 403: 4403, 404: 4404, 429: 4429, 503: 1013 };
+
+/** Sockets over `ws`, with the given headers (Authorization: Bearer ...).
+ *  A refused upgrade closes with the code a browser would get in-band. */
 export function nodeSocket(opts: { maxPayload?: number } = {}): SocketFactory {
-  return (url, headers) =>
-    new WebSocket(url, { headers, maxPayload: opts.maxPayload ?? 16 << 20 }) as unknown as SocketLike;
+  return (url, headers) => {
+    const ws = new WebSocket(url, { headers, maxPayload: opts.maxPayload ?? 16 << 20 });
+    let status = 0;
+    ws.on("error", (e: Error) => {
+      const m = /Unexpected server response: (\d+)/.exec(e.message);
+      if (m) status = Number(m[1]);
+    });
+    const s = ws as unknown as SocketLike;
+    let onclose: SocketLike["onclose"] = null;
+    ws.on("close", (code: number, reason: Buffer) => {
+      const mapped = code === 1006 && CLOSE_FOR_STATUS[status];
+      onclose?.({ code: mapped || code, reason: mapped ? `HTTP ${status}` : reason.toString() });
+    });
+    Object.defineProperty(s, "onclose", { get: () => onclose, set: (f: SocketLike["onclose"]) => { onclose = f; } });
+    return s;
+  };
 }
 
 export * from "./index.js";

@@ -90,7 +90,8 @@ export class Replica {
 
   private constructor(o: ReplicaOptions) {
     this.dbId = o.dbId;
-    this.collections = new Set(o.collections);
+    // a server with members adds `_members` to every database it serves
+    this.collections = new Set([...o.collections, "_members"]);
     this.backend = o.backend;
     this.limits = { ...DEFAULT_LIMITS, ...DEFAULT_DELTA_LIMITS, ...(o.limits ?? {}) };
     this.clock = new Clock({ now: o.now, maxSkewMs: o.maxClockSkewMs });
