@@ -60,7 +60,7 @@ const SKEW_MS = 120_000;
 const seeds: number[] = process.env.CONVERGE_SEED
   ? [Number(process.env.CONVERGE_SEED)]
   : [11, 2026, (Date.now() % 1_000_000) + 1];
-const STEPS = Number(process.env.CONVERGE_STEPS ?? 70);
+const STEPS = Number(process.env.CONVERGE_STEPS ?? 110);
 
 /* ------------------------------------------------------------ random */
 
@@ -305,7 +305,7 @@ async function scenario(seed: number): Promise<void> {
   const log: string[] = [];
   const jsReps: JsRep[] = [];
   const cReps: CRep[] = [];
-  const stats = { jsOps: 0, cOps: 0, cSyncs: 0, cSyncFails: 0, offline: 0, restarts: 0, serverRestarts: 0, noops: 0 };
+  const stats = { drops: 0, jsOps: 0, cOps: 0, cSyncs: 0, cSyncFails: 0, offline: 0, restarts: 0, serverRestarts: 0, noops: 0 };
 
   const open = async (r: JsRep): Promise<void> => {
     r.ds = await CrdtdbDataStore.open({
@@ -345,6 +345,32 @@ async function scenario(seed: number): Promise<void> {
       return true;
     };
 
+    /** One write by a JS replica, checked and fed to the model. */
+    const jsOp = async (r: JsRep, tag: string, coll0?: string, id0?: string): Promise<void> => {
+      if (!r.ds) return;
+      const coll = coll0 ?? (g.chance(0.75) ? "Items" : "Boards");
+      const id = id0 ?? g.pick(IDS);
+      const kind = g.pick(["add", "add", "update", "update", "update", "remove"] as const);
+      const input = kind === "add" ? addValue(g, false) : kind === "update" ? updateValue(g, false) : null;
+      const what = `${tag} ${r.name} ${kind} ${coll}/${id}`;
+      const ds = r.ds;
+      const seenBefore = maxHlc(jsRegs(ds));
+      const wall = Date.now() + r.skew;
+      try {
+        if (kind === "add") await ds.add(coll, id, jsValue(input!) as Record<string, Value>);
+        else if (kind === "update") await ds.update(coll, id, jsValue(input!) as object);
+        else await ds.remove(coll, id);
+      } catch (e) {
+        if (!(kind === "update" && e instanceof CrdtdbError && e.code === "ENOTFOUND")) throw e;
+      }
+      // read at once, before any apply can install (installs follow backend I/O)
+      const own = jsRegs(ds).filter((x) => x.origin === r.idHex && x.hlc > r.lastOwn);
+      const s = checkOp(what, kind, input, coll, id, own, seenBefore, wall, model);
+      if (s !== null) r.lastOwn = s; else stats.noops++;
+      stats.jsOps++;
+      log.push(`${what}${input ? " " + cJson(input) : ""}${s === null ? " (no-op)" : ` @${s}`}`);
+    };
+
     const downAt = 10 + g.int(Math.max(1, STEPS - 30));
     const upAt = downAt + 3 + g.int(8);
 
@@ -360,31 +386,21 @@ async function scenario(seed: number): Promise<void> {
         log.push(`step ${step}: server restarted`);
       }
       const roll = g.next();
-      if (roll < 0.45) {
+      if (roll < 0.38) {
         // a JS write
+        await jsOp(g.pick(jsReps), `step ${step}`);
+      } else if (roll < 0.45) {
+        // a burst: every open JS replica writes at once (stamps in one millisecond, ties broken by the key)
+        const coll = g.chance(0.5) ? "Items" : "Boards", id = g.pick(IDS);
+        const ops = jsReps.filter((r) => r.ds).map((r) => jsOp(r, `step ${step} burst`, coll, id));
+        await Promise.all(ops);
+      } else if (roll < 0.48) {
+        // the network drops a JS replica's connection (no close handshake); it reconnects by itself
         const r = g.pick(jsReps);
-        if (!r.ds) continue;
-        const coll = g.chance(0.75) ? "Items" : "Boards";
-        const id = g.pick(IDS);
-        const kind = g.pick(["add", "add", "update", "update", "update", "remove"] as const);
-        const input = kind === "add" ? addValue(g, false) : kind === "update" ? updateValue(g, false) : null;
-        const what = `step ${step} ${r.name} ${kind} ${coll}/${id}`;
-        const ds = r.ds;
-        const seenBefore = maxHlc(jsRegs(ds));
-        const wall = Date.now() + r.skew;
-        try {
-          if (kind === "add") await ds.add(coll, id, jsValue(input!) as Record<string, Value>);
-          else if (kind === "update") await ds.update(coll, id, jsValue(input!) as object);
-          else await ds.remove(coll, id);
-        } catch (e) {
-          if (!(kind === "update" && e instanceof CrdtdbError && e.code === "ENOTFOUND")) throw e;
-        }
-        // read at once, before any apply can install (installs follow backend I/O)
-        const own = jsRegs(ds).filter((x) => x.origin === r.idHex && x.hlc > r.lastOwn);
-        const s = checkOp(what, kind, input, coll, id, own, seenBefore, wall, model);
-        if (s !== null) r.lastOwn = s; else stats.noops++;
-        stats.jsOps++;
-        log.push(`${what}${input ? " " + cJson(input) : ""}${s === null ? " (no-op)" : ""}`);
+        const ws = r.ds ? (r.ds.sync as unknown as { ws: { terminate?: () => void } | null }).ws : null;
+        ws?.terminate?.();
+        stats.drops++;
+        log.push(`step ${step}: ${r.name} connection dropped`);
       } else if (roll < 0.7) {
         // a C write, then maybe a sync
         const c = g.pick(cReps);
@@ -402,11 +418,11 @@ async function scenario(seed: number): Promise<void> {
         const s = checkOp(what, kind, input, coll, id, own, seenBefore, wall, model);
         if (s !== null) c.lastOwn = s; else stats.noops++;
         stats.cOps++;
-        log.push(`${what}${input ? " " + cJson(input) : ""}${s === null ? " (no-op)" : ""}`);
-        if (srv && g.chance(0.4)) cSync(c, false);
+        log.push(`${what}${input ? " " + cJson(input) : ""}${s === null ? " (no-op)" : ` @${s}`}`);
+        if (g.chance(0.4)) cSync(c, false);
       } else if (roll < 0.8) {
         const c = g.pick(cReps);
-        if (srv) cSync(c, false);
+        cSync(c, false); // fails at once while the server is down
         log.push(`step ${step}: ${c.name} sync`);
       } else if (roll < 0.87) {
         const r = g.pick(jsReps);
