@@ -845,9 +845,8 @@ function parseChecked(a: Int32Array, sender: ReplicaId, lim: DeltaLimits): Delta
   const ackNil = B[P] === 0xc0;
   const ack = ackNil ? -1 : uint();
   P = a[5]!;
-  let base: bigint;
   const bn = uint();
-  base = bn === UINT_BIG ? BIG : BigInt(bn);
+  const base = bn === UINT_BIG ? BIG : BigInt(Math.max(bn, 0));
   P = a[6]!;
   const ncolls = arrayLen();
   P = a[7]!;
@@ -875,10 +874,13 @@ function parseChecked(a: Int32Array, sender: ReplicaId, lim: DeltaLimits): Delta
   }
   P = a[10]!;
   let recipient: ReplicaId | null = null;
-  if (B[P] === 0xc4 && B[P + 1] === 32) recipient = view(P + 2, 32);
-  else if (B[P] !== 0xc0) fail("EBADVALUE", "the recipient is a 32-byte bin or nil");
+  if (B[P] !== 0xc0) {
+    // a bin of 32 bytes, in any bin width (msgpack-c's BIN)
+    if (binLen() !== 32) fail("EBADVALUE", "the recipient is a 32-byte bin or nil");
+    recipient = view(P, 32);
+  }
   if (!ackNil && !recipient) fail("EBADVALUE", "an ack needs a recipient");
-  P = a[6]! ;
+  P = a[6]!;
   arrayLen();
   const colls: string[] = new Array(ncolls);
   for (let i = 0; i < ncolls; i++) {

@@ -609,3 +609,26 @@ function deltaBodyOf(delta: Uint8Array): Uint8Array {
   const f = deltaFrame(delta);
   return delta.slice(f.bodyStart, f.bodyEnd);
 }
+
+test("msgpack-c reads any width: a bin16 recipient, a str8 id, an array16 of records", async () => {
+  const k = await kp();
+  const p = await parts();
+  p[10] = { raw: concatBytes(fromHex("c50020"), OTHER) };
+  p[4] = 7;
+  (p[8] as V[])[0] = [0, { raw: fromHex("d903616263") }, null, []];
+  const w = mp(p).bytes();
+  const d = await decodeDelta(await signedBody(w));
+  assert.equal(toHex(d.recipient!), toHex(OTHER));
+  assert.equal(d.records[0]!.id, "abc");
+  assert.equal(d.ack, 7);
+  const r = await decodeDelta(await signedBody(w), undefined, { referenceOnly: true });
+  assert.deepEqual(r, d);
+  assert.equal(toHex(k.publicKey), toHex(d.sender));
+});
+
+function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const o = new Uint8Array(a.length + b.length);
+  o.set(a);
+  o.set(b, a.length);
+  return o;
+}
