@@ -100,8 +100,14 @@ function rec(kp: KeyPair, id: string, fields: Record<string, Value>, hlc: Hlc, o
   };
 }
 
-function delta(kp: KeyPair, from: number, to: number, records: DeltaRecord[], dbId = DB): Promise<Uint8Array> {
-  return encodeDelta({ dbId, sender: kp.publicKey, from, to, ack: null, records, history: [], recipient: null }, kp);
+interface DeltaOpts {
+  history?: { seq: number; fp: Uint8Array }[];
+  recipient?: Uint8Array | null;
+  ack?: number | null;
+}
+
+function delta(kp: KeyPair, from: number, to: number, records: DeltaRecord[], dbId = DB, o: DeltaOpts = {}): Promise<Uint8Array> {
+  return encodeDelta({ dbId, sender: kp.publicKey, from, to, ack: o.ack ?? null, records, history: o.history ?? [], recipient: o.recipient ?? null }, kp);
 }
 
 /* ------------------------------------------------------------- a case */
@@ -118,8 +124,9 @@ interface Case {
 }
 
 /** A client synced with the fake server, holding one good record ("good",
- *  from the server's delta (0, 1], acknowledged). */
-async function connected(dir: string): Promise<Case> {
+ *  from the server's delta (0, 1], acknowledged); with `handshake`, the
+ *  server's side of the handshake is that function's instead (no good delta). */
+async function connected(dir: string, handshake?: (conn: Conn, kp: KeyPair, clientId: Uint8Array) => Promise<void>): Promise<Case> {
   const srv = await FakeServer.start();
   const kp = await generateKeyPair();
   const events: SessionEvent[] = [];
@@ -136,6 +143,10 @@ async function connected(dir: string): Promise<Case> {
   const hello = await conn.waitFor("hello", "the client's hello");
   assert.equal(hello.dbId, DB);
   assert.equal(toHex(hello.replicaId), ds.replica.idHex);
+  if (handshake) {
+    await handshake(conn, kp, ds.replica.id);
+    return { srv, kp, ds, conn, events, statuses, file, serverHex: toHex(kp.publicKey) };
+  }
   conn.send({ t: "hello", version: 1, dbId: DB, replicaId: kp.publicKey, mode: 1 });
   conn.send({ t: "since", seq: 0 });
   await conn.waitFor("since", "the client's since");
@@ -189,11 +200,11 @@ async function assertRefused(c: Case, code: keyof typeof ERRORS, what: string, f
     `${what}: the status says offline with ${code} (it says ${JSON.stringify(c.ds.sync!.status)})`, 3000);
 }
 
-async function withCase(fn: (c: Case) => Promise<void>): Promise<void> {
+async function withCase(fn: (c: Case) => Promise<void>, handshake?: (conn: Conn, kp: KeyPair, clientId: Uint8Array) => Promise<void>): Promise<void> {
   const tmp = tempDir("crdtdb-hostile-");
   let c: Case | null = null;
   try {
-    c = await connected(tmp.path);
+    c = await connected(tmp.path, handshake);
     await fn(c);
   } finally {
     await c?.ds.close().catch(() => undefined);
@@ -394,5 +405,92 @@ test("a delta for an undeclared collection: refused (ENOCOLL, as C), nothing sto
     c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "good", { a: 4 }, now()), rec(c.kp, "x", { a: 1 }, now(), { coll: "Nope" })]) });
     await assertRefused(c, "ENOCOLL", "undeclared collection", from, /Nope/);
     await assertUnchanged(c, before, "undeclared collection");
+  });
+});
+
+test("(c) after an ECLOCK refusal, a later delta that does not continue the range is merged but not acknowledged; the re-asked range is, then", async () => {
+  await withCase(async (c) => {
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 3, [rec(c.kp, "future", { a: 1 }, packHlc(Date.now() + 3_600_000, 0))]) });
+    await c.conn.waitFor("notice", "the ECLOCK notice", (m) => m.code === ERRORS.ECLOCK[0], from);
+    // (3, 4]: beyond the gap the refusal left
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 3, 4, [rec(c.kp, "after", { b: 1 }, now())]) });
+    await until(async () => (await c.ds.getById("Items", "after", true)) !== null, "the later delta merged");
+    assert.equal(c.ds.replica.peer(c.serverHex).received, 1, "the watermark stays before the gap");
+    assert.equal(c.conn.msgs.slice(from).filter((m) => m.t === "ack").length, 0, "nothing acknowledged past the gap");
+    const since = await c.conn.waitFor("since", "the since after the refusal", () => true, from, 8000);
+    assert.equal(since.seq, 1);
+    const at = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 4, [rec(c.kp, "after", { b: 1 }, now()), rec(c.kp, "future", { a: 2 }, now())]) });
+    await c.conn.waitFor("ack", "the ack of the resent range", (m) => m.seq === 4, at);
+    assert.equal(c.ds.replica.peer(c.serverHex).received, 4);
+    assert.deepEqual((await c.ds.query("Items", {})).map((r) => r.id), ["after", "future", "good"]);
+  });
+});
+
+test("(c) a replace stamped one hour ahead: a notice ECLOCK, the record untouched, the session goes on", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    const d = await delta(c.kp, 0, 0, [rec(c.kp, "good", { a: 42 }, packHlc(Date.now() + 3_600_000, 0))]);
+    c.conn.send({ t: "replace", coll: "Items", id: "good", upto: 10, delta: d });
+    const notice = await c.conn.waitFor("notice", "the ECLOCK notice", () => true, from);
+    assert.equal(notice.code, ERRORS.ECLOCK[0]);
+    assert.deepEqual(await snap(c), before);
+    assert.ok(!c.conn.closed);
+    assert.equal(c.conn.msgs.slice(from).filter((m) => m.t === "error").length, 0);
+  });
+});
+
+test("(h) a delta acknowledging more of the client's log than it wrote: ERROR EFORK, nothing stored", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "good", { a: 9 }, now())], DB, { recipient: c.ds.replica.id, ack: before.seq + 1000 }) });
+    await assertRefused(c, "EFORK", "ack beyond our log", from, /copied replica/);
+    await assertUnchanged(c, before, "ack beyond our log");
+  });
+});
+
+test("(h) a second history fingerprint for one sequence (a copied server): ERROR EFORK, nothing stored", async () => {
+  await withCase(async (c) => {
+    const fpA = new Uint8Array(16).fill(0xaa), fpB = new Uint8Array(16).fill(0xbb);
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "h1", { a: 1 }, now())], DB, { history: [{ seq: 2, fp: fpA }] }) });
+    await c.conn.waitFor("ack", "the ack of the first history", (m) => m.seq === 2);
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 2, 3, [rec(c.kp, "h2", { a: 1 }, now())], DB, { history: [{ seq: 2, fp: fpB }, { seq: 3, fp: fpA }] }) });
+    await assertRefused(c, "EFORK", "second history", from);
+    await assertUnchanged(c, before, "second history");
+  });
+});
+
+for (const [name, code, make] of [
+  ["another database", "EINVAL", (kp: KeyPair) => ({ t: "hello", version: 1, dbId: "another-db", replicaId: kp.publicKey, mode: 1 })],
+  ["protocol version 2", "EVERSION", (kp: KeyPair) => ({ t: "hello", version: 2, dbId: DB, replicaId: kp.publicKey, mode: 1 })],
+  ["the client's own id", "EINVAL", (_kp: KeyPair, me: Uint8Array) => ({ t: "hello", version: 1, dbId: DB, replicaId: me, mode: 1 })],
+  ["an unknown mode", "EBADVALUE", (kp: KeyPair) => ({ t: "hello", version: 1, dbId: DB, replicaId: kp.publicKey, mode: 3 })],
+  ["a delta before the hello", "EBADVALUE", null],
+] as const) {
+  test(`a server hello with ${name}: ERROR ${code}, nothing stored`, async () => {
+    await withCase(async (c) => {
+      await assertRefused(c, code, name, 0);
+      assert.deepEqual(await c.ds.query("Items", {}), []);
+      assert.equal(c.ds.replica.seq, 0);
+      assert.ok(!c.events.some((e) => e.type === "ready"), "the session never became ready");
+    }, async (conn, kp, me) => {
+      if (make) conn.send(make(kp, me) as Message);
+      else conn.send({ t: "delta", delta: await delta(kp, 0, 1, [rec(kp, "early", { a: 1 }, now())]) });
+    });
+  });
+}
+
+test("a second hello: ERROR EBADVALUE", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "hello", version: 1, dbId: DB, replicaId: c.kp.publicKey, mode: 1 });
+    await assertRefused(c, "EBADVALUE", "second hello", from, /second hello/);
+    await assertUnchanged(c, before, "second hello");
   });
 });
