@@ -340,6 +340,30 @@ static void raw_status(const char *path, const char *token, int code)
     close(r.fd);
 }
 
+/* A raw upgrade asking for refusals in-band (?inband=1 in path): it is
+ * upgraded (101), then gets an ERROR [6, code, message] holding `msg` and a
+ * close with `close_code`, and the connection ends.  Nothing in it names
+ * the database or its users. */
+static void raw_inband(const char *path, const char *token, int code, unsigned close_code,
+                       const char *msg)
+{
+    tu_raw r;
+    raw_open(&r, path, token);
+    ck_assert_msg(strstr(r.in, " 101 ") != NULL, "not upgraded: %.80s", r.in);
+    ck_assert_msg(spin(tu_raw_closed, &r, 10000), "the refused connection stays open");
+    const uint8_t want[3] = {0x93, 0x06, (uint8_t)(int8_t)code}; /* [6, code, */
+    ck_assert_msg(memmem(r.in, r.len, want, 3) != NULL, "no ERROR %d for %s", code, path);
+    ck_assert_msg(tu_raw_saw(&r, msg), "no '%s' for %s", msg, path);
+    ck_assert_msg(tu_raw_close_saw(&r, close_code), "no close %u for %s", close_code, path);
+    const char *body = strstr(r.in, "\r\n\r\n");
+    static const char *const words[] = {"game", "other", "alice", "bob", "carol", "secret",
+                                        "_members", "owner"};
+    for (size_t i = 0; body && i < sizeof words / sizeof *words; i++)
+        ck_assert_msg(!memmem(body, r.len - (size_t)(body - r.in), words[i], strlen(words[i])),
+                      "the refusal tells '%s'", words[i]);
+    close(r.fd);
+}
+
 /* ------------------------------------------------------- session frames */
 
 static void frame(crdtdb_buf *out, const crdtdb_buf *msg)
@@ -809,6 +833,49 @@ START_TEST(non_member_is_403)
     ck_assert_int_eq(crdtdb_db_open(S.env, "other", &so), 0);
     expect(so, "players", "still", "{\"c\":2}");
     crdtdb_db_close(so);
+}
+END_TEST
+
+/* A browser cannot read the HTTP status of a refused upgrade; with
+ * ?inband=1 it gets the refusal after the upgrade: EAUTH and close 4401
+ * for a missing, bad or expired token (in the header or in the URL),
+ * EDENIED and 4403 for a database it may not use, ENOTFOUND and 4404 for
+ * a path that is none.  Without it, HTTP statuses as before; with it, an
+ * accepted request is served as any other. */
+START_TEST(browsers_get_refusals_in_band)
+{
+    start_server(key);
+    char path[CRDTDB_JWT_MAX + 128];
+    raw_inband("/v1/db/game?inband=1", NULL, CRDTDB_EAUTH, 4401, "unauthorized: no bearer token");
+    assert_no_server_db();
+    int64_t now = (int64_t)time(NULL);
+    const char *old = mint(key, "alice", now - 7200, 3600);
+    raw_inband("/v1/db/game?inband=1", old, CRDTDB_EAUTH, 4401, "unauthorized: token expired");
+    snprintf(path, sizeof path, "/v1/db/game?access_token=%s&inband=1", old);
+    raw_inband(path, NULL, CRDTDB_EAUTH, 4401, "unauthorized: token expired");
+    raw_inband("/v1/db/game?inband=1", "not-a-jwt", CRDTDB_EAUTH, 4401, "unauthorized: ");
+    assert_no_server_db();
+    alice_creates_game(tok("alice"));
+    uint64_t seq = server_seq();
+    raw_inband("/v1/db/game?inband=1", tok("carol"), CRDTDB_EDENIED, 4403, "permission denied");
+    snprintf(path, sizeof path, "/v1/db/game?inband=1&access_token=%s", tok("carol"));
+    raw_inband(path, NULL, CRDTDB_EDENIED, 4403, "permission denied");
+    raw_inband("/v1/elsewhere?inband=1", NULL, CRDTDB_ENOTFOUND, 4404, "not a /v1/db/<id> path");
+    ck_assert_uint_eq(server_seq(), seq);
+    /* not asked (or asked otherwise): HTTP */
+    raw_status("/v1/db/game", tok("carol"), 403);
+    raw_status("/v1/db/game?inband=0", NULL, 401);
+    raw_status("/v1/db/game?inband", NULL, 401);
+    /* asked, and accepted: upgraded and kept, no ERROR */
+    snprintf(path, sizeof path, "/v1/db/game?access_token=%s&inband=1", tok("alice"));
+    tu_raw r;
+    raw_open(&r, path, NULL);
+    ck_assert_msg(strstr(r.in, " 101 ") != NULL, "not upgraded: %.80s", r.in);
+    ck_assert(!spin(tu_raw_closed, &r, 300));
+    const uint8_t err[2] = {0x93, 0x06};
+    ck_assert(memmem(r.in, r.len, err, 2) == NULL);
+    close(r.fd);
+    ck_assert(crdtdb_client_connected(ca));
 }
 END_TEST
 
@@ -1346,6 +1413,7 @@ static Suite *auth_suite(void)
     tcase_add_test(tc, hs_rs_confusion_is_401);
     tcase_add_test(tc, another_users_token_is_refused);
     tcase_add_test(tc, non_member_is_403);
+    tcase_add_test(tc, browsers_get_refusals_in_band);
     tcase_add_test(tc, reader_cannot_write);
     tcase_add_test(tc, writer_cannot_change_members);
     tcase_add_test(tc, invited_user_may_only_accept);

@@ -1,7 +1,9 @@
 /* The WebSocket binding: a real server on 127.0.0.1 (ephemeral port) and
  * real clients, all driven from this thread through their run functions. */
+#define _GNU_SOURCE /* memmem */
 #include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -299,6 +301,201 @@ START_TEST(garbage_closes_only_that_connection)
     ck_assert(crdtdb_client_connected(cb));
     put(&B, "add", "players", "still", "{\"ok\":true}");
     wait_for(S.db, "players", "still", "{\"ok\":true}");
+}
+END_TEST
+
+/* Whether r received a binary WebSocket message whose session frame is an
+ * ERROR [6, code, ...] (code a negative fixint); its message text, if
+ * msg is not NULL, must appear in r too. */
+static int raw_saw_error(const tu_raw *r, int code, const char *msg)
+{
+    const uint8_t want[3] = {0x93, 0x06, (uint8_t)(int8_t)code};
+    const uint8_t *b = (const uint8_t *)r->in;
+    int found = 0;
+    for (size_t i = 0; i + 3 <= r->len && !found; i++)
+        found = memcmp(b + i, want, 3) == 0;
+    return found && (!msg || tu_raw_saw(r, msg));
+}
+
+/* Sends p in binary WebSocket messages of at most `chunk` bytes, spinning
+ * the server and reading while the socket is full, until all is sent or
+ * the server stops taking it (its close): a peer that sends on regardless. */
+static void raw_send_until_refused(tu_raw *r, const uint8_t *p, size_t n, size_t chunk)
+{
+    uint8_t *f = malloc(n + 14 * (n / chunk + 1));
+    ck_assert_ptr_nonnull(f);
+    size_t h = 0;
+    for (size_t at = 0; at < n; at += chunk) {
+        size_t m = n - at < chunk ? n - at : chunk;
+        f[h++] = 0x82;
+        f[h++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--)
+            f[h++] = (uint8_t)((uint64_t)m >> (8 * i));
+        memset(f + h, 0, 4); /* a zero mask: the payload as it is */
+        h += 4;
+        memcpy(f + h, p + at, m);
+        h += m;
+    }
+    size_t off = 0, len = h;
+    uint64_t deadline = tu_mono_ms() + 20000;
+    while (off < len && tu_mono_ms() < deadline) {
+        ssize_t k = send(r->fd, f + off, len - off, MSG_NOSIGNAL);
+        if (k > 0)
+            off += (size_t)k;
+        else if (errno != EAGAIN && errno != EWOULDBLOCK)
+            break; /* the server closed */
+        if (off < len) {
+            spin(NULL, NULL, 2);
+            tu_raw_read(r);
+        }
+    }
+    free(f);
+}
+
+/* A message over the limit (max_message) is answered with the error
+ * saying so, then a close 1009 whose reason says it too, even while the
+ * peer is still sending the rest of it: the peer learns why. */
+START_TEST(message_over_the_limit_is_told)
+{
+    start_server(CRDTDB_SYNC_TWO_WAY);
+    for (int whole = 0; whole < 2; whole++) {
+        tu_raw r;
+        tu_raw_open(&r, crdtdb_server_port(srv), "/v1/db/game", NULL);
+        ck_assert(spin(tu_raw_answered, &r, 10000));
+        ck_assert_msg(strstr(r.in, " 101 ") != NULL, "no upgrade: %s", r.in);
+        crdtdb_buf hello = CRDTDB_BUF_INIT;
+        tu_ws_hello(A.db, &hello);
+        tu_raw_send(&NET, &r, hello.data, hello.len);
+        crdtdb_buf_free(&hello);
+        /* a session frame announcing 64 KiB more than the limit
+         * (max_delta_size + 4096) */
+        size_t n = S.opts.max_delta_size + 4096 + ((size_t)1 << 20);
+        uint8_t *big = calloc(1, 4 + n);
+        ck_assert_ptr_nonnull(big);
+        big[0] = (uint8_t)(n >> 24), big[1] = (uint8_t)(n >> 16);
+        big[2] = (uint8_t)(n >> 8), big[3] = (uint8_t)n;
+        r.len = 0;
+        /* only its length, or all of it in 64 KiB WebSocket messages */
+        raw_send_until_refused(&r, big, whole ? 4 + n : 4, 65536);
+        free(big);
+        ck_assert_msg(spin(tu_raw_closed, &r, 10000), "the server kept the connection");
+        char why[128];
+        snprintf(why, sizeof why, "message of %zu bytes is over the limit of %zu", n,
+                 (size_t)S.opts.max_delta_size + 4096);
+        ck_assert_msg(raw_saw_error(&r, CRDTDB_ETOOBIG, why), "no error frame (%d)", whole);
+        ck_assert_msg(tu_raw_close_saw(&r, 1009), "no close 1009 (%d)", whole);
+        /* the close's reason: 0x88, its length, 1009, the message */
+        char close_frame[160];
+        int cn = snprintf(close_frame + 4, sizeof close_frame - 4, "%s", why);
+        close_frame[0] = (char)0x88, close_frame[1] = (char)(2 + cn);
+        close_frame[2] = (char)(1009 >> 8), close_frame[3] = (char)(1009 & 0xff);
+        ck_assert_msg(memmem(r.in, r.len, close_frame, 4 + (size_t)cn) != NULL,
+                      "no reason in the close (%d)", whole);
+        close(r.fd);
+    }
+}
+END_TEST
+
+/* What a client's program heard: the last ERROR event. */
+typedef struct heard {
+    int errors, last_error, remote;
+    char msg[256];
+} heard;
+
+static void on_heard(void *ctx, const crdtdb_session_event *ev)
+{
+    heard *h = ctx;
+    if (ev->type != CRDTDB_SESSION_ERROR)
+        return;
+    h->errors++;
+    h->last_error = ev->error;
+    h->remote = ev->remote;
+    snprintf(h->msg, sizeof h->msg, "%s", ev->message ? ev->message : "");
+}
+
+static int log_has_peer_toobig(void *arg)
+{
+    return tu_log_count(arg, "peer error CRDTDB_ETOOBIG: peer: message of ") > 0;
+}
+
+/* A server message over a client's own limit: the client tells the server
+ * why (ERROR, then close 1009) and its program hears it. */
+START_TEST(client_tells_a_message_over_its_limit)
+{
+    replica_close(&S); /* a server that takes and sends larger deltas */
+    S.opts.max_value_size = 64u << 10;
+    S.opts.max_delta_size = 256u << 10;
+    replica_open(&S, "game");
+    char *json = malloc(40100);
+    ck_assert_ptr_nonnull(json);
+    memcpy(json, "{\"pad\":\"", 8);
+    memset(json + 8, 'x', 40000);
+    memcpy(json + 40008, "\"}", 3);
+    put(&S, "add", "moves", "big", json);
+    free(json);
+    crdtdb_buf log = CRDTDB_BUF_INIT;
+    crdtdb_server_options so;
+    crdtdb_server_options_init(&so);
+    so.port = 0;
+    so.collections = COLLS;
+    so.ncoll = 2;
+    so.log = tu_log_line;
+    so.log_ctx = &log;
+    ck_assert_int_eq(crdtdb_server_open(S.env, &so, &srv), 0);
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d", crdtdb_server_port(srv));
+    heard h = {0};
+    crdtdb_client_options o;
+    crdtdb_client_options_init(&o);
+    o.url = url;
+    o.backoff_min_ms = 1000; /* one connection in the test's time */
+    o.backoff_max_ms = 1000;
+    o.on_event = on_heard;
+    o.ctx = &h;
+    ck_assert_int_eq(crdtdb_client_open(A.db, &o, &ca), 0);
+    ck_assert_msg(spin(log_has_peer_toobig, &log, 10000), "the server never heard why: %.*s",
+                  (int)log.len, (const char *)log.data);
+    ck_assert_int_eq(h.last_error, CRDTDB_ETOOBIG);
+    ck_assert_int_eq(h.remote, 0);
+    ck_assert_msg(strstr(h.msg, "is over the limit of 12544") != NULL, "%s", h.msg);
+    crdtdb_client_close(ca);
+    ca = NULL;
+    crdtdb_server_close(srv);
+    srv = NULL;
+    crdtdb_buf_free(&log);
+}
+END_TEST
+
+/* A full server (max_connections) refuses with 503, or in-band when asked
+ * (?inband=1): ERROR ELIMIT, then close 4503 — a browser knows to retry. */
+START_TEST(full_server_refuses_in_band)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.port = 0;
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.max_connections = 1;
+    o.log = log_line;
+    ck_assert_int_eq(crdtdb_server_open(S.env, &o, &srv), 0);
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d", crdtdb_server_port(srv));
+    cb = client(&B);
+    ck_assert(spin(both_connected, NULL, 10000));
+    for (int inband = 0; inband < 2; inband++) {
+        tu_raw r;
+        tu_raw_open(&r, crdtdb_server_port(srv), inband ? "/v1/db/game?inband=1" : "/v1/db/game",
+                    NULL);
+        ck_assert(spin(tu_raw_answered, &r, 10000));
+        if (!inband) {
+            ck_assert_msg(strstr(r.in, " 503 ") != NULL, "no 503: %.80s", r.in);
+        } else {
+            ck_assert_msg(strstr(r.in, " 101 ") != NULL, "not upgraded: %.80s", r.in);
+            ck_assert(spin(tu_raw_closed, &r, 10000));
+            ck_assert(raw_saw_error(&r, CRDTDB_ELIMIT, "server full: retry later"));
+            ck_assert(tu_raw_close_saw(&r, 4503));
+        }
+        close(r.fd);
+    }
+    ck_assert(crdtdb_client_connected(cb)); /* the one admitted is served */
 }
 END_TEST
 
@@ -798,6 +995,9 @@ static Suite *suite(void)
     tcase_add_test(tc, offline_writes_then_reconnect);
     tcase_add_test(tc, server_to_client_mode);
     tcase_add_test(tc, garbage_closes_only_that_connection);
+    tcase_add_test(tc, message_over_the_limit_is_told);
+    tcase_add_test(tc, client_tells_a_message_over_its_limit);
+    tcase_add_test(tc, full_server_refuses_in_band);
     tcase_add_test(tc, bad_path_is_refused);
     tcase_add_test(tc, url_encoded_database_id);
     tcase_add_test(tc, options_are_checked);

@@ -934,7 +934,7 @@ static int run_input(crdtdb_session *s, size_t applies)
         const uint8_t *p = s->in.data + off;
         size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
         if (n > s->o.max_message) {
-            rc = seterr(s, CRDTDB_ETOOBIG, "a message of %zu bytes exceeds the limit of %zu", n,
+            rc = seterr(s, CRDTDB_ETOOBIG, "message of %zu bytes is over the limit of %zu", n,
                         s->o.max_message);
             break;
         }

@@ -136,7 +136,16 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
     const uint8_t *p = output(l, &len);
     if (!len) {
         if (crdtdb_session_closed(l->s)) {
-            lws_close_reason(l->wsi, (enum lws_close_status)l->status, NULL, 0);
+            /* the reason too, for peers that read only the close (a
+             * browser's CloseEvent): the error's message, cut to the 123
+             * bytes a close frame has room for, at a character boundary */
+            const char *why = l->status == LWS_CLOSE_STATUS_NORMAL ? ""
+                                                                   : crdtdb_session_errmsg(l->s);
+            size_t n = strlen(why);
+            if (n > 123)
+                for (n = 123; n && ((uint8_t)why[n] & 0xc0) == 0x80; n--)
+                    ;
+            lws_close_reason(l->wsi, (enum lws_close_status)l->status, (unsigned char *)why, n);
             return -1;
         }
         return 0;

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <msgpack.h>
 #include <sodium.h>
 
 #include "crdt/value.h"
@@ -81,6 +82,11 @@ typedef struct spss {
     sconn *c;
     char user[CRDTDB_ID_MAX + 1];
     crdtdb_access access;
+    unsigned refused;   /* refused in-band (?inband=1): the HTTP status it
+                           stands for; the upgrade goes ahead, an ERROR and
+                           a 4xxx close follow, and no session */
+    int told;           /* that ERROR is sent: the close is next */
+    char why[160];      /* its message */
 } spss;
 
 struct crdtdb_server {
@@ -371,6 +377,107 @@ static int refuse_http(struct lws *wsi, unsigned status)
     return -1;
 }
 
+/* Whether the request asks for refusals in-band: `inband=1` among its URL
+ * arguments.  A browser cannot read the HTTP status of a refused upgrade
+ * (its WebSocket only says 1006), so it asks for the upgrade to go ahead
+ * and the refusal to come as an ERROR and a 4xxx close. */
+static int wants_inband(struct lws *wsi)
+{
+    static const char arg[] = "inband=1";
+    char buf[sizeof arg];
+    for (int i = 0; i < 64; i++) { /* lws keeps fewer fragments */
+        int n = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n <= 0)
+            break;
+        if (n == (int)sizeof arg - 1 &&
+            lws_hdr_copy_fragment(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_URI_ARGS, i) == n &&
+            memcmp(buf, arg, (size_t)n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The ERROR code, message and WebSocket close code an in-band refusal
+ * sends for an HTTP status (docs/auth.md, "Refusals in-band").  The close
+ * code is 4000 + the status, but every token refusal (401, 431) is 4401:
+ * for a client it means the same, get a new token.  The message says no
+ * more than the HTTP answer would (a denied database and one that does
+ * not exist read alike); `detail` is the token's fault, if any. */
+static int inband_code(unsigned status, const char *detail, char *msg, size_t size,
+                       unsigned *close)
+{
+    *close = status == 431 ? 4401 : 4000 + status;
+    switch (status) {
+    case 400:
+        snprintf(msg, size, "not a database id");
+        return CRDTDB_EBADID;
+    case 404:
+        snprintf(msg, size, "not a /v1/db/<id> path");
+        return CRDTDB_ENOTFOUND;
+    case 401:
+    case 431:
+        snprintf(msg, size, "unauthorized: %s", detail && *detail ? detail : "bad token");
+        return CRDTDB_EAUTH;
+    case 403:
+        snprintf(msg, size, "permission denied");
+        return CRDTDB_EDENIED;
+    case 429:
+        snprintf(msg, size, "too many connections from this address or user: retry later");
+        return CRDTDB_ELIMIT;
+    default: /* 503 */
+        *close = 4503;
+        snprintf(msg, size, "server full: retry later");
+        return CRDTDB_ELIMIT;
+    }
+}
+
+/* Refuses an upgrade request: with an HTTP status, or in-band when the
+ * request asks for it (the upgrade goes ahead; ESTABLISHED opens no
+ * session, WRITEABLE sends the ERROR, then the close). */
+static int refuse(struct lws *wsi, spss *pss, unsigned status, const char *detail)
+{
+    if (!pss || !wants_inband(wsi))
+        return refuse_http(wsi, status);
+    pss->refused = status;
+    pss->told = 0;
+    snprintf(pss->why, sizeof pss->why, "%s", detail ? detail : "");
+    return 0;
+}
+
+/* WRITEABLE on a connection refused in-band: the ERROR [6, code, message]
+ * as one binary message, then (next time) the close.  -1 to close. */
+static int refused_writable(crdtdb_server *srv, struct lws *wsi, spss *pss)
+{
+    char msg[sizeof pss->why + 64];
+    unsigned close;
+    int code = inband_code(pss->refused, pss->why, msg, sizeof msg, &close);
+    if (pss->told) {
+        lws_close_reason(wsi, (enum lws_close_status)close, (unsigned char *)msg,
+                         strlen(msg) < 123 ? strlen(msg) : 123);
+        return -1;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_uint8(&pk, 6); /* ERROR */
+    msgpack_pack_int32(&pk, code);
+    msgpack_pack_str_with_body(&pk, msg, strlen(msg));
+    int r = -1;
+    if (sb.data && sb.size + 4 <= WS_CHUNK) { /* a few hundred bytes */
+        uint8_t *p = srv->wbuf + LWS_PRE;
+        p[0] = (uint8_t)(sb.size >> 24), p[1] = (uint8_t)(sb.size >> 16);
+        p[2] = (uint8_t)(sb.size >> 8), p[3] = (uint8_t)sb.size;
+        memcpy(p + 4, sb.data, sb.size);
+        r = lws_write(wsi, p, sb.size + 4, LWS_WRITE_BINARY) < (int)(sb.size + 4) ? -1 : 0;
+    }
+    msgpack_sbuffer_destroy(&sb);
+    pss->told = 1;
+    lws_callback_on_writable(wsi);
+    return r;
+}
+
 /* The bearer token's header value, as read: from Authorization, else from
  * ?access_token=<token> (RFC 6750 2.3, for browsers) made into one.  buf
  * has WS_HEADER_SPACE bytes, which holds any one header or URL argument
@@ -401,17 +508,18 @@ static size_t authz_value(struct lws *wsi, char *buf)
  * key ("" without one).  0, or the HTTP status to refuse with: 401, or 431
  * for a token over CRDTDB_JWT_MAX. */
 static unsigned upgrade_user(crdtdb_server *srv, struct lws *wsi, const char *peer,
-                             char user[CRDTDB_ID_MAX + 1])
+                             char user[CRDTDB_ID_MAX + 1], char why[256])
 {
     user[0] = 0;
+    why[0] = 0;
     if (!srv->o.jwt_key)
         return 0;
     char *authz = malloc(WS_HEADER_SPACE), *prot = malloc(WS_HEADER_SPACE);
     unsigned status = 401;
-    char why[256] = "no bearer token";
+    snprintf(why, 256, "no bearer token");
     if (!authz || !prot) {
         status = 503;
-        snprintf(why, sizeof why, "out of memory");
+        snprintf(why, 256, "out of memory");
     } else {
         size_t an = authz_value(wsi, authz);
         int pn = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
@@ -422,12 +530,11 @@ static unsigned upgrade_user(crdtdb_server *srv, struct lws *wsi, const char *pe
         size_t toklen;
         if (crdtdb__bearer_token(an ? authz : NULL, an, prot, (size_t)pn, &tok, &toklen) == 0) {
             int rc = crdtdb_jwt_verify(srv->o.jwt_key, tok, toklen, (int64_t)time(NULL),
-                                       srv->o.jwt_leeway, user, CRDTDB_ID_MAX + 1, why,
-                                       sizeof why);
+                                       srv->o.jwt_leeway, user, CRDTDB_ID_MAX + 1, why, 256);
             status = rc == 0 ? 0 : rc == CRDTDB_ETOOBIG ? 431 : 401;
         } else if (an > CRDTDB_JWT_MAX + 7) { /* too long to be one: say so */
             status = 431;
-            snprintf(why, sizeof why, "a token of %zu bytes, over the limit of %u", an - 7,
+            snprintf(why, 256, "a token of %zu bytes, over the limit of %u", an - 7,
                      CRDTDB_JWT_MAX);
         }
         if (status)
@@ -642,45 +749,53 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         if (status) {
             slog(srv, "%s refused: %u: %s", peer, status,
                  status == 404 ? "not a /v1/db/<id> path" : "not a database id");
-            return refuse_http(wsi, status);
+            return refuse(wsi, pss, status, NULL);
         }
         if (!pss)
             return 1;
+        pss->refused = 0;
         size_t by_ip, by_user;
         conn_counts(srv, peer, "", &by_ip, &by_user);
         if (srv->nconn >= srv->o.max_connections) {
             slog(srv, "%s refused: 503: %zu connections already", peer, srv->nconn);
-            return refuse_http(wsi, 503);
+            return refuse(wsi, pss, 503, NULL);
         }
         if (by_ip >= srv->o.max_per_ip) {
             slog(srv, "%s refused: 429: %zu connections from this address already", peer, by_ip);
-            return refuse_http(wsi, 429);
+            return refuse(wsi, pss, 429, NULL);
         }
         pss->access = CRDTDB_ACCESS_READWRITE;
-        if ((status = upgrade_user(srv, wsi, peer, pss->user)))
-            return refuse_http(wsi, status);
+        char why[256];
+        if ((status = upgrade_user(srv, wsi, peer, pss->user, why)))
+            return refuse(wsi, pss, status, status == 503 ? NULL : why);
         conn_counts(srv, peer, pss->user, &by_ip, &by_user);
         if (by_user >= srv->o.max_per_user) {
             slog(srv, "%s user '%s' refused: 429: %zu connections of this user already", peer,
                  pss->user, by_user);
-            return refuse_http(wsi, 429);
+            return refuse(wsi, pss, 429, NULL);
         }
         /* opened (or created) now, so a database that cannot be is refused
          * before the upgrade */
         int created;
         sdb *d = db_get(srv, id, &created);
         if (!d)
-            return refuse_http(wsi, 403); /* absent and not creatable */
+            return refuse(wsi, pss, 403, NULL); /* absent and not creatable */
         if (srv->auth.authorize_user)
             pss->access = srv->auth.authorize_user(srv->auth.ctx, d->db, pss->user, created);
         db_release(d);
         if (pss->access == CRDTDB_ACCESS_DENY) {
             slog(srv, "%s db '%s': user '%s' refused: 403", peer, id, pss->user);
-            return refuse_http(wsi, 403);
+            return refuse(wsi, pss, 403, NULL);
         }
         return 0;
     }
     case LWS_CALLBACK_ESTABLISHED: {
+        if (pss && pss->refused) { /* no session: the refusal, then the close,
+                                      within 5 s even for a peer that never reads */
+            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, 5);
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
         if (!pss || path_db_id(wsi, id))
             return -1;
         sdb *d = db_get(srv, id, NULL);
@@ -732,6 +847,8 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         return 0;
     }
     case LWS_CALLBACK_RECEIVE: {
+        if (pss && pss->refused)
+            return 0; /* its hello, unread: it is being refused */
         if (!pss || !pss->c || pss->c->ended)
             return -1;
         sconn *c = pss->c;
@@ -749,6 +866,8 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         return c->ended ? -1 : r;
     }
     case LWS_CALLBACK_SERVER_WRITEABLE: {
+        if (pss && pss->refused)
+            return refused_writable(srv, wsi, pss);
         if (!pss || !pss->c)
             return -1;
         sconn *c = pss->c;
