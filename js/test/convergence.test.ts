@@ -7,7 +7,8 @@
  * int64 beyond 2^53, nested and empty maps, a key with a dot), JS replicas
  * going offline (sync.stop/start) and restarting (closed and reopened from
  * their file), writing while offline, one JS replica whose clock runs two
- * minutes ahead (within the five-minute limit), and a server restart with
+ * minutes ahead (within the five-minute limit) and one two minutes behind
+ * (its stamps then come from the HLC counter), and a server restart with
  * writes made while it is down.
  *
  * The seed is printed; CONVERGE_SEED=n replays one seed (CONVERGE_STEPS
@@ -54,8 +55,12 @@ import { Model, canon, cmpStamp, parseJsonExact, regString, toHexStr, type Reg }
 
 const DB = "conv";
 const COLLS = ["Items", "Boards"];
-const IDS = ["r0", "r1", "r2", "r3", "r4"];
+// ids and keys whose UTF-16 order differs from their UTF-8 (bytewise) order:
+// "｡" (U+FF61) sorts before "🎲" (U+1F3B2) bytewise, after it in UTF-16
+const IDS = ["r0", "r1", "r2", "Zed", "é1", "🎲", "｡x"];
 const SKEW_MS = 120_000;
+/** A slow clock: stamps come from the HLC's counter once it has seen newer ones. */
+const SLOW_MS = -120_000;
 
 const seeds: number[] = process.env.CONVERGE_SEED
   ? [Number(process.env.CONVERGE_SEED)]
@@ -119,6 +124,8 @@ function addValue(g: Rng, forC: boolean): { [k: string]: GVal } {
   if (g.chance(0.4)) v.meta = { a: { b: scalar(g, forC) }, c: g.chance(0.5) ? {} : scalar(g, forC) };
   if (g.chance(0.2)) v.empty = {};
   if (g.chance(0.2)) v["dot.key"] = scalar(g, forC);
+  if (g.chance(0.2)) v["🎲"] = scalar(g, forC);
+  if (g.chance(0.2)) v["｡"] = { "🎲": scalar(g, forC), é: 1 };
   if (!Object.keys(v).length) v.hp = 1;
   return v;
 }
@@ -136,7 +143,7 @@ function updateValue(g: Rng, forC: boolean): { [k: string]: GVal } {
       case 4: piece = { meta: { a: { b: scalar(g, forC) } } }; break;
       case 5: piece = { meta: scalar(g, forC) }; break; // a scalar where a map was
       case 6: piece = { pos: { x: { deep: scalar(g, forC) } } }; break; // a map where a scalar was
-      case 7: piece = { "dot.key": scalar(g, forC) }; break;
+      case 7: piece = g.chance(0.5) ? { "dot.key": scalar(g, forC) } : { "｡": { "🎲": scalar(g, forC) }, "🎲": num(g, forC) }; break;
       case 8: piece = { big: scalar(g, forC) }; break;
       default: piece = { score: num(g, forC), note: null }; break;
     }
@@ -196,6 +203,13 @@ function leavesOf(regs: Reg[]): Map<string, string> {
 
 function hexBytes(h: string): Uint8Array {
   return Uint8Array.from(h.match(/../g)!.map((x) => parseInt(x, 16)));
+}
+
+/** The order of ids and keys at every level: what canon() leaves out. */
+function keyOrder(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(keyOrder);
+  if (isMap(v)) return Object.entries(v).map(([k, x]) => [k, keyOrder(x)]);
+  return null;
 }
 
 /* ------------------------------------------------------------ replicas */
@@ -321,8 +335,8 @@ async function scenario(seed: number): Promise<void> {
   };
 
   try {
-    for (let i = 0; i < 3; i++) {
-      const r: JsRep = { name: `js${i}`, file: join(tmp.path, `js${i}.crdtdb`), skew: i === 2 ? SKEW_MS : 0, ds: null, online: true, idHex: "", lastOwn: 0n, errors: [] };
+    for (let i = 0; i < 4; i++) {
+      const r: JsRep = { name: `js${i}`, file: join(tmp.path, `js${i}.crdtdb`), skew: i === 2 ? SKEW_MS : i === 3 ? SLOW_MS : 0, ds: null, online: true, idHex: "", lastOwn: 0n, errors: [] };
       await open(r);
       jsReps.push(r);
     }
@@ -484,6 +498,13 @@ async function scenario(seed: number): Promise<void> {
     for (const coll of COLLS) {
       const texts = [...cReps.map((c) => c.dir), srvDir].map((d) => cQuery(d, coll));
       assert.ok(texts.every((t) => t === texts[0]), `seed ${seed}: crdtdb query ${coll} differs between C replicas:\n${texts.join("\n")}`);
+    }
+
+    // every JS replica renders keys and ids in the C order (bytewise UTF-8, docs/crdt.md rule 5)
+    for (const coll of COLLS) {
+      const cOrder = keyOrder(parseJsonExact(cQuery(cReps[0]!.dir, coll)));
+      for (const r of jsReps)
+        assert.deepEqual(keyOrder(await r.ds!.query(coll, {})), cOrder, `seed ${seed}: ${r.name} orders ${coll}'s ids or keys unlike C`);
     }
 
     // the model of docs/crdt.md
