@@ -1,0 +1,110 @@
+// crdtdb in headless Chromium (Debian's chromium, driven by playwright-core), the page served from 127.0.0.1:
+//   node js/bench/browser.mjs [--bundle=FILE]
+// - local_writes_idb: 20,000 single-field writes (setCell: add the row the first time, then update; rows r0..r999,
+//   yield every 500, as the peers' throughput loop) into an IndexedDBBackend, timed until every commit is done;
+//   and 10,000 records x 10 fields in one addAll (the peers' local fill).  The same two into a MemoryBackend, for
+//   reference.  No sync attached.
+// - initial_sync_browser: a fresh page store (IndexedDB, and memory) joins a server holding 100k fields (written
+//   by js/bench/writer.mjs), timed from open() to sync.whenSynced(), then the fields counted.
+// Prints one JSON line per test.  The bundle: --bundle, else js/bench/.dist/crdtdb.browser.js (run.mjs builds it
+// from js/src with esbuild, as `npm run bundle` does), else js/dist/crdtdb.browser.js.
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { join } from "node:path";
+import { createRequire } from "node:module";
+import { benchDir, jsDir, startServer } from "./lib.mjs";
+
+const require = createRequire(join(jsDir, "package.json"));
+const { chromium } = require("playwright-core");
+const args = process.argv.slice(2);
+const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); return a ? a.slice(k.length + 3) : d; };
+const bundle = opt("bundle", [join(benchDir, ".dist", "crdtdb.browser.js"), join(jsDir, "dist", "crdtdb.browser.js")].find(existsSync));
+const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
+if (!bundle || !existsSync(bundle)) throw new Error("no browser bundle: see js/bench/README.md");
+if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}`);
+const COLLS = ["players", "tp", "big"];
+const emit = (o) => console.log(JSON.stringify({ system: "crdtdb", runtime: "chromium", ...o }));
+
+const PAGE = `<!doctype html><meta charset="utf-8"><title>crdtdb bench</title>
+<script type="module">
+import * as C from "/crdtdb.browser.js";
+const COLLS = ${JSON.stringify(COLLS)};
+const now = () => performance.now();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const backendOf = (kind, name) => kind === "idb" ? new C.IndexedDBBackend({ name }) : new C.MemoryBackend();
+window.bench = {
+  async localWrites(kind, name, n) {
+    const ds = await C.CrdtdbDataStore.open({ dbId: name, collections: COLLS, backend: backendOf(kind, name) });
+    const made = new Set(); const ps = [];
+    const t0 = now();
+    for (let i = 0; i < n; i++) {
+      const row = "r" + (i % 1000);
+      ps.push(made.has(row) ? ds.update("tp", row, { v: i }) : (made.add(row), ds.add("tp", row, { v: i })));
+      if (i % 500 === 499) await sleep(0);
+    }
+    const issued = now() - t0;
+    await Promise.all(ps);
+    const ms = now() - t0;
+    const items = {};
+    for (let r = 0; r < 10000; r++) { const o = {}; for (let c = 0; c < 10; c++) o["c" + c] = r * 10 + c; items["r" + r] = o; }
+    const t1 = now();
+    await ds.addAll("big", items);
+    const fill = now() - t1;
+    await ds.close();
+    return { writes: n, issue_ms: +issued.toFixed(0), ms: +ms.toFixed(0), writes_per_s: Math.round(n / ms * 1000),
+      fill_fields: 100000, fill_ms: +fill.toFixed(0), fill_fields_per_s: Math.round(100000 / fill * 1000) };
+  },
+  async freshSync(kind, name, url, dbId) {
+    const t0 = now();
+    const ds = await C.CrdtdbDataStore.open({ dbId, collections: COLLS, backend: backendOf(kind, name), sync: { url } });
+    await ds.sync.whenSynced();
+    const ms = now() - t0;
+    const rows = await ds.query("big", {});
+    let fields = 0; for (const r of rows) fields += Object.keys(r).length - 1;
+    await ds.close();
+    return { join_sync_ms: +ms.toFixed(0), rows_seen: rows.length, fields_seen: fields };
+  },
+};
+window.ready = true;
+</script>`;
+
+const web = createServer((req, res) => {
+  if (req.url === "/" || req.url === "/index.html") { res.writeHead(200, { "content-type": "text/html" }); res.end(PAGE); }
+  else if (req.url === "/crdtdb.browser.js") { res.writeHead(200, { "content-type": "text/javascript" }); res.end(readFileSync(bundle)); }
+  else { res.writeHead(404); res.end(); }
+});
+await new Promise((r) => web.listen(0, "127.0.0.1", r));
+const pageUrl = `http://127.0.0.1:${web.address().port}/`;
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"], headless: true, timeout: 30000 });
+async function page() {
+  const ctx = await browser.newContext();
+  const p = await ctx.newPage();
+  p.on("pageerror", (e) => console.error("page error:", e.message));
+  await p.goto(pageUrl);
+  await p.waitForFunction(() => window.ready === true);
+  return { ctx, p };
+}
+const srv = await startServer(COLLS);
+try {
+  const chromeVersion = browser.version();
+  for (const kind of ["idb", "memory"]) {
+    const { ctx, p } = await page();
+    const r = await p.evaluate(([k, n]) => window.bench.localWrites(k, "w-" + k, n), [kind, 20000]);
+    emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: chromeVersion, ...r });
+    await ctx.close();
+  }
+  const w = spawnSync(process.execPath, [join(benchDir, "writer.mjs"), srv.url, "big", "10000", "10"], { encoding: "utf8" });
+  if (w.status !== 0) throw new Error(`writer: ${w.stderr}`);
+  for (const kind of ["idb", "memory"]) {
+    const { ctx, p } = await page();
+    const r = await p.evaluate(([k, url]) => window.bench.freshSync(k, "fresh-" + k, url, "big"), [kind, srv.url]);
+    emit({ bench: "initial_sync_browser", fields: 100000, backend: kind === "idb" ? "indexeddb" : "memory", ...r });
+    await ctx.close();
+  }
+} finally {
+  await browser.close();
+  web.close();
+  await srv.stop();
+}
+process.exit(0);

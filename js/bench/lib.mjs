@@ -1,0 +1,95 @@
+// Shared by the benchmarks: the crdtdb binary, a fresh `crdtdb serve` on 127.0.0.1, the compiled client.
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+export const benchDir = dirname(fileURLToPath(import.meta.url));
+export const jsDir = resolve(benchDir, "..");
+export const repoRoot = resolve(jsDir, "..");
+
+export const now = () => Number(process.hrtime.bigint()) / 1e6;
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The Release binary: $CRDTDB_BIN, else /tmp/rel-js/crdtdb, else build/crdtdb. */
+export function crdtdbBin() {
+  for (const b of [process.env.CRDTDB_BIN, "/tmp/rel-js/crdtdb", join(repoRoot, "build", "crdtdb")])
+    if (b && existsSync(b)) return b;
+  throw new Error("no crdtdb binary: build one (see js/bench/README.md) or set CRDTDB_BIN");
+}
+
+/** The compiled client: $CRDTDB_JS_DIST (a tsc output dir), else js/bench/.dist (run.mjs compiles it). */
+export function distDir() {
+  return resolve(process.env.CRDTDB_JS_DIST ?? join(benchDir, ".dist"));
+}
+export async function loadClient() {
+  const d = distDir();
+  if (!existsSync(join(d, "node.js"))) throw new Error(`no compiled client in ${d}: run 'npx tsc -p js/tsconfig.json --outDir js/bench/.dist'`);
+  return import(pathToFileURL(join(d, "node.js")).href);
+}
+
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => res(p)); });
+    s.on("error", rej);
+  });
+}
+
+/** A fresh environment and `crdtdb serve` on 127.0.0.1 (new databases get `collections`). */
+export async function startServer(collections, extra = []) {
+  const bin = crdtdbBin();
+  const dir = mkdtempSync(join(tmpdir(), "crdtdb-bench-"));
+  const r = spawnSync(bin, ["-d", dir, "init"], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`crdtdb init: ${r.stderr}`);
+  const port = await freePort();
+  const proc = spawn(bin, ["-d", dir, "serve", "--listen", `127.0.0.1:${port}`, "--collections", collections.join(","), ...extra],
+    { stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  proc.stderr.on("data", (d) => { log += d; if (log.length > 1e6) log = log.slice(-1e5); });
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`crdtdb serve exited: ${log}`);
+    const ok = await new Promise((res) => { const s = connect(port, "127.0.0.1"); s.on("connect", () => { s.destroy(); res(true); }); s.on("error", () => res(false)); });
+    if (ok) break;
+    if (Date.now() > deadline) throw new Error(`crdtdb serve did not listen: ${log}`);
+    await sleep(30);
+  }
+  return {
+    url: `ws://127.0.0.1:${port}`, port, dir, pid: proc.pid, proc, log: () => log,
+    /** CPU time the server used so far, ms (utime + stime). */
+    cpuMs() {
+      try {
+        const f = readFileSync(`/proc/${proc.pid}/stat`, "utf8").split(") ")[1].split(" ");
+        return (+f[11] + +f[12]) * 10; // clock ticks of 10 ms
+      } catch { return null; }
+    },
+    rss() {
+      try {
+        const s = readFileSync(`/proc/${proc.pid}/status`, "utf8");
+        const g = (k) => +s.match(new RegExp(k + ":\\s+(\\d+)"))[1];
+        return { rss_kb: g("VmRSS"), peak_rss_kb: g("VmHWM") };
+      } catch { return null; }
+    },
+    stop() {
+      return new Promise((res) => {
+        const done = () => { rmSync(dir, { recursive: true, force: true }); res(); };
+        if (proc.exitCode !== null) return done();
+        proc.on("exit", done);
+        proc.kill("SIGTERM");
+        setTimeout(() => proc.kill("SIGKILL"), 5000).unref();
+      });
+    },
+  };
+}
+
+export function quantiles(lat) {
+  lat.sort((a, b) => a - b);
+  const q = (p) => lat.length ? +lat[Math.min(lat.length - 1, Math.floor(p * lat.length))].toFixed(2) : null;
+  return { p50_ms: q(0.5), p99_ms: q(0.99), max_ms: q(0.9999) };
+}
+
+/** This process's CPU time, ms. */
+export function cpuMs() { const u = process.cpuUsage(); return (u.user + u.system) / 1000; }
