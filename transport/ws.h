@@ -15,6 +15,9 @@
                                                outgoing peer links */
 #define WS_PREFIX "/v1/db/"
 #define WS_POLL_MS 50 /* how often a server looks for other handles' commits */
+#define WS_LINGER_QUIET_MS 100 /* after an error, the close waits until the
+                                  peer has sent nothing for this long */
+#define WS_LINGER_SECS 5       /* ... but no longer than this */
 /* Header space of every context, server and client: a token of
  * CRDTDB_JWT_MAX bytes both in Authorization and in ?access_token=, a
  * url-encoded id and the usual headers (lws stores unknown ones too).  A
@@ -39,6 +42,9 @@ typedef struct crdtdb__wslink {
     size_t body_got;     /* body bytes seen */
     uint64_t frame_ms;   /* when the unfinished frame began; 0: none */
     uint64_t sent;       /* output bytes sent */
+    uint64_t rx_ms;      /* when the peer's last bytes came; 0: never */
+    int lingering;       /* ended with an error and flushed: the close
+                            waits for the peer to stop sending */
 } crdtdb__wslink;
 
 /* Bytes of the unfinished frame the session holds (fed, not handled). */

@@ -248,6 +248,8 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
             return -1;
         c->l.wsi = wsi;
         c->l.status = LWS_CLOSE_STATUS_NORMAL;
+        c->l.rx_ms = 0; /* a new connection: nothing received, no linger */
+        c->l.lingering = 0;
         crdtdb_session_options so;
         crdtdb_session_options_init(&so);
         so.mode = c->o.mode;
@@ -267,6 +269,10 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
         if (wsi != c->l.wsi)
             return -1;
         return crdtdb__ws_writable(&c->l, c->wbuf);
+    case LWS_CALLBACK_TIMER: /* a lingering close: look again */
+        if (wsi == c->l.wsi)
+            lws_callback_on_writable(wsi);
+        break;
     case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
         if (c->token && wsi == c->cwsi) {
             unsigned char **p = (unsigned char **)in, *end = *p + len;

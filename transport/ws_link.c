@@ -135,6 +135,21 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
     size_t len;
     const uint8_t *p = output(l, &len);
     if (!len) {
+        uint64_t quiet = crdtdb__ws_now_ms() - l->rx_ms;
+        if (crdtdb_session_closed(l->s) && l->status != LWS_CLOSE_STATUS_NORMAL && l->rx_ms &&
+            quiet < WS_LINGER_QUIET_MS) {
+            /* Closing the socket while the peer is still sending (say, the
+             * rest of a message over the limit) makes the kernel answer with
+             * a reset, which can destroy our ERROR and close unread at the
+             * peer.  So what it sends is read and dropped until it pauses,
+             * for WS_LINGER_SECS at most (then the timeout closes). */
+            if (!l->lingering) {
+                l->lingering = 1;
+                lws_set_timeout(l->wsi, PENDING_TIMEOUT_USER_OK, WS_LINGER_SECS);
+            }
+            lws_set_timer_usecs(l->wsi, (lws_usec_t)(WS_LINGER_QUIET_MS - quiet) * LWS_US_PER_MS);
+            return 0;
+        }
         if (crdtdb_session_closed(l->s)) {
             /* the reason too, for peers that read only the close (a
              * browser's CloseEvent): the error's message, cut to the 123
@@ -216,7 +231,8 @@ int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len)
 {
     if (!l->s)
         return -1;
-    if (!crdtdb_session_closed(l->s)) {
+    l->rx_ms = crdtdb__ws_now_ms();
+    if (!crdtdb_session_closed(l->s)) { /* else dropped: see lingering */
         track(l, in, len);
         crdtdb_session_feed(l->s, in, len); /* failures arrive as events */
     }
@@ -236,7 +252,7 @@ int crdtdb__ws_step(crdtdb__wslink *l)
         return 0;
     crdtdb_session_step(l->s); /* failures arrive as events */
     int pending = crdtdb_session_pending(l->s);
-    if (!pending && !crdtdb_session_closed(l->s))
+    if (!pending) /* closed too: the rest of the peer's message is drained */
         lws_rx_flow_control(l->wsi, 1);
     size_t out;
     crdtdb_session_output(l->s, &out);

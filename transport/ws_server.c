@@ -892,6 +892,10 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         make_room(srv, 0, NULL, 0);
         return c->ended ? -1 : r;
     }
+    case LWS_CALLBACK_TIMER: /* a lingering close: look again */
+        if (pss && pss->c && !pss->c->ended)
+            lws_callback_on_writable(wsi);
+        break;
     case LWS_CALLBACK_CLOSED:
     case LWS_CALLBACK_WSI_DESTROY:
         if (pss && pss->c) {
