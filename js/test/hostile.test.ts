@@ -494,3 +494,35 @@ test("a second hello: ERROR EBADVALUE", async () => {
     await assertUnchanged(c, before, "second hello");
   });
 });
+
+test("(e) a skip whose range runs backwards, a since of max_bytes 0: ERROR EBADVALUE", async () => {
+  for (const [name, m] of [
+    ["a backwards skip", { t: "skip", from: 5, to: 2 }],
+    ["a since of max_bytes 0", { t: "since", seq: 0, maxBytes: 0 }],
+  ] as const) {
+    await withCase(async (c) => {
+      const before = await snap(c);
+      const from = c.conn.msgs.length;
+      c.conn.send(m as Message);
+      await assertRefused(c, "EBADVALUE", name, from, /malformed/);
+      await assertUnchanged(c, before, name);
+    });
+  }
+});
+
+test("an ack beyond the client's own log is believed by no one: ignored, the session goes on", async () => {
+  await withCase(async (c) => {
+    await c.ds.add("Boards", "mine", { n: 1 });
+    const sent = await c.conn.waitFor("delta", "the client's delta of its write");
+    assert.ok(sent.delta.length > 0);
+    const before = await snap(c);
+    c.conn.send({ t: "ack", seq: before.seq + 1_000_000 });
+    await sleep(200);
+    assert.deepEqual(await snap(c), before, "the acked watermark did not move");
+    assert.equal(c.events.filter((e) => e.type === "error").length, 0);
+    assert.ok(!c.conn.closed);
+    // a true ack is taken
+    c.conn.send({ t: "ack", seq: before.seq });
+    await until(() => c.ds.replica.peer(c.serverHex).acked === before.seq, "the true ack recorded");
+  });
+});
