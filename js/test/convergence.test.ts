@@ -8,7 +8,8 @@
  * going offline (sync.stop/start) and restarting (closed and reopened from
  * their file), writing while offline, one JS replica whose clock runs two
  * minutes ahead (within the five-minute limit) and one two minutes behind
- * (its stamps then come from the HLC counter), and a server restart with
+ * (its stamps then come from the HLC counter), one JS replica syncing
+ * server-to-client (its writes refused, everything received), and a server restart with
  * writes made while it is down.
  *
  * The seed is printed; CONVERGE_SEED=n replays one seed (CONVERGE_STEPS
@@ -218,6 +219,8 @@ interface JsRep {
   name: string;
   file: string;
   skew: number;
+  /** Syncs server-to-client: receives everything, refuses local writes. */
+  readOnly: boolean;
   ds: CrdtdbDataStore | null;
   online: boolean;
   idHex: string;
@@ -326,7 +329,7 @@ async function scenario(seed: number): Promise<void> {
       dbId: DB, collections: COLLS, backend: new FileBackend(r.file),
       now: r.skew ? () => Date.now() + r.skew : undefined,
       sync: {
-        url, socket: nodeSocket(), minBackoffMs: 30, maxBackoffMs: 250,
+        url, socket: nodeSocket(), minBackoffMs: 30, maxBackoffMs: 250, mode: r.readOnly ? "server-to-client" : "two-way",
         onEvent: (e: SessionEvent) => { if (e.type === "error") r.errors.push(`${e.code}${e.fatal ? " (fatal)" : ""}: ${e.message}`); },
       },
     });
@@ -335,8 +338,8 @@ async function scenario(seed: number): Promise<void> {
   };
 
   try {
-    for (let i = 0; i < 4; i++) {
-      const r: JsRep = { name: `js${i}`, file: join(tmp.path, `js${i}.crdtdb`), skew: i === 2 ? SKEW_MS : i === 3 ? SLOW_MS : 0, ds: null, online: true, idHex: "", lastOwn: 0n, errors: [] };
+    for (let i = 0; i < 5; i++) {
+      const r: JsRep = { name: i === 4 ? "js4-ro" : `js${i}`, file: join(tmp.path, `js${i}.crdtdb`), skew: i === 2 ? SKEW_MS : i === 3 ? SLOW_MS : 0, readOnly: i === 4, ds: null, online: true, idHex: "", lastOwn: 0n, errors: [] };
       await open(r);
       jsReps.push(r);
     }
@@ -368,6 +371,14 @@ async function scenario(seed: number): Promise<void> {
       const input = kind === "add" ? addValue(g, false) : kind === "update" ? updateValue(g, false) : null;
       const what = `${tag} ${r.name} ${kind} ${coll}/${id}`;
       const ds = r.ds;
+      if (r.readOnly) {
+        const call = kind === "add" ? ds.add(coll, id, jsValue(input!) as Record<string, Value>)
+          : kind === "update" ? ds.update(coll, id, jsValue(input!) as object) : ds.remove(coll, id);
+        await assert.rejects(call, { message: "Read only access" }, `${what}: a server-to-client copy refuses writes`);
+        assert.deepEqual(jsRegs(ds).filter((x) => x.origin === r.idHex), [], `${what}: a read-only copy wrote`);
+        log.push(`${what}: refused (read only)`);
+        return;
+      }
       const seenBefore = maxHlc(jsRegs(ds));
       const wall = Date.now() + r.skew;
       try {
