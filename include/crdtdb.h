@@ -1084,7 +1084,11 @@ typedef struct crdtdb_server_options {
                                 first Sec-WebSocket-Protocol entry, or
                                 ?access_token= in the URL) valid under
                                 this key, else HTTP 401 before the
-                                upgrade.  Borrowed: keep it until close. */
+                                upgrade.  Borrowed: keep it until close.
+                                A request with the URL argument inband=1
+                                is upgraded instead and gets the refusal
+                                as an ERROR and a 44xx close (4401, 4403,
+                                4404, 4400, 4429, 4503; docs/auth.md). */
     unsigned jwt_leeway;    /* seconds of clock slack for exp / nbf */
     const crdtdb_server_auth *auth; /* hooks (copied); NULL: everyone may
                                        do everything */
