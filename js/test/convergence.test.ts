@@ -4,19 +4,24 @@
  * command, synced one-shot with `crdtdb sync`) on one real `crdtdb serve`
  * on 127.0.0.1, under a random schedule: adds, updates and removes on a
  * small shared set of ids with nested fields (pos.x, arrays, ints, floats,
- * int64 beyond 2^53, nested and empty maps, a key with a dot), JS replicas
- * going offline (sync.stop/start) and restarting (closed and reopened from
- * their file), writing while offline, one JS replica whose clock runs two
- * minutes ahead (within the five-minute limit) and one two minutes behind
- * (its stamps then come from the HLC counter), one JS replica syncing
- * server-to-client (its writes refused, everything received), and a server restart with
- * writes made while it is down.
+ * int64 beyond 2^53, nested and empty maps, a key with a dot, ids and keys
+ * whose UTF-16 and UTF-8 orders differ); bursts where every JS replica
+ * writes one record at once; JS replicas going offline (sync.stop/start),
+ * losing their connection (socket terminated, no close handshake) and
+ * restarting (closed and reopened from their file), writing while offline;
+ * one JS replica whose clock runs two minutes ahead (within the five-minute
+ * limit) and one two minutes behind (its stamps then come from the HLC
+ * counter); one JS replica syncing server-to-client (its writes refused,
+ * everything received); C syncs that fail while the server is down; and a
+ * server restart with writes made while it is down.
  *
  * The seed is printed; CONVERGE_SEED=n replays one seed (CONVERGE_STEPS
  * changes the schedule's length).  By default two fixed seeds and one
  * fresh one run.
  *
- * What is checked at the end, once every replica has synced until quiet:
+ * What is checked at the end, once every replica has synced until quiet
+ * (every replica shows the same records AND holds the same registers: a
+ * removed record hides leaves that may still be travelling):
  * - the two C replicas and the server print byte-identical `crdtdb query`
  *   JSON (types kept: 2.0 stays a float, int64 stays exact);
  * - every JS replica's query(coll, {}) equals every C replica's, compared
@@ -25,7 +30,9 @@
  * - both equal the model of docs/crdt.md (test/crdtmodel.ts, written from
  *   that page), and the live registers each replica holds (JS: stored
  *   registers; C and server: everything `crdtdb export` writes) equal the
- *   model's live registers exactly: stamp, origin, value bytes.
+ *   model's live registers exactly: stamp, origin, value bytes;
+ * - every JS replica orders ids and keys as C prints them (bytewise UTF-8);
+ * - no JS session reported an error (refusals, forks, clock) on the way.
  *
  * What the model covers, honestly: the model is fed every write of every
  * replica with its stamp.  The stamps are taken from the writers themselves
@@ -38,7 +45,9 @@
  * skewed one's included).  Each write's registers are also checked against
  * the operation's input (an independent flatten: base + leaves for add,
  * leaves for update, a remove base or nothing for remove).  Updates here
- * carry no empty maps, whose effect depends on the writer's copy.
+ * carry no empty maps, whose effect depends on the writer's copy.  Leaf
+ * values are decoded for rendering with src/value.ts's codec (the codec is
+ * pinned by value.test.ts; the rules here are the model's own).
  */
 import test from "node:test";
 import assert from "node:assert/strict";
