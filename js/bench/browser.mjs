@@ -1,5 +1,5 @@
 // crdtdb in headless Chromium (Debian's chromium, driven by playwright-core), the page served from 127.0.0.1:
-//   node js/bench/browser.mjs [--bundle=FILE]
+//   node js/bench/browser.mjs [--bundle=FILE] [--writes=20000] [--only=local|sync]
 // - local_writes_idb: 20,000 single-field writes (setCell: add the row the first time, then update; rows r0..r999,
 //   yield every 500, as the peers' throughput loop) into an IndexedDBBackend, timed until every commit is done;
 //   and 10,000 records x 10 fields in one addAll (the peers' local fill).  The same two into a MemoryBackend, for
@@ -20,6 +20,8 @@ const { chromium } = require("playwright-core");
 const args = process.argv.slice(2);
 const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); return a ? a.slice(k.length + 3) : d; };
 const bundle = opt("bundle", [join(benchDir, ".dist", "crdtdb.browser.js"), join(jsDir, "dist", "crdtdb.browser.js")].find(existsSync));
+const nWrites = +opt("writes", 20000);
+const only = opt("only", "all");
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 if (!bundle || !existsSync(bundle)) throw new Error("no browser bundle: see js/bench/README.md");
 if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}`);
@@ -88,12 +90,13 @@ async function page() {
 const srv = await startServer(COLLS);
 try {
   const chromeVersion = browser.version();
-  for (const kind of ["idb", "memory"]) {
+  if (only !== "sync") for (const kind of ["idb", "memory"]) {
     const { ctx, p } = await page();
-    const r = await p.evaluate(([k, n]) => window.bench.localWrites(k, "w-" + k, n), [kind, 20000]);
+    const r = await p.evaluate(([k, n]) => window.bench.localWrites(k, "w-" + k, n), [kind, nWrites]);
     emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: chromeVersion, ...r });
     await ctx.close();
   }
+  if (only !== "local") {
   const w = spawnSync(process.execPath, [join(benchDir, "writer.mjs"), srv.url, "big", "10000", "10"], { encoding: "utf8" });
   if (w.status !== 0) throw new Error(`writer: ${w.stderr}`);
   for (const kind of ["idb", "memory"]) {
@@ -101,6 +104,7 @@ try {
     const r = await p.evaluate(([k, url]) => window.bench.freshSync(k, "fresh-" + k, url, "big"), [kind, srv.url]);
     emit({ bench: "initial_sync_browser", fields: 100000, backend: kind === "idb" ? "indexeddb" : "memory", ...r });
     await ctx.close();
+  }
   }
 } finally {
   await browser.close();

@@ -2,7 +2,7 @@
 // fresh client of a 100k-field database (every WebSocket message), then replays those bytes into a ClientSession
 // over a Replica with the same identity, in this process, N times: the client's own CPU cost, steady enough to
 // compare a change to js/src (compile it elsewhere and point CRDTDB_JS_DIST at it).
-//   node js/bench/replay.mjs [--runs=5] [--record=/tmp/crdtdb-replay.bin] [--profile]
+//   node js/bench/replay.mjs [--runs=5] [--record=/tmp/crdtdb-replay.bin] [--profile [--profile-run=K]]
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -53,7 +53,16 @@ const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
 const msgs = [];
 for (let i = 0, o = 4, n = dv.getUint32(0); i < n; i++) { const l = dv.getUint32(o); msgs.push(raw.subarray(o + 4, o + 4 + l)); o += 4 + l; }
 
-async function once() {
+// --profile [--profile-run=K]: a CPU profile of run K only (default 0, the cold one) in /tmp/crdtdb-prof/replay.cpuprofile
+mkdirSync("/tmp/crdtdb-prof", { recursive: true });
+let prof = null;
+const profFile = "/tmp/crdtdb-prof/replay.cpuprofile";
+const profRun = +opt("profile-run", 0);
+async function once(i) {
+  if (i === profRun && args.includes("--profile")) {
+    prof = new Session(); prof.connect(); await prof.post("Profiler.enable");
+    await prof.post("Profiler.setSamplingInterval", { interval: 100 }); await prof.post("Profiler.start");
+  }
   const r = await C.Replica.open({ dbId: "big", collections: COLLS, backend: new SeededBackend() });
   let sent = 0, caught = false, err = null;
   const s = new C.ClientSession(r, {
@@ -77,17 +86,9 @@ async function once() {
   return { ms, cpu, fields, sent, caught, err };
 }
 
-// --profile: a CPU profile of the first (cold) run only, in /tmp/crdtdb-prof/replay.cpuprofile
-mkdirSync("/tmp/crdtdb-prof", { recursive: true });
-let prof = null;
-const profFile = "/tmp/crdtdb-prof/replay.cpuprofile";
-if (args.includes("--profile")) {
-  prof = new Session(); prof.connect(); await prof.post("Profiler.enable");
-  await prof.post("Profiler.setSamplingInterval", { interval: 100 }); await prof.post("Profiler.start");
-}
 const times = [], cpus = [];
 let last;
-for (let i = 0; i < runs; i++) { last = await once(); times.push(last.ms); cpus.push(last.cpu); if (last.err) break; }
+for (let i = 0; i < runs; i++) { last = await once(i); times.push(last.ms); cpus.push(last.cpu); if (last.err) break; }
 const order = times.slice(); times.sort((a, b) => a - b);
 console.log(JSON.stringify({ bench: "replay_fresh_sync", dist: process.env.CRDTDB_JS_DIST ?? "js/bench/.dist", messages: msgs.length,
   bytes: raw.length, runs: times.length, min_ms: +times[0].toFixed(1), median_ms: +times[times.length >> 1].toFixed(1),

@@ -47,14 +47,16 @@ if (!has("--no-build")) {
     sh("cmake", ["--build", "/tmp/rel-js", "-j2"]);
   }
   mkdirSync(dist, { recursive: true });
-  sh(join(jsDir, "node_modules", ".bin", "tsc"), ["-p", join(jsDir, "tsconfig.json"), "--outDir", dist]);
+  // CRDTDB_JS_DIST / CRDTDB_BROWSER_BUNDLE: measure another build (a prototype) instead of js/src as it is
+  if (!process.env.CRDTDB_JS_DIST) sh(join(jsDir, "node_modules", ".bin", "tsc"), ["-p", join(jsDir, "tsconfig.json"), "--outDir", dist]);
   const esb = join(jsDir, "node_modules", ".bin", "esbuild");
-  if (existsSync(esb))
+  if (process.env.CRDTDB_BROWSER_BUNDLE) { /* given */ }
+  else if (existsSync(esb))
     sh(esb, [join(jsDir, "src", "index.ts"), "--log-level=warning", "--bundle", "--format=esm", "--platform=browser",
       "--target=es2022", "--sourcemap", `--outfile=${join(dist, "crdtdb.browser.js")}`]);
   else console.error("no esbuild in js/node_modules: the browser bench uses js/dist/crdtdb.browser.js");
 }
-log({ sitting: new Date().toISOString(), load_avg: sh("cat", ["/proc/loadavg"]).trim(), git: sh("git", ["-C", repoRoot, "rev-parse", "--short", "HEAD"]).trim(),
+log({ sitting: new Date().toISOString(), client: process.env.CRDTDB_JS_DIST ?? "js/src (compiled to js/bench/.dist)", load_avg: sh("cat", ["/proc/loadavg"]).trim(), git: sh("git", ["-C", repoRoot, "rev-parse", "--short", "HEAD"]).trim(),
   dirty_js_src: sh("git", ["-C", repoRoot, "status", "--porcelain", "js/src"]).trim().split("\n").filter(Boolean).length });
 
 // ---- the peers, then ours
@@ -70,7 +72,8 @@ if (!has("--no-peers")) {
 const ours = {};
 for (const o of (await run(process.execPath, [join(benchDir, "node.mjs")])).objs) ours[o.bench] = o;
 if (!has("--no-browser"))
-  for (const o of (await run(process.execPath, [join(benchDir, "browser.mjs")])).objs) ours[o.bench + (o.backend ? "_" + o.backend : "")] = o;
+  for (const o of (await run(process.execPath, [join(benchDir, "browser.mjs"),
+    ...(process.env.CRDTDB_BROWSER_BUNDLE ? [`--bundle=${process.env.CRDTDB_BROWSER_BUNDLE}`] : [])])).objs) ours[o.bench + (o.backend ? "_" + o.backend : "")] = o;
 
 // ---- ratios. lower: smaller is better (times); higher: bigger is better (rates).
 const y = peer.yjs, tb = peer.tinybase;
