@@ -240,7 +240,7 @@ test("two tabs of one profile do not fork the replica: one writer at a time (Web
  *  browser cannot read (it sees 1006). */
 function inBandRefusals(url: string): Promise<boolean> {
   return new Promise((resolve) => {
-    const ws = new WebSocket(`${url}/v1/db/probe?access_token=not-a-token`);
+    const ws = new WebSocket(`${url}/v1/db/probe?access_token=not-a-token&inband=1`);
     const done = (v: boolean) => { ws.removeAllListeners(); ws.on("error", () => undefined); ws.terminate(); resolve(v); };
     ws.on("unexpected-response", () => done(false));
     ws.on("open", () => done(true));
@@ -312,6 +312,12 @@ test("a bad token and a denied database are told apart", opts, async (t) => {
           throw new Error(`${e.message}; statuses: ${JSON.stringify((await state(a.page, "forged")).statuses)}`);
         });
         assert.equal(bad?.code, "EAUTH", `a bad token is an auth error: ${JSON.stringify(bad)}`);
+        assert.match(bad!.message ?? "", /unauthorized/);
+        // both are final: no more attempts; the owner is untouched
+        const counts = [(await state(a.page, "stranger")).statuses.length, (await state(a.page, "forged")).statuses.length];
+        await sleep(600);
+        assert.deepEqual([(await state(a.page, "stranger")).statuses.length, (await state(a.page, "forged")).statuses.length], counts);
+        assert.equal((await state(a.page, "owner")).status?.state, "synced");
       } finally {
         await a.ctx.close();
       }

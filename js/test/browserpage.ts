@@ -35,7 +35,10 @@ window.t = {
   },
   state(key) {
     const s = stores.get(key);
-    return { status: s.ds.syncStatus, statuses: s.statuses, events: s.events, readonly: s.ds.isReadOnly };
+    const st = s.ds.syncStatus;
+    // an Error crossing page.evaluate keeps its message only: pass the code along
+    const status = st && { state: st.state, code: st.error && st.error.code, message: st.error && st.error.message };
+    return { status, statuses: s.statuses, events: s.events, readonly: s.ds.isReadOnly };
   },
   stopSync(key) { stores.get(key).ds.sync.stop(); },
   startSync(key) { stores.get(key).ds.sync.start(); },
