@@ -64,11 +64,14 @@ function showStatus(s) {
   el.dataset.state = s.state;
   let text = offlineByHand && s.state === "stopped" ? "offline (by you)" : s.state;
   if (s.error && s.state !== "synced" && s.state !== "open") {
-    if (s.error.code === "EDENIED") text += ": not a member of this match (yet): ask its owner to invite you, then reload";
+    if (s.error.code === "EDENIED") text += ": not a member of this match (yet): ask its owner to invite you, then try again";
     else if (s.error.code === "EAUTH") text += ": your token was refused (expired? run run.sh again)";
     else text += `: ${s.error.message}`;
   }
   el.textContent = text;
+  // refused for good (not a member yet, a bad token): offer another try
+  const refused = s.state === "stopped" && !!s.error && !offlineByHand;
+  $("offline").textContent = refused ? "Try again" : offlineByHand ? "Come back online" : "Go offline";
 }
 
 async function gameScreen() {
@@ -85,9 +88,10 @@ async function gameScreen() {
   const btn = $("offline");
   show("offline");
   btn.onclick = () => {
+    const s = store.syncStatus;
+    if (s.state === "stopped" && s.error && !offlineByHand) return store.sync.start();
     offlineByHand = !offlineByHand;
     if (offlineByHand) store.sync.stop(); else store.sync.start();
-    btn.textContent = offlineByHand ? "Come back online" : "Go offline";
     showStatus(store.syncStatus);
   };
   $("accept").onclick = () => store.update("_members", user, { status: "accepted" }).catch((e) => say(e.message));

@@ -371,6 +371,21 @@ test("the web demo: the owner creates a private match, invites, the player accep
       await B.waitForSelector('[data-cell="1"].u0');
       await A.waitForSelector("#moves li:nth-child(4)");
       assert.deepEqual(await A.$$eval("#moves li", (l) => l.map((e) => e.textContent)), await B.$$eval("#moves li", (l) => l.map((e) => e.textContent)));
+      if (await inBandRefusals(srv.url)) {
+        // carol comes before she is invited: told so, and let in once she is
+        const C = await newTab(bob.ctx);
+        await C.goto(`${demo}?user=carol&match=${match}`);
+        await C.waitForSelector('#status[data-state="stopped"]:has-text("not a member")');
+        await A.click('[data-invite="carol"]');
+        await A.waitForSelector('[data-member="carol"]');
+        await C.click('#offline:has-text("Try again")');
+        await C.click("#accept");
+        await A.waitForSelector('[data-member="carol"]:has-text("writer, accepted")');
+        await C.click('[data-cell="14"]');
+        await A.waitForSelector('[data-cell="14"].u2');
+        await B.waitForSelector('[data-cell="14"].u2');
+        await C.waitForSelector('[data-cell="9"].u1');
+      }
     } finally {
       delete webFiles["/examples/web/config.js"];
       await alice.ctx.close();
