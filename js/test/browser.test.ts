@@ -27,9 +27,10 @@ const TEST_MS = 30_000;
 
 interface Notification { collection: string; type: string; id?: string; changes?: Record<string, unknown> }
 interface Status { state: string; code?: string; message?: string }
-interface State { status: Status | null; statuses: Status[]; events: Notification[]; readonly: boolean }
+/** Session errors (a forked history, a refused delta) land in errors. */
+interface State { status: Status | null; statuses: Status[]; events: Notification[]; errors: Status[]; readonly: boolean }
 interface Outcome<T> { value?: T; error?: { code?: string; message: string } }
-interface OpenArgs { name: string; dbId: string; collections: string[]; url?: string; token?: string; lock?: "fail" | "wait" }
+interface OpenArgs { name: string; dbId: string; collections: string[]; url?: string; token?: string; lock?: "fail" | "wait"; noLock?: boolean }
 /** The page's driver (browserpage.ts). */
 interface Driver {
   ready: boolean;
@@ -125,6 +126,7 @@ test("two browser contexts on one match sync live, both ways", opts, async () =>
       const up = await until(async () => (await state(a.page, "s")).events.find((e) => e.type === "Update"), "the update's event at a");
       assert.deepEqual(up?.changes, { id: "m1", by: "ann", to: { x: 1, y: 5 } });
       assert.deepEqual(await call(a.page, "s", "query", "Moves", {}), await call(b.page, "s", "query", "Moves", {}));
+      assert.deepEqual([(await state(a.page, "s")).errors, (await state(b.page, "s")).errors], [[], []]);
     } finally {
       await a.ctx.close();
       await b.ctx.close();
@@ -197,6 +199,7 @@ test("a reload keeps the data (IndexedDB) and the same replica id", opts, async 
       // and with sync it resends nothing new and stays one replica at the server
       await open(a.page, "s", o);
       await statusIs(a.page, "s", "synced");
+      assert.deepEqual((await state(a.page, "s")).errors, [], "the server takes the reloaded replica's history");
     } finally {
       await a.ctx.close();
     }
@@ -224,7 +227,9 @@ test("two tabs of one profile do not fork the replica: one writer at a time (Web
       assert.equal(second.error, undefined);
       assert.equal(second.id, first.id, "the second tab continues the same replica");
       assert.deepEqual(await getById(tab2, "s", "Moves", "m1"), { id: "m1", by: "tab1" });
+      await call(tab2, "s", "add", "Moves", "m2", { by: "tab2" });
       await statusIs(tab2, "s", "synced");
+      assert.deepEqual((await state(tab2, "s")).errors, [], "one history: the server refuses nothing (no EFORK)");
       // nor can a tab delete a copy that another tab has open
       const tab3 = await newTab(ctx);
       const destroyed = await tab3.evaluate(() => lib().IndexedDBBackend.destroy("match-1").then(() => "deleted", (e: { code?: string }) => e.code));
@@ -247,6 +252,28 @@ function inBandRefusals(url: string): Promise<boolean> {
     ws.on("error", () => done(false));
   });
 }
+
+test("why the lock: two tabs writing one copy without it fork its history, and the server refuses one (EFORK)", opts, async () => {
+  await withServer([], async (srv) => {
+    const { ctx, page: tab1 } = await newProfile();
+    try {
+      const o = { name: "match-1", dbId: "match-1", collections: COLLS, url: srv.url, noLock: true };
+      await open(tab1, "s", o);
+      await statusIs(tab1, "s", "synced");
+      const tab2 = await newTab(ctx);
+      await open(tab2, "s", o);
+      await statusIs(tab2, "s", "synced");
+      // both number their next change 1 under the same id: two histories
+      await call(tab1, "s", "add", "Moves", "x", { by: "tab1" });
+      await call(tab2, "s", "add", "Moves", "y", { by: "tab2" });
+      const forked = await until(async () => [...(await state(tab1, "s")).errors, ...(await state(tab2, "s")).errors]
+        .find((e) => e.code === "EFORK"), "an EFORK", 8_000).catch(async () => null);
+      assert.ok(forked, `the server refuses the second history: ${JSON.stringify([(await state(tab1, "s")).errors, (await state(tab2, "s")).errors])}`);
+    } finally {
+      await ctx.close();
+    }
+  });
+});
 
 test("an IndexedDB commit is all or nothing, and a failed one leaves the last good state", opts, async () => {
   const { ctx, page } = await newProfile();

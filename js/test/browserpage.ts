@@ -17,15 +17,16 @@ window.t = {
   ready: true,
   async open(key, o) {
     try {
-      const statuses = [], events = [];
-      const backend = new c.IndexedDBBackend({ name: o.name, lock: o.lock || "fail" });
+      const statuses = [], events = [], errors = [];
+      const backend = new c.IndexedDBBackend({ name: o.name, lock: o.lock || "fail", ...(o.noLock ? { locks: null } : {}) });
       const sync = o.url ? {
         url: o.url, token: o.token, minBackoffMs: 100, maxBackoffMs: 800,
         onStatus: (s) => statuses.push({ state: s.state, code: s.error && s.error.code, message: s.error && s.error.message }),
+        onEvent: (e) => { if (e.type === "error") errors.push({ code: e.code, message: e.message }); },
       } : undefined;
       const ds = await c.CrdtdbDataStore.open({ dbId: o.dbId, collections: o.collections, backend, sync });
       for (const coll of o.collections) ds.observable(coll).subscribe((n) => events.push(n));
-      stores.set(key, { ds, statuses, events });
+      stores.set(key, { ds, statuses, events, errors });
       return { id: ds.replica.idHex };
     } catch (e) { return { error: plain(e) }; }
   },
@@ -38,7 +39,7 @@ window.t = {
     const st = s.ds.syncStatus;
     // an Error crossing page.evaluate keeps its message only: pass the code along
     const status = st && { state: st.state, code: st.error && st.error.code, message: st.error && st.error.message };
-    return { status, statuses: s.statuses, events: s.events, readonly: s.ds.isReadOnly };
+    return { status, statuses: s.statuses, events: s.events, errors: s.errors, readonly: s.ds.isReadOnly };
   },
   stopSync(key) { stores.get(key).ds.sync.stop(); },
   startSync(key) { stores.get(key).ds.sync.start(); },
