@@ -126,7 +126,7 @@ interface Case {
 /** A client synced with the fake server, holding one good record ("good",
  *  from the server's delta (0, 1], acknowledged); with `handshake`, the
  *  server's side of the handshake is that function's instead (no good delta). */
-async function connected(dir: string, handshake?: (conn: Conn, kp: KeyPair, clientId: Uint8Array) => Promise<void>): Promise<Case> {
+async function connected(dir: string, handshake?: (conn: Conn, kp: KeyPair, clientId: Uint8Array) => Promise<void>, backoffMs = 20_000): Promise<Case> {
   const srv = await FakeServer.start();
   const kp = await generateKeyPair();
   const events: SessionEvent[] = [];
@@ -136,7 +136,7 @@ async function connected(dir: string, handshake?: (conn: Conn, kp: KeyPair, clie
     dbId: DB, collections: COLLS, backend: new FileBackend(file),
     // reconnects (after the refusals that end a session) wait long enough
     // not to disturb the checks
-    sync: { url: srv.url, socket: nodeSocket(), minBackoffMs: 20_000, maxBackoffMs: 20_000, onEvent: (e) => events.push(e), onStatus: (s) => statuses.push(s) },
+    sync: { url: srv.url, socket: nodeSocket(), minBackoffMs: backoffMs, maxBackoffMs: backoffMs, onEvent: (e) => events.push(e), onStatus: (s) => statuses.push(s) },
   });
   const conn = await srv.conn(0);
   assert.equal(conn.path, `/v1/db/${DB}`);
@@ -525,4 +525,31 @@ test("an ack beyond the client's own log is believed by no one: ignored, the ses
     c.conn.send({ t: "ack", seq: before.seq });
     await until(() => c.ds.replica.peer(c.serverHex).acked === before.seq, "the true ack recorded");
   });
+});
+
+test("after a refusal the client reconnects with backoff and resumes from its watermark; a good server then gets through", async () => {
+  const tmp = tempDir("crdtdb-hostile-");
+  let c: Case | null = null;
+  try {
+    c = await connected(tmp.path, undefined, 100);
+    const d = await delta(c.kp, 1, 2, [rec(c.kp, "evil", { a: 1 }, now())]);
+    d[d.length - 1]! ^= 0x01;
+    c.conn.send({ t: "delta", delta: d });
+    await until(() => c!.conn.closed, "the refusing client closes");
+    const second = await c.srv.conn(1);
+    const hello = await second.waitFor("hello", "the hello of the reconnection");
+    assert.equal(toHex(hello.replicaId), c.ds.replica.idHex);
+    second.send({ t: "hello", version: 1, dbId: DB, replicaId: c.kp.publicKey, mode: 1 });
+    second.send({ t: "since", seq: 0 });
+    const since = await second.waitFor("since", "the client's since on reconnection");
+    assert.equal(since.seq, 1, "resumes after the good delta, before the refused one");
+    second.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "fine", { a: 2 }, now())]) });
+    await second.waitFor("ack", "the ack of the good resend", (m) => m.seq === 2);
+    assert.deepEqual((await c.ds.query("Items", {})).map((r) => r.id), ["fine", "good"]);
+    await until(() => c!.ds.sync!.status.state === "open" || c!.ds.sync!.status.state === "synced", "the status open again");
+  } finally {
+    await c?.ds.close().catch(() => undefined);
+    await c?.srv.stop();
+    tmp.remove();
+  }
 });
