@@ -77,7 +77,8 @@ async function takeLock(locks: LockManager | null, name: string, wait: boolean, 
       }
       // held until released: the callback's promise settles then
       return new Promise<void>((done) => resolve(done));
-    }).catch((e: unknown) => reject((e as DOMException | null)?.name === "AbortError" ? busy() : idbError(e)));
+      // an aborted wait rejects with the signal's reason (AbortError, TimeoutError, ...)
+    }).catch((e: unknown) => reject(signal?.aborted ? busy() : idbError(e)));
   });
 }
 

@@ -30,7 +30,7 @@ interface Status { state: string; code?: string; message?: string }
 /** Session errors (a forked history, a refused delta) land in errors. */
 interface State { status: Status | null; statuses: Status[]; events: Notification[]; errors: Status[]; readonly: boolean }
 interface Outcome<T> { value?: T; error?: { code?: string; message: string } }
-interface OpenArgs { name: string; dbId: string; collections: string[]; url?: string; token?: string; lock?: "fail" | "wait"; noLock?: boolean }
+interface OpenArgs { name: string; dbId: string; collections: string[]; url?: string; token?: string; lock?: "fail" | "wait"; noLock?: boolean; abortAfterMs?: number }
 /** The page's driver (browserpage.ts). */
 interface Driver {
   ready: boolean;
@@ -230,8 +230,11 @@ test("two tabs of one profile do not fork the replica: one writer at a time (Web
       await call(tab2, "s", "add", "Moves", "m2", { by: "tab2" });
       await statusIs(tab2, "s", "synced");
       assert.deepEqual((await state(tab2, "s")).errors, [], "one history: the server refuses nothing (no EFORK)");
-      // nor can a tab delete a copy that another tab has open
+      // a wait can be given up
       const tab3 = await newTab(ctx);
+      const gaveUp = await open(tab3, "s", { ...o, lock: "wait", abortAfterMs: 300 });
+      assert.equal(gaveUp.error?.code, "EBUSY");
+      // nor can a tab delete a copy that another tab has open
       const destroyed = await tab3.evaluate(() => lib().IndexedDBBackend.destroy("match-1").then(() => "deleted", (e: { code?: string }) => e.code));
       assert.equal(destroyed, "EBUSY");
     } finally {

@@ -18,7 +18,10 @@ window.t = {
   async open(key, o) {
     try {
       const statuses = [], events = [], errors = [];
-      const backend = new c.IndexedDBBackend({ name: o.name, lock: o.lock || "fail", ...(o.noLock ? { locks: null } : {}) });
+      const backend = new c.IndexedDBBackend({
+        name: o.name, lock: o.lock || "fail", ...(o.noLock ? { locks: null } : {}),
+        ...(o.abortAfterMs ? { signal: AbortSignal.timeout(o.abortAfterMs) } : {}),
+      });
       const sync = o.url ? {
         url: o.url, token: o.token, minBackoffMs: 100, maxBackoffMs: 800,
         onStatus: (s) => statuses.push({ state: s.state, code: s.error && s.error.code, message: s.error && s.error.message }),
