@@ -10,7 +10,7 @@ export { FileBackend } from "./filebackend.js";
 
 /** HTTP answers to a refused upgrade, as the close codes a browser is
  *  given in-band (docs/protocol.md, "Close codes"). */
-const CLOSE_FOR_STATUS: Record<number, number> = { 401: 4401, 403: 4403, 404: 4404, 429: 4429, 503: 1013 };
+const CLOSE_FOR_STATUS: Record<number, number> = { 400: 4400, 401: 4401, 431: 4401, 403: 4403, 404: 4404, 429: 4429, 503: 4503 };
 
 /** Sockets over `ws`, with the given headers (Authorization: Bearer ...).
  *  A refused upgrade closes with the code a browser would get in-band. */

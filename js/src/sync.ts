@@ -6,13 +6,17 @@
  * WHATWG-compatible constructor in Node (e.g. `ws`, token in the
  * Authorization header).
  *
+ * Browsers ask for refusals in-band (`inband=1`: an ERROR, then a 44xx
+ * close); Node's sockets turn the HTTP status into the same close code.
  * What a close means (docs/protocol.md, "Close codes"):
  * - a bad or expired token (EAUTH, close 4401, HTTP 401): ask for a token
  *   again (the `token` callback) and retry; stop if there is none;
+ * - a wrong path or database id (4404, 4400) or a frame too big (1009):
+ *   stop, since retrying cannot help;
  * - the database is denied to this user (EDENIED, 4403, HTTP 403): the copy
  *   is cleared (InvalidateAll) and sync stops;
  * - access changed (EREVOKED): the copy is cleared and sync reconnects;
- * - anything else (network, 1006, 1011, 1013, caps): retry with backoff.
+ * - anything else (network, 1006, 1011, 1013, caps 4429/4503): retry with backoff.
  */
 import { CrdtdbError, codeOf } from "./errors.js";
 import { ClientSession, SERVER_TO_CLIENT, TWO_WAY, type SessionEvent, type SyncMode } from "./session.js";
@@ -138,14 +142,19 @@ export class Sync {
     let url = `${base}/v1/db/${encodeURIComponent(this.r.dbId)}`;
     const headers: Record<string, string> = {};
     const make = this.o.socket;
-    if (token && make) headers["authorization"] = `Bearer ${token}`;
-    else if (token) url += `?access_token=${encodeURIComponent(token)}`;
+    if (make) {
+      if (token) headers["authorization"] = `Bearer ${token}`;
+    } else {
+      // a browser cannot read a refused upgrade's status: ask for the
+      // answer in-band (an ERROR, then close 4401/4403/...: docs/auth.md)
+      url += token ? `?access_token=${encodeURIComponent(token)}&inband=1` : "?inband=1";
+    }
     const ws = make ? make(url, headers) : defaultSocket(url);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.setStatus({ state: "connecting" });
     const mode: SyncMode = this.o.mode === "server-to-client" ? SERVER_TO_CLIENT : TWO_WAY;
-    let final: "auth" | "denied" | "revoked" | null = null;
+    let final: "auth" | "denied" | "revoked" | "stop" | null = null;
     let lastError: CrdtdbError | undefined;
     const s = new ClientSession(this.r, {
       mode,
@@ -182,11 +191,14 @@ export class Sync {
       void s.idle().then(async () => {
         s.end();
         if (ev.code === 4401) final = "auth";
-        else if (ev.code === 4403 || ev.code === 4404) final = final ?? "denied";
+        else if (ev.code === 4403) final = final ?? "denied";
+        // a wrong URL or database id, or a frame the server will always
+        // refuse: retrying cannot help
+        else if (ev.code === 4400 || ev.code === 4404 || ev.code === 1009) final = final ?? "stop";
         if (!lastError && ev.code !== 1000) lastError = new CrdtdbError(codeForClose(ev.code), ev.reason || `connection closed (${ev.code})`);
         if (this.stopped) return;
         if (final === "revoked" || final === "denied") await this.r.clear().catch(() => undefined);
-        if (final === "denied") { this.stopped = true; this.setStatus({ state: "stopped", error: lastError }); return; }
+        if (final === "denied" || final === "stop") { this.stopped = true; this.setStatus({ state: "stopped", error: lastError }); return; }
         if (final === "auth" && typeof this.o.token !== "function") { this.stopped = true; this.setStatus({ state: "stopped", error: lastError }); return; }
         if (final === "revoked") this.attempt = 0;
         this.retry(lastError);
@@ -205,21 +217,25 @@ export class Sync {
   }
 }
 
-function codeForClose(code: number): "EAUTH" | "EDENIED" | "ENODB" | "ETOOBIG" | "EBUSY" | "EIO" {
+/** The error a close code stands for when no ERROR frame said more
+ *  (docs/protocol.md, "Close codes"). */
+function codeForClose(code: number): "EAUTH" | "EDENIED" | "ENOTFOUND" | "EBADID" | "ETOOBIG" | "ELIMIT" | "EBUSY" | "EIO" {
   switch (code) {
     case 4401: return "EAUTH";
     case 4403: return "EDENIED";
-    case 4404: return "ENODB";
+    case 4404: return "ENOTFOUND";
+    case 4400: return "EBADID";
     case 1009: return "ETOOBIG";
-    case 1013: case 4429: return "EBUSY";
+    case 4429: case 4503: return "ELIMIT";
+    case 1013: return "EBUSY";
     default: return "EIO";
   }
 }
 
 function defaultSocket(url: string): SocketLike {
-  const WS = (globalThis as { WebSocket?: new (url: string) => SocketLike }).WebSocket;
+  const WS = (globalThis as { WebSocket?: new (url: string, protocols: string) => SocketLike }).WebSocket;
   if (!WS) throw new CrdtdbError("EINVAL", "no WebSocket in this runtime: pass the socket option (crdtdb/node does)");
-  return new WS(url);
+  return new WS(url, "crdtdb-sync");
 }
 
 export { codeOf };
