@@ -69,6 +69,7 @@ async function takeLock(locks: LockManager | null, name: string, wait: boolean, 
   if (!locks) return () => undefined;
   return new Promise<() => void>((resolve, reject) => {
     const busy = (): CrdtdbError => new CrdtdbError("EBUSY", `the store '${name}' is open in another tab`);
+    // an aborted wait rejects with the signal's reason (AbortError, TimeoutError, ...): EBUSY too
     const opts: LockOptions = wait ? { mode: "exclusive", ...(signal ? { signal } : {}) } : { mode: "exclusive", ifAvailable: true };
     locks.request(dbNameOf(name), opts, (lock) => {
       if (!lock) {
@@ -77,7 +78,6 @@ async function takeLock(locks: LockManager | null, name: string, wait: boolean, 
       }
       // held until released: the callback's promise settles then
       return new Promise<void>((done) => resolve(done));
-      // an aborted wait rejects with the signal's reason (AbortError, TimeoutError, ...)
     }).catch((e: unknown) => reject(signal?.aborted ? busy() : idbError(e)));
   });
 }
