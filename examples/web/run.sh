@@ -65,7 +65,9 @@ for _ in $(seq 50); do
     break
   fi
   for p in "${pids[@]}"; do
-    kill -0 "$p" 2>/dev/null || { echo "a server did not start:"; cat "$dir/serve.log"; exit 1; }
+    kill -0 "$p" 2>/dev/null || {
+      echo "a server did not start (ports in use? CRDTDB_PORT=... WEB_PORT=... pick others):"
+      cat "$dir/serve.log"; exit 1; }
   done
   sleep 0.1
 done
