@@ -1,5 +1,5 @@
 // crdtdb in headless Chromium (Debian's chromium, driven by playwright-core), the page served from 127.0.0.1:
-//   node js/bench/browser.mjs [--bundle=FILE] [--writes=20000] [--only=local|sync]
+//   node js/bench/browser.mjs [--bundle=FILE] [--writes=20000] [--only=local|sync] [--profile=DIR]
 // - local_writes_idb: 20,000 single-field writes (setCell: add the row the first time, then update; rows r0..r999,
 //   yield every 500, as the peers' throughput loop) into an IndexedDBBackend, timed until every commit is done;
 //   and 10,000 records x 10 fields in one addAll (the peers' local fill).  The same two into a MemoryBackend, for
@@ -9,7 +9,7 @@
 // Prints one JSON line per test.  The bundle: --bundle, else js/bench/.dist/crdtdb.browser.js (run.mjs builds it
 // from js/src with esbuild, as `npm run bundle` does), else js/dist/crdtdb.browser.js.
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { createRequire } from "node:module";
@@ -21,6 +21,8 @@ const args = process.argv.slice(2);
 const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); return a ? a.slice(k.length + 3) : d; };
 const bundle = opt("bundle", [join(benchDir, ".dist", "crdtdb.browser.js"), join(jsDir, "dist", "crdtdb.browser.js")].find(existsSync));
 const nWrites = +opt("writes", 20000);
+// --profile=DIR: a CPU profile of each measured page call (Chrome DevTools protocol) in DIR/browser-<test>.cpuprofile
+const profDir = opt("profile", "");
 const only = opt("only", "all");
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 if (!bundle || !existsSync(bundle)) throw new Error("no browser bundle: see js/bench/README.md");
@@ -79,6 +81,18 @@ const web = createServer((req, res) => {
 await new Promise((r) => web.listen(0, "127.0.0.1", r));
 const pageUrl = `http://127.0.0.1:${web.address().port}/`;
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"], headless: true, timeout: 30000 });
+async function measured(p, name, fn) {
+  if (!profDir) return fn();
+  const cdp = await p.context().newCDPSession(p);
+  await cdp.send("Profiler.enable");
+  await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
+  await cdp.send("Profiler.start");
+  const r = await fn();
+  const { profile } = await cdp.send("Profiler.stop");
+  mkdirSync(profDir, { recursive: true });
+  writeFileSync(join(profDir, `browser-${name}.cpuprofile`), JSON.stringify(profile));
+  return r;
+}
 async function page() {
   const ctx = await browser.newContext();
   const p = await ctx.newPage();
@@ -92,7 +106,7 @@ try {
   const chromeVersion = browser.version();
   if (only !== "sync") for (const kind of ["idb", "memory"]) {
     const { ctx, p } = await page();
-    const r = await p.evaluate(([k, n]) => window.bench.localWrites(k, "w-" + k, n), [kind, nWrites]);
+    const r = await measured(p, "local-" + kind, () => p.evaluate(([k, n]) => window.bench.localWrites(k, "w-" + k, n), [kind, nWrites]));
     emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: chromeVersion, ...r });
     await ctx.close();
   }
@@ -101,7 +115,7 @@ try {
   if (w.status !== 0) throw new Error(`writer: ${w.stderr}`);
   for (const kind of ["idb", "memory"]) {
     const { ctx, p } = await page();
-    const r = await p.evaluate(([k, url]) => window.bench.freshSync(k, "fresh-" + k, url, "big"), [kind, srv.url]);
+    const r = await measured(p, "sync-" + kind, () => p.evaluate(([k, url]) => window.bench.freshSync(k, "fresh-" + k, url, "big"), [kind, srv.url]));
     emit({ bench: "initial_sync_browser", fields: 100000, backend: kind === "idb" ? "indexeddb" : "memory", ...r });
     await ctx.close();
   }

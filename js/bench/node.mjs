@@ -65,14 +65,16 @@ try {
     // 1. latency at a game-like rate: 1000 field writes/s for 3 s, each to one field (10 writes, then sleep 10 ms)
     {
       const lat = [];
+      const byWin = Array.from({ length: 10 }, () => []); // by 300 writes: where in the run a tail happens
       const sent = new Map();
       for (let i = 1; i < nClients; i++)
         clients[i].replica.onChange((changes) => {
           const t = now();
           for (const c of changes) {
             if (c.coll !== "players" || !c.visible) continue;
-            const t0 = sent.get(c.read()?.x);
-            if (t0 !== undefined) lat.push(t - t0);
+            const v = c.read()?.x;
+            const t0 = sent.get(v);
+            if (t0 !== undefined) { lat.push(t - t0); byWin[Math.min(9, Math.floor((v - 1) / 300))].push(t - t0); }
           }
         });
       const ts = now(), c0 = cpuMs(), s0 = srv.cpuMs();
@@ -87,7 +89,7 @@ try {
       const cpu = { client_cpu_ms: Math.round(cpuMs() - c0), server_cpu_ms: srv.cpuMs() - s0 };
       emit({ bench: "fanout_latency", clients: nClients, connect_ms: +connectMs.toFixed(0), rate_per_s: 1000,
         actual_send_rate_per_s: Math.round(3000 / sendSecs), delivered: lat.length, expected: 3000 * (nClients - 1),
-        ...quantiles(lat), ...cpu, errors: w.errors.length });
+        ...quantiles(lat), p99_by_300_writes: byWin.map((l) => quantiles(l).p99_ms), ...cpu, errors: w.errors.length });
     }
     // 2. throughput: 20k single-field writes as fast as possible (yield every 500), then a marker
     {
