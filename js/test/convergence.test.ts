@@ -257,8 +257,22 @@ function jsRegs(ds: CrdtdbDataStore): Reg[] {
   return out;
 }
 
+/** Every register of a JS replica, whatever the ids. */
+function jsRegsAll(ds: CrdtdbDataStore): Reg[] {
+  const out: Reg[] = [];
+  for (const coll of COLLS)
+    for (const rec of ds.replica.list(coll, () => true)) {
+      const id = rec.id as string;
+      const r = ds.replica.stored(coll, id)!;
+      if (r.base) out.push({ coll, id, path: null, kind: r.base.kind, hlc: r.base.hlc, origin: toHex(r.base.origin) });
+      for (const l of r.leaves)
+        out.push({ coll, id, path: [...l.path], hlc: l.hlc, origin: toHex(l.origin), value: l.value ? toHexStr(l.value) : null });
+    }
+  return out;
+}
+
 function run(bin: string, dir: string, args: string[]): { status: number | null; stdout: Buffer; stderr: string } {
-  const r = spawnSync(bin, ["-d", dir, ...args], { timeout: 30_000 });
+  const r = spawnSync(bin, ["-d", dir, ...args], { timeout: 30_000, maxBuffer: 1 << 28 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr.toString() };
 }
 
@@ -586,4 +600,57 @@ test("the model's canonical form and exact JSON parse (self-check)", () => {
   assert.equal(canon(Object.fromEntries(m.visible("Items"))), canon({ x: { a: { b: 6 } } }));
   assert.equal(m.liveRegisters().length, 5);
   assert.ok(cmpStamp({ hlc: 1n, origin: B }, { hlc: 1n, origin: A }) > 0);
+});
+
+test("bulk: megabytes each way between JS and C (deltas split at the size limit, frames spanning WebSocket messages) end equal", { timeout: 60_000 }, async () => {
+  const tmp = tempDir("crdtdb-conv-bulk-");
+  const srvDir = join(tmp.path, "server");
+  cli(srvDir, "init");
+  const srv = await serve(srvDir, ["--collections", COLLS.join(",")]);
+  const cDir = join(tmp.path, "c");
+  cli(cDir, "init");
+  cli(cDir, "create", DB, "--collections", COLLS.join(","));
+  const bin = crdtdbBin();
+  const errors: string[] = [];
+  const open = () => CrdtdbDataStore.open({
+    dbId: DB, collections: COLLS, backend: new FileBackend(join(tmp.path, "js.crdtdb")),
+    sync: { url: srv.url, socket: nodeSocket(), minBackoffMs: 30, maxBackoffMs: 250, onEvent: (e) => { if (e.type === "error") errors.push(`${e.code}: ${e.message}`); } },
+  });
+  let js = await open();
+  try {
+    const N = 1500;
+    const pad = (i: number, n: number): string => `${i}:`.padEnd(n, String.fromCharCode(97 + (i % 26)));
+    // JS -> C: ~4.6 MB in one commit, over the 4 MiB delta limit
+    const items: Record<string, Record<string, Value>> = {};
+    for (let i = 0; i < N; i++) items[`j${String(i).padStart(5, "0")}`] = { text: pad(i, 3000), n: i, big: 2n ** 60n + BigInt(i), pos: { x: i + 0.5 } };
+    await js.addAll("Items", items);
+    await until(() => js.sync!.status.state === "synced", "the JS replica synced", 30_000);
+    const r1 = run(bin, cDir, ["sync", srv.url, "--db", DB, "--timeout", "30"]);
+    assert.equal(r1.status, 0, r1.stderr);
+    // C -> JS: ~3 MB (add-all takes at most 1 MiB of JSON at a time), to a
+    // JS replica that is closed meanwhile and catches up on reopening
+    await js.close();
+    for (let k = 0; k < N; k += 300) {
+      const cItems: Record<string, unknown> = {};
+      for (let i = k; i < Math.min(N, k + 300); i++) cItems[`c${String(i).padStart(5, "0")}`] = { text: pad(i, 2000), f: 1.5 * i, tags: [i, "t"] };
+      const add = spawnSync(bin, ["-d", cDir, "add-all", DB, "Boards", "-"], { input: JSON.stringify(cItems) });
+      assert.equal(add.status, 0, add.stderr?.toString());
+    }
+    const r2 = run(bin, cDir, ["sync", srv.url, "--db", DB, "--timeout", "30"]);
+    assert.equal(r2.status, 0, r2.stderr);
+    js = await open();
+    await until(async () => (await js.query("Boards", {})).length === N, "the C records at the JS replica", 30_000);
+    for (const coll of COLLS) {
+      const c = canon(parseJsonExact(run(bin, cDir, ["query", DB, coll]).stdout.toString()));
+      assert.equal(canon(await js.query(coll, {})), c, `${coll}: the JS and C copies differ`);
+    }
+    const regsJ = jsRegsAll(js).map(regString).sort(), regsC = (await cRegs(cDir)).map(regString).sort();
+    assert.equal(regsJ.length, regsC.length);
+    assert.deepEqual(regsJ, regsC, "the JS and C replicas hold different registers");
+    assert.deepEqual(errors, []);
+  } finally {
+    await js.close().catch(() => undefined);
+    await srv.stop();
+    tmp.remove();
+  }
 });

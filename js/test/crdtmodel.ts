@@ -206,7 +206,10 @@ export function parseJsonExact(text: string): unknown {
     if (c === '"') {
       const start = i;
       i++;
-      while (text[i] !== '"') i += text[i] === "\\" ? 2 : 1;
+      while (text[i] !== '"') {
+        if (i >= text.length) throw new Error("json: unterminated string");
+        i += text[i] === "\\" ? 2 : 1;
+      }
       i++;
       return JSON.parse(text.slice(start, i));
     }
