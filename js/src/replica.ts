@@ -13,7 +13,7 @@ import { recordKey, splitKey, type Backend, type Batch, type Meta, type PeerStat
 import { CrdtdbError, noCollection, notFound, readOnly } from "./errors.js";
 import { decodeDelta, encodeDelta, DEFAULT_DELTA_LIMITS, type DeltaLimits } from "./delta.js";
 import { History } from "./history.js";
-import { Clock } from "./hlc.js";
+import { Clock, hlcMs } from "./hlc.js";
 import { generateKeyPair, keyPairFromSeed, toHex, type KeyPair } from "./keys.js";
 import {
   addRegisters, checkLocalLimits, emptyRecord, isVisible, mergeBase, mergeLeaves, registersOf, render,
@@ -87,6 +87,9 @@ export class Replica {
   private listeners = new Set<(changes: Change[], invalidate: boolean) => void>();
   private closed = false;
   private handleReadonly = false;
+  /** After an ECLOCK refusal: the local time (ms) at which the refused
+   *  stamp is within the skew limit. */
+  clockRetryAt = 0;
 
   private constructor(o: ReplicaOptions) {
     this.dbId = o.dbId;
@@ -104,13 +107,18 @@ export class Replica {
     if (!o.dbId || enc.encode(o.dbId).length > 255) throw new CrdtdbError("EBADID", `invalid database id '${o.dbId}'`);
     const r = new Replica(o);
     const loaded = await o.backend.load();
-    if (loaded.meta) {
-      r.meta = loaded.meta;
-      r.kp = await keyPairFromSeed(loaded.meta.seed);
-    } else {
-      r.kp = await generateKeyPair();
-      r.meta = { seed: r.kp.secretSeed, seq: 0, hlc: 0n, fp: new Uint8Array(16), points: [], peers: {}, readonly: false };
-      await o.backend.commit({ meta: r.meta, put: new Map(), del: new Set() });
+    try {
+      if (loaded.meta) {
+        r.meta = loaded.meta;
+        r.kp = await keyPairFromSeed(loaded.meta.seed);
+      } else {
+        r.kp = await generateKeyPair();
+        r.meta = { seed: r.kp.secretSeed, seq: 0, hlc: 0n, fp: new Uint8Array(16), points: [], peers: {}, readonly: false };
+        await o.backend.commit({ meta: r.meta, put: new Map(), del: new Set() });
+      }
+    } catch (e) {
+      await o.backend.close(); // its lock (a browser tab's) goes with it
+      throw e;
     }
     r.clock.observe(r.meta.hlc);
     r.records = loaded.records;
@@ -365,7 +373,14 @@ export class Replica {
       if (rec.base && rec.base.hlc > max) max = rec.base.hlc;
       for (const f of rec.fields) if (f.hlc > max) max = f.hlc;
     }
-    if (max > 0n) this.clock.check(max);
+    if (max > 0n) {
+      try {
+        this.clock.check(max);
+      } catch (e) {
+        this.clockRetryAt = hlcMs(max) - this.clock.maxSkewMs;
+        throw e;
+      }
+    }
     // history: a second fingerprint for a sequence is a second history
     const peer = this.peer(peerHex);
     for (const p of d.history)

@@ -62,7 +62,6 @@ export class ClientSession {
   private pumping = false;
   private pumpAgain = false;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
-  private clockRetries = 0;
   private unlisten: () => void;
 
   constructor(replica: Replica, opts: SessionOptions) {
@@ -273,7 +272,6 @@ export class ClientSession {
       this.skipTo = info.localTo;
       this.toldUptodate = info.localTo + 1;
     }
-    this.clockRetries = 0;
     this.o.onEvent({ type: "applied", info });
     if (info.received > this.received) this.received = info.received;
     if (this.received > before && this.received > this.hint) this.out({ t: "ack", seq: this.received });
@@ -288,8 +286,9 @@ export class ClientSession {
   private refused(e: CrdtdbError): void {
     this.o.onEvent({ type: "error", code: e.code, errno: e.errno, message: e.message, fatal: false });
     this.out({ t: "notice", code: e.errno, message: e.message });
-    // the stamp's time comes; ask again at 1 s, 2 s, 4 s ... at most 30 s
-    const wait = Math.min(1000 * 2 ** this.clockRetries++, 30_000);
+    // ask again once our clock has caught up with the refused stamp (as the
+    // C session does), no sooner than 1 s, no later than 60 s from now
+    const wait = Math.min(Math.max(1000, this.r.clockRetryAt - this.r.clock.now() + 10), 60_000);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;

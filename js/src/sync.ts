@@ -75,6 +75,9 @@ export class Sync {
   private st: SyncStatus = { state: "offline" };
   private waiters: (() => void)[] = [];
   private onOnline = (): void => { if (!this.ws && !this.stopped) this.connectSoon(0); };
+  /** A browser that knows it is offline: a socket may stay open through
+   *  it, holding frames both ways, so close it and say so now. */
+  private onOffline = (): void => { this.ws?.close(4000, "offline"); };
 
   constructor(replica: Replica, opts: SyncOptions) {
     this.r = replica;
@@ -90,6 +93,7 @@ export class Sync {
     if (this.o.mode === "server-to-client") this.r.setReadonly(true);
     const g = globalThis as { addEventListener?: (t: string, f: () => void) => void };
     g.addEventListener?.("online", this.onOnline);
+    g.addEventListener?.("offline", this.onOffline);
     this.connectSoon(0);
   }
 
@@ -98,6 +102,7 @@ export class Sync {
     this.stopped = true;
     const g = globalThis as { removeEventListener?: (t: string, f: () => void) => void };
     g.removeEventListener?.("online", this.onOnline);
+    g.removeEventListener?.("offline", this.onOffline);
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.session?.close();
@@ -163,8 +168,10 @@ export class Sync {
       },
       onEvent: (e) => {
         this.o.onEvent?.(e);
-        if (e.type === "ready") { this.attempt = 0; this.setStatus({ state: "open" }); }
-        else if (e.type === "caughtUp") this.checkSynced();
+        if (e.type === "ready") this.setStatus({ state: "open" });
+        // the backoff starts again only once a connection has worked, not
+        // when one that will fail again said hello
+        else if (e.type === "caughtUp") { this.attempt = 0; this.checkSynced(); }
         else if (e.type === "applied") this.checkSynced();
         else if (e.type === "closed") ws.close(1000, "session ended"); // an ERROR sent or received ends the connection too
         else if (e.type === "error") {
@@ -172,6 +179,9 @@ export class Sync {
           if (e.fatal && e.code === "EAUTH") final = "auth";
           else if (e.fatal && (e.code === "EDENIED" || e.code === "ENODB")) final = "denied";
           else if (e.fatal && e.code === "EREVOKED") final = "revoked";
+          // the server's database has a collection this app does not
+          // declare: the same delta would be refused again
+          else if (e.fatal && e.code === "ENOCOLL") final = "stop";
         }
       },
     });
