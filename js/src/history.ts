@@ -6,8 +6,9 @@
  * one sender with that sender's earlier points, so the chain is the
  * sender's own: the JS replica hashes the same facts as the C library
  * (each register's sequence, collection, record id, path, stamp, origin and
- * kind) but with SHA-256, native through WebCrypto, over one buffer per
- * commit, since per-register hashing in JS costs several µs a register.
+ * kind) but with SHA-256 over one buffer per commit (WebCrypto for big
+ * commits, JS for small ones), since per-register hashing in JS costs
+ * several µs a register.
  *
  * fp = SHA-256(previous fp ‖ u64 first seq ‖ u64 last seq ‖ SHA-256(notes))[0..16)
  * note = u64 seq ‖ u16 coll ‖ u8 kind ‖ u64 hlc ‖ origin[32] ‖ str id ‖ u16 keys (0xffff: a base) ‖ str key...
@@ -20,6 +21,9 @@ export const FP_BYTES = 16;
 
 const te = new TextEncoder();
 const subtle = (globalThis.crypto as Crypto | undefined)?.subtle;
+
+/** Below this, hashing in JS beats an async WebCrypto job (~50 µs each). */
+const SYNC_BELOW = 1 << 16;
 
 async function digest(b: Uint8Array): Promise<Uint8Array> {
   if (subtle) {
@@ -78,7 +82,8 @@ export class History {
 
   /** Ends the commit: the new fingerprint after prev for sequences (seq0, seq]. */
   async commit(prev: Uint8Array, seq0: number, seq: number): Promise<Uint8Array> {
-    const notes = await digest(this.buf.subarray(0, this.n));
+    const body = this.buf.subarray(0, this.n);
+    const notes = body.length < SYNC_BELOW ? sha256(body) : await digest(body);
     this.n = 0;
     const head = new Uint8Array(FP_BYTES + 16 + 32);
     const dv = new DataView(head.buffer);
@@ -86,6 +91,6 @@ export class History {
     dv.setUint32(16, Math.floor(seq0 / 2 ** 32)); dv.setUint32(20, seq0 >>> 0);
     dv.setUint32(24, Math.floor(seq / 2 ** 32)); dv.setUint32(28, seq >>> 0);
     head.set(notes, 32);
-    return (await digest(head)).slice(0, FP_BYTES);
+    return sha256(head).slice(0, FP_BYTES);
   }
 }

@@ -168,9 +168,19 @@ export async function sign(kp: KeyPair, msg: Uint8Array): Promise<Uint8Array> {
  *  small-order keys that libsodium refuses, and noble's equation is
  *  cofactored, so the encoding checks are made here and noble's fallback
  *  checks the cofactorless equation itself.  Malformed input is false. */
+/** A synchronous Ed25519 verifier with libsodium's equation (Node's
+ *  node:crypto, installed by crdtdb/node): no async job per delta. */
+export type SyncVerify = (publicKey: Uint8Array, msg: Uint8Array, sig: Uint8Array) => boolean;
+let syncVerify: SyncVerify | null = null;
+/** Installs (or, with null, removes) the process's synchronous verifier. */
+export function setSyncVerify(f: SyncVerify | null): void { syncVerify = f; }
+
 export async function verify(publicKey: Uint8Array, msg: Uint8Array, sig: Uint8Array): Promise<boolean> {
   if (publicKey.length !== 32 || sig.length !== 64) return false;
   if (!sodiumEncodingsOk(publicKey, sig)) return false;
+  if (syncVerify && !forceNoble) {
+    try { return syncVerify(publicKey, msg, sig); } catch { return false; }
+  }
   const s = await webcrypto();
   if (s) {
     const hex = toHex(publicKey);

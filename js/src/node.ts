@@ -3,8 +3,24 @@
  * factory over `ws` (the token goes in the Authorization header) and a
  * file backend.  `import { nodeSocket, FileBackend } from "crdtdb/node"`.
  */
+import { createPublicKey, verify as nodeVerify, type KeyObject } from "node:crypto";
 import { WebSocket } from "ws";
+import { setSyncVerify, toHex } from "./keys.js";
 import type { SocketFactory, SocketLike } from "./sync.js";
+
+// Ed25519 in Node: node:crypto's one-shot verify is synchronous (OpenSSL,
+// as WebCrypto's), without an async job and a promise per delta.
+const pubKeys = new Map<string, KeyObject>();
+setSyncVerify((pk, msg, sig) => {
+  const hex = toHex(pk);
+  let k = pubKeys.get(hex);
+  if (!k) {
+    k = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(pk).toString("base64url") }, format: "jwk" });
+    if (pubKeys.size >= 256) pubKeys.delete(pubKeys.keys().next().value as string);
+    pubKeys.set(hex, k);
+  }
+  return nodeVerify(null, msg, k, sig);
+});
 
 export { FileBackend } from "./filebackend.js";
 

@@ -64,7 +64,9 @@ export interface ApplyInfo {
   localTo: number;
 }
 
-const POINTS_KEPT = 4096;
+/** Our chain's points kept: deltas carry the points at or before their
+ *  ends, and a receiver checks the ones it has seen. */
+const POINTS_KEPT = 64;
 const PEER_POINTS_KEPT = 8;
 const LOG_COMPACT_MIN = 4096;
 
@@ -84,7 +86,7 @@ export class Replica {
   private logKey: string[] = [];
   private stale = 0;
   private lock: Promise<unknown> = Promise.resolve();
-  private listeners = new Set<(changes: Change[], invalidate: boolean) => void>();
+  private listeners = new Set<(changes: Change[], invalidate: boolean, local: boolean) => void>();
   private closed = false;
   private handleReadonly = false;
   /** After an ECLOCK refusal: the local time (ms) at which the refused
@@ -143,8 +145,9 @@ export class Replica {
     return this.meta.peers[idHex] ?? { received: 0, acked: 0, points: [] };
   }
 
-  /** Tells fn of every committed change (after the commit is durable). */
-  onChange(fn: (changes: Change[], invalidate: boolean) => void): () => void {
+  /** Tells fn of every committed change (after the commit is durable);
+   *  local: the commit holds only this replica's own writes. */
+  onChange(fn: (changes: Change[], invalidate: boolean, local: boolean) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
   }
@@ -280,7 +283,7 @@ export class Replica {
     this.meta = meta;
     if (this.stale > LOG_COMPACT_MIN && this.stale > this.logSeq.length / 2) this.rebuildLog();
     const inval = !!t.clear;
-    if (changes.length || inval) for (const fn of this.listeners) fn(changes, inval);
+    if (changes.length || inval) for (const fn of this.listeners) fn(changes, inval, t.local);
     return changes;
   }
 
@@ -420,8 +423,10 @@ export class Replica {
     return this.serial(async () => {
       const p = this.peer(peerHex);
       if (seq <= p.acked || seq > this.meta.seq) return;
-      const t = this.begin();
-      await this.finish(t, (m) => { m.peers[peerHex] = { ...p, acked: seq }; });
+      // kept in memory and stored with the next commit: an ack only
+      // informs (what is resent follows the peer's since), so a lost one
+      // costs a little resending, and a commit per ack costs much more
+      this.meta = { ...this.meta, peers: { ...this.meta.peers, [peerHex]: { ...p, acked: seq } } };
     });
   }
 
@@ -513,13 +518,14 @@ export class Replica {
    * `empty`, one delta of no records, which moves the peer's watermark),
    * with `upto` the last sequence scanned (for a skip).
    */
-  async exportFor(peerId: ReplicaId, after: number, opts: { all?: boolean; maxBytes?: number; empty?: boolean } = {}): Promise<{ deltas: { bytes: Uint8Array; to: number }[]; upto: number }> {
+  async exportFor(peerId: ReplicaId, after: number, opts: { all?: boolean; maxBytes?: number; empty?: boolean; scanFrom?: number } = {}): Promise<{ deltas: { bytes: Uint8Array; to: number }[]; upto: number }> {
     const peerHex = toHex(peerId);
     const last = this.meta.seq;
     const maxBytes = Math.min(opts.maxBytes ?? this.limits.maxDeltaSize, this.limits.maxDeltaSize);
     const out: { bytes: Uint8Array; to: number }[] = [];
     if (after >= last) return { deltas: out, upto: last };
-    let i = lowerBound(this.logSeq, after + 1);
+    // (after, scanFrom] is known to hold nothing for the peer: not scanned
+    let i = lowerBound(this.logSeq, Math.max(after, opts.scanFrom ?? after) + 1);
     let from = after;
     const received = this.peer(peerHex).received;
     const logLen = this.logSeq.length;
@@ -556,6 +562,17 @@ export class Replica {
         out.push({ bytes: await encodeDelta(body, this.kp), to: end });
       }
       from = end;
+    }
+    if (opts.empty && !out.length) {
+      // nothing scanned (the range was known empty): one empty delta moves
+      // the peer's watermark
+      const history: { seq: number; fp: Uint8Array }[] = [];
+      for (const s of [after, last]) {
+        const p = this.pointAtOrBefore(s);
+        if (p && !history.some((h) => h.seq === p[0])) history.push({ seq: p[0], fp: p[1] });
+      }
+      const body: DeltaBody = { dbId: this.dbId, sender: this.id, from: after, to: last, ack: received, records: [], history, recipient: peerId };
+      out.push({ bytes: await encodeDelta(body, this.kp), to: last });
     }
     return { deltas: out, upto: last };
   }

@@ -21,6 +21,8 @@ export type SessionEvent =
   | { type: "ready"; mode: SyncMode }
   | { type: "applied"; info: ApplyInfo }
   | { type: "caughtUp" }
+  /** The server holds our log up to seq. */
+  | { type: "acked"; seq: number }
   /** fatal: the session ended (an ERROR from the peer, or ours to it). */
   | { type: "error"; code: ErrorCode; errno: number; message: string; fatal: boolean }
   | { type: "closed" };
@@ -75,7 +77,8 @@ export class ClientSession {
     this.mode = opts.mode;
     this.reader = new FrameReader(this.o.maxMessage);
     // local commits go out at once (immediate push)
-    this.unlisten = replica.onChange(() => this.pump());
+    // (a peer's delta pumps once handled, when its range is known to be the peer's)
+    this.unlisten = replica.onChange((_c, _i, local) => { if (local) void this.pump(); });
   }
 
   get closed(): boolean { return this.state === "closed"; }
@@ -113,7 +116,7 @@ export class ClientSession {
   /** Ends the session politely (a close message) and stops listening. */
   close(): void {
     if (this.state === "closed") return;
-    try { this.out({ t: "close" }); } catch { /* the pipe is gone */ }
+    try { this.out({ t: "close" }); this.flush(); } catch { /* the pipe is gone */ }
     this.end();
   }
 
@@ -126,14 +129,40 @@ export class ClientSession {
     this.o.onEvent({ type: "closed" });
   }
 
+  /** Frames wait for the end of the current turn and go together: one
+   *  socket write for a delta and its ack, or a burst of local writes. */
+  private outq: Uint8Array[] = [];
+  private outBytes = 0;
+  private flushing = false;
+
   private out(m: Message): void {
-    this.o.send(encodeFrame(m));
+    const f = encodeFrame(m);
+    this.outq.push(f);
+    this.outBytes += f.length;
+    if (!this.flushing) {
+      this.flushing = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushing = false;
+    const q = this.outq;
+    if (!q.length) return;
+    this.outq = [];
+    const n = this.outBytes;
+    this.outBytes = 0;
+    if (q.length === 1) return this.o.send(q[0]!);
+    const b = new Uint8Array(n);
+    let o = 0;
+    for (const f of q) { b.set(f, o); o += f.length; }
+    this.o.send(b);
   }
 
   private fail(e: unknown): void {
     const err = e instanceof CrdtdbError ? e : new CrdtdbError("EIO", String((e as Error)?.message ?? e));
     if (this.state !== "closed") {
-      try { this.out({ t: "error", code: err.errno, message: err.message }); } catch { /* gone */ }
+      try { this.out({ t: "error", code: err.errno, message: err.message }); this.flush(); } catch { /* gone */ }
       this.o.onEvent({ type: "error", code: err.code, errno: err.errno, message: err.message, fatal: true });
     }
     this.end();
@@ -220,6 +249,7 @@ export class ClientSession {
         if (m.seq <= this.peerAcked || m.seq > this.r.seq) return; // beyond our log: believed by no one
         this.peerAcked = m.seq;
         await this.r.ackFrom(this.serverHex, m.seq);
+        this.o.onEvent({ type: "acked", seq: m.seq });
         return;
       }
       case "uptodate":
@@ -339,6 +369,7 @@ export class ClientSession {
       const longskip = this.skipTo > this.sentUpto && this.skipTo - this.sentUpto >= SKIP_SPAN;
       const x = await this.r.exportFor(this.server!, this.sentUpto, {
         all: this.sentUpto < this.allUpto, maxBytes: this.o.deltaSize, empty: longskip,
+        scanFrom: this.skipTo > this.sentUpto ? this.skipTo : undefined,
       });
       if (this.state !== "open") return;
       for (const d of x.deltas) {

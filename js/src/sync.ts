@@ -82,6 +82,8 @@ export class Sync {
   constructor(replica: Replica, opts: SyncOptions) {
     this.r = replica;
     this.o = opts;
+    // a local write is not synced until the server acknowledges it
+    replica.onChange((_c, _i, local) => { if (local && this.st.state === "synced") this.setStatus({ state: "open" }); });
   }
 
   get status(): SyncStatus { return this.st; }
@@ -172,7 +174,7 @@ export class Sync {
         // the backoff starts again only once a connection has worked, not
         // when one that will fail again said hello
         else if (e.type === "caughtUp") { this.attempt = 0; this.checkSynced(); }
-        else if (e.type === "applied") this.checkSynced();
+        else if (e.type === "applied" || e.type === "acked") this.checkSynced();
         else if (e.type === "closed") ws.close(1000, "session ended"); // an ERROR sent or received ends the connection too
         else if (e.type === "error") {
           lastError = new CrdtdbError(e.code, e.message);
