@@ -86,6 +86,8 @@ export class Replica {
   private logKey: string[] = [];
   private stale = 0;
   private lock: Promise<unknown> = Promise.resolve();
+  /** Local operations waiting for the next group commit. */
+  private pending: LocalOp[] = [];
   private listeners = new Set<(changes: Change[], invalidate: boolean, local: boolean) => void>();
   private closed = false;
   private handleReadonly = false;
@@ -305,50 +307,80 @@ export class Replica {
   }
 
   /** add(id, value) for each item, in one commit with one stamp each. */
-  add(coll: string, items: [string, DataObject][]): Promise<Change[]> {
+  add(coll: string, items: [string, DataObject][]): Promise<void> {
     for (const [id] of items) this.checkWrite(coll, id);
-    return this.serial(async () => {
-      const t = this.begin();
-      t.local = true;
+    return this.local((t, staged) => {
       for (const [id, value] of items) {
         const regs = addRegisters(value, this.clock.tick(), this.id, this.limits);
-        const r = t.writable(recordKey(coll, id));
+        const r = t.copyOf(recordKey(coll, id), staged);
         mergeBase(r, regs.base);
         mergeLeaves(r, regs.leaves);
         checkLocalLimits(r, this.limits);
       }
-      return this.finish(t);
     });
   }
 
   /** update(id, changes): deep merge into a visible record. */
-  update(coll: string, id: string, changes: DataObject): Promise<Change[]> {
+  update(coll: string, id: string, changes: DataObject): Promise<void> {
     this.checkWrite(coll, id);
-    return this.serial(async () => {
+    return this.local((t, staged) => {
       const key = recordKey(coll, id);
-      const cur = this.records.get(key);
+      const cur = this.recordFor(t, key);
       if (!cur || !isVisible(cur)) throw notFound(coll, id);
-      const t = this.begin();
-      t.local = true;
-      const r = t.writable(key);
+      const r = t.copyOf(key, staged);
       mergeLeaves(r, updateLeaves(r, changes, this.clock.tick(), this.id, this.limits));
       checkLocalLimits(r, this.limits);
-      return this.finish(t);
     });
   }
 
   /** remove(id): a tombstone when the record is visible here, else nothing. */
-  remove(coll: string, id: string): Promise<Change[]> {
+  remove(coll: string, id: string): Promise<void> {
     this.checkWrite(coll, id);
-    return this.serial(async () => {
+    return this.local((t, staged) => {
       const key = recordKey(coll, id);
-      const cur = this.records.get(key);
-      if (!cur || !isVisible(cur)) return [];
-      const t = this.begin();
-      t.local = true;
-      const r = t.writable(key);
-      mergeBase(r, { kind: REMOVE, hlc: this.clock.tick(), origin: this.id, seq: 0, src: LOCAL });
-      return this.finish(t);
+      const cur = this.recordFor(t, key);
+      if (!cur || !isVisible(cur)) return;
+      mergeBase(t.copyOf(key, staged), { kind: REMOVE, hlc: this.clock.tick(), origin: this.id, seq: 0, src: LOCAL });
+    });
+  }
+
+  /**
+   * Runs a local operation.  `stage` writes the records it changes into
+   * `staged` (copies, made with t.copyOf) or throws, leaving the commit
+   * untouched.  Operations that arrive while a commit is under way go into
+   * the next commit together (group commit): one backend transaction, each
+   * operation with its own stamp, all resolved once it is durable.  A write
+   * awaited before the next is made is a commit of its own, so observers
+   * see one notification per write; writes made without awaiting may be
+   * told together (MultipleChanges), as TinyBase's transactions are.
+   */
+  private local(stage: (t: Txn, staged: Map<string, StoredRecord>) => void): Promise<void> {
+    return new Promise<void>((res, rej) => {
+      this.pending.push({ stage, res, rej });
+      if (this.pending.length > 1) return; // joins the group already waiting
+      this.serial(async () => {
+        const ops = this.pending.splice(0);
+        const t = this.begin();
+        t.local = true;
+        const ok: LocalOp[] = [];
+        for (const op of ops) {
+          const staged = new Map<string, StoredRecord>();
+          try {
+            op.stage(t, staged);
+          } catch (e) {
+            op.rej(e);
+            continue;
+          }
+          for (const [k, r] of staged) { t.del.delete(k); t.put.set(k, r); }
+          ok.push(op);
+        }
+        try {
+          if (t.put.size || t.del.size) await this.finish(t);
+          for (const op of ok) op.res();
+        } catch (e) {
+          for (const op of ok) op.rej(e);
+        }
+      }).catch((e: unknown) => { for (const op of this.pending.splice(0)) op.rej(e); });
     });
   }
 
@@ -578,6 +610,12 @@ export class Replica {
   }
 }
 
+interface LocalOp {
+  stage: (t: Txn, staged: Map<string, StoredRecord>) => void;
+  res: () => void;
+  rej: (e: unknown) => void;
+}
+
 /** @internal One commit under way. */
 class Txn {
   put = new Map<string, StoredRecord>();
@@ -600,6 +638,19 @@ class Txn {
       : emptyRecord();
     this.del.delete(key);
     this.put.set(key, r);
+    return r;
+  }
+
+  /** A fresh copy of the record as this transaction sees it (empty if
+   *  absent), kept in `staged` so one operation writes it once. */
+  copyOf(key: string, staged: Map<string, StoredRecord>): StoredRecord {
+    const have = staged.get(key);
+    if (have) return have;
+    const cur = this.rep.recordFor(this, key);
+    const r: StoredRecord = cur
+      ? { base: cur.base ? { ...cur.base } : null, leaves: cur.leaves.map((l) => ({ ...l })) }
+      : emptyRecord();
+    staged.set(key, r);
     return r;
   }
 
