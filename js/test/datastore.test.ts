@@ -2,7 +2,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { CrdtdbDataStore, CrdtdbError, type UpdateNotification } from "../src/index.js";
+import { CrdtdbDataStore, CrdtdbError, type DataObject, type UpdateNotification } from "../src/index.js";
 import { FileBackend } from "../src/node.js";
 import { tempDir } from "./helpers.js";
 
@@ -115,6 +115,36 @@ test("a file-backed store keeps its data and identity across reopen", async () =
     const before = ds.replica.clock.last;
     await ds.update("Players", "a", { hp: 2 });
     assert.ok(ds.replica.clock.last > before);
+    await ds.close();
+  } finally {
+    d.remove();
+  }
+});
+
+test("writes made without awaiting commit together; one that fails fails alone", async () => {
+  const d = tempDir();
+  try {
+    const path = join(d.path, "group.crdtdb");
+    let ds = await open(new FileBackend(path));
+    const seen: UpdateNotification[] = [];
+    ds.observable("Players").subscribe((n) => seen.push(n));
+    const writes: Promise<unknown>[] = [];
+    for (let i = 0; i < 50; i++) writes.push(ds.add("Players", `p${i}`, { i }));
+    writes.push(ds.update("Players", "p3", { i: 33 }));
+    const bad = ds.update("Players", "nobody", { i: 1 });
+    let deep: DataObject = { q: 1 };
+    for (let k = 0; k < 20; k++) deep = { n: deep };
+    writes.push(ds.add("Players", "deep", deep)); // over max_depth: ETOODEEP
+    const results = await Promise.allSettled([...writes, bad]);
+    assert.equal(results.filter((r) => r.status === "rejected").length, 2);
+    await assert.rejects(bad, { message: "Object with id 'nobody' not found in collection 'Players'" });
+    assert.equal((await ds.query("Players", {})).length, 50);
+    assert.equal((await ds.getById("Players", "p3"))?.i, 33);
+    assert.ok(seen.length >= 1 && seen.length < 52, `grouped notifications: ${seen.length}`);
+    await ds.close();
+    ds = await open(new FileBackend(path));
+    assert.equal((await ds.query("Players", {})).length, 50);
+    assert.equal((await ds.getById("Players", "p3"))?.i, 33);
     await ds.close();
   } finally {
     d.remove();
