@@ -27,7 +27,7 @@
  */
 import type { Backend, Batch, Loaded, Meta } from "./backend.js";
 import { CrdtdbError } from "./errors.js";
-import { decodeStored, encodeStored, fixRecord } from "./recordcodec.js";
+import { decodeRecord, encodeRecord } from "./storedrecord.js";
 import type { StoredRecord } from "./types.js";
 
 export interface IndexedDBOptions {
@@ -113,7 +113,7 @@ export class IndexedDBBackend implements Backend {
         req(recs.getAllKeys()), req(recs.getAll()), req(tx.objectStore("meta").get("meta")),
       ]);
       const records = new Map<string, StoredRecord>();
-      keys.forEach((k, i) => records.set(String(k), fixRecord(decodeStored<StoredRecord>(values[i] as Uint8Array))));
+      keys.forEach((k, i) => records.set(String(k), decodeRecord(values[i] as Uint8Array)));
       return { meta: (meta as Meta | undefined) ?? null, records };
     } catch (e) {
       await this.close();
@@ -132,7 +132,7 @@ export class IndexedDBBackend implements Backend {
         if (b.clear) recs.clear();
         for (const k of b.del) recs.delete(k);
         // put() clones at once: the batch's objects are ours only until here
-        for (const [k, r] of b.put) recs.put(encodeStored(r), k);
+        for (const [k, r] of b.put) recs.put(encodeRecord(r), k);
         tx.objectStore("meta").put(b.meta, "meta");
       } catch (e) {
         // a put that throws (DataCloneError, a closing database) does not end

@@ -1,0 +1,133 @@
+/**
+ * One stored record as compact bytes, for IndexedDB: per record a table of
+ * its distinct origins (32 bytes once) and sources (the peer's hex once),
+ * then each register in fixed-width fields, little-endian.  2-3x smaller
+ * and several times faster than msgpack of the record object (measured in
+ * js/bench), and a fresh copy: never a view into a delta's buffer.
+ *
+ * record = u8 version 1 | u16 nsrc, str* | u16 norigin, origin[32]* |
+ *          u8 base kind (0: none) [reg] | u32 nleaves, leaf*
+ * reg    = u64 hlc | u16 origin index | u16 source index | f64 seq
+ * leaf   = u8 keys, str* | reg | u32 value bytes (0xffffffff: a map leaf), value
+ * str    = u16 UTF-8 bytes, the bytes
+ */
+import { CrdtdbError } from "./errors.js";
+import type { BaseReg, Leaf, StoredRecord } from "./types.js";
+
+const te = new TextEncoder();
+const td = new TextDecoder();
+
+class W {
+  buf = new Uint8Array(512);
+  dv = new DataView(this.buf.buffer);
+  pos = 0;
+  room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let c = this.buf.length * 2;
+    while (c < this.pos + n) c *= 2;
+    const b = new Uint8Array(c);
+    b.set(this.buf.subarray(0, this.pos));
+    this.buf = b;
+    this.dv = new DataView(b.buffer);
+  }
+  str(s: string): void {
+    this.room(2 + s.length * 3);
+    let i = 0;
+    const o = this.pos + 2;
+    for (; i < s.length; i++) { const c = s.charCodeAt(i); if (c > 0x7f) break; this.buf[o + i] = c; }
+    let n = i;
+    if (i < s.length) n = i + te.encodeInto(s.slice(i), this.buf.subarray(o + i)).written;
+    this.dv.setUint16(this.pos, n, true);
+    this.pos = o + n;
+  }
+}
+const w = new W();
+
+/** The record's bytes (a fresh array the caller owns). */
+export function encodeRecord(r: StoredRecord): Uint8Array {
+  w.pos = 0;
+  const origins: Uint8Array[] = [], srcs: string[] = [];
+  const oIdx = (o: Uint8Array): number => { for (let i = 0; i < origins.length; i++) if (origins[i] === o || same(origins[i]!, o)) return i; origins.push(o); return origins.length - 1; };
+  const sIdx = (s: string): number => { let i = srcs.indexOf(s); if (i < 0) { i = srcs.length; srcs.push(s); } return i; };
+  const regs: (BaseReg | Leaf)[] = r.base ? [r.base, ...r.leaves] : r.leaves;
+  const oi = regs.map((g) => oIdx(g.origin)), si = regs.map((g) => sIdx(g.src));
+  w.room(16);
+  w.buf[w.pos++] = 1;
+  w.dv.setUint16(w.pos, srcs.length, true); w.pos += 2;
+  for (const s of srcs) w.str(s);
+  w.room(2 + 32 * origins.length);
+  w.dv.setUint16(w.pos, origins.length, true); w.pos += 2;
+  for (const o of origins) { w.buf.set(o, w.pos); w.pos += 32; }
+  let k = 0;
+  w.room(1 + 24);
+  if (r.base) {
+    const b = r.base;
+    w.buf[w.pos++] = b.kind;
+    w.dv.setBigUint64(w.pos, b.hlc, true); w.dv.setUint16(w.pos + 8, oi[0]!, true); w.dv.setUint16(w.pos + 10, si[0]!, true);
+    w.dv.setFloat64(w.pos + 12, b.seq, true); w.pos += 20;
+    k = 1;
+  } else w.buf[w.pos++] = 0;
+  w.room(4);
+  w.dv.setUint32(w.pos, r.leaves.length, true); w.pos += 4;
+  for (const l of r.leaves) {
+    w.room(1);
+    w.buf[w.pos++] = l.path.length;
+    for (const p of l.path) w.str(p);
+    const vn = l.value ? l.value.length : 0;
+    w.room(24 + vn);
+    w.dv.setBigUint64(w.pos, l.hlc, true); w.dv.setUint16(w.pos + 8, oi[k]!, true); w.dv.setUint16(w.pos + 10, si[k]!, true);
+    w.dv.setFloat64(w.pos + 12, l.seq, true); w.pos += 20;
+    k++;
+    if (l.value) { w.dv.setUint32(w.pos, vn, true); w.buf.set(l.value, w.pos + 4); w.pos += 4 + vn; }
+    else { w.dv.setUint32(w.pos, 0xffffffff, true); w.pos += 4; }
+  }
+  return w.buf.slice(0, w.pos);
+}
+
+function same(a: Uint8Array, b: Uint8Array): boolean { for (let i = 0; i < 32; i++) if (a[i] !== b[i]) return false; return true; }
+
+/** Decodes encodeRecord's bytes; ECORRUPT if they are not that. */
+export function decodeRecord(b: Uint8Array): StoredRecord {
+  try {
+    if (b[0] !== 1) throw new RangeError("unknown record version");
+    return decodeV1(b);
+  } catch (e) {
+    throw new CrdtdbError("ECORRUPT", `a stored record is unreadable: ${(e as Error).message}`);
+  }
+}
+
+function decodeV1(b: Uint8Array): StoredRecord {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  let p = 1;
+  const str = (): string => { const n = dv.getUint16(p, true); p += 2; let s = ""; let ascii = true; for (let i = 0; i < n; i++) if (b[p + i]! > 0x7f) { ascii = false; break; } if (ascii) s = String.fromCharCode.apply(null, b.subarray(p, p + n) as unknown as number[]); else s = td.decode(b.subarray(p, p + n)); p += n; return s; };
+  const ns = dv.getUint16(p, true); p += 2;
+  const srcs: string[] = []; for (let i = 0; i < ns; i++) srcs.push(str());
+  const no = dv.getUint16(p, true); p += 2;
+  if (p + 32 * no > b.length) throw new RangeError("origins run past the end");
+  const origins: Uint8Array[] = []; for (let i = 0; i < no; i++) { origins.push(b.slice(p, p + 32)); p += 32; }
+  let base: BaseReg | null = null;
+  const kind = b[p++]!;
+  if (kind) {
+    base = { kind: kind as 1 | 2, hlc: dv.getBigUint64(p, true), origin: origins[dv.getUint16(p + 8, true)]!, src: srcs[dv.getUint16(p + 10, true)]!, seq: dv.getFloat64(p + 12, true) };
+    p += 20;
+  }
+  const nl = dv.getUint32(p, true); p += 4;
+  const leaves: Leaf[] = new Array(nl);
+  for (let i = 0; i < nl; i++) {
+    const np = b[p++]!;
+    const path: string[] = new Array(np);
+    for (let j = 0; j < np; j++) path[j] = str();
+    const hlc = dv.getBigUint64(p, true), origin = origins[dv.getUint16(p + 8, true)]!, src = srcs[dv.getUint16(p + 10, true)]!, seq = dv.getFloat64(p + 12, true);
+    p += 20;
+    const vn = dv.getUint32(p, true); p += 4;
+    let value: Uint8Array | null = null;
+    if (vn !== 0xffffffff) {
+      if (p + vn > b.length) throw new RangeError("a value runs past the end");
+      value = b.slice(p, p + vn);
+      p += vn;
+    }
+    leaves[i] = { path, hlc, origin, value, seq, src };
+  }
+  if (p !== b.length) throw new RangeError("bytes after the record");
+  return { base, leaves };
+}
