@@ -255,6 +255,7 @@ export class Replica {
     extra?.(meta);
     const batch: Batch = { meta, put: t.put, del: t.del, clear: t.clear, relaxed: t.local };
     await this.backend.commit(batch);
+    this.relaxedPending = !!batch.relaxed;
     // durable: install
     const changes: Change[] = [];
     if (t.clear) {
@@ -462,6 +463,19 @@ export class Replica {
     });
   }
 
+  private relaxedPending = false;
+
+  /** Makes relaxed (local) commits durable before a peer is told of them:
+   *  one strict meta-only commit, which flushes the ones before it. */
+  durable(): Promise<void> {
+    if (!this.relaxedPending) return Promise.resolve();
+    return this.serial(async () => {
+      if (!this.relaxedPending) return;
+      await this.backend.commit({ meta: this.meta, put: new Map(), del: new Set() });
+      this.relaxedPending = false;
+    });
+  }
+
   /** Marks the copy read-only (or not), durably. */
   markReadonly(ro: boolean): Promise<void> {
     return this.serial(async () => {
@@ -557,16 +571,18 @@ export class Replica {
     const out: { bytes: Uint8Array; to: number }[] = [];
     if (after >= last) return { deltas: out, upto: last };
     // (after, scanFrom] is known to hold nothing for the peer: not scanned
-    let i = lowerBound(this.logSeq, Math.max(after, opts.scanFrom ?? after) + 1);
+    // the log as it is now: a commit meanwhile may rebuild this.logSeq/logKey
+    const logSeq = this.logSeq, logKey = this.logKey;
+    let i = lowerBound(logSeq, Math.max(after, opts.scanFrom ?? after) + 1);
     let from = after;
     const received = this.peer(peerHex).received;
-    const logLen = this.logSeq.length;
+    const logLen = logSeq.length;
     while (i < logLen) {
       // one chunk: records in log order until the estimate is full
       const keys = new Set<string>();
       let size = 256, to = from;
-      for (; i < logLen && size < maxBytes * 0.8 && keys.size < this.limits.maxDeltaGroups; i++) {
-        const seq = this.logSeq[i]!, key = this.logKey[i]!;
+      for (; i < logLen && (!keys.size || size < maxBytes * 0.8) && keys.size < this.limits.maxDeltaGroups; i++) {
+        const seq = logSeq[i]!, key = logKey[i]!;
         const r = this.records.get(key);
         const est = r ? estimate(r, seq) : -1;
         if (est < 0) continue; // stale: the register was superseded or dropped
@@ -667,19 +683,24 @@ class Txn {
 
 /** Merges one delta record into the transaction; EFORGED on equivocation. */
 function mergeRemote(t: Txn, rec: DeltaRecord): void {
-  const r = t.writable(recordKey(rec.coll, rec.id));
+  const key = recordKey(rec.coll, rec.id);
+  const fresh = !t.put.has(key), wasDel = t.del.has(key);
+  const r = t.writable(key);
+  let won = false;
   // mergeBase and mergeLeaves refuse equivocation (EFORGED) themselves; the
   // copy is private to the transaction, which then fails whole
   if (rec.base) {
     const b = rec.base;
-    mergeBase(r, { kind: b.kind, hlc: b.hlc, origin: b.origin, seq: 0, src: t.src });
+    won = mergeBase(r, { kind: b.kind, hlc: b.hlc, origin: b.origin, seq: 0, src: t.src }) || won;
   }
   if (rec.fields.length) {
     // the decoded fields become the leaves (the delta is ours alone)
     const leaves = rec.fields as Leaf[];
     for (const l of leaves) { l.seq = 0; l.src = t.src; }
-    mergeLeaves(r, leaves);
+    won = mergeLeaves(r, leaves) > 0 || won;
   }
+  // nothing taken (a resend): the record is neither rewritten nor reported
+  if (!won && fresh) { t.put.delete(key); if (wasDel) t.del.add(key); }
 }
 
 /** How many of r's registers were numbered before seq0 (kept from before). */

@@ -366,6 +366,8 @@ export class ClientSession {
       }
       // A range holding nothing for the server gets a skip, unsigned; once
       // it is long, one empty signed delta moves the server's watermark.
+      await this.r.durable(); // nothing the server holds may be lost here
+      if (this.state !== "open") return;
       const longskip = this.skipTo > this.sentUpto && this.skipTo - this.sentUpto >= SKIP_SPAN;
       const x = await this.r.exportFor(this.server!, this.sentUpto, {
         all: this.sentUpto < this.allUpto, maxBytes: this.o.deltaSize, empty: longskip,
