@@ -67,6 +67,11 @@ export interface Backend {
   commit(batch: Batch): Promise<void>;
   /** Releases the backend.  Safe to call twice. */
   close(): Promise<void>;
+  /** An append-only backend that has grown well past its live data says
+   *  so; the replica then hands it everything to rewrite (compact), between
+   *  commits.  Optional. */
+  shouldCompact?(): boolean;
+  compact?(meta: Meta, records: Map<string, StoredRecord>): Promise<void>;
 }
 
 export const recordKey = (coll: string, id: string): string => coll + "\u0000" + id;

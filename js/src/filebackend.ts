@@ -7,6 +7,7 @@
  * the journal has grown past twice the live data.
  */
 import { open, rename, rm, type FileHandle } from "node:fs/promises";
+import { dirname } from "node:path";
 import type { Backend, Batch, Loaded, Meta } from "./backend.js";
 import { CrdtdbError } from "./errors.js";
 import { decodeStored, encodeStored, fixRecord } from "./recordcodec.js";
@@ -33,6 +34,9 @@ function fixMeta(m: Meta): Meta {
 export class FileBackend implements Backend {
   private fh: FileHandle | null = null;
   private size = 0;
+  /** The size right after the last open or rewrite: the journal is
+   *  rewritten once it has grown past four times that (and 1 MiB). */
+  private base = 0;
 
   /** The caller names the file; the backend owns it until close(). */
   constructor(private readonly path: string) {}
@@ -65,7 +69,7 @@ export class FileBackend implements Backend {
         await this.snapshot(meta, records);
       } else {
         this.fh = await open(this.path, "a");
-        this.size = off;
+        this.size = this.base = off;
       }
     } catch (e) { throw ioError(e); }
     return { meta, records };
@@ -91,9 +95,28 @@ export class FileBackend implements Backend {
     await fh.sync();
     await fh.close();
     await this.fh?.close();
+    this.fh = null;
     await rename(tmp, this.path);
+    // the rename itself must survive a crash, or the old journal comes back
+    const dir = await open(dirname(this.path), "r");
+    try { await dir.sync(); } finally { await dir.close(); }
     this.fh = await open(this.path, "a");
-    this.size = bytes.length;
+    this.size = this.base = bytes.length;
+  }
+
+  shouldCompact(): boolean {
+    return this.size > 1 << 20 && this.size > 4 * this.base;
+  }
+
+  /** Rewrites the journal as one snapshot of what the replica holds. */
+  async compact(meta: Meta, records: Map<string, StoredRecord>): Promise<void> {
+    try {
+      await this.snapshot(meta, records);
+    } catch (e) {
+      // the journal as it was still holds everything: carry on appending
+      if (!this.fh) this.fh = await open(this.path, "a").catch(() => null);
+      throw ioError(e);
+    }
   }
 
   async commit(b: Batch): Promise<void> {

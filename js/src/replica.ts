@@ -285,6 +285,9 @@ export class Replica {
     for (let i = 0; i < newSeq.length; i++) { this.logSeq.push(newSeq[i]!); this.logKey.push(newKey[i]!); }
     this.meta = meta;
     if (this.stale > LOG_COMPACT_MIN && this.stale > this.logSeq.length / 2) this.rebuildLog();
+    // an append-only backend rewrites itself now and then, between commits
+    // (a failed rewrite leaves the journal as it was: nothing is lost)
+    if (this.backend.shouldCompact?.()) await this.backend.compact!(meta, this.records).catch(() => undefined);
     const inval = !!t.clear;
     if (changes.length || inval) for (const fn of this.listeners) fn(changes, inval, t.local);
     return changes;

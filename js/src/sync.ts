@@ -73,8 +73,15 @@ export class Sync {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false;
   private st: SyncStatus = { state: "offline" };
-  private waiters: (() => void)[] = [];
-  private onOnline = (): void => { if (!this.ws && !this.stopped) this.connectSoon(0); };
+  private waiters: { res: () => void; rej: (e: CrdtdbError) => void }[] = [];
+  private onOnline = (): void => {
+    if (this.ws || this.stopped) return;
+    // back online: now, not when the backoff would have come round
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.attempt = 0;
+    this.connectSoon(0);
+  };
   /** A browser that knows it is offline: a socket may stay open through
    *  it, holding frames both ways, so close it and say so now. */
   private onOffline = (): void => { this.ws?.close(4000, "offline"); };
@@ -117,12 +124,15 @@ export class Sync {
    *  and the server holds every local write. */
   whenSynced(): Promise<void> {
     if (this.st.state === "synced") return Promise.resolve();
-    return new Promise((res) => this.waiters.push(res));
+    if (this.st.state === "stopped") return Promise.reject(this.st.error ?? new CrdtdbError("EBUSY", "sync is stopped"));
+    return new Promise((res, rej) => this.waiters.push({ res, rej }));
   }
 
   private setStatus(s: SyncStatus): void {
     this.st = s;
-    if (s.state === "synced") for (const w of this.waiters.splice(0)) w();
+    if (s.state === "synced") for (const w of this.waiters.splice(0)) w.res();
+    // stopped for good: nobody waits for a sync that will not come
+    else if (s.state === "stopped") for (const w of this.waiters.splice(0)) w.rej(s.error ?? new CrdtdbError("EBUSY", "sync is stopped"));
     this.o.onStatus?.(s);
   }
 
@@ -145,6 +155,7 @@ export class Sync {
   private async connect(): Promise<void> {
     if (this.stopped) return;
     const token = typeof this.o.token === "function" ? await this.o.token() : this.o.token ?? null;
+    if (this.stopped) return; // stopped while the token was being fetched
     const base = this.o.url.replace(/\/+$/, "");
     let url = `${base}/v1/db/${encodeURIComponent(this.r.dbId)}`;
     const headers: Record<string, string> = {};
@@ -209,7 +220,14 @@ export class Sync {
         else if (ev.code === 4400 || ev.code === 4404 || ev.code === 1009) final = final ?? "stop";
         if (!lastError && ev.code !== 1000) lastError = new CrdtdbError(codeForClose(ev.code), ev.reason || `connection closed (${ev.code})`);
         if (this.stopped) return;
-        if (final === "revoked" || final === "denied") await this.r.clear().catch(() => undefined);
+        if (final === "revoked" || final === "denied") {
+          // a copy that could not be cleared must not be shown as the user's
+          try { await this.r.clear(); } catch (e) {
+            this.stopped = true;
+            this.setStatus({ state: "stopped", error: e instanceof CrdtdbError ? e : new CrdtdbError("EIO", String(e)) });
+            return;
+          }
+        }
         if (final === "denied" || final === "stop") { this.stopped = true; this.setStatus({ state: "stopped", error: lastError }); return; }
         if (final === "auth" && typeof this.o.token !== "function") { this.stopped = true; this.setStatus({ state: "stopped", error: lastError }); return; }
         if (final === "revoked") this.attempt = 0;

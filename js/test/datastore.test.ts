@@ -1,6 +1,7 @@
 /** The DataStore interface as app builders use it: every call, its errors and its notifications. */
 import test from "node:test";
 import assert from "node:assert/strict";
+import { statSync } from "node:fs";
 import { join } from "node:path";
 import { CrdtdbDataStore, CrdtdbError, type DataObject, type UpdateNotification } from "../src/index.js";
 import { FileBackend } from "../src/node.js";
@@ -145,6 +146,29 @@ test("writes made without awaiting commit together; one that fails fails alone",
     ds = await open(new FileBackend(path));
     assert.equal((await ds.query("Players", {})).length, 50);
     assert.equal((await ds.getById("Players", "p3"))?.i, 33);
+    await ds.close();
+  } finally {
+    d.remove();
+  }
+});
+
+test("a file-backed store's journal is rewritten as it grows, and reopens the same", async () => {
+  const d = tempDir();
+  try {
+    const path = join(d.path, "grow.crdtdb");
+    let ds = await open(new FileBackend(path));
+    await ds.add("Players", "a", { n: 0, pad: "x".repeat(200) });
+    let biggest = 0;
+    for (let i = 1; i <= 3000; i++) {
+      await ds.update("Players", "a", { n: i });
+      if (i % 100 === 0) biggest = Math.max(biggest, statSync(path).size);
+    }
+    const end = statSync(path).size;
+    assert.ok(biggest < 8 << 20, `journal stayed bounded: ${biggest} bytes`);
+    assert.ok(end < biggest || biggest <= 1 << 20, `rewritten: ${end} < ${biggest}`);
+    await ds.close();
+    ds = await open(new FileBackend(path));
+    assert.equal((await ds.getById("Players", "a"))?.n, 3000);
     await ds.close();
   } finally {
     d.remove();
