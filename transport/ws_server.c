@@ -433,10 +433,13 @@ static int inband_code(unsigned status, const char *detail, char *msg, size_t si
 
 /* Refuses an upgrade request: with an HTTP status, or in-band when the
  * request asks for it (the upgrade goes ahead; ESTABLISHED opens no
- * session, WRITEABLE sends the ERROR, then the close). */
+ * session, WRITEABLE sends the ERROR, then the close).  The connection
+ * caps (429, 503) always answer over HTTP: an in-band refusal holds a
+ * socket for up to 5 s, the very thing the caps bound, and a browser's
+ * answer to 1006 (retry with backoff) is already right for them. */
 static int refuse(struct lws *wsi, spss *pss, unsigned status, const char *detail)
 {
-    if (!pss || !wants_inband(wsi))
+    if (!pss || status == 429 || status == 503 || !wants_inband(wsi))
         return refuse_http(wsi, status);
     pss->refused = status;
     pss->told = 0;
