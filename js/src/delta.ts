@@ -657,53 +657,36 @@ function arrayLen(): number {
   return n;
 }
 
+/** The length of a str or bin whose 8/16/32-bit length markers are m8,
+ *  m8 + 1, m8 + 2 (advancing past the header; its bytes lie before END),
+ *  or -1 (not advancing). */
+function sizedLen(m8: number): number {
+  if (P >= END) throw OUT;
+  const w = B[P]! - m8;
+  if (w < 0 || w > 2) return -1;
+  const k = 1 << w; // 1, 2 or 4 length bytes
+  need(1 + k);
+  const n = be(B, P + 1, k);
+  P += 1 + k;
+  need(n);
+  return n;
+}
+
 /** Str length at P (advancing past the header; its bytes lie before END),
  *  or -1 (not advancing). */
 function strLen(): number {
-  if (P >= END) throw OUT;
-  const b = B[P]!;
-  let n: number;
-  if ((b & 0xe0) === 0xa0) {
-    P++;
-    n = b & 0x1f;
-  } else if (b === 0xd9) {
-    need(2);
-    n = B[P + 1]!;
-    P += 2;
-  } else if (b === 0xda) {
-    need(3);
-    n = (B[P + 1]! << 8) | B[P + 2]!;
-    P += 3;
-  } else if (b === 0xdb) {
-    need(5);
-    n = be(B, P + 1, 4);
-    P += 5;
-  } else return -1;
-  need(n);
-  return n;
+  if (P < END && (B[P]! & 0xe0) === 0xa0) {
+    const n = B[P++]! & 0x1f;
+    need(n);
+    return n;
+  }
+  return sizedLen(0xd9);
 }
 
 /** Bin length at P (advancing past the header; its bytes lie before END),
  *  or -1 (not advancing). */
 function binLen(): number {
-  if (P >= END) throw OUT;
-  const b = B[P]!;
-  let n: number;
-  if (b === 0xc4) {
-    need(2);
-    n = B[P + 1]!;
-    P += 2;
-  } else if (b === 0xc5) {
-    need(3);
-    n = (B[P + 1]! << 8) | B[P + 2]!;
-    P += 3;
-  } else if (b === 0xc6) {
-    need(5);
-    n = be(B, P + 1, 4);
-    P += 5;
-  } else return -1;
-  need(n);
-  return n;
+  return sizedLen(0xc4);
 }
 
 /** Reusable argument arrays for String.fromCharCode, by length. */
