@@ -15,11 +15,11 @@
  * str  = u16 UTF-8 bytes ‖ the bytes
  */
 import { sha256 } from "@noble/hashes/sha2.js";
+import { ByteWriter } from "./bytewriter.js";
 import type { Hlc, Path, ReplicaId } from "./types.js";
 
 export const FP_BYTES = 16;
 
-const te = new TextEncoder();
 const subtle = (globalThis.crypto as Crypto | undefined)?.subtle;
 
 /** Below this, hashing in JS beats an async WebCrypto job (~50 µs each). */
@@ -35,56 +35,32 @@ async function digest(b: Uint8Array): Promise<Uint8Array> {
 }
 
 export class History {
-  private buf = new Uint8Array(4096);
-  private dv = new DataView(this.buf.buffer);
-  private n = 0;
-
-  private room(k: number): void {
-    if (this.n + k <= this.buf.length) return;
-    const b = new Uint8Array(Math.max(this.buf.length * 2, this.n + k));
-    b.set(this.buf.subarray(0, this.n));
-    this.buf = b;
-    this.dv = new DataView(b.buffer);
-  }
+  private readonly w = new ByteWriter(4096);
 
   /** Notes one register numbered in this commit.  path null: a base register. */
   note(seq: number, coll: number, kind: number, hlc: Hlc, origin: ReplicaId, id: string, path: Path | null): void {
-    let need = 8 + 2 + 1 + 8 + 32 + 2 + id.length * 3 + 2;
-    if (path) for (const k of path) need += 2 + k.length * 3;
-    this.room(need);
-    const dv = this.dv, buf = this.buf;
-    let o = this.n;
+    const w = this.w;
+    w.room(8 + 2 + 1 + 8 + 32);
+    const dv = w.dv;
+    let o = w.pos;
     dv.setUint32(o, Math.floor(seq / 2 ** 32)); dv.setUint32(o + 4, seq >>> 0); o += 8;
     dv.setUint16(o, coll); o += 2;
-    buf[o++] = kind;
+    w.buf[o++] = kind;
     dv.setBigUint64(o, hlc); o += 8;
-    buf.set(origin, o); o += 32;
-    o = this.str(id, o);
-    dv.setUint16(o, path ? path.length : 0xffff); o += 2;
-    if (path) for (const k of path) o = this.str(k, o);
-    this.n = o;
-  }
-
-  /** u16 length, then the UTF-8 bytes; ASCII without an encoder call. */
-  private str(s: string, o: number): number {
-    const buf = this.buf;
-    let i = 0;
-    for (; i < s.length; i++) {
-      const c = s.charCodeAt(i);
-      if (c > 0x7f) break;
-      buf[o + 2 + i] = c;
-    }
-    let n = i;
-    if (i < s.length) n = i + te.encodeInto(s.slice(i), buf.subarray(o + 2 + i)).written;
-    this.dv.setUint16(o, n);
-    return o + 2 + n;
+    w.buf.set(origin, o); o += 32;
+    w.pos = o;
+    w.str(id, false);
+    w.room(2);
+    w.dv.setUint16(w.pos, path ? path.length : 0xffff);
+    w.pos += 2;
+    if (path) for (const k of path) w.str(k, false);
   }
 
   /** Ends the commit: the new fingerprint after prev for sequences (seq0, seq]. */
   async commit(prev: Uint8Array, seq0: number, seq: number): Promise<Uint8Array> {
-    const body = this.buf.subarray(0, this.n);
+    const body = this.w.buf.subarray(0, this.w.pos);
     const notes = body.length < SYNC_BELOW ? sha256(body) : await digest(body);
-    this.n = 0;
+    this.w.pos = 0;
     const head = new Uint8Array(FP_BYTES + 16 + 32);
     const dv = new DataView(head.buffer);
     head.set(prev.subarray(0, FP_BYTES));

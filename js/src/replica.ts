@@ -22,7 +22,7 @@ import {
 import { DEFAULT_LIMITS, type Limits } from "./value.js";
 import { compareIds } from "./path.js";
 import {
-  ADD, LOCAL, REMOVE, type BaseReg, type DataObject, type DeltaBody, type DeltaRecord, type Hlc,
+  LOCAL, REMOVE, type BaseReg, type DataObject, type DeltaBody, type DeltaRecord, type Hlc,
   type Leaf, type ReplicaId, type Source, type StoredRecord,
 } from "./types.js";
 
@@ -91,6 +91,8 @@ export class Replica {
   private listeners = new Set<(changes: Change[], invalidate: boolean, local: boolean) => void>();
   private closed = false;
   private handleReadonly = false;
+  /** The chain's notes of the commit under way (one buffer, reused). */
+  private readonly history = new History();
   /** After an ECLOCK refusal: the local time (ms) at which the refused
    *  stamp is within the skew limit. */
   clockRetryAt = 0;
@@ -223,7 +225,7 @@ export class Replica {
     // number what the transaction stored, in one chain commit
     const seq0 = meta.seq;
     let seq = seq0;
-    const hist = new History();
+    const hist = this.history;
     const newSeq: number[] = [], newKey: string[] = [];
     for (const [key, r] of t.put) {
       const [coll, id] = splitKey(key);

@@ -11,37 +11,13 @@
  * leaf   = u8 keys, str* | reg | u32 value bytes (0xffffffff: a map leaf), value
  * str    = u16 UTF-8 bytes, the bytes
  */
+import { ByteWriter } from "./bytewriter.js";
 import { CrdtdbError } from "./errors.js";
 import type { BaseReg, Leaf, StoredRecord } from "./types.js";
 
-const te = new TextEncoder();
 const td = new TextDecoder();
 
-class W {
-  buf = new Uint8Array(512);
-  dv = new DataView(this.buf.buffer);
-  pos = 0;
-  room(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let c = this.buf.length * 2;
-    while (c < this.pos + n) c *= 2;
-    const b = new Uint8Array(c);
-    b.set(this.buf.subarray(0, this.pos));
-    this.buf = b;
-    this.dv = new DataView(b.buffer);
-  }
-  str(s: string): void {
-    this.room(2 + s.length * 3);
-    let i = 0;
-    const o = this.pos + 2;
-    for (; i < s.length; i++) { const c = s.charCodeAt(i); if (c > 0x7f) break; this.buf[o + i] = c; }
-    let n = i;
-    if (i < s.length) n = i + te.encodeInto(s.slice(i), this.buf.subarray(o + i)).written;
-    this.dv.setUint16(this.pos, n, true);
-    this.pos = o + n;
-  }
-}
-const w = new W();
+const w = new ByteWriter(512);
 
 /** The record's bytes (a fresh array the caller owns). */
 export function encodeRecord(r: StoredRecord): Uint8Array {
@@ -54,7 +30,7 @@ export function encodeRecord(r: StoredRecord): Uint8Array {
   w.room(16);
   w.buf[w.pos++] = 1;
   w.dv.setUint16(w.pos, srcs.length, true); w.pos += 2;
-  for (const s of srcs) w.str(s);
+  for (const s of srcs) w.str(s, true);
   w.room(2 + 32 * origins.length);
   w.dv.setUint16(w.pos, origins.length, true); w.pos += 2;
   for (const o of origins) { w.buf.set(o, w.pos); w.pos += 32; }
@@ -72,7 +48,7 @@ export function encodeRecord(r: StoredRecord): Uint8Array {
   for (const l of r.leaves) {
     w.room(1);
     w.buf[w.pos++] = l.path.length;
-    for (const p of l.path) w.str(p);
+    for (const p of l.path) w.str(p, true);
     const vn = l.value ? l.value.length : 0;
     w.room(24 + vn);
     w.dv.setBigUint64(w.pos, l.hlc, true); w.dv.setUint16(w.pos + 8, oi[k]!, true); w.dv.setUint16(w.pos + 10, si[k]!, true);
