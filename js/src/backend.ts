@@ -67,6 +67,10 @@ export interface Backend {
   commit(batch: Batch): Promise<void>;
   /** Releases the backend.  Safe to call twice. */
   close(): Promise<void>;
+  /** The backend honours Batch.relaxed (commits it may lose on a crash
+   *  until a later strict one).  Absent: every commit is as durable as the
+   *  backend gets, and nothing needs flushing before a peer is told. */
+  readonly relaxes?: boolean;
   /** An append-only backend that has grown well past its live data says
    *  so; the replica then hands it everything to rewrite (compact), between
    *  commits.  Optional. */

@@ -86,6 +86,8 @@ export class IndexedDBBackend implements Backend {
   private db: IDBDatabase | null = null;
   private release: (() => void) | null = null;
   private readonly o: IndexedDBOptions;
+  /** Local-only commits are "relaxed" (Batch.relaxed). */
+  readonly relaxes = true;
 
   constructor(o: IndexedDBOptions) {
     this.o = o;

@@ -255,7 +255,7 @@ export class Replica {
     if (t.maxHlc > 0n) this.clock.recv(t.maxHlc);
     meta.hlc = this.clock.last;
     extra?.(meta);
-    const batch: Batch = { meta, put: t.put, del: t.del, clear: t.clear, relaxed: t.local };
+    const batch: Batch = { meta, put: t.put, del: t.del, clear: t.clear, relaxed: t.local && !!this.backend.relaxes };
     await this.backend.commit(batch);
     this.relaxedPending = !!batch.relaxed;
     // durable: install
