@@ -27,7 +27,7 @@ export class ByteWriter {
   }
 
   /** A u16 length, then the UTF-8 bytes; ASCII without an encoder call. */
-  str(s: string, littleEndian: boolean): void {
+  u16str(s: string, littleEndian: boolean): void {
     this.room(2 + s.length * 3);
     const buf = this.buf, o = this.pos + 2;
     let i = 0;

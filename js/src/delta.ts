@@ -26,6 +26,7 @@
  * Also here, shared with frames.ts: the small msgpack writer and the
  * structural checker (a port of crdt/mpcheck.c).
  */
+import { ByteWriter } from "./bytewriter.js";
 import { CrdtdbError, type ErrorCode } from "./errors.js";
 import { sign, verify, type KeyPair } from "./keys.js";
 import { ADD, REMOVE, type BaseKind, type DeltaBody, type DeltaRecord, type Hlc, type ReplicaId } from "./types.js";
@@ -69,19 +70,12 @@ const te = new TextEncoder();
 
 /** A growable msgpack writer using the smallest encodings, as msgpack-c's
  *  packer does (so its bytes equal the C library's). */
-export class MpWriter {
-  buf: Uint8Array;
-  pos = 0;
+export class MpWriter extends ByteWriter {
   constructor(size = 256) {
-    this.buf = new Uint8Array(size);
+    super(size);
   }
   ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let c = this.buf.length * 2;
-    while (c < this.pos + n) c *= 2;
-    const b = new Uint8Array(c);
-    b.set(this.buf.subarray(0, this.pos));
-    this.buf = b;
+    this.room(n);
   }
   /** The bytes written: a view of the writer's buffer. */
   bytes(): Uint8Array {

@@ -49,11 +49,11 @@ export class History {
     dv.setBigUint64(o, hlc); o += 8;
     w.buf.set(origin, o); o += 32;
     w.pos = o;
-    w.str(id, false);
+    w.u16str(id, false);
     w.room(2);
     w.dv.setUint16(w.pos, path ? path.length : 0xffff);
     w.pos += 2;
-    if (path) for (const k of path) w.str(k, false);
+    if (path) for (const k of path) w.u16str(k, false);
   }
 
   /** Ends the commit: the new fingerprint after prev for sequences (seq0, seq]. */

@@ -30,7 +30,7 @@ export function encodeRecord(r: StoredRecord): Uint8Array {
   w.room(16);
   w.buf[w.pos++] = 1;
   w.dv.setUint16(w.pos, srcs.length, true); w.pos += 2;
-  for (const s of srcs) w.str(s, true);
+  for (const s of srcs) w.u16str(s, true);
   w.room(2 + 32 * origins.length);
   w.dv.setUint16(w.pos, origins.length, true); w.pos += 2;
   for (const o of origins) { w.buf.set(o, w.pos); w.pos += 32; }
@@ -48,7 +48,7 @@ export function encodeRecord(r: StoredRecord): Uint8Array {
   for (const l of r.leaves) {
     w.room(1);
     w.buf[w.pos++] = l.path.length;
-    for (const p of l.path) w.str(p, true);
+    for (const p of l.path) w.u16str(p, true);
     const vn = l.value ? l.value.length : 0;
     w.room(24 + vn);
     w.dv.setBigUint64(w.pos, l.hlc, true); w.dv.setUint16(w.pos + 8, oi[k]!, true); w.dv.setUint16(w.pos + 10, si[k]!, true);
