@@ -145,8 +145,19 @@ export async function generateKeyPair(): Promise<KeyPair> {
   return keyPairFromSeed(seed);
 }
 
+/** A synchronous Ed25519 signer (Node's node:crypto, installed by
+ *  crdtdb/node): no async job, and no turn of the event loop, per commit. */
+export type SyncSign = (secretSeed: Uint8Array, msg: Uint8Array) => Uint8Array;
+let syncSign: SyncSign | null = null;
+/** Installs (or, with null, removes) the process's synchronous signer. */
+export function setSyncSign(f: SyncSign | null): void { syncSign = f; }
+
 /** The 64-byte detached signature of msg. */
 export async function sign(kp: KeyPair, msg: Uint8Array): Promise<Uint8Array> {
+  if (syncSign && !forceNoble) {
+    checkLen(kp.secretSeed, 32, "an ed25519 seed");
+    return syncSign(kp.secretSeed, msg);
+  }
   const s = await webcrypto();
   if (s) {
     let k = signKeys.get(kp);

@@ -3,9 +3,12 @@
  * factory over `ws` (the token goes in the Authorization header) and a
  * file backend.  `import { nodeSocket, FileBackend } from "crdtdb/node"`.
  */
-import { createPublicKey, verify as nodeVerify, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, type KeyObject } from "node:crypto";
 import { WebSocket } from "ws";
-import { setSyncVerify, toHex } from "./keys.js";
+import { setSyncSign, setSyncVerify, toHex } from "./keys.js";
+
+/** PKCS#8 DER of an Ed25519 private key: this prefix, then the 32-byte seed (RFC 8410). */
+const PKCS8_ED25519 = Buffer.from("302e020100300506032b657004220420", "hex");
 import type { SocketFactory, SocketLike } from "./sync.js";
 
 // Ed25519 in Node: node:crypto's one-shot verify is synchronous (OpenSSL,
@@ -20,6 +23,20 @@ setSyncVerify((pk, msg, sig) => {
     pubKeys.set(hex, k);
   }
   return nodeVerify(null, msg, k, sig);
+});
+
+// Signing too: WebCrypto's sign is a thread-pool job whose answer waits for
+// the next turn of the event loop, a fixed delay on every commit's push.
+// Keys by seed object: a replica keeps its KeyPair for its life.
+const privKeys = new WeakMap<Uint8Array, KeyObject>();
+setSyncSign((seed, msg) => {
+  let k = privKeys.get(seed);
+  if (!k) {
+    k = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, seed]), format: "der", type: "pkcs8" });
+    privKeys.set(seed, k);
+  }
+  const s = nodeSign(null, msg, k);
+  return new Uint8Array(s.buffer, s.byteOffset, s.length);
 });
 
 export { FileBackend } from "./filebackend.js";

@@ -38,6 +38,11 @@ export interface SessionOptions {
   deltaSize?: number;
   /** A shared replica: keeps offline writes under a read-only grant. */
   noPurge?: boolean;
+  /** How long an ack may wait for the next one (default 50 ms; 0 sends each
+   *  at once).  Acks only move the server's record of what we hold, so a
+   *  stream of deltas is answered by one ack per interval, not one write
+   *  each; before a close the ack goes at once. */
+  ackDelayMs?: number;
 }
 
 const SKIP_SPAN = 256;
@@ -64,6 +69,8 @@ export class ClientSession {
   private pumping = false;
   private pumpAgain = false;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private ackTimer: ReturnType<typeof setTimeout> | null = null;
+  private ackDue = 0;
   private unlisten: () => void;
 
   constructor(replica: Replica, opts: SessionOptions) {
@@ -72,6 +79,7 @@ export class ClientSession {
       maxMessage: 8 << 20,
       deltaSize: replica.limits.maxDeltaSize,
       noPurge: false,
+      ackDelayMs: 50,
       ...opts,
     };
     this.mode = opts.mode;
@@ -116,7 +124,7 @@ export class ClientSession {
   /** Ends the session politely (a close message) and stops listening. */
   close(): void {
     if (this.state === "closed") return;
-    try { this.out({ t: "close" }); this.flush(); } catch { /* the pipe is gone */ }
+    try { this.sendAck(); this.out({ t: "close" }); this.flush(); } catch { /* the pipe is gone */ }
     this.end();
   }
 
@@ -126,6 +134,7 @@ export class ClientSession {
     this.state = "closed";
     this.unlisten();
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.ackTimer) clearTimeout(this.ackTimer);
     this.o.onEvent({ type: "closed" });
   }
 
@@ -230,7 +239,7 @@ export class ClientSession {
         const have = Math.max(this.hint, this.received);
         if (m.from <= have && m.to > have) {
           this.hint = m.to;
-          this.out({ t: "ack", seq: this.hint });
+          this.ack(this.hint);
         }
         this.checkCaughtUp();
         return;
@@ -304,7 +313,7 @@ export class ClientSession {
     }
     this.o.onEvent({ type: "applied", info });
     if (info.received > this.received) this.received = info.received;
-    if (this.received > before && this.received > this.hint) this.out({ t: "ack", seq: this.received });
+    if (this.received > before && this.received > this.hint) this.ack(this.received);
     this.checkCaughtUp();
   }
 
@@ -324,6 +333,20 @@ export class ClientSession {
       this.retryTimer = null;
       if (this.state === "open") this.queue = this.queue.then(() => this.out({ t: "since", seq: this.received }));
     }, wait);
+  }
+
+  /** Acknowledges the server's log up to seq, now or within ackDelayMs. */
+  private ack(seq: number): void {
+    if (seq > this.ackDue) this.ackDue = seq;
+    if (this.o.ackDelayMs <= 0) return this.sendAck();
+    this.ackTimer ??= setTimeout(() => this.sendAck(), this.o.ackDelayMs);
+  }
+
+  private sendAck(): void {
+    if (this.ackTimer) { clearTimeout(this.ackTimer); this.ackTimer = null; }
+    if (!this.ackDue || this.state !== "open") return;
+    this.out({ t: "ack", seq: this.ackDue });
+    this.ackDue = 0;
   }
 
   private checkCaughtUp(): void {
