@@ -11,6 +11,13 @@
  *           crdtdb_buf, against N mdb_get in one read transaction, each
  *           value memcpy'd into a reusable buffer.
  *   extra   N crdtdb_db_get_by_id with txn NULL (a snapshot per call).
+ *   inserts cr-sqlite's local-write workload (../shared/peers/crsqlite):
+ *           N new single-field records {"x": 7i}, id "<i>", B per write
+ *           transaction (crdtdb_db_add), into a new database each round,
+ *           against N mdb_put of new keys (crdtdb's record key bytes)
+ *           with values of the stored record's size into an emptied
+ *           sub-database, B per transaction.  An insert is a record put
+ *           and a change-log put, so one raw put per insert is the floor.
  *
  * Why the baseline is fair: the raw LMDB environment is opened like
  * crdtdb's (same map size, MDB_NOTLS, MDB_NOSYNC iff --nosync, a named
@@ -40,6 +47,8 @@
 
 #define GOAL_WRITE 0.40
 #define GOAL_READ 0.50
+#define GOAL_INSERT 0.80 /* of raw single puts (issue #13) */
+#define INS_STRIDE 24    /* bytes per insert id: "<i>" (a size_t in decimal) */
 #define KEY_STRIDE (6 + BENCH_ID_STRIDE)
 #define COLL "players"
 
@@ -63,11 +72,20 @@ typedef struct bench {
     uint32_t *order;   /* n record indices, the shared key sequence */
     msgpack_sbuffer payloads; /* n packed {"score": k} maps */
     size_t *poff;      /* n + 1 offsets into payloads */
+    char *ins_ids;     /* n insert ids, INS_STRIDE apart */
+    msgpack_sbuffer ins_payloads; /* n packed {"x": 7i} maps */
+    size_t *ins_off;   /* n + 1 offsets into ins_payloads */
+    uint8_t *ins_keys; /* n raw keys, KEY_STRIDE apart (built on first use) */
+    size_t *ins_klen;
+    size_t ins_vsize;  /* stored size of an inserted record */
+    MDB_dbi ins_dbi;   /* the baseline's sub-database "inserts" */
+    int ins_round;     /* the crdtdb database of the next insert round */
     crdtdb_buf out;
 } bench;
 
 typedef struct results {
     double write, raw_put, read, raw_get, read_auto; /* ops per second */
+    double insert, raw_insert;
     double key_bytes, value_bytes;
 } results;
 
@@ -144,6 +162,19 @@ static int make_inputs(bench *b)
             return bench_oom();
     }
     b->poff[n] = b->payloads.size;
+    b->ins_ids = calloc(n, INS_STRIDE);
+    b->ins_off = calloc(n + 1, sizeof *b->ins_off);
+    if (!b->ins_ids || !b->ins_off)
+        return bench_oom();
+    msgpack_packer_init(&pk, &b->ins_payloads, msgpack_sbuffer_write);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(b->ins_ids + i * INS_STRIDE, INS_STRIDE, "%zu", i);
+        b->ins_off[i] = b->ins_payloads.size;
+        if (msgpack_pack_map(&pk, 1) || msgpack_pack_str(&pk, 1) ||
+            msgpack_pack_str_body(&pk, "x", 1) || msgpack_pack_uint64(&pk, 7 * (uint64_t)i))
+            return bench_oom();
+    }
+    b->ins_off[n] = b->ins_payloads.size;
     return 0;
 }
 
@@ -298,6 +329,97 @@ static int phase_raw_write(bench *b, double *secs)
     return rc ? bench_fail_mdb("raw put", rc) : 0;
 }
 
+/* Inserts: a new database per round (made untimed), N adds of B per txn. */
+static int phase_crdt_insert(bench *b, double *secs)
+{
+    char name[32];
+    snprintf(name, sizeof name, "inserts-%d", b->ins_round++);
+    const char *colls[] = {COLL};
+    crdtdb_db *db;
+    int rc = crdtdb_db_create(b->env, name, colls, 1, &db);
+    if (rc)
+        return fail_crdt(b, "insert db_create", rc);
+    const uint8_t *p = (const uint8_t *)b->ins_payloads.data;
+    crdtdb_txn *t = NULL;
+    double t0 = bench_now();
+    for (size_t i = 0; i < b->o.n && !rc; i++) {
+        if (!t && (rc = crdtdb_txn_begin(db, 0, &t)))
+            break;
+        rc = crdtdb_db_add(db, t, COLL, b->ins_ids + i * INS_STRIDE,
+                           p + b->ins_off[i], b->ins_off[i + 1] - b->ins_off[i]);
+        if (!rc && bench_batch_end(i, b->o.batch, b->o.n)) {
+            rc = crdtdb_txn_commit(t);
+            t = NULL;
+        }
+    }
+    *secs = bench_now() - t0;
+    crdtdb_txn_abort(t);
+    if (rc) {
+        bench_fail("insert", rc, crdtdb_db_errmsg(db));
+        crdtdb_db_close(db);
+        return -1;
+    }
+    if (!b->ins_vsize) { /* the baseline's value size: a stored record's */
+        MDB_txn *mt;
+        uint8_t k[KEY_STRIDE];
+        MDB_val key = {crdtdb__reckey(k, db->num, 0, "1", 1), k}, v;
+        rc = mdb_txn_begin(b->env->mdb, NULL, MDB_RDONLY, &mt);
+        if (!rc) {
+            rc = mdb_get(mt, b->env->dbi_records, &key, &v);
+            b->ins_vsize = rc ? 0 : v.mv_size;
+            mdb_txn_abort(mt);
+        }
+    }
+    crdtdb_db_close(db);
+    return rc ? bench_fail_mdb("insert: record blob", rc) : 0;
+}
+
+/* The baseline: N puts of new keys, B per txn, into "inserts" emptied
+ * (untimed) first. */
+static int phase_raw_insert(bench *b, double *secs)
+{
+    MDB_txn *t = NULL;
+    int rc = mdb_txn_begin(b->base.raw, NULL, 0, &t);
+    if (!rc)
+        rc = mdb_dbi_open(t, "inserts", MDB_CREATE, &b->ins_dbi);
+    if (!rc)
+        rc = mdb_drop(t, b->ins_dbi, 0);
+    rc = rc ? rc : mdb_txn_commit(t);
+    t = NULL;
+    if (rc)
+        return bench_fail_mdb("raw insert: empty", rc);
+    if (!b->ins_keys) {
+        b->ins_keys = calloc(b->o.n, KEY_STRIDE);
+        b->ins_klen = calloc(b->o.n, sizeof *b->ins_klen);
+        if (!b->ins_keys || !b->ins_klen)
+            return bench_oom();
+        for (size_t i = 0; i < b->o.n; i++) {
+            const char *id = b->ins_ids + i * INS_STRIDE;
+            b->ins_klen[i] = crdtdb__reckey(b->ins_keys + i * KEY_STRIDE,
+                                            b->db->num, 0, id, strlen(id));
+        }
+    }
+    if (b->ins_vsize < sizeof(size_t) || b->ins_vsize > b->vmax)
+        return fprintf(stderr, "%s: inserted record of %zu bytes\n", bench_name, b->ins_vsize), -1;
+    double t0 = bench_now();
+    for (size_t i = 0; i < b->o.n && !rc; i++) {
+        if (!t && (rc = mdb_txn_begin(b->base.raw, NULL, 0, &t)))
+            break;
+        memcpy(b->base.valbuf, &i, sizeof i);
+        MDB_val k = {b->ins_klen[i], b->ins_keys + i * KEY_STRIDE};
+        MDB_val v = {b->ins_vsize, b->base.valbuf};
+        rc = mdb_put(t, b->ins_dbi, &k, &v, 0);
+        if (!rc && bench_batch_end(i, b->o.batch, b->o.n)) {
+            rc = mdb_txn_commit(t);
+            t = NULL;
+        }
+    }
+    *secs = bench_now() - t0;
+    if (t)
+        mdb_txn_abort(t);
+    return rc ? bench_fail_mdb("raw insert", rc) : 0;
+}
+
 /* N get_by_id in `txn` (NULL: a snapshot per call). */
 static int crdt_reads(bench *b, crdtdb_txn *txn)
 {
@@ -384,7 +506,10 @@ static int run_all(bench *b, results *res)
                      &res->raw_put) ||
             run_pair(b, r, phase_crdt_read, &res->read, phase_raw_read,
                      &res->raw_get) ||
-            run_phase(b, phase_crdt_read_auto, &res->read_auto))
+            run_phase(b, phase_crdt_read_auto, &res->read_auto) ||
+            /* crdtdb first in round 0: it measures the baseline's value size */
+            run_pair(b, r, phase_crdt_insert, &res->insert, phase_raw_insert,
+                     &res->raw_insert))
             return -1;
     }
     return 0;
@@ -405,6 +530,10 @@ static void print_human(const bench *b, const results *r)
            r->read, r->raw_get, rr, GOAL_READ, bench_verdict(rr >= GOAL_READ));
     printf("reads without txn (snapshot per call): crdtdb %.0f ops/s\n",
            r->read_auto);
+    double ir = bench_ratio(r->insert, r->raw_insert);
+    printf("inserts (cr-sqlite's workload): crdtdb %.0f/s, raw LMDB %.0f puts/s, "
+           "ratio %.2f (goal >= %.2f) %s\n",
+           r->insert, r->raw_insert, ir, GOAL_INSERT, bench_verdict(ir >= GOAL_INSERT));
 }
 
 static void print_json(const bench *b, const results *r)
@@ -413,11 +542,13 @@ static void print_json(const bench *b, const results *r)
            "\"write_ops_per_s\":%.0f,\"raw_put_per_s\":%.0f,\"write_ratio\":%.4f,"
            "\"read_ops_per_s\":%.0f,\"raw_get_per_s\":%.0f,\"read_ratio\":%.4f,"
            "\"read_autotxn_ops_per_s\":%.0f,\"value_bytes\":%.1f,\"key_bytes\":%.1f,"
-           "\"goal_write_ratio\":%.1f,\"goal_read_ratio\":%.1f}\n",
+           "\"insert_per_s\":%.0f,\"raw_insert_per_s\":%.0f,\"insert_ratio\":%.4f,"
+           "\"goal_write_ratio\":%.1f,\"goal_read_ratio\":%.1f,\"goal_insert_ratio\":%.1f}\n",
            b->o.n, b->o.batch, b->o.records, bench_bool(b->o.nosync),
            r->write, r->raw_put, bench_ratio(r->write, r->raw_put), r->read, r->raw_get,
            bench_ratio(r->read, r->raw_get), r->read_auto, r->value_bytes, r->key_bytes,
-           GOAL_WRITE, GOAL_READ);
+           r->insert, r->raw_insert, bench_ratio(r->insert, r->raw_insert),
+           GOAL_WRITE, GOAL_READ, GOAL_INSERT);
 }
 
 static void bench_free(bench *b)
@@ -431,6 +562,11 @@ static void bench_free(bench *b)
     free(b->order);
     free(b->poff);
     msgpack_sbuffer_destroy(&b->payloads);
+    free(b->ins_ids);
+    free(b->ins_off);
+    free(b->ins_keys);
+    free(b->ins_klen);
+    msgpack_sbuffer_destroy(&b->ins_payloads);
     crdtdb_buf_free(&b->out);
 }
 
@@ -439,6 +575,7 @@ int main(int argc, char **argv)
     bench b;
     memset(&b, 0, sizeof b);
     msgpack_sbuffer_init(&b.payloads);
+    msgpack_sbuffer_init(&b.ins_payloads);
     int a = parse_args(argc, argv, &b.o);
     if (a)
         return bench_usage_exit(a, usage);
