@@ -3,42 +3,10 @@
  * factory over `ws` (the token goes in the Authorization header) and a
  * file backend.  `import { nodeSocket, FileBackend } from "crdtdb/node"`.
  */
-import { createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, type KeyObject } from "node:crypto";
 import { WebSocket } from "ws";
-import { setSyncSign, setSyncVerify, toHex } from "./keys.js";
-
-/** PKCS#8 DER of an Ed25519 private key: this prefix, then the 32-byte seed (RFC 8410). */
-const PKCS8_ED25519 = Buffer.from("302e020100300506032b657004220420", "hex");
 import type { SocketFactory, SocketLike } from "./sync.js";
 
-// Ed25519 in Node: node:crypto's one-shot verify is synchronous (OpenSSL,
-// as WebCrypto's), without an async job and a promise per delta.
-const pubKeys = new Map<string, KeyObject>();
-setSyncVerify((pk, msg, sig) => {
-  const hex = toHex(pk);
-  let k = pubKeys.get(hex);
-  if (!k) {
-    k = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(pk).toString("base64url") }, format: "jwk" });
-    if (pubKeys.size >= 256) pubKeys.delete(pubKeys.keys().next().value as string);
-    pubKeys.set(hex, k);
-  }
-  return nodeVerify(null, msg, k, sig);
-});
-
-// Signing too: WebCrypto's sign is a thread-pool job whose answer waits for
-// the next turn of the event loop, a fixed delay on every commit's push.
-// Keys by seed object: a replica keeps its KeyPair for its life.
-const privKeys = new WeakMap<Uint8Array, KeyObject>();
-setSyncSign((seed, msg) => {
-  let k = privKeys.get(seed);
-  if (!k) {
-    k = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, seed]), format: "der", type: "pkcs8" });
-    privKeys.set(seed, k);
-  }
-  const s = nodeSign(null, msg, k);
-  return new Uint8Array(s.buffer, s.byteOffset, s.length);
-});
-
+export { ed25519Backend } from "./nodecrypto.js";
 export { FileBackend } from "./filebackend.js";
 
 /** HTTP answers to a refused upgrade, as the close codes a browser is
