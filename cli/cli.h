@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 
 #define EXIT_USAGE 2
 

@@ -7,7 +7,7 @@
 #include <libwebsockets.h>
 #include <stdint.h>
 
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 
 #define WS_CHUNK 65536u             /* bytes per WebSocket message, at most */
 #define WS_PROTOCOL "crdtdb-sync"   /* the subprotocol spoken on the wire */
