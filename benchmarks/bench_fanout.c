@@ -69,7 +69,7 @@
 
 #include <libwebsockets.h>
 
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 
 #define NCLIENT 16
 #define DB_ID "fanout"

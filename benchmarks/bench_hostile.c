@@ -43,6 +43,7 @@
 #include <libwebsockets.h>
 
 #include "bench_util.h"
+#include "crdtdb_ws.h"
 
 const char bench_name[] = "bench_hostile";
 

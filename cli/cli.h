@@ -1,4 +1,6 @@
-/* Shared by the crdtdb command's source files.  Not installed. */
+/* Shared by the crdtdb command's source files: the options, the parsed
+ * arguments, the helpers of util.c and each file's commands.  Not
+ * installed. */
 #ifndef CRDTDB_CLI_H
 #define CRDTDB_CLI_H
 
@@ -6,7 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 
 #define EXIT_USAGE 2
 
@@ -59,6 +61,8 @@ typedef struct args {
     const char *limits[SERVE_NLIMITS]; /* values of serve_limit_flags */
 } args;
 
+/* --------------------------------------------------------------- util.c */
+
 /* Prints "crdtdb: msg" (or the code's description when msg is empty) to
  * stderr; returns EXIT_FAILURE. */
 int fail(const char *msg, int rc);
@@ -67,14 +71,26 @@ int fail_hint(const char *msg, int rc, const char *hint);
 /* Reports a failed call on db: its message, and for a missing collection
  * the collections it has; returns EXIT_FAILURE. */
 int fail_db(crdtdb_db *db, int rc);
-/* Closes the memory stream and copies what it holds to stdout; 0 or
- * EXIT_FAILURE. */
-int emit(FILE *mem, char **text, size_t *len);
-/* Whether directory dir exists; if not, says so. */
-int env_exists(const char *dir);
 /* Reports a failed call on env; for a missing database id (not NULL),
  * how to create it.  Returns EXIT_FAILURE. */
 int fail_env(crdtdb_env *env, int rc, const char *id);
+
+/* Writes s (NUL-terminated, valid UTF-8) as a JSON string to f. */
+void put_json_str(FILE *f, const char *s);
+/* Closes the memory stream and copies what it holds to stdout (text is
+ * freed); 0 or EXIT_FAILURE. */
+int emit(FILE *mem, char **text, size_t *len);
+/* The JSON of argument arg ("-": standard input, for records too large
+ * for a command line) as msgpack in mp; 0 or EXIT_FAILURE (reported). */
+int parse_json(const char *arg, crdtdb_buf *mp);
+/* Record id (msgpack value, len bytes) as JSON text in json, as the
+ * DataStore shows records ({"id": id, ...fields}; crdtdb_record_with_id);
+ * rec is scratch space.  0 or an error code. */
+int record_json(const char *id, const uint8_t *value, size_t len, crdtdb_buf *rec,
+                crdtdb_buf *json);
+
+/* Whether directory dir exists; if not, says so. */
+int env_exists(const char *dir);
 /* Opens the environment at dir; 0 or EXIT_FAILURE (reported). */
 int open_env(const char *dir, unsigned flags, crdtdb_env **env);
 /* Opens the existing environment at dir and database id in it; 0 or
@@ -86,23 +102,6 @@ int close_db(crdtdb_env *env, crdtdb_db *db, int status);
 
 /* Writes n bytes as 2n lowercase hex digits and a NUL into out. */
 void hex_encode(const uint8_t *b, size_t n, char *out);
-
-/* sync.c */
-int cmd_export(const char *dir, const args *a);
-int cmd_import(const char *dir, const args *a);
-int cmd_peers(const char *dir, const args *a);
-
-/* serve.c */
-int cmd_serve(const char *dir, const args *a);
-int cmd_sync(const char *dir, const args *a);
-
-/* Matches "--name VALUE" and "--name=VALUE" at argv[*i]: 1 (value in
- * *val), 0 (another argument), -1 (no value). */
-int take_opt(int argc, char **argv, int *i, const char *name, const char **val);
-
-/* token.c */
-/* The crdtdb token command; argv holds its arguments only (after "token"). */
-int cmd_token(int argc, char **argv);
 /* Reads key file path (a regular file of 1 byte to 64 KiB) into *data
  * and *len: malloc'd *len bytes, which the caller zeroes (sodium_memzero)
  * and frees.  strip_newline: one trailing "\n", and a "\r" before it, are
@@ -111,9 +110,51 @@ int cmd_token(int argc, char **argv);
  * (reported). */
 int read_key_file(const char *path, int strip_newline, uint8_t **data,
                   size_t *len);
+/* A token file's contents as a string (NULL reported on failure); the
+ * caller frees it with free_secret. */
+char *read_token(const char *file);
+/* Zeroes and frees a secret string.  Accepts NULL. */
+void free_secret(char *s);
 
-/* Prints one change event as a JSON line (the watch format); ctx is a
- * watch_ctx. */
+/* --mode: two-way (also for NULL) or server-to-client; -1 (reported)
+ * otherwise. */
+int parse_mode(const char *s, crdtdb_sync_mode *mode);
+/* Catches SIGINT and SIGTERM (sigaction flags, e.g. SA_RESTART), after
+ * which stopped() is 1. */
+void catch_signals(int flags);
+int stopped(void);
+
+/* --------------------------------------------------------------- main.c */
+
+/* Matches "--name VALUE" and "--name=VALUE" at argv[*i]: 1 (value in
+ * *val), 0 (another argument), -1 (no value). */
+int take_opt(int argc, char **argv, int *i, const char *name, const char **val);
+
+/* ------------------------------------------- the commands, by file */
+
+int cmd_init(const char *dir, const args *a);     /* init.c */
+int cmd_id(const char *dir, const args *a);       /* init.c */
+int cmd_reset_id(const char *dir, const args *a); /* init.c */
+int cmd_create(const char *dir, const args *a);   /* create.c */
+int cmd_dbs(const char *dir, const args *a);      /* create.c */
+int cmd_add(const char *dir, const args *a);      /* add.c */
+int cmd_add_all(const char *dir, const args *a);  /* add.c */
+int cmd_update(const char *dir, const args *a);   /* add.c */
+int cmd_remove(const char *dir, const args *a);   /* add.c */
+int cmd_get(const char *dir, const args *a);      /* get.c */
+int cmd_query(const char *dir, const args *a);    /* get.c */
+int cmd_watch(const char *dir, const args *a);    /* watch.c */
+int cmd_export(const char *dir, const args *a);   /* export.c */
+int cmd_import(const char *dir, const args *a);   /* export.c */
+int cmd_peers(const char *dir, const args *a);    /* export.c */
+int cmd_serve(const char *dir, const args *a);    /* serve.c */
+int cmd_sync(const char *dir, const args *a);     /* sync.c */
+/* token.c: argv holds its arguments only (after "token"); it opens no
+ * environment. */
+int cmd_token(int argc, char **argv);
+
+/* watch.c: prints one change event as a JSON line (the watch format; also
+ * sync --watch's); ctx is a watch_ctx. */
 typedef struct watch_ctx {
     crdtdb_buf rec, json; /* the record with its id, as JSON */
     long remaining; /* events still to print; -1: no limit */

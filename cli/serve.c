@@ -1,88 +1,22 @@
 /*
- * crdtdb serve and sync: the sync protocol over WebSocket (transport/ws.c).
- * Both run the library's event loop on this thread until done or
- * interrupted (SIGINT/SIGTERM).
+ * crdtdb serve: the databases of the environment to sync clients over
+ * WebSocket (libcrdtdb_ws), with tokens, membership, TLS, peer servers and
+ * limits; runs the library's event loop on this thread until interrupted
+ * (SIGINT/SIGTERM).
  */
 #include "cli.h"
 #include "options.h"
 
 #include <libwebsockets.h>
-#include <signal.h>
 #include <stdio.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-/* Set by SIGINT/SIGTERM; signals leave no other way. */
-static volatile sig_atomic_t stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop = 1;
-}
-
-static void catch_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
-static int parse_mode(const char *s, crdtdb_sync_mode *mode)
-{
-    if (!s || strcmp(s, "two-way") == 0)
-        *mode = CRDTDB_SYNC_TWO_WAY;
-    else if (strcmp(s, "server-to-client") == 0)
-        *mode = CRDTDB_SYNC_SERVER_TO_CLIENT;
-    else {
-        fprintf(stderr, "crdtdb: --mode is two-way or server-to-client\n");
-        return -1;
-    }
-    return 0;
-}
 
 static void log_line(void *ctx, const char *line)
 {
     (void)ctx;
     fprintf(stderr, "%s\n", line);
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void free_secret(char *s)
-{
-    if (s) {
-        sodium_memzero(s, strlen(s));
-        free(s);
-    }
-}
-
-/* A token file's contents as a string (NULL reported on failure); free
- * with free_secret. */
-static char *read_token(const char *file)
-{
-    uint8_t *bytes;
-    size_t len;
-    if (read_key_file(file, 1, &bytes, &len))
-        return NULL;
-    char *t = calloc(1, len + 1);
-    if (t)
-        memcpy(t, bytes, len);
-    sodium_memzero(bytes, len);
-    free(bytes);
-    if (!t)
-        fail(NULL, CRDTDB_ENOMEM);
-    return t;
 }
 
 /* The server's token key from --jwt-secret-file or --jwt-public-key. */
@@ -268,8 +202,8 @@ int cmd_serve(const char *dir, const args *a)
         }
         free_secret(ptoken); /* the server keeps its own copy */
     }
-    catch_signals();
-    while (srv && !stop) {
+    catch_signals(0);
+    while (srv && !stopped()) {
         int rc = crdtdb_server_run(srv, 200);
         if (rc) {
             status = fail(NULL, rc);
@@ -282,187 +216,4 @@ int cmd_serve(const char *dir, const args *a)
     free(list);
     free(colls);
     return status;
-}
-
-#define PROGRESS_STEP 20000 /* changes between progress lines */
-
-typedef struct sync_state {
-    int watch;
-    int ready, caught_up, closed;
-    size_t received, next_progress;
-    int failed;         /* a connection could not be made: its error code */
-    char why[512];      /* and why */
-    crdtdb_sync_mode mode;
-    uint8_t server[CRDTDB_REPLICA_ID_BYTES];
-} sync_state;
-
-/* The next step after a connection that failed with code rc and message
- * msg, or NULL. */
-static const char *next_step(int rc, const char *msg)
-{
-    switch (rc) {
-    case CRDTDB_EAUTH:
-        return "check --token-file: the server takes tokens made with its key, as "
-               "crdtdb token makes them";
-    case CRDTDB_EDENIED:
-        return "this user is not a member of the database: an owner can add them "
-               "(docs/auth.md)";
-    case CRDTDB_ELIMIT:
-        return "the server is busy or limits this address or user: try again later";
-    case CRDTDB_EIO:
-        if (strstr(msg, "TLS"))
-            return "is it a wss:// server this machine trusts? --tls-ca F trusts a "
-                   "self-signed certificate";
-        if (strstr(msg, "resolve"))
-            return "check the host name in the URL";
-        if (strstr(msg, "HTTP"))
-            return "is the URL a crdtdb server's, ws://HOST:PORT?";
-        return "is `crdtdb serve` running there?";
-    default:
-        return NULL;
-    }
-}
-
-static void on_session(void *ctx, const crdtdb_session_event *ev)
-{
-    sync_state *st = ctx;
-    switch (ev->type) {
-    case CRDTDB_SESSION_READY:
-        st->ready = 1;
-        st->caught_up = 0;
-        st->mode = ev->mode;
-        memcpy(st->server, ev->peer, sizeof st->server);
-        fprintf(stderr, "connected, %s\n",
-                ev->mode == CRDTDB_SYNC_SERVER_TO_CLIENT ? "server-to-client" : "two-way");
-        break;
-    case CRDTDB_SESSION_APPLIED:
-        st->received += ev->applied->changes;
-        if (st->watch && ev->applied->applied)
-            fprintf(stderr, "received %zu change%s\n", ev->applied->applied,
-                    ev->applied->applied == 1 ? "" : "s");
-        else if (!st->caught_up && st->received >= st->next_progress) {
-            /* a large first sync: say how far it got */
-            fprintf(stderr, "progress: %zu changes received\n", st->received);
-            st->next_progress += PROGRESS_STEP;
-        }
-        break;
-    case CRDTDB_SESSION_CAUGHT_UP:
-        st->caught_up = 1;
-        break;
-    case CRDTDB_SESSION_ERROR: {
-        const char *msg = ev->message ? ev->message : crdtdb_strerror(ev->error);
-        if (st->ready) {
-            fprintf(stderr, "%s error: %s\n", ev->remote ? "server" : "sync", msg);
-        } else if (st->watch) { /* the client retries after its backoff */
-            fprintf(stderr, "%s error: %s; retrying\n", ev->remote ? "server" : "sync", msg);
-        } else if (!st->failed) { /* a one-shot sync stops at once */
-            st->failed = ev->error ? ev->error : CRDTDB_EIO;
-            snprintf(st->why, sizeof st->why, "%s", msg);
-        }
-        break;
-    }
-    case CRDTDB_SESSION_CLOSED:
-        st->ready = 0;
-        st->closed = 1;
-        if (st->watch)
-            fprintf(stderr, "disconnected\n");
-        break;
-    }
-}
-
-int cmd_sync(const char *dir, const args *a)
-{
-    if (!a->db) {
-        fprintf(stderr, "crdtdb: sync needs --db DB\n");
-        return EXIT_USAGE;
-    }
-    long timeout = 30;
-    if (a->timeout) {
-        char *end;
-        timeout = strtol(a->timeout, &end, 10);
-        if (a->watch || !*a->timeout || *end || timeout < 1 || timeout > 86400) {
-            fprintf(stderr, "crdtdb: %s\n", a->watch ? "--watch never gives up: no --timeout"
-                                                     : "--timeout takes seconds, 1 to 86400");
-            return EXIT_USAGE;
-        }
-    }
-    sync_state st;
-    memset(&st, 0, sizeof st);
-    st.watch = a->watch;
-    st.next_progress = PROGRESS_STEP;
-    crdtdb_client_options o;
-    crdtdb_client_options_init(&o);
-    o.url = a->pos[0];
-    o.tls_ca = a->tls_ca;
-    o.on_event = on_session;
-    o.ctx = &st;
-    if (parse_mode(a->mode, &o.mode))
-        return EXIT_USAGE;
-    lws_set_log_level(LLL_ERR, NULL);
-    crdtdb_env *env;
-    crdtdb_db *db;
-    char *token = NULL;
-    if (a->token_file) {
-        if (!(token = read_token(a->token_file)))
-            return EXIT_FAILURE;
-        o.token = token;
-    }
-    if (open_db(dir, a->db, &env, &db)) {
-        free_secret(token);
-        return EXIT_FAILURE;
-    }
-    /* --watch prints every change, local or received, as JSON lines */
-    watch_ctx w = {CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, -1, 0};
-    crdtdb_observer *obs = NULL;
-    if (a->watch && crdtdb_db_observe(db, NULL, print_event, &w, &obs)) {
-        free_secret(token);
-        return close_db(env, db, fail(crdtdb_db_errmsg(db), CRDTDB_ENOMEM));
-    }
-    crdtdb_client *c;
-    int rc = crdtdb_client_open(db, &o, &c);
-    if (rc) {
-        free_secret(token);
-        crdtdb_observer_close(obs);
-        const char *why = rc == CRDTDB_ETOOBIG ? "the token is longer than 8192 bytes"
-                          : rc != CRDTDB_EINVAL ? NULL
-                          : token ? "bad URL (ws://HOST:PORT), or a token with characters a "
-                                    "bearer token cannot have"
-                                  : "bad URL (ws://HOST:PORT)";
-        return close_db(env, db, fail(why, rc));
-    }
-    catch_signals();
-    int status = 0;
-    uint64_t deadline = mono_ms() + (uint64_t)timeout * 1000;
-    while (!stop) {
-        rc = crdtdb_client_run(c, 100);
-        if (rc) {
-            status = fail(NULL, rc);
-            break;
-        }
-        if (a->watch) {
-            (void)crdtdb_db_poll(db, NULL); /* other processes' commits */
-            continue;
-        }
-        if (st.failed) {
-            status = fail_hint(st.why, st.failed, next_step(st.failed, st.why));
-            break;
-        }
-        if (crdtdb_client_synced(c)) {
-            fprintf(stderr, "in sync\n");
-            break;
-        }
-        if (mono_ms() > deadline) {
-            char msg[64];
-            snprintf(msg, sizeof msg, "could not sync within %ld second%s", timeout,
-                     timeout == 1 ? "" : "s");
-            status = fail_hint(msg, CRDTDB_EIO, "--timeout SECONDS waits longer");
-            break;
-        }
-    }
-    crdtdb_client_close(c);
-    crdtdb_observer_close(obs);
-    crdtdb_buf_free(&w.rec);
-    crdtdb_buf_free(&w.json);
-    free_secret(token);
-    return close_db(env, db, status);
 }

@@ -1,338 +1,202 @@
 /*
- * crdtdb export, import and peers: moving signed deltas between replicas
- * through files (a USB stick, mail, a shared folder).  A file holds any
- * number of concatenated deltas, each of which applies on its own.
+ * crdtdb sync: one database with a server over WebSocket (libcrdtdb_ws),
+ * once until both sides have everything, or with --watch until
+ * interrupted (SIGINT/SIGTERM), printing each change.
  */
 #include "cli.h"
 
-#include <errno.h>
-#include <inttypes.h>
+#include <libwebsockets.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <time.h>
 
-#define ID_HEX (2 * CRDTDB_REPLICA_ID_BYTES)
-
-static const char *plural(uint64_t n)
+static uint64_t mono_ms(void)
 {
-    return n == 1 ? "" : "s";
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#define PROGRESS_STEP 20000 /* changes between progress lines */
 
-/* Parses exactly 64 hex digits into a replica id; 0 or -1. */
-static int parse_replica_id(const char *s, uint8_t id[CRDTDB_REPLICA_ID_BYTES])
+typedef struct sync_state {
+    int watch;
+    int ready, caught_up, closed;
+    size_t received, next_progress;
+    int failed;         /* a connection could not be made: its error code */
+    char why[512];      /* and why */
+    crdtdb_sync_mode mode;
+    uint8_t server[CRDTDB_REPLICA_ID_BYTES];
+} sync_state;
+
+/* The next step after a connection that failed with code rc and message
+ * msg, or NULL. */
+static const char *next_step(int rc, const char *msg)
 {
-    if (strlen(s) != ID_HEX)
-        return -1;
-    for (size_t i = 0; i < CRDTDB_REPLICA_ID_BYTES; i++) {
-        int hi = hex_digit(s[2 * i]), lo = hex_digit(s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -1;
-        id[i] = (uint8_t)(hi << 4 | lo);
+    switch (rc) {
+    case CRDTDB_EAUTH:
+        return "check --token-file: the server takes tokens made with its key, as "
+               "crdtdb token makes them";
+    case CRDTDB_EDENIED:
+        return "this user is not a member of the database: an owner can add them "
+               "(docs/auth.md)";
+    case CRDTDB_ELIMIT:
+        return "the server is busy or limits this address or user: try again later";
+    case CRDTDB_EIO:
+        if (strstr(msg, "TLS"))
+            return "is it a wss:// server this machine trusts? --tls-ca F trusts a "
+                   "self-signed certificate";
+        if (strstr(msg, "resolve"))
+            return "check the host name in the URL";
+        if (strstr(msg, "HTTP"))
+            return "is the URL a crdtdb server's, ws://HOST:PORT?";
+        return "is `crdtdb serve` running there?";
+    default:
+        return NULL;
     }
-    return 0;
 }
 
-/* Parses a decimal sequence number; 0 or -1. */
-static int parse_seq(const char *s, uint64_t *seq)
+static void on_session(void *ctx, const crdtdb_session_event *ev)
 {
-    uint64_t v = 0;
-    if (!*s)
-        return -1;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
-            return -1;
-        v = v * 10 + (uint64_t)(*s - '0');
+    sync_state *st = ctx;
+    switch (ev->type) {
+    case CRDTDB_SESSION_READY:
+        st->ready = 1;
+        st->caught_up = 0;
+        st->mode = ev->mode;
+        memcpy(st->server, ev->peer, sizeof st->server);
+        fprintf(stderr, "connected, %s\n",
+                ev->mode == CRDTDB_SYNC_SERVER_TO_CLIENT ? "server-to-client" : "two-way");
+        break;
+    case CRDTDB_SESSION_APPLIED:
+        st->received += ev->applied->changes;
+        if (st->watch && ev->applied->applied)
+            fprintf(stderr, "received %zu change%s\n", ev->applied->applied,
+                    ev->applied->applied == 1 ? "" : "s");
+        else if (!st->caught_up && st->received >= st->next_progress) {
+            /* a large first sync: say how far it got */
+            fprintf(stderr, "progress: %zu changes received\n", st->received);
+            st->next_progress += PROGRESS_STEP;
+        }
+        break;
+    case CRDTDB_SESSION_CAUGHT_UP:
+        st->caught_up = 1;
+        break;
+    case CRDTDB_SESSION_ERROR: {
+        const char *msg = ev->message ? ev->message : crdtdb_strerror(ev->error);
+        if (st->ready) {
+            fprintf(stderr, "%s error: %s\n", ev->remote ? "server" : "sync", msg);
+        } else if (st->watch) { /* the client retries after its backoff */
+            fprintf(stderr, "%s error: %s; retrying\n", ev->remote ? "server" : "sync", msg);
+        } else if (!st->failed) { /* a one-shot sync stops at once */
+            st->failed = ev->error ? ev->error : CRDTDB_EIO;
+            snprintf(st->why, sizeof st->why, "%s", msg);
+        }
+        break;
     }
-    *seq = v;
-    return 0;
+    case CRDTDB_SESSION_CLOSED:
+        st->ready = 0;
+        st->closed = 1;
+        if (st->watch)
+            fprintf(stderr, "disconnected\n");
+        break;
+    }
 }
 
-/* ---------------------------------------------------------------- export */
-
-typedef struct file_sink {
-    FILE *f;
-    int err; /* errno of a failed write */
-} file_sink;
-
-static int write_delta(void *ctx, const uint8_t *delta, size_t len)
+int cmd_sync(const char *dir, const args *a)
 {
-    file_sink *s = ctx;
-    errno = 0;
-    if (fwrite(delta, 1, len, s->f) == len)
-        return 0;
-    s->err = errno ? errno : EIO;
-    return CRDTDB_EIO;
-}
-
-/* Flushes f to the disk and closes it; 0 or an errno. */
-static int finish_file(FILE *f)
-{
-    int err = 0;
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0)
-        err = errno ? errno : EIO;
-    if (fclose(f) != 0 && !err)
-        err = errno ? errno : EIO;
-    return err;
-}
-
-static void report_file_error(const char *path, int err)
-{
-    fprintf(stderr, "crdtdb: %s: %s\n", path, strerror(err));
-}
-
-int cmd_export(const char *dir, const args *a)
-{
-    uint64_t since = 0;
-    uint8_t peer[CRDTDB_REPLICA_ID_BYTES];
-    if (!a->output) {
-        fprintf(stderr, "crdtdb: export needs -o FILE ('-o -': stdout)\n");
+    if (!a->db) {
+        fprintf(stderr, "crdtdb: sync needs --db DB\n");
         return EXIT_USAGE;
     }
-    if (a->since && a->for_peer) {
-        fprintf(stderr, "crdtdb: give --since or --for, not both\n");
-        return EXIT_USAGE;
+    long timeout = 30;
+    if (a->timeout) {
+        char *end;
+        timeout = strtol(a->timeout, &end, 10);
+        if (a->watch || !*a->timeout || *end || timeout < 1 || timeout > 86400) {
+            fprintf(stderr, "crdtdb: %s\n", a->watch ? "--watch never gives up: no --timeout"
+                                                     : "--timeout takes seconds, 1 to 86400");
+            return EXIT_USAGE;
+        }
     }
-    if (a->since && parse_seq(a->since, &since)) {
-        fprintf(stderr, "crdtdb: --since needs a sequence number >= 0\n");
+    sync_state st;
+    memset(&st, 0, sizeof st);
+    st.watch = a->watch;
+    st.next_progress = PROGRESS_STEP;
+    crdtdb_client_options o;
+    crdtdb_client_options_init(&o);
+    o.url = a->pos[0];
+    o.tls_ca = a->tls_ca;
+    o.on_event = on_session;
+    o.ctx = &st;
+    if (parse_mode(a->mode, &o.mode))
         return EXIT_USAGE;
-    }
-    if (a->for_peer && parse_replica_id(a->for_peer, peer)) {
-        fprintf(stderr, "crdtdb: --for needs a replica id of %d hex digits\n",
-                ID_HEX);
-        return EXIT_USAGE;
-    }
-
+    lws_set_log_level(LLL_ERR, NULL);
     crdtdb_env *env;
     crdtdb_db *db;
-    if (open_db(dir, a->pos[0], &env, &db))
-        return EXIT_FAILURE;
-    if (a->for_peer) {
-        crdtdb_peer p;
-        int found, rc = crdtdb_db_peer_get(db, peer, &p, &found);
-        if (rc)
-            return close_db(env, db, fail_db(db, rc));
-        since = p.acked; /* 0 for a peer we never heard from */
+    char *token = NULL;
+    if (a->token_file) {
+        if (!(token = read_token(a->token_file)))
+            return EXIT_FAILURE;
+        o.token = token;
     }
-
-    int to_stdout = strcmp(a->output, "-") == 0;
-    char *tmp = NULL;
-    file_sink sink = {stdout, 0};
-    if (!to_stdout) {
-        size_t n = strlen(a->output);
-        if (!(tmp = malloc(n + 5)))
-            return close_db(env, db, fail(NULL, CRDTDB_ENOMEM));
-        memcpy(tmp, a->output, n);
-        memcpy(tmp + n, ".tmp", 5);
-        if (!(sink.f = fopen(tmp, "wb"))) {
-            report_file_error(tmp, errno);
-            free(tmp);
-            return close_db(env, db, EXIT_FAILURE);
-        }
-    }
-
-    crdtdb_export_info info;
-    int rc = crdtdb_db_export(db, since, a->for_peer ? peer : NULL,
-                              write_delta, &sink, &info);
-    int status = 0;
-    if (sink.err)
-        report_file_error(to_stdout ? "stdout" : tmp, sink.err);
-    else if (rc)
-        fail_db(db, rc);
-    status = sink.err || rc ? EXIT_FAILURE : 0;
-    if (to_stdout) {
-        if (status == 0 && fflush(stdout) != 0) {
-            report_file_error("stdout", errno);
-            status = EXIT_FAILURE;
-        }
-    } else {
-        int err = finish_file(sink.f);
-        if (status == 0 && err) {
-            report_file_error(tmp, err);
-            status = EXIT_FAILURE;
-        }
-        if (status == 0 && rename(tmp, a->output) != 0) {
-            report_file_error(a->output, errno);
-            status = EXIT_FAILURE;
-        }
-        if (status)
-            unlink(tmp);
-        free(tmp);
-    }
-    if (status == 0)
-        fprintf(stderr,
-                "exported %zu change%s in %zu delta%s (%zu bytes), "
-                "sequences (%" PRIu64 ", %" PRIu64 "]\n",
-                info.changes, plural(info.changes), info.deltas,
-                plural(info.deltas), info.bytes, info.from, info.to);
-    return close_db(env, db, status);
-}
-
-/* ---------------------------------------------------------------- import */
-
-/* The databases opened so far, by id. */
-typedef struct db_cache {
-    crdtdb_env *env;
-    crdtdb_db **dbs;
-    size_t n;
-} db_cache;
-
-/* Finds or opens database id; 0 or EXIT_FAILURE (reported). */
-static int cache_get(db_cache *c, const char *id, crdtdb_db **db)
-{
-    for (size_t i = 0; i < c->n; i++)
-        if (strcmp(crdtdb_db_id(c->dbs[i]), id) == 0) {
-            *db = c->dbs[i];
-            return 0;
-        }
-    crdtdb_db **dbs = realloc(c->dbs, (c->n + 1) * sizeof *dbs);
-    if (!dbs)
-        return fail(NULL, CRDTDB_ENOMEM);
-    c->dbs = dbs;
-    int rc = crdtdb_db_open(c->env, id, db);
-    if (rc)
-        return fail_env(c->env, rc, id);
-    c->dbs[c->n++] = *db;
-    return 0;
-}
-
-/* Reads all of f into *data (malloc'd); 0 or an errno. */
-static int read_all(FILE *f, uint8_t **data, size_t *len)
-{
-    size_t cap = 65536, n = 0, got;
-    uint8_t *buf = malloc(cap);
-    if (!buf)
-        return ENOMEM;
-    errno = 0;
-    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            uint8_t *bigger = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-            if (!bigger) {
-                free(buf);
-                return ENOMEM;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-    }
-    if (ferror(f)) {
-        int err = errno ? errno : EIO;
-        free(buf);
-        return err;
-    }
-    *data = buf;
-    *len = n;
-    return 0;
-}
-
-/* Applies every delta of one file; 0 or EXIT_FAILURE (reported). */
-static int import_file(db_cache *c, const char *path)
-{
-    int is_stdin = strcmp(path, "-") == 0;
-    const char *name = is_stdin ? "stdin" : path;
-    FILE *f = is_stdin ? stdin : fopen(path, "rb");
-    uint8_t *data = NULL;
-    size_t len = 0;
-    int err = f ? read_all(f, &data, &len) : errno;
-    if (f && !is_stdin)
-        fclose(f);
-    if (err) {
-        report_file_error(name, err);
+    if (open_db(dir, a->db, &env, &db)) {
+        free_secret(token);
         return EXIT_FAILURE;
     }
-    int status = 0;
-    if (len == 0) {
-        fprintf(stderr, "crdtdb: no delta in %s\n", name);
-        status = EXIT_FAILURE;
+    /* --watch prints every change, local or received, as JSON lines */
+    watch_ctx w = {CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, -1, 0};
+    crdtdb_observer *obs = NULL;
+    if (a->watch && crdtdb_db_observe(db, NULL, print_event, &w, &obs)) {
+        free_secret(token);
+        return close_db(env, db, fail(crdtdb_db_errmsg(db), CRDTDB_ENOMEM));
     }
-    for (size_t off = 0; off < len && status == 0;) {
-        size_t dlen;
-        char id[CRDTDB_ID_MAX + 1];
-        crdtdb_db *db;
-        crdtdb_apply_info info;
-        int rc = crdtdb_delta_peek(data + off, len - off, &dlen, id);
-        if (rc) {
-            fprintf(stderr, "crdtdb: %s: no valid delta at byte %zu: %s\n",
-                    name, off, crdtdb_strerror(rc));
-            status = EXIT_FAILURE;
-        } else if ((status = cache_get(c, id, &db)) != 0) {
-            break;
-        } else if ((rc = crdtdb_db_apply(db, data + off, dlen, &info)) != 0) {
-            status = fail_db(db, rc);
-        } else {
-            char sender[ID_HEX + 1];
-            hex_encode(info.sender, sizeof info.sender, sender);
-            printf("applied %zu of %zu change%s from %.16s\xe2\x80\xa6 to %s, "
-                   "sequences (%" PRIu64 ", %" PRIu64 "]\n",
-                   info.applied, info.changes, plural(info.changes), sender,
-                   id, info.from, info.to);
-            if (fflush(stdout) != 0) {
-                report_file_error("stdout", errno);
-                status = EXIT_FAILURE;
-            }
-            off += dlen;
-        }
-    }
-    free(data);
-    return status;
-}
-
-int cmd_import(const char *dir, const args *a)
-{
-    db_cache c = {NULL, NULL, 0};
-    if (!env_exists(dir) || open_env(dir, 0, &c.env))
-        return EXIT_FAILURE;
-    int status = 0;
-    for (int i = 0; i < a->npos && status == 0; i++)
-        status = import_file(&c, a->pos[i]);
-    for (size_t i = 0; i < c.n; i++)
-        crdtdb_db_close(c.dbs[i]);
-    free(c.dbs);
-    crdtdb_env_close(c.env);
-    return status;
-}
-
-/* ----------------------------------------------------------------- peers */
-
-static int print_peer(void *ctx, const crdtdb_peer *p)
-{
-    char id[ID_HEX + 1];
-    hex_encode(p->id, sizeof p->id, id);
-    fprintf(ctx, "%s received %" PRIu64 " acked %" PRIu64 "%s%s\n", id,
-            p->received, p->acked,
-            p->flags & CRDTDB_PEER_EQUIVOCATED ? " flagged:equivocation" : "",
-            p->flags & CRDTDB_PEER_FORKED ? " flagged:forked-history" : "");
-    return 0;
-}
-
-int cmd_peers(const char *dir, const args *a)
-{
-    crdtdb_env *env;
-    crdtdb_db *db;
-    char *text = NULL;
-    size_t len = 0;
-    if (open_db(dir, a->pos[0], &env, &db))
-        return EXIT_FAILURE;
-    FILE *mem = open_memstream(&text, &len);
-    if (!mem)
-        return close_db(env, db, fail(NULL, CRDTDB_ENOMEM));
-    int rc = crdtdb_db_peers(db, print_peer, mem);
+    crdtdb_client *c;
+    int rc = crdtdb_client_open(db, &o, &c);
     if (rc) {
-        fclose(mem);
-        free(text);
-        return close_db(env, db, fail_db(db, rc));
+        free_secret(token);
+        crdtdb_observer_close(obs);
+        const char *why = rc == CRDTDB_ETOOBIG ? "the token is longer than 8192 bytes"
+                          : rc != CRDTDB_EINVAL ? NULL
+                          : token ? "bad URL (ws://HOST:PORT), or a token with characters a "
+                                    "bearer token cannot have"
+                                  : "bad URL (ws://HOST:PORT)";
+        return close_db(env, db, fail(why, rc));
     }
-    return close_db(env, db, emit(mem, &text, &len));
+    catch_signals(0);
+    int status = 0;
+    uint64_t deadline = mono_ms() + (uint64_t)timeout * 1000;
+    while (!stopped()) {
+        rc = crdtdb_client_run(c, 100);
+        if (rc) {
+            status = fail(NULL, rc);
+            break;
+        }
+        if (a->watch) {
+            (void)crdtdb_db_poll(db, NULL); /* other processes' commits */
+            continue;
+        }
+        if (st.failed) {
+            status = fail_hint(st.why, st.failed, next_step(st.failed, st.why));
+            break;
+        }
+        if (crdtdb_client_synced(c)) {
+            fprintf(stderr, "in sync\n");
+            break;
+        }
+        if (mono_ms() > deadline) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "could not sync within %ld second%s", timeout,
+                     timeout == 1 ? "" : "s");
+            status = fail_hint(msg, CRDTDB_EIO, "--timeout SECONDS waits longer");
+            break;
+        }
+    }
+    crdtdb_client_close(c);
+    crdtdb_observer_close(obs);
+    crdtdb_buf_free(&w.rec);
+    crdtdb_buf_free(&w.json);
+    free_secret(token);
+    return close_db(env, db, status);
 }

@@ -7,16 +7,12 @@
 #include "options.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
-#define KEY_FILE_MAX 65536u
 #define TTL_MAX (36500ull * 86400) /* 100 years */
 
 static const char token_help[] =
@@ -29,62 +25,6 @@ static const char token_help[] =
     "at least 32, less one trailing newline.  With RS256 or ES256 it is\n"
     "signed with the private key in FILE (PEM, not encrypted); the server\n"
     "verifies with the public key.\n";
-
-int read_key_file(const char *path, int strip_newline, uint8_t **data,
-                  size_t *len)
-{
-    *data = NULL;
-    *len = 0;
-    /* No stdio: its buffer would keep a copy of the secret. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    const char *why = NULL;
-    if (fd < 0 || fstat(fd, &st) != 0)
-        why = strerror(errno);
-    else if (!S_ISREG(st.st_mode))
-        why = "not a regular file";
-    if (why) {
-        fprintf(stderr, "crdtdb: %s: %s\n", path, why);
-        if (fd >= 0)
-            close(fd);
-        return EXIT_FAILURE;
-    }
-    uint8_t *buf = malloc(KEY_FILE_MAX + 1);
-    size_t n = 0;
-    ssize_t r = 0;
-    while (buf && n <= KEY_FILE_MAX &&
-           ((r = read(fd, buf + n, KEY_FILE_MAX + 1 - n)) > 0 ||
-            (r < 0 && errno == EINTR)))
-        n += r > 0 ? (size_t)r : 0;
-    int err = r < 0 ? errno : 0;
-    close(fd);
-    if (!buf)
-        return fail(NULL, CRDTDB_ENOMEM);
-    why = err ? strerror(err)
-                      : n > KEY_FILE_MAX ? "larger than 64 KiB"
-                      : n == 0 ? "empty" : NULL;
-    if (why) {
-        sodium_memzero(buf, KEY_FILE_MAX + 1);
-        free(buf);
-        fprintf(stderr, "crdtdb: %s: %s\n", path, why);
-        return EXIT_FAILURE;
-    }
-    if (strip_newline && buf[n - 1] == '\n') {
-        buf[--n] = 0;
-        if (n > 0 && buf[n - 1] == '\r')
-            buf[--n] = 0;
-    }
-    /* Exactly the key, so the caller knows how much to zero. */
-    *data = malloc(n ? n : 1);
-    if (*data)
-        memcpy(*data, buf, n);
-    sodium_memzero(buf, KEY_FILE_MAX + 1);
-    free(buf);
-    if (!*data)
-        return fail(NULL, CRDTDB_ENOMEM);
-    *len = n;
-    return 0;
-}
 
 /* "30s", "15m", "1h", "7d" or plain seconds; > 0. */
 static int parse_ttl(const char *s, uint64_t *ttl)

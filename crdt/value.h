@@ -34,7 +34,7 @@ int crdtdb__err_set(crdtdb__err *e, int code, const char *fmt, ...)
 
 /* Writes a printf-style detail into a caller's buffer (NULL or size 0:
  * nothing), for APIs that take `char *errmsg, size_t errmsg_size`. */
-void crdtdb__msg_set(char *buf, size_t size, const char *fmt, ...)
+CRDTDB__SHARED void crdtdb__msg_set(char *buf, size_t size, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
@@ -95,6 +95,6 @@ const msgpack_object *crdtdb__map_get(const msgpack_object *m, const char *k,
                                       size_t n);
 
 /* 1 if s[0, n) is valid UTF-8. */
-int crdtdb__utf8_valid(const uint8_t *s, size_t n);
+CRDTDB__SHARED int crdtdb__utf8_valid(const uint8_t *s, size_t n);
 
 #endif

@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 
 #define DB "match-42"
 #define STEP_MS 10000 /* the most any step may take */

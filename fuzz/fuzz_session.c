@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 #include "fuzz_util.h"
 
 const char fuzz_name[] = "fuzz_session";

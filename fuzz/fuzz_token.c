@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 #include "fuzz_util.h"
 #include "transport/jwt.h"
 

@@ -1,7 +1,7 @@
 /* JSON Web Tokens (transport/jwt.c): keys, verify, mint, the bearer token
  * of an upgrade request, and the crdtdb token command.  RSA and EC keys are
  * made at start-up with the openssl command. */
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 
 #include <check.h>
 #include <jwt.h>
@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "tests/testutil.h"
+#include "tests/wsutil.h"
 #include "transport/jwt.h"
 
 #define NOW INT64_C(1700000000)

@@ -1,5 +1,6 @@
 /* Shared test helpers: temp dirs, JSON <-> msgpack shorthands, files,
- * child processes, keys and tokens.  Every malloc'd result belongs to the
+ * child processes, keys and hand-made tokens (tu_jwt_mint, which needs
+ * libcrdtdb_ws, is in wsutil.h).  Every malloc'd result belongs to the
  * caller; every helper fails the running test (Check) on error. */
 #ifndef CRDTDB_TESTUTIL_H
 #define CRDTDB_TESTUTIL_H
@@ -74,7 +75,5 @@ char *tu_b64url(const void *p, size_t n);
 /* "header.payload.sig" from JSON header and payload (base64url-encoded
  * here) and a signature part taken as is; malloc'd. */
 char *tu_jwt_craft(const char *header, const char *payload, const char *sig);
-/* crdtdb_jwt_mint of sub under k at now for ttl seconds; malloc'd. */
-char *tu_jwt_mint(const crdtdb_jwt_key *k, const char *sub, int64_t now, uint64_t ttl);
 
 #endif

@@ -231,3 +231,12 @@ void tu_ws_hello(crdtdb_db *db, crdtdb_buf *out)
     out->data = f;
     out->len = out->cap = len;
 }
+
+char *tu_jwt_mint(const crdtdb_jwt_key *k, const char *sub, int64_t now, uint64_t ttl)
+{
+    crdtdb_buf out = CRDTDB_BUF_INIT;
+    int rc = crdtdb_jwt_mint(k, sub, now, ttl, &out);
+    ck_assert_msg(rc == 0, "mint: %s", crdtdb_errname(rc));
+    ck_assert_uint_eq(out.len, strlen((char *)out.data));
+    return (char *)out.data;
+}

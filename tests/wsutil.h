@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 
 /* A condition tu_spin waits for. */
 typedef int (*tu_cond)(void *arg);
@@ -84,5 +84,8 @@ int tu_raw_close_saw(const tu_raw *r, unsigned status);
 /* The hello a client session on db sends first, as one masked binary
  * WebSocket message, into out (replaced). */
 void tu_ws_hello(crdtdb_db *db, crdtdb_buf *out);
+
+/* crdtdb_jwt_mint of sub under k at now for ttl seconds; malloc'd. */
+char *tu_jwt_mint(const crdtdb_jwt_key *k, const char *sub, int64_t now, uint64_t ttl);
 
 #endif

@@ -3,7 +3,7 @@
 #define CRDTDB_TRANSPORT_JWT_H
 #include <stddef.h>
 
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 
 /* The sync subprotocol.  As the first Sec-WebSocket-Protocol entry it is
  * never taken for a token. */

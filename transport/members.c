@@ -7,7 +7,7 @@
 #include <msgpack.h>
 #include <string.h>
 
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 
 #define MEMBERS "_members"
 

@@ -1,13 +1,16 @@
 /*
  * The WebSocket binding's internals, shared by ws_link.c (one connection's
  * session over libwebsockets), ws_server.c and ws_client.c.  Not installed.
+ * These files, jwt.c and members.c make libcrdtdb_ws (crdtdb_ws.h);
+ * session.c, in this folder too, is libcrdtdb's sans-IO session and may
+ * include neither this header nor crdtdb_ws.h.
  */
 #ifndef CRDTDB_TRANSPORT_WS_H
 #define CRDTDB_TRANSPORT_WS_H
 #include <libwebsockets.h>
 #include <stdint.h>
 
-#include "crdtdb.h"
+#include "crdtdb_ws.h"
 
 #define WS_CHUNK 65536u             /* bytes per WebSocket message, at most */
 #define WS_PROTOCOL "crdtdb-sync"   /* the subprotocol spoken on the wire */

@@ -1,0 +1,338 @@
+/*
+ * crdtdb_ws — the sync session over WebSocket, and the tokens that name its
+ * users.  The public header of libcrdtdb_ws (pkg-config crdtdb_ws), which
+ * links libwebsockets, libjwt, OpenSSL and libuv on top of libcrdtdb.
+ * Everything in crdtdb.h (included here) holds: errors, ownership, handles.
+ */
+#ifndef CRDTDB_WS_H
+#define CRDTDB_WS_H
+
+#include "crdtdb.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct crdtdb_jwt_key crdtdb_jwt_key; /* see "tokens" */
+
+/* ------------------------------------------ WebSocket server and client */
+
+/*
+ * The sync session over WebSocket (libwebsockets; transport/ws_server.c, ws_client.c, ws_link.c).  One
+ * connection syncs one database at the endpoint /v1/db/<url-encoded database
+ * id>; each WebSocket binary message carries session bytes (a message may
+ * hold part of a frame or several frames).  Nothing here starts threads:
+ * the embedding program calls crdtdb_server_run() / crdtdb_client_run() in
+ * its own loop, and all callbacks (session events, logging) run inside
+ * those calls on that thread.  Or it passes its libuv loop (uv_loop in the
+ * options; libwebsockets' libuv event library must be installed): then
+ * the loop drives everything, callbacks run on the loop's thread, and the
+ * _run functions are not used (they fail with EINVAL).  After closing a
+ * server or client on a libuv loop, let the loop run on (uv_run returns
+ * once nothing is left): its last handles finish closing there.  Each server and client has its own
+ * libwebsockets context; there is no global state.
+ */
+typedef struct crdtdb_server crdtdb_server;
+
+/* What a user may do with a database. */
+typedef enum crdtdb_access {
+    CRDTDB_ACCESS_DENY = 0,     /* refused (HTTP 403; connected: closed) */
+    CRDTDB_ACCESS_READONLY = 1, /* server-to-client mode */
+    CRDTDB_ACCESS_READWRITE = 2
+} crdtdb_access;
+
+/*
+ * Authorization hooks of a server, called on its thread with the user id
+ * (the token's `sub`; "" without tokens).  All may be NULL (allowed).
+ *  - authorize_user: the access of `user` to db (open; `created` is 1 when
+ *    this connection just created it: a hook may write to db then, e.g.
+ *    to record the owner).  Asked before the WebSocket upgrade and again
+ *    after every commit to the database; when the answer changes for a
+ *    connected user, the server ends that session with EREVOKED ("access
+ *    changed") and the client starts over.
+ *  - authorize_write: whether `user` may change record (coll, id) from
+ *    `old` to `now` (see crdtdb_write_filter; read db through txn).  A
+ *    refused change is not stored, the record is written back as it was
+ *    (so the client's copy returns to it), and the client gets a notice
+ *    naming the record.
+ *  - authorize_read: whether `user` may see record (coll, id) whose value
+ *    is `value` (read db through txn).  A client receives only records it
+ *    may see, on its first sync and live, and whole (not only the changed
+ *    fields); when a change makes a record invisible to it, the client is
+ *    told to forget it (crdtdb_db_purge, observers see a REMOVE).  A
+ *    permission that changes without a change to the record itself takes
+ *    effect for that record at its next change, or at once for everything
+ *    by crdtdb_server_reauthorize().  Deltas are then made per connection.
+ */
+typedef struct crdtdb_server_auth {
+    crdtdb_access (*authorize_user)(void *ctx, crdtdb_db *db, const char *user,
+                                    int created);
+    int (*authorize_write)(void *ctx, crdtdb_txn *txn, const char *user,
+                           const char *coll, const char *id, const uint8_t *old,
+                           size_t old_len, const uint8_t *now, size_t now_len);
+    int (*authorize_read)(void *ctx, crdtdb_txn *txn, const char *user,
+                          const char *coll, const char *id, const uint8_t *value,
+                          size_t len);
+    void *ctx;
+} crdtdb_server_auth;
+
+/*
+ * The built-in policy (`crdtdb serve` with tokens): membership lives in
+ * each database's collection "_members", record id = user id, fields
+ * "role" ("owner" | "writer" | "reader") and "status" ("invited" |
+ * "accepted").  The user whose connection creates a database becomes its
+ * owner.  Owners (accepted) change anything, members included; writers
+ * (accepted) change everything but "_members"; an invited user may only
+ * set their own status to "accepted"; accepted readers connect read-only;
+ * non-members are denied.  Databases need the "_members" collection.
+ */
+CRDTDB_API void crdtdb_members_policy(crdtdb_server_auth *auth);
+
+typedef struct crdtdb_server_options {
+    const char *host;       /* listen address (default "127.0.0.1") */
+    int port;               /* 0: an ephemeral port (crdtdb_server_port) */
+    const char *const *collections; /* for databases created on first */
+    size_t ncoll;                   /* connect; ncoll 0: unknown databases
+                                       are refused */
+    crdtdb_sync_mode mode;  /* the most any connection is granted
+                               (default TWO_WAY) */
+    const char *tls_cert;   /* both set: wss:// (PEM file paths) */
+    const char *tls_key;
+    size_t max_connections; /* default 1024; connections beyond are
+                               refused with HTTP 503 */
+    void (*log)(void *ctx, const char *line); /* one line per connection
+                                                 event or error; NULL: silent */
+    void *log_ctx;
+    void *uv_loop;          /* a uv_loop_t * to run on (see above), or NULL */
+    const char *peer_tls_ca; /* wss:// peer links: PEM file of the CAs to
+                                trust (the system's bundle is
+                                /etc/ssl/certs/ca-certificates.crt); NULL:
+                                ws:// peers only */
+    const crdtdb_jwt_key *jwt_key; /* set: every connection presents a
+                                bearer token (Authorization header, the
+                                first Sec-WebSocket-Protocol entry, or
+                                ?access_token= in the URL) valid under
+                                this key, else HTTP 401 before the
+                                upgrade.  Borrowed: keep it until close.
+                                A request with the URL argument inband=1
+                                is upgraded instead and gets the refusal
+                                as an ERROR and a 44xx close (4401, 4403,
+                                4404, 4400, 4429, 4503; docs/auth.md). */
+    unsigned jwt_leeway;    /* seconds of clock slack for exp / nbf */
+    const crdtdb_server_auth *auth; /* hooks (copied); NULL: everyone may
+                                       do everything */
+    /* Limits on what hostile clients can hold (docs/auth.md, "Limits and
+     * timeouts").  0 in any of them: its default.  Refusals come before
+     * the upgrade, as HTTP statuses; closes after it, as WebSocket closes
+     * with a reason, each with a log line. */
+    size_t max_per_ip;      /* connections from one address (default 64;
+                               beyond: HTTP 429); SIZE_MAX: no limit */
+    size_t max_per_user;    /* connections of one token user (default 32;
+                               beyond: HTTP 429); SIZE_MAX: no limit */
+    size_t max_buffered;    /* bytes all sessions together may hold in
+                               input and output buffers (default 256 MiB;
+                               at least 16 MiB).  Over it, the connection
+                               holding the most (stalled ones first) is
+                               closed at once: 1013 "server memory budget
+                               exceeded".  Exports wait for room. */
+    unsigned handshake_secs; /* from accepting a connection to its request
+                                headers and its session hello (default 10):
+                                else closed, 1008 "no hello within N s" */
+    unsigned message_secs;  /* a sync message begun must end within this
+                               (default 120): else closed, 1008 */
+    unsigned ping_secs;     /* a WebSocket ping this often (default 30) */
+    unsigned pong_secs;     /* no pong within this after a ping: the
+                               connection is dropped (default 30); at most
+                               30000 together with ping_secs */
+} crdtdb_server_options;
+
+/* Fills opts with the defaults above. */
+CRDTDB_API void crdtdb_server_options_init(crdtdb_server_options *opts);
+
+/*
+ * Starts a server for the databases of env, listening at once.  A
+ * connection to /v1/db/<id> opens database <id> (creating it with the
+ * configured collections if it does not exist); all connections to one
+ * database share one handle, which the server observes so every commit —
+ * a peer's delta, or a change committed by another handle and seen by
+ * crdtdb_db_poll during crdtdb_server_run — is pushed to every connection
+ * at once.  Each connection runs one server-side session in `mode`.  env
+ * must stay open until crdtdb_server_close().  `opts` may be NULL for
+ * defaults; it is copied (strings too).  On success *out owns the server
+ * until crdtdb_server_close().
+ * Errors: EINVAL (bad options, e.g. only one of tls_cert / tls_key),
+ *         EIO (cannot listen: address in use, bad TLS files), ENOMEM.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_server_open(crdtdb_env *env,
+                                                   const crdtdb_server_options *opts,
+                                                   crdtdb_server **out);
+
+/* Ends every session of database db_id (every database: NULL) with
+ * EREVOKED "access changed", so their clients clear their copies and sync
+ * again under the hooks' current answers — for permissions kept outside
+ * the database.  Errors: EINVAL. */
+CRDTDB_API int crdtdb_server_reauthorize(crdtdb_server *s, const char *db_id);
+
+/* The port the server listens on (the kernel's choice when opened with
+ * port 0). */
+CRDTDB_API int crdtdb_server_port(const crdtdb_server *s);
+
+/*
+ * Services pending network events once: waits up to timeout_ms (0: does
+ * not wait) for something to happen, then handles what is ready.  Call it
+ * in a loop.  Errors: EINVAL, EIO (the event loop failed).
+ */
+CRDTDB_API int crdtdb_server_run(crdtdb_server *s, int timeout_ms);
+
+/* Closes every connection and the listener, then frees the server (not
+ * env).  Accepts NULL. */
+CRDTDB_API void crdtdb_server_close(crdtdb_server *s);
+
+typedef struct crdtdb_client crdtdb_client;
+
+typedef struct crdtdb_client_options {
+    const char *url;        /* ws://host:port or wss://host:port (a path,
+                               if any, is ignored: the database id comes
+                               from the db handle) */
+    crdtdb_sync_mode mode;  /* asked for (default TWO_WAY) */
+    unsigned backoff_min_ms; /* reconnect delays: exponential with jitter */
+    unsigned backoff_max_ms; /* between these (defaults 100 and 30000) */
+    crdtdb_session_cb on_event; /* session events of every connection,
+                                   forwarded, and an ERROR (remote, no
+                                   peer) when the server refuses the
+                                   upgrade: EAUTH for 401 and 431, EDENIED
+                                   for 403, ELIMIT for 429 and 503 (full),
+                                   or closes the connection with a reason
+                                   (ELIMIT: 1013 memory budget, 1008
+                                   timeouts); and an ERROR (EIO, not
+                                   remote, no peer) for a connection that
+                                   cannot be made, its message "reason:
+                                   host:port" (TCP, DNS, TLS, an answer
+                                   that is no upgrade); may be NULL */
+    void *ctx;
+    const char *tls_ca;     /* wss://: PEM file of the CAs to trust (e.g.
+                               a self-signed server certificate); NULL: the
+                               system's default trust store */
+    void *uv_loop;          /* a uv_loop_t * to run on, or NULL */
+    const char *token;      /* bearer token (JWT) sent with every
+                               connection, or NULL.  When the server ends
+                               the session because this user's access
+                               changed (EREVOKED), or refuses the upgrade
+                               with 403, the client clears its copy of the
+                               database (crdtdb_db_clear: observers get
+                               INVALIDATE_ALL) and reconnects.  At most
+                               CRDTDB_JWT_MAX bytes of base64url and dots
+                               (RFC 6750 b64token), else crdtdb_client_open
+                               fails at once (ETOOBIG, EINVAL). */
+} crdtdb_client_options;
+
+/* Fills opts with the defaults above. */
+CRDTDB_API void crdtdb_client_options_init(crdtdb_client_options *opts);
+
+/*
+ * Starts a client syncing db with the server at opts->url.  It connects on
+ * the first crdtdb_client_run() and keeps reconnecting after drops, each
+ * connection a new session that resumes from the durable watermarks.  The
+ * client observes db, so local writes through this handle (on the thread
+ * that calls crdtdb_client_run) are pushed at once.  db must stay open
+ * until crdtdb_client_close(), and no transaction may be held open on it
+ * across crdtdb_client_run() calls.  In server-to-client mode (asked for
+ * or granted) the handle refuses local writes ("Read only access") until
+ * crdtdb_client_close().  `opts` is copied.  On success *out owns the client
+ * until crdtdb_client_close().
+ * Errors: EINVAL (no or malformed url), ENOMEM, EIO.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_client_open(crdtdb_db *db,
+                                                   const crdtdb_client_options *opts,
+                                                   crdtdb_client **out);
+
+/* Services pending events once, waiting up to timeout_ms; connects or
+ * reconnects when due.  Errors: EINVAL, EIO (the event loop failed). */
+CRDTDB_API int crdtdb_client_run(crdtdb_client *c, int timeout_ms);
+
+/* 1 while connected and in sync (crdtdb_session_synced): a one-shot sync
+ * may stop. */
+CRDTDB_API int crdtdb_client_synced(const crdtdb_client *c);
+
+/* 1 while a connection is up and its handshake is done, else 0. */
+CRDTDB_API int crdtdb_client_connected(const crdtdb_client *c);
+
+/* Drops the connection (the peer sees a close) and frees the client (not
+ * the db, whose read-only mark it clears).  Accepts NULL. */
+CRDTDB_API void crdtdb_client_close(crdtdb_client *c);
+
+/*
+ * Makes this server a replica of the server at link->url (server-to-server
+ * peering, for a second region or a hot standby): each database it holds —
+ * every one, or only the ndbs ids in `dbs` — is synced two-way with the
+ * peer over its own connection (/v1/db/<id>), reconnecting with link's
+ * backoff; databases this server opens later (a client's first connect)
+ * are linked too.  A peer's changes land on the same handles the clients
+ * use, so writes on either server reach the clients of both.  Databases
+ * only the peer holds arrive when the peer also peers with this server
+ * (run both with --peer for a symmetric pair); listed databases missing
+ * here are created with the configured collections.  link->url is copied;
+ * its tls_ca, mode (always two-way) and on_event are ignored (wss:// peers
+ * use the server's peer_tls_ca); events are logged.
+ * Errors: EINVAL (no url; wss:// without peer_tls_ca), ENOMEM.
+ */
+CRDTDB_API int crdtdb_server_peer(crdtdb_server *s, const crdtdb_client_options *link,
+                                  const char *const *dbs, size_t ndbs);
+
+/* ---------------------------------------------------------------- tokens */
+
+/*
+ * JSON Web Tokens (libjwt) naming the user of a connection by their `sub`
+ * claim.  The algorithm is fixed by the key, never by the token: a token
+ * whose header names another algorithm (or "none") is refused.
+ */
+typedef enum crdtdb_jwt_alg {
+    CRDTDB_JWT_HS256 = 1, /* shared secret, at least 32 bytes */
+    CRDTDB_JWT_RS256,     /* RSA key pair, PEM */
+    CRDTDB_JWT_ES256      /* P-256 key pair, PEM */
+} crdtdb_jwt_alg;
+
+#define CRDTDB_JWT_MAX 8192u /* the longest token accepted, bytes */
+
+/*
+ * Loads a key for `alg`: the shared secret for HS256, or a PEM key for
+ * RS256 / ES256 (a public key verifies; a private key mints, and verifies
+ * when libjwt can derive the public half).  The bytes are copied; the copy
+ * is zeroed on close.  On success *out is owned by the caller until
+ * crdtdb_jwt_key_close().  Errors: EINVAL (unknown alg, secret shorter than
+ * 32 bytes, not a PEM key of that kind), ENOMEM.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_jwt_key_open(crdtdb_jwt_alg alg, const uint8_t *key,
+                                                    size_t len, crdtdb_jwt_key **out);
+
+/* Zeroes and frees the key.  Accepts NULL. */
+CRDTDB_API void crdtdb_jwt_key_close(crdtdb_jwt_key *key);
+
+/*
+ * Verifies `token` (len bytes, no NUL needed) at time `now` (Unix seconds):
+ * signature under key, header alg equal to the key's, `exp` (required) not
+ * passed and `nbf` (if present) reached, each with `leeway` seconds of
+ * slack; a `sub` claim of 1 to CRDTDB_ID_MAX bytes with no NUL.  On success
+ * the user id is copied into sub (NUL-terminated; sub_size must be more than
+ * CRDTDB_ID_MAX).  errmsg (may be NULL) receives why a token was refused.
+ * Errors: EAUTH (malformed, bad signature, wrong or "none" alg, expired, not
+ * yet valid, no or bad sub), ETOOBIG (longer than CRDTDB_JWT_MAX), EINVAL.
+ */
+CRDTDB_API int crdtdb_jwt_verify(const crdtdb_jwt_key *key, const char *token, size_t len,
+                                 int64_t now, unsigned leeway, char *sub, size_t sub_size,
+                                 char *errmsg, size_t errmsg_size);
+
+/*
+ * Mints a token for user `sub`, issued at `now` and expiring ttl seconds
+ * later (claims sub, iat, exp), signed with key (HS256 secret or private
+ * PEM key).  out is replaced with the NUL-terminated token (out->len
+ * excludes the NUL).  Errors: EINVAL (bad sub, ttl 0, a public-only key),
+ * ENOMEM.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_jwt_mint(const crdtdb_jwt_key *key, const char *sub,
+                                                int64_t now, uint64_t ttl, crdtdb_buf *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CRDTDB_WS_H */
