@@ -888,8 +888,8 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_open(crdtdb_db *db,
  * EROFS (a read-only client sent a delta), the apply errors of
  * crdtdb_db_apply, EBUSY (the session is closed).
  */
-CRDTDB_API int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data,
-                                   size_t len);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data,
+                                                    size_t len);
 
 /*
  * Exports what the peer lacks into the output, one bounded delta at a
@@ -1289,9 +1289,10 @@ CRDTDB_API void crdtdb_jwt_key_close(crdtdb_jwt_key *key);
  * Errors: EAUTH (malformed, bad signature, wrong or "none" alg, expired, not
  * yet valid, no or bad sub), ETOOBIG (longer than CRDTDB_JWT_MAX), EINVAL.
  */
-CRDTDB_API int crdtdb_jwt_verify(const crdtdb_jwt_key *key, const char *token, size_t len,
-                                 int64_t now, unsigned leeway, char *sub, size_t sub_size,
-                                 char *errmsg, size_t errmsg_size);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_jwt_verify(const crdtdb_jwt_key *key, const char *token,
+                                                  size_t len, int64_t now, unsigned leeway,
+                                                  char *sub, size_t sub_size, char *errmsg,
+                                                  size_t errmsg_size);
 
 /*
  * Mints a token for user `sub`, issued at `now` and expiring ttl seconds
