@@ -908,6 +908,14 @@ CRDTDB_API const uint8_t *crdtdb_session_output(crdtdb_session *s, size_t *len);
 /* Marks the first n output bytes as sent. */
 CRDTDB_API void crdtdb_session_consume(crdtdb_session *s, size_t n);
 
+/* 1 when the connection is worth waking to write (nghttp2's want_write):
+ * output waits, or a pump may find something (after a commit, or for the
+ * clock retry).  0 while inside feed or step on s, whose commits it
+ * answers itself when the call returns (check the output then), and once
+ * there is nothing to send: a transport that wakes its connections on
+ * commits asks this first. */
+CRDTDB_API int crdtdb_session_want_write(const crdtdb_session *s);
+
 /* The memory the session's input and output buffers hold now, in bytes
  * (their capacity; large ones are given back once drained): for a budget
  * across many sessions. */
