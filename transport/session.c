@@ -12,7 +12,6 @@
 
 #include "crdt/buf.h"
 #include "crdt/delta.h"
-#include "crdt/hlc.h"
 #include "crdt/mpcheck.h"
 #include "crdtdb.h"
 #include "transport/session_store.h"
@@ -80,14 +79,15 @@ static int we_send(const crdtdb_session *s);
 
 static int flush_notices(crdtdb_session *s);
 
-/* Fires an event; notices its callback asked for follow at once. */
+/* Fires an event; notices its callback asked for follow at once, where
+ * they went before they were queued. */
 static void emit(crdtdb_session *s, crdtdb_session_event *ev)
 {
     if (!s->o.on_event)
         return;
     s->o.on_event(s->o.ctx, ev);
-    if (s->notices.len && flush_notices(s))
-        s->purge_err = 1; /* out of memory: the next export fails */
+    if (s->notices.len && s->state != S_CLOSED && flush_notices(s))
+        s->purge_err = 1; /* out of memory, as a lost PURGE: the next pump fails */
 }
 
 static int seterr(crdtdb_session *s, int code, const char *fmt, ...)
