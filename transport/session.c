@@ -71,6 +71,9 @@ struct crdtdb_session {
     crdtdb_buf in, out, msg;
     size_t out_off;
     msgpack_zone zone;
+    uint64_t seq_seen;    /* the store's last sequence when last read: it
+                             only grows, so an ACK at or below it needs no
+                             read (seq) */
     int errcode;          /* the code errmsg was written for (api_exit) */
     char errmsg[512];
 };
@@ -98,6 +101,15 @@ static int seterr(crdtdb_session *s, int code, const char *fmt, ...)
     va_end(ap);
     s->errcode = code;
     return code;
+}
+
+/* The store's last sequence, remembered in seq_seen. */
+static int seq(crdtdb_session *s, uint64_t *last)
+{
+    int rc = s->st.seq(s->st.ctx, last);
+    if (!rc)
+        s->seq_seen = *last;
+    return rc;
 }
 
 /* A store failure, with the store's detail. */
@@ -332,7 +344,7 @@ int crdtdb_session_synced(crdtdb_session *s)
     if (!we_send(s))
         return 1;
     uint64_t last;
-    if (s->st.seq(s->st.ctx, &last))
+    if (seq(s, &last))
         return 0;
     uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
     size_t out;
@@ -506,7 +518,7 @@ static int pump(crdtdb_session *s)
         return 0;
     while (s->out.len - s->out_off < s->o.max_output) {
         uint64_t last;
-        rc = s->st.seq(s->st.ctx, &last);
+        rc = seq(s, &last);
         if (rc)
             return store_err(s, rc);
         uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
@@ -945,9 +957,11 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     if ((n != 2 && !hinted) || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
         (hinted && (a[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[2].via.u64 == 0)))
         return seterr(s, CRDTDB_EBADVALUE, "malformed message %llu", (unsigned long long)type);
-    uint64_t v = a[1].via.u64, last;
+    uint64_t v = a[1].via.u64, last = s->seq_seen;
     int rc;
-    if ((type == M_SINCE || type == M_ACK) && (rc = s->st.seq(s->st.ctx, &last)))
+    /* an ACK within what we know we wrote needs no read */
+    if ((type == M_SINCE || (type == M_ACK && v > s->peer_acked && v > last)) &&
+        (rc = seq(s, &last)))
         return store_err(s, rc);
     switch (type) {
     case M_SINCE:
