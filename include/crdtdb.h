@@ -946,8 +946,8 @@ CRDTDB_API int crdtdb_session_step(crdtdb_session *s);
 /* Queues a notice for the peer — an error that does not end the session,
  * e.g. a refused write (the peer gets CRDTDB_SESSION_ERROR with remote 1).
  * Called from inside feed or step (a write filter, an event callback), it
- * is held and framed once the work under way returns, before anything
- * that work sends after it.  Errors: ENOMEM, EBUSY (closed). */
+ * is held until the apply or callback returns, then queued there, ahead
+ * of the replies that follow.  Errors: ENOMEM, EBUSY (closed). */
 CRDTDB_API int crdtdb_session_notify(crdtdb_session *s, int code, const char *message);
 
 /* Ends the session with an error for the peer (code and message; after

@@ -42,9 +42,10 @@ typedef struct crdtdb__store_want {
     void *filter_ctx;
 } crdtdb__store_want;
 
-/* A delta the store hands to the session: `len` bytes at `delta`, valid
- * during the call; len 0 says the range up to `to` holds nothing for the
- * peer.  Returns 0 or CRDTDB_ENOMEM. */
+/* A delta the store hands to the session (next_delta): `len` bytes at
+ * `delta`, valid during the call, copied by the session; len 0 says the
+ * range up to next_delta's *to holds nothing for the peer.  Returns 0 or
+ * CRDTDB_ENOMEM. */
 typedef int (*crdtdb__store_give)(void *session, const uint8_t *delta, size_t len);
 
 typedef struct crdtdb__session_store {
@@ -56,7 +57,8 @@ typedef struct crdtdb__session_store {
     uint64_t (*now_ms)(void *ctx);
     /* Detail of the last failure of a callback; never NULL. */
     const char *(*errmsg)(void *ctx);
-    /* The number of the last change in our log. */
+    /* The number of the last change in our log.  It only ever grows: the
+     * session trusts an ACK at or below the last value it read. */
     int (*seq)(void *ctx, uint64_t *last);
 
     /* (a) Sending.  Hands the session at most one delta (give) covering
@@ -88,10 +90,11 @@ typedef struct crdtdb__session_store {
     int (*peer_get)(void *ctx, const uint8_t *peer, uint64_t *received, uint64_t *acked);
     int (*peer_ack)(void *ctx, const uint8_t *peer, uint64_t acked);
 
-    /* (d) Access.  Local writes refused (ro 1) or allowed; with `durable`,
-     * the copy itself is marked so (crdtdb_db_mark_readonly) when it is
-     * not already.  Then: the local changes the peer has not acknowledged
-     * are undone (crdtdb_db_discard_unsent), *n how many. */
+    /* (d) Access.  readonly: local writes refused (ro 1) or allowed; with
+     * `durable`, the copy itself is marked so (crdtdb_db_mark_readonly)
+     * when it is not already.  discard_unsent: the local changes the peer
+     * has not acknowledged are undone (crdtdb_db_discard_unsent), *n how
+     * many records. */
     int (*readonly)(void *ctx, int ro, int durable);
     int (*discard_unsent)(void *ctx, const uint8_t *peer, size_t *n);
 
