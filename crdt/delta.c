@@ -292,6 +292,66 @@ int crdtdb__delta_frame(const uint8_t *data, size_t len, size_t *frame_len,
     return 0;
 }
 
+int crdtdb__delta_peek(const uint8_t *data, size_t len, crdtdb__delta_head *h)
+{
+    const uint8_t *body, *sig;
+    size_t body_len;
+    memset(h, 0, sizeof *h);
+    int rc = crdtdb__delta_frame(data, len, &h->frame_len, &body, &body_len, &sig);
+    if (rc)
+        return rc;
+    /* body = [db_id, sender, ...]: a fixarray header, then a str of any width */
+    size_t hdr;
+    uint64_t n;
+    if (body_len < 2 || (body[0] & 0xf0) != 0x90 || read_len(body + 1, body_len - 1, 0, &hdr, &n))
+        return CRDTDB_EBADVALUE;
+    if (n > CRDTDB_ID_MAX)
+        return CRDTDB_ETOOBIG;
+    if (n == 0 || n > body_len - 1 - hdr)
+        return CRDTDB_EBADVALUE;
+    const uint8_t *id = body + 1 + hdr;
+    /* the rule the stores apply to ids: UTF-8, no NUL or control characters */
+    if (!crdtdb__utf8_valid(id, (size_t)n))
+        return CRDTDB_EBADVALUE;
+    for (size_t i = 0; i < n; i++)
+        if (id[i] < 0x20 || id[i] == 0x7f)
+            return CRDTDB_EBADVALUE;
+    h->db_id = (const char *)id;
+    h->db_id_len = (size_t)n;
+    /* then the signer: bin 8 of 32 bytes (absent: left NULL) */
+    size_t at = 1 + hdr + (size_t)n;
+    if (body_len >= at + 2 + CRDTDB_REPLICA_ID_BYTES && body[at] == 0xc4 &&
+        body[at + 1] == CRDTDB_REPLICA_ID_BYTES)
+        h->signer = body + at + 2;
+    return 0;
+}
+
+int crdtdb_delta_peek(const uint8_t *data, size_t len, size_t *delta_len,
+                      char db_id[CRDTDB_ID_MAX + 1])
+{
+    return crdtdb_delta_peek_sender(data, len, delta_len, db_id, NULL);
+}
+
+int crdtdb_delta_peek_sender(const uint8_t *data, size_t len, size_t *delta_len,
+                             char db_id[CRDTDB_ID_MAX + 1],
+                             uint8_t sender[CRDTDB_REPLICA_ID_BYTES])
+{
+    if (!data || !delta_len || !db_id)
+        return CRDTDB_EINVAL;
+    crdtdb__delta_head h;
+    int rc = crdtdb__delta_peek(data, len, &h);
+    if (rc)
+        return rc;
+    if (sender && !h.signer)
+        return CRDTDB_EBADVALUE;
+    *delta_len = h.frame_len;
+    memcpy(db_id, h.db_id, h.db_id_len);
+    db_id[h.db_id_len] = 0;
+    if (sender)
+        memcpy(sender, h.signer, CRDTDB_REPLICA_ID_BYTES);
+    return 0;
+}
+
 /* The sender key inside a body [db_id, sender, ...], read without parsing
  * the rest; NULL if the body does not start that way. */
 static const uint8_t *sender_of(const uint8_t *body, size_t len)

@@ -98,6 +98,26 @@ int crdtdb__delta_frame(const uint8_t *data, size_t len, size_t *frame_len,
                         const uint8_t **body, size_t *body_len,
                         const uint8_t **sig);
 
+/* What a delta claims before it is verified: pointers into the caller's
+ * bytes, valid as long as they are. */
+typedef struct crdtdb__delta_head {
+    size_t frame_len;      /* the envelope's length */
+    const char *db_id;     /* the database id, db_id_len bytes, not NUL-terminated */
+    size_t db_id_len;
+    const uint8_t *signer; /* the 32-byte key the delta claims as its signer,
+                              or NULL when the body does not carry one */
+} crdtdb__delta_head;
+
+/*
+ * Reads the head of the delta at the start of data without verifying it
+ * (pure; one pass over the first bytes of the body): so a transport can
+ * route a delta, and refuse one from another replica than its peer, before
+ * anything is stored.  The decoder verifies the signature against this
+ * same key later.  Errors: EBADVALUE, EVERSION, ETOOBIG (id longer than
+ * CRDTDB_ID_MAX).
+ */
+int crdtdb__delta_peek(const uint8_t *data, size_t len, crdtdb__delta_head *h);
+
 /*
  * Verifies and decodes exactly one delta into d (reset first).  Refuses a
  * delta over max_delta (ETOOBIG) before reading it.  Errors: EBADVALUE,

@@ -1,19 +1,28 @@
 /*
- * libFuzzer target for the sync protocol's receive side (transport/
- * session.c): framing, the hello handshake, and every message after it,
- * through crdtdb_session_feed.
+ * libFuzzer target for the sync protocol engine (transport/session.c):
+ * framing, the hello handshake, and every message after it, through
+ * crdtdb_session_feed.  The session runs on the in-memory store of
+ * tests/mem_store.c, not LMDB: this fuzzes the engine only (fuzz_apply
+ * and fuzz_record fuzz storage), so it runs fast and never needs a
+ * directory.  The store reads a delta's outcome from its signature bytes
+ * (applied, refused as stamped ahead or too costly, a bad signature, or a
+ * record put to the write filter), so all of them are a few bytes away.
  *
  * Input: byte 0 picks the role (bit 0: server or client session) and the
  * feeding split (bits 1-7: bytes per feed call, 0 meaning all at once); the
- * rest is what the peer sent.  Each input gets a new session on the scratch
- * database "fz" (collections "c", "d"), with the members write filter on a
- * server session, so refused writes are exercised too.  Checked:
+ * rest is what the peer sent.  Each input gets a new session on a new
+ * store of database "fz" holding 5 changes of our own; a server session
+ * has a write filter that refuses collection "d" and, like the WebSocket
+ * server's, notifies the peer from inside the apply (queued by the
+ * session); a client session every other input has a read filter.
+ * Checked:
  *   - feed returns 0 or an error a peer may cause, never ENOMEM / EIO /
  *     ECORRUPT;
- *   - a closed session has a non-empty errmsg, and feeding it again fails
- *     with EBUSY;
+ *   - a failed feed leaves an errmsg naming the code's failure, the
+ *     session closed, and feeding it again fails with EBUSY;
  *   - the queued output stays bounded (max_output plus one delta and a
  *     frame), and every queued frame is a length-prefixed msgpack array;
+ *   - want_write is 1 whenever output waits;
  *   - pump after the input never fails with anything but a closed session.
  */
 #include <msgpack.h>
@@ -23,38 +32,49 @@
 
 #include "crdtdb_ws.h"
 #include "fuzz_util.h"
+#include "tests/mem_store.h"
 
 const char fuzz_name[] = "fuzz_session";
 
-#define NCOLL 3
-static const char *const COLLS[NCOLL] = {"c", "d", "_members"};
-static crdtdb_env *env; /* the scratch helpers keep its address */
-static crdtdb_db *db;
-static crdtdb_server_auth auth;
-static size_t max_delta;
+static size_t max_delta = 16384;
+static crdtdb_session *cur; /* the session under test, for its write filter */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    fuzz_keys_init();
-    crdtdb_env_options o;
-    fuzz_scratch_options(&o);
-    o.max_value_size = 1024;
-    o.max_path_bytes = 128;
-    o.max_delta_size = 16384;
-    max_delta = o.max_delta_size;
-    fuzz_scratch_env(&o, &env);
-    fuzz_scratch_db("fz", COLLS, NCOLL, &db);
-    crdtdb_members_policy(&auth);
     return 0;
 }
 
+/* The write filter: collection "d" is refused, and the peer told at once
+ * (queued by the session: it is inside its apply). */
 static int filter(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
                   const uint8_t *old, size_t old_len, const uint8_t *now, size_t now_len)
 {
     (void)ctx;
-    return auth.authorize_write(auth.ctx, txn, "fuzzer", coll, id, old, old_len, now, now_len);
+    (void)txn;
+    (void)old;
+    (void)old_len;
+    (void)now;
+    (void)now_len;
+    if (strcmp(coll, "d") != 0)
+        return 0;
+    char msg[CRDTDB_ID_MAX * 2 + 64];
+    snprintf(msg, sizeof msg, "write to '%s' in '%s' refused", id, coll);
+    CHECK(crdtdb_session_notify(cur, CRDTDB_EROFS, msg) == 0);
+    return 1;
+}
+
+/* The read filter: records named "hidden" are not the peer's to see. */
+static int read_filter(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                       const uint8_t *value, size_t len)
+{
+    (void)ctx;
+    (void)txn;
+    (void)coll;
+    (void)value;
+    (void)len;
+    return strcmp(id, "hidden") != 0;
 }
 
 /* Every complete frame queued is [u32 length][msgpack array]. */
@@ -97,12 +117,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static unsigned runs;
     if (size < 1)
         return 0;
-    if (++runs % 1000 == 0)
-        fuzz_scratch_reset(); /* keep the database small */
+    runs++;
     int server = data[0] & 1;
     size_t step = data[0] >> 1;
     const uint8_t *in = data + 1;
     size_t n = size - 1;
+    mem_store m;
+    mem_store_init(&m, "fz", 5);
+    m.max_delta_size = max_delta;
+    crdtdb__session_store st;
+    mem_store_bind(&m, &st);
     crdtdb_session_options o;
     crdtdb_session_options_init(&o);
     o.flags = server ? CRDTDB_SESSION_SERVER : 0;
@@ -110,8 +134,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.max_output = 2 * max_delta;
     if (server)
         o.write_filter = filter;
+    else if (runs % 2)
+        o.read_filter = read_filter;
     crdtdb_session *s;
-    CHECK(crdtdb_session_open(db, &o, &s) == 0);
+    CHECK(crdtdb__session_open_store(&st, &o, &s) == 0);
+    cur = s;
     size_t bound = o.max_output + max_delta + 4096;
     uint8_t *copy = fuzz_dup(in, n); /* ASan sees reads past the end */
     int rc = 0;
@@ -120,9 +147,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (k > n - off)
             k = n - off;
         rc = crdtdb_session_feed(s, copy + off, k);
+        if (!peer_error(rc))
+            fprintf(stderr, "%s: rc %d: %s\n", fuzz_name, rc, crdtdb_session_errmsg(s));
         CHECK(peer_error(rc));
+        if (rc) { /* the message names the failure of this code */
+            CHECK(crdtdb_session_closed(s));
+            CHECK(crdtdb_session_errmsg(s)[0] != 0);
+        }
+        size_t len;
+        crdtdb_session_output(s, &len);
+        CHECK(!len || crdtdb_session_want_write(s));
         check_output(s, bound);
         off += k;
+        m.now_ms += 700; /* time passes: the clock retry comes due */
     }
     if (crdtdb_session_closed(s)) {
         CHECK(crdtdb_session_errmsg(s)[0] != 0);
@@ -131,12 +168,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc = crdtdb_session_pump(s);
         CHECK(rc == 0);
         check_output(s, bound);
+        CHECK(crdtdb_session_flush(s) == 0);
+        check_output(s, bound);
     }
     if (fuzz_debug_enabled())
         fprintf(stderr, "%s: %s rc %d: %s\n", fuzz_name, server ? "server" : "client", rc,
                 crdtdb_session_errmsg(s));
     free(copy);
     crdtdb_session_close(s);
-    crdtdb_db_set_readonly(db, 0); /* a client granted server-to-client */
+    cur = NULL;
     return 0;
 }

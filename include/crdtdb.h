@@ -892,8 +892,8 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_open(crdtdb_db *db,
  * EROFS (a read-only client sent a delta), the apply errors of
  * crdtdb_db_apply, EBUSY (the session is closed).
  */
-CRDTDB_API int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data,
-                                   size_t len);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data,
+                                                    size_t len);
 
 /*
  * Exports what the peer lacks into the output, one bounded delta at a
@@ -911,6 +911,14 @@ CRDTDB_API const uint8_t *crdtdb_session_output(crdtdb_session *s, size_t *len);
 
 /* Marks the first n output bytes as sent. */
 CRDTDB_API void crdtdb_session_consume(crdtdb_session *s, size_t n);
+
+/* 1 when the connection is worth waking to write (nghttp2's want_write):
+ * output waits, or a pump may find something (after a commit, or for the
+ * clock retry).  0 while inside feed or step on s, whose commits it
+ * answers itself when the call returns (check the output then), and once
+ * there is nothing to send: a transport that wakes its connections on
+ * commits asks this first. */
+CRDTDB_API int crdtdb_session_want_write(const crdtdb_session *s);
 
 /* The memory the session's input and output buffers hold now, in bytes
  * (their capacity; large ones are given back once drained): for a budget
@@ -941,7 +949,9 @@ CRDTDB_API int crdtdb_session_step(crdtdb_session *s);
 
 /* Queues a notice for the peer — an error that does not end the session,
  * e.g. a refused write (the peer gets CRDTDB_SESSION_ERROR with remote 1).
- * Errors: ENOMEM, EBUSY (closed). */
+ * Called from inside feed or step (a write filter, an event callback), it
+ * is held until the apply or callback returns, then queued there, ahead
+ * of the replies that follow.  Errors: ENOMEM, EBUSY (closed). */
 CRDTDB_API int crdtdb_session_notify(crdtdb_session *s, int code, const char *message);
 
 /* Ends the session with an error for the peer (code and message; after

@@ -318,9 +318,10 @@ CRDTDB_API void crdtdb_jwt_key_close(crdtdb_jwt_key *key);
  * Errors: EAUTH (malformed, bad signature, wrong or "none" alg, expired, not
  * yet valid, no or bad sub), ETOOBIG (longer than CRDTDB_JWT_MAX), EINVAL.
  */
-CRDTDB_API int crdtdb_jwt_verify(const crdtdb_jwt_key *key, const char *token, size_t len,
-                                 int64_t now, unsigned leeway, char *sub, size_t sub_size,
-                                 char *errmsg, size_t errmsg_size);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_jwt_verify(const crdtdb_jwt_key *key, const char *token,
+                                                  size_t len, int64_t now, unsigned leeway,
+                                                  char *sub, size_t sub_size, char *errmsg,
+                                                  size_t errmsg_size);
 
 /*
  * Mints a token for user `sub`, issued at `now` and expiring ttl seconds

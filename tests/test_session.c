@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "crdt/buf.h"
+#include "tests/mem_store.h"
 #include "tests/replica.h"
 #include "tests/testutil.h"
 
@@ -960,6 +961,163 @@ START_TEST(duplicated_frames_are_harmless)
 }
 END_TEST
 
+/* ------------------------------------------------ the engine on a store in memory */
+
+/* A frame [u32 length][msgpack] of the message packed by the caller. */
+static void frame_msg(crdtdb_buf *out, const crdtdb_buf *m)
+{
+    uint8_t h[4] = {(uint8_t)(m->len >> 24), (uint8_t)(m->len >> 16), (uint8_t)(m->len >> 8),
+                    (uint8_t)m->len};
+    ck_assert_int_eq(crdtdb__buf_append(out, h, 4), 0);
+    ck_assert_int_eq(crdtdb__buf_append(out, m->data, m->len), 0);
+}
+
+/* DELTA [3, envelope] claiming `signer`, whose signature starts with
+ * `outcome` (the mem store's choice, tests/mem_store.c). */
+static void delta_frame(crdtdb_buf *out, const char *db, const uint8_t *signer, uint8_t outcome)
+{
+    crdtdb_buf body = CRDTDB_BUF_INIT, env = CRDTDB_BUF_INIT, m = CRDTDB_BUF_INIT;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &body, crdtdb__buf_write_cb);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_str_with_body(&pk, db, strlen(db));
+    msgpack_pack_bin_with_body(&pk, signer, 32);
+    uint8_t sig[64] = {outcome};
+    msgpack_packer_init(&pk, &env, crdtdb__buf_write_cb);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_bin_with_body(&pk, body.data, body.len);
+    msgpack_pack_bin_with_body(&pk, sig, sizeof sig);
+    msgpack_packer_init(&pk, &m, crdtdb__buf_write_cb);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint8(&pk, 3);
+    msgpack_pack_bin_with_body(&pk, env.data, env.len);
+    frame_msg(out, &m);
+    crdtdb_buf_free(&body);
+    crdtdb_buf_free(&env);
+    crdtdb_buf_free(&m);
+}
+
+/* The message types of the frames queued, in order, as "t,t,..."; consumed. */
+static void take_types(crdtdb_session *s, char *out, size_t size)
+{
+    size_t len, off = 0, w = 0;
+    const uint8_t *p = crdtdb_session_output(s, &len);
+    out[0] = 0;
+    while (len - off >= 4) {
+        size_t n = (size_t)p[off] << 24 | (size_t)p[off + 1] << 16 | (size_t)p[off + 2] << 8 |
+                   p[off + 3];
+        ck_assert_uint_le(n, len - off - 4);
+        w += (size_t)snprintf(out + w, size - w, "%s%u", w ? "," : "", p[off + 5]);
+        off += 4 + n;
+    }
+    crdtdb_session_consume(s, len);
+}
+
+static const uint8_t PEER_ID[32] = {0x22, 0x22, 0x22};
+static crdtdb_session *engine_s;
+static int filter_saw_want_write = -1;
+
+/* Refuses collection "d" and says so from inside the apply, as the
+ * WebSocket server's filter does. */
+static int refuse_d_and_notify(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                               const uint8_t *old, size_t old_len, const uint8_t *now,
+                               size_t now_len)
+{
+    (void)ctx, (void)txn, (void)id, (void)old, (void)old_len, (void)now, (void)now_len;
+    if (strcmp(coll, "d") != 0)
+        return 0;
+    filter_saw_want_write = crdtdb_session_want_write(engine_s);
+    ck_assert_int_eq(crdtdb_session_notify(engine_s, CRDTDB_EROFS, "refused"), 0);
+    return 1;
+}
+
+/* A server session on the in-memory store, past the handshake with
+ * PEER_ID and its SINCE 0; the output consumed. */
+static crdtdb_session *engine_server(mem_store *m, crdtdb_write_filter wf)
+{
+    crdtdb__session_store st;
+    mem_store_init(m, "fz", 0);
+    mem_store_bind(m, &st);
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = CRDTDB_SESSION_SERVER;
+    o.write_filter = wf;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb__session_open_store(&st, &o, &s), 0);
+    uint8_t buf[256];
+    size_t n = hello(buf, 1, "fz", PEER_ID);
+    ck_assert_int_eq(crdtdb_session_feed(s, buf, n), 0);
+    uint8_t since[] = {0, 0, 0, 3, 0x92, 0x02, 0x00};
+    ck_assert_int_eq(crdtdb_session_feed(s, since, sizeof since), 0);
+    char types[64];
+    take_types(s, types, sizeof types);
+    ck_assert_str_eq(types, "1,2,5"); /* HELLO, SINCE, UPTODATE */
+    return s;
+}
+
+/* A notice asked for from inside the apply (the write filter) is queued,
+ * then sent before the REPLACE and the ACK, as the wire always had it;
+ * the session does not wake itself meanwhile. */
+START_TEST(notices_from_the_apply_are_queued)
+{
+    mem_store m;
+    crdtdb_session *s = engine_server(&m, refuse_d_and_notify);
+    engine_s = s;
+    crdtdb_buf f = CRDTDB_BUF_INIT;
+    delta_frame(&f, "fz", PEER_ID, 7); /* 7: a record of "d" meets the filter */
+    filter_saw_want_write = -1;
+    ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), 0);
+    ck_assert_int_eq(filter_saw_want_write, 0);
+    ck_assert_int_eq(crdtdb_session_want_write(s), 1); /* the answers wait */
+    char types[64];
+    take_types(s, types, sizeof types);
+    /* NOTICE, REPLACE, ACK; then what the refusal left to say (SKIP, UPTODATE) */
+    ck_assert_str_eq(types, "9,11,4,8,5");
+    /* an apply of the peer's own changes is absorbed: only the ACK, and
+     * nothing left for a pump to find */
+    f.len = 0;
+    delta_frame(&f, "fz", PEER_ID, 0);
+    ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), 0);
+    take_types(s, types, sizeof types);
+    ck_assert_str_eq(types, "4");
+    ck_assert_int_eq(crdtdb_session_pump(s), 0);
+    take_types(s, types, sizeof types);
+    ck_assert_str_eq(types, "");
+    m.last++; /* a commit of someone else's */
+    ck_assert_int_eq(crdtdb_session_want_write(s), 1);
+    crdtdb_buf_free(&f);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+/* The signer is checked once, before the store sees the delta; a store
+ * failure's code and message reach errmsg and the peer together. */
+START_TEST(signer_checked_before_the_store_and_errors_keep_their_message)
+{
+    mem_store m;
+    crdtdb_session *s = engine_server(&m, NULL);
+    uint8_t other[32] = {0x33};
+    crdtdb_buf f = CRDTDB_BUF_INIT;
+    delta_frame(&f, "fz", other, 0);
+    ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), CRDTDB_EBADVALUE);
+    ck_assert_uint_eq(m.applies, 0);
+    ck_assert_ptr_nonnull(strstr(crdtdb_session_errmsg(s), "another replica"));
+    crdtdb_session_close(s);
+
+    s = engine_server(&m, NULL);
+    f.len = 0;
+    delta_frame(&f, "fz", PEER_ID, 6); /* 6: the store finds a bad signature */
+    ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), CRDTDB_EBADSIG);
+    ck_assert_uint_eq(m.applies, 1);
+    ck_assert_str_eq(crdtdb_session_errmsg(s), "mem store: bad signature");
+    ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), CRDTDB_EBUSY);
+    ck_assert_str_eq(crdtdb_session_errmsg(s), "the session is closed");
+    crdtdb_buf_free(&f);
+    crdtdb_session_close(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("session");
@@ -985,5 +1143,9 @@ int main(void)
     tcase_add_test(tc, bad_frames_end_the_session);
     tcase_add_test(tc, duplicated_frames_are_harmless);
     suite_add_tcase(s, tc);
+    TCase *te = tcase_create("engine"); /* no LMDB: tests/mem_store.c */
+    tcase_add_test(te, notices_from_the_apply_are_queued);
+    tcase_add_test(te, signer_checked_before_the_store_and_errors_keep_their_message);
+    suite_add_tcase(s, te);
     return tu_run(s);
 }

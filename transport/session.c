@@ -1,7 +1,8 @@
 /*
  * The sync session: the sync protocol as a sans-IO state machine
  * (docs/protocol.md, "Sessions").  Bytes in through feed, bytes out through
- * output/consume; deltas and watermarks go through the public storage API.
+ * output/consume; deltas, watermarks and access go through its store
+ * (transport/session_store.h), never to storage directly.
  */
 #include <msgpack.h>
 #include <stdarg.h>
@@ -11,12 +12,11 @@
 
 #include "crdt/buf.h"
 #include "crdt/delta.h"
-#include "crdt/hlc.h"
 #include "crdt/mpcheck.h"
 #include "crdtdb.h"
+#include "transport/session_store.h"
 
 #define PROTO_VERSION 1u
-#define STOP_EXPORT 1 /* our sink's "one delta is enough" */
 #define SKIP_SPAN 256 /* sequences skipped before an empty delta is signed */
 #define ACK_SAVE_EVERY 64 /* acks received between durable saves */
 #define CLOCK_RETRY_MIN_MS 1000 /* a delta refused as stamped ahead is asked
@@ -29,7 +29,9 @@ enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKI
 enum { S_HANDSHAKE, S_OPEN, S_CLOSED };
 
 struct crdtdb_session {
-    crdtdb_db *db;
+    crdtdb__session_store st; /* the store's callbacks; st.ctx lives until
+                                 close (crdtdb__session_open_store) */
+    crdtdb__store_info si;    /* its fixed facts, read at open */
     crdtdb_session_options o;
     int state;
     int server;
@@ -41,8 +43,9 @@ struct crdtdb_session {
     uint64_t all_upto;    /* the peer starts from nothing: send it all to here */
     uint64_t peer_acked;  /* the highest ACK of this session */
     int caught;           /* CAUGHT_UP fired and no newer UPTODATE came */
-    unsigned acks_unsaved; /* acks not yet recorded with crdtdb_db_peer_ack */
+    unsigned acks_unsaved; /* acks not yet recorded with the store */
     int skipped;          /* the export found nothing for the peer */
+    int give_err;         /* the store's delta could not be queued */
     int purge_err;
     uint64_t skip_to;     /* (sent_upto, skip_to] holds nothing for the peer */
     uint64_t hint;        /* the peer's SKIP: it has nothing for us up to here */
@@ -59,18 +62,35 @@ struct crdtdb_session {
                              watermark reaches it, nothing is left to ask */
     crdtdb_buf refused;   /* records the write filter refused in the apply
                              under way: "coll\0id\0" each */
+    crdtdb_buf notices;   /* notices asked for while a message was being
+                             handled (e.g. by the write filter, inside the
+                             store's apply): [i32 code][message\0] each,
+                             queued after it (flush_notices) */
+    int busy;             /* inside feed or step: the session answers
+                             itself when the call returns */
     crdtdb_buf in, out, msg;
     size_t out_off;
     msgpack_zone zone;
+    uint64_t seq_seen;    /* the store's last sequence when last read: it
+                             only grows, so an ACK at or below it needs no
+                             read (seq) */
+    int errcode;          /* the code errmsg was written for (api_exit) */
     char errmsg[512];
 };
 
 static int we_send(const crdtdb_session *s);
 
+static int flush_notices(crdtdb_session *s);
+
+/* Fires an event; notices its callback asked for follow at once, where
+ * they went before they were queued. */
 static void emit(crdtdb_session *s, crdtdb_session_event *ev)
 {
-    if (s->o.on_event)
-        s->o.on_event(s->o.ctx, ev);
+    if (!s->o.on_event)
+        return;
+    s->o.on_event(s->o.ctx, ev);
+    if (s->notices.len && s->state != S_CLOSED && flush_notices(s))
+        s->purge_err = 1; /* out of memory, as a lost PURGE: the next pump fails */
 }
 
 static int seterr(crdtdb_session *s, int code, const char *fmt, ...)
@@ -79,7 +99,36 @@ static int seterr(crdtdb_session *s, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
     va_end(ap);
+    s->errcode = code;
     return code;
+}
+
+/* The store's last sequence, remembered in seq_seen. */
+static int seq(crdtdb_session *s, uint64_t *last)
+{
+    int rc = s->st.seq(s->st.ctx, last);
+    if (!rc)
+        s->seq_seen = *last;
+    return rc;
+}
+
+/* A store failure, with the store's detail. */
+static int store_err(crdtdb_session *s, int code)
+{
+    return seterr(s, code, "%s", s->st.errmsg(s->st.ctx));
+}
+
+/* The one exit of the public calls that can fail: a code whose message
+ * this call did not write gets its generic one, so errmsg always belongs
+ * to the code returned (SQLite's sqlite3ApiExit).  api_enter marks the
+ * start of the call. */
+static void api_enter(crdtdb_session *s) { s->errcode = 0; }
+
+static int api_exit(crdtdb_session *s, int rc)
+{
+    if (rc && s->errcode != rc)
+        seterr(s, rc, "%s", crdtdb_strerror(rc));
+    return rc;
 }
 
 void crdtdb_session_options_init(crdtdb_session_options *o)
@@ -118,7 +167,7 @@ static int send_u64(crdtdb_session *s, int type, uint64_t v)
 
 static int send_hello(crdtdb_session *s)
 {
-    const char *id = crdtdb_db_id(s->db);
+    const char *id = s->si.db_id;
     msgpack_packer pk = start(s, M_HELLO, 5);
     msgpack_pack_uint32(&pk, PROTO_VERSION);
     msgpack_pack_str_with_body(&pk, id, strlen(id));
@@ -132,6 +181,8 @@ static int fail(crdtdb_session *s, int code)
 {
     if (s->state == S_CLOSED)
         return code;
+    if (s->errcode != code) /* the peer hears a message of this code */
+        seterr(s, code, "%s", crdtdb_strerror(code));
     msgpack_packer pk = start(s, M_ERROR, 3);
     msgpack_pack_int32(&pk, code);
     msgpack_pack_str_with_body(&pk, s->errmsg, strlen(s->errmsg));
@@ -144,40 +195,45 @@ static int fail(crdtdb_session *s, int code)
     return code;
 }
 
-int crdtdb_session_open(crdtdb_db *db, const crdtdb_session_options *opts,
-                        crdtdb_session **out)
+int crdtdb__session_open_store(const crdtdb__session_store *store,
+                               const crdtdb_session_options *opts, crdtdb_session **out)
 {
-    if (!db || !out)
+    if (!store || !out) {
+        if (store && store->close)
+            store->close(store->ctx);
         return CRDTDB_EINVAL;
+    }
     *out = NULL;
     crdtdb_session *s = calloc(1, sizeof *s);
     if (!s || !msgpack_zone_init(&s->zone, 1024)) {
         free(s);
+        if (store->close)
+            store->close(store->ctx);
         return CRDTDB_ENOMEM;
     }
-    s->db = db;
+    s->st = *store;
+    s->st.info(s->st.ctx, &s->si); /* for the unset bounds */
     if (opts)
         s->o = *opts;
     else
         crdtdb_session_options_init(&s->o);
     if (s->o.mode != CRDTDB_SYNC_SERVER_TO_CLIENT)
         s->o.mode = CRDTDB_SYNC_TWO_WAY;
-    crdtdb_env_options eo;
-    crdtdb_env_options_get(crdtdb_db_env(db), &eo); /* for the unset bounds */
     if (!s->o.max_message)
-        s->o.max_message = eo.max_delta_size + 4096;
+        s->o.max_message = s->si.max_delta_size + 4096;
     if (!s->o.delta_size)
         s->o.delta_size = 256 * 1024;
     if (!s->o.max_output)
-        s->o.max_output = 2 * eo.max_delta_size;
+        s->o.max_output = 2 * s->si.max_delta_size;
     s->server = (s->o.flags & CRDTDB_SESSION_SERVER) != 0;
     s->proven = !s->server;
     s->mode = s->o.mode;
     s->state = S_HANDSHAKE;
     snprintf(s->errmsg, sizeof s->errmsg, "no error");
-    crdtdb_env_replica_id(crdtdb_db_env(db), s->self);
+    memcpy(s->self, s->si.self, sizeof s->self);
+    /* cannot fail: the durable mark waits for the server's grant */
     if (!s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
-        crdtdb_db_set_readonly(db, 1);
+        (void)s->st.readonly(s->st.ctx, 1, 0);
     if (!s->server && send_hello(s)) {
         crdtdb_session_close(s);
         return CRDTDB_ENOMEM;
@@ -191,43 +247,31 @@ static int save_ack(crdtdb_session *s)
     if (!s->acks_unsaved || !s->proven)
         return 0;
     s->acks_unsaved = 0;
-    return crdtdb_db_peer_ack(s->db, s->peer, s->peer_acked);
+    int rc = s->st.peer_ack(s->st.ctx, s->peer, s->peer_acked);
+    return rc ? store_err(s, rc) : 0;
 }
 
-/* The local time stamps are judged by: the database's env clock (so tests
- * and embedders with their own time source drive the retry below). */
-static uint64_t local_ms(crdtdb_session *s, crdtdb_env_options *eo)
-{
-    crdtdb_env_options_get(crdtdb_db_env(s->db), eo);
-    return eo->clock(eo->clock_ctx);
-}
+/* The local time stamps are judged by: the store's clock (the database's
+ * env clock, so tests and embedders with their own time source drive the
+ * retry below). */
+static uint64_t local_ms(crdtdb_session *s) { return s->st.now_ms(s->st.ctx); }
 
 /*
  * Notes a delta refused as stamped ahead (ECLOCK): from when it will be in
  * time (its newest stamp less max_clock_skew_ms, CLOCK_RETRY_MIN_MS from
  * now at the soonest) and where its range ends.  Of several refusals, the
  * earliest time and the furthest end: a retry that fills only part of the
- * gap gets the rest refused again, and noted again.  The delta was decoded
- * by the apply already; decoding it again here costs only on a refusal.
+ * gap gets the rest refused again, and noted again.  The store tells the
+ * newest stamp and the range's end (UINT64_MAX: unknown; then wait out the
+ * limit).
  */
-static void clock_refused(crdtdb_session *s, const uint8_t *p, size_t len)
+static void clock_refused(crdtdb_session *s, uint64_t ahead_ms, uint64_t to)
 {
-    crdtdb_env_options eo;
-    uint64_t now = local_ms(s, &eo), at, to;
-    crdtdb__limits lim = {eo.max_value_size, eo.max_depth, eo.max_path_bytes, eo.max_fields,
-                          eo.max_delta_groups};
-    crdtdb__delta d;
-    crdtdb__err e = CRDTDB__ERR_INIT;
-    crdtdb__delta_init(&d);
-    if (crdtdb__delta_decode(&d, p, len, eo.max_delta_size, &lim, &e) == 0) {
-        uint64_t ms = crdtdb__hlc_ms(d.hlc_max);
-        at = ms > eo.max_clock_skew_ms ? ms - eo.max_clock_skew_ms : 0;
-        to = d.to;
-    } else { /* the apply decoded it, so never; then wait out the limit */
-        at = now + eo.max_clock_skew_ms;
-        to = UINT64_MAX;
-    }
-    crdtdb__delta_free(&d);
+    uint64_t now = local_ms(s), skew = s->si.max_clock_skew_ms, at;
+    if (ahead_ms != UINT64_MAX)
+        at = ahead_ms > skew ? ahead_ms - skew : 0;
+    else
+        at = now + skew;
     if (at < now + CLOCK_RETRY_MIN_MS)
         at = now + CLOCK_RETRY_MIN_MS;
     if (!s->clock_wait || at < s->clock_retry_ms)
@@ -249,8 +293,7 @@ static int clock_retry(crdtdb_session *s)
 {
     if (!s->clock_wait || s->state != S_OPEN)
         return 0;
-    crdtdb_env_options eo;
-    if (s->received < s->clock_upto && local_ms(s, &eo) < s->clock_retry_ms)
+    if (s->received < s->clock_upto && local_ms(s) < s->clock_retry_ms)
         return 0;
     s->clock_wait = 0;
     return s->received < s->clock_upto ? send_u64(s, M_SINCE, s->received) : 0;
@@ -260,19 +303,23 @@ int crdtdb_session_flush(crdtdb_session *s)
 {
     if (!s)
         return CRDTDB_EINVAL;
+    api_enter(s);
     int rc = save_ack(s);
-    if (rc)
-        return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
-    return clock_retry(s); /* the timer that asks again with no traffic */
+    if (!rc)
+        rc = clock_retry(s); /* the timer that asks again with no traffic */
+    return api_exit(s, rc);
 }
 
 void crdtdb_session_close(crdtdb_session *s)
 {
     if (!s)
         return;
-    (void)save_ack(s); /* best effort: the db is still open (contract) */
+    (void)save_ack(s); /* best effort: the store is still open (contract) */
+    if (s->st.close)
+        s->st.close(s->st.ctx);
     crdtdb_buf_free(&s->in);
     crdtdb_buf_free(&s->refused);
+    crdtdb_buf_free(&s->notices);
     crdtdb_buf_free(&s->out);
     crdtdb_buf_free(&s->msg);
     msgpack_zone_destroy(&s->zone);
@@ -297,7 +344,7 @@ int crdtdb_session_synced(crdtdb_session *s)
     if (!we_send(s))
         return 1;
     uint64_t last;
-    if (crdtdb_db_seq(s->db, NULL, &last))
+    if (seq(s, &last))
         return 0;
     uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
     size_t out;
@@ -337,16 +384,49 @@ void crdtdb_session_buffered(const crdtdb_session *s, size_t *in, size_t *out)
     *out = s ? s->out.cap : 0;
 }
 
+static int send_notice(crdtdb_session *s, int code, const char *message)
+{
+    msgpack_packer pk = start(s, M_NOTICE, 3);
+    msgpack_pack_int32(&pk, code);
+    msgpack_pack_str_with_body(&pk, message, strlen(message));
+    return frame(s);
+}
+
+/* Sends the notices queued while a message was being handled, in order. */
+static int flush_notices(crdtdb_session *s)
+{
+    int rc = 0;
+    for (size_t off = 0; !rc && off < s->notices.len;) {
+        const uint8_t *p = s->notices.data + off;
+        int32_t code = (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+                                 (uint32_t)p[2] << 8 | p[3]);
+        const char *msg = (const char *)p + 4;
+        off += 4 + strlen(msg) + 1;
+        rc = send_notice(s, code, msg);
+    }
+    s->notices.len = 0;
+    return rc;
+}
+
 int crdtdb_session_notify(crdtdb_session *s, int code, const char *message)
 {
     if (!s || !message)
         return CRDTDB_EINVAL;
     if (s->state == S_CLOSED)
-        return CRDTDB_EBUSY;
-    msgpack_packer pk = start(s, M_NOTICE, 3);
-    msgpack_pack_int32(&pk, code);
-    msgpack_pack_str_with_body(&pk, message, strlen(message));
-    return frame(s);
+        return CRDTDB_EBUSY; /* errmsg keeps why it closed */
+    if (!s->busy) {
+        api_enter(s);
+        return api_exit(s, send_notice(s, code, message));
+    }
+    /* called back from inside feed or step (a write filter, an event):
+     * queued, and sent once the work under way is done, so a message being
+     * built is never cut into */
+    uint8_t h[4] = {(uint8_t)((uint32_t)code >> 24), (uint8_t)((uint32_t)code >> 16),
+                    (uint8_t)((uint32_t)code >> 8), (uint8_t)code};
+    if (crdtdb__buf_append(&s->notices, h, 4) ||
+        crdtdb__buf_append(&s->notices, message, strlen(message) + 1))
+        return seterr(s, CRDTDB_ENOMEM, "out of memory");
+    return 0;
 }
 
 void crdtdb_session_abort(crdtdb_session *s, int code, const char *message)
@@ -372,9 +452,8 @@ void crdtdb_session_shutdown(crdtdb_session *s)
  * report it after that). */
 static uint64_t stored_received(crdtdb_session *s)
 {
-    crdtdb_peer p;
-    int found;
-    return crdtdb_db_peer_get(s->db, s->peer, &p, &found) == 0 ? p.received : 0;
+    uint64_t received, acked;
+    return s->st.peer_get(s->st.ctx, s->peer, &received, &acked) == 0 ? received : 0;
 }
 
 static void check_caught_up(crdtdb_session *s)
@@ -413,26 +492,25 @@ static void send_purge(void *ctx, const char *coll, const char *id)
         s->purge_err = 1;
 }
 
-/* Sink that appends one delta as a frame and stops the export. */
-static int one_delta(void *ctx, const uint8_t *delta, size_t len)
+/* The store's delta for the peer (crdtdb__store_give): queued as a frame;
+ * none (len 0): nothing for the peer, a SKIP follows. */
+static int give_delta(void *ctx, const uint8_t *delta, size_t len)
 {
     crdtdb_session *s = ctx;
-    if (!len) { /* nothing for the peer: a SKIP follows */
+    if (!len) {
         s->skipped = 1;
-        return STOP_EXPORT;
+        return 0;
     }
     msgpack_packer pk = start(s, M_DELTA, 2);
-    if (msgpack_pack_bin_with_body(&pk, delta, len) || frame(s))
-        return CRDTDB_ENOMEM;
-    return STOP_EXPORT;
+    if (msgpack_pack_bin_with_body(&pk, delta, len) || frame(s)) {
+        s->give_err = 1;
+        return seterr(s, CRDTDB_ENOMEM, "out of memory");
+    }
+    return 0;
 }
 
-int crdtdb_session_pump(crdtdb_session *s)
+static int pump(crdtdb_session *s)
 {
-    if (!s)
-        return CRDTDB_EINVAL;
-    if (s->state == S_CLOSED)
-        return seterr(s, CRDTDB_EBUSY, "the session is closed");
     int rc = clock_retry(s); /* receive-only clients ask again too */
     if (rc)
         return rc;
@@ -440,9 +518,9 @@ int crdtdb_session_pump(crdtdb_session *s)
         return 0;
     while (s->out.len - s->out_off < s->o.max_output) {
         uint64_t last;
-        rc = crdtdb_db_seq(s->db, NULL, &last);
+        rc = seq(s, &last);
         if (rc)
-            return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+            return store_err(s, rc);
         uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
         if (done >= last) {
             if (s->told_uptodate != last + 1) { /* say so once per position */
@@ -457,38 +535,65 @@ int crdtdb_session_pump(crdtdb_session *s)
          * is, covering the range again (rescanned, not resent) — until the
          * range is long, when one empty delta moves the watermark. */
         int longskip = s->skip_to > s->sent_upto && s->skip_to - s->sent_upto >= SKIP_SPAN;
-        crdtdb_export_options eo;
-        memset(&eo, 0, sizeof eo);
-        eo.flags = (longskip ? 0 : CRDTDB_EXPORT_NO_EMPTY) | (s->server ? CRDTDB_EXPORT_SHARED : 0) |
-                   (s->sent_upto < s->all_upto ? CRDTDB_EXPORT_ALL : 0);
-        eo.max_bytes = s->o.delta_size;
-        eo.visible = s->o.read_filter ? read_filter : NULL;
-        eo.hidden = s->o.read_filter ? send_purge : NULL;
-        eo.filter_ctx = s;
-        crdtdb_export_info info;
-        s->skipped = 0;
-        rc = crdtdb_db_export_for(s->db, s->sent_upto, s->peer, &eo, one_delta, s, &info);
+        crdtdb__store_want w;
+        memset(&w, 0, sizeof w);
+        w.after = s->sent_upto;
+        w.peer = s->peer;
+        w.flags = (longskip ? 0 : CRDTDB_EXPORT_NO_EMPTY) | (s->server ? CRDTDB_EXPORT_SHARED : 0) |
+                  (s->sent_upto < s->all_upto ? CRDTDB_EXPORT_ALL : 0);
+        w.max_bytes = s->o.delta_size;
+        w.visible = s->o.read_filter ? read_filter : NULL;
+        w.hidden = s->o.read_filter ? send_purge : NULL;
+        w.filter_ctx = s;
+        uint64_t to = 0;
+        s->skipped = s->give_err = 0;
+        rc = s->st.next_delta(s->st.ctx, &w, give_delta, s, &to);
         if (!rc && s->purge_err)
-            rc = CRDTDB_ENOMEM;
-        if (rc != 0 && rc != STOP_EXPORT)
-            return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+            rc = seterr(s, CRDTDB_ENOMEM, "out of memory");
+        if (rc)
+            return s->give_err || s->purge_err ? rc : store_err(s, rc);
         /* guard the loop: a skip must pass what was skipped before; a delta
          * (maybe a piece of a large record) must pass what was sent */
-        if (s->skipped ? info.to <= done : info.to <= s->sent_upto)
+        if (s->skipped ? to <= done : to <= s->sent_upto)
             return seterr(s, CRDTDB_EIO, "export made no progress");
         if (s->skipped) {
             msgpack_packer pk = start(s, M_SKIP, 3);
             msgpack_pack_uint64(&pk, s->sent_upto);
-            msgpack_pack_uint64(&pk, info.to);
+            msgpack_pack_uint64(&pk, to);
             if (frame(s))
                 return CRDTDB_ENOMEM;
-            s->skip_to = info.to;
+            s->skip_to = to;
         } else {
-            s->sent_upto = info.to;
+            s->sent_upto = to;
         }
     }
     return 0;
 }
+
+int crdtdb_session_pump(crdtdb_session *s)
+{
+    if (!s)
+        return CRDTDB_EINVAL;
+    api_enter(s);
+    if (s->state == S_CLOSED)
+        return api_exit(s, seterr(s, CRDTDB_EBUSY, "the session is closed"));
+    return api_exit(s, pump(s));
+}
+
+int crdtdb_session_want_write(const crdtdb_session *s)
+{
+    if (!s)
+        return 0;
+    if (s->out.len > s->out_off)
+        return 1;
+    /* inside feed or step (the write came from this session's own apply):
+     * the session answers itself when the call returns */
+    if (s->busy || s->state != S_OPEN)
+        return 0;
+    /* a commit, or time, may have given the peer something: pump decides */
+    return (s->have_since && we_send(s)) || s->clock_wait;
+}
+
 /* ------------------------------------------------------------- receive */
 
 /* A client granted read-only access holds writes the server will never
@@ -496,12 +601,8 @@ int crdtdb_session_pump(crdtdb_session *s)
  * divergence.  Its durable ack says what the server has. */
 static int discard_unsent(crdtdb_session *s, size_t *n)
 {
-    crdtdb_peer p;
-    int found;
-    int rc = crdtdb_db_peer_get(s->db, s->peer, &p, &found);
-    if (!rc)
-        rc = crdtdb_db_discard_unsent(s->db, p.acked, n);
-    return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
+    int rc = s->st.discard_unsent(s->st.ctx, s->peer, n);
+    return rc ? store_err(s, rc) : 0;
 }
 
 static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
@@ -516,7 +617,7 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     if (a[1].via.u64 != PROTO_VERSION)
         return seterr(s, CRDTDB_EVERSION, "protocol version %llu, this end speaks %u",
                       (unsigned long long)a[1].via.u64, PROTO_VERSION);
-    const char *id = crdtdb_db_id(s->db);
+    const char *id = s->si.db_id;
     if (a[2].via.str.size != strlen(id) || memcmp(a[2].via.str.ptr, id, strlen(id)) != 0)
         return seterr(s, CRDTDB_EINVAL, "the peer syncs database '%.*s', this end '%s'",
                       (int)a[2].via.str.size, a[2].via.str.ptr, id);
@@ -533,17 +634,14 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
             return CRDTDB_ENOMEM;
     } else {
         s->mode = (crdtdb_sync_mode)mode; /* what the server granted */
-        int ro = s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT, was;
-        crdtdb_db_set_readonly(s->db, ro);
+        int ro = s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT;
         /* imposed by the server (two-way was asked): the copy itself is
          * read-only, for every handle and process, until a server grants
          * two-way again */
         int mark = s->o.mode == CRDTDB_SYNC_TWO_WAY && !(s->o.flags & CRDTDB_SESSION_NO_PURGE);
-        int rc = mark ? crdtdb_db_marked_readonly(s->db, &was) : 0;
-        if (!rc && mark && was != ro)
-            rc = crdtdb_db_mark_readonly(s->db, ro);
+        int rc = s->st.readonly(s->st.ctx, ro, mark);
         if (rc)
-            return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+            return store_err(s, rc);
     }
     s->state = S_OPEN;
     s->received = stored_received(s);
@@ -591,24 +689,6 @@ static int write_filter(void *ctx, crdtdb_txn *txn, const char *coll, const char
  * what it wrote of the record up to its sequence `upto` and take our copy.
  * Nothing was stored here for it, so nothing reaches anyone else.
  */
-/* Whether the peer may see record (coll, id) as we hold it: with a read
- * filter, only a visible record it allows (else it learns nothing of it). */
-static int peer_may_see(crdtdb_session *s, const char *coll, const char *id, crdtdb_buf *val,
-                        int *may)
-{
-    *may = 1;
-    if (!s->o.read_filter)
-        return 0;
-    crdtdb_txn *t;
-    int found, rc = crdtdb_txn_begin(s->db, CRDTDB_TXN_RDONLY, &t);
-    if (!rc)
-        rc = crdtdb_db_get_by_id(s->db, t, coll, id, val, &found);
-    *may = !rc && found && s->o.read_filter(s->o.filter_ctx, t, coll, id, val->data, val->len);
-    if (t)
-        crdtdb_txn_abort(t);
-    return rc;
-}
-
 static int send_replaces(crdtdb_session *s, uint64_t upto)
 {
     crdtdb_buf rec = CRDTDB_BUF_INIT;
@@ -617,12 +697,13 @@ static int send_replaces(crdtdb_session *s, uint64_t upto)
         const char *coll = (const char *)s->refused.data + off;
         const char *id = coll + strlen(coll) + 1;
         off = (size_t)(id + strlen(id) + 1 - (const char *)s->refused.data);
-        int found = 0, may;
-        rc = peer_may_see(s, coll, id, &rec, &may);
-        if (!rc && may)
-            rc = crdtdb_db_export_record(s->db, coll, id, s->peer, &rec, &found);
+        /* with a read filter, only a visible record it allows (else the
+         * peer learns nothing of it) */
+        int found = 0;
+        rc = s->st.record_delta(s->st.ctx, coll, id, s->peer, s->o.read_filter,
+                                s->o.filter_ctx, &rec, &found);
         if (rc) {
-            rc = seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+            rc = store_err(s, rc);
             break;
         }
         msgpack_packer pk = start(s, M_REPLACE, 5);
@@ -644,23 +725,25 @@ static int send_replaces(crdtdb_session *s, uint64_t upto)
  * stays unacknowledged. */
 static int refuse_delta(crdtdb_session *s, int rc)
 {
-    seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+    store_err(s, rc);
     crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, rc, s->errmsg, 0};
     emit(s, &ev);
-    return crdtdb_session_notify(s, rc, s->errmsg) == CRDTDB_ENOMEM ? CRDTDB_ENOMEM : 0;
+    return send_notice(s, rc, s->errmsg) == CRDTDB_ENOMEM ? CRDTDB_ENOMEM : 0;
 }
 
 /* The signer a delta (or replace) claims must be the peer that said hello:
- * checked before anything is stored (apply then verifies the signature). */
+ * checked here, once, before anything is stored; the apply then verifies
+ * the signature against this same key, so a delta that passes both was
+ * signed by the peer. */
 static int check_signer(crdtdb_session *s, const uint8_t *p, size_t len, const char *what)
 {
-    size_t dlen;
-    char did[CRDTDB_ID_MAX + 1];
-    uint8_t signer[CRDTDB_REPLICA_ID_BYTES];
-    int rc = crdtdb_delta_peek_sender(p, len, &dlen, did, signer);
+    crdtdb__delta_head h;
+    int rc = crdtdb__delta_peek(p, len, &h);
+    if (!rc && !h.signer)
+        rc = CRDTDB_EBADVALUE;
     if (rc)
         return seterr(s, rc, "malformed %s: %s", what, crdtdb_strerror(rc));
-    if (memcmp(signer, s->peer, sizeof s->peer) != 0)
+    if (memcmp(h.signer, s->peer, sizeof s->peer) != 0)
         return seterr(s, CRDTDB_EBADVALUE, "a %s signed by another replica than the peer", what);
     return 0;
 }
@@ -679,10 +762,14 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     uint64_t before = s->received;
     crdtdb_apply_info info;
     s->refused.len = 0;
-    int rc = crdtdb_db_apply_filtered(s->db, bytes, len, s->o.write_filter ? write_filter : NULL,
-                                      s, &info);
+    uint64_t ahead_ms = UINT64_MAX;
+    int rc = s->st.apply(s->st.ctx, bytes, len, s->o.write_filter ? write_filter : NULL, s, &info,
+                         &ahead_ms);
+    /* what the write filter had to say goes out first, as it did */
+    if (s->notices.len && flush_notices(s))
+        return CRDTDB_ENOMEM;
     if (rc == CRDTDB_ECLOCK) { /* in time later: asked for again then */
-        clock_refused(s, bytes, len);
+        clock_refused(s, ahead_ms, info.to);
         return refuse_delta(s, rc);
     }
     if (rc == CRDTDB_ELIMIT) {
@@ -697,9 +784,7 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         return frame(s);
     }
     if (rc)
-        return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
-    if (memcmp(info.sender, s->peer, sizeof s->peer) != 0)
-        return seterr(s, CRDTDB_EBADVALUE, "a delta signed by another replica than the peer");
+        return store_err(s, rc);
     s->proven = 1;
     /* What this apply numbered came from the peer: when nothing else was
      * waiting for it, there is nothing to send back, and no need to scan
@@ -770,12 +855,12 @@ static int handle_replace(crdtdb_session *s, const msgpack_object *a, uint32_t n
         if (prc)
             return prc;
     }
-    int rc = crdtdb_db_replace(s->db, coll, id, a[3].via.u64, delta, len, NULL);
+    int rc = s->st.replace(s->st.ctx, coll, id, a[3].via.u64, delta, len);
     if (rc == CRDTDB_ECLOCK)
         return refuse_delta(s, rc);
     if (rc == CRDTDB_EBADID || rc == CRDTDB_ENOCOLL)
         return seterr(s, CRDTDB_EBADVALUE, "replace of an unknown record");
-    return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
+    return rc ? store_err(s, rc) : 0;
 }
 
 /* The code and "peer: ..." detail of an ERROR or NOTICE [type, code,
@@ -825,10 +910,10 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         char coll[CRDTDB_ID_MAX + 1], id[CRDTDB_ID_MAX + 1];
         if (n != 3 || record_names(a, coll, id))
             return seterr(s, CRDTDB_EBADVALUE, "malformed purge message");
-        int rc = crdtdb_db_purge(s->db, coll, id);
+        int rc = s->st.purge(s->st.ctx, coll, id);
         if (rc == CRDTDB_EBADID || rc == CRDTDB_ENOCOLL)
             return seterr(s, CRDTDB_EBADVALUE, "purge of an unknown record");
-        return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
+        return rc ? store_err(s, rc) : 0;
     }
     if (type == M_NOTICE) { /* the peer refused something; we go on */
         char msg[512];
@@ -872,10 +957,12 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     if ((n != 2 && !hinted) || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
         (hinted && (a[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[2].via.u64 == 0)))
         return seterr(s, CRDTDB_EBADVALUE, "malformed message %llu", (unsigned long long)type);
-    uint64_t v = a[1].via.u64, last;
+    uint64_t v = a[1].via.u64, last = s->seq_seen;
     int rc;
-    if ((type == M_SINCE || type == M_ACK) && (rc = crdtdb_db_seq(s->db, NULL, &last)))
-        return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
+    /* an ACK within what we know we wrote needs no read */
+    if ((type == M_SINCE || (type == M_ACK && v > s->peer_acked && v > last)) &&
+        (rc = seq(s, &last)))
+        return store_err(s, rc);
     switch (type) {
     case M_SINCE:
         if (hinted && a[2].via.u64 < s->o.delta_size)
@@ -900,8 +987,7 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
          * resent follows the peer's SINCE), so a crash may lose a few */
         if (++s->acks_unsaved < ACK_SAVE_EVERY)
             return 0;
-        rc = save_ack(s);
-        return rc ? seterr(s, rc, "%s", crdtdb_db_errmsg(s->db)) : 0;
+        return save_ack(s);
     case M_UPTODATE:
         s->peer_uptodate = v + 1;
         s->caught = 0;
@@ -947,6 +1033,9 @@ static int run_input(crdtdb_session *s, size_t applies)
         }
         rc = handle(s, p + 4, n);
         off += 4 + n;
+        /* notices queued by callbacks during the message, after it */
+        if (!rc && s->notices.len && s->state != S_CLOSED)
+            rc = flush_notices(s);
     }
     if (off) {
         memmove(s->in.data, s->in.data + off, s->in.len - off);
@@ -957,29 +1046,42 @@ static int run_input(crdtdb_session *s, size_t applies)
     if (rc)
         return fail(s, rc);
     /* answer at once: what the peer lacks may be ready to go */
-    if (s->state == S_OPEN && (rc = crdtdb_session_pump(s)))
+    if (s->state == S_OPEN && (rc = pump(s)))
         return fail(s, rc);
     return 0;
+}
+
+/* feed and step: input handled with `busy` set, so callbacks that call
+ * back into the session (notify) queue instead of cutting in. */
+static int run_input_busy(crdtdb_session *s, size_t applies)
+{
+    s->busy = 1;
+    int rc = run_input(s, applies);
+    s->busy = 0;
+    s->notices.len = 0; /* closed meanwhile: what was queued has no peer */
+    return rc;
 }
 
 int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data, size_t len)
 {
     if (!s || (!data && len))
         return CRDTDB_EINVAL;
+    api_enter(s);
     if (s->state == S_CLOSED)
-        return seterr(s, CRDTDB_EBUSY, "the session is closed");
+        return api_exit(s, seterr(s, CRDTDB_EBUSY, "the session is closed"));
     if (len && crdtdb__buf_append(&s->in, data, len))
-        return fail(s, seterr(s, CRDTDB_ENOMEM, "out of memory"));
+        return api_exit(s, fail(s, seterr(s, CRDTDB_ENOMEM, "out of memory")));
     /* with YIELD, applies wait for crdtdb_session_step: the caller's loop
      * decides when, and serves others in between */
-    return run_input(s, (s->o.flags & CRDTDB_SESSION_YIELD) ? 0 : SIZE_MAX);
+    return api_exit(s, run_input_busy(s, (s->o.flags & CRDTDB_SESSION_YIELD) ? 0 : SIZE_MAX));
 }
 
 int crdtdb_session_step(crdtdb_session *s)
 {
     if (!s)
         return CRDTDB_EINVAL;
+    api_enter(s);
     if (s->state == S_CLOSED)
-        return seterr(s, CRDTDB_EBUSY, "the session is closed");
-    return run_input(s, 1);
+        return api_exit(s, seterr(s, CRDTDB_EBUSY, "the session is closed"));
+    return api_exit(s, run_input_busy(s, 1));
 }

@@ -230,7 +230,7 @@ static void on_client_change(void *ctx, const crdtdb_event *ev)
 {
     (void)ev;
     crdtdb_client *c = ctx;
-    if (c->l.wsi && c->l.s && !crdtdb_session_closed(c->l.s))
+    if (c->l.wsi && c->l.s && crdtdb_session_want_write(c->l.s))
         lws_callback_on_writable(c->l.wsi);
 }
 

@@ -234,7 +234,10 @@ int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len)
     l->rx_ms = crdtdb__ws_now_ms();
     if (!crdtdb_session_closed(l->s)) { /* else dropped: see lingering */
         track(l, in, len);
-        crdtdb_session_feed(l->s, in, len); /* failures arrive as events */
+        /* a failure closed the session (its ERROR event told why): the
+         * error and the close go out below, and then the connection */
+        if (crdtdb_session_feed(l->s, in, len) != 0 && !crdtdb_session_closed(l->s))
+            crdtdb_session_shutdown(l->s);
     }
     int pending = crdtdb_session_pending(l->s);
     if (pending) /* a delta waits for its turn: read no more meanwhile */

@@ -191,14 +191,15 @@ static unsigned path_db_id(struct lws *wsi, char id[CRDTDB_ID_MAX + 1])
     return status;
 }
 
-/* A database commit: every session of it has something to send. */
+/* A database commit: every session of it may have something to send —
+ * not the one whose apply made it, which answers when its feed returns. */
 static void on_db_change(void *ctx, const crdtdb_event *ev)
 {
     (void)ev;
     sdb *d = ctx;
     d->gen++;
     for (sconn *c = d->conns; c; c = c->next)
-        if (c->l.wsi && c->l.s && !crdtdb_session_closed(c->l.s))
+        if (c->l.wsi && c->l.s && crdtdb_session_want_write(c->l.s))
             lws_callback_on_writable(c->l.wsi);
 }
 

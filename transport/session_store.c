@@ -1,0 +1,202 @@
+/*
+ * The sync session's store over a crdtdb_db (transport/session_store.h):
+ * the one place the session's needs meet LMDB-backed storage.  Every call
+ * into storage's exporter made for a session is here, so the exporter can
+ * change shape behind this file alone.
+ */
+#include "transport/session_store.h"
+
+#include <string.h>
+
+#include "crdt/delta.h"
+#include "crdt/hlc.h"
+
+/* Our sink's "one delta is enough": a private value, never returned. */
+#define ONE_DELTA_SENT 1
+
+static crdtdb_db *db_of(void *ctx) { return ctx; }
+
+static void store_info(void *ctx, crdtdb__store_info *out)
+{
+    crdtdb_db *db = db_of(ctx);
+    crdtdb_env_options eo;
+    crdtdb_env_options_get(crdtdb_db_env(db), &eo);
+    memset(out, 0, sizeof *out);
+    out->db_id = crdtdb_db_id(db);
+    crdtdb_env_replica_id(crdtdb_db_env(db), out->self);
+    out->max_delta_size = eo.max_delta_size;
+    out->max_clock_skew_ms = eo.max_clock_skew_ms;
+}
+
+/* The database's env clock (so tests and embedders with their own time
+ * source drive the session's retries). */
+static uint64_t store_now_ms(void *ctx)
+{
+    crdtdb_env_options eo;
+    crdtdb_env_options_get(crdtdb_db_env(db_of(ctx)), &eo);
+    return eo.clock(eo.clock_ctx);
+}
+
+static const char *store_errmsg(void *ctx) { return crdtdb_db_errmsg(db_of(ctx)); }
+
+static int store_seq(void *ctx, uint64_t *last) { return crdtdb_db_seq(db_of(ctx), NULL, last); }
+
+typedef struct one_sink {
+    crdtdb__store_give give;
+    void *session;
+    int err;
+} one_sink;
+
+/* Hands over the first delta (or the empty range), then stops the export. */
+static int one_delta(void *ctx, const uint8_t *delta, size_t len)
+{
+    one_sink *k = ctx;
+    k->err = k->give(k->session, len ? delta : NULL, len);
+    return k->err ? k->err : ONE_DELTA_SENT;
+}
+
+static int store_next_delta(void *ctx, const crdtdb__store_want *want, crdtdb__store_give give,
+                            void *session, uint64_t *to)
+{
+    crdtdb_export_options eo;
+    memset(&eo, 0, sizeof eo);
+    eo.flags = want->flags;
+    eo.max_bytes = want->max_bytes;
+    eo.visible = want->visible;
+    eo.hidden = want->visible ? want->hidden : NULL;
+    eo.filter_ctx = want->filter_ctx;
+    crdtdb_export_info info;
+    memset(&info, 0, sizeof info);
+    one_sink k = {give, session, 0};
+    int rc = crdtdb_db_export_for(db_of(ctx), want->after, want->peer, &eo, one_delta, &k, &info);
+    *to = info.to;
+    if (k.err)
+        return k.err;
+    return rc == ONE_DELTA_SENT ? 0 : rc;
+}
+
+static int store_record_delta(void *ctx, const char *coll, const char *id, const uint8_t *peer,
+                              int (*visible)(void *, crdtdb_txn *, const char *, const char *,
+                                             const uint8_t *, size_t),
+                              void *visible_ctx, crdtdb_buf *out, int *found)
+{
+    crdtdb_db *db = db_of(ctx);
+    *found = 0;
+    if (visible) { /* only a visible record the filter allows */
+        crdtdb_txn *t;
+        int have = 0, rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
+        if (!rc)
+            rc = crdtdb_db_get_by_id(db, t, coll, id, out, &have);
+        int may = !rc && have && visible(visible_ctx, t, coll, id, out->data, out->len);
+        if (t)
+            crdtdb_txn_abort(t);
+        if (rc || !may)
+            return rc;
+    }
+    return crdtdb_db_export_record(db, coll, id, peer, out, found);
+}
+
+/* After an ECLOCK refusal: the newest stamp and the range's end, decoded
+ * again (only on a refusal, which is rare). */
+static void clock_ahead(crdtdb_db *db, const uint8_t *p, size_t len, uint64_t *ahead_ms,
+                        uint64_t *to)
+{
+    crdtdb_env_options eo;
+    crdtdb_env_options_get(crdtdb_db_env(db), &eo);
+    crdtdb__limits lim = {eo.max_value_size, eo.max_depth, eo.max_path_bytes, eo.max_fields,
+                          eo.max_delta_groups};
+    crdtdb__delta d;
+    crdtdb__err e = CRDTDB__ERR_INIT;
+    crdtdb__delta_init(&d);
+    *ahead_ms = *to = UINT64_MAX;
+    if (crdtdb__delta_decode(&d, p, len, eo.max_delta_size, &lim, &e) == 0) {
+        *ahead_ms = crdtdb__hlc_ms(d.hlc_max);
+        *to = d.to;
+    }
+    crdtdb__delta_free(&d);
+}
+
+static int store_apply(void *ctx, const uint8_t *delta, size_t len, crdtdb_write_filter filter,
+                       void *filter_ctx, crdtdb_apply_info *info, uint64_t *ahead_ms)
+{
+    crdtdb_db *db = db_of(ctx);
+    int rc = crdtdb_db_apply_filtered(db, delta, len, filter, filter_ctx, info);
+    if (rc == CRDTDB_ECLOCK)
+        clock_ahead(db, delta, len, ahead_ms, &info->to);
+    return rc;
+}
+
+static int store_replace(void *ctx, const char *coll, const char *id, uint64_t upto,
+                         const uint8_t *delta, size_t len)
+{
+    return crdtdb_db_replace(db_of(ctx), coll, id, upto, delta, len, NULL);
+}
+
+static int store_purge(void *ctx, const char *coll, const char *id)
+{
+    return crdtdb_db_purge(db_of(ctx), coll, id);
+}
+
+static int store_peer_get(void *ctx, const uint8_t *peer, uint64_t *received, uint64_t *acked)
+{
+    crdtdb_peer p;
+    int found;
+    int rc = crdtdb_db_peer_get(db_of(ctx), peer, &p, &found);
+    *received = rc ? 0 : p.received;
+    *acked = rc ? 0 : p.acked;
+    return rc;
+}
+
+static int store_peer_ack(void *ctx, const uint8_t *peer, uint64_t acked)
+{
+    return crdtdb_db_peer_ack(db_of(ctx), peer, acked);
+}
+
+static int store_readonly(void *ctx, int ro, int durable)
+{
+    crdtdb_db *db = db_of(ctx);
+    crdtdb_db_set_readonly(db, ro);
+    if (!durable)
+        return 0;
+    int was;
+    int rc = crdtdb_db_marked_readonly(db, &was);
+    if (!rc && was != ro)
+        rc = crdtdb_db_mark_readonly(db, ro);
+    return rc;
+}
+
+static int store_discard_unsent(void *ctx, const uint8_t *peer, size_t *n)
+{
+    uint64_t received, acked;
+    int rc = store_peer_get(ctx, peer, &received, &acked);
+    return rc ? rc : crdtdb_db_discard_unsent(db_of(ctx), acked, n);
+}
+
+void crdtdb__session_store_db(crdtdb_db *db, crdtdb__session_store *out)
+{
+    memset(out, 0, sizeof *out);
+    out->ctx = db;
+    out->info = store_info;
+    out->now_ms = store_now_ms;
+    out->errmsg = store_errmsg;
+    out->seq = store_seq;
+    out->next_delta = store_next_delta;
+    out->record_delta = store_record_delta;
+    out->apply = store_apply;
+    out->replace = store_replace;
+    out->purge = store_purge;
+    out->peer_get = store_peer_get;
+    out->peer_ack = store_peer_ack;
+    out->readonly = store_readonly;
+    out->discard_unsent = store_discard_unsent;
+}
+
+int crdtdb_session_open(crdtdb_db *db, const crdtdb_session_options *opts,
+                        crdtdb_session **out)
+{
+    if (!db || !out)
+        return CRDTDB_EINVAL;
+    crdtdb__session_store st;
+    crdtdb__session_store_db(db, &st);
+    return crdtdb__session_open_store(&st, opts, out);
+}
