@@ -56,6 +56,24 @@ export class History {
     if (path) for (const k of path) w.u16str(k, false);
   }
 
+  /** Notes a peer's delta applied in this commit, in place of its
+   *  registers: its signature covers all of them (and the sender, range,
+   *  database), and what a delta numbers follows from it and what the
+   *  replica held, which the chain already covers.  u64 0 (no register has
+   *  sequence 0) ‖ the 64-byte signature. */
+  noteDelta(sig: Uint8Array): void {
+    const w = this.w;
+    w.room(8 + 64);
+    w.dv.setUint32(w.pos, 0); w.dv.setUint32(w.pos + 4, 0);
+    w.buf.set(sig, w.pos + 8);
+    w.pos += 72;
+  }
+
+  /** Drops the notes of a commit that failed. */
+  reset(): void {
+    this.w.pos = 0;
+  }
+
   /** Ends the commit: the new fingerprint after prev for sequences (seq0, seq]. */
   async commit(prev: Uint8Array, seq0: number, seq: number): Promise<Uint8Array> {
     const body = this.w.buf.subarray(0, this.w.pos);
