@@ -8,10 +8,12 @@
  * (each register's sequence, collection, record id, path, stamp, origin and
  * kind) but with SHA-256 over one buffer per commit (WebCrypto for big
  * commits, JS for small ones), since per-register hashing in JS costs
- * several µs a register.
+ * several µs a register.  A commit applying a peer's delta notes the delta
+ * once instead (noteDelta): its signature covers all its registers.
  *
  * fp = SHA-256(previous fp ‖ u64 first seq ‖ u64 last seq ‖ SHA-256(notes))[0..16)
  * note = u64 seq ‖ u16 coll ‖ u8 kind ‖ u64 hlc ‖ origin[32] ‖ str id ‖ u16 keys (0xffff: a base) ‖ str key...
+ *      | u64 0 ‖ the delta's signature[64]   (a peer's delta)
  * str  = u16 UTF-8 bytes ‖ the bytes
  */
 import { sha256 } from "@noble/hashes/sha2.js";

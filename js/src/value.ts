@@ -560,9 +560,22 @@ export interface FlatLeaf {
 export function flatten(obj: DataObject, limits: Limits = DEFAULT_LIMITS): FlatLeaf[] {
   if (typeof obj !== "object" || obj === null || Array.isArray(obj) || !isPlainObject(obj))
     throw new CrdtdbError("EBADVALUE", "a record must be a plain object (a msgpack map)");
+  // one scratch writer, taken while in use (a getter could flatten again)
+  const w = spareWriter ?? new Writer(256);
+  spareWriter = null;
+  try {
+    return flattenWith(w, obj, limits);
+  } finally {
+    if (w.buf.length <= 1 << 16) spareWriter = w;
+  }
+}
+
+/** flatten's scratch writer between calls (leaf values are copied out). */
+let spareWriter: Writer | null = null;
+
+function flattenWith(w: Writer, obj: DataObject, limits: Limits): FlatLeaf[] {
   const maxFields = limits.maxFields ?? DEFAULT_LIMITS.maxFields;
   const out: FlatLeaf[] = [];
-  const w = new Writer(256);
   let size = 0;
   let deepest = 1;
   // C refuses in this order: the input's size, its depth (crdtdb__value_parse),
