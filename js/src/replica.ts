@@ -76,6 +76,25 @@ export interface ApplyInfo {
 const POINTS_KEPT = 64;
 const PEER_POINTS_KEPT = 8;
 const LOG_COMPACT_MIN = 4096;
+/** An export scanning more registers than this yields between deltas. */
+const EXPORT_YIELD_ABOVE = 4096;
+
+/** Resolves in a later task (macrotask): setImmediate in Node, a message
+ *  to ourselves in browsers (setTimeout is clamped to 4 ms when nested). */
+const nextTask: () => Promise<void> = (() => {
+  const g = globalThis as { setImmediate?: (cb: () => void) => unknown };
+  if (typeof g.setImmediate === "function") {
+    const si = g.setImmediate;
+    return () => new Promise<void>((res) => { si(res); });
+  }
+  if (typeof MessageChannel === "function") {
+    const waiting: (() => void)[] = [];
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => { const f = waiting.shift(); f?.(); };
+    return () => new Promise<void>((res) => { waiting.push(res); ch.port2.postMessage(0); });
+  }
+  return () => new Promise<void>((res) => { setTimeout(res, 0); });
+})();
 
 
 export class Replica {
@@ -629,6 +648,11 @@ export class Replica {
     let from = after;
     const received = this.peer(peerHex).received;
     const logLen = logSeq.length;
+    // a big export (a bulk commit's upload) encodes and signs in tasks of
+    // its own, a delta each: started by the commit's listener, it would
+    // otherwise run on as microtasks ahead of the committing caller's
+    // continuation
+    const big = logLen - i > EXPORT_YIELD_ABOVE;
     while (i < logLen) {
       // one chunk: records in log order until the estimate is full
       const keys = new Set<string>();
@@ -663,6 +687,7 @@ export class Replica {
           if (p && !history.some((h) => h.seq === p[0])) history.push({ seq: p[0], fp: p[1] });
         }
         const body: DeltaBody = { dbId: this.dbId, sender: this.id, from, to: end, ack: received, records: recs, history, recipient: peerId };
+        if (big) await nextTask();
         out.push({ bytes: await encodeDelta(body, this.kp), to: end });
       }
       from = end;
