@@ -570,6 +570,19 @@ export function flatten(obj: DataObject, limits: Limits = DEFAULT_LIMITS): FlatL
   }
 }
 
+/** Paths of top-level keys, shared (paths are never mutated): records of
+ *  one collection have the same few keys. */
+const topPaths = new Map<string, string[]>();
+function topPath(k: string): string[] {
+  let p = topPaths.get(k);
+  if (!p) {
+    if (topPaths.size >= 4096) topPaths.clear();
+    p = [k];
+    topPaths.set(k, p);
+  }
+  return p;
+}
+
 /** flatten's scratch writer between calls (leaf values are copied out). */
 let spareWriter: Writer | null = null;
 
@@ -600,7 +613,7 @@ function flattenWith(w: Writer, obj: DataObject, limits: Limits): FlatLeaf[] {
       const pathBytes = prefixBytes + segmentBytes(k);
       if (pathBytes > limits.maxPathBytes)
         fail(new CrdtdbError("ETOOBIG", `field path of ${pathBytes} bytes exceeds the limit of ${limits.maxPathBytes}`));
-      const path = prefix.concat(k);
+      const path = prefix.length ? prefix.concat(k) : topPath(k);
       if (typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) &&
           !(v instanceof Date) && !(v instanceof Ext)) {
         if (!isPlainObject(v)) throw new CrdtdbError("EBADVALUE", `a ${typeName(v)} cannot be stored`);
@@ -620,19 +633,31 @@ function flattenWith(w: Writer, obj: DataObject, limits: Limits): FlatLeaf[] {
         if (depth + 1 > deepest) deepest = depth + 1;
         size += 1;
         if (out.length >= maxFields) fail(new CrdtdbError("ETOOBIG", `record has more than ${maxFields} fields`));
-        else out.push({ path, value: null });
+        else { out.push({ path, value: null }); at.push(-1, -1); }
         continue;
       }
-      w.pos = 0;
+      const start = w.pos;
       w.deepest = 0;
       writeValue(w, v, depth, HARD_DEPTH);
       if (w.deepest > deepest) deepest = w.deepest;
-      size += w.pos;
-      if (out.length >= maxFields) fail(new CrdtdbError("ETOOBIG", `record has more than ${maxFields} fields`));
-      else out.push({ path, value: w.buf.slice(0, w.pos) });
+      size += w.pos - start;
+      if (out.length >= maxFields) { fail(new CrdtdbError("ETOOBIG", `record has more than ${maxFields} fields`)); w.pos = start; }
+      else { out.push({ path, value: null }); at.push(start, w.pos); }
     }
   };
+  w.pos = 0;
+  // the values go one after another into one buffer, then each leaf gets a
+  // view of it: one allocation a record, not one a field.  at: [start, end]
+  // of each leaf's value (-1: a map leaf)
+  const at: number[] = [];
   walk(obj as Record<string, unknown>, [], 0, 1);
+  if (out.length && w.pos) {
+    const slab = w.buf.slice(0, w.pos);
+    for (let i = 0; i < out.length; i++) {
+      const s0 = at[2 * i]!;
+      if (s0 >= 0) out[i]!.value = slab.subarray(s0, at[2 * i + 1]!);
+    }
+  }
   if (size > limits.maxValueSize)
     throw new CrdtdbError("ETOOBIG", `value of ${size} bytes exceeds the limit of ${limits.maxValueSize}`);
   if (deepest > limits.maxDepth) throw tooDeep(limits.maxDepth);
