@@ -558,6 +558,12 @@ export interface DecodeOptions {
  * then EBADVALUE, EBADID, ETOOBIG, ETOODEEP as crdt/delta.c.
  * The result's byte arrays are views of `bytes` (see the module comment).
  */
+/** A delta's signature: its last 64 bytes (a delta that decodeDelta took
+ *  ends with its signature, a bin 8 of 64 bytes). */
+export function signatureOf(bytes: Uint8Array): Uint8Array {
+  return bytes.subarray(bytes.length - 64);
+}
+
 export async function decodeDelta(
   bytes: Uint8Array,
   limits: Partial<DeltaLimits> = DEFAULT_DELTA_LIMITS,

@@ -8,10 +8,12 @@
  * (each register's sequence, collection, record id, path, stamp, origin and
  * kind) but with SHA-256 over one buffer per commit (WebCrypto for big
  * commits, JS for small ones), since per-register hashing in JS costs
- * several µs a register.
+ * several µs a register.  A commit applying a peer's delta notes the delta
+ * once instead (noteDelta): its signature covers all its registers.
  *
  * fp = SHA-256(previous fp ‖ u64 first seq ‖ u64 last seq ‖ SHA-256(notes))[0..16)
  * note = u64 seq ‖ u16 coll ‖ u8 kind ‖ u64 hlc ‖ origin[32] ‖ str id ‖ u16 keys (0xffff: a base) ‖ str key...
+ *      | u64 0 ‖ the delta's signature[64]   (a peer's delta)
  * str  = u16 UTF-8 bytes ‖ the bytes
  */
 import { sha256 } from "@noble/hashes/sha2.js";
@@ -54,6 +56,24 @@ export class History {
     w.dv.setUint16(w.pos, path ? path.length : 0xffff);
     w.pos += 2;
     if (path) for (const k of path) w.u16str(k, false);
+  }
+
+  /** Notes a peer's delta applied in this commit, in place of its
+   *  registers: its signature covers all of them (and the sender, range,
+   *  database), and what a delta numbers follows from it and what the
+   *  replica held, which the chain already covers.  u64 0 (no register has
+   *  sequence 0) ‖ the 64-byte signature. */
+  noteDelta(sig: Uint8Array): void {
+    const w = this.w;
+    w.room(8 + 64);
+    w.dv.setUint32(w.pos, 0); w.dv.setUint32(w.pos + 4, 0);
+    w.buf.set(sig, w.pos + 8);
+    w.pos += 72;
+  }
+
+  /** Drops the notes of a commit that failed. */
+  reset(): void {
+    this.w.pos = 0;
   }
 
   /** Ends the commit: the new fingerprint after prev for sequences (seq0, seq]. */

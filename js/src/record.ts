@@ -295,6 +295,26 @@ export function mergeLeaves(r: StoredRecord, incoming: readonly Leaf[], dead?: n
   return won;
 }
 
+/**
+ * A record held nowhere yet, made of a delta's registers as they are (a
+ * fresh sync is all such records): what mergeBase and mergeLeaves would
+ * leave, when the leaves come in strictly ascending path order (none equal,
+ * none below another) and none is older than the base.  null when they do
+ * not (duplicates, nested writes, stale fields): merge them then.  The
+ * registers are kept, not copied.
+ */
+export function freshRecord(base: BaseReg | null, leaves: Leaf[]): StoredRecord | null {
+  let prev: Path | null = null;
+  for (let i = 0; i < leaves.length; i++) {
+    const l = leaves[i]!;
+    if (base && olderThanBase(l, base)) return null;
+    const p = l.path;
+    if (prev && (comparePaths(prev, p) >= 0 || isAncestor(prev, p))) return null;
+    prev = p;
+  }
+  return { base, leaves };
+}
+
 /** Drops every register numbered 1..upto (a refused write taken back,
  *  crdtdb__record_drop_upto): no tombstone; what came later stays. */
 export function dropUpto(r: StoredRecord, upto: number, dead?: number[]): void {
@@ -447,6 +467,16 @@ export function checkLocalLimits(r: StoredRecord, limits: Limits = DEFAULT_LIMIT
   const maxFields = limits.maxFields ?? DEFAULT_LIMITS.maxFields;
   if (r.leaves.length > maxFields)
     throw new CrdtdbError("ETOOBIG", `record would have more than ${maxFields} fields`);
+  if (!isVisible(r)) return;
+  // an upper bound of the rendered size first (each key and map header at
+  // most once per leaf, a str header <= 5 bytes, UTF-8 <= 3 per UTF-16
+  // unit): most records are far under the limit, and rendering costs
+  let bound = 5;
+  for (const l of r.leaves) {
+    bound += l.value ? l.value.length : 1;
+    for (const k of l.path) bound += 10 + 3 * k.length;
+  }
+  if (bound <= limits.maxValueSize) return;
   const bytes = renderEncoded(r);
   if (bytes && bytes.length > limits.maxValueSize)
     throw new CrdtdbError(

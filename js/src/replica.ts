@@ -11,12 +11,12 @@
  */
 import { recordKey, splitKey, type Backend, type Batch, type Meta, type PeerState } from "./backend.js";
 import { CrdtdbError, noCollection, notFound, readOnly } from "./errors.js";
-import { decodeDelta, encodeDelta, DEFAULT_DELTA_LIMITS, type DeltaLimits } from "./delta.js";
+import { decodeDelta, encodeDelta, signatureOf, DEFAULT_DELTA_LIMITS, type DeltaLimits } from "./delta.js";
 import { History } from "./history.js";
 import { Clock, hlcMs } from "./hlc.js";
 import { generateKeyPair, keyPairFromSeed, toHex, type KeyPair } from "./keys.js";
 import {
-  addRegisters, checkLocalLimits, emptyRecord, isVisible, mergeBase, mergeLeaves, registersOf, render,
+  addRegisters, checkLocalLimits, emptyRecord, freshRecord, isVisible, mergeBase, mergeLeaves, registersOf, render,
   updateLeaves, withId,
 } from "./record.js";
 import { DEFAULT_LIMITS, type Limits } from "./value.js";
@@ -52,7 +52,14 @@ export interface Change {
   read(): DataObject | null;
 }
 
-const gone = (): null => null;
+/** A Change that renders its record only when read (no closure each). */
+class RecordChange implements Change {
+  readonly visible: boolean;
+  constructor(readonly coll: string, readonly id: string, readonly was: boolean, private readonly r: StoredRecord | null) {
+    this.visible = r !== null;
+  }
+  read(): DataObject | null { return this.r ? withId(this.id, render(this.r)) : null; }
+}
 
 export interface ApplyInfo {
   /** The peer's range (from, to] and whether our watermark moved. */
@@ -69,6 +76,25 @@ export interface ApplyInfo {
 const POINTS_KEPT = 64;
 const PEER_POINTS_KEPT = 8;
 const LOG_COMPACT_MIN = 4096;
+/** An export scanning more registers than this yields between deltas. */
+const EXPORT_YIELD_ABOVE = 4096;
+
+/** Resolves in a later task (macrotask): setImmediate in Node, a message
+ *  to ourselves in browsers (setTimeout is clamped to 4 ms when nested). */
+const nextTask: () => Promise<void> = (() => {
+  const g = globalThis as { setImmediate?: (cb: () => void) => unknown };
+  if (typeof g.setImmediate === "function") {
+    const si = g.setImmediate;
+    return () => new Promise<void>((res) => { si(res); });
+  }
+  if (typeof MessageChannel === "function") {
+    const waiting: (() => void)[] = [];
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => { const f = waiting.shift(); f?.(); };
+    return () => new Promise<void>((res) => { waiting.push(res); ch.port2.postMessage(0); });
+  }
+  return () => new Promise<void>((res) => { setTimeout(res, 0); });
+})();
 
 
 export class Replica {
@@ -213,6 +239,11 @@ export class Replica {
     return new Txn(this);
   }
 
+  /** @internal the replica holds the record (committed). */
+  has(key: string): boolean {
+    return this.records.has(key);
+  }
+
   /** @internal the record as the transaction sees it (a private copy once written). */
   recordFor(t: Txn, key: string): StoredRecord | undefined {
     if (t.put.has(key)) return t.put.get(key);
@@ -224,67 +255,26 @@ export class Replica {
     const meta: Meta = { ...this.meta, peers: { ...this.meta.peers } };
     // number what the transaction stored, in one chain commit
     const seq0 = meta.seq;
-    let seq = seq0;
-    const hist = this.history;
-    const newSeq: number[] = [], newKey: string[] = [];
-    for (const [key, r] of t.put) {
-      const [coll, id] = splitKey(key);
-      const c = t.collNum(coll);
-      const b = r.base;
-      if (b && b.seq === 0) {
-        b.seq = ++seq;
-        b.src = t.src;
-        hist.note(b.seq, c, b.kind, b.hlc, b.origin, id, null);
-        newSeq.push(b.seq);
-        newKey.push(key);
-      }
-      for (const g of r.leaves) {
-        if (g.seq !== 0) continue;
-        g.seq = ++seq;
-        g.src = t.src;
-        hist.note(g.seq, c, g.value === null ? 1 : 0, g.hlc, g.origin, id, g.path);
-        newSeq.push(g.seq);
-        newKey.push(key);
-      }
-    }
+    const seq = this.number(t, seq0);
     meta.seq = seq;
-    if (seq > seq0) {
-      meta.fp = await hist.commit(meta.fp, seq0, seq);
-      meta.points = [...meta.points, [seq, meta.fp] as [number, Uint8Array]].slice(-POINTS_KEPT);
+    try {
+      if (seq > seq0) {
+        if (t.delta) this.history.noteDelta(t.delta);
+        meta.fp = await this.history.commit(meta.fp, seq0, seq);
+        meta.points = [...meta.points, [seq, meta.fp] as [number, Uint8Array]].slice(-POINTS_KEPT);
+      }
+      if (t.maxHlc > 0n) this.clock.recv(t.maxHlc);
+      meta.hlc = this.clock.last;
+      extra?.(meta);
+      const batch: Batch = { meta, put: t.put, del: t.del, clear: t.clear, relaxed: t.local && !!this.backend.relaxes };
+      await this.backend.commit(batch);
+      this.relaxedPending = !!batch.relaxed;
+    } catch (e) {
+      this.history.reset(); // not stored: neither are its notes
+      throw e;
     }
-    if (t.maxHlc > 0n) this.clock.recv(t.maxHlc);
-    meta.hlc = this.clock.last;
-    extra?.(meta);
-    const batch: Batch = { meta, put: t.put, del: t.del, clear: t.clear, relaxed: t.local && !!this.backend.relaxes };
-    await this.backend.commit(batch);
-    this.relaxedPending = !!batch.relaxed;
     // durable: install
-    const changes: Change[] = [];
-    if (t.clear) {
-      this.records = new Map();
-      this.logSeq = [];
-      this.logKey = [];
-      this.stale = 0;
-    }
-    for (const key of t.del) {
-      const was = this.records.get(key);
-      if (!was) continue;
-      this.records.delete(key);
-      this.stale += registersOf(was).length;
-      const [coll, id] = splitKey(key);
-      if (isVisible(was)) changes.push({ coll, id, was: true, visible: false, read: gone });
-    }
-    for (const [key, r] of t.put) {
-      const old = this.records.get(key);
-      const [coll, id] = splitKey(key);
-      const wasVis = !!old && isVisible(old);
-      if (old) this.stale += registersOf(old).length;
-      this.stale -= kept(r, seq0);
-      this.records.set(key, r);
-      const nowVis = isVisible(r);
-      if (wasVis || nowVis) changes.push({ coll, id, was: wasVis, visible: nowVis, read: nowVis ? () => withId(id, render(r)) : gone });
-    }
-    for (let i = 0; i < newSeq.length; i++) { this.logSeq.push(newSeq[i]!); this.logKey.push(newKey[i]!); }
+    const changes = this.install(t, seq0);
     this.meta = meta;
     if (this.stale > LOG_COMPACT_MIN && this.stale > this.logSeq.length / 2) this.rebuildLog();
     // an append-only backend rewrites itself now and then, between commits
@@ -292,6 +282,79 @@ export class Replica {
     if (this.backend.shouldCompact?.()) await this.backend.compact!(meta, this.records).catch(() => undefined);
     const inval = !!t.clear;
     if (changes.length || inval) for (const fn of this.listeners) fn(changes, inval, t.local);
+    return changes;
+  }
+
+  /** Numbers the registers the transaction stored (seq 0) after seq0, and
+   *  notes them for the chain; returns the last sequence.  A peer's delta
+   *  is noted once (its signature covers every register it holds, see
+   *  finish), a local commit register by register (history.ts).  (Plain
+   *  loops outside the async finish: V8 optimizes them there.) */
+  private number(t: Txn, seq0: number): number {
+    let seq = seq0;
+    const hist = this.history, each = t.delta === null, src = t.src;
+    for (const [key, r] of t.put) {
+      const b = r.base;
+      let c = 0, id = "";
+      if (each) { const cut = key.indexOf("\u0000"); c = t.collNum(key.slice(0, cut)); id = key.slice(cut + 1); }
+      if (b && b.seq === 0) {
+        b.seq = ++seq;
+        b.src = src;
+        if (each) hist.note(seq, c, b.kind, b.hlc, b.origin, id, null);
+      }
+      const leaves = r.leaves;
+      for (let i = 0; i < leaves.length; i++) {
+        const g = leaves[i]!;
+        if (g.seq !== 0) continue;
+        g.seq = ++seq;
+        g.src = src;
+        if (each) hist.note(seq, c, g.value === null ? 1 : 0, g.hlc, g.origin, id, g.path);
+      }
+    }
+    return seq;
+  }
+
+  /** Installs a durable transaction: its records, the log of what it
+   *  numbered after seq0 (ascending, as number() went); the changes. */
+  private install(t: Txn, seq0: number): Change[] {
+    const changes: Change[] = [];
+    if (t.clear) {
+      this.records = new Map();
+      this.logSeq = [];
+      this.logKey = [];
+      this.stale = 0;
+    }
+    const records = this.records;
+    for (const key of t.del) {
+      const was = records.get(key);
+      if (!was) continue;
+      records.delete(key);
+      this.stale += registersOf(was).length;
+      const [coll, id] = splitKey(key);
+      if (isVisible(was)) changes.push(new RecordChange(coll, id, true, null));
+    }
+    const logSeq = this.logSeq, logKey = this.logKey;
+    let stale = this.stale;
+    for (const [key, r] of t.put) {
+      const b = r.base, leaves = r.leaves;
+      let kept = 0;
+      if (b) { if (b.seq > seq0) { logSeq.push(b.seq); logKey.push(key); } else kept++; }
+      for (let i = 0; i < leaves.length; i++) {
+        const s = leaves[i]!.seq;
+        if (s > seq0) { logSeq.push(s); logKey.push(key); } else kept++;
+      }
+      const old = records.get(key);
+      const wasVis = !!old && isVisible(old);
+      if (old) stale += (old.base ? 1 : 0) + old.leaves.length;
+      stale -= kept;
+      records.set(key, r);
+      const nowVis = isVisible(r);
+      if (wasVis || nowVis) {
+        const cut = key.indexOf("\u0000");
+        changes.push(new RecordChange(key.slice(0, cut), key.slice(cut + 1), wasVis, nowVis ? r : null));
+      }
+    }
+    this.stale = stale;
     return changes;
   }
 
@@ -319,8 +382,10 @@ export class Replica {
       for (const [id, value] of items) {
         const regs = addRegisters(value, this.clock.tick(), this.id, this.limits);
         const r = t.copyOf(recordKey(coll, id), staged);
-        mergeBase(r, regs.base);
-        mergeLeaves(r, regs.leaves);
+        // new here (or gone): the registers are the record, as the merge would leave them
+        const f = !r.base && !r.leaves.length ? freshRecord(regs.base, regs.leaves) : null;
+        if (f) { r.base = f.base; r.leaves = f.leaves; }
+        else { mergeBase(r, regs.base); mergeLeaves(r, regs.leaves); }
         checkLocalLimits(r, this.limits);
       }
     });
@@ -402,7 +467,7 @@ export class Replica {
     const d = await decodeDelta(bytes, this.limits);
     if (expectSender && toHex(d.sender) !== toHex(expectSender))
       throw new CrdtdbError("EBADVALUE", "a delta signed by another replica than the peer");
-    return this.serial(() => this.applyBody(d));
+    return this.serial(() => this.applyBody(d, signatureOf(bytes)));
   }
 
   private checkBody(d: DeltaBody, peerHex: string): Hlc {
@@ -434,12 +499,13 @@ export class Replica {
     return max;
   }
 
-  private async applyBody(d: DeltaBody): Promise<ApplyInfo> {
+  private async applyBody(d: DeltaBody, sig: Uint8Array): Promise<ApplyInfo> {
     const peerHex = toHex(d.sender);
     const max = this.checkBody(d, peerHex);
     const t = this.begin();
     t.src = peerHex;
     t.maxHlc = max;
+    t.delta = sig;
     for (const rec of d.records) mergeRemote(t, rec);
     const seq0 = this.meta.seq;
     const peer = this.peer(peerHex);
@@ -582,6 +648,11 @@ export class Replica {
     let from = after;
     const received = this.peer(peerHex).received;
     const logLen = logSeq.length;
+    // a big export (a bulk commit's upload) encodes and signs in tasks of
+    // its own, a delta each: started by the commit's listener, it would
+    // otherwise run on as microtasks ahead of the committing caller's
+    // continuation
+    const big = logLen - i > EXPORT_YIELD_ABOVE;
     while (i < logLen) {
       // one chunk: records in log order until the estimate is full
       const keys = new Set<string>();
@@ -589,9 +660,13 @@ export class Replica {
       for (; i < logLen && (!keys.size || size < maxBytes * 0.8) && keys.size < this.limits.maxDeltaGroups; i++) {
         const seq = logSeq[i]!, key = logKey[i]!;
         const r = this.records.get(key);
-        const est = r ? estimate(r, seq) : -1;
-        if (est < 0) continue; // stale: the register was superseded or dropped
+        const g = r ? registerAt(r, seq) : null;
+        if (!g) continue; // stale: the register was superseded or dropped
         to = seq;
+        // the peer's own: never sent back, so neither counted nor collected
+        // (a fresh sync's log is all the server's)
+        if (!opts.all && g.src === peerHex) continue;
+        const est = g === r!.base ? 16 : estimateLeaf(g as Leaf);
         if (!keys.has(key)) { keys.add(key); size += key.length + 16; }
         size += est;
       }
@@ -612,6 +687,7 @@ export class Replica {
           if (p && !history.some((h) => h.seq === p[0])) history.push({ seq: p[0], fp: p[1] });
         }
         const body: DeltaBody = { dbId: this.dbId, sender: this.id, from, to: end, ack: received, records: recs, history, recipient: peerId };
+        if (big) await nextTask();
         out.push({ bytes: await encodeDelta(body, this.kp), to: end });
       }
       from = end;
@@ -646,6 +722,8 @@ class Txn {
   /** Only local writes (no peer is told of this commit). */
   local = false;
   maxHlc = 0n;
+  /** A peer's delta applied whole (its signature): the chain notes it once. */
+  delta: Uint8Array | null = null;
   private colls = new Map<string, number>();
   constructor(private readonly rep: Replica) {}
 
@@ -675,6 +753,11 @@ class Txn {
     return r;
   }
 
+  /** The replica holds the record (before this transaction). */
+  holds(key: string): boolean {
+    return this.rep.has(key);
+  }
+
   /** A collection's number for the history chain: its declaration index. */
   collNum(coll: string): number {
     let n = this.colls.get(coll);
@@ -690,6 +773,18 @@ class Txn {
 function mergeRemote(t: Txn, rec: DeltaRecord): void {
   const key = recordKey(rec.coll, rec.id);
   const fresh = !t.put.has(key), wasDel = t.del.has(key);
+  if (fresh && !wasDel && !t.holds(key)) {
+    // new here: its registers are its record, unless they need the merge
+    const b = rec.base;
+    const leaves = rec.fields as Leaf[];
+    const r = freshRecord(b ? { kind: b.kind, hlc: b.hlc, origin: b.origin, seq: 0, src: t.src } : null, leaves);
+    if (r) {
+      if (!b && !leaves.length) return;
+      for (const l of leaves) { l.seq = 0; l.src = t.src; }
+      t.put.set(key, r);
+      return;
+    }
+  }
   const r = t.writable(key);
   let won = false;
   // mergeBase and mergeLeaves refuse equivocation (EFORGED) themselves; the
@@ -708,13 +803,6 @@ function mergeRemote(t: Txn, rec: DeltaRecord): void {
   if (!won && fresh) { t.put.delete(key); if (wasDel) t.del.add(key); }
 }
 
-/** How many of r's registers were numbered before seq0 (kept from before). */
-function kept(r: StoredRecord, seq0: number): number {
-  let n = r.base && r.base.seq <= seq0 ? 1 : 0;
-  for (const l of r.leaves) if (l.seq <= seq0) n++;
-  return n;
-}
-
 function lowerBound(seqs: number[], seq: number): number {
   let lo = 0, hi = seqs.length;
   while (lo < hi) {
@@ -724,10 +812,18 @@ function lowerBound(seqs: number[], seq: number): number {
   return lo;
 }
 
-/** The encoded size of r's register numbered seq, about; -1 if r has none (a stale log entry). */
-function estimate(r: StoredRecord, seq: number): number {
-  if (r.base && r.base.seq === seq) return 16;
-  for (const l of r.leaves) if (l.seq === seq) return 24 + (l.value?.length ?? 0) + l.path.reduce((n, k) => n + k.length + 2, 0);
-  return -1;
+/** r's register numbered seq, or null (a stale log entry). */
+function registerAt(r: StoredRecord, seq: number): BaseReg | Leaf | null {
+  if (r.base && r.base.seq === seq) return r.base;
+  const leaves = r.leaves;
+  for (let i = 0; i < leaves.length; i++) if (leaves[i]!.seq === seq) return leaves[i]!;
+  return null;
+}
+
+/** A leaf's encoded size in a delta, about. */
+function estimateLeaf(l: Leaf): number {
+  let n = 24 + (l.value?.length ?? 0);
+  for (const k of l.path) n += k.length + 2;
+  return n;
 }
 

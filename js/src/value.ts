@@ -560,9 +560,35 @@ export interface FlatLeaf {
 export function flatten(obj: DataObject, limits: Limits = DEFAULT_LIMITS): FlatLeaf[] {
   if (typeof obj !== "object" || obj === null || Array.isArray(obj) || !isPlainObject(obj))
     throw new CrdtdbError("EBADVALUE", "a record must be a plain object (a msgpack map)");
+  // one scratch writer, taken while in use (a getter could flatten again)
+  const w = spareWriter ?? new Writer(256);
+  spareWriter = null;
+  try {
+    return flattenWith(w, obj, limits);
+  } finally {
+    if (w.buf.length <= 1 << 16) spareWriter = w;
+  }
+}
+
+/** Paths of top-level keys, shared (paths are never mutated): records of
+ *  one collection have the same few keys. */
+const topPaths = new Map<string, string[]>();
+function topPath(k: string): string[] {
+  let p = topPaths.get(k);
+  if (!p) {
+    if (topPaths.size >= 4096) topPaths.clear();
+    p = [k];
+    topPaths.set(k, p);
+  }
+  return p;
+}
+
+/** flatten's scratch writer between calls (leaf values are copied out). */
+let spareWriter: Writer | null = null;
+
+function flattenWith(w: Writer, obj: DataObject, limits: Limits): FlatLeaf[] {
   const maxFields = limits.maxFields ?? DEFAULT_LIMITS.maxFields;
   const out: FlatLeaf[] = [];
-  const w = new Writer(256);
   let size = 0;
   let deepest = 1;
   // C refuses in this order: the input's size, its depth (crdtdb__value_parse),
@@ -587,7 +613,7 @@ export function flatten(obj: DataObject, limits: Limits = DEFAULT_LIMITS): FlatL
       const pathBytes = prefixBytes + segmentBytes(k);
       if (pathBytes > limits.maxPathBytes)
         fail(new CrdtdbError("ETOOBIG", `field path of ${pathBytes} bytes exceeds the limit of ${limits.maxPathBytes}`));
-      const path = prefix.concat(k);
+      const path = prefix.length ? prefix.concat(k) : topPath(k);
       if (typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) &&
           !(v instanceof Date) && !(v instanceof Ext)) {
         if (!isPlainObject(v)) throw new CrdtdbError("EBADVALUE", `a ${typeName(v)} cannot be stored`);
@@ -607,19 +633,31 @@ export function flatten(obj: DataObject, limits: Limits = DEFAULT_LIMITS): FlatL
         if (depth + 1 > deepest) deepest = depth + 1;
         size += 1;
         if (out.length >= maxFields) fail(new CrdtdbError("ETOOBIG", `record has more than ${maxFields} fields`));
-        else out.push({ path, value: null });
+        else { out.push({ path, value: null }); at.push(-1, -1); }
         continue;
       }
-      w.pos = 0;
+      const start = w.pos;
       w.deepest = 0;
       writeValue(w, v, depth, HARD_DEPTH);
       if (w.deepest > deepest) deepest = w.deepest;
-      size += w.pos;
-      if (out.length >= maxFields) fail(new CrdtdbError("ETOOBIG", `record has more than ${maxFields} fields`));
-      else out.push({ path, value: w.buf.slice(0, w.pos) });
+      size += w.pos - start;
+      if (out.length >= maxFields) { fail(new CrdtdbError("ETOOBIG", `record has more than ${maxFields} fields`)); w.pos = start; }
+      else { out.push({ path, value: null }); at.push(start, w.pos); }
     }
   };
+  w.pos = 0;
+  // the values go one after another into one buffer, then each leaf gets a
+  // view of it: one allocation a record, not one a field.  at: [start, end]
+  // of each leaf's value (-1: a map leaf)
+  const at: number[] = [];
   walk(obj as Record<string, unknown>, [], 0, 1);
+  if (out.length && w.pos) {
+    const slab = w.buf.slice(0, w.pos);
+    for (let i = 0; i < out.length; i++) {
+      const s0 = at[2 * i]!;
+      if (s0 >= 0) out[i]!.value = slab.subarray(s0, at[2 * i + 1]!);
+    }
+  }
   if (size > limits.maxValueSize)
     throw new CrdtdbError("ETOOBIG", `value of ${size} bytes exceeds the limit of ${limits.maxValueSize}`);
   if (deepest > limits.maxDepth) throw tooDeep(limits.maxDepth);

@@ -42,3 +42,54 @@ test("without Web Locks the open fails rather than risk a fork, unless locks: nu
   const ok = await open(factory);
   await ok.close();
 });
+
+test("records written in pages reopen as written: updates, removes, purges, clears and compaction", async () => {
+  const factory = new IDBFactory();
+  const items = (n: number, v: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => ["r" + i, { v, i }]));
+  const a = await open(factory, "pages");
+  await a.addAll("C", items(1200, 1)); // pages
+  await a.update("C", "r5", { v: 2 }); // its own value over the page copy
+  await a.remove("C", "r6");
+  await a.addAll("C", items(40, 3)); // r0..r39 into a new page: r5's own value goes
+  await a.update("C", "r7", { w: 4 });
+  await a.replica.purge("C", "r8"); // a tombstone over the page copies
+  await a.replica.purge("C", "r1100");
+  const want = await a.query("C", {});
+  await a.close();
+  const b = await open(factory, "pages");
+  assert.deepEqual(await b.query("C", {}), want);
+  assert.equal(await b.getById("C", "r8", true), null);
+  assert.deepEqual(await b.getById("C", "r5"), { id: "r5", v: 3, i: 5 });
+  // rewrite everything many times over: dead page copies pile up, the store compacts
+  for (let k = 0; k < 6; k++) await b.addAll("C", items(1200, 10 + k));
+  const db = await new Promise<IDBDatabase>((res) => { const r = factory.open("crdtdb:pages"); r.onsuccess = () => res(r.result); });
+  const n = await new Promise<number>((res) => { const r = db.transaction("records").objectStore("records").count(); r.onsuccess = () => res(r.result); });
+  db.close();
+  assert.ok(n < 30, `compacted: ${n} values`);
+  const want2 = await b.query("C", {});
+  await b.replica.clear();
+  await b.addAll("C", items(50, 99));
+  const want3 = await b.query("C", {});
+  await b.close();
+  assert.equal(want2.length, 1200);
+  const c = await open(factory, "pages");
+  assert.deepEqual(await c.query("C", {}), want3);
+  await c.close();
+});
+
+test("a damaged page is ECORRUPT at open", async () => {
+  const factory = new IDBFactory();
+  const a = await open(factory, "bad");
+  await a.addAll("C", Object.fromEntries(Array.from({ length: 100 }, (_, i) => ["r" + i, { i }])));
+  await a.close();
+  const db = await new Promise<IDBDatabase>((res) => { const r = factory.open("crdtdb:bad"); r.onsuccess = () => res(r.result); });
+  await new Promise<void>((res) => {
+    const tx = db.transaction("records", "readwrite");
+    const st = tx.objectStore("records");
+    const g = st.getAllKeys();
+    g.onsuccess = () => { const k = g.result.find((x) => typeof x === "number")!; st.put(new Uint8Array([2, 9, 9]), k); };
+    tx.oncomplete = () => res();
+  });
+  db.close();
+  await assert.rejects(open(factory, "bad"), { code: "ECORRUPT" });
+});

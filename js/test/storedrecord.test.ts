@@ -34,3 +34,18 @@ test("damaged bytes are ECORRUPT, never a wrong record", () => {
   const extra = new Uint8Array(b.length + 1); extra.set(b);
   assert.throws(() => decodeRecord(extra), { code: "ECORRUPT" });
 });
+
+test("a page holds its records in order; damage is ECORRUPT", async () => {
+  const { encodePage, readPage } = await import("../src/storedrecord.js");
+  const keys = ["C\u0000a", "C\u0000é😀", "D\u0000x"], recs = [sample(), { base: null, leaves: [] }, sample()];
+  const p = encodePage(keys, recs);
+  const got: [string, StoredRecord][] = [];
+  readPage(p, (k, b) => got.push([k, decodeRecord(b)]));
+  assert.deepEqual(got, keys.map((k, i) => [k, recs[i]]));
+  for (const cut of [0, 1, 4, 8, 100, p.length - 1]) assert.throws(() => readPage(p.subarray(0, cut), () => undefined), { code: "ECORRUPT" });
+  const extra = new Uint8Array(p.length + 1); extra.set(p);
+  assert.throws(() => readPage(extra, () => undefined), { code: "ECORRUPT" });
+  // a damaged record inside a page
+  const bad = p.slice(); bad[5 + 2 + 3 + 4] = 9;
+  assert.throws(() => readPage(bad, (_k, b) => decodeRecord(b)), { code: "ECORRUPT" });
+});
