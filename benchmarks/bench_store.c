@@ -253,14 +253,42 @@ static int open_raw(bench *b)
     return bench_base_raw_open(&b->base, b->o.nosync);
 }
 
-/* Puts values of each record's blob size; i tags the bytes so every put
- * really changes the value. */
-static int raw_put_one(bench *b, MDB_txn *t, size_t rec, size_t i)
+/* Put i of n: its key, and its value (of the stored blob's size). */
+typedef void (*raw_kv_fn)(bench *b, size_t i, MDB_val *k, MDB_val *v);
+
+/* n puts into dbi, `batch` per transaction, each value tagged with i so
+ * every put really changes it.  0 or the LMDB error. */
+static int raw_puts(bench *b, MDB_dbi dbi, size_t n, raw_kv_fn kv)
 {
-    memcpy(b->base.valbuf, &i, sizeof i);
-    MDB_val k = {b->klen[rec], (void *)key_of(b, rec)};
-    MDB_val v = {b->vsize[rec], b->base.valbuf};
-    return mdb_put(t, b->base.raw_dbi, &k, &v, 0);
+    MDB_txn *t = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (!t && (rc = mdb_txn_begin(b->base.raw, NULL, 0, &t)))
+            break;
+        MDB_val k, v;
+        kv(b, i, &k, &v);
+        memcpy(b->base.valbuf, &i, sizeof i);
+        rc = mdb_put(t, dbi, &k, &v, 0);
+        if (!rc && bench_batch_end(i, b->o.batch, n)) {
+            rc = mdb_txn_commit(t);
+            t = NULL;
+        }
+    }
+    if (t)
+        mdb_txn_abort(t);
+    return rc;
+}
+
+/* The store's records in order (the fill), and in the shared sequence. */
+static void kv_fill(bench *b, size_t i, MDB_val *k, MDB_val *v)
+{
+    *k = (MDB_val){b->klen[i], (void *)key_of(b, i)};
+    *v = (MDB_val){b->vsize[i], b->base.valbuf};
+}
+
+static void kv_write(bench *b, size_t i, MDB_val *k, MDB_val *v)
+{
+    kv_fill(b, b->order[i], k, v);
 }
 
 static int fill_raw(bench *b)
@@ -268,19 +296,7 @@ static int fill_raw(bench *b)
     b->base.valbuf = bench_filler(b->vmax + sizeof(size_t));
     if (!b->base.valbuf)
         return -1;
-    MDB_txn *t = NULL;
-    int rc = 0;
-    for (size_t i = 0; i < b->o.records && !rc; i++) {
-        if (!t && (rc = mdb_txn_begin(b->base.raw, NULL, 0, &t)))
-            break;
-        rc = raw_put_one(b, t, i, i);
-        if (!rc && bench_batch_end(i, b->o.batch, b->o.records)) {
-            rc = mdb_txn_commit(t);
-            t = NULL;
-        }
-    }
-    if (t)
-        mdb_txn_abort(t);
+    int rc = raw_puts(b, b->base.raw_dbi, b->o.records, kv_fill);
     return rc ? bench_fail_mdb("raw fill", rc) : 0;
 }
 
@@ -311,21 +327,9 @@ static int phase_crdt_write(bench *b, double *secs)
 
 static int phase_raw_write(bench *b, double *secs)
 {
-    MDB_txn *t = NULL;
-    int rc = 0;
     double t0 = bench_now();
-    for (size_t i = 0; i < b->o.n && !rc; i++) {
-        if (!t && (rc = mdb_txn_begin(b->base.raw, NULL, 0, &t)))
-            break;
-        rc = raw_put_one(b, t, b->order[i], i);
-        if (!rc && bench_batch_end(i, b->o.batch, b->o.n)) {
-            rc = mdb_txn_commit(t);
-            t = NULL;
-        }
-    }
+    int rc = raw_puts(b, b->base.raw_dbi, b->o.n, kv_write);
     *secs = bench_now() - t0;
-    if (t)
-        mdb_txn_abort(t);
     return rc ? bench_fail_mdb("raw put", rc) : 0;
 }
 
@@ -374,6 +378,12 @@ static int phase_crdt_insert(bench *b, double *secs)
     return rc ? bench_fail_mdb("insert: record blob", rc) : 0;
 }
 
+static void kv_insert(bench *b, size_t i, MDB_val *k, MDB_val *v)
+{
+    *k = (MDB_val){b->ins_klen[i], b->ins_keys + i * KEY_STRIDE};
+    *v = (MDB_val){b->ins_vsize, b->base.valbuf};
+}
+
 /* The baseline: N puts of new keys, B per txn, into "inserts" emptied
  * (untimed) first. */
 static int phase_raw_insert(bench *b, double *secs)
@@ -402,21 +412,8 @@ static int phase_raw_insert(bench *b, double *secs)
     if (b->ins_vsize < sizeof(size_t) || b->ins_vsize > b->vmax)
         return fprintf(stderr, "%s: inserted record of %zu bytes\n", bench_name, b->ins_vsize), -1;
     double t0 = bench_now();
-    for (size_t i = 0; i < b->o.n && !rc; i++) {
-        if (!t && (rc = mdb_txn_begin(b->base.raw, NULL, 0, &t)))
-            break;
-        memcpy(b->base.valbuf, &i, sizeof i);
-        MDB_val k = {b->ins_klen[i], b->ins_keys + i * KEY_STRIDE};
-        MDB_val v = {b->ins_vsize, b->base.valbuf};
-        rc = mdb_put(t, b->ins_dbi, &k, &v, 0);
-        if (!rc && bench_batch_end(i, b->o.batch, b->o.n)) {
-            rc = mdb_txn_commit(t);
-            t = NULL;
-        }
-    }
+    rc = raw_puts(b, b->ins_dbi, b->o.n, kv_insert);
     *secs = bench_now() - t0;
-    if (t)
-        mdb_txn_abort(t);
     return rc ? bench_fail_mdb("raw insert", rc) : 0;
 }
 
