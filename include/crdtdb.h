@@ -290,8 +290,10 @@ CRDTDB_API const char *crdtdb_db_collection_name(const crdtdb_db *db,
                                                  size_t i);
 
 /* Detail of the last failure on this database handle, such as
- * "Object with id 'X' not found in collection 'Y'".  Valid until the next
- * call on db.  Never NULL. */
+ * "Object with id 'X' not found in collection 'Y'".  After a call on db
+ * that failed, it describes that failure (at least crdtdb_strerror of the
+ * code returned), never an earlier call's.  Valid until the next call on
+ * db.  Never NULL. */
 CRDTDB_API const char *crdtdb_db_errmsg(const crdtdb_db *db);
 
 /*
@@ -509,7 +511,7 @@ CRDTDB_API void crdtdb_db_invalidate(crdtdb_db *db);
  * Local changes not yet sent are lost.  Errors: EBUSY (a transaction is
  * open on this handle), EROFS, EIO.
  */
-CRDTDB_API int crdtdb_db_clear(crdtdb_db *db);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_clear(crdtdb_db *db);
 
 /*
  * Forgets one record locally — no tombstone, nothing that would travel to
@@ -517,7 +519,7 @@ CRDTDB_API int crdtdb_db_clear(crdtdb_db *db);
  * server that it may no longer see the record; works on read-only
  * handles.  Absent records are fine.  Errors: ENOCOLL, EBADID, EBUSY, EIO.
  */
-CRDTDB_API int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id);
 
 /*
  * Purges (as crdtdb_db_purge) every record holding a change made on this
@@ -528,7 +530,7 @@ CRDTDB_API int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id);
  * *n (may be NULL) counts the records.  Errors: those of crdtdb_db_purge,
  * ECORRUPT.
  */
-CRDTDB_API int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n);
 
 /* ---------------------------------------------------------------- deltas */
 
@@ -980,7 +982,7 @@ CRDTDB_API void crdtdb_db_set_readonly(crdtdb_db *db, int readonly);
  * server grants two-way: read-only is a property of the copy, connected or
  * offline, not of one handle.  Errors: EROFS (read-only environment), EIO.
  */
-CRDTDB_API int crdtdb_db_mark_readonly(crdtdb_db *db, int readonly);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_mark_readonly(crdtdb_db *db, int readonly);
 
 /* Whether db's copy is marked read-only (crdtdb_db_mark_readonly).
  * Errors: EIO. */

@@ -235,13 +235,20 @@ static int group(exporter *x, uint16_t coll, const uint8_t *id, size_t idlen)
     return 0;
 }
 
-int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
-                     crdtdb_delta_sink sink, void *ctx,
-                     crdtdb_export_info *info)
+static int export_call(crdtdb_db *db, uint64_t since, const uint8_t *peer,
+                       crdtdb_delta_sink sink, void *ctx,
+                       crdtdb_export_info *info)
 {
     if (!db || !sink)
         return CRDTDB_EINVAL;
     return crdtdb__export(db, since, peer, 0, 0, NULL, sink, ctx, info, NULL);
+}
+
+int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
+                     crdtdb_delta_sink sink, void *ctx,
+                     crdtdb_export_info *info)
+{
+    return crdtdb__db_exit(db, export_call(db, since, peer, sink, ctx, info));
 }
 
 int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned flags,
@@ -409,8 +416,8 @@ int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned 
     return rc;
 }
 
-int crdtdb_db_export_record(crdtdb_db *db, const char *coll, const char *id,
-                            const uint8_t *peer, crdtdb_buf *out, int *found)
+static int export_record_call(crdtdb_db *db, const char *coll, const char *id,
+                              const uint8_t *peer, crdtdb_buf *out, int *found)
 {
     if (!db || !coll || !id || !out || !found)
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no collection, id or output")
@@ -475,4 +482,10 @@ int crdtdb_db_export_record(crdtdb_db *db, const char *coll, const char *id,
     crdtdb__delta_free(&x.d);
     crdtdb_txn_abort(t);
     return rc;
+}
+
+int crdtdb_db_export_record(crdtdb_db *db, const char *coll, const char *id,
+                            const uint8_t *peer, crdtdb_buf *out, int *found)
+{
+    return crdtdb__db_exit(db, export_record_call(db, coll, id, peer, out, found));
 }

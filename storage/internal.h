@@ -57,6 +57,7 @@ struct crdtdb_env {
     uint64_t hlc;         /* highest stamp this process issued or accepted */
     struct crdtdb_db *dbs; /* open handles, for drop's EBUSY */
     char errmsg[512];
+    int errcode; /* the code errmsg was written for (crdtdb__env_exit) */
 };
 
 typedef struct crdtdb__event_rec {
@@ -89,6 +90,7 @@ struct crdtdb_db {
     int readonly;      /* local writes refused (a server-to-client client) */
     struct crdtdb_db *next;
     char errmsg[512];
+    int errcode; /* the code errmsg was written for (crdtdb__db_exit) */
     /* scratch reused across operations (one thread at a time) */
     crdtdb__record rec;
     crdtdb__flat flat;
@@ -115,6 +117,7 @@ struct crdtdb_txn {
     crypto_generichash_state fp; /* digest of what this txn numbered */
     MDB_cursor *rec_cur; /* records cursor of a write txn (LMDB frees it) */
     int ro_known, ro;    /* the copy's durable read-only mark, once read */
+    char failmsg[512];   /* the message of the operation that set failed */
 };
 
 /* env.c */
@@ -125,8 +128,18 @@ void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* The one exit of every public call on an environment: returns rc, and
+ * when rc is an error the call left no message for, sets rc's default text
+ * (crdtdb_strerror), so crdtdb_env_errmsg always names the returned
+ * failure, never an earlier call's. */
+int crdtdb__env_exit(crdtdb_env *env, int rc);
 
 /* db.c */
+/* The one exit of every public call on a database handle (the model is
+ * SQLite's sqlite3ApiExit): returns rc; an error the call set no message
+ * for gets rc's default text, so crdtdb_db_errmsg always belongs to the
+ * code returned.  db may be NULL. */
+int crdtdb__db_exit(crdtdb_db *db, int rc);
 int crdtdb__db_seterr(crdtdb_db *db, int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
@@ -147,6 +160,9 @@ int crdtdb__txn_get(crdtdb_db *db, crdtdb_txn *txn, int write,
 /* Ends an owned txn: commits if rc == 0, else aborts.  Marks a borrowed
  * write txn failed if rc != 0.  Returns the final code. */
 int crdtdb__txn_end(crdtdb_txn *t, int own, int rc);
+/* Fails a write batch with rc (the first failure wins; read txns and rc 0
+ * are left alone), keeping the message for crdtdb_txn_commit to return. */
+void crdtdb__txn_fail(crdtdb_txn *t, int rc);
 uint64_t crdtdb__txn_tick(crdtdb_txn *t);
 int crdtdb__seq_read(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *seq);
 

@@ -6,8 +6,8 @@
 #include "crdt/buf.h"
 #include "storage/internal.h"
 
-int crdtdb_db_observe(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
-                      void *ctx, crdtdb_observer **out)
+static int observe_call(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
+                        void *ctx, crdtdb_observer **out)
 {
     if (!db || !cb || !out)
         return CRDTDB_EINVAL;
@@ -29,6 +29,12 @@ int crdtdb_db_observe(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
     *pp = o;
     *out = o;
     return 0;
+}
+
+int crdtdb_db_observe(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
+                      void *ctx, crdtdb_observer **out)
+{
+    return crdtdb__db_exit(db, observe_call(db, coll, cb, ctx, out));
 }
 
 static void observers_sweep(crdtdb_db *db)
@@ -237,7 +243,7 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
     return 0;
 }
 
-int crdtdb_db_poll(crdtdb_db *db, size_t *n)
+static int poll_call(crdtdb_db *db, size_t *n)
 {
     if (n)
         *n = 0;
@@ -270,4 +276,9 @@ int crdtdb_db_poll(crdtdb_db *db, size_t *n)
     }
     crdtdb_txn_abort(t);
     return rc;
+}
+
+int crdtdb_db_poll(crdtdb_db *db, size_t *n)
+{
+    return crdtdb__db_exit(db, poll_call(db, n));
 }

@@ -52,7 +52,7 @@ static int purge_commit(crdtdb_txn *t, int rc)
     return crdtdb_txn_commit(t);
 }
 
-int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id)
+static int purge_call(crdtdb_db *db, const char *coll, const char *id)
 {
     if (!db || !coll || !id)
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no collection or id") : CRDTDB_EINVAL;
@@ -64,6 +64,11 @@ int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id)
     crdtdb_txn *t;
     int rc = crdtdb_txn_begin(db, 0, &t);
     return rc ? rc : purge_commit(t, purge_in(t, (uint16_t)c, id));
+}
+
+int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id)
+{
+    return crdtdb__db_exit(db, purge_call(db, coll, id));
 }
 
 /* A record named by a change-log entry: u16 collection, u8 id length, id
@@ -80,7 +85,7 @@ static int reckey_cmp(const void *a, const void *b)
     return c ? c : (x[2] > y[2]) - (x[2] < y[2]);
 }
 
-int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n)
+static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
 {
     if (n)
         *n = 0;
@@ -146,4 +151,9 @@ int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n)
     if (!rc && n)
         *n = purged;
     return rc;
+}
+
+int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n)
+{
+    return crdtdb__db_exit(db, discard_unsent_call(db, after, n));
 }

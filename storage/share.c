@@ -112,9 +112,9 @@ static entry *entry_get(crdtdb_db *db, uint64_t since, uint32_t num, size_t max_
     return e;
 }
 
-int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer,
-                         const crdtdb_export_options *opts, crdtdb_delta_sink sink, void *ctx,
-                         crdtdb_export_info *info)
+static int export_for_call(crdtdb_db *db, uint64_t since, const uint8_t *peer,
+                           const crdtdb_export_options *opts, crdtdb_delta_sink sink, void *ctx,
+                           crdtdb_export_info *info)
 {
     if (!db || !sink)
         return CRDTDB_EINVAL;
@@ -177,4 +177,11 @@ int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer,
     if (info)
         *info = sum;
     return rc;
+}
+
+int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer,
+                         const crdtdb_export_options *opts, crdtdb_delta_sink sink, void *ctx,
+                         crdtdb_export_info *info)
+{
+    return crdtdb__db_exit(db, export_for_call(db, since, peer, opts, sink, ctx, info));
 }

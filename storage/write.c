@@ -223,8 +223,8 @@ static int parse(crdtdb_db *db, const uint8_t *data, size_t len,
  * caller's transaction is all or nothing. */
 static int refuse(crdtdb_db *db, crdtdb_txn *txn, int rc)
 {
-    if (txn && txn->db == db && !(txn->flags & CRDTDB_TXN_RDONLY) && !txn->failed)
-        txn->failed = rc;
+    if (txn && txn->db == db)
+        crdtdb__txn_fail(txn, rc);
     return rc;
 }
 
@@ -270,8 +270,8 @@ static int load_visible(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll, const cha
     return rc;
 }
 
-int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
-                  const char *id, const uint8_t *value, size_t len)
+static int add_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                    const char *id, const uint8_t *value, size_t len)
 {
     if (!db)
         return CRDTDB_EINVAL;
@@ -286,8 +286,14 @@ int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     return crdtdb__txn_end(t, own, op_add(t, (uint16_t)c, id, &o));
 }
 
-int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
-                      const uint8_t *values, size_t len)
+int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                  const char *id, const uint8_t *value, size_t len)
+{
+    return crdtdb__db_exit(db, add_call(db, txn, coll, id, value, len));
+}
+
+static int add_all_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                        const uint8_t *values, size_t len)
 {
     if (!db)
         return CRDTDB_EINVAL;
@@ -322,8 +328,14 @@ int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     return crdtdb__txn_end(t, own, rc);
 }
 
-int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
-                     const char *id, const uint8_t *changes, size_t len)
+int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                      const uint8_t *values, size_t len)
+{
+    return crdtdb__db_exit(db, add_all_call(db, txn, coll, values, len));
+}
+
+static int update_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                       const char *id, const uint8_t *changes, size_t len)
 {
     if (!db)
         return CRDTDB_EINVAL;
@@ -348,8 +360,14 @@ int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     return crdtdb__txn_end(t, own, rc);
 }
 
-int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
-                     const char *id)
+int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                     const char *id, const uint8_t *changes, size_t len)
+{
+    return crdtdb__db_exit(db, update_call(db, txn, coll, id, changes, len));
+}
+
+static int remove_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                       const char *id)
 {
     if (!db)
         return CRDTDB_EINVAL;
@@ -371,6 +389,12 @@ int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     if (!rc)
         rc = crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
     return crdtdb__txn_end(t, own, rc);
+}
+
+int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                     const char *id)
+{
+    return crdtdb__db_exit(db, remove_call(db, txn, coll, id));
 }
 
 void crdtdb_db_set_readonly(crdtdb_db *db, int readonly)
