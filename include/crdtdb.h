@@ -542,8 +542,13 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t
  * have applied the same changes show the same data.
  */
 
-/* Receives one encoded delta (valid during the call).  Return non-zero to
- * stop the export; the exporter then returns that value. */
+/* A sink's "enough": ends the export after the delta just given.  Not an
+ * error: the export returns 0 and info->to tells where it ended. */
+#define CRDTDB_STOP 1
+
+/* Receives one encoded delta (valid during the call).  Returns 0 for the
+ * next, CRDTDB_STOP to end the export there, or a negative CRDTDB_E* code
+ * to fail it (the export then returns that code). */
 typedef int (*crdtdb_delta_sink)(void *ctx, const uint8_t *delta, size_t len);
 
 typedef struct crdtdb_export_info {
@@ -565,7 +570,7 @@ typedef struct crdtdb_export_info {
  * writes go to a later export.  `info` may be NULL.
  *
  * Errors: EBUSY (a transaction is open on this handle), EIO, ECORRUPT,
- *         ENOMEM, or the sink's non-zero return.
+ *         ENOMEM, or the sink's negative return.
  */
 CRDTDB_API int crdtdb_db_export(crdtdb_db *db, uint64_t since,
                                 const uint8_t *peer, crdtdb_delta_sink sink,

@@ -210,25 +210,7 @@ int crdtdb__marks_put(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
 /* Sets flag on peer in its own transaction (after a refused delta). */
 int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag);
 
-/* export.c */
-#define CRDTDB__EXPORT_SRCS 8
-/* The peers (by number) whose registers an export packed. */
-typedef struct crdtdb__export_srcs {
-    uint32_t num[CRDTDB__EXPORT_SRCS];
-    unsigned n;
-    int many;       /* more than CRDTDB__EXPORT_SRCS: the list is incomplete */
-    uint32_t stop;  /* in: a peer number; a delta holding its registers is
-                       not signed, the export returns CRDTDB__EXPORT_STOPPED */
-} crdtdb__export_srcs;
-#define CRDTDB__EXPORT_STOPPED 2
-int crdtdb__export_has_src(const crdtdb__export_srcs *s, uint32_t num);
-/* crdtdb_db_export, also reporting in srcs (may be NULL) the sources of
- * every register packed. */
-int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned flags,
-                   size_t max_bytes, const crdtdb_export_options *filter, crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info,
-                   crdtdb__export_srcs *srcs);
-
-/* share.c: deltas signed once for every peer of a handle */
+/* export.h: the exporter; share.c: the shared-delta cache */
 typedef struct crdtdb__shared crdtdb__shared;
 void crdtdb__shared_free(struct crdtdb__shared *sh);
 

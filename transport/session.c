@@ -16,7 +16,6 @@
 #include "crdtdb.h"
 
 #define PROTO_VERSION 1u
-#define STOP_EXPORT 1 /* our sink's "one delta is enough" */
 #define SKIP_SPAN 256 /* sequences skipped before an empty delta is signed */
 #define ACK_SAVE_EVERY 64 /* acks received between durable saves */
 #define CLOCK_RETRY_MIN_MS 1000 /* a delta refused as stamped ahead is asked
@@ -419,12 +418,12 @@ static int one_delta(void *ctx, const uint8_t *delta, size_t len)
     crdtdb_session *s = ctx;
     if (!len) { /* nothing for the peer: a SKIP follows */
         s->skipped = 1;
-        return STOP_EXPORT;
+        return CRDTDB_STOP;
     }
     msgpack_packer pk = start(s, M_DELTA, 2);
     if (msgpack_pack_bin_with_body(&pk, delta, len) || frame(s))
         return CRDTDB_ENOMEM;
-    return STOP_EXPORT;
+    return CRDTDB_STOP;
 }
 
 int crdtdb_session_pump(crdtdb_session *s)
@@ -470,7 +469,7 @@ int crdtdb_session_pump(crdtdb_session *s)
         rc = crdtdb_db_export_for(s->db, s->sent_upto, s->peer, &eo, one_delta, s, &info);
         if (!rc && s->purge_err)
             rc = CRDTDB_ENOMEM;
-        if (rc != 0 && rc != STOP_EXPORT)
+        if (rc != 0)
             return seterr(s, rc, "%s", crdtdb_db_errmsg(s->db));
         /* guard the loop: a skip must pass what was skipped before; a delta
          * (maybe a piece of a large record) must pass what was sent */
