@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt/array.h"
 #include "crdt/buf.h"
 #include "storage/internal.h"
 
@@ -72,14 +73,8 @@ void crdtdb__observers_free(crdtdb_db *db)
 int crdtdb__event_add(crdtdb_txn *t, int type, uint16_t coll, const char *id,
                       size_t idlen, const uint8_t *val, size_t len)
 {
-    if (t->nevents == t->events_cap) {
-        uint32_t c = t->events_cap ? t->events_cap * 2 : 16;
-        void *p = realloc(t->events, (size_t)c * sizeof *t->events);
-        if (!p)
-            return CRDTDB_ENOMEM;
-        t->events = p;
-        t->events_cap = c;
-    }
+    if (crdtdb__array_grow(&t->events, &t->events_cap, t->nevents, sizeof *t->events, 16))
+        return CRDTDB_ENOMEM;
     crdtdb__event_rec *e = &t->events[t->nevents];
     e->type = (uint8_t)type;
     e->coll = coll;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt/array.h"
 #include "crdt/buf.h"
 #include "storage/internal.h"
 
@@ -97,7 +98,7 @@ static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
         return rc;
     /* the records with a change of our own after `after`, sorted, once */
     reckey *keys = NULL;
-    size_t nk = 0, cap = 0;
+    uint32_t nk = 0, cap = 0;
     MDB_cursor *cur = NULL;
     int mrc = mdb_cursor_open(t->mt, db->env->dbi_changes, &cur);
     uint8_t kb[CRDTDB__CHGKEY_LEN];
@@ -115,15 +116,9 @@ static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
         }
         if (crdtdb__get_u32(p) != CRDTDB__SRC_LOCAL)
             continue;
-        if (nk == cap) {
-            size_t c2 = cap ? cap * 2 : 16;
-            reckey *nkeys = realloc(keys, c2 * sizeof *keys);
-            if (!nkeys) {
-                rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
-                break;
-            }
-            keys = nkeys;
-            cap = c2;
+        if (crdtdb__array_grow(&keys, &cap, nk, sizeof *keys, 16)) {
+            rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+            break;
         }
         memcpy(keys[nk++].k, p + 4, 3 + (size_t)p[6]);
     }
@@ -134,7 +129,7 @@ static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
     if (!rc && nk)
         qsort(keys, nk, sizeof *keys, reckey_cmp);
     size_t purged = 0;
-    for (size_t i = 0; !rc && i < nk; i++) {
+    for (uint32_t i = 0; !rc && i < nk; i++) {
         if (i && reckey_cmp(&keys[i], &keys[i - 1]) == 0)
             continue;
         uint16_t coll = (uint16_t)(keys[i].k[0] << 8 | keys[i].k[1]);
