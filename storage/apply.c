@@ -5,7 +5,7 @@
 
 #include "crdt/buf.h"
 #include "crdt/hlc.h"
-#include "storage/internal.h"
+#include "storage/slot.h"
 
 typedef struct wfilter wfilter;
 typedef struct replace replace;

@@ -9,13 +9,15 @@
 #include <string.h>
 
 #include "storage/export.h"
+#include "storage/log.h"
 
 /* Export state: the snapshot, the cursor on the log, and the delta being
  * filled with where its range starts. */
 struct crdtdb__exporter {
     crdtdb_db *db;
     crdtdb_txn *txn;           /* the read snapshot (db's slot) */
-    MDB_cursor *cur;           /* on the change log */
+    crdtdb__log_iter log;      /* on the change log */
+    crdtdb__log_entry entry;   /* the entry waiting to be packed (at_entry) */
     crdtdb__delta d;
     crdtdb_buf out;            /* the last signed delta */
     uint64_t since, last;      /* the range asked for; the snapshot's seq */
@@ -31,8 +33,7 @@ struct crdtdb__exporter {
     const crdtdb_export_options *o; /* the read filter, if any */
     uint32_t peer_num;         /* registers from it are left out (UINT32_MAX: none) */
     uint32_t withhold_num;     /* opts.withhold's number (0: none) */
-    int started;               /* the cursor was positioned */
-    int at_entry;              /* the cursor's entry waits to be packed */
+    int at_entry;              /* entry waits to be packed */
     int filled, done;          /* a delta is filled; the last one was given */
     /* the record loaded in rec (blobs stay valid for the whole snapshot,
      * so the delta borrows paths, values and keys from them) */
@@ -220,21 +221,17 @@ static int pack_whole(crdtdb__exporter *x, const crdtdb__record *rec, uint16_t c
     return 0;
 }
 
-/* Packs the log entry under the cursor: 0, NEED_FLUSH, or an error. */
-static int pack_entry(crdtdb__exporter *x, const MDB_val *k, const MDB_val *v)
+/* Packs log entry e: 0, NEED_FLUSH, or an error. */
+static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
 {
     crdtdb_db *db = x->db;
-    uint64_t seq = crdtdb__get_u64((const uint8_t *)k->mv_data + 4);
-    const uint8_t *p = v->mv_data;
-    if (v->mv_size < CRDTDB__CHG_HEAD || v->mv_size < CRDTDB__CHG_HEAD + (size_t)p[6])
-        return crdtdb__db_seterr(db, CRDTDB_ECORRUPT, "change %llu is malformed",
-                                 (unsigned long long)seq);
-    uint32_t src = crdtdb__get_u32(p);
-    uint16_t coll = (uint16_t)(p[4] << 8 | p[5]);
-    size_t idlen = p[6];
-    const uint8_t *id = p + CRDTDB__CHG_HEAD;
-    const uint8_t *path = id + idlen;
-    size_t plen = v->mv_size - CRDTDB__CHG_HEAD - idlen;
+    uint64_t seq = e->seq;
+    uint32_t src = e->src;
+    uint16_t coll = e->coll;
+    size_t idlen = e->idlen;
+    const uint8_t *id = e->id;
+    const uint8_t *path = e->path;
+    size_t plen = e->plen;
     if ((src == x->peer_num && !x->o) || coll >= db->ncoll) /* it has it */
         return 0;
     uint8_t rk[CRDTDB__RECKEY_MAX];
@@ -337,37 +334,15 @@ int crdtdb__exporter_begin(crdtdb_db *db, const crdtdb__export_opts *o,
     }
     if (!rc && o->withhold) /* an unknown peer has sent us nothing */
         rc = crdtdb__peer_num(env, mt, o->withhold, 0, &x->withhold_num);
-    int mrc = rc ? 0 : mdb_cursor_open(mt, env->dbi_changes, &x->cur);
-    if (mrc)
-        rc = crdtdb__mdb_err(mrc);
+    if (!rc)
+        rc = crdtdb__log_open(db, mt, o->since, &x->log);
     if (rc) {
-        crdtdb__db_seterr(db, rc, "export: %s", mrc ? mdb_strerror(mrc) : crdtdb_strerror(rc));
+        crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
         crdtdb__exporter_end(x);
         return rc;
     }
     *out = x;
     return 0;
-}
-
-/* Moves the cursor to the next log entry of db: 1 there, 0 at the end. */
-static int advance(crdtdb__exporter *x, MDB_val *k, MDB_val *v, int *mrc)
-{
-    if (x->since >= x->last)
-        return 0;
-    if (!x->started) {
-        uint8_t kb[CRDTDB__CHGKEY_LEN];
-        crdtdb__put_u32(kb, x->db->num);
-        crdtdb__put_u64(kb + 4, x->since + 1);
-        k->mv_size = sizeof kb;
-        k->mv_data = kb;
-        x->started = 1;
-        *mrc = mdb_cursor_get(x->cur, k, v, MDB_SET_RANGE);
-    } else {
-        *mrc = mdb_cursor_get(x->cur, k, v, x->at_entry ? MDB_GET_CURRENT : MDB_NEXT);
-    }
-    if (*mrc)
-        return 0;
-    return k->mv_size == CRDTDB__CHGKEY_LEN && crdtdb__get_u32(k->mv_data) == x->db->num;
 }
 
 int crdtdb__exporter_fill(crdtdb__exporter *x)
@@ -384,23 +359,27 @@ int crdtdb__exporter_fill(crdtdb__exporter *x)
         memset(&x->srcs, 0, sizeof x->srcs);
         x->filled = 0;
     }
-    MDB_val k, v;
-    int mrc = 0;
-    while (advance(x, &k, &v, &mrc)) {
-        int rc = pack_entry(x, &k, &v);
+    int found = 1, rc = 0;
+    while (x->since < x->last) {
+        if (!x->at_entry && ((rc = crdtdb__log_next(&x->log, &x->entry, &found)) || !found))
+            break;
+        x->at_entry = 0;
+        rc = pack_entry(x, &x->entry);
         if (rc == NEED_FLUSH) { /* this entry opens the next delta */
             x->at_entry = 1;
             x->to = x->prev;
             x->filled = 1;
             return 0;
         }
-        x->at_entry = 0;
         if (rc)
             return rc;
-        x->prev = crdtdb__get_u64((const uint8_t *)k.mv_data + 4);
+        x->prev = x->entry.seq;
     }
-    if (mrc && mrc != MDB_NOTFOUND)
-        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", mdb_strerror(mrc));
+    if (rc == CRDTDB_ECORRUPT)
+        return crdtdb__db_seterr(db, rc, "a change after %llu is malformed",
+                                 (unsigned long long)x->prev);
+    if (rc)
+        return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
     /* the last delta covers everything up to the snapshot's sequence: what
      * the scan did not meet was superseded by what it did */
     x->to = x->last > x->since ? x->last : x->since;
@@ -476,7 +455,7 @@ void crdtdb__exporter_end(crdtdb__exporter *x)
 {
     if (!x)
         return;
-    mdb_cursor_close(x->cur);
+    crdtdb__log_close(&x->log);
     crdtdb__record_free(&x->rec);
     crdtdb__delta_free(&x->d);
     crdtdb_buf_free(&x->out);

@@ -166,25 +166,6 @@ void crdtdb__txn_fail(crdtdb_txn *t, int rc);
 uint64_t crdtdb__txn_tick(crdtdb_txn *t);
 int crdtdb__seq_read(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *seq);
 
-/* write.c: the record read-modify-write shared by local writes and merges */
-typedef struct crdtdb__slot {
-    uint16_t coll;
-    const char *id;
-    size_t idlen;
-    uint8_t key[CRDTDB__RECKEY_MAX];
-    MDB_val k;
-    int was_visible;
-    int exists;        /* the records cursor sits on it: replace in place */
-    uint64_t seq_before;
-} crdtdb__slot;
-/* Loads record (coll, id) into db->rec.  0 or an error (message set). */
-int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
-                      const char *id);
-/* Numbers new registers, stores db->rec (deletes it when it holds no
- * register at all), logs its changes as coming from peer number `src`,
- * records the observer event. */
-int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src);
-
 /* peers.c */
 /* Peer number of replica id `key`, created if `create`; 0 if unknown. */
 int crdtdb__peer_num(crdtdb_env *env, MDB_txn *mt, const uint8_t *key,

@@ -5,7 +5,7 @@
 
 #include "crdt/array.h"
 #include "crdt/buf.h"
-#include "storage/internal.h"
+#include "storage/log.h"
 
 static int observe_call(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
                         void *ctx, crdtdb_observer **out)
@@ -168,30 +168,18 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
     uint64_t since = db->seen_seq;
     uint32_t first = t->nevents, distinct = 0;
     uint32_t limit = env->opts.observe_batch_limit;
-    MDB_cursor *cur;
-    int mrc = mdb_cursor_open(mt, env->dbi_changes, &cur);
-    if (mrc)
-        return crdtdb__mdb_err(mrc);
-    uint8_t kb[CRDTDB__CHGKEY_LEN];
-    crdtdb__put_u32(kb, db->num);
-    crdtdb__put_u64(kb + 4, since + 1);
-    MDB_val k = {sizeof kb, kb}, v;
+    crdtdb__log_iter it;
+    int rc = crdtdb__log_open(db, mt, since, &it);
+    if (rc)
+        return rc;
     crdtdb__record rec;
     crdtdb__record_init(&rec);
-    int rc = 0, many = 0;
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != CRDTDB__CHGKEY_LEN || crdtdb__get_u32(k.mv_data) != db->num ||
-            crdtdb__get_u64((const uint8_t *)k.mv_data + 4) > upto)
-            break;
-        const uint8_t *p = v.mv_data;
-        if (v.mv_size < CRDTDB__CHG_HEAD || v.mv_size < CRDTDB__CHG_HEAD + (size_t)p[6]) {
-            rc = CRDTDB_ECORRUPT;
-            break;
-        }
-        uint16_t coll = (uint16_t)(p[4] << 8 | p[5]);
-        size_t idlen = p[6];
-        const uint8_t *id = p + CRDTDB__CHG_HEAD;
+    int many = 0, found;
+    crdtdb__log_entry e;
+    while (!(rc = crdtdb__log_next(&it, &e, &found)) && found && e.seq <= upto) {
+        uint16_t coll = e.coll;
+        size_t idlen = e.idlen;
+        const uint8_t *id = e.id;
         if (coll >= db->ncoll || seen(t, first, coll, id, idlen))
             continue;
         if (++distinct > limit) {
@@ -224,9 +212,7 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
             break;
         }
     }
-    if (!rc && mrc != 0 && mrc != MDB_NOTFOUND && !many)
-        rc = crdtdb__mdb_err(mrc);
-    mdb_cursor_close(cur);
+    crdtdb__log_close(&it);
     crdtdb__record_free(&rec);
     if (rc)
         return rc;

@@ -5,7 +5,8 @@
 
 #include "crdt/array.h"
 #include "crdt/buf.h"
-#include "storage/internal.h"
+#include "storage/log.h"
+#include "storage/slot.h"
 
 /* Forgets record (c, id) inside write txn t: the record and its
  * change-log entries (its registers' own sequences); an observer event if
@@ -24,13 +25,7 @@ static int purge_in(crdtdb_txn *t, uint16_t c, const char *id)
                                       : (r->base_kind != CRDTDB__BASE_NONE ? r->base_seq : 0);
         if (!seq)
             continue;
-        uint8_t k[CRDTDB__CHGKEY_LEN];
-        crdtdb__put_u32(k, db->num);
-        crdtdb__put_u64(k + 4, seq);
-        MDB_val key = {sizeof k, k};
-        mrc = mdb_del(t->mt, db->env->dbi_changes, &key, NULL);
-        if (mrc == MDB_NOTFOUND)
-            mrc = 0;
+        mrc = crdtdb__log_del(t, seq);
     }
     if (mrc)
         return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "purge: %s", mdb_strerror(mrc));
@@ -99,33 +94,29 @@ static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
     /* the records with a change of our own after `after`, sorted, once */
     reckey *keys = NULL;
     uint32_t nk = 0, cap = 0;
-    MDB_cursor *cur = NULL;
-    int mrc = mdb_cursor_open(t->mt, db->env->dbi_changes, &cur);
-    uint8_t kb[CRDTDB__CHGKEY_LEN];
-    crdtdb__put_u32(kb, db->num);
-    crdtdb__put_u64(kb + 4, after + 1);
-    MDB_val k = {sizeof kb, kb}, v;
-    for (mrc = mrc ? mrc : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && !rc;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != CRDTDB__CHGKEY_LEN || crdtdb__get_u32(k.mv_data) != db->num)
-            break;
-        const uint8_t *p = v.mv_data;
-        if (v.mv_size < CRDTDB__CHG_HEAD || v.mv_size < CRDTDB__CHG_HEAD + (size_t)p[6]) {
-            rc = crdtdb__db_seterr(db, CRDTDB_ECORRUPT, "change log entry is unreadable");
-            break;
-        }
-        if (crdtdb__get_u32(p) != CRDTDB__SRC_LOCAL)
+    crdtdb__log_iter it;
+    crdtdb__log_entry e;
+    int found;
+    if ((rc = crdtdb__log_open(db, t->mt, after, &it)))
+        rc = crdtdb__db_seterr(db, rc, "discard: %s", crdtdb_strerror(rc));
+    while (!rc && !(rc = crdtdb__log_next(&it, &e, &found)) && found) {
+        if (e.src != CRDTDB__SRC_LOCAL)
             continue;
         if (crdtdb__array_grow(&keys, &cap, nk, sizeof *keys, 16)) {
             rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
             break;
         }
-        memcpy(keys[nk++].k, p + 4, 3 + (size_t)p[6]);
+        uint8_t *k = keys[nk++].k; /* collection | id length | id */
+        k[0] = (uint8_t)(e.coll >> 8);
+        k[1] = (uint8_t)e.coll;
+        k[2] = (uint8_t)e.idlen;
+        memcpy(k + 3, e.id, e.idlen);
     }
-    if (!rc && mrc && mrc != MDB_NOTFOUND)
-        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "discard: %s", mdb_strerror(mrc));
-    if (cur)
-        mdb_cursor_close(cur);
+    if (rc == CRDTDB_ECORRUPT)
+        rc = crdtdb__db_seterr(db, rc, "change log entry is unreadable");
+    else if (rc && db->errcode != rc)
+        rc = crdtdb__db_seterr(db, rc, "discard: %s", crdtdb_strerror(rc));
+    crdtdb__log_close(&it);
     if (!rc && nk)
         qsort(keys, nk, sizeof *keys, reckey_cmp);
     size_t purged = 0;

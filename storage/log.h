@@ -1,0 +1,46 @@
+/*
+ * The change log: one entry per live register, keyed by the local sequence
+ * that last wrote it (layout in internal.h, "changes").  Written by the
+ * record slot (slot.c), read by the exporter, observers and purges: the
+ * format lives here only.
+ */
+#ifndef CRDTDB_STORAGE_LOG_H
+#define CRDTDB_STORAGE_LOG_H
+#include "storage/internal.h"
+
+/* One entry, parsed.  id and path borrow the transaction's pages: valid
+ * for a read snapshot, or in a write txn until its next write. */
+typedef struct crdtdb__log_entry {
+    uint64_t seq;
+    uint32_t src;          /* the peer it came from (CRDTDB__SRC_LOCAL: here) */
+    uint16_t coll;
+    const uint8_t *id;
+    size_t idlen;
+    const uint8_t *path;   /* the register's path; plen 0: the record base */
+    size_t plen;
+} crdtdb__log_entry;
+
+/* Logs register (coll, id, path) of t's database at seq as from src.
+ * 0 or an LMDB code (the caller words the message). */
+int crdtdb__log_put(crdtdb_txn *t, uint64_t seq, uint32_t src, uint16_t coll,
+                    const char *id, size_t idlen, const uint8_t *path, size_t plen);
+/* Deletes the entry at seq; an absent one is fine.  0 or an LMDB code. */
+int crdtdb__log_del(crdtdb_txn *t, uint64_t seq);
+
+/* A walk over one database's entries after a sequence, in order.  The
+ * caller owns it; close it before mt ends. */
+typedef struct crdtdb__log_iter {
+    MDB_cursor *cur;
+    uint32_t num;
+    uint64_t after;
+    int started;
+} crdtdb__log_iter;
+/* 0 or a CRDTDB_E* code. */
+int crdtdb__log_open(crdtdb_db *db, MDB_txn *mt, uint64_t after, crdtdb__log_iter *it);
+/* The next entry: 0 with *found (0: the log ends), or an error: ECORRUPT
+ * for a malformed entry, else the LMDB failure's code.  No message set. */
+int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found);
+/* Accepts an iterator never opened (zeroed). */
+void crdtdb__log_close(crdtdb__log_iter *it);
+
+#endif
