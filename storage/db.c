@@ -1,4 +1,7 @@
-/* Databases: many per environment, each a compact number in every key. */
+/* Databases: many per environment, each a compact number in every key.
+ * Also the base helpers every storage file calls on a handle: its error
+ * message and the one exit of public calls (crdtdb__db_exit), id checks,
+ * collection lookup, the sequence read. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

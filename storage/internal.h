@@ -1,5 +1,9 @@
 /*
- * Storage internals shared by the storage files.  Not installed.
+ * The storage base: the handles (env, db, txn), the LMDB key layout and the
+ * helpers every storage file needs (error messages and each public call's
+ * one exit, ids, transactions).  Not installed.  Each other concept has
+ * its own header, included only where it is used: slot.h (one record's
+ * read-modify-write), log.h (the change log), export.h (the exporter).
  *
  * LMDB layout (one environment, named sub-databases; integers big-endian so
  * keys sort numerically):
