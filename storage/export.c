@@ -334,8 +334,6 @@ int crdtdb__exporter_begin(crdtdb_db *db, const crdtdb__export_opts *o,
     }
     if (!rc && o->withhold) /* an unknown peer has sent us nothing */
         rc = crdtdb__peer_num(env, mt, o->withhold, 0, &x->withhold_num);
-    if (!rc)
-        rc = crdtdb__log_open(db, mt, o->since, &x->log);
     if (rc) {
         crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
         crdtdb__exporter_end(x);
@@ -360,6 +358,9 @@ int crdtdb__exporter_fill(crdtdb__exporter *x)
         x->filled = 0;
     }
     int found = 1, rc = 0;
+    /* the log is opened at the first fill: a cache hit needs none */
+    if (!x->log.cur && x->since < x->last && (rc = crdtdb__log_open(db, x->txn->mt, x->since, &x->log)))
+        return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
     while (x->since < x->last) {
         if (!x->at_entry && ((rc = crdtdb__log_next(&x->log, &x->entry, &found)) || !found))
             break;

@@ -37,9 +37,52 @@ typedef struct crdtdb__log_iter {
 } crdtdb__log_iter;
 /* 0 or a CRDTDB_E* code. */
 int crdtdb__log_open(crdtdb_db *db, MDB_txn *mt, uint64_t after, crdtdb__log_iter *it);
+
+/* An entry's key: database number | sequence. */
+static inline MDB_val crdtdb__log_key(uint8_t k[CRDTDB__CHGKEY_LEN], uint32_t num, uint64_t seq)
+{
+    crdtdb__put_u32(k, num);
+    crdtdb__put_u64(k + 4, seq);
+    MDB_val v = {CRDTDB__CHGKEY_LEN, k};
+    return v;
+}
+
 /* The next entry: 0 with *found (0: the log ends), or an error: ECORRUPT
- * for a malformed entry, else the LMDB failure's code.  No message set. */
-int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found);
+ * for a malformed entry, else the LMDB failure's code.  No message set.
+ * Inline: the exporter and observers call it once per entry. */
+static inline int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found)
+{
+    *found = 0;
+    MDB_val k, v;
+    int mrc;
+    if (!it->started) {
+        uint8_t kb[CRDTDB__CHGKEY_LEN];
+        k = crdtdb__log_key(kb, it->num, it->after + 1);
+        it->started = 1;
+        mrc = mdb_cursor_get(it->cur, &k, &v, MDB_SET_RANGE);
+    } else {
+        mrc = mdb_cursor_get(it->cur, &k, &v, MDB_NEXT);
+    }
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    if (k.mv_size != CRDTDB__CHGKEY_LEN || crdtdb__get_u32(k.mv_data) != it->num)
+        return 0; /* the next database's */
+    const uint8_t *p = v.mv_data;
+    if (v.mv_size < CRDTDB__CHG_HEAD || v.mv_size < CRDTDB__CHG_HEAD + (size_t)p[6])
+        return CRDTDB_ECORRUPT;
+    e->seq = crdtdb__get_u64((const uint8_t *)k.mv_data + 4);
+    e->src = crdtdb__get_u32(p);
+    e->coll = (uint16_t)(p[4] << 8 | p[5]);
+    e->idlen = p[6];
+    e->id = p + CRDTDB__CHG_HEAD;
+    e->path = e->id + e->idlen;
+    e->plen = v.mv_size - CRDTDB__CHG_HEAD - e->idlen;
+    *found = 1;
+    return 0;
+}
+
 /* Accepts an iterator never opened (zeroed). */
 void crdtdb__log_close(crdtdb__log_iter *it);
 
