@@ -5,7 +5,7 @@
 
 #include "crdtdb.h"
 
-int crdtdb__array_grow(void *items, uint32_t *cap, uint32_t n, size_t sz, uint32_t first)
+int crdtdb__array_realloc(void *items, uint32_t *cap, uint32_t n, size_t sz, uint32_t first)
 {
     void **pp = items;
     if (n < *cap)

@@ -20,10 +20,8 @@ int crdtdb__db_seterr(crdtdb_db *db, int code, const char *fmt, ...)
     return code;
 }
 
-int crdtdb__db_exit(crdtdb_db *db, int rc)
+int crdtdb__db_fail(crdtdb_db *db, int rc)
 {
-    if (!db)
-        return rc;
     /* errcode is not cleared on success: a call that succeeds inside
      * another (a nested transaction, a flag written after a refusal) must
      * not make the outer call's message look unset */

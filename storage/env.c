@@ -59,10 +59,8 @@ void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
     env->errcode = code;
 }
 
-int crdtdb__env_exit(crdtdb_env *env, int rc)
+int crdtdb__env_fail(crdtdb_env *env, int rc)
 {
-    if (!env)
-        return rc;
     /* errcode is not cleared on success: a call that succeeds inside
      * another (a nested transaction, a flag written after a refusal) must
      * not make the outer call's message look unset */

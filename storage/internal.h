@@ -95,6 +95,7 @@ struct crdtdb_db {
     struct crdtdb_db *next;
     char errmsg[512];
     int errcode; /* the code errmsg was written for (crdtdb__db_exit) */
+    char failmsg[512]; /* the message of what failed db->txn (txn->failed) */
     /* scratch reused across operations (one thread at a time) */
     crdtdb__record rec;
     crdtdb__flat flat;
@@ -121,7 +122,6 @@ struct crdtdb_txn {
     crypto_generichash_state fp; /* digest of what this txn numbered */
     MDB_cursor *rec_cur; /* records cursor of a write txn (LMDB frees it) */
     int ro_known, ro;    /* the copy's durable read-only mark, once read */
-    char failmsg[512];   /* the message of the operation that set failed */
 };
 
 /* env.c */
@@ -136,14 +136,22 @@ void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
  * when rc is an error the call left no message for, sets rc's default text
  * (crdtdb_strerror), so crdtdb_env_errmsg always names the returned
  * failure, never an earlier call's. */
-int crdtdb__env_exit(crdtdb_env *env, int rc);
+int crdtdb__env_fail(crdtdb_env *env, int rc);
+static inline int crdtdb__env_exit(crdtdb_env *env, int rc)
+{
+    return rc < 0 && env ? crdtdb__env_fail(env, rc) : rc;
+}
 
 /* db.c */
 /* The one exit of every public call on a database handle (the model is
  * SQLite's sqlite3ApiExit): returns rc; an error the call set no message
  * for gets rc's default text, so crdtdb_db_errmsg always belongs to the
  * code returned.  db may be NULL. */
-int crdtdb__db_exit(crdtdb_db *db, int rc);
+int crdtdb__db_fail(crdtdb_db *db, int rc);
+static inline int crdtdb__db_exit(crdtdb_db *db, int rc)
+{
+    return rc < 0 && db ? crdtdb__db_fail(db, rc) : rc; /* inline: every call passes */
+}
 int crdtdb__db_seterr(crdtdb_db *db, int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))

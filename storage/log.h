@@ -6,6 +6,8 @@
  */
 #ifndef CRDTDB_STORAGE_LOG_H
 #define CRDTDB_STORAGE_LOG_H
+#include <string.h>
+
 #include "storage/internal.h"
 
 /* One entry, parsed.  id and path borrow the transaction's pages: valid
@@ -20,10 +22,6 @@ typedef struct crdtdb__log_entry {
     size_t plen;
 } crdtdb__log_entry;
 
-/* Logs register (coll, id, path) of t's database at seq as from src.
- * 0 or an LMDB code (the caller words the message). */
-int crdtdb__log_put(crdtdb_txn *t, uint64_t seq, uint32_t src, uint16_t coll,
-                    const char *id, size_t idlen, const uint8_t *path, size_t plen);
 /* Deletes the entry at seq; an absent one is fine.  0 or an LMDB code. */
 int crdtdb__log_del(crdtdb_txn *t, uint64_t seq);
 
@@ -45,6 +43,30 @@ static inline MDB_val crdtdb__log_key(uint8_t k[CRDTDB__CHGKEY_LEN], uint32_t nu
     crdtdb__put_u64(k + 4, seq);
     MDB_val v = {CRDTDB__CHGKEY_LEN, k};
     return v;
+}
+
+/* Logs register (coll, id, path) of t's database at seq as from src.
+ * 0 or an LMDB code (the caller words the message).  Inline: once per
+ * register written. */
+static inline int crdtdb__log_put(crdtdb_txn *t, uint64_t seq, uint32_t src, uint16_t coll,
+                                  const char *id, size_t idlen, const uint8_t *path, size_t plen)
+{
+    crdtdb_db *db = t->db;
+    uint8_t k[CRDTDB__CHGKEY_LEN];
+    MDB_val key = crdtdb__log_key(k, db->num, seq), val;
+    val.mv_size = CRDTDB__CHG_HEAD + idlen + plen;
+    int rc = mdb_put(t->mt, db->env->dbi_changes, &key, &val, MDB_RESERVE);
+    if (rc)
+        return rc;
+    uint8_t *o = val.mv_data;
+    crdtdb__put_u32(o, src);
+    o[4] = (uint8_t)(coll >> 8);
+    o[5] = (uint8_t)coll;
+    o[6] = (uint8_t)idlen;
+    memcpy(o + CRDTDB__CHG_HEAD, id, idlen);
+    if (plen)
+        memcpy(o + CRDTDB__CHG_HEAD + idlen, path, plen);
+    return 0;
 }
 
 /* The next entry: 0 with *found (0: the log ends), or an error: ECORRUPT

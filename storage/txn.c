@@ -91,7 +91,7 @@ static int commit_call(crdtdb_txn *t)
     }
     int rc = t->failed;
     if (rc) { /* the failed operation's message, whatever came after it */
-        crdtdb__db_seterr(db, rc, "%s", t->failmsg);
+        crdtdb__db_seterr(db, rc, "%s", db->failmsg);
         crdtdb_txn_abort(t);
         return rc;
     }
@@ -152,7 +152,7 @@ void crdtdb__txn_fail(crdtdb_txn *t, int rc)
     t->failed = rc;
     if (db->errcode != rc) /* a path that left no message of its own */
         crdtdb__db_seterr(db, rc, "%s", crdtdb_strerror(rc));
-    memcpy(t->failmsg, db->errmsg, sizeof t->failmsg);
+    memcpy(db->failmsg, db->errmsg, sizeof db->failmsg);
 }
 
 uint64_t crdtdb__txn_tick(crdtdb_txn *t)
