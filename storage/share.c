@@ -90,7 +90,8 @@ static entry *entry_add(crdtdb_db *db, crdtdb__exporter *x, uint64_t since, size
 }
 
 /* One delta made for `peer` alone from `since` (its own changes in the
- * range are left out), passed to sink. */
+ * range are left out), passed to sink once the snapshot is closed (as
+ * every shared delta is: the sink may use the handle). */
 static int own_delta(crdtdb_db *db, const crdtdb__export_opts *po, uint64_t since,
                      crdtdb_export_info *sum, crdtdb_delta_sink sink, void *ctx)
 {
@@ -103,18 +104,25 @@ static int own_delta(crdtdb_db *db, const crdtdb__export_opts *po, uint64_t sinc
         return rc;
     const uint8_t *delta;
     size_t len;
+    uint8_t *copy = NULL;
     rc = crdtdb__exporter_next(x, &delta, &len);
     if (rc == CRDTDB_ENOTFOUND) /* the first delta always comes */
         rc = crdtdb__db_seterr(db, CRDTDB_EIO, "export made no delta");
+    if (!rc && len && !(copy = malloc(len)))
+        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     if (!rc) {
         const crdtdb_export_info *in = crdtdb__exporter_info(x);
+        if (len)
+            memcpy(copy, delta, len);
         sum->deltas += len != 0;
         sum->changes += in->changes;
         sum->bytes += len;
         sum->to = in->to;
-        rc = sink(ctx, delta, len);
     }
     crdtdb__exporter_end(x);
+    if (!rc)
+        rc = sink(ctx, copy, len);
+    free(copy);
     return rc;
 }
 
@@ -187,8 +195,11 @@ static int export_shared(crdtdb_db *db, const crdtdb__export_opts *po, crdtdb_de
         sum->changes += e->changes;
         sum->bytes += e->len;
         sum->to = e->to;
-        if (e->len || (po->flags & CRDTDB_EXPORT_NO_EMPTY))
-            rc = sink(ctx, e->len ? e->data : NULL, e->len);
+        if (!(e->len || (po->flags & CRDTDB_EXPORT_NO_EMPTY)))
+            continue;
+        crdtdb__exporter_end(x); /* the sink may use the handle (the cache owns e) */
+        x = NULL;
+        rc = sink(ctx, e->len ? e->data : NULL, e->len);
     }
     crdtdb__exporter_end(x);
     return rc;
