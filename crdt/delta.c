@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt/array.h"
 #include "crdt/buf.h"
 #include "crdt/mpcheck.h"
 #include "crdt/path.h"
@@ -44,21 +45,10 @@ void crdtdb__delta_free(crdtdb__delta *d)
     memset(d, 0, sizeof *d);
 }
 
-/* Makes room for one more element in (*arr, *cap) of n elements. */
+/* Makes room for one more element: crdt/array.h's rule, from 16. */
 static int grow(void *arr, uint32_t *cap, uint32_t n, size_t sz)
 {
-    void **pp = arr;
-    if (n < *cap)
-        return 0;
-    if (n >= UINT32_MAX / 2)
-        return CRDTDB_ENOMEM;
-    uint32_t c = *cap ? *cap * 2 : 16;
-    void *p = realloc(*pp, (size_t)c * sz);
-    if (!p)
-        return CRDTDB_ENOMEM;
-    *pp = p;
-    *cap = c;
-    return 0;
+    return crdtdb__array_grow(arr, cap, n, sz, 16);
 }
 
 int crdtdb__delta_coll(crdtdb__delta *d, const char *p, uint32_t n, uint32_t *idx)

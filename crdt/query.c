@@ -1,19 +1,15 @@
 /* Query criteria parsing and matching (query.h). */
 #include "crdt/query.h"
 
+#include "crdt/array.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 static int push_seg(crdtdb__query *q, const char *p, uint32_t n)
 {
-    if (q->nsegs == q->segs_cap) {
-        uint32_t c = q->segs_cap ? q->segs_cap * 2 : 16;
-        void *np = realloc(q->segs, (size_t)c * sizeof *q->segs);
-        if (!np)
-            return CRDTDB_ENOMEM;
-        q->segs = np;
-        q->segs_cap = c;
-    }
+    if (crdtdb__array_grow(&q->segs, &q->segs_cap, q->nsegs, sizeof *q->segs, 16))
+        return CRDTDB_ENOMEM;
     q->segs[q->nsegs].p = p;
     q->segs[q->nsegs].n = n;
     q->nsegs++;
@@ -23,14 +19,8 @@ static int push_seg(crdtdb__query *q, const char *p, uint32_t n)
 static int push_cond(crdtdb__query *q, uint32_t first, int op,
                      const msgpack_object *v)
 {
-    if (q->nconds == q->conds_cap) {
-        uint32_t c = q->conds_cap ? q->conds_cap * 2 : 8;
-        void *np = realloc(q->conds, (size_t)c * sizeof *q->conds);
-        if (!np)
-            return CRDTDB_ENOMEM;
-        q->conds = np;
-        q->conds_cap = c;
-    }
+    if (crdtdb__array_grow(&q->conds, &q->conds_cap, q->nconds, sizeof *q->conds, 8))
+        return CRDTDB_ENOMEM;
     crdtdb__cond *c = &q->conds[q->nconds++];
     c->seg_first = first;
     c->nseg = q->nsegs - first;

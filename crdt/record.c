@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt/array.h"
 #include "crdt/buf.h"
 #include "crdt/path.h"
 
@@ -34,28 +35,11 @@ void crdtdb__record_clear(crdtdb__record *r)
     r->visible_len = 0;
 }
 
-/* Grows a (ptr, cap) array to hold n + 1 elements of size sz. */
-static int grow(void *pptr, uint32_t *cap, uint32_t n, size_t sz)
-{
-    void **pp = pptr;
-    if (n < *cap)
-        return 0;
-    if (n >= UINT32_MAX / 2)
-        return CRDTDB_ENOMEM;
-    uint32_t c = *cap ? *cap * 2 : 8;
-    void *p = realloc(*pp, (size_t)c * sz);
-    if (!p)
-        return CRDTDB_ENOMEM;
-    *pp = p;
-    *cap = c;
-    return 0;
-}
-
 static int mark_dead(crdtdb__record *r, uint64_t seq)
 {
     if (seq == 0)
         return 0; /* never numbered: nothing in the change log */
-    if (grow(&r->dead, &r->dead_cap, r->ndead, sizeof *r->dead))
+    if (crdtdb__array_grow(&r->dead, &r->dead_cap, r->ndead, sizeof *r->dead, 8))
         return CRDTDB_ENOMEM;
     r->dead[r->ndead++] = seq;
     return 0;
@@ -70,7 +54,7 @@ int crdtdb__record_origin(crdtdb__record *r, const uint8_t *key,
             return 0;
         }
     }
-    if (grow(&r->origins, &r->origins_cap, r->norigins, sizeof *r->origins))
+    if (crdtdb__array_grow(&r->origins, &r->origins_cap, r->norigins, sizeof *r->origins, 8))
         return CRDTDB_ENOMEM;
     r->origins[r->norigins] = key;
     *idx = r->norigins++;
@@ -248,7 +232,7 @@ int crdtdb__record_put_leaf(crdtdb__record *r, const crdtdb__leaf *in)
         r->leaves[pos] = *in;
         return 1;
     }
-    if (grow(&r->leaves, &r->leaves_cap, r->nleaves, sizeof *r->leaves))
+    if (crdtdb__array_grow(&r->leaves, &r->leaves_cap, r->nleaves, sizeof *r->leaves, 8))
         return CRDTDB_ENOMEM;
     memmove(&r->leaves[pos + 1], &r->leaves[pos],
             (size_t)(r->nleaves - pos) * sizeof *r->leaves);
@@ -516,7 +500,7 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len)
     if (rd.bad || norig > (uint64_t)(rd.end - rd.p) / KEY_BYTES)
         return CRDTDB_ECORRUPT;
     for (uint64_t k = 0; k < norig; k++) {
-        if (grow(&r->origins, &r->origins_cap, r->norigins, sizeof *r->origins))
+        if (crdtdb__array_grow(&r->origins, &r->origins_cap, r->norigins, sizeof *r->origins, 8))
             return CRDTDB_ENOMEM;
         r->origins[r->norigins++] = get_bytes(&rd, KEY_BYTES);
     }
@@ -549,7 +533,7 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len)
             path_cmp(r->leaves[r->nleaves - 1].path,
                      r->leaves[r->nleaves - 1].path_len, l.path, l.path_len) >= 0)
             return CRDTDB_ECORRUPT; /* must be strictly sorted */
-        if (grow(&r->leaves, &r->leaves_cap, r->nleaves, sizeof *r->leaves))
+        if (crdtdb__array_grow(&r->leaves, &r->leaves_cap, r->nleaves, sizeof *r->leaves, 8))
             return CRDTDB_ENOMEM;
         r->leaves[r->nleaves++] = l;
     }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt/array.h"
 #include "crdt/buf.h"
 #include "crdt/mpcheck.h"
 #include "crdt/path.h"
@@ -70,14 +71,8 @@ void crdtdb__flat_free(crdtdb__flat *f)
 
 static int flat_push(crdtdb__flat *f, crdtdb__flat_item it)
 {
-    if (f->n == f->cap) {
-        uint32_t c = f->cap ? f->cap * 2 : 16;
-        void *p = realloc(f->items, (size_t)c * sizeof *f->items);
-        if (!p)
-            return CRDTDB_ENOMEM;
-        f->items = p;
-        f->cap = c;
-    }
+    if (crdtdb__array_grow(&f->items, &f->cap, f->n, sizeof *f->items, 16))
+        return CRDTDB_ENOMEM;
     f->items[f->n++] = it;
     return 0;
 }

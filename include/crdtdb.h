@@ -294,8 +294,10 @@ CRDTDB_API const char *crdtdb_db_collection_name(const crdtdb_db *db,
                                                  size_t i);
 
 /* Detail of the last failure on this database handle, such as
- * "Object with id 'X' not found in collection 'Y'".  Valid until the next
- * call on db.  Never NULL. */
+ * "Object with id 'X' not found in collection 'Y'".  After a call on db
+ * that failed, it describes that failure (at least crdtdb_strerror of the
+ * code returned), never an earlier call's.  Valid until the next call on
+ * db.  Never NULL. */
 CRDTDB_API const char *crdtdb_db_errmsg(const crdtdb_db *db);
 
 /*
@@ -513,7 +515,7 @@ CRDTDB_API void crdtdb_db_invalidate(crdtdb_db *db);
  * Local changes not yet sent are lost.  Errors: EBUSY (a transaction is
  * open on this handle), EROFS, EIO.
  */
-CRDTDB_API int crdtdb_db_clear(crdtdb_db *db);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_clear(crdtdb_db *db);
 
 /*
  * Forgets one record locally — no tombstone, nothing that would travel to
@@ -521,7 +523,7 @@ CRDTDB_API int crdtdb_db_clear(crdtdb_db *db);
  * server that it may no longer see the record; works on read-only
  * handles.  Absent records are fine.  Errors: ENOCOLL, EBADID, EBUSY, EIO.
  */
-CRDTDB_API int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id);
 
 /*
  * Purges (as crdtdb_db_purge) every record holding a change made on this
@@ -532,7 +534,7 @@ CRDTDB_API int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id);
  * *n (may be NULL) counts the records.  Errors: those of crdtdb_db_purge,
  * ECORRUPT.
  */
-CRDTDB_API int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n);
 
 /* ---------------------------------------------------------------- deltas */
 
@@ -544,8 +546,13 @@ CRDTDB_API int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n
  * have applied the same changes show the same data.
  */
 
-/* Receives one encoded delta (valid during the call).  Return non-zero to
- * stop the export; the exporter then returns that value. */
+/* A sink's "enough": ends the export after the delta just given.  Not an
+ * error: the export returns 0 and info->to tells where it ended. */
+#define CRDTDB_STOP 1
+
+/* Receives one encoded delta (valid during the call).  Returns 0 for the
+ * next, CRDTDB_STOP to end the export there, or a negative CRDTDB_E* code
+ * to fail it (the export then returns that code). */
 typedef int (*crdtdb_delta_sink)(void *ctx, const uint8_t *delta, size_t len);
 
 typedef struct crdtdb_export_info {
@@ -567,7 +574,7 @@ typedef struct crdtdb_export_info {
  * writes go to a later export.  `info` may be NULL.
  *
  * Errors: EBUSY (a transaction is open on this handle), EIO, ECORRUPT,
- *         ENOMEM, or the sink's non-zero return.
+ *         ENOMEM, or the sink's negative return.
  */
 CRDTDB_API int crdtdb_db_export(crdtdb_db *db, uint64_t since,
                                 const uint8_t *peer, crdtdb_delta_sink sink,
@@ -994,7 +1001,7 @@ CRDTDB_API void crdtdb_db_set_readonly(crdtdb_db *db, int readonly);
  * server grants two-way: read-only is a property of the copy, connected or
  * offline, not of one handle.  Errors: EROFS (read-only environment), EIO.
  */
-CRDTDB_API int crdtdb_db_mark_readonly(crdtdb_db *db, int readonly);
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_mark_readonly(crdtdb_db *db, int readonly);
 
 /* Whether db's copy is marked read-only (crdtdb_db_mark_readonly).
  * Errors: EIO. */

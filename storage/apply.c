@@ -5,7 +5,7 @@
 
 #include "crdt/buf.h"
 #include "crdt/hlc.h"
-#include "storage/internal.h"
+#include "storage/slot.h"
 
 typedef struct wfilter wfilter;
 typedef struct replace replace;
@@ -339,14 +339,20 @@ static int update_marks(crdtdb_txn *t, const crdtdb__delta *d, uint64_t *receive
     return crdtdb__marks_put(db, t->mt, d->sender, &m);
 }
 
-int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
-                    crdtdb_apply_info *info)
+static int apply_call(crdtdb_db *db, const uint8_t *delta, size_t len,
+                      crdtdb_apply_info *info)
 {
     return crdtdb_db_apply_filtered(db, delta, len, NULL, NULL, info);
 }
 
-int crdtdb_db_apply_filtered(crdtdb_db *db, const uint8_t *delta, size_t len,
-                             crdtdb_write_filter filter, void *ctx, crdtdb_apply_info *info)
+int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
+                    crdtdb_apply_info *info)
+{
+    return crdtdb__db_exit(db, apply_call(db, delta, len, info));
+}
+
+static int apply_filtered_call(crdtdb_db *db, const uint8_t *delta, size_t len,
+                               crdtdb_write_filter filter, void *ctx, crdtdb_apply_info *info)
 {
     wfilter wf = {filter, ctx, CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, 0};
     int rc = apply(db, delta, len, filter ? &wf : NULL, NULL, info);
@@ -355,8 +361,14 @@ int crdtdb_db_apply_filtered(crdtdb_db *db, const uint8_t *delta, size_t len,
     return rc;
 }
 
-int crdtdb_db_replace(crdtdb_db *db, const char *coll, const char *id, uint64_t upto,
-                      const uint8_t *delta, size_t len, crdtdb_apply_info *info)
+int crdtdb_db_apply_filtered(crdtdb_db *db, const uint8_t *delta, size_t len,
+                             crdtdb_write_filter filter, void *ctx, crdtdb_apply_info *info)
+{
+    return crdtdb__db_exit(db, apply_filtered_call(db, delta, len, filter, ctx, info));
+}
+
+static int replace_call(crdtdb_db *db, const char *coll, const char *id, uint64_t upto,
+                        const uint8_t *delta, size_t len, crdtdb_apply_info *info)
 {
     if (!db || !coll || !id)
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no collection or id") : CRDTDB_EINVAL;
@@ -382,6 +394,12 @@ int crdtdb_db_replace(crdtdb_db *db, const char *coll, const char *id, uint64_t 
         return rc;
     }
     return crdtdb_txn_commit(t);
+}
+
+int crdtdb_db_replace(crdtdb_db *db, const char *coll, const char *id, uint64_t upto,
+                      const uint8_t *delta, size_t len, crdtdb_apply_info *info)
+{
+    return crdtdb__db_exit(db, replace_call(db, coll, id, upto, delta, len, info));
 }
 
 static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,

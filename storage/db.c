@@ -1,4 +1,7 @@
-/* Databases: many per environment, each a compact number in every key. */
+/* Databases: many per environment, each a compact number in every key.
+ * Also the base helpers every storage file calls on a handle: its error
+ * message and the one exit of public calls (crdtdb__db_exit), id checks,
+ * collection lookup, the sequence read. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +16,18 @@ int crdtdb__db_seterr(crdtdb_db *db, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(db->errmsg, sizeof db->errmsg, fmt, ap);
     va_end(ap);
+    db->errcode = code;
     return code;
+}
+
+int crdtdb__db_fail(crdtdb_db *db, int rc)
+{
+    /* errcode is not cleared on success: a call that succeeds inside
+     * another (a nested transaction, a flag written after a refusal) must
+     * not make the outer call's message look unset */
+    if (rc < 0 && db->errcode != rc)
+        crdtdb__db_seterr(db, rc, "%s", crdtdb_strerror(rc));
+    return rc;
 }
 
 const char *crdtdb_db_errmsg(const crdtdb_db *db)
@@ -156,8 +170,8 @@ static int bad_id(crdtdb_env *env, const char *what, const char *id)
     return CRDTDB_EBADID;
 }
 
-int crdtdb_db_create(crdtdb_env *env, const char *id, const char *const *colls,
-                     size_t ncoll, crdtdb_db **out)
+static int create_call(crdtdb_env *env, const char *id, const char *const *colls,
+                       size_t ncoll, crdtdb_db **out)
 {
     if (!env || !out)
         return CRDTDB_EINVAL;
@@ -244,7 +258,13 @@ int crdtdb_db_create(crdtdb_env *env, const char *id, const char *const *colls,
     return crdtdb_db_open(env, id, out);
 }
 
-int crdtdb_db_open(crdtdb_env *env, const char *id, crdtdb_db **out)
+int crdtdb_db_create(crdtdb_env *env, const char *id, const char *const *colls,
+                     size_t ncoll, crdtdb_db **out)
+{
+    return crdtdb__env_exit(env, create_call(env, id, colls, ncoll, out));
+}
+
+static int open_call(crdtdb_env *env, const char *id, crdtdb_db **out)
 {
     if (!env || !out)
         return CRDTDB_EINVAL;
@@ -265,6 +285,11 @@ int crdtdb_db_open(crdtdb_env *env, const char *id, crdtdb_db **out)
     else if (rc)
         crdtdb__env_seterr(env, rc, "open database '%s': %s", id, crdtdb_strerror(rc));
     return rc;
+}
+
+int crdtdb_db_open(crdtdb_env *env, const char *id, crdtdb_db **out)
+{
+    return crdtdb__env_exit(env, open_call(env, id, out));
 }
 
 void crdtdb_db_close(crdtdb_db *db)
@@ -294,7 +319,7 @@ void crdtdb_db_close(crdtdb_db *db)
     free(db);
 }
 
-int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
+static int list_call(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
 {
     if (!env || !cb)
         return CRDTDB_EINVAL;
@@ -327,6 +352,11 @@ int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
     return out;
 }
 
+int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
+{
+    return crdtdb__env_exit(env, list_call(env, cb, ctx));
+}
+
 /* Deletes every key of dbi that starts with the 4-byte number prefix. */
 static int del_prefix(MDB_txn *mt, MDB_dbi dbi, uint32_t num)
 {
@@ -351,7 +381,7 @@ static int del_prefix(MDB_txn *mt, MDB_dbi dbi, uint32_t num)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-int crdtdb_db_drop(crdtdb_env *env, const char *id)
+static int drop_call(crdtdb_env *env, const char *id)
 {
     if (!env)
         return CRDTDB_EINVAL;
@@ -398,7 +428,12 @@ int crdtdb_db_drop(crdtdb_env *env, const char *id)
     return rc;
 }
 
-int crdtdb_db_seq(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq)
+int crdtdb_db_drop(crdtdb_env *env, const char *id)
+{
+    return crdtdb__env_exit(env, drop_call(env, id));
+}
+
+static int seq_call(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq)
 {
     if (!db || !seq)
         return CRDTDB_EINVAL;
@@ -415,7 +450,12 @@ int crdtdb_db_seq(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq)
     return crdtdb__txn_end(t, own, rc);
 }
 
-int crdtdb_db_clear(crdtdb_db *db)
+int crdtdb_db_seq(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq)
+{
+    return crdtdb__db_exit(db, seq_call(db, txn, seq));
+}
+
+static int clear_call(crdtdb_db *db)
 {
     if (!db)
         return CRDTDB_EINVAL;
@@ -439,4 +479,9 @@ int crdtdb_db_clear(crdtdb_db *db)
     db->shared = NULL;
     crdtdb_db_invalidate(db);
     return 0;
+}
+
+int crdtdb_db_clear(crdtdb_db *db)
+{
+    return crdtdb__db_exit(db, clear_call(db));
 }

@@ -52,11 +52,21 @@ int crdtdb__mdb_err(int rc)
 
 void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
 {
-    (void)code;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(env->errmsg, sizeof env->errmsg, fmt, ap);
     va_end(ap);
+    env->errcode = code;
+}
+
+int crdtdb__env_fail(crdtdb_env *env, int rc)
+{
+    /* errcode is not cleared on success: a call that succeeds inside
+     * another (a nested transaction, a flag written after a refusal) must
+     * not make the outer call's message look unset */
+    if (rc < 0 && env->errcode != rc)
+        crdtdb__env_seterr(env, rc, "%s", crdtdb_strerror(rc));
+    return rc;
 }
 
 const char *crdtdb_env_errmsg(const crdtdb_env *env)
@@ -235,7 +245,7 @@ void crdtdb_env_close(crdtdb_env *env)
     free(env);
 }
 
-int crdtdb_env_reset_id(crdtdb_env *env)
+static int env_reset_id_call(crdtdb_env *env)
 {
     if (!env)
         return CRDTDB_EINVAL;
@@ -267,4 +277,9 @@ int crdtdb_env_reset_id(crdtdb_env *env)
     if (rc)
         crdtdb__env_seterr(env, crdtdb__mdb_err(rc), "new identity: %s", mdb_strerror(rc));
     return crdtdb__mdb_err(rc);
+}
+
+int crdtdb_env_reset_id(crdtdb_env *env)
+{
+    return crdtdb__env_exit(env, env_reset_id_call(env));
 }

@@ -1,26 +1,54 @@
-/* Export: the change log after a sequence, packed into signed deltas. */
+/*
+ * The exporter (export.h): the change log after a sequence, read through one
+ * snapshot and packed into signed deltas one at a time; and the public
+ * exports that loop over it.  Its own file because the packing rules (what
+ * a peer has, records whole under a read filter, pieces of large records)
+ * are the delicate part of sync.
+ */
+#include <stdlib.h>
 #include <string.h>
 
-#include "storage/internal.h"
+#include "storage/export.h"
+#include "storage/log.h"
 
-/* Export state: the delta being filled and where its range starts. */
-typedef struct exporter {
+/* Export state: the snapshot, the cursor on the log, and the delta being
+ * filled with where its range starts. */
+struct crdtdb__exporter {
     crdtdb_db *db;
+    crdtdb_txn *txn;           /* the read snapshot (db's slot) */
+    crdtdb__log_iter log;      /* on the change log */
+    crdtdb__log_entry entry;   /* the entry waiting to be packed (at_entry) */
     crdtdb__delta d;
-    crdtdb_buf out;
-    uint64_t from;       /* current delta covers (from, ...] */
-    size_t cost, budget; /* estimated encoded bytes, and the limit */
-    int group_coll;      /* the record of the last group, to extend it */
+    crdtdb_buf out;            /* the last signed delta */
+    uint64_t since, last;      /* the range asked for; the snapshot's seq */
+    uint64_t from, to;         /* the filled delta covers (from, to] */
+    uint64_t prev;             /* the last sequence scanned */
+    size_t cost, budget;       /* estimated encoded bytes, and the limit */
+    int group_coll;            /* the record of the last group, to extend it */
     const uint8_t *group_id;
     size_t group_idlen;
-    crdtdb_delta_sink sink;
-    void *ctx;
     crdtdb_export_info info;
-    crdtdb__export_srcs *srcs; /* sources of what was packed, or NULL */
+    crdtdb__export_srcs srcs;  /* sources of what the filled delta packed */
     unsigned flags;            /* CRDTDB_EXPORT_* */
     const crdtdb_export_options *o; /* the read filter, if any */
-    crdtdb_txn *txn;
-} exporter;
+    uint32_t peer_num;         /* registers from it are left out (UINT32_MAX: none) */
+    uint32_t withhold_num;     /* opts.withhold's number (0: none) */
+    int at_entry;              /* entry waits to be packed */
+    int filled, done;          /* a delta is filled; the last one was given */
+    /* the record loaded in rec (blobs stay valid for the whole snapshot,
+     * so the delta borrows paths, values and keys from them) */
+    crdtdb__record rec;
+    uint8_t rec_key[CRDTDB__RECKEY_MAX];
+    size_t rec_keylen;
+    /* a record going out whole (read filter): where it stands */
+    int whole;                 /* 0: none, 1: visible, being packed */
+    uint32_t whole_leaf;       /* next register to pack */
+    int whole_piece;           /* a piece ended: the next starts a group */
+};
+
+/* A step that needs the filled delta handed over first; the same log
+ * entry is packed again by the next fill. */
+#define NEED_FLUSH 1
 
 int crdtdb__export_has_src(const crdtdb__export_srcs *s, uint32_t num)
 {
@@ -35,7 +63,7 @@ int crdtdb__export_has_src(const crdtdb__export_srcs *s, uint32_t num)
 /* Notes that a packed register came from peer number src. */
 static void note_src(crdtdb__export_srcs *s, uint32_t src)
 {
-    if (!s || src == CRDTDB__SRC_LOCAL)
+    if (src == CRDTDB__SRC_LOCAL)
         return;
     for (unsigned i = 0; i < s->n; i++)
         if (s->num[i] == src)
@@ -60,60 +88,6 @@ static size_t header_cost(const crdtdb_db *db)
 #define ORIGIN_COST (2 + CRDTDB_REPLICA_ID_BYTES)
 #define REC_COST 30 /* array, collection, id header, base, fields header */
 
-/* Encodes, signs and hands over the delta covering (x->from, to], with the
- * history fingerprint at both ends where kept. */
-static int flush(exporter *x, MDB_txn *mt, uint64_t to)
-{
-    crdtdb_db *db = x->db;
-    if (x->d.nrecs == 0 && (x->flags & CRDTDB_EXPORT_NO_EMPTY)) {
-        x->info.to = to; /* nothing for the peer: say so unsigned */
-        int rc = x->sink(x->ctx, NULL, 0);
-        x->from = to;
-        return rc;
-    }
-    if (x->srcs && x->srcs->stop && crdtdb__export_has_src(x->srcs, x->srcs->stop))
-        return CRDTDB__EXPORT_STOPPED;
-    x->d.from = x->from;
-    x->d.to = to;
-    x->d.nfp = 0;
-    uint64_t ends[2] = {x->from, to};
-    for (int i = 0; i < 2; i++) {
-        uint64_t at;
-        const uint8_t *h;
-        int found, rc = crdtdb__chain_at(db, mt, ends[i], &at, &h, &found);
-        if (rc)
-            return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
-        if (found && (x->d.nfp == 0 || x->d.fp_seq[0] != at)) {
-            x->d.fp_seq[x->d.nfp] = at;
-            x->d.fp_hash[x->d.nfp++] = h;
-        }
-    }
-    int rc = crdtdb__delta_encode(&x->d, db->env->sk, &x->out);
-    if (rc)
-        return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
-    if (x->out.len > db->env->opts.max_delta_size) /* the estimate is an upper bound */
-        return crdtdb__db_seterr(db, CRDTDB_EIO, "export: a delta of %zu bytes exceeds %zu",
-                                 x->out.len, db->env->opts.max_delta_size);
-    /* counted before the sink runs, so a sink that stops after this delta
-     * (a transport streaming one delta at a time) learns where it ended */
-    x->info.deltas++;
-    x->info.changes += x->d.nfields;
-    for (uint32_t i = 0; i < x->d.nrecs; i++)
-        x->info.changes += x->d.recs[i].base_kind != CRDTDB__BASE_NONE;
-    x->info.bytes += x->out.len;
-    x->info.to = to;
-    rc = x->sink(x->ctx, x->out.data, x->out.len);
-    if (rc)
-        return rc;
-    /* keep the header, drop the changes */
-    x->d.nrecs = x->d.nfields = x->d.ncolls = x->d.norigins = 0;
-    x->d.hlc_max = 0;
-    x->from = to;
-    x->cost = header_cost(db);
-    x->group_coll = -1;
-    return 0;
-}
-
 /* The highest sequence of any register of r: where a whole-record export
  * packs it, once. */
 static uint64_t max_seq(const crdtdb__record *r)
@@ -125,10 +99,8 @@ static uint64_t max_seq(const crdtdb__record *r)
     return m;
 }
 
-static int group(exporter *x, uint16_t coll, const uint8_t *id, size_t idlen);
-
 /* Whether the delta holds as many record groups as a receiver takes. */
-static int full(const exporter *x)
+static int full(const crdtdb__exporter *x)
 {
     return x->d.nrecs >= x->db->env->lim.max_delta_groups;
 }
@@ -150,71 +122,18 @@ static crdtdb__delta_field leaf_field(const crdtdb__leaf *l)
 
 /* Puts a record base (origin: an index of the delta's table) in the last
  * group. */
-static void set_base(exporter *x, uint8_t kind, uint64_t hlc, uint32_t origin)
+static void set_base(crdtdb__delta *d, uint8_t kind, uint64_t hlc, uint32_t origin)
 {
-    crdtdb__delta_rec *r = &x->d.recs[x->d.nrecs - 1];
+    crdtdb__delta_rec *r = &d->recs[d->nrecs - 1];
     r->base_kind = kind;
     r->base_hlc = hlc;
     r->base_origin = origin;
-    if (hlc > x->d.hlc_max)
-        x->d.hlc_max = hlc;
-}
-
-/* With a read filter: the record whole, if the peer may see it (it may
- * have missed earlier changes while it could not), else a purge. */
-static int pack_whole(exporter *x, MDB_txn *mt, uint64_t prev, const crdtdb__record *rec,
-                      uint16_t coll, const uint8_t *id, size_t idlen)
-{
-    char sid[CRDTDB_ID_MAX + 1];
-    memcpy(sid, id, idlen);
-    sid[idlen] = 0;
-    const char *name = x->db->colls[coll];
-    int visible = rec->visible_len > 0 &&
-                  x->o->visible(x->o->filter_ctx, x->txn, name, sid, rec->visible,
-                                rec->visible_len);
-    if (!visible) {
-        if (x->o->hidden)
-            x->o->hidden(x->o->filter_ctx, name, sid);
-        return 0;
-    }
-    /* field by field, so a record larger than a delta spans several when
-     * the range allows (each piece merges on its own; the watermark moves
-     * only past the piece holding the record's last register) */
-    size_t head = REC_COST + idlen + ORIGIN_COST;
-    int rc;
-    if (x->d.nrecs && (x->cost + head > x->budget || full(x)) && (rc = flush(x, mt, prev)))
-        return rc;
-    x->group_coll = -1; /* a group of its own */
-    if ((rc = group(x, coll, id, idlen)))
-        return rc;
-    x->cost += head;
-    if (rec->base_kind != CRDTDB__BASE_NONE) {
-        uint32_t o;
-        if (crdtdb__delta_origin(&x->d, rec->origins[rec->base_origin], &o))
-            return CRDTDB_ENOMEM;
-        set_base(x, rec->base_kind, rec->base_hlc, o);
-    }
-    for (uint32_t i = 0; i < rec->nleaves; i++) {
-        const crdtdb__leaf *l = &rec->leaves[i];
-        crdtdb__delta_field f = leaf_field(l);
-        size_t c = crdtdb__delta_field_cost(&f) + ORIGIN_COST;
-        /* a piece ends the delta at `prev`, before this record's entry; it
-         * must cover some of the log, or the next export starts over */
-        if (x->d.nfields && x->cost + c > x->budget && prev > x->from) {
-            if ((rc = flush(x, mt, prev)) || (rc = group(x, coll, id, idlen)))
-                return rc;
-            x->cost += head;
-        }
-        if (crdtdb__delta_origin(&x->d, rec->origins[l->origin], &f.origin) ||
-            crdtdb__delta_add_field(&x->d, &f))
-            return CRDTDB_ENOMEM;
-        x->cost += c;
-    }
-    return 0;
+    if (hlc > d->hlc_max)
+        d->hlc_max = hlc;
 }
 
 /* Starts a record group unless the last one is the same record. */
-static int group(exporter *x, uint16_t coll, const uint8_t *id, size_t idlen)
+static int group(crdtdb__exporter *x, uint16_t coll, const uint8_t *id, size_t idlen)
 {
     if (x->d.nrecs && x->group_coll == coll && x->group_idlen == idlen &&
         memcmp(x->group_id, id, idlen) == 0)
@@ -235,182 +154,356 @@ static int group(exporter *x, uint16_t coll, const uint8_t *id, size_t idlen)
     return 0;
 }
 
+/* With a read filter: the record whole, if the peer may see it (it may
+ * have missed earlier changes while it could not), else a purge.  Field by
+ * field, so a record larger than a delta spans several when the range
+ * allows (each piece merges on its own; the watermark moves only past the
+ * piece holding the record's last register).  NEED_FLUSH resumes where it
+ * stopped (x->whole, x->whole_leaf). */
+static int pack_whole(crdtdb__exporter *x, const crdtdb__record *rec, uint16_t coll,
+                      const uint8_t *id, size_t idlen)
+{
+    size_t head = REC_COST + idlen + ORIGIN_COST;
+    int rc;
+    if (!x->whole) {
+        char sid[CRDTDB_ID_MAX + 1];
+        memcpy(sid, id, idlen);
+        sid[idlen] = 0;
+        const char *name = x->db->colls[coll];
+        int visible = rec->visible_len > 0 &&
+                      x->o->visible(x->o->filter_ctx, x->txn, name, sid, rec->visible,
+                                    rec->visible_len);
+        if (!visible) {
+            if (x->o->hidden)
+                x->o->hidden(x->o->filter_ctx, name, sid);
+            return 0;
+        }
+        x->whole = 1; /* asked once, whatever flushes follow */
+        x->whole_leaf = 0;
+        x->whole_piece = 0;
+        if (x->d.nrecs && (x->cost + head > x->budget || full(x)))
+            return NEED_FLUSH;
+    }
+    if (x->whole_leaf == 0 && !x->whole_piece) {
+        x->group_coll = -1; /* a group of its own */
+        if ((rc = group(x, coll, id, idlen)))
+            return rc;
+        x->cost += head;
+        if (rec->base_kind != CRDTDB__BASE_NONE) {
+            uint32_t o;
+            if (crdtdb__delta_origin(&x->d, rec->origins[rec->base_origin], &o))
+                return CRDTDB_ENOMEM;
+            set_base(&x->d, rec->base_kind, rec->base_hlc, o);
+        }
+    } else if (x->whole_piece) { /* the next piece: a group again */
+        if ((rc = group(x, coll, id, idlen)))
+            return rc;
+        x->cost += head;
+        x->whole_piece = 0;
+    }
+    for (uint32_t i = x->whole_leaf; i < rec->nleaves; i++) {
+        const crdtdb__leaf *l = &rec->leaves[i];
+        crdtdb__delta_field f = leaf_field(l);
+        size_t c = crdtdb__delta_field_cost(&f) + ORIGIN_COST;
+        /* a piece ends the delta at `prev`, before this record's entry; it
+         * must cover some of the log, or the next export starts over */
+        if (x->d.nfields && x->cost + c > x->budget && x->prev > x->from) {
+            x->whole_leaf = i;
+            x->whole_piece = 1;
+            return NEED_FLUSH;
+        }
+        if (crdtdb__delta_origin(&x->d, rec->origins[l->origin], &f.origin) ||
+            crdtdb__delta_add_field(&x->d, &f))
+            return CRDTDB_ENOMEM;
+        x->cost += c;
+    }
+    x->whole = 0;
+    return 0;
+}
+
+/* Packs log entry e: 0, NEED_FLUSH, or an error. */
+static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
+{
+    crdtdb_db *db = x->db;
+    uint64_t seq = e->seq;
+    uint32_t src = e->src;
+    uint16_t coll = e->coll;
+    size_t idlen = e->idlen;
+    const uint8_t *id = e->id;
+    const uint8_t *path = e->path;
+    size_t plen = e->plen;
+    if ((src == x->peer_num && !x->o) || coll >= db->ncoll) /* it has it */
+        return 0;
+    uint8_t rk[CRDTDB__RECKEY_MAX];
+    size_t rklen = crdtdb__reckey(rk, db->num, coll, (const char *)id, idlen);
+    if (x->rec_keylen != rklen || memcmp(x->rec_key, rk, rklen) != 0) {
+        MDB_val key = {rklen, rk}, blob;
+        int mrc = mdb_get(x->txn->mt, db->env->dbi_records, &key, &blob), rc;
+        if (mrc == MDB_NOTFOUND) /* a log entry without its record */
+            return crdtdb__db_seterr(db, CRDTDB_ECORRUPT, "change %llu names a missing record",
+                                     (unsigned long long)seq);
+        if (mrc)
+            return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", mdb_strerror(mrc));
+        x->rec_keylen = 0;
+        if ((rc = crdtdb__record_decode(&x->rec, blob.mv_data, blob.mv_size)))
+            return crdtdb__db_seterr(db, rc, "change %llu names an unreadable record: %s",
+                                     (unsigned long long)seq, crdtdb_strerror(rc));
+        memcpy(x->rec_key, rk, rklen);
+        x->rec_keylen = rklen;
+    }
+    const crdtdb__record *rec = &x->rec;
+    if (x->o) /* whole records, each once: at its latest register */
+        return seq == max_seq(rec) ? pack_whole(x, rec, coll, id, idlen) : 0;
+    /* the register this entry names, as it is now */
+    crdtdb__delta_field f;
+    memset(&f, 0, sizeof f);
+    int is_base = plen == 0;
+    if (is_base) {
+        if (rec->base_kind == CRDTDB__BASE_NONE || rec->base_seq != seq)
+            return 0;
+        f.hlc = rec->base_hlc;
+        f.origin = rec->base_origin;
+    } else {
+        long li = crdtdb__record_find(rec, path, plen);
+        if (li < 0 || rec->leaves[li].seq != seq)
+            return 0;
+        f = leaf_field(&rec->leaves[li]);
+    }
+    /* Origins are what senders claim, not proof: only the source a
+     * register came from tells what a peer has. */
+    const uint8_t *okey = rec->origins[f.origin];
+    uint32_t norig = x->d.norigins;
+    size_t cost = crdtdb__delta_field_cost(&f) + REC_COST + idlen + ORIGIN_COST;
+    if (x->d.nrecs && (x->cost + cost > x->budget || full(x)))
+        return NEED_FLUSH;
+    if (group(x, coll, id, idlen) || crdtdb__delta_origin(&x->d, okey, &f.origin))
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    if (x->d.norigins == norig)
+        cost -= ORIGIN_COST; /* already in the table */
+    if (is_base)
+        set_base(&x->d, rec->base_kind, f.hlc, f.origin);
+    else if (crdtdb__delta_add_field(&x->d, &f))
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    x->cost += cost;
+    note_src(&x->srcs, src);
+    return 0;
+}
+
+int crdtdb__exporter_begin(crdtdb_db *db, const crdtdb__export_opts *o,
+                           crdtdb__exporter **out)
+{
+    *out = NULL;
+    crdtdb__exporter *x = calloc(1, sizeof *x);
+    if (!x)
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    crdtdb_env *env = db->env;
+    int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &x->txn);
+    if (rc) {
+        free(x);
+        return rc;
+    }
+    x->db = db;
+    x->since = x->from = x->prev = o->since;
+    x->info.from = x->info.to = o->since;
+    x->budget = env->opts.max_delta_size;
+    if (o->max_bytes && o->max_bytes < x->budget)
+        x->budget = o->max_bytes; /* one register still fits: flushes wait for a second */
+    x->cost = header_cost(db);
+    x->group_coll = -1;
+    x->flags = o->flags;
+    x->o = o->filter && o->filter->visible ? o->filter : NULL;
+    x->peer_num = UINT32_MAX; /* no peer: skip nothing */
+    crdtdb__record_init(&x->rec);
+    crdtdb__delta_init(&x->d);
+    x->d.db_id.p = db->id;
+    x->d.db_id.n = (uint32_t)strlen(db->id);
+    x->d.sender = env->pk;
+    x->d.recipient = o->peer; /* watermarks in it are meant for this peer only */
+    MDB_txn *mt = x->txn->mt;
+    rc = crdtdb__seq_read(env, mt, db->num, &x->last);
+    if (!rc && o->peer) {
+        crdtdb__marks m;
+        int found;
+        rc = crdtdb__peer_num(env, mt, o->peer, 0, &x->peer_num);
+        if (!rc && (x->peer_num == 0 || (o->flags & CRDTDB_EXPORT_ALL)))
+            x->peer_num = UINT32_MAX; /* skip nothing */
+        if (!rc)
+            rc = crdtdb__marks_get(db, mt, o->peer, &m, &found);
+        x->d.has_ack = !rc;
+        x->d.ack = m.received;
+    }
+    if (!rc && o->withhold) /* an unknown peer has sent us nothing */
+        rc = crdtdb__peer_num(env, mt, o->withhold, 0, &x->withhold_num);
+    if (rc) {
+        crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
+        crdtdb__exporter_end(x);
+        return rc;
+    }
+    *out = x;
+    return 0;
+}
+
+int crdtdb__exporter_fill(crdtdb__exporter *x)
+{
+    crdtdb_db *db = x->db;
+    if (x->done)
+        return CRDTDB_ENOTFOUND;
+    if (x->filled) { /* the last one was handed over: keep the header only */
+        crdtdb__delta *d = &x->d;
+        d->nrecs = d->nfields = d->ncolls = d->norigins = 0;
+        d->hlc_max = 0;
+        x->cost = header_cost(db);
+        x->group_coll = -1;
+        memset(&x->srcs, 0, sizeof x->srcs);
+        x->filled = 0;
+    }
+    int found = 1, rc = 0;
+    /* the log is opened at the first fill: a cache hit needs none */
+    if (!x->log.cur && x->since < x->last && (rc = crdtdb__log_open(db, x->txn->mt, x->since, &x->log)))
+        return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
+    while (x->since < x->last) {
+        if (!x->at_entry && ((rc = crdtdb__log_next(&x->log, &x->entry, &found)) || !found))
+            break;
+        x->at_entry = 0;
+        rc = pack_entry(x, &x->entry);
+        if (rc == NEED_FLUSH) { /* this entry opens the next delta */
+            x->at_entry = 1;
+            x->to = x->prev;
+            x->filled = 1;
+            return 0;
+        }
+        if (rc)
+            return rc;
+        x->prev = x->entry.seq;
+    }
+    if (rc == CRDTDB_ECORRUPT)
+        return crdtdb__db_seterr(db, rc, "a change after %llu is malformed",
+                                 (unsigned long long)x->prev);
+    if (rc)
+        return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
+    /* the last delta covers everything up to the snapshot's sequence: what
+     * the scan did not meet was superseded by what it did */
+    x->to = x->last > x->since ? x->last : x->since;
+    x->filled = 1;
+    x->done = 1;
+    return 0;
+}
+
+int crdtdb__exporter_withheld(const crdtdb__exporter *x)
+{
+    return x->withhold_num && crdtdb__export_has_src(&x->srcs, x->withhold_num);
+}
+
+int crdtdb__exporter_sign(crdtdb__exporter *x, const uint8_t **delta, size_t *len)
+{
+    crdtdb_db *db = x->db;
+    *delta = NULL;
+    *len = 0;
+    if (x->d.nrecs == 0 && (x->flags & CRDTDB_EXPORT_NO_EMPTY)) {
+        x->info.to = x->from = x->to; /* nothing for the peer: say so unsigned */
+        return 0;
+    }
+    x->d.from = x->from;
+    x->d.to = x->to;
+    x->d.nfp = 0;
+    uint64_t ends[2] = {x->from, x->to};
+    for (int i = 0; i < 2; i++) {
+        uint64_t at;
+        const uint8_t *h;
+        int found, rc = crdtdb__chain_at(db, x->txn->mt, ends[i], &at, &h, &found);
+        if (rc)
+            return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
+        if (found && (x->d.nfp == 0 || x->d.fp_seq[0] != at)) {
+            x->d.fp_seq[x->d.nfp] = at;
+            x->d.fp_hash[x->d.nfp++] = h;
+        }
+    }
+    int rc = crdtdb__delta_encode(&x->d, db->env->sk, &x->out);
+    if (rc)
+        return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
+    if (x->out.len > db->env->opts.max_delta_size) /* the estimate is an upper bound */
+        return crdtdb__db_seterr(db, CRDTDB_EIO, "export: a delta of %zu bytes exceeds %zu",
+                                 x->out.len, db->env->opts.max_delta_size);
+    x->info.deltas++;
+    x->info.changes += x->d.nfields;
+    for (uint32_t i = 0; i < x->d.nrecs; i++)
+        x->info.changes += x->d.recs[i].base_kind != CRDTDB__BASE_NONE;
+    x->info.bytes += x->out.len;
+    x->info.to = x->from = x->to;
+    *delta = x->out.data;
+    *len = x->out.len;
+    return 0;
+}
+
+int crdtdb__exporter_next(crdtdb__exporter *x, const uint8_t **delta, size_t *len)
+{
+    int rc = crdtdb__exporter_fill(x);
+    return rc ? rc : crdtdb__exporter_sign(x, delta, len);
+}
+
+crdtdb__export_srcs crdtdb__exporter_srcs(const crdtdb__exporter *x) { return x->srcs; }
+
+uint32_t crdtdb__exporter_withhold_num(const crdtdb__exporter *x) { return x->withhold_num; }
+
+const crdtdb_export_info *crdtdb__exporter_info(const crdtdb__exporter *x)
+{
+    return &x->info;
+}
+
+uint64_t crdtdb__exporter_last(const crdtdb__exporter *x) { return x->last; }
+
+void crdtdb__exporter_end(crdtdb__exporter *x)
+{
+    if (!x)
+        return;
+    crdtdb__log_close(&x->log);
+    crdtdb__record_free(&x->rec);
+    crdtdb__delta_free(&x->d);
+    crdtdb_buf_free(&x->out);
+    crdtdb_txn_abort(x->txn);
+    free(x);
+}
+
+int crdtdb__export_run(crdtdb_db *db, const crdtdb__export_opts *o, crdtdb_delta_sink sink,
+                       void *ctx, crdtdb_export_info *info)
+{
+    crdtdb__exporter *x;
+    int rc = crdtdb__exporter_begin(db, o, &x);
+    if (rc)
+        return rc;
+    const uint8_t *delta;
+    size_t len;
+    while (!(rc = crdtdb__exporter_next(x, &delta, &len)) && !(rc = sink(ctx, delta, len)))
+        ;
+    if (rc == CRDTDB_ENOTFOUND || rc > 0) /* the end, or the sink's CRDTDB_STOP */
+        rc = 0;
+    if (info)
+        *info = x->info;
+    crdtdb__exporter_end(x);
+    return rc;
+}
+
+static int export_call(crdtdb_db *db, uint64_t since, const uint8_t *peer,
+                       crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info)
+{
+    if (!db || !sink)
+        return CRDTDB_EINVAL;
+    crdtdb__export_opts o;
+    memset(&o, 0, sizeof o);
+    o.since = since;
+    o.peer = peer;
+    return crdtdb__export_run(db, &o, sink, ctx, info);
+}
+
 int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
                      crdtdb_delta_sink sink, void *ctx,
                      crdtdb_export_info *info)
 {
-    if (!db || !sink)
-        return CRDTDB_EINVAL;
-    return crdtdb__export(db, since, peer, 0, 0, NULL, sink, ctx, info, NULL);
+    return crdtdb__db_exit(db, export_call(db, since, peer, sink, ctx, info));
 }
 
-int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned flags,
-                   size_t max_bytes, const crdtdb_export_options *filter,
-                   crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info,
-                   crdtdb__export_srcs *srcs)
-{
-    crdtdb_env *env = db->env;
-    crdtdb_txn *t;
-    int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
-    if (rc)
-        return rc;
-    exporter x;
-    memset(&x, 0, sizeof x);
-    x.db = db;
-    x.sink = sink;
-    x.ctx = ctx;
-    x.from = since;
-    x.info.from = x.info.to = since;
-    x.budget = env->opts.max_delta_size;
-    if (max_bytes && max_bytes < x.budget)
-        x.budget = max_bytes; /* one register still fits: flushes wait for a second */
-    x.cost = header_cost(db);
-    x.group_coll = -1;
-    x.srcs = srcs;
-    x.flags = flags;
-    x.o = filter && filter->visible ? filter : NULL;
-    x.txn = t;
-    if (srcs) {
-        uint32_t stop = srcs->stop;
-        memset(srcs, 0, sizeof *srcs);
-        srcs->stop = stop;
-    }
-    crdtdb__delta_init(&x.d);
-    x.d.db_id.p = db->id;
-    x.d.db_id.n = (uint32_t)strlen(db->id);
-    x.d.sender = env->pk;
-    x.d.recipient = peer; /* watermarks in it are meant for this peer only */
-    uint64_t last;
-    uint32_t peer_num = UINT32_MAX; /* no peer: skip nothing */
-    rc = crdtdb__seq_read(env, t->mt, db->num, &last);
-    if (!rc && peer) {
-        crdtdb__marks m;
-        int found;
-        rc = crdtdb__peer_num(env, t->mt, peer, 0, &peer_num);
-        if (!rc && (peer_num == 0 || (flags & CRDTDB_EXPORT_ALL)))
-            peer_num = UINT32_MAX; /* skip nothing */
-        if (!rc)
-            rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
-        x.d.has_ack = !rc;
-        x.d.ack = m.received;
-    }
-    MDB_cursor *cur = NULL;
-    int mrc = rc ? 0 : mdb_cursor_open(t->mt, env->dbi_changes, &cur);
-    if (mrc)
-        rc = crdtdb__mdb_err(mrc);
-    crdtdb__record rec;
-    crdtdb__record_init(&rec);
-    uint8_t rec_key[CRDTDB__RECKEY_MAX]; /* the record loaded in rec */
-    size_t rec_keylen = 0;
-    uint8_t kb[CRDTDB__CHGKEY_LEN];
-    crdtdb__put_u32(kb, db->num);
-    crdtdb__put_u64(kb + 4, since + 1);
-    MDB_val k = {sizeof kb, kb}, v;
-    uint64_t prev = since; /* the last sequence scanned */
-    for (mrc = rc ? MDB_NOTFOUND : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-         mrc == 0 && !rc && since < last;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != CRDTDB__CHGKEY_LEN || crdtdb__get_u32(k.mv_data) != db->num)
-            break;
-        uint64_t seq = crdtdb__get_u64((const uint8_t *)k.mv_data + 4);
-        const uint8_t *p = v.mv_data;
-        if (v.mv_size < CRDTDB__CHG_HEAD || v.mv_size < CRDTDB__CHG_HEAD + (size_t)p[6]) {
-            rc = CRDTDB_ECORRUPT;
-            break;
-        }
-        uint32_t src = crdtdb__get_u32(p);
-        uint16_t coll = (uint16_t)(p[4] << 8 | p[5]);
-        size_t idlen = p[6];
-        const uint8_t *id = p + CRDTDB__CHG_HEAD;
-        const uint8_t *path = id + idlen;
-        size_t plen = v.mv_size - CRDTDB__CHG_HEAD - idlen;
-        if ((src == peer_num && !x.o) || coll >= db->ncoll) { /* it has it */
-            prev = seq;
-            continue;
-        }
-        uint8_t rk[CRDTDB__RECKEY_MAX];
-        size_t rklen = crdtdb__reckey(rk, db->num, coll, (const char *)id, idlen);
-        if (rec_keylen != rklen || memcmp(rec_key, rk, rklen) != 0) {
-            /* blobs stay valid for the whole read snapshot, so the delta
-             * can borrow paths, values and keys from them */
-            MDB_val key = {rklen, rk}, blob;
-            if ((mrc = mdb_get(t->mt, env->dbi_records, &key, &blob)) ||
-                (rc = crdtdb__record_decode(&rec, blob.mv_data, blob.mv_size))) {
-                if (mrc == MDB_NOTFOUND) { /* a log entry without its record */
-                    mrc = 0;
-                    rc = crdtdb__db_seterr(db, CRDTDB_ECORRUPT,
-                                           "change %llu names a missing record",
-                                           (unsigned long long)seq);
-                }
-                break;
-            }
-            memcpy(rec_key, rk, rklen);
-            rec_keylen = rklen;
-        }
-        if (x.o) { /* whole records, each once: at its latest register */
-            if (seq == max_seq(&rec) && (rc = pack_whole(&x, t->mt, prev, &rec, coll, id, idlen)))
-                break;
-            prev = seq;
-            continue;
-        }
-        /* the register this entry names, as it is now */
-        crdtdb__delta_field f;
-        memset(&f, 0, sizeof f);
-        int is_base = plen == 0;
-        if (is_base) {
-            if (rec.base_kind == CRDTDB__BASE_NONE || rec.base_seq != seq) {
-                prev = seq;
-                continue;
-            }
-            f.hlc = rec.base_hlc;
-            f.origin = rec.base_origin;
-        } else {
-            long li = crdtdb__record_find(&rec, path, plen);
-            if (li < 0 || rec.leaves[li].seq != seq) {
-                prev = seq;
-                continue;
-            }
-            f = leaf_field(&rec.leaves[li]);
-        }
-        /* Origins are what senders claim, not proof: only the source a
-         * register came from tells what a peer has. */
-        const uint8_t *okey = rec.origins[f.origin];
-        uint32_t norig = x.d.norigins;
-        size_t cost = crdtdb__delta_field_cost(&f) + REC_COST + idlen + ORIGIN_COST;
-        if (x.d.nrecs && (x.cost + cost > x.budget || full(&x)) && (rc = flush(&x, t->mt, prev)))
-            break;
-        if ((rc = group(&x, coll, id, idlen)) ||
-            (rc = crdtdb__delta_origin(&x.d, okey, &f.origin)))
-            break;
-        if (x.d.norigins == norig)
-            cost -= ORIGIN_COST; /* already in the table */
-        if (is_base) {
-            set_base(&x, rec.base_kind, f.hlc, f.origin);
-        } else if ((rc = crdtdb__delta_add_field(&x.d, &f))) {
-            break;
-        }
-        x.cost += cost;
-        note_src(x.srcs, src);
-        prev = seq;
-    }
-    if (!rc && mrc && mrc != MDB_NOTFOUND)
-        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", mdb_strerror(mrc));
-    /* the last delta covers everything up to the snapshot's sequence: what
-     * the scan did not meet was superseded by what it did */
-    if (!rc)
-        rc = flush(&x, t->mt, last > since ? last : since);
-    mdb_cursor_close(cur);
-    crdtdb__record_free(&rec);
-    crdtdb__delta_free(&x.d);
-    crdtdb_buf_free(&x.out);
-    crdtdb_txn_abort(t);
-    if (info)
-        *info = x.info;
-    return rc;
-}
-
-int crdtdb_db_export_record(crdtdb_db *db, const char *coll, const char *id,
-                            const uint8_t *peer, crdtdb_buf *out, int *found)
+static int export_record_call(crdtdb_db *db, const char *coll, const char *id,
+                              const uint8_t *peer, crdtdb_buf *out, int *found)
 {
     if (!db || !coll || !id || !out || !found)
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no collection, id or output")
@@ -431,7 +524,7 @@ int crdtdb_db_export_record(crdtdb_db *db, const char *coll, const char *id,
     MDB_val key = {crdtdb__reckey(rk, db->num, (uint16_t)c, id, strlen(id)), rk}, blob;
     crdtdb__record rec;
     crdtdb__record_init(&rec);
-    exporter x;
+    crdtdb__exporter x;
     memset(&x, 0, sizeof x);
     x.db = db;
     x.group_coll = -1;
@@ -448,7 +541,7 @@ int crdtdb_db_export_record(crdtdb_db *db, const char *coll, const char *id,
         if (!rc && rec.base_kind != CRDTDB__BASE_NONE) {
             rc = crdtdb__delta_origin(&x.d, rec.origins[rec.base_origin], &o);
             if (!rc)
-                set_base(&x, rec.base_kind, rec.base_hlc, o);
+                set_base(&x.d, rec.base_kind, rec.base_hlc, o);
         }
         for (uint32_t i = 0; !rc && i < rec.nleaves; i++) {
             crdtdb__delta_field f = leaf_field(&rec.leaves[i]);
@@ -475,4 +568,10 @@ int crdtdb_db_export_record(crdtdb_db *db, const char *coll, const char *id,
     crdtdb__delta_free(&x.d);
     crdtdb_txn_abort(t);
     return rc;
+}
+
+int crdtdb_db_export_record(crdtdb_db *db, const char *coll, const char *id,
+                            const uint8_t *peer, crdtdb_buf *out, int *found)
+{
+    return crdtdb__db_exit(db, export_record_call(db, coll, id, peer, out, found));
 }

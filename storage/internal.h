@@ -1,5 +1,9 @@
 /*
- * Storage internals shared by the storage files.  Not installed.
+ * The storage base: the handles (env, db, txn), the LMDB key layout and the
+ * helpers every storage file needs (error messages and each public call's
+ * one exit, ids, transactions).  Not installed.  Each other concept has
+ * its own header, included only where it is used: slot.h (one record's
+ * read-modify-write), log.h (the change log), export.h (the exporter).
  *
  * LMDB layout (one environment, named sub-databases; integers big-endian so
  * keys sort numerically):
@@ -57,6 +61,7 @@ struct crdtdb_env {
     uint64_t hlc;         /* highest stamp this process issued or accepted */
     struct crdtdb_db *dbs; /* open handles, for drop's EBUSY */
     char errmsg[512];
+    int errcode; /* the code errmsg was written for (crdtdb__env_exit) */
 };
 
 typedef struct crdtdb__event_rec {
@@ -89,6 +94,8 @@ struct crdtdb_db {
     int readonly;      /* local writes refused (a server-to-client client) */
     struct crdtdb_db *next;
     char errmsg[512];
+    int errcode; /* the code errmsg was written for (crdtdb__db_exit) */
+    char failmsg[512]; /* the message of what failed db->txn (txn->failed) */
     /* scratch reused across operations (one thread at a time) */
     crdtdb__record rec;
     crdtdb__flat flat;
@@ -125,8 +132,26 @@ void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* The one exit of every public call on an environment: returns rc, and
+ * when rc is an error the call left no message for, sets rc's default text
+ * (crdtdb_strerror), so crdtdb_env_errmsg always names the returned
+ * failure, never an earlier call's. */
+int crdtdb__env_fail(crdtdb_env *env, int rc);
+static inline int crdtdb__env_exit(crdtdb_env *env, int rc)
+{
+    return rc < 0 && env ? crdtdb__env_fail(env, rc) : rc;
+}
 
 /* db.c */
+/* The one exit of every public call on a database handle (the model is
+ * SQLite's sqlite3ApiExit): returns rc; an error the call set no message
+ * for gets rc's default text, so crdtdb_db_errmsg always belongs to the
+ * code returned.  db may be NULL. */
+int crdtdb__db_fail(crdtdb_db *db, int rc);
+static inline int crdtdb__db_exit(crdtdb_db *db, int rc)
+{
+    return rc < 0 && db ? crdtdb__db_fail(db, rc) : rc; /* inline: every call passes */
+}
 int crdtdb__db_seterr(crdtdb_db *db, int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
@@ -147,27 +172,11 @@ int crdtdb__txn_get(crdtdb_db *db, crdtdb_txn *txn, int write,
 /* Ends an owned txn: commits if rc == 0, else aborts.  Marks a borrowed
  * write txn failed if rc != 0.  Returns the final code. */
 int crdtdb__txn_end(crdtdb_txn *t, int own, int rc);
+/* Fails a write batch with rc (the first failure wins; read txns and rc 0
+ * are left alone), keeping the message for crdtdb_txn_commit to return. */
+void crdtdb__txn_fail(crdtdb_txn *t, int rc);
 uint64_t crdtdb__txn_tick(crdtdb_txn *t);
 int crdtdb__seq_read(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *seq);
-
-/* write.c: the record read-modify-write shared by local writes and merges */
-typedef struct crdtdb__slot {
-    uint16_t coll;
-    const char *id;
-    size_t idlen;
-    uint8_t key[CRDTDB__RECKEY_MAX];
-    MDB_val k;
-    int was_visible;
-    int exists;        /* the records cursor sits on it: replace in place */
-    uint64_t seq_before;
-} crdtdb__slot;
-/* Loads record (coll, id) into db->rec.  0 or an error (message set). */
-int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
-                      const char *id);
-/* Numbers new registers, stores db->rec (deletes it when it holds no
- * register at all), logs its changes as coming from peer number `src`,
- * records the observer event. */
-int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src);
 
 /* peers.c */
 /* Peer number of replica id `key`, created if `create`; 0 if unknown. */
@@ -194,25 +203,7 @@ int crdtdb__marks_put(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
 /* Sets flag on peer in its own transaction (after a refused delta). */
 int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag);
 
-/* export.c */
-#define CRDTDB__EXPORT_SRCS 8
-/* The peers (by number) whose registers an export packed. */
-typedef struct crdtdb__export_srcs {
-    uint32_t num[CRDTDB__EXPORT_SRCS];
-    unsigned n;
-    int many;       /* more than CRDTDB__EXPORT_SRCS: the list is incomplete */
-    uint32_t stop;  /* in: a peer number; a delta holding its registers is
-                       not signed, the export returns CRDTDB__EXPORT_STOPPED */
-} crdtdb__export_srcs;
-#define CRDTDB__EXPORT_STOPPED 2
-int crdtdb__export_has_src(const crdtdb__export_srcs *s, uint32_t num);
-/* crdtdb_db_export, also reporting in srcs (may be NULL) the sources of
- * every register packed. */
-int crdtdb__export(crdtdb_db *db, uint64_t since, const uint8_t *peer, unsigned flags,
-                   size_t max_bytes, const crdtdb_export_options *filter, crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info,
-                   crdtdb__export_srcs *srcs);
-
-/* share.c: deltas signed once for every peer of a handle */
+/* export.h: the exporter; share.c: the shared-delta cache */
 typedef struct crdtdb__shared crdtdb__shared;
 void crdtdb__shared_free(struct crdtdb__shared *sh);
 

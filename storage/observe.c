@@ -3,11 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt/array.h"
 #include "crdt/buf.h"
-#include "storage/internal.h"
+#include "storage/log.h"
 
-int crdtdb_db_observe(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
-                      void *ctx, crdtdb_observer **out)
+static int observe_call(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
+                        void *ctx, crdtdb_observer **out)
 {
     if (!db || !cb || !out)
         return CRDTDB_EINVAL;
@@ -29,6 +30,12 @@ int crdtdb_db_observe(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
     *pp = o;
     *out = o;
     return 0;
+}
+
+int crdtdb_db_observe(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
+                      void *ctx, crdtdb_observer **out)
+{
+    return crdtdb__db_exit(db, observe_call(db, coll, cb, ctx, out));
 }
 
 static void observers_sweep(crdtdb_db *db)
@@ -66,14 +73,8 @@ void crdtdb__observers_free(crdtdb_db *db)
 int crdtdb__event_add(crdtdb_txn *t, int type, uint16_t coll, const char *id,
                       size_t idlen, const uint8_t *val, size_t len)
 {
-    if (t->nevents == t->events_cap) {
-        uint32_t c = t->events_cap ? t->events_cap * 2 : 16;
-        void *p = realloc(t->events, (size_t)c * sizeof *t->events);
-        if (!p)
-            return CRDTDB_ENOMEM;
-        t->events = p;
-        t->events_cap = c;
-    }
+    if (crdtdb__array_grow(&t->events, &t->events_cap, t->nevents, sizeof *t->events, 16))
+        return CRDTDB_ENOMEM;
     crdtdb__event_rec *e = &t->events[t->nevents];
     e->type = (uint8_t)type;
     e->coll = coll;
@@ -167,30 +168,18 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
     uint64_t since = db->seen_seq;
     uint32_t first = t->nevents, distinct = 0;
     uint32_t limit = env->opts.observe_batch_limit;
-    MDB_cursor *cur;
-    int mrc = mdb_cursor_open(mt, env->dbi_changes, &cur);
-    if (mrc)
-        return crdtdb__mdb_err(mrc);
-    uint8_t kb[CRDTDB__CHGKEY_LEN];
-    crdtdb__put_u32(kb, db->num);
-    crdtdb__put_u64(kb + 4, since + 1);
-    MDB_val k = {sizeof kb, kb}, v;
+    crdtdb__log_iter it;
+    int rc = crdtdb__log_open(db, mt, since, &it);
+    if (rc)
+        return rc;
     crdtdb__record rec;
     crdtdb__record_init(&rec);
-    int rc = 0, many = 0;
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != CRDTDB__CHGKEY_LEN || crdtdb__get_u32(k.mv_data) != db->num ||
-            crdtdb__get_u64((const uint8_t *)k.mv_data + 4) > upto)
-            break;
-        const uint8_t *p = v.mv_data;
-        if (v.mv_size < CRDTDB__CHG_HEAD || v.mv_size < CRDTDB__CHG_HEAD + (size_t)p[6]) {
-            rc = CRDTDB_ECORRUPT;
-            break;
-        }
-        uint16_t coll = (uint16_t)(p[4] << 8 | p[5]);
-        size_t idlen = p[6];
-        const uint8_t *id = p + CRDTDB__CHG_HEAD;
+    int many = 0, found;
+    crdtdb__log_entry e;
+    while (!(rc = crdtdb__log_next(&it, &e, &found)) && found && e.seq <= upto) {
+        uint16_t coll = e.coll;
+        size_t idlen = e.idlen;
+        const uint8_t *id = e.id;
         if (coll >= db->ncoll || seen(t, first, coll, id, idlen))
             continue;
         if (++distinct > limit) {
@@ -223,9 +212,7 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
             break;
         }
     }
-    if (!rc && mrc != 0 && mrc != MDB_NOTFOUND && !many)
-        rc = crdtdb__mdb_err(mrc);
-    mdb_cursor_close(cur);
+    crdtdb__log_close(&it);
     crdtdb__record_free(&rec);
     if (rc)
         return rc;
@@ -237,7 +224,7 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
     return 0;
 }
 
-int crdtdb_db_poll(crdtdb_db *db, size_t *n)
+static int poll_call(crdtdb_db *db, size_t *n)
 {
     if (n)
         *n = 0;
@@ -270,4 +257,9 @@ int crdtdb_db_poll(crdtdb_db *db, size_t *n)
     }
     crdtdb_txn_abort(t);
     return rc;
+}
+
+int crdtdb_db_poll(crdtdb_db *db, size_t *n)
+{
+    return crdtdb__db_exit(db, poll_call(db, n));
 }

@@ -94,7 +94,7 @@ int crdtdb__marks_put(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
     return crdtdb__mdb_err(mdb_put(mt, db->env->dbi_marks, &k, &v, 0));
 }
 
-int crdtdb_db_peers(crdtdb_db *db, crdtdb_peer_cb cb, void *ctx)
+static int peers_call(crdtdb_db *db, crdtdb_peer_cb cb, void *ctx)
 {
     if (!db || !cb)
         return CRDTDB_EINVAL;
@@ -130,8 +130,13 @@ int crdtdb_db_peers(crdtdb_db *db, crdtdb_peer_cb cb, void *ctx)
     return rc;
 }
 
-int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer, crdtdb_peer *out,
-                       int *found)
+int crdtdb_db_peers(crdtdb_db *db, crdtdb_peer_cb cb, void *ctx)
+{
+    return crdtdb__db_exit(db, peers_call(db, cb, ctx));
+}
+
+static int peer_get_call(crdtdb_db *db, const uint8_t *peer, crdtdb_peer *out,
+                         int *found)
 {
     if (!db || !peer || !out || !found)
         return CRDTDB_EINVAL;
@@ -147,6 +152,12 @@ int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer, crdtdb_peer *out,
     out->flags = m.flags;
     crdtdb_txn_abort(t);
     return rc;
+}
+
+int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer, crdtdb_peer *out,
+                       int *found)
+{
+    return crdtdb__db_exit(db, peer_get_call(db, peer, out, found));
 }
 
 /* Moves a peer's acked watermark forward and adds flags, in a transaction
@@ -172,11 +183,16 @@ static int marks_raise(crdtdb_db *db, const uint8_t *peer, uint64_t acked, unsig
     return crdtdb_txn_commit(t);
 }
 
-int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer, uint64_t acked)
+static int peer_ack_call(crdtdb_db *db, const uint8_t *peer, uint64_t acked)
 {
     if (!db || !peer)
         return CRDTDB_EINVAL;
     return marks_raise(db, peer, acked, 0);
+}
+
+int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer, uint64_t acked)
+{
+    return crdtdb__db_exit(db, peer_ack_call(db, peer, acked));
 }
 
 int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag)

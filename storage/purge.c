@@ -3,8 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt/array.h"
 #include "crdt/buf.h"
-#include "storage/internal.h"
+#include "storage/log.h"
+#include "storage/slot.h"
 
 /* Forgets record (c, id) inside write txn t: the record and its
  * change-log entries (its registers' own sequences); an observer event if
@@ -23,13 +25,7 @@ static int purge_in(crdtdb_txn *t, uint16_t c, const char *id)
                                       : (r->base_kind != CRDTDB__BASE_NONE ? r->base_seq : 0);
         if (!seq)
             continue;
-        uint8_t k[CRDTDB__CHGKEY_LEN];
-        crdtdb__put_u32(k, db->num);
-        crdtdb__put_u64(k + 4, seq);
-        MDB_val key = {sizeof k, k};
-        mrc = mdb_del(t->mt, db->env->dbi_changes, &key, NULL);
-        if (mrc == MDB_NOTFOUND)
-            mrc = 0;
+        mrc = crdtdb__log_del(t, seq);
     }
     if (mrc)
         return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "purge: %s", mdb_strerror(mrc));
@@ -52,7 +48,7 @@ static int purge_commit(crdtdb_txn *t, int rc)
     return crdtdb_txn_commit(t);
 }
 
-int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id)
+static int purge_call(crdtdb_db *db, const char *coll, const char *id)
 {
     if (!db || !coll || !id)
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no collection or id") : CRDTDB_EINVAL;
@@ -64,6 +60,11 @@ int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id)
     crdtdb_txn *t;
     int rc = crdtdb_txn_begin(db, 0, &t);
     return rc ? rc : purge_commit(t, purge_in(t, (uint16_t)c, id));
+}
+
+int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id)
+{
+    return crdtdb__db_exit(db, purge_call(db, coll, id));
 }
 
 /* A record named by a change-log entry: u16 collection, u8 id length, id
@@ -80,7 +81,7 @@ static int reckey_cmp(const void *a, const void *b)
     return c ? c : (x[2] > y[2]) - (x[2] < y[2]);
 }
 
-int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n)
+static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
 {
     if (n)
         *n = 0;
@@ -92,44 +93,34 @@ int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n)
         return rc;
     /* the records with a change of our own after `after`, sorted, once */
     reckey *keys = NULL;
-    size_t nk = 0, cap = 0;
-    MDB_cursor *cur = NULL;
-    int mrc = mdb_cursor_open(t->mt, db->env->dbi_changes, &cur);
-    uint8_t kb[CRDTDB__CHGKEY_LEN];
-    crdtdb__put_u32(kb, db->num);
-    crdtdb__put_u64(kb + 4, after + 1);
-    MDB_val k = {sizeof kb, kb}, v;
-    for (mrc = mrc ? mrc : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && !rc;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != CRDTDB__CHGKEY_LEN || crdtdb__get_u32(k.mv_data) != db->num)
-            break;
-        const uint8_t *p = v.mv_data;
-        if (v.mv_size < CRDTDB__CHG_HEAD || v.mv_size < CRDTDB__CHG_HEAD + (size_t)p[6]) {
-            rc = crdtdb__db_seterr(db, CRDTDB_ECORRUPT, "change log entry is unreadable");
-            break;
-        }
-        if (crdtdb__get_u32(p) != CRDTDB__SRC_LOCAL)
+    uint32_t nk = 0, cap = 0;
+    crdtdb__log_iter it;
+    crdtdb__log_entry e;
+    int found;
+    if ((rc = crdtdb__log_open(db, t->mt, after, &it)))
+        rc = crdtdb__db_seterr(db, rc, "discard: %s", crdtdb_strerror(rc));
+    while (!rc && !(rc = crdtdb__log_next(&it, &e, &found)) && found) {
+        if (e.src != CRDTDB__SRC_LOCAL)
             continue;
-        if (nk == cap) {
-            size_t c2 = cap ? cap * 2 : 16;
-            reckey *nkeys = realloc(keys, c2 * sizeof *keys);
-            if (!nkeys) {
-                rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
-                break;
-            }
-            keys = nkeys;
-            cap = c2;
+        if (crdtdb__array_grow(&keys, &cap, nk, sizeof *keys, 16)) {
+            rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+            break;
         }
-        memcpy(keys[nk++].k, p + 4, 3 + (size_t)p[6]);
+        uint8_t *k = keys[nk++].k; /* collection | id length | id */
+        k[0] = (uint8_t)(e.coll >> 8);
+        k[1] = (uint8_t)e.coll;
+        k[2] = (uint8_t)e.idlen;
+        memcpy(k + 3, e.id, e.idlen);
     }
-    if (!rc && mrc && mrc != MDB_NOTFOUND)
-        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "discard: %s", mdb_strerror(mrc));
-    if (cur)
-        mdb_cursor_close(cur);
+    if (rc == CRDTDB_ECORRUPT)
+        rc = crdtdb__db_seterr(db, rc, "change log entry is unreadable");
+    else if (rc && db->errcode != rc)
+        rc = crdtdb__db_seterr(db, rc, "discard: %s", crdtdb_strerror(rc));
+    crdtdb__log_close(&it);
     if (!rc && nk)
         qsort(keys, nk, sizeof *keys, reckey_cmp);
     size_t purged = 0;
-    for (size_t i = 0; !rc && i < nk; i++) {
+    for (uint32_t i = 0; !rc && i < nk; i++) {
         if (i && reckey_cmp(&keys[i], &keys[i - 1]) == 0)
             continue;
         uint16_t coll = (uint16_t)(keys[i].k[0] << 8 | keys[i].k[1]);
@@ -146,4 +137,9 @@ int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n)
     if (!rc && n)
         *n = purged;
     return rc;
+}
+
+int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n)
+{
+    return crdtdb__db_exit(db, discard_unsent_call(db, after, n));
 }

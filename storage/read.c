@@ -14,8 +14,8 @@ static int read_end(crdtdb_txn *t, int own, int rc)
     return rc;
 }
 
-int crdtdb_db_get_by_id(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
-                        const char *id, crdtdb_buf *out, int *found)
+static int get_by_id_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                          const char *id, crdtdb_buf *out, int *found)
 {
     if (!db || !out || !found)
         return CRDTDB_EINVAL;
@@ -55,9 +55,15 @@ int crdtdb_db_get_by_id(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     return read_end(t, own, rc);
 }
 
-int crdtdb_db_query(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
-                    const uint8_t *criteria, size_t len, crdtdb_query_cb cb,
-                    void *ctx)
+int crdtdb_db_get_by_id(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                        const char *id, crdtdb_buf *out, int *found)
+{
+    return crdtdb__db_exit(db, get_by_id_call(db, txn, coll, id, out, found));
+}
+
+static int query_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                      const uint8_t *criteria, size_t len, crdtdb_query_cb cb,
+                      void *ctx)
 {
     if (!db || !cb)
         return CRDTDB_EINVAL;
@@ -123,4 +129,11 @@ int crdtdb_db_query(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     mdb_cursor_close(cur);
     crdtdb__query_free(&q);
     return read_end(t, own, rc);
+}
+
+int crdtdb_db_query(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                    const uint8_t *criteria, size_t len, crdtdb_query_cb cb,
+                    void *ctx)
+{
+    return crdtdb__db_exit(db, query_call(db, txn, coll, criteria, len, cb, ctx));
 }

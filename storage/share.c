@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "storage/internal.h"
+#include "storage/export.h"
 
 #define SHARED_MAX 16 /* cached deltas; bytes are bounded too (below) */
 
@@ -46,53 +46,30 @@ void crdtdb__shared_free(crdtdb__shared *sh)
     free(sh);
 }
 
-/* Sink that keeps the first delta and stops. */
-typedef struct capture {
-    uint8_t *data;
-    size_t len;
-} capture;
-
-static int capture_one(void *ctx, const uint8_t *delta, size_t len)
+/* The cached delta starting at `since` under cap max_bytes, or NULL. */
+static entry *entry_find(crdtdb__shared *sh, uint64_t since, size_t max_bytes)
 {
-    capture *c = ctx;
-    if (len && !(c->data = malloc(len)))
-        return CRDTDB_ENOMEM;
-    if (len)
-        memcpy(c->data, delta, len);
-    c->len = len; /* 0: the range holds nothing to send */
-    return 1;
+    for (unsigned i = 0; i < sh->n; i++)
+        if (sh->e[i].from == since && sh->e[i].max_bytes == max_bytes)
+            return &sh->e[i];
+    return NULL;
 }
 
-/* The shared delta starting at `since`: cached, or made now unless it
- * would hold registers of peer number `num` (then NULL with *rc 0: the
- * caller makes one for that peer).  NULL with *rc set on error. */
-static entry *entry_get(crdtdb_db *db, uint64_t since, uint32_t num, size_t max_bytes, int *rc)
+/* Keeps a copy of the delta x just signed.  NULL on ENOMEM (message set). */
+static entry *entry_add(crdtdb_db *db, crdtdb__exporter *x, uint64_t since, size_t max_bytes,
+                        const uint8_t *delta, size_t len, size_t changes)
 {
     crdtdb__shared *sh = db->shared;
-    *rc = 0;
-    for (unsigned i = 0; i < sh->n; i++)
-        if (sh->e[i].from == since && sh->e[i].max_bytes == max_bytes) {
-            if (num && crdtdb__export_has_src(&sh->e[i].srcs, num))
-                return NULL;
-            sh->e[i].used = ++sh->tick;
-            return &sh->e[i];
-        }
-    capture c = {NULL, 0};
-    crdtdb_export_info inf;
-    crdtdb__export_srcs srcs;
-    srcs.stop = num; /* found before signing: no signature wasted */
-    int r = crdtdb__export(db, since, NULL, CRDTDB_EXPORT_NO_EMPTY, max_bytes, NULL, capture_one, &c, &inf, &srcs);
-    if (r != 1) {
-        free(c.data);
-        if (r == 0) /* nothing to send: cannot happen below `last` */
-            *rc = crdtdb__db_seterr(db, CRDTDB_EIO, "export made no delta");
-        else if (r != CRDTDB__EXPORT_STOPPED)
-            *rc = r;
+    uint8_t *data = NULL;
+    if (len && !(data = malloc(len))) {
+        crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
         return NULL;
     }
+    if (len)
+        memcpy(data, delta, len);
     /* room: at most two deltas' worth of bytes, evicting the least used */
     size_t budget = 2 * db->env->opts.max_delta_size;
-    while (sh->n && (sh->n == SHARED_MAX || sh->bytes + c.len > budget)) {
+    while (sh->n && (sh->n == SHARED_MAX || sh->bytes + len > budget)) {
         unsigned lru = 0;
         for (unsigned i = 1; i < sh->n; i++)
             if (sh->e[i].used < sh->e[lru].used)
@@ -102,33 +79,59 @@ static entry *entry_get(crdtdb_db *db, uint64_t since, uint32_t num, size_t max_
     entry *e = &sh->e[sh->n++];
     e->from = since;
     e->max_bytes = max_bytes;
-    e->to = inf.to;
-    e->data = c.data;
-    e->len = c.len;
-    e->changes = inf.changes;
-    e->srcs = srcs;
+    e->to = crdtdb__exporter_info(x)->to;
+    e->data = data;
+    e->len = len;
+    e->changes = changes;
+    e->srcs = crdtdb__exporter_srcs(x);
     e->used = ++sh->tick;
-    sh->bytes += c.len;
+    sh->bytes += len;
     return e;
 }
 
-int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer,
-                         const crdtdb_export_options *opts, crdtdb_delta_sink sink, void *ctx,
-                         crdtdb_export_info *info)
+/* One delta made for `peer` alone from `since` (its own changes in the
+ * range are left out), passed to sink once the snapshot is closed (as
+ * every shared delta is: the sink may use the handle). */
+static int own_delta(crdtdb_db *db, const crdtdb__export_opts *po, uint64_t since,
+                     crdtdb_export_info *sum, crdtdb_delta_sink sink, void *ctx)
 {
-    if (!db || !sink)
-        return CRDTDB_EINVAL;
-    unsigned flags = opts ? opts->flags : 0;
-    size_t max_bytes = opts ? opts->max_bytes : 0;
-    if (opts && opts->visible) /* what a peer sees is its own: nothing shared */
-        flags &= ~CRDTDB_EXPORT_SHARED;
-    if (!(flags & CRDTDB_EXPORT_SHARED))
-        return crdtdb__export(db, since, peer, flags, max_bytes, opts, sink, ctx, info, NULL);
-    crdtdb_export_info sum;
-    memset(&sum, 0, sizeof sum);
-    sum.from = sum.to = since;
-    if (info)
-        *info = sum;
+    crdtdb__export_opts o = *po;
+    o.since = since;
+    o.withhold = NULL;
+    crdtdb__exporter *x;
+    int rc = crdtdb__exporter_begin(db, &o, &x);
+    if (rc)
+        return rc;
+    const uint8_t *delta;
+    size_t len;
+    uint8_t *copy = NULL;
+    rc = crdtdb__exporter_next(x, &delta, &len);
+    if (rc == CRDTDB_ENOTFOUND) /* the first delta always comes */
+        rc = crdtdb__db_seterr(db, CRDTDB_EIO, "export made no delta");
+    if (!rc && len && !(copy = malloc(len)))
+        rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    if (!rc) {
+        const crdtdb_export_info *in = crdtdb__exporter_info(x);
+        if (len)
+            memcpy(copy, delta, len);
+        sum->deltas += len != 0;
+        sum->changes += in->changes;
+        sum->bytes += len;
+        sum->to = in->to;
+    }
+    crdtdb__exporter_end(x);
+    if (!rc)
+        rc = sink(ctx, copy, len);
+    free(copy);
+    return rc;
+}
+
+/* crdtdb_db_export_for with CRDTDB_EXPORT_SHARED: one snapshot makes the
+ * unaddressed deltas the cache lacks; a range holding the peer's own
+ * changes gets a delta of its own. */
+static int export_shared(crdtdb_db *db, const crdtdb__export_opts *po, crdtdb_delta_sink sink,
+                         void *ctx, crdtdb_export_info *sum)
+{
     if (!db->shared && !(db->shared = calloc(1, sizeof *db->shared)))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     crdtdb__shared *sh = db->shared;
@@ -137,44 +140,102 @@ int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer,
             drop(sh, 0);
         memcpy(sh->signer, db->env->pk, sizeof sh->signer);
     }
-    crdtdb_txn *t;
-    int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
+    crdtdb__export_opts so;
+    memset(&so, 0, sizeof so);
+    so.since = po->since;
+    so.flags = CRDTDB_EXPORT_NO_EMPTY;
+    so.max_bytes = po->max_bytes;
+    so.withhold = po->flags & CRDTDB_EXPORT_ALL ? NULL : po->peer;
+    crdtdb__exporter *x; /* the shared stream, while it is where sum->to is */
+    int rc = crdtdb__exporter_begin(db, &so, &x);
     if (rc)
         return rc;
-    uint64_t last;
-    uint32_t num = 0; /* an unknown peer has sent us nothing */
-    rc = crdtdb__seq_read(db->env, t->mt, db->num, &last);
-    if (!rc && peer && !(flags & CRDTDB_EXPORT_ALL))
-        rc = crdtdb__peer_num(db->env, t->mt, peer, 0, &num);
-    crdtdb_txn_abort(t);
-    while (!rc && sum.to < last) {
-        entry *e = entry_get(db, sum.to, num, max_bytes, &rc);
-        if (rc)
-            break;
-        if (!e) { /* its own changes are in the range: leave them out */
-            capture c = {NULL, 0};
-            crdtdb_export_info inf;
-            rc = crdtdb__export(db, sum.to, peer, flags, max_bytes, NULL, capture_one, &c, &inf, NULL);
-            if (rc == 1) {
-                sum.deltas += c.len != 0;
-                sum.changes += inf.changes;
-                sum.bytes += c.len;
-                sum.to = inf.to;
-                rc = sink(ctx, c.len ? c.data : NULL, c.len);
-            } else if (rc == 0) {
-                rc = crdtdb__db_seterr(db, CRDTDB_EIO, "export made no delta");
-            }
-            free(c.data);
+    uint64_t last = crdtdb__exporter_last(x);
+    uint32_t num = crdtdb__exporter_withhold_num(x); /* 0: nothing withheld */
+    while (!rc && sum->to < last) {
+        uint64_t since = sum->to;
+        entry *e = entry_find(sh, since, po->max_bytes);
+        int mine = 0; /* the range holds the peer's own changes */
+        if (e) {
+            mine = num && crdtdb__export_has_src(&e->srcs, num);
+            if (!mine)
+                e->used = ++sh->tick;
         } else {
-            sum.deltas += e->len != 0;
-            sum.changes += e->changes;
-            sum.bytes += e->len;
-            sum.to = e->to;
-            if (e->len || (flags & CRDTDB_EXPORT_NO_EMPTY))
-                rc = sink(ctx, e->len ? e->data : NULL, e->len);
+            if (!x || crdtdb__exporter_info(x)->to != since) {
+                crdtdb__exporter_end(x);
+                so.since = since;
+                if ((rc = crdtdb__exporter_begin(db, &so, &x))) {
+                    x = NULL;
+                    break;
+                }
+            }
+            size_t changes = crdtdb__exporter_info(x)->changes;
+            if ((rc = crdtdb__exporter_fill(x))) {
+                if (rc == CRDTDB_ENOTFOUND) /* nothing to send: cannot happen below `last` */
+                    rc = crdtdb__db_seterr(db, CRDTDB_EIO, "export made no delta");
+                break;
+            }
+            mine = crdtdb__exporter_withheld(x); /* found before signing */
+            const uint8_t *delta;
+            size_t len;
+            if (!mine && ((rc = crdtdb__exporter_sign(x, &delta, &len)) ||
+                          !(e = entry_add(db, x, since, po->max_bytes, delta, len,
+                                          crdtdb__exporter_info(x)->changes - changes)))) {
+                rc = rc ? rc : CRDTDB_ENOMEM;
+                break;
+            }
         }
+        if (mine) { /* its own changes are in the range: leave them out */
+            crdtdb__exporter_end(x); /* one snapshot per handle at a time */
+            x = NULL;
+            rc = own_delta(db, po, since, sum, sink, ctx);
+            continue;
+        }
+        sum->deltas += e->len != 0;
+        sum->changes += e->changes;
+        sum->bytes += e->len;
+        sum->to = e->to;
+        if (!(e->len || (po->flags & CRDTDB_EXPORT_NO_EMPTY)))
+            continue;
+        crdtdb__exporter_end(x); /* the sink may use the handle (the cache owns e) */
+        x = NULL;
+        rc = sink(ctx, e->len ? e->data : NULL, e->len);
     }
+    crdtdb__exporter_end(x);
+    return rc;
+}
+
+static int export_for_call(crdtdb_db *db, uint64_t since, const uint8_t *peer,
+                           const crdtdb_export_options *opts, crdtdb_delta_sink sink,
+                           void *ctx, crdtdb_export_info *info)
+{
+    if (!db || !sink)
+        return CRDTDB_EINVAL;
+    crdtdb__export_opts o;
+    memset(&o, 0, sizeof o);
+    o.since = since;
+    o.peer = peer;
+    o.flags = opts ? opts->flags : 0;
+    o.max_bytes = opts ? opts->max_bytes : 0;
+    o.filter = opts;
+    if (opts && opts->visible) /* what a peer sees is its own: nothing shared */
+        o.flags &= ~CRDTDB_EXPORT_SHARED;
+    if (!(o.flags & CRDTDB_EXPORT_SHARED))
+        return crdtdb__export_run(db, &o, sink, ctx, info);
+    crdtdb_export_info sum;
+    memset(&sum, 0, sizeof sum);
+    sum.from = sum.to = since;
+    int rc = export_shared(db, &o, sink, ctx, &sum);
+    if (rc > 0) /* the sink's CRDTDB_STOP */
+        rc = 0;
     if (info)
         *info = sum;
     return rc;
+}
+
+int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer,
+                         const crdtdb_export_options *opts, crdtdb_delta_sink sink, void *ctx,
+                         crdtdb_export_info *info)
+{
+    return crdtdb__db_exit(db, export_for_call(db, since, peer, opts, sink, ctx, info));
 }

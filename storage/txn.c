@@ -5,7 +5,7 @@
 #include "crdt/hlc.h"
 #include "storage/internal.h"
 
-int crdtdb_txn_begin(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
+static int txn_begin_call(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
 {
     if (!db || !out)
         return CRDTDB_EINVAL;
@@ -59,6 +59,11 @@ int crdtdb_txn_begin(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
     return 0;
 }
 
+int crdtdb_txn_begin(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
+{
+    return crdtdb__db_exit(db, txn_begin_call(db, flags, out));
+}
+
 static void txn_free(crdtdb_txn *t)
 {
     t->db->txn = NULL;
@@ -76,10 +81,8 @@ void crdtdb_txn_abort(crdtdb_txn *t)
     txn_free(t);
 }
 
-int crdtdb_txn_commit(crdtdb_txn *t)
+static int commit_call(crdtdb_txn *t)
 {
-    if (!t)
-        return CRDTDB_EINVAL;
     crdtdb_db *db = t->db;
     crdtdb_env *env = db->env;
     if (t->flags & CRDTDB_TXN_RDONLY) {
@@ -87,9 +90,10 @@ int crdtdb_txn_commit(crdtdb_txn *t)
         return 0;
     }
     int rc = t->failed;
-    if (rc) {
+    if (rc) { /* the failed operation's message, whatever came after it */
+        crdtdb__db_seterr(db, rc, "%s", db->failmsg);
         crdtdb_txn_abort(t);
-        return rc; /* the failed operation left its message on db */
+        return rc;
     }
     int mrc = 0;
     if (t->seq != t->seq0 && (rc = crdtdb__chain_commit(t))) {
@@ -132,6 +136,25 @@ int crdtdb_txn_commit(crdtdb_txn *t)
     return 0;
 }
 
+int crdtdb_txn_commit(crdtdb_txn *t)
+{
+    if (!t)
+        return CRDTDB_EINVAL;
+    crdtdb_db *db = t->db; /* t is gone after the call */
+    return crdtdb__db_exit(db, commit_call(t));
+}
+
+void crdtdb__txn_fail(crdtdb_txn *t, int rc)
+{
+    crdtdb_db *db = t->db;
+    if (!rc || t->failed || (t->flags & CRDTDB_TXN_RDONLY))
+        return;
+    t->failed = rc;
+    if (db->errcode != rc) /* a path that left no message of its own */
+        crdtdb__db_seterr(db, rc, "%s", crdtdb_strerror(rc));
+    memcpy(db->failmsg, db->errmsg, sizeof db->failmsg);
+}
+
 uint64_t crdtdb__txn_tick(crdtdb_txn *t)
 {
     return crdtdb__hlc_tick(&t->hlc, crdtdb__now_ms(t->db->env));
@@ -168,8 +191,7 @@ int crdtdb__txn_get(crdtdb_db *db, crdtdb_txn *txn, int write,
         if (write && (txn->flags & CRDTDB_TXN_RDONLY))
             return crdtdb__db_seterr(db, CRDTDB_EROFS, "Read only access");
         if (write && (rc = check_mark(txn))) {
-            if (!txn->failed) /* the batch is all or nothing */
-                txn->failed = rc;
+            crdtdb__txn_fail(txn, rc); /* the batch is all or nothing */
             return rc;
         }
         *out = txn;
@@ -187,7 +209,7 @@ int crdtdb__txn_get(crdtdb_db *db, crdtdb_txn *txn, int write,
     return 0;
 }
 
-int crdtdb_db_mark_readonly(crdtdb_db *db, int readonly)
+static int mark_readonly_call(crdtdb_db *db, int readonly)
 {
     if (!db)
         return CRDTDB_EINVAL;
@@ -208,7 +230,12 @@ int crdtdb_db_mark_readonly(crdtdb_db *db, int readonly)
     return crdtdb_txn_commit(t);
 }
 
-int crdtdb_db_marked_readonly(crdtdb_db *db, int *readonly)
+int crdtdb_db_mark_readonly(crdtdb_db *db, int readonly)
+{
+    return crdtdb__db_exit(db, mark_readonly_call(db, readonly));
+}
+
+static int marked_readonly_call(crdtdb_db *db, int *readonly)
 {
     if (!db || !readonly)
         return CRDTDB_EINVAL;
@@ -222,11 +249,15 @@ int crdtdb_db_marked_readonly(crdtdb_db *db, int *readonly)
     return rc == CRDTDB_EROFS ? 0 : rc;
 }
 
+int crdtdb_db_marked_readonly(crdtdb_db *db, int *readonly)
+{
+    return crdtdb__db_exit(db, marked_readonly_call(db, readonly));
+}
+
 int crdtdb__txn_end(crdtdb_txn *t, int own, int rc)
 {
     if (!own) {
-        if (rc && !(t->flags & CRDTDB_TXN_RDONLY) && !t->failed)
-            t->failed = rc;
+        crdtdb__txn_fail(t, rc);
         return rc;
     }
     if (rc) {

@@ -1,155 +1,17 @@
-/* Local writes: add, add_all, update, remove — read, merge, store, log. */
+/* The public local writes: add, add_all, update, remove.  Each checks its
+ * arguments, merges the value into the record slot (slot.h) and lets the
+ * slot store and log it. */
 #include <string.h>
 
 #include "crdt/buf.h"
 #include "crdt/hlc.h"
-#include "storage/internal.h"
+#include "storage/slot.h"
 
 static int not_found(crdtdb_db *db, uint16_t coll, const char *id)
 {
     return crdtdb__db_seterr(db, CRDTDB_ENOTFOUND,
                              "Object with id '%s' not found in collection '%s'",
                              id, db->colls[coll]);
-}
-
-/* Loads the record into db->rec (its blob copied into db->blob: LMDB pages
- * may move once we write). */
-int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
-                      const char *id)
-{
-    crdtdb_db *db = t->db;
-    s->coll = coll;
-    s->id = id;
-    s->idlen = strlen(id);
-    s->k.mv_size = crdtdb__reckey(s->key, db->num, coll, id, s->idlen);
-    s->k.mv_data = s->key;
-    s->seq_before = t->seq;
-    MDB_val v, k = s->k;
-    /* one cursor: the store replaces the record where the load found it,
-     * saving a second descent of the tree */
-    int rc = t->rec_cur ? 0 : mdb_cursor_open(t->mt, db->env->dbi_records, &t->rec_cur);
-    if (!rc)
-        rc = mdb_cursor_get(t->rec_cur, &k, &v, MDB_SET_KEY);
-    s->exists = rc == 0;
-    crdtdb__record_clear(&db->rec);
-    db->blob.len = 0;
-    if (rc == MDB_NOTFOUND) {
-        s->was_visible = 0;
-        return 0;
-    }
-    if (rc)
-        return crdtdb__db_seterr(db, crdtdb__mdb_err(rc), "read: %s", mdb_strerror(rc));
-    if (crdtdb__buf_set(&db->blob, v.mv_data, v.mv_size))
-        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
-    rc = crdtdb__record_decode(&db->rec, db->blob.data, db->blob.len);
-    if (rc)
-        return crdtdb__db_seterr(db, rc, "record '%s' in '%s' is unreadable: %s",
-                                 id, db->colls[coll], crdtdb_strerror(rc));
-    s->was_visible = crdtdb__record_visible(&db->rec);
-    return 0;
-}
-
-static int log_put(crdtdb_txn *t, const crdtdb__slot *s, uint32_t src,
-                   uint64_t seq, const uint8_t *path, size_t plen)
-{
-    crdtdb_db *db = t->db;
-    uint8_t k[CRDTDB__CHGKEY_LEN];
-    crdtdb__put_u32(k, db->num);
-    crdtdb__put_u64(k + 4, seq);
-    MDB_val key = {sizeof k, k}, val;
-    val.mv_size = CRDTDB__CHG_HEAD + s->idlen + plen;
-    int rc = mdb_put(t->mt, db->env->dbi_changes, &key, &val, MDB_RESERVE);
-    if (rc)
-        return rc;
-    uint8_t *o = val.mv_data;
-    crdtdb__put_u32(o, src);
-    o[4] = (uint8_t)(s->coll >> 8);
-    o[5] = (uint8_t)s->coll;
-    o[6] = (uint8_t)s->idlen;
-    memcpy(o + CRDTDB__CHG_HEAD, s->id, s->idlen);
-    if (plen)
-        memcpy(o + CRDTDB__CHG_HEAD + s->idlen, path, plen);
-    return 0;
-}
-
-/* Numbers the new registers, stores the record and its change-log entries,
- * and records the observer event. */
-int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
-{
-    crdtdb_db *db = t->db;
-    crdtdb__record *r = &db->rec;
-    crdtdb_env *env = db->env;
-    /* Limits bound what a local write may add.  A merge stores what the
-     * LWW rules say, or two replicas whose legal writes combine past a
-     * limit would refuse each other forever. */
-    int local = src == CRDTDB__SRC_LOCAL;
-    if (local && r->nleaves > env->lim.max_fields)
-        return crdtdb__db_seterr(db, CRDTDB_ETOOBIG,
-                                 "record would have more than %u fields",
-                                 (unsigned)env->lim.max_fields);
-    if (r->base_kind != CRDTDB__BASE_NONE && r->base_seq == 0) {
-        r->base_seq = ++t->seq;
-        crdtdb__chain_note(t, r->base_seq, s->coll, s->id, s->idlen, NULL, 0, r->base_hlc,
-                           r->origins[r->base_origin], r->base_kind);
-    }
-    for (uint32_t i = 0; i < r->nleaves; i++) {
-        crdtdb__leaf *l = &r->leaves[i];
-        if (l->seq == 0) {
-            l->seq = ++t->seq;
-            crdtdb__chain_note(t, l->seq, s->coll, s->id, s->idlen, l->path, l->path_len,
-                               l->hlc, r->origins[l->origin], l->kind);
-        }
-    }
-    int rc = crdtdb__record_render(r, &db->vis);
-    if (rc)
-        return crdtdb__db_seterr(db, rc, "render: %s", crdtdb_strerror(rc));
-    if (local && db->vis.len > env->lim.max_value_size)
-        return crdtdb__db_seterr(db, CRDTDB_ETOOBIG,
-                                 "record would be %zu bytes, over the limit of %zu",
-                                 db->vis.len, env->lim.max_value_size);
-    /* what readers see change, and when (for crdtdb_db_poll) */
-    int now = crdtdb__record_visible(r);
-    int type = now && !s->was_visible   ? CRDTDB_EVENT_ADD
-               : !now && s->was_visible ? CRDTDB_EVENT_REMOVE
-               : now && (r->visible_len != db->vis.len ||
-                         memcmp(r->visible, db->vis.data, db->vis.len) != 0)
-                   ? CRDTDB_EVENT_UPDATE
-                   : 0;
-    if (type)
-        r->vis_seq = t->seq;
-    if (type == CRDTDB_EVENT_ADD)
-        r->shown_seq = t->seq;
-    if (crdtdb__record_encode(r, db->vis.data, db->vis.len, &db->enc))
-        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
-    MDB_val v = {db->enc.len, db->enc.data};
-    int empty = r->base_kind == CRDTDB__BASE_NONE && r->nleaves == 0; /* all taken back */
-    int mrc = empty ? (s->exists ? mdb_cursor_del(t->rec_cur, 0) : 0)
-              : s->exists ? mdb_cursor_put(t->rec_cur, &s->k, &v, MDB_CURRENT)
-                          : mdb_put(t->mt, env->dbi_records, &s->k, &v, 0);
-    for (uint32_t i = 0; !mrc && i < r->ndead; i++) {
-        uint8_t k[CRDTDB__CHGKEY_LEN];
-        crdtdb__put_u32(k, db->num);
-        crdtdb__put_u64(k + 4, r->dead[i]);
-        MDB_val key = {sizeof k, k};
-        mrc = mdb_del(t->mt, env->dbi_changes, &key, NULL);
-        if (mrc == MDB_NOTFOUND)
-            mrc = 0;
-    }
-    if (!mrc && r->base_seq > s->seq_before)
-        mrc = log_put(t, s, src, r->base_seq, NULL, 0);
-    for (uint32_t i = 0; !mrc && i < r->nleaves; i++)
-        if (r->leaves[i].seq > s->seq_before)
-            mrc = log_put(t, s, src, r->leaves[i].seq, r->leaves[i].path,
-                          r->leaves[i].path_len);
-    if (mrc)
-        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "write: %s",
-                                 mdb_strerror(mrc));
-    if (!db->observers)
-        return 0;
-    if (type && crdtdb__event_add(t, type, s->coll, s->id, s->idlen,
-                                  now ? db->vis.data : NULL, now ? db->vis.len : 0))
-        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
-    return 0;
 }
 
 /* Applies the flattened leaves in db->flat at stamp hlc. */
@@ -223,8 +85,8 @@ static int parse(crdtdb_db *db, const uint8_t *data, size_t len,
  * caller's transaction is all or nothing. */
 static int refuse(crdtdb_db *db, crdtdb_txn *txn, int rc)
 {
-    if (txn && txn->db == db && !(txn->flags & CRDTDB_TXN_RDONLY) && !txn->failed)
-        txn->failed = rc;
+    if (txn && txn->db == db)
+        crdtdb__txn_fail(txn, rc);
     return rc;
 }
 
@@ -270,8 +132,8 @@ static int load_visible(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll, const cha
     return rc;
 }
 
-int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
-                  const char *id, const uint8_t *value, size_t len)
+static int add_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                    const char *id, const uint8_t *value, size_t len)
 {
     if (!db)
         return CRDTDB_EINVAL;
@@ -286,8 +148,14 @@ int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     return crdtdb__txn_end(t, own, op_add(t, (uint16_t)c, id, &o));
 }
 
-int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
-                      const uint8_t *values, size_t len)
+int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                  const char *id, const uint8_t *value, size_t len)
+{
+    return crdtdb__db_exit(db, add_call(db, txn, coll, id, value, len));
+}
+
+static int add_all_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                        const uint8_t *values, size_t len)
 {
     if (!db)
         return CRDTDB_EINVAL;
@@ -322,8 +190,14 @@ int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     return crdtdb__txn_end(t, own, rc);
 }
 
-int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
-                     const char *id, const uint8_t *changes, size_t len)
+int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                      const uint8_t *values, size_t len)
+{
+    return crdtdb__db_exit(db, add_all_call(db, txn, coll, values, len));
+}
+
+static int update_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                       const char *id, const uint8_t *changes, size_t len)
 {
     if (!db)
         return CRDTDB_EINVAL;
@@ -348,8 +222,14 @@ int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     return crdtdb__txn_end(t, own, rc);
 }
 
-int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
-                     const char *id)
+int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                     const char *id, const uint8_t *changes, size_t len)
+{
+    return crdtdb__db_exit(db, update_call(db, txn, coll, id, changes, len));
+}
+
+static int remove_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                       const char *id)
 {
     if (!db)
         return CRDTDB_EINVAL;
@@ -371,6 +251,12 @@ int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     if (!rc)
         rc = crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
     return crdtdb__txn_end(t, own, rc);
+}
+
+int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
+                     const char *id)
+{
+    return crdtdb__db_exit(db, remove_call(db, txn, coll, id));
 }
 
 void crdtdb_db_set_readonly(crdtdb_db *db, int readonly)

@@ -11,9 +11,6 @@
 #include "crdt/delta.h"
 #include "crdt/hlc.h"
 
-/* Our sink's "one delta is enough": a private value, never returned. */
-#define ONE_DELTA_SENT 1
-
 static crdtdb_db *db_of(void *ctx) { return ctx; }
 
 static void store_info(void *ctx, crdtdb__store_info *out)
@@ -52,7 +49,7 @@ static int one_delta(void *ctx, const uint8_t *delta, size_t len)
 {
     one_sink *k = ctx;
     k->err = k->give(k->session, len ? delta : NULL, len);
-    return k->err ? k->err : ONE_DELTA_SENT;
+    return k->err ? k->err : CRDTDB_STOP;
 }
 
 static int store_next_delta(void *ctx, const crdtdb__store_want *want, crdtdb__store_give give,
@@ -70,9 +67,7 @@ static int store_next_delta(void *ctx, const crdtdb__store_want *want, crdtdb__s
     one_sink k = {give, session, 0};
     int rc = crdtdb_db_export_for(db_of(ctx), want->after, want->peer, &eo, one_delta, &k, &info);
     *to = info.to;
-    if (k.err)
-        return k.err;
-    return rc == ONE_DELTA_SENT ? 0 : rc;
+    return k.err ? k.err : rc;
 }
 
 static int store_record_delta(void *ctx, const char *coll, const char *id, const uint8_t *peer,

@@ -1,0 +1,29 @@
+/*
+ * The record slot: the read-modify-write of one record in a write
+ * transaction, shared by local writes (write.c), merges (apply.c) and
+ * purges (purge.c).  The record itself is db->rec (the handle's scratch),
+ * valid until the next slot load on the handle.
+ */
+#ifndef CRDTDB_STORAGE_SLOT_H
+#define CRDTDB_STORAGE_SLOT_H
+#include "storage/internal.h"
+
+typedef struct crdtdb__slot {
+    uint16_t coll;
+    const char *id;
+    size_t idlen;
+    uint8_t key[CRDTDB__RECKEY_MAX];
+    MDB_val k;
+    int was_visible;
+    int exists;        /* the records cursor sits on it: replace in place */
+    uint64_t seq_before;
+} crdtdb__slot;
+/* Loads record (coll, id) into db->rec.  0 or an error (message set). */
+int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
+                      const char *id);
+/* Numbers new registers, stores db->rec (deletes it when it holds no
+ * register at all), logs its changes as coming from peer number `src`,
+ * records the observer event. */
+int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src);
+
+#endif
