@@ -483,23 +483,13 @@ int crdtdb__export_run(crdtdb_db *db, const crdtdb__export_opts *o, crdtdb_delta
     return rc;
 }
 
-static int export_call(crdtdb_db *db, uint64_t since, const uint8_t *peer,
-                       crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *info)
-{
-    if (!db || !sink)
-        return CRDTDB_EINVAL;
-    crdtdb__export_opts o;
-    memset(&o, 0, sizeof o);
-    o.since = since;
-    o.peer = peer;
-    return crdtdb__export_run(db, &o, sink, ctx, info);
-}
-
+/* The whole log after since, unshared and unfiltered: export_for's
+ * defaults (storage/share.c). */
 int crdtdb_db_export(crdtdb_db *db, uint64_t since, const uint8_t *peer,
                      crdtdb_delta_sink sink, void *ctx,
                      crdtdb_export_info *info)
 {
-    return crdtdb__db_exit(db, export_call(db, since, peer, sink, ctx, info));
+    return crdtdb_db_export_for(db, since, peer, NULL, sink, ctx, info);
 }
 
 static int export_record_call(crdtdb_db *db, const char *coll, const char *id,
