@@ -100,6 +100,8 @@ const PAGE_MIN = 32;
 const PAGE_BYTES = 56 * 1024;
 /** A tombstone: the record is deleted, whatever a page holds. */
 const TOMB = new Uint8Array(0);
+/** Where a key goes in a commit, besides a page number (≥ 1). */
+const OWN = 0, GONE = -1, TOMB_AT = -2;
 
 interface Page { size: number; live: number }
 
@@ -111,10 +113,13 @@ export class IndexedDBBackend implements Backend {
   readonly relaxes = true;
   /** Where records are: the page holding a record's current version (none:
    *  its own value), the pages' sizes, the keys with a value of their own
-   *  (tombstones too). */
+   *  (tombstones too), the tombstones, and every key some page holds a copy
+   *  of, live or dead (only those need a tombstone when deleted). */
   private pageOf = new Map<string, number>();
   private pages = new Map<number, Page>();
   private own = new Set<string>();
+  private tombs = new Set<string>();
+  private paged = new Set<string>();
   private nextPage = 1;
   private dead = 0;
   private readonly pw = new PageWriter();
@@ -161,6 +166,7 @@ export class IndexedDBBackend implements Backend {
       const key = String(k), v = values[i] as Uint8Array;
       this.own.add(key);
       if (v.length) records.set(key, decodeRecord(v));
+      else this.tombs.add(key);
     });
     // then the pages, newest first: an older page's copy of a record is dead
     for (let j = pageNos.length - 1; j >= 0; j--) {
@@ -168,6 +174,7 @@ export class IndexedDBBackend implements Backend {
       const pg: Page = { size: 0, live: 0 };
       readPage(values[i] as Uint8Array, (key, bytes) => {
         pg.size++;
+        this.paged.add(key);
         if (this.own.has(key) || this.pageOf.has(key)) return;
         this.pageOf.set(key, no);
         pg.live++;
@@ -187,20 +194,22 @@ export class IndexedDBBackend implements Backend {
       let tx: IDBTransaction | null = null;
       // the new layout, installed only once the transaction commits
       let pageOf = this.pageOf, own = this.own, pages = this.pages, nextPage = this.nextPage;
-      const moved = new Map<string, number | null>();
+      let tombs = this.tombs, paged = this.paged;
+      // where each key goes: a page number, OWN (a value of its own), GONE
+      // (no value at all) or TOMB_AT (a tombstone over a page's copy)
+      const moved = new Map<string, number>();
       const added: [number, Page][] = [];
       try {
         tx = db.transaction(["records", "meta"], "readwrite", { durability: b.relaxed ? "relaxed" : "strict" });
         const recs = tx.objectStore("records");
         if (b.clear) {
           recs.clear();
-          pageOf = new Map(); own = new Set(); pages = new Map();
+          pageOf = new Map(); own = new Set(); pages = new Map(); tombs = new Set(); paged = new Set();
         }
-        const anyPages = () => pages.size > 0 || added.length > 0;
         for (const k of b.del) {
-          // a page may hold a copy: a tombstone hides it
-          if (anyPages()) { recs.put(TOMB, k); moved.set(k, null); }
-          else if (own.has(k)) { recs.delete(k); moved.set(k, -1); }
+          // a page holds a copy: a tombstone hides it; else the value goes
+          if (paged.has(k)) { if (!tombs.has(k)) { recs.put(TOMB, k); moved.set(k, TOMB_AT); } }
+          else if (own.has(k)) { recs.delete(k); moved.set(k, GONE); }
         }
         // put() clones at once: the batch's objects are ours only until here
         if (b.put.size >= PAGE_MIN) {
@@ -219,7 +228,7 @@ export class IndexedDBBackend implements Backend {
           }
           page();
         } else {
-          for (const [k, r] of b.put) { recs.put(encodeRecord(r), k); moved.set(k, null); }
+          for (const [k, r] of b.put) { recs.put(encodeRecord(r), k); moved.set(k, OWN); }
         }
         // pages left with no live record go
         const live = new Map<number, number>();
@@ -232,6 +241,7 @@ export class IndexedDBBackend implements Backend {
         const t = tx;
         t.oncomplete = () => {
           this.pageOf = pageOf; this.own = own; this.pages = pages; this.nextPage = nextPage;
+          this.tombs = tombs; this.paged = paged;
           if (b.clear) this.dead = 0;
           for (const [no, n] of live) {
             const pg = pages.get(no)!;
@@ -241,9 +251,11 @@ export class IndexedDBBackend implements Backend {
           }
           for (const [no, pg] of added) pages.set(no, pg);
           for (const [k, where] of moved) {
-            if (where === null) { pageOf.delete(k); own.add(k); }
-            else if (where < 0) { pageOf.delete(k); own.delete(k); }
-            else { pageOf.set(k, where); own.delete(k); }
+            if (where === OWN || where === TOMB_AT) {
+              pageOf.delete(k); own.add(k);
+              if (where === TOMB_AT) tombs.add(k); else tombs.delete(k);
+            } else if (where === GONE) { pageOf.delete(k); own.delete(k); tombs.delete(k); }
+            else { pageOf.set(k, where); own.delete(k); tombs.delete(k); paged.add(k); }
           }
           resolve();
         };
@@ -258,9 +270,11 @@ export class IndexedDBBackend implements Backend {
     });
   }
 
-  /** Dead page copies outnumber the live records (and are many): rewrite. */
+  /** Dead page copies and tombstones outnumber the live records (and are
+   *  many): rewrite. */
   shouldCompact(): boolean {
-    return this.dead > 4096 && this.dead > this.pageOf.size + this.own.size;
+    const dead = this.dead + this.tombs.size;
+    return dead > 4096 && dead > this.pageOf.size + this.own.size - this.tombs.size;
   }
 
   /** Rewrites the store: every record in pages, in one transaction. */

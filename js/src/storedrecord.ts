@@ -135,9 +135,9 @@ export class PageWriter {
   count = 0;
 
   /** Drops what was added (a commit that failed half way). */
-  reset(): void { this.count = 0; }
+  reset(): void { this.count = 0; this.w.pos = 5; }
 
-  /** Bytes so far. */
+  /** Bytes so far (5, the header, when empty). */
   get size(): number { return this.w.pos; }
 
   add(key: string, r: StoredRecord): void {
@@ -158,7 +158,9 @@ export class PageWriter {
     if (!this.count) { w.pos = 5; w.buf[0] = 2; }
     w.dv.setUint32(1, this.count, true);
     this.count = 0;
-    return w.buf.slice(0, w.pos);
+    const page = w.buf.slice(0, w.pos);
+    w.pos = 5; // the next page starts empty (its size says so)
+    return page;
   }
 }
 

@@ -77,6 +77,42 @@ test("records written in pages reopen as written: updates, removes, purges, clea
   await c.close();
 });
 
+/** The values the records store holds: [page number, records in it] for pages, [key, bytes] for the rest. */
+async function stored(factory: IDBFactory, name: string): Promise<[IDBValidKey, number][]> {
+  const db = await new Promise<IDBDatabase>((res) => { const r = factory.open("crdtdb:" + name); r.onsuccess = () => res(r.result); });
+  const st = db.transaction("records").objectStore("records");
+  const [keys, vals] = await Promise.all([
+    new Promise<IDBValidKey[]>((res) => { const r = st.getAllKeys(); r.onsuccess = () => res(r.result); }),
+    new Promise<Uint8Array[]>((res) => { const r = st.getAll(); r.onsuccess = () => res(r.result as Uint8Array[]); }),
+  ]);
+  db.close();
+  return keys.map((k, i) => [k, typeof k === "number" ? new DataView(vals[i]!.buffer, vals[i]!.byteOffset).getUint32(1, true) : vals[i]!.length]);
+}
+
+test("short-lived records leave nothing behind beside pages, and no page is ever empty", async () => {
+  const factory = new IDBFactory();
+  const a = await open(factory, "churn");
+  await a.addAll("C", Object.fromEntries(Array.from({ length: 40 }, (_, i) => ["p" + i, { i }]))); // a page
+  for (let i = 0; i < 300; i++) { // never in a page: forgotten without an IndexedDB tombstone
+    await a.add("C", "t" + i, { i });
+    await a.replica.purge("C", "t" + i);
+  }
+  await a.replica.purge("C", "p3"); // a page holds it: a tombstone hides that copy
+  let vals = await stored(factory, "churn");
+  assert.deepEqual(vals.filter(([k]) => typeof k !== "number"), [["C\u0000p3", 0]]);
+  // a page that ends past the page size: the next big commit starts a page of its own
+  await a.addAll("C", { ...Object.fromEntries(Array.from({ length: 39 }, (_, i) => ["q" + i, { i }])), big: { s: "x".repeat(60000) } });
+  await a.addAll("C", Object.fromEntries(Array.from({ length: 40 }, (_, i) => ["s" + i, { i }])));
+  vals = await stored(factory, "churn");
+  for (const [k, n] of vals) if (typeof k === "number") assert.ok(n > 0, `page ${k} holds ${n} records`);
+  const want = await a.query("C", {});
+  await a.close();
+  const b = await open(factory, "churn");
+  assert.deepEqual(await b.query("C", {}), want);
+  assert.equal(want.length, 39 + 39 + 1 + 40); // p0..p39 but p3, q0..q38, big, s0..s39
+  await b.close();
+});
+
 test("a damaged page is ECORRUPT at open", async () => {
   const factory = new IDBFactory();
   const a = await open(factory, "bad");
