@@ -907,7 +907,8 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_feed(crdtdb_session *s, const uin
  * time, while the output holds less than max_output bytes (backpressure:
  * drain the output, then pump again).  Call it after local commits (an
  * observer is a good place) and after the output drains.  Does nothing
- * before the handshake or when this end only receives.
+ * before the handshake, when this end only receives, or when called back
+ * from inside feed or step on s (which pump when they return).
  * Errors: those of crdtdb_db_export, EBUSY (closed).
  */
 CRDTDB_API int crdtdb_session_pump(crdtdb_session *s);

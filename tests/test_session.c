@@ -1032,6 +1032,27 @@ static int refuse_d_and_notify(void *ctx, crdtdb_txn *txn, const char *coll, con
     return 1;
 }
 
+/* 1: an ERROR event's callback ends the session; 2: the write filter
+ * notifies, then ends the session. */
+static int engine_close_mode;
+
+static void engine_event(void *ctx, const crdtdb_session_event *ev)
+{
+    (void)ctx;
+    if (engine_close_mode == 1 && ev->type == CRDTDB_SESSION_ERROR && !ev->remote)
+        crdtdb_session_shutdown(engine_s);
+}
+
+static int refuse_d_notify_and_close(void *ctx, crdtdb_txn *txn, const char *coll,
+                                     const char *id, const uint8_t *old, size_t old_len,
+                                     const uint8_t *now, size_t now_len)
+{
+    int r = refuse_d_and_notify(ctx, txn, coll, id, old, old_len, now, now_len);
+    if (r && engine_close_mode == 2)
+        crdtdb_session_shutdown(engine_s);
+    return r;
+}
+
 /* A server session on the in-memory store, past the handshake with
  * PEER_ID and its SINCE 0; the output consumed. */
 static crdtdb_session *engine_server(mem_store *m, crdtdb_write_filter wf)
@@ -1043,8 +1064,10 @@ static crdtdb_session *engine_server(mem_store *m, crdtdb_write_filter wf)
     crdtdb_session_options_init(&o);
     o.flags = CRDTDB_SESSION_SERVER;
     o.write_filter = wf;
+    o.on_event = engine_event;
     crdtdb_session *s;
     ck_assert_int_eq(crdtdb__session_open_store(&st, &o, &s), 0);
+    engine_s = s;
     uint8_t buf[256];
     size_t n = hello(buf, 1, "fz", PEER_ID);
     ck_assert_int_eq(crdtdb_session_feed(s, buf, n), 0);
@@ -1087,6 +1110,79 @@ START_TEST(notices_from_the_apply_are_queued)
     m.last++; /* a commit of someone else's */
     ck_assert_int_eq(crdtdb_session_want_write(s), 1);
     crdtdb_buf_free(&f);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+/* A callback that ends the session ends what it says: nothing follows
+ * the CLOSE, and notices asked for before it go ahead of it. */
+START_TEST(nothing_follows_a_close_made_by_a_callback)
+{
+    static const struct { int mode; uint8_t outcome; crdtdb_write_filter wf; const char *want; } c[] = {
+        {1, 4, NULL, "7"},                         /* ECLOCK refused, ERROR event closes */
+        {1, 5, NULL, "7"},                         /* ELIMIT refused: no SINCE after the CLOSE */
+        {2, 7, refuse_d_notify_and_close, "9,7"}, /* the filter's notice, then CLOSE */
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        mem_store m;
+        engine_close_mode = 0;
+        crdtdb_session *s = engine_server(&m, c[i].wf);
+        engine_close_mode = c[i].mode;
+        crdtdb_buf f = CRDTDB_BUF_INIT;
+        delta_frame(&f, "fz", PEER_ID, c[i].outcome);
+        ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), 0);
+        char types[64];
+        take_types(s, types, sizeof types);
+        ck_assert_msg(strcmp(types, c[i].want) == 0, "case %zu: %s, not %s", i, types, c[i].want);
+        crdtdb_buf_free(&f);
+        crdtdb_session_close(s);
+    }
+    engine_close_mode = 0;
+}
+END_TEST
+
+/* A read filter's notice from the pump that ends a feed is sent, as from
+ * a pump of the caller's. */
+static crdtdb__session_store engine_base;
+
+static int next_through_filter(void *ctx, const crdtdb__store_want *w, crdtdb__store_give give,
+                               void *session, uint64_t *to)
+{
+    if (w->visible)
+        w->visible(w->filter_ctx, NULL, "c", "x", (const uint8_t *)"\x80", 1);
+    return engine_base.next_delta(ctx, w, give, session, to);
+}
+
+static int hide_and_notify(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                           const uint8_t *value, size_t len)
+{
+    (void)ctx, (void)txn, (void)coll, (void)id, (void)value, (void)len;
+    ck_assert_int_eq(crdtdb_session_notify(engine_s, CRDTDB_EROFS, "hidden from you"), 0);
+    return 1;
+}
+
+START_TEST(notices_from_the_last_pump_of_a_feed_are_sent)
+{
+    mem_store m;
+    mem_store_init(&m, "fz", 3);
+    mem_store_bind(&m, &engine_base);
+    crdtdb__session_store st = engine_base;
+    st.next_delta = next_through_filter;
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = CRDTDB_SESSION_SERVER;
+    o.read_filter = hide_and_notify;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb__session_open_store(&st, &o, &s), 0);
+    engine_s = s;
+    uint8_t buf[256];
+    size_t n = hello(buf, 1, "fz", PEER_ID);
+    ck_assert_int_eq(crdtdb_session_feed(s, buf, n), 0);
+    uint8_t since[] = {0, 0, 0, 3, 0x92, 0x02, 0x00};
+    ck_assert_int_eq(crdtdb_session_feed(s, since, sizeof since), 0);
+    char types[64];
+    take_types(s, types, sizeof types);
+    ck_assert_ptr_nonnull(strstr(types, "9")); /* the NOTICE went out */
     crdtdb_session_close(s);
 }
 END_TEST
@@ -1146,6 +1242,8 @@ int main(void)
     TCase *te = tcase_create("engine"); /* no LMDB: tests/mem_store.c */
     tcase_add_test(te, notices_from_the_apply_are_queued);
     tcase_add_test(te, signer_checked_before_the_store_and_errors_keep_their_message);
+    tcase_add_test(te, nothing_follows_a_close_made_by_a_callback);
+    tcase_add_test(te, notices_from_the_last_pump_of_a_feed_are_sent);
     suite_add_tcase(s, te);
     return tu_run(s);
 }

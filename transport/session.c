@@ -434,6 +434,8 @@ void crdtdb_session_abort(crdtdb_session *s, int code, const char *message)
     if (!s || s->state == S_CLOSED)
         return;
     seterr(s, code, "%s", message ? message : crdtdb_strerror(code));
+    if (s->notices.len) /* asked for before the end: they go ahead of it */
+        (void)flush_notices(s);
     fail(s, code);
 }
 
@@ -441,6 +443,8 @@ void crdtdb_session_shutdown(crdtdb_session *s)
 {
     if (!s || s->state == S_CLOSED)
         return;
+    if (s->notices.len) /* asked for before the end: they go ahead of it */
+        (void)flush_notices(s);
     start(s, M_CLOSE, 1);
     frame(s);
     s->state = S_CLOSED;
@@ -577,6 +581,11 @@ int crdtdb_session_pump(crdtdb_session *s)
     api_enter(s);
     if (s->state == S_CLOSED)
         return api_exit(s, seterr(s, CRDTDB_EBUSY, "the session is closed"));
+    /* called back from inside feed or step (an observer of its own apply):
+     * the call under way pumps when it returns, after what it must send
+     * first (notices, REPLACE, ACK) */
+    if (s->busy)
+        return api_exit(s, 0);
     return api_exit(s, pump(s));
 }
 
@@ -728,6 +737,8 @@ static int refuse_delta(crdtdb_session *s, int rc)
     store_err(s, rc);
     crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, rc, s->errmsg, 0};
     emit(s, &ev);
+    if (s->state == S_CLOSED) /* its callback ended the session: nothing follows the CLOSE */
+        return 0;
     return send_notice(s, rc, s->errmsg) == CRDTDB_ENOMEM ? CRDTDB_ENOMEM : 0;
 }
 
@@ -761,10 +772,13 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         return prc;
     uint64_t before = s->received;
     crdtdb_apply_info info;
+    memset(&info, 0, sizeof info);
     s->refused.len = 0;
     uint64_t ahead_ms = UINT64_MAX;
     int rc = s->st.apply(s->st.ctx, bytes, len, s->o.write_filter ? write_filter : NULL, s, &info,
                          &ahead_ms);
+    if (s->state == S_CLOSED) /* the write filter ended the session */
+        return 0;
     /* what the write filter had to say goes out first, as it did */
     if (s->notices.len && flush_notices(s))
         return CRDTDB_ENOMEM;
@@ -776,7 +790,7 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         /* too costly to apply at once (max_apply_work): ask for it again
          * from where we are, in deltas of at most half its size; a delta
          * of one record is always applied, so this ends */
-        if ((rc = refuse_delta(s, rc)))
+        if ((rc = refuse_delta(s, rc)) || s->state == S_CLOSED)
             return rc;
         msgpack_packer pk = start(s, M_SINCE, 3);
         msgpack_pack_uint64(&pk, s->received);
@@ -797,6 +811,8 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     }
     crdtdb_session_event ev = {CRDTDB_SESSION_APPLIED, s->mode, s->peer, &info, 0, NULL, 0};
     emit(s, &ev);
+    if (s->state == S_CLOSED) /* its callback ended the session */
+        return 0;
     if (info.received > s->received)
         s->received = info.received;
     /* the peer hears of refused records before the ack, so it cannot think
@@ -1033,9 +1049,12 @@ static int run_input(crdtdb_session *s, size_t applies)
         }
         rc = handle(s, p + 4, n);
         off += 4 + n;
-        /* notices queued by callbacks during the message, after it */
-        if (!rc && s->notices.len && s->state != S_CLOSED)
-            rc = flush_notices(s);
+        /* notices queued by callbacks during the message, after it (and
+         * ahead of the ERROR if it failed, as when they went at once) */
+        if (s->notices.len && s->state != S_CLOSED) {
+            int frc = flush_notices(s);
+            rc = rc ? rc : frc;
+        }
     }
     if (off) {
         memmove(s->in.data, s->in.data + off, s->in.len - off);
@@ -1045,8 +1064,11 @@ static int run_input(crdtdb_session *s, size_t applies)
         crdtdb_buf_free(&s->in);
     if (rc)
         return fail(s, rc);
-    /* answer at once: what the peer lacks may be ready to go */
+    /* answer at once: what the peer lacks may be ready to go; a read
+     * filter's notices from that pump follow it */
     if (s->state == S_OPEN && (rc = pump(s)))
+        return fail(s, rc);
+    if (s->notices.len && s->state != S_CLOSED && (rc = flush_notices(s)))
         return fail(s, rc);
     return 0;
 }
