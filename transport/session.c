@@ -90,7 +90,7 @@ static void emit(crdtdb_session *s, crdtdb_session_event *ev)
         return;
     s->o.on_event(s->o.ctx, ev);
     if (s->notices.len && s->state != S_CLOSED && flush_notices(s))
-        s->purge_err = 1; /* out of memory, as a lost PURGE: the next pump fails */
+        s->purge_err = 1; /* out of memory, as a lost PURGE: fails the call under way */
 }
 
 static int seterr(crdtdb_session *s, int code, const char *fmt, ...)
@@ -1048,6 +1048,8 @@ static int run_input(crdtdb_session *s, size_t applies)
             applies--;
         }
         rc = handle(s, p + 4, n);
+        if (!rc && s->purge_err) /* a notice lost to out of memory in a callback */
+            rc = seterr(s, CRDTDB_ENOMEM, "out of memory");
         off += 4 + n;
         /* notices queued by callbacks during the message, after it (and
          * ahead of the ERROR if it failed, as when they went at once) */
