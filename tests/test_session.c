@@ -1053,6 +1053,24 @@ static int refuse_d_notify_and_close(void *ctx, crdtdb_txn *txn, const char *col
     return r;
 }
 
+/* A server session (engine_s) on store st with options o, fed PEER_ID's
+ * HELLO and SINCE 0; what it sent is in types. */
+static crdtdb_session *engine_open(const crdtdb__session_store *st, crdtdb_session_options *o,
+                                   char *types, size_t size)
+{
+    o->flags = CRDTDB_SESSION_SERVER;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb__session_open_store(st, o, &s), 0);
+    engine_s = s;
+    uint8_t buf[256];
+    size_t n = hello(buf, 1, "fz", PEER_ID);
+    ck_assert_int_eq(crdtdb_session_feed(s, buf, n), 0);
+    uint8_t since[] = {0, 0, 0, 3, 0x92, 0x02, 0x00};
+    ck_assert_int_eq(crdtdb_session_feed(s, since, sizeof since), 0);
+    take_types(s, types, size);
+    return s;
+}
+
 /* A server session on the in-memory store, past the handshake with
  * PEER_ID and its SINCE 0; the output consumed. */
 static crdtdb_session *engine_server(mem_store *m, crdtdb_write_filter wf)
@@ -1062,19 +1080,10 @@ static crdtdb_session *engine_server(mem_store *m, crdtdb_write_filter wf)
     mem_store_bind(m, &st);
     crdtdb_session_options o;
     crdtdb_session_options_init(&o);
-    o.flags = CRDTDB_SESSION_SERVER;
     o.write_filter = wf;
     o.on_event = engine_event;
-    crdtdb_session *s;
-    ck_assert_int_eq(crdtdb__session_open_store(&st, &o, &s), 0);
-    engine_s = s;
-    uint8_t buf[256];
-    size_t n = hello(buf, 1, "fz", PEER_ID);
-    ck_assert_int_eq(crdtdb_session_feed(s, buf, n), 0);
-    uint8_t since[] = {0, 0, 0, 3, 0x92, 0x02, 0x00};
-    ck_assert_int_eq(crdtdb_session_feed(s, since, sizeof since), 0);
     char types[64];
-    take_types(s, types, sizeof types);
+    crdtdb_session *s = engine_open(&st, &o, types, sizeof types);
     ck_assert_str_eq(types, "1,2,5"); /* HELLO, SINCE, UPTODATE */
     return s;
 }
@@ -1170,18 +1179,9 @@ START_TEST(notices_from_the_last_pump_of_a_feed_are_sent)
     st.next_delta = next_through_filter;
     crdtdb_session_options o;
     crdtdb_session_options_init(&o);
-    o.flags = CRDTDB_SESSION_SERVER;
     o.read_filter = hide_and_notify;
-    crdtdb_session *s;
-    ck_assert_int_eq(crdtdb__session_open_store(&st, &o, &s), 0);
-    engine_s = s;
-    uint8_t buf[256];
-    size_t n = hello(buf, 1, "fz", PEER_ID);
-    ck_assert_int_eq(crdtdb_session_feed(s, buf, n), 0);
-    uint8_t since[] = {0, 0, 0, 3, 0x92, 0x02, 0x00};
-    ck_assert_int_eq(crdtdb_session_feed(s, since, sizeof since), 0);
     char types[64];
-    take_types(s, types, sizeof types);
+    crdtdb_session *s = engine_open(&st, &o, types, sizeof types);
     ck_assert_ptr_nonnull(strstr(types, "9")); /* the NOTICE went out */
     crdtdb_session_close(s);
 }
