@@ -1,7 +1,8 @@
 /**
- * A growable byte buffer with a DataView over it, for the few encodings the
- * replica writes itself (the history chain's notes, stored records).  The
- * caller owns it; bytes written stay valid until the next write or reset.
+ * A growable byte buffer with a DataView over it, for the encodings the
+ * replica writes itself (msgpack values and deltas, the history chain's
+ * notes, stored records).  The caller owns it; bytes written stay valid
+ * until the next write or reset.
  */
 const te = new TextEncoder();
 

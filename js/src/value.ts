@@ -34,6 +34,7 @@
  *   turned into its string form (JS object keys are strings).
  */
 
+import { ByteWriter } from "./bytewriter.js";
 import { CrdtdbError } from "./errors.js";
 import type { DataObject, Path, Value } from "./types.js";
 
@@ -70,39 +71,27 @@ export const DEFAULT_LIMITS: Readonly<Required<Limits>> = Object.freeze({
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
 
-class Writer {
-  buf: Uint8Array;
-  view: DataView;
-  pos = 0;
+/** msgpack-c's encoding of values, over the replica's one growable buffer. */
+class Writer extends ByteWriter {
   /** The deepest container depth written (flatten's depth check). */
   deepest = 0;
   constructor(size = 64) {
-    this.buf = new Uint8Array(size);
-    this.view = new DataView(this.buf.buffer);
-  }
-  ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const b = new Uint8Array(size);
-    b.set(this.buf.subarray(0, this.pos));
-    this.buf = b;
-    this.view = new DataView(b.buffer);
+    super(size);
   }
   u8(x: number): void {
-    this.ensure(1);
+    this.room(1);
     this.buf[this.pos++] = x;
   }
   head(tag: number, w: 1 | 2 | 4, x: number): void {
-    this.ensure(1 + w);
+    this.room(1 + w);
     this.buf[this.pos] = tag;
     if (w === 1) this.buf[this.pos + 1] = x;
-    else if (w === 2) this.view.setUint16(this.pos + 1, x);
-    else this.view.setUint32(this.pos + 1, x);
+    else if (w === 2) this.dv.setUint16(this.pos + 1, x);
+    else this.dv.setUint32(this.pos + 1, x);
     this.pos += 1 + w;
   }
   bytes(b: Uint8Array): void {
-    this.ensure(b.length);
+    this.room(b.length);
     this.buf.set(b, this.pos);
     this.pos += b.length;
   }
@@ -143,7 +132,7 @@ function writeStr(w: Writer, s: string): void {
   else if (n < 0x100) w.head(0xd9, 1, n);
   else if (n < 0x10000) w.head(0xda, 2, n);
   else w.head(0xdb, 4, n);
-  w.ensure(n);
+  w.room(n);
   if (n === s.length) {
     // ASCII: no encoder call
     const b = w.buf;
@@ -163,10 +152,10 @@ function writeUint(w: Writer, x: number): void {
   else if (x < 0x10000) w.head(0xcd, 2, x);
   else if (x < TWO32) w.head(0xce, 4, x);
   else {
-    w.ensure(9);
+    w.room(9);
     w.buf[w.pos] = 0xcf;
-    w.view.setUint32(w.pos + 1, Math.floor(x / TWO32));
-    w.view.setUint32(w.pos + 5, x >>> 0);
+    w.dv.setUint32(w.pos + 1, Math.floor(x / TWO32));
+    w.dv.setUint32(w.pos + 5, x >>> 0);
     w.pos += 9;
   }
 }
@@ -177,9 +166,9 @@ function writeNegInt(w: Writer, x: number): void {
   else if (x >= -0x8000) w.head(0xd1, 2, x & 0xffff);
   else if (x >= -0x80000000) w.head(0xd2, 4, x >>> 0);
   else {
-    w.ensure(9);
+    w.room(9);
     w.buf[w.pos] = 0xd3;
-    w.view.setBigInt64(w.pos + 1, BigInt(x));
+    w.dv.setBigInt64(w.pos + 1, BigInt(x));
     w.pos += 9;
   }
 }
@@ -191,16 +180,16 @@ function writeBigInt(w: Writer, x: bigint): void {
   if (x >= 0n) {
     if (x >= U64_END) throw new CrdtdbError("EBADVALUE", `integer ${x} does not fit in 64 bits`);
     if (x < 0x100000000n) return writeUint(w, Number(x));
-    w.ensure(9);
+    w.room(9);
     w.buf[w.pos] = 0xcf;
-    w.view.setBigUint64(w.pos + 1, x);
+    w.dv.setBigUint64(w.pos + 1, x);
     w.pos += 9;
   } else {
     if (x < I64_MIN) throw new CrdtdbError("EBADVALUE", `integer ${x} does not fit in 64 bits`);
     if (x >= -0x80000000n) return writeNegInt(w, Number(x));
-    w.ensure(9);
+    w.room(9);
     w.buf[w.pos] = 0xd3;
-    w.view.setBigInt64(w.pos + 1, x);
+    w.dv.setBigInt64(w.pos + 1, x);
     w.pos += 9;
   }
 }
@@ -211,9 +200,9 @@ function writeNumber(w: Writer, x: number): void {
     else writeNegInt(w, x);
     return;
   }
-  w.ensure(9);
+  w.room(9);
   w.buf[w.pos] = 0xcb;
-  w.view.setFloat64(w.pos + 1, x);
+  w.dv.setFloat64(w.pos + 1, x);
   w.pos += 9;
 }
 
@@ -241,21 +230,21 @@ function writeDate(w: Writer, d: Date): void {
   const ns = (ms - sec * 1000) * 1e6;
   if (ns === 0 && sec >= 0 && sec < TWO32) {
     w.head(0xd6, 1, 0xff);
-    w.ensure(4);
-    w.view.setUint32(w.pos, sec);
+    w.room(4);
+    w.dv.setUint32(w.pos, sec);
     w.pos += 4;
   } else if (sec >= 0 && sec < 2 ** 34) {
     w.head(0xd7, 1, 0xff);
-    w.ensure(8);
-    w.view.setUint32(w.pos, ns * 4 + Math.floor(sec / TWO32));
-    w.view.setUint32(w.pos + 4, sec >>> 0);
+    w.room(8);
+    w.dv.setUint32(w.pos, ns * 4 + Math.floor(sec / TWO32));
+    w.dv.setUint32(w.pos + 4, sec >>> 0);
     w.pos += 8;
   } else {
     w.head(0xc7, 1, 12);
     w.u8(0xff);
-    w.ensure(12);
-    w.view.setUint32(w.pos, ns);
-    w.view.setBigInt64(w.pos + 4, BigInt(sec));
+    w.room(12);
+    w.dv.setUint32(w.pos, ns);
+    w.dv.setBigInt64(w.pos + 4, BigInt(sec));
     w.pos += 12;
   }
 }
