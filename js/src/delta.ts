@@ -74,9 +74,6 @@ export class MpWriter extends ByteWriter {
   constructor(size = 256) {
     super(size);
   }
-  ensure(n: number): void {
-    this.room(n);
-  }
   /** The bytes written: a view of the writer's buffer. */
   bytes(): Uint8Array {
     return this.buf.subarray(0, this.pos);
@@ -90,12 +87,12 @@ export class MpWriter extends ByteWriter {
     this.pos += w;
   }
   nil(): void {
-    this.ensure(1);
+    this.room(1);
     this.buf[this.pos++] = 0xc0;
   }
   /** An unsigned integer (number up to 2^53, or bigint up to 2^64-1). */
   uint(v: number | bigint): void {
-    this.ensure(9);
+    this.room(9);
     if (typeof v === "bigint") {
       if (v < 0n || v > U64_MAX) throw new RangeError("not a uint64");
       if (v <= 0xffffffffn) v = Number(v);
@@ -127,7 +124,7 @@ export class MpWriter extends ByteWriter {
   int32(v: number): void {
     if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new RangeError("not an int32");
     if (v >= 0) return this.uint(v);
-    this.ensure(5);
+    this.room(5);
     const b = this.buf;
     if (v >= -32) b[this.pos++] = v & 0xff;
     else if (v >= -128) {
@@ -142,7 +139,7 @@ export class MpWriter extends ByteWriter {
     }
   }
   array(n: number): void {
-    this.ensure(5);
+    this.room(5);
     if (n < 16) this.buf[this.pos++] = 0x90 | n;
     else if (n < 0x10000) {
       this.buf[this.pos++] = 0xdc;
@@ -153,7 +150,7 @@ export class MpWriter extends ByteWriter {
     }
   }
   strHeader(n: number): void {
-    this.ensure(5);
+    this.room(5);
     if (n < 32) this.buf[this.pos++] = 0xa0 | n;
     else if (n < 0x100) {
       this.buf[this.pos++] = 0xd9;
@@ -167,7 +164,7 @@ export class MpWriter extends ByteWriter {
     }
   }
   binHeader(n: number): void {
-    this.ensure(5);
+    this.room(5);
     if (n < 0x100) {
       this.buf[this.pos++] = 0xc4;
       this.buf[this.pos++] = n;
@@ -180,7 +177,7 @@ export class MpWriter extends ByteWriter {
     }
   }
   raw(b: Uint8Array): void {
-    this.ensure(b.length);
+    this.room(b.length);
     this.buf.set(b, this.pos);
     this.pos += b.length;
   }
@@ -199,7 +196,7 @@ export class MpWriter extends ByteWriter {
       return;
     }
     this.strHeader(n);
-    this.ensure(n);
+    this.room(n);
     const b = this.buf;
     let p = this.pos;
     for (let i = 0; i < n; i++) b[p++] = s.charCodeAt(i);

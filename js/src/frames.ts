@@ -63,7 +63,7 @@ export function encodeMessage(m: Message, w = new MpWriter(64)): Uint8Array {
       if (m.maxBytes !== undefined) w.uint(m.maxBytes);
       break;
     case "delta":
-      w.ensure(m.delta.length + 8);
+      w.room(m.delta.length + 8);
       w.array(2);
       w.uint(M_DELTA);
       w.bin(m.delta);
@@ -98,7 +98,7 @@ export function encodeMessage(m: Message, w = new MpWriter(64)): Uint8Array {
       w.str(m.id);
       break;
     case "replace":
-      if (m.delta) w.ensure(m.delta.length + 16);
+      if (m.delta) w.room(m.delta.length + 16);
       w.array(5);
       w.uint(M_REPLACE);
       w.str(m.coll);
