@@ -817,8 +817,43 @@ typedef enum crdtdb_session_event_type {
     CRDTDB_SESSION_CAUGHT_UP,  /* we hold everything the peer had when it
                                   last said it was up to date */
     CRDTDB_SESSION_ERROR,      /* the peer refused something, or we did */
-    CRDTDB_SESSION_CLOSED      /* the session is over */
+    CRDTDB_SESSION_CLOSED,     /* the session is over */
+    CRDTDB_SESSION_PRESENCE,   /* a presence frame came (12 or 13) */
+    CRDTDB_SESSION_MESSAGE     /* an ephemeral message came (14 or 15) */
 } crdtdb_session_event_type;
+
+/* Presence and ephemeral messages (docs/protocol.md, "Presence and
+ * messages"): live state of each connection, never stored. */
+#define CRDTDB_PRESENCE_KEY_BYTES 16u /* server id (8) + connection number (8) */
+#define CRDTDB_PRESENCE_DEPTH 16u     /* nesting of a state or body, at most */
+#define CRDTDB_PRESENCE_MAX 1024u     /* default max_presence, bytes */
+
+/* One connection's presence entry.  In an event, every pointer is valid
+ * during the callback only; passed to crdtdb_presence_encode, during the
+ * call only. */
+typedef struct crdtdb_presence {
+    const uint8_t *key;     /* CRDTDB_PRESENCE_KEY_BYTES; NULL in a
+                               PRESENCE event for a received [12] (the
+                               server stamps it) */
+    const char *user;       /* the authenticated user ("" without tokens);
+                               NULL for a received [12] */
+    const uint8_t *replica; /* CRDTDB_REPLICA_ID_BYTES: the connection's
+                               claimed replica id (for [12]: the peer's) */
+    uint64_t version;       /* increasing per key at its server; 0 for [12] */
+    const uint8_t *state;   /* one msgpack map; NULL: the entry left */
+    size_t state_len;
+} crdtdb_presence;
+
+/* One ephemeral message; pointers as in crdtdb_presence. */
+typedef struct crdtdb_message {
+    const uint8_t *key;     /* the sender's connection; NULL for [14] */
+    const char *user;       /* NULL for [14] */
+    const uint8_t *replica; /* as in crdtdb_presence */
+    uint64_t n;             /* its sender's n-th message; 0 for [14] */
+    const char *to;         /* a user id, or NULL: everyone */
+    const uint8_t *body;    /* one msgpack value */
+    size_t body_len;
+} crdtdb_message;
 
 /* One event; pointers are valid during the callback only. */
 typedef struct crdtdb_session_event {
@@ -829,6 +864,8 @@ typedef struct crdtdb_session_event {
     int error;                        /* ERROR, CLOSED: a CRDTDB_E* code or 0 */
     const char *message;              /* ERROR, CLOSED: detail, or NULL */
     int remote;                       /* ERROR: 1 if the peer reported it */
+    const crdtdb_presence *presence;  /* PRESENCE */
+    const crdtdb_message *message;    /* MESSAGE */
 } crdtdb_session_event;
 
 typedef void (*crdtdb_session_cb)(void *ctx, const crdtdb_session_event *ev);
@@ -857,6 +894,10 @@ typedef struct crdtdb_session_options {
     int (*read_filter)(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
                        const uint8_t *value, size_t len);
     void *filter_ctx;         /* for both filters */
+    size_t max_presence;      /* bytes of one received presence state or
+                                 message body (default CRDTDB_PRESENCE_MAX);
+                                 larger ones get a NOTICE (ETOOBIG) and are
+                                 dropped */
 } crdtdb_session_options;
 
 CRDTDB_API void crdtdb_session_options_init(crdtdb_session_options *opts);
@@ -985,6 +1026,41 @@ CRDTDB_API int crdtdb_session_flush(crdtdb_session *s);
 
 /* Frees the session (not its database).  Accepts NULL. */
 CRDTDB_API void crdtdb_session_close(crdtdb_session *s);
+
+/*
+ * Presence and messages (docs/protocol.md, "Presence and messages").  The
+ * session parses and checks frames 12 to 15 and reports each well-formed
+ * one as a PRESENCE or MESSAGE event; one whose payload is refused (too
+ * big, not a msgpack map, too deep) gets a NOTICE and no event.  What is
+ * relayed to whom is the embedding server's part (libcrdtdb_ws does it).
+ *
+ * crdtdb_session_presence_set queues [12, state] (client side): `state` is
+ * one msgpack map of at most max_presence bytes (copied), or NULL to leave.
+ * crdtdb_session_message_send queues [14, to, body]: `to` a user id or NULL
+ * for everyone, `body` one msgpack value (copied).  Both only once the
+ * session is open (READY).  Errors: EINVAL (server side, or before READY),
+ * ETOOBIG, EBADVALUE, ETOODEEP, ENOMEM, EBUSY (closed).
+ */
+CRDTDB_API int crdtdb_session_presence_set(crdtdb_session *s, const uint8_t *state, size_t len);
+CRDTDB_API int crdtdb_session_message_send(crdtdb_session *s, const char *to,
+                                           const uint8_t *body, size_t len);
+
+/*
+ * Appends one framed [13, ...] (presence_encode) or [15, ...]
+ * (message_encode) to frame (its bytes kept), ready for
+ * crdtdb_session_send_frame: a server fanning one change out to N sessions
+ * encodes it once.  Every pointer of p / m is read during the call only.
+ * Errors: EINVAL (no key, user or replica; user over CRDTDB_ID_MAX),
+ * ENOMEM.
+ */
+CRDTDB_API int crdtdb_presence_encode(const crdtdb_presence *p, crdtdb_buf *frame);
+CRDTDB_API int crdtdb_message_encode(const crdtdb_message *m, crdtdb_buf *frame);
+
+/* Queues frames made by the encoders above (one or several, whole) after
+ * the output, once the session is open.  The bytes are copied.
+ * Errors: EINVAL (not whole frames of type 13 or 15, or before READY),
+ * ENOMEM, EBUSY (closed). */
+CRDTDB_API int crdtdb_session_send_frame(crdtdb_session *s, const uint8_t *frame, size_t len);
 
 /*
  * Makes local writes through this handle fail with EROFS ("Read only

@@ -73,6 +73,12 @@ typedef struct crdtdb_server_auth {
     int (*authorize_read)(void *ctx, crdtdb_txn *txn, const char *user,
                           const char *coll, const char *id, const uint8_t *value,
                           size_t len);
+    /*  - authorize_presence: whether `user` may publish presence and
+     *    messages on db (relay 0; NULL hook: yes, read-only users too), or
+     *    relay other connections' as a peer server's link (relay 1; NULL
+     *    hook: yes without tokens, no with them).  A no is a NOTICE
+     *    (EDENIED) and the frame is dropped. */
+    int (*authorize_presence)(void *ctx, crdtdb_db *db, const char *user, int relay);
     void *ctx;
 } crdtdb_server_auth;
 
@@ -144,6 +150,13 @@ typedef struct crdtdb_server_options {
     unsigned pong_secs;     /* no pong within this after a ping: the
                                connection is dropped (default 30); at most
                                30000 together with ping_secs */
+    /* Presence and messages (docs/protocol.md, "Presence and messages"). */
+    size_t max_presence;    /* bytes of one state or message body
+                               (default CRDTDB_PRESENCE_MAX) */
+    size_t max_presence_members; /* entries per database (default 256) */
+    unsigned presence_hz;   /* changes forwarded per connection per second,
+                               the latest winning; and messages accepted
+                               (default 30) */
 } crdtdb_server_options;
 
 /* Fills opts with the defaults above. */
@@ -260,6 +273,28 @@ CRDTDB_API int crdtdb_client_connected(const crdtdb_client *c);
 /* Drops the connection (the peer sees a close) and frees the client (not
  * the db, whose read-only mark it clears).  Accepts NULL. */
 CRDTDB_API void crdtdb_client_close(crdtdb_client *c);
+
+/*
+ * Sets this client's presence on the database: `state` is one msgpack map
+ * of at most CRDTDB_PRESENCE_MAX bytes (copied; the server may allow
+ * less), or NULL to leave.  The client keeps it and sends it on every
+ * connection, now if connected.  Others' presence arrives through
+ * on_event as CRDTDB_SESSION_PRESENCE events (join: a key not seen
+ * before; update; leave: state NULL); when a connection drops, the client
+ * reports a leave for every entry it knew.  Errors: EINVAL, ETOOBIG,
+ * EBADVALUE, ETOODEEP, ENOMEM.
+ */
+CRDTDB_API int crdtdb_client_presence_set(crdtdb_client *c, const uint8_t *state, size_t len);
+
+/*
+ * Sends an ephemeral message (one msgpack value, copied) to every other
+ * connection of the database, or to every connection of user `to`.  Not
+ * kept: only while connected (else EBUSY, "not connected").  Messages of
+ * others arrive as CRDTDB_SESSION_MESSAGE events.  Errors: EINVAL,
+ * ETOOBIG, EBADVALUE, ETOODEEP, EBUSY, ENOMEM.
+ */
+CRDTDB_API int crdtdb_client_message_send(crdtdb_client *c, const char *to, const uint8_t *body,
+                                          size_t len);
 
 /*
  * Makes this server a replica of the server at link->url (server-to-server
