@@ -865,7 +865,7 @@ typedef struct crdtdb_session_event {
     const char *message;              /* ERROR, CLOSED: detail, or NULL */
     int remote;                       /* ERROR: 1 if the peer reported it */
     const crdtdb_presence *presence;  /* PRESENCE */
-    const crdtdb_message *message;    /* MESSAGE */
+    const crdtdb_message *msg;        /* MESSAGE */
 } crdtdb_session_event;
 
 typedef void (*crdtdb_session_cb)(void *ctx, const crdtdb_session_event *ev);
