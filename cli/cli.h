@@ -137,6 +137,8 @@ int cmd_id(const char *dir, const args *a);       /* init.c */
 int cmd_reset_id(const char *dir, const args *a); /* init.c */
 int cmd_create(const char *dir, const args *a);   /* create.c */
 int cmd_dbs(const char *dir, const args *a);      /* create.c */
+int cmd_stats(const char *dir, const args *a);    /* stats.c */
+int cmd_backup(const char *dir, const args *a);   /* stats.c */
 int cmd_add(const char *dir, const args *a);      /* add.c */
 int cmd_add_all(const char *dir, const args *a);  /* add.c */
 int cmd_update(const char *dir, const args *a);   /* add.c */

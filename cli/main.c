@@ -45,6 +45,20 @@ static const command commands[] = {
      OPT_COLLECTIONS, cmd_create},
     {"dbs", "", "list the databases", "List the databases, one per line.", 0,
      0, 0, cmd_dbs},
+    {"stats", "[DB]", "print what each database holds",
+     "Print one JSON line per database (or for DB): records present,\n"
+     "removed (tombstones), fields of present records, hidden fields of\n"
+     "removed ones, change-log entries, their stored bytes, and the last\n"
+     "change sequence.  Reads one snapshot; writers go on.",
+     0, 1, 0, cmd_stats},
+    {"backup", "DIR", "copy the environment while it runs",
+     "Write a consistent, compacted copy of the whole environment (every\n"
+     "database, the replica identity, the peers' watermarks) into DIR\n"
+     "(created if missing; it must hold no data file), while servers and\n"
+     "other commands go on writing.  Restore by using DIR as the data\n"
+     "directory.  The copy has the same replica identity: run only one of\n"
+     "the two, or run reset-id on the copy.",
+     1, 1, 0, cmd_backup},
     {"add", "DB COLL ID JSON|-", "add or replace a record",
      "Add record ID (a JSON object), replacing any existing one.  '-' reads\n"
      "the JSON from standard input (a record too large for a command line).",

@@ -281,6 +281,37 @@ CRDTDB_API int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb,
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_drop(crdtdb_env *env,
                                                const char *id);
 
+/* What a database holds (crdtdb_db_stat): counts and stored bytes. */
+typedef struct crdtdb_db_stats {
+    uint64_t records;      /* records present (their last base is an add) */
+    uint64_t removed;      /* tombstones: records whose last base is a remove */
+    uint64_t fields;       /* leaves of present records */
+    uint64_t hidden;       /* leaves kept in removed records (they may win
+                              again against an older remove) */
+    uint64_t log_entries;  /* change-log entries: one per live register */
+    uint64_t record_bytes; /* bytes of the records' keys and blobs */
+    uint64_t log_bytes;    /* bytes of the change log's keys and entries */
+    uint64_t seq;          /* the last local change sequence */
+} crdtdb_db_stats;
+
+/* Fills *out from one read snapshot of db (a scan of its records and
+ * change log: O(size); for operators, not for hot paths).
+ * Errors: EINVAL, ECORRUPT (a record that does not decode), EIO. */
+CRDTDB_API int crdtdb_db_stat(crdtdb_db *db, crdtdb_db_stats *out);
+
+/*
+ * Writes a consistent copy of the whole environment (every database, the
+ * identity, the peers' watermarks) into directory `path`, which must exist
+ * and hold no data file, while other threads and processes go on writing:
+ * LMDB's copy of one read snapshot, compacted (free pages left out).
+ * Opening `path` as an environment restores it — under the same replica
+ * identity: start only one of the two (or give the copy a new identity,
+ * crdtdb_env_reset_id), as two copies writing under one identity fork its
+ * history.  Errors: EINVAL, EEXIST (a data file is there), EIO (the
+ * directory cannot be written; the message names the cause).
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_backup(crdtdb_env *env, const char *path);
+
 /* The environment db belongs to (borrowed; valid while db is open). */
 CRDTDB_API crdtdb_env *crdtdb_db_env(const crdtdb_db *db);
 

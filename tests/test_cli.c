@@ -580,6 +580,39 @@ static void ok_in(sandbox *s, const char *dir, const char *want, ...)
         ck_assert_str_eq(s->out, want);
 }
 
+/* stats prints one JSON line per database; backup makes a copy that
+ * opens as the same replica with the same data, and never overwrites. */
+START_TEST(stats_and_backup)
+{
+    sandbox s;
+    sb_init(&s);
+    setup_db(&s);
+    ok(&s, "", "add", "db", "users", "u1", "{\"name\":\"ann\",\"at\":{\"x\":1}}", NULL);
+    ok(&s, "", "add", "db", "users", "u2", "{\"name\":\"bob\"}", NULL);
+    ok(&s, "", "remove", "db", "users", "u2", NULL);
+    ok(&s, NULL, "stats", NULL);
+    ck_assert_msg(starts_with(s.out, "{\"db\":\"db\",\"records\":1,\"removed\":1,"
+                                     "\"fields\":2,\"hidden\":0,\"log_entries\":4,"),
+                  "%s", s.out);
+    ck_assert_int_eq(cli(&s, "stats", "nope", NULL), 1);
+    ck_assert_ptr_nonnull(strstr(s.err, "not found"));
+
+    ok(&s, NULL, "id", NULL);
+    char id[80];
+    snprintf(id, sizeof id, "%s", s.out);
+    char copy[4200];
+    snprintf(copy, sizeof copy, "%s/copy", s.root);
+    ok(&s, NULL, "backup", copy, NULL);
+    ok_in(&s, copy, id, "id", NULL);
+    ok_in(&s, copy, "[{\"id\":\"u1\",\"at\":{\"x\":1},\"name\":\"ann\"}]\n", "query", "db",
+          "users", NULL);
+    ck_assert_int_eq(cli(&s, "backup", copy, NULL), 1);
+    ck_assert_ptr_nonnull(strstr(s.err, "holds a data file already"));
+    ck_assert_str_eq(s.out, "");
+    sb_free(&s);
+}
+END_TEST
+
 /* Runs `crdtdb -d dir export game [opt val] -o file`, which must succeed
  * and print its summary on stderr; returns the number of changes. */
 static unsigned long export_ok(sandbox *s, const char *dir, const char *opt,
@@ -1468,6 +1501,7 @@ static Suite *cli_suite(void)
     TCase *tc = tcase_create("cli");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, init_prints_replica_id);
+    tcase_add_test(tc, stats_and_backup);
     tcase_add_test(tc, data_dir_from_environment);
     tcase_add_test(tc, create_add_get);
     tcase_add_test(tc, update_deep_merges);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -227,6 +228,129 @@ START_TEST(map_full_is_reported)
 }
 END_TEST
 
+/* What crdtdb_db_stat counts: present and removed records, their leaves,
+ * one log entry per live register. */
+START_TEST(stat_counts_records_tombstones_and_log)
+{
+    crdtdb_env *env = tu_env(&dir, NULL);
+    const char *c[] = {"c", "e"};
+    crdtdb_db *db, *other;
+    ck_assert_int_eq(crdtdb_db_create(env, "d", c, 2, &db), 0);
+    ck_assert_int_eq(crdtdb_db_create(env, "d2", c, 1, &other), 0);
+    add(db, "c", "a", "{\"x\":1,\"y\":{\"z\":2}}");
+    add(db, "c", "b", "{\"x\":1}");
+    add(db, "e", "c", "{\"x\":1}");
+    add(other, "c", "o", "{\"x\":1}"); /* another database: not counted */
+    ck_assert_int_eq(crdtdb_db_remove(db, NULL, "c", "b"), 0);
+    crdtdb_db_stats st;
+    ck_assert_int_eq(crdtdb_db_stat(db, &st), 0);
+    ck_assert_uint_eq(st.records, 2);
+    ck_assert_uint_eq(st.removed, 1);
+    ck_assert_uint_eq(st.fields, 3); /* a: x, y.z; c: x */
+    /* live registers: a's base and 2 leaves, c's base and 1 leaf, b's
+     * remove (its leaf is dead and dropped) */
+    ck_assert_uint_eq(st.log_entries, 6);
+    ck_assert_uint_gt(st.record_bytes, 0);
+    ck_assert_uint_gt(st.log_bytes, 0);
+    uint64_t seq;
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &seq), 0);
+    ck_assert_uint_eq(st.seq, seq);
+    ck_assert_int_eq(crdtdb_db_stat(other, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    ck_assert_uint_eq(st.log_entries, 2);
+    ck_assert_int_eq(crdtdb_db_stat(NULL, &st), CRDTDB_EINVAL);
+    crdtdb_db_close(other);
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+}
+END_TEST
+
+/* A backup taken while another process writes is one consistent snapshot:
+ * everything committed before it began, then a gap-free prefix of what
+ * the writer committed meanwhile; it opens as an environment under the
+ * same identity, and is never written over. */
+START_TEST(backup_while_another_process_writes)
+{
+    crdtdb_env *env = tu_env(&dir, NULL);
+    const char *c[] = {"c"};
+    crdtdb_db *db;
+    ck_assert_int_eq(crdtdb_db_create(env, "d", c, 1, &db), 0);
+    char id[32];
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    tu_mp(&b, "{\"x\":1}");
+    crdtdb_txn *t;
+    ck_assert_int_eq(crdtdb_txn_begin(db, 0, &t), 0);
+    for (int i = 0; i < 500; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        ck_assert_int_eq(crdtdb_db_add(db, t, "c", id, b.data, b.len), 0);
+    }
+    ck_assert_int_eq(crdtdb_txn_commit(t), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) { /* the writer: its own environment handle, as a server */
+        crdtdb_env *we;
+        crdtdb_db *wd;
+        if (crdtdb_env_open(dir, NULL, &we) || crdtdb_db_open(we, "d", &wd))
+            _exit(1);
+        for (int i = 0;; i++) {
+            snprintf(id, sizeof id, "w%06d", i);
+            if (crdtdb_db_add(wd, NULL, "c", id, b.data, b.len))
+                _exit(2);
+        }
+    }
+    tu_sleep_ms(200);
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s-copy", dir);
+    ck_assert_int_eq(mkdir(copy, 0700), 0);
+    int rc = crdtdb_env_backup(env, copy);
+    tu_sleep_ms(100);
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(crdtdb_env_backup(env, copy), CRDTDB_EEXIST); /* never over */
+    ck_assert_str_ne(crdtdb_env_errmsg(env), "");
+    char file[4200];
+    snprintf(file, sizeof file, "%s/data.mdb", copy);
+    struct stat sb;
+    ck_assert_int_eq(stat(file, &sb), 0);
+    ck_assert_int_eq(sb.st_mode & 0777, 0600); /* it holds the secret key */
+
+    crdtdb_env *ce;
+    crdtdb_db *cd;
+    ck_assert_int_eq(crdtdb_env_open(copy, NULL, &ce), 0);
+    uint8_t a[CRDTDB_REPLICA_ID_BYTES], z[CRDTDB_REPLICA_ID_BYTES];
+    crdtdb_env_replica_id(env, a);
+    crdtdb_env_replica_id(ce, z);
+    ck_assert_mem_eq(a, z, sizeof a);
+    ck_assert_int_eq(crdtdb_db_open(ce, "d", &cd), 0);
+    int found;
+    crdtdb_buf out = CRDTDB_BUF_INIT;
+    for (int i = 0; i < 500; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        ck_assert_int_eq(crdtdb_db_get_by_id(cd, NULL, "c", id, &out, &found), 0);
+        ck_assert_int_eq(found, 1);
+    }
+    crdtdb_db_stats st;
+    ck_assert_int_eq(crdtdb_db_stat(cd, &st), 0);
+    uint64_t w = st.records - 500; /* the writer's records in the copy */
+    ck_assert_uint_gt(w, 0);
+    for (uint64_t i = 0; i < w; i++) { /* a prefix: no gap */
+        snprintf(id, sizeof id, "w%06llu", (unsigned long long)i);
+        ck_assert_int_eq(crdtdb_db_get_by_id(cd, NULL, "c", id, &out, &found), 0);
+        ck_assert_int_eq(found, 1);
+    }
+    add(cd, "c", "after", "{\"x\":2}"); /* the copy is writable */
+    crdtdb_buf_free(&out);
+    crdtdb_buf_free(&b);
+    crdtdb_db_close(cd);
+    crdtdb_env_close(ce);
+    tu_rmrf(copy);
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("persist");
@@ -238,6 +362,8 @@ int main(void)
     tcase_add_test(tc, ten_thousand_databases);
     tcase_add_test(tc, clock_resumes_from_disk);
     tcase_add_test(tc, map_full_is_reported);
+    tcase_add_test(tc, stat_counts_records_tombstones_and_log);
+    tcase_add_test(tc, backup_while_another_process_writes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_FORK);

@@ -1,0 +1,134 @@
+/* For operators: what a database holds (crdtdb_db_stat) and a hot copy of
+ * the whole environment (crdtdb_env_backup). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "storage/internal.h"
+
+/* Positions cur on the first key of database num (keys begin with its
+ * big-endian u32); 1 there, 0 past the end, negative on error. */
+static int first_of(MDB_cursor *cur, uint32_t num, MDB_val *k, MDB_val *v)
+{
+    uint8_t pre[4] = {(uint8_t)(num >> 24), (uint8_t)(num >> 16), (uint8_t)(num >> 8),
+                      (uint8_t)num};
+    k->mv_data = pre;
+    k->mv_size = sizeof pre;
+    int mrc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    return mrc ? crdtdb__mdb_err(mrc) : 1;
+}
+
+static int ours(const MDB_val *k, uint32_t num)
+{
+    const uint8_t *p = k->mv_data;
+    return k->mv_size >= 4 &&
+           ((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]) == num;
+}
+
+static int stat_records(crdtdb_db *db, MDB_txn *mt, crdtdb_db_stats *st)
+{
+    MDB_cursor *cur;
+    int mrc = mdb_cursor_open(mt, db->env->dbi_records, &cur);
+    if (mrc)
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "stat: %s", mdb_strerror(mrc));
+    MDB_val k, v;
+    int rc = first_of(cur, db->num, &k, &v);
+    for (; rc == 1 && ours(&k, db->num); rc = (mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+                                                  ? (mrc == MDB_NOTFOUND ? 0 : crdtdb__mdb_err(mrc))
+                                                  : 1) {
+        if ((rc = crdtdb__record_decode(&db->rec, v.mv_data, v.mv_size))) {
+            crdtdb__db_seterr(db, rc, "stat: a record of '%s' is unreadable", db->id);
+            break;
+        }
+        st->record_bytes += k.mv_size + v.mv_size;
+        if (crdtdb__record_visible(&db->rec)) {
+            st->records++;
+            st->fields += db->rec.nleaves;
+        } else {
+            st->removed += db->rec.base_kind == CRDTDB__BASE_REMOVE;
+            st->hidden += db->rec.nleaves;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc < 0 ? rc : 0;
+}
+
+static int stat_log(crdtdb_db *db, MDB_txn *mt, crdtdb_db_stats *st)
+{
+    MDB_cursor *cur;
+    int mrc = mdb_cursor_open(mt, db->env->dbi_changes, &cur);
+    if (mrc)
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "stat: %s", mdb_strerror(mrc));
+    MDB_val k, v;
+    int rc = first_of(cur, db->num, &k, &v);
+    while (rc == 1 && ours(&k, db->num)) {
+        st->log_entries++;
+        st->log_bytes += k.mv_size + v.mv_size;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        rc = mrc == MDB_NOTFOUND ? 0 : mrc ? crdtdb__mdb_err(mrc) : 1;
+    }
+    mdb_cursor_close(cur);
+    return rc < 0 ? rc : 0;
+}
+
+static int stat_call(crdtdb_db *db, crdtdb_db_stats *out)
+{
+    if (!db || !out)
+        return CRDTDB_EINVAL;
+    memset(out, 0, sizeof *out);
+    crdtdb_txn *t;
+    int own;
+    int rc = crdtdb__txn_get(db, NULL, 0, &t, &own);
+    if (rc)
+        return rc;
+    if (!(rc = crdtdb__seq_read(db->env, t->mt, db->num, &out->seq)) &&
+        !(rc = stat_records(db, t->mt, out)))
+        rc = stat_log(db, t->mt, out);
+    crdtdb_txn_abort(t);
+    return rc;
+}
+
+int crdtdb_db_stat(crdtdb_db *db, crdtdb_db_stats *out)
+{
+    return crdtdb__db_exit(db, stat_call(db, out));
+}
+
+static int backup_call(crdtdb_env *env, const char *path)
+{
+    if (!env || !path || !*path)
+        return CRDTDB_EINVAL;
+    char file[4096];
+    if (snprintf(file, sizeof file, "%s/data.mdb", path) >= (int)sizeof file)
+        return CRDTDB_EINVAL;
+    /* made here, 0600 and exclusive: the copy holds the secret key, and an
+     * existing environment is never overwritten */
+    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int code = errno == EEXIST ? CRDTDB_EEXIST : errno == EINVAL ? CRDTDB_EINVAL : CRDTDB_EIO;
+        crdtdb__env_seterr(env, code, "backup to %s: %s", path,
+                           errno == EEXIST ? "it holds a data file already" : strerror(errno));
+        return code;
+    }
+    /* one read snapshot, copied without its free pages: a consistent copy
+     * while writers go on (MDB_CP_COMPACT) */
+    int mrc = mdb_env_copyfd2(env->mdb, fd, MDB_CP_COMPACT);
+    if (!mrc && fsync(fd) != 0)
+        mrc = errno;
+    if (close(fd) != 0 && !mrc)
+        mrc = errno;
+    if (mrc) {
+        unlink(file); /* no half copy that would open as an environment */
+        crdtdb__env_seterr(env, CRDTDB_EIO, "backup to %s: %s", path, mdb_strerror(mrc));
+        return CRDTDB_EIO;
+    }
+    return 0;
+}
+
+int crdtdb_env_backup(crdtdb_env *env, const char *path)
+{
+    return crdtdb__env_exit(env, backup_call(env, path));
+}
