@@ -152,7 +152,14 @@ typedef uint64_t (*crdtdb_clock_fn)(void *ctx);
  * bounded here.
  */
 typedef struct crdtdb_env_options {
-    size_t map_size;            /* LMDB map size, bytes (default 1 GiB) */
+    size_t map_size;            /* LMDB map size at open, bytes (default
+                                   1 GiB) */
+    size_t map_max;             /* the map grows, doubling, up to this before
+                                   writes fail with EMAPFULL (default 64 GiB;
+                                   at most map_size: it never grows).  It
+                                   grows when a write begins with less than
+                                   a quarter free, or after one found it
+                                   full (that write fails; its retry fits) */
     unsigned flags;             /* CRDTDB_ENV_* (default 0: durable) */
     size_t max_value_size;      /* encoded msgpack of one add/update input
                                    and of one stored record (default 1 MiB) */

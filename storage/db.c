@@ -209,7 +209,7 @@ static int create_call(crdtdb_env *env, const char *id, const char *const *colls
             rc = crdtdb__buf_append(&cl, colls[i], n);
     }
     MDB_txn *mt = NULL;
-    int mrc = rc ? 0 : mdb_txn_begin(env->mdb, NULL, 0, &mt);
+    int mrc = rc ? 0 : crdtdb__mt_begin(env, 0, &mt);
     if (mrc)
         rc = crdtdb__mdb_err(mrc);
     uint32_t num = 0;
@@ -246,12 +246,14 @@ static int create_call(crdtdb_env *env, const char *id, const char *const *colls
         }
         rc = crdtdb__mdb_err(mrc);
         if (rc)
-            crdtdb__env_seterr(env, rc, "create database '%s': %s", id, mdb_strerror(mrc));
+            crdtdb__env_seterr(env, rc, "create database '%s': %s", id, crdtdb__mdb_str(mrc));
     }
     if (!rc)
-        rc = crdtdb__mdb_err(mdb_txn_commit(mt));
+        rc = crdtdb__mdb_err(crdtdb__mt_commit(env, mt));
     else if (mt)
-        mdb_txn_abort(mt);
+        crdtdb__mt_abort(env, mt);
+    if (rc == CRDTDB_EMAPFULL)
+        crdtdb__env_full(env);
     crdtdb_buf_free(&cl);
     if (rc)
         return rc;
@@ -272,14 +274,14 @@ static int open_call(crdtdb_env *env, const char *id, crdtdb_db **out)
     if (crdtdb__id_check(id, 1))
         return bad_id(env, "database id", id);
     MDB_txn *mt;
-    int rc = crdtdb__mdb_err(mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &mt));
+    int rc = crdtdb__mdb_err(crdtdb__mt_begin(env, MDB_RDONLY, &mt));
     if (rc)
         return rc;
     uint32_t num = 0;
     rc = lookup(env, mt, id, &num);
     if (!rc)
         rc = db_load(env, mt, id, num, out);
-    mdb_txn_abort(mt);
+    crdtdb__mt_abort(env, mt);
     if (rc == CRDTDB_ENODB)
         crdtdb__env_seterr(env, rc, "Database '%s' not found", id);
     else if (rc)
@@ -325,12 +327,12 @@ static int list_call(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
         return CRDTDB_EINVAL;
     MDB_txn *mt;
     MDB_cursor *c;
-    int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &mt);
+    int rc = crdtdb__mt_begin(env, MDB_RDONLY, &mt);
     if (rc)
         return crdtdb__mdb_err(rc);
     rc = mdb_cursor_open(mt, env->dbi_dbs, &c);
     if (rc) {
-        mdb_txn_abort(mt);
+        crdtdb__mt_abort(env, mt);
         return crdtdb__mdb_err(rc);
     }
     MDB_val k, v;
@@ -348,7 +350,7 @@ static int list_call(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
     if (!out && rc != MDB_NOTFOUND)
         out = crdtdb__mdb_err(rc);
     mdb_cursor_close(c);
-    mdb_txn_abort(mt);
+    crdtdb__mt_abort(env, mt);
     return out;
 }
 
@@ -401,13 +403,13 @@ static int drop_call(crdtdb_env *env, const char *id)
         return CRDTDB_EBUSY;
     }
     MDB_txn *mt;
-    int mrc = mdb_txn_begin(env->mdb, NULL, 0, &mt);
+    int mrc = crdtdb__mt_begin(env, 0, &mt);
     if (mrc)
         return crdtdb__mdb_err(mrc);
     uint32_t num = 0;
     int rc = lookup(env, mt, id, &num);
     if (rc) {
-        mdb_txn_abort(mt);
+        crdtdb__mt_abort(env, mt);
         crdtdb__env_seterr(env, rc, rc == CRDTDB_ENODB ? "Database '%s' not found"
                                                        : "drop '%s' failed", id);
         return rc;
@@ -419,12 +421,12 @@ static int drop_call(crdtdb_env *env, const char *id)
         !(mrc = del_prefix(mt, env->dbi_changes, num)) &&
         !(mrc = del_prefix(mt, env->dbi_marks, num)) &&
         !(mrc = del_prefix(mt, env->dbi_chains, num)))
-        mrc = mdb_txn_commit(mt);
+        mrc = crdtdb__mt_commit(env, mt);
     else
-        mdb_txn_abort(mt);
+        crdtdb__mt_abort(env, mt);
     rc = crdtdb__mdb_err(mrc);
     if (rc)
-        crdtdb__env_seterr(env, rc, "drop '%s': %s", id, mdb_strerror(mrc));
+        crdtdb__env_seterr(env, rc, "drop '%s': %s", id, crdtdb__mdb_str(mrc));
     return rc;
 }
 
@@ -471,7 +473,7 @@ static int clear_call(crdtdb_db *db)
         mrc = del_prefix(t->mt, db->env->dbi_marks, db->num);
     if (mrc) {
         crdtdb_txn_abort(t);
-        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "clear: %s", mdb_strerror(mrc));
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "clear: %s", crdtdb__mdb_str(mrc));
     }
     if ((rc = crdtdb_txn_commit(t)))
         return rc;

@@ -15,6 +15,7 @@ void crdtdb_env_options_init(crdtdb_env_options *o)
 {
     memset(o, 0, sizeof *o);
     o->map_size = (size_t)1 << 30;
+    o->map_max = (size_t)64 << 30;
     o->max_value_size = (size_t)1 << 20;
     o->max_depth = 16;
     o->max_path_bytes = 1024;
@@ -48,6 +49,13 @@ int crdtdb__mdb_err(int rc)
     case EROFS: return CRDTDB_EROFS;
     default: return CRDTDB_EIO;
     }
+}
+
+const char *crdtdb__mdb_str(int rc)
+{
+    return rc == MDB_MAP_FULL ? "environment is full: the map reached its ceiling (map_max) "
+                                "or the disk is full; nothing of this write was stored"
+                              : mdb_strerror(rc);
 }
 
 void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
@@ -110,7 +118,7 @@ static int meta_put(MDB_txn *t, MDB_dbi dbi, const char *key, const void *p,
 static int env_init(crdtdb_env *env, int rdonly)
 {
     MDB_txn *t;
-    int rc = mdb_txn_begin(env->mdb, NULL, rdonly ? MDB_RDONLY : 0, &t);
+    int rc = crdtdb__mt_begin(env, rdonly ? MDB_RDONLY : 0, &t);
     if (rc)
         return rc;
     unsigned cf = rdonly ? 0 : MDB_CREATE;
@@ -157,9 +165,9 @@ static int env_init(crdtdb_env *env, int rdonly)
     memcpy(env->pk, env->sk + 32, 32);
     if (meta_get(t, env->dbi_meta, "hlc", &v) == 0 && v.mv_size == 8)
         env->hlc = crdtdb__get_u64(v.mv_data);
-    return mdb_txn_commit(t);
+    return crdtdb__mt_commit(env, t);
 fail:
-    mdb_txn_abort(t);
+    crdtdb__mt_abort(env, t);
     return rc;
 }
 
@@ -203,6 +211,11 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
         free(env);
         return CRDTDB_ENOMEM;
     }
+    if (crdtdb__gate_init(env)) {
+        pthread_mutex_destroy(&env->lock);
+        free(env);
+        return CRDTDB_ENOMEM;
+    }
     unsigned flags = MDB_NOTLS;
     if (o.flags & CRDTDB_ENV_NOSYNC)
         flags |= MDB_NOSYNC;
@@ -217,6 +230,9 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
         rc = mdb_env_set_mapsize(env->mdb, o.map_size);
     if (!rc)
         rc = mdb_env_open(env->mdb, path, flags, 0600); /* it holds the secret key */
+    MDB_stat ms;
+    if (!rc && !(rc = mdb_env_stat(env->mdb, &ms)))
+        env->psize = ms.ms_psize;
     if (!rc)
         mdb_reader_check(env->mdb, NULL); /* free slots of crashed readers */
     if (!rc)
@@ -241,6 +257,7 @@ void crdtdb_env_close(crdtdb_env *env)
     if (env->mdb)
         mdb_env_close(env->mdb);
     sodium_memzero(env->sk, sizeof env->sk);
+    crdtdb__gate_free(env);
     pthread_mutex_destroy(&env->lock);
     free(env);
 }
@@ -263,11 +280,11 @@ static int env_reset_id_call(crdtdb_env *env)
     uint8_t pk[32], sk[64];
     crypto_sign_keypair(pk, sk);
     MDB_txn *t;
-    int rc = mdb_txn_begin(env->mdb, NULL, 0, &t);
+    int rc = crdtdb__mt_begin(env, 0, &t);
     if (!rc && !(rc = meta_put(t, env->dbi_meta, "identity", sk, sizeof sk)))
-        rc = mdb_txn_commit(t);
+        rc = crdtdb__mt_commit(env, t);
     else if (!rc)
-        mdb_txn_abort(t);
+        crdtdb__mt_abort(env, t);
     if (!rc) {
         memcpy(env->sk, sk, sizeof sk);
         memcpy(env->pk, pk, sizeof pk);
@@ -275,7 +292,7 @@ static int env_reset_id_call(crdtdb_env *env)
     pthread_mutex_unlock(&env->lock);
     sodium_memzero(sk, sizeof sk);
     if (rc)
-        crdtdb__env_seterr(env, crdtdb__mdb_err(rc), "new identity: %s", mdb_strerror(rc));
+        crdtdb__env_seterr(env, crdtdb__mdb_err(rc), "new identity: %s", crdtdb__mdb_str(rc));
     return crdtdb__mdb_err(rc);
 }
 

@@ -243,7 +243,7 @@ static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
             return crdtdb__db_seterr(db, CRDTDB_ECORRUPT, "change %llu names a missing record",
                                      (unsigned long long)seq);
         if (mrc)
-            return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", mdb_strerror(mrc));
+            return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", crdtdb__mdb_str(mrc));
         x->rec_keylen = 0;
         if ((rc = crdtdb__record_decode(&x->rec, blob.mv_data, blob.mv_size)))
             return crdtdb__db_seterr(db, rc, "change %llu names an unreadable record: %s",
@@ -548,7 +548,7 @@ static int export_record_call(crdtdb_db *db, const char *coll, const char *id,
             rc = crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
         *found = !rc;
     } else if (mrc && mrc != MDB_NOTFOUND) {
-        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", mdb_strerror(mrc));
+        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", crdtdb__mdb_str(mrc));
     } else if (rc) {
         rc = crdtdb__db_seterr(db, rc, "record '%s' in '%s' is unreadable", id, coll);
     }

@@ -58,6 +58,13 @@ struct crdtdb_env {
     uint8_t pk[CRDTDB_REPLICA_ID_BYTES];
     uint8_t sk[64];
     pthread_mutex_t lock; /* guards hlc and dbs */
+    /* the map gate (gate.c): transactions open in this process, and
+     * whether a growth is under way or wanted */
+    pthread_mutex_t gate_mu;
+    pthread_cond_t gate_cv;
+    unsigned gate_active;
+    int gate_growing, gate_full, gate_ready;
+    unsigned psize; /* LMDB's page size */
     uint64_t hlc;         /* highest stamp this process issued or accepted */
     struct crdtdb_db *dbs; /* open handles, for drop's EBUSY */
     char errmsg[512];
@@ -126,6 +133,8 @@ struct crdtdb_txn {
 
 /* env.c */
 int crdtdb__mdb_err(int rc);
+/* LMDB's text for rc, but for a full map: what it means here. */
+const char *crdtdb__mdb_str(int rc);
 uint64_t crdtdb__now_ms(const crdtdb_env *env);
 void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -141,6 +150,17 @@ static inline int crdtdb__env_exit(crdtdb_env *env, int rc)
 {
     return rc < 0 && env ? crdtdb__env_fail(env, rc) : rc;
 }
+
+/* gate.c: every LMDB transaction begins and ends here, so the map can
+ * grow between them (see gate.c).  mt_begin returns LMDB's code; every
+ * transaction it began ends with mt_commit (LMDB's code) or mt_abort. */
+int crdtdb__gate_init(crdtdb_env *env);
+void crdtdb__gate_free(crdtdb_env *env);
+int crdtdb__mt_begin(crdtdb_env *env, unsigned flags, MDB_txn **mt);
+int crdtdb__mt_commit(crdtdb_env *env, MDB_txn *mt);
+void crdtdb__mt_abort(crdtdb_env *env, MDB_txn *mt);
+/* A write found the map full: the next write grows it first. */
+void crdtdb__env_full(crdtdb_env *env);
 
 /* db.c */
 /* The one exit of every public call on a database handle (the model is

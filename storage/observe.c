@@ -250,10 +250,10 @@ static int poll_call(crdtdb_db *db, size_t *n)
     if (!rc) {
         /* Events borrow the snapshot's pages only through copies in the
          * arena, so the snapshot can end before observers run. */
-        mdb_txn_abort(mt);
+        crdtdb__mt_abort(db->env, mt);
         crdtdb__events_dispatch(db, t);
     } else {
-        mdb_txn_abort(mt);
+        crdtdb__mt_abort(db->env, mt);
     }
     crdtdb_txn_abort(t);
     return rc;

@@ -28,7 +28,7 @@ static int purge_in(crdtdb_txn *t, uint16_t c, const char *id)
         mrc = crdtdb__log_del(t, seq);
     }
     if (mrc)
-        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "purge: %s", mdb_strerror(mrc));
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "purge: %s", crdtdb__mdb_str(mrc));
     if (s.was_visible && db->observers &&
         crdtdb__event_add(t, CRDTDB_EVENT_REMOVE, c, id, strlen(id), NULL, 0))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");

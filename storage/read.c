@@ -40,7 +40,7 @@ static int get_by_id_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     if (mrc == 0)
         rc = crdtdb__record_blob_visible(v.mv_data, v.mv_size, &vis, &vlen);
     else if (mrc != MDB_NOTFOUND)
-        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "read: %s", mdb_strerror(mrc));
+        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "read: %s", crdtdb__mdb_str(mrc));
     if (!rc && vlen > 0) {
         if (crdtdb__buf_set(out, vis, vlen))
             rc = crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
@@ -124,7 +124,7 @@ static int query_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
         rc = cb(ctx, id, vis, vlen);
     }
     if (!rc && mrc != 0 && mrc != MDB_NOTFOUND)
-        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "read: %s", mdb_strerror(mrc));
+        rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "read: %s", crdtdb__mdb_str(mrc));
     msgpack_zone_destroy(&zone);
     mdb_cursor_close(cur);
     crdtdb__query_free(&q);

@@ -37,7 +37,7 @@ int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
         return 0;
     }
     if (rc)
-        return crdtdb__db_seterr(db, crdtdb__mdb_err(rc), "read: %s", mdb_strerror(rc));
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(rc), "read: %s", crdtdb__mdb_str(rc));
     if (crdtdb__buf_set(&db->blob, v.mv_data, v.mv_size))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     rc = crdtdb__record_decode(&db->rec, db->blob.data, db->blob.len);
@@ -113,7 +113,7 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
                                   r->leaves[i].path, r->leaves[i].path_len);
     if (mrc)
         return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "write: %s",
-                                 mdb_strerror(mrc));
+                                 crdtdb__mdb_str(mrc));
     if (!db->observers)
         return 0;
     if (type && crdtdb__event_add(t, type, s->coll, s->id, s->idlen,

@@ -34,7 +34,7 @@ static int stat_records(crdtdb_db *db, MDB_txn *mt, crdtdb_db_stats *st)
     MDB_cursor *cur;
     int mrc = mdb_cursor_open(mt, db->env->dbi_records, &cur);
     if (mrc)
-        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "stat: %s", mdb_strerror(mrc));
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "stat: %s", crdtdb__mdb_str(mrc));
     MDB_val k, v;
     int rc = first_of(cur, db->num, &k, &v);
     for (; rc == 1 && ours(&k, db->num); rc = (mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
@@ -62,7 +62,7 @@ static int stat_log(crdtdb_db *db, MDB_txn *mt, crdtdb_db_stats *st)
     MDB_cursor *cur;
     int mrc = mdb_cursor_open(mt, db->env->dbi_changes, &cur);
     if (mrc)
-        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "stat: %s", mdb_strerror(mrc));
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "stat: %s", crdtdb__mdb_str(mrc));
     MDB_val k, v;
     int rc = first_of(cur, db->num, &k, &v);
     while (rc == 1 && ours(&k, db->num)) {
@@ -115,14 +115,19 @@ static int backup_call(crdtdb_env *env, const char *path)
     }
     /* one read snapshot, copied without its free pages: a consistent copy
      * while writers go on (MDB_CP_COMPACT) */
-    int mrc = mdb_env_copyfd2(env->mdb, fd, MDB_CP_COMPACT);
+    MDB_txn *hold; /* holds the map gate: no growth under the copy's own snapshot */
+    int mrc = crdtdb__mt_begin(env, MDB_RDONLY, &hold);
+    if (!mrc) {
+        mrc = mdb_env_copyfd2(env->mdb, fd, MDB_CP_COMPACT);
+        crdtdb__mt_abort(env, hold);
+    }
     if (!mrc && fsync(fd) != 0)
         mrc = errno;
     if (close(fd) != 0 && !mrc)
         mrc = errno;
     if (mrc) {
         unlink(file); /* no half copy that would open as an environment */
-        crdtdb__env_seterr(env, CRDTDB_EIO, "backup to %s: %s", path, mdb_strerror(mrc));
+        crdtdb__env_seterr(env, CRDTDB_EIO, "backup to %s: %s", path, crdtdb__mdb_str(mrc));
         return CRDTDB_EIO;
     }
     return 0;

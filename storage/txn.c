@@ -22,7 +22,7 @@ static int txn_begin_call(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     t->db = db;
     t->flags = flags;
-    int mrc = mdb_txn_begin(env->mdb, NULL, write ? 0 : MDB_RDONLY, &t->mt);
+    int mrc = crdtdb__mt_begin(env, write ? 0 : MDB_RDONLY, &t->mt);
     int rc = crdtdb__mdb_err(mrc);
     if (!rc && write) {
         rc = crdtdb__seq_read(env, t->mt, db->num, &t->seq0);
@@ -49,10 +49,10 @@ static int txn_begin_call(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
     }
     if (rc) {
         if (t->mt)
-            mdb_txn_abort(t->mt);
+            crdtdb__mt_abort(env, t->mt);
         free(t);
         return crdtdb__db_seterr(db, rc, "begin transaction: %s",
-                                 mrc ? mdb_strerror(mrc) : crdtdb_strerror(rc));
+                                 mrc ? crdtdb__mdb_str(mrc) : crdtdb_strerror(rc));
     }
     db->txn = t;
     *out = t;
@@ -77,7 +77,7 @@ void crdtdb_txn_abort(crdtdb_txn *t)
     if (!t)
         return;
     if (t->mt)
-        mdb_txn_abort(t->mt);
+        crdtdb__mt_abort(t->db->env, t->mt);
     txn_free(t);
 }
 
@@ -114,14 +114,17 @@ static int commit_call(crdtdb_txn *t)
         MDB_val key = {3, (void *)"hlc"}, val = {8, hv};
         mrc = mdb_put(t->mt, env->dbi_meta, &key, &val, 0);
     }
-    if (!mrc)
-        mrc = mdb_txn_commit(t->mt);
-    else
-        mdb_txn_abort(t->mt);
+    if (!mrc) {
+        mrc = crdtdb__mt_commit(env, t->mt);
+    } else {
+        crdtdb__mt_abort(env, t->mt);
+        if (mrc == MDB_MAP_FULL)
+            crdtdb__env_full(env);
+    }
     t->mt = NULL;
     if (mrc) {
         rc = crdtdb__mdb_err(mrc);
-        crdtdb__db_seterr(db, rc, "commit: %s", mdb_strerror(mrc));
+        crdtdb__db_seterr(db, rc, "commit: %s", crdtdb__mdb_str(mrc));
         txn_free(t);
         return rc;
     }
@@ -173,7 +176,7 @@ static int check_mark(crdtdb_txn *t)
         MDB_val key = {5, k}, v;
         int mrc = mdb_get(t->mt, db->env->dbi_dbinfo, &key, &v);
         if (mrc && mrc != MDB_NOTFOUND)
-            return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "read: %s", mdb_strerror(mrc));
+            return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "read: %s", crdtdb__mdb_str(mrc));
         t->ro = mrc == 0;
         t->ro_known = 1;
     }
@@ -225,7 +228,7 @@ static int mark_readonly_call(crdtdb_db *db, int readonly)
                        : mdb_del(t->mt, db->env->dbi_dbinfo, &key, NULL);
     if (mrc && mrc != MDB_NOTFOUND) {
         crdtdb_txn_abort(t);
-        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "write: %s", mdb_strerror(mrc));
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "write: %s", crdtdb__mdb_str(mrc));
     }
     return crdtdb_txn_commit(t);
 }
@@ -256,6 +259,8 @@ int crdtdb_db_marked_readonly(crdtdb_db *db, int *readonly)
 
 int crdtdb__txn_end(crdtdb_txn *t, int own, int rc)
 {
+    if (rc == CRDTDB_EMAPFULL) /* the next write grows the map first */
+        crdtdb__env_full(t->db->env);
     if (!own) {
         crdtdb__txn_fail(t, rc);
         return rc;

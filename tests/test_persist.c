@@ -198,7 +198,100 @@ START_TEST(clock_resumes_from_disk)
 }
 END_TEST
 
+/* Fills database d of env with 2 KB records r0, r1, ... until a write
+ * fails or `max` are written; returns how many were, *rc the failure. */
+static int fill(crdtdb_db *db, int max, int *rc)
+{
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    char json[2100], id[16];
+    snprintf(json, sizeof json, "{\"blob\":\"%02000d\"}", 0);
+    tu_mp(&b, json);
+    int i;
+    for (i = 0, *rc = 0; i < max; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        if ((*rc = crdtdb_db_add(db, NULL, "c", id, b.data, b.len)))
+            break;
+    }
+    crdtdb_buf_free(&b);
+    return i;
+}
+
+static size_t map_bytes(crdtdb_env *env)
+{
+    MDB_envinfo info;
+    ck_assert_int_eq(mdb_env_info(env->mdb, &info), 0);
+    return info.me_mapsize;
+}
+
+/* A map that fills grows (doubling) up to map_max; at the ceiling a write
+ * fails with EMAPFULL and a clear message, and what was committed stays,
+ * readable, in every database. */
 START_TEST(map_full_is_reported)
+{
+    crdtdb_env_options o;
+    crdtdb_env_options_init(&o);
+    o.map_size = 256 * 1024;
+    o.map_max = 1024 * 1024;
+    crdtdb_env *env = tu_env(&dir, &o);
+    const char *c[] = {"c"};
+    crdtdb_db *db, *other;
+    ck_assert_int_eq(crdtdb_db_create(env, "other", c, 1, &other), 0);
+    add(other, "c", "kept", "{\"x\":1}");
+    ck_assert_int_eq(crdtdb_db_create(env, "d", c, 1, &db), 0);
+    int rc, n = fill(db, 2000, &rc);
+    ck_assert_int_eq(rc, CRDTDB_EMAPFULL);
+    ck_assert_msg(strstr(crdtdb_db_errmsg(db), "full") != NULL, "%s", crdtdb_db_errmsg(db));
+    /* 256 KiB hold under 40 of them (map_fixed_when_max_is_size), 1 MiB about 110 */
+    ck_assert_msg(n > 80, "n %d map %zu", n, map_bytes(env));
+    ck_assert_uint_eq(map_bytes(env), o.map_max);
+    char *s = tu_get(db, "c", "r0");
+    ck_assert_ptr_nonnull(s);
+    free(s);
+    char id[16];
+    snprintf(id, sizeof id, "r%d", n - 1);
+    ck_assert_ptr_nonnull(s = tu_get(db, "c", id));
+    free(s);
+    ck_assert_ptr_nonnull(s = tu_get(other, "c", "kept"));
+    free(s);
+    /* the operator raises the ceiling: writes go on after a reopen */
+    crdtdb_db_close(other);
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+    o.map_max = 4 * 1024 * 1024;
+    ck_assert_int_eq(crdtdb_env_open(dir, &o, &env), 0);
+    ck_assert_int_eq(crdtdb_db_open(env, "d", &db), 0);
+    ck_assert_int_eq(crdtdb_db_open(env, "other", &other), 0);
+    add(db, "c", "again", "{\"x\":1}");
+    ck_assert_ptr_nonnull(s = tu_get(db, "c", "r0"));
+    free(s);
+    crdtdb_db_close(other);
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+}
+END_TEST
+
+/* With map_max at map_size the map never grows. */
+START_TEST(map_fixed_when_max_is_size)
+{
+    crdtdb_env_options o;
+    crdtdb_env_options_init(&o);
+    o.map_size = o.map_max = 256 * 1024;
+    crdtdb_env *env = tu_env(&dir, &o);
+    const char *c[] = {"c"};
+    crdtdb_db *db;
+    ck_assert_int_eq(crdtdb_db_create(env, "d", c, 1, &db), 0);
+    int rc, n = fill(db, 2000, &rc);
+    ck_assert_int_eq(rc, CRDTDB_EMAPFULL);
+    ck_assert_msg(n < 40, "n %d", n);
+    ck_assert_uint_eq(map_bytes(env), o.map_size);
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+}
+END_TEST
+
+/* A map another process grew is adopted: this process's next write
+ * (MDB_MAP_RESIZED) goes on in the larger map; a reopen keeps the size. */
+START_TEST(map_grown_by_another_process)
 {
     crdtdb_env_options o;
     crdtdb_env_options_init(&o);
@@ -207,23 +300,29 @@ START_TEST(map_full_is_reported)
     const char *c[] = {"c"};
     crdtdb_db *db;
     ck_assert_int_eq(crdtdb_db_create(env, "d", c, 1, &db), 0);
-    crdtdb_buf b = CRDTDB_BUF_INIT;
-    char json[2100];
-    snprintf(json, sizeof json, "{\"blob\":\"%02000d\"}", 0);
-    tu_mp(&b, json);
-    int rc = 0;
-    char id[16];
-    for (int i = 0; i < 1000 && rc == 0; i++) {
-        snprintf(id, sizeof id, "r%d", i);
-        rc = crdtdb_db_add(db, NULL, "c", id, b.data, b.len);
+    add(db, "c", "first", "{\"x\":1}");
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        crdtdb_env *we;
+        crdtdb_db *wd;
+        int rc;
+        if (crdtdb_env_open(dir, &o, &we) || crdtdb_db_open(we, "d", &wd))
+            _exit(1);
+        _exit(fill(wd, 1000, &rc) == 1000 && rc == 0 ? 0 : 2);
     }
-    ck_assert_int_eq(rc, CRDTDB_EMAPFULL);
-    ck_assert_str_ne(crdtdb_db_errmsg(db), "");
-    char *s = tu_get(db, "c", "r0");
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    add(db, "c", "after", "{\"x\":2}");
+    char *s = tu_get(db, "c", "r999");
     ck_assert_ptr_nonnull(s);
     free(s);
-    crdtdb_buf_free(&b);
+    ck_assert_uint_gt(map_bytes(env), 2 * 1024 * 1024);
     crdtdb_db_close(db);
+    crdtdb_env_close(env);
+    ck_assert_int_eq(crdtdb_env_open(dir, &o, &env), 0); /* smaller map asked */
+    ck_assert_uint_gt(map_bytes(env), 2 * 1024 * 1024);
     crdtdb_env_close(env);
 }
 END_TEST
@@ -362,6 +461,8 @@ int main(void)
     tcase_add_test(tc, ten_thousand_databases);
     tcase_add_test(tc, clock_resumes_from_disk);
     tcase_add_test(tc, map_full_is_reported);
+    tcase_add_test(tc, map_fixed_when_max_is_size);
+    tcase_add_test(tc, map_grown_by_another_process);
     tcase_add_test(tc, stat_counts_records_tombstones_and_log);
     tcase_add_test(tc, backup_while_another_process_writes);
     suite_add_tcase(s, tc);
