@@ -1560,7 +1560,8 @@ START_TEST(refused_presence_gets_a_notice_and_the_session_goes_on)
     static const uint8_t bad[] = {0xc1};                        /* never used */
     static const uint8_t trail[] = {0x80, 0x01};                /* {} then 1 */
     static const uint8_t intkey[] = {0x81, 0x01, 0x02};         /* {1: 2} */
-    static const uint8_t deepkey[] = {0x81, 0xa1, 'a', 0x91, 0x81, 0xc3, 0x01}; /* {"a": [{true: 1}]} */
+    /* {"a": [{true: 1}]} */
+    static const uint8_t deepkey[] = {0x81, 0xa1, 'a', 0x91, 0x81, 0xc3, 0x01};
     static const uint8_t cut[] = {0x82, 0xa1, 'a', 0x01};       /* a map short of a pair */
     static const uint8_t twobody[] = {0x01, 0x02};              /* two values */
     refusal states[] = {
