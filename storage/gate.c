@@ -13,6 +13,7 @@
  * again.
  */
 #include <errno.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include "storage/internal.h"
@@ -147,4 +148,14 @@ void crdtdb__env_full(crdtdb_env *env)
     pthread_mutex_lock(&env->gate_mu);
     env->gate_full = 1;
     pthread_mutex_unlock(&env->gate_mu);
+}
+
+int crdtdb__disk_full(crdtdb_env *env)
+{
+    /* LMDB reports a short write as EIO: say why when the disk says so */
+    const char *path;
+    struct statvfs vs;
+    if (mdb_env_get_path(env->mdb, &path) || statvfs(path, &vs))
+        return 0;
+    return (uint64_t)vs.f_bavail * vs.f_frsize < ((uint64_t)1 << 20);
 }

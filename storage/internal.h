@@ -161,6 +161,9 @@ int crdtdb__mt_commit(crdtdb_env *env, MDB_txn *mt);
 void crdtdb__mt_abort(crdtdb_env *env, MDB_txn *mt);
 /* A write found the map full: the next write grows it first. */
 void crdtdb__env_full(crdtdb_env *env);
+/* 1 when the disk holding the environment has less than 1 MiB free: what
+ * LMDB's EIO from a short write means then. */
+int crdtdb__disk_full(crdtdb_env *env);
 
 /* db.c */
 /* The one exit of every public call on a database handle (the model is

@@ -124,7 +124,8 @@ static int commit_call(crdtdb_txn *t)
     t->mt = NULL;
     if (mrc) {
         rc = crdtdb__mdb_err(mrc);
-        crdtdb__db_seterr(db, rc, "commit: %s", crdtdb__mdb_str(mrc));
+        crdtdb__db_seterr(db, rc, "commit: %s%s; nothing of this write was stored",
+                          crdtdb__mdb_str(mrc), crdtdb__disk_full(env) ? " (the disk is full)" : "");
         txn_free(t);
         return rc;
     }

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,8 +16,14 @@
 
 static char *dir;
 
+static char mounted[4096]; /* a tmpfs a test mounted, unmounted in teardown */
+
 static void teardown(void)
 {
+    if (mounted[0]) {
+        umount(mounted);
+        mounted[0] = 0;
+    }
     tu_rmrf(dir);
     free(dir);
     dir = NULL;
@@ -450,6 +458,76 @@ START_TEST(backup_while_another_process_writes)
 }
 END_TEST
 
+/* A disk that fills (a 2 MiB tmpfs the test mounts; skipped where mounts
+ * are not allowed): the write that finds no space fails with EIO and says
+ * so, nothing of it is stored, what was committed stays readable, and
+ * writes go on once space is freed. */
+START_TEST(full_disk_refuses_then_recovers)
+{
+    char *root = tu_tmpdir();
+    char mnt[4096], ballast[4200];
+    snprintf(mnt, sizeof mnt, "%s/mnt", root);
+    ck_assert_int_eq(mkdir(mnt, 0700), 0);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") != 0) {
+        fprintf(stderr, "full_disk_refuses_then_recovers: skipped (cannot mount tmpfs: %s)\n",
+                strerror(errno));
+        tu_rmrf(root);
+        free(root);
+        return;
+    }
+    snprintf(mounted, sizeof mounted, "%s", mnt);
+    /* room to free later */
+    snprintf(ballast, sizeof ballast, "%s/ballast", mnt);
+    FILE *f = fopen(ballast, "w");
+    ck_assert_ptr_nonnull(f);
+    static char zeros[512 * 1024];
+    ck_assert_uint_eq(fwrite(zeros, 1, sizeof zeros, f), sizeof zeros);
+    ck_assert_int_eq(fclose(f), 0);
+    crdtdb_env_options o;
+    crdtdb_env_options_init(&o);
+    o.map_size = 8 * 1024 * 1024;
+    char data[4200];
+    snprintf(data, sizeof data, "%s/env", mnt);
+    crdtdb_env *env;
+    ck_assert_int_eq(crdtdb_env_open(data, &o, &env), 0);
+    const char *c[] = {"c"};
+    crdtdb_db *db;
+    ck_assert_int_eq(crdtdb_db_create(env, "d", c, 1, &db), 0);
+    int rc, n = fill(db, 5000, &rc);
+    ck_assert_int_eq(rc, CRDTDB_EIO);
+    ck_assert_msg(strstr(crdtdb_db_errmsg(db), "disk is full") != NULL ||
+                      strstr(crdtdb_db_errmsg(db), "No space left") != NULL,
+                  "%s",
+                  crdtdb_db_errmsg(db));
+    ck_assert_int_gt(n, 50);
+    char id[16], *s;
+    snprintf(id, sizeof id, "r%d", n);
+    ck_assert_ptr_null(s = tu_get(db, "c", id)); /* the failed write: nothing */
+    snprintf(id, sizeof id, "r%d", n - 1);
+    ck_assert_ptr_nonnull(s = tu_get(db, "c", id));
+    free(s);
+    ck_assert_int_eq(unlink(ballast), 0); /* space freed: writes go on */
+    add(db, "c", "after", "{\"x\":1}");
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+    ck_assert_int_eq(crdtdb_env_open(data, &o, &env), 0); /* all committed */
+    ck_assert_int_eq(crdtdb_db_open(env, "d", &db), 0);
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        ck_assert_ptr_nonnull(s = tu_get(db, "c", id));
+        free(s);
+    }
+    ck_assert_ptr_nonnull(s = tu_get(db, "c", "after"));
+    free(s);
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+    ck_assert_int_eq(umount(mnt), 0);
+    mounted[0] = 0;
+    tu_rmrf(root);
+    free(root);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("persist");
@@ -463,6 +541,7 @@ int main(void)
     tcase_add_test(tc, map_full_is_reported);
     tcase_add_test(tc, map_fixed_when_max_is_size);
     tcase_add_test(tc, map_grown_by_another_process);
+    tcase_add_test(tc, full_disk_refuses_then_recovers);
     tcase_add_test(tc, stat_counts_records_tombstones_and_log);
     tcase_add_test(tc, backup_while_another_process_writes);
     suite_add_tcase(s, tc);
