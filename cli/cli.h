@@ -29,7 +29,10 @@ enum {
     OPT_TLS = 4096,   /* serve: --tls-cert F --tls-key F */
     OPT_LIMITS = 8192, /* serve: the flags in serve_limit_flags */
     OPT_TIMEOUT = 16384, /* sync: --timeout SECONDS */
-    OPT_TLS_CA = 32768   /* sync: --tls-ca F */
+    OPT_TLS_CA = 32768,  /* sync: --tls-ca F */
+    OPT_EXPIRE = 1 << 20,  /* expire: --after D, --closed, --never */
+    OPT_ARCHIVE = 1 << 21, /* drop, expired: --archive PATH */
+    OPT_DROP = 1 << 22     /* expired: --drop */
 };
 
 /* The number of serve_limit_flags (options.h), the size of args.limits. */
@@ -59,6 +62,8 @@ typedef struct args {
     const char *token_file;
     const char *tls_cert, *tls_key, *tls_ca;
     const char *limits[SERVE_NLIMITS]; /* values of serve_limit_flags */
+    const char *after, *archive;
+    int closed, never, drop;
 } args;
 
 /* --------------------------------------------------------------- util.c */
@@ -139,6 +144,9 @@ int cmd_create(const char *dir, const args *a);   /* create.c */
 int cmd_dbs(const char *dir, const args *a);      /* create.c */
 int cmd_stats(const char *dir, const args *a);    /* stats.c */
 int cmd_backup(const char *dir, const args *a);   /* stats.c */
+int cmd_expire(const char *dir, const args *a);   /* expire.c */
+int cmd_expired(const char *dir, const args *a);  /* expire.c */
+int cmd_drop(const char *dir, const args *a);     /* expire.c */
 int cmd_add(const char *dir, const args *a);      /* add.c */
 int cmd_add_all(const char *dir, const args *a);  /* add.c */
 int cmd_update(const char *dir, const args *a);   /* add.c */

@@ -59,6 +59,28 @@ static const command commands[] = {
      "directory.  The copy has the same replica identity: run only one of\n"
      "the two, or run reset-id on the copy.",
      1, 1, 0, cmd_backup},
+    {"drop", "DB [--archive FILE]", "delete a database",
+     "Delete database DB and all its data.  With --archive, first write all\n"
+     "of it as signed deltas into the new FILE, which 'crdtdb import'\n"
+     "restores into a database of the same id and collections in another\n"
+     "environment (an archive server).  Not into this one: its own deltas\n"
+     "for a log it no longer holds read as a copied identity (EFORK).",
+     1, 1, OPT_ARCHIVE, cmd_drop},
+    {"expire", "DB (--after DURATION [--closed] | --never)", "set when a database expires",
+     "Give DB a time-to-live: it expires DURATION (e.g. 90s, 30m, 12h, 7d)\n"
+     "after its last write, or with --closed after now whatever is written\n"
+     "later (a finished match).  --never clears it.  The setting is this\n"
+     "replica's own, not synced.  Prints the expiry as JSON (ms since the\n"
+     "epoch; due_ms is when it expires).  Nothing is dropped here: see\n"
+     "'crdtdb expired'.",
+     1, 1, OPT_EXPIRE, cmd_expire},
+    {"expired", "[--drop [--archive DIR]]", "list (and drop) expired databases",
+     "Print a JSON line for each database whose time-to-live has passed.\n"
+     "With --drop, delete them, each first archived into DIR (created if\n"
+     "missing) as <hex of the id>.crdtdb when --archive is given.  A\n"
+     "database open elsewhere in this process cannot be dropped; servers\n"
+     "end its sessions first.",
+     0, 0, OPT_DROP | OPT_ARCHIVE, cmd_expired},
     {"add", "DB COLL ID JSON|-", "add or replace a record",
      "Add record ID (a JSON object), replacing any existing one.  '-' reads\n"
      "the JSON from standard input (a record too large for a command line).",

@@ -319,6 +319,59 @@ CRDTDB_API int crdtdb_db_stat(crdtdb_db *db, crdtdb_db_stats *out);
  */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_backup(crdtdb_env *env, const char *path);
 
+/* ------------------------------------------------------------- expiry */
+
+/*
+ * A finished match or a quiet room can expire: a time-to-live counted from
+ * the database's last write, or from an explicit close.  The setting is
+ * this replica's own (a server's decision when to let go), never
+ * replicated.  Nothing is dropped by these calls: crdtdb_env_expired lists
+ * the databases due, and their owner (crdtdb serve, or `crdtdb expired
+ * --drop`) ends their sessions, archives them if asked (crdtdb_db_archive)
+ * and drops them (crdtdb_db_drop).
+ */
+#define CRDTDB_EXPIRE_CLOSED 0x1u /* closed now: the time-to-live runs from
+                                     now, whatever is written later */
+
+typedef struct crdtdb_expiry {
+    uint64_t ttl_ms;        /* 0: never expires */
+    uint64_t closed_ms;     /* when it was closed (wall ms), 0: open */
+    uint64_t last_write_ms; /* the stamp of the register written last, 0:
+                               none */
+    uint64_t due_ms;        /* closed_ms + ttl_ms, or else the later of
+                               last_write_ms and when the time-to-live
+                               was set, + ttl_ms */
+} crdtdb_expiry;
+
+/* Sets db's time-to-live (ttl_ms 0: never expires, clearing any close;
+ * flags CRDTDB_EXPIRE_CLOSED: counted from now).  Durable at return.
+ * Errors: EINVAL, EROFS (a read-only environment), EMAPFULL, EIO. */
+CRDTDB_API int crdtdb_db_expire_set(crdtdb_db *db, uint64_t ttl_ms, unsigned flags);
+
+/* Reads db's expiry setting and when it is due.  Errors: EINVAL, EIO,
+ * ECORRUPT. */
+CRDTDB_API int crdtdb_db_expiry(crdtdb_db *db, crdtdb_expiry *out);
+
+/* Called once per database due; `id` and `e` are valid during the call,
+ * which may open, archive and drop that database.  Non-zero stops the
+ * listing (and is returned). */
+typedef int (*crdtdb_expired_cb)(void *ctx, const char *id, const crdtdb_expiry *e);
+
+/* Lists the databases whose time-to-live has passed at now_ms (wall ms),
+ * from one snapshot, then calls cb for each outside it.
+ * Errors: EINVAL, EIO, ENOMEM, the callback's non-zero return. */
+CRDTDB_API int crdtdb_env_expired(crdtdb_env *env, uint64_t now_ms, crdtdb_expired_cb cb,
+                                  void *ctx);
+
+/* Writes every change of db as signed deltas into the new file `path`
+ * (flushed to disk, then linked into place: whole or absent, never over an
+ * existing file), which `crdtdb import` or crdtdb_db_apply restore into a
+ * database of the same id and collections in another environment (an
+ * archive server).  Not into this one once db is dropped: its own deltas
+ * for a log it no longer holds are refused as a copied identity (EFORK).
+ * Errors: EINVAL, EEXIST, EIO, those of crdtdb_db_export. */
+CRDTDB_API int crdtdb_db_archive(crdtdb_db *db, const char *path);
+
 /* The environment db belongs to (borrowed; valid while db is open). */
 CRDTDB_API crdtdb_env *crdtdb_db_env(const crdtdb_db *db);
 

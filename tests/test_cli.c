@@ -613,6 +613,47 @@ START_TEST(stats_and_backup)
 }
 END_TEST
 
+/* expire gives a database a time-to-live; expired lists those due and,
+ * with --drop, archives and deletes them; drop deletes one. */
+START_TEST(expire_expired_drop)
+{
+    sandbox s;
+    sb_init(&s);
+    setup_db(&s);
+    ok(&s, "", "create", "other", "--collections", "users", NULL);
+    ok(&s, "", "create", "gone", "--collections", "users", NULL);
+    ok(&s, "", "add", "db", "users", "u1", "{\"name\":\"ann\"}", NULL);
+    ck_assert_int_eq(cli(&s, "expire", "db", NULL), EXIT_USAGE);
+    ck_assert_int_eq(cli(&s, "expire", "db", "--after", "soon", NULL), EXIT_USAGE);
+    ok(&s, NULL, "expire", "db", "--after", "1ms", "--closed", NULL);
+    ck_assert_msg(starts_with(s.out, "{\"db\":\"db\",\"ttl_ms\":1,\"closed_ms\":"), "%s", s.out);
+    ok(&s, NULL, "expire", "other", "--after", "7d", NULL);
+    tu_sleep_ms(5);
+    ok(&s, NULL, "expired", NULL);
+    ck_assert_msg(starts_with(s.out, "{\"db\":\"db\",") && !strstr(s.out, "other"), "%s", s.out);
+    char arch[4200], file[4300];
+    snprintf(arch, sizeof arch, "%s/archive", s.root);
+    ok(&s, NULL, "expired", "--drop", "--archive", arch, NULL);
+    ck_assert_msg(starts_with(s.out, "{\"db\":\"db\","), "%s", s.out);
+    snprintf(file, sizeof file, "%s/6462.crdtdb", arch); /* hex of "db" */
+    ck_assert_int_eq(access(file, R_OK), 0);
+    ok(&s, "gone\nother\n", "dbs", NULL);
+    ok(&s, "", "expired", NULL);
+    ok(&s, "", "drop", "gone", NULL);
+    ok(&s, "other\n", "dbs", NULL);
+    ck_assert_int_eq(cli(&s, "drop", "gone", NULL), 1);
+    ck_assert_ptr_nonnull(strstr(s.err, "not found"));
+    /* the archive restores into another environment */
+    char other[4200];
+    snprintf(other, sizeof other, "%s/restored", s.root);
+    ok_in(&s, other, NULL, "init", NULL);
+    ok_in(&s, other, "", "create", "db", "--collections", "users,posts", NULL);
+    ok_in(&s, other, NULL, "import", file, NULL);
+    ok_in(&s, other, "{\"id\":\"u1\",\"name\":\"ann\"}\n", "get", "db", "users", "u1", NULL);
+    sb_free(&s);
+}
+END_TEST
+
 /* Runs `crdtdb -d dir export game [opt val] -o file`, which must succeed
  * and print its summary on stderr; returns the number of changes. */
 static unsigned long export_ok(sandbox *s, const char *dir, const char *opt,
@@ -1502,6 +1543,7 @@ static Suite *cli_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, init_prints_replica_id);
     tcase_add_test(tc, stats_and_backup);
+    tcase_add_test(tc, expire_expired_drop);
     tcase_add_test(tc, data_dir_from_environment);
     tcase_add_test(tc, create_add_get);
     tcase_add_test(tc, update_deep_merges);

@@ -8,6 +8,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "crdt/hlc.h"
@@ -528,6 +529,95 @@ START_TEST(full_disk_refuses_then_recovers)
 }
 END_TEST
 
+static int collect_due(void *ctx, const char *id, const crdtdb_expiry *e)
+{
+    char *out = ctx;
+    ck_assert_uint_gt(e->ttl_ms, 0);
+    strcat(out, id);
+    strcat(out, ";");
+    return 0;
+}
+
+/* A time-to-live runs from the last write (a later write pushes it back)
+ * or from a close; crdtdb_env_expired lists the databases due; an archive
+ * restores into another environment. */
+START_TEST(expiry_lists_due_databases_and_archives)
+{
+    uint64_t now = (uint64_t)time(NULL) * 1000 - 200000; /* the archive applies elsewhere */
+    crdtdb_env_options o;
+    crdtdb_env_options_init(&o);
+    o.clock = frozen;
+    o.clock_ctx = &now;
+    crdtdb_env *env = tu_env(&dir, &o);
+    const char *c[] = {"c"};
+    crdtdb_db *a, *b, *k;
+    ck_assert_int_eq(crdtdb_db_create(env, "a", c, 1, &a), 0);
+    ck_assert_int_eq(crdtdb_db_create(env, "b", c, 1, &b), 0);
+    ck_assert_int_eq(crdtdb_db_create(env, "keep", c, 1, &k), 0);
+    add(a, "c", "r", "{\"x\":1}");
+    add(k, "c", "r", "{\"x\":1}");
+    ck_assert_int_eq(crdtdb_db_expire_set(a, 60000, 0), 0);
+    ck_assert_int_eq(crdtdb_db_expire_set(b, 1000, CRDTDB_EXPIRE_CLOSED), 0);
+    ck_assert_int_eq(crdtdb_db_expire_set(k, 0, CRDTDB_EXPIRE_CLOSED), CRDTDB_EINVAL);
+    crdtdb_expiry e;
+    ck_assert_int_eq(crdtdb_db_expiry(a, &e), 0);
+    ck_assert_uint_eq(e.ttl_ms, 60000);
+    ck_assert_uint_eq(e.last_write_ms, now);
+    ck_assert_uint_eq(e.due_ms, now + 60000);
+    ck_assert_int_eq(crdtdb_db_expiry(k, &e), 0);
+    ck_assert_uint_eq(e.ttl_ms, 0);
+    char due[256] = "";
+    ck_assert_int_eq(crdtdb_env_expired(env, now, collect_due, due), 0);
+    ck_assert_str_eq(due, "");
+    now += 30000;
+    add(a, "c", "r2", "{\"x\":2}"); /* pushes a's expiry back */
+    add(b, "c", "r", "{\"x\":2}");  /* b was closed: no effect */
+    now += 40000;
+    ck_assert_int_eq(crdtdb_env_expired(env, now, collect_due, due), 0);
+    ck_assert_str_eq(due, "b;");
+    due[0] = 0;
+    now += 30000;
+    ck_assert_int_eq(crdtdb_env_expired(env, now, collect_due, due), 0);
+    ck_assert_str_eq(due, "a;b;");
+    ck_assert_int_eq(crdtdb_db_expire_set(b, 0, 0), 0); /* never, after all */
+    due[0] = 0;
+    ck_assert_int_eq(crdtdb_env_expired(env, now, collect_due, due), 0);
+    ck_assert_str_eq(due, "a;");
+
+    char arch[4200];
+    snprintf(arch, sizeof arch, "%s/a.crdtdb", dir);
+    ck_assert_int_eq(crdtdb_db_archive(a, arch), 0);
+    ck_assert_int_eq(crdtdb_db_archive(a, arch), CRDTDB_EEXIST);
+    crdtdb_db_close(a);
+    ck_assert_int_eq(crdtdb_db_drop(env, "a"), 0);
+    due[0] = 0;
+    ck_assert_int_eq(crdtdb_env_expired(env, now, collect_due, due), 0);
+    ck_assert_str_eq(due, "");
+    crdtdb_db_close(b);
+    crdtdb_db_close(k);
+    crdtdb_env_close(env);
+
+    /* restored in another environment */
+    char *other = NULL;
+    crdtdb_env *e2 = tu_env(&other, NULL);
+    crdtdb_db *r;
+    ck_assert_int_eq(crdtdb_db_create(e2, "a", c, 1, &r), 0);
+    size_t len;
+    char *bytes = tu_slurp(arch, &len);
+    ck_assert_ptr_nonnull(bytes);
+    /* a small database archives as one delta */
+    ck_assert_int_eq(crdtdb_db_apply(r, (const uint8_t *)bytes, len, NULL), 0);
+    char *s = tu_get(r, "c", "r2");
+    ck_assert_str_eq(s, "{\"x\":2}");
+    free(s);
+    free(bytes);
+    crdtdb_db_close(r);
+    crdtdb_env_close(e2);
+    tu_rmrf(other);
+    free(other);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("persist");
@@ -542,6 +632,7 @@ int main(void)
     tcase_add_test(tc, map_fixed_when_max_is_size);
     tcase_add_test(tc, map_grown_by_another_process);
     tcase_add_test(tc, full_disk_refuses_then_recovers);
+    tcase_add_test(tc, expiry_lists_due_databases_and_archives);
     tcase_add_test(tc, stat_counts_records_tombstones_and_log);
     tcase_add_test(tc, backup_while_another_process_writes);
     suite_add_tcase(s, tc);

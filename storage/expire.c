@@ -1,0 +1,273 @@
+/*
+ * Expiry of finished databases: a time-to-live counted from the last write
+ * or from an explicit close (crdtdb_db_expire_set), and the list of those
+ * due (crdtdb_env_expired), which their owner archives (crdtdb_db_archive)
+ * and drops.  The setting is this replica's own, kept beside the
+ * database's info, never replicated: each server decides when it lets go.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "storage/internal.h"
+
+/* dbinfo  u32 number | 't' -> u64 ttl ms | u64 closed at (ms; 0: open)
+ *                           | u64 set at (ms) */
+static MDB_val ttl_key(uint8_t k[5], uint32_t num)
+{
+    crdtdb__put_u32(k, num);
+    k[4] = 't';
+    MDB_val v = {5, k};
+    return v;
+}
+
+/* The wall-clock ms of the register written last (the one at the top of
+ * the change log), or 0 when the log is empty. */
+static int last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *ms)
+{
+    *ms = 0;
+    MDB_cursor *cur;
+    int mrc = mdb_cursor_open(mt, env->dbi_changes, &cur);
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    uint8_t kb[CRDTDB__CHGKEY_LEN];
+    crdtdb__put_u32(kb, num + 1); /* past the last key of num, then back */
+    memset(kb + 4, 0, 8);
+    MDB_val k = {4, kb}, v;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    mrc = mrc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
+                              : mrc ? mrc : mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    int rc = 0;
+    if (!mrc && k.mv_size == CRDTDB__CHGKEY_LEN && crdtdb__get_u32(k.mv_data) == num &&
+        v.mv_size >= CRDTDB__CHG_HEAD) {
+        const uint8_t *e = v.mv_data;
+        uint64_t seq = crdtdb__get_u64((const uint8_t *)k.mv_data + 4);
+        uint16_t coll = (uint16_t)(e[4] << 8 | e[5]);
+        size_t idlen = e[6];
+        uint8_t rk[CRDTDB__RECKEY_MAX];
+        MDB_val rkey, rv;
+        if (CRDTDB__CHG_HEAD + idlen > v.mv_size)
+            rc = CRDTDB_ECORRUPT;
+        else {
+            rkey.mv_size = crdtdb__reckey(rk, num, coll, (const char *)e + CRDTDB__CHG_HEAD, idlen);
+            rkey.mv_data = rk;
+        }
+        if (!rc && !mdb_get(mt, env->dbi_records, &rkey, &rv)) {
+            crdtdb__record r;
+            crdtdb__record_init(&r);
+            if (!(rc = crdtdb__record_decode(&r, rv.mv_data, rv.mv_size))) {
+                uint64_t hlc = r.base_seq == seq ? r.base_hlc : 0;
+                for (uint32_t i = 0; !hlc && i < r.nleaves; i++)
+                    if (r.leaves[i].seq == seq)
+                        hlc = r.leaves[i].hlc;
+                *ms = hlc >> 16;
+            }
+            crdtdb__record_free(&r);
+        }
+    } else if (mrc && mrc != MDB_NOTFOUND) {
+        rc = crdtdb__mdb_err(mrc);
+    }
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+static int expiry_read(crdtdb_env *env, MDB_txn *mt, uint32_t num, crdtdb_expiry *out)
+{
+    memset(out, 0, sizeof *out);
+    uint8_t kb[5];
+    MDB_val k = ttl_key(kb, num), v;
+    int mrc = mdb_get(mt, env->dbi_dbinfo, &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    if (v.mv_size != 24)
+        return CRDTDB_ECORRUPT;
+    out->ttl_ms = crdtdb__get_u64(v.mv_data);
+    out->closed_ms = crdtdb__get_u64((const uint8_t *)v.mv_data + 8);
+    uint64_t set_ms = crdtdb__get_u64((const uint8_t *)v.mv_data + 16);
+    int rc = last_write_ms(env, mt, num, &out->last_write_ms);
+    if (rc)
+        return rc;
+    /* never before the setting: a time-to-live given to a database written
+     * long ago (or never) does not drop it at once */
+    uint64_t from = out->closed_ms                 ? out->closed_ms
+                    : out->last_write_ms > set_ms ? out->last_write_ms
+                                                  : set_ms;
+    out->due_ms = from + out->ttl_ms < from ? UINT64_MAX : from + out->ttl_ms;
+    return 0;
+}
+
+static int expire_set_call(crdtdb_db *db, uint64_t ttl_ms, unsigned flags)
+{
+    if (!db || (flags & ~CRDTDB_EXPIRE_CLOSED) || (!ttl_ms && flags))
+        return CRDTDB_EINVAL;
+    crdtdb_env *env = db->env;
+    if (env->opts.flags & CRDTDB_ENV_RDONLY)
+        return crdtdb__db_seterr(db, CRDTDB_EROFS, "Read only access");
+    MDB_txn *mt;
+    int mrc = crdtdb__mt_begin(env, 0, &mt);
+    if (mrc)
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "expire: %s", crdtdb__mdb_str(mrc));
+    uint8_t kb[5], vb[24];
+    MDB_val k = ttl_key(kb, db->num);
+    if (!ttl_ms) {
+        mrc = mdb_del(mt, env->dbi_dbinfo, &k, NULL);
+        if (mrc == MDB_NOTFOUND)
+            mrc = 0;
+    } else {
+        crdtdb__put_u64(vb, ttl_ms);
+        uint64_t now = crdtdb__now_ms(env);
+        crdtdb__put_u64(vb + 8, (flags & CRDTDB_EXPIRE_CLOSED) ? now : 0);
+        crdtdb__put_u64(vb + 16, now);
+        MDB_val v = {sizeof vb, vb};
+        mrc = mdb_put(mt, env->dbi_dbinfo, &k, &v, 0);
+    }
+    if (!mrc)
+        mrc = crdtdb__mt_commit(env, mt);
+    else
+        crdtdb__mt_abort(env, mt);
+    return mrc ? crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "expire: %s", crdtdb__mdb_str(mrc))
+               : 0;
+}
+
+int crdtdb_db_expire_set(crdtdb_db *db, uint64_t ttl_ms, unsigned flags)
+{
+    return crdtdb__db_exit(db, expire_set_call(db, ttl_ms, flags));
+}
+
+static int expiry_call(crdtdb_db *db, crdtdb_expiry *out)
+{
+    if (!db || !out)
+        return CRDTDB_EINVAL;
+    MDB_txn *mt;
+    int mrc = crdtdb__mt_begin(db->env, MDB_RDONLY, &mt);
+    if (mrc)
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "expiry: %s", crdtdb__mdb_str(mrc));
+    int rc = expiry_read(db->env, mt, db->num, out);
+    crdtdb__mt_abort(db->env, mt);
+    return rc ? crdtdb__db_seterr(db, rc, "expiry of '%s': %s", db->id, crdtdb_strerror(rc)) : 0;
+}
+
+int crdtdb_db_expiry(crdtdb_db *db, crdtdb_expiry *out)
+{
+    return crdtdb__db_exit(db, expiry_call(db, out));
+}
+
+static int expired_call(crdtdb_env *env, uint64_t now_ms, crdtdb_expired_cb cb, void *ctx)
+{
+    if (!env || !cb)
+        return CRDTDB_EINVAL;
+    MDB_txn *mt;
+    MDB_cursor *cur;
+    int mrc = crdtdb__mt_begin(env, MDB_RDONLY, &mt);
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    if ((mrc = mdb_cursor_open(mt, env->dbi_dbs, &cur))) {
+        crdtdb__mt_abort(env, mt);
+        return crdtdb__mdb_err(mrc);
+    }
+    /* due ones are gathered first: the callback may drop them, which
+     * needs this snapshot ended */
+    char (*due)[CRDTDB_ID_MAX + 1] = NULL;
+    crdtdb_expiry *exp = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    MDB_val k, v;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !mrc && !rc;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        crdtdb_expiry e;
+        if (k.mv_size > CRDTDB_ID_MAX || v.mv_size != 4)
+            continue;
+        if ((rc = expiry_read(env, mt, crdtdb__get_u32(v.mv_data), &e)) || !e.ttl_ms ||
+            e.due_ms > now_ms)
+            continue;
+        if (n == cap) {
+            size_t nc = cap ? 2 * cap : 8;
+            void *d2 = realloc(due, nc * sizeof *due), *e2 = d2 ? realloc(exp, nc * sizeof *exp) : NULL;
+            if (d2)
+                due = d2;
+            if (e2)
+                exp = e2;
+            if (!d2 || !e2) {
+                rc = CRDTDB_ENOMEM;
+                break;
+            }
+            cap = nc;
+        }
+        memcpy(due[n], k.mv_data, k.mv_size);
+        due[n][k.mv_size] = 0;
+        exp[n++] = e;
+    }
+    if (!rc && mrc != MDB_NOTFOUND)
+        rc = crdtdb__mdb_err(mrc);
+    mdb_cursor_close(cur);
+    crdtdb__mt_abort(env, mt);
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = cb(ctx, due[i], &exp[i]);
+    free(due);
+    free(exp);
+    if (rc < 0 && rc != CRDTDB_ENOMEM)
+        crdtdb__env_seterr(env, rc, "expired: %s", crdtdb_strerror(rc));
+    return rc;
+}
+
+int crdtdb_env_expired(crdtdb_env *env, uint64_t now_ms, crdtdb_expired_cb cb, void *ctx)
+{
+    return crdtdb__env_exit(env, expired_call(env, now_ms, cb, ctx));
+}
+
+typedef struct archive_sink {
+    FILE *f;
+    int err;
+} archive_sink;
+
+static int archive_write(void *ctx, const uint8_t *delta, size_t len)
+{
+    archive_sink *a = ctx;
+    if (fwrite(delta, 1, len, a->f) == len)
+        return 0;
+    a->err = errno ? errno : EIO;
+    return CRDTDB_EIO;
+}
+
+static int archive_call(crdtdb_db *db, const char *path)
+{
+    if (!db || !path || !*path)
+        return CRDTDB_EINVAL;
+    size_t n = strlen(path);
+    char *tmp = malloc(n + 5);
+    if (!tmp)
+        return CRDTDB_ENOMEM;
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".tmp", 5);
+    /* written aside, flushed, then renamed: an archive is whole or absent */
+    archive_sink a = {fopen(tmp, "wbx"), 0};
+    if (!a.f) {
+        int e = errno;
+        free(tmp);
+        return crdtdb__db_seterr(db, e == EEXIST ? CRDTDB_EEXIST : CRDTDB_EIO, "archive %s: %s",
+                                 path, strerror(e));
+    }
+    int rc = crdtdb_db_export(db, 0, NULL, archive_write, &a, NULL);
+    int err = a.err;
+    if (!rc && (fflush(a.f) != 0 || fsync(fileno(a.f)) != 0))
+        err = errno ? errno : EIO;
+    if (fclose(a.f) != 0 && !err)
+        err = errno ? errno : EIO;
+    if (!rc && !err && link(tmp, path) != 0) /* never over an existing archive */
+        err = errno;
+    unlink(tmp);
+    free(tmp);
+    if (err)
+        return crdtdb__db_seterr(db, err == EEXIST ? CRDTDB_EEXIST : CRDTDB_EIO, "archive %s: %s",
+                                 path, strerror(err));
+    return rc;
+}
+
+int crdtdb_db_archive(crdtdb_db *db, const char *path)
+{
+    return crdtdb__db_exit(db, archive_call(db, path));
+}
