@@ -367,6 +367,7 @@ export function decodeMessage(p: Uint8Array): Message {
     case M_MESSAGE_SEND: {
       if (n !== 3 || a[2]!.k !== "bin") bad("malformed message send");
       const to = a[1]!.k === "nil" ? null : nameOf(a[1]!, "message send");
+      if (to === "") bad("malformed message send"); // a user id is never empty
       return { t: "messageSend", to, body: (a[2] as { v: Uint8Array }).v };
     }
     case M_PRESENCE: {
@@ -384,6 +385,7 @@ export function decodeMessage(p: Uint8Array): Message {
       const body = a[6]!;
       if (cnt.k !== "uint" || cnt.v < 1 || body.k !== "bin") bad("malformed message");
       const to = a[5]!.k === "nil" ? null : nameOf(a[5]!, "message");
+      if (to === "") bad("malformed message");
       return { t: "message", key, user, replica, n: cnt.v, to, body: body.v };
     }
     default:

@@ -157,8 +157,8 @@ export class ClientSession {
    */
   messageSend(to: string | null, body: Uint8Array): void {
     this.checkOpen();
-    if (to !== null && (typeof to !== "string" || !isWellFormed(to) || new TextEncoder().encode(to).length > ID_MAX))
-      throw new CrdtdbError("EINVAL", `a message's recipient is a user id of at most ${ID_MAX} bytes`);
+    if (to !== null && (typeof to !== "string" || !to || !isWellFormed(to) || new TextEncoder().encode(to).length > ID_MAX))
+      throw new CrdtdbError("EINVAL", `a message's recipient is a user id of 1 to ${ID_MAX} bytes`);
     const err = presencePayloadError(body, false);
     if (err) throw err;
     this.out({ t: "messageSend", to, body: body.slice() });

@@ -188,7 +188,8 @@ export class Sync {
       onEvent: (e) => {
         this.o.onEvent?.(e);
         if (e.type === "presence" || e.type === "message") this.presence.handle(s, e);
-        else if (e.type === "ready") { this.setStatus({ state: "open" }); this.presence.attach(s); }
+        // attached first: an onStatus handler may send at once
+        else if (e.type === "ready") { this.presence.attach(s); this.setStatus({ state: "open" }); }
         // the backoff starts again only once a connection has worked, not
         // when one that will fail again said hello
         else if (e.type === "caughtUp") { this.attempt = 0; this.checkSynced(); }

@@ -66,6 +66,7 @@ test("a 12-15 frame of the wrong arity or element types is malformed (EBADVALUE)
     ["14 without a body", raw("92 0e c0")],
     ["14 to an int", raw("93 0e 01 c401 05")],
     ["14 with a str body", raw("93 0e c0 a26869")],
+    ["14 to an empty user", raw("93 0e a0 c401 05")],
     ["13 of 5", raw("95 0d", key, "a0", rep, "01")],
     ["13 of 7", raw("97 0d", key, "a0", rep, "01 c0 c0")],
     ["13 with a 15-byte key", raw("96 0d c40f", "01".repeat(15), "a0", rep, "01 c0")],
@@ -86,6 +87,7 @@ test("a 12-15 frame of the wrong arity or element types is malformed (EBADVALUE)
     ["15 with a nil body", raw("97 0f", key, "a0", rep, "01 c0 c0")],
     ["15 to an int", raw("97 0f", key, "a0", rep, "01 07 c401 05")],
     ["15 with a bin 'to'", raw("97 0f", key, "a0", rep, "01 c400 c401 05")],
+    ["15 to an empty user", raw("97 0f", key, "a0", rep, "01 a0 c401 05")],
   ];
   for (const [what, b] of bad) {
     assert.throws(() => decodeMessage(b), (e: unknown) => e instanceof CrdtdbError && e.code === "EBADVALUE", what);
@@ -183,6 +185,7 @@ test("session: 13 and 15 become presence and message events; 12 and 14 go out", 
   // the session's own checks
   assert.throws(() => b.s.presenceSet(mp([1])), { code: "EBADVALUE" });
   assert.throws(() => b.s.messageSend("x".repeat(256), mp(1)), { code: "EINVAL" });
+  assert.throws(() => b.s.messageSend("", mp(1)), { code: "EINVAL" });
   assert.throws(() => b.s.messageSend(null, new Uint8Array(1025)), { code: "ETOOBIG" });
   assert.ok(!b.s.closed);
   b.s.close();
