@@ -259,3 +259,36 @@ test("a JS store and the C client see each other's presence and messages", opts,
     }
   });
 });
+
+test("the limits: a state of 1024 bytes nested 16 deep is relayed; one the server refuses gets a NOTICE and ends nothing", opts, async () => {
+  await withServer(["--max-presence", "200"], async (srv) => {
+    const errors: { code: string; fatal: boolean }[] = [];
+    const a = await peer(srv, "room", { onEvent: (e) => { if (e.type === "error") errors.push({ code: e.code, fatal: e.fatal }); } });
+    const b = await peer(srv, "room");
+    await until(() => a.ds.presence.connected && b.ds.presence.connected, "both connected");
+    // over this server's --max-presence 200, within the protocol's 1024
+    a.ds.presence.set({ big: "x".repeat(300) });
+    await until(() => errors.some((e) => e.code === "ETOOBIG"), "the server's NOTICE ETOOBIG");
+    assert.deepEqual(errors, [{ code: "ETOOBIG", fatal: false }]);
+    // the session goes on: a smaller state and a message get through
+    const nest = (n: number): Record<string, unknown> => (n === 1 ? { end: true } : { a: nest(n - 1) });
+    a.ds.presence.set(nest(16) as never);
+    await until(() => b.ds.presence.get().length === 1, "the 16-deep state at b");
+    assert.deepEqual(b.ds.presence.get()[0]!.state, nest(16));
+    a.ds.presence.send("still here");
+    await until(() => messages(b).length === 1, "a message after the NOTICE");
+    assert.equal(a.ds.syncStatus?.state === "offline" || a.ds.syncStatus?.state === "stopped", false);
+    assert.equal(a.ds.sync!.status.error, undefined);
+    await a.ds.close();
+    await b.ds.close();
+  });
+  await withServer([], async (srv) => {
+    const a = await peer(srv, "room");
+    const b = await peer(srv, "room");
+    const s = { s: "x".repeat(1018) }; // 1024 bytes as msgpack
+    a.ds.presence.set(s);
+    await until(() => b.ds.presence.get()[0]?.state.s === s.s, "a state of 1024 bytes at b");
+    await a.ds.close();
+    await b.ds.close();
+  });
+});
