@@ -50,9 +50,9 @@ export interface SessionOptions {
    *  stream of deltas is answered by one ack per interval, not one write
    *  each; before a close the ack goes at once. */
   ackDelayMs?: number;
-  /** Bytes of one received presence state or message body (default 1024,
-   *  the protocol's max_presence); a larger one gets a NOTICE ETOOBIG and
-   *  is dropped. */
+  /** Bytes of one presence state or message body (default 1024, the
+   *  protocol's max_presence): a larger one received gets a NOTICE ETOOBIG
+   *  and is dropped; presenceSet and messageSend refuse one (ETOOBIG). */
   maxPresence?: number;
 }
 
@@ -143,7 +143,7 @@ export class ClientSession {
   presenceSet(state: Uint8Array | null): void {
     this.checkOpen();
     if (state) {
-      const err = presencePayloadError(state, true);
+      const err = presencePayloadError(state, true, this.o.maxPresence);
       if (err) throw err;
     }
     this.out({ t: "presenceSet", state: state && state.slice() });
@@ -159,7 +159,7 @@ export class ClientSession {
     this.checkOpen();
     if (to !== null && (typeof to !== "string" || !to || !isWellFormed(to) || new TextEncoder().encode(to).length > ID_MAX))
       throw new CrdtdbError("EINVAL", `a message's recipient is a user id of 1 to ${ID_MAX} bytes`);
-    const err = presencePayloadError(body, false);
+    const err = presencePayloadError(body, false, this.o.maxPresence);
     if (err) throw err;
     this.out({ t: "messageSend", to, body: body.slice() });
   }
