@@ -11,8 +11,9 @@
  * Messages go only while connected.  Listeners are called synchronously,
  * in order; one that throws does not stop the others.
  *
- * Ownership: entries and event objects handed out are fresh values the
- * caller may keep; an entry is replaced, never changed, by an update.
+ * Ownership: entries are shared between get() and the events, never
+ * copied: treat them as read-only.  An update replaces an entry, never
+ * changes it, so one kept stays as it was.
  */
 import { CrdtdbError } from "./errors.js";
 import { presencePayloadError, PRESENCE_DEPTH, PRESENCE_MAX } from "./frames.js";

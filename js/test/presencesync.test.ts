@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { CrdtdbDataStore, type PresenceEvent, type OpenOptions } from "../src/index.js";
 import { nodeSocket } from "../src/node.js";
-import { cli, crdtdbBin, serve, tempDir, until, type Server } from "./helpers.js";
+import { cli, crdtdbBin, freePort, serve, tempDir, until, type Server } from "./helpers.js";
 
 const COLLS = "Players,Moves";
 
@@ -291,4 +291,36 @@ test("the limits: a state of 1024 bytes nested 16 deep is relayed; one the serve
     await a.ds.close();
     await b.ds.close();
   });
+});
+
+test("peered servers: stores on either server see each other's presence and messages", opts, async () => {
+  const d = tempDir("crdtdb-presence-");
+  const dirs = [join(d.path, "s1"), join(d.path, "s2")];
+  for (const x of dirs) cli(x, "init");
+  const ports = [await freePort(), await freePort()];
+  const url = (i: number) => `ws://127.0.0.1:${ports[i]}`;
+  const s1 = await serve(dirs[0]!, ["--collections", COLLS, "--peer", url(1)], ports[0]);
+  const s2 = await serve(dirs[1]!, ["--collections", COLLS, "--peer", url(0)], ports[1]);
+  const all: Peer[] = [];
+  try {
+    const a = await peer(s1, "room");
+    const b = await peer(s2, "room");
+    all.push(a, b);
+    a.ds.presence.set({ on: 1 });
+    b.ds.presence.set({ on: 2 });
+    await until(() => entryOf(a, (s) => s.on === 2) && entryOf(b, (s) => s.on === 1), "a and b see each other across the link", 20_000);
+    assert.equal(entryOf(b, (s) => s.on === 1)!.replica, a.ds.replica.idHex);
+    a.ds.presence.send("over the link");
+    await until(() => messages(b).some((m) => m.body === "over the link"), "a's message at b", 10_000);
+    a.ds.presence.set({ on: 1, moved: true });
+    await until(() => entryOf(b, (s) => s.moved === true), "a's update at b");
+    const ka = entryOf(b, (s) => s.on === 1)!.key;
+    await a.ds.close();
+    await until(() => b.evs.some((e) => e.type === "leave" && e.entry.key === ka), "a's leave at b");
+  } finally {
+    for (const p of all) await p.ds.close();
+    await s1.stop();
+    await s2.stop();
+    d.remove();
+  }
 });
