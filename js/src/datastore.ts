@@ -8,6 +8,7 @@
 import { type Backend, MemoryBackend } from "./backend.js";
 import { noCollection, notFound } from "./errors.js";
 import { Observable } from "./observable.js";
+import { Presence } from "./presence.js";
 import { compileQuery } from "./query.js";
 import { Replica, type Change, type ReplicaOptions } from "./replica.js";
 import { Sync, type SyncOptions, type SyncStatus } from "./sync.js";
@@ -64,6 +65,9 @@ export class CrdtdbDataStore implements DataStore {
   readonly replica: Replica;
   /** The connection, when opened with `sync`. */
   readonly sync: Sync | null;
+  /** Presence and ephemeral messages (presence.ts).  Without `sync` it
+   *  keeps the state set and send() throws EBUSY "not connected". */
+  readonly presence: Presence;
   private readonly observables = new Map<string, Observable<UpdateNotification>>();
   private readonly unlisten: () => void;
 
@@ -71,6 +75,7 @@ export class CrdtdbDataStore implements DataStore {
     this.replica = replica;
     this.unlisten = replica.onChange((changes, invalidate) => this.notify(changes, invalidate));
     this.sync = sync ? new Sync(replica, sync) : null;
+    this.presence = this.sync?.presence ?? new Presence();
   }
 
   /** Opens the store: loads its copy and, with `sync`, starts syncing.

@@ -6,12 +6,13 @@
  * as it accepts them (any integer width; a message at most 2 containers
  * deep; no trailing bytes).
  *
- * ALIASING: the Uint8Arrays in decoded messages (replicaId, delta) are views
+ * ALIASING: the Uint8Arrays in decoded messages (replicaId, delta, and a
+ * presence's or message's key, replica, state and body) are views
  * of the bytes pushed into the FrameReader whenever a frame lies in one
  * chunk; push() takes those chunks over, so callers must not reuse them.
  */
 import { CrdtdbError } from "./errors.js";
-import { mpCheck, mpWhy, MpWriter, MP_OK, ID_MAX } from "./delta.js";
+import { mpCheck, mpWhy, MpWriter, MP_DEEP, MP_OK, ID_MAX } from "./delta.js";
 
 export const PROTO_VERSION = 1;
 /** Sync modes: what a client asks for and a server grants. */
@@ -29,6 +30,18 @@ export const M_SKIP = 8;
 export const M_NOTICE = 9;
 export const M_PURGE = 10;
 export const M_REPLACE = 11;
+export const M_PRESENCE_SET = 12;
+export const M_PRESENCE = 13;
+export const M_MESSAGE_SEND = 14;
+export const M_MESSAGE = 15;
+
+/** Presence and messages (docs/protocol.md, "Presence and messages"): a
+ *  key is 16 bytes (the server's 8 random bytes, a connection number); a
+ *  state or body at most PRESENCE_MAX bytes (the default max_presence)
+ *  nested at most PRESENCE_DEPTH deep, the outermost container counting 1. */
+export const PRESENCE_KEY_BYTES = 16;
+export const PRESENCE_MAX = 1024;
+export const PRESENCE_DEPTH = 16;
 
 /** Sequences are numbers (they stay far below 2^53). */
 export type Message =
@@ -42,7 +55,15 @@ export type Message =
   | { t: "skip"; from: number; to: number }
   | { t: "notice"; code: number; message: string }
   | { t: "purge"; coll: string; id: string }
-  | { t: "replace"; coll: string; id: string; upto: number; delta: Uint8Array | null };
+  | { t: "replace"; coll: string; id: string; upto: number; delta: Uint8Array | null }
+  /** [12, state]: client to server; state one msgpack map, null to leave. */
+  | { t: "presenceSet"; state: Uint8Array | null }
+  /** [13, key, user, replica, version, state]: server to client; state null: a leave. */
+  | { t: "presence"; key: Uint8Array; user: string; replica: Uint8Array; version: number; state: Uint8Array | null }
+  /** [14, to, body]: client to server; to a user id, null for everyone. */
+  | { t: "messageSend"; to: string | null; body: Uint8Array }
+  /** [15, key, user, replica, n, to, body]: server to client. */
+  | { t: "message"; key: Uint8Array; user: string; replica: Uint8Array; n: number; to: string | null; body: Uint8Array };
 
 /** The msgpack array of a message, without the length prefix. */
 export function encodeMessage(m: Message, w = new MpWriter(64)): Uint8Array {
@@ -107,15 +128,55 @@ export function encodeMessage(m: Message, w = new MpWriter(64)): Uint8Array {
       if (m.delta) w.bin(m.delta);
       else w.nil();
       break;
+    case "presenceSet":
+      if (m.state) w.room(m.state.length + 8);
+      w.array(2);
+      w.uint(M_PRESENCE_SET);
+      if (m.state) w.bin(m.state);
+      else w.nil();
+      break;
+    case "presence":
+      presenceHead(w, m.key, m.user, m.replica, 6, M_PRESENCE, m.version, m.state ? m.state.length : 0);
+      if (m.state) w.bin(m.state);
+      else w.nil();
+      break;
+    case "messageSend":
+      w.room(m.body.length + 300);
+      w.array(3);
+      w.uint(M_MESSAGE_SEND);
+      if (m.to === null) w.nil();
+      else w.str(m.to);
+      w.bin(m.body);
+      break;
+    case "message":
+      presenceHead(w, m.key, m.user, m.replica, 7, M_MESSAGE, m.n, m.body.length + 300);
+      if (m.to === null) w.nil();
+      else w.str(m.to);
+      w.bin(m.body);
+      break;
     default:
       throw new CrdtdbError("EINVAL", "unknown message");
   }
   return w.bytes();
 }
 
+/** The common head of [13, ...] and [15, ...]: type, key, user, replica, a uint. */
+function presenceHead(w: MpWriter, key: Uint8Array, user: string, replica: Uint8Array, n: number, type: number, x: number, extra: number): void {
+  if (key.length !== PRESENCE_KEY_BYTES) throw new CrdtdbError("EINVAL", `a presence key is ${PRESENCE_KEY_BYTES} bytes`);
+  if (replica.length !== 32) throw new CrdtdbError("EINVAL", "a replica id is 32 bytes");
+  w.room(extra + 340);
+  w.array(n);
+  w.uint(type);
+  w.bin(key);
+  w.str(user);
+  w.bin(replica);
+  w.uint(x);
+}
+
 /** One frame: u32 big-endian length, then the message's msgpack. */
 export function encodeFrame(m: Message): Uint8Array {
   const w = new MpWriter(m.t === "delta" ? m.delta.length + 16 : m.t === "replace" && m.delta ? m.delta.length + 300 : 64);
+  // (the presence messages make room for their payloads as they go)
   w.pos = 4; // the length goes here
   encodeMessage(m, w);
   const n = w.pos - 4;
@@ -196,6 +257,16 @@ function nameOf(o: Obj, what: string): string {
   }
 }
 
+/** The key, user and replica of a [13, ...] or [15, ...]. */
+function presenceFrom(a: Obj[], what: string): [Uint8Array, string, Uint8Array] {
+  const key = a[1]!;
+  const replica = a[3]!;
+  if (key.k !== "bin" || key.v.length !== PRESENCE_KEY_BYTES || replica.k !== "bin" || replica.v.length !== 32)
+    bad(`malformed ${what} message`);
+  // a user is a token's sub: any str of at most 255 bytes ("" without tokens)
+  return [key.v, nameOf(a[2]!, what), replica.v];
+}
+
 /** The message in one frame's bytes (without the length prefix), checked as
  *  transport/session.c checks it.  Throws CrdtdbError EBADVALUE (EVERSION
  *  is the session's to raise, on a hello of another version). */
@@ -218,11 +289,11 @@ export function decodeMessage(p: Uint8Array): Message {
   if (n < 1) bad("malformed message");
   // the elements (at most a few are read; the rest only need to exist)
   const a: Obj[] = [];
-  for (let i = 0; i < n && i < 6; i++) {
+  for (let i = 0; i < n && i < 7; i++) {
     const [o, next] = element(p, at);
     a.push(o);
     if (next < 0) {
-      for (let j = i + 1; j < n && j < 6; j++) a.push({ k: "other" });
+      for (let j = i + 1; j < n && j < 7; j++) a.push({ k: "other" });
       break;
     }
     at = next;
@@ -288,8 +359,117 @@ export function decodeMessage(p: Uint8Array): Message {
         return hinted ? { t: "since", seq, maxBytes: (a[2] as { v: number }).v } : { t: "since", seq };
       return { t: what as "ack" | "uptodate", seq };
     }
+    case M_PRESENCE_SET: {
+      const st = a[1];
+      if (n !== 2 || (st!.k !== "bin" && st!.k !== "nil")) bad("malformed presence set message");
+      return { t: "presenceSet", state: st!.k === "bin" ? st!.v : null };
+    }
+    case M_MESSAGE_SEND: {
+      if (n !== 3 || a[2]!.k !== "bin") bad("malformed message send");
+      const to = a[1]!.k === "nil" ? null : nameOf(a[1]!, "message send");
+      if (to === "") bad("malformed message send"); // a user id is never empty
+      return { t: "messageSend", to, body: (a[2] as { v: Uint8Array }).v };
+    }
+    case M_PRESENCE: {
+      if (n !== 6) bad("malformed presence message");
+      const [key, user, replica] = presenceFrom(a, "presence");
+      const version = a[4]!;
+      const st = a[5]!;
+      if (version.k !== "uint" || version.v < 1 || (st.k !== "bin" && st.k !== "nil")) bad("malformed presence message");
+      return { t: "presence", key, user, replica, version: version.v, state: st.k === "bin" ? st.v : null };
+    }
+    case M_MESSAGE: {
+      if (n !== 7) bad("malformed message");
+      const [key, user, replica] = presenceFrom(a, "message");
+      const cnt = a[4]!;
+      const body = a[6]!;
+      if (cnt.k !== "uint" || cnt.v < 1 || body.k !== "bin") bad("malformed message");
+      const to = a[5]!.k === "nil" ? null : nameOf(a[5]!, "message");
+      if (to === "") bad("malformed message");
+      return { t: "message", key, user, replica, n: cnt.v, to, body: body.v };
+    }
     default:
       bad(`unknown message type ${t.v}`);
+  }
+}
+
+/**
+ * Why a presence state (`map`) or a message body is refused, or null if it
+ * is fine: at most `max` bytes, exactly one msgpack value nested at most
+ * PRESENCE_DEPTH deep whose map keys are all str, and for a state a map.
+ * The error is what the NOTICE for it says (docs/protocol.md, "Validity").
+ */
+export function presencePayloadError(p: Uint8Array, map: boolean, max = PRESENCE_MAX): CrdtdbError | null {
+  const what = map ? "presence state" : "message body";
+  if (p.length > max) return new CrdtdbError("ETOOBIG", `a ${what} of ${p.length} bytes exceeds the limit of ${max}`);
+  const r = mpCheck(p, 0, p.length, PRESENCE_DEPTH);
+  if (r === MP_DEEP) return new CrdtdbError("ETOODEEP", `a ${what} nested deeper than ${PRESENCE_DEPTH}`);
+  if (r !== MP_OK) return new CrdtdbError("EBADVALUE", `a ${what}: ${mpWhy}`);
+  const h = p[0]!;
+  if (map && (h & 0xf0) !== 0x80 && h !== 0xde && h !== 0xdf) return new CrdtdbError("EBADVALUE", "a presence state must be one msgpack map");
+  if (!strKeys(p)) return new CrdtdbError("EBADVALUE", `a ${what} has a map key that is not a str`);
+  return null;
+}
+
+/** True if every map key in p (one value, already checked by mpCheck) is a
+ *  str.  Iterative: a stack of (elements left, is a map) per open container. */
+function strKeys(p: Uint8Array): boolean {
+  const left: number[] = [1];
+  const isMap: boolean[] = [false];
+  let at = 0;
+  while (left.length) {
+    const d = left.length - 1;
+    if (left[d] === 0) {
+      left.pop();
+      isMap.pop();
+      continue;
+    }
+    const key = isMap[d]! && left[d]! % 2 === 0;
+    left[d]!--;
+    const b = p[at]!;
+    if (key && (b & 0xe0) !== 0xa0 && b !== 0xd9 && b !== 0xda && b !== 0xdb) return false;
+    const [n, m, next] = skipHead(p, at);
+    at = next;
+    if (n >= 0) {
+      left.push(m ? 2 * n : n);
+      isMap.push(m);
+    }
+  }
+  return true;
+}
+
+/** The element at p[at]: for a container its element count and whether it
+ *  is a map, with the offset of its first element; for a scalar -1 and the
+ *  offset after it. */
+function skipHead(p: Uint8Array, at: number): [number, boolean, number] {
+  const b = p[at]!;
+  if ((b & 0xf0) === 0x80) return [b & 0x0f, true, at + 1];
+  if ((b & 0xf0) === 0x90) return [b & 0x0f, false, at + 1];
+  if ((b & 0xe0) === 0xa0) return [-1, false, at + 1 + (b & 0x1f)];
+  if (b <= 0x7f || b >= 0xe0 || b === 0xc0 || b === 0xc2 || b === 0xc3) return [-1, false, at + 1];
+  const u = (w: number) => {
+    let v = 0;
+    for (let i = 0; i < w; i++) v = v * 256 + p[at + 1 + i]!;
+    return v;
+  };
+  switch (b) {
+    case 0xc4: case 0xc5: case 0xc6: case 0xd9: case 0xda: case 0xdb: {
+      const w = 1 << (b >= 0xd9 ? b - 0xd9 : b - 0xc4);
+      return [-1, false, at + 1 + w + u(w)];
+    }
+    case 0xc7: case 0xc8: case 0xc9: {
+      const w = 1 << (b - 0xc7);
+      return [-1, false, at + 2 + w + u(w)];
+    }
+    case 0xca: return [-1, false, at + 5];
+    case 0xcb: return [-1, false, at + 9];
+    case 0xcc: case 0xcd: case 0xce: case 0xcf: return [-1, false, at + 1 + (1 << (b - 0xcc))];
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: return [-1, false, at + 1 + (1 << (b - 0xd0))];
+    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: return [-1, false, at + 2 + (1 << (b - 0xd4))];
+    case 0xdc: return [u(2), false, at + 3];
+    case 0xdd: return [u(4), false, at + 5];
+    case 0xde: return [u(2), true, at + 3];
+    default: return [u(4), true, at + 5]; // 0xdf (mpCheck refused 0xc1)
   }
 }
 

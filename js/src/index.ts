@@ -8,6 +8,9 @@ export {
   type CriteriaCondition, type Operator, type Id, type CollectionName, type DataStoreObject,
 } from "./datastore.js";
 export { Observable, type Observer, type Subscription } from "./observable.js";
+export {
+  Presence, type PresenceEntry, type PresenceEvent, type PresenceListener, type PresenceSender, type SendOptions,
+} from "./presence.js";
 export { CrdtdbError, type ErrorCode } from "./errors.js";
 export { MemoryBackend, type Backend, type Batch, type Loaded, type Meta, type PeerState } from "./backend.js";
 export { Replica, type ReplicaOptions, type Change, type ApplyInfo } from "./replica.js";

@@ -8,10 +8,12 @@
  * committed durably and only then acknowledged.
  */
 import { CrdtdbError, codeOf, type ErrorCode } from "./errors.js";
-import { encodeFrame, FrameReader, type Message } from "./frames.js";
+import { encodeFrame, FrameReader, presencePayloadError, PRESENCE_MAX, type Message } from "./frames.js";
+import { decodeValue, isWellFormed } from "./value.js";
+import { ID_MAX } from "./delta.js";
 import { toHex } from "./keys.js";
 import type { ApplyInfo, Replica } from "./replica.js";
-import type { ReplicaId } from "./types.js";
+import type { DataObject, ReplicaId, Value } from "./types.js";
 
 export const TWO_WAY = 1;
 export const SERVER_TO_CLIENT = 2;
@@ -25,7 +27,12 @@ export type SessionEvent =
   | { type: "acked"; seq: number }
   /** fatal: the session ended (an ERROR from the peer, or ours to it). */
   | { type: "error"; code: ErrorCode; errno: number; message: string; fatal: boolean }
-  | { type: "closed" };
+  | { type: "closed" }
+  /** [13, ...]: one connection's presence (docs/protocol.md, "Presence and
+   *  messages"); key is 32 hex digits, replica 64; state null: it left. */
+  | { type: "presence"; key: string; user: string; replica: string; version: number; state: DataObject | null }
+  /** [15, ...]: an ephemeral message of connection `key`, its n-th. */
+  | { type: "message"; key: string; user: string; replica: string; n: number; to: string | null; body: Value };
 
 export interface SessionOptions {
   mode: SyncMode;
@@ -43,6 +50,10 @@ export interface SessionOptions {
    *  stream of deltas is answered by one ack per interval, not one write
    *  each; before a close the ack goes at once. */
   ackDelayMs?: number;
+  /** Bytes of one presence state or message body (default 1024, the
+   *  protocol's max_presence): a larger one received gets a NOTICE ETOOBIG
+   *  and is dropped; presenceSet and messageSend refuse one (ETOOBIG). */
+  maxPresence?: number;
 }
 
 const SKIP_SPAN = 256;
@@ -80,6 +91,7 @@ export class ClientSession {
       deltaSize: replica.limits.maxDeltaSize,
       noPurge: false,
       ackDelayMs: 50,
+      maxPresence: PRESENCE_MAX,
       ...opts,
     };
     this.mode = opts.mode;
@@ -119,6 +131,42 @@ export class ClientSession {
   /** Resolves once everything received so far is handled. */
   idle(): Promise<void> {
     return this.queue;
+  }
+
+  /**
+   * Queues [12, state]: this connection's presence, `state` the msgpack of
+   * one map (copied), or null to leave.  Only once the session is open
+   * (after the "ready" event); not acknowledged.  Throws CrdtdbError EBUSY
+   * (closed), EINVAL (before the server's hello), ETOOBIG, ETOODEEP,
+   * EBADVALUE (see presencePayloadError).
+   */
+  presenceSet(state: Uint8Array | null): void {
+    this.checkOpen();
+    if (state) {
+      const err = presencePayloadError(state, true, this.o.maxPresence);
+      if (err) throw err;
+    }
+    this.out({ t: "presenceSet", state: state && state.slice() });
+  }
+
+  /**
+   * Queues [14, to, body]: an ephemeral message, `body` the msgpack of one
+   * value (copied), to every connection of user `to`, or of the database
+   * (null).  Errors as presenceSet's, and EINVAL for a `to` that is not a
+   * user id (at most 255 bytes of UTF-8).
+   */
+  messageSend(to: string | null, body: Uint8Array): void {
+    this.checkOpen();
+    if (to !== null && (typeof to !== "string" || !to || !isWellFormed(to) || new TextEncoder().encode(to).length > ID_MAX))
+      throw new CrdtdbError("EINVAL", `a message's recipient is a user id of 1 to ${ID_MAX} bytes`);
+    const err = presencePayloadError(body, false, this.o.maxPresence);
+    if (err) throw err;
+    this.out({ t: "messageSend", to, body: body.slice() });
+  }
+
+  private checkOpen(): void {
+    if (this.state === "closed") throw new CrdtdbError("EBUSY", "the session is closed");
+    if (this.state !== "open") throw new CrdtdbError("EINVAL", "the session is not open yet (no hello from the server)");
   }
 
   /** Ends the session politely (a close message) and stops listening. */
@@ -266,9 +314,34 @@ export class ClientSession {
         this.caught = false;
         this.checkCaughtUp();
         return;
+      case "presence": {
+        if (m.state && !this.payloadOk(m.state, true)) return;
+        const state = m.state && (decodeValue(m.state) as DataObject);
+        this.o.onEvent({ type: "presence", key: toHex(m.key), user: m.user, replica: toHex(m.replica), version: m.version, state });
+        return;
+      }
+      case "message":
+        if (!this.payloadOk(m.body, false)) return;
+        this.o.onEvent({ type: "message", key: toHex(m.key), user: m.user, replica: toHex(m.replica), n: m.n, to: m.to, body: decodeValue(m.body) });
+        return;
+      // the client's own messages: a server never sends them
+      case "presenceSet":
+        throw new CrdtdbError("EBADVALUE", "a presence set (12) sent to a client");
+      case "messageSend":
+        throw new CrdtdbError("EBADVALUE", "a message send (14) sent to a client");
       default:
         throw new CrdtdbError("EBADVALUE", `unexpected message '${(m as Message).t}'`);
     }
+  }
+
+  /** A well-formed frame whose payload is refused gets a NOTICE and is
+   *  dropped; the session goes on (docs/protocol.md, "Validity"). */
+  private payloadOk(p: Uint8Array, map: boolean): boolean {
+    const e = presencePayloadError(p, map, this.o.maxPresence);
+    if (!e) return true;
+    this.o.onEvent({ type: "error", code: e.code, errno: e.errno, message: e.message, fatal: false });
+    this.out({ t: "notice", code: e.errno, message: e.message });
+    return false;
   }
 
   private async onHello(m: Extract<Message, { t: "hello" }>): Promise<void> {

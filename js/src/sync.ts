@@ -17,8 +17,12 @@
  *   is cleared (InvalidateAll) and sync stops;
  * - access changed (EREVOKED): the copy is cleared and sync reconnects;
  * - anything else (network, 1006, 1011, 1013, caps 4429/4503): retry with backoff.
+ *
+ * Presence rides on each session (presence.ts): our state is sent after
+ * every server hello, and others' entries leave when a session ends.
  */
 import { CrdtdbError, codeOf } from "./errors.js";
+import { Presence } from "./presence.js";
 import { ClientSession, SERVER_TO_CLIENT, TWO_WAY, type SessionEvent, type SyncMode } from "./session.js";
 import type { Replica } from "./replica.js";
 
@@ -67,6 +71,8 @@ const WS_CHUNK = 64 * 1024;
 export class Sync {
   private readonly r: Replica;
   private readonly o: SyncOptions;
+  /** Presence and messages over this connection. */
+  readonly presence = new Presence();
   private ws: SocketLike | null = null;
   private session: ClientSession | null = null;
   private attempt = 0;
@@ -181,13 +187,20 @@ export class Sync {
       },
       onEvent: (e) => {
         this.o.onEvent?.(e);
-        if (e.type === "ready") this.setStatus({ state: "open" });
+        if (e.type === "presence" || e.type === "message") this.presence.handle(s, e);
+        // attached first: an onStatus handler may send at once
+        else if (e.type === "ready") { this.presence.attach(s); this.setStatus({ state: "open" }); }
         // the backoff starts again only once a connection has worked, not
         // when one that will fail again said hello
         else if (e.type === "caughtUp") { this.attempt = 0; this.checkSynced(); }
         else if (e.type === "applied" || e.type === "acked") this.checkSynced();
-        else if (e.type === "closed") ws.close(1000, "session ended"); // an ERROR sent or received ends the connection too
-        else if (e.type === "error") {
+        else if (e.type === "closed") {
+          this.presence.detach(s);
+          ws.close(1000, "session ended"); // an ERROR sent or received ends the connection too
+        } else if (e.type === "error") {
+          // a NOTICE (a refused presence, a delta stamped ahead) ends
+          // nothing and is not why a connection later drops
+          if (!e.fatal) return;
           lastError = new CrdtdbError(e.code, e.message);
           if (e.fatal && e.code === "EAUTH") final = "auth";
           else if (e.fatal && (e.code === "EDENIED" || e.code === "ENODB")) final = "denied";
@@ -208,6 +221,8 @@ export class Sync {
     };
     ws.onerror = () => { /* onclose follows with the code */ };
     ws.onclose = (ev) => {
+      // whoever we saw is gone with the connection, at once
+      this.presence.detach(s);
       if (this.ws !== ws) return;
       this.ws = null;
       this.session = null;

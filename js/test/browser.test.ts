@@ -16,6 +16,8 @@ import { WebSocket } from "ws";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { cli, crdtdbBin, freePort, pkgRoot, repoRoot, serve, sleep, tempDir, until, type Server } from "./helpers.js";
 import { PAGE_HTML, PAGE_JS } from "./browserpage.js";
+import { CrdtdbDataStore, type PresenceEvent } from "../src/index.js";
+import { nodeSocket } from "../src/node.js";
 import { staticServer, type StaticServer } from "./static.js";
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -28,7 +30,7 @@ const TEST_MS = 30_000;
 interface Notification { collection: string; type: string; id?: string; changes?: Record<string, unknown> }
 interface Status { state: string; code?: string; message?: string }
 /** Session errors (a forked history, a refused delta) land in errors. */
-interface State { status: Status | null; statuses: Status[]; events: Notification[]; errors: Status[]; readonly: boolean }
+interface State { status: Status | null; statuses: Status[]; events: Notification[]; errors: Status[]; readonly: boolean; presence: PresenceEvent[]; connected: boolean }
 interface Outcome<T> { value?: T; error?: { code?: string; message: string } }
 interface OpenArgs { name: string; dbId: string; collections: string[]; url?: string; token?: string; lock?: "fail" | "wait"; noLock?: boolean; abortAfterMs?: number }
 /** The page's driver (browserpage.ts). */
@@ -36,6 +38,7 @@ interface Driver {
   ready: boolean;
   open(key: string, o: OpenArgs): Promise<{ id?: string; error?: { code?: string; message: string } }>;
   call(key: string, method: string, ...args: unknown[]): Promise<Outcome<unknown>>;
+  presence(key: string, method: "set" | "get" | "send", ...args: unknown[]): Outcome<unknown>;
   state(key: string): State;
   stopSync(key: string): void;
   startSync(key: string): void;
@@ -455,4 +458,43 @@ test("examples/web/run.sh starts the demo in one command, and stopping it cleans
   }
   const tmp = /log: (\S+)\/serve\.log/.exec(out)?.[1];
   assert.ok(tmp && !existsSync(tmp), `run.sh removed its temporary directory ${tmp}`);
+});
+
+/** Whether the binary relays presence (its `sync --help` mentions --presence). */
+function presenceSkip(): string | false {
+  if (!haveChromium) return `no Chromium at ${CHROMIUM}`;
+  let bin: string;
+  try { bin = crdtdbBin(); } catch (e) { return (e as Error).message; }
+  const r = spawnSync(bin, ["sync", "--help"], { encoding: "utf8", timeout: 10_000 });
+  return /--presence/.test(`${r.stdout}${r.stderr}`) ? false : "this crdtdb has no presence (its sync --help has no --presence)";
+}
+
+test("presence: a page's state reaches a Node store, and a Node store's message reaches the page", { ...opts, skip: presenceSkip() }, async () => {
+  await withServer([], async (srv) => {
+    const a = await newProfile();
+    const node = await CrdtdbDataStore.open({ dbId: "room", collections: COLLS, sync: { url: srv.url, socket: nodeSocket(), minBackoffMs: 50, maxBackoffMs: 400 } });
+    try {
+      const o = { name: "room", dbId: "room", collections: COLLS, url: srv.url };
+      const { id } = await open(a.page, "s", o);
+      const set = await a.page.evaluate(() => drv().presence("s", "set", { name: "page", cursor: { x: 4 } }));
+      assert.equal(set.error, undefined);
+      const e = (await until(() => node.presence.get().find((x) => x.state.name === "page"), "the page's presence at the Node store"))!;
+      assert.deepEqual(e.state, { name: "page", cursor: { x: 4 } });
+      assert.equal(e.replica, id);
+      node.presence.set({ name: "node" });
+      await until(async () => (await state(a.page, "s")).presence.some((x) => x.type === "join" && x.entry.state.name === "node"), "the Node store's presence at the page");
+      await until(async () => (await state(a.page, "s")).connected && node.presence.connected, "both connected");
+      node.presence.send({ emote: "wave" });
+      const m = (await until(async () => (await state(a.page, "s")).presence.find((x) => x.type === "message"), "the message at the page"))!;
+      assert.ok(m.type === "message");
+      assert.deepEqual(m.body, { emote: "wave" });
+      assert.equal(m.from.replica, node.replica.idHex);
+      // the page closes: the Node store sees it leave
+      await a.page.evaluate(() => drv().close("s"));
+      await until(() => !node.presence.get().some((x) => x.state.name === "page"), "the page's leave at the Node store");
+    } finally {
+      await node.close();
+      await a.ctx.close();
+    }
+  });
 });

@@ -29,7 +29,9 @@ window.t = {
       } : undefined;
       const ds = await c.CrdtdbDataStore.open({ dbId: o.dbId, collections: o.collections, backend, sync });
       for (const coll of o.collections) ds.observable(coll).subscribe((n) => events.push(n));
-      stores.set(key, { ds, statuses, events, errors });
+      const presence = [];
+      ds.presence.subscribe((e) => presence.push(e));
+      stores.set(key, { ds, statuses, events, errors, presence });
       return { id: ds.replica.idHex };
     } catch (e) { return { error: plain(e) }; }
   },
@@ -42,7 +44,12 @@ window.t = {
     const st = s.ds.syncStatus;
     // an Error crossing page.evaluate keeps its message only: pass the code along
     const status = st && { state: st.state, code: st.error && st.error.code, message: st.error && st.error.message };
-    return { status, statuses: s.statuses, events: s.events, errors: s.errors, readonly: s.ds.isReadOnly };
+    return { status, statuses: s.statuses, events: s.events, errors: s.errors, readonly: s.ds.isReadOnly, presence: s.presence, connected: s.ds.presence.connected };
+  },
+  // store.presence's methods: set, get, send
+  presence(key, method, ...args) {
+    try { return { value: stores.get(key).ds.presence[method](...args) }; }
+    catch (e) { return { error: plain(e) }; }
   },
   stopSync(key) { stores.get(key).ds.sync.stop(); },
   startSync(key) { stores.get(key).ds.sync.start(); },

@@ -111,7 +111,8 @@ test("malformed messages are EBADVALUE", () => {
     "90", // no type
     "91 a1 78", // the type is not a uint
     "91 ff", // a negative type
-    "91 0c", // unknown type 12
+    "91 10", // unknown type 16
+    "91 0c", // a presence set (12) without its state
     "92 04 05 00", // trailing byte
     "92 04 91 91 05", // three levels deep
     "92 04 90", // ack of an array
@@ -146,7 +147,7 @@ test("malformed messages are EBADVALUE", () => {
 
 test("a malformed frame is consumed: the reader goes on to the next", () => {
   const r = new FrameReader(100);
-  r.push(concat([hex("00000001 0c".replace(/ /g, "")), encodeFrame({ t: "close" })]));
+  r.push(concat([hex("00000001 10".replace(/ /g, "")), encodeFrame({ t: "close" })]));
   assert.throws(() => r.next(), (e: unknown) => e instanceof CrdtdbError && e.code === "EBADVALUE");
   assert.deepEqual(r.next(), { t: "close" });
 });
