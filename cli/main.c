@@ -56,8 +56,9 @@ static const command commands[] = {
      "database, the replica identity, the peers' watermarks) into DIR\n"
      "(created if missing; it must hold no data file), while servers and\n"
      "other commands go on writing.  Restore by using DIR as the data\n"
-     "directory.  The copy has the same replica identity: run only one of\n"
-     "the two, or run reset-id on the copy.",
+     "directory: its first open gives it a new replica identity (the\n"
+     "original may have written on after the copy; one identity must not\n"
+     "fork), and it then syncs both ways with its peers as a new replica.",
      1, 1, 0, cmd_backup},
     {"drop", "DB [--archive FILE]", "delete a database",
      "Delete database DB and all its data.  With --archive, first write all\n"

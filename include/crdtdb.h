@@ -311,11 +311,14 @@ CRDTDB_API int crdtdb_db_stat(crdtdb_db *db, crdtdb_db_stats *out);
  * identity, the peers' watermarks) into directory `path`, which must exist
  * and hold no data file, while other threads and processes go on writing:
  * LMDB's copy of one read snapshot, compacted (free pages left out).
- * Opening `path` as an environment restores it — under the same replica
- * identity: start only one of the two (or give the copy a new identity,
- * crdtdb_env_reset_id), as two copies writing under one identity fork its
- * history.  Errors: EINVAL, EEXIST (a data file is there), EIO (the
- * directory cannot be written; the message names the cause).
+ * Opening `path` (read-write) as an environment restores it as a new
+ * replica: its first open gives it a new identity, because the original
+ * may have gone on writing after the copy, and a copy writing under the
+ * same identity would fork that history (its peers would refuse it,
+ * EFORK).  As a new replica it syncs both ways with its peers from
+ * scratch, so it gets back what the original wrote after the copy and
+ * they had received.  Errors: EINVAL, EEXIST (a data file is there), EIO
+ * (the directory cannot be written; the message names the cause).
  */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_backup(crdtdb_env *env, const char *path);
 

@@ -155,6 +155,20 @@ static int env_init(crdtdb_env *env, int rdonly)
         rc = MDB_VERSION_MISMATCH;
         goto fail;
     }
+    /* a backup's first open (crdtdb_env_backup marked it): a restore is a
+     * new replica, so it can never fork the history the original went on
+     * writing after the copy; its peers resync with it both ways */
+    if (!rdonly && meta_get(t, env->dbi_meta, "restored", &v) == 0) {
+        uint8_t sk[64], pk[32];
+        crypto_sign_keypair(pk, sk);
+        MDB_val rk = {8, (void *)"restored"};
+        rc = meta_put(t, env->dbi_meta, "identity", sk, 64);
+        if (!rc)
+            rc = mdb_del(t, env->dbi_meta, &rk, NULL);
+        sodium_memzero(sk, sizeof sk);
+        if (rc)
+            goto fail;
+    }
     if ((rc = meta_get(t, env->dbi_meta, "identity", &v)))
         goto fail;
     if (v.mv_size != 64) {

@@ -97,6 +97,31 @@ int crdtdb_db_stat(crdtdb_db *db, crdtdb_db_stats *out)
     return crdtdb__db_exit(db, stat_call(db, out));
 }
 
+/* Marks the copy in `path` as a backup: its first read-write open gives it
+ * a new identity (env.c).  An LMDB code. */
+static int mark_restored(const char *path)
+{
+    MDB_env *m;
+    MDB_txn *t;
+    MDB_dbi meta;
+    char lock[4200];
+    int rc = mdb_env_create(&m);
+    if (rc)
+        return rc;
+    if (!(rc = mdb_env_set_maxdbs(m, 16)) && !(rc = mdb_env_open(m, path, MDB_NOTLS, 0600)) &&
+        !(rc = mdb_txn_begin(m, NULL, 0, &t))) {
+        MDB_val k = {8, (void *)"restored"}, v = {1, (void *)"1"};
+        if (!(rc = mdb_dbi_open(t, "meta", 0, &meta)) && !(rc = mdb_put(t, meta, &k, &v, 0)))
+            rc = mdb_txn_commit(t);
+        else
+            mdb_txn_abort(t);
+    }
+    mdb_env_close(m);
+    snprintf(lock, sizeof lock, "%s/lock.mdb", path); /* made by this open; not part of it */
+    unlink(lock);
+    return rc;
+}
+
 static int backup_call(crdtdb_env *env, const char *path)
 {
     if (!env || !path || !*path)
@@ -125,6 +150,8 @@ static int backup_call(crdtdb_env *env, const char *path)
         mrc = errno;
     if (close(fd) != 0 && !mrc)
         mrc = errno;
+    if (!mrc)
+        mrc = mark_restored(path);
     if (mrc) {
         unlink(file); /* no half copy that would open as an environment */
         crdtdb__env_seterr(env, CRDTDB_EIO, "backup to %s: %s", path, crdtdb__mdb_str(mrc));

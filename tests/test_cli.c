@@ -603,9 +603,11 @@ START_TEST(stats_and_backup)
     char copy[4200];
     snprintf(copy, sizeof copy, "%s/copy", s.root);
     ok(&s, NULL, "backup", copy, NULL);
-    ok_in(&s, copy, id, "id", NULL);
+    ok_in(&s, copy, id, "id", NULL); /* read-only: the copy as it was */
     ok_in(&s, copy, "[{\"id\":\"u1\",\"at\":{\"x\":1},\"name\":\"ann\"}]\n", "query", "db",
           "users", NULL);
+    ok_in(&s, copy, NULL, "init", NULL); /* its first read-write open: a new replica */
+    ck_assert_str_ne(s.out, id);
     ck_assert_int_eq(cli(&s, "backup", copy, NULL), 1);
     ck_assert_ptr_nonnull(strstr(s.err, "holds a data file already"));
     ck_assert_str_eq(s.out, "");

@@ -430,7 +430,7 @@ START_TEST(backup_while_another_process_writes)
     uint8_t a[CRDTDB_REPLICA_ID_BYTES], z[CRDTDB_REPLICA_ID_BYTES];
     crdtdb_env_replica_id(env, a);
     crdtdb_env_replica_id(ce, z);
-    ck_assert_mem_eq(a, z, sizeof a);
+    ck_assert_mem_ne(a, z, sizeof a); /* a restore is a new replica */
     ck_assert_int_eq(crdtdb_db_open(ce, "d", &cd), 0);
     int found;
     crdtdb_buf out = CRDTDB_BUF_INIT;
@@ -618,6 +618,85 @@ START_TEST(expiry_lists_due_databases_and_archives)
 }
 END_TEST
 
+/* Applies every delta db exports after `since` (for `peer`, may be NULL)
+ * to `to`; returns the first failure. */
+typedef struct relay {
+    crdtdb_db *to;
+    int rc;
+} relay;
+
+static int relay_delta(void *ctx, const uint8_t *d, size_t len)
+{
+    relay *r = ctx;
+    if (!r->rc)
+        r->rc = crdtdb_db_apply(r->to, d, len, NULL);
+    return r->rc ? r->rc : 0;
+}
+
+static int sync_into(crdtdb_db *from, crdtdb_db *to, uint64_t since)
+{
+    relay r = {to, 0};
+    int rc = crdtdb_db_export(from, since, NULL, relay_delta, &r, NULL);
+    return r.rc ? r.rc : rc;
+}
+
+/* A restored backup of a replica that wrote on after the copy resyncs
+ * rather than forks: as a new replica its deltas are taken, and it gets
+ * back what the original wrote after the copy from a peer. */
+START_TEST(restored_backup_resyncs_instead_of_forking)
+{
+    crdtdb_env *ea = tu_env(&dir, NULL);
+    char *bdir = NULL;
+    crdtdb_env *eb = tu_env(&bdir, NULL);
+    const char *c[] = {"c"};
+    crdtdb_db *a, *b;
+    ck_assert_int_eq(crdtdb_db_create(ea, "d", c, 1, &a), 0);
+    ck_assert_int_eq(crdtdb_db_create(eb, "d", c, 1, &b), 0);
+    add(a, "c", "before", "{\"x\":1}");
+    ck_assert_int_eq(sync_into(a, b, 0), 0);
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s-copy", dir);
+    ck_assert_int_eq(mkdir(copy, 0700), 0);
+    ck_assert_int_eq(crdtdb_env_backup(ea, copy), 0);
+    add(a, "c", "after", "{\"x\":2}"); /* the original writes on, and B has it */
+    ck_assert_int_eq(sync_into(a, b, 0), 0);
+    crdtdb_db_close(a);
+    crdtdb_env_close(ea); /* the original is lost */
+
+    crdtdb_env *ec;
+    crdtdb_db *cd;
+    ck_assert_int_eq(crdtdb_env_open(copy, NULL, &ec), 0);
+    ck_assert_int_eq(crdtdb_db_open(ec, "d", &cd), 0);
+    add(cd, "c", "restored", "{\"x\":3}"); /* same sequence numbers, other content */
+    ck_assert_int_eq(sync_into(cd, b, 0), 0); /* no EFORK: a new replica */
+    ck_assert_int_eq(sync_into(b, cd, 0), 0);
+    char *s;
+    const char *ids[] = {"before", "after", "restored"};
+    for (int i = 0; i < 3; i++) {
+        ck_assert_ptr_nonnull(s = tu_get(cd, "c", ids[i]));
+        free(s);
+        ck_assert_ptr_nonnull(s = tu_get(b, "c", ids[i]));
+        free(s);
+    }
+    crdtdb_db_close(cd);
+    crdtdb_env_close(ec);
+    /* the identity was given once: a reopen keeps it */
+    uint8_t id1[CRDTDB_REPLICA_ID_BYTES], id2[CRDTDB_REPLICA_ID_BYTES];
+    ck_assert_int_eq(crdtdb_env_open(copy, NULL, &ec), 0);
+    crdtdb_env_replica_id(ec, id1);
+    crdtdb_env_close(ec);
+    ck_assert_int_eq(crdtdb_env_open(copy, NULL, &ec), 0);
+    crdtdb_env_replica_id(ec, id2);
+    crdtdb_env_close(ec);
+    ck_assert_mem_eq(id1, id2, sizeof id1);
+    crdtdb_db_close(b);
+    crdtdb_env_close(eb);
+    tu_rmrf(copy);
+    tu_rmrf(bdir);
+    free(bdir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("persist");
@@ -633,6 +712,7 @@ int main(void)
     tcase_add_test(tc, map_grown_by_another_process);
     tcase_add_test(tc, full_disk_refuses_then_recovers);
     tcase_add_test(tc, expiry_lists_due_databases_and_archives);
+    tcase_add_test(tc, restored_backup_resyncs_instead_of_forking);
     tcase_add_test(tc, stat_counts_records_tombstones_and_log);
     tcase_add_test(tc, backup_while_another_process_writes);
     suite_add_tcase(s, tc);
