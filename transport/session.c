@@ -13,7 +13,9 @@
 #include "crdt/buf.h"
 #include "crdt/delta.h"
 #include "crdt/mpcheck.h"
+#include "crdt/value.h"
 #include "crdtdb.h"
+#include "transport/presence.h"
 #include "transport/session_store.h"
 
 #define PROTO_VERSION 1u
@@ -79,6 +81,7 @@ struct crdtdb_session {
 };
 
 static int we_send(const crdtdb_session *s);
+static int send_notice(crdtdb_session *s, int code, const char *message);
 
 static int flush_notices(crdtdb_session *s);
 
@@ -135,6 +138,7 @@ void crdtdb_session_options_init(crdtdb_session_options *o)
 {
     memset(o, 0, sizeof *o);
     o->mode = CRDTDB_SYNC_TWO_WAY;
+    o->max_presence = CRDTDB_PRESENCE_MAX;
 }
 
 /* Frames the message built in s->msg onto the output: u32 length, body. */
@@ -188,7 +192,8 @@ static int fail(crdtdb_session *s, int code)
     msgpack_pack_str_with_body(&pk, s->errmsg, strlen(s->errmsg));
     frame(s);
     s->state = S_CLOSED;
-    crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, NULL, NULL, code, s->errmsg, 0};
+    crdtdb_session_event ev = {
+        .type = CRDTDB_SESSION_ERROR, .mode = s->mode, .error = code, .message = s->errmsg};
     emit(s, &ev);
     ev.type = CRDTDB_SESSION_CLOSED;
     emit(s, &ev);
@@ -225,6 +230,8 @@ int crdtdb__session_open_store(const crdtdb__session_store *store,
         s->o.delta_size = 256 * 1024;
     if (!s->o.max_output)
         s->o.max_output = 2 * s->si.max_delta_size;
+    if (!s->o.max_presence)
+        s->o.max_presence = CRDTDB_PRESENCE_MAX;
     s->server = (s->o.flags & CRDTDB_SESSION_SERVER) != 0;
     s->proven = !s->server;
     s->mode = s->o.mode;
@@ -448,7 +455,7 @@ void crdtdb_session_shutdown(crdtdb_session *s)
     start(s, M_CLOSE, 1);
     frame(s);
     s->state = S_CLOSED;
-    crdtdb_session_event ev = {CRDTDB_SESSION_CLOSED, s->mode, NULL, NULL, 0, NULL, 0};
+    crdtdb_session_event ev = {.type = CRDTDB_SESSION_CLOSED, .mode = s->mode};
     emit(s, &ev);
 }
 
@@ -466,7 +473,8 @@ static void check_caught_up(crdtdb_session *s)
     if (s->peer_uptodate && have >= s->peer_uptodate - 1) {
         s->peer_uptodate = 0;
         s->caught = 1;
-        crdtdb_session_event ev = {CRDTDB_SESSION_CAUGHT_UP, s->mode, s->peer, NULL, 0, NULL, 0};
+        crdtdb_session_event ev = {
+            .type = CRDTDB_SESSION_CAUGHT_UP, .mode = s->mode, .peer = s->peer};
         emit(s, &ev);
     }
 }
@@ -665,15 +673,18 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
      * the server has them */
     if (send_u64(s, M_SINCE, discarded ? 0 : s->received))
         return CRDTDB_ENOMEM;
-    crdtdb_session_event ev = {CRDTDB_SESSION_READY, s->mode, s->peer, NULL, 0, NULL, 0};
+    crdtdb_session_event ev = {.type = CRDTDB_SESSION_READY, .mode = s->mode, .peer = s->peer};
     emit(s, &ev);
     if (discarded) {
         char msg[160];
         snprintf(msg, sizeof msg, "%zu record%s changed here while offline cannot be sent "
                  "(read-only access): reset to the server's copy", discarded,
                  discarded == 1 ? "" : "s");
-        crdtdb_session_event e2 = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, CRDTDB_EROFS,
-                                   msg, 0};
+        crdtdb_session_event e2 = {.type = CRDTDB_SESSION_ERROR,
+                                   .mode = s->mode,
+                                   .peer = s->peer,
+                                   .error = CRDTDB_EROFS,
+                                   .message = msg};
         emit(s, &e2);
     }
     return 0;
@@ -735,7 +746,11 @@ static int send_replaces(crdtdb_session *s, uint64_t upto)
 static int refuse_delta(crdtdb_session *s, int rc)
 {
     store_err(s, rc);
-    crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, rc, s->errmsg, 0};
+    crdtdb_session_event ev = {.type = CRDTDB_SESSION_ERROR,
+                               .mode = s->mode,
+                               .peer = s->peer,
+                               .error = rc,
+                               .message = s->errmsg};
     emit(s, &ev);
     if (s->state == S_CLOSED) /* its callback ended the session: nothing follows the CLOSE */
         return 0;
@@ -809,7 +824,8 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         s->skip_to = info.local_to;
         s->told_uptodate = info.local_to + 1;
     }
-    crdtdb_session_event ev = {CRDTDB_SESSION_APPLIED, s->mode, s->peer, &info, 0, NULL, 0};
+    crdtdb_session_event ev = {
+        .type = CRDTDB_SESSION_APPLIED, .mode = s->mode, .peer = s->peer, .applied = &info};
     emit(s, &ev);
     if (s->state == S_CLOSED) /* its callback ended the session */
         return 0;
@@ -857,8 +873,11 @@ static int handle_replace(crdtdb_session *s, const msgpack_object *a, uint32_t n
         char msg[CRDTDB_ID_MAX * 2 + 128];
         snprintf(msg, sizeof msg, "the peer refused record '%s' in '%s'; kept here as it is",
                  id, coll);
-        crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, CRDTDB_EROFS,
-                                   msg, 0};
+        crdtdb_session_event ev = {.type = CRDTDB_SESSION_ERROR,
+                                   .mode = s->mode,
+                                   .peer = s->peer,
+                                   .error = CRDTDB_EROFS,
+                                   .message = msg};
         emit(s, &ev);
         return 0;
     }
@@ -877,6 +896,187 @@ static int handle_replace(crdtdb_session *s, const msgpack_object *a, uint32_t n
     if (rc == CRDTDB_EBADID || rc == CRDTDB_ENOCOLL)
         return seterr(s, CRDTDB_EBADVALUE, "replace of an unknown record");
     return rc ? store_err(s, rc) : 0;
+}
+
+/* ------------------------------------------------------------ presence */
+
+/* A str of at most CRDTDB_ID_MAX bytes of UTF-8, copied NUL-terminated
+ * into out (for the callback); 0, or -1 if it is not one. */
+static int copy_str(const msgpack_object *o, char out[CRDTDB_ID_MAX + 1])
+{
+    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > CRDTDB_ID_MAX ||
+        !crdtdb__utf8_valid((const uint8_t *)o->via.str.ptr, o->via.str.size))
+        return -1;
+    if (o->via.str.size) /* empty strings have no pointer */
+        memcpy(out, o->via.str.ptr, o->via.str.size);
+    out[o->via.str.size] = 0;
+    return 0;
+}
+
+/* The key, user and replica of a [13] or [15] (a[1..3]); 0 or -1. */
+static int presence_source(const msgpack_object *a, char user[CRDTDB_ID_MAX + 1])
+{
+    return a[1].type == MSGPACK_OBJECT_BIN && a[1].via.bin.size == CRDTDB_PRESENCE_KEY_BYTES &&
+                   copy_str(&a[2], user) == 0 && a[3].type == MSGPACK_OBJECT_BIN &&
+                   a[3].via.bin.size == CRDTDB_REPLICA_ID_BYTES
+               ? 0
+               : -1;
+}
+
+/*
+ * Frames 12 to 15 (docs/protocol.md, "Presence and messages").  A wrong
+ * shape is malformed and ends the session; a payload refused (too big,
+ * not msgpack, a non-str key, too deep) gets a NOTICE and is dropped, with
+ * no event.  Nothing here touches the store.
+ */
+static int handle_presence(crdtdb_session *s, const msgpack_object *a, uint32_t n, int type)
+{
+    char user[CRDTDB_ID_MAX + 1], to[CRDTDB_ID_MAX + 1];
+    int ok;
+    switch (type) {
+    case CRDTDB__M_PRESENCE_SET: /* [12, state] */
+        ok = n == 2 && (a[1].type == MSGPACK_OBJECT_BIN || a[1].type == MSGPACK_OBJECT_NIL);
+        break;
+    case CRDTDB__M_PRESENCE: /* [13, key, user, replica, version, state] */
+        ok = n == 6 && presence_source(a, user) == 0 &&
+             a[4].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[4].via.u64 >= 1 &&
+             (a[5].type == MSGPACK_OBJECT_BIN || a[5].type == MSGPACK_OBJECT_NIL);
+        break;
+    case CRDTDB__M_MESSAGE_SEND: /* [14, to, body] */
+        ok = n == 3 && (a[1].type == MSGPACK_OBJECT_NIL ||
+                        (copy_str(&a[1], to) == 0 && to[0])) &&
+             a[2].type == MSGPACK_OBJECT_BIN;
+        break;
+    default: /* [15, key, user, replica, n, to, body] */
+        ok = n == 7 && presence_source(a, user) == 0 &&
+             a[4].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[4].via.u64 >= 1 &&
+             (a[5].type == MSGPACK_OBJECT_NIL ||
+              (copy_str(&a[5], to) == 0 && to[0])) &&
+             a[6].type == MSGPACK_OBJECT_BIN;
+        break;
+    }
+    if (!ok)
+        return seterr(s, CRDTDB_EBADVALUE, "malformed %s message",
+                      type <= CRDTDB__M_PRESENCE ? "presence" : "ephemeral");
+    /* 12 and 14 go to a server only: a server relays as 13 and 15 */
+    if (!s->server && (type == CRDTDB__M_PRESENCE_SET || type == CRDTDB__M_MESSAGE_SEND))
+        return seterr(s, CRDTDB_EBADVALUE, "message %d is for a server", type);
+    int is_presence = type <= CRDTDB__M_PRESENCE;
+    const msgpack_object *pay = type == CRDTDB__M_PRESENCE_SET   ? &a[1]
+                                : type == CRDTDB__M_PRESENCE     ? &a[5]
+                                : type == CRDTDB__M_MESSAGE_SEND ? &a[2]
+                                                                 : &a[6];
+    const uint8_t *bytes =
+        pay->type == MSGPACK_OBJECT_BIN ? (const uint8_t *)pay->via.bin.ptr : NULL;
+    size_t len = bytes ? pay->via.bin.size : 0;
+    const char *why;
+    int rc = bytes ? crdtdb__presence_check(bytes, len, s->o.max_presence, is_presence, &why) : 0;
+    if (rc) { /* dropped; the session goes on */
+        if (send_notice(s, rc, why))
+            return CRDTDB_ENOMEM;
+        return 0;
+    }
+    int relayed = type == CRDTDB__M_PRESENCE || type == CRDTDB__M_MESSAGE;
+    crdtdb_session_event ev = {.mode = s->mode, .peer = s->peer};
+    if (is_presence) {
+        crdtdb_presence p = {.replica = s->peer, .state = bytes, .state_len = len};
+        if (relayed) {
+            p.key = (const uint8_t *)a[1].via.bin.ptr;
+            p.user = user;
+            p.replica = (const uint8_t *)a[3].via.bin.ptr;
+            p.version = a[4].via.u64;
+        }
+        ev.type = CRDTDB_SESSION_PRESENCE;
+        ev.presence = &p;
+        emit(s, &ev);
+    } else {
+        const msgpack_object *t = relayed ? &a[5] : &a[1];
+        crdtdb_message m = {.replica = s->peer, .to = t->type == MSGPACK_OBJECT_NIL ? NULL : to,
+                            .body = bytes, .body_len = len};
+        if (relayed) {
+            m.key = (const uint8_t *)a[1].via.bin.ptr;
+            m.user = user;
+            m.replica = (const uint8_t *)a[3].via.bin.ptr;
+            m.n = a[4].via.u64;
+        }
+        ev.type = CRDTDB_SESSION_MESSAGE;
+        ev.msg = &m;
+        emit(s, &ev);
+    }
+    return 0;
+}
+
+/* The checks of a local state or body: as on receipt, with this session's
+ * max_presence; errmsg says why. */
+static int presence_ready(crdtdb_session *s)
+{
+    if (s->state == S_CLOSED)
+        return seterr(s, CRDTDB_EBUSY, "the session is closed");
+    if (s->state != S_OPEN)
+        return seterr(s, CRDTDB_EINVAL, "the session is not open yet");
+    return 0;
+}
+
+int crdtdb_session_presence_set(crdtdb_session *s, const uint8_t *state, size_t len)
+{
+    if (!s || (!state && len))
+        return CRDTDB_EINVAL;
+    api_enter(s);
+    int rc = presence_ready(s);
+    if (!rc && s->server)
+        rc = seterr(s, CRDTDB_EINVAL, "presence is set by a client session");
+    const char *why;
+    if (!rc && state && (rc = crdtdb__presence_check(state, len, s->o.max_presence, 1, &why)))
+        seterr(s, rc, "%s", why);
+    if (rc)
+        return api_exit(s, rc);
+    msgpack_packer pk = start(s, CRDTDB__M_PRESENCE_SET, 2);
+    if (state)
+        msgpack_pack_bin_with_body(&pk, state, len);
+    else
+        msgpack_pack_nil(&pk);
+    return api_exit(s, frame(s));
+}
+
+int crdtdb_session_message_send(crdtdb_session *s, const char *to, const uint8_t *body,
+                                size_t len)
+{
+    if (!s || !body)
+        return CRDTDB_EINVAL;
+    api_enter(s);
+    int rc = presence_ready(s);
+    if (!rc && s->server)
+        rc = seterr(s, CRDTDB_EINVAL, "messages are sent by a client session");
+    size_t tlen = to ? strlen(to) : 0;
+    if (!rc && to &&
+        (!tlen || tlen > CRDTDB_ID_MAX || !crdtdb__utf8_valid((const uint8_t *)to, tlen)))
+        rc = seterr(s, CRDTDB_EINVAL, "a message goes to a user id of 1 to %u bytes of UTF-8",
+                    CRDTDB_ID_MAX);
+    const char *why;
+    if (!rc && (rc = crdtdb__presence_check(body, len, s->o.max_presence, 0, &why)))
+        seterr(s, rc, "%s", why);
+    if (rc)
+        return api_exit(s, rc);
+    msgpack_packer pk = start(s, CRDTDB__M_MESSAGE_SEND, 3);
+    if (to)
+        msgpack_pack_str_with_body(&pk, to, tlen);
+    else
+        msgpack_pack_nil(&pk);
+    msgpack_pack_bin_with_body(&pk, body, len);
+    return api_exit(s, frame(s));
+}
+
+int crdtdb_session_send_frame(crdtdb_session *s, const uint8_t *frame_bytes, size_t len)
+{
+    if (!s)
+        return CRDTDB_EINVAL;
+    api_enter(s);
+    int rc = presence_ready(s);
+    if (!rc && crdtdb__presence_frames_check(frame_bytes, len))
+        rc = seterr(s, CRDTDB_EINVAL, "not whole frames of type 13 or 15");
+    if (!rc && crdtdb__buf_append(&s->out, frame_bytes, len))
+        rc = seterr(s, CRDTDB_ENOMEM, "out of memory");
+    return api_exit(s, rc);
 }
 
 /* The code and "peer: ..." detail of an ERROR or NOTICE [type, code,
@@ -914,7 +1114,12 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     if (type == M_ERROR) {
         int code = remote_error(a, n, s->errmsg, sizeof s->errmsg);
         s->state = S_CLOSED;
-        crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, code, s->errmsg, 1};
+        crdtdb_session_event ev = {.type = CRDTDB_SESSION_ERROR,
+                                   .mode = s->mode,
+                                   .peer = s->peer,
+                                   .error = code,
+                                   .message = s->errmsg,
+                                   .remote = 1};
         emit(s, &ev);
         ev.type = CRDTDB_SESSION_CLOSED;
         emit(s, &ev);
@@ -934,13 +1139,19 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     if (type == M_NOTICE) { /* the peer refused something; we go on */
         char msg[512];
         int code = remote_error(a, n, msg, sizeof msg);
-        crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, s->mode, s->peer, NULL, code, msg, 1};
+        crdtdb_session_event ev = {.type = CRDTDB_SESSION_ERROR,
+                                   .mode = s->mode,
+                                   .peer = s->peer,
+                                   .error = code,
+                                   .message = msg,
+                                   .remote = 1};
         emit(s, &ev);
         return 0;
     }
     if (type == M_CLOSE) {
         s->state = S_CLOSED;
-        crdtdb_session_event ev = {CRDTDB_SESSION_CLOSED, s->mode, s->peer, NULL, 0, NULL, 1};
+        crdtdb_session_event ev = {
+            .type = CRDTDB_SESSION_CLOSED, .mode = s->mode, .peer = s->peer, .remote = 1};
         emit(s, &ev);
         return 0;
     }
@@ -951,6 +1162,8 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         return handle_delta(s, a, n);
     if (type == M_REPLACE)
         return handle_replace(s, a, n);
+    if (type >= CRDTDB__M_PRESENCE_SET && type <= CRDTDB__M_MESSAGE)
+        return handle_presence(s, a, n, (int)type);
     if (type == M_SKIP) { /* nothing for us in (from, to]: kept in memory for
                              CAUGHT_UP only; the next delta covers it */
         if (n != 3 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
