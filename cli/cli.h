@@ -29,11 +29,12 @@ enum {
     OPT_TLS = 4096,   /* serve: --tls-cert F --tls-key F */
     OPT_LIMITS = 8192, /* serve: the flags in serve_limit_flags */
     OPT_TIMEOUT = 16384, /* sync: --timeout SECONDS */
-    OPT_TLS_CA = 32768   /* sync: --tls-ca F */
+    OPT_TLS_CA = 32768,  /* sync: --tls-ca F */
+    OPT_PRESENCE = 65536 /* sync: --presence JSON, --send JSON, --to USER */
 };
 
 /* The number of serve_limit_flags (options.h), the size of args.limits. */
-#define SERVE_NLIMITS 8
+#define SERVE_NLIMITS 11
 
 /* A command's parsed arguments; unset options are NULL. */
 typedef struct args {
@@ -59,6 +60,7 @@ typedef struct args {
     const char *token_file;
     const char *tls_cert, *tls_key, *tls_ca;
     const char *limits[SERVE_NLIMITS]; /* values of serve_limit_flags */
+    const char *presence, *send, *to; /* sync --watch: presence and a message */
 } args;
 
 /* --------------------------------------------------------------- util.c */

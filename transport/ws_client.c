@@ -96,7 +96,8 @@ static void remote_refusal(crdtdb_client *c, int code, const char *msg)
 {
     if (!c->o.on_event)
         return;
-    crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, c->o.mode, NULL, NULL, code, msg, 1};
+    crdtdb_session_event ev = {
+        .type = CRDTDB_SESSION_ERROR, .mode = c->o.mode, .error = code, .message = msg, .remote = 1};
     c->o.on_event(c->o.ctx, &ev);
 }
 
@@ -151,7 +152,8 @@ static void connect_failure(crdtdb_client *c, unsigned status, const char *why)
     else
         snprintf(what, sizeof what, "%.150s", why);
     snprintf(msg, sizeof msg, "%s: %s:%d", what, c->host, c->port);
-    crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, c->o.mode, NULL, NULL, CRDTDB_EIO, msg, 0};
+    crdtdb_session_event ev = {
+        .type = CRDTDB_SESSION_ERROR, .mode = c->o.mode, .error = CRDTDB_EIO, .message = msg};
     c->o.on_event(c->o.ctx, &ev);
 }
 
@@ -201,8 +203,8 @@ static void presence_gone(crdtdb_client *c)
         known *k = &c->known[i];
         if (c->o.on_event && !c->closing) {
             crdtdb_presence p = {k->key, k->user, k->replica, k->version + 1, NULL, 0};
-            crdtdb_session_event ev = {CRDTDB_SESSION_PRESENCE, c->o.mode, NULL, NULL, 0,
-                                       NULL, 0, &p, NULL};
+            crdtdb_session_event ev = {
+                .type = CRDTDB_SESSION_PRESENCE, .mode = c->o.mode, .presence = &p};
             c->o.on_event(c->o.ctx, &ev);
         }
         free(k->user);
