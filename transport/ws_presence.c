@@ -18,7 +18,9 @@
 #include "transport/ws_presence.h"
 
 #define BURST 2u         /* presence changes forwarded back to back */
-#define MSG_NOTICE_MS 1000u /* one ELIMIT notice for messages per second */
+#define NOTICE_MS 1000u  /* one notice per connection per second, at most:
+                            refusals of a client that keeps sending cost
+                            it no output */
 
 typedef struct pentry pentry;
 struct pentry {
@@ -116,6 +118,10 @@ static void notice(crdtdb__pconn *pc, int code, const char *msg)
 {
     if (pc->link || !pc->l->s)
         return; /* a peer server's answer: nobody to tell */
+    uint64_t now = crdtdb__ws_now_ms();
+    if (pc->notice_ms && now - pc->notice_ms < NOTICE_MS)
+        return;
+    pc->notice_ms = now;
     if (crdtdb_session_notify(pc->l->s, code, msg) == 0 && pc->wake)
         pc->wake(pc);
 }
@@ -484,12 +490,9 @@ void crdtdb__hub_message(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_message
         pc->msg_tokens = refill(pc->msg_tokens, &pc->msg_ms, now, h->cfg->hz,
                                 (uint64_t)h->cfg->hz * 1000u);
         if (pc->msg_tokens < 1000) {
-            if (!pc->notice_ms || now - pc->notice_ms >= MSG_NOTICE_MS) {
-                pc->notice_ms = now;
-                char msg[96];
-                snprintf(msg, sizeof msg, "messages over %u a second: dropped", h->cfg->hz);
-                notice(pc, CRDTDB_ELIMIT, msg);
-            }
+            char msg[96];
+            snprintf(msg, sizeof msg, "messages over %u a second: dropped", h->cfg->hz);
+            notice(pc, CRDTDB_ELIMIT, msg);
             return;
         }
         pc->msg_tokens -= 1000;

@@ -34,7 +34,7 @@ struct crdtdb__pconn {
     uint64_t msg_n;        /* messages it sent */
     uint64_t msg_tokens;   /* its message bucket, in thousandths */
     uint64_t msg_ms;       /* the bucket's last refill */
-    uint64_t notice_ms;    /* the last ELIMIT notice for messages; 0: none */
+    uint64_t notice_ms;    /* the hub's last notice to it; 0: none */
 };
 
 typedef struct crdtdb__hub crdtdb__hub;

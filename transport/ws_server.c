@@ -931,6 +931,10 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         if (c->ended)
             return -1; /* the close reason is set */
         conn_recheck(c);
+        if (c->snap_due) { /* joined during an apply step, if ever */
+            c->snap_due = 0;
+            crdtdb__hub_snapshot(c->d->hub, &c->pc);
+        }
         /* an export only with room for it, made by ending stalled hogs */
         c->l.hold_pump = crdtdb__ws_held_out(&c->l) == 0 && !crdtdb_session_closed(c->l.s) &&
                          make_room(srv, PUMP_ROOM, c, 1) != 0;
