@@ -23,7 +23,14 @@
  *   - the queued output stays bounded (max_output plus one delta and a
  *     frame), and every queued frame is a length-prefixed msgpack array;
  *   - want_write is 1 whenever output waits;
- *   - pump after the input never fails with anything but a closed session.
+ *   - pump after the input never fails with anything but a closed session;
+ *   - presence and messages (frames 12-15): every PRESENCE or MESSAGE event
+ *     carries what the protocol promises (key and user NULL only for a [12]
+ *     or [14] at a server, user and to NUL-terminated and at most
+ *     CRDTDB_ID_MAX, a state or body that passes the checks); a relayed
+ *     one re-encodes and queues (crdtdb_session_send_frame); once open, a
+ *     client sets the input as its state and sends it as a message, which
+ *     succeed or are refused for their content only, and a server may not.
  */
 #include <msgpack.h>
 #include <stdio.h>
@@ -33,11 +40,13 @@
 #include "crdtdb_ws.h"
 #include "fuzz_util.h"
 #include "tests/mem_store.h"
+#include "transport/presence.h"
 
 const char fuzz_name[] = "fuzz_session";
 
 static size_t max_delta = 16384;
 static crdtdb_session *cur; /* the session under test, for its write filter */
+static int cur_server, cur_ready; /* its role; READY came */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -75,6 +84,62 @@ static int read_filter(void *ctx, crdtdb_txn *txn, const char *coll, const char 
     (void)value;
     (void)len;
     return strcmp(id, "hidden") != 0;
+}
+
+/* A string of an event: NUL-terminated, at most CRDTDB_ID_MAX bytes. */
+static void check_id(const char *p, size_t min)
+{
+    size_t n = strlen(p);
+    CHECK(n >= min && n <= CRDTDB_ID_MAX);
+}
+
+/* The events: presence and messages as the protocol has them; a relayed
+ * one is queued back, encoded again (a server's fan-out). */
+static void on_event(void *ctx, const crdtdb_session_event *ev)
+{
+    (void)ctx;
+    const char *why;
+    crdtdb_buf f = CRDTDB_BUF_INIT;
+    if (ev->type == CRDTDB_SESSION_READY)
+        cur_ready = 1;
+    if (ev->type == CRDTDB_SESSION_PRESENCE) {
+        const crdtdb_presence *p = ev->presence;
+        CHECK(p && p->replica);
+        if (p->state)
+            CHECK(crdtdb__presence_check(p->state, p->state_len, CRDTDB_PRESENCE_MAX, 1, &why) ==
+                  0);
+        if (!p->key) { /* a [12]: at a server only */
+            CHECK(cur_server && !p->user && p->version == 0);
+            return;
+        }
+        CHECK(p->user && p->version >= 1);
+        check_id(p->user, 0);
+        CHECK(crdtdb_presence_encode(p, &f) == 0);
+    } else if (ev->type == CRDTDB_SESSION_MESSAGE) {
+        const crdtdb_message *m = ev->msg;
+        CHECK(m && m->replica && m->body);
+        CHECK(crdtdb__presence_check(m->body, m->body_len, CRDTDB_PRESENCE_MAX, 0, &why) == 0);
+        if (m->to)
+            check_id(m->to, 1);
+        if (!m->key) { /* a [14]: at a server only */
+            CHECK(cur_server && !m->user && m->n == 0);
+            return;
+        }
+        CHECK(m->user && m->n >= 1);
+        check_id(m->user, 0);
+        CHECK(crdtdb_message_encode(m, &f) == 0);
+    } else {
+        return;
+    }
+    CHECK(crdtdb__presence_frames_check(f.data, f.len) == 0);
+    CHECK(crdtdb_session_send_frame(cur, f.data, f.len) == 0);
+    crdtdb_buf_free(&f);
+}
+
+/* What a local state or body may be refused for: its content. */
+static int content_error(int rc)
+{
+    return rc == 0 || rc == CRDTDB_ETOOBIG || rc == CRDTDB_EBADVALUE || rc == CRDTDB_ETOODEEP;
 }
 
 /* Every complete frame queued is [u32 length][msgpack array]. */
@@ -130,6 +195,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     crdtdb_session_options o;
     crdtdb_session_options_init(&o);
     o.flags = server ? CRDTDB_SESSION_SERVER : 0;
+    o.on_event = on_event;
+    cur_server = server;
+    cur_ready = 0;
     o.max_message = max_delta + 4096;
     o.max_output = 2 * max_delta;
     if (server)
@@ -167,6 +235,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         rc = crdtdb_session_pump(s);
         CHECK(rc == 0);
+        check_output(s, bound);
+        /* the input as this end's own presence and message */
+        size_t k = n < 2 * CRDTDB_PRESENCE_MAX ? n : 2 * CRDTDB_PRESENCE_MAX;
+        if (k) {
+            int prc = crdtdb_session_presence_set(s, copy, k);
+            int mrc = crdtdb_session_message_send(s, runs % 2 ? "bob" : NULL, copy, k);
+            if (!cur_ready || server) {
+                CHECK(prc == CRDTDB_EINVAL && mrc == CRDTDB_EINVAL);
+            } else {
+                CHECK(content_error(prc) && content_error(mrc));
+                CHECK(prc != 0 || mrc == 0); /* a valid state is a valid body */
+            }
+        }
+        (void)crdtdb__presence_frames_check(copy, n);
         check_output(s, bound);
         CHECK(crdtdb_session_flush(s) == 0);
         check_output(s, bound);

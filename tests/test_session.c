@@ -40,6 +40,7 @@ static void on_event(void *ctx, const crdtdb_session_event *ev)
     case CRDTDB_SESSION_CAUGHT_UP: e->caught_up++; break;
     case CRDTDB_SESSION_ERROR: e->errors++; e->last_error = ev->error; break;
     case CRDTDB_SESSION_CLOSED: e->closed++; break;
+    default: break;
     }
 }
 
@@ -1214,6 +1215,674 @@ START_TEST(signer_checked_before_the_store_and_errors_keep_their_message)
 }
 END_TEST
 
+/* ------------------------------------------------------------ presence */
+
+/* What the presence events brought: counts and a copy of the last one. */
+typedef struct pev {
+    int ready, errors, closed, remote, last_error, presences, messages;
+    int key_null, user_null, state_null, to_null;
+    int p_state_null; /* of the last PRESENCE */
+    uint64_t p_version;
+    uint8_t key[16], replica[32], bytes[2048];
+    size_t len;
+    char user[256], to[256];
+    uint64_t version;
+} pev;
+
+static void on_pev(void *ctx, const crdtdb_session_event *ev)
+{
+    pev *e = ctx;
+    const uint8_t *key = NULL, *rep = NULL, *bytes = NULL;
+    const char *user = NULL, *to = NULL;
+    switch (ev->type) {
+    case CRDTDB_SESSION_READY: e->ready++; return;
+    case CRDTDB_SESSION_ERROR:
+        e->errors++;
+        e->remote = ev->remote;
+        e->last_error = ev->error;
+        return;
+    case CRDTDB_SESSION_CLOSED: e->closed++; return;
+    case CRDTDB_SESSION_PRESENCE:
+        e->presences++;
+        key = ev->presence->key, user = ev->presence->user, rep = ev->presence->replica;
+        bytes = ev->presence->state, e->len = ev->presence->state_len;
+        e->version = ev->presence->version;
+        e->p_state_null = !bytes, e->p_version = e->version;
+        break;
+    case CRDTDB_SESSION_MESSAGE:
+        e->messages++;
+        key = ev->msg->key, user = ev->msg->user, rep = ev->msg->replica;
+        bytes = ev->msg->body, e->len = ev->msg->body_len;
+        e->version = ev->msg->n;
+        to = ev->msg->to;
+        break;
+    default: return;
+    }
+    e->key_null = !key, e->user_null = !user, e->state_null = !bytes, e->to_null = !to;
+    if (key)
+        memcpy(e->key, key, 16);
+    ck_assert_ptr_nonnull(rep);
+    memcpy(e->replica, rep, 32);
+    ck_assert_uint_le(e->len, sizeof e->bytes);
+    if (bytes)
+        memcpy(e->bytes, bytes, e->len);
+    if (user) { /* NUL-terminated for the callback */
+        ck_assert_uint_le(strlen(user), 255);
+        strcpy(e->user, user);
+    }
+    if (to) {
+        ck_assert_uint_le(strlen(to), 255);
+        strcpy(e->to, to);
+    }
+}
+
+static crdtdb_session *open_pev(replica *r, int server, pev *e)
+{
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    ck_assert_uint_eq(o.max_presence, CRDTDB_PRESENCE_MAX);
+    o.flags = server ? CRDTDB_SESSION_SERVER : 0;
+    o.on_event = on_pev;
+    o.ctx = e;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb_session_open(r->db, &o, &s), 0);
+    return s;
+}
+
+/* A packer that writes message m afresh. */
+static msgpack_packer mp_begin(crdtdb_buf *m)
+{
+    msgpack_packer pk;
+    m->len = 0;
+    msgpack_packer_init(&pk, m, crdtdb__buf_write_cb);
+    return pk;
+}
+
+static uint64_t last_seq(replica *r)
+{
+    uint64_t v;
+    ck_assert_int_eq(crdtdb_db_seq(r->db, NULL, &v), 0);
+    return v;
+}
+
+/* The store as it is: its sequence and its records, to compare after. */
+typedef struct snap {
+    uint64_t seq_a, seq_b;
+    char *a, *b;
+} snap;
+
+static void snap_take(snap *x)
+{
+    x->seq_a = last_seq(&A), x->seq_b = last_seq(&B);
+    x->a = dump(&A), x->b = dump(&B);
+}
+
+/* Presence never touches either store. */
+static void snap_same(snap *x)
+{
+    ck_assert_uint_eq(last_seq(&A), x->seq_a);
+    ck_assert_uint_eq(last_seq(&B), x->seq_b);
+    char *a = dump(&A), *b = dump(&B);
+    ck_assert_str_eq(a, x->a);
+    ck_assert_str_eq(b, x->b);
+    free(a), free(b), free(x->a), free(x->b);
+}
+
+/* A write on A still reaches B over c -> s. */
+static void still_syncs(crdtdb_session *c, crdtdb_session *s, const char *id)
+{
+    put(&A, "add", "players", id, "{\"hp\":3}");
+    ck_assert_int_eq(crdtdb_session_pump(c), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    char *g = tu_get(B.db, "players", id);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_str_eq(g, "{\"hp\":3}");
+    free(g);
+}
+
+START_TEST(presence_and_messages_round_trip)
+{
+    seed_data();
+    pev ec = {0}, es = {0};
+    crdtdb_session *c = open_pev(&A, 0, &ec);
+    crdtdb_session *s = open_pev(&B, 1, &es);
+    /* before READY: refused */
+    uint8_t st[] = {0x81, 0xa1, 'x', 0x01}; /* {"x": 1} */
+    ck_assert_int_eq(crdtdb_session_presence_set(c, st, sizeof st), CRDTDB_EINVAL);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(ec.ready, 1);
+    snap x;
+    snap_take(&x);
+    uint8_t a_id[32], b_id[32];
+    crdtdb_env_replica_id(A.env, a_id);
+    crdtdb_env_replica_id(B.env, b_id);
+    /* [12] client -> server: key and user NULL (the server stamps them),
+     * the client's replica id from its hello */
+    ck_assert_int_eq(crdtdb_session_presence_set(c, st, sizeof st), 0);
+    ck_assert_int_eq(crdtdb_session_want_write(c), 1);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(es.presences, 1);
+    ck_assert(es.key_null && es.user_null && !es.state_null);
+    ck_assert(memcmp(es.replica, a_id, 32) == 0);
+    ck_assert_uint_eq(es.version, 0);
+    ck_assert_uint_eq(es.len, sizeof st);
+    ck_assert(memcmp(es.bytes, st, sizeof st) == 0);
+    ck_assert_int_eq(crdtdb_session_presence_set(c, NULL, 0), 0); /* leave */
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(es.presences, 2);
+    ck_assert(es.state_null);
+    /* presence is set by clients only */
+    ck_assert_int_eq(crdtdb_session_presence_set(s, st, sizeof st), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_session_message_send(s, NULL, st, sizeof st), CRDTDB_EINVAL);
+
+    /* [13] server -> client, encoded once, every field back exactly */
+    uint8_t key[16], rep[32];
+    for (int i = 0; i < 16; i++)
+        key[i] = (uint8_t)(0xa0 + i);
+    memset(rep, 0x5c, sizeof rep);
+    crdtdb_presence p = {key, "", rep, 1ull << 63, st, sizeof st};
+    crdtdb_buf f = CRDTDB_BUF_INIT;
+    ck_assert_int_eq(crdtdb_presence_encode(&p, &f), 0);
+    ck_assert_int_eq(crdtdb_session_send_frame(s, f.data, f.len), 0);
+    ck_assert_int_eq(crdtdb_session_want_write(s), 1);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(ec.presences, 1);
+    ck_assert(!ec.key_null && !ec.user_null && !ec.state_null);
+    ck_assert(memcmp(ec.key, key, 16) == 0);
+    ck_assert_str_eq(ec.user, "");
+    ck_assert(memcmp(ec.replica, rep, 32) == 0);
+    ck_assert_uint_eq(ec.version, 1ull << 63);
+    ck_assert_uint_eq(ec.len, sizeof st);
+    ck_assert(memcmp(ec.bytes, st, sizeof st) == 0);
+    /* two frames at once: a leave (nil state), then a message */
+    f.len = 0;
+    crdtdb_presence leave = {key, "ann", rep, UINT64_MAX, NULL, 0};
+    ck_assert_int_eq(crdtdb_presence_encode(&leave, &f), 0);
+    uint8_t body[] = {0x92, 0x01, 0xa2, 'h', 'i'}; /* [1, "hi"] */
+    crdtdb_message m = {key, "ann", rep, 5, "bob", body, sizeof body};
+    ck_assert_int_eq(crdtdb_message_encode(&m, &f), 0);
+    ck_assert_int_eq(crdtdb_session_send_frame(s, f.data, f.len), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(ec.presences, 2);
+    ck_assert(ec.p_state_null);
+    ck_assert_uint_eq(ec.p_version, UINT64_MAX);
+    ck_assert_int_eq(ec.messages, 1);
+    ck_assert(!ec.key_null && memcmp(ec.key, key, 16) == 0);
+    ck_assert_str_eq(ec.user, "ann");
+    ck_assert(memcmp(ec.replica, rep, 32) == 0);
+    ck_assert_uint_eq(ec.version, 5);
+    ck_assert(!ec.to_null);
+    ck_assert_str_eq(ec.to, "bob");
+    ck_assert_uint_eq(ec.len, sizeof body);
+    ck_assert(memcmp(ec.bytes, body, sizeof body) == 0);
+    /* a message to everyone, relayed */
+    f.len = 0;
+    crdtdb_message all = {key, "ann", rep, 6, NULL, body, sizeof body};
+    ck_assert_int_eq(crdtdb_message_encode(&all, &f), 0);
+    ck_assert_int_eq(crdtdb_session_send_frame(s, f.data, f.len), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(ec.messages, 2);
+    ck_assert(ec.to_null);
+    ck_assert_uint_eq(ec.version, 6);
+
+    /* [14] client -> server, to NULL and to "bob" */
+    uint8_t one[] = {0x2a};
+    ck_assert_int_eq(crdtdb_session_message_send(c, NULL, one, sizeof one), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(es.messages, 1);
+    ck_assert(es.key_null && es.user_null && es.to_null);
+    ck_assert(memcmp(es.replica, a_id, 32) == 0);
+    ck_assert_uint_eq(es.version, 0);
+    ck_assert_uint_eq(es.len, 1);
+    ck_assert_uint_eq(es.bytes[0], 0x2a);
+    ck_assert_int_eq(crdtdb_session_message_send(c, "bob", body, sizeof body), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(es.messages, 2);
+    ck_assert(!es.to_null);
+    ck_assert_str_eq(es.to, "bob");
+    ck_assert(memcmp(es.bytes, body, sizeof body) == 0);
+    /* a server accepts relayed frames too (a peer server's link) */
+    ck_assert_int_eq(crdtdb_session_send_frame(c, f.data, f.len), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(es.messages, 3);
+    ck_assert(!es.key_null && !es.user_null);
+
+    /* send_frame takes whole frames of type 13 or 15 only */
+    crdtdb_buf d = CRDTDB_BUF_INIT;
+    delta_frame(&d, "game", a_id, 0);
+    ck_assert_int_eq(crdtdb_session_send_frame(s, d.data, d.len), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_session_send_frame(s, f.data, f.len - 1), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_session_send_frame(s, f.data, 3), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_session_send_frame(s, NULL, 0), CRDTDB_EINVAL);
+    size_t pending;
+    crdtdb_session_output(s, &pending);
+    ck_assert_uint_eq(pending, 0); /* nothing of them queued */
+    /* encoders refuse what the receiver would */
+    crdtdb_presence nokey = {NULL, "", rep, 1, NULL, 0};
+    ck_assert_int_eq(crdtdb_presence_encode(&nokey, &d), CRDTDB_EINVAL);
+    crdtdb_presence v0 = {key, "", rep, 0, NULL, 0};
+    ck_assert_int_eq(crdtdb_presence_encode(&v0, &d), CRDTDB_EINVAL);
+    crdtdb_message noto = {key, "ann", rep, 1, "", body, sizeof body};
+    ck_assert_int_eq(crdtdb_message_encode(&noto, &d), CRDTDB_EINVAL);
+    crdtdb_buf_free(&d);
+    crdtdb_buf_free(&f);
+
+    ck_assert_int_eq(ec.errors + es.errors, 0);
+    snap_same(&x);
+    still_syncs(c, s, "after");
+    crdtdb_session_shutdown(c);
+    run(c, s, SIZE_MAX);
+    ck_assert_int_eq(crdtdb_session_presence_set(c, st, sizeof st), CRDTDB_EBUSY);
+    ck_assert_int_eq(crdtdb_session_send_frame(s, NULL, 0), CRDTDB_EBUSY);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+/* A msgpack map nested `depth` deep: {"a": {"a": ... 1}}. */
+static void nested_map(crdtdb_buf *b, int depth)
+{
+    b->len = 0;
+    for (int i = 0; i < depth; i++) {
+        uint8_t h[] = {0x81, 0xa1, 'a'};
+        ck_assert_int_eq(crdtdb__buf_append(b, h, sizeof h), 0);
+    }
+    uint8_t one = 1;
+    ck_assert_int_eq(crdtdb__buf_append(b, &one, 1), 0);
+}
+
+typedef struct refusal {
+    const char *what;
+    int code;
+    const uint8_t *p;
+    size_t len;
+} refusal;
+
+/* Feeds one raw frame [type, ...] with payload p (as state or body) to
+ * `to`; the other end must hear `code` as a NOTICE, `to` fire no event. */
+static void refuse_one(crdtdb_session *from, crdtdb_session *to, pev *efrom, pev *eto, int type,
+                       const refusal *r)
+{
+    crdtdb_buf m = CRDTDB_BUF_INIT, f = CRDTDB_BUF_INIT;
+    msgpack_packer pk = mp_begin(&m);
+    uint8_t key[16] = {1}, rep[32] = {2};
+    const uint8_t *pay = r->p ? r->p : (const uint8_t *)""; /* empty, not nil */
+    if (type == 12 || type == 14) {
+        msgpack_pack_array(&pk, type == 12 ? 2 : 3);
+        msgpack_pack_uint8(&pk, (uint8_t)type);
+        if (type == 14)
+            msgpack_pack_nil(&pk);
+        msgpack_pack_bin_with_body(&pk, r->p, r->len);
+        frame_msg(&f, &m);
+        ck_assert_int_eq(crdtdb_session_feed(to, f.data, f.len), 0);
+    } else if (type == 13) {
+        crdtdb_presence p = {key, "u", rep, 1, pay, r->len};
+        ck_assert_int_eq(crdtdb_presence_encode(&p, &f), 0);
+        ck_assert_int_eq(crdtdb_session_send_frame(from, f.data, f.len), 0);
+    } else {
+        crdtdb_message msg = {key, "u", rep, 1, "bob", pay, r->len};
+        ck_assert_int_eq(crdtdb_message_encode(&msg, &f), 0);
+        ck_assert_int_eq(crdtdb_session_send_frame(from, f.data, f.len), 0);
+    }
+    int before_p = eto->presences, before_m = eto->messages, before_e = efrom->errors;
+    ck_assert_int_eq(run(from, to, SIZE_MAX), 0);
+    ck_assert_msg(eto->presences == before_p && eto->messages == before_m, "%s (%d): an event",
+                  r->what, type);
+    ck_assert_msg(efrom->errors == before_e + 1, "%s (%d): no notice", r->what, type);
+    ck_assert_int_eq(efrom->remote, 1);
+    ck_assert_msg(efrom->last_error == r->code, "%s (%d): %d", r->what, type, efrom->last_error);
+    ck_assert(!crdtdb_session_closed(from) && !crdtdb_session_closed(to));
+    crdtdb_buf_free(&m);
+    crdtdb_buf_free(&f);
+}
+
+START_TEST(refused_presence_gets_a_notice_and_the_session_goes_on)
+{
+    seed_data();
+    pev ec = {0}, es = {0};
+    crdtdb_session *c = open_pev(&A, 0, &ec);
+    crdtdb_session *s = open_pev(&B, 1, &es);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    snap x;
+    snap_take(&x);
+    crdtdb_buf big = CRDTDB_BUF_INIT, deep = CRDTDB_BUF_INIT, ok16 = CRDTDB_BUF_INIT;
+    { /* {"s": "xxx..."}: a valid map of max_presence + 1 bytes */
+        uint8_t h[] = {0x81, 0xa1, 's', 0xda, 0, 0};
+        size_t n = CRDTDB_PRESENCE_MAX + 1 - sizeof h;
+        h[4] = (uint8_t)(n >> 8), h[5] = (uint8_t)n;
+        ck_assert_int_eq(crdtdb__buf_append(&big, h, sizeof h), 0);
+        for (size_t i = 0; i < n; i++)
+            ck_assert_int_eq(crdtdb__buf_append(&big, "x", 1), 0);
+    }
+    nested_map(&deep, CRDTDB_PRESENCE_DEPTH + 1);
+    nested_map(&ok16, CRDTDB_PRESENCE_DEPTH);
+    static const uint8_t arr[] = {0x91, 0x01};                  /* [1]: not a map */
+    static const uint8_t bad[] = {0xc1};                        /* never used */
+    static const uint8_t trail[] = {0x80, 0x01};                /* {} then 1 */
+    static const uint8_t intkey[] = {0x81, 0x01, 0x02};         /* {1: 2} */
+    /* {"a": [{true: 1}]} */
+    static const uint8_t deepkey[] = {0x81, 0xa1, 'a', 0x91, 0x81, 0xc3, 0x01};
+    static const uint8_t cut[] = {0x82, 0xa1, 'a', 0x01};       /* a map short of a pair */
+    static const uint8_t twobody[] = {0x01, 0x02};              /* two values */
+    refusal states[] = {
+        {"too big", CRDTDB_ETOOBIG, big.data, big.len},
+        {"an array", CRDTDB_EBADVALUE, arr, sizeof arr},
+        {"0xc1", CRDTDB_EBADVALUE, bad, sizeof bad},
+        {"trailing", CRDTDB_EBADVALUE, trail, sizeof trail},
+        {"int key", CRDTDB_EBADVALUE, intkey, sizeof intkey},
+        {"deep int key", CRDTDB_EBADVALUE, deepkey, sizeof deepkey},
+        {"truncated", CRDTDB_EBADVALUE, cut, sizeof cut},
+        {"empty", CRDTDB_EBADVALUE, NULL, 0},
+        {"too deep", CRDTDB_ETOODEEP, deep.data, deep.len},
+    };
+    refusal bodies[] = {
+        {"too big", CRDTDB_ETOOBIG, big.data, big.len},
+        {"two values", CRDTDB_EBADVALUE, twobody, sizeof twobody},
+        {"0xc1", CRDTDB_EBADVALUE, bad, sizeof bad},
+        {"int key", CRDTDB_EBADVALUE, intkey, sizeof intkey},
+        {"deep int key", CRDTDB_EBADVALUE, deepkey, sizeof deepkey},
+        {"empty", CRDTDB_EBADVALUE, NULL, 0},
+        {"too deep", CRDTDB_ETOODEEP, deep.data, deep.len},
+    };
+    for (size_t i = 0; i < sizeof states / sizeof *states; i++) {
+        refuse_one(c, s, &ec, &es, 12, &states[i]);
+        refuse_one(s, c, &es, &ec, 13, &states[i]);
+        /* and the sender's own API refuses it first, with the same code */
+        const uint8_t *p = states[i].p ? states[i].p : (const uint8_t *)"";
+        ck_assert_int_eq(crdtdb_session_presence_set(c, p, states[i].len), states[i].code);
+    }
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        refuse_one(c, s, &ec, &es, 14, &bodies[i]);
+        refuse_one(s, c, &es, &ec, 15, &bodies[i]);
+        const uint8_t *p = bodies[i].p ? bodies[i].p : (const uint8_t *)"";
+        ck_assert_int_eq(crdtdb_session_message_send(c, NULL, p, bodies[i].len), bodies[i].code);
+    }
+    ck_assert_int_eq(crdtdb_session_message_send(c, "", arr, sizeof arr), CRDTDB_EINVAL);
+    size_t out;
+    crdtdb_session_output(c, &out);
+    ck_assert_uint_eq(out, 0); /* nothing refused was queued */
+    /* at the limits: accepted */
+    ck_assert_int_eq(crdtdb_session_presence_set(c, ok16.data, ok16.len), 0);
+    ck_assert_int_eq(crdtdb_session_message_send(c, NULL, ok16.data, ok16.len), 0);
+    big.len--;
+    big.data[5]--; /* max_presence bytes exactly */
+    ck_assert_int_eq(crdtdb_session_presence_set(c, big.data, big.len), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(es.presences, 2);
+    ck_assert_int_eq(es.messages, 1);
+    ck_assert_uint_eq(es.len, CRDTDB_PRESENCE_MAX);
+    snap_same(&x);
+    still_syncs(c, s, "after");
+    crdtdb_buf_free(&big);
+    crdtdb_buf_free(&deep);
+    crdtdb_buf_free(&ok16);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+/* A smaller max_presence is the receiver's own. */
+START_TEST(max_presence_is_the_receivers)
+{
+    pev ec = {0}, es = {0};
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.mode = CRDTDB_SYNC_SERVER_TO_CLIENT; /* it has nothing else to write */
+    o.on_event = on_pev;
+    o.ctx = &ec;
+    crdtdb_session *c;
+    ck_assert_int_eq(crdtdb_session_open(A.db, &o, &c), 0);
+    crdtdb_session_options_init(&o);
+    o.flags = CRDTDB_SESSION_SERVER;
+    o.on_event = on_pev;
+    o.ctx = &es;
+    o.max_presence = 8;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb_session_open(B.db, &o, &s), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    uint8_t st[] = {0x82, 0xa1, 'x', 0x01, 0xa2, 'y', 'y', 0x02}; /* 8 bytes */
+    ck_assert_int_eq(crdtdb_session_want_write(c), 0);
+    ck_assert_int_eq(crdtdb_session_presence_set(c, st, sizeof st), 0);
+    ck_assert_int_eq(crdtdb_session_want_write(c), 1); /* queued output wakes the writer */
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(es.presences, 1);
+    uint8_t st9[] = {0x82, 0xa1, 'x', 0x01, 0xa2, 'y', 'y', 0xcc, 0xff}; /* 9 bytes */
+    ck_assert_int_eq(crdtdb_session_presence_set(c, st9, sizeof st9), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(es.presences, 1);
+    ck_assert_int_eq(ec.last_error, CRDTDB_ETOOBIG);
+    ck_assert(!crdtdb_session_closed(s));
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
+/* Builds [type, ...] from msgpack bytes after the type (n elements in
+ * all), framed, into f. */
+static void raw_frame(crdtdb_buf *f, unsigned n, const uint8_t *rest, size_t len)
+{
+    crdtdb_buf m = CRDTDB_BUF_INIT;
+    uint8_t h = (uint8_t)(0x90 | n);
+    ck_assert_int_eq(crdtdb__buf_append(&m, &h, 1), 0);
+    ck_assert_int_eq(crdtdb__buf_append(&m, rest, len), 0);
+    f->len = 0;
+    frame_msg(f, &m);
+    crdtdb_buf_free(&m);
+}
+
+/* A server session on m, past the handshake; e counts its events. */
+static crdtdb_session *engine_pev(mem_store *m, int server, pev *e)
+{
+    crdtdb__session_store st;
+    mem_store_init(m, "fz", 2);
+    mem_store_bind(m, &st);
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = server ? CRDTDB_SESSION_SERVER : 0;
+    o.on_event = on_pev;
+    o.ctx = e;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb__session_open_store(&st, &o, &s), 0);
+    uint8_t buf[256];
+    size_t n = hello(buf, 1, "fz", PEER_ID);
+    ck_assert_int_eq(crdtdb_session_feed(s, buf, n), 0);
+    ck_assert_int_eq(e->ready, 1);
+    size_t len;
+    crdtdb_session_output(s, &len);
+    crdtdb_session_consume(s, len);
+    return s;
+}
+
+/* Feeds frame f to a fresh session on the mem store: the session's
+ * result; what it applied or stored must be nothing. */
+static int feed_engine(int server, int handshake, const crdtdb_buf *f, pev *e)
+{
+    mem_store m;
+    memset(e, 0, sizeof *e);
+    crdtdb_session *s;
+    if (handshake) {
+        s = engine_pev(&m, server, e);
+    } else {
+        crdtdb__session_store st;
+        mem_store_init(&m, "fz", 2);
+        mem_store_bind(&m, &st);
+        crdtdb_session_options o;
+        crdtdb_session_options_init(&o);
+        o.flags = server ? CRDTDB_SESSION_SERVER : 0;
+        o.on_event = on_pev;
+        o.ctx = e;
+        ck_assert_int_eq(crdtdb__session_open_store(&st, &o, &s), 0);
+    }
+    int rc = crdtdb_session_feed(s, f->data, f->len);
+    if (rc) {
+        ck_assert(crdtdb_session_closed(s));
+        ck_assert_int_eq(e->closed, 1);
+    }
+    if (rc) /* malformed: no event */
+        ck_assert_int_eq(e->presences + e->messages, 0);
+    ck_assert_uint_eq(m.last, 2);
+    ck_assert_uint_eq(m.applies + m.purges + m.replaces, 0);
+    crdtdb_session_close(s);
+    return rc;
+}
+
+START_TEST(malformed_presence_ends_the_session)
+{
+    crdtdb_buf f = CRDTDB_BUF_INIT;
+    pev e;
+    uint8_t k16[] = {0xc4, 16}, k15[] = {0xc4, 15}, rep[] = {0xc4, 32};
+    crdtdb_buf r = CRDTDB_BUF_INIT;
+/* appends bytes to r */
+#define PUT(...)                                                                                   \
+    do {                                                                                           \
+        const uint8_t b_[] = {__VA_ARGS__};                                                        \
+        ck_assert_int_eq(crdtdb__buf_append(&r, b_, sizeof b_), 0);                                \
+    } while (0)
+#define ZEROS(n)                                                                                   \
+    do {                                                                                           \
+        uint8_t z_[64] = {0};                                                                      \
+        ck_assert_int_eq(crdtdb__buf_append(&r, z_, (n)), 0);                                      \
+    } while (0)
+    /* a well-formed [13] to a client: an event, no error */
+    r.len = 0;
+    PUT(13);
+    ck_assert_int_eq(crdtdb__buf_append(&r, k16, 2), 0);
+    ZEROS(16);
+    PUT(0xa1, 'u');
+    ck_assert_int_eq(crdtdb__buf_append(&r, rep, 2), 0);
+    ZEROS(32);
+    PUT(0x01, 0xc0);
+    raw_frame(&f, 6, r.data, r.len);
+    ck_assert_int_eq(feed_engine(0, 1, &f, &e), 0);
+    ck_assert_int_eq(e.presences, 1);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), 0); /* and to a server */
+    ck_assert_int_eq(e.presences, 1);
+    /* ... but not before the handshake */
+    ck_assert_int_eq(feed_engine(1, 0, &f, &e), CRDTDB_EBADVALUE);
+    ck_assert_int_eq(feed_engine(0, 0, &f, &e), CRDTDB_EBADVALUE);
+    /* wrong arity: one element short */
+    raw_frame(&f, 5, r.data, r.len - 1);
+    ck_assert_int_eq(feed_engine(0, 1, &f, &e), CRDTDB_EBADVALUE);
+    /* key of 15 bytes */
+    r.len = 0;
+    PUT(13);
+    ck_assert_int_eq(crdtdb__buf_append(&r, k15, 2), 0);
+    ZEROS(15);
+    PUT(0xa1, 'u');
+    ck_assert_int_eq(crdtdb__buf_append(&r, rep, 2), 0);
+    ZEROS(32);
+    PUT(0x01, 0xc0);
+    raw_frame(&f, 6, r.data, r.len);
+    ck_assert_int_eq(feed_engine(0, 1, &f, &e), CRDTDB_EBADVALUE);
+    /* version 0 */
+    r.len = 0;
+    PUT(13);
+    ck_assert_int_eq(crdtdb__buf_append(&r, k16, 2), 0);
+    ZEROS(16);
+    PUT(0xa1, 'u');
+    ck_assert_int_eq(crdtdb__buf_append(&r, rep, 2), 0);
+    ZEROS(32);
+    PUT(0x00, 0xc0);
+    raw_frame(&f, 6, r.data, r.len);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), CRDTDB_EBADVALUE);
+    /* user not UTF-8 */
+    r.len = 0;
+    PUT(13);
+    ck_assert_int_eq(crdtdb__buf_append(&r, k16, 2), 0);
+    ZEROS(16);
+    PUT(0xa1, 0xff);
+    ck_assert_int_eq(crdtdb__buf_append(&r, rep, 2), 0);
+    ZEROS(32);
+    PUT(0x01, 0xc0);
+    raw_frame(&f, 6, r.data, r.len);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), CRDTDB_EBADVALUE);
+    /* [12, "str"]: a str state */
+    r.len = 0;
+    PUT(12, 0xa1, 'x');
+    raw_frame(&f, 2, r.data, r.len);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), CRDTDB_EBADVALUE);
+    /* [12] and [12, nil, nil] */
+    r.len = 0;
+    PUT(12);
+    raw_frame(&f, 1, r.data, r.len);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), CRDTDB_EBADVALUE);
+    PUT(0xc0, 0xc0);
+    raw_frame(&f, 3, r.data, r.len);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), CRDTDB_EBADVALUE);
+    /* [12, nil]: a server takes it, a client ends the session, and so
+     * before the handshake */
+    r.len = 0;
+    PUT(12, 0xc0);
+    raw_frame(&f, 2, r.data, r.len);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), 0);
+    ck_assert_int_eq(e.presences, 1);
+    ck_assert_int_eq(feed_engine(0, 1, &f, &e), CRDTDB_EBADVALUE);
+    ck_assert_int_eq(feed_engine(1, 0, &f, &e), CRDTDB_EBADVALUE);
+    /* [14, nil, bin]: the same; [14, "", bin] (empty to) and [14, 1, bin]
+     * are malformed */
+    r.len = 0;
+    PUT(14, 0xc0, 0xc4, 1, 0x01);
+    raw_frame(&f, 3, r.data, r.len);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), 0);
+    ck_assert_int_eq(e.messages, 1);
+    ck_assert_int_eq(feed_engine(0, 1, &f, &e), CRDTDB_EBADVALUE);
+    r.len = 0;
+    PUT(14, 0xa0, 0xc4, 1, 0x01);
+    raw_frame(&f, 3, r.data, r.len);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), CRDTDB_EBADVALUE);
+    r.len = 0;
+    PUT(14, 0x01, 0xc4, 1, 0x01);
+    raw_frame(&f, 3, r.data, r.len);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), CRDTDB_EBADVALUE);
+    /* [15, ...] with a nil body */
+    r.len = 0;
+    PUT(15);
+    ck_assert_int_eq(crdtdb__buf_append(&r, k16, 2), 0);
+    ZEROS(16);
+    PUT(0xa0);
+    ck_assert_int_eq(crdtdb__buf_append(&r, rep, 2), 0);
+    ZEROS(32);
+    PUT(0x01, 0xc0, 0xc0);
+    raw_frame(&f, 7, r.data, r.len);
+    ck_assert_int_eq(feed_engine(0, 1, &f, &e), CRDTDB_EBADVALUE);
+    r.data[r.len - 1] = 0xc4; /* bin 8 of length 0: well-formed, an empty body */
+    PUT(0x00);
+    raw_frame(&f, 7, r.data, r.len);
+    ck_assert_int_eq(feed_engine(0, 1, &f, &e), 0); /* a NOTICE, no event */
+    ck_assert_int_eq(e.messages, 0);
+#undef PUT
+#undef ZEROS
+    crdtdb_buf_free(&r);
+    crdtdb_buf_free(&f);
+}
+END_TEST
+
+/* Presence frames are cheap: never held back by YIELD as deltas are. */
+START_TEST(presence_frames_are_not_costly)
+{
+    mem_store m;
+    pev e = {0};
+    crdtdb__session_store st;
+    mem_store_init(&m, "fz", 0);
+    mem_store_bind(&m, &st);
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = CRDTDB_SESSION_SERVER | CRDTDB_SESSION_YIELD;
+    o.on_event = on_pev;
+    o.ctx = &e;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb__session_open_store(&st, &o, &s), 0);
+    uint8_t buf[256];
+    size_t n = hello(buf, 1, "fz", PEER_ID);
+    ck_assert_int_eq(crdtdb_session_feed(s, buf, n), 0);
+    static const uint8_t set[] = {0, 0, 0, 5, 0x92, 12, 0xc4, 1, 0x80}; /* [12, {}] */
+    ck_assert_int_eq(crdtdb_session_feed(s, set, sizeof set), 0);
+    ck_assert_int_eq(e.presences, 1);
+    ck_assert_int_eq(crdtdb_session_pending(s), 0);
+    crdtdb_session_close(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("session");
@@ -1238,12 +1907,17 @@ int main(void)
     tcase_add_test(tc, backpressure_bounds_the_output);
     tcase_add_test(tc, bad_frames_end_the_session);
     tcase_add_test(tc, duplicated_frames_are_harmless);
+    tcase_add_test(tc, presence_and_messages_round_trip);
+    tcase_add_test(tc, refused_presence_gets_a_notice_and_the_session_goes_on);
+    tcase_add_test(tc, max_presence_is_the_receivers);
     suite_add_tcase(s, tc);
     TCase *te = tcase_create("engine"); /* no LMDB: tests/mem_store.c */
     tcase_add_test(te, notices_from_the_apply_are_queued);
     tcase_add_test(te, signer_checked_before_the_store_and_errors_keep_their_message);
     tcase_add_test(te, nothing_follows_a_close_made_by_a_callback);
     tcase_add_test(te, notices_from_the_last_pump_of_a_feed_are_sent);
+    tcase_add_test(te, malformed_presence_ends_the_session);
+    tcase_add_test(te, presence_frames_are_not_costly);
     suite_add_tcase(s, te);
     return tu_run(s);
 }
