@@ -369,21 +369,28 @@ START_TEST(killed_cli_leaves_within_seconds)
     char out[4200], err[4200];
     snprintf(out, sizeof out, "%s/out", K.dir);
     snprintf(err, sizeof err, "%s/err", K.dir);
-    const char *argv[] = {cli, "-d", K.dir, "sync", url1, "--db", "game", "--watch",
-                          "--presence", "{\"cli\":true,\"at\":[1,2]}", NULL};
+    const char *argv[] = {cli,          "-d",    K.dir,      "sync",
+                          url1,         "--db",  "game",     "--watch",
+                          "--presence", "{\"cli\":true,\"at\":[1,2]}", "--send",
+                          "{\"hi\":\"from the command\"}", NULL};
     pid_t pid = tu_spawn(argv, NULL, out, err);
     seen s = {&la, "{\"cli\":true,\"at\":[1,2]}", 1};
     int joined = spin(sees, &s, 10000);
     if (!joined)
         kill(pid, SIGKILL);
     ck_assert_msg(joined, "the command's presence never came");
-    /* the command sees ours */
+    expect_msgs(&la, 1); /* its --send */
+    ck_assert_str_eq(la.msg, "{\"hi\":\"from the command\"}");
+    /* the command sees ours, and prints them */
     set(ca, "{\"c\":1}");
+    ck_assert_int_eq(send_msg(ca, NULL, "[\"to\",\"all\"]"), 0);
     int printed = 0;
-    for (int i = 0; i < 200 && !printed; i++) {
+    for (int i = 0; i < 400 && !printed; i++) {
         spin(NULL, NULL, 25);
         char *o = tu_slurp(out, NULL);
-        printed = strstr(o, "{\"presence\":\"join\"") && strstr(o, "\"state\":{\"c\":1}");
+        printed = strstr(o, "{\"presence\":\"join\",\"key\":\"") &&
+                  strstr(o, "\"user\":\"\",\"replica\":\"") && strstr(o, "\"state\":{\"c\":1}}\n") &&
+                  strstr(o, "{\"message\":[\"to\",\"all\"],\"key\":\"") && strstr(o, "\"to\":null}\n");
         free(o);
     }
     ck_assert_int_eq(kill(pid, SIGKILL), 0);
@@ -552,6 +559,12 @@ START_TEST(peered_servers_relay_both_ways_once)
     ck_assert_int_eq(la.updates, 0);
     ck_assert_int_eq(lc.msgs, 2); /* a's (same server) and b's */
     ck_assert_int_eq(total(&lb), 3);
+    /* a newcomer on the second server gets both at once */
+    crdtdb_client_close(cc);
+    memset(&lc, 0, sizeof lc);
+    cc = client(&C, url2, &lc, NULL);
+    expect(&lc, "{\"at\":\"s1\",\"v\":2}", 2);
+    expect(&lc, "{\"at\":\"s2\"}", 2);
     /* a leaves: b, on the other server, sees it */
     crdtdb_client_close(ca);
     ca = NULL;
@@ -559,6 +572,16 @@ START_TEST(peered_servers_relay_both_ways_once)
     expect(&lc, "{\"at\":\"s2\"}", 1);
     spin(NULL, NULL, 300);
     ck_assert_int_eq(lb.leaves, 1);
+    /* the first server goes: what the second learned from it leaves */
+    set(cc, "{\"at\":\"s2\",\"c\":1}");
+    ca = client(&A, url1, &la, NULL);
+    expect(&la, "{\"at\":\"s2\",\"c\":1}", 2);
+    set(ca, "{\"back\":1}");
+    expect(&lb, "{\"back\":1}", 2); /* and c, on its server */
+    crdtdb_server_close(srv1);
+    srv1 = NULL;
+    expect(&lb, "{\"at\":\"s2\",\"c\":1}", 1);
+    expect(&lc, "{\"at\":\"s2\"}", 1);
 }
 END_TEST
 
