@@ -135,7 +135,8 @@ static const command commands[] = {
      "Presence (live state of each connection, never stored; docs/protocol.md):\n"
      "--max-presence N (1024: bytes of one state or message), --max-presence-members N\n"
      "(256: entries per database), --presence-hz N (30: changes forwarded and\n"
-     "messages taken per connection per second).",
+     "messages taken per connection per second).  Peer links relay presence\n"
+     "both ways; with tokens, only for a link user who owns the database.",
      0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT | OPT_TLS | OPT_LIMITS,
      cmd_serve},
     {"sync", "URL --db DB [--watch | --timeout SECONDS] [--mode MODE] [--token-file F]\n"

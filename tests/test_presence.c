@@ -739,6 +739,38 @@ START_TEST(max_presence_members_refuses_a_newcomer)
 }
 END_TEST
 
+START_TEST(presence_options_are_bounded)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    ck_assert_uint_eq(o.max_presence, CRDTDB_PRESENCE_MAX);
+    ck_assert_uint_eq(o.max_presence_members, 256);
+    ck_assert_uint_eq(o.presence_hz, 30);
+    crdtdb_server *s = NULL;
+    o.presence_hz = 1001;
+    ck_assert_int_eq(crdtdb_server_open(S1.env, &o, &s), CRDTDB_EINVAL);
+    o.presence_hz = 30;
+    o.max_presence = 65537;
+    ck_assert_int_eq(crdtdb_server_open(S1.env, &o, &s), CRDTDB_EINVAL);
+    ck_assert_ptr_null(s);
+    /* a client's own checks, connected or not */
+    crdtdb_client_options co;
+    crdtdb_client_options_init(&co);
+    co.url = "ws://127.0.0.1:1";
+    ck_assert_int_eq(crdtdb_client_open(A.db, &co, &ca), 0);
+    const uint8_t map[] = {0x80}, deep[] = {0x81, 0xa1, 'k', 0x91, 0x91, 0x91, 0x91, 0x91,
+                                            0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91,
+                                            0x91, 0x91, 0x91, 0x91, 0xc0};
+    ck_assert_int_eq(crdtdb_client_presence_set(ca, map, sizeof map), 0); /* kept */
+    ck_assert_int_eq(crdtdb_client_presence_set(ca, deep, sizeof deep), CRDTDB_ETOODEEP);
+    ck_assert_int_eq(crdtdb_client_presence_set(ca, NULL, 0), 0);
+    ck_assert_int_eq(crdtdb_client_presence_set(ca, NULL, 3), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_client_presence_set(NULL, map, 1), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_client_message_send(ca, NULL, map, sizeof map), CRDTDB_EBUSY);
+    ck_assert_int_eq(crdtdb_client_message_send(ca, NULL, NULL, 0), CRDTDB_EINVAL);
+}
+END_TEST
+
 START_TEST(members_policy_publishes_for_members_relays_for_owners)
 {
     crdtdb_server_auth auth;
@@ -784,6 +816,7 @@ static Suite *presence_suite(void)
     tcase_add_test(tc, oversized_and_non_map_states_get_notices);
     tcase_add_test(tc, messages_to_everyone_to_one_user_never_back);
     tcase_add_test(tc, max_presence_members_refuses_a_newcomer);
+    tcase_add_test(tc, presence_options_are_bounded);
     tcase_add_test(tc, members_policy_publishes_for_members_relays_for_owners);
     suite_add_tcase(s, tc);
     return s;

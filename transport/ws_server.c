@@ -149,6 +149,8 @@ static void slog(crdtdb_server *srv, const char *fmt, ...)
 #define DEF_MAX_PRESENCE_MEMBERS 256
 #define DEF_PRESENCE_HZ 30
 #define MAX_PRESENCE_HZ 1000 /* a bucket of thousandths stays exact */
+#define MAX_PRESENCE_BYTES 65536 /* a database's hub holds max_presence_members
+                                    of them */
 
 void crdtdb_server_options_init(crdtdb_server_options *o)
 {
@@ -1021,7 +1023,7 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
         o.max_presence_members = DEF_MAX_PRESENCE_MEMBERS;
     if (!o.presence_hz)
         o.presence_hz = DEF_PRESENCE_HZ;
-    if (o.presence_hz > MAX_PRESENCE_HZ)
+    if (o.presence_hz > MAX_PRESENCE_HZ || o.max_presence > MAX_PRESENCE_BYTES)
         return CRDTDB_EINVAL;
     if (o.ping_secs > MAX_IDLE_SECS || o.pong_secs > MAX_IDLE_SECS - o.ping_secs ||
         o.handshake_secs > MAX_IDLE_SECS)
