@@ -57,7 +57,7 @@ struct crdtdb_client {
     int closing;
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
-    /* presence: ours, kept across connections (has_state: set), and the
+    /* presence: ours, kept across connections (NULL: none), and the
      * entries of others this connection told us of */
     uint8_t *pstate;
     size_t pstate_len;
