@@ -135,7 +135,14 @@ static crdtdb_server *server(replica *r, char *url, size_t n)
     return server_opts(r, url, n, &o);
 }
 
+static crdtdb_client *client_db(crdtdb_db *db, const char *url, plog *l, const char *token);
+
 static crdtdb_client *client(replica *r, const char *url, plog *l, const char *token)
+{
+    return client_db(r->db, url, l, token);
+}
+
+static crdtdb_client *client_db(crdtdb_db *db, const char *url, plog *l, const char *token)
 {
     crdtdb_client_options o;
     crdtdb_client_options_init(&o);
@@ -146,7 +153,7 @@ static crdtdb_client *client(replica *r, const char *url, plog *l, const char *t
     o.ctx = l;
     o.token = token;
     crdtdb_client *c;
-    ck_assert_int_eq(crdtdb_client_open(r->db, &o, &c), 0);
+    ck_assert_int_eq(crdtdb_client_open(db, &o, &c), 0);
     return c;
 }
 
@@ -739,6 +746,100 @@ START_TEST(max_presence_members_refuses_a_newcomer)
 }
 END_TEST
 
+/* Database "club" (players, _members) in env, with its members as given
+ * ({user, record} pairs; n of them), or none. */
+static const char *CLUB_COLLS[] = {"players", "_members"};
+
+static crdtdb_db *club(crdtdb_env *env, const char *const (*members)[2], int n)
+{
+    crdtdb_db *db;
+    ck_assert_int_eq(crdtdb_db_create(env, "club", CLUB_COLLS, 2, &db), 0);
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *p = tu_mp(&b, members[i][1]);
+        ck_assert_int_eq(crdtdb_db_add(db, NULL, "_members", members[i][0], p, b.len), 0);
+    }
+    crdtdb_buf_free(&b);
+    return db;
+}
+
+/* Two servers with tokens and the _members policy; the second peers with
+ * the first (one way) as link_user.  alice is a client of the first, carol
+ * of the second.  Relaying into the first server needs an owner. */
+static void members_pair(const char *link_user, int carol_sees_alice, int alice_sees_carol)
+{
+    static const char *const members[][2] = {
+        {"link", "{\"role\":\"owner\",\"status\":\"accepted\"}"},
+        {"bob", "{\"role\":\"reader\",\"status\":\"accepted\"}"},
+        {"alice", "{\"role\":\"writer\",\"status\":\"accepted\"}"},
+        {"carol", "{\"role\":\"reader\",\"status\":\"accepted\"}"}};
+    crdtdb_db *d1 = club(S1.env, members, 4), *d2 = club(S2.env, members, 4);
+    crdtdb_db *da = club(A.env, NULL, 0), *dc = club(C.env, NULL, 0);
+    crdtdb_server_auth auth;
+    crdtdb_members_policy(&auth);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    const char *colls[] = {"players", "_members"};
+    o.jwt_key = key;
+    o.auth = &auth;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    o.collections = colls;
+    srv2 = server_opts(&S2, url2, sizeof url2, &o);
+    char *tl = mint(link_user), *ta = mint("alice"), *tc = mint("carol");
+    crdtdb_client_options l;
+    crdtdb_client_options_init(&l);
+    l.url = url1;
+    l.token = tl;
+    l.backoff_min_ms = 10;
+    l.backoff_max_ms = 100;
+    const char *only[] = {"club"};
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, only, 1), 0);
+    ca = client_db(da, url1, &la, ta);
+    cc = client_db(dc, url2, &lc, tc);
+    wait_ready();
+    spin(NULL, NULL, 500); /* the link is up */
+    set(ca, "{\"who\":\"alice\"}");
+    set(cc, "{\"who\":\"carol\"}");
+    if (carol_sees_alice) {
+        expect(&lc, "{\"who\":\"alice\"}", 1);
+        ck_assert_str_eq(lc.e[0].user, "alice");
+    }
+    if (alice_sees_carol) {
+        expect(&la, "{\"who\":\"carol\"}", 1);
+        ck_assert_str_eq(la.e[0].user, "carol");
+    }
+    spin(NULL, NULL, 500);
+    ck_assert_int_eq(lc.n, carol_sees_alice);
+    ck_assert_int_eq(la.n, alice_sees_carol);
+    crdtdb_client_close(ca);
+    crdtdb_client_close(cc);
+    ca = cc = NULL;
+    crdtdb_server_close(srv2); /* before the handles its link uses */
+    crdtdb_server_close(srv1);
+    srv1 = srv2 = NULL;
+    crdtdb_db_close(d1);
+    crdtdb_db_close(d2);
+    crdtdb_db_close(da);
+    crdtdb_db_close(dc);
+    free(tl);
+    free(ta);
+    free(tc);
+}
+
+START_TEST(members_policy_relays_through_an_owners_link)
+{
+    members_pair("link", 1, 1);
+}
+END_TEST
+
+START_TEST(members_policy_refuses_a_readers_relay)
+{
+    /* what the first server sends its link still arrives; what the link
+     * relays into it does not */
+    members_pair("bob", 1, 0);
+}
+END_TEST
+
 START_TEST(presence_options_are_bounded)
 {
     crdtdb_server_options o;
@@ -817,6 +918,8 @@ static Suite *presence_suite(void)
     tcase_add_test(tc, messages_to_everyone_to_one_user_never_back);
     tcase_add_test(tc, max_presence_members_refuses_a_newcomer);
     tcase_add_test(tc, presence_options_are_bounded);
+    tcase_add_test(tc, members_policy_relays_through_an_owners_link);
+    tcase_add_test(tc, members_policy_refuses_a_readers_relay);
     tcase_add_test(tc, members_policy_publishes_for_members_relays_for_owners);
     suite_add_tcase(s, tc);
     return s;
