@@ -673,6 +673,35 @@ START_TEST(oversized_and_non_map_states_get_notices)
 }
 END_TEST
 
+/* A peer that goes silent (a laptop closed, a cable pulled: no FIN) is
+ * cut when it answers no ping, and its entry leaves then. */
+START_TEST(silent_peer_leaves_after_the_pong_timeout)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.ping_secs = 1;
+    o.pong_secs = 1;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    cb = client(&B, url1, &lb, NULL);
+    wait_ready();
+    tu_raw r;
+    tu_raw_open(&r, crdtdb_server_port(srv1), "/v1/db/game", NULL);
+    ck_assert(spin(tu_raw_answered, &r, 10000));
+    crdtdb_buf hello = CRDTDB_BUF_INIT, f = CRDTDB_BUF_INIT;
+    tu_ws_hello(A.db, &hello);
+    tu_raw_send(&NET, &r, hello.data, hello.len);
+    const uint8_t st[] = {0x81, 0xa4, 'h', 'e', 'r', 'e', 0xc3}; /* {"here":true} */
+    raw_presence_frame(&f, st, sizeof st);
+    tu_ws_send(&NET, &r, f.data, f.len);
+    expect(&lb, "{\"here\":true}", 1);
+    /* from now on it reads nothing and answers nothing */
+    ck_assert_msg(spin(leave_seen, &lb, 15000), "the silent peer never left");
+    close(r.fd);
+    crdtdb_buf_free(&hello);
+    crdtdb_buf_free(&f);
+}
+END_TEST
+
 START_TEST(messages_to_everyone_to_one_user_never_back)
 {
     crdtdb_server_options o;
@@ -915,6 +944,7 @@ static Suite *presence_suite(void)
     tcase_add_test(tc, unauthorized_users_see_and_show_nothing);
     tcase_add_test(tc, peered_servers_relay_both_ways_once);
     tcase_add_test(tc, oversized_and_non_map_states_get_notices);
+    tcase_add_test(tc, silent_peer_leaves_after_the_pong_timeout);
     tcase_add_test(tc, messages_to_everyone_to_one_user_never_back);
     tcase_add_test(tc, max_presence_members_refuses_a_newcomer);
     tcase_add_test(tc, presence_options_are_bounded);
