@@ -396,8 +396,10 @@ START_TEST(killed_cli_leaves_within_seconds)
         spin(NULL, NULL, 25);
         char *o = tu_slurp(out, NULL);
         printed = strstr(o, "{\"presence\":\"join\",\"key\":\"") &&
-                  strstr(o, "\"user\":\"\",\"replica\":\"") && strstr(o, "\"state\":{\"c\":1}}\n") &&
-                  strstr(o, "{\"message\":[\"to\",\"all\"],\"key\":\"") && strstr(o, "\"to\":null}\n");
+                  strstr(o, "\"user\":\"\",\"replica\":\"") &&
+                  strstr(o, "\"state\":{\"c\":1}}\n") &&
+                  strstr(o, "{\"message\":[\"to\",\"all\"],\"key\":\"") &&
+                  strstr(o, "\"to\":null}\n");
         free(o);
     }
     ck_assert_int_eq(kill(pid, SIGKILL), 0);

@@ -96,8 +96,11 @@ static void remote_refusal(crdtdb_client *c, int code, const char *msg)
 {
     if (!c->o.on_event)
         return;
-    crdtdb_session_event ev = {
-        .type = CRDTDB_SESSION_ERROR, .mode = c->o.mode, .error = code, .message = msg, .remote = 1};
+    crdtdb_session_event ev = {.type = CRDTDB_SESSION_ERROR,
+                               .mode = c->o.mode,
+                               .error = code,
+                               .message = msg,
+                               .remote = 1};
     c->o.on_event(c->o.ctx, &ev);
 }
 
