@@ -114,16 +114,19 @@ static void hlog(crdtdb__hub *h, const char *fmt, const char *a)
     h->cfg->log(h->cfg->log_ctx, safe);
 }
 
-static void notice(crdtdb__pconn *pc, int code, const char *msg)
+/* Tells pc why its frame was dropped, once a second at most; 1 if told
+ * (the caller logs it then: no more lines than notices). */
+static int notice(crdtdb__pconn *pc, int code, const char *msg)
 {
     if (pc->link || !pc->l->s)
-        return; /* a peer server's answer: nobody to tell */
+        return 0; /* a peer server's answer: nobody to tell */
     uint64_t now = crdtdb__ws_now_ms();
     if (pc->notice_ms && now - pc->notice_ms < NOTICE_MS)
-        return;
+        return 0;
     pc->notice_ms = now;
     if (crdtdb_session_notify(pc->l->s, code, msg) == 0 && pc->wake)
         pc->wake(pc);
+    return 1;
 }
 
 /* Whether pc may publish (relay 0) or relay (1): the hook, or its default
@@ -312,8 +315,8 @@ static void on_turn(lws_sorted_usec_list_t *sul)
 static void publish(crdtdb__hub *h, crdtdb__pconn *pc, const uint8_t *state, size_t len)
 {
     if (!may(h, pc, 0)) {
-        hlog(h, "db '%s': user '%s': presence refused", pc->user);
-        notice(pc, CRDTDB_EDENIED, "presence refused: permission denied");
+        if (notice(pc, CRDTDB_EDENIED, "presence refused: permission denied"))
+            hlog(h, "db '%s': user '%s': presence refused", pc->user);
         return;
     }
     pentry *e = find_own(h, pc);
@@ -361,8 +364,8 @@ static void publish(crdtdb__hub *h, crdtdb__pconn *pc, const uint8_t *state, siz
 static void relayed(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_presence *p)
 {
     if (!may(h, pc, 1)) {
-        hlog(h, "db '%s': user '%s': relaying presence refused", pc->user);
-        notice(pc, CRDTDB_EDENIED, "relaying presence refused: permission denied");
+        if (notice(pc, CRDTDB_EDENIED, "relaying presence refused: permission denied"))
+            hlog(h, "db '%s': user '%s': relaying presence refused", pc->user);
         return;
     }
     if (memcmp(p->key, h->cfg->id, HUB_SERVER_ID_BYTES) == 0)
