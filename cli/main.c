@@ -158,12 +158,13 @@ static const command commands[] = {
      "Large first syncs print their progress to stderr.\n"
      "With --watch, --presence JSON (an object, '-': standard input) shows\n"
      "this connection to the others of the database, on every reconnect too\n"
-     "(null: shows nothing, only watches), and every presence change and\n"
-     "message of the others prints as a JSON\n"
-     "line: {\"presence\":\"join\"|\"update\"|\"leave\",\"key\":K,\"user\":U,\n"
-     "\"replica\":R,\"state\":{...}} and {\"message\":...,\"key\":K,\"user\":U,\n"
-     "\"replica\":R,\"to\":USER|null}.  --send JSON sends one message once\n"
-     "connected, to everyone, or with --to USER to that user's connections.",
+     "(null: shows nothing, only watches), and prints the others' presence\n"
+     "and messages as JSON lines, never stored:\n"
+     "  {\"presence\":\"join\"|\"update\"|\"leave\",\"key\":K,\"user\":U,\"replica\":R,\n"
+     "   \"state\":{...}}   (no state in a leave)\n"
+     "  {\"message\":...,\"key\":K,\"user\":U,\"replica\":R,\"to\":USER|null}\n"
+     "--send JSON sends one message once connected, to everyone, or with\n"
+     "--to USER to that user's connections.",
      1, 1, OPT_DB | OPT_WATCH | OPT_TIMEOUT | OPT_MODE | OPT_TOKEN | OPT_TLS_CA | OPT_PRESENCE,
      cmd_sync},
 };

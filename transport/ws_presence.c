@@ -188,14 +188,6 @@ static size_t members(const crdtdb__hub *h)
     return n;
 }
 
-size_t crdtdb__hub_count(const crdtdb__hub *h)
-{
-    size_t n = 0;
-    for (const pentry *e = h ? h->entries : NULL; e; e = e->next)
-        n += e->state != NULL;
-    return n;
-}
-
 static void unlink_entry(crdtdb__hub *h, pentry *e)
 {
     for (pentry **pp = &h->entries; *pp; pp = &(*pp)->next)

@@ -69,8 +69,6 @@ void crdtdb__hub_leave(crdtdb__hub *h, crdtdb__pconn *pc);
 /* A PRESENCE / MESSAGE event of pc's session (12 or 13, 14 or 15). */
 void crdtdb__hub_presence(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_presence *p);
 void crdtdb__hub_message(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_message *m);
-/* Live entries (for tests and logs). */
-size_t crdtdb__hub_count(const crdtdb__hub *h);
 
 /* Checks a presence state (map 1) or message body (map 0) as the session
  * does before sending: at most max bytes, exactly one msgpack value (a
