@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "tests/replica.h"
 #include "tests/testutil.h"
@@ -871,6 +872,59 @@ START_TEST(members_policy_refuses_a_readers_relay)
 }
 END_TEST
 
+static int uv_until(uv_loop_t *loop, tu_cond cond, void *arg, int ms)
+{
+    uint64_t deadline = tu_mono_ms() + (uint64_t)ms;
+    while (tu_mono_ms() < deadline) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (cond(arg))
+            return 1;
+        tu_sleep_ms(1);
+    }
+    return 0;
+}
+
+/* On a libuv loop the coalescing timer runs on the loop: the latest state
+ * arrives though nothing else happens after it. */
+START_TEST(libuv_loop_runs_the_presence_timers)
+{
+    uv_loop_t loop;
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.uv_loop = &loop;
+    o.presence_hz = 5;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    crdtdb_client_options co;
+    crdtdb_client_options_init(&co);
+    co.url = url1;
+    co.uv_loop = &loop;
+    co.on_event = on_event;
+    co.ctx = &la;
+    ck_assert_int_eq(crdtdb_client_open(A.db, &co, &ca), 0);
+    co.ctx = &lb;
+    ck_assert_int_eq(crdtdb_client_open(B.db, &co, &cb), 0);
+    ck_assert(uv_until(&loop, all_ready, NULL, 10000));
+    char json[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(json, sizeof json, "{\"i\":%d}", i);
+        set(ca, json);
+    }
+    seen s = {&lb, "{\"i\":19}", 1};
+    ck_assert_msg(uv_until(&loop, sees, &s, 10000), "the latest never came");
+    ck_assert_int_le(lb.joins + lb.updates, 5);
+    crdtdb_client_close(ca);
+    seen gone = {&lb, NULL, 0};
+    ck_assert_msg(uv_until(&loop, sees, &gone, 10000), "no leave");
+    crdtdb_client_close(cb);
+    crdtdb_server_close(srv1);
+    ca = cb = NULL;
+    srv1 = NULL;
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 START_TEST(presence_options_are_bounded)
 {
     crdtdb_server_options o;
@@ -950,6 +1004,7 @@ static Suite *presence_suite(void)
     tcase_add_test(tc, messages_to_everyone_to_one_user_never_back);
     tcase_add_test(tc, max_presence_members_refuses_a_newcomer);
     tcase_add_test(tc, presence_options_are_bounded);
+    tcase_add_test(tc, libuv_loop_runs_the_presence_timers);
     tcase_add_test(tc, members_policy_relays_through_an_owners_link);
     tcase_add_test(tc, members_policy_refuses_a_readers_relay);
     tcase_add_test(tc, members_policy_publishes_for_members_relays_for_owners);
