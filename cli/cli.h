@@ -30,13 +30,14 @@ enum {
     OPT_LIMITS = 8192, /* serve: the flags in serve_limit_flags */
     OPT_TIMEOUT = 16384, /* sync: --timeout SECONDS */
     OPT_TLS_CA = 32768,  /* sync: --tls-ca F */
+    OPT_PRESENCE = 65536, /* sync: --presence JSON, --send JSON, --to USER */
     OPT_EXPIRE = 1 << 20,  /* expire: --after D, --closed, --never */
     OPT_ARCHIVE = 1 << 21, /* drop, expired: --archive PATH */
     OPT_DROP = 1 << 22     /* expired: --drop */
 };
 
 /* The number of serve_limit_flags (options.h), the size of args.limits. */
-#define SERVE_NLIMITS 8
+#define SERVE_NLIMITS 11
 
 /* A command's parsed arguments; unset options are NULL. */
 typedef struct args {
@@ -64,6 +65,7 @@ typedef struct args {
     const char *limits[SERVE_NLIMITS]; /* values of serve_limit_flags */
     const char *after, *archive;
     int closed, never, drop;
+    const char *presence, *send, *to; /* sync --watch: presence and a message */
 } args;
 
 /* --------------------------------------------------------------- util.c */

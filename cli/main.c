@@ -141,7 +141,8 @@ static const command commands[] = {
               "       [--jwt-secret-file F | --jwt-public-key F [--jwt-alg A]]\n"
               "       [--max-connections N] [--max-per-ip N] [--max-per-user N]\n"
               "       [--max-buffered-mb M] [--handshake-timeout S] [--message-timeout S]\n"
-              "       [--ping-interval S] [--pong-timeout S]",
+              "       [--ping-interval S] [--pong-timeout S] [--max-presence N]\n"
+              "       [--max-presence-members N] [--presence-hz N]",
      "serve the databases to sync clients over WebSocket",
      "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
      "(default 127.0.0.1:8080) until interrupted, logging one line per\n"
@@ -167,11 +168,16 @@ static const command commands[] = {
      "over it the largest stalled one is closed, 1013), --handshake-timeout S\n"
      "(10: headers and session hello), --message-timeout S (120: one sync\n"
      "message), --ping-interval S and --pong-timeout S (30 and 30: a peer\n"
-     "answering no ping is dropped).",
+     "answering no ping is dropped).\n"
+     "Presence (live state of each connection, never stored; docs/protocol.md):\n"
+     "--max-presence N (1024: bytes of one state or message), --max-presence-members N\n"
+     "(256: entries per database), --presence-hz N (30: changes forwarded and\n"
+     "messages taken per connection per second).  Peer links relay presence\n"
+     "both ways; with tokens, only for a link user who owns the database.",
      0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT | OPT_TLS | OPT_LIMITS,
      cmd_serve},
     {"sync", "URL --db DB [--watch | --timeout SECONDS] [--mode MODE] [--token-file F]\n"
-             "       [--tls-ca F]",
+             "       [--tls-ca F] [--presence JSON] [--send JSON [--to USER]]",
      "sync a database with a server over WebSocket",
      "Connect to the server at URL (ws://HOST:PORT) and sync database DB\n"
      "both ways (--mode server-to-client: only receive), then exit once\n"
@@ -186,8 +192,18 @@ static const command commands[] = {
      "self-signed server certificate) instead of the system's.\n"
      "--token-file F sends the token (JWT) in F as the bearer; if the\n"
      "server says this user's access changed, the local copy is cleared.\n"
-     "Large first syncs print their progress to stderr.",
-     1, 1, OPT_DB | OPT_WATCH | OPT_TIMEOUT | OPT_MODE | OPT_TOKEN | OPT_TLS_CA, cmd_sync},
+     "Large first syncs print their progress to stderr.\n"
+     "With --watch, --presence JSON (an object, '-': standard input) shows\n"
+     "this connection to the others of the database, on every reconnect too\n"
+     "(null: shows nothing, only watches), and prints the others' presence\n"
+     "and messages as JSON lines, never stored:\n"
+     "  {\"presence\":\"join\"|\"update\"|\"leave\",\"key\":K,\"user\":U,\"replica\":R,\n"
+     "   \"state\":{...}}   (no state in a leave)\n"
+     "  {\"message\":...,\"key\":K,\"user\":U,\"replica\":R,\"to\":USER|null}\n"
+     "--send JSON sends one message once connected, to everyone, or with\n"
+     "--to USER to that user's connections.",
+     1, 1, OPT_DB | OPT_WATCH | OPT_TIMEOUT | OPT_MODE | OPT_TOKEN | OPT_TLS_CA | OPT_PRESENCE,
+     cmd_sync},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)

@@ -29,6 +29,7 @@ typedef struct cli_option {
 static const char *const serve_limit_flags[SERVE_NLIMITS + 1] = {
     "--max-connections",   "--max-per-ip",      "--max-per-user",  "--max-buffered-mb",
     "--handshake-timeout", "--message-timeout", "--ping-interval", "--pong-timeout",
+    "--max-presence",      "--max-presence-members", "--presence-hz",
     NULL};
 
 static const cli_option cli_options[] = {
@@ -53,6 +54,7 @@ static const cli_option cli_options[] = {
     {"--tls-cert", OPT_TLS, OPTV_VALUE, offsetof(args, tls_cert)},
     {"--tls-key", OPT_TLS, OPTV_VALUE, offsetof(args, tls_key)},
     {"--tls-ca", OPT_TLS_CA, OPTV_VALUE, offsetof(args, tls_ca)},
+    OPT_PRESENCE = 65536, /* sync: --presence JSON, --send JSON, --to USER */
     {"--after", OPT_EXPIRE, OPTV_VALUE, offsetof(args, after)},
     {"--closed", OPT_EXPIRE, OPTV_FLAG, offsetof(args, closed)},
     {"--never", OPT_EXPIRE, OPTV_FLAG, offsetof(args, never)},

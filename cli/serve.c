@@ -74,12 +74,32 @@ static int load_jwt_key(const args *a, crdtdb_jwt_key **key)
 
 /* Sets the limits given as flags (unset: the library's defaults); an
  * unparsable or zero value is a usage error.  "unlimited" lifts the
- * per-address and per-user caps. */
+ * per-address and per-user caps.  Flags 0-3 and 8-9 are sizes, 4-7
+ * seconds, 10 a rate (--presence-hz, at most 1000). */
 static int apply_limits(const args *a, crdtdb_server_options *o)
 {
     size_t *sizes[] = {&o->max_connections, &o->max_per_ip, &o->max_per_user, &o->max_buffered};
     unsigned *secs[] = {&o->handshake_secs, &o->message_secs, &o->ping_secs, &o->pong_secs};
-    for (size_t i = 0; serve_limit_flags[i]; i++) {
+    for (size_t i = 8; i < SERVE_NLIMITS; i++) { /* presence */
+        const char *v = a->limits[i];
+        if (!v)
+            continue;
+        unsigned long long max = i == 8 ? 65536ull : i == 9 ? 1000000ull : 1000ull;
+        char *end;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (!*v || *end || *v == '-' || n == 0 || n > max) {
+            fprintf(stderr, "crdtdb: %s takes a number from 1 to %llu\n", serve_limit_flags[i],
+                    max);
+            return -1;
+        }
+        if (i == 8)
+            o->max_presence = (size_t)n;
+        else if (i == 9)
+            o->max_presence_members = (size_t)n;
+        else
+            o->presence_hz = (unsigned)n;
+    }
+    for (size_t i = 0; i < 8; i++) {
         const char *v = a->limits[i];
         if (!v)
             continue;

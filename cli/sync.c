@@ -1,7 +1,8 @@
 /*
  * crdtdb sync: one database with a server over WebSocket (libcrdtdb_ws),
  * once until both sides have everything, or with --watch until
- * interrupted (SIGINT/SIGTERM), printing each change.
+ * interrupted (SIGINT/SIGTERM), printing each change; and with --presence
+ * or --send, the others' presence and messages.
  */
 #include "cli.h"
 
@@ -28,7 +29,82 @@ typedef struct sync_state {
     char why[512];      /* and why */
     crdtdb_sync_mode mode;
     uint8_t server[CRDTDB_REPLICA_ID_BYTES];
+    int show_presence;  /* print the others' presence and messages */
+    uint8_t (*keys)[CRDTDB_PRESENCE_KEY_BYTES]; /* entries shown: join or update */
+    size_t nkeys, keys_cap;
+    crdtdb_buf json;    /* scratch */
 } sync_state;
+
+/* Whether key is among those shown; with `add`, it is afterwards (0 when
+ * out of memory: it shows as a join again); with `drop`, it is not. */
+static int key_seen(sync_state *st, const uint8_t *key, int add, int drop)
+{
+    for (size_t i = 0; i < st->nkeys; i++)
+        if (memcmp(st->keys[i], key, CRDTDB_PRESENCE_KEY_BYTES) == 0) {
+            if (drop)
+                memcpy(st->keys[i], st->keys[--st->nkeys], CRDTDB_PRESENCE_KEY_BYTES);
+            return 1;
+        }
+    if (!add)
+        return 0;
+    if (st->nkeys == st->keys_cap) {
+        size_t cap = st->keys_cap ? 2 * st->keys_cap : 16;
+        void *k = realloc(st->keys, cap * sizeof *st->keys);
+        if (!k)
+            return 0;
+        st->keys = k;
+        st->keys_cap = cap;
+    }
+    memcpy(st->keys[st->nkeys++], key, CRDTDB_PRESENCE_KEY_BYTES);
+    return 0;
+}
+
+/* ,"key":K,"user":U,"replica":R of an entry or message. */
+static void put_source(const uint8_t *key, const char *user, const uint8_t *replica)
+{
+    char hex[2 * CRDTDB_REPLICA_ID_BYTES + 1];
+    hex_encode(key, CRDTDB_PRESENCE_KEY_BYTES, hex);
+    printf(",\"key\":\"%s\",\"user\":", hex);
+    put_json_str(stdout, user ? user : "");
+    hex_encode(replica, CRDTDB_REPLICA_ID_BYTES, hex);
+    printf(",\"replica\":\"%s\"", hex);
+}
+
+/* One presence change as a JSON line (a state that is no JSON: skipped). */
+static void print_presence(sync_state *st, const crdtdb_presence *p)
+{
+    if (!p->key || !p->replica)
+        return;
+    if (p->state && crdtdb_msgpack_to_json(p->state, p->state_len, &st->json))
+        return;
+    const char *what = !p->state                    ? "leave"
+                       : key_seen(st, p->key, 1, 0) ? "update"
+                                                    : "join";
+    if (!p->state && !key_seen(st, p->key, 0, 1))
+        return; /* never shown */
+    printf("{\"presence\":\"%s\"", what);
+    put_source(p->key, p->user, p->replica);
+    if (p->state)
+        printf(",\"state\":%s", (char *)st->json.data);
+    fputs("}\n", stdout);
+    fflush(stdout);
+}
+
+/* One message as a JSON line. */
+static void print_message(sync_state *st, const crdtdb_message *m)
+{
+    if (!m->key || !m->replica || crdtdb_msgpack_to_json(m->body, m->body_len, &st->json))
+        return;
+    printf("{\"message\":%s", (char *)st->json.data);
+    put_source(m->key, m->user, m->replica);
+    fputs(",\"to\":", stdout);
+    if (m->to)
+        put_json_str(stdout, m->to);
+    else
+        fputs("null", stdout);
+    fputs("}\n", stdout);
+    fflush(stdout);
+}
 
 /* The next step after a connection that failed with code rc and message
  * msg, or NULL. */
@@ -101,6 +177,14 @@ static void on_session(void *ctx, const crdtdb_session_event *ev)
         if (st->watch)
             fprintf(stderr, "disconnected\n");
         break;
+    case CRDTDB_SESSION_PRESENCE:
+        if (st->show_presence)
+            print_presence(st, ev->presence);
+        break;
+    case CRDTDB_SESSION_MESSAGE:
+        if (st->show_presence)
+            print_message(st, ev->msg);
+        break;
     }
 }
 
@@ -120,9 +204,20 @@ int cmd_sync(const char *dir, const args *a)
             return EXIT_USAGE;
         }
     }
+    if ((a->presence || a->send) && !a->watch) {
+        fprintf(stderr, "crdtdb: --presence and --send need --watch\n");
+        return EXIT_USAGE;
+    }
+    if (a->to && !a->send) {
+        fprintf(stderr, "crdtdb: --to names who gets --send's message\n");
+        return EXIT_USAGE;
+    }
+    crdtdb_buf pstate = CRDTDB_BUF_INIT, note = CRDTDB_BUF_INIT; /* --send's */
+    int sent = !a->send;
     sync_state st;
     memset(&st, 0, sizeof st);
     st.watch = a->watch;
+    st.show_presence = a->presence || a->send;
     st.next_progress = PROGRESS_STEP;
     crdtdb_client_options o;
     crdtdb_client_options_init(&o);
@@ -152,9 +247,38 @@ int cmd_sync(const char *dir, const args *a)
         free_secret(token);
         return close_db(env, db, fail(crdtdb_db_errmsg(db), CRDTDB_ENOMEM));
     }
+    /* the state (null: none, only watching the others') and the message */
+    int bad = (a->presence && parse_json(a->presence, &pstate)) ||
+              (a->send && parse_json(a->send, &note));
+    if (!bad && pstate.len == 1 && pstate.data[0] == 0xc0) /* null */
+        pstate.len = 0;
+    else if (!bad && a->presence && (pstate.data[0] & 0xf0) != 0x80 && pstate.data[0] != 0xde &&
+             pstate.data[0] != 0xdf) {
+        fprintf(stderr, "crdtdb: --presence takes a JSON object (or null)\n");
+        bad = 1;
+    }
+    if (bad) {
+        crdtdb_buf_free(&pstate);
+        crdtdb_buf_free(&note);
+        free_secret(token);
+        crdtdb_observer_close(obs);
+        return close_db(env, db, EXIT_FAILURE);
+    }
     crdtdb_client *c;
     int rc = crdtdb_client_open(db, &o, &c);
+    if (!rc && pstate.len && (rc = crdtdb_client_presence_set(c, pstate.data, pstate.len))) {
+        crdtdb_client_close(c);
+        crdtdb_observer_close(obs);
+        free_secret(token);
+        crdtdb_buf_free(&pstate);
+        crdtdb_buf_free(&note);
+        return close_db(env, db, fail_hint("bad --presence", rc,
+                                           rc == CRDTDB_ETOOBIG ? "1024 bytes of msgpack at most"
+                                                                : "16 levels deep at most"));
+    }
     if (rc) {
+        crdtdb_buf_free(&pstate);
+        crdtdb_buf_free(&note);
         free_secret(token);
         crdtdb_observer_close(obs);
         const char *why = rc == CRDTDB_ETOOBIG ? "the token is longer than 8192 bytes"
@@ -175,6 +299,16 @@ int cmd_sync(const char *dir, const args *a)
         }
         if (a->watch) {
             (void)crdtdb_db_poll(db, NULL); /* other processes' commits */
+            if (!sent && crdtdb_client_connected(c)) {
+                rc = crdtdb_client_message_send(c, a->to, note.data, note.len);
+                if (rc != CRDTDB_EBUSY) { /* else: at the next turn */
+                    sent = 1;
+                    if (rc)
+                        fprintf(stderr, "crdtdb: --send: %s\n", crdtdb_strerror(rc));
+                    else
+                        fprintf(stderr, "message sent\n");
+                }
+            }
             continue;
         }
         if (st.failed) {
@@ -197,6 +331,10 @@ int cmd_sync(const char *dir, const args *a)
     crdtdb_observer_close(obs);
     crdtdb_buf_free(&w.rec);
     crdtdb_buf_free(&w.json);
+    crdtdb_buf_free(&st.json);
+    crdtdb_buf_free(&pstate);
+    crdtdb_buf_free(&note);
+    free(st.keys);
     free_secret(token);
     return close_db(env, db, status);
 }

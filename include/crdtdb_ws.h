@@ -152,11 +152,12 @@ typedef struct crdtdb_server_options {
                                30000 together with ping_secs */
     /* Presence and messages (docs/protocol.md, "Presence and messages"). */
     size_t max_presence;    /* bytes of one state or message body
-                               (default CRDTDB_PRESENCE_MAX) */
+                               (default CRDTDB_PRESENCE_MAX; at most 65536,
+                               else EINVAL) */
     size_t max_presence_members; /* entries per database (default 256) */
     unsigned presence_hz;   /* changes forwarded per connection per second,
                                the latest winning; and messages accepted
-                               (default 30) */
+                               (default 30; at most 1000, else EINVAL) */
 } crdtdb_server_options;
 
 /* Fills opts with the defaults above. */

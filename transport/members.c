@@ -154,6 +154,17 @@ static int members_write(void *ctx, crdtdb_txn *txn, const char *user, const cha
     return !(is(id, user) && accepts_only(old, old_len, now, now_len));
 }
 
+/* Presence: every member with access may publish (readers and invited
+ * users too: a cursor is not a write); only accepted owners may relay,
+ * which a peer server's link user is on the databases it created. */
+static int members_presence(void *ctx, crdtdb_db *db, const char *user, int relay)
+{
+    if (!relay)
+        return members_user(ctx, db, user, 0) != CRDTDB_ACCESS_DENY;
+    member m;
+    return get_member(db, NULL, user, &m) && is(m.role, "owner") && is(m.status, "accepted");
+}
+
 void crdtdb_members_policy(crdtdb_server_auth *auth)
 {
     if (!auth)
@@ -161,4 +172,5 @@ void crdtdb_members_policy(crdtdb_server_auth *auth)
     memset(auth, 0, sizeof *auth);
     auth->authorize_user = members_user;
     auth->authorize_write = members_write;
+    auth->authorize_presence = members_presence;
 }

@@ -102,6 +102,11 @@ int crdtdb__client_open_hosted(crdtdb_db *db, const crdtdb_client_options *opts,
                                struct lws_context *ctx, unsigned char *wbuf,
                                void (*log)(void *ctx, const char *line), void *log_ctx,
                                crdtdb_client **out);
+/* Makes hosted client c a link of a server's presence hub (borrowed until
+ * c is closed): the presence and messages its session receives go to the
+ * hub, which relays them and sends the others' on c's session. */
+struct crdtdb__hub;
+void crdtdb__client_set_hub(crdtdb_client *c, struct crdtdb__hub *hub);
 /* Stops a hosted client's timers and reconnects (its context is about to
  * go); close it afterwards. */
 void crdtdb__client_stop_hosted(crdtdb_client *c);

@@ -12,6 +12,18 @@
 #include <string.h>
 
 #include "transport/ws.h"
+#include "transport/ws_presence.h"
+
+#define KNOWN_MAX 65536 /* presence entries a client keeps track of */
+
+/* An entry the server told us of: a leave is reported for it when the
+ * connection drops. */
+typedef struct known {
+    uint8_t key[CRDTDB_PRESENCE_KEY_BYTES];
+    uint8_t replica[CRDTDB_REPLICA_ID_BYTES];
+    uint64_t version;
+    char *user;
+} known;
 
 struct crdtdb_client {
     crdtdb_db *db;
@@ -45,6 +57,17 @@ struct crdtdb_client {
     int closing;
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
+    /* presence: ours, kept across connections (NULL: none), and the
+     * entries of others this connection told us of */
+    uint8_t *pstate;
+    size_t pstate_len;
+    int pres_due;  /* a session became ready during a feed: our state (or,
+                      for a link, the hub's entries) goes once it returns */
+    known *known;
+    size_t nknown, known_cap;
+    /* a server's peer link: its presence hub, and its place in it */
+    crdtdb__hub *hub;
+    crdtdb__pconn pc;
 };
 
 void crdtdb_client_options_init(crdtdb_client_options *o)
@@ -73,7 +96,11 @@ static void remote_refusal(crdtdb_client *c, int code, const char *msg)
 {
     if (!c->o.on_event)
         return;
-    crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, c->o.mode, NULL, NULL, code, msg, 1};
+    crdtdb_session_event ev = {.type = CRDTDB_SESSION_ERROR,
+                               .mode = c->o.mode,
+                               .error = code,
+                               .message = msg,
+                               .remote = 1};
     c->o.on_event(c->o.ctx, &ev);
 }
 
@@ -128,7 +155,8 @@ static void connect_failure(crdtdb_client *c, unsigned status, const char *why)
     else
         snprintf(what, sizeof what, "%.150s", why);
     snprintf(msg, sizeof msg, "%s: %s:%d", what, c->host, c->port);
-    crdtdb_session_event ev = {CRDTDB_SESSION_ERROR, c->o.mode, NULL, NULL, CRDTDB_EIO, msg, 0};
+    crdtdb_session_event ev = {
+        .type = CRDTDB_SESSION_ERROR, .mode = c->o.mode, .error = CRDTDB_EIO, .message = msg};
     c->o.on_event(c->o.ctx, &ev);
 }
 
@@ -170,6 +198,61 @@ static void on_connect_due(lws_sorted_usec_list_t *sul)
         client_connect(c);
 }
 
+/* The entries this connection told us of are gone with it: a leave for
+ * each (none while closing: the program is done listening). */
+static void presence_gone(crdtdb_client *c)
+{
+    for (size_t i = 0; i < c->nknown; i++) {
+        known *k = &c->known[i];
+        if (c->o.on_event && !c->closing) {
+            crdtdb_presence p = {k->key, k->user, k->replica, k->version + 1, NULL, 0};
+            crdtdb_session_event ev = {
+                .type = CRDTDB_SESSION_PRESENCE, .mode = c->o.mode, .presence = &p};
+            c->o.on_event(c->o.ctx, &ev);
+        }
+        free(k->user);
+    }
+    c->nknown = 0;
+}
+
+/* Notes a presence event: a key joins, changes or leaves. */
+static void presence_track(crdtdb_client *c, const crdtdb_presence *p)
+{
+    if (!p || !p->key)
+        return;
+    size_t i = 0;
+    while (i < c->nknown && memcmp(c->known[i].key, p->key, sizeof c->known[i].key) != 0)
+        i++;
+    if (!p->state) { /* left: forgotten */
+        if (i < c->nknown) {
+            free(c->known[i].user);
+            c->known[i] = c->known[--c->nknown];
+        }
+        return;
+    }
+    if (i == c->nknown) {
+        if (c->nknown == KNOWN_MAX)
+            return;
+        if (c->nknown == c->known_cap) {
+            size_t cap = c->known_cap ? 2 * c->known_cap : 16;
+            known *k = realloc(c->known, cap * sizeof *k);
+            if (!k)
+                return;
+            c->known = k;
+            c->known_cap = cap;
+        }
+        char *u = crdtdb__ws_strdup(p->user ? p->user : "");
+        if (!u)
+            return;
+        memcpy(c->known[i].key, p->key, sizeof c->known[i].key);
+        c->known[i].user = u;
+        c->nknown++;
+    }
+    if (p->replica)
+        memcpy(c->known[i].replica, p->replica, sizeof c->known[i].replica);
+    c->known[i].version = p->version;
+}
+
 /* The connection is gone: drop its session, schedule the next attempt. */
 static void client_down(crdtdb_client *c)
 {
@@ -179,6 +262,9 @@ static void client_down(crdtdb_client *c)
         clog_line(c, "disconnected", NULL);
     c->connecting = 0;
     c->ready = 0;
+    c->pres_due = 0;
+    crdtdb__hub_leave(c->hub, &c->pc);
+    presence_gone(c);
     c->l.wsi = NULL;
     c->cwsi = NULL;
     crdtdb_session_close(c->l.s);
@@ -201,11 +287,25 @@ static void client_down(crdtdb_client *c)
 static void on_client_session(void *ctx, const crdtdb_session_event *ev)
 {
     crdtdb_client *c = ctx;
+    if (c->hub && (ev->type == CRDTDB_SESSION_PRESENCE || ev->type == CRDTDB_SESSION_MESSAGE)) {
+        if (ev->type == CRDTDB_SESSION_PRESENCE) /* a peer server's: relayed */
+            crdtdb__hub_presence(c->hub, &c->pc, ev->presence);
+        else
+            crdtdb__hub_message(c->hub, &c->pc, ev->msg);
+        return;
+    }
+    if (ev->type == CRDTDB_SESSION_PRESENCE)
+        presence_track(c, ev->presence);
     if (ev->type == CRDTDB_SESSION_READY) {
         c->ready = 1;
         c->cleared = 0;
         c->denied = 0;
         c->attempt = 0;
+        c->pres_due = 1;
+        if (c->hub) {
+            memcpy(c->pc.replica, ev->peer, sizeof c->pc.replica);
+            crdtdb__hub_join(c->hub, &c->pc);
+        }
         if (ev->mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
             c->made_readonly = 1;
         clog_line(c, "ready", NULL);
@@ -217,6 +317,9 @@ static void on_client_session(void *ctx, const crdtdb_session_event *ev)
         clog_line(c, crdtdb_errname(ev->error), ev->message);
     } else if (ev->type == CRDTDB_SESSION_CLOSED) {
         c->ready = 0;
+        c->pres_due = 0;
+        crdtdb__hub_leave(c->hub, &c->pc);
+        presence_gone(c); /* before the program hears of the close */
     }
     if (c->o.on_event)
         c->o.on_event(c->o.ctx, ev);
@@ -232,6 +335,76 @@ static void on_client_change(void *ctx, const crdtdb_event *ev)
     crdtdb_client *c = ctx;
     if (c->l.wsi && c->l.s && crdtdb_session_want_write(c->l.s))
         lws_callback_on_writable(c->l.wsi);
+}
+
+/* A new session is open (and its feed returned): our state goes again,
+ * or, for a server's link, the entries of the hub. */
+static void presence_ready(crdtdb_client *c)
+{
+    c->pres_due = 0;
+    if (c->hub)
+        crdtdb__hub_snapshot(c->hub, &c->pc);
+    else if (c->pstate)
+        (void)crdtdb_session_presence_set(c->l.s, c->pstate, c->pstate_len);
+    lws_callback_on_writable(c->l.wsi);
+}
+
+static void client_wake(crdtdb__pconn *pc)
+{
+    crdtdb_client *c = lws_container_of(pc, crdtdb_client, pc);
+    if (c->l.wsi)
+        lws_callback_on_writable(c->l.wsi);
+}
+
+void crdtdb__client_set_hub(crdtdb_client *c, crdtdb__hub *hub)
+{
+    c->hub = hub;
+    c->pc.l = &c->l;
+    c->pc.link = 1;
+    c->pc.wake = client_wake;
+}
+
+/* Open, handshake done, and not waiting for presence_ready. */
+static int session_open(const crdtdb_client *c)
+{
+    return c->ready && c->l.s && c->l.wsi && !c->pres_due && !crdtdb_session_closed(c->l.s);
+}
+
+int crdtdb_client_presence_set(crdtdb_client *c, const uint8_t *state, size_t len)
+{
+    if (!c || (!state && len) || c->hub)
+        return CRDTDB_EINVAL;
+    int rc = state ? crdtdb__ws_presence_check(state, len, CRDTDB_PRESENCE_MAX, 1) : 0;
+    uint8_t *copy = NULL;
+    if (!rc && state && !(copy = malloc(len)))
+        rc = CRDTDB_ENOMEM;
+    if (rc)
+        return rc;
+    if (copy)
+        memcpy(copy, state, len);
+    free(c->pstate);
+    c->pstate = copy;
+    c->pstate_len = copy ? len : 0;
+    if (!session_open(c))
+        return 0; /* sent once a session is */
+    rc = crdtdb_session_presence_set(c->l.s, state, len);
+    lws_callback_on_writable(c->l.wsi);
+    return rc;
+}
+
+int crdtdb_client_message_send(crdtdb_client *c, const char *to, const uint8_t *body,
+                               size_t len)
+{
+    if (!c || !body || c->hub || (to && strlen(to) > CRDTDB_ID_MAX))
+        return CRDTDB_EINVAL;
+    int rc = crdtdb__ws_presence_check(body, len, CRDTDB_PRESENCE_MAX, 0);
+    if (rc)
+        return rc;
+    if (!session_open(c))
+        return CRDTDB_EBUSY; /* not connected: messages are not kept */
+    rc = crdtdb_session_message_send(c->l.s, to, body, len);
+    lws_callback_on_writable(c->l.wsi);
+    return rc;
 }
 
 int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
@@ -261,10 +434,14 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
         lws_callback_on_writable(wsi); /* the hello */
         return 0;
     }
-    case LWS_CALLBACK_CLIENT_RECEIVE:
+    case LWS_CALLBACK_CLIENT_RECEIVE: {
         if (wsi != c->l.wsi)
             return -1;
-        return crdtdb__ws_receive(&c->l, in, len);
+        int r = crdtdb__ws_receive(&c->l, in, len);
+        if (c->pres_due && c->ready && c->l.s && !crdtdb_session_closed(c->l.s))
+            presence_ready(c);
+        return r;
+    }
     case LWS_CALLBACK_CLIENT_WRITEABLE:
         if (wsi != c->l.wsi)
             return -1;
@@ -407,6 +584,9 @@ void crdtdb_client_close(crdtdb_client *c)
     client_down(c); /* frees a session the context left */
     if (c->made_readonly)
         crdtdb_db_set_readonly(c->db, 0);
+    presence_gone(c);
+    free(c->known);
+    free(c->pstate);
     free(c->url);
     free(c->tls_ca);
     free_token(c);
@@ -439,6 +619,9 @@ void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone)
     client_down(c);
     if (c->made_readonly)
         crdtdb_db_set_readonly(c->db, 0);
+    crdtdb__hub_leave(c->hub, &c->pc);
+    presence_gone(c);
+    free(c->known);
     free(c->url);
     free(c->tls_ca);
     free_token(c);

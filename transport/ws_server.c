@@ -25,6 +25,7 @@
 #include "crdt/value.h"
 #include "transport/jwt.h"
 #include "transport/ws.h"
+#include "transport/ws_presence.h"
 
 #define SERVER_MAX_OUTPUT ((size_t)1 << 20) /* a session's output before its
                                                exports wait (backpressure) */
@@ -45,6 +46,7 @@ typedef struct sdb {
     uint64_t gen; /* commits seen, for re-authorizing connections */
     crdtdb_client **links; /* one per peer server syncing this database */
     size_t nlinks;
+    crdtdb__hub *hub; /* its presence (memory only) */
 } sdb;
 
 /* A server this one peers with (crdtdb_server_peer). */
@@ -75,6 +77,9 @@ struct sconn {
     int queued;
     int end_status;       /* the WebSocket close status to send */
     char why[96];         /* the close reason sent (at most 123 bytes) */
+    crdtdb__pconn pc;     /* in its database's presence hub */
+    int snap_due;         /* joined the hub during a feed: the entries
+                             go out once the feed returns */
 };
 
 /* Per connection, from the upgrade request on. */
@@ -113,6 +118,8 @@ struct crdtdb_server {
     lws_retry_bo_t idle;  /* the ping / pong policy */
     int port;
     int closing;
+    crdtdb__hub_cfg hub_cfg; /* every database's presence hub reads it */
+    uint64_t conn_num;       /* connections numbered so far (presence keys) */
 };
 
 /* Logs one line, escaped: ids, users and messages come from peers. */
@@ -139,6 +146,11 @@ static void slog(crdtdb_server *srv, const char *fmt, ...)
 #define DEF_PING_SECS 30
 #define DEF_PONG_SECS 30
 #define MAX_IDLE_SECS 30000 /* ping + pong: lws keeps 16 bits */
+#define DEF_MAX_PRESENCE_MEMBERS 256
+#define DEF_PRESENCE_HZ 30
+#define MAX_PRESENCE_HZ 1000 /* a bucket of thousandths stays exact */
+#define MAX_PRESENCE_BYTES 65536 /* a database's hub holds max_presence_members
+                                    of them */
 
 void crdtdb_server_options_init(crdtdb_server_options *o)
 {
@@ -153,6 +165,9 @@ void crdtdb_server_options_init(crdtdb_server_options *o)
     o->message_secs = DEF_MESSAGE_SECS;
     o->ping_secs = DEF_PING_SECS;
     o->pong_secs = DEF_PONG_SECS;
+    o->max_presence = CRDTDB_PRESENCE_MAX;
+    o->max_presence_members = DEF_MAX_PRESENCE_MEMBERS;
+    o->presence_hz = DEF_PRESENCE_HZ;
 }
 
 /* A database id as the storage takes it: 1 to CRDTDB_ID_MAX bytes of UTF-8
@@ -240,6 +255,7 @@ static void link_add(sdb *d, speer *p)
         slog(d->srv, "peer %s db '%s': %s", p->url, id, crdtdb_strerror(rc));
         return;
     }
+    crdtdb__client_set_hub(l[d->nlinks], d->hub);
     d->nlinks++;
 }
 
@@ -269,9 +285,13 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
     }
     if (rc == 0)
         rc = crdtdb_db_observe(d->db, NULL, on_db_change, d, &d->obs);
+    if (rc == 0 && !(d->hub = crdtdb__hub_new(&srv->hub_cfg, d->db)))
+        rc = CRDTDB_ENOMEM;
     if (rc) {
         slog(srv, "database '%s': %s", id,
-             d->db ? crdtdb_db_errmsg(d->db) : crdtdb_env_errmsg(srv->env));
+             rc == CRDTDB_ENOMEM ? "out of memory"
+            : d->db           ? crdtdb_db_errmsg(d->db)
+                              : crdtdb_env_errmsg(srv->env));
         crdtdb_db_close(d->db);
         free(d);
         return NULL;
@@ -295,6 +315,7 @@ static void db_release(sdb *d)
             break;
         }
     crdtdb_db_close(d->db); /* ends the observer too */
+    crdtdb__hub_free(d->hub);
     free(d);
 }
 
@@ -312,6 +333,18 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
     case CRDTDB_SESSION_READY:
         c->ready = 1;
         slog(srv, "%s db '%s': ready, %s", c->peer, id, mode_name(ev->mode));
+        memcpy(c->pc.replica, ev->peer, sizeof c->pc.replica);
+        crdtdb__hub_join(c->d->hub, &c->pc);
+        c->snap_due = 1;
+        break;
+    case CRDTDB_SESSION_PRESENCE:
+        crdtdb__hub_presence(c->d->hub, &c->pc, ev->presence);
+        break;
+    case CRDTDB_SESSION_MESSAGE:
+        crdtdb__hub_message(c->d->hub, &c->pc, ev->msg);
+        break;
+    case CRDTDB_SESSION_CLOSED: /* its entry leaves now, not at the close */
+        crdtdb__hub_leave(c->d->hub, &c->pc);
         break;
     case CRDTDB_SESSION_ERROR:
         if (!ev->remote)
@@ -575,6 +608,17 @@ static void conn_count(sconn *c)
     c->held = now;
 }
 
+/* The presence hub queued frames on c: they go out on its next WRITEABLE,
+ * and count towards the budget now. */
+static void conn_wake(crdtdb__pconn *pc)
+{
+    sconn *c = lws_container_of(pc, sconn, pc);
+    if (c->ended || !c->l.wsi)
+        return;
+    lws_callback_on_writable(c->l.wsi);
+    conn_count(c);
+}
+
 /*
  * Ends c now, from outside its session's callbacks: logs why, frees the
  * session (and the memory it held) at once, and closes the connection
@@ -590,6 +634,7 @@ static void conn_end(sconn *c, int status, const char *why)
     c->ended = 1;
     c->end_status = status;
     snprintf(c->why, sizeof c->why, "%s", why);
+    crdtdb__hub_leave(c->d->hub, &c->pc);
     conn_count(c);
     crdtdb_session_close(c->l.s);
     c->l.s = NULL;
@@ -725,6 +770,7 @@ static void conn_free(sconn *c)
 {
     apply_unlink(c);
     sdb *d = c->d;
+    crdtdb__hub_leave(d->hub, &c->pc);
     c->ended = 1;
     conn_count(c);
     for (sconn **pp = &d->conns; *pp; pp = &(*pp)->next)
@@ -822,9 +868,14 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         so.flags = CRDTDB_SESSION_SERVER | CRDTDB_SESSION_YIELD; /* the apply queue's */
         so.mode = srv->o.mode;
         so.max_output = SERVER_MAX_OUTPUT;
+        so.max_presence = srv->o.max_presence;
         if (pss->access == CRDTDB_ACCESS_READONLY)
             so.mode = CRDTDB_SYNC_SERVER_TO_CLIENT;
         memcpy(c->user, pss->user, sizeof c->user);
+        memcpy(c->pc.user, pss->user, sizeof c->pc.user);
+        c->pc.l = &c->l;
+        c->pc.wake = conn_wake;
+        c->pc.num = ++srv->conn_num;
         c->access = pss->access;
         c->checked = d->gen;
         if (srv->auth.authorize_write)
@@ -863,6 +914,10 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         c->progress_ms = crdtdb__ws_now_ms();
         int r = crdtdb__ws_receive(&c->l, in, len);
+        if (c->snap_due && !c->ended) { /* the others' presence, after the hellos */
+            c->snap_due = 0;
+            crdtdb__hub_snapshot(c->d->hub, &c->pc);
+        }
         if (crdtdb_session_pending(c->l.s))
             apply_enqueue(c);
         conn_count(c);
@@ -878,6 +933,10 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         if (c->ended)
             return -1; /* the close reason is set */
         conn_recheck(c);
+        if (c->snap_due) { /* joined during an apply step, if ever */
+            c->snap_due = 0;
+            crdtdb__hub_snapshot(c->d->hub, &c->pc);
+        }
         /* an export only with room for it, made by ending stalled hogs */
         c->l.hold_pump = crdtdb__ws_held_out(&c->l) == 0 && !crdtdb_session_closed(c->l.s) &&
                          make_room(srv, PUMP_ROOM, c, 1) != 0;
@@ -958,6 +1017,14 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
         o.ping_secs = DEF_PING_SECS;
     if (!o.pong_secs)
         o.pong_secs = DEF_PONG_SECS;
+    if (!o.max_presence)
+        o.max_presence = CRDTDB_PRESENCE_MAX;
+    if (!o.max_presence_members)
+        o.max_presence_members = DEF_MAX_PRESENCE_MEMBERS;
+    if (!o.presence_hz)
+        o.presence_hz = DEF_PRESENCE_HZ;
+    if (o.presence_hz > MAX_PRESENCE_HZ || o.max_presence > MAX_PRESENCE_BYTES)
+        return CRDTDB_EINVAL;
     if (o.ping_secs > MAX_IDLE_SECS || o.pong_secs > MAX_IDLE_SECS - o.ping_secs ||
         o.handshake_secs > MAX_IDLE_SECS)
         return CRDTDB_EINVAL;
@@ -1035,6 +1102,14 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
         crdtdb_server_close(srv);
         return CRDTDB_EIO;
     }
+    randombytes_buf(srv->hub_cfg.id, sizeof srv->hub_cfg.id);
+    srv->hub_cfg.ctx = srv->ctx;
+    srv->hub_cfg.max_members = srv->o.max_presence_members;
+    srv->hub_cfg.hz = srv->o.presence_hz;
+    srv->hub_cfg.auth = &srv->auth;
+    srv->hub_cfg.tokens = srv->o.jwt_key != NULL;
+    srv->hub_cfg.log = slog_cb;
+    srv->hub_cfg.log_ctx = srv;
     slog(srv, "listening on %s://%s:%d", srv->cert ? "wss" : "ws", srv->host, srv->port);
     lws_sul_schedule(srv->ctx, 0, &srv->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
     *out = srv;
@@ -1225,9 +1300,11 @@ void crdtdb_server_close(crdtdb_server *s)
     if (!s)
         return;
     s->closing = 1;
-    for (sdb *d = s->dbs; d; d = d->next) /* links stop reconnecting first */
+    for (sdb *d = s->dbs; d; d = d->next) { /* links stop reconnecting first */
         for (size_t i = 0; i < d->nlinks; i++)
             crdtdb__client_stop_hosted(d->links[i]);
+        crdtdb__hub_stop(d->hub); /* its timers go with the context */
+    }
     if (s->ctx) {
         lws_sul_cancel(&s->sul_poll);
         lws_sul_cancel(&s->sul_apply);
@@ -1243,6 +1320,7 @@ void crdtdb_server_close(crdtdb_server *s)
             free(d->links);
             s->dbs = d->next;
             crdtdb_db_close(d->db);
+            crdtdb__hub_free(d->hub);
             free(d);
         }
     }

@@ -1,0 +1,1019 @@
+/* Presence and ephemeral messages end to end (docs/protocol.md, "Presence
+ * and messages"): real servers on 127.0.0.1 (ephemeral ports), real
+ * clients, the real crdtdb binary, and hand-made frames.  Nothing is
+ * timed but with generous deadlines. */
+#define _GNU_SOURCE
+#include <check.h>
+#include <libwebsockets.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "tests/replica.h"
+#include "tests/testutil.h"
+#include "tests/wsutil.h"
+
+static const char SECRET[] = "presence test secret: 0123456789abcdef";
+
+/* What one client saw: the entries live now, counts of each kind of
+ * event, the last message, the remote errors (notices). */
+typedef struct live {
+    uint8_t key[CRDTDB_PRESENCE_KEY_BYTES];
+    char user[64];
+    char state[1024];
+} live;
+
+typedef struct plog {
+    int ready;
+    int joins, updates, leaves, msgs;
+    live e[32];
+    int n;
+    char msg[256], msg_user[64], msg_to[64];
+    int codes[16]; /* remote ERROR codes, in order */
+    int ncodes;
+    int failed; /* an upgrade refused */
+} plog;
+
+static uint64_t now = 1700000000000ull;
+static replica S1, S2, A, B, C, K;
+static crdtdb_server *srv1, *srv2;
+static crdtdb_client *ca, *cb, *cc;
+static plog la, lb, lc;
+static char url1[64], url2[64];
+static crdtdb_jwt_key *key;
+static const tu_net NET = {{&srv1, &srv2}, {&ca, &cb, &cc}, 1};
+
+static void on_event(void *ctx, const crdtdb_session_event *ev)
+{
+    plog *l = ctx;
+    switch (ev->type) {
+    case CRDTDB_SESSION_READY:
+        l->ready++;
+        break;
+    case CRDTDB_SESSION_ERROR:
+        if (ev->remote && l->ncodes < 16)
+            l->codes[l->ncodes++] = ev->error;
+        if (ev->remote && !ev->peer)
+            l->failed = ev->error;
+        break;
+    case CRDTDB_SESSION_PRESENCE: {
+        const crdtdb_presence *p = ev->presence;
+        ck_assert_ptr_nonnull(p->key);
+        ck_assert_ptr_nonnull(p->user);
+        ck_assert_ptr_nonnull(p->replica);
+        int i = 0;
+        while (i < l->n && memcmp(l->e[i].key, p->key, sizeof l->e[i].key) != 0)
+            i++;
+        if (!p->state) {
+            if (i < l->n) {
+                l->leaves++;
+                l->e[i] = l->e[--l->n];
+            }
+            break;
+        }
+        if (i == l->n) {
+            ck_assert_int_lt(l->n, 32);
+            l->joins++;
+            l->n++;
+            memcpy(l->e[i].key, p->key, sizeof l->e[i].key);
+        } else {
+            l->updates++;
+        }
+        snprintf(l->e[i].user, sizeof l->e[i].user, "%s", p->user);
+        char *j = tu_json(p->state, p->state_len);
+        snprintf(l->e[i].state, sizeof l->e[i].state, "%s", j);
+        free(j);
+        break;
+    }
+    case CRDTDB_SESSION_MESSAGE: {
+        const crdtdb_message *m = ev->msg;
+        l->msgs++;
+        char *j = tu_json(m->body, m->body_len);
+        snprintf(l->msg, sizeof l->msg, "%s", j);
+        free(j);
+        snprintf(l->msg_user, sizeof l->msg_user, "%s", m->user ? m->user : "?");
+        snprintf(l->msg_to, sizeof l->msg_to, "%s", m->to ? m->to : "");
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* The live entry of l whose state is json, or NULL. */
+static const live *with_state(const plog *l, const char *json)
+{
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->e[i].state, json) == 0)
+            return &l->e[i];
+    return NULL;
+}
+
+static crdtdb_server *server_opts(replica *r, char *url, size_t n, crdtdb_server_options *o)
+{
+    o->collections = COLLS;
+    o->ncoll = 2;
+    o->log = getenv("CRDTDB_TEST_LOG") ? tu_log_line : NULL;
+    static crdtdb_buf sink;
+    o->log_ctx = &sink;
+    crdtdb_server *s;
+    ck_assert_int_eq(crdtdb_server_open(r->env, o, &s), 0);
+    snprintf(url, n, "ws://127.0.0.1:%d", crdtdb_server_port(s));
+    crdtdb_buf_free(&sink);
+    return s;
+}
+
+static crdtdb_server *server(replica *r, char *url, size_t n)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    return server_opts(r, url, n, &o);
+}
+
+static crdtdb_client *client_db(crdtdb_db *db, const char *url, plog *l, const char *token);
+
+static crdtdb_client *client(replica *r, const char *url, plog *l, const char *token)
+{
+    return client_db(r->db, url, l, token);
+}
+
+static crdtdb_client *client_db(crdtdb_db *db, const char *url, plog *l, const char *token)
+{
+    crdtdb_client_options o;
+    crdtdb_client_options_init(&o);
+    o.url = url;
+    o.backoff_min_ms = 10;
+    o.backoff_max_ms = 200;
+    o.on_event = on_event;
+    o.ctx = l;
+    o.token = token;
+    crdtdb_client *c;
+    ck_assert_int_eq(crdtdb_client_open(db, &o, &c), 0);
+    return c;
+}
+
+static char *mint(const char *sub) { return tu_jwt_mint(key, sub, (int64_t)time(NULL), 3600); }
+
+static void setup(void)
+{
+    replica_init(&S1, &now, "game");
+    replica_init(&S2, &now, "game");
+    replica_init(&A, &now, "game");
+    replica_init(&B, &now, "game");
+    replica_init(&C, &now, "game");
+    srv1 = srv2 = NULL;
+    ca = cb = cc = NULL;
+    memset(&la, 0, sizeof la);
+    memset(&lb, 0, sizeof lb);
+    memset(&lc, 0, sizeof lc);
+    ck_assert_int_eq(crdtdb_jwt_key_open(CRDTDB_JWT_HS256, (const uint8_t *)SECRET,
+                                         strlen(SECRET), &key),
+                     0);
+}
+
+static void teardown(void)
+{
+    crdtdb_client_close(ca);
+    crdtdb_client_close(cb);
+    crdtdb_client_close(cc);
+    crdtdb_server_close(srv1);
+    crdtdb_server_close(srv2);
+    replica_free(&A);
+    replica_free(&B);
+    replica_free(&C);
+    replica_free(&S1);
+    replica_free(&S2);
+    crdtdb_jwt_key_close(key);
+}
+
+static int spin(tu_cond cond, void *arg, int ms) { return tu_spin(&NET, cond, arg, ms); }
+
+/* ---------------------------------------------------------- conditions */
+
+static int all_ready(void *arg)
+{
+    (void)arg;
+    return (!ca || crdtdb_client_connected(ca)) && (!cb || crdtdb_client_connected(cb)) &&
+           (!cc || crdtdb_client_connected(cc));
+}
+
+static void wait_ready(void) { ck_assert_msg(spin(all_ready, NULL, 10000), "not connected"); }
+
+typedef struct seen {
+    plog *l;
+    const char *state; /* a live entry with this state; NULL: count only */
+    int n;             /* live entries, or -1: any */
+} seen;
+
+static int sees(void *arg)
+{
+    seen *s = arg;
+    return (!s->state || with_state(s->l, s->state)) && (s->n < 0 || s->l->n == s->n);
+}
+
+/* Spins until l has a live entry with state json (NULL: any) and n live
+ * entries (-1: any), 10 s at most. */
+static void expect(plog *l, const char *json, int n)
+{
+    seen s = {l, json, n};
+    if (spin(sees, &s, 10000))
+        return;
+    ck_abort_msg("never saw %s with %d entries (has %d: %s)", json ? json : "-", n, l->n,
+                 l->n ? l->e[0].state : "none");
+}
+
+static int msgs_at_least(void *arg)
+{
+    seen *s = arg;
+    return s->l->msgs >= s->n;
+}
+
+static void expect_msgs(plog *l, int n)
+{
+    seen s = {l, NULL, n};
+    ck_assert_msg(spin(msgs_at_least, &s, 10000), "%d messages, not %d", l->msgs, n);
+}
+
+static int has_code(void *arg)
+{
+    seen *s = arg;
+    for (int i = 0; i < s->l->ncodes; i++)
+        if (s->l->codes[i] == s->n)
+            return 1;
+    return 0;
+}
+
+static void expect_code(plog *l, int code)
+{
+    seen s = {l, NULL, code};
+    ck_assert_msg(spin(has_code, &s, 10000), "no remote %s", crdtdb_errname(code));
+}
+
+static void set(crdtdb_client *c, const char *json)
+{
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    const uint8_t *p = json ? tu_mp(&b, json) : NULL;
+    int rc = crdtdb_client_presence_set(c, p, json ? b.len : 0);
+    ck_assert_msg(rc == 0, "presence_set %s: %s", json ? json : "NULL", crdtdb_errname(rc));
+    crdtdb_buf_free(&b);
+}
+
+static int send_msg(crdtdb_client *c, const char *to, const char *json)
+{
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    tu_mp(&b, json);
+    int rc = crdtdb_client_message_send(c, to, b.data, b.len);
+    crdtdb_buf_free(&b);
+    return rc;
+}
+
+/* --------------------------------------------------------------- tests */
+
+START_TEST(join_update_leave_reach_every_other_session)
+{
+    srv1 = server(&S1, url1, sizeof url1);
+    ca = client(&A, url1, &la, NULL);
+    cb = client(&B, url1, &lb, NULL);
+    cc = client(&C, url1, &lc, NULL);
+    wait_ready();
+    set(ca, "{\"who\":\"a\",\"x\":1}");
+    expect(&lb, "{\"who\":\"a\",\"x\":1}", 1);
+    expect(&lc, "{\"who\":\"a\",\"x\":1}", 1);
+    ck_assert_int_eq(lb.joins, 1);
+    ck_assert_str_eq(lb.e[0].user, ""); /* no tokens */
+    set(ca, "{\"who\":\"a\",\"x\":2}");
+    expect(&lb, "{\"who\":\"a\",\"x\":2}", 1);
+    expect(&lc, "{\"who\":\"a\",\"x\":2}", 1);
+    ck_assert_int_eq(lb.updates, 1);
+    ck_assert_int_eq(lb.joins, 1);
+    set(ca, NULL); /* leaves; the connection stays */
+    expect(&lb, NULL, 0);
+    expect(&lc, NULL, 0);
+    ck_assert_int_eq(lb.leaves, 1);
+    ck_assert_int_eq(lc.leaves, 1);
+    ck_assert(crdtdb_client_connected(ca));
+    /* everyone at once: each sees the two others, never itself */
+    set(ca, "{\"who\":\"a\"}");
+    set(cb, "{\"who\":\"b\"}");
+    set(cc, "{\"who\":\"c\"}");
+    expect(&la, "{\"who\":\"b\"}", 2);
+    expect(&la, "{\"who\":\"c\"}", 2);
+    expect(&lb, "{\"who\":\"a\"}", 2);
+    expect(&lb, "{\"who\":\"c\"}", 2);
+    expect(&lc, "{\"who\":\"a\"}", 2);
+    expect(&lc, "{\"who\":\"b\"}", 2);
+    spin(NULL, NULL, 200);
+    ck_assert_ptr_null(with_state(&la, "{\"who\":\"a\"}"));
+    ck_assert_int_eq(la.n, 2);
+    /* the same state again is no change */
+    int before = lb.updates + lb.joins;
+    set(ca, "{\"who\":\"a\"}");
+    spin(NULL, NULL, 300);
+    ck_assert_int_eq(lb.updates + lb.joins, before);
+    /* a client that closes leaves at once for the others */
+    crdtdb_client_close(cc);
+    cc = NULL;
+    expect(&la, "{\"who\":\"b\"}", 1);
+    expect(&lb, "{\"who\":\"a\"}", 1);
+}
+END_TEST
+
+START_TEST(newcomer_gets_everyone_at_once)
+{
+    srv1 = server(&S1, url1, sizeof url1);
+    ca = client(&A, url1, &la, NULL);
+    cb = client(&B, url1, &lb, NULL);
+    /* set before connecting: sent once connected */
+    set(ca, "{\"who\":\"a\"}");
+    set(cb, "{\"who\":\"b\"}");
+    wait_ready();
+    expect(&la, "{\"who\":\"b\"}", 1);
+    expect(&lb, "{\"who\":\"a\"}", 1);
+    cc = client(&C, url1, &lc, NULL); /* a spectator: invisible */
+    expect(&lc, "{\"who\":\"a\"}", 2);
+    expect(&lc, "{\"who\":\"b\"}", 2);
+    ck_assert_int_eq(lc.joins, 2);
+    spin(NULL, NULL, 200);
+    ck_assert_int_eq(la.n, 1);
+    ck_assert_int_eq(lb.n, 1);
+    /* the server goes away: every client reports the leaves itself */
+    crdtdb_server_close(srv1);
+    srv1 = NULL;
+    expect(&lc, NULL, 0);
+    expect(&la, NULL, 0);
+    ck_assert_int_eq(lc.leaves, 2);
+    /* a new server on another port has never seen them */
+    srv1 = server(&S1, url1, sizeof url1);
+    crdtdb_client_close(ca);
+    crdtdb_client_close(cc);
+    ca = client(&A, url1, &la, NULL);
+    cc = client(&C, url1, &lc, NULL);
+    set(ca, "{\"who\":\"a2\"}"); /* kept: replaces the first */
+    expect(&lc, "{\"who\":\"a2\"}", 1);
+}
+END_TEST
+
+static int leave_seen(void *arg)
+{
+    plog *l = arg;
+    return l->n == 0 && l->leaves > 0;
+}
+
+START_TEST(killed_cli_leaves_within_seconds)
+{
+    const char *cli = getenv("CRDTDB_CLI");
+    ck_assert_msg(cli != NULL, "CRDTDB_CLI is not set");
+    srv1 = server(&S1, url1, sizeof url1);
+    ca = client(&A, url1, &la, NULL);
+    wait_ready();
+    replica_init(&K, &now, "game");
+    replica_close(&K); /* the command opens it */
+    char out[4200], err[4200];
+    snprintf(out, sizeof out, "%s/out", K.dir);
+    snprintf(err, sizeof err, "%s/err", K.dir);
+    const char *argv[] = {cli,          "-d",    K.dir,      "sync",
+                          url1,         "--db",  "game",     "--watch",
+                          "--presence", "{\"cli\":true,\"at\":[1,2]}", "--send",
+                          "{\"hi\":\"from the command\"}", NULL};
+    pid_t pid = tu_spawn(argv, NULL, out, err);
+    seen s = {&la, "{\"cli\":true,\"at\":[1,2]}", 1};
+    int joined = spin(sees, &s, 10000);
+    if (!joined)
+        kill(pid, SIGKILL);
+    ck_assert_msg(joined, "the command's presence never came");
+    expect_msgs(&la, 1); /* its --send */
+    ck_assert_str_eq(la.msg, "{\"hi\":\"from the command\"}");
+    /* the command sees ours, and prints them */
+    set(ca, "{\"c\":1}");
+    ck_assert_int_eq(send_msg(ca, NULL, "[\"to\",\"all\"]"), 0);
+    int printed = 0;
+    for (int i = 0; i < 400 && !printed; i++) {
+        spin(NULL, NULL, 25);
+        char *o = tu_slurp(out, NULL);
+        printed = strstr(o, "{\"presence\":\"join\",\"key\":\"") &&
+                  strstr(o, "\"user\":\"\",\"replica\":\"") &&
+                  strstr(o, "\"state\":{\"c\":1}}\n") &&
+                  strstr(o, "{\"message\":[\"to\",\"all\"],\"key\":\"") &&
+                  strstr(o, "\"to\":null}\n");
+        free(o);
+    }
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    ck_assert_int_eq(tu_wait(pid), 128 + SIGKILL);
+    ck_assert_msg(printed, "the command never printed our join");
+    ck_assert_msg(spin(leave_seen, &la, 10000), "the killed command never left");
+    ck_assert_int_eq(la.leaves, 1);
+    tu_rmrf(K.dir);
+    free(K.dir);
+}
+END_TEST
+
+static off_t file_size(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    return st.st_size;
+}
+
+START_TEST(nothing_reaches_lmdb)
+{
+    srv1 = server(&S1, url1, sizeof url1);
+    ca = client(&A, url1, &la, NULL);
+    cb = client(&B, url1, &lb, NULL);
+    wait_ready();
+    put(&A, "add", "players", "p", "{\"hp\":1}"); /* and the data still flows */
+    tu_expect(&NET, B.db, "players", "p", "{\"hp\":1}");
+    spin(NULL, NULL, 300); /* acks recorded */
+    uint64_t seq0, seq1;
+    ck_assert_int_eq(crdtdb_db_seq(S1.db, NULL, &seq0), 0);
+    off_t size0 = file_size(S1.dir);
+    char json[64];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(json, sizeof json, "{\"i\":%d,\"pad\":\"%040d\"}", i, i);
+        set(ca, json);
+        if (i % 50 == 0)
+            spin(NULL, NULL, 2);
+    }
+    expect(&lb, json, 1);
+    spin(NULL, NULL, 300);
+    ck_assert_int_eq(crdtdb_db_seq(S1.db, NULL, &seq1), 0);
+    ck_assert_uint_eq(seq1, seq0);
+    ck_assert_int_eq(file_size(S1.dir), size0);
+    char *g = tu_get(S1.db, "players", "p");
+    ck_assert_str_eq(g, "{\"hp\":1}");
+    free(g);
+}
+END_TEST
+
+START_TEST(rate_limit_coalesces_to_the_latest)
+{
+    srv1 = server(&S1, url1, sizeof url1);
+    ca = client(&A, url1, &la, NULL);
+    cb = client(&B, url1, &lb, NULL);
+    wait_ready();
+    char json[32];
+    for (int i = 0; i < 200; i++) { /* in one go: the server coalesces */
+        snprintf(json, sizeof json, "{\"i\":%d}", i);
+        set(ca, json);
+    }
+    expect(&lb, "{\"i\":199}", 1);
+    spin(NULL, NULL, 500); /* nothing older comes after it */
+    ck_assert_str_eq(lb.e[0].state, "{\"i\":199}");
+    int forwarded = lb.joins + lb.updates;
+    ck_assert_msg(forwarded <= 10, "%d of 200 forwarded", forwarded);
+    ck_assert_int_ge(forwarded, 1);
+}
+END_TEST
+
+/* authorize_user: mallory is denied; authorize_presence: eve may not
+ * publish; nobody relays. */
+static crdtdb_access deny_mallory(void *ctx, crdtdb_db *db, const char *user, int created)
+{
+    (void)ctx, (void)db, (void)created;
+    return strcmp(user, "mallory") == 0 ? CRDTDB_ACCESS_DENY : CRDTDB_ACCESS_READWRITE;
+}
+
+static int presence_hook(void *ctx, crdtdb_db *db, const char *user, int relay)
+{
+    (void)ctx, (void)db;
+    return !relay && strcmp(user, "eve") != 0;
+}
+
+START_TEST(unauthorized_users_see_and_show_nothing)
+{
+    crdtdb_server_auth auth;
+    memset(&auth, 0, sizeof auth);
+    auth.authorize_user = deny_mallory;
+    auth.authorize_presence = presence_hook;
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.jwt_key = key;
+    o.auth = &auth;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    char *ta = mint("alice"), *te = mint("eve"), *tm = mint("mallory");
+    ca = client(&A, url1, &la, ta);
+    cb = client(&B, url1, &lb, te);
+    cc = client(&C, url1, &lc, tm);
+    set(ca, "{\"who\":\"alice\"}");
+    set(cc, "{\"who\":\"mallory\"}");
+    expect(&lb, "{\"who\":\"alice\"}", 1); /* eve may look */
+    ck_assert_str_eq(lb.e[0].user, "alice");
+    set(cb, "{\"who\":\"eve\"}");
+    expect_code(&lb, CRDTDB_EDENIED); /* a NOTICE: the session goes on */
+    ck_assert(crdtdb_client_connected(cb));
+    ck_assert_int_eq(send_msg(cb, NULL, "\"psst\""), 0);
+    spin(NULL, NULL, 500);
+    ck_assert_int_eq(la.n, 0); /* nobody sees eve */
+    ck_assert_int_eq(la.msgs, 0);
+    ck_assert_int_eq(lc.n, 0); /* mallory sees nothing */
+    ck_assert_int_eq(lc.ready, 0);
+    ck_assert_int_eq(lc.failed, CRDTDB_EDENIED);
+    ck_assert_int_eq(send_msg(cc, NULL, "1"), CRDTDB_EBUSY); /* not connected */
+    ck_assert_int_eq(send_msg(ca, NULL, "\"hi\""), 0);
+    expect_msgs(&lb, 1);
+    ck_assert_str_eq(lb.msg_user, "alice");
+    free(ta);
+    free(te);
+    free(tm);
+}
+END_TEST
+
+/* n: how many times l saw anything (entries and messages). */
+static int total(const plog *l) { return l->joins + l->updates + l->leaves + l->msgs; }
+
+START_TEST(peered_servers_relay_both_ways_once)
+{
+    srv1 = server(&S1, url1, sizeof url1);
+    srv2 = server(&S2, url2, sizeof url2);
+    crdtdb_client_options l1, l2;
+    crdtdb_client_options_init(&l1);
+    l1.url = url2;
+    l1.backoff_min_ms = 10;
+    l1.backoff_max_ms = 100;
+    l2 = l1;
+    l2.url = url1;
+    ck_assert_int_eq(crdtdb_server_peer(srv1, &l1, NULL, 0), 0);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l2, NULL, 0), 0);
+    ca = client(&A, url1, &la, NULL);
+    cb = client(&B, url2, &lb, NULL);
+    cc = client(&C, url1, &lc, NULL);
+    wait_ready();
+    spin(NULL, NULL, 500); /* the links are up */
+    set(ca, "{\"at\":\"s1\"}");
+    expect(&lb, "{\"at\":\"s1\"}", 1);
+    expect(&lc, "{\"at\":\"s1\"}", 1);
+    set(cb, "{\"at\":\"s2\"}");
+    expect(&la, "{\"at\":\"s2\"}", 1);
+    expect(&lc, "{\"at\":\"s2\"}", 2);
+    set(ca, "{\"at\":\"s1\",\"v\":2}");
+    expect(&lb, "{\"at\":\"s1\",\"v\":2}", 1);
+    ck_assert_int_eq(send_msg(cb, NULL, "{\"hello\":\"from s2\"}"), 0);
+    expect_msgs(&la, 1);
+    expect_msgs(&lc, 1);
+    ck_assert_str_eq(la.msg, "{\"hello\":\"from s2\"}");
+    ck_assert_int_eq(send_msg(ca, NULL, "\"from s1\""), 0);
+    expect_msgs(&lb, 1);
+    spin(NULL, NULL, 500); /* copies over the second link would come now */
+    ck_assert_int_eq(lb.joins, 1);
+    ck_assert_int_eq(lb.updates, 1);
+    ck_assert_int_eq(lb.msgs, 1);
+    ck_assert_int_eq(la.joins, 1);
+    ck_assert_int_eq(la.msgs, 1);
+    ck_assert_int_eq(la.updates, 0);
+    ck_assert_int_eq(lc.msgs, 2); /* a's (same server) and b's */
+    ck_assert_int_eq(total(&lb), 3);
+    /* a newcomer on the second server gets both at once */
+    crdtdb_client_close(cc);
+    memset(&lc, 0, sizeof lc);
+    cc = client(&C, url2, &lc, NULL);
+    expect(&lc, "{\"at\":\"s1\",\"v\":2}", 2);
+    expect(&lc, "{\"at\":\"s2\"}", 2);
+    /* a leaves: b, on the other server, sees it */
+    crdtdb_client_close(ca);
+    ca = NULL;
+    expect(&lb, NULL, 0);
+    expect(&lc, "{\"at\":\"s2\"}", 1);
+    spin(NULL, NULL, 300);
+    ck_assert_int_eq(lb.leaves, 1);
+    /* the first server goes: what the second learned from it leaves */
+    set(cc, "{\"at\":\"s2\",\"c\":1}");
+    ca = client(&A, url1, &la, NULL);
+    expect(&la, "{\"at\":\"s2\",\"c\":1}", 2);
+    set(ca, "{\"back\":1}");
+    expect(&lb, "{\"back\":1}", 2); /* and c, on its server */
+    crdtdb_server_close(srv1);
+    srv1 = NULL;
+    expect(&lb, "{\"at\":\"s2\",\"c\":1}", 1);
+    expect(&lc, "{\"at\":\"s2\"}", 1);
+}
+END_TEST
+
+/* [12, bin(state)] as a session frame: u32 length, then the message. */
+static void raw_presence_frame(crdtdb_buf *out, const uint8_t *state, size_t len)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint8(&pk, 12);
+    msgpack_pack_bin_with_body(&pk, state, len);
+    crdtdb_buf_free(out);
+    out->data = malloc(sb.size + 4);
+    ck_assert_ptr_nonnull(out->data);
+    out->data[0] = (uint8_t)(sb.size >> 24), out->data[1] = (uint8_t)(sb.size >> 16);
+    out->data[2] = (uint8_t)(sb.size >> 8), out->data[3] = (uint8_t)sb.size;
+    memcpy(out->data + 4, sb.data, sb.size);
+    out->len = out->cap = sb.size + 4;
+    msgpack_sbuffer_destroy(&sb);
+}
+
+typedef struct rawsaw {
+    tu_raw *r;
+    const char *bytes;
+    size_t n;
+} rawsaw;
+
+static int raw_saw(void *arg)
+{
+    rawsaw *w = arg;
+    tu_raw_read(w->r);
+    return memmem(w->r->in, w->r->len, w->bytes, w->n) != NULL;
+}
+
+START_TEST(oversized_and_non_map_states_get_notices)
+{
+    srv1 = server(&S1, url1, sizeof url1);
+    cb = client(&B, url1, &lb, NULL);
+    wait_ready();
+    tu_raw r;
+    tu_raw_open(&r, crdtdb_server_port(srv1), "/v1/db/game", NULL);
+    ck_assert(spin(tu_raw_answered, &r, 10000));
+    ck_assert(tu_raw_saw(&r, " 101 "));
+    crdtdb_buf hello = CRDTDB_BUF_INIT, f = CRDTDB_BUF_INIT;
+    tu_ws_hello(A.db, &hello);
+    tu_raw_send(&NET, &r, hello.data, hello.len); /* a WebSocket message already */
+    /* 2 KiB: a map with one str of 2040 bytes */
+    uint8_t big[2048];
+    big[0] = 0x81, big[1] = 0xa1, big[2] = 'k', big[3] = 0xda, big[4] = 0x07, big[5] = 0xfa;
+    memset(big + 6, 'x', sizeof big - 6);
+    raw_presence_frame(&f, big, sizeof big);
+    tu_ws_send(&NET, &r, f.data, f.len);
+    rawsaw w = {&r, "\x93\x09\xf6", 3}; /* NOTICE ETOOBIG (-10) */
+    if (!spin(raw_saw, &w, 10000)) {
+        for (size_t i = 0; i < r.len && i < 400; i++)
+            fprintf(stderr, "%02x%s", (uint8_t)r.in[i], i % 32 == 31 ? "\n" : " ");
+        ck_abort_msg("no ETOOBIG notice (eof %d)", r.eof);
+    }
+    const uint8_t five = 5; /* not a map */
+    raw_presence_frame(&f, &five, 1);
+    tu_ws_send(&NET, &r, f.data, f.len);
+    rawsaw w2 = {&r, "\x93\x09\xf7", 3}; /* NOTICE EBADVALUE (-9) */
+    ck_assert_msg(spin(raw_saw, &w2, 10000), "no EBADVALUE notice");
+    /* the connection lives on: a good state reaches the others */
+    const uint8_t ok[] = {0x81, 0xa2, 'o', 'k', 0xc3}; /* {"ok":true} */
+    raw_presence_frame(&f, ok, sizeof ok);
+    tu_ws_send(&NET, &r, f.data, f.len);
+    expect(&lb, "{\"ok\":true}", 1);
+    ck_assert_int_eq(lb.joins, 1); /* the refused ones never showed */
+    ck_assert(!r.eof);
+    /* the client checks before it sends */
+    ck_assert_int_eq(crdtdb_client_presence_set(cb, big, sizeof big), CRDTDB_ETOOBIG);
+    ck_assert_int_eq(crdtdb_client_presence_set(cb, &five, 1), CRDTDB_EBADVALUE);
+    ck_assert_int_eq(crdtdb_client_message_send(cb, NULL, big, sizeof big), CRDTDB_ETOOBIG);
+    /* the raw client goes: its entry with it */
+    close(r.fd);
+    expect(&lb, NULL, 0);
+    crdtdb_buf_free(&hello);
+    crdtdb_buf_free(&f);
+}
+END_TEST
+
+/* A peer that goes silent (a laptop closed, a cable pulled: no FIN) is
+ * cut when it answers no ping, and its entry leaves then. */
+START_TEST(silent_peer_leaves_after_the_pong_timeout)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.ping_secs = 1;
+    o.pong_secs = 1;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    cb = client(&B, url1, &lb, NULL);
+    wait_ready();
+    tu_raw r;
+    tu_raw_open(&r, crdtdb_server_port(srv1), "/v1/db/game", NULL);
+    ck_assert(spin(tu_raw_answered, &r, 10000));
+    crdtdb_buf hello = CRDTDB_BUF_INIT, f = CRDTDB_BUF_INIT;
+    tu_ws_hello(A.db, &hello);
+    tu_raw_send(&NET, &r, hello.data, hello.len);
+    const uint8_t st[] = {0x81, 0xa4, 'h', 'e', 'r', 'e', 0xc3}; /* {"here":true} */
+    raw_presence_frame(&f, st, sizeof st);
+    tu_ws_send(&NET, &r, f.data, f.len);
+    expect(&lb, "{\"here\":true}", 1);
+    /* from now on it reads nothing and answers nothing */
+    ck_assert_msg(spin(leave_seen, &lb, 15000), "the silent peer never left");
+    close(r.fd);
+    crdtdb_buf_free(&hello);
+    crdtdb_buf_free(&f);
+}
+END_TEST
+
+START_TEST(messages_to_everyone_to_one_user_never_back)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.jwt_key = key;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    char *ta = mint("alice"), *tb = mint("bob"), *tc = mint("carol");
+    ca = client(&A, url1, &la, ta);
+    cb = client(&B, url1, &lb, tb);
+    cc = client(&C, url1, &lc, tc);
+    wait_ready();
+    ck_assert_int_eq(send_msg(ca, NULL, "{\"ping\":1}"), 0);
+    expect_msgs(&lb, 1);
+    expect_msgs(&lc, 1);
+    ck_assert_str_eq(lb.msg, "{\"ping\":1}");
+    ck_assert_str_eq(lb.msg_user, "alice");
+    ck_assert_str_eq(lb.msg_to, "");
+    ck_assert_int_eq(send_msg(ca, "bob", "\"just bob\""), 0);
+    expect_msgs(&lb, 2);
+    ck_assert_str_eq(lb.msg, "\"just bob\"");
+    ck_assert_str_eq(lb.msg_to, "bob");
+    ck_assert_int_eq(send_msg(cc, "alice", "[1,2,3]"), 0);
+    expect_msgs(&la, 1);
+    ck_assert_str_eq(la.msg_user, "carol");
+    spin(NULL, NULL, 400);
+    ck_assert_int_eq(la.msgs, 1); /* never its own */
+    ck_assert_int_eq(lc.msgs, 1); /* not bob's */
+    ck_assert_int_eq(lb.msgs, 2);
+    /* over presence_hz (30) a second: dropped, with one notice */
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(send_msg(cc, NULL, "0"), 0);
+    expect_code(&lc, CRDTDB_ELIMIT);
+    spin(NULL, NULL, 300);
+    ck_assert_int_lt(lb.msgs - 2, 100);
+    ck_assert_int_ge(lb.msgs - 2, 1);
+    int notices = 0;
+    for (int i = 0; i < lc.ncodes; i++)
+        notices += lc.codes[i] == CRDTDB_ELIMIT;
+    ck_assert_int_le(notices, 2);
+    ck_assert(crdtdb_client_connected(cc));
+    free(ta);
+    free(tb);
+    free(tc);
+}
+END_TEST
+
+START_TEST(max_presence_members_refuses_a_newcomer)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.max_presence_members = 2;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    ca = client(&A, url1, &la, NULL);
+    cb = client(&B, url1, &lb, NULL);
+    cc = client(&C, url1, &lc, NULL);
+    wait_ready();
+    set(ca, "{\"n\":1}");
+    set(cb, "{\"n\":2}");
+    expect(&lc, "{\"n\":2}", 2);
+    set(cc, "{\"n\":3}");
+    expect_code(&lc, CRDTDB_ELIMIT);
+    spin(NULL, NULL, 300);
+    ck_assert_int_eq(la.n, 1);
+    ck_assert_int_eq(lb.n, 1);
+    /* once one leaves there is room */
+    set(ca, NULL);
+    expect(&lc, "{\"n\":2}", 1);
+    set(cc, "{\"n\":3}");
+    expect(&lb, "{\"n\":3}", 1);
+    ck_assert(crdtdb_client_connected(cc));
+}
+END_TEST
+
+/* Database "club" (players, _members) in env, with its members as given
+ * ({user, record} pairs; n of them), or none. */
+static const char *CLUB_COLLS[] = {"players", "_members"};
+
+static crdtdb_db *club(crdtdb_env *env, const char *const (*members)[2], int n)
+{
+    crdtdb_db *db;
+    ck_assert_int_eq(crdtdb_db_create(env, "club", CLUB_COLLS, 2, &db), 0);
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *p = tu_mp(&b, members[i][1]);
+        ck_assert_int_eq(crdtdb_db_add(db, NULL, "_members", members[i][0], p, b.len), 0);
+    }
+    crdtdb_buf_free(&b);
+    return db;
+}
+
+/* Two servers with tokens and the _members policy; the second peers with
+ * the first (one way) as link_user.  alice is a client of the first, carol
+ * of the second.  Relaying into the first server needs an owner. */
+static void members_pair(const char *link_user, int carol_sees_alice, int alice_sees_carol)
+{
+    static const char *const members[][2] = {
+        {"link", "{\"role\":\"owner\",\"status\":\"accepted\"}"},
+        {"bob", "{\"role\":\"reader\",\"status\":\"accepted\"}"},
+        {"alice", "{\"role\":\"writer\",\"status\":\"accepted\"}"},
+        {"carol", "{\"role\":\"reader\",\"status\":\"accepted\"}"}};
+    crdtdb_db *d1 = club(S1.env, members, 4), *d2 = club(S2.env, members, 4);
+    crdtdb_db *da = club(A.env, NULL, 0), *dc = club(C.env, NULL, 0);
+    crdtdb_server_auth auth;
+    crdtdb_members_policy(&auth);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    const char *colls[] = {"players", "_members"};
+    o.jwt_key = key;
+    o.auth = &auth;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    o.collections = colls;
+    srv2 = server_opts(&S2, url2, sizeof url2, &o);
+    char *tl = mint(link_user), *ta = mint("alice"), *tc = mint("carol");
+    crdtdb_client_options l;
+    crdtdb_client_options_init(&l);
+    l.url = url1;
+    l.token = tl;
+    l.backoff_min_ms = 10;
+    l.backoff_max_ms = 100;
+    const char *only[] = {"club"};
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, only, 1), 0);
+    ca = client_db(da, url1, &la, ta);
+    cc = client_db(dc, url2, &lc, tc);
+    wait_ready();
+    spin(NULL, NULL, 500); /* the link is up */
+    set(ca, "{\"who\":\"alice\"}");
+    set(cc, "{\"who\":\"carol\"}");
+    if (carol_sees_alice) {
+        expect(&lc, "{\"who\":\"alice\"}", 1);
+        ck_assert_str_eq(lc.e[0].user, "alice");
+    }
+    if (alice_sees_carol) {
+        expect(&la, "{\"who\":\"carol\"}", 1);
+        ck_assert_str_eq(la.e[0].user, "carol");
+    }
+    spin(NULL, NULL, 500);
+    ck_assert_int_eq(lc.n, carol_sees_alice);
+    ck_assert_int_eq(la.n, alice_sees_carol);
+    crdtdb_client_close(ca);
+    crdtdb_client_close(cc);
+    ca = cc = NULL;
+    crdtdb_server_close(srv2); /* before the handles its link uses */
+    crdtdb_server_close(srv1);
+    srv1 = srv2 = NULL;
+    crdtdb_db_close(d1);
+    crdtdb_db_close(d2);
+    crdtdb_db_close(da);
+    crdtdb_db_close(dc);
+    free(tl);
+    free(ta);
+    free(tc);
+}
+
+START_TEST(members_policy_relays_through_an_owners_link)
+{
+    members_pair("link", 1, 1);
+}
+END_TEST
+
+START_TEST(members_policy_refuses_a_readers_relay)
+{
+    /* what the first server sends its link still arrives; what the link
+     * relays into it does not */
+    members_pair("bob", 1, 0);
+}
+END_TEST
+
+static int uv_until(uv_loop_t *loop, tu_cond cond, void *arg, int ms)
+{
+    uint64_t deadline = tu_mono_ms() + (uint64_t)ms;
+    while (tu_mono_ms() < deadline) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (cond(arg))
+            return 1;
+        tu_sleep_ms(1);
+    }
+    return 0;
+}
+
+/* On a libuv loop the coalescing timer runs on the loop: the latest state
+ * arrives though nothing else happens after it. */
+START_TEST(libuv_loop_runs_the_presence_timers)
+{
+    uv_loop_t loop;
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.uv_loop = &loop;
+    o.presence_hz = 5;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    crdtdb_client_options co;
+    crdtdb_client_options_init(&co);
+    co.url = url1;
+    co.uv_loop = &loop;
+    co.on_event = on_event;
+    co.ctx = &la;
+    ck_assert_int_eq(crdtdb_client_open(A.db, &co, &ca), 0);
+    co.ctx = &lb;
+    ck_assert_int_eq(crdtdb_client_open(B.db, &co, &cb), 0);
+    ck_assert(uv_until(&loop, all_ready, NULL, 10000));
+    char json[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(json, sizeof json, "{\"i\":%d}", i);
+        set(ca, json);
+    }
+    seen s = {&lb, "{\"i\":19}", 1};
+    ck_assert_msg(uv_until(&loop, sees, &s, 10000), "the latest never came");
+    ck_assert_int_le(lb.joins + lb.updates, 5);
+    crdtdb_client_close(ca);
+    seen gone = {&lb, NULL, 0};
+    ck_assert_msg(uv_until(&loop, sees, &gone, 10000), "no leave");
+    crdtdb_client_close(cb);
+    crdtdb_server_close(srv1);
+    ca = cb = NULL;
+    srv1 = NULL;
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
+START_TEST(presence_options_are_bounded)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    ck_assert_uint_eq(o.max_presence, CRDTDB_PRESENCE_MAX);
+    ck_assert_uint_eq(o.max_presence_members, 256);
+    ck_assert_uint_eq(o.presence_hz, 30);
+    crdtdb_server *s = NULL;
+    o.presence_hz = 1001;
+    ck_assert_int_eq(crdtdb_server_open(S1.env, &o, &s), CRDTDB_EINVAL);
+    o.presence_hz = 30;
+    o.max_presence = 65537;
+    ck_assert_int_eq(crdtdb_server_open(S1.env, &o, &s), CRDTDB_EINVAL);
+    ck_assert_ptr_null(s);
+    /* a client's own checks, connected or not */
+    crdtdb_client_options co;
+    crdtdb_client_options_init(&co);
+    co.url = "ws://127.0.0.1:1";
+    ck_assert_int_eq(crdtdb_client_open(A.db, &co, &ca), 0);
+    const uint8_t map[] = {0x80}, deep[] = {0x81, 0xa1, 'k', 0x91, 0x91, 0x91, 0x91, 0x91,
+                                            0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91,
+                                            0x91, 0x91, 0x91, 0x91, 0xc0};
+    ck_assert_int_eq(crdtdb_client_presence_set(ca, map, sizeof map), 0); /* kept */
+    ck_assert_int_eq(crdtdb_client_presence_set(ca, deep, sizeof deep), CRDTDB_ETOODEEP);
+    ck_assert_int_eq(crdtdb_client_presence_set(ca, NULL, 0), 0);
+    ck_assert_int_eq(crdtdb_client_presence_set(ca, NULL, 3), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_client_presence_set(NULL, map, 1), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_client_message_send(ca, NULL, map, sizeof map), CRDTDB_EBUSY);
+    ck_assert_int_eq(crdtdb_client_message_send(ca, NULL, NULL, 0), CRDTDB_EINVAL);
+}
+END_TEST
+
+START_TEST(members_policy_publishes_for_members_relays_for_owners)
+{
+    crdtdb_server_auth auth;
+    crdtdb_members_policy(&auth);
+    ck_assert_ptr_nonnull(auth.authorize_presence);
+    crdtdb_db *db;
+    const char *colls[] = {"players", "_members"};
+    ck_assert_int_eq(crdtdb_db_create(S1.env, "club", colls, 2, &db), 0);
+    const char *recs[][2] = {{"olga", "{\"role\":\"owner\",\"status\":\"accepted\"}"},
+                             {"rita", "{\"role\":\"reader\",\"status\":\"accepted\"}"},
+                             {"ivan", "{\"role\":\"writer\",\"status\":\"invited\"}"}};
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    for (int i = 0; i < 3; i++) {
+        const uint8_t *p = tu_mp(&b, recs[i][1]);
+        ck_assert_int_eq(crdtdb_db_add(db, NULL, "_members", recs[i][0], p, b.len), 0);
+    }
+    crdtdb_buf_free(&b);
+    ck_assert(auth.authorize_presence(auth.ctx, db, "olga", 0));
+    ck_assert(auth.authorize_presence(auth.ctx, db, "olga", 1));
+    ck_assert(auth.authorize_presence(auth.ctx, db, "rita", 0));
+    ck_assert(!auth.authorize_presence(auth.ctx, db, "rita", 1));
+    ck_assert(auth.authorize_presence(auth.ctx, db, "ivan", 0));
+    ck_assert(!auth.authorize_presence(auth.ctx, db, "ivan", 1));
+    ck_assert(!auth.authorize_presence(auth.ctx, db, "nobody", 0));
+    ck_assert(!auth.authorize_presence(auth.ctx, db, "", 0));
+    crdtdb_db_close(db);
+}
+END_TEST
+
+static Suite *presence_suite(void)
+{
+    Suite *s = suite_create("presence");
+    TCase *tc = tcase_create("presence");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, join_update_leave_reach_every_other_session);
+    tcase_add_test(tc, newcomer_gets_everyone_at_once);
+    tcase_add_test(tc, killed_cli_leaves_within_seconds);
+    tcase_add_test(tc, nothing_reaches_lmdb);
+    tcase_add_test(tc, rate_limit_coalesces_to_the_latest);
+    tcase_add_test(tc, unauthorized_users_see_and_show_nothing);
+    tcase_add_test(tc, peered_servers_relay_both_ways_once);
+    tcase_add_test(tc, oversized_and_non_map_states_get_notices);
+    tcase_add_test(tc, silent_peer_leaves_after_the_pong_timeout);
+    tcase_add_test(tc, messages_to_everyone_to_one_user_never_back);
+    tcase_add_test(tc, max_presence_members_refuses_a_newcomer);
+    tcase_add_test(tc, presence_options_are_bounded);
+    tcase_add_test(tc, libuv_loop_runs_the_presence_timers);
+    tcase_add_test(tc, members_policy_relays_through_an_owners_link);
+    tcase_add_test(tc, members_policy_refuses_a_readers_relay);
+    tcase_add_test(tc, members_policy_publishes_for_members_relays_for_owners);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    lws_set_log_level(LLL_ERR, NULL);
+    return tu_run(presence_suite());
+}
