@@ -54,12 +54,14 @@ static const cli_option cli_options[] = {
     {"--tls-cert", OPT_TLS, OPTV_VALUE, offsetof(args, tls_cert)},
     {"--tls-key", OPT_TLS, OPTV_VALUE, offsetof(args, tls_key)},
     {"--tls-ca", OPT_TLS_CA, OPTV_VALUE, offsetof(args, tls_ca)},
-    OPT_PRESENCE = 65536, /* sync: --presence JSON, --send JSON, --to USER */
     {"--after", OPT_EXPIRE, OPTV_VALUE, offsetof(args, after)},
     {"--closed", OPT_EXPIRE, OPTV_FLAG, offsetof(args, closed)},
     {"--never", OPT_EXPIRE, OPTV_FLAG, offsetof(args, never)},
     {"--archive", OPT_ARCHIVE, OPTV_VALUE, offsetof(args, archive)},
     {"--drop", OPT_DROP, OPTV_FLAG, offsetof(args, drop)},
+    {"--presence", OPT_PRESENCE, OPTV_VALUE, offsetof(args, presence)},
+    {"--send", OPT_PRESENCE, OPTV_VALUE, offsetof(args, send)},
+    {"--to", OPT_PRESENCE, OPTV_VALUE, offsetof(args, to)},
     {NULL, OPT_LIMITS, OPTV_LIMITS, offsetof(args, limits)},
 };
 
