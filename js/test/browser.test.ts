@@ -461,15 +461,8 @@ test("examples/web/run.sh starts the demo in one command, and stopping it cleans
 });
 
 /** Whether the binary relays presence (its `sync --help` mentions --presence). */
-function presenceSkip(): string | false {
-  if (!haveChromium) return `no Chromium at ${CHROMIUM}`;
-  let bin: string;
-  try { bin = crdtdbBin(); } catch (e) { return (e as Error).message; }
-  const r = spawnSync(bin, ["sync", "--help"], { encoding: "utf8", timeout: 10_000 });
-  return /--presence/.test(`${r.stdout}${r.stderr}`) ? false : "this crdtdb has no presence (its sync --help has no --presence)";
-}
 
-test("presence: a page's state reaches a Node store, and a Node store's message reaches the page", { ...opts, skip: presenceSkip() }, async () => {
+test("presence: a page's state reaches a Node store, and a Node store's message reaches the page", opts, async () => {
   await withServer([], async (srv) => {
     const a = await newProfile();
     const node = await CrdtdbDataStore.open({ dbId: "room", collections: COLLS, sync: { url: srv.url, socket: nodeSocket(), minBackoffMs: 50, maxBackoffMs: 400 } });
