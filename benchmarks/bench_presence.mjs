@@ -1,7 +1,7 @@
 // Presence (issue #14): crdtdb's presence against Yjs awareness (y-protocols, the stock y-websocket server), in one
 // sitting, the same players' code for both.
 //   node benchmarks/bench_presence.mjs [--systems=yjs,crdtdb] [--players=16] [--hz=30] [--secs=30] [--idle=5]
-//        [--idle-long=0] [--procs=1] [--rounds=1] [--yjs-local-only] [--serve-args="..."]
+//        [--idle-long=0] [--procs=1] [--rounds=1] [--yjs-local-only] [--serve-args="..."] [--keep]
 // crdtdb's server is `crdtdb serve` ($CRDTDB_BIN, else /tmp/bp-build/crdtdb, else build/crdtdb) on 127.0.0.1 with a
 // fresh environment; Yjs's is ../shared/peers/yjs/server.mjs (setupWSConnection of @y/websocket-server, in memory),
 // run from $TMPDIR/yjs-anchor, installed there as ../shared/peers/yjs/run.sh does if missing.
@@ -50,6 +50,7 @@ const cfg = {
 const systems = opt("systems", "yjs,crdtdb").split(",");
 const rounds = +opt("rounds", 1);
 const yjsLocalOnly = args.includes("--yjs-local-only");
+const keep = args.includes("--keep"); // keep the players' raw results (send stamps, arrivals) for a closer look
 const serveArgs = opt("serve-args", "").split(" ").filter(Boolean);
 const log = (s) => process.stderr.write(s + "\n");
 const clock = () => performance.timeOrigin + performance.now();
@@ -186,7 +187,8 @@ async function runOne(system, anchor) {
     return analyse(system, res, { cpu: cpu1 - cpu0, rss, T0, TEND });
   } finally {
     await srv.stop();
-    rmSync(work, { recursive: true, force: true });
+    if (keep) log(`== ${system}: the players' raw results are in ${work}`);
+    else rmSync(work, { recursive: true, force: true });
   }
 }
 

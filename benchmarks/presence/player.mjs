@@ -128,13 +128,13 @@ async function yjsPlayer(i, Yjs) {
       if (st?.pos) arrive(i, String(id), st.pos.t);
     }
   });
+  const synced = new Promise((res, rej) => {
+    const to = setTimeout(() => rej(new Error("yjs sync timeout")), 30000);
+    p.on("sync", (s) => { if (s) { clearTimeout(to); res(); } });
+  });
+  synced.catch(() => {});
   return {
-    async connect() {
-      await new Promise((res, rej) => {
-        const to = setTimeout(() => rej(new Error("yjs sync timeout")), 30000);
-        p.on("sync", (s) => { if (s) { clearTimeout(to); res(); } });
-      });
-    },
+    async connect() { if (!p.synced) await synced; },
     set(pp) { aw.setLocalStateField("pos", pp); },
     seen() { let n = 0; for (const [id, st] of aw.getStates()) if (id !== aw.clientID && st?.pos) n++; return n; },
     close() { p.destroy(); },
