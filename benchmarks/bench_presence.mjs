@@ -6,7 +6,7 @@
 // fresh environment; Yjs's is ../shared/peers/yjs/server.mjs (setupWSConnection of @y/websocket-server, in memory),
 // run from $TMPDIR/yjs-anchor, installed there as ../shared/peers/yjs/run.sh does if missing.
 //
-// Workload: `players` players each set a position {x, y, t} at `hz` for `secs` s (after 2 s of warm-up), all
+// Workload: `players` players each set a position {x, y, t} at `hz` for `secs` s (after 5 s of warm-up), all
 // connected to one server on loopback; players are in `procs` Node processes (benchmarks/presence/player.mjs; by
 // default 1: all of them in one, as the other benches). t is the send stamp (performance.timeOrigin + now()).
 //   crdtdb: a raw-protocol player (docs/protocol.md): hello, since 0, then [12, bin(msgpack {x, y, t})] per update;
@@ -45,7 +45,7 @@ const args = process.argv.slice(2);
 const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); return a ? a.slice(k.length + 3) : d; };
 const cfg = {
   players: +opt("players", 16), hz: +opt("hz", 30), secs: +opt("secs", 30), idle: +opt("idle", 5),
-  idleLong: +opt("idle-long", 0), procs: +opt("procs", 1), warmMs: 2000, drainMs: 1000,
+  idleLong: +opt("idle-long", 0), procs: +opt("procs", 1), warmMs: 5000, drainMs: 1000,
 };
 const systems = opt("systems", "yjs,crdtdb").split(",");
 const rounds = +opt("rounds", 1);
@@ -198,7 +198,7 @@ function analyse(system, res, { cpu, rss, T0, TEND }) {
   for (const [k, i] of Object.entries(ids)) keyOf[i] = k;
   const sends = Object.assign({}, ...res.map((r) => r.sends));
   const arrivals = Object.assign({}, ...res.map((r) => r.arrivals));
-  const lat = [], dlat = [];
+  const lat = [], dlat = [], bySender = Array.from({ length: cfg.players }, () => []);
   let sent = 0, delivered = 0, missing = 0;
   for (let s = 0; s < cfg.players; s++) sent += sends[s].length;
   for (let r = 0; r < cfg.players; r++) {
@@ -212,6 +212,7 @@ function analyse(system, res, { cpu, rss, T0, TEND }) {
         while (j < A.length && A[j] < u) j += 2;
         if (j >= A.length) { missing++; continue; }
         lat.push(A[j + 1] - u);
+        bySender[s].push(A[j + 1] - u);
       }
     }
   }
@@ -227,6 +228,8 @@ function analyse(system, res, { cpu, rss, T0, TEND }) {
     expected: sent * (cfg.players - 1), delivered, missing,
     latency_p50_ms: L.p50, latency_p90_ms: L.p90, latency_p99_ms: L.p99, latency_max_ms: L.max,
     delivered_latency_p50_ms: D.p50, delivered_latency_p99_ms: D.p99,
+    // a server that holds one sender's updates back (a rate limit's timer) shows as senders whose p50 is far above the rest
+    sender_p50_ms: bySender.map((a) => quant(a).p50),
     server_cpu_s: +cpu.toFixed(2), server_cpu_s_per_player_min: +(cpu / playerMin).toFixed(4),
     bytes_per_update: +((w("sentBytes") + w("recvBytes")) / sent).toFixed(1),
     ws_bytes_per_update: +((w("sentBytes") + w("recvBytes") + w("sentHdr") + w("recvHdr")) / sent).toFixed(1),
