@@ -66,7 +66,7 @@ function freePort() {
 }
 function procStat(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-  return (+f[11] + +f[12]) / 100; // utime + stime, clock ticks of 10 ms -> s
+  return { user: +f[11] / 100, sys: +f[12] / 100 }; // utime, stime: clock ticks of 10 ms -> s
 }
 function procRss(pid) {
   const s = readFileSync(`/proc/${pid}/status`, "utf8");
@@ -184,7 +184,7 @@ async function runOne(system, anchor) {
     const rss = procRss(srv.pid);
     for (const k of kids) await k.until("done", 120000);
     const res = kids.map((k) => JSON.parse(readFileSync(k.c.out, "utf8")));
-    return analyse(system, res, { cpu: cpu1 - cpu0, rss, T0, TEND });
+    return analyse(system, res, { cpu: cpu1.user + cpu1.sys - cpu0.user - cpu0.sys, sys: cpu1.sys - cpu0.sys, rss, T0, TEND });
   } finally {
     await srv.stop();
     if (keep) log(`== ${system}: the players' raw results are in ${work}`);
@@ -192,7 +192,7 @@ async function runOne(system, anchor) {
   }
 }
 
-function analyse(system, res, { cpu, rss, T0, TEND }) {
+function analyse(system, res, { cpu, sys, rss, T0, TEND }) {
   const ids = Object.assign({}, ...res.map((r) => r.ids));
   const keyOf = [];
   for (const [k, i] of Object.entries(ids)) keyOf[i] = k;
@@ -230,7 +230,7 @@ function analyse(system, res, { cpu, rss, T0, TEND }) {
     delivered_latency_p50_ms: D.p50, delivered_latency_p99_ms: D.p99,
     // a server that holds one sender's updates back (a rate limit's timer) shows as senders whose p50 is far above the rest
     sender_p50_ms: bySender.map((a) => quant(a).p50),
-    server_cpu_s: +cpu.toFixed(2), server_cpu_s_per_player_min: +(cpu / playerMin).toFixed(4),
+    server_cpu_s: +cpu.toFixed(2), server_sys_cpu_s: +sys.toFixed(2), server_cpu_s_per_player_min: +(cpu / playerMin).toFixed(4),
     bytes_per_update: +((w("sentBytes") + w("recvBytes")) / sent).toFixed(1),
     ws_bytes_per_update: +((w("sentBytes") + w("recvBytes") + w("sentHdr") + w("recvHdr")) / sent).toFixed(1),
     up_bytes_per_update: +(w("sentBytes") / sent).toFixed(1), down_bytes_per_update: +(w("recvBytes") / sent).toFixed(1),
