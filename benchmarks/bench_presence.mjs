@@ -1,7 +1,7 @@
 // Presence (issue #14): crdtdb's presence against Yjs awareness (y-protocols, the stock y-websocket server), in one
 // sitting, the same players' code for both.
 //   node benchmarks/bench_presence.mjs [--systems=yjs,crdtdb] [--players=16] [--hz=30] [--secs=30] [--idle=5]
-//        [--idle-long=0] [--procs=1] [--rounds=1] [--yjs-local-only] [--serve-args="..."] [--keep]
+//        [--idle-long=0] [--procs=1] [--rounds=1] [--jitter=MS] [--stall=MS] [--yjs-local-only] [--serve-args="..."] [--keep]
 // crdtdb's server is `crdtdb serve` ($CRDTDB_BIN, else /tmp/bp-build/crdtdb, else build/crdtdb) on 127.0.0.1 with a
 // fresh environment; Yjs's is ../shared/peers/yjs/server.mjs (setupWSConnection of @y/websocket-server, in memory),
 // run from $TMPDIR/yjs-anchor, installed there as ../shared/peers/yjs/run.sh does if missing.
@@ -9,6 +9,9 @@
 // Workload: `players` players each set a position {x, y, t} at `hz` for `secs` s (after 5 s of warm-up), all
 // connected to one server on loopback; players are in `procs` Node processes (benchmarks/presence/player.mjs; by
 // default 1: all of them in one, as the other benches). t is the send stamp (performance.timeOrigin + now()).
+// --jitter=MS sends each tick up to MS ms late (uniform; the slots stay 1/hz apart), as a game loop or network would.
+// --stall=MS holds every player's upstream (socket.cork) for MS ms halfway through, then lets it go at once, as a
+// network hiccup would; latency_p50_after_stall_ms is over the updates sent from 1 s after it to the end.
 //   crdtdb: a raw-protocol player (docs/protocol.md): hello, since 0, then [12, bin(msgpack {x, y, t})] per update;
 //           receives [13, key, user, replica, version, state].
 //   Yjs:    WebsocketProvider per player; awareness.setLocalStateField('pos', {x, y, t}); receives 'change'.
@@ -45,7 +48,7 @@ const args = process.argv.slice(2);
 const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); return a ? a.slice(k.length + 3) : d; };
 const cfg = {
   players: +opt("players", 16), hz: +opt("hz", 30), secs: +opt("secs", 30), idle: +opt("idle", 5),
-  idleLong: +opt("idle-long", 0), procs: +opt("procs", 1), warmMs: 5000, drainMs: 1000,
+  idleLong: +opt("idle-long", 0), procs: +opt("procs", 1), jitterMs: +opt("jitter", 0), stallMs: +opt("stall", 0), warmMs: 5000, drainMs: 1000,
 };
 const systems = opt("systems", "yjs,crdtdb").split(",");
 const rounds = +opt("rounds", 1);
@@ -158,7 +161,7 @@ async function runOne(system, anchor) {
       const from = p * per, to = Math.min(cfg.players, from + per);
       if (from >= to) break;
       const c = { system, url: srv.url, db, from, to, total: cfg.players, hz: cfg.hz, secs: cfg.secs, warmMs: cfg.warmMs,
-        drainMs: cfg.drainMs, idleMs: Math.max(cfg.idle, cfg.idleLong) * 1000, out: join(work, `p${p}.json`),
+        drainMs: cfg.drainMs, jitterMs: cfg.jitterMs, stallMs: cfg.stallMs, idleMs: Math.max(cfg.idle, cfg.idleLong) * 1000, out: join(work, `p${p}.json`),
         yjsShim: anchor?.shim, yjsLocalOnly };
       const proc = spawn(process.execPath, [join(here, "presence", "player.mjs"), JSON.stringify(c)], { stdio: ["pipe", "pipe", "pipe"] });
       let out = "", err = "";
@@ -198,6 +201,7 @@ function analyse(system, res, { cpu, sys, rss, T0, TEND }) {
   for (const [k, i] of Object.entries(ids)) keyOf[i] = k;
   const sends = Object.assign({}, ...res.map((r) => r.sends));
   const arrivals = Object.assign({}, ...res.map((r) => r.arrivals));
+  const tAfter = T0 + cfg.secs * 500 + cfg.stallMs + 1000, after = [];
   const lat = [], dlat = [], bySender = Array.from({ length: cfg.players }, () => []);
   let sent = 0, delivered = 0, missing = 0;
   for (let s = 0; s < cfg.players; s++) sent += sends[s].length;
@@ -213,6 +217,7 @@ function analyse(system, res, { cpu, sys, rss, T0, TEND }) {
         if (j >= A.length) { missing++; continue; }
         lat.push(A[j + 1] - u);
         bySender[s].push(A[j + 1] - u);
+        if (u >= tAfter) after.push(A[j + 1] - u);
       }
     }
   }
@@ -222,7 +227,7 @@ function analyse(system, res, { cpu, sys, rss, T0, TEND }) {
   const idleAt = res.flatMap((r) => r.stats.idle.recvAt);
   const playerMin = cfg.players * cfg.secs / 60;
   return {
-    bench: "presence", system, players: cfg.players, hz: cfg.hz, secs: cfg.secs, player_procs: res.length,
+    bench: "presence", system, players: cfg.players, hz: cfg.hz, secs: cfg.secs, jitter_ms: cfg.jitterMs, player_procs: res.length,
     ...(system === "yjs" ? { yjs_forward: yjsLocalOnly ? "own changes only (variant, not stock)" : "stock" } : {}),
     updates_sent: sent, send_rate_per_player: +(sent / cfg.players / cfg.secs).toFixed(2), ticks_skipped: sum((r) => r.skipped),
     expected: sent * (cfg.players - 1), delivered, missing,
@@ -230,6 +235,7 @@ function analyse(system, res, { cpu, sys, rss, T0, TEND }) {
     delivered_latency_p50_ms: D.p50, delivered_latency_p99_ms: D.p99,
     // a server that holds one sender's updates back (a rate limit's timer) shows as senders whose p50 is far above the rest
     sender_p50_ms: bySender.map((a) => quant(a).p50),
+    ...(cfg.stallMs ? { stall_ms: cfg.stallMs, latency_p50_after_stall_ms: quant(after).p50, latency_p99_after_stall_ms: quant(after).p99 } : {}),
     server_cpu_s: +cpu.toFixed(2), server_sys_cpu_s: +sys.toFixed(2), server_cpu_s_per_player_min: +(cpu / playerMin).toFixed(4),
     bytes_per_update: +((w("sentBytes") + w("recvBytes")) / sent).toFixed(1),
     ws_bytes_per_update: +((w("sentBytes") + w("recvBytes") + w("sentHdr") + w("recvHdr")) / sent).toFixed(1),

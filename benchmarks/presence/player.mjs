@@ -103,6 +103,7 @@ function crdtdbPlayer(i) {
     },
     set(p) { ws.send(frame([12, mp.pack(p)])); },
     seen: () => seen.size,
+    socket: () => ws._socket,
     close() { ws.close(); },
   };
 }
@@ -137,6 +138,7 @@ async function yjsPlayer(i, Yjs) {
     async connect() { if (!p.synced) await synced; },
     set(pp) { aw.setLocalStateField("pos", pp); },
     seen() { let n = 0; for (const [id, st] of aw.getStates()) if (id !== aw.clientID && st?.pos) n++; return n; },
+    socket: () => p.ws?._socket,
     close() { p.destroy(); },
   };
 }
@@ -171,8 +173,20 @@ T0 = go; TEND = T0 + cfg.secs * 1000; TIDLE = TEND + cfg.drainMs; TIDLE_END = TI
 const eld = monitorEventLoopDelay({ resolution: 1 });
 let cpu0 = null, cpu1 = null, skipped = 0;
 const tStart = T0 - cfg.warmMs;
-const next = mine.map((i) => tStart + (i / cfg.total) * PERIOD);
+// each player's tick: its slot (phase i/total of the period), plus a random delay of up to cfg.jitterMs (a game
+// loop's and a network's jitter) when asked
+const slot = mine.map((i) => tStart + (i / cfg.total) * PERIOD);
+const jit = () => (cfg.jitterMs ? Math.random() * cfg.jitterMs : 0);
+const next = slot.map((t) => t + jit());
 await sleep(Math.max(0, tStart - clock()));
+if (cfg.stallMs) {
+  // a network hiccup: every player's upstream is held (socket.cork) for stallMs, halfway through, then let go at once
+  setTimeout(() => {
+    const socks = mine.map((i) => players[i].socket()).filter(Boolean);
+    for (const s of socks) s.cork();
+    setTimeout(() => { for (const s of socks) s.uncork(); }, cfg.stallMs);
+  }, Math.max(0, T0 + cfg.secs * 500 - clock()));
+}
 await new Promise((done) => {
   const tick = () => {
     const now = clock();
@@ -183,8 +197,9 @@ await new Promise((done) => {
       const i = mine[k], t = clock();
       players[i].set(pos(i, t));
       if (t >= T0) sends[i].push(t);
-      next[k] += PERIOD;
-      while (next[k] <= now) { next[k] += PERIOD; if (t >= T0) skipped++; } // a game loop drops missed ticks
+      slot[k] += PERIOD;
+      while (slot[k] <= now) { slot[k] += PERIOD; if (t >= T0) skipped++; } // a game loop drops missed ticks
+      next[k] = slot[k] + jit();
     }
     setTimeout(tick, Math.max(0, Math.min(...next) - clock()));
   };
