@@ -2,9 +2,11 @@
 // the raw limits), then bench_store (durable and NOSYNC), bench_merge and bench_fanout, one after the other
 // (never at the same time: 2 cores), and prints each figure with its peer's from the same sitting and the ratio.
 // Only same-sitting ratios mean anything: this machine's load swings absolute figures 1.5–3×.
-//   node benchmarks/run.mjs [--build=DIR] [--no-peers] [--only=store,merge,fanout]
+//   node benchmarks/run.mjs [--build=DIR] [--no-peers] [--only=store,merge,fanout,presence]
 // DIR (default /tmp/crdtdb-bench-rel) is configured Release and built if it holds no bench_store.
-// The goals are issue #13's.  Exit 0 whatever they say (benchmarks report; tests assert).
+// The goals are issue #13's; presence's (bench_presence.mjs: crdtdb serve against Yjs awareness, which it runs
+// itself; not in the default --only) are issue #14's, with the server $CRDTDB_BIN, else DIR's crdtdb.
+// Exit 0 whatever they say (benchmarks report; tests assert).
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -17,6 +19,7 @@ const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); ret
 const build = resolve(opt("build", "/tmp/crdtdb-bench-rel"));
 const only = new Set(opt("only", "store,merge,fanout").split(","));
 const withPeers = !args.includes("--no-peers");
+const cBenches = only.has("store") || only.has("merge") || only.has("fanout");
 
 function sh(cmd, argv, opts = {}) {
   const r = spawnSync(cmd, argv, { encoding: "utf8", maxBuffer: 64 << 20, ...opts });
@@ -32,7 +35,7 @@ function lastJson(out) {
 }
 const log = (s) => process.stderr.write(s + "\n");
 
-if (!existsSync(join(build, "bench_store"))) {
+if (cBenches && !existsSync(join(build, "bench_store"))) {
   log(`== building Release into ${build}`);
   sh("cmake", ["-S", root, "-B", build, "-DCMAKE_BUILD_TYPE=Release"]);
   sh("cmake", ["--build", build, "-j2", "--target", "bench_store", "bench_merge", "bench_fanout"]);
@@ -48,12 +51,14 @@ if (withPeers) {
     log("== peer: Yjs");
     peer.yjs = lastJson(sh("bash", [join(peers, "yjs", "run.sh")], { cwd: root }));
   }
-  log("== peer: raw limits (LMDB, ed25519)");
-  const out = sh("bash", [join(peers, "limits", "run.sh")], { cwd: root });
-  const num = (re) => { const m = re.exec(out); return m ? Number(m[1]) : null; };
-  peer.limits = {
-    verify_per_s: num(/verify (\d+)\/s/), lmdb_put_durable_per_s: num(/lmdb random put, 1000\/txn, fsync per commit: (\d+)/),
-  };
+  if (cBenches) {
+    log("== peer: raw limits (LMDB, ed25519)");
+    const out = sh("bash", [join(peers, "limits", "run.sh")], { cwd: root });
+    const num = (re) => { const m = re.exec(out); return m ? Number(m[1]) : null; };
+    peer.limits = {
+      verify_per_s: num(/verify (\d+)\/s/), lmdb_put_durable_per_s: num(/lmdb random put, 1000\/txn, fsync per commit: (\d+)/),
+    };
+  }
 }
 
 const ours = {};
@@ -64,6 +69,24 @@ if (only.has("store")) {
 }
 if (only.has("merge")) ours.merge = bench("bench_merge", []);
 if (only.has("fanout")) ours.fanout = bench("bench_fanout", []);
+if (only.has("presence")) {
+  // the server binary: $CRDTDB_BIN, else DIR's crdtdb (built if missing); Yjs awareness runs in the same script
+  let bin = process.env.CRDTDB_BIN;
+  if (!bin) {
+    bin = join(build, "crdtdb");
+    if (!existsSync(bin)) {
+      log(`== building crdtdb (Release) into ${build}`);
+      sh("cmake", ["-S", root, "-B", build, "-DCMAKE_BUILD_TYPE=Release"]);
+      sh("cmake", ["--build", build, "-j2", "--target", "crdtdb_cli"]);
+    }
+  }
+  log(`== bench_presence.mjs (${bin})`);
+  const out = sh("node", [join(root, "benchmarks", "bench_presence.mjs"), ...(withPeers ? [] : ["--systems=crdtdb"])],
+    { cwd: root, env: { ...process.env, CRDTDB_BIN: bin }, stdio: ["ignore", "pipe", "inherit"] });
+  const lines = out.trim().split("\n").map((l) => { try { return JSON.parse(l); } catch { return null; } }).filter(Boolean);
+  ours.presence = lines.find((o) => o.system === "crdtdb");
+  if (withPeers) peer.yjsAwareness = lines.find((o) => o.system === "yjs");
+}
 
 // one row per figure: what, ours, the peer's (same sitting), ratio, goal
 const rows = [];
@@ -96,6 +119,15 @@ if (ours.fanout) {
   row("field deliveries/s", f.deliveries_per_s, y?.fanout_throughput?.field_deliveries_per_s, "Yjs", null);
   row("fresh replica, 100k fields, ms", f.sync_best_ms, y?.initial_sync.join_sync_ms, "Yjs fresh client", null, false);
   row("fresh replica, 100k fields, ms", f.sync_best_ms, 50, "goal 50 ms", 1, false);
+}
+if (ours.presence) {
+  const p = ours.presence, y = peer.yjsAwareness;
+  row("presence p99 ms, 16 × 30 Hz", p.latency_p99_ms, y?.latency_p99_ms, "Yjs awareness p99", 0.25, false);
+  row("presence p50 ms", p.latency_p50_ms, y?.latency_p50_ms, "Yjs awareness p50", null, false);
+  row("presence server CPU s/player-min", p.server_cpu_s_per_player_min, y?.server_cpu_s_per_player_min, "Yjs awareness (y-websocket server)", 0.25, false);
+  row("presence WS payload bytes/update", p.bytes_per_update, y?.bytes_per_update, "Yjs awareness", null, false);
+  row("presence server peak RSS KiB", p.server_peak_rss_kb, y?.server_peak_rss_kb, "Yjs awareness (Node)", null, false);
+  row("presence frames in 5 s idle", p.idle_frames, y?.idle_frames, "Yjs awareness (goal: 0)", null, false);
 }
 console.log(JSON.stringify({ peers: peer, crdtdb: ours }));
 console.log("");
