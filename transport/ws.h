@@ -35,6 +35,10 @@ typedef struct crdtdb__wslink {
     int status; /* the close status to send once the session ends */
     int pump_err;
     int hold_pump; /* set: output() does not pump (no memory to spare) */
+    int pump_due;  /* set: the store may have something for the peer (a
+                      commit, a timer, input, an export under way), so
+                      output() pumps once drained; presence frames wake the
+                      connection without it, so they cost no store read */
     int scheduled; /* set: its owner steps its deltas (crdtdb__ws_step);
                       else each WRITEABLE steps one */
     /* Where the peer is in its current session frame (4-byte length, then
@@ -85,6 +89,9 @@ void crdtdb__ws_ctx_close(struct lws_context *ctx, crdtdb__wstail *tail);
 /* WRITEABLE: sends up to WS_CHUNK bytes of output (pumping when empty);
  * -1 once the session is closed and flushed, to close the connection. */
 int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf);
+/* Asks for WRITEABLE with a pump due: what wakes a connection for its
+ * store (commits, timers, budget room) goes through here. */
+void crdtdb__ws_wake(crdtdb__wslink *l);
 /* RECEIVE: feeds the bytes, then asks to write replies (or the close).  A
  * delta that then waits (YIELD) pauses reading until it is applied. */
 int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len);

@@ -334,7 +334,7 @@ static void on_client_change(void *ctx, const crdtdb_event *ev)
     (void)ev;
     crdtdb_client *c = ctx;
     if (c->l.wsi && c->l.s && crdtdb_session_want_write(c->l.s))
-        lws_callback_on_writable(c->l.wsi);
+        crdtdb__ws_wake(&c->l);
 }
 
 /* A new session is open (and its feed returned): our state goes again,
@@ -346,7 +346,7 @@ static void presence_ready(crdtdb_client *c)
         crdtdb__hub_snapshot(c->hub, &c->pc);
     else if (c->pstate)
         (void)crdtdb_session_presence_set(c->l.s, c->pstate, c->pstate_len);
-    lws_callback_on_writable(c->l.wsi);
+    crdtdb__ws_wake(&c->l);
 }
 
 static void client_wake(crdtdb__pconn *pc)
@@ -431,7 +431,7 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
         so.ctx = c;
         if (crdtdb_session_open(c->db, &so, &c->l.s))
             return -1;
-        lws_callback_on_writable(wsi); /* the hello */
+        crdtdb__ws_wake(&c->l); /* the hello */
         return 0;
     }
     case LWS_CALLBACK_CLIENT_RECEIVE: {

@@ -109,15 +109,24 @@ int crdtdb__ws_service(struct lws_context *ctx, lws_sorted_usec_list_t *sul, int
 static const uint8_t *output(crdtdb__wslink *l, size_t *len)
 {
     const uint8_t *p = crdtdb_session_output(l->s, len);
-    if (*len || crdtdb_session_closed(l->s) || l->hold_pump)
+    if (*len || crdtdb_session_closed(l->s) || l->hold_pump || !l->pump_due)
         return p;
+    l->pump_due = 0;
     int rc = crdtdb_session_pump(l->s);
     if (rc) {
         l->pump_err = rc;
         l->status = crdtdb__ws_close_status(rc, 0);
         crdtdb_session_shutdown(l->s);
     }
-    return crdtdb_session_output(l->s, len);
+    p = crdtdb_session_output(l->s, len);
+    l->pump_due = *len != 0; /* an export under way goes on once this is sent */
+    return p;
+}
+
+void crdtdb__ws_wake(crdtdb__wslink *l)
+{
+    l->pump_due = 1;
+    lws_callback_on_writable(l->wsi);
 }
 
 /*
@@ -244,6 +253,8 @@ int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len)
         lws_rx_flow_control(l->wsi, 0);
     size_t out;
     crdtdb_session_output(l->s, &out);
+    if (out) /* the session pumped: an export it began goes on once sent */
+        l->pump_due = 1;
     if (out || (pending && !l->scheduled) || crdtdb_session_closed(l->s))
         lws_callback_on_writable(l->wsi);
     return 0;
@@ -259,6 +270,8 @@ int crdtdb__ws_step(crdtdb__wslink *l)
         lws_rx_flow_control(l->wsi, 1);
     size_t out;
     crdtdb_session_output(l->s, &out);
+    if (out) /* the session pumped: an export it began goes on once sent */
+        l->pump_due = 1;
     if (out || (pending && !l->scheduled) || crdtdb_session_closed(l->s))
         lws_callback_on_writable(l->wsi);
     return pending;

@@ -347,7 +347,14 @@ static void publish(crdtdb__hub *h, crdtdb__pconn *pc, const uint8_t *state, siz
         return;
     e->pend_len = state ? len : 0;
     e->pending = 1;
-    try_send(e);
+    /* forwarded on the loop's next turn, not here: changes that came in
+     * one read (a client's burst after a network stall) then cost one
+     * forward and one token, so the bucket never drains to a standing
+     * delay for a sender at exactly presence_hz */
+    if (!e->armed && !h->stopped) {
+        e->armed = 1;
+        lws_sul_schedule(h->cfg->ctx, 0, &e->sul, on_turn, 1);
+    }
 }
 
 /* -------------------------------------------------------- other servers */

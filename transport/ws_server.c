@@ -215,7 +215,7 @@ static void on_db_change(void *ctx, const crdtdb_event *ev)
     d->gen++;
     for (sconn *c = d->conns; c; c = c->next)
         if (c->l.wsi && c->l.s && crdtdb_session_want_write(c->l.s))
-            lws_callback_on_writable(c->l.wsi);
+            crdtdb__ws_wake(&c->l);
 }
 
 static void on_poll_due(lws_sorted_usec_list_t *sul);
@@ -1135,7 +1135,7 @@ static void flush_acks(crdtdb_server *s)
         for (sconn *c = d->conns; c; c = c->next)
             if (c->l.s && !c->ended) {
                 (void)crdtdb_session_flush(c->l.s);
-                if (crdtdb__ws_held_out(&c->l))
+                if (crdtdb__ws_held_out(&c->l)) /* acks, a clock retry's SINCE */
                     lws_callback_on_writable(c->l.wsi);
             }
 }
@@ -1163,7 +1163,7 @@ static void sweep(crdtdb_server *s)
                 conn_end(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, why);
             } else if (c->waiting && s->held + PUMP_ROOM <= s->o.max_buffered) {
                 c->waiting = 0;
-                lws_callback_on_writable(c->l.wsi);
+                crdtdb__ws_wake(&c->l);
             }
         }
 }
