@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "transport/ws.h"
+#include "transport/presence.h"
 #include "transport/ws_presence.h"
 
 #define KNOWN_MAX 65536 /* presence entries a client keeps track of */
@@ -374,7 +375,9 @@ int crdtdb_client_presence_set(crdtdb_client *c, const uint8_t *state, size_t le
 {
     if (!c || (!state && len) || c->hub)
         return CRDTDB_EINVAL;
-    int rc = state ? crdtdb__ws_presence_check(state, len, CRDTDB_PRESENCE_MAX, 1) : 0;
+    const char *why;
+    int rc = state ? crdtdb__presence_check(state, len, CRDTDB_PRESENCE_MAX, 1, &why) : 0;
+    (void)why; /* the code says it; a client has no message slot */
     uint8_t *copy = NULL;
     if (!rc && state && !(copy = malloc(len)))
         rc = CRDTDB_ENOMEM;
@@ -397,7 +400,9 @@ int crdtdb_client_message_send(crdtdb_client *c, const char *to, const uint8_t *
 {
     if (!c || !body || c->hub || (to && strlen(to) > CRDTDB_ID_MAX))
         return CRDTDB_EINVAL;
-    int rc = crdtdb__ws_presence_check(body, len, CRDTDB_PRESENCE_MAX, 0);
+    const char *why;
+    int rc = crdtdb__presence_check(body, len, CRDTDB_PRESENCE_MAX, 0, &why);
+    (void)why;
     if (rc)
         return rc;
     if (!session_open(c))

@@ -70,10 +70,4 @@ void crdtdb__hub_leave(crdtdb__hub *h, crdtdb__pconn *pc);
 void crdtdb__hub_presence(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_presence *p);
 void crdtdb__hub_message(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_message *m);
 
-/* Checks a presence state (map 1) or message body (map 0) as the session
- * does before sending: at most max bytes, exactly one msgpack value (a
- * map with str keys for a state), nested at most CRDTDB_PRESENCE_DEPTH.
- * 0, ETOOBIG, EBADVALUE, ETOODEEP, ENOMEM. */
-int crdtdb__ws_presence_check(const uint8_t *p, size_t len, size_t max, int map);
-
 #endif
