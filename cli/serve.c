@@ -12,6 +12,11 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 static void log_line(void *ctx, const char *line)
 {
@@ -123,6 +128,53 @@ static int apply_limits(const args *a, crdtdb_server_options *o)
     return 0;
 }
 
+#define DRAIN_MS 10000 /* a drain's bound: sessions get their CLOSE within it */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * One server per data directory: an exclusive lock on DIR/serve.lock,
+ * held until the process ends (the kernel drops it even on kill -9), with
+ * the holder's pid in the file for the message.  Other commands (add,
+ * query, backup, ...) still use the directory beside a server.  The
+ * lock's fd, or -1 (reported).
+ */
+static int lock_dir(const char *dir)
+{
+    char path[4096], pid[32] = "";
+    if (snprintf(path, sizeof path, "%s/serve.lock", dir) >= (int)sizeof path) {
+        fail("data directory path too long", CRDTDB_EINVAL);
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fail(strerror(errno), CRDTDB_EIO);
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ssize_t n = errno == EWOULDBLOCK ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        if (errno == EWOULDBLOCK || n >= 0)
+            fprintf(stderr, "crdtdb: another crdtdb serve (pid %s) holds %s; one server per "
+                            "data directory\n", *pid ? pid : "?", dir);
+        else
+            fail(strerror(errno), CRDTDB_EIO);
+        close(fd);
+        return -1;
+    }
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        /* the lock holds all the same; only the message would lack the pid */
+    }
+    return fd;
+}
+
 int cmd_serve(const char *dir, const args *a)
 {
     crdtdb_server_options o;
@@ -198,7 +250,8 @@ int cmd_serve(const char *dir, const args *a)
     crdtdb_env *env = NULL;
     crdtdb_server *srv = NULL;
     int status = 0;
-    if (!env_exists(dir) || open_env(dir, 0, &env)) {
+    int lock = -1;
+    if (!env_exists(dir) || (lock = lock_dir(dir)) < 0 || open_env(dir, 0, &env)) {
         status = EXIT_FAILURE;
     } else {
         int rc = crdtdb_server_open(env, &o, &srv);
@@ -230,8 +283,16 @@ int cmd_serve(const char *dir, const args *a)
             break;
         }
     }
+    if (srv && !status) { /* SIGTERM: drain, 10 s at most, then exit 0 */
+        uint64_t until = mono_ms() + DRAIN_MS;
+        (void)crdtdb_server_drain(srv);
+        while (!crdtdb_server_drained(srv) && mono_ms() < until && !crdtdb_server_run(srv, 50))
+            ;
+    }
     crdtdb_server_close(srv);
     crdtdb_env_close(env);
+    if (lock >= 0)
+        close(lock); /* the lock goes with it */
     crdtdb_jwt_key_close(key);
     free(list);
     free(colls);

@@ -187,6 +187,20 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_server_open(crdtdb_env *env,
  * the database.  Errors: EINVAL. */
 CRDTDB_API int crdtdb_server_reauthorize(crdtdb_server *s, const char *db_id);
 
+/*
+ * Starts a clean shutdown (SIGTERM): new connections are refused (HTTP 503,
+ * and GET /healthz answers 503, so a load balancer stops routing here),
+ * acknowledgements are recorded, and every session is sent what it has
+ * queued, then a CLOSE and WebSocket close 1001 "going away": clients
+ * reconnect elsewhere and resume from their durable watermarks.  Keep
+ * running the server until crdtdb_server_drained() (or a deadline), then
+ * close it.  Peer links stop reconnecting.  Errors: EINVAL.
+ */
+CRDTDB_API int crdtdb_server_drain(crdtdb_server *s);
+
+/* 1 once a drain has closed every connection. */
+CRDTDB_API int crdtdb_server_drained(const crdtdb_server *s);
+
 /* The port the server listens on (the kernel's choice when opened with
  * port 0). */
 CRDTDB_API int crdtdb_server_port(const crdtdb_server *s);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1425,6 +1426,68 @@ static pid_t serve_bg(sandbox *s, const char *dir, char *url, size_t n, const ch
     return pid;
 }
 
+/* GET path from 127.0.0.1:port; the whole answer in out (NUL-terminated). */
+static void http_get(int port, const char *path, char *out, size_t n)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char req[256];
+    int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
+    ck_assert_int_eq(write(fd, req, (size_t)len), len);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < n && (r = read(fd, out + got, n - 1 - got)) > 0) {
+        got += (size_t)r;
+        out[got] = 0;
+        if (strstr(out, "\r\n\r\n") && (strstr(out, "\nok\n") || strstr(out, "</html>") ||
+                                          strstr(out, "draining\n")))
+            break;
+    }
+    out[got] = 0;
+    close(fd);
+}
+
+/* crdtdb serve: GET /healthz answers 200 "ok" (for a load balancer); a
+ * second server on the same data directory is refused with the first's
+ * pid; SIGTERM drains: clients get "going away", the server exits 0. */
+START_TEST(serve_health_lock_and_drain)
+{
+    sandbox s;
+    sb_init(&s);
+    char dir[4200], cdir[4200], url[64], werr[4300], wout[4300], serr[4300], page[2048];
+    path_in(&s, dir, sizeof dir, "srv");
+    path_in(&s, cdir, sizeof cdir, "cli");
+    ok_in(&s, dir, NULL, "init", NULL);
+    ok_in(&s, cdir, NULL, "init", NULL);
+    ok_in(&s, cdir, "", "create", "m", "--collections", "a", NULL);
+    pid_t srv = serve_bg(&s, dir, url, sizeof url, "--collections", "a", NULL, NULL);
+    int port = atoi(strrchr(url, ':') + 1);
+    http_get(port, "/healthz", page, sizeof page);
+    ck_assert_msg(strstr(page, " 200 ") && strstr(page, "\r\n\r\nok\n"), "%s", page);
+    http_get(port, "/nothing", page, sizeof page);
+    ck_assert_msg(strstr(page, " 404 ") != NULL, "%s", page);
+
+    ck_assert_int_eq(cli_in(&s, dir, "serve", "--listen", "127.0.0.1:0", NULL), 1);
+    ck_assert_msg(strstr(s.err, "another crdtdb serve (pid ") && strstr(s.err, "holds"), "%s", s.err);
+
+    snprintf(wout, sizeof wout, "%s.watch.out", cdir);
+    snprintf(werr, sizeof werr, "%s.watch.err", cdir);
+    pid_t w = bg_in(cdir, wout, werr, "sync", url, "--db", "m", "--watch", NULL);
+    snprintf(serr, sizeof serr, "%s.err", dir);
+    wait_for(serr, "ready, two-way", srv);
+    kill(srv, SIGTERM);
+    ck_assert_int_eq(tu_wait_exit(srv, 15000, "crdtdb serve"), 0);
+    ck_assert(file_has(serr, "draining: 1 connections"));
+    kill(w, SIGTERM);
+    tu_wait_exit(w, 15000, "crdtdb sync");
+    sb_free(&s);
+}
+END_TEST
+
 /* sync says at once why it cannot connect, and to where; --timeout bounds
  * a one-shot sync; --watch keeps retrying and says so. */
 START_TEST(sync_fails_fast_and_says_why)
@@ -1566,6 +1629,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, add_all_and_json_from_stdin);
     tcase_add_test(tc, version_and_help_list_every_option);
     tcase_add_test(tc, sync_fails_fast_and_says_why);
+    tcase_add_test(tc, serve_health_lock_and_drain);
     tcase_add_test(tc, server_to_client_copy_stays_read_only);
     suite_add_tcase(s, tc);
     return s;

@@ -118,6 +118,7 @@ struct crdtdb_server {
     lws_retry_bo_t idle;  /* the ping / pong policy */
     int port;
     int closing;
+    int draining;         /* crdtdb_server_drain: no new connections */
     crdtdb__hub_cfg hub_cfg; /* every database's presence hub reads it */
     uint64_t conn_num;       /* connections numbered so far (presence keys) */
 };
@@ -784,6 +785,21 @@ static void conn_free(sconn *c)
     db_release(d);
 }
 
+/* A plain-text answer to an HTTP request (not an upgrade), then the
+ * transaction ends. */
+static int http_text(struct lws *wsi, unsigned status, const char *body)
+{
+    unsigned char buf[LWS_PRE + 512], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf;
+    size_t n = strlen(body);
+    if (lws_add_http_common_headers(wsi, status, "text/plain", n, &p, end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    memcpy(start, body, n);
+    if (lws_write(wsi, start, n, LWS_WRITE_HTTP_FINAL) != (int)n)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
 static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len)
 {
@@ -792,9 +808,19 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
     spss *pss = user;
     char id[CRDTDB_ID_MAX + 1];
     switch (reason) {
+    case LWS_CALLBACK_HTTP: /* not an upgrade: the health check, for load
+                               balancers (503 while draining) */
+        if (in && strcmp(in, "/healthz") == 0)
+            return srv->draining ? http_text(wsi, 503, "draining\n") : http_text(wsi, 200, "ok\n");
+        lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
+        return -1;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
         char peer[64] = "?";
         lws_get_peer_simple(wsi, peer, sizeof peer);
+        if (srv->draining) {
+            slog(srv, "%s refused: 503: the server is draining", peer);
+            return refuse(wsi, pss, 503, NULL);
+        }
         unsigned status = path_db_id(wsi, id);
         if (status) {
             slog(srv, "%s refused: %u: %s", peer, status,
@@ -1339,6 +1365,31 @@ void crdtdb_server_close(crdtdb_server *s)
     free(s->wbuf);
     free(s);
 }
+
+int crdtdb_server_drain(crdtdb_server *s)
+{
+    if (!s)
+        return CRDTDB_EINVAL;
+    if (s->draining)
+        return 0;
+    s->draining = 1;
+    slog(s, "draining: %zu connections", s->nconn);
+    for (sdb *d = s->dbs; d; d = d->next) {
+        for (size_t i = 0; i < d->nlinks; i++) /* links do not reconnect */
+            crdtdb__client_stop_hosted(d->links[i]);
+        for (sconn *c = d->conns; c; c = c->next) {
+            if (c->ended || !c->l.s || crdtdb_session_closed(c->l.s))
+                continue;
+            (void)crdtdb_session_flush(c->l.s); /* acks recorded now */
+            crdtdb_session_shutdown(c->l.s);    /* a CLOSE after what is queued */
+            c->l.status = LWS_CLOSE_STATUS_GOINGAWAY;
+            lws_callback_on_writable(c->l.wsi);
+        }
+    }
+    return 0;
+}
+
+int crdtdb_server_drained(const crdtdb_server *s) { return !s || (s->draining && !s->nconn); }
 
 int crdtdb_server_reauthorize(crdtdb_server *s, const char *db_id)
 {
