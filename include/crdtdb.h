@@ -152,14 +152,13 @@ typedef uint64_t (*crdtdb_clock_fn)(void *ctx);
  * bounded here.
  */
 typedef struct crdtdb_env_options {
-    size_t map_size;            /* LMDB map size at open, bytes (default
-                                   1 GiB) */
-    size_t map_max;             /* the map grows, doubling, up to this before
-                                   writes fail with EMAPFULL (default 64 GiB;
-                                   at most map_size: it never grows).  It
-                                   grows when a write begins with less than
-                                   a quarter free, or after one found it
-                                   full (that write fails; its retry fits) */
+    size_t map_size;            /* the most the environment may hold, bytes
+                                   (default 64 GiB): LMDB's map, which is
+                                   address space, not disk — the file grows
+                                   as data is written.  Past it, writes fail
+                                   with EMAPFULL and nothing is lost; reopen
+                                   with a larger size to go on.  A larger
+                                   map set by another process is adopted */
     unsigned flags;             /* CRDTDB_ENV_* (default 0: durable) */
     size_t max_value_size;      /* encoded msgpack of one add/update input
                                    and of one stored record (default 1 MiB) */

@@ -252,8 +252,6 @@ static int create_call(crdtdb_env *env, const char *id, const char *const *colls
         rc = crdtdb__mdb_err(crdtdb__mt_commit(env, mt));
     else if (mt)
         crdtdb__mt_abort(env, mt);
-    if (rc == CRDTDB_EMAPFULL)
-        crdtdb__env_full(env);
     crdtdb_buf_free(&cl);
     if (rc)
         return rc;

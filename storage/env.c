@@ -14,8 +14,7 @@
 void crdtdb_env_options_init(crdtdb_env_options *o)
 {
     memset(o, 0, sizeof *o);
-    o->map_size = (size_t)1 << 30;
-    o->map_max = (size_t)64 << 30;
+    o->map_size = (size_t)64 << 30; /* address space only: see crdtdb.h */
     o->max_value_size = (size_t)1 << 20;
     o->max_depth = 16;
     o->max_path_bytes = 1024;
@@ -53,8 +52,8 @@ int crdtdb__mdb_err(int rc)
 
 const char *crdtdb__mdb_str(int rc)
 {
-    return rc == MDB_MAP_FULL ? "environment is full: the map reached its ceiling (map_max) "
-                                "or the disk is full; nothing of this write was stored"
+    return rc == MDB_MAP_FULL ? "environment is full: its map_size is used up; nothing of this "
+                                "write was stored (reopen with a larger map_size)"
                               : mdb_strerror(rc);
 }
 

@@ -1,16 +1,15 @@
 /*
- * The map gate: every LMDB transaction of an environment passes it, so the
- * map can grow between them.  LMDB sizes its memory map once
- * (mdb_env_set_mapsize) and allows a change only while this process has no
- * transaction open, and it fails a write that finds the map full
- * (MDB_MAP_FULL).  So a write about to begin with less than a quarter of
- * the map free, or after a write found it full, first waits for the
- * transactions under way to end (new ones wait meanwhile), doubles the map
- * up to map_max, and goes on.  A map another process grew is adopted the
- * same way (MDB_MAP_RESIZED).  The wait is bounded: a thread that holds a
- * transaction itself while it begins a write cannot be waited for, so
- * after GROW_WAIT_MS the write goes ahead unchanged and the next one tries
- * again.
+ * The map gate: every LMDB transaction of an environment passes it.  The
+ * map is opened at map_size (64 GiB by default: address space, not disk,
+ * so it never needs to grow here).  But another process may open the
+ * same environment with a larger map_size; once it writes, LMDB refuses
+ * our next transaction (MDB_MAP_RESIZED) until we adopt its size with
+ * mdb_env_set_mapsize, which LMDB allows only while this process has no
+ * transaction open.  So transactions are counted here, and an adoption
+ * waits for the count to reach zero (new ones wait meanwhile).  The wait
+ * is bounded: a thread holding a transaction itself cannot be waited for,
+ * so after GROW_WAIT_MS the begin fails (EIO, the cause named) and a later
+ * one tries again.
  */
 #include <errno.h>
 #include <sys/statvfs.h>
@@ -65,10 +64,10 @@ static void leave(crdtdb_env *env)
     pthread_mutex_unlock(&env->gate_mu);
 }
 
-/* Runs mdb_env_set_mapsize(size) once no transaction of this process is
- * open (size 0: adopt the size another process set).  0, or nonzero when
- * the wait ran out (nothing changed) or LMDB refused. */
-static int resize(crdtdb_env *env, size_t size)
+/* Adopts the map size another process set (mdb_env_set_mapsize(0)) once
+ * no transaction of this process is open.  0, or nonzero when the wait ran
+ * out (nothing changed) or LMDB refused. */
+static int adopt(crdtdb_env *env)
 {
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
@@ -87,43 +86,22 @@ static int resize(crdtdb_env *env, size_t size)
     while (env->gate_active && rc != ETIMEDOUT)
         rc = pthread_cond_timedwait(&env->gate_cv, &env->gate_mu, &until);
     if (!env->gate_active)
-        rc = mdb_env_set_mapsize(env->mdb, size);
-    if (!rc)
-        env->gate_full = 0;
+        rc = mdb_env_set_mapsize(env->mdb, 0);
     env->gate_growing = 0;
     pthread_cond_broadcast(&env->gate_cv);
     pthread_mutex_unlock(&env->gate_mu);
     return rc;
 }
 
-/* Before a write: grows the map when less than a quarter is free, or a
- * write found it full, and the ceiling allows. */
-static void maybe_grow(crdtdb_env *env)
-{
-    MDB_envinfo info;
-    if (mdb_env_info(env->mdb, &info))
-        return;
-    size_t size = info.me_mapsize, used = (info.me_last_pgno + 1) * (size_t)env->psize;
-    size_t ceiling = env->opts.map_max > env->opts.map_size ? env->opts.map_max : size;
-    if (size >= ceiling || (!env->gate_full && used <= size - size / 4))
-        return;
-    size_t want = size > ceiling / 2 ? ceiling : 2 * size;
-    want -= want % env->psize;
-    if (want > size)
-        resize(env, want);
-}
-
 int crdtdb__mt_begin(crdtdb_env *env, unsigned flags, MDB_txn **mt)
 {
     for (int tries = 0;; tries++) {
-        if (!(flags & MDB_RDONLY) && !(env->opts.flags & CRDTDB_ENV_RDONLY))
-            maybe_grow(env);
         enter(env);
         int rc = mdb_txn_begin(env->mdb, NULL, flags, mt);
         if (!rc)
             return 0;
         leave(env);
-        if (rc != MDB_MAP_RESIZED || tries == 2 || resize(env, 0))
+        if (rc != MDB_MAP_RESIZED || tries == 2 || adopt(env))
             return rc;
     }
 }
@@ -132,8 +110,6 @@ int crdtdb__mt_commit(crdtdb_env *env, MDB_txn *mt)
 {
     int rc = mdb_txn_commit(mt);
     leave(env);
-    if (rc == MDB_MAP_FULL)
-        crdtdb__env_full(env);
     return rc;
 }
 
@@ -141,13 +117,6 @@ void crdtdb__mt_abort(crdtdb_env *env, MDB_txn *mt)
 {
     mdb_txn_abort(mt);
     leave(env);
-}
-
-void crdtdb__env_full(crdtdb_env *env)
-{
-    pthread_mutex_lock(&env->gate_mu);
-    env->gate_full = 1;
-    pthread_mutex_unlock(&env->gate_mu);
 }
 
 int crdtdb__disk_full(crdtdb_env *env)

@@ -63,7 +63,7 @@ struct crdtdb_env {
     pthread_mutex_t gate_mu;
     pthread_cond_t gate_cv;
     unsigned gate_active;
-    int gate_growing, gate_full, gate_ready;
+    int gate_growing, gate_ready;
     unsigned psize; /* LMDB's page size */
     uint64_t hlc;         /* highest stamp this process issued or accepted */
     struct crdtdb_db *dbs; /* open handles, for drop's EBUSY */
@@ -151,16 +151,14 @@ static inline int crdtdb__env_exit(crdtdb_env *env, int rc)
     return rc < 0 && env ? crdtdb__env_fail(env, rc) : rc;
 }
 
-/* gate.c: every LMDB transaction begins and ends here, so the map can
- * grow between them (see gate.c).  mt_begin returns LMDB's code; every
+/* gate.c: every LMDB transaction begins and ends here, so a map another
+ * process grew can be adopted between them (see gate.c).  mt_begin returns LMDB's code; every
  * transaction it began ends with mt_commit (LMDB's code) or mt_abort. */
 int crdtdb__gate_init(crdtdb_env *env);
 void crdtdb__gate_free(crdtdb_env *env);
 int crdtdb__mt_begin(crdtdb_env *env, unsigned flags, MDB_txn **mt);
 int crdtdb__mt_commit(crdtdb_env *env, MDB_txn *mt);
 void crdtdb__mt_abort(crdtdb_env *env, MDB_txn *mt);
-/* A write found the map full: the next write grows it first. */
-void crdtdb__env_full(crdtdb_env *env);
 /* 1 when the disk holding the environment has less than 1 MiB free: what
  * LMDB's EIO from a short write means then. */
 int crdtdb__disk_full(crdtdb_env *env);

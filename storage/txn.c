@@ -118,8 +118,6 @@ static int commit_call(crdtdb_txn *t)
         mrc = crdtdb__mt_commit(env, t->mt);
     } else {
         crdtdb__mt_abort(env, t->mt);
-        if (mrc == MDB_MAP_FULL)
-            crdtdb__env_full(env);
     }
     t->mt = NULL;
     if (mrc) {
@@ -260,8 +258,6 @@ int crdtdb_db_marked_readonly(crdtdb_db *db, int *readonly)
 
 int crdtdb__txn_end(crdtdb_txn *t, int own, int rc)
 {
-    if (rc == CRDTDB_EMAPFULL) /* the next write grows the map first */
-        crdtdb__env_full(t->db->env);
     if (!own) {
         crdtdb__txn_fail(t, rc);
         return rc;
