@@ -57,6 +57,7 @@ typedef struct args {
     int npeers;
     const char *peer_ca;
     const char *peer_token_file;
+    const char *relay_users; /* serve: A,B — peer servers' token users */
     const char *jwt_secret_file;
     const char *jwt_public_key;
     const char *jwt_alg;

@@ -137,7 +137,8 @@ static const command commands[] = {
      "ours it is known to have everything up to (acked).",
      1, 1, 0, cmd_peers},
     {"serve", "[--listen HOST:PORT] [--collections A,B,...] [--mode MODE] [--peer URL]...\n"
-              "       [--peer-ca F] [--peer-token-file F] [--tls-cert F --tls-key F]\n"
+              "       [--peer-ca F] [--peer-token-file F] [--relay-users A,B]\n"
+              "       [--tls-cert F --tls-key F]\n"
               "       [--jwt-secret-file F | --jwt-public-key F [--jwt-alg A]]\n"
               "       [--max-connections N] [--max-per-ip N] [--max-per-user N]\n"
               "       [--max-buffered-mb M] [--handshake-timeout S] [--message-timeout S]\n"
@@ -155,7 +156,9 @@ static const command commands[] = {
      "(run both servers with --peer for a symmetric pair); --peer-ca F\n"
      "trusts the CAs in F for wss:// peers; --peer-token-file F sends the\n"
      "token in F on peer links (a peer with members needs that user as a\n"
-     "member of each database it syncs).\n"
+     "member of each database it syncs); --relay-users A,B names the token\n"
+     "users of peer servers' links, whose connections may relay presence\n"
+     "and messages (with tokens, no one else may).\n"
      "--jwt-secret-file F (HS256) or --jwt-public-key F (PEM; --jwt-alg\n"
      "RS256 or ES256, default RS256) requires a bearer token on every\n"
      "connection (HTTP 401 otherwise) and turns on membership: each database\n"

@@ -47,6 +47,7 @@ static const cli_option cli_options[] = {
     {"--peer", OPT_PEER, OPTV_LIST, offsetof(args, peers)},
     {"--peer-ca", OPT_PEER, OPTV_VALUE, offsetof(args, peer_ca)},
     {"--peer-token-file", OPT_PEER, OPTV_VALUE, offsetof(args, peer_token_file)},
+    {"--relay-users", OPT_PEER, OPTV_VALUE, offsetof(args, relay_users)},
     {"--jwt-secret-file", OPT_JWT, OPTV_VALUE, offsetof(args, jwt_secret_file)},
     {"--jwt-public-key", OPT_JWT, OPTV_VALUE, offsetof(args, jwt_public_key)},
     {"--jwt-alg", OPT_JWT, OPTV_VALUE, offsetof(args, jwt_alg)},

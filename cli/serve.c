@@ -225,6 +225,24 @@ int cmd_serve(const char *dir, const args *a)
             colls[o.ncoll++] = tok;
         o.collections = colls;
     }
+    /* --relay-users A,B: split the same way */
+    char *rlist = NULL;
+    const char **rusers = NULL;
+    if (a->relay_users) {
+        rlist = strdup(a->relay_users);
+        rusers = calloc(strlen(a->relay_users) + 1, sizeof *rusers);
+        if (!rlist || !rusers) {
+            free(rlist);
+            free(rusers);
+            free(list);
+            free(colls);
+            return fail(NULL, CRDTDB_ENOMEM);
+        }
+        char *save = NULL;
+        for (char *tok = strtok_r(rlist, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+            rusers[o.nrelay_users++] = tok;
+        o.relay_users = rusers;
+    }
     o.log = log_line;
     lws_set_log_level(LLL_ERR, NULL);
     /* tokens: the key, the membership policy, and its collection */
@@ -235,6 +253,8 @@ int cmd_serve(const char *dir, const args *a)
         if (st) {
             free(list);
             free(colls);
+            free(rlist);
+            free(rusers);
             return st;
         }
         crdtdb_members_policy(&auth);
@@ -296,5 +316,7 @@ int cmd_serve(const char *dir, const args *a)
     crdtdb_jwt_key_close(key);
     free(list);
     free(colls);
+    free(rlist);
+    free(rusers);
     return status;
 }

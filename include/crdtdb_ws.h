@@ -75,9 +75,11 @@ typedef struct crdtdb_server_auth {
                           size_t len);
     /*  - authorize_presence: whether `user` may publish presence and
      *    messages on db (relay 0; NULL hook: yes, read-only users too), or
-     *    relay other connections' as a peer server's link (relay 1; NULL
-     *    hook: yes without tokens, no with them).  A no is a NOTICE
-     *    (EDENIED) and the frame is dropped. */
+     *    relay other connections' as a peer server's link (relay 1, asked
+     *    when the connection opens, for users not in relay_users; NULL
+     *    hook: yes without tokens, no with them).  A relaying connection
+     *    is trusted to name the users of what it relays, and gets every
+     *    message.  A no is a NOTICE (EDENIED) and the frame is dropped. */
     int (*authorize_presence)(void *ctx, crdtdb_db *db, const char *user, int relay);
     void *ctx;
 } crdtdb_server_auth;
@@ -152,12 +154,19 @@ typedef struct crdtdb_server_options {
                                30000 together with ping_secs */
     /* Presence and messages (docs/protocol.md, "Presence and messages"). */
     size_t max_presence;    /* bytes of one state or message body
-                               (default CRDTDB_PRESENCE_MAX; at most 65536,
-                               else EINVAL) */
+                               (default and at most CRDTDB_PRESENCE_MAX,
+                               what every client takes; else EINVAL) */
     size_t max_presence_members; /* entries per database (default 256) */
     unsigned presence_hz;   /* changes forwarded per connection per second,
                                the latest winning; and messages accepted
                                (default 30; at most 1000, else EINVAL) */
+    const char *const *relay_users; /* with tokens: the users (token subs)
+                               of peer servers' links, whose connections
+                               may relay others' presence and messages
+                               and get every message, whoever it is for;
+                               nrelay_users of them (copied).  Others may
+                               relay only if authorize_presence says so */
+    size_t nrelay_users;
 } crdtdb_server_options;
 
 /* Fills opts with the defaults above. */

@@ -41,7 +41,7 @@ typedef struct plog {
 } plog;
 
 static uint64_t now = 1700000000000ull;
-static replica S1, S2, A, B, C, K;
+static replica S1, S2, A, B, C, K, Z1, Z2;
 static crdtdb_server *srv1, *srv2;
 static crdtdb_client *ca, *cb, *cc;
 static plog la, lb, lc;
@@ -167,6 +167,8 @@ static void setup(void)
     replica_init(&A, &now, "game");
     replica_init(&B, &now, "game");
     replica_init(&C, &now, "game");
+    replica_init(&Z1, &now, "game");
+    replica_init(&Z2, &now, "game");
     srv1 = srv2 = NULL;
     ca = cb = cc = NULL;
     memset(&la, 0, sizeof la);
@@ -187,6 +189,8 @@ static void teardown(void)
     replica_free(&A);
     replica_free(&B);
     replica_free(&C);
+    replica_free(&Z1);
+    replica_free(&Z2);
     replica_free(&S1);
     replica_free(&S2);
     crdtdb_jwt_key_close(key);
@@ -800,6 +804,7 @@ static crdtdb_db *club(crdtdb_env *env, const char *const (*members)[2], int n)
  * of the second.  Relaying into the first server needs an owner. */
 static void members_pair(const char *link_user, int carol_sees_alice, int alice_sees_carol)
 {
+    static const char *const relay[] = {"link"}; /* the peer server's user */
     static const char *const members[][2] = {
         {"link", "{\"role\":\"owner\",\"status\":\"accepted\"}"},
         {"bob", "{\"role\":\"reader\",\"status\":\"accepted\"}"},
@@ -814,6 +819,8 @@ static void members_pair(const char *link_user, int carol_sees_alice, int alice_
     const char *colls[] = {"players", "_members"};
     o.jwt_key = key;
     o.auth = &auth;
+    o.relay_users = relay;
+    o.nrelay_users = 1;
     srv1 = server_opts(&S1, url1, sizeof url1, &o);
     o.collections = colls;
     srv2 = server_opts(&S2, url2, sizeof url2, &o);
@@ -858,16 +865,16 @@ static void members_pair(const char *link_user, int carol_sees_alice, int alice_
     free(tc);
 }
 
-START_TEST(members_policy_relays_through_an_owners_link)
+START_TEST(members_policy_relays_through_a_named_peer)
 {
     members_pair("link", 1, 1);
 }
 END_TEST
 
-START_TEST(members_policy_refuses_a_readers_relay)
+START_TEST(members_policy_refuses_a_relay_not_named)
 {
     /* what the first server sends its link still arrives; what the link
-     * relays into it does not */
+     * relays into it does not: bob is no peer server */
     members_pair("bob", 1, 0);
 }
 END_TEST
@@ -936,7 +943,10 @@ START_TEST(presence_options_are_bounded)
     o.presence_hz = 1001;
     ck_assert_int_eq(crdtdb_server_open(S1.env, &o, &s), CRDTDB_EINVAL);
     o.presence_hz = 30;
-    o.max_presence = 65537;
+    o.max_presence = CRDTDB_PRESENCE_MAX + 1; /* no client would take it */
+    ck_assert_int_eq(crdtdb_server_open(S1.env, &o, &s), CRDTDB_EINVAL);
+    o.max_presence = CRDTDB_PRESENCE_MAX;
+    o.nrelay_users = 1; /* and no list */
     ck_assert_int_eq(crdtdb_server_open(S1.env, &o, &s), CRDTDB_EINVAL);
     ck_assert_ptr_null(s);
     /* a client's own checks, connected or not */
@@ -957,7 +967,7 @@ START_TEST(presence_options_are_bounded)
 }
 END_TEST
 
-START_TEST(members_policy_publishes_for_members_relays_for_owners)
+START_TEST(members_policy_publishes_for_members_never_relays)
 {
     crdtdb_server_auth auth;
     crdtdb_members_policy(&auth);
@@ -975,7 +985,7 @@ START_TEST(members_policy_publishes_for_members_relays_for_owners)
     }
     crdtdb_buf_free(&b);
     ck_assert(auth.authorize_presence(auth.ctx, db, "olga", 0));
-    ck_assert(auth.authorize_presence(auth.ctx, db, "olga", 1));
+    ck_assert(!auth.authorize_presence(auth.ctx, db, "olga", 1)); /* an owner is no server */
     ck_assert(auth.authorize_presence(auth.ctx, db, "rita", 0));
     ck_assert(!auth.authorize_presence(auth.ctx, db, "rita", 1));
     ck_assert(auth.authorize_presence(auth.ctx, db, "ivan", 0));
@@ -983,6 +993,187 @@ START_TEST(members_policy_publishes_for_members_relays_for_owners)
     ck_assert(!auth.authorize_presence(auth.ctx, db, "nobody", 0));
     ck_assert(!auth.authorize_presence(auth.ctx, db, "", 0));
     crdtdb_db_close(db);
+}
+END_TEST
+
+/* ------------------------------------------ relaying (review findings) */
+
+/* A raw connection to port, hello sent as replica z. */
+static void raw_join(tu_raw *r, int port, replica *z)
+{
+    tu_raw_open(r, port, "/v1/db/game", NULL);
+    ck_assert(spin(tu_raw_answered, r, 10000));
+    ck_assert(tu_raw_saw(r, " 101 "));
+    crdtdb_buf hello = CRDTDB_BUF_INIT;
+    tu_ws_hello(z->db, &hello);
+    tu_raw_send(&NET, r, hello.data, hello.len);
+    crdtdb_buf_free(&hello);
+    spin(NULL, NULL, 200);
+}
+
+/* Sends [13, key("ZZZZZZZZ", num), "", replica, version, state]: what a
+ * peer server relays. */
+static void raw_relay(tu_raw *r, uint64_t num, uint64_t version, const char *json)
+{
+    uint8_t key16[16] = "ZZZZZZZZ";
+    for (int i = 15; i >= 8; i--, num >>= 8)
+        key16[i] = (uint8_t)num;
+    uint8_t rep[32];
+    memset(rep, 0x77, sizeof rep);
+    crdtdb_buf st = CRDTDB_BUF_INIT, f = CRDTDB_BUF_INIT;
+    const uint8_t *sp = json ? tu_mp(&st, json) : NULL;
+    crdtdb_presence p = {key16, "", rep, version, sp, json ? st.len : 0};
+    ck_assert_int_eq(crdtdb_presence_encode(&p, &f), 0);
+    tu_ws_send(&NET, r, f.data, f.len);
+    crdtdb_buf_free(&st);
+    crdtdb_buf_free(&f);
+}
+
+/* A relayed leave, then a state for the same key, counts against
+ * max_presence_members like a new entry. */
+START_TEST(relayed_entries_keep_the_member_limit)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.max_presence_members = 2;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    cb = client(&B, url1, &lb, NULL);
+    wait_ready();
+    tu_raw r;
+    raw_join(&r, crdtdb_server_port(srv1), &Z1);
+    for (uint64_t i = 1; i <= 20; i++) {
+        char js[32];
+        snprintf(js, sizeof js, "{\"i\":%llu}", (unsigned long long)i);
+        raw_relay(&r, i, 1, NULL);
+        raw_relay(&r, i, 2, js);
+    }
+    spin(NULL, NULL, 1000);
+    close(r.fd);
+    ck_assert_int_le(lb.n, 2);
+}
+END_TEST
+
+/* Mesh: Z relays X to S1 and S2, and S2 peers S1.  Z's connection to S1
+ * drops: S1's own clients lose X, but S1 does not tell S2, which still
+ * reaches Z, nor use up Z's next version. */
+START_TEST(a_lost_link_leaves_only_for_local_clients)
+{
+    srv1 = server(&S1, url1, sizeof url1);
+    srv2 = server(&S2, url2, sizeof url2);
+    crdtdb_client_options l;
+    crdtdb_client_options_init(&l);
+    l.url = url1;
+    l.backoff_min_ms = 10;
+    l.backoff_max_ms = 100;
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    ca = client(&A, url1, &la, NULL);
+    cc = client(&C, url2, &lc, NULL);
+    wait_ready();
+    spin(NULL, NULL, 500);
+    tu_raw z1, z2;
+    raw_join(&z1, crdtdb_server_port(srv1), &Z1);
+    raw_join(&z2, crdtdb_server_port(srv2), &Z2);
+    raw_relay(&z2, 7, 1, "{\"x\":1}");
+    raw_relay(&z1, 7, 1, "{\"x\":1}");
+    expect(&lc, "{\"x\":1}", 1);
+    expect(&la, "{\"x\":1}", 1);
+    close(z1.fd); /* Z - S1 drops; Z - S2 stays */
+    spin(NULL, NULL, 1500);
+    ck_assert_int_eq(lc.leaves, 0);
+    raw_relay(&z2, 7, 2, "{\"x\":2}"); /* Z's next change, straight to S2 */
+    expect(&lc, "{\"x\":2}", 1);
+    expect(&la, "{\"x\":2}", 1); /* and on through S2's link to S1 */
+    close(z2.fd);
+}
+END_TEST
+
+/* With tokens, an ordinary client (an owner under the _members policy)
+ * cannot relay: it cannot show an entry under another user's name, nor
+ * receive messages meant for others. */
+START_TEST(a_client_cannot_relay_to_spoof_or_read_messages)
+{
+    static const char *const members[][2] = {
+        {"olga", "{\"role\":\"owner\",\"status\":\"accepted\"}"},
+        {"alice", "{\"role\":\"writer\",\"status\":\"accepted\"}"},
+        {"carol", "{\"role\":\"reader\",\"status\":\"accepted\"}"}};
+    crdtdb_db *d1 = club(S1.env, members, 3);
+    crdtdb_db *da = club(A.env, NULL, 0), *dc = club(C.env, NULL, 0), *dz = club(Z1.env, NULL, 0);
+    crdtdb_server_auth auth;
+    crdtdb_members_policy(&auth);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.jwt_key = key;
+    o.auth = &auth;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    char *to = mint("olga"), *ta = mint("alice"), *tc = mint("carol");
+    ca = client_db(da, url1, &la, ta);
+    cc = client_db(dc, url1, &lc, tc);
+    wait_ready();
+    tu_raw r;
+    tu_raw_open(&r, crdtdb_server_port(srv1), "/v1/db/club", to);
+    ck_assert(spin(tu_raw_answered, &r, 10000));
+    ck_assert(tu_raw_saw(&r, " 101 "));
+    crdtdb_buf hello = CRDTDB_BUF_INIT, st = CRDTDB_BUF_INIT, f = CRDTDB_BUF_INIT;
+    tu_ws_hello(dz, &hello);
+    tu_raw_send(&NET, &r, hello.data, hello.len);
+    spin(NULL, NULL, 300);
+    uint8_t key16[16] = "ZZZZZZZZ\0\0\0\0\0\0\0\1", rep[32];
+    memset(rep, 0x55, sizeof rep);
+    const uint8_t *sp = tu_mp(&st, "{\"who\":\"I am bob\"}");
+    crdtdb_presence p = {key16, "bob", rep, 1, sp, st.len};
+    ck_assert_int_eq(crdtdb_presence_encode(&p, &f), 0);
+    tu_ws_send(&NET, &r, f.data, f.len);
+    ck_assert_int_eq(send_msg(ca, "carol", "\"secret-for-carol\""), 0);
+    expect_msgs(&lc, 1);
+    rawsaw w = {&r, "secret-for-carol", 16};
+    int leaked = spin(raw_saw, &w, 1500);
+    int spoofed = lc.n;
+    close(r.fd);
+    crdtdb_client_close(ca);
+    crdtdb_client_close(cc);
+    ca = cc = NULL;
+    crdtdb_server_close(srv1);
+    srv1 = NULL;
+    crdtdb_db_close(d1), crdtdb_db_close(da), crdtdb_db_close(dc), crdtdb_db_close(dz);
+    crdtdb_buf_free(&hello), crdtdb_buf_free(&st), crdtdb_buf_free(&f);
+    free(to), free(ta), free(tc);
+    ck_assert_int_eq(spoofed, 0);
+    ck_assert(!leaked);
+}
+END_TEST
+
+/* Connections and servers that go while an entry's coalescing timer is
+ * armed (memory safety: run under ASan). */
+START_TEST(closing_with_armed_timers)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.presence_hz = 1; /* a long wait: the timer is surely armed */
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    ca = client(&A, url1, &la, NULL);
+    cb = client(&B, url1, &lb, NULL);
+    wait_ready();
+    for (int round = 0; round < 2; round++) {
+        tu_raw r;
+        raw_join(&r, crdtdb_server_port(srv1), &Z1);
+        crdtdb_buf f = CRDTDB_BUF_INIT;
+        for (int i = 0; i < 4; i++) {
+            uint8_t stb[] = {0x81, 0xa1, 'i', (uint8_t)i};
+            raw_presence_frame(&f, stb, sizeof stb);
+            tu_ws_send(&NET, &r, f.data, f.len);
+        }
+        spin(NULL, NULL, 200);
+        close(r.fd); /* pending state, armed timer */
+        spin(NULL, NULL, 1200);
+        crdtdb_buf_free(&f);
+    }
+    set(ca, "{\"a\":1}");
+    set(ca, "{\"a\":2}");
+    set(ca, "{\"a\":3}");
+    spin(NULL, NULL, 100);
+    crdtdb_server_close(srv1); /* with an armed timer */
+    srv1 = NULL;
+    spin(NULL, NULL, 300);
 }
 END_TEST
 
@@ -1005,9 +1196,13 @@ static Suite *presence_suite(void)
     tcase_add_test(tc, max_presence_members_refuses_a_newcomer);
     tcase_add_test(tc, presence_options_are_bounded);
     tcase_add_test(tc, libuv_loop_runs_the_presence_timers);
-    tcase_add_test(tc, members_policy_relays_through_an_owners_link);
-    tcase_add_test(tc, members_policy_refuses_a_readers_relay);
-    tcase_add_test(tc, members_policy_publishes_for_members_relays_for_owners);
+    tcase_add_test(tc, members_policy_relays_through_a_named_peer);
+    tcase_add_test(tc, members_policy_refuses_a_relay_not_named);
+    tcase_add_test(tc, members_policy_publishes_for_members_never_relays);
+    tcase_add_test(tc, relayed_entries_keep_the_member_limit);
+    tcase_add_test(tc, a_lost_link_leaves_only_for_local_clients);
+    tcase_add_test(tc, a_client_cannot_relay_to_spoof_or_read_messages);
+    tcase_add_test(tc, closing_with_armed_timers);
     suite_add_tcase(s, tc);
     return s;
 }

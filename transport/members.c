@@ -157,12 +157,12 @@ static int members_write(void *ctx, crdtdb_txn *txn, const char *user, const cha
 /* Presence: every member with access may publish (readers and invited
  * users too: a cursor is not a write); only accepted owners may relay,
  * which a peer server's link user is on the databases it created. */
+/* Members with access publish; no member relays: a relaying connection
+ * names the users of what it relays, so only peer servers may, named by
+ * the server (crdtdb_server_options.relay_users). */
 static int members_presence(void *ctx, crdtdb_db *db, const char *user, int relay)
 {
-    if (!relay)
-        return members_user(ctx, db, user, 0) != CRDTDB_ACCESS_DENY;
-    member m;
-    return get_member(db, NULL, user, &m) && is(m.role, "owner") && is(m.status, "accepted");
+    return !relay && members_user(ctx, db, user, 0) != CRDTDB_ACCESS_DENY;
 }
 
 void crdtdb_members_policy(crdtdb_server_auth *auth)

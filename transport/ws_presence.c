@@ -136,6 +136,11 @@ static int may(crdtdb__hub *h, crdtdb__pconn *pc, int relay)
 {
     if (pc->link)
         return 1;
+    if (relay && pc->joined && h->cfg->tokens) /* decided once, when it joined */
+        return pc->trusted;
+    for (size_t i = 0; relay && h->cfg->tokens && i < h->cfg->nrelay_users; i++)
+        if (strcmp(h->cfg->relay_users[i], pc->user) == 0)
+            return 1;
     const crdtdb_server_auth *a = h->cfg->auth;
     if (a && a->authorize_presence)
         return a->authorize_presence(a->ctx, h->db, pc->user, relay) != 0;
@@ -237,11 +242,27 @@ static void fan(crdtdb__hub *h, crdtdb__pconn *skip, const char *to)
     for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next) {
         if (pc == skip || !pc->l->s)
             continue;
-        if (to && !pc->link && !pc->relays && strcmp(pc->user, to) != 0)
+        /* one for a user: that user's sessions, and the links of peer
+         * servers (which hold theirs); on a server without tokens, where
+         * anyone may relay, only a connection that did */
+        if (to && !pc->link && !(h->cfg->tokens ? pc->trusted : pc->relays) &&
+            strcmp(pc->user, to) != 0)
             continue;
         if (crdtdb_session_send_frame(pc->l->s, h->frame.data, h->frame.len) == 0 && pc->wake)
             pc->wake(pc);
     }
+}
+
+/* Queues the frame to the joined connections that are clients, not other
+ * servers' links or relays. */
+static void fan_clients(crdtdb__hub *h)
+{
+    if (h->stopped)
+        return;
+    for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
+        if (pc->l->s && !pc->link && !pc->trusted && !pc->relays &&
+            crdtdb_session_send_frame(pc->l->s, h->frame.data, h->frame.len) == 0 && pc->wake)
+            pc->wake(pc);
 }
 
 static int encode_entry(crdtdb__hub *h, const pentry *e)
@@ -376,11 +397,12 @@ static void relayed(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_presence *p)
         return; /* seen */
     if (!pc->link)
         pc->relays = 1;
+    /* a new entry, or one brought back from a leave: within the limit */
+    if (p->state && (!e || !e->state) && members(h) >= h->cfg->max_members) {
+        notice(pc, CRDTDB_ELIMIT, "presence refused: the database is at its entry limit");
+        return;
+    }
     if (!e) {
-        if (p->state && members(h) >= h->cfg->max_members) {
-            notice(pc, CRDTDB_ELIMIT, "presence refused: the database is at its entry limit");
-            return;
-        }
         if (!(e = calloc(1, sizeof *e)))
             return;
         e->h = h;
@@ -411,6 +433,8 @@ void crdtdb__hub_join(crdtdb__hub *h, crdtdb__pconn *pc)
 {
     if (!h || pc->joined)
         return;
+    pc->joined = 0;
+    pc->trusted = h->cfg->tokens && may(h, pc, 1);
     pc->joined = 1;
     pc->relays = 0;
     pc->msg_n = 0;
@@ -446,9 +470,12 @@ void crdtdb__hub_leave(crdtdb__hub *h, crdtdb__pconn *pc)
             break;
         }
     pc->next = NULL;
-    /* its own entry, and those it brought: gone with it, said at once.  A
-     * relayed one is forgotten (no tombstone): when the link comes back,
-     * its server sends it again with the same version. */
+    /* its own entry: a leave from its origin, a new version, to all.
+     * Those it brought from another server: gone from our clients' view,
+     * said at once — but only to them, and under the version they had:
+     * the origin alone numbers its changes, and may still reach other
+     * servers by another path.  Forgotten (no tombstone): when the link
+     * comes back, its server sends them again with the same version. */
     for (pentry **pp = &h->entries; *pp;) {
         pentry *e = *pp;
         if (e->via != pc) {
@@ -459,8 +486,12 @@ void crdtdb__hub_leave(crdtdb__hub *h, crdtdb__pconn *pc)
             free(e->state);
             e->state = NULL;
             e->state_len = 0;
-            e->version++;
-            forward(h, e, pc);
+            if (e->local) {
+                e->version++;
+                forward(h, e, pc);
+            } else if (encode_entry(h, e) == 0) {
+                fan_clients(h);
+            }
         }
         *pp = e->next;
         entry_free(e);

@@ -27,6 +27,8 @@ struct crdtdb__pconn {
     int link;              /* a hosted peer link: frames from its server
                               are trusted; it gets every message */
     int relays;            /* relayed a 13 or 15 to us: gets every message */
+    int trusted;           /* may relay (decided when it joined): a peer
+                              server's link into us */
     int joined;
     uint64_t num;          /* its connection number (the key's last 8 bytes) */
     char user[CRDTDB_ID_MAX + 1]; /* "" without tokens */
@@ -47,6 +49,8 @@ typedef struct crdtdb__hub_cfg {
     unsigned hz;
     const crdtdb_server_auth *auth;
     int tokens;            /* the server checks tokens (relay default no) */
+    const char *const *relay_users; /* with tokens: who may relay */
+    size_t nrelay_users;
     void (*log)(void *ctx, const char *line); /* may be NULL */
     void *log_ctx;
 } crdtdb__hub_cfg;

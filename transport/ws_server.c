@@ -99,6 +99,7 @@ struct crdtdb_server {
     crdtdb_server_options o;
     char *host, *cert, *key, *peer_ca;
     char **colls;
+    char **relay_users; /* o.relay_users, copied */
     struct lws_protocols protocols[3];
     struct lws_context *ctx;
     crdtdb__wstail *tail;
@@ -150,8 +151,7 @@ static void slog(crdtdb_server *srv, const char *fmt, ...)
 #define DEF_MAX_PRESENCE_MEMBERS 256
 #define DEF_PRESENCE_HZ 30
 #define MAX_PRESENCE_HZ 1000 /* a bucket of thousandths stays exact */
-#define MAX_PRESENCE_BYTES 65536 /* a database's hub holds max_presence_members
-                                    of them */
+#define MAX_PRESENCE_BYTES CRDTDB_PRESENCE_MAX /* what every client takes */
 
 void crdtdb_server_options_init(crdtdb_server_options *o)
 {
@@ -1021,6 +1021,8 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
     for (size_t i = 0; i < o.ncoll; i++)
         if (!o.collections[i])
             return CRDTDB_EINVAL;
+    if (o.nrelay_users && !o.relay_users)
+        return CRDTDB_EINVAL;
     if (!o.host || !*o.host)
         o.host = "127.0.0.1";
     if (o.mode != CRDTDB_SYNC_SERVER_TO_CLIENT)
@@ -1070,6 +1072,11 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
               (o.ncoll && !srv->colls) || !srv->wbuf;
     for (size_t i = 0; !oom && i < o.ncoll; i++)
         oom = !(srv->colls[i] = crdtdb__ws_strdup(o.collections[i]));
+    if (!oom && o.nrelay_users) {
+        oom = !o.relay_users || !(srv->relay_users = calloc(o.nrelay_users, sizeof(char *)));
+        for (size_t i = 0; !oom && i < o.nrelay_users; i++)
+            oom = !o.relay_users[i] || !(srv->relay_users[i] = crdtdb__ws_strdup(o.relay_users[i]));
+    }
     if (oom) {
         crdtdb_server_close(srv);
         return CRDTDB_ENOMEM;
@@ -1082,6 +1089,7 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
         srv->auth = *o.auth;
     srv->o.auth = NULL;
     srv->o.collections = NULL;
+    srv->o.relay_users = (const char *const *)srv->relay_users;
 
     srv->protocols[0].name = WS_PROTOCOL;
     srv->protocols[0].callback = server_cb;
@@ -1134,6 +1142,8 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
     srv->hub_cfg.hz = srv->o.presence_hz;
     srv->hub_cfg.auth = &srv->auth;
     srv->hub_cfg.tokens = srv->o.jwt_key != NULL;
+    srv->hub_cfg.relay_users = (const char *const *)srv->relay_users;
+    srv->hub_cfg.nrelay_users = srv->relay_users ? o.nrelay_users : 0;
     srv->hub_cfg.log = slog_cb;
     srv->hub_cfg.log_ctx = srv;
     slog(srv, "listening on %s://%s:%d", srv->cert ? "wss" : "ws", srv->host, srv->port);
@@ -1358,6 +1368,9 @@ void crdtdb_server_close(crdtdb_server *s)
     for (size_t i = 0; s->colls && i < s->o.ncoll; i++)
         free(s->colls[i]);
     free(s->colls);
+    for (size_t i = 0; s->relay_users && i < s->o.nrelay_users; i++)
+        free(s->relay_users[i]);
+    free(s->relay_users);
     free(s->host);
     free(s->cert);
     free(s->key);
