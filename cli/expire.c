@@ -71,8 +71,9 @@ int cmd_expire(const char *dir, const args *a)
     return close_db(env, db, fflush(stdout) ? fail(strerror(errno), CRDTDB_EIO) : 0);
 }
 
-/* Archives (when `archive`, a file path) and drops database id. */
-static int drop_one(crdtdb_env *env, const char *id, const char *archive)
+/* Archives (when `archive`, a file path) and drops database id: when
+ * `due` is set, only if it is still due then (crdtdb_env_drop_expired). */
+static int drop_one(crdtdb_env *env, const char *id, const char *archive, const uint64_t *due)
 {
     if (archive) {
         crdtdb_db *db;
@@ -87,7 +88,7 @@ static int drop_one(crdtdb_env *env, const char *id, const char *archive)
         }
         crdtdb_db_close(db);
     }
-    int rc = crdtdb_db_drop(env, id);
+    int rc = due ? crdtdb_env_drop_expired(env, id, *due) : crdtdb_db_drop(env, id);
     return rc ? fail_env(env, rc, id) : 0;
 }
 
@@ -96,7 +97,7 @@ int cmd_drop(const char *dir, const args *a)
     crdtdb_env *env;
     if (!env_exists(dir) || open_env(dir, 0, &env))
         return EXIT_FAILURE;
-    int status = drop_one(env, a->pos[0], a->archive);
+    int status = drop_one(env, a->pos[0], a->archive, NULL);
     crdtdb_env_close(env);
     return status;
 }
@@ -104,6 +105,7 @@ int cmd_drop(const char *dir, const args *a)
 typedef struct sweep {
     crdtdb_env *env;
     const args *a;
+    uint64_t now;
     int status;
 } sweep;
 
@@ -121,7 +123,7 @@ static int on_expired(void *ctx, const char *id, const crdtdb_expiry *e)
             hex_encode((const uint8_t *)id, k, path + n + 1); /* any id makes a file name */
             strcat(path, ".crdtdb");
         }
-        int status = drop_one(w->env, id, path);
+        int status = drop_one(w->env, id, path, &w->now);
         free(path);
         if (status) {
             w->status = status;
@@ -140,10 +142,10 @@ int cmd_expired(const char *dir, const args *a)
     }
     if (a->archive && mkdir(a->archive, 0700) != 0 && errno != EEXIST)
         return fail_hint(strerror(errno), CRDTDB_EIO, "the archive directory cannot be made");
-    sweep w = {NULL, a, 0};
+    sweep w = {NULL, a, now_ms(), 0};
     if (!env_exists(dir) || open_env(dir, a->drop ? 0 : CRDTDB_ENV_RDONLY, &w.env))
         return EXIT_FAILURE;
-    int rc = crdtdb_env_expired(w.env, now_ms(), on_expired, &w);
+    int rc = crdtdb_env_expired(w.env, w.now, on_expired, &w);
     if (rc)
         w.status = fail(crdtdb_env_errmsg(w.env), rc);
     crdtdb_env_close(w.env);

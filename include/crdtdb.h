@@ -365,6 +365,12 @@ typedef int (*crdtdb_expired_cb)(void *ctx, const char *id, const crdtdb_expiry 
 CRDTDB_API int crdtdb_env_expired(crdtdb_env *env, uint64_t now_ms, crdtdb_expired_cb cb,
                                   void *ctx);
 
+/* Drops database `id` if it is still due at now_ms, checked inside the
+ * drop's own write transaction: a write that came after the listing (or
+ * after an archive) keeps it.  Errors: those of crdtdb_db_drop, EBUSY
+ * (open here, or no longer due). */
+CRDTDB_API int crdtdb_env_drop_expired(crdtdb_env *env, const char *id, uint64_t now_ms);
+
 /* Writes every change of db as signed deltas into the new file `path`
  * (flushed to disk, then linked into place: whole or absent, never over an
  * existing file), which `crdtdb import` or crdtdb_db_apply restore into a

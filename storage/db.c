@@ -381,7 +381,8 @@ static int del_prefix(MDB_txn *mt, MDB_dbi dbi, uint32_t num)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-static int drop_call(crdtdb_env *env, const char *id)
+int crdtdb__drop(crdtdb_env *env, const char *id,
+                 int (*check)(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num), void *ctx)
 {
     if (!env)
         return CRDTDB_EINVAL;
@@ -412,6 +413,10 @@ static int drop_call(crdtdb_env *env, const char *id)
                                                        : "drop '%s' failed", id);
         return rc;
     }
+    if (check && (rc = check(ctx, env, mt, num))) { /* it sets the message */
+        crdtdb__mt_abort(env, mt);
+        return rc;
+    }
     MDB_val k = {strlen(id), (void *)id};
     if (!(mrc = mdb_del(mt, env->dbi_dbs, &k, NULL)) &&
         !(mrc = del_prefix(mt, env->dbi_dbinfo, num)) &&
@@ -427,6 +432,8 @@ static int drop_call(crdtdb_env *env, const char *id)
         crdtdb__env_seterr(env, rc, "drop '%s': %s", id, crdtdb__mdb_str(mrc));
     return rc;
 }
+
+static int drop_call(crdtdb_env *env, const char *id) { return crdtdb__drop(env, id, NULL, NULL); }
 
 int crdtdb_db_drop(crdtdb_env *env, const char *id)
 {

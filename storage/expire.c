@@ -102,8 +102,11 @@ static int expiry_read(crdtdb_env *env, MDB_txn *mt, uint32_t num, crdtdb_expiry
 
 static int expire_set_call(crdtdb_db *db, uint64_t ttl_ms, unsigned flags)
 {
-    if (!db || (flags & ~CRDTDB_EXPIRE_CLOSED) || (!ttl_ms && flags))
+    if (!db)
         return CRDTDB_EINVAL;
+    if ((flags & ~CRDTDB_EXPIRE_CLOSED) || (!ttl_ms && flags))
+        return crdtdb__db_seterr(db, CRDTDB_EINVAL, "expire: unknown flags, or a close without "
+                                                    "a time-to-live");
     crdtdb_env *env = db->env;
     if (env->opts.flags & CRDTDB_ENV_RDONLY)
         return crdtdb__db_seterr(db, CRDTDB_EROFS, "Read only access");
@@ -140,8 +143,10 @@ int crdtdb_db_expire_set(crdtdb_db *db, uint64_t ttl_ms, unsigned flags)
 
 static int expiry_call(crdtdb_db *db, crdtdb_expiry *out)
 {
-    if (!db || !out)
+    if (!db)
         return CRDTDB_EINVAL;
+    if (!out)
+        return crdtdb__db_seterr(db, CRDTDB_EINVAL, "expiry: no place for the answer");
     MDB_txn *mt;
     int mrc = crdtdb__mt_begin(db->env, MDB_RDONLY, &mt);
     if (mrc)
@@ -238,18 +243,24 @@ static int archive_call(crdtdb_db *db, const char *path)
     if (!db || !path || !*path)
         return CRDTDB_EINVAL;
     size_t n = strlen(path);
-    char *tmp = malloc(n + 5);
+    char *tmp = malloc(n + 12);
     if (!tmp)
         return CRDTDB_ENOMEM;
     memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp", 5);
-    /* written aside, flushed, then renamed: an archive is whole or absent */
-    archive_sink a = {fopen(tmp, "wbx"), 0};
+    memcpy(tmp + n, ".tmp-XXXXXX", 12);
+    /* written aside (a new 0600 file of its own name: the data is private,
+     * and a stale one from a crash is in nobody's way), flushed, then
+     * linked into place: an archive is whole or absent */
+    int fd = mkstemp(tmp);
+    archive_sink a = {fd >= 0 ? fdopen(fd, "wb") : NULL, 0};
     if (!a.f) {
         int e = errno;
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
         free(tmp);
-        return crdtdb__db_seterr(db, e == EEXIST ? CRDTDB_EEXIST : CRDTDB_EIO, "archive %s: %s",
-                                 path, strerror(e));
+        return crdtdb__db_seterr(db, CRDTDB_EIO, "archive %s: %s", path, strerror(e));
     }
     int rc = crdtdb_db_export(db, 0, NULL, archive_write, &a, NULL);
     int err = a.err;
@@ -270,4 +281,24 @@ static int archive_call(crdtdb_db *db, const char *path)
 int crdtdb_db_archive(crdtdb_db *db, const char *path)
 {
     return crdtdb__db_exit(db, archive_call(db, path));
+}
+
+static int still_due(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num)
+{
+    uint64_t now = *(const uint64_t *)ctx;
+    crdtdb_expiry e;
+    int rc = expiry_read(env, mt, num, &e);
+    if (rc)
+        return rc;
+    if (!e.ttl_ms || e.due_ms > now) {
+        crdtdb__env_seterr(env, CRDTDB_EBUSY, "no longer due to expire: written since, or its "
+                                              "time-to-live changed");
+        return CRDTDB_EBUSY;
+    }
+    return 0;
+}
+
+int crdtdb_env_drop_expired(crdtdb_env *env, const char *id, uint64_t now_ms)
+{
+    return crdtdb__env_exit(env, env ? crdtdb__drop(env, id, still_due, &now_ms) : CRDTDB_EINVAL);
 }

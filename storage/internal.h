@@ -178,6 +178,10 @@ int crdtdb__db_seterr(crdtdb_db *db, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* Drops database id in one write transaction, if check (may be NULL)
+ * returns 0 for it inside that transaction (else its code, message set). */
+int crdtdb__drop(crdtdb_env *env, const char *id,
+                 int (*check)(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num), void *ctx);
 /* Validates a database id, collection name or record id (1..255 bytes of
  * UTF-8; control characters refused when strict).  0 or CRDTDB_EBADID. */
 int crdtdb__id_check(const char *s, int strict);

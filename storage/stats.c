@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "storage/internal.h"
@@ -122,25 +124,18 @@ static int mark_restored(const char *path)
     return rc;
 }
 
-static int backup_call(crdtdb_env *env, const char *path)
+/* Copies env into `dir`/data.mdb (a new 0600 file), marked as a backup. */
+static int copy_marked(crdtdb_env *env, const char *dir)
 {
-    if (!env || !path || !*path)
-        return CRDTDB_EINVAL;
-    char file[4096];
-    if (snprintf(file, sizeof file, "%s/data.mdb", path) >= (int)sizeof file)
-        return CRDTDB_EINVAL;
-    /* made here, 0600 and exclusive: the copy holds the secret key, and an
-     * existing environment is never overwritten */
-    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int code = errno == EEXIST ? CRDTDB_EEXIST : errno == EINVAL ? CRDTDB_EINVAL : CRDTDB_EIO;
-        crdtdb__env_seterr(env, code, "backup to %s: %s", path,
-                           errno == EEXIST ? "it holds a data file already" : strerror(errno));
-        return code;
-    }
+    char file[4200];
+    snprintf(file, sizeof file, "%s/data.mdb", dir);
+    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600); /* the secret key */
+    if (fd < 0)
+        return errno;
     /* one read snapshot, copied without its free pages: a consistent copy
-     * while writers go on (MDB_CP_COMPACT) */
-    MDB_txn *hold; /* holds the map gate: no growth under the copy's own snapshot */
+     * while writers go on (MDB_CP_COMPACT); the held txn keeps the map
+     * from being resized under the copy's own */
+    MDB_txn *hold;
     int mrc = crdtdb__mt_begin(env, MDB_RDONLY, &hold);
     if (!mrc) {
         mrc = mdb_env_copyfd2(env->mdb, fd, MDB_CP_COMPACT);
@@ -151,11 +146,48 @@ static int backup_call(crdtdb_env *env, const char *path)
     if (close(fd) != 0 && !mrc)
         mrc = errno;
     if (!mrc)
-        mrc = mark_restored(path);
+        mrc = mark_restored(dir);
+    return mrc;
+}
+
+static int backup_call(crdtdb_env *env, const char *path)
+{
+    if (!env || !path || !*path)
+        return CRDTDB_EINVAL;
+    char file[4096], tmp[4096], tmpfile[4200];
+    if (snprintf(file, sizeof file, "%s/data.mdb", path) >= (int)sizeof file ||
+        snprintf(tmp, sizeof tmp, "%s/.backup-XXXXXX", path) >= (int)sizeof tmp)
+        return CRDTDB_EINVAL;
+    struct stat sb;
+    if (stat(file, &sb) == 0) {
+        crdtdb__env_seterr(env, CRDTDB_EEXIST, "backup to %s: it holds a data file already", path);
+        return CRDTDB_EEXIST;
+    }
+    /* made aside, marked, then linked into place: the copy is never
+     * visible unmarked (it would open as the original's identity), nor
+     * half made, and never goes over an existing environment */
+    if (!mkdtemp(tmp)) {
+        int e = errno;
+        crdtdb__env_seterr(env, e == EINVAL ? CRDTDB_EINVAL : CRDTDB_EIO, "backup to %s: %s", path,
+                           strerror(e));
+        return e == EINVAL ? CRDTDB_EINVAL : CRDTDB_EIO;
+    }
+    snprintf(tmpfile, sizeof tmpfile, "%s/data.mdb", tmp);
+    int mrc = copy_marked(env, tmp);
+    if (!mrc && link(tmpfile, file) != 0)
+        mrc = errno;
+    unlink(tmpfile);
+    rmdir(tmp);
     if (mrc) {
-        unlink(file); /* no half copy that would open as an environment */
-        crdtdb__env_seterr(env, CRDTDB_EIO, "backup to %s: %s", path, crdtdb__mdb_str(mrc));
-        return CRDTDB_EIO;
+        int code = mrc == EEXIST ? CRDTDB_EEXIST : CRDTDB_EIO;
+        crdtdb__env_seterr(env, code, "backup to %s: %s", path,
+                           mrc == EEXIST ? "it holds a data file already" : crdtdb__mdb_str(mrc));
+        return code;
+    }
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* the link, durable */
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
     }
     return 0;
 }

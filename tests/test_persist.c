@@ -589,7 +589,15 @@ START_TEST(expiry_lists_due_databases_and_archives)
     ck_assert_int_eq(crdtdb_db_archive(a, arch), 0);
     ck_assert_int_eq(crdtdb_db_archive(a, arch), CRDTDB_EEXIST);
     crdtdb_db_close(a);
-    ck_assert_int_eq(crdtdb_db_drop(env, "a"), 0);
+    /* a write after the listing keeps it: the drop checks inside its own
+     * transaction */
+    ck_assert_int_eq(crdtdb_db_open(env, "a", &a), 0);
+    add(a, "c", "late", "{\"x\":3}");
+    ck_assert_int_eq(crdtdb_env_drop_expired(env, "a", now), CRDTDB_EBUSY); /* open */
+    crdtdb_db_close(a);
+    ck_assert_int_eq(crdtdb_env_drop_expired(env, "a", now), CRDTDB_EBUSY);
+    ck_assert_ptr_nonnull(strstr(crdtdb_env_errmsg(env), "no longer due"));
+    ck_assert_int_eq(crdtdb_env_drop_expired(env, "a", now + 61000), 0);
     due[0] = 0;
     ck_assert_int_eq(crdtdb_env_expired(env, now, collect_due, due), 0);
     ck_assert_str_eq(due, "");
