@@ -124,6 +124,13 @@ char *read_token(const char *file);
 /* Zeroes and frees a secret string.  Accepts NULL. */
 void free_secret(char *s);
 
+/* An exclusive lock on DIR/serve.lock, held until closed or the process
+ * ends (the kernel drops it even on kill -9), with this pid in the file:
+ * one crdtdb serve per data directory, and no drop under a running one.
+ * Other commands (add, query, backup, ...) use the directory beside a
+ * server.  The lock's fd, or -1 when a server holds it ("a crdtdb serve
+ * (pid N) holds DIR; why", reported) or it cannot be taken (reported). */
+int lock_dir(const char *dir, const char *why);
 /* --mode: two-way (also for NULL) or server-to-client; -1 (reported)
  * otherwise. */
 int parse_mode(const char *s, crdtdb_sync_mode *mode);

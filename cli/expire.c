@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* "90s", "30m", "12h", "7d", "500ms" (a bare number: seconds) into ms;
  * 0 or -1. */
@@ -72,33 +73,41 @@ int cmd_expire(const char *dir, const args *a)
 }
 
 /* Archives (when `archive`, a file path) and drops database id: when
- * `due` is set, only if it is still due then (crdtdb_env_drop_expired). */
+ * `due` is set, only if it is still due then and nothing was written
+ * since its sequence was read here (crdtdb_env_drop_expired). */
 static int drop_one(crdtdb_env *env, const char *id, const char *archive, const uint64_t *due)
 {
-    if (archive) {
+    uint64_t seq = 0;
+    if (archive || due) {
         crdtdb_db *db;
         int rc = crdtdb_db_open(env, id, &db);
         if (rc)
             return fail_env(env, rc, id);
-        rc = crdtdb_db_archive(db, archive);
-        if (rc) {
+        if ((rc = crdtdb_db_seq(db, NULL, &seq)) || (archive && (rc = crdtdb_db_archive(db, archive)))) {
             fail_db(db, rc);
             crdtdb_db_close(db);
             return EXIT_FAILURE;
         }
         crdtdb_db_close(db);
     }
-    int rc = due ? crdtdb_env_drop_expired(env, id, *due) : crdtdb_db_drop(env, id);
+    int rc = due ? crdtdb_env_drop_expired(env, id, *due, seq) : crdtdb_db_drop(env, id);
     return rc ? fail_env(env, rc, id) : 0;
 }
 
 int cmd_drop(const char *dir, const args *a)
 {
     crdtdb_env *env;
-    if (!env_exists(dir) || open_env(dir, 0, &env))
+    int lock = -1;
+    if (!env_exists(dir) ||
+        (lock = lock_dir(dir, "stop it first: its clients hold the database open")) < 0 ||
+        open_env(dir, 0, &env)) {
+        if (lock >= 0)
+            close(lock);
         return EXIT_FAILURE;
+    }
     int status = drop_one(env, a->pos[0], a->archive, NULL);
     crdtdb_env_close(env);
+    close(lock);
     return status;
 }
 
@@ -143,12 +152,20 @@ int cmd_expired(const char *dir, const args *a)
     if (a->archive && mkdir(a->archive, 0700) != 0 && errno != EEXIST)
         return fail_hint(strerror(errno), CRDTDB_EIO, "the archive directory cannot be made");
     sweep w = {NULL, a, now_ms(), 0};
-    if (!env_exists(dir) || open_env(dir, a->drop ? 0 : CRDTDB_ENV_RDONLY, &w.env))
+    int lock = -1;
+    if (!env_exists(dir) ||
+        (a->drop && (lock = lock_dir(dir, "stop it first: its clients hold databases open")) < 0) ||
+        open_env(dir, a->drop ? 0 : CRDTDB_ENV_RDONLY, &w.env)) {
+        if (lock >= 0)
+            close(lock);
         return EXIT_FAILURE;
+    }
     int rc = crdtdb_env_expired(w.env, w.now, on_expired, &w);
     if (rc)
         w.status = fail(crdtdb_env_errmsg(w.env), rc);
     crdtdb_env_close(w.env);
+    if (lock >= 0)
+        close(lock);
     if (fflush(stdout) && !w.status)
         w.status = fail(strerror(errno), CRDTDB_EIO);
     return w.status;

@@ -137,44 +137,6 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/*
- * One server per data directory: an exclusive lock on DIR/serve.lock,
- * held until the process ends (the kernel drops it even on kill -9), with
- * the holder's pid in the file for the message.  Other commands (add,
- * query, backup, ...) still use the directory beside a server.  The
- * lock's fd, or -1 (reported).
- */
-static int lock_dir(const char *dir)
-{
-    char path[4096], pid[32] = "";
-    if (snprintf(path, sizeof path, "%s/serve.lock", dir) >= (int)sizeof path) {
-        fail("data directory path too long", CRDTDB_EINVAL);
-        return -1;
-    }
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        fail(strerror(errno), CRDTDB_EIO);
-        return -1;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        ssize_t n = errno == EWOULDBLOCK ? pread(fd, pid, sizeof pid - 1, 0) : -1;
-        pid[n > 0 ? n : 0] = 0;
-        pid[strcspn(pid, "\n")] = 0;
-        if (errno == EWOULDBLOCK || n >= 0)
-            fprintf(stderr, "crdtdb: another crdtdb serve (pid %s) holds %s; one server per "
-                            "data directory\n", *pid ? pid : "?", dir);
-        else
-            fail(strerror(errno), CRDTDB_EIO);
-        close(fd);
-        return -1;
-    }
-    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
-        /* the lock holds all the same; only the message would lack the pid */
-    }
-    return fd;
-}
-
 int cmd_serve(const char *dir, const args *a)
 {
     crdtdb_server_options o;
@@ -225,6 +187,13 @@ int cmd_serve(const char *dir, const args *a)
             colls[o.ncoll++] = tok;
         o.collections = colls;
     }
+    if (a->relay_users && !a->jwt_secret_file && !a->jwt_public_key) {
+        fprintf(stderr, "crdtdb: --relay-users names token users: it needs --jwt-secret-file or "
+                        "--jwt-public-key (without tokens, any connection may relay)\n");
+        free(list);
+        free(colls);
+        return EXIT_USAGE;
+    }
     /* --relay-users A,B: split the same way */
     char *rlist = NULL;
     const char **rusers = NULL;
@@ -271,7 +240,7 @@ int cmd_serve(const char *dir, const args *a)
     crdtdb_server *srv = NULL;
     int status = 0;
     int lock = -1;
-    if (!env_exists(dir) || (lock = lock_dir(dir)) < 0 || open_env(dir, 0, &env)) {
+    if (!env_exists(dir) || (lock = lock_dir(dir, "one server per data directory")) < 0 || open_env(dir, 0, &env)) {
         status = EXIT_FAILURE;
     } else {
         int rc = crdtdb_server_open(env, &o, &srv);

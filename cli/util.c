@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sodium.h>
+#include <sys/file.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,4 +335,38 @@ void catch_signals(int flags)
 int stopped(void)
 {
     return stop_requested;
+}
+
+/*
+ * The data directory's server lock (serve.lock; see cli.h).
+ */
+int lock_dir(const char *dir, const char *why)
+{
+    char path[4096], pid[32] = "";
+    if (snprintf(path, sizeof path, "%s/serve.lock", dir) >= (int)sizeof path) {
+        fail("data directory path too long", CRDTDB_EINVAL);
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fail(strerror(errno), CRDTDB_EIO);
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ssize_t n = errno == EWOULDBLOCK ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        if (errno == EWOULDBLOCK || n >= 0)
+            fprintf(stderr, "crdtdb: a crdtdb serve (pid %s) holds %s; %s\n", *pid ? pid : "?",
+                    dir, why);
+        else
+            fail(strerror(errno), CRDTDB_EIO);
+        close(fd);
+        return -1;
+    }
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        /* the lock holds all the same; only the message would lack the pid */
+    }
+    return fd;
 }

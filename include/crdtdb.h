@@ -365,11 +365,14 @@ typedef int (*crdtdb_expired_cb)(void *ctx, const char *id, const crdtdb_expiry 
 CRDTDB_API int crdtdb_env_expired(crdtdb_env *env, uint64_t now_ms, crdtdb_expired_cb cb,
                                   void *ctx);
 
-/* Drops database `id` if it is still due at now_ms, checked inside the
- * drop's own write transaction: a write that came after the listing (or
- * after an archive) keeps it.  Errors: those of crdtdb_db_drop, EBUSY
- * (open here, or no longer due). */
-CRDTDB_API int crdtdb_env_drop_expired(crdtdb_env *env, const char *id, uint64_t now_ms);
+/* Drops database `id` if, inside the drop's own write transaction, it is
+ * still due at now_ms and its last change sequence is still `seq` (read
+ * with crdtdb_db_seq before archiving or listing it): anything written
+ * since — a local write, or a peer's delta however old its stamps — keeps
+ * the database.  Errors: those of crdtdb_db_drop, EBUSY (open here, no
+ * longer due, or written since). */
+CRDTDB_API int crdtdb_env_drop_expired(crdtdb_env *env, const char *id, uint64_t now_ms,
+                                       uint64_t seq);
 
 /* Writes every change of db as signed deltas into the new file `path`
  * (flushed to disk, then linked into place: whole or absent, never over an

@@ -6,6 +6,7 @@
  * database's info, never replicated: each server decides when it lets go.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,6 +271,19 @@ static int archive_call(crdtdb_db *db, const char *path)
         err = errno ? errno : EIO;
     if (!rc && !err && link(tmp, path) != 0) /* never over an existing archive */
         err = errno;
+    if (!rc && !err) { /* the link, durable before anyone drops the database */
+        char *slash = strrchr(tmp, '/');
+        if (slash)
+            *slash = 0;
+        int dfd = open(slash ? (slash == tmp ? "/" : tmp) : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (slash)
+            *slash = '/';
+        if (dfd >= 0) {
+            if (fsync(dfd) != 0)
+                err = errno;
+            close(dfd);
+        }
+    }
     unlink(tmp);
     free(tmp);
     if (err)
@@ -283,14 +297,27 @@ int crdtdb_db_archive(crdtdb_db *db, const char *path)
     return crdtdb__db_exit(db, archive_call(db, path));
 }
 
+typedef struct due_at {
+    uint64_t now, seq;
+} due_at;
+
 static int still_due(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num)
 {
-    uint64_t now = *(const uint64_t *)ctx;
+    const due_at *d = ctx;
     crdtdb_expiry e;
+    uint64_t seq;
     int rc = expiry_read(env, mt, num, &e);
+    if (!rc)
+        rc = crdtdb__seq_read(env, mt, num, &seq);
     if (rc)
         return rc;
-    if (!e.ttl_ms || e.due_ms > now) {
+    if (seq != d->seq) { /* stamps cannot tell: a peer's old edits arrive late */
+        crdtdb__env_seterr(env, CRDTDB_EBUSY, "written since it was found expired (sequence "
+                                              "%llu, not %llu): kept",
+                           (unsigned long long)seq, (unsigned long long)d->seq);
+        return CRDTDB_EBUSY;
+    }
+    if (!e.ttl_ms || e.due_ms > d->now) {
         crdtdb__env_seterr(env, CRDTDB_EBUSY, "no longer due to expire: written since, or its "
                                               "time-to-live changed");
         return CRDTDB_EBUSY;
@@ -298,7 +325,8 @@ static int still_due(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num)
     return 0;
 }
 
-int crdtdb_env_drop_expired(crdtdb_env *env, const char *id, uint64_t now_ms)
+int crdtdb_env_drop_expired(crdtdb_env *env, const char *id, uint64_t now_ms, uint64_t seq)
 {
-    return crdtdb__env_exit(env, env ? crdtdb__drop(env, id, still_due, &now_ms) : CRDTDB_EINVAL);
+    due_at d = {now_ms, seq};
+    return crdtdb__env_exit(env, env ? crdtdb__drop(env, id, still_due, &d) : CRDTDB_EINVAL);
 }

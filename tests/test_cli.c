@@ -1472,7 +1472,9 @@ START_TEST(serve_health_lock_and_drain)
     ck_assert_msg(strstr(page, " 404 ") != NULL, "%s", page);
 
     ck_assert_int_eq(cli_in(&s, dir, "serve", "--listen", "127.0.0.1:0", NULL), 1);
-    ck_assert_msg(strstr(s.err, "another crdtdb serve (pid ") && strstr(s.err, "holds"), "%s", s.err);
+    ck_assert_msg(strstr(s.err, "a crdtdb serve (pid ") && strstr(s.err, "holds"), "%s", s.err);
+    ck_assert_int_eq(cli_in(&s, dir, "drop", "m", NULL), 1); /* not from under it */
+    ck_assert_msg(strstr(s.err, "holds") && strstr(s.err, "stop it first"), "%s", s.err);
 
     snprintf(wout, sizeof wout, "%s.watch.out", cdir);
     snprintf(werr, sizeof werr, "%s.watch.err", cdir);

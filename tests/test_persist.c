@@ -529,6 +529,21 @@ START_TEST(full_disk_refuses_then_recovers)
 }
 END_TEST
 
+/* Applies every delta db exports after `since` (for `peer`, may be NULL)
+ * to `to`; returns the first failure. */
+typedef struct relay {
+    crdtdb_db *to;
+    int rc;
+} relay;
+
+static int relay_delta(void *ctx, const uint8_t *d, size_t len)
+{
+    relay *r = ctx;
+    if (!r->rc)
+        r->rc = crdtdb_db_apply(r->to, d, len, NULL);
+    return r->rc ? r->rc : 0;
+}
+
 static int collect_due(void *ctx, const char *id, const crdtdb_expiry *e)
 {
     char *out = ctx;
@@ -592,12 +607,42 @@ START_TEST(expiry_lists_due_databases_and_archives)
     /* a write after the listing keeps it: the drop checks inside its own
      * transaction */
     ck_assert_int_eq(crdtdb_db_open(env, "a", &a), 0);
-    add(a, "c", "late", "{\"x\":3}");
-    ck_assert_int_eq(crdtdb_env_drop_expired(env, "a", now), CRDTDB_EBUSY); /* open */
+    uint64_t archived;
+    ck_assert_int_eq(crdtdb_db_seq(a, NULL, &archived), 0);
+    ck_assert_int_eq(crdtdb_env_drop_expired(env, "a", now, archived), CRDTDB_EBUSY); /* open */
+    /* a peer's delta stamped long ago, arriving after the archive: the due
+     * time does not move, the sequence does */
+    uint64_t old = now - 150000;
+    crdtdb_env_options po;
+    crdtdb_env_options_init(&po);
+    po.clock = frozen;
+    po.clock_ctx = &old;
+    char *pdir = NULL;
+    crdtdb_env *pe = tu_env(&pdir, &po);
+    crdtdb_db *pd;
+    ck_assert_int_eq(crdtdb_db_create(pe, "a", c, 1, &pd), 0);
+    add(pd, "c", "offline", "{\"x\":4}");
+    relay rl = {a, 0};
+    ck_assert_int_eq(crdtdb_db_export(pd, 0, NULL, relay_delta, &rl, NULL), 0);
+    ck_assert_int_eq(rl.rc, 0);
+    crdtdb_db_close(pd);
+    crdtdb_env_close(pe);
+    tu_rmrf(pdir);
+    free(pdir);
+    crdtdb_expiry pe_e;
+    ck_assert_int_eq(crdtdb_db_expiry(a, &pe_e), 0);
+    ck_assert_uint_le(pe_e.due_ms, now); /* still due by the stamps */
     crdtdb_db_close(a);
-    ck_assert_int_eq(crdtdb_env_drop_expired(env, "a", now), CRDTDB_EBUSY);
+    ck_assert_int_eq(crdtdb_env_drop_expired(env, "a", now, archived), CRDTDB_EBUSY);
+    ck_assert_ptr_nonnull(strstr(crdtdb_env_errmsg(env), "written since"));
+    ck_assert_int_eq(crdtdb_db_open(env, "a", &a), 0);
+    ck_assert_int_eq(crdtdb_db_seq(a, NULL, &archived), 0);
+    add(a, "c", "late", "{\"x\":3}"); /* a local write moves the due time too */
+    ck_assert_int_eq(crdtdb_db_seq(a, NULL, &archived), 0);
+    crdtdb_db_close(a);
+    ck_assert_int_eq(crdtdb_env_drop_expired(env, "a", now, archived), CRDTDB_EBUSY);
     ck_assert_ptr_nonnull(strstr(crdtdb_env_errmsg(env), "no longer due"));
-    ck_assert_int_eq(crdtdb_env_drop_expired(env, "a", now + 61000), 0);
+    ck_assert_int_eq(crdtdb_env_drop_expired(env, "a", now + 61000, archived), 0);
     due[0] = 0;
     ck_assert_int_eq(crdtdb_env_expired(env, now, collect_due, due), 0);
     ck_assert_str_eq(due, "");
@@ -625,21 +670,6 @@ START_TEST(expiry_lists_due_databases_and_archives)
     free(other);
 }
 END_TEST
-
-/* Applies every delta db exports after `since` (for `peer`, may be NULL)
- * to `to`; returns the first failure. */
-typedef struct relay {
-    crdtdb_db *to;
-    int rc;
-} relay;
-
-static int relay_delta(void *ctx, const uint8_t *d, size_t len)
-{
-    relay *r = ctx;
-    if (!r->rc)
-        r->rc = crdtdb_db_apply(r->to, d, len, NULL);
-    return r->rc ? r->rc : 0;
-}
 
 static int sync_into(crdtdb_db *from, crdtdb_db *to, uint64_t since)
 {
