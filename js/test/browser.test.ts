@@ -14,7 +14,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { WebSocket } from "ws";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { cli, crdtdbBin, freePort, pkgRoot, repoRoot, serve, sleep, tempDir, until, type Server } from "./helpers.js";
+import { cli, crdtdbBin, freePort, pkgRoot, repoRoot, serve, sleep, tempDir, until, type Server, withServer as withServerOf } from "./helpers.js";
 import { PAGE_HTML, PAGE_JS } from "./browserpage.js";
 import { CrdtdbDataStore, type PresenceEvent } from "../src/index.js";
 import { nodeSocket } from "../src/node.js";
@@ -102,17 +102,8 @@ async function statusIs(p: Page, key: string, st: string, ms = 10_000): Promise<
   });
 }
 
-async function withServer(args: string[], fn: (srv: Server, dir: string) => Promise<void>): Promise<void> {
-  const d = tempDir("crdtdb-browser-");
-  const srvDir = join(d.path, "server");
-  cli(srvDir, "init");
-  const srv = await serve(srvDir, ["--collections", COLLS.join(","), ...args]);
-  try {
-    await fn(srv, d.path);
-  } finally {
-    await srv.stop();
-    d.remove();
-  }
+function withServer(args: string[], fn: (srv: Server, dir: string) => Promise<void>): Promise<void> {
+  return withServerOf(COLLS.join(","), args, fn, "crdtdb-browser-");
 }
 
 test("two browser contexts on one match sync live, both ways", opts, async () => {

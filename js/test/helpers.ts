@@ -94,3 +94,20 @@ export async function until<T>(fn: () => T | Promise<T>, what: string, ms = 10_0
     await sleep(20);
   }
 }
+
+/** Runs fn with a fresh `crdtdb serve` (an initialised environment in a
+ *  temp dir, `--collections colls` and args), then stops it and removes
+ *  the dir, whatever fn does. */
+export async function withServer(colls: string, args: string[], fn: (srv: Server, dir: string) => Promise<void>,
+  prefix = "crdtdb-js-"): Promise<void> {
+  const d = tempDir(prefix);
+  const srvDir = join(d.path, "server");
+  cli(srvDir, "init");
+  const srv = await serve(srvDir, ["--collections", colls, ...args]);
+  try {
+    await fn(srv, d.path);
+  } finally {
+    await srv.stop();
+    d.remove();
+  }
+}

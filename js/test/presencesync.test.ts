@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { CrdtdbDataStore, type PresenceEvent, type OpenOptions } from "../src/index.js";
 import { nodeSocket } from "../src/node.js";
-import { cli, crdtdbBin, freePort, serve, tempDir, until, type Server } from "./helpers.js";
+import { cli, crdtdbBin, freePort, serve, tempDir, until, type Server, withServer as withServerOf } from "./helpers.js";
 
 const COLLS = "Players,Moves";
 
@@ -39,17 +39,8 @@ async function peer(srv: Server, db: string, sync: Partial<NonNullable<OpenOptio
 const entryOf = (p: Peer, pred: (s: Record<string, unknown>) => boolean) => p.ds.presence.get().find((e) => pred(e.state));
 const messages = (p: Peer) => p.evs.filter((e): e is Extract<PresenceEvent, { type: "message" }> => e.type === "message");
 
-async function withServer(args: string[], fn: (srv: Server, dir: string) => Promise<void>): Promise<void> {
-  const d = tempDir("crdtdb-presence-");
-  const srvDir = join(d.path, "server");
-  cli(srvDir, "init");
-  const srv = await serve(srvDir, ["--collections", COLLS, ...args]);
-  try {
-    await fn(srv, d.path);
-  } finally {
-    await srv.stop();
-    d.remove();
-  }
+function withServer(args: string[], fn: (srv: Server, dir: string) => Promise<void>): Promise<void> {
+  return withServerOf(COLLS, args, fn, "crdtdb-presence-");
 }
 
 test("three JS stores: joins, updates and leaves; a spectator is invisible; a closed store leaves", opts, async () => {

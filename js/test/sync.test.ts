@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { CrdtdbDataStore, type UpdateNotification, type OpenOptions } from "../src/index.js";
 import { FileBackend, nodeSocket } from "../src/node.js";
-import { cli, serve, tempDir, until, type Server } from "./helpers.js";
+import { cli, serve, until, type Server, withServer as withServerOf } from "./helpers.js";
 
 const COLLS = "Players,Moves";
 
@@ -18,17 +18,8 @@ function client(srv: Server, extra: Partial<OpenOptions> = {}, sync: Partial<Non
   });
 }
 
-async function withServer(args: string[], fn: (srv: Server, dir: string) => Promise<void>): Promise<void> {
-  const d = tempDir();
-  const srvDir = join(d.path, "server");
-  cli(srvDir, "init");
-  const srv = await serve(srvDir, ["--collections", COLLS, ...args]);
-  try {
-    await fn(srv, d.path);
-  } finally {
-    await srv.stop();
-    d.remove();
-  }
+function withServer(args: string[], fn: (srv: Server, dir: string) => Promise<void>): Promise<void> {
+  return withServerOf(COLLS, args, fn, "crdtdb-js-");
 }
 
 test("a JS write reaches a C replica, and a C write reaches JS live", async () => {
