@@ -31,50 +31,47 @@ static int ours(const MDB_val *k, uint32_t num)
            ((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]) == num;
 }
 
-static int stat_records(crdtdb_db *db, MDB_txn *mt, crdtdb_db_stats *st)
+/* Calls each(db, st, k, v) for every key of database num in dbi, in key
+ * order, until it returns nonzero (negative: that error). */
+static int walk(crdtdb_db *db, MDB_txn *mt, MDB_dbi dbi, crdtdb_db_stats *st,
+                int (*each)(crdtdb_db *db, crdtdb_db_stats *st, const MDB_val *k, const MDB_val *v))
 {
     MDB_cursor *cur;
-    int mrc = mdb_cursor_open(mt, db->env->dbi_records, &cur);
+    int mrc = mdb_cursor_open(mt, dbi, &cur);
     if (mrc)
         return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "stat: %s", crdtdb__mdb_str(mrc));
     MDB_val k, v;
     int rc = first_of(cur, db->num, &k, &v);
-    for (; rc == 1 && ours(&k, db->num); rc = (mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-                                                  ? (mrc == MDB_NOTFOUND ? 0 : crdtdb__mdb_err(mrc))
-                                                  : 1) {
-        if ((rc = crdtdb__record_decode(&db->rec, v.mv_data, v.mv_size))) {
-            crdtdb__db_seterr(db, rc, "stat: a record of '%s' is unreadable", db->id);
-            break;
-        }
-        st->record_bytes += k.mv_size + v.mv_size;
-        if (crdtdb__record_visible(&db->rec)) {
-            st->records++;
-            st->fields += db->rec.nleaves;
-        } else {
-            st->removed += db->rec.base_kind == CRDTDB__BASE_REMOVE;
-            st->hidden += db->rec.nleaves;
-        }
-    }
-    mdb_cursor_close(cur);
-    return rc < 0 ? rc : 0;
-}
-
-static int stat_log(crdtdb_db *db, MDB_txn *mt, crdtdb_db_stats *st)
-{
-    MDB_cursor *cur;
-    int mrc = mdb_cursor_open(mt, db->env->dbi_changes, &cur);
-    if (mrc)
-        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "stat: %s", crdtdb__mdb_str(mrc));
-    MDB_val k, v;
-    int rc = first_of(cur, db->num, &k, &v);
-    while (rc == 1 && ours(&k, db->num)) {
-        st->log_entries++;
-        st->log_bytes += k.mv_size + v.mv_size;
+    while (rc == 1 && ours(&k, db->num) && !(rc = each(db, st, &k, &v))) {
         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
         rc = mrc == MDB_NOTFOUND ? 0 : mrc ? crdtdb__mdb_err(mrc) : 1;
     }
     mdb_cursor_close(cur);
     return rc < 0 ? rc : 0;
+}
+
+static int count_record(crdtdb_db *db, crdtdb_db_stats *st, const MDB_val *k, const MDB_val *v)
+{
+    int rc = crdtdb__record_decode(&db->rec, v->mv_data, v->mv_size);
+    if (rc)
+        return crdtdb__db_seterr(db, rc, "stat: a record of '%s' is unreadable", db->id);
+    st->record_bytes += k->mv_size + v->mv_size;
+    if (crdtdb__record_visible(&db->rec)) {
+        st->records++;
+        st->fields += db->rec.nleaves;
+    } else {
+        st->removed += db->rec.base_kind == CRDTDB__BASE_REMOVE;
+        st->hidden += db->rec.nleaves;
+    }
+    return 0;
+}
+
+static int count_change(crdtdb_db *db, crdtdb_db_stats *st, const MDB_val *k, const MDB_val *v)
+{
+    (void)db;
+    st->log_entries++;
+    st->log_bytes += k->mv_size + v->mv_size;
+    return 0;
 }
 
 static int stat_call(crdtdb_db *db, crdtdb_db_stats *out)
@@ -88,8 +85,8 @@ static int stat_call(crdtdb_db *db, crdtdb_db_stats *out)
     if (rc)
         return rc;
     if (!(rc = crdtdb__seq_read(db->env, t->mt, db->num, &out->seq)) &&
-        !(rc = stat_records(db, t->mt, out)))
-        rc = stat_log(db, t->mt, out);
+        !(rc = walk(db, t->mt, db->env->dbi_records, out, count_record)))
+        rc = walk(db, t->mt, db->env->dbi_changes, out, count_change);
     crdtdb_txn_abort(t);
     return rc;
 }
