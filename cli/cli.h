@@ -33,7 +33,8 @@ enum {
     OPT_PRESENCE = 65536, /* sync: --presence JSON, --send JSON, --to USER */
     OPT_EXPIRE = 1 << 20,  /* expire: --after D, --closed, --never */
     OPT_ARCHIVE = 1 << 21, /* drop, expired: --archive PATH */
-    OPT_DROP = 1 << 22     /* expired: --drop */
+    OPT_DROP = 1 << 22,    /* expired: --drop */
+    OPT_EXPIRE_EVERY = 1 << 23 /* serve: --expire-every S */
 };
 
 /* The number of serve_limit_flags (options.h), the size of args.limits. */
@@ -64,7 +65,7 @@ typedef struct args {
     const char *token_file;
     const char *tls_cert, *tls_key, *tls_ca;
     const char *limits[SERVE_NLIMITS]; /* values of serve_limit_flags */
-    const char *after, *archive;
+    const char *after, *archive, *expire_every;
     int closed, never, drop;
     const char *presence, *send, *to; /* sync --watch: presence and a message */
 } args;

@@ -143,7 +143,8 @@ static const command commands[] = {
               "       [--max-connections N] [--max-per-ip N] [--max-per-user N]\n"
               "       [--max-buffered-mb M] [--handshake-timeout S] [--message-timeout S]\n"
               "       [--ping-interval S] [--pong-timeout S] [--max-presence N]\n"
-              "       [--max-presence-members N] [--presence-hz N]",
+              "       [--max-presence-members N] [--presence-hz N]\n"
+              "       [--expire-every S [--archive DIR]]",
      "serve the databases to sync clients over WebSocket",
      "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
      "(default 127.0.0.1:8080) until interrupted, logging one line per\n"
@@ -159,6 +160,10 @@ static const command commands[] = {
      "member of each database it syncs); --relay-users A,B names the token\n"
      "users of peer servers' links, whose connections may relay presence\n"
      "and messages (with tokens, no one else may).\n"
+     "--expire-every S looks every S seconds for databases whose time-to-live\n"
+     "('crdtdb expire') has passed: their clients are told and clear them,\n"
+     "they are refused from then on, archived into --archive DIR if given\n"
+     "(as <hex of the id>.crdtdb, for 'crdtdb import' elsewhere) and dropped.\n"
      "--jwt-secret-file F (HS256) or --jwt-public-key F (PEM; --jwt-alg\n"
      "RS256 or ES256, default RS256) requires a bearer token on every\n"
      "connection (HTTP 401 otherwise) and turns on membership: each database\n"
@@ -177,7 +182,8 @@ static const command commands[] = {
      "(256: entries per database), --presence-hz N (30: changes forwarded and\n"
      "messages taken per connection per second).  Peer links relay presence\n"
      "both ways; with tokens, only for a link user who owns the database.",
-     0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT | OPT_TLS | OPT_LIMITS,
+     0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT | OPT_TLS | OPT_LIMITS |
+               OPT_EXPIRE_EVERY | OPT_ARCHIVE,
      cmd_serve},
     {"sync", "URL --db DB [--watch | --timeout SECONDS] [--mode MODE] [--token-file F]\n"
              "       [--tls-ca F] [--presence JSON] [--send JSON [--to USER]]",

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void log_line(void *ctx, const char *line)
@@ -164,6 +165,24 @@ int cmd_serve(const char *dir, const args *a)
         o.port = (int)port;
     }
     o.host = host;
+    if (a->expire_every) {
+        char *end;
+        unsigned long n = strtoul(a->expire_every, &end, 10);
+        if (!*a->expire_every || *end || *a->expire_every == '-' || n == 0 || n > 86400) {
+            fprintf(stderr, "crdtdb: --expire-every takes seconds from 1 to 86400\n");
+            return EXIT_USAGE;
+        }
+        o.expire_secs = (unsigned)n;
+    }
+    if (a->archive && !a->expire_every) {
+        fprintf(stderr, "crdtdb: serve's --archive goes with --expire-every\n");
+        return EXIT_USAGE;
+    }
+    if (a->archive && mkdir(a->archive, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "crdtdb: %s: %s\n", a->archive, strerror(errno));
+        return EXIT_FAILURE;
+    }
+    o.archive_dir = a->archive;
     o.peer_tls_ca = a->peer_ca;
     if (!a->tls_cert != !a->tls_key) {
         fprintf(stderr, "crdtdb: serve takes --tls-cert and --tls-key together\n");

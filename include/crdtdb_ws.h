@@ -167,6 +167,15 @@ typedef struct crdtdb_server_options {
                                nrelay_users of them (copied).  Others may
                                relay only if authorize_presence says so */
     size_t nrelay_users;
+    /* Expiry (crdtdb_db_expire_set): every expire_secs (0: never) the
+     * server looks for databases whose time-to-live has passed, ends their
+     * sessions (EREVOKED "database expired": clients clear their copies),
+     * stops their peer links, refuses them from then on (HTTP 403, so no
+     * reconnect re-creates one; until a restart), archives each into
+     * archive_dir/<hex of the id>.crdtdb when set, and drops it unless
+     * something was written meanwhile. */
+    unsigned expire_secs;
+    const char *archive_dir; /* copied; NULL: no archive */
 } crdtdb_server_options;
 
 /* Fills opts with the defaults above. */
@@ -252,12 +261,14 @@ typedef struct crdtdb_client_options {
                                system's default trust store */
     void *uv_loop;          /* a uv_loop_t * to run on, or NULL */
     const char *token;      /* bearer token (JWT) sent with every
-                               connection, or NULL.  When the server ends
-                               the session because this user's access
-                               changed (EREVOKED), or refuses the upgrade
-                               with 403, the client clears its copy of the
-                               database (crdtdb_db_clear: observers get
-                               INVALIDATE_ALL) and reconnects.  At most
+                               connection, or NULL.  With a token, when
+                               the server refuses the upgrade with 403,
+                               the client clears its copy of the database
+                               (crdtdb_db_clear: observers get
+                               INVALIDATE_ALL) and reconnects; with or
+                               without one, so it does when the server
+                               ends the session with EREVOKED (access
+                               changed, or the database expired).  At most
                                CRDTDB_JWT_MAX bytes of base64url and dots
                                (RFC 6750 b64token), else crdtdb_client_open
                                fails at once (ETOOBIG, EINVAL). */

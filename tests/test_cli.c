@@ -1490,6 +1490,61 @@ START_TEST(serve_health_lock_and_drain)
 }
 END_TEST
 
+/* serve --expire-every: a database whose time-to-live passes while a
+ * client is connected: the client is told and clears its copy, the server
+ * archives and drops it, and refuses it from then on. */
+START_TEST(serve_expires_databases)
+{
+    sandbox s;
+    sb_init(&s);
+    char dir[4200], cdir[4200], arch[4200], url[64], werr[4300], wout[4300], serr[4300];
+    char file[4400];
+    path_in(&s, dir, sizeof dir, "srv");
+    path_in(&s, cdir, sizeof cdir, "cli");
+    path_in(&s, arch, sizeof arch, "archive");
+    ok_in(&s, dir, NULL, "init", NULL);
+    ok_in(&s, dir, "", "create", "old", "--collections", "a", NULL);
+    ok_in(&s, dir, "", "create", "keep", "--collections", "a", NULL);
+    ok_in(&s, dir, "", "add", "old", "a", "r1", "{\"x\":1}", NULL);
+    ok_in(&s, dir, NULL, "expire", "old", "--after", "3s", "--closed", NULL);
+    ok_in(&s, cdir, NULL, "init", NULL);
+    ok_in(&s, cdir, "", "create", "old", "--collections", "a", NULL);
+    char sout[4300];
+    snprintf(serr, sizeof serr, "%s.err", dir);
+    snprintf(sout, sizeof sout, "%s.out", dir);
+    pid_t v = bg_in(dir, sout, serr, "serve", "--listen", "127.0.0.1:0", "--collections", "a",
+                    "--expire-every", "1", "--archive", arch, NULL);
+    wait_for(serr, "listening on ws://127.0.0.1:", v);
+    char *log = tu_slurp(serr, NULL);
+    int port = 0;
+    ck_assert_int_eq(sscanf(strstr(log, "listening on ws://127.0.0.1:"), "listening on ws://127.0.0.1:%d", &port), 1);
+    free(log);
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d", port);
+    snprintf(wout, sizeof wout, "%s.watch.out", cdir);
+    snprintf(werr, sizeof werr, "%s.watch.err", cdir);
+    pid_t w = bg_in(cdir, wout, werr, "sync", url, "--db", "old", "--watch", NULL);
+    wait_for(serr, "ready, two-way", v);
+    ok_in(&s, cdir, "{\"id\":\"r1\",\"x\":1}\n", "get", "old", "a", "r1", NULL); /* synced */
+    wait_for(serr, "expired: dropped, archived to", v);
+    ck_assert(file_has(serr, "expired: ending its sessions"));
+    for (int i = 0; i < 500; i++) { /* told: the client cleared its copy */
+        if (cli_in(&s, cdir, "query", "old", "a", NULL) == 0 && strcmp(s.out, "[]\n") == 0)
+            break;
+        tu_sleep_ms(20);
+    }
+    ck_assert_str_eq(s.out, "[]\n");
+    ok_in(&s, dir, "keep\n", "dbs", NULL);
+    snprintf(file, sizeof file, "%s/6f6c64.crdtdb", arch); /* hex of "old" */
+    ck_assert_int_eq(access(file, R_OK), 0);
+    wait_for(serr, "db 'old' refused: 403: it expired here", v); /* the client's reconnects */
+    kill(w, SIGTERM);
+    tu_wait_exit(w, 15000, "crdtdb sync");
+    kill(v, SIGTERM);
+    ck_assert_int_eq(tu_wait_exit(v, 15000, "crdtdb serve"), 0);
+    sb_free(&s);
+}
+END_TEST
+
 /* sync says at once why it cannot connect, and to where; --timeout bounds
  * a one-shot sync; --watch keeps retrying and says so. */
 START_TEST(sync_fails_fast_and_says_why)
@@ -1632,6 +1687,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, version_and_help_list_every_option);
     tcase_add_test(tc, sync_fails_fast_and_says_why);
     tcase_add_test(tc, serve_health_lock_and_drain);
+    tcase_add_test(tc, serve_expires_databases);
     tcase_add_test(tc, server_to_client_copy_stays_read_only);
     suite_add_tcase(s, tc);
     return s;

@@ -313,8 +313,9 @@ static void on_client_session(void *ctx, const crdtdb_session_event *ev)
     } else if (ev->type == CRDTDB_SESSION_ERROR) {
         if (!ev->remote)
             c->l.status = crdtdb__ws_close_status(ev->error, 0);
-        else if (ev->error == CRDTDB_EREVOKED && c->token)
-            c->denied = 1; /* the user's access changed: CLOSED follows */
+        else if (ev->error == CRDTDB_EREVOKED) /* access changed, or the database
+                                                  expired: CLOSED follows */
+            c->denied = 1;
         clog_line(c, crdtdb_errname(ev->error), ev->message);
     } else if (ev->type == CRDTDB_SESSION_CLOSED) {
         c->ready = 0;

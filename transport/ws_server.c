@@ -32,6 +32,7 @@
 #define PUMP_ROOM (SERVER_MAX_OUTPUT + ((size_t)256 << 10)) /* what one
                                                pump may add: that, one delta */
 #define STALL_MS 2000 /* no byte in or out for this long: shed first */
+#define GONE_MAX 4096 /* expired ids remembered (and refused) */
 #define SWEEP_MS 250  /* how often timeouts are checked */
 #define CLOSE_TRY_AGAIN_LATER 1013 /* RFC 6455 registry; lws 4.1 has no name */
 
@@ -122,6 +123,11 @@ struct crdtdb_server {
     int draining;         /* crdtdb_server_drain: no new connections */
     crdtdb__hub_cfg hub_cfg; /* every database's presence hub reads it */
     uint64_t conn_num;       /* connections numbered so far (presence keys) */
+    char *archive;           /* o.archive_dir, copied */
+    uint64_t next_expire;    /* ms: the next look for expired databases */
+    char **gone;             /* ids expired here, refused from then on: a
+                                ring of GONE_MAX */
+    size_t ngone, gone_at;
 };
 
 /* Logs one line, escaped: ids, users and messages come from peers. */
@@ -785,6 +791,32 @@ static void conn_free(sconn *c)
     db_release(d);
 }
 
+static int gone_has(const crdtdb_server *s, const char *id)
+{
+    for (size_t i = 0; i < s->ngone; i++)
+        if (strcmp(s->gone[i], id) == 0)
+            return 1;
+    return 0;
+}
+
+static void gone_add(crdtdb_server *s, const char *id)
+{
+    if (gone_has(s, id))
+        return;
+    if (!s->gone && !(s->gone = calloc(GONE_MAX, sizeof *s->gone)))
+        return;
+    char *copy = crdtdb__ws_strdup(id);
+    if (!copy)
+        return;
+    if (s->ngone < GONE_MAX) {
+        s->gone[s->ngone++] = copy;
+    } else { /* the oldest goes */
+        free(s->gone[s->gone_at]);
+        s->gone[s->gone_at] = copy;
+        s->gone_at = (s->gone_at + 1) % GONE_MAX;
+    }
+}
+
 /* A plain-text answer to an HTTP request (not an upgrade), then the
  * transaction ends. */
 static int http_text(struct lws *wsi, unsigned status, const char *body)
@@ -830,6 +862,10 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         if (!pss)
             return 1;
         pss->refused = 0;
+        if (gone_has(srv, id)) {
+            slog(srv, "%s db '%s' refused: 403: it expired here", peer, id);
+            return refuse(wsi, pss, 403, "the database expired");
+        }
         size_t by_ip, by_user;
         conn_counts(srv, peer, "", &by_ip, &by_user);
         if (srv->nconn >= srv->o.max_connections) {
@@ -1065,10 +1101,11 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
     srv->cert = crdtdb__ws_strdup(o.tls_cert);
     srv->key = crdtdb__ws_strdup(o.tls_key);
     srv->peer_ca = crdtdb__ws_strdup(o.peer_tls_ca);
+    srv->archive = crdtdb__ws_strdup(o.archive_dir);
     srv->colls = o.ncoll ? calloc(o.ncoll, sizeof *srv->colls) : NULL;
     srv->wbuf = malloc(LWS_PRE + WS_CHUNK);
     int oom = !srv->host || (o.tls_cert && (!srv->cert || !srv->key)) ||
-              (o.peer_tls_ca && !srv->peer_ca) ||
+              (o.peer_tls_ca && !srv->peer_ca) || (o.archive_dir && !srv->archive) ||
               (o.ncoll && !srv->colls) || !srv->wbuf;
     for (size_t i = 0; !oom && i < o.ncoll; i++)
         oom = !(srv->colls[i] = crdtdb__ws_strdup(o.collections[i]));
@@ -1085,6 +1122,7 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
     srv->o.tls_cert = srv->cert;
     srv->o.tls_key = srv->key;
     srv->o.peer_tls_ca = srv->peer_ca;
+    srv->o.archive_dir = srv->archive;
     if (o.auth)
         srv->auth = *o.auth;
     srv->o.auth = NULL;
@@ -1204,12 +1242,84 @@ static void sweep(crdtdb_server *s)
         }
 }
 
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* One database due: while open here, its sessions end and its links stop
+ * (it is refused from now on); once closed, a later look archives and
+ * drops it. */
+static int on_expired(void *ctx, const char *id, const crdtdb_expiry *e)
+{
+    (void)e;
+    crdtdb_server *s = ctx;
+    gone_add(s, id);
+    for (sdb *d = s->dbs; d; d = d->next) {
+        if (strcmp(crdtdb_db_id(d->db), id) != 0)
+            continue;
+        slog(s, "db '%s': expired: ending its sessions", id);
+        for (sconn *c = d->conns; c; c = c->next)
+            if (!c->ended && c->l.s && !crdtdb_session_closed(c->l.s)) {
+                crdtdb_session_abort(c->l.s, CRDTDB_EREVOKED, "database expired");
+                lws_callback_on_writable(c->l.wsi);
+            }
+        for (size_t i = 0; i < d->nlinks; i++)
+            crdtdb__client_close_hosted(d->links[i], 0);
+        free(d->links);
+        d->links = NULL;
+        d->nlinks = 0;
+        db_release(d); /* now, if no connection holds it */
+        return 0;
+    }
+    crdtdb_db *db;
+    uint64_t seq = 0;
+    int rc = crdtdb_db_open(s->env, id, &db);
+    char path[4200] = "";
+    if (!rc) {
+        rc = crdtdb_db_seq(db, NULL, &seq);
+        if (!rc && s->archive) {
+            size_t n = strlen(id);
+            if (strlen(s->archive) + 2 * n + 9 < sizeof path) {
+                snprintf(path, sizeof path, "%s/", s->archive);
+                for (size_t i = 0; i < n; i++)
+                    snprintf(path + strlen(path), 3, "%02x", (unsigned char)id[i]);
+                strcat(path, ".crdtdb");
+                rc = crdtdb_db_archive(db, path);
+            } else {
+                rc = CRDTDB_EINVAL;
+            }
+        }
+        if (rc)
+            slog(s, "db '%s': expired, kept: %s", id, crdtdb_db_errmsg(db));
+        crdtdb_db_close(db);
+    }
+    if (!rc && (rc = crdtdb_env_drop_expired(s->env, id, wall_ms(), seq)))
+        slog(s, "db '%s': expired, kept: %s", id, crdtdb_env_errmsg(s->env));
+    if (!rc)
+        slog(s, "db '%s': expired: dropped%s%s", id, *path ? ", archived to " : "", path);
+    return 0; /* the others still go */
+}
+
+static void expire_dbs(crdtdb_server *s)
+{
+    uint64_t now = crdtdb__ws_now_ms();
+    if (!s->o.expire_secs || s->draining || now < s->next_expire)
+        return;
+    s->next_expire = now + (uint64_t)s->o.expire_secs * 1000;
+    if (crdtdb_env_expired(s->env, wall_ms(), on_expired, s))
+        slog(s, "expiry: %s", crdtdb_env_errmsg(s->env));
+}
+
 static void on_poll_due(lws_sorted_usec_list_t *sul)
 {
     crdtdb_server *s = lws_container_of(sul, crdtdb_server, sul_poll);
     poll_dbs(s);
     flush_acks(s);
     sweep(s);
+    expire_dbs(s);
     lws_sul_schedule(s->ctx, 0, &s->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
 }
 
@@ -1375,6 +1485,10 @@ void crdtdb_server_close(crdtdb_server *s)
     free(s->cert);
     free(s->key);
     free(s->peer_ca);
+    free(s->archive);
+    for (size_t i = 0; i < s->ngone; i++)
+        free(s->gone[i]);
+    free(s->gone);
     free(s->wbuf);
     free(s);
 }
