@@ -817,6 +817,19 @@ static void gone_add(crdtdb_server *s, const char *id)
     }
 }
 
+/* A database kept after all (written since it was found due): welcome
+ * again. */
+static void gone_remove(crdtdb_server *s, const char *id)
+{
+    for (size_t i = 0; i < s->ngone; i++)
+        if (strcmp(s->gone[i], id) == 0) {
+            free(s->gone[i]);
+            s->gone[i] = s->gone[--s->ngone];
+            s->gone_at = 0;
+            return;
+        }
+}
+
 /* A plain-text answer to an HTTP request (not an upgrade), then the
  * transaction ends. */
 static int http_text(struct lws *wsi, unsigned status, const char *body)
@@ -1296,8 +1309,11 @@ static int on_expired(void *ctx, const char *id, const crdtdb_expiry *e)
             slog(s, "db '%s': expired, kept: %s", id, crdtdb_db_errmsg(db));
         crdtdb_db_close(db);
     }
-    if (!rc && (rc = crdtdb_env_drop_expired(s->env, id, wall_ms(), seq)))
+    if (!rc && (rc = crdtdb_env_drop_expired(s->env, id, wall_ms(), seq))) {
         slog(s, "db '%s': expired, kept: %s", id, crdtdb_env_errmsg(s->env));
+        if (rc == CRDTDB_EBUSY) /* written since, or open elsewhere: not gone */
+            gone_remove(s, id);
+    }
     if (!rc)
         slog(s, "db '%s': expired: dropped%s%s", id, *path ? ", archived to " : "", path);
     return 0; /* the others still go */
