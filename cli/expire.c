@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 /* "90s", "30m", "12h", "7d", "500ms" (a bare number: seconds) into ms;
@@ -32,13 +31,6 @@ static int parse_duration(const char *s, uint64_t *ms)
         return -1;
     *ms = n * unit;
     return 0;
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static void print_expiry(FILE *f, const char *id, const crdtdb_expiry *e)
@@ -151,7 +143,7 @@ int cmd_expired(const char *dir, const args *a)
     }
     if (a->archive && mkdir(a->archive, 0700) != 0 && errno != EEXIST)
         return fail_hint(strerror(errno), CRDTDB_EIO, "the archive directory cannot be made");
-    sweep w = {NULL, a, now_ms(), 0};
+    sweep w = {NULL, a, 0, 0};
     int lock = -1;
     if (!env_exists(dir) ||
         (a->drop && (lock = lock_dir(dir, "stop it first: its clients hold databases open")) < 0) ||
@@ -160,6 +152,9 @@ int cmd_expired(const char *dir, const args *a)
             close(lock);
         return EXIT_FAILURE;
     }
+    crdtdb_env_options eo; /* the environment's clock: its stamps' */
+    crdtdb_env_options_get(w.env, &eo);
+    w.now = eo.clock(eo.clock_ctx);
     int rc = crdtdb_env_expired(w.env, w.now, on_expired, &w);
     if (rc)
         w.status = fail(crdtdb_env_errmsg(w.env), rc);

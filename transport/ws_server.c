@@ -1255,11 +1255,13 @@ static void sweep(crdtdb_server *s)
         }
 }
 
-static uint64_t wall_ms(void)
+/* The environment's clock (injectable), the one its stamps and expiry
+ * times are in. */
+static uint64_t env_ms(crdtdb_env *env)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    crdtdb_env_options o;
+    crdtdb_env_options_get(env, &o);
+    return o.clock(o.clock_ctx);
 }
 
 /* One database due: while open here, its sessions end and its links stop
@@ -1309,7 +1311,7 @@ static int on_expired(void *ctx, const char *id, const crdtdb_expiry *e)
             slog(s, "db '%s': expired, kept: %s", id, crdtdb_db_errmsg(db));
         crdtdb_db_close(db);
     }
-    if (!rc && (rc = crdtdb_env_drop_expired(s->env, id, wall_ms(), seq))) {
+    if (!rc && (rc = crdtdb_env_drop_expired(s->env, id, env_ms(s->env), seq))) {
         slog(s, "db '%s': expired, kept: %s", id, crdtdb_env_errmsg(s->env));
         if (rc == CRDTDB_EBUSY) /* written since, or open elsewhere: not gone */
             gone_remove(s, id);
@@ -1325,7 +1327,7 @@ static void expire_dbs(crdtdb_server *s)
     if (!s->o.expire_secs || s->draining || now < s->next_expire)
         return;
     s->next_expire = now + (uint64_t)s->o.expire_secs * 1000;
-    if (crdtdb_env_expired(s->env, wall_ms(), on_expired, s))
+    if (crdtdb_env_expired(s->env, env_ms(s->env), on_expired, s))
         slog(s, "expiry: %s", crdtdb_env_errmsg(s->env));
 }
 
