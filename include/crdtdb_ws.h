@@ -176,6 +176,13 @@ typedef struct crdtdb_server_options {
      * something was written meanwhile. */
     unsigned expire_secs;
     const char *archive_dir; /* copied; NULL: no archive */
+    /* Which databases each peer server (crdtdb_server_peer) syncs: called
+     * with the peer's url and a database id whenever a database opens
+     * here (NULL: the peer's `dbs` list decides alone).  Nonzero: link it.
+     * A cluster's owners (crdtdb_cluster_owners) plug in here.  Called on
+     * the server's thread; ctx is borrowed until close. */
+    int (*peer_filter)(void *ctx, const char *peer_url, const char *db_id);
+    void *peer_filter_ctx;
 } crdtdb_server_options;
 
 /* Fills opts with the defaults above. */

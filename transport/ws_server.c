@@ -234,8 +234,10 @@ static void slog_cb(void *ctx, const char *line)
         srv->o.log(srv->o.log_ctx, line);
 }
 
-static int peer_wants(const speer *p, const char *id)
+static int peer_wants(const crdtdb_server *srv, const speer *p, const char *id)
 {
+    if (srv->o.peer_filter && !srv->o.peer_filter(srv->o.peer_filter_ctx, p->url, id))
+        return 0;
     if (!p->dbs)
         return 1;
     for (size_t i = 0; i < p->ndbs; i++)
@@ -248,7 +250,7 @@ static int peer_wants(const speer *p, const char *id)
 static void link_add(sdb *d, speer *p)
 {
     const char *id = crdtdb_db_id(d->db);
-    if (!peer_wants(p, id))
+    if (!peer_wants(d->srv, p, id))
         return;
     crdtdb_client **l = realloc(d->links, (d->nlinks + 1) * sizeof *l);
     if (!l) {
