@@ -321,6 +321,40 @@ CRDTDB_API int crdtdb_db_stat(crdtdb_db *db, crdtdb_db_stats *out);
  */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_backup(crdtdb_env *env, const char *path);
 
+/* ---------------------------------------------------------- collection */
+
+/*
+ * Tombstone collection (docs/crdt.md, "Collecting tombstones").  A removed
+ * record's registers (its remove and the hidden leaves newer than it) and
+ * their change-log entries are dropped once they are *stable*: every peer
+ * in the horizon has acknowledged them, and everything that peer held when
+ * it acknowledged has reached us (the ack's second number, protocol.md
+ * message 4).  A peer silent for longer than max_peer_age_ms (0: never) —
+ * its last delta or ack — leaves the horizon; it, a replica never seen, or
+ * one restored from an old backup, gets a full resync when it returns
+ * (message 16).  The database keeps its collection floor (the highest
+ * sequence collected) and horizon stamp (the newest remove collected).
+ */
+typedef struct crdtdb_collect_stats {
+    uint64_t horizon;   /* our sequence every peer in the horizon holds
+                           (the last sequence when there are none) */
+    uint64_t records;   /* removed records dropped */
+    uint64_t registers; /* registers dropped with them */
+    uint64_t peers_left; /* peers left out as silent past max_peer_age_ms */
+    uint64_t floor;     /* the collection floor afterwards */
+    uint64_t stamp;     /* the horizon stamp afterwards (an HLC) */
+} crdtdb_collect_stats;
+
+/* Collects db's stable tombstones in one write transaction; out may be
+ * NULL.  Observers see nothing (nothing visible changes).
+ * Errors: EINVAL, EROFS (a read-only environment), EMAPFULL, EIO, ECORRUPT. */
+CRDTDB_API int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms,
+                                 crdtdb_collect_stats *out);
+
+/* The collection floor and horizon stamp (both 0: nothing ever collected).
+ * Errors: EINVAL, EIO. */
+CRDTDB_API int crdtdb_db_horizon(crdtdb_db *db, uint64_t *floor, uint64_t *stamp);
+
 /* ------------------------------------------------------------- expiry */
 
 /*
