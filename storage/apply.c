@@ -135,7 +135,9 @@ static int merge_record(applier *a, uint16_t coll, const char *id, const gkey *g
     if (rc)
         return rc;
     crdtdb__record *rec = &db->rec;
-    uint64_t gate = s.exists ? 0 : a->behind; /* registers at or below: dropped */
+    /* with no add or remove of it here, an old register may belong to a
+     * record whose remove was collected: at or below the gate, dropped */
+    uint64_t gate = s.exists && rec->base_kind != CRDTDB__BASE_NONE ? 0 : a->behind;
     if (a->rp && crdtdb__record_drop_upto(rec, a->rp->upto))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     int dropped = rec->ndead > 0;

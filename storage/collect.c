@@ -40,9 +40,16 @@ static int horizon_read(crdtdb_db *db, MDB_txn *mt, uint64_t *floor, uint64_t *s
     return 0;
 }
 
-/* The sequence every peer in the horizon holds stably (at most last). */
+/* What the peers in the horizon hold stably: every one of them up to
+ * min1; all but peer number min1_num up to min2 (a register that came from
+ * that peer needs no word from it that it has it). */
+typedef struct hz {
+    uint64_t min1, min2;
+    uint32_t min1_num;
+} hz;
+
 static int horizon_peers(crdtdb_db *db, MDB_txn *mt, uint64_t max_age, uint64_t now,
-                         uint64_t last, uint64_t *horizon, uint64_t *left)
+                         uint64_t last, hz *h, uint64_t *left)
 {
     MDB_cursor *c;
     int mrc = mdb_cursor_open(mt, db->env->dbi_marks, &c);
@@ -52,7 +59,8 @@ static int horizon_peers(crdtdb_db *db, MDB_txn *mt, uint64_t max_age, uint64_t 
     crdtdb__put_u32(pre, db->num);
     MDB_val k = {4, pre}, v;
     int rc = 0;
-    *horizon = last;
+    h->min1 = h->min2 = last;
+    h->min1_num = 0;
     *left = 0;
     for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); mrc == 0;
          mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
@@ -69,8 +77,17 @@ static int horizon_peers(crdtdb_db *db, MDB_txn *mt, uint64_t max_age, uint64_t 
             ++*left; /* silent too long: it resyncs whole if it returns */
             continue;
         }
-        if (m.stable < *horizon)
-            *horizon = m.stable;
+        uint64_t st = m.stable < last ? m.stable : last;
+        if (st < h->min1) {
+            uint32_t num = 0;
+            if ((rc = crdtdb__peer_num(db->env, mt, (const uint8_t *)k.mv_data + 4, 0, &num)))
+                break;
+            h->min2 = h->min1;
+            h->min1 = st;
+            h->min1_num = num;
+        } else if (st < h->min2) {
+            h->min2 = st;
+        }
     }
     mdb_cursor_close(c);
     return rc ? rc : mrc && mrc != MDB_NOTFOUND ? crdtdb__mdb_err(mrc) : 0;
@@ -105,8 +122,25 @@ static int removed_upto(crdtdb_db *db, MDB_txn *mt, uint64_t horizon, ckey **key
     return rc;
 }
 
+/* Whether the register numbered seq is held by every peer in h. */
+static int stable_at(crdtdb_txn *t, const hz *h, uint64_t seq, int *yes)
+{
+    *yes = seq <= h->min1;
+    if (*yes || seq > h->min2 || !h->min1_num)
+        return 0;
+    uint8_t kb[CRDTDB__CHGKEY_LEN];
+    MDB_val k = crdtdb__log_key(kb, t->db->num, seq), v;
+    int mrc = mdb_get(t->mt, t->db->env->dbi_changes, &k, &v);
+    if (mrc)
+        return mrc == MDB_NOTFOUND ? 0 : crdtdb__mdb_err(mrc);
+    if (v.mv_size < CRDTDB__CHG_HEAD)
+        return CRDTDB_ECORRUPT;
+    *yes = crdtdb__get_u32(v.mv_data) == h->min1_num; /* it came from that peer */
+    return 0;
+}
+
 /* Drops record key if it is removed and all of it is stable. */
-static int collect_one(crdtdb_txn *t, const ckey *key, uint64_t horizon,
+static int collect_one(crdtdb_txn *t, const ckey *key, const hz *h,
                        crdtdb_collect_stats *st)
 {
     crdtdb_db *db = t->db;
@@ -119,14 +153,19 @@ static int collect_one(crdtdb_txn *t, const ckey *key, uint64_t horizon,
     crdtdb__slot s;
     int rc = crdtdb__slot_load(t, &s, coll, id);
     const crdtdb__record *r = &db->rec;
-    if (rc || !s.exists || r->base_kind != CRDTDB__BASE_REMOVE || r->base_seq > horizon)
+    if (rc || !s.exists || r->base_kind != CRDTDB__BASE_REMOVE)
         return rc;
-    uint64_t top = r->base_seq;
-    for (uint32_t i = 0; i < r->nleaves; i++)
-        if (r->leaves[i].seq > top)
-            top = r->leaves[i].seq;
-    if (top > horizon) /* a hidden leaf the peers may not hold yet */
-        return 0;
+    uint64_t top = 0;
+    for (uint32_t i = 0; i <= r->nleaves; i++) {
+        uint64_t seq = i < r->nleaves ? r->leaves[i].seq : r->base_seq;
+        int yes;
+        if ((rc = stable_at(t, h, seq, &yes)))
+            return rc;
+        if (!yes) /* the remove, or a hidden leaf, some peer may lack */
+            return 0;
+        if (seq > top)
+            top = seq;
+    }
     int mrc = mdb_cursor_del(t->rec_cur, 0);
     for (uint32_t i = 0; !mrc && i <= r->nleaves; i++)
         mrc = crdtdb__log_del(t, i < r->nleaves ? r->leaves[i].seq : r->base_seq);
@@ -154,14 +193,16 @@ static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *o
     ckey *keys = NULL;
     uint32_t n = 0;
     uint64_t now = crdtdb__now_ms(db->env);
+    hz h = {0, 0, 0};
     rc = horizon_read(db, t->mt, &st.floor, &st.stamp);
     if (!rc)
-        rc = horizon_peers(db, t->mt, max_age, now, t->seq0, &st.horizon, &st.peers_left);
+        rc = horizon_peers(db, t->mt, max_age, now, t->seq0, &h, &st.peers_left);
+    st.horizon = h.min1;
     uint64_t floor0 = st.floor, stamp0 = st.stamp;
-    if (!rc && st.horizon)
-        rc = removed_upto(db, t->mt, st.horizon, &keys, &n);
+    if (!rc && h.min2)
+        rc = removed_upto(db, t->mt, h.min2, &keys, &n);
     for (uint32_t i = 0; !rc && i < n; i++)
-        rc = collect_one(t, &keys[i], st.horizon, &st);
+        rc = collect_one(t, &keys[i], &h, &st);
     free(keys);
     if (!rc && (st.floor != floor0 || st.stamp != stamp0)) {
         uint8_t kb[5], vb[16];

@@ -161,9 +161,9 @@ static int m_peer_get(void *ctx, const uint8_t *peer, uint64_t *received, uint64
     return 0;
 }
 
-static int m_peer_ack(void *ctx, const uint8_t *peer, uint64_t acked, uint64_t mine)
+static int m_peer_ack(void *ctx, const uint8_t *peer, uint64_t acked, uint64_t stable)
 {
-    (void)mine;
+    (void)stable;
     mem_store *m = ctx;
     if (memcmp(peer, m->peer, sizeof m->peer) != 0) { /* the first peer is the one kept */
         memcpy(m->peer, peer, sizeof m->peer);

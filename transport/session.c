@@ -55,8 +55,14 @@ struct crdtdb_session {
     uint64_t sent_upto;   /* our log is exported up to here */
     uint64_t told_uptodate; /* the last UPTODATE we sent (+1; 0: none) */
     uint64_t peer_uptodate; /* the peer's last UPTODATE (+1; 0: none) */
-    uint64_t peer_ack_mine; /* the peer's own sequence with its highest ACK
-                               (UINT64_MAX: it did not say) */
+    /* stability (collection): an ACK [4, acked, mine] makes `acked` stable
+     * once we hold the peer's log up to mine; the first pair still waiting
+     * is kept (p_mine UINT64_MAX: none), so stable_acked moves on even
+     * while the peer never stops writing */
+    uint64_t stable_acked, p_acked, p_mine;
+    int signed_one;       /* a delta of ours went out in this session */
+    uint64_t tail_lo, tail_hi; /* the end of our log that the peer's own
+                                  deltas numbered: (tail_lo, tail_hi] */
     int behind;           /* the peer came from behind our collection floor:
                              it is being resynced whole, and its old writes
                              to records we hold nothing of are dropped */
@@ -244,7 +250,7 @@ int crdtdb__session_open_store(const crdtdb__session_store *store,
     *out = NULL;
     crdtdb_session *s = calloc(1, sizeof *s);
     if (s)
-        s->peer_ack_mine = UINT64_MAX;
+        s->p_mine = UINT64_MAX;
     if (!s || !msgpack_zone_init(&s->zone, 1024)) {
         free(s);
         if (store->close)
@@ -294,6 +300,9 @@ static int send_ack(crdtdb_session *s, uint64_t v)
     int rc = seq(s, &mine);
     if (rc)
         return store_err(s, rc);
+    if (mine == s->tail_hi) /* what came last came from the peer: it needs
+                               nothing of it to trust its ack */
+        mine = s->tail_lo;
     msgpack_packer pk = start(s, M_ACK, 3);
     msgpack_pack_uint64(&pk, v);
     msgpack_pack_uint64(&pk, mine);
@@ -305,8 +314,31 @@ static int save_ack(crdtdb_session *s)
     if (!s->acks_unsaved || !s->proven)
         return 0;
     s->acks_unsaved = 0;
-    int rc = s->st.peer_ack(s->st.ctx, s->peer, s->peer_acked, s->peer_ack_mine);
+    int rc = s->st.peer_ack(s->st.ctx, s->peer, s->peer_acked, s->stable_acked);
     return rc ? store_err(s, rc) : 0;
+}
+
+/* What we hold of the peer's log moved: a waiting ack pair it covers makes
+ * its acked stable (saved with the acks). */
+static void stable_check(crdtdb_session *s)
+{
+    uint64_t have = s->hint > s->received ? s->hint : s->received;
+    if (s->p_mine == UINT64_MAX || have < s->p_mine)
+        return;
+    if (s->p_acked > s->stable_acked) {
+        s->stable_acked = s->p_acked;
+        s->acks_unsaved++;
+    }
+    s->p_mine = UINT64_MAX;
+}
+
+static void stable_pair(crdtdb_session *s, uint64_t acked, uint64_t mine)
+{
+    if (s->p_mine == UINT64_MAX) {
+        s->p_acked = acked;
+        s->p_mine = mine;
+    }
+    stable_check(s);
 }
 
 /* The local time stamps are judged by: the store's clock (the database's
@@ -635,6 +667,7 @@ static int give_delta(void *ctx, const uint8_t *delta, size_t len)
         s->give_err = 1;
         return seterr(s, CRDTDB_ENOMEM, "out of memory");
     }
+    s->signed_one = 1;
     return 0;
 }
 
@@ -651,7 +684,11 @@ static int pump(crdtdb_session *s)
         if (rc)
             return store_err(s, rc);
         uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
-        if (done >= last) {
+        /* A client that sent no delta yet signs one, empty if need be: it
+         * proves its id, so the server keeps its acks, and with them what
+         * it holds of the server's removes (collection, docs/crdt.md). */
+        int prove = !s->server && !s->signed_one && done >= last;
+        if (done >= last && !prove) {
             if (s->told_uptodate != last + 1) { /* say so once per position */
                 s->told_uptodate = last + 1;
                 return send_u64(s, M_UPTODATE, last);
@@ -668,7 +705,8 @@ static int pump(crdtdb_session *s)
         memset(&w, 0, sizeof w);
         w.after = s->sent_upto;
         w.peer = s->peer;
-        w.flags = (longskip ? 0 : CRDTDB_EXPORT_NO_EMPTY) | (s->server ? CRDTDB_EXPORT_SHARED : 0) |
+        w.flags = (longskip || prove ? 0 : CRDTDB_EXPORT_NO_EMPTY) |
+                  (s->server ? CRDTDB_EXPORT_SHARED : 0) |
                   (s->sent_upto < s->all_upto ? CRDTDB_EXPORT_ALL : 0);
         w.max_bytes = s->o.delta_size;
         w.visible = s->o.read_filter ? read_filter : NULL;
@@ -683,8 +721,10 @@ static int pump(crdtdb_session *s)
             return s->give_err || s->purge_err ? rc : store_err(s, rc);
         /* guard the loop: a skip must pass what was skipped before; a delta
          * (maybe a piece of a large record) must pass what was sent */
-        if (s->skipped ? to <= done : to <= s->sent_upto)
+        if (s->skipped ? to <= done : to <= s->sent_upto && !prove)
             return seterr(s, CRDTDB_EIO, "export made no progress");
+        if (prove) /* a proof that found nothing to sign is not retried */
+            s->signed_one = 1;
         if (s->skipped) {
             msgpack_packer pk = start(s, M_SKIP, 3);
             msgpack_pack_uint64(&pk, s->sent_upto);
@@ -959,6 +999,12 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
         return 0;
     if (info.received > s->received)
         s->received = info.received;
+    stable_check(s);
+    if (info.local_to > info.local_from) { /* the peer's, at our log's end */
+        if (info.local_from != s->tail_hi)
+            s->tail_lo = info.local_from;
+        s->tail_hi = info.local_to;
+    }
     /* the peer hears of refused records before the ack, so it cannot think
      * itself in sync in between */
     if (info.refused && (rc = send_replaces(s, info.to)))
@@ -1299,6 +1345,7 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         uint64_t have = s->hint > s->received ? s->hint : s->received;
         if (a[1].via.u64 <= have && a[2].via.u64 > have) {
             s->hint = a[2].via.u64;
+            stable_check(s);
             /* we hold all of it (it came from us): the peer may count it
              * acknowledged, though our durable watermark waits for a delta */
             int rc = send_ack(s, s->hint);
@@ -1358,7 +1405,8 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         if (v <= s->peer_acked || v > last)
             return 0;
         s->peer_acked = v;
-        s->peer_ack_mine = hinted ? a[2].via.u64 : UINT64_MAX;
+        if (hinted)
+            stable_pair(s, v, a[2].via.u64);
         /* durable now and then, and at the end: acks only inform (what is
          * resent follows the peer's SINCE), so a crash may lose a few */
         if (++s->acks_unsaved < ACK_SAVE_EVERY)

@@ -10,6 +10,7 @@
 
 #include "crdt/buf.h"
 #include "crdt/delta.h"
+#include "crdt/record.h"
 #include "crdt/hlc.h"
 
 static crdtdb_db *db_of(void *ctx) { return ctx; }
@@ -145,10 +146,11 @@ static int store_peer_get(void *ctx, const uint8_t *peer, uint64_t *received, ui
     return rc;
 }
 
-static int store_peer_ack(void *ctx, const uint8_t *peer, uint64_t acked, uint64_t mine)
+static int store_peer_ack(void *ctx, const uint8_t *peer, uint64_t acked, uint64_t stable)
 {
-    return mine == UINT64_MAX ? crdtdb_db_peer_ack(db_of(ctx), peer, acked)
-                              : crdtdb_db_peer_ack_at(db_of(ctx), peer, acked, mine);
+    /* stable: the session saw the peer's log up to the ack's own mark */
+    int rc = stable ? crdtdb_db_peer_ack_at(db_of(ctx), peer, stable, 0) : 0;
+    return rc ? rc : crdtdb_db_peer_ack(db_of(ctx), peer, acked);
 }
 
 static int store_horizon(void *ctx, uint64_t *floor, uint64_t *stamp)
@@ -182,9 +184,11 @@ static int store_resync_keys(void *ctx, const uint8_t *p, size_t len, crdtdb_buf
     crdtdb__err e = CRDTDB__ERR_INIT;
     crdtdb__delta_init(&d);
     int rc = crdtdb__delta_decode(&d, p, len, eo.max_delta_size, &lim, &e);
+    static const char nul = 0;
     for (uint32_t i = 0; !rc && i < d.nrecs; i++) {
         const crdtdb__str *c = &d.colls[d.recs[i].coll], *id = &d.recs[i].id;
-        static const char nul = 0;
+        if (d.recs[i].base_kind == CRDTDB__BASE_NONE)
+            continue; /* leaves alone say nothing of what was removed */
         if (crdtdb__buf_append(keys, c->p, c->n) || crdtdb__buf_append(keys, &nul, 1) ||
             crdtdb__buf_append(keys, id->p, id->n) || crdtdb__buf_append(keys, &nul, 1))
             rc = CRDTDB_ENOMEM;

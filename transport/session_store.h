@@ -90,9 +90,9 @@ typedef struct crdtdb__session_store {
     /* (c) Watermarks.  What we hold of the peer's log and it of ours (an
      * unknown peer: both 0); the peer's ack, recorded durably. */
     int (*peer_get)(void *ctx, const uint8_t *peer, uint64_t *received, uint64_t *acked);
-    /* mine: the peer's own sequence when it held `acked` (UINT64_MAX: not
-     * said) — crdtdb_db_peer_ack_at */
-    int (*peer_ack)(void *ctx, const uint8_t *peer, uint64_t acked, uint64_t mine);
+    /* stable: the highest ack known stable (0: none) —
+     * crdtdb_db_peer_ack_at(stable, 0) */
+    int (*peer_ack)(void *ctx, const uint8_t *peer, uint64_t acked, uint64_t stable);
 
     /* (c') Collection (docs/crdt.md), each may be NULL (no collection: no
      * RESYNC sent, one received is refused).  horizon: our collection

@@ -1,0 +1,440 @@
+/* Tombstone collection (docs/crdt.md, "Collecting tombstones"): stable
+ * tombstones go, peers from behind the floor resync whole, and random
+ * schedules with collection at random moments converge to what the same
+ * schedule gives without it, no removed record coming back. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt/buf.h"
+#include "tests/replica.h"
+#include "tests/testutil.h"
+
+static uint64_t now_ms = 1700000000000ull;
+/* CRDTDB_SESSION_NO_PURGE: clients that serve others (a mesh); 0: plain
+ * clients of one server (a star) */
+static unsigned client_flags = CRDTDB_SESSION_NO_PURGE;
+
+static crdtdb_session *open_session(replica *r, int server, size_t max_output)
+{
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    /* every replica here serves others: its resyncs remove, not forget */
+    o.flags = server ? CRDTDB_SESSION_SERVER : client_flags;
+    o.mode = CRDTDB_SYNC_TWO_WAY;
+    o.max_message = r->opts.max_delta_size + 4096;
+    if (max_output)
+        o.max_output = max_output;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb_session_open(r->db, &o, &s), 0);
+    return s;
+}
+
+static size_t move(crdtdb_session *from, crdtdb_session *to)
+{
+    size_t len;
+    const uint8_t *p = crdtdb_session_output(from, &len);
+    if (!len || crdtdb_session_closed(to))
+        return 0;
+    ck_assert_msg(crdtdb_session_feed(to, p, len) == 0, "feed: %s", crdtdb_session_errmsg(to));
+    crdtdb_session_consume(from, len);
+    return len;
+}
+
+/* Runs a session pair until nothing moves, at most `rounds` turns (0: no
+ * bound), then closes both (acks saved). */
+static void sync_rounds(replica *srv, replica *cli, int rounds)
+{
+    size_t out = rounds ? 512 : 0; /* a cut session: one delta a turn */
+    crdtdb_session *a = open_session(srv, 1, out), *b = open_session(cli, 0, out);
+    for (int i = 0; !rounds || i < rounds; i++) {
+        size_t moved = move(a, b) + move(b, a);
+        if (!moved) {
+            crdtdb_session_pump(a);
+            crdtdb_session_pump(b);
+            size_t la, lb;
+            crdtdb_session_output(a, &la);
+            crdtdb_session_output(b, &lb);
+            if (!la && !lb)
+                break;
+        }
+        ck_assert_msg(i < 100000, "sync does not settle");
+    }
+    crdtdb_session_close(a);
+    crdtdb_session_close(b);
+}
+
+static void sync2(replica *srv, replica *cli) { sync_rounds(srv, cli, 0); }
+
+static uint64_t stat_removed(replica *r)
+{
+    crdtdb_db_stats st;
+    ck_assert_int_eq(crdtdb_db_stat(r->db, &st), 0);
+    return st.removed;
+}
+
+static const uint8_t *rid(replica *r, uint8_t out[32])
+{
+    crdtdb_env_replica_id(r->env, out);
+    return out;
+}
+
+static int has(replica *r, const char *coll, const char *id)
+{
+    char *j = tu_get(r->db, coll, id);
+    free(j);
+    return j != NULL;
+}
+
+START_TEST(lone_replica_collects_every_tombstone)
+{
+    replica A;
+    replica_init(&A, &now_ms, "game");
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    put(&A, "add", "players", "bob", "{\"hp\":2}");
+    put(&A, "add", "players", "cat", "{\"hp\":3}");
+    put(&A, "remove", "players", "bob", NULL);
+    put(&A, "remove", "players", "cat", NULL);
+    char *before = dump(&A);
+    ck_assert_int_eq(stat_removed(&A), 2);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 2);
+    ck_assert_uint_eq(st.registers, 2);
+    ck_assert_int_eq(stat_removed(&A), 0);
+    char *after = dump(&A);
+    ck_assert_str_eq(before, after); /* nothing visible changed */
+    uint64_t floor, stamp;
+    ck_assert_int_eq(crdtdb_db_horizon(A.db, &floor, &stamp), 0);
+    ck_assert_uint_eq(floor, st.floor);
+    ck_assert_uint_gt(floor, 0);
+    ck_assert_uint_gt(stamp, 0);
+    /* nothing more to do; a removed id can be added again */
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 0);
+    put(&A, "add", "players", "bob", "{\"hp\":9}");
+    ck_assert(has(&A, "players", "bob"));
+    free(before);
+    free(after);
+    replica_free(&A);
+}
+END_TEST
+
+START_TEST(tombstone_waits_until_every_peer_holds_it)
+{
+    replica A, B;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&B, &now_ms, "game");
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    /* B writes too: a peer that never sent a delta has nothing to hold
+     * back, is not remembered, and resyncs whole if it comes back late */
+    put(&B, "add", "players", "bea", "{\"hp\":2}");
+    sync2(&A, &B);
+    now_ms += 10;
+    put(&A, "remove", "players", "ann", NULL);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 0); /* B has not got it */
+    ck_assert_int_eq(stat_removed(&A), 1);
+    sync2(&A, &B);
+    crdtdb_peer p;
+    uint8_t idb[32];
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(A.db, rid(&B, idb), &p, &found), 0);
+    ck_assert(found);
+    ck_assert_uint_eq(p.stable, p.acked);
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    ck_assert_int_eq(stat_removed(&A), 0);
+    /* B still holds its tombstone: it collects by its own horizon */
+    ck_assert_int_eq(stat_removed(&B), 1);
+    ck_assert_int_eq(crdtdb_db_collect(B.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    /* and the next sync asks nothing of anyone */
+    sync2(&A, &B);
+    char *da = dump(&A), *db = dump(&B);
+    ck_assert_str_eq(da, db);
+    free(da);
+    free(db);
+    replica_free(&A);
+    replica_free(&B);
+}
+END_TEST
+
+/* C was offline past the peer age limit while ann was removed and
+ * collected; its old update of ann must not bring her back, its newer
+ * record must arrive, and it must forget ann. */
+START_TEST(silent_peer_leaves_the_horizon_and_resyncs_whole)
+{
+    replica A, B, C;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&B, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    put(&A, "add", "players", "bob", "{\"hp\":2}");
+    put(&B, "add", "moves", "b1", "{}"); /* each proves its id to A */
+    put(&C, "add", "moves", "c1", "{}");
+    sync2(&A, &B);
+    sync2(&A, &C);
+    now_ms += 10;
+    put(&C, "update", "players", "ann", "{\"hp\":5}"); /* offline, older than the remove */
+    now_ms += 10;
+    put(&A, "remove", "players", "ann", NULL);
+    sync2(&A, &B);
+    now_ms += 60000;
+    sync2(&A, &B); /* B stays in touch */
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 0); /* C pins it without an age limit */
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 30000, &st), 0);
+    ck_assert_uint_eq(st.peers_left, 1);
+    ck_assert_uint_eq(st.records, 1);
+    put(&C, "add", "players", "cid", "{\"hp\":3}"); /* newer than anything collected */
+    sync2(&A, &C);
+    ck_assert(!has(&A, "players", "ann"));
+    ck_assert(!has(&C, "players", "ann"));
+    ck_assert(has(&A, "players", "cid"));
+    ck_assert(has(&C, "players", "bob"));
+    crdtdb_peer p;
+    uint8_t idb[32];
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(C.db, rid(&A, idb), &p, &found), 0);
+    ck_assert_uint_eq(p.flags & CRDTDB_PEER_RESYNC, 0);
+    sync2(&A, &B);
+    sync2(&A, &C);
+    char *da = dump(&A), *db = dump(&B), *dc = dump(&C);
+    ck_assert_str_eq(da, db);
+    ck_assert_str_eq(da, dc);
+    free(da);
+    free(db);
+    free(dc);
+    replica_free(&A);
+    replica_free(&B);
+    replica_free(&C);
+}
+END_TEST
+
+/* A resync cut before it ends is asked for whole again next time. */
+START_TEST(cut_resync_is_asked_for_again)
+{
+    replica A, C;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+    for (int i = 0; i < 40; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "p%02d", i);
+        put(&A, "add", "players", id, "{\"hp\":1,\"name\":\"a fairly long name to fill deltas\"}");
+    }
+    put(&C, "add", "players", "cid", "{\"hp\":3}");
+    sync2(&A, &C);
+    now_ms += 10;
+    put(&A, "remove", "players", "p07", NULL);
+    now_ms += 60000;
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 1000, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    sync_rounds(&A, &C, 5); /* hello, since, RESYNC and a little */
+    crdtdb_peer p;
+    uint8_t idb[32];
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(C.db, rid(&A, idb), &p, &found), 0);
+    ck_assert_uint_ne(p.flags & CRDTDB_PEER_RESYNC, 0);
+    ck_assert(has(&C, "players", "p07"));
+    sync2(&A, &C);
+    ck_assert(!has(&C, "players", "p07"));
+    ck_assert_int_eq(crdtdb_db_peer_get(C.db, rid(&A, idb), &p, &found), 0);
+    ck_assert_uint_eq(p.flags & CRDTDB_PEER_RESYNC, 0);
+    char *da = dump(&A), *dc = dump(&C);
+    ck_assert_str_eq(da, dc);
+    free(da);
+    free(dc);
+    replica_free(&A);
+    replica_free(&C);
+}
+END_TEST
+
+/* ------------------------------------------------- random schedules */
+
+#define NREP 4
+#define NIDS 8
+
+typedef struct world {
+    replica r[NREP];
+} world;
+
+static int op_at(replica *r, int op, int id, int v)
+{
+    char key[8], val[64];
+    snprintf(key, sizeof key, "r%d", id);
+    snprintf(val, sizeof val, "{\"v\":%d,\"n\":{\"k%d\":%d}}", v, v % 3, v);
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    const uint8_t *mp = tu_mp(&b, val);
+    int rc;
+    if (op == 0)
+        rc = crdtdb_db_add(r->db, NULL, "players", key, mp, b.len);
+    else if (op == 1)
+        rc = crdtdb_db_update(r->db, NULL, "players", key, mp, b.len);
+    else
+        rc = crdtdb_db_remove(r->db, NULL, "players", key);
+    crdtdb_buf_free(&b);
+    ck_assert_msg(rc == 0 || rc == CRDTDB_ENOTFOUND, "op: %s", crdtdb_db_errmsg(r->db));
+    return rc;
+}
+
+/* One schedule run on a collecting world W and a twin T that never
+ * collects.  With max_age 0 every peer stays in the horizon, so the two
+ * must end identical.  With an age limit, silent peers resync and their
+ * old writes to collected records are dropped, so W may lose writes (and
+ * its later operations then differ from T's); but a record whose newest
+ * add or remove performed in W is a remove must end hidden in W. */
+static uint64_t schedule(unsigned seed, uint64_t max_age, int steps, int star)
+{
+    client_flags = star ? 0 : CRDTDB_SESSION_NO_PURGE;
+    world W, T;
+    srand(seed);
+    for (int i = 0; i < NREP; i++) {
+        replica_init(&W.r[i], &now_ms, "game");
+        replica_init(&T.r[i], &now_ms, "game");
+        /* a write each, so each proves its id and is remembered by all */
+        char key[8];
+        snprintf(key, sizeof key, "m%d", i);
+        put(&W.r[i], "add", "moves", key, "{}");
+        put(&T.r[i], "add", "moves", key, "{}");
+    }
+    for (int i = 0; i < NREP; i++) /* everyone meets everyone first */
+        for (int j = i + 1; j < NREP; j++) {
+            sync2(&W.r[i], &W.r[j]);
+            sync2(&T.r[i], &T.r[j]);
+        }
+    uint64_t collected = 0;
+    int last_add[NIDS] = {0}; /* W's newest add or remove of each id */
+    for (int s = 0; s < steps; s++) {
+        now_ms += 1 + (uint64_t)(rand() % 4) * (max_age ? max_age / 3 : 1);
+        int what = rand() % 10, i = rand() % NREP, j = rand() % NREP;
+        if (star && what >= 5) /* clients sync with replica 0, which collects */
+            i = 0, j = j ? j : 1;
+        if (what < 5) {
+            int op = rand() % 3, id = rand() % NIDS, v = rand() % 1000;
+            char key[8];
+            snprintf(key, sizeof key, "r%d", id);
+            int was = has(&W.r[i], "players", key); /* a remove writes only then */
+            int rw = op_at(&W.r[i], op, id, v), rt = op_at(&T.r[i], op, id, v);
+            if (op == 0 || (op == 2 && was)) /* every op has its own millisecond */
+                last_add[id] = op == 0;
+            if (getenv("COLLECT_TRACE"))
+                fprintf(stderr, "%d: t=%llu r%d %s r%d v%d -> W %d T %d\n", s,
+                        (unsigned long long)(now_ms % 100000), i, op == 0 ? "add" : op == 1 ? "update" : "remove", id, v, rw, rt);
+            if (!max_age)
+                ck_assert_msg(rw == rt, "seed %u step %d: op %d differs", seed, s, op);
+        } else if (what < 8 && i != j) {
+            sync2(&W.r[i], &W.r[j]);
+            sync2(&T.r[i], &T.r[j]);
+            if (getenv("COLLECT_TRACE")) {
+                char *a = dump(&W.r[i]), *b = dump(&T.r[i]);
+                fprintf(stderr, "%d: t=%llu sync srv %d cli %d\n  W%d %s\n  T%d %s\n", s, (unsigned long long)(now_ms % 100000), i, j, i, a, i, b);
+                free(a);
+                free(b);
+            }
+        } else {
+            crdtdb_collect_stats st;
+            ck_assert_int_eq(crdtdb_db_collect(W.r[i].db, max_age, &st), 0);
+            collected += st.records;
+            if (getenv("COLLECT_TRACE"))
+                fprintf(stderr, "%d: t=%llu collect r%d: %llu records, %llu left, floor %llu\n", s,
+                        (unsigned long long)(now_ms % 100000), i, (unsigned long long)st.records,
+                        (unsigned long long)st.peers_left, (unsigned long long)st.floor);
+        }
+    }
+    for (int round = 0; round < 3; round++) /* everything everywhere */
+        for (int i = 0; i < (star ? 1 : NREP); i++)
+            for (int j = i + 1; j < NREP; j++) {
+                if (getenv("COLLECT_TRACE")) {
+                    char *a = dump(&W.r[i]), *b = dump(&W.r[j]);
+                    fprintf(stderr, "before final sync srv %d (%p) cli %d (%p)\n  W%d %s\n  W%d %s\n", i, (void *)W.r[i].db, j, (void *)W.r[j].db, i, a, j, b);
+                    free(a);
+                    free(b);
+                }
+                sync2(&W.r[i], &W.r[j]);
+                sync2(&T.r[i], &T.r[j]);
+                if (getenv("COLLECT_TRACE")) {
+                    char *a = dump(&W.r[i]), *b = dump(&W.r[j]);
+                    fprintf(stderr, "final sync srv %d cli %d\n  W%d %s\n  W%d %s\n", i, j, i, a, j, b);
+                    free(a);
+                    free(b);
+                }
+            }
+    char *w0 = dump(&W.r[0]), *t0 = dump(&T.r[0]);
+    if (getenv("COLLECT_TRACE"))
+        fprintf(stderr, "final\n  W %s\n  T %s\n", w0, t0);
+    for (int i = 1; i < NREP; i++) {
+        char *w = dump(&W.r[i]), *t = dump(&T.r[i]);
+        ck_assert_msg(strcmp(w, w0) == 0, "seed %u: collecting replicas differ:\n%s\n%s", seed,
+                      w0, w);
+        ck_assert_str_eq(t, t0);
+        free(w);
+        free(t);
+    }
+    if (!max_age)
+        ck_assert_msg(strcmp(w0, t0) == 0, "seed %u: collection changed the outcome:\n%s\n%s",
+                      seed, w0, t0);
+    for (int id = 0; id < NIDS; id++) { /* nothing removed comes back */
+        char key[8];
+        snprintf(key, sizeof key, "r%d", id);
+        ck_assert_msg(last_add[id] || !has(&W.r[0], "players", key), "seed %u: %s came back",
+                      seed, key);
+    }
+    free(w0);
+    free(t0);
+    for (int i = 0; i < NREP; i++) {
+        replica_free(&W.r[i]);
+        replica_free(&T.r[i]);
+    }
+    return collected;
+}
+
+START_TEST(random_schedules_converge_with_collection)
+{
+    unsigned seed = tu_seed();
+    uint64_t collected = 0;
+    for (unsigned k = 0; k < 12; k++)
+        collected += schedule(seed + k, 0, 80, 0);
+    ck_assert_uint_gt(collected, 0); /* the schedules did collect */
+}
+END_TEST
+
+START_TEST(random_schedules_with_silent_peers_bring_nothing_back)
+{
+    unsigned seed = tu_seed();
+    uint64_t collected = 0;
+    for (unsigned k = 0; k < 12; k++)
+        collected += schedule(seed + 1000 + k, 60, 80, 0);
+    ck_assert_uint_gt(collected, 0);
+}
+END_TEST
+
+START_TEST(random_star_of_plain_clients_brings_nothing_back)
+{
+    unsigned seed = tu_seed();
+    uint64_t collected = 0;
+    for (unsigned k = 0; k < 12; k++)
+        collected += schedule(seed + 2000 + k, 60, 80, 1);
+    ck_assert_uint_gt(collected, 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("collect");
+    TCase *tc = tcase_create("collect");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, lone_replica_collects_every_tombstone);
+    tcase_add_test(tc, tombstone_waits_until_every_peer_holds_it);
+    tcase_add_test(tc, silent_peer_leaves_the_horizon_and_resyncs_whole);
+    tcase_add_test(tc, cut_resync_is_asked_for_again);
+    tcase_add_test(tc, random_schedules_converge_with_collection);
+    tcase_add_test(tc, random_schedules_with_silent_peers_bring_nothing_back);
+    tcase_add_test(tc, random_star_of_plain_clients_brings_nothing_back);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
