@@ -34,7 +34,8 @@ enum {
     OPT_EXPIRE = 1 << 20,  /* expire: --after D, --closed, --never */
     OPT_ARCHIVE = 1 << 21, /* drop, expired: --archive PATH */
     OPT_DROP = 1 << 22,    /* expired: --drop */
-    OPT_EXPIRE_EVERY = 1 << 23 /* serve: --expire-every S */
+    OPT_EXPIRE_EVERY = 1 << 23, /* serve: --expire-every S */
+    OPT_COLLECT = 1 << 24       /* collect: --max-peer-age D */
 };
 
 /* The number of serve_limit_flags (options.h), the size of args.limits. */
@@ -66,6 +67,7 @@ typedef struct args {
     const char *tls_cert, *tls_key, *tls_ca;
     const char *limits[SERVE_NLIMITS]; /* values of serve_limit_flags */
     const char *after, *archive, *expire_every;
+    const char *max_peer_age; /* collect */
     int closed, never, drop;
     const char *presence, *send, *to; /* sync --watch: presence and a message */
 } args;
@@ -158,6 +160,10 @@ int cmd_backup(const char *dir, const args *a);   /* stats.c */
 int cmd_expire(const char *dir, const args *a);   /* expire.c */
 int cmd_expired(const char *dir, const args *a);  /* expire.c */
 int cmd_drop(const char *dir, const args *a);     /* expire.c */
+int cmd_collect(const char *dir, const args *a);  /* collect.c */
+/* "90s", "30m", "12h", "7d", "500ms" (a bare number: seconds) into ms;
+ * 0 or -1 (expire.c). */
+int parse_duration(const char *s, uint64_t *ms);
 int cmd_add(const char *dir, const args *a);      /* add.c */
 int cmd_add_all(const char *dir, const args *a);  /* add.c */
 int cmd_update(const char *dir, const args *a);   /* add.c */

@@ -12,9 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* "90s", "30m", "12h", "7d", "500ms" (a bare number: seconds) into ms;
- * 0 or -1. */
-static int parse_duration(const char *s, uint64_t *ms)
+int parse_duration(const char *s, uint64_t *ms)
 {
     char *end;
     errno = 0;

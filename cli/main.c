@@ -82,6 +82,13 @@ static const command commands[] = {
      "database open elsewhere in this process cannot be dropped; servers\n"
      "end its sessions first.",
      0, 0, OPT_DROP | OPT_ARCHIVE, cmd_expired},
+    {"collect", "DB [--max-peer-age DURATION]", "drop tombstones every peer holds",
+     "Drop DB's removed records once every peer holds their removes (and\n"
+     "everything it held then has reached this replica), and print what\n"
+     "was collected as JSON.  With --max-peer-age (e.g. 30d), a peer heard\n"
+     "from longer ago no longer holds collection back; it gets a full\n"
+     "resync when it returns (docs/crdt.md, \"Collecting tombstones\").",
+     1, 1, OPT_COLLECT, cmd_collect},
     {"add", "DB COLL ID JSON|-", "add or replace a record",
      "Add record ID (a JSON object), replacing any existing one.  '-' reads\n"
      "the JSON from standard input (a record too large for a command line).",

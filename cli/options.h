@@ -61,6 +61,7 @@ static const cli_option cli_options[] = {
     {"--archive", OPT_ARCHIVE, OPTV_VALUE, offsetof(args, archive)},
     {"--drop", OPT_DROP, OPTV_FLAG, offsetof(args, drop)},
     {"--expire-every", OPT_EXPIRE_EVERY, OPTV_VALUE, offsetof(args, expire_every)},
+    {"--max-peer-age", OPT_COLLECT, OPTV_VALUE, offsetof(args, max_peer_age)},
     {"--presence", OPT_PRESENCE, OPTV_VALUE, offsetof(args, presence)},
     {"--send", OPT_PRESENCE, OPTV_VALUE, offsetof(args, send)},
     {"--to", OPT_PRESENCE, OPTV_VALUE, offsetof(args, to)},
