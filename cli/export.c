@@ -125,6 +125,20 @@ int cmd_export(const char *dir, const args *a)
             return close_db(env, db, fail_db(db, rc));
         since = p.acked; /* 0 for a peer we never heard from */
     }
+    /* Removes collected here cannot travel in a file: a replica holding
+     * part of our log below the floor would keep what they removed. */
+    uint64_t floor, stamp;
+    int hrc = crdtdb_db_horizon(db, &floor, &stamp);
+    if (hrc)
+        return close_db(env, db, fail_db(db, hrc));
+    if (since && since < floor) {
+        fprintf(stderr,
+                "crdtdb: the replica holds this log up to %llu, below its collection floor "
+                "%llu: removes it lacks were collected here and cannot go in a file; sync it "
+                "over a session ('crdtdb sync'), which resyncs it whole\n",
+                (unsigned long long)since, (unsigned long long)floor);
+        return close_db(env, db, EXIT_FAILURE);
+    }
 
     int to_stdout = strcmp(a->output, "-") == 0;
     char *tmp = NULL;

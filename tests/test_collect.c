@@ -254,6 +254,62 @@ START_TEST(cut_resync_is_asked_for_again)
 }
 END_TEST
 
+static int allow_all(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                     const uint8_t *old, size_t old_len, const uint8_t *now, size_t now_len)
+{
+    (void)ctx, (void)txn, (void)coll, (void)id, (void)old, (void)old_len, (void)now,
+        (void)now_len;
+    return 0;
+}
+
+/* The removes that end a resync would bypass a server's write rule: a
+ * client whose writes are checked may not resync the server. */
+START_TEST(server_with_a_write_rule_refuses_a_clients_resync)
+{
+    replica A, C;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    put(&C, "add", "moves", "c1", "{}");
+    sync2(&A, &C);
+    now_ms += 10;
+    put(&C, "remove", "players", "ann", NULL);
+    now_ms += 60000;
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(C.db, 1000, &st), 0); /* A is silent: left out */
+    ck_assert_uint_eq(st.records, 1);
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = CRDTDB_SESSION_SERVER;
+    o.write_filter = allow_all;
+    crdtdb_session *a, *c = open_session(&C, 0, 0);
+    ck_assert_int_eq(crdtdb_session_open(A.db, &o, &a), 0);
+    int err = 0;
+    for (int i = 0; i < 50 && !crdtdb_session_closed(a); i++) {
+        size_t len;
+        const uint8_t *p = crdtdb_session_output(c, &len);
+        if (len) {
+            int rc = crdtdb_session_feed(a, p, len);
+            crdtdb_session_consume(c, len);
+            if (rc)
+                err = rc;
+        }
+        p = crdtdb_session_output(a, &len);
+        if (len && !crdtdb_session_closed(c)) {
+            if (crdtdb_session_feed(c, p, len)) /* its ERROR is what we wait for */
+                err = err ? err : 0;
+            crdtdb_session_consume(a, len);
+        }
+    }
+    ck_assert_int_eq(err, CRDTDB_EROFS);
+    ck_assert(has(&A, "players", "ann")); /* nothing removed by it */
+    crdtdb_session_close(a);
+    crdtdb_session_close(c);
+    replica_free(&A);
+    replica_free(&C);
+}
+END_TEST
+
 /* ------------------------------------------------- random schedules */
 
 #define NREP 4
@@ -432,6 +488,7 @@ int main(void)
     tcase_add_test(tc, tombstone_waits_until_every_peer_holds_it);
     tcase_add_test(tc, silent_peer_leaves_the_horizon_and_resyncs_whole);
     tcase_add_test(tc, cut_resync_is_asked_for_again);
+    tcase_add_test(tc, server_with_a_write_rule_refuses_a_clients_resync);
     tcase_add_test(tc, random_schedules_converge_with_collection);
     tcase_add_test(tc, random_schedules_with_silent_peers_bring_nothing_back);
     tcase_add_test(tc, random_star_of_plain_clients_brings_nothing_back);

@@ -1359,6 +1359,11 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
             return seterr(s, CRDTDB_EBADVALUE, "malformed resync message");
         if (!s->st.resync_end)
             return seterr(s, CRDTDB_EBADVALUE, "a resync this store cannot take");
+        /* its end removes what the peer's snapshot lacks: only from a peer
+         * that may write everything anyway */
+        if (s->server && (s->o.write_filter || s->o.read_filter ||
+                          s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT))
+            return seterr(s, CRDTDB_EROFS, "a resync from a client whose writes are checked");
         if (!s->resync) { /* durably: a cut session asks for all of it again */
             int rc = s->st.peer_resync(s->st.ctx, s->peer, 1);
             if (rc)
