@@ -840,6 +840,19 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply_filtered(crdtdb_db *db, const ui
                                                          void *ctx, crdtdb_apply_info *info);
 
 /*
+ * crdtdb_db_apply_filtered for a delta from a peer that came from behind
+ * this database's collection floor (crdtdb_db_horizon; the session does
+ * this while it resyncs such a peer): registers stamped at or before
+ * `stamp` (the horizon stamp) of records this database holds nothing of
+ * are dropped, not stored — they cannot be told from writes to a removed
+ * record that was collected here.  The watermark moves as usual.
+ */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply_behind(crdtdb_db *db, const uint8_t *delta,
+                                                       size_t len, crdtdb_write_filter filter,
+                                                       void *ctx, uint64_t stamp,
+                                                       crdtdb_apply_info *info);
+
+/*
  * Makes a signed delta, for `peer` (may be NULL), holding every register
  * of record (coll, id) as this replica stores it, into out (replaced;
  * the caller owns it).  It covers no range of the log, so applying it moves
@@ -894,6 +907,9 @@ CRDTDB_API int crdtdb_delta_peek_sender(const uint8_t *data, size_t len,
  * hostile replica; they stay until the embedding program decides. */
 #define CRDTDB_PEER_EQUIVOCATED 0x1u /* two values under one stamp */
 #define CRDTDB_PEER_FORKED 0x2u      /* two histories under one replica id */
+#define CRDTDB_PEER_RESYNC 0x4u      /* a full resync from it is under way
+                                        (crdtdb_db_peer_resync): ask it
+                                        for everything again */
 
 /* What this replica knows of a peer, for one database. */
 typedef struct crdtdb_peer {
@@ -901,6 +917,11 @@ typedef struct crdtdb_peer {
     uint64_t received; /* the peer's own sequence we have everything up to */
     uint64_t acked;    /* our sequence the peer has everything up to */
     unsigned flags;    /* CRDTDB_PEER_* */
+    uint64_t stable;   /* our sequence the peer holds, with everything it
+                          held when it said so received here: what
+                          collection may go up to (crdtdb_db_collect) */
+    uint64_t seen_ms;  /* when it last sent a delta or an ack (the env's
+                          clock; 0: never since this was recorded) */
 } crdtdb_peer;
 
 typedef int (*crdtdb_peer_cb)(void *ctx, const crdtdb_peer *peer);
@@ -919,6 +940,39 @@ CRDTDB_API int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer,
  * acknowledgements.  Errors: EROFS, EIO. */
 CRDTDB_API int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer,
                                   uint64_t acked);
+
+/* crdtdb_db_peer_ack, saying also where the peer's own log was when it
+ * held that much of ours (`their_seq`, protocol.md message 4's second
+ * number).  Once everything of the peer's up to their_seq has been
+ * received here, `acked` is stable (crdtdb_peer.stable): the peer can no
+ * longer send us a write older than what it acknowledged.  Errors: EROFS,
+ * EIO. */
+CRDTDB_API int crdtdb_db_peer_ack_at(crdtdb_db *db, const uint8_t *peer, uint64_t acked,
+                                     uint64_t their_seq);
+
+/* Sets (on 1) or clears CRDTDB_PEER_RESYNC on peer, durably: a full
+ * resync from it began and must end (crdtdb_db_resync_end) before a later
+ * session may resume from our watermark.  Errors: EROFS, EIO. */
+CRDTDB_API int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on);
+
+#define CRDTDB_RESYNC_SHARED 0x1u /* this replica serves others: remove, not forget */
+
+/*
+ * Ends a full resync from `peer` (protocol.md message 16), in one
+ * transaction: every record here that the peer's snapshot did not hold
+ * (held() says 0) loses the registers the peer has seen (numbered up to
+ * what it acknowledged of our log) and those stamped at or before `stamp`
+ * (its horizon stamp): they were removed and collected there.  Forgotten
+ * with no tombstone, as a purge; with CRDTDB_RESYNC_SHARED (a server's
+ * peer link), a visible one is removed instead, so replicas that got it
+ * from us hear of it.  Registers newer than both stay and travel to the
+ * peer.  Clears CRDTDB_PEER_RESYNC.  *n (may be NULL): records changed.
+ * held(ctx, coll, id) is called once per record held here.
+ * Errors: EINVAL, EROFS, EMAPFULL, EIO, ECORRUPT, ENOMEM.
+ */
+CRDTDB_API int crdtdb_db_resync_end(crdtdb_db *db, const uint8_t *peer, uint64_t stamp,
+                                    int (*held)(void *ctx, const char *coll, const char *id),
+                                    void *ctx, unsigned flags, size_t *n);
 
 /* ------------------------------------------------------- sync session */
 

@@ -10,7 +10,7 @@
 typedef struct wfilter wfilter;
 typedef struct replace replace;
 static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
-                 const replace *rp, crdtdb_apply_info *info);
+                 const replace *rp, uint64_t behind, crdtdb_apply_info *info);
 
 /* A replace (crdtdb_db_replace): the one record the delta may hold, and
  * the registers of ours to take back first. */
@@ -92,6 +92,9 @@ typedef struct applier {
     crdtdb__leaf *leaves; /* scratch: one record's incoming fields */
     size_t applied, work;
     const replace *rp; /* or NULL */
+    uint64_t behind;   /* a sender from behind our collection floor: its
+                          registers stamped up to here, of records we hold
+                          nothing of, may be of records collected here */
 } applier;
 
 /* A group's sort key: its record, then its place in the delta. */
@@ -132,6 +135,7 @@ static int merge_record(applier *a, uint16_t coll, const char *id, const gkey *g
     if (rc)
         return rc;
     crdtdb__record *rec = &db->rec;
+    uint64_t gate = s.exists ? 0 : a->behind; /* registers at or below: dropped */
     if (a->rp && crdtdb__record_drop_upto(rec, a->rp->upto))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     int dropped = rec->ndead > 0;
@@ -145,7 +149,7 @@ static int merge_record(applier *a, uint16_t coll, const char *id, const gkey *g
     uint32_t o;
     for (uint32_t k = 0; k < n; k++) {
         const crdtdb__delta_rec *r = &d->recs[g[k].idx];
-        if (r->base_kind == CRDTDB__BASE_NONE)
+        if (r->base_kind == CRDTDB__BASE_NONE || r->base_hlc <= gate)
             continue;
         if (crdtdb__record_origin(rec, d->origins[r->base_origin], &o))
             return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
@@ -158,6 +162,8 @@ static int merge_record(applier *a, uint16_t coll, const char *id, const gkey *g
         const crdtdb__delta_rec *r = &d->recs[g[k].idx];
         for (uint32_t i = r->first; i < r->first + r->n; i++) {
             const crdtdb__delta_field *f = &d->fields[i];
+            if (f->hlc <= gate)
+                continue;
             if (crdtdb__record_origin(rec, d->origins[f->origin], &o))
                 return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
             crdtdb__leaf l = {f->path, f->path_len, f->kind, o, f->hlc, 0, f->val, f->val_len};
@@ -334,6 +340,7 @@ static int update_marks(crdtdb_txn *t, const crdtdb__delta *d, uint64_t *receive
     if (d->from <= m.received && d->to > m.received)
         m.received = d->to;
     *received = m.received;
+    crdtdb__marks_heard(&m, crdtdb__now_ms(db->env));
     if (d->has_ack && d->ack > m.acked)
         m.acked = d->ack;
     return crdtdb__marks_put(db, t->mt, d->sender, &m);
@@ -352,10 +359,11 @@ int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
 }
 
 static int apply_filtered_call(crdtdb_db *db, const uint8_t *delta, size_t len,
-                               crdtdb_write_filter filter, void *ctx, crdtdb_apply_info *info)
+                               crdtdb_write_filter filter, void *ctx, uint64_t behind,
+                               crdtdb_apply_info *info)
 {
     wfilter wf = {filter, ctx, CRDTDB_BUF_INIT, CRDTDB_BUF_INIT, 0};
-    int rc = apply(db, delta, len, filter ? &wf : NULL, NULL, info);
+    int rc = apply(db, delta, len, filter ? &wf : NULL, NULL, behind, info);
     crdtdb_buf_free(&wf.old);
     crdtdb_buf_free(&wf.now);
     return rc;
@@ -364,7 +372,14 @@ static int apply_filtered_call(crdtdb_db *db, const uint8_t *delta, size_t len,
 int crdtdb_db_apply_filtered(crdtdb_db *db, const uint8_t *delta, size_t len,
                              crdtdb_write_filter filter, void *ctx, crdtdb_apply_info *info)
 {
-    return crdtdb__db_exit(db, apply_filtered_call(db, delta, len, filter, ctx, info));
+    return crdtdb__db_exit(db, apply_filtered_call(db, delta, len, filter, ctx, 0, info));
+}
+
+int crdtdb_db_apply_behind(crdtdb_db *db, const uint8_t *delta, size_t len,
+                           crdtdb_write_filter filter, void *ctx, uint64_t stamp,
+                           crdtdb_apply_info *info)
+{
+    return crdtdb__db_exit(db, apply_filtered_call(db, delta, len, filter, ctx, stamp, info));
 }
 
 static int replace_call(crdtdb_db *db, const char *coll, const char *id, uint64_t upto,
@@ -381,13 +396,13 @@ static int replace_call(crdtdb_db *db, const char *coll, const char *id, uint64_
         return crdtdb__db_seterr(db, CRDTDB_EBADID, "invalid record id: 1..255 bytes of UTF-8");
     replace rp = {c, id, upto};
     if (delta)
-        return apply(db, delta, len, NULL, &rp, info);
+        return apply(db, delta, len, NULL, &rp, 0, info);
     /* the peer holds nothing of it: only take ours back */
     crdtdb_txn *t;
     int rc = crdtdb_txn_begin(db, 0, &t);
     if (rc)
         return rc;
-    applier a = {t, NULL, NULL, 0, NULL, NULL, 0, 0, &rp};
+    applier a = {t, NULL, NULL, 0, NULL, NULL, 0, 0, &rp, 0};
     rc = merge_record(&a, (uint16_t)c, id, NULL, 0);
     if (rc) {
         crdtdb_txn_abort(t);
@@ -403,7 +418,7 @@ int crdtdb_db_replace(crdtdb_db *db, const char *coll, const char *id, uint64_t 
 }
 
 static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
-                 const replace *rp, crdtdb_apply_info *info)
+                 const replace *rp, uint64_t behind, crdtdb_apply_info *info)
 {
     if (!db || !delta)
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta") : CRDTDB_EINVAL;
@@ -428,7 +443,7 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
     if (!rc && self)
         rc = rp ? crdtdb__db_seterr(db, CRDTDB_EBADVALUE, "a replace signed by this replica")
                 : check_self(t, d);
-    applier a = {t, d, colls, src, w, NULL, 0, 0, rp};
+    applier a = {t, d, colls, src, w, NULL, 0, 0, rp, behind};
     if (!rc && rp && !d->nrecs) /* the peer holds nothing of it */
         rc = merge_record(&a, (uint16_t)rp->coll, rp->id, NULL, 0);
     else if (!rc)

@@ -28,7 +28,10 @@
  *            numbered); the last 65536 sequences' worth are kept
  *   dbinfo   u32 number | 'h' -> u64 seq | the latest fingerprint
  *   marks    u32 number | 32-byte replica id -> u64 received | u64 acked
- *            | u32 flags | u8 n | n x (u64 seq, 16-byte history fingerprint)
+ *            | u32 flags | u8 n | 8 x (u64 seq, 16-byte history fingerprint)
+ *            [| u64 stable | u64 pend_acked | u64 pend_mine | u64 seen_ms]
+ *            (the bracket is absent in marks written before collection)
+ *   dbinfo   u32 number | 'g' -> u64 collection floor | u64 horizon stamp
  */
 #ifndef CRDTDB_STORAGE_INTERNAL_H
 #define CRDTDB_STORAGE_INTERNAL_H
@@ -217,6 +220,11 @@ typedef struct crdtdb__fp {
 } crdtdb__fp;
 typedef struct crdtdb__marks {
     uint64_t received, acked;
+    /* stability (crdtdb_db_peer_ack_at): `stable` is an acked value whose
+     * peer-side sequence we have received; pend_* the first ack pair still
+     * waiting for that (pend_mine UINT64_MAX: none) */
+    uint64_t stable, pend_acked, pend_mine;
+    uint64_t seen_ms;
     unsigned flags;
     unsigned nfp;
     crdtdb__fp fp[CRDTDB__FP_RING];
@@ -225,6 +233,9 @@ int crdtdb__marks_get(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
                       crdtdb__marks *m, int *found);
 int crdtdb__marks_put(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
                       const crdtdb__marks *m);
+/* Received moved: promotes a pending ack pair it now covers, and notes
+ * the peer was heard from at now_ms. */
+void crdtdb__marks_heard(crdtdb__marks *m, uint64_t now_ms);
 /* Sets flag on peer in its own transaction (after a refused delta). */
 int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag);
 

@@ -34,8 +34,10 @@ int crdtdb__peer_num(crdtdb_env *env, MDB_txn *mt, const uint8_t *key,
     return 0;
 }
 
-/* received, acked, flags, then a ring of (seq, fingerprint) points */
-#define MARKS_BYTES (21 + CRDTDB__FP_RING * 24)
+/* received, acked, flags, then a ring of (seq, fingerprint) points; then
+ * stability: stable, pending pair, last heard (absent in older marks) */
+#define MARKS_OLD_BYTES (21 + CRDTDB__FP_RING * 24)
+#define MARKS_BYTES (MARKS_OLD_BYTES + 32)
 
 static MDB_val marks_key(uint8_t *k, uint32_t num, const uint8_t *peer)
 {
@@ -47,9 +49,18 @@ static MDB_val marks_key(uint8_t *k, uint32_t num, const uint8_t *peer)
 
 static int marks_decode(const MDB_val *v, crdtdb__marks *m)
 {
-    if (v->mv_size != MARKS_BYTES)
+    if (v->mv_size != MARKS_BYTES && v->mv_size != MARKS_OLD_BYTES)
         return CRDTDB_ECORRUPT;
     const uint8_t *p = v->mv_data;
+    m->stable = m->pend_acked = m->seen_ms = 0;
+    m->pend_mine = UINT64_MAX;
+    if (v->mv_size == MARKS_BYTES) {
+        const uint8_t *q = p + MARKS_OLD_BYTES;
+        m->stable = crdtdb__get_u64(q);
+        m->pend_acked = crdtdb__get_u64(q + 8);
+        m->pend_mine = crdtdb__get_u64(q + 16);
+        m->seen_ms = crdtdb__get_u64(q + 24);
+    }
     m->received = crdtdb__get_u64(p);
     m->acked = crdtdb__get_u64(p + 8);
     m->flags = crdtdb__get_u32(p + 16);
@@ -67,6 +78,7 @@ int crdtdb__marks_get(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
     uint8_t kb[4 + CRDTDB_REPLICA_ID_BYTES];
     MDB_val k = marks_key(kb, db->num, key), v;
     memset(m, 0, sizeof *m);
+    m->pend_mine = UINT64_MAX;
     *found = 0;
     int rc = mdb_get(mt, db->env->dbi_marks, &k, &v);
     if (rc == MDB_NOTFOUND)
@@ -91,6 +103,10 @@ int crdtdb__marks_put(crdtdb_db *db, MDB_txn *mt, const uint8_t *key,
         crdtdb__put_u64(vb + 21 + i * 24, m->fp[i].seq);
         memcpy(vb + 29 + i * 24, m->fp[i].hash, 16);
     }
+    crdtdb__put_u64(vb + MARKS_OLD_BYTES, m->stable);
+    crdtdb__put_u64(vb + MARKS_OLD_BYTES + 8, m->pend_acked);
+    crdtdb__put_u64(vb + MARKS_OLD_BYTES + 16, m->pend_mine);
+    crdtdb__put_u64(vb + MARKS_OLD_BYTES + 24, m->seen_ms);
     return crdtdb__mdb_err(mdb_put(mt, db->env->dbi_marks, &k, &v, 0));
 }
 
@@ -123,6 +139,8 @@ static int peers_call(crdtdb_db *db, crdtdb_peer_cb cb, void *ctx)
         p.received = m.received;
         p.acked = m.acked;
         p.flags = m.flags;
+        p.stable = m.stable;
+        p.seen_ms = m.seen_ms;
         rc = cb(ctx, &p);
     }
     mdb_cursor_close(c);
@@ -150,6 +168,8 @@ static int peer_get_call(crdtdb_db *db, const uint8_t *peer, crdtdb_peer *out,
     out->received = m.received;
     out->acked = m.acked;
     out->flags = m.flags;
+    out->stable = m.stable;
+    out->seen_ms = m.seen_ms;
     crdtdb_txn_abort(t);
     return rc;
 }
@@ -160,9 +180,36 @@ int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer, crdtdb_peer *out,
     return crdtdb__db_exit(db, peer_get_call(db, peer, out, found));
 }
 
-/* Moves a peer's acked watermark forward and adds flags, in a transaction
- * of its own. */
-static int marks_raise(crdtdb_db *db, const uint8_t *peer, uint64_t acked, unsigned flags)
+void crdtdb__marks_heard(crdtdb__marks *m, uint64_t now_ms)
+{
+    if (m->pend_mine != UINT64_MAX && m->received >= m->pend_mine) {
+        if (m->pend_acked > m->stable)
+            m->stable = m->pend_acked;
+        m->pend_mine = UINT64_MAX;
+        m->pend_acked = 0;
+    }
+    if (now_ms > m->seen_ms)
+        m->seen_ms = now_ms;
+}
+
+/* An ack pair: acked is stable once we hold the peer's log up to mine.
+ * Only the first pair still waiting is kept: a later one waits behind it,
+ * so a peer that never stops writing still moves `stable` forward. */
+static void marks_ack_pair(crdtdb__marks *m, uint64_t acked, uint64_t mine)
+{
+    if (m->received >= mine) {
+        if (acked > m->stable)
+            m->stable = acked;
+    } else if (m->pend_mine == UINT64_MAX) {
+        m->pend_acked = acked;
+        m->pend_mine = mine;
+    }
+}
+
+/* Moves a peer's acked watermark forward, records an ack pair (mine
+ * UINT64_MAX: none) and adds flags, in a transaction of its own. */
+static int marks_raise(crdtdb_db *db, const uint8_t *peer, uint64_t acked, uint64_t mine,
+                       unsigned flags)
 {
     crdtdb_txn *t;
     int rc = crdtdb_txn_begin(db, 0, &t);
@@ -171,10 +218,16 @@ static int marks_raise(crdtdb_db *db, const uint8_t *peer, uint64_t acked, unsig
     crdtdb__marks m;
     int found;
     rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
-    if (!rc && (acked > m.acked || (m.flags | flags) != m.flags)) {
+    crdtdb__marks was = m;
+    if (!rc) {
         m.acked = acked > m.acked ? acked : m.acked;
         m.flags |= flags;
-        rc = crdtdb__marks_put(db, t->mt, peer, &m);
+        if (mine != UINT64_MAX) {
+            marks_ack_pair(&m, acked, mine);
+            crdtdb__marks_heard(&m, crdtdb__now_ms(db->env));
+        }
+        if (memcmp(&m, &was, sizeof m) != 0)
+            rc = crdtdb__marks_put(db, t->mt, peer, &m);
     }
     if (rc) {
         crdtdb_txn_abort(t);
@@ -183,19 +236,26 @@ static int marks_raise(crdtdb_db *db, const uint8_t *peer, uint64_t acked, unsig
     return crdtdb_txn_commit(t);
 }
 
-static int peer_ack_call(crdtdb_db *db, const uint8_t *peer, uint64_t acked)
+static int peer_ack_call(crdtdb_db *db, const uint8_t *peer, uint64_t acked, uint64_t mine)
 {
     if (!db || !peer)
         return CRDTDB_EINVAL;
-    return marks_raise(db, peer, acked, 0);
+    return marks_raise(db, peer, acked, mine, 0);
 }
 
 int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer, uint64_t acked)
 {
-    return crdtdb__db_exit(db, peer_ack_call(db, peer, acked));
+    return crdtdb__db_exit(db, peer_ack_call(db, peer, acked, UINT64_MAX));
+}
+
+int crdtdb_db_peer_ack_at(crdtdb_db *db, const uint8_t *peer, uint64_t acked,
+                          uint64_t their_seq)
+{
+    return crdtdb__db_exit(db, peer_ack_call(db, peer, acked,
+                                             their_seq == UINT64_MAX ? UINT64_MAX - 1 : their_seq));
 }
 
 int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag)
 {
-    return marks_raise(db, peer, 0, flag);
+    return marks_raise(db, peer, 0, UINT64_MAX, flag);
 }

@@ -81,8 +81,10 @@ static int m_record(void *ctx, const char *coll, const char *id, const uint8_t *
 }
 
 static int m_apply(void *ctx, const uint8_t *p, size_t len, crdtdb_write_filter filter,
-                   void *filter_ctx, crdtdb_apply_info *info, uint64_t *ahead_ms)
+                   void *filter_ctx, uint64_t behind, crdtdb_apply_info *info,
+                   uint64_t *ahead_ms)
 {
+    (void)behind; /* it collects nothing, so it sends no RESYNC */
     mem_store *m = ctx;
     const uint8_t *body, *sig;
     size_t flen, blen;
@@ -159,8 +161,9 @@ static int m_peer_get(void *ctx, const uint8_t *peer, uint64_t *received, uint64
     return 0;
 }
 
-static int m_peer_ack(void *ctx, const uint8_t *peer, uint64_t acked)
+static int m_peer_ack(void *ctx, const uint8_t *peer, uint64_t acked, uint64_t mine)
 {
+    (void)mine;
     mem_store *m = ctx;
     if (memcmp(peer, m->peer, sizeof m->peer) != 0) { /* the first peer is the one kept */
         memcpy(m->peer, peer, sizeof m->peer);

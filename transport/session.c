@@ -27,7 +27,8 @@
                                    cannot make us ask on every message */
 
 enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE,
-       M_PURGE, M_REPLACE };
+       M_PURGE, M_REPLACE, M_RESYNC = 16 };
+#define RESYNC_KEYS_MAX (64u << 20) /* bytes of record names a resync may note */
 enum { S_HANDSHAKE, S_OPEN, S_CLOSED };
 
 struct crdtdb_session {
@@ -54,6 +55,17 @@ struct crdtdb_session {
     uint64_t sent_upto;   /* our log is exported up to here */
     uint64_t told_uptodate; /* the last UPTODATE we sent (+1; 0: none) */
     uint64_t peer_uptodate; /* the peer's last UPTODATE (+1; 0: none) */
+    uint64_t peer_ack_mine; /* the peer's own sequence with its highest ACK
+                               (UINT64_MAX: it did not say) */
+    int behind;           /* the peer came from behind our collection floor:
+                             it is being resynced whole, and its old writes
+                             to records we hold nothing of are dropped */
+    uint64_t h_stamp;     /* our horizon stamp, when behind */
+    int resync;           /* the peer resyncs us whole (RESYNC): noting the
+                             records its snapshot holds until caught up */
+    uint64_t resync_stamp; /* its horizon stamp */
+    crdtdb_buf rkeys;     /* "coll\0id\0" of each record the snapshot held */
+    int resync_flagged;   /* the store says a resync from the peer was cut */
     int proven;           /* its acks may be kept: a server's peer signed a
                              delta here; a client trusts the server it chose */
     int clock_wait;       /* a delta was refused as stamped ahead (ECLOCK):
@@ -169,6 +181,27 @@ static int send_u64(crdtdb_session *s, int type, uint64_t v)
     return frame(s);
 }
 
+/* A SINCE from behind our collection floor: the peer may hold records we
+ * removed and no longer have a tombstone for, so it gets everything, told
+ * first (RESYNC) to forget what the snapshot does not hold; and its own
+ * old writes to records we hold nothing of are dropped for the session. */
+static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
+{
+    uint64_t floor = 0, stamp = 0;
+    if (!s->st.horizon || !(s->server || s->mode == CRDTDB_SYNC_TWO_WAY))
+        return 0;
+    int rc = s->st.horizon(s->st.ctx, &floor, &stamp);
+    if (rc)
+        return store_err(s, rc);
+    if (!floor || v >= floor)
+        return 0;
+    s->behind = 1;
+    s->h_stamp = stamp;
+    s->sent_upto = 0;
+    s->all_upto = last;
+    return send_u64(s, M_RESYNC, stamp) ? seterr(s, CRDTDB_ENOMEM, "out of memory") : 0;
+}
+
 static int send_hello(crdtdb_session *s)
 {
     const char *id = s->si.db_id;
@@ -210,6 +243,8 @@ int crdtdb__session_open_store(const crdtdb__session_store *store,
     }
     *out = NULL;
     crdtdb_session *s = calloc(1, sizeof *s);
+    if (s)
+        s->peer_ack_mine = UINT64_MAX;
     if (!s || !msgpack_zone_init(&s->zone, 1024)) {
         free(s);
         if (store->close)
@@ -249,12 +284,28 @@ int crdtdb__session_open_store(const crdtdb__session_store *store,
     return 0;
 }
 
+/* ACK [4, seq, mine]: we hold the peer's log up to seq, and our own log
+ * was at mine then (read now: later is only more cautious), which lets the
+ * peer know when nothing older than what we acknowledged can still come
+ * from us (collection, docs/crdt.md). */
+static int send_ack(crdtdb_session *s, uint64_t v)
+{
+    uint64_t mine;
+    int rc = seq(s, &mine);
+    if (rc)
+        return store_err(s, rc);
+    msgpack_packer pk = start(s, M_ACK, 3);
+    msgpack_pack_uint64(&pk, v);
+    msgpack_pack_uint64(&pk, mine);
+    return frame(s) ? CRDTDB_ENOMEM : 0;
+}
+
 static int save_ack(crdtdb_session *s)
 {
     if (!s->acks_unsaved || !s->proven)
         return 0;
     s->acks_unsaved = 0;
-    int rc = s->st.peer_ack(s->st.ctx, s->peer, s->peer_acked);
+    int rc = s->st.peer_ack(s->st.ctx, s->peer, s->peer_acked, s->peer_ack_mine);
     return rc ? store_err(s, rc) : 0;
 }
 
@@ -329,6 +380,7 @@ void crdtdb_session_close(crdtdb_session *s)
     crdtdb_buf_free(&s->notices);
     crdtdb_buf_free(&s->out);
     crdtdb_buf_free(&s->msg);
+    crdtdb_buf_free(&s->rkeys);
     msgpack_zone_destroy(&s->zone);
     free(s);
 }
@@ -467,16 +519,81 @@ static uint64_t stored_received(crdtdb_session *s)
     return s->st.peer_get(s->st.ctx, s->peer, &received, &acked) == 0 ? received : 0;
 }
 
-static void check_caught_up(crdtdb_session *s)
+/* The snapshot's records, sorted: names pointing into rkeys. */
+typedef struct rname {
+    const char *coll, *id;
+} rname;
+typedef struct rindex {
+    rname *at;
+    size_t n;
+} rindex;
+
+static int rname_cmp(const void *a, const void *b)
+{
+    const rname *x = a, *y = b;
+    int c = strcmp(x->coll, y->coll);
+    return c ? c : strcmp(x->id, y->id);
+}
+
+static int rkey_held(void *ctx, const char *coll, const char *id)
+{
+    const rindex *ix = ctx;
+    rname key = {coll, id};
+    return ix->n && bsearch(&key, ix->at, ix->n, sizeof *ix->at, rname_cmp) != NULL;
+}
+
+/* Caught up after a RESYNC: what we hold that the snapshot did not goes
+ * (crdtdb_db_resync_end), in one transaction. */
+static int resync_finish(crdtdb_session *s)
+{
+    s->resync = 0;
+    rindex ix = {NULL, 0};
+    size_t cap = 0;
+    for (size_t off = 0; off < s->rkeys.len;) {
+        if (ix.n == cap) {
+            rname *p = realloc(ix.at, (cap = cap ? 2 * cap : 64) * sizeof *p);
+            if (!p) {
+                free(ix.at);
+                return seterr(s, CRDTDB_ENOMEM, "out of memory");
+            }
+            ix.at = p;
+        }
+        rname *r = &ix.at[ix.n++];
+        r->coll = (const char *)s->rkeys.data + off;
+        r->id = r->coll + strlen(r->coll) + 1;
+        off = (size_t)(r->id + strlen(r->id) + 1 - (const char *)s->rkeys.data);
+    }
+    if (ix.n)
+        qsort(ix.at, ix.n, sizeof *ix.at, rname_cmp);
+    unsigned flags = s->server || (s->o.flags & CRDTDB_SESSION_NO_PURGE) ? CRDTDB_RESYNC_SHARED : 0;
+    size_t n = 0;
+    int rc = s->st.resync_end(s->st.ctx, s->peer, s->resync_stamp, rkey_held, &ix, flags, &n);
+    free(ix.at);
+    crdtdb_buf_free(&s->rkeys);
+    return rc ? store_err(s, rc) : 0;
+}
+
+static int check_caught_up(crdtdb_session *s)
 {
     uint64_t have = s->hint > s->received ? s->hint : s->received;
     if (s->peer_uptodate && have >= s->peer_uptodate - 1) {
         s->peer_uptodate = 0;
         s->caught = 1;
+        if (s->resync && s->st.resync_end) {
+            int rc = resync_finish(s); /* clears the store's flag */
+            if (rc)
+                return rc;
+        } else if (s->resync_flagged) { /* it had nothing to resync after all */
+            int rc = s->st.peer_resync(s->st.ctx, s->peer, 0);
+            if (rc)
+                return store_err(s, rc);
+        }
+        s->resync_flagged = 0;
         crdtdb_session_event ev = {
             .type = CRDTDB_SESSION_CAUGHT_UP, .mode = s->mode, .peer = s->peer};
         emit(s, &ev);
     }
+    return 0;
 }
 
 /* Our side exports unless we are a client that only receives. */
@@ -662,6 +779,10 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     }
     s->state = S_OPEN;
     s->received = stored_received(s);
+    unsigned pflags = 0; /* a resync from this peer was cut: all of it again */
+    if (s->st.peer_flags && s->st.peer_flags(s->st.ctx, s->peer, &pflags) == 0 &&
+        (pflags & CRDTDB_PEER_RESYNC))
+        s->received = 0, s->resync_flagged = 1;
     size_t discarded = 0;
     if (!s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT &&
         !(s->o.flags & CRDTDB_SESSION_NO_PURGE)) { /* a shared replica keeps others' data */
@@ -790,8 +911,15 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     memset(&info, 0, sizeof info);
     s->refused.len = 0;
     uint64_t ahead_ms = UINT64_MAX;
-    int rc = s->st.apply(s->st.ctx, bytes, len, s->o.write_filter ? write_filter : NULL, s, &info,
-                         &ahead_ms);
+    int rc = s->st.apply(s->st.ctx, bytes, len, s->o.write_filter ? write_filter : NULL, s,
+                         s->behind ? s->h_stamp : 0, &info, &ahead_ms);
+    if (!rc && s->resync && s->st.resync_keys) { /* a record of the snapshot */
+        if (s->rkeys.len > RESYNC_KEYS_MAX)
+            return seterr(s, CRDTDB_ETOOBIG, "a resync of over %u bytes of record names",
+                          RESYNC_KEYS_MAX);
+        if ((rc = s->st.resync_keys(s->st.ctx, bytes, len, &s->rkeys)))
+            return store_err(s, rc);
+    }
     if (s->state == S_CLOSED) /* the write filter ended the session */
         return 0;
     /* what the write filter had to say goes out first, as it did */
@@ -836,10 +964,9 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     if (info.refused && (rc = send_replaces(s, info.to)))
         return rc;
     if (s->received > before && s->received > s->hint &&
-        send_u64(s, M_ACK, s->received)) /* applied is durable */
-        return CRDTDB_ENOMEM;
-    check_caught_up(s);
-    return 0;
+        (rc = send_ack(s, s->received))) /* applied is durable */
+        return rc;
+    return check_caught_up(s);
 }
 
 /* The record a PURGE or REPLACE names: a[1] and a[2], strings of at most
@@ -1174,17 +1301,36 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
             s->hint = a[2].via.u64;
             /* we hold all of it (it came from us): the peer may count it
              * acknowledged, though our durable watermark waits for a delta */
-            if (send_u64(s, M_ACK, s->hint))
-                return CRDTDB_ENOMEM;
+            int rc = send_ack(s, s->hint);
+            if (rc)
+                return rc;
         }
-        check_caught_up(s);
+        return check_caught_up(s);
+    }
+    if (type == M_RESYNC) { /* [16, stamp]: our whole state follows */
+        if (n != 2 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return seterr(s, CRDTDB_EBADVALUE, "malformed resync message");
+        if (!s->st.resync_end)
+            return seterr(s, CRDTDB_EBADVALUE, "a resync this store cannot take");
+        if (!s->resync) { /* durably: a cut session asks for all of it again */
+            int rc = s->st.peer_resync(s->st.ctx, s->peer, 1);
+            if (rc)
+                return store_err(s, rc);
+            s->resync = 1;
+            s->rkeys.len = 0;
+        }
+        if (a[1].via.u64 > s->resync_stamp)
+            s->resync_stamp = a[1].via.u64;
+        s->caught = 0;
         return 0;
     }
     /* SINCE may carry a third field: the most bytes per delta the peer
-     * takes (after refusing one as too costly) */
-    int hinted = type == M_SINCE && n == 3;
+     * takes (after refusing one as too costly); ACK, our log's end when
+     * the peer held that much (collection) */
+    int hinted = (type == M_SINCE || type == M_ACK) && n == 3;
     if ((n != 2 && !hinted) || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-        (hinted && (a[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[2].via.u64 == 0)))
+        (hinted && (a[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                    (type == M_SINCE && a[2].via.u64 == 0))))
         return seterr(s, CRDTDB_EBADVALUE, "malformed message %llu", (unsigned long long)type);
     uint64_t v = a[1].via.u64, last = s->seq_seen;
     int rc;
@@ -1203,7 +1349,7 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         if (v == 0) /* it may have cleared its copy, its own writes too */
             s->all_upto = last;
         s->have_since = 1;
-        return 0;
+        return since_horizon(s, v, last);
     case M_ACK:
         /* Beyond what we wrote, an ack is a lie or another history under
          * our id: believed by no one.  A server keeps acks durably only
@@ -1212,6 +1358,7 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         if (v <= s->peer_acked || v > last)
             return 0;
         s->peer_acked = v;
+        s->peer_ack_mine = hinted ? a[2].via.u64 : UINT64_MAX;
         /* durable now and then, and at the end: acks only inform (what is
          * resent follows the peer's SINCE), so a crash may lose a few */
         if (++s->acks_unsaved < ACK_SAVE_EVERY)
@@ -1220,8 +1367,7 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     case M_UPTODATE:
         s->peer_uptodate = v + 1;
         s->caught = 0;
-        check_caught_up(s);
-        return 0;
+        return check_caught_up(s);
     default:
         return seterr(s, CRDTDB_EBADVALUE, "unknown message type %llu", (unsigned long long)type);
     }

@@ -8,6 +8,7 @@
 
 #include <string.h>
 
+#include "crdt/buf.h"
 #include "crdt/delta.h"
 #include "crdt/hlc.h"
 
@@ -112,10 +113,12 @@ static void clock_ahead(crdtdb_db *db, const uint8_t *p, size_t len, uint64_t *a
 }
 
 static int store_apply(void *ctx, const uint8_t *delta, size_t len, crdtdb_write_filter filter,
-                       void *filter_ctx, crdtdb_apply_info *info, uint64_t *ahead_ms)
+                       void *filter_ctx, uint64_t behind, crdtdb_apply_info *info,
+                       uint64_t *ahead_ms)
 {
     crdtdb_db *db = db_of(ctx);
-    int rc = crdtdb_db_apply_filtered(db, delta, len, filter, filter_ctx, info);
+    int rc = behind ? crdtdb_db_apply_behind(db, delta, len, filter, filter_ctx, behind, info)
+                    : crdtdb_db_apply_filtered(db, delta, len, filter, filter_ctx, info);
     if (rc == CRDTDB_ECLOCK)
         clock_ahead(db, delta, len, ahead_ms, &info->to);
     return rc;
@@ -142,9 +145,59 @@ static int store_peer_get(void *ctx, const uint8_t *peer, uint64_t *received, ui
     return rc;
 }
 
-static int store_peer_ack(void *ctx, const uint8_t *peer, uint64_t acked)
+static int store_peer_ack(void *ctx, const uint8_t *peer, uint64_t acked, uint64_t mine)
 {
-    return crdtdb_db_peer_ack(db_of(ctx), peer, acked);
+    return mine == UINT64_MAX ? crdtdb_db_peer_ack(db_of(ctx), peer, acked)
+                              : crdtdb_db_peer_ack_at(db_of(ctx), peer, acked, mine);
+}
+
+static int store_horizon(void *ctx, uint64_t *floor, uint64_t *stamp)
+{
+    return crdtdb_db_horizon(db_of(ctx), floor, stamp);
+}
+
+static int store_peer_flags(void *ctx, const uint8_t *peer, unsigned *flags)
+{
+    crdtdb_peer p;
+    int found;
+    int rc = crdtdb_db_peer_get(db_of(ctx), peer, &p, &found);
+    *flags = rc ? 0 : p.flags;
+    return rc;
+}
+
+static int store_peer_resync(void *ctx, const uint8_t *peer, int on)
+{
+    return crdtdb_db_peer_resync(db_of(ctx), peer, on);
+}
+
+/* The record names of a delta already applied (so it decodes). */
+static int store_resync_keys(void *ctx, const uint8_t *p, size_t len, crdtdb_buf *keys)
+{
+    crdtdb_db *db = db_of(ctx);
+    crdtdb_env_options eo;
+    crdtdb_env_options_get(crdtdb_db_env(db), &eo);
+    crdtdb__limits lim = {eo.max_value_size, eo.max_depth, eo.max_path_bytes, eo.max_fields,
+                          eo.max_delta_groups};
+    crdtdb__delta d;
+    crdtdb__err e = CRDTDB__ERR_INIT;
+    crdtdb__delta_init(&d);
+    int rc = crdtdb__delta_decode(&d, p, len, eo.max_delta_size, &lim, &e);
+    for (uint32_t i = 0; !rc && i < d.nrecs; i++) {
+        const crdtdb__str *c = &d.colls[d.recs[i].coll], *id = &d.recs[i].id;
+        static const char nul = 0;
+        if (crdtdb__buf_append(keys, c->p, c->n) || crdtdb__buf_append(keys, &nul, 1) ||
+            crdtdb__buf_append(keys, id->p, id->n) || crdtdb__buf_append(keys, &nul, 1))
+            rc = CRDTDB_ENOMEM;
+    }
+    crdtdb__delta_free(&d);
+    return rc;
+}
+
+static int store_resync_end(void *ctx, const uint8_t *peer, uint64_t stamp,
+                            int (*held)(void *, const char *, const char *), void *hctx,
+                            unsigned flags, size_t *n)
+{
+    return crdtdb_db_resync_end(db_of(ctx), peer, stamp, held, hctx, flags, n);
 }
 
 static int store_readonly(void *ctx, int ro, int durable)
@@ -182,6 +235,11 @@ void crdtdb__session_store_db(crdtdb_db *db, crdtdb__session_store *out)
     out->purge = store_purge;
     out->peer_get = store_peer_get;
     out->peer_ack = store_peer_ack;
+    out->horizon = store_horizon;
+    out->peer_flags = store_peer_flags;
+    out->peer_resync = store_peer_resync;
+    out->resync_keys = store_resync_keys;
+    out->resync_end = store_resync_end;
     out->readonly = store_readonly;
     out->discard_unsent = store_discard_unsent;
 }

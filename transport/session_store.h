@@ -79,7 +79,9 @@ typedef struct crdtdb__session_store {
      * CRDTDB_ECLOCK, *ahead_ms is the newest stamp's time and info->to the
      * end of its range (UINT64_MAX both when unknown), for asking again. */
     int (*apply)(void *ctx, const uint8_t *delta, size_t len, crdtdb_write_filter filter,
-                 void *filter_ctx, crdtdb_apply_info *info, uint64_t *ahead_ms);
+                 void *filter_ctx, uint64_t behind, crdtdb_apply_info *info,
+                 uint64_t *ahead_ms);
+    /* `behind` nonzero: crdtdb_db_apply_behind with that horizon stamp. */
     /* A REPLACE (crdtdb_db_replace) and a PURGE (crdtdb_db_purge). */
     int (*replace)(void *ctx, const char *coll, const char *id, uint64_t upto,
                    const uint8_t *delta, size_t len);
@@ -88,7 +90,23 @@ typedef struct crdtdb__session_store {
     /* (c) Watermarks.  What we hold of the peer's log and it of ours (an
      * unknown peer: both 0); the peer's ack, recorded durably. */
     int (*peer_get)(void *ctx, const uint8_t *peer, uint64_t *received, uint64_t *acked);
-    int (*peer_ack)(void *ctx, const uint8_t *peer, uint64_t acked);
+    /* mine: the peer's own sequence when it held `acked` (UINT64_MAX: not
+     * said) — crdtdb_db_peer_ack_at */
+    int (*peer_ack)(void *ctx, const uint8_t *peer, uint64_t acked, uint64_t mine);
+
+    /* (c') Collection (docs/crdt.md), each may be NULL (no collection: no
+     * RESYNC sent, one received is refused).  horizon: our collection
+     * floor and stamp (crdtdb_db_horizon).  peer_flags: the peer's
+     * CRDTDB_PEER_* flags.  peer_resync: sets or clears
+     * CRDTDB_PEER_RESYNC.  resync_keys: appends "coll\0id\0" for each
+     * record the delta holds.  resync_end: crdtdb_db_resync_end. */
+    int (*horizon)(void *ctx, uint64_t *floor, uint64_t *stamp);
+    int (*peer_flags)(void *ctx, const uint8_t *peer, unsigned *flags);
+    int (*peer_resync)(void *ctx, const uint8_t *peer, int on);
+    int (*resync_keys)(void *ctx, const uint8_t *delta, size_t len, crdtdb_buf *keys);
+    int (*resync_end)(void *ctx, const uint8_t *peer, uint64_t stamp,
+                      int (*held)(void *hctx, const char *coll, const char *id), void *hctx,
+                      unsigned flags, size_t *n);
 
     /* (d) Access.  readonly: local writes refused (ro 1) or allowed; with
      * `durable`, the copy itself is marked so (crdtdb_db_mark_readonly)

@@ -1,0 +1,205 @@
+/*
+ * The receiving end of a full resync (docs/protocol.md, message 16): a
+ * peer that collected tombstones we never received sent us its whole
+ * state.  A record we hold that it did not send was either removed and
+ * collected there, or is a write it has not seen.  What it has seen is
+ * what it acknowledged of our log (our registers numbered up to its
+ * `acked`), and anything stamped at or before its horizon stamp is older
+ * than what it collected: those registers go.  What is left is newer than
+ * anything it could have removed, and travels to it as usual.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt/array.h"
+#include "storage/slot.h"
+
+static int resync_flag(crdtdb_txn *t, const uint8_t *peer, int on)
+{
+    crdtdb__marks m;
+    int found;
+    int rc = crdtdb__marks_get(t->db, t->mt, peer, &m, &found);
+    if (rc)
+        return rc;
+    unsigned flags = on ? m.flags | CRDTDB_PEER_RESYNC : m.flags & ~CRDTDB_PEER_RESYNC;
+    if (flags == m.flags)
+        return 0;
+    m.flags = flags;
+    return crdtdb__marks_put(t->db, t->mt, peer, &m);
+}
+
+static int peer_resync_call(crdtdb_db *db, const uint8_t *peer, int on)
+{
+    if (!db || !peer)
+        return CRDTDB_EINVAL;
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    if ((rc = resync_flag(t, peer, on))) {
+        crdtdb_txn_abort(t);
+        return crdtdb__db_seterr(db, rc, "peer watermarks: %s", crdtdb_strerror(rc));
+    }
+    return crdtdb_txn_commit(t);
+}
+
+int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on)
+{
+    return crdtdb__db_exit(db, peer_resync_call(db, peer, on));
+}
+
+/* A record key: u16 collection, u8 id length, id. */
+typedef struct rkey {
+    uint8_t k[3 + CRDTDB_ID_MAX];
+} rkey;
+
+/* Every record key of db, copied (the pages move once we write). */
+static int all_keys(crdtdb_db *db, MDB_txn *mt, rkey **keys, uint32_t *n)
+{
+    MDB_cursor *c;
+    int mrc = mdb_cursor_open(mt, db->env->dbi_records, &c);
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    uint8_t pre[4];
+    crdtdb__put_u32(pre, db->num);
+    MDB_val k = {4, pre}, v;
+    uint32_t cap = 0;
+    int rc = 0;
+    for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); mrc == 0;
+         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 6 || k.mv_size > CRDTDB__RECKEY_MAX || memcmp(k.mv_data, pre, 4) != 0)
+            break;
+        if (crdtdb__array_grow(keys, &cap, *n, sizeof **keys, 64)) {
+            rc = CRDTDB_ENOMEM;
+            break;
+        }
+        uint8_t *o = (*keys)[(*n)++].k;
+        memcpy(o, (const uint8_t *)k.mv_data + 4, 2);
+        o[2] = (uint8_t)(k.mv_size - 6);
+        memcpy(o + 3, (const uint8_t *)k.mv_data + 6, k.mv_size - 6);
+    }
+    mdb_cursor_close(c);
+    return rc ? rc : mrc && mrc != MDB_NOTFOUND ? crdtdb__mdb_err(mrc) : 0;
+}
+
+static int seen(const crdtdb__record *r, uint64_t seq, uint64_t hlc, uint64_t acked,
+                uint64_t stamp)
+{
+    (void)r;
+    return (seq && seq <= acked) || hlc <= stamp;
+}
+
+/* Drops the registers of the loaded record the peer has seen or that are
+ * older than what it collected; their log entries go with them. */
+static int drop_seen(crdtdb__record *r, uint64_t acked, uint64_t stamp)
+{
+    if (r->base_kind != CRDTDB__BASE_NONE &&
+        seen(r, r->base_seq, r->base_hlc, acked, stamp)) {
+        if (r->base_seq && crdtdb__array_grow(&r->dead, &r->dead_cap, r->ndead,
+                                              sizeof *r->dead, 8))
+            return CRDTDB_ENOMEM;
+        if (r->base_seq)
+            r->dead[r->ndead++] = r->base_seq;
+        r->base_kind = CRDTDB__BASE_NONE;
+        r->base_seq = r->base_hlc = 0;
+    }
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < r->nleaves; i++) {
+        crdtdb__leaf *l = &r->leaves[i];
+        if (!seen(r, l->seq, l->hlc, acked, stamp)) {
+            r->leaves[keep++] = *l;
+            continue;
+        }
+        if (crdtdb__array_grow(&r->dead, &r->dead_cap, r->ndead, sizeof *r->dead, 8))
+            return CRDTDB_ENOMEM;
+        r->dead[r->ndead++] = l->seq;
+    }
+    r->nleaves = keep;
+    return 0;
+}
+
+static int end_one(crdtdb_txn *t, const rkey *key, uint64_t acked, uint64_t stamp,
+                   unsigned flags, size_t *n)
+{
+    crdtdb_db *db = t->db;
+    uint16_t coll = (uint16_t)(key->k[0] << 8 | key->k[1]);
+    char id[CRDTDB_ID_MAX + 1];
+    memcpy(id, key->k + 3, key->k[2]);
+    id[key->k[2]] = 0;
+    if (coll >= db->ncoll)
+        return 0;
+    crdtdb__slot s;
+    int rc = crdtdb__slot_load(t, &s, coll, id);
+    if (rc || !s.exists)
+        return rc;
+    crdtdb__record *r = &db->rec;
+    int any = r->base_kind != CRDTDB__BASE_NONE &&
+              seen(r, r->base_seq, r->base_hlc, acked, stamp);
+    for (uint32_t i = 0; !any && i < r->nleaves; i++)
+        any = seen(r, r->leaves[i].seq, r->leaves[i].hlc, acked, stamp);
+    if (!any)
+        return 0; /* all of it newer than the peer knows: it travels */
+    ++*n;
+    if (flags & CRDTDB_RESYNC_SHARED) {
+        /* others may hold this record from us: they must hear that it
+         * went, so a remove of our own, not a silent drop */
+        return s.was_visible ? crdtdb_db_remove(db, t, db->colls[coll], id) : 0;
+    }
+    if ((rc = drop_seen(r, acked, stamp)))
+        return crdtdb__db_seterr(db, rc, "out of memory");
+    return crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
+}
+
+static int resync_end_call(crdtdb_db *db, const uint8_t *peer, uint64_t stamp,
+                           int (*held)(void *ctx, const char *coll, const char *id), void *ctx,
+                           unsigned flags, size_t *n)
+{
+    size_t count = 0;
+    if (n)
+        *n = 0;
+    if (!db || !peer || !held)
+        return CRDTDB_EINVAL;
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    crdtdb__marks m;
+    int found;
+    rkey *keys = NULL;
+    uint32_t nk = 0;
+    rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
+    if (!rc)
+        rc = all_keys(db, t->mt, &keys, &nk);
+    if (rc)
+        crdtdb__db_seterr(db, rc, "resync: %s", crdtdb_strerror(rc));
+    for (uint32_t i = 0; !rc && i < nk; i++) {
+        char id[CRDTDB_ID_MAX + 1];
+        uint16_t coll = (uint16_t)(keys[i].k[0] << 8 | keys[i].k[1]);
+        memcpy(id, keys[i].k + 3, keys[i].k[2]);
+        id[keys[i].k[2]] = 0;
+        if (coll < db->ncoll && held(ctx, db->colls[coll], id))
+            continue;
+        rc = end_one(t, &keys[i], m.acked, stamp, flags, &count);
+    }
+    free(keys);
+    if (!rc && (rc = resync_flag(t, peer, 0)))
+        crdtdb__db_seterr(db, rc, "resync: %s", crdtdb_strerror(rc));
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return rc;
+    }
+    crdtdb__shared_free(db->shared); /* cached deltas may hold what went */
+    db->shared = NULL;
+    if ((rc = crdtdb_txn_commit(t)))
+        return rc;
+    if (n)
+        *n = count;
+    return 0;
+}
+
+int crdtdb_db_resync_end(crdtdb_db *db, const uint8_t *peer, uint64_t stamp,
+                         int (*held)(void *ctx, const char *coll, const char *id), void *ctx,
+                         unsigned flags, size_t *n)
+{
+    return crdtdb__db_exit(db, resync_end_call(db, peer, stamp, held, ctx, flags, n));
+}
