@@ -2,10 +2,12 @@
 // the raw limits), then bench_store (durable and NOSYNC), bench_merge and bench_fanout, one after the other
 // (never at the same time: 2 cores), and prints each figure with its peer's from the same sitting and the ratio.
 // Only same-sitting ratios mean anything: this machine's load swings absolute figures 1.5–3×.
-//   node benchmarks/run.mjs [--build=DIR] [--no-peers] [--only=store,merge,fanout,presence]
+//   node benchmarks/run.mjs [--build=DIR] [--no-peers] [--only=store,merge,fanout,presence,churn]
 // DIR (default /tmp/crdtdb-bench-rel) is configured Release and built if it holds no bench_store.
 // The goals are issue #13's; presence's (bench_presence.mjs: crdtdb serve against Yjs awareness, which it runs
 // itself; not in the default --only) are issue #14's, with the server $CRDTDB_BIN, else DIR's crdtdb.
+// churn (bench_churn: 1M adds, updates and removes, disk and RSS before and after tombstone collection, against
+// peers-churn/churn.mjs doing the same operations on a Yjs Y.Map; not in the default --only) is issue #16's.
 // Exit 0 whatever they say (benchmarks report; tests assert).
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -41,6 +43,12 @@ if (cBenches && !existsSync(join(build, "bench_store"))) {
   sh("cmake", ["--build", build, "-j2", "--target", "bench_store", "bench_merge", "bench_fanout"]);
 }
 
+if (only.has("churn") && !existsSync(join(build, "bench_churn"))) {
+  log(`== building bench_churn (Release) into ${build}`);
+  sh("cmake", ["-S", root, "-B", build, "-DCMAKE_BUILD_TYPE=Release"]);
+  sh("cmake", ["--build", build, "-j2", "--target", "bench_churn"]);
+}
+
 const peer = {};
 if (withPeers) {
   if (only.has("store") || only.has("merge")) {
@@ -50,6 +58,10 @@ if (withPeers) {
   if (only.has("fanout")) {
     log("== peer: Yjs");
     peer.yjs = lastJson(sh("bash", [join(peers, "yjs", "run.sh")], { cwd: root }));
+  }
+  if (only.has("churn")) {
+    log("== peer: Yjs churn (peers-churn/churn.mjs)");
+    peer.yjsChurn = lastJson(sh("node", ["--expose-gc", join(root, "benchmarks", "peers-churn", "churn.mjs")], { cwd: root }));
   }
   if (cBenches) {
     log("== peer: raw limits (LMDB, ed25519)");
@@ -69,6 +81,7 @@ if (only.has("store")) {
 }
 if (only.has("merge")) ours.merge = bench("bench_merge", []);
 if (only.has("fanout")) ours.fanout = bench("bench_fanout", []);
+if (only.has("churn")) ours.churn = bench("bench_churn", []);
 if (only.has("presence")) {
   // the server binary: $CRDTDB_BIN, else DIR's crdtdb (built if missing); Yjs awareness runs in the same script
   let bin = process.env.CRDTDB_BIN;
@@ -128,6 +141,19 @@ if (ours.presence) {
   row("presence WS payload bytes/update", p.bytes_per_update, y?.bytes_per_update, "Yjs awareness", null, false);
   row("presence server peak RSS KiB", p.server_peak_rss_kb, y?.server_peak_rss_kb, "Yjs awareness (Node)", null, false);
   row("presence frames in 5 s idle", p.idle_frames, y?.idle_frames, "Yjs awareness (goal: 0)", null, false);
+}
+if (ours.churn) {
+  const c = ours.churn, y = peer.yjsChurn;
+  if (y && (y.checksum !== c.checksum || y.live_msgpack_bytes !== c.live_msgpack_bytes))
+    throw new Error(`churn: Yjs ran other operations (checksum ${y.checksum}, live ${y.live_msgpack_bytes} B) than crdtdb (${c.checksum}, ${c.live_msgpack_bytes} B)`);
+  const dc = c.copy_after_collect.disk_bytes, db = c.copy_before_collect.disk_bytes;
+  row("churn disk: collected+compact, B", dc, c.live_msgpack_bytes, "live data's raw msgpack", 2, false);
+  row("churn disk: collected+compact, B", dc, y?.churned.update_bytes, "Yjs encodeStateAsUpdate (no collection)", null, false);
+  row("churn disk: compacted only, B", db, y?.churned.update_bytes, "Yjs encodeStateAsUpdate", null, false);
+  row("churn disk: live data alone, B", c.copy_fresh.disk_bytes, y?.fresh_update_bytes, "Yjs, live data in a new doc", null, false);
+  row("churn RSS growth, KiB", c.collected.rss_kb - c.start.rss_kb, y && y.churned.rss_kb - y.start.rss_kb, "Yjs (after gc)", null, false);
+  row("churn ops/s", c.ops / c.churn_s, y && y.ops / y.churn_s, "Yjs, same batches", null);
+  row("churn collect, s", c.collect_s, null, "(Yjs: none)", null, false);
 }
 console.log(JSON.stringify({ peers: peer, crdtdb: ours }));
 console.log("");
