@@ -345,8 +345,10 @@ typedef struct crdtdb_collect_stats {
     uint64_t stamp;     /* the horizon stamp afterwards (an HLC) */
 } crdtdb_collect_stats;
 
-/* Collects db's stable tombstones in one write transaction; out may be
- * NULL.  Observers see nothing (nothing visible changes).
+/* Collects db's stable tombstones, in write transactions of up to 256
+ * records each (one huge one would copy every page it touches, and the
+ * file never shrinks: crdtdb_env_backup writes a compacted copy); out may
+ * be NULL.  Observers see nothing (nothing visible changes).
  * Errors: EINVAL, EROFS (a read-only environment), EMAPFULL, EIO, ECORRUPT. */
 CRDTDB_API int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms,
                                  crdtdb_collect_stats *out);

@@ -180,6 +180,39 @@ static int collect_one(crdtdb_txn *t, const ckey *key, const hz *h,
     return 0;
 }
 
+#define COLLECT_BATCH 256 /* records dropped per write transaction: one
+                             huge transaction would copy every page it
+                             touches, and LMDB never gives the file back */
+
+/* Writes the floor and stamp if they moved, then commits t. */
+static int batch_end(crdtdb_txn *t, const crdtdb_collect_stats *st, uint64_t *floor0,
+                     uint64_t *stamp0, int rc)
+{
+    crdtdb_db *db = t->db;
+    if (!rc && (st->floor != *floor0 || st->stamp != *stamp0)) {
+        uint8_t kb[5], vb[16];
+        MDB_val k = horizon_key(kb, db->num), v = {16, vb};
+        crdtdb__put_u64(vb, st->floor);
+        crdtdb__put_u64(vb + 8, st->stamp);
+        rc = crdtdb__mdb_err(mdb_put(t->mt, db->env->dbi_dbinfo, &k, &v, 0));
+    }
+    if (rc) {
+        crdtdb_txn_abort(t);
+        if (rc == CRDTDB_ECORRUPT)
+            return crdtdb__db_seterr(db, rc, "collect: a record or mark is unreadable");
+        return db->errcode == rc ? rc
+                                 : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
+    }
+    /* cached shared deltas may hold what was dropped */
+    crdtdb__shared_free(db->shared);
+    db->shared = NULL;
+    if ((rc = crdtdb_txn_commit(t)))
+        return rc;
+    *floor0 = st->floor;
+    *stamp0 = st->stamp;
+    return 0;
+}
+
 static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *out)
 {
     if (!db)
@@ -201,27 +234,21 @@ static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *o
     uint64_t floor0 = st.floor, stamp0 = st.stamp;
     if (!rc && h.min2)
         rc = removed_upto(db, t->mt, h.min2, &keys, &n);
-    for (uint32_t i = 0; !rc && i < n; i++)
+    /* the horizon only moves up meanwhile: what is stable stays so */
+    uint64_t batch = st.records;
+    for (uint32_t i = 0; !rc && i < n; i++) {
         rc = collect_one(t, &keys[i], &h, &st);
+        if (!rc && st.records - batch >= COLLECT_BATCH && i + 1 < n) {
+            batch = st.records;
+            if ((rc = batch_end(t, &st, &floor0, &stamp0, 0)) ||
+                (rc = crdtdb_txn_begin(db, 0, &t))) {
+                free(keys);
+                return rc;
+            }
+        }
+    }
     free(keys);
-    if (!rc && (st.floor != floor0 || st.stamp != stamp0)) {
-        uint8_t kb[5], vb[16];
-        MDB_val k = horizon_key(kb, db->num), v = {16, vb};
-        crdtdb__put_u64(vb, st.floor);
-        crdtdb__put_u64(vb + 8, st.stamp);
-        rc = crdtdb__mdb_err(mdb_put(t->mt, db->env->dbi_dbinfo, &k, &v, 0));
-    }
-    if (rc) {
-        crdtdb_txn_abort(t);
-        if (rc == CRDTDB_ECORRUPT)
-            return crdtdb__db_seterr(db, rc, "collect: a record or mark is unreadable");
-        return db->errcode == rc ? rc : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
-    }
-    if (st.records) { /* cached shared deltas may hold what was dropped */
-        crdtdb__shared_free(db->shared);
-        db->shared = NULL;
-    }
-    if ((rc = crdtdb_txn_commit(t)))
+    if ((rc = batch_end(t, &st, &floor0, &stamp0, rc)))
         return rc;
     if (out)
         *out = st;

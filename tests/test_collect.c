@@ -121,6 +121,39 @@ START_TEST(lone_replica_collects_every_tombstone)
 }
 END_TEST
 
+START_TEST(many_tombstones_go_in_batches)
+{
+    replica A;
+    replica_init(&A, &now_ms, "game");
+    crdtdb_txn *t;
+    ck_assert_int_eq(crdtdb_txn_begin(A.db, 0, &t), 0);
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    const uint8_t *v = tu_mp(&b, "{\"hp\":1}");
+    char id[16];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof id, "p%04d", i);
+        ck_assert_int_eq(crdtdb_db_add(A.db, t, "players", id, v, b.len), 0);
+    }
+    for (int i = 0; i < 1000; i += 2) {
+        snprintf(id, sizeof id, "p%04d", i);
+        ck_assert_int_eq(crdtdb_db_remove(A.db, t, "players", id), 0);
+    }
+    ck_assert_int_eq(crdtdb_txn_commit(t), 0);
+    crdtdb_buf_free(&b);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 500);
+    ck_assert_int_eq(stat_removed(&A), 0);
+    uint64_t floor, stamp;
+    ck_assert_int_eq(crdtdb_db_horizon(A.db, &floor, &stamp), 0);
+    ck_assert_uint_eq(floor, st.floor);
+    ck_assert_uint_eq(stamp, st.stamp);
+    ck_assert(has(&A, "players", "p0001"));
+    ck_assert(!has(&A, "players", "p0000"));
+    replica_free(&A);
+}
+END_TEST
+
 START_TEST(tombstone_waits_until_every_peer_holds_it)
 {
     replica A, B;
@@ -485,6 +518,7 @@ int main(void)
     TCase *tc = tcase_create("collect");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, lone_replica_collects_every_tombstone);
+    tcase_add_test(tc, many_tombstones_go_in_batches);
     tcase_add_test(tc, tombstone_waits_until_every_peer_holds_it);
     tcase_add_test(tc, silent_peer_leaves_the_horizon_and_resyncs_whole);
     tcase_add_test(tc, cut_resync_is_asked_for_again);
