@@ -287,6 +287,57 @@ START_TEST(cut_resync_is_asked_for_again)
 }
 END_TEST
 
+/* Moves bytes both ways until quiet (pumping both), sessions kept open. */
+static void settle(crdtdb_session *a, crdtdb_session *b)
+{
+    for (int i = 0; i < 100000; i++) {
+        if (!(move(a, b) + move(b, a))) {
+            crdtdb_session_pump(a);
+            crdtdb_session_pump(b);
+            size_t la, lb;
+            crdtdb_session_output(a, &la);
+            crdtdb_session_output(b, &lb);
+            if (!la && !lb)
+                return;
+        }
+    }
+    ck_abort_msg("sync does not settle");
+}
+
+/* Collection that runs while a session is open, leaving its peer out (it
+ * fell silent past the age limit), resyncs that peer at the next flush. */
+START_TEST(collection_under_a_live_session_resyncs_its_peer)
+{
+    replica A, B;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&B, &now_ms, "game");
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    put(&B, "add", "moves", "b1", "{}");
+    crdtdb_session *a = open_session(&A, 1, 0), *b = open_session(&B, 0, 0);
+    settle(a, b);
+    ck_assert_int_eq(crdtdb_session_flush(a), 0);
+    ck_assert_int_eq(crdtdb_session_flush(b), 0);
+    now_ms += 60000;
+    put(&A, "remove", "players", "ann", NULL); /* not pumped yet */
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 1000, &st), 0);
+    ck_assert_uint_eq(st.peers_left, 1);
+    ck_assert_uint_eq(st.records, 1);
+    ck_assert(has(&B, "players", "ann"));
+    ck_assert_int_eq(crdtdb_session_flush(a), 0); /* sees the floor passed it */
+    settle(a, b);
+    ck_assert(!has(&B, "players", "ann"));
+    char *da = dump(&A), *db = dump(&B);
+    ck_assert_str_eq(da, db);
+    free(da);
+    free(db);
+    crdtdb_session_close(a);
+    crdtdb_session_close(b);
+    replica_free(&A);
+    replica_free(&B);
+}
+END_TEST
+
 static int allow_all(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
                      const uint8_t *old, size_t old_len, const uint8_t *now, size_t now_len)
 {
@@ -523,6 +574,7 @@ int main(void)
     tcase_add_test(tc, silent_peer_leaves_the_horizon_and_resyncs_whole);
     tcase_add_test(tc, cut_resync_is_asked_for_again);
     tcase_add_test(tc, server_with_a_write_rule_refuses_a_clients_resync);
+    tcase_add_test(tc, collection_under_a_live_session_resyncs_its_peer);
     tcase_add_test(tc, random_schedules_converge_with_collection);
     tcase_add_test(tc, random_schedules_with_silent_peers_bring_nothing_back);
     tcase_add_test(tc, random_star_of_plain_clients_brings_nothing_back);

@@ -208,6 +208,25 @@ static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
     return send_u64(s, M_RESYNC, stamp) ? seterr(s, CRDTDB_ENOMEM, "out of memory") : 0;
 }
 
+/* Collection ran while this session was exporting: if it dropped removes
+ * the peer has not been sent yet, the peer is resynced now, as if its
+ * SINCE had come from behind the floor. */
+static int collected_under(crdtdb_session *s)
+{
+    uint64_t floor = 0, stamp = 0, last;
+    if (!s->st.horizon || !(s->server || s->mode == CRDTDB_SYNC_TWO_WAY))
+        return 0;
+    int rc = s->st.horizon(s->st.ctx, &floor, &stamp);
+    if (rc)
+        return store_err(s, rc);
+    uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
+    if (!floor || done >= floor || (s->behind && done < s->all_upto))
+        return 0; /* nothing it lacks went, or a resync is on its way */
+    if ((rc = seq(s, &last)))
+        return store_err(s, rc);
+    return since_horizon(s, done, last);
+}
+
 static int send_hello(crdtdb_session *s)
 {
     const char *id = s->si.db_id;
@@ -397,6 +416,8 @@ int crdtdb_session_flush(crdtdb_session *s)
     int rc = save_ack(s);
     if (!rc)
         rc = clock_retry(s); /* the timer that asks again with no traffic */
+    if (!rc && s->state == S_OPEN && s->have_since)
+        rc = collected_under(s);
     return api_exit(s, rc);
 }
 
