@@ -353,7 +353,9 @@ typedef struct crdtdb_collect_stats {
 CRDTDB_API int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms,
                                  crdtdb_collect_stats *out);
 
-/* The collection floor and horizon stamp (both 0: nothing ever collected).
+/* The collection floor and horizon stamp (both 0: nothing ever collected),
+ * as this handle last read or wrote them: a collection through another
+ * handle or process shows within a second of the env clock.
  * Errors: EINVAL, EIO. */
 CRDTDB_API int crdtdb_db_horizon(crdtdb_db *db, uint64_t *floor, uint64_t *stamp);
 

@@ -176,6 +176,12 @@ typedef struct crdtdb_server_options {
      * something was written meanwhile. */
     unsigned expire_secs;
     const char *archive_dir; /* copied; NULL: no archive */
+    /* Collection (crdtdb_db_collect): every collect_secs (0: never) each
+     * database open here drops the tombstones its peers all hold; a peer
+     * silent for longer than max_peer_age_ms (0: no limit) no longer holds
+     * that back, and is resynced whole when it returns. */
+    unsigned collect_secs;
+    uint64_t max_peer_age_ms;
     /* Which databases each peer server (crdtdb_server_peer) syncs: called
      * with the peer's url and a database id whenever a database opens
      * here (NULL: the peer's `dbs` list decides alone).  Nonzero: link it.

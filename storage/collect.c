@@ -208,6 +208,9 @@ static int batch_end(crdtdb_txn *t, const crdtdb_collect_stats *st, uint64_t *fl
     db->shared = NULL;
     if ((rc = crdtdb_txn_commit(t)))
         return rc;
+    db->hz_floor = st->floor;
+    db->hz_stamp = st->stamp;
+    db->hz_known = 1;
     *floor0 = st->floor;
     *stamp0 = st->stamp;
     return 0;
@@ -264,12 +267,24 @@ static int horizon_call(crdtdb_db *db, uint64_t *floor, uint64_t *stamp)
 {
     if (!db || !floor || !stamp)
         return CRDTDB_EINVAL;
+    uint64_t now = crdtdb__now_ms(db->env);
+    if (db->hz_known && now >= db->hz_read_ms && now - db->hz_read_ms < 1000) {
+        *floor = db->hz_floor;
+        *stamp = db->hz_stamp;
+        return 0;
+    }
     crdtdb_txn *t;
     int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
     if (rc)
         return rc;
     rc = horizon_read(db, t->mt, floor, stamp);
     crdtdb_txn_abort(t);
+    if (!rc) {
+        db->hz_floor = *floor;
+        db->hz_stamp = *stamp;
+        db->hz_read_ms = now;
+        db->hz_known = 1;
+    }
     return rc;
 }
 

@@ -113,6 +113,11 @@ struct crdtdb_db {
     crdtdb_buf blob, vis, enc;
     crdtdb__delta delta;
     struct crdtdb__shared *shared; /* crdtdb_db_export_for's shared deltas */
+    /* the collection floor and stamp as last read or written here, and
+     * when read (crdtdb_db_horizon: sessions ask on every timer tick; a
+     * collection by another process is seen within a second) */
+    uint64_t hz_floor, hz_stamp, hz_read_ms;
+    int hz_known;
 };
 
 struct crdtdb_txn {

@@ -240,6 +240,51 @@ START_TEST(offline_writes_then_reconnect)
 }
 END_TEST
 
+static int server_collected(void *arg)
+{
+    (void)arg;
+    crdtdb_db_stats st;
+    return crdtdb_db_stat(S.db, &st) == 0 && st.removed == 0 && st.records == 1;
+}
+
+/* A server collecting on its timer (collect_secs): a client that was
+ * offline past the peer age limit comes back, is resynced whole, forgets
+ * the removed record, and its offline update of it does not bring it back. */
+START_TEST(server_collects_and_resyncs_a_late_client)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.log = log_line;
+    o.collect_secs = 1;
+    o.max_peer_age_ms = 30000;
+    ck_assert_int_eq(crdtdb_server_open(S.env, &o, &srv), 0);
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d", crdtdb_server_port(srv));
+    ca = client(&A);
+    cb = client(&B);
+    ck_assert(spin(both_connected, NULL, 10000));
+    put(&A, "add", "players", "ann", "{\"hp\":10}");
+    put(&A, "add", "players", "bob", "{\"hp\":5}");
+    wait_for(B.db, "players", "ann", TU_ANY);
+    crdtdb_client_close(cb);
+    cb = NULL;
+    spin(NULL, NULL, 100); /* the server sees B go before time moves on */
+    now += 1000;
+    put(&B, "update", "players", "ann", "{\"hp\":1}"); /* offline, before the remove */
+    now += 60000; /* B is silent past the age limit */
+    put(&A, "remove", "players", "ann", NULL);
+    ck_assert_msg(spin(server_collected, NULL, 10000), "the server did not collect");
+    now += 1000;
+    put(&B, "add", "moves", "b1", "{}"); /* newer than anything collected */
+    cb = client(&B);
+    wait_for(B.db, "players", "ann", NULL);
+    wait_for(S.db, "moves", "b1", TU_ANY);
+    ck_assert_msg(spin(all_same, NULL, 10000), "replicas did not converge");
+    ck_assert_ptr_null(tu_get(S.db, "players", "ann"));
+}
+END_TEST
+
 START_TEST(server_to_client_mode)
 {
     put(&S, "add", "players", "boss", "{\"hp\":99}");
@@ -998,6 +1043,7 @@ static Suite *suite(void)
     tcase_add_test(tc, bulk_data_in_many_messages);
     tcase_add_test(tc, databases_are_isolated);
     tcase_add_test(tc, offline_writes_then_reconnect);
+    tcase_add_test(tc, server_collects_and_resyncs_a_late_client);
     tcase_add_test(tc, server_to_client_mode);
     tcase_add_test(tc, garbage_closes_only_that_connection);
     tcase_add_test(tc, message_over_the_limit_is_told);

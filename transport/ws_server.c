@@ -125,6 +125,7 @@ struct crdtdb_server {
     uint64_t conn_num;       /* connections numbered so far (presence keys) */
     char *archive;           /* o.archive_dir, copied */
     uint64_t next_expire;    /* ms: the next look for expired databases */
+    uint64_t next_collect;   /* ms: the next collection of open databases */
     char **gone;             /* ids expired here, refused from then on: a
                                 ring of GONE_MAX */
     size_t ngone, gone_at;
@@ -1333,6 +1334,26 @@ static void expire_dbs(crdtdb_server *s)
         slog(s, "expiry: %s", crdtdb_env_errmsg(s->env));
 }
 
+/* Drops the tombstones every peer holds, in each open database; the
+ * sessions' timers then resync any peer the floor passed. */
+static void collect_dbs(crdtdb_server *s)
+{
+    uint64_t now = crdtdb__ws_now_ms();
+    if (!s->o.collect_secs || s->draining || now < s->next_collect)
+        return;
+    s->next_collect = now + (uint64_t)s->o.collect_secs * 1000;
+    for (sdb *d = s->dbs; d; d = d->next) {
+        crdtdb_collect_stats st;
+        if (crdtdb_db_collect(d->db, s->o.max_peer_age_ms, &st))
+            slog(s, "db '%s': collection: %s", crdtdb_db_id(d->db), crdtdb_db_errmsg(d->db));
+        else if (st.records)
+            slog(s, "db '%s': collected %llu removed records (%llu registers)%s",
+                 crdtdb_db_id(d->db), (unsigned long long)st.records,
+                 (unsigned long long)st.registers,
+                 st.peers_left ? "; silent peers left out" : "");
+    }
+}
+
 static void on_poll_due(lws_sorted_usec_list_t *sul)
 {
     crdtdb_server *s = lws_container_of(sul, crdtdb_server, sul_poll);
@@ -1340,6 +1361,7 @@ static void on_poll_due(lws_sorted_usec_list_t *sul)
     flush_acks(s);
     sweep(s);
     expire_dbs(s);
+    collect_dbs(s);
     lws_sul_schedule(s->ctx, 0, &s->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
 }
 
