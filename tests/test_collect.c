@@ -248,6 +248,44 @@ START_TEST(silent_peer_leaves_the_horizon_and_resyncs_whole)
 }
 END_TEST
 
+/* A replica restored from a backup taken before a remove is a new
+ * replica (a new identity): it is resynced whole and forgets the record,
+ * whose remove the collector no longer holds. */
+START_TEST(restored_old_backup_is_resynced)
+{
+    replica A, C, R;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    put(&C, "add", "moves", "c1", "{}");
+    sync2(&A, &C);
+    memset(&R, 0, sizeof R); /* C's backup, restored later */
+    R.dir = tu_tmpdir();
+    R.now = &now_ms;
+    R.opts = C.opts;
+    R.opts.clock_ctx = &R;
+    ck_assert_int_eq(crdtdb_env_backup(C.env, R.dir), 0);
+    now_ms += 10;
+    put(&A, "remove", "players", "ann", NULL);
+    sync2(&A, &C);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    replica_open(&R, "game");
+    ck_assert(has(&R, "players", "ann")); /* as it was */
+    sync2(&A, &R);
+    ck_assert(!has(&R, "players", "ann"));
+    ck_assert(!has(&A, "players", "ann"));
+    char *da = dump(&A), *dr = dump(&R);
+    ck_assert_str_eq(da, dr);
+    free(da);
+    free(dr);
+    replica_free(&A);
+    replica_free(&C);
+    replica_free(&R);
+}
+END_TEST
+
 /* A resync cut before it ends is asked for whole again next time. */
 START_TEST(cut_resync_is_asked_for_again)
 {
@@ -573,6 +611,7 @@ int main(void)
     tcase_add_test(tc, tombstone_waits_until_every_peer_holds_it);
     tcase_add_test(tc, silent_peer_leaves_the_horizon_and_resyncs_whole);
     tcase_add_test(tc, cut_resync_is_asked_for_again);
+    tcase_add_test(tc, restored_old_backup_is_resynced);
     tcase_add_test(tc, server_with_a_write_rule_refuses_a_clients_resync);
     tcase_add_test(tc, collection_under_a_live_session_resyncs_its_peer);
     tcase_add_test(tc, random_schedules_converge_with_collection);
