@@ -171,6 +171,11 @@ void crdtdb__mt_abort(crdtdb_env *env, MDB_txn *mt);
  * LMDB's EIO from a short write means then. */
 int crdtdb__disk_full(crdtdb_env *env);
 
+/* copy.c: a consistent copy of env rewritten densely into a new
+ * environment in `dir` (which must hold none), marked as a backup when
+ * mark_restored; an LMDB code or errno. */
+int crdtdb__copy_dense(crdtdb_env *env, const char *dir, int mark_restored);
+
 /* db.c */
 /* The one exit of every public call on a database handle (the model is
  * SQLite's sqlite3ApiExit): returns rc; an error the call set no message

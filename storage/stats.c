@@ -96,57 +96,6 @@ int crdtdb_db_stat(crdtdb_db *db, crdtdb_db_stats *out)
     return crdtdb__db_exit(db, stat_call(db, out));
 }
 
-/* Marks the copy in `path` as a backup: its first read-write open gives it
- * a new identity (env.c).  An LMDB code. */
-static int mark_restored(const char *path)
-{
-    MDB_env *m;
-    MDB_txn *t;
-    MDB_dbi meta;
-    char lock[4200];
-    int rc = mdb_env_create(&m);
-    if (rc)
-        return rc;
-    if (!(rc = mdb_env_set_maxdbs(m, 16)) && !(rc = mdb_env_open(m, path, MDB_NOTLS, 0600)) &&
-        !(rc = mdb_txn_begin(m, NULL, 0, &t))) {
-        MDB_val k = {8, (void *)"restored"}, v = {1, (void *)"1"};
-        if (!(rc = mdb_dbi_open(t, "meta", 0, &meta)) && !(rc = mdb_put(t, meta, &k, &v, 0)))
-            rc = mdb_txn_commit(t);
-        else
-            mdb_txn_abort(t);
-    }
-    mdb_env_close(m);
-    snprintf(lock, sizeof lock, "%s/lock.mdb", path); /* made by this open; not part of it */
-    unlink(lock);
-    return rc;
-}
-
-/* Copies env into `dir`/data.mdb (a new 0600 file), marked as a backup. */
-static int copy_marked(crdtdb_env *env, const char *dir)
-{
-    char file[4200];
-    snprintf(file, sizeof file, "%s/data.mdb", dir);
-    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600); /* the secret key */
-    if (fd < 0)
-        return errno;
-    /* one read snapshot, copied without its free pages: a consistent copy
-     * while writers go on (MDB_CP_COMPACT); the held txn keeps the map
-     * from being resized under the copy's own */
-    MDB_txn *hold;
-    int mrc = crdtdb__mt_begin(env, MDB_RDONLY, &hold);
-    if (!mrc) {
-        mrc = mdb_env_copyfd2(env->mdb, fd, MDB_CP_COMPACT);
-        crdtdb__mt_abort(env, hold);
-    }
-    if (!mrc && fsync(fd) != 0)
-        mrc = errno;
-    if (close(fd) != 0 && !mrc)
-        mrc = errno;
-    if (!mrc)
-        mrc = mark_restored(dir);
-    return mrc;
-}
-
 static int backup_call(crdtdb_env *env, const char *path)
 {
     if (!env || !path || !*path)
@@ -170,7 +119,7 @@ static int backup_call(crdtdb_env *env, const char *path)
         return e == EINVAL ? CRDTDB_EINVAL : CRDTDB_EIO;
     }
     snprintf(tmpfile, sizeof tmpfile, "%s/data.mdb", tmp);
-    int mrc = copy_marked(env, tmp);
+    int mrc = crdtdb__copy_dense(env, tmp, 1);
     if (!mrc && link(tmpfile, file) != 0)
         mrc = errno;
     unlink(tmpfile);
