@@ -26,6 +26,10 @@ typedef struct command {
     int (*run)(const char *dir, const args *a);
 } command;
 
+/* serve also takes serve_options (options.h) and --config FILE, and runs
+ * as cmd_serve_ops with them. */
+static int is_serve(const command *c) { return c->run == cmd_serve; }
+
 /* ------------------------------------------------------------ commands */
 
 static const command commands[] = {
@@ -151,7 +155,8 @@ static const command commands[] = {
               "       [--max-buffered-mb M] [--handshake-timeout S] [--message-timeout S]\n"
               "       [--ping-interval S] [--pong-timeout S] [--max-presence N]\n"
               "       [--max-presence-members N] [--presence-hz N]\n"
-              "       [--expire-every S [--archive DIR]]",
+              "       [--expire-every S [--archive DIR]]\n"
+              "       [--log-format text|json] [--metrics local|any|off] [--config FILE]",
      "serve the databases to sync clients over WebSocket",
      "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
      "(default 127.0.0.1:8080) until interrupted, logging one line per\n"
@@ -188,7 +193,17 @@ static const command commands[] = {
      "--max-presence N (1024: bytes of one state or message), --max-presence-members N\n"
      "(256: entries per database), --presence-hz N (30: changes forwarded and\n"
      "messages taken per connection per second).  Peer links relay presence\n"
-     "both ways; with tokens, only for a link user who owns the database.",
+     "both ways; with tokens, only for a link user who owns the database.\n"
+     "Operations (docs/operations.md): GET /healthz answers 200, 503 while\n"
+     "draining; GET /metrics answers Prometheus metrics, by default to loopback\n"
+     "addresses only (--metrics any: to everyone; off: to nobody).\n"
+     "--log-format json writes each log line as one JSON object (ts, level,\n"
+     "msg, and peer and db when the line names them).  --config FILE reads\n"
+     "settings from FILE, one per line: 'name value' or 'name = value' for\n"
+     "--name value, 'name' alone for a flag without value, # for comments;\n"
+     "flags after --config override it.  SIGTERM drains: new connections are\n"
+     "refused, clients are sent what they lack and 'going away', and the\n"
+     "server exits 0 within 10 s.",
      0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT | OPT_TLS | OPT_LIMITS |
                OPT_EXPIRE_EVERY | OPT_ARCHIVE,
      cmd_serve},
@@ -261,6 +276,24 @@ int take_opt(int argc, char **argv, int *i, const char *name, const char **val)
     return *val ? 1 : -1;
 }
 
+/* Matches one of serve_options (options.h) at argv[*i], for a command
+ * that takes them: 1 (taken into sa), 0 (none of them), -1 (no value). */
+static int take_serve_option(const command *c, int argc, char **argv, int *i, serve_args *sa)
+{
+    for (size_t k = 0; is_serve(c) && k < NSERVE_OPTIONS; k++) {
+        const cli_option *o = &serve_options[k];
+        int r;
+        if (o->kind == OPTV_FLAG) {
+            if (strcmp(argv[*i], o->name) == 0) {
+                *(int *)((char *)sa + o->off) = 1;
+                return 1;
+            }
+        } else if ((r = take_opt(argc, argv, i, o->name, (const char **)((char *)sa + o->off))))
+            return r;
+    }
+    return 0;
+}
+
 /* Matches one option of the table (options.h) that command c takes at
  * argv[*i]: 1 (taken into a), 0 (none of them), -1 (no value, or too
  * many --peer). */
@@ -296,13 +329,14 @@ static int take_option(const command *c, int argc, char **argv, int *i, args *a)
     return 0;
 }
 
-/* Parses a command's arguments into a, whose pos must have room for argc
- * entries: 0, 1 for --help, -1 for bad usage. */
-static int parse_args(const command *c, int argc, char **argv, args *a)
+/* Parses a command's arguments into a (and sa), whose pos must have room
+ * for argc entries: 0, 1 for --help, -1 for bad usage. */
+static int parse_args(const command *c, int argc, char **argv, args *a, serve_args *sa)
 {
     int only_pos = 0, r;
     const char **pos = a->pos;
     memset(a, 0, sizeof *a);
+    memset(sa, 0, sizeof *sa);
     a->pos = pos;
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
@@ -311,7 +345,8 @@ static int parse_args(const command *c, int argc, char **argv, args *a)
                 only_pos = 1;
             else if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0)
                 return 1;
-            else if ((r = take_option(c, argc, argv, &i, a)) < 0)
+            else if ((r = take_option(c, argc, argv, &i, a)) < 0 ||
+                     (!r && (r = take_serve_option(c, argc, argv, &i, sa)) < 0))
                 return -1;
             else if (r == 0) {
                 fprintf(stderr, "crdtdb: unknown option %s\n", s);
@@ -324,6 +359,62 @@ static int parse_args(const command *c, int argc, char **argv, args *a)
         a->pos[a->npos++] = s;
     }
     return a->npos < c->min_pos ? -1 : 0;
+}
+
+/* config_expand's question for command c (ctx): 1 if it takes flag with
+ * a value, 2 without one, 0 not at all.  Long flags only. */
+static int flag_known(void *ctx, const char *flag)
+{
+    const command *c = ctx;
+    for (size_t k = 0; k < NOPTIONS; k++) {
+        const cli_option *o = &cli_options[k];
+        if (!(c->opts & o->opt) || (o->name && strncmp(o->name, "--", 2) != 0))
+            continue;
+        if (o->kind == OPTV_LIMITS) {
+            for (int j = 0; serve_limit_flags[j]; j++)
+                if (strcmp(flag, serve_limit_flags[j]) == 0)
+                    return 1;
+        } else if (strcmp(flag, o->name) == 0) {
+            return o->kind == OPTV_FLAG ? 2 : 1;
+        }
+    }
+    for (size_t k = 0; is_serve(c) && k < NSERVE_OPTIONS; k++)
+        if (strcmp(flag, serve_options[k].name) == 0)
+            return serve_options[k].kind == OPTV_FLAG ? 2 : 1;
+    return 0;
+}
+
+/* Runs command c on its arguments (after the command name). */
+static int run_command(const command *c, const char *dir, int argc, char **argv)
+{
+    config_argv cfg = {0, NULL, NULL};
+    if (is_serve(c)) { /* --config FILE: its settings in its place */
+        int st = config_expand(argc, argv, flag_known, (void *)c, &cfg);
+        if (st)
+            return st;
+        argc = cfg.argc;
+        argv = cfg.argv;
+    }
+    args a;
+    serve_args sa;
+    if (!(a.pos = malloc((size_t)(argc + 1) * sizeof *a.pos))) {
+        config_free(&cfg);
+        return fail(NULL, CRDTDB_ENOMEM);
+    }
+    int status;
+    switch (parse_args(c, argc, argv, &a, &sa)) {
+    case 1:
+        status = command_usage(c, stdout, 0);
+        break;
+    case -1:
+        status = command_usage(c, stderr, EXIT_USAGE);
+        break;
+    default:
+        status = is_serve(c) ? cmd_serve_ops(dir, &a, &sa) : c->run(dir, &a);
+    }
+    free(a.pos);
+    config_free(&cfg);
+    return status;
 }
 
 int main(int argc, char **argv)
@@ -351,27 +442,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[i], "token") == 0) /* opens no environment */
         return cmd_token(argc - i - 1, argv + i + 1);
-    for (size_t k = 0; k < NCOMMANDS; k++) {
-        const command *c = &commands[k];
-        args a;
-        if (strcmp(argv[i], c->name) != 0)
-            continue;
-        if (!(a.pos = malloc((size_t)argc * sizeof *a.pos)))
-            return fail(NULL, CRDTDB_ENOMEM);
-        int status;
-        switch (parse_args(c, argc - i - 1, argv + i + 1, &a)) {
-        case 1:
-            status = command_usage(c, stdout, 0);
-            break;
-        case -1:
-            status = command_usage(c, stderr, EXIT_USAGE);
-            break;
-        default:
-            status = c->run(dir, &a);
-        }
-        free(a.pos);
-        return status;
-    }
+    for (size_t k = 0; k < NCOMMANDS; k++)
+        if (strcmp(argv[i], commands[k].name) == 0)
+            return run_command(&commands[k], dir, argc - i - 1, argv + i + 1);
     fprintf(stderr, "crdtdb: unknown command '%s' (crdtdb --help lists the commands)\n",
             argv[i]);
     return EXIT_USAGE;

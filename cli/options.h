@@ -70,6 +70,48 @@ static const cli_option cli_options[] = {
 
 #define NOPTIONS (sizeof cli_options / sizeof *cli_options)
 
+/* serve's operations flags (docs/operations.md), parsed into a serve_args
+ * beside args by the same rules (main.c): add a flag here, with its field,
+ * and both the command line and --config take it. */
+typedef struct serve_args {
+    const char *log_format; /* --log-format text|json */
+    const char *metrics;    /* --metrics local|any|off */
+} serve_args;
+
+static const cli_option serve_options[] = {
+    {"--log-format", 0, OPTV_VALUE, offsetof(serve_args, log_format)},
+    {"--metrics", 0, OPTV_VALUE, offsetof(serve_args, metrics)},
+};
+
+#define NSERVE_OPTIONS (sizeof serve_options / sizeof *serve_options)
+
+/* serve.c: crdtdb serve with its operations flags (cmd_serve: without). */
+int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa);
+
+/* ------------------------------------------------------------ config.c */
+
+/* An argument list with every --config FILE expanded (config_expand). */
+typedef struct config_argv {
+    int argc;
+    char **argv; /* argv[argc] is NULL */
+    char *text;  /* the files' bytes and flag names the entries point into */
+} config_argv;
+
+/*
+ * Expands each "--config FILE" (or --config=FILE) among argv[0..argc) into
+ * the settings of FILE, in its place: a line "name value" or
+ * "name = value" becomes "--name" "value", a line "name" alone becomes
+ * "--name"; blank lines and lines starting with # are skipped.  What
+ * follows on the command line then overrides the file (a later value
+ * wins).  known(ctx, "--name") says whether the command takes the flag:
+ * 1 with a value, 2 without one, 0 not at all.  FILE is at most 1 MiB.
+ * 0 with *out filled (config_free it), or EXIT_USAGE / EXIT_FAILURE, the
+ * failing file and line reported on stderr.
+ */
+int config_expand(int argc, char **argv, int (*known)(void *ctx, const char *flag), void *ctx,
+                  config_argv *out);
+void config_free(config_argv *c);
+
 /* token parses its own options (it opens no environment): these, in the
  * order of its variables; NULL-terminated. */
 static const char *const token_flags[] = {"--secret-file", "--key-file", "--sub", "--ttl",

@@ -18,11 +18,87 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+
+/* How log lines are written (--log-format). */
+typedef struct log_sink {
+    int json;
+} log_sink;
+
+/* The server's lines are escaped already (no control bytes, valid UTF-8):
+ * only " and \ need escaping here, and controls for safety. */
+static void put_json_text(FILE *f, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+}
+
+/* "warn" for refusals and closes, "error" for failures, else "info": by
+ * the words the server's lines use. */
+static const char *log_level(const char *line)
+{
+    static const char *const errors[] = {" error ", "failed", "cannot ", "out of memory",
+                                         "expired, kept"};
+    static const char *const warns[] = {"refused", "closing", "lost", "exceeded"};
+    for (size_t i = 0; i < sizeof errors / sizeof *errors; i++)
+        if (strstr(line, errors[i]))
+            return "error";
+    for (size_t i = 0; i < sizeof warns / sizeof *warns; i++)
+        if (strstr(line, warns[i]))
+            return "warn";
+    return "info";
+}
+
+/* One line as JSON: {"ts", "level", "msg"}, and the fields a line names
+ * where the server puts them: "peer" (a line starting with the client's
+ * address) and "db" (db '<id>'). */
+static void log_json(const char *line)
+{
+    struct timespec ts;
+    struct tm tm;
+    char when[32];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"msg\":\"", when,
+            ts.tv_nsec / 1000000, log_level(line));
+    put_json_text(stderr, line, strlen(line));
+    fputc('"', stderr);
+    size_t n = strcspn(line, " ");
+    char addr[64];
+    unsigned char bin[16];
+    if (n && n < sizeof addr) {
+        memcpy(addr, line, n);
+        addr[n] = '\0';
+        if (inet_pton(AF_INET, addr, bin) == 1 || inet_pton(AF_INET6, addr, bin) == 1)
+            fprintf(stderr, ",\"peer\":\"%s\"", addr);
+    }
+    const char *db = strstr(line, "db '");
+    const char *end = db ? strstr(db + 4, "'") : NULL;
+    while (end && end[1] && end[1] != ':' && end[1] != ' ' && end[1] != ',')
+        end = strstr(end + 1, "'"); /* an id may hold a quote */
+    if (end) {
+        fputs(",\"db\":\"", stderr);
+        put_json_text(stderr, db + 4, (size_t)(end - db - 4));
+        fputc('"', stderr);
+    }
+    fputs("}\n", stderr);
+}
 
 static void log_line(void *ctx, const char *line)
 {
-    (void)ctx;
-    fprintf(stderr, "%s\n", line);
+    const log_sink *sink = ctx;
+    if (sink && sink->json)
+        log_json(line);
+    else
+        fprintf(stderr, "%s\n", line);
 }
 
 /* The server's token key from --jwt-secret-file or --jwt-public-key. */
@@ -140,9 +216,44 @@ static uint64_t mono_ms(void)
 
 int cmd_serve(const char *dir, const args *a)
 {
+    serve_args sa;
+    memset(&sa, 0, sizeof sa);
+    return cmd_serve_ops(dir, a, &sa);
+}
+
+/* --log-format and --metrics into sink and o; a usage error reported. */
+static int apply_ops(const serve_args *sa, log_sink *sink, crdtdb_server_options *o)
+{
+    sink->json = 0;
+    if (sa->log_format && strcmp(sa->log_format, "json") == 0)
+        sink->json = 1;
+    else if (sa->log_format && strcmp(sa->log_format, "text") != 0) {
+        fprintf(stderr, "crdtdb: --log-format is text or json\n");
+        return -1;
+    }
+    static const char *const access[] = {"local", "any", "off"};
+    static const crdtdb_metrics_access values[] = {CRDTDB_METRICS_LOCAL, CRDTDB_METRICS_ANY,
+                                                   CRDTDB_METRICS_OFF};
+    for (size_t i = 0; sa->metrics && i < 3; i++)
+        if (strcmp(sa->metrics, access[i]) == 0) {
+            o->metrics = values[i];
+            return 0;
+        }
+    if (sa->metrics) {
+        fprintf(stderr, "crdtdb: --metrics is local, any or off\n");
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa)
+{
     crdtdb_server_options o;
     crdtdb_server_options_init(&o);
     o.port = 8080;
+    log_sink sink;
+    if (apply_ops(sa, &sink, &o))
+        return EXIT_USAGE;
     if (parse_mode(a->mode, &o.mode))
         return EXIT_USAGE;
     if (apply_limits(a, &o))
@@ -232,6 +343,7 @@ int cmd_serve(const char *dir, const args *a)
         o.relay_users = rusers;
     }
     o.log = log_line;
+    o.log_ctx = &sink;
     lws_set_log_level(LLL_ERR, NULL);
     /* tokens: the key, the membership policy, and its collection */
     crdtdb_jwt_key *key = NULL;
@@ -296,6 +408,8 @@ int cmd_serve(const char *dir, const args *a)
         (void)crdtdb_server_drain(srv);
         while (!crdtdb_server_drained(srv) && mono_ms() < until && !crdtdb_server_run(srv, 50))
             ;
+        log_line(&sink, crdtdb_server_drained(srv) ? "drained: exiting"
+                                                   : "drain bound reached: exiting");
     }
     crdtdb_server_close(srv);
     crdtdb_env_close(env);

@@ -96,6 +96,14 @@ typedef struct crdtdb_server_auth {
  */
 CRDTDB_API void crdtdb_members_policy(crdtdb_server_auth *auth);
 
+/* ---- metrics: who may read GET /metrics (crdtdb_server_options.metrics) */
+typedef enum crdtdb_metrics_access {
+    CRDTDB_METRICS_LOCAL = 0, /* loopback peers only (default) */
+    CRDTDB_METRICS_ANY = 1,   /* every peer that can reach the port */
+    CRDTDB_METRICS_OFF = 2    /* nobody: 404 */
+} crdtdb_metrics_access;
+/* ---- end of metrics ---- */
+
 typedef struct crdtdb_server_options {
     const char *host;       /* listen address (default "127.0.0.1") */
     int port;               /* 0: an ephemeral port (crdtdb_server_port) */
@@ -182,6 +190,16 @@ typedef struct crdtdb_server_options {
      * that back, and is resynced whole when it returns. */
     unsigned collect_secs;
     uint64_t max_peer_age_ms;
+    /* ---- metrics (docs/operations.md) ----
+     * GET /metrics on the server's own port answers the Prometheus text
+     * format (connections, databases, deltas and bytes, apply latency,
+     * refusals, clock skew, peer links, presence, drain).  It tells
+     * nothing secret, but it tells a stranger how busy the server is and
+     * how it is configured, so by default only loopback addresses get it
+     * (a scraper on the host, or a proxy there that is told not to route
+     * /metrics); others get 404, as when it is off. */
+    crdtdb_metrics_access metrics;
+    /* ---- end of metrics ---- */
     /* Which databases each peer server (crdtdb_server_peer) syncs: called
      * with the peer's url and a database id whenever a database opens
      * here (NULL: the peer's `dbs` list decides alone).  Nonzero: link it.

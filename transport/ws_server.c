@@ -25,6 +25,7 @@
 #include "crdt/value.h"
 #include "transport/jwt.h"
 #include "transport/ws.h"
+#include "transport/ws_metrics.h"
 #include "transport/ws_presence.h"
 
 #define SERVER_MAX_OUTPUT ((size_t)1 << 20) /* a session's output before its
@@ -81,6 +82,8 @@ struct sconn {
     crdtdb__pconn pc;     /* in its database's presence hub */
     int snap_due;         /* joined the hub during a feed: the entries
                              go out once the feed returns */
+    crdtdb_sync_mode mode; /* its session's, from READY; 0 before */
+    int shows;            /* has a presence state of its own (metrics) */
 };
 
 /* Per connection, from the upgrade request on. */
@@ -129,6 +132,7 @@ struct crdtdb_server {
     char **gone;             /* ids expired here, refused from then on: a
                                 ring of GONE_MAX */
     size_t ngone, gone_at;
+    crdtdb__metrics m;       /* GET /metrics: what only grows */
 };
 
 /* Logs one line, escaped: ids, users and messages come from peers. */
@@ -176,6 +180,7 @@ void crdtdb_server_options_init(crdtdb_server_options *o)
     o->max_presence = CRDTDB_PRESENCE_MAX;
     o->max_presence_members = DEF_MAX_PRESENCE_MEMBERS;
     o->presence_hz = DEF_PRESENCE_HZ;
+    o->metrics = CRDTDB_METRICS_LOCAL;
 }
 
 /* A database id as the storage takes it: 1 to CRDTDB_ID_MAX bytes of UTF-8
@@ -342,23 +347,33 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
     switch (ev->type) {
     case CRDTDB_SESSION_READY:
         c->ready = 1;
+        c->mode = ev->mode;
         slog(srv, "%s db '%s': ready, %s", c->peer, id, mode_name(ev->mode));
         memcpy(c->pc.replica, ev->peer, sizeof c->pc.replica);
         crdtdb__hub_join(c->d->hub, &c->pc);
         c->snap_due = 1;
         break;
+    case CRDTDB_SESSION_APPLIED:
+        srv->m.deltas_in++;
+        srv->m.changes_in += ev->applied ? ev->applied->changes : 0;
+        break;
     case CRDTDB_SESSION_PRESENCE:
+        if (!ev->presence->key) /* its own [12], not one it relays */
+            c->shows = ev->presence->state != NULL;
         crdtdb__hub_presence(c->d->hub, &c->pc, ev->presence);
         break;
     case CRDTDB_SESSION_MESSAGE:
         crdtdb__hub_message(c->d->hub, &c->pc, ev->msg);
         break;
     case CRDTDB_SESSION_CLOSED: /* its entry leaves now, not at the close */
+        c->shows = 0;
         crdtdb__hub_leave(c->d->hub, &c->pc);
         break;
     case CRDTDB_SESSION_ERROR:
-        if (!ev->remote)
+        if (!ev->remote) {
             c->l.status = crdtdb__ws_close_status(ev->error, 0);
+            crdtdb__metrics_error(&srv->m, ev->error, ev->message);
+        }
         slog(srv, "%s db '%s': %s error %s: %s", c->peer, id, ev->remote ? "peer" : "local",
              crdtdb_errname(ev->error), ev->message ? ev->message : "");
         break;
@@ -483,6 +498,10 @@ static int inband_code(unsigned status, const char *detail, char *msg, size_t si
  * answer to 1006 (retry with backoff) is already right for them. */
 static int refuse(struct lws *wsi, spss *pss, unsigned status, const char *detail)
 {
+    struct lws_context *lctx = lws_get_context(wsi);
+    crdtdb_server *srv = lctx ? lws_context_user(lctx) : NULL;
+    if (srv)
+        crdtdb__metrics_refused(&srv->m, status);
     if (!pss || status == 429 || status == 503 || !wants_inband(wsi))
         return refuse_http(wsi, status);
     pss->refused = status;
@@ -767,7 +786,10 @@ static void on_apply_due(lws_sorted_usec_list_t *sul)
         if (c->ended || !c->l.s)
             continue;
         c->progress_ms = crdtdb__ws_now_ms();
-        if (crdtdb__ws_step(&c->l))
+        uint64_t us = crdtdb__metrics_us();
+        int more = crdtdb__ws_step(&c->l);
+        crdtdb__hist_observe(&srv->m.apply, crdtdb__metrics_us() - us);
+        if (more)
             apply_enqueue(c); /* its next delta: after the others */
         conn_count(c);
     }
@@ -848,6 +870,86 @@ static int http_text(struct lws *wsi, unsigned status, const char *body)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* ---- metrics ---- */
+
+/* Whether this request may read /metrics (crdtdb_server_options.metrics):
+ * by default only from a loopback address. */
+static int metrics_allowed(const crdtdb_server *srv, struct lws *wsi)
+{
+    if (srv->o.metrics == CRDTDB_METRICS_ANY)
+        return 1;
+    if (srv->o.metrics != CRDTDB_METRICS_LOCAL)
+        return 0;
+    char peer[64] = "";
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    return strncmp(peer, "127.", 4) == 0 || strcmp(peer, "::1") == 0 ||
+           strncmp(peer, "::ffff:127.", 11) == 0;
+}
+
+/* What is, now: counted from the server's lists (connections, links,
+ * databases), at most max_connections + databases x peers steps. */
+static void metrics_now(const crdtdb_server *srv, crdtdb__metrics_now *g)
+{
+    memset(g, 0, sizeof *g);
+    for (const sdb *d = srv->dbs; d; d = d->next) {
+        g->dbs++;
+        for (const sconn *c = d->conns; c; c = c->next) {
+            if (c->ended)
+                continue;
+            if (!c->mode)
+                g->handshake++;
+            else if (c->mode == CRDTDB_SYNC_SERVER_TO_CLIENT)
+                g->server_to_client++;
+            else
+                g->two_way++;
+            g->presence += c->shows != 0;
+        }
+        for (size_t i = 0; i < d->nlinks; i++) {
+            if (crdtdb_client_connected(d->links[i]))
+                g->links_up++;
+            else
+                g->links_down++;
+        }
+    }
+    for (const speer *p = srv->peers; p; p = p->next)
+        g->peers++;
+    g->held = srv->held;
+    g->max_buffered = srv->o.max_buffered;
+    g->draining = srv->draining;
+}
+
+/* GET /metrics: the Prometheus text exposition, at most METRICS_TEXT_MAX
+ * bytes (its families and labels are a fixed set). */
+static int http_metrics(crdtdb_server *srv, struct lws *wsi)
+{
+    const size_t head = 512;
+    unsigned char *buf = malloc(LWS_PRE + head + METRICS_TEXT_MAX);
+    if (!buf) {
+        lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, NULL);
+        return -1;
+    }
+    crdtdb__metrics_now g;
+    metrics_now(srv, &g);
+    unsigned char *body = buf + LWS_PRE + head;
+    size_t n = crdtdb__metrics_text((char *)body, METRICS_TEXT_MAX, &srv->m, &g);
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = body;
+    int r = -1;
+    if (n && !lws_add_http_common_headers(wsi, HTTP_STATUS_OK,
+                                          "text/plain; version=0.0.4; charset=utf-8", n, &p,
+                                          end) &&
+        !lws_finalize_write_http_header(wsi, start, &p, end)) {
+        /* the headers are written: the body follows them at once */
+        if (lws_write(wsi, body, n, LWS_WRITE_HTTP_FINAL) == (int)n)
+            r = lws_http_transaction_completed(wsi) ? -1 : 0;
+    } else if (!n) {
+        lws_return_http_status(wsi, HTTP_STATUS_INTERNAL_SERVER_ERROR, NULL);
+    }
+    free(buf);
+    return r;
+}
+
+/* ---- end of metrics ---- */
+
 static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len)
 {
@@ -860,6 +962,8 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
                                balancers (503 while draining) */
         if (in && strcmp(in, "/healthz") == 0)
             return srv->draining ? http_text(wsi, 503, "draining\n") : http_text(wsi, 200, "ok\n");
+        if (in && strcmp(in, "/metrics") == 0 && metrics_allowed(srv, wsi))
+            return http_metrics(srv, wsi);
         lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
         return -1;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
@@ -971,6 +1075,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         c->next = d->conns;
         d->conns = c;
         srv->nconn++;
+        srv->m.accepted++;
         pss->c = c;
         if (c->user[0])
             slog(srv, "%s db '%s': user '%s' connected%s", c->peer, id, c->user,
@@ -991,6 +1096,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             return -1;
         }
         c->progress_ms = crdtdb__ws_now_ms();
+        srv->m.bytes_in += len;
         int r = crdtdb__ws_receive(&c->l, in, len);
         if (c->snap_due && !c->ended) { /* the others' presence, after the hellos */
             c->snap_due = 0;
@@ -1021,6 +1127,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         c->waiting = c->l.hold_pump;
         int r = crdtdb__ws_writable(&c->l, srv->wbuf);
         if (c->l.sent != c->sent_seen) {
+            srv->m.bytes_out += c->l.sent - c->sent_seen;
             c->sent_seen = c->l.sent;
             c->progress_ms = crdtdb__ws_now_ms();
         }
@@ -1104,6 +1211,9 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
     if (!o.presence_hz)
         o.presence_hz = DEF_PRESENCE_HZ;
     if (o.presence_hz > MAX_PRESENCE_HZ || o.max_presence > MAX_PRESENCE_BYTES)
+        return CRDTDB_EINVAL;
+    if (o.metrics != CRDTDB_METRICS_LOCAL && o.metrics != CRDTDB_METRICS_ANY &&
+        o.metrics != CRDTDB_METRICS_OFF)
         return CRDTDB_EINVAL;
     if (o.ping_secs > MAX_IDLE_SECS || o.pong_secs > MAX_IDLE_SECS - o.ping_secs ||
         o.handshake_secs > MAX_IDLE_SECS)
