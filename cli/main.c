@@ -156,6 +156,7 @@ static const command commands[] = {
               "       [--ping-interval S] [--pong-timeout S] [--max-presence N]\n"
               "       [--max-presence-members N] [--presence-hz N]\n"
               "       [--expire-every S [--archive DIR]]\n"
+              "       [--collect-every S [--max-peer-age DURATION]]\n"
               "       [--log-format text|json] [--metrics local|any|off] [--config FILE]",
      "serve the databases to sync clients over WebSocket",
      "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
@@ -176,6 +177,10 @@ static const command commands[] = {
      "('crdtdb expire') has passed: their clients are told and clear them,\n"
      "they are refused from then on, archived into --archive DIR if given\n"
      "(as <hex of the id>.crdtdb, for 'crdtdb import' elsewhere) and dropped.\n"
+     "--collect-every S drops, every S seconds, the tombstones every peer of\n"
+     "an open database holds ('crdtdb collect'); with --max-peer-age D (e.g.\n"
+     "30d) a peer silent longer no longer holds that back and is resynced\n"
+     "whole when it returns (docs/crdt.md, \"Collecting tombstones\").\n"
      "--jwt-secret-file F (HS256) or --jwt-public-key F (PEM; --jwt-alg\n"
      "RS256 or ES256, default RS256) requires a bearer token on every\n"
      "connection (HTTP 401 otherwise) and turns on membership: each database\n"

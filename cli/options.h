@@ -76,11 +76,15 @@ static const cli_option cli_options[] = {
 typedef struct serve_args {
     const char *log_format; /* --log-format text|json */
     const char *metrics;    /* --metrics local|any|off */
+    const char *collect_every; /* --collect-every S */
+    const char *max_peer_age;  /* --max-peer-age DURATION */
 } serve_args;
 
 static const cli_option serve_options[] = {
     {"--log-format", 0, OPTV_VALUE, offsetof(serve_args, log_format)},
     {"--metrics", 0, OPTV_VALUE, offsetof(serve_args, metrics)},
+    {"--collect-every", 0, OPTV_VALUE, offsetof(serve_args, collect_every)},
+    {"--max-peer-age", 0, OPTV_VALUE, offsetof(serve_args, max_peer_age)},
 };
 
 #define NSERVE_OPTIONS (sizeof serve_options / sizeof *serve_options)

@@ -285,6 +285,21 @@ int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa)
         }
         o.expire_secs = (unsigned)n;
     }
+    if (sa->collect_every) {
+        char *end;
+        unsigned long n = strtoul(sa->collect_every, &end, 10);
+        if (!*sa->collect_every || *end || *sa->collect_every == '-' || n == 0 || n > 86400) {
+            fprintf(stderr, "crdtdb: --collect-every takes seconds from 1 to 86400\n");
+            return EXIT_USAGE;
+        }
+        o.collect_secs = (unsigned)n;
+    }
+    if (sa->max_peer_age && (!sa->collect_every ||
+                             parse_duration(sa->max_peer_age, &o.max_peer_age_ms))) {
+        fprintf(stderr, "crdtdb: --max-peer-age goes with --collect-every and takes a duration "
+                        "such as 12h or 30d\n");
+        return EXIT_USAGE;
+    }
     if (a->archive && !a->expire_every) {
         fprintf(stderr, "crdtdb: serve's --archive goes with --expire-every\n");
         return EXIT_USAGE;

@@ -319,11 +319,27 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
     return d;
 }
 
+/* Collection of one database (collect_secs), logged when it dropped any. */
+static void collect_db(crdtdb_server *s, crdtdb_db *db)
+{
+    crdtdb_collect_stats st;
+    if (crdtdb_db_collect(db, s->o.max_peer_age_ms, &st))
+        slog(s, "db '%s': collection: %s", crdtdb_db_id(db), crdtdb_db_errmsg(db));
+    else if (st.records)
+        slog(s, "db '%s': collected %llu removed records (%llu registers)%s", crdtdb_db_id(db),
+             (unsigned long long)st.records, (unsigned long long)st.registers,
+             st.peers_left ? "; silent peers left out" : "");
+}
+
 static void db_release(sdb *d)
 {
     if (d->conns || d->nlinks) /* peered databases stay open */
         return;
     crdtdb_server *srv = d->srv;
+    /* collected as it closes too: one-shot clients leave no database open
+     * for the timer to find */
+    if (srv->o.collect_secs && !srv->draining)
+        collect_db(srv, d->db);
     for (sdb **pp = &srv->dbs; *pp; pp = &(*pp)->next)
         if (*pp == d) {
             *pp = d->next;
@@ -1445,23 +1461,15 @@ static void expire_dbs(crdtdb_server *s)
 }
 
 /* Drops the tombstones every peer holds, in each open database; the
- * sessions' timers then resync any peer the floor passed. */
+ * sessions then resync any peer the floor passed. */
 static void collect_dbs(crdtdb_server *s)
 {
     uint64_t now = crdtdb__ws_now_ms();
     if (!s->o.collect_secs || s->draining || now < s->next_collect)
         return;
     s->next_collect = now + (uint64_t)s->o.collect_secs * 1000;
-    for (sdb *d = s->dbs; d; d = d->next) {
-        crdtdb_collect_stats st;
-        if (crdtdb_db_collect(d->db, s->o.max_peer_age_ms, &st))
-            slog(s, "db '%s': collection: %s", crdtdb_db_id(d->db), crdtdb_db_errmsg(d->db));
-        else if (st.records)
-            slog(s, "db '%s': collected %llu removed records (%llu registers)%s",
-                 crdtdb_db_id(d->db), (unsigned long long)st.records,
-                 (unsigned long long)st.registers,
-                 st.peers_left ? "; silent peers left out" : "");
-    }
+    for (sdb *d = s->dbs; d; d = d->next)
+        collect_db(s, d->db);
 }
 
 static void on_poll_due(lws_sorted_usec_list_t *sul)
