@@ -956,17 +956,23 @@ CRDTDB_API int crdtdb_db_peer_ack_at(crdtdb_db *db, const uint8_t *peer, uint64_
 
 /* Sets (on 1) or clears CRDTDB_PEER_RESYNC on peer, durably: a full
  * resync from it began and must end (crdtdb_db_resync_end) before a later
- * session may resume from our watermark.  Errors: EROFS, EIO. */
-CRDTDB_API int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on);
+ * session may resume from our watermark.  Setting it takes the peer's
+ * horizon stamp into our clock, so what we write from then on is newer
+ * than anything it collected.  Errors: ECLOCK (stamp too far ahead),
+ * EROFS, EIO. */
+CRDTDB_API int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on,
+                                     uint64_t stamp);
 
 #define CRDTDB_RESYNC_SHARED 0x1u /* this replica serves others: remove, not forget */
 
 /*
  * Ends a full resync from `peer` (protocol.md message 16), in one
- * transaction: every record here that the peer's snapshot did not hold
+ * transaction: every record here that the peer's snapshot did not carry
  * (held() says 0) loses the registers the peer has seen (numbered up to
  * what it acknowledged of our log) and those stamped at or before `stamp`
- * (its horizon stamp): they were removed and collected there.  Forgotten
+ * (its horizon stamp): they were removed and collected there.  A record it
+ * carried leaves of but no add or remove (held() says 1) loses only such
+ * a base; held() 2: carried with its add or remove, kept.  Forgotten
  * with no tombstone, as a purge; with CRDTDB_RESYNC_SHARED (a server's
  * peer link), a visible one is removed instead, so replicas that got it
  * from us hear of it.  Registers newer than both stay and travel to the

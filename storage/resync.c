@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "crdt/array.h"
+#include "crdt/hlc.h"
 #include "storage/slot.h"
 
 static int resync_flag(crdtdb_txn *t, const uint8_t *peer, int on)
@@ -28,7 +29,7 @@ static int resync_flag(crdtdb_txn *t, const uint8_t *peer, int on)
     return crdtdb__marks_put(t->db, t->mt, peer, &m);
 }
 
-static int peer_resync_call(crdtdb_db *db, const uint8_t *peer, int on)
+static int peer_resync_call(crdtdb_db *db, const uint8_t *peer, int on, uint64_t stamp)
 {
     if (!db || !peer)
         return CRDTDB_EINVAL;
@@ -36,6 +37,15 @@ static int peer_resync_call(crdtdb_db *db, const uint8_t *peer, int on)
     int rc = crdtdb_txn_begin(db, 0, &t);
     if (rc)
         return rc;
+    /* what we write from now on must be newer than anything it collected,
+     * or its gate would drop it as old */
+    if (on && stamp &&
+        (rc = crdtdb__hlc_recv(&t->hlc, stamp, crdtdb__now_ms(db->env),
+                               db->env->opts.max_clock_skew_ms))) {
+        crdtdb_txn_abort(t);
+        return crdtdb__db_seterr(db, rc,
+                                 "resync: the peer's horizon stamp is too far ahead of our clock");
+    }
     if ((rc = resync_flag(t, peer, on))) {
         crdtdb_txn_abort(t);
         return crdtdb__db_seterr(db, rc, "peer watermarks: %s", crdtdb_strerror(rc));
@@ -43,9 +53,9 @@ static int peer_resync_call(crdtdb_db *db, const uint8_t *peer, int on)
     return crdtdb_txn_commit(t);
 }
 
-int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on)
+int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on, uint64_t stamp)
 {
-    return crdtdb__db_exit(db, peer_resync_call(db, peer, on));
+    return crdtdb__db_exit(db, peer_resync_call(db, peer, on, stamp));
 }
 
 /* A record key: u16 collection, u8 id length, id. */
@@ -118,8 +128,10 @@ static int drop_seen(crdtdb__record *r, uint64_t acked, uint64_t stamp)
     return 0;
 }
 
+/* held 1: the snapshot carried leaves of it but no add or remove, so only
+ * our base can be what it collected */
 static int end_one(crdtdb_txn *t, const rkey *key, uint64_t acked, uint64_t stamp,
-                   unsigned flags, size_t *n)
+                   unsigned flags, int held, size_t *n)
 {
     crdtdb_db *db = t->db;
     uint16_t coll = (uint16_t)(key->k[0] << 8 | key->k[1]);
@@ -135,7 +147,7 @@ static int end_one(crdtdb_txn *t, const rkey *key, uint64_t acked, uint64_t stam
     crdtdb__record *r = &db->rec;
     int any = r->base_kind != CRDTDB__BASE_NONE &&
               seen(r, r->base_seq, r->base_hlc, acked, stamp);
-    for (uint32_t i = 0; !any && i < r->nleaves; i++)
+    for (uint32_t i = 0; !any && !held && i < r->nleaves; i++)
         any = seen(r, r->leaves[i].seq, r->leaves[i].hlc, acked, stamp);
     if (!any)
         return 0; /* all of it newer than the peer knows: it travels */
@@ -143,7 +155,24 @@ static int end_one(crdtdb_txn *t, const rkey *key, uint64_t acked, uint64_t stam
     if (flags & CRDTDB_RESYNC_SHARED) {
         /* others may hold this record from us: they must hear that it
          * went, so a remove of our own, not a silent drop */
-        return s.was_visible ? crdtdb_db_remove(db, t, db->colls[coll], id) : 0;
+        if (!s.was_visible)
+            return 0;
+        int ro = db->readonly; /* a relay of what went, not a write of ours */
+        t->ro_known = 1, t->ro = 0, db->readonly = 0;
+        rc = crdtdb_db_remove(db, t, db->colls[coll], id);
+        db->readonly = ro;
+        t->ro_known = 0;
+        return rc;
+    }
+    if (held) { /* its leaves stay; our base goes if it was collected there */
+        uint8_t kind = r->base_kind;
+        uint32_t nl = r->nleaves;
+        r->nleaves = 0;
+        rc = drop_seen(r, acked, stamp);
+        r->nleaves = nl;
+        if (rc)
+            return crdtdb__db_seterr(db, rc, "out of memory");
+        return r->base_kind == kind ? 0 : crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
     }
     if ((rc = drop_seen(r, acked, stamp)))
         return crdtdb__db_seterr(db, rc, "out of memory");
@@ -177,9 +206,10 @@ static int resync_end_call(crdtdb_db *db, const uint8_t *peer, uint64_t stamp,
         uint16_t coll = (uint16_t)(keys[i].k[0] << 8 | keys[i].k[1]);
         memcpy(id, keys[i].k + 3, keys[i].k[2]);
         id[keys[i].k[2]] = 0;
-        if (coll < db->ncoll && held(ctx, db->colls[coll], id))
+        int h = coll < db->ncoll ? held(ctx, db->colls[coll], id) : 2;
+        if (h >= 2)
             continue;
-        rc = end_one(t, &keys[i], m.acked, stamp, flags, &count);
+        rc = end_one(t, &keys[i], m.acked, stamp, flags, h, &count);
     }
     free(keys);
     if (!rc && (rc = resync_flag(t, peer, 0)))

@@ -194,7 +194,11 @@ static int send_u64(crdtdb_session *s, int type, uint64_t v)
 static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
 {
     uint64_t floor = 0, stamp = 0;
-    if (!s->st.horizon || !(s->server || s->mode == CRDTDB_SYNC_TWO_WAY))
+    /* Only a server resyncs: a client's snapshot is a partial view of a
+     * server other writers feed, and a server never takes one (a client
+     * behind which a server fell just exports; what it collected the
+     * server held when it did). */
+    if (!s->st.horizon || !s->server)
         return 0;
     int rc = s->st.horizon(s->st.ctx, &floor, &stamp);
     if (rc)
@@ -214,7 +218,7 @@ static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
 static int collected_under(crdtdb_session *s)
 {
     uint64_t floor = 0, stamp = 0, last;
-    if (!s->st.horizon || !(s->server || s->mode == CRDTDB_SYNC_TWO_WAY))
+    if (!s->st.horizon || !s->server)
         return 0;
     int rc = s->st.horizon(s->st.ctx, &floor, &stamp);
     if (rc)
@@ -572,9 +576,11 @@ static uint64_t stored_received(crdtdb_session *s)
     return s->st.peer_get(s->st.ctx, s->peer, &received, &acked) == 0 ? received : 0;
 }
 
-/* The snapshot's records, sorted: names pointing into rkeys. */
+/* The snapshot's records, sorted: names pointing into rkeys, each with
+ * what the snapshot carried of it (2: an add or remove, 1: leaves only). */
 typedef struct rname {
     const char *coll, *id;
+    int held;
 } rname;
 typedef struct rindex {
     rname *at;
@@ -591,8 +597,9 @@ static int rname_cmp(const void *a, const void *b)
 static int rkey_held(void *ctx, const char *coll, const char *id)
 {
     const rindex *ix = ctx;
-    rname key = {coll, id};
-    return ix->n && bsearch(&key, ix->at, ix->n, sizeof *ix->at, rname_cmp) != NULL;
+    rname key = {coll, id, 0};
+    const rname *r = ix->n ? bsearch(&key, ix->at, ix->n, sizeof *ix->at, rname_cmp) : NULL;
+    return r ? r->held : 0;
 }
 
 /* Caught up after a RESYNC: what we hold that the snapshot did not goes
@@ -602,7 +609,7 @@ static int resync_finish(crdtdb_session *s)
     s->resync = 0;
     rindex ix = {NULL, 0};
     size_t cap = 0;
-    for (size_t off = 0; off < s->rkeys.len;) {
+    for (size_t off = 0; off < s->rkeys.len;) { /* "coll\0id\0" and a flag byte */
         if (ix.n == cap) {
             rname *p = realloc(ix.at, (cap = cap ? 2 * cap : 64) * sizeof *p);
             if (!p) {
@@ -615,12 +622,26 @@ static int resync_finish(crdtdb_session *s)
         r->coll = (const char *)s->rkeys.data + off;
         r->id = r->coll + strlen(r->coll) + 1;
         off = (size_t)(r->id + strlen(r->id) + 1 - (const char *)s->rkeys.data);
+        r->held = off < s->rkeys.len && s->rkeys.data[off] == 'b' ? 2 : 1;
+        off++;
     }
-    if (ix.n)
-        qsort(ix.at, ix.n, sizeof *ix.at, rname_cmp);
-    unsigned flags = s->server || (s->o.flags & CRDTDB_SESSION_NO_PURGE) ? CRDTDB_RESYNC_SHARED : 0;
     size_t n = 0;
-    int rc = s->st.resync_end(s->st.ctx, s->peer, s->resync_stamp, rkey_held, &ix, flags, &n);
+    if (ix.n) { /* one entry per record, the most any delta carried of it */
+        qsort(ix.at, ix.n, sizeof *ix.at, rname_cmp);
+        for (size_t i = 1; i < ix.n; i++) {
+            if (rname_cmp(&ix.at[n], &ix.at[i]) == 0) {
+                if (ix.at[i].held > ix.at[n].held)
+                    ix.at[n].held = ix.at[i].held;
+            } else {
+                ix.at[++n] = ix.at[i];
+            }
+        }
+        ix.n = n + 1;
+    }
+    unsigned flags = s->o.flags & CRDTDB_SESSION_NO_PURGE ? CRDTDB_RESYNC_SHARED : 0;
+    size_t changed = 0;
+    int rc = s->st.resync_end(s->st.ctx, s->peer, s->resync_stamp, rkey_held, &ix, flags,
+                              &changed);
     free(ix.at);
     crdtdb_buf_free(&s->rkeys);
     return rc ? store_err(s, rc) : 0;
@@ -637,7 +658,7 @@ static int check_caught_up(crdtdb_session *s)
             if (rc)
                 return rc;
         } else if (s->resync_flagged) { /* it had nothing to resync after all */
-            int rc = s->st.peer_resync(s->st.ctx, s->peer, 0);
+            int rc = s->st.peer_resync(s->st.ctx, s->peer, 0, 0);
             if (rc)
                 return store_err(s, rc);
         }
@@ -699,6 +720,10 @@ static int pump(crdtdb_session *s)
         return rc;
     if (s->state != S_OPEN || !s->have_since || !we_send(s))
         return 0;
+    /* a collection since the last export may have dropped removes the peer
+     * has not been sent: it is resynced before anything else goes */
+    if ((rc = collected_under(s)))
+        return rc;
     while (s->out.len - s->out_off < s->o.max_output) {
         uint64_t last;
         rc = seq(s, &last);
@@ -841,9 +866,13 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     s->state = S_OPEN;
     s->received = stored_received(s);
     unsigned pflags = 0; /* a resync from this peer was cut: all of it again */
-    if (s->st.peer_flags && s->st.peer_flags(s->st.ctx, s->peer, &pflags) == 0 &&
-        (pflags & CRDTDB_PEER_RESYNC))
-        s->received = 0, s->resync_flagged = 1;
+    if (s->st.peer_flags) {
+        int rc = s->st.peer_flags(s->st.ctx, s->peer, &pflags);
+        if (rc)
+            return store_err(s, rc);
+        if (pflags & CRDTDB_PEER_RESYNC)
+            s->received = 0, s->resync_flagged = 1;
+    }
     size_t discarded = 0;
     if (!s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT &&
         !(s->o.flags & CRDTDB_SESSION_NO_PURGE)) { /* a shared replica keeps others' data */
@@ -1378,20 +1407,19 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     if (type == M_RESYNC) { /* [16, stamp]: our whole state follows */
         if (n != 2 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
             return seterr(s, CRDTDB_EBADVALUE, "malformed resync message");
+        /* its end removes what the snapshot lacks: a server takes none */
+        if (s->server)
+            return seterr(s, CRDTDB_EROFS, "a resync sent to a server");
         if (!s->st.resync_end)
             return seterr(s, CRDTDB_EBADVALUE, "a resync this store cannot take");
-        /* its end removes what the peer's snapshot lacks: only from a peer
-         * that may write everything anyway */
-        if (s->server && (s->o.write_filter || s->o.read_filter ||
-                          s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT))
-            return seterr(s, CRDTDB_EROFS, "a resync from a client whose writes are checked");
-        if (!s->resync) { /* durably: a cut session asks for all of it again */
-            int rc = s->st.peer_resync(s->st.ctx, s->peer, 1);
-            if (rc)
-                return store_err(s, rc);
-            s->resync = 1;
-            s->rkeys.len = 0;
-        }
+        /* durably (a cut session asks for all of it again), and the stamp
+         * into our clock: our writes from now on are newer than what it
+         * collected */
+        int rc = s->st.peer_resync(s->st.ctx, s->peer, 1, a[1].via.u64);
+        if (rc)
+            return store_err(s, rc);
+        s->resync = 1;
+        s->rkeys.len = 0; /* the export starts over from 0 */
         if (a[1].via.u64 > s->resync_stamp)
             s->resync_stamp = a[1].via.u64;
         s->caught = 0;

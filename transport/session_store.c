@@ -167,9 +167,9 @@ static int store_peer_flags(void *ctx, const uint8_t *peer, unsigned *flags)
     return rc;
 }
 
-static int store_peer_resync(void *ctx, const uint8_t *peer, int on)
+static int store_peer_resync(void *ctx, const uint8_t *peer, int on, uint64_t stamp)
 {
-    return crdtdb_db_peer_resync(db_of(ctx), peer, on);
+    return crdtdb_db_peer_resync(db_of(ctx), peer, on, stamp);
 }
 
 /* The record names of a delta already applied (so it decodes). */
@@ -187,12 +187,15 @@ static int store_resync_keys(void *ctx, const uint8_t *p, size_t len, crdtdb_buf
     static const char nul = 0;
     for (uint32_t i = 0; !rc && i < d.nrecs; i++) {
         const crdtdb__str *c = &d.colls[d.recs[i].coll], *id = &d.recs[i].id;
-        if (d.recs[i].base_kind == CRDTDB__BASE_NONE)
-            continue; /* leaves alone say nothing of what was removed */
+        /* 'b': with its add or remove; 'l': leaves only, which say nothing
+         * of a base it collected */
+        char held = d.recs[i].base_kind == CRDTDB__BASE_NONE ? 'l' : 'b';
         if (crdtdb__buf_append(keys, c->p, c->n) || crdtdb__buf_append(keys, &nul, 1) ||
-            crdtdb__buf_append(keys, id->p, id->n) || crdtdb__buf_append(keys, &nul, 1))
+            crdtdb__buf_append(keys, id->p, id->n) || crdtdb__buf_append(keys, &nul, 1) ||
+            crdtdb__buf_append(keys, &held, 1))
             rc = CRDTDB_ENOMEM;
     }
+
     crdtdb__delta_free(&d);
     return rc;
 }
