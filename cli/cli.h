@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "crdtdb_ws.h"
+#include "crdtdb_cluster.h"
 
 #define EXIT_USAGE 2
 
@@ -34,7 +35,8 @@ enum {
     OPT_EXPIRE = 1 << 20,  /* expire: --after D, --closed, --never */
     OPT_ARCHIVE = 1 << 21, /* drop, expired: --archive PATH */
     OPT_DROP = 1 << 22,    /* expired: --drop */
-    OPT_EXPIRE_EVERY = 1 << 23 /* serve: --expire-every S */
+    OPT_EXPIRE_EVERY = 1 << 23, /* serve: --expire-every S */
+    OPT_CLUSTER = 1 << 24 /* serve: --cluster F --self URL [--replicas R] */
 };
 
 /* The number of serve_limit_flags (options.h), the size of args.limits. */
@@ -68,6 +70,7 @@ typedef struct args {
     const char *after, *archive, *expire_every;
     int closed, never, drop;
     const char *presence, *send, *to; /* sync --watch: presence and a message */
+    const char *cluster, *self_url, *replicas; /* serve: docs/cluster.md */
 } args;
 
 /* --------------------------------------------------------------- util.c */
@@ -170,6 +173,13 @@ int cmd_import(const char *dir, const args *a);   /* export.c */
 int cmd_peers(const char *dir, const args *a);    /* export.c */
 int cmd_serve(const char *dir, const args *a);    /* serve.c */
 int cmd_sync(const char *dir, const args *a);     /* sync.c */
+/* cluster.c: serve's --cluster flags.  serve_cluster_open checks them
+ * and, with --cluster, opens the file into *cl (the caller closes it after
+ * the server), plugs its peer filter into o and catches SIGHUP; 0,
+ * EXIT_USAGE or EXIT_FAILURE (reported).  serve_cluster_hup re-reads the
+ * file after a SIGHUP (call it from the serve loop; cl may be NULL). */
+int serve_cluster_open(const args *a, crdtdb_server_options *o, crdtdb_cluster **cl);
+void serve_cluster_hup(crdtdb_cluster *cl, const args *a, crdtdb_env *env, crdtdb_server *srv);
 /* token.c: argv holds its arguments only (after "token"); it opens no
  * environment. */
 int cmd_token(int argc, char **argv);

@@ -144,7 +144,8 @@ static const command commands[] = {
               "       [--max-buffered-mb M] [--handshake-timeout S] [--message-timeout S]\n"
               "       [--ping-interval S] [--pong-timeout S] [--max-presence N]\n"
               "       [--max-presence-members N] [--presence-hz N]\n"
-              "       [--expire-every S [--archive DIR]]",
+              "       [--expire-every S [--archive DIR]]\n"
+              "       [--cluster F --self URL [--replicas R]]",
      "serve the databases to sync clients over WebSocket",
      "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
      "(default 127.0.0.1:8080) until interrupted, logging one line per\n"
@@ -181,9 +182,15 @@ static const command commands[] = {
      "--max-presence N (1024: bytes of one state or message), --max-presence-members N\n"
      "(256: entries per database), --presence-hz N (30: changes forwarded and\n"
      "messages taken per connection per second).  Peer links relay presence\n"
-     "both ways; with tokens, only for a link user who owns the database.",
+     "both ways; with tokens, only for a link user who owns the database.\n"
+     "--cluster F --self URL makes this server one of the servers listed in\n"
+     "F (a line each: URL [TOKEN]; URL is this one's): each database is\n"
+     "owned by --replicas R of them (default 2, by rendezvous hashing of its\n"
+     "id), and a database open here is synced with its owners.  SIGHUP\n"
+     "re-reads F: databases that move are pulled by their new owners; none\n"
+     "is dropped (docs/cluster.md).",
      0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT | OPT_TLS | OPT_LIMITS |
-               OPT_EXPIRE_EVERY | OPT_ARCHIVE,
+               OPT_EXPIRE_EVERY | OPT_ARCHIVE | OPT_CLUSTER,
      cmd_serve},
     {"sync", "URL --db DB [--watch | --timeout SECONDS] [--mode MODE] [--token-file F]\n"
              "       [--tls-ca F] [--presence JSON] [--send JSON [--to USER]]",
