@@ -224,8 +224,8 @@ const out = {};
 for (const start of [startAlone, startCluster]) {
   const t = await start();
   try {
+    const d = await deliveries(t); // first, on fresh servers
     const c = await connections(t);
-    const d = await deliveries(t);
     out[t.name] = { c, d };
     console.log(`${t.name}: ${c.held}/${CONNS} connections held (opened in ${c.ms} ms, ` +
       `${c.kibPerConn.toFixed(1)} KiB RSS each across its processes); ` +
