@@ -13,7 +13,7 @@
  *
  * and the ratios cluster / alone.  Run through benchmarks/bench_cluster.
  * Environment: CRDTDB_CLI, CRDTDB_SRC; BENCH_CONNS (default 1000),
- * BENCH_MATCHES (10: what one Node process keeps up with), BENCH_SECS (10), BENCH_FAILOVERS (20).
+ * BENCH_MATCHES (3,10: the loads to measure deliveries at), BENCH_SECS (10), BENCH_FAILOVERS (20).
  */
 import { spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
@@ -24,7 +24,7 @@ const SRC = process.env.CRDTDB_SRC;
 const BIN = process.env.CRDTDB_CLI;
 const { CrdtdbDataStore, nodeSocket } = await import(join(SRC, "js/dist/node.js"));
 const CONNS = Number(process.env.BENCH_CONNS ?? 1000);
-const MATCHES = Number(process.env.BENCH_MATCHES ?? 10);
+const MATCHES_LIST = (process.env.BENCH_MATCHES ?? "3,10").split(",").map(Number);
 const SECS = Number(process.env.BENCH_SECS ?? 10);
 const FAILOVERS = Number(process.env.BENCH_FAILOVERS ?? 20);
 const COLLS = ["Players", "Moves"];
@@ -137,7 +137,7 @@ function cpuMs(pids) {
   return ticks * 10; // USER_HZ 100
 }
 
-async function deliveries(t) {
+async function deliveries(t, MATCHES) {
   const players = [];
   for (let m = 0; m < MATCHES; m++)
     for (let k = 0; k < 4; k++) players.push({ m, k, ds: await open(t.url, `match-${m}`) });
@@ -224,14 +224,19 @@ const out = {};
 for (const start of [startAlone, startCluster]) {
   const t = await start();
   try {
-    const d = await deliveries(t); // first, on fresh servers
+    const ds = [];
+    for (const m of MATCHES_LIST) { // first, on fresh servers
+      const d = await deliveries(t, m);
+      ds.push(d);
+      console.log(`${t.name}, ${m} matches of 4: ${Math.round(d.perSec)} field deliveries/s of ` +
+        `${Math.round(d.offered)} offered, lag p50 ${d.lag50.toFixed(1)} ms p99 ${d.lag99.toFixed(1)} ms, ` +
+        `server-side CPU ${d.cpuUsPerField.toFixed(0)} us per delivered field (the Node clients used ` +
+        `${(d.clientCpu * 100).toFixed(0)}% of a core)`);
+    }
     const c = await connections(t);
-    out[t.name] = { c, d };
+    out[t.name] = { c, ds };
     console.log(`${t.name}: ${c.held}/${CONNS} connections held (opened in ${c.ms} ms, ` +
-      `${c.kibPerConn.toFixed(1)} KiB RSS each across its processes); ` +
-      `${Math.round(d.perSec)} field deliveries/s of ${Math.round(d.offered)} offered, lag p50 ` +
-      `${d.lag50.toFixed(1)} ms p99 ${d.lag99.toFixed(1)} ms, server-side CPU ${d.cpuUsPerField.toFixed(0)} us ` +
-      `per delivered field (the Node clients used ${(d.clientCpu * 100).toFixed(0)}% of a core)`);
+      `${c.kibPerConn.toFixed(1)} KiB RSS each across its processes)`);
     if (t.servers) {
       const f = await failover(t);
       out.failover = f;
@@ -244,7 +249,11 @@ for (const start of [startAlone, startCluster]) {
 }
 const a = out["1 server"], c = out["3 servers + HAProxy"];
 console.log(`ratios cluster/alone: connections held ${(c.c.held / a.c.held).toFixed(2)}, ` +
-  `open time ${(c.c.ms / a.c.ms).toFixed(2)}, RSS per connection ${(c.c.kibPerConn / a.c.kibPerConn).toFixed(2)}, ` +
-  `deliveries/s ${(c.d.perSec / a.d.perSec).toFixed(2)}, lag p99 ${(c.d.lag99 / a.d.lag99).toFixed(2)}, ` +
-  `CPU per field ${(c.d.cpuUsPerField / a.d.cpuUsPerField).toFixed(2)}`);
+  `open time ${(c.c.ms / a.c.ms).toFixed(2)}, RSS per connection ${(c.c.kibPerConn / a.c.kibPerConn).toFixed(2)}`);
+MATCHES_LIST.forEach((m, k) => {
+  const x = a.ds[k], y = c.ds[k];
+  console.log(`ratios cluster/alone at ${m} matches: deliveries/s ${(y.perSec / x.perSec).toFixed(2)}, ` +
+    `lag p50 ${(y.lag50 / x.lag50).toFixed(2)}, p99 ${(y.lag99 / x.lag99).toFixed(2)}, ` +
+    `CPU per field ${(y.cpuUsPerField / x.cpuUsPerField).toFixed(2)}`);
+});
 process.exit(0);
