@@ -54,14 +54,17 @@ function open(url, dbId, onStatus) {
   });
 }
 
+/* a free port below the ephemeral range (where outgoing connections take
+ * theirs, so nothing else binds it meanwhile) */
 async function freePort() {
   const net = await import("node:net");
-  return new Promise((res) => {
-    const srv = net.createServer().listen(0, "127.0.0.1", () => {
-      const p = srv.address().port;
-      srv.close(() => res(p));
+  for (;;) {
+    const p = 10000 + Math.floor(Math.random() * 22000);
+    const ok = await new Promise((res) => {
+      const srv = net.createServer().once("error", () => res(false)).listen(p, "127.0.0.1", () => srv.close(() => res(true)));
     });
-  });
+    if (ok) return p;
+  }
 }
 
 /* ------------------------------------------------------------ targets */

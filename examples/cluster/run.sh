@@ -27,12 +27,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
-# a port nothing listens on (a race with other programs is possible but rare)
+# a port nothing listens on, below the kernel's ephemeral range (where
+# outgoing connections take theirs); a race with another program that picks
+# the same one at the same moment is possible but rare
 used=" "
+read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_lo=32768
+[ "$eph_lo" -gt 12000 ] || eph_lo=32768
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % (eph_lo - 10000)))
         case $used in *" $p "*) continue ;; esac
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             used="$used$p "
