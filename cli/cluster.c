@@ -28,6 +28,11 @@ int serve_cluster_open(const args *a, crdtdb_server_options *o, crdtdb_cluster *
         }
         return 0;
     }
+    if (a->npeers) { /* the filter would give them no database */
+        fprintf(stderr, "crdtdb: --cluster links the servers of its file: list peers there, "
+                        "not with --peer\n");
+        return EXIT_USAGE;
+    }
     if (!a->self_url) {
         fprintf(stderr, "crdtdb: --cluster needs --self URL (this server's line in the file)\n");
         return EXIT_USAGE;
@@ -46,8 +51,14 @@ int serve_cluster_open(const args *a, crdtdb_server_options *o, crdtdb_cluster *
     }
     char why[256] = "";
     int rc = crdtdb_cluster_open(a->cluster, a->self_url, r, cl, why, sizeof why);
-    if (rc)
-        return fail(*why ? why : NULL, rc);
+    if (rc) {
+        char msg[512];
+        if (rc == CRDTDB_EIO || !*why) /* its message names the file */
+            snprintf(msg, sizeof msg, "%s", why);
+        else
+            snprintf(msg, sizeof msg, "%s: %s", a->cluster, why);
+        return fail(msg, rc);
+    }
     o->peer_filter = crdtdb_cluster_peer_filter;
     o->peer_filter_ctx = *cl;
     struct sigaction sa;
