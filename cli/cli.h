@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "crdtdb_ws.h"
+#include "crdtdb_cluster.h"
 
 #define EXIT_USAGE 2
 
@@ -35,7 +36,8 @@ enum {
     OPT_ARCHIVE = 1 << 21, /* drop, expired: --archive PATH */
     OPT_DROP = 1 << 22,    /* expired: --drop */
     OPT_EXPIRE_EVERY = 1 << 23, /* serve: --expire-every S */
-    OPT_COLLECT = 1 << 24       /* collect: --max-peer-age D */
+    OPT_COLLECT = 1 << 24,      /* collect: --max-peer-age D */
+    OPT_CLUSTER = 1 << 25 /* serve: --cluster F --self URL [--replicas R] */
 };
 
 /* The number of serve_limit_flags (options.h), the size of args.limits. */
@@ -70,6 +72,7 @@ typedef struct args {
     const char *max_peer_age; /* collect */
     int closed, never, drop;
     const char *presence, *send, *to; /* sync --watch: presence and a message */
+    const char *cluster, *self_url, *replicas; /* serve: docs/cluster.md */
 } args;
 
 /* --------------------------------------------------------------- util.c */
@@ -176,6 +179,13 @@ int cmd_import(const char *dir, const args *a);   /* export.c */
 int cmd_peers(const char *dir, const args *a);    /* export.c */
 int cmd_serve(const char *dir, const args *a);    /* serve.c */
 int cmd_sync(const char *dir, const args *a);     /* sync.c */
+/* cluster.c: serve's --cluster flags.  serve_cluster_open checks them
+ * and, with --cluster, opens the file into *cl (the caller closes it after
+ * the server), plugs its peer filter into o and catches SIGHUP; 0,
+ * EXIT_USAGE or EXIT_FAILURE (reported).  serve_cluster_hup re-reads the
+ * file after a SIGHUP (call it from the serve loop; cl may be NULL). */
+int serve_cluster_open(const args *a, crdtdb_server_options *o, crdtdb_cluster **cl);
+void serve_cluster_hup(crdtdb_cluster *cl, const args *a, crdtdb_env *env, crdtdb_server *srv);
 /* token.c: argv holds its arguments only (after "token"); it opens no
  * environment. */
 int cmd_token(int argc, char **argv);

@@ -157,6 +157,7 @@ static const command commands[] = {
               "       [--max-presence-members N] [--presence-hz N]\n"
               "       [--expire-every S [--archive DIR]]\n"
               "       [--collect-every S [--max-peer-age DURATION]]\n"
+              "       [--cluster F --self URL [--replicas R]]\n"
               "       [--log-format text|json] [--metrics local|any|off] [--config FILE]",
      "serve the databases to sync clients over WebSocket",
      "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
@@ -199,6 +200,12 @@ static const command commands[] = {
      "(256: entries per database), --presence-hz N (30: changes forwarded and\n"
      "messages taken per connection per second).  Peer links relay presence\n"
      "both ways; with tokens, only for a link user who owns the database.\n"
+     "--cluster F --self URL makes this server one of the servers listed in\n"
+     "F (a line each: URL [TOKEN]; URL is this one's): each database is\n"
+     "owned by --replicas R of them (default 2, by rendezvous hashing of its\n"
+     "id), and a database open here is synced with its owners.  SIGHUP\n"
+     "re-reads F: databases that move are pulled by their new owners; none\n"
+     "is dropped (docs/cluster.md).\n"
      "Operations (docs/operations.md): GET /healthz answers 200, 503 while\n"
      "draining; GET /metrics answers Prometheus metrics, by default to loopback\n"
      "addresses only (--metrics any: to everyone; off: to nobody).\n"
@@ -210,7 +217,7 @@ static const command commands[] = {
      "refused, clients are sent what they lack and 'going away', and the\n"
      "server exits 0 within 10 s.",
      0, 0, OPT_LISTEN | OPT_COLLECTIONS | OPT_MODE | OPT_PEER | OPT_JWT | OPT_TLS | OPT_LIMITS |
-               OPT_EXPIRE_EVERY | OPT_ARCHIVE,
+               OPT_EXPIRE_EVERY | OPT_ARCHIVE | OPT_CLUSTER,
      cmd_serve},
     {"sync", "URL --db DB [--watch | --timeout SECONDS] [--mode MODE] [--token-file F]\n"
              "       [--tls-ca F] [--presence JSON] [--send JSON [--to USER]]",

@@ -65,6 +65,9 @@ static const cli_option cli_options[] = {
     {"--presence", OPT_PRESENCE, OPTV_VALUE, offsetof(args, presence)},
     {"--send", OPT_PRESENCE, OPTV_VALUE, offsetof(args, send)},
     {"--to", OPT_PRESENCE, OPTV_VALUE, offsetof(args, to)},
+    {"--cluster", OPT_CLUSTER, OPTV_VALUE, offsetof(args, cluster)},
+    {"--self", OPT_CLUSTER, OPTV_VALUE, offsetof(args, self_url)},
+    {"--replicas", OPT_CLUSTER, OPTV_VALUE, offsetof(args, replicas)},
     {NULL, OPT_LIMITS, OPTV_LIMITS, offsetof(args, limits)},
 };
 

@@ -386,7 +386,9 @@ int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa)
     crdtdb_server *srv = NULL;
     int status = 0;
     int lock = -1;
-    if (!env_exists(dir) || (lock = lock_dir(dir, "one server per data directory")) < 0 || open_env(dir, 0, &env)) {
+    crdtdb_cluster *cl = NULL; /* --cluster: cli/cluster.c */
+    if ((status = serve_cluster_open(a, &o, &cl))) {
+    } else if (!env_exists(dir) || (lock = lock_dir(dir, "one server per data directory")) < 0 || open_env(dir, 0, &env)) {
         status = EXIT_FAILURE;
     } else {
         int rc = crdtdb_server_open(env, &o, &srv);
@@ -409,9 +411,12 @@ int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa)
                 status = fail_hint("bad --peer URL", rc, "ws://HOST:PORT or wss://HOST:PORT");
         }
         free_secret(ptoken); /* the server keeps its own copy */
+        if (srv && !status && cl && (rc = crdtdb_cluster_peer(cl, srv)))
+            status = fail("peering with the cluster's servers", rc);
     }
     catch_signals(0);
     while (srv && !stopped()) {
+        serve_cluster_hup(cl, a, env, srv);
         int rc = crdtdb_server_run(srv, 200);
         if (rc) {
             status = fail(NULL, rc);
@@ -427,6 +432,7 @@ int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa)
                                                    : "drain bound reached: exiting");
     }
     crdtdb_server_close(srv);
+    crdtdb_cluster_close(cl); /* after the server: its peer filter */
     crdtdb_env_close(env);
     if (lock >= 0)
         close(lock); /* the lock goes with it */

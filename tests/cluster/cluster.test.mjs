@@ -1,0 +1,353 @@
+/*
+ * The cluster behind HAProxy, with real processes on 127.0.0.1: three
+ * `crdtdb serve --cluster` and haproxy as examples/cluster/run.sh starts
+ * them, clients of the JS client (js/dist).  One scenario per run:
+ *
+ *   node cluster.test.mjs SCENARIO     spread | live | failover | join
+ *
+ * Environment: CRDTDB_CLI (the crdtdb binary), CRDTDB_SRC (the source root).
+ * The owners are computed here independently of transport/cluster.c
+ * (BLAKE2b from @noble/hashes), so the placement checks the hashing too.
+ */
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const SRC = process.env.CRDTDB_SRC;
+const BIN = process.env.CRDTDB_CLI;
+if (!SRC || !BIN) throw new Error("set CRDTDB_SRC and CRDTDB_CLI");
+const { CrdtdbDataStore, nodeSocket } = await import(join(SRC, "js/dist/node.js"));
+const { blake2b } = await import(join(SRC, "js/node_modules/@noble/hashes/blake2.js"));
+
+const R = 2;
+const COLLS = ["Players", "Moves"];
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/* ------------------------------------------------------------ helpers */
+
+function cli(dir, ...args) {
+  const r = spawnSync(BIN, ["-d", dir, ...args], { encoding: "utf8", timeout: 60_000 });
+  return { ok: r.status === 0, out: r.stdout, err: r.stderr };
+}
+
+async function until(fn, what, ms = 90_000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+/* rendezvous owners, as docs/cluster.md defines them */
+function score(url, id) {
+  const h = blake2b(new TextEncoder().encode(`${url}\n${id}`), { dkLen: 16 });
+  let v = 0n;
+  for (let i = 0; i < 8; i++) v = (v << 8n) | BigInt(h[i]);
+  return v;
+}
+function owners(urls, id, r = R) {
+  return urls
+    .map((u) => ({ u, s: score(u, id) }))
+    .sort((a, b) => (a.s !== b.s ? (a.s > b.s ? -1 : 1) : a.u < b.u ? -1 : 1))
+    .slice(0, r)
+    .map((x) => x.u);
+}
+
+/* examples/cluster/run.sh in its own process group */
+async function startCluster() {
+  const dir = mkdtempSync(join(tmpdir(), "crdtdb-cluster-"));
+  const proc = spawn("bash", [join(SRC, "examples/cluster/run.sh"), dir], {
+    detached: true, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, CRDTDB: BIN },
+  });
+  const exited = new Promise((r) => proc.on("exit", r));
+  await until(() => existsSync(join(dir, "cluster.env")), "the cluster to start", 30_000);
+  const env = Object.fromEntries(readFileSync(join(dir, "cluster.env"), "utf8").trim().split("\n").map((l) => l.split("=")));
+  const servers = [1, 2, 3].map((i) => ({
+    name: `s${i}`, addr: env[`CRDTDB_S${i}`], url: `ws://${env[`CRDTDB_S${i}`]}`, pid: Number(env[`S${i}_PID`]),
+    data: join(dir, `s${i}`),
+  }));
+  const extra = []; // servers started here, not by run.sh
+  return {
+    dir, servers, extra, lb: `ws://${env.CRDTDB_LB}`,
+    async stop() {
+      for (const p of extra) try { p.kill("SIGKILL"); } catch { /* gone */ }
+      try { process.kill(-proc.pid, "SIGTERM"); } catch { /* gone */ }
+      await Promise.race([exited, sleep(15_000)]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/* which server HAProxy sent each database's connections to (its log) */
+function routes(cl) {
+  const m = new Map();
+  const log = readFileSync(join(cl.dir, "haproxy.log"), "utf8");
+  for (const line of log.split("\n")) {
+    const r = / crdtdb_servers\/(s\d+) .*"GET \/v1\/db\/([^ ?]+)/.exec(line);
+    if (!r) continue;
+    const id = decodeURIComponent(r[2]);
+    if (!m.has(id)) m.set(id, new Set());
+    m.get(id).add(r[1]);
+  }
+  return m;
+}
+
+function dbsOn(s) {
+  const r = cli(s.data, "dbs");
+  return r.ok ? new Set(r.out.split("\n").filter(Boolean)) : new Set();
+}
+
+/* a server started outside run.sh, as run.sh starts them */
+function serve(cl, s, clusterFile) {
+  if (!existsSync(s.data)) assert.ok(cli(s.data, "init").ok);
+  const log = openSync(join(cl.dir, `${s.name}.restart.log`), "a");
+  const p = spawn(BIN, ["-d", s.data, "serve", "--listen", s.addr, "--collections", COLLS.join(","),
+    "--cluster", clusterFile, "--self", s.url, "--max-per-ip", "unlimited"], { stdio: ["ignore", "ignore", log] });
+  closeSync(log);
+  cl.extra.push(p);
+  s.pid = p.pid;
+  return p;
+}
+
+async function healthy(s) {
+  return until(async () => {
+    try { return (await fetch(`http://${s.addr}/healthz`)).ok; } catch { return false; }
+  }, `${s.name} to answer /healthz`, 30_000);
+}
+
+function open(url, dbId, status) {
+  return CrdtdbDataStore.open({
+    dbId, collections: COLLS,
+    sync: { url, socket: nodeSocket(), minBackoffMs: 50, maxBackoffMs: 500, onStatus: status },
+  });
+}
+
+/* a free port below the ephemeral range (where outgoing connections take
+ * theirs, so nothing else binds it meanwhile) */
+async function freePort() {
+  const net = await import("node:net");
+  for (;;) {
+    const p = 10000 + Math.floor(Math.random() * 22000);
+    const ok = await new Promise((res) => {
+      const srv = net.createServer().once("error", () => res(false)).listen(p, "127.0.0.1", () => srv.close(() => res(true)));
+    });
+    if (ok) return p;
+  }
+}
+
+/* creates n databases through HAProxy, each with record Players/p = {n: i} */
+async function createMany(cl, prefix, n) {
+  const ids = Array.from({ length: n }, (_, i) => `${prefix}-${String(i).padStart(3, "0")}`);
+  for (let b = 0; b < ids.length; b += 25) {
+    await Promise.all(ids.slice(b, b + 25).map(async (id, k) => {
+      const ds = await open(cl.lb, id);
+      await ds.add("Players", "p", { n: b + k });
+      await ds.sync.whenSynced();
+      await ds.close();
+    }));
+  }
+  return ids;
+}
+
+/* every database on each of its owners, with its record */
+async function placed(servers, ids, urls) {
+  await until(() => {
+    const held = new Map(servers.map((s) => [s.url, dbsOn(s)]));
+    return ids.every((id) => owners(urls, id).every((u) => held.get(u).has(id)));
+  }, "every database on its owners");
+  for (const id of ids)
+    for (const u of owners(urls, id)) {
+      const s = servers.find((x) => x.url === u);
+      await until(() => cli(s.data, "get", id, "Players", "p").ok, `${id} complete on ${s.name}`);
+    }
+}
+
+/* ---------------------------------------------------------- scenarios */
+
+async function spread(cl) {
+  const urls = cl.servers.map((s) => s.url);
+  const ids = await createMany(cl, "db", 200);
+  await placed(cl.servers, ids, urls);
+  // exactly: its owners, plus the server HAProxy sent its client to when
+  // that one is not an owner (it served the client, so it keeps its copy)
+  const route = routes(cl);
+  const held = new Map(cl.servers.map((s) => [s.name, dbsOn(s)]));
+  let extra = 0;
+  for (const id of ids) {
+    const want = new Set(owners(urls, id).map((u) => cl.servers.find((s) => s.url === u).name));
+    assert.ok(route.has(id), `HAProxy routed ${id}`);
+    for (const n of route.get(id)) if (!want.has(n)) { want.add(n); extra++; }
+    const have = new Set(cl.servers.filter((s) => held.get(s.name).has(id)).map((s) => s.name));
+    assert.deepEqual([...have].sort(), [...want].sort(), `the servers holding ${id}`);
+  }
+  // the record is the one written, on every holder
+  for (const s of cl.servers)
+    for (const id of held.get(s.name)) {
+      const i = Number(id.slice(3));
+      assert.deepEqual(JSON.parse(cli(s.data, "get", id, "Players", "p").out), { id: "p", n: i });
+    }
+  const per = cl.servers.map((s) => `${s.name} ${held.get(s.name).size}`).join(", ");
+  console.log(`200 databases: each on its ${R} owners (${per}); ${extra} also on a non-owner HAProxy chose`);
+}
+
+async function live(cl) {
+  const id = "live-1";
+  const a = await open(cl.lb, id);
+  await a.sync.whenSynced();
+  const via = [...routes(cl).get(id)][0];
+  // the other entry path: straight to a server HAProxy did not choose
+  const direct = cl.servers.find((s) => s.name !== via);
+  const b = await open(direct.url, id);
+  await b.sync.whenSynced();
+  const seen = (ds, rid) => new Promise((res) => {
+    const sub = ds.observable("Players").subscribe(async () => {
+      if (await ds.getById("Players", rid, true)) { sub.unsubscribe(); res(); }
+    });
+  });
+  const atB = seen(b, "from-a");
+  await a.add("Players", "from-a", { v: 1 });
+  await atB;
+  const atA = seen(a, "from-b");
+  await b.add("Players", "from-b", { v: 2 });
+  await atA;
+  // neither reconnected: the writes came over the live sessions
+  assert.equal(a.sync.status.state !== "offline", true);
+  assert.deepEqual(await b.getById("Players", "from-a"), { id: "from-a", v: 1 });
+  assert.deepEqual(await a.getById("Players", "from-b"), { id: "from-b", v: 2 });
+  console.log(`live: a via HAProxy (${via}) and b straight to ${direct.name} see each other's writes`);
+  await a.close();
+  await b.close();
+}
+
+async function failover(cl) {
+  const id = "busy";
+  const N = 8;
+  const clients = [];
+  for (let i = 0; i < N; i++) {
+    const c = { i, written: 0, seqs: [], states: [], ds: null };
+    c.ds = await open(cl.lb, id, (st) => c.states.push(st.state));
+    clients.push(c);
+  }
+  await Promise.all(clients.map((c) => c.ds.sync.whenSynced()));
+  const via = [...routes(cl).get(id)];
+  assert.equal(via.length, 1, "one server holds every client");
+  const victim = cl.servers.find((s) => s.name === via[0]);
+  // a write is acknowledged once a server's ack covers its sequence
+  const serverIds = cl.servers.map((s) => cli(s.data, "id").out.trim());
+  const ackedCount = (c) => {
+    const upto = Math.max(...serverIds.map((h) => c.ds.replica.peer(h).acked));
+    let n = 0;
+    while (n < c.seqs.length && c.seqs[n] <= upto) n++;
+    return n;
+  };
+  let writing = true;
+  const writers = clients.map(async (c) => {
+    while (writing) {
+      await c.ds.add("Moves", `c${c.i}-${c.written}`, { c: c.i, n: c.written });
+      c.seqs.push(c.ds.replica.seq);
+      c.written++;
+      await sleep(10);
+    }
+  });
+  await sleep(1500);
+  const ackedAtKill = clients.map(ackedCount);
+  const statesAtKill = clients.map((c) => c.states.length);
+  process.kill(victim.pid, "SIGKILL");
+  const killedAt = Date.now();
+  await sleep(2500); // offline writes meanwhile, then writes to the new server
+  writing = false;
+  await Promise.all(writers);
+  await Promise.all(clients.map((c) => c.ds.sync.whenSynced()));
+  const caughtUp = Date.now() - killedAt;
+  const total = clients.reduce((n, c) => n + c.written, 0);
+  const acked = ackedAtKill.reduce((n, x) => n + x, 0);
+  assert.ok(acked > 0, "writes were acknowledged before the kill");
+  // every client lost its connection and came back (through HAProxy)
+  clients.forEach((c, k) => {
+    const after = c.states.slice(statesAtKill[k]);
+    assert.ok(after.includes("offline") || after.includes("connecting"), `client ${c.i} reconnected`);
+    assert.equal(c.states.at(-1), "synced");
+  });
+  const want = new Set(clients.flatMap((c) => Array.from({ length: c.written }, (_, n) => `c${c.i}-${n}`)));
+  const ackedIds = clients.flatMap((c, k) => Array.from({ length: ackedAtKill[k] }, (_, n) => `c${c.i}-${n}`));
+  const idsOf = (arr) => new Set(arr.map((r) => r.id));
+  // every client holds every write of every client
+  await until(async () => {
+    for (const c of clients) if ((await c.ds.query("Moves", {})).length !== want.size) return false;
+    return true;
+  }, "every client to hold every write");
+  // the surviving owners, and any other survivor that took the clients,
+  // hold every write, counted: the acknowledged ones before the kill among
+  // them
+  const urls = cl.servers.map((s) => s.url);
+  const survivors = cl.servers.filter((s) => s !== victim);
+  const checked = survivors.filter((s) => owners(urls, id).includes(s.url) || dbsOn(s).has(id));
+  assert.ok(checked.some((s) => owners(urls, id).includes(s.url)), "an owner survived");
+  for (const s of checked) {
+    const has = await until(() => {
+      const r = cli(s.data, "query", id, "Moves");
+      const got = r.ok ? idsOf(JSON.parse(r.out)) : new Set();
+      return got.size === want.size ? got : null;
+    }, `${s.name} to hold all ${want.size} writes`);
+    for (const w of want) assert.ok(has.has(w), `${w} on ${s.name}`);
+    for (const w of ackedIds) assert.ok(has.has(w), `acknowledged ${w} on ${s.name}`);
+  }
+  // the killed server comes back and catches up too
+  serve(cl, victim, join(cl.dir, "cluster"));
+  await healthy(victim);
+  await until(() => {
+    const r = cli(victim.data, "query", id, "Moves");
+    return r.ok && JSON.parse(r.out).length === want.size;
+  }, `${victim.name} to catch up after its restart`);
+  console.log(`failover: kill -9 ${victim.name} under ${N} writers; ${acked} writes acknowledged before it, ` +
+    `${total} in all; all on ${checked.map((s) => s.name).join(" and ")}, every client and the restarted ` +
+    `server (caught up ${caughtUp} ms after the kill, 2500 of them writing)`);
+  await Promise.all(clients.map((c) => c.ds.close()));
+}
+
+async function join_(cl) {
+  const file = join(cl.dir, "cluster");
+  const three = cl.servers.map((s) => s.url);
+  const ids = await createMany(cl, "mv", 60);
+  await placed(cl.servers, ids, three);
+  const before = new Map(cl.servers.map((s) => [s.name, dbsOn(s)]));
+  // a fourth server joins: it starts with the new file, the others re-read it
+  const port = await freePort();
+  const s4 = { name: "s4", addr: `127.0.0.1:${port}`, url: `ws://127.0.0.1:${port}`, data: join(cl.dir, "s4") };
+  const four = [...three, s4.url];
+  writeFileSync(file, four.map((u) => `${u}\n`).join(""));
+  serve(cl, s4, file);
+  await healthy(s4);
+  for (const s of cl.servers) process.kill(s.pid, "SIGHUP");
+  const all = [...cl.servers, s4];
+  await placed(all, ids, four);
+  const moved = ids.filter((id) => owners(four, id).includes(s4.url));
+  assert.ok(moved.length > 0, "some databases move to the new server");
+  assert.deepEqual([...dbsOn(s4)].sort(), moved.sort(), "s4 holds exactly the databases it now owns");
+  for (const s of cl.servers) // nothing dropped
+    for (const id of before.get(s.name)) assert.ok(dbsOn(s).has(id), `${s.name} kept ${id}`);
+  // s1 leaves the same way: the file without it, every server re-reads it
+  const leaving = cl.servers[0];
+  const rest = four.filter((u) => u !== leaving.url);
+  writeFileSync(file, rest.map((u) => `${u}\n`).join(""));
+  for (const s of all) process.kill(s.pid, "SIGHUP");
+  await placed(all.filter((s) => s !== leaving), ids, rest);
+  const gained = ids.filter((id) => owners(three, id).includes(leaving.url));
+  console.log(`join: ${moved.length} of 60 databases moved to a fourth server, complete; ` +
+    `leave: the ${gained.length} that ${leaving.name} owned are complete on their new owners`);
+}
+
+const scenarios = { spread, live, failover, join: join_ };
+const name = process.argv[2];
+if (!scenarios[name]) throw new Error(`scenario: ${Object.keys(scenarios).join(" | ")}`);
+const cl = await startCluster();
+try {
+  await scenarios[name](cl);
+} finally {
+  await cl.stop();
+}
+process.exit(0);
