@@ -1588,8 +1588,10 @@ int crdtdb_server_peer(crdtdb_server *s, const crdtdb_client_options *link,
                 for (sdb *d = s->dbs; d; d = d->next)
                     if (strcmp(crdtdb_db_id(d->db), l.ids[i]) == 0)
                         link_add(d, p);
-            } else {
-                db_get(s, l.ids[i], NULL);
+            } else if (peer_wants(s, p, l.ids[i])) {
+                sdb *d = db_get(s, l.ids[i], NULL);
+                if (d && !d->nlinks && !d->conns) /* every link refused */
+                    db_release(d);
             }
         }
     } else {
