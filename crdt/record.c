@@ -479,6 +479,22 @@ int crdtdb__record_blob_visible(const uint8_t *blob, size_t len,
     return read_head(&rd, visible, vlen, &version);
 }
 
+int crdtdb__record_blob_base(const uint8_t *blob, size_t len, uint8_t *kind)
+{
+    reader rd = {blob, blob + len, 0};
+    const uint8_t *vis;
+    size_t vlen;
+    int version;
+    int rc = read_head(&rd, &vis, &vlen, &version);
+    if (rc)
+        return rc;
+    const uint8_t *k = get_bytes(&rd, 1);
+    if (!k || *k > CRDTDB__BASE_REMOVE)
+        return CRDTDB_ECORRUPT;
+    *kind = *k;
+    return 0;
+}
+
 int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len)
 {
     crdtdb__record_clear(r);

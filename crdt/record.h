@@ -126,6 +126,10 @@ int crdtdb__record_render(const crdtdb__record *r, crdtdb_buf *out);
 int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
                           size_t visible_len, crdtdb_buf *out);
 
+/* The base kind (CRDTDB__BASE_*) of a blob, without a full decode.
+ * 0 or CRDTDB_ECORRUPT / CRDTDB_EVERSION. */
+int crdtdb__record_blob_base(const uint8_t *blob, size_t len, uint8_t *kind);
+
 /* The stored rendering inside a blob, without a full decode (the read path).
  * 0 or CRDTDB_ECORRUPT / CRDTDB_EVERSION. */
 int crdtdb__record_blob_visible(const uint8_t *blob, size_t len,

@@ -98,15 +98,28 @@ typedef struct ckey {
     uint8_t k[3 + CRDTDB_ID_MAX];
 } ckey;
 
-/* The removed records whose base register is numbered at most horizon. */
-static int removed_upto(crdtdb_db *db, MDB_txn *mt, uint64_t horizon, ckey **keys, uint32_t *n)
+/* The removed records whose base register is numbered at most upto. */
+static int removed_upto(crdtdb_db *db, MDB_txn *mt, uint64_t upto, ckey **keys, uint32_t *n)
 {
     crdtdb__log_iter it;
     crdtdb__log_entry e;
     uint32_t cap = 0;
     int found, rc = crdtdb__log_open(db, mt, 0, &it);
-    while (!rc && !(rc = crdtdb__log_next(&it, &e, &found)) && found && e.seq <= horizon) {
+    while (!rc && !(rc = crdtdb__log_next(&it, &e, &found)) && found && e.seq <= upto) {
         if (e.plen) /* leaves: only a base can be a remove */
+            continue;
+        uint8_t kb[CRDTDB__RECKEY_MAX], kind;
+        MDB_val rk = {crdtdb__reckey(kb, db->num, e.coll, (const char *)e.id, e.idlen), kb}, v;
+        int mrc = mdb_get(mt, db->env->dbi_records, &rk, &v);
+        if (mrc == MDB_NOTFOUND)
+            continue;
+        if (mrc) {
+            rc = crdtdb__mdb_err(mrc);
+            break;
+        }
+        if ((rc = crdtdb__record_blob_base(v.mv_data, v.mv_size, &kind)))
+            break;
+        if (kind != CRDTDB__BASE_REMOVE) /* adds are most of them: no copy */
             continue;
         if (crdtdb__array_grow(keys, &cap, *n, sizeof **keys, 64)) {
             rc = CRDTDB_ENOMEM;
@@ -184,12 +197,17 @@ static int collect_one(crdtdb_txn *t, const ckey *key, const hz *h,
                              huge transaction would copy every page it
                              touches, and LMDB never gives the file back */
 
-/* Writes the floor and stamp if they moved, then commits t. */
-static int batch_end(crdtdb_txn *t, const crdtdb_collect_stats *st, uint64_t *floor0,
+/* Writes the floor and stamp if they moved (never lower than what is
+ * stored: another process may collect too), then commits t. */
+static int batch_end(crdtdb_txn *t, crdtdb_collect_stats *st, uint64_t *floor0,
                      uint64_t *stamp0, int rc)
 {
     crdtdb_db *db = t->db;
-    if (!rc && (st->floor != *floor0 || st->stamp != *stamp0)) {
+    uint64_t f, s;
+    if (!rc && (st->floor != *floor0 || st->stamp != *stamp0) &&
+        !(rc = horizon_read(db, t->mt, &f, &s))) {
+        st->floor = f > st->floor ? f : st->floor;
+        st->stamp = s > st->stamp ? s : st->stamp;
         uint8_t kb[5], vb[16];
         MDB_val k = horizon_key(kb, db->num), v = {16, vb};
         crdtdb__put_u64(vb, st->floor);
@@ -222,21 +240,36 @@ static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *o
         return CRDTDB_EINVAL;
     crdtdb_collect_stats st;
     memset(&st, 0, sizeof st);
+    /* what to look at, found in a read snapshot (no writer waits on the
+     * scan); each batch then checks its records again */
     crdtdb_txn *t;
-    int rc = crdtdb_txn_begin(db, 0, &t);
+    int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
     if (rc)
         return rc;
     ckey *keys = NULL;
     uint32_t n = 0;
     uint64_t now = crdtdb__now_ms(db->env);
     hz h = {0, 0, 0};
+    uint64_t last = 0;
     rc = horizon_read(db, t->mt, &st.floor, &st.stamp);
     if (!rc)
-        rc = horizon_peers(db, t->mt, max_age, now, t->seq0, &h, &st.peers_left);
+        rc = crdtdb__seq_read(db->env, t->mt, db->num, &last);
+    if (!rc)
+        rc = horizon_peers(db, t->mt, max_age, now, last, &h, &st.peers_left);
     st.horizon = h.min1;
     uint64_t floor0 = st.floor, stamp0 = st.stamp;
     if (!rc && h.min2)
         rc = removed_upto(db, t->mt, h.min2, &keys, &n);
+    crdtdb_txn_abort(t);
+    if (rc) {
+        free(keys);
+        return rc == CRDTDB_ECORRUPT ? crdtdb__db_seterr(db, rc, "collect: a record or mark is unreadable")
+                                     : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
+    }
+    if ((rc = crdtdb_txn_begin(db, 0, &t))) {
+        free(keys);
+        return rc;
+    }
     /* the horizon only moves up meanwhile: what is stable stays so */
     uint64_t batch = st.records;
     for (uint32_t i = 0; !rc && i < n; i++) {
