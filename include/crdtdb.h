@@ -969,7 +969,9 @@ CRDTDB_API int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on,
  * Ends a full resync from `peer` (protocol.md message 16), in one
  * transaction: every record here that the peer's snapshot did not carry
  * (held() says 0) loses the registers the peer has seen (numbered up to
- * what it acknowledged of our log) and those stamped at or before `stamp`
+ * `acked`: what it had acknowledged of our log when the resync began —
+ * later acks cover writes its snapshot does not carry back) and those
+ * stamped at or before `stamp`
  * (its horizon stamp): they were removed and collected there.  A record it
  * carried leaves of but no add or remove (held() says 1) loses only such
  * a base; held() 2: carried with its add or remove, kept.  Forgotten
@@ -981,6 +983,7 @@ CRDTDB_API int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on,
  * Errors: EINVAL, EROFS, EMAPFULL, EIO, ECORRUPT, ENOMEM.
  */
 CRDTDB_API int crdtdb_db_resync_end(crdtdb_db *db, const uint8_t *peer, uint64_t stamp,
+                                    uint64_t acked,
                                     int (*held)(void *ctx, const char *coll, const char *id),
                                     void *ctx, unsigned flags, size_t *n);
 

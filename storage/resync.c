@@ -179,7 +179,7 @@ static int end_one(crdtdb_txn *t, const rkey *key, uint64_t acked, uint64_t stam
     return crdtdb__slot_store(t, &s, CRDTDB__SRC_LOCAL);
 }
 
-static int resync_end_call(crdtdb_db *db, const uint8_t *peer, uint64_t stamp,
+static int resync_end_call(crdtdb_db *db, const uint8_t *peer, uint64_t stamp, uint64_t acked,
                            int (*held)(void *ctx, const char *coll, const char *id), void *ctx,
                            unsigned flags, size_t *n)
 {
@@ -192,13 +192,9 @@ static int resync_end_call(crdtdb_db *db, const uint8_t *peer, uint64_t stamp,
     int rc = crdtdb_txn_begin(db, 0, &t);
     if (rc)
         return rc;
-    crdtdb__marks m;
-    int found;
     rkey *keys = NULL;
     uint32_t nk = 0;
-    rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
-    if (!rc)
-        rc = all_keys(db, t->mt, &keys, &nk);
+    rc = all_keys(db, t->mt, &keys, &nk);
     if (rc)
         crdtdb__db_seterr(db, rc, "resync: %s", crdtdb_strerror(rc));
     for (uint32_t i = 0; !rc && i < nk; i++) {
@@ -209,7 +205,7 @@ static int resync_end_call(crdtdb_db *db, const uint8_t *peer, uint64_t stamp,
         int h = coll < db->ncoll ? held(ctx, db->colls[coll], id) : 2;
         if (h >= 2)
             continue;
-        rc = end_one(t, &keys[i], m.acked, stamp, flags, h, &count);
+        rc = end_one(t, &keys[i], acked, stamp, flags, h, &count);
     }
     free(keys);
     if (!rc && (rc = resync_flag(t, peer, 0)))
@@ -227,9 +223,9 @@ static int resync_end_call(crdtdb_db *db, const uint8_t *peer, uint64_t stamp,
     return 0;
 }
 
-int crdtdb_db_resync_end(crdtdb_db *db, const uint8_t *peer, uint64_t stamp,
+int crdtdb_db_resync_end(crdtdb_db *db, const uint8_t *peer, uint64_t stamp, uint64_t acked,
                          int (*held)(void *ctx, const char *coll, const char *id), void *ctx,
                          unsigned flags, size_t *n)
 {
-    return crdtdb__db_exit(db, resync_end_call(db, peer, stamp, held, ctx, flags, n));
+    return crdtdb__db_exit(db, resync_end_call(db, peer, stamp, acked, held, ctx, flags, n));
 }

@@ -70,6 +70,7 @@ struct crdtdb_session {
     int resync;           /* the peer resyncs us whole (RESYNC): noting the
                              records its snapshot holds until caught up */
     uint64_t resync_stamp; /* its horizon stamp */
+    uint64_t resync_acked; /* what it held of our log when the resync began */
     crdtdb_buf rkeys;     /* "coll\0id\0" of each record the snapshot held */
     int resync_flagged;   /* the store says a resync from the peer was cut */
     int proven;           /* its acks may be kept: a server's peer signed a
@@ -640,8 +641,8 @@ static int resync_finish(crdtdb_session *s)
     }
     unsigned flags = s->o.flags & CRDTDB_SESSION_NO_PURGE ? CRDTDB_RESYNC_SHARED : 0;
     size_t changed = 0;
-    int rc = s->st.resync_end(s->st.ctx, s->peer, s->resync_stamp, rkey_held, &ix, flags,
-                              &changed);
+    int rc = s->st.resync_end(s->st.ctx, s->peer, s->resync_stamp, s->resync_acked, rkey_held,
+                              &ix, flags, &changed);
     free(ix.at);
     crdtdb_buf_free(&s->rkeys);
     return rc ? store_err(s, rc) : 0;
@@ -1418,6 +1419,13 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         int rc = s->st.peer_resync(s->st.ctx, s->peer, 1, a[1].via.u64);
         if (rc)
             return store_err(s, rc);
+        /* what it holds of ours now: the snapshot carries that back; what
+         * it acks later may not come back in it */
+        uint64_t received;
+        if ((rc = s->st.peer_get(s->st.ctx, s->peer, &received, &s->resync_acked)))
+            return store_err(s, rc);
+        if (s->peer_acked > s->resync_acked)
+            s->resync_acked = s->peer_acked;
         s->resync = 1;
         s->rkeys.len = 0; /* the export starts over from 0 */
         if (a[1].via.u64 > s->resync_stamp)

@@ -200,11 +200,11 @@ static int store_resync_keys(void *ctx, const uint8_t *p, size_t len, crdtdb_buf
     return rc;
 }
 
-static int store_resync_end(void *ctx, const uint8_t *peer, uint64_t stamp,
+static int store_resync_end(void *ctx, const uint8_t *peer, uint64_t stamp, uint64_t acked,
                             int (*held)(void *, const char *, const char *), void *hctx,
                             unsigned flags, size_t *n)
 {
-    return crdtdb_db_resync_end(db_of(ctx), peer, stamp, held, hctx, flags, n);
+    return crdtdb_db_resync_end(db_of(ctx), peer, stamp, acked, held, hctx, flags, n);
 }
 
 static int store_readonly(void *ctx, int ro, int durable)

@@ -106,7 +106,7 @@ typedef struct crdtdb__session_store {
     int (*peer_flags)(void *ctx, const uint8_t *peer, unsigned *flags);
     int (*peer_resync)(void *ctx, const uint8_t *peer, int on, uint64_t stamp);
     int (*resync_keys)(void *ctx, const uint8_t *delta, size_t len, crdtdb_buf *keys);
-    int (*resync_end)(void *ctx, const uint8_t *peer, uint64_t stamp,
+    int (*resync_end)(void *ctx, const uint8_t *peer, uint64_t stamp, uint64_t acked,
                       int (*held)(void *hctx, const char *coll, const char *id), void *hctx,
                       unsigned flags, size_t *n);
 
