@@ -383,8 +383,12 @@ export function decodeMessage(p: Uint8Array): Message {
       const seq = seqOf(a[1]!, what);
       if (t.v === M_SINCE)
         return hinted ? { t: "since", seq, maxBytes: (a[2] as { v: number }).v } : { t: "since", seq };
-      // a client keeps no stability marks: `mine` is read but only checked
-      if (t.v === M_ACK && hinted) return { t: "ack", seq, mine: seqOf(a[2]!, "ack") };
+      // a client keeps no stability marks: `mine` is any uint (as session.c
+      // takes it), kept when it fits a number
+      if (t.v === M_ACK && hinted) {
+        const mine = (a[2] as { v: number }).v;
+        return Number.isSafeInteger(mine) ? { t: "ack", seq, mine } : { t: "ack", seq };
+      }
       return { t: what as "ack" | "uptodate", seq };
     }
     case M_RESYNC:

@@ -98,6 +98,9 @@ test("a frame over maxMessage is ETOOBIG, at once and again", () => {
 });
 
 test("session.c accepts any integer width and array width", () => {
+  // an ack's `mine` beyond 2^53 is taken (a client keeps no stability
+  // marks), but not kept
+  assert.deepEqual(decodeMessage(hex("93 04 05 cfffffffffffffffff")), { t: "ack", seq: 5 });
   // [4, 5] with a 16-bit array header and the seq as uint64 and as int8
   assert.deepEqual(decodeMessage(hex("dc0002 04 cf0000000000000005")), { t: "ack", seq: 5 });
   assert.deepEqual(decodeMessage(hex("92 d005 d105ff")), { t: "uptodate", seq: 0x5ff });
