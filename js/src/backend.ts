@@ -20,6 +20,10 @@ export interface PeerState {
   acked: number;
   /** The last history points the peer sent: [seq, 16-byte fingerprint]. */
   points: [number, Uint8Array][];
+  /** The peer is resyncing us whole (RESYNC, docs/protocol.md
+   *  "Collection and full resync") and has not finished: the next session
+   *  asks for everything again (since 0).  Absent: false. */
+  resync?: boolean;
 }
 
 /** The replica's own state besides its records. */

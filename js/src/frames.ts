@@ -34,6 +34,7 @@ export const M_PRESENCE_SET = 12;
 export const M_PRESENCE = 13;
 export const M_MESSAGE_SEND = 14;
 export const M_MESSAGE = 15;
+export const M_RESYNC = 16;
 
 /** Presence and messages (docs/protocol.md, "Presence and messages"): a
  *  key is 16 bytes (the server's 8 random bytes, a connection number); a
@@ -48,7 +49,9 @@ export type Message =
   | { t: "hello"; version: number; dbId: string; replicaId: Uint8Array; mode: number }
   | { t: "since"; seq: number; maxBytes?: number }
   | { t: "delta"; delta: Uint8Array }
-  | { t: "ack"; seq: number }
+  /** [4, seq, mine]: `mine` where the acker's own log stood (collection);
+   *  absent in the older [4, seq]. */
+  | { t: "ack"; seq: number; mine?: number }
   | { t: "uptodate"; seq: number }
   | { t: "error"; code: number; message: string }
   | { t: "close" }
@@ -63,7 +66,10 @@ export type Message =
   /** [14, to, body]: client to server; to a user id, null for everyone. */
   | { t: "messageSend"; to: string | null; body: Uint8Array }
   /** [15, key, user, replica, n, to, body]: server to client. */
-  | { t: "message"; key: Uint8Array; user: string; replica: Uint8Array; n: number; to: string | null; body: Uint8Array };
+  | { t: "message"; key: Uint8Array; user: string; replica: Uint8Array; n: number; to: string | null; body: Uint8Array }
+  /** [16, stamp]: "everything I hold follows from 0; once caught up, forget
+   *  what it did not hold"; stamp the sender's horizon stamp (an HLC). */
+  | { t: "resync"; stamp: bigint };
 
 /** The msgpack array of a message, without the length prefix. */
 export function encodeMessage(m: Message, w = new MpWriter(64)): Uint8Array {
@@ -91,9 +97,15 @@ export function encodeMessage(m: Message, w = new MpWriter(64)): Uint8Array {
       break;
     case "ack":
     case "uptodate":
-      w.array(2);
+      w.array(m.t === "ack" && m.mine !== undefined ? 3 : 2);
       w.uint(m.t === "ack" ? M_ACK : M_UPTODATE);
       w.uint(m.seq);
+      if (m.t === "ack" && m.mine !== undefined) w.uint(m.mine);
+      break;
+    case "resync":
+      w.array(2);
+      w.uint(M_RESYNC);
+      w.uint(m.stamp);
       break;
     case "error":
     case "notice":
@@ -240,6 +252,16 @@ function bad(message: string): never {
   throw new CrdtdbError("EBADVALUE", message);
 }
 
+/** The uint at b[at] (checked by element) as a bigint: stamps exceed 2^53. */
+function uintBig(b: Uint8Array, at: number): bigint {
+  const x = b[at]!;
+  if (x <= 0x7f) return BigInt(x);
+  const w = x >= 0xd0 ? 1 << (x - 0xd0) : 1 << (x - 0xcc); // a non-negative int of any width
+  let v = 0n;
+  for (let i = 0; i < w; i++) v = (v << 8n) | BigInt(b[at + 1 + i]!);
+  return v;
+}
+
 /** A sequence number: a uint up to 2^53-1. */
 function seqOf(o: Obj, what: string): number {
   if (o.k !== "uint") bad(`malformed ${what} message`);
@@ -289,9 +311,11 @@ export function decodeMessage(p: Uint8Array): Message {
   if (n < 1) bad("malformed message");
   // the elements (at most a few are read; the rest only need to exist)
   const a: Obj[] = [];
+  const starts: number[] = [];
   for (let i = 0; i < n && i < 7; i++) {
     const [o, next] = element(p, at);
     a.push(o);
+    starts.push(at);
     if (next < 0) {
       for (let j = i + 1; j < n && j < 7; j++) a.push({ k: "other" });
       break;
@@ -350,15 +374,26 @@ export function decodeMessage(p: Uint8Array): Message {
     case M_SINCE:
     case M_ACK:
     case M_UPTODATE: {
-      const hinted = t.v === M_SINCE && n === 3;
+      // SINCE may carry max_bytes (>= 1), ACK `mine` (collection)
+      const hinted = (t.v === M_SINCE || t.v === M_ACK) && n === 3;
       const what = t.v === M_SINCE ? "since" : t.v === M_ACK ? "ack" : "uptodate";
-      if ((n !== 2 && !hinted) || a[1]!.k !== "uint" || (hinted && (a[2]!.k !== "uint" || a[2]!.v === 0)))
+      if ((n !== 2 && !hinted) || a[1]!.k !== "uint" ||
+          (hinted && (a[2]!.k !== "uint" || (t.v === M_SINCE && a[2]!.v === 0))))
         bad(`malformed message ${t.v}`);
       const seq = seqOf(a[1]!, what);
       if (t.v === M_SINCE)
         return hinted ? { t: "since", seq, maxBytes: (a[2] as { v: number }).v } : { t: "since", seq };
+      // a client keeps no stability marks: `mine` is any uint (as session.c
+      // takes it), kept when it fits a number
+      if (t.v === M_ACK && hinted) {
+        const mine = (a[2] as { v: number }).v;
+        return Number.isSafeInteger(mine) ? { t: "ack", seq, mine } : { t: "ack", seq };
+      }
       return { t: what as "ack" | "uptodate", seq };
     }
+    case M_RESYNC:
+      if (n !== 2 || a[1]!.k !== "uint") bad("malformed resync message");
+      return { t: "resync", stamp: uintBig(p, starts[1]!) };
     case M_PRESENCE_SET: {
       const st = a[1];
       if (n !== 2 || (st!.k !== "bin" && st!.k !== "nil")) bad("malformed presence set message");

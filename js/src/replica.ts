@@ -463,11 +463,15 @@ export class Replica {
    * before anything is locked; the watermark, clock and records commit
    * together.  Throws CrdtdbError; nothing is stored then.
    */
-  async apply(bytes: Uint8Array, expectSender?: ReplicaId): Promise<ApplyInfo> {
+  async apply(bytes: Uint8Array, expectSender?: ReplicaId, based?: Set<string>): Promise<ApplyInfo> {
     const d = await decodeDelta(bytes, this.limits);
     if (expectSender && toHex(d.sender) !== toHex(expectSender))
       throw new CrdtdbError("EBADVALUE", "a delta signed by another replica than the peer");
-    return this.serial(() => this.applyBody(d, signatureOf(bytes)));
+    const info = await this.serial(() => this.applyBody(d, signatureOf(bytes)));
+    // a resync notes the records the snapshot carried with an add or
+    // remove; leaves alone say nothing of what was removed
+    if (based) for (const rec of d.records) if (rec.base) based.add(recordKey(rec.coll, rec.id));
+    return info;
   }
 
   private checkBody(d: DeltaBody, peerHex: string): Hlc {
@@ -555,6 +559,59 @@ export class Replica {
     });
   }
 
+  /** Notes durably that peer `peerHex` is resyncing us whole (or no
+   *  longer is): a session cut before the end asks for all of it again. */
+  markResync(peerHex: string, on: boolean): Promise<void> {
+    return this.serial(async () => {
+      const p = this.peer(peerHex);
+      if (!!p.resync === on) return;
+      await this.finish(this.begin(), (m) => {
+        const q: PeerState = { ...(m.peers[peerHex] ?? p) };
+        if (on) q.resync = true; else delete q.resync;
+        m.peers[peerHex] = q;
+      });
+    });
+  }
+
+  /**
+   * Ends a full resync from peer `peerHex` (docs/protocol.md, "Collection
+   * and full resync"; crdtdb_db_resync_end), in one commit: every record
+   * not in `held` (the records the peer's snapshot carried with an add or
+   * remove) loses the registers the peer has seen — numbered up to
+   * `acked`, what it had acknowledged of our log when the resync began —
+   * and those stamped at or before its horizon `stamp`: the peer removed
+   * and collected such a record, or never had it.  Like a purge: no
+   * tombstone, no change-log entry.  A `shared` replica (one that serves
+   * others) removes such a record instead, if visible, so that those it
+   * serves hear it went.  Clears the durable resync mark; returns how many
+   * records it changed.
+   */
+  resyncEnd(peerHex: string, stamp: Hlc, acked: number, held: ReadonlySet<string>, shared: boolean): Promise<number> {
+    return this.serial(async () => {
+      const seen = (g: BaseReg | Leaf): boolean => (g.seq > 0 && g.seq <= acked) || g.hlc <= stamp;
+      const t = this.begin();
+      let n = 0;
+      for (const [key, r] of this.records) {
+        if (held.has(key) || !((r.base && seen(r.base)) || r.leaves.some(seen))) continue;
+        n++;
+        if (shared) {
+          if (isVisible(r)) mergeBase(t.writable(key), { kind: REMOVE, hlc: this.clock.tick(), origin: this.id, seq: 0, src: LOCAL });
+          continue;
+        }
+        const w = t.writable(key);
+        if (w.base && seen(w.base)) w.base = null;
+        w.leaves = w.leaves.filter((l) => !seen(l));
+        if (!w.base && !w.leaves.length) { t.put.delete(key); t.del.add(key); }
+      }
+      await this.finish(t, (m) => {
+        const q: PeerState = { ...this.peer(peerHex) };
+        delete q.resync;
+        m.peers[peerHex] = q;
+      });
+      return n;
+    });
+  }
+
   /** Forgets a record, with no tombstone and nothing to send (a purge). */
   purge(coll: string, id: string): Promise<Change[]> {
     return this.serial(async () => {
@@ -632,15 +689,20 @@ export class Replica {
    * Signed deltas for peer `to` (hex) of our log after `after`, each at
    * most maxBytes (estimated), leaving out what came from that peer unless
    * `all`.  Returns no deltas when the range holds nothing for it (or, with
-   * `empty`, one delta of no records, which moves the peer's watermark),
-   * with `upto` the last sequence scanned (for a skip).
+   * `empty`, one delta of no records, which moves the peer's watermark;
+   * with `prove`, one even when `after` is our log's end: from = to =
+   * after), with `upto` the last sequence scanned (for a skip).
    */
-  async exportFor(peerId: ReplicaId, after: number, opts: { all?: boolean; maxBytes?: number; empty?: boolean; scanFrom?: number } = {}): Promise<{ deltas: { bytes: Uint8Array; to: number }[]; upto: number }> {
+  async exportFor(peerId: ReplicaId, after: number, opts: { all?: boolean; maxBytes?: number; empty?: boolean; prove?: boolean; scanFrom?: number } = {}): Promise<{ deltas: { bytes: Uint8Array; to: number }[]; upto: number }> {
     const peerHex = toHex(peerId);
     const last = this.meta.seq;
     const maxBytes = Math.min(opts.maxBytes ?? this.limits.maxDeltaSize, this.limits.maxDeltaSize);
     const out: { bytes: Uint8Array; to: number }[] = [];
-    if (after >= last) return { deltas: out, upto: last };
+    if (after >= last) {
+      // a proof of our id (a client signs a delta each session): empty
+      if (opts.prove) out.push({ bytes: await this.emptyDelta(peerId, after, after), to: after });
+      return { deltas: out, upto: last };
+    }
     // (after, scanFrom] is known to hold nothing for the peer: not scanned
     // the log as it is now: a commit meanwhile may rebuild this.logSeq/logKey
     const logSeq = this.logSeq, logKey = this.logKey;
@@ -695,15 +757,21 @@ export class Replica {
     if (opts.empty && !out.length) {
       // nothing scanned (the range was known empty): one empty delta moves
       // the peer's watermark
-      const history: { seq: number; fp: Uint8Array }[] = [];
-      for (const s of [after, last]) {
-        const p = this.pointAtOrBefore(s);
-        if (p && !history.some((h) => h.seq === p[0])) history.push({ seq: p[0], fp: p[1] });
-      }
-      const body: DeltaBody = { dbId: this.dbId, sender: this.id, from: after, to: last, ack: received, records: [], history, recipient: peerId };
-      out.push({ bytes: await encodeDelta(body, this.kp), to: last });
+      out.push({ bytes: await this.emptyDelta(peerId, after, last), to: last });
     }
     return { deltas: out, upto: last };
+  }
+
+  /** A signed delta of no records for the peer, (from, to] of our log. */
+  private emptyDelta(peerId: ReplicaId, from: number, to: number): Promise<Uint8Array> {
+    const history: { seq: number; fp: Uint8Array }[] = [];
+    for (const s of [from, to]) {
+      const p = this.pointAtOrBefore(s);
+      if (p && !history.some((h) => h.seq === p[0])) history.push({ seq: p[0], fp: p[1] });
+    }
+    const received = this.peer(toHex(peerId)).received;
+    const body: DeltaBody = { dbId: this.dbId, sender: this.id, from, to, ack: received, records: [], history, recipient: peerId };
+    return encodeDelta(body, this.kp);
   }
 }
 

@@ -23,6 +23,10 @@ export type SessionEvent =
   | { type: "ready"; mode: SyncMode }
   | { type: "applied"; info: ApplyInfo }
   | { type: "caughtUp" }
+  /** [16, stamp]: the server collected removes we had not received and
+   *  resyncs us whole; once caught up, records it no longer holds are
+   *  forgotten (docs/js.md, "Collection"). */
+  | { type: "resync"; stamp: bigint }
   /** The server holds our log up to seq. */
   | { type: "acked"; seq: number }
   /** fatal: the session ended (an ERROR from the peer, or ours to it). */
@@ -57,6 +61,9 @@ export interface SessionOptions {
 }
 
 const SKIP_SPAN = 256;
+/** Records a resync may note (a hostile server cannot grow the set past
+ *  this; session.c bounds the names' bytes the same way). */
+const RESYNC_KEYS_MAX = 1 << 20;
 
 export class ClientSession {
   private readonly r: Replica;
@@ -83,6 +90,18 @@ export class ClientSession {
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
   private ackDue = 0;
   private unlisten: () => void;
+  /** A delta of ours went out in this session (a client proves its id
+   *  with one each session, so the server keeps its acks). */
+  private signedOne = false;
+  /** The end of our log that the server's own deltas numbered:
+   *  (tailLo, tailHi]; an ack's `mine` leaves it out. */
+  private tailLo = 0;
+  private tailHi = 0;
+  /** The server resyncs us whole (RESYNC): the records its snapshot
+   *  carried with an add or remove, until caught up. */
+  private resync: { stamp: bigint; acked: number; held: Set<string> } | null = null;
+  /** The stored mark says a resync from the server was cut. */
+  private resyncFlagged = false;
 
   constructor(replica: Replica, opts: SessionOptions) {
     this.r = replica;
@@ -264,6 +283,7 @@ export class ClientSession {
     if (this.state !== "open") throw new CrdtdbError("EBADVALUE", `message '${m.t}' before the handshake`);
     switch (m.t) {
       case "delta": return this.onDelta(m.delta);
+      case "resync": return this.onResync(m.stamp);
       case "purge":
         await this.r.purge(m.coll, m.id).catch((e: unknown) => {
           if (e instanceof CrdtdbError && (e.code === "ENOCOLL" || e.code === "EBADID"))
@@ -289,8 +309,7 @@ export class ClientSession {
           this.hint = m.to;
           this.ack(this.hint);
         }
-        this.checkCaughtUp();
-        return;
+        return this.checkCaughtUp();
       }
       case "since": {
         const last = this.r.seq;
@@ -312,8 +331,7 @@ export class ClientSession {
       case "uptodate":
         this.peerUptodate = m.seq + 1;
         this.caught = false;
-        this.checkCaughtUp();
-        return;
+        return this.checkCaughtUp();
       case "presence": {
         if (m.state && !this.payloadOk(m.state, true)) return;
         const state = m.state && (decodeValue(m.state) as DataObject);
@@ -358,9 +376,11 @@ export class ClientSession {
     if (this.o.mode === TWO_WAY && !this.o.noPurge) await this.r.markReadonly(ro);
     this.state = "open";
     this.received = this.r.peer(this.serverHex).received;
+    // a resync from this server was cut: all of it again
+    if (this.r.peer(this.serverHex).resync) { this.received = 0; this.resyncFlagged = true; }
     let discarded = 0;
     if (ro && !this.o.noPurge) discarded = await this.r.discardUnsent(this.r.peer(this.serverHex).acked);
-    this.out({ t: "since", seq: discarded ? 0 : this.received });
+    this.out({ t: "since", seq: discarded || this.resyncFlagged ? 0 : this.received });
     this.o.onEvent({ type: "ready", mode: this.mode });
     if (discarded)
       this.o.onEvent({
@@ -372,8 +392,11 @@ export class ClientSession {
   private async onDelta(bytes: Uint8Array): Promise<void> {
     const before = this.received;
     let info: ApplyInfo;
+    const rs = this.resync;
+    if (rs && rs.held.size > RESYNC_KEYS_MAX)
+      throw new CrdtdbError("ETOOBIG", `a resync of over ${RESYNC_KEYS_MAX} records`);
     try {
-      info = await this.r.apply(bytes, this.server!);
+      info = await this.r.apply(bytes, this.server!, rs?.held);
     } catch (e) {
       if (e instanceof CrdtdbError && e.code === "ECLOCK") return this.refused(e);
       throw e;
@@ -386,8 +409,29 @@ export class ClientSession {
     }
     this.o.onEvent({ type: "applied", info });
     if (info.received > this.received) this.received = info.received;
+    if (info.localTo > info.localFrom) { // the server's, at our log's end
+      if (info.localFrom !== this.tailHi) this.tailLo = info.localFrom;
+      this.tailHi = info.localTo;
+    }
     if (this.received > before && this.received > this.hint) this.ack(this.received);
-    this.checkCaughtUp();
+    await this.checkCaughtUp();
+  }
+
+  /**
+   * RESYNC [16, stamp]: the server collected removes below what we hold of
+   * its log, so everything it holds follows from 0.  Noted durably (a cut
+   * session asks for all of it again); what it had acknowledged of our log
+   * is taken now, since what it acknowledges later came after its snapshot
+   * began and is not sent back to us.
+   */
+  private async onResync(stamp: bigint): Promise<void> {
+    if (!this.resync) {
+      await this.r.markResync(this.serverHex, true);
+      this.resync = { stamp, acked: this.r.peer(this.serverHex).acked, held: new Set() };
+    }
+    if (stamp > this.resync.stamp) this.resync.stamp = stamp;
+    this.caught = false;
+    this.o.onEvent({ type: "resync", stamp });
   }
 
   /**
@@ -418,15 +462,27 @@ export class ClientSession {
   private sendAck(): void {
     if (this.ackTimer) { clearTimeout(this.ackTimer); this.ackTimer = null; }
     if (!this.ackDue || this.state !== "open") return;
-    this.out({ t: "ack", seq: this.ackDue });
+    // `mine`: our log's end, but for a tail only the server's deltas
+    // numbered (it has those): nothing older than the ack can come from us
+    const last = this.r.seq;
+    this.out({ t: "ack", seq: this.ackDue, mine: last === this.tailHi ? this.tailLo : last });
     this.ackDue = 0;
   }
 
-  private checkCaughtUp(): void {
+  private async checkCaughtUp(): Promise<void> {
     const have = Math.max(this.hint, this.received);
     if (this.peerUptodate && have >= this.peerUptodate - 1) {
       this.peerUptodate = 0;
-      this.caught = true;
+      const rs = this.resync;
+      if (rs) { // what the snapshot did not hold goes (clears the mark)
+        this.resync = null;
+        await this.r.resyncEnd(this.serverHex, rs.stamp, rs.acked, rs.held, this.o.noPurge);
+      } else if (this.resyncFlagged) { // it had nothing to resync after all
+        await this.r.markResync(this.serverHex, false);
+      }
+      this.resyncFlagged = false;
+      if (this.state !== "open") return;
+      this.caught = true; // (synced only once what the resync dropped is gone)
       this.o.onEvent({ type: "caughtUp" });
     }
   }
@@ -453,7 +509,11 @@ export class ClientSession {
       if (this.state !== "open") return;
       const last = this.r.seq;
       const done = Math.max(this.skipTo, this.sentUpto);
-      if (done >= last) {
+      // A session that sent no delta yet signs one, empty if need be: it
+      // proves our id, so the server keeps our acks, and with them what we
+      // hold of its removes (collection, docs/crdt.md)
+      const prove = !this.signedOne && done >= last;
+      if (done >= last && !prove) {
         if (this.toldUptodate !== last + 1) { // once per position
           this.toldUptodate = last + 1;
           this.out({ t: "uptodate", seq: last });
@@ -466,13 +526,15 @@ export class ClientSession {
       if (this.state !== "open") return;
       const longskip = this.skipTo > this.sentUpto && this.skipTo - this.sentUpto >= SKIP_SPAN;
       const x = await this.r.exportFor(this.server!, this.sentUpto, {
-        all: this.sentUpto < this.allUpto, maxBytes: this.o.deltaSize, empty: longskip,
+        all: this.sentUpto < this.allUpto, maxBytes: this.o.deltaSize, empty: longskip || prove, prove,
         scanFrom: this.skipTo > this.sentUpto ? this.skipTo : undefined,
       });
       if (this.state !== "open") return;
+      if (prove) this.signedOne = true; // a proof is not retried
       for (const d of x.deltas) {
         this.out({ t: "delta", delta: d.bytes });
         this.sentUpto = d.to;
+        this.signedOne = true;
       }
       if (Math.max(this.sentUpto, this.skipTo) < x.upto) {
         this.out({ t: "skip", from: this.sentUpto, to: x.upto });

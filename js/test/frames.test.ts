@@ -25,6 +25,10 @@ const CASES: [Message, string][] = [
   [{ t: "delta", delta: hex("010203") }, "00000007 92 03 c403 010203"],
   [{ t: "ack", seq: 5 }, "00000003 92 04 05"],
   [{ t: "ack", seq: 255 }, "00000004 92 04 ccff"],
+  [{ t: "ack", seq: 5, mine: 7 }, "00000004 93 04 05 07"],
+  [{ t: "ack", seq: 5, mine: 0 }, "00000004 93 04 05 00"],
+  [{ t: "resync", stamp: 0x0123456789abcdefn }, "0000000b 92 10 cf0123456789abcdef"],
+  [{ t: "resync", stamp: 0n }, "00000003 92 10 00"],
   [{ t: "uptodate", seq: 2 ** 32 }, "0000000b 92 05 cf0000000100000000"],
   [{ t: "uptodate", seq: 65535 }, "00000005 92 05 cdffff"],
   // fail(): int32 code, str message
@@ -94,6 +98,9 @@ test("a frame over maxMessage is ETOOBIG, at once and again", () => {
 });
 
 test("session.c accepts any integer width and array width", () => {
+  // an ack's `mine` beyond 2^53 is taken (a client keeps no stability
+  // marks), but not kept
+  assert.deepEqual(decodeMessage(hex("93 04 05 cfffffffffffffffff")), { t: "ack", seq: 5 });
   // [4, 5] with a 16-bit array header and the seq as uint64 and as int8
   assert.deepEqual(decodeMessage(hex("dc0002 04 cf0000000000000005")), { t: "ack", seq: 5 });
   assert.deepEqual(decodeMessage(hex("92 d005 d105ff")), { t: "uptodate", seq: 0x5ff });
@@ -111,12 +118,16 @@ test("malformed messages are EBADVALUE", () => {
     "90", // no type
     "91 a1 78", // the type is not a uint
     "91 ff", // a negative type
-    "91 10", // unknown type 16
+    "91 11", // unknown type 17
+    "91 10", // a resync (16) without its stamp
+    "92 10 a1 78", // a resync with a str stamp
+    "92 10 ff", // a resync with a negative stamp
+    "94 04 05 06 07", // ack with 4 elements
+    "93 04 05 a1 78", // ack with a str mine
     "91 0c", // a presence set (12) without its state
     "92 04 05 00", // trailing byte
     "92 04 91 91 05", // three levels deep
     "92 04 90", // ack of an array
-    "93 04 05 06", // ack with 3 elements
     "93 02 05 00", // since with max_bytes 0
     "93 02 05 a1 78", // since with a str max_bytes
     "93 08 05 04", // skip with to < from

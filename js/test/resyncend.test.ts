@@ -1,0 +1,130 @@
+/**
+ * The end of a full resync (Replica.resyncEnd, docs/protocol.md
+ * "Collection and full resync") and its durable mark, in every backend:
+ * what is forgotten, what stays, what observers see, and that the mark
+ * survives a reopen until the resync ends.
+ */
+import test from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { IDBFactory } from "fake-indexeddb";
+import { IndexedDBBackend, MemoryBackend } from "../src/index.js";
+import { FileBackend } from "../src/node.js";
+import { Replica, type Change } from "../src/replica.js";
+import { packHlc } from "../src/hlc.js";
+import { ADD, REMOVE } from "../src/types.js";
+import { decodeDelta } from "../src/delta.js";
+import type { Backend } from "../src/backend.js";
+import { tempDir } from "./helpers.js";
+
+const SERVER = "ab".repeat(32);
+
+interface Kind {
+  name: string;
+  make(): Backend;
+  /** Reopens see what was stored (not so for memory). */
+  durable: boolean;
+}
+
+function kinds(dir: string): Kind[] {
+  const factory = new IDBFactory();
+  return [
+    { name: "memory", make: () => new MemoryBackend(), durable: false },
+    { name: "file", make: () => new FileBackend(join(dir, "r.crdtdb")), durable: true },
+    { name: "IndexedDB", make: () => new IndexedDBBackend({ name: "r", indexedDB: factory, locks: null }), durable: true },
+  ];
+}
+
+/** A replica holding: acked1 (numbered up to what the server acked),
+ *  old (added before the stamp, updated after it), held (the snapshot
+ *  carries it) and fresh (after the stamp, never acked). */
+async function setup(backend: Backend, clock: { t: number }): Promise<{ r: Replica; acked: number }> {
+  const r = await Replica.open({ dbId: "db", collections: ["C"], backend, now: () => clock.t });
+  clock.t = 1000;
+  await r.add("C", [["old", { v: 1 }], ["held", { v: 1 }]]);
+  clock.t = 3000;
+  await r.add("C", [["acked1", { v: 1 }]]);
+  const acked = r.seq;
+  await r.update("C", "old", { w: 2 });
+  await r.add("C", [["fresh", { v: 1 }]]);
+  return { r, acked };
+}
+
+const STAMP = packHlc(2000, 0);
+
+test("resyncEnd forgets what the server saw or is older than its horizon, keeps what is newer, and clears the mark (every backend)", async () => {
+  const d = tempDir();
+  try {
+    for (const k of kinds(d.path)) {
+      const clock = { t: 0 };
+      const { r, acked } = await setup(k.make(), clock);
+      await r.markResync(SERVER, true);
+      assert.equal(r.peer(SERVER).resync, true, k.name);
+      if (k.durable) { // the mark survives a reopen
+        await r.close();
+        const again = await Replica.open({ dbId: "db", collections: ["C"], backend: k.make(), now: () => clock.t });
+        assert.equal(again.peer(SERVER).resync, true, `${k.name}: the mark after a reopen`);
+        await again.close();
+      }
+      const rr = k.durable ? await Replica.open({ dbId: "db", collections: ["C"], backend: k.make(), now: () => clock.t }) : r;
+      const seen: Change[][] = [];
+      rr.onChange((c) => seen.push(c));
+      const seq = rr.seq;
+      const n = await rr.resyncEnd(SERVER, STAMP, acked, new Set(["C\u0000held"]), false);
+      assert.equal(n, 2, k.name);
+      // like a purge: nothing numbered, no tombstone
+      assert.equal(rr.seq, seq, `${k.name}: no change-log entry`);
+      assert.equal(rr.stored("C", "acked1"), undefined, `${k.name}: acked1 forgotten whole`);
+      assert.equal(rr.get("C", "old"), null, `${k.name}: old's add is gone`);
+      assert.deepEqual(rr.stored("C", "old")!.base, null, `${k.name}: no tombstone`);
+      assert.equal(rr.stored("C", "old")!.leaves.length, 1, `${k.name}: its newer update stays (and travels)`);
+      assert.deepEqual(rr.get("C", "held"), { id: "held", v: 1 }, k.name);
+      assert.deepEqual(rr.get("C", "fresh"), { id: "fresh", v: 1 }, k.name);
+      assert.ok(!rr.peer(SERVER).resync, `${k.name}: the mark is cleared`);
+      assert.equal(seen.length, 1, `${k.name}: one commit`);
+      assert.deepEqual(seen[0]!.map((c) => [c.id, c.was, c.visible]).sort(), [["acked1", true, false], ["old", true, false]], k.name);
+      await rr.close();
+      if (k.durable) { // and all of it is stored
+        const after = await Replica.open({ dbId: "db", collections: ["C"], backend: k.make(), now: () => clock.t });
+        assert.ok(!after.peer(SERVER).resync, `${k.name}: no mark after a reopen`);
+        assert.equal(after.stored("C", "acked1"), undefined, k.name);
+        assert.equal(after.get("C", "old"), null, k.name);
+        assert.deepEqual(after.get("C", "fresh"), { id: "fresh", v: 1 }, k.name);
+        // what export sends is what is left: the log has no dropped register
+        const x = await after.exportFor(new Uint8Array(32).fill(0xab), 0, { all: true });
+        const recs = (await Promise.all(x.deltas.map((dd) => decodeDelta(dd.bytes, after.limits)))).flatMap((b) => b.records);
+        assert.deepEqual(recs.map((rec) => [rec.id, rec.base?.kind ?? null, rec.fields.length]).sort(),
+          [["fresh", ADD, 1], ["held", ADD, 1], ["old", null, 1]], k.name);
+        await after.close();
+      }
+    }
+  } finally {
+    d.remove();
+  }
+});
+
+test("a shared replica ends a resync with removes of its own, which it sends on", async () => {
+  const clock = { t: 0 };
+  const { r, acked } = await setup(new MemoryBackend(), clock);
+  clock.t = 4000;
+  const seq = r.seq;
+  const n = await r.resyncEnd(SERVER, STAMP, acked, new Set(["C\u0000held"]), true);
+  assert.equal(n, 2);
+  for (const id of ["acked1", "old"]) {
+    const s = r.stored("C", id)!;
+    assert.equal(s.base?.kind, REMOVE, id);
+    assert.ok(s.base!.seq > seq, `${id}'s remove is numbered, so it is sent`);
+  }
+  assert.equal(r.seq, seq + 2);
+  assert.deepEqual(r.get("C", "fresh"), { id: "fresh", v: 1 });
+  await r.close();
+});
+
+test("markResync on, then off with nothing resynced, leaves the peer as it was", async () => {
+  const r = await Replica.open({ dbId: "db", collections: ["C"], backend: new MemoryBackend() });
+  await r.ackFrom(SERVER, 0);
+  await r.markResync(SERVER, true);
+  await r.markResync(SERVER, false);
+  assert.deepEqual(r.peer(SERVER), { received: 0, acked: 0, points: [] });
+  await r.close();
+});
