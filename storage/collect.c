@@ -93,13 +93,8 @@ static int horizon_peers(crdtdb_db *db, MDB_txn *mt, uint64_t max_age, uint64_t 
     return rc ? rc : mrc && mrc != MDB_NOTFOUND ? crdtdb__mdb_err(mrc) : 0;
 }
 
-/* A record key copied out of the log: u16 collection, u8 length, id. */
-typedef struct ckey {
-    uint8_t k[3 + CRDTDB_ID_MAX];
-} ckey;
-
 /* The removed records whose base register is numbered at most upto. */
-static int removed_upto(crdtdb_db *db, MDB_txn *mt, uint64_t upto, ckey **keys, uint32_t *n)
+static int removed_upto(crdtdb_db *db, MDB_txn *mt, uint64_t upto, crdtdb__rkey **keys, uint32_t *n)
 {
     crdtdb__log_iter it;
     crdtdb__log_entry e;
@@ -153,18 +148,13 @@ static int stable_at(crdtdb_txn *t, const hz *h, uint64_t seq, int *yes)
 }
 
 /* Drops record key if it is removed and all of it is stable. */
-static int collect_one(crdtdb_txn *t, const ckey *key, const hz *h,
+static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
                        crdtdb_collect_stats *st)
 {
     crdtdb_db *db = t->db;
-    uint16_t coll = (uint16_t)(key->k[0] << 8 | key->k[1]);
     char id[CRDTDB_ID_MAX + 1];
-    memcpy(id, key->k + 3, key->k[2]);
-    id[key->k[2]] = 0;
-    if (coll >= db->ncoll)
-        return 0;
     crdtdb__slot s;
-    int rc = crdtdb__slot_load(t, &s, coll, id);
+    int rc = crdtdb__slot_load_key(t, &s, key, id);
     const crdtdb__record *r = &db->rec;
     if (rc || !s.exists || r->base_kind != CRDTDB__BASE_REMOVE)
         return rc;
@@ -246,7 +236,7 @@ static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *o
     int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
     if (rc)
         return rc;
-    ckey *keys = NULL;
+    crdtdb__rkey *keys = NULL;
     uint32_t n = 0;
     uint64_t now = crdtdb__now_ms(db->env);
     hz h = {0, 0, 0};

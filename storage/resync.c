@@ -58,13 +58,8 @@ int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on, uint64_t s
     return crdtdb__db_exit(db, peer_resync_call(db, peer, on, stamp));
 }
 
-/* A record key: u16 collection, u8 id length, id. */
-typedef struct rkey {
-    uint8_t k[3 + CRDTDB_ID_MAX];
-} rkey;
-
 /* Every record key of db, copied (the pages move once we write). */
-static int all_keys(crdtdb_db *db, MDB_txn *mt, rkey **keys, uint32_t *n)
+static int all_keys(crdtdb_db *db, MDB_txn *mt, crdtdb__rkey **keys, uint32_t *n)
 {
     MDB_cursor *c;
     int mrc = mdb_cursor_open(mt, db->env->dbi_records, &c);
@@ -130,20 +125,16 @@ static int drop_seen(crdtdb__record *r, uint64_t acked, uint64_t stamp)
 
 /* held 1: the snapshot carried leaves of it but no add or remove, so only
  * our base can be what it collected */
-static int end_one(crdtdb_txn *t, const rkey *key, uint64_t acked, uint64_t stamp,
+static int end_one(crdtdb_txn *t, const crdtdb__rkey *key, uint64_t acked, uint64_t stamp,
                    unsigned flags, int held, size_t *n)
 {
     crdtdb_db *db = t->db;
-    uint16_t coll = (uint16_t)(key->k[0] << 8 | key->k[1]);
     char id[CRDTDB_ID_MAX + 1];
-    memcpy(id, key->k + 3, key->k[2]);
-    id[key->k[2]] = 0;
-    if (coll >= db->ncoll)
-        return 0;
     crdtdb__slot s;
-    int rc = crdtdb__slot_load(t, &s, coll, id);
+    int rc = crdtdb__slot_load_key(t, &s, key, id);
     if (rc || !s.exists)
         return rc;
+    uint16_t coll = s.coll;
     crdtdb__record *r = &db->rec;
     int any = r->base_kind != CRDTDB__BASE_NONE &&
               seen(r, r->base_seq, r->base_hlc, acked, stamp);
@@ -192,7 +183,7 @@ static int resync_end_call(crdtdb_db *db, const uint8_t *peer, uint64_t stamp, u
     int rc = crdtdb_txn_begin(db, 0, &t);
     if (rc)
         return rc;
-    rkey *keys = NULL;
+    crdtdb__rkey *keys = NULL;
     uint32_t nk = 0;
     rc = all_keys(db, t->mt, &keys, &nk);
     if (rc)

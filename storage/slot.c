@@ -121,3 +121,16 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     return 0;
 }
+
+int crdtdb__slot_load_key(crdtdb_txn *t, crdtdb__slot *s, const crdtdb__rkey *key,
+                          char id[CRDTDB_ID_MAX + 1])
+{
+    uint16_t coll = (uint16_t)(key->k[0] << 8 | key->k[1]);
+    memcpy(id, key->k + 3, key->k[2]);
+    id[key->k[2]] = 0;
+    if (coll >= t->db->ncoll) {
+        s->exists = 0;
+        return 0;
+    }
+    return crdtdb__slot_load(t, s, coll, id);
+}

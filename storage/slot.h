@@ -21,6 +21,16 @@ typedef struct crdtdb__slot {
 /* Loads record (coll, id) into db->rec.  0 or an error (message set). */
 int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
                       const char *id);
+
+/* A record's name copied out of a page that a write may move: u16
+ * collection, u8 id length, id. */
+typedef struct crdtdb__rkey {
+    uint8_t k[3 + CRDTDB_ID_MAX];
+} crdtdb__rkey;
+/* crdtdb__slot_load of the record key names, its id written into id; a
+ * collection this handle does not know loads as absent (s->exists 0). */
+int crdtdb__slot_load_key(crdtdb_txn *t, crdtdb__slot *s, const crdtdb__rkey *key,
+                          char id[CRDTDB_ID_MAX + 1]);
 /* Numbers new registers, stores db->rec (deletes it when it holds no
  * register at all), logs its changes as coming from peer number `src`,
  * records the observer event. */

@@ -93,20 +93,27 @@ static int store_record_delta(void *ctx, const char *coll, const char *id, const
     return crdtdb_db_export_record(db, coll, id, peer, out, found);
 }
 
-/* After an ECLOCK refusal: the newest stamp and the range's end, decoded
- * again (only on a refusal, which is rare). */
-static void clock_ahead(crdtdb_db *db, const uint8_t *p, size_t len, uint64_t *ahead_ms,
-                        uint64_t *to)
+/* Decodes a delta the apply has already judged, under db's own limits;
+ * the caller frees d (crdtdb__delta_free) either way. */
+static int decode_again(crdtdb_db *db, const uint8_t *p, size_t len, crdtdb__delta *d)
 {
     crdtdb_env_options eo;
     crdtdb_env_options_get(crdtdb_db_env(db), &eo);
     crdtdb__limits lim = {eo.max_value_size, eo.max_depth, eo.max_path_bytes, eo.max_fields,
                           eo.max_delta_groups};
-    crdtdb__delta d;
     crdtdb__err e = CRDTDB__ERR_INIT;
-    crdtdb__delta_init(&d);
+    crdtdb__delta_init(d);
+    return crdtdb__delta_decode(d, p, len, eo.max_delta_size, &lim, &e);
+}
+
+/* After an ECLOCK refusal: the newest stamp and the range's end, decoded
+ * again (only on a refusal, which is rare). */
+static void clock_ahead(crdtdb_db *db, const uint8_t *p, size_t len, uint64_t *ahead_ms,
+                        uint64_t *to)
+{
+    crdtdb__delta d;
     *ahead_ms = *to = UINT64_MAX;
-    if (crdtdb__delta_decode(&d, p, len, eo.max_delta_size, &lim, &e) == 0) {
+    if (decode_again(db, p, len, &d) == 0) {
         *ahead_ms = crdtdb__hlc_ms(d.hlc_max);
         *to = d.to;
     }
@@ -175,15 +182,8 @@ static int store_peer_resync(void *ctx, const uint8_t *peer, int on, uint64_t st
 /* The record names of a delta already applied (so it decodes). */
 static int store_resync_keys(void *ctx, const uint8_t *p, size_t len, crdtdb_buf *keys)
 {
-    crdtdb_db *db = db_of(ctx);
-    crdtdb_env_options eo;
-    crdtdb_env_options_get(crdtdb_db_env(db), &eo);
-    crdtdb__limits lim = {eo.max_value_size, eo.max_depth, eo.max_path_bytes, eo.max_fields,
-                          eo.max_delta_groups};
     crdtdb__delta d;
-    crdtdb__err e = CRDTDB__ERR_INIT;
-    crdtdb__delta_init(&d);
-    int rc = crdtdb__delta_decode(&d, p, len, eo.max_delta_size, &lim, &e);
+    int rc = decode_again(db_of(ctx), p, len, &d);
     static const char nul = 0;
     for (uint32_t i = 0; !rc && i < d.nrecs; i++) {
         const crdtdb__str *c = &d.colls[d.recs[i].coll], *id = &d.recs[i].id;
@@ -195,7 +195,6 @@ static int store_resync_keys(void *ctx, const uint8_t *p, size_t len, crdtdb_buf
             crdtdb__buf_append(keys, &held, 1))
             rc = CRDTDB_ENOMEM;
     }
-
     crdtdb__delta_free(&d);
     return rc;
 }
