@@ -6,8 +6,10 @@
  * when its turn comes; those learned from other servers keep the highest
  * version and message number seen, so a change crosses each connection at
  * most once whatever the topology.  A relayed leave stays as a tombstone
- * for HUB_LEFT_MS.  Each change is encoded once and queued whole on every
- * other connection (crdtdb_session_send_frame).  Lists are scanned: a
+ * for HUB_LEFT_MS.  Each change is encoded once and goes whole to every
+ * other connection: written at once where nothing waits ahead of it
+ * (crdtdb__ws_send_now), else queued (crdtdb_session_send_frame) for its
+ * next WRITEABLE.  Lists are scanned: a
  * database holds at most max_members entries and as many tombstones.
  */
 #include <msgpack.h>
@@ -41,7 +43,7 @@ struct pentry {
     int pending;
     uint8_t *pend;      /* NULL with pending: a leave */
     size_t pend_len;
-    uint64_t tokens;    /* thousandths */
+    int64_t tokens;     /* thousandths; below 0: a turn taken early */
     uint64_t tok_ms;
     lws_sorted_usec_list_t sul;
     int armed;
@@ -53,6 +55,8 @@ struct crdtdb__hub {
     crdtdb__pconn *conns; /* joined */
     pentry *entries;
     crdtdb_buf frame;     /* scratch: the change being fanned out */
+    unsigned char *wire;  /* scratch: LWS_PRE + a frame, for direct sends */
+    size_t wire_cap;
     int stopped;
 };
 
@@ -99,6 +103,7 @@ void crdtdb__hub_free(crdtdb__hub *h)
     for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
         pc->joined = 0;
     crdtdb_buf_free(&h->frame);
+    free(h->wire);
     free(h);
 }
 
@@ -232,7 +237,39 @@ static void expire(crdtdb__hub *h, uint64_t now)
 
 /* ---------------------------------------------------------------- fan-out */
 
-/* Queues the frame to every joined connection but skip; with `to`, only
+/* Whether frames may go to pc at once (crdtdb__ws_send_now), not through
+ * its session's output and the next WRITEABLE: a client's connection to us
+ * (hosted links write their own, masked) whose snapshot went first, on a
+ * server without an authorize_user hook (with one, the server re-checks
+ * the access on WRITEABLE before anything goes out). */
+static int direct(const crdtdb__hub *h, const crdtdb__pconn *pc)
+{
+    const crdtdb_server_auth *a = h->cfg->auth;
+    return !pc->link && pc->snapped && !(a && a->authorize_user);
+}
+
+/* The frame to pc: sent now when it may be and nothing waits ahead of it
+ * (one send per receiver: a presence update is not held back to share a
+ * message with later ones), else queued on its session and pc woken. */
+static void deliver(crdtdb__hub *h, crdtdb__pconn *pc)
+{
+    size_t need = LWS_PRE + h->frame.len;
+    if (direct(h, pc) && h->frame.len <= WS_CHUNK) {
+        if (need > h->wire_cap) {
+            unsigned char *w = realloc(h->wire, need);
+            if (w) {
+                h->wire = w;
+                h->wire_cap = need;
+            }
+        }
+        if (need <= h->wire_cap && crdtdb__ws_send_now(pc->l, h->frame.data, h->frame.len, h->wire))
+            return;
+    }
+    if (crdtdb_session_send_frame(pc->l->s, h->frame.data, h->frame.len) == 0 && pc->wake)
+        pc->wake(pc);
+}
+
+/* Delivers the frame to every joined connection but skip; with `to`, only
  * to that user's sessions (and to the servers relaying, which hold
  * theirs). */
 static void fan(crdtdb__hub *h, crdtdb__pconn *skip, const char *to)
@@ -248,21 +285,19 @@ static void fan(crdtdb__hub *h, crdtdb__pconn *skip, const char *to)
         if (to && !pc->link && !(h->cfg->tokens ? pc->trusted : pc->relays) &&
             strcmp(pc->user, to) != 0)
             continue;
-        if (crdtdb_session_send_frame(pc->l->s, h->frame.data, h->frame.len) == 0 && pc->wake)
-            pc->wake(pc);
+        deliver(h, pc);
     }
 }
 
-/* Queues the frame to the joined connections that are clients, not other
+/* Delivers the frame to the joined connections that are clients, not other
  * servers' links or relays. */
 static void fan_clients(crdtdb__hub *h)
 {
     if (h->stopped)
         return;
     for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
-        if (pc->l->s && !pc->link && !pc->trusted && !pc->relays &&
-            crdtdb_session_send_frame(pc->l->s, h->frame.data, h->frame.len) == 0 && pc->wake)
-            pc->wake(pc);
+        if (pc->l->s && !pc->link && !pc->trusted && !pc->relays)
+            deliver(h, pc);
 }
 
 static int encode_entry(crdtdb__hub *h, const pentry *e)
@@ -299,9 +334,16 @@ static void try_send(pentry *e)
     if (!e->pending || e->armed || h->stopped)
         return;
     uint64_t now = crdtdb__ws_now_ms();
-    e->tokens = refill(e->tokens, &e->tok_ms, now, h->cfg->hz, BURST * 1000u);
-    if (e->tokens < 1000) {
-        uint64_t wait = (1000 - e->tokens + h->cfg->hz - 1) / h->cfg->hz;
+    int64_t hz = h->cfg->hz;
+    e->tokens += (int64_t)(now - e->tok_ms) * hz; /* hz thousandths a ms */
+    e->tok_ms = now;
+    if (e->tokens > (int64_t)BURST * 1000)
+        e->tokens = (int64_t)BURST * 1000;
+    /* a turn up to 1 ms early is taken, and paid back from the next
+     * refill: the loop runs timers due within 1 ms at once (ws_link.c),
+     * so this timer may come that early, and waiting again would spin */
+    if (e->tokens + hz < 1000) {
+        uint64_t wait = (uint64_t)((1000 - e->tokens + hz - 1) / hz);
         e->armed = 1;
         lws_sul_schedule(h->cfg->ctx, 0, &e->sul, on_turn,
                          (lws_usec_t)(wait ? wait : 1) * LWS_US_PER_MS);
@@ -436,6 +478,7 @@ void crdtdb__hub_join(crdtdb__hub *h, crdtdb__pconn *pc)
     pc->joined = 0;
     pc->trusted = h->cfg->tokens && may(h, pc, 1);
     pc->joined = 1;
+    pc->snapped = 0;
     pc->relays = 0;
     pc->msg_n = 0;
     pc->msg_tokens = (uint64_t)h->cfg->hz * 1000u;
@@ -449,6 +492,7 @@ void crdtdb__hub_snapshot(crdtdb__hub *h, crdtdb__pconn *pc)
 {
     if (!h || h->stopped || !pc->joined || !pc->l->s)
         return;
+    pc->snapped = 1;
     int sent = 0;
     for (pentry *e = h->entries; e; e = e->next) {
         if (!e->state || e->via == pc || encode_entry(h, e))
