@@ -93,15 +93,15 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf);
 /* Asks for WRITEABLE with a pump due: what wakes a connection for its
  * store (commits, timers, budget room) goes through here. */
 void crdtdb__ws_wake(crdtdb__wslink *l);
-/* Sends len bytes of whole frames (at most WS_CHUNK) to the peer now, as
- * one binary message, if nothing waits ahead of them: the session's output
- * is empty and libwebsockets holds no partial send.  For frames made
- * elsewhere (presence fanned out): no WRITEABLE round, so no poll turn and
- * no pollfd change per receiver.  wire (LWS_PRE + len bytes, the caller's
- * scratch) receives the copy lws frames in place.  1 if sent (a short send's
- * rest stays with lws, which writes it before anything else), 0 if the
- * caller must queue them (crdtdb_session_send_frame) and wake the link. */
-int crdtdb__ws_send_now(crdtdb__wslink *l, const uint8_t *frame, size_t len, unsigned char *wire);
+/* Writes the session's output now, up to WS_CHUNK bytes as one binary
+ * message, without waiting for WRITEABLE (for output queued outside the
+ * connection's callbacks: presence fanned out, so no poll turn and no
+ * pollfd change per receiver), if lws holds no partial send and the
+ * session is open.  wire (the caller's scratch of LWS_PRE + cap bytes)
+ * receives the copy lws frames in place; more than cap bytes wait.  1 if
+ * nothing is left to write; 0 if something is: the caller wakes the link
+ * (a short send's rest stays with lws, which writes it before anything). */
+int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap);
 /* RECEIVE: feeds the bytes, then asks to write replies (or the close).  A
  * delta that then waits (YIELD) pauses reading until it is applied. */
 int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len);

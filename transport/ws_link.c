@@ -218,23 +218,26 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
     return 0;
 }
 
-int crdtdb__ws_send_now(crdtdb__wslink *l, const uint8_t *frame, size_t len, unsigned char *wire)
+int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap)
 {
-    size_t out;
-    if (!l->s || !l->wsi || !len || len > WS_CHUNK || crdtdb_session_closed(l->s) ||
-        lws_partial_buffered(l->wsi))
+    size_t len;
+    if (!l->s || !l->wsi || crdtdb_session_closed(l->s) || lws_partial_buffered(l->wsi))
         return 0;
-    crdtdb_session_output(l->s, &out);
-    if (out)
-        return 0; /* behind what is queued: order is kept by queueing */
-    memcpy(wire + LWS_PRE, frame, len);
-    /* a failed write leaves the socket unusable: queued instead, the frame
-     * meets the same failure on WRITEABLE, which closes the connection */
-    if (lws_write(l->wsi, wire + LWS_PRE, len, LWS_WRITE_BINARY) < (int)len)
+    const uint8_t *p = crdtdb_session_output(l->s, &len);
+    if (!len)
+        return 1;
+    size_t n = len < WS_CHUNK ? len : WS_CHUNK;
+    if (n > cap)
         return 0;
-    l->sent += len;
+    memcpy(wire + LWS_PRE, p, n);
+    /* a failed write leaves the socket unusable: WRITEABLE meets the same
+     * failure and closes the connection */
+    if (lws_write(l->wsi, wire + LWS_PRE, n, LWS_WRITE_BINARY) < (int)n)
+        return 0;
+    crdtdb_session_consume(l->s, n);
+    l->sent += n;
     l->tx_ms = crdtdb__ws_now_ms();
-    return 1;
+    return n == len;
 }
 
 /* Follows the frames in n bytes about to be fed: the session keeps an
