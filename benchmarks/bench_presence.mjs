@@ -62,6 +62,9 @@
 //   before (de21c20) 0.39 / 0.81 (0.48) 7.79 / 13.3 (0.59)  0.311 / 0.913 (0.34)   1336 / 1871   5.7 / 73 MB (0.08)
 //   after, 1         0.43 / 0.74 (0.58) 4.54 / 11.8 (0.38)  0.315 / 1.051 (0.30)   1338 / 1870   5.6 / 74 MB (0.08)
 //   after, 2         0.41 / 0.73 (0.56) 8.92 / 23.9 (0.37)  0.253 / 0.990 (0.26)   1338 / 1868   5.7 / 73 MB (0.08)
+// and a pair at 22:36-22:42 (load 3-8, --rounds=2; the ratio is of medians, for 2 rounds the lower one):
+//   before (de21c20) 0.42 / 0.65 (0.65) 5.37 / 31.4 (0.17)  0.301 / 0.931 (0.32)   1338 / 1872   5.6 / 73 MB (0.08)
+//   after            0.28 / 0.63 (0.44) 2.81 / 9.88 (0.28)  0.229 / 0.880 (0.26)   1338 / 1868   5.7 / 74 MB (0.08)
 // Every update reached every other player; idle frames 0.  Server CPU per 10 s of the window (perf stat, same
 // workload, before/after alternated twice): 884, 747 ms before; 772, 611 ms after; poll() calls 31-34 k -> 4.8 k (one
 // per update), sendto 15 per update either way.  At that load the CPU goal (<= 0.25) is met in neither sitting after,
