@@ -53,6 +53,24 @@
 // 0 / 0.  --stall=60 now: p50 0.34, p99 1.33 after the hiccup.  strace -c of the server: 82 % of syscall time
 // in sendto (14 per update, one per receiver), 14 % poll, 3 % recvfrom: fewer sends means batching receivers'
 // frames, which costs the latency that is the other goal.
+//
+// Sittings of 2026-12-04 22:14-22:40 UTC (wt-pres a22cc9b: the hub writes each receiver's frames at once, one message
+// per batch of changes read together, instead of one WRITEABLE poll turn per receiver; the loop no longer busy-polls
+// in the last ms before a timer), --rounds=3 each, one before and two after, on a shared machine at load 5-10 (others'
+// builds and tests: latencies are noisy), medians, crdtdb / Yjs (ratio):
+//   sitting          p50 ms             p99 ms              CPU s per player-min   bytes/update  peak RSS
+//   before (de21c20) 0.39 / 0.81 (0.48) 7.79 / 13.3 (0.59)  0.311 / 0.913 (0.34)   1336 / 1871   5.7 / 73 MB (0.08)
+//   after, 1         0.43 / 0.74 (0.58) 4.54 / 11.8 (0.38)  0.315 / 1.051 (0.30)   1338 / 1870   5.6 / 74 MB (0.08)
+//   after, 2         0.41 / 0.73 (0.56) 8.92 / 23.9 (0.37)  0.253 / 0.990 (0.26)   1338 / 1868   5.7 / 73 MB (0.08)
+// and a pair at 22:36-22:42 (load 3-8, --rounds=2; the ratio is of medians, for 2 rounds the lower one):
+//   before (de21c20) 0.42 / 0.65 (0.65) 5.37 / 31.4 (0.17)  0.301 / 0.931 (0.32)   1338 / 1872   5.6 / 73 MB (0.08)
+//   after            0.28 / 0.63 (0.44) 2.81 / 9.88 (0.28)  0.229 / 0.880 (0.26)   1338 / 1868   5.7 / 74 MB (0.08)
+// Every update reached every other player; idle frames 0.  Server CPU per 10 s of the window (perf stat, same
+// workload, before/after alternated twice): 884, 747 ms before; 772, 611 ms after; poll() calls 31-34 k -> 4.8 k (one
+// per update), sendto 15 per update either way.  At that load the CPU goal (<= 0.25) is met in neither sitting after,
+// nor is the p99 one (an earlier sitting of the first half of this change, at load 4-6, gave 0.248 for CPU).  What is
+// left is the kernel: ~60 % of the server's CPU is sendto on loopback (the receiver's TCP work is charged to the
+// sender), one per receiver per update.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";

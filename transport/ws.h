@@ -49,6 +49,7 @@ typedef struct crdtdb__wslink {
     size_t body_got;     /* body bytes seen */
     uint64_t frame_ms;   /* when the unfinished frame began; 0: none */
     uint64_t sent;       /* output bytes sent */
+    uint64_t tx_ms;      /* when output was last sent; 0: never */
     uint64_t rx_ms;      /* when the peer's last bytes came; 0: never */
     int lingering;       /* ended with an error and flushed: the close
                             waits for the peer to stop sending */
@@ -92,6 +93,15 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf);
 /* Asks for WRITEABLE with a pump due: what wakes a connection for its
  * store (commits, timers, budget room) goes through here. */
 void crdtdb__ws_wake(crdtdb__wslink *l);
+/* Writes the session's output now, up to WS_CHUNK bytes as one binary
+ * message, without waiting for WRITEABLE (for output queued outside the
+ * connection's callbacks: presence fanned out, so no poll turn and no
+ * pollfd change per receiver), if lws holds no partial send and the
+ * session is open.  wire (the caller's scratch of LWS_PRE + cap bytes)
+ * receives the copy lws frames in place; more than cap bytes wait.  1 if
+ * nothing is left to write; 0 if something is: the caller wakes the link
+ * (a short send's rest stays with lws, which writes it before anything). */
+int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap);
 /* RECEIVE: feeds the bytes, then asks to write replies (or the close).  A
  * delta that then waits (YIELD) pauses reading until it is applied. */
 int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len);

@@ -91,6 +91,37 @@ int crdtdb__ws_close_status(int code, int remote)
 
 static void noop_sul(lws_sorted_usec_list_t *sul) { (void)sul; }
 
+#define RIPEN_MAX 8 /* timers made due per pass, at most */
+
+/*
+ * libwebsockets 4.1 waits in poll() for the time to its next timer in
+ * whole ms, rounded down: in the last ms before a timer it polls without
+ * waiting, pass after pass, until the timer is due — a busy loop of up to
+ * 1 ms whenever input wakes it that close to one (on the 16-player
+ * presence bench, 4 of every 5 poll() calls, each pass also reading the
+ * store for other processes' commits).  So timers due
+ * within that ms are made due now and run up to 1 ms early; the loop then
+ * sleeps until the next event.  `probe` (scheduled, on the list of
+ * lws_sul_schedule's timers) finds the list; it is left alone.
+ */
+static void ripen(struct lws_context *ctx, lws_sorted_usec_list_t *probe)
+{
+    lws_sorted_usec_list_t *near[RIPEN_MAX];
+    size_t n = 0;
+    lws_usec_t now = lws_now_usecs();
+    if (!probe->list.owner)
+        return;
+    for (lws_dll2_t *d = lws_dll2_get_head(probe->list.owner); d && n < RIPEN_MAX; d = d->next) {
+        lws_sorted_usec_list_t *t = lws_container_of(d, lws_sorted_usec_list_t, list);
+        if (t->us >= now + LWS_US_PER_MS)
+            break; /* sorted: the rest are later */
+        if (t != probe && t->us > now)
+            near[n++] = t;
+    }
+    for (size_t i = 0; i < n; i++) /* due now; what it does is unchanged */
+        lws_sul_schedule(ctx, 0, near[i], near[i]->cb, 0);
+}
+
 /* One pass of the event loop, waking after timeout_ms at the latest (lws
  * itself ignores the timeout argument and sleeps until its next event). */
 int crdtdb__ws_service(struct lws_context *ctx, lws_sorted_usec_list_t *sul, int timeout_ms)
@@ -98,6 +129,7 @@ int crdtdb__ws_service(struct lws_context *ctx, lws_sorted_usec_list_t *sul, int
     if (timeout_ms <= 0) /* poll without waiting: lws takes -1 as "do not block" */
         return lws_service(ctx, -1) < 0 ? CRDTDB_EIO : 0;
     lws_sul_schedule(ctx, 0, sul, noop_sul, (lws_usec_t)timeout_ms * LWS_US_PER_MS);
+    ripen(ctx, sul);
     int n = lws_service(ctx, 0);
     lws_sul_cancel(sul);
     return n < 0 ? CRDTDB_EIO : 0;
@@ -180,10 +212,33 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
         return -1;
     crdtdb_session_consume(l->s, n);
     l->sent += n;
+    l->tx_ms = crdtdb__ws_now_ms();
     output(l, &len);
     if (len || crdtdb_session_closed(l->s))
         lws_callback_on_writable(l->wsi);
     return 0;
+}
+
+int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap)
+{
+    size_t len;
+    if (!l->s || !l->wsi || crdtdb_session_closed(l->s) || lws_partial_buffered(l->wsi))
+        return 0;
+    const uint8_t *p = crdtdb_session_output(l->s, &len);
+    if (!len)
+        return 1;
+    size_t n = len < WS_CHUNK ? len : WS_CHUNK;
+    if (n > cap)
+        return 0;
+    memcpy(wire + LWS_PRE, p, n);
+    /* a failed write leaves the socket unusable: WRITEABLE meets the same
+     * failure and closes the connection */
+    if (lws_write(l->wsi, wire + LWS_PRE, n, LWS_WRITE_BINARY) < (int)n)
+        return 0;
+    crdtdb_session_consume(l->s, n);
+    l->sent += n;
+    l->tx_ms = crdtdb__ws_now_ms();
+    return n == len;
 }
 
 /* Follows the frames in n bytes about to be fed: the session keeps an

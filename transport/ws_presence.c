@@ -7,7 +7,10 @@
  * version and message number seen, so a change crosses each connection at
  * most once whatever the topology.  A relayed leave stays as a tombstone
  * for HUB_LEFT_MS.  Each change is encoded once and queued whole on every
- * other connection (crdtdb_session_send_frame).  Lists are scanned: a
+ * other connection (crdtdb_session_send_frame); once the changes that came
+ * in together are all queued, the client connections' output is written at
+ * once (crdtdb__ws_flush_now: one message per receiver, not one poll turn
+ * and WRITEABLE each), the rest go on WRITEABLE.  Lists are scanned: a
  * database holds at most max_members entries and as many tombstones.
  */
 #include <msgpack.h>
@@ -41,10 +44,11 @@ struct pentry {
     int pending;
     uint8_t *pend;      /* NULL with pending: a leave */
     size_t pend_len;
-    uint64_t tokens;    /* thousandths */
+    int64_t tokens;     /* thousandths; below 0: a turn taken early */
     uint64_t tok_ms;
     lws_sorted_usec_list_t sul;
     int armed;
+    int quick;          /* armed for the loop's next turn (hub.quick) */
 };
 
 struct crdtdb__hub {
@@ -53,6 +57,10 @@ struct crdtdb__hub {
     crdtdb__pconn *conns; /* joined */
     pentry *entries;
     crdtdb_buf frame;     /* scratch: the change being fanned out */
+    unsigned char *wire;  /* scratch: LWS_PRE + wire_cap, for flushes */
+    size_t wire_cap;
+    size_t quick;         /* entries armed for the next turn: the flush
+                             waits for the last of them */
     int stopped;
 };
 
@@ -70,6 +78,8 @@ static void entry_free(pentry *e)
 {
     if (e->armed)
         lws_sul_cancel(&e->sul);
+    if (e->quick)
+        e->h->quick--;
     free(e->state);
     free(e->pend);
     free(e);
@@ -80,11 +90,14 @@ void crdtdb__hub_stop(crdtdb__hub *h)
     if (!h)
         return;
     h->stopped = 1;
-    for (pentry *e = h->entries; e; e = e->next)
+    for (pentry *e = h->entries; e; e = e->next) {
         if (e->armed) {
             lws_sul_cancel(&e->sul);
             e->armed = 0;
         }
+        e->quick = 0;
+    }
+    h->quick = 0;
 }
 
 void crdtdb__hub_free(crdtdb__hub *h)
@@ -99,6 +112,7 @@ void crdtdb__hub_free(crdtdb__hub *h)
     for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
         pc->joined = 0;
     crdtdb_buf_free(&h->frame);
+    free(h->wire);
     free(h);
 }
 
@@ -232,7 +246,54 @@ static void expire(crdtdb__hub *h, uint64_t now)
 
 /* ---------------------------------------------------------------- fan-out */
 
-/* Queues the frame to every joined connection but skip; with `to`, only
+/* Whether pc's output may be written outside its callbacks
+ * (crdtdb__ws_flush_now), not on its next WRITEABLE: a client's connection
+ * to us (hosted links write their own, masked) whose snapshot went first,
+ * on a server without an authorize_user hook (with one, the server
+ * re-checks the access on WRITEABLE before anything goes out). */
+static int direct(const crdtdb__hub *h, const crdtdb__pconn *pc)
+{
+    const crdtdb_server_auth *a = h->cfg->auth;
+    return !pc->link && pc->snapped && !(a && a->authorize_user);
+}
+
+/* Queues the frame on pc: to be flushed with the batch (flush) when it
+ * may be, else pc is woken for WRITEABLE. */
+static void deliver(crdtdb__hub *h, crdtdb__pconn *pc)
+{
+    if (crdtdb_session_send_frame(pc->l->s, h->frame.data, h->frame.len) != 0)
+        return;
+    if (direct(h, pc))
+        pc->dirty = 1;
+    else if (pc->wake)
+        pc->wake(pc);
+}
+
+/* Writes what was queued on the client connections now: one message each
+ * for the changes of one batch (those that came in together), at once —
+ * nothing is held back for later changes.  What cannot go now (a receiver
+ * that is not reading, a partial send) waits for WRITEABLE. */
+static void flush(crdtdb__hub *h)
+{
+    for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next) {
+        if (!pc->dirty)
+            continue;
+        pc->dirty = 0;
+        size_t out = crdtdb__ws_held_out(pc->l);
+        size_t need = out < WS_CHUNK ? out : WS_CHUNK;
+        if (need > h->wire_cap) {
+            unsigned char *w = realloc(h->wire, LWS_PRE + need);
+            if (w) {
+                h->wire = w;
+                h->wire_cap = need;
+            }
+        }
+        if (!crdtdb__ws_flush_now(pc->l, h->wire, h->wire_cap) && pc->wake)
+            pc->wake(pc);
+    }
+}
+
+/* Delivers the frame to every joined connection but skip; with `to`, only
  * to that user's sessions (and to the servers relaying, which hold
  * theirs). */
 static void fan(crdtdb__hub *h, crdtdb__pconn *skip, const char *to)
@@ -248,21 +309,19 @@ static void fan(crdtdb__hub *h, crdtdb__pconn *skip, const char *to)
         if (to && !pc->link && !(h->cfg->tokens ? pc->trusted : pc->relays) &&
             strcmp(pc->user, to) != 0)
             continue;
-        if (crdtdb_session_send_frame(pc->l->s, h->frame.data, h->frame.len) == 0 && pc->wake)
-            pc->wake(pc);
+        deliver(h, pc);
     }
 }
 
-/* Queues the frame to the joined connections that are clients, not other
+/* Delivers the frame to the joined connections that are clients, not other
  * servers' links or relays. */
 static void fan_clients(crdtdb__hub *h)
 {
     if (h->stopped)
         return;
     for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
-        if (pc->l->s && !pc->link && !pc->trusted && !pc->relays &&
-            crdtdb_session_send_frame(pc->l->s, h->frame.data, h->frame.len) == 0 && pc->wake)
-            pc->wake(pc);
+        if (pc->l->s && !pc->link && !pc->trusted && !pc->relays)
+            deliver(h, pc);
 }
 
 static int encode_entry(crdtdb__hub *h, const pentry *e)
@@ -291,6 +350,14 @@ static uint64_t refill(uint64_t tokens, uint64_t *last_ms, uint64_t now, unsigne
 
 static void on_turn(lws_sorted_usec_list_t *sul);
 
+/* A change outside the turns went to everyone: flushed now, unless a turn
+ * is due on this pass of the loop (its flush takes this one along). */
+static void batch_end(crdtdb__hub *h)
+{
+    if (!h->quick)
+        flush(h);
+}
+
 /* Forwards the waiting change if the bucket allows, else arms the timer
  * for when it will. */
 static void try_send(pentry *e)
@@ -299,9 +366,16 @@ static void try_send(pentry *e)
     if (!e->pending || e->armed || h->stopped)
         return;
     uint64_t now = crdtdb__ws_now_ms();
-    e->tokens = refill(e->tokens, &e->tok_ms, now, h->cfg->hz, BURST * 1000u);
-    if (e->tokens < 1000) {
-        uint64_t wait = (1000 - e->tokens + h->cfg->hz - 1) / h->cfg->hz;
+    int64_t hz = h->cfg->hz;
+    e->tokens += (int64_t)(now - e->tok_ms) * hz; /* hz thousandths a ms */
+    e->tok_ms = now;
+    if (e->tokens > (int64_t)BURST * 1000)
+        e->tokens = (int64_t)BURST * 1000;
+    /* a turn up to 1 ms early is taken, and paid back from the next
+     * refill: the loop runs timers due within 1 ms at once (ws_link.c),
+     * so this timer may come that early, and waiting again would spin */
+    if (e->tokens + hz < 1000) {
+        uint64_t wait = (uint64_t)((1000 - e->tokens + hz - 1) / hz);
         e->armed = 1;
         lws_sul_schedule(h->cfg->ctx, 0, &e->sul, on_turn,
                          (lws_usec_t)(wait ? wait : 1) * LWS_US_PER_MS);
@@ -320,8 +394,15 @@ static void try_send(pentry *e)
 static void on_turn(lws_sorted_usec_list_t *sul)
 {
     pentry *e = lws_container_of(sul, pentry, sul);
+    crdtdb__hub *h = e->h;
     e->armed = 0;
+    if (e->quick) {
+        e->quick = 0;
+        h->quick--;
+    }
     try_send(e);
+    if (!h->quick) /* the last of its batch */
+        flush(h);
 }
 
 /* [12, state]: pc's own state (NULL: it leaves). */
@@ -374,6 +455,8 @@ static void publish(crdtdb__hub *h, crdtdb__pconn *pc, const uint8_t *state, siz
      * delay for a sender at exactly presence_hz */
     if (!e->armed && !h->stopped) {
         e->armed = 1;
+        e->quick = 1;
+        h->quick++;
         lws_sul_schedule(h->cfg->ctx, 0, &e->sul, on_turn, 1);
     }
 }
@@ -425,6 +508,7 @@ static void relayed(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_presence *p)
     e->left_ms = st ? 0 : now;
     if (st || was_live) /* a leave of one we never showed says nothing */
         forward(h, e, pc);
+    batch_end(h);
 }
 
 /* --------------------------------------------------------------- the API */
@@ -436,6 +520,8 @@ void crdtdb__hub_join(crdtdb__hub *h, crdtdb__pconn *pc)
     pc->joined = 0;
     pc->trusted = h->cfg->tokens && may(h, pc, 1);
     pc->joined = 1;
+    pc->snapped = 0;
+    pc->dirty = 0;
     pc->relays = 0;
     pc->msg_n = 0;
     pc->msg_tokens = (uint64_t)h->cfg->hz * 1000u;
@@ -449,6 +535,7 @@ void crdtdb__hub_snapshot(crdtdb__hub *h, crdtdb__pconn *pc)
 {
     if (!h || h->stopped || !pc->joined || !pc->l->s)
         return;
+    pc->snapped = 1;
     int sent = 0;
     for (pentry *e = h->entries; e; e = e->next) {
         if (!e->state || e->via == pc || encode_entry(h, e))
@@ -464,6 +551,7 @@ void crdtdb__hub_leave(crdtdb__hub *h, crdtdb__pconn *pc)
     if (!h || !pc->joined)
         return;
     pc->joined = 0;
+    pc->dirty = 0;
     for (crdtdb__pconn **pp = &h->conns; *pp; pp = &(*pp)->next)
         if (*pp == pc) {
             *pp = pc->next;
@@ -496,6 +584,7 @@ void crdtdb__hub_leave(crdtdb__hub *h, crdtdb__pconn *pc)
         *pp = e->next;
         entry_free(e);
     }
+    batch_end(h);
 }
 
 void crdtdb__hub_presence(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_presence *p)
@@ -564,4 +653,5 @@ void crdtdb__hub_message(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_message
     h->frame.len = 0;
     if (crdtdb_message_encode(&out, &h->frame) == 0)
         fan(h, pc, out.to);
+    batch_end(h);
 }

@@ -30,6 +30,9 @@ struct crdtdb__pconn {
     int trusted;           /* may relay (decided when it joined): a peer
                               server's link into us */
     int joined;
+    int snapped;           /* its snapshot was queued: frames may go out
+                              at once (crdtdb__ws_flush_now) */
+    int dirty;             /* frames queued since the hub's last flush */
     uint64_t num;          /* its connection number (the key's last 8 bytes) */
     char user[CRDTDB_ID_MAX + 1]; /* "" without tokens */
     uint8_t replica[CRDTDB_REPLICA_ID_BYTES]; /* its hello's claim */
