@@ -703,7 +703,10 @@ static int make_room(crdtdb_server *srv, size_t need, const sconn *keep, int sta
         int worst_stalled = 0;
         for (sdb *d = srv->dbs; d; d = d->next)
             for (sconn *c = d->conns; c; c = c->next) {
-                int stalled = now - c->progress_ms >= STALL_MS;
+                /* output the presence hub wrote outside WRITEABLE
+                 * (crdtdb__ws_flush_now) is progress too */
+                uint64_t last = c->l.tx_ms > c->progress_ms ? c->l.tx_ms : c->progress_ms;
+                int stalled = now - last >= STALL_MS;
                 if (c == keep || !c->held || (stalled_only && !stalled))
                     continue;
                 if (!worst || stalled > worst_stalled ||
