@@ -359,6 +359,13 @@ CRDTDB_API int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms,
  * Errors: EINVAL, EIO. */
 CRDTDB_API int crdtdb_db_horizon(crdtdb_db *db, uint64_t *floor, uint64_t *stamp);
 
+/* The floor as far as `peer` is concerned: the highest sequence collected
+ * that did not come from it (what it sent us it holds), so a SINCE of its
+ * below that needs a full resync.  Cached as crdtdb_db_horizon.
+ * Errors: EINVAL, EIO. */
+CRDTDB_API int crdtdb_db_horizon_for(crdtdb_db *db, const uint8_t *peer, uint64_t *floor,
+                                     uint64_t *stamp);
+
 /* ------------------------------------------------------------- expiry */
 
 /*

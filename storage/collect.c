@@ -22,22 +22,68 @@ static MDB_val horizon_key(uint8_t k[5], uint32_t num)
     return v;
 }
 
-/* The floor and stamp stored for db (0 and 0 when never collected). */
-static int horizon_read(crdtdb_db *db, MDB_txn *mt, uint64_t *floor, uint64_t *stamp)
+#define FLOOR_BYTES (24 + CRDTDB_REPLICA_ID_BYTES) /* floor, stamp, m2, src1 */
+
+int crdtdb__floor_read(crdtdb_db *db, MDB_txn *mt, crdtdb__floor *f)
 {
     uint8_t kb[5];
     MDB_val k = horizon_key(kb, db->num), v;
-    *floor = *stamp = 0;
+    memset(f, 0, sizeof *f);
     int mrc = mdb_get(mt, db->env->dbi_dbinfo, &k, &v);
     if (mrc == MDB_NOTFOUND)
         return 0;
     if (mrc)
         return crdtdb__mdb_err(mrc);
-    if (v.mv_size != 16)
+    if (v.mv_size != FLOOR_BYTES)
         return CRDTDB_ECORRUPT;
-    *floor = crdtdb__get_u64(v.mv_data);
-    *stamp = crdtdb__get_u64((const uint8_t *)v.mv_data + 8);
+    const uint8_t *p = v.mv_data;
+    f->floor = crdtdb__get_u64(p);
+    f->stamp = crdtdb__get_u64(p + 8);
+    f->m2 = crdtdb__get_u64(p + 16);
+    memcpy(f->src1, p + 24, CRDTDB_REPLICA_ID_BYTES);
     return 0;
+}
+
+static int floor_write(crdtdb_db *db, MDB_txn *mt, const crdtdb__floor *f)
+{
+    uint8_t kb[5], vb[FLOOR_BYTES];
+    MDB_val k = horizon_key(kb, db->num), v = {FLOOR_BYTES, vb};
+    crdtdb__put_u64(vb, f->floor);
+    crdtdb__put_u64(vb + 8, f->stamp);
+    crdtdb__put_u64(vb + 16, f->m2);
+    memcpy(vb + 24, f->src1, CRDTDB_REPLICA_ID_BYTES);
+    return crdtdb__mdb_err(mdb_put(mt, db->env->dbi_dbinfo, &k, &v, 0));
+}
+
+static const uint8_t NO_ID[CRDTDB_REPLICA_ID_BYTES]; /* a source not known: all zero */
+
+/* Notes that sequence seq, from replica src, was collected. */
+static void floor_note(crdtdb__floor *f, const uint8_t *src, uint64_t seq)
+{
+    int same = memcmp(src, f->src1, CRDTDB_REPLICA_ID_BYTES) == 0 &&
+               memcmp(src, NO_ID, CRDTDB_REPLICA_ID_BYTES) != 0;
+    if (same) {
+        if (seq > f->floor)
+            f->floor = seq;
+    } else if (seq > f->floor) {
+        if (f->floor > f->m2)
+            f->m2 = f->floor;
+        f->floor = seq;
+        memcpy(f->src1, src, CRDTDB_REPLICA_ID_BYTES);
+    } else if (seq > f->m2) {
+        f->m2 = seq;
+    }
+}
+
+/* b merged into a (both only grow). */
+static void floor_merge(crdtdb__floor *a, const crdtdb__floor *b)
+{
+    if (b->floor)
+        floor_note(a, b->src1, b->floor);
+    if (b->m2)
+        floor_note(a, NO_ID, b->m2);
+    if (b->stamp > a->stamp)
+        a->stamp = b->stamp;
 }
 
 /* What the peers in the horizon hold stably: every one of them up to
@@ -46,6 +92,10 @@ static int horizon_read(crdtdb_db *db, MDB_txn *mt, uint64_t *floor, uint64_t *s
 typedef struct hz {
     uint64_t min1, min2;
     uint32_t min1_num;
+    /* the peers' numbers and ids, to name a collected register's source */
+    uint32_t *nums;
+    uint8_t (*ids)[CRDTDB_REPLICA_ID_BYTES];
+    size_t n, cap;
 } hz;
 
 static int horizon_peers(crdtdb_db *db, MDB_txn *mt, uint64_t max_age, uint64_t now,
@@ -77,11 +127,26 @@ static int horizon_peers(crdtdb_db *db, MDB_txn *mt, uint64_t max_age, uint64_t 
             ++*left; /* silent too long: it resyncs whole if it returns */
             continue;
         }
+        uint32_t num = 0;
+        if ((rc = crdtdb__peer_num(db->env, mt, (const uint8_t *)k.mv_data + 4, 0, &num)))
+            break;
+        if (h->n == h->cap) {
+            size_t cap = h->cap ? 2 * h->cap : 8;
+            uint32_t *nums = realloc(h->nums, cap * sizeof *nums);
+            if (nums)
+                h->nums = nums;
+            void *ids = nums ? realloc(h->ids, cap * sizeof *h->ids) : NULL;
+            if (!ids) {
+                rc = CRDTDB_ENOMEM;
+                break;
+            }
+            h->ids = ids;
+            h->cap = cap;
+        }
+        h->nums[h->n] = num;
+        memcpy(h->ids[h->n++], (const uint8_t *)k.mv_data + 4, CRDTDB_REPLICA_ID_BYTES);
         uint64_t st = m.stable < last ? m.stable : last;
         if (st < h->min1) {
-            uint32_t num = 0;
-            if ((rc = crdtdb__peer_num(db->env, mt, (const uint8_t *)k.mv_data + 4, 0, &num)))
-                break;
             h->min2 = h->min1;
             h->min1 = st;
             h->min1_num = num;
@@ -149,7 +214,7 @@ static int stable_at(crdtdb_txn *t, const hz *h, uint64_t seq, int *yes)
 
 /* Drops record key if it is removed and all of it is stable. */
 static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
-                       crdtdb_collect_stats *st)
+                       crdtdb_collect_stats *st, crdtdb__floor *fl)
 {
     crdtdb_db *db = t->db;
     char id[CRDTDB_ID_MAX + 1];
@@ -169,6 +234,24 @@ static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
         if (seq > top)
             top = seq;
     }
+    for (uint32_t i = 0; i <= r->nleaves; i++) { /* whose they were, first */
+        uint64_t seq = i < r->nleaves ? r->leaves[i].seq : r->base_seq;
+        uint8_t kb[CRDTDB__CHGKEY_LEN];
+        MDB_val k = crdtdb__log_key(kb, db->num, seq), v;
+        int grc = mdb_get(t->mt, db->env->dbi_changes, &k, &v);
+        if (grc && grc != MDB_NOTFOUND)
+            return crdtdb__mdb_err(grc);
+        const uint8_t *src = NO_ID;
+        if (!grc && v.mv_size >= CRDTDB__CHG_HEAD) {
+            uint32_t num = crdtdb__get_u32(v.mv_data);
+            if (num == CRDTDB__SRC_LOCAL)
+                src = db->env->pk;
+            for (size_t j = 0; num != CRDTDB__SRC_LOCAL && j < h->n; j++)
+                if (h->nums[j] == num)
+                    src = h->ids[j];
+        }
+        floor_note(fl, src, seq);
+    }
     int mrc = mdb_cursor_del(t->rec_cur, 0);
     for (uint32_t i = 0; !mrc && i <= r->nleaves; i++)
         mrc = crdtdb__log_del(t, i < r->nleaves ? r->leaves[i].seq : r->base_seq);
@@ -180,6 +263,8 @@ static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
         st->floor = top;
     if (r->base_hlc > st->stamp)
         st->stamp = r->base_hlc;
+    if (r->base_hlc > fl->stamp)
+        fl->stamp = r->base_hlc;
     return 0;
 }
 
@@ -187,22 +272,16 @@ static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
                              huge transaction would copy every page it
                              touches, and LMDB never gives the file back */
 
-/* Writes the floor and stamp if they moved (never lower than what is
- * stored: another process may collect too), then commits t. */
-static int batch_end(crdtdb_txn *t, crdtdb_collect_stats *st, uint64_t *floor0,
-                     uint64_t *stamp0, int rc)
+/* Writes what this batch collected into the stored floor (merged: another
+ * process may collect too), then commits t. */
+static int batch_end(crdtdb_txn *t, crdtdb_collect_stats *st, crdtdb__floor *fl, int rc)
 {
     crdtdb_db *db = t->db;
-    uint64_t f, s;
-    if (!rc && (st->floor != *floor0 || st->stamp != *stamp0) &&
-        !(rc = horizon_read(db, t->mt, &f, &s))) {
-        st->floor = f > st->floor ? f : st->floor;
-        st->stamp = s > st->stamp ? s : st->stamp;
-        uint8_t kb[5], vb[16];
-        MDB_val k = horizon_key(kb, db->num), v = {16, vb};
-        crdtdb__put_u64(vb, st->floor);
-        crdtdb__put_u64(vb + 8, st->stamp);
-        rc = crdtdb__mdb_err(mdb_put(t->mt, db->env->dbi_dbinfo, &k, &v, 0));
+    crdtdb__floor stored;
+    if (!rc && (fl->floor || fl->m2) && !(rc = crdtdb__floor_read(db, t->mt, &stored))) {
+        floor_merge(&stored, fl);
+        *fl = stored;
+        rc = floor_write(db, t->mt, fl);
     }
     if (rc) {
         crdtdb_txn_abort(t);
@@ -216,11 +295,12 @@ static int batch_end(crdtdb_txn *t, crdtdb_collect_stats *st, uint64_t *floor0,
     db->shared = NULL;
     if ((rc = crdtdb_txn_commit(t)))
         return rc;
-    db->hz_floor = st->floor;
-    db->hz_stamp = st->stamp;
-    db->hz_known = 1;
-    *floor0 = st->floor;
-    *stamp0 = st->stamp;
+    if (fl->floor) {
+        db->hz = *fl;
+        db->hz_known = 1;
+        st->floor = fl->floor;
+        st->stamp = fl->stamp;
+    }
     return 0;
 }
 
@@ -239,46 +319,46 @@ static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *o
     crdtdb__rkey *keys = NULL;
     uint32_t n = 0;
     uint64_t now = crdtdb__now_ms(db->env);
-    hz h = {0, 0, 0};
+    hz h;
+    memset(&h, 0, sizeof h);
+    crdtdb__floor fl, stored;
+    memset(&fl, 0, sizeof fl);
     uint64_t last = 0;
-    rc = horizon_read(db, t->mt, &st.floor, &st.stamp);
+    rc = crdtdb__floor_read(db, t->mt, &stored);
     if (!rc)
         rc = crdtdb__seq_read(db->env, t->mt, db->num, &last);
     if (!rc)
         rc = horizon_peers(db, t->mt, max_age, now, last, &h, &st.peers_left);
     st.horizon = h.min1;
-    uint64_t floor0 = st.floor, stamp0 = st.stamp;
+    st.floor = stored.floor;
+    st.stamp = stored.stamp;
     if (!rc && h.min2)
         rc = removed_upto(db, t->mt, h.min2, &keys, &n);
     crdtdb_txn_abort(t);
-    if (rc) {
-        free(keys);
-        return rc == CRDTDB_ECORRUPT ? crdtdb__db_seterr(db, rc, "collect: a record or mark is unreadable")
-                                     : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
-    }
-    if ((rc = crdtdb_txn_begin(db, 0, &t))) {
-        free(keys);
-        return rc;
-    }
+    if (!rc && (rc = crdtdb_txn_begin(db, 0, &t)))
+        t = NULL;
+    else if (rc)
+        rc = rc == CRDTDB_ECORRUPT
+                 ? crdtdb__db_seterr(db, rc, "collect: a record or mark is unreadable")
+                 : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
     /* the horizon only moves up meanwhile: what is stable stays so */
     uint64_t batch = st.records;
-    for (uint32_t i = 0; !rc && i < n; i++) {
-        rc = collect_one(t, &keys[i], &h, &st);
+    for (uint32_t i = 0; t && !rc && i < n; i++) {
+        rc = collect_one(t, &keys[i], &h, &st, &fl);
         if (!rc && st.records - batch >= COLLECT_BATCH && i + 1 < n) {
             batch = st.records;
-            if ((rc = batch_end(t, &st, &floor0, &stamp0, 0)) ||
-                (rc = crdtdb_txn_begin(db, 0, &t))) {
-                free(keys);
-                return rc;
-            }
+            if ((rc = batch_end(t, &st, &fl, 0)) || (rc = crdtdb_txn_begin(db, 0, &t)))
+                t = NULL;
         }
     }
     free(keys);
-    if ((rc = batch_end(t, &st, &floor0, &stamp0, rc)))
+    free(h.nums);
+    free(h.ids);
+    if (t && (rc = batch_end(t, &st, &fl, rc)))
         return rc;
-    if (out)
+    if (!rc && out)
         *out = st;
-    return 0;
+    return rc;
 }
 
 int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms, crdtdb_collect_stats *out)
@@ -286,32 +366,48 @@ int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms, crdtdb_collect_st
     return crdtdb__db_exit(db, collect_call(db, max_peer_age_ms, out));
 }
 
-static int horizon_call(crdtdb_db *db, uint64_t *floor, uint64_t *stamp)
+/* The stored floor, through the handle's cache (at most a second old). */
+static int floor_cached(crdtdb_db *db, crdtdb__floor *f)
 {
-    if (!db || !floor || !stamp)
-        return CRDTDB_EINVAL;
     uint64_t now = crdtdb__now_ms(db->env);
     if (db->hz_known && now >= db->hz_read_ms && now - db->hz_read_ms < 1000) {
-        *floor = db->hz_floor;
-        *stamp = db->hz_stamp;
+        *f = db->hz;
         return 0;
     }
     crdtdb_txn *t;
     int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
     if (rc)
         return rc;
-    rc = horizon_read(db, t->mt, floor, stamp);
+    rc = crdtdb__floor_read(db, t->mt, f);
     crdtdb_txn_abort(t);
     if (!rc) {
-        db->hz_floor = *floor;
-        db->hz_stamp = *stamp;
+        db->hz = *f;
         db->hz_read_ms = now;
         db->hz_known = 1;
     }
     return rc;
 }
 
+static int horizon_call(crdtdb_db *db, const uint8_t *peer, uint64_t *floor, uint64_t *stamp)
+{
+    if (!db || !floor || !stamp)
+        return CRDTDB_EINVAL;
+    crdtdb__floor f;
+    int rc = floor_cached(db, &f);
+    if (rc)
+        return rc;
+    /* what it sent us it holds: only the rest can be what it lacks */
+    *floor = peer && memcmp(peer, f.src1, CRDTDB_REPLICA_ID_BYTES) == 0 ? f.m2 : f.floor;
+    *stamp = f.stamp;
+    return 0;
+}
+
 int crdtdb_db_horizon(crdtdb_db *db, uint64_t *floor, uint64_t *stamp)
 {
-    return crdtdb__db_exit(db, horizon_call(db, floor, stamp));
+    return crdtdb__db_exit(db, horizon_call(db, NULL, floor, stamp));
+}
+
+int crdtdb_db_horizon_for(crdtdb_db *db, const uint8_t *peer, uint64_t *floor, uint64_t *stamp)
+{
+    return crdtdb__db_exit(db, horizon_call(db, peer, floor, stamp));
 }

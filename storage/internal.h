@@ -91,6 +91,16 @@ struct crdtdb_observer {
     crdtdb_observer *next;
 };
 
+/* What collection dropped, for deciding who needs a resync: the highest
+ * sequence collected (floor) and the replica it came from (src1; zeros:
+ * not known), the highest collected from any other (m2), and the newest
+ * remove collected (stamp).  A peer lacks something collected only if its
+ * SINCE is below floor, or below m2 when it is src1 itself. */
+typedef struct crdtdb__floor {
+    uint64_t floor, stamp, m2;
+    uint8_t src1[CRDTDB_REPLICA_ID_BYTES];
+} crdtdb__floor;
+
 struct crdtdb_db {
     crdtdb_env *env;
     uint32_t num;
@@ -116,7 +126,8 @@ struct crdtdb_db {
     /* the collection floor and stamp as last read or written here, and
      * when read (crdtdb_db_horizon: sessions ask on every timer tick; a
      * collection by another process is seen within a second) */
-    uint64_t hz_floor, hz_stamp, hz_read_ms;
+    crdtdb__floor hz;
+    uint64_t hz_read_ms;
     int hz_known;
 };
 
@@ -175,6 +186,9 @@ int crdtdb__disk_full(crdtdb_env *env);
  * environment in `dir` (which must hold none), marked as a backup when
  * mark_restored; an LMDB code or errno. */
 int crdtdb__copy_dense(crdtdb_env *env, const char *dir, int mark_restored);
+
+/* collect.c: the stored floor of db (all zero when never collected). */
+int crdtdb__floor_read(crdtdb_db *db, MDB_txn *mt, crdtdb__floor *f);
 
 /* db.c */
 /* The one exit of every public call on a database handle (the model is

@@ -286,6 +286,70 @@ START_TEST(restored_old_backup_is_resynced)
 }
 END_TEST
 
+/* A client whose own removes were collected holds the server's log to
+ * past the floor (in SKIPs, which move no durable watermark): the server
+ * signs that range, so the client's next SINCE is not from behind it. */
+static int resyncs_seen;
+static void count_resyncs(const uint8_t *p, size_t len)
+{
+    for (size_t off = 0; off + 4 <= len;) {
+        size_t n = (size_t)p[off] << 24 | (size_t)p[off + 1] << 16 | (size_t)p[off + 2] << 8 |
+                   p[off + 3];
+        if (off + 4 + n > len)
+            break;
+        if (n >= 2 && (p[off + 4] & 0xf0) == 0x90 && p[off + 5] == 16)
+            resyncs_seen++;
+        off += 4 + n;
+    }
+}
+
+START_TEST(churning_client_in_the_horizon_is_not_resynced)
+{
+    replica A, C;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+    for (int i = 0; i < 20; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "a%02d", i);
+        put(&A, "add", "players", id, "{\"hp\":1}");
+    }
+    sync2(&A, &C);
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "c%02d", i);
+        now_ms += 10;
+        put(&C, "add", "moves", id, "{}");
+        put(&C, "remove", "moves", id, NULL);
+    }
+    sync2(&A, &C);
+    sync2(&A, &C);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 5);
+    resyncs_seen = 0;
+    crdtdb_session *a = open_session(&A, 1, 0), *c = open_session(&C, 0, 0);
+    for (int i = 0; i < 1000; i++) {
+        size_t len;
+        const uint8_t *p = crdtdb_session_output(a, &len);
+        count_resyncs(p, len);
+        if (!(move(a, c) + move(c, a))) {
+            crdtdb_session_pump(a);
+            crdtdb_session_pump(c);
+            size_t la, lc;
+            crdtdb_session_output(a, &la);
+            crdtdb_session_output(c, &lc);
+            if (!la && !lc)
+                break;
+        }
+    }
+    ck_assert_msg(resyncs_seen == 0, "an in-horizon client was resynced whole");
+    crdtdb_session_close(a);
+    crdtdb_session_close(c);
+    replica_free(&A);
+    replica_free(&C);
+}
+END_TEST
+
 /* A resync cut before it ends is asked for whole again next time. */
 START_TEST(cut_resync_is_asked_for_again)
 {
@@ -581,6 +645,7 @@ int main(void)
     tcase_add_test(tc, tombstone_waits_until_every_peer_holds_it);
     tcase_add_test(tc, silent_peer_leaves_the_horizon_and_resyncs_whole);
     tcase_add_test(tc, cut_resync_is_asked_for_again);
+    tcase_add_test(tc, churning_client_in_the_horizon_is_not_resynced);
     tcase_add_test(tc, restored_old_backup_is_resynced);
     tcase_add_test(tc, server_refuses_a_resync);
     tcase_add_test(tc, collection_under_a_live_session_resyncs_its_peer);

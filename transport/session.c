@@ -201,7 +201,7 @@ static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
      * server held when it did). */
     if (!s->st.horizon || !s->server)
         return 0;
-    int rc = s->st.horizon(s->st.ctx, &floor, &stamp);
+    int rc = s->st.horizon(s->st.ctx, s->peer, &floor, &stamp);
     if (rc)
         return store_err(s, rc);
     if (!floor || v >= floor)
@@ -221,7 +221,7 @@ static int collected_under(crdtdb_session *s)
     uint64_t floor = 0, stamp = 0, last;
     if (!s->st.horizon || !s->server)
         return 0;
-    int rc = s->st.horizon(s->st.ctx, &floor, &stamp);
+    int rc = s->st.horizon(s->st.ctx, s->peer, &floor, &stamp);
     if (rc)
         return store_err(s, rc);
     uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
@@ -735,7 +735,15 @@ static int pump(crdtdb_session *s)
          * proves its id, so the server keeps its acks, and with them what
          * it holds of the server's removes (collection, docs/crdt.md). */
         int prove = !s->server && !s->signed_one && done >= last;
-        if (done >= last && !prove) {
+        /* A server whose floor passed what the client holds durably (a
+         * SKIP moves only its memory) signs the range, even empty: else
+         * the client's next SINCE, from behind the floor, costs a resync
+         * it does not need (and a shared one's removes). */
+        uint64_t floor = 0, hstamp = 0;
+        if (s->server && s->st.horizon && (rc = s->st.horizon(s->st.ctx, s->peer, &floor, &hstamp)))
+            return store_err(s, rc);
+        int cross = s->server && floor > s->sent_upto;
+        if (done >= last && !prove && !cross) {
             if (s->told_uptodate != last + 1) { /* say so once per position */
                 s->told_uptodate = last + 1;
                 return send_u64(s, M_UPTODATE, last);
@@ -752,7 +760,7 @@ static int pump(crdtdb_session *s)
         memset(&w, 0, sizeof w);
         w.after = s->sent_upto;
         w.peer = s->peer;
-        w.flags = (longskip || prove ? 0 : CRDTDB_EXPORT_NO_EMPTY) |
+        w.flags = (longskip || prove || cross ? 0 : CRDTDB_EXPORT_NO_EMPTY) |
                   (s->server ? CRDTDB_EXPORT_SHARED : 0) |
                   (s->sent_upto < s->all_upto ? CRDTDB_EXPORT_ALL : 0);
         w.max_bytes = s->o.delta_size;
@@ -768,7 +776,7 @@ static int pump(crdtdb_session *s)
             return s->give_err || s->purge_err ? rc : store_err(s, rc);
         /* guard the loop: a skip must pass what was skipped before; a delta
          * (maybe a piece of a large record) must pass what was sent */
-        if (s->skipped ? to <= done : to <= s->sent_upto && !prove)
+        if (s->skipped ? to <= done : to <= s->sent_upto && !prove && !cross)
             return seterr(s, CRDTDB_EIO, "export made no progress");
         if (prove) /* a proof that found nothing to sign is not retried */
             s->signed_one = 1;

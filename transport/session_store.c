@@ -160,9 +160,9 @@ static int store_peer_ack(void *ctx, const uint8_t *peer, uint64_t acked, uint64
     return rc ? rc : crdtdb_db_peer_ack(db_of(ctx), peer, acked);
 }
 
-static int store_horizon(void *ctx, uint64_t *floor, uint64_t *stamp)
+static int store_horizon(void *ctx, const uint8_t *peer, uint64_t *floor, uint64_t *stamp)
 {
-    return crdtdb_db_horizon(db_of(ctx), floor, stamp);
+    return crdtdb_db_horizon_for(db_of(ctx), peer, floor, stamp);
 }
 
 static int store_peer_flags(void *ctx, const uint8_t *peer, unsigned *flags)

@@ -96,13 +96,14 @@ typedef struct crdtdb__session_store {
 
     /* (c') Collection (docs/crdt.md), each may be NULL (no collection: no
      * RESYNC sent, one received is refused).  horizon: our collection
-     * floor and stamp (crdtdb_db_horizon).  peer_flags: the peer's
+     * floor as far as the peer is concerned, and the stamp
+     * (crdtdb_db_horizon_for).  peer_flags: the peer's
      * CRDTDB_PEER_* flags.  peer_resync: sets (taking stamp into the
      * clock) or clears CRDTDB_PEER_RESYNC (crdtdb_db_peer_resync).
      * resync_keys: appends "coll\0id\0" then 'b' (carried with its add or
      * remove) or 'l' (leaves only) for each record the delta holds.
      * resync_end: crdtdb_db_resync_end. */
-    int (*horizon)(void *ctx, uint64_t *floor, uint64_t *stamp);
+    int (*horizon)(void *ctx, const uint8_t *peer, uint64_t *floor, uint64_t *stamp);
     int (*peer_flags)(void *ctx, const uint8_t *peer, unsigned *flags);
     int (*peer_resync)(void *ctx, const uint8_t *peer, int on, uint64_t stamp);
     int (*resync_keys)(void *ctx, const uint8_t *delta, size_t len, crdtdb_buf *keys);
