@@ -355,7 +355,8 @@ CRDTDB_API int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms,
 
 /* The collection floor and horizon stamp (both 0: nothing ever collected),
  * as this handle last read or wrote them: a collection through another
- * handle or process shows within a second of the env clock.
+ * handle or process shows at the next crdtdb_db_poll (a server polls on
+ * every turn of its loop), or within a second of the env clock.
  * Errors: EINVAL, EIO. */
 CRDTDB_API int crdtdb_db_horizon(crdtdb_db *db, uint64_t *floor, uint64_t *stamp);
 

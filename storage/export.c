@@ -452,6 +452,14 @@ const crdtdb_export_info *crdtdb__exporter_info(const crdtdb__exporter *x)
 
 uint64_t crdtdb__exporter_last(const crdtdb__exporter *x) { return x->last; }
 
+int crdtdb__exporter_floor(const crdtdb__exporter *x, uint64_t *floor)
+{
+    crdtdb__floor f;
+    int rc = crdtdb__floor_read(x->db, x->txn->mt, &f);
+    *floor = rc ? 0 : f.floor;
+    return rc;
+}
+
 void crdtdb__exporter_end(crdtdb__exporter *x)
 {
     if (!x)

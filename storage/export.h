@@ -59,6 +59,8 @@ uint32_t crdtdb__exporter_withhold_num(const crdtdb__exporter *x);
 const crdtdb_export_info *crdtdb__exporter_info(const crdtdb__exporter *x);
 /* The snapshot's last change sequence. */
 uint64_t crdtdb__exporter_last(const crdtdb__exporter *x);
+/* The collection floor in the exporter's snapshot (collect.c). */
+int crdtdb__exporter_floor(const crdtdb__exporter *x, uint64_t *floor);
 /* Ends the snapshot and frees x.  Accepts NULL. */
 void crdtdb__exporter_end(crdtdb__exporter *x);
 

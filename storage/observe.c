@@ -237,6 +237,12 @@ static int poll_call(crdtdb_db *db, size_t *n)
     if (rc)
         return rc;
     rc = crdtdb__seq_read(db->env, t->mt, db->num, &t->seq0);
+    crdtdb__floor f; /* the floor too: another process's collection shows now */
+    if (!rc && !(rc = crdtdb__floor_read(db, t->mt, &f))) {
+        db->hz = f;
+        db->hz_read_ms = crdtdb__now_ms(db->env);
+        db->hz_known = 1;
+    }
     if (!rc && t->seq0 > db->seen_seq) {
         rc = crdtdb__events_from_log(db, t, t->mt, t->seq0);
         if (!rc)

@@ -28,6 +28,8 @@ struct crdtdb__shared {
     size_t bytes;
     uint64_t tick;
     uint8_t signer[CRDTDB_REPLICA_ID_BYTES]; /* a reset identity empties it */
+    uint64_t floor; /* the collection floor its deltas were made under: a
+                       collection by another process empties it */
 };
 
 static void drop(crdtdb__shared *sh, unsigned i)
@@ -150,6 +152,16 @@ static int export_shared(crdtdb_db *db, const crdtdb__export_opts *po, crdtdb_de
     int rc = crdtdb__exporter_begin(db, &so, &x);
     if (rc)
         return rc;
+    uint64_t floor;
+    if ((rc = crdtdb__exporter_floor(x, &floor))) {
+        crdtdb__exporter_end(x);
+        return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
+    }
+    if (floor != sh->floor) { /* deltas made before it may hold what went */
+        while (sh->n)
+            drop(sh, 0);
+        sh->floor = floor;
+    }
     uint64_t last = crdtdb__exporter_last(x);
     uint32_t num = crdtdb__exporter_withhold_num(x); /* 0: nothing withheld */
     while (!rc && sum->to < last) {
