@@ -209,6 +209,7 @@ static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
     s->behind = 1;
     s->h_stamp = stamp;
     s->sent_upto = 0;
+    s->skip_to = 0; /* everything again, from 0 */
     s->all_upto = last;
     return send_u64(s, M_RESYNC, stamp) ? seterr(s, CRDTDB_ENOMEM, "out of memory") : 0;
 }
@@ -770,6 +771,13 @@ static int pump(crdtdb_session *s)
         uint64_t to = 0;
         s->skipped = s->give_err = 0;
         rc = s->st.next_delta(s->st.ctx, &w, give_delta, s, &to);
+        /* a range ending in what was skipped before (a delta cached when
+         * the log ended there): the scan goes on from its end */
+        while (!rc && s->skipped && to <= done && to > w.after) {
+            w.after = to;
+            s->skipped = 0;
+            rc = s->st.next_delta(s->st.ctx, &w, give_delta, s, &to);
+        }
         if (!rc && s->purge_err)
             rc = seterr(s, CRDTDB_ENOMEM, "out of memory");
         if (rc)
