@@ -219,6 +219,11 @@ async function live(cl) {
   assert.deepEqual(await b.getById("Players", "from-a"), { id: "from-a", v: 1 });
   assert.deepEqual(await a.getById("Players", "from-b"), { id: "from-b", v: 2 });
   console.log(`live: a via HAProxy (${via}) and b straight to ${direct.name} see each other's writes`);
+  // the balancer passes only the sync endpoint and the health check: the
+  // servers answer /metrics to loopback peers, which HAProxy here is
+  const lbHttp = cl.lb.replace(/^ws:/, "http:");
+  assert.equal((await fetch(`${lbHttp}/metrics`)).status, 404);
+  assert.equal((await fetch(`${lbHttp}/healthz`)).status, 200);
   await a.close();
   await b.close();
 }
