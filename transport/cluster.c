@@ -28,6 +28,12 @@ struct crdtdb_cluster {
     cfile f;
     char *self;
     unsigned r;
+    /* the owners of the database the filter was last asked about: the
+     * server asks once per peer as a database opens, and each answer
+     * would hash every server again */
+    char last_id[CRDTDB_ID_MAX + 1];
+    size_t last_top[CRDTDB_CLUSTER_MAX_REPLICAS], last_k;
+    int last_ok;
     char **peered; /* URLs crdtdb_server_peer was called for (never unpeered) */
     size_t npeered;
 };
@@ -387,7 +393,18 @@ int crdtdb_cluster_owns(const crdtdb_cluster *cl, const char *url, const char *d
 
 int crdtdb_cluster_peer_filter(void *ctx, const char *peer_url, const char *db_id)
 {
-    return crdtdb_cluster_owns(ctx, peer_url, db_id);
+    crdtdb_cluster *cl = ctx;
+    if (!cl || !peer_url || !db_id || strlen(db_id) > CRDTDB_ID_MAX)
+        return 0;
+    if (!cl->last_ok || strcmp(cl->last_id, db_id) != 0) {
+        cl->last_k = top_r(&cl->f, cl->r, db_id, cl->last_top);
+        strcpy(cl->last_id, db_id);
+        cl->last_ok = 1;
+    }
+    for (size_t i = 0; i < cl->last_k; i++)
+        if (strcmp(cl->f.s[cl->last_top[i]].url, peer_url) == 0)
+            return 1;
+    return 0;
 }
 
 static int peered(const crdtdb_cluster *cl, const char *url)
@@ -483,29 +500,51 @@ int crdtdb_cluster_reload_text(crdtdb_cluster *cl, const char *text, size_t len,
     }
     cfile old = cl->f;
     cl->f = nf; /* the filter answers with the new owners from here on */
-    /* a server peered before links only what it newly owns; a new one
-     * links everything it owns, as at start */
+    cl->last_ok = 0;
+    /* each database's new owners that were not owners before, found once
+     * per database (2 x servers hashes), not once per server */
     const char **moved = l.n ? malloc(l.n * sizeof *moved) : NULL;
-    if (l.n && !moved)
+    size_t *gained = l.n ? calloc(l.n * cl->r, sizeof *gained) : NULL; /* +1; 0 none */
+    if (l.n && (!moved || !gained))
         rc = CRDTDB_ENOMEM;
+    for (size_t j = 0; !rc && j < l.n; j++) {
+        size_t nt[CRDTDB_CLUSTER_MAX_REPLICAS], ot[CRDTDB_CLUSTER_MAX_REPLICAS];
+        size_t nk = top_r(&cl->f, cl->r, l.ids[j], nt), ok = top_r(&old, cl->r, l.ids[j], ot);
+        size_t g = 0;
+        for (size_t a = 0; a < nk; a++) {
+            int was = 0;
+            for (size_t b = 0; b < ok && !was; b++)
+                was = strcmp(cl->f.s[nt[a]].url, old.s[ot[b]].url) == 0;
+            if (!was)
+                gained[j * cl->r + g++] = nt[a] + 1;
+        }
+    }
+    /* a server peered before links only what it newly owns; a new one
+     * links everything it owns, as at start; one failing does not stop
+     * the others (the first failure is returned) */
+    int first = rc;
     for (size_t i = 0; !rc && i < cl->f.n; i++) {
         const cserver *s = &cl->f.s[i];
         if (strcmp(s->url, cl->self) == 0)
             continue;
+        int lrc = 0;
         if (!peered(cl, s->url)) {
-            rc = peer_one(cl, srv, s, NULL, 0);
+            if ((lrc = peer_one(cl, srv, s, NULL, 0)) && !first)
+                first = lrc;
             continue;
         }
         size_t k = 0;
         for (size_t j = 0; j < l.n; j++)
-            if (owns_in(&cl->f, cl->r, s->url, l.ids[j]) &&
-                !owns_in(&old, cl->r, s->url, l.ids[j]))
-                moved[k++] = l.ids[j];
-        if (k)
-            rc = peer_one(cl, srv, s, moved, k);
+            for (size_t g = 0; g < cl->r && gained[j * cl->r + g]; g++)
+                if (gained[j * cl->r + g] == i + 1)
+                    moved[k++] = l.ids[j];
+        if (k && (lrc = peer_one(cl, srv, s, moved, k)) && !first)
+            first = lrc;
     }
+    rc = first;
     if (rc)
         say(why, why_size, "linking the moved databases: %s", crdtdb_strerror(rc));
+    free(gained);
     free(moved);
     for (size_t i = 0; i < l.n; i++)
         free(l.ids[i]);
