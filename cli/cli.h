@@ -185,7 +185,8 @@ int cmd_sync(const char *dir, const args *a);     /* sync.c */
  * EXIT_USAGE or EXIT_FAILURE (reported).  serve_cluster_hup re-reads the
  * file after a SIGHUP (call it from the serve loop; cl may be NULL). */
 int serve_cluster_open(const args *a, crdtdb_server_options *o, crdtdb_cluster **cl);
-void serve_cluster_hup(crdtdb_cluster *cl, const args *a, crdtdb_env *env, crdtdb_server *srv);
+void serve_cluster_hup(crdtdb_cluster *cl, const args *a, crdtdb_env *env, crdtdb_server *srv,
+                       void (*log)(void *ctx, const char *line), void *log_ctx);
 /* token.c: argv holds its arguments only (after "token"); it opens no
  * environment. */
 int cmd_token(int argc, char **argv);

@@ -69,17 +69,20 @@ int serve_cluster_open(const args *a, crdtdb_server_options *o, crdtdb_cluster *
     return 0;
 }
 
-void serve_cluster_hup(crdtdb_cluster *cl, const args *a, crdtdb_env *env, crdtdb_server *srv)
+void serve_cluster_hup(crdtdb_cluster *cl, const args *a, crdtdb_env *env, crdtdb_server *srv,
+                       void (*log)(void *ctx, const char *line), void *log_ctx)
 {
     if (!cl || !hup_requested)
         return;
     hup_requested = 0;
-    char why[256] = "";
+    char why[256] = "", line[1024];
     int rc = crdtdb_cluster_reload(cl, a->cluster, env, srv, why, sizeof why);
-    if (rc)
-        fprintf(stderr, "crdtdb: SIGHUP: %s: %s (kept the servers read before)\n", a->cluster,
-                *why ? why : crdtdb_strerror(rc));
+    if (rc) /* a file that does not parse changes nothing; a link that
+               cannot open leaves the new file in place, that link missing */
+        snprintf(line, sizeof line, "cluster: SIGHUP: %s: %s", a->cluster,
+                 *why ? why : crdtdb_strerror(rc));
     else
-        fprintf(stderr, "cluster: %s re-read: %zu servers\n", a->cluster,
-                crdtdb_cluster_size(cl));
+        snprintf(line, sizeof line, "cluster: %s re-read: %zu servers", a->cluster,
+                 crdtdb_cluster_size(cl));
+    log(log_ctx, line); /* the server's own format (--log-format) */
 }

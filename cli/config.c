@@ -88,6 +88,15 @@ static int expand_file(const char *path, int (*known)(void *, const char *), voi
     char *text = slurp(path, &len);
     if (!text)
         return EXIT_FAILURE;
+    const char *nul = memchr(text, '\0', len);
+    if (nul) { /* text, not a truncated reading of it */
+        int at = 1;
+        for (const char *p = text; p < nul; p++)
+            at += *p == '\n';
+        fprintf(stderr, "crdtdb: %s:%d: a NUL byte: a config file is text\n", path, at);
+        free(text);
+        return EXIT_USAGE;
+    }
     char *np = text + len + 1; /* the names go after the text */
     int status = 0, lineno = 0;
     for (char *line = text, *next; !status && line; line = next) {

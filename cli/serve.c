@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -59,7 +60,24 @@ static const char *log_level(const char *line)
 /* One line as JSON: {"ts", "level", "msg"}, and the fields a line names
  * where the server puts them: "peer" (a line starting with the client's
  * address) and "db" (db '<id>'). */
+static void log_json_to(FILE *out, const char *line);
+
+/* One write per line: a line built apart, so lines from one process never
+ * interleave and a busy server makes one syscall each. */
 static void log_json(const char *line)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (!m)
+        return;
+    log_json_to(m, line);
+    if (fclose(m) == 0 && buf)
+        fwrite(buf, 1, len, stderr);
+    free(buf);
+}
+
+static void log_json_to(FILE *out, const char *line)
 {
     struct timespec ts;
     struct tm tm;
@@ -67,10 +85,10 @@ static void log_json(const char *line)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"msg\":\"", when,
+    fprintf(out, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"msg\":\"", when,
             ts.tv_nsec / 1000000, log_level(line));
-    put_json_text(stderr, line, strlen(line));
-    fputc('"', stderr);
+    put_json_text(out, line, strlen(line));
+    fputc('"', out);
     size_t n = strcspn(line, " ");
     char addr[64];
     unsigned char bin[16];
@@ -78,18 +96,18 @@ static void log_json(const char *line)
         memcpy(addr, line, n);
         addr[n] = '\0';
         if (inet_pton(AF_INET, addr, bin) == 1 || inet_pton(AF_INET6, addr, bin) == 1)
-            fprintf(stderr, ",\"peer\":\"%s\"", addr);
+            fprintf(out, ",\"peer\":\"%s\"", addr);
     }
     const char *db = strstr(line, "db '");
     const char *end = db ? strstr(db + 4, "'") : NULL;
     while (end && end[1] && end[1] != ':' && end[1] != ' ' && end[1] != ',')
         end = strstr(end + 1, "'"); /* an id may hold a quote */
     if (end) {
-        fputs(",\"db\":\"", stderr);
-        put_json_text(stderr, db + 4, (size_t)(end - db - 4));
-        fputc('"', stderr);
+        fputs(",\"db\":\"", out);
+        put_json_text(out, db + 4, (size_t)(end - db - 4));
+        fputc('"', out);
     }
-    fputs("}\n", stderr);
+    fputs("}\n", out);
 }
 
 static void log_line(void *ctx, const char *line)
@@ -387,6 +405,8 @@ int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa)
     int status = 0;
     int lock = -1;
     crdtdb_cluster *cl = NULL; /* --cluster: cli/cluster.c */
+    if (!a->cluster) /* nothing to re-read: a reload habit (kill -HUP) must not kill it */
+        signal(SIGHUP, SIG_IGN);
     if ((status = serve_cluster_open(a, &o, &cl))) {
     } else if (!env_exists(dir) || (lock = lock_dir(dir, "one server per data directory")) < 0 || open_env(dir, 0, &env)) {
         status = EXIT_FAILURE;
@@ -416,7 +436,7 @@ int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa)
     }
     catch_signals(0);
     while (srv && !stopped()) {
-        serve_cluster_hup(cl, a, env, srv);
+        serve_cluster_hup(cl, a, env, srv, log_line, &sink);
         int rc = crdtdb_server_run(srv, 200);
         if (rc) {
             status = fail(NULL, rc);
