@@ -350,6 +350,56 @@ START_TEST(churning_client_in_the_horizon_is_not_resynced)
 }
 END_TEST
 
+/* Server A is a peer link (a shared client) of server B.  A removes y; B
+ * collects it (A sent it: A holds it).  A's own client then brings x, an
+ * add older than that remove: A is not resynced, so x lives everywhere. */
+START_TEST(linked_server_keeps_a_live_record)
+{
+    replica A, B, CA, CB;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&B, &now_ms, "game");
+    replica_init(&CA, &now_ms, "game");
+    replica_init(&CB, &now_ms, "game");
+    put(&A, "add", "players", "y", "{\"hp\":1}");
+    put(&CA, "add", "moves", "ca", "{}");
+    put(&CB, "add", "moves", "cb", "{}");
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&B, &A);
+    client_flags = 0;
+    sync2(&B, &CB);
+    sync2(&A, &CA);
+    now_ms += 10;
+    put(&CA, "add", "players", "x", "{\"hp\":9}"); /* CA offline for now */
+    now_ms += 10;
+    put(&A, "remove", "players", "y", NULL);
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&B, &A);
+    sync2(&B, &A);
+    client_flags = 0;
+    sync2(&B, &CB);
+    sync2(&B, &CB);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(B.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    now_ms += 10;
+    sync2(&A, &CA); /* x reaches A */
+    ck_assert(has(&A, "players", "x"));
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&B, &A);
+    client_flags = 0;
+    sync2(&A, &CA);
+    sync2(&B, &CB);
+    ck_assert(has(&A, "players", "x") && has(&B, "players", "x") && has(&CA, "players", "x") &&
+              has(&CB, "players", "x"));
+    ck_assert(!has(&A, "players", "y") && !has(&B, "players", "y") && !has(&CB, "players", "y"));
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    replica_free(&A);
+    replica_free(&B);
+    replica_free(&CA);
+    replica_free(&CB);
+}
+END_TEST
+
 /* A resync cut before it ends is asked for whole again next time. */
 START_TEST(cut_resync_is_asked_for_again)
 {
@@ -645,6 +695,7 @@ int main(void)
     tcase_add_test(tc, tombstone_waits_until_every_peer_holds_it);
     tcase_add_test(tc, silent_peer_leaves_the_horizon_and_resyncs_whole);
     tcase_add_test(tc, cut_resync_is_asked_for_again);
+    tcase_add_test(tc, linked_server_keeps_a_live_record);
     tcase_add_test(tc, churning_client_in_the_horizon_is_not_resynced);
     tcase_add_test(tc, restored_old_backup_is_resynced);
     tcase_add_test(tc, server_refuses_a_resync);
