@@ -129,6 +129,7 @@ struct crdtdb_server {
     char *archive;           /* o.archive_dir, copied */
     uint64_t next_expire;    /* ms: the next look for expired databases */
     uint64_t next_collect;   /* ms: the next collection of open databases */
+    uint64_t polled_ms;      /* when crdtdb_server_run last polled the databases */
     char **gone;             /* ids expired here, refused from then on: a
                                 ring of GONE_MAX */
     size_t ngone, gone_at;
@@ -1338,6 +1339,8 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
 int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 
 /* Commits by other handles or processes reach the observers here. */
+#define POLL_RUN_MS 2
+
 static void poll_dbs(crdtdb_server *s)
 {
     for (sdb *d = s->dbs; d; d = d->next)
@@ -1490,7 +1493,13 @@ int crdtdb_server_run(crdtdb_server *s, int timeout_ms)
 {
     if (!s || !s->ctx || s->o.uv_loop)
         return CRDTDB_EINVAL;
-    poll_dbs(s);
+    /* another process's commits, at most every POLL_RUN_MS: a loop that
+     * turns for every presence update would read LMDB for each */
+    uint64_t now = crdtdb__ws_now_ms();
+    if (now - s->polled_ms >= POLL_RUN_MS) {
+        s->polled_ms = now;
+        poll_dbs(s);
+    }
     int rc = crdtdb__ws_service(s->ctx, &s->sul, timeout_ms);
     if (rc)
         slog(s, "event loop failed");
