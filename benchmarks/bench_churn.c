@@ -74,6 +74,12 @@
  *           153 MiB).
  *   Ratios crdtdb / Yjs: disk after collection and compaction 0.86, before
  *   collection 0.92, live data alone 6.2; RSS growth 0.08; ops/s 6.7.
+ * Later in session 21, with the backup rewritten densely (storage/copy.c)
+ * and collection in batches of 256: copy after collection 2.08 MiB (16.4x
+ * the live msgpack; goal <= 2x: FAIL; 0.37x Yjs), before collection 2.63
+ * MiB (0.47x Yjs), the live records alone 1.95 MiB: collection now comes
+ * within 4% of what this record format allows.  Collect 0.27 s, churn
+ * 22k ops/s (2.6x Yjs) in that noisier sitting.
  * With one op per commit (--batch 1 --nosync --ops 200000) the chain holds
  * 24078 fingerprints, 932 KiB (~40 B each): 17% of the 5.3 MiB compacted
  * copy; at 1000 ops per commit it is one page.  Collecting there grew the
