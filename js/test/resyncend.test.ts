@@ -15,7 +15,9 @@ import { packHlc } from "../src/hlc.js";
 import { ADD, REMOVE } from "../src/types.js";
 import { decodeDelta } from "../src/delta.js";
 import type { Backend } from "../src/backend.js";
-import { tempDir } from "./helpers.js";
+import { ClientSession, TWO_WAY, type SessionEvent } from "../src/session.js";
+import { encodeFrame, FrameReader, type Message } from "../src/frames.js";
+import { sleep, tempDir } from "./helpers.js";
 
 const SERVER = "ab".repeat(32);
 
@@ -252,4 +254,47 @@ test("markResync with a stamp takes it into the clock, stored with the mark; too
   } finally {
     d.remove();
   }
+});
+
+test("a second RESYNC mid-resync starts over: the records noted so far and what the server acked are taken again", async () => {
+  // a collection at the server during a resync sends RESYNC again and its
+  // export restarts from 0: what the first pass carried (x, collected
+  // since) is not held any more, and what the server acked in between
+  // (our "mine") is what it had seen when the second snapshot began
+  const clock = { t: 1000 };
+  const srv = await Replica.open({ dbId: "db", collections: ["C"], backend: new MemoryBackend(), now: () => 1000 });
+  const r = await Replica.open({ dbId: "db", collections: ["C"], backend: new MemoryBackend(), now: () => clock.t });
+  await srv.add("C", [["x", { v: 1 }]]);
+  const dx = (await srv.exportFor(r.id, 0)).deltas;
+  const sx = srv.seq;
+  await srv.add("C", [["y", { v: 1 }]]);
+  const dy = (await srv.exportFor(r.id, sx)).deltas;
+  assert.equal(dx.length, 1);
+  assert.equal(dy.length, 1);
+  clock.t = 5000;
+  await r.add("C", [["mine", { v: 1 }]]);
+  const mine = r.seq;
+  const events: SessionEvent[] = [];
+  const sent: Message[] = [];
+  const reader = new FrameReader(1 << 20);
+  const s = new ClientSession(r, {
+    mode: TWO_WAY, ackDelayMs: 0,
+    send: (f) => { reader.push(f.slice()); for (let m = reader.next(); m; m = reader.next()) sent.push(m); },
+    onEvent: (e) => events.push(e),
+  });
+  const feed = async (...ms: Message[]) => { for (const m of ms) s.receive(encodeFrame(m)); await s.idle(); await sleep(0); };
+  s.start();
+  await feed({ t: "hello", version: 1, dbId: "db", replicaId: srv.id, mode: TWO_WAY }, { t: "since", seq: 0 });
+  await feed({ t: "resync", stamp: packHlc(2000, 0) }, { t: "delta", delta: dx[0]!.bytes }, { t: "ack", seq: mine });
+  assert.ok(r.stored("C", "x"), "the first pass brought x");
+  await feed({ t: "resync", stamp: packHlc(3000, 0) }, { t: "delta", delta: dy[0]!.bytes }, { t: "uptodate", seq: srv.seq });
+  assert.ok(events.some((e) => e.type === "caughtUp"), JSON.stringify(events.map((e) => e.type)));
+  assert.deepEqual(events.filter((e) => e.type === "error"), []);
+  assert.ok(!r.peer(srv.idHex).resync, "the resync ended");
+  assert.equal(r.stored("C", "x"), undefined, "x, carried only by the first pass, is gone");
+  assert.equal(r.stored("C", "mine"), undefined, "mine, acked before the second pass began and not in it, is gone");
+  assert.deepEqual(r.get("C", "y"), { id: "y", v: 1 });
+  s.close();
+  await srv.close();
+  await r.close();
 });
