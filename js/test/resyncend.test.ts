@@ -298,3 +298,30 @@ test("a second RESYNC mid-resync starts over: the records noted so far and what 
   await srv.close();
   await r.close();
 });
+
+test("a RESYNC stamped too far ahead of our clock ends the session with ECLOCK, nothing noted", async () => {
+  const srv = await Replica.open({ dbId: "db", collections: ["C"], backend: new MemoryBackend() });
+  const r = await Replica.open({ dbId: "db", collections: ["C"], backend: new MemoryBackend(), now: () => 10_000, maxClockSkewMs: 60_000 });
+  const events: SessionEvent[] = [];
+  const sent: Message[] = [];
+  const reader = new FrameReader(1 << 20);
+  const s = new ClientSession(r, {
+    mode: TWO_WAY, ackDelayMs: 0,
+    send: (f) => { reader.push(f.slice()); for (let m = reader.next(); m; m = reader.next()) sent.push(m); },
+    onEvent: (e) => events.push(e),
+  });
+  s.start();
+  s.receive(encodeFrame({ t: "hello", version: 1, dbId: "db", replicaId: srv.id, mode: TWO_WAY }));
+  s.receive(encodeFrame({ t: "since", seq: 0 }));
+  const before = r.clock.last;
+  s.receive(encodeFrame({ t: "resync", stamp: packHlc(10_000 + 60_000 + 1000, 0) }));
+  await s.idle();
+  await sleep(0);
+  assert.ok(s.closed, "the session ended");
+  assert.deepEqual(events.filter((e) => e.type === "error").map((e) => e.type === "error" && [e.code, e.fatal]), [["ECLOCK", true]]);
+  assert.ok(sent.some((m) => m.t === "error"), "the server is told");
+  assert.ok(!r.peer(srv.idHex).resync, "no resync mark");
+  assert.equal(r.clock.last, before, "the clock untouched");
+  await srv.close();
+  await r.close();
+});
