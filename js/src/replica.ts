@@ -61,6 +61,10 @@ class RecordChange implements Change {
   read(): DataObject | null { return this.r ? withId(this.id, render(this.r)) : null; }
 }
 
+/** What a resync's snapshot carried of a record: "b" its add or remove
+ *  (and maybe leaves), "l" leaves only. */
+export type Held = "b" | "l";
+
 export interface ApplyInfo {
   /** The peer's range (from, to] and whether our watermark moved. */
   from: number;
@@ -463,14 +467,20 @@ export class Replica {
    * before anything is locked; the watermark, clock and records commit
    * together.  Throws CrdtdbError; nothing is stored then.
    */
-  async apply(bytes: Uint8Array, expectSender?: ReplicaId, based?: Set<string>): Promise<ApplyInfo> {
+  async apply(bytes: Uint8Array, expectSender?: ReplicaId, based?: Map<string, Held>): Promise<ApplyInfo> {
     const d = await decodeDelta(bytes, this.limits);
     if (expectSender && toHex(d.sender) !== toHex(expectSender))
       throw new CrdtdbError("EBADVALUE", "a delta signed by another replica than the peer");
     const info = await this.serial(() => this.applyBody(d, signatureOf(bytes)));
-    // a resync notes the records the snapshot carried with an add or
-    // remove; leaves alone say nothing of what was removed
-    if (based) for (const rec of d.records) if (rec.base) based.add(recordKey(rec.coll, rec.id));
+    // a resync notes the records the snapshot carried: 'b' with an add or
+    // remove, 'l' leaves only (which say nothing of what was removed, so
+    // only our base of such a record can be what the peer collected)
+    if (based)
+      for (const rec of d.records) {
+        const key = recordKey(rec.coll, rec.id);
+        if (rec.base) based.set(key, "b");
+        else if (!based.has(key)) based.set(key, "l");
+      }
     return info;
   }
 
@@ -560,12 +570,22 @@ export class Replica {
   }
 
   /** Notes durably that peer `peerHex` is resyncing us whole (or no
-   *  longer is): a session cut before the end asks for all of it again. */
-  markResync(peerHex: string, on: boolean): Promise<void> {
+   *  longer is): a session cut before the end asks for all of it again.
+   *  `stamp`, the peer's horizon stamp (with `on`), goes into our clock in
+   *  the same commit as a received stamp (crdtdb_db_peer_resync), so what
+   *  we write from now on is newer than anything the peer collected;
+   *  ECLOCK, nothing stored, if it is too far ahead of our time. */
+  markResync(peerHex: string, on: boolean, stamp: Hlc = 0n): Promise<void> {
     return this.serial(async () => {
       const p = this.peer(peerHex);
-      if (!!p.resync === on) return;
-      await this.finish(this.begin(), (m) => {
+      const t = this.begin();
+      if (on && stamp > 0n) {
+        this.clock.check(stamp);
+        t.maxHlc = stamp; // finish receives it and stores the clock
+      } else if (!!p.resync === on) {
+        return;
+      }
+      await this.finish(t, (m) => {
         const q: PeerState = { ...(m.peers[peerHex] ?? p) };
         if (on) q.resync = true; else delete q.resync;
         m.peers[peerHex] = q;
@@ -575,24 +595,30 @@ export class Replica {
 
   /**
    * Ends a full resync from peer `peerHex` (docs/protocol.md, "Collection
-   * and full resync"; crdtdb_db_resync_end), in one commit: every record
-   * not in `held` (the records the peer's snapshot carried with an add or
-   * remove) loses the registers the peer has seen — numbered up to
-   * `acked`, what it had acknowledged of our log when the resync began —
-   * and those stamped at or before its horizon `stamp`: the peer removed
-   * and collected such a record, or never had it.  Like a purge: no
-   * tombstone, no change-log entry.  A `shared` replica (one that serves
-   * others) removes such a record instead, if visible, so that those it
-   * serves hear it went.  Clears the durable resync mark; returns how many
+   * and full resync"; crdtdb_db_resync_end), in one commit.  A register
+   * the peer has seen is one numbered up to `acked` (what it had
+   * acknowledged of our log when the resync began) or stamped at or
+   * before its horizon `stamp`.  `held` names the records the peer's
+   * snapshot carried: 'b' with an add or remove (kept as they are), 'l'
+   * leaves only.  A record not held loses every register the peer has
+   * seen: the peer removed and collected it, or never had it.  A record
+   * held 'l' loses only such a base (the peer's leaves say nothing of a
+   * remove it collected); its leaves stay.  Like a purge: no tombstone,
+   * no change-log entry.  A `shared` replica (one that serves others)
+   * removes such a record instead, if visible, so that those it serves
+   * hear it went.  Clears the durable resync mark; returns how many
    * records it changed.
    */
-  resyncEnd(peerHex: string, stamp: Hlc, acked: number, held: ReadonlySet<string>, shared: boolean): Promise<number> {
+  resyncEnd(peerHex: string, stamp: Hlc, acked: number, held: ReadonlyMap<string, Held>, shared: boolean): Promise<number> {
     return this.serial(async () => {
       const seen = (g: BaseReg | Leaf): boolean => (g.seq > 0 && g.seq <= acked) || g.hlc <= stamp;
       const t = this.begin();
       let n = 0;
       for (const [key, r] of this.records) {
-        if (held.has(key) || !((r.base && seen(r.base)) || r.leaves.some(seen))) continue;
+        const h = held.get(key);
+        if (h === "b") continue;
+        const leavesToo = h === undefined;
+        if (!((r.base && seen(r.base)) || (leavesToo && r.leaves.some(seen)))) continue;
         n++;
         if (shared) {
           if (isVisible(r)) mergeBase(t.writable(key), { kind: REMOVE, hlc: this.clock.tick(), origin: this.id, seq: 0, src: LOCAL });
@@ -600,7 +626,7 @@ export class Replica {
         }
         const w = t.writable(key);
         if (w.base && seen(w.base)) w.base = null;
-        w.leaves = w.leaves.filter((l) => !seen(l));
+        if (leavesToo) w.leaves = w.leaves.filter((l) => !seen(l));
         if (!w.base && !w.leaves.length) { t.put.delete(key); t.del.add(key); }
       }
       await this.finish(t, (m) => {

@@ -12,7 +12,7 @@ import { encodeFrame, FrameReader, presencePayloadError, PRESENCE_MAX, type Mess
 import { decodeValue, isWellFormed } from "./value.js";
 import { ID_MAX } from "./delta.js";
 import { toHex } from "./keys.js";
-import type { ApplyInfo, Replica } from "./replica.js";
+import type { ApplyInfo, Held, Replica } from "./replica.js";
 import type { DataObject, ReplicaId, Value } from "./types.js";
 
 export const TWO_WAY = 1;
@@ -98,8 +98,8 @@ export class ClientSession {
   private tailLo = 0;
   private tailHi = 0;
   /** The server resyncs us whole (RESYNC): the records its snapshot
-   *  carried with an add or remove, until caught up. */
-  private resync: { stamp: bigint; acked: number; held: Set<string> } | null = null;
+   *  carried, 'b' with an add or remove, 'l' leaves only, until caught up. */
+  private resync: { stamp: bigint; acked: number; held: Map<string, Held> } | null = null;
   /** The stored mark says a resync from the server was cut. */
   private resyncFlagged = false;
 
@@ -419,17 +419,25 @@ export class ClientSession {
 
   /**
    * RESYNC [16, stamp]: the server collected removes below what we hold of
-   * its log, so everything it holds follows from 0.  Noted durably (a cut
-   * session asks for all of it again); what it had acknowledged of our log
-   * is taken now, since what it acknowledges later came after its snapshot
-   * began and is not sent back to us.
+   * its log, so everything it holds follows from 0.  Its stamp goes into
+   * our clock as a received stamp (ECLOCK, fatal, if too far ahead: the
+   * next session asks again), so what we write from now on is newer than
+   * anything it collected and passes its gate; stored with the durable
+   * mark, so a cut session asks for all of it again.
+   *
+   * Every RESYNC starts over, as the C session does: the server's export
+   * restarts from 0 (a collection mid-resync sends RESYNC again), so the
+   * records noted so far are cleared, and what it holds of our log is
+   * taken again — the most of what it acked before (stored) and in this
+   * session (ACK or SINCE); what it acknowledges later came after this
+   * snapshot began and is not sent back to us.  The stamp kept is the
+   * highest seen.
    */
   private async onResync(stamp: bigint): Promise<void> {
-    if (!this.resync) {
-      await this.r.markResync(this.serverHex, true);
-      this.resync = { stamp, acked: this.r.peer(this.serverHex).acked, held: new Set() };
-    }
-    if (stamp > this.resync.stamp) this.resync.stamp = stamp;
+    await this.r.markResync(this.serverHex, true, stamp);
+    const acked = Math.max(this.r.peer(this.serverHex).acked, this.peerAcked);
+    const prev = this.resync?.stamp ?? 0n;
+    this.resync = { stamp: stamp > prev ? stamp : prev, acked, held: new Map() };
     this.caught = false;
     this.o.onEvent({ type: "resync", stamp });
   }

@@ -162,6 +162,45 @@ test("a replica back from behind the collection floor is resynced: the removed r
   });
 });
 
+test("a resync moves the client's clock past the server's horizon stamp: a write after it, from a clock 30 s behind, reaches the server", async () => {
+  // without it the write is stamped below the horizon, and the server's
+  // gate (old writes from behind, for records it holds nothing of) drops it
+  await withServer(async (srv, dir) => {
+    const aFile = join(dir, "a.crdtdb");
+    const slow = () => Date.now() - 30_000;
+    let a = await open({ backend: new FileBackend(aFile), now: slow, sync: syncTo(srv) });
+    await a.add("Players", "keep", { hp: 1 });
+    await a.sync!.whenSynced();
+    await a.close();
+    const b = await open({ sync: syncTo(srv) });
+    await b.add("Players", "r1", { hp: 1 });
+    await b.sync!.whenSynced();
+    await b.remove("Players", "r1");
+    await b.sync!.whenSynced();
+    await b.close();
+    await srv.stop();
+    assert.equal(collect(srv.dir, "--max-peer-age", "1ms").records, 1, "the server collected r1's tombstone");
+    const back = await serve(srv.dir, ["--collections", COLLS], srv.port);
+    a = null as unknown as CrdtdbDataStore;
+    try {
+      const resyncs: bigint[] = [];
+      a = await open({ backend: new FileBackend(aFile), now: slow, sync: syncTo(back, { onEvent: (e) => { if (e.type === "resync") resyncs.push(e.stamp); } }) });
+      await until(() => resyncs.length > 0, "RESYNC");
+      await a.sync!.whenSynced();
+      assert.ok(a.replica.clock.last > resyncs[0]!, "the clock is past the horizon stamp");
+      await a.add("Players", "new", { hp: 7 });
+      const rec = a.replica.stored("Players", "new")!;
+      assert.ok(rec.base!.hlc > resyncs[0]!, "the write is stamped after the horizon");
+      await until(() => serverQuery(back, "Players").some((r) => r.id === "new"), "new at the server", 15_000);
+      await a.sync!.whenSynced();
+      assert.deepEqual(plain(serverQuery(back, "Players")), [{ id: "keep", hp: 1 }, { id: "new", hp: 7 }]);
+    } finally {
+      await a?.close();
+      await back.stop();
+    }
+  });
+});
+
 test("the JS client's acks pin nothing: once it holds a remove, collect without an age limit drops the tombstone", async () => {
   await withServer(async (srv, dir) => {
     const a = await open({ sync: syncTo(srv) }); // writes, so the server knows it
