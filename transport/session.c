@@ -71,7 +71,8 @@ struct crdtdb_session {
                              records its snapshot holds until caught up */
     uint64_t resync_stamp; /* its horizon stamp */
     uint64_t resync_acked; /* what it held of our log when the resync began */
-    crdtdb_buf rkeys;     /* "coll\0id\0" of each record the snapshot held */
+    crdtdb_buf rkeys;     /* "coll\0id\0" and b/l (with its base or leaves
+                             only) for each record the snapshot held */
     int resync_flagged;   /* the store says a resync from the peer was cut */
     int proven;           /* its acks may be kept: a server's peer signed a
                              delta here; a client trusts the server it chose */
