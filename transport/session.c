@@ -218,12 +218,16 @@ static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
 /* Collection ran while this session was exporting: if it dropped removes
  * the peer has not been sent yet, the peer is resynced now, as if its
  * SINCE had come from behind the floor. */
-static int collected_under(crdtdb_session *s)
+static int collected_under(crdtdb_session *s, uint64_t *floor_out)
 {
     uint64_t floor = 0, stamp = 0, last;
+    if (floor_out)
+        *floor_out = 0;
     if (!s->st.horizon || !s->server)
         return 0;
     int rc = s->st.horizon(s->st.ctx, s->peer, &floor, &stamp);
+    if (!rc && floor_out)
+        *floor_out = floor;
     if (rc)
         return store_err(s, rc);
     uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
@@ -424,7 +428,7 @@ int crdtdb_session_flush(crdtdb_session *s)
     if (!rc)
         rc = clock_retry(s); /* the timer that asks again with no traffic */
     if (!rc && s->state == S_OPEN && s->have_since)
-        rc = collected_under(s);
+        rc = collected_under(s, NULL);
     return api_exit(s, rc);
 }
 
@@ -725,7 +729,8 @@ static int pump(crdtdb_session *s)
         return 0;
     /* a collection since the last export may have dropped removes the peer
      * has not been sent: it is resynced before anything else goes */
-    if ((rc = collected_under(s)))
+    uint64_t floor; /* the peer's floor, read once: it holds for the pump */
+    if ((rc = collected_under(s, &floor)))
         return rc;
     while (s->out.len - s->out_off < s->o.max_output) {
         uint64_t last;
@@ -741,9 +746,6 @@ static int pump(crdtdb_session *s)
          * SKIP moves only its memory) signs the range, even empty: else
          * the client's next SINCE, from behind the floor, costs a resync
          * it does not need (and a shared one's removes). */
-        uint64_t floor = 0, hstamp = 0;
-        if (s->server && s->st.horizon && (rc = s->st.horizon(s->st.ctx, s->peer, &floor, &hstamp)))
-            return store_err(s, rc);
         int cross = s->server && floor > s->sent_upto;
         if (done >= last && !prove && !cross) {
             if (s->told_uptodate != last + 1) { /* say so once per position */
