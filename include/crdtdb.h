@@ -283,7 +283,12 @@ CRDTDB_API int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb,
                               void *ctx);
 
 /* Deletes database `id` and all its data.  No handle on it may be open in
- * this process.  Errors: EBADID, ENODB, EROFS, EBUSY (a handle is open), EIO. */
+ * this process.  What stays is where this replica's history of the id
+ * ended (32 bytes): a database created again under the id goes on from
+ * there, so its peers, which remember that history, take the new one
+ * instead of refusing it as a copy (EFORK); asking them since 0 brings
+ * back the old data, this replica's own writes included.
+ * Errors: EBADID, ENODB, EROFS, EBUSY (a handle is open), EIO. */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_drop(crdtdb_env *env,
                                                const char *id);
 

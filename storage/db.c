@@ -170,6 +170,8 @@ static int bad_id(crdtdb_env *env, const char *what, const char *id)
     return CRDTDB_EBADID;
 }
 
+static int tomb_take(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num);
+
 static int create_call(crdtdb_env *env, const char *id, const char *const *colls,
                        size_t ncoll, crdtdb_db **out)
 {
@@ -241,6 +243,8 @@ static int create_call(crdtdb_env *env, const char *id, const char *const *colls
             MDB_val sk = dbinfo_key(kb, num, 's'), sv = {8, sb};
             if (!mrc)
                 mrc = mdb_put(mt, env->dbi_dbinfo, &sk, &sv, 0);
+            if (!mrc)
+                mrc = tomb_take(env, mt, id, num);
         } else if (!mrc) {
             mrc = MDB_CORRUPTED;
         }
@@ -357,6 +361,73 @@ int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
     return crdtdb__env_exit(env, list_call(env, cb, ctx));
 }
 
+/*
+ * A dropped database leaves its place in its history behind, in meta
+ * "drop:" + id -> u64 last sequence | u64 fingerprint sequence | the
+ * fingerprint (16 bytes).  Peers remember how far this replica's history
+ * of that id went; a database created again under the id goes on from
+ * there, so they see one history and not a copy forking it (EFORK).
+ */
+#define TOMB_PREFIX "drop:"
+#define TOMB_BYTES (16 + CRDTDB__FP_BYTES)
+
+static MDB_val tomb_key(char k[sizeof TOMB_PREFIX + CRDTDB_ID_MAX], const char *id)
+{
+    size_t n = strlen(id);
+    memcpy(k, TOMB_PREFIX, sizeof TOMB_PREFIX - 1);
+    memcpy(k + sizeof TOMB_PREFIX - 1, id, n);
+    MDB_val v = {sizeof TOMB_PREFIX - 1 + n, k};
+    return v;
+}
+
+/* Writes db num's tomb (nothing for a database that never numbered). */
+static int tomb_put(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num)
+{
+    uint8_t kb[5], tb[TOMB_BYTES] = {0};
+    MDB_val sk = dbinfo_key(kb, num, 's'), sv;
+    int rc = mdb_get(mt, env->dbi_dbinfo, &sk, &sv);
+    if (rc || sv.mv_size != 8 || crdtdb__get_u64(sv.mv_data) == 0)
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    memcpy(tb, sv.mv_data, 8);
+    MDB_val hk = dbinfo_key(kb, num, 'h'), hv;
+    rc = mdb_get(mt, env->dbi_dbinfo, &hk, &hv);
+    if (rc == 0 && hv.mv_size == 8 + CRDTDB__FP_BYTES)
+        memcpy(tb + 8, hv.mv_data, 8 + CRDTDB__FP_BYTES);
+    else if (rc != MDB_NOTFOUND)
+        return rc ? rc : MDB_CORRUPTED;
+    char k[sizeof TOMB_PREFIX + CRDTDB_ID_MAX];
+    MDB_val key = tomb_key(k, id), val = {sizeof tb, tb};
+    return mdb_put(mt, env->dbi_meta, &key, &val, 0);
+}
+
+/* A database created under a dropped one's id: its sequence, latest
+ * fingerprint and chain point go on from the tomb, which is used up. */
+static int tomb_take(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num)
+{
+    char k[sizeof TOMB_PREFIX + CRDTDB_ID_MAX];
+    MDB_val key = tomb_key(k, id), v;
+    int rc = mdb_get(mt, env->dbi_meta, &key, &v);
+    if (rc)
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    if (v.mv_size != TOMB_BYTES)
+        return MDB_CORRUPTED;
+    uint8_t tb[TOMB_BYTES], kb[5], ck[12];
+    memcpy(tb, v.mv_data, sizeof tb);
+    MDB_val sk = dbinfo_key(kb, num, 's'), sv = {8, tb};
+    if ((rc = mdb_put(mt, env->dbi_dbinfo, &sk, &sv, 0)))
+        return rc;
+    if (crdtdb__get_u64(tb + 8)) { /* a fingerprint was kept */
+        MDB_val hk = dbinfo_key(kb, num, 'h'), hv = {8 + CRDTDB__FP_BYTES, tb + 8};
+        crdtdb__put_u32(ck, num);
+        memcpy(ck + 4, tb + 8, 8);
+        MDB_val cvk = {12, ck}, cv = {CRDTDB__FP_BYTES, tb + 16};
+        if ((rc = mdb_put(mt, env->dbi_dbinfo, &hk, &hv, 0)) ||
+            (rc = mdb_put(mt, env->dbi_chains, &cvk, &cv, 0)))
+            return rc;
+    }
+    return mdb_del(mt, env->dbi_meta, &key, NULL);
+}
+
 /* Deletes every key of dbi that starts with the 4-byte number prefix. */
 static int del_prefix(MDB_txn *mt, MDB_dbi dbi, uint32_t num)
 {
@@ -418,7 +489,7 @@ int crdtdb__drop(crdtdb_env *env, const char *id,
         return rc;
     }
     MDB_val k = {strlen(id), (void *)id};
-    if (!(mrc = mdb_del(mt, env->dbi_dbs, &k, NULL)) &&
+    if (!(mrc = tomb_put(env, mt, id, num)) && !(mrc = mdb_del(mt, env->dbi_dbs, &k, NULL)) &&
         !(mrc = del_prefix(mt, env->dbi_dbinfo, num)) &&
         !(mrc = del_prefix(mt, env->dbi_records, num)) &&
         !(mrc = del_prefix(mt, env->dbi_changes, num)) &&

@@ -32,6 +32,8 @@
  *            [| u64 stable | u64 pend_acked | u64 pend_mine | u64 seen_ms]
  *            (the bracket is absent in marks written before collection)
  *   dbinfo   u32 number | 'g' -> u64 collection floor | u64 horizon stamp
+ *   meta     "drop:" + id -> where a dropped database's history ended, for
+ *            one created again under its id (db.c, tomb_put)
  */
 #ifndef CRDTDB_STORAGE_INTERNAL_H
 #define CRDTDB_STORAGE_INTERNAL_H

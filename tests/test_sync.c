@@ -130,6 +130,64 @@ START_TEST(apply_is_idempotent_and_order_free)
 }
 END_TEST
 
+/* A database dropped and created again under its id goes on with its
+ * history where it ended: peers that got part or all of the old history
+ * take the new one, with no fork (EFORK), and everything converges. */
+START_TEST(dropped_database_created_again_continues_its_history)
+{
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    put(&A, "add", "players", "bob", "{\"hp\":2}");
+    sync_pair(&A, &B); /* B holds A's history up to here */
+    now_ms += 5;
+    put(&A, "update", "players", "ann", "{\"hp\":3}");
+    sync_pair(&A, &C); /* C holds all of it */
+    uint64_t was;
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &was), 0);
+    crdtdb_db_close(A.db);
+    ck_assert_int_eq(crdtdb_db_drop(A.env, "game"), 0);
+    ck_assert_int_eq(crdtdb_db_create(A.env, "game", COLLS, 2, &A.db), 0);
+    uint64_t seq;
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &seq), 0);
+    ck_assert_uint_eq(seq, was);
+    now_ms += 5;
+    put(&A, "add", "moves", "m1", "{\"to\":\"e4\"}");
+    ck_assert_uint_eq(sync_pair(&A, &B), 2); /* only what is new: m1's base and leaf */
+    ck_assert_uint_eq(sync_pair(&A, &C), 2);
+    /* the old data comes back as to any replica starting from nothing
+     * (a session's SINCE 0): everything, what it sent included */
+    net q = {0};
+    crdtdb_export_options eo;
+    memset(&eo, 0, sizeof eo);
+    eo.flags = CRDTDB_EXPORT_ALL;
+    ck_assert_int_eq(crdtdb_db_export_for(C.db, 0, A.env->pk, &eo, to_net, &q, NULL), 0);
+    for (size_t i = 0; i < q.n; i++)
+        ck_assert_int_eq(crdtdb_db_apply(A.db, q.msgs[i].data, q.msgs[i].len, NULL), 0);
+    net_free(&q);
+    sync_pair(&B, &A);
+    sync_pair(&A, &B);
+    char *a = dump(&A), *b = dump(&B), *c = dump(&C);
+    ck_assert_str_eq(a, "players:ann={\"hp\":3};bob={\"hp\":2};moves:m1={\"to\":\"e4\"};");
+    ck_assert_str_eq(b, a);
+    ck_assert_str_eq(c, a);
+    free(a);
+    free(b);
+    free(c);
+    /* a second drop leaves the later place, and the next create takes it */
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &was), 0);
+    crdtdb_db_close(A.db);
+    ck_assert_int_eq(crdtdb_db_drop(A.env, "game"), 0);
+    ck_assert_int_eq(crdtdb_db_create(A.env, "game", COLLS, 2, &A.db), 0);
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &seq), 0);
+    ck_assert_uint_eq(seq, was);
+    now_ms += 5;
+    put(&A, "add", "players", "bob", "{\"hp\":9}"); /* empty again: an add */
+    ck_assert_uint_eq(sync_pair(&A, &C), 2);
+    char *cb = tu_get(C.db, "players", "bob");
+    ck_assert_str_eq(cb, "{\"hp\":9}");
+    free(cb);
+}
+END_TEST
+
 START_TEST(relay_reaches_third_replica)
 {
     put(&A, "add", "players", "ann", "{\"hp\":1}");
@@ -713,6 +771,7 @@ int main(void)
     tcase_add_test(tc, remove_wins_over_concurrent_update);
     tcase_add_test(tc, apply_is_idempotent_and_order_free);
     tcase_add_test(tc, relay_reaches_third_replica);
+    tcase_add_test(tc, dropped_database_created_again_continues_its_history);
     tcase_add_test(tc, offline_replica_with_slow_clock_delivers);
     tcase_add_test(tc, watermarks_survive_restart);
     tcase_add_test(tc, observers_see_remote_changes);
