@@ -61,6 +61,8 @@ int serve_cluster_open(const args *a, crdtdb_server_options *o, crdtdb_cluster *
     }
     o->peer_filter = crdtdb_cluster_peer_filter;
     o->peer_filter_ctx = *cl;
+    o->keep = crdtdb_cluster_keep; /* what a non-owner served goes to the owners */
+    o->keep_ctx = *cl;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_hup;

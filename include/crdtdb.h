@@ -292,6 +292,13 @@ CRDTDB_API int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb,
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_drop(crdtdb_env *env,
                                                const char *id);
 
+/* crdtdb_db_drop, if inside the drop's own write transaction the
+ * database's last change sequence is still `seq` (crdtdb_db_seq, read
+ * when the caller decided): anything written since keeps it.  Errors:
+ * those of crdtdb_db_drop, EBUSY (also: written since). */
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_drop_at(crdtdb_env *env, const char *id,
+                                                   uint64_t seq);
+
 /* What a database holds (crdtdb_db_stat): counts and stored bytes. */
 typedef struct crdtdb_db_stats {
     uint64_t records;      /* records present (their last base is an add) */

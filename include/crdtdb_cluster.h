@@ -85,6 +85,14 @@ CRDTDB_API int crdtdb_cluster_owns(const crdtdb_cluster *cl, const char *url, co
 CRDTDB_API int crdtdb_cluster_peer_filter(void *ctx, const char *peer_url, const char *db_id);
 
 /*
+ * A crdtdb_server_options.keep: ctx is the cluster.  Nonzero when this
+ * server (self) owns db_id, so a copy kept for a client HAProxy sent to a
+ * non-owner is handed to the owners once they hold it, and a database is
+ * in the end held by exactly its owners.
+ */
+CRDTDB_API int crdtdb_cluster_keep(void *ctx, const char *db_id);
+
+/*
  * Calls crdtdb_server_peer() for every server of the file but self not
  * peered yet (each with its line's token), so srv links each database it
  * holds to that database's owners; srv must use crdtdb_cluster_peer_filter
@@ -98,9 +106,10 @@ CRDTDB_API int crdtdb_cluster_peer(crdtdb_cluster *cl, crdtdb_server *srv);
  * owners from then on) and links what moved: every database env holds is
  * linked to each new owner that did not own it before (new servers are
  * peered as in crdtdb_cluster_peer), so a server gaining a database pulls
- * it from every server that has it.  No database is ever dropped here: a
- * server that stops owning one keeps its copy (and keeps syncing it) —
- * dropping is the operator's call, once the new owners hold it.  Links to
+ * it from every server that has it.  No database is dropped here: a
+ * server that stops owning one keeps syncing it, and with
+ * crdtdb_cluster_keep as the server's keep it hands the copy off (drops
+ * it) once every owner linked holds all of it.  Links to
  * servers no longer in the file stay until restart (the server cannot
  * unpeer).  self_url may be absent from the new file: a leaving server
  * then hands its databases to their owners.  On a parse error nothing

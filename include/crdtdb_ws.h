@@ -207,6 +207,17 @@ typedef struct crdtdb_server_options {
      * the server's thread; ctx is borrowed until close. */
     int (*peer_filter)(void *ctx, const char *peer_url, const char *db_id);
     void *peer_filter_ctx;
+    /* Whether this server keeps its copy of a database no client holds
+     * (NULL: it keeps every one).  One it does not keep — in a cluster, a
+     * database it does not own, opened for a client the balancer sent
+     * here — is handed off: once no client of it is connected and every
+     * peer link of it is in sync (the peer acknowledged all this copy
+     * holds, durably), the links close and the database is dropped
+     * (crdtdb_db_drop: created again, it goes on with its history and
+     * pulls it all back).  Asked about idle databases about once a
+     * second, on the server's thread; ctx is borrowed until close. */
+    int (*keep)(void *ctx, const char *db_id);
+    void *keep_ctx;
 } crdtdb_server_options;
 
 /* Fills opts with the defaults above. */

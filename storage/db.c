@@ -506,6 +506,24 @@ int crdtdb__drop(crdtdb_env *env, const char *id,
 
 static int drop_call(crdtdb_env *env, const char *id) { return crdtdb__drop(env, id, NULL, NULL); }
 
+/* crdtdb_env_drop_at's check: nothing numbered since the caller looked. */
+static int still_at(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num)
+{
+    uint64_t seq;
+    int rc = crdtdb__seq_read(env, mt, num, &seq);
+    if (!rc && seq != *(const uint64_t *)ctx) {
+        crdtdb__env_seterr(env, CRDTDB_EBUSY, "written since (sequence %llu, not %llu): kept",
+                           (unsigned long long)seq, (unsigned long long)*(const uint64_t *)ctx);
+        rc = CRDTDB_EBUSY;
+    }
+    return rc;
+}
+
+int crdtdb_env_drop_at(crdtdb_env *env, const char *id, uint64_t seq)
+{
+    return crdtdb__env_exit(env, crdtdb__drop(env, id, still_at, &seq));
+}
+
 int crdtdb_db_drop(crdtdb_env *env, const char *id)
 {
     return crdtdb__env_exit(env, drop_call(env, id));

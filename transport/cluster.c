@@ -407,6 +407,12 @@ int crdtdb_cluster_peer_filter(void *ctx, const char *peer_url, const char *db_i
     return 0;
 }
 
+int crdtdb_cluster_keep(void *ctx, const char *db_id)
+{
+    crdtdb_cluster *cl = ctx;
+    return cl && crdtdb_cluster_peer_filter(cl, cl->self, db_id);
+}
+
 static int peered(const crdtdb_cluster *cl, const char *url)
 {
     for (size_t i = 0; i < cl->npeered; i++)

@@ -47,6 +47,7 @@ typedef struct sdb {
     sconn *conns;
     uint64_t gen; /* commits seen, for re-authorizing connections */
     crdtdb_client **links; /* one per peer server syncing this database */
+    struct speer **lpeer;  /* the peer of each link */
     size_t nlinks;
     crdtdb__hub *hub; /* its presence (memory only) */
 } sdb;
@@ -129,6 +130,7 @@ struct crdtdb_server {
     char *archive;           /* o.archive_dir, copied */
     uint64_t next_expire;    /* ms: the next look for expired databases */
     uint64_t next_collect;   /* ms: the next collection of open databases */
+    uint64_t next_handoff;   /* ms: the next look for copies to hand off */
     uint64_t polled_ms;      /* when crdtdb_server_run last polled the databases */
     char **gone;             /* ids expired here, refused from then on: a
                                 ring of GONE_MAX */
@@ -253,6 +255,38 @@ static int peer_wants(const crdtdb_server *srv, const speer *p, const char *id)
     return 0;
 }
 
+/* Closes every link of d (ctx_gone: the lws context went first). */
+static void links_close(sdb *d, int ctx_gone)
+{
+    for (size_t i = 0; i < d->nlinks; i++)
+        crdtdb__client_close_hosted(d->links[i], ctx_gone);
+    free(d->links);
+    free(d->lpeer);
+    d->links = NULL;
+    d->lpeer = NULL;
+    d->nlinks = 0;
+}
+
+/* Closes the links of d whose peer no longer wants it (a cluster file
+ * re-read: that server no longer owns d): the link from here is not what
+ * carries d's changes to the owners, and while it stays, that server
+ * holds a client of d and cannot hand its copy off. */
+static void links_prune(sdb *d)
+{
+    const char *id = crdtdb_db_id(d->db);
+    for (size_t i = 0; i < d->nlinks;) {
+        if (peer_wants(d->srv, d->lpeer[i], id)) {
+            i++;
+            continue;
+        }
+        slog(d->srv, "peer %s db '%s': no longer an owner: link closed", d->lpeer[i]->url, id);
+        crdtdb__client_close_hosted(d->links[i], 0);
+        d->nlinks--;
+        d->links[i] = d->links[d->nlinks];
+        d->lpeer[i] = d->lpeer[d->nlinks];
+    }
+}
+
 /* Starts the link syncing d with peer p, if p wants d. */
 static void link_add(sdb *d, speer *p)
 {
@@ -260,11 +294,15 @@ static void link_add(sdb *d, speer *p)
     if (!peer_wants(d->srv, p, id))
         return;
     crdtdb_client **l = realloc(d->links, (d->nlinks + 1) * sizeof *l);
-    if (!l) {
+    if (l)
+        d->links = l;
+    speer **lp = l ? realloc(d->lpeer, (d->nlinks + 1) * sizeof *lp) : NULL;
+    if (!lp) {
         slog(d->srv, "peer %s db '%s': out of memory", p->url, id);
         return;
     }
-    d->links = l;
+    d->lpeer = lp;
+    lp[d->nlinks] = p;
     int rc = crdtdb__client_open_hosted(d->db, &p->o, d->srv->ctx, d->srv->wbuf, slog_cb,
                                         d->srv, &l[d->nlinks]);
     if (rc) {
@@ -1340,6 +1378,7 @@ int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 
 /* Commits by other handles or processes reach the observers here. */
 #define POLL_RUN_MS 2
+#define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
 
 static void poll_dbs(crdtdb_server *s)
 {
@@ -1416,11 +1455,7 @@ static int on_expired(void *ctx, const char *id, const crdtdb_expiry *e)
                 crdtdb_session_abort(c->l.s, CRDTDB_EREVOKED, "database expired");
                 lws_callback_on_writable(c->l.wsi);
             }
-        for (size_t i = 0; i < d->nlinks; i++)
-            crdtdb__client_close_hosted(d->links[i], 0);
-        free(d->links);
-        d->links = NULL;
-        d->nlinks = 0;
+        links_close(d, 0);
         db_release(d); /* now, if no connection holds it */
         return 0;
     }
@@ -1478,6 +1513,52 @@ static void collect_dbs(crdtdb_server *s)
         collect_db(s, d->db);
 }
 
+/* A copy this server does not keep (o.keep), with no client and every
+ * peer link in sync — each peer acknowledged, durably, all it holds — is
+ * dropped: the links close, then the database goes (unless written since
+ * by another process).  1 when it went. */
+static int handoff_db(crdtdb_server *s, sdb *d)
+{
+    const char *id = crdtdb_db_id(d->db);
+    links_prune(d);
+    if (d->conns || !d->nlinks || s->o.keep(s->o.keep_ctx, id))
+        return 0;
+    for (size_t i = 0; i < d->nlinks; i++)
+        if (!crdtdb_client_synced(d->links[i]))
+            return 0;
+    uint64_t seq;
+    if (crdtdb_db_seq(d->db, NULL, &seq))
+        return 0;
+    char name[CRDTDB_ID_MAX + 1];
+    snprintf(name, sizeof name, "%s", id); /* id goes with the handle */
+    links_close(d, 0);
+    for (sdb **pp = &s->dbs; *pp; pp = &(*pp)->next)
+        if (*pp == d) {
+            *pp = d->next;
+            break;
+        }
+    crdtdb_db_close(d->db);
+    crdtdb__hub_free(d->hub);
+    free(d);
+    if (crdtdb_env_drop_at(s->env, name, seq))
+        slog(s, "db '%s': handed off, kept here: %s", name, crdtdb_env_errmsg(s->env));
+    else
+        slog(s, "db '%s': handed off to the servers it is linked to: dropped here", name);
+    return 1;
+}
+
+static void handoff_dbs(crdtdb_server *s)
+{
+    uint64_t now = crdtdb__ws_now_ms();
+    if (!s->o.keep || s->draining || now < s->next_handoff)
+        return;
+    s->next_handoff = now + HANDOFF_MS;
+    for (sdb *d = s->dbs, *next; d; d = next) {
+        next = d->next;
+        handoff_db(s, d);
+    }
+}
+
 static void on_poll_due(lws_sorted_usec_list_t *sul)
 {
     crdtdb_server *s = lws_container_of(sul, crdtdb_server, sul_poll);
@@ -1486,6 +1567,7 @@ static void on_poll_due(lws_sorted_usec_list_t *sul)
     sweep(s);
     expire_dbs(s);
     collect_dbs(s);
+    handoff_dbs(s);
     lws_sul_schedule(s->ctx, 0, &s->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
 }
 
@@ -1635,9 +1717,7 @@ void crdtdb_server_close(crdtdb_server *s)
         while (d->conns)
             conn_free(d->conns); /* frees d with the last one, unless peered */
         if (s->dbs == d) {
-            for (size_t i = 0; i < d->nlinks; i++)
-                crdtdb__client_close_hosted(d->links[i], 1);
-            free(d->links);
+            links_close(d, 1);
             s->dbs = d->next;
             crdtdb_db_close(d->db);
             crdtdb__hub_free(d->hub);
