@@ -65,6 +65,7 @@ START_TEST(errors_refusals_and_skew)
     g.two_way = 3;
     g.links_down = 2;
     g.draining = 1;
+    m.handoffs = 4;
     crdtdb__metrics_error(&m, CRDTDB_ECLOCK,
                           "delta stamped 7250 ms ahead of local time (local 1 ms, stamp 7251 "
                           "ms; limit 5000 ms): retry later");
@@ -90,6 +91,7 @@ START_TEST(errors_refusals_and_skew)
     ck_assert(sample(out, "crdtdb_connections{mode=\"two_way\"}") == 3);
     ck_assert(sample(out, "crdtdb_peer_links{state=\"down\"}") == 2);
     ck_assert(sample(out, "crdtdb_draining") == 1);
+    ck_assert(sample(out, "crdtdb_handoffs_total") == 4);
     /* one HELP and one TYPE per family, before its samples */
     ck_assert_ptr_nonnull(strstr(out, "# HELP crdtdb_refused_total "));
     ck_assert_ptr_nonnull(strstr(out, "# TYPE crdtdb_refused_total counter\n"));

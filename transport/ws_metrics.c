@@ -182,6 +182,9 @@ size_t crdtdb__metrics_text(char *out, size_t cap, const crdtdb__metrics *m,
         "Memory the sessions' buffers hold, against the budget (max_buffered)", g->held);
     one(&w, "crdtdb_buffered_max_bytes", "gauge", "The budget of the sessions' buffers",
         g->max_buffered);
+    one(&w, "crdtdb_handoffs_total", "counter",
+        "Copies of databases this server does not keep (a cluster's non-owner), handed to the "
+        "servers they are linked to and dropped here", m->handoffs);
     one(&w, "crdtdb_draining", "gauge",
         "1 while the server drains (SIGTERM): new connections are refused", (uint64_t)g->draining);
     if (w.over)

@@ -45,6 +45,7 @@ typedef struct crdtdb__metrics {
     uint64_t map_full;       /* EMAPFULL seen on a client's delta */
     uint64_t disk_full;      /* EIO "No space left on device" */
     uint64_t clock_ahead_max_ms; /* the furthest ahead a refused delta was */
+    uint64_t handoffs;       /* copies handed to their owners and dropped */
     crdtdb__hist apply;      /* one delta's apply: merge, commit, fsync */
 } crdtdb__metrics;
 

@@ -1540,10 +1540,12 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     crdtdb_db_close(d->db);
     crdtdb__hub_free(d->hub);
     free(d);
-    if (crdtdb_env_drop_at(s->env, name, seq))
+    if (crdtdb_env_drop_at(s->env, name, seq)) {
         slog(s, "db '%s': handed off, kept here: %s", name, crdtdb_env_errmsg(s->env));
-    else
+    } else {
+        s->m.handoffs++;
         slog(s, "db '%s': handed off to the servers it is linked to: dropped here", name);
+    }
     return 1;
 }
 

@@ -197,6 +197,16 @@ async function spread(cl) {
     for (const n of route.get(id)) if (!own.includes(cl.servers.find((s) => s.name === n).url)) entered++;
   }
   await exactly(cl.servers, ids, urls);
+  const handoffs = async () => {
+    let n = 0;
+    for (const s of cl.servers) {
+      const m = /^crdtdb_handoffs_total (\d+)$/m.exec(await (await fetch(`http://${s.addr}/metrics`)).text());
+      assert.ok(m, `${s.name} reports crdtdb_handoffs_total`);
+      n += Number(m[1]);
+    }
+    return n;
+  };
+  assert.ok((await handoffs()) >= entered, "every copy a non-owner served was handed off (/metrics)");
   // the record is the one written, on every holder
   const held = new Map(cl.servers.map((s) => [s.name, dbsOn(s)]));
   for (const s of cl.servers)
