@@ -163,6 +163,10 @@ static void on_session(void *ctx, const crdtdb_session_event *ev)
         const char *msg = ev->message ? ev->message : crdtdb_strerror(ev->error);
         if (st->ready) {
             fprintf(stderr, "%s error: %s\n", ev->remote ? "server" : "sync", msg);
+            if (!st->watch && ev->remote && !st->failed) { /* refused: asking again will not help */
+                st->failed = ev->error ? ev->error : CRDTDB_EIO;
+                snprintf(st->why, sizeof st->why, "%s", msg);
+            }
         } else if (st->watch) { /* the client retries after its backoff */
             fprintf(stderr, "%s error: %s; retrying\n", ev->remote ? "server" : "sync", msg);
         } else if (!st->failed) { /* a one-shot sync stops at once */

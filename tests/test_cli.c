@@ -1623,6 +1623,29 @@ START_TEST(sync_fails_fast_and_says_why)
     ck_assert_msg(strstr(s->err, "401") && strstr(s->err, "(check --token-file"), "%s", s->err);
     kill(server, SIGTERM);
     ck_assert_int_eq(tu_wait_exit(server, 5000, "crdtdb"), 0);
+
+    /* refused after the hello (a copied environment: EFORK): a one-shot
+     * sync stops at once, saying why, instead of asking again till its
+     * timeout */
+    path_in(s, srv, sizeof srv, "S2"); /* its own log to find the port in */
+    ok_in(s, srv, NULL, "init", NULL);
+    server = serve_bg(s, srv, url, sizeof url, "--collections", "players,moves", NULL, NULL);
+    char copy[4200];
+    path_in(s, copy, sizeof copy, "A2");
+    ok_in(s, p.a, "", "add", "game", "players", "ann", "{\"hp\":1}", NULL);
+    const char *cp[] = {"cp", "-a", p.a, copy, NULL};
+    ck_assert_int_eq(tu_run_cmd(cp, NULL), 0);
+    ok_in(s, p.a, "", "add", "game", "players", "bob", "{\"hp\":2}", NULL);
+    ck_assert_int_eq(cli_in(s, p.a, "sync", url, "--db", "game", NULL), 0);
+    ok_in(s, copy, "", "add", "game", "players", "cy", "{\"hp\":3}", NULL);
+    t0 = tu_mono_ms();
+    ck_assert_int_eq(cli_in(s, copy, "sync", url, "--db", "game", NULL), 1);
+    ck_assert_uint_lt(tu_mono_ms() - t0, 10000);
+    ck_assert_msg(strstr(s->err, "server error: ") && strstr(s->err, "two different histories") &&
+                      strstr(s->err, "crdtdb: "),
+                  "%s", s->err);
+    kill(server, SIGTERM);
+    ck_assert_int_eq(tu_wait_exit(server, 5000, "crdtdb"), 0);
     sb_free(s);
 }
 END_TEST

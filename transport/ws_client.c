@@ -55,6 +55,9 @@ struct crdtdb_client {
     int ready;
     int made_readonly;
     unsigned attempt;
+    unsigned attempt_held; /* attempt when the session became ready: a
+                              session the server then refused backs off
+                              from there, not from the start */
     int closing;
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
@@ -301,6 +304,7 @@ static void on_client_session(void *ctx, const crdtdb_session_event *ev)
         c->ready = 1;
         c->cleared = 0;
         c->denied = 0;
+        c->attempt_held = c->attempt;
         c->attempt = 0;
         c->pres_due = 1;
         if (c->hub) {
@@ -316,6 +320,9 @@ static void on_client_session(void *ctx, const crdtdb_session_event *ev)
         else if (ev->error == CRDTDB_EREVOKED) /* access changed, or the database
                                                   expired: CLOSED follows */
             c->denied = 1;
+        if (ev->remote) /* a server that accepts, then refuses (EFORK, ...),
+                           is not asked again every backoff_min_ms */
+            c->attempt = c->attempt_held;
         clog_line(c, crdtdb_errname(ev->error), ev->message);
     } else if (ev->type == CRDTDB_SESSION_CLOSED) {
         c->ready = 0;
