@@ -92,6 +92,8 @@ const rounds = +opt("rounds", 1);
 const yjsLocalOnly = args.includes("--yjs-local-only");
 const keep = args.includes("--keep"); // keep the players' raw results (send stamps, arrivals) for a closer look
 const serveArgs = opt("serve-args", "").split(" ").filter(Boolean);
+// Node flags of the players' processes (both systems), e.g. "--max-semi-space-size=64"
+const playerNodeArgs = opt("player-node-args", "").split(" ").filter(Boolean);
 const log = (s) => process.stderr.write(s + "\n");
 const clock = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -200,7 +202,7 @@ async function runOne(system, anchor) {
       const c = { system, url: srv.url, db, from, to, total: cfg.players, hz: cfg.hz, secs: cfg.secs, warmMs: cfg.warmMs,
         drainMs: cfg.drainMs, jitterMs: cfg.jitterMs, stallMs: cfg.stallMs, idleMs: Math.max(cfg.idle, cfg.idleLong) * 1000, out: join(work, `p${p}.json`),
         yjsShim: anchor?.shim, yjsLocalOnly };
-      const proc = spawn(process.execPath, [join(here, "presence", "player.mjs"), JSON.stringify(c)], { stdio: ["pipe", "pipe", "pipe"] });
+      const proc = spawn(process.execPath, [...playerNodeArgs, join(here, "presence", "player.mjs"), JSON.stringify(c)], { stdio: ["pipe", "pipe", "pipe"] });
       let out = "", err = "";
       proc.stdout.on("data", (d) => { out += d; });
       proc.stderr.on("data", (d) => { err += d; });
@@ -284,6 +286,8 @@ function analyse(system, res, { cpu, sys, rss, T0, TEND }) {
     idle_pings: id("pings"), window_pings: w("pings"),
     client_cpu_pct: +(100 * sum((r) => r.client_cpu_ms) / res[0].client_wall_ms / res.length).toFixed(1),
     client_event_loop_delay_p99_ms: Math.max(...res.map((r) => r.event_loop_delay_p99_ms)),
+    client_gc_pauses: res.reduce((n, r) => n + r.gcs.length, 0),
+    client_gc_ms: +res.reduce((n, r) => n + r.gcs.reduce((a, g) => a + g[1], 0), 0).toFixed(1),
     notices: sum((r) => r.notices), errors: sum((r) => r.errors), error_text: res.flatMap((r) => r.errorText).slice(0, 5),
   };
 }

@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+import { monitorEventLoopDelay, performance, PerformanceObserver } from "node:perf_hooks";
 
 const cfg = JSON.parse(process.argv[2]);
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -171,6 +171,11 @@ const go = await new Promise((res) => {
 });
 T0 = go; TEND = T0 + cfg.secs * 1000; TIDLE = TEND + cfg.drainMs; TIDLE_END = TIDLE + cfg.idleMs;
 const eld = monitorEventLoopDelay({ resolution: 1 });
+// the players' own garbage collections in the window: a pause delays every arrival behind it, whatever the server
+const gcs = [];
+new PerformanceObserver((l) => {
+  for (const e of l.getEntries()) { const t = performance.timeOrigin + e.startTime; if (t >= T0 && t < TIDLE) gcs.push([+t.toFixed(3), +e.duration.toFixed(3)]); }
+}).observe({ entryTypes: ["gc"] });
 let cpu0 = null, cpu1 = null, skipped = 0;
 const tStart = T0 - cfg.warmMs;
 // each player's tick: its slot (phase i/total of the period), plus a random delay of up to cfg.jitterMs (a game
@@ -218,6 +223,7 @@ const out = {
   client_cpu_ms: (cpu1.user + cpu1.system) / 1000,
   client_wall_ms: TIDLE - T0,
   event_loop_delay_p99_ms: +(eld.percentile(99) / 1e6).toFixed(2),
+  gcs,
   sends: Object.fromEntries(mine.map((i) => [i, sends[i]])),
   arrivals: Object.fromEntries(mine.map((i) => [i, Object.fromEntries(arrivals[i])])),
 };
