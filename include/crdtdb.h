@@ -284,10 +284,11 @@ CRDTDB_API int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb,
 
 /* Deletes database `id` and all its data.  No handle on it may be open in
  * this process.  What stays is where this replica's history of the id
- * ended (32 bytes): a database created again under the id goes on from
+ * ended (40 bytes): a database created again under the id goes on from
  * there, so its peers, which remember that history, take the new one
  * instead of refusing it as a copy (EFORK); asking them since 0 brings
- * back the old data, this replica's own writes included.
+ * back the old data, this replica's own writes included.  (An expired
+ * database, crdtdb_env_drop_expired, leaves nothing: its id is done.)
  * Errors: EBADID, ENODB, EROFS, EBUSY (a handle is open), EIO. */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_drop(crdtdb_env *env,
                                                const char *id);
@@ -298,6 +299,13 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_drop(crdtdb_env *env,
  * those of crdtdb_db_drop, EBUSY (also: written since). */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_drop_at(crdtdb_env *env, const char *id,
                                                    uint64_t seq);
+
+/* Forgets where the databases dropped before before_ms (the env's clock)
+ * ended their histories; *pruned (may be NULL) gets how many.  One created
+ * again under such an id starts a new history, which peers still holding
+ * the old one refuse (EFORK): prune only past the time such peers keep
+ * theirs.  Errors: EINVAL, EROFS, EIO. */
+CRDTDB_API int crdtdb_env_tombs_prune(crdtdb_env *env, uint64_t before_ms, uint64_t *pruned);
 
 /* What a database holds (crdtdb_db_stat): counts and stored bytes. */
 typedef struct crdtdb_db_stats {

@@ -364,12 +364,13 @@ int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
 /*
  * A dropped database leaves its place in its history behind, in meta
  * "drop:" + id -> u64 last sequence | u64 fingerprint sequence | the
- * fingerprint (16 bytes).  Peers remember how far this replica's history
- * of that id went; a database created again under the id goes on from
- * there, so they see one history and not a copy forking it (EFORK).
+ * fingerprint (16 bytes) | u64 when (the env's clock).  Peers remember how
+ * far this replica's history of that id went; a database created again
+ * under the id goes on from there, so they see one history and not a copy
+ * forking it (EFORK).  crdtdb_env_tombs_prune bounds how long they stay.
  */
 #define TOMB_PREFIX "drop:"
-#define TOMB_BYTES (16 + CRDTDB__FP_BYTES)
+#define TOMB_BYTES (24 + CRDTDB__FP_BYTES)
 
 static MDB_val tomb_key(char k[sizeof TOMB_PREFIX + CRDTDB_ID_MAX], const char *id)
 {
@@ -389,6 +390,7 @@ static int tomb_put(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num)
     if (rc || sv.mv_size != 8 || crdtdb__get_u64(sv.mv_data) == 0)
         return rc == MDB_NOTFOUND ? 0 : rc;
     memcpy(tb, sv.mv_data, 8);
+    crdtdb__put_u64(tb + 16 + CRDTDB__FP_BYTES, crdtdb__now_ms(env));
     MDB_val hk = dbinfo_key(kb, num, 'h'), hv;
     rc = mdb_get(mt, env->dbi_dbinfo, &hk, &hv);
     if (rc == 0 && hv.mv_size == 8 + CRDTDB__FP_BYTES)
@@ -453,7 +455,8 @@ static int del_prefix(MDB_txn *mt, MDB_dbi dbi, uint32_t num)
 }
 
 int crdtdb__drop(crdtdb_env *env, const char *id,
-                 int (*check)(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num), void *ctx)
+                 int (*check)(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num), void *ctx,
+                 int tomb)
 {
     if (!env)
         return CRDTDB_EINVAL;
@@ -489,7 +492,8 @@ int crdtdb__drop(crdtdb_env *env, const char *id,
         return rc;
     }
     MDB_val k = {strlen(id), (void *)id};
-    if (!(mrc = tomb_put(env, mt, id, num)) && !(mrc = mdb_del(mt, env->dbi_dbs, &k, NULL)) &&
+    if (!(mrc = tomb ? tomb_put(env, mt, id, num) : 0) &&
+        !(mrc = mdb_del(mt, env->dbi_dbs, &k, NULL)) &&
         !(mrc = del_prefix(mt, env->dbi_dbinfo, num)) &&
         !(mrc = del_prefix(mt, env->dbi_records, num)) &&
         !(mrc = del_prefix(mt, env->dbi_changes, num)) &&
@@ -504,7 +508,10 @@ int crdtdb__drop(crdtdb_env *env, const char *id,
     return rc;
 }
 
-static int drop_call(crdtdb_env *env, const char *id) { return crdtdb__drop(env, id, NULL, NULL); }
+static int drop_call(crdtdb_env *env, const char *id)
+{
+    return crdtdb__drop(env, id, NULL, NULL, 1);
+}
 
 /* crdtdb_env_drop_at's check: nothing numbered since the caller looked. */
 static int still_at(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num)
@@ -521,7 +528,57 @@ static int still_at(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num)
 
 int crdtdb_env_drop_at(crdtdb_env *env, const char *id, uint64_t seq)
 {
-    return crdtdb__env_exit(env, crdtdb__drop(env, id, still_at, &seq));
+    return crdtdb__env_exit(env, crdtdb__drop(env, id, still_at, &seq, 1));
+}
+
+static int tombs_prune_call(crdtdb_env *env, uint64_t before_ms, uint64_t *pruned)
+{
+    if (!env)
+        return CRDTDB_EINVAL;
+    if (env->opts.flags & CRDTDB_ENV_RDONLY) {
+        crdtdb__env_seterr(env, CRDTDB_EROFS, "Read only access");
+        return CRDTDB_EROFS;
+    }
+    MDB_txn *mt = NULL;
+    MDB_cursor *c = NULL;
+    int rc = crdtdb__mt_begin(env, 0, &mt);
+    if (!rc)
+        rc = mdb_cursor_open(mt, env->dbi_meta, &c);
+    size_t pre = sizeof TOMB_PREFIX - 1;
+    MDB_val k = {pre, (void *)TOMB_PREFIX}, v;
+    uint64_t n = 0;
+    for (int op = MDB_SET_RANGE; !rc; op = MDB_NEXT) {
+        if ((rc = mdb_cursor_get(c, &k, &v, op)))
+            break;
+        if (k.mv_size < pre || memcmp(k.mv_data, TOMB_PREFIX, pre) != 0)
+            break;
+        if (v.mv_size == TOMB_BYTES &&
+            crdtdb__get_u64((const uint8_t *)v.mv_data + 16 + CRDTDB__FP_BYTES) < before_ms) {
+            if ((rc = mdb_cursor_del(c, 0)))
+                break;
+            n++;
+        }
+    }
+    if (c)
+        mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (!rc && mt)
+        rc = crdtdb__mt_commit(env, mt);
+    else if (mt)
+        crdtdb__mt_abort(env, mt);
+    if (rc) {
+        crdtdb__env_seterr(env, crdtdb__mdb_err(rc), "pruning drops: %s", crdtdb__mdb_str(rc));
+        return crdtdb__mdb_err(rc);
+    }
+    if (pruned)
+        *pruned = n;
+    return 0;
+}
+
+int crdtdb_env_tombs_prune(crdtdb_env *env, uint64_t before_ms, uint64_t *pruned)
+{
+    return crdtdb__env_exit(env, tombs_prune_call(env, before_ms, pruned));
 }
 
 int crdtdb_db_drop(crdtdb_env *env, const char *id)

@@ -328,5 +328,5 @@ static int still_due(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num)
 int crdtdb_env_drop_expired(crdtdb_env *env, const char *id, uint64_t now_ms, uint64_t seq)
 {
     due_at d = {now_ms, seq};
-    return crdtdb__env_exit(env, env ? crdtdb__drop(env, id, still_due, &d) : CRDTDB_EINVAL);
+    return crdtdb__env_exit(env, env ? crdtdb__drop(env, id, still_due, &d, 0) : CRDTDB_EINVAL);
 }

@@ -208,9 +208,11 @@ int crdtdb__db_seterr(crdtdb_db *db, int code, const char *fmt, ...)
 #endif
     ;
 /* Drops database id in one write transaction, if check (may be NULL)
- * returns 0 for it inside that transaction (else its code, message set). */
+ * returns 0 for it inside that transaction (else its code, message set);
+ * tomb: it leaves where its history ended (db.c, tomb_put). */
 int crdtdb__drop(crdtdb_env *env, const char *id,
-                 int (*check)(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num), void *ctx);
+                 int (*check)(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num), void *ctx,
+                 int tomb);
 /* Validates a database id, collection name or record id (1..255 bytes of
  * UTF-8; control characters refused when strict).  0 or CRDTDB_EBADID. */
 int crdtdb__id_check(const char *s, int strict);

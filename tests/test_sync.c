@@ -185,6 +185,19 @@ START_TEST(dropped_database_created_again_continues_its_history)
     char *cb = tu_get(C.db, "players", "bob");
     ck_assert_str_eq(cb, "{\"hp\":9}");
     free(cb);
+    /* pruned tombs: only those dropped before the cut go */
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &was), 0);
+    crdtdb_db_close(A.db);
+    ck_assert_int_eq(crdtdb_db_drop(A.env, "game"), 0);
+    uint64_t pruned = 9;
+    ck_assert_int_eq(crdtdb_env_tombs_prune(A.env, now_ms, &pruned), 0);
+    ck_assert_uint_eq(pruned, 0); /* dropped at now_ms: not before it */
+    now_ms += 10;
+    ck_assert_int_eq(crdtdb_env_tombs_prune(A.env, now_ms, &pruned), 0);
+    ck_assert_uint_eq(pruned, 1);
+    ck_assert_int_eq(crdtdb_db_create(A.env, "game", COLLS, 2, &A.db), 0);
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &seq), 0);
+    ck_assert_uint_eq(seq, 0); /* a new history */
 }
 END_TEST
 

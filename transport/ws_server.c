@@ -131,6 +131,7 @@ struct crdtdb_server {
     uint64_t next_expire;    /* ms: the next look for expired databases */
     uint64_t next_collect;   /* ms: the next collection of open databases */
     uint64_t next_handoff;   /* ms: the next look for copies to hand off */
+    uint64_t next_prune;     /* ms: the next pruning of dropped databases' tombs */
     uint64_t polled_ms;      /* when crdtdb_server_run last polled the databases */
     char **gone;             /* ids expired here, refused from then on: a
                                 ring of GONE_MAX */
@@ -1379,6 +1380,10 @@ int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 /* Commits by other handles or processes reach the observers here. */
 #define POLL_RUN_MS 2
 #define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
+#define PRUNE_MS (3600u * 1000u) /* how often old tombs are pruned */
+/* How long a dropped database's history end is kept (crdtdb_db_drop): a
+ * handed-off copy served again within it goes on with its history */
+#define TOMB_KEEP_MS (90ull * 24 * 3600 * 1000)
 
 static void poll_dbs(crdtdb_server *s)
 {
@@ -1561,6 +1566,21 @@ static void handoff_dbs(crdtdb_server *s)
     }
 }
 
+static void prune_tombs(crdtdb_server *s)
+{
+    uint64_t now = crdtdb__ws_now_ms(), pruned = 0, t = env_ms(s->env);
+    crdtdb_env_options eo;
+    crdtdb_env_options_get(s->env, &eo);
+    if ((eo.flags & CRDTDB_ENV_RDONLY) || now < s->next_prune)
+        return;
+    s->next_prune = now + PRUNE_MS;
+    if (t > TOMB_KEEP_MS && crdtdb_env_tombs_prune(s->env, t - TOMB_KEEP_MS, &pruned))
+        slog(s, "pruning dropped databases: %s", crdtdb_env_errmsg(s->env));
+    else if (pruned)
+        slog(s, "forgot where %llu databases dropped over %llu days ago ended",
+             (unsigned long long)pruned, (unsigned long long)(TOMB_KEEP_MS / 86400000u));
+}
+
 static void on_poll_due(lws_sorted_usec_list_t *sul)
 {
     crdtdb_server *s = lws_container_of(sul, crdtdb_server, sul_poll);
@@ -1570,6 +1590,7 @@ static void on_poll_due(lws_sorted_usec_list_t *sul)
     expire_dbs(s);
     collect_dbs(s);
     handoff_dbs(s);
+    prune_tombs(s);
     lws_sul_schedule(s->ctx, 0, &s->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
 }
 
