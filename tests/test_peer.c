@@ -191,6 +191,90 @@ START_TEST(libuv_loop_drives_server_and_clients)
 }
 END_TEST
 
+static int keep_none(void *ctx, const char *db_id)
+{
+    (void)ctx;
+    (void)db_id;
+    return 0;
+}
+
+/* Whether env (the arg) no longer holds "game". */
+static int game_gone(void *arg)
+{
+    crdtdb_db *db;
+    int rc = crdtdb_db_open(arg, "game", &db);
+    crdtdb_db_close(db);
+    return rc == CRDTDB_ENODB;
+}
+
+/* Whether env (the arg) holds players/bob: read through a handle of its own. */
+static int s2_has_bob(void *arg)
+{
+    crdtdb_db *db;
+    if (crdtdb_db_open(arg, "game", &db))
+        return 0;
+    char *g = tu_get(db, "players", "bob");
+    crdtdb_db_close(db);
+    free(g);
+    return g != NULL;
+}
+
+/* A server that keeps no copy (a cluster's non-owner) serves a client,
+ * then hands the database to the server it is linked to and drops it —
+ * only once that one holds everything; served again, it goes on with its
+ * history (no fork) and pulls the old data back. */
+START_TEST(a_copy_not_kept_is_handed_off_once_its_peer_holds_it)
+{
+    srv1 = server(&S1, "owner", url1, sizeof url1, NULL);
+    crdtdb_db_close(S2.db); /* the server's alone: it may drop it */
+    S2.db = NULL;
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.log = log_line;
+    o.log_ctx = (void *)"non-owner";
+    o.keep = keep_none;
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", crdtdb_server_port(srv2));
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    cb = client(&B, url2, NULL);
+    put(&B, "add", "players", "ann", "{\"hp\":1}");
+    expect(S1.db, "players", "ann", "{\"hp\":1}");
+    /* a client still there keeps the copy */
+    spin(NULL, NULL, 1500);
+    ck_assert(!game_gone(S2.env));
+    /* the owner away: written meanwhile, the copy waits for it */
+    crdtdb_server_close(srv1);
+    srv1 = NULL;
+    put(&B, "add", "players", "bob", "{\"hp\":2}");
+    ck_assert(spin(s2_has_bob, S2.env, 10000));
+    crdtdb_client_close(cb);
+    cb = NULL;
+    spin(NULL, NULL, 2500);
+    ck_assert_msg(!game_gone(S2.env), "dropped before its peer held bob");
+    srv1 = server(&S1, "owner", url1, sizeof url1, NULL); /* a new port */
+    crdtdb_server_close(srv2);
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", crdtdb_server_port(srv2));
+    l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    expect(S1.db, "players", "bob", "{\"hp\":2}");
+    ck_assert(spin(game_gone, S2.env, 10000));
+    /* served again: a new copy, the same history */
+    cb = client(&B, url2, NULL);
+    put(&B, "add", "players", "cy", "{\"hp\":3}");
+    expect(S1.db, "players", "cy", "{\"hp\":3}");
+    crdtdb_client_close(cb);
+    cb = NULL;
+    ck_assert(spin(game_gone, S2.env, 10000));
+    char *a = tu_get(S1.db, "players", "ann");
+    ck_assert_str_eq(a, "{\"hp\":1}");
+    free(a);
+}
+END_TEST
+
 static Suite *peer_suite(void)
 {
     Suite *s = suite_create("peer");
@@ -199,6 +283,7 @@ static Suite *peer_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, peered_servers_carry_writes_between_their_clients);
     tcase_add_test(tc, peering_only_listed_databases);
+    tcase_add_test(tc, a_copy_not_kept_is_handed_off_once_its_peer_holds_it);
     tcase_add_test(tc, libuv_loop_drives_server_and_clients);
     suite_add_tcase(s, tc);
     return s;
