@@ -153,6 +153,62 @@ START_TEST(peering_only_listed_databases)
 }
 END_TEST
 
+/* The handoff (crdtdb_server_options.keep): a server drops a copy it does
+ * not keep only once every peer it links holds all of it. */
+static int keep_none(void *ctx, const char *db_id)
+{
+    (void)ctx;
+    (void)db_id;
+    return 0;
+}
+
+static int has_id(void *ctx, const char *id)
+{
+    if (strcmp(id, "game") == 0)
+        *(int *)ctx = 1;
+    return 0;
+}
+
+/* A tu_cond: replica arg's environment no longer holds "game". */
+static int game_dropped(void *arg)
+{
+    replica *r = arg;
+    int have = 0;
+    ck_assert_int_eq(crdtdb_db_list(r->env, has_id, &have), 0);
+    return !have;
+}
+
+/* An owner that grants the link only server-to-client never takes the
+ * non-owner's writes: a receive-only link is "synced" once it holds what
+ * the owner has, but the owner holds nothing of the copy's own writes, so
+ * the copy must stay. */
+START_TEST(handoff_waits_for_an_owner_that_takes_the_writes)
+{
+    put(&S2, "add", "players", "ann", "{\"hp\":1}"); /* only S2 holds it */
+    crdtdb_db_close(S2.db); /* the server's handle is the only one: it may drop */
+    S2.db = NULL;
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.log = log_line;
+    o.log_ctx = (void *)"s1";
+    o.mode = CRDTDB_SYNC_SERVER_TO_CLIENT; /* the owner only serves */
+    ck_assert_int_eq(crdtdb_server_open(S1.env, &o, &srv1), 0);
+    snprintf(url1, sizeof url1, "ws://127.0.0.1:%d", crdtdb_server_port(srv1));
+    o.mode = CRDTDB_SYNC_TWO_WAY;
+    o.log_ctx = (void *)"s2";
+    o.keep = keep_none; /* S2 owns nothing: it hands every copy off */
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    int dropped = spin(game_dropped, &S2, 4000); /* the handoff looks once a second */
+    char *g = tu_get(S1.db, "players", "ann");
+    ck_assert_msg(!dropped || g, "the copy was dropped, and its write is nowhere");
+    free(g);
+}
+END_TEST
+
 static int uv_until(uv_loop_t *loop, tu_want *w, int ms)
 {
     uint64_t deadline = tu_mono_ms() + (uint64_t)ms;
@@ -199,6 +255,7 @@ static Suite *peer_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, peered_servers_carry_writes_between_their_clients);
     tcase_add_test(tc, peering_only_listed_databases);
+    tcase_add_test(tc, handoff_waits_for_an_owner_that_takes_the_writes);
     tcase_add_test(tc, libuv_loop_drives_server_and_clients);
     suite_add_tcase(s, tc);
     return s;
