@@ -1523,12 +1523,14 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     links_prune(d);
     if (d->conns || !d->nlinks || s->o.keep(s->o.keep_ctx, id))
         return 0;
-    for (size_t i = 0; i < d->nlinks; i++)
-        if (!crdtdb_client_synced(d->links[i]))
-            return 0;
+    /* the sequence first: a commit (another process's) after it fails the
+     * drop; one before it is one the links' checks below see */
     uint64_t seq;
     if (crdtdb_db_seq(d->db, NULL, &seq))
         return 0;
+    for (size_t i = 0; i < d->nlinks; i++)
+        if (!crdtdb__client_holds_all(d->links[i]))
+            return 0;
     char name[CRDTDB_ID_MAX + 1];
     snprintf(name, sizeof name, "%s", id); /* id goes with the handle */
     links_close(d, 0);
