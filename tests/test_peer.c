@@ -209,6 +209,31 @@ START_TEST(handoff_waits_for_an_owner_that_takes_the_writes)
 }
 END_TEST
 
+/* A copy the handoff cannot drop (a handle on it is open in the process:
+ * an embedder's, writing) stays linked: what is written through that
+ * handle afterwards still reaches the owner. */
+START_TEST(handoff_that_cannot_drop_keeps_the_copy_linked)
+{
+    put(&S2, "add", "players", "ann", "{\"hp\":1}"); /* S2.db stays open */
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.log = log_line;
+    o.log_ctx = (void *)"s2";
+    o.keep = keep_none;
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    expect(S1.db, "players", "ann", "{\"hp\":1}");
+    spin(NULL, NULL, 2500); /* a handoff tick or two: the drop is refused */
+    ck_assert(!game_dropped(&S2));
+    put(&S2, "add", "players", "bob", "{\"hp\":2}");
+    expect(S1.db, "players", "bob", "{\"hp\":2}");
+}
+END_TEST
+
 static int uv_until(uv_loop_t *loop, tu_want *w, int ms)
 {
     uint64_t deadline = tu_mono_ms() + (uint64_t)ms;
@@ -256,6 +281,7 @@ static Suite *peer_suite(void)
     tcase_add_test(tc, peered_servers_carry_writes_between_their_clients);
     tcase_add_test(tc, peering_only_listed_databases);
     tcase_add_test(tc, handoff_waits_for_an_owner_that_takes_the_writes);
+    tcase_add_test(tc, handoff_that_cannot_drop_keeps_the_copy_linked);
     tcase_add_test(tc, libuv_loop_drives_server_and_clients);
     suite_add_tcase(s, tc);
     return s;

@@ -1544,6 +1544,12 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     free(d);
     if (crdtdb_env_drop_at(s->env, name, seq)) {
         slog(s, "db '%s': handed off, kept here: %s", name, crdtdb_env_errmsg(s->env));
+        /* kept (written since, or open elsewhere in the process): linked
+         * again, so what it holds and is written goes on to the owners; at
+         * the list's head, so this round does not meet it again */
+        sdb *again = db_get(s, name, NULL);
+        if (again)
+            db_release(again);
     } else {
         s->m.handoffs++;
         slog(s, "db '%s': handed off to the servers it is linked to: dropped here", name);
