@@ -49,6 +49,7 @@ typedef struct sdb {
     crdtdb_client **links; /* one per peer server syncing this database */
     struct speer **lpeer;  /* the peer of each link */
     size_t nlinks;
+    uint64_t handoff_ms;   /* no handoff before (ms): the last one was refused */
     crdtdb__hub *hub; /* its presence (memory only) */
 } sdb;
 
@@ -1379,6 +1380,7 @@ int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 /* Commits by other handles or processes reach the observers here. */
 #define POLL_RUN_MS 2
 #define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
+#define HANDOFF_RETRY_MS 60000 /* after a refused drop: not every second */
 
 static void poll_dbs(crdtdb_server *s)
 {
@@ -1521,7 +1523,8 @@ static int handoff_db(crdtdb_server *s, sdb *d)
 {
     const char *id = crdtdb_db_id(d->db);
     links_prune(d);
-    if (d->conns || !d->nlinks || s->o.keep(s->o.keep_ctx, id))
+    if (d->conns || !d->nlinks || crdtdb__ws_now_ms() < d->handoff_ms ||
+        s->o.keep(s->o.keep_ctx, id))
         return 0;
     /* the sequence first: a commit (another process's) after it fails the
      * drop; one before it is one the links' checks below see */
@@ -1542,14 +1545,17 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     crdtdb_db_close(d->db);
     crdtdb__hub_free(d->hub);
     free(d);
-    if (crdtdb_env_drop_at(s->env, name, seq)) {
+    int rc = crdtdb_env_drop_at(s->env, name, seq);
+    if (rc) {
         slog(s, "db '%s': handed off, kept here: %s", name, crdtdb_env_errmsg(s->env));
         /* kept (written since, or open elsewhere in the process): linked
          * again, so what it holds and is written goes on to the owners; at
          * the list's head, so this round does not meet it again */
-        sdb *again = db_get(s, name, NULL);
-        if (again)
+        sdb *again = rc == CRDTDB_EBUSY ? db_get(s, name, NULL) : NULL;
+        if (again) {
+            again->handoff_ms = crdtdb__ws_now_ms() + HANDOFF_RETRY_MS;
             db_release(again);
+        }
     } else {
         s->m.handoffs++;
         slog(s, "db '%s': handed off to the servers it is linked to: dropped here", name);
