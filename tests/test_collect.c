@@ -452,6 +452,36 @@ START_TEST(client_of_a_copy_created_again_hears_of_a_collected_remove)
 }
 END_TEST
 
+/* A copy handed off (a cluster's non-owner, once its owner holds it all)
+ * is dropped and does not come back: it must not pin the owner's
+ * collection.  Before the handoff such a copy stayed and kept acking; now
+ * its last ack would hold every later tombstone of the owner forever
+ * (with no max_peer_age, the default). */
+START_TEST(handed_off_copy_does_not_pin_the_owners_collection)
+{
+    replica A, N;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&N, &now_ms, "game");
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    put(&N, "add", "moves", "n1", "{}"); /* N proves its id to A */
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&A, &N);
+    sync2(&A, &N);
+    /* N hands off: A holds all of it; N drops its copy */
+    crdtdb_db_close(N.db);
+    N.db = NULL;
+    ck_assert_int_eq(crdtdb_db_drop(N.env, "game"), 0);
+    now_ms += 10;
+    put(&A, "remove", "players", "ann", NULL); /* the owner is alone now */
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_msg(st.records == 1, "the dropped copy pins the owner's tombstone (%llu collected)",
+                  (unsigned long long)st.records);
+    replica_free(&A);
+    replica_free(&N);
+}
+END_TEST
+
 /* A resync cut before it ends is asked for whole again next time. */
 START_TEST(cut_resync_is_asked_for_again)
 {
@@ -751,6 +781,7 @@ int main(void)
     tcase_add_test(tc, churning_client_in_the_horizon_is_not_resynced);
     tcase_add_test(tc, restored_old_backup_is_resynced);
     tcase_add_test(tc, client_of_a_copy_created_again_hears_of_a_collected_remove);
+    tcase_add_test(tc, handed_off_copy_does_not_pin_the_owners_collection);
     tcase_add_test(tc, server_refuses_a_resync);
     tcase_add_test(tc, collection_under_a_live_session_resyncs_its_peer);
     tcase_add_test(tc, random_schedules_converge_with_collection);
