@@ -8,6 +8,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "crdt/buf.h"
 #include "tests/replica.h"
 #include "tests/testutil.h"
 #include "tests/wsutil.h"
@@ -234,6 +235,59 @@ START_TEST(handoff_that_cannot_drop_keeps_the_copy_linked)
 }
 END_TEST
 
+/* A cluster reload: the peer stops owning the database (peer_filter says
+ * no).  The link to it closes at the next handoff look, even on a server
+ * that keeps its copy; what is written here afterwards no longer goes
+ * there. */
+static int wanted = 1;
+static int want_flag(void *ctx, const char *peer_url, const char *db_id)
+{
+    (void)ctx;
+    (void)peer_url;
+    (void)db_id;
+    return wanted;
+}
+
+static int keep_all(void *ctx, const char *db_id)
+{
+    (void)ctx;
+    (void)db_id;
+    return 1;
+}
+
+START_TEST(link_to_a_peer_no_longer_an_owner_closes)
+{
+    wanted = 1;
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    crdtdb_buf log = CRDTDB_BUF_INIT;
+    o.log = tu_log_line;
+    o.log_ctx = &log;
+    o.keep = keep_all;
+    o.peer_filter = want_flag;
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    put(&S2, "add", "players", "ann", "{\"hp\":1}");
+    expect(S1.db, "players", "ann", "{\"hp\":1}");
+    wanted = 0; /* the file re-read: S1 owns it no more */
+    spin(NULL, NULL, 1500);
+    ck_assert_int_eq(tu_log_count(&log, "no longer an owner: link closed"), 1);
+    put(&S2, "add", "players", "bob", "{\"hp\":2}");
+    spin(NULL, NULL, 500);
+    char *g = tu_get(S1.db, "players", "bob");
+    ck_assert_ptr_null(g);
+    ck_assert(!game_dropped(&S2)); /* kept: S2 keeps it */
+    crdtdb_server_close(srv2); /* before the log goes */
+    srv2 = NULL;
+    crdtdb_buf_free(&log);
+    wanted = 1;
+}
+END_TEST
+
 static int uv_until(uv_loop_t *loop, tu_want *w, int ms)
 {
     uint64_t deadline = tu_mono_ms() + (uint64_t)ms;
@@ -282,6 +336,7 @@ static Suite *peer_suite(void)
     tcase_add_test(tc, peering_only_listed_databases);
     tcase_add_test(tc, handoff_waits_for_an_owner_that_takes_the_writes);
     tcase_add_test(tc, handoff_that_cannot_drop_keeps_the_copy_linked);
+    tcase_add_test(tc, link_to_a_peer_no_longer_an_owner_closes);
     tcase_add_test(tc, libuv_loop_drives_server_and_clients);
     suite_add_tcase(s, tc);
     return s;
