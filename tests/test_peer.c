@@ -8,6 +8,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "crdt/buf.h"
 #include "tests/replica.h"
 #include "tests/testutil.h"
 #include "tests/wsutil.h"
@@ -153,6 +154,140 @@ START_TEST(peering_only_listed_databases)
 }
 END_TEST
 
+/* The handoff (crdtdb_server_options.keep): a server drops a copy it does
+ * not keep only once every peer it links holds all of it. */
+static int keep_none(void *ctx, const char *db_id)
+{
+    (void)ctx;
+    (void)db_id;
+    return 0;
+}
+
+static int has_id(void *ctx, const char *id)
+{
+    if (strcmp(id, "game") == 0)
+        *(int *)ctx = 1;
+    return 0;
+}
+
+/* A tu_cond: replica arg's environment no longer holds "game". */
+static int game_dropped(void *arg)
+{
+    replica *r = arg;
+    int have = 0;
+    ck_assert_int_eq(crdtdb_db_list(r->env, has_id, &have), 0);
+    return !have;
+}
+
+/* An owner that grants the link only server-to-client never takes the
+ * non-owner's writes: a receive-only link is "synced" once it holds what
+ * the owner has, but the owner holds nothing of the copy's own writes, so
+ * the copy must stay. */
+START_TEST(handoff_waits_for_an_owner_that_takes_the_writes)
+{
+    put(&S2, "add", "players", "ann", "{\"hp\":1}"); /* only S2 holds it */
+    crdtdb_db_close(S2.db); /* the server's handle is the only one: it may drop */
+    S2.db = NULL;
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.log = log_line;
+    o.log_ctx = (void *)"s1";
+    o.mode = CRDTDB_SYNC_SERVER_TO_CLIENT; /* the owner only serves */
+    ck_assert_int_eq(crdtdb_server_open(S1.env, &o, &srv1), 0);
+    snprintf(url1, sizeof url1, "ws://127.0.0.1:%d", crdtdb_server_port(srv1));
+    o.mode = CRDTDB_SYNC_TWO_WAY;
+    o.log_ctx = (void *)"s2";
+    o.keep = keep_none; /* S2 owns nothing: it hands every copy off */
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    int dropped = spin(game_dropped, &S2, 4000); /* the handoff looks once a second */
+    char *g = tu_get(S1.db, "players", "ann");
+    ck_assert_msg(!dropped || g, "the copy was dropped, and its write is nowhere");
+    free(g);
+}
+END_TEST
+
+/* A copy the handoff cannot drop (a handle on it is open in the process:
+ * an embedder's, writing) stays linked: what is written through that
+ * handle afterwards still reaches the owner. */
+START_TEST(handoff_that_cannot_drop_keeps_the_copy_linked)
+{
+    put(&S2, "add", "players", "ann", "{\"hp\":1}"); /* S2.db stays open */
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.log = log_line;
+    o.log_ctx = (void *)"s2";
+    o.keep = keep_none;
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    expect(S1.db, "players", "ann", "{\"hp\":1}");
+    spin(NULL, NULL, 2500); /* a handoff tick or two: the drop is refused */
+    ck_assert(!game_dropped(&S2));
+    put(&S2, "add", "players", "bob", "{\"hp\":2}");
+    expect(S1.db, "players", "bob", "{\"hp\":2}");
+}
+END_TEST
+
+/* A cluster reload: the peer stops owning the database (peer_filter says
+ * no).  The link to it closes at the next handoff look, even on a server
+ * that keeps its copy; what is written here afterwards no longer goes
+ * there. */
+static int wanted = 1;
+static int want_flag(void *ctx, const char *peer_url, const char *db_id)
+{
+    (void)ctx;
+    (void)peer_url;
+    (void)db_id;
+    return wanted;
+}
+
+static int keep_all(void *ctx, const char *db_id)
+{
+    (void)ctx;
+    (void)db_id;
+    return 1;
+}
+
+START_TEST(link_to_a_peer_no_longer_an_owner_closes)
+{
+    wanted = 1;
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    crdtdb_buf log = CRDTDB_BUF_INIT;
+    o.log = tu_log_line;
+    o.log_ctx = &log;
+    o.keep = keep_all;
+    o.peer_filter = want_flag;
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    put(&S2, "add", "players", "ann", "{\"hp\":1}");
+    expect(S1.db, "players", "ann", "{\"hp\":1}");
+    wanted = 0; /* the file re-read: S1 owns it no more */
+    spin(NULL, NULL, 1500);
+    ck_assert_int_eq(tu_log_count(&log, "no longer an owner: link closed"), 1);
+    put(&S2, "add", "players", "bob", "{\"hp\":2}");
+    spin(NULL, NULL, 500);
+    char *g = tu_get(S1.db, "players", "bob");
+    ck_assert_ptr_null(g);
+    ck_assert(!game_dropped(&S2)); /* kept: S2 keeps it */
+    crdtdb_server_close(srv2); /* before the log goes */
+    srv2 = NULL;
+    crdtdb_buf_free(&log);
+    wanted = 1;
+}
+END_TEST
+
 static int uv_until(uv_loop_t *loop, tu_want *w, int ms)
 {
     uint64_t deadline = tu_mono_ms() + (uint64_t)ms;
@@ -190,13 +325,6 @@ START_TEST(libuv_loop_drives_server_and_clients)
     ck_assert_int_eq(uv_loop_close(&loop), 0);
 }
 END_TEST
-
-static int keep_none(void *ctx, const char *db_id)
-{
-    (void)ctx;
-    (void)db_id;
-    return 0;
-}
 
 /* Whether env (the arg) no longer holds "game". */
 static int game_gone(void *arg)
@@ -284,6 +412,9 @@ static Suite *peer_suite(void)
     tcase_add_test(tc, peered_servers_carry_writes_between_their_clients);
     tcase_add_test(tc, peering_only_listed_databases);
     tcase_add_test(tc, a_copy_not_kept_is_handed_off_once_its_peer_holds_it);
+    tcase_add_test(tc, handoff_waits_for_an_owner_that_takes_the_writes);
+    tcase_add_test(tc, handoff_that_cannot_drop_keeps_the_copy_linked);
+    tcase_add_test(tc, link_to_a_peer_no_longer_an_owner_closes);
     tcase_add_test(tc, libuv_loop_drives_server_and_clients);
     suite_add_tcase(s, tc);
     return s;

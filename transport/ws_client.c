@@ -53,6 +53,8 @@ struct crdtdb_client {
     struct lws *cwsi;  /* the connection, from the attempt on */
     int connecting;    /* a connection attempt or connection exists */
     int ready;
+    int two_way;       /* the ready session was granted two-way: what we
+                          send is taken, not only what we receive */
     int made_readonly;
     unsigned attempt;
     unsigned attempt_held; /* attempt when the session became ready: a
@@ -302,6 +304,7 @@ static void on_client_session(void *ctx, const crdtdb_session_event *ev)
         presence_track(c, ev->presence);
     if (ev->type == CRDTDB_SESSION_READY) {
         c->ready = 1;
+        c->two_way = ev->mode == CRDTDB_SYNC_TWO_WAY;
         c->cleared = 0;
         c->denied = 0;
         c->attempt_held = c->attempt;
@@ -796,6 +799,11 @@ int crdtdb_client_run(crdtdb_client *c, int timeout_ms)
 int crdtdb_client_synced(const crdtdb_client *c)
 {
     return crdtdb_client_connected(c) && crdtdb_session_synced(c->l.s);
+}
+
+int crdtdb__client_holds_all(const crdtdb_client *c)
+{
+    return c && c->two_way && crdtdb_client_synced(c);
 }
 
 int crdtdb_client_connected(const crdtdb_client *c)

@@ -49,6 +49,7 @@ typedef struct sdb {
     crdtdb_client **links; /* one per peer server syncing this database */
     struct speer **lpeer;  /* the peer of each link */
     size_t nlinks;
+    uint64_t handoff_ms;   /* no handoff before (ms): the last one was refused */
     crdtdb__hub *hub; /* its presence (memory only) */
 } sdb;
 
@@ -1380,6 +1381,7 @@ int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 /* Commits by other handles or processes reach the observers here. */
 #define POLL_RUN_MS 2
 #define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
+#define HANDOFF_RETRY_MS 60000 /* after a refused drop: not every second */
 #define PRUNE_MS (3600u * 1000u) /* how often old tombs are pruned */
 /* How long a dropped database's history end is kept (crdtdb_db_drop): a
  * handed-off copy served again within it goes on with its history */
@@ -1526,14 +1528,17 @@ static int handoff_db(crdtdb_server *s, sdb *d)
 {
     const char *id = crdtdb_db_id(d->db);
     links_prune(d);
-    if (d->conns || !d->nlinks || s->o.keep(s->o.keep_ctx, id))
+    if (d->conns || !d->nlinks || crdtdb__ws_now_ms() < d->handoff_ms ||
+        s->o.keep(s->o.keep_ctx, id))
         return 0;
-    for (size_t i = 0; i < d->nlinks; i++)
-        if (!crdtdb_client_synced(d->links[i]))
-            return 0;
+    /* the sequence first: a commit (another process's) after it fails the
+     * drop; one before it is one the links' checks below see */
     uint64_t seq;
     if (crdtdb_db_seq(d->db, NULL, &seq))
         return 0;
+    for (size_t i = 0; i < d->nlinks; i++)
+        if (!crdtdb__client_holds_all(d->links[i]))
+            return 0;
     char name[CRDTDB_ID_MAX + 1];
     snprintf(name, sizeof name, "%s", id); /* id goes with the handle */
     links_close(d, 0);
@@ -1545,8 +1550,17 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     crdtdb_db_close(d->db);
     crdtdb__hub_free(d->hub);
     free(d);
-    if (crdtdb_env_drop_at(s->env, name, seq)) {
+    int rc = crdtdb_env_drop_at(s->env, name, seq);
+    if (rc) {
         slog(s, "db '%s': handed off, kept here: %s", name, crdtdb_env_errmsg(s->env));
+        /* kept (written since, or open elsewhere in the process): linked
+         * again, so what it holds and is written goes on to the owners; at
+         * the list's head, so this round does not meet it again */
+        sdb *again = rc == CRDTDB_EBUSY ? db_get(s, name, NULL) : NULL;
+        if (again) {
+            again->handoff_ms = crdtdb__ws_now_ms() + HANDOFF_RETRY_MS;
+            db_release(again);
+        }
     } else {
         s->m.handoffs++;
         slog(s, "db '%s': handed off to the servers it is linked to: dropped here", name);
