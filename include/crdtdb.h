@@ -656,6 +656,12 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_observe(crdtdb_db *db,
                                                   void *ctx,
                                                   crdtdb_observer **out);
 
+/* Also calls the observer (with MultipleChanges) after every commit that
+ * numbered registers but changed no rendering (a same-value write, leaves
+ * hidden by a remove, a remove of a record not shown): what a sync
+ * session must send even so.  Accepts NULL. */
+CRDTDB_API void crdtdb_observer_commits(crdtdb_observer *o);
+
 /* Unsubscribes and frees.  Safe inside a callback.  Accepts NULL. */
 CRDTDB_API void crdtdb_observer_close(crdtdb_observer *obs);
 

@@ -90,6 +90,7 @@ struct crdtdb_observer {
     crdtdb_observe_cb cb;
     void *ctx;
     int closed;
+    int commits; /* also told of commits that change no rendering */
     crdtdb_observer *next;
 };
 
@@ -292,7 +293,10 @@ int crdtdb__event_add(crdtdb_txn *t, int type, uint16_t coll, const char *id,
  * (a write txn at commit, so an abort loses none).  0 or an error code. */
 int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
                             uint64_t upto);
-void crdtdb__events_dispatch(crdtdb_db *db, crdtdb_txn *t);
+/* moved: the commit (or poll) numbered registers; observers that asked
+ * for every commit (crdtdb_observer_commits) hear of it even when no
+ * rendering changed. */
+void crdtdb__events_dispatch(crdtdb_db *db, crdtdb_txn *t, int moved);
 void crdtdb__observers_free(crdtdb_db *db);
 
 /* keys */

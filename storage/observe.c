@@ -91,10 +91,37 @@ int crdtdb__event_add(crdtdb_txn *t, int type, uint16_t coll, const char *id,
     return 0;
 }
 
-void crdtdb__events_dispatch(crdtdb_db *db, crdtdb_txn *t)
+void crdtdb_observer_commits(crdtdb_observer *o)
 {
-    if ((!t->nevents && !t->many) || !db->observers)
+    if (o)
+        o->commits = 1;
+}
+
+/* A commit that numbered registers and changed no rendering: only the
+ * observers that asked to hear of every commit are told. */
+static void commits_dispatch(crdtdb_db *db)
+{
+    db->dispatching++;
+    for (crdtdb_observer *o = db->observers; o; o = o->next) {
+        if (o->closed || !o->commits)
+            continue;
+        crdtdb_event ev = {CRDTDB_EVENT_MULTIPLE_CHANGES,
+                           o->coll < 0 ? NULL : db->colls[o->coll], NULL, NULL, 0};
+        o->cb(o->ctx, &ev);
+    }
+    if (--db->dispatching == 0)
+        observers_sweep(db);
+}
+
+void crdtdb__events_dispatch(crdtdb_db *db, crdtdb_txn *t, int moved)
+{
+    if (!db->observers)
         return;
+    if (!t->nevents && !t->many) {
+        if (moved)
+            commits_dispatch(db);
+        return;
+    }
     db->dispatching++;
     uint32_t limit = db->env->opts.observe_batch_limit;
     for (crdtdb_observer *o = db->observers; o; o = o->next) {
@@ -243,7 +270,9 @@ static int poll_call(crdtdb_db *db, size_t *n)
         db->hz_read_ms = crdtdb__now_ms(db->env);
         db->hz_known = 1;
     }
+    int moved = 0;
     if (!rc && t->seq0 > db->seen_seq) {
+        moved = 1;
         rc = crdtdb__events_from_log(db, t, t->mt, t->seq0);
         if (!rc)
             db->seen_seq = t->seq0;
@@ -257,7 +286,7 @@ static int poll_call(crdtdb_db *db, size_t *n)
         /* Events borrow the snapshot's pages only through copies in the
          * arena, so the snapshot can end before observers run. */
         crdtdb__mt_abort(db->env, mt);
-        crdtdb__events_dispatch(db, t);
+        crdtdb__events_dispatch(db, t, moved);
     } else {
         crdtdb__mt_abort(db->env, mt);
     }

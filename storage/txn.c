@@ -131,9 +131,10 @@ static int commit_call(crdtdb_txn *t)
     if (t->hlc > env->hlc)
         env->hlc = t->hlc;
     pthread_mutex_unlock(&env->lock);
+    int moved = t->seq0 > db->seen_seq || t->seq != t->seq0;
     db->seen_seq = t->seq;
     db->txn = NULL; /* observers may begin their own transactions */
-    crdtdb__events_dispatch(db, t);
+    crdtdb__events_dispatch(db, t, moved);
     txn_free(t);
     return 0;
 }

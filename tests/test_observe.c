@@ -101,6 +101,32 @@ START_TEST(add_update_remove_events)
 }
 END_TEST
 
+/* An observer that asked for every commit (a sync session's) hears of
+ * one that changed no rendering — a same-value write, a remove of a record
+ * not shown — as MultipleChanges; the others hear nothing of it. */
+START_TEST(commits_that_change_no_rendering)
+{
+    evlog all = {0}, shown = {0};
+    crdtdb_observer *o1, *o2;
+    ck_assert_int_eq(crdtdb_db_observe(db, NULL, on_event, &all, &o1), 0);
+    crdtdb_observer_commits(o1);
+    crdtdb_observer_commits(NULL); /* accepted */
+    ck_assert_int_eq(crdtdb_db_observe(db, NULL, on_event, &shown, &o2), 0);
+    add(db, "players", "p1", "{\"hp\":10}");
+    update(db, "players", "p1", "{\"hp\":10}"); /* the same value, a new stamp */
+    ck_assert_str_eq(text(&all), "add players p1 {\"hp\":10}\n"
+                                 "multiple * - -\n");
+    ck_assert_str_eq(text(&shown), "add players p1 {\"hp\":10}\n");
+    /* a read-only transaction numbers nothing: no event */
+    crdtdb_txn *t;
+    ck_assert_int_eq(crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t), 0);
+    crdtdb_txn_abort(t);
+    ck_assert_int_eq(all.n, 2);
+    crdtdb_buf_free(&all.text);
+    crdtdb_buf_free(&shown.text);
+}
+END_TEST
+
 START_TEST(collection_filter)
 {
     evlog l = {0};
@@ -283,6 +309,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, add_update_remove_events);
     tcase_add_test(tc, collection_filter);
+    tcase_add_test(tc, commits_that_change_no_rendering);
     tcase_add_test(tc, events_fire_after_commit_only);
     tcase_add_test(tc, large_batch_is_multiple_changes);
     tcase_add_test(tc, invalidate_all);

@@ -720,6 +720,8 @@ static int client_new(crdtdb_db *db, const crdtdb_client_options *opts, crdtdb_c
 static int client_start(crdtdb_client *c)
 {
     int rc = crdtdb_db_observe(c->db, NULL, on_client_change, c, &c->obs);
+    if (!rc)
+        crdtdb_observer_commits(c->obs);
     if (rc)
         return rc;
     if (c->o.mode == CRDTDB_SYNC_SERVER_TO_CLIENT)

@@ -341,6 +341,8 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
     }
     if (rc == 0)
         rc = crdtdb_db_observe(d->db, NULL, on_db_change, d, &d->obs);
+    if (rc == 0)
+        crdtdb_observer_commits(d->obs);
     if (rc == 0 && !(d->hub = crdtdb__hub_new(&srv->hub_cfg, d->db)))
         rc = CRDTDB_ENOMEM;
     if (rc) {
