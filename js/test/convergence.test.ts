@@ -16,8 +16,10 @@
  * server restart with writes made while it is down.
  *
  * The seed is printed; CONVERGE_SEED=n replays one seed (CONVERGE_STEPS
- * changes the schedule's length).  By default two fixed seeds and one
- * fresh one run.
+ * changes the schedule's length, CONVERGE_RUNS=k runs it k times, or k
+ * fresh seeds without CONVERGE_SEED; CONVERGE_KEEP=1 keeps a failed run's
+ * directories).  By default two fixed seeds and one fresh one run.  A
+ * failure prints the schedule and where each side's watermarks stand.
  *
  * What is checked at the end, once every replica has synced until quiet
  * (every replica shows the same records AND holds the same registers: a
@@ -72,9 +74,13 @@ const SKEW_MS = 120_000;
 /** A slow clock: stamps come from the HLC's counter once it has seen newer ones. */
 const SLOW_MS = -120_000;
 
+/** CONVERGE_RUNS=n: with CONVERGE_SEED, that seed n times; without, n fresh seeds. */
+const RUNS = Number(process.env.CONVERGE_RUNS ?? 0);
+const fresh = (i: number): number => ((Date.now() + i * 7919) % 1_000_000) + 1;
 const seeds: number[] = process.env.CONVERGE_SEED
-  ? [Number(process.env.CONVERGE_SEED)]
-  : [11, 2026, (Date.now() % 1_000_000) + 1];
+  ? Array.from({ length: Math.max(1, RUNS) }, () => Number(process.env.CONVERGE_SEED))
+  : RUNS > 0 ? Array.from({ length: RUNS }, (_, i) => fresh(i))
+  : [11, 2026, fresh(0)];
 const STEPS = Number(process.env.CONVERGE_STEPS ?? 110);
 
 /* ------------------------------------------------------------ random */
@@ -345,6 +351,7 @@ async function scenario(seed: number): Promise<void> {
   const log: string[] = [];
   const jsReps: JsRep[] = [];
   const cReps: CRep[] = [];
+  let failed = false;
   const stats = { drops: 0, jsOps: 0, cOps: 0, cSyncs: 0, cSyncFails: 0, offline: 0, restarts: 0, serverRestarts: 0, noops: 0 };
 
   const open = async (r: JsRep): Promise<void> => {
@@ -572,16 +579,28 @@ async function scenario(seed: number): Promise<void> {
   } catch (e) {
     console.log(`# seed ${seed} FAILED (replay: CONVERGE_SEED=${seed}${process.env.CONVERGE_STEPS ? ` CONVERGE_STEPS=${STEPS}` : ""})`);
     if (srv) console.log(`# server log:\n${srv.log().split("\n").slice(-20).join("\n")}`);
+    console.log(`# schedule:\n${log.join("\n")}`);
+    failed = true;
+    try { // where each side's watermarks stand, for the server's log (crdtdb export --since N)
+      const srvId = cli(srvDir, "id").trim();
+      for (const r of jsReps) {
+        if (!r.ds) continue;
+        const p = r.ds.replica.peer(srvId);
+        console.log(`# ${r.name} ${r.idHex.slice(0, 16)}: received ${p.received}, acked ${p.acked}, own seq ${r.ds.replica.seq}, ${r.ds.sync?.status.state}`);
+      }
+      console.log(`# server peers:\n${run(bin, srvDir, ["peers", DB]).stdout.toString()}`);
+    } catch { /* the failure above is what counts */ }
     throw e;
   } finally {
     for (const r of jsReps) await r.ds?.close().catch(() => undefined);
     await srv?.stop();
-    tmp.remove();
+    if (failed && process.env.CONVERGE_KEEP) console.log(`# kept ${tmp.path}`); // CONVERGE_KEEP=1: the directories stay
+    else tmp.remove();
   }
 }
 
-for (const seed of seeds) {
-  test(`convergence of JS and C replicas on one crdtdb serve, seed ${seed}`, { timeout: 60_000 }, async () => {
+for (const [k, seed] of seeds.entries()) {
+  test(`convergence of JS and C replicas on one crdtdb serve, seed ${seed}${seeds.length > 3 ? ` (run ${k + 1})` : ""}`, { timeout: 60_000 }, async () => {
     console.log(`# seed ${seed} (replay: CONVERGE_SEED=${seed})`);
     await scenario(seed);
   });
