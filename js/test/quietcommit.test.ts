@@ -1,8 +1,8 @@
 /**
  * Commits that change no record's rendering still reach idle clients.
  *
- * A server pushes a commit to its other sessions at once (docs/protocol.md,
- * "Sessions": immediate push).  Some commits change registers without
+ * A server sends each commit on to its other live sessions (docs/protocol.md,
+ * "Sessions: the sync protocol").  Some commits change registers without
  * changing what any record shows: an update writing the value a field
  * already has (a new stamp), the leaves of an update that did not see a
  * remove (newer than the remove, hidden by it), and the remove of a record
