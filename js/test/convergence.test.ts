@@ -16,8 +16,22 @@
  * server restart with writes made while it is down.
  *
  * The seed is printed; CONVERGE_SEED=n replays one seed (CONVERGE_STEPS
- * changes the schedule's length).  By default two fixed seeds and one
- * fresh one run.
+ * changes the schedule's length, CONVERGE_RUNS=k runs it k times, or k
+ * fresh seeds without CONVERGE_SEED; CONVERGE_KEEP=1 keeps a failed run's
+ * directories).  By default three fixed seeds and one fresh one run.  A
+ * failure prints the schedule and where each side's watermarks stand.
+ *
+ * Half the seeds collect tombstones (CONVERGE_COLLECT=0|1 forces it):
+ * `crdtdb collect` on the server's environment while it serves (or while
+ * it is down) or on a C replica's, at random moments and once everyone
+ * has synced; some with the server's own `--collect-every 1`, and some of
+ * those with `--max-peer-age` (CONVERGE_AGED=1), which resyncs the peers
+ * it left out (the read-only JS replica, which never signs, is never
+ * remembered and resyncs whenever it comes back behind the floor).
+ * Checked then: the replicas converge; no record whose last add or remove
+ * was a remove shows; without an age limit they show exactly what the
+ * model shows, hold exactly its registers for shown records and nothing
+ * it has dead for the others (a removed record's registers may be gone).
  *
  * What is checked at the end, once every replica has synced until quiet
  * (every replica shows the same records AND holds the same registers: a
@@ -72,9 +86,13 @@ const SKEW_MS = 120_000;
 /** A slow clock: stamps come from the HLC's counter once it has seen newer ones. */
 const SLOW_MS = -120_000;
 
+/** CONVERGE_RUNS=n: with CONVERGE_SEED, that seed n times; without, n fresh seeds. */
+const RUNS = Number(process.env.CONVERGE_RUNS ?? 0);
+const fresh = (i: number): number => ((Date.now() + i * 7919) % 1_000_000) + 1;
 const seeds: number[] = process.env.CONVERGE_SEED
-  ? [Number(process.env.CONVERGE_SEED)]
-  : [11, 2026, (Date.now() % 1_000_000) + 1];
+  ? Array.from({ length: Math.max(1, RUNS) }, () => Number(process.env.CONVERGE_SEED))
+  : RUNS > 0 ? Array.from({ length: RUNS }, (_, i) => fresh(i))
+  : [11, 2026, 9, fresh(0)]; // 11 collects, 2026 does not, 9 collects with an age limit
 const STEPS = Number(process.env.CONVERGE_STEPS ?? 110);
 
 /* ------------------------------------------------------------ random */
@@ -333,11 +351,25 @@ function checkOp(what: string, op: "add" | "update" | "remove", input: { [k: str
 
 async function scenario(seed: number): Promise<void> {
   const g = new Rng(seed);
+  // collection draws from its own stream: the rest of a seed's schedule is
+  // the same whether it collects or not
+  const gc = new Rng(seed ^ 0x5bd1e995);
+  const env = process.env, agedAsked = env.CONVERGE_AGED === "1";
+  const collecting = agedAsked || (env.CONVERGE_COLLECT ? env.CONVERGE_COLLECT !== "0" : gc.chance(0.5));
+  const serverCollects = agedAsked || (collecting && gc.chance(0.5));
+  // An age limit leaves silent peers out of the horizon: they resync when
+  // they return and may lose writes older than it (docs/crdt.md, "The
+  // cost"), so the model no longer says exactly what shows; what is still
+  // checked is that replicas converge and nothing removed comes back.
+  const AGE = "1500ms";
+  const aged = agedAsked || (serverCollects && env.CONVERGE_AGED !== "0" && gc.chance(0.4));
   const tmp = tempDir("crdtdb-conv-");
   const bin = crdtdbBin();
   const srvDir = join(tmp.path, "server");
   cli(srvDir, "init");
-  const srvArgs = ["--collections", COLLS.join(",")];
+  // without --max-peer-age, collection changes nothing any replica shows
+  // (docs/crdt.md, "Collecting tombstones")
+  const srvArgs = ["--collections", COLLS.join(","), ...(serverCollects ? ["--collect-every", "1"] : []), ...(aged ? ["--max-peer-age", AGE] : [])];
   let srv: Server | null = await serve(srvDir, srvArgs);
   const port = srv.port;
   const url = srv.url;
@@ -345,7 +377,8 @@ async function scenario(seed: number): Promise<void> {
   const log: string[] = [];
   const jsReps: JsRep[] = [];
   const cReps: CRep[] = [];
-  const stats = { drops: 0, jsOps: 0, cOps: 0, cSyncs: 0, cSyncFails: 0, offline: 0, restarts: 0, serverRestarts: 0, noops: 0 };
+  let failed = false;
+  const stats = { drops: 0, jsOps: 0, cOps: 0, cSyncs: 0, cSyncFails: 0, offline: 0, restarts: 0, serverRestarts: 0, noops: 0, collects: 0, collected: 0, resyncs: 0 };
 
   const open = async (r: JsRep): Promise<void> => {
     r.ds = await CrdtdbDataStore.open({
@@ -353,7 +386,10 @@ async function scenario(seed: number): Promise<void> {
       now: r.skew ? () => Date.now() + r.skew : undefined,
       sync: {
         url, socket: nodeSocket(), minBackoffMs: 30, maxBackoffMs: 250, mode: r.readOnly ? "server-to-client" : "two-way",
-        onEvent: (e: SessionEvent) => { if (e.type === "error") r.errors.push(`${e.code}${e.fatal ? " (fatal)" : ""}: ${e.message}`); },
+        onEvent: (e: SessionEvent) => {
+          if (e.type === "error") r.errors.push(`${e.code}${e.fatal ? " (fatal)" : ""}: ${e.message}`);
+          else if (e.type === "resync") { stats.resyncs++; log.push(`${r.name}: resync from the server (stamp ${e.stamp})`); }
+        },
       },
     });
     if (!r.online) r.ds.sync!.stop();
@@ -422,7 +458,22 @@ async function scenario(seed: number): Promise<void> {
     const downAt = 10 + g.int(Math.max(1, STEPS - 30));
     const upAt = downAt + 3 + g.int(8);
 
+    /** `crdtdb collect` on the server's environment (while it serves, or
+     *  while it is down) or on a C replica's (a client collects with no
+     *  age limit). */
+    const collect = (step: number | string, server = gc.chance(0.7)): void => {
+      const c = server ? { name: "server", dir: srvDir } : gc.pick(cReps);
+      const r = run(bin, c.dir, ["collect", DB, ...(aged && c.dir === srvDir ? ["--max-peer-age", AGE] : [])]);
+      if (r.status !== 0) throw new Error(`step ${step}: crdtdb collect on ${c.name} failed: ${r.stderr}`);
+      const out = JSON.parse(r.stdout.toString()) as { records: number; floor: number };
+      stats.collects++;
+      stats.collected += out.records;
+      log.push(`step ${step}: ${c.name} collected ${out.records} record(s), floor ${out.floor}`);
+    };
+    if (serverCollects) log.push(`the server collects every second${aged ? `, leaving out peers silent for ${AGE}` : ""}`);
+
     for (let step = 0; step < STEPS; step++) {
+      if (collecting && gc.chance(0.08)) collect(step);
       if (step === downAt && srv) {
         await srv.stop();
         srv = null;
@@ -503,12 +554,17 @@ async function scenario(seed: number): Promise<void> {
     /** What each replica shows, and the registers it holds: quiet means
      *  both agree everywhere (a removed record hides registers that are
      *  still travelling, so the visible state alone is not enough). */
-    const snapshot = async (): Promise<{ names: string[]; states: string[]; regs: string[] }> => {
+    const snapshot = async (): Promise<{ names: string[]; states: string[]; regs: string[]; shown: Set<string> }> => {
       const names: string[] = [], states: string[] = [], regs: string[] = [];
+      const shown = new Set<string>(); // the records the first replica shows
       for (const r of jsReps) {
         names.push(r.name);
         const parts: string[] = [];
-        for (const coll of COLLS) parts.push(canon(await r.ds!.query(coll, {})));
+        for (const coll of COLLS) {
+          const recs = await r.ds!.query(coll, {});
+          if (r === jsReps[0]) for (const rec of recs) shown.add(`${coll}/${rec.id as string}`);
+          parts.push(canon(recs));
+        }
         states.push(parts.join("\n"));
         regs.push(jsRegs(r.ds!).map(regString).sort().join("\n"));
       }
@@ -517,10 +573,21 @@ async function scenario(seed: number): Promise<void> {
         states.push(COLLS.map((coll) => canon(parseJsonExact(cQuery(c.dir, coll)))).join("\n"));
         regs.push((await cRegs(c.dir)).map(regString).sort().join("\n"));
       }
-      return { names, states, regs };
+      return { names, states, regs, shown };
     };
-    const quiet = (s: { states: string[]; regs: string[] }): boolean =>
-      s.states.every((x) => x === s.states[0]) && s.regs.every((x) => x === s.regs[0]);
+    // With collection, a removed record's registers (its remove, the leaves
+    // it hides) may be gone from some replicas and not from others, and
+    // hidden leaves still travelling may never arrive where the server
+    // dropped them: only the registers of shown records must agree (those
+    // the model shows; with an age limit, those the replicas show).
+    const modelShown = new Set(COLLS.flatMap((coll) => [...model.visible(coll).keys()].map((id) => `${coll}/${id}`)));
+    const recordOf = (line: string): string => line.slice(0, line.indexOf(" "));
+    const shownRegs = (regs: string, shown: Set<string>): string =>
+      collecting ? regs.split("\n").filter((l) => shown.has(recordOf(l))).join("\n") : regs;
+    const quiet = (s: { states: string[]; regs: string[]; shown: Set<string> }): boolean => {
+      const shown = aged ? s.shown : modelShown;
+      return s.states.every((x) => x === s.states[0]) && s.regs.every((x) => shownRegs(x, shown) === shownRegs(s.regs[0]!, shown));
+    };
 
     const deadline = Date.now() + 30_000;
     let snap = await snapshot();
@@ -528,6 +595,9 @@ async function scenario(seed: number): Promise<void> {
       // the JS replicas have pushed what they hold (or the time is up), then the C replicas sync
       await until(() => jsReps.every((r) => r.ds!.sync!.status.state === "synced"), "the JS replicas synced", 10_000).catch(() => undefined);
       for (const c of [cReps[0]!, cReps[1]!, cReps[0]!]) cSync(c, true);
+      // once everyone has synced, what was removed is held everywhere: the
+      // server collects it while they are connected, and a C replica too
+      if (collecting && round < 2) { collect(`final ${round}`, true); collect(`final ${round}`, false); }
       await sleep(150);
       snap = await snapshot();
       if (quiet(snap) || Date.now() > deadline) break;
@@ -535,6 +605,9 @@ async function scenario(seed: number): Promise<void> {
     const diff = snap.names.map((n, i) => `--- ${n}\n${snap.states[i]}`).join("\n");
     assert.ok(snap.states.every((s) => s === snap.states[0]),
       `seed ${seed}: replicas differ after syncing until quiet:\n${diff}\n--- log\n${log.join("\n")}`);
+    // no record whose last add or remove was a remove shows (again)
+    const back = [...snap.shown].filter((k) => !modelShown.has(k));
+    assert.deepEqual(back, [], `seed ${seed}: removed records show\n--- log\n${log.join("\n")}`);
 
     // the C replicas and the server: byte-identical JSON
     for (const coll of COLLS) {
@@ -555,12 +628,31 @@ async function scenario(seed: number): Promise<void> {
       const ids = [...m.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
       return canon(ids.map((id) => ({ ...m.get(id)!, id })));
     }).join("\n");
-    assert.equal(snap.states[0], modelState, `seed ${seed}: the replicas' state is not the model's\n--- log\n${log.join("\n")}`);
+    if (!aged) assert.equal(snap.states[0], modelState, `seed ${seed}: the replicas' state is not the model's\n--- log\n${log.join("\n")}`);
     const live = model.liveRegisters();
-    for (const r of jsReps)
-      assert.deepEqual(jsRegs(r.ds!).map(regString).sort(), live, `seed ${seed}: ${r.name}'s registers are not the model's live registers`);
-    for (const c of [...cReps, { name: "server", dir: srvDir }])
-      assert.deepEqual((await cRegs(c.dir)).map(regString).sort(), live, `seed ${seed}: ${c.name}'s registers are not the model's live registers`);
+    const held: [string, string[]][] = [
+      ...jsReps.map((r): [string, string[]] => [r.name, jsRegs(r.ds!).map(regString).sort()]),
+      ...await Promise.all([...cReps, { name: "server", dir: srvDir }].map(async (c): Promise<[string, string[]]> => [c.name, (await cRegs(c.dir)).map(regString).sort()])),
+    ];
+    const shownHeld = (l: string[]): string[] => l.filter((x) => snap.shown.has(recordOf(x)));
+    for (const [name, regs] of held) {
+      if (aged) { // writes older than the horizon may be lost: only agreement
+        assert.deepEqual(shownHeld(regs), shownHeld(held[0]![1]), `seed ${seed}: ${name} and ${held[0]![0]} hold different registers of shown records`);
+        continue;
+      }
+      if (!collecting) {
+        assert.deepEqual(regs, live, `seed ${seed}: ${name}'s registers are not the model's live registers`);
+        continue;
+      }
+      // what is shown: exactly the model's registers; what is removed: some
+      // of them (collected, or hidden leaves dropped with the record), and
+      // nothing the model does not hold live (no removed record came back)
+      const shown = (l: string[]): string[] => l.filter((x) => modelShown.has(recordOf(x)));
+      assert.deepEqual(shown(regs), shown(live), `seed ${seed}: ${name}'s registers of shown records are not the model's`);
+      const liveSet = new Set(live);
+      const extra = regs.filter((x) => !liveSet.has(x));
+      assert.deepEqual(extra, [], `seed ${seed}: ${name} holds registers the model has dead\n--- log\n${log.join("\n")}`);
+    }
 
     // nothing refused along the way
     for (const r of jsReps) {
@@ -568,20 +660,33 @@ async function scenario(seed: number): Promise<void> {
       assert.deepEqual(bad, [], `seed ${seed}: ${r.name} had errors`);
     }
     const visible = COLLS.reduce((n, coll) => n + model.visible(coll).size, 0);
-    console.log(`# seed ${seed}: ${STEPS} steps, ${JSON.stringify(stats)}; converged: ${visible} visible records, ${live.length} live registers`);
+    const mode = !collecting ? "" : serverCollects ? (aged ? ", the server collecting with an age limit" : ", the server collecting") : ", collecting";
+    console.log(`# seed ${seed}: ${STEPS} steps${mode}, ${JSON.stringify(stats)}; converged: ${visible} visible records, ${live.length} live registers`);
   } catch (e) {
     console.log(`# seed ${seed} FAILED (replay: CONVERGE_SEED=${seed}${process.env.CONVERGE_STEPS ? ` CONVERGE_STEPS=${STEPS}` : ""})`);
     if (srv) console.log(`# server log:\n${srv.log().split("\n").slice(-20).join("\n")}`);
+    console.log(`# schedule:\n${log.join("\n")}`);
+    failed = true;
+    try { // where each side's watermarks stand, for the server's log (crdtdb export --since N)
+      const srvId = cli(srvDir, "id").trim();
+      for (const r of jsReps) {
+        if (!r.ds) continue;
+        const p = r.ds.replica.peer(srvId);
+        console.log(`# ${r.name} ${r.idHex.slice(0, 16)}: received ${p.received}, acked ${p.acked}, own seq ${r.ds.replica.seq}, ${r.ds.sync?.status.state}`);
+      }
+      console.log(`# server peers:\n${run(bin, srvDir, ["peers", DB]).stdout.toString()}`);
+    } catch { /* the failure above is what counts */ }
     throw e;
   } finally {
     for (const r of jsReps) await r.ds?.close().catch(() => undefined);
     await srv?.stop();
-    tmp.remove();
+    if (failed && process.env.CONVERGE_KEEP) console.log(`# kept ${tmp.path}`); // CONVERGE_KEEP=1: the directories stay
+    else tmp.remove();
   }
 }
 
-for (const seed of seeds) {
-  test(`convergence of JS and C replicas on one crdtdb serve, seed ${seed}`, { timeout: 60_000 }, async () => {
+for (const [k, seed] of seeds.entries()) {
+  test(`convergence of JS and C replicas on one crdtdb serve, seed ${seed}${RUNS > 1 ? ` (run ${k + 1})` : ""}`, { timeout: 60_000 }, async () => {
     console.log(`# seed ${seed} (replay: CONVERGE_SEED=${seed})`);
     await scenario(seed);
   });
