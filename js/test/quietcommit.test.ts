@@ -39,11 +39,7 @@ async function settle(ds: CrdtdbDataStore): Promise<void> {
   await sleep(300);
 }
 
-/** Until the server wakes its sessions on every commit (not only on commits
- *  observers hear of), this fails: it is reported, not counted. */
-const SERVER_FIX = "the server wakes sessions only on commits that change a rendering (transport/ws_server.c on_db_change)";
-
-test("commits that change no rendering (same value, hidden leaves, a remove of a record never shown) reach an idle client", { timeout: 60_000, todo: process.env.CRDTDB_QUIET_STRICT ? undefined : SERVER_FIX }, async () => {
+test("commits that change no rendering (same value, hidden leaves, a remove of a record never shown) reach an idle client", { timeout: 60_000 }, async () => {
   await withServer("Items", [], async (srv, tmp) => {
     const c0 = join(tmp, "c0"), c1 = join(tmp, "c1");
     for (const d of [c0, c1]) {
