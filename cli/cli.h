@@ -73,6 +73,7 @@ typedef struct args {
     int closed, never, drop;
     const char *presence, *send, *to; /* sync --watch: presence and a message */
     const char *cluster, *self_url, *replicas; /* serve: docs/cluster.md */
+    int handoff; /* serve --cluster: copies of what it does not own go */
 } args;
 
 /* --------------------------------------------------------------- util.c */

@@ -22,8 +22,8 @@ int serve_cluster_open(const args *a, crdtdb_server_options *o, crdtdb_cluster *
 {
     *cl = NULL;
     if (!a->cluster) {
-        if (a->self_url || a->replicas) {
-            fprintf(stderr, "crdtdb: --self and --replicas go with --cluster\n");
+        if (a->self_url || a->replicas || a->handoff) {
+            fprintf(stderr, "crdtdb: --self, --replicas and --handoff go with --cluster\n");
             return EXIT_USAGE;
         }
         return 0;
@@ -61,8 +61,10 @@ int serve_cluster_open(const args *a, crdtdb_server_options *o, crdtdb_cluster *
     }
     o->peer_filter = crdtdb_cluster_peer_filter;
     o->peer_filter_ctx = *cl;
-    o->keep = crdtdb_cluster_keep; /* what a non-owner served goes to the owners */
-    o->keep_ctx = *cl;
+    if (a->handoff) { /* what a non-owner served goes to the owners */
+        o->keep = crdtdb_cluster_keep;
+        o->keep_ctx = *cl;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_hup;

@@ -157,7 +157,7 @@ static const command commands[] = {
               "       [--max-presence-members N] [--presence-hz N]\n"
               "       [--expire-every S [--archive DIR]]\n"
               "       [--collect-every S [--max-peer-age DURATION]]\n"
-              "       [--cluster F --self URL [--replicas R]]\n"
+              "       [--cluster F --self URL [--replicas R] [--handoff]]\n"
               "       [--log-format text|json] [--metrics local|any|off] [--config FILE]",
      "serve the databases to sync clients over WebSocket",
      "Serve every database of the environment at ws://HOST:PORT/v1/db/DB\n"
@@ -204,8 +204,11 @@ static const command commands[] = {
      "F (a line each: URL [TOKEN]; URL is this one's): each database is\n"
      "owned by --replicas R of them (default 2, by rendezvous hashing of its\n"
      "id), and a database open here is synced with its owners.  SIGHUP\n"
-     "re-reads F: databases that move are pulled by their new owners; none\n"
-     "is dropped (docs/cluster.md).\n"
+     "re-reads F: databases that move are pulled by their new owners.\n"
+     "With --handoff, a copy of a database this server does not own (one a\n"
+     "client was sent here for, or that moved away) is dropped once no\n"
+     "client holds it and its owners hold all of it; not with\n"
+     "--collect-every (docs/cluster.md, \"Handoff\").\n"
      "Operations (docs/operations.md): GET /healthz answers 200, 503 while\n"
      "draining; GET /metrics answers Prometheus metrics, by default to loopback\n"
      "addresses only (--metrics any: to everyone; off: to nobody).\n"

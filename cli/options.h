@@ -68,6 +68,7 @@ static const cli_option cli_options[] = {
     {"--cluster", OPT_CLUSTER, OPTV_VALUE, offsetof(args, cluster)},
     {"--self", OPT_CLUSTER, OPTV_VALUE, offsetof(args, self_url)},
     {"--replicas", OPT_CLUSTER, OPTV_VALUE, offsetof(args, replicas)},
+    {"--handoff", OPT_CLUSTER, OPTV_FLAG, offsetof(args, handoff)},
     {NULL, OPT_LIMITS, OPTV_LIMITS, offsetof(args, limits)},
 };
 

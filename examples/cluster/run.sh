@@ -61,7 +61,7 @@ for i in 1 2 3; do
     [ -d "$data" ] || "$CRDTDB" -d "$data" init >/dev/null
     # every connection comes from HAProxy's address: no per-address cap
     "$CRDTDB" -d "$data" serve --listen "${s[$i]}" --collections "$COLLECTIONS" \
-        --cluster "$dir/cluster" --self "ws://${s[$i]}" --replicas "$REPLICAS" \
+        --cluster "$dir/cluster" --self "ws://${s[$i]}" --replicas "$REPLICAS" --handoff \
         --max-per-ip unlimited 2>"$dir/s$i.log" &
     pids+=($!)
     eval "S${i}_PID=$!"

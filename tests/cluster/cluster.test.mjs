@@ -106,7 +106,7 @@ function serve(cl, s, clusterFile) {
   if (!existsSync(s.data)) assert.ok(cli(s.data, "init").ok);
   const log = openSync(join(cl.dir, `${s.name}.restart.log`), "a");
   const p = spawn(BIN, ["-d", s.data, "serve", "--listen", s.addr, "--collections", COLLS.join(","),
-    "--cluster", clusterFile, "--self", s.url, "--max-per-ip", "unlimited"], { stdio: ["ignore", "ignore", log] });
+    "--cluster", clusterFile, "--self", s.url, "--handoff", "--max-per-ip", "unlimited"], { stdio: ["ignore", "ignore", log] });
   closeSync(log);
   cl.extra.push(p);
   s.pid = p.pid;
