@@ -444,8 +444,10 @@ CRDTDB_API int crdtdb_env_drop_expired(crdtdb_env *env, const char *id, uint64_t
  * (flushed to disk, then linked into place: whole or absent, never over an
  * existing file), which `crdtdb import` or crdtdb_db_apply restore into a
  * database of the same id and collections in another environment (an
- * archive server).  Not into this one once db is dropped: its own deltas
- * for a log it no longer holds are refused as a copied identity (EFORK).
+ * archive server).  Not into this one once db expired and was dropped
+ * (crdtdb_env_drop_expired leaves nothing of it): its own deltas for a log
+ * it no longer holds are refused as a copied identity (EFORK).  After
+ * crdtdb_db_drop, a database created again under the id takes them.
  * Errors: EINVAL, EEXIST, EIO, those of crdtdb_db_export. */
 CRDTDB_API int crdtdb_db_archive(crdtdb_db *db, const char *path);
 
