@@ -33,12 +33,13 @@
  *     succeed or are refused for their content only, and a server may not;
  *   - collection (RESYNC, message 16): the store's collection hooks are the
  *     harness's, read from the peer's replica id in its hello (byte 0 with
- *     bit 7: a resync from it was cut, CRDTDB_PEER_RESYNC; byte 1 mod 8:
- *     our collection floor for it, 0 none), so a server resyncs a SINCE
- *     from below the floor and a client takes a RESYNC; each delta of a
- *     resync notes a record name made from its last bytes, and at the end
- *     of the resync every name noted since the last RESYNC must be held
- *     (2 when noted with its add or remove), and a name never noted not.
+ *     bit 7: a resync from it was cut, CRDTDB_PEER_RESYNC, at a client;
+ *     byte 1 mod 8: our collection floor for it, 0 none), so a server
+ *     resyncs a SINCE from below the floor and a client takes a RESYNC;
+ *     each delta of a resync notes a record name made from its last
+ *     bytes, and at the end of the resync every name noted since the last
+ *     RESYNC must be held (2 when noted with its add or remove), and a
+ *     name never noted not.
  */
 #include <msgpack.h>
 #include <stdio.h>
@@ -118,7 +119,8 @@ static int c_horizon(void *ctx, const uint8_t *peer, uint64_t *floor, uint64_t *
 static int c_peer_flags(void *ctx, const uint8_t *peer, unsigned *flags)
 {
     (void)ctx;
-    *flags = peer[0] & 0x80 ? CRDTDB_PEER_RESYNC : 0;
+    /* a store marks a peer so only when it took a RESYNC: as a client */
+    *flags = !cur_server && peer[0] & 0x80 ? CRDTDB_PEER_RESYNC : 0;
     return 0;
 }
 
@@ -131,6 +133,7 @@ static int c_peer_resync(void *ctx, const uint8_t *peer, int on, uint64_t stamp)
     if (on) {
         col.on = 1;
         col.n = 0; /* a new RESYNC starts the names over */
+        memset(col.held, 0, sizeof col.held);
     }
     return 0;
 }
