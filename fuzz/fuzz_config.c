@@ -7,9 +7,9 @@
  * Input: byte 0 picks where --config sits in the argument list (bits
  * 0-1: alone, as --config=FILE, between flags, before a "--" that ends
  * the flags; bit 2: a second --config, which must be refused unless a
- * "--" came before it); the rest
- * is the file, written for each input to one memfd that the code under
- * test opens by name (/proc/self/fd/N): nothing on disk, fast.
+ * "--" came before it); the rest is the file, written for each input to
+ * one memfd that the code under test opens by name (/proc/self/fd/N):
+ * nothing on disk, fast.
  *
  * config_expand's known() here takes every long flag of the CLI's tables
  * (options.h: cli_options, the limit flags, serve_options), so flags
