@@ -30,13 +30,23 @@
  *     CRDTDB_ID_MAX, a state or body that passes the checks); a relayed
  *     one re-encodes and queues (crdtdb_session_send_frame); once open, a
  *     client sets the input as its state and sends it as a message, which
- *     succeed or are refused for their content only, and a server may not.
+ *     succeed or are refused for their content only, and a server may not;
+ *   - collection (RESYNC, message 16): the store's collection hooks are the
+ *     harness's, read from the peer's replica id in its hello (byte 0 with
+ *     bit 7: a resync from it was cut, CRDTDB_PEER_RESYNC, at a client;
+ *     byte 1 mod 8: our collection floor for it, 0 none), so a server
+ *     resyncs a SINCE from below the floor and a client takes a RESYNC;
+ *     each delta of a resync notes a record name made from its last
+ *     bytes, and at the end of the resync every name noted since the last
+ *     RESYNC must be held (2 when noted with its add or remove), and a
+ *     name never noted not.
  */
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt/buf.h"
 #include "crdtdb_ws.h"
 #include "fuzz_util.h"
 #include "tests/mem_store.h"
@@ -84,6 +94,94 @@ static int read_filter(void *ctx, crdtdb_txn *txn, const char *coll, const char 
     (void)value;
     (void)len;
     return strcmp(id, "hidden") != 0;
+}
+
+/* ------------------------------------------------------------ collection */
+
+/* The names the resync under way noted ("c\0<id>\0" and the flag byte). */
+#define NOTED_MAX 64
+static struct {
+    char id[NOTED_MAX][9];
+    int held[NOTED_MAX];
+    size_t n;
+    int on;        /* between peer_resync(1) and resync_end */
+    unsigned ends; /* resync_end calls */
+} col;
+
+static int c_horizon(void *ctx, const uint8_t *peer, uint64_t *floor, uint64_t *stamp)
+{
+    (void)ctx;
+    *floor = peer[1] % 8;
+    *stamp = 1700000000000ull << 16;
+    return 0;
+}
+
+static int c_peer_flags(void *ctx, const uint8_t *peer, unsigned *flags)
+{
+    (void)ctx;
+    /* a store marks a peer so only when it took a RESYNC: as a client */
+    *flags = !cur_server && peer[0] & 0x80 ? CRDTDB_PEER_RESYNC : 0;
+    return 0;
+}
+
+static int c_peer_resync(void *ctx, const uint8_t *peer, int on, uint64_t stamp)
+{
+    (void)ctx;
+    (void)peer;
+    (void)stamp;
+    CHECK(!cur_server); /* only a client takes a RESYNC */
+    if (on) {
+        col.on = 1;
+        col.n = 0; /* a new RESYNC starts the names over */
+        memset(col.held, 0, sizeof col.held);
+    }
+    return 0;
+}
+
+/* A record name from the delta's last 4 bytes, 'b' or 'l' from its 5th
+ * last: the same delta twice gives the same name. */
+static int c_resync_keys(void *ctx, const uint8_t *delta, size_t len, crdtdb_buf *keys)
+{
+    (void)ctx;
+    CHECK(col.on);
+    uint8_t b[5] = {0};
+    for (size_t i = 0; i < 5 && i < len; i++)
+        b[4 - i] = delta[len - 1 - i];
+    char id[9];
+    snprintf(id, sizeof id, "%02x%02x%02x%02x", b[1], b[2], b[3], b[4]);
+    int held = b[0] & 1 ? 2 : 1;
+    if (crdtdb__buf_append(keys, "c", 2) || crdtdb__buf_append(keys, id, 9) ||
+        crdtdb__buf_append(keys, held == 2 ? "b" : "l", 1))
+        return CRDTDB_ENOMEM;
+    size_t k = 0;
+    while (k < col.n && strcmp(col.id[k], id) != 0)
+        k++;
+    if (k == col.n && col.n < NOTED_MAX)
+        memcpy(col.id[col.n++], id, 9);
+    if (k < col.n && held > col.held[k])
+        col.held[k] = held;
+    return 0;
+}
+
+static int c_resync_end(void *ctx, const uint8_t *peer, uint64_t stamp, uint64_t acked,
+                        int (*held)(void *hctx, const char *coll, const char *id), void *hctx,
+                        unsigned flags, size_t *n)
+{
+    (void)ctx;
+    (void)peer;
+    (void)stamp;
+    (void)acked;
+    (void)flags;
+    CHECK(col.on && !cur_server);
+    for (size_t k = 0; k < col.n; k++)
+        CHECK(held(hctx, "c", col.id[k]) == col.held[k]);
+    CHECK(held(hctx, "c", "never") == 0 && held(hctx, "d", col.n ? col.id[0] : "x") == 0);
+    col.on = 0;
+    col.n = 0;
+    memset(col.held, 0, sizeof col.held);
+    col.ends++;
+    *n = 0;
+    return 0;
 }
 
 /* A string of an event: NUL-terminated, at most CRDTDB_ID_MAX bytes. */
@@ -192,6 +290,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m.max_delta_size = max_delta;
     crdtdb__session_store st;
     mem_store_bind(&m, &st);
+    st.horizon = c_horizon;
+    st.peer_flags = c_peer_flags;
+    st.peer_resync = c_peer_resync;
+    st.resync_keys = c_resync_keys;
+    st.resync_end = c_resync_end;
+    memset(&col, 0, sizeof col);
     crdtdb_session_options o;
     crdtdb_session_options_init(&o);
     o.flags = server ? CRDTDB_SESSION_SERVER : 0;
@@ -218,6 +322,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!peer_error(rc))
             fprintf(stderr, "%s: rc %d: %s\n", fuzz_name, rc, crdtdb_session_errmsg(s));
         CHECK(peer_error(rc));
+        if (rc && fuzz_debug_enabled())
+            fprintf(stderr, "%s: feed at %zu: rc %d: %s\n", fuzz_name, off, rc,
+                    crdtdb_session_errmsg(s));
         if (rc) { /* the message names the failure of this code */
             CHECK(crdtdb_session_closed(s));
             CHECK(crdtdb_session_errmsg(s)[0] != 0);
@@ -254,8 +361,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_output(s, bound);
     }
     if (fuzz_debug_enabled())
-        fprintf(stderr, "%s: %s rc %d: %s\n", fuzz_name, server ? "server" : "client", rc,
-                crdtdb_session_errmsg(s));
+        fprintf(stderr, "%s: %s rc %d: %s (resyncs ended: %u)\n", fuzz_name,
+                server ? "server" : "client", rc, crdtdb_session_errmsg(s), col.ends);
     free(copy);
     crdtdb_session_close(s);
     cur = NULL;
