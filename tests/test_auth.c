@@ -1402,6 +1402,79 @@ START_TEST(cleared_client_gets_its_own_writes_back)
 }
 END_TEST
 
+/* A peer server, S2, with the members policy, linked to the server
+ * (its link user "relay" a writer of "game"): mallory entering "game"
+ * there, where it is new, must not become its owner (the members are the
+ * server's, not yet heard), nor see what it holds; alice, its owner, is
+ * told to try again until S2 has them, then syncs through it. */
+static node S2;
+static crdtdb_server *srv2;
+static const tu_net NET2 = {{&srv, &srv2}, {&ca, &cb, &cc, &cx, &cy}, 1};
+
+static int is_ready2(void *arg) { return crdtdb_client_connected(arg); }
+
+START_TEST(a_new_copy_at_a_peer_makes_no_one_its_owner)
+{
+    start_server(key);
+    alice_creates_game(tok("alice"));
+    add_member("relay", WRITER);
+    node_open(&S2, NULL);
+    crdtdb_server_auth auth;
+    crdtdb_members_policy(&auth);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS3;
+    o.ncoll = 3;
+    o.log = tu_log_line;
+    o.log_ctx = &logbuf;
+    o.jwt_key = key;
+    o.auth = &auth;
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    char url2[64];
+    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", crdtdb_server_port(srv2));
+    crdtdb_client_options l;
+    crdtdb_client_options_init(&l);
+    l.url = url;
+    l.token = tok("relay");
+    l.backoff_min_ms = 10;
+    l.backoff_max_ms = 100;
+    crdtdb_client_options m = l;
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    /* mallory, through S2 */
+    m.url = url2;
+    m.token = tok("mallory");
+    m.on_event = on_event;
+    m.ctx = &ec;
+    ck_assert_int_eq(crdtdb_client_open(C.db, &m, &cc), 0);
+    tu_spin(&NET2, NULL, NULL, 3000);
+    ck_assert_int_eq(ec.ready, 0);
+    ck_assert_ptr_null(tu_get(C.db, "players", "secret"));
+    ck_assert_ptr_null(tu_get(sdb(), "_members", "mallory"));
+    crdtdb_db *g2;
+    ck_assert_int_eq(crdtdb_db_open(S2.env, "game", &g2), 0);
+    char *m2 = tu_get(g2, "_members", "mallory");
+    ck_assert_msg(!m2, "mallory is a member at S2: %s", m2);
+    char *a2 = tu_get(g2, "_members", "alice"); /* S2 has the server's members */
+    ck_assert_str_eq(a2, OWNER);
+    free(a2);
+    crdtdb_db_close(g2);
+    /* alice, through S2: in, and up to date */
+    crdtdb_client_close(cc);
+    cc = NULL;
+    m.token = tok("alice");
+    m.ctx = &eb;
+    ck_assert_int_eq(crdtdb_client_open(B.db, &m, &cb), 0);
+    ck_assert(tu_spin(&NET2, is_ready2, cb, 10000));
+    tu_want w = {B.db, "players", "secret", SECRET_REC};
+    ck_assert(tu_spin(&NET2, tu_holds, &w, 10000));
+    crdtdb_client_close(cb);
+    cb = NULL;
+    crdtdb_server_close(srv2);
+    srv2 = NULL;
+    node_free(&S2);
+}
+END_TEST
+
 static Suite *auth_suite(void)
 {
     Suite *s = suite_create("auth");
@@ -1428,6 +1501,7 @@ static Suite *auth_suite(void)
     tcase_add_test(tc, reader_offline_writes_are_reset_and_said);
     tcase_add_test(tc, one_costly_delta_cannot_stall_the_server);
     tcase_add_test(tc, read_only_is_a_property_of_the_copy);
+    tcase_add_test(tc, a_new_copy_at_a_peer_makes_no_one_its_owner);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -50,6 +50,9 @@ typedef struct sdb {
     struct speer **lpeer;  /* the peer of each link */
     size_t nlinks;
     uint64_t handoff_ms;   /* no handoff before (ms): the last one was refused */
+    uint64_t fresh_ms;     /* created here for a client while linked to peers
+                              (0: not): until its links have caught up, whom
+                              it has as members is not known (0 after) */
     crdtdb__hub *hub; /* its presence (memory only) */
 } sdb;
 
@@ -287,6 +290,16 @@ static void links_prune(sdb *d)
         d->links[i] = d->links[d->nlinks];
         d->lpeer[i] = d->lpeer[d->nlinks];
     }
+}
+
+/* Whether every link of d holds what its peer had when it last said it
+ * was up to date, and took what d holds. */
+static int links_caught(const sdb *d)
+{
+    for (size_t i = 0; i < d->nlinks; i++)
+        if (!crdtdb_client_synced(d->links[i]))
+            return 0;
+    return 1;
 }
 
 /* Starts the link syncing d with peer p, if p wants d. */
@@ -1074,6 +1087,23 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         sdb *d = db_get(srv, id, &created);
         if (!d)
             return refuse(wsi, pss, 403, NULL); /* absent and not creatable */
+        if (srv->auth.authorize_user && created && d->nlinks)
+            d->fresh_ms = crdtdb__ws_now_ms();
+        if (srv->auth.authorize_user && d->fresh_ms) {
+            /* a copy new here of a database peers may hold: its members
+             * come from them, so no one is its creator until they have
+             * been heard (else any user entering here would own it, and
+             * that membership would travel to them) */
+            if (!links_caught(d)) {
+                db_release(d);
+                slog(srv, "%s db '%s': user '%s' refused: 503: fetching it from its peers", peer,
+                     id, pss->user);
+                return refuse(wsi, pss, 503, "the database is being fetched: try again");
+            }
+            uint64_t seq = 1;
+            created = crdtdb_db_seq(d->db, NULL, &seq) == 0 && seq == 0; /* new everywhere */
+            d->fresh_ms = 0;
+        }
         if (srv->auth.authorize_user)
             pss->access = srv->auth.authorize_user(srv->auth.ctx, d->db, pss->user, created);
         db_release(d);
@@ -1384,6 +1414,7 @@ int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 #define POLL_RUN_MS 2
 #define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
 #define HANDOFF_RETRY_MS 60000 /* after a refused drop: not every second */
+#define FRESH_WAIT_MS 60000 /* a copy fetched for a refused client waits for it */
 #define PRUNE_MS (3600u * 1000u) /* how often old tombs are pruned */
 /* How long a dropped database's history end is kept (crdtdb_db_drop): a
  * handed-off copy served again within it goes on with its history */
@@ -1531,6 +1562,7 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     const char *id = crdtdb_db_id(d->db);
     links_prune(d);
     if (d->conns || !d->nlinks || crdtdb__ws_now_ms() < d->handoff_ms ||
+        (d->fresh_ms && crdtdb__ws_now_ms() - d->fresh_ms < FRESH_WAIT_MS) ||
         s->o.keep(s->o.keep_ctx, id))
         return 0;
     /* the sequence first: a commit (another process's) after it fails the
