@@ -482,6 +482,59 @@ START_TEST(handed_off_copy_does_not_pin_the_owners_collection)
 }
 END_TEST
 
+/* A remove collected with a hidden leaf newer than it (B's update, made
+ * before B heard of the remove): C, silent past the age limit, comes back
+ * with an add stamped between the two.  B still holds the leaf and would
+ * show it under that add; the collector no longer has it.  So the horizon
+ * stamp covers the leaf too: C's add is older than something collected,
+ * and goes everywhere (found by random_star_of_plain_clients_brings_
+ * nothing_back, schedule seed 117188). */
+START_TEST(add_from_behind_under_a_collected_hidden_leaf_goes)
+{
+    replica A, B, C;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&B, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+    put(&B, "add", "moves", "b1", "{}"); /* each proves its id to A */
+    put(&C, "add", "moves", "c1", "{}");
+    client_flags = 0; /* a star of plain clients */
+    sync2(&A, &B);
+    sync2(&A, &C);
+    now_ms += 10;
+    put(&A, "add", "players", "x", "{\"hp\":1}");
+    sync2(&A, &B);
+    now_ms += 10;
+    put(&A, "remove", "players", "x", NULL);
+    now_ms += 10;
+    put(&C, "add", "players", "x", "{\"hp\":2}"); /* C offline: after the remove */
+    now_ms += 10;
+    put(&B, "update", "players", "x", "{\"mp\":3}"); /* B not told yet */
+    sync2(&A, &B); /* the leaf to A, under the remove; the remove to B */
+    sync2(&A, &B);
+    ck_assert(!has(&A, "players", "x") && !has(&B, "players", "x"));
+    now_ms += 60000;
+    sync2(&A, &B); /* B stays in touch */
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 30000, &st), 0);
+    ck_assert_uint_eq(st.peers_left, 1);
+    ck_assert_uint_eq(st.records, 1); /* the remove and B's leaf */
+    for (int i = 0; i < 2; i++) {
+        sync2(&A, &C); /* C is resynced */
+        sync2(&A, &B);
+    }
+    char *da = dump(&A), *db = dump(&B), *dc = dump(&C);
+    ck_assert_str_eq(da, db);
+    ck_assert_str_eq(da, dc);
+    free(da);
+    free(db);
+    free(dc);
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    replica_free(&A);
+    replica_free(&B);
+    replica_free(&C);
+}
+END_TEST
+
 /* A resync cut before it ends is asked for whole again next time. */
 START_TEST(cut_resync_is_asked_for_again)
 {
@@ -792,6 +845,7 @@ int main(void)
     tcase_add_test(tc, tombstone_waits_until_every_peer_holds_it);
     tcase_add_test(tc, silent_peer_leaves_the_horizon_and_resyncs_whole);
     tcase_add_test(tc, cut_resync_is_asked_for_again);
+    tcase_add_test(tc, add_from_behind_under_a_collected_hidden_leaf_goes);
     tcase_add_test(tc, linked_server_keeps_a_live_record);
     tcase_add_test(tc, churning_client_in_the_horizon_is_not_resynced);
     tcase_add_test(tc, restored_old_backup_is_resynced);
