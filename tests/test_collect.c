@@ -535,6 +535,47 @@ START_TEST(add_from_behind_under_a_collected_hidden_leaf_goes)
 }
 END_TEST
 
+/* Open defect (found by random_schedules_with_silent_peers_bring_nothing_
+ * back, schedule seed 502138): in a mesh, a peer outside the collector's
+ * horizon launders an old write through a peer already resynced.  A adds x,
+ * Q gets it; A removes x and collects it, P and Q silent.  P comes back and
+ * is resynced (it never held x).  Q, not yet back, serves P its old add of
+ * x; P relays it to A in an ordinary session, where nothing drops old
+ * writes to what A collected, and x is back. */
+START_TEST(old_write_relayed_by_a_resynced_peer_stays_gone)
+{
+    replica A, P, Q;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&P, &now_ms, "game");
+    replica_init(&Q, &now_ms, "game");
+    put(&P, "add", "moves", "p1", "{}"); /* each proves its id */
+    put(&Q, "add", "moves", "q1", "{}");
+    client_flags = CRDTDB_SESSION_NO_PURGE; /* a mesh: every client serves */
+    sync2(&A, &P);
+    sync2(&A, &Q);
+    now_ms += 10;
+    put(&A, "add", "players", "x", "{\"hp\":1}");
+    sync2(&A, &Q); /* Q holds x; P does not */
+    now_ms += 10;
+    put(&A, "remove", "players", "x", NULL);
+    now_ms += 60000;
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 30000, &st), 0);
+    ck_assert_uint_eq(st.peers_left, 2);
+    ck_assert_uint_eq(st.records, 1);
+    sync2(&A, &P); /* P is resynced */
+    ck_assert(!has(&P, "players", "x"));
+    now_ms += 10;
+    sync2(&Q, &P); /* Q, still behind A's horizon, serves P */
+    now_ms += 10;
+    sync2(&A, &P); /* P relays it */
+    ck_assert_msg(!has(&A, "players", "x"), "a collected remove's record came back through P");
+    replica_free(&A);
+    replica_free(&P);
+    replica_free(&Q);
+}
+END_TEST
+
 /* A resync cut before it ends is asked for whole again next time. */
 START_TEST(cut_resync_is_asked_for_again)
 {
@@ -850,11 +891,13 @@ int main(void)
     tcase_add_test(tc, linked_server_keeps_a_live_record);
     tcase_add_test(tc, churning_client_in_the_horizon_is_not_resynced);
     tcase_add_test(tc, restored_old_backup_is_resynced);
-    /* reproducers of open defects of the handoff (review of 1d0803c..775769d):
-     * they fail until fixed, so they run only when asked (CRDTDB_REPRO=1) */
+    /* reproducers of open defects of the handoff (review of 1d0803c..775769d)
+     * and of a mesh's laundered old write: they fail until fixed, so they
+     * run only when asked (CRDTDB_REPRO=1) */
     if (getenv("CRDTDB_REPRO")) {
         tcase_add_test(tc, client_of_a_copy_created_again_hears_of_a_collected_remove);
         tcase_add_test(tc, handed_off_copy_does_not_pin_the_owners_collection);
+        tcase_add_test(tc, old_write_relayed_by_a_resynced_peer_stays_gone);
     }
     tcase_add_test(tc, server_refuses_a_resync);
     tcase_add_test(tc, collection_under_a_live_session_resyncs_its_peer);
