@@ -252,6 +252,14 @@ static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
         }
         floor_note(fl, src, seq);
     }
+    /* The horizon stamp covers the hidden leaves too: an add stamped
+     * between the remove and a leaf, from a peer behind the horizon, would
+     * show that leaf where it is still held, and here it is gone; at or
+     * below the stamp, such an add is dropped as a write to what went. */
+    uint64_t newest = r->base_hlc;
+    for (uint32_t i = 0; i < r->nleaves; i++)
+        if (r->leaves[i].hlc > newest)
+            newest = r->leaves[i].hlc;
     int mrc = mdb_cursor_del(t->rec_cur, 0);
     for (uint32_t i = 0; !mrc && i <= r->nleaves; i++)
         mrc = crdtdb__log_del(t, i < r->nleaves ? r->leaves[i].seq : r->base_seq);
@@ -261,10 +269,10 @@ static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
     st->registers += r->nleaves + 1u;
     if (top > st->floor)
         st->floor = top;
-    if (r->base_hlc > st->stamp)
-        st->stamp = r->base_hlc;
-    if (r->base_hlc > fl->stamp)
-        fl->stamp = r->base_hlc;
+    if (newest > st->stamp)
+        st->stamp = newest;
+    if (newest > fl->stamp)
+        fl->stamp = newest;
     return 0;
 }
 

@@ -2,6 +2,8 @@
 #include "tests/replica.h"
 
 #include <check.h>
+#include <lmdb.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,7 +34,7 @@ void replica_close(replica *r)
     r->env = NULL;
 }
 
-void replica_init(replica *r, uint64_t *now, const char *db_id)
+static void replica_setup(replica *r, uint64_t *now)
 {
     memset(r, 0, sizeof *r);
     r->dir = tu_tmpdir();
@@ -44,7 +46,46 @@ void replica_init(replica *r, uint64_t *now, const char *db_id)
     r->opts.max_value_size = 4096;
     r->opts.max_path_bytes = 256;
     r->opts.max_delta_size = 4096 + 256 + 4096; /* small: forces splits */
+}
+
+void replica_init(replica *r, uint64_t *now, const char *db_id)
+{
+    replica_setup(r, now);
     replica_open(r, db_id);
+}
+
+/* Overwrites the identity the env's first open made (the env closed: LMDB
+ * must not be open twice in one process). */
+static void write_identity(const char *dir, const uint8_t seed[32])
+{
+    uint8_t pk[32], sk[64];
+    crypto_sign_seed_keypair(pk, sk, seed);
+    MDB_env *e;
+    MDB_txn *t;
+    MDB_dbi meta;
+    MDB_val k = {8, (void *)"identity"}, v = {sizeof sk, sk};
+    ck_assert_int_eq(mdb_env_create(&e), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(e, 16), 0);
+    ck_assert_int_eq(mdb_env_open(e, dir, MDB_NOTLS, 0600), 0);
+    ck_assert_int_eq(mdb_txn_begin(e, NULL, 0, &t), 0);
+    ck_assert_int_eq(mdb_dbi_open(t, "meta", 0, &meta), 0);
+    ck_assert_int_eq(mdb_put(t, meta, &k, &v, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(t), 0);
+    mdb_env_close(e);
+}
+
+void replica_init_keyed(replica *r, uint64_t *now, const char *db_id, const uint8_t seed[32])
+{
+    replica_setup(r, now);
+    ck_assert_int_eq(crdtdb_env_open(r->dir, &r->opts, &r->env), 0);
+    crdtdb_env_close(r->env);
+    r->env = NULL;
+    write_identity(r->dir, seed);
+    replica_open(r, db_id);
+    uint8_t pk[32], sk[64], id[CRDTDB_REPLICA_ID_BYTES];
+    crypto_sign_seed_keypair(pk, sk, seed);
+    crdtdb_env_replica_id(r->env, id);
+    ck_assert_msg(memcmp(id, pk, sizeof pk) == 0, "the identity did not take");
 }
 
 void replica_free(replica *r)

@@ -26,6 +26,11 @@ extern const char *COLLS[];
 /* A replica in a new temp dir, NOSYNC, small limits (deltas split), its
  * clock *now + offset_ms, with database db_id open (created if missing). */
 void replica_init(replica *r, uint64_t *now, const char *db_id);
+/* The same, its identity (ed25519 key pair) derived from `seed` rather
+ * than random, so a randomized test's seed fixes its LWW tie-breaks and
+ * every ordering by replica id too.  Tests only: it writes the env's meta
+ * "identity" between its first open and the database's creation. */
+void replica_init_keyed(replica *r, uint64_t *now, const char *db_id, const uint8_t seed[32]);
 void replica_open(replica *r, const char *db_id);
 void replica_close(replica *r);
 void replica_free(replica *r);
