@@ -353,7 +353,8 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_backup(crdtdb_env *env, const char *p
  * its last delta or ack — leaves the horizon; it, a replica never seen, or
  * one restored from an old backup, gets a full resync when it returns
  * (message 16).  The database keeps its collection floor (the highest
- * sequence collected) and horizon stamp (the newest remove collected).
+ * sequence collected) and horizon stamp (the newest register collected:
+ * a remove, or a leaf hidden under it).
  */
 typedef struct crdtdb_collect_stats {
     uint64_t horizon;   /* our sequence every peer in the horizon holds
