@@ -264,7 +264,8 @@ static crdtdb_client *client(crdtdb_db *db, const char *token, evs *e)
     return c;
 }
 
-static void start_server(const crdtdb_jwt_key *k)
+/* A server on env with the members policy and key k; its url into u. */
+static crdtdb_server *members_server(crdtdb_env *env, const crdtdb_jwt_key *k, char *u, size_t n)
 {
     crdtdb_server_auth auth;
     crdtdb_members_policy(&auth);
@@ -277,10 +278,14 @@ static void start_server(const crdtdb_jwt_key *k)
     o.log_ctx = &logbuf;
     o.jwt_key = k;
     o.auth = &auth;
-    ck_assert_int_eq(crdtdb_server_open(S.env, &o, &srv), 0);
-    ck_assert_int_gt(crdtdb_server_port(srv), 0);
-    snprintf(url, sizeof url, "ws://127.0.0.1:%d", crdtdb_server_port(srv));
+    crdtdb_server *s;
+    ck_assert_int_eq(crdtdb_server_open(env, &o, &s), 0);
+    ck_assert_int_gt(crdtdb_server_port(s), 0);
+    snprintf(u, n, "ws://127.0.0.1:%d", crdtdb_server_port(s));
+    return s;
 }
+
+static void start_server(const crdtdb_jwt_key *k) { srv = members_server(S.env, k, url, sizeof url); }
 
 /* Alice's first connection creates "game" (she owns it); she writes a
  * secret the others must never see unless they are members. */
@@ -1419,19 +1424,8 @@ START_TEST(a_new_copy_at_a_peer_makes_no_one_its_owner)
     alice_creates_game(tok("alice"));
     add_member("relay", WRITER);
     node_open(&S2, NULL);
-    crdtdb_server_auth auth;
-    crdtdb_members_policy(&auth);
-    crdtdb_server_options o;
-    crdtdb_server_options_init(&o);
-    o.collections = COLLS3;
-    o.ncoll = 3;
-    o.log = tu_log_line;
-    o.log_ctx = &logbuf;
-    o.jwt_key = key;
-    o.auth = &auth;
-    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
     char url2[64];
-    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", crdtdb_server_port(srv2));
+    srv2 = members_server(S2.env, key, url2, sizeof url2);
     crdtdb_client_options l;
     crdtdb_client_options_init(&l);
     l.url = url;

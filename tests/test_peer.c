@@ -170,6 +170,26 @@ static int has_id(void *ctx, const char *id)
     return 0;
 }
 
+/* A server on r that keeps no copy (a cluster's non-owner), linked to the
+ * server at url1; its url into url (n bytes) when not NULL. */
+static crdtdb_server *non_owner(replica *r, char *url, size_t n)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.log = log_line;
+    o.log_ctx = (void *)"non-owner";
+    o.keep = keep_none; /* it owns nothing: it hands every copy off */
+    crdtdb_server *s;
+    ck_assert_int_eq(crdtdb_server_open(r->env, &o, &s), 0);
+    if (url)
+        snprintf(url, n, "ws://127.0.0.1:%d", crdtdb_server_port(s));
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(s, &l, NULL, 0), 0);
+    return s;
+}
+
 /* A tu_cond: replica arg's environment no longer holds "game". */
 static int game_dropped(void *arg)
 {
@@ -197,12 +217,7 @@ START_TEST(handoff_waits_for_an_owner_that_takes_the_writes)
     o.mode = CRDTDB_SYNC_SERVER_TO_CLIENT; /* the owner only serves */
     ck_assert_int_eq(crdtdb_server_open(S1.env, &o, &srv1), 0);
     snprintf(url1, sizeof url1, "ws://127.0.0.1:%d", crdtdb_server_port(srv1));
-    o.mode = CRDTDB_SYNC_TWO_WAY;
-    o.log_ctx = (void *)"s2";
-    o.keep = keep_none; /* S2 owns nothing: it hands every copy off */
-    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
-    crdtdb_client_options l = link_to(url1);
-    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    srv2 = non_owner(&S2, NULL, 0);
     int dropped = spin(game_dropped, &S2, 4000); /* the handoff looks once a second */
     char *g = tu_get(S1.db, "players", "ann");
     ck_assert_msg(!dropped || g, "the copy was dropped, and its write is nowhere");
@@ -217,16 +232,7 @@ START_TEST(handoff_that_cannot_drop_keeps_the_copy_linked)
 {
     put(&S2, "add", "players", "ann", "{\"hp\":1}"); /* S2.db stays open */
     srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
-    crdtdb_server_options o;
-    crdtdb_server_options_init(&o);
-    o.collections = COLLS;
-    o.ncoll = 2;
-    o.log = log_line;
-    o.log_ctx = (void *)"s2";
-    o.keep = keep_none;
-    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
-    crdtdb_client_options l = link_to(url1);
-    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    srv2 = non_owner(&S2, NULL, 0);
     expect(S1.db, "players", "ann", "{\"hp\":1}");
     spin(NULL, NULL, 2500); /* a handoff tick or two: the drop is refused */
     ck_assert(!game_dropped(&S2));
@@ -326,14 +332,6 @@ START_TEST(libuv_loop_drives_server_and_clients)
 }
 END_TEST
 
-/* Whether env (the arg) no longer holds "game". */
-static int game_gone(void *arg)
-{
-    crdtdb_db *db;
-    int rc = crdtdb_db_open(arg, "game", &db);
-    crdtdb_db_close(db);
-    return rc == CRDTDB_ENODB;
-}
 
 /* Whether env (the arg) holds players/bob: read through a handle of its own. */
 static int s2_has_bob(void *arg)
@@ -356,23 +354,13 @@ START_TEST(a_copy_not_kept_is_handed_off_once_its_peer_holds_it)
     srv1 = server(&S1, "owner", url1, sizeof url1, NULL);
     crdtdb_db_close(S2.db); /* the server's alone: it may drop it */
     S2.db = NULL;
-    crdtdb_server_options o;
-    crdtdb_server_options_init(&o);
-    o.collections = COLLS;
-    o.ncoll = 2;
-    o.log = log_line;
-    o.log_ctx = (void *)"non-owner";
-    o.keep = keep_none;
-    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
-    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", crdtdb_server_port(srv2));
-    crdtdb_client_options l = link_to(url1);
-    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    srv2 = non_owner(&S2, url2, sizeof url2);
     cb = client(&B, url2, NULL);
     put(&B, "add", "players", "ann", "{\"hp\":1}");
     expect(S1.db, "players", "ann", "{\"hp\":1}");
     /* a client still there keeps the copy */
     spin(NULL, NULL, 1500);
-    ck_assert(!game_gone(S2.env));
+    ck_assert(!game_dropped(&S2));
     /* the owner away: written meanwhile, the copy waits for it */
     crdtdb_server_close(srv1);
     srv1 = NULL;
@@ -381,22 +369,19 @@ START_TEST(a_copy_not_kept_is_handed_off_once_its_peer_holds_it)
     crdtdb_client_close(cb);
     cb = NULL;
     spin(NULL, NULL, 2500);
-    ck_assert_msg(!game_gone(S2.env), "dropped before its peer held bob");
+    ck_assert_msg(!game_dropped(&S2), "dropped before its peer held bob");
     srv1 = server(&S1, "owner", url1, sizeof url1, NULL); /* a new port */
     crdtdb_server_close(srv2);
-    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
-    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", crdtdb_server_port(srv2));
-    l = link_to(url1);
-    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    srv2 = non_owner(&S2, url2, sizeof url2);
     expect(S1.db, "players", "bob", "{\"hp\":2}");
-    ck_assert(spin(game_gone, S2.env, 10000));
+    ck_assert(spin(game_dropped, &S2, 10000));
     /* served again: a new copy, the same history */
     cb = client(&B, url2, NULL);
     put(&B, "add", "players", "cy", "{\"hp\":3}");
     expect(S1.db, "players", "cy", "{\"hp\":3}");
     crdtdb_client_close(cb);
     cb = NULL;
-    ck_assert(spin(game_gone, S2.env, 10000));
+    ck_assert(spin(game_dropped, &S2, 10000));
     char *a = tu_get(S1.db, "players", "ann");
     ck_assert_str_eq(a, "{\"hp\":1}");
     free(a);
