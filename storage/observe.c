@@ -97,16 +97,15 @@ void crdtdb_observer_commits(crdtdb_observer *o)
         o->commits = 1;
 }
 
-/* A commit that numbered registers and changed no rendering: only the
- * observers that asked to hear of every commit are told. */
-static void commits_dispatch(crdtdb_db *db)
+/* Tells each observer (with commits_only, each that asked to hear of every
+ * commit) one event of `type` naming its own collection. */
+static void broadcast(crdtdb_db *db, crdtdb_event_type type, int commits_only)
 {
     db->dispatching++;
     for (crdtdb_observer *o = db->observers; o; o = o->next) {
-        if (o->closed || !o->commits)
+        if (o->closed || (commits_only && !o->commits))
             continue;
-        crdtdb_event ev = {CRDTDB_EVENT_MULTIPLE_CHANGES,
-                           o->coll < 0 ? NULL : db->colls[o->coll], NULL, NULL, 0};
+        crdtdb_event ev = {type, o->coll < 0 ? NULL : db->colls[o->coll], NULL, NULL, 0};
         o->cb(o->ctx, &ev);
     }
     if (--db->dispatching == 0)
@@ -118,8 +117,8 @@ void crdtdb__events_dispatch(crdtdb_db *db, crdtdb_txn *t, int moved)
     if (!db->observers)
         return;
     if (!t->nevents && !t->many) {
-        if (moved)
-            commits_dispatch(db);
+        if (moved) /* numbered registers, changed no rendering */
+            broadcast(db, CRDTDB_EVENT_MULTIPLE_CHANGES, 1);
         return;
     }
     db->dispatching++;
@@ -161,18 +160,8 @@ void crdtdb__events_dispatch(crdtdb_db *db, crdtdb_txn *t, int moved)
 
 void crdtdb_db_invalidate(crdtdb_db *db)
 {
-    if (!db)
-        return;
-    db->dispatching++;
-    for (crdtdb_observer *o = db->observers; o; o = o->next) {
-        if (o->closed)
-            continue;
-        crdtdb_event ev = {CRDTDB_EVENT_INVALIDATE_ALL,
-                           o->coll < 0 ? NULL : db->colls[o->coll], NULL, NULL, 0};
-        o->cb(o->ctx, &ev);
-    }
-    if (--db->dispatching == 0)
-        observers_sweep(db);
+    if (db)
+        broadcast(db, CRDTDB_EVENT_INVALIDATE_ALL, 0);
 }
 
 /* 1 if the record (coll, id) already has an event in t. */
