@@ -387,6 +387,19 @@ static void collect_db(crdtdb_server *s, crdtdb_db *db)
              st.peers_left ? "; silent peers left out" : "");
 }
 
+/* Takes d off the server's list and frees it (its links closed first). */
+static void db_free(sdb *d)
+{
+    for (sdb **pp = &d->srv->dbs; *pp; pp = &(*pp)->next)
+        if (*pp == d) {
+            *pp = d->next;
+            break;
+        }
+    crdtdb_db_close(d->db); /* ends the observer too */
+    crdtdb__hub_free(d->hub);
+    free(d);
+}
+
 static void db_release(sdb *d)
 {
     if (d->conns || d->nlinks) /* peered databases stay open */
@@ -396,14 +409,7 @@ static void db_release(sdb *d)
      * for the timer to find */
     if (srv->o.collect_secs && !srv->draining)
         collect_db(srv, d->db);
-    for (sdb **pp = &srv->dbs; *pp; pp = &(*pp)->next)
-        if (*pp == d) {
-            *pp = d->next;
-            break;
-        }
-    crdtdb_db_close(d->db); /* ends the observer too */
-    crdtdb__hub_free(d->hub);
-    free(d);
+    db_free(d);
 }
 
 static const char *mode_name(crdtdb_sync_mode m)
@@ -1410,7 +1416,6 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
 
 int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 
-/* Commits by other handles or processes reach the observers here. */
 #define POLL_RUN_MS 2
 #define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
 #define HANDOFF_RETRY_MS 60000 /* after a refused drop: not every second */
@@ -1420,6 +1425,7 @@ int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
  * handed-off copy served again within it goes on with its history */
 #define TOMB_KEEP_MS (90ull * 24 * 3600 * 1000)
 
+/* Commits by other handles or processes reach the observers here. */
 static void poll_dbs(crdtdb_server *s)
 {
     for (sdb *d = s->dbs; d; d = d->next)
@@ -1576,14 +1582,7 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     char name[CRDTDB_ID_MAX + 1];
     snprintf(name, sizeof name, "%s", id); /* id goes with the handle */
     links_close(d, 0);
-    for (sdb **pp = &s->dbs; *pp; pp = &(*pp)->next)
-        if (*pp == d) {
-            *pp = d->next;
-            break;
-        }
-    crdtdb_db_close(d->db);
-    crdtdb__hub_free(d->hub);
-    free(d);
+    db_free(d);
     int rc = crdtdb_env_drop_at(s->env, name, seq);
     if (rc) {
         slog(s, "db '%s': handed off, kept here: %s", name, crdtdb_env_errmsg(s->env));
@@ -1616,12 +1615,15 @@ static void handoff_dbs(crdtdb_server *s)
 
 static void prune_tombs(crdtdb_server *s)
 {
-    uint64_t now = crdtdb__ws_now_ms(), pruned = 0, t = env_ms(s->env);
-    crdtdb_env_options eo;
-    crdtdb_env_options_get(s->env, &eo);
-    if ((eo.flags & CRDTDB_ENV_RDONLY) || now < s->next_prune)
+    uint64_t now = crdtdb__ws_now_ms(), pruned = 0;
+    if (now < s->next_prune)
         return;
     s->next_prune = now + PRUNE_MS;
+    crdtdb_env_options eo;
+    crdtdb_env_options_get(s->env, &eo);
+    uint64_t t = eo.clock(eo.clock_ctx);
+    if (eo.flags & CRDTDB_ENV_RDONLY)
+        return;
     if (t > TOMB_KEEP_MS && crdtdb_env_tombs_prune(s->env, t - TOMB_KEEP_MS, &pruned))
         slog(s, "pruning dropped databases: %s", crdtdb_env_errmsg(s->env));
     else if (pruned)
@@ -1789,10 +1791,7 @@ void crdtdb_server_close(crdtdb_server *s)
             conn_free(d->conns); /* frees d with the last one, unless peered */
         if (s->dbs == d) {
             links_close(d, 1);
-            s->dbs = d->next;
-            crdtdb_db_close(d->db);
-            crdtdb__hub_free(d->hub);
-            free(d);
+            db_free(d); /* the list's head */
         }
     }
     while (s->peers) {
