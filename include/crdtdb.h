@@ -1219,6 +1219,12 @@ CRDTDB_API void crdtdb_session_buffered(const crdtdb_session *s, size_t *in, siz
  * and nothing is left to send.  For one-shot syncs. */
 CRDTDB_API int crdtdb_session_synced(crdtdb_session *s);
 
+/* What crdtdb_session_synced waits for, in words ("the peer's
+ * acknowledgement of sequence 12", ...), or NULL when it is synced.  The
+ * text is the session's, valid until its next call on s: for logs, when a
+ * sync (or a server's handoff) takes longer than it should. */
+CRDTDB_API const char *crdtdb_session_unsynced(crdtdb_session *s);
+
 /* 1 once the session is closed (by either side or by an error). */
 CRDTDB_API int crdtdb_session_closed(const crdtdb_session *s);
 

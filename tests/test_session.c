@@ -125,8 +125,14 @@ START_TEST(two_way_sync_converges)
     evs ea = {0}, eb = {0};
     crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
     crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    /* before any byte moved, each names what it waits for */
+    ck_assert_str_eq(crdtdb_session_unsynced(c), "the handshake");
+    ck_assert_int_eq(crdtdb_session_synced(c), 0);
+    ck_assert_str_eq(crdtdb_session_unsynced(NULL), "no session");
     ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
     assert_same();
+    ck_assert_ptr_null(crdtdb_session_unsynced(c));
+    ck_assert_ptr_null(crdtdb_session_unsynced(s));
     ck_assert_int_eq(ea.ready, 1);
     ck_assert_int_eq(eb.ready, 1);
     ck_assert_int_eq(ea.mode, CRDTDB_SYNC_TWO_WAY);
@@ -135,6 +141,7 @@ START_TEST(two_way_sync_converges)
     /* live: a write on either side reaches the other on the next pump */
     put(&A, "update", "players", "bob", "{\"hp\":6}");
     ck_assert_int_eq(crdtdb_session_pump(c), 0);
+    ck_assert_ptr_nonnull(strstr(crdtdb_session_unsynced(c), "the peer's ack of"));
     ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
     char *g = tu_get(B.db, "players", "bob");
     ck_assert_str_eq(g, "{\"hp\":6}");

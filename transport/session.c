@@ -98,6 +98,7 @@ struct crdtdb_session {
                              read (seq) */
     int errcode;          /* the code errmsg was written for (api_exit) */
     char errmsg[512];
+    char waitmsg[96];     /* crdtdb_session_unsynced's answer */
 };
 
 static int we_send(const crdtdb_session *s);
@@ -462,17 +463,38 @@ int crdtdb_session_pending(const crdtdb_session *s)
 
 int crdtdb_session_synced(crdtdb_session *s)
 {
-    if (!s || s->state != S_OPEN || !s->have_since || !s->caught)
-        return 0;
+    return s && !crdtdb_session_unsynced(s);
+}
+
+const char *crdtdb_session_unsynced(crdtdb_session *s)
+{
+    if (!s)
+        return "no session";
+    if (s->state != S_OPEN)
+        return s->state == S_CLOSED ? "the session is closed" : "the handshake";
+    if (!s->have_since)
+        return "the peer's SINCE";
+    if (!s->caught)
+        return "the rest of the peer's log (caught up)";
     if (!we_send(s))
-        return 1;
+        return NULL;
     uint64_t last;
     if (seq(s, &last))
-        return 0;
+        return "the store (its sequence could not be read)";
     uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
     size_t out;
     crdtdb_session_output(s, &out);
-    return done >= last && s->peer_acked >= s->sent_upto && !out;
+    if (done < last)
+        snprintf(s->waitmsg, sizeof s->waitmsg, "our log sent past %llu, up to %llu",
+                 (unsigned long long)done, (unsigned long long)last);
+    else if (s->peer_acked < s->sent_upto)
+        snprintf(s->waitmsg, sizeof s->waitmsg, "the peer's ack of %llu (it acked %llu)",
+                 (unsigned long long)s->sent_upto, (unsigned long long)s->peer_acked);
+    else if (out)
+        snprintf(s->waitmsg, sizeof s->waitmsg, "%zu bytes of output to be written", out);
+    else
+        return NULL;
+    return s->waitmsg;
 }
 
 const char *crdtdb_session_errmsg(const crdtdb_session *s)

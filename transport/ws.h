@@ -132,6 +132,9 @@ void crdtdb__client_stop_hosted(crdtdb_client *c);
  * receive-only session is synced once it holds the server's data, and
  * the server takes none of ours.  For a handoff. */
 int crdtdb__client_holds_all(const crdtdb_client *c);
+/* Why c does not hold all yet, in words (NULL when it does): valid until
+ * the next call on c, for the log of a handoff that waits long. */
+const char *crdtdb__client_unheld(const crdtdb_client *c);
 /* Closes a hosted client; `ctx_gone`: its context was destroyed already. */
 void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone);
 int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,

@@ -805,7 +805,17 @@ int crdtdb_client_synced(const crdtdb_client *c)
 
 int crdtdb__client_holds_all(const crdtdb_client *c)
 {
-    return c && c->two_way && crdtdb_client_synced(c);
+    return !crdtdb__client_unheld(c);
+}
+
+const char *crdtdb__client_unheld(const crdtdb_client *c)
+{
+    if (!c || !crdtdb_client_connected(c))
+        return "not connected";
+    if (!c->two_way)
+        return "not granted two-way";
+    const char *why = crdtdb_session_unsynced(c->l.s);
+    return why ? why : NULL;
 }
 
 int crdtdb_client_connected(const crdtdb_client *c)

@@ -50,6 +50,8 @@ typedef struct sdb {
     struct speer **lpeer;  /* the peer of each link */
     size_t nlinks;
     uint64_t handoff_ms;   /* no handoff before (ms): the last one was refused */
+    uint64_t held_ms;      /* since when a handoff waits for its links (0: not) */
+    int held_told;         /* that wait was logged */
     uint64_t fresh_ms;     /* created here for a client while linked to peers
                               (0: not): until its links have caught up, whom
                               it has as members is not known (0 after) */
@@ -1419,6 +1421,7 @@ int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 #define POLL_RUN_MS 2
 #define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
 #define HANDOFF_RETRY_MS 60000 /* after a refused drop: not every second */
+#define HANDOFF_TELL_MS 20000  /* a handoff waiting this long on a link is logged */
 #define FRESH_WAIT_MS 60000 /* a copy fetched for a refused client waits for it */
 #define PRUNE_MS (3600u * 1000u) /* how often old tombs are pruned */
 /* How long a dropped database's history end is kept (crdtdb_db_drop): a
@@ -1569,16 +1572,29 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     links_prune(d);
     if (d->conns || !d->nlinks || crdtdb__ws_now_ms() < d->handoff_ms ||
         (d->fresh_ms && crdtdb__ws_now_ms() - d->fresh_ms < FRESH_WAIT_MS) ||
-        s->o.keep(s->o.keep_ctx, id))
+        s->o.keep(s->o.keep_ctx, id)) {
+        d->held_ms = 0; /* not waiting on its links */
         return 0;
+    }
     /* the sequence first: a commit (another process's) after it fails the
      * drop; one before it is one the links' checks below see */
     uint64_t seq;
     if (crdtdb_db_seq(d->db, NULL, &seq))
         return 0;
-    for (size_t i = 0; i < d->nlinks; i++)
-        if (!crdtdb__client_holds_all(d->links[i]))
-            return 0;
+    uint64_t now = crdtdb__ws_now_ms();
+    for (size_t i = 0; i < d->nlinks; i++) {
+        const char *why = crdtdb__client_unheld(d->links[i]);
+        if (!why)
+            continue;
+        /* a wait this long is worth a line: which peer, and for what */
+        if (!d->held_ms)
+            d->held_ms = now;
+        else if (!d->held_told && now - d->held_ms >= HANDOFF_TELL_MS) {
+            d->held_told = 1;
+            slog(s, "db '%s': handoff waits for peer %s: %s", id, d->lpeer[i]->url, why);
+        }
+        return 0;
+    }
     char name[CRDTDB_ID_MAX + 1];
     snprintf(name, sizeof name, "%s", id); /* id goes with the handle */
     links_close(d, 0);

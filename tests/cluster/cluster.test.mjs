@@ -398,6 +398,15 @@ if (!scenarios[name]) throw new Error(`scenario: ${Object.keys(scenarios).join("
 const cl = await startCluster();
 try {
   await scenarios[name](cl);
+} catch (e) {
+  // what each server said, so a failure in CI can be read without rerunning
+  for (const f of ["s1.log", "s2.log", "s3.log", "s1.restart.log", "s2.restart.log", "s3.restart.log", "s4.restart.log"]) {
+    const p = join(cl.dir, f);
+    if (!existsSync(p)) continue;
+    const lines = readFileSync(p, "utf8").trimEnd().split("\n");
+    console.error(`--- ${f} (last 40 of ${lines.length} lines)\n${lines.slice(-40).join("\n")}`);
+  }
+  throw e;
 } finally {
   await cl.stop();
 }
