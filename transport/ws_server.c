@@ -1420,7 +1420,7 @@ int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 
 #define POLL_RUN_MS 2
 #define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
-#define HANDOFF_RETRY_MS 60000 /* after a refused drop: not every second */
+#define HANDOFF_RETRY_MS 10000 /* after a refused drop: not every second */
 #define HANDOFF_TELL_MS 20000  /* a handoff waiting this long on a link is logged */
 #define FRESH_WAIT_MS 60000 /* a copy fetched for a refused client waits for it */
 #define PRUNE_MS (3600u * 1000u) /* how often old tombs are pruned */
@@ -1602,10 +1602,11 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     int rc = crdtdb_env_drop_at(s->env, name, seq);
     if (rc) {
         slog(s, "db '%s': handed off, kept here: %s", name, crdtdb_env_errmsg(s->env));
-        /* kept (written since, or open elsewhere in the process): linked
-         * again, so what it holds and is written goes on to the owners; at
-         * the list's head, so this round does not meet it again */
-        sdb *again = rc == CRDTDB_EBUSY ? db_get(s, name, NULL) : NULL;
+        /* kept (written since, open elsewhere in the process, or a store
+         * error): linked again, so what it holds and is written goes on to
+         * the owners, and looked at again later (a copy left closed would
+         * never be); at the list's head, so this round does not meet it */
+        sdb *again = rc != CRDTDB_ENODB ? db_get(s, name, NULL) : NULL;
         if (again) {
             again->handoff_ms = crdtdb__ws_now_ms() + HANDOFF_RETRY_MS;
             db_release(again);
