@@ -340,16 +340,22 @@ async function failover(cl) {
     for (const w of want) assert.ok(has.has(w), `${w} on ${s.name}`);
     for (const w of ackedIds) assert.ok(has.has(w), `acknowledged ${w} on ${s.name}`);
   }
-  // the killed server comes back and catches up too
+  // the killed server comes back and catches up too; HAProxy may have sent
+  // the clients to a server that does not own the database, and that one,
+  // once in sync with the owners, hands its copy off (--handoff): gone is
+  // as good as complete there, and the owners were checked above
+  const victimOwns = owners(urls, id).includes(victim.url);
   serve(cl, victim, join(cl.dir, "cluster"));
   await healthy(victim);
-  await until(() => {
+  const end = await until(() => {
     const r = cli(victim.data, "query", id, "Moves");
-    return r.ok && JSON.parse(r.out).length === want.size;
+    if (r.ok && JSON.parse(r.out).length === want.size) return "caught up";
+    return !victimOwns && !dbsOn(victim).has(id) ? "handed its copy off" : null;
   }, `${victim.name} to catch up after its restart`);
   console.log(`failover: kill -9 ${victim.name} under ${N} writers; ${acked} writes acknowledged before it, ` +
-    `${total} in all; all on ${checked.map((s) => s.name).join(" and ")}, every client and the restarted ` +
-    `server (caught up ${caughtUp} ms after the kill, 2500 of them writing)`);
+    `${total} in all; all on ${checked.map((s) => s.name).join(" and ")} and every client (caught up ` +
+    `${caughtUp} ms after the kill, 2500 of them writing); the restarted ${victim.name} ` +
+    `(${victimOwns ? "an owner" : "not an owner"}) ${end}`);
   await Promise.all(clients.map((c) => c.ds.close()));
 }
 
