@@ -167,6 +167,15 @@ static int export_shared(crdtdb_db *db, const crdtdb__export_opts *po, crdtdb_de
     while (!rc && sum->to < last) {
         uint64_t since = sum->to;
         entry *e = entry_find(sh, since, po->max_bytes);
+        if (e && !e->len && e->to < last) {
+            /* an empty range cached when the log ended there (a copy made
+             * again starts past one): used now, it would be a SKIP and the
+             * next delta would start at its end, past the watermark the
+             * peer holds durably, so the peer could never record it.  Made
+             * again, the delta covers it from `since` */
+            drop(sh, (unsigned)(e - sh->e));
+            e = NULL;
+        }
         int mine = 0; /* the range holds the peer's own changes */
         if (e) {
             mine = num && crdtdb__export_has_src(&e->srcs, num);

@@ -388,6 +388,34 @@ START_TEST(a_copy_not_kept_is_handed_off_once_its_peer_holds_it)
 }
 END_TEST
 
+static int client_synced(void *arg) { return crdtdb_client_synced(*(crdtdb_client **)arg); }
+
+/* A fresh replica entering a copy made again (a non-owner that handed the
+ * database off, then served it anew): its write reaches the owner and the
+ * client knows it is in sync, every time. */
+START_TEST(a_fresh_client_of_a_copy_made_again_syncs)
+{
+    srv1 = server(&S1, "owner", url1, sizeof url1, NULL);
+    crdtdb_db_close(S2.db); /* the server's alone: it may drop it */
+    S2.db = NULL;
+    srv2 = non_owner(&S2, url2, sizeof url2);
+    for (int round = 0; round < 6; round++) {
+        replica C;
+        replica_init(&C, &now, "game");
+        cb = client(&C, url2, NULL);
+        char id[16];
+        snprintf(id, sizeof id, "r%d", round);
+        put(&C, "add", "players", id, "{\"hp\":1}");
+        ck_assert_msg(spin(client_synced, &cb, 10000), "round %d: the client never synced", round);
+        expect(S1.db, "players", id, "{\"hp\":1}");
+        crdtdb_client_close(cb);
+        cb = NULL;
+        replica_free(&C);
+        ck_assert_msg(spin(game_dropped, &S2, 10000), "round %d: not handed off", round);
+    }
+}
+END_TEST
+
 static Suite *peer_suite(void)
 {
     Suite *s = suite_create("peer");
@@ -397,6 +425,7 @@ static Suite *peer_suite(void)
     tcase_add_test(tc, peered_servers_carry_writes_between_their_clients);
     tcase_add_test(tc, peering_only_listed_databases);
     tcase_add_test(tc, a_copy_not_kept_is_handed_off_once_its_peer_holds_it);
+    tcase_add_test(tc, a_fresh_client_of_a_copy_made_again_syncs);
     tcase_add_test(tc, handoff_waits_for_an_owner_that_takes_the_writes);
     tcase_add_test(tc, handoff_that_cannot_drop_keeps_the_copy_linked);
     tcase_add_test(tc, link_to_a_peer_no_longer_an_owner_closes);

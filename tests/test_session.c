@@ -184,6 +184,42 @@ static int grab_one(void *ctx, const uint8_t *p, size_t len)
     return 0;
 }
 
+/* A server's copy made again after a drop goes on from where its history
+ * ended, its log empty below that.  A fresh client is told there is
+ * nothing there (SKIP, which moves no durable watermark); what the server
+ * takes next must reach it in a delta starting where its durable
+ * watermark is, or the client never holds it durably, never acks it, and
+ * never knows it is in sync (the cluster's handoff waited on it for
+ * good). */
+START_TEST(a_copy_made_again_syncs_a_fresh_client)
+{
+    put(&B, "add", "players", "ann", "{\"hp\":1}");
+    put(&B, "add", "players", "bob", "{\"hp\":2}");
+    crdtdb_db_close(B.db);
+    ck_assert_int_eq(crdtdb_db_drop(B.env, "game"), 0);
+    ck_assert_int_eq(crdtdb_db_create(B.env, "game", COLLS, 2, &B.db), 0);
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_ptr_null(crdtdb_session_unsynced(c));
+    now_ms += 5;
+    put(&B, "add", "players", "cy", "{\"hp\":3}"); /* say, from one of its peers */
+    ck_assert_int_eq(crdtdb_session_pump(s), 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    char *g = tu_get(A.db, "players", "cy");
+    ck_assert_str_eq(g, "{\"hp\":3}");
+    free(g);
+    uint64_t last;
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &last), 0);
+    ck_assert_uint_eq(received_from(&A, &B), last); /* durably */
+    const char *why = crdtdb_session_unsynced(c);
+    ck_assert_msg(!why, "the client waits for %s", why);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
 START_TEST(shared_export_is_signed_once)
 {
     replica C;
@@ -1898,6 +1934,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, two_way_sync_converges);
     tcase_add_test(tc, byte_by_byte_feeding);
+    tcase_add_test(tc, a_copy_made_again_syncs_a_fresh_client);
     tcase_add_test(tc, shared_export_is_signed_once);
     tcase_add_test(tc, empty_ranges_are_not_signed);
     tcase_add_test(tc, echo_is_skipped_unsigned);
