@@ -119,6 +119,13 @@ async function healthy(s) {
   }, `${s.name} to answer /healthz`, 30_000);
 }
 
+/* whenSynced, bounded: a client that never syncs fails here, saying so */
+async function synced(ds, what, ms = 30_000) {
+  let timer;
+  const late = new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`timed out waiting for ${what} to sync`)), ms); });
+  try { await Promise.race([ds.sync.whenSynced(), late]); } finally { clearTimeout(timer); }
+}
+
 function open(url, dbId, status) {
   return CrdtdbDataStore.open({
     dbId, collections: COLLS,
@@ -146,7 +153,7 @@ async function createMany(cl, prefix, n) {
     await Promise.all(ids.slice(b, b + 25).map(async (id, k) => {
       const ds = await open(cl.lb, id);
       await ds.add("Players", "p", { n: b + k });
-      await ds.sync.whenSynced();
+      await synced(ds, `${id}'s first client`);
       await ds.close();
     }));
   }
@@ -214,34 +221,37 @@ async function spread(cl) {
       const i = Number(id.slice(3));
       assert.deepEqual(JSON.parse(cli(s.data, "get", id, "Players", "p").out), { id: "p", n: i });
     }
-  // a client straight to a non-owner again: its copy, created anew, goes on
-  // with its history (no fork) and pulls the old data back
-  const id = ids[0];
-  const other = cl.servers.find((s) => !owners(urls, id).includes(s.url));
-  const ds = await open(`${other.url}`, id);
-  await ds.add("Players", "q", { again: true });
-  await ds.sync.whenSynced();
-  await until(async () => (await ds.query("Players", {})).length === 2, `${id} back on ${other.name}`);
-  await ds.close();
-  for (const u of owners(urls, id)) {
-    const s = cl.servers.find((x) => x.url === u);
-    await until(() => cli(s.data, "get", id, "Players", "q").ok, `the new write on ${s.name}`);
+  // a fresh client straight to a non-owner again: its copy, created anew,
+  // goes on with its history (no fork), pulls the old data back, and the
+  // client knows when it is in sync (a copy made again once never told it)
+  const again = ids.slice(0, 8);
+  for (const id of again) {
+    const other = cl.servers.find((s) => !owners(urls, id).includes(s.url));
+    const ds = await open(`${other.url}`, id);
+    await ds.add("Players", "q", { again: true });
+    await synced(ds, `a fresh client of ${id} on ${other.name}`);
+    await until(async () => (await ds.query("Players", {})).length === 2, `${id} back on ${other.name}`);
+    await ds.close();
+    for (const u of owners(urls, id)) {
+      const s = cl.servers.find((x) => x.url === u);
+      await until(() => cli(s.data, "get", id, "Players", "q").ok, `the new write on ${s.name}`);
+    }
+    await exactly(cl.servers, [id], urls); // and hands it off again
   }
-  await exactly(cl.servers, [id], urls); // and hands it off again
   const per = cl.servers.map((s) => `${s.name} ${held.get(s.name).size}`).join(", ");
   console.log(`200 databases: each on exactly its ${R} owners (${per}); ${entered} entered by a non-owner, ` +
-    `which handed them off; one served again by a non-owner, handed off again`);
+    `which handed them off; ${again.length} served again by a non-owner to a fresh client, handed off again`);
 }
 
 async function live(cl) {
   const id = "live-1";
   const a = await open(cl.lb, id);
-  await a.sync.whenSynced();
+  await synced(a, "the first live client");
   const via = [...routes(cl).get(id)][0];
   // the other entry path: straight to a server HAProxy did not choose
   const direct = cl.servers.find((s) => s.name !== via);
   const b = await open(direct.url, id);
-  await b.sync.whenSynced();
+  await synced(b, "the second live client");
   const seen = (ds, rid) => new Promise((res) => {
     const sub = ds.observable("Players").subscribe(async () => {
       if (await ds.getById("Players", rid, true)) { sub.unsubscribe(); res(); }
@@ -276,7 +286,7 @@ async function failover(cl) {
     c.ds = await open(cl.lb, id, (st) => c.states.push(st.state));
     clients.push(c);
   }
-  await Promise.all(clients.map((c) => c.ds.sync.whenSynced()));
+  await Promise.all(clients.map((c) => synced(c.ds, `writer ${c.i}`)));
   const via = [...routes(cl).get(id)];
   assert.equal(via.length, 1, "one server holds every client");
   const victim = cl.servers.find((s) => s.name === via[0]);
@@ -305,7 +315,7 @@ async function failover(cl) {
   await sleep(2500); // offline writes meanwhile, then writes to the new server
   writing = false;
   await Promise.all(writers);
-  await Promise.all(clients.map((c) => c.ds.sync.whenSynced()));
+  await Promise.all(clients.map((c) => synced(c.ds, `writer ${c.i} after the kill`, 90_000)));
   const caughtUp = Date.now() - killedAt;
   const total = clients.reduce((n, c) => n + c.written, 0);
   const acked = ackedAtKill.reduce((n, x) => n + x, 0);
