@@ -33,7 +33,7 @@ import {
   type StoredRecord,
   type Value,
 } from "./types.js";
-import { DEFAULT_LIMITS, MsgpackBuilder, decodeValue, flatten, valuesEqual, type Limits } from "./value.js";
+import { DEFAULT_LIMITS, MsgpackBuilder, decodeValue, flatten, flattenAs, valuesEqual, type Limits } from "./value.js";
 
 export function emptyRecord(): StoredRecord {
   return { base: null, leaves: [] };
@@ -421,12 +421,7 @@ export function addRegisters(
   origin: ReplicaId,
   limits: Limits = DEFAULT_LIMITS,
 ): { base: BaseReg; leaves: Leaf[] } {
-  const flat = flatten(value, limits);
-  const leaves: Leaf[] = new Array(flat.length);
-  for (let i = 0; i < flat.length; i++) {
-    const f = flat[i]!;
-    leaves[i] = { path: f.path, hlc, origin, value: f.value, seq: 0, src: LOCAL };
-  }
+  const leaves = flattenAs(value, limits, (path): Leaf => ({ path, hlc, origin, value: null, seq: 0, src: LOCAL }));
   leaves.sort(byPath);
   return { base: { kind: ADD, hlc, origin, seq: 0, src: LOCAL }, leaves };
 }

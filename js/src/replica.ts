@@ -75,6 +75,8 @@ export interface ApplyInfo {
   localTo: number;
 }
 
+const utf8 = new TextEncoder();
+
 /** Our chain's points kept: deltas carry the points at or before their
  *  ends, and a receiver checks the ones it has seen. */
 const POINTS_KEPT = 64;
@@ -376,7 +378,8 @@ export class Replica {
   private checkWrite(coll: string, id: string): void {
     this.checkColl(coll);
     if (this.readonly) throw readOnly();
-    if (!id || new TextEncoder().encode(id).length > 255) throw new CrdtdbError("EBADID", `invalid id '${id}'`);
+    // at most 3 UTF-8 bytes a UTF-16 unit: only long ids need encoding
+    if (!id || (id.length > 85 && utf8.encode(id).length > 255)) throw new CrdtdbError("EBADID", `invalid id '${id}'`);
   }
 
   /** add(id, value) for each item, in one commit with one stamp each. */
