@@ -19,7 +19,7 @@ import {
   addRegisters, checkLocalLimits, emptyRecord, freshRecord, isVisible, mergeBase, mergeLeaves, registersOf, render,
   updateLeaves, withId,
 } from "./record.js";
-import { DEFAULT_LIMITS, type Limits } from "./value.js";
+import { DEFAULT_LIMITS, Slabs, type Limits } from "./value.js";
 import { compareIds } from "./path.js";
 import {
   LOCAL, REMOVE, type BaseReg, type DataObject, type DeltaBody, type DeltaRecord, type Hlc,
@@ -386,8 +386,9 @@ export class Replica {
   add(coll: string, items: [string, DataObject][]): Promise<void> {
     for (const [id] of items) this.checkWrite(coll, id);
     return this.local((t, staged) => {
+      const slabs = items.length > 1 ? new Slabs() : undefined; // the values of this call's records together
       for (const [id, value] of items) {
-        const regs = addRegisters(value, this.clock.tick(), this.id, this.limits);
+        const regs = addRegisters(value, this.clock.tick(), this.id, this.limits, slabs);
         const r = t.copyOf(recordKey(coll, id), staged);
         // new here (or gone): the registers are the record, as the merge would leave them
         const f = !r.base && !r.leaves.length ? freshRecord(regs.base, regs.leaves) : null;
