@@ -867,6 +867,19 @@ class Txn {
   }
 }
 
+/** A delta record's fields as leaves (seq 0, from src): new objects of
+ *  the leaves' own shape (giving the decoded ones seq and src changed their
+ *  shape and grew a property store each), sharing the fields' paths,
+ *  origins and value views. */
+function leavesOf(fields: DeltaRecord["fields"], src: Source): Leaf[] {
+  const out = new Array<Leaf>(fields.length);
+  for (let i = 0; i < fields.length; i++) {
+    const f = fields[i]!;
+    out[i] = { path: f.path, hlc: f.hlc, origin: f.origin, value: f.value, seq: 0, src };
+  }
+  return out;
+}
+
 /** Merges one delta record into the transaction; EFORGED on equivocation. */
 function mergeRemote(t: Txn, rec: DeltaRecord): void {
   const key = recordKey(rec.coll, rec.id);
@@ -874,11 +887,10 @@ function mergeRemote(t: Txn, rec: DeltaRecord): void {
   if (fresh && !wasDel && !t.holds(key)) {
     // new here: its registers are its record, unless they need the merge
     const b = rec.base;
-    const leaves = rec.fields as Leaf[];
+    if (!b && !rec.fields.length) return;
+    const leaves = leavesOf(rec.fields, t.src);
     const r = freshRecord(b ? { kind: b.kind, hlc: b.hlc, origin: b.origin, seq: 0, src: t.src } : null, leaves);
     if (r) {
-      if (!b && !leaves.length) return;
-      for (const l of leaves) { l.seq = 0; l.src = t.src; }
       t.put.set(key, r);
       return;
     }
@@ -891,12 +903,7 @@ function mergeRemote(t: Txn, rec: DeltaRecord): void {
     const b = rec.base;
     won = mergeBase(r, { kind: b.kind, hlc: b.hlc, origin: b.origin, seq: 0, src: t.src }) || won;
   }
-  if (rec.fields.length) {
-    // the decoded fields become the leaves (the delta is ours alone)
-    const leaves = rec.fields as Leaf[];
-    for (const l of leaves) { l.seq = 0; l.src = t.src; }
-    won = mergeLeaves(r, leaves) > 0 || won;
-  }
+  if (rec.fields.length) won = mergeLeaves(r, leavesOf(rec.fields, t.src)) > 0 || won;
   // nothing taken (a resend): the record is neither rewritten nor reported
   if (!won && fresh) { t.put.delete(key); if (wasDel) t.del.add(key); }
 }
