@@ -6,7 +6,8 @@
 //   reference.  No sync attached.
 // - initial_sync_browser: a fresh page store (IndexedDB, and memory) joins a server holding 100k fields (written
 //   by js/bench/writer.mjs), timed from open() to sync.whenSynced(), then the fields counted.
-// Prints one JSON line per test.  The bundle: --bundle, else js/bench/.dist/crdtdb.browser.js (run.mjs builds it
+// Prints one JSON line per test; page_cpu_ms (fill_page_cpu_ms for the addAll) is the page's main-thread CPU
+// (Chrome's TaskDuration) over the call, steadier than wall time on a shared machine.  The bundle: --bundle, else js/bench/.dist/crdtdb.browser.js (run.mjs builds it
 // from js/src with esbuild, as `npm run bundle` does), else js/dist/crdtdb.browser.js.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -50,14 +51,18 @@ window.bench = {
     const issued = now() - t0;
     await Promise.all(ps);
     const ms = now() - t0;
+    window.openStore = ds; // fill() goes on with it (a page call of its own, so its CPU is measured apart)
+    return { writes: n, issue_ms: +issued.toFixed(0), ms: +ms.toFixed(0), writes_per_s: Math.round(n / ms * 1000) };
+  },
+  async fill() {
+    const ds = window.openStore;
     const items = {};
     for (let r = 0; r < 10000; r++) { const o = {}; for (let c = 0; c < 10; c++) o["c" + c] = r * 10 + c; items["r" + r] = o; }
     const t1 = now();
     await ds.addAll("big", items);
     const fill = now() - t1;
     await ds.close();
-    return { writes: n, issue_ms: +issued.toFixed(0), ms: +ms.toFixed(0), writes_per_s: Math.round(n / ms * 1000),
-      fill_fields: 100000, fill_ms: +fill.toFixed(0), fill_fields_per_s: Math.round(100000 / fill * 1000) };
+    return { fill_fields: 100000, fill_ms: +fill.toFixed(0), fill_fields_per_s: Math.round(100000 / fill * 1000) };
   },
   async freshSync(kind, name, url, dbId) {
     const t0 = now();
@@ -81,6 +86,17 @@ const web = createServer((req, res) => {
 await new Promise((r) => web.listen(0, "127.0.0.1", r));
 const pageUrl = `http://127.0.0.1:${web.address().port}/`;
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"], headless: true, timeout: 30000 });
+// the page's main-thread CPU over fn (CDP Performance.getMetrics TaskDuration), as <key>: ms
+async function cpuOf(p, key, fn) {
+  const cdp = await p.context().newCDPSession(p);
+  await cdp.send("Performance.enable");
+  const task = async () => (await cdp.send("Performance.getMetrics")).metrics.find((m) => m.name === "TaskDuration").value;
+  const t0 = await task();
+  const r = await fn();
+  const ms = (await task() - t0) * 1000;
+  await cdp.detach();
+  return { ...r, [key]: Math.round(ms) };
+}
 async function measured(p, name, fn) {
   if (!profDir) return fn();
   const cdp = await p.context().newCDPSession(p);
@@ -106,8 +122,9 @@ try {
   const chromeVersion = browser.version();
   if (only !== "sync") for (const kind of ["idb", "memory"]) {
     const { ctx, p } = await page();
-    const r = await measured(p, "local-" + kind, () => p.evaluate(([k, n]) => window.bench.localWrites(k, "w-" + k, n), [kind, nWrites]));
-    emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: chromeVersion, ...r });
+    const r = await measured(p, "local-" + kind, () => cpuOf(p, "page_cpu_ms", () => p.evaluate(([k, n]) => window.bench.localWrites(k, "w-" + k, n), [kind, nWrites])));
+    const f = await measured(p, "fill-" + kind, () => cpuOf(p, "fill_page_cpu_ms", () => p.evaluate(() => window.bench.fill())));
+    emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: chromeVersion, ...r, ...f });
     await ctx.close();
   }
   if (only !== "local") {
@@ -115,7 +132,7 @@ try {
   if (w.status !== 0) throw new Error(`writer: ${w.stderr}`);
   for (const kind of ["idb", "memory"]) {
     const { ctx, p } = await page();
-    const r = await measured(p, "sync-" + kind, () => p.evaluate(([k, url]) => window.bench.freshSync(k, "fresh-" + k, url, "big"), [kind, srv.url]));
+    const r = await measured(p, "sync-" + kind, () => cpuOf(p, "page_cpu_ms", () => p.evaluate(([k, url]) => window.bench.freshSync(k, "fresh-" + k, url, "big"), [kind, srv.url])));
     emit({ bench: "initial_sync_browser", fields: 100000, backend: kind === "idb" ? "indexeddb" : "memory", ...r });
     await ctx.close();
   }

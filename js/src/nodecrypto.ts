@@ -5,10 +5,12 @@
  * the C library's own verifier, so the rules are the C side's by
  * construction, and 1.5–2× faster than OpenSSL's here; else node:crypto
  * (OpenSSL), whose equation keys.ts brings to libsodium's rules.
- * Installed by `crdtdb/node` for the whole process.
+ * Installed by `crdtdb/node` for the whole process, with a native
+ * incremental SHA-256 for the history chain (history.ts).
  */
 import { createRequire } from "node:module";
-import { createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, type KeyObject } from "node:crypto";
+import { createHash, createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, type KeyObject } from "node:crypto";
+import { setSha256Stream } from "./history.js";
 import { setSyncSign, setSyncVerify, toHex } from "./keys.js";
 
 /** The part of sodium-native used here. */
@@ -29,6 +31,15 @@ function loadSodium(): Sodium | null {
 
 /** PKCS#8 DER of an Ed25519 private key: this prefix, then the 32-byte seed (RFC 8410). */
 const PKCS8_ED25519 = Buffer.from("302e020100300506032b657004220420", "hex");
+
+// the history chain's big commits: OpenSSL's SHA-256, fed as the notes are written
+setSha256Stream(() => {
+  const h = createHash("sha256");
+  return {
+    update: (b) => { h.update(b); },
+    digest: () => { const d = h.digest(); return new Uint8Array(d.buffer, d.byteOffset, d.length); },
+  };
+});
 
 /** Which implementation this process verifies and signs with. */
 export const ed25519Backend: "libsodium" | "openssl" = install(loadSodium());

@@ -33,7 +33,7 @@ import {
   type StoredRecord,
   type Value,
 } from "./types.js";
-import { DEFAULT_LIMITS, MsgpackBuilder, decodeValue, flatten, valuesEqual, type Limits } from "./value.js";
+import { DEFAULT_LIMITS, MsgpackBuilder, decodeValue, flatten, flattenAs, valuesEqual, type Limits, type Slabs } from "./value.js";
 
 export function emptyRecord(): StoredRecord {
   return { base: null, leaves: [] };
@@ -414,19 +414,16 @@ export function withId(id: string, obj: DataObject): DataObject {
  * The registers of add(value) at stamp (hlc, origin): an add base and
  * every leaf of value (flatten: limits enforced, errors as C's), seq 0,
  * src LOCAL, leaves sorted by path.  Merge with mergeBase, then mergeLeaves.
+ * slabs: where the values go, shared by the records of one call (value.ts).
  */
 export function addRegisters(
   value: DataObject,
   hlc: Hlc,
   origin: ReplicaId,
   limits: Limits = DEFAULT_LIMITS,
+  slabs?: Slabs,
 ): { base: BaseReg; leaves: Leaf[] } {
-  const flat = flatten(value, limits);
-  const leaves: Leaf[] = new Array(flat.length);
-  for (let i = 0; i < flat.length; i++) {
-    const f = flat[i]!;
-    leaves[i] = { path: f.path, hlc, origin, value: f.value, seq: 0, src: LOCAL };
-  }
+  const leaves = flattenAs(value, limits, (path): Leaf => ({ path, hlc, origin, value: null, seq: 0, src: LOCAL }), slabs);
   leaves.sort(byPath);
   return { base: { kind: ADD, hlc, origin, seq: 0, src: LOCAL }, leaves };
 }

@@ -19,7 +19,7 @@ import {
   addRegisters, checkLocalLimits, emptyRecord, freshRecord, isVisible, mergeBase, mergeLeaves, registersOf, render,
   updateLeaves, withId,
 } from "./record.js";
-import { DEFAULT_LIMITS, type Limits } from "./value.js";
+import { DEFAULT_LIMITS, Slabs, type Limits } from "./value.js";
 import { compareIds } from "./path.js";
 import {
   LOCAL, REMOVE, type BaseReg, type DataObject, type DeltaBody, type DeltaRecord, type Hlc,
@@ -74,6 +74,8 @@ export interface ApplyInfo {
   localFrom: number;
   localTo: number;
 }
+
+const utf8 = new TextEncoder();
 
 /** Our chain's points kept: deltas carry the points at or before their
  *  ends, and a receiver checks the ones it has seen. */
@@ -376,15 +378,17 @@ export class Replica {
   private checkWrite(coll: string, id: string): void {
     this.checkColl(coll);
     if (this.readonly) throw readOnly();
-    if (!id || new TextEncoder().encode(id).length > 255) throw new CrdtdbError("EBADID", `invalid id '${id}'`);
+    // at most 3 UTF-8 bytes a UTF-16 unit: only long ids need encoding
+    if (!id || (id.length > 85 && utf8.encode(id).length > 255)) throw new CrdtdbError("EBADID", `invalid id '${id}'`);
   }
 
   /** add(id, value) for each item, in one commit with one stamp each. */
   add(coll: string, items: [string, DataObject][]): Promise<void> {
     for (const [id] of items) this.checkWrite(coll, id);
     return this.local((t, staged) => {
+      const slabs = items.length > 1 ? new Slabs() : undefined; // the values of this call's records together
       for (const [id, value] of items) {
-        const regs = addRegisters(value, this.clock.tick(), this.id, this.limits);
+        const regs = addRegisters(value, this.clock.tick(), this.id, this.limits, slabs);
         const r = t.copyOf(recordKey(coll, id), staged);
         // new here (or gone): the registers are the record, as the merge would leave them
         const f = !r.base && !r.leaves.length ? freshRecord(regs.base, regs.leaves) : null;
@@ -863,6 +867,19 @@ class Txn {
   }
 }
 
+/** A delta record's fields as leaves (seq 0, from src): new objects of
+ *  the leaves' own shape (giving the decoded ones seq and src changed their
+ *  shape and grew a property store each), sharing the fields' paths,
+ *  origins and value views. */
+function leavesOf(fields: DeltaRecord["fields"], src: Source): Leaf[] {
+  const out = new Array<Leaf>(fields.length);
+  for (let i = 0; i < fields.length; i++) {
+    const f = fields[i]!;
+    out[i] = { path: f.path, hlc: f.hlc, origin: f.origin, value: f.value, seq: 0, src };
+  }
+  return out;
+}
+
 /** Merges one delta record into the transaction; EFORGED on equivocation. */
 function mergeRemote(t: Txn, rec: DeltaRecord): void {
   const key = recordKey(rec.coll, rec.id);
@@ -870,11 +887,10 @@ function mergeRemote(t: Txn, rec: DeltaRecord): void {
   if (fresh && !wasDel && !t.holds(key)) {
     // new here: its registers are its record, unless they need the merge
     const b = rec.base;
-    const leaves = rec.fields as Leaf[];
+    if (!b && !rec.fields.length) return;
+    const leaves = leavesOf(rec.fields, t.src);
     const r = freshRecord(b ? { kind: b.kind, hlc: b.hlc, origin: b.origin, seq: 0, src: t.src } : null, leaves);
     if (r) {
-      if (!b && !leaves.length) return;
-      for (const l of leaves) { l.seq = 0; l.src = t.src; }
       t.put.set(key, r);
       return;
     }
@@ -887,12 +903,7 @@ function mergeRemote(t: Txn, rec: DeltaRecord): void {
     const b = rec.base;
     won = mergeBase(r, { kind: b.kind, hlc: b.hlc, origin: b.origin, seq: 0, src: t.src }) || won;
   }
-  if (rec.fields.length) {
-    // the decoded fields become the leaves (the delta is ours alone)
-    const leaves = rec.fields as Leaf[];
-    for (const l of leaves) { l.seq = 0; l.src = t.src; }
-    won = mergeLeaves(r, leaves) > 0 || won;
-  }
+  if (rec.fields.length) won = mergeLeaves(r, leavesOf(rec.fields, t.src)) > 0 || won;
   // nothing taken (a resend): the record is neither rewritten nor reported
   if (!won && fresh) { t.put.delete(key); if (wasDel) t.del.add(key); }
 }
