@@ -89,6 +89,11 @@
 //   this branch      0.31, 0.28 / 0.50, 0.61  2.80, 1.29 / 3.99, 5.38    0.231, 0.225 / 0.788, 0.958
 //   + both proposals 0.25, 0.23 / 0.49, 0.47  1.11, 0.93 / 4.02, 3.25    0.190, 0.178 / 0.839, 0.780 (0.23x; p99 0.28x)
 // Every update reached every other player.
+// A second sitting, 04:25-04:34 in the reverse order, ran at load 2-15 (ticks skipped; latencies not comparable):
+// CPU s per player-min, crdtdb / Yjs: + both proposals 0.191, 0.250 / 1.06, 0.846; this branch 0.240, 0.214 /
+// 0.854, 0.758; 36f83c6 0.223, 0.219 / 0.706, 0.578 (Yjs skipping up to 3,165 ticks of 14,400).  The CPU figure
+// counts 10 ms ticks, two thirds of them the kernel's sendto: the instruction counts above are the measure of a
+// user-space change.  Missing 0 in every round.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
