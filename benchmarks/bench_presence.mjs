@@ -71,6 +71,29 @@
 // nor is the p99 one (an earlier sitting of the first half of this change, at load 4-6, gave 0.248 for CPU).  What is
 // left is the kernel: ~60 % of the server's CPU is sendto on loopback (the receiver's TCP work is charged to the
 // sender), one per receiver per update.
+//
+// Session 23 (wt-pres): instructions per update (benchmarks/presence/callgrind.sh: the loop, crdtdb_server_run,
+// inclusive, per [12] received; the flush scaled to 15 messages per update): 26,970 at 36f83c6; 25,150-25,620 with
+// the encoders writing msgpack by hand into the frame (crdtdb_presence_encode 1,436 -> 253).  Of what is left,
+// per update: lws_write 7,400 (about 500 per message; lws's own framing and logging calls), the store pump the
+// session runs after every input (3,500: an LMDB read of the sequence, though [12] changes nothing it sends),
+// crdtdb_server_run's poll of other processes' commits every 2 ms (2,700-3,300: the loop turns about once per
+// update), decoding 2,050, queueing on 15 sessions 2,350.  With the pump skipped after input of presence only
+// and that poll at most every 10 ms (session.c, ws_server.c: proposed, not here) it is 20,200.  The server makes no
+// syscalls but recvfrom, sendto and poll (strace), and every timer is cheap (on_poll_due ~7,800 instructions per
+// call): no server-side work stalls an update for 0.4 ms; the tail on this shared machine is scheduling (gaps of
+// 2-7 ms between two sendto of one fan-out under load) and the players' GC (~3 pauses a second in their process).
+// Sitting 04:08-04:17 UTC (load 1-8, --rounds=2, Release), per round crdtdb / Yjs:
+//   build            p50 ms                 p99 ms                      CPU s per player-min (user + sys)
+//   36f83c6          0.29, 0.33 / 0.70, 1.38  19.2, 3.46 / 95.2, 202 (Yjs skipped ticks)  0.224, 0.265 / 0.85, 0.785
+//   this branch      0.31, 0.28 / 0.50, 0.61  2.80, 1.29 / 3.99, 5.38    0.231, 0.225 / 0.788, 0.958
+//   + both proposals 0.25, 0.23 / 0.49, 0.47  1.11, 0.93 / 4.02, 3.25    0.190, 0.178 / 0.839, 0.780 (0.23x; p99 0.28x)
+// Every update reached every other player.
+// A second sitting, 04:25-04:34 in the reverse order, ran at load 2-15 (ticks skipped; latencies not comparable):
+// CPU s per player-min, crdtdb / Yjs: + both proposals 0.191, 0.250 / 1.06, 0.846; this branch 0.240, 0.214 /
+// 0.854, 0.758; 36f83c6 0.223, 0.219 / 0.706, 0.578 (Yjs skipping up to 3,165 ticks of 14,400).  The CPU figure
+// counts 10 ms ticks, two thirds of them the kernel's sendto: the instruction counts above are the measure of a
+// user-space change.  Missing 0 in every round.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";

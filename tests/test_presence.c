@@ -1177,6 +1177,89 @@ START_TEST(closing_with_armed_timers)
 }
 END_TEST
 
+/* The encoders write msgpack by hand: byte for byte what msgpack-c's
+ * packer writes, at every size where a header changes form. */
+static void ref_frame(crdtdb_buf *out, int type, const uint8_t *ekey, const char *user,
+                      const uint8_t *erep, uint64_t num, const char *to, const uint8_t *body,
+                      size_t blen)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, type == 13 ? 6 : 7);
+    msgpack_pack_uint8(&pk, (uint8_t)type);
+    msgpack_pack_bin_with_body(&pk, ekey, CRDTDB_PRESENCE_KEY_BYTES);
+    msgpack_pack_str_with_body(&pk, user, strlen(user));
+    msgpack_pack_bin_with_body(&pk, erep, CRDTDB_REPLICA_ID_BYTES);
+    msgpack_pack_uint64(&pk, num);
+    if (type == 15) {
+        if (to)
+            msgpack_pack_str_with_body(&pk, to, strlen(to));
+        else
+            msgpack_pack_nil(&pk);
+    }
+    if (body)
+        msgpack_pack_bin_with_body(&pk, body, blen);
+    else
+        msgpack_pack_nil(&pk);
+    crdtdb_buf_free(out);
+    out->data = malloc(sb.size + 4);
+    ck_assert_ptr_nonnull(out->data);
+    out->data[0] = (uint8_t)(sb.size >> 24), out->data[1] = (uint8_t)(sb.size >> 16);
+    out->data[2] = (uint8_t)(sb.size >> 8), out->data[3] = (uint8_t)sb.size;
+    memcpy(out->data + 4, sb.data, sb.size);
+    out->len = out->cap = sb.size + 4;
+    msgpack_sbuffer_destroy(&sb);
+}
+
+START_TEST(encoders_write_msgpack_c_forms)
+{
+    static uint8_t body[70000];
+    for (size_t i = 0; i < sizeof body; i++)
+        body[i] = (uint8_t)(i * 31 + 7);
+    uint8_t ekey[CRDTDB_PRESENCE_KEY_BYTES], erep[CRDTDB_REPLICA_ID_BYTES];
+    memset(ekey, 0xab, sizeof ekey);
+    memset(erep, 0x5c, sizeof erep);
+    const size_t lens[] = {0, 1, 255, 256, 65535, 65536, sizeof body};
+    const uint64_t nums[] = {1, 127, 128, 255, 256, 65535, 65536, 0xffffffffu, 0x100000000u, UINT64_MAX};
+    const size_t ulens[] = {0, 31, 32, 255 < CRDTDB_ID_MAX ? 255 : CRDTDB_ID_MAX};
+    char user[CRDTDB_ID_MAX + 1], to[40];
+    memset(to, 't', sizeof to - 1);
+    to[sizeof to - 1] = 0;
+    crdtdb_buf got = CRDTDB_BUF_INIT, want = CRDTDB_BUF_INIT;
+    for (size_t u = 0; u < sizeof ulens / sizeof *ulens; u++) {
+        memset(user, 'u', ulens[u]);
+        user[ulens[u]] = 0;
+        for (size_t i = 0; i < sizeof nums / sizeof *nums; i++)
+            for (size_t j = 0; j < sizeof lens / sizeof *lens; j++) {
+                crdtdb_presence p = {ekey, user, erep, nums[i], j ? body : NULL, j ? lens[j] : 0};
+                got.len = 0;
+                ck_assert_int_eq(crdtdb_presence_encode(&p, &got), 0);
+                ref_frame(&want, 13, ekey, user, erep, nums[i], NULL, p.state, p.state_len);
+                ck_assert_uint_eq(got.len, want.len);
+                ck_assert(memcmp(got.data, want.data, got.len) == 0);
+                for (int t = 0; t < 3; t++) { /* to: none, fixstr, str 8 */
+                    const char *dest = t == 0 ? NULL : t == 1 ? "bo" : to;
+                    crdtdb_message m = {ekey, user, erep, nums[i], dest, body, lens[j]};
+                    got.len = 3; /* appended after what the frame holds */
+                    ck_assert_int_eq(crdtdb_message_encode(&m, &got), 0);
+                    ref_frame(&want, 15, ekey, user, erep, nums[i], dest, body, lens[j]);
+                    ck_assert_uint_eq(got.len, 3 + want.len);
+                    ck_assert(memcmp(got.data + 3, want.data, want.len) == 0);
+                }
+            }
+    }
+    /* refusals leave the frame as it was */
+    crdtdb_presence bad = {ekey, NULL, erep, 1, NULL, 0};
+    got.len = 5;
+    ck_assert_int_eq(crdtdb_presence_encode(&bad, &got), CRDTDB_EINVAL);
+    ck_assert_uint_eq(got.len, 5);
+    crdtdb_buf_free(&got);
+    crdtdb_buf_free(&want);
+}
+END_TEST
+
 static Suite *presence_suite(void)
 {
     Suite *s = suite_create("presence");
@@ -1203,6 +1286,7 @@ static Suite *presence_suite(void)
     tcase_add_test(tc, a_lost_link_leaves_only_for_local_clients);
     tcase_add_test(tc, a_client_cannot_relay_to_spoof_or_read_messages);
     tcase_add_test(tc, closing_with_armed_timers);
+    tcase_add_test(tc, encoders_write_msgpack_c_forms);
     suite_add_tcase(s, tc);
     return s;
 }

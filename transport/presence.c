@@ -1,7 +1,6 @@
 /* Presence and ephemeral messages: checks and encoders (presence.h). */
 #include "transport/presence.h"
 
-#include <msgpack.h>
 #include <string.h>
 
 #include "crdt/buf.h"
@@ -125,73 +124,134 @@ int crdtdb__presence_frames_check(const uint8_t *p, size_t len)
     return 0;
 }
 
-/* Appends the message built in m to frame as one frame: u32 length, body. */
-static int put_frame(crdtdb_buf *frame, const crdtdb_buf *m)
+/*
+ * The encoders write msgpack by hand, straight into the frame: the hub
+ * encodes each relayed change once per update, and a packer's callback
+ * per field cost more than the rest of the encoding.  The forms are the
+ * shortest, as msgpack-c's packer writes them (str 8 included).
+ */
+#define HEAD_MAX 9u /* the longest header written: uint 64 */
+
+static uint8_t *put_be(uint8_t *o, uint64_t v, unsigned bytes)
 {
-    uint8_t h[4] = {(uint8_t)(m->len >> 24), (uint8_t)(m->len >> 16), (uint8_t)(m->len >> 8),
-                    (uint8_t)m->len};
-    size_t keep = frame->len;
-    if (crdtdb__buf_append(frame, h, 4) || crdtdb__buf_append(frame, m->data, m->len)) {
-        frame->len = keep;
-        return CRDTDB_ENOMEM;
+    for (unsigned i = bytes; i-- > 0; v >>= 8)
+        o[i] = (uint8_t)v;
+    return o + bytes;
+}
+
+static uint8_t *put_uint(uint8_t *o, uint64_t v)
+{
+    if (v < 0x80) {
+        *o++ = (uint8_t)v;
+        return o;
     }
-    return 0;
+    unsigned w = v < 1ull << 8 ? 0 : v < 1ull << 16 ? 1 : v < 1ull << 32 ? 2 : 3;
+    *o++ = (uint8_t)(0xcc + w);
+    return put_be(o, v, 1u << w);
+}
+
+/* A str (base 0xd9: str 8/16/32, with fixstr) or bin (0xc4) header, then
+ * the bytes. */
+static uint8_t *put_raw(uint8_t *o, uint8_t base, const void *p, size_t n)
+{
+    if (base == 0xd9 && n < 32) {
+        *o++ = (uint8_t)(0xa0 | n);
+    } else {
+        unsigned w = n < 1u << 8 ? 0 : n < 1u << 16 ? 1 : 2;
+        *o++ = (uint8_t)(base + w);
+        o = put_be(o, n, 1u << w);
+    }
+    if (n)
+        memcpy(o, p, n);
+    return o + n;
+}
+
+/* Room in frame for a frame of at most body bytes; its start. */
+static uint8_t *frame_open(crdtdb_buf *frame, size_t body)
+{
+    if (crdtdb__buf_reserve(frame, 4 + body))
+        return NULL;
+    return frame->data + frame->len;
+}
+
+/* The frame written from start to end: its length in front, appended. */
+static void frame_close(crdtdb_buf *frame, uint8_t *start, uint8_t *end)
+{
+    size_t n = (size_t)(end - start) - 4;
+    put_be(start, n, 4);
+    frame->len += (size_t)(end - start);
 }
 
 /* The fields every [13] and [15] carries: key, user, replica (checked). */
-static int pack_source(msgpack_packer *pk, const uint8_t *key, const char *user,
-                       const uint8_t *replica)
+static int source_ok(const uint8_t *key, const char *user, const uint8_t *replica, size_t *ulen)
 {
-    size_t ulen = user ? strlen(user) : 0;
-    if (!key || !user || !replica || ulen > CRDTDB_ID_MAX ||
-        !crdtdb__utf8_valid((const uint8_t *)user, ulen))
+    *ulen = user ? strlen(user) : 0;
+    if (!key || !user || !replica || *ulen > CRDTDB_ID_MAX ||
+        !crdtdb__utf8_valid((const uint8_t *)user, *ulen))
         return CRDTDB_EINVAL;
-    if (msgpack_pack_bin_with_body(pk, key, CRDTDB_PRESENCE_KEY_BYTES) ||
-        msgpack_pack_str_with_body(pk, user, ulen) ||
-        msgpack_pack_bin_with_body(pk, replica, CRDTDB_REPLICA_ID_BYTES))
-        return CRDTDB_ENOMEM;
     return 0;
 }
 
+static uint8_t *put_source(uint8_t *o, const uint8_t *key, const char *user, size_t ulen,
+                           const uint8_t *replica)
+{
+    o = put_raw(o, 0xc4, key, CRDTDB_PRESENCE_KEY_BYTES);
+    o = put_raw(o, 0xd9, user, ulen);
+    return put_raw(o, 0xc4, replica, CRDTDB_REPLICA_ID_BYTES);
+}
+
+/* Header bytes of a [13] or [15] besides its variable parts' bodies. */
+#define SOURCE_ROOM (3u * 5u + CRDTDB_PRESENCE_KEY_BYTES + CRDTDB_REPLICA_ID_BYTES)
+
 int crdtdb_presence_encode(const crdtdb_presence *p, crdtdb_buf *frame)
 {
-    if (!p || !frame || !p->version || (!p->state && p->state_len))
+    size_t ulen;
+    if (!p || !frame || !p->version || (!p->state && p->state_len) ||
+        source_ok(p->key, p->user, p->replica, &ulen))
         return CRDTDB_EINVAL;
-    crdtdb_buf m = CRDTDB_BUF_INIT;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &m, crdtdb__buf_write_cb);
-    int rc = msgpack_pack_array(&pk, 6) || msgpack_pack_uint8(&pk, CRDTDB__M_PRESENCE)
-                 ? CRDTDB_ENOMEM
-                 : pack_source(&pk, p->key, p->user, p->replica);
-    if (!rc) {
-        int e = msgpack_pack_uint64(&pk, p->version);
-        e |= p->state ? msgpack_pack_bin_with_body(&pk, p->state, p->state_len)
-                      : msgpack_pack_nil(&pk);
-        rc = e ? CRDTDB_ENOMEM : put_frame(frame, &m);
-    }
-    crdtdb_buf_free(&m);
-    return rc;
+    if (p->state_len > UINT32_MAX)
+        return CRDTDB_ENOMEM; /* no bin holds it */
+    uint8_t *start = frame_open(frame, 2 + SOURCE_ROOM + ulen + HEAD_MAX + 5 + p->state_len);
+    if (!start)
+        return CRDTDB_ENOMEM;
+    uint8_t *o = start + 4;
+    *o++ = 0x96; /* [13, key, user, replica, version, state] */
+    *o++ = CRDTDB__M_PRESENCE;
+    o = put_source(o, p->key, p->user, ulen, p->replica);
+    o = put_uint(o, p->version);
+    if (p->state)
+        o = put_raw(o, 0xc4, p->state, p->state_len);
+    else
+        *o++ = 0xc0;
+    frame_close(frame, start, o);
+    return 0;
 }
 
 int crdtdb_message_encode(const crdtdb_message *msg, crdtdb_buf *frame)
 {
     size_t tlen = msg && msg->to ? strlen(msg->to) : 0;
-    if (!msg || !frame || !msg->n || !msg->body || (msg->to && (!tlen || tlen > CRDTDB_ID_MAX)))
+    size_t ulen;
+    if (!msg || !frame || !msg->n || !msg->body || (msg->to && (!tlen || tlen > CRDTDB_ID_MAX)) ||
+        source_ok(msg->key, msg->user, msg->replica, &ulen))
         return CRDTDB_EINVAL;
     if (msg->to && !crdtdb__utf8_valid((const uint8_t *)msg->to, tlen))
         return CRDTDB_EINVAL;
-    crdtdb_buf m = CRDTDB_BUF_INIT;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &m, crdtdb__buf_write_cb);
-    int rc = msgpack_pack_array(&pk, 7) || msgpack_pack_uint8(&pk, CRDTDB__M_MESSAGE)
-                 ? CRDTDB_ENOMEM
-                 : pack_source(&pk, msg->key, msg->user, msg->replica);
-    if (!rc) {
-        int e = msgpack_pack_uint64(&pk, msg->n);
-        e |= msg->to ? msgpack_pack_str_with_body(&pk, msg->to, tlen) : msgpack_pack_nil(&pk);
-        e |= msgpack_pack_bin_with_body(&pk, msg->body, msg->body_len);
-        rc = e ? CRDTDB_ENOMEM : put_frame(frame, &m);
-    }
-    crdtdb_buf_free(&m);
-    return rc;
+    if (msg->body_len > UINT32_MAX)
+        return CRDTDB_ENOMEM;
+    uint8_t *start =
+        frame_open(frame, 2 + SOURCE_ROOM + ulen + HEAD_MAX + 5 + tlen + 5 + msg->body_len);
+    if (!start)
+        return CRDTDB_ENOMEM;
+    uint8_t *o = start + 4;
+    *o++ = 0x97; /* [15, key, user, replica, n, to, body] */
+    *o++ = CRDTDB__M_MESSAGE;
+    o = put_source(o, msg->key, msg->user, ulen, msg->replica);
+    o = put_uint(o, msg->n);
+    if (msg->to)
+        o = put_raw(o, 0xd9, msg->to, tlen);
+    else
+        *o++ = 0xc0;
+    o = put_raw(o, 0xc4, msg->body, msg->body_len);
+    frame_close(frame, start, o);
+    return 0;
 }
