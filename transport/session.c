@@ -1536,12 +1536,20 @@ static int costly_type(const uint8_t *p, size_t n)
     return p[at] == M_DELTA || p[at] == M_REPLACE;
 }
 
+/* Whether a message is presence or an ephemeral message (12 to 15): it
+ * changes nothing a pump would send. */
+static int presence_type(const uint8_t *p, size_t n)
+{
+    size_t at = n && (p[0] & 0xf0) == 0x90 ? 1 : n && p[0] == 0xdc ? 3 : n && p[0] == 0xdd ? 5 : 0;
+    return at && at < n && p[at] >= CRDTDB__M_PRESENCE_SET && p[at] <= CRDTDB__M_MESSAGE;
+}
+
 /* Handles the complete frames buffered, applying at most `applies` deltas
  * or replaces (SIZE_MAX: no bound); stops before the next one over it. */
 static int run_input(crdtdb_session *s, size_t applies)
 {
     size_t off = 0;
-    int rc = 0;
+    int rc = 0, store = 0, handled = 0; /* store: a message a pump may answer */
     while (!rc && s->state != S_CLOSED && s->in.len - off >= 4) {
         const uint8_t *p = s->in.data + off;
         size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
@@ -1557,6 +1565,8 @@ static int run_input(crdtdb_session *s, size_t applies)
                 break; /* for crdtdb_session_step */
             applies--;
         }
+        store |= !presence_type(p + 4, n);
+        handled = 1;
         rc = handle(s, p + 4, n);
         if (!rc && s->purge_err) /* a notice lost to out of memory in a callback */
             rc = seterr(s, CRDTDB_ENOMEM, "out of memory");
@@ -1577,8 +1587,10 @@ static int run_input(crdtdb_session *s, size_t applies)
     if (rc)
         return fail(s, rc);
     /* answer at once: what the peer lacks may be ready to go; a read
-     * filter's notices from that pump follow it */
-    if (s->state == S_OPEN && (rc = pump(s)))
+     * filter's notices from that pump follow it; presence alone changes
+     * nothing a pump sends, and a loop busy with it would read the store
+     * for every update */
+    if (s->state == S_OPEN && (store || !handled) && (rc = pump(s)))
         return fail(s, rc);
     if (s->notices.len && s->state != S_CLOSED && (rc = flush_notices(s)))
         return fail(s, rc);

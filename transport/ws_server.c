@@ -1418,7 +1418,10 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
 
 int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 
-#define POLL_RUN_MS 2
+/* another process's commits, looked for at most this often by a turning
+ * loop (the 50 ms timer looks too): a loop busy with presence turns about
+ * once per update */
+#define POLL_RUN_MS 10
 #define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
 #define HANDOFF_RETRY_MS 10000 /* after a refused drop: not every second */
 #define HANDOFF_TELL_MS 20000  /* a handoff waiting this long on a link is logged */
