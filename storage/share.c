@@ -206,6 +206,12 @@ static int export_shared(crdtdb_db *db, const crdtdb__export_opts *po, crdtdb_de
                 break;
             }
         }
+        /* asked to sign even an empty range (a session moving the peer's
+         * watermark: a long skip, a proof, a floor crossed), as the
+         * unshared export does: a delta made for it, else nothing would go
+         * and the caller would count the range as sent */
+        if (!mine && !e->len && !(po->flags & CRDTDB_EXPORT_NO_EMPTY))
+            mine = 1;
         if (mine) { /* its own changes are in the range: leave them out */
             crdtdb__exporter_end(x); /* one snapshot per handle at a time */
             x = NULL;

@@ -87,6 +87,52 @@ static int has(replica *r, const char *coll, const char *id)
     return j != NULL;
 }
 
+/* A server whose every record was removed and collected resyncs a fresh
+ * client: the export from 0 holds nothing, and must still be signed (the
+ * client records the range durably from it); later writes then reach the
+ * client as deltas it holds durably and acks, and it knows it is in sync. */
+START_TEST(fresh_client_of_a_wholly_collected_log_syncs)
+{
+    replica A, C;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    now_ms += 10;
+    put(&A, "remove", "players", "ann", NULL);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    crdtdb_session *a = open_session(&A, 1, 0), *c = open_session(&C, 0, 0);
+    for (int round = 0; round < 2; round++) {
+        if (round) { /* then a write */
+            now_ms += 10;
+            put(&A, "add", "players", "bob", "{\"hp\":2}");
+            crdtdb_session_pump(a);
+        }
+        for (int i = 0; i < 50; i++)
+            if (!(move(a, c) + move(c, a))) {
+                crdtdb_session_pump(a);
+                crdtdb_session_pump(c);
+            }
+        const char *why = crdtdb_session_unsynced(c);
+        ck_assert_msg(!why, "round %d: the client waits for %s", round, why);
+    }
+    ck_assert(has(&C, "players", "bob"));
+    crdtdb_peer p;
+    uint8_t ida[32];
+    int found;
+    uint64_t last;
+    ck_assert_int_eq(crdtdb_db_peer_get(C.db, rid(&A, ida), &p, &found), 0);
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &last), 0);
+    ck_assert(found);
+    ck_assert_uint_eq(p.received, last); /* durably */
+    crdtdb_session_close(a);
+    crdtdb_session_close(c);
+    replica_free(&A);
+    replica_free(&C);
+}
+END_TEST
+
 START_TEST(lone_replica_collects_every_tombstone)
 {
     replica A;
@@ -883,6 +929,7 @@ int main(void)
     TCase *tc = tcase_create("collect");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, lone_replica_collects_every_tombstone);
+    tcase_add_test(tc, fresh_client_of_a_wholly_collected_log_syncs);
     tcase_add_test(tc, many_tombstones_go_in_batches);
     tcase_add_test(tc, tombstone_waits_until_every_peer_holds_it);
     tcase_add_test(tc, silent_peer_leaves_the_horizon_and_resyncs_whole);

@@ -220,6 +220,39 @@ START_TEST(a_copy_made_again_syncs_a_fresh_client)
 }
 END_TEST
 
+/* A shared export asked to sign an empty range (no NO_EMPTY: a session's
+ * long skip, proof or crossed floor) signs one, as the unshared export
+ * does; it once sent nothing, and the session counted the range as sent. */
+START_TEST(shared_export_signs_an_empty_range_when_asked)
+{
+    put(&B, "add", "players", "ann", "{\"hp\":1}");
+    crdtdb_db_close(B.db); /* made again: its log is empty up to its seq */
+    ck_assert_int_eq(crdtdb_db_drop(B.env, "game"), 0);
+    ck_assert_int_eq(crdtdb_db_create(B.env, "game", COLLS, 2, &B.db), 0);
+    uint8_t aid[32];
+    crdtdb_env_replica_id(A.env, aid);
+    uint64_t last;
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &last), 0);
+    ck_assert_uint_gt(last, 0);
+    const unsigned fls[3] = {CRDTDB_EXPORT_SHARED | CRDTDB_EXPORT_NO_EMPTY, 0, CRDTDB_EXPORT_SHARED};
+    for (int i = 0; i < 3; i++) {
+        grab g = {0};
+        crdtdb_export_options eo;
+        memset(&eo, 0, sizeof eo);
+        eo.flags = fls[i];
+        crdtdb_export_info info;
+        ck_assert_int_eq(crdtdb_db_export_for(B.db, 0, aid, &eo, grab_one, &g, &info), 0);
+        ck_assert_uint_eq(info.to, last);
+        if (fls[i] & CRDTDB_EXPORT_NO_EMPTY) /* a skip: the sink hears of it, empty */
+            ck_assert_int_eq(g.calls, g.empty);
+        else
+            ck_assert_msg(g.calls == 1 && g.empty == 0, "flags %u: %d calls, %d empty", fls[i],
+                          g.calls, g.empty);
+        crdtdb_buf_free(&g.last);
+    }
+}
+END_TEST
+
 START_TEST(shared_export_is_signed_once)
 {
     replica C;
@@ -1935,6 +1968,7 @@ int main(void)
     tcase_add_test(tc, two_way_sync_converges);
     tcase_add_test(tc, byte_by_byte_feeding);
     tcase_add_test(tc, a_copy_made_again_syncs_a_fresh_client);
+    tcase_add_test(tc, shared_export_signs_an_empty_range_when_asked);
     tcase_add_test(tc, shared_export_is_signed_once);
     tcase_add_test(tc, empty_ranges_are_not_signed);
     tcase_add_test(tc, echo_is_skipped_unsigned);
