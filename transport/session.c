@@ -61,6 +61,7 @@ struct crdtdb_session {
      * while the peer never stops writing */
     uint64_t stable_acked, p_acked, p_mine;
     int signed_one;       /* a delta of ours went out in this session */
+    int gave;             /* the export under way sent a delta */
     uint64_t tail_lo, tail_hi; /* the end of our log that the peer's own
                                   deltas numbered: (tail_lo, tail_hi] */
     int behind;           /* the peer came from behind our collection floor:
@@ -738,7 +739,7 @@ static int give_delta(void *ctx, const uint8_t *delta, size_t len)
         s->give_err = 1;
         return seterr(s, CRDTDB_ENOMEM, "out of memory");
     }
-    s->signed_one = 1;
+    s->signed_one = s->gave = 1;
     return 0;
 }
 
@@ -795,22 +796,22 @@ static int pump(crdtdb_session *s)
         w.filter_ctx = s;
         uint64_t to = 0;
         s->skipped = s->give_err = 0;
+        s->gave = 0;
         rc = s->st.next_delta(s->st.ctx, &w, give_delta, s, &to);
-        /* a range ending in what was skipped before (a delta cached when
-         * the log ended there): the scan goes on from its end */
-        while (!rc && s->skipped && to <= done && to > w.after) {
-            w.after = to;
-            s->skipped = 0;
-            rc = s->st.next_delta(s->st.ctx, &w, give_delta, s, &to);
-        }
         if (!rc && s->purge_err)
             rc = seterr(s, CRDTDB_ENOMEM, "out of memory");
         if (rc)
             return s->give_err || s->purge_err ? rc : store_err(s, rc);
         /* guard the loop: a skip must pass what was skipped before; a delta
-         * (maybe a piece of a large record) must pass what was sent */
+         * (maybe a piece of a large record) must pass what was sent.  And
+         * a range is sent only by a delta, which starts where the peer's
+         * durable watermark is (a skip moves none): a range counted as
+         * sent with nothing sent would leave the peer short of it for good */
         if (s->skipped ? to <= done : to <= s->sent_upto && !prove && !cross)
             return seterr(s, CRDTDB_EIO, "export made no progress");
+        if (!s->skipped && !s->gave && to > s->sent_upto)
+            return seterr(s, CRDTDB_EIO, "export sent nothing for (%llu, %llu]",
+                          (unsigned long long)s->sent_upto, (unsigned long long)to);
         if (prove) /* a proof that found nothing to sign is not retried */
             s->signed_one = 1;
         if (s->skipped) {

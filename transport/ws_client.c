@@ -814,8 +814,7 @@ const char *crdtdb__client_unheld(const crdtdb_client *c)
         return "not connected";
     if (!c->two_way)
         return "not granted two-way";
-    const char *why = crdtdb_session_unsynced(c->l.s);
-    return why ? why : NULL;
+    return crdtdb_session_unsynced(c->l.s);
 }
 
 int crdtdb_client_connected(const crdtdb_client *c)

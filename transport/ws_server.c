@@ -52,6 +52,7 @@ typedef struct sdb {
     uint64_t handoff_ms;   /* no handoff before (ms): the last one was refused */
     uint64_t held_ms;      /* since when a handoff waits for its links (0: not) */
     int held_told;         /* that wait was logged */
+    unsigned refusals;     /* drops refused in a row: the retry backs off */
     uint64_t fresh_ms;     /* created here for a client while linked to peers
                               (0: not): until its links have caught up, whom
                               it has as members is not known (0 after) */
@@ -1423,7 +1424,7 @@ int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
  * once per update */
 #define POLL_RUN_MS 10
 #define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
-#define HANDOFF_RETRY_MS 10000 /* after a refused drop: not every second */
+#define HANDOFF_RETRY_MS 10000 /* after a refused drop (then doubling): not every second */
 #define HANDOFF_TELL_MS 20000  /* a handoff waiting this long on a link is logged */
 #define FRESH_WAIT_MS 60000 /* a copy fetched for a refused client waits for it */
 #define PRUNE_MS (3600u * 1000u) /* how often old tombs are pruned */
@@ -1577,6 +1578,7 @@ static int handoff_db(crdtdb_server *s, sdb *d)
         (d->fresh_ms && crdtdb__ws_now_ms() - d->fresh_ms < FRESH_WAIT_MS) ||
         s->o.keep(s->o.keep_ctx, id)) {
         d->held_ms = 0; /* not waiting on its links */
+        d->held_told = 0;
         return 0;
     }
     /* the sequence first: a commit (another process's) after it fails the
@@ -1600,6 +1602,7 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     }
     char name[CRDTDB_ID_MAX + 1];
     snprintf(name, sizeof name, "%s", id); /* id goes with the handle */
+    unsigned refusals = d->refusals;
     links_close(d, 0);
     db_free(d);
     int rc = crdtdb_env_drop_at(s->env, name, seq);
@@ -1610,8 +1613,11 @@ static int handoff_db(crdtdb_server *s, sdb *d)
          * the owners, and looked at again later (a copy left closed would
          * never be); at the list's head, so this round does not meet it */
         sdb *again = rc != CRDTDB_ENODB ? db_get(s, name, NULL) : NULL;
-        if (again) {
-            again->handoff_ms = crdtdb__ws_now_ms() + HANDOFF_RETRY_MS;
+        if (again) { /* 10 s, doubling to an hour: a lasting refusal (a
+                        * handle open) churns its links less and less */
+            again->refusals = refusals < 16 ? refusals + 1 : refusals;
+            uint64_t wait = (uint64_t)HANDOFF_RETRY_MS << (refusals < 9 ? refusals : 9);
+            again->handoff_ms = crdtdb__ws_now_ms() + (wait < 3600000 ? wait : 3600000);
             db_release(again);
         }
     } else {
