@@ -1525,24 +1525,30 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     }
 }
 
-/* Whether a frame may apply something: anything but a message whose type
- * is a one-byte integer other than delta and replace (read from the first
- * bytes of [type, ...] without unpacking).  Odd encodings count as costly:
- * no spelling of a delta slips past the apply queue. */
-static int costly_type(const uint8_t *p, size_t n)
+/* A message's type when it is a one-byte integer, read from the first
+ * bytes of [type, ...] without unpacking; -1 for anything else (an odd
+ * encoding). */
+static int peek_type(const uint8_t *p, size_t n)
 {
     size_t at = n && (p[0] & 0xf0) == 0x90 ? 1 : n && p[0] == 0xdc ? 3 : n && p[0] == 0xdd ? 5 : 0;
-    if (!at || at >= n || p[at] >= 0x80)
-        return 1;
-    return p[at] == M_DELTA || p[at] == M_REPLACE;
+    return at && at < n && p[at] < 0x80 ? p[at] : -1;
+}
+
+/* Whether a frame may apply something: anything but a message whose type
+ * is a one-byte integer other than delta and replace.  Odd encodings
+ * count as costly: no spelling of a delta slips past the apply queue. */
+static int costly_type(const uint8_t *p, size_t n)
+{
+    int t = peek_type(p, n);
+    return t < 0 || t == M_DELTA || t == M_REPLACE;
 }
 
 /* Whether a message is presence or an ephemeral message (12 to 15): it
  * changes nothing a pump would send. */
 static int presence_type(const uint8_t *p, size_t n)
 {
-    size_t at = n && (p[0] & 0xf0) == 0x90 ? 1 : n && p[0] == 0xdc ? 3 : n && p[0] == 0xdd ? 5 : 0;
-    return at && at < n && p[at] >= CRDTDB__M_PRESENCE_SET && p[at] <= CRDTDB__M_MESSAGE;
+    int t = peek_type(p, n);
+    return t >= CRDTDB__M_PRESENCE_SET && t <= CRDTDB__M_MESSAGE;
 }
 
 /* Handles the complete frames buffered, applying at most `applies` deltas

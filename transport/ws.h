@@ -127,13 +127,11 @@ void crdtdb__client_set_hub(crdtdb_client *c, struct crdtdb__hub *hub);
 /* Stops a hosted client's timers and reconnects (its context is about to
  * go); close it afterwards. */
 void crdtdb__client_stop_hosted(crdtdb_client *c);
-/* 1 when the server at the other end holds all c's database holds: c is
- * synced (crdtdb_client_synced) and its session was granted two-way — a
- * receive-only session is synced once it holds the server's data, and
- * the server takes none of ours.  For a handoff. */
-int crdtdb__client_holds_all(const crdtdb_client *c);
-/* Why c does not hold all yet, in words (NULL when it does): valid until
- * the next call on c, for the log of a handoff that waits long. */
+/* NULL when the server at the other end holds all c's database holds: c
+ * is synced (crdtdb_client_synced) and its session was granted two-way —
+ * a receive-only session is synced once it holds the server's data, and
+ * the server takes none of ours.  Else why not, in words, valid until the
+ * next call on c (for the log of a handoff that waits long). */
 const char *crdtdb__client_unheld(const crdtdb_client *c);
 /* Closes a hosted client; `ctx_gone`: its context was destroyed already. */
 void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone);

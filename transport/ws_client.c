@@ -803,11 +803,6 @@ int crdtdb_client_synced(const crdtdb_client *c)
     return crdtdb_client_connected(c) && crdtdb_session_synced(c->l.s);
 }
 
-int crdtdb__client_holds_all(const crdtdb_client *c)
-{
-    return !crdtdb__client_unheld(c);
-}
-
 const char *crdtdb__client_unheld(const crdtdb_client *c)
 {
     if (!c || !crdtdb_client_connected(c))
