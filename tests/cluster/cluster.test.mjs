@@ -29,6 +29,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function cli(dir, ...args) {
   const r = spawnSync(BIN, ["-d", dir, ...args], { encoding: "utf8", timeout: 60_000 });
+  if (r.error) throw new Error(`crdtdb ${args.join(" ")}: ${r.error.message}`); // not run at all
   return { ok: r.status === 0, out: r.stdout, err: r.stderr };
 }
 
