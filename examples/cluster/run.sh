@@ -72,13 +72,18 @@ CRDTDB_LB=$lb CRDTDB_S1=${s[1]} CRDTDB_S2=${s[2]} CRDTDB_S3=${s[3]} \
 pids+=($!)
 HAPROXY_PID=$!
 
-# ready: each server's health check, then HAProxy's port
-for addr in "${s[@]}"; do
-    for _ in $(seq 100); do
+# ready: each server's health check (30 s: a loaded machine), then HAProxy's port
+for i in 1 2 3; do
+    addr=${s[$i]}
+    for _ in $(seq 300); do
         curl -fs "http://$addr/healthz" >/dev/null 2>&1 && break
         sleep 0.1
     done
-    curl -fs "http://$addr/healthz" >/dev/null || { echo "run.sh: $addr did not start" >&2; exit 1; }
+    curl -fs "http://$addr/healthz" >/dev/null || {
+        echo "run.sh: $addr did not start; its log:" >&2
+        cat "$dir/s$i.log" >&2
+        exit 1
+    }
 done
 for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/${lb%:*}/${lb#*:}") 2>/dev/null && break

@@ -65,7 +65,7 @@ async function startCluster() {
     detached: true, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, CRDTDB: BIN },
   });
   const exited = new Promise((r) => proc.on("exit", r));
-  await until(() => existsSync(join(dir, "cluster.env")), "the cluster to start", 30_000);
+  await until(() => existsSync(join(dir, "cluster.env")), "the cluster to start", 120_000);
   const env = Object.fromEntries(readFileSync(join(dir, "cluster.env"), "utf8").trim().split("\n").map((l) => l.split("=")));
   const servers = [1, 2, 3].map((i) => ({
     name: `s${i}`, addr: env[`CRDTDB_S${i}`], url: `ws://${env[`CRDTDB_S${i}`]}`, pid: Number(env[`S${i}_PID`]),
