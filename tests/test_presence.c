@@ -599,6 +599,20 @@ START_TEST(peered_servers_relay_both_ways_once)
 }
 END_TEST
 
+/* out = the message packed in sb as a session frame (u32 length, then the
+ * message); sb is destroyed. */
+static void frame_from(crdtdb_buf *out, msgpack_sbuffer *sb)
+{
+    crdtdb_buf_free(out);
+    out->data = malloc(sb->size + 4);
+    ck_assert_ptr_nonnull(out->data);
+    out->data[0] = (uint8_t)(sb->size >> 24), out->data[1] = (uint8_t)(sb->size >> 16);
+    out->data[2] = (uint8_t)(sb->size >> 8), out->data[3] = (uint8_t)sb->size;
+    memcpy(out->data + 4, sb->data, sb->size);
+    out->len = out->cap = sb->size + 4;
+    msgpack_sbuffer_destroy(sb);
+}
+
 /* [12, bin(state)] as a session frame: u32 length, then the message. */
 static void raw_presence_frame(crdtdb_buf *out, const uint8_t *state, size_t len)
 {
@@ -609,14 +623,7 @@ static void raw_presence_frame(crdtdb_buf *out, const uint8_t *state, size_t len
     msgpack_pack_array(&pk, 2);
     msgpack_pack_uint8(&pk, 12);
     msgpack_pack_bin_with_body(&pk, state, len);
-    crdtdb_buf_free(out);
-    out->data = malloc(sb.size + 4);
-    ck_assert_ptr_nonnull(out->data);
-    out->data[0] = (uint8_t)(sb.size >> 24), out->data[1] = (uint8_t)(sb.size >> 16);
-    out->data[2] = (uint8_t)(sb.size >> 8), out->data[3] = (uint8_t)sb.size;
-    memcpy(out->data + 4, sb.data, sb.size);
-    out->len = out->cap = sb.size + 4;
-    msgpack_sbuffer_destroy(&sb);
+    frame_from(out, &sb);
 }
 
 typedef struct rawsaw {
@@ -1203,14 +1210,7 @@ static void ref_frame(crdtdb_buf *out, int type, const uint8_t *ekey, const char
         msgpack_pack_bin_with_body(&pk, body, blen);
     else
         msgpack_pack_nil(&pk);
-    crdtdb_buf_free(out);
-    out->data = malloc(sb.size + 4);
-    ck_assert_ptr_nonnull(out->data);
-    out->data[0] = (uint8_t)(sb.size >> 24), out->data[1] = (uint8_t)(sb.size >> 16);
-    out->data[2] = (uint8_t)(sb.size >> 8), out->data[3] = (uint8_t)sb.size;
-    memcpy(out->data + 4, sb.data, sb.size);
-    out->len = out->cap = sb.size + 4;
-    msgpack_sbuffer_destroy(&sb);
+    frame_from(out, &sb);
 }
 
 START_TEST(encoders_write_msgpack_c_forms)
