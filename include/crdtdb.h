@@ -345,16 +345,16 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_backup(crdtdb_env *env, const char *p
 
 /*
  * Tombstone collection (docs/crdt.md, "Collecting tombstones").  A removed
- * record's registers (its remove and the hidden leaves newer than it) and
- * their change-log entries are dropped once they are *stable*: every peer
+ * record's registers and their change-log entries are dropped once none of
+ * its leaves is newer than its remove (an add between the two may still
+ * come and show such a leaf) and all are *stable*: every peer
  * in the horizon has acknowledged them, and everything that peer held when
  * it acknowledged has reached us (the ack's second number, protocol.md
  * message 4).  A peer silent for longer than max_peer_age_ms (0: never) —
  * its last delta or ack — leaves the horizon; it, a replica never seen, or
  * one restored from an old backup, gets a full resync when it returns
  * (message 16).  The database keeps its collection floor (the highest
- * sequence collected) and horizon stamp (the newest register collected:
- * a remove, or a leaf hidden under it).
+ * sequence collected) and horizon stamp (the newest remove collected).
  */
 typedef struct crdtdb_collect_stats {
     uint64_t horizon;   /* our sequence every peer in the horizon holds

@@ -223,6 +223,14 @@ static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
     const crdtdb__record *r = &db->rec;
     if (rc || !s.exists || r->base_kind != CRDTDB__BASE_REMOVE)
         return rc;
+    /* A leaf newer than the remove (an update that had not seen it) keeps
+     * the record: an add stamped between the two may still be on its way
+     * from a third replica, and where the record is held that add shows
+     * the leaf.  Only a later remove, burying the leaf, lets it go.  An
+     * equal stamp is kept too: the replica tie-break is not worth it. */
+    for (uint32_t i = 0; i < r->nleaves; i++)
+        if (r->leaves[i].hlc >= r->base_hlc)
+            return 0;
     uint64_t top = 0;
     for (uint32_t i = 0; i <= r->nleaves; i++) {
         uint64_t seq = i < r->nleaves ? r->leaves[i].seq : r->base_seq;
@@ -252,14 +260,7 @@ static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
         }
         floor_note(fl, src, seq);
     }
-    /* The horizon stamp covers the hidden leaves too: an add stamped
-     * between the remove and a leaf, from a peer behind the horizon, would
-     * show that leaf where it is still held, and here it is gone; at or
-     * below the stamp, such an add is dropped as a write to what went. */
-    uint64_t newest = r->base_hlc;
-    for (uint32_t i = 0; i < r->nleaves; i++)
-        if (r->leaves[i].hlc > newest)
-            newest = r->leaves[i].hlc;
+    uint64_t newest = r->base_hlc; /* every leaf left is older: dead */
     int mrc = mdb_cursor_del(t->rec_cur, 0);
     for (uint32_t i = 0; !mrc && i <= r->nleaves; i++)
         mrc = crdtdb__log_del(t, i < r->nleaves ? r->leaves[i].seq : r->base_seq);

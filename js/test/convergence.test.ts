@@ -575,11 +575,11 @@ async function scenario(seed: number): Promise<void> {
       }
       return { names, states, regs, shown };
     };
-    // With collection, a removed record's registers (its remove, the leaves
-    // it hides) may be gone from some replicas and not from others, and
-    // hidden leaves still travelling may never arrive where the server
-    // dropped them: only the registers of shown records must agree (those
-    // the model shows; with an age limit, those the replicas show).
+    // With collection, a removed record's registers (its remove, the dead
+    // leaves it holds) may be gone from some replicas and not from others,
+    // and a leaf under a remove arriving after the record was collected is
+    // held alone: only the registers of shown records must agree (those the
+    // model shows; with an age limit, those the replicas show).
     const modelShown = new Set(COLLS.flatMap((coll) => [...model.visible(coll).keys()].map((id) => `${coll}/${id}`)));
     const recordOf = (line: string): string => line.slice(0, line.indexOf(" "));
     const shownRegs = (regs: string, shown: Set<string>): string =>
@@ -645,7 +645,7 @@ async function scenario(seed: number): Promise<void> {
         continue;
       }
       // what is shown: exactly the model's registers; what is removed: some
-      // of them (collected, or hidden leaves dropped with the record), and
+      // of them (collected with the record), and
       // nothing the model does not hold live (no removed record came back)
       const shown = (l: string[]): string[] => l.filter((x) => modelShown.has(recordOf(x)));
       assert.deepEqual(shown(regs), shown(live), `seed ${seed}: ${name}'s registers of shown records are not the model's`);
