@@ -575,14 +575,13 @@ export function signatureOf(bytes: Uint8Array): Uint8Array {
  */
 const VERIFIED_MAX = 32;
 const VERIFIED_BYTES_MAX = 16 << 10;
-const verified = new Map<string, Uint8Array>();
+const verified = new Map<number, Uint8Array>();
 
-/** The map's key: the signature's 64 bytes as a string. */
-function sigKey(d: Uint8Array): string {
-  const n = d.length;
-  let k = "";
-  for (let i = n - 64; i < n; i++) k += String.fromCharCode(d[i]!);
-  return k;
+/** The map's key: the signature's first 4 bytes (what a key's collision
+ *  costs is a verify, and the entry it replaces). */
+function sigKey(d: Uint8Array): number {
+  const i = d.length - 64;
+  return (d[i]! | d[i + 1]! << 8 | d[i + 2]! << 16 | d[i + 3]! << 24) >>> 0;
 }
 
 function verifiedBefore(d: Uint8Array): boolean {
@@ -593,8 +592,9 @@ function verifiedBefore(d: Uint8Array): boolean {
 
 function noteVerified(d: Uint8Array): void {
   if (d.length > VERIFIED_BYTES_MAX) return;
-  if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value as string);
-  verified.set(sigKey(d), d.slice());
+  const k = sigKey(d);
+  if (!verified.delete(k) && verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value as number);
+  verified.set(k, d.slice());
 }
 
 /** For tests: forgets the deltas verified so far (each is verified again). */
