@@ -575,7 +575,13 @@ export function signatureOf(bytes: Uint8Array): Uint8Array {
  */
 const VERIFIED_MAX = 32;
 const VERIFIED_BYTES_MAX = 16 << 10;
-const verified = new Map<number, Uint8Array>();
+interface Verified {
+  bytes: Uint8Array;
+  /** What decodeShared made of it, and under which limits. */
+  body: DeltaBody | null;
+  lim: DeltaLimits | null;
+}
+const verified = new Map<number, Verified>();
 
 /** The map's key: the signature's first 4 bytes (what a key's collision
  *  costs is a verify, and the entry it replaces). */
@@ -584,17 +590,45 @@ function sigKey(d: Uint8Array): number {
   return (d[i]! | d[i + 1]! << 8 | d[i + 2]! << 16 | d[i + 3]! << 24) >>> 0;
 }
 
-function verifiedBefore(d: Uint8Array): boolean {
-  if (d.length > VERIFIED_BYTES_MAX || verified.size === 0) return false;
+function verifiedEntry(d: Uint8Array): Verified | null {
+  if (d.length > VERIFIED_BYTES_MAX || verified.size === 0) return null;
   const v = verified.get(sigKey(d));
-  return v !== undefined && bytesEqual(v, d);
+  return v !== undefined && bytesEqual(v.bytes, d) ? v : null;
+}
+
+function verifiedBefore(d: Uint8Array): boolean {
+  return verifiedEntry(d) !== null;
 }
 
 function noteVerified(d: Uint8Array): void {
   if (d.length > VERIFIED_BYTES_MAX) return;
   const k = sigKey(d);
   if (!verified.delete(k) && verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value as number);
-  verified.set(k, d.slice());
+  verified.set(k, { bytes: d.slice(), body: null, lim: null });
+}
+
+function sameLimits(a: DeltaLimits, b: DeltaLimits): boolean {
+  return a.maxDeltaSize === b.maxDeltaSize && a.maxDeltaGroups === b.maxDeltaGroups && a.maxDepth === b.maxDepth &&
+    a.maxPathBytes === b.maxPathBytes && a.maxValueSize === b.maxValueSize;
+}
+
+/**
+ * decodeDelta for a replica applying a delta: bytes this process verified
+ * lately give, from their second receipt on, one body decoded from the
+ * memo's private copy (so no caller's buffer is shared) under the same
+ * limits, the same object each time: the caller only reads it (the
+ * replica makes its own registers of it).  Two parses, not one per
+ * replica, for the replicas of a process that receive a fan-out delta.
+ */
+export async function decodeDeltaShared(bytes: Uint8Array, limits: Partial<DeltaLimits>): Promise<DeltaBody> {
+  const e = verifiedEntry(bytes);
+  if (!e) return decodeDelta(bytes, limits);
+  const lim = { ...DEFAULT_DELTA_LIMITS, ...limits };
+  if (e.body && sameLimits(e.lim!, lim)) return e.body;
+  const body = await decodeDelta(e.bytes, lim);
+  e.body = body;
+  e.lim = lim;
+  return body;
 }
 
 /** For tests: forgets the deltas verified so far (each is verified again). */

@@ -8,7 +8,7 @@ import { createRequire } from "node:module";
 import assert from "node:assert/strict";
 
 import { CrdtdbError } from "../src/errors.js";
-import { decodeDelta, encodeDelta, forgetVerified } from "../src/delta.js";
+import { decodeDelta, decodeDeltaShared, encodeDelta, forgetVerified } from "../src/delta.js";
 import { keyPairFromSeed, setSyncVerify, type SyncVerify } from "../src/keys.js";
 import { MemoryBackend } from "../src/backend.js";
 import { Replica } from "../src/replica.js";
@@ -117,5 +117,40 @@ test("verify memo: two replicas of one process apply the same delta bytes", asyn
     await r3.close();
   } finally {
     for (const r of rs) await r.close();
+  }
+});
+
+test("verify memo: replicas share one decoded body from the memo's own copy, under the same limits only", async () => {
+  forgetVerified();
+  const { bytes, body } = await signed(13);
+  const open = () => Replica.open({ dbId: "memo", collections: ["c"], backend: new MemoryBackend() });
+  const [a, b, c] = await Promise.all([open(), open(), open()]);
+  try {
+    // the first receipt decodes the caller's bytes; its caller then reuses its buffer
+    const first = new Uint8Array(bytes);
+    await a.apply(first, body.sender);
+    first.fill(0);
+    // later receipts decode the memo's private copy, never a caller's
+    // buffer: c's registers do not change when b's caller reuses its own
+    const second = new Uint8Array(bytes);
+    await b.apply(second, body.sender);
+    await c.apply(new Uint8Array(bytes), body.sender);
+    second.fill(0);
+    assert.deepEqual(b.get("c", "r1"), { id: "r1", x: 13 });
+    assert.deepEqual(c.get("c", "r1"), { id: "r1", x: 13 });
+    const d1 = await decodeDeltaShared(new Uint8Array(bytes), b.limits);
+    const d2 = await decodeDeltaShared(new Uint8Array(bytes), c.limits);
+    assert.equal(d1, d2, "one body for the same bytes and limits");
+    assert.equal(d1.records[0]!.fields[0]!.value![0], 13);
+    // stricter limits: decoded (and refused) again, not the shared body
+    await assert.rejects(decodeDeltaShared(new Uint8Array(bytes), { ...b.limits, maxValueSize: 0 }),
+      (e: unknown) => e instanceof CrdtdbError && e.code === "ETOOBIG");
+    assert.equal(await decodeDeltaShared(new Uint8Array(bytes), b.limits), d1);
+    // a body not in the memo (a forged copy) is decoded and refused
+    const forged = new Uint8Array(bytes);
+    for (let i = forged.length - 64 - 3; i > 0; i--) if (forged[i] === 13) { forged[i] = 14; break; }
+    await assert.rejects(decodeDeltaShared(forged, b.limits), (e: unknown) => e instanceof CrdtdbError && e.code === "EBADSIG");
+  } finally {
+    for (const r of [a, b, c]) await r.close();
   }
 });
