@@ -561,79 +561,6 @@ export function signatureOf(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(bytes.buffer, bytes.byteOffset + bytes.length - 64, 64);
 }
 
-/*
- * Deltas this process verified lately, by their exact bytes.  A server
- * signs a delta of its log once and sends the same bytes to every session
- * (docs/protocol.md, "Pushing to many peers"), so replicas of one process
- * (a test's or a benchmark's clients, an app with several stores) receive
- * each delta as many times: one verify (~60 µs with libsodium, more with
- * WebCrypto) does for all.  An entry is the whole delta (sender, body and
- * signature), compared byte for byte before it counts, so a hit is the
- * same input that verified before: verification is a pure function of it.
- * Only small deltas (what fan-out sends; a big one's verify is mostly
- * hashing, which the comparison would redo) and only a few, oldest out.
- */
-const VERIFIED_MAX = 32;
-const VERIFIED_BYTES_MAX = 16 << 10;
-interface Verified {
-  bytes: Uint8Array;
-  /** What decodeShared made of it, and under which limits. */
-  body: DeltaBody | null;
-  lim: DeltaLimits | null;
-}
-const verified = new Map<number, Verified>();
-
-/** The map's key: the signature's first 4 bytes (what a key's collision
- *  costs is a verify, and the entry it replaces). */
-function sigKey(d: Uint8Array): number {
-  const i = d.length - 64;
-  return (d[i]! | d[i + 1]! << 8 | d[i + 2]! << 16 | d[i + 3]! << 24) >>> 0;
-}
-
-function verifiedEntry(d: Uint8Array): Verified | null {
-  if (d.length > VERIFIED_BYTES_MAX || verified.size === 0) return null;
-  const v = verified.get(sigKey(d));
-  return v !== undefined && bytesEqual(v.bytes, d) ? v : null;
-}
-
-function verifiedBefore(d: Uint8Array): boolean {
-  return verifiedEntry(d) !== null;
-}
-
-function noteVerified(d: Uint8Array): void {
-  if (d.length > VERIFIED_BYTES_MAX) return;
-  const k = sigKey(d);
-  if (!verified.delete(k) && verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value as number);
-  verified.set(k, { bytes: d.slice(), body: null, lim: null });
-}
-
-function sameLimits(a: DeltaLimits, b: DeltaLimits): boolean {
-  return a.maxDeltaSize === b.maxDeltaSize && a.maxDeltaGroups === b.maxDeltaGroups && a.maxDepth === b.maxDepth &&
-    a.maxPathBytes === b.maxPathBytes && a.maxValueSize === b.maxValueSize;
-}
-
-/**
- * decodeDelta for a replica applying a delta: bytes this process verified
- * lately give, from their second receipt on, one body decoded from the
- * memo's private copy (so no caller's buffer is shared) under the same
- * limits, the same object each time: the caller only reads it (the
- * replica makes its own registers of it).  Two parses, not one per
- * replica, for the replicas of a process that receive a fan-out delta.
- */
-export async function decodeDeltaShared(bytes: Uint8Array, limits: Partial<DeltaLimits>): Promise<DeltaBody> {
-  const e = verifiedEntry(bytes);
-  if (!e) return decodeDelta(bytes, limits);
-  const lim = { ...DEFAULT_DELTA_LIMITS, ...limits };
-  if (e.body && sameLimits(e.lim!, lim)) return e.body;
-  const body = await decodeDelta(e.bytes, lim);
-  e.body = body;
-  e.lim = lim;
-  return body;
-}
-
-/** For tests: forgets the deltas verified so far (each is verified again). */
-export function forgetVerified(): void { verified.clear(); }
-
 export async function decodeDelta(
   bytes: Uint8Array,
   limits: Partial<DeltaLimits> = DEFAULT_DELTA_LIMITS,
@@ -650,12 +577,9 @@ export async function decodeDelta(
   const s = senderAt(data, f.bodyStart, f.bodyEnd);
   if (s < 0) fail("EBADVALUE", "malformed delta header");
   const sender = new Uint8Array(data.buffer, data.byteOffset + s, 32);
-  if (!verifiedBefore(data)) {
-    const body = data.subarray(f.bodyStart, f.bodyEnd);
-    if (!(await verify(sender, body, data.subarray(f.sigStart, f.sigStart + 64))))
-      fail("EBADSIG", "delta signature does not match its body and sender");
-    noteVerified(data);
-  }
+  const body = new Uint8Array(data.buffer, data.byteOffset + f.bodyStart, f.bodyEnd - f.bodyStart);
+  if (!(await verify(sender, body, new Uint8Array(data.buffer, data.byteOffset + f.sigStart, 64))))
+    fail("EBADSIG", "delta signature does not match its body and sender");
   return parseBody(data, f.bodyStart, f.bodyEnd, sender, lim, opts?.referenceOnly === true);
 }
 

@@ -11,7 +11,7 @@
  */
 import { recordKey, splitKey, type Backend, type Batch, type Meta, type PeerState } from "./backend.js";
 import { CrdtdbError, noCollection, notFound, readOnly } from "./errors.js";
-import { decodeDelta, decodeDeltaShared, encodeDelta, signatureOf, DEFAULT_DELTA_LIMITS, type DeltaLimits } from "./delta.js";
+import { decodeDelta, encodeDelta, signatureOf, DEFAULT_DELTA_LIMITS, type DeltaLimits } from "./delta.js";
 import { History } from "./history.js";
 import { Clock, hlcMs } from "./hlc.js";
 import { generateKeyPair, keyPairFromSeed, toHex, type KeyPair } from "./keys.js";
@@ -482,7 +482,7 @@ export class Replica {
    * together.  Throws CrdtdbError; nothing is stored then.
    */
   async apply(bytes: Uint8Array, expectSender?: ReplicaId, based?: Map<string, Held>): Promise<ApplyInfo> {
-    const d = await decodeDeltaShared(bytes, this.limits);
+    const d = await decodeDelta(bytes, this.limits);
     if (expectSender && !sameBytes(d.sender, expectSender))
       throw new CrdtdbError("EBADVALUE", "a delta signed by another replica than the peer");
     const info = await this.serial(() => this.applyBody(d, signatureOf(bytes)));
