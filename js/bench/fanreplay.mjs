@@ -5,7 +5,8 @@
 // at 1,000 writes/s), with node.mjs's listener (onChange, `c.read()` of each visible change). N runs in one process;
 // the first is cold; "warm" is the median of the second half of the runs. Steady enough to A/B a change to js/src (ab.mjs ... fanreplay.mjs).
 // --receivers=K: K such stores in the process (same identity), each message handed to each in turn, as the
-// benchmark's 15 receivers get the server's one signed delta; CPU per delivered delta = CPU / (deltas of all K).
+// benchmark's 15 receivers each get the server's delta in turn (the cache and heap of 15 stores, not one);
+// CPU per delivered delta = CPU / (deltas of all K).
 //   node js/bench/fanreplay.mjs [--runs=6] [--receivers=1] [--record=/tmp/crdtdb-fanreplay.bin] [--profile [--profile-run=K]]
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
