@@ -558,7 +558,7 @@ export interface DecodeOptions {
 /** A delta's signature: its last 64 bytes (a delta that decodeDelta took
  *  ends with its signature, a bin 8 of 64 bytes). */
 export function signatureOf(bytes: Uint8Array): Uint8Array {
-  return bytes.subarray(bytes.length - 64);
+  return new Uint8Array(bytes.buffer, bytes.byteOffset + bytes.length - 64, 64);
 }
 
 export async function decodeDelta(
@@ -576,9 +576,9 @@ export async function decodeDelta(
   if (f.sigStart < 0) fail("EBADSIG", "delta has no 64-byte signature");
   const s = senderAt(data, f.bodyStart, f.bodyEnd);
   if (s < 0) fail("EBADVALUE", "malformed delta header");
-  const sender = data.subarray(s, s + 32);
-  const body = data.subarray(f.bodyStart, f.bodyEnd);
-  if (!(await verify(sender, body, data.subarray(f.sigStart, f.sigStart + 64))))
+  const sender = new Uint8Array(data.buffer, data.byteOffset + s, 32);
+  const body = new Uint8Array(data.buffer, data.byteOffset + f.bodyStart, f.bodyEnd - f.bodyStart);
+  if (!(await verify(sender, body, new Uint8Array(data.buffer, data.byteOffset + f.sigStart, 64))))
     fail("EBADSIG", "delta signature does not match its body and sender");
   return parseBody(data, f.bodyStart, f.bodyEnd, sender, lim, opts?.referenceOnly === true);
 }

@@ -224,7 +224,7 @@ function element(b: Uint8Array, at: number): [Obj, number] {
   };
   if (x <= 0x7f) return [{ k: "uint", v: x }, at + 1];
   if (x >= 0xe0) return [{ k: "neg", v: x - 256 }, at + 1];
-  if ((x & 0xe0) === 0xa0) return [{ k: "str", v: b.subarray(at + 1, at + 1 + (x & 0x1f)) }, at + 1 + (x & 0x1f)];
+  if ((x & 0xe0) === 0xa0) return [{ k: "str", v: viewOf(b, at + 1, at + 1 + (x & 0x1f)) }, at + 1 + (x & 0x1f)];
   switch (x) {
     case 0xc0:
       return [{ k: "nil" }, at + 1];
@@ -242,7 +242,7 @@ function element(b: Uint8Array, at: number): [Obj, number] {
       const w = 1 << (x >= 0xd9 ? x - 0xd9 : x - 0xc4);
       const n = u(w, at + 1);
       const s = at + 1 + w;
-      return [{ k: x >= 0xd9 ? "str" : "bin", v: b.subarray(s, s + n) }, s + n];
+      return [{ k: x >= 0xd9 ? "str" : "bin", v: viewOf(b, s, s + n) }, s + n];
     }
   }
   return [{ k: "other" }, -1]; // containers, floats, bools, ext: nothing reads past them
@@ -603,7 +603,7 @@ export class FrameReader {
     if (n === 0) return EMPTY;
     const c = this.chunks[this.head]!;
     if (c.length - this.off >= n) {
-      const v = c.subarray(this.off, this.off + n);
+      const v = viewOf(c, this.off, this.off + n);
       this.off += n;
       if (this.off === c.length) this.drop();
       return v;
@@ -623,3 +623,10 @@ export class FrameReader {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** b[start, end) as a view: the Uint8Array constructor, cheaper than
+ *  subarray (which looks up the species constructor), for a view per
+ *  message received. */
+function viewOf(b: Uint8Array, start: number, end: number): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset + start, end - start);
+}

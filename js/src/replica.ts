@@ -165,7 +165,15 @@ export class Replica {
   }
 
   get id(): ReplicaId { return this.kp.publicKey; }
-  get idHex(): string { return toHex(this.kp.publicKey); }
+  get idHex(): string { return this.idHexMemo ??= toHex(this.kp.publicKey); }
+  private idHexMemo: string | null = null;
+  /** The last sender's id and its hex (a session's deltas come from one). */
+  private senderBytes: Uint8Array = new Uint8Array(0);
+  private senderHex = "";
+  private hexOfSender(id: Uint8Array): string {
+    if (!sameBytes(id, this.senderBytes)) { this.senderHex = toHex(id); this.senderBytes = id.slice(); }
+    return this.senderHex;
+  }
   get keyPair(): KeyPair { return this.kp; }
   get seq(): number { return this.meta.seq; }
   /** Local writes are refused ("Read only access"): the copy is marked
@@ -267,7 +275,9 @@ export class Replica {
       if (seq > seq0) {
         if (t.delta) this.history.noteDelta(t.delta);
         meta.fp = await this.history.commit(meta.fp, seq0, seq);
-        meta.points = [...meta.points, [seq, meta.fp] as [number, Uint8Array]].slice(-POINTS_KEPT);
+        const pts = meta.points.slice(meta.points.length >= POINTS_KEPT ? meta.points.length - POINTS_KEPT + 1 : 0);
+        pts.push([seq, meta.fp]);
+        meta.points = pts;
       }
       if (t.maxHlc > 0n) this.clock.recv(t.maxHlc);
       meta.hlc = this.clock.last;
@@ -473,7 +483,7 @@ export class Replica {
    */
   async apply(bytes: Uint8Array, expectSender?: ReplicaId, based?: Map<string, Held>): Promise<ApplyInfo> {
     const d = await decodeDelta(bytes, this.limits);
-    if (expectSender && toHex(d.sender) !== toHex(expectSender))
+    if (expectSender && !sameBytes(d.sender, expectSender))
       throw new CrdtdbError("EBADVALUE", "a delta signed by another replica than the peer");
     const info = await this.serial(() => this.applyBody(d, signatureOf(bytes)));
     // a resync notes the records the snapshot carried: 'b' with an add or
@@ -518,7 +528,7 @@ export class Replica {
   }
 
   private async applyBody(d: DeltaBody, sig: Uint8Array): Promise<ApplyInfo> {
-    const peerHex = toHex(d.sender);
+    const peerHex = this.hexOfSender(d.sender);
     const max = this.checkBody(d, peerHex);
     const t = this.begin();
     t.src = peerHex;
@@ -533,8 +543,8 @@ export class Replica {
       const p: PeerState = { ...peer, points: peer.points.slice() };
       p.received = received;
       if (d.recipient && toHex(d.recipient) === this.idHex && d.ack !== null && d.ack > p.acked) p.acked = d.ack;
-      for (const h of d.history) if (!p.points.some(([s]) => s === h.seq)) p.points.push([h.seq, h.fp.slice()]);
-      p.points = p.points.slice(-PEER_POINTS_KEPT);
+      for (const h of d.history) if (!hasPoint(p.points, h.seq)) p.points.push([h.seq, h.fp.slice()]);
+      if (p.points.length > PEER_POINTS_KEPT) p.points = p.points.slice(-PEER_POINTS_KEPT);
       m.peers[peerHex] = p;
     });
     return { from: d.from, to: d.to, received, localFrom: seq0, localTo: this.meta.seq };
@@ -830,9 +840,9 @@ class Txn {
     const have = this.put.get(key);
     if (have) return have;
     const cur = this.rep.recordFor(this, key);
-    const r: StoredRecord = cur
-      ? { base: cur.base ? { ...cur.base } : null, leaves: cur.leaves.map((l) => ({ ...l })) }
-      : emptyRecord();
+    // the registers themselves are shared: a committed one is never
+    // changed in place (merges replace them; number() only touches seq 0)
+    const r: StoredRecord = cur ? { base: cur.base, leaves: cur.leaves.slice() } : emptyRecord();
     this.del.delete(key);
     this.put.set(key, r);
     return r;
@@ -844,9 +854,9 @@ class Txn {
     const have = staged.get(key);
     if (have) return have;
     const cur = this.rep.recordFor(this, key);
-    const r: StoredRecord = cur
-      ? { base: cur.base ? { ...cur.base } : null, leaves: cur.leaves.map((l) => ({ ...l })) }
-      : emptyRecord();
+    // the registers themselves are shared: a committed one is never
+    // changed in place (merges replace them; number() only touches seq 0)
+    const r: StoredRecord = cur ? { base: cur.base, leaves: cur.leaves.slice() } : emptyRecord();
     staged.set(key, r);
     return r;
   }
@@ -906,6 +916,17 @@ function mergeRemote(t: Txn, rec: DeltaRecord): void {
   if (rec.fields.length) won = mergeLeaves(r, leavesOf(rec.fields, t.src)) > 0 || won;
   // nothing taken (a resend): the record is neither rewritten nor reported
   if (!won && fresh) { t.put.delete(key); if (wasDel) t.del.add(key); }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function hasPoint(points: [number, Uint8Array][], seq: number): boolean {
+  for (let i = 0; i < points.length; i++) if (points[i]![0] === seq) return true;
+  return false;
 }
 
 function lowerBound(seqs: number[], seq: number): number {

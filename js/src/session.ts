@@ -61,6 +61,7 @@ export interface SessionOptions {
 }
 
 const SKIP_SPAN = 256;
+const DONE: Promise<void> = Promise.resolve();
 /** Records a resync may note (a hostile server cannot grow the set past
  *  this; session.c bounds the names' bytes the same way). */
 const RESYNC_KEYS_MAX = 1 << 20;
@@ -414,7 +415,7 @@ export class ClientSession {
       this.tailHi = info.localTo;
     }
     if (this.received > before && this.received > this.hint) this.ack(this.received);
-    await this.checkCaughtUp();
+    if (this.peerUptodate) await this.checkCaughtUp();
   }
 
   /**
@@ -496,9 +497,17 @@ export class ClientSession {
   }
 
   /** Sends what the server lacks of our log, then says we are up to date. */
-  async pump(): Promise<void> {
-    if (this.state !== "open" || !this.haveSince || this.mode !== TWO_WAY) return;
-    if (this.pumping) { this.pumpAgain = true; return; }
+  pump(): Promise<void> {
+    if (this.state !== "open" || !this.haveSince || this.mode !== TWO_WAY) return DONE;
+    if (this.pumping) { this.pumpAgain = true; return DONE; }
+    // nothing to send, proof made, up to date told (what pumpOnce would
+    // find first): no async step, as after each delta a receiver applies
+    const last = this.r.seq;
+    if (this.signedOne && Math.max(this.skipTo, this.sentUpto) >= last && this.toldUptodate === last + 1) return DONE;
+    return this.pumpLoop();
+  }
+
+  private async pumpLoop(): Promise<void> {
     this.pumping = true;
     try {
       do {
