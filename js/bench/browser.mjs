@@ -1,5 +1,5 @@
 // crdtdb in headless Chromium (Debian's chromium, driven by playwright-core), the page served from 127.0.0.1:
-//   node js/bench/browser.mjs [--bundle=FILE] [--writes=20000] [--only=local|sync] [--profile=DIR]
+//   node js/bench/browser.mjs [--bundle=FILE] [--writes=20000] [--only=local|sync] [--kinds=idb,memory] [--profile=DIR]
 // - local_writes_idb: 20,000 single-field writes (setCell: add the row the first time, then update; rows r0..r999,
 //   yield every 500, as the peers' throughput loop) into an IndexedDBBackend, timed until every commit is done;
 //   and 10,000 records x 10 fields in one addAll (the peers' local fill).  The same two into a MemoryBackend, for
@@ -25,6 +25,11 @@ const nWrites = +opt("writes", 20000);
 // --profile=DIR: a CPU profile of each measured page call (Chrome DevTools protocol) in DIR/browser-<test>.cpuprofile
 const profDir = opt("profile", "");
 const only = opt("only", "all");
+// --kinds=idb: only the IndexedDB store (an A/B of the IndexedDB addAll need not wait for the memory one)
+const kinds = opt("kinds", "idb,memory").split(",");
+// --fills=K: K-1 more addAlls after the first, each into a fresh store (an A/B wants more samples per browser);
+// their figures go in fills_ms / fills_page_cpu_ms
+const nFills = +opt("fills", 1);
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 if (!bundle || !existsSync(bundle)) throw new Error("no browser bundle: see js/bench/README.md");
 if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}`);
@@ -63,6 +68,10 @@ window.bench = {
     const fill = now() - t1;
     await ds.close();
     return { fill_fields: 100000, fill_ms: +fill.toFixed(0), fill_fields_per_s: Math.round(100000 / fill * 1000) };
+  },
+  async fillFresh(kind, name) {
+    window.openStore = await C.CrdtdbDataStore.open({ dbId: name, collections: COLLS, backend: backendOf(kind, name) });
+    return window.bench.fill();
   },
   async freshSync(kind, name, url, dbId) {
     const t0 = now();
@@ -120,17 +129,22 @@ async function page() {
 const srv = await startServer(COLLS);
 try {
   const chromeVersion = browser.version();
-  if (only !== "sync") for (const kind of ["idb", "memory"]) {
+  if (only !== "sync") for (const kind of kinds) {
     const { ctx, p } = await page();
     const r = await measured(p, "local-" + kind, () => cpuOf(p, "page_cpu_ms", () => p.evaluate(([k, n]) => window.bench.localWrites(k, "w-" + k, n), [kind, nWrites])));
     const f = await measured(p, "fill-" + kind, () => cpuOf(p, "fill_page_cpu_ms", () => p.evaluate(() => window.bench.fill())));
-    emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: chromeVersion, ...r, ...f });
+    const more = nFills > 1 ? { fills_ms: [f.fill_ms], fills_page_cpu_ms: [f.fill_page_cpu_ms] } : {};
+    for (let i = 1; i < nFills; i++) {
+      const g = await cpuOf(p, "cpu", () => p.evaluate(([k, n]) => window.bench.fillFresh(k, n), [kind, `fill-${kind}-${i}`]));
+      more.fills_ms.push(g.fill_ms); more.fills_page_cpu_ms.push(g.cpu);
+    }
+    emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: chromeVersion, ...r, ...f, ...more });
     await ctx.close();
   }
   if (only !== "local") {
   const w = spawnSync(process.execPath, [join(benchDir, "writer.mjs"), srv.url, "big", "10000", "10"], { encoding: "utf8" });
   if (w.status !== 0) throw new Error(`writer: ${w.stderr}`);
-  for (const kind of ["idb", "memory"]) {
+  for (const kind of kinds) {
     const { ctx, p } = await page();
     const r = await measured(p, "sync-" + kind, () => cpuOf(p, "page_cpu_ms", () => p.evaluate(([k, url]) => window.bench.freshSync(k, "fresh-" + k, url, "big"), [kind, srv.url])));
     emit({ bench: "initial_sync_browser", fields: 100000, backend: kind === "idb" ? "indexeddb" : "memory", ...r });
