@@ -169,7 +169,7 @@ try {
     const f = await measured(p, "fill-" + kind, () => procCpuOf("fill", () => cpuOf(p, "fill_page_cpu_ms", () => p.evaluate(() => window.bench.fill()))));
     const more = nFills > 1 ? { fills_ms: [f.fill_ms], fills_page_cpu_ms: [f.fill_page_cpu_ms], fills_renderer_main_cpu_ms: [f.fill_renderer_main_cpu_ms], fills_chromium_cpu_ms: [f.fill_chromium_cpu_ms] } : {};
     for (let i = 1; i < nFills; i++) {
-      const g = await procCpuOf("f", () => cpuOf(p, "cpu", () => p.evaluate(([k, n]) => window.bench.fillFresh(k, n), [kind, `fill-${kind}-${i}`])));
+      const g = await measured(p, `fill${i + 1}-${kind}`, () => procCpuOf("f", () => cpuOf(p, "cpu", () => p.evaluate(([k, n]) => window.bench.fillFresh(k, n), [kind, `fill-${kind}-${i}`]))));
       more.fills_ms.push(g.fill_ms); more.fills_page_cpu_ms.push(g.cpu);
       more.fills_renderer_main_cpu_ms.push(g.f_renderer_main_cpu_ms); more.fills_chromium_cpu_ms.push(g.f_chromium_cpu_ms);
     }

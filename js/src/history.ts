@@ -54,15 +54,10 @@ export class History {
   private readonly w = new ByteWriter(4096);
   /** The commit's notes hashed so far (setSha256Stream), or null. */
   private stream: Sha256Stream | null = null;
-  /** Without a stream, a big commit's notes so far, 64 KiB each: joined
-   *  once at the end, not grown by doubling one buffer (~16 MB allocated
-   *  and 8 MB copied for a 100k-register commit), and the writer stays
-   *  small after. */
-  private chunks: Uint8Array[] = [];
-  private chunked = 0;
   /** The last note's stamp and origin, as written (a record's registers,
    *  and a local commit's, share them). */
   private readonly stamp = new Uint8Array(40);
+  private readonly stampView = new DataView(this.stamp.buffer);
   private stampHlc = -1n;
   private stampOrigin: ReplicaId | null = null;
 
@@ -77,7 +72,7 @@ export class History {
     buf[o++] = kind;
     const st = this.stamp;
     if (hlc !== this.stampHlc || origin !== this.stampOrigin) {
-      new DataView(st.buffer).setBigUint64(0, hlc);
+      this.stampView.setBigUint64(0, hlc);
       st.set(origin, 8);
       this.stampHlc = hlc; this.stampOrigin = origin;
     }
@@ -89,14 +84,15 @@ export class History {
     w.dv.setUint16(w.pos, path ? path.length : 0xffff);
     w.pos += 2;
     if (path) for (let i = 0; i < path.length; i++) w.u16str(path[i]!, false);
-    if (w.pos >= SYNC_BELOW) this.flush();
+    // without a stream the notes stay in the one buffer, kept for the next
+    // commit (chunks allocated and joined per commit cost Chromium more)
+    if (w.pos >= SYNC_BELOW && streamFactory) this.flush();
   }
 
-  /** Hands the notes written so far to the commit's stream, or keeps them. */
+  /** Hands the notes written so far to the commit's stream. */
   private flush(): void {
-    const body = this.w.buf.subarray(0, this.w.pos);
-    if (streamFactory) (this.stream ?? (this.stream = streamFactory())).update(body);
-    else { this.chunks.push(body.slice()); this.chunked += body.length; }
+    const st = this.stream ?? (this.stream = streamFactory!());
+    st.update(this.w.buf.subarray(0, this.w.pos));
     this.w.pos = 0;
   }
 
@@ -117,7 +113,6 @@ export class History {
   reset(): void {
     this.w.pos = 0;
     this.stream = null;
-    this.chunks = []; this.chunked = 0;
   }
 
   /** Ends the commit: the new fingerprint after prev for sequences (seq0, seq]. */
@@ -128,15 +123,7 @@ export class History {
       notes = this.stream.digest();
       this.stream = null;
     } else {
-      let body = this.w.buf.subarray(0, this.w.pos);
-      if (this.chunks.length) {
-        const all = new Uint8Array(this.chunked + body.length);
-        let at = 0;
-        for (const c of this.chunks) { all.set(c, at); at += c.length; }
-        all.set(body, at);
-        body = all;
-        this.chunks = []; this.chunked = 0;
-      }
+      const body = this.w.buf.subarray(0, this.w.pos);
       notes = body.length < SYNC_BELOW ? sha256(body) : await digest(body);
     }
     this.w.pos = 0;
