@@ -622,6 +622,8 @@ export class Slabs {
   }
 }
 
+const hasOwn = Object.prototype.hasOwnProperty;
+
 /** flatten's scratch state between calls (leaf values are copied out). */
 let spareFlattener: Flattener | null = null;
 
@@ -696,10 +698,10 @@ class Flattener {
   private walk(m: Record<string, unknown>, prefix: Path | null, prefixBytes: number, depth: number): void {
     if (depth > this.deepest) this.deepest = depth;
     const w = this.w, limits = this.limits;
-    const keys = Object.keys(m);
     let count = 0;
-    for (let i = 0; i < keys.length; i++) {
-      const k = keys[i]!;
+    // for-in, not Object.keys: V8 reads m[k] through the enum cache (2-5x)
+    for (const k in m) {
+      if (!hasOwn.call(m, k)) continue;
       const v = m[k];
       if (v === undefined) continue;
       count++;
