@@ -4,8 +4,8 @@
  * then its registers, little-endian.  A fresh copy when decoded: never a
  * view into a delta's buffer.
  *
- * Version 3 (written when every sequence is below 2^52, as they all are in
- * practice): a record whose leaves share one stamp, origin and source (a
+ * Version 3 (written when every sequence is an integer below 2^52, as they
+ * all are in practice): a record whose leaves share one stamp, origin and source (a
  * local add's do, and so do a peer's add as received) notes them once, and
  * each leaf's sequence is the difference from the one before it.  A field
  * of a 100k-field addAll takes ~8 bytes instead of version 1's ~36: fewer
@@ -20,7 +20,7 @@
  * vstr   = vint UTF-8 bytes, the bytes;  vint = unsigned LEB128 (< 2^53)
  *
  * Version 1 (read always: stores written before; written for a record with
- * a sequence at or above 2^52):
+ * a sequence version 3 cannot hold exactly):
  * record = u8 version 1 | tables | base | u32 nleaves, leaf*
  * leaf   = u8 keys, str* | reg | u32 value bytes (0xffffffff: a map leaf), value
  *
@@ -71,10 +71,10 @@ export function encodeRecordInto(w: ByteWriter, r: StoredRecord): void {
   for (let i = 0; i < leaves.length; i++) {
     const l = leaves[i]!;
     oIdx(l.origin); sIdx(l.src);
-    if (!(l.seq < SEQ_V3) || !(l.seq >= 0)) v3 = false;
+    if (!(l.seq < SEQ_V3) || !(l.seq >= 0) || l.seq % 1 !== 0) v3 = false;
     if (shared && (l.hlc !== l0!.hlc || l.src !== l0!.src || (l.origin !== l0!.origin && !same(l.origin, l0!.origin)))) shared = false;
   }
-  if (r.base && !(r.base.seq >= 0)) v3 = false;
+  if (r.base && (!(r.base.seq >= 0) || r.base.seq % 1 !== 0)) v3 = false;
   w.room(16);
   w.buf[w.pos++] = v3 ? 3 : 1;
   if (v3) w.buf[w.pos++] = shared ? 1 : 0;

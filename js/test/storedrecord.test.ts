@@ -77,6 +77,9 @@ test("version 3: shared stamps noted once, sequences as differences, every regis
   const late = added(3, 5); late.leaves[1]!.seq = 2 ** 53 - 1;
   assert.equal(encodeRecord(late)[0], 1);
   assert.deepEqual(decodeRecord(encodeRecord(late)), late);
+  const odd = added(3, 5); odd.leaves[2]!.seq = 7.5;
+  assert.equal(encodeRecord(odd)[0], 1);
+  assert.deepEqual(decodeRecord(encodeRecord(odd)), odd);
 });
 
 test("version 1 bytes (stores written before version 3) read as the same records", () => {
