@@ -1,5 +1,5 @@
 // crdtdb in headless Chromium (Debian's chromium, driven by playwright-core), the page served from 127.0.0.1:
-//   node js/bench/browser.mjs [--bundle=FILE] [--writes=20000] [--only=local|sync] [--profile=DIR]
+//   node js/bench/browser.mjs [--bundle=FILE] [--writes=20000] [--only=local|sync] [--kinds=idb,memory] [--profile=DIR]
 // - local_writes_idb: 20,000 single-field writes (setCell: add the row the first time, then update; rows r0..r999,
 //   yield every 500, as the peers' throughput loop) into an IndexedDBBackend, timed until every commit is done;
 //   and 10,000 records x 10 fields in one addAll (the peers' local fill).  The same two into a MemoryBackend, for
@@ -7,10 +7,12 @@
 // - initial_sync_browser: a fresh page store (IndexedDB, and memory) joins a server holding 100k fields (written
 //   by js/bench/writer.mjs), timed from open() to sync.whenSynced(), then the fields counted.
 // Prints one JSON line per test; page_cpu_ms (fill_page_cpu_ms for the addAll) is the page's main-thread CPU
-// (Chrome's TaskDuration) over the call, steadier than wall time on a shared machine.  The bundle: --bundle, else js/bench/.dist/crdtdb.browser.js (run.mjs builds it
+// (Chrome's TaskDuration) over the call, steadier than wall time on a shared machine; for the addAll also
+// fill_renderer_main_cpu_ms and fill_chromium_cpu_ms, CPU time from /proc (the renderer's main thread; every process
+// under this one, IndexedDB's writes in Chromium's browser process included), steadier still.  The bundle: --bundle, else js/bench/.dist/crdtdb.browser.js (run.mjs builds it
 // from js/src with esbuild, as `npm run bundle` does), else js/dist/crdtdb.browser.js.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { createRequire } from "node:module";
@@ -25,6 +27,11 @@ const nWrites = +opt("writes", 20000);
 // --profile=DIR: a CPU profile of each measured page call (Chrome DevTools protocol) in DIR/browser-<test>.cpuprofile
 const profDir = opt("profile", "");
 const only = opt("only", "all");
+// --kinds=idb: only the IndexedDB store (an A/B of the IndexedDB addAll need not wait for the memory one)
+const kinds = opt("kinds", "idb,memory").split(",");
+// --fills=K: K-1 more addAlls after the first, each into a fresh store (an A/B wants more samples per browser);
+// their figures go in fills_ms / fills_page_cpu_ms
+const nFills = +opt("fills", 1);
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 if (!bundle || !existsSync(bundle)) throw new Error("no browser bundle: see js/bench/README.md");
 if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}`);
@@ -64,6 +71,10 @@ window.bench = {
     await ds.close();
     return { fill_fields: 100000, fill_ms: +fill.toFixed(0), fill_fields_per_s: Math.round(100000 / fill * 1000) };
   },
+  async fillFresh(kind, name) {
+    window.openStore = await C.CrdtdbDataStore.open({ dbId: name, collections: COLLS, backend: backendOf(kind, name) });
+    return window.bench.fill();
+  },
   async freshSync(kind, name, url, dbId) {
     const t0 = now();
     const ds = await C.CrdtdbDataStore.open({ dbId, collections: COLLS, backend: backendOf(kind, name), sync: { url } });
@@ -97,6 +108,38 @@ async function cpuOf(p, key, fn) {
   await cdp.detach();
   return { ...r, [key]: Math.round(ms) };
 }
+// CPU time from /proc (Linux), steadier than TaskDuration on a loaded machine (which counts time the thread waits
+// for a core): every process under this one (Chromium's browser process, its storage and renderer processes, the
+// server), and the renderers' main threads
+function procCpuMs() {
+  const hz = 100; // USER_HZ
+  const parent = new Map(), stat = new Map();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const t = readFileSync(`/proc/${d}/stat`, "utf8"), f = t.slice(t.lastIndexOf(")") + 2).split(" ");
+      parent.set(+d, +f[1]); stat.set(+d, (+f[11] + +f[12]) * 1000 / hz);
+    } catch { /* gone */ }
+  }
+  const under = (pid) => { for (let q = parent.get(pid); q; q = parent.get(q)) if (q === process.pid) return true; return false; };
+  let all = 0, main = 0;
+  for (const [pid, ms] of stat) {
+    if (!under(pid)) continue;
+    all += ms;
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("--type=renderer")) continue;
+      const t = readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8"), f = t.slice(t.lastIndexOf(")") + 2).split(" ");
+      main += (+f[11] + +f[12]) * 1000 / hz;
+    } catch { /* gone */ }
+  }
+  return { all, main };
+}
+async function procCpuOf(prefix, fn) {
+  const c0 = procCpuMs();
+  const r = await fn();
+  const c1 = procCpuMs();
+  return { ...r, [prefix + "_renderer_main_cpu_ms"]: c1.main - c0.main, [prefix + "_chromium_cpu_ms"]: c1.all - c0.all };
+}
 async function measured(p, name, fn) {
   if (!profDir) return fn();
   const cdp = await p.context().newCDPSession(p);
@@ -120,17 +163,23 @@ async function page() {
 const srv = await startServer(COLLS);
 try {
   const chromeVersion = browser.version();
-  if (only !== "sync") for (const kind of ["idb", "memory"]) {
+  if (only !== "sync") for (const kind of kinds) {
     const { ctx, p } = await page();
     const r = await measured(p, "local-" + kind, () => cpuOf(p, "page_cpu_ms", () => p.evaluate(([k, n]) => window.bench.localWrites(k, "w-" + k, n), [kind, nWrites])));
-    const f = await measured(p, "fill-" + kind, () => cpuOf(p, "fill_page_cpu_ms", () => p.evaluate(() => window.bench.fill())));
-    emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: chromeVersion, ...r, ...f });
+    const f = await measured(p, "fill-" + kind, () => procCpuOf("fill", () => cpuOf(p, "fill_page_cpu_ms", () => p.evaluate(() => window.bench.fill()))));
+    const more = nFills > 1 ? { fills_ms: [f.fill_ms], fills_page_cpu_ms: [f.fill_page_cpu_ms], fills_renderer_main_cpu_ms: [f.fill_renderer_main_cpu_ms], fills_chromium_cpu_ms: [f.fill_chromium_cpu_ms] } : {};
+    for (let i = 1; i < nFills; i++) {
+      const g = await measured(p, `fill${i + 1}-${kind}`, () => procCpuOf("f", () => cpuOf(p, "cpu", () => p.evaluate(([k, n]) => window.bench.fillFresh(k, n), [kind, `fill-${kind}-${i}`]))));
+      more.fills_ms.push(g.fill_ms); more.fills_page_cpu_ms.push(g.cpu);
+      more.fills_renderer_main_cpu_ms.push(g.f_renderer_main_cpu_ms); more.fills_chromium_cpu_ms.push(g.f_chromium_cpu_ms);
+    }
+    emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: chromeVersion, ...r, ...f, ...more });
     await ctx.close();
   }
   if (only !== "local") {
   const w = spawnSync(process.execPath, [join(benchDir, "writer.mjs"), srv.url, "big", "10000", "10"], { encoding: "utf8" });
   if (w.status !== 0) throw new Error(`writer: ${w.stderr}`);
-  for (const kind of ["idb", "memory"]) {
+  for (const kind of kinds) {
     const { ctx, p } = await page();
     const r = await measured(p, "sync-" + kind, () => cpuOf(p, "page_cpu_ms", () => p.evaluate(([k, url]) => window.bench.freshSync(k, "fresh-" + k, url, "big"), [kind, srv.url])));
     emit({ bench: "initial_sync_browser", fields: 100000, backend: kind === "idb" ? "indexeddb" : "memory", ...r });

@@ -54,24 +54,38 @@ export class History {
   private readonly w = new ByteWriter(4096);
   /** The commit's notes hashed so far (setSha256Stream), or null. */
   private stream: Sha256Stream | null = null;
+  /** The last note's stamp and origin, as written (a record's registers,
+   *  and a local commit's, share them). */
+  private readonly stamp = new Uint8Array(40);
+  private readonly stampView = new DataView(this.stamp.buffer);
+  private stampHlc = -1n;
+  private stampOrigin: ReplicaId | null = null;
 
   /** Notes one register numbered in this commit.  path null: a base register. */
   note(seq: number, coll: number, kind: number, hlc: Hlc, origin: ReplicaId, id: string, path: Path | null): void {
     const w = this.w;
     w.room(8 + 2 + 1 + 8 + 32);
-    const dv = w.dv;
+    const dv = w.dv, buf = w.buf;
     let o = w.pos;
     dv.setUint32(o, Math.floor(seq / 2 ** 32)); dv.setUint32(o + 4, seq >>> 0); o += 8;
     dv.setUint16(o, coll); o += 2;
-    w.buf[o++] = kind;
-    dv.setBigUint64(o, hlc); o += 8;
-    w.buf.set(origin, o); o += 32;
+    buf[o++] = kind;
+    const st = this.stamp;
+    if (hlc !== this.stampHlc || origin !== this.stampOrigin) {
+      this.stampView.setBigUint64(0, hlc);
+      st.set(origin, 8);
+      this.stampHlc = hlc; this.stampOrigin = origin;
+    }
+    for (let i = 0; i < 40; i++) buf[o + i] = st[i]!;
+    o += 40;
     w.pos = o;
     w.u16str(id, false);
     w.room(2);
     w.dv.setUint16(w.pos, path ? path.length : 0xffff);
     w.pos += 2;
-    if (path) for (const k of path) w.u16str(k, false);
+    if (path) for (let i = 0; i < path.length; i++) w.u16str(path[i]!, false);
+    // without a stream the notes stay in the one buffer, kept for the next
+    // commit (chunks allocated and joined per commit cost Chromium more)
     if (w.pos >= SYNC_BELOW && streamFactory) this.flush();
   }
 

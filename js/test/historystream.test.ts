@@ -49,3 +49,24 @@ test("a big commit's chain is the same hashed as a stream and in one buffer", as
   assert.notEqual(streamed[0], "0".repeat(32));
   assert.notEqual(streamed[0], streamed[1]);
 });
+
+test("the chain's notes are the bytes they always were: known fingerprints, with and without a stream", async () => {
+  // computed by the History of git e4a3ea9 (one buffer grown by doubling, a stamp written per note)
+  const { History } = await import("../src/history.js");
+  const o1 = new Uint8Array(32).fill(1), o2 = new Uint8Array(32).fill(2);
+  const want: [number, string][] = [[3, "eb39659c3547d1aed8ebe0ff57eb7cb8"], [50, "6d672711da3e3d7efc21e864496e6165"],
+    [5000, "d209ec8db17ee98d4c4bbc06d64db20d"], [30000, "7b66ceb48e351d0b5ecb318b2e82b907"]];
+  for (const stream of [false, true]) {
+    setSha256Stream(stream ? nodeStream : null);
+    try {
+      for (const [n, fp] of want) {
+        const h = new History();
+        for (let i = 0; i < n; i++) h.note(i + 1, i % 3, i % 2, BigInt(1000 + (i >> 3)), i % 7 ? o1 : o2, "r" + (i >> 3), i % 5 ? ["c" + (i % 10), "é"] : null);
+        if (n === 50) h.noteDelta(new Uint8Array(64).fill(3));
+        assert.equal(Buffer.from(await h.commit(new Uint8Array(16), 0, n)).toString("hex"), fp, `${n} notes, stream ${stream}`);
+      }
+    } finally {
+      setSha256Stream(null);
+    }
+  }
+});

@@ -7,6 +7,7 @@ import test from "node:test";
 import assert from "node:assert/strict";
 import { IDBFactory } from "fake-indexeddb";
 import { CrdtdbDataStore, IndexedDBBackend } from "../src/index.js";
+import { toV1 } from "./storedv1.js";
 
 const open = (factory: IDBFactory, name = "s") =>
   CrdtdbDataStore.open({ dbId: "db", collections: ["C"], backend: new IndexedDBBackend({ name, indexedDB: factory, locks: null }) });
@@ -128,4 +129,49 @@ test("a damaged page is ECORRUPT at open", async () => {
   });
   db.close();
   await assert.rejects(open(factory, "bad"), { code: "ECORRUPT" });
+});
+
+test("a store written with the version 1 record encoding opens, reads and goes on", async () => {
+  const factory = new IDBFactory();
+  const items = (n: number, v: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => ["r" + i, { v, i, m: { k: "é" + i } }]));
+  const a = await open(factory, "old");
+  await a.addAll("C", items(300, 1)); // pages
+  await a.update("C", "r5", { v: 2 }); // a record of its own over its page copy
+  await a.add("C", "solo", { s: "x" });
+  await a.remove("C", "r6");
+  await a.replica.purge("C", "r7"); // a tombstone
+  const want = await a.query("C", {});
+  const id = a.replica.idHex;
+  await a.close();
+  // every stored value as the previous version wrote it
+  const db = await new Promise<IDBDatabase>((res) => { const r = factory.open("crdtdb:old"); r.onsuccess = () => res(r.result); });
+  let rewritten = 0;
+  await new Promise<void>((res) => {
+    const tx = db.transaction("records", "readwrite");
+    const st = tx.objectStore("records");
+    const k = st.getAllKeys(), v = st.getAll();
+    v.onsuccess = () => k.result.forEach((key, i) => {
+      const was = v.result[i] as Uint8Array, old = toV1(key, was);
+      if (old.length) assert.notDeepEqual(old, was);
+      st.put(old, key);
+      rewritten++;
+    });
+    tx.oncomplete = () => res();
+  });
+  db.close();
+  assert.ok(rewritten > 3);
+  const b = await open(factory, "old");
+  assert.equal(b.replica.idHex, id);
+  assert.deepEqual(await b.query("C", {}), want);
+  assert.equal(await b.getById("C", "r7", true), null);
+  await b.update("C", "r100", { v: 3 });
+  await b.addAll("C", items(40, 4)); // a new page over the old ones
+  await b.replica.purge("C", "r9");
+  const want2 = await b.query("C", {});
+  await b.close();
+  const c = await open(factory, "old");
+  assert.deepEqual(await c.query("C", {}), want2);
+  assert.deepEqual(await c.getById("C", "r100"), { id: "r100", v: 3, i: 100, m: { k: "é100" } });
+  assert.deepEqual(await c.getById("C", "r3"), { id: "r3", v: 4, i: 3, m: { k: "é3" } });
+  await c.close();
 });

@@ -1,8 +1,9 @@
 /** The IndexedDB record encoding: every register round-trips; damage is ECORRUPT. */
 import test from "node:test";
 import assert from "node:assert/strict";
-import { decodeRecord, encodeRecord } from "../src/storedrecord.js";
+import { decodeRecord, encodeRecord, readPage } from "../src/storedrecord.js";
 import type { Leaf, StoredRecord } from "../src/types.js";
+import { encodePageV1, encodeRecordV1 } from "./storedv1.js";
 
 const origin = (n: number): Uint8Array => new Uint8Array(32).fill(n);
 
@@ -48,4 +49,65 @@ test("a page holds its records in order; damage is ECORRUPT", async () => {
   // a damaged record inside a page
   const bad = p.slice(); bad[5 + 2 + 3 + 4] = 9;
   assert.throws(() => readPage(bad, (_k, b) => decodeRecord(b)), { code: "ECORRUPT" });
+});
+
+/** A local add's record: every leaf has the base's stamp, origin and source. */
+function added(n: number, seq0: number): StoredRecord {
+  const o = origin(7), hlc = 0x123456789abcn;
+  const leaves: Leaf[] = Array.from({ length: n }, (_, i) => ({ path: ["c" + i], hlc, origin: o, value: new Uint8Array([i]), seq: seq0 + 1 + ((i * 7) % n), src: "" }));
+  leaves.push({ path: ["z", "m"], hlc, origin: o, value: null, seq: seq0 + n + 1, src: "" });
+  return { base: { kind: 1, hlc, origin: o, seq: seq0, src: "" }, leaves };
+}
+
+test("version 3: shared stamps noted once, sequences as differences, every register back exactly", () => {
+  for (const r of [added(10, 5), added(3, 2 ** 51), { base: null, leaves: added(4, 0).leaves }, sample()]) {
+    const b = encodeRecord(r);
+    assert.equal(b[0], 3);
+    assert.deepEqual(decodeRecord(b), r);
+  }
+  assert.equal(encodeRecord(added(10, 5))[1], 1, "one stamp for the record");
+  assert.equal(encodeRecord(sample())[1], 0, "mixed stamps: one per leaf");
+  const v1 = encodeRecordV1(added(10, 5)).length, v3 = encodeRecord(added(10, 5)).length;
+  assert.ok(v3 * 2 < v1, `version 3 ${v3} bytes against version 1 ${v1}`);
+  // a sequence too big for an exact difference: version 1, still exact
+  const huge = added(3, 2 ** 52);
+  const hb = encodeRecord(huge);
+  assert.equal(hb[0], 1);
+  assert.deepEqual(decodeRecord(hb), huge);
+  const late = added(3, 5); late.leaves[1]!.seq = 2 ** 53 - 1;
+  assert.equal(encodeRecord(late)[0], 1);
+  assert.deepEqual(decodeRecord(encodeRecord(late)), late);
+  const odd = added(3, 5); odd.leaves[2]!.seq = 7.5;
+  assert.equal(encodeRecord(odd)[0], 1);
+  assert.deepEqual(decodeRecord(encodeRecord(odd)), odd);
+});
+
+test("version 1 bytes (stores written before version 3) read as the same records", () => {
+  for (const r of [sample(), added(10, 5), { base: null, leaves: [] }, { base: sample().base, leaves: [] }]) {
+    const old = encodeRecordV1(r);
+    assert.equal(old[0], 1);
+    assert.deepEqual(decodeRecord(old), r);
+  }
+  const keys = ["C\u0000a", "C\u0000b"], recs = [added(10, 5), sample()];
+  const got: [string, StoredRecord][] = [];
+  readPage(encodePageV1(keys, recs), (k, b) => got.push([k, decodeRecord(b)]));
+  assert.deepEqual(got, keys.map((k, i) => [k, recs[i]]));
+});
+
+test("damaged version 3 bytes are ECORRUPT, never a wrong record", () => {
+  for (const r of [added(10, 5), { base: null, leaves: sample().leaves.slice(0, 2) }]) {
+    const b = encodeRecord(r);
+    for (let cut = 0; cut < b.length; cut++) assert.throws(() => decodeRecord(b.subarray(0, cut)), { code: "ECORRUPT" }, `cut at ${cut}`);
+    const extra = new Uint8Array(b.length + 1); extra.set(b);
+    assert.throws(() => decodeRecord(extra), { code: "ECORRUPT" });
+    const flags = b.slice(); flags[1] = 2;
+    assert.throws(() => decodeRecord(flags), { code: "ECORRUPT" });
+  }
+  // an origin index past the table
+  const b = encodeRecord(added(2, 5));
+  // version, flags, one source (""), one origin, the base, 3 leaves, the shared stamp: then its origin's index
+  const at = 2 + 2 + 2 + 2 + 32 + 1 + 20 + 1 + 8;
+  assert.equal(b[at], 0);
+  const bad = b.slice(); bad[at] = 5;
+  assert.throws(() => decodeRecord(bad), { code: "ECORRUPT" });
 });
