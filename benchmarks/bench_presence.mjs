@@ -99,6 +99,12 @@
 // p99 1.47, 0.85 / 5.73, 2.67 ms; CPU s per player-min 0.214, 0.183 / 0.839, 0.774.  Ratio of medians: CPU 0.236
 // (goal <= 0.25: met), p99 0.318 (goal <= 0.25: not met; per round 0.26 and 0.32), p50 0.51, bytes 0.72, peak RSS
 // 0.08, idle frames 0 / 0, every update delivered.
+// Session 24, 06:57-07:00 UTC (main 129cf7d, Release; load 1.6-1.8 but one spike: crdtdb's first round skipped 181
+// ticks, p99 16.9 ms), --rounds=2, per round crdtdb / Yjs: p50 0.38, 0.25 / 0.58, 0.66 ms; p99 16.9, 1.35 / 4.39, 12.7 ms;
+// CPU s per player-min 0.28, 0.19 / 0.84, 0.98.  Ratio of medians: CPU 0.227 (goal <= 0.25: met), p99 0.308 (not
+// met), p50 0.43, bytes 0.71, peak RSS 0.08, idle frames 0 / 0.  In the quiet round the players' own process had an
+// event-loop delay p99 of 2.15 ms and 65 GC pauses (104 ms in 30 s): above our p99 of 1.35 ms, so what is left of the
+// tail is the one process that runs all 16 players, not the server.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
