@@ -423,9 +423,16 @@ export function addRegisters(
   limits: Limits = DEFAULT_LIMITS,
   slabs?: Slabs,
 ): { base: BaseReg; leaves: Leaf[] } {
-  const leaves = flattenAs(value, limits, (path): Leaf => ({ path, hlc, origin, value: null, seq: 0, src: LOCAL }), slabs);
+  const base: BaseReg = { kind: ADD, hlc, origin, seq: 0, src: LOCAL };
+  const leaves = flattenAs(value, limits, localLeaf, base, slabs);
   leaves.sort(byPath);
-  return { base: { kind: ADD, hlc, origin, seq: 0, src: LOCAL }, leaves };
+  return { base, leaves };
+}
+
+/** A leaf of add's flatten at the stamp of its base (one maker for every
+ *  record: no closure a record). */
+function localLeaf(path: Path, b: BaseReg): Leaf {
+  return { path, hlc: b.hlc, origin: b.origin, value: null, seq: 0, src: LOCAL };
 }
 
 /**
