@@ -304,15 +304,21 @@ export function mergeLeaves(r: StoredRecord, incoming: readonly Leaf[], dead?: n
  * registers are kept, not copied.
  */
 export function freshRecord(base: BaseReg | null, leaves: Leaf[]): StoredRecord | null {
+  return isFresh(base, leaves) ? { base, leaves } : null;
+}
+
+/** True if (base, leaves) are, as they are, what merging them into an
+ *  empty record leaves (freshRecord's test, without the record). */
+export function isFresh(base: BaseReg | null, leaves: Leaf[]): boolean {
   let prev: Path | null = null;
   for (let i = 0; i < leaves.length; i++) {
     const l = leaves[i]!;
-    if (base && olderThanBase(l, base)) return null;
+    if (base && olderThanBase(l, base)) return false;
     const p = l.path;
-    if (prev && (comparePaths(prev, p) >= 0 || isAncestor(prev, p))) return null;
+    if (prev && (comparePaths(prev, p) >= 0 || isAncestor(prev, p))) return false;
     prev = p;
   }
-  return { base, leaves };
+  return true;
 }
 
 /** Drops every register numbered 1..upto (a refused write taken back,

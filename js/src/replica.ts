@@ -16,7 +16,7 @@ import { History } from "./history.js";
 import { Clock, hlcMs } from "./hlc.js";
 import { generateKeyPair, keyPairFromSeed, toHex, type KeyPair } from "./keys.js";
 import {
-  addRegisters, checkLocalLimits, emptyRecord, freshRecord, isVisible, mergeBase, mergeLeaves, registersOf, render,
+  addRegisters, checkLocalLimits, emptyRecord, freshRecord, isFresh, isVisible, mergeBase, mergeLeaves, registersOf, render,
   updateLeaves, withId,
 } from "./record.js";
 import { DEFAULT_LIMITS, Slabs, type Limits } from "./value.js";
@@ -267,7 +267,8 @@ export class Replica {
 
   /** @internal the record as the transaction sees it (a private copy once written). */
   recordFor(t: Txn, key: string): StoredRecord | undefined {
-    if (t.put.has(key)) return t.put.get(key);
+    const p = t.put.get(key);
+    if (p) return p;
     if (t.del.has(key)) return undefined;
     return this.records.get(key);
   }
@@ -424,8 +425,7 @@ export class Replica {
         const regs = addRegisters(value, this.clock.tick(), this.id, this.limits, slabs);
         const r = t.copyOf(recordKey(coll, id), staged);
         // new here (or gone): the registers are the record, as the merge would leave them
-        const f = !r.base && !r.leaves.length ? freshRecord(regs.base, regs.leaves) : null;
-        if (f) { r.base = f.base; r.leaves = f.leaves; }
+        if (!r.base && !r.leaves.length && isFresh(regs.base, regs.leaves)) { r.base = regs.base; r.leaves = regs.leaves; }
         else { mergeBase(r, regs.base); mergeLeaves(r, regs.leaves); }
         checkLocalLimits(r, this.limits);
       }
@@ -483,7 +483,10 @@ export class Replica {
             op.rej(e);
             continue;
           }
-          for (const [k, r] of staged) { t.del.delete(k); t.put.set(k, r); }
+          // the first operation's records are the commit's (a bulk add's
+          // 10,000 not copied into a second map)
+          if (!t.put.size && !t.del.size) t.put = staged;
+          else for (const [k, r] of staged) { t.del.delete(k); t.put.set(k, r); }
           ok.push(op);
         }
         try {
