@@ -304,15 +304,21 @@ export function mergeLeaves(r: StoredRecord, incoming: readonly Leaf[], dead?: n
  * registers are kept, not copied.
  */
 export function freshRecord(base: BaseReg | null, leaves: Leaf[]): StoredRecord | null {
+  return isFresh(base, leaves) ? { base, leaves } : null;
+}
+
+/** True if (base, leaves) are, as they are, what merging them into an
+ *  empty record leaves (freshRecord's test, without the record). */
+export function isFresh(base: BaseReg | null, leaves: Leaf[]): boolean {
   let prev: Path | null = null;
   for (let i = 0; i < leaves.length; i++) {
     const l = leaves[i]!;
-    if (base && olderThanBase(l, base)) return null;
+    if (base && olderThanBase(l, base)) return false;
     const p = l.path;
-    if (prev && (comparePaths(prev, p) >= 0 || isAncestor(prev, p))) return null;
+    if (prev && (comparePaths(prev, p) >= 0 || isAncestor(prev, p))) return false;
     prev = p;
   }
-  return { base, leaves };
+  return true;
 }
 
 /** Drops every register numbered 1..upto (a refused write taken back,
@@ -423,9 +429,16 @@ export function addRegisters(
   limits: Limits = DEFAULT_LIMITS,
   slabs?: Slabs,
 ): { base: BaseReg; leaves: Leaf[] } {
-  const leaves = flattenAs(value, limits, (path): Leaf => ({ path, hlc, origin, value: null, seq: 0, src: LOCAL }), slabs);
+  const base: BaseReg = { kind: ADD, hlc, origin, seq: 0, src: LOCAL };
+  const leaves = flattenAs(value, limits, localLeaf, base, slabs);
   leaves.sort(byPath);
-  return { base: { kind: ADD, hlc, origin, seq: 0, src: LOCAL }, leaves };
+  return { base, leaves };
+}
+
+/** A leaf of add's flatten at the stamp of its base (one maker for every
+ *  record: no closure a record). */
+function localLeaf(path: Path, b: BaseReg): Leaf {
+  return { path, hlc: b.hlc, origin: b.origin, value: null, seq: 0, src: LOCAL };
 }
 
 /**

@@ -16,7 +16,7 @@ import { History } from "./history.js";
 import { Clock, hlcMs } from "./hlc.js";
 import { generateKeyPair, keyPairFromSeed, toHex, type KeyPair } from "./keys.js";
 import {
-  addRegisters, checkLocalLimits, emptyRecord, freshRecord, isVisible, mergeBase, mergeLeaves, registersOf, render,
+  addRegisters, checkLocalLimits, emptyRecord, freshRecord, isFresh, isVisible, mergeBase, mergeLeaves, registersOf, render,
   updateLeaves, withId,
 } from "./record.js";
 import { DEFAULT_LIMITS, Slabs, type Limits } from "./value.js";
@@ -112,10 +112,17 @@ export class Replica {
   private kp!: KeyPair;
   private meta!: Meta;
   private records = new Map<string, StoredRecord>();
-  /** Registers by sequence, ascending; an entry is stale once its record no
-   *  longer holds a register of that sequence (found lazily). */
-  private logSeq: number[] = [];
+  /** Registers by sequence, ascending, as runs: run i is the sequences
+   *  [logStart[i], logEnd[i]) of record logKey[i] (a commit numbers a
+   *  record's registers one after another, so a record is one run, not an
+   *  entry a register).  A sequence is stale once its record no longer
+   *  holds a register of it (found lazily).  Runs are only appended (or the
+   *  arrays replaced): an export reads the first n as they were. */
+  private logStart: number[] = [];
+  private logEnd: number[] = [];
   private logKey: string[] = [];
+  /** The sequences in the log (stale ones too). */
+  private logCount = 0;
   private stale = 0;
   private lock: Promise<unknown> = Promise.resolve();
   /** Local operations waiting for the next group commit. */
@@ -260,7 +267,8 @@ export class Replica {
 
   /** @internal the record as the transaction sees it (a private copy once written). */
   recordFor(t: Txn, key: string): StoredRecord | undefined {
-    if (t.put.has(key)) return t.put.get(key);
+    const p = t.put.get(key);
+    if (p) return p;
     if (t.del.has(key)) return undefined;
     return this.records.get(key);
   }
@@ -292,7 +300,7 @@ export class Replica {
     // durable: install
     const changes = this.install(t, seq0);
     this.meta = meta;
-    if (this.stale > LOG_COMPACT_MIN && this.stale > this.logSeq.length / 2) this.rebuildLog();
+    if (this.stale > LOG_COMPACT_MIN && this.stale > this.logCount / 2) this.rebuildLog();
     // an append-only backend rewrites itself now and then, between commits
     // (a failed rewrite leaves the journal as it was: nothing is lost)
     if (this.backend.shouldCompact?.()) await this.backend.compact!(meta, this.records).catch(() => undefined);
@@ -336,8 +344,10 @@ export class Replica {
     const changes: Change[] = [];
     if (t.clear) {
       this.records = new Map();
-      this.logSeq = [];
+      this.logStart = [];
+      this.logEnd = [];
       this.logKey = [];
+      this.logCount = 0;
       this.stale = 0;
     }
     const records = this.records;
@@ -349,16 +359,21 @@ export class Replica {
       const [coll, id] = splitKey(key);
       if (isVisible(was)) changes.push(new RecordChange(coll, id, true, null));
     }
-    const logSeq = this.logSeq, logKey = this.logKey;
-    let stale = this.stale;
+    const logStart = this.logStart, logEnd = this.logEnd, logKey = this.logKey;
+    let stale = this.stale, count = 0;
     for (const [key, r] of t.put) {
       const b = r.base, leaves = r.leaves;
-      let kept = 0;
-      if (b) { if (b.seq > seq0) { logSeq.push(b.seq); logKey.push(key); } else kept++; }
+      // the record's new sequences as runs (one, as number() went)
+      let kept = 0, start = 0, end = 0;
+      if (b) { if (b.seq > seq0) { start = b.seq; end = start + 1; } else kept++; }
       for (let i = 0; i < leaves.length; i++) {
         const s = leaves[i]!.seq;
-        if (s > seq0) { logSeq.push(s); logKey.push(key); } else kept++;
+        if (s <= seq0) { kept++; continue; }
+        if (s === end) { end++; continue; }
+        if (end) { logStart.push(start); logEnd.push(end); logKey.push(key); count += end - start; }
+        start = s; end = s + 1;
       }
+      if (end) { logStart.push(start); logEnd.push(end); logKey.push(key); count += end - start; }
       const old = records.get(key);
       const wasVis = !!old && isVisible(old);
       if (old) stale += (old.base ? 1 : 0) + old.leaves.length;
@@ -371,6 +386,7 @@ export class Replica {
       }
     }
     this.stale = stale;
+    this.logCount += count;
     return changes;
   }
 
@@ -378,8 +394,16 @@ export class Replica {
     const log: [number, string][] = [];
     for (const [key, r] of this.records) for (const g of registersOf(r)) log.push([g.seq, key]);
     log.sort((a, b) => a[0] - b[0]);
-    this.logSeq = log.map((e) => e[0]);
-    this.logKey = log.map((e) => e[1]);
+    const logStart: number[] = [], logEnd: number[] = [], logKey: string[] = [];
+    let n = 0;
+    for (const [seq, key] of log) {
+      if (n && logEnd[n - 1] === seq && logKey[n - 1] === key) { logEnd[n - 1]++; continue; }
+      logStart.push(seq); logEnd.push(seq + 1); logKey.push(key); n++;
+    }
+    this.logStart = logStart;
+    this.logEnd = logEnd;
+    this.logKey = logKey;
+    this.logCount = log.length;
     this.stale = 0;
   }
 
@@ -401,8 +425,7 @@ export class Replica {
         const regs = addRegisters(value, this.clock.tick(), this.id, this.limits, slabs);
         const r = t.copyOf(recordKey(coll, id), staged);
         // new here (or gone): the registers are the record, as the merge would leave them
-        const f = !r.base && !r.leaves.length ? freshRecord(regs.base, regs.leaves) : null;
-        if (f) { r.base = f.base; r.leaves = f.leaves; }
+        if (!r.base && !r.leaves.length && isFresh(regs.base, regs.leaves)) { r.base = regs.base; r.leaves = regs.leaves; }
         else { mergeBase(r, regs.base); mergeLeaves(r, regs.leaves); }
         checkLocalLimits(r, this.limits);
       }
@@ -460,7 +483,10 @@ export class Replica {
             op.rej(e);
             continue;
           }
-          for (const [k, r] of staged) { t.del.delete(k); t.put.set(k, r); }
+          // the first operation's records are the commit's (a bulk add's
+          // 10,000 not copied into a second map)
+          if (!t.put.size && !t.del.size) t.put = staged;
+          else for (const [k, r] of staged) { t.del.delete(k); t.put.set(k, r); }
           ok.push(op);
         }
         try {
@@ -744,27 +770,36 @@ export class Replica {
       return { deltas: out, upto: last };
     }
     // (after, scanFrom] is known to hold nothing for the peer: not scanned
-    // the log as it is now: a commit meanwhile may rebuild this.logSeq/logKey
-    const logSeq = this.logSeq, logKey = this.logKey;
-    let i = lowerBound(logSeq, Math.max(after, opts.scanFrom ?? after) + 1);
+    // the log as it is now: a commit meanwhile appends runs (read only the
+    // first logLen) or replaces the arrays
+    const logStart = this.logStart, logEnd = this.logEnd, logKey = this.logKey;
+    const logLen = logStart.length;
+    const first = Math.max(after, opts.scanFrom ?? after) + 1;
+    // run i, sequence seq in it: the next to scan
+    let i = lowerBound(logEnd, first + 1);
+    let seq = i < logLen ? Math.max(logStart[i]!, first) : 0;
     let from = after;
     const received = this.peer(peerHex).received;
-    const logLen = logSeq.length;
     // a big export (a bulk commit's upload) encodes and signs in tasks of
     // its own, a delta each: started by the commit's listener, it would
     // otherwise run on as microtasks ahead of the committing caller's
     // continuation
-    const big = logLen - i > EXPORT_YIELD_ABOVE;
+    let left = i < logLen ? logEnd[i]! - seq : 0;
+    for (let j = i + 1; j < logLen && left <= EXPORT_YIELD_ABOVE; j++) left += logEnd[j]! - logStart[j]!;
+    const big = left > EXPORT_YIELD_ABOVE;
     while (i < logLen) {
       // one chunk: records in log order until the estimate is full
       const keys = new Set<string>();
       let size = 256, to = from;
-      for (; i < logLen && (!keys.size || size < maxBytes * 0.8) && keys.size < this.limits.maxDeltaGroups; i++) {
-        const seq = logSeq[i]!, key = logKey[i]!;
-        const r = this.records.get(key);
-        const g = r ? registerAt(r, seq) : null;
+      let rKey = "", r: StoredRecord | undefined;
+      for (; i < logLen && (!keys.size || size < maxBytes * 0.8) && keys.size < this.limits.maxDeltaGroups;) {
+        const key = logKey[i]!, s = seq;
+        // the next position: the run's next sequence, else the next run's first
+        if (++seq >= logEnd[i]!) { i++; seq = i < logLen ? logStart[i]! : 0; }
+        if (key !== rKey) { rKey = key; r = this.records.get(key); }
+        const g = r ? registerAt(r, s) : null;
         if (!g) continue; // stale: the register was superseded or dropped
-        to = seq;
+        to = s;
         // the peer's own: never sent back, so neither counted nor collected
         // (a fresh sync's log is all the server's)
         if (!opts.all && g.src === peerHex) continue;

@@ -547,21 +547,22 @@ export interface FlatLeaf {
  *   a value that cannot be stored (see encodeValue).
  */
 export function flatten(obj: DataObject, limits: Limits = DEFAULT_LIMITS): FlatLeaf[] {
-  return flattenAs(obj, limits, flatLeaf);
+  return flattenAs(obj, limits, flatLeaf, null);
 }
 
 const flatLeaf = (path: Path): FlatLeaf => ({ path, value: null });
 
-/** flatten, each leaf made by make(path) (value null, set after): the
- *  replica makes its registers directly, not a FlatLeaf each first. */
-export function flattenAs<T extends FlatLeaf>(obj: DataObject, limits: Limits, make: (path: Path) => T, slabs?: Slabs): T[] {
+/** flatten, each leaf made by make(path, ctx) (value null, set after):
+ *  the replica makes its registers directly, not a FlatLeaf each first,
+ *  with a module-level make and its stamp in ctx (no closure a record). */
+export function flattenAs<T extends FlatLeaf, C>(obj: DataObject, limits: Limits, make: (path: Path, ctx: C) => T, ctx: C, slabs?: Slabs): T[] {
   if (typeof obj !== "object" || obj === null || Array.isArray(obj) || !isPlainObject(obj))
     throw new CrdtdbError("EBADVALUE", "a record must be a plain object (a msgpack map)");
   // one scratch flattener, taken while in use (a getter could flatten again)
   const f = spareFlattener ?? new Flattener();
   spareFlattener = null;
   try {
-    return f.run(obj, limits, make, slabs);
+    return f.run(obj, limits, make as (path: Path, ctx: unknown) => T, ctx, slabs);
   } finally {
     f.done();
     if (f.w.buf.length <= 1 << 16) spareFlattener = f;
@@ -634,7 +635,8 @@ class Flattener {
   /** [start, end) of each leaf's value in w (-1: a map leaf). */
   private readonly at: number[] = [];
   private out: FlatLeaf[] = [];
-  private make: (path: Path) => FlatLeaf = flatLeaf;
+  private make: (path: Path, ctx: unknown) => FlatLeaf = flatLeaf;
+  private ctx: unknown = null;
   private limits: Limits = DEFAULT_LIMITS;
   private maxFields = 0;
   private size = 0;
@@ -644,10 +646,10 @@ class Flattener {
   // first flattening error and goes on measuring.
   private first: CrdtdbError | null = null;
 
-  run<T extends FlatLeaf>(obj: DataObject, limits: Limits, make: (path: Path) => T, slabs: Slabs | undefined): T[] {
+  run<T extends FlatLeaf>(obj: DataObject, limits: Limits, make: (path: Path, ctx: unknown) => T, ctx: unknown, slabs: Slabs | undefined): T[] {
     const w = this.w, at = this.at;
     const out: T[] = [];
-    this.out = out; this.make = make; this.limits = limits;
+    this.out = out; this.make = make; this.ctx = ctx; this.limits = limits;
     this.maxFields = limits.maxFields ?? DEFAULT_LIMITS.maxFields;
     this.size = 0; this.deepest = 1; this.first = null;
     w.pos = 0;
@@ -677,6 +679,7 @@ class Flattener {
   done(): void {
     this.out = [];
     this.make = flatLeaf;
+    this.ctx = null;
     this.first = null;
   }
 
@@ -690,7 +693,7 @@ class Flattener {
       if (start >= 0) this.w.pos = start;
       return;
     }
-    this.out.push(this.make(path));
+    this.out.push(this.make(path, this.ctx));
     this.at.push(start, end);
   }
 
