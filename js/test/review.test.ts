@@ -109,13 +109,13 @@ test("a local commit is durable (strict) before the session sends it to the serv
 });
 
 test("an export spanning several deltas stays whole when a commit compacts the log meanwhile", async () => {
-  // replica.ts exportFor indexes this.logSeq/this.logKey across awaits
-  // (encodeDelta signs each chunk), and finish() -> rebuildLog() replaces
-  // both arrays: index i then points elsewhere (here past the end), the
-  // rest of the range is "scanned" as stale and left out, and the deltas
-  // still claim (after, last] whole, so the server's watermark passes writes
-  // it never got.  Fix: take `const logSeq = this.logSeq, logKey =
-  // this.logKey` once at the start of exportFor and index those.
+  // replica.ts exportFor indexes the log's arrays (logStart/logEnd/logKey)
+  // across awaits (encodeDelta signs each chunk), and finish() ->
+  // rebuildLog() replaces them: an index taken before then points elsewhere
+  // (here past the end), the rest of the range is "scanned" as stale and
+  // left out, and the deltas still claim (after, last] whole, so the
+  // server's watermark passes writes it never got.  So exportFor takes the
+  // arrays once at its start and indexes those.
   const a = await Replica.open({ dbId: "d", collections: ["C"], backend: new MemoryBackend() });
   const b = await Replica.open({ dbId: "d", collections: ["C"], backend: new MemoryBackend() });
   await a.add("C", [["s", { v: 0 }]]);
