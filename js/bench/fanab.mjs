@@ -7,16 +7,12 @@
 // isolates what the client does besides libsodium's ~60 µs. HEAP=1 adds a sampled allocation profile (bytes per
 // delta by function, collected garbage included). Prints µs per delta: min, p25, median (first quarter dropped).
 //   ROUNDS=40 node js/bench/fanab.mjs session js/bench/.dist-base js/bench/.dist-new
-import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { join, resolve } from "node:path";
+import { readRecording, seededBackend } from "./lib.mjs";
 const [stageName, ...dists] = process.argv.slice(2);
 const ROUNDS = +(process.env.ROUNDS ?? 40);
-const raw = readFileSync("/tmp/crdtdb-fanreplay.bin");
-const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
-const msgs = [];
-for (let i = 0, o = 4, n = dv.getUint32(0); i < n; i++) { const l = dv.getUint32(o); msgs.push(raw.subarray(o + 4, o + 4 + l)); o += 4 + l; }
-const SEED = new Uint8Array(32).fill(9);
+const msgs = readRecording("/tmp/crdtdb-fanreplay.bin");
 const variants = [];
 for (const d of dists) {
   const imp = (m) => import(pathToFileURL(join(resolve(d), m)).href);
@@ -25,7 +21,7 @@ for (const d of dists) {
   const deltas = [];
   { const rd = new F.FrameReader(1 << 24); for (const m of msgs) { rd.push(m); let x; while ((x = rd.next())) if (x.t === "delta") deltas.push(x.delta); } }
   const server = (await D.decodeDelta(deltas[0])).sender;
-  class SeededBackend extends C.MemoryBackend { async load() { return { meta: { seed: SEED, seq: 0, hlc: 0n, fp: new Uint8Array(16), points: [], peers: {}, readonly: false }, records: new Map() }; } }
+  const SeededBackend = seededBackend(C, 9); // fanreplay's identity
   const stages = {
     decode: async () => { for (const x of deltas) await D.decodeDelta(x); },
     apply: async () => {

@@ -8,9 +8,9 @@
 // benchmark's 15 receivers each get the server's delta in turn (the cache and heap of 15 stores, not one);
 // CPU per delivered delta = CPU / (deltas of all K).
 //   node js/bench/fanreplay.mjs [--runs=6] [--receivers=1] [--record=/tmp/crdtdb-fanreplay.bin] [--profile [--profile-run=K]]
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
-import { loadClient, now, sleep, startServer } from "./lib.mjs";
+import { loadClient, now, readRecording, recordingSocket, seededBackend, sleep, startServer, writeRecording } from "./lib.mjs";
 
 const args = process.argv.slice(2);
 const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); return a ? a.slice(k.length + 3) : d; };
@@ -21,13 +21,7 @@ const COLLS = ["players", "tp", "big"];
 const DB = "fan";
 const WRITES = 3000;
 const C = await loadClient();
-const SEED = new Uint8Array(32).fill(9);
-
-class SeededBackend extends C.MemoryBackend {
-  async load() {
-    return { meta: { seed: SEED, seq: 0, hlc: 0n, fp: new Uint8Array(16), points: [], peers: {}, readonly: false }, records: new Map() };
-  }
-}
+const SeededBackend = seededBackend(C, 9);
 
 if (!existsSync(file)) {
   const srv = await startServer(COLLS);
@@ -36,8 +30,7 @@ if (!existsSync(file)) {
     const w = await open(null, C.nodeSocket());
     await w.sync.whenSynced();
     const msgs = [];
-    const base = C.nodeSocket();
-    const sock = (url, h) => { const s = base(url, h); s.on("message", (d) => msgs.push(new Uint8Array(d))); return s; };
+    const sock = recordingSocket(C, msgs);
     const rcv = await open(new SeededBackend(), sock);
     await rcv.sync.whenSynced();
     let last = 0;
@@ -54,22 +47,13 @@ if (!existsSync(file)) {
     await sleep(200);
     await rcv.close();
     await w.close();
-    const n = msgs.reduce((a, m) => a + 4 + m.length, 4);
-    const out = new Uint8Array(n);
-    const dv = new DataView(out.buffer);
-    dv.setUint32(0, msgs.length);
-    let o = 4;
-    for (const m of msgs) { dv.setUint32(o, m.length); out.set(m, o + 4); o += 4 + m.length; }
-    writeFileSync(file, out);
+    const n = writeRecording(file, msgs);
     console.error(`recorded ${msgs.length} messages, ${n} bytes in ${file} (last x seen ${last})`);
   } finally {
     await srv.stop();
   }
 }
-const raw = readFileSync(file);
-const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
-const msgs = [];
-for (let i = 0, o = 4, n = dv.getUint32(0); i < n; i++) { const l = dv.getUint32(o); msgs.push(raw.subarray(o + 4, o + 4 + l)); o += 4 + l; }
+const msgs = readRecording(file);
 
 /** A socket that opens at once and delivers what the test hands it. */
 function standIn() {
@@ -133,7 +117,7 @@ const warm = res.slice(Math.max(1, res.length >> 1)).map((r) => r.cpu).sort((a, 
 const med = warm.length ? warm[warm.length >> 1] : res[0].cpu;
 const last = res[res.length - 1];
 console.log(JSON.stringify({
-  bench: "replay_fanout_receiver", dist: process.env.CRDTDB_JS_DIST ?? "js/bench/.dist", messages: msgs.length, bytes: raw.length,
+  bench: "replay_fanout_receiver", dist: process.env.CRDTDB_JS_DIST ?? "js/bench/.dist", messages: msgs.length, bytes: msgs.reduce((a, m) => a + 4 + m.length, 4),
   receivers, deltas: last.applied, listener_changes: last.got, top_x: last.top, runs: res.length,
   first_cpu_ms: +res[0].cpu.toFixed(1), warm_cpu_ms: +med.toFixed(1), min_cpu_ms: +Math.min(...res.map((r) => r.cpu)).toFixed(1),
   warm_us_per_delivered_delta: +(med * 1000 / last.applied).toFixed(1), cpu_ms: res.map((r) => +r.cpu.toFixed(0)),

@@ -1,6 +1,6 @@
 // Shared by the benchmarks: the crdtdb binary, a fresh `crdtdb serve` on 127.0.0.1, the compiled client.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -93,3 +93,43 @@ export function quantiles(lat) {
 
 /** This process's CPU time, ms. */
 export function cpuMs() { const u = process.cpuUsage(); return (u.user + u.system) / 1000; }
+
+// ---- recordings of what a server sends one client (replay.mjs, fanreplay.mjs, fanab.mjs)
+
+/** A MemoryBackend class of client C whose replica always has the identity of `fill` (a seed of 32 such bytes):
+ *  a recording made under it replays into a fresh store of the same identity. */
+export function seededBackend(C, fill) {
+  const seed = new Uint8Array(32).fill(fill);
+  return class SeededBackend extends C.MemoryBackend {
+    async load() {
+      return { meta: { seed, seq: 0, hlc: 0n, fp: new Uint8Array(16), points: [], peers: {}, readonly: false }, records: new Map() };
+    }
+  };
+}
+
+/** A socket factory of client C that also pushes every message received into msgs. */
+export function recordingSocket(C, msgs) {
+  const base = C.nodeSocket();
+  return (url, h) => { const s = base(url, h); s.on("message", (d) => msgs.push(new Uint8Array(d))); return s; };
+}
+
+/** Writes messages to file: u32 count, then u32 length + bytes per message (big-endian).  Returns the bytes. */
+export function writeRecording(file, msgs) {
+  const n = msgs.reduce((a, m) => a + 4 + m.length, 4);
+  const out = new Uint8Array(n);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, msgs.length);
+  let o = 4;
+  for (const m of msgs) { dv.setUint32(o, m.length); out.set(m, o + 4); o += 4 + m.length; }
+  writeFileSync(file, out);
+  return n;
+}
+
+/** The messages writeRecording wrote (views into one buffer). */
+export function readRecording(file) {
+  const raw = readFileSync(file);
+  const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
+  const msgs = [];
+  for (let i = 0, o = 4, n = dv.getUint32(0); i < n; i++) { const l = dv.getUint32(o); msgs.push(raw.subarray(o + 4, o + 4 + l)); o += 4 + l; }
+  return msgs;
+}

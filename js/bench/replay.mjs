@@ -4,10 +4,10 @@
 // compare a change to js/src (compile it elsewhere and point CRDTDB_JS_DIST at it).
 //   node js/bench/replay.mjs [--runs=5] [--record=/tmp/crdtdb-replay.bin] [--profile [--profile-run=K]]
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Session } from "node:inspector/promises";
-import { benchDir, loadClient, now, sleep, startServer } from "./lib.mjs";
+import { benchDir, loadClient, now, readRecording, recordingSocket, seededBackend, sleep, startServer, writeRecording } from "./lib.mjs";
 
 const args = process.argv.slice(2);
 const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); return a ? a.slice(k.length + 3) : d; };
@@ -15,13 +15,7 @@ const runs = +opt("runs", 5);
 const file = opt("record", "/tmp/crdtdb-replay.bin");
 const COLLS = ["players", "tp", "big"];
 const C = await loadClient();
-const SEED = new Uint8Array(32).fill(7);
-
-class SeededBackend extends C.MemoryBackend {
-  async load() {
-    return { meta: { seed: SEED, seq: 0, hlc: 0n, fp: new Uint8Array(16), points: [], peers: {}, readonly: false }, records: new Map() };
-  }
-}
+const SeededBackend = seededBackend(C, 7);
 
 if (!existsSync(file)) {
   const srv = await startServer(COLLS);
@@ -29,29 +23,18 @@ if (!existsSync(file)) {
     const w = spawnSync(process.execPath, [join(benchDir, "writer.mjs"), srv.url, "big", "10000", "10"], { encoding: "utf8" });
     if (w.status !== 0) throw new Error(w.stderr);
     const msgs = [];
-    const base = C.nodeSocket();
-    const sock = (url, h) => { const s = base(url, h); s.on("message", (d) => msgs.push(new Uint8Array(d))); return s; };
+    const sock = recordingSocket(C, msgs);
     const ds = await C.CrdtdbDataStore.open({ dbId: "big", collections: COLLS, backend: new SeededBackend(), sync: { url: srv.url, socket: sock } });
     await ds.sync.whenSynced();
     await sleep(200);
     await ds.close();
-    // file: u32 count, then u32 length + bytes per message
-    const n = msgs.reduce((a, m) => a + 4 + m.length, 4);
-    const out = new Uint8Array(n);
-    const dv = new DataView(out.buffer);
-    dv.setUint32(0, msgs.length);
-    let o = 4;
-    for (const m of msgs) { dv.setUint32(o, m.length); out.set(m, o + 4); o += 4 + m.length; }
-    writeFileSync(file, out);
+    const n = writeRecording(file, msgs);
     console.error(`recorded ${msgs.length} messages, ${n} bytes in ${file}`);
   } finally {
     await srv.stop();
   }
 }
-const raw = readFileSync(file);
-const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
-const msgs = [];
-for (let i = 0, o = 4, n = dv.getUint32(0); i < n; i++) { const l = dv.getUint32(o); msgs.push(raw.subarray(o + 4, o + 4 + l)); o += 4 + l; }
+const msgs = readRecording(file);
 
 // --profile [--profile-run=K]: a CPU profile of run K only (default 0, the cold one) in /tmp/crdtdb-prof/replay.cpuprofile
 mkdirSync("/tmp/crdtdb-prof", { recursive: true });
@@ -92,7 +75,7 @@ let last;
 for (let i = 0; i < runs; i++) { last = await once(i); times.push(last.ms); cpus.push(last.cpu); if (last.err) break; }
 const order = times.slice(); times.sort((a, b) => a - b);
 console.log(JSON.stringify({ bench: "replay_fresh_sync", dist: process.env.CRDTDB_JS_DIST ?? "js/bench/.dist", messages: msgs.length,
-  bytes: raw.length, runs: times.length, min_ms: +times[0].toFixed(1), median_ms: +times[times.length >> 1].toFixed(1),
+  bytes: msgs.reduce((a, m) => a + 4 + m.length, 4), runs: times.length, min_ms: +times[0].toFixed(1), median_ms: +times[times.length >> 1].toFixed(1),
   all_ms: order.map((t) => +t.toFixed(0)), cpu_ms: cpus.map((t) => +t.toFixed(0)),
   first_cpu_ms: +cpus[0].toFixed(0), min_cpu_ms: +Math.min(...cpus).toFixed(0), fields: last.fields, client_sent_bytes: last.sent, error: last.err?.message }));
 process.exit(0);
