@@ -821,6 +821,9 @@ typedef struct crdtdb_apply_info {
     uint64_t local_from; /* the local sequences this apply numbered: */
     uint64_t local_to;   /* (local_from, local_to], all from the sender
                             unless records were refused */
+    uint64_t commit_us;  /* how long the commit took, microseconds
+                            (monotonic): LMDB's page writes and fsync,
+                            the apply's durable part (for metrics) */
 } crdtdb_apply_info;
 
 /*
@@ -1213,6 +1216,10 @@ CRDTDB_API int crdtdb_session_want_write(const crdtdb_session *s);
  * (their capacity; large ones are given back once drained): for a budget
  * across many sessions. */
 CRDTDB_API void crdtdb_session_buffered(const crdtdb_session *s, size_t *in, size_t *out);
+
+/* The deltas this session has queued for its peer since it opened (a
+ * server's metrics; the APPLIED event counts the other way).  0 for NULL. */
+CRDTDB_API uint64_t crdtdb_session_deltas_sent(const crdtdb_session *s);
 
 /* 1 while both sides hold everything: we hold what the peer had when it
  * last said it was up to date, the peer acknowledged everything we sent,

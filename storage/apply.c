@@ -2,6 +2,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "crdt/buf.h"
 #include "crdt/hlc.h"
@@ -9,6 +10,15 @@
 
 typedef struct wfilter wfilter;
 typedef struct replace replace;
+
+/* The monotonic clock, for crdtdb_apply_info.commit_us. */
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
                  const replace *rp, uint64_t behind, crdtdb_apply_info *info);
 
@@ -478,9 +488,11 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
     if (rc)
         return rc;
     uint64_t seq0 = t->seq0, seq1 = t->seq;
+    uint64_t c0 = mono_us();
     if ((rc = crdtdb_txn_commit(t)))
         return rc;
     if (info) {
+        info->commit_us = mono_us() - c0;
         info->local_from = seq0;
         info->local_to = seq1;
         memcpy(info->sender, d->sender, CRDTDB_REPLICA_ID_BYTES);

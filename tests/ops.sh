@@ -79,21 +79,33 @@ if has metrics; then
     scrape
     promtool check metrics <"$T/scrape" || fail "promtool check metrics (fresh server)"
     expect crdtdb_deltas_in_total -eq 0
+    expect crdtdb_deltas_out_total -eq 0
+    expect crdtdb_commit_duration_seconds_count -eq 0
     expect crdtdb_draining -eq 0
     c -d "$T/c" sync "$URL" --db m >/dev/null 2>&1 || fail "sync"
+    # a second replica, new: the server sends it the first one's records
+    c -d "$T/c2" init >/dev/null
+    c -d "$T/c2" create m --collections a
+    c -d "$T/c2" sync "$URL" --db m >/dev/null 2>&1 || fail "sync of a new replica"
+    [ "$(c -d "$T/c2" query m a | jq length)" = 5 ] || fail "the new replica lacks the records"
     # an upgrade to a path that is not /v1/db/<id>: refused with 404, counted
     curl -s -o /dev/null -H "Connection: Upgrade" -H "Upgrade: websocket" \
         -H "Sec-WebSocket-Version: 13" -H "Sec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==" \
         -H "Sec-WebSocket-Protocol: crdtdb-sync" "http://127.0.0.1:$PORT/elsewhere" || true
     scrape
     promtool check metrics <"$T/scrape" || fail "promtool check metrics (after a sync)"
-    expect crdtdb_connections_accepted_total -eq 1
+    expect crdtdb_connections_accepted_total -eq 2
     expect crdtdb_deltas_in_total -ge 1
     expect crdtdb_changes_in_total -ge 5
     expect crdtdb_bytes_in_total -gt 0
     expect crdtdb_bytes_out_total -gt 0
     expect crdtdb_apply_duration_seconds_count -ge 1
     expect 'crdtdb_apply_duration_seconds_bucket{le="+Inf"}' -ge 1
+    expect crdtdb_deltas_out_total -ge 1
+    # every apply committed once: the commit histogram counts as many
+    [ "$(metric crdtdb_commit_duration_seconds_count)" = \
+      "$(metric crdtdb_apply_duration_seconds_count)" ] || fail "commits and applies differ"
+    expect 'crdtdb_commit_duration_seconds_bucket{le="+Inf"}' -ge 1
     expect 'crdtdb_connections_refused_total{status="404"}' -eq 1
     expect 'crdtdb_refused_total{reason="ECLOCK"}' -eq 0
     [ "$(c -d "$T/s" query m a | jq length)" = 5 ] || fail "the server lacks the client's records"

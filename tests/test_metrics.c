@@ -66,6 +66,8 @@ START_TEST(errors_refusals_and_skew)
     g.links_down = 2;
     g.draining = 1;
     m.handoffs = 4;
+    m.deltas_out = 6;
+    crdtdb__hist_observe(&m.commit, 700); /* 0.7 ms */
     crdtdb__metrics_error(&m, CRDTDB_ECLOCK,
                           "delta stamped 7250 ms ahead of local time (local 1 ms, stamp 7251 "
                           "ms; limit 5000 ms): retry later");
@@ -92,6 +94,12 @@ START_TEST(errors_refusals_and_skew)
     ck_assert(sample(out, "crdtdb_peer_links{state=\"down\"}") == 2);
     ck_assert(sample(out, "crdtdb_draining") == 1);
     ck_assert(sample(out, "crdtdb_handoffs_total") == 4);
+    ck_assert(sample(out, "crdtdb_deltas_out_total") == 6);
+    ck_assert(sample(out, "crdtdb_commit_duration_seconds_bucket{le=\"0.0005\"}") == 0);
+    ck_assert(sample(out, "crdtdb_commit_duration_seconds_bucket{le=\"0.001\"}") == 1);
+    ck_assert(sample(out, "crdtdb_commit_duration_seconds_bucket{le=\"+Inf\"}") == 1);
+    ck_assert(sample(out, "crdtdb_commit_duration_seconds_count") == 1);
+    ck_assert(sample(out, "crdtdb_apply_duration_seconds_count") == 0);
     /* one HELP and one TYPE per family, before its samples */
     ck_assert_ptr_nonnull(strstr(out, "# HELP crdtdb_refused_total "));
     ck_assert_ptr_nonnull(strstr(out, "# TYPE crdtdb_refused_total counter\n"));

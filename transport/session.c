@@ -97,6 +97,7 @@ struct crdtdb_session {
     uint64_t seq_seen;    /* the store's last sequence when last read: it
                              only grows, so an ACK at or below it needs no
                              read (seq) */
+    uint64_t deltas_sent; /* deltas queued for the peer (metrics) */
     int errcode;          /* the code errmsg was written for (api_exit) */
     char errmsg[512];
     char waitmsg[96];     /* crdtdb_session_unsynced's answer */
@@ -524,6 +525,8 @@ void crdtdb_session_consume(crdtdb_session *s, size_t n)
     }
 }
 
+uint64_t crdtdb_session_deltas_sent(const crdtdb_session *s) { return s ? s->deltas_sent : 0; }
+
 void crdtdb_session_buffered(const crdtdb_session *s, size_t *in, size_t *out)
 {
     *in = s ? s->in.cap : 0;
@@ -740,6 +743,7 @@ static int give_delta(void *ctx, const uint8_t *delta, size_t len)
         return seterr(s, CRDTDB_ENOMEM, "out of memory");
     }
     s->signed_one = s->gave = 1;
+    s->deltas_sent++;
     return 0;
 }
 

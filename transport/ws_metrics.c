@@ -15,7 +15,7 @@
 
 #include "transport/ws_metrics.h"
 
-/* The apply duration buckets' upper bounds, in microseconds and as the
+/* The duration buckets' upper bounds, in microseconds and as the
  * le label says them (seconds). */
 static const uint64_t bucket_us[METRICS_BUCKETS] = {
     100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
@@ -110,6 +110,20 @@ static void one(wbuf *w, const char *name, const char *type, const char *help, u
     put(w, "%s %" PRIu64 "\n", name, v);
 }
 
+/* A histogram: cumulative buckets, +Inf equal to _count, and _sum. */
+static void hist(wbuf *w, const char *c, const char *help, const crdtdb__hist *h)
+{
+    family(w, c, "histogram", help);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < METRICS_BUCKETS; i++) {
+        cum += h->bucket[i];
+        put(w, "%s_bucket{le=\"%s\"} %" PRIu64 "\n", c, bucket_le[i], cum);
+    }
+    put(w, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", c, h->count);
+    put(w, "%s_sum %" PRIu64 ".%06" PRIu64 "\n", c, h->sum_us / 1000000u, h->sum_us % 1000000u);
+    put(w, "%s_count %" PRIu64 "\n", c, h->count);
+}
+
 size_t crdtdb__metrics_text(char *out, size_t cap, const crdtdb__metrics *m,
                             const crdtdb__metrics_now *g)
 {
@@ -137,6 +151,8 @@ size_t crdtdb__metrics_text(char *out, size_t cap, const crdtdb__metrics *m,
         g->dbs);
     one(&w, "crdtdb_deltas_in_total", "counter", "Deltas received from clients and applied",
         m->deltas_in);
+    one(&w, "crdtdb_deltas_out_total", "counter", "Deltas queued for clients to receive",
+        m->deltas_out);
     one(&w, "crdtdb_changes_in_total", "counter", "Registers in the deltas applied",
         m->changes_in);
     one(&w, "crdtdb_bytes_in_total", "counter", "Bytes received from clients (WebSocket payload)",
@@ -164,18 +180,11 @@ size_t crdtdb__metrics_text(char *out, size_t cap, const crdtdb__metrics *m,
            "(ECLOCK) were; 0: none");
     put(&w, "%s %" PRIu64 ".%03" PRIu64 "\n", c, m->clock_ahead_max_ms / 1000u,
         m->clock_ahead_max_ms % 1000u);
-    c = "crdtdb_apply_duration_seconds";
-    family(&w, c, "histogram",
-           "Time to apply one client delta: verify, merge, commit and fsync");
-    uint64_t cum = 0;
-    for (size_t i = 0; i < METRICS_BUCKETS; i++) {
-        cum += m->apply.bucket[i];
-        put(&w, "%s_bucket{le=\"%s\"} %" PRIu64 "\n", c, bucket_le[i], cum);
-    }
-    put(&w, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", c, m->apply.count);
-    put(&w, "%s_sum %" PRIu64 ".%06" PRIu64 "\n", c, m->apply.sum_us / 1000000u,
-        m->apply.sum_us % 1000000u);
-    put(&w, "%s_count %" PRIu64 "\n", c, m->apply.count);
+    hist(&w, "crdtdb_apply_duration_seconds",
+         "Time to apply one client delta: verify, merge, commit and fsync", &m->apply);
+    hist(&w, "crdtdb_commit_duration_seconds",
+         "Time LMDB took to commit one applied client delta: its page writes and fsync",
+         &m->commit);
     one(&w, "crdtdb_presence_members", "gauge",
         "Client connections of this server that show a presence state", g->presence);
     one(&w, "crdtdb_buffered_bytes", "gauge",

@@ -13,7 +13,7 @@
 
 #include "crdtdb.h"
 
-#define METRICS_BUCKETS 14 /* apply duration upper bounds (ws_metrics.c) */
+#define METRICS_BUCKETS 14 /* duration upper bounds (ws_metrics.c) */
 #define METRICS_TEXT_MAX ((size_t)32 << 10) /* the longest exposition */
 
 /* The error codes of CRDTDB_ERRNO_MAP, one counter each, and one for codes
@@ -37,6 +37,7 @@ typedef struct crdtdb__metrics {
     uint64_t accepted;       /* connections upgraded with a session */
     uint64_t refused[METRICS_NSTATUS]; /* upgrades refused, by status */
     uint64_t deltas_in;      /* deltas from clients applied */
+    uint64_t deltas_out;     /* deltas queued for clients */
     uint64_t changes_in;     /* registers in them */
     uint64_t bytes_in;       /* WebSocket payload bytes, client sessions */
     uint64_t bytes_out;
@@ -47,6 +48,7 @@ typedef struct crdtdb__metrics {
     uint64_t clock_ahead_max_ms; /* the furthest ahead a refused delta was */
     uint64_t handoffs;       /* copies handed to their owners and dropped */
     crdtdb__hist apply;      /* one delta's apply: merge, commit, fsync */
+    crdtdb__hist commit;     /* its commit alone: page writes and fsync */
 } crdtdb__metrics;
 
 /* What is, at the scrape: counted by the server from its lists. */

@@ -79,6 +79,7 @@ struct sconn {
     uint64_t opened_ms;   /* upgraded */
     uint64_t progress_ms; /* a byte received or sent, last */
     uint64_t sent_seen;   /* l.sent at progress_ms */
+    uint64_t deltas_seen; /* the session's deltas sent, counted in m */
     size_t held;          /* bytes of its buffers counted in srv->held */
     int ready;            /* the session hello came */
     int waiting;          /* its export waits for budget room */
@@ -437,6 +438,8 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
     case CRDTDB_SESSION_APPLIED:
         srv->m.deltas_in++;
         srv->m.changes_in += ev->applied ? ev->applied->changes : 0;
+        if (ev->applied)
+            crdtdb__hist_observe(&srv->m.commit, ev->applied->commit_us);
         break;
     case CRDTDB_SESSION_PRESENCE:
         if (!ev->presence->key) /* its own [12], not one it relays */
@@ -895,6 +898,7 @@ static void conn_free(sconn *c)
             break;
         }
     d->srv->nconn--;
+    d->srv->m.deltas_out += crdtdb_session_deltas_sent(c->l.s) - c->deltas_seen;
     crdtdb_session_close(c->l.s);
     free(c);
     db_release(d);
@@ -1227,6 +1231,9 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
                          make_room(srv, PUMP_ROOM, c, 1) != 0;
         c->waiting = c->l.hold_pump;
         int r = crdtdb__ws_writable(&c->l, srv->wbuf);
+        uint64_t dn = crdtdb_session_deltas_sent(c->l.s);
+        srv->m.deltas_out += dn - c->deltas_seen;
+        c->deltas_seen = dn;
         if (c->l.sent != c->sent_seen) {
             srv->m.bytes_out += c->l.sent - c->sent_seen;
             c->sent_seen = c->l.sent;
