@@ -103,18 +103,20 @@ CRDTDB_API int crdtdb_cluster_peer(crdtdb_cluster *cl, crdtdb_server *srv);
 /*
  * Re-reads the cluster file at path (SIGHUP) for srv, which serves env.
  * When it parses, it replaces the servers in place (the filter sees the new
- * owners from then on) and links what moved: every database env holds is
- * linked to each new owner that did not own it before (new servers are
- * peered as in crdtdb_cluster_peer), so a server gaining a database pulls
- * it from every server that has it.  No database is dropped here: a
+ * owners from then on) and links what moved: servers new to the file are
+ * peered as in crdtdb_cluster_peer, every database env holds whose owners
+ * changed is relinked (crdtdb_server_relink: a link to each new owner, the
+ * links to servers that no longer own it closed), so a server gaining a
+ * database pulls it from every server that has it; then servers gone from
+ * the file are unpeered (crdtdb_server_unpeer).  One link per server and
+ * database, however many reloads.  No database is dropped here: a
  * server that stops owning one keeps syncing it, and with
  * crdtdb_cluster_keep as the server's keep it hands the copy off (drops
- * it) once every owner linked holds all of it.  Links to
- * servers no longer in the file stay until restart (the server cannot
- * unpeer).  self_url may be absent from the new file: a leaving server
- * then hands its databases to their owners.  On a parse error nothing
+ * it) once every owner linked holds all of it.  self_url may be absent
+ * from the new file: a leaving server then hands its databases to their
+ * owners.  On a parse error nothing
  * changes and `why` says what is wrong.  Errors: as crdtdb_cluster_open,
- * and those of crdtdb_db_list and crdtdb_server_peer.
+ * and those of crdtdb_db_list, crdtdb_server_peer and crdtdb_server_relink.
  */
 CRDTDB_API int crdtdb_cluster_reload(crdtdb_cluster *cl, const char *path, crdtdb_env *env,
                                      crdtdb_server *srv, char *why, size_t why_size);

@@ -391,6 +391,26 @@ CRDTDB_API int crdtdb_client_message_send(crdtdb_client *c, const char *to, cons
 CRDTDB_API int crdtdb_server_peer(crdtdb_server *s, const crdtdb_client_options *link,
                                   const char *const *dbs, size_t ndbs);
 
+/*
+ * Stops peering with the server at url (crdtdb_server_peer, however often
+ * it was called for that url): every link to it closes now, and a
+ * database only those links held open is closed (its data stays).
+ * Returns 1 when url was peered, 0 when it was not, or EINVAL.
+ */
+CRDTDB_API int crdtdb_server_unpeer(crdtdb_server *s, const char *url);
+
+/*
+ * Asks the peer_filter again for the n databases ids (NULL: every one the
+ * environment holds), after its answers changed (a cluster file re-read):
+ * a link whose peer no longer wants its database closes, and each peer
+ * that wants one and has no link to it gets one, the database opened if
+ * it was not.  One link per peer server and database, whatever the number
+ * of calls.  ids are read during the call only.  Errors: EINVAL, and
+ * those of crdtdb_db_list; a database that cannot be opened is logged and
+ * left for the next call.
+ */
+CRDTDB_API int crdtdb_server_relink(crdtdb_server *s, const char *const *ids, size_t n);
+
 /* ---------------------------------------------------------------- tokens */
 
 /*

@@ -154,6 +154,38 @@ START_TEST(peering_only_listed_databases)
 }
 END_TEST
 
+/* crdtdb_server_unpeer: the links to that server close at once, so writes
+ * stop crossing; peering again (and relinking, however often) brings
+ * them back. */
+START_TEST(unpeered_server_carries_writes_no_more)
+{
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    srv2 = server(&S2, "s2", url2, sizeof url2, NULL);
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    ca = client(&A, url1, NULL);
+    cb = client(&B, url2, NULL);
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    expect(B.db, "players", "ann", "{\"hp\":1}");
+    ck_assert_int_eq(crdtdb_server_unpeer(srv2, url1), 1);
+    ck_assert_int_eq(crdtdb_server_unpeer(srv2, url1), 0); /* not peered now */
+    ck_assert_int_eq(crdtdb_server_unpeer(srv2, NULL), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_server_relink(srv2, NULL, 0), 0); /* no peer: no link */
+    put(&A, "add", "players", "bob", "{\"hp\":2}");
+    spin(NULL, NULL, 400);
+    char *g = tu_get(B.db, "players", "bob");
+    ck_assert_ptr_null(g); /* nothing links the two servers */
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    const char *ids[] = {"game"};
+    ck_assert_int_eq(crdtdb_server_relink(srv2, ids, 1), 0);
+    ck_assert_int_eq(crdtdb_server_relink(srv2, NULL, 0), 0);
+    ck_assert_int_eq(crdtdb_server_relink(srv2, NULL, 1), CRDTDB_EINVAL);
+    expect(B.db, "players", "bob", "{\"hp\":2}");
+    put(&B, "update", "players", "bob", "{\"hp\":3}");
+    expect(A.db, "players", "bob", "{\"hp\":3}");
+}
+END_TEST
+
 /* The handoff (crdtdb_server_options.keep): a server drops a copy it does
  * not keep only once every peer it links holds all of it. */
 static int keep_none(void *ctx, const char *db_id)
@@ -424,6 +456,7 @@ static Suite *peer_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, peered_servers_carry_writes_between_their_clients);
     tcase_add_test(tc, peering_only_listed_databases);
+    tcase_add_test(tc, unpeered_server_carries_writes_no_more);
     tcase_add_test(tc, a_copy_not_kept_is_handed_off_once_its_peer_holds_it);
     tcase_add_test(tc, a_fresh_client_of_a_copy_made_again_syncs);
     tcase_add_test(tc, handoff_waits_for_an_owner_that_takes_the_writes);

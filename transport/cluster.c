@@ -34,13 +34,13 @@ struct crdtdb_cluster {
     char last_id[CRDTDB_ID_MAX + 1];
     size_t last_top[CRDTDB_CLUSTER_MAX_REPLICAS], last_k;
     int last_ok;
-    char **peered; /* URLs crdtdb_server_peer was called for (never unpeered) */
+    char **peered; /* URLs crdtdb_server_peer was called for, not unpeered
+                      since: the file's servers but self */
     size_t npeered;
 };
 
-/* Peer links ever opened: the file's servers, and some left over from
- * earlier files across reloads. */
-#define MAX_PEERED (4 * CRDTDB_CLUSTER_MAX_SERVERS)
+/* Servers peered: the file's (a reload unpeers those it dropped). */
+#define MAX_PEERED CRDTDB_CLUSTER_MAX_SERVERS
 
 static void say(char *why, size_t size, const char *fmt, ...)
 {
@@ -507,50 +507,55 @@ int crdtdb_cluster_reload_text(crdtdb_cluster *cl, const char *text, size_t len,
     cfile old = cl->f;
     cl->f = nf; /* the filter answers with the new owners from here on */
     cl->last_ok = 0;
-    /* each database's new owners that were not owners before, found once
-     * per database (2 x servers hashes), not once per server */
+    /* the databases whose owners changed, found once per database (2 x
+     * servers hashes), not once per server */
     const char **moved = l.n ? malloc(l.n * sizeof *moved) : NULL;
-    size_t *gained = l.n ? calloc(l.n * cl->r, sizeof *gained) : NULL; /* +1; 0 none */
-    if (l.n && (!moved || !gained))
+    size_t k = 0;
+    if (l.n && !moved)
         rc = CRDTDB_ENOMEM;
     for (size_t j = 0; !rc && j < l.n; j++) {
         size_t nt[CRDTDB_CLUSTER_MAX_REPLICAS], ot[CRDTDB_CLUSTER_MAX_REPLICAS];
         size_t nk = top_r(&cl->f, cl->r, l.ids[j], nt), ok = top_r(&old, cl->r, l.ids[j], ot);
-        size_t g = 0;
-        for (size_t a = 0; a < nk; a++) {
+        int same = nk == ok;
+        for (size_t a = 0; a < nk && same; a++) {
             int was = 0;
             for (size_t b = 0; b < ok && !was; b++)
                 was = strcmp(cl->f.s[nt[a]].url, old.s[ot[b]].url) == 0;
-            if (!was)
-                gained[j * cl->r + g++] = nt[a] + 1;
+            same = was;
         }
+        if (!same)
+            moved[k++] = l.ids[j];
     }
-    /* a server peered before links only what it newly owns; a new one
-     * links everything it owns, as at start; one failing does not stop
-     * the others (the first failure is returned) */
+    /* servers new to the file are peered as at start (every database they
+     * own linked); those peered before have the moved databases linked
+     * again, one link per server and database; those gone from the file
+     * are unpeered, after, so no database is left without its links
+     * meanwhile.  One failing does not stop the others (the first failure
+     * is returned). */
     int first = rc;
     for (size_t i = 0; !rc && i < cl->f.n; i++) {
         const cserver *s = &cl->f.s[i];
-        if (strcmp(s->url, cl->self) == 0)
-            continue;
-        int lrc = 0;
-        if (!peered(cl, s->url)) {
-            if ((lrc = peer_one(cl, srv, s, NULL, 0)) && !first)
-                first = lrc;
+        int lrc;
+        if (strcmp(s->url, cl->self) != 0 && !peered(cl, s->url) &&
+            (lrc = peer_one(cl, srv, s, NULL, 0)) && !first)
+            first = lrc;
+    }
+    int lrc;
+    if (!rc && k && (lrc = crdtdb_server_relink(srv, moved, k)) && !first)
+        first = lrc;
+    for (size_t i = 0; !rc && i < cl->npeered;) {
+        if (has_url(&cl->f, cl->peered[i])) {
+            i++;
             continue;
         }
-        size_t k = 0;
-        for (size_t j = 0; j < l.n; j++)
-            for (size_t g = 0; g < cl->r && gained[j * cl->r + g]; g++)
-                if (gained[j * cl->r + g] == i + 1)
-                    moved[k++] = l.ids[j];
-        if (k && (lrc = peer_one(cl, srv, s, moved, k)) && !first)
+        if ((lrc = crdtdb_server_unpeer(srv, cl->peered[i])) < 0 && !first)
             first = lrc;
+        free(cl->peered[i]);
+        cl->peered[i] = cl->peered[--cl->npeered];
     }
     rc = first;
     if (rc)
         say(why, why_size, "linking the moved databases: %s", crdtdb_strerror(rc));
-    free(gained);
     free(moved);
     for (size_t i = 0; i < l.n; i++)
         free(l.ids[i]);

@@ -306,12 +306,17 @@ static int links_caught(const sdb *d)
     return 1;
 }
 
-/* Starts the link syncing d with peer p, if p wants d. */
+/* Starts the link syncing d with peer p, if p wants d and d has no link
+ * to p's server yet (one link per peer server and database, however
+ * often it was peered or relinked). */
 static void link_add(sdb *d, speer *p)
 {
     const char *id = crdtdb_db_id(d->db);
     if (!peer_wants(d->srv, p, id))
         return;
+    for (size_t i = 0; i < d->nlinks; i++)
+        if (strcmp(d->lpeer[i]->url, p->url) == 0)
+            return;
     crdtdb_client **l = realloc(d->links, (d->nlinks + 1) * sizeof *l);
     if (l)
         d->links = l;
@@ -1801,6 +1806,84 @@ int crdtdb_server_peer(crdtdb_server *s, const crdtdb_client_options *link,
         free(l.ids[i]);
     free(l.ids);
     return rc;
+}
+
+int crdtdb_server_relink(crdtdb_server *s, const char *const *ids, size_t n)
+{
+    if (!s || (n && !ids))
+        return CRDTDB_EINVAL;
+    idlist l = {NULL, 0, 0};
+    int rc = 0;
+    if (!ids) {
+        if (!(rc = crdtdb_db_list(s->env, collect_id, &l)) && l.oom)
+            rc = CRDTDB_ENOMEM;
+        ids = (const char *const *)l.ids;
+        n = l.n;
+    }
+    for (size_t i = 0; !rc && i < n; i++) {
+        sdb *d = NULL;
+        for (sdb *x = s->dbs; x && !d; x = x->next)
+            if (strcmp(crdtdb_db_id(x->db), ids[i]) == 0)
+                d = x;
+        if (d) { /* open: its unwanted links go, wanted ones come */
+            links_prune(d);
+            for (speer *p = s->peers; p; p = p->next)
+                link_add(d, p);
+            if (!d->conns && !d->nlinks)
+                db_release(d);
+            continue;
+        }
+        int wanted = 0;
+        for (speer *p = s->peers; p && !wanted; p = p->next)
+            wanted = peer_wants(s, p, ids[i]);
+        if (!wanted)
+            continue;
+        if ((d = db_get(s, ids[i], NULL)) == NULL)
+            continue; /* logged; the next relink tries again */
+        if (!d->nlinks && !d->conns) /* every link refused */
+            db_release(d);
+    }
+    for (size_t i = 0; i < l.n; i++)
+        free(l.ids[i]);
+    free(l.ids);
+    return rc;
+}
+
+int crdtdb_server_unpeer(crdtdb_server *s, const char *url)
+{
+    if (!s || !url)
+        return CRDTDB_EINVAL;
+    int found = 0;
+    for (speer *p = s->peers; p && !found; p = p->next)
+        found = strcmp(p->url, url) == 0;
+    if (!found)
+        return 0;
+    for (sdb *d = s->dbs, *next; d; d = next) {
+        next = d->next;
+        for (size_t i = 0; i < d->nlinks;) {
+            if (strcmp(d->lpeer[i]->url, url) != 0) {
+                i++;
+                continue;
+            }
+            crdtdb__client_close_hosted(d->links[i], 0);
+            d->nlinks--;
+            d->links[i] = d->links[d->nlinks];
+            d->lpeer[i] = d->lpeer[d->nlinks];
+        }
+        if (!d->conns && !d->nlinks)
+            db_release(d); /* held open by those links only */
+    }
+    for (speer **pp = &s->peers; *pp;) {
+        speer *p = *pp;
+        if (strcmp(p->url, url) != 0) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        speer_free(p);
+    }
+    slog(s, "unpeered %s: its links closed", url);
+    return 1;
 }
 
 void crdtdb_server_close(crdtdb_server *s)

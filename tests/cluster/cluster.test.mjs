@@ -102,6 +102,34 @@ function dbsOn(s) {
   return r.ok ? new Set(r.out.split("\n").filter(Boolean)) : new Set();
 }
 
+/* a server's peers (configured) and peer links (up or down), from /metrics */
+async function linksOf(s) {
+  const text = await (await fetch(`http://${s.addr}/metrics`)).text();
+  const num = (re) => Number((re.exec(text) ?? [0, NaN])[1]);
+  return {
+    peers: num(/^crdtdb_peers (\d+)$/m),
+    links: num(/^crdtdb_peer_links\{state="up"\} (\d+)$/m) + num(/^crdtdb_peer_links\{state="down"\} (\d+)$/m),
+  };
+}
+
+/* after reloads: each server peers with the file's other servers only, and
+ * holds one link per database it holds (each owned, R = 2: one other
+ * owner), however many reloads linked them */
+async function oneLinkEach(servers, urls) {
+  for (const s of servers) {
+    let got;
+    try {
+      await until(async () => {
+        try { got = await linksOf(s); } catch (e) { got = { peers: `no answer (${e.cause?.code ?? e.message})` }; return false; }
+        return got.peers === urls.length - 1 && got.links === dbsOn(s).size;
+      }, `${s.name}'s peers and links`, 30_000);
+    } catch (e) {
+      throw new Error(`${e.message}: ${got.peers} peers (file: ${urls.length - 1} others), ` +
+        `${got.links} links for ${dbsOn(s).size} databases`);
+    }
+  }
+}
+
 /* a server started outside run.sh, as run.sh starts them */
 function serve(cl, s, clusterFile) {
   if (!existsSync(s.data)) assert.ok(cli(s.data, "init").ok);
@@ -406,6 +434,7 @@ async function join_(cl) {
   for (const id of ids)
     for (const s of all.filter((x) => owners(four, id).includes(x.url)))
       assert.ok(cli(s.data, "get", id, "Players", "p").ok, `${id} complete on ${s.name}`);
+  await oneLinkEach(all, four);
   const dropped = cl.servers.reduce((n, s) => n + [...before.get(s.name)].filter((id) => !dbsOn(s).has(id)).length, 0);
   // s1 leaves the same way: the file without it, every server re-reads it
   const leaving = cl.servers[0];
@@ -415,6 +444,9 @@ async function join_(cl) {
   await placed(all.filter((s) => s !== leaving), ids, rest);
   await exactly(all.filter((s) => s !== leaving), ids, rest);
   await until(() => dbsOn(leaving).size === 0, `${leaving.name} to hand off everything`, 60_000);
+  await oneLinkEach(all.filter((s) => s !== leaving), rest);
+  // the leaving server's links went with its copies
+  await until(async () => (await linksOf(leaving)).links === 0, `${leaving.name}'s links to close`, 30_000);
   const gained = ids.filter((id) => owners(three, id).includes(leaving.url));
   console.log(`join: ${moved.length} of 60 databases moved to a fourth server, complete, then ${dropped} ` +
     `copies handed off by their old owners; leave: the ${gained.length} that ${leaving.name} owned are ` +
