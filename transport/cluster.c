@@ -421,10 +421,9 @@ static int peered(const crdtdb_cluster *cl, const char *url)
     return 0;
 }
 
-/* crdtdb_server_peer for server s of the file: every database (dbs NULL)
- * or the n listed; remembered as peered. */
-static int peer_one(crdtdb_cluster *cl, crdtdb_server *srv, const cserver *s,
-                    const char *const *dbs, size_t n)
+/* crdtdb_server_peer for server s of the file (every database it owns);
+ * remembered as peered. */
+static int peer_one(crdtdb_cluster *cl, crdtdb_server *srv, const cserver *s)
 {
     int first = !peered(cl, s->url);
     if (first && cl->npeered == MAX_PEERED)
@@ -441,7 +440,7 @@ static int peer_one(crdtdb_cluster *cl, crdtdb_server *srv, const cserver *s,
     crdtdb_client_options_init(&l);
     l.url = s->url;
     l.token = s->token;
-    int rc = crdtdb_server_peer(srv, &l, dbs, n);
+    int rc = crdtdb_server_peer(srv, &l, NULL, 0);
     if (first) {
         cl->peered = list;
         if (rc)
@@ -459,7 +458,7 @@ int crdtdb_cluster_peer(crdtdb_cluster *cl, crdtdb_server *srv)
     for (size_t i = 0; i < cl->f.n; i++) {
         if (strcmp(cl->f.s[i].url, cl->self) == 0 || peered(cl, cl->f.s[i].url))
             continue;
-        int rc = peer_one(cl, srv, &cl->f.s[i], NULL, 0);
+        int rc = peer_one(cl, srv, &cl->f.s[i]);
         if (rc)
             return rc;
     }
@@ -537,7 +536,7 @@ int crdtdb_cluster_reload_text(crdtdb_cluster *cl, const char *text, size_t len,
         const cserver *s = &cl->f.s[i];
         int lrc;
         if (strcmp(s->url, cl->self) != 0 && !peered(cl, s->url) &&
-            (lrc = peer_one(cl, srv, s, NULL, 0)) && !first)
+            (lrc = peer_one(cl, srv, s)) && !first)
             first = lrc;
     }
     int lrc;
