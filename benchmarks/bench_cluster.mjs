@@ -72,7 +72,10 @@ async function freePort() {
 async function startCluster() {
   const dir = mkdtempSync(join(tmpdir(), "crdtdb-bench-cluster-"));
   const proc = spawn("bash", [join(SRC, "examples/cluster/run.sh"), dir], {
-    detached: true, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, CRDTDB: BIN },
+    // every bench client comes from 127.0.0.1: HAProxy's per-address limits
+    // (haproxy.cfg) raised above what the bench opens
+    detached: true, stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, CRDTDB: BIN, CRDTDB_LB_SRC_CONNS: "1000000", CRDTDB_LB_SRC_RATE: "1000000" },
   });
   const exited = new Promise((r) => proc.on("exit", r));
   await until(() => existsSync(join(dir, "cluster.env")), "the cluster");
@@ -211,7 +214,8 @@ async function failover(t) {
     // back, as before, and healthy for HAProxy again
     const log2 = openSync(join(t.dir, `${victim.name}.restart.log`), "a");
     const p = spawn(BIN, ["-d", victim.data, "serve", "--listen", victim.addr, "--collections", COLLS.join(","),
-      "--cluster", join(t.dir, "cluster"), "--self", victim.url, "--max-per-ip", "unlimited"], { stdio: ["ignore", "ignore", log2] });
+      "--cluster", join(t.dir, "cluster"), "--self", victim.url, "--handoff", "--max-per-ip", "unlimited"],
+      { stdio: ["ignore", "ignore", log2] }); // run.sh's flags
     closeSync(log2);
     t.extra.push(p);
     victim.pid = p.pid;

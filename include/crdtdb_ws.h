@@ -142,7 +142,10 @@ typedef struct crdtdb_server_options {
      * the upgrade, as HTTP statuses; closes after it, as WebSocket closes
      * with a reason, each with a log line. */
     size_t max_per_ip;      /* connections from one address (default 64;
-                               beyond: HTTP 429); SIZE_MAX: no limit */
+                               beyond: HTTP 429); SIZE_MAX: no limit.  A
+                               relay user's (relay_users: a peer server's
+                               links, one per database) pass this cap and
+                               the next; max_connections holds for all */
     size_t max_per_user;    /* connections of one token user (default 32;
                                beyond: HTTP 429); SIZE_MAX: no limit */
     size_t max_buffered;    /* bytes all sessions together may hold in

@@ -254,6 +254,35 @@ START_TEST(per_user_cap_answers_429)
 }
 END_TEST
 
+/* A peer server's links (a relay user's) are one per database, all from
+ * one address and user: the client caps do not cut them off. */
+START_TEST(relay_user_passes_the_client_caps)
+{
+    crdtdb_server_options o = opts();
+    o.max_per_user = 1;
+    o.max_per_ip = 2;
+    const char *relay[] = {"peer-s2"};
+    o.relay_users = relay;
+    o.nrelay_users = 1;
+    use_key(&o);
+    start(&o);
+    char *peer = token("peer-s2", 0), *alice = token("alice", 0);
+    tu_raw r[5];
+    upgrade(&r[0], "/v1/db/game", alice);
+    for (int i = 1; i < 4; i++)
+        upgrade(&r[i], "/v1/db/game", peer);
+    upgrade(&r[4], "/v1/db/game", alice);
+    ck_assert_msg(upgraded(&r[0]), "alice refused: %s", r[0].in);
+    for (int i = 1; i < 4; i++)
+        ck_assert_msg(upgraded(&r[i]), "relay link %d refused: %s", i, r[i].in);
+    ck_assert_msg(status_of(&r[4]) == 429, "not a 429: '%s'", r[4].in); /* the address is over */
+    for (int i = 0; i < 5; i++)
+        close(r[i].fd);
+    free(peer);
+    free(alice);
+}
+END_TEST
+
 /* Spins until r's connection ends (10 s at most); 1 if it did. */
 static int ends(tu_raw *r) { return tu_spin(&NET, tu_raw_closed, r, 10000); }
 
@@ -560,6 +589,7 @@ static Suite *suite(void)
     tcase_add_test(tc, full_server_answers_503);
     tcase_add_test(tc, per_address_cap_answers_429);
     tcase_add_test(tc, per_user_cap_answers_429);
+    tcase_add_test(tc, relay_user_passes_the_client_caps);
     tcase_add_test(tc, silent_connection_closed_after_handshake_timeout);
     tcase_add_test(tc, unfinished_message_closed_after_message_timeout);
     tcase_add_test(tc, silent_peer_dropped_by_ping);

@@ -704,6 +704,16 @@ static unsigned upgrade_user(crdtdb_server *srv, struct lws *wsi, const char *pe
     return status;
 }
 
+/* Whether user (a token's sub; "" without tokens) is one of relay_users:
+ * a peer server's links. */
+static int relay_user(const crdtdb_server *srv, const char *user)
+{
+    for (size_t i = 0; user[0] && srv->relay_users && i < srv->o.nrelay_users; i++)
+        if (strcmp(srv->relay_users[i], user) == 0)
+            return 1;
+    return 0;
+}
+
 /* Connections from address `peer`, and of user `user` ("": none counted).
  * A scan of at most max_connections entries, once per upgrade. */
 static void conn_counts(const crdtdb_server *srv, const char *peer, const char *user,
@@ -1080,21 +1090,25 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             return refuse(wsi, pss, 403, "the database expired");
         }
         size_t by_ip, by_user;
-        conn_counts(srv, peer, "", &by_ip, &by_user);
         if (srv->nconn >= srv->o.max_connections) {
             slog(srv, "%s refused: 503: %zu connections already", peer, srv->nconn);
             return refuse(wsi, pss, 503, NULL);
-        }
-        if (by_ip >= srv->o.max_per_ip) {
-            slog(srv, "%s refused: 429: %zu connections from this address already", peer, by_ip);
-            return refuse(wsi, pss, 429, NULL);
         }
         pss->access = CRDTDB_ACCESS_READWRITE;
         char why[256];
         if ((status = upgrade_user(srv, wsi, peer, pss->user, why)))
             return refuse(wsi, pss, status, status == 503 ? NULL : why);
+        /* a peer server's links (a relay user's) are one per database it
+         * shares with this server, all from one address and user: the
+         * per-address and per-user caps, meant for clients, would cut
+         * replication off past them (max_connections still holds) */
+        int relay = relay_user(srv, pss->user);
         conn_counts(srv, peer, pss->user, &by_ip, &by_user);
-        if (by_user >= srv->o.max_per_user) {
+        if (!relay && by_ip >= srv->o.max_per_ip) {
+            slog(srv, "%s refused: 429: %zu connections from this address already", peer, by_ip);
+            return refuse(wsi, pss, 429, NULL);
+        }
+        if (!relay && by_user >= srv->o.max_per_user) {
             slog(srv, "%s user '%s' refused: 429: %zu connections of this user already", peer,
                  pss->user, by_user);
             return refuse(wsi, pss, 429, NULL);

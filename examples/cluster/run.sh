@@ -6,7 +6,8 @@
 #                                      file go (default: a new temp dir)
 #
 # Environment: CRDTDB (the crdtdb binary; default build/crdtdb, else PATH),
-# COLLECTIONS (default Players,Moves), REPLICAS (default 2), HAPROXY.
+# COLLECTIONS (default Players,Moves), REPLICAS (default 2), HAPROXY,
+# CRDTDB_LB_SRC_CONNS and CRDTDB_LB_SRC_RATE (haproxy.cfg; default 200, 400).
 # Once everything answers, DIR/cluster.env holds the addresses and pids
 # (CRDTDB_LB, CRDTDB_S1..3, S1_PID..S3_PID, HAPROXY_PID) for other scripts.
 set -euo pipefail
@@ -68,6 +69,7 @@ for i in 1 2 3; do
 done
 
 CRDTDB_LB=$lb CRDTDB_S1=${s[1]} CRDTDB_S2=${s[2]} CRDTDB_S3=${s[3]} \
+    CRDTDB_LB_SRC_CONNS=${CRDTDB_LB_SRC_CONNS:-200} CRDTDB_LB_SRC_RATE=${CRDTDB_LB_SRC_RATE:-400} \
     "$HAPROXY" -db -f "$here/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
 pids+=($!)
 HAPROXY_PID=$!

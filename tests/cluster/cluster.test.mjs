@@ -130,6 +130,39 @@ async function oneLinkEach(servers, urls) {
   }
 }
 
+/* the status line of a raw GET of `path` (sent as is) at addr */
+async function rawGet(addr, path) {
+  const net = await import("node:net");
+  const [host, port] = addr.split(":");
+  return new Promise((res, rej) => {
+    const s = net.connect(Number(port), host, () => s.write(`GET ${path} HTTP/1.1\r\nHost: ${addr}\r\nConnection: close\r\n\r\n`));
+    let got = "";
+    s.on("data", (d) => { got += d; });
+    s.on("error", rej);
+    s.on("close", () => res(Number((/^HTTP\/1\.[01] (\d+)/.exec(got) ?? [0, 0])[1])));
+  });
+}
+
+/* opens n idle TCP connections to addr, waits, counts those still open
+ * (and those the other end closed), and closes them all */
+async function holdConnections(addr, n) {
+  const net = await import("node:net");
+  const [host, port] = addr.split(":");
+  const socks = [];
+  let refused = 0;
+  for (let i = 0; i < n; i++) {
+    const s = net.connect(Number(port), host);
+    s.on("error", () => {});
+    s.on("close", () => { refused++; });
+    socks.push(s);
+    await new Promise((r) => s.once("connect", r).once("error", r));
+  }
+  await sleep(500);
+  const open = n - refused;
+  for (const s of socks) s.destroy();
+  return { open, refused };
+}
+
 /* a server started outside run.sh, as run.sh starts them */
 function serve(cl, s, clusterFile) {
   if (!existsSync(s.data)) assert.ok(cli(s.data, "init").ok);
@@ -314,6 +347,17 @@ async function live(cl) {
   const lbHttp = cl.lb.replace(/^ws:/, "http:");
   assert.equal((await fetch(`${lbHttp}/metrics`)).status, 404);
   assert.equal((await fetch(`${lbHttp}/healthz`)).status, 200);
+  // nor by a path the servers collapse to /metrics (raw, as a client
+  // would send it: fetch would normalise the dots away)
+  for (const path of ["/v1/db/../../metrics", "/v1/db/%2e%2e/%2e%2e/metrics", "/v1/db/x%2f..%2f..%2f..%2fmetrics"]) {
+    const status = await rawGet(cl.lb.replace(/^ws:\/\//, ""), path);
+    assert.equal(status, 404, `GET ${path} through the balancer`);
+  }
+  // one client address holds at most CRDTDB_LB_SRC_CONNS (run.sh: 200)
+  // connections at the balancer: the next are refused
+  const held = await holdConnections(cl.lb.replace(/^ws:\/\//, ""), 210);
+  assert.ok(held.open <= 200 && held.open >= 150 && held.refused >= 10,
+    `the balancer's per-address limit: ${held.open} held, ${held.refused} refused`);
   await a.close();
   await b.close();
 }
