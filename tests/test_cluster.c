@@ -52,6 +52,19 @@ START_TEST(refusals)
         {"http://a:1\n", CRDTDB_EINVAL, "line 1: not a ws://"},
         {"ws://a:1\nws://b:1/v1\n", CRDTDB_EINVAL, "line 2: not a ws://"},
         {"ws://a:1\nws://\n", CRDTDB_EINVAL, "line 2"},
+        /* HOST[:PORT] strictly: a link to any of these fails for good */
+        {"ws://a:1\nws://:\n", CRDTDB_EINVAL, "line 2: not a ws://"},
+        {"ws://a:1\nws://:7001\n", CRDTDB_EINVAL, "line 2: not a ws://"},
+        {"ws://a:1\nws://b:\n", CRDTDB_EINVAL, "line 2: not a ws://"},
+        {"ws://a:1\nws://b:0\n", CRDTDB_EINVAL, "line 2: not a ws://"},
+        {"ws://a:1\nws://127.0.0.1:99999\n", CRDTDB_EINVAL, "line 2: not a ws://"},
+        {"ws://a:1\nws://b:70a\n", CRDTDB_EINVAL, "line 2: not a ws://"},
+        {"ws://a:1\nws://user:pw@b:1\n", CRDTDB_EINVAL, "line 2: not a ws://"},
+        {"ws://a:1\nws://b:1:2\n", CRDTDB_EINVAL, "line 2: not a ws://"},
+        {"ws://a:1\nws://[::1\n", CRDTDB_EINVAL, "line 2: not a ws://"},
+        {"ws://a:1\nws://[]:1\n", CRDTDB_EINVAL, "line 2: not a ws://"},
+        {"ws://a:1\nws://[::1]x\n", CRDTDB_EINVAL, "line 2: not a ws://"},
+        {"ws://a:1\nws://[zz]:1\n", CRDTDB_EINVAL, "line 2: not a ws://"},
         {"ws://a:1 tok extra\n", CRDTDB_EINVAL, "line 1: a URL and at most a token"},
         {"ws://a:1\nws://a:1\n", CRDTDB_EINVAL, "line 2: ws://a:1 is listed twice"},
         {"# nothing\n\n", CRDTDB_EINVAL, "lists no server"},
@@ -66,6 +79,13 @@ START_TEST(refusals)
         ck_assert_ptr_null(cl);
         ck_assert_msg(strstr(why, bad[i].why), "case %zu: '%s'", i, why);
     }
+    /* what is accepted: names, addresses, [IPv6], with or without a port */
+    const char *good = "ws://a:1\nws://host.example\nwss://10.0.0.3:65535\nws://[::1]:7001\n"
+                       "wss://[fe80::1]\n";
+    crdtdb_cluster *ok = NULL;
+    ck_assert_int_eq(crdtdb_cluster_open_text(good, strlen(good), "ws://a:1", 2, &ok, NULL, 0), 0);
+    ck_assert_uint_eq(crdtdb_cluster_size(ok), 5);
+    crdtdb_cluster_close(ok);
     /* a token of control characters */
     crdtdb_cluster *cl = NULL;
     char why[160] = "";

@@ -3,6 +3,7 @@
  * servers own a database, and the peer links that follow from it.  Pure
  * policy over the public server API (crdtdb_server_peer, peer_filter).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -76,8 +77,10 @@ static char *dupn(const char *s, size_t n)
     return d;
 }
 
-/* A peer URL: ws:// or wss://, then a non-empty authority and nothing
- * else (the server adds /v1/db/<id>). */
+/* A peer URL: ws:// or wss://, then HOST[:PORT] and nothing else (the
+ * server adds /v1/db/<id>): a non-empty host name, IPv4 address or
+ * [IPv6] address, no user info (it would be logged), a port from 1 to
+ * 65535.  A URL that cannot be reached would fail every link, for good. */
 static int url_ok(const char *u, size_t n)
 {
     size_t skip = n >= 5 && memcmp(u, "ws://", 5) == 0    ? 5
@@ -86,9 +89,38 @@ static int url_ok(const char *u, size_t n)
     if (!skip || n == skip)
         return 0;
     for (size_t i = skip; i < n; i++)
-        if (u[i] == '/' || u[i] == '?' || u[i] == '#' || (unsigned char)u[i] <= ' ' ||
-            (unsigned char)u[i] >= 0x7f)
+        if (u[i] == '/' || u[i] == '?' || u[i] == '#' || u[i] == '@' || u[i] == '\\' ||
+            (unsigned char)u[i] <= ' ' || (unsigned char)u[i] >= 0x7f)
             return 0;
+    const char *h = u + skip, *end = u + n, *port = NULL;
+    if (*h == '[') { /* [IPv6]: hex digits, colons and dots inside */
+        const char *close = memchr(h, ']', (size_t)(end - h));
+        if (!close || close == h + 1)
+            return 0;
+        for (const char *c = h + 1; c < close; c++)
+            if (!isxdigit((unsigned char)*c) && *c != ':' && *c != '.')
+                return 0;
+        if (close + 1 < end && close[1] != ':')
+            return 0;
+        port = close + 1 < end ? close + 2 : NULL;
+    } else {
+        const char *colon = memchr(h, ':', (size_t)(end - h));
+        if (colon == h || (colon && memchr(colon + 1, ':', (size_t)(end - colon - 1))))
+            return 0; /* no host, or a second colon outside brackets */
+        port = colon ? colon + 1 : NULL;
+    }
+    if (port) {
+        unsigned long v = 0;
+        if (port == end || end - port > 5)
+            return 0;
+        for (const char *c = port; c < end; c++) {
+            if (!isdigit((unsigned char)*c))
+                return 0;
+            v = v * 10 + (unsigned long)(*c - '0');
+        }
+        if (v == 0 || v > 65535)
+            return 0;
+    }
     return 1;
 }
 

@@ -37,7 +37,7 @@ pid=$!
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 cp "$dir/bad" "$dir/cluster"
 kill -HUP "$pid"
-for _ in $(seq 100); do grep -q "kept the servers read before" "$dir/log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -q "SIGHUP: $dir/cluster: line 3" "$dir/log" && break; sleep 0.1; done
 grep -q "SIGHUP: $dir/cluster: line 3: not a ws://" "$dir/log" || fail "no SIGHUP refusal in: $(cat "$dir/log")"
 printf '%s\nws://127.0.0.1:1\nws://127.0.0.1:3\n' "$self" >"$dir/cluster"
 kill -HUP "$pid"
