@@ -412,6 +412,9 @@ int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa)
     crdtdb_cluster *cl = NULL; /* --cluster: cli/cluster.c */
     if (!a->cluster) /* nothing to re-read: a reload habit (kill -HUP) must not kill it */
         signal(SIGHUP, SIG_IGN);
+    catch_signals(0); /* before start-up, which links every database held
+                         (seconds for thousands): a SIGTERM meanwhile
+                         drains once it is done, instead of killing it */
     if ((status = serve_cluster_open(a, &o, &cl))) {
     } else if (!env_exists(dir) || (lock = lock_dir(dir, "one server per data directory")) < 0 || open_env(dir, 0, &env)) {
         status = EXIT_FAILURE;
@@ -439,7 +442,6 @@ int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa)
         if (srv && !status && cl && (rc = crdtdb_cluster_peer(cl, srv)))
             status = fail("peering with the cluster's servers", rc);
     }
-    catch_signals(0);
     while (srv && !stopped()) {
         serve_cluster_hup(cl, a, env, srv, log_line, &sink);
         int rc = crdtdb_server_run(srv, 200);

@@ -261,7 +261,10 @@ CRDTDB_API int crdtdb_server_reauthorize(crdtdb_server *s, const char *db_id);
  */
 CRDTDB_API int crdtdb_server_drain(crdtdb_server *s);
 
-/* 1 once a drain has closed every connection. */
+/* 1 once a drain has closed every connection and every peer link that
+ * is connected is in sync (its peer holds what this server holds: a
+ * write acknowledged here just before the drain is not left on this
+ * server alone).  A link that is down is not waited for. */
 CRDTDB_API int crdtdb_server_drained(const crdtdb_server *s);
 
 /* The port the server listens on (the kernel's choice when opened with

@@ -186,6 +186,27 @@ START_TEST(unpeered_server_carries_writes_no_more)
 }
 END_TEST
 
+static int drained(void *arg) { return crdtdb_server_drained(arg); }
+
+/* A drain (SIGTERM) waits for the peer links: a write this server took
+ * just before it reaches the peer before the server says it is done. */
+START_TEST(drain_waits_until_the_links_pass_writes_on)
+{
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    srv2 = server(&S2, "s2", url2, sizeof url2, NULL);
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    put(&S1, "add", "players", "ann", "{\"hp\":1}");
+    expect(S2.db, "players", "ann", "{\"hp\":1}"); /* the link is up */
+    put(&S2, "add", "players", "late", "{\"hp\":2}"); /* on srv2 only */
+    ck_assert_int_eq(crdtdb_server_drain(srv2), 0);
+    ck_assert_int_eq(spin(drained, srv2, 10000), 1);
+    char *g = tu_get(S1.db, "players", "late");
+    ck_assert_msg(g != NULL, "drained before its link passed the write on");
+    free(g);
+}
+END_TEST
+
 /* The handoff (crdtdb_server_options.keep): a server drops a copy it does
  * not keep only once every peer it links holds all of it. */
 static int keep_none(void *ctx, const char *db_id)
@@ -457,6 +478,7 @@ static Suite *peer_suite(void)
     tcase_add_test(tc, peered_servers_carry_writes_between_their_clients);
     tcase_add_test(tc, peering_only_listed_databases);
     tcase_add_test(tc, unpeered_server_carries_writes_no_more);
+    tcase_add_test(tc, drain_waits_until_the_links_pass_writes_on);
     tcase_add_test(tc, a_copy_not_kept_is_handed_off_once_its_peer_holds_it);
     tcase_add_test(tc, a_fresh_client_of_a_copy_made_again_syncs);
     tcase_add_test(tc, handoff_waits_for_an_owner_that_takes_the_writes);

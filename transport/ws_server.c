@@ -1970,7 +1970,22 @@ int crdtdb_server_drain(crdtdb_server *s)
     return 0;
 }
 
-int crdtdb_server_drained(const crdtdb_server *s) { return !s || (s->draining && !s->nconn); }
+int crdtdb_server_drained(const crdtdb_server *s)
+{
+    if (!s)
+        return 1;
+    if (!s->draining || s->nconn)
+        return 0;
+    /* a write acknowledged here just before the drain may be on this
+     * server only: its links pass it on before it goes (a retiring
+     * server's copy would else be the last); a link that is down cannot
+     * be waited for (it does not reconnect while draining) */
+    for (const sdb *d = s->dbs; d; d = d->next)
+        for (size_t i = 0; i < d->nlinks; i++)
+            if (crdtdb_client_connected(d->links[i]) && !crdtdb_client_synced(d->links[i]))
+                return 0;
+    return 1;
+}
 
 int crdtdb_server_reauthorize(crdtdb_server *s, const char *db_id)
 {
