@@ -465,9 +465,18 @@ async function join_(cl) {
   const s4 = { name: "s4", addr: `127.0.0.1:${port}`, url: `ws://127.0.0.1:${port}`, data: join(cl.dir, "s4") };
   const four = [...three, s4.url];
   writeFileSync(file, four.map((u) => `${u}\n`).join(""));
+  // the others re-read the file first, while the newcomer is still down:
+  // an old owner of what moves to it must keep its copy (the handoff
+  // waits for the new owner to hold it), so nothing is dropped early
+  for (const s of cl.servers) process.kill(s.pid, "SIGHUP");
+  const toS4 = ids.filter((id) => owners(four, id).includes(s4.url));
+  await sleep(3000); // handoffs are looked at about once a second
+  for (const s of cl.servers)
+    for (const id of toS4)
+      if (before.get(s.name).has(id))
+        assert.ok(dbsOn(s).has(id), `${s.name} dropped ${id} before its new owner s4 held it`);
   serve(cl, s4, file);
   await healthy(s4);
-  for (const s of cl.servers) process.kill(s.pid, "SIGHUP");
   const all = [...cl.servers, s4];
   await placed(all, ids, four);
   const moved = ids.filter((id) => owners(four, id).includes(s4.url));
