@@ -108,7 +108,8 @@ CRDTDB_API int crdtdb_cluster_peer(crdtdb_cluster *cl, crdtdb_server *srv);
  * changed is relinked (crdtdb_server_relink: a link to each new owner, the
  * links to servers that no longer own it closed), so a server gaining a
  * database pulls it from every server that has it; then servers gone from
- * the file are unpeered (crdtdb_server_unpeer).  One link per server and
+ * the file are unpeered (crdtdb_server_unpeer), and those whose token
+ * changed are unpeered and peered again with it.  One link per server and
  * database, however many reloads.  No database is dropped here: a
  * server that stops owning one keeps syncing it, and with
  * crdtdb_cluster_keep as the server's keep it hands the copy off (drops

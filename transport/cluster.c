@@ -453,6 +453,28 @@ static int peered(const crdtdb_cluster *cl, const char *url)
     return 0;
 }
 
+/* Forgets that url was peered (it has just been unpeered). */
+static void unmark(crdtdb_cluster *cl, const char *url)
+{
+    for (size_t i = 0; i < cl->npeered; i++)
+        if (strcmp(cl->peered[i], url) == 0) {
+            free(cl->peered[i]);
+            cl->peered[i] = cl->peered[--cl->npeered];
+            return;
+        }
+}
+
+/* Whether server s's token differs from its line in the old file f. */
+static int token_changed(const cfile *f, const cserver *s)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (strcmp(f->s[i].url, s->url) == 0) {
+            const char *a = f->s[i].token ? f->s[i].token : "", *b = s->token ? s->token : "";
+            return strcmp(a, b) != 0;
+        }
+    return 0;
+}
+
 /* crdtdb_server_peer for server s of the file (every database it owns);
  * remembered as peered. */
 static int peer_one(crdtdb_cluster *cl, crdtdb_server *srv, const cserver *s)
@@ -566,9 +588,16 @@ int crdtdb_cluster_reload_text(crdtdb_cluster *cl, const char *text, size_t len,
     int first = rc;
     for (size_t i = 0; !rc && i < cl->f.n; i++) {
         const cserver *s = &cl->f.s[i];
+        if (strcmp(s->url, cl->self) == 0)
+            continue;
         int lrc;
-        if (strcmp(s->url, cl->self) != 0 && !peered(cl, s->url) &&
-            (lrc = peer_one(cl, srv, s)) && !first)
+        if (peered(cl, s->url) && token_changed(&old, s)) {
+            /* a rotated token: its links present the new one from now */
+            if ((lrc = crdtdb_server_unpeer(srv, s->url)) < 0 && !first)
+                first = lrc;
+            unmark(cl, s->url);
+        }
+        if (!peered(cl, s->url) && (lrc = peer_one(cl, srv, s)) && !first)
             first = lrc;
     }
     int lrc;
@@ -581,8 +610,7 @@ int crdtdb_cluster_reload_text(crdtdb_cluster *cl, const char *text, size_t len,
         }
         if ((lrc = crdtdb_server_unpeer(srv, cl->peered[i])) < 0 && !first)
             first = lrc;
-        free(cl->peered[i]);
-        cl->peered[i] = cl->peered[--cl->npeered];
+        unmark(cl, cl->peered[i]);
     }
     rc = first;
     if (rc)

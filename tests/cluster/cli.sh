@@ -44,8 +44,18 @@ kill -HUP "$pid"
 for _ in $(seq 100); do grep -q "re-read: 3 servers" "$dir/log" && break; sleep 0.1; done
 grep -q "re-read: 3 servers" "$dir/log" || fail "no reload in: $(cat "$dir/log")"
 grep -q "peering with ws://127.0.0.1:3" "$dir/log" || fail "the new server is not peered: $(cat "$dir/log")"
+# a rotated token re-peers its server (its links present the new one); a
+# server gone from the file is unpeered
+n1=$(grep -c "peering with ws://127.0.0.1:1" "$dir/log")
+printf '%s\nws://127.0.0.1:1 tok2\n' "$self" >"$dir/cluster"
+kill -HUP "$pid"
+for _ in $(seq 100); do grep -q "re-read: 2 servers" "$dir/log" && break; sleep 0.1; done
+grep -q "re-read: 2 servers" "$dir/log" || fail "no second reload in: $(cat "$dir/log")"
+grep -q "unpeered ws://127.0.0.1:3" "$dir/log" || fail "the server gone from the file is still peered: $(cat "$dir/log")"
+[ "$(grep -c "peering with ws://127.0.0.1:1" "$dir/log")" -gt "$n1" ] ||
+    fail "the rotated token did not re-peer its server: $(cat "$dir/log")"
 curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || fail "the server stopped"
 kill "$pid"
 wait "$pid" || fail "serve exited $? on SIGTERM"
 pid=
-echo "cluster cli: usage errors, file errors with their line, SIGHUP refused and taken"
+echo "cluster cli: usage errors, file errors with their line, SIGHUP refused and taken, tokens rotated, servers unpeered"
