@@ -174,13 +174,13 @@ static int load_jwt_key(const args *a, crdtdb_jwt_key **key)
 
 /* Sets the limits given as flags (unset: the library's defaults); an
  * unparsable or zero value is a usage error.  "unlimited" lifts the
- * per-address and per-user caps.  Flags 0-3 and 8-9 are sizes, 4-7
- * seconds, 10 a rate (--presence-hz, at most 1000). */
+ * per-address and per-user caps and the database limit.  Flags 0-3, 8-9
+ * and 11 are sizes, 4-7 seconds, 10 a rate (--presence-hz, at most 1000). */
 static int apply_limits(const args *a, crdtdb_server_options *o)
 {
     size_t *sizes[] = {&o->max_connections, &o->max_per_ip, &o->max_per_user, &o->max_buffered};
     unsigned *secs[] = {&o->handshake_secs, &o->message_secs, &o->ping_secs, &o->pong_secs};
-    for (size_t i = 8; i < SERVE_NLIMITS; i++) { /* presence */
+    for (size_t i = 8; i < 11; i++) { /* presence */
         const char *v = a->limits[i];
         if (!v)
             continue;
@@ -198,6 +198,20 @@ static int apply_limits(const args *a, crdtdb_server_options *o)
             o->max_presence_members = (size_t)n;
         else
             o->presence_hz = (unsigned)n;
+    }
+    if (a->limits[11]) { /* --max-databases */
+        const char *v = a->limits[11];
+        char *end;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (strcmp(v, "unlimited") == 0) {
+            o->max_databases = SIZE_MAX;
+        } else if (!*v || *end || *v == '-' || n == 0 || n > 1000000000ull) {
+            fprintf(stderr, "crdtdb: --max-databases takes a number from 1 to 1000000000, "
+                            "or unlimited\n");
+            return -1;
+        } else {
+            o->max_databases = (size_t)n;
+        }
     }
     for (size_t i = 0; i < 8; i++) {
         const char *v = a->limits[i];

@@ -148,6 +148,16 @@ typedef struct crdtdb_server_options {
                                the next; max_connections holds for all */
     size_t max_per_user;    /* connections of one token user (default 32;
                                beyond: HTTP 429); SIZE_MAX: no limit */
+    size_t max_databases;   /* databases the environment may hold before a
+                               client's request for one it does not hold
+                               is refused (HTTP 503, "database limit
+                               reached"; default 100,000; SIZE_MAX: no
+                               limit): an open server creates what
+                               clients name, and each database held stays
+                               on disk and, linked, open.  Counted at
+                               open and as this server creates and drops
+                               databases (not other processes'); peers'
+                               links are not limited by it */
     size_t max_buffered;    /* bytes all sessions together may hold in
                                input and output buffers (default 256 MiB;
                                at least 16 MiB).  Over it, the connection

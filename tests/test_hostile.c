@@ -254,6 +254,29 @@ START_TEST(per_user_cap_answers_429)
 }
 END_TEST
 
+/* An open server creates the databases clients name: max_databases bounds
+ * how many, and a database it holds is still served at the limit. */
+START_TEST(database_limit_answers_503)
+{
+    crdtdb_server_options o = opts();
+    o.max_databases = 2;
+    start(&o);
+    tu_raw r[4];
+    upgrade(&r[0], "/v1/db/first", NULL);
+    upgrade(&r[1], "/v1/db/second", NULL);
+    upgrade(&r[2], "/v1/db/third", NULL);
+    upgrade(&r[3], "/v1/db/first", NULL);
+    ck_assert_msg(upgraded(&r[0]) && upgraded(&r[1]), "%s / %s", r[0].in, r[1].in);
+    ck_assert_msg(status_of(&r[2]) == 503, "not a 503: '%s'", r[2].in);
+    ck_assert(logged("database 'third': not created: 2 databases held"));
+    ck_assert_msg(upgraded(&r[3]), "a held database refused at the limit: %s", r[3].in);
+    for (int i = 0; i < 4; i++)
+        close(r[i].fd);
+    crdtdb_db *db;
+    ck_assert_int_eq(crdtdb_db_open(senv, "third", &db), CRDTDB_ENODB); /* nothing stored */
+}
+END_TEST
+
 /* A peer server's links (a relay user's) are one per database, all from
  * one address and user: the client caps do not cut them off. */
 START_TEST(relay_user_passes_the_client_caps)
@@ -590,6 +613,7 @@ static Suite *suite(void)
     tcase_add_test(tc, per_address_cap_answers_429);
     tcase_add_test(tc, per_user_cap_answers_429);
     tcase_add_test(tc, relay_user_passes_the_client_caps);
+    tcase_add_test(tc, database_limit_answers_503);
     tcase_add_test(tc, silent_connection_closed_after_handshake_timeout);
     tcase_add_test(tc, unfinished_message_closed_after_message_timeout);
     tcase_add_test(tc, silent_peer_dropped_by_ping);

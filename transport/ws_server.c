@@ -127,6 +127,10 @@ struct crdtdb_server {
     unsigned char *wbuf;
     sdb *dbs;
     size_t nconn;
+    int at_limit;            /* the last db_get refused for max_databases */
+    size_t nheld;            /* databases the environment holds: counted
+                                at open, then as this server creates and
+                                drops them (max_databases) */
     size_t held;          /* bytes all sessions hold (max_buffered) */
     uint64_t next_sweep;  /* ms */
     lws_retry_bo_t idle;  /* the ping / pong policy */
@@ -163,6 +167,7 @@ static void slog(crdtdb_server *srv, const char *fmt, ...)
 
 #define DEF_MAX_CONNECTIONS 1024
 #define DEF_MAX_PER_IP 64
+#define DEF_MAX_DATABASES 100000
 #define DEF_MAX_PER_USER 32
 #define DEF_MAX_BUFFERED ((size_t)256 << 20)
 #define MIN_MAX_BUFFERED ((size_t)16 << 20) /* one connection's worst case */
@@ -183,6 +188,7 @@ void crdtdb_server_options_init(crdtdb_server_options *o)
     o->mode = CRDTDB_SYNC_TWO_WAY;
     o->max_connections = DEF_MAX_CONNECTIONS;
     o->max_per_ip = DEF_MAX_PER_IP;
+    o->max_databases = DEF_MAX_DATABASES;
     o->max_per_user = DEF_MAX_PER_USER;
     o->max_buffered = DEF_MAX_BUFFERED;
     o->handshake_secs = DEF_HANDSHAKE_SECS;
@@ -337,7 +343,10 @@ static void link_add(sdb *d, speer *p)
     d->nlinks++;
 }
 
-/* The shared handle of database `id`, opened (or created) on first use. */
+/* The shared handle of database `id`, opened (or created) on first use.
+ * created is non-NULL for a client's request: then a database that does
+ * not exist is created only below max_databases (*created says it was,
+ * and srv->at_limit says when the limit refused it). */
 static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
 {
     if (created)
@@ -351,6 +360,13 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
         return NULL;
     }
     int rc = crdtdb_db_open(srv->env, id, &d->db);
+    srv->at_limit = rc == CRDTDB_ENODB && created && srv->nheld >= srv->o.max_databases;
+    if (srv->at_limit) {
+        slog(srv, "database '%s': not created: %zu databases held (max_databases)", id,
+             srv->nheld);
+        free(d);
+        return NULL;
+    }
     if (rc == CRDTDB_ENODB && srv->o.ncoll) {
         rc = crdtdb_db_create(srv->env, id, (const char *const *)srv->colls, srv->o.ncoll,
                               &d->db);
@@ -358,8 +374,10 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
             rc = crdtdb_db_open(srv->env, id, &d->db);
         else if (rc == 0 && created)
             *created = 1;
-        if (rc == 0)
+        if (rc == 0) {
+            srv->nheld++;
             slog(srv, "database '%s' created", id);
+        }
     }
     if (rc == 0)
         rc = crdtdb_db_observe(d->db, NULL, on_db_change, d, &d->obs);
@@ -1117,6 +1135,8 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
          * before the upgrade */
         int created;
         sdb *d = db_get(srv, id, &created);
+        if (!d && srv->at_limit)
+            return refuse(wsi, pss, 503, "database limit reached");
         if (!d)
             return refuse(wsi, pss, 403, NULL); /* absent and not creatable */
         if (srv->auth.authorize_user && created && d->nlinks)
@@ -1291,6 +1311,13 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
+static int count_db(void *ctx, const char *id)
+{
+    (void)id;
+    ++*(size_t *)ctx;
+    return 0;
+}
+
 int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtdb_server **out)
 {
     if (!out)
@@ -1317,6 +1344,8 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
         o.max_connections = DEF_MAX_CONNECTIONS;
     if (!o.max_per_ip)
         o.max_per_ip = DEF_MAX_PER_IP;
+    if (!o.max_databases)
+        o.max_databases = DEF_MAX_DATABASES;
     if (!o.max_per_user)
         o.max_per_user = DEF_MAX_PER_USER;
     if (!o.max_buffered)
@@ -1350,6 +1379,8 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
         return CRDTDB_ENOMEM;
     srv->env = env;
     srv->o = o;
+    if (crdtdb_db_list(env, count_db, &srv->nheld)) /* a guess: 0 */
+        srv->nheld = 0;
     srv->host = crdtdb__ws_strdup(o.host);
     srv->cert = crdtdb__ws_strdup(o.tls_cert);
     srv->key = crdtdb__ws_strdup(o.tls_key);
@@ -1565,8 +1596,10 @@ static int on_expired(void *ctx, const char *id, const crdtdb_expiry *e)
         if (rc == CRDTDB_EBUSY) /* written since, or open elsewhere: not gone */
             gone_remove(s, id);
     }
-    if (!rc)
+    if (!rc) {
+        s->nheld -= s->nheld > 0;
         slog(s, "db '%s': expired: dropped%s%s", id, *path ? ", archived to " : "", path);
+    }
     return 0; /* the others still go */
 }
 
@@ -1647,6 +1680,7 @@ static int handoff_db(crdtdb_server *s, sdb *d)
             db_release(again);
         }
     } else {
+        s->nheld -= s->nheld > 0;
         s->m.handoffs++;
         slog(s, "db '%s': handed off to the servers it is linked to: dropped here", name);
     }
