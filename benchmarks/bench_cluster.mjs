@@ -4,16 +4,23 @@
  * machine, same sitting; clients of the JS client (js/dist).  Prints:
  *
  *   connections held  K idle clients (K/4 matches of 4), the servers' RSS
- *                     per connection, and the time to open them
+ *                     per connection, and the time to open them; then more,
+ *                     100 at a time, until a batch is refused (every server
+ *                     with its default --max-connections, 1024) or
+ *                     BENCH_CONNS_MAX: the capacity, peer links included
  *   deliveries/s      M matches of 4 players, each player setting a field
- *                     every 50 ms: fields received by the other players
+ *                     every 50 ms: fields received by the other players;
+ *                     at each load of BENCH_MATCHES, and the highest one
+ *                     sustained (delivered >= 95% of offered, lag p99 <=
+ *                     250 ms)
  *   failover          T times: kill -9 the server holding a match of 8
  *                     clients, time until every client holds a write made
  *                     after the kill (p50, p99)
  *
  * and the ratios cluster / alone.  Run through benchmarks/bench_cluster.
  * Environment: CRDTDB_CLI, CRDTDB_SRC; BENCH_CONNS (default 1000),
- * BENCH_MATCHES (3,10: the loads to measure deliveries at), BENCH_SECS (10), BENCH_FAILOVERS (20).
+ * BENCH_CONNS_MAX (4000), BENCH_MATCHES (3,10,20,40: the loads to measure
+ * deliveries at), BENCH_SECS (10), BENCH_FAILOVERS (20).
  */
 import { spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
@@ -24,7 +31,8 @@ const SRC = process.env.CRDTDB_SRC;
 const BIN = process.env.CRDTDB_CLI;
 const { CrdtdbDataStore, nodeSocket } = await import(join(SRC, "js/dist/node.js"));
 const CONNS = Number(process.env.BENCH_CONNS ?? 1000);
-const MATCHES_LIST = (process.env.BENCH_MATCHES ?? "3,10").split(",").map(Number);
+const CONNS_MAX = Number(process.env.BENCH_CONNS_MAX ?? 4000);
+const MATCHES_LIST = (process.env.BENCH_MATCHES ?? "3,10,20,40").split(",").map(Number);
 const SECS = Number(process.env.BENCH_SECS ?? 10);
 const FAILOVERS = Number(process.env.BENCH_FAILOVERS ?? 20);
 const COLLS = ["Players", "Moves"];
@@ -103,7 +111,7 @@ async function startAlone() {
   spawnSync(BIN, ["-d", data, "init"]);
   const port = await freePort();
   const p = spawn(BIN, ["-d", data, "serve", "--listen", `127.0.0.1:${port}`, "--collections", COLLS.join(","),
-    "--max-per-ip", "unlimited", "--max-connections", "100000"], { stdio: "ignore" });
+    "--max-per-ip", "unlimited"], { stdio: "ignore" }); // as run.sh runs each server
   await until(async () => { try { return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok; } catch { return false; } }, "the server");
   return {
     name: "1 server", dir, url: `ws://127.0.0.1:${port}`, pids: () => [p.pid],
@@ -127,8 +135,27 @@ async function connections(t) {
   await sleep(1000);
   const after = t.pids().reduce((n, p) => n + rssKiB(p), 0);
   const held = clients.filter((c) => c.sync.status.state === "synced").length;
+  // capacity: on, until a batch is not all synced within 5 s
+  let cap = held;
+  for (let b = clients.length; cap === b && b < CONNS_MAX; b += 100) {
+    const batch = await Promise.all(Array.from({ length: Math.min(100, CONNS_MAX - b) }, (_, k) =>
+      open(t.url, `conn-${Math.floor((b + k) / 4)}`)));
+    await Promise.race([Promise.all(batch.map((c) => c.sync.whenSynced())), sleep(5000)]);
+    clients.push(...batch);
+    cap = clients.filter((c) => c.sync.status.state === "synced").length;
+  }
   await Promise.all(clients.map((c) => c.close()));
-  return { held, ms, kibPerConn: (after - before) / CONNS };
+  return { held, ms, kibPerConn: (after - before) / CONNS, cap };
+}
+
+/* the highest load of MATCHES_LIST sustained: nearly everything offered
+ * delivered, lag p99 within 250 ms (0: none) */
+function sustained(ds) {
+  let best = 0;
+  MATCHES_LIST.forEach((m, k) => {
+    if (ds[k].perSec >= 0.95 * ds[k].offered && ds[k].lag99 <= 250) best = Math.max(best, m);
+  });
+  return best;
 }
 
 /* CPU time (ms) the processes have used so far */
@@ -243,7 +270,9 @@ for (const start of [startAlone, startCluster]) {
     const c = await connections(t);
     out[t.name] = { c, ds };
     console.log(`${t.name}: ${c.held}/${CONNS} connections held (opened in ${c.ms} ms, ` +
-      `${c.kibPerConn.toFixed(1)} KiB RSS each across its processes)`);
+      `${c.kibPerConn.toFixed(1)} KiB RSS each across its processes); capacity ${c.cap}` +
+      `${c.cap >= CONNS_MAX ? " (BENCH_CONNS_MAX reached)" : " (then refused)"}; ` +
+      `highest load sustained: ${sustained(ds)} matches`);
     if (t.servers) {
       const f = await failover(t);
       out.failover = f;
@@ -256,7 +285,10 @@ for (const start of [startAlone, startCluster]) {
 }
 const a = out["1 server"], c = out["3 servers + HAProxy"];
 console.log(`ratios cluster/alone: connections held ${(c.c.held / a.c.held).toFixed(2)}, ` +
-  `open time ${(c.c.ms / a.c.ms).toFixed(2)}, RSS per connection ${(c.c.kibPerConn / a.c.kibPerConn).toFixed(2)}`);
+  `capacity ${(c.c.cap / a.c.cap).toFixed(2)}, ` +
+  `open time ${(c.c.ms / a.c.ms).toFixed(2)}, RSS per connection ${(c.c.kibPerConn / a.c.kibPerConn).toFixed(2)}, ` +
+  `highest load sustained ${sustained(a.ds) ? (sustained(c.ds) / sustained(a.ds)).toFixed(2) : "n/a"} ` +
+  `(${sustained(c.ds)} / ${sustained(a.ds)} matches)`);
 MATCHES_LIST.forEach((m, k) => {
   const x = a.ds[k], y = c.ds[k];
   console.log(`ratios cluster/alone at ${m} matches: deliveries/s ${(y.perSec / x.perSec).toFixed(2)}, ` +

@@ -7,6 +7,7 @@
 
 #include <check.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +68,9 @@ START_TEST(errors_refusals_and_skew)
     g.draining = 1;
     m.handoffs = 4;
     m.deltas_out = 6;
+    const crdtdb__metrics_peer peers[] = {{"ws://10.0.0.2:7001", 5, 1}, {"ws://b\"x\\:1", 0, 2}};
+    g.peer = peers;
+    g.npeer = 2;
     crdtdb__hist_observe(&m.commit, 700); /* 0.7 ms */
     crdtdb__metrics_error(&m, CRDTDB_ECLOCK,
                           "delta stamped 7250 ms ahead of local time (local 1 ms, stamp 7251 "
@@ -95,6 +99,10 @@ START_TEST(errors_refusals_and_skew)
     ck_assert(sample(out, "crdtdb_draining") == 1);
     ck_assert(sample(out, "crdtdb_handoffs_total") == 4);
     ck_assert(sample(out, "crdtdb_deltas_out_total") == 6);
+    ck_assert(sample(out, "crdtdb_peer_links_by_peer{peer=\"ws://10.0.0.2:7001\",state=\"up\"}") == 5);
+    ck_assert(sample(out, "crdtdb_peer_links_by_peer{peer=\"ws://10.0.0.2:7001\",state=\"down\"}") == 1);
+    /* a configured URL with a quote and a backslash: escaped in its label */
+    ck_assert(sample(out, "crdtdb_peer_links_by_peer{peer=\"ws://b\\\"x\\\\:1\",state=\"down\"}") == 2);
     ck_assert(sample(out, "crdtdb_commit_duration_seconds_bucket{le=\"0.0005\"}") == 0);
     ck_assert(sample(out, "crdtdb_commit_duration_seconds_bucket{le=\"0.001\"}") == 1);
     ck_assert(sample(out, "crdtdb_commit_duration_seconds_bucket{le=\"+Inf\"}") == 1);
@@ -114,6 +122,8 @@ START_TEST(output_stays_in_its_buffer)
     crdtdb__metrics_now g;
     memset(&m, 0xff, sizeof m); /* every counter at its widest */
     memset(&g, 0xff, sizeof g);
+    g.peer = NULL;
+    g.npeer = 0;
     char *out = malloc(METRICS_TEXT_MAX + 64);
     ck_assert_ptr_nonnull(out);
     size_t full = crdtdb__metrics_text(out, METRICS_TEXT_MAX, &m, &g);
@@ -127,6 +137,20 @@ START_TEST(output_stays_in_its_buffer)
             i++;
         ck_assert_uint_eq(i, METRICS_TEXT_MAX + 64); /* nothing past cap */
     }
+    free(out);
+    /* the most peers a cluster file holds, each URL the longest and all
+     * quotes (every byte escaped): within the bound the server allots */
+    static crdtdb__metrics_peer many[1024];
+    static char quotes[256];
+    memset(quotes, '"', 255);
+    for (size_t i = 0; i < 1024; i++)
+        many[i] = (crdtdb__metrics_peer){quotes, SIZE_MAX, SIZE_MAX};
+    g.peer = many;
+    g.npeer = 1024;
+    size_t cap = METRICS_TEXT_MAX + 1024 * METRICS_PEER_MAX;
+    out = malloc(cap);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_uint_gt(crdtdb__metrics_text(out, cap, &m, &g), 0);
     free(out);
 }
 END_TEST

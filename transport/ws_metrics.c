@@ -110,6 +110,22 @@ static void one(wbuf *w, const char *name, const char *type, const char *help, u
     put(w, "%s %" PRIu64 "\n", name, v);
 }
 
+/* A label value by the format's rules (\\, \" and \n escaped), cut to
+ * fit out (cap > 0). */
+static void label_value(char *out, size_t cap, const char *in)
+{
+    size_t o = 0;
+    for (const char *p = in ? in : ""; *p && o + 2 < cap; p++) {
+        if (*p == '\\' || *p == '"' || *p == '\n') {
+            out[o++] = '\\';
+            out[o++] = *p == '\n' ? 'n' : *p;
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o] = 0;
+}
+
 /* A histogram: cumulative buckets, +Inf equal to _count, and _sum. */
 static void hist(wbuf *w, const char *c, const char *help, const crdtdb__hist *h)
 {
@@ -141,6 +157,15 @@ size_t crdtdb__metrics_text(char *out, size_t cap, const crdtdb__metrics *m,
     put(&w, "%s{state=\"up\"} %zu\n", c, g->links_up);
     put(&w, "%s{state=\"down\"} %zu\n", c, g->links_down);
     one(&w, "crdtdb_peers", "gauge", "Peer servers configured", g->peers);
+    c = "crdtdb_peer_links_by_peer";
+    family(&w, c, "gauge",
+           "Links to each peer server (one per database this server shares with it), by state");
+    for (size_t i = 0; i < g->npeer; i++) {
+        char url[2 * 255 + 1];
+        label_value(url, sizeof url, g->peer[i].url);
+        put(&w, "%s{peer=\"%s\",state=\"up\"} %zu\n", c, url, g->peer[i].up);
+        put(&w, "%s{peer=\"%s\",state=\"down\"} %zu\n", c, url, g->peer[i].down);
+    }
     one(&w, "crdtdb_connections_accepted_total", "counter",
         "Client connections upgraded to a sync session", m->accepted);
     c = "crdtdb_connections_refused_total";

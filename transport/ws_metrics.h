@@ -14,7 +14,10 @@
 #include "crdtdb.h"
 
 #define METRICS_BUCKETS 14 /* duration upper bounds (ws_metrics.c) */
-#define METRICS_TEXT_MAX ((size_t)32 << 10) /* the longest exposition */
+#define METRICS_TEXT_MAX ((size_t)32 << 10) /* the longest exposition,
+                                                 peers' lines apart */
+/* The room one peer's lines take at most (2 samples, its URL escaped). */
+#define METRICS_PEER_MAX ((size_t)2 * (2 * 255 + 96))
 
 /* The error codes of CRDTDB_ERRNO_MAP, one counter each, and one for codes
  * this build does not know. */
@@ -51,6 +54,12 @@ typedef struct crdtdb__metrics {
     crdtdb__hist commit;     /* its commit alone: page writes and fsync */
 } crdtdb__metrics;
 
+/* One peer server's links, at the scrape. */
+typedef struct crdtdb__metrics_peer {
+    const char *url; /* as configured (crdtdb_server_peer) */
+    size_t up, down;
+} crdtdb__metrics_peer;
+
 /* What is, at the scrape: counted by the server from its lists. */
 typedef struct crdtdb__metrics_now {
     size_t two_way, server_to_client, handshake; /* client connections */
@@ -61,6 +70,8 @@ typedef struct crdtdb__metrics_now {
     size_t held;                 /* bytes session buffers hold */
     size_t max_buffered;
     int draining;
+    const crdtdb__metrics_peer *peer; /* npeer of them, at most 255-byte URLs */
+    size_t npeer;
 } crdtdb__metrics_now;
 
 /* Microseconds on the monotonic clock. */
@@ -72,8 +83,8 @@ void crdtdb__metrics_error(crdtdb__metrics *m, int code, const char *message);
 void crdtdb__metrics_refused(crdtdb__metrics *m, unsigned status);
 /*
  * Writes the exposition of m and now into out (cap bytes, NUL-terminated).
- * Its length, or 0 when cap is too small (METRICS_TEXT_MAX always holds
- * it).
+ * Its length, or 0 when cap is too small (METRICS_TEXT_MAX +
+ * now->npeer * METRICS_PEER_MAX always holds it).
  */
 size_t crdtdb__metrics_text(char *out, size_t cap, const crdtdb__metrics *m,
                             const crdtdb__metrics_now *now);

@@ -66,6 +66,7 @@ typedef struct speer {
     char *url, *tls_ca, *token;
     char **dbs; /* NULL: every database */
     size_t ndbs;
+    size_t mix; /* its place in a scrape's peer list (metrics_now) */
 } speer;
 
 struct sconn {
@@ -1009,9 +1010,17 @@ static int metrics_allowed(const crdtdb_server *srv, struct lws *wsi)
 
 /* What is, now: counted from the server's lists (connections, links,
  * databases), at most max_connections + databases x peers steps. */
+/* What is now; g->peer (when not NULL, g->npeer of them) is the
+ * caller's to free. */
 static void metrics_now(const crdtdb_server *srv, crdtdb__metrics_now *g)
 {
     memset(g, 0, sizeof *g);
+    size_t np = 0;
+    for (speer *p = srv->peers; p; p = p->next)
+        p->mix = np++;
+    crdtdb__metrics_peer *peer = np ? calloc(np, sizeof *peer) : NULL;
+    for (speer *p = srv->peers; peer && p; p = p->next)
+        peer[p->mix].url = p->url;
     for (const sdb *d = srv->dbs; d; d = d->next) {
         g->dbs++;
         for (const sconn *c = d->conns; c; c = c->next) {
@@ -1026,10 +1035,13 @@ static void metrics_now(const crdtdb_server *srv, crdtdb__metrics_now *g)
             g->presence += c->shows != 0;
         }
         for (size_t i = 0; i < d->nlinks; i++) {
-            if (crdtdb_client_connected(d->links[i]))
-                g->links_up++;
-            else
-                g->links_down++;
+            int up = crdtdb_client_connected(d->links[i]);
+            g->links_up += up != 0;
+            g->links_down += !up;
+            if (peer) { /* out of memory: the totals only */
+                peer[d->lpeer[i]->mix].up += up != 0;
+                peer[d->lpeer[i]->mix].down += !up;
+            }
         }
     }
     for (const speer *p = srv->peers; p; p = p->next)
@@ -1037,22 +1049,28 @@ static void metrics_now(const crdtdb_server *srv, crdtdb__metrics_now *g)
     g->held = srv->held;
     g->max_buffered = srv->o.max_buffered;
     g->draining = srv->draining;
+    g->peer = peer;
+    g->npeer = peer ? np : 0;
 }
 
 /* GET /metrics: the Prometheus text exposition, at most METRICS_TEXT_MAX
- * bytes (its families and labels are a fixed set). */
+ * bytes plus METRICS_PEER_MAX per peer server (its families and labels
+ * are a fixed set, and the peers are the configured ones). */
 static int http_metrics(crdtdb_server *srv, struct lws *wsi)
 {
     const size_t head = 512;
-    unsigned char *buf = malloc(LWS_PRE + head + METRICS_TEXT_MAX);
+    crdtdb__metrics_now g;
+    metrics_now(srv, &g);
+    size_t cap = METRICS_TEXT_MAX + g.npeer * METRICS_PEER_MAX;
+    unsigned char *buf = malloc(LWS_PRE + head + cap);
     if (!buf) {
+        free((void *)g.peer);
         lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, NULL);
         return -1;
     }
-    crdtdb__metrics_now g;
-    metrics_now(srv, &g);
     unsigned char *body = buf + LWS_PRE + head;
-    size_t n = crdtdb__metrics_text((char *)body, METRICS_TEXT_MAX, &srv->m, &g);
+    size_t n = crdtdb__metrics_text((char *)body, cap, &srv->m, &g);
+    free((void *)g.peer);
     unsigned char *start = buf + LWS_PRE, *p = start, *end = body;
     int r = -1;
     if (n && !lws_add_http_common_headers(wsi, HTTP_STATUS_OK,
