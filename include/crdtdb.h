@@ -951,6 +951,10 @@ CRDTDB_API int crdtdb_delta_peek_sender(const uint8_t *data, size_t len,
 #define CRDTDB_PEER_RESYNC 0x4u      /* a full resync from it is under way
                                         (crdtdb_db_peer_resync): ask it
                                         for everything again */
+#define CRDTDB_PEER_RETIRED 0x8u     /* it said its copy is being dropped
+                                        (crdtdb_db_peer_retire): out of the
+                                        collection horizon until it sends
+                                        a delta again */
 
 /* What this replica knows of a peer, for one database. */
 typedef struct crdtdb_peer {
@@ -999,6 +1003,24 @@ CRDTDB_API int crdtdb_db_peer_ack_at(crdtdb_db *db, const uint8_t *peer, uint64_
  * EROFS, EIO. */
 CRDTDB_API int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on,
                                      uint64_t stamp);
+
+/* Marks `peer` CRDTDB_PEER_RETIRED for db, durably, and starts its
+ * stability over (crdtdb_peer.stable 0): it leaves the collection horizon
+ * (crdtdb_db_collect), so its last ack holds nothing back, until a delta
+ * of its own is applied here.  What we hold of its log stays.  The server
+ * side of a peer's RETIRE (docs/protocol.md, message 17: its copy is being
+ * dropped, and we hold all of it).  An unknown peer: nothing.
+ * Errors: EINVAL, EROFS, EIO. */
+CRDTDB_API int crdtdb_db_peer_retire(crdtdb_db *db, const uint8_t *peer);
+
+/* Marks (1) or unmarks (0) this handle's copy as about to be dropped here
+ * (a cluster server's handoff, docs/cluster.md): each two-way client
+ * session on the handle, once synced, tells its server so (RETIRE,
+ * docs/protocol.md message 17), once per session, and
+ * crdtdb_session_unsynced waits for that.  In memory, this handle only;
+ * crdtdb_db_retiring reads it (NULL: 0). */
+CRDTDB_API void crdtdb_db_set_retiring(crdtdb_db *db, int retiring);
+CRDTDB_API int crdtdb_db_retiring(const crdtdb_db *db);
 
 #define CRDTDB_RESYNC_SHARED 0x1u /* this replica serves others: remove, not forget */
 

@@ -120,8 +120,10 @@ static int horizon_peers(crdtdb_db *db, MDB_txn *mt, uint64_t max_age, uint64_t 
         crdtdb__marks m;
         if ((rc = crdtdb__marks_get(db, mt, (const uint8_t *)k.mv_data + 4, &m, &found)))
             break;
-        /* a forger or a clone is refused anyway: it holds nothing back */
-        if (m.flags & (CRDTDB_PEER_EQUIVOCATED | CRDTDB_PEER_FORKED))
+        /* a forger or a clone is refused anyway: it holds nothing back;
+         * nor does a peer whose copy retired (it comes back as any peer
+         * from behind the floor: resynced whole) */
+        if (m.flags & (CRDTDB_PEER_EQUIVOCATED | CRDTDB_PEER_FORKED | CRDTDB_PEER_RETIRED))
             continue;
         if (max_age && (m.seen_ms == 0 || now - m.seen_ms > max_age)) {
             ++*left; /* silent too long: it resyncs whole if it returns */

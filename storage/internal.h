@@ -115,6 +115,8 @@ struct crdtdb_db {
     int dispatching;
     uint64_t seen_seq; /* changes up to here have been reported to observers */
     int readonly;      /* local writes refused (a server-to-client client) */
+    int retiring;      /* this copy is about to be dropped here (a handoff):
+                          its client sessions tell their servers (RETIRE) */
     struct crdtdb_db *next;
     char errmsg[512];
     int errcode; /* the code errmsg was written for (crdtdb__db_exit) */

@@ -259,3 +259,47 @@ int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag)
 {
     return marks_raise(db, peer, 0, UINT64_MAX, flag);
 }
+
+/* The server side of RETIRE (docs/protocol.md, message 17): the peer's
+ * copy is going away, and we hold all of it.  It leaves the horizon (its
+ * last ack would hold our collection back for good) until a delta of its
+ * own brings it back (apply.c); what we hold of its log stays, so a
+ * session going on, or a copy of it created again over its tomb, resumes
+ * from there.  Its stability starts over: a copy created again holds none
+ * of what the dropped one acknowledged. */
+static int peer_retire_call(crdtdb_db *db, const uint8_t *peer)
+{
+    if (!db || !peer)
+        return CRDTDB_EINVAL;
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    crdtdb__marks m;
+    int found;
+    rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
+    if (!rc && found) {
+        m.flags |= CRDTDB_PEER_RETIRED;
+        m.stable = m.pend_acked = 0;
+        m.pend_mine = UINT64_MAX;
+        rc = crdtdb__marks_put(db, t->mt, peer, &m);
+    }
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return crdtdb__db_seterr(db, rc, "peer watermarks: %s", crdtdb_strerror(rc));
+    }
+    return crdtdb_txn_commit(t);
+}
+
+int crdtdb_db_peer_retire(crdtdb_db *db, const uint8_t *peer)
+{
+    return crdtdb__db_exit(db, peer_retire_call(db, peer));
+}
+
+void crdtdb_db_set_retiring(crdtdb_db *db, int retiring)
+{
+    if (db)
+        db->retiring = retiring != 0;
+}
+
+int crdtdb_db_retiring(const crdtdb_db *db) { return db && db->retiring; }

@@ -27,7 +27,7 @@
                                    cannot make us ask on every message */
 
 enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE,
-       M_PURGE, M_REPLACE, M_RESYNC = 16 };
+       M_PURGE, M_REPLACE, M_RESYNC = 16, M_RETIRE };
 #define RESYNC_KEYS_MAX (64u << 20) /* bytes of record names a resync may note */
 enum { S_HANDSHAKE, S_OPEN, S_CLOSED };
 
@@ -75,6 +75,9 @@ struct crdtdb_session {
     crdtdb_buf rkeys;     /* "coll\0id\0" and b/l (with its base or leaves
                              only) for each record the snapshot held */
     int resync_flagged;   /* the store says a resync from the peer was cut */
+    int retire_sent;      /* (client) our RETIRE went out in this session */
+    int retired;          /* (server) the peer said RETIRE: out of our
+                             horizon, its acks not kept, until a delta */
     int proven;           /* its acks may be kept: a server's peer signed a
                              delta here; a client trusts the server it chose */
     int clock_wait;       /* a delta was refused as stamped ahead (ECLOCK):
@@ -106,6 +109,7 @@ static int we_send(const crdtdb_session *s);
 static int send_notice(crdtdb_session *s, int code, const char *message);
 
 static int flush_notices(crdtdb_session *s);
+static int retire_send(crdtdb_session *s);
 
 /* Fires an event; notices its callback asked for follow at once, where
  * they went before they were queued. */
@@ -343,7 +347,7 @@ static int send_ack(crdtdb_session *s, uint64_t v)
 
 static int save_ack(crdtdb_session *s)
 {
-    if (!s->acks_unsaved || !s->proven)
+    if (!s->acks_unsaved || !s->proven || s->retired)
         return 0;
     s->acks_unsaved = 0;
     int rc = s->st.peer_ack(s->st.ctx, s->peer, s->peer_acked, s->stable_acked);
@@ -431,6 +435,8 @@ int crdtdb_session_flush(crdtdb_session *s)
         rc = clock_retry(s); /* the timer that asks again with no traffic */
     if (!rc && s->state == S_OPEN && s->have_since)
         rc = collected_under(s, NULL);
+    if (!rc)
+        rc = retire_send(s);
     return api_exit(s, rc);
 }
 
@@ -467,7 +473,7 @@ int crdtdb_session_synced(crdtdb_session *s)
     return s && !crdtdb_session_unsynced(s);
 }
 
-const char *crdtdb_session_unsynced(crdtdb_session *s)
+static const char *unsynced(crdtdb_session *s)
 {
     if (!s)
         return "no session";
@@ -496,6 +502,35 @@ const char *crdtdb_session_unsynced(crdtdb_session *s)
     else
         return NULL;
     return s->waitmsg;
+}
+
+/* A two-way client whose copy is about to be dropped (the store says it
+ * retires) tells its server once it holds all of it: RETIRE. */
+static int retire_due(crdtdb_session *s)
+{
+    return !s->server && !s->retire_sent && s->st.retiring && we_send(s) &&
+           s->st.retiring(s->st.ctx);
+}
+
+/* RETIRE [17], when due and synced: only then does the server hold all
+ * our copy holds, so leaving us out of its horizon loses nothing. */
+static int retire_send(crdtdb_session *s)
+{
+    if (s->state != S_OPEN || !retire_due(s) || unsynced(s))
+        return 0;
+    start(s, M_RETIRE, 1);
+    if (frame(s))
+        return CRDTDB_ENOMEM;
+    s->retire_sent = 1;
+    return 0;
+}
+
+const char *crdtdb_session_unsynced(crdtdb_session *s)
+{
+    const char *why = unsynced(s);
+    if (why || !s || !retire_due(s))
+        return why;
+    return "our RETIRE (the copy retires) to be sent";
 }
 
 const char *crdtdb_session_errmsg(const crdtdb_session *s)
@@ -840,7 +875,8 @@ int crdtdb_session_pump(crdtdb_session *s)
      * first (notices, REPLACE, ACK) */
     if (s->busy)
         return api_exit(s, 0);
-    return api_exit(s, pump(s));
+    int rc = pump(s);
+    return api_exit(s, rc ? rc : retire_send(s));
 }
 
 int crdtdb_session_want_write(const crdtdb_session *s)
@@ -1076,6 +1112,7 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     if (rc)
         return store_err(s, rc);
     s->proven = 1;
+    s->retired = 0; /* it goes on writing after all: its marks are back */
     /* What this apply numbered came from the peer: when nothing else was
      * waiting for it, there is nothing to send back, and no need to scan
      * the log or say so (no SKIP, no UPTODATE for it). */
@@ -1446,6 +1483,26 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
                 return rc;
         }
         return check_caught_up(s);
+    }
+    if (type == M_RETIRE) { /* [17]: the peer's copy is about to be dropped */
+        if (n != 1)
+            return seterr(s, CRDTDB_EBADVALUE, "malformed retire message");
+        /* only a server's peer links say it, and only to a server */
+        if (!s->server)
+            return seterr(s, CRDTDB_EBADVALUE, "a retire sent to a client");
+        /* Only the sender's own entry, and only once it proved its id
+         * (signed a delta here): a hello claiming another replica's id
+         * retires no one.  Its acks from now on are not kept (a copy
+         * created again over its tomb holds none of what they say); a
+         * delta of its own brings it back: it goes on writing. */
+        if (!s->proven || !s->st.peer_retire)
+            return 0;
+        int rc = s->st.peer_retire(s->st.ctx, s->peer);
+        if (rc)
+            return store_err(s, rc);
+        s->retired = 1;
+        s->acks_unsaved = 0;
+        return 0;
     }
     if (type == M_RESYNC) { /* [16, stamp]: our whole state follows */
         if (n != 2 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)

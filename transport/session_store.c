@@ -226,6 +226,13 @@ static int store_discard_unsent(void *ctx, const uint8_t *peer, size_t *n)
     return rc ? rc : crdtdb_db_discard_unsent(db_of(ctx), acked, n);
 }
 
+static int store_retiring(void *ctx) { return crdtdb_db_retiring(db_of(ctx)); }
+
+static int store_peer_retire(void *ctx, const uint8_t *peer)
+{
+    return crdtdb_db_peer_retire(db_of(ctx), peer);
+}
+
 void crdtdb__session_store_db(crdtdb_db *db, crdtdb__session_store *out)
 {
     memset(out, 0, sizeof *out);
@@ -248,6 +255,8 @@ void crdtdb__session_store_db(crdtdb_db *db, crdtdb__session_store *out)
     out->resync_end = store_resync_end;
     out->readonly = store_readonly;
     out->discard_unsent = store_discard_unsent;
+    out->retiring = store_retiring;
+    out->peer_retire = store_peer_retire;
 }
 
 int crdtdb_session_open(crdtdb_db *db, const crdtdb_session_options *opts,

@@ -119,6 +119,14 @@ typedef struct crdtdb__session_store {
     int (*readonly)(void *ctx, int ro, int durable);
     int (*discard_unsent)(void *ctx, const uint8_t *peer, size_t *n);
 
+    /* (e) Handoff (docs/protocol.md, message 17), each may be NULL.
+     * retiring: 1 when our copy is about to be dropped here
+     * (crdtdb_db_retiring): a synced two-way client session then says
+     * RETIRE.  peer_retire: the peer's copy retires (we hold all of it):
+     * it leaves the collection horizon (crdtdb_db_peer_retire). */
+    int (*retiring)(void *ctx);
+    int (*peer_retire)(void *ctx, const uint8_t *peer);
+
     /* Frees ctx when the session closes (may be NULL). */
     void (*close)(void *ctx);
 } crdtdb__session_store;

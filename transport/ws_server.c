@@ -1579,6 +1579,8 @@ static int handoff_db(crdtdb_server *s, sdb *d)
         s->o.keep(s->o.keep_ctx, id)) {
         d->held_ms = 0; /* not waiting on its links */
         d->held_told = 0;
+        crdtdb_db_set_retiring(d->db, 0); /* it stays (a RETIRE sent is undone
+                                             by its next write: protocol.md) */
         return 0;
     }
     /* the sequence first: a commit (another process's) after it fails the
@@ -1598,6 +1600,16 @@ static int handoff_db(crdtdb_server *s, sdb *d)
             d->held_told = 1;
             slog(s, "db '%s': handoff waits for peer %s: %s", id, d->lpeer[i]->url, why);
         }
+        return 0;
+    }
+    /* Every link holds all of it.  Each first tells its server that this
+     * copy retires (RETIRE, docs/protocol.md message 17: the server leaves
+     * it out of its collection horizon, where its last ack would hold the
+     * collection back for good); the links' timer sends it, and the links
+     * say they are synced only once it went, so the drop waits for a later
+     * look. */
+    if (!crdtdb_db_retiring(d->db)) {
+        crdtdb_db_set_retiring(d->db, 1);
         return 0;
     }
     char name[CRDTDB_ID_MAX + 1];
