@@ -377,8 +377,11 @@ CRDTDB_API int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms,
 /* The collection floor and horizon stamp (both 0: nothing ever collected),
  * as this handle last read or wrote them: a collection through another
  * handle or process shows at the next crdtdb_db_poll (a server polls on
- * every turn of its loop), or within a second of the env clock.
- * Errors: EINVAL, EIO. */
+ * every turn of its loop), or within a second of the env clock.  A
+ * database created again over its tomb (crdtdb_db_drop) counts the dropped
+ * copy's log as collected: its floor is past the tomb's sequence, its
+ * stamp at least the highest stamp the dropped copy held (docs/cluster.md,
+ * "Handoff").  Errors: EINVAL, EIO. */
 CRDTDB_API int crdtdb_db_horizon(crdtdb_db *db, uint64_t *floor, uint64_t *stamp);
 
 /* The floor as far as `peer` is concerned: the highest sequence collected
@@ -387,6 +390,15 @@ CRDTDB_API int crdtdb_db_horizon(crdtdb_db *db, uint64_t *floor, uint64_t *stamp
  * Errors: EINVAL, EIO. */
 CRDTDB_API int crdtdb_db_horizon_for(crdtdb_db *db, const uint8_t *peer, uint64_t *floor,
                                      uint64_t *stamp);
+
+/* crdtdb_db_horizon_for a peer whose SINCE is `since`: the stamp its
+ * resync forgets up to.  It differs only in a database created again over
+ * its tomb: a peer that held none of the dropped copy's log (since 0) got
+ * nothing from it, so the dropped copy's highest stamp is not counted
+ * (only what was collected here): none of its unsent writes is taken for
+ * a register of the dropped copy.  Errors: EINVAL, EIO. */
+CRDTDB_API int crdtdb_db_horizon_since(crdtdb_db *db, const uint8_t *peer, uint64_t since,
+                                       uint64_t *floor, uint64_t *stamp);
 
 /* ------------------------------------------------------------- expiry */
 
@@ -1012,6 +1024,18 @@ CRDTDB_API int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on,
  * dropped, and we hold all of it).  An unknown peer: nothing.
  * Errors: EINVAL, EROFS, EIO. */
 CRDTDB_API int crdtdb_db_peer_retire(crdtdb_db *db, const uint8_t *peer);
+
+/* In a database created again over its tomb (crdtdb_db_drop): raises
+ * what we hold of `peer`'s log (crdtdb_peer.received) to what the dropped
+ * copy held of it, once; nothing for a peer it did not know, or after the
+ * first call.  A server calls it as a client's session opens, before its
+ * SINCE: what the dropped copy held of the client's log reached the
+ * servers it handed off to (the handoff's condition), whence the new copy
+ * fetched it back (or they collected it), so the client does not send it
+ * again, and, resynced, forgets what of it is gone.  Not for a server's
+ * own links: it must fetch their whole log.  Errors: EINVAL, EROFS, EIO,
+ * ECORRUPT. */
+CRDTDB_API int crdtdb_db_peer_resume(crdtdb_db *db, const uint8_t *peer);
 
 /* Marks (1) or unmarks (0) this handle's copy as about to be dropped here
  * (a cluster server's handoff, docs/cluster.md): each two-way client

@@ -195,6 +195,15 @@ static int send_u64(crdtdb_session *s, int type, uint64_t v)
     return frame(s);
 }
 
+/* The store's floor and stamp for a peer at `since` (horizon_since when
+ * the store has it). */
+static int horizon(crdtdb_session *s, uint64_t since, uint64_t *floor, uint64_t *stamp)
+{
+    if (s->st.horizon_since)
+        return s->st.horizon_since(s->st.ctx, s->peer, since, floor, stamp);
+    return s->st.horizon(s->st.ctx, s->peer, floor, stamp);
+}
+
 /* A SINCE from behind our collection floor: the peer may hold records we
  * removed and no longer have a tombstone for, so it gets everything, told
  * first (RESYNC) to forget what the snapshot does not hold; and its own
@@ -208,7 +217,7 @@ static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
      * server held when it did). */
     if (!s->st.horizon || !s->server)
         return 0;
-    int rc = s->st.horizon(s->st.ctx, s->peer, &floor, &stamp);
+    int rc = horizon(s, v, &floor, &stamp);
     if (rc)
         return store_err(s, rc);
     if (!floor || v >= floor)
@@ -231,12 +240,19 @@ static int collected_under(crdtdb_session *s, uint64_t *floor_out)
         *floor_out = 0;
     if (!s->st.horizon || !s->server)
         return 0;
-    int rc = s->st.horizon(s->st.ctx, s->peer, &floor, &stamp);
-    if (!rc && floor_out)
-        *floor_out = floor;
+    uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
+    int rc = horizon(s, done, &floor, &stamp);
     if (rc)
         return store_err(s, rc);
-    uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
+    /* A copy created again over its tomb has its floor one past its log
+     * until it numbers something (storage/db.c): a SINCE there is resynced
+     * (since_horizon), but what is sent can reach only the log's end */
+    if (floor > s->seq_seen && !(rc = seq(s, &last)) && floor > last)
+        floor = last;
+    if (rc)
+        return store_err(s, rc);
+    if (floor_out)
+        *floor_out = floor;
     if (!floor || done >= floor || (s->behind && done < s->all_upto))
         return 0; /* nothing it lacks went, or a resync is on its way */
     if ((rc = seq(s, &last)))
@@ -943,6 +959,14 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
             return store_err(s, rc);
     }
     s->state = S_OPEN;
+    /* a copy created again over its tomb: what the dropped one held of
+     * the client's log, it holds (crdtdb_db_peer_resume); a server's own
+     * links are client sessions, which fetch everything */
+    if (s->server && s->st.peer_resume) {
+        int rc = s->st.peer_resume(s->st.ctx, s->peer);
+        if (rc)
+            return store_err(s, rc);
+    }
     s->received = stored_received(s);
     unsigned pflags = 0; /* a resync from this peer was cut: all of it again */
     if (s->st.peer_flags) {

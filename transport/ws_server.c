@@ -295,6 +295,14 @@ static void links_prune(sdb *d)
     }
 }
 
+/* Whether d was created again over its tomb (a copy handed off before):
+ * its collection floor is past the dropped copy's log (storage/db.c). */
+static int over_tomb(crdtdb_db *db)
+{
+    uint64_t floor = 0, stamp;
+    return crdtdb_db_horizon(db, &floor, &stamp) == 0 && floor > 0;
+}
+
 /* Whether every link of d holds what its peer had when it last said it
  * was up to date, and took what d holds. */
 static int links_caught(const sdb *d)
@@ -1096,13 +1104,16 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         sdb *d = db_get(srv, id, &created);
         if (!d)
             return refuse(wsi, pss, 403, NULL); /* absent and not creatable */
-        if (srv->auth.authorize_user && created && d->nlinks)
+        if (created && d->nlinks && (srv->auth.authorize_user || over_tomb(d->db)))
             d->fresh_ms = crdtdb__ws_now_ms();
-        if (srv->auth.authorize_user && d->fresh_ms) {
+        if (d->fresh_ms) {
             /* a copy new here of a database peers may hold: its members
              * come from them, so no one is its creator until they have
              * been heard (else any user entering here would own it, and
-             * that membership would travel to them) */
+             * that membership would travel to them).  And a copy created
+             * again over its tomb resyncs whole each client from before
+             * it (storage/db.c): only once it holds what its peers hold,
+             * else the client would forget what it has not fetched yet */
             if (!links_caught(d)) {
                 db_release(d);
                 slog(srv, "%s db '%s': user '%s' refused: 503: fetching it from its peers", peer,
