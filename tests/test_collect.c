@@ -890,6 +890,20 @@ START_TEST(retire_forgets_only_its_proven_sender)
     crdtdb_session_close(c);
     ck_assert(!knows(&A, &C));
     ck_assert(knows(&A, &N));
+    /* a malformed one ends the session; an unknown peer retires as nothing */
+    a = open_session(&A, 1, 0);
+    c = open_session(&C, 0, 0);
+    settle(a, c);
+    static const uint8_t bad[] = {0, 0, 0, 3, 0x92, 17, 1};
+    ck_assert_int_eq(crdtdb_session_feed(a, bad, sizeof bad), CRDTDB_EBADVALUE);
+    crdtdb_session_close(a);
+    crdtdb_session_close(c);
+    static const uint8_t nobody[32] = {7};
+    int found;
+    crdtdb_peer pr;
+    ck_assert_int_eq(crdtdb_db_peer_retire(A.db, nobody), 0);
+    ck_assert_int_eq(crdtdb_db_peer_get(A.db, nobody, &pr, &found), 0);
+    ck_assert_int_eq(found, 0);
     /* a RETIRE to a client: refused, the session ends */
     crdtdb_db_set_retiring(C.db, 0);
     a = open_session(&A, 1, 0);
@@ -952,7 +966,8 @@ static int sync_resyncs(replica *srv, replica *cli)
 {
     crdtdb_session *a = open_session(srv, 1, 0), *c = open_session(cli, 0, 0);
     resyncs_seen = 0;
-    for (int i = 0; i < 100000; i++) {
+    int quiet = 0;
+    for (int i = 0; i < 100000 && !quiet; i++) {
         size_t len;
         const uint8_t *p = crdtdb_session_output(a, &len);
         count_resyncs(p, len);
@@ -962,10 +977,11 @@ static int sync_resyncs(replica *srv, replica *cli)
             size_t la, lc;
             crdtdb_session_output(a, &la);
             crdtdb_session_output(c, &lc);
-            if (!la && !lc)
-                break;
+            quiet = !la && !lc;
         }
     }
+    ck_assert_msg(quiet, "sync does not settle");
+    ck_assert_ptr_null(crdtdb_session_unsynced(c));
     crdtdb_session_close(a);
     crdtdb_session_close(c);
     return resyncs_seen;
@@ -1097,6 +1113,39 @@ START_TEST(client_that_only_wrote_does_not_bring_back_a_collected_record)
     sync2(&A, &N);
     ck_assert(!has(&A, "players", "x"));
     replica_free(&A);
+    replica_free(&N);
+    replica_free(&C);
+}
+END_TEST
+
+/* A copy created again that numbers nothing new (nothing to fetch): its
+ * floor is past its log; a client from the old log is resynced, and the
+ * session settles (what is sent reaches only the log's end). */
+START_TEST(copy_created_again_with_nothing_new_settles)
+{
+    replica N, C;
+    replica_init(&N, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+    put(&N, "add", "players", "ann", "{\"hp\":1}");
+    client_flags = 0;
+    sync2(&N, &C);
+    uint64_t tomb;
+    ck_assert_int_eq(crdtdb_db_seq(N.db, NULL, &tomb), 0);
+    crdtdb_db_close(N.db);
+    N.db = NULL;
+    ck_assert_int_eq(crdtdb_db_drop(N.env, "game"), 0);
+    ck_assert_int_eq(crdtdb_db_create(N.env, "game", COLLS, 2, &N.db), 0);
+    ck_assert_int_eq(sync_resyncs(&N, &C), 1); /* settles: sync_resyncs bounds it */
+    ck_assert(!has(&C, "players", "ann")); /* the copy holds nothing now */
+    uint64_t seq;
+    ck_assert_int_eq(crdtdb_db_seq(N.db, NULL, &seq), 0);
+    ck_assert_uint_eq(seq, tomb);
+    now_ms += 10;
+    put(&C, "add", "players", "bob", "{\"hp\":2}");
+    sync_resyncs(&N, &C); /* once it numbers something, the client is past the floor */
+    ck_assert_int_eq(sync_resyncs(&N, &C), 0);
+    ck_assert(has(&N, "players", "bob"));
+    client_flags = CRDTDB_SESSION_NO_PURGE;
     replica_free(&N);
     replica_free(&C);
 }
@@ -1419,6 +1468,7 @@ int main(void)
     tcase_add_test(tc, client_of_a_copy_created_again_misses_no_remove_made_after_the_handoff);
     tcase_add_test(tc, fresh_client_of_a_copy_created_again_keeps_its_offline_writes);
     tcase_add_test(tc, client_that_only_wrote_does_not_bring_back_a_collected_record);
+    tcase_add_test(tc, copy_created_again_with_nothing_new_settles);
     tcase_add_test(tc, collection_under_a_live_session_resyncs_its_peer);
     tcase_add_test(tc, random_schedules_converge_with_collection);
     tcase_add_test(tc, random_schedules_with_silent_peers_bring_nothing_back);
