@@ -305,13 +305,21 @@ static int peer_resume_call(crdtdb_db *db, const uint8_t *peer)
 {
     if (!db || !peer)
         return CRDTDB_EINVAL;
+    /* every session of a server asks: a read first, the writer's lock
+     * only for a peer to resume */
     crdtdb_txn *t;
-    int rc = crdtdb_txn_begin(db, 0, &t);
+    int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
     if (rc)
         return rc;
     uint8_t kb[5 + CRDTDB_REPLICA_ID_BYTES];
     MDB_val k = crdtdb__resume_key(kb, db->num, peer), v;
     int mrc = mdb_get(t->mt, db->env->dbi_dbinfo, &k, &v);
+    crdtdb_txn_abort(t);
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    if ((rc = crdtdb_txn_begin(db, 0, &t)))
+        return rc;
+    mrc = mdb_get(t->mt, db->env->dbi_dbinfo, &k, &v);
     if (mrc == MDB_NOTFOUND) {
         crdtdb_txn_abort(t);
         return 0;
