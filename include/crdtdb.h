@@ -1262,7 +1262,10 @@ CRDTDB_API void crdtdb_session_buffered(const crdtdb_session *s, size_t *in, siz
 
 /* 1 while both sides hold everything: we hold what the peer had when it
  * last said it was up to date, the peer acknowledged everything we sent,
- * and nothing is left to send.  For one-shot syncs. */
+ * and nothing is left to send; on a copy that retires
+ * (crdtdb_db_set_retiring), a client session's RETIRE went out too.  For
+ * one-shot syncs.  crdtdb_session_flush and crdtdb_session_pump send that
+ * RETIRE once the rest holds. */
 CRDTDB_API int crdtdb_session_synced(crdtdb_session *s);
 
 /* What crdtdb_session_synced waits for, in words ("the peer's
