@@ -259,3 +259,100 @@ int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag)
 {
     return marks_raise(db, peer, 0, UINT64_MAX, flag);
 }
+
+/* The server side of RETIRE (docs/protocol.md, message 17): the peer's
+ * copy is going away, and we hold all of it.  It leaves the horizon (its
+ * last ack would hold our collection back for good) until a delta of its
+ * own brings it back (apply.c); what we hold of its log stays, so a
+ * session going on, or a copy of it created again over its tomb, resumes
+ * from there.  Its stability starts over: a copy created again holds none
+ * of what the dropped one acknowledged. */
+static int peer_retire_call(crdtdb_db *db, const uint8_t *peer)
+{
+    if (!db || !peer)
+        return CRDTDB_EINVAL;
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    crdtdb__marks m;
+    int found;
+    rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
+    if (!rc && found) {
+        m.flags |= CRDTDB_PEER_RETIRED;
+        m.stable = m.pend_acked = 0;
+        m.pend_mine = UINT64_MAX;
+        rc = crdtdb__marks_put(db, t->mt, peer, &m);
+    }
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return crdtdb__db_seterr(db, rc, "peer watermarks: %s", crdtdb_strerror(rc));
+    }
+    return crdtdb_txn_commit(t);
+}
+
+int crdtdb_db_peer_retire(crdtdb_db *db, const uint8_t *peer)
+{
+    return crdtdb__db_exit(db, peer_retire_call(db, peer));
+}
+
+/* A server session's peer, in a copy created again over its tomb: what
+ * the dropped copy held of its log is what we hold now (it reached the
+ * servers the copy handed off to, whence we fetch it; or they collected
+ * it), so the peer resumes from there and does not send it again.  Used
+ * up: from then on, the marks say it. */
+static int peer_resume_call(crdtdb_db *db, const uint8_t *peer)
+{
+    if (!db || !peer)
+        return CRDTDB_EINVAL;
+    /* every session of a server asks: a read first, the writer's lock
+     * only for a peer to resume */
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t);
+    if (rc)
+        return rc;
+    uint8_t kb[5 + CRDTDB_REPLICA_ID_BYTES];
+    MDB_val k = crdtdb__resume_key(kb, db->num, peer), v;
+    int mrc = mdb_get(t->mt, db->env->dbi_dbinfo, &k, &v);
+    crdtdb_txn_abort(t);
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    if ((rc = crdtdb_txn_begin(db, 0, &t)))
+        return rc;
+    mrc = mdb_get(t->mt, db->env->dbi_dbinfo, &k, &v);
+    if (mrc == MDB_NOTFOUND) {
+        crdtdb_txn_abort(t);
+        return 0;
+    }
+    crdtdb__marks m;
+    int found;
+    if (!(rc = crdtdb__mdb_err(mrc)) && v.mv_size != 8)
+        rc = CRDTDB_ECORRUPT;
+    if (!rc && !(rc = crdtdb__marks_get(db, t->mt, peer, &m, &found))) {
+        uint64_t held = crdtdb__get_u64(v.mv_data);
+        if (held > m.received) {
+            m.received = held;
+            rc = crdtdb__marks_put(db, t->mt, peer, &m);
+        }
+    }
+    if (!rc)
+        rc = crdtdb__mdb_err(mdb_del(t->mt, db->env->dbi_dbinfo, &k, NULL));
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return crdtdb__db_seterr(db, rc, "peer watermarks: %s", crdtdb_strerror(rc));
+    }
+    return crdtdb_txn_commit(t);
+}
+
+int crdtdb_db_peer_resume(crdtdb_db *db, const uint8_t *peer)
+{
+    return crdtdb__db_exit(db, peer_resume_call(db, peer));
+}
+
+void crdtdb_db_set_retiring(crdtdb_db *db, int retiring)
+{
+    if (db)
+        db->retiring = retiring != 0;
+}
+
+int crdtdb_db_retiring(const crdtdb_db *db) { return db && db->retiring; }

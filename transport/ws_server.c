@@ -303,6 +303,14 @@ static void links_prune(sdb *d)
     }
 }
 
+/* Whether d was created again over its tomb (a copy handed off before):
+ * its collection floor is past the dropped copy's log (storage/db.c). */
+static int over_tomb(crdtdb_db *db)
+{
+    uint64_t floor = 0, stamp;
+    return crdtdb_db_horizon(db, &floor, &stamp) == 0 && floor > 0;
+}
+
 /* Whether every link of d holds what its peer had when it last said it
  * was up to date, and took what d holds. */
 static int links_caught(const sdb *d)
@@ -1157,13 +1165,16 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             return refuse(wsi, pss, 503, "database limit reached");
         if (!d)
             return refuse(wsi, pss, 403, NULL); /* absent and not creatable */
-        if (srv->auth.authorize_user && created && d->nlinks)
+        if (created && d->nlinks && (srv->auth.authorize_user || over_tomb(d->db)))
             d->fresh_ms = crdtdb__ws_now_ms();
-        if (srv->auth.authorize_user && d->fresh_ms) {
+        if (d->fresh_ms) {
             /* a copy new here of a database peers may hold: its members
              * come from them, so no one is its creator until they have
              * been heard (else any user entering here would own it, and
-             * that membership would travel to them) */
+             * that membership would travel to them).  And a copy created
+             * again over its tomb resyncs whole each client from before
+             * it (storage/db.c): only once it holds what its peers hold,
+             * else the client would forget what it has not fetched yet */
             if (!links_caught(d)) {
                 db_release(d);
                 slog(srv, "%s db '%s': user '%s' refused: 503: fetching it from its peers", peer,
@@ -1656,6 +1667,8 @@ static int handoff_db(crdtdb_server *s, sdb *d)
         s->o.keep(s->o.keep_ctx, id)) {
         d->held_ms = 0; /* not waiting on its links */
         d->held_told = 0;
+        crdtdb_db_set_retiring(d->db, 0); /* it stays (a RETIRE sent is undone
+                                             by its next write: protocol.md) */
         return 0;
     }
     /* the sequence first: a commit (another process's) after it fails the
@@ -1675,6 +1688,16 @@ static int handoff_db(crdtdb_server *s, sdb *d)
             d->held_told = 1;
             slog(s, "db '%s': handoff waits for peer %s: %s", id, d->lpeer[i]->url, why);
         }
+        return 0;
+    }
+    /* Every link holds all of it.  Each first tells its server that this
+     * copy retires (RETIRE, docs/protocol.md message 17: the server leaves
+     * it out of its collection horizon, where its last ack would hold the
+     * collection back for good); the links' timer sends it, and the links
+     * say they are synced only once it went, so the drop waits for a later
+     * look. */
+    if (!crdtdb_db_retiring(d->db)) {
+        crdtdb_db_set_retiring(d->db, 1);
         return 0;
     }
     char name[CRDTDB_ID_MAX + 1];
