@@ -41,18 +41,60 @@ static void put_json_text(FILE *f, const char *s, size_t n)
     }
 }
 
+/* The end of a name the server quoted (its ' and \ escaped:
+ * crdtdb__ws_quote): the closing quote after p, or NULL. */
+static const char *quoted_end(const char *p)
+{
+    for (; *p; p++) {
+        if (*p == '\\' && p[1])
+            p++;
+        else if (*p == '\'')
+            return p;
+    }
+    return NULL;
+}
+
+/* The first name the server quoted after one of its markers ("db '",
+ * "user '", ...) at or after line: *start and the closing quote, or NULL. */
+static const char *quoted_name(const char *line, const char *const *marks, size_t nmarks,
+                               const char **start)
+{
+    const char *best = NULL;
+    size_t len = 0;
+    for (size_t i = 0; i < nmarks; i++) {
+        const char *m = strstr(line, marks[i]);
+        if (m && (!best || m < best)) {
+            best = m;
+            len = strlen(marks[i]);
+        }
+    }
+    if (!best)
+        return NULL;
+    *start = best + len;
+    return quoted_end(*start);
+}
+
+static const char *const NAME_MARKS[] = {"db '", "database '", "user '"};
+
 /* "warn" for refusals and closes, "error" for failures, else "info": by
- * the words the server's lines use. */
+ * the words the server's lines use, outside the ids and users they quote
+ * (which a client chose). */
 static const char *log_level(const char *line)
 {
     static const char *const errors[] = {" error ", "failed", "cannot ", "out of memory",
                                          "expired, kept"};
     static const char *const warns[] = {"refused", "closing", "lost", "exceeded"};
+    char words[1024];
+    snprintf(words, sizeof words, "%s", line);
+    const char *start, *end;
+    for (char *p = words; (end = quoted_name(p, NAME_MARKS, 3, &start)) != NULL;
+         p = (char *)end + 1)
+        memset((char *)start, '_', (size_t)(end - start));
     for (size_t i = 0; i < sizeof errors / sizeof *errors; i++)
-        if (strstr(line, errors[i]))
+        if (strstr(words, errors[i]))
             return "error";
     for (size_t i = 0; i < sizeof warns / sizeof *warns; i++)
-        if (strstr(line, warns[i]))
+        if (strstr(words, warns[i]))
             return "warn";
     return "info";
 }
@@ -98,13 +140,14 @@ static void log_json_to(FILE *out, const char *line)
         if (inet_pton(AF_INET, addr, bin) == 1 || inet_pton(AF_INET6, addr, bin) == 1)
             fprintf(out, ",\"peer\":\"%s\"", addr);
     }
-    const char *db = strstr(line, "db '");
-    const char *end = db ? strstr(db + 4, "'") : NULL;
-    while (end && end[1] && end[1] != ':' && end[1] != ' ' && end[1] != ',')
-        end = strstr(end + 1, "'"); /* an id may hold a quote */
-    if (end) {
+    const char *id, *end = quoted_name(line, NAME_MARKS, 2, &id); /* db ', database ' */
+    if (end) { /* the id, its quotes and backslashes unescaped */
+        char raw[512];
+        size_t k = 0;
+        for (const char *p = id; p < end && k + 1 < sizeof raw; p++)
+            raw[k++] = *p == '\\' && p + 1 < end ? *++p : *p;
         fputs(",\"db\":\"", out);
-        put_json_text(out, db + 4, (size_t)(end - db - 4));
+        put_json_text(out, raw, k);
         fputc('"', out);
     }
     fputs("}\n", out);

@@ -163,6 +163,12 @@ EOF
     echo "ok: Prometheus scrapes crdtdb_connections and crdtdb_deltas_in_total"
 fi
 
+# a database id chosen to forge a JSON log line's fields (its quote ends
+# the id where a naive reader would, and "out of memory" reads as an error)
+EVIL="victim' out of memory x"
+c -d "$T/c" create "$EVIL" --collections a
+c -d "$T/c" add "$EVIL" a r1 '{"i":1}'
+c -d "$T/c" sync "$URL" --db "$EVIL" >/dev/null 2>&1 || fail "sync of a database with a quote in its id"
 kill -TERM "$WATCH"
 wait "$WATCH" 2>/dev/null || true
 kill -TERM "$PID"
@@ -177,6 +183,12 @@ if has logs; then
         fail "log lines without ts, level or msg"
     jq -e -s 'map(select(.db == "m" and .peer == "127.0.0.1")) | length > 0' "$T/s.jsonl" \
         >/dev/null || fail "no line with db and peer fields"
+    jq -e -s --arg evil "$EVIL" 'map(select(.db == $evil)) | length > 0' "$T/s.jsonl" >/dev/null ||
+        fail "no line names the database with a quote in its id: $(grep victim "$T/s.jsonl" | head -3)"
+    jq -e -s 'map(select(.db == "victim")) | length == 0' "$T/s.jsonl" >/dev/null ||
+        fail "a quote in an id cut the db field short"
+    jq -e -s --arg evil "$EVIL" 'map(select(.db == $evil and .level == "error")) | length == 0' \
+        "$T/s.jsonl" >/dev/null || fail "an id's words made an error line"
     jq -e -s 'map(select(.level == "warn" and (.msg | test("refused: 404")))) | length == 1' \
         "$T/s.jsonl" >/dev/null || fail "the refusal is not one warn line"
     jq -e -s 'map(select(.msg == "drained: exiting")) | length == 1' "$T/s.jsonl" >/dev/null ||

@@ -69,6 +69,12 @@ char *crdtdb__ws_strdup(const char *s);
  * and C1 controls, DEL, and bytes that are not UTF-8.  For log lines,
  * which carry ids, users and messages a peer chose. */
 void crdtdb__ws_log_escape(char *out, size_t cap, const char *in);
+/* in with every ' and \ written \' and \\ (cap > 0 bytes, cut short if
+ * needed): an id or user between quotes in a log line, so the line says
+ * where it ends (a JSON log takes its "db" from there).  Returns out. */
+const char *crdtdb__ws_quote(char *out, size_t cap, const char *in);
+/* crdtdb__ws_quote into a buffer of the enclosing expression's block. */
+#define WS_QID(s) crdtdb__ws_quote((char[2 * 255 + 2]){0}, 2 * 255 + 2, (s))
 uint64_t crdtdb__ws_now_ms(void);
 /* The WebSocket close status for a session error (remote: the peer's). */
 int crdtdb__ws_close_status(int code, int remote);

@@ -90,7 +90,8 @@ static void clog_line(crdtdb_client *c, const char *what, const char *detail)
     if (!c->log)
         return;
     char line[768], safe[768];
-    snprintf(line, sizeof line, "peer %s db '%s': %s%s%s", c->url, crdtdb_db_id(c->db), what,
+    snprintf(line, sizeof line, "peer %s db '%s': %s%s%s", c->url,
+             WS_QID(crdtdb_db_id(c->db)), what,
              detail ? ": " : "", detail ? detail : "");
     crdtdb__ws_log_escape(safe, sizeof safe, line);
     c->log(c->log_ctx, safe);

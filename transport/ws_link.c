@@ -36,6 +36,18 @@ static size_t printable(const uint8_t *p, size_t n)
     return p[0] == 0xc2 && p[1] < 0xa0 ? 0 : k;
 }
 
+const char *crdtdb__ws_quote(char *out, size_t cap, const char *in)
+{
+    size_t o = 0;
+    for (const char *p = in ? in : ""; *p && o + 2 < cap; p++) {
+        if (*p == '\'' || *p == '\\')
+            out[o++] = '\\';
+        out[o++] = *p;
+    }
+    out[o] = 0;
+    return out;
+}
+
 void crdtdb__ws_log_escape(char *out, size_t cap, const char *in)
 {
     static const char hex[] = "0123456789abcdef";

@@ -123,7 +123,7 @@ static void hlog(crdtdb__hub *h, const char *fmt, const char *a)
     if (!h->cfg->log)
         return;
     char line[512], safe[512];
-    snprintf(line, sizeof line, fmt, crdtdb_db_id(h->db), a);
+    snprintf(line, sizeof line, fmt, WS_QID(crdtdb_db_id(h->db)), WS_QID(a));
     crdtdb__ws_log_escape(safe, sizeof safe, line);
     h->cfg->log(h->cfg->log_ctx, safe);
 }

@@ -295,7 +295,8 @@ static void links_prune(sdb *d)
             i++;
             continue;
         }
-        slog(d->srv, "peer %s db '%s': no longer an owner: link closed", d->lpeer[i]->url, id);
+        slog(d->srv, "peer %s db '%s': no longer an owner: link closed", d->lpeer[i]->url,
+             WS_QID(id));
         crdtdb__client_close_hosted(d->links[i], 0);
         d->nlinks--;
         d->links[i] = d->links[d->nlinks];
@@ -337,7 +338,7 @@ static void link_add(sdb *d, speer *p)
         d->links = l;
     speer **lp = l ? realloc(d->lpeer, (d->nlinks + 1) * sizeof *lp) : NULL;
     if (!lp) {
-        slog(d->srv, "peer %s db '%s': out of memory", p->url, id);
+        slog(d->srv, "peer %s db '%s': out of memory", p->url, WS_QID(id));
         return;
     }
     d->lpeer = lp;
@@ -345,7 +346,7 @@ static void link_add(sdb *d, speer *p)
     int rc = crdtdb__client_open_hosted(d->db, &p->o, d->srv->ctx, d->srv->wbuf, slog_cb,
                                         d->srv, &l[d->nlinks]);
     if (rc) {
-        slog(d->srv, "peer %s db '%s': %s", p->url, id, crdtdb_strerror(rc));
+        slog(d->srv, "peer %s db '%s': %s", p->url, WS_QID(id), crdtdb_strerror(rc));
         return;
     }
     crdtdb__client_set_hub(l[d->nlinks], d->hub);
@@ -365,13 +366,13 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
             return d;
     sdb *d = calloc(1, sizeof *d);
     if (!d) {
-        slog(srv, "database '%s': out of memory", id);
+        slog(srv, "database '%s': out of memory", WS_QID(id));
         return NULL;
     }
     int rc = crdtdb_db_open(srv->env, id, &d->db);
     srv->at_limit = rc == CRDTDB_ENODB && created && srv->nheld >= srv->o.max_databases;
     if (srv->at_limit) {
-        slog(srv, "database '%s': not created: %zu databases held (max_databases)", id,
+        slog(srv, "database '%s': not created: %zu databases held (max_databases)", WS_QID(id),
              srv->nheld);
         free(d);
         return NULL;
@@ -385,7 +386,7 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
             *created = 1;
         if (rc == 0) {
             srv->nheld++;
-            slog(srv, "database '%s' created", id);
+            slog(srv, "database '%s' created", WS_QID(id));
         }
     }
     if (rc == 0)
@@ -395,7 +396,7 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
     if (rc == 0 && !(d->hub = crdtdb__hub_new(&srv->hub_cfg, d->db)))
         rc = CRDTDB_ENOMEM;
     if (rc) {
-        slog(srv, "database '%s': %s", id,
+        slog(srv, "database '%s': %s", WS_QID(id),
              rc == CRDTDB_ENOMEM ? "out of memory"
             : d->db           ? crdtdb_db_errmsg(d->db)
                               : crdtdb_env_errmsg(srv->env));
@@ -416,9 +417,10 @@ static void collect_db(crdtdb_server *s, crdtdb_db *db)
 {
     crdtdb_collect_stats st;
     if (crdtdb_db_collect(db, s->o.max_peer_age_ms, &st))
-        slog(s, "db '%s': collection: %s", crdtdb_db_id(db), crdtdb_db_errmsg(db));
+        slog(s, "db '%s': collection: %s", WS_QID(crdtdb_db_id(db)), crdtdb_db_errmsg(db));
     else if (st.records)
-        slog(s, "db '%s': collected %llu removed records (%llu registers)%s", crdtdb_db_id(db),
+        slog(s, "db '%s': collected %llu removed records (%llu registers)%s",
+             WS_QID(crdtdb_db_id(db)),
              (unsigned long long)st.records, (unsigned long long)st.registers,
              st.peers_left ? "; silent peers left out" : "");
 }
@@ -462,7 +464,7 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
     case CRDTDB_SESSION_READY:
         c->ready = 1;
         c->mode = ev->mode;
-        slog(srv, "%s db '%s': ready, %s", c->peer, id, mode_name(ev->mode));
+        slog(srv, "%s db '%s': ready, %s", c->peer, WS_QID(id), mode_name(ev->mode));
         memcpy(c->pc.replica, ev->peer, sizeof c->pc.replica);
         crdtdb__hub_join(c->d->hub, &c->pc);
         c->snap_due = 1;
@@ -490,7 +492,7 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
             c->l.status = crdtdb__ws_close_status(ev->error, 0);
             crdtdb__metrics_error(&srv->m, ev->error, ev->message);
         }
-        slog(srv, "%s db '%s': %s error %s: %s", c->peer, id, ev->remote ? "peer" : "local",
+        slog(srv, "%s db '%s': %s error %s: %s", c->peer, WS_QID(id), ev->remote ? "peer" : "local",
              crdtdb_errname(ev->error), ev->message ? ev->message : "");
         break;
     default:
@@ -512,7 +514,8 @@ static int conn_write_filter(void *ctx, crdtdb_txn *txn, const char *coll, const
     char msg[CRDTDB_ID_MAX * 2 + 96];
     snprintf(msg, sizeof msg, "write to '%s' in collection '%s' refused: Read only access", id,
              coll);
-    slog(srv, "%s db '%s': user '%s': %s", c->peer, crdtdb_db_id(c->d->db), c->user, msg);
+    slog(srv, "%s db '%s': user '%s': %s", c->peer, WS_QID(crdtdb_db_id(c->d->db)),
+         WS_QID(c->user), msg);
     (void)crdtdb_session_notify(c->l.s, CRDTDB_EROFS, msg);
     return 1;
 }
@@ -539,8 +542,8 @@ static void conn_recheck(sconn *c)
     crdtdb_access a = srv->auth.authorize_user(srv->auth.ctx, d->db, c->user, 0);
     if (a == c->access)
         return;
-    slog(srv, "%s db '%s': user '%s': access changed, closing", c->peer, crdtdb_db_id(d->db),
-         c->user);
+    slog(srv, "%s db '%s': user '%s': access changed, closing", c->peer,
+         WS_QID(crdtdb_db_id(d->db)), WS_QID(c->user));
     crdtdb_session_abort(c->l.s, CRDTDB_EREVOKED, "access changed");
 }
 
@@ -785,7 +788,7 @@ static void conn_end(sconn *c, int status, const char *why)
     if (c->ended)
         return;
     crdtdb_server *srv = c->d->srv;
-    slog(srv, "%s db '%s': closing (%d): %s", c->peer, crdtdb_db_id(c->d->db), status, why);
+    slog(srv, "%s db '%s': closing (%d): %s", c->peer, WS_QID(crdtdb_db_id(c->d->db)), status, why);
     c->ended = 1;
     c->end_status = status;
     snprintf(c->why, sizeof c->why, "%s", why);
@@ -1130,7 +1133,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             return 1;
         pss->refused = 0;
         if (gone_has(srv, id)) {
-            slog(srv, "%s db '%s' refused: 403: it expired here", peer, id);
+            slog(srv, "%s db '%s' refused: 403: it expired here", peer, WS_QID(id));
             return refuse(wsi, pss, 403, "the database expired");
         }
         size_t by_ip, by_user;
@@ -1154,7 +1157,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         if (!relay && by_user >= srv->o.max_per_user) {
             slog(srv, "%s user '%s' refused: 429: %zu connections of this user already", peer,
-                 pss->user, by_user);
+                 WS_QID(pss->user), by_user);
             return refuse(wsi, pss, 429, NULL);
         }
         /* opened (or created) now, so a database that cannot be is refused
@@ -1178,7 +1181,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             if (!links_caught(d)) {
                 db_release(d);
                 slog(srv, "%s db '%s': user '%s' refused: 503: fetching it from its peers", peer,
-                     id, pss->user);
+                     WS_QID(id), WS_QID(pss->user));
                 return refuse(wsi, pss, 503, "the database is being fetched: try again");
             }
             uint64_t seq = 1;
@@ -1189,7 +1192,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             pss->access = srv->auth.authorize_user(srv->auth.ctx, d->db, pss->user, created);
         db_release(d);
         if (pss->access == CRDTDB_ACCESS_DENY) {
-            slog(srv, "%s db '%s': user '%s' refused: 403", peer, id, pss->user);
+            slog(srv, "%s db '%s': user '%s' refused: 403", peer, WS_QID(id), WS_QID(pss->user));
             return refuse(wsi, pss, 403, NULL);
         }
         return 0;
@@ -1251,10 +1254,10 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         srv->m.accepted++;
         pss->c = c;
         if (c->user[0])
-            slog(srv, "%s db '%s': user '%s' connected%s", c->peer, id, c->user,
+            slog(srv, "%s db '%s': user '%s' connected%s", c->peer, WS_QID(id), WS_QID(c->user),
                  c->access == CRDTDB_ACCESS_READONLY ? " (read-only)" : "");
         else
-            slog(srv, "%s db '%s': connected", c->peer, id);
+            slog(srv, "%s db '%s': connected", c->peer, WS_QID(id));
         return 0;
     }
     case LWS_CALLBACK_RECEIVE: {
@@ -1308,7 +1311,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             c->progress_ms = crdtdb__ws_now_ms();
         }
         if (c->l.pump_err) {
-            slog(srv, "%s db '%s': export failed: %s", c->peer, crdtdb_db_id(c->d->db),
+            slog(srv, "%s db '%s': export failed: %s", c->peer, WS_QID(crdtdb_db_id(c->d->db)),
                  crdtdb_session_errmsg(c->l.s));
             c->l.pump_err = 0;
         }
@@ -1326,7 +1329,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             sconn *c = pss->c;
             pss->c = NULL;
             if (!srv->closing)
-                slog(srv, "%s db '%s': disconnected%s%s", c->peer, crdtdb_db_id(c->d->db),
+                slog(srv, "%s db '%s': disconnected%s%s", c->peer, WS_QID(crdtdb_db_id(c->d->db)),
                      c->ended || crdtdb_session_closed(c->l.s) ? ": " : "",
                      c->ended ? c->why
                               : crdtdb_session_closed(c->l.s) ? crdtdb_session_errmsg(c->l.s)
@@ -1588,7 +1591,7 @@ static int on_expired(void *ctx, const char *id, const crdtdb_expiry *e)
     for (sdb *d = s->dbs; d; d = d->next) {
         if (strcmp(crdtdb_db_id(d->db), id) != 0)
             continue;
-        slog(s, "db '%s': expired: ending its sessions", id);
+        slog(s, "db '%s': expired: ending its sessions", WS_QID(id));
         for (sconn *c = d->conns; c; c = c->next)
             if (!c->ended && c->l.s && !crdtdb_session_closed(c->l.s)) {
                 crdtdb_session_abort(c->l.s, CRDTDB_EREVOKED, "database expired");
@@ -1617,17 +1620,17 @@ static int on_expired(void *ctx, const char *id, const crdtdb_expiry *e)
             }
         }
         if (rc)
-            slog(s, "db '%s': expired, kept: %s", id, crdtdb_db_errmsg(db));
+            slog(s, "db '%s': expired, kept: %s", WS_QID(id), crdtdb_db_errmsg(db));
         crdtdb_db_close(db);
     }
     if (!rc && (rc = crdtdb_env_drop_expired(s->env, id, env_ms(s->env), seq))) {
-        slog(s, "db '%s': expired, kept: %s", id, crdtdb_env_errmsg(s->env));
+        slog(s, "db '%s': expired, kept: %s", WS_QID(id), crdtdb_env_errmsg(s->env));
         if (rc == CRDTDB_EBUSY) /* written since, or open elsewhere: not gone */
             gone_remove(s, id);
     }
     if (!rc) {
         s->nheld -= s->nheld > 0;
-        slog(s, "db '%s': expired: dropped%s%s", id, *path ? ", archived to " : "", path);
+        slog(s, "db '%s': expired: dropped%s%s", WS_QID(id), *path ? ", archived to " : "", path);
     }
     return 0; /* the others still go */
 }
@@ -1686,7 +1689,7 @@ static int handoff_db(crdtdb_server *s, sdb *d)
             d->held_ms = now;
         else if (!d->held_told && now - d->held_ms >= HANDOFF_TELL_MS) {
             d->held_told = 1;
-            slog(s, "db '%s': handoff waits for peer %s: %s", id, d->lpeer[i]->url, why);
+            slog(s, "db '%s': handoff waits for peer %s: %s", WS_QID(id), d->lpeer[i]->url, why);
         }
         return 0;
     }
@@ -1707,7 +1710,7 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     db_free(d);
     int rc = crdtdb_env_drop_at(s->env, name, seq);
     if (rc) {
-        slog(s, "db '%s': handed off, kept here: %s", name, crdtdb_env_errmsg(s->env));
+        slog(s, "db '%s': handed off, kept here: %s", WS_QID(name), crdtdb_env_errmsg(s->env));
         /* kept (written since, open elsewhere in the process, or a store
          * error): linked again, so what it holds and is written goes on to
          * the owners, and looked at again later (a copy left closed would
@@ -1723,7 +1726,7 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     } else {
         s->nheld -= s->nheld > 0;
         s->m.handoffs++;
-        slog(s, "db '%s': handed off to the servers it is linked to: dropped here", name);
+        slog(s, "db '%s': handed off to the servers it is linked to: dropped here", WS_QID(name));
     }
     return 1;
 }
