@@ -203,6 +203,17 @@ typedef struct crdtdb_server_options {
      * that back, and is resynced whole when it returns. */
     unsigned collect_secs;
     uint64_t max_peer_age_ms;
+    /* A database open here with no client connection (only peer
+     * servers' links), whose sessions and links have all been in sync for
+     * idle_secs, has its links closed, and is closed once no peer's link
+     * holds it (0: 300 s; UINT_MAX: never): what a server keeps open is
+     * what is in use, not every database it holds.  A client arriving
+     * opens it (or finds it open) and links it to its peers again; a peer
+     * linked both ways (a cluster) opens it here with its next write;
+     * with one-way --peer links it pulls what it missed when a client of
+     * it connects.  A copy the server does not keep (keep) is left to the
+     * handoff instead. */
+    unsigned idle_secs;
     /* ---- metrics (docs/operations.md) ----
      * GET /metrics on the server's own port answers the Prometheus text
      * format (connections, databases, deltas and bytes, apply latency,

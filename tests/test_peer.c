@@ -186,6 +186,54 @@ START_TEST(unpeered_server_carries_writes_no_more)
 }
 END_TEST
 
+static crdtdb_buf idle_log; /* what s2 logged in the idle test */
+
+static void log_into(void *ctx, const char *line)
+{
+    log_line("s2", line);
+    (void)crdtdb__buf_append(ctx, line, strlen(line));
+    (void)crdtdb__buf_append(ctx, "\n", 1);
+}
+
+/* A database with no client here (only a peer's link), all in sync,
+ * closes its links after idle_secs; writes still arrive over the peer's
+ * link, and a client arriving links it again. */
+START_TEST(idle_database_closes_its_links_and_a_client_brings_them_back)
+{
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.idle_secs = 1;
+    o.log = log_into;
+    o.log_ctx = &idle_log;
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", crdtdb_server_port(srv2));
+    crdtdb_client_options l1 = link_to(url1), l2 = link_to(url2);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l1, NULL, 0), 0); /* both ways, */
+    ck_assert_int_eq(crdtdb_server_peer(srv1, &l2, NULL, 0), 0); /* as a cluster */
+    ca = client(&A, url1, NULL);
+    cb = client(&B, url2, NULL);
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    expect(B.db, "players", "ann", "{\"hp\":1}");
+    crdtdb_client_close(cb);
+    cb = NULL;
+    spin(NULL, NULL, 2500); /* s2: no client, s1's link and its own in sync */
+    ck_assert_msg(tu_log_count(&idle_log, "db 'game': idle for 1 s") == 1, "not idle: %.*s",
+                  (int)idle_log.len, (const char *)idle_log.data);
+    put(&A, "add", "players", "bob", "{\"hp\":2}");
+    expect(S2.db, "players", "bob", "{\"hp\":2}"); /* over s1's link to s2 */
+    cb = client(&B, url2, NULL); /* relinks s2 to s1 */
+    put(&B, "add", "players", "cy", "{\"hp\":3}");
+    expect(A.db, "players", "cy", "{\"hp\":3}");
+    expect(B.db, "players", "bob", "{\"hp\":2}");
+    /* s1 keeps its client: it never idles */
+    ck_assert_int_eq(tu_log_count(&idle_log, "idle for"), 1);
+    crdtdb_buf_free(&idle_log);
+}
+END_TEST
+
 static int drained(void *arg) { return crdtdb_server_drained(arg); }
 
 /* A drain (SIGTERM) waits for the peer links: a write this server took
@@ -479,6 +527,7 @@ static Suite *peer_suite(void)
     tcase_add_test(tc, peering_only_listed_databases);
     tcase_add_test(tc, unpeered_server_carries_writes_no_more);
     tcase_add_test(tc, drain_waits_until_the_links_pass_writes_on);
+    tcase_add_test(tc, idle_database_closes_its_links_and_a_client_brings_them_back);
     tcase_add_test(tc, a_copy_not_kept_is_handed_off_once_its_peer_holds_it);
     tcase_add_test(tc, a_fresh_client_of_a_copy_made_again_syncs);
     tcase_add_test(tc, handoff_waits_for_an_owner_that_takes_the_writes);

@@ -121,6 +121,9 @@ int crdtdb__ws_step(crdtdb__wslink *l);
  * it connects through `ctx` (whose protocols include WS_PEER_PROTOCOL bound
  * to crdtdb__ws_client_cb) and is serviced by whoever runs that context.
  * `log` (may be NULL) receives one line per connection event. */
+/* The replica id of the server a hosted client is connected to
+ * (CRDTDB_REPLICA_ID_BYTES, borrowed), or NULL when it is not. */
+const uint8_t *crdtdb__client_peer(const crdtdb_client *c);
 int crdtdb__client_open_hosted(crdtdb_db *db, const crdtdb_client_options *opts,
                                struct lws_context *ctx, unsigned char *wbuf,
                                void (*log)(void *ctx, const char *line), void *log_ctx,

@@ -804,6 +804,11 @@ int crdtdb_client_synced(const crdtdb_client *c)
     return crdtdb_client_connected(c) && crdtdb_session_synced(c->l.s);
 }
 
+const uint8_t *crdtdb__client_peer(const crdtdb_client *c)
+{
+    return c && c->hub && crdtdb_client_connected(c) ? c->pc.replica : NULL;
+}
+
 const char *crdtdb__client_unheld(const crdtdb_client *c)
 {
     if (!c || !crdtdb_client_connected(c))

@@ -13,6 +13,7 @@
  * memory by one budget over every session's buffered bytes, kept by
  * closing the connection holding the most (1013).
  */
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,8 @@ typedef struct sdb {
     uint64_t held_ms;      /* since when a handoff waits for its links (0: not) */
     int held_told;         /* that wait was logged */
     unsigned refusals;     /* drops refused in a row: the retry backs off */
+    uint64_t quiet_ms;     /* since when it has had no client and its links
+                              have all been in sync (0: not so) */
     uint64_t fresh_ms;     /* created here for a client while linked to peers
                               (0: not): until its links have caught up, whom
                               it has as members is not known (0 after) */
@@ -144,6 +147,7 @@ struct crdtdb_server {
     uint64_t next_expire;    /* ms: the next look for expired databases */
     uint64_t next_collect;   /* ms: the next collection of open databases */
     uint64_t next_handoff;   /* ms: the next look for copies to hand off */
+    uint64_t next_idle;      /* ms: the next look for idle databases */
     uint64_t next_prune;     /* ms: the next pruning of dropped databases' tombs */
     uint64_t polled_ms;      /* when crdtdb_server_run last polled the databases */
     char **gone;             /* ids expired here, refused from then on: a
@@ -169,6 +173,7 @@ static void slog(crdtdb_server *srv, const char *fmt, ...)
 #define DEF_MAX_CONNECTIONS 1024
 #define DEF_MAX_PER_IP 64
 #define DEF_MAX_DATABASES 100000
+#define DEF_IDLE_SECS 300
 #define DEF_MAX_PER_USER 32
 #define DEF_MAX_BUFFERED ((size_t)256 << 20)
 #define MIN_MAX_BUFFERED ((size_t)16 << 20) /* one connection's worst case */
@@ -1168,6 +1173,9 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             return refuse(wsi, pss, 503, "database limit reached");
         if (!d)
             return refuse(wsi, pss, 403, NULL); /* absent and not creatable */
+        if (!created) /* idle, its links were closed: a client brings them back */
+            for (speer *p = srv->peers; p; p = p->next)
+                link_add(d, p);
         if (created && d->nlinks && (srv->auth.authorize_user || over_tomb(d->db)))
             d->fresh_ms = crdtdb__ws_now_ms();
         if (d->fresh_ms) {
@@ -1378,6 +1386,8 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
         o.max_per_ip = DEF_MAX_PER_IP;
     if (!o.max_databases)
         o.max_databases = DEF_MAX_DATABASES;
+    if (!o.idle_secs)
+        o.idle_secs = DEF_IDLE_SECS;
     if (!o.max_per_user)
         o.max_per_user = DEF_MAX_PER_USER;
     if (!o.max_buffered)
@@ -1743,6 +1753,60 @@ static void handoff_dbs(crdtdb_server *s)
     }
 }
 
+/* Whether connection c is a peer server's link: its replica is one d's
+ * own links reach (a cluster links each pair of owners both ways). */
+static int conn_is_link(const sdb *d, const sconn *c)
+{
+    for (size_t i = 0; c->ready && i < d->nlinks; i++) {
+        const uint8_t *r = crdtdb__client_peer(d->links[i]);
+        if (r && memcmp(r, c->pc.replica, CRDTDB_REPLICA_ID_BYTES) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether d has no client, only peers' links, all in sync, and its own
+ * links are in sync too. */
+static int db_quiet(const sdb *d)
+{
+    if (!d->nlinks || !links_caught(d))
+        return 0;
+    for (const sconn *c = d->conns; c; c = c->next)
+        if (c->ended || !c->l.s || !conn_is_link(d, c) || !crdtdb_session_synced(c->l.s))
+            return 0;
+    return 1;
+}
+
+/* Closes the links of the databases quiet for idle_secs
+ * (crdtdb_server_options), and the databases with them once no peer's
+ * link holds them.  Kept ones only: a copy the server does not keep goes
+ * by the handoff. */
+static void idle_dbs(crdtdb_server *s)
+{
+    uint64_t now = crdtdb__ws_now_ms();
+    if (s->o.idle_secs == UINT_MAX || s->draining || now < s->next_idle)
+        return;
+    s->next_idle = now + HANDOFF_MS;
+    for (sdb *d = s->dbs, *next; d; d = next) {
+        next = d->next;
+        const char *id = crdtdb_db_id(d->db);
+        if (!db_quiet(d) || (s->o.keep && !s->o.keep(s->o.keep_ctx, id))) {
+            d->quiet_ms = 0;
+            continue;
+        }
+        if (!d->quiet_ms)
+            d->quiet_ms = now;
+        if (now - d->quiet_ms < (uint64_t)s->o.idle_secs * 1000)
+            continue;
+        slog(s, "db '%s': idle for %u s, in sync with its peers: its links closed, the "
+                "database with them once no peer's link holds it",
+             WS_QID(id), s->o.idle_secs);
+        d->quiet_ms = 0;
+        links_close(d, 0);
+        db_release(d); /* now, unless peers' links still hold it */
+    }
+}
+
 static void prune_tombs(crdtdb_server *s)
 {
     uint64_t now = crdtdb__ws_now_ms(), pruned = 0;
@@ -1770,6 +1834,7 @@ static void on_poll_due(lws_sorted_usec_list_t *sul)
     expire_dbs(s);
     collect_dbs(s);
     handoff_dbs(s);
+    idle_dbs(s);
     prune_tombs(s);
     lws_sul_schedule(s->ctx, 0, &s->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
 }
