@@ -377,11 +377,8 @@ CRDTDB_API int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms,
 /* The collection floor and horizon stamp (both 0: nothing ever collected),
  * as this handle last read or wrote them: a collection through another
  * handle or process shows at the next crdtdb_db_poll (a server polls on
- * every turn of its loop), or within a second of the env clock.  A
- * database created again over its tomb (crdtdb_db_drop) counts the dropped
- * copy's log as collected: its floor is past the tomb's sequence, its
- * stamp at least the highest stamp the dropped copy held (docs/cluster.md,
- * "Handoff").  Errors: EINVAL, EIO. */
+ * every turn of its loop), or within a second of the env clock.
+ * Errors: EINVAL, EIO. */
 CRDTDB_API int crdtdb_db_horizon(crdtdb_db *db, uint64_t *floor, uint64_t *stamp);
 
 /* The floor as far as `peer` is concerned: the highest sequence collected
@@ -390,15 +387,6 @@ CRDTDB_API int crdtdb_db_horizon(crdtdb_db *db, uint64_t *floor, uint64_t *stamp
  * Errors: EINVAL, EIO. */
 CRDTDB_API int crdtdb_db_horizon_for(crdtdb_db *db, const uint8_t *peer, uint64_t *floor,
                                      uint64_t *stamp);
-
-/* crdtdb_db_horizon_for a peer whose SINCE is `since`: the stamp its
- * resync forgets up to.  It differs only in a database created again over
- * its tomb: a peer that held none of the dropped copy's log (since 0) got
- * nothing from it, so the dropped copy's highest stamp is not counted
- * (only what was collected here): none of its unsent writes is taken for
- * a register of the dropped copy.  Errors: EINVAL, EIO. */
-CRDTDB_API int crdtdb_db_horizon_since(crdtdb_db *db, const uint8_t *peer, uint64_t since,
-                                       uint64_t *floor, uint64_t *stamp);
 
 /* ------------------------------------------------------------- expiry */
 
@@ -966,10 +954,6 @@ CRDTDB_API int crdtdb_delta_peek_sender(const uint8_t *data, size_t len,
 #define CRDTDB_PEER_RESYNC 0x4u      /* a full resync from it is under way
                                         (crdtdb_db_peer_resync): ask it
                                         for everything again */
-#define CRDTDB_PEER_RETIRED 0x8u     /* it said its copy is being dropped
-                                        (crdtdb_db_peer_retire): out of the
-                                        collection horizon until it sends
-                                        a delta again */
 
 /* What this replica knows of a peer, for one database. */
 typedef struct crdtdb_peer {
@@ -1018,36 +1002,6 @@ CRDTDB_API int crdtdb_db_peer_ack_at(crdtdb_db *db, const uint8_t *peer, uint64_
  * EROFS, EIO. */
 CRDTDB_API int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on,
                                      uint64_t stamp);
-
-/* Marks `peer` CRDTDB_PEER_RETIRED for db, durably, and starts its
- * stability over (crdtdb_peer.stable 0): it leaves the collection horizon
- * (crdtdb_db_collect), so its last ack holds nothing back, until a delta
- * of its own is applied here.  What we hold of its log stays.  The server
- * side of a peer's RETIRE (docs/protocol.md, message 17: its copy is being
- * dropped, and we hold all of it).  An unknown peer: nothing.
- * Errors: EINVAL, EROFS, EIO. */
-CRDTDB_API int crdtdb_db_peer_retire(crdtdb_db *db, const uint8_t *peer);
-
-/* In a database created again over its tomb (crdtdb_db_drop): raises
- * what we hold of `peer`'s log (crdtdb_peer.received) to what the dropped
- * copy held of it, once; nothing for a peer it did not know, or after the
- * first call.  A server calls it as a client's session opens, before its
- * SINCE: what the dropped copy held of the client's log reached the
- * servers it handed off to (the handoff's condition), whence the new copy
- * fetched it back (or they collected it), so the client does not send it
- * again, and, resynced, forgets what of it is gone.  Not for a server's
- * own links: it must fetch their whole log.  Errors: EINVAL, EROFS, EIO,
- * ECORRUPT. */
-CRDTDB_API int crdtdb_db_peer_resume(crdtdb_db *db, const uint8_t *peer);
-
-/* Marks (1) or unmarks (0) this handle's copy as about to be dropped here
- * (a cluster server's handoff, docs/cluster.md): each two-way client
- * session on the handle, once synced, tells its server so (RETIRE,
- * docs/protocol.md message 17), once per session, and
- * crdtdb_session_unsynced waits for that.  In memory, this handle only;
- * crdtdb_db_retiring reads it (NULL: 0). */
-CRDTDB_API void crdtdb_db_set_retiring(crdtdb_db *db, int retiring);
-CRDTDB_API int crdtdb_db_retiring(const crdtdb_db *db);
 
 #define CRDTDB_RESYNC_SHARED 0x1u /* this replica serves others: remove, not forget */
 
@@ -1269,10 +1223,7 @@ CRDTDB_API uint64_t crdtdb_session_deltas_sent(const crdtdb_session *s);
 
 /* 1 while both sides hold everything: we hold what the peer had when it
  * last said it was up to date, the peer acknowledged everything we sent,
- * and nothing is left to send; on a copy that retires
- * (crdtdb_db_set_retiring), a client session's RETIRE went out too.  For
- * one-shot syncs.  crdtdb_session_flush and crdtdb_session_pump send that
- * RETIRE once the rest holds. */
+ * and nothing is left to send.  For one-shot syncs. */
 CRDTDB_API int crdtdb_session_synced(crdtdb_session *s);
 
 /* What crdtdb_session_synced waits for, in words ("the peer's

@@ -353,7 +353,6 @@ static int update_marks(crdtdb_txn *t, const crdtdb__delta *d, uint64_t *receive
         m.received = d->to;
     *received = m.received;
     crdtdb__marks_heard(&m, crdtdb__now_ms(db->env));
-    m.flags &= ~CRDTDB_PEER_RETIRED; /* it goes on writing: back in the horizon */
     if (d->has_ack && d->ack > m.acked)
         m.acked = d->ack;
     return crdtdb__marks_put(db, t->mt, d->sender, &m);

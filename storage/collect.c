@@ -24,110 +24,35 @@ static MDB_val horizon_key(uint8_t k[5], uint32_t num)
 
 #define FLOOR_BYTES (24 + CRDTDB_REPLICA_ID_BYTES) /* floor, stamp, m2, src1 */
 
-#define TOMB_FLOOR_BYTES 16 /* tfloor, tstamp, under 'd' ('t' is the expiry's) */
-
 int crdtdb__floor_read(crdtdb_db *db, MDB_txn *mt, crdtdb__floor *f)
 {
     uint8_t kb[5];
     MDB_val k = horizon_key(kb, db->num), v;
-    memset(f, 0, sizeof f[0]);
+    memset(f, 0, sizeof *f);
     int mrc = mdb_get(mt, db->env->dbi_dbinfo, &k, &v);
-    if (mrc && mrc != MDB_NOTFOUND)
-        return crdtdb__mdb_err(mrc);
-    if (!mrc) {
-        if (v.mv_size != FLOOR_BYTES)
-            return CRDTDB_ECORRUPT;
-        const uint8_t *p = v.mv_data;
-        f->floor = crdtdb__get_u64(p);
-        f->stamp = crdtdb__get_u64(p + 8);
-        f->m2 = crdtdb__get_u64(p + 16);
-        memcpy(f->src1, p + 24, CRDTDB_REPLICA_ID_BYTES);
-    }
-    kb[4] = 'd';
-    mrc = mdb_get(mt, db->env->dbi_dbinfo, &k, &v);
     if (mrc == MDB_NOTFOUND)
         return 0;
     if (mrc)
         return crdtdb__mdb_err(mrc);
-    if (v.mv_size != TOMB_FLOOR_BYTES)
+    if (v.mv_size != FLOOR_BYTES)
         return CRDTDB_ECORRUPT;
-    f->tfloor = crdtdb__get_u64(v.mv_data);
-    f->tstamp = crdtdb__get_u64((const uint8_t *)v.mv_data + 8);
+    const uint8_t *p = v.mv_data;
+    f->floor = crdtdb__get_u64(p);
+    f->stamp = crdtdb__get_u64(p + 8);
+    f->m2 = crdtdb__get_u64(p + 16);
+    memcpy(f->src1, p + 24, CRDTDB_REPLICA_ID_BYTES);
     return 0;
-}
-
-static int floor_put(crdtdb_env *env, MDB_txn *mt, uint32_t num, const crdtdb__floor *f)
-{
-    uint8_t kb[5], vb[FLOOR_BYTES];
-    MDB_val k = horizon_key(kb, num), v = {FLOOR_BYTES, vb};
-    crdtdb__put_u64(vb, f->floor);
-    crdtdb__put_u64(vb + 8, f->stamp);
-    crdtdb__put_u64(vb + 16, f->m2);
-    memcpy(vb + 24, f->src1, CRDTDB_REPLICA_ID_BYTES);
-    return mdb_put(mt, env->dbi_dbinfo, &k, &v, 0);
 }
 
 static int floor_write(crdtdb_db *db, MDB_txn *mt, const crdtdb__floor *f)
 {
-    return crdtdb__mdb_err(floor_put(db->env, mt, db->num, f));
-}
-
-int crdtdb__floor_tomb(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t floor,
-                       uint64_t stamp)
-{
-    uint8_t kb[5], vb[TOMB_FLOOR_BYTES];
-    MDB_val k = horizon_key(kb, num), v = {sizeof vb, vb};
-    kb[4] = 'd';
-    crdtdb__put_u64(vb, floor);
-    crdtdb__put_u64(vb + 8, stamp);
-    return mdb_put(mt, env->dbi_dbinfo, &k, &v, 0);
-}
-
-/* The highest stamp of every register db number num holds, of every
- * remove it collected, and of what a copy it was created again over held:
- * none it ever held or sent is newer.  0 or an LMDB code; ECORRUPT,
- * EVERSION, ENOMEM as CRDTDB codes (negative). */
-int crdtdb__stamp_top(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *top)
-{
-    uint8_t kb[5];
-    MDB_val k = horizon_key(kb, num), v;
-    *top = 0;
-    int mrc = mdb_get(mt, env->dbi_dbinfo, &k, &v);
-    if (mrc == 0 && v.mv_size == FLOOR_BYTES)
-        *top = crdtdb__get_u64((const uint8_t *)v.mv_data + 8);
-    else if (mrc && mrc != MDB_NOTFOUND)
-        return mrc;
-    kb[4] = 'd'; /* created again over a tomb: what the dropped copy held */
-    mrc = mdb_get(mt, env->dbi_dbinfo, &k, &v);
-    if (mrc == 0 && v.mv_size == TOMB_FLOOR_BYTES &&
-        crdtdb__get_u64((const uint8_t *)v.mv_data + 8) > *top)
-        *top = crdtdb__get_u64((const uint8_t *)v.mv_data + 8);
-    else if (mrc && mrc != MDB_NOTFOUND)
-        return mrc;
-    MDB_cursor *c;
-    if ((mrc = mdb_cursor_open(mt, env->dbi_records, &c)))
-        return mrc;
-    uint8_t pre[4];
-    crdtdb__put_u32(pre, num);
-    MDB_val rk = {4, pre}, rv;
-    crdtdb__record r;
-    crdtdb__record_init(&r);
-    int rc = 0;
-    for (mrc = mdb_cursor_get(c, &rk, &rv, MDB_SET_RANGE); mrc == 0 && !rc;
-         mrc = mdb_cursor_get(c, &rk, &rv, MDB_NEXT)) {
-        if (rk.mv_size < 4 || memcmp(rk.mv_data, pre, 4) != 0)
-            break;
-        if ((rc = crdtdb__record_decode(&r, rv.mv_data, rv.mv_size)))
-            break;
-        if (r.base_kind != CRDTDB__BASE_NONE && r.base_hlc > *top)
-            *top = r.base_hlc;
-        for (uint32_t i = 0; i < r.nleaves; i++)
-            if (r.leaves[i].hlc > *top)
-                *top = r.leaves[i].hlc;
-    }
-    crdtdb__record_free(&r);
-    mdb_cursor_close(c);
-    return rc ? rc : mrc == MDB_NOTFOUND ? 0 : mrc;
+    uint8_t kb[5], vb[FLOOR_BYTES];
+    MDB_val k = horizon_key(kb, db->num), v = {FLOOR_BYTES, vb};
+    crdtdb__put_u64(vb, f->floor);
+    crdtdb__put_u64(vb + 8, f->stamp);
+    crdtdb__put_u64(vb + 16, f->m2);
+    memcpy(vb + 24, f->src1, CRDTDB_REPLICA_ID_BYTES);
+    return crdtdb__mdb_err(mdb_put(mt, db->env->dbi_dbinfo, &k, &v, 0));
 }
 
 static const uint8_t NO_ID[CRDTDB_REPLICA_ID_BYTES]; /* a source not known: all zero */
@@ -195,10 +120,8 @@ static int horizon_peers(crdtdb_db *db, MDB_txn *mt, uint64_t max_age, uint64_t 
         crdtdb__marks m;
         if ((rc = crdtdb__marks_get(db, mt, (const uint8_t *)k.mv_data + 4, &m, &found)))
             break;
-        /* a forger or a clone is refused anyway: it holds nothing back;
-         * nor does a peer whose copy retired (it comes back as any peer
-         * from behind the floor: resynced whole) */
-        if (m.flags & (CRDTDB_PEER_EQUIVOCATED | CRDTDB_PEER_FORKED | CRDTDB_PEER_RETIRED))
+        /* a forger or a clone is refused anyway: it holds nothing back */
+        if (m.flags & (CRDTDB_PEER_EQUIVOCATED | CRDTDB_PEER_FORKED))
             continue;
         if (max_age && (m.seen_ms == 0 || now - m.seen_ms > max_age)) {
             ++*left; /* silent too long: it resyncs whole if it returns */
@@ -474,8 +397,7 @@ static int floor_cached(crdtdb_db *db, crdtdb__floor *f)
     return rc;
 }
 
-static int horizon_call(crdtdb_db *db, const uint8_t *peer, uint64_t since, uint64_t *floor,
-                        uint64_t *stamp)
+static int horizon_call(crdtdb_db *db, const uint8_t *peer, uint64_t *floor, uint64_t *stamp)
 {
     if (!db || !floor || !stamp)
         return CRDTDB_EINVAL;
@@ -486,31 +408,15 @@ static int horizon_call(crdtdb_db *db, const uint8_t *peer, uint64_t since, uint
     /* what it sent us it holds: only the rest can be what it lacks */
     *floor = peer && memcmp(peer, f.src1, CRDTDB_REPLICA_ID_BYTES) == 0 ? f.m2 : f.floor;
     *stamp = f.stamp;
-    /* A copy created again over its tomb holds none of the dropped copy's
-     * log.  A peer that held some of it may hold what the dropped copy
-     * sent it of records since removed and collected where we fetched
-     * from: every such register is stamped at or before tstamp.  A peer
-     * that held none of it (SINCE 0) got nothing from it: no stamp, so
-     * none of its unsent writes is taken for one. */
-    if (f.tfloor > *floor)
-        *floor = f.tfloor;
-    if (since && (since == UINT64_MAX || since < f.tfloor) && f.tstamp > *stamp)
-        *stamp = f.tstamp;
     return 0;
 }
 
 int crdtdb_db_horizon(crdtdb_db *db, uint64_t *floor, uint64_t *stamp)
 {
-    return crdtdb__db_exit(db, horizon_call(db, NULL, UINT64_MAX, floor, stamp));
+    return crdtdb__db_exit(db, horizon_call(db, NULL, floor, stamp));
 }
 
 int crdtdb_db_horizon_for(crdtdb_db *db, const uint8_t *peer, uint64_t *floor, uint64_t *stamp)
 {
-    return crdtdb__db_exit(db, horizon_call(db, peer, UINT64_MAX, floor, stamp));
-}
-
-int crdtdb_db_horizon_since(crdtdb_db *db, const uint8_t *peer, uint64_t since,
-                            uint64_t *floor, uint64_t *stamp)
-{
-    return crdtdb__db_exit(db, horizon_call(db, peer, since, floor, stamp));
+    return crdtdb__db_exit(db, horizon_call(db, peer, floor, stamp));
 }

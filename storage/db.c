@@ -2,7 +2,6 @@
  * Also the base helpers every storage file calls on a handle: its error
  * message and the one exit of public calls (crdtdb__db_exit), id checks,
  * collection lookup, the sequence read. */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -365,28 +364,13 @@ int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
 /*
  * A dropped database leaves its place in its history behind, in meta
  * "drop:" + id -> u64 last sequence | u64 fingerprint sequence | the
- * fingerprint (16 bytes) | u64 when (the env's clock) | u64 the highest
- * stamp it held | per peer: its id (32 bytes) | u64 what we held of its
- * log (both absent in older tombs).  Peers remember how far this
- * replica's history of that id went; a database created again under the
- * id goes on from there, so they see one history and not a copy forking
- * it (EFORK).  crdtdb_env_tombs_prune bounds how long they stay.
- *
- * The copy created again holds none of the dropped one's log, and its
- * owners may meanwhile have removed and collected records a client of the
- * dropped copy still holds: it cannot send that client the removes.  So it
- * counts everything up to the tomb as collected.  Its floor is one past
- * the tomb's sequence, so a client that held all of the dropped copy's log
- * is resynced too (until the new copy numbers something, that is past its
- * log: transport/session.c clamps it there).  Its horizon stamp is the
- * highest stamp the dropped copy held: no register it ever sent is newer,
- * so a client resynced whole (RESYNC) forgets what it got from the dropped
- * copy that the new one does not hold, and keeps what it wrote later than
- * anything the dropped copy held (docs/cluster.md, "Handoff").
+ * fingerprint (16 bytes) | u64 when (the env's clock).  Peers remember how
+ * far this replica's history of that id went; a database created again
+ * under the id goes on from there, so they see one history and not a copy
+ * forking it (EFORK).  crdtdb_env_tombs_prune bounds how long they stay.
  */
 #define TOMB_PREFIX "drop:"
-#define TOMB_OLD_BYTES (24 + CRDTDB__FP_BYTES)
-#define TOMB_BYTES (TOMB_OLD_BYTES + 8)
+#define TOMB_BYTES (24 + CRDTDB__FP_BYTES)
 
 static MDB_val tomb_key(char k[sizeof TOMB_PREFIX + CRDTDB_ID_MAX], const char *id)
 {
@@ -395,61 +379,6 @@ static MDB_val tomb_key(char k[sizeof TOMB_PREFIX + CRDTDB_ID_MAX], const char *
     memcpy(k + sizeof TOMB_PREFIX - 1, id, n);
     MDB_val v = {sizeof TOMB_PREFIX - 1 + n, k};
     return v;
-}
-
-/* The highest stamp the environment issued or accepted: every database's
- * are at or below it. */
-static uint64_t env_stamp(crdtdb_env *env, MDB_txn *mt)
-{
-    MDB_val k = {3, (void *)"hlc"}, v;
-    uint64_t hlc = 0;
-    if (mdb_get(mt, env->dbi_meta, &k, &v) == 0 && v.mv_size == 8)
-        hlc = crdtdb__get_u64(v.mv_data);
-    pthread_mutex_lock(&env->lock);
-    if (env->hlc > hlc)
-        hlc = env->hlc;
-    pthread_mutex_unlock(&env->lock);
-    return hlc;
-}
-
-#define TOMB_PEER_BYTES (CRDTDB_REPLICA_ID_BYTES + 8)
-
-static int tomb_size_ok(size_t n)
-{
-    return n == TOMB_OLD_BYTES || (n >= TOMB_BYTES && (n - TOMB_BYTES) % TOMB_PEER_BYTES == 0);
-}
-
-/* Appends to the tomb, for each peer, how much of its log db num held:
- * the copy created again resumes a returning client from there
- * (crdtdb_db_peer_resume).  Everything it held went to the peers this
- * copy handed off to (the handoff's condition), so the new copy fetches it
- * back from them, or they collected it; the client need not send it
- * again, and forgets what of it was collected (a resync forgets what the
- * server acknowledged). */
-static int tomb_peers(crdtdb_env *env, MDB_txn *mt, uint32_t num, crdtdb_buf *tb)
-{
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(mt, env->dbi_marks, &c);
-    if (rc)
-        return rc;
-    uint8_t pre[4], e[TOMB_PEER_BYTES];
-    crdtdb__put_u32(pre, num);
-    MDB_val k = {4, pre}, v;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 4 + CRDTDB_REPLICA_ID_BYTES || memcmp(k.mv_data, pre, 4) != 0)
-            break;
-        if (v.mv_size < 8 || crdtdb__get_u64(v.mv_data) == 0) /* received, first */
-            continue;
-        memcpy(e, (const uint8_t *)k.mv_data + 4, CRDTDB_REPLICA_ID_BYTES);
-        memcpy(e + CRDTDB_REPLICA_ID_BYTES, v.mv_data, 8);
-        if (crdtdb__buf_append(tb, e, sizeof e)) {
-            rc = ENOMEM;
-            break;
-        }
-    }
-    mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 /* Writes db num's tomb (nothing for a database that never numbered). */
@@ -462,31 +391,15 @@ static int tomb_put(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num)
         return rc == MDB_NOTFOUND ? 0 : rc;
     memcpy(tb, sv.mv_data, 8);
     crdtdb__put_u64(tb + 16 + CRDTDB__FP_BYTES, crdtdb__now_ms(env));
-    uint64_t top;
-    rc = crdtdb__stamp_top(env, mt, num, &top);
-    if (rc > 0)
-        return rc;
-    if (rc < 0) /* a record unreadable: the clock bounds them all */
-        top = env_stamp(env, mt);
-    crdtdb__put_u64(tb + TOMB_OLD_BYTES, top);
     MDB_val hk = dbinfo_key(kb, num, 'h'), hv;
     rc = mdb_get(mt, env->dbi_dbinfo, &hk, &hv);
     if (rc == 0 && hv.mv_size == 8 + CRDTDB__FP_BYTES)
         memcpy(tb + 8, hv.mv_data, 8 + CRDTDB__FP_BYTES);
     else if (rc != MDB_NOTFOUND)
         return rc ? rc : MDB_CORRUPTED;
-    crdtdb_buf all = CRDTDB_BUF_INIT;
-    if (crdtdb__buf_append(&all, tb, sizeof tb))
-        return ENOMEM;
-    if ((rc = tomb_peers(env, mt, num, &all))) {
-        crdtdb_buf_free(&all);
-        return rc;
-    }
     char k[sizeof TOMB_PREFIX + CRDTDB_ID_MAX];
-    MDB_val key = tomb_key(k, id), val = {all.len, all.data};
-    rc = mdb_put(mt, env->dbi_meta, &key, &val, 0);
-    crdtdb_buf_free(&all);
-    return rc;
+    MDB_val key = tomb_key(k, id), val = {sizeof tb, tb};
+    return mdb_put(mt, env->dbi_meta, &key, &val, 0);
 }
 
 /* A database created under a dropped one's id: its sequence, latest
@@ -498,36 +411,12 @@ static int tomb_take(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num)
     int rc = mdb_get(mt, env->dbi_meta, &key, &v);
     if (rc)
         return rc == MDB_NOTFOUND ? 0 : rc;
-    if (!tomb_size_ok(v.mv_size))
+    if (v.mv_size != TOMB_BYTES)
         return MDB_CORRUPTED;
     uint8_t tb[TOMB_BYTES], kb[5], ck[12];
-    memcpy(tb, v.mv_data, v.mv_size < TOMB_BYTES ? v.mv_size : TOMB_BYTES);
-    /* an older tomb kept no stamp: the clock bounds every one it held */
-    uint64_t stamp = v.mv_size >= TOMB_BYTES ? crdtdb__get_u64(tb + TOMB_OLD_BYTES)
-                                             : env_stamp(env, mt);
-    /* what it held of each peer's log, for crdtdb_db_peer_resume (the
-     * value's pages move once we write: the keys are made first) */
-    size_t np = v.mv_size >= TOMB_BYTES ? (v.mv_size - TOMB_BYTES) / TOMB_PEER_BYTES : 0;
-    crdtdb_buf peers = CRDTDB_BUF_INIT;
-    if (np && crdtdb__buf_append(&peers, (const uint8_t *)v.mv_data + TOMB_BYTES,
-                                 np * TOMB_PEER_BYTES))
-        return ENOMEM;
-    for (size_t i = 0; i < np && !rc; i++) {
-        uint8_t rk[5 + CRDTDB_REPLICA_ID_BYTES];
-        MDB_val pk = crdtdb__resume_key(rk, num, peers.data + i * TOMB_PEER_BYTES),
-                pv = {8, peers.data + i * TOMB_PEER_BYTES + CRDTDB_REPLICA_ID_BYTES};
-        rc = mdb_put(mt, env->dbi_dbinfo, &pk, &pv, 0);
-    }
-    crdtdb_buf_free(&peers);
-    if (rc)
-        return rc;
-    uint64_t last = crdtdb__get_u64(tb);
-    if (last == UINT64_MAX)
-        return MDB_CORRUPTED;
+    memcpy(tb, v.mv_data, sizeof tb);
     MDB_val sk = dbinfo_key(kb, num, 's'), sv = {8, tb};
     if ((rc = mdb_put(mt, env->dbi_dbinfo, &sk, &sv, 0)))
-        return rc;
-    if ((rc = crdtdb__floor_tomb(env, mt, num, last + 1, stamp)))
         return rc;
     if (crdtdb__get_u64(tb + 8)) { /* a fingerprint was kept */
         MDB_val hk = dbinfo_key(kb, num, 'h'), hv = {8 + CRDTDB__FP_BYTES, tb + 8};
@@ -663,7 +552,7 @@ static int tombs_prune_call(crdtdb_env *env, uint64_t before_ms, uint64_t *prune
             break;
         if (k.mv_size < pre || memcmp(k.mv_data, TOMB_PREFIX, pre) != 0)
             break;
-        if (tomb_size_ok(v.mv_size) &&
+        if (v.mv_size == TOMB_BYTES &&
             crdtdb__get_u64((const uint8_t *)v.mv_data + 16 + CRDTDB__FP_BYTES) < before_ms) {
             if ((rc = mdb_cursor_del(c, 0)))
                 break;

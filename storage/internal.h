@@ -32,12 +32,6 @@
  *            [| u64 stable | u64 pend_acked | u64 pend_mine | u64 seen_ms]
  *            (the bracket is absent in marks written before collection)
  *   dbinfo   u32 number | 'g' -> u64 collection floor | u64 horizon stamp
- *   dbinfo   u32 number | 'r' | 32-byte replica id -> u64: what a dropped
- *            copy held of that peer's log (db.c, tomb_take), until the
- *            peer's next session resumes from it (crdtdb_db_peer_resume)
- *   dbinfo   u32 number | 'd' -> u64 floor | u64 stamp: a database created
- *            again over its tomb counts the dropped copy's log, below that
- *            floor, as collected (db.c, tomb_take; collect.c)
  *   meta     "drop:" + id -> where a dropped database's history ended, for
  *            one created again under its id (db.c, tomb_put)
  */
@@ -108,10 +102,6 @@ struct crdtdb_observer {
 typedef struct crdtdb__floor {
     uint64_t floor, stamp, m2;
     uint8_t src1[CRDTDB_REPLICA_ID_BYTES];
-    /* a copy created again over its tomb (db.c): the dropped copy's log
-     * counts as collected, up to below tfloor, and tstamp is the highest
-     * stamp it held (0 both: not such a copy) */
-    uint64_t tfloor, tstamp;
 } crdtdb__floor;
 
 struct crdtdb_db {
@@ -125,8 +115,6 @@ struct crdtdb_db {
     int dispatching;
     uint64_t seen_seq; /* changes up to here have been reported to observers */
     int readonly;      /* local writes refused (a server-to-client client) */
-    int retiring;      /* this copy is about to be dropped here (a handoff):
-                          its client sessions tell their servers (RETIRE) */
     struct crdtdb_db *next;
     char errmsg[512];
     int errcode; /* the code errmsg was written for (crdtdb__db_exit) */
@@ -204,15 +192,6 @@ int crdtdb__copy_dense(crdtdb_env *env, const char *dir, int mark_restored);
 
 /* collect.c: the stored floor of db (all zero when never collected). */
 int crdtdb__floor_read(crdtdb_db *db, MDB_txn *mt, crdtdb__floor *f);
-/* A database created again over its tomb (db.c): the dropped copy's log
- * counts as collected below `floor`, for every peer, and `stamp` is the
- * highest stamp it held.  0 or an LMDB code. */
-int crdtdb__floor_tomb(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t floor,
-                       uint64_t stamp);
-/* The highest stamp database number num holds, or collected (its horizon
- * stamp): no register it ever held or sent is newer.  0, an LMDB code, or
- * a negative CRDTDB code (ECORRUPT, EVERSION, ENOMEM). */
-int crdtdb__stamp_top(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *top);
 
 /* db.c */
 /* The one exit of every public call on a database handle (the model is
@@ -351,19 +330,6 @@ static inline size_t crdtdb__reckey(uint8_t *k, uint32_t num, uint16_t coll,
     for (size_t i = 0; i < idlen; i++)
         k[6 + i] = (uint8_t)id[i];
     return 6 + idlen;
-}
-
-/* The key of what a dropped copy held of peer's log, for the database
- * number num created again over its tomb: dbinfo num | 'r' | peer
- * (db.c tomb_take writes it, peers.c crdtdb_db_peer_resume uses it up). */
-static inline MDB_val crdtdb__resume_key(uint8_t k[5 + CRDTDB_REPLICA_ID_BYTES], uint32_t num,
-                                         const uint8_t *peer)
-{
-    crdtdb__put_u32(k, num);
-    k[4] = 'r';
-    memcpy(k + 5, peer, CRDTDB_REPLICA_ID_BYTES);
-    MDB_val v = {5 + CRDTDB_REPLICA_ID_BYTES, k};
-    return v;
 }
 
 #endif

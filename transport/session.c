@@ -27,7 +27,7 @@
                                    cannot make us ask on every message */
 
 enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE,
-       M_PURGE, M_REPLACE, M_RESYNC = 16, M_RETIRE };
+       M_PURGE, M_REPLACE, M_RESYNC = 16 };
 #define RESYNC_KEYS_MAX (64u << 20) /* bytes of record names a resync may note */
 enum { S_HANDSHAKE, S_OPEN, S_CLOSED };
 
@@ -75,9 +75,6 @@ struct crdtdb_session {
     crdtdb_buf rkeys;     /* "coll\0id\0" and b/l (with its base or leaves
                              only) for each record the snapshot held */
     int resync_flagged;   /* the store says a resync from the peer was cut */
-    int retire_sent;      /* (client) our RETIRE went out in this session */
-    int retired;          /* (server) the peer said RETIRE: out of our
-                             horizon, its acks not kept, until a delta */
     int proven;           /* its acks may be kept: a server's peer signed a
                              delta here; a client trusts the server it chose */
     int clock_wait;       /* a delta was refused as stamped ahead (ECLOCK):
@@ -110,7 +107,6 @@ static int we_send(const crdtdb_session *s);
 static int send_notice(crdtdb_session *s, int code, const char *message);
 
 static int flush_notices(crdtdb_session *s);
-static int retire_send(crdtdb_session *s);
 
 /* Fires an event; notices its callback asked for follow at once, where
  * they went before they were queued. */
@@ -196,15 +192,6 @@ static int send_u64(crdtdb_session *s, int type, uint64_t v)
     return frame(s);
 }
 
-/* The store's floor and stamp for a peer at `since` (horizon_since when
- * the store has it). */
-static int horizon(crdtdb_session *s, uint64_t since, uint64_t *floor, uint64_t *stamp)
-{
-    if (s->st.horizon_since)
-        return s->st.horizon_since(s->st.ctx, s->peer, since, floor, stamp);
-    return s->st.horizon(s->st.ctx, s->peer, floor, stamp);
-}
-
 /* A SINCE from behind our collection floor: the peer may hold records we
  * removed and no longer have a tombstone for, so it gets everything, told
  * first (RESYNC) to forget what the snapshot does not hold; and its own
@@ -218,7 +205,7 @@ static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
      * server held when it did). */
     if (!s->st.horizon || !s->server)
         return 0;
-    int rc = horizon(s, v, &floor, &stamp);
+    int rc = s->st.horizon(s->st.ctx, s->peer, &floor, &stamp);
     if (rc)
         return store_err(s, rc);
     if (!floor || v >= floor)
@@ -241,19 +228,12 @@ static int collected_under(crdtdb_session *s, uint64_t *floor_out)
         *floor_out = 0;
     if (!s->st.horizon || !s->server)
         return 0;
-    uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
-    int rc = horizon(s, done, &floor, &stamp);
-    if (rc)
-        return store_err(s, rc);
-    /* A copy created again over its tomb has its floor one past its log
-     * until it numbers something (storage/db.c): a SINCE there is resynced
-     * (since_horizon), but what is sent can reach only the log's end */
-    if (floor > s->seq_seen && !(rc = seq(s, &last)) && floor > last)
-        floor = last;
-    if (rc)
-        return store_err(s, rc);
-    if (floor_out)
+    int rc = s->st.horizon(s->st.ctx, s->peer, &floor, &stamp);
+    if (!rc && floor_out)
         *floor_out = floor;
+    if (rc)
+        return store_err(s, rc);
+    uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
     if (!floor || done >= floor || (s->behind && done < s->all_upto))
         return 0; /* nothing it lacks went, or a resync is on its way */
     if ((rc = seq(s, &last)))
@@ -364,7 +344,7 @@ static int send_ack(crdtdb_session *s, uint64_t v)
 
 static int save_ack(crdtdb_session *s)
 {
-    if (!s->acks_unsaved || !s->proven || s->retired)
+    if (!s->acks_unsaved || !s->proven)
         return 0;
     s->acks_unsaved = 0;
     int rc = s->st.peer_ack(s->st.ctx, s->peer, s->peer_acked, s->stable_acked);
@@ -452,8 +432,6 @@ int crdtdb_session_flush(crdtdb_session *s)
         rc = clock_retry(s); /* the timer that asks again with no traffic */
     if (!rc && s->state == S_OPEN && s->have_since)
         rc = collected_under(s, NULL);
-    if (!rc)
-        rc = retire_send(s);
     return api_exit(s, rc);
 }
 
@@ -490,7 +468,7 @@ int crdtdb_session_synced(crdtdb_session *s)
     return s && !crdtdb_session_unsynced(s);
 }
 
-static const char *unsynced(crdtdb_session *s)
+const char *crdtdb_session_unsynced(crdtdb_session *s)
 {
     if (!s)
         return "no session";
@@ -519,35 +497,6 @@ static const char *unsynced(crdtdb_session *s)
     else
         return NULL;
     return s->waitmsg;
-}
-
-/* A two-way client whose copy is about to be dropped (the store says it
- * retires) tells its server once it holds all of it: RETIRE. */
-static int retire_due(crdtdb_session *s)
-{
-    return !s->server && !s->retire_sent && s->st.retiring && we_send(s) &&
-           s->st.retiring(s->st.ctx);
-}
-
-/* RETIRE [17], when due and synced: only then does the server hold all
- * our copy holds, so leaving us out of its horizon loses nothing. */
-static int retire_send(crdtdb_session *s)
-{
-    if (s->state != S_OPEN || !retire_due(s) || unsynced(s))
-        return 0;
-    start(s, M_RETIRE, 1);
-    if (frame(s))
-        return CRDTDB_ENOMEM;
-    s->retire_sent = 1;
-    return 0;
-}
-
-const char *crdtdb_session_unsynced(crdtdb_session *s)
-{
-    const char *why = unsynced(s);
-    if (why || !s || !retire_due(s))
-        return why;
-    return "our RETIRE (the copy retires) to be sent";
 }
 
 const char *crdtdb_session_errmsg(const crdtdb_session *s)
@@ -895,8 +844,7 @@ int crdtdb_session_pump(crdtdb_session *s)
      * first (notices, REPLACE, ACK) */
     if (s->busy)
         return api_exit(s, 0);
-    int rc = pump(s);
-    return api_exit(s, rc ? rc : retire_send(s));
+    return api_exit(s, pump(s));
 }
 
 int crdtdb_session_want_write(const crdtdb_session *s)
@@ -963,14 +911,6 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
             return store_err(s, rc);
     }
     s->state = S_OPEN;
-    /* a copy created again over its tomb: what the dropped one held of
-     * the client's log, it holds (crdtdb_db_peer_resume); a server's own
-     * links are client sessions, which fetch everything */
-    if (s->server && s->st.peer_resume) {
-        int rc = s->st.peer_resume(s->st.ctx, s->peer);
-        if (rc)
-            return store_err(s, rc);
-    }
     s->received = stored_received(s);
     unsigned pflags = 0; /* a resync from this peer was cut: all of it again */
     if (s->st.peer_flags) {
@@ -1140,7 +1080,6 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     if (rc)
         return store_err(s, rc);
     s->proven = 1;
-    s->retired = 0; /* it goes on writing after all: its marks are back */
     /* What this apply numbered came from the peer: when nothing else was
      * waiting for it, there is nothing to send back, and no need to scan
      * the log or say so (no SKIP, no UPTODATE for it). */
@@ -1511,26 +1450,6 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
                 return rc;
         }
         return check_caught_up(s);
-    }
-    if (type == M_RETIRE) { /* [17]: the peer's copy is about to be dropped */
-        if (n != 1)
-            return seterr(s, CRDTDB_EBADVALUE, "malformed retire message");
-        /* only a server's peer links say it, and only to a server */
-        if (!s->server)
-            return seterr(s, CRDTDB_EBADVALUE, "a retire sent to a client");
-        /* Only the sender's own entry, and only once it proved its id
-         * (signed a delta here): a hello claiming another replica's id
-         * retires no one.  Its acks from now on are not kept (a copy
-         * created again over its tomb holds none of what they say); a
-         * delta of its own brings it back: it goes on writing. */
-        if (!s->proven || !s->st.peer_retire)
-            return 0;
-        int rc = s->st.peer_retire(s->st.ctx, s->peer);
-        if (rc)
-            return store_err(s, rc);
-        s->retired = 1;
-        s->acks_unsaved = 0;
-        return 0;
     }
     if (type == M_RESYNC) { /* [16, stamp]: our whole state follows */
         if (n != 2 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)

@@ -165,12 +165,6 @@ static int store_horizon(void *ctx, const uint8_t *peer, uint64_t *floor, uint64
     return crdtdb_db_horizon_for(db_of(ctx), peer, floor, stamp);
 }
 
-static int store_horizon_since(void *ctx, const uint8_t *peer, uint64_t since, uint64_t *floor,
-                               uint64_t *stamp)
-{
-    return crdtdb_db_horizon_since(db_of(ctx), peer, since, floor, stamp);
-}
-
 static int store_peer_flags(void *ctx, const uint8_t *peer, unsigned *flags)
 {
     crdtdb_peer p;
@@ -232,18 +226,6 @@ static int store_discard_unsent(void *ctx, const uint8_t *peer, size_t *n)
     return rc ? rc : crdtdb_db_discard_unsent(db_of(ctx), acked, n);
 }
 
-static int store_retiring(void *ctx) { return crdtdb_db_retiring(db_of(ctx)); }
-
-static int store_peer_resume(void *ctx, const uint8_t *peer)
-{
-    return crdtdb_db_peer_resume(db_of(ctx), peer);
-}
-
-static int store_peer_retire(void *ctx, const uint8_t *peer)
-{
-    return crdtdb_db_peer_retire(db_of(ctx), peer);
-}
-
 void crdtdb__session_store_db(crdtdb_db *db, crdtdb__session_store *out)
 {
     memset(out, 0, sizeof *out);
@@ -260,16 +242,12 @@ void crdtdb__session_store_db(crdtdb_db *db, crdtdb__session_store *out)
     out->peer_get = store_peer_get;
     out->peer_ack = store_peer_ack;
     out->horizon = store_horizon;
-    out->horizon_since = store_horizon_since;
     out->peer_flags = store_peer_flags;
     out->peer_resync = store_peer_resync;
     out->resync_keys = store_resync_keys;
     out->resync_end = store_resync_end;
     out->readonly = store_readonly;
     out->discard_unsent = store_discard_unsent;
-    out->retiring = store_retiring;
-    out->peer_retire = store_peer_retire;
-    out->peer_resume = store_peer_resume;
 }
 
 int crdtdb_session_open(crdtdb_db *db, const crdtdb_session_options *opts,

@@ -104,10 +104,6 @@ typedef struct crdtdb__session_store {
      * remove) or 'l' (leaves only) for each record the delta holds.
      * resync_end: crdtdb_db_resync_end. */
     int (*horizon)(void *ctx, const uint8_t *peer, uint64_t *floor, uint64_t *stamp);
-    /* horizon for a peer whose SINCE is `since` (crdtdb_db_horizon_since);
-     * may be NULL (then horizon: the stamp the same for every SINCE) */
-    int (*horizon_since)(void *ctx, const uint8_t *peer, uint64_t since, uint64_t *floor,
-                         uint64_t *stamp);
     int (*peer_flags)(void *ctx, const uint8_t *peer, unsigned *flags);
     int (*peer_resync)(void *ctx, const uint8_t *peer, int on, uint64_t stamp);
     int (*resync_keys)(void *ctx, const uint8_t *delta, size_t len, crdtdb_buf *keys);
@@ -122,17 +118,6 @@ typedef struct crdtdb__session_store {
      * many records. */
     int (*readonly)(void *ctx, int ro, int durable);
     int (*discard_unsent)(void *ctx, const uint8_t *peer, size_t *n);
-
-    /* (e) Handoff (docs/protocol.md, message 17), each may be NULL.
-     * retiring: 1 when our copy is about to be dropped here
-     * (crdtdb_db_retiring): a synced two-way client session then says
-     * RETIRE.  peer_retire: the peer's copy retires (we hold all of it):
-     * it leaves the collection horizon (crdtdb_db_peer_retire). */
-    int (*retiring)(void *ctx);
-    /* peer_resume: a server's session with `peer` opens: what a dropped
-     * copy held of its log counts as held here (crdtdb_db_peer_resume). */
-    int (*peer_resume)(void *ctx, const uint8_t *peer);
-    int (*peer_retire)(void *ctx, const uint8_t *peer);
 
     /* Frees ctx when the session closes (may be NULL). */
     void (*close)(void *ctx);

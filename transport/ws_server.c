@@ -309,14 +309,6 @@ static void links_prune(sdb *d)
     }
 }
 
-/* Whether d was created again over its tomb (a copy handed off before):
- * its collection floor is past the dropped copy's log (storage/db.c). */
-static int over_tomb(crdtdb_db *db)
-{
-    uint64_t floor = 0, stamp;
-    return crdtdb_db_horizon(db, &floor, &stamp) == 0 && floor > 0;
-}
-
 /* Whether every link of d holds what its peer had when it last said it
  * was up to date, and took what d holds. */
 static int links_caught(const sdb *d)
@@ -1176,16 +1168,13 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         if (!created) /* idle, its links were closed: a client brings them back */
             for (speer *p = srv->peers; p; p = p->next)
                 link_add(d, p);
-        if (created && d->nlinks && (srv->auth.authorize_user || over_tomb(d->db)))
+        if (srv->auth.authorize_user && created && d->nlinks)
             d->fresh_ms = crdtdb__ws_now_ms();
-        if (d->fresh_ms) {
+        if (srv->auth.authorize_user && d->fresh_ms) {
             /* a copy new here of a database peers may hold: its members
              * come from them, so no one is its creator until they have
              * been heard (else any user entering here would own it, and
-             * that membership would travel to them).  And a copy created
-             * again over its tomb resyncs whole each client from before
-             * it (storage/db.c): only once it holds what its peers hold,
-             * else the client would forget what it has not fetched yet */
+             * that membership would travel to them) */
             if (!links_caught(d)) {
                 db_release(d);
                 slog(srv, "%s db '%s': user '%s' refused: 503: fetching it from its peers", peer,
@@ -1680,8 +1669,6 @@ static int handoff_db(crdtdb_server *s, sdb *d)
         s->o.keep(s->o.keep_ctx, id)) {
         d->held_ms = 0; /* not waiting on its links */
         d->held_told = 0;
-        crdtdb_db_set_retiring(d->db, 0); /* it stays (a RETIRE sent is undone
-                                             by its next write: protocol.md) */
         return 0;
     }
     /* the sequence first: a commit (another process's) after it fails the
@@ -1701,16 +1688,6 @@ static int handoff_db(crdtdb_server *s, sdb *d)
             d->held_told = 1;
             slog(s, "db '%s': handoff waits for peer %s: %s", WS_QID(id), d->lpeer[i]->url, why);
         }
-        return 0;
-    }
-    /* Every link holds all of it.  Each first tells its server that this
-     * copy retires (RETIRE, docs/protocol.md message 17: the server leaves
-     * it out of its collection horizon, where its last ack would hold the
-     * collection back for good); the links' timer sends it, and the links
-     * say they are synced only once it went, so the drop waits for a later
-     * look. */
-    if (!crdtdb_db_retiring(d->db)) {
-        crdtdb_db_set_retiring(d->db, 1);
         return 0;
     }
     char name[CRDTDB_ID_MAX + 1];
@@ -2120,8 +2097,8 @@ int crdtdb_server_drained(const crdtdb_server *s)
     if (!s->draining || s->nconn)
         return 0;
     /* a write acknowledged here just before the drain may be on this
-     * server only: its links pass it on before it goes (a retiring
-     * server's copy would else be the last); a link that is down cannot
+     * server only: its links pass it on before it goes (a server taken
+     * out of a cluster would else hold the only copy); a link that is down cannot
      * be waited for (it does not reconnect while draining) */
     for (const sdb *d = s->dbs; d; d = d->next)
         for (size_t i = 0; i < d->nlinks; i++)

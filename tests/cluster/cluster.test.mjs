@@ -3,7 +3,7 @@
  * `crdtdb serve --cluster` and haproxy as examples/cluster/run.sh starts
  * them, clients of the JS client (js/dist).  One scenario per run:
  *
- *   node cluster.test.mjs SCENARIO     spread | live | failover | join | collect
+ *   node cluster.test.mjs SCENARIO     spread | live | failover | join
  *
  * Environment: CRDTDB_CLI (the crdtdb binary), CRDTDB_SRC (the source root).
  * The owners are computed here independently of transport/cluster.c
@@ -163,14 +163,12 @@ async function holdConnections(addr, n) {
   return { open, refused };
 }
 
-/* a server started outside run.sh, as run.sh starts them (and with
- * `extra` arguments) */
-function serve(cl, s, clusterFile, extra = []) {
+/* a server started outside run.sh, as run.sh starts them */
+function serve(cl, s, clusterFile) {
   if (!existsSync(s.data)) assert.ok(cli(s.data, "init").ok);
   const log = openSync(join(cl.dir, `${s.name}.restart.log`), "a");
   const p = spawn(BIN, ["-d", s.data, "serve", "--listen", s.addr, "--collections", COLLS.join(","),
-    "--cluster", clusterFile, "--self", s.url, "--handoff", "--max-per-ip", "unlimited", ...extra],
-  { stdio: ["ignore", "ignore", log] });
+    "--cluster", clusterFile, "--self", s.url, "--handoff", "--max-per-ip", "unlimited"], { stdio: ["ignore", "ignore", log] });
   closeSync(log);
   cl.extra.push(p);
   s.pid = p.pid;
@@ -508,105 +506,7 @@ async function join_(cl) {
     `complete on their new owners, and it holds none`);
 }
 
-/* a TCP relay on 127.0.0.1 to `to` ("host:port") that can be cut and
- * opened again on the same port: a client's network going and coming */
-async function relay(to) {
-  const net = await import("node:net");
-  const [host, port] = to.split(":");
-  const socks = new Set();
-  let srv = null;
-  const r = {
-    port: await freePort(),
-    open: () => new Promise((res) => {
-      srv = net.createServer((a) => {
-        const b = net.connect(Number(port), host);
-        socks.add(a).add(b);
-        a.pipe(b).pipe(a);
-        const gone = () => { a.destroy(); b.destroy(); socks.delete(a); socks.delete(b); };
-        a.on("error", gone).on("close", gone);
-        b.on("error", gone).on("close", gone);
-      });
-      srv.listen(r.port, "127.0.0.1", res);
-    }),
-    cut: () => new Promise((res) => {
-      for (const x of socks) x.destroy();
-      socks.clear();
-      srv.close(() => res());
-    }),
-  };
-  await r.open();
-  return r;
-}
-
-/* stats of a database on a server (crdtdb stats): removed = its tombstones */
-function stats(s, id) {
-  const r = cli(s.data, "stats", id);
-  return r.ok ? JSON.parse(r.out) : null;
-}
-
-/* --handoff with --collect-every: a non-owner's copy hands off and does
- * not hold the owners' collection back (RETIRE); the owners collect a
- * remove its client never heard; the client comes back to the non-owner,
- * whose copy, created again, resyncs it whole: the record is gone there,
- * and the client's offline write reaches the owners */
-async function collect(cl) {
-  const file = join(cl.dir, "cluster");
-  const urls = cl.servers.map((s) => s.url);
-  // the servers again, collecting every second
-  for (const s of cl.servers) {
-    process.kill(s.pid, "SIGKILL");
-    await until(async () => {
-      try { await fetch(`http://${s.addr}/healthz`); return false; } catch { return true; }
-    }, `${s.name} to stop`, 30_000);
-    serve(cl, s, file, ["--collect-every", "1"]);
-    await healthy(s);
-  }
-  const id = "hc-1";
-  const own = owners(urls, id);
-  const n = cl.servers.find((s) => !own.includes(s.url));
-  const [o1, o2] = own.map((u) => cl.servers.find((s) => s.url === u));
-  const net = await relay(n.addr);
-  const c = await open(`ws://127.0.0.1:${net.port}`, id);
-  await c.add("Players", "x", { v: 1 });
-  await c.add("Players", "keep", { v: 1 });
-  await synced(c, "the client of the non-owner");
-  for (const o of [o1, o2]) await until(() => cli(o.data, "get", id, "Players", "x").ok, `x on ${o.name}`);
-  await net.cut(); // the client goes offline; the non-owner hands off
-  await until(() => !dbsOn(n).has(id), `${n.name} to hand its copy off`, 60_000);
-  const d = await open(o1.url, id);
-  await synced(d, "the owner's client");
-  await d.remove("Players", "x");
-  await synced(d, "the owner's client after the remove");
-  await d.close();
-  // both owners collect the remove: the handed-off copy holds nothing back
-  for (const o of [o1, o2])
-    await until(() => { const st = stats(o, id); return st && st.removed === 0 && !cli(o.data, "get", id, "Players", "x").ok; },
-      `${o.name} to collect the remove (the handed-off copy must not pin it)`, 60_000);
-  await c.add("Players", "off", { v: 2 }); // offline, after the handoff
-  assert.ok(await c.getById("Players", "x", true), "the offline client still shows x");
-  await net.open(); // back to the non-owner: its copy is created again
-  await until(async () => !(await c.getById("Players", "x", true)), "the client to forget the collected record", 60_000);
-  await synced(c, "the client back on the non-owner");
-  assert.ok(await c.getById("Players", "keep", true), "the client keeps what lives");
-  assert.ok(await c.getById("Players", "off", true), "the client keeps its offline write");
-  for (const o of [o1, o2]) {
-    await until(() => cli(o.data, "get", id, "Players", "off").ok, `the offline write on ${o.name}`);
-    assert.ok(!cli(o.data, "get", id, "Players", "x").ok, `x stays gone on ${o.name}`);
-  }
-  assert.ok(dbsOn(n).has(id), `${n.name} holds a copy again`);
-  const gx = cli(n.data, "get", id, "Players", "x");
-  assert.ok(!gx.ok, `x is not on ${n.name}'s new copy: ${gx.out}`);
-  const log = readFileSync(join(cl.dir, `${n.name}.restart.log`), "utf8");
-  const fetched = /refused: 503: fetching it from its peers/.test(log);
-  await c.close();
-  await net.cut();
-  await until(() => !dbsOn(n).has(id), `${n.name} to hand its new copy off`, 60_000);
-  console.log(`collect: ${n.name} handed its copy of ${id} off; ${o1.name} and ${o2.name} collected a remove ` +
-    `its client never heard; the client, back on ${n.name}${fetched ? " (told to try again while the copy was fetched)" : ""}, ` +
-    `forgot the record, kept its offline write, and ${n.name} handed off again`);
-}
-
-const scenarios = { spread, live, failover, join: join_, collect };
+const scenarios = { spread, live, failover, join: join_ };
 const name = process.argv[2];
 if (!scenarios[name]) throw new Error(`scenario: ${Object.keys(scenarios).join(" | ")}`);
 const cl = await startCluster();
