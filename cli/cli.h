@@ -41,7 +41,7 @@ enum {
 };
 
 /* The number of serve_limit_flags (options.h), the size of args.limits. */
-#define SERVE_NLIMITS 12
+#define SERVE_NLIMITS 13
 
 /* A command's parsed arguments; unset options are NULL. */
 typedef struct args {

@@ -30,6 +30,7 @@ static const char *const serve_limit_flags[SERVE_NLIMITS + 1] = {
     "--max-connections",   "--max-per-ip",      "--max-per-user",  "--max-buffered-mb",
     "--handshake-timeout", "--message-timeout", "--ping-interval", "--pong-timeout",
     "--max-presence",      "--max-presence-members", "--presence-hz", "--max-databases",
+    "--idle-secs",
     NULL};
 
 static const cli_option cli_options[] = {

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "options.h"
 
+#include <limits.h>
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <sodium.h>
@@ -217,8 +218,9 @@ static int load_jwt_key(const args *a, crdtdb_jwt_key **key)
 
 /* Sets the limits given as flags (unset: the library's defaults); an
  * unparsable or zero value is a usage error.  "unlimited" lifts the
- * per-address and per-user caps and the database limit.  Flags 0-3, 8-9
- * and 11 are sizes, 4-7 seconds, 10 a rate (--presence-hz, at most 1000). */
+ * per-address and per-user caps and the database limit, "never" the idle
+ * close.  Flags 0-3, 8-9 and 11 are sizes, 4-7 and 12 seconds, 10 a rate
+ * (--presence-hz, at most 1000). */
 static int apply_limits(const args *a, crdtdb_server_options *o)
 {
     size_t *sizes[] = {&o->max_connections, &o->max_per_ip, &o->max_per_user, &o->max_buffered};
@@ -254,6 +256,19 @@ static int apply_limits(const args *a, crdtdb_server_options *o)
             return -1;
         } else {
             o->max_databases = (size_t)n;
+        }
+    }
+    if (a->limits[12]) { /* --idle-secs */
+        const char *v = a->limits[12];
+        char *end;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (strcmp(v, "never") == 0) {
+            o->idle_secs = UINT_MAX;
+        } else if (!*v || *end || *v == '-' || n == 0 || n > 30000000ull) {
+            fprintf(stderr, "crdtdb: --idle-secs takes seconds from 1 to 30000000, or never\n");
+            return -1;
+        } else {
+            o->idle_secs = (unsigned)n;
         }
     }
     for (size_t i = 0; i < 8; i++) {

@@ -156,8 +156,9 @@ typedef struct crdtdb_server_options {
                                clients name, and each database held stays
                                on disk and, linked, open.  Counted at
                                open and as this server creates and drops
-                               databases (not other processes'); peers'
-                               links are not limited by it */
+                               databases (not other processes'); a relay
+                               user's links (peer servers) are not limited
+                               by it */
     size_t max_buffered;    /* bytes all sessions together may hold in
                                input and output buffers (default 256 MiB;
                                at least 16 MiB).  Over it, the connection
@@ -205,14 +206,16 @@ typedef struct crdtdb_server_options {
     uint64_t max_peer_age_ms;
     /* A database open here with no client connection (only peer
      * servers' links), whose sessions and links have all been in sync for
-     * idle_secs, has its links closed, and is closed once no peer's link
-     * holds it (0: 300 s; UINT_MAX: never): what a server keeps open is
-     * what is in use, not every database it holds.  A client arriving
-     * opens it (or finds it open) and links it to its peers again; a peer
-     * linked both ways (a cluster) opens it here with its next write;
-     * with one-way --peer links it pulls what it missed when a client of
-     * it connects.  A copy the server does not keep (keep) is left to the
-     * handoff instead. */
+     * idle_secs, and each of whose links has the peer's link back (peers
+     * linked both ways, as in a cluster), has its links closed, and is
+     * closed once no peer's link holds it (0: 300 s; UINT_MAX: never):
+     * what a server keeps open is what is in use, not every database it
+     * holds.  Writes go on arriving over the peers' links while they hold
+     * it; a client arriving, or a peer's new link, opens it (or finds it
+     * open) and links it to its peers again.  A one-way link (a --peer
+     * standby) is never closed so.  With relay_users, only their
+     * connections count as peers' links.  A copy the server does not keep
+     * (keep) is left to the handoff instead. */
     unsigned idle_secs;
     /* ---- metrics (docs/operations.md) ----
      * GET /metrics on the server's own port answers the Prometheus text

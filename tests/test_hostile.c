@@ -277,6 +277,32 @@ START_TEST(database_limit_answers_503)
 }
 END_TEST
 
+/* A peer server's link (a relay user's) is not held to max_databases: at
+ * the limit, its database is still made here (its owners must hold it). */
+START_TEST(database_limit_spares_relay_users)
+{
+    crdtdb_server_options o = opts();
+    o.max_databases = 1;
+    const char *relay[] = {"peer-s2"};
+    o.relay_users = relay;
+    o.nrelay_users = 1;
+    use_key(&o);
+    start(&o);
+    char *peer = token("peer-s2", 0), *alice = token("alice", 0);
+    tu_raw r[3];
+    upgrade(&r[0], "/v1/db/first", alice);
+    upgrade(&r[1], "/v1/db/second", alice);
+    upgrade(&r[2], "/v1/db/linked", peer);
+    ck_assert_msg(upgraded(&r[0]), "%s", r[0].in);
+    ck_assert_msg(status_of(&r[1]) == 503, "not a 503: '%s'", r[1].in);
+    ck_assert_msg(upgraded(&r[2]), "a relay user's link refused at the limit: %s", r[2].in);
+    for (int i = 0; i < 3; i++)
+        close(r[i].fd);
+    free(peer);
+    free(alice);
+}
+END_TEST
+
 /* A peer server's links (a relay user's) are one per database, all from
  * one address and user: the client caps do not cut them off. */
 START_TEST(relay_user_passes_the_client_caps)
@@ -614,6 +640,7 @@ static Suite *suite(void)
     tcase_add_test(tc, per_user_cap_answers_429);
     tcase_add_test(tc, relay_user_passes_the_client_caps);
     tcase_add_test(tc, database_limit_answers_503);
+    tcase_add_test(tc, database_limit_spares_relay_users);
     tcase_add_test(tc, silent_connection_closed_after_handshake_timeout);
     tcase_add_test(tc, unfinished_message_closed_after_message_timeout);
     tcase_add_test(tc, silent_peer_dropped_by_ping);

@@ -234,6 +234,38 @@ START_TEST(idle_database_closes_its_links_and_a_client_brings_them_back)
 }
 END_TEST
 
+/* A one-way --peer standby (its peer does not link back) keeps its link
+ * however idle: later writes reach it only through that link. */
+START_TEST(one_way_standby_keeps_its_link_when_idle)
+{
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.idle_secs = 1;
+    o.log = log_into;
+    o.log_ctx = &idle_log;
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", crdtdb_server_port(srv2));
+    crdtdb_client_options l1 = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l1, NULL, 0), 0); /* one way */
+    cb = client(&B, url2, NULL);
+    put(&B, "add", "players", "ann", "{\"hp\":1}");
+    expect(S1.db, "players", "ann", "{\"hp\":1}");
+    crdtdb_client_close(cb);
+    cb = NULL;
+    spin(NULL, NULL, 2500);
+    ck_assert_msg(tu_log_count(&idle_log, "idle for") == 0, "a one-way link closed: %.*s",
+                  (int)idle_log.len, (const char *)idle_log.data);
+    ca = client(&A, url1, NULL);
+    put(&A, "add", "players", "bob", "{\"hp\":2}");
+    expect(S2.db, "players", "bob", "{\"hp\":2}"); /* the standby still follows */
+    crdtdb_buf_free(&idle_log);
+}
+END_TEST
+
+
 static int drained(void *arg) { return crdtdb_server_drained(arg); }
 
 /* A drain (SIGTERM) waits for the peer links: a write this server took
@@ -528,6 +560,7 @@ static Suite *peer_suite(void)
     tcase_add_test(tc, unpeered_server_carries_writes_no_more);
     tcase_add_test(tc, drain_waits_until_the_links_pass_writes_on);
     tcase_add_test(tc, idle_database_closes_its_links_and_a_client_brings_them_back);
+    tcase_add_test(tc, one_way_standby_keeps_its_link_when_idle);
     tcase_add_test(tc, a_copy_not_kept_is_handed_off_once_its_peer_holds_it);
     tcase_add_test(tc, a_fresh_client_of_a_copy_made_again_syncs);
     tcase_add_test(tc, handoff_waits_for_an_owner_that_takes_the_writes);

@@ -3,6 +3,7 @@
  * servers own a database, and the peer links that follow from it.  Pure
  * policy over the public server API (crdtdb_server_peer, peer_filter).
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <sodium.h>
@@ -40,8 +41,9 @@ struct crdtdb_cluster {
     size_t npeered;
 };
 
-/* Servers peered: the file's (a reload unpeers those it dropped). */
-#define MAX_PEERED CRDTDB_CLUSTER_MAX_SERVERS
+/* Servers peered: the file's, and during a reload those it dropped too
+ * (they are unpeered after the new ones are peered). */
+#define MAX_PEERED (2 * CRDTDB_CLUSTER_MAX_SERVERS)
 
 static void say(char *why, size_t size, const char *fmt, ...)
 {
@@ -93,20 +95,25 @@ static int url_ok(const char *u, size_t n)
             (unsigned char)u[i] <= ' ' || (unsigned char)u[i] >= 0x7f)
             return 0;
     const char *h = u + skip, *end = u + n, *port = NULL;
-    if (*h == '[') { /* [IPv6]: hex digits, colons and dots inside */
+    if (*h == '[') { /* [IPv6], as inet_pton reads it */
         const char *close = memchr(h, ']', (size_t)(end - h));
-        if (!close || close == h + 1)
+        char a6[64];
+        unsigned char bin[16];
+        if (!close || (size_t)(close - h - 1) >= sizeof a6)
             return 0;
-        for (const char *c = h + 1; c < close; c++)
-            if (!isxdigit((unsigned char)*c) && *c != ':' && *c != '.')
-                return 0;
-        if (close + 1 < end && close[1] != ':')
+        memcpy(a6, h + 1, (size_t)(close - h - 1));
+        a6[close - h - 1] = 0;
+        if (inet_pton(AF_INET6, a6, bin) != 1 || (close + 1 < end && close[1] != ':'))
             return 0;
         port = close + 1 < end ? close + 2 : NULL;
-    } else {
+    } else { /* a host name or IPv4 address: letters, digits, '.', '-' */
         const char *colon = memchr(h, ':', (size_t)(end - h));
-        if (colon == h || (colon && memchr(colon + 1, ':', (size_t)(end - colon - 1))))
-            return 0; /* no host, or a second colon outside brackets */
+        const char *hend = colon ? colon : end;
+        if (hend == h)
+            return 0;
+        for (const char *c = h; c < hend; c++)
+            if (!isalnum((unsigned char)*c) && *c != '.' && *c != '-')
+                return 0;
         port = colon ? colon + 1 : NULL;
     }
     if (port) {

@@ -132,6 +132,7 @@ struct crdtdb_server {
     sdb *dbs;
     size_t nconn;
     int at_limit;            /* the last db_get refused for max_databases */
+    int limit_off;           /* db_get for a relay user: max_databases off */
     size_t nheld;            /* databases the environment holds: counted
                                 at open, then as this server creates and
                                 drops them (max_databases) */
@@ -351,11 +352,13 @@ static void link_add(sdb *d, speer *p)
 }
 
 /* The shared handle of database `id`, opened (or created) on first use.
- * created is non-NULL for a client's request: then a database that does
- * not exist is created only below max_databases (*created says it was,
+ * created is non-NULL for a connection's request: then a database that
+ * does not exist is created only below max_databases, unless the
+ * connection is a relay user's (srv->limit_off) (*created says it was,
  * and srv->at_limit says when the limit refused it). */
 static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
 {
+    srv->at_limit = 0;
     if (created)
         *created = 0;
     for (sdb *d = srv->dbs; d; d = d->next)
@@ -367,7 +370,8 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
         return NULL;
     }
     int rc = crdtdb_db_open(srv->env, id, &d->db);
-    srv->at_limit = rc == CRDTDB_ENODB && created && srv->nheld >= srv->o.max_databases;
+    srv->at_limit = rc == CRDTDB_ENODB && created && srv->o.ncoll && !srv->limit_off &&
+                    srv->nheld >= srv->o.max_databases;
     if (srv->at_limit) {
         slog(srv, "database '%s': not created: %zu databases held (max_databases)", WS_QID(id),
              srv->nheld);
@@ -1023,9 +1027,13 @@ static int metrics_allowed(const crdtdb_server *srv, struct lws *wsi)
 static void metrics_now(const crdtdb_server *srv, crdtdb__metrics_now *g)
 {
     memset(g, 0, sizeof *g);
-    size_t np = 0;
-    for (speer *p = srv->peers; p; p = p->next)
-        p->mix = np++;
+    size_t np = 0; /* one entry per URL: --peer may name one twice */
+    for (speer *p = srv->peers; p; p = p->next) {
+        const speer *q = srv->peers;
+        while (q != p && strcmp(q->url, p->url) != 0)
+            q = q->next;
+        p->mix = q != p ? q->mix : np++;
+    }
     crdtdb__metrics_peer *peer = np ? calloc(np, sizeof *peer) : NULL;
     for (speer *p = srv->peers; peer && p; p = p->next)
         peer[p->mix].url = p->url;
@@ -1052,8 +1060,7 @@ static void metrics_now(const crdtdb_server *srv, crdtdb__metrics_now *g)
             }
         }
     }
-    for (const speer *p = srv->peers; p; p = p->next)
-        g->peers++;
+    g->peers = np;
     g->held = srv->held;
     g->max_buffered = srv->o.max_buffered;
     g->draining = srv->draining;
@@ -1138,6 +1145,13 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
             slog(srv, "%s refused: 503: %zu connections already", peer, srv->nconn);
             return refuse(wsi, pss, 503, NULL);
         }
+        /* with no relay users every connection counts against the cap: it
+         * is checked before the token's verification, which costs more */
+        conn_counts(srv, peer, "", &by_ip, &by_user);
+        if (!srv->o.nrelay_users && by_ip >= srv->o.max_per_ip) {
+            slog(srv, "%s refused: 429: %zu connections from this address already", peer, by_ip);
+            return refuse(wsi, pss, 429, NULL);
+        }
         pss->access = CRDTDB_ACCESS_READWRITE;
         char why[256];
         if ((status = upgrade_user(srv, wsi, peer, pss->user, why)))
@@ -1160,7 +1174,9 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         /* opened (or created) now, so a database that cannot be is refused
          * before the upgrade */
         int created;
+        srv->limit_off = relay; /* a peer server's link: not limited */
         sdb *d = db_get(srv, id, &created);
+        srv->limit_off = 0;
         if (!d && srv->at_limit)
             return refuse(wsi, pss, 503, "database limit reached");
         if (!d)
@@ -1734,7 +1750,11 @@ static void handoff_dbs(crdtdb_server *s)
  * own links reach (a cluster links each pair of owners both ways). */
 static int conn_is_link(const sdb *d, const sconn *c)
 {
-    for (size_t i = 0; c->ready && i < d->nlinks; i++) {
+    /* with tokens, a peer's link is a relay user's: a client claiming a
+     * peer's replica id in its hello is not taken for one */
+    if (!c->ready || (d->srv->o.nrelay_users && !relay_user(d->srv, c->user)))
+        return 0;
+    for (size_t i = 0; i < d->nlinks; i++) {
         const uint8_t *r = crdtdb__client_peer(d->links[i]);
         if (r && memcmp(r, c->pc.replica, CRDTDB_REPLICA_ID_BYTES) == 0)
             return 1;
@@ -1742,8 +1762,10 @@ static int conn_is_link(const sdb *d, const sconn *c)
     return 0;
 }
 
-/* Whether d has no client, only peers' links, all in sync, and its own
- * links are in sync too. */
+/* Whether d has no client, only peers' links, all in sync, its own links
+ * in sync too, and each of its links has the peer's link back: a peer
+ * linked one way only (a --peer standby) gets later writes through our
+ * link alone, so that link must stay. */
 static int db_quiet(const sdb *d)
 {
     if (!d->nlinks || !links_caught(d))
@@ -1751,6 +1773,14 @@ static int db_quiet(const sdb *d)
     for (const sconn *c = d->conns; c; c = c->next)
         if (c->ended || !c->l.s || !conn_is_link(d, c) || !crdtdb_session_synced(c->l.s))
             return 0;
+    for (size_t i = 0; i < d->nlinks; i++) {
+        const uint8_t *r = crdtdb__client_peer(d->links[i]);
+        int back = 0;
+        for (const sconn *c = d->conns; r && c && !back; c = c->next)
+            back = memcmp(r, c->pc.replica, CRDTDB_REPLICA_ID_BYTES) == 0;
+        if (!back)
+            return 0;
+    }
     return 1;
 }
 
