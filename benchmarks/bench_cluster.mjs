@@ -215,6 +215,17 @@ async function deliveries(t, MATCHES) {
   };
 }
 
+/* until the servers are idle again (an overloaded level leaves applies
+ * queued): under 5% of a core over half a second, 60 s at most */
+async function settle(t) {
+  const end = Date.now() + 60_000;
+  while (Date.now() < end) {
+    const c0 = cpuMs(t.pids());
+    await sleep(500);
+    if (cpuMs(t.pids()) - c0 < 25) return;
+  }
+}
+
 function pct(a, q) {
   const s = [...a].sort((x, y) => x - y);
   return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
@@ -262,6 +273,7 @@ for (const start of [startAlone, startCluster]) {
     for (const m of MATCHES_LIST) { // first, on fresh servers
       const d = await deliveries(t, m);
       ds.push(d);
+      await settle(t);
       console.log(`${t.name}, ${m} matches of 4: ${Math.round(d.perSec)} field deliveries/s of ` +
         `${Math.round(d.offered)} offered, lag p50 ${d.lag50.toFixed(1)} ms p99 ${d.lag99.toFixed(1)} ms, ` +
         `server-side CPU ${d.cpuUsPerField.toFixed(0)} us per delivered field (the Node clients used ` +
