@@ -221,6 +221,26 @@ static int load_jwt_key(const args *a, crdtdb_jwt_key **key)
  * per-address and per-user caps and the database limit, "never" the idle
  * close.  Flags 0-3, 8-9 and 11 are sizes, 4-7 and 12 seconds, 10 a rate
  * (--presence-hz, at most 1000). */
+/* Limit flag i: a number from 1 to max, or `word` (*n = 0).  1 when
+ * given, 0 when not, -1 (said) when malformed. */
+static int limit_or_word(const args *a, size_t i, unsigned long long max, const char *word,
+                         unsigned long long *n)
+{
+    const char *v = a->limits[i];
+    if (!v)
+        return 0;
+    char *end;
+    *n = strtoull(v, &end, 10);
+    if (strcmp(v, word) == 0)
+        *n = 0;
+    else if (!*v || *end || *v == '-' || *n == 0 || *n > max) {
+        fprintf(stderr, "crdtdb: %s takes a number from 1 to %llu, or %s\n",
+                serve_limit_flags[i], max, word);
+        return -1;
+    }
+    return 1;
+}
+
 static int apply_limits(const args *a, crdtdb_server_options *o)
 {
     size_t *sizes[] = {&o->max_connections, &o->max_per_ip, &o->max_per_user, &o->max_buffered};
@@ -244,33 +264,16 @@ static int apply_limits(const args *a, crdtdb_server_options *o)
         else
             o->presence_hz = (unsigned)n;
     }
-    if (a->limits[11]) { /* --max-databases */
-        const char *v = a->limits[11];
-        char *end;
-        unsigned long long n = strtoull(v, &end, 10);
-        if (strcmp(v, "unlimited") == 0) {
-            o->max_databases = SIZE_MAX;
-        } else if (!*v || *end || *v == '-' || n == 0 || n > 1000000000ull) {
-            fprintf(stderr, "crdtdb: --max-databases takes a number from 1 to 1000000000, "
-                            "or unlimited\n");
-            return -1;
-        } else {
-            o->max_databases = (size_t)n;
-        }
-    }
-    if (a->limits[12]) { /* --idle-secs */
-        const char *v = a->limits[12];
-        char *end;
-        unsigned long long n = strtoull(v, &end, 10);
-        if (strcmp(v, "never") == 0) {
-            o->idle_secs = UINT_MAX;
-        } else if (!*v || *end || *v == '-' || n == 0 || n > 30000000ull) {
-            fprintf(stderr, "crdtdb: --idle-secs takes seconds from 1 to 30000000, or never\n");
-            return -1;
-        } else {
-            o->idle_secs = (unsigned)n;
-        }
-    }
+    unsigned long long lim;
+    int r;
+    if ((r = limit_or_word(a, 11, 1000000000ull, "unlimited", &lim)) < 0) /* --max-databases */
+        return -1;
+    if (r)
+        o->max_databases = lim ? (size_t)lim : SIZE_MAX;
+    if ((r = limit_or_word(a, 12, 30000000ull, "never", &lim)) < 0) /* --idle-secs */
+        return -1;
+    if (r)
+        o->idle_secs = lim ? (unsigned)lim : UINT_MAX;
     for (size_t i = 0; i < 8; i++) {
         const char *v = a->limits[i];
         if (!v)

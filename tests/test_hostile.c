@@ -254,6 +254,15 @@ START_TEST(per_user_cap_answers_429)
 }
 END_TEST
 
+/* Tokens, and user "peer-s2" a relay user: a peer server's links. */
+static const char *const RELAY[] = {"peer-s2"};
+static void with_relay(crdtdb_server_options *o)
+{
+    o->relay_users = RELAY;
+    o->nrelay_users = 1;
+    use_key(o);
+}
+
 /* An open server creates the databases clients name: max_databases bounds
  * how many, and a database it holds is still served at the limit. */
 START_TEST(database_limit_answers_503)
@@ -283,10 +292,7 @@ START_TEST(database_limit_spares_relay_users)
 {
     crdtdb_server_options o = opts();
     o.max_databases = 1;
-    const char *relay[] = {"peer-s2"};
-    o.relay_users = relay;
-    o.nrelay_users = 1;
-    use_key(&o);
+    with_relay(&o);
     start(&o);
     char *peer = token("peer-s2", 0), *alice = token("alice", 0);
     tu_raw r[3];
@@ -310,10 +316,7 @@ START_TEST(relay_user_passes_the_client_caps)
     crdtdb_server_options o = opts();
     o.max_per_user = 1;
     o.max_per_ip = 2;
-    const char *relay[] = {"peer-s2"};
-    o.relay_users = relay;
-    o.nrelay_users = 1;
-    use_key(&o);
+    with_relay(&o);
     start(&o);
     char *peer = token("peer-s2", 0), *alice = token("alice", 0);
     tu_raw r[5];

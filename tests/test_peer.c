@@ -195,12 +195,9 @@ static void log_into(void *ctx, const char *line)
     (void)crdtdb__buf_append(ctx, "\n", 1);
 }
 
-/* A database with no client here (only a peer's link), all in sync,
- * closes its links after idle_secs; writes still arrive over the peer's
- * link, and a client arriving links it again. */
-START_TEST(idle_database_closes_its_links_and_a_client_brings_them_back)
+/* s2, on S2, closing idle databases after 1 s, logging into idle_log. */
+static crdtdb_server *idle_server(void)
 {
-    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
     crdtdb_server_options o;
     crdtdb_server_options_init(&o);
     o.collections = COLLS;
@@ -208,8 +205,19 @@ START_TEST(idle_database_closes_its_links_and_a_client_brings_them_back)
     o.idle_secs = 1;
     o.log = log_into;
     o.log_ctx = &idle_log;
-    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
-    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", crdtdb_server_port(srv2));
+    crdtdb_server *s;
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &s), 0);
+    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", crdtdb_server_port(s));
+    return s;
+}
+
+/* A database with no client here (only a peer's link), all in sync,
+ * closes its links after idle_secs; writes still arrive over the peer's
+ * link, and a client arriving links it again. */
+START_TEST(idle_database_closes_its_links_and_a_client_brings_them_back)
+{
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    srv2 = idle_server();
     crdtdb_client_options l1 = link_to(url1), l2 = link_to(url2);
     ck_assert_int_eq(crdtdb_server_peer(srv2, &l1, NULL, 0), 0); /* both ways, */
     ck_assert_int_eq(crdtdb_server_peer(srv1, &l2, NULL, 0), 0); /* as a cluster */
@@ -239,15 +247,7 @@ END_TEST
 START_TEST(one_way_standby_keeps_its_link_when_idle)
 {
     srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
-    crdtdb_server_options o;
-    crdtdb_server_options_init(&o);
-    o.collections = COLLS;
-    o.ncoll = 2;
-    o.idle_secs = 1;
-    o.log = log_into;
-    o.log_ctx = &idle_log;
-    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
-    snprintf(url2, sizeof url2, "ws://127.0.0.1:%d", crdtdb_server_port(srv2));
+    srv2 = idle_server();
     crdtdb_client_options l1 = link_to(url1);
     ck_assert_int_eq(crdtdb_server_peer(srv2, &l1, NULL, 0), 0); /* one way */
     cb = client(&B, url2, NULL);
