@@ -18,6 +18,14 @@
  *                     after the kill (p50, p99)
  *
  * and the ratios cluster / alone.  Run through benchmarks/bench_cluster.
+ * Sitting of 2026-12-05 09:53 UTC (RelWithDebInfo, 2 shared cores, another
+ * agent building): capacity 1,024 alone, 1,686 cluster (1.65x: each server
+ * at its default --max-connections, peer links included); highest load
+ * sustained 10 matches alone, 3 cluster (0.30x: on one machine every write
+ * is an fsync at 3 holders on one disk; docs/scaling.md); past saturation
+ * (20 matches) the cluster delivered 3.28x; RSS per connection 2.3x;
+ * failover p50 156 ms, p99 1,217 ms (08:24, quieter: 42 and 72 ms).
+ *
  * Environment: CRDTDB_CLI, CRDTDB_SRC; BENCH_CONNS (default 1000),
  * BENCH_CONNS_MAX (4000), BENCH_MATCHES (3,10,20,40: the loads to measure
  * deliveries at), BENCH_SECS (10), BENCH_FAILOVERS (20).
