@@ -971,6 +971,18 @@ START_TEST(random_schedules_with_silent_peers_bring_nothing_back)
 }
 END_TEST
 
+/* A schedule of the family above that brings a removed record back (r5),
+ * found by CI's fresh seed on 2026-12-05 and failing the same way at
+ * 4255081: a mesh with silent peers and an age limit, the case of the
+ * known gap (docs/crdt.md), not yet told apart from it.  It fails until
+ * fixed, so it runs only when asked (CRDTDB_REPRO=1); trace it with
+ * COLLECT_TRACE=1 CRDTDB_SCHEDULES=1 CRDTDB_SEED=1796465152. */
+START_TEST(silent_peer_mesh_schedule_1796466152_keeps_r5_gone)
+{
+    schedule(1796466152u, 60, 80, 0);
+}
+END_TEST
+
 START_TEST(random_star_of_plain_clients_brings_nothing_back)
 {
     unsigned seed = tu_seed();
@@ -1004,6 +1016,7 @@ int main(void)
         tcase_add_test(tc, client_of_a_copy_created_again_hears_of_a_collected_remove);
         tcase_add_test(tc, handed_off_copy_does_not_pin_the_owners_collection);
         tcase_add_test(tc, old_write_relayed_by_a_resynced_peer_stays_gone);
+        tcase_add_test(tc, silent_peer_mesh_schedule_1796466152_keeps_r5_gone);
     }
     tcase_add_test(tc, server_refuses_a_resync);
     tcase_add_test(tc, collection_under_a_live_session_resyncs_its_peer);
