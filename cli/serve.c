@@ -216,13 +216,8 @@ static int load_jwt_key(const args *a, crdtdb_jwt_key **key)
     return fail(msg, rc);
 }
 
-/* Sets the limits given as flags (unset: the library's defaults); an
- * unparsable or zero value is a usage error.  "unlimited" lifts the
- * per-address and per-user caps and the database limit, "never" the idle
- * close.  Flags 0-3, 8-9 and 11 are sizes, 4-7 and 12 seconds, 10 a rate
- * (--presence-hz, at most 1000). */
-/* Limit flag i: a number from 1 to max, or `word` (*n = 0).  1 when
- * given, 0 when not, -1 (said) when malformed. */
+/* Limit flag i: a number from 1 to max, or `word` when not NULL (then
+ * *n = 0).  1 when given, 0 when not, -1 (said) when malformed. */
 static int limit_or_word(const args *a, size_t i, unsigned long long max, const char *word,
                          unsigned long long *n)
 {
@@ -231,69 +226,51 @@ static int limit_or_word(const args *a, size_t i, unsigned long long max, const 
         return 0;
     char *end;
     *n = strtoull(v, &end, 10);
-    if (strcmp(v, word) == 0)
+    if (word && strcmp(v, word) == 0)
         *n = 0;
     else if (!*v || *end || *v == '-' || *n == 0 || *n > max) {
-        fprintf(stderr, "crdtdb: %s takes a number from 1 to %llu, or %s\n",
-                serve_limit_flags[i], max, word);
+        fprintf(stderr, "crdtdb: %s takes a number from 1 to %llu%s%s\n", serve_limit_flags[i],
+                max, word ? ", or " : "", word ? word : "");
         return -1;
     }
     return 1;
 }
 
+/* Sets the limits given as flags (unset: the library's defaults); an
+ * unparsable or zero value is a usage error.  "unlimited" lifts the
+ * per-address and per-user caps and the database limit, "never" the idle
+ * close.  Flags 0-3, 8-9 and 11 are sizes, 4-7 and 12 seconds, 10 a rate
+ * (--presence-hz, at most 1000). */
 static int apply_limits(const args *a, crdtdb_server_options *o)
 {
     size_t *sizes[] = {&o->max_connections, &o->max_per_ip, &o->max_per_user, &o->max_buffered};
     unsigned *secs[] = {&o->handshake_secs, &o->message_secs, &o->ping_secs, &o->pong_secs};
-    for (size_t i = 8; i < 11; i++) { /* presence */
-        const char *v = a->limits[i];
-        if (!v)
-            continue;
-        unsigned long long max = i == 8 ? 65536ull : i == 9 ? 1000000ull : 1000ull;
-        char *end;
-        unsigned long long n = strtoull(v, &end, 10);
-        if (!*v || *end || *v == '-' || n == 0 || n > max) {
-            fprintf(stderr, "crdtdb: %s takes a number from 1 to %llu\n", serve_limit_flags[i],
-                    max);
+    unsigned long long n;
+    int r;
+    for (size_t i = 0; i < SERVE_NLIMITS; i++) {
+        static const unsigned long long max[SERVE_NLIMITS] = {
+            1000000000ull, 1000000000ull, 1000000000ull, 1000000000ull, 30000ull,    30000ull,
+            30000ull,      30000ull,      65536ull,      1000000ull,    1000ull, 1000000000ull,
+            30000000ull};
+        const char *word = i == 1 || i == 2 || i == 11 ? "unlimited" : i == 12 ? "never" : NULL;
+        if ((r = limit_or_word(a, i, max[i], word, &n)) < 0)
             return -1;
-        }
-        if (i == 8)
+        if (!r)
+            continue;
+        if (i < 4) /* sizes; 3 in MiB */
+            *sizes[i] = !n ? SIZE_MAX : i == 3 ? (size_t)n << 20 : (size_t)n;
+        else if (i < 8)
+            *secs[i - 4] = (unsigned)n;
+        else if (i == 8)
             o->max_presence = (size_t)n;
         else if (i == 9)
             o->max_presence_members = (size_t)n;
-        else
+        else if (i == 10)
             o->presence_hz = (unsigned)n;
-    }
-    unsigned long long lim;
-    int r;
-    if ((r = limit_or_word(a, 11, 1000000000ull, "unlimited", &lim)) < 0) /* --max-databases */
-        return -1;
-    if (r)
-        o->max_databases = lim ? (size_t)lim : SIZE_MAX;
-    if ((r = limit_or_word(a, 12, 30000000ull, "never", &lim)) < 0) /* --idle-secs */
-        return -1;
-    if (r)
-        o->idle_secs = lim ? (unsigned)lim : UINT_MAX;
-    for (size_t i = 0; i < 8; i++) {
-        const char *v = a->limits[i];
-        if (!v)
-            continue;
-        if ((i == 1 || i == 2) && strcmp(v, "unlimited") == 0) {
-            *sizes[i] = SIZE_MAX;
-            continue;
-        }
-        char *end;
-        unsigned long long n = strtoull(v, &end, 10);
-        int bad = !*v || *end || *v == '-' || n == 0 || n > (i < 4 ? 1000000000ull : 30000ull);
-        if (bad) {
-            fprintf(stderr, "crdtdb: %s takes a number from 1 to %s%s\n", serve_limit_flags[i],
-                    i < 4 ? "1000000000" : "30000", i == 1 || i == 2 ? ", or unlimited" : "");
-            return -1;
-        }
-        if (i < 4)
-            *sizes[i] = i == 3 ? (size_t)n << 20 : (size_t)n;
+        else if (i == 11)
+            o->max_databases = n ? (size_t)n : SIZE_MAX;
         else
-            *secs[i - 4] = (unsigned)n;
+            o->idle_secs = n ? (unsigned)n : UINT_MAX;
     }
     return 0;
 }

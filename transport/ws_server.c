@@ -289,6 +289,15 @@ static void links_close(sdb *d, int ctx_gone)
     d->nlinks = 0;
 }
 
+/* Closes link i of d; the last one takes its place. */
+static void link_drop(sdb *d, size_t i)
+{
+    crdtdb__client_close_hosted(d->links[i], 0);
+    d->nlinks--;
+    d->links[i] = d->links[d->nlinks];
+    d->lpeer[i] = d->lpeer[d->nlinks];
+}
+
 /* Closes the links of d whose peer no longer wants it (a cluster file
  * re-read: that server no longer owns d): the link from here is not what
  * carries d's changes to the owners, and while it stays, that server
@@ -303,10 +312,7 @@ static void links_prune(sdb *d)
         }
         slog(d->srv, "peer %s db '%s': no longer an owner: link closed", d->lpeer[i]->url,
              WS_QID(id));
-        crdtdb__client_close_hosted(d->links[i], 0);
-        d->nlinks--;
-        d->links[i] = d->links[d->nlinks];
-        d->lpeer[i] = d->lpeer[d->nlinks];
+        link_drop(d, i);
     }
 }
 
@@ -351,6 +357,22 @@ static void link_add(sdb *d, speer *p)
     d->nlinks++;
 }
 
+/* Links d to every peer that wants it and has no link to it yet. */
+static void link_peers(sdb *d)
+{
+    for (speer *p = d->srv->peers; p; p = p->next)
+        link_add(d, p);
+}
+
+/* The open handle of database `id` on this server, or NULL. */
+static sdb *db_find(const crdtdb_server *srv, const char *id)
+{
+    for (sdb *d = srv->dbs; d; d = d->next)
+        if (strcmp(crdtdb_db_id(d->db), id) == 0)
+            return d;
+    return NULL;
+}
+
 /* The shared handle of database `id`, opened (or created) on first use.
  * created is non-NULL for a connection's request: then a database that
  * does not exist is created only below max_databases, unless the
@@ -361,10 +383,10 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
     srv->at_limit = 0;
     if (created)
         *created = 0;
-    for (sdb *d = srv->dbs; d; d = d->next)
-        if (strcmp(crdtdb_db_id(d->db), id) == 0)
-            return d;
-    sdb *d = calloc(1, sizeof *d);
+    sdb *d = db_find(srv, id);
+    if (d)
+        return d;
+    d = calloc(1, sizeof *d);
     if (!d) {
         slog(srv, "database '%s': out of memory", WS_QID(id));
         return NULL;
@@ -408,8 +430,7 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
     d->srv = srv;
     d->next = srv->dbs;
     srv->dbs = d;
-    for (speer *p = srv->peers; p; p = p->next)
-        link_add(d, p);
+    link_peers(d);
     return d;
 }
 
@@ -1021,9 +1042,8 @@ static int metrics_allowed(const crdtdb_server *srv, struct lws *wsi)
 }
 
 /* What is, now: counted from the server's lists (connections, links,
- * databases), at most max_connections + databases x peers steps. */
-/* What is now; g->peer (when not NULL, g->npeer of them) is the
- * caller's to free. */
+ * databases), at most max_connections + databases x peers steps.
+ * g->peer (when not NULL, g->npeer of them) is the caller's to free. */
 static void metrics_now(const crdtdb_server *srv, crdtdb__metrics_now *g)
 {
     memset(g, 0, sizeof *g);
@@ -1162,7 +1182,8 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
          * replication off past them (max_connections still holds) */
         int relay = relay_user(srv, pss->user);
         conn_counts(srv, peer, pss->user, &by_ip, &by_user);
-        if (!relay && by_ip >= srv->o.max_per_ip) {
+        /* (without relay users, checked above already) */
+        if (srv->o.nrelay_users && !relay && by_ip >= srv->o.max_per_ip) {
             slog(srv, "%s refused: 429: %zu connections from this address already", peer, by_ip);
             return refuse(wsi, pss, 429, NULL);
         }
@@ -1182,8 +1203,7 @@ static int server_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
         if (!d)
             return refuse(wsi, pss, 403, NULL); /* absent and not creatable */
         if (!created) /* idle, its links were closed: a client brings them back */
-            for (speer *p = srv->peers; p; p = p->next)
-                link_add(d, p);
+            link_peers(d);
         if (srv->auth.authorize_user && created && d->nlinks)
             d->fresh_ms = crdtdb__ws_now_ms();
         if (srv->auth.authorize_user && d->fresh_ms) {
@@ -1950,13 +1970,9 @@ int crdtdb_server_peer(crdtdb_server *s, const crdtdb_client_options *link,
         s->peers = p;
         slog(s, "peering with %s: %s", p->url, p->dbs ? "listed databases" : "every database");
         for (size_t i = 0; i < l.n; i++) { /* open each: db_get adds the link */
-            int have = 0;
-            for (sdb *d = s->dbs; d && !have; d = d->next)
-                have = strcmp(crdtdb_db_id(d->db), l.ids[i]) == 0;
+            sdb *have = db_find(s, l.ids[i]);
             if (have) {
-                for (sdb *d = s->dbs; d; d = d->next)
-                    if (strcmp(crdtdb_db_id(d->db), l.ids[i]) == 0)
-                        link_add(d, p);
+                link_add(have, p);
             } else if (peer_wants(s, p, l.ids[i])) {
                 sdb *d = db_get(s, l.ids[i], NULL);
                 if (d && !d->nlinks && !d->conns) /* every link refused */
@@ -1985,14 +2001,10 @@ int crdtdb_server_relink(crdtdb_server *s, const char *const *ids, size_t n)
         n = l.n;
     }
     for (size_t i = 0; !rc && i < n; i++) {
-        sdb *d = NULL;
-        for (sdb *x = s->dbs; x && !d; x = x->next)
-            if (strcmp(crdtdb_db_id(x->db), ids[i]) == 0)
-                d = x;
+        sdb *d = db_find(s, ids[i]);
         if (d) { /* open: its unwanted links go, wanted ones come */
             links_prune(d);
-            for (speer *p = s->peers; p; p = p->next)
-                link_add(d, p);
+            link_peers(d);
             if (!d->conns && !d->nlinks)
                 db_release(d);
             continue;
@@ -2029,10 +2041,7 @@ int crdtdb_server_unpeer(crdtdb_server *s, const char *url)
                 i++;
                 continue;
             }
-            crdtdb__client_close_hosted(d->links[i], 0);
-            d->nlinks--;
-            d->links[i] = d->links[d->nlinks];
-            d->lpeer[i] = d->lpeer[d->nlinks];
+            link_drop(d, i);
         }
         if (!d->conns && !d->nlinks)
             db_release(d); /* held open by those links only */
@@ -2128,8 +2137,8 @@ int crdtdb_server_drained(const crdtdb_server *s)
         return 0;
     /* a write acknowledged here just before the drain may be on this
      * server only: its links pass it on before it goes (a server taken
-     * out of a cluster would else hold the only copy); a link that is down cannot
-     * be waited for (it does not reconnect while draining) */
+     * out of a cluster would else hold the only copy); a link that is
+     * down cannot be waited for (it does not reconnect while draining) */
     for (const sdb *d = s->dbs; d; d = d->next)
         for (size_t i = 0; i < d->nlinks; i++)
             if (crdtdb_client_connected(d->links[i]) && !crdtdb_client_synced(d->links[i]))
