@@ -122,7 +122,7 @@ async function startAlone() {
     "--max-per-ip", "unlimited"], { stdio: "ignore" }); // as run.sh runs each server
   await until(async () => { try { return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok; } catch { return false; } }, "the server");
   return {
-    name: "1 server", dir, url: `ws://127.0.0.1:${port}`, pids: () => [p.pid],
+    name: "1 server", dir, url: `ws://127.0.0.1:${port}`, pids: () => [p.pid], metrics: `http://127.0.0.1:${port}/metrics`,
     async stop() { p.kill("SIGTERM"); await new Promise((r) => p.on("exit", r)); rmSync(dir, { recursive: true, force: true }); },
   };
 }
@@ -164,6 +164,17 @@ function sustained(ds) {
     if (ds[k].perSec >= 0.95 * ds[k].offered && ds[k].lag99 <= 250) best = Math.max(best, m);
   });
   return best;
+}
+
+/* The server's counters of deltas in, apply steps and commits (the
+ * deltas a connection had waiting go in one step and one commit); null
+ * without a metrics address (behind HAProxy, /metrics is not passed) */
+async function scrape(t) {
+  if (!t.metrics) return null;
+  const text = await (await fetch(t.metrics)).text();
+  const v = (name) => Number((new RegExp(`^${name} (\\S+)$`, "m").exec(text) ?? [0, NaN])[1]);
+  return { deltas: v("crdtdb_deltas_in_total"), steps: v("crdtdb_apply_duration_seconds_count"),
+    commits: v("crdtdb_commit_duration_seconds_count") };
 }
 
 /* CPU time (ms) the processes have used so far */
@@ -279,13 +290,16 @@ for (const start of [startAlone, startCluster]) {
   try {
     const ds = [];
     for (const m of MATCHES_LIST) { // first, on fresh servers
+      const m0 = await scrape(t);
       const d = await deliveries(t, m);
       ds.push(d);
       await settle(t);
+      const m1 = await scrape(t);
       console.log(`${t.name}, ${m} matches of 4: ${Math.round(d.perSec)} field deliveries/s of ` +
         `${Math.round(d.offered)} offered, lag p50 ${d.lag50.toFixed(1)} ms p99 ${d.lag99.toFixed(1)} ms, ` +
         `server-side CPU ${d.cpuUsPerField.toFixed(0)} us per delivered field (the Node clients used ` +
-        `${(d.clientCpu * 100).toFixed(0)}% of a core)`);
+        `${(d.clientCpu * 100).toFixed(0)}% of a core)` + (m0 && m1 ? `; ${m1.deltas - m0.deltas} deltas in ` +
+        `${m1.steps - m0.steps} apply steps and ${m1.commits - m0.commits} commits` : ""));
     }
     const c = await connections(t);
     out[t.name] = { c, ds };

@@ -856,6 +856,26 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply(crdtdb_db *db,
                                                 crdtdb_apply_info *info);
 
 /*
+ * Applies n deltas in order, as n crdtdb_db_apply calls would, in one write
+ * transaction: one commit, so one fsync, for all of them (a group commit:
+ * what a burst of small deltas from one peer costs is then one disk
+ * flush).  All or nothing: on success every infos[i] is filled (the one
+ * commit's commit_us in the last, 0 in the others); on failure nothing is stored and
+ * the message names the delta that failed ("delta 3 of 8: ..."), whose
+ * sender is flagged as crdtdb_db_apply would.  A caller that wants the
+ * others stored then applies them one by one.  deltas[i] (lens[i] bytes)
+ * and infos (n entries) belong to the caller; nothing is kept after the
+ * call.  The write lock is held while the deltas are verified, so keep n
+ * small (a session batches at most CRDTDB_APPLY_BATCH_MAX).  n == 0 does
+ * nothing.  Errors: those of crdtdb_db_apply, and EINVAL (a NULL array).
+ */
+#define CRDTDB_APPLY_BATCH_MAX 64
+CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply_batch(crdtdb_db *db,
+                                                      const uint8_t *const *deltas,
+                                                      const size_t *lens, size_t n,
+                                                      crdtdb_apply_info *infos);
+
+/*
  * Decides one record of a delta being applied: `old` and `now` are the
  * record's visible values before and after the merge (msgpack maps; NULL
  * and 0 when absent or removed), valid during the call.  `txn` is the

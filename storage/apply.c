@@ -429,11 +429,14 @@ int crdtdb_db_replace(crdtdb_db *db, const char *coll, const char *id, uint64_t 
     return crdtdb__db_exit(db, replace_call(db, coll, id, upto, delta, len, info));
 }
 
-static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
-                 const replace *rp, uint64_t behind, crdtdb_apply_info *info)
+/* Decodes delta into db->delta (verifying its signature), checks it and
+ * merges it inside *tp, which is begun here when NULL, so that a lone
+ * apply verifies before it takes the write lock.  *applied and *received
+ * as in crdtdb_apply_info.  On failure the caller aborts *tp. */
+static int apply_into(crdtdb_db *db, crdtdb_txn **tp, const uint8_t *delta, size_t len,
+                      wfilter *w, const replace *rp, uint64_t behind, size_t *applied,
+                      uint64_t *received)
 {
-    if (!db || !delta)
-        return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta") : CRDTDB_EINVAL;
     crdtdb_env *env = db->env;
     crdtdb__delta *d = &db->delta;
     crdtdb__err e = CRDTDB__ERR_INIT;
@@ -445,9 +448,9 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
     if (d->ncolls > 64 && !(colls = malloc(d->ncolls * sizeof *colls)))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     rc = check(db, d, colls);
-    crdtdb_txn *t = NULL;
-    if (!rc)
-        rc = crdtdb_txn_begin(db, 0, &t);
+    if (!rc && !*tp)
+        rc = crdtdb_txn_begin(db, 0, tp);
+    crdtdb_txn *t = *tp;
     uint32_t src = 0;
     int self = memcmp(d->sender, env->pk, CRDTDB_REPLICA_ID_BYTES) == 0;
     if (!rc && !self)
@@ -460,50 +463,117 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
         rc = merge_record(&a, (uint16_t)rp->coll, rp->id, NULL, 0);
     else if (!rc)
         rc = merge_all(&a);
-    size_t applied = a.applied;
+    *applied = a.applied;
     if (!rc && d->nrecs) {
         rc = crdtdb__hlc_recv(&t->hlc, d->hlc_max, crdtdb__now_ms(env),
                               env->opts.max_clock_skew_ms);
         if (rc)
             crdtdb__db_seterr(db, rc, "clock moved during apply");
     }
-    uint64_t received = 0;
+    *received = 0;
     if (!rc && !self && !rp) /* a replace is no range of the peer's log */
-        rc = update_marks(t, d, &received);
+        rc = update_marks(t, d, received);
     if (colls != colls_stack)
         free(colls);
-    if (t && rc) {
-        crdtdb_txn_abort(t);
-        unsigned flag = rc == CRDTDB_EFORGED ? CRDTDB_PEER_EQUIVOCATED
-                        : rc == CRDTDB_EFORK  ? CRDTDB_PEER_FORKED
-                                              : 0;
-        if (flag && !self) {
-            char msg[sizeof db->errmsg];
-            memcpy(msg, db->errmsg, sizeof msg); /* the flag write must not hide it */
-            crdtdb__peer_flag(db, d->sender, flag);
-            memcpy(db->errmsg, msg, sizeof msg);
-        }
+    return rc;
+}
+
+/* After a failed apply: nothing of it is stored, and a sender caught
+ * forging or forked (db->delta, the delta that failed) is flagged. */
+static int apply_failed(crdtdb_db *db, crdtdb_txn *t, int rc)
+{
+    if (!t)
         return rc;
+    crdtdb_txn_abort(t);
+    const crdtdb__delta *d = &db->delta;
+    unsigned flag = rc == CRDTDB_EFORGED ? CRDTDB_PEER_EQUIVOCATED
+                    : rc == CRDTDB_EFORK  ? CRDTDB_PEER_FORKED
+                                          : 0;
+    if (flag && memcmp(d->sender, db->env->pk, CRDTDB_REPLICA_ID_BYTES) != 0) {
+        char msg[sizeof db->errmsg];
+        memcpy(msg, db->errmsg, sizeof msg); /* the flag write must not hide it */
+        crdtdb__peer_flag(db, d->sender, flag);
+        memcpy(db->errmsg, msg, sizeof msg);
     }
+    return rc;
+}
+
+/* What the delta just applied inside t (db->delta) did, but for
+ * commit_us. */
+static void fill_info(crdtdb_apply_info *info, const crdtdb__delta *d, uint64_t local_from,
+                      uint64_t local_to, size_t applied, uint64_t received, const wfilter *w)
+{
+    info->commit_us = 0;
+    info->local_from = local_from;
+    info->local_to = local_to;
+    memcpy(info->sender, d->sender, CRDTDB_REPLICA_ID_BYTES);
+    info->from = d->from;
+    info->to = d->to;
+    info->changes = d->nfields;
+    for (uint32_t i = 0; i < d->nrecs; i++)
+        info->changes += d->recs[i].base_kind != CRDTDB__BASE_NONE;
+    info->applied = applied;
+    info->received = received;
+    info->refused = w ? w->nrefused : 0;
+}
+
+static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
+                 const replace *rp, uint64_t behind, crdtdb_apply_info *info)
+{
+    if (!db || !delta)
+        return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta") : CRDTDB_EINVAL;
+    crdtdb_txn *t = NULL;
+    size_t applied = 0;
+    uint64_t received = 0;
+    int rc = apply_into(db, &t, delta, len, w, rp, behind, &applied, &received);
     if (rc)
-        return rc;
-    uint64_t seq0 = t->seq0, seq1 = t->seq;
+        return apply_failed(db, t, rc);
+    crdtdb_apply_info mine;
+    fill_info(info ? info : &mine, &db->delta, t->seq0, t->seq, applied, received, w);
     uint64_t c0 = mono_us();
     if ((rc = crdtdb_txn_commit(t)))
         return rc;
-    if (info) {
+    if (info)
         info->commit_us = mono_us() - c0;
-        info->local_from = seq0;
-        info->local_to = seq1;
-        memcpy(info->sender, d->sender, CRDTDB_REPLICA_ID_BYTES);
-        info->from = d->from;
-        info->to = d->to;
-        info->changes = d->nfields;
-        for (uint32_t i = 0; i < d->nrecs; i++)
-            info->changes += d->recs[i].base_kind != CRDTDB__BASE_NONE;
-        info->applied = applied;
-        info->received = received;
-        info->refused = w ? w->nrefused : 0;
-    }
     return 0;
+}
+
+static int apply_batch_call(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
+                            size_t n, crdtdb_apply_info *infos)
+{
+    if (!db)
+        return CRDTDB_EINVAL;
+    if (n && (!deltas || !lens || !infos))
+        return crdtdb__db_seterr(db, CRDTDB_EINVAL, "no deltas");
+    crdtdb_txn *t = NULL;
+    int rc = 0;
+    for (size_t i = 0; !rc && i < n; i++) {
+        uint64_t from = t ? t->seq : 0;
+        size_t applied = 0;
+        uint64_t received = 0;
+        if (!deltas[i])
+            rc = crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta");
+        else
+            rc = apply_into(db, &t, deltas[i], lens[i], NULL, NULL, 0, &applied, &received);
+        if (rc) {
+            char msg[sizeof db->errmsg];
+            memcpy(msg, db->errmsg, sizeof msg);
+            crdtdb__db_seterr(db, rc, "delta %zu of %zu: %s", i + 1, n, msg);
+            return apply_failed(db, t, rc);
+        }
+        fill_info(&infos[i], &db->delta, i ? from : t->seq0, t->seq, applied, received, NULL);
+    }
+    if (!t)
+        return 0;
+    uint64_t c0 = mono_us();
+    if ((rc = crdtdb_txn_commit(t)))
+        return rc;
+    infos[n - 1].commit_us = mono_us() - c0; /* one commit, counted once */
+    return 0;
+}
+
+int crdtdb_db_apply_batch(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
+                          size_t n, crdtdb_apply_info *infos)
+{
+    return crdtdb__db_exit(db, apply_batch_call(db, deltas, lens, n, infos));
 }

@@ -326,6 +326,56 @@ static int deny_all(void *ctx, const char *db, const uint8_t *peer)
 }
 
 /* Every refusal stores nothing: the receiver's sequence stays put. */
+/* crdtdb_db_apply_batch: deltas in one commit, all or nothing; a failure
+ * names the delta that failed and stores nothing of the others. */
+START_TEST(apply_batch_is_all_or_nothing)
+{
+    net q = {0};
+    uint64_t last = 0;
+    for (int i = 0; i < 3; i++) { /* a delta a record: what came since the last */
+        char id[8];
+        snprintf(id, sizeof id, "p%d", i);
+        put(&A, "add", "players", id, "{\"v\":1}");
+        net part = {0};
+        ck_assert_int_eq(crdtdb_db_export(A.db, last, NULL, to_net, &part, NULL), 0);
+        ck_assert_uint_eq(part.n, 1);
+        to_net(&q, part.msgs[0].data, part.msgs[0].len);
+        net_free(&part);
+        ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &last), 0);
+    }
+    ck_assert_uint_ge(q.n, 3);
+    const uint8_t *d[3] = {q.msgs[0].data, q.msgs[1].data, q.msgs[2].data};
+    size_t len[3] = {q.msgs[0].len, q.msgs[1].len, q.msgs[2].len};
+    crdtdb_apply_info info[3];
+    /* the second changed after signing: nothing stored, the second named */
+    q.msgs[1].data[q.msgs[1].len / 2] ^= 1;
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 3, info), CRDTDB_EBADSIG);
+    ck_assert_ptr_nonnull(strstr(crdtdb_db_errmsg(B.db), "delta 2 of 3: "));
+    ck_assert_uint_eq(received_from(&B, &A), 0);
+    char *none = dump(&B);
+    ck_assert_ptr_null(strstr(none, "p0"));
+    free(none);
+    q.msgs[1].data[q.msgs[1].len / 2] ^= 1;
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 0, info), 0);
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, NULL, len, 3, info), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_db_apply_batch(NULL, d, len, 3, info), CRDTDB_EINVAL);
+    /* whole: all three, one commit (its time on the last), in order */
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 3, info), 0);
+    char *all = dump(&B);
+    ck_assert_ptr_nonnull(strstr(all, "p0"));
+    ck_assert_ptr_nonnull(strstr(all, "p2"));
+    free(all);
+    ck_assert_uint_eq(info[0].commit_us, 0);
+    ck_assert_uint_eq(info[1].commit_us, 0);
+    ck_assert_uint_eq(info[0].local_to, info[1].local_from);
+    ck_assert_uint_eq(info[1].local_to, info[2].local_from);
+    ck_assert_uint_gt(info[2].local_to, info[2].local_from);
+    ck_assert_uint_eq(info[2].received, received_from(&B, &A));
+    ck_assert_uint_eq(info[2].to, received_from(&B, &A));
+    net_free(&q);
+}
+END_TEST
+
 START_TEST(bad_deltas_store_nothing)
 {
     put(&A, "add", "players", "p", "{\"v\":1}");
@@ -617,6 +667,55 @@ static void local_op(replica *r)
     model_capture(r, c, rid);
 }
 
+/* random_exchange's deltas applied in batches (crdtdb_db_apply_batch),
+ * dropped and duplicated as one by one; now and then one cut short among
+ * them: that batch fails whole and stores nothing, and goes again
+ * without it. */
+static void batch_exchange(replica *to, const net *q)
+{
+    enum { MAX = CRDTDB_APPLY_BATCH_MAX };
+    const uint8_t *d[MAX];
+    size_t len[MAX];
+    crdtdb_apply_info info[MAX];
+    size_t k = 0;
+    for (size_t i = 0; i <= q->n; i++) {
+        int fate = rand() % 10;
+        if (i < q->n && fate != 0) { /* else dropped */
+            d[k] = q->msgs[i].data;
+            len[k++] = q->msgs[i].len;
+            if (fate == 2 && k < MAX) { /* duplicated */
+                d[k] = q->msgs[i].data;
+                len[k++] = q->msgs[i].len;
+            }
+        }
+        if (k + 2 <= MAX && i < q->n)
+            continue;
+        if (!k)
+            continue;
+        if (rand() % 4 == 0) { /* one cut short: the whole batch refused */
+            size_t at = (size_t)rand() % k;
+            const uint8_t *keep = d[at];
+            size_t keep_len = len[at];
+            len[at] = (size_t)rand() % keep_len;
+            char *before = dump(to);
+            uint64_t last0, last1;
+            ck_assert_int_eq(crdtdb_db_seq(to->db, NULL, &last0), 0);
+            ck_assert_int_ne(crdtdb_db_apply_batch(to->db, d, len, k, info), 0);
+            char *after = dump(to);
+            ck_assert_int_eq(crdtdb_db_seq(to->db, NULL, &last1), 0);
+            ck_assert_str_eq(before, after);
+            ck_assert_uint_eq(last0, last1);
+            free(before);
+            free(after);
+            len[at] = keep_len;
+            d[at] = keep;
+        }
+        int rc = crdtdb_db_apply_batch(to->db, d, len, k, info);
+        ck_assert_msg(rc == 0, "apply batch: %s", crdtdb_db_errmsg(to->db));
+        k = 0;
+    }
+}
+
 /* Moves deltas from one replica to another with the hazards of a network
  * and a USB stick: duplicates, reordering, drops, truncation. */
 static void random_exchange(replica *from, replica *to)
@@ -642,6 +741,11 @@ static void random_exchange(replica *from, replica *to)
             q.msgs[i - 1] = q.msgs[j];
             q.msgs[j] = t;
         }
+    if (rand() % 3 == 0) { /* as a session takes a burst: in one commit */
+        batch_exchange(to, &q);
+        net_free(&q);
+        return;
+    }
     for (size_t i = 0; i < q.n; i++) {
         int fate = rand() % 10;
         if (fate == 0)
@@ -789,6 +893,7 @@ int main(void)
     tcase_add_test(tc, watermarks_survive_restart);
     tcase_add_test(tc, observers_see_remote_changes);
     tcase_add_test(tc, bad_deltas_store_nothing);
+    tcase_add_test(tc, apply_batch_is_all_or_nothing);
     suite_add_tcase(s, tc);
     TCase *prop = tcase_create("property");
     tcase_set_timeout(prop, 1800);

@@ -75,6 +75,8 @@ struct crdtdb_session {
     crdtdb_buf rkeys;     /* "coll\0id\0" and b/l (with its base or leaves
                              only) for each record the snapshot held */
     int resync_flagged;   /* the store says a resync from the peer was cut */
+    size_t solo;          /* delta frames to apply one by one: a batch of
+                             them failed, and one alone says which and why */
     int proven;           /* its acks may be kept: a server's peer signed a
                              delta here; a client trusts the server it chose */
     int clock_wait;       /* a delta was refused as stamped ahead (ECLOCK):
@@ -1032,6 +1034,48 @@ static int check_signer(crdtdb_session *s, const uint8_t *p, size_t len, const c
     return 0;
 }
 
+/* After a delta applied (info; `before`: what we held of the peer's log
+ * before it): the bookkeeping, the events and the replies.  The ack and
+ * the caught-up check follow only the `last` delta of a batch, in that
+ * order, as they follow a delta applied alone. */
+static int delta_done(crdtdb_session *s, const crdtdb_apply_info *info, uint64_t before, int last)
+{
+    int rc;
+    s->proven = 1;
+    /* What this apply numbered came from the peer: when nothing else was
+     * waiting for it, there is nothing to send back, and no need to scan
+     * the log or say so (no SKIP, no UPTODATE for it). */
+    uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
+    if (!info->refused && !s->o.read_filter && info->local_to > info->local_from &&
+        done >= info->local_from && s->told_uptodate == info->local_from + 1) {
+        s->skip_to = info->local_to;
+        s->told_uptodate = info->local_to + 1;
+    }
+    crdtdb_session_event ev = {
+        .type = CRDTDB_SESSION_APPLIED, .mode = s->mode, .peer = s->peer, .applied = info};
+    emit(s, &ev);
+    if (s->state == S_CLOSED) /* its callback ended the session */
+        return 0;
+    if (info->received > s->received)
+        s->received = info->received;
+    stable_check(s);
+    if (info->local_to > info->local_from) { /* the peer's, at our log's end */
+        if (info->local_from != s->tail_hi)
+            s->tail_lo = info->local_from;
+        s->tail_hi = info->local_to;
+    }
+    /* the peer hears of refused records before the ack, so it cannot think
+     * itself in sync in between */
+    if (info->refused && (rc = send_replaces(s, info->to)))
+        return rc;
+    if (!last)
+        return 0;
+    if (s->received > before && s->received > s->hint &&
+        (rc = send_ack(s, s->received))) /* applied is durable */
+        return rc;
+    return check_caught_up(s);
+}
+
 static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
 {
     if (n != 2 || a[1].type != MSGPACK_OBJECT_BIN)
@@ -1079,37 +1123,7 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     }
     if (rc)
         return store_err(s, rc);
-    s->proven = 1;
-    /* What this apply numbered came from the peer: when nothing else was
-     * waiting for it, there is nothing to send back, and no need to scan
-     * the log or say so (no SKIP, no UPTODATE for it). */
-    uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
-    if (!info.refused && !s->o.read_filter && info.local_to > info.local_from &&
-        done >= info.local_from && s->told_uptodate == info.local_from + 1) {
-        s->skip_to = info.local_to;
-        s->told_uptodate = info.local_to + 1;
-    }
-    crdtdb_session_event ev = {
-        .type = CRDTDB_SESSION_APPLIED, .mode = s->mode, .peer = s->peer, .applied = &info};
-    emit(s, &ev);
-    if (s->state == S_CLOSED) /* its callback ended the session */
-        return 0;
-    if (info.received > s->received)
-        s->received = info.received;
-    stable_check(s);
-    if (info.local_to > info.local_from) { /* the peer's, at our log's end */
-        if (info.local_from != s->tail_hi)
-            s->tail_lo = info.local_from;
-        s->tail_hi = info.local_to;
-    }
-    /* the peer hears of refused records before the ack, so it cannot think
-     * itself in sync in between */
-    if (info.refused && (rc = send_replaces(s, info.to)))
-        return rc;
-    if (s->received > before && s->received > s->hint &&
-        (rc = send_ack(s, s->received))) /* applied is durable */
-        return rc;
-    return check_caught_up(s);
+    return delta_done(s, &info, before, 1);
 }
 
 /* The record a PURGE or REPLACE names: a[1] and a[2], strings of at most
@@ -1555,6 +1569,81 @@ static int presence_type(const uint8_t *p, size_t n)
     return t >= CRDTDB__M_PRESENCE_SET && t <= CRDTDB__M_MESSAGE;
 }
 
+/* The delta of a frame that is exactly [DELTA, bin] in the plainest
+ * spelling (what every encoder writes), or NULL: anything else goes the
+ * usual way, through handle. */
+static const uint8_t *plain_delta(const uint8_t *p, size_t n, size_t *len)
+{
+    if (n < 4 || p[0] != 0x92 || p[1] != M_DELTA)
+        return NULL;
+    size_t h, b;
+    if (p[2] == 0xc4)
+        h = 4, b = p[3];
+    else if (p[2] == 0xc5 && n >= 5)
+        h = 5, b = (size_t)p[3] << 8 | p[4];
+    else if (p[2] == 0xc6 && n >= 7)
+        h = 7, b = (size_t)p[3] << 24 | (size_t)p[4] << 16 | (size_t)p[5] << 8 | p[6];
+    else
+        return NULL;
+    if (n - h != b)
+        return NULL;
+    *len = b;
+    return p + h;
+}
+
+/* Consecutive complete DELTA frames at s->in + off, applied in one commit
+ * (one fsync for what a peer sent while we were busy: a client or a link
+ * that fell behind catches up at the disk's pace in deltas, not one delta
+ * per fsync) when the store can and nothing asks for one at a time: no
+ * write filter (it may refuse records), no resync either way, a peer that
+ * may write.  At most CRDTDB_APPLY_BATCH_MAX deltas and BATCH_BYTES bytes:
+ * a step stays short.  The bytes of the frames handled, or 0: the frame
+ * at off goes through handle (always when a batch failed: nothing of it
+ * was stored, and the deltas then go one by one, so that the one that
+ * fails is refused as it would be alone). */
+#define BATCH_BYTES ((size_t)256 << 10)
+static size_t apply_run(crdtdb_session *s, size_t off, int *rc)
+{
+    if (s->solo) {
+        s->solo--;
+        return 0;
+    }
+    if (!s->st.apply_batch || s->o.write_filter || s->behind || s->resync ||
+        s->state != S_OPEN || (s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT))
+        return 0;
+    const uint8_t *d[CRDTDB_APPLY_BATCH_MAX];
+    size_t len[CRDTDB_APPLY_BATCH_MAX];
+    size_t k = 0, at = off, total = 0;
+    while (k < CRDTDB_APPLY_BATCH_MAX && s->in.len - at >= 4) {
+        const uint8_t *p = s->in.data + at;
+        size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+        if (n > s->o.max_message || s->in.len - at - 4 < n ||
+            !(d[k] = plain_delta(p + 4, n, &len[k])) || total + len[k] > BATCH_BYTES)
+            break;
+        crdtdb__delta_head h;
+        if (crdtdb__delta_peek(d[k], len[k], &h) || !h.signer ||
+            memcmp(h.signer, s->peer, sizeof s->peer) != 0)
+            break; /* refused alone, with its reason */
+        total += len[k++];
+        at += 4 + n;
+    }
+    if (k < 2)
+        return 0;
+    crdtdb_apply_info info[CRDTDB_APPLY_BATCH_MAX];
+    memset(info, 0, k * sizeof *info);
+    uint64_t before = s->received;
+    if (s->st.apply_batch(s->st.ctx, d, len, k, info)) {
+        s->solo = k - 1; /* the first goes alone now, then these */
+        return 0;
+    }
+    *rc = 0;
+    if (s->notices.len && flush_notices(s))
+        *rc = CRDTDB_ENOMEM;
+    for (size_t i = 0; !*rc && i < k && s->state != S_CLOSED; i++)
+        *rc = delta_done(s, &info[i], before, i == k - 1);
+    return at - off;
+}
+
 /* Handles the complete frames buffered, applying at most `applies` deltas
  * or replaces (SIZE_MAX: no bound); stops before the next one over it. */
 static int run_input(crdtdb_session *s, size_t applies)
@@ -1571,13 +1660,25 @@ static int run_input(crdtdb_session *s, size_t applies)
         }
         if (s->in.len - off - 4 < n)
             break; /* wait for the rest */
+        size_t run = 0;
         if (costly_type(p + 4, n)) {
             if (!applies)
                 break; /* for crdtdb_session_step */
             applies--;
+            run = apply_run(s, off, &rc); /* a batch is one step */
         }
         store |= !presence_type(p + 4, n);
         handled = 1;
+        if (run) {
+            off += run;
+            if (!rc && s->purge_err)
+                rc = seterr(s, CRDTDB_ENOMEM, "out of memory");
+            if (s->notices.len && s->state != S_CLOSED) {
+                int frc = flush_notices(s);
+                rc = rc ? rc : frc;
+            }
+            continue;
+        }
         rc = handle(s, p + 4, n);
         if (!rc && s->purge_err) /* a notice lost to out of memory in a callback */
             rc = seterr(s, CRDTDB_ENOMEM, "out of memory");

@@ -494,7 +494,7 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
     case CRDTDB_SESSION_APPLIED:
         srv->m.deltas_in++;
         srv->m.changes_in += ev->applied ? ev->applied->changes : 0;
-        if (ev->applied)
+        if (ev->applied && ev->applied->commit_us) /* a batch's commit: once, on its last */
             crdtdb__hist_observe(&srv->m.commit, ev->applied->commit_us);
         break;
     case CRDTDB_SESSION_PRESENCE:
