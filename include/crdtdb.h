@@ -1269,6 +1269,26 @@ CRDTDB_API int crdtdb_session_pending(const crdtdb_session *s);
  */
 CRDTDB_API int crdtdb_session_step(crdtdb_session *s);
 
+/*
+ * Group commit across sessions (YIELD): a transport with several sessions
+ * of one database waiting, each with a delta at the head of its input,
+ * applies those deltas in one commit (crdtdb_db_apply_batch on the
+ * database) instead of a step each.  crdtdb_session_batch_peek says
+ * whether the waiting delta may join (1; *delta, *len point into the
+ * session's input, valid until the next call on s) or not (0: a write
+ * filter decides its records, a resync is under way, the frame is not a
+ * plain DELTA of the peer's: step it).  After the batch commits,
+ * crdtdb_session_batch_done(s, &infos[i]) finishes each as a step would
+ * (ack, events, what follows up to the next delta, the pump).  If the batch
+ * fails, nothing was stored: step each session instead, and the one at
+ * fault is refused as it would be alone.  crdtdb_session_batch_done
+ * errors: EINVAL (no such delta waits), EBUSY (closed), and those of
+ * crdtdb_session_step.
+ */
+CRDTDB_API int crdtdb_session_batch_peek(const crdtdb_session *s, const uint8_t **delta,
+                                         size_t *len);
+CRDTDB_API int crdtdb_session_batch_done(crdtdb_session *s, const crdtdb_apply_info *info);
+
 /* Queues a notice for the peer — an error that does not end the session,
  * e.g. a refused write (the peer gets CRDTDB_SESSION_ERROR with remote 1).
  * Called from inside feed or step (a write filter, an event callback), it

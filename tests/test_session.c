@@ -773,6 +773,21 @@ static crdtdb_session *open_server_batch(replica *r, evs *e, int batch)
     return s;
 }
 
+/* The frames of type `type` queued on s, left queued. */
+static int peek_count(crdtdb_session *s, unsigned type)
+{
+    size_t len, off = 0;
+    const uint8_t *p = crdtdb_session_output(s, &len);
+    int n = 0;
+    while (len - off >= 4) {
+        size_t m = (size_t)p[off] << 24 | (size_t)p[off + 1] << 16 | (size_t)p[off + 2] << 8 |
+                   p[off + 3];
+        n += m >= 2 && p[off + 5] == type;
+        off += 4 + m;
+    }
+    return n;
+}
+
 /* The frames of type `type` queued on s; consumed with the rest. */
 static int take_count(crdtdb_session *s, unsigned type)
 {
@@ -882,6 +897,78 @@ START_TEST(a_failed_batch_goes_one_by_one)
     ck_assert_int_ge(e1.errors, 1);
     ck_assert_int_eq(e1.last_error, CRDTDB_ECLOCK);
     ck_assert_int_eq(acks1, acks0);
+}
+END_TEST
+
+/* Group commit across sessions: two clients' deltas to one database,
+ * waiting in two server sessions, go in one commit
+ * (crdtdb_session_batch_peek, crdtdb_db_apply_batch,
+ * crdtdb_session_batch_done); each session then acks and answers as after
+ * a step, and all three replicas end the same. */
+START_TEST(sessions_of_one_database_commit_together)
+{
+    replica C;
+    replica_init(&C, &now_ms, "game");
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    put(&C, "add", "players", "cat", "{\"hp\":2}");
+    evs ea = {0}, ec = {0}, sa_ev = {0}, sc_ev = {0};
+    crdtdb_session *ca = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *cc = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0);
+    crdtdb_session *sa = open_server_batch(&B, &sa_ev, 1);
+    crdtdb_session *sc = open_server_batch(&B, &sc_ev, 1);
+    int rc = 0;
+    while (move(ca, sa, SIZE_MAX, &rc) + move(sa, ca, SIZE_MAX, &rc) + move(cc, sc, SIZE_MAX, &rc) +
+           move(sc, cc, SIZE_MAX, &rc))
+        ;
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(crdtdb_session_pending(sa), 1);
+    ck_assert_int_eq(crdtdb_session_pending(sc), 1);
+    const uint8_t *d[2];
+    size_t len[2];
+    ck_assert_int_eq(crdtdb_session_batch_peek(sa, &d[0], &len[0]), 1);
+    ck_assert_int_eq(crdtdb_session_batch_peek(sc, &d[1], &len[1]), 1);
+    ck_assert_int_eq(crdtdb_session_batch_peek(ca, &d[1], &len[1]), 0); /* nothing waits */
+    crdtdb_apply_info info[2];
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 2, info), 0);
+    take_types(sa, (char[256]){0}, 256); /* the handshake's replies */
+    take_types(sc, (char[256]){0}, 256);
+    ck_assert_int_eq(crdtdb_session_batch_done(sa, &info[0]), 0);
+    ck_assert_int_eq(crdtdb_session_batch_done(sc, &info[1]), 0);
+    ck_assert_int_eq(crdtdb_session_pending(sa), 0);
+    ck_assert_int_eq(crdtdb_session_batch_done(sa, &info[0]), CRDTDB_EINVAL); /* done once */
+    ck_assert_int_eq(sa_ev.applied, 1);
+    ck_assert_int_eq(sc_ev.applied, 1);
+    ck_assert_int_eq(peek_count(sa, 4 /* ACK */), 1);
+    ck_assert_int_eq(peek_count(sc, 4), 1);
+    uint64_t last_a, last_c;
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &last_a), 0);
+    ck_assert_int_eq(crdtdb_db_seq(C.db, NULL, &last_c), 0);
+    ck_assert_uint_eq(received_from(&B, &A), last_a);
+    ck_assert_uint_eq(received_from(&B, &C), last_c);
+    /* the rest as usual: each client gets the other's record */
+    crdtdb_session_pump(sa);
+    crdtdb_session_pump(sc);
+    ck_assert_int_eq(run(ca, sa, SIZE_MAX), 0);
+    ck_assert_int_eq(run(cc, sc, SIZE_MAX), 0);
+    char *a = dump(&A), *b = dump(&B), *c = dump(&C);
+    ck_assert_ptr_nonnull(strstr(b, "cat"));
+    ck_assert_str_eq(a, b);
+    ck_assert_str_eq(c, b);
+    free(a);
+    free(b);
+    free(c);
+    ck_assert_int_eq(crdtdb_session_synced(ca), 1);
+    ck_assert_int_eq(crdtdb_session_synced(cc), 1);
+    /* a write filter decides each record: its session's deltas go alone */
+    evs ef = {0};
+    crdtdb_session *sf = open_server(&B, &ef, CRDTDB_SESSION_YIELD, refuse_from_c, NULL);
+    ck_assert_int_eq(crdtdb_session_batch_peek(sf, &d[0], &len[0]), 0);
+    crdtdb_session_close(sf);
+    crdtdb_session_close(ca);
+    crdtdb_session_close(cc);
+    crdtdb_session_close(sa);
+    crdtdb_session_close(sc);
+    replica_free(&C);
 }
 END_TEST
 
@@ -2110,6 +2197,7 @@ int main(void)
     tcase_add_test(tc, clock_refused_delta_is_asked_again);
     tcase_add_test(tc, a_burst_of_deltas_commits_together);
     tcase_add_test(tc, a_failed_batch_goes_one_by_one);
+    tcase_add_test(tc, sessions_of_one_database_commit_together);
     tcase_add_test(tc, clock_refused_delta_comes_on_the_timer);
     tcase_add_test(tc, replace_shows_nothing_the_peer_may_not_see);
     tcase_add_test(tc, yield_holds_every_spelling_of_a_delta);

@@ -1602,30 +1602,51 @@ static const uint8_t *plain_delta(const uint8_t *p, size_t n, size_t *len)
  * was stored, and the deltas then go one by one, so that the one that
  * fails is refused as it would be alone). */
 #define BATCH_BYTES ((size_t)256 << 10)
+
+/* Whether the session's deltas may be applied in a batch: its store can,
+ * and nothing asks for one at a time (a write filter may refuse records;
+ * a resync either way; a peer that may not write is refused). */
+static int batchable(const crdtdb_session *s)
+{
+    return s->st.apply_batch && !s->o.write_filter && !s->behind && !s->resync &&
+           s->state == S_OPEN && !(s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT);
+}
+
+/* The delta of the frame at s->in + off if it may join a batch: complete,
+ * [DELTA, bin] plainly, signed by the peer; else NULL. */
+static const uint8_t *batch_frame(const crdtdb_session *s, size_t off, size_t *frame, size_t *len)
+{
+    if (s->in.len - off < 4)
+        return NULL;
+    const uint8_t *p = s->in.data + off;
+    size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+    const uint8_t *d;
+    crdtdb__delta_head h;
+    if (n > s->o.max_message || s->in.len - off - 4 < n || !(d = plain_delta(p + 4, n, len)) ||
+        crdtdb__delta_peek(d, *len, &h) || !h.signer ||
+        memcmp(h.signer, s->peer, sizeof s->peer) != 0)
+        return NULL;
+    *frame = 4 + n;
+    return d;
+}
+
 static size_t apply_run(crdtdb_session *s, size_t off, int *rc)
 {
     if (s->solo) {
         s->solo--;
         return 0;
     }
-    if (!s->st.apply_batch || s->o.write_filter || s->behind || s->resync ||
-        s->state != S_OPEN || (s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT))
+    if (!batchable(s))
         return 0;
     const uint8_t *d[CRDTDB_APPLY_BATCH_MAX];
     size_t len[CRDTDB_APPLY_BATCH_MAX];
     size_t k = 0, at = off, total = 0;
-    while (k < CRDTDB_APPLY_BATCH_MAX && s->in.len - at >= 4) {
-        const uint8_t *p = s->in.data + at;
-        size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
-        if (n > s->o.max_message || s->in.len - at - 4 < n ||
-            !(d[k] = plain_delta(p + 4, n, &len[k])) || total + len[k] > BATCH_BYTES)
-            break;
-        crdtdb__delta_head h;
-        if (crdtdb__delta_peek(d[k], len[k], &h) || !h.signer ||
-            memcmp(h.signer, s->peer, sizeof s->peer) != 0)
-            break; /* refused alone, with its reason */
+    size_t frame;
+    /* one that cannot join is handled alone, with its reason */
+    while (k < CRDTDB_APPLY_BATCH_MAX && (d[k] = batch_frame(s, at, &frame, &len[k])) &&
+           total + len[k] <= BATCH_BYTES) {
         total += len[k++];
-        at += 4 + n;
+        at += frame;
     }
     if (k < 2)
         return 0;
@@ -1646,10 +1667,10 @@ static size_t apply_run(crdtdb_session *s, size_t off, int *rc)
 
 /* Handles the complete frames buffered, applying at most `applies` deltas
  * or replaces (SIZE_MAX: no bound); stops before the next one over it. */
-static int run_input(crdtdb_session *s, size_t applies)
+static int run_input(crdtdb_session *s, size_t applies, int store)
 {
     size_t off = 0;
-    int rc = 0, store = 0, handled = 0; /* store: a message a pump may answer */
+    int rc = 0, handled = 0; /* store: a message a pump may answer */
     while (!rc && s->state != S_CLOSED && s->in.len - off >= 4) {
         const uint8_t *p = s->in.data + off;
         size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
@@ -1714,7 +1735,7 @@ static int run_input(crdtdb_session *s, size_t applies)
 static int run_input_busy(crdtdb_session *s, size_t applies)
 {
     s->busy = 1;
-    int rc = run_input(s, applies);
+    int rc = run_input(s, applies, 0);
     s->busy = 0;
     s->notices.len = 0; /* closed meanwhile: what was queued has no peer */
     return rc;
@@ -1732,6 +1753,45 @@ int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data, size_t len)
     /* with YIELD, applies wait for crdtdb_session_step: the caller's loop
      * decides when, and serves others in between */
     return api_exit(s, run_input_busy(s, (s->o.flags & CRDTDB_SESSION_YIELD) ? 0 : SIZE_MAX));
+}
+
+int crdtdb_session_batch_peek(const crdtdb_session *s, const uint8_t **delta, size_t *len)
+{
+    size_t frame;
+    if (!s || !delta || !len || s->busy || s->solo || !(s->o.flags & CRDTDB_SESSION_YIELD) ||
+        !batchable(s))
+        return 0;
+    const uint8_t *d = batch_frame(s, 0, &frame, len);
+    if (d)
+        *delta = d;
+    return d != NULL;
+}
+
+int crdtdb_session_batch_done(crdtdb_session *s, const crdtdb_apply_info *info)
+{
+    if (!s || !info)
+        return CRDTDB_EINVAL;
+    api_enter(s);
+    size_t frame, len;
+    if (s->state == S_CLOSED)
+        return api_exit(s, seterr(s, CRDTDB_EBUSY, "the session is closed"));
+    if (s->busy || !batch_frame(s, 0, &frame, &len))
+        return api_exit(s, seterr(s, CRDTDB_EINVAL, "no delta waits to be done"));
+    s->busy = 1;
+    int rc = delta_done(s, info, s->received, 1);
+    memmove(s->in.data, s->in.data + frame, s->in.len - frame);
+    s->in.len -= frame;
+    if (!rc && s->purge_err)
+        rc = seterr(s, CRDTDB_ENOMEM, "out of memory");
+    if (s->notices.len && s->state != S_CLOSED) {
+        int frc = flush_notices(s);
+        rc = rc ? rc : frc;
+    }
+    /* then, as a step: what follows up to the next delta, and the pump */
+    rc = rc ? fail(s, rc) : run_input(s, 0, 1);
+    s->busy = 0;
+    s->notices.len = 0;
+    return api_exit(s, rc);
 }
 
 int crdtdb_session_step(crdtdb_session *s)

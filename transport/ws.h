@@ -115,6 +115,9 @@ int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len);
  * resumes reading once none waits, asks to write the replies; 1 if another
  * delta waits. */
 int crdtdb__ws_step(crdtdb__wslink *l);
+/* What crdtdb__ws_step does after the step, for a delta applied in a
+ * batch instead (crdtdb_session_batch_done); 1 if another delta waits. */
+int crdtdb__ws_stepped(crdtdb__wslink *l);
 
 /* ws_client.c: clients also run inside a server's context, as its peer
  * links (crdtdb_server_peer).  A hosted client has no context of its own:

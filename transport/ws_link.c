@@ -332,6 +332,13 @@ int crdtdb__ws_step(crdtdb__wslink *l)
     if (!l->s || crdtdb_session_closed(l->s))
         return 0;
     crdtdb_session_step(l->s); /* failures arrive as events */
+    return crdtdb__ws_stepped(l);
+}
+
+int crdtdb__ws_stepped(crdtdb__wslink *l)
+{
+    if (!l->s)
+        return 0;
     int pending = crdtdb_session_pending(l->s);
     if (!pending) /* closed too: the rest of the peer's message is drained */
         lws_rx_flow_control(l->wsi, 1);

@@ -929,6 +929,83 @@ static void apply_unlink(sconn *c)
 
 static void conn_count(sconn *c);
 
+/* Group commit: c, just popped, and the connections of its database
+ * waiting after it in the queue (taken out of it), whose waiting deltas
+ * may join a batch (crdtdb_session_batch_peek), at most
+ * CRDTDB_APPLY_BATCH_MAX and BATCH_BYTES of deltas.  Their number: 0 or
+ * 1 when there is nothing to batch. */
+#define BATCH_BYTES ((size_t)256 << 10)
+static size_t apply_gather(crdtdb_server *srv, sconn *c, sconn **out, const uint8_t **d,
+                           size_t *len)
+{
+    if (srv->auth.authorize_write || !crdtdb_session_batch_peek(c->l.s, &d[0], &len[0]))
+        return 0;
+    size_t n = 1, total = len[0];
+    out[0] = c;
+    sconn *prev = NULL;
+    for (sconn *q = srv->qhead, *next; q && n < CRDTDB_APPLY_BATCH_MAX; q = next) {
+        next = q->qnext;
+        if (q->d != c->d || q->ended || !q->l.s ||
+            !crdtdb_session_batch_peek(q->l.s, &d[n], &len[n]) || total + len[n] > BATCH_BYTES) {
+            prev = q;
+            continue;
+        }
+        if (prev) /* out of the queue: it is served here */
+            prev->qnext = next;
+        else
+            srv->qhead = next;
+        if (srv->qtail == q)
+            srv->qtail = prev;
+        q->queued = 0;
+        q->qnext = NULL;
+        total += len[n];
+        out[n++] = q;
+    }
+    return n;
+}
+
+/* One turn of the apply queue for c: the deltas of its database waiting
+ * at the head of several connections in one commit when they may, else
+ * (or if that batch fails, storing nothing) c's next delta alone, and
+ * each of the others' in turn. */
+static void apply_turn(crdtdb_server *srv, sconn *c)
+{
+    sconn *b[CRDTDB_APPLY_BATCH_MAX];
+    const uint8_t *d[CRDTDB_APPLY_BATCH_MAX];
+    size_t len[CRDTDB_APPLY_BATCH_MAX];
+    crdtdb_apply_info info[CRDTDB_APPLY_BATCH_MAX];
+    size_t n = apply_gather(srv, c, b, d, len);
+    uint64_t us = crdtdb__metrics_us();
+    int together = n > 1;
+    if (together) {
+        memset(info, 0, n * sizeof *info);
+        together = crdtdb_db_apply_batch(c->d->db, d, len, n, info) == 0;
+    } else {
+        b[0] = c;
+        n = 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        sconn *x = b[i];
+        if (x->ended || !x->l.s)
+            continue;
+        x->progress_ms = crdtdb__ws_now_ms();
+        int more;
+        if (together) {
+            (void)crdtdb_session_batch_done(x->l.s, &info[i]); /* failures arrive as events */
+            more = crdtdb__ws_stepped(&x->l);
+        } else {
+            uint64_t t = crdtdb__metrics_us();
+            more = crdtdb__ws_step(&x->l);
+            crdtdb__hist_observe(&srv->m.apply, crdtdb__metrics_us() - t);
+        }
+        if (more)
+            apply_enqueue(x); /* its next delta: after the others */
+        conn_count(x);
+    }
+    if (together) /* one apply: the batch's */
+        crdtdb__hist_observe(&srv->m.apply, crdtdb__metrics_us() - us);
+}
+
 static void on_apply_due(lws_sorted_usec_list_t *sul)
 {
     crdtdb_server *srv = lws_container_of(sul, crdtdb_server, sul_apply);
@@ -939,13 +1016,7 @@ static void on_apply_due(lws_sorted_usec_list_t *sul)
     while (crdtdb__ws_now_ms() - t0 < APPLY_SHARE_MS && (c = apply_pop(srv)) != NULL) {
         if (c->ended || !c->l.s)
             continue;
-        c->progress_ms = crdtdb__ws_now_ms();
-        uint64_t us = crdtdb__metrics_us();
-        int more = crdtdb__ws_step(&c->l);
-        crdtdb__hist_observe(&srv->m.apply, crdtdb__metrics_us() - us);
-        if (more)
-            apply_enqueue(c); /* its next delta: after the others */
-        conn_count(c);
+        apply_turn(srv, c);
     }
     srv->apply_armed = 0;
     if (srv->qhead) /* the rest of the slice is the loop's */
