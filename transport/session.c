@@ -1605,10 +1605,13 @@ static const uint8_t *plain_delta(const uint8_t *p, size_t n, size_t *len)
 
 /* Whether the session's deltas may be applied in a batch: its store can,
  * and nothing asks for one at a time (a write filter may refuse records;
- * a resync either way; a peer that may not write is refused). */
+ * a resync either way; a peer that may not write is refused; one whose
+ * stamps ran ahead would fail every batch it joined until its clock is
+ * caught up with, costing the others a second verify each). */
 static int batchable(const crdtdb_session *s)
 {
     return s->st.apply_batch && !s->o.write_filter && !s->behind && !s->resync &&
+           !s->clock_wait &&
            s->state == S_OPEN && !(s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT);
 }
 
