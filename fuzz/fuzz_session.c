@@ -290,8 +290,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m.max_delta_size = max_delta;
     crdtdb__session_store st;
     mem_store_bind(&m, &st);
-    if (runs % 4 >= 2) /* half the runs of either side: deltas in batches */
-        mem_store_bind_batch(&st);
     st.horizon = c_horizon;
     st.peer_flags = c_peer_flags;
     st.peer_resync = c_peer_resync;

@@ -856,24 +856,31 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply(crdtdb_db *db,
                                                 crdtdb_apply_info *info);
 
 /*
- * Applies n deltas in order, as n crdtdb_db_apply calls would, in one write
- * transaction: one commit, so one fsync, for all of them (a group commit:
- * what a burst of small deltas from one peer costs is then one disk
- * flush).  All or nothing: on success every infos[i] is filled (the one
- * commit's commit_us in the last, 0 in the others); on failure nothing is stored and
- * the message names the delta that failed ("delta 3 of 8: ..."), whose
- * sender is flagged as crdtdb_db_apply would.  A caller that wants the
- * others stored then applies them one by one.  deltas[i] (lens[i] bytes)
- * and infos (n entries) belong to the caller; nothing is kept after the
- * call.  The write lock is held while the deltas are verified, so keep n
- * small (a session batches at most CRDTDB_APPLY_BATCH_MAX).  n == 0 does
- * nothing.  Errors: those of crdtdb_db_apply, and EINVAL (a NULL array).
+ * Applies deltas in order, as crdtdb_db_apply calls would, in one write
+ * transaction: one commit, so one fsync, for all of them (group commit:
+ * several peers' deltas waiting for one database cost one disk flush).
+ * It takes deltas[0], then the next ones while what it merged stays under
+ * max_apply_work (so a batch is one bounded unit of work, at most twice
+ * that), and commits: 0, *done = how many it applied (the caller offers
+ * the rest again), infos[0 .. *done) filled, the commit's commit_us in
+ * the last of them and 0 in the others.  All or nothing: on failure
+ * nothing is stored, *done is the index of the delta that failed (0 also
+ * when the commit itself failed), the message names it ("delta 3 of 8:
+ * ...") and its sender is flagged as crdtdb_db_apply would; apply the
+ * others again without it.  Unlike separate applies, the trust hook runs
+ * inside the write transaction for all but the first delta (it must not
+ * write to the environment), and observers see one commit.  deltas[i]
+ * (lens[i] bytes) and infos (n entries) belong to the caller; nothing is
+ * kept after the call.  The write lock is held while the deltas are
+ * verified: keep n small (the server takes at most
+ * CRDTDB_APPLY_BATCH_MAX).  n == 0 does nothing.  Errors: those of
+ * crdtdb_db_apply, and EINVAL (a NULL array).
  */
 #define CRDTDB_APPLY_BATCH_MAX 64
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_apply_batch(crdtdb_db *db,
                                                       const uint8_t *const *deltas,
                                                       const size_t *lens, size_t n,
-                                                      crdtdb_apply_info *infos);
+                                                      crdtdb_apply_info *infos, size_t *done);
 
 /*
  * Decides one record of a delta being applied: `old` and `now` are the
@@ -1276,17 +1283,19 @@ CRDTDB_API int crdtdb_session_step(crdtdb_session *s);
  * database) instead of a step each.  crdtdb_session_batch_peek says
  * whether the waiting delta may join (1; *delta, *len point into the
  * session's input, valid until the next call on s) or not (0: a write
- * filter decides its records, a resync is under way, the frame is not a
- * plain DELTA of the peer's: step it).  After the batch commits,
- * crdtdb_session_batch_done(s, &infos[i]) finishes each as a step would
- * (ack, events, what follows up to the next delta, the pump).  If the batch
- * fails, nothing was stored: step each session instead, and the one at
- * fault is refused as it would be alone.  crdtdb_session_batch_done
- * errors: EINVAL (no such delta waits), EBUSY (closed), and those of
+ * filter decides its records, a resync is under way, its stamps ran
+ * ahead, the frame is not a plain DELTA of the peer's: step it).  For
+ * each delta the batch applied, crdtdb_session_batch_done(s, &infos[i])
+ * finishes it as a step would (ack, events, what follows up to the next
+ * delta, the pump); infos[i] as crdtdb_db_apply_batch filled it for that
+ * delta, once per peek.  A delta the batch did not take (it stopped at
+ * its work bound, or failed, storing nothing) still waits: peek again
+ * later, or step it (the one at fault is refused as it would be alone).
+ * crdtdb_session_batch_done errors: EINVAL (no delta handed out by a peek
+ * waits, or info is not the peer's), EBUSY (closed), and those of
  * crdtdb_session_step.
  */
-CRDTDB_API int crdtdb_session_batch_peek(const crdtdb_session *s, const uint8_t **delta,
-                                         size_t *len);
+CRDTDB_API int crdtdb_session_batch_peek(crdtdb_session *s, const uint8_t **delta, size_t *len);
 CRDTDB_API int crdtdb_session_batch_done(crdtdb_session *s, const crdtdb_apply_info *info);
 
 /* Queues a notice for the peer — an error that does not end the session,

@@ -435,7 +435,7 @@ int crdtdb_db_replace(crdtdb_db *db, const char *coll, const char *id, uint64_t 
  * as in crdtdb_apply_info.  On failure the caller aborts *tp. */
 static int apply_into(crdtdb_db *db, crdtdb_txn **tp, const uint8_t *delta, size_t len,
                       wfilter *w, const replace *rp, uint64_t behind, size_t *applied,
-                      uint64_t *received)
+                      uint64_t *received, size_t *work)
 {
     crdtdb_env *env = db->env;
     crdtdb__delta *d = &db->delta;
@@ -464,6 +464,7 @@ static int apply_into(crdtdb_db *db, crdtdb_txn **tp, const uint8_t *delta, size
     else if (!rc)
         rc = merge_all(&a);
     *applied = a.applied;
+    *work = a.work;
     if (!rc && d->nrecs) {
         rc = crdtdb__hlc_recv(&t->hlc, d->hlc_max, crdtdb__now_ms(env),
                               env->opts.max_clock_skew_ms);
@@ -523,9 +524,9 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
     if (!db || !delta)
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta") : CRDTDB_EINVAL;
     crdtdb_txn *t = NULL;
-    size_t applied = 0;
+    size_t applied = 0, work = 0;
     uint64_t received = 0;
-    int rc = apply_into(db, &t, delta, len, w, rp, behind, &applied, &received);
+    int rc = apply_into(db, &t, delta, len, w, rp, behind, &applied, &received, &work);
     if (rc)
         return apply_failed(db, t, rc);
     crdtdb_apply_info mine;
@@ -539,41 +540,48 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
 }
 
 static int apply_batch_call(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
-                            size_t n, crdtdb_apply_info *infos)
+                            size_t n, crdtdb_apply_info *infos, size_t *done)
 {
     if (!db)
         return CRDTDB_EINVAL;
-    if (n && (!deltas || !lens || !infos))
+    if (!done || (n && (!deltas || !lens || !infos)))
         return crdtdb__db_seterr(db, CRDTDB_EINVAL, "no deltas");
+    *done = 0;
     crdtdb_txn *t = NULL;
-    int rc = 0;
-    for (size_t i = 0; !rc && i < n; i++) {
+    size_t i, work = 0, max = db->env->opts.max_apply_work;
+    /* the batch is one bounded unit of work, as one apply is: it ends
+     * where what it merged reaches max_apply_work (the first delta always
+     * goes), so it does at most twice that */
+    for (i = 0; i < n && (i == 0 || work < max); i++) {
         uint64_t from = t ? t->seq : 0;
-        size_t applied = 0;
+        size_t applied = 0, w = 0;
         uint64_t received = 0;
-        if (!deltas[i])
-            rc = crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta");
-        else
-            rc = apply_into(db, &t, deltas[i], lens[i], NULL, NULL, 0, &applied, &received);
+        int rc = deltas[i] ? apply_into(db, &t, deltas[i], lens[i], NULL, NULL, 0, &applied,
+                                        &received, &w)
+                           : crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta");
         if (rc) {
             char msg[sizeof db->errmsg];
             memcpy(msg, db->errmsg, sizeof msg);
             crdtdb__db_seterr(db, rc, "delta %zu of %zu: %s", i + 1, n, msg);
+            *done = i;
             return apply_failed(db, t, rc);
         }
+        work += w;
         fill_info(&infos[i], &db->delta, i ? from : t->seq0, t->seq, applied, received, NULL);
     }
     if (!t)
         return 0;
     uint64_t c0 = mono_us();
-    if ((rc = crdtdb_txn_commit(t)))
-        return rc;
-    infos[n - 1].commit_us = mono_us() - c0; /* one commit, counted once */
+    int rc = crdtdb_txn_commit(t);
+    if (rc)
+        return rc; /* *done 0: nothing of it stored */
+    infos[i - 1].commit_us = mono_us() - c0; /* one commit, counted once */
+    *done = i;
     return 0;
 }
 
 int crdtdb_db_apply_batch(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
-                          size_t n, crdtdb_apply_info *infos)
+                          size_t n, crdtdb_apply_info *infos, size_t *done)
 {
-    return crdtdb__db_exit(db, apply_batch_call(db, deltas, lens, n, infos));
+    return crdtdb__db_exit(db, apply_batch_call(db, deltas, lens, n, infos, done));
 }

@@ -127,26 +127,6 @@ static int m_apply(void *ctx, const uint8_t *p, size_t len, crdtdb_write_filter 
     return 0;
 }
 
-/* All or nothing, as crdtdb_db_apply_batch: each delta as m_apply would,
- * the store as it was when one fails. */
-static int m_apply_batch(void *ctx, const uint8_t *const *deltas, const size_t *lens, size_t n,
-                         crdtdb_apply_info *infos)
-{
-    mem_store *m = ctx;
-    uint64_t last = m->last, received = m->received;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t ahead;
-        int rc = m_apply(ctx, deltas[i], lens[i], NULL, NULL, 0, &infos[i], &ahead);
-        if (rc) {
-            m->last = last;
-            m->received = received;
-            return rc;
-        }
-        infos[i].commit_us = i + 1 == n;
-    }
-    return 0;
-}
-
 static int names_ok(mem_store *m, const char *coll, const char *id)
 {
     if (strcmp(coll, "c") != 0 && strcmp(coll, "d") != 0)
@@ -241,9 +221,4 @@ void mem_store_bind(mem_store *m, crdtdb__session_store *out)
     out->peer_ack = m_peer_ack;
     out->readonly = m_readonly;
     out->discard_unsent = m_discard;
-}
-
-void mem_store_bind_batch(crdtdb__session_store *out)
-{
-    out->apply_batch = m_apply_batch;
 }

@@ -32,8 +32,5 @@ void mem_store_init(mem_store *m, const char *db_id, uint64_t last);
 
 /* The session callbacks over m (borrowed: m outlives the session). */
 void mem_store_bind(mem_store *m, crdtdb__session_store *out);
-/* Adds the batch apply to a store bound by mem_store_bind (off by
- * default: the session then applies deltas one by one). */
-void mem_store_bind_batch(crdtdb__session_store *out);
 
 #endif

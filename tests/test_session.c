@@ -756,23 +756,6 @@ END_TEST
 
 static void take_types(crdtdb_session *s, char *out, size_t size);
 
-/* A server session over B, with or without the store's batch apply. */
-static crdtdb_session *open_server_batch(replica *r, evs *e, int batch)
-{
-    crdtdb_session_options o;
-    crdtdb_session_options_init(&o);
-    o.flags = CRDTDB_SESSION_SERVER | CRDTDB_SESSION_YIELD;
-    o.on_event = on_event;
-    o.ctx = e;
-    crdtdb__session_store st;
-    crdtdb__session_store_db(r->db, &st);
-    if (!batch)
-        st.apply_batch = NULL;
-    crdtdb_session *s;
-    ck_assert_int_eq(crdtdb__session_open_store(&st, &o, &s), 0);
-    return s;
-}
-
 /* The frames of type `type` queued on s, left queued. */
 static int peek_count(crdtdb_session *s, unsigned type)
 {
@@ -788,118 +771,6 @@ static int peek_count(crdtdb_session *s, unsigned type)
     return n;
 }
 
-/* The frames of type `type` queued on s; consumed with the rest. */
-static int take_count(crdtdb_session *s, unsigned type)
-{
-    char t[1 << 14], *p = t;
-    take_types(s, t, sizeof t);
-    int n = 0;
-    for (char *tok; (tok = strtok(p, ",")); p = NULL)
-        n += (unsigned)atoi(tok) == type;
-    return n;
-}
-
-/* A's n one-record deltas reach B's server in one feed; the last is
- * stamped 10 minutes ahead when `ahead` (A's clock stays ahead after it:
- * nothing can follow it but more of the same).  Returns what B holds;
- * *acks: the ACKs B sent for the burst. */
-static char *burst(int batch, int n, int ahead, evs *eb, int *acks, uint64_t *received)
-{
-    for (int i = 0; i < n; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "r%02d", i);
-        A.offset_ms = ahead && i == n - 1 ? 10 * 60 * 1000 : 0;
-        put(&A, "add", "players", id, "{\"hp\":1}");
-    }
-    A.offset_ms = 0;
-    evs ea = {0};
-    crdtdb_session_options o;
-    crdtdb_session_options_init(&o);
-    o.mode = CRDTDB_SYNC_TWO_WAY;
-    o.on_event = on_event;
-    o.ctx = &ea;
-    o.delta_size = 1; /* one record a delta */
-    crdtdb_session *c;
-    ck_assert_int_eq(crdtdb_session_open(A.db, &o, &c), 0);
-    crdtdb_session *s = open_server_batch(&B, eb, batch);
-    /* the handshake; A's deltas follow B's SINCE, in one feed */
-    int rc = 0;
-    while (move(c, s, SIZE_MAX, &rc) + move(s, c, SIZE_MAX, &rc))
-        ;
-    ck_assert_int_eq(rc, 0);
-    ck_assert_int_eq(crdtdb_session_pending(s), 1); /* all of them wait: YIELD */
-    while (crdtdb_session_pending(s))
-        crdtdb_session_step(s);
-    *acks = take_count(s, 4 /* ACK */);
-    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
-    *received = received_from(&B, &A);
-    ck_assert_int_eq(crdtdb_session_closed(s), 0);
-    crdtdb_session_close(c);
-    crdtdb_session_close(s);
-    return dump(&B);
-}
-
-/* The same burst batched and one by one: what B holds, its watermark and
- * the events are the same; the ACKs are counted apart. */
-static void burst_both(int n, int ahead, evs *e1, int *acks1, evs *e0, int *acks0, uint64_t *r)
-{
-    uint64_t r0;
-    char *d1 = burst(1, n, ahead, e1, acks1, r);
-    teardown();
-    setup();
-    char *d0 = burst(0, n, ahead, e0, acks0, &r0);
-    ck_assert_str_eq(d1, d0);
-    ck_assert_ptr_nonnull(strstr(d1, ahead ? "r14" : "r39"));
-    if (ahead) /* the one stamped ahead is not stored */
-        ck_assert_ptr_null(strstr(d1, "r15"));
-    ck_assert_uint_eq(*r, r0);
-    ck_assert_int_eq(e1->applied, e0->applied);
-    ck_assert_int_eq(e1->errors, e0->errors);
-    ck_assert_int_eq(e1->last_error, e0->last_error);
-    ck_assert_int_eq(e1->caught_up, e0->caught_up);
-    free(d1);
-    free(d0);
-}
-
-/* A burst of deltas from one peer is applied in one commit (one ACK), and
- * ends exactly as the deltas applied one by one do. */
-START_TEST(a_burst_of_deltas_commits_together)
-{
-    evs e1 = {0}, e0 = {0};
-    int acks1, acks0;
-    uint64_t r;
-    burst_both(40, 0, &e1, &acks1, &e0, &acks0, &r);
-    uint64_t last;
-    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &last), 0);
-    ck_assert_uint_eq(r, last);
-    ck_assert_int_ge(e1.applied, 40); /* a delta or more a record */
-    ck_assert_int_eq(e1.errors, 0);
-    ck_assert_int_eq(acks0, e0.applied); /* one by one: an ACK each */
-    /* batched: an ACK a commit, of up to CRDTDB_APPLY_BATCH_MAX deltas */
-    ck_assert_int_eq(acks1, (e1.applied + CRDTDB_APPLY_BATCH_MAX - 1) / CRDTDB_APPLY_BATCH_MAX);
-}
-END_TEST
-
-/* A batch that fails stores nothing; its deltas then go one by one, and
- * the one that fails (stamped ahead: ECLOCK) is refused alone, with a
- * notice, as it would be without the batch; the rest are stored. */
-START_TEST(a_failed_batch_goes_one_by_one)
-{
-    evs e1 = {0}, e0 = {0};
-    int acks1, acks0;
-    uint64_t r;
-    burst_both(16, 1, &e1, &acks1, &e0, &acks0, &r);
-    uint64_t last;
-    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &last), 0);
-    ck_assert_uint_lt(r, last);
-    ck_assert_uint_gt(r, 0);
-    ck_assert_int_ge(e1.applied, 15);
-    ck_assert_int_ge(e1.errors, 1);
-    ck_assert_int_eq(e1.last_error, CRDTDB_ECLOCK);
-    ck_assert_int_eq(acks1, acks0);
-}
-END_TEST
-
 /* Group commit across sessions: two clients' deltas to one database,
  * waiting in two server sessions, go in one commit
  * (crdtdb_session_batch_peek, crdtdb_db_apply_batch,
@@ -914,8 +785,8 @@ START_TEST(sessions_of_one_database_commit_together)
     evs ea = {0}, ec = {0}, sa_ev = {0}, sc_ev = {0};
     crdtdb_session *ca = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
     crdtdb_session *cc = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0);
-    crdtdb_session *sa = open_server_batch(&B, &sa_ev, 1);
-    crdtdb_session *sc = open_server_batch(&B, &sc_ev, 1);
+    crdtdb_session *sa = open_server(&B, &sa_ev, CRDTDB_SESSION_YIELD, NULL, NULL);
+    crdtdb_session *sc = open_server(&B, &sc_ev, CRDTDB_SESSION_YIELD, NULL, NULL);
     int rc = 0;
     while (move(ca, sa, SIZE_MAX, &rc) + move(sa, ca, SIZE_MAX, &rc) + move(cc, sc, SIZE_MAX, &rc) +
            move(sc, cc, SIZE_MAX, &rc))
@@ -929,7 +800,9 @@ START_TEST(sessions_of_one_database_commit_together)
     ck_assert_int_eq(crdtdb_session_batch_peek(sc, &d[1], &len[1]), 1);
     ck_assert_int_eq(crdtdb_session_batch_peek(ca, &d[1], &len[1]), 0); /* nothing waits */
     crdtdb_apply_info info[2];
-    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 2, info), 0);
+    size_t done;
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 2, info, &done), 0);
+    ck_assert_uint_eq(done, 2);
     take_types(sa, (char[256]){0}, 256); /* the handshake's replies */
     take_types(sc, (char[256]){0}, 256);
     ck_assert_int_eq(crdtdb_session_batch_done(sa, &info[0]), 0);
@@ -2195,8 +2068,6 @@ int main(void)
     tcase_add_test(tc, acks_only_from_proven_peers_within_range);
     tcase_add_test(tc, costly_deltas_come_again_smaller);
     tcase_add_test(tc, clock_refused_delta_is_asked_again);
-    tcase_add_test(tc, a_burst_of_deltas_commits_together);
-    tcase_add_test(tc, a_failed_batch_goes_one_by_one);
     tcase_add_test(tc, sessions_of_one_database_commit_together);
     tcase_add_test(tc, clock_refused_delta_comes_on_the_timer);
     tcase_add_test(tc, replace_shows_nothing_the_peer_may_not_see);

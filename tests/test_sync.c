@@ -1,6 +1,7 @@
 /* Replicas converge through signed deltas: export, apply, watermarks, bad
  * input, and a randomized property test against a model of the LWW rules. */
 #include <check.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,7 +326,6 @@ static int deny_all(void *ctx, const char *db, const uint8_t *peer)
     return 0;
 }
 
-/* Every refusal stores nothing: the receiver's sequence stays put. */
 /* crdtdb_db_apply_batch: deltas in one commit, all or nothing; a failure
  * names the delta that failed and stores nothing of the others. */
 START_TEST(apply_batch_is_all_or_nothing)
@@ -347,20 +347,25 @@ START_TEST(apply_batch_is_all_or_nothing)
     const uint8_t *d[3] = {q.msgs[0].data, q.msgs[1].data, q.msgs[2].data};
     size_t len[3] = {q.msgs[0].len, q.msgs[1].len, q.msgs[2].len};
     crdtdb_apply_info info[3];
+    size_t done = 9;
     /* the second changed after signing: nothing stored, the second named */
     q.msgs[1].data[q.msgs[1].len / 2] ^= 1;
-    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 3, info), CRDTDB_EBADSIG);
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 3, info, &done), CRDTDB_EBADSIG);
     ck_assert_ptr_nonnull(strstr(crdtdb_db_errmsg(B.db), "delta 2 of 3: "));
+    ck_assert_uint_eq(done, 1); /* the index of the one at fault */
     ck_assert_uint_eq(received_from(&B, &A), 0);
     char *none = dump(&B);
     ck_assert_ptr_null(strstr(none, "p0"));
     free(none);
     q.msgs[1].data[q.msgs[1].len / 2] ^= 1;
-    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 0, info), 0);
-    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, NULL, len, 3, info), CRDTDB_EINVAL);
-    ck_assert_int_eq(crdtdb_db_apply_batch(NULL, d, len, 3, info), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 0, info, &done), 0);
+    ck_assert_uint_eq(done, 0);
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, NULL, len, 3, info, &done), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 3, info, NULL), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_db_apply_batch(NULL, d, len, 3, info, &done), CRDTDB_EINVAL);
     /* whole: all three, one commit (its time on the last), in order */
-    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 3, info), 0);
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 3, info, &done), 0);
+    ck_assert_uint_eq(done, 3);
     char *all = dump(&B);
     ck_assert_ptr_nonnull(strstr(all, "p0"));
     ck_assert_ptr_nonnull(strstr(all, "p2"));
@@ -372,10 +377,27 @@ START_TEST(apply_batch_is_all_or_nothing)
     ck_assert_uint_gt(info[2].local_to, info[2].local_from);
     ck_assert_uint_eq(info[2].received, received_from(&B, &A));
     ck_assert_uint_eq(info[2].to, received_from(&B, &A));
+    /* a batch is one bounded unit of work: past max_apply_work it stops,
+     * committing what it took (the first delta always goes) */
+    replica_close(&B);
+    tu_rmrf(B.dir);
+    ck_assert_int_eq(mkdir(B.dir, 0700), 0);
+    B.opts.max_apply_work = 1;
+    replica_open(&B, "game");
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d, len, 3, info, &done), 0);
+    ck_assert_uint_eq(done, 1);
+    ck_assert_uint_gt(info[0].commit_us, 0);
+    ck_assert_int_eq(crdtdb_db_apply_batch(B.db, d + 1, len + 1, 2, info, &done), 0);
+    ck_assert_uint_eq(done, 1);
+    char *two = dump(&B);
+    ck_assert_ptr_nonnull(strstr(two, "p1"));
+    ck_assert_ptr_null(strstr(two, "p2"));
+    free(two);
     net_free(&q);
 }
 END_TEST
 
+/* Every refusal stores nothing: the receiver's sequence stays put. */
 START_TEST(bad_deltas_store_nothing)
 {
     put(&A, "add", "players", "p", "{\"v\":1}");
@@ -700,7 +722,9 @@ static void batch_exchange(replica *to, const net *q)
             char *before = dump(to);
             uint64_t last0, last1;
             ck_assert_int_eq(crdtdb_db_seq(to->db, NULL, &last0), 0);
-            ck_assert_int_ne(crdtdb_db_apply_batch(to->db, d, len, k, info), 0);
+            size_t done;
+            ck_assert_int_ne(crdtdb_db_apply_batch(to->db, d, len, k, info, &done), 0);
+            ck_assert_uint_le(done, at); /* the cut one, or one before it */
             char *after = dump(to);
             ck_assert_int_eq(crdtdb_db_seq(to->db, NULL, &last1), 0);
             ck_assert_str_eq(before, after);
@@ -710,8 +734,11 @@ static void batch_exchange(replica *to, const net *q)
             len[at] = keep_len;
             d[at] = keep;
         }
-        int rc = crdtdb_db_apply_batch(to->db, d, len, k, info);
-        ck_assert_msg(rc == 0, "apply batch: %s", crdtdb_db_errmsg(to->db));
+        for (size_t from = 0, done; from < k; from += done) { /* its work bound may split it */
+            int rc = crdtdb_db_apply_batch(to->db, d + from, len + from, k - from, info, &done);
+            ck_assert_msg(rc == 0, "apply batch: %s", crdtdb_db_errmsg(to->db));
+            ck_assert_uint_ge(done, 1);
+        }
         k = 0;
     }
 }

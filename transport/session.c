@@ -75,8 +75,8 @@ struct crdtdb_session {
     crdtdb_buf rkeys;     /* "coll\0id\0" and b/l (with its base or leaves
                              only) for each record the snapshot held */
     int resync_flagged;   /* the store says a resync from the peer was cut */
-    size_t solo;          /* delta frames to apply one by one: a batch of
-                             them failed, and one alone says which and why */
+    int peeked;           /* crdtdb_session_batch_peek handed out the waiting
+                             delta; crdtdb_session_batch_done may finish it */
     int proven;           /* its acks may be kept: a server's peer signed a
                              delta here; a client trusts the server it chose */
     int clock_wait;       /* a delta was refused as stamped ahead (ECLOCK):
@@ -1591,27 +1591,14 @@ static const uint8_t *plain_delta(const uint8_t *p, size_t n, size_t *len)
     return p + h;
 }
 
-/* Consecutive complete DELTA frames at s->in + off, applied in one commit
- * (one fsync for what a peer sent while we were busy: a client or a link
- * that fell behind catches up at the disk's pace in deltas, not one delta
- * per fsync) when the store can and nothing asks for one at a time: no
- * write filter (it may refuse records), no resync either way, a peer that
- * may write.  At most CRDTDB_APPLY_BATCH_MAX deltas and BATCH_BYTES bytes:
- * a step stays short.  The bytes of the frames handled, or 0: the frame
- * at off goes through handle (always when a batch failed: nothing of it
- * was stored, and the deltas then go one by one, so that the one that
- * fails is refused as it would be alone). */
-#define BATCH_BYTES ((size_t)256 << 10)
-
-/* Whether the session's deltas may be applied in a batch: its store can,
- * and nothing asks for one at a time (a write filter may refuse records;
- * a resync either way; a peer that may not write is refused; one whose
- * stamps ran ahead would fail every batch it joined until its clock is
- * caught up with, costing the others a second verify each). */
+/* Whether the session's waiting delta may join a batch: nothing asks for
+ * one at a time (a write filter may refuse records; a resync either way;
+ * a peer that may not write is refused; one whose stamps ran ahead would
+ * fail every batch it joined until its clock is caught up with, costing
+ * the others a second verify each). */
 static int batchable(const crdtdb_session *s)
 {
-    return s->st.apply_batch && !s->o.write_filter && !s->behind && !s->resync &&
-           !s->clock_wait &&
+    return !s->o.write_filter && !s->behind && !s->resync && !s->clock_wait &&
            s->state == S_OPEN && !(s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT);
 }
 
@@ -1633,41 +1620,6 @@ static const uint8_t *batch_frame(const crdtdb_session *s, size_t off, size_t *f
     return d;
 }
 
-static size_t apply_run(crdtdb_session *s, size_t off, int *rc)
-{
-    if (s->solo) {
-        s->solo--;
-        return 0;
-    }
-    if (!batchable(s))
-        return 0;
-    const uint8_t *d[CRDTDB_APPLY_BATCH_MAX];
-    size_t len[CRDTDB_APPLY_BATCH_MAX];
-    size_t k = 0, at = off, total = 0;
-    size_t frame;
-    /* one that cannot join is handled alone, with its reason */
-    while (k < CRDTDB_APPLY_BATCH_MAX && (d[k] = batch_frame(s, at, &frame, &len[k])) &&
-           total + len[k] <= BATCH_BYTES) {
-        total += len[k++];
-        at += frame;
-    }
-    if (k < 2)
-        return 0;
-    crdtdb_apply_info info[CRDTDB_APPLY_BATCH_MAX];
-    memset(info, 0, k * sizeof *info);
-    uint64_t before = s->received;
-    if (s->st.apply_batch(s->st.ctx, d, len, k, info)) {
-        s->solo = k - 1; /* the first goes alone now, then these */
-        return 0;
-    }
-    *rc = 0;
-    if (s->notices.len && flush_notices(s))
-        *rc = CRDTDB_ENOMEM;
-    for (size_t i = 0; !*rc && i < k && s->state != S_CLOSED; i++)
-        *rc = delta_done(s, &info[i], before, i == k - 1);
-    return at - off;
-}
-
 /* Handles the complete frames buffered, applying at most `applies` deltas
  * or replaces (SIZE_MAX: no bound); stops before the next one over it. */
 static int run_input(crdtdb_session *s, size_t applies, int store)
@@ -1684,25 +1636,13 @@ static int run_input(crdtdb_session *s, size_t applies, int store)
         }
         if (s->in.len - off - 4 < n)
             break; /* wait for the rest */
-        size_t run = 0;
         if (costly_type(p + 4, n)) {
             if (!applies)
                 break; /* for crdtdb_session_step */
             applies--;
-            run = apply_run(s, off, &rc); /* a batch is one step */
         }
         store |= !presence_type(p + 4, n);
         handled = 1;
-        if (run) {
-            off += run;
-            if (!rc && s->purge_err)
-                rc = seterr(s, CRDTDB_ENOMEM, "out of memory");
-            if (s->notices.len && s->state != S_CLOSED) {
-                int frc = flush_notices(s);
-                rc = rc ? rc : frc;
-            }
-            continue;
-        }
         rc = handle(s, p + 4, n);
         if (!rc && s->purge_err) /* a notice lost to out of memory in a callback */
             rc = seterr(s, CRDTDB_ENOMEM, "out of memory");
@@ -1737,6 +1677,7 @@ static int run_input(crdtdb_session *s, size_t applies, int store)
  * back into the session (notify) queue instead of cutting in. */
 static int run_input_busy(crdtdb_session *s, size_t applies)
 {
+    s->peeked = 0; /* what a peek handed out may be handled now */
     s->busy = 1;
     int rc = run_input(s, applies, 0);
     s->busy = 0;
@@ -1758,16 +1699,16 @@ int crdtdb_session_feed(crdtdb_session *s, const uint8_t *data, size_t len)
     return api_exit(s, run_input_busy(s, (s->o.flags & CRDTDB_SESSION_YIELD) ? 0 : SIZE_MAX));
 }
 
-int crdtdb_session_batch_peek(const crdtdb_session *s, const uint8_t **delta, size_t *len)
+int crdtdb_session_batch_peek(crdtdb_session *s, const uint8_t **delta, size_t *len)
 {
     size_t frame;
-    if (!s || !delta || !len || s->busy || s->solo || !(s->o.flags & CRDTDB_SESSION_YIELD) ||
-        !batchable(s))
+    if (!s || !delta || !len || s->busy || !(s->o.flags & CRDTDB_SESSION_YIELD) || !batchable(s))
         return 0;
     const uint8_t *d = batch_frame(s, 0, &frame, len);
     if (d)
         *delta = d;
-    return d != NULL;
+    s->peeked = d != NULL;
+    return s->peeked;
 }
 
 int crdtdb_session_batch_done(crdtdb_session *s, const crdtdb_apply_info *info)
@@ -1778,8 +1719,12 @@ int crdtdb_session_batch_done(crdtdb_session *s, const crdtdb_apply_info *info)
     size_t frame, len;
     if (s->state == S_CLOSED)
         return api_exit(s, seterr(s, CRDTDB_EBUSY, "the session is closed"));
-    if (s->busy || !batch_frame(s, 0, &frame, &len))
-        return api_exit(s, seterr(s, CRDTDB_EINVAL, "no delta waits to be done"));
+    /* once per peek, with an info of the peer's (its delta's, the caller
+     * vouches): a second call would take the next delta unapplied */
+    if (!s->peeked || s->busy || !batch_frame(s, 0, &frame, &len) ||
+        memcmp(info->sender, s->peer, sizeof s->peer) != 0)
+        return api_exit(s, seterr(s, CRDTDB_EINVAL, "no delta handed out waits to be done"));
+    s->peeked = 0;
     s->busy = 1;
     int rc = delta_done(s, info, s->received, 1);
     memmove(s->in.data, s->in.data + frame, s->in.len - frame);

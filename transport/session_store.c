@@ -132,12 +132,6 @@ static int store_apply(void *ctx, const uint8_t *delta, size_t len, crdtdb_write
     return rc;
 }
 
-static int store_apply_batch(void *ctx, const uint8_t *const *deltas, const size_t *lens,
-                             size_t n, crdtdb_apply_info *infos)
-{
-    return crdtdb_db_apply_batch(db_of(ctx), deltas, lens, n, infos);
-}
-
 static int store_replace(void *ctx, const char *coll, const char *id, uint64_t upto,
                          const uint8_t *delta, size_t len)
 {
@@ -243,7 +237,6 @@ void crdtdb__session_store_db(crdtdb_db *db, crdtdb__session_store *out)
     out->next_delta = store_next_delta;
     out->record_delta = store_record_delta;
     out->apply = store_apply;
-    out->apply_batch = store_apply_batch;
     out->replace = store_replace;
     out->purge = store_purge;
     out->peer_get = store_peer_get;

@@ -82,11 +82,6 @@ typedef struct crdtdb__session_store {
                  void *filter_ctx, uint64_t behind, crdtdb_apply_info *info,
                  uint64_t *ahead_ms);
     /* `behind` nonzero: crdtdb_db_apply_behind with that horizon stamp. */
-    /* May be NULL.  n deltas in one commit, all or nothing
-     * (crdtdb_db_apply_batch, no filter); on failure nothing is stored and
-     * the session applies them one by one with `apply`. */
-    int (*apply_batch)(void *ctx, const uint8_t *const *deltas, const size_t *lens, size_t n,
-                       crdtdb_apply_info *infos);
     /* A REPLACE (crdtdb_db_replace) and a PURGE (crdtdb_db_purge). */
     int (*replace)(void *ctx, const char *coll, const char *id, uint64_t upto,
                    const uint8_t *delta, size_t len);

@@ -932,9 +932,11 @@ static void conn_count(sconn *c);
 /* Group commit: c, just popped, and the connections of its database
  * waiting after it in the queue (taken out of it), whose waiting deltas
  * may join a batch (crdtdb_session_batch_peek), at most
- * CRDTDB_APPLY_BATCH_MAX and BATCH_BYTES of deltas.  Their number: 0 or
+ * CRDTDB_APPLY_BATCH_MAX and BATCH_BYTES of deltas, among the next
+ * GATHER_SCAN queued (a turn costs no more with many databases busy).  Their number: 0 or
  * 1 when there is nothing to batch. */
 #define BATCH_BYTES ((size_t)256 << 10)
+#define GATHER_SCAN 256
 static size_t apply_gather(crdtdb_server *srv, sconn *c, sconn **out, const uint8_t **d,
                            size_t *len)
 {
@@ -943,7 +945,9 @@ static size_t apply_gather(crdtdb_server *srv, sconn *c, sconn **out, const uint
     size_t n = 1, total = len[0];
     out[0] = c;
     sconn *prev = NULL;
-    for (sconn *q = srv->qhead, *next; q && n < CRDTDB_APPLY_BATCH_MAX; q = next) {
+    size_t seen = 0; /* a turn looks this far down the queue, no further */
+    for (sconn *q = srv->qhead, *next; q && n < CRDTDB_APPLY_BATCH_MAX && seen++ < GATHER_SCAN;
+         q = next) {
         next = q->qnext;
         if (q->d != c->d || q->ended || !q->l.s ||
             !crdtdb_session_batch_peek(q->l.s, &d[n], &len[n]) || total + len[n] > BATCH_BYTES) {
@@ -964,46 +968,70 @@ static size_t apply_gather(crdtdb_server *srv, sconn *c, sconn **out, const uint
     return n;
 }
 
+/* Back at the head of the apply queue: a connection gathered whose delta
+ * a batch did not take (it still waits, first in line as it was). */
+static void apply_requeue(crdtdb_server *srv, sconn *c)
+{
+    if (c->queued || c->ended || !c->l.s)
+        return;
+    c->queued = 1;
+    c->qnext = srv->qhead;
+    srv->qhead = c;
+    if (!srv->qtail)
+        srv->qtail = c;
+}
+
+/* After c's delta was applied (a step, or its part of a batch). */
+static void apply_after(sconn *c, int more)
+{
+    if (more)
+        apply_enqueue(c); /* its next delta: after the others */
+    conn_count(c);
+}
+
 /* One turn of the apply queue for c: the deltas of its database waiting
- * at the head of several connections in one commit when they may, else
- * (or if that batch fails, storing nothing) c's next delta alone, and
- * each of the others' in turn. */
+ * at the head of several connections in one commit when they may
+ * (crdtdb_db_apply_batch: those it takes within its work bound; the rest
+ * wait at the head of the queue), else c's next delta alone.  A batch that
+ * fails stores nothing: the delta at fault then goes alone (refused as it
+ * would be) and the others wait for the next turn. */
 static void apply_turn(crdtdb_server *srv, sconn *c)
 {
     sconn *b[CRDTDB_APPLY_BATCH_MAX];
     const uint8_t *d[CRDTDB_APPLY_BATCH_MAX];
     size_t len[CRDTDB_APPLY_BATCH_MAX];
     crdtdb_apply_info info[CRDTDB_APPLY_BATCH_MAX];
-    size_t n = apply_gather(srv, c, b, d, len);
+    size_t n = apply_gather(srv, c, b, d, len), done = 0;
     uint64_t us = crdtdb__metrics_us();
-    int together = n > 1;
-    if (together) {
+    int rc = -1;
+    if (n > 1) {
         memset(info, 0, n * sizeof *info);
-        together = crdtdb_db_apply_batch(c->d->db, d, len, n, info) == 0;
-    } else {
-        b[0] = c;
-        n = 1;
+        rc = crdtdb_db_apply_batch(c->d->db, d, len, n, info, &done);
     }
-    for (size_t i = 0; i < n; i++) {
+    if (rc) { /* alone: c, or the batch's culprit */
+        sconn *x = n > 1 ? b[done] : c;
+        x->progress_ms = crdtdb__ws_now_ms();
+        apply_after(x, crdtdb__ws_step(&x->l));
+        crdtdb__hist_observe(&srv->m.apply, crdtdb__metrics_us() - us);
+        for (size_t i = n; i-- > 0;)
+            if (b[i] != x)
+                apply_requeue(srv, b[i]);
+        return;
+    }
+    /* the commit, once (the sessions' APPLIED events see commit_us 0) */
+    crdtdb__hist_observe(&srv->m.commit, info[done - 1].commit_us);
+    info[done - 1].commit_us = 0;
+    for (size_t i = 0; i < done; i++) {
         sconn *x = b[i];
         if (x->ended || !x->l.s)
             continue;
         x->progress_ms = crdtdb__ws_now_ms();
-        int more;
-        if (together) {
-            (void)crdtdb_session_batch_done(x->l.s, &info[i]); /* failures arrive as events */
-            more = crdtdb__ws_stepped(&x->l);
-        } else {
-            uint64_t t = crdtdb__metrics_us();
-            more = crdtdb__ws_step(&x->l);
-            crdtdb__hist_observe(&srv->m.apply, crdtdb__metrics_us() - t);
-        }
-        if (more)
-            apply_enqueue(x); /* its next delta: after the others */
-        conn_count(x);
+        (void)crdtdb_session_batch_done(x->l.s, &info[i]); /* failures arrive as events */
+        apply_after(x, crdtdb__ws_stepped(&x->l));
     }
-    if (together) /* one apply: the batch's */
-        crdtdb__hist_observe(&srv->m.apply, crdtdb__metrics_us() - us);
+    for (size_t i = n; i-- > done;)
+        apply_requeue(srv, b[i]);
+    crdtdb__hist_observe(&srv->m.apply, crdtdb__metrics_us() - us); /* one turn */
 }
 
 static void on_apply_due(lws_sorted_usec_list_t *sul)
