@@ -126,6 +126,7 @@ struct crdtdb_server {
     lws_sorted_usec_list_t sul_apply; /* the apply queue's turn */
     sconn *qhead, *qtail; /* connections with a delta waiting, in order */
     int apply_armed;
+    int batching;         /* apply_turn finishes a batch's deltas */
     speer *peers;
     crdtdb_server_auth auth;
     unsigned char *wbuf;
@@ -494,7 +495,7 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
     case CRDTDB_SESSION_APPLIED:
         srv->m.deltas_in++;
         srv->m.changes_in += ev->applied ? ev->applied->changes : 0;
-        if (ev->applied && ev->applied->commit_us) /* a batch's commit: once, on its last */
+        if (ev->applied && !srv->batching) /* a batch's commit is observed once, by apply_turn */
             crdtdb__hist_observe(&srv->m.commit, ev->applied->commit_us);
         break;
     case CRDTDB_SESSION_PRESENCE:
@@ -864,7 +865,10 @@ static int make_room(crdtdb_server *srv, size_t need, const sconn *keep, int sta
  * YIELD, its reading paused) and is applied in arrival order, one per
  * connection per pass, for at most APPLY_SHARE_MS of every APPLY_SLICE_MS:
  * however many peers send costly deltas, the loop goes back to everything
- * else within one apply (max_apply_work) of the share running out.
+ * else within one turn of the share running out.  A turn is one delta, or
+ * a batch of one database's (apply_turn): at most CRDTDB_APPLY_BATCH_MAX
+ * signature checks and twice max_apply_work of merging, and when the batch
+ * fails, its good part again and one delta alone.
  */
 #define APPLY_SLICE_MS 50
 #define APPLY_SHARE_MS 20
@@ -968,19 +972,6 @@ static size_t apply_gather(crdtdb_server *srv, sconn *c, sconn **out, const uint
     return n;
 }
 
-/* Back at the head of the apply queue: a connection gathered whose delta
- * a batch did not take (it still waits, first in line as it was). */
-static void apply_requeue(crdtdb_server *srv, sconn *c)
-{
-    if (c->queued || c->ended || !c->l.s)
-        return;
-    c->queued = 1;
-    c->qnext = srv->qhead;
-    srv->qhead = c;
-    if (!srv->qtail)
-        srv->qtail = c;
-}
-
 /* After c's delta was applied (a step, or its part of a batch). */
 static void apply_after(sconn *c, int more)
 {
@@ -989,48 +980,68 @@ static void apply_after(sconn *c, int more)
     conn_count(c);
 }
 
+/* c's next delta alone (crdtdb_session_step). */
+static void apply_alone(sconn *c)
+{
+    c->progress_ms = crdtdb__ws_now_ms();
+    apply_after(c, crdtdb__ws_step(&c->l));
+}
+
 /* One turn of the apply queue for c: the deltas of its database waiting
  * at the head of several connections in one commit when they may
- * (crdtdb_db_apply_batch: those it takes within its work bound; the rest
- * wait at the head of the queue), else c's next delta alone.  A batch that
- * fails stores nothing: the delta at fault then goes alone (refused as it
- * would be) and the others wait for the next turn. */
+ * (crdtdb_db_apply_batch), else c's next delta alone.  When the batch
+ * fails (storing nothing), the deltas before the one at fault are
+ * committed together and that one goes alone (refused as it would be).
+ * Connections whose delta the turn did not take (past the batch's work
+ * bound, or after the one at fault) go to the back of the queue, ahead of
+ * those it took: every turn applies c's delta or the faulty one's, and a
+ * connection passed over is first of its database in line next time, so
+ * none waits for ever, whether its database's senders are heavy (the work
+ * bound cuts every batch short) or one of them fails every time. */
 static void apply_turn(crdtdb_server *srv, sconn *c)
 {
     sconn *b[CRDTDB_APPLY_BATCH_MAX];
     const uint8_t *d[CRDTDB_APPLY_BATCH_MAX];
     size_t len[CRDTDB_APPLY_BATCH_MAX];
     crdtdb_apply_info info[CRDTDB_APPLY_BATCH_MAX];
-    size_t n = apply_gather(srv, c, b, d, len), done = 0;
     uint64_t us = crdtdb__metrics_us();
-    int rc = -1;
-    if (n > 1) {
-        memset(info, 0, n * sizeof *info);
-        rc = crdtdb_db_apply_batch(c->d->db, d, len, n, info, &done);
-    }
-    if (rc) { /* alone: c, or the batch's culprit */
-        sconn *x = n > 1 ? b[done] : c;
-        x->progress_ms = crdtdb__ws_now_ms();
-        apply_after(x, crdtdb__ws_step(&x->l));
+    size_t n = apply_gather(srv, c, b, d, len), took = 0, bad = SIZE_MAX, done = 0;
+    if (n < 2) {
+        apply_alone(c);
         crdtdb__hist_observe(&srv->m.apply, crdtdb__metrics_us() - us);
-        for (size_t i = n; i-- > 0;)
-            if (b[i] != x)
-                apply_requeue(srv, b[i]);
         return;
     }
-    /* the commit, once (the sessions' APPLIED events see commit_us 0) */
-    crdtdb__hist_observe(&srv->m.commit, info[done - 1].commit_us);
-    info[done - 1].commit_us = 0;
-    for (size_t i = 0; i < done; i++) {
-        sconn *x = b[i];
-        if (x->ended || !x->l.s)
-            continue;
-        x->progress_ms = crdtdb__ws_now_ms();
-        (void)crdtdb_session_batch_done(x->l.s, &info[i]); /* failures arrive as events */
-        apply_after(x, crdtdb__ws_stepped(&x->l));
+    memset(info, 0, n * sizeof *info);
+    if (crdtdb_db_apply_batch(c->d->db, d, len, n, info, &done) == 0) {
+        took = done;
+    } else {
+        bad = done; /* 0 too when the commit failed: b[0] goes alone */
+        if (bad > 0 && crdtdb_db_apply_batch(c->d->db, d, len, bad, info, &done) == 0)
+            took = done;
     }
-    for (size_t i = n; i-- > done;)
-        apply_requeue(srv, b[i]);
+    /* first to the back of the queue: those the turn did not take (they
+     * waited, so they go before c and the others taken now) */
+    for (size_t i = took; i < n; i++)
+        if (i != bad && !b[i]->ended && b[i]->l.s)
+            apply_enqueue(b[i]);
+    if (took) {
+        crdtdb__hist_observe(&srv->m.commit, info[took - 1].commit_us); /* one commit */
+        srv->batching = 1; /* the sessions' APPLIED events: not each a commit */
+        for (size_t i = 0; i < took; i++) {
+            sconn *x = b[i];
+            if (x->ended || !x->l.s) { /* committed all the same */
+                srv->m.deltas_in++;
+                srv->m.changes_in += info[i].changes;
+                continue;
+            }
+            x->progress_ms = crdtdb__ws_now_ms();
+            (void)crdtdb_session_batch_done(x->l.s, &info[i]); /* failures arrive as events */
+            apply_after(x, crdtdb__ws_stepped(&x->l));
+        }
+        srv->batching = 0;
+    }
+    if (bad != SIZE_MAX && !b[bad]->ended && b[bad]->l.s)
+        apply_alone(b[bad]);
     crdtdb__hist_observe(&srv->m.apply, crdtdb__metrics_us() - us); /* one turn */
 }
 
