@@ -1034,11 +1034,10 @@ static int check_signer(crdtdb_session *s, const uint8_t *p, size_t len, const c
     return 0;
 }
 
-/* After a delta applied (info; `before`: what we held of the peer's log
- * before it): the bookkeeping, the events and the replies.  The ack and
- * the caught-up check follow only the `last` delta of a batch, in that
- * order, as they follow a delta applied alone. */
-static int delta_done(crdtdb_session *s, const crdtdb_apply_info *info, uint64_t before, int last)
+/* After a delta applied, alone or in a batch (info; `before`: what we
+ * held of the peer's log before it): the bookkeeping, the events and the
+ * replies. */
+static int delta_done(crdtdb_session *s, const crdtdb_apply_info *info, uint64_t before)
 {
     int rc;
     s->proven = 1;
@@ -1068,8 +1067,6 @@ static int delta_done(crdtdb_session *s, const crdtdb_apply_info *info, uint64_t
      * itself in sync in between */
     if (info->refused && (rc = send_replaces(s, info->to)))
         return rc;
-    if (!last)
-        return 0;
     if (s->received > before && s->received > s->hint &&
         (rc = send_ack(s, s->received))) /* applied is durable */
         return rc;
@@ -1123,7 +1120,7 @@ static int handle_delta(crdtdb_session *s, const msgpack_object *a, uint32_t n)
     }
     if (rc)
         return store_err(s, rc);
-    return delta_done(s, &info, before, 1);
+    return delta_done(s, &info, before);
 }
 
 /* The record a PURGE or REPLACE names: a[1] and a[2], strings of at most
@@ -1602,17 +1599,17 @@ static int batchable(const crdtdb_session *s)
            s->state == S_OPEN && !(s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT);
 }
 
-/* The delta of the frame at s->in + off if it may join a batch: complete,
- * [DELTA, bin] plainly, signed by the peer; else NULL. */
-static const uint8_t *batch_frame(const crdtdb_session *s, size_t off, size_t *frame, size_t *len)
+/* The delta of the frame at the head of the input if it may join a
+ * batch: complete, [DELTA, bin] plainly, signed by the peer; else NULL. */
+static const uint8_t *batch_frame(const crdtdb_session *s, size_t *frame, size_t *len)
 {
-    if (s->in.len - off < 4)
+    if (s->in.len < 4)
         return NULL;
-    const uint8_t *p = s->in.data + off;
+    const uint8_t *p = s->in.data;
     size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
     const uint8_t *d;
     crdtdb__delta_head h;
-    if (n > s->o.max_message || s->in.len - off - 4 < n || !(d = plain_delta(p + 4, n, len)) ||
+    if (n > s->o.max_message || s->in.len - 4 < n || !(d = plain_delta(p + 4, n, len)) ||
         crdtdb__delta_peek(d, *len, &h) || !h.signer ||
         memcmp(h.signer, s->peer, sizeof s->peer) != 0)
         return NULL;
@@ -1704,7 +1701,7 @@ int crdtdb_session_batch_peek(crdtdb_session *s, const uint8_t **delta, size_t *
     size_t frame;
     if (!s || !delta || !len || s->busy || !(s->o.flags & CRDTDB_SESSION_YIELD) || !batchable(s))
         return 0;
-    const uint8_t *d = batch_frame(s, 0, &frame, len);
+    const uint8_t *d = batch_frame(s, &frame, len);
     if (d)
         *delta = d;
     s->peeked = d != NULL;
@@ -1721,12 +1718,12 @@ int crdtdb_session_batch_done(crdtdb_session *s, const crdtdb_apply_info *info)
         return api_exit(s, seterr(s, CRDTDB_EBUSY, "the session is closed"));
     /* once per peek, with an info of the peer's (its delta's, the caller
      * vouches): a second call would take the next delta unapplied */
-    if (!s->peeked || s->busy || !batch_frame(s, 0, &frame, &len) ||
+    if (!s->peeked || s->busy || !batch_frame(s, &frame, &len) ||
         memcmp(info->sender, s->peer, sizeof s->peer) != 0)
         return api_exit(s, seterr(s, CRDTDB_EINVAL, "no delta handed out waits to be done"));
     s->peeked = 0;
     s->busy = 1;
-    int rc = delta_done(s, info, s->received, 1);
+    int rc = delta_done(s, info, s->received);
     memmove(s->in.data, s->in.data + frame, s->in.len - frame);
     s->in.len -= frame;
     if (!rc && s->purge_err)

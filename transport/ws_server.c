@@ -90,6 +90,7 @@ struct sconn {
     int ended;            /* closed by us: no session left, close pending */
     sconn *qnext;         /* in the apply queue: the next one */
     int queued;
+    int served;           /* apply_turn takes it out of the queue now */
     int end_status;       /* the WebSocket close status to send */
     char why[96];         /* the close reason sent (at most 123 bytes) */
     crdtdb__pconn pc;     /* in its database's presence hub */
@@ -934,11 +935,12 @@ static void apply_unlink(sconn *c)
 static void conn_count(sconn *c);
 
 /* Group commit: c, just popped, and the connections of its database
- * waiting after it in the queue (taken out of it), whose waiting deltas
- * may join a batch (crdtdb_session_batch_peek), at most
- * CRDTDB_APPLY_BATCH_MAX and BATCH_BYTES of deltas, among the next
- * GATHER_SCAN queued (a turn costs no more with many databases busy).  Their number: 0 or
- * 1 when there is nothing to batch. */
+ * waiting in the queue (left in their places: only those a batch serves
+ * leave it), whose waiting deltas may join a batch
+ * (crdtdb_session_batch_peek): at most CRDTDB_APPLY_BATCH_MAX and
+ * BATCH_BYTES of deltas, among the first GATHER_SCAN queued (a turn costs
+ * no more with many databases busy).  Their number; 0 or 1 when there is
+ * nothing to batch. */
 #define BATCH_BYTES ((size_t)256 << 10)
 #define GATHER_SCAN 256
 static size_t apply_gather(crdtdb_server *srv, sconn *c, sconn **out, const uint8_t **d,
@@ -946,30 +948,38 @@ static size_t apply_gather(crdtdb_server *srv, sconn *c, sconn **out, const uint
 {
     if (srv->auth.authorize_write || !crdtdb_session_batch_peek(c->l.s, &d[0], &len[0]))
         return 0;
-    size_t n = 1, total = len[0];
+    size_t n = 1, total = len[0], seen = 0;
     out[0] = c;
-    sconn *prev = NULL;
-    size_t seen = 0; /* a turn looks this far down the queue, no further */
-    for (sconn *q = srv->qhead, *next; q && n < CRDTDB_APPLY_BATCH_MAX && seen++ < GATHER_SCAN;
-         q = next) {
-        next = q->qnext;
-        if (q->d != c->d || q->ended || !q->l.s ||
-            !crdtdb_session_batch_peek(q->l.s, &d[n], &len[n]) || total + len[n] > BATCH_BYTES) {
-            prev = q;
-            continue;
-        }
-        if (prev) /* out of the queue: it is served here */
-            prev->qnext = next;
-        else
-            srv->qhead = next;
-        if (srv->qtail == q)
-            srv->qtail = prev;
-        q->queued = 0;
-        q->qnext = NULL;
-        total += len[n];
-        out[n++] = q;
-    }
+    for (sconn *q = srv->qhead; q && n < CRDTDB_APPLY_BATCH_MAX && seen++ < GATHER_SCAN;
+         q = q->qnext)
+        if (q->d == c->d && !q->ended && q->l.s &&
+            crdtdb_session_batch_peek(q->l.s, &d[n], &len[n]) && total + len[n] <= BATCH_BYTES)
+            total += len[n], out[n++] = q;
     return n;
+}
+
+/* Takes the connections marked served out of the queue: one pass over its
+ * first GATHER_SCAN entries, where apply_gather found them. */
+static void apply_reap(crdtdb_server *srv)
+{
+    sconn *prev = NULL, *q = srv->qhead;
+    for (size_t seen = 0; q && seen < GATHER_SCAN; seen++) {
+        sconn *next = q->qnext;
+        if (q->served) {
+            q->served = 0;
+            q->queued = 0;
+            q->qnext = NULL;
+            if (prev)
+                prev->qnext = next;
+            else
+                srv->qhead = next;
+            if (srv->qtail == q)
+                srv->qtail = prev;
+        } else {
+            prev = q;
+        }
+        q = next;
+    }
 }
 
 /* After c's delta was applied (a step, or its part of a batch). */
@@ -991,13 +1001,11 @@ static void apply_alone(sconn *c)
  * at the head of several connections in one commit when they may
  * (crdtdb_db_apply_batch), else c's next delta alone.  When the batch
  * fails (storing nothing), the deltas before the one at fault are
- * committed together and that one goes alone (refused as it would be).
- * Connections whose delta the turn did not take (past the batch's work
- * bound, or after the one at fault) go to the back of the queue, ahead of
- * those it took: every turn applies c's delta or the faulty one's, and a
- * connection passed over is first of its database in line next time, so
- * none waits for ever, whether its database's senders are heavy (the work
- * bound cuts every batch short) or one of them fails every time. */
+ * committed together and that one goes alone (refused as it would be); if
+ * that fails too (a full disk), c's delta goes alone.  A connection the
+ * turn serves leaves the queue (and comes back at its end if another
+ * delta waits); one it does not keeps its place: every turn serves c, and
+ * every connection is served within one pass of the queue. */
 static void apply_turn(crdtdb_server *srv, sconn *c)
 {
     sconn *b[CRDTDB_APPLY_BATCH_MAX];
@@ -1015,15 +1023,17 @@ static void apply_turn(crdtdb_server *srv, sconn *c)
     if (crdtdb_db_apply_batch(c->d->db, d, len, n, info, &done) == 0) {
         took = done;
     } else {
-        bad = done; /* 0 too when the commit failed: b[0] goes alone */
+        bad = done; /* 0 too when the commit failed */
         if (bad > 0 && crdtdb_db_apply_batch(c->d->db, d, len, bad, info, &done) == 0)
             took = done;
+        else
+            bad = 0; /* nothing committed: c alone */
     }
-    /* first to the back of the queue: those the turn did not take (they
-     * waited, so they go before c and the others taken now) */
-    for (size_t i = took; i < n; i++)
-        if (i != bad && !b[i]->ended && b[i]->l.s)
-            apply_enqueue(b[i]);
+    for (size_t i = 1; i < took; i++) /* b[0], c, is out of the queue */
+        b[i]->served = 1;
+    if (bad != SIZE_MAX && bad > 0)
+        b[bad]->served = 1;
+    apply_reap(srv);
     if (took) {
         crdtdb__hist_observe(&srv->m.commit, info[took - 1].commit_us); /* one commit */
         srv->batching = 1; /* the sessions' APPLIED events: not each a commit */
