@@ -37,6 +37,12 @@
  * (1.13x), at 40 3,724 against 2,676 (1.39x), 4.0 deltas a commit; the
  * cluster at 20 4,539 against 1,392 (3.3x), at 40 4,262 against 1,494
  * (2.9x).  The disk's fsync rate moves 3-4x between sittings here.
+ * With the final queue (cfaf534; 13:07-13:12, a quiet machine): highest
+ * load sustained alone 20 matches against none (the old server lagged
+ * even at 10 in this sitting); alone at 20 matches 4,715 of 4,714 offered
+ * (lag p50 8 ms, p99 77 ms) against 1,800 (2.62x), at 40 3,642 against
+ * 1,879 (1.94x), 2.8 and 4.0 deltas a commit; the cluster at 20 4,000
+ * against 1,956 (2.04x), at 40 3,740 against 1,622 (2.31x).
  *
  * Environment: CRDTDB_CLI, CRDTDB_SRC; BENCH_CONNS (default 1000),
  * BENCH_CONNS_MAX (4000), BENCH_MATCHES (3,10,20,40: the loads to measure
