@@ -755,19 +755,16 @@ START_TEST(clock_refused_delta_is_asked_again)
 END_TEST
 
 static void take_types(crdtdb_session *s, char *out, size_t size);
+static void list_types(crdtdb_session *s, char *out, size_t size);
 
 /* The frames of type `type` queued on s, left queued. */
 static int peek_count(crdtdb_session *s, unsigned type)
 {
-    size_t len, off = 0;
-    const uint8_t *p = crdtdb_session_output(s, &len);
+    char t[1 << 12], *p = t;
+    list_types(s, t, sizeof t);
     int n = 0;
-    while (len - off >= 4) {
-        size_t m = (size_t)p[off] << 24 | (size_t)p[off + 1] << 16 | (size_t)p[off + 2] << 8 |
-                   p[off + 3];
-        n += m >= 2 && p[off + 5] == type;
-        off += 4 + m;
-    }
+    for (char *tok; (tok = strtok(p, ",")); p = NULL)
+        n += (unsigned)atoi(tok) == type;
     return n;
 }
 
@@ -1166,8 +1163,9 @@ static void delta_frame(crdtdb_buf *out, const char *db, const uint8_t *signer, 
     crdtdb_buf_free(&m);
 }
 
-/* The message types of the frames queued, in order, as "t,t,..."; consumed. */
-static void take_types(crdtdb_session *s, char *out, size_t size)
+/* The message types of the frames queued, in order, as "t,t,..."; left
+ * queued. */
+static void list_types(crdtdb_session *s, char *out, size_t size)
 {
     size_t len, off = 0, w = 0;
     const uint8_t *p = crdtdb_session_output(s, &len);
@@ -1179,6 +1177,14 @@ static void take_types(crdtdb_session *s, char *out, size_t size)
         w += (size_t)snprintf(out + w, size - w, "%s%u", w ? "," : "", p[off + 5]);
         off += 4 + n;
     }
+}
+
+/* The same, consumed. */
+static void take_types(crdtdb_session *s, char *out, size_t size)
+{
+    list_types(s, out, size);
+    size_t len;
+    crdtdb_session_output(s, &len);
     crdtdb_session_consume(s, len);
 }
 
