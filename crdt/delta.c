@@ -104,19 +104,28 @@ int crdtdb__delta_add_field(crdtdb__delta *d, const crdtdb__delta_field *f)
     return 0;
 }
 
+/* Bytes of a msgpack str or bin header for n bytes, and of an array
+ * header for n items. */
+static size_t str_head(size_t n) { return n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5; }
+static size_t bin_head(size_t n) { return n < 256 ? 2 : n < 65536 ? 3 : 5; }
+static size_t arr_head(size_t n) { return n < 16 ? 1 : n < 65536 ? 3 : 5; }
+
 size_t crdtdb__delta_field_cost(const crdtdb__delta_field *f)
 {
-    /* exact but for the stamp offset and origin, taken at their widest:
-     * field array 1, path (array header 5, each key's str header + bytes),
-     * offset 9, origin 5, value bin header 5 */
-    size_t n = 1 + 5 + 9 + 5 + 5 + f->val_len, off = 0, end;
+    /* exact but for the stamp offset and origin, taken at their widest
+     * (the offset is from the delta's oldest stamp, known only once it is
+     * full): field array 1, path (an array header when deeper than one
+     * key, each key's str header + bytes: escapes only shorten a key),
+     * offset 9, origin 5, value bin header + bytes */
+    size_t n = 1 + 9 + 5 + bin_head(f->val_len) + f->val_len, off = 0, end, depth = 0;
     while (off < f->path_len) {
         size_t start = off;
         if (crdtdb__path_next(f->path, f->path_len, &off, &end))
-            return n + 3 * (size_t)f->path_len; /* cannot happen: stay safe */
-        n += 5 + (end - start);
+            return n + 5 + 8 * (size_t)f->path_len; /* cannot happen: stay safe */
+        n += str_head(end - start) + (end - start);
+        depth++;
     }
-    return n;
+    return depth > 1 ? n + arr_head(depth) : n;
 }
 
 /* ------------------------------------------------------------- encode */

@@ -686,7 +686,7 @@ START_TEST(cut_resync_is_asked_for_again)
     replica A, C;
     replica_init(&A, &now_ms, "game");
     replica_init(&C, &now_ms, "game");
-    for (int i = 0; i < 40; i++) {
+    for (int i = 0; i < 160; i++) { /* several deltas of the replicas' 8 KiB */
         char id[16];
         snprintf(id, sizeof id, "p%02d", i);
         put(&A, "add", "players", id, "{\"hp\":1,\"name\":\"a fairly long name to fill deltas\"}");
