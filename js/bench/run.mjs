@@ -1,5 +1,5 @@
-// One sitting: the peers (Yjs, TinyBase), then crdtdb (Node, then Chromium), one after the other, never at the same
-// time, and crdtdb's figures as ratios to the peers'.   node js/bench/run.mjs [--no-peers] [--no-browser] [--no-build]
+// One sitting: the peers (Yjs, TinyBase; then Yjs in Chromium, yjs-browser.mjs), then crdtdb (Node, then Chromium), one after
+// the other, never at the same time, and crdtdb's figures as ratios to the peers'.   node js/bench/run.mjs [--no-peers] [--no-browser] [--no-build]
 // Every JSON line of every run is printed as it comes; the ratios come last (lines with "figure").
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
@@ -69,6 +69,10 @@ if (!has("--no-peers")) {
   const rss = t.lines.find((l) => l.startsWith("server_rss_kb"));
   if (rss) peer.tinybase.server_rss_kb = +rss.split(/\s+/)[1];
 }
+// Yjs in Chromium (yjs-browser.mjs): the peer on the runtime of crdtdb's Chromium figures
+const yjsChromium = {};
+if (!has("--no-peers") && !has("--no-browser"))
+  for (const o of (await run(process.execPath, [join(benchDir, "yjs-browser.mjs")])).objs) yjsChromium[o.bench + "_" + o.backend] = o;
 const ours = {};
 for (const o of (await run(process.execPath, [join(benchDir, "node.mjs")])).objs) ours[o.bench] = o;
 if (!has("--no-browser"))
@@ -114,4 +118,22 @@ for (const b of ["indexeddb", "memory"])
   figure(`fresh_sync_100k_chromium_${b}_ms`, `a fresh Chromium page store (${b}) receiving 100k fields: open -> whenSynced; peers: their Node fresh client`,
     "lower", num(br("initial_sync_browser_" + b)?.join_sync_ms), num(yi?.join_sync_ms), num(ti?.join_sync_ms),
     { text: "at most half of Yjs's time", of: num(yi?.join_sync_ms), test: (m, p) => m <= p / 2 });
+// the same Chromium figures against Yjs in Chromium (yjs 13 + y-websocket + y-indexeddb, yjs-browser.mjs): same
+// runtime, same backend; Yjs's IndexedDB times are until IndexedDB committed what it wrote (its calls return before)
+const yc = (k) => yjsChromium[k];
+figure("local_writes_per_s_chromium_indexeddb_vs_yjs_chromium", "20,000 single-field writes into IndexedDB in Chromium, " +
+  "until all committed; Yjs: 20,000 single-field transactions on a Y.Doc with y-indexeddb, until IndexedDB committed them", "higher",
+  num(br("local_writes_indexeddb")?.writes_per_s), num(yc("local_writes_indexeddb")?.stored_writes_per_s), null);
+figure("local_fill_fields_per_s_chromium_indexeddb_vs_yjs_chromium", "10,000 records x 10 fields in one addAll into IndexedDB in " +
+  "Chromium; Yjs: the same in one transaction with y-indexeddb, until committed", "higher",
+  num(br("local_writes_indexeddb")?.fill_fields_per_s), num(yc("local_writes_indexeddb")?.fill_stored_fields_per_s), null);
+figure("local_fill_fields_per_s_chromium_memory_vs_yjs_chromium", "the same addAll into memory in Chromium; Yjs: its transaction, no persistence",
+  "higher", num(br("local_writes_memory")?.fill_fields_per_s), num(yc("local_writes_memory")?.fill_fields_per_s), null);
+for (const b of ["indexeddb", "memory"]) {
+  const theirs = num(yc("initial_sync_browser_" + b)?.[b === "indexeddb" ? "join_stored_ms" : "join_sync_ms"]);
+  figure(`fresh_sync_100k_chromium_${b}_ms_vs_yjs_chromium`, `a fresh Chromium page store (${b}) receiving 100k fields: open -> whenSynced; ` +
+    `Yjs: a fresh page Y.Doc (${b === "indexeddb" ? "with y-indexeddb, until committed" : "no persistence"}) until all 10,000 rows are visible`,
+    "lower", num(br("initial_sync_browser_" + b)?.join_sync_ms), theirs, null,
+    { text: "at most half of Yjs's time", of: theirs, test: (m, p) => m <= p / 2 });
+}
 process.exit(0);
