@@ -376,6 +376,12 @@ int crdtdb__exporter_fill(crdtdb__exporter *x)
             return rc;
         x->prev = x->entry.seq;
     }
+    if (rc == CRDTDB_ECORRUPT && x->log.bad_rec == CRDTDB_ENOTFOUND) /* a log entry without its record */
+        return crdtdb__db_seterr(db, rc, "change %llu names a missing record",
+                                 (unsigned long long)x->log.bad_seq);
+    if (rc == CRDTDB_ECORRUPT && x->log.bad_rec)
+        return crdtdb__db_seterr(db, rc, "change %llu names an unreadable record: %s",
+                                 (unsigned long long)x->log.bad_seq, crdtdb_strerror(x->log.bad_rec));
     if (rc == CRDTDB_ECORRUPT)
         return crdtdb__db_seterr(db, rc, "a change after %llu is malformed",
                                  (unsigned long long)x->prev);
