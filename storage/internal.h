@@ -7,7 +7,8 @@
  *
  * LMDB layout (one environment, named sub-databases; integers big-endian so
  * keys sort numerically):
- *   meta     "version" -> u32 format version
+ *   meta     "version" -> u32 format version (2; 1: before change-log runs,
+ *            still opened, and marked 2 by the first writable open)
  *            "identity" -> 64-byte ed25519 secret key (public key = last 32)
  *            "next_db" -> u32 next database number
  *            "hlc"     -> u64 highest stamp issued or accepted
@@ -53,7 +54,7 @@
 #include "crdt/value.h"
 #include "crdtdb.h"
 
-#define CRDTDB__FORMAT_VERSION 1u
+#define CRDTDB__FORMAT_VERSION 2u /* 1: change-log entries of one register only (read still) */
 #define CRDTDB__RECKEY_MAX (4 + 2 + CRDTDB_ID_MAX)
 #define CRDTDB__CHGKEY_LEN 12
 #define CRDTDB__CHG_HEAD 7 /* source, collection, id length */
