@@ -88,7 +88,8 @@ static void from_records(crdtdb_db *db, MDB_txn *mt, regs *out)
     }
     crdtdb__record_free(&r);
     mdb_cursor_close(c);
-    qsort(out->v, out->n, sizeof *out->v, reg_cmp);
+    if (out->n)
+        qsort(out->v, out->n, sizeof *out->v, reg_cmp);
 }
 
 /* What the walk yields after `after`. */
