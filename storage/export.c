@@ -234,9 +234,11 @@ static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
     size_t plen = e->plen;
     if ((src == x->peer_num && !x->o) || coll >= db->ncoll) /* it has it */
         return 0;
+    /* the record: as the walk decoded it for a run (it stays until the
+     * walk moves on, which a NEED_FLUSH does not), else loaded here */
     uint8_t rk[CRDTDB__RECKEY_MAX];
-    size_t rklen = crdtdb__reckey(rk, db->num, coll, (const char *)id, idlen);
-    if (x->rec_keylen != rklen || memcmp(x->rec_key, rk, rklen) != 0) {
+    size_t rklen = e->rec ? 0 : crdtdb__reckey(rk, db->num, coll, (const char *)id, idlen);
+    if (!e->rec && (x->rec_keylen != rklen || memcmp(x->rec_key, rk, rklen) != 0)) {
         MDB_val key = {rklen, rk}, blob;
         int mrc = mdb_get(x->txn->mt, db->env->dbi_records, &key, &blob), rc;
         if (mrc == MDB_NOTFOUND) /* a log entry without its record */
@@ -251,7 +253,7 @@ static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
         memcpy(x->rec_key, rk, rklen);
         x->rec_keylen = rklen;
     }
-    const crdtdb__record *rec = &x->rec;
+    const crdtdb__record *rec = e->rec ? e->rec : &x->rec;
     if (x->o) /* whole records, each once: at its latest register */
         return seq == max_seq(rec) ? pack_whole(x, rec, coll, id, idlen) : 0;
     /* the register this entry names, as it is now */

@@ -283,6 +283,7 @@ int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found)
             e->idlen = run->idlen;
             e->path = run->path;
             e->plen = run->plen;
+            e->rec = NULL;
             *found = 1;
             return 0;
         }
@@ -295,6 +296,7 @@ int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found)
     e->coll = it->run.coll;
     e->id = it->run.id;
     e->idlen = it->run.idlen;
+    e->rec = r;
     if (i == UINT32_MAX) {
         e->seq = r->base_seq;
         e->path = NULL;

@@ -33,6 +33,10 @@ typedef struct crdtdb__log_entry {
     size_t idlen;
     const uint8_t *path;   /* the register's path; plen 0: the record base */
     size_t plen;
+    /* a run's register: its record as the walk decoded it (borrowing the
+     * record's pages, like path), until the next crdtdb__log_next; NULL
+     * for a register entry */
+    const crdtdb__record *rec;
 } crdtdb__log_entry;
 
 /* One stored entry, parsed: registers [seq, seq + n) of (coll, id).  A
