@@ -85,12 +85,26 @@
  * copy; at 1000 ops per commit it is one page.  Collecting there grew the
  * file in place from 5.8 to 10.0 MiB (one write transaction rewrites every
  * page it touches).
+ * Session 27, the change log in runs (one entry per run of registers a
+ * store numbered, storage/log.h; `bench_churn --nosync`, defaults, old and
+ * new in one sitting, sizes exact): after collection and compaction 2028
+ * KiB (16.39x) -> 1328 KiB (10.73x, -34.5%): change log 940 KiB (25025
+ * entries) -> 284 KiB (7881: 1.57 a live record), records unchanged at
+ * 1016 KiB.  Before collection 2572 -> 1924 KiB (log 30020 -> 12876
+ * entries); the live records alone 1952 -> 1152 KiB (log 25025 -> 5005
+ * entries, 940 -> 184 KiB); data.mdb in place after the churn 13472 ->
+ * 9652 KiB.  Churn 8.1 s -> 5.9 s (one put per store instead of one per
+ * register; a noisy 2-core sitting).  Then record blob version 3 (leaves'
+ * stamps and sequences as differences from the base's, crdt/record.c):
+ * records after collection 1016 -> 824 KiB, the compacted file 1328 ->
+ * 1136 KiB (9.18x); the live records alone 980 KiB (7.92x).
  * Where 2x is lost: collection only removes tombstones (6.5% here).  What
  * stays is per live record of 25 B: a ~175 B record blob (its origins'
  * 32-byte keys, a stamp and sequence per register, the values and their
- * cached rendering, crdt/record.h) and five change-log entries (~27 B each
- * plus LMDB's node headers), then B-tree pages left 31-37% full by the
- * churn (compaction copies pages, it does not refill them).
+ * cached rendering, crdt/record.h; ~135 B from blob version 3) and 1-2
+ * change-log entries (~25 B each plus LMDB's node headers; five, one per
+ * register, before session 27), then B-tree pages left 31-37% full by
+ * the churn (compaction copies pages, it does not refill them).
  */
 #include <errno.h>
 #include <fcntl.h>

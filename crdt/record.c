@@ -9,7 +9,10 @@
 #include "crdt/buf.h"
 #include "crdt/path.h"
 
-#define BLOB_VERSION 2 /* 1: the same without the trailing vis_seq, shown_seq */
+/* 3: a leaf's stamp and sequence as zigzag varint differences from the
+ * base's (0 and 0 when there is none); 2: both absolute (u64, varint);
+ * 1: as 2, without the trailing vis_seq, shown_seq.  All three decode. */
+#define BLOB_VERSION 3
 #define KEY_BYTES CRDTDB_REPLICA_ID_BYTES
 
 void crdtdb__record_init(crdtdb__record *r) { memset(r, 0, sizeof *r); }
@@ -408,6 +411,18 @@ static uint8_t *put_varint(uint8_t *o, uint64_t v)
     return o;
 }
 
+/* v - ref as a signed difference, zigzagged: small either way */
+static uint64_t zigzag(uint64_t v, uint64_t ref)
+{
+    uint64_t d = v - ref;
+    return (d << 1) ^ (uint64_t)-(int64_t)(d >> 63);
+}
+
+static uint64_t unzigzag(uint64_t z, uint64_t ref)
+{
+    return ref + ((z >> 1) ^ (uint64_t)-(int64_t)(z & 1));
+}
+
 static uint8_t *put_u64(uint8_t *o, uint64_t v)
 {
     for (int s = 56; s >= 0; s -= 8)
@@ -463,7 +478,7 @@ static int read_head(reader *rd, const uint8_t **visible, size_t *vlen, int *ver
     if (rd->p >= rd->end)
         return CRDTDB_ECORRUPT;
     *version = *rd->p++;
-    if (*version != 1 && *version != BLOB_VERSION)
+    if (*version < 1 || *version > BLOB_VERSION)
         return CRDTDB_EVERSION;
     uint64_t n = get_varint(rd);
     *visible = get_bytes(rd, n);
@@ -530,9 +545,15 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len)
         uint64_t plen = get_varint(&rd);
         l.path = get_bytes(&rd, plen);
         l.path_len = (uint32_t)plen;
-        l.hlc = get_u64(&rd);
-        l.origin = (uint32_t)get_varint(&rd);
-        l.seq = get_varint(&rd);
+        if (version >= 3) { /* differences from the base's (0 when none) */
+            l.hlc = unzigzag(get_varint(&rd), r->base_hlc);
+            l.origin = (uint32_t)get_varint(&rd);
+            l.seq = unzigzag(get_varint(&rd), r->base_seq);
+        } else {
+            l.hlc = get_u64(&rd);
+            l.origin = (uint32_t)get_varint(&rd);
+            l.seq = get_varint(&rd);
+        }
         const uint8_t *kd = get_bytes(&rd, 1);
         l.kind = kd ? *kd : 0;
         l.val = NULL;
@@ -579,7 +600,7 @@ int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
         const crdtdb__leaf *l = &r->leaves[k];
         if (map[l->origin] == UINT32_MAX)
             map[l->origin] = used++;
-        size += 10 + l->path_len + 8 + 10 + 10 + 1 + 10 + l->val_len;
+        size += 10 + l->path_len + 10 + 10 + 10 + 1 + 10 + l->val_len;
     }
     size += (size_t)used * KEY_BYTES;
     out->len = 0;
@@ -606,14 +627,17 @@ int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
             memcpy(o + (size_t)map[k] * KEY_BYTES, r->origins[k], KEY_BYTES);
     o += (size_t)used * KEY_BYTES;
     o = put_varint(o, r->nleaves);
+    /* what the decoder takes for the base's: 0 and 0 when there is none */
+    int has_base = r->base_kind != CRDTDB__BASE_NONE;
+    uint64_t ref_hlc = has_base ? r->base_hlc : 0, ref_seq = has_base ? r->base_seq : 0;
     for (uint32_t k = 0; k < r->nleaves; k++) {
         const crdtdb__leaf *l = &r->leaves[k];
         o = put_varint(o, l->path_len);
         memcpy(o, l->path, l->path_len);
         o += l->path_len;
-        o = put_u64(o, l->hlc);
+        o = put_varint(o, zigzag(l->hlc, ref_hlc));
         o = put_varint(o, map[l->origin]);
-        o = put_varint(o, l->seq);
+        o = put_varint(o, zigzag(l->seq, ref_seq));
         *o++ = l->kind;
         if (l->kind == CRDTDB__KIND_VALUE) {
             o = put_varint(o, l->val_len);

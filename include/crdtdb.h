@@ -314,7 +314,10 @@ typedef struct crdtdb_db_stats {
     uint64_t fields;       /* leaves of present records */
     uint64_t hidden;       /* leaves kept in removed records (they may win
                               again against an older remove) */
-    uint64_t log_entries;  /* change-log entries: one per live register */
+    uint64_t log_entries;  /* change-log entries: one per run of registers
+                              a store numbered together and not all
+                              superseded since (entries written before
+                              runs: one per live register) */
     uint64_t record_bytes; /* bytes of the records' keys and blobs */
     uint64_t log_bytes;    /* bytes of the change log's keys and entries */
     uint64_t seq;          /* the last local change sequence */

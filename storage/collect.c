@@ -201,15 +201,10 @@ static int stable_at(crdtdb_txn *t, const hz *h, uint64_t seq, int *yes)
     *yes = seq <= h->min1;
     if (*yes || seq > h->min2 || !h->min1_num)
         return 0;
-    uint8_t kb[CRDTDB__CHGKEY_LEN];
-    MDB_val k = crdtdb__log_key(kb, t->db->num, seq), v;
-    int mrc = mdb_get(t->mt, t->db->env->dbi_changes, &k, &v);
-    if (mrc)
-        return mrc == MDB_NOTFOUND ? 0 : crdtdb__mdb_err(mrc);
-    if (v.mv_size < CRDTDB__CHG_HEAD)
-        return CRDTDB_ECORRUPT;
-    *yes = crdtdb__get_u32(v.mv_data) == h->min1_num; /* it came from that peer */
-    return 0;
+    uint32_t src;
+    int found, rc = crdtdb__log_src(t, seq, &src, &found);
+    *yes = !rc && found && src == h->min1_num; /* it came from that peer */
+    return rc;
 }
 
 /* Drops record key if it is removed and all of it is stable. */
@@ -244,14 +239,12 @@ static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
     }
     for (uint32_t i = 0; i <= r->nleaves; i++) { /* whose they were, first */
         uint64_t seq = i < r->nleaves ? r->leaves[i].seq : r->base_seq;
-        uint8_t kb[CRDTDB__CHGKEY_LEN];
-        MDB_val k = crdtdb__log_key(kb, db->num, seq), v;
-        int grc = mdb_get(t->mt, db->env->dbi_changes, &k, &v);
-        if (grc && grc != MDB_NOTFOUND)
-            return crdtdb__mdb_err(grc);
+        uint32_t num;
+        int found;
+        if ((rc = crdtdb__log_src(t, seq, &num, &found)))
+            return rc;
         const uint8_t *src = NO_ID;
-        if (!grc && v.mv_size >= CRDTDB__CHG_HEAD) {
-            uint32_t num = crdtdb__get_u32(v.mv_data);
+        if (found) {
             if (num == CRDTDB__SRC_LOCAL)
                 src = db->env->pk;
             for (size_t j = 0; num != CRDTDB__SRC_LOCAL && j < h->n; j++)
@@ -263,7 +256,7 @@ static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
     uint64_t newest = r->base_hlc; /* every leaf left is older: dead */
     int mrc = mdb_cursor_del(t->rec_cur, 0);
     for (uint32_t i = 0; !mrc && i <= r->nleaves; i++)
-        mrc = crdtdb__log_del(t, i < r->nleaves ? r->leaves[i].seq : r->base_seq);
+        mrc = crdtdb__log_drop(t, i < r->nleaves ? r->leaves[i].seq : r->base_seq, NULL, NULL, 0);
     if (mrc)
         return crdtdb__mdb_err(mrc);
     st->records++;

@@ -150,9 +150,19 @@ static int env_init(crdtdb_env *env, int rdonly)
     }
     if (rc)
         goto fail;
-    if (v.mv_size != 4 || crdtdb__get_u32(v.mv_data) != CRDTDB__FORMAT_VERSION) {
+    uint32_t version = v.mv_size == 4 ? crdtdb__get_u32(v.mv_data) : 0;
+    if (version != CRDTDB__FORMAT_VERSION && version != 1) {
         rc = MDB_VERSION_MISMATCH;
         goto fail;
+    }
+    /* version 1 (register entries only) reads as it is; a writer marks it
+     * 2 before writing runs, which a version 1 build would take for one
+     * register each, deleting them whole: it must refuse the env */
+    if (version == 1 && !rdonly) {
+        uint8_t ver[4];
+        crdtdb__put_u32(ver, CRDTDB__FORMAT_VERSION);
+        if ((rc = meta_put(t, env->dbi_meta, "version", ver, 4)))
+            goto fail;
     }
     /* a backup's first open (crdtdb_env_backup marked it): a restore is a
      * new replica, so it can never fork the history the original went on

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "storage/internal.h"
+#include "storage/log.h"
 
 /* dbinfo  u32 number | 't' -> u64 ttl ms | u64 closed at (ms; 0: open)
  *                           | u64 set at (ms) */
@@ -41,28 +41,31 @@ static int last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *m
     mrc = mrc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
                               : mrc ? mrc : mdb_cursor_get(cur, &k, &v, MDB_PREV);
     int rc = 0;
-    if (!mrc && k.mv_size == CRDTDB__CHGKEY_LEN && crdtdb__get_u32(k.mv_data) == num &&
-        v.mv_size >= CRDTDB__CHG_HEAD) {
-        const uint8_t *e = v.mv_data;
-        uint64_t seq = crdtdb__get_u64((const uint8_t *)k.mv_data + 4);
-        uint16_t coll = (uint16_t)(e[4] << 8 | e[5]);
-        size_t idlen = e[6];
+    crdtdb__log_run run;
+    if (!mrc && k.mv_size == CRDTDB__CHGKEY_LEN && crdtdb__get_u32(k.mv_data) == num) {
         uint8_t rk[CRDTDB__RECKEY_MAX];
         MDB_val rkey, rv;
-        if (CRDTDB__CHG_HEAD + idlen > v.mv_size)
+        if (crdtdb__log_parse(&k, &v, &run))
             rc = CRDTDB_ECORRUPT;
         else {
-            rkey.mv_size = crdtdb__reckey(rk, num, coll, (const char *)e + CRDTDB__CHG_HEAD, idlen);
+            rkey.mv_size = crdtdb__reckey(rk, num, run.coll, (const char *)run.id, run.idlen);
             rkey.mv_data = rk;
         }
         if (!rc && !mdb_get(mt, env->dbi_records, &rkey, &rv)) {
             crdtdb__record r;
             crdtdb__record_init(&r);
             if (!(rc = crdtdb__record_decode(&r, rv.mv_data, rv.mv_size))) {
-                uint64_t hlc = r.base_seq == seq ? r.base_hlc : 0;
-                for (uint32_t i = 0; !hlc && i < r.nleaves; i++)
-                    if (r.leaves[i].seq == seq)
+                /* the register the entry holds, numbered last */
+                uint64_t hlc = 0, top = 0, lo = run.seq, hi = run.seq + run.n;
+                if (r.base_kind != CRDTDB__BASE_NONE && r.base_seq >= lo && r.base_seq < hi) {
+                    top = r.base_seq;
+                    hlc = r.base_hlc;
+                }
+                for (uint32_t i = 0; i < r.nleaves; i++)
+                    if (r.leaves[i].seq >= lo && r.leaves[i].seq < hi && r.leaves[i].seq > top) {
+                        top = r.leaves[i].seq;
                         hlc = r.leaves[i].hlc;
+                    }
                 *ms = hlc >> 16;
             }
             crdtdb__record_free(&r);

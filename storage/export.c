@@ -235,9 +235,11 @@ static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
     size_t plen = e->plen;
     if ((src == x->peer_num && !x->o) || coll >= db->ncoll) /* it has it */
         return 0;
+    /* the record: as the walk decoded it for a run (it stays until the
+     * walk moves on, which a NEED_FLUSH does not), else loaded here */
     uint8_t rk[CRDTDB__RECKEY_MAX];
-    size_t rklen = crdtdb__reckey(rk, db->num, coll, (const char *)id, idlen);
-    if (x->rec_keylen != rklen || memcmp(x->rec_key, rk, rklen) != 0) {
+    size_t rklen = e->rec ? 0 : crdtdb__reckey(rk, db->num, coll, (const char *)id, idlen);
+    if (!e->rec && (x->rec_keylen != rklen || memcmp(x->rec_key, rk, rklen) != 0)) {
         MDB_val key = {rklen, rk}, blob;
         int mrc = mdb_get(x->txn->mt, db->env->dbi_records, &key, &blob), rc;
         if (mrc == MDB_NOTFOUND) /* a log entry without its record */
@@ -252,7 +254,7 @@ static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
         memcpy(x->rec_key, rk, rklen);
         x->rec_keylen = rklen;
     }
-    const crdtdb__record *rec = &x->rec;
+    const crdtdb__record *rec = e->rec ? e->rec : &x->rec;
     if (x->o) /* whole records, each once: at its latest register */
         return seq == max_seq(rec) ? pack_whole(x, rec, coll, id, idlen) : 0;
     /* the register this entry names, as it is now */
@@ -383,6 +385,12 @@ int crdtdb__exporter_fill(crdtdb__exporter *x)
             return rc;
         x->prev = x->entry.seq;
     }
+    if (rc == CRDTDB_ECORRUPT && x->log.bad_rec == CRDTDB_ENOTFOUND) /* a log entry without its record */
+        return crdtdb__db_seterr(db, rc, "change %llu names a missing record",
+                                 (unsigned long long)x->log.bad_seq);
+    if (rc == CRDTDB_ECORRUPT && x->log.bad_rec)
+        return crdtdb__db_seterr(db, rc, "change %llu names an unreadable record: %s",
+                                 (unsigned long long)x->log.bad_seq, crdtdb_strerror(x->log.bad_rec));
     if (rc == CRDTDB_ECORRUPT)
         return crdtdb__db_seterr(db, rc, "a change after %llu is malformed",
                                  (unsigned long long)x->prev);

@@ -7,7 +7,8 @@
  *
  * LMDB layout (one environment, named sub-databases; integers big-endian so
  * keys sort numerically):
- *   meta     "version" -> u32 format version
+ *   meta     "version" -> u32 format version (2; 1: before change-log runs,
+ *            still opened, and marked 2 by the first writable open)
  *            "identity" -> 64-byte ed25519 secret key (public key = last 32)
  *            "next_db" -> u32 next database number
  *            "hlc"     -> u64 highest stamp issued or accepted
@@ -16,12 +17,17 @@
  *            u32 number | 's' -> u64 last change sequence
  *   records  u32 number | u16 collection | record id -> record blob
  *            (crdt/record.h: registers + cached visible rendering)
- *   changes  u32 number | u64 seq -> u32 source | u16 collection | u8 id length
- *                                       | id | path (empty: the record base)
- *            the change log: one entry per live register, keyed by the local
- *            sequence that last wrote it; superseded entries are deleted, so
- *            "changes after N" is one cursor scan.  source is the peer the
- *            register came from (0: written here), so it is not sent back.
+ *   changes  u32 number | u64 seq -> u32 source | u16 collection | u8 0
+ *                                       | u8 id length | id | varint n
+ *            the change log: one entry per run of registers one store of a
+ *            record numbered together, [seq, seq + n), keyed by the first;
+ *            which of them still live the record's blob tells.  An entry
+ *            goes once none of its registers lives, so "changes after N" is
+ *            one cursor scan (plus a step back).  Entries written before
+ *            runs hold one register each and are still read: u32 source |
+ *            u16 collection | u8 id length (never 0) | id | path (empty:
+ *            the record base).  source is the peer the registers came from
+ *            (0: written here), so they are not sent back.  Format: log.h.
  *   peerids  32-byte replica id -> u32 peer number (from 1; env-wide)
  *   chains   u32 number | u64 seq -> 16-byte history fingerprint after the
  *            commit that ended at seq: H(previous fingerprint, what the commit
@@ -48,7 +54,7 @@
 #include "crdt/value.h"
 #include "crdtdb.h"
 
-#define CRDTDB__FORMAT_VERSION 1u
+#define CRDTDB__FORMAT_VERSION 2u /* 1: change-log entries of one register only (read still) */
 #define CRDTDB__RECKEY_MAX (4 + 2 + CRDTDB_ID_MAX)
 #define CRDTDB__CHGKEY_LEN 12
 #define CRDTDB__CHG_HEAD 7 /* source, collection, id length */
@@ -150,6 +156,7 @@ struct crdtdb_txn {
     int many; /* too many changes by others to list one by one */
     crypto_generichash_state fp; /* digest of what this txn numbered */
     MDB_cursor *rec_cur; /* records cursor of a write txn (LMDB frees it) */
+    MDB_cursor *chg_cur; /* change-log cursor of a write txn (log.c; LMDB frees it) */
     int ro_known, ro;    /* the copy's durable read-only mark, once read */
 };
 

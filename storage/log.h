@@ -1,8 +1,20 @@
 /*
- * The change log: one entry per live register, keyed by the local sequence
- * that last wrote it (layout in internal.h, "changes").  Written by the
- * record slot (slot.c), read by the exporter, observers and purges: the
- * format lives here only.
+ * The change log: one entry per run of registers a record's store numbered
+ * together, keyed by the run's first local sequence (layout in internal.h,
+ * "changes").  Written by the record slot (slot.c), read by the exporter,
+ * observers, purges and collection: the format lives here only.
+ *
+ * Two entry formats live side by side:
+ *   - a register entry (written before runs, and still read): one register,
+ *     named by its path: u32 source | u16 collection | u8 id length (1..255)
+ *     | id | path (empty: the record base).  A run of length 1.
+ *   - a run entry: u32 source | u16 collection | u8 0 | u8 id length | id
+ *     | varint n: the registers of record (collection, id) numbered
+ *     [seq, seq + n), all from source.  The zero id length marks it (ids
+ *     are never empty).  No paths: the record's blob holds every
+ *     register's sequence and path; the registers of the run still live
+ *     are those of the record whose sequence falls in the range.
+ * An entry goes when no live register of its record is numbered inside it.
  */
 #ifndef CRDTDB_STORAGE_LOG_H
 #define CRDTDB_STORAGE_LOG_H
@@ -10,7 +22,8 @@
 
 #include "storage/internal.h"
 
-/* One entry, parsed.  id and path borrow the transaction's pages: valid
+/* One register, as the walk yields it.  id and path borrow the
+ * transaction's pages (id the log's, path the log's or the record's): valid
  * for a read snapshot, or in a write txn until its next write. */
 typedef struct crdtdb__log_entry {
     uint64_t seq;
@@ -20,21 +33,29 @@ typedef struct crdtdb__log_entry {
     size_t idlen;
     const uint8_t *path;   /* the register's path; plen 0: the record base */
     size_t plen;
+    /* a run's register: its record as the walk decoded it (borrowing the
+     * record's pages, like path), until the next crdtdb__log_next; NULL
+     * for a register entry */
+    const crdtdb__record *rec;
 } crdtdb__log_entry;
 
-/* Deletes the entry at seq; an absent one is fine.  0 or an LMDB code. */
-int crdtdb__log_del(crdtdb_txn *t, uint64_t seq);
+/* One stored entry, parsed: registers [seq, seq + n) of (coll, id).  A
+ * register entry has n 1 and names its register by path (is_reg). */
+typedef struct crdtdb__log_run {
+    uint64_t seq, n;
+    uint32_t src;
+    uint16_t coll;
+    int is_reg;
+    const uint8_t *id;
+    size_t idlen;
+    const uint8_t *path;   /* register entries only */
+    size_t plen;
+} crdtdb__log_run;
 
-/* A walk over one database's entries after a sequence, in order.  The
- * caller owns it; close it before mt ends. */
-typedef struct crdtdb__log_iter {
-    MDB_cursor *cur;
-    uint32_t num;
-    uint64_t after;
-    int started;
-} crdtdb__log_iter;
-/* 0 or a CRDTDB_E* code. */
-int crdtdb__log_open(crdtdb_db *db, MDB_txn *mt, uint64_t after, crdtdb__log_iter *it);
+#define CRDTDB__CHG_RUN_MAX (CRDTDB__CHG_HEAD + 1 + 255 + 10) /* a run entry's largest value */
+
+/* Parses entry (k, v) of the log.  0 or CRDTDB_ECORRUPT. */
+int crdtdb__log_parse(const MDB_val *k, const MDB_val *v, crdtdb__log_run *out);
 
 /* An entry's key: database number | sequence. */
 static inline MDB_val crdtdb__log_key(uint8_t k[CRDTDB__CHGKEY_LEN], uint32_t num, uint64_t seq)
@@ -45,65 +66,54 @@ static inline MDB_val crdtdb__log_key(uint8_t k[CRDTDB__CHGKEY_LEN], uint32_t nu
     return v;
 }
 
-/* Logs register (coll, id, path) of t's database at seq as from src.
- * 0 or an LMDB code (the caller words the message).  Inline: once per
- * register written. */
-static inline int crdtdb__log_put(crdtdb_txn *t, uint64_t seq, uint32_t src, uint16_t coll,
-                                  const char *id, size_t idlen, const uint8_t *path, size_t plen)
-{
-    crdtdb_db *db = t->db;
-    uint8_t k[CRDTDB__CHGKEY_LEN];
-    MDB_val key = crdtdb__log_key(k, db->num, seq), val;
-    val.mv_size = CRDTDB__CHG_HEAD + idlen + plen;
-    int rc = mdb_put(t->mt, db->env->dbi_changes, &key, &val, MDB_RESERVE);
-    if (rc)
-        return rc;
-    uint8_t *o = val.mv_data;
-    crdtdb__put_u32(o, src);
-    o[4] = (uint8_t)(coll >> 8);
-    o[5] = (uint8_t)coll;
-    o[6] = (uint8_t)idlen;
-    memcpy(o + CRDTDB__CHG_HEAD, id, idlen);
-    if (plen)
-        memcpy(o + CRDTDB__CHG_HEAD + idlen, path, plen);
-    return 0;
-}
+/* Logs registers [seq, seq + n) of record (coll, id) of t's database as
+ * from src: one run entry.  0 or an LMDB code (the caller words the
+ * message). */
+int crdtdb__log_put_run(crdtdb_txn *t, uint64_t seq, uint64_t n, uint32_t src, uint16_t coll,
+                        const char *id, size_t idlen);
 
-/* The next entry: 0 with *found (0: the log ends), or an error: ECORRUPT
- * for a malformed entry, else the LMDB failure's code.  No message set.
- * Inline: the exporter and observers call it once per entry. */
-static inline int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found)
-{
-    *found = 0;
-    MDB_val k, v;
-    int mrc;
-    if (!it->started) {
-        uint8_t kb[CRDTDB__CHGKEY_LEN];
-        k = crdtdb__log_key(kb, it->num, it->after + 1);
-        it->started = 1;
-        mrc = mdb_cursor_get(it->cur, &k, &v, MDB_SET_RANGE);
-    } else {
-        mrc = mdb_cursor_get(it->cur, &k, &v, MDB_NEXT);
-    }
-    if (mrc == MDB_NOTFOUND)
-        return 0;
-    if (mrc)
-        return crdtdb__mdb_err(mrc);
-    if (k.mv_size != CRDTDB__CHGKEY_LEN || crdtdb__get_u32(k.mv_data) != it->num)
-        return 0; /* the next database's */
-    const uint8_t *p = v.mv_data;
-    if (v.mv_size < CRDTDB__CHG_HEAD || v.mv_size < CRDTDB__CHG_HEAD + (size_t)p[6])
-        return CRDTDB_ECORRUPT;
-    e->seq = crdtdb__get_u64((const uint8_t *)k.mv_data + 4);
-    e->src = crdtdb__get_u32(p);
-    e->coll = (uint16_t)(p[4] << 8 | p[5]);
-    e->idlen = p[6];
-    e->id = p + CRDTDB__CHG_HEAD;
-    e->path = e->id + e->idlen;
-    e->plen = v.mv_size - CRDTDB__CHG_HEAD - e->idlen;
-    *found = 1;
-    return 0;
-}
+/* Register seq of a record left the record: deletes the entry holding it,
+ * unless a register still in the record (r: the record as it is stored;
+ * NULL: the record is gone) is numbered inside that entry.  live, when not
+ * NULL, is r's sequences sorted (nlive of them), to search instead of r.
+ * No entry holding seq is fine.  0 or an LMDB code (MDB_CORRUPTED: an
+ * entry does not parse). */
+int crdtdb__log_drop(crdtdb_txn *t, uint64_t seq, const crdtdb__record *r,
+                     const uint64_t *live, size_t nlive);
+
+/* In write txn t, the source of the entry holding register seq, in *src;
+ * *found 0 when no entry holds it.  0 or a CRDTDB_E* code. */
+int crdtdb__log_src(crdtdb_txn *t, uint64_t seq, uint32_t *src, int *found);
+
+/* A walk over one database's registers after a sequence, in sequence
+ * order, runs expanded through their records.  The caller owns it; close
+ * it before mt ends. */
+typedef struct crdtdb__log_iter {
+    MDB_cursor *cur;
+    MDB_txn *mt;
+    MDB_dbi records;
+    uint32_t num;
+    uint64_t after;
+    int started;
+    /* the run being expanded: its entry, its record, and the registers
+     * left to yield (leaf indexes, UINT32_MAX: the base) in sequence order */
+    crdtdb__log_run run;
+    crdtdb__record rec;
+    uint32_t *pend;
+    uint32_t npend, ipend, pend_cap;
+    /* after ECORRUPT from a run's record: which change named it, and
+     * CRDTDB_ENOTFOUND (missing) or its decode error (unreadable) */
+    uint64_t bad_seq;
+    int bad_rec;
+} crdtdb__log_iter;
+/* 0 or a CRDTDB_E* code. */
+int crdtdb__log_open(crdtdb_db *db, MDB_txn *mt, uint64_t after, crdtdb__log_iter *it);
+
+/* The next register: 0 with *found (0: the log ends), or an error:
+ * ECORRUPT for a malformed entry or a run whose record is missing or
+ * unreadable (then bad_rec says which), ENOMEM, else the LMDB failure's
+ * code.  No message set. */
+int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found);
 
 /* Accepts an iterator never opened (zeroed). */
 void crdtdb__log_close(crdtdb__log_iter *it);

@@ -9,7 +9,7 @@
 #include "storage/slot.h"
 
 /* Forgets record (c, id) inside write txn t: the record and its
- * change-log entries (its registers' own sequences); an observer event if
+ * change-log entries (those holding its registers); an observer event if
  * it was visible.  Absent records are fine. */
 static int purge_in(crdtdb_txn *t, uint16_t c, const char *id)
 {
@@ -25,7 +25,7 @@ static int purge_in(crdtdb_txn *t, uint16_t c, const char *id)
                                       : (r->base_kind != CRDTDB__BASE_NONE ? r->base_seq : 0);
         if (!seq)
             continue;
-        mrc = crdtdb__log_del(t, seq);
+        mrc = crdtdb__log_drop(t, seq, NULL, NULL, 0); /* the record is gone */
     }
     if (mrc)
         return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "purge: %s", crdtdb__mdb_str(mrc));

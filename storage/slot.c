@@ -5,6 +5,8 @@
  * event.  Local writes (write.c), merges (apply.c) and purges share it, so
  * it is a room of its own rather than part of any of them.
  */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "crdt/buf.h"
@@ -48,6 +50,31 @@ int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
     return 0;
 }
 
+static int seq_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* r's register sequences, sorted, in a new array: for a store that drops
+ * many registers of a large record, so that each dropped one's entry is
+ * checked in log time.  0 or nonzero (out of memory). */
+static int live_sorted(const crdtdb__record *r, uint64_t **out, size_t *n)
+{
+    uint64_t *a = malloc(((size_t)r->nleaves + 1) * sizeof *a);
+    if (!a)
+        return 1;
+    size_t k = 0;
+    if (r->base_kind != CRDTDB__BASE_NONE)
+        a[k++] = r->base_seq;
+    for (uint32_t i = 0; i < r->nleaves; i++)
+        a[k++] = r->leaves[i].seq;
+    qsort(a, k, sizeof *a, seq_cmp);
+    *out = a;
+    *n = k;
+    return 0;
+}
+
 /* Numbers the new registers, stores the record and its change-log entries,
  * and records the observer event. */
 int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
@@ -63,6 +90,7 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
         return crdtdb__db_seterr(db, CRDTDB_ETOOBIG,
                                  "record would have more than %u fields",
                                  (unsigned)env->lim.max_fields);
+    uint64_t first = t->seq + 1; /* the run this store numbers */
     if (r->base_kind != CRDTDB__BASE_NONE && r->base_seq == 0) {
         r->base_seq = ++t->seq;
         crdtdb__chain_note(t, r->base_seq, s->coll, s->id, s->idlen, NULL, 0, r->base_hlc,
@@ -102,15 +130,18 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
     int mrc = empty ? (s->exists ? mdb_cursor_del(t->rec_cur, 0) : 0)
               : s->exists ? mdb_cursor_put(t->rec_cur, &s->k, &v, MDB_CURRENT)
                           : mdb_put(t->mt, env->dbi_records, &s->k, &v, 0);
-    /* superseded registers leave the log; new ones enter it */
+    /* superseded registers leave the log (their entries, once nothing in
+     * them lives); the new ones enter it as one run */
+    uint64_t *live = NULL;
+    size_t nlive = 0;
+    if (!mrc && r->ndead > 4 && (uint64_t)r->ndead * r->nleaves > 1024 &&
+        live_sorted(r, &live, &nlive))
+        mrc = ENOMEM;
     for (uint32_t i = 0; !mrc && i < r->ndead; i++)
-        mrc = crdtdb__log_del(t, r->dead[i]);
-    if (!mrc && r->base_seq > s->seq_before)
-        mrc = crdtdb__log_put(t, r->base_seq, src, s->coll, s->id, s->idlen, NULL, 0);
-    for (uint32_t i = 0; !mrc && i < r->nleaves; i++)
-        if (r->leaves[i].seq > s->seq_before)
-            mrc = crdtdb__log_put(t, r->leaves[i].seq, src, s->coll, s->id, s->idlen,
-                                  r->leaves[i].path, r->leaves[i].path_len);
+        mrc = crdtdb__log_drop(t, r->dead[i], r, live, nlive);
+    free(live);
+    if (!mrc && t->seq >= first)
+        mrc = crdtdb__log_put_run(t, first, t->seq - first + 1, src, s->coll, s->id, s->idlen);
     if (mrc)
         return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "write: %s",
                                  crdtdb__mdb_str(mrc));

@@ -176,6 +176,22 @@ START_TEST(golden_blob)
     ck_assert_int_eq(crdtdb__record_render(&r, &vis), 0);
     ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, &enc), 0);
     static const uint8_t want[] = {
+        0x03, 0x07, 0x82, 0xa1, 'k', 0x07, 0xa1, 'm', 0x80, /* version, visible */
+        0x01, 0, 0, 0, 0, 0, 0, 0x01, 0x02, 0x00, 0x01,   /* base add hlc origin seq */
+        0x02,                                             /* two origins */
+        0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
+        0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
+        0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
+        0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20,
+        0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20,
+        0x20, 0x20, 0x20, 0x20, 0x20, 0x20,
+        0x02, /* two leaves: path, hlc - base hlc and seq - base seq zigzagged */
+        0x03, 'k', 0x00, 0x01, 0x02, 0x01, 0x02, 0x00, 0x01, 0x07, /* +1, +1 */
+        0x03, 'm', 0x00, 0x01, 0x04, 0x00, 0x04, 0x01,             /* +2, +2 */
+        0x03, 0x01,                                         /* vis_seq, shown_seq */
+    };
+    /* the same record as version 2 wrote it: stamps u64, sequences plain */
+    static const uint8_t want2[] = {
         0x02, 0x07, 0x82, 0xa1, 'k', 0x07, 0xa1, 'm', 0x80, /* version, visible */
         0x01, 0, 0, 0, 0, 0, 0, 0x01, 0x02, 0x00, 0x01,   /* base add hlc origin seq */
         0x02,                                             /* two origins */
@@ -202,14 +218,41 @@ START_TEST(golden_blob)
     /* truncations and corruptions never decode */
     for (size_t n = 0; n < enc.len; n++)
         ck_assert_int_ne(crdtdb__record_decode(&d, enc.data, n), 0);
+    /* a version 2 blob decodes to the same record: written again, version 3 */
+    ck_assert_int_eq(crdtdb__record_decode(&d, want2, sizeof want2), 0);
+    ck_assert_uint_eq(d.leaves[0].hlc, 0x0103);
+    ck_assert_uint_eq(d.leaves[1].seq, 3);
+    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, &enc2), 0);
+    ck_assert_uint_eq(enc2.len, sizeof want);
+    ck_assert_mem_eq(enc2.data, want, sizeof want);
+    for (size_t n = 0; n < sizeof want2; n++)
+        ck_assert_int_ne(crdtdb__record_decode(&d, want2, n), 0);
     /* a version 1 blob (no trailer) still decodes, its sequences unknown */
+    crdtdb__buf_set(&enc, want2, sizeof want2);
     enc.data[0] = 1;
     ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len - 2), 0);
     ck_assert_uint_eq(d.vis_seq, 0);
     ck_assert_uint_eq(d.nleaves, 2);
+    ck_assert_uint_eq(d.leaves[0].hlc, 0x0103);
     ck_assert_int_ne(crdtdb__record_decode(&d, enc.data, enc.len), 0); /* v1 + trailer */
     enc.data[0] = 9;
     ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len), CRDTDB_EVERSION);
+    /* leaves older than the base's stamp or sequence, and leaves without a
+     * base, round-trip through the differences */
+    r.leaves[0].hlc = 0x0100;
+    r.leaves[0].seq = UINT64_MAX - 3;
+    r.leaves[1].hlc = UINT64_MAX;
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, &enc), 0);
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len), 0);
+    ck_assert_uint_eq(d.leaves[0].hlc, 0x0100);
+    ck_assert_uint_eq(d.leaves[0].seq, UINT64_MAX - 3);
+    ck_assert_uint_eq(d.leaves[1].hlc, UINT64_MAX);
+    r.base_kind = CRDTDB__BASE_NONE; /* its stale stamp and sequence unused */
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, &enc), 0);
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len), 0);
+    ck_assert_uint_eq(d.leaves[0].hlc, 0x0100);
+    ck_assert_uint_eq(d.leaves[1].seq, 3);
+    ck_assert_uint_eq(d.leaves[1].hlc, UINT64_MAX);
     crdtdb__record_free(&d);
     crdtdb__record_free(&r);
     crdtdb_buf_free(&vis);
