@@ -209,21 +209,23 @@ static int next_entry(crdtdb__log_iter *it, int *found)
     return 0;
 }
 
-/* The sequence of register x of r (UINT32_MAX: the base). */
-static uint64_t reg_seq(const crdtdb__record *r, uint32_t x)
+static int reg_cmp(const void *a, const void *b)
 {
-    return x == UINT32_MAX ? r->base_seq : r->leaves[x].seq;
+    uint64_t x = ((const struct crdtdb__log_reg *)a)->seq, y = ((const struct crdtdb__log_reg *)b)->seq;
+    return x < y ? -1 : x > y;
 }
 
-/* Loads the record of run entry it->run and lists its registers numbered
- * inside the run and after it->after, in sequence order.  0 or a
- * CRDTDB_E* code. */
-static int expand(crdtdb__log_iter *it)
+/* Loads the record of run entry it->run, unless it is the one loaded, and
+ * its registers by sequence.  0 or a CRDTDB_E* code. */
+static int load(crdtdb__log_iter *it)
 {
     const crdtdb__log_run *run = &it->run;
-    it->npend = it->ipend = 0;
     uint8_t kb[CRDTDB__RECKEY_MAX];
-    MDB_val rk = {crdtdb__reckey(kb, it->num, run->coll, (const char *)run->id, run->idlen), kb}, rv;
+    size_t klen = crdtdb__reckey(kb, it->num, run->coll, (const char *)run->id, run->idlen);
+    if (klen == it->rec_keylen && memcmp(kb, it->rec_key, klen) == 0)
+        return 0;
+    it->rec_keylen = 0;
+    MDB_val rk = {klen, kb}, rv;
     int mrc = mdb_get(it->mt, it->records, &rk, &rv);
     it->bad_seq = run->seq;
     if (mrc == MDB_NOTFOUND)
@@ -238,31 +240,53 @@ static int expand(crdtdb__log_iter *it)
     if (rc)
         return rc;
     const crdtdb__record *r = &it->rec;
-    uint64_t lo = run->seq > it->after ? run->seq : it->after + 1, hi = run->seq + run->n;
-    /* the base first, then the leaves: a store numbers the base, then its
-     * new leaves in path order, so they come sorted (checked, and sorted
-     * if ever not) */
-    uint64_t prev = 0;
+    it->nregs = 0;
     int sorted = 1;
     for (uint32_t i = 0; i <= r->nleaves; i++) {
         uint32_t x = i == 0 ? UINT32_MAX : i - 1;
-        uint64_t seq = x != UINT32_MAX ? r->leaves[x].seq
-                       : r->base_kind != CRDTDB__BASE_NONE ? r->base_seq : 0;
-        if (seq < lo || seq >= hi)
+        if (x == UINT32_MAX && r->base_kind == CRDTDB__BASE_NONE)
             continue;
-        if (crdtdb__array_grow(&it->pend, &it->pend_cap, it->npend, sizeof *it->pend, 8))
+        uint64_t seq = x == UINT32_MAX ? r->base_seq : r->leaves[x].seq;
+        if (crdtdb__array_grow(&it->regs, &it->regs_cap, it->nregs, sizeof *it->regs, 8))
             return CRDTDB_ENOMEM;
-        it->pend[it->npend++] = x;
-        sorted &= seq > prev;
-        prev = seq;
+        sorted &= !it->nregs || it->regs[it->nregs - 1].seq < seq;
+        it->regs[it->nregs].seq = seq;
+        it->regs[it->nregs++].x = x;
     }
-    for (uint32_t i = 1; !sorted && i < it->npend; i++) { /* insertion sort */
-        uint32_t x = it->pend[i], j = i;
-        uint64_t sx = reg_seq(r, x);
-        for (; j > 0 && reg_seq(r, it->pend[j - 1]) > sx; j--)
-            it->pend[j] = it->pend[j - 1];
-        it->pend[j] = x;
+    if (!sorted) /* leaves are in path order; one store's are also in seq order */
+        qsort(it->regs, it->nregs, sizeof *it->regs, reg_cmp);
+    memcpy(it->rec_key, kb, klen);
+    it->rec_keylen = klen;
+    return 0;
+}
+
+/* The first of the loaded record's registers numbered at least seq. */
+static uint32_t first_at(const crdtdb__log_iter *it, uint64_t seq)
+{
+    uint32_t a = 0, b = it->nregs;
+    while (a < b) {
+        uint32_t m = a + (b - a) / 2;
+        if (it->regs[m].seq < seq)
+            a = m + 1;
+        else
+            b = m;
     }
+    return a;
+}
+
+/* Loads the record of run entry it->run and marks its registers numbered
+ * inside the run and after it->after, regs[ipend..npend).  0 or a
+ * CRDTDB_E* code. */
+static int expand(crdtdb__log_iter *it)
+{
+    it->ipend = it->npend = 0;
+    int rc = load(it);
+    if (rc)
+        return rc;
+    const crdtdb__log_run *run = &it->run;
+    uint64_t lo = run->seq > it->after ? run->seq : it->after + 1, hi = run->seq + run->n;
+    it->ipend = first_at(it, lo);
+    it->npend = first_at(it, hi);
     return 0;
 }
 
@@ -291,7 +315,7 @@ int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found)
             return rc;
     }
     const crdtdb__record *r = &it->rec;
-    uint32_t i = it->pend[it->ipend++];
+    uint32_t i = it->regs[it->ipend++].x;
     e->src = it->run.src;
     e->coll = it->run.coll;
     e->id = it->run.id;
@@ -316,7 +340,8 @@ void crdtdb__log_close(crdtdb__log_iter *it)
         mdb_cursor_close(it->cur);
     it->cur = NULL;
     crdtdb__record_free(&it->rec); /* zeroed again */
-    free(it->pend);
-    it->pend = NULL;
-    it->npend = it->ipend = it->pend_cap = 0;
+    free(it->regs);
+    it->regs = NULL;
+    it->nregs = it->regs_cap = it->ipend = it->npend = 0;
+    it->rec_keylen = 0;
 }

@@ -87,7 +87,8 @@ int crdtdb__log_src(crdtdb_txn *t, uint64_t seq, uint32_t *src, int *found);
 
 /* A walk over one database's registers after a sequence, in sequence
  * order, runs expanded through their records.  The caller owns it; close
- * it before mt ends. */
+ * it before mt ends, and write nothing to the database while it is open
+ * (it keeps a record decoded from one entry to the next). */
 typedef struct crdtdb__log_iter {
     MDB_cursor *cur;
     MDB_txn *mt;
@@ -95,12 +96,20 @@ typedef struct crdtdb__log_iter {
     uint32_t num;
     uint64_t after;
     int started;
-    /* the run being expanded: its entry, its record, and the registers
-     * left to yield (leaf indexes, UINT32_MAX: the base) in sequence order */
+    /* the run being expanded: its entry, its record, that record's
+     * registers by sequence (x: leaf index, UINT32_MAX: the base), and
+     * those left to yield, regs[ipend..npend).  The record stays decoded
+     * for the next run of the same record: a record written field by
+     * field in many stores has many runs, each one decode was quadratic. */
     crdtdb__log_run run;
     crdtdb__record rec;
-    uint32_t *pend;
-    uint32_t npend, ipend, pend_cap;
+    uint8_t rec_key[CRDTDB__RECKEY_MAX];
+    size_t rec_keylen;
+    struct crdtdb__log_reg {
+        uint64_t seq;
+        uint32_t x;
+    } *regs;
+    uint32_t nregs, regs_cap, ipend, npend;
     /* after ECORRUPT from a run's record: which change named it, and
      * CRDTDB_ENOTFOUND (missing) or its decode error (unreadable) */
     uint64_t bad_seq;

@@ -384,6 +384,36 @@ START_TEST(runs_partially_superseded)
 }
 END_TEST
 
+/* A record written field by field has a run per store; the walk decodes
+ * it once for all of them (it was once per run: quadratic), and still
+ * tells it apart from a neighbour's runs between its own. */
+START_TEST(many_runs_of_one_record)
+{
+    put(&A, "add", "players", "p", "{\"f0\":0}");
+    put(&A, "add", "players", "q", "{\"g\":0}");
+    char json[64];
+    for (int i = 1; i <= 300; i++) {
+        snprintf(json, sizeof json, "{\"f%d\":%d}", i, i);
+        put(&A, "update", "players", "p", json);
+        if (i % 7 == 0) { /* q's runs in between, and p's own superseded */
+            snprintf(json, sizeof json, "{\"g\":%d}", i);
+            put(&A, "update", "players", "q", json);
+            snprintf(json, sizeof json, "{\"f%d\":%d}", i / 2, -i);
+            put(&A, "update", "players", "p", json);
+        }
+    }
+    size_t entries = check_log(A.db);
+    ck_assert_uint_ge(entries, 300);
+    ck_assert_uint_gt(sync_pair(&A, &B), 0);
+    check_log(B.db);
+    char *a = dump(&A), *b = dump(&B);
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    same_exports_as_registers(&A, NULL);
+}
+END_TEST
+
 /* Several stores of one record in one transaction: the later ones
  * supersede registers of a run written in the same transaction. */
 START_TEST(runs_superseded_in_their_transaction)
@@ -849,6 +879,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, runs_partially_superseded);
     tcase_add_test(tc, runs_superseded_in_their_transaction);
+    tcase_add_test(tc, many_runs_of_one_record);
     tcase_add_test(tc, catch_up_from_inside_runs);
     tcase_add_test(tc, purge_and_collect_take_every_run);
     tcase_add_test(tc, collect_names_sources_through_runs);
