@@ -168,7 +168,8 @@ int crdtdb__log_open(crdtdb_db *db, MDB_txn *mt, uint64_t after, crdtdb__log_ite
     it->after = after;
     it->mt = mt;
     it->records = db->env->dbi_records;
-    crdtdb__record_init(&it->rec);
+    for (int i = 0; i < CRDTDB__LOG_SLOTS; i++)
+        crdtdb__record_init(&it->slot[i].rec);
     return crdtdb__mdb_err(mdb_cursor_open(mt, db->env->dbi_changes, &it->cur));
 }
 
@@ -215,16 +216,29 @@ static int reg_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Loads the record of run entry it->run, unless it is the one loaded, and
- * its registers by sequence.  0 or a CRDTDB_E* code. */
+/* Loads the record of run entry it->run into a slot, unless one holds it,
+ * with its registers by sequence; it->at names the slot.  0 or a
+ * CRDTDB_E* code. */
 static int load(crdtdb__log_iter *it)
 {
     const crdtdb__log_run *run = &it->run;
     uint8_t kb[CRDTDB__RECKEY_MAX];
     size_t klen = crdtdb__reckey(kb, it->num, run->coll, (const char *)run->id, run->idlen);
-    if (klen == it->rec_keylen && memcmp(kb, it->rec_key, klen) == 0)
-        return 0;
-    it->rec_keylen = 0;
+    uint32_t lru = 0;
+    it->tick++;
+    for (uint32_t i = 0; i < CRDTDB__LOG_SLOTS; i++) {
+        struct crdtdb__log_slot *sl = &it->slot[i];
+        if (sl->keylen == klen && memcmp(kb, sl->key, klen) == 0) {
+            sl->used = it->tick;
+            it->at = i;
+            return 0;
+        }
+        if (sl->used < it->slot[lru].used)
+            lru = i;
+    }
+    struct crdtdb__log_slot *sl = &it->slot[lru];
+    sl->keylen = 0;
+    it->at = lru;
     MDB_val rk = {klen, kb}, rv;
     int mrc = mdb_get(it->mt, it->records, &rk, &rv);
     it->bad_seq = run->seq;
@@ -232,41 +246,43 @@ static int load(crdtdb__log_iter *it)
         it->bad_rec = CRDTDB_ENOTFOUND;
     if (mrc)
         return mrc == MDB_NOTFOUND ? CRDTDB_ECORRUPT : crdtdb__mdb_err(mrc);
-    int rc = crdtdb__record_decode(&it->rec, rv.mv_data, rv.mv_size);
+    int rc = crdtdb__record_decode(&sl->rec, rv.mv_data, rv.mv_size);
     if (rc && rc != CRDTDB_ENOMEM) {
         it->bad_rec = rc;
         rc = CRDTDB_ECORRUPT;
     }
     if (rc)
         return rc;
-    const crdtdb__record *r = &it->rec;
-    it->nregs = 0;
+    const crdtdb__record *r = &sl->rec;
+    sl->nregs = 0;
     int sorted = 1;
     for (uint32_t i = 0; i <= r->nleaves; i++) {
         uint32_t x = i == 0 ? UINT32_MAX : i - 1;
         if (x == UINT32_MAX && r->base_kind == CRDTDB__BASE_NONE)
             continue;
         uint64_t seq = x == UINT32_MAX ? r->base_seq : r->leaves[x].seq;
-        if (crdtdb__array_grow(&it->regs, &it->regs_cap, it->nregs, sizeof *it->regs, 8))
+        if (crdtdb__array_grow(&sl->regs, &sl->regs_cap, sl->nregs, sizeof *sl->regs, 8))
             return CRDTDB_ENOMEM;
-        sorted &= !it->nregs || it->regs[it->nregs - 1].seq < seq;
-        it->regs[it->nregs].seq = seq;
-        it->regs[it->nregs++].x = x;
+        sorted &= !sl->nregs || sl->regs[sl->nregs - 1].seq < seq;
+        sl->regs[sl->nregs].seq = seq;
+        sl->regs[sl->nregs++].x = x;
     }
     if (!sorted) /* leaves are in path order; one store's are also in seq order */
-        qsort(it->regs, it->nregs, sizeof *it->regs, reg_cmp);
-    memcpy(it->rec_key, kb, klen);
-    it->rec_keylen = klen;
+        qsort(sl->regs, sl->nregs, sizeof *sl->regs, reg_cmp);
+    memcpy(sl->key, kb, klen);
+    sl->keylen = klen;
+    sl->used = it->tick;
     return 0;
 }
 
-/* The first of the loaded record's registers numbered at least seq. */
+/* The first of the current slot's registers numbered at least seq. */
 static uint32_t first_at(const crdtdb__log_iter *it, uint64_t seq)
 {
-    uint32_t a = 0, b = it->nregs;
+    const struct crdtdb__log_slot *sl = &it->slot[it->at];
+    uint32_t a = 0, b = sl->nregs;
     while (a < b) {
         uint32_t m = a + (b - a) / 2;
-        if (it->regs[m].seq < seq)
+        if (sl->regs[m].seq < seq)
             a = m + 1;
         else
             b = m;
@@ -293,6 +309,8 @@ static int expand(crdtdb__log_iter *it)
 int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found)
 {
     *found = 0;
+    if (it->after == UINT64_MAX) /* nothing is after it (after + 1 would wrap to 0) */
+        return 0;
     while (it->ipend >= it->npend) {
         int rc = next_entry(it, found);
         if (rc || !*found)
@@ -314,8 +332,8 @@ int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found)
         if ((rc = expand(it)))
             return rc;
     }
-    const crdtdb__record *r = &it->rec;
-    uint32_t i = it->regs[it->ipend++].x;
+    const crdtdb__record *r = &it->slot[it->at].rec;
+    uint32_t i = it->slot[it->at].regs[it->ipend++].x;
     e->src = it->run.src;
     e->coll = it->run.coll;
     e->id = it->run.id;
@@ -339,9 +357,12 @@ void crdtdb__log_close(crdtdb__log_iter *it)
     if (it->cur)
         mdb_cursor_close(it->cur);
     it->cur = NULL;
-    crdtdb__record_free(&it->rec); /* zeroed again */
-    free(it->regs);
-    it->regs = NULL;
-    it->nregs = it->regs_cap = it->ipend = it->npend = 0;
-    it->rec_keylen = 0;
+    for (int i = 0; i < CRDTDB__LOG_SLOTS; i++) {
+        crdtdb__record_free(&it->slot[i].rec); /* zeroed again */
+        free(it->slot[i].regs);
+        it->slot[i].regs = NULL;
+        it->slot[i].nregs = it->slot[i].regs_cap = 0;
+        it->slot[i].keylen = 0;
+    }
+    it->ipend = it->npend = 0;
 }

@@ -89,6 +89,7 @@ int crdtdb__log_src(crdtdb_txn *t, uint64_t seq, uint32_t *src, int *found);
  * order, runs expanded through their records.  The caller owns it; close
  * it before mt ends, and write nothing to the database while it is open
  * (it keeps a record decoded from one entry to the next). */
+#define CRDTDB__LOG_SLOTS 4 /* records a walk keeps decoded */
 typedef struct crdtdb__log_iter {
     MDB_cursor *cur;
     MDB_txn *mt;
@@ -96,20 +97,26 @@ typedef struct crdtdb__log_iter {
     uint32_t num;
     uint64_t after;
     int started;
-    /* the run being expanded: its entry, its record, that record's
-     * registers by sequence (x: leaf index, UINT32_MAX: the base), and
-     * those left to yield, regs[ipend..npend).  The record stays decoded
-     * for the next run of the same record: a record written field by
-     * field in many stores has many runs, each one decode was quadratic. */
+    /* the run being expanded, and the records of the last runs, decoded,
+     * with their registers by sequence (x: leaf index, UINT32_MAX: the
+     * base): a record written field by field in many stores has many
+     * runs, and one decode per run was quadratic; a few records, so that
+     * records written in turn do not evict each other.  The run's
+     * registers left to yield are slot[at].regs[ipend..npend). */
     crdtdb__log_run run;
-    crdtdb__record rec;
-    uint8_t rec_key[CRDTDB__RECKEY_MAX];
-    size_t rec_keylen;
-    struct crdtdb__log_reg {
-        uint64_t seq;
-        uint32_t x;
-    } *regs;
-    uint32_t nregs, regs_cap, ipend, npend;
+    struct crdtdb__log_slot {
+        crdtdb__record rec;
+        uint8_t key[CRDTDB__RECKEY_MAX];
+        size_t keylen; /* 0: empty */
+        struct crdtdb__log_reg {
+            uint64_t seq;
+            uint32_t x;
+        } *regs;
+        uint32_t nregs, regs_cap;
+        uint64_t used; /* the walk's tick when last used */
+    } slot[CRDTDB__LOG_SLOTS];
+    uint64_t tick;
+    uint32_t at, ipend, npend;
     /* after ECORRUPT from a run's record: which change named it, and
      * CRDTDB_ENOTFOUND (missing) or its decode error (unreadable) */
     uint64_t bad_seq;

@@ -414,6 +414,23 @@ START_TEST(many_runs_of_one_record)
 }
 END_TEST
 
+/* A walk after the last possible sequence is empty: discarding what is
+ * unsent after it discards nothing (after + 1 wrapped to 0, and every
+ * local record went). */
+START_TEST(nothing_after_the_last_sequence)
+{
+    put(&A, "add", "players", "p", "{\"a\":1}");
+    put(&A, "update", "players", "p", "{\"b\":2}");
+    size_t n = 9;
+    ck_assert_int_eq(crdtdb_db_discard_unsent(A.db, UINT64_MAX, &n), 0);
+    ck_assert_uint_eq(n, 0);
+    char *a = dump(&A);
+    ck_assert_str_eq(a, "players:p={\"a\":1,\"b\":2};moves:");
+    free(a);
+    check_log(A.db);
+}
+END_TEST
+
 /* Several stores of one record in one transaction: the later ones
  * supersede registers of a run written in the same transaction. */
 START_TEST(runs_superseded_in_their_transaction)
@@ -880,6 +897,7 @@ static Suite *suite(void)
     tcase_add_test(tc, runs_partially_superseded);
     tcase_add_test(tc, runs_superseded_in_their_transaction);
     tcase_add_test(tc, many_runs_of_one_record);
+    tcase_add_test(tc, nothing_after_the_last_sequence);
     tcase_add_test(tc, catch_up_from_inside_runs);
     tcase_add_test(tc, purge_and_collect_take_every_run);
     tcase_add_test(tc, collect_names_sources_through_runs);
