@@ -146,20 +146,25 @@ size_t sync_pair(replica *from, replica *to)
     return applied;
 }
 
-void put(replica *r, const char *op, const char *coll, const char *id,
-                const char *json)
+void put_in(replica *r, crdtdb_txn *t, const char *op, const char *coll, const char *id,
+            const char *json)
 {
     crdtdb_buf b = CRDTDB_BUF_INIT;
     int rc;
     if (strcmp(op, "remove") == 0) {
-        rc = crdtdb_db_remove(r->db, NULL, coll, id);
+        rc = crdtdb_db_remove(r->db, t, coll, id);
     } else {
         tu_mp(&b, json);
-        rc = strcmp(op, "add") == 0 ? crdtdb_db_add(r->db, NULL, coll, id, b.data, b.len)
-                                    : crdtdb_db_update(r->db, NULL, coll, id, b.data, b.len);
+        rc = strcmp(op, "add") == 0 ? crdtdb_db_add(r->db, t, coll, id, b.data, b.len)
+                                    : crdtdb_db_update(r->db, t, coll, id, b.data, b.len);
     }
     ck_assert_msg(rc == 0, "%s %s: %s", op, id, crdtdb_db_errmsg(r->db));
     crdtdb_buf_free(&b);
+}
+
+void put(replica *r, const char *op, const char *coll, const char *id, const char *json)
+{
+    put_in(r, NULL, op, coll, id, json);
 }
 
 static int dump_cb(void *ctx, const char *id, const uint8_t *v, size_t len)

@@ -45,6 +45,9 @@ uint64_t received_from(replica *to, replica *from);
 size_t sync_pair(replica *from, replica *to);
 /* op: "add", "update" or "remove"; asserts success. */
 void put(replica *r, const char *op, const char *coll, const char *id, const char *json);
+/* The same inside open write transaction t (NULL: a transaction of its own). */
+void put_in(replica *r, crdtdb_txn *t, const char *op, const char *coll, const char *id,
+            const char *json);
 /* Everything visible, as one string (caller frees). */
 char *dump(replica *r);
 

@@ -315,20 +315,13 @@ static void same_exports_as_registers(replica *r, const uint8_t *peer)
     crdtdb_buf_free(&b);
 }
 
-static void txn_put(replica *r, crdtdb_txn *t, const char *op, const char *coll, const char *id,
-                    const char *json)
+/* a and b show the same records. */
+static void same_state(replica *a, replica *b)
 {
-    crdtdb_buf b = CRDTDB_BUF_INIT;
-    int rc;
-    if (strcmp(op, "remove") == 0) {
-        rc = crdtdb_db_remove(r->db, t, coll, id);
-    } else {
-        tu_mp(&b, json);
-        rc = strcmp(op, "add") == 0 ? crdtdb_db_add(r->db, t, coll, id, b.data, b.len)
-                                    : crdtdb_db_update(r->db, t, coll, id, b.data, b.len);
-    }
-    ck_assert_msg(rc == 0, "%s %s: %s", op, id, crdtdb_db_errmsg(r->db));
-    crdtdb_buf_free(&b);
+    char *x = dump(a), *y = dump(b);
+    ck_assert_str_eq(x, y);
+    free(x);
+    free(y);
 }
 
 /* --------------------------------------------------------------- tests */
@@ -375,10 +368,7 @@ START_TEST(runs_partially_superseded)
     check_log(A.db);
     ck_assert_uint_gt(sync_pair(&A, &B), 0);
     check_log(B.db);
-    char *a = dump(&A), *b = dump(&B);
-    ck_assert_str_eq(a, b);
-    free(a);
-    free(b);
+    same_state(&A, &B);
     same_exports_as_registers(&A, NULL);
     same_exports_as_registers(&B, NULL);
 }
@@ -406,10 +396,7 @@ START_TEST(many_runs_of_one_record)
     ck_assert_uint_ge(entries, 300);
     ck_assert_uint_gt(sync_pair(&A, &B), 0);
     check_log(B.db);
-    char *a = dump(&A), *b = dump(&B);
-    ck_assert_str_eq(a, b);
-    free(a);
-    free(b);
+    same_state(&A, &B);
     same_exports_as_registers(&A, NULL);
 }
 END_TEST
@@ -437,25 +424,22 @@ START_TEST(runs_superseded_in_their_transaction)
 {
     crdtdb_txn *t;
     ck_assert_int_eq(crdtdb_txn_begin(A.db, 0, &t), 0);
-    txn_put(&A, t, "add", "players", "p", "{\"a\":1,\"b\":2,\"c\":3}");
-    txn_put(&A, t, "add", "players", "q", "{\"a\":1}");
-    txn_put(&A, t, "update", "players", "p", "{\"b\":4}");
-    txn_put(&A, t, "update", "players", "p", "{\"a\":5,\"c\":6}");
-    txn_put(&A, t, "update", "players", "q", "{\"a\":2}");
-    txn_put(&A, t, "add", "moves", "r", "{\"a\":1}");
-    txn_put(&A, t, "remove", "moves", "r", NULL);
+    put_in(&A, t, "add", "players", "p", "{\"a\":1,\"b\":2,\"c\":3}");
+    put_in(&A, t, "add", "players", "q", "{\"a\":1}");
+    put_in(&A, t, "update", "players", "p", "{\"b\":4}");
+    put_in(&A, t, "update", "players", "p", "{\"a\":5,\"c\":6}");
+    put_in(&A, t, "update", "players", "q", "{\"a\":2}");
+    put_in(&A, t, "add", "moves", "r", "{\"a\":1}");
+    put_in(&A, t, "remove", "moves", "r", NULL);
     ck_assert_int_eq(crdtdb_txn_commit(t), 0);
     check_log(A.db);
     ck_assert_int_eq(crdtdb_txn_begin(A.db, 0, &t), 0);
-    txn_put(&A, t, "add", "players", "p", "{\"n\":{\"x\":1,\"y\":2}}");
-    txn_put(&A, t, "update", "players", "p", "{\"n\":{\"x\":3}}");
+    put_in(&A, t, "add", "players", "p", "{\"n\":{\"x\":1,\"y\":2}}");
+    put_in(&A, t, "update", "players", "p", "{\"n\":{\"x\":3}}");
     ck_assert_int_eq(crdtdb_txn_commit(t), 0);
     check_log(A.db);
     sync_pair(&A, &B);
-    char *a = dump(&A), *b = dump(&B);
-    ck_assert_str_eq(a, b);
-    free(a);
-    free(b);
+    same_state(&A, &B);
     same_exports_as_registers(&A, NULL);
 }
 END_TEST
@@ -563,10 +547,7 @@ START_TEST(purge_and_collect_take_every_run)
     ck_assert_str_eq(m, "{\"x\":1,\"y\":0}");
     free(m);
     sync_pair(&A, &B);
-    char *a = dump(&A), *b = dump(&B);
-    ck_assert_str_eq(a, b);
-    free(a);
-    free(b);
+    same_state(&A, &B);
 }
 END_TEST
 
@@ -657,9 +638,9 @@ START_TEST(observers_poll_across_runs)
     ck_assert_int_eq(crdtdb_db_poll(other, &k), 0);
     crdtdb_txn *t;
     ck_assert_int_eq(crdtdb_txn_begin(A.db, 0, &t), 0);
-    txn_put(&A, t, "add", "players", "p", "{\"a\":1,\"b\":2}");
-    txn_put(&A, t, "add", "moves", "m", "{\"x\":1}");
-    txn_put(&A, t, "update", "players", "p", "{\"b\":3}");
+    put_in(&A, t, "add", "players", "p", "{\"a\":1,\"b\":2}");
+    put_in(&A, t, "add", "moves", "m", "{\"x\":1}");
+    put_in(&A, t, "update", "players", "p", "{\"b\":3}");
     ck_assert_int_eq(crdtdb_txn_commit(t), 0);
     const char *w1[] = {"1 players/p", "1 moves/m"};
     poll_sees(other, &s, 2, w1);
@@ -776,10 +757,7 @@ START_TEST(old_format_entries_keep_working)
     /* and it syncs */
     sync_pair(&A, &B);
     sync_pair(&B, &A);
-    char *a = dump(&A), *b = dump(&B);
-    ck_assert_str_eq(a, b);
-    free(a);
-    free(b);
+    same_state(&A, &B);
     check_log(B.db);
     same_exports_as_registers(&A, bid);
     crdtdb_buf_free(&runs);
@@ -836,16 +814,16 @@ static void random_history(unsigned seed, int purges)
                 int f = rand() % 4;
                 snprintf(j, sizeof j, "{\"%s\":%d,\"%s\":{\"x\":%d,\"y\":%d}}", fields[f],
                          rand() % 9, fields[(f + 1 + rand() % 3) % 4], rand() % 9, rand() % 9);
-                txn_put(r, t, "add", rand() % 2 ? "players" : "moves", id, j);
+                put_in(r, t, "add", rand() % 2 ? "players" : "moves", id, j);
             } else if (op < 9) {
                 snprintf(j, sizeof j, "{\"%s\":%d}", fields[rand() % 4], rand() % 9);
                 crdtdb_buf b = CRDTDB_BUF_INIT;
                 int visible;
                 ck_assert_int_eq(crdtdb_db_get_by_id(r->db, t, "players", id, &b, &visible), 0);
-                txn_put(r, t, visible ? "update" : "add", "players", id, j);
+                put_in(r, t, visible ? "update" : "add", "players", id, j);
                 crdtdb_buf_free(&b);
             } else {
-                txn_put(r, t, "remove", "moves", id, NULL);
+                put_in(r, t, "remove", "moves", id, NULL);
             }
         }
         ck_assert_int_eq(crdtdb_txn_commit(t), 0);

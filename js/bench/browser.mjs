@@ -13,13 +13,9 @@
 // from js/src with esbuild, as `npm run bundle` does), else js/dist/crdtdb.browser.js.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:http";
 import { join } from "node:path";
-import { createRequire } from "node:module";
-import { benchDir, jsDir, startServer } from "./lib.mjs";
+import { benchDir, browserBench, jsDir, startServer } from "./lib.mjs";
 
-const require = createRequire(join(jsDir, "package.json"));
-const { chromium } = require("playwright-core");
 const args = process.argv.slice(2);
 const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); return a ? a.slice(k.length + 3) : d; };
 const bundle = opt("bundle", [join(benchDir, ".dist", "crdtdb.browser.js"), join(jsDir, "dist", "crdtdb.browser.js")].find(existsSync));
@@ -32,9 +28,7 @@ const kinds = opt("kinds", "idb,memory").split(",");
 // --fills=K: K-1 more addAlls after the first, each into a fresh store (an A/B wants more samples per browser);
 // their figures go in fills_ms / fills_page_cpu_ms
 const nFills = +opt("fills", 1);
-const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 if (!bundle || !existsSync(bundle)) throw new Error("no browser bundle: see js/bench/README.md");
-if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}`);
 const COLLS = ["players", "tp", "big"];
 const emit = (o) => console.log(JSON.stringify({ system: "crdtdb", runtime: "chromium", ...o }));
 
@@ -89,14 +83,7 @@ window.bench = {
 window.ready = true;
 </script>`;
 
-const web = createServer((req, res) => {
-  if (req.url === "/" || req.url === "/index.html") { res.writeHead(200, { "content-type": "text/html" }); res.end(PAGE); }
-  else if (req.url === "/crdtdb.browser.js") { res.writeHead(200, { "content-type": "text/javascript" }); res.end(readFileSync(bundle)); }
-  else { res.writeHead(404); res.end(); }
-});
-await new Promise((r) => web.listen(0, "127.0.0.1", r));
-const pageUrl = `http://127.0.0.1:${web.address().port}/`;
-const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"], headless: true, timeout: 30000 });
+const { browser, page, close } = await browserBench(PAGE, "/crdtdb.browser.js", bundle);
 // the page's main-thread CPU over fn (CDP Performance.getMetrics TaskDuration), as <key>: ms
 async function cpuOf(p, key, fn) {
   const cdp = await p.context().newCDPSession(p);
@@ -152,14 +139,6 @@ async function measured(p, name, fn) {
   writeFileSync(join(profDir, `browser-${name}.cpuprofile`), JSON.stringify(profile));
   return r;
 }
-async function page() {
-  const ctx = await browser.newContext();
-  const p = await ctx.newPage();
-  p.on("pageerror", (e) => console.error("page error:", e.message));
-  await p.goto(pageUrl);
-  await p.waitForFunction(() => window.ready === true);
-  return { ctx, p };
-}
 const srv = await startServer(COLLS);
 try {
   const chromeVersion = browser.version();
@@ -187,8 +166,7 @@ try {
   }
   }
 } finally {
-  await browser.close();
-  web.close();
+  await close();
   await srv.stop();
 }
 process.exit(0);

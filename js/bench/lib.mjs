@@ -1,6 +1,8 @@
 // Shared by the benchmarks: the crdtdb binary, a fresh `crdtdb serve` on 127.0.0.1, the compiled client.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as httpServer } from "node:http";
+import { createRequire } from "node:module";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -132,4 +134,34 @@ export function readRecording(file) {
   const msgs = [];
   for (let i = 0, o = 4, n = dv.getUint32(0); i < n; i++) { const l = dv.getUint32(o); msgs.push(raw.subarray(o + 4, o + 4 + l)); o += 4 + l; }
   return msgs;
+}
+
+/**
+ * Headless Chromium (Debian's, $CHROMIUM_BIN; playwright-core from js/) on a page served from 127.0.0.1: `html` at
+ * "/", and `script` (a file) at `scriptUrl`. page() opens a fresh context on it once `window.ready` is set.
+ */
+export async function browserBench(html, scriptUrl, script) {
+  const exe = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
+  if (!existsSync(exe)) throw new Error(`no Chromium at ${exe}`);
+  const { chromium } = createRequire(join(jsDir, "package.json"))("playwright-core");
+  const web = httpServer((req, res) => {
+    if (req.url === "/" || req.url === "/index.html") { res.writeHead(200, { "content-type": "text/html" }); res.end(html); }
+    else if (req.url === scriptUrl) { res.writeHead(200, { "content-type": "text/javascript" }); res.end(readFileSync(script)); }
+    else { res.writeHead(404); res.end(); }
+  });
+  await new Promise((r) => web.listen(0, "127.0.0.1", r));
+  const url = `http://127.0.0.1:${web.address().port}/`;
+  const browser = await chromium.launch({ executablePath: exe, args: ["--no-sandbox"], headless: true, timeout: 30000 });
+  return {
+    browser,
+    async page() {
+      const ctx = await browser.newContext();
+      const p = await ctx.newPage();
+      p.on("pageerror", (e) => console.error("page error:", e.message));
+      await p.goto(url);
+      await p.waitForFunction(() => window.ready === true);
+      return { ctx, p };
+    },
+    async close() { await browser.close(); web.close(); },
+  };
 }

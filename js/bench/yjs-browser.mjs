@@ -18,11 +18,10 @@
 // One JSON line per test, {"system":"yjs","runtime":"chromium",...}. Exit 0 whatever the figures.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:http";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, jsDir, sleep } from "./lib.mjs";
+import { browserBench, freePort, jsDir, sleep } from "./lib.mjs";
 
 const args = process.argv.slice(2);
 const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); return a ? a.slice(k.length + 3) : d; };
@@ -30,7 +29,6 @@ const nWrites = +opt("writes", 20000);
 const only = opt("only", "all");
 const kinds = opt("kinds", "idb,memory").split(",");
 const PEERS = process.env.PEERS_DIR ?? "/work/shared/peers";
-const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 const VERSIONS = ["yjs@13", "y-websocket@3", "y-indexeddb@9", "@y/websocket-server@0.1.1", "ws@8"];
 
 // ---- the anchor: the peer's packages from npm, the server, the page bundle
@@ -116,28 +114,11 @@ window.ready = true;
 </script>`;
 
 const emit = (o) => console.log(JSON.stringify({ system: "yjs", runtime: "chromium", versions, ...o }));
-const require = createRequire(join(jsDir, "package.json"));
-const { chromium } = require("playwright-core");
-const web = createServer((req, res) => {
-  if (req.url === "/" || req.url === "/index.html") { res.writeHead(200, { "content-type": "text/html" }); res.end(PAGE); }
-  else if (req.url === "/yjs.browser.js") { res.writeHead(200, { "content-type": "text/javascript" }); res.end(readFileSync(bundle)); }
-  else { res.writeHead(404); res.end(); }
-});
-await new Promise((r) => web.listen(0, "127.0.0.1", r));
-const pageUrl = `http://127.0.0.1:${web.address().port}/`;
+const { browser, page, close } = await browserBench(PAGE, "/yjs.browser.js", bundle);
 const port = await freePort();
 const server = spawn(process.execPath, [join(anchor, "server.mjs"), String(port)], { cwd: anchor, stdio: ["ignore", "pipe", "inherit"] });
 await new Promise((res, rej) => { server.stdout.on("data", (d) => { if (String(d).includes("ready")) res(); }); server.on("exit", () => rej(new Error("the Yjs server exited"))); });
 const url = `ws://127.0.0.1:${port}`;
-const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"], headless: true, timeout: 30000 });
-async function page() {
-  const ctx = await browser.newContext();
-  const p = await ctx.newPage();
-  p.on("pageerror", (e) => console.error("page error:", e.message));
-  await p.goto(pageUrl);
-  await p.waitForFunction(() => window.ready === true);
-  return { ctx, p };
-}
 try {
   if (only !== "sync") for (const kind of kinds) {
     const { ctx, p } = await page();
@@ -163,8 +144,7 @@ try {
     prov.destroy();
   }
 } finally {
-  await browser.close();
-  web.close();
+  await close();
   server.kill();
 }
 process.exit(0);
