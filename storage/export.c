@@ -256,7 +256,8 @@ static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
     }
     const crdtdb__record *rec = e->rec ? e->rec : &x->rec;
     if (x->o) /* whole records, each once: at its latest register */
-        return seq == max_seq(rec) ? pack_whole(x, rec, coll, id, idlen) : 0;
+        return seq == (e->rec ? e->rec_max_seq : max_seq(rec)) ? pack_whole(x, rec, coll, id, idlen)
+                                                                 : 0;
     /* the register this entry names, as it is now */
     crdtdb__delta_field f;
     memset(&f, 0, sizeof f);

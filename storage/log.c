@@ -168,8 +168,6 @@ int crdtdb__log_open(crdtdb_db *db, MDB_txn *mt, uint64_t after, crdtdb__log_ite
     it->after = after;
     it->mt = mt;
     it->records = db->env->dbi_records;
-    for (int i = 0; i < CRDTDB__LOG_SLOTS; i++)
-        crdtdb__record_init(&it->slot[i].rec);
     return crdtdb__mdb_err(mdb_cursor_open(mt, db->env->dbi_changes, &it->cur));
 }
 
@@ -216,6 +214,63 @@ static int reg_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static uint32_t key_hash(const uint8_t *k, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ k[i]) * 16777619u;
+    return h;
+}
+
+/* The slot holding key in it->index, or UINT32_MAX; *at is where the
+ * probe ended (an empty place, if not found).  index_cap is a power of 2. */
+static uint32_t find_slot(const crdtdb__log_iter *it, const uint8_t *k, size_t n, uint32_t *at)
+{
+    uint32_t mask = it->index_cap - 1, i = key_hash(k, n) & mask;
+    for (;; i = (i + 1) & mask) {
+        uint32_t v = it->index[i];
+        if (!v)
+            break;
+        const struct crdtdb__log_slot *sl = &it->slot[v - 1];
+        if (sl->keylen == n && memcmp(sl->key, k, n) == 0) {
+            *at = i;
+            return v - 1;
+        }
+    }
+    *at = i;
+    return UINT32_MAX;
+}
+
+/* Makes room for one more slot: the index at most half full.  0 or
+ * ENOMEM. */
+static int cache_room(crdtdb__log_iter *it)
+{
+    if (it->nslot == it->slot_cap) {
+        uint32_t cap = it->slot_cap ? 2 * it->slot_cap : 16;
+        struct crdtdb__log_slot *ns = realloc(it->slot, cap * sizeof *ns);
+        if (!ns)
+            return CRDTDB_ENOMEM;
+        memset(ns + it->slot_cap, 0, (cap - it->slot_cap) * sizeof *ns);
+        it->slot = ns;
+        it->slot_cap = cap;
+    }
+    if (2 * (it->nslot + 1) <= it->index_cap)
+        return 0;
+    uint32_t cap = it->index_cap ? 2 * it->index_cap : 32;
+    uint32_t *ni = calloc(cap, sizeof *ni);
+    if (!ni)
+        return CRDTDB_ENOMEM;
+    free(it->index);
+    it->index = ni;
+    it->index_cap = cap;
+    for (uint32_t s = 0; s < it->nslot; s++) { /* rehash */
+        uint32_t at;
+        (void)find_slot(it, it->slot[s].key, it->slot[s].keylen, &at);
+        it->index[at] = s + 1;
+    }
+    return 0;
+}
+
 /* Loads the record of run entry it->run into a slot, unless one holds it,
  * with its registers by sequence; it->at names the slot.  0 or a
  * CRDTDB_E* code. */
@@ -224,21 +279,20 @@ static int load(crdtdb__log_iter *it)
     const crdtdb__log_run *run = &it->run;
     uint8_t kb[CRDTDB__RECKEY_MAX];
     size_t klen = crdtdb__reckey(kb, it->num, run->coll, (const char *)run->id, run->idlen);
-    uint32_t lru = 0;
-    it->tick++;
-    for (uint32_t i = 0; i < CRDTDB__LOG_SLOTS; i++) {
-        struct crdtdb__log_slot *sl = &it->slot[i];
-        if (sl->keylen == klen && memcmp(kb, sl->key, klen) == 0) {
-            sl->used = it->tick;
-            it->at = i;
-            return 0;
-        }
-        if (sl->used < it->slot[lru].used)
-            lru = i;
+    uint32_t at, s = it->index_cap ? find_slot(it, kb, klen, &at) : UINT32_MAX;
+    if (s != UINT32_MAX) {
+        it->at = s;
+        return 0;
     }
-    struct crdtdb__log_slot *sl = &it->slot[lru];
-    sl->keylen = 0;
-    it->at = lru;
+    if (it->nslot >= CRDTDB__LOG_CACHE_SLOTS || it->cached_regs >= CRDTDB__LOG_CACHE_REGS) {
+        it->nslot = 0; /* full: start again (the slots' arrays are kept) */
+        it->cached_regs = 0;
+        memset(it->index, 0, it->index_cap * sizeof *it->index);
+    }
+    int rc = cache_room(it);
+    if (rc)
+        return rc;
+    struct crdtdb__log_slot *sl = &it->slot[it->nslot];
     MDB_val rk = {klen, kb}, rv;
     int mrc = mdb_get(it->mt, it->records, &rk, &rv);
     it->bad_seq = run->seq;
@@ -246,13 +300,14 @@ static int load(crdtdb__log_iter *it)
         it->bad_rec = CRDTDB_ENOTFOUND;
     if (mrc)
         return mrc == MDB_NOTFOUND ? CRDTDB_ECORRUPT : crdtdb__mdb_err(mrc);
-    int rc = crdtdb__record_decode(&sl->rec, rv.mv_data, rv.mv_size);
+    rc = crdtdb__record_decode(&sl->rec, rv.mv_data, rv.mv_size);
     if (rc && rc != CRDTDB_ENOMEM) {
         it->bad_rec = rc;
         rc = CRDTDB_ECORRUPT;
     }
     if (rc)
         return rc;
+    it->decodes++;
     const crdtdb__record *r = &sl->rec;
     sl->nregs = 0;
     int sorted = 1;
@@ -267,11 +322,16 @@ static int load(crdtdb__log_iter *it)
         sl->regs[sl->nregs].seq = seq;
         sl->regs[sl->nregs++].x = x;
     }
-    if (!sorted) /* leaves are in path order; one store's are also in seq order */
+    /* leaves are in path order: in sequence order only when one store
+     * wrote them all */
+    if (!sorted)
         qsort(sl->regs, sl->nregs, sizeof *sl->regs, reg_cmp);
     memcpy(sl->key, kb, klen);
     sl->keylen = klen;
-    sl->used = it->tick;
+    (void)find_slot(it, kb, klen, &at); /* the place, after any rehash */
+    it->index[at] = it->nslot + 1;
+    it->at = it->nslot++;
+    it->cached_regs += sl->nregs;
     return 0;
 }
 
@@ -326,6 +386,7 @@ int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found)
             e->path = run->path;
             e->plen = run->plen;
             e->rec = NULL;
+            e->rec_max_seq = 0;
             *found = 1;
             return 0;
         }
@@ -339,6 +400,7 @@ int crdtdb__log_next(crdtdb__log_iter *it, crdtdb__log_entry *e, int *found)
     e->id = it->run.id;
     e->idlen = it->run.idlen;
     e->rec = r;
+    e->rec_max_seq = it->slot[it->at].regs[it->slot[it->at].nregs - 1].seq; /* sorted */
     if (i == UINT32_MAX) {
         e->seq = r->base_seq;
         e->path = NULL;
@@ -357,12 +419,15 @@ void crdtdb__log_close(crdtdb__log_iter *it)
     if (it->cur)
         mdb_cursor_close(it->cur);
     it->cur = NULL;
-    for (int i = 0; i < CRDTDB__LOG_SLOTS; i++) {
-        crdtdb__record_free(&it->slot[i].rec); /* zeroed again */
+    for (uint32_t i = 0; i < it->slot_cap; i++) {
+        crdtdb__record_free(&it->slot[i].rec);
         free(it->slot[i].regs);
-        it->slot[i].regs = NULL;
-        it->slot[i].nregs = it->slot[i].regs_cap = 0;
-        it->slot[i].keylen = 0;
     }
+    free(it->slot);
+    free(it->index);
+    it->slot = NULL;
+    it->index = NULL;
+    it->nslot = it->slot_cap = it->index_cap = 0;
+    it->cached_regs = 0;
     it->ipend = it->npend = 0;
 }

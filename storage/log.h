@@ -37,6 +37,7 @@ typedef struct crdtdb__log_entry {
      * record's pages, like path), until the next crdtdb__log_next; NULL
      * for a register entry */
     const crdtdb__record *rec;
+    uint64_t rec_max_seq; /* with rec: its newest register's sequence */
 } crdtdb__log_entry;
 
 /* One stored entry, parsed: registers [seq, seq + n) of (coll, id).  A
@@ -88,8 +89,10 @@ int crdtdb__log_src(crdtdb_txn *t, uint64_t seq, uint32_t *src, int *found);
 /* A walk over one database's registers after a sequence, in sequence
  * order, runs expanded through their records.  The caller owns it; close
  * it before mt ends, and write nothing to the database while it is open
- * (it keeps a record decoded from one entry to the next). */
-#define CRDTDB__LOG_SLOTS 4 /* records a walk keeps decoded */
+ * (it keeps records decoded from one entry to the next).  Open it zeroed
+ * or closed: crdtdb__log_open does not free what it held. */
+#define CRDTDB__LOG_CACHE_SLOTS 4096u         /* records a walk keeps decoded */
+#define CRDTDB__LOG_CACHE_REGS ((size_t)1 << 18) /* and registers */
 typedef struct crdtdb__log_iter {
     MDB_cursor *cur;
     MDB_txn *mt;
@@ -97,25 +100,30 @@ typedef struct crdtdb__log_iter {
     uint32_t num;
     uint64_t after;
     int started;
-    /* the run being expanded, and the records of the last runs, decoded,
-     * with their registers by sequence (x: leaf index, UINT32_MAX: the
-     * base): a record written field by field in many stores has many
-     * runs, and one decode per run was quadratic; a few records, so that
-     * records written in turn do not evict each other.  The run's
+    /* the run being expanded, and the records of the runs met so far,
+     * decoded, with their registers by sequence (x: leaf index,
+     * UINT32_MAX: the base), found by key through `index` (open
+     * addressing, slot number + 1): a record written field by field in
+     * many stores has many runs, however they interleave with other
+     * records', and one decode per run was quadratic.  Bounded by
+     * CRDTDB__LOG_CACHE_SLOTS records and CRDTDB__LOG_CACHE_REGS
+     * registers: past either, the next miss empties it.  The run's
      * registers left to yield are slot[at].regs[ipend..npend). */
     crdtdb__log_run run;
     struct crdtdb__log_slot {
         crdtdb__record rec;
         uint8_t key[CRDTDB__RECKEY_MAX];
-        size_t keylen; /* 0: empty */
+        size_t keylen;
         struct crdtdb__log_reg {
             uint64_t seq;
             uint32_t x;
         } *regs;
         uint32_t nregs, regs_cap;
-        uint64_t used; /* the walk's tick when last used */
-    } slot[CRDTDB__LOG_SLOTS];
-    uint64_t tick;
+    } *slot;
+    uint32_t nslot, slot_cap; /* in use; allocated (kept for reuse) */
+    uint32_t *index, index_cap;
+    size_t cached_regs;
+    size_t decodes; /* records decoded by this walk (tests) */
     uint32_t at, ipend, npend;
     /* after ECORRUPT from a run's record: which change named it, and
      * CRDTDB_ENOTFOUND (missing) or its decode error (unreadable) */

@@ -92,8 +92,8 @@ static void from_records(crdtdb_db *db, MDB_txn *mt, regs *out)
         qsort(out->v, out->n, sizeof *out->v, reg_cmp);
 }
 
-/* What the walk yields after `after`. */
-static void walk(crdtdb_db *db, MDB_txn *mt, uint64_t after, regs *out)
+/* What the walk yields after `after`; the records it decoded. */
+static size_t walk(crdtdb_db *db, MDB_txn *mt, uint64_t after, regs *out)
 {
     crdtdb__log_iter it;
     crdtdb__log_entry e;
@@ -112,7 +112,9 @@ static void walk(crdtdb_db *db, MDB_txn *mt, uint64_t after, regs *out)
             memcpy(g->path, e.path, e.plen);
     }
     ck_assert_int_eq(found, 0);
+    size_t decodes = it.decodes;
     crdtdb__log_close(&it);
+    return decodes;
 }
 
 /* The raw entries of db: how many, how many in the old format. */
@@ -396,6 +398,34 @@ START_TEST(many_runs_of_one_record)
     ck_assert_uint_ge(entries, 300);
     ck_assert_uint_gt(sync_pair(&A, &B), 0);
     check_log(B.db);
+    same_state(&A, &B);
+    same_exports_as_registers(&A, NULL);
+}
+END_TEST
+
+/* Records written field by field in turn: the walk decodes each record
+ * once, however many of them take turns (a cache of the last few records
+ * decoded every run again once more records than it held took turns). */
+START_TEST(records_written_in_turn_decode_once)
+{
+    enum { NREC = 9, NFIELD = 30 };
+    char id[16], json[64];
+    for (int f = 0; f < NFIELD; f++)
+        for (int r = 0; r < NREC; r++) {
+            snprintf(id, sizeof id, "r%d", r);
+            snprintf(json, sizeof json, "{\"f%d\":%d}", f, r * f);
+            put(&A, f ? "update" : "add", "players", id, json);
+        }
+    MDB_txn *mt;
+    ck_assert_int_eq(mdb_txn_begin(A.db->env->mdb, NULL, MDB_RDONLY, &mt), 0);
+    regs got = {0};
+    size_t decodes = walk(A.db, mt, 0, &got);
+    ck_assert_uint_eq(got.n, (size_t)NREC * (NFIELD + 1)); /* each record's base and fields */
+    ck_assert_uint_eq(decodes, NREC);
+    regs_free(&got);
+    mdb_txn_abort(mt);
+    check_log(A.db);
+    ck_assert_uint_gt(sync_pair(&A, &B), 0);
     same_state(&A, &B);
     same_exports_as_registers(&A, NULL);
 }
@@ -876,6 +906,7 @@ static Suite *suite(void)
     tcase_add_test(tc, runs_superseded_in_their_transaction);
     tcase_add_test(tc, many_runs_of_one_record);
     tcase_add_test(tc, nothing_after_the_last_sequence);
+    tcase_add_test(tc, records_written_in_turn_decode_once);
     tcase_add_test(tc, catch_up_from_inside_runs);
     tcase_add_test(tc, purge_and_collect_take_every_run);
     tcase_add_test(tc, collect_names_sources_through_runs);
