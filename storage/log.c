@@ -168,6 +168,8 @@ int crdtdb__log_open(crdtdb_db *db, MDB_txn *mt, uint64_t after, crdtdb__log_ite
     it->after = after;
     it->mt = mt;
     it->records = db->env->dbi_records;
+    it->max_slots = CRDTDB__LOG_CACHE_SLOTS;
+    it->max_regs = CRDTDB__LOG_CACHE_REGS;
     return crdtdb__mdb_err(mdb_cursor_open(mt, db->env->dbi_changes, &it->cur));
 }
 
@@ -284,8 +286,17 @@ static int load(crdtdb__log_iter *it)
         it->at = s;
         return 0;
     }
-    if (it->nslot >= CRDTDB__LOG_CACHE_SLOTS || it->cached_regs >= CRDTDB__LOG_CACHE_REGS) {
-        it->nslot = 0; /* full: start again (the slots' arrays are kept) */
+    if (it->nslot >= it->max_slots || it->cached_regs >= it->max_regs) {
+        /* full: start again, freeing what the records held (arrays kept
+         * for reuse would grow to the largest record each slot ever had) */
+        for (uint32_t i = 0; i < it->slot_cap; i++) {
+            crdtdb__record_free(&it->slot[i].rec);
+            free(it->slot[i].regs);
+            it->slot[i].regs = NULL;
+            it->slot[i].nregs = it->slot[i].regs_cap = 0;
+            it->slot[i].keylen = 0;
+        }
+        it->nslot = 0;
         it->cached_regs = 0;
         memset(it->index, 0, it->index_cap * sizeof *it->index);
     }

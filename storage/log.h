@@ -107,8 +107,11 @@ typedef struct crdtdb__log_iter {
      * many stores has many runs, however they interleave with other
      * records', and one decode per run was quadratic.  Bounded by
      * CRDTDB__LOG_CACHE_SLOTS records and CRDTDB__LOG_CACHE_REGS
-     * registers: past either, the next miss empties it.  The run's
-     * registers left to yield are slot[at].regs[ipend..npend). */
+     * registers: past either, the next miss empties it and frees what
+     * the records held (so at most ~64 B a register, 16 MiB, is kept).
+     * More records than that taking turns decode each run again.  The
+     * slots move as the array grows: e->rec lives until the next step.
+     * The run's registers left to yield are slot[at].regs[ipend..npend). */
     crdtdb__log_run run;
     struct crdtdb__log_slot {
         crdtdb__record rec;
@@ -123,6 +126,8 @@ typedef struct crdtdb__log_iter {
     uint32_t nslot, slot_cap; /* in use; allocated (kept for reuse) */
     uint32_t *index, index_cap;
     size_t cached_regs;
+    uint32_t max_slots;  /* the bounds (log_open: the defaults; tests shrink them) */
+    size_t max_regs;
     size_t decodes; /* records decoded by this walk (tests) */
     uint32_t at, ipend, npend;
     /* after ECORRUPT from a run's record: which change named it, and

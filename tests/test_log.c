@@ -422,6 +422,31 @@ START_TEST(records_written_in_turn_decode_once)
     size_t decodes = walk(A.db, mt, 0, &got);
     ck_assert_uint_eq(got.n, (size_t)NREC * (NFIELD + 1)); /* each record's base and fields */
     ck_assert_uint_eq(decodes, NREC);
+    /* the same walk with bounds small enough to empty the cache often:
+     * the same registers, decoding again what it let go */
+    const uint32_t bounds[][2] = {{3, 1000}, {20, 40}, {1, 1}};
+    for (size_t b = 0; b < sizeof bounds / sizeof *bounds; b++) {
+        crdtdb__log_iter it;
+        crdtdb__log_entry e;
+        int found;
+        ck_assert_int_eq(crdtdb__log_open(A.db, mt, 0, &it), 0);
+        it.max_slots = bounds[b][0];
+        it.max_regs = bounds[b][1];
+        size_t n = 0;
+        while (crdtdb__log_next(&it, &e, &found) == 0 && found) {
+            ck_assert_uint_lt(n, got.n);
+            ck_assert_uint_eq(e.seq, got.v[n].seq);
+            ck_assert_uint_eq(e.plen, got.v[n].plen);
+            ck_assert(e.plen == 0 || memcmp(e.path, got.v[n].path, e.plen) == 0);
+            ck_assert(e.rec_max_seq >= e.seq);
+            n++;
+        }
+        ck_assert_int_eq(found, 0);
+        ck_assert_uint_eq(n, got.n);
+        ck_assert_uint_gt(it.decodes, NREC);
+        ck_assert_uint_le(it.nslot, bounds[b][0] + 1u);
+        crdtdb__log_close(&it);
+    }
     regs_free(&got);
     mdb_txn_abort(mt);
     check_log(A.db);
