@@ -109,20 +109,56 @@ static int chg_cursor(crdtdb_txn *t, MDB_cursor **cur)
     return mrc;
 }
 
+static int reg_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const crdtdb__log_reg *)a)->seq, y = ((const crdtdb__log_reg *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+int crdtdb__log_regs(const crdtdb__record *r, crdtdb__log_reg **regs, uint32_t *n,
+                     uint32_t *cap)
+{
+    *n = 0;
+    int sorted = 1;
+    for (uint32_t i = 0; i <= r->nleaves; i++) {
+        uint32_t x = i == 0 ? UINT32_MAX : i - 1;
+        if (x == UINT32_MAX && r->base_kind == CRDTDB__BASE_NONE)
+            continue;
+        uint64_t seq = x == UINT32_MAX ? r->base_seq : r->leaves[x].seq;
+        if (crdtdb__array_grow(regs, cap, *n, sizeof **regs, 8))
+            return CRDTDB_ENOMEM;
+        sorted &= !*n || (*regs)[*n - 1].seq < seq;
+        (*regs)[*n].seq = seq;
+        (*regs)[(*n)++].x = x;
+    }
+    /* leaves are in path order: in sequence order only when one store
+     * wrote them all */
+    if (!sorted)
+        qsort(*regs, *n, sizeof **regs, reg_cmp);
+    return 0;
+}
+
+/* The first of regs (n, by sequence) numbered at least seq. */
+static size_t reg_lower(const crdtdb__log_reg *regs, size_t n, uint64_t seq)
+{
+    size_t a = 0, b = n;
+    while (a < b) {
+        size_t m = a + (b - a) / 2;
+        if (regs[m].seq < seq)
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a;
+}
+
 /* Whether r still holds a register numbered in [lo, hi). */
-static int live_in(const crdtdb__record *r, const uint64_t *live, size_t nlive, uint64_t lo,
-                   uint64_t hi)
+static int live_in(const crdtdb__record *r, const crdtdb__log_reg *live, size_t nlive,
+                   uint64_t lo, uint64_t hi)
 {
     if (live) { /* the first sequence >= lo, if below hi */
-        size_t a = 0, b = nlive;
-        while (a < b) {
-            size_t m = a + (b - a) / 2;
-            if (live[m] < lo)
-                a = m + 1;
-            else
-                b = m;
-        }
-        return a < nlive && live[a] < hi;
+        size_t a = reg_lower(live, nlive, lo);
+        return a < nlive && live[a].seq < hi;
     }
     if (r->base_kind != CRDTDB__BASE_NONE && r->base_seq >= lo && r->base_seq < hi)
         return 1;
@@ -133,7 +169,7 @@ static int live_in(const crdtdb__record *r, const uint64_t *live, size_t nlive, 
 }
 
 int crdtdb__log_drop(crdtdb_txn *t, uint64_t seq, const crdtdb__record *r,
-                     const uint64_t *live, size_t nlive)
+                     const crdtdb__log_reg *live, size_t nlive)
 {
     MDB_cursor *cur;
     crdtdb__log_run run;
@@ -208,12 +244,6 @@ static int next_entry(crdtdb__log_iter *it, int *found)
         return CRDTDB_ECORRUPT;
     *found = 1;
     return 0;
-}
-
-static int reg_cmp(const void *a, const void *b)
-{
-    uint64_t x = ((const struct crdtdb__log_reg *)a)->seq, y = ((const struct crdtdb__log_reg *)b)->seq;
-    return x < y ? -1 : x > y;
 }
 
 static uint32_t key_hash(const uint8_t *k, size_t n)
@@ -319,24 +349,8 @@ static int load(crdtdb__log_iter *it)
     if (rc)
         return rc;
     it->decodes++;
-    const crdtdb__record *r = &sl->rec;
-    sl->nregs = 0;
-    int sorted = 1;
-    for (uint32_t i = 0; i <= r->nleaves; i++) {
-        uint32_t x = i == 0 ? UINT32_MAX : i - 1;
-        if (x == UINT32_MAX && r->base_kind == CRDTDB__BASE_NONE)
-            continue;
-        uint64_t seq = x == UINT32_MAX ? r->base_seq : r->leaves[x].seq;
-        if (crdtdb__array_grow(&sl->regs, &sl->regs_cap, sl->nregs, sizeof *sl->regs, 8))
-            return CRDTDB_ENOMEM;
-        sorted &= !sl->nregs || sl->regs[sl->nregs - 1].seq < seq;
-        sl->regs[sl->nregs].seq = seq;
-        sl->regs[sl->nregs++].x = x;
-    }
-    /* leaves are in path order: in sequence order only when one store
-     * wrote them all */
-    if (!sorted)
-        qsort(sl->regs, sl->nregs, sizeof *sl->regs, reg_cmp);
+    if ((rc = crdtdb__log_regs(&sl->rec, &sl->regs, &sl->nregs, &sl->regs_cap)))
+        return rc;
     memcpy(sl->key, kb, klen);
     sl->keylen = klen;
     (void)find_slot(it, kb, klen, &at); /* the place, after any rehash */
@@ -350,15 +364,7 @@ static int load(crdtdb__log_iter *it)
 static uint32_t first_at(const crdtdb__log_iter *it, uint64_t seq)
 {
     const struct crdtdb__log_slot *sl = &it->slot[it->at];
-    uint32_t a = 0, b = sl->nregs;
-    while (a < b) {
-        uint32_t m = a + (b - a) / 2;
-        if (sl->regs[m].seq < seq)
-            a = m + 1;
-        else
-            b = m;
-    }
-    return a;
+    return (uint32_t)reg_lower(sl->regs, sl->nregs, seq);
 }
 
 /* Loads the record of run entry it->run and marks its registers numbered

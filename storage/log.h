@@ -73,14 +73,26 @@ static inline MDB_val crdtdb__log_key(uint8_t k[CRDTDB__CHGKEY_LEN], uint32_t nu
 int crdtdb__log_put_run(crdtdb_txn *t, uint64_t seq, uint64_t n, uint32_t src, uint16_t coll,
                         const char *id, size_t idlen);
 
+/* A record's register, by sequence: x is its leaf index, UINT32_MAX the
+ * base. */
+typedef struct crdtdb__log_reg {
+    uint64_t seq;
+    uint32_t x;
+} crdtdb__log_reg;
+
+/* r's registers sorted by sequence into *regs (n of them; the array grows
+ * as crdtdb__array_grow does, *cap its room).  0 or CRDTDB_ENOMEM. */
+int crdtdb__log_regs(const crdtdb__record *r, crdtdb__log_reg **regs, uint32_t *n,
+                     uint32_t *cap);
+
 /* Register seq of a record left the record: deletes the entry holding it,
  * unless a register still in the record (r: the record as it is stored;
  * NULL: the record is gone) is numbered inside that entry.  live, when not
- * NULL, is r's sequences sorted (nlive of them), to search instead of r.
- * No entry holding seq is fine.  0 or an LMDB code (MDB_CORRUPTED: an
- * entry does not parse). */
+ * NULL, is r's registers by sequence (crdtdb__log_regs, nlive of them), to
+ * search instead of r.  No entry holding seq is fine.  0 or an LMDB code
+ * (MDB_CORRUPTED: an entry does not parse). */
 int crdtdb__log_drop(crdtdb_txn *t, uint64_t seq, const crdtdb__record *r,
-                     const uint64_t *live, size_t nlive);
+                     const crdtdb__log_reg *live, size_t nlive);
 
 /* In write txn t, the source of the entry holding register seq, in *src;
  * *found 0 when no entry holds it.  0 or a CRDTDB_E* code. */
@@ -117,10 +129,7 @@ typedef struct crdtdb__log_iter {
         crdtdb__record rec;
         uint8_t key[CRDTDB__RECKEY_MAX];
         size_t keylen;
-        struct crdtdb__log_reg {
-            uint64_t seq;
-            uint32_t x;
-        } *regs;
+        crdtdb__log_reg *regs;
         uint32_t nregs, regs_cap;
     } *slot;
     uint32_t nslot, slot_cap; /* in use; allocated (kept for reuse) */

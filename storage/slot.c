@@ -50,31 +50,6 @@ int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
     return 0;
 }
 
-static int seq_cmp(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* r's register sequences, sorted, in a new array: for a store that drops
- * many registers of a large record, so that each dropped one's entry is
- * checked in log time.  0 or nonzero (out of memory). */
-static int live_sorted(const crdtdb__record *r, uint64_t **out, size_t *n)
-{
-    uint64_t *a = malloc(((size_t)r->nleaves + 1) * sizeof *a);
-    if (!a)
-        return 1;
-    size_t k = 0;
-    if (r->base_kind != CRDTDB__BASE_NONE)
-        a[k++] = r->base_seq;
-    for (uint32_t i = 0; i < r->nleaves; i++)
-        a[k++] = r->leaves[i].seq;
-    qsort(a, k, sizeof *a, seq_cmp);
-    *out = a;
-    *n = k;
-    return 0;
-}
-
 /* Numbers the new registers, stores the record and its change-log entries,
  * and records the observer event. */
 int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
@@ -132,10 +107,13 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
                           : mdb_put(t->mt, env->dbi_records, &s->k, &v, 0);
     /* superseded registers leave the log (their entries, once nothing in
      * them lives); the new ones enter it as one run */
-    uint64_t *live = NULL;
-    size_t nlive = 0;
+    /* for a store that drops many registers of a large record: its
+     * registers by sequence, so that each dropped one's entry is checked
+     * in log time */
+    crdtdb__log_reg *live = NULL;
+    uint32_t nlive = 0, cap = 0;
     if (!mrc && r->ndead > 4 && (uint64_t)r->ndead * r->nleaves > 1024 &&
-        live_sorted(r, &live, &nlive))
+        crdtdb__log_regs(r, &live, &nlive, &cap))
         mrc = ENOMEM;
     for (uint32_t i = 0; !mrc && i < r->ndead; i++)
         mrc = crdtdb__log_drop(t, r->dead[i], r, live, nlive);
