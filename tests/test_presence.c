@@ -4,6 +4,8 @@
  * timed but with generous deadlines. */
 #define _GNU_SOURCE
 #include <check.h>
+#include <dirent.h>
+#include <sys/socket.h>
 #include <libwebsockets.h>
 #include <msgpack.h>
 #include <signal.h>
@@ -1260,6 +1262,169 @@ START_TEST(encoders_write_msgpack_c_forms)
 }
 END_TEST
 
+/* ------------------------------------- a receiver that stops reading */
+
+/* The server's end of raw client r: the socket of this process whose peer
+ * is r's own address (the server runs in the test's process). */
+static int server_end(const tu_raw *r)
+{
+    struct sockaddr_storage mine, peer;
+    socklen_t ml = sizeof mine;
+    ck_assert_int_eq(getsockname(r->fd, (struct sockaddr *)&mine, &ml), 0);
+    DIR *d = opendir("/proc/self/fd");
+    ck_assert_ptr_nonnull(d);
+    int found = -1;
+    for (struct dirent *e; found < 0 && (e = readdir(d));) {
+        int fd = atoi(e->d_name);
+        socklen_t pl = sizeof peer;
+        if (e->d_name[0] == '.' || fd == r->fd || fd == dirfd(d) ||
+            getpeername(fd, (struct sockaddr *)&peer, &pl) != 0)
+            continue;
+        if (pl == ml && memcmp(&peer, &mine, ml) == 0)
+            found = fd;
+    }
+    closedir(d);
+    ck_assert_int_ge(found, 0);
+    return found;
+}
+
+/* What a raw receiver read, and the newest state of each sender in it. */
+typedef struct stream {
+    tu_raw *r;
+    uint8_t *in;
+    size_t len, cap;
+    size_t ws_at;          /* the next WebSocket frame */
+    uint8_t *sess;         /* the messages' payloads, in order */
+    size_t sess_len;
+    size_t sess_at;        /* the next session frame */
+    int frames13;
+    uint8_t keys[2][CRDTDB_PRESENCE_KEY_BYTES];
+    char last[2][8];       /* each sender's newest "kNNNN" */
+    int nkeys;
+} stream;
+
+/* Reads what came and parses it: every WebSocket frame a whole binary
+ * message from a server (unmasked), every session frame whole. */
+static int stream_has(void *arg)
+{
+    stream *s = arg;
+    for (;;) {
+        if (s->cap - s->len < 65536) {
+            s->cap = s->cap * 2 + 65536;
+            s->in = realloc(s->in, s->cap);
+            ck_assert_ptr_nonnull(s->in);
+        }
+        ssize_t k = read(s->r->fd, s->in + s->len, s->cap - s->len);
+        if (k <= 0)
+            break;
+        s->len += (size_t)k;
+    }
+    while (s->len - s->ws_at >= 2) {
+        const uint8_t *h = s->in + s->ws_at;
+        ck_assert_msg(h[0] == 0x82, "frame at %zu begins %02x", s->ws_at, h[0]);
+        ck_assert_msg(!(h[1] & 0x80), "a server's frame is not masked");
+        size_t hl = 2, n = h[1] & 0x7f;
+        if (n == 126)
+            hl = 4;
+        else if (n == 127)
+            hl = 10;
+        if (s->len - s->ws_at < hl)
+            break;
+        if (n >= 126) {
+            n = 0;
+            for (size_t i = 2; i < hl; i++)
+                n = n << 8 | h[i];
+        }
+        if (s->len - s->ws_at < hl + n)
+            break;
+        s->sess = realloc(s->sess, s->sess_len + n + 1);
+        ck_assert_ptr_nonnull(s->sess);
+        memcpy(s->sess + s->sess_len, h + hl, n);
+        s->sess_len += n;
+        s->ws_at += hl + n;
+    }
+    while (s->sess_len - s->sess_at >= 4) {
+        const uint8_t *f = s->sess + s->sess_at;
+        size_t n = (size_t)f[0] << 24 | (size_t)f[1] << 16 | (size_t)f[2] << 8 | f[3];
+        if (s->sess_len - s->sess_at < 4 + n)
+            break;
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)f + 4, n, NULL),
+                         MSGPACK_UNPACK_SUCCESS);
+        const msgpack_object *o = &u.data;
+        ck_assert_int_eq(o->type, MSGPACK_OBJECT_ARRAY);
+        const msgpack_object *a = o->via.array.ptr;
+        if (a[0].via.u64 == 13 && o->via.array.size >= 6 && a[5].type == MSGPACK_OBJECT_BIN) {
+            s->frames13++;
+            ck_assert_int_eq(a[1].type, MSGPACK_OBJECT_BIN);
+            int k = 0;
+            while (k < s->nkeys && memcmp(s->keys[k], a[1].via.bin.ptr, sizeof s->keys[k]))
+                k++;
+            if (k == s->nkeys) {
+                ck_assert_int_lt(s->nkeys, 2);
+                memcpy(s->keys[s->nkeys++], a[1].via.bin.ptr, sizeof s->keys[k]);
+            }
+            const char *st = a[5].via.bin.ptr, *m = memmem(st, a[5].via.bin.size, "k", 1);
+            ck_assert_ptr_nonnull(m);
+            memcpy(s->last[k], m, 5);
+            s->last[k][5] = 0;
+        }
+        msgpack_unpacked_destroy(&u);
+        s->sess_at += 4 + n;
+    }
+    return s->nkeys == 2 && strcmp(s->last[0], "k0299") == 0 && strcmp(s->last[1], "k0299") == 0;
+}
+
+/* A receiver that stops reading while two players send fast: the
+ * server's fan-out meets its full socket (its send buffer made small, so
+ * sends go short and then none), keeps the rest, and once it reads again
+ * everything arrives whole, in order, up to each player's newest state. */
+START_TEST(a_receiver_that_stops_reading_gets_every_frame_whole)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.presence_hz = 1000;
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    ca = client(&A, url1, &la, NULL);
+    cb = client(&B, url1, &lb, NULL);
+    wait_ready();
+    static tu_raw r;
+    tu_raw_open_rcvbuf(&r, crdtdb_server_port(srv1), "/v1/db/game", NULL, 4096);
+    ck_assert(spin(tu_raw_answered, &r, 10000));
+    ck_assert_ptr_nonnull(strstr(r.in, " 101 "));
+    int small = 4096;
+    ck_assert_int_eq(setsockopt(server_end(&r), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    crdtdb_buf hello = CRDTDB_BUF_INIT;
+    tu_ws_hello(C.db, &hello);
+    tu_raw_send(&NET, &r, hello.data, hello.len);
+    crdtdb_buf_free(&hello);
+    static const uint8_t since0[7] = {0, 0, 0, 3, 0x92, 0x02, 0x00}; /* [SINCE, 0] */
+    tu_ws_send(&NET, &r, since0, sizeof since0);
+    spin(NULL, NULL, 300); /* joined; nothing read from here on */
+    static char json[1100];
+    for (int i = 0; i < 300; i++) {
+        int n = snprintf(json, sizeof json, "{\"p\":\"");
+        for (int j = 0; j < 200; j++)
+            n += snprintf(json + n, sizeof json - (size_t)n, "k%04d", i);
+        snprintf(json + n, sizeof json - (size_t)n, "\"}");
+        set(ca, json);
+        set(cb, json);
+        spin(NULL, NULL, 3);
+    }
+    ck_assert(crdtdb_client_connected(ca) && crdtdb_client_connected(cb));
+    stream st = {.r = &r};
+    int ok = spin(stream_has, &st, 20000);
+    ck_assert_msg(ok, "got %zu bytes, %d presence frames, %d senders, newest %s / %s", st.len,
+                  st.frames13, st.nkeys, st.last[0], st.last[1]);
+    ck_assert_int_gt(st.frames13, 10);
+    ck_assert_uint_eq(st.ws_at, st.len); /* nothing after the last frame */
+    free(st.in);
+    free(st.sess);
+    close(r.fd);
+}
+END_TEST
+
 static Suite *presence_suite(void)
 {
     Suite *s = suite_create("presence");
@@ -1287,6 +1452,7 @@ static Suite *presence_suite(void)
     tcase_add_test(tc, a_client_cannot_relay_to_spoof_or_read_messages);
     tcase_add_test(tc, closing_with_armed_timers);
     tcase_add_test(tc, encoders_write_msgpack_c_forms);
+    tcase_add_test(tc, a_receiver_that_stops_reading_gets_every_frame_whole);
     suite_add_tcase(s, tc);
     return s;
 }

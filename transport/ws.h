@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "crdtdb_ws.h"
+#include "transport/sendq.h"
 
 #define WS_CHUNK 65536u             /* bytes per WebSocket message, at most */
 #define WS_PROTOCOL "crdtdb-sync"   /* the subprotocol spoken on the wire */
@@ -108,6 +109,27 @@ void crdtdb__ws_wake(crdtdb__wslink *l);
  * nothing is left to write; 0 if something is: the caller wakes the link
  * (a short send's rest stays with lws, which writes it before anything). */
 int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap);
+/* Scratch for crdtdb__ws_flush_batch, owned by its caller: zero it before
+ * the first use, free it with crdtdb__ws_batch_free. */
+typedef struct crdtdb__wsbatch {
+    unsigned char *arena; /* the frames, back to back */
+    size_t arena_cap;
+    crdtdb__send *sends;
+    size_t *pay;          /* each send's output bytes */
+    size_t cap;           /* entries of sends and pay */
+} crdtdb__wsbatch;
+void crdtdb__ws_batch_free(crdtdb__wsbatch *b);
+/* crdtdb__ws_flush_now for n links at once: each link's output, up to
+ * WS_CHUNK bytes, framed here as one binary message and written straight
+ * to its socket, all n through q (one system call with io_uring).  The
+ * frames are the ones lws would write: a server's, unmasked, with no
+ * extension.  Sets done[i]: 1 nothing is left for link i; 0 something
+ * is (the caller wakes it; a short send's rest was handed to lws, which
+ * writes it before anything else); -1 the link cannot go this way (TLS,
+ * lws holds a partial send, its session closed, out of memory): the
+ * caller uses crdtdb__ws_flush_now. */
+void crdtdb__ws_flush_batch(crdtdb__wslink *const *ls, size_t n, crdtdb__sendq *q,
+                            crdtdb__wsbatch *b, int *done);
 /* RECEIVE: feeds the bytes, then asks to write replies (or the close).  A
  * delta that then waits (YIELD) pauses reading until it is applied. */
 int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len);

@@ -253,6 +253,119 @@ int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap)
     return n == len;
 }
 
+void crdtdb__ws_batch_free(crdtdb__wsbatch *b)
+{
+    free(b->arena);
+    free(b->sends);
+    free(b->pay);
+    memset(b, 0, sizeof *b);
+}
+
+/* A server's header for a binary message of n bytes (RFC 6455 5.2). */
+static size_t ws_header(uint8_t *h, size_t n)
+{
+    h[0] = 0x82; /* FIN, binary */
+    if (n < 126) {
+        h[1] = (uint8_t)n;
+        return 2;
+    }
+    if (n <= 0xffff) {
+        h[1] = 126;
+        h[2] = (uint8_t)(n >> 8);
+        h[3] = (uint8_t)n;
+        return 4;
+    }
+    h[1] = 127;
+    for (int i = 0; i < 8; i++)
+        h[2 + i] = (uint8_t)((uint64_t)n >> (56 - 8 * i));
+    return 10;
+}
+
+static size_t raw_payload(crdtdb__wslink *l)
+{
+    size_t len = 0;
+    if (!l->s || !l->wsi || crdtdb_session_closed(l->s) || lws_is_ssl(l->wsi) ||
+        lws_partial_buffered(l->wsi))
+        return 0;
+    crdtdb_session_output(l->s, &len);
+    return len < WS_CHUNK ? len : WS_CHUNK;
+}
+
+static int batch_room(crdtdb__wsbatch *b, size_t n, size_t bytes)
+{
+    if (n > b->cap) {
+        crdtdb__send *s = realloc(b->sends, n * sizeof *s);
+        if (s)
+            b->sends = s;
+        size_t *p = realloc(b->pay, n * sizeof *p);
+        if (p)
+            b->pay = p;
+        if (!s || !p)
+            return -1;
+        b->cap = n;
+    }
+    if (bytes > b->arena_cap) {
+        unsigned char *a = realloc(b->arena, bytes);
+        if (!a)
+            return -1;
+        b->arena = a;
+        b->arena_cap = bytes;
+    }
+    return 0;
+}
+
+void crdtdb__ws_flush_batch(crdtdb__wslink *const *ls, size_t n, crdtdb__sendq *q,
+                            crdtdb__wsbatch *b, int *done)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = raw_payload(ls[i]);
+        done[i] = k ? 0 : -1;
+        bytes += k ? k + 10 : 0;
+    }
+    if (batch_room(b, n, bytes) != 0) {
+        for (size_t i = 0; i < n; i++)
+            done[i] = -1;
+        return;
+    }
+    size_t m = 0, at = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (done[i] < 0)
+            continue;
+        size_t len, k = raw_payload(ls[i]);
+        const uint8_t *p = crdtdb_session_output(ls[i]->s, &len);
+        size_t h = ws_header(b->arena + at, k);
+        memcpy(b->arena + at + h, p, k);
+        b->sends[m] = (crdtdb__send){lws_get_socket_fd(ls[i]->wsi), b->arena + at, h + k, 0};
+        b->pay[m++] = k;
+        at += h + k;
+    }
+    crdtdb__sendq_run(q, b->sends, m);
+    m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (done[i] < 0)
+            continue;
+        crdtdb__wslink *l = ls[i];
+        crdtdb__send *s = &b->sends[m];
+        size_t k = b->pay[m++], len;
+        if (s->res <= 0)
+            continue; /* nothing went: WRITEABLE tries (or meets the failure) */
+        crdtdb_session_output(l->s, &len);
+        crdtdb_session_consume(l->s, k);
+        l->sent += k;
+        l->tx_ms = crdtdb__ws_now_ms();
+        if ((size_t)s->res < s->len) {
+            /* the message is begun on the wire: lws writes the rest before
+             * anything of its own (RAW: no framing; it keeps what the
+             * socket does not take) */
+            const uint8_t *rest = (const uint8_t *)s->buf + s->res;
+            lws_write(l->wsi, (unsigned char *)rest, s->len - (size_t)s->res, LWS_WRITE_RAW);
+            continue;
+        }
+        done[i] = k == len;
+    }
+}
+
 /* Follows the frames in n bytes about to be fed: the session keeps an
  * unfinished frame whole, so that is what a peer makes it hold. */
 static void track(crdtdb__wslink *l, const uint8_t *p, size_t n)

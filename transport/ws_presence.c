@@ -59,6 +59,10 @@ struct crdtdb__hub {
     crdtdb_buf frame;     /* scratch: the change being fanned out */
     unsigned char *wire;  /* scratch: LWS_PRE + wire_cap, for flushes */
     size_t wire_cap;
+    crdtdb__wsbatch batch; /* scratch: the flush's frames */
+    crdtdb__wslink **links; /* scratch: the flush's receivers */
+    int *done;
+    size_t links_cap;
     size_t quick;         /* entries armed for the next turn: the flush
                              waits for the last of them */
     int stopped;
@@ -113,6 +117,9 @@ void crdtdb__hub_free(crdtdb__hub *h)
         pc->joined = 0;
     crdtdb_buf_free(&h->frame);
     free(h->wire);
+    crdtdb__ws_batch_free(&h->batch);
+    free(h->links);
+    free(h->done);
     free(h);
 }
 
@@ -269,26 +276,74 @@ static void deliver(crdtdb__hub *h, crdtdb__pconn *pc)
         pc->wake(pc);
 }
 
+/* Writes one connection's output now, through lws; wakes it for the rest. */
+static void flush_one(crdtdb__hub *h, crdtdb__pconn *pc)
+{
+    size_t out = crdtdb__ws_held_out(pc->l);
+    size_t need = out < WS_CHUNK ? out : WS_CHUNK;
+    if (need > h->wire_cap) {
+        unsigned char *w = realloc(h->wire, LWS_PRE + need);
+        if (w) {
+            h->wire = w;
+            h->wire_cap = need;
+        }
+    }
+    if (!crdtdb__ws_flush_now(pc->l, h->wire, h->wire_cap) && pc->wake)
+        pc->wake(pc);
+}
+
+static int links_room(crdtdb__hub *h, size_t n)
+{
+    if (n <= h->links_cap)
+        return 0;
+    crdtdb__wslink **l = realloc(h->links, n * sizeof *l);
+    if (l)
+        h->links = l;
+    int *d = realloc(h->done, n * sizeof *d);
+    if (d)
+        h->done = d;
+    if (!l || !d)
+        return -1;
+    h->links_cap = n;
+    return 0;
+}
+
 /* Writes what was queued on the client connections now: one message each
  * for the changes of one batch (those that came in together), at once —
- * nothing is held back for later changes.  What cannot go now (a receiver
- * that is not reading, a partial send) waits for WRITEABLE. */
+ * nothing is held back for later changes — and all in one system call
+ * where the server has a ring (crdtdb__ws_flush_batch).  What cannot go
+ * now (a receiver that is not reading, a partial send) waits for
+ * WRITEABLE. */
 static void flush(crdtdb__hub *h)
 {
+    size_t n = 0;
+    for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
+        n += pc->dirty != 0;
+    if (!n)
+        return;
+    crdtdb__sendq *q = h->cfg->sendq;
+    if (!q || links_room(h, n) != 0) {
+        for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
+            if (pc->dirty) {
+                pc->dirty = 0;
+                flush_one(h, pc);
+            }
+        return;
+    }
+    size_t i = 0;
+    for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
+        if (pc->dirty)
+            h->links[i++] = pc->l;
+    crdtdb__ws_flush_batch(h->links, n, q, &h->batch, h->done);
+    i = 0;
     for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next) {
         if (!pc->dirty)
             continue;
         pc->dirty = 0;
-        size_t out = crdtdb__ws_held_out(pc->l);
-        size_t need = out < WS_CHUNK ? out : WS_CHUNK;
-        if (need > h->wire_cap) {
-            unsigned char *w = realloc(h->wire, LWS_PRE + need);
-            if (w) {
-                h->wire = w;
-                h->wire_cap = need;
-            }
-        }
-        if (!crdtdb__ws_flush_now(pc->l, h->wire, h->wire_cap) && pc->wake)
+        int d = h->done[i++];
+        if (d < 0)
+            flush_one(h, pc);
+        else if (!d && pc->wake)
             pc->wake(pc);
     }
 }

@@ -56,6 +56,7 @@ typedef struct crdtdb__hub_cfg {
     size_t nrelay_users;
     void (*log)(void *ctx, const char *line); /* may be NULL */
     void *log_ctx;
+    crdtdb__sendq *sendq;  /* the server's; NULL: each flush through lws */
 } crdtdb__hub_cfg;
 
 /* A hub for db (borrowed); NULL when out of memory. */

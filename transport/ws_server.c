@@ -1655,6 +1655,7 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
     srv->hub_cfg.nrelay_users = srv->relay_users ? o.nrelay_users : 0;
     srv->hub_cfg.log = slog_cb;
     srv->hub_cfg.log_ctx = srv;
+    srv->hub_cfg.sendq = crdtdb__sendq_open(1); /* NULL: flushes go through lws */
     slog(srv, "listening on %s://%s:%d", srv->cert ? "wss" : "ws", srv->host, srv->port);
     lws_sul_schedule(srv->ctx, 0, &srv->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
     *out = srv;
@@ -2223,6 +2224,7 @@ void crdtdb_server_close(crdtdb_server *s)
         free(s->gone[i]);
     free(s->gone);
     free(s->wbuf);
+    crdtdb__sendq_close(s->hub_cfg.sendq);
     free(s);
 }
 
