@@ -1,11 +1,12 @@
 /*
  * Many small sends on many sockets in one system call.  A presence change
- * goes to every other player of a match: one frame on each of their
+ * goes to every other player of a match: one message on each of their
  * sockets.  With send(2) that is one system call per receiver, and on this
  * kind of server the calls' entry and exit, not the bytes, are most of the
  * CPU.  io_uring takes the whole batch in one io_uring_enter; where the
- * kernel refuses io_uring (too old, disabled, or a seccomp filter), the
- * queue sends one by one instead, with the same results.
+ * kernel has no io_uring with IORING_OP_SENDMSG (before 5.3, disabled, or
+ * a seccomp filter), the queue sends one by one instead, with the same
+ * results.
  *
  * Every send is non-blocking: a socket that cannot take all its bytes now
  * reports how many it took (0 when none), never waits.  Single-threaded;
@@ -13,18 +14,25 @@
  */
 #ifndef CRDTDB_TRANSPORT_SENDQ_H
 #define CRDTDB_TRANSPORT_SENDQ_H
+#include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
+
+/* A send's result when the ring failed after the kernel took it: its
+ * bytes may or may not have gone, so the connection cannot go on. */
+#define CRDTDB__SEND_UNKNOWN ((ssize_t)INT32_MIN)
 
 typedef struct crdtdb__sendq crdtdb__sendq;
 
-/* One send: `len` bytes at `buf` (borrowed until the run returns) on
- * socket `fd`.  The run sets `res`: the bytes the socket took (0 <= res <=
- * len), or -errno (a connection that failed). */
+/* One send: the bytes of iov[0..niov) (borrowed until the run returns), in
+ * order, on socket `fd`.  The run sets `res`: the bytes the socket took (0
+ * when it was full), -errno (a connection that failed), or
+ * CRDTDB__SEND_UNKNOWN. */
 typedef struct crdtdb__send {
     int fd;
-    const void *buf;
-    size_t len;
+    struct iovec iov[2];
+    int niov;
     ssize_t res;
 } crdtdb__send;
 
@@ -35,8 +43,9 @@ crdtdb__sendq *crdtdb__sendq_open(int use_ring);
 void crdtdb__sendq_close(crdtdb__sendq *q);
 /* 1 when the sends go through io_uring, 0 when one by one. */
 int crdtdb__sendq_ring(const crdtdb__sendq *q);
-/* Does the n sends now, in any order among sockets (each socket gets at
- * most one), and sets each one's `res`. */
+/* Does the n sends now, and sets each one's `res`.  Sends on one socket go
+ * in order only if they are in different runs: give each socket at most
+ * one send per run. */
 void crdtdb__sendq_run(crdtdb__sendq *q, crdtdb__send *s, size_t n);
 
 #endif

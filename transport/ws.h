@@ -54,6 +54,9 @@ typedef struct crdtdb__wslink {
     uint64_t rx_ms;      /* when the peer's last bytes came; 0: never */
     int lingering;       /* ended with an error and flushed: the close
                             waits for the peer to stop sending */
+    int cut;             /* a message to the peer was cut short on the
+                            wire (crdtdb__ws_flush_batch): nothing more
+                            goes, the connection is being closed */
 } crdtdb__wslink;
 
 /* Bytes of the unfinished frame the session holds (fed, not handled). */
@@ -110,24 +113,24 @@ void crdtdb__ws_wake(crdtdb__wslink *l);
  * (a short send's rest stays with lws, which writes it before anything). */
 int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap);
 /* Scratch for crdtdb__ws_flush_batch, owned by its caller: zero it before
- * the first use, free it with crdtdb__ws_batch_free. */
+ * the first use, free it with crdtdb__ws_batch_free.  About 100 bytes per
+ * link of the largest batch; no output is copied. */
 typedef struct crdtdb__wsbatch {
-    unsigned char *arena; /* the frames, back to back */
-    size_t arena_cap;
     crdtdb__send *sends;
     size_t *pay;          /* each send's output bytes */
-    size_t cap;           /* entries of sends and pay */
+    uint8_t (*hdr)[10];   /* each send's WebSocket header */
+    size_t cap;           /* entries of each */
 } crdtdb__wsbatch;
 void crdtdb__ws_batch_free(crdtdb__wsbatch *b);
 /* crdtdb__ws_flush_now for n links at once: each link's output, up to
- * WS_CHUNK bytes, framed here as one binary message and written straight
- * to its socket, all n through q (one system call with io_uring).  The
- * frames are the ones lws would write: a server's, unmasked, with no
- * extension.  Sets done[i]: 1 nothing is left for link i; 0 something
- * is (the caller wakes it; a short send's rest was handed to lws, which
- * writes it before anything else); -1 the link cannot go this way (TLS,
- * lws holds a partial send, its session closed, out of memory): the
- * caller uses crdtdb__ws_flush_now. */
+ * WS_CHUNK bytes, goes as one binary message framed here (a server's,
+ * unmasked, with no extension: what lws would write) straight to its
+ * socket, all n through q (one system call with io_uring).  Sets done[i]:
+ * 1 nothing is left for link i; 0 something is, and the caller wakes it
+ * (a short send's rest was handed to lws, which writes it before anything
+ * else; a link whose message was cut short on the wire is closed); -1 the
+ * link cannot go this way (TLS, lws holds a partial send, its session
+ * closed, out of memory): the caller uses crdtdb__ws_flush_now. */
 void crdtdb__ws_flush_batch(crdtdb__wslink *const *ls, size_t n, crdtdb__sendq *q,
                             crdtdb__wsbatch *b, int *done);
 /* RECEIVE: feeds the bytes, then asks to write replies (or the close).  A

@@ -181,7 +181,7 @@ void crdtdb__ws_wake(crdtdb__wslink *l)
  */
 int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
 {
-    if (!l->s)
+    if (!l->s || l->cut)
         return -1;
     if (!l->scheduled && crdtdb_session_pending(l->s))
         crdtdb__ws_step(l); /* one apply per turn */
@@ -234,7 +234,7 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
 int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap)
 {
     size_t len;
-    if (!l->s || !l->wsi || crdtdb_session_closed(l->s) || lws_partial_buffered(l->wsi))
+    if (!l->s || !l->wsi || l->cut || crdtdb_session_closed(l->s) || lws_partial_buffered(l->wsi))
         return 0;
     const uint8_t *p = crdtdb_session_output(l->s, &len);
     if (!len)
@@ -255,9 +255,9 @@ int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap)
 
 void crdtdb__ws_batch_free(crdtdb__wsbatch *b)
 {
-    free(b->arena);
     free(b->sends);
     free(b->pay);
+    free(b->hdr);
     memset(b, 0, sizeof *b);
 }
 
@@ -281,64 +281,73 @@ static size_t ws_header(uint8_t *h, size_t n)
     return 10;
 }
 
-static size_t raw_payload(crdtdb__wslink *l)
+/* The output l may write behind lws's back now (up to WS_CHUNK bytes at
+ * *p), or 0.  Only where lws's bytes are all in the kernel (no partial
+ * send buffered) and lws would frame nothing differently: no TLS, not a
+ * stream inside another connection (h2), and no extension (the server
+ * offers none). */
+static size_t raw_payload(crdtdb__wslink *l, const uint8_t **p)
 {
     size_t len = 0;
-    if (!l->s || !l->wsi || crdtdb_session_closed(l->s) || lws_is_ssl(l->wsi) ||
-        lws_partial_buffered(l->wsi))
+    if (!l->s || !l->wsi || l->cut || crdtdb_session_closed(l->s) || lws_is_ssl(l->wsi) ||
+        lws_partial_buffered(l->wsi) || lws_get_network_wsi(l->wsi) != l->wsi ||
+        lws_get_socket_fd(l->wsi) < 0)
         return 0;
-    crdtdb_session_output(l->s, &len);
+    *p = crdtdb_session_output(l->s, &len);
     return len < WS_CHUNK ? len : WS_CHUNK;
 }
 
-static int batch_room(crdtdb__wsbatch *b, size_t n, size_t bytes)
+static int batch_room(crdtdb__wsbatch *b, size_t n)
 {
-    if (n > b->cap) {
-        crdtdb__send *s = realloc(b->sends, n * sizeof *s);
-        if (s)
-            b->sends = s;
-        size_t *p = realloc(b->pay, n * sizeof *p);
-        if (p)
-            b->pay = p;
-        if (!s || !p)
-            return -1;
-        b->cap = n;
-    }
-    if (bytes > b->arena_cap) {
-        unsigned char *a = realloc(b->arena, bytes);
-        if (!a)
-            return -1;
-        b->arena = a;
-        b->arena_cap = bytes;
-    }
+    if (n <= b->cap)
+        return 0;
+    crdtdb__send *s = realloc(b->sends, n * sizeof *s);
+    if (s)
+        b->sends = s;
+    size_t *p = realloc(b->pay, n * sizeof *p);
+    if (p)
+        b->pay = p;
+    uint8_t(*h)[10] = realloc(b->hdr, n * sizeof *h);
+    if (h)
+        b->hdr = h;
+    if (!s || !p || !h)
+        return -1;
+    b->cap = n;
     return 0;
+}
+
+/* The stream to l's peer is cut mid-message: nothing more may go on it,
+ * and lws closes it on its next turn. */
+static void cut(crdtdb__wslink *l)
+{
+    l->cut = 1;
+    lws_set_timeout(l->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
 void crdtdb__ws_flush_batch(crdtdb__wslink *const *ls, size_t n, crdtdb__sendq *q,
                             crdtdb__wsbatch *b, int *done)
 {
-    size_t bytes = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t k = raw_payload(ls[i]);
-        done[i] = k ? 0 : -1;
-        bytes += k ? k + 10 : 0;
-    }
-    if (batch_room(b, n, bytes) != 0) {
+    if (batch_room(b, n) != 0) {
         for (size_t i = 0; i < n; i++)
             done[i] = -1;
         return;
     }
-    size_t m = 0, at = 0;
+    /* the messages are sent from where the sessions hold them: nothing
+     * changes their output until the run returns */
+    size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        if (done[i] < 0)
+        const uint8_t *p = NULL;
+        size_t k = raw_payload(ls[i], &p);
+        done[i] = k ? 0 : -1;
+        if (!k)
             continue;
-        size_t len, k = raw_payload(ls[i]);
-        const uint8_t *p = crdtdb_session_output(ls[i]->s, &len);
-        size_t h = ws_header(b->arena + at, k);
-        memcpy(b->arena + at + h, p, k);
-        b->sends[m] = (crdtdb__send){lws_get_socket_fd(ls[i]->wsi), b->arena + at, h + k, 0};
+        crdtdb__send *s = &b->sends[m];
+        s->fd = lws_get_socket_fd(ls[i]->wsi);
+        s->iov[0] = (struct iovec){b->hdr[m], ws_header(b->hdr[m], k)};
+        s->iov[1] = (struct iovec){(void *)p, k};
+        s->niov = 2;
+        s->res = 0;
         b->pay[m++] = k;
-        at += h + k;
     }
     crdtdb__sendq_run(q, b->sends, m);
     m = 0;
@@ -348,21 +357,34 @@ void crdtdb__ws_flush_batch(crdtdb__wslink *const *ls, size_t n, crdtdb__sendq *
         crdtdb__wslink *l = ls[i];
         crdtdb__send *s = &b->sends[m];
         size_t k = b->pay[m++], len;
+        if (s->res == CRDTDB__SEND_UNKNOWN) {
+            cut(l);
+            continue;
+        }
         if (s->res <= 0)
             continue; /* nothing went: WRITEABLE tries (or meets the failure) */
+        size_t sent = (size_t)s->res, hl = s->iov[0].iov_len;
+        if (sent < hl + k) {
+            /* the message is begun on the wire: lws writes the rest before
+             * anything of its own (RAW: no framing; it keeps what the
+             * socket does not take), the header's rest first */
+            int bad = 0;
+            if (sent < hl)
+                bad = lws_write(l->wsi, b->hdr[m - 1] + sent, hl - sent, LWS_WRITE_RAW) < 0;
+            size_t off = sent > hl ? sent - hl : 0;
+            if (!bad)
+                bad = lws_write(l->wsi, (unsigned char *)s->iov[1].iov_base + off, k - off,
+                                LWS_WRITE_RAW) < 0;
+            if (bad) {
+                cut(l); /* lws kept none of it (out of memory, or a failed socket) */
+                continue;
+            }
+        }
         crdtdb_session_output(l->s, &len);
         crdtdb_session_consume(l->s, k);
         l->sent += k;
         l->tx_ms = crdtdb__ws_now_ms();
-        if ((size_t)s->res < s->len) {
-            /* the message is begun on the wire: lws writes the rest before
-             * anything of its own (RAW: no framing; it keeps what the
-             * socket does not take) */
-            const uint8_t *rest = (const uint8_t *)s->buf + s->res;
-            lws_write(l->wsi, (unsigned char *)rest, s->len - (size_t)s->res, LWS_WRITE_RAW);
-            continue;
-        }
-        done[i] = k == len;
+        done[i] = sent == hl + k && k == len;
     }
 }
 

@@ -1655,7 +1655,8 @@ int crdtdb_server_open(crdtdb_env *env, const crdtdb_server_options *opts, crdtd
     srv->hub_cfg.nrelay_users = srv->relay_users ? o.nrelay_users : 0;
     srv->hub_cfg.log = slog_cb;
     srv->hub_cfg.log_ctx = srv;
-    srv->hub_cfg.sendq = crdtdb__sendq_open(1); /* NULL: flushes go through lws */
+    /* NULL: flushes go through lws, as every TLS connection's do */
+    srv->hub_cfg.sendq = srv->cert ? NULL : crdtdb__sendq_open(1);
     slog(srv, "listening on %s://%s:%d", srv->cert ? "wss" : "ws", srv->host, srv->port);
     lws_sul_schedule(srv->ctx, 0, &srv->sul_poll, on_poll_due, WS_POLL_MS * LWS_US_PER_MS);
     *out = srv;
