@@ -109,6 +109,19 @@
 // 0.55, 0.59 ms; p99 0.94, 1.36 / 3.68, 3.92 ms; CPU s per player-min 0.224, 0.271 / 0.851, 0.979.  Ratios: p99 0.255
 // (per round 0.26, 0.35), CPU 0.263 (0.26, 0.28): both goals (<= 0.25) missed by a hair in this sitting, where the
 // 06:57 one met CPU (0.227).  The players' process: event-loop delay p99 1.9-2.0 ms, 66 GC pauses (126-138 ms).
+// Session 28: the hub sends every receiver's message of a flush in one io_uring_enter (transport/sendq.c; sendmsg of
+// the header and the session's own output), not one sendto each.  strace -c of the server over 8 s of the window:
+// 32,948 sendto + 2,251 poll + 3,405 recvfrom before; 3,530 io_uring_enter + 3,709 poll + 3,805 recvfrom after.
+// callgrind (presence/callgrind.sh, user space only, flush scaled to 15 messages an update): 20,154 -> 15,884
+// instructions per update (lws_write's ~5,500 gone).  A/B of the server alone, alternated (load 4-6): CPU s per
+// player-min 0.184, 0.154 new / 0.240, 0.210 old (-25 %).  Sitting 18:19-18:22 UTC (load 3.6 falling to 1.1, no skipped
+// tick, --rounds=2, Release 53ab6c2), per round crdtdb / Yjs: p50 0.25, 0.20 / 0.54, 0.49 ms; p99 0.88, 1.62 / 3.06,
+// 2.74 ms; CPU s per player-min 0.1525, 0.1275 / 0.8175, 0.76.  Ratios: CPU 0.168 (goal <= 0.25: met), p99 0.321 (not
+// met), p50 0.41, bytes 0.72, peak RSS 0.08, idle frames 0 / 0, every update delivered.  The players' process:
+// CPU 14-17 % of a core (Yjs 27-30 %), event-loop delay p99 1.9-2.3 ms (Yjs 2.4-2.5), 65 GC pauses (Yjs 133): the
+// tail is that one process taking 15 messages per update in turn, and the ws library's share of it is the same for
+// both systems.  --procs=4 (1 round): p99 2.64 / 3.82 ms, CPU 0.37 / 1.0; --procs=16 (each player its own process, 16
+// processes on 2 cores): p99 5.2 / 2,219 ms (Yjs's players fell behind: 23 ticks skipped), CPU 0.29 / 0.995.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
