@@ -9,8 +9,9 @@
  * for HUB_LEFT_MS.  Each change is encoded once and queued whole on every
  * other connection (crdtdb_session_send_frame); once the changes that came
  * in together are all queued, the client connections' output is written at
- * once (crdtdb__ws_flush_now: one message per receiver, not one poll turn
- * and WRITEABLE each), the rest go on WRITEABLE.  Lists are scanned: a
+ * once (crdtdb__ws_flush_batch: one message per receiver, all in one
+ * system call, not one poll turn and WRITEABLE each), the rest go on
+ * WRITEABLE.  Lists are scanned: a
  * database holds at most max_members entries and as many tombstones.
  */
 #include <msgpack.h>
@@ -59,7 +60,7 @@ struct crdtdb__hub {
     crdtdb_buf frame;     /* scratch: the change being fanned out */
     unsigned char *wire;  /* scratch: LWS_PRE + wire_cap, for flushes */
     size_t wire_cap;
-    crdtdb__wsbatch batch; /* scratch: the flush's frames */
+    crdtdb__wsbatch batch; /* scratch: the flush's sends */
     crdtdb__wslink **links; /* scratch: the flush's receivers */
     int *done;
     size_t links_cap;
@@ -253,8 +254,8 @@ static void expire(crdtdb__hub *h, uint64_t now)
 
 /* ---------------------------------------------------------------- fan-out */
 
-/* Whether pc's output may be written outside its callbacks
- * (crdtdb__ws_flush_now), not on its next WRITEABLE: a client's connection
+/* Whether pc's output may be written outside its callbacks (flush), not
+ * on its next WRITEABLE: a client's connection
  * to us (hosted links write their own, masked) whose snapshot went first,
  * on a server without an authorize_user hook (with one, the server
  * re-checks the access on WRITEABLE before anything goes out). */

@@ -31,7 +31,7 @@ struct crdtdb__pconn {
                               server's link into us */
     int joined;
     int snapped;           /* its snapshot was queued: frames may go out
-                              at once (crdtdb__ws_flush_now) */
+                              at once (the hub's flush) */
     int dirty;             /* frames queued since the hub's last flush */
     uint64_t num;          /* its connection number (the key's last 8 bytes) */
     char user[CRDTDB_ID_MAX + 1]; /* "" without tokens */
