@@ -173,6 +173,24 @@ void crdtdb__ws_wake(crdtdb__wslink *l)
     lws_callback_on_writable(l->wsi);
 }
 
+/* n bytes of the session's output are on their way: in the kernel, or
+ * with lws, which writes them before anything else. */
+static void consumed(crdtdb__wslink *l, size_t n)
+{
+    crdtdb_session_consume(l->s, n);
+    l->sent += n;
+    l->tx_ms = crdtdb__ws_now_ms();
+}
+
+/* Whether l's output may be written outside its WRITEABLE: its session
+ * open, its stream whole, and lws holding no partial send (so what is
+ * written now lands between whole messages). */
+static int may_write_now(crdtdb__wslink *l)
+{
+    return l->s && l->wsi && !l->cut && !crdtdb_session_closed(l->s) &&
+           !lws_partial_buffered(l->wsi);
+}
+
 /*
  * On WRITEABLE: sends up to WS_CHUNK bytes of output as one binary message,
  * pumping first when the output is empty; asks to be called again while
@@ -222,9 +240,7 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
     memcpy(wbuf + LWS_PRE, p, n);
     if (lws_write(l->wsi, wbuf + LWS_PRE, n, LWS_WRITE_BINARY) < (int)n)
         return -1;
-    crdtdb_session_consume(l->s, n);
-    l->sent += n;
-    l->tx_ms = crdtdb__ws_now_ms();
+    consumed(l, n);
     output(l, &len);
     if (len || crdtdb_session_closed(l->s))
         lws_callback_on_writable(l->wsi);
@@ -234,7 +250,7 @@ int crdtdb__ws_writable(crdtdb__wslink *l, unsigned char *wbuf)
 int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap)
 {
     size_t len;
-    if (!l->s || !l->wsi || l->cut || crdtdb_session_closed(l->s) || lws_partial_buffered(l->wsi))
+    if (!may_write_now(l))
         return 0;
     const uint8_t *p = crdtdb_session_output(l->s, &len);
     if (!len)
@@ -247,9 +263,7 @@ int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap)
      * failure and closes the connection */
     if (lws_write(l->wsi, wire + LWS_PRE, n, LWS_WRITE_BINARY) < (int)n)
         return 0;
-    crdtdb_session_consume(l->s, n);
-    l->sent += n;
-    l->tx_ms = crdtdb__ws_now_ms();
+    consumed(l, n);
     return n == len;
 }
 
@@ -282,15 +296,13 @@ static size_t ws_header(uint8_t *h, size_t n)
 }
 
 /* The output l may write behind lws's back now (up to WS_CHUNK bytes at
- * *p), or 0.  Only where lws's bytes are all in the kernel (no partial
- * send buffered) and lws would frame nothing differently: no TLS, not a
- * stream inside another connection (h2), and no extension (the server
- * offers none). */
+ * *p), or 0.  Only where it may be written now at all (may_write_now) and
+ * lws would frame nothing differently: no TLS, not a stream inside another
+ * connection (h2), and no extension (the server offers none). */
 static size_t raw_payload(crdtdb__wslink *l, const uint8_t **p)
 {
     size_t len = 0;
-    if (!l->s || !l->wsi || l->cut || crdtdb_session_closed(l->s) || lws_is_ssl(l->wsi) ||
-        lws_partial_buffered(l->wsi) || lws_get_network_wsi(l->wsi) != l->wsi ||
+    if (!may_write_now(l) || lws_is_ssl(l->wsi) || lws_get_network_wsi(l->wsi) != l->wsi ||
         lws_get_socket_fd(l->wsi) < 0)
         return 0;
     *p = crdtdb_session_output(l->s, &len);
@@ -381,9 +393,7 @@ void crdtdb__ws_flush_batch(crdtdb__wslink *const *ls, size_t n, crdtdb__sendq *
             }
         }
         crdtdb_session_output(l->s, &len);
-        crdtdb_session_consume(l->s, k);
-        l->sent += k;
-        l->tx_ms = crdtdb__ws_now_ms();
+        consumed(l, k);
         done[i] = sent == hl + k && k == len;
     }
 }

@@ -322,26 +322,22 @@ static void flush(crdtdb__hub *h)
         n += pc->dirty != 0;
     if (!n)
         return;
-    crdtdb__sendq *q = h->cfg->sendq;
-    if (!q || links_room(h, n) != 0) {
-        for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
-            if (pc->dirty) {
-                pc->dirty = 0;
-                flush_one(h, pc);
-            }
-        return;
-    }
+    /* no send queue (a TLS server) or no memory for the batch: every link
+     * goes through lws, as one the batch cannot take (done -1) */
+    int batch = h->cfg->sendq && links_room(h, n) == 0;
     size_t i = 0;
-    for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
-        if (pc->dirty)
-            h->links[i++] = pc->l;
-    crdtdb__ws_flush_batch(h->links, n, q, &h->batch, h->done);
-    i = 0;
+    if (batch) {
+        for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
+            if (pc->dirty)
+                h->links[i++] = pc->l;
+        crdtdb__ws_flush_batch(h->links, n, h->cfg->sendq, &h->batch, h->done);
+        i = 0;
+    }
     for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next) {
         if (!pc->dirty)
             continue;
         pc->dirty = 0;
-        int d = h->done[i++];
+        int d = batch ? h->done[i++] : -1;
         if (d < 0)
             flush_one(h, pc);
         else if (!d && pc->wake)
