@@ -303,6 +303,24 @@ static int cache_room(crdtdb__log_iter *it)
     return 0;
 }
 
+/* Empties the cache, freeing what the records held (arrays kept for reuse
+ * would grow to the largest record each slot ever had); the slot array
+ * and index stay. */
+static void cache_empty(crdtdb__log_iter *it)
+{
+    for (uint32_t i = 0; i < it->slot_cap; i++) {
+        crdtdb__record_free(&it->slot[i].rec);
+        free(it->slot[i].regs);
+        it->slot[i].regs = NULL;
+        it->slot[i].nregs = it->slot[i].regs_cap = 0;
+        it->slot[i].keylen = 0;
+    }
+    it->nslot = 0;
+    it->cached_regs = 0;
+    if (it->index)
+        memset(it->index, 0, it->index_cap * sizeof *it->index);
+}
+
 /* Loads the record of run entry it->run into a slot, unless one holds it,
  * with its registers by sequence; it->at names the slot.  0 or a
  * CRDTDB_E* code. */
@@ -316,20 +334,8 @@ static int load(crdtdb__log_iter *it)
         it->at = s;
         return 0;
     }
-    if (it->nslot >= it->max_slots || it->cached_regs >= it->max_regs) {
-        /* full: start again, freeing what the records held (arrays kept
-         * for reuse would grow to the largest record each slot ever had) */
-        for (uint32_t i = 0; i < it->slot_cap; i++) {
-            crdtdb__record_free(&it->slot[i].rec);
-            free(it->slot[i].regs);
-            it->slot[i].regs = NULL;
-            it->slot[i].nregs = it->slot[i].regs_cap = 0;
-            it->slot[i].keylen = 0;
-        }
-        it->nslot = 0;
-        it->cached_regs = 0;
-        memset(it->index, 0, it->index_cap * sizeof *it->index);
-    }
+    if (it->nslot >= it->max_slots || it->cached_regs >= it->max_regs)
+        cache_empty(it); /* full: start again */
     int rc = cache_room(it);
     if (rc)
         return rc;
@@ -436,15 +442,11 @@ void crdtdb__log_close(crdtdb__log_iter *it)
     if (it->cur)
         mdb_cursor_close(it->cur);
     it->cur = NULL;
-    for (uint32_t i = 0; i < it->slot_cap; i++) {
-        crdtdb__record_free(&it->slot[i].rec);
-        free(it->slot[i].regs);
-    }
+    cache_empty(it);
     free(it->slot);
     free(it->index);
     it->slot = NULL;
     it->index = NULL;
-    it->nslot = it->slot_cap = it->index_cap = 0;
-    it->cached_regs = 0;
+    it->slot_cap = it->index_cap = 0;
     it->ipend = it->npend = 0;
 }
