@@ -53,10 +53,17 @@ const WS = areq("ws");
 const version = (p) => JSON.parse(readFileSync(join(anchor, "node_modules", p, "package.json"), "utf8")).version;
 const versions = { yjs: version("yjs"), "y-websocket": version("y-websocket"), "y-indexeddb": version("y-indexeddb"), "@y/websocket-server": version("@y/websocket-server") };
 
+// The peers' fill: 10,000 rows x 10 cells (100k fields) in one transaction; run in the page (its source is put
+// there) and by the Node writer.
+function fillBig(Y, doc) {
+  doc.transact(() => { const big = doc.getMap("big"); for (let r = 0; r < 10000; r++) { const m = big.set("r" + r, new Y.Map()); for (let c = 0; c < 10; c++) m.set("c" + c, r * 10 + c); } });
+}
+
 const PAGE = `<!doctype html><meta charset="utf-8"><title>yjs bench</title>
 <script type="module">
 import { Y, WebsocketProvider, IndexeddbPersistence } from "/yjs.browser.js";
 const now = () => performance.now();
+${fillBig}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // resolves once IndexedDB committed every read-write transaction y-indexeddb created on its store before this call
 const stored = (p) => new Promise((res, rej) => { const t = p.db.transaction(["updates"], "readonly"); t.oncomplete = res; t.onerror = () => rej(t.error); });
@@ -83,7 +90,7 @@ window.bench = {
   async fill() {
     const { doc, p } = window.open_;
     const t0 = now();
-    doc.transact(() => { const big = doc.getMap("big"); for (let r = 0; r < 10000; r++) { const m = big.set("r" + r, new Y.Map()); for (let c = 0; c < 10; c++) m.set("c" + c, r * 10 + c); } });
+    fillBig(Y, doc);
     const ms = now() - t0;
     if (p) await stored(p);
     const st = now() - t0;
@@ -133,7 +140,7 @@ try {
     const doc = new Y.Doc();
     const prov = new WebsocketProvider(url, room, doc, { WebSocketPolyfill: WS, disableBc: true });
     await new Promise((r) => prov.once("sync", r));
-    doc.transact(() => { const big = doc.getMap("big"); for (let r = 0; r < 10000; r++) { const m = big.set("r" + r, new Y.Map()); for (let c = 0; c < 10; c++) m.set("c" + c, r * 10 + c); } });
+    fillBig(Y, doc);
     await sleep(2000);
     for (const kind of kinds) {
       const { ctx, p } = await page();
