@@ -158,6 +158,8 @@ export async function browserBench(html, scriptUrl, script) {
       const ctx = await browser.newContext();
       const p = await ctx.newPage();
       p.on("pageerror", (e) => console.error("page error:", e.message));
+      // BENCH_CONSOLE=1: the page's console on stderr (timings a patched bundle logs)
+      if (process.env.BENCH_CONSOLE) p.on("console", (m) => console.error("page:", m.text()));
       await p.goto(url);
       await p.waitForFunction(() => window.ready === true);
       return { ctx, p };

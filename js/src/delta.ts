@@ -29,7 +29,9 @@
 import { ByteWriter } from "./bytewriter.js";
 import { CrdtdbError, type ErrorCode } from "./errors.js";
 import { sign, verify, type KeyPair } from "./keys.js";
-import { ADD, REMOVE, type BaseKind, type DeltaBody, type DeltaRecord, type Hlc, type ReplicaId } from "./types.js";
+import {
+  ADD, REMOVE, type BaseKind, type DecodedBody, type DecodedRecord, type DeltaBody, type Hlc, type Leaf, type ReplicaId,
+} from "./types.js";
 
 // ---------------------------------------------------------------- limits
 
@@ -547,6 +549,12 @@ export interface DecodeOptions {
   referenceOnly?: boolean;
 }
 
+/** A delta's signature: its last 64 bytes (a delta that decodeDelta took
+ *  ends with its signature, a bin 8 of 64 bytes). */
+export function signatureOf(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes.buffer, bytes.byteOffset + bytes.length - 64, 64);
+}
+
 /**
  * Verifies and decodes exactly one delta (crdtdb__delta_decode).  Throws
  * CrdtdbError: ETOOBIG over limits.maxDeltaSize before reading anything;
@@ -554,18 +562,15 @@ export interface DecodeOptions {
  * by the sender it names (nothing else in the body is parsed before that);
  * then EBADVALUE, EBADID, ETOOBIG, ETOODEEP as crdt/delta.c.
  * The result's byte arrays are views of `bytes` (see the module comment).
+ * Its bases and fields are fresh registers: a replica that merges the body
+ * takes them as its own (and numbers them), so one body is merged into one
+ * transaction, once; decode again to merge again.
  */
-/** A delta's signature: its last 64 bytes (a delta that decodeDelta took
- *  ends with its signature, a bin 8 of 64 bytes). */
-export function signatureOf(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(bytes.buffer, bytes.byteOffset + bytes.length - 64, 64);
-}
-
 export async function decodeDelta(
   bytes: Uint8Array,
   limits: Partial<DeltaLimits> = DEFAULT_DELTA_LIMITS,
   opts?: DecodeOptions,
-): Promise<DeltaBody> {
+): Promise<DecodedBody> {
   const lim = limits === DEFAULT_DELTA_LIMITS ? DEFAULT_DELTA_LIMITS : { ...DEFAULT_DELTA_LIMITS, ...limits };
   const len = bytes.length;
   if (len > lim.maxDeltaSize)
@@ -734,7 +739,7 @@ function idStr(strict: boolean): string | null {
  * it, then the checks in C's order), so the error is the one C reports.
  */
 function parseBody(data: Uint8Array, start: number, end: number, sender: ReplicaId, lim: DeltaLimits,
-                   referenceOnly: boolean): DeltaBody {
+                   referenceOnly: boolean): DecodedBody {
   B = data;
   END = end;
   try {
@@ -754,7 +759,7 @@ function parseBody(data: Uint8Array, start: number, end: number, sender: Replica
 }
 
 /** The body at P in one pass; throws (anything) if anything is wrong. */
-function parseFast(sender: ReplicaId, lim: DeltaLimits): DeltaBody {
+function parseFast(sender: ReplicaId, lim: DeltaLimits): DecodedBody {
   if (arrayLen() !== BODY_FIELDS) throw OUT;
   const dbId = idStr(true);
   if (dbId === null) throw OUT;
@@ -788,7 +793,7 @@ function parseFast(sender: ReplicaId, lim: DeltaLimits): DeltaBody {
   const nrecs = arrayLen();
   if (nrecs < 0 || nrecs > (lim.maxDeltaGroups || 65536)) throw OUT;
   const stamps = new Stamps(base);
-  const records: DeltaRecord[] = new Array(nrecs);
+  const records: DecodedRecord[] = new Array(nrecs);
   for (let i = 0; i < nrecs; i++) records[i] = parseRecord(colls, origins, stamps, lim);
   const nhist = arrayLen();
   if (nhist < 0 || nhist > DELTA_FP_MAX) throw OUT;
@@ -808,11 +813,11 @@ function parseFast(sender: ReplicaId, lim: DeltaLimits): DeltaBody {
     P += 32;
   }
   if (P !== END || (ack !== null && !recipient)) throw OUT;
-  return { dbId, sender, from, to, ack, records, history, recipient };
+  return { dbId, sender, from, to, ack, records, history, recipient, maxHlc: stamps.max };
 }
 const EMPTY = new Uint8Array(0);
 
-function parseChecked(a: Int32Array, sender: ReplicaId, lim: DeltaLimits): DeltaBody {
+function parseChecked(a: Int32Array, sender: ReplicaId, lim: DeltaLimits): DecodedBody {
   // (sender_of already saw an 11-array; mpCheck recorded its elements)
   P = a[0]!;
   const dbId = idStr(true);
@@ -882,17 +887,18 @@ function parseChecked(a: Int32Array, sender: ReplicaId, lim: DeltaLimits): Delta
   P = a[8]!;
   arrayLen();
   const stamps = new Stamps(base);
-  const records: DeltaRecord[] = new Array(nrecs);
+  const records: DecodedRecord[] = new Array(nrecs);
   for (let i = 0; i < nrecs; i++) records[i] = parseRecord(colls, origins, stamps, lim);
-  return { dbId, sender, from, to, ack: ackNil ? null : ack, records, history, recipient };
+  return { dbId, sender, from, to, ack: ackNil ? null : ack, records, history, recipient, maxHlc: stamps.max };
 }
 
 /** base + offset, refusing overflow; remembers the last offsets, since the
- *  fields of one write share a stamp. */
+ *  fields of one write share a stamp, and the highest stamp read. */
 class Stamps {
   private readonly room: bigint;
   private lastOff = -1;
   private last: Hlc = 0n;
+  max: Hlc = 0n;
   constructor(readonly base: bigint) {
     this.room = U64_MAX - base;
   }
@@ -904,6 +910,7 @@ class Stamps {
     const off = o === UINT_BIG ? BIG : BigInt(o);
     if (off > this.room) return -1n;
     const s = this.base + off;
+    if (s > this.max) this.max = s;
     if (o !== UINT_BIG) {
       this.lastOff = o;
       this.last = s;
@@ -912,13 +919,13 @@ class Stamps {
   }
 }
 
-function parseRecord(colls: string[], origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): DeltaRecord {
+function parseRecord(colls: string[], origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): DecodedRecord {
   if (arrayLen() !== 4) fail("EBADVALUE", "a record is [coll, id, base, fields]");
   const c = uint();
   if (c < 0 || c >= colls.length) fail("EBADVALUE", "bad collection index");
   const id = idStr(false);
   if (id === null) fail("EBADID", "invalid record id");
-  let base: DeltaRecord["base"] = null;
+  let base: DecodedRecord["base"] = null;
   if (B[P] === 0xc0) P++;
   else {
     const n = arrayLen();
@@ -929,16 +936,17 @@ function parseRecord(colls: string[], origins: ReplicaId[], stamps: Stamps, lim:
     if (hlc < 0n) fail("EBADVALUE", "bad record base");
     const o = uint();
     if (o < 0 || o >= origins.length) fail("EBADVALUE", "bad record base");
-    base = { kind: kind as BaseKind, hlc, origin: origins[o]! };
+    base = { kind: kind as BaseKind, hlc, origin: origins[o]!, seq: 0, src: "" };
   }
   const nf = arrayLen();
   if (nf < 0) fail("EBADVALUE", "record fields must be an array");
-  const fields: DeltaRecord["fields"] = new Array(nf);
+  const fields: Leaf[] = new Array(nf);
   for (let i = 0; i < nf; i++) fields[i] = parseField(origins, stamps, lim);
   return { coll: colls[c]!, id, base, fields };
 }
 
-function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): DeltaRecord["fields"][number] {
+/** A field as a leaf of the replica (seq 0, src "": the shape it keeps). */
+function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): Leaf {
   const size = arrayLen();
   if (size !== 3 && size !== 4) fail("EBADVALUE", "a field is [path, hlc, origin, value?]");
   // the path: a str, or an array of strs; the paths of a delta repeat, so
@@ -957,7 +965,7 @@ function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): Del
   const origin = origins[o]!;
   if (size === 3) {
     if (n + 1 > lim.maxDepth) fail("ETOODEEP", `field nested deeper than ${lim.maxDepth}`);
-    return { path, hlc, origin, value: null };
+    return { path, hlc, origin, value: null, seq: 0, src: "" };
   }
   const vlen = binLen();
   if (vlen < 0) fail("EBADVALUE", "a field value is msgpack in bin");
@@ -975,7 +983,7 @@ function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): Del
     if (rc === MP_DEEP) fail("ETOODEEP", `field nested deeper than ${lim.maxDepth}`);
     if (rc !== MP_OK) fail("EBADVALUE", `field value: ${mpWhy}`);
   }
-  return { path, hlc, origin, value: view(vs, vlen) };
+  return { path, hlc, origin, value: view(vs, vlen), seq: 0, src: "" };
 }
 
 interface PathEntry {

@@ -22,7 +22,7 @@ import {
 import { DEFAULT_LIMITS, Slabs, type Limits } from "./value.js";
 import { compareIds } from "./path.js";
 import {
-  LOCAL, REMOVE, type BaseReg, type DataObject, type DeltaBody, type DeltaRecord, type Hlc,
+  LOCAL, REMOVE, type BaseReg, type DataObject, type DecodedBody, type DecodedRecord, type DeltaBody, type DeltaRecord, type Hlc,
   type Leaf, type ReplicaId, type Source, type StoredRecord,
 } from "./types.js";
 
@@ -524,15 +524,12 @@ export class Replica {
     return info;
   }
 
-  private checkBody(d: DeltaBody, peerHex: string): Hlc {
+  private checkBody(d: DecodedBody, peerHex: string): Hlc {
     if (d.dbId !== this.dbId)
       throw new CrdtdbError("EINVAL", `the delta is for database '${d.dbId}', this is '${this.dbId}'`);
-    let max = 0n;
-    for (const rec of d.records) {
+    for (const rec of d.records)
       if (!this.collections.has(rec.coll)) throw new CrdtdbError("ENOCOLL", `Collection '${rec.coll}' not found`);
-      if (rec.base && rec.base.hlc > max) max = rec.base.hlc;
-      for (const f of rec.fields) if (f.hlc > max) max = f.hlc;
-    }
+    const max = d.maxHlc;
     if (max > 0n) {
       try {
         this.clock.check(max);
@@ -553,7 +550,7 @@ export class Replica {
     return max;
   }
 
-  private async applyBody(d: DeltaBody, sig: Uint8Array): Promise<ApplyInfo> {
+  private async applyBody(d: DecodedBody, sig: Uint8Array): Promise<ApplyInfo> {
     const peerHex = this.hexOfSender(d.sender);
     const max = this.checkBody(d, peerHex);
     const t = this.begin();
@@ -912,21 +909,28 @@ class Txn {
   }
 }
 
-/** A delta record's fields as leaves (seq 0, from src): new objects of
- *  the leaves' own shape (giving the decoded ones seq and src changed their
- *  shape and grew a property store each), sharing the fields' paths,
- *  origins and value views. */
-function leavesOf(fields: DeltaRecord["fields"], src: Source): Leaf[] {
-  const out = new Array<Leaf>(fields.length);
+/** A decoded record's fields as leaves from src: the decoder made them in
+ *  the leaves' shape (delta.ts parseField), so they are taken as they are,
+ *  array and all (decodeDelta: one body, one merge).  seq is reset, so a
+ *  body merged again after a failed commit is numbered again. */
+function leavesOf(fields: Leaf[], src: Source): Leaf[] {
   for (let i = 0; i < fields.length; i++) {
-    const f = fields[i]!;
-    out[i] = { path: f.path, hlc: f.hlc, origin: f.origin, value: f.value, seq: 0, src };
+    const l = fields[i]!;
+    l.seq = 0;
+    l.src = src;
   }
-  return out;
+  return fields;
+}
+
+/** A decoded base as a register from src (as leavesOf). */
+function baseOf(b: BaseReg, src: Source): BaseReg {
+  b.seq = 0;
+  b.src = src;
+  return b;
 }
 
 /** Merges one delta record into the transaction; EFORGED on equivocation. */
-function mergeRemote(t: Txn, rec: DeltaRecord): void {
+function mergeRemote(t: Txn, rec: DecodedRecord): void {
   const key = recordKey(rec.coll, rec.id);
   const fresh = !t.put.has(key), wasDel = t.del.has(key);
   if (fresh && !wasDel && !t.holds(key)) {
@@ -934,7 +938,7 @@ function mergeRemote(t: Txn, rec: DeltaRecord): void {
     const b = rec.base;
     if (!b && !rec.fields.length) return;
     const leaves = leavesOf(rec.fields, t.src);
-    const r = freshRecord(b ? { kind: b.kind, hlc: b.hlc, origin: b.origin, seq: 0, src: t.src } : null, leaves);
+    const r = freshRecord(b && baseOf(b, t.src), leaves);
     if (r) {
       t.put.set(key, r);
       return;
@@ -944,10 +948,7 @@ function mergeRemote(t: Txn, rec: DeltaRecord): void {
   let won = false;
   // mergeBase and mergeLeaves refuse equivocation (EFORGED) themselves; the
   // copy is private to the transaction, which then fails whole
-  if (rec.base) {
-    const b = rec.base;
-    won = mergeBase(r, { kind: b.kind, hlc: b.hlc, origin: b.origin, seq: 0, src: t.src }) || won;
-  }
+  if (rec.base) won = mergeBase(r, baseOf(rec.base, t.src)) || won;
   if (rec.fields.length) won = mergeLeaves(r, leavesOf(rec.fields, t.src)) > 0 || won;
   // nothing taken (a resend): the record is neither rewritten nor reported
   if (!won && fresh) { t.put.delete(key); if (wasDel) t.del.add(key); }

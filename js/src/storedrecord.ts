@@ -221,7 +221,8 @@ function decode(b: Uint8Array): StoredRecord {
   let base: BaseReg | null = null;
   const kind = b[p++]!;
   if (kind) {
-    base = { kind: kind as 1 | 2, hlc: dv.getBigUint64(p, true), origin: originAt(dv.getUint16(p + 8, true)), src: srcAt(dv.getUint16(p + 10, true)), seq: dv.getFloat64(p + 12, true) };
+    // the order of every BaseReg literal (one hidden class)
+    base = { kind: kind as 1 | 2, hlc: dv.getBigUint64(p, true), origin: originAt(dv.getUint16(p + 8, true)), seq: dv.getFloat64(p + 12, true), src: srcAt(dv.getUint16(p + 10, true)) };
     p += 20;
   }
   let leaves: Leaf[];

@@ -89,3 +89,18 @@ export interface DeltaBody {
   history: { seq: number; fp: Uint8Array }[];
   recipient: ReplicaId | null;
 }
+
+/** A delta as decodeDelta gives it: its bases and fields already
+ *  registers (seq 0, src ""), so a replica takes them as its own without a
+ *  copy (a fresh sync decodes 100k of them), and the highest stamp it
+ *  holds. */
+export interface DecodedRecord extends DeltaRecord {
+  base: BaseReg | null;
+  fields: Leaf[];
+}
+
+export interface DecodedBody extends DeltaBody {
+  records: DecodedRecord[];
+  /** The highest stamp of its records (0n if none). */
+  maxHlc: Hlc;
+}
