@@ -122,6 +122,16 @@
 // tail is that one process taking 15 messages per update in turn, and the ws library's share of it is the same for
 // both systems.  --procs=4 (1 round): p99 2.64 / 3.82 ms, CPU 0.37 / 1.0; --procs=16 (each player its own process, 16
 // processes on 2 cores): p99 5.2 / 2,219 ms (Yjs's players fell behind: 23 ticks skipped), CPU 0.29 / 0.995.
+// Session 29, a fresh machine (load 0.2-1.0, nothing else running), main 7350f62, Release, --rounds=5 at 20:15-20:25
+// UTC, per round crdtdb / Yjs: p99 0.97, 0.87, 0.80, 0.74, 0.83 / 2.52, 2.54, 2.74, 3.35, 3.81 ms (per round 0.39,
+// 0.34, 0.29, 0.22, 0.22; of the medians 0.83 / 2.74 = 0.30: not met); a --rounds=2 sitting just before gave 1.03,
+// 0.76 / 3.58, 3.75 (0.21 by the bench's rule of the lower round, 0.25 by the round pairs).  CPU 0.13x, every update
+// delivered, idle frames 0 / 0.  Where crdtdb's p99 goes (--keep, one round, p99 0.78 ms; every sample over it looked
+// up by update): 59 % of the samples over p99 belong to the 85 updates (of 14,400) whose every one of the 15
+// receivers was late, and those were sent after a gap of 34-43 ms since the sender's previous update (33.3 ms in
+// the rest): the players' process was held up (its tick ran late), then sent, then took the messages that queued
+// meanwhile ahead of the new one's 15.  GC pauses overlap 5 % of the samples over p99.  The tail is that process's
+// turns, not the server, and no server change moves it.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
