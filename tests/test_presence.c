@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <sys/socket.h>
 #include <libwebsockets.h>
+#include <liburing.h>
 #include <msgpack.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1425,6 +1426,92 @@ START_TEST(a_receiver_that_stops_reading_gets_every_frame_whole)
 }
 END_TEST
 
+/* ------------------------------------------------- a ring that fails */
+
+/* This suite links with -Wl,--wrap for io_uring_submit and
+ * __io_uring_get_cqe (CMakeLists.txt): armed, the next submit goes to the
+ * kernel as usual, then its results are thrown away and the wait for them
+ * fails, as a ring that breaks after taking the sends would.  Unarmed,
+ * both are liburing's own.  Test state: the suite runs one test at a
+ * time. */
+int __real_io_uring_submit(struct io_uring *ring);
+int __real___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr,
+                              unsigned submit, unsigned wait_nr, sigset_t *sigmask);
+int __wrap_io_uring_submit(struct io_uring *ring);
+int __wrap___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr,
+                              unsigned submit, unsigned wait_nr, sigset_t *sigmask);
+static int ring_submits, ring_armed, ring_lose, ring_failed;
+
+int __wrap_io_uring_submit(struct io_uring *ring)
+{
+    int r = __real_io_uring_submit(ring);
+    ring_submits++;
+    if (ring_armed && r > 0) {
+        ring_armed = 0;
+        io_uring_cq_advance(ring, io_uring_cq_ready(ring)); /* results lost */
+        ring_lose = 1;
+    }
+    return r;
+}
+
+int __wrap___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr,
+                              unsigned submit, unsigned wait_nr, sigset_t *sigmask)
+{
+    if (ring_lose) {
+        ring_lose = 0;
+        ring_failed++;
+        return -EIO;
+    }
+    return __real___io_uring_get_cqe(ring, cqe_ptr, submit, wait_nr, sigmask);
+}
+
+static int readied_twice(void *arg)
+{
+    (void)arg;
+    return lb.ready >= 2 && lc.ready >= 2 && crdtdb_client_connected(cb) &&
+           crdtdb_client_connected(cc);
+}
+
+/* The sends the kernel took before the ring broke may or may not have
+ * gone (CRDTDB__SEND_UNKNOWN): their connections are cut, never written
+ * again (a resend could repeat bytes), and the clients come back and get
+ * the current states at once; the sender stays; later changes go one
+ * sendmsg(2) each. */
+START_TEST(a_ring_that_breaks_cuts_the_sends_it_took)
+{
+    srv1 = server(&S1, url1, sizeof url1);
+    ca = client(&A, url1, &la, NULL);
+    cb = client(&B, url1, &lb, NULL);
+    cc = client(&C, url1, &lc, NULL);
+    wait_ready();
+    ring_submits = ring_armed = ring_lose = ring_failed = 0;
+    set(ca, "{\"x\":1}");
+    expect(&lb, "{\"x\":1}", 1);
+    expect(&lc, "{\"x\":1}", 1);
+    if (!ring_submits) { /* this kernel gives the server no io_uring */
+        ck_assert_msg(!getenv("CRDTDB_REQUIRE_URING"), "no io_uring (CRDTDB_REQUIRE_URING)");
+        return;
+    }
+    ck_assert_int_eq(la.ready, 1);
+    ck_assert_int_eq(lb.ready, 1);
+    ring_armed = 1;
+    set(ca, "{\"x\":2}");
+    ck_assert_msg(spin(readied_twice, NULL, 10000), "ready: b %d, c %d", lb.ready, lc.ready);
+    ck_assert_int_eq(ring_failed, 1);
+    expect(&lb, "{\"x\":2}", 1);
+    expect(&lc, "{\"x\":2}", 1);
+    int submits = ring_submits;
+    set(ca, "{\"x\":3}");
+    expect(&lb, "{\"x\":3}", 1);
+    expect(&lc, "{\"x\":3}", 1);
+    ck_assert_int_eq(ring_submits, submits); /* the ring is closed */
+    ck_assert_int_eq(la.ready, 1);           /* the sender was not cut */
+    ck_assert_int_eq(lb.ready, 2);
+    ck_assert_int_eq(lc.ready, 2);
+    ck_assert_int_eq(la.ncodes + lb.ncodes + lc.ncodes, 0);
+}
+END_TEST
+
 static Suite *presence_suite(void)
 {
     Suite *s = suite_create("presence");
@@ -1453,6 +1540,7 @@ static Suite *presence_suite(void)
     tcase_add_test(tc, closing_with_armed_timers);
     tcase_add_test(tc, encoders_write_msgpack_c_forms);
     tcase_add_test(tc, a_receiver_that_stops_reading_gets_every_frame_whole);
+    tcase_add_test(tc, a_ring_that_breaks_cuts_the_sends_it_took);
     suite_add_tcase(s, tc);
     return s;
 }
