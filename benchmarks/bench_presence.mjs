@@ -132,6 +132,16 @@
 // the rest): the players' process was held up (its tick ran late), then sent, then took the messages that queued
 // meanwhile ahead of the new one's 15.  GC pauses overlap 5 % of the samples over p99.  The tail is that process's
 // turns, not the server, and no server change moves it.
+// Then the players record arrivals into typed arrays sized for the run (presence/player.mjs, Pairs) instead of growing
+// plain arrays of ~400k numbers, which kept the players' old space growing: its major collections (4.5-11.5 ms, a
+// few a round) held up all 16 players of the process, for both systems alike.  After it, the largest pause in a
+// round is 2.6 ms.  Sittings right after (load 0.2-0.7, Release 7350f62), per round crdtdb / Yjs p99 ms:
+//   --rounds=3, 20:52-20:56: 0.75, 0.69, 0.71 / 3.33, 3.99, 2.57 (ratio of medians 0.213: met)
+//   --rounds=5, 20:56-21:03: 0.70, 0.77, 0.74, 0.94, 0.75 / 3.02, 2.73, 2.16, 3.58, 2.99 (0.251: missed by 0.001)
+// all 8 rounds: medians 0.745 / 3.005 ms, 0.248.  CPU 0.14x, p50 0.33-0.39x, every update delivered, idle frames
+// 0 / 0.  crdtdb's p99 went from 0.74-1.03 to 0.69-0.94 ms; Yjs's stayed within 2.2-4.0 ms.  Of what is left over p99
+// (--keep, one round, p99 0.72 ms), 58 % is still in updates every receiver got late (84 of 14,400), now after
+// ordinary gaps (median 33.6 ms), 13 % of them overlapping a GC pause: one process running 16 players.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
