@@ -88,9 +88,10 @@ static int parse_field(crdtdb__query *q, const msgpack_object *f,
                        crdtdb__err *e)
 {
     if (f->type == MSGPACK_OBJECT_STR) {
-        const char *p = f->via.str.ptr, *end = p + f->via.str.size;
-        if (p == end)
+        /* before any arithmetic: msgpack-c may give "" a NULL pointer */
+        if (f->via.str.size == 0)
             return crdtdb__err_set(e, CRDTDB_EBADQUERY, "empty field name");
+        const char *p = f->via.str.ptr, *end = p + f->via.str.size;
         for (;;) {
             const char *dot = memchr(p, '.', (size_t)(end - p));
             const char *stop = dot ? dot : end;
