@@ -212,6 +212,15 @@ static int all_ready(void *arg)
 
 static void wait_ready(void) { ck_assert_msg(spin(all_ready, NULL, 10000), "not connected"); }
 
+/* A, B and C connected to srv1 without tokens (ca, cb, cc), once ready. */
+static void three_clients(void)
+{
+    ca = client(&A, url1, &la, NULL);
+    cb = client(&B, url1, &lb, NULL);
+    cc = client(&C, url1, &lc, NULL);
+    wait_ready();
+}
+
 typedef struct seen {
     plog *l;
     const char *state; /* a live entry with this state; NULL: count only */
@@ -285,10 +294,7 @@ static int send_msg(crdtdb_client *c, const char *to, const char *json)
 START_TEST(join_update_leave_reach_every_other_session)
 {
     srv1 = server(&S1, url1, sizeof url1);
-    ca = client(&A, url1, &la, NULL);
-    cb = client(&B, url1, &lb, NULL);
-    cc = client(&C, url1, &lc, NULL);
-    wait_ready();
+    three_clients();
     set(ca, "{\"who\":\"a\",\"x\":1}");
     expect(&lb, "{\"who\":\"a\",\"x\":1}", 1);
     expect(&lc, "{\"who\":\"a\",\"x\":1}", 1);
@@ -771,10 +777,7 @@ START_TEST(max_presence_members_refuses_a_newcomer)
     crdtdb_server_options_init(&o);
     o.max_presence_members = 2;
     srv1 = server_opts(&S1, url1, sizeof url1, &o);
-    ca = client(&A, url1, &la, NULL);
-    cb = client(&B, url1, &lb, NULL);
-    cc = client(&C, url1, &lc, NULL);
-    wait_ready();
+    three_clients();
     set(ca, "{\"n\":1}");
     set(cb, "{\"n\":2}");
     expect(&lc, "{\"n\":2}", 2);
@@ -1480,10 +1483,7 @@ static int readied_twice(void *arg)
 START_TEST(a_ring_that_breaks_cuts_the_sends_it_took)
 {
     srv1 = server(&S1, url1, sizeof url1);
-    ca = client(&A, url1, &la, NULL);
-    cb = client(&B, url1, &lb, NULL);
-    cc = client(&C, url1, &lc, NULL);
-    wait_ready();
+    three_clients();
     ring_submits = ring_armed = ring_lose = ring_failed = 0;
     set(ca, "{\"x\":1}");
     expect(&lb, "{\"x\":1}", 1);
