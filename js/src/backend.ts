@@ -8,7 +8,10 @@
  *
  * Ownership: a backend keeps no reference to the objects of a batch after
  * commit() resolves (the replica may reuse them); load() hands the replica
- * objects it then owns.
+ * objects it then owns.  A leaf's value is a range of a buffer many values
+ * share (types.ts ValueRef: a received delta, a loaded page): a backend
+ * copies the range (valueBytes), never the whole buffer, and one that
+ * loads leaves may point them into what it read, which it then gives up.
  */
 import type { Hlc, StoredRecord } from "./types.js";
 

@@ -17,11 +17,12 @@
  * checks in C's order), so a body with several faults gets C's error.
  *
  * ALIASING: a decoded delta does not copy.  Every Uint8Array in it (sender,
- * recipient, origins, values, fingerprints) is a subarray VIEW of the input
- * bytes, so the input must not be mutated while the result lives (pass
- * {copy: true} to decode from a private copy instead).  Values are not
- * decoded: `value` is the leaf's msgpack exactly as received, checked for
- * structure and depth as crdt/mpcheck.c does.
+ * recipient, origins, fingerprints) is a subarray VIEW of the input bytes,
+ * and every field's value a range of them (vbuf is the input itself: no
+ * object a value), so the input must not be mutated while the result lives
+ * (pass {copy: true} to decode from a private copy instead).  Values are
+ * not decoded: a field's range is the leaf's msgpack exactly as received,
+ * checked for structure and depth as crdt/mpcheck.c does.
  *
  * Also here, shared with frames.ts: the small msgpack writer and the
  * structural checker (a port of crdt/mpcheck.c).
@@ -31,7 +32,9 @@ import { CrdtdbError, type ErrorCode } from "./errors.js";
 import { sign, verify, type KeyPair } from "./keys.js";
 import {
   ADD, REMOVE, type BaseKind, type DecodedBody, type DecodedRecord, type DeltaBody, type Hlc, type Leaf, type ReplicaId,
+  type ValueRef,
 } from "./types.js";
+import { copyBytes } from "./value.js";
 
 // ---------------------------------------------------------------- limits
 
@@ -208,6 +211,14 @@ export class MpWriter extends ByteWriter {
     this.binHeader(b.length);
     this.raw(b);
   }
+  /** A leaf's value as a bin (not a map leaf). */
+  binRef(v: ValueRef): void {
+    const n = v.vlen;
+    this.binHeader(n);
+    this.room(n);
+    copyBytes(this.buf, this.pos, v.vbuf!, v.voff, n);
+    this.pos += n;
+  }
 }
 
 // ---------------------------------------------------------------- mpcheck
@@ -369,7 +380,7 @@ export function encodeBody(d: DeltaBody): Uint8Array {
     for (const f of r.fields) {
       fo.push(originOf(f.origin));
       if (base === null || f.hlc < base) base = f.hlc;
-      size += 24 + (f.value ? f.value.length : 0);
+      size += 24 + f.vlen;
       for (const k of f.path) size += 5 + 3 * k.length;
     }
     size += 32 + 3 * r.id.length;
@@ -406,13 +417,13 @@ export function encodeBody(d: DeltaBody): Uint8Array {
     w.array(r.fields.length);
     for (let k = 0; k < r.fields.length; k++) {
       const f = r.fields[k]!;
-      w.array(f.value ? 4 : 3);
+      w.array(f.vbuf ? 4 : 3);
       if (f.path.length === 0) fail("EINVAL", "a field path has at least one key");
       if (f.path.length > 1) w.array(f.path.length);
       for (const key of f.path) w.str(key);
       w.uint(f.hlc - b);
       w.uint(x.fields[k]!);
-      if (f.value) w.bin(f.value);
+      if (f.vbuf) w.binRef(f);
     }
   }
   w.array(d.history.length);
@@ -965,7 +976,7 @@ function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): Lea
   const origin = origins[o]!;
   if (size === 3) {
     if (n + 1 > lim.maxDepth) fail("ETOODEEP", `field nested deeper than ${lim.maxDepth}`);
-    return { path, hlc, origin, value: null, seq: 0, src: "" };
+    return { path, hlc, origin, vbuf: null, voff: 0, vlen: 0, seq: 0, src: "" };
   }
   const vlen = binLen();
   if (vlen < 0) fail("EBADVALUE", "a field value is msgpack in bin");
@@ -983,7 +994,7 @@ function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): Lea
     if (rc === MP_DEEP) fail("ETOODEEP", `field nested deeper than ${lim.maxDepth}`);
     if (rc !== MP_OK) fail("EBADVALUE", `field value: ${mpWhy}`);
   }
-  return { path, hlc, origin, value: view(vs, vlen), seq: 0, src: "" };
+  return { path, hlc, origin, vbuf: B, voff: vs, vlen, seq: 0, src: "" };
 }
 
 interface PathEntry {

@@ -10,12 +10,12 @@ import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Backend, Batch, Loaded, Meta } from "./backend.js";
 import { CrdtdbError } from "./errors.js";
-import { decodeStored, encodeStored, fixRecord } from "./recordcodec.js";
+import { decodeStored, encodeStored, fixRecord, packRecord, type PackedRecord } from "./recordcodec.js";
 import type { StoredRecord } from "./types.js";
 
 interface Entry {
   meta: Meta;
-  put: [string, StoredRecord][];
+  put: [string, PackedRecord][];
   del: string[];
   clear?: boolean;
 }
@@ -23,6 +23,12 @@ interface Entry {
 function ioError(e: unknown): CrdtdbError {
   const code = (e as { code?: string })?.code;
   return new CrdtdbError(code === "ENOSPC" ? "EMAPFULL" : "EIO", `replica file: ${(e as Error)?.message ?? e}`);
+}
+
+function packAll(records: Map<string, StoredRecord>): [string, PackedRecord][] {
+  const out: [string, PackedRecord][] = [];
+  for (const [k, r] of records) out.push([k, packRecord(r)]);
+  return out;
 }
 
 function fixMeta(m: Meta): Meta {
@@ -76,7 +82,7 @@ export class FileBackend implements Backend {
   }
 
   private liveSize(records: Map<string, StoredRecord>, meta: Meta): number {
-    return this.encode({ meta, put: [...records], del: [] }).length;
+    return this.encode({ meta, put: packAll(records), del: [] }).length;
   }
 
   private encode(e: Entry): Uint8Array {
@@ -88,7 +94,7 @@ export class FileBackend implements Backend {
   }
 
   private async snapshot(meta: Meta, records: Map<string, StoredRecord>): Promise<void> {
-    const bytes = this.encode({ meta, put: [...records], del: [] });
+    const bytes = this.encode({ meta, put: packAll(records), del: [] });
     const tmp = this.path + ".tmp";
     const fh = await open(tmp, "w");
     await fh.writeFile(bytes);
@@ -121,7 +127,7 @@ export class FileBackend implements Backend {
 
   async commit(b: Batch): Promise<void> {
     if (!this.fh) throw new CrdtdbError("EIO", "replica file is not open");
-    const bytes = this.encode({ meta: b.meta, put: [...b.put], del: [...b.del], clear: b.clear });
+    const bytes = this.encode({ meta: b.meta, put: packAll(b.put), del: [...b.del], clear: b.clear });
     try {
       await this.fh.write(bytes);
       await this.fh.datasync();

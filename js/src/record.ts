@@ -33,7 +33,7 @@ import {
   type StoredRecord,
   type Value,
 } from "./types.js";
-import { DEFAULT_LIMITS, MsgpackBuilder, decodeValue, flatten, flattenAs, valuesEqual, type Limits, type Slabs } from "./value.js";
+import { DEFAULT_LIMITS, MsgpackBuilder, decodeValue, flatten, flattenAs, sameValue, valueBytes, type Limits, type Slabs } from "./value.js";
 
 export function emptyRecord(): StoredRecord {
   return { base: null, leaves: [] };
@@ -114,7 +114,7 @@ export function isMapAt(r: StoredRecord, path: Path): boolean {
   if (i >= leaves.length) return false;
   const l = leaves[i]!;
   if (samePath(l.path, path)) {
-    if (l.value === null) return true;
+    if (l.vbuf === null) return true;
     i++;
   }
   return i < leaves.length && isAncestor(path, leaves[i]!.path);
@@ -170,7 +170,7 @@ function putLeaf(r: StoredRecord, l: Leaf, dead: number[] | undefined): boolean 
   const exists = at !== undefined && samePath(at.path, path);
   if (exists) {
     const c = cmpLeaf(l, at);
-    if (c === 0 && !valuesEqual(l.value, at.value)) throw forged(l);
+    if (c === 0 && !sameValue(l, at)) throw forged(l);
     if (c <= 0) return false;
   }
   // a newer write at an ancestor replaced the subtree: dead on arrival
@@ -264,7 +264,7 @@ export function mergeLeaves(r: StoredRecord, incoming: readonly Leaf[], dead?: n
     }
     if (at) {
       const c = cmpLeaf(l, at);
-      if (c === 0 && !valuesEqual(l.value, at.value)) throw forged(l);
+      if (c === 0 && !sameValue(l, at)) throw forged(l);
       if (c <= 0) return false;
     }
     const nanc = at ? chain.length - 1 : chain.length;
@@ -362,7 +362,7 @@ function renderMap(leaves: Leaf[], i: number, j: number, depth: number): DataObj
     const g = groupEnd(leaves, k, j, depth);
     const atChild = l.path.length === depth + 1;
     const below = atChild ? k + 1 : k;
-    if (atChild && l.value !== null && below === g) setKey(o, l.path[depth]!, decodeValue(l.value));
+    if (atChild && l.vbuf !== null && below === g) setKey(o, l.path[depth]!, decodeValue(valueBytes(l)!));
     else setKey(o, l.path[depth]!, renderMap(leaves, below, g, depth + 1));
     k = g;
   }
@@ -391,7 +391,7 @@ function renderBytes(b: MsgpackBuilder, leaves: Leaf[], i: number, j: number, de
     const atChild = l.path.length === depth + 1;
     const below = atChild ? k + 1 : k;
     b.str(l.path[depth]!);
-    if (atChild && l.value !== null && below === g) b.raw(l.value);
+    if (atChild && l.vbuf !== null && below === g) b.rawRef(l);
     else renderBytes(b, leaves, below, g, depth + 1);
     k = g;
   }
@@ -438,7 +438,7 @@ export function addRegisters(
 /** A leaf of add's flatten at the stamp of its base (one maker for every
  *  record: no closure a record). */
 function localLeaf(path: Path, b: BaseReg): Leaf {
-  return { path, hlc: b.hlc, origin: b.origin, value: null, seq: 0, src: LOCAL };
+  return { path, hlc: b.hlc, origin: b.origin, vbuf: null, voff: 0, vlen: 0, seq: 0, src: LOCAL };
 }
 
 /**
@@ -460,8 +460,8 @@ export function updateLeaves(
   const flat = flatten(changes, limits);
   const leaves: Leaf[] = [];
   for (const f of flat) {
-    if (f.value === null && isMapAt(r, f.path)) continue;
-    leaves.push({ path: f.path, hlc, origin, value: f.value, seq: 0, src: LOCAL });
+    if (f.vbuf === null && isMapAt(r, f.path)) continue;
+    leaves.push({ path: f.path, hlc, origin, vbuf: f.vbuf, voff: f.voff, vlen: f.vlen, seq: 0, src: LOCAL });
   }
   leaves.sort(byPath);
   return leaves;
@@ -483,7 +483,7 @@ export function checkLocalLimits(r: StoredRecord, limits: Limits = DEFAULT_LIMIT
   // unit): most records are far under the limit, and rendering costs
   let bound = 5;
   for (const l of r.leaves) {
-    bound += l.value ? l.value.length : 1;
+    bound += l.vbuf ? l.vlen : 1;
     for (const k of l.path) bound += 10 + 3 * k.length;
   }
   if (bound <= limits.maxValueSize) return;

@@ -5,7 +5,8 @@
  * the whole buffer).
  */
 import { Packr } from "msgpackr";
-import type { StoredRecord } from "./types.js";
+import type { BaseReg, Hlc, Leaf, Path, ReplicaId, Source, StoredRecord } from "./types.js";
+import { valueBytes } from "./value.js";
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: "bigint", moreTypes: false });
 
@@ -19,14 +20,28 @@ export function decodeStored<T>(b: Uint8Array): T {
 
 const u8 = (b: Uint8Array): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 
-/** Restores the types msgpack flattens: stamps to bigint, bins to plain Uint8Array. */
-export function fixRecord(r: StoredRecord): StoredRecord {
-  if (r.base) { r.base.hlc = BigInt(r.base.hlc); r.base.origin = u8(r.base.origin); r.base.seq = Number(r.base.seq); }
-  for (const l of r.leaves) {
-    l.hlc = BigInt(l.hlc);
-    l.origin = u8(l.origin);
-    l.seq = Number(l.seq);
-    if (l.value) l.value = u8(l.value);
-  }
-  return r;
+/** A leaf as msgpack keeps it: its value as bytes of its own (a Leaf's
+ *  vbuf is a buffer many values share, which must not be written whole). */
+interface PackedLeaf { path: Path; hlc: Hlc; origin: ReplicaId; value: Uint8Array | null; seq: number; src: Source }
+export interface PackedRecord { base: BaseReg | null; leaves: PackedLeaf[] }
+
+/** The msgpack shape of r (the file journal's: the same since its first
+ *  version); borrows r's registers and values until it is encoded. */
+export function packRecord(r: StoredRecord): PackedRecord {
+  return {
+    base: r.base,
+    leaves: r.leaves.map((l) => ({ path: l.path, hlc: l.hlc, origin: l.origin, value: valueBytes(l), seq: l.seq, src: l.src })),
+  };
+}
+
+/** A record from its decoded msgpack shape, restoring the types msgpack
+ *  flattens: stamps to bigint, bins to plain Uint8Array. */
+export function fixRecord(r: PackedRecord): StoredRecord {
+  const b = r.base;
+  if (b) { b.hlc = BigInt(b.hlc); b.origin = u8(b.origin); b.seq = Number(b.seq); }
+  const leaves: Leaf[] = r.leaves.map((l) => {
+    const v = l.value ? u8(l.value) : null;
+    return { path: l.path, hlc: BigInt(l.hlc), origin: u8(l.origin), vbuf: v, voff: 0, vlen: v ? v.length : 0, seq: Number(l.seq), src: l.src };
+  });
+  return { base: b, leaves };
 }

@@ -22,7 +22,7 @@ import {
 import { DEFAULT_LIMITS, Slabs, type Limits } from "./value.js";
 import { compareIds } from "./path.js";
 import {
-  LOCAL, REMOVE, type BaseReg, type DataObject, type DecodedBody, type DecodedRecord, type DeltaBody, type DeltaRecord, type Hlc,
+  LOCAL, REMOVE, type BaseReg, type DataObject, type DecodedBody, type DecodedRecord, type DeltaBody, type DeltaField, type DeltaRecord, type Hlc,
   type Leaf, type ReplicaId, type Source, type StoredRecord,
 } from "./types.js";
 
@@ -332,7 +332,7 @@ export class Replica {
         if (g.seq !== 0) continue;
         g.seq = ++seq;
         g.src = src;
-        if (each) hist.note(seq, c, g.value === null ? 1 : 0, g.hlc, g.origin, id, g.path);
+        if (each) hist.note(seq, c, g.vbuf === null ? 1 : 0, g.hlc, g.origin, id, g.path);
       }
     }
     return seq;
@@ -811,7 +811,7 @@ export class Replica {
         const [coll, id] = splitKey(key);
         const pick = (g: BaseReg | Leaf): boolean => g.seq > from && g.seq <= end && (opts.all || g.src !== peerHex);
         const base = r.base && pick(r.base) ? { kind: r.base.kind, hlc: r.base.hlc, origin: r.base.origin } : null;
-        const fields = r.leaves.filter(pick).map((l) => ({ path: l.path, hlc: l.hlc, origin: l.origin, value: l.value }));
+        const fields: DeltaField[] = r.leaves.filter(pick);
         if (base || fields.length) recs.push({ coll, id, base, fields });
       }
       if (recs.length || (opts.empty && !out.length && end === last)) {
@@ -984,7 +984,7 @@ function registerAt(r: StoredRecord, seq: number): BaseReg | Leaf | null {
 
 /** A leaf's encoded size in a delta, about. */
 function estimateLeaf(l: Leaf): number {
-  let n = 24 + (l.value?.length ?? 0);
+  let n = 24 + l.vlen;
   for (const k of l.path) n += k.length + 2;
   return n;
 }

@@ -32,6 +32,7 @@
 import { ByteWriter } from "./bytewriter.js";
 import { CrdtdbError } from "./errors.js";
 import type { BaseReg, Leaf, StoredRecord } from "./types.js";
+import { copyBytes } from "./value.js";
 
 const td = new TextDecoder(), te = new TextEncoder();
 
@@ -104,11 +105,11 @@ function leavesV1(w: ByteWriter, leaves: readonly Leaf[]): void {
     w.room(1);
     w.buf[w.pos++] = l.path.length;
     for (const p of l.path) w.u16str(p, true);
-    const vn = l.value ? l.value.length : 0;
+    const vn = l.vlen;
     w.room(24 + vn);
     w.dv.setBigUint64(w.pos, l.hlc, true); w.dv.setUint16(w.pos + 8, oIdx(l.origin), true); w.dv.setUint16(w.pos + 10, sIdx(l.src), true);
     w.dv.setFloat64(w.pos + 12, l.seq, true); w.pos += 20;
-    if (l.value) { w.dv.setUint32(w.pos, vn, true); w.buf.set(l.value, w.pos + 4); w.pos += 4 + vn; }
+    if (l.vbuf) { w.dv.setUint32(w.pos, vn, true); copyBytes(w.buf, w.pos + 4, l.vbuf, l.voff, vn); w.pos += 4 + vn; }
     else { w.dv.setUint32(w.pos, 0xffffffff, true); w.pos += 4; }
   }
 }
@@ -122,11 +123,11 @@ function leavesV3(w: ByteWriter, leaves: readonly Leaf[], shared: boolean, prev:
     vint(w, oIdx(l.origin)); vint(w, sIdx(l.src));
   }
   for (let i = 0; i < leaves.length; i++) {
-    const l = leaves[i]!, path = l.path, value = l.value;
+    const l = leaves[i]!, path = l.path, value = l.vbuf;
     w.room(1);
     w.buf[w.pos++] = path.length;
     for (let j = 0; j < path.length; j++) vstr(w, path[j]!);
-    const vn = value ? value.length : 0;
+    const vn = l.vlen;
     w.room(8 + 4 * 8 + vn);
     if (!shared) {
       w.dv.setBigUint64(w.pos, l.hlc, true); w.pos += 8;
@@ -137,7 +138,7 @@ function leavesV3(w: ByteWriter, leaves: readonly Leaf[], shared: boolean, prev:
     vint(w, d >= 0 ? 2 * d : -2 * d - 1);
     if (value) {
       vint(w, vn + 1);
-      w.buf.set(value, w.pos); w.pos += vn;
+      copyBytes(w.buf, w.pos, value, l.voff, vn); w.pos += vn;
     } else w.buf[w.pos++] = 0;
   }
 }
@@ -174,7 +175,9 @@ function vstr(w: ByteWriter, s: string): void {
 function same(a: Uint8Array, b: Uint8Array): boolean { for (let i = 0; i < 32; i++) if (a[i] !== b[i]) return false; return true; }
 
 /** Decodes encodeRecord's bytes (either version); ECORRUPT if they are
- *  not that. */
+ *  not that.  The leaves' values point into b (no copy each: a page of
+ *  thousands loads as one buffer), which the caller gives up: nothing may
+ *  write to it after. */
 export function decodeRecord(b: Uint8Array): StoredRecord {
   try {
     if (b[0] !== 1 && b[0] !== 3) throw new RangeError("unknown record version");
@@ -237,13 +240,13 @@ function decode(b: Uint8Array): StoredRecord {
       const hlc = dv.getBigUint64(p, true), origin = originAt(dv.getUint16(p + 8, true)), src = srcAt(dv.getUint16(p + 10, true)), seq = dv.getFloat64(p + 12, true);
       p += 20;
       const vn = dv.getUint32(p, true); p += 4;
-      let value: Uint8Array | null = null;
+      let vbuf: Uint8Array | null = null, voff = 0, vlen = 0;
       if (vn !== 0xffffffff) {
         if (p + vn > b.length) throw new RangeError("a value runs past the end");
-        value = b.slice(p, p + vn);
+        vbuf = b; voff = p; vlen = vn;
         p += vn;
       }
-      leaves[i] = { path, hlc, origin, value, seq, src };
+      leaves[i] = { path, hlc, origin, vbuf, voff, vlen, seq, src };
     }
   } else {
     const nl = vint();
@@ -261,13 +264,13 @@ function decode(b: Uint8Array): StoredRecord {
       const z = vint();
       seq += z % 2 ? -(z + 1) / 2 : z / 2;
       const vn = vint();
-      let value: Uint8Array | null = null;
+      let vbuf: Uint8Array | null = null, voff = 0, vlen = 0;
       if (vn) {
         if (p + vn - 1 > b.length) throw new RangeError("a value runs past the end");
-        value = b.slice(p, p + vn - 1);
+        vbuf = b; voff = p; vlen = vn - 1;
         p += vn - 1;
       }
-      leaves[i] = { path, hlc, origin, value, seq, src };
+      leaves[i] = { path, hlc, origin, vbuf, voff, vlen, seq, src };
     }
   }
   if (p !== b.length) throw new RangeError("bytes after the record");

@@ -36,14 +36,26 @@ export interface BaseReg {
   src: Source;
 }
 
-/** One leaf register.  value is the msgpack encoding of the leaf's value
- *  exactly as received or written (so relays keep int/float/int64 types),
- *  or null for a map leaf (an empty map: "this path is a map"). */
-export interface Leaf {
+/** A leaf's value by reference: vlen bytes of vbuf at voff, the msgpack
+ *  encoding of the value exactly as received or written (so relays keep
+ *  int/float/int64 types); vbuf null (voff, vlen 0) for a map leaf (an
+ *  empty map: "this path is a map").  The values of one delta, stored page
+ *  or write share one buffer, which nothing writes to once they point into
+ *  it: a fresh sync of 100k fields keeps 100k leaves, not 100k views as
+ *  well (each an object the page's young heap then carries).  value.ts has
+ *  the helpers (valueBytes, sameValue, refOf). */
+export interface ValueRef {
+  vbuf: Uint8Array | null;
+  voff: number;
+  vlen: number;
+}
+
+/** One leaf register.  Made with its properties in this order (one shape
+ *  for all). */
+export interface Leaf extends ValueRef {
   path: Path;
   hlc: Hlc;
   origin: ReplicaId;
-  value: Uint8Array | null;
   seq: number;
   src: Source;
 }
@@ -71,12 +83,19 @@ export type Value =
 
 export type DataObject = { [key: string]: Value };
 
+/** One field of a delta: a leaf write. */
+export interface DeltaField extends ValueRef {
+  path: Path;
+  hlc: Hlc;
+  origin: ReplicaId;
+}
+
 /** A decoded delta (docs/protocol.md, "Body"), stamps already absolute. */
 export interface DeltaRecord {
   coll: string;
   id: string;
   base: { kind: BaseKind; hlc: Hlc; origin: ReplicaId } | null;
-  fields: { path: Path; hlc: Hlc; origin: ReplicaId; value: Uint8Array | null }[];
+  fields: DeltaField[];
 }
 
 export interface DeltaBody {

@@ -36,7 +36,7 @@
 
 import { ByteWriter } from "./bytewriter.js";
 import { CrdtdbError } from "./errors.js";
-import type { DataObject, Path, Value } from "./types.js";
+import type { DataObject, Path, Value, ValueRef } from "./types.js";
 
 /** An extension value other than a representable timestamp, kept exactly.
  *  It appears wherever a Value can (cast: `v instanceof Ext`). */
@@ -94,6 +94,11 @@ class Writer extends ByteWriter {
     this.room(b.length);
     this.buf.set(b, this.pos);
     this.pos += b.length;
+  }
+  range(src: Uint8Array, off: number, n: number): void {
+    this.room(n);
+    copyBytes(this.buf, this.pos, src, off, n);
+    this.pos += n;
   }
   result(): Uint8Array {
     return this.buf.slice(0, this.pos);
@@ -502,12 +507,35 @@ export function decodeValue(b: Uint8Array): Value {
   return v;
 }
 
-/** Bytewise equality of two leaf values (null: a map leaf). */
-export function valuesEqual(a: Uint8Array | null, b: Uint8Array | null): boolean {
-  if (a === b) return true;
-  if (a === null || b === null || a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+/** Copies src[off, off + n) to dst at `at`: a loop for the short values
+ *  most leaves hold (set() would want a view of them). */
+export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, off: number, n: number): void {
+  if (n <= 32) for (let i = 0; i < n; i++) dst[at + i] = src[off + i]!;
+  else dst.set(new Uint8Array(src.buffer, src.byteOffset + off, n), at);
+}
+
+/** Bytewise equality of two leaf values (vbuf null: a map leaf). */
+export function sameValue(a: ValueRef, b: ValueRef): boolean {
+  const x = a.vbuf, y = b.vbuf, n = a.vlen;
+  if (x === null || y === null) return x === y;
+  if (n !== b.vlen) return false;
+  const i0 = a.voff, j0 = b.voff;
+  if (x === y && i0 === j0) return true;
+  for (let i = 0; i < n; i++) if (x[i0 + i] !== y[j0 + i]) return false;
   return true;
+}
+
+/** A view of a leaf's value bytes (null: a map leaf), for the few readers
+ *  that want one (decoding, tests): a new object each call. */
+export function valueBytes(v: ValueRef): Uint8Array | null {
+  const b = v.vbuf;
+  return b === null ? null : new Uint8Array(b.buffer, b.byteOffset + v.voff, v.vlen);
+}
+
+/** The reference to a whole buffer (null: a map leaf), which the caller
+ *  gives up: nothing may write to it after. */
+export function refOf(b: Uint8Array | null): ValueRef {
+  return b === null ? { vbuf: null, voff: 0, vlen: 0 } : { vbuf: b, voff: 0, vlen: b.length };
 }
 
 /* ------------------------------------------------------------ flatten */
@@ -528,10 +556,10 @@ function mapHeaderSize(n: number): number {
   return n < 16 ? 1 : n < 0x10000 ? 3 : 5;
 }
 
-export interface FlatLeaf {
+/** A leaf of flatten: its path and its value (vbuf null: a map leaf, an
+ *  empty map). */
+export interface FlatLeaf extends ValueRef {
   path: Path;
-  /** The leaf's msgpack bytes, or null for a map leaf (an empty map). */
-  value: Uint8Array | null;
 }
 
 /**
@@ -550,9 +578,9 @@ export function flatten(obj: DataObject, limits: Limits = DEFAULT_LIMITS): FlatL
   return flattenAs(obj, limits, flatLeaf, null);
 }
 
-const flatLeaf = (path: Path): FlatLeaf => ({ path, value: null });
+const flatLeaf = (path: Path): FlatLeaf => ({ path, vbuf: null, voff: 0, vlen: 0 });
 
-/** flatten, each leaf made by make(path, ctx) (value null, set after):
+/** flatten, each leaf made by make(path, ctx) (vbuf null, set after):
  *  the replica makes its registers directly, not a FlatLeaf each first,
  *  with a module-level make and its stamp in ctx (no closure a record). */
 export function flattenAs<T extends FlatLeaf, C>(obj: DataObject, limits: Limits, make: (path: Path, ctx: C) => T, ctx: C, slabs?: Slabs): T[] {
@@ -608,7 +636,7 @@ export class Slabs {
   at = 0;
 
   /** Copies src[0, n) into a buffer; returns the buffer (offset: at). */
-  place(src: Uint8Array, n: number): ArrayBuffer {
+  place(src: Uint8Array, n: number): Uint8Array {
     let b = this.buf;
     if (!b || this.pos + n > b.length) {
       const size = b ? Math.max(n, Math.min(Math.max(this.total, b.length * 2), 1 << 16)) : n;
@@ -619,7 +647,7 @@ export class Slabs {
     this.at = this.pos;
     this.pos += n;
     this.total += n;
-    return b.buffer as ArrayBuffer;
+    return b;
   }
 }
 
@@ -656,16 +684,19 @@ class Flattener {
     at.length = 0;
     this.walk(obj as Record<string, unknown>, null, 0, 1);
     if (out.length && w.pos) {
-      // the values go one after another into one buffer, then each leaf gets
-      // a view of it: one allocation a record (or fewer: slabs), not one a
-      // field.  Views made with the constructor: subarray's species lookup
-      // costs ~2x
-      let slab: ArrayBuffer, o = 0;
+      // the values go one after another into one buffer, which each leaf
+      // points into: one allocation a record (or fewer: slabs), not one a
+      // field
+      let slab: Uint8Array, o = 0;
       if (slabs) { slab = slabs.place(w.buf, w.pos); o = slabs.at; }
-      else slab = w.buf.slice(0, w.pos).buffer;
+      else slab = w.buf.slice(0, w.pos);
       for (let i = 0; i < out.length; i++) {
         const s0 = at[2 * i]!;
-        if (s0 >= 0) out[i]!.value = new Uint8Array(slab, o + s0, at[2 * i + 1]! - s0);
+        if (s0 < 0) continue;
+        const l = out[i]!;
+        l.vbuf = slab;
+        l.voff = o + s0;
+        l.vlen = at[2 * i + 1]! - s0;
       }
     }
     if (this.size > limits.maxValueSize)
@@ -769,6 +800,10 @@ export class MsgpackBuilder {
   }
   raw(b: Uint8Array): void {
     this.w.bytes(b);
+  }
+  /** A leaf's value bytes (not a map leaf). */
+  rawRef(v: ValueRef): void {
+    this.w.range(v.vbuf!, v.voff, v.vlen);
   }
   value(v: Value): void {
     writeValue(this.w, v, 0, 64);

@@ -70,7 +70,7 @@ import { join } from "node:path";
 import { CrdtdbDataStore, CrdtdbError, type SessionEvent } from "../src/index.js";
 import { FileBackend, nodeSocket } from "../src/node.js";
 import { decodeDelta, deltaFrame } from "../src/delta.js";
-import { decodeValue } from "../src/value.js";
+import { decodeValue, valueBytes } from "../src/value.js";
 import { hlcMs } from "../src/hlc.js";
 import { toHex } from "../src/keys.js";
 import type { Value } from "../src/types.js";
@@ -270,7 +270,7 @@ function jsRegs(ds: CrdtdbDataStore): Reg[] {
       if (!r) continue;
       if (r.base) out.push({ coll, id, path: null, kind: r.base.kind, hlc: r.base.hlc, origin: toHex(r.base.origin) });
       for (const l of r.leaves)
-        out.push({ coll, id, path: [...l.path], hlc: l.hlc, origin: toHex(l.origin), value: l.value ? toHexStr(l.value) : null });
+        out.push({ coll, id, path: [...l.path], hlc: l.hlc, origin: toHex(l.origin), value: l.vbuf ? toHexStr(valueBytes(l)!) : null });
     }
   return out;
 }
@@ -284,7 +284,7 @@ function jsRegsAll(ds: CrdtdbDataStore): Reg[] {
       const r = ds.replica.stored(coll, id)!;
       if (r.base) out.push({ coll, id, path: null, kind: r.base.kind, hlc: r.base.hlc, origin: toHex(r.base.origin) });
       for (const l of r.leaves)
-        out.push({ coll, id, path: [...l.path], hlc: l.hlc, origin: toHex(l.origin), value: l.value ? toHexStr(l.value) : null });
+        out.push({ coll, id, path: [...l.path], hlc: l.hlc, origin: toHex(l.origin), value: l.vbuf ? toHexStr(valueBytes(l)!) : null });
     }
   return out;
 }
@@ -307,7 +307,7 @@ async function cRegs(dir: string): Promise<Reg[]> {
     for (const rec of d.records) {
       if (rec.base) out.push({ coll: rec.coll, id: rec.id, path: null, kind: rec.base.kind, hlc: rec.base.hlc, origin: toHex(rec.base.origin) });
       for (const f of rec.fields)
-        out.push({ coll: rec.coll, id: rec.id, path: [...f.path], hlc: f.hlc, origin: toHex(f.origin), value: f.value ? toHexStr(f.value) : null });
+        out.push({ coll: rec.coll, id: rec.id, path: [...f.path], hlc: f.hlc, origin: toHex(f.origin), value: f.vbuf ? toHexStr(valueBytes(f)!) : null });
     }
   }
   return out;

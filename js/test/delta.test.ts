@@ -15,6 +15,7 @@ import {
 } from "../src/keys.js";
 import { SODIUM_ACCEPTS, SODIUM_REFUSES } from "./ed25519edge.js";
 import type { DecodedBody, DeltaBody } from "../src/types.js";
+import { refOf, valueBytes } from "../src/value.js";
 
 /** A decoded delta as the body it decodes to: checks the decoder's extras
  *  (each base and field a fresh register, seq 0 and src ""; maxHlc the
@@ -34,7 +35,9 @@ function asBody(d: DecodedBody): DeltaBody {
       assert.equal(seq, 0);
       assert.equal(src, "");
       if (f.hlc > max) max = f.hlc;
-      return f;
+      // the value as a buffer of its own (vbuf is the whole delta)
+      const { vbuf: _b, voff: _o, vlen: _l, ...g } = f;
+      return { ...g, ...refOf(valueBytes(f)) };
     });
     return { ...r, base, fields };
   });
@@ -55,7 +58,7 @@ function bodyFromJson(j: Json): DeltaBody {
     records: j.records.map((r: Json) => ({
       coll: r.coll, id: r.id,
       base: r.base && { kind: r.base.kind, hlc: BigInt(r.base.hlc), origin: fromHex(r.base.origin) },
-      fields: r.fields.map((f: Json) => ({ path: f.path, hlc: BigInt(f.hlc), origin: fromHex(f.origin), value: b(f.value) })),
+      fields: r.fields.map((f: Json) => ({ path: f.path, hlc: BigInt(f.hlc), origin: fromHex(f.origin), ...refOf(b(f.value)) })),
     })),
     history: j.history.map((h: Json) => ({ seq: h.seq, fp: fromHex(h.fp) })),
     recipient: b(j.recipient),
@@ -214,7 +217,7 @@ test("deltas made by the crdtdb binary verify, decode, and re-encode to the same
   const ann = d1.records[0]!;
   assert.equal(ann.coll, "players");
   assert.deepEqual(ann.fields.map((f) => f.path), [["hp"], ["kéz"], ["pos", "x"], ["pos", "y"], ["pos2"]]);
-  assert.deepEqual(ann.fields.map((f) => f.value && toHex(f.value)), ["07", "a3416e6e", "920102", null, "c0"]);
+  assert.deepEqual(ann.fields.map((f) => f.vbuf && toHex(valueBytes(f)!)), ["07", "a3416e6e", "920102", null, "c0"]);
   // a C body re-encoded here is byte-identical (the signature too: the
   // body is the same, but we lack the C key, so compare bodies)
   for (const hexd of [C1, C2]) {
@@ -243,7 +246,7 @@ test("round trip: random bodies encode and decode back", async () => {
       for (let j = 0; j < nf; j++) {
         const depth = 1 + rnd(3);
         const path = Array.from({ length: depth }, (_, x) => ["a", "b", "ké", "x\u0000y", "k".repeat(40)][rnd(5)]! + x);
-        fields.push({ path, hlc: H + BigInt(rnd(1 << 20)) * 12345n, origin: origins[rnd(3)]!, value: rnd(4) ? fromHex(vals[rnd(vals.length)]!) : null });
+        fields.push({ path, hlc: H + BigInt(rnd(1 << 20)) * 12345n, origin: origins[rnd(3)]!, ...refOf(rnd(4) ? fromHex(vals[rnd(vals.length)]!) : null) });
       }
       const base = rnd(3) ? { kind: (1 + rnd(2)) as 1 | 2, hlc: H + BigInt(rnd(1000)), origin: origins[rnd(3)]! } : null;
       records.push({ coll: ["players", "matches", "ü"][rnd(3)]!, id: `r${rnd(100)}é`, base, fields });
@@ -271,7 +274,7 @@ test("an empty delta and the widest stamps", async () => {
   const top = (1n << 64n) - 1n;
   const body: DeltaBody = {
     dbId: "d", sender: k.publicKey, from: 0, to: 0, ack: null, history: [], recipient: null,
-    records: [{ coll: "c", id: "i", base: { kind: 1, hlc: top, origin: k.publicKey }, fields: [{ path: ["p"], hlc: 0n, origin: k.publicKey, value: fromHex("00") }] }],
+    records: [{ coll: "c", id: "i", base: { kind: 1, hlc: top, origin: k.publicKey }, fields: [{ path: ["p"], hlc: 0n, origin: k.publicKey, ...refOf(fromHex("00")) }] }],
   };
   assert.deepEqual(asBody(await decodeDelta(await encodeDelta(body, k))), body);
   const empty: DeltaBody = { ...body, records: [] };
@@ -459,7 +462,7 @@ async function bigDelta(n: number, k: KeyPair): Promise<Uint8Array> {
   for (let i = 0; i < n / 10; i++) {
     const fields: DeltaBody["records"][number]["fields"] = [];
     for (let j = 0; j < 10; j++)
-      fields.push({ path: j < 8 ? [`field${j}`] : ["pos", j === 8 ? "x" : "y"], hlc: H + BigInt(i), origin: k.publicKey, value: vals[j & 3]! });
+      fields.push({ path: j < 8 ? [`field${j}`] : ["pos", j === 8 ? "x" : "y"], hlc: H + BigInt(i), origin: k.publicKey, ...refOf(vals[j & 3]!) });
     records.push({ coll: "items", id: `item-${i}`, base: { kind: 1, hlc: H + BigInt(i), origin: k.publicKey }, fields });
   }
   return encodeDelta({ dbId: "bench", sender: k.publicKey, from: 0, to: n + n / 10, ack: null, records, history: [], recipient: null }, k);

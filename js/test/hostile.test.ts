@@ -21,7 +21,7 @@ import { FileBackend, nodeSocket } from "../src/node.js";
 import { encodeFrame, FrameReader, type Message } from "../src/frames.js";
 import { encodeDelta } from "../src/delta.js";
 import { generateKeyPair, toHex, type KeyPair } from "../src/keys.js";
-import { encodeValue } from "../src/value.js";
+import { encodeValue, refOf } from "../src/value.js";
 import { hlcMs, packHlc } from "../src/hlc.js";
 import { ERRORS } from "../src/errors.js";
 import type { DeltaRecord, Hlc, Value } from "../src/types.js";
@@ -96,7 +96,7 @@ function rec(kp: KeyPair, id: string, fields: Record<string, Value>, hlc: Hlc, o
   return {
     coll: opts.coll ?? "Items", id,
     base: opts.base === null ? null : { kind: opts.base ?? 1, hlc, origin: kp.publicKey },
-    fields: Object.entries(fields).map(([k, v]) => ({ path: [k], hlc, origin: kp.publicKey, value: encodeValue(v) })),
+    fields: Object.entries(fields).map(([k, v]) => ({ path: [k], hlc, origin: kp.publicKey, ...refOf(encodeValue(v)) })),
   };
 }
 

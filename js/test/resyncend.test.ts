@@ -13,6 +13,7 @@ import { FileBackend } from "../src/node.js";
 import { Replica, type Change, type Held } from "../src/replica.js";
 import { packHlc } from "../src/hlc.js";
 import { ADD, REMOVE } from "../src/types.js";
+import { valueBytes } from "../src/value.js";
 import { decodeDelta } from "../src/delta.js";
 import type { Backend } from "../src/backend.js";
 import { ClientSession, TWO_WAY, type SessionEvent } from "../src/session.js";
@@ -156,7 +157,7 @@ test("resyncEnd: a record the snapshot carried only leaves of loses only a base 
       const clock = { t: 0 };
       const { r, acked } = await setupLeaves(k.make(), clock);
       await r.markResync(SERVER, true);
-      const leavesOf = (rr: Replica, id: string) => rr.stored("C", id)!.leaves.map((l) => [l.path.join("."), l.value]).sort();
+      const leavesOf = (rr: Replica, id: string) => rr.stored("C", id)!.leaves.map((l) => [l.path.join("."), valueBytes(l)]).sort();
       const before = Object.fromEntries(["lold", "lseen", "lacked", "lnew"].map((id) => [id, leavesOf(r, id)]));
       const seen: Change[][] = [];
       r.onChange((c) => seen.push(c));

@@ -26,7 +26,7 @@ import {
   withId,
 } from "../src/record.js";
 import { ADD, REMOVE, type BaseReg, type DataObject, type Leaf, type StoredRecord } from "../src/types.js";
-import { DEFAULT_LIMITS, decodeValue, type Limits } from "../src/value.js";
+import { DEFAULT_LIMITS, decodeValue, refOf, valueBytes, type Limits } from "../src/value.js";
 
 const RULES = new URL("../../../tests/vectors/rules.json", import.meta.url);
 
@@ -85,7 +85,7 @@ function reg(w: Write): Reg {
   if (w.kind === "add" || w.kind === "remove")
     return { base: { kind: w.kind === "add" ? ADD : REMOVE, hlc, origin, seq: 0, src: "" } };
   return {
-    leaf: { path: w.path!, hlc, origin, value: w.kind === "value" ? unhex(w.value!) : null, seq: 0, src: "" },
+    leaf: { path: w.path!, hlc, origin, ...refOf(w.kind === "value" ? unhex(w.value!) : null), seq: 0, src: "" },
   };
 }
 
@@ -283,7 +283,7 @@ function toReg(w: W): Reg {
   const origin = ORIGINS[w.origin]!;
   if (w.kind === "a" || w.kind === "r") return { base: { kind: w.kind === "a" ? ADD : REMOVE, hlc, origin, seq: 0, src: "" } };
   return {
-    leaf: { path: PATHS[w.path]!, hlc, origin, value: w.kind === "v" ? unhex(VALS[w.val]!) : null, seq: 0, src: "" },
+    leaf: { path: PATHS[w.path]!, hlc, origin, ...refOf(w.kind === "v" ? unhex(VALS[w.val]!) : null), seq: 0, src: "" },
   };
 }
 
@@ -398,9 +398,9 @@ test("dropUpto takes back registers numbered up to a point and no others", () =>
   const o = ORIGINS[0]!;
   mergeBase(rec, { kind: ADD, hlc: 1n, origin: o, seq: 1, src: "" });
   mergeLeaves(rec, [
-    { path: ["a"], hlc: 2n, origin: o, value: unhex("01"), seq: 2, src: "" },
-    { path: ["b"], hlc: 3n, origin: o, value: unhex("02"), seq: 3, src: "" },
-    { path: ["c"], hlc: 4n, origin: ORIGINS[1]!, value: unhex("03"), seq: 4, src: "" },
+    { path: ["a"], hlc: 2n, origin: o, ...refOf(unhex("01")), seq: 2, src: "" },
+    { path: ["b"], hlc: 3n, origin: o, ...refOf(unhex("02")), seq: 3, src: "" },
+    { path: ["c"], hlc: 4n, origin: ORIGINS[1]!, ...refOf(unhex("03")), seq: 4, src: "" },
   ]);
   const dead: number[] = [];
   dropUpto(rec, 2, dead);
@@ -424,7 +424,7 @@ test("addRegisters and updateLeaves: one stamp, sorted leaves, mergeDeepRight", 
   assert.ok(isMapAt(rec, ["a"]) && isMapAt(rec, ["a", "b"]) && !isMapAt(rec, ["z"]) && !isMapAt(rec, ["q"]));
   const up = updateLeaves(rec, { a: { b: {}, y: {} }, z: {} }, 11n, o);
   // a.b is already a map: nothing; a.y and z were values: map leaves
-  assert.deepEqual(up.map((l) => [l.path, l.value]), [[["a", "y"], null], [["z"], null]]);
+  assert.deepEqual(up.map((l) => [l.path, valueBytes(l)]), [[["a", "y"], null], [["z"], null]]);
   mergeLeaves(rec, up);
   assert.deepEqual(render(rec), { a: { b: {}, y: {} }, z: {} });
 });
@@ -532,7 +532,7 @@ test("a fresh record takes 100k fields in one merge quickly", (t) => {
   const leaves: Leaf[] = [];
   const v = unhex("01");
   for (let i = 0; i < 100000; i++)
-    leaves.push({ path: ["f" + (i % 1000), "k" + i], hlc: 2n + BigInt(i % 7), origin: o, value: v, seq: 0, src: "" });
+    leaves.push({ path: ["f" + (i % 1000), "k" + i], hlc: 2n + BigInt(i % 7), origin: o, ...refOf(v), seq: 0, src: "" });
   shuffle(rng(SEED), leaves);
   const t0 = performance.now();
   assert.equal(mergeLeaves(rec, leaves), 100000);

@@ -6,6 +6,7 @@ import { ByteWriter } from "../src/bytewriter.js";
 import { readPage } from "../src/storedrecord.js";
 import { decodeRecord } from "../src/storedrecord.js";
 import type { StoredRecord } from "../src/types.js";
+import { valueBytes } from "../src/value.js";
 
 const same = (a: Uint8Array, b: Uint8Array): boolean => { for (let i = 0; i < 32; i++) if (a[i] !== b[i]) return false; return true; };
 
@@ -39,11 +40,11 @@ function encodeInto(w: ByteWriter, r: StoredRecord): void {
     w.room(1);
     w.buf[w.pos++] = l.path.length;
     for (const p of l.path) w.u16str(p, true);
-    const vn = l.value ? l.value.length : 0;
+    const value = valueBytes(l), vn = value ? value.length : 0;
     w.room(24 + vn);
     w.dv.setBigUint64(w.pos, l.hlc, true); w.dv.setUint16(w.pos + 8, oIdx(l.origin), true); w.dv.setUint16(w.pos + 10, sIdx(l.src), true);
     w.dv.setFloat64(w.pos + 12, l.seq, true); w.pos += 20;
-    if (l.value) { w.dv.setUint32(w.pos, vn, true); w.buf.set(l.value, w.pos + 4); w.pos += 4 + vn; }
+    if (value) { w.dv.setUint32(w.pos, vn, true); w.buf.set(value, w.pos + 4); w.pos += 4 + vn; }
     else { w.dv.setUint32(w.pos, 0xffffffff, true); w.pos += 4; }
   }
 }

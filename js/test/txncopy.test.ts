@@ -10,6 +10,7 @@ import { CrdtdbError } from "../src/errors.js";
 import { MemoryBackend, type Batch } from "../src/backend.js";
 import { Replica } from "../src/replica.js";
 import type { StoredRecord } from "../src/types.js";
+import { valueBytes } from "../src/value.js";
 import "../src/nodecrypto.js";
 
 /** A memory backend whose next commit can be made to fail. */
@@ -30,7 +31,7 @@ function snapshot(r: StoredRecord | undefined): unknown {
   const reg = (g: { hlc: bigint; origin: Uint8Array; seq: number; src: unknown }) => ({ hlc: String(g.hlc), origin: Array.from(g.origin), seq: g.seq, src: g.src });
   return {
     base: r.base && { kind: r.base.kind, ...reg(r.base) },
-    leaves: r.leaves.map((l) => ({ path: [...l.path], value: l.value && Array.from(l.value), ...reg(l) })),
+    leaves: r.leaves.map((l) => ({ path: [...l.path], value: l.vbuf && Array.from(valueBytes(l)!), ...reg(l) })),
   };
 }
 

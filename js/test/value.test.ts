@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
 import { CrdtdbError } from "../src/errors.js";
-import { DEFAULT_LIMITS, Ext, decodeValue, encodeValue, flatten, valuesEqual } from "../src/value.js";
+import { DEFAULT_LIMITS, Ext, decodeValue, encodeValue, flatten, refOf, sameValue, valueBytes } from "../src/value.js";
 import { addRegisters, emptyRecord, mergeBase, mergeLeaves, renderEncoded } from "../src/record.js";
 import type { DataObject, Value } from "../src/types.js";
 
@@ -130,7 +130,7 @@ test("values.json: stored bytes are relayed and rendered unchanged", () => {
   for (const v of vectors.decode) {
     const r = emptyRecord();
     mergeBase(r, { kind: 1, hlc: 1n, origin: ORIGIN, seq: 0, src: "" });
-    mergeLeaves(r, [{ path: ["v"], hlc: 1n, origin: ORIGIN, value: unhex(v.hex), seq: 0, src: "" }]);
+    mergeLeaves(r, [{ path: ["v"], hlc: 1n, origin: ORIGIN, ...refOf(unhex(v.hex)), seq: 0, src: "" }]);
     assert.equal(hex(renderEncoded(r)!), "81a176" + v.hex, v.name);
   }
 });
@@ -154,14 +154,14 @@ test("an integral number from a float keeps float64 in a stored leaf, even writt
   // the register keeps the bytes it was written with
   const r = emptyRecord();
   mergeBase(r, { kind: 1, hlc: 1n, origin: ORIGIN, seq: 0, src: "" });
-  mergeLeaves(r, [{ path: ["f"], hlc: 1n, origin: ORIGIN, value: unhex("cb3ff0000000000000"), seq: 0, src: "" }]);
+  mergeLeaves(r, [{ path: ["f"], hlc: 1n, origin: ORIGIN, ...refOf(unhex("cb3ff0000000000000")), seq: 0, src: "" }]);
   assert.equal(hex(renderEncoded(r)!), "81a166cb3ff0000000000000");
 });
 
 test("flatten: leaves as C makes them", () => {
   const leaves = flatten({ a: { b: 1, c: {} }, d: [1, {}], e: undefined, f: { g: undefined }, h: null } as unknown as DataObject);
   assert.deepEqual(
-    leaves.map((l) => [l.path, l.value && hex(l.value)]),
+    leaves.map((l) => [l.path, l.vbuf && hex(valueBytes(l)!)]),
     [
       [["a", "b"], "01"],
       [["a", "c"], null],
@@ -175,7 +175,7 @@ test("flatten: leaves as C makes them", () => {
 test("flatten: undefined is left out of maps (as JSON and elemento do), null in arrays", () => {
   assert.deepEqual(flatten({ x: undefined } as unknown as DataObject), []);
   const [l] = flatten({ a: [undefined, 1] } as unknown as DataObject);
-  assert.equal(hex(l!.value!), "92c001");
+  assert.equal(hex(valueBytes(l!)!), "92c001");
 });
 
 test("flatten: limits and refusals with C's codes and messages", () => {
@@ -216,11 +216,24 @@ test("a __proto__ key is an ordinary field", () => {
   assert.ok(base.kind === 1);
 });
 
-test("valuesEqual compares bytes; null is a map leaf", () => {
-  assert.ok(valuesEqual(null, null));
-  assert.ok(!valuesEqual(null, unhex("80")));
-  assert.ok(valuesEqual(unhex("0102"), unhex("0102")));
-  assert.ok(!valuesEqual(unhex("01"), unhex("cb3ff0000000000000")));
+test("sameValue compares bytes wherever they sit; vbuf null is a map leaf", () => {
+  const eq = (a: Uint8Array | null, b: Uint8Array | null): boolean => sameValue(refOf(a), refOf(b));
+  assert.ok(eq(null, null));
+  assert.ok(!eq(null, unhex("80")));
+  assert.ok(!eq(unhex("80"), null));
+  assert.ok(eq(unhex("0102"), unhex("0102")));
+  assert.ok(!eq(unhex("01"), unhex("cb3ff0000000000000")));
+  // ranges of shared buffers: at other offsets of one buffer, and of two
+  const buf = unhex("0102030102"), other = unhex("ff0102");
+  assert.ok(sameValue({ vbuf: buf, voff: 0, vlen: 2 }, { vbuf: buf, voff: 3, vlen: 2 }));
+  assert.ok(sameValue({ vbuf: buf, voff: 3, vlen: 2 }, { vbuf: other, voff: 1, vlen: 2 }));
+  assert.ok(!sameValue({ vbuf: buf, voff: 1, vlen: 2 }, { vbuf: other, voff: 1, vlen: 2 }));
+  assert.ok(!sameValue({ vbuf: buf, voff: 0, vlen: 2 }, { vbuf: buf, voff: 0, vlen: 3 }));
+  // a view is of exactly the range, and no copy
+  const v = valueBytes({ vbuf: buf, voff: 2, vlen: 2 })!;
+  assert.deepEqual([...v], [3, 1]);
+  assert.equal(v.buffer, buf.buffer);
+  assert.equal(valueBytes(refOf(null)), null);
 });
 
 test("Dates and binary survive a round trip", () => {
