@@ -33,7 +33,7 @@ import {
   type StoredRecord,
   type Value,
 } from "./types.js";
-import { DEFAULT_LIMITS, MsgpackBuilder, decodeValue, flatten, flattenAs, sameValue, valueBytes, type Limits, type Slabs } from "./value.js";
+import { DEFAULT_LIMITS, MsgpackBuilder, decodeLeafValue, flatten, flattenAs, sameValue, type Limits, type Slabs } from "./value.js";
 
 export function emptyRecord(): StoredRecord {
   return { base: null, leaves: [] };
@@ -362,7 +362,7 @@ function renderMap(leaves: Leaf[], i: number, j: number, depth: number): DataObj
     const g = groupEnd(leaves, k, j, depth);
     const atChild = l.path.length === depth + 1;
     const below = atChild ? k + 1 : k;
-    if (atChild && l.vbuf !== null && below === g) setKey(o, l.path[depth]!, decodeValue(valueBytes(l)!));
+    if (atChild && l.vbuf !== null && below === g) setKey(o, l.path[depth]!, decodeLeafValue(l));
     else setKey(o, l.path[depth]!, renderMap(leaves, below, g, depth + 1));
     k = g;
   }

@@ -342,14 +342,14 @@ export function encodeValue(v: Value, maxDepth = 64): Uint8Array {
 
 const MAX_DECODE_DEPTH = 100;
 
+/** Reads b[pos, end): a whole array, or one leaf's range of a shared one. */
 class Reader {
-  pos = 0;
   readonly view: DataView;
-  constructor(readonly b: Uint8Array) {
+  constructor(readonly b: Uint8Array, public pos = 0, readonly end = b.length) {
     this.view = new DataView(b.buffer, b.byteOffset, b.byteLength);
   }
   need(n: number): void {
-    if (this.pos + n > this.b.length) throw new CrdtdbError("EBADVALUE", "truncated msgpack value");
+    if (this.pos + n > this.end) throw new CrdtdbError("EBADVALUE", "truncated msgpack value");
   }
 }
 
@@ -505,6 +505,27 @@ export function decodeValue(b: Uint8Array): Value {
   const v = read(r, 0);
   if (r.pos !== b.length) throw new CrdtdbError("EBADVALUE", "trailing bytes after msgpack value");
   return v;
+}
+
+/** decodeValue of a value leaf's bytes, read where they are (a rendering
+ *  of 100k leaves makes no view each, and no reader for the small
+ *  integers, nil and booleans most fields hold). */
+export function decodeLeafValue(v: ValueRef): Value {
+  const b = v.vbuf!, p = v.voff, n = v.vlen;
+  const t = b[p]!;
+  if (n === 1) {
+    if (t < 0x80) return t;
+    if (t >= 0xe0) return t - 0x100;
+    if (t === 0xc0) return null;
+    if (t === 0xc2) return false;
+    if (t === 0xc3) return true;
+  } else if (n === 2 && t === 0xcc) return b[p + 1]!;
+  else if (n === 3 && t === 0xcd) return (b[p + 1]! << 8) | b[p + 2]!;
+  else if (n === 5 && t === 0xce) return b[p + 1]! * 0x1000000 + ((b[p + 2]! << 16) | (b[p + 3]! << 8) | b[p + 4]!);
+  const r = new Reader(b, p, p + n);
+  const x = read(r, 0);
+  if (r.pos !== p + n) throw new CrdtdbError("EBADVALUE", "trailing bytes after msgpack value");
+  return x;
 }
 
 /** Copies src[off, off + n) to dst at `at`: a loop for the short values

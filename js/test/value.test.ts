@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
 import { CrdtdbError } from "../src/errors.js";
-import { DEFAULT_LIMITS, Ext, decodeValue, encodeValue, flatten, refOf, sameValue, valueBytes } from "../src/value.js";
+import { DEFAULT_LIMITS, Ext, decodeLeafValue, decodeValue, encodeValue, flatten, refOf, sameValue, valueBytes } from "../src/value.js";
 import { addRegisters, emptyRecord, mergeBase, mergeLeaves, renderEncoded } from "../src/record.js";
 import type { DataObject, Value } from "../src/types.js";
 
@@ -133,6 +133,19 @@ test("values.json: stored bytes are relayed and rendered unchanged", () => {
     mergeLeaves(r, [{ path: ["v"], hlc: 1n, origin: ORIGIN, ...refOf(unhex(v.hex)), seq: 0, src: "" }]);
     assert.equal(hex(renderEncoded(r)!), "81a176" + v.hex, v.name);
   }
+});
+
+test("values.json: a leaf's range decodes as its bytes alone do, in place, amid other bytes", () => {
+  const pad = unhex("cdffff92"); // bytes before and after that a reader must not touch
+  for (const v of [...vectors.decode.map((d) => d.hex), "00", "7f", "e0", "ff", "cc00", "ccff", "cd0000", "cdffff", "ce00000000", "ce80000000", "ceffffffff", "d0ff", "c0", "c2", "c3"]) {
+    const b = unhex(v), buf = new Uint8Array(pad.length * 2 + b.length);
+    buf.set(pad); buf.set(b, pad.length); buf.set(pad, pad.length + b.length);
+    const got = decodeLeafValue({ vbuf: buf.subarray(1), voff: pad.length - 1, vlen: b.length });
+    assert.deepEqual(got, decodeValue(b), v);
+  }
+  // a range that ends inside its value is truncated, whatever follows
+  assert.equal(code(() => decodeLeafValue({ vbuf: unhex("92010203"), voff: 0, vlen: 2 })), "EBADVALUE");
+  assert.equal(code(() => decodeLeafValue({ vbuf: unhex("0102"), voff: 0, vlen: 2 })), "EBADVALUE");
 });
 
 test("values.json: malformed msgpack is refused", () => {
