@@ -356,14 +356,23 @@ function groupEnd(leaves: Leaf[], k: number, j: number, depth: number): number {
 }
 
 function renderMap(leaves: Leaf[], i: number, j: number, depth: number): DataObject {
-  const o: DataObject = {};
+  return renderInto({}, leaves, i, j, depth, false);
+}
+
+/** Sets the keys of leaves[i, j) at depth on o; skipId: not "id". */
+function renderInto(o: DataObject, leaves: Leaf[], i: number, j: number, depth: number, skipId: boolean): DataObject {
   for (let k = i; k < j; ) {
     const l = leaves[k]!;
     const g = groupEnd(leaves, k, j, depth);
+    const key = l.path[depth]!;
+    if (skipId && key === "id") {
+      k = g;
+      continue;
+    }
     const atChild = l.path.length === depth + 1;
     const below = atChild ? k + 1 : k;
-    if (atChild && l.vbuf !== null && below === g) setKey(o, l.path[depth]!, decodeLeafValue(l));
-    else setKey(o, l.path[depth]!, renderMap(leaves, below, g, depth + 1));
+    if (atChild && l.vbuf !== null && below === g) setKey(o, key, decodeLeafValue(l));
+    else setKey(o, key, renderMap(leaves, below, g, depth + 1));
     k = g;
   }
   return o;
@@ -404,6 +413,13 @@ export function renderEncoded(r: StoredRecord): Uint8Array | null {
   const b = new MsgpackBuilder();
   renderBytes(b, r.leaves, 0, r.leaves.length, 0);
   return b.result();
+}
+
+/** withId(id, render(r)) in one object: the record as the DataStore
+ *  shows it ({} fields when not visible). */
+export function renderWithId(id: string, r: StoredRecord): DataObject {
+  const o: DataObject = { id };
+  return isVisible(r) ? renderInto(o, r.leaves, 0, r.leaves.length, 0, true) : o;
 }
 
 /** A record as the DataStore shows it (crdt/withid.c): {id, ...fields},

@@ -16,8 +16,8 @@ import { History } from "./history.js";
 import { Clock, hlcMs } from "./hlc.js";
 import { generateKeyPair, keyPairFromSeed, toHex, type KeyPair } from "./keys.js";
 import {
-  addRegisters, checkLocalLimits, emptyRecord, freshRecord, isFresh, isVisible, mergeBase, mergeLeaves, registersOf, render,
-  updateLeaves, withId,
+  addRegisters, checkLocalLimits, emptyRecord, freshRecord, isFresh, isVisible, mergeBase, mergeLeaves, registersOf,
+  updateLeaves, renderWithId,
 } from "./record.js";
 import { DEFAULT_LIMITS, Slabs, type Limits } from "./value.js";
 import { compareIds } from "./path.js";
@@ -58,7 +58,7 @@ class RecordChange implements Change {
   constructor(readonly coll: string, readonly id: string, readonly was: boolean, private readonly r: StoredRecord | null) {
     this.visible = r !== null;
   }
-  read(): DataObject | null { return this.r ? withId(this.id, render(this.r)) : null; }
+  read(): DataObject | null { return this.r ? renderWithId(this.id, this.r) : null; }
 }
 
 /** What a resync's snapshot carried of a record: "b" its add or remove
@@ -220,7 +220,7 @@ export class Replica {
   get(coll: string, id: string): DataObject | null {
     this.checkColl(coll);
     const r = this.records.get(recordKey(coll, id));
-    return r && isVisible(r) ? withId(id, render(r)) : null;
+    return r && isVisible(r) ? renderWithId(id, r) : null;
   }
 
   /** Every visible record of a collection that matches, in id order (bytewise UTF-8, as the C library). */
@@ -232,7 +232,7 @@ export class Replica {
     ids.sort(compareIds);
     const out: DataObject[] = [];
     for (const id of ids) {
-      const obj = withId(id, render(this.records.get(prefix + id)!));
+      const obj = renderWithId(id, this.records.get(prefix + id)!);
       if (match(obj)) out.push(obj);
     }
     return out;

@@ -22,6 +22,7 @@ import {
   registersOf,
   render,
   renderEncoded,
+  renderWithId,
   updateLeaves,
   withId,
 } from "../src/record.js";
@@ -434,6 +435,37 @@ test("withId: the id first, and it wins over a field named id", () => {
   assert.deepEqual(Object.keys(r), ["id", "b", "a"]);
   assert.equal(r.id, "rec1");
   assert.deepEqual(r.a, { id: 3 });
+});
+
+test("renderWithId is withId(render) in one object: the same keys, values and order", () => {
+  const o = new Uint8Array(32).fill(4);
+  const cases: DataObject[] = [
+    { b: 1, id: "other", a: { id: 3 } },
+    { id: { x: 1 }, "2": "two", "10": 10, z: null, "01": [1, { id: 2 }], __proto__x: 1 },
+    { "": { "": {} }, m: {}, n: { o: { p: 1.5 } }, s: "é😀", big: 2n ** 60n, d: new Date(5), bin: new Uint8Array([1]) },
+    {},
+  ];
+  for (const v of cases) {
+    const { base, leaves } = addRegisters(v, 10n, o);
+    const r = emptyRecord();
+    mergeBase(r, base);
+    mergeLeaves(r, leaves);
+    const a = renderWithId("rec", r), b = withId("rec", render(r));
+    assert.deepEqual(a, b);
+    assert.deepEqual(Object.keys(a), Object.keys(b));
+  }
+  // and what that is, written out: the id first and winning, a nested id kept
+  const { base, leaves } = addRegisters(cases[0]!, 10n, o);
+  const r = emptyRecord();
+  mergeBase(r, base);
+  mergeLeaves(r, leaves);
+  const got = renderWithId("rec", r);
+  assert.deepEqual(got, { id: "rec", a: { id: 3 }, b: 1 });
+  assert.deepEqual(Object.keys(got), ["id", "a", "b"]);
+  // not visible: the id alone, as withId of render's {}
+  const gone = emptyRecord();
+  mergeBase(gone, { kind: REMOVE, hlc: 3n, origin: o, seq: 0, src: "" });
+  assert.deepEqual(renderWithId("x", gone), withId("x", render(gone)));
 });
 
 test("compareStamp: hlc first, then the full 32-byte key bytewise", () => {
