@@ -1512,6 +1512,84 @@ START_TEST(a_ring_that_breaks_cuts_the_sends_it_took)
 }
 END_TEST
 
+/* The frames a server sent r after its HTTP answer: *n of them, *close_at
+ * the index of the first close (-1: none).  0 if the stream does not
+ * parse (a frame cut at the end of what was read counts as not there). */
+static int raw_frames(const tu_raw *r, int *n, int *close_at)
+{
+    const uint8_t *b = (const uint8_t *)r->in;
+    const char *h = strstr(r->in, "\r\n\r\n");
+    if (!h)
+        return 0;
+    size_t i = (size_t)(h - r->in) + 4;
+    *n = 0;
+    *close_at = -1;
+    while (i + 2 <= r->len) {
+        uint8_t op = b[i] & 0x0f;
+        size_t len = b[i + 1] & 0x7f, at = i + 2;
+        if (b[i + 1] & 0x80)
+            return 0; /* a server never masks */
+        if (len == 126) {
+            if (at + 2 > r->len)
+                break;
+            len = (size_t)b[at] << 8 | b[at + 1];
+            at += 2;
+        } else if (len == 127) {
+            if (at + 8 > r->len)
+                break;
+            len = 0;
+            for (int k = 0; k < 8; k++)
+                len = len << 8 | b[at + k];
+            at += 8;
+        }
+        if (at + len > r->len)
+            break;
+        if (op == 8 && *close_at < 0)
+            *close_at = *n;
+        (*n)++;
+        i = at + len;
+    }
+    return 1;
+}
+
+/* RFC 6455 5.5.1: after a close, no more data.  A receiver that closes
+ * while presence changes keep coming gets the server's close and nothing
+ * after it: the hub's batch (which writes to the socket past lws) stops
+ * for a connection lws is closing. */
+START_TEST(a_receiver_that_closes_gets_nothing_after_the_close)
+{
+    srv1 = server(&S1, url1, sizeof url1);
+    ca = client(&A, url1, &la, NULL);
+    wait_ready();
+    tu_raw r;
+    raw_join(&r, crdtdb_server_port(srv1), &Z1);
+    set(ca, "{\"x\":0}");
+    int n = 0, close_at = -1;
+    for (int t = 0; t < 100 && n < 2; t++) { /* hello, the state */
+        spin(NULL, NULL, 20);
+        tu_raw_read(&r);
+        ck_assert(raw_frames(&r, &n, &close_at));
+    }
+    ck_assert_int_ge(n, 2);
+    /* a masked close, status 1000 (mask 0: the payload as it is) */
+    static const uint8_t bye[] = {0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8};
+    tu_raw_send(&NET, &r, bye, sizeof bye);
+    char st[32];
+    for (int k = 1; k <= 12; k++) { /* changes every ~40 ms (under presence_hz) */
+        snprintf(st, sizeof st, "{\"x\":%d}", k);
+        set(ca, st);
+        spin(NULL, NULL, 40);
+        tu_raw_read(&r);
+    }
+    spin(NULL, NULL, 200);
+    tu_raw_read(&r);
+    ck_assert(raw_frames(&r, &n, &close_at));
+    ck_assert_msg(close_at >= 0, "no close in %d frames", n);
+    ck_assert_msg(close_at == n - 1, "%d frames after the close", n - 1 - close_at);
+    close(r.fd);
+}
+END_TEST
+
 static Suite *presence_suite(void)
 {
     Suite *s = suite_create("presence");
@@ -1541,6 +1619,7 @@ static Suite *presence_suite(void)
     tcase_add_test(tc, encoders_write_msgpack_c_forms);
     tcase_add_test(tc, a_receiver_that_stops_reading_gets_every_frame_whole);
     tcase_add_test(tc, a_ring_that_breaks_cuts_the_sends_it_took);
+    tcase_add_test(tc, a_receiver_that_closes_gets_nothing_after_the_close);
     suite_add_tcase(s, tc);
     return s;
 }
