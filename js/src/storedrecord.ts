@@ -1,8 +1,12 @@
 /**
  * One stored record as compact bytes, for IndexedDB: per record a table of
  * its distinct origins (32 bytes once) and sources (the peer's hex once),
- * then its registers, little-endian.  A fresh copy when decoded: never a
- * view into a delta's buffer.
+ * then its registers, little-endian.  Encoding copies each value's bytes
+ * (never a delta's buffer); decoding leaves the values as ranges of the
+ * bytes read (types.ts ValueRef), so a record loaded from a page keeps that
+ * page's bytes alive while any of its values lives: at most what load()
+ * read, about twice the live data after a compaction (idb.ts), and no
+ * object a value.
  *
  * Version 3 (written when every sequence is an integer below 2^52, as they
  * all are in practice): a record whose leaves share one stamp, origin and source (a

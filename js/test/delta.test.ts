@@ -484,7 +484,10 @@ test("the one-pass parser and the C-order parser agree on mutated bodies", async
   const outcome = async (bytes: Uint8Array, referenceOnly: boolean) => {
     try {
       const d = await decodeDelta(bytes, L, { referenceOnly });
-      return JSON.stringify(d, (_, v) => (typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? toHex(v) : v));
+      // a field's value as its own bytes (vbuf is the whole delta)
+      const field = (v: { vbuf: Uint8Array | null; voff: number; vlen: number }) => ({ ...v, vbuf: v.vbuf && valueBytes(v), voff: 0 });
+      return JSON.stringify(d, (_, v) =>
+        typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? toHex(v) : v && typeof v === "object" && "vbuf" in v ? field(v) : v);
     } catch (e) {
       return e instanceof CrdtdbError ? `${e.code}: ${e.message}` : `!! ${e}`;
     }
