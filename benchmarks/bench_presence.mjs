@@ -145,6 +145,13 @@
 // --rounds=10 at 21:27-21:41 (load 0.5-1.3): crdtdb p99 0.78, 0.70, 0.69, 0.82, 0.65, 0.68, 0.46, 0.72, 0.95, 0.97 /
 // Yjs 3.14, 1.93, 2.47, 2.77, 3.28, 2.68, 2.77, 2.71, 3.09, 3.69 ms: medians 0.70 / 2.77, 0.253 (goal <= 0.25: missed by
 // 0.003); CPU 0.139x.  Over the 18 rounds of the three sittings the p99 ratio sits at 0.25.
+// Session 30, where crdtdb's tail is (one round, --keep, 23:06, load 0.1-0.8: p50 0.26, p99 0.82 ms): the 15 arrivals
+// of each update ordered by time, the first at p50 0.161 / p90 0.282 / p99 0.689 ms, each next one +13.5 us at p50
+// (the one process takes the 15 messages one after another: ws's receive path and the handler), the 15th at p50
+// 0.353 / p99 1.088 ms.  So the tail is mostly whole updates late at every receiver (the first arrival's p99 is 4x its
+// p50), and ~0.2 ms of it is the serial receive in the players' process.  The server's part of the first arrival is a
+// few tens of us (~16k instructions an update, one io_uring_enter for the 15 sends); it sets TCP_NODELAY on every
+// connection (strace), and the token bucket holds nothing for a sender at exactly presence_hz (burst 2).
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
