@@ -50,12 +50,17 @@ export interface ValueRef {
   vlen: number;
 }
 
-/** One leaf register.  Made with its properties in this order (one shape
- *  for all). */
-export interface Leaf extends ValueRef {
+/** One field of a delta: a leaf write. */
+export interface DeltaField extends ValueRef {
   path: Path;
   hlc: Hlc;
   origin: ReplicaId;
+}
+
+/** One leaf register: a field as the replica keeps it.  Made with its
+ *  properties in the order path, hlc, origin, vbuf, voff, vlen, seq, src
+ *  (one shape for all). */
+export interface Leaf extends DeltaField {
   seq: number;
   src: Source;
 }
@@ -82,13 +87,6 @@ export type Value =
   | { [key: string]: Value };
 
 export type DataObject = { [key: string]: Value };
-
-/** One field of a delta: a leaf write. */
-export interface DeltaField extends ValueRef {
-  path: Path;
-  hlc: Hlc;
-  origin: ReplicaId;
-}
 
 /** A decoded delta (docs/protocol.md, "Body"), stamps already absolute. */
 export interface DeltaRecord {
