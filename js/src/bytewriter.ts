@@ -27,6 +27,16 @@ export class ByteWriter {
     this.dv = new DataView(b.buffer);
   }
 
+  /** Appends src[off, off + n): a loop for the short values most leaves
+   *  hold (set() would want a view of them), set() for the rest. */
+  range(src: Uint8Array, off: number, n: number): void {
+    this.room(n);
+    const buf = this.buf, at = this.pos;
+    if (n <= 32) for (let i = 0; i < n; i++) buf[at + i] = src[off + i]!;
+    else buf.set(new Uint8Array(src.buffer, src.byteOffset + off, n), at);
+    this.pos = at + n;
+  }
+
   /** A u16 length, then the UTF-8 bytes; ASCII without an encoder call. */
   u16str(s: string, littleEndian: boolean): void {
     this.room(2 + s.length * 3);

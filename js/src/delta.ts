@@ -34,7 +34,6 @@ import {
   ADD, REMOVE, type BaseKind, type DecodedBody, type DecodedRecord, type DeltaBody, type Hlc, type Leaf, type ReplicaId,
   type ValueRef,
 } from "./types.js";
-import { copyBytes } from "./value.js";
 
 // ---------------------------------------------------------------- limits
 
@@ -213,11 +212,8 @@ export class MpWriter extends ByteWriter {
   }
   /** A leaf's value as a bin (not a map leaf). */
   binRef(v: ValueRef): void {
-    const n = v.vlen;
-    this.binHeader(n);
-    this.room(n);
-    copyBytes(this.buf, this.pos, v.vbuf!, v.voff, n);
-    this.pos += n;
+    this.binHeader(v.vlen);
+    this.range(v.vbuf!, v.voff, v.vlen);
   }
 }
 

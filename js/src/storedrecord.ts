@@ -36,7 +36,6 @@
 import { ByteWriter } from "./bytewriter.js";
 import { CrdtdbError } from "./errors.js";
 import type { BaseReg, Leaf, StoredRecord } from "./types.js";
-import { copyBytes } from "./value.js";
 
 const td = new TextDecoder(), te = new TextEncoder();
 
@@ -113,7 +112,7 @@ function leavesV1(w: ByteWriter, leaves: readonly Leaf[]): void {
     w.room(24 + vn);
     w.dv.setBigUint64(w.pos, l.hlc, true); w.dv.setUint16(w.pos + 8, oIdx(l.origin), true); w.dv.setUint16(w.pos + 10, sIdx(l.src), true);
     w.dv.setFloat64(w.pos + 12, l.seq, true); w.pos += 20;
-    if (l.vbuf) { w.dv.setUint32(w.pos, vn, true); copyBytes(w.buf, w.pos + 4, l.vbuf, l.voff, vn); w.pos += 4 + vn; }
+    if (l.vbuf) { w.dv.setUint32(w.pos, vn, true); w.pos += 4; w.range(l.vbuf, l.voff, vn); }
     else { w.dv.setUint32(w.pos, 0xffffffff, true); w.pos += 4; }
   }
 }
@@ -142,7 +141,7 @@ function leavesV3(w: ByteWriter, leaves: readonly Leaf[], shared: boolean, prev:
     vint(w, d >= 0 ? 2 * d : -2 * d - 1);
     if (value) {
       vint(w, vn + 1);
-      copyBytes(w.buf, w.pos, value, l.voff, vn); w.pos += vn;
+      w.range(value, l.voff, vn);
     } else w.buf[w.pos++] = 0;
   }
 }

@@ -95,11 +95,6 @@ class Writer extends ByteWriter {
     this.buf.set(b, this.pos);
     this.pos += b.length;
   }
-  range(src: Uint8Array, off: number, n: number): void {
-    this.room(n);
-    copyBytes(this.buf, this.pos, src, off, n);
-    this.pos += n;
-  }
   result(): Uint8Array {
     return this.buf.slice(0, this.pos);
   }
@@ -526,13 +521,6 @@ export function decodeLeafValue(v: ValueRef): Value {
   const x = read(r, 0);
   if (r.pos !== p + n) throw new CrdtdbError("EBADVALUE", "trailing bytes after msgpack value");
   return x;
-}
-
-/** Copies src[off, off + n) to dst at `at`: a loop for the short values
- *  most leaves hold (set() would want a view of them). */
-export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, off: number, n: number): void {
-  if (n <= 32) for (let i = 0; i < n; i++) dst[at + i] = src[off + i]!;
-  else dst.set(new Uint8Array(src.buffer, src.byteOffset + off, n), at);
 }
 
 /** Bytewise equality of two leaf values (vbuf null: a map leaf). */
