@@ -1307,6 +1307,33 @@ typedef struct stream {
     int nkeys;
 } stream;
 
+/* A server's WebSocket frame at h, of which avail bytes are here: its
+ * opcode and payload length, and the header's length; 0 while the header
+ * or the payload is not all here.  A server never masks. */
+static size_t ws_frame(const uint8_t *h, size_t avail, uint8_t *op, size_t *len)
+{
+    if (avail < 2)
+        return 0;
+    ck_assert_msg(!(h[1] & 0x80), "a server's frame is not masked");
+    size_t hl = 2, n = h[1] & 0x7f;
+    if (n == 126)
+        hl = 4;
+    else if (n == 127)
+        hl = 10;
+    if (avail < hl)
+        return 0;
+    if (n >= 126) {
+        n = 0;
+        for (size_t i = 2; i < hl; i++)
+            n = n << 8 | h[i];
+    }
+    if (avail - hl < n)
+        return 0;
+    *op = h[0] & 0x0f;
+    *len = n;
+    return hl;
+}
+
 /* Reads what came and parses it: every WebSocket frame a whole binary
  * message from a server (unmasked), every session frame whole. */
 static int stream_has(void *arg)
@@ -1326,20 +1353,9 @@ static int stream_has(void *arg)
     while (s->len - s->ws_at >= 2) {
         const uint8_t *h = s->in + s->ws_at;
         ck_assert_msg(h[0] == 0x82, "frame at %zu begins %02x", s->ws_at, h[0]);
-        ck_assert_msg(!(h[1] & 0x80), "a server's frame is not masked");
-        size_t hl = 2, n = h[1] & 0x7f;
-        if (n == 126)
-            hl = 4;
-        else if (n == 127)
-            hl = 10;
-        if (s->len - s->ws_at < hl)
-            break;
-        if (n >= 126) {
-            n = 0;
-            for (size_t i = 2; i < hl; i++)
-                n = n << 8 | h[i];
-        }
-        if (s->len - s->ws_at < hl + n)
+        uint8_t op;
+        size_t n, hl = ws_frame(h, s->len - s->ws_at, &op, &n);
+        if (!hl)
             break;
         s->sess = realloc(s->sess, s->sess_len + n + 1);
         ck_assert_ptr_nonnull(s->sess);
@@ -1513,49 +1529,30 @@ START_TEST(a_ring_that_breaks_cuts_the_sends_it_took)
 END_TEST
 
 /* The frames a server sent r after its HTTP answer: *n of them, *close_at
- * the index of the first close (-1: none).  0 if the stream does not
- * parse (a frame cut at the end of what was read counts as not there). */
+ * the index of the first close (-1: none).  0 before the HTTP answer (a
+ * frame cut at the end of what was read counts as not there). */
 static int raw_frames(const tu_raw *r, int *n, int *close_at)
 {
-    const uint8_t *b = (const uint8_t *)r->in;
     const char *h = strstr(r->in, "\r\n\r\n");
     if (!h)
         return 0;
-    size_t i = (size_t)(h - r->in) + 4;
+    size_t i = (size_t)(h - r->in) + 4, hl, len;
+    uint8_t op;
     *n = 0;
     *close_at = -1;
-    while (i + 2 <= r->len) {
-        uint8_t op = b[i] & 0x0f;
-        size_t len = b[i + 1] & 0x7f, at = i + 2;
-        if (b[i + 1] & 0x80)
-            return 0; /* a server never masks */
-        if (len == 126) {
-            if (at + 2 > r->len)
-                break;
-            len = (size_t)b[at] << 8 | b[at + 1];
-            at += 2;
-        } else if (len == 127) {
-            if (at + 8 > r->len)
-                break;
-            len = 0;
-            for (int k = 0; k < 8; k++)
-                len = len << 8 | b[at + k];
-            at += 8;
-        }
-        if (at + len > r->len)
-            break;
+    while ((hl = ws_frame((const uint8_t *)r->in + i, r->len - i, &op, &len))) {
         if (op == 8 && *close_at < 0)
             *close_at = *n;
         (*n)++;
-        i = at + len;
+        i += hl + len;
     }
     return 1;
 }
 
 /* RFC 6455 5.5.1: after a close, no more data.  A receiver that closes
  * while presence changes keep coming gets the server's close and nothing
- * after it: the hub's batch (which writes to the socket past lws) stops
- * for a connection lws is closing. */
+ * after it, though the hub's batch writes to the socket past lws: lws
+ * answers a peer's close and ends the connection at once. */
 START_TEST(a_receiver_that_closes_gets_nothing_after_the_close)
 {
     srv1 = server(&S1, url1, sizeof url1);
