@@ -496,9 +496,14 @@ function read(r: Reader, depth: number): Value {
 /** Decodes exactly one msgpack value (trailing bytes refused): see the
  *  module comment for the types.  Throws CrdtdbError EBADVALUE. */
 export function decodeValue(b: Uint8Array): Value {
-  const r = new Reader(b);
+  return readExactly(b, 0, b.length);
+}
+
+/** The one msgpack value that is b[start, end). */
+function readExactly(b: Uint8Array, start: number, end: number): Value {
+  const r = new Reader(b, start, end);
   const v = read(r, 0);
-  if (r.pos !== b.length) throw new CrdtdbError("EBADVALUE", "trailing bytes after msgpack value");
+  if (r.pos !== end) throw new CrdtdbError("EBADVALUE", "trailing bytes after msgpack value");
   return v;
 }
 
@@ -517,10 +522,7 @@ export function decodeLeafValue(v: ValueRef): Value {
   } else if (n === 2 && t === 0xcc) return b[p + 1]!;
   else if (n === 3 && t === 0xcd) return (b[p + 1]! << 8) | b[p + 2]!;
   else if (n === 5 && t === 0xce) return b[p + 1]! * 0x1000000 + ((b[p + 2]! << 16) | (b[p + 3]! << 8) | b[p + 4]!);
-  const r = new Reader(b, p, p + n);
-  const x = read(r, 0);
-  if (r.pos !== p + n) throw new CrdtdbError("EBADVALUE", "trailing bytes after msgpack value");
-  return x;
+  return readExactly(b, p, p + n);
 }
 
 /** Bytewise equality of two leaf values (vbuf null: a map leaf). */
