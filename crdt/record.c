@@ -12,7 +12,7 @@
 /* 3: a leaf's stamp and sequence as zigzag varint differences from the
  * base's (0 and 0 when there is none); 2: both absolute (u64, varint);
  * 1: as 2, without the trailing vis_seq, shown_seq.  All three decode. */
-#define BLOB_VERSION 3
+#define BLOB_VERSION 4 /* 4: origins by number (record.h); 3: by key */
 #define KEY_BYTES CRDTDB_REPLICA_ID_BYTES
 
 void crdtdb__record_init(crdtdb__record *r) { memset(r, 0, sizeof *r); }
@@ -510,7 +510,8 @@ int crdtdb__record_blob_base(const uint8_t *blob, size_t len, uint8_t *kind)
     return 0;
 }
 
-int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len)
+int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len,
+                          const crdtdb__origin_table *ot)
 {
     crdtdb__record_clear(r);
     reader rd = {blob, blob + len, 0};
@@ -528,12 +529,25 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len)
         r->base_seq = get_varint(&rd);
     }
     uint64_t norig = get_varint(&rd);
-    if (rd.bad || norig > (uint64_t)(rd.end - rd.p) / KEY_BYTES)
+    if (version >= 4 && !ot)
+        return CRDTDB_EVERSION;
+    if (rd.bad || norig > (uint64_t)(rd.end - rd.p) / (version >= 4 ? 1 : KEY_BYTES))
         return CRDTDB_ECORRUPT;
     for (uint64_t k = 0; k < norig; k++) {
         if (crdtdb__array_grow(&r->origins, &r->origins_cap, r->norigins, sizeof *r->origins, 8))
             return CRDTDB_ENOMEM;
-        r->origins[r->norigins++] = get_bytes(&rd, KEY_BYTES);
+        const uint8_t *key;
+        if (version >= 4) {
+            uint64_t num = get_varint(&rd);
+            if (rd.bad || num == 0 || num > UINT32_MAX)
+                return CRDTDB_ECORRUPT;
+            int orc = CRDTDB_ECORRUPT;
+            if (!(key = ot->key_of(ot->ctx, (uint32_t)num, &orc)))
+                return orc;
+        } else {
+            key = get_bytes(&rd, KEY_BYTES);
+        }
+        r->origins[r->norigins++] = key;
     }
     if (r->base_kind != CRDTDB__BASE_NONE && r->base_origin >= r->norigins)
         return CRDTDB_ECORRUPT;
@@ -582,7 +596,8 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len)
 }
 
 int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
-                          size_t visible_len, crdtdb_buf *out)
+                          size_t visible_len, const crdtdb__origin_table *ot,
+                          crdtdb_buf *out)
 {
     /* Remap origins to those still referenced, in first-use order. */
     uint32_t stackmap[16];
@@ -602,7 +617,7 @@ int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
             map[l->origin] = used++;
         size += 10 + l->path_len + 10 + 10 + 10 + 1 + 10 + l->val_len;
     }
-    size += (size_t)used * KEY_BYTES;
+    size += (size_t)used * (ot ? 5 : KEY_BYTES);
     out->len = 0;
     if (crdtdb__buf_reserve(out, size)) {
         if (map != stackmap)
@@ -610,7 +625,7 @@ int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
         return CRDTDB_ENOMEM;
     }
     uint8_t *o = out->data;
-    *o++ = BLOB_VERSION;
+    *o++ = ot ? BLOB_VERSION : 3;
     o = put_varint(o, visible_len);
     if (visible_len)
         memcpy(o, visible, visible_len);
@@ -622,10 +637,28 @@ int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
         o = put_varint(o, r->base_seq);
     }
     o = put_varint(o, used);
-    for (uint32_t k = 0; k < r->norigins; k++)
-        if (map[k] != UINT32_MAX)
-            memcpy(o + (size_t)map[k] * KEY_BYTES, r->origins[k], KEY_BYTES);
-    o += (size_t)used * KEY_BYTES;
+    if (ot) { /* numbers, in the remapped order */
+        uint32_t stacknum[16];
+        uint32_t *nums = used <= 16 ? stacknum : malloc(used * sizeof *nums);
+        int rc = nums ? 0 : CRDTDB_ENOMEM;
+        for (uint32_t k = 0; !rc && k < r->norigins; k++)
+            if (map[k] != UINT32_MAX)
+                rc = ot->num_of(ot->ctx, r->origins[k], &nums[map[k]]);
+        for (uint32_t k = 0; !rc && k < used; k++)
+            o = put_varint(o, nums[k]);
+        if (nums != stacknum)
+            free(nums);
+        if (rc) {
+            if (map != stackmap)
+                free(map);
+            return rc;
+        }
+    } else {
+        for (uint32_t k = 0; k < r->norigins; k++)
+            if (map[k] != UINT32_MAX)
+                memcpy(o + (size_t)map[k] * KEY_BYTES, r->origins[k], KEY_BYTES);
+        o += (size_t)used * KEY_BYTES;
+    }
     o = put_varint(o, r->nleaves);
     /* what the decoder takes for the base's: 0 and 0 when there is none */
     int has_base = r->base_kind != CRDTDB__BASE_NONE;

@@ -66,9 +66,27 @@ void crdtdb__record_free(crdtdb__record *r);
 /* Empties r, keeping its arrays for reuse. */
 void crdtdb__record_clear(crdtdb__record *r);
 
-/* Parses a stored blob into r (cleared first).  Pointers borrow `blob`.
- * 0, CRDTDB_ECORRUPT, CRDTDB_EVERSION or CRDTDB_ENOMEM. */
-int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len);
+/*
+ * How a blob names the replicas that wrote it.  Version 3 holds each
+ * record's origins as their 32-byte keys; version 4 as numbers of a table
+ * the storage keeps once per environment (a key costs a byte or two per
+ * record, not 32).  The table is the caller's: key_of gives the key of
+ * number num (>= 1), which must stay valid while the decoded record is
+ * used, or NULL with *rc set (CRDTDB_ECORRUPT: no such number); num_of
+ * numbers a key (borrowed), adding it if new: 0 or an error.
+ */
+typedef struct crdtdb__origin_table {
+    const uint8_t *(*key_of)(void *ctx, uint32_t num, int *rc);
+    int (*num_of)(void *ctx, const uint8_t *key, uint32_t *num);
+    void *ctx;
+} crdtdb__origin_table;
+
+/* Parses a stored blob into r (cleared first).  Pointers borrow `blob`,
+ * origins of a version 4 blob `ot`'s keys (ot may be NULL for older
+ * blobs only: CRDTDB_EVERSION).  0, CRDTDB_ECORRUPT, CRDTDB_EVERSION,
+ * CRDTDB_ENOMEM or what ot returned. */
+int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len,
+                          const crdtdb__origin_table *ot);
 
 /* Finds or adds origin `key` (borrowed, 32 bytes); sets *idx.  0 or ENOMEM. */
 int crdtdb__record_origin(crdtdb__record *r, const uint8_t *key,
@@ -121,10 +139,13 @@ static inline int crdtdb__record_visible(const crdtdb__record *r)
  * 0, CRDTDB_ENOMEM or CRDTDB_ECORRUPT. */
 int crdtdb__record_render(const crdtdb__record *r, crdtdb_buf *out);
 
-/* Serializes r with its rendering `visible` into out (replaced).  Only
- * origins still referenced are written.  0 or CRDTDB_ENOMEM. */
+/* Serializes r with its rendering `visible` into out (replaced): version 4,
+ * origins numbered through `ot`, or version 3 with their keys when ot is
+ * NULL.  Only origins still referenced are written.  0, CRDTDB_ENOMEM or
+ * what ot returned. */
 int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
-                          size_t visible_len, crdtdb_buf *out);
+                          size_t visible_len, const crdtdb__origin_table *ot,
+                          crdtdb_buf *out);
 
 /* The base kind (CRDTDB__BASE_*) of a blob, without a full decode.
  * 0 or CRDTDB_ECORRUPT / CRDTDB_EVERSION. */

@@ -343,12 +343,50 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 /* ----------------------------------------------------- record blobs */
 
+/* An origin table for version 4 blobs: numbers 1..n, the first four
+ * there for every input (0x01.., 0x02.., ...), more as encoding adds them.
+ * Keys are copies, so they outlive the blob a key came from. */
+typedef struct ftab {
+    uint8_t keys[4096][CRDTDB_REPLICA_ID_BYTES];
+    uint32_t n;
+} ftab;
+static ftab g_tab; /* the fuzzer's one process: reset per input */
+
+static const uint8_t *ft_key_of(void *ctx, uint32_t num, int *rc)
+{
+    ftab *t = ctx;
+    if (num == 0 || num > t->n) {
+        *rc = CRDTDB_ECORRUPT;
+        return NULL;
+    }
+    return t->keys[num - 1];
+}
+
+static int ft_num_of(void *ctx, const uint8_t *key, uint32_t *num)
+{
+    ftab *t = ctx;
+    for (uint32_t i = 0; i < t->n; i++)
+        if (memcmp(t->keys[i], key, CRDTDB_REPLICA_ID_BYTES) == 0) {
+            *num = i + 1;
+            return 0;
+        }
+    if (t->n == 4096)
+        return CRDTDB_ENOMEM;
+    memcpy(t->keys[t->n], key, CRDTDB_REPLICA_ID_BYTES);
+    *num = ++t->n;
+    return 0;
+}
+
 static void fuzz_blob(const uint8_t *p, size_t n)
 {
     crdtdb__record r, r2;
     crdtdb__record_init(&r);
     crdtdb__record_init(&r2);
-    int rc = crdtdb__record_decode(&r, p, n);
+    g_tab.n = 4;
+    for (int i = 0; i < 4; i++)
+        memset(g_tab.keys[i], i + 1, CRDTDB_REPLICA_ID_BYTES);
+    const crdtdb__origin_table ot = {ft_key_of, ft_num_of, &g_tab};
+    int rc = crdtdb__record_decode(&r, p, n, &ot);
     CHECK(rc == 0 || rc == CRDTDB_ECORRUPT || rc == CRDTDB_EVERSION ||
           rc == CRDTDB_ENOMEM);
     if (rc == 0) {
@@ -365,17 +403,25 @@ static void fuzz_blob(const uint8_t *p, size_t n)
             CHECK(vis.len == 0);
 
         /* The stored form round-trips: encode, decode, encode again. */
-        CHECK(crdtdb__record_encode(&r, r.visible, r.visible_len, &enc) == 0);
-        CHECK(crdtdb__record_decode(&r2, enc.data, enc.len) == 0);
+        CHECK(crdtdb__record_encode(&r, r.visible, r.visible_len, &ot, &enc) == 0);
+        CHECK(crdtdb__record_decode(&r2, enc.data, enc.len, &ot) == 0);
         CHECK(r2.base_kind == r.base_kind && r2.nleaves == r.nleaves &&
               r2.visible_len == r.visible_len);
-        CHECK(crdtdb__record_encode(&r2, r2.visible, r2.visible_len, &enc2) == 0);
+        CHECK(crdtdb__record_encode(&r2, r2.visible, r2.visible_len, &ot, &enc2) == 0);
         CHECK(fuzz_same(enc.data, enc.len, enc2.data, enc2.len));
+        /* ... and as version 3, origins by key */
+        CHECK(crdtdb__record_encode(&r, r.visible, r.visible_len, NULL, &enc) == 0);
+        CHECK(crdtdb__record_decode(&r2, enc.data, enc.len, NULL) == 0);
+        CHECK(crdtdb__record_encode(&r2, r2.visible, r2.visible_len, &ot, &enc2) == 0);
+        crdtdb_buf enc3 = CRDTDB_BUF_INIT;
+        CHECK(crdtdb__record_encode(&r, r.visible, r.visible_len, &ot, &enc3) == 0);
+        CHECK(fuzz_same(enc3.data, enc3.len, enc2.data, enc2.len));
+        crdtdb_buf_free(&enc3);
 
         /* ... also with a fresh rendering as the cached visible value. */
         if (rc == 0) {
-            CHECK(crdtdb__record_encode(&r, vis.data, vis.len, &enc) == 0);
-            CHECK(crdtdb__record_decode(&r2, enc.data, enc.len) == 0);
+            CHECK(crdtdb__record_encode(&r, vis.data, vis.len, &ot, &enc) == 0);
+            CHECK(crdtdb__record_decode(&r2, enc.data, enc.len, &ot) == 0);
         }
         crdtdb_buf_free(&vis);
         crdtdb_buf_free(&enc);

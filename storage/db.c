@@ -107,6 +107,7 @@ static int db_load(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num,
     db->num = num;
     snprintf(db->id, sizeof db->id, "%s", id);
     crdtdb__record_init(&db->rec);
+    crdtdb__origins_init(&db->orig, env);
     crdtdb__flat_init(&db->flat);
     crdtdb__delta_init(&db->delta);
     if (!msgpack_zone_init(&db->zone, 4096)) {
@@ -313,6 +314,7 @@ void crdtdb_db_close(crdtdb_db *db)
         free(db->colls[i]);
     free(db->colls);
     crdtdb__record_free(&db->rec);
+    crdtdb__origins_free(&db->orig);
     crdtdb__flat_free(&db->flat);
     crdtdb__delta_free(&db->delta);
     crdtdb__shared_free(db->shared);

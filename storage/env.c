@@ -151,14 +151,15 @@ static int env_init(crdtdb_env *env, int rdonly)
     if (rc)
         goto fail;
     uint32_t version = v.mv_size == 4 ? crdtdb__get_u32(v.mv_data) : 0;
-    if (version != CRDTDB__FORMAT_VERSION && version != 1) {
+    if (version != CRDTDB__FORMAT_VERSION && version != 1 && version != 2) {
         rc = MDB_VERSION_MISMATCH;
         goto fail;
     }
-    /* version 1 (register entries only) reads as it is; a writer marks it
-     * 2 before writing runs, which a version 1 build would take for one
-     * register each, deleting them whole: it must refuse the env */
-    if (version == 1 && !rdonly) {
+    /* versions 1 (register entries only) and 2 (origins by key) read as
+     * they are; a writer marks the env 3 before writing runs and version 4
+     * blobs, which older builds would misread (a run for one register,
+     * deleted whole) or not read: they must refuse the env */
+    if (version != CRDTDB__FORMAT_VERSION && !rdonly) {
         uint8_t ver[4];
         crdtdb__put_u32(ver, CRDTDB__FORMAT_VERSION);
         if ((rc = meta_put(t, env->dbi_meta, "version", ver, 4)))

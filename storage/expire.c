@@ -53,8 +53,11 @@ static int last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *m
         }
         if (!rc && !mdb_get(mt, env->dbi_records, &rkey, &rv)) {
             crdtdb__record r;
+            crdtdb__origins orig; /* no handle here: a cache for this read */
             crdtdb__record_init(&r);
-            if (!(rc = crdtdb__record_decode(&r, rv.mv_data, rv.mv_size))) {
+            crdtdb__origins_init(&orig, env);
+            if (!(rc = crdtdb__record_decode(&r, rv.mv_data, rv.mv_size,
+                                             crdtdb__origins_at(&orig, mt)))) {
                 /* the register the entry holds, numbered last */
                 uint64_t hlc = 0, top = 0, lo = run.seq, hi = run.seq + run.n;
                 if (r.base_kind != CRDTDB__BASE_NONE && r.base_seq >= lo && r.base_seq < hi) {
@@ -69,6 +72,7 @@ static int last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *m
                 *ms = hlc >> 16;
             }
             crdtdb__record_free(&r);
+            crdtdb__origins_free(&orig);
         }
     } else if (mrc && mrc != MDB_NOTFOUND) {
         rc = crdtdb__mdb_err(mrc);

@@ -248,7 +248,8 @@ static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
         if (mrc)
             return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", crdtdb__mdb_str(mrc));
         x->rec_keylen = 0;
-        if ((rc = crdtdb__record_decode(&x->rec, blob.mv_data, blob.mv_size)))
+        if ((rc = crdtdb__record_decode(&x->rec, blob.mv_data, blob.mv_size,
+                                        crdtdb__origins_at(&db->orig, x->txn->mt))))
             return crdtdb__db_seterr(db, rc, "change %llu names an unreadable record: %s",
                                      (unsigned long long)seq, crdtdb_strerror(rc));
         memcpy(x->rec_key, rk, rklen);
@@ -548,7 +549,8 @@ static int export_record_call(crdtdb_db *db, const char *coll, const char *id,
     x.d.sender = env->pk;
     x.d.recipient = peer;
     int mrc = mdb_get(t->mt, env->dbi_records, &key, &blob);
-    if (mrc == 0 && !(rc = crdtdb__record_decode(&rec, blob.mv_data, blob.mv_size))) {
+    if (mrc == 0 && !(rc = crdtdb__record_decode(&rec, blob.mv_data, blob.mv_size,
+                                                 crdtdb__origins_at(&db->orig, t->mt)))) {
         /* the blob stays valid for the snapshot: the delta borrows it */
         rc = group(&x, (uint16_t)c, (const uint8_t *)id, strlen(id));
         uint32_t o;

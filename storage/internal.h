@@ -7,8 +7,9 @@
  *
  * LMDB layout (one environment, named sub-databases; integers big-endian so
  * keys sort numerically):
- *   meta     "version" -> u32 format version (2; 1: before change-log runs,
- *            still opened, and marked 2 by the first writable open)
+ *   meta     "version" -> u32 format version (3; 2: before origins by
+ *            number, 1: before change-log runs; both still opened, and
+ *            marked 3 by the first writable open)
  *            "identity" -> 64-byte ed25519 secret key (public key = last 32)
  *            "next_db" -> u32 next database number
  *            "hlc"     -> u64 highest stamp issued or accepted
@@ -29,6 +30,8 @@
  *            the record base).  source is the peer the registers came from
  *            (0: written here), so they are not sent back.  Format: log.h.
  *   peerids  32-byte replica id -> u32 peer number (from 1; env-wide)
+ *            u32 number -> 32-byte replica id, for numbers that name a
+ *            record's origins (version 4 blobs; origins.h)
  *   chains   u32 number | u64 seq -> 16-byte history fingerprint after the
  *            commit that ended at seq: H(previous fingerprint, what the commit
  *            numbered); the last 65536 sequences' worth are kept
@@ -53,8 +56,9 @@
 #include "crdt/record.h"
 #include "crdt/value.h"
 #include "crdtdb.h"
+#include "storage/origins.h"
 
-#define CRDTDB__FORMAT_VERSION 2u /* 1: change-log entries of one register only (read still) */
+#define CRDTDB__FORMAT_VERSION 3u /* 2: no origins by number; 1: change-log entries of one register only (both read still) */
 #define CRDTDB__RECKEY_MAX (4 + 2 + CRDTDB_ID_MAX)
 #define CRDTDB__CHGKEY_LEN 12
 #define CRDTDB__CHG_HEAD 7 /* source, collection, id length */
@@ -127,6 +131,7 @@ struct crdtdb_db {
     char failmsg[512]; /* the message of what failed db->txn (txn->failed) */
     /* scratch reused across operations (one thread at a time) */
     crdtdb__record rec;
+    crdtdb__origins orig; /* the origins' numbers (origins.h) */
     crdtdb__flat flat;
     msgpack_zone zone;
     crdtdb_buf blob, vis, enc;

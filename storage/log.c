@@ -204,6 +204,7 @@ int crdtdb__log_open(crdtdb_db *db, MDB_txn *mt, uint64_t after, crdtdb__log_ite
     it->after = after;
     it->mt = mt;
     it->records = db->env->dbi_records;
+    it->ot = crdtdb__origins_at(&db->orig, mt);
     it->max_slots = CRDTDB__LOG_CACHE_SLOTS;
     it->max_regs = CRDTDB__LOG_CACHE_REGS;
     return crdtdb__mdb_err(mdb_cursor_open(mt, db->env->dbi_changes, &it->cur));
@@ -347,7 +348,7 @@ static int load(crdtdb__log_iter *it)
         it->bad_rec = CRDTDB_ENOTFOUND;
     if (mrc)
         return mrc == MDB_NOTFOUND ? CRDTDB_ECORRUPT : crdtdb__mdb_err(mrc);
-    rc = crdtdb__record_decode(&sl->rec, rv.mv_data, rv.mv_size);
+    rc = crdtdb__record_decode(&sl->rec, rv.mv_data, rv.mv_size, it->ot);
     if (rc && rc != CRDTDB_ENOMEM) {
         it->bad_rec = rc;
         rc = CRDTDB_ECORRUPT;

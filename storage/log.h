@@ -109,6 +109,7 @@ typedef struct crdtdb__log_iter {
     MDB_cursor *cur;
     MDB_txn *mt;
     MDB_dbi records;
+    const crdtdb__origin_table *ot; /* the handle's, for the records' origins */
     uint32_t num;
     uint64_t after;
     int started;

@@ -206,7 +206,8 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
         MDB_val rk = {crdtdb__reckey(key, db->num, coll, (const char *)id, idlen), key}, rv;
         int type = 0;
         if (mdb_get(mt, env->dbi_records, &rk, &rv) == 0 &&
-            crdtdb__record_decode(&rec, rv.mv_data, rv.mv_size) == 0) {
+            crdtdb__record_decode(&rec, rv.mv_data, rv.mv_size,
+                                  crdtdb__origins_at(&db->orig, mt)) == 0) {
             int vis = crdtdb__record_visible(&rec);
             if (rec.vis_seq) { /* as observers say it: when the rendering
                                   changed since, Add if it (re)appeared */

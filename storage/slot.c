@@ -42,7 +42,8 @@ int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
         return crdtdb__db_seterr(db, crdtdb__mdb_err(rc), "read: %s", crdtdb__mdb_str(rc));
     if (crdtdb__buf_set(&db->blob, v.mv_data, v.mv_size))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
-    rc = crdtdb__record_decode(&db->rec, db->blob.data, db->blob.len);
+    rc = crdtdb__record_decode(&db->rec, db->blob.data, db->blob.len,
+                              crdtdb__origins_at(&db->orig, t->mt));
     if (rc)
         return crdtdb__db_seterr(db, rc, "record '%s' in '%s' is unreadable: %s",
                                  id, db->colls[coll], crdtdb_strerror(rc));
@@ -98,8 +99,9 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
         r->vis_seq = t->seq;
     if (type == CRDTDB_EVENT_ADD)
         r->shown_seq = t->seq;
-    if (crdtdb__record_encode(r, db->vis.data, db->vis.len, &db->enc))
-        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    if ((rc = crdtdb__record_encode(r, db->vis.data, db->vis.len,
+                                   crdtdb__origins_at(&db->orig, t->mt), &db->enc)))
+        return crdtdb__db_seterr(db, rc, "store: %s", crdtdb_strerror(rc));
     MDB_val v = {db->enc.len, db->enc.data};
     int empty = r->base_kind == CRDTDB__BASE_NONE && r->nleaves == 0; /* all taken back */
     int mrc = empty ? (s->exists ? mdb_cursor_del(t->rec_cur, 0) : 0)

@@ -52,7 +52,8 @@ static int walk(crdtdb_db *db, MDB_txn *mt, MDB_dbi dbi, crdtdb_db_stats *st,
 
 static int count_record(crdtdb_db *db, crdtdb_db_stats *st, const MDB_val *k, const MDB_val *v)
 {
-    int rc = crdtdb__record_decode(&db->rec, v->mv_data, v->mv_size);
+    int rc = crdtdb__record_decode(&db->rec, v->mv_data, v->mv_size,
+                                   crdtdb__origins_at(&db->orig, db->txn->mt));
     if (rc)
         return crdtdb__db_seterr(db, rc, "stat: a record of '%s' is unreadable", db->id);
     st->record_bytes += k->mv_size + v->mv_size;

@@ -61,7 +61,8 @@ static uint64_t stamp_of(replica *r, const char *coll, const char *id, const cha
     ck_assert_int_eq(mdb_get(t, r->env->dbi_records, &kv, &v), 0);
     crdtdb__record rec;
     crdtdb__record_init(&rec);
-    ck_assert_int_eq(crdtdb__record_decode(&rec, v.mv_data, v.mv_size), 0);
+    ck_assert_int_eq(crdtdb__record_decode(&rec, v.mv_data, v.mv_size,
+                                           crdtdb__origins_at(&r->db->orig, t)), 0);
     long i = crdtdb__record_find(&rec, pb.data, pb.len);
     ck_assert_int_ge(i, 0);
     uint64_t h = rec.leaves[i].hlc;

@@ -69,7 +69,7 @@ static void from_records(crdtdb_db *db, MDB_txn *mt, regs *out)
         if (k.mv_size < 7 || memcmp(k.mv_data, pre, 4) != 0)
             break;
         const uint8_t *kp = k.mv_data;
-        if (crdtdb__record_decode(&r, v.mv_data, v.mv_size))
+        if (crdtdb__record_decode(&r, v.mv_data, v.mv_size, crdtdb__origins_at(&db->orig, mt)))
             ck_abort_msg("a record does not decode");
         for (uint32_t i = 0; i <= r.nleaves; i++) {
             if (i == r.nleaves && r.base_kind == CRDTDB__BASE_NONE)

@@ -158,6 +158,38 @@ START_TEST(outcomes_and_dead_seqs)
 }
 END_TEST
 
+/* An origin table as the storage keeps one: numbers from 200 (two
+ * varint bytes), in the order keys are first numbered. */
+typedef struct ttab {
+    const uint8_t *keys[8];
+    uint32_t n;
+} ttab;
+
+static const uint8_t *tt_key_of(void *ctx, uint32_t num, int *rc)
+{
+    ttab *t = ctx;
+    if (num < 200 || num - 200 >= t->n) {
+        *rc = CRDTDB_ECORRUPT;
+        return NULL;
+    }
+    return t->keys[num - 200];
+}
+
+static int tt_num_of(void *ctx, const uint8_t *key, uint32_t *num)
+{
+    ttab *t = ctx;
+    for (uint32_t i = 0; i < t->n; i++)
+        if (memcmp(t->keys[i], key, CRDTDB_REPLICA_ID_BYTES) == 0) {
+            *num = 200 + i;
+            return 0;
+        }
+    if (t->n == 8)
+        return CRDTDB_ENOMEM;
+    t->keys[t->n] = key;
+    *num = 200 + t->n++;
+    return 0;
+}
+
 /* The stored blob is a format: these bytes must not drift. */
 START_TEST(golden_blob)
 {
@@ -174,7 +206,7 @@ START_TEST(golden_blob)
     r.shown_seq = 1;
     crdtdb_buf vis = CRDTDB_BUF_INIT, enc = CRDTDB_BUF_INIT;
     ck_assert_int_eq(crdtdb__record_render(&r, &vis), 0);
-    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, &enc), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, &enc), 0);
     static const uint8_t want[] = {
         0x03, 0x07, 0x82, 0xa1, 'k', 0x07, 0xa1, 'm', 0x80, /* version, visible */
         0x01, 0, 0, 0, 0, 0, 0, 0x01, 0x02, 0x00, 0x01,   /* base add hlc origin seq */
@@ -211,48 +243,87 @@ START_TEST(golden_blob)
     /* and it decodes back to the same record */
     crdtdb__record d;
     crdtdb__record_init(&d);
-    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len), 0);
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, NULL), 0);
     crdtdb_buf enc2 = CRDTDB_BUF_INIT;
-    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, &enc2), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, &enc2), 0);
     ck_assert_mem_eq(enc2.data, want, sizeof want);
     /* truncations and corruptions never decode */
     for (size_t n = 0; n < enc.len; n++)
-        ck_assert_int_ne(crdtdb__record_decode(&d, enc.data, n), 0);
+        ck_assert_int_ne(crdtdb__record_decode(&d, enc.data, n, NULL), 0);
     /* a version 2 blob decodes to the same record: written again, version 3 */
-    ck_assert_int_eq(crdtdb__record_decode(&d, want2, sizeof want2), 0);
+    ck_assert_int_eq(crdtdb__record_decode(&d, want2, sizeof want2, NULL), 0);
     ck_assert_uint_eq(d.leaves[0].hlc, 0x0103);
     ck_assert_uint_eq(d.leaves[1].seq, 3);
-    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, &enc2), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, &enc2), 0);
     ck_assert_uint_eq(enc2.len, sizeof want);
     ck_assert_mem_eq(enc2.data, want, sizeof want);
     for (size_t n = 0; n < sizeof want2; n++)
-        ck_assert_int_ne(crdtdb__record_decode(&d, want2, n), 0);
+        ck_assert_int_ne(crdtdb__record_decode(&d, want2, n, NULL), 0);
     /* a version 1 blob (no trailer) still decodes, its sequences unknown */
     crdtdb__buf_set(&enc, want2, sizeof want2);
     enc.data[0] = 1;
-    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len - 2), 0);
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len - 2, NULL), 0);
     ck_assert_uint_eq(d.vis_seq, 0);
     ck_assert_uint_eq(d.nleaves, 2);
     ck_assert_uint_eq(d.leaves[0].hlc, 0x0103);
-    ck_assert_int_ne(crdtdb__record_decode(&d, enc.data, enc.len), 0); /* v1 + trailer */
+    ck_assert_int_ne(crdtdb__record_decode(&d, enc.data, enc.len, NULL), 0); /* v1 + trailer */
     enc.data[0] = 9;
-    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len), CRDTDB_EVERSION);
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, NULL), CRDTDB_EVERSION);
     /* leaves older than the base's stamp or sequence, and leaves without a
      * base, round-trip through the differences */
     r.leaves[0].hlc = 0x0100;
     r.leaves[0].seq = UINT64_MAX - 3;
     r.leaves[1].hlc = UINT64_MAX;
-    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, &enc), 0);
-    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, &enc), 0);
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, NULL), 0);
     ck_assert_uint_eq(d.leaves[0].hlc, 0x0100);
     ck_assert_uint_eq(d.leaves[0].seq, UINT64_MAX - 3);
     ck_assert_uint_eq(d.leaves[1].hlc, UINT64_MAX);
     r.base_kind = CRDTDB__BASE_NONE; /* its stale stamp and sequence unused */
-    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, &enc), 0);
-    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, &enc), 0);
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, NULL), 0);
     ck_assert_uint_eq(d.leaves[0].hlc, 0x0100);
     ck_assert_uint_eq(d.leaves[1].seq, 3);
     ck_assert_uint_eq(d.leaves[1].hlc, UINT64_MAX);
+    /* version 4: the same with the origins as numbers of the table */
+    ttab tt = {{0}, 0};
+    crdtdb__origin_table ot = {tt_key_of, tt_num_of, &tt};
+    r.base_kind = CRDTDB__BASE_ADD;
+    r.leaves[0].hlc = 0x0103;
+    r.leaves[0].seq = 2;
+    r.leaves[1].hlc = 0x0104;
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, &ot, &enc), 0);
+    static const uint8_t want4[] = {
+        0x04, 0x07, 0x82, 0xa1, 'k', 0x07, 0xa1, 'm', 0x80, /* version, visible */
+        0x01, 0, 0, 0, 0, 0, 0, 0x01, 0x02, 0x00, 0x01,   /* base add hlc origin seq */
+        0x02, 0xc8, 0x01, 0xc9, 0x01,                     /* origins 200 and 201 */
+        0x02,
+        0x03, 'k', 0x00, 0x01, 0x02, 0x01, 0x02, 0x00, 0x01, 0x07,
+        0x03, 'm', 0x00, 0x01, 0x04, 0x00, 0x04, 0x01,
+        0x03, 0x01,
+    };
+    ck_assert_uint_eq(enc.len, sizeof want4);
+    ck_assert_mem_eq(enc.data, want4, sizeof want4);
+    ck_assert_uint_eq(tt.n, 2);
+    ck_assert_mem_eq(tt.keys[0], r.origins[r.base_origin], CRDTDB_REPLICA_ID_BYTES);
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), 0);
+    ck_assert_ptr_eq(d.origins[d.base_origin], tt.keys[0]); /* the table's key */
+    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, &ot, &enc2), 0);
+    ck_assert_mem_eq(enc2.data, want4, sizeof want4);
+    /* and read without it, or with a number it lacks */
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, NULL), CRDTDB_EVERSION);
+    tt.n = 1;
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), CRDTDB_ECORRUPT);
+    tt.n = 2;
+    enc.data[21] = 0x00; /* number 0 is never given */
+    enc.data[22] = 0x00;
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), CRDTDB_ECORRUPT);
+    for (size_t n = 0; n < sizeof want4; n++)
+        ck_assert_int_ne(crdtdb__record_decode(&d, want4, n, &ot), 0);
+    /* a version 3 blob read through the table is written again as 4 */
+    ck_assert_int_eq(crdtdb__record_decode(&d, want, sizeof want, &ot), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, &ot, &enc2), 0);
+    ck_assert_mem_eq(enc2.data, want4, sizeof want4);
     crdtdb__record_free(&d);
     crdtdb__record_free(&r);
     crdtdb_buf_free(&vis);

@@ -569,7 +569,8 @@ static void model_capture(replica *r, int c, int rid)
     ck_assert_int_eq(mdb_get(t, r->env->dbi_records, &k, &v), 0);
     crdtdb__record rec;
     crdtdb__record_init(&rec);
-    ck_assert_int_eq(crdtdb__record_decode(&rec, v.mv_data, v.mv_size), 0);
+    ck_assert_int_eq(crdtdb__record_decode(&rec, v.mv_data, v.mv_size,
+                                           crdtdb__origins_at(&r->db->orig, t)), 0);
     const uint8_t *me = r->env->pk;
     uint64_t top = 0;
     if (rec.base_kind && !memcmp(rec.origins[rec.base_origin], me, 32))
@@ -668,7 +669,7 @@ static void explain(replica *r, int c, int rid)
     if (mdb_get(t, r->env->dbi_records, &k, &v) == 0) {
         crdtdb__record rec;
         crdtdb__record_init(&rec);
-        crdtdb__record_decode(&rec, v.mv_data, v.mv_size);
+        crdtdb__record_decode(&rec, v.mv_data, v.mv_size, crdtdb__origins_at(&r->db->orig, t));
         fprintf(stderr, "replica base kind %d hlc %llx o %02x\n", rec.base_kind,
                 (unsigned long long)rec.base_hlc, rec.origins[rec.base_origin][0]);
         for (uint32_t i = 0; i < rec.nleaves; i++)
