@@ -7,6 +7,7 @@
 
 #include "crdt/array.h"
 #include "crdt/buf.h"
+#include "crdt/hlc.h"
 #include "crdt/path.h"
 
 /* 3: a leaf's stamp and sequence as zigzag varint differences from the
@@ -554,28 +555,59 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len,
     uint64_t nleaves = get_varint(&rd);
     if (rd.bad || nleaves > (uint64_t)(rd.end - rd.p))
         return CRDTDB_ECORRUPT;
+    int has_base = r->base_kind != CRDTDB__BASE_NONE;
+    uint64_t ref_hlc = has_base ? r->base_hlc : 0, ref_seq = has_base ? r->base_seq : 0;
     for (uint64_t k = 0; k < nleaves; k++) {
         crdtdb__leaf l;
         uint64_t plen = get_varint(&rd);
         l.path = get_bytes(&rd, plen);
         l.path_len = (uint32_t)plen;
-        if (version >= 3) { /* differences from the base's (0 when none) */
-            l.hlc = unzigzag(get_varint(&rd), r->base_hlc);
+        if (version >= 4) {
+            /* head: value length, whether the stamp is the base's, kind */
+            uint64_t head = get_varint(&rd);
+            l.kind = (uint8_t)(head & 1);
+            if (head & 2) {
+                if (r->base_kind == CRDTDB__BASE_NONE)
+                    return CRDTDB_ECORRUPT;
+                l.hlc = r->base_hlc;
+                l.origin = r->base_origin;
+            } else { /* ms and counter apart: a later write's counter is noise */
+                uint64_t ms = unzigzag(get_varint(&rd), crdtdb__hlc_ms(ref_hlc));
+                uint64_t ctr = get_varint(&rd);
+                if (ms > UINT64_MAX >> CRDTDB__HLC_COUNTER_BITS || ctr > 0xffff)
+                    return CRDTDB_ECORRUPT;
+                l.hlc = crdtdb__hlc_make(ms, (uint32_t)ctr);
+                l.origin = (uint32_t)get_varint(&rd);
+            }
+            l.seq = unzigzag(get_varint(&rd), ref_seq);
+            uint64_t vl = head >> 2;
+            l.val = NULL;
+            l.val_len = 0;
+            if (l.kind == CRDTDB__KIND_VALUE) {
+                l.val = get_bytes(&rd, vl);
+                l.val_len = (uint32_t)vl;
+            } else if (vl) {
+                return CRDTDB_ECORRUPT;
+            }
+        } else if (version >= 3) { /* differences from the base's (0 when none) */
+            l.hlc = unzigzag(get_varint(&rd), ref_hlc);
             l.origin = (uint32_t)get_varint(&rd);
-            l.seq = unzigzag(get_varint(&rd), r->base_seq);
+            l.seq = unzigzag(get_varint(&rd), ref_seq);
         } else {
             l.hlc = get_u64(&rd);
             l.origin = (uint32_t)get_varint(&rd);
             l.seq = get_varint(&rd);
         }
-        const uint8_t *kd = get_bytes(&rd, 1);
-        l.kind = kd ? *kd : 0;
-        l.val = NULL;
-        l.val_len = 0;
-        if (l.kind == CRDTDB__KIND_VALUE) {
-            uint64_t vl = get_varint(&rd);
-            l.val = get_bytes(&rd, vl);
-            l.val_len = (uint32_t)vl;
+        if (version < 4) {
+            const uint8_t *kd = get_bytes(&rd, 1);
+            l.kind = kd ? *kd : 0;
+            l.val = NULL;
+            l.val_len = 0;
+            if (l.kind == CRDTDB__KIND_VALUE) {
+                uint64_t vl = get_varint(&rd);
+                l.val = get_bytes(&rd, vl);
+                l.val_len = (uint32_t)vl;
+            }
         }
         if (rd.bad || plen == 0 || plen > UINT32_MAX || l.origin >= r->norigins ||
             l.kind > CRDTDB__KIND_MAP || crdtdb__path_depth(l.path, l.path_len) < 0)
@@ -588,7 +620,10 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len,
             return CRDTDB_ENOMEM;
         r->leaves[r->nleaves++] = l;
     }
-    if (version >= 2) {
+    if (version >= 4) {
+        r->vis_seq = unzigzag(get_varint(&rd), ref_seq);
+        r->shown_seq = unzigzag(get_varint(&rd), ref_seq);
+    } else if (version >= 2) {
         r->vis_seq = get_varint(&rd);
         r->shown_seq = get_varint(&rd);
     }
@@ -668,19 +703,30 @@ int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
         o = put_varint(o, l->path_len);
         memcpy(o, l->path, l->path_len);
         o += l->path_len;
-        o = put_varint(o, zigzag(l->hlc, ref_hlc));
-        o = put_varint(o, map[l->origin]);
-        o = put_varint(o, zigzag(l->seq, ref_seq));
-        *o++ = l->kind;
-        if (l->kind == CRDTDB__KIND_VALUE) {
-            o = put_varint(o, l->val_len);
-            if (l->val_len)
-                memcpy(o, l->val, l->val_len);
-            o += l->val_len;
+        uint32_t vl = l->kind == CRDTDB__KIND_VALUE ? l->val_len : 0;
+        if (ot) { /* version 4 (decoder above) */
+            int same = has_base && l->hlc == r->base_hlc && map[l->origin] == map[r->base_origin];
+            o = put_varint(o, (uint64_t)vl << 2 | (uint64_t)same << 1 | l->kind);
+            if (!same) {
+                o = put_varint(o, zigzag(crdtdb__hlc_ms(l->hlc), crdtdb__hlc_ms(ref_hlc)));
+                o = put_varint(o, crdtdb__hlc_counter(l->hlc));
+                o = put_varint(o, map[l->origin]);
+            }
+            o = put_varint(o, zigzag(l->seq, ref_seq));
+        } else {
+            o = put_varint(o, zigzag(l->hlc, ref_hlc));
+            o = put_varint(o, map[l->origin]);
+            o = put_varint(o, zigzag(l->seq, ref_seq));
+            *o++ = l->kind;
+            if (l->kind == CRDTDB__KIND_VALUE)
+                o = put_varint(o, vl);
         }
+        if (vl)
+            memcpy(o, l->val, vl);
+        o += vl;
     }
-    o = put_varint(o, r->vis_seq);
-    o = put_varint(o, r->shown_seq);
+    o = put_varint(o, ot ? zigzag(r->vis_seq, ref_seq) : r->vis_seq);
+    o = put_varint(o, ot ? zigzag(r->shown_seq, ref_seq) : r->shown_seq);
     out->len = (size_t)(o - out->data);
     if (map != stackmap)
         free(map);

@@ -297,10 +297,12 @@ START_TEST(golden_blob)
         0x04, 0x07, 0x82, 0xa1, 'k', 0x07, 0xa1, 'm', 0x80, /* version, visible */
         0x01, 0, 0, 0, 0, 0, 0, 0x01, 0x02, 0x00, 0x01,   /* base add hlc origin seq */
         0x02, 0xc8, 0x01, 0xc9, 0x01,                     /* origins 200 and 201 */
-        0x02,
-        0x03, 'k', 0x00, 0x01, 0x02, 0x01, 0x02, 0x00, 0x01, 0x07,
-        0x03, 'm', 0x00, 0x01, 0x04, 0x00, 0x04, 0x01,
-        0x03, 0x01,
+        0x02, /* leaves: path, head (value length << 2 | same stamp as the
+               * base << 1 | kind), [ms - base ms zigzagged, counter,
+               * origin], seq - base seq zigzagged, value */
+        0x03, 'k', 0x00, 0x01, 0x04, 0x00, 0x83, 0x02, 0x01, 0x02, 0x07,
+        0x03, 'm', 0x00, 0x01, 0x01, 0x00, 0x84, 0x02, 0x00, 0x04,
+        0x04, 0x00, /* vis_seq, shown_seq - base seq zigzagged */
     };
     ck_assert_uint_eq(enc.len, sizeof want4);
     ck_assert_mem_eq(enc.data, want4, sizeof want4);
@@ -320,6 +322,19 @@ START_TEST(golden_blob)
     ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), CRDTDB_ECORRUPT);
     for (size_t n = 0; n < sizeof want4; n++)
         ck_assert_int_ne(crdtdb__record_decode(&d, want4, n, &ot), 0);
+    /* a leaf stamped as the base: its head says so, and no stamp follows */
+    r.leaves[1].hlc = r.base_hlc;
+    r.leaves[1].origin = r.base_origin;
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, &ot, &enc), 0);
+    static const uint8_t leaf_m[] = {0x03, 'm', 0x00, 0x01, 0x03, 0x04, 0x04, 0x00};
+    ck_assert_uint_eq(enc.len, sizeof want4 - 4);
+    ck_assert_mem_eq(enc.data + enc.len - sizeof leaf_m, leaf_m, sizeof leaf_m);
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), 0);
+    ck_assert_uint_eq(d.leaves[1].hlc, 0x0102);
+    ck_assert_uint_eq(d.leaves[1].origin, d.base_origin);
+    ck_assert_uint_eq(d.leaves[1].kind, CRDTDB__KIND_MAP);
+    ck_assert_uint_eq(d.leaves[1].seq, 3);
+    r.leaves[1].hlc = 0x0104;
     /* a version 3 blob read through the table is written again as 4 */
     ck_assert_int_eq(crdtdb__record_decode(&d, want, sizeof want, &ot), 0);
     ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, &ot, &enc2), 0);
