@@ -29,6 +29,7 @@ static void clear(crdtdb__origins *o)
     free(o->bynum);
     free(o->bykey);
     o->bynum = o->bykey = NULL;
+    o->last = NULL;
     o->cap = o->n = o->npend = 0;
 }
 
@@ -138,8 +139,11 @@ static const uint8_t *key_of(void *ctx, uint32_t num, int *rc)
 static int num_of(void *ctx, const uint8_t *key, uint32_t *num)
 {
     crdtdb__origins *o = ctx;
-    oent *e = by_key(o, key);
+    oent *e = o->last && memcmp(o->last->key, key, CRDTDB_REPLICA_ID_BYTES) == 0
+                  ? o->last /* most stores are one replica's, over and over */
+                  : by_key(o, key);
     if (e) {
+        o->last = e;
         *num = e->num;
         return 0;
     }

@@ -30,6 +30,7 @@ typedef struct crdtdb__origins {
     MDB_txn *mt;                /* the transaction lookups read and write */
     struct crdtdb__oent **bynum, **bykey; /* open addressing, cap slots */
     uint32_t cap, n;
+    struct crdtdb__oent *last;  /* the key num_of found last */
     struct crdtdb__oent **pend; /* given by the open transaction */
     uint32_t npend, pend_cap;
     unsigned char hkey[crypto_shorthash_KEYBYTES]; /* keys are chosen by peers */
