@@ -105,6 +105,22 @@
  * change-log entries (~25 B each plus LMDB's node headers; five, one per
  * register, before session 27), then B-tree pages left 31-37% full by
  * the churn (compaction copies pages, it does not refill them).
+ * Session 31, record blob version 4 (`bench_churn --nosync`, defaults,
+ * sizes exact): origins as env-wide numbers (storage/origins.h) instead of
+ * 32-byte keys, then each leaf's value length, kind and "stamped as the
+ * base" in one head varint (no stamp follows then), other stamps as ms and
+ * counter apart, vis_seq and shown_seq as differences.  After collection
+ * and compaction 1136 -> 980 -> 900 KiB (9.18x -> 7.92x -> 7.28x): records
+ * 824 -> 664 -> 584 KiB (~117 B a record with its key and LMDB's node), the
+ * change log unchanged at 284 KiB (7881 entries), the fixed tables 32 KiB.
+ * The live records alone 748 KiB (6.05x).  Instructions of the whole run
+ * (callgrind, --ops 100000): +0.2% over 2c62f0f.
+ * What 2x (247 KiB) would take, per live record (49 B in all): the cached
+ * rendering (25 B) gone, rendered from the registers on read; the change
+ * log's entries at or below the collection floor dropped (a full export
+ * would then walk the records, not the log); field names interned per
+ * database; and LMDB's 10 B node plus a 7 B key per record left as the
+ * floor.  Each is a format change of its own.
  */
 #include <errno.h>
 #include <fcntl.h>
