@@ -29,7 +29,10 @@
  *            u16 collection | u8 id length (never 0) | id | path (empty:
  *            the record base).  source is the peer the registers came from
  *            (0: written here), so they are not sent back.  Format: log.h.
- *   peerids  32-byte replica id -> u32 peer number (from 1; env-wide)
+ *   peerids  32-byte replica id -> u32 number (from 1; env-wide): a peer
+ *            we synced with, or a replica a record names as an origin
+ *            (this one's own key included); 0 stands for "here" as a
+ *            change's source, never for a key
  *            u32 number -> 32-byte replica id, for numbers that name a
  *            record's origins (version 4 blobs; origins.h)
  *   chains   u32 number | u64 seq -> 16-byte history fingerprint after the

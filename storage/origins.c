@@ -197,17 +197,26 @@ const crdtdb__origin_table *crdtdb__origins_at(crdtdb__origins *o, MDB_txn *mt)
     return &o->table;
 }
 
-void crdtdb__origins_begin(crdtdb__origins *o)
+void crdtdb__origins_begin(crdtdb__origins *o, const void *txn)
 {
     if (o->n > CRDTDB__ORIGINS_CACHE_MAX)
         clear(o);
+    o->npend = 0; /* a pending one here would be an owner's that never ended */
+    o->owner = txn;
 }
 
-void crdtdb__origins_committed(crdtdb__origins *o) { o->npend = 0; }
-
-void crdtdb__origins_ended(crdtdb__origins *o)
+void crdtdb__origins_committed(crdtdb__origins *o, const void *txn)
 {
+    if (o->owner == txn)
+        o->npend = 0;
+}
+
+void crdtdb__origins_ended(crdtdb__origins *o, const void *txn)
+{
+    if (o->owner != txn)
+        return;
     if (o->npend)
         clear(o);
+    o->owner = NULL;
     o->mt = NULL;
 }

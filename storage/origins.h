@@ -12,7 +12,7 @@
  * kept when it commits, but an abort empties the cache, since another
  * transaction may then give the same number to another key.  Keys the
  * cache returns are its own copies, valid until the transaction ends (the
- * cache is emptied only between transactions).
+ * cache is emptied only when a transaction begins or aborts).
  */
 #ifndef CRDTDB_STORAGE_ORIGINS_H
 #define CRDTDB_STORAGE_ORIGINS_H
@@ -31,7 +31,8 @@ typedef struct crdtdb__origins {
     struct crdtdb__oent **bynum, **bykey; /* open addressing, cap slots */
     uint32_t cap, n;
     struct crdtdb__oent *last;  /* the key num_of found last */
-    struct crdtdb__oent **pend; /* given by the open transaction */
+    struct crdtdb__oent **pend; /* given by the owner's transaction */
+    const void *owner;          /* that transaction (NULL: none) */
     uint32_t npend, pend_cap;
     unsigned char hkey[crypto_shorthash_KEYBYTES]; /* keys are chosen by peers */
 } crdtdb__origins;
@@ -44,11 +45,15 @@ void crdtdb__origins_free(crdtdb__origins *o);
 /* The table for blobs read or written in transaction mt (a write
  * transaction to number new keys).  Valid until mt ends. */
 const crdtdb__origin_table *crdtdb__origins_at(crdtdb__origins *o, MDB_txn *mt);
-/* A transaction begins: empties a cache grown past its bound. */
-void crdtdb__origins_begin(crdtdb__origins *o);
-/* The transaction committed: what it numbered holds. */
-void crdtdb__origins_committed(crdtdb__origins *o);
-/* The transaction ended otherwise: forgets what it numbered. */
-void crdtdb__origins_ended(crdtdb__origins *o);
+/* Transaction `txn` of the handle begins and owns the pending numbers from
+ * now: empties a cache grown past its bound.  An observer may begin one
+ * while the transaction it observes is still ending: the ends below act
+ * only for the owner, so that one's end leaves the new one's numbers. */
+void crdtdb__origins_begin(crdtdb__origins *o, const void *txn);
+/* txn committed: what it numbered holds. */
+void crdtdb__origins_committed(crdtdb__origins *o, const void *txn);
+/* txn ended (after committed, or not): forgets what it numbered if it
+ * did not commit. */
+void crdtdb__origins_ended(crdtdb__origins *o, const void *txn);
 
 #endif

@@ -22,7 +22,7 @@ static int txn_begin_call(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     t->db = db;
     t->flags = flags;
-    crdtdb__origins_begin(&db->orig);
+    crdtdb__origins_begin(&db->orig, t);
     int mrc = crdtdb__mt_begin(env, write ? 0 : MDB_RDONLY, &t->mt);
     int rc = crdtdb__mdb_err(mrc);
     if (!rc && write) {
@@ -67,8 +67,9 @@ int crdtdb_txn_begin(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
 
 static void txn_free(crdtdb_txn *t)
 {
-    crdtdb__origins_ended(&t->db->orig); /* after committed: keeps them */
-    t->db->txn = NULL;
+    crdtdb__origins_ended(&t->db->orig, t); /* after committed: keeps them */
+    if (t->db->txn == t) /* an observer may have begun the next one */
+        t->db->txn = NULL;
     free(t->events);
     crdtdb_buf_free(&t->arena);
     free(t);
@@ -129,7 +130,7 @@ static int commit_call(crdtdb_txn *t)
         txn_free(t);
         return rc;
     }
-    crdtdb__origins_committed(&db->orig);
+    crdtdb__origins_committed(&db->orig, t);
     pthread_mutex_lock(&env->lock);
     if (t->hlc > env->hlc)
         env->hlc = t->hlc;

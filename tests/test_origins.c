@@ -52,7 +52,6 @@ static void base_origin(crdtdb_db *db, const char *coll, const char *id,
     ck_assert_int_ne(r.base_kind, CRDTDB__BASE_NONE);
     memcpy(out, r.origins[r.base_origin], CRDTDB_REPLICA_ID_BYTES);
     crdtdb__record_free(&r);
-    crdtdb__origins_ended(&db->orig);
     mdb_txn_abort(t);
 }
 
@@ -297,7 +296,6 @@ START_TEST(blobs_with_keys_keep_working)
     MDB_val vk = {7, (void *)"version"}, vv = {4, ver};
     ck_assert_int_eq(mdb_put(mt, A.env->dbi_meta, &vk, &vv, 0), 0);
     ck_assert_int_eq(mdb_txn_commit(mt), 0);
-    crdtdb__origins_ended(&A.db->orig);
     crdtdb__record_free(&r);
     crdtdb_buf_free(&enc);
     crdtdb_buf_free(&vis);
@@ -351,6 +349,50 @@ START_TEST(blobs_with_keys_keep_working)
 }
 END_TEST
 
+/* An observer (called after commit, which "may write in a new
+ * transaction") that leaves its write transaction open past the callback:
+ * the observed transaction's end must leave that one's pending numbers. */
+static crdtdb_txn *held;
+static void keep_open(void *ctx, const crdtdb_event *ev)
+{
+    (void)ev;
+    replica *r = ctx;
+    if (held)
+        return;
+    ck_assert_int_eq(crdtdb_txn_begin(r->db, 0, &held), 0);
+    put_in(r, held, "add", "players", "a1", "{\"a\":1}"); /* numbers A's key: pending */
+}
+
+START_TEST(observer_transaction_keeps_its_pending_numbers)
+{
+    crdtdb_observer *obs;
+    ck_assert_int_eq(crdtdb_db_observe(A.db, NULL, keep_open, &A, &obs), 0);
+    put(&B, "add", "players", "b1", "{\"a\":1}");
+    sync_pair(&B, &A); /* commits; the observer opens `held` */
+    ck_assert_ptr_nonnull(held);
+    put_in(&A, held, "add", "players", "a2", "{\"a\":1}");
+    crdtdb_txn_abort(held); /* A's number goes back */
+    held = NULL;
+    crdtdb_observer_close(obs);
+    /* another handle gives that number to C */
+    crdtdb_db *h2;
+    ck_assert_int_eq(crdtdb_db_open(A.env, "d", &h2), 0);
+    put(&C, "add", "players", "c1", "{\"a\":1}");
+    net q = {0};
+    ck_assert_int_eq(crdtdb_db_export(C.db, 0, NULL, to_net, &q, NULL), 0);
+    ck_assert_int_eq(crdtdb_db_apply(h2, q.msgs[0].data, q.msgs[0].len, NULL), 0);
+    net_free(&q);
+    assert_written_by(h2, "c1", &C);
+    crdtdb_db_close(h2);
+    /* and A.db reads it as C's, not as its own */
+    assert_written_by(A.db, "c1", &C);
+    ck_assert_ptr_null(tu_get(A.db, "players", "a1"));
+    put(&A, "add", "players", "a3", "{\"a\":1}");
+    assert_written_by(A.db, "a3", &A);
+    assert_written_by(A.db, "b1", &B);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("origins");
@@ -361,6 +403,7 @@ static Suite *suite(void)
     tcase_add_test(tc, aborted_number_is_forgotten);
     tcase_add_test(tc, threads_number_apart);
     tcase_add_test(tc, blobs_with_keys_keep_working);
+    tcase_add_test(tc, observer_transaction_keeps_its_pending_numbers);
     suite_add_tcase(s, tc);
     return s;
 }
