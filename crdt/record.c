@@ -333,7 +333,7 @@ int crdtdb__record_drop_upto(crdtdb__record *r, uint64_t upto)
  * one msgpack map.  Leaves in the range all lie strictly below p. */
 static int render_map(const crdtdb__record *r, msgpack_packer *pk,
                       crdtdb_buf *out, uint32_t i, uint32_t j, size_t plen,
-                      uint8_t *keybuf)
+                      uint8_t *keybuf, uint32_t *val_off)
 {
     /* First pass: count the distinct child keys for the map header. */
     uint32_t n = 0;
@@ -367,10 +367,12 @@ static int render_map(const crdtdb__record *r, msgpack_packer *pk,
         int at_child = l->path_len == off;
         uint32_t below = at_child ? k + 1 : k;
         if (at_child && l->kind == CRDTDB__KIND_VALUE && below == g) {
+            if (val_off)
+                val_off[k] = (uint32_t)out->len;
             if (crdtdb__buf_append(out, l->val, l->val_len))
                 return CRDTDB_ENOMEM;
         } else {
-            int rc = render_map(r, pk, out, below, g, off, keybuf);
+            int rc = render_map(r, pk, out, below, g, off, keybuf, val_off);
             if (rc)
                 return rc;
         }
@@ -381,7 +383,15 @@ static int render_map(const crdtdb__record *r, msgpack_packer *pk,
 
 int crdtdb__record_render(const crdtdb__record *r, crdtdb_buf *out)
 {
+    return crdtdb__record_render_at(r, out, NULL);
+}
+
+int crdtdb__record_render_at(const crdtdb__record *r, crdtdb_buf *out, uint32_t *val_off)
+{
     out->len = 0;
+    if (val_off)
+        for (uint32_t k = 0; k < r->nleaves; k++)
+            val_off[k] = UINT32_MAX;
     if (!crdtdb__record_visible(r))
         return 0;
     size_t maxkey = 0;
@@ -394,7 +404,9 @@ int crdtdb__record_render(const crdtdb__record *r, crdtdb_buf *out)
         return CRDTDB_ENOMEM;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, crdtdb__buf_write_cb);
-    int rc = render_map(r, &pk, out, 0, r->nleaves, 0, keybuf);
+    int rc = render_map(r, &pk, out, 0, r->nleaves, 0, keybuf, val_off);
+    if (rc == 0 && out->len > UINT32_MAX)
+        rc = CRDTDB_ENOMEM; /* offsets are 32-bit; limits keep records far below */
     if (keybuf != stackkey)
         free(keybuf);
     return rc;
@@ -563,7 +575,8 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len,
         l.path = get_bytes(&rd, plen);
         l.path_len = (uint32_t)plen;
         if (version >= 4) {
-            /* head: value length, whether the stamp is the base's, kind */
+            /* head: value length, whether the value lies in the rendering,
+             * whether the stamp is the base's, kind */
             uint64_t head = get_varint(&rd);
             l.kind = (uint8_t)(head & 1);
             if (head & 2) {
@@ -580,13 +593,19 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len,
                 l.origin = (uint32_t)get_varint(&rd);
             }
             l.seq = unzigzag(get_varint(&rd), ref_seq);
-            uint64_t vl = head >> 2;
+            uint64_t vl = head >> 3;
             l.val = NULL;
             l.val_len = 0;
-            if (l.kind == CRDTDB__KIND_VALUE) {
+            if (l.kind == CRDTDB__KIND_VALUE && (head & 4)) { /* stored once */
+                uint64_t at = get_varint(&rd);
+                if (at > r->visible_len || vl > r->visible_len - at)
+                    return CRDTDB_ECORRUPT;
+                l.val = r->visible + at;
+                l.val_len = (uint32_t)vl;
+            } else if (l.kind == CRDTDB__KIND_VALUE) {
                 l.val = get_bytes(&rd, vl);
                 l.val_len = (uint32_t)vl;
-            } else if (vl) {
+            } else if (vl || (head & 4)) {
                 return CRDTDB_ECORRUPT;
             }
         } else if (version >= 3) { /* differences from the base's (0 when none) */
@@ -631,8 +650,8 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len,
 }
 
 int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
-                          size_t visible_len, const crdtdb__origin_table *ot,
-                          crdtdb_buf *out)
+                          size_t visible_len, const uint32_t *val_off,
+                          const crdtdb__origin_table *ot, crdtdb_buf *out)
 {
     /* Remap origins to those still referenced, in first-use order. */
     uint32_t stackmap[16];
@@ -704,15 +723,25 @@ int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
         memcpy(o, l->path, l->path_len);
         o += l->path_len;
         uint32_t vl = l->kind == CRDTDB__KIND_VALUE ? l->val_len : 0;
+        /* a value the rendering holds is stored once: its offset there */
+        uint32_t at = ot && val_off && vl ? val_off[k] : UINT32_MAX;
+        if (at != UINT32_MAX && (at > visible_len || vl > visible_len - at ||
+                                 memcmp(visible + at, l->val, vl) != 0))
+            at = UINT32_MAX;
         if (ot) { /* version 4 (decoder above) */
             int same = has_base && l->hlc == r->base_hlc && map[l->origin] == map[r->base_origin];
-            o = put_varint(o, (uint64_t)vl << 2 | (uint64_t)same << 1 | l->kind);
+            o = put_varint(o, (uint64_t)vl << 3 | (uint64_t)(at != UINT32_MAX) << 2 |
+                                  (uint64_t)same << 1 | l->kind);
             if (!same) {
                 o = put_varint(o, zigzag(crdtdb__hlc_ms(l->hlc), crdtdb__hlc_ms(ref_hlc)));
                 o = put_varint(o, crdtdb__hlc_counter(l->hlc));
                 o = put_varint(o, map[l->origin]);
             }
             o = put_varint(o, zigzag(l->seq, ref_seq));
+            if (at != UINT32_MAX) {
+                o = put_varint(o, at);
+                continue;
+            }
         } else {
             o = put_varint(o, zigzag(l->hlc, ref_hlc));
             o = put_varint(o, map[l->origin]);

@@ -138,14 +138,20 @@ static inline int crdtdb__record_visible(const crdtdb__record *r)
  * replacing its contents.  Empty out if the record is not visible.
  * 0, CRDTDB_ENOMEM or CRDTDB_ECORRUPT. */
 int crdtdb__record_render(const crdtdb__record *r, crdtdb_buf *out);
+/* The same, and when val_off is not NULL (r->nleaves entries) where in out
+ * each leaf's value was written (UINT32_MAX: not rendered), for
+ * crdtdb__record_encode. */
+int crdtdb__record_render_at(const crdtdb__record *r, crdtdb_buf *out, uint32_t *val_off);
 
 /* Serializes r with its rendering `visible` into out (replaced): version 4,
  * origins numbered through `ot`, or version 3 with their keys when ot is
- * NULL.  Only origins still referenced are written.  0, CRDTDB_ENOMEM or
- * what ot returned. */
+ * NULL.  Only origins still referenced are written.  With val_off (what
+ * crdtdb__record_render_at gave for this visible, or NULL), a version 4
+ * blob holds the values the rendering holds once, as offsets into it.
+ * 0, CRDTDB_ENOMEM or what ot returned. */
 int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
-                          size_t visible_len, const crdtdb__origin_table *ot,
-                          crdtdb_buf *out);
+                          size_t visible_len, const uint32_t *val_off,
+                          const crdtdb__origin_table *ot, crdtdb_buf *out);
 
 /* The base kind (CRDTDB__BASE_*) of a blob, without a full decode.
  * 0 or CRDTDB_ECORRUPT / CRDTDB_EVERSION. */

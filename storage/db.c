@@ -322,6 +322,7 @@ void crdtdb_db_close(crdtdb_db *db)
     crdtdb_buf_free(&db->blob);
     crdtdb_buf_free(&db->vis);
     crdtdb_buf_free(&db->enc);
+    free(db->voff);
     free(db);
 }
 

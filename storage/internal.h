@@ -138,6 +138,7 @@ struct crdtdb_db {
     crdtdb__flat flat;
     msgpack_zone zone;
     crdtdb_buf blob, vis, enc;
+    uint32_t *voff, voff_cap; /* where vis holds each leaf's value (slot.c) */
     crdtdb__delta delta;
     struct crdtdb__shared *shared; /* crdtdb_db_export_for's shared deltas */
     /* the collection floor and stamp as last read or written here, and

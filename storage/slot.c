@@ -80,7 +80,14 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
                                l->hlc, r->origins[l->origin], l->kind);
         }
     }
-    int rc = crdtdb__record_render(r, &db->vis);
+    if (r->nleaves > db->voff_cap) { /* one offset a leaf */
+        uint32_t *v = realloc(db->voff, r->nleaves * sizeof *v);
+        if (!v)
+            return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+        db->voff = v;
+        db->voff_cap = r->nleaves;
+    }
+    int rc = crdtdb__record_render_at(r, &db->vis, db->voff);
     if (rc)
         return crdtdb__db_seterr(db, rc, "render: %s", crdtdb_strerror(rc));
     if (local && db->vis.len > env->lim.max_value_size)
@@ -99,7 +106,7 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
         r->vis_seq = t->seq;
     if (type == CRDTDB_EVENT_ADD)
         r->shown_seq = t->seq;
-    if ((rc = crdtdb__record_encode(r, db->vis.data, db->vis.len,
+    if ((rc = crdtdb__record_encode(r, db->vis.data, db->vis.len, db->voff,
                                    crdtdb__origins_at(&db->orig, t->mt), &db->enc)))
         return crdtdb__db_seterr(db, rc, "store: %s", crdtdb_strerror(rc));
     MDB_val v = {db->enc.len, db->enc.data};

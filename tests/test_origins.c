@@ -274,7 +274,7 @@ START_TEST(blobs_with_keys_keep_working)
         ck_assert_int_eq(crdtdb__record_decode(&r, v.mv_data, v.mv_size,
                                                crdtdb__origins_at(&A.db->orig, mt)), 0);
         ck_assert_int_eq(crdtdb__buf_set(&vis, r.visible, r.visible_len), 0);
-        ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, &enc), 0);
+        ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, NULL, &enc), 0);
         MDB_val nv = {enc.len, enc.data};
         /* the key off the page: a put of another size moves the node */
         uint8_t kc[CRDTDB__RECKEY_MAX];

@@ -206,7 +206,7 @@ START_TEST(golden_blob)
     r.shown_seq = 1;
     crdtdb_buf vis = CRDTDB_BUF_INIT, enc = CRDTDB_BUF_INIT;
     ck_assert_int_eq(crdtdb__record_render(&r, &vis), 0);
-    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, &enc), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, NULL, &enc), 0);
     static const uint8_t want[] = {
         0x03, 0x07, 0x82, 0xa1, 'k', 0x07, 0xa1, 'm', 0x80, /* version, visible */
         0x01, 0, 0, 0, 0, 0, 0, 0x01, 0x02, 0x00, 0x01,   /* base add hlc origin seq */
@@ -245,7 +245,7 @@ START_TEST(golden_blob)
     crdtdb__record_init(&d);
     ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, NULL), 0);
     crdtdb_buf enc2 = CRDTDB_BUF_INIT;
-    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, &enc2), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, NULL, &enc2), 0);
     ck_assert_mem_eq(enc2.data, want, sizeof want);
     /* truncations and corruptions never decode */
     for (size_t n = 0; n < enc.len; n++)
@@ -254,7 +254,7 @@ START_TEST(golden_blob)
     ck_assert_int_eq(crdtdb__record_decode(&d, want2, sizeof want2, NULL), 0);
     ck_assert_uint_eq(d.leaves[0].hlc, 0x0103);
     ck_assert_uint_eq(d.leaves[1].seq, 3);
-    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, &enc2), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, NULL, &enc2), 0);
     ck_assert_uint_eq(enc2.len, sizeof want);
     ck_assert_mem_eq(enc2.data, want, sizeof want);
     for (size_t n = 0; n < sizeof want2; n++)
@@ -274,13 +274,13 @@ START_TEST(golden_blob)
     r.leaves[0].hlc = 0x0100;
     r.leaves[0].seq = UINT64_MAX - 3;
     r.leaves[1].hlc = UINT64_MAX;
-    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, &enc), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, NULL, &enc), 0);
     ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, NULL), 0);
     ck_assert_uint_eq(d.leaves[0].hlc, 0x0100);
     ck_assert_uint_eq(d.leaves[0].seq, UINT64_MAX - 3);
     ck_assert_uint_eq(d.leaves[1].hlc, UINT64_MAX);
     r.base_kind = CRDTDB__BASE_NONE; /* its stale stamp and sequence unused */
-    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, &enc), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, NULL, &enc), 0);
     ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, NULL), 0);
     ck_assert_uint_eq(d.leaves[0].hlc, 0x0100);
     ck_assert_uint_eq(d.leaves[1].seq, 3);
@@ -292,15 +292,16 @@ START_TEST(golden_blob)
     r.leaves[0].hlc = 0x0103;
     r.leaves[0].seq = 2;
     r.leaves[1].hlc = 0x0104;
-    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, &ot, &enc), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, &ot, &enc), 0);
     static const uint8_t want4[] = {
         0x04, 0x07, 0x82, 0xa1, 'k', 0x07, 0xa1, 'm', 0x80, /* version, visible */
         0x01, 0, 0, 0, 0, 0, 0, 0x01, 0x02, 0x00, 0x01,   /* base add hlc origin seq */
         0x02, 0xc8, 0x01, 0xc9, 0x01,                     /* origins 200 and 201 */
-        0x02, /* leaves: path, head (value length << 2 | same stamp as the
-               * base << 1 | kind), [ms - base ms zigzagged, counter,
-               * origin], seq - base seq zigzagged, value */
-        0x03, 'k', 0x00, 0x01, 0x04, 0x00, 0x83, 0x02, 0x01, 0x02, 0x07,
+        0x02, /* leaves: path, head (value length << 3 | value in the
+               * rendering << 2 | same stamp as the base << 1 | kind),
+               * [ms - base ms zigzagged, counter, origin], seq - base seq
+               * zigzagged, value (or its offset in the rendering) */
+        0x03, 'k', 0x00, 0x01, 0x08, 0x00, 0x83, 0x02, 0x01, 0x02, 0x07,
         0x03, 'm', 0x00, 0x01, 0x01, 0x00, 0x84, 0x02, 0x00, 0x04,
         0x04, 0x00, /* vis_seq, shown_seq - base seq zigzagged */
     };
@@ -310,7 +311,7 @@ START_TEST(golden_blob)
     ck_assert_mem_eq(tt.keys[0], r.origins[r.base_origin], CRDTDB_REPLICA_ID_BYTES);
     ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), 0);
     ck_assert_ptr_eq(d.origins[d.base_origin], tt.keys[0]); /* the table's key */
-    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, &ot, &enc2), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, &ot, &enc2), 0);
     ck_assert_mem_eq(enc2.data, want4, sizeof want4);
     /* and read without it, or with a number it lacks */
     ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, NULL), CRDTDB_EVERSION);
@@ -325,7 +326,7 @@ START_TEST(golden_blob)
     /* a leaf stamped as the base: its head says so, and no stamp follows */
     r.leaves[1].hlc = r.base_hlc;
     r.leaves[1].origin = r.base_origin;
-    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, &ot, &enc), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, &ot, &enc), 0);
     static const uint8_t leaf_m[] = {0x03, 'm', 0x00, 0x01, 0x03, 0x04, 0x04, 0x00};
     ck_assert_uint_eq(enc.len, sizeof want4 - 4);
     ck_assert_mem_eq(enc.data + enc.len - sizeof leaf_m, leaf_m, sizeof leaf_m);
@@ -335,9 +336,27 @@ START_TEST(golden_blob)
     ck_assert_uint_eq(d.leaves[1].kind, CRDTDB__KIND_MAP);
     ck_assert_uint_eq(d.leaves[1].seq, 3);
     r.leaves[1].hlc = 0x0104;
+    /* values the rendering holds are stored once: an offset into it */
+    uint32_t offs[2];
+    ck_assert_int_eq(crdtdb__record_render_at(&r, &vis, offs), 0);
+    ck_assert_uint_eq(offs[0], 3); /* 82 a1 'k' [07] a1 'm' 80 */
+    ck_assert_uint_eq(offs[1], UINT32_MAX); /* a map: no value */
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, offs, &ot, &enc), 0);
+    static const uint8_t leaf_k[] = {0x03, 'k', 0x00, 0x01, 0x0c, 0x00, 0x83, 0x02, 0x01, 0x02, 0x03};
+    ck_assert_mem_eq(enc.data + 26, leaf_k, sizeof leaf_k);
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), 0);
+    ck_assert_ptr_eq(d.leaves[0].val, d.visible + 3);
+    ck_assert_uint_eq(d.leaves[0].val_len, 1);
+    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, &ot, &enc2), 0);
+    ck_assert_mem_eq(enc2.data, want4, sizeof want4); /* written out again inline */
+    enc.data[36] = 0x07; /* an offset past the rendering */
+    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), CRDTDB_ECORRUPT);
+    offs[0] = 2; /* an offset that does not hold the value: written inline */
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, offs, &ot, &enc), 0);
+    ck_assert_mem_eq(enc.data, want4, sizeof want4);
     /* a version 3 blob read through the table is written again as 4 */
     ck_assert_int_eq(crdtdb__record_decode(&d, want, sizeof want, &ot), 0);
-    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, &ot, &enc2), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, &ot, &enc2), 0);
     ck_assert_mem_eq(enc2.data, want4, sizeof want4);
     crdtdb__record_free(&d);
     crdtdb__record_free(&r);
