@@ -109,14 +109,21 @@
  * sizes exact): origins as env-wide numbers (storage/origins.h) instead of
  * 32-byte keys, then each leaf's value length, kind and "stamped as the
  * base" in one head varint (no stamp follows then), other stamps as ms and
- * counter apart, vis_seq and shown_seq as differences.  After collection
- * and compaction 1136 -> 980 -> 900 KiB (9.18x -> 7.92x -> 7.28x): records
- * 824 -> 664 -> 584 KiB (~117 B a record with its key and LMDB's node), the
- * change log unchanged at 284 KiB (7881 entries), the fixed tables 32 KiB.
- * The live records alone 748 KiB (6.05x).  Instructions of the whole run
- * (callgrind, --ops 100000): +0.2% over 2c62f0f.
+ * counter apart, vis_seq and shown_seq as differences; then a value the
+ * cached rendering holds stored once, as its offset there.  After
+ * collection and compaction 1136 -> 980 -> 900 -> 856 KiB (9.18x -> 7.92x
+ * -> 7.28x -> 6.92x): records 824 -> 664 -> 584 -> 540 KiB (~110 B a record
+ * with its 7 B key and LMDB's 10 B node), the change log unchanged at 284
+ * KiB (7881 entries), the fixed tables 32 KiB.  The live records alone 712
+ * KiB (5.76x).  Instructions of the whole run (callgrind, --ops 100000):
+ * +1.1% over 2c62f0f (+0.9% of it the offsets: finding and checking them).
+ * What is left in a blob of ~93 B: the rendering 25, the base's stamp,
+ * origin and sequence 12, each leaf's path with its length 5, head 1,
+ * sequence 1-4 and value offset 1, an updated leaf's stamp 4-6, counts and
+ * trailer ~6.
  * What 2x (247 KiB) would take, per live record (49 B in all): the cached
- * rendering (25 B) gone, rendered from the registers on read; the change
+ * rendering (25 B) gone, rendered from the registers on read (values would
+ * then be stored in the leaves again); the change
  * log's entries at or below the collection floor dropped (a full export
  * would then walk the records, not the log); field names interned per
  * database; and LMDB's 10 B node plus a 7 B key per record left as the
