@@ -17,7 +17,8 @@
  *   dbinfo   u32 number | 'c' -> collections (u8 length + name)...
  *            u32 number | 's' -> u64 last change sequence
  *   records  u32 number | u16 collection | record id -> record blob
- *            (crdt/record.h: registers + cached visible rendering)
+ *            (crdt/record.h: registers + cached visible rendering; a
+ *            value the rendering holds is stored once, there)
  *   changes  u32 number | u64 seq -> u32 source | u16 collection | u8 0
  *                                       | u8 id length | id | varint n
  *            the change log: one entry per run of registers one store of a
