@@ -337,6 +337,7 @@ static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *o
     if (!rc && h.min2)
         rc = removed_upto(db, t->mt, h.min2, &keys, &n);
     crdtdb_txn_abort(t);
+    t = NULL; /* a failed read leaves no transaction for batch_end */
     if (!rc && (rc = crdtdb_txn_begin(db, 0, &t)))
         t = NULL;
     else if (rc)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "crdt/buf.h"
+#include "storage/internal.h"
 #include "tests/replica.h"
 #include "tests/testutil.h"
 
@@ -86,6 +87,33 @@ static int has(replica *r, const char *coll, const char *id)
     free(j);
     return j != NULL;
 }
+
+/* A collection whose first, read-only phase fails (here the stored floor
+ * is unreadable) says so, and ends its transaction once. */
+START_TEST(read_phase_failure_ends_cleanly)
+{
+    replica A;
+    uint64_t now = 1700000000000ull;
+    replica_init(&A, &now, "d");
+    put(&A, "add", "players", "a", "{\"a\":1}");
+    put(&A, "remove", "players", "a", NULL);
+    uint8_t k[5];
+    crdtdb__put_u32(k, A.db->num);
+    k[4] = 'g'; /* the floor, 3 bytes where it takes 56 */
+    MDB_txn *mt;
+    ck_assert_int_eq(mdb_txn_begin(A.env->mdb, NULL, 0, &mt), 0);
+    MDB_val kv = {5, k}, vv = {3, (void *)"bad"};
+    ck_assert_int_eq(mdb_put(mt, A.env->dbi_dbinfo, &kv, &vv, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(mt), 0);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), CRDTDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(crdtdb_db_errmsg(A.db), "unreadable"));
+    crdtdb_txn *t; /* the handle is free again */
+    ck_assert_int_eq(crdtdb_txn_begin(A.db, CRDTDB_TXN_RDONLY, &t), 0);
+    crdtdb_txn_abort(t);
+    replica_free(&A);
+}
+END_TEST
 
 /* A server whose every record was removed and collected resyncs a fresh
  * client: the export from 0 holds nothing, and must still be signed (the
@@ -999,6 +1027,7 @@ int main(void)
     TCase *tc = tcase_create("collect");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, lone_replica_collects_every_tombstone);
+    tcase_add_test(tc, read_phase_failure_ends_cleanly);
     tcase_add_test(tc, fresh_client_of_a_wholly_collected_log_syncs);
     tcase_add_test(tc, many_tombstones_go_in_batches);
     tcase_add_test(tc, tombstone_waits_until_every_peer_holds_it);
