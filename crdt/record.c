@@ -424,6 +424,16 @@ static uint8_t *put_varint(uint8_t *o, uint64_t v)
     return o;
 }
 
+static unsigned varint_len(uint64_t v)
+{
+    unsigned n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
 /* v - ref as a signed difference, zigzagged: small either way */
 static uint64_t zigzag(uint64_t v, uint64_t ref)
 {
@@ -723,10 +733,11 @@ int crdtdb__record_encode(const crdtdb__record *r, const uint8_t *visible,
         memcpy(o, l->path, l->path_len);
         o += l->path_len;
         uint32_t vl = l->kind == CRDTDB__KIND_VALUE ? l->val_len : 0;
-        /* a value the rendering holds is stored once: its offset there */
+        /* a value the rendering holds is stored once: its offset there,
+         * where that is shorter than the value */
         uint32_t at = ot && val_off && vl ? val_off[k] : UINT32_MAX;
         if (at != UINT32_MAX && (at > visible_len || vl > visible_len - at ||
-                                 memcmp(visible + at, l->val, vl) != 0))
+                                 varint_len(at) >= vl || memcmp(visible + at, l->val, vl) != 0))
             at = UINT32_MAX;
         if (ot) { /* version 4 (decoder above) */
             int same = has_base && l->hlc == r->base_hlc && map[l->origin] == map[r->base_origin];

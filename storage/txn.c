@@ -51,6 +51,9 @@ static int txn_begin_call(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
     if (rc) {
         if (t->mt)
             crdtdb__mt_abort(env, t->mt);
+        crdtdb__origins_ended(&db->orig, t);
+        free(t->events); /* events_from_log may have begun */
+        crdtdb_buf_free(&t->arena);
         free(t);
         return crdtdb__db_seterr(db, rc, "begin transaction: %s",
                                  mrc ? crdtdb__mdb_str(mrc) : crdtdb_strerror(rc));

@@ -336,24 +336,42 @@ START_TEST(golden_blob)
     ck_assert_uint_eq(d.leaves[1].kind, CRDTDB__KIND_MAP);
     ck_assert_uint_eq(d.leaves[1].seq, 3);
     r.leaves[1].hlc = 0x0104;
-    /* values the rendering holds are stored once: an offset into it */
+    /* values the rendering holds are stored once, as an offset into it,
+     * where that is shorter than the value: not this 1-byte one */
     uint32_t offs[2];
     ck_assert_int_eq(crdtdb__record_render_at(&r, &vis, offs), 0);
     ck_assert_uint_eq(offs[0], 3); /* 82 a1 'k' [07] a1 'm' 80 */
     ck_assert_uint_eq(offs[1], UINT32_MAX); /* a map: no value */
     ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, offs, &ot, &enc), 0);
-    static const uint8_t leaf_k[] = {0x03, 'k', 0x00, 0x01, 0x0c, 0x00, 0x83, 0x02, 0x01, 0x02, 0x03};
-    ck_assert_mem_eq(enc.data + 26, leaf_k, sizeof leaf_k);
-    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), 0);
-    ck_assert_ptr_eq(d.leaves[0].val, d.visible + 3);
-    ck_assert_uint_eq(d.leaves[0].val_len, 1);
-    ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, &ot, &enc2), 0);
-    ck_assert_mem_eq(enc2.data, want4, sizeof want4); /* written out again inline */
-    enc.data[36] = 0x07; /* an offset past the rendering */
-    ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), CRDTDB_ECORRUPT);
-    offs[0] = 2; /* an offset that does not hold the value: written inline */
-    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, offs, &ot, &enc), 0);
     ck_assert_mem_eq(enc.data, want4, sizeof want4);
+    {
+        crdtdb__record s;
+        crdtdb__record_init(&s);
+        w sa = {'a', 0, 0x0200, 0, 0}, sv = {'v', "s", 0x0200, 0, "\"hello\""};
+        apply(&s, &sa, &p);
+        apply(&s, &sv, &p);
+        s.base_seq = 1;
+        s.leaves[0].seq = 2;
+        ck_assert_int_eq(crdtdb__record_render_at(&s, &vis, offs), 0);
+        ck_assert_uint_eq(offs[0], 3); /* 81 a1 's' [a5 'hello'] */
+        ck_assert_int_eq(crdtdb__record_encode(&s, vis.data, vis.len, offs, &ot, &enc), 0);
+        /* path, head (6 << 3 | in the rendering | stamped as the base), seq
+         * +1 zigzagged, offset 3; then vis_seq and shown_seq (0: -1) */
+        static const uint8_t leaf_s[] = {0x03, 's', 0x00, 0x01, 0x36, 0x02, 0x03, 0x01, 0x01};
+        ck_assert_mem_eq(enc.data + enc.len - sizeof leaf_s, leaf_s, sizeof leaf_s);
+        ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), 0);
+        ck_assert_ptr_eq(d.leaves[0].val, d.visible + 3);
+        ck_assert_uint_eq(d.leaves[0].val_len, 6);
+        ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, &ot, &enc2), 0);
+        ck_assert_uint_eq(enc2.len, enc.len + 6 - 1); /* written out again inline */
+        enc.data[enc.len - 3] = 0x04; /* an offset whose value runs past the rendering */
+        ck_assert_int_eq(crdtdb__record_decode(&d, enc.data, enc.len, &ot), CRDTDB_ECORRUPT);
+        offs[0] = 2; /* an offset that does not hold the value: written inline */
+        ck_assert_int_eq(crdtdb__record_encode(&s, vis.data, vis.len, offs, &ot, &enc), 0);
+        ck_assert_mem_eq(enc.data, enc2.data, enc2.len);
+        crdtdb__record_free(&s);
+        ck_assert_int_eq(crdtdb__record_render(&r, &vis), 0);
+    }
     /* a version 3 blob read through the table is written again as 4 */
     ck_assert_int_eq(crdtdb__record_decode(&d, want, sizeof want, &ot), 0);
     ck_assert_int_eq(crdtdb__record_encode(&d, d.visible, d.visible_len, NULL, &ot, &enc2), 0);
@@ -643,6 +661,159 @@ START_TEST(drop_upto_keeps_later_registers)
 }
 END_TEST
 
+/* Version 4 with values stored as offsets into the rendering, as slot.c
+ * stores records, over random histories: render_at, encode with offsets,
+ * decode, and then (a) every leaf equal,
+ * (b) the rendering of the decoded record equals the stored one,
+ * (c) re-storing the decoded record unchanged gives the same bytes
+ * (canonical under the storage path), (d) hidden value leaves and
+ * invisible records are stored inline, (e) a big rendering (offsets of
+ * two or more varint bytes) works, (f) merges after decode keep values. */
+static const char *VALS2[] = {"1", "2", "\"s\"", "null", "[1]", "{\"k\":1}", "true",
+                              "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\""};
+START_TEST(offsets_round_trip_random)
+{
+    unsigned seed = tu_seed();
+    srand(seed);
+    ttab tt = {{0}, 0};
+    crdtdb__origin_table ot = {tt_key_of, tt_num_of, &tt};
+    size_t inline_hidden = 0, offs_used = 0, big = 0;
+    for (int round = 0; round < 3000; round++) {
+        w ws[24];
+        int n = 1 + rand() % 24;
+        for (int i = 0; i < n; i++) {
+            int k = rand() % 10;
+            ws[i].kind = k == 0 ? 'a' : k == 1 ? 'r' : k == 2 ? 'm' : 'v';
+            ws[i].path = PATHS[rand() % NPATHS];
+            ws[i].hlc = 1 + (uint64_t)(rand() % 12);
+            ws[i].origin = rand() % 3;
+            ws[i].json = VALS2[rand() % 8];
+        }
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < i; j++)
+                if (ws[i].hlc == ws[j].hlc && ws[i].origin == ws[j].origin &&
+                    (ws[i].kind == 'a' || ws[i].kind == 'r') ==
+                        (ws[j].kind == 'a' || ws[j].kind == 'r'))
+                    ws[i] = ws[j];
+        crdtdb__record r, d, d2;
+        pool p = {0};
+        crdtdb__record_init(&r);
+        crdtdb__record_init(&d);
+        crdtdb__record_init(&d2);
+        int half = n / 2;
+        for (int i = 0; i < half; i++)
+            ck_assert_int_ge(apply(&r, &ws[i], &p), 0);
+        uint64_t seq = 0;
+        number(&r, &seq);
+        crdtdb_buf vis = CRDTDB_BUF_INIT, enc = CRDTDB_BUF_INIT, vis2 = CRDTDB_BUF_INIT,
+                   enc2 = CRDTDB_BUF_INIT, blob = CRDTDB_BUF_INIT;
+        uint32_t offs[64], offs2[64];
+        ck_assert_int_eq(crdtdb__record_render_at(&r, &vis, offs), 0);
+        for (uint32_t i = 0; i < r.nleaves; i++) {
+            if (offs[i] != UINT32_MAX) {
+                offs_used++;
+                big += offs[i] >= 128;
+                ck_assert_mem_eq(vis.data + offs[i], r.leaves[i].val, r.leaves[i].val_len);
+            } else if (r.leaves[i].kind == CRDTDB__KIND_VALUE) {
+                inline_hidden++;
+            }
+        }
+        ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, offs, &ot, &enc), 0);
+        ck_assert_int_eq(crdtdb__buf_set(&blob, enc.data, enc.len), 0);
+        ck_assert_int_eq(crdtdb__record_decode(&d, blob.data, blob.len, &ot), 0);
+        ck_assert_uint_eq(d.nleaves, r.nleaves);
+        for (uint32_t i = 0; i < r.nleaves; i++) {
+            ck_assert_uint_eq(d.leaves[i].kind, r.leaves[i].kind);
+            ck_assert_uint_eq(d.leaves[i].val_len, r.leaves[i].val_len);
+            if (r.leaves[i].val_len)
+                ck_assert_mem_eq(d.leaves[i].val, r.leaves[i].val, r.leaves[i].val_len);
+            ck_assert_uint_eq(d.leaves[i].hlc, r.leaves[i].hlc);
+            ck_assert_uint_eq(d.leaves[i].seq, r.leaves[i].seq);
+        }
+        ck_assert_int_eq(crdtdb__record_render_at(&d, &vis2, offs2), 0);
+        ck_assert_uint_eq(vis2.len, d.visible_len);
+        if (vis2.len)
+            ck_assert_mem_eq(vis2.data, d.visible, vis2.len);
+        ck_assert_int_eq(crdtdb__record_encode(&d, vis2.data, vis2.len, offs2, &ot, &enc2), 0);
+        ck_assert_uint_eq(enc2.len, enc.len);
+        ck_assert_mem_eq(enc2.data, enc.data, enc.len);
+        for (int i = half; i < n; i++) {
+            w x = ws[i];
+            if (x.kind == 'a' || x.kind == 'r') {
+                uint32_t o;
+                ck_assert_int_eq(crdtdb__record_origin(&d, KEYS[x.origin], &o), 0);
+                ck_assert_int_ge(crdtdb__record_put_base(&d, x.kind == 'a' ? CRDTDB__BASE_ADD
+                                                                      : CRDTDB__BASE_REMOVE,
+                                                         x.hlc, o, 0), 0);
+            } else {
+                crdtdb__leaf l = make_leaf(&d, &x, &p);
+                ck_assert_int_ge(crdtdb__record_put_leaf(&d, &l), 0);
+            }
+            ck_assert_int_ge(apply(&r, &ws[i], &p), 0);
+        }
+        number(&d, &seq);
+        ck_assert_int_eq(crdtdb__record_render_at(&d, &vis2, offs2), 0);
+        char *want = render(&r), *got = render(&d);
+        ck_assert_msg(strcmp(got, want) == 0, "seed %u round %d: %s vs %s", seed, round, got, want);
+        free(want);
+        free(got);
+        ck_assert_int_eq(crdtdb__record_encode(&d, vis2.data, vis2.len, offs2, &ot, &enc2), 0);
+        ck_assert_int_eq(crdtdb__record_decode(&d2, enc2.data, enc2.len, &ot), 0);
+        ck_assert_uint_eq(d2.nleaves, d.nleaves);
+        for (uint32_t i = 0; i < d.nleaves; i++) {
+            ck_assert_uint_eq(d2.leaves[i].val_len, d.leaves[i].val_len);
+            if (d.leaves[i].val_len)
+                ck_assert_mem_eq(d2.leaves[i].val, d.leaves[i].val, d.leaves[i].val_len);
+        }
+        crdtdb__record_free(&r);
+        crdtdb__record_free(&d);
+        crdtdb__record_free(&d2);
+        crdtdb_buf_free(&vis);
+        crdtdb_buf_free(&vis2);
+        crdtdb_buf_free(&enc);
+        crdtdb_buf_free(&enc2);
+        crdtdb_buf_free(&blob);
+        pool_free(&p);
+    }
+    ck_assert_uint_gt(offs_used, 100); /* the cases came up */
+    ck_assert_uint_gt(inline_hidden, 10);
+    ck_assert_uint_gt(big, 10);
+}
+END_TEST
+
+/* An offset is used only where it is shorter than the value: 60 one-byte
+ * values, most past offset 127 (two varint bytes), cost no more. */
+START_TEST(offsets_never_cost_more)
+{
+    ttab tt = {{0}, 0};
+    crdtdb__origin_table ot = {tt_key_of, tt_num_of, &tt};
+    crdtdb__record r;
+    pool p = {0};
+    crdtdb__record_init(&r);
+    w add = {'a', 0, 10, 0, 0};
+    apply(&r, &add, &p);
+    char names[60][8];
+    for (int i = 0; i < 60; i++) {
+        snprintf(names[i], sizeof names[i], "k%02d", i);
+        w x = {'v', names[i], 11, 0, "1"};
+        ck_assert_int_eq(apply(&r, &x, &p), 1);
+    }
+    uint64_t seq = 0;
+    number(&r, &seq);
+    crdtdb_buf vis = CRDTDB_BUF_INIT, e1 = CRDTDB_BUF_INIT, e2 = CRDTDB_BUF_INIT;
+    uint32_t offs[64];
+    ck_assert_int_eq(crdtdb__record_render_at(&r, &vis, offs), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, offs, &ot, &e1), 0);
+    ck_assert_int_eq(crdtdb__record_encode(&r, vis.data, vis.len, NULL, &ot, &e2), 0);
+    ck_assert_uint_eq(e1.len, e2.len);
+    crdtdb_buf_free(&vis);
+    crdtdb_buf_free(&e1);
+    crdtdb_buf_free(&e2);
+    crdtdb__record_free(&r);
+    pool_free(&p);
+}
+END_TEST
+
 int main(void)
 {
     keys_init();
@@ -651,6 +822,8 @@ int main(void)
     tcase_add_test(tc, dotted_key_is_one_segment);
     tcase_add_test(tc, outcomes_and_dead_seqs);
     tcase_add_test(tc, golden_blob);
+    tcase_add_test(tc, offsets_round_trip_random);
+    tcase_add_test(tc, offsets_never_cost_more);
     tcase_add_test(tc, random_orders_converge);
     tcase_add_test(tc, put_many_matches_single_puts);
     tcase_add_test(tc, drop_upto_keeps_later_registers);
