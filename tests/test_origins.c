@@ -63,14 +63,20 @@ static void assert_written_by(crdtdb_db *db, const char *id, replica *w)
     ck_assert_mem_eq(got, want, sizeof want);
 }
 
-/* A record stores a byte or two per origin, not its 32-byte key. */
-START_TEST(origins_cost_a_number)
+/* A holds "a" by A, "b" (its value b_json) by B and "c" by C. */
+static void three_writers(const char *b_json)
 {
-    put(&B, "add", "players", "b", "{\"a\":1}");
+    put(&B, "add", "players", "b", b_json);
     put(&C, "add", "players", "c", "{\"a\":1}");
     put(&A, "add", "players", "a", "{\"a\":1}");
     sync_pair(&B, &A);
     sync_pair(&C, &A);
+}
+
+/* A record stores a byte or two per origin, not its 32-byte key. */
+START_TEST(origins_cost_a_number)
+{
+    three_writers("{\"a\":1}");
     put(&A, "update", "players", "b", "{\"x\":2}"); /* two origins */
     assert_written_by(A.db, "a", &A);
     assert_written_by(A.db, "b", &B);
@@ -252,11 +258,7 @@ END_TEST
  * 3, and records written again name origins by number. */
 START_TEST(blobs_with_keys_keep_working)
 {
-    put(&B, "add", "players", "b", "{\"a\":1,\"m\":{\"n\":2}}");
-    put(&C, "add", "players", "c", "{\"a\":1}");
-    put(&A, "add", "players", "a", "{\"a\":1}");
-    sync_pair(&B, &A);
-    sync_pair(&C, &A);
+    three_writers("{\"a\":1,\"m\":{\"n\":2}}");
     char *before = dump(&A);
     /* rewrite as format 2 wrote it */
     MDB_txn *mt;

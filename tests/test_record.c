@@ -475,7 +475,33 @@ static char *ref_render(const ref *m)
     return s;
 }
 
-static const char *VALS[] = {"1", "2", "\"s\"", "null", "[1]", "{\"k\":1}", "true"};
+/* the values random writes take: the last, a long string, is rendered past
+ * offset 127 where offsets take two bytes */
+static const char *VALS[] = {"1", "2", "\"s\"", "null", "[1]", "{\"k\":1}", "true",
+                             "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\""};
+
+/* 1..24 random writes into ws, of the first nvals VALS: stamps tie often,
+ * and identical stamps mean identical writes (one op, one stamp). */
+static int random_writes(w *ws, const char *const *vals, int nvals)
+{
+    int n = 1 + rand() % 24;
+    for (int i = 0; i < n; i++) {
+        int k = rand() % 10;
+        ws[i].kind = k == 0 ? 'a' : k == 1 ? 'r' : k == 2 ? 'm' : 'v';
+        ws[i].path = PATHS[rand() % NPATHS];
+        ws[i].hlc = 1 + (uint64_t)(rand() % 12);
+        ws[i].origin = rand() % 3;
+        ws[i].json = vals[rand() % nvals];
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (ws[i].hlc == ws[j].hlc && ws[i].origin == ws[j].origin &&
+                (ws[i].kind == 'a' || ws[i].kind == 'r') ==
+                    (ws[j].kind == 'a' || ws[j].kind == 'r'))
+                ws[i] = ws[j];
+    return n;
+}
 
 START_TEST(random_orders_converge)
 {
@@ -483,22 +509,7 @@ START_TEST(random_orders_converge)
     srand(seed);
     for (int round = 0; round < 3000; round++) {
         w ws[24];
-        int n = 1 + rand() % 24;
-        for (int i = 0; i < n; i++) {
-            int k = rand() % 10;
-            ws[i].kind = k == 0 ? 'a' : k == 1 ? 'r' : k == 2 ? 'm' : 'v';
-            ws[i].path = PATHS[rand() % NPATHS];
-            ws[i].hlc = 1 + (uint64_t)(rand() % 12); /* many ties */
-            ws[i].origin = rand() % 3;
-            ws[i].json = VALS[rand() % 7];
-        }
-        /* identical stamps must mean identical writes (one op, one stamp) */
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < i; j++)
-                if (ws[i].hlc == ws[j].hlc && ws[i].origin == ws[j].origin &&
-                    (ws[i].kind == 'a' || ws[i].kind == 'r') ==
-                        (ws[j].kind == 'a' || ws[j].kind == 'r'))
-                    ws[i] = ws[j];
+        int n = random_writes(ws, VALS, 7);
         ref m;
         memset(&m, 0, sizeof m);
         for (int i = 0; i < n; i++)
@@ -669,8 +680,6 @@ END_TEST
  * (canonical under the storage path), (d) hidden value leaves and
  * invisible records are stored inline, (e) a big rendering (offsets of
  * two or more varint bytes) works, (f) merges after decode keep values. */
-static const char *VALS2[] = {"1", "2", "\"s\"", "null", "[1]", "{\"k\":1}", "true",
-                              "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\""};
 START_TEST(offsets_round_trip_random)
 {
     unsigned seed = tu_seed();
@@ -680,21 +689,7 @@ START_TEST(offsets_round_trip_random)
     size_t inline_hidden = 0, offs_used = 0, big = 0;
     for (int round = 0; round < 3000; round++) {
         w ws[24];
-        int n = 1 + rand() % 24;
-        for (int i = 0; i < n; i++) {
-            int k = rand() % 10;
-            ws[i].kind = k == 0 ? 'a' : k == 1 ? 'r' : k == 2 ? 'm' : 'v';
-            ws[i].path = PATHS[rand() % NPATHS];
-            ws[i].hlc = 1 + (uint64_t)(rand() % 12);
-            ws[i].origin = rand() % 3;
-            ws[i].json = VALS2[rand() % 8];
-        }
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < i; j++)
-                if (ws[i].hlc == ws[j].hlc && ws[i].origin == ws[j].origin &&
-                    (ws[i].kind == 'a' || ws[i].kind == 'r') ==
-                        (ws[j].kind == 'a' || ws[j].kind == 'r'))
-                    ws[i] = ws[j];
+        int n = random_writes(ws, VALS, 8);
         crdtdb__record r, d, d2;
         pool p = {0};
         crdtdb__record_init(&r);
