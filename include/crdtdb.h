@@ -186,6 +186,14 @@ typedef struct crdtdb_env_options {
                                    and nothing stored, so that one peer's
                                    delta cannot stall a server's loop.  A
                                    delta of one record is always applied. */
+    uint32_t max_origins;       /* replicas the environment numbers, env-wide:
+                                   peers and the origins of stored
+                                   registers, whose numbers are never
+                                   reclaimed (default 16777216, ~100 B
+                                   each).  Past it, a delta from a new
+                                   sender or a write that names a new
+                                   origin is refused as if the map were
+                                   full (EMAPFULL) and nothing stored */
     /* Decides which peers may write to a database: called with the
      * database id and the sender's replica id of every delta before it is
      * applied; return non-zero to allow.  NULL: any valid signature.  A

@@ -453,8 +453,12 @@ static int apply_into(crdtdb_db *db, crdtdb_txn **tp, const uint8_t *delta, size
     crdtdb_txn *t = *tp;
     uint32_t src = 0;
     int self = memcmp(d->sender, env->pk, CRDTDB_REPLICA_ID_BYTES) == 0;
-    if (!rc && !self)
-        rc = crdtdb__peer_num(env, t->mt, d->sender, 1, &src);
+    if (!rc && !self && (rc = crdtdb__peer_num(env, t->mt, d->sender, 1, &src)))
+        rc = rc == CRDTDB_EMAPFULL
+                 ? crdtdb__db_seterr(db, rc, "a new sender past the %u replicas the "
+                                             "environment may number (max_origins)",
+                                     (unsigned)env->opts.max_origins)
+                 : crdtdb__db_seterr(db, rc, "apply: %s", crdtdb_strerror(rc));
     if (!rc && self)
         rc = rp ? crdtdb__db_seterr(db, CRDTDB_EBADVALUE, "a replace signed by this replica")
                 : check_self(t, d);

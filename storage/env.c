@@ -24,6 +24,7 @@ void crdtdb_env_options_init(crdtdb_env_options *o)
     o->max_delta_size = (size_t)4 << 20;
     o->max_delta_groups = CRDTDB__DELTA_GROUPS;
     o->max_apply_work = (size_t)16 << 20;
+    o->max_origins = (uint32_t)1 << 24;
 }
 
 void crdtdb_env_options_get(const crdtdb_env *env, crdtdb_env_options *opts)
@@ -212,7 +213,7 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
         o.max_value_size > UINT32_MAX / 2 || o.max_path_bytes == 0 ||
         o.max_path_bytes > UINT32_MAX / 2 || o.map_size == 0 || o.max_fields == 0 ||
         o.max_delta_size < o.max_value_size + o.max_path_bytes + 4096 ||
-        o.max_delta_groups == 0 || o.max_apply_work == 0)
+        o.max_delta_groups == 0 || o.max_apply_work == 0 || o.max_origins == 0)
         return CRDTDB_EINVAL;
     if (!o.clock)
         o.clock = system_ms;

@@ -26,6 +26,8 @@ int crdtdb__peer_num(crdtdb_env *env, MDB_txn *mt, const uint8_t *key,
         return CRDTDB_ECORRUPT;
     uint8_t b[4];
     *num = crdtdb__get_u32(nv.mv_data) + 1; /* 0: "here" as a source (CRDTDB__SRC_LOCAL) */
+    if (*num > env->opts.max_origins) /* never reclaimed: bounded */
+        return CRDTDB_EMAPFULL;
     crdtdb__put_u32(b, *num);
     MDB_val bv = {4, b};
     if ((rc = mdb_put(mt, env->dbi_meta, &nk, &bv, 0)) ||

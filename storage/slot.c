@@ -108,7 +108,11 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
         r->shown_seq = t->seq;
     if ((rc = crdtdb__record_encode(r, db->vis.data, db->vis.len, db->voff,
                                    crdtdb__origins_at(&db->orig, t->mt), &db->enc)))
-        return crdtdb__db_seterr(db, rc, "store: %s", crdtdb_strerror(rc));
+        return rc == CRDTDB_EMAPFULL
+                   ? crdtdb__db_seterr(db, rc, "store: a new origin past the %u replicas "
+                                               "the environment may number (max_origins)",
+                                       (unsigned)env->opts.max_origins)
+                   : crdtdb__db_seterr(db, rc, "store: %s", crdtdb_strerror(rc));
     MDB_val v = {db->enc.len, db->enc.data};
     int empty = r->base_kind == CRDTDB__BASE_NONE && r->nleaves == 0; /* all taken back */
     int mrc = empty ? (s->exists ? mdb_cursor_del(t->rec_cur, 0) : 0)

@@ -395,6 +395,40 @@ START_TEST(observer_transaction_keeps_its_pending_numbers)
 }
 END_TEST
 
+/* The numbers are never reclaimed, so they are bounded: a write naming a
+ * new origin past max_origins is refused whole, with a message saying so;
+ * writes by replicas already numbered go on. */
+START_TEST(new_origins_past_the_limit_are_refused)
+{
+    replica L;
+    crdtdb_env_options o;
+    crdtdb_env_options_init(&o);
+    ck_assert_int_eq(o.max_origins, 1u << 24);
+    replica_init(&L, &now_ms, "d");
+    replica_close(&L);
+    L.opts.max_origins = 2; /* numbers 1 and 2 */
+    replica_open(&L, "d");
+    put(&L, "add", "players", "l", "{\"a\":1}"); /* L's own key: 1 */
+    put(&B, "add", "players", "b", "{\"a\":1}");
+    sync_pair(&B, &L); /* B, sender and origin: 2 */
+    assert_written_by(L.db, "b", &B);
+    put(&C, "add", "players", "c", "{\"a\":1}");
+    net q = {0};
+    ck_assert_int_eq(crdtdb_db_export(C.db, 0, NULL, to_net, &q, NULL), 0);
+    ck_assert_int_eq(crdtdb_db_apply(L.db, q.msgs[0].data, q.msgs[0].len, NULL), CRDTDB_EMAPFULL);
+    ck_assert_ptr_nonnull(strstr(crdtdb_db_errmsg(L.db), "max_origins"));
+    ck_assert_ptr_null(tu_get(L.db, "players", "c"));
+    net_free(&q);
+    put(&B, "update", "players", "b", "{\"x\":1}");
+    sync_pair(&B, &L);
+    char *j = tu_get(L.db, "players", "b");
+    ck_assert_str_eq(j, "{\"a\":1,\"x\":1}");
+    free(j);
+    put(&L, "update", "players", "l", "{\"x\":1}");
+    replica_free(&L);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("origins");
@@ -406,6 +440,7 @@ static Suite *suite(void)
     tcase_add_test(tc, threads_number_apart);
     tcase_add_test(tc, blobs_with_keys_keep_working);
     tcase_add_test(tc, observer_transaction_keeps_its_pending_numbers);
+    tcase_add_test(tc, new_origins_past_the_limit_are_refused);
     suite_add_tcase(s, tc);
     return s;
 }
