@@ -590,7 +590,7 @@ int crdtdb__record_decode(crdtdb__record *r, const uint8_t *blob, size_t len,
             uint64_t head = get_varint(&rd);
             l.kind = (uint8_t)(head & 1);
             if (head & 2) {
-                if (r->base_kind == CRDTDB__BASE_NONE)
+                if (!has_base)
                     return CRDTDB_ECORRUPT;
                 l.hlc = r->base_hlc;
                 l.origin = r->base_origin;
