@@ -992,6 +992,10 @@ CRDTDB_API int crdtdb_delta_peek_sender(const uint8_t *data, size_t len,
 #define CRDTDB_PEER_RESYNC 0x4u      /* a full resync from it is under way
                                         (crdtdb_db_peer_resync): ask it
                                         for everything again */
+#define CRDTDB_PEER_RESYNCED 0x8u    /* a full resync from it ended here:
+                                        its writes are not gated as old
+                                        (docs/crdt.md, "Collecting
+                                        tombstones", rule 4) */
 
 /* What this replica knows of a peer, for one database. */
 typedef struct crdtdb_peer {
@@ -1056,7 +1060,12 @@ CRDTDB_API int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on,
  * with no tombstone, as a purge; with CRDTDB_RESYNC_SHARED (a server's
  * peer link), a visible one is removed instead, so replicas that got it
  * from us hear of it.  Registers newer than both stay and travel to the
- * peer.  Clears CRDTDB_PEER_RESYNC.  *n (may be NULL): records changed.
+ * peer.  Clears CRDTDB_PEER_RESYNC and sets CRDTDB_PEER_RESYNCED; `stamp`
+ * becomes this database's gate if higher: from then on an add stamped at
+ * or before it, of a record held no add or remove of here, that a delta
+ * from a replica not flagged so brings (crdtdb_db_apply and the others) is
+ * merged and then removed by a remove of ours, in the same transaction
+ * (docs/crdt.md, rule 4).  *n (may be NULL): records changed.
  * held(ctx, coll, id) is called once per record held here.
  * Errors: EINVAL, EROFS, EMAPFULL, EIO, ECORRUPT, ENOMEM.
  */

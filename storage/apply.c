@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "crdt/array.h"
 #include "crdt/buf.h"
 #include "crdt/hlc.h"
 #include "storage/slot.h"
@@ -105,6 +106,11 @@ typedef struct applier {
     uint64_t behind;   /* a sender from behind our collection floor: its
                           registers stamped up to here, of records we hold
                           nothing of, may be of records collected here */
+    uint64_t gate;     /* crdtdb__gate_for the sender: its adds stamped up
+                          to here, of records we hold nothing of, may be of
+                          records our resyncer collected: merged, then
+                          removed by us (gone[]) */
+    uint32_t *gone, ngone, gone_cap; /* indexes into d->recs */
 } applier;
 
 /* A group's sort key: its record, then its place in the delta. */
@@ -147,7 +153,8 @@ static int merge_record(applier *a, uint16_t coll, const char *id, const gkey *g
     crdtdb__record *rec = &db->rec;
     /* with no add or remove of it here, an old register may belong to a
      * record whose remove was collected: at or below the gate, dropped */
-    uint64_t gate = s.exists && rec->base_kind != CRDTDB__BASE_NONE ? 0 : a->behind;
+    int held = s.exists && rec->base_kind != CRDTDB__BASE_NONE;
+    uint64_t gate = held ? 0 : a->behind;
     if (a->rp && crdtdb__record_drop_upto(rec, a->rp->upto))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     int dropped = rec->ndead > 0;
@@ -163,6 +170,12 @@ static int merge_record(applier *a, uint16_t coll, const char *id, const gkey *g
         const crdtdb__delta_rec *r = &d->recs[g[k].idx];
         if (r->base_kind == CRDTDB__BASE_NONE || r->base_hlc <= gate)
             continue;
+        if (!held && r->base_kind == CRDTDB__BASE_ADD && r->base_hlc <= a->gate &&
+            (!a->ngone || a->gone[a->ngone - 1] != g[0].idx)) {
+            if (crdtdb__array_grow(&a->gone, &a->gone_cap, a->ngone, sizeof *a->gone, 8))
+                return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+            a->gone[a->ngone++] = g[0].idx;
+        }
         if (crdtdb__record_origin(rec, d->origins[r->base_origin], &o))
             return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
         rc = crdtdb__record_put_base(rec, r->base_kind, r->base_hlc, o, 0);
@@ -414,7 +427,7 @@ static int replace_call(crdtdb_db *db, const char *coll, const char *id, uint64_
     int rc = crdtdb_txn_begin(db, 0, &t);
     if (rc)
         return rc;
-    applier a = {t, NULL, NULL, 0, NULL, NULL, 0, 0, &rp, 0};
+    applier a = {t, NULL, NULL, 0, NULL, NULL, 0, 0, &rp, 0, 0, NULL, 0, 0};
     rc = merge_record(&a, (uint16_t)c, id, NULL, 0);
     if (rc) {
         crdtdb_txn_abort(t);
@@ -462,7 +475,9 @@ static int apply_into(crdtdb_db *db, crdtdb_txn **tp, const uint8_t *delta, size
     if (!rc && self)
         rc = rp ? crdtdb__db_seterr(db, CRDTDB_EBADVALUE, "a replace signed by this replica")
                 : check_self(t, d);
-    applier a = {t, d, colls, src, w, NULL, 0, 0, rp, behind};
+    applier a = {t, d, colls, src, w, NULL, 0, 0, rp, behind, 0, NULL, 0, 0};
+    if (!rc && !self && !rp && (rc = crdtdb__gate_for(t, d->sender, &a.gate)))
+        crdtdb__db_seterr(db, rc, "apply: %s", crdtdb_strerror(rc));
     if (!rc && rp && !d->nrecs) /* the peer holds nothing of it */
         rc = merge_record(&a, (uint16_t)rp->coll, rp->id, NULL, 0);
     else if (!rc)
@@ -475,6 +490,16 @@ static int apply_into(crdtdb_db *db, crdtdb_txn **tp, const uint8_t *delta, size
         if (rc)
             crdtdb__db_seterr(db, rc, "clock moved during apply");
     }
+    /* what may be a collected record coming back goes again, by a remove
+     * the sender and everyone else hear of (its copy holds it too) */
+    for (uint32_t i = 0; !rc && i < a.ngone; i++) {
+        const crdtdb__delta_rec *r = &d->recs[a.gone[i]];
+        char id[CRDTDB_ID_MAX + 1];
+        memcpy(id, r->id.p, r->id.n); /* merge_all checked it */
+        id[r->id.n] = 0;
+        rc = crdtdb__remove_relayed(t, colls[r->coll], id);
+    }
+    free(a.gone);
     *received = 0;
     if (!rc && !self && !rp) /* a replace is no range of the peer's log */
         rc = update_marks(t, d, received);

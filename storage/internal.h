@@ -45,6 +45,8 @@
  *            [| u64 stable | u64 pend_acked | u64 pend_mine | u64 seen_ms]
  *            (the bracket is absent in marks written before collection)
  *   dbinfo   u32 number | 'g' -> u64 collection floor | u64 horizon stamp
+ *   dbinfo   u32 number | 'r' -> u64 the newest horizon stamp a full resync
+ *            brought here (the gate; resync.c)
  *   meta     "drop:" + id -> where a dropped database's history ended, for
  *            one created again under its id (db.c, tomb_put)
  */
@@ -209,6 +211,16 @@ int crdtdb__copy_dense(crdtdb_env *env, const char *dir, int mark_restored);
 
 /* collect.c: the stored floor of db (all zero when never collected). */
 int crdtdb__floor_read(crdtdb_db *db, MDB_txn *mt, crdtdb__floor *f);
+
+/* resync.c: the gate a delta from `sender` passes (0: none), inside t.  A
+ * replica a full resync reached holds no tombstone of what its resyncer
+ * collected: an add stamped at or below the gate, of a record held nothing
+ * of here, may be one of those records coming back (docs/crdt.md, rule 4). */
+int crdtdb__gate_for(crdtdb_txn *t, const uint8_t *sender, uint64_t *gate);
+/* A remove of our own, inside t, of a record others may hold from us: a
+ * relay of what went, so the copy's read-only mark does not stop it.  A
+ * record not visible is left as it is. */
+int crdtdb__remove_relayed(crdtdb_txn *t, uint16_t coll, const char *id);
 
 /* db.c */
 /* The one exit of every public call on a database handle (the model is

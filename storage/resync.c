@@ -7,6 +7,11 @@
  * `acked`), and anything stamped at or before its horizon stamp is older
  * than what it collected: those registers go.  What is left is newer than
  * anything it could have removed, and travels to it as usual.
+ *
+ * The peer's horizon stamp then stays here as the gate (docs/crdt.md,
+ * rule 4): we hold no tombstone of what it collected, so an add that old
+ * of a record we hold nothing of, from any other replica, is answered with
+ * a remove of our own (apply.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +20,7 @@
 #include "crdt/hlc.h"
 #include "storage/slot.h"
 
+/* on 1: a resync began; 0: none was needed after all; 2: it ended here */
 static int resync_flag(crdtdb_txn *t, const uint8_t *peer, int on)
 {
     crdtdb__marks m;
@@ -22,11 +28,78 @@ static int resync_flag(crdtdb_txn *t, const uint8_t *peer, int on)
     int rc = crdtdb__marks_get(t->db, t->mt, peer, &m, &found);
     if (rc)
         return rc;
-    unsigned flags = on ? m.flags | CRDTDB_PEER_RESYNC : m.flags & ~CRDTDB_PEER_RESYNC;
+    unsigned flags = on == 1 ? m.flags | CRDTDB_PEER_RESYNC : m.flags & ~CRDTDB_PEER_RESYNC;
+    if (on == 2)
+        flags |= CRDTDB_PEER_RESYNCED;
     if (flags == m.flags)
         return 0;
     m.flags = flags;
     return crdtdb__marks_put(t->db, t->mt, peer, &m);
+}
+
+static MDB_val gate_key(uint8_t k[5], uint32_t num)
+{
+    crdtdb__put_u32(k, num);
+    k[4] = 'r';
+    MDB_val v = {5, k};
+    return v;
+}
+
+static int gate_read(crdtdb_db *db, MDB_txn *mt, uint64_t *gate)
+{
+    uint8_t kb[5];
+    MDB_val k = gate_key(kb, db->num), v;
+    *gate = 0;
+    int mrc = mdb_get(mt, db->env->dbi_dbinfo, &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    if (v.mv_size != 8)
+        return CRDTDB_ECORRUPT;
+    *gate = crdtdb__get_u64(v.mv_data);
+    return 0;
+}
+
+/* The gate only rises: every resync's horizon stamp is one more floor of
+ * what this replica may hold no tombstone of. */
+static int gate_raise(crdtdb_txn *t, uint64_t stamp)
+{
+    uint64_t gate;
+    int rc = gate_read(t->db, t->mt, &gate);
+    if (rc || stamp <= gate)
+        return rc;
+    uint8_t kb[5], vb[8];
+    MDB_val k = gate_key(kb, t->db->num), v = {8, vb};
+    crdtdb__put_u64(vb, stamp);
+    return crdtdb__mdb_err(mdb_put(t->mt, t->db->env->dbi_dbinfo, &k, &v, 0));
+}
+
+/* The replica that resynced us holds what it collected as we do now: its
+ * writes pass (and a resync under way is its snapshot). */
+int crdtdb__gate_for(crdtdb_txn *t, const uint8_t *sender, uint64_t *gate)
+{
+    int rc = gate_read(t->db, t->mt, gate);
+    if (rc || !*gate)
+        return rc;
+    crdtdb__marks m;
+    int found;
+    if ((rc = crdtdb__marks_get(t->db, t->mt, sender, &m, &found)))
+        return rc;
+    if (found && (m.flags & (CRDTDB_PEER_RESYNC | CRDTDB_PEER_RESYNCED)))
+        *gate = 0;
+    return 0;
+}
+
+int crdtdb__remove_relayed(crdtdb_txn *t, uint16_t coll, const char *id)
+{
+    crdtdb_db *db = t->db;
+    int ro = db->readonly;
+    t->ro_known = 1, t->ro = 0, db->readonly = 0;
+    int rc = crdtdb_db_remove(db, t, db->colls[coll], id);
+    db->readonly = ro;
+    t->ro_known = 0;
+    return rc;
 }
 
 static int peer_resync_call(crdtdb_db *db, const uint8_t *peer, int on, uint64_t stamp)
@@ -46,7 +119,7 @@ static int peer_resync_call(crdtdb_db *db, const uint8_t *peer, int on, uint64_t
         return crdtdb__db_seterr(db, rc,
                                  "resync: the peer's horizon stamp is too far ahead of our clock");
     }
-    if ((rc = resync_flag(t, peer, on))) {
+    if ((rc = resync_flag(t, peer, on != 0))) {
         crdtdb_txn_abort(t);
         return crdtdb__db_seterr(db, rc, "peer watermarks: %s", crdtdb_strerror(rc));
     }
@@ -146,14 +219,7 @@ static int end_one(crdtdb_txn *t, const crdtdb__rkey *key, uint64_t acked, uint6
     if (flags & CRDTDB_RESYNC_SHARED) {
         /* others may hold this record from us: they must hear that it
          * went, so a remove of our own, not a silent drop */
-        if (!s.was_visible)
-            return 0;
-        int ro = db->readonly; /* a relay of what went, not a write of ours */
-        t->ro_known = 1, t->ro = 0, db->readonly = 0;
-        rc = crdtdb_db_remove(db, t, db->colls[coll], id);
-        db->readonly = ro;
-        t->ro_known = 0;
-        return rc;
+        return s.was_visible ? crdtdb__remove_relayed(t, coll, id) : 0;
     }
     if (held) { /* its leaves stay; our base goes if it was collected there */
         uint8_t kind = r->base_kind;
@@ -199,7 +265,7 @@ static int resync_end_call(crdtdb_db *db, const uint8_t *peer, uint64_t stamp, u
         rc = end_one(t, &keys[i], acked, stamp, flags, h, &count);
     }
     free(keys);
-    if (!rc && (rc = resync_flag(t, peer, 0)))
+    if (!rc && ((rc = gate_raise(t, stamp)) || (rc = resync_flag(t, peer, 2))))
         crdtdb__db_seterr(db, rc, "resync: %s", crdtdb_strerror(rc));
     if (rc) {
         crdtdb_txn_abort(t);

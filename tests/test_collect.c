@@ -667,13 +667,13 @@ START_TEST(add_between_a_remove_and_a_newer_hidden_leaf_shows_the_leaf)
 }
 END_TEST
 
-/* Open defect (found by random_schedules_with_silent_peers_bring_nothing_
- * back, schedule seed 502138): in a mesh, a peer outside the collector's
- * horizon launders an old write through a peer already resynced.  A adds x,
- * Q gets it; A removes x and collects it, P and Q silent.  P comes back and
- * is resynced (it never held x).  Q, not yet back, serves P its old add of
- * x; P relays it to A in an ordinary session, where nothing drops old
- * writes to what A collected, and x is back. */
+/* Found by random_schedules_with_silent_peers_bring_nothing_back (schedule
+ * seed 502138): in a mesh, a peer outside the collector's horizon offers an
+ * old write through a peer already resynced.  A adds x, Q gets it; A
+ * removes x and collects it, P and Q silent.  P comes back and is resynced
+ * (it never held x).  Q, not yet back, serves P its old add of x.  P's gate
+ * (A's horizon stamp) knows it may be a collected record: P takes it and
+ * removes it, and that remove reaches Q and A (docs/crdt.md, rule 4). */
 START_TEST(old_write_relayed_by_a_resynced_peer_stays_gone)
 {
     replica A, P, Q;
@@ -700,11 +700,82 @@ START_TEST(old_write_relayed_by_a_resynced_peer_stays_gone)
     now_ms += 10;
     sync2(&Q, &P); /* Q, still behind A's horizon, serves P */
     now_ms += 10;
+    ck_assert(!has(&P, "players", "x"));
     sync2(&A, &P); /* P relays it */
     ck_assert_msg(!has(&A, "players", "x"), "a collected remove's record came back through P");
+    sync2(&Q, &P);
+    ck_assert_msg(!has(&Q, "players", "x"), "Q keeps what P removed");
+    char *da = dump(&A), *dp = dump(&P), *dq = dump(&Q);
+    ck_assert_str_eq(da, dp);
+    ck_assert_str_eq(da, dq);
+    free(da);
+    free(dp);
+    free(dq);
     replica_free(&A);
     replica_free(&P);
     replica_free(&Q);
+}
+END_TEST
+
+/* The gate is for others' writes: a record the resyncer itself sends, as
+ * old as it may be (a write it took late from a replica in its horizon),
+ * is what the resyncer holds, and stays. */
+START_TEST(old_write_from_the_resyncer_is_kept)
+{
+    replica A, P, B, C; /* C is B's peer, never A's */
+    replica_init(&A, &now_ms, "game");
+    replica_init(&P, &now_ms, "game");
+    replica_init(&B, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+    put(&P, "add", "moves", "p1", "{}");
+    put(&B, "add", "moves", "b1", "{}");
+    put(&C, "add", "moves", "c1", "{}");
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&A, &P);
+    sync2(&A, &B);
+    sync2(&B, &C);
+    now_ms += 10;
+    put(&C, "add", "players", "old", "{\"hp\":3}"); /* C keeps it a while */
+    now_ms += 10;
+    put(&A, "add", "players", "x", "{\"hp\":1}");
+    now_ms += 10;
+    put(&A, "remove", "players", "x", NULL);
+    now_ms += 60000;
+    sync2(&A, &B); /* B acks x's remove */
+    sync2(&A, &B);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 30000, &st), 0);
+    ck_assert_uint_eq(st.peers_left, 1); /* P, silent */
+    ck_assert_uint_eq(st.records, 1);
+    sync2(&A, &P); /* P is resynced: its gate is past old's add */
+    crdtdb_peer p;
+    uint8_t ida[32];
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(P.db, rid(&A, ida), &p, &found), 0);
+    ck_assert(found && (p.flags & CRDTDB_PEER_RESYNCED));
+    ck_assert(!has(&P, "players", "x"));
+    now_ms += 10;
+    sync2(&B, &C); /* old reaches A through B, in A's horizon */
+    sync2(&A, &B);
+    ck_assert(has(&A, "players", "old"));
+    sync2(&A, &P); /* and P from A, which holds what it collected */
+    ck_assert_msg(has(&P, "players", "old"), "P removed a record its resyncer holds");
+    sync2(&A, &P);
+    sync2(&A, &B);
+    sync2(&B, &C);
+    char *da = dump(&A), *dp = dump(&P), *db = dump(&B), *dc = dump(&C);
+    ck_assert_str_eq(da, dp);
+    ck_assert_str_eq(da, db);
+    ck_assert_str_eq(da, dc);
+    ck_assert_ptr_nonnull(strstr(da, "old="));
+    free(da);
+    free(dp);
+    free(db);
+    free(dc);
+    replica_free(&A);
+    replica_free(&P);
+    replica_free(&B);
+    replica_free(&C);
 }
 END_TEST
 
@@ -999,15 +1070,21 @@ START_TEST(random_schedules_with_silent_peers_bring_nothing_back)
 }
 END_TEST
 
-/* A schedule of the family above that brings a removed record back (r5),
- * found by CI's fresh seed on 2026-12-05 and failing the same way at
- * 4255081: a mesh with silent peers and an age limit, the case of the
- * known gap (docs/crdt.md), not yet told apart from it.  It fails until
- * fixed, so it runs only when asked (CRDTDB_REPRO=1); trace it with
- * COLLECT_TRACE=1 CRDTDB_SCHEDULES=1 CRDTDB_SEED=1796465152. */
+/* Schedules of the family above that brought a removed record back, found
+ * by CI's fresh seeds on 2026-12-05 and 2026-12-06: in a mesh with silent
+ * peers and an age limit, a peer resynced by replica 0 took an old add of
+ * a collected record from a peer still behind 0's horizon, and passed it
+ * to 0 (rule 4 of docs/crdt.md closes it).  Trace one with
+ * COLLECT_TRACE=1 CRDTDB_SCHEDULES=1 CRDTDB_SEED=<seed - 1000>. */
 START_TEST(silent_peer_mesh_schedule_1796466152_keeps_r5_gone)
 {
     schedule(1796466152u, 60, 80, 0);
+}
+END_TEST
+
+START_TEST(silent_peer_mesh_schedule_1796529104_keeps_r3_gone)
+{
+    schedule(1796529104u, 60, 80, 0);
 }
 END_TEST
 
@@ -1038,15 +1115,16 @@ int main(void)
     tcase_add_test(tc, linked_server_keeps_a_live_record);
     tcase_add_test(tc, churning_client_in_the_horizon_is_not_resynced);
     tcase_add_test(tc, restored_old_backup_is_resynced);
-    /* reproducers of open defects of the handoff (review of 1d0803c..775769d)
-     * and of a mesh's laundered old write: they fail until fixed, so they
-     * run only when asked (CRDTDB_REPRO=1) */
-    if (getenv("CRDTDB_REPRO")) {
-        tcase_add_test(tc, client_of_a_copy_created_again_hears_of_a_collected_remove);
+    tcase_add_test(tc, client_of_a_copy_created_again_hears_of_a_collected_remove);
+    tcase_add_test(tc, old_write_relayed_by_a_resynced_peer_stays_gone);
+    tcase_add_test(tc, old_write_from_the_resyncer_is_kept);
+    tcase_add_test(tc, silent_peer_mesh_schedule_1796466152_keeps_r5_gone);
+    tcase_add_test(tc, silent_peer_mesh_schedule_1796529104_keeps_r3_gone);
+    /* a reproducer of an open defect of the handoff (review of
+     * 1d0803c..775769d): it fails until fixed, so it runs only when asked
+     * (CRDTDB_REPRO=1) */
+    if (getenv("CRDTDB_REPRO"))
         tcase_add_test(tc, handed_off_copy_does_not_pin_the_owners_collection);
-        tcase_add_test(tc, old_write_relayed_by_a_resynced_peer_stays_gone);
-        tcase_add_test(tc, silent_peer_mesh_schedule_1796466152_keeps_r5_gone);
-    }
     tcase_add_test(tc, server_refuses_a_resync);
     tcase_add_test(tc, collection_under_a_live_session_resyncs_its_peer);
     tcase_add_test(tc, random_schedules_converge_with_collection);
