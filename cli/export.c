@@ -324,10 +324,11 @@ static int print_peer(void *ctx, const crdtdb_peer *p)
 {
     char id[ID_HEX + 1];
     hex_encode(p->id, sizeof p->id, id);
-    fprintf(ctx, "%s received %" PRIu64 " acked %" PRIu64 "%s%s\n", id,
+    fprintf(ctx, "%s received %" PRIu64 " acked %" PRIu64 "%s%s%s\n", id,
             p->received, p->acked,
             p->flags & CRDTDB_PEER_EQUIVOCATED ? " flagged:equivocation" : "",
-            p->flags & CRDTDB_PEER_FORKED ? " flagged:forked-history" : "");
+            p->flags & CRDTDB_PEER_FORKED ? " flagged:forked-history" : "",
+            p->flags & CRDTDB_PEER_LEFT ? " left" : "");
     return 0;
 }
 

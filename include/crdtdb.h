@@ -996,6 +996,11 @@ CRDTDB_API int crdtdb_delta_peek_sender(const uint8_t *data, size_t len,
                                         its writes are not gated as old
                                         (docs/crdt.md, "Collecting
                                         tombstones", rule 4) */
+#define CRDTDB_PEER_LEFT 0x10u       /* it said it dropped its copy
+                                        (crdtdb_db_peer_leave): out of the
+                                        horizon; resynced whole if it comes
+                                        back; cleared by its next delta or
+                                        ack */
 
 /* What this replica knows of a peer, for one database. */
 typedef struct crdtdb_peer {
@@ -1026,6 +1031,14 @@ CRDTDB_API int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer,
  * acknowledgements.  Errors: EROFS, EIO. */
 CRDTDB_API int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer,
                                   uint64_t acked);
+
+/* Marks `peer` as gone (CRDTDB_PEER_LEFT), durably: it dropped its copy
+ * of db (protocol.md message 17, LEAVE), so it no longer holds collection
+ * back (crdtdb_db_collect), and if it ever comes back a server resyncs it
+ * whole, as one silent past the age limit.  Its watermarks stay, for
+ * `crdtdb peers`; the flag goes with its next delta or acknowledgement.
+ * An unknown peer is recorded as gone.  Errors: EROFS, EIO. */
+CRDTDB_API int crdtdb_db_peer_leave(crdtdb_db *db, const uint8_t *peer);
 
 /* crdtdb_db_peer_ack, saying also where the peer's own log was when it
  * held that much of ours (`their_seq`, protocol.md message 4's second
@@ -1332,6 +1345,15 @@ CRDTDB_API void crdtdb_session_abort(crdtdb_session *s, int code, const char *me
 
 /* Queues a close for the peer (after any output) and closes the session. */
 CRDTDB_API void crdtdb_session_shutdown(crdtdb_session *s);
+
+/* A client that drops its copy of the database: queues LEAVE (protocol.md
+ * message 17; after any output), which asks the server to stop counting
+ * on this replica (crdtdb_db_peer_leave), and closes the session.  Call it
+ * once crdtdb_session_synced says the server holds everything, then drop
+ * the copy: what the server had not received is lost to it (if the copy
+ * comes back, the server resyncs it whole).  Errors: EINVAL (a server's
+ * session, or one not open). */
+CRDTDB_API int crdtdb_session_leave(crdtdb_session *s);
 
 /* Detail of the last failure; never NULL. */
 CRDTDB_API const char *crdtdb_session_errmsg(const crdtdb_session *s);

@@ -123,8 +123,9 @@ static int horizon_peers(crdtdb_db *db, MDB_txn *mt, uint64_t max_age, uint64_t 
         /* a forger or a clone is refused anyway: it holds nothing back */
         if (m.flags & (CRDTDB_PEER_EQUIVOCATED | CRDTDB_PEER_FORKED))
             continue;
-        if (max_age && (m.seen_ms == 0 || now - m.seen_ms > max_age)) {
-            ++*left; /* silent too long: it resyncs whole if it returns */
+        if ((m.flags & CRDTDB_PEER_LEFT) ||
+            (max_age && (m.seen_ms == 0 || now - m.seen_ms > max_age))) {
+            ++*left; /* gone, or silent too long: it resyncs whole if it returns */
             continue;
         }
         uint32_t num = 0;

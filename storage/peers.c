@@ -192,6 +192,7 @@ void crdtdb__marks_heard(crdtdb__marks *m, uint64_t now_ms)
     }
     if (now_ms > m->seen_ms)
         m->seen_ms = now_ms;
+    m->flags &= ~CRDTDB_PEER_LEFT; /* it is back */
 }
 
 /* An ack pair: acked is stable once we hold the peer's log up to mine.
@@ -255,6 +256,18 @@ int crdtdb_db_peer_ack_at(crdtdb_db *db, const uint8_t *peer, uint64_t acked,
 {
     return crdtdb__db_exit(db, peer_ack_call(db, peer, acked,
                                              their_seq == UINT64_MAX ? UINT64_MAX - 1 : their_seq));
+}
+
+static int peer_leave_call(crdtdb_db *db, const uint8_t *peer)
+{
+    if (!db || !peer)
+        return CRDTDB_EINVAL;
+    return marks_raise(db, peer, 0, UINT64_MAX, CRDTDB_PEER_LEFT);
+}
+
+int crdtdb_db_peer_leave(crdtdb_db *db, const uint8_t *peer)
+{
+    return crdtdb__db_exit(db, peer_leave_call(db, peer));
 }
 
 int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag)

@@ -68,6 +68,35 @@ static void sync_rounds(replica *srv, replica *cli, int rounds)
 
 static void sync2(replica *srv, replica *cli) { sync_rounds(srv, cli, 0); }
 
+/* A session that settles, then the client leaves (LEAVE), as a copy
+ * handed off does before it is dropped. */
+static void sync_leave(replica *srv, replica *cli)
+{
+    crdtdb_session *a = open_session(srv, 1, 0), *b = open_session(cli, 0, 0);
+    for (int i = 0;; i++) {
+        if (!(move(a, b) + move(b, a))) {
+            crdtdb_session_pump(a);
+            crdtdb_session_pump(b);
+            size_t la, lb;
+            crdtdb_session_output(a, &la);
+            crdtdb_session_output(b, &lb);
+            if (!la && !lb)
+                break;
+        }
+        ck_assert_msg(i < 100000, "sync does not settle");
+    }
+    ck_assert(crdtdb_session_synced(b));
+    ck_assert_int_eq(crdtdb_session_leave(b), 0);
+    ck_assert(crdtdb_session_closed(b));
+    ck_assert_int_eq(crdtdb_session_leave(b), CRDTDB_EINVAL); /* once */
+    ck_assert_int_eq(crdtdb_session_leave(a), CRDTDB_EINVAL); /* a client's */
+    move(b, a);
+    ck_assert(crdtdb_session_closed(a));
+    crdtdb_session_close(a);
+    crdtdb_session_close(b);
+}
+
+
 static uint64_t stat_removed(replica *r)
 {
     crdtdb_db_stats st;
@@ -86,6 +115,16 @@ static int has(replica *r, const char *coll, const char *id)
     char *j = tu_get(r->db, coll, id);
     free(j);
     return j != NULL;
+}
+
+static unsigned peer_flags(replica *r, replica *of)
+{
+    crdtdb_peer p;
+    uint8_t id[32];
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(r->db, rid(of, id), &p, &found), 0);
+    ck_assert(found);
+    return p.flags;
 }
 
 /* A collection whose first, read-only phase fails (here the stored floor
@@ -530,7 +569,7 @@ END_TEST
  * is dropped and does not come back: it must not pin the owner's
  * collection.  Before the handoff such a copy stayed and kept acking; now
  * its last ack would hold every later tombstone of the owner forever
- * (with no max_peer_age, the default). */
+ * (with no max_peer_age, the default).  So it leaves (LEAVE) first. */
 START_TEST(handed_off_copy_does_not_pin_the_owners_collection)
 {
     replica A, N;
@@ -540,7 +579,8 @@ START_TEST(handed_off_copy_does_not_pin_the_owners_collection)
     put(&N, "add", "moves", "n1", "{}"); /* N proves its id to A */
     client_flags = CRDTDB_SESSION_NO_PURGE;
     sync2(&A, &N);
-    sync2(&A, &N);
+    sync_leave(&A, &N);
+    ck_assert_uint_ne(peer_flags(&A, &N) & CRDTDB_PEER_LEFT, 0);
     /* N hands off: A holds all of it; N drops its copy */
     crdtdb_db_close(N.db);
     N.db = NULL;
@@ -551,6 +591,44 @@ START_TEST(handed_off_copy_does_not_pin_the_owners_collection)
     ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
     ck_assert_msg(st.records == 1, "the dropped copy pins the owner's tombstone (%llu collected)",
                   (unsigned long long)st.records);
+    ck_assert_uint_eq(st.peers_left, 1);
+    replica_free(&A);
+    replica_free(&N);
+}
+END_TEST
+
+/* One that left and comes back anyway (it kept its copy, or a replica
+ * claimed its id) is resynced whole, however much of our log it says it
+ * holds: collection went on without it.  Its next delta or acknowledgement
+ * brings it back into the horizon. */
+START_TEST(left_peer_that_comes_back_is_resynced)
+{
+    replica A, N;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&N, &now_ms, "game");
+    put(&N, "add", "moves", "n1", "{}");
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&A, &N);
+    now_ms += 10;
+    put(&A, "add", "players", "x", "{\"hp\":1}");
+    now_ms += 10;
+    put(&A, "remove", "players", "x", NULL);
+    sync_leave(&A, &N); /* N holds A's whole log, x's remove too */
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    ck_assert_uint_eq(st.peers_left, 1);
+    ck_assert_uint_eq(peer_flags(&N, &A) & CRDTDB_PEER_RESYNCED, 0);
+    sync2(&A, &N); /* its SINCE is A's last, above the floor */
+    ck_assert_uint_ne(peer_flags(&N, &A) & CRDTDB_PEER_RESYNCED, 0);
+    now_ms += 10;
+    put(&N, "add", "moves", "n2", "{}");
+    sync2(&A, &N);
+    ck_assert_uint_eq(peer_flags(&A, &N) & CRDTDB_PEER_LEFT, 0); /* back */
+    char *da = dump(&A), *dn = dump(&N);
+    ck_assert_str_eq(da, dn);
+    free(da);
+    free(dn);
     replica_free(&A);
     replica_free(&N);
 }
@@ -1120,11 +1198,8 @@ int main(void)
     tcase_add_test(tc, old_write_from_the_resyncer_is_kept);
     tcase_add_test(tc, silent_peer_mesh_schedule_1796466152_keeps_r5_gone);
     tcase_add_test(tc, silent_peer_mesh_schedule_1796529104_keeps_r3_gone);
-    /* a reproducer of an open defect of the handoff (review of
-     * 1d0803c..775769d): it fails until fixed, so it runs only when asked
-     * (CRDTDB_REPRO=1) */
-    if (getenv("CRDTDB_REPRO"))
-        tcase_add_test(tc, handed_off_copy_does_not_pin_the_owners_collection);
+    tcase_add_test(tc, handed_off_copy_does_not_pin_the_owners_collection);
+    tcase_add_test(tc, left_peer_that_comes_back_is_resynced);
     tcase_add_test(tc, server_refuses_a_resync);
     tcase_add_test(tc, collection_under_a_live_session_resyncs_its_peer);
     tcase_add_test(tc, random_schedules_converge_with_collection);

@@ -1899,6 +1899,25 @@ static int feed_engine(int server, int handshake, const crdtdb_buf *f, pev *e)
     return rc;
 }
 
+/* LEAVE ([17]) is a client's last word to a server: the session ends
+ * there, with no error; sent to a client, or with arguments, it is
+ * malformed. */
+START_TEST(leave_ends_a_server_session)
+{
+    crdtdb_buf f = CRDTDB_BUF_INIT;
+    pev e;
+    uint8_t one[] = {17}, two[] = {17, 1};
+    raw_frame(&f, 1, one, 1);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), 0);
+    ck_assert_int_eq(e.closed, 1);
+    ck_assert_int_eq(e.errors, 0);
+    ck_assert_int_eq(feed_engine(0, 1, &f, &e), CRDTDB_EBADVALUE);
+    raw_frame(&f, 2, two, 2);
+    ck_assert_int_eq(feed_engine(1, 1, &f, &e), CRDTDB_EBADVALUE);
+    crdtdb_buf_free(&f);
+}
+END_TEST
+
 START_TEST(malformed_presence_ends_the_session)
 {
     crdtdb_buf f = CRDTDB_BUF_INIT;
@@ -2092,6 +2111,7 @@ int main(void)
     tcase_add_test(te, signer_checked_before_the_store_and_errors_keep_their_message);
     tcase_add_test(te, nothing_follows_a_close_made_by_a_callback);
     tcase_add_test(te, notices_from_the_last_pump_of_a_feed_are_sent);
+    tcase_add_test(te, leave_ends_a_server_session);
     tcase_add_test(te, malformed_presence_ends_the_session);
     tcase_add_test(te, presence_frames_are_not_costly);
     suite_add_tcase(s, te);

@@ -27,7 +27,7 @@
                                    cannot make us ask on every message */
 
 enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE,
-       M_PURGE, M_REPLACE, M_RESYNC = 16 };
+       M_PURGE, M_REPLACE, M_RESYNC = 16, M_LEAVE };
 #define RESYNC_KEYS_MAX (64u << 20) /* bytes of record names a resync may note */
 enum { S_HANDSHAKE, S_OPEN, S_CLOSED };
 
@@ -68,6 +68,10 @@ struct crdtdb_session {
                              it is being resynced whole, and its old writes
                              to records we hold nothing of are dropped */
     uint64_t h_stamp;     /* our horizon stamp, when behind */
+    int peer_left;        /* the store says it left (CRDTDB_PEER_LEFT): a
+                             server resyncs it whole, whatever its SINCE */
+    int left;             /* it left in this session (LEAVE): nothing of
+                             it is saved any more */
     int resync;           /* the peer resyncs us whole (RESYNC): noting the
                              records its snapshot holds until caught up */
     uint64_t resync_stamp; /* its horizon stamp */
@@ -210,8 +214,11 @@ static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
     int rc = s->st.horizon(s->st.ctx, s->peer, &floor, &stamp);
     if (rc)
         return store_err(s, rc);
-    if (!floor || v >= floor)
+    /* one that left may have been collected past however far it says it
+     * held our log: it is not in the horizon */
+    if (!floor || (v >= floor && !s->peer_left))
         return 0;
+    s->peer_left = 0;
     s->behind = 1;
     s->h_stamp = stamp;
     s->sent_upto = 0;
@@ -346,7 +353,7 @@ static int send_ack(crdtdb_session *s, uint64_t v)
 
 static int save_ack(crdtdb_session *s)
 {
-    if (!s->acks_unsaved || !s->proven)
+    if (!s->acks_unsaved || !s->proven || s->left)
         return 0;
     s->acks_unsaved = 0;
     int rc = s->st.peer_ack(s->st.ctx, s->peer, s->peer_acked, s->stable_acked);
@@ -601,6 +608,21 @@ void crdtdb_session_shutdown(crdtdb_session *s)
     s->state = S_CLOSED;
     crdtdb_session_event ev = {.type = CRDTDB_SESSION_CLOSED, .mode = s->mode};
     emit(s, &ev);
+}
+
+int crdtdb_session_leave(crdtdb_session *s)
+{
+    if (!s || s->server || s->state != S_OPEN)
+        return CRDTDB_EINVAL;
+    if (s->notices.len)
+        (void)flush_notices(s);
+    start(s, M_LEAVE, 1);
+    if (frame(s))
+        return CRDTDB_ENOMEM;
+    s->state = S_CLOSED;
+    crdtdb_session_event ev = {.type = CRDTDB_SESSION_CLOSED, .mode = s->mode};
+    emit(s, &ev);
+    return 0;
 }
 
 /* What the store holds of the peer's log (read once per session; applies
@@ -921,6 +943,7 @@ static int handle_hello(crdtdb_session *s, const msgpack_object *a, uint32_t n)
             return store_err(s, rc);
         if (pflags & CRDTDB_PEER_RESYNC)
             s->received = 0, s->resync_flagged = 1;
+        s->peer_left = (pflags & CRDTDB_PEER_LEFT) != 0;
     }
     size_t discarded = 0;
     if (!s->server && s->mode == CRDTDB_SYNC_SERVER_TO_CLIENT &&
@@ -1426,6 +1449,23 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
                                    .error = code,
                                    .message = msg,
                                    .remote = 1};
+        emit(s, &ev);
+        return 0;
+    }
+    if (type == M_LEAVE) { /* [17]: the client drops its copy */
+        if (n != 1)
+            return seterr(s, CRDTDB_EBADVALUE, "malformed leave message");
+        if (!s->server)
+            return seterr(s, CRDTDB_EBADVALUE, "a leave sent to a client");
+        /* a claimed id only costs that replica a resync when it returns */
+        int rc = s->st.peer_leave && s->state == S_OPEN ? s->st.peer_leave(s->st.ctx, s->peer)
+                                                         : 0;
+        if (rc)
+            return store_err(s, rc);
+        s->left = 1; /* its acks would bring it back */
+        s->state = S_CLOSED;
+        crdtdb_session_event ev = {
+            .type = CRDTDB_SESSION_CLOSED, .mode = s->mode, .peer = s->peer, .remote = 1};
         emit(s, &ev);
         return 0;
     }

@@ -165,6 +165,11 @@ static int store_horizon(void *ctx, const uint8_t *peer, uint64_t *floor, uint64
     return crdtdb_db_horizon_for(db_of(ctx), peer, floor, stamp);
 }
 
+static int store_peer_leave(void *ctx, const uint8_t *peer)
+{
+    return crdtdb_db_peer_leave(db_of(ctx), peer);
+}
+
 static int store_peer_flags(void *ctx, const uint8_t *peer, unsigned *flags)
 {
     crdtdb_peer p;
@@ -246,6 +251,7 @@ void crdtdb__session_store_db(crdtdb_db *db, crdtdb__session_store *out)
     out->peer_resync = store_peer_resync;
     out->resync_keys = store_resync_keys;
     out->resync_end = store_resync_end;
+    out->peer_leave = store_peer_leave;
     out->readonly = store_readonly;
     out->discard_unsent = store_discard_unsent;
 }

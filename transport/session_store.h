@@ -110,6 +110,9 @@ typedef struct crdtdb__session_store {
     int (*resync_end)(void *ctx, const uint8_t *peer, uint64_t stamp, uint64_t acked,
                       int (*held)(void *hctx, const char *coll, const char *id), void *hctx,
                       unsigned flags, size_t *n);
+    /* peer_leave (may be NULL: a LEAVE only ends the session):
+     * crdtdb_db_peer_leave. */
+    int (*peer_leave)(void *ctx, const uint8_t *peer);
 
     /* (d) Access.  readonly: local writes refused (ro 1) or allowed; with
      * `durable`, the copy itself is marked so (crdtdb_db_mark_readonly)

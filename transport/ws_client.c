@@ -61,6 +61,9 @@ struct crdtdb_client {
                               session the server then refused backs off
                               from there, not from the start */
     int closing;
+    int leaving;       /* it sent LEAVE: once the connection is gone, no
+                          other is made */
+    int left;          /* and the connection ended with LEAVE written */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
     /* presence: ours, kept across connections (NULL: none), and the
@@ -274,9 +277,14 @@ static void client_down(crdtdb_client *c)
     presence_gone(c);
     c->l.wsi = NULL;
     c->cwsi = NULL;
+    if (c->leaving && c->l.s && crdtdb_session_closed(c->l.s)) {
+        size_t unsent;
+        crdtdb_session_output(c->l.s, &unsent);
+        c->left = unsent == 0;
+    }
     crdtdb_session_close(c->l.s);
     c->l.s = NULL;
-    if (c->closing)
+    if (c->closing || c->leaving)
         return;
     uint64_t d = c->o.backoff_min_ms;
     for (unsigned i = 0; i < c->attempt && d < c->o.backoff_max_ms; i++)
@@ -807,6 +815,28 @@ int crdtdb_client_synced(const crdtdb_client *c)
 const uint8_t *crdtdb__client_peer(const crdtdb_client *c)
 {
     return c && c->hub && crdtdb_client_connected(c) ? c->pc.replica : NULL;
+}
+
+int crdtdb__client_leave_hosted(crdtdb_client *c)
+{
+    if (!c)
+        return 0;
+    c->leaving = 1;
+    lws_sul_cancel(&c->sul_connect);
+    if (!crdtdb_client_connected(c) || crdtdb_session_leave(c->l.s))
+        return 0;
+    crdtdb__ws_wake(&c->l); /* LEAVE goes out, then the close */
+    return 1;
+}
+
+int crdtdb__client_gone(const crdtdb_client *c)
+{
+    return !c || !c->connecting;
+}
+
+int crdtdb__client_left(const crdtdb_client *c)
+{
+    return c && c->left && !c->connecting;
 }
 
 const char *crdtdb__client_unheld(const crdtdb_client *c)

@@ -53,6 +53,9 @@ typedef struct sdb {
     uint64_t handoff_ms;   /* no handoff before (ms): the last one was refused */
     uint64_t held_ms;      /* since when a handoff waits for its links (0: not) */
     int held_told;         /* that wait was logged */
+    uint64_t leave_ms;     /* since when its links are leaving (0: not): the
+                              handoff drops it once they are gone */
+    uint64_t leave_seq;    /* its last sequence then */
     unsigned refusals;     /* drops refused in a row: the retry backs off */
     uint64_t quiet_ms;     /* since when it has had no client and its links
                               have all been in sync (0: not so) */
@@ -1672,6 +1675,7 @@ int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 #define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
 #define HANDOFF_RETRY_MS 10000 /* after a refused drop (then doubling): not every second */
 #define HANDOFF_TELL_MS 20000  /* a handoff waiting this long on a link is logged */
+#define LEAVE_WAIT_MS 5000     /* a handoff's LEAVEs: time to go out before the drop */
 #define FRESH_WAIT_MS 60000 /* a copy fetched for a refused client waits for it */
 #define PRUNE_MS (3600u * 1000u) /* how often old tombs are pruned */
 /* How long a dropped database's history end is kept (crdtdb_db_drop): a
@@ -1814,6 +1818,8 @@ static void collect_dbs(crdtdb_server *s)
         collect_db(s, d->db);
 }
 
+static int handoff_drop(crdtdb_server *s, sdb *d, uint64_t seq);
+
 /* A copy this server does not keep (o.keep), with no client and every
  * peer link in sync — each peer acknowledged, durably, all it holds — is
  * dropped: the links close, then the database goes (unless written since
@@ -1821,12 +1827,40 @@ static void collect_dbs(crdtdb_server *s)
 static int handoff_db(crdtdb_server *s, sdb *d)
 {
     const char *id = crdtdb_db_id(d->db);
-    links_prune(d);
+    if (!d->leave_ms)
+        links_prune(d);
     if (d->conns || !d->nlinks || crdtdb__ws_now_ms() < d->handoff_ms ||
         (d->fresh_ms && crdtdb__ws_now_ms() - d->fresh_ms < FRESH_WAIT_MS) ||
         s->o.keep(s->o.keep_ctx, id)) {
         d->held_ms = 0; /* not waiting on its links */
         d->held_told = 0;
+        if (d->leave_ms) { /* off after all (a client came): linked again,
+                              and each owner resyncs us, as one that left */
+            d->leave_ms = 0;
+            links_close(d, 0);
+            link_peers(d);
+        }
+        return 0;
+    }
+    uint64_t now = crdtdb__ws_now_ms();
+    if (d->leave_ms) { /* the owners were told: the drop waits for the
+                          links to close, LEAVE sent, a while at most */
+        int left = 1;
+        for (size_t i = 0; i < d->nlinks; i++) {
+            if (!crdtdb__client_gone(d->links[i]) && now - d->leave_ms < LEAVE_WAIT_MS)
+                return 0;
+            left &= crdtdb__client_left(d->links[i]);
+        }
+        if (left)
+            return handoff_drop(s, d, d->leave_seq);
+        /* a LEAVE that may not have gone out: that owner would count on
+         * this copy for good.  Linked again, and tried later. */
+        slog(s, "db '%s': handoff: a peer link ended before its LEAVE went out; later",
+             WS_QID(id));
+        d->leave_ms = 0;
+        d->handoff_ms = now + HANDOFF_RETRY_MS;
+        links_close(d, 0);
+        link_peers(d);
         return 0;
     }
     /* the sequence first: a commit (another process's) after it fails the
@@ -1834,7 +1868,6 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     uint64_t seq;
     if (crdtdb_db_seq(d->db, NULL, &seq))
         return 0;
-    uint64_t now = crdtdb__ws_now_ms();
     for (size_t i = 0; i < d->nlinks; i++) {
         const char *why = crdtdb__client_unheld(d->links[i]);
         if (!why)
@@ -1848,8 +1881,21 @@ static int handoff_db(crdtdb_server *s, sdb *d)
         }
         return 0;
     }
+    /* every owner holds all of it: each is told that this copy goes
+     * (LEAVE), so that it no longer holds the owner's collection back */
+    d->leave_ms = now ? now : 1;
+    d->leave_seq = seq;
+    for (size_t i = 0; i < d->nlinks; i++)
+        crdtdb__client_leave_hosted(d->links[i]);
+    return 0;
+}
+
+/* The end of a handoff: d's links closed, then d dropped unless written
+ * since `seq`.  1 (d is gone from the list either way). */
+static int handoff_drop(crdtdb_server *s, sdb *d, uint64_t seq)
+{
     char name[CRDTDB_ID_MAX + 1];
-    snprintf(name, sizeof name, "%s", id); /* id goes with the handle */
+    snprintf(name, sizeof name, "%s", crdtdb_db_id(d->db)); /* id goes with the handle */
     unsigned refusals = d->refusals;
     links_close(d, 0);
     db_free(d);

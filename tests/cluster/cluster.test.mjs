@@ -288,6 +288,21 @@ async function spread(cl) {
     return n;
   };
   assert.ok((await handoffs()) >= entered, "every copy a non-owner served was handed off (/metrics)");
+  // and told its owners it went (LEAVE): a dropped copy does not hold back
+  // their collection of tombstones
+  let told = 0;
+  for (const id of ids.filter((x) => route.has(x))) {
+    const own = owners(urls, id);
+    if ([...route.get(id)].every((n) => own.includes(cl.servers.find((s) => s.name === n).url))) continue;
+    for (const u of own) {
+      const s = cl.servers.find((x) => x.url === u);
+      const r = cli(s.data, "peers", id);
+      assert.ok(r.ok, `crdtdb peers ${id} on ${s.name}`);
+      assert.match(r.out, / left$/m, `${s.name}'s peers of ${id}, entered by a non-owner, name one that left`);
+      told++;
+    }
+  }
+  assert.ok(told > 0, "some database was entered by a non-owner");
   // the record is the one written, on every holder
   const held = new Map(cl.servers.map((s) => [s.name, dbsOn(s)]));
   for (const s of cl.servers)
