@@ -370,11 +370,6 @@ int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa)
                         "such as 12h or 30d\n");
         return EXIT_USAGE;
     }
-    if (a->handoff && sa->collect_every) { /* docs/cluster.md, "Handoff" */
-        fprintf(stderr, "crdtdb: --handoff does not go with --collect-every yet: a dropped copy "
-                        "would hold back the owners' collection, or miss what they collected\n");
-        return EXIT_USAGE;
-    }
     if (a->archive && !a->expire_every) {
         fprintf(stderr, "crdtdb: serve's --archive goes with --expire-every\n");
         return EXIT_USAGE;

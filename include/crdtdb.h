@@ -831,10 +831,15 @@ typedef struct crdtdb_apply_info {
     size_t refused;   /* records a write filter refused */
     uint64_t local_from; /* the local sequences this apply numbered: */
     uint64_t local_to;   /* (local_from, local_to], all from the sender
-                            unless records were refused */
+                            unless `gated` */
     uint64_t commit_us;  /* how long the commit took, microseconds
                             (monotonic): LMDB's page writes and fsync,
                             the apply's durable part (for metrics) */
+    size_t gated;        /* records that may have been collected records
+                            coming back, removed by a remove of ours in the
+                            same transaction (docs/crdt.md, rule 4): those
+                            removes are ours, numbered in that range too,
+                            and travel to every peer, the sender included */
 } crdtdb_apply_info;
 
 /*

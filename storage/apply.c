@@ -448,7 +448,7 @@ int crdtdb_db_replace(crdtdb_db *db, const char *coll, const char *id, uint64_t 
  * as in crdtdb_apply_info.  On failure the caller aborts *tp. */
 static int apply_into(crdtdb_db *db, crdtdb_txn **tp, const uint8_t *delta, size_t len,
                       wfilter *w, const replace *rp, uint64_t behind, size_t *applied,
-                      uint64_t *received, size_t *work)
+                      uint64_t *received, size_t *work, size_t *gated)
 {
     crdtdb_env *env = db->env;
     crdtdb__delta *d = &db->delta;
@@ -500,6 +500,7 @@ static int apply_into(crdtdb_db *db, crdtdb_txn **tp, const uint8_t *delta, size
         rc = crdtdb__remove_relayed(t, colls[r->coll], id);
     }
     free(a.gone);
+    *gated = a.ngone;
     *received = 0;
     if (!rc && !self && !rp) /* a replace is no range of the peer's log */
         rc = update_marks(t, d, received);
@@ -531,9 +532,11 @@ static int apply_failed(crdtdb_db *db, crdtdb_txn *t, int rc)
 /* What the delta just applied inside t (db->delta) did, but for
  * commit_us. */
 static void fill_info(crdtdb_apply_info *info, const crdtdb__delta *d, uint64_t local_from,
-                      uint64_t local_to, size_t applied, uint64_t received, const wfilter *w)
+                      uint64_t local_to, size_t applied, uint64_t received, const wfilter *w,
+                      size_t gated)
 {
     info->commit_us = 0;
+    info->gated = gated;
     info->local_from = local_from;
     info->local_to = local_to;
     memcpy(info->sender, d->sender, CRDTDB_REPLICA_ID_BYTES);
@@ -553,13 +556,13 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
     if (!db || !delta)
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta") : CRDTDB_EINVAL;
     crdtdb_txn *t = NULL;
-    size_t applied = 0, work = 0;
+    size_t applied = 0, work = 0, gated = 0;
     uint64_t received = 0;
-    int rc = apply_into(db, &t, delta, len, w, rp, behind, &applied, &received, &work);
+    int rc = apply_into(db, &t, delta, len, w, rp, behind, &applied, &received, &work, &gated);
     if (rc)
         return apply_failed(db, t, rc);
     crdtdb_apply_info mine;
-    fill_info(info ? info : &mine, &db->delta, t->seq0, t->seq, applied, received, w);
+    fill_info(info ? info : &mine, &db->delta, t->seq0, t->seq, applied, received, w, gated);
     uint64_t c0 = mono_us();
     if ((rc = crdtdb_txn_commit(t)))
         return rc;
@@ -583,10 +586,10 @@ static int apply_batch_call(crdtdb_db *db, const uint8_t *const *deltas, const s
      * goes), so it does at most twice that */
     for (i = 0; i < n && (i == 0 || work < max); i++) {
         uint64_t from = t ? t->seq : 0;
-        size_t applied = 0, w = 0;
+        size_t applied = 0, w = 0, gated = 0;
         uint64_t received = 0;
         int rc = deltas[i] ? apply_into(db, &t, deltas[i], lens[i], NULL, NULL, 0, &applied,
-                                        &received, &w)
+                                        &received, &w, &gated)
                            : crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta");
         if (rc) {
             char msg[sizeof db->errmsg];
@@ -596,7 +599,8 @@ static int apply_batch_call(crdtdb_db *db, const uint8_t *const *deltas, const s
             return apply_failed(db, t, rc);
         }
         work += w;
-        fill_info(&infos[i], &db->delta, i ? from : t->seq0, t->seq, applied, received, NULL);
+        fill_info(&infos[i], &db->delta, i ? from : t->seq0, t->seq, applied, received, NULL,
+                  gated);
     }
     if (!t)
         return 0;

@@ -779,6 +779,8 @@ START_TEST(old_write_relayed_by_a_resynced_peer_stays_gone)
     sync2(&Q, &P); /* Q, still behind A's horizon, serves P */
     now_ms += 10;
     ck_assert(!has(&P, "players", "x"));
+    /* in that same session: P's remove is P's own, not part of Q's delta */
+    ck_assert_msg(!has(&Q, "players", "x"), "Q keeps what P removed");
     sync2(&A, &P); /* P relays it */
     ck_assert_msg(!has(&A, "players", "x"), "a collected remove's record came back through P");
     sync2(&Q, &P);

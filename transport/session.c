@@ -1068,8 +1068,9 @@ static int delta_done(crdtdb_session *s, const crdtdb_apply_info *info, uint64_t
      * waiting for it, there is nothing to send back, and no need to scan
      * the log or say so (no SKIP, no UPTODATE for it). */
     uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
-    if (!info->refused && !s->o.read_filter && info->local_to > info->local_from &&
-        done >= info->local_from && s->told_uptodate == info->local_from + 1) {
+    if (!info->refused && !info->gated && !s->o.read_filter &&
+        info->local_to > info->local_from && done >= info->local_from &&
+        s->told_uptodate == info->local_from + 1) {
         s->skip_to = info->local_to;
         s->told_uptodate = info->local_to + 1;
     }
@@ -1081,7 +1082,7 @@ static int delta_done(crdtdb_session *s, const crdtdb_apply_info *info, uint64_t
     if (info->received > s->received)
         s->received = info->received;
     stable_check(s);
-    if (info->local_to > info->local_from) { /* the peer's, at our log's end */
+    if (info->local_to > info->local_from && !info->gated) { /* the peer's, at our log's end */
         if (info->local_from != s->tail_hi)
             s->tail_lo = info->local_from;
         s->tail_hi = info->local_to;

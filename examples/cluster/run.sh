@@ -7,7 +7,9 @@
 #
 # Environment: CRDTDB (the crdtdb binary; default build/crdtdb, else PATH),
 # COLLECTIONS (default Players,Moves), REPLICAS (default 2), HAPROXY,
-# CRDTDB_LB_SRC_CONNS and CRDTDB_LB_SRC_RATE (haproxy.cfg; default 200, 400).
+# CRDTDB_LB_SRC_CONNS and CRDTDB_LB_SRC_RATE (haproxy.cfg; default 200, 400),
+# SERVE_ARGS (more `serve` options for every server, split on spaces, e.g.
+# "--collect-every 10").
 # Once everything answers, DIR/cluster.env holds the addresses and pids
 # (CRDTDB_LB, CRDTDB_S1..3, S1_PID..S3_PID, HAPROXY_PID) for other scripts.
 set -euo pipefail
@@ -17,6 +19,7 @@ CRDTDB=${CRDTDB:-$here/../../build/crdtdb}
 HAPROXY=${HAPROXY:-haproxy}
 COLLECTIONS=${COLLECTIONS:-Players,Moves}
 REPLICAS=${REPLICAS:-2}
+read -r -a serve_args <<<"${SERVE_ARGS:-}"
 dir=${1:-$(mktemp -d -t crdtdb-cluster.XXXXXX)}
 mkdir -p "$dir"
 
@@ -63,7 +66,7 @@ for i in 1 2 3; do
     # every connection comes from HAProxy's address: no per-address cap
     "$CRDTDB" -d "$data" serve --listen "${s[$i]}" --collections "$COLLECTIONS" \
         --cluster "$dir/cluster" --self "ws://${s[$i]}" --replicas "$REPLICAS" --handoff \
-        --max-per-ip unlimited 2>"$dir/s$i.log" &
+        --max-per-ip unlimited ${serve_args[@]+"${serve_args[@]}"} 2>"$dir/s$i.log" &
     pids+=($!)
     eval "S${i}_PID=$!"
 done

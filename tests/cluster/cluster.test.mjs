@@ -3,7 +3,7 @@
  * `crdtdb serve --cluster` and haproxy as examples/cluster/run.sh starts
  * them, clients of the JS client (js/dist).  One scenario per run:
  *
- *   node cluster.test.mjs SCENARIO     spread | live | failover | join
+ *   node cluster.test.mjs SCENARIO     spread | live | failover | join | collect
  *
  * Environment: CRDTDB_CLI (the crdtdb binary), CRDTDB_SRC (the source root).
  * The owners are computed here independently of transport/cluster.c
@@ -18,7 +18,7 @@ import { join } from "node:path";
 const SRC = process.env.CRDTDB_SRC;
 const BIN = process.env.CRDTDB_CLI;
 if (!SRC || !BIN) throw new Error("set CRDTDB_SRC and CRDTDB_CLI");
-const { CrdtdbDataStore, nodeSocket } = await import(join(SRC, "js/dist/node.js"));
+const { CrdtdbDataStore, FileBackend, nodeSocket } = await import(join(SRC, "js/dist/node.js"));
 const { blake2b } = await import(join(SRC, "js/node_modules/@noble/hashes/blake2.js"));
 
 const R = 2;
@@ -59,10 +59,10 @@ function owners(urls, id, r = R) {
 }
 
 /* examples/cluster/run.sh in its own process group */
-async function startCluster() {
+async function startCluster(env0 = {}) {
   const dir = mkdtempSync(join(tmpdir(), "crdtdb-cluster-"));
   const proc = spawn("bash", [join(SRC, "examples/cluster/run.sh"), dir], {
-    detached: true, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, CRDTDB: BIN },
+    detached: true, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, ...env0, CRDTDB: BIN },
   });
   const exited = new Promise((r) => proc.on("exit", r));
   await until(() => existsSync(join(dir, "cluster.env")), "the cluster to start", 120_000);
@@ -188,9 +188,9 @@ async function synced(ds, what, ms = 30_000) {
   try { await Promise.race([ds.sync.whenSynced(), late]); } finally { clearTimeout(timer); }
 }
 
-function open(url, dbId, status) {
+function open(url, dbId, status, backend) {
   return CrdtdbDataStore.open({
-    dbId, collections: COLLS,
+    dbId, collections: COLLS, backend,
     sync: { url, socket: nodeSocket(), minBackoffMs: 50, maxBackoffMs: 500, onStatus: status },
   });
 }
@@ -521,10 +521,62 @@ async function join_(cl) {
     `complete on their new owners, and it holds none`);
 }
 
-const scenarios = { spread, live, failover, join: join_ };
+/* handoff with tombstone collection (every server --collect-every 1): a
+ * copy handed off leaves, so the owners collect; a client of that copy
+ * that comes back to it, holding an add of a record the owners removed and
+ * collected meanwhile, is answered with a remove (docs/crdt.md, rule 4) */
+async function collect(cl) {
+  const urls = cl.servers.map((s) => s.url);
+  let id = null;
+  for (let i = 0; !id; i++) if (owners(urls, `col-${i}`).length === R) id = `col-${i}`;
+  const own = owners(urls, id).map((u) => cl.servers.find((s) => s.url === u));
+  const other = cl.servers.find((s) => !own.includes(s));
+  const file = join(cl.dir, "c1.journal");
+  // c1, a client of the non-owner, writes a and b, and goes away
+  let c1 = await open(other.url, id, undefined, new FileBackend(file));
+  await c1.add("Players", "a", { v: 1 });
+  await c1.add("Players", "b", { v: 2 });
+  await synced(c1, "c1 on the non-owner");
+  await c1.close();
+  await until(() => !dbsOn(other).has(id) && own.every((s) => cli(s.data, "get", id, "Players", "a").ok),
+    `${id} handed off by ${other.name} to its owners`, 60_000);
+  for (const s of own) assert.match(cli(s.data, "peers", id).out, / left$/m, `${other.name} left ${s.name}'s peers`);
+  // c2, a client of an owner, removes a; both owners collect its tombstone
+  const c2 = await open(own[0].url, id);
+  await until(async () => (await c2.query("Players", {})).length === 2, "c2 holds a and b");
+  await c2.remove("Players", "a");
+  await synced(c2, "c2's remove");
+  const removed = (s) => JSON.parse(cli(s.data, "stats", id).out).removed;
+  await until(() => own.every((s) => !cli(s.data, "get", id, "Players", "a").ok && removed(s) === 0),
+    "the owners to collect a's tombstone (a handed-off copy holds nothing back)", 60_000);
+  await c2.close();
+  // the non-owner serves the database again (c3): its new copy is resynced
+  // by the owners, and keeps their horizon stamp as its gate
+  const c3 = await open(other.url, id);
+  await synced(c3, "c3 on the non-owner");
+  await until(async () => (await c3.query("Players", {})).length === 1, "c3 to hold b alone");
+  await until(() => / left$/m.test(cli(other.data, "peers", id).out) === false &&
+    cli(other.data, "get", id, "Players", "b").ok, `${other.name}'s new copy to hold b`);
+  // c1 comes back to it with its copy: a's add, old, and no remove
+  c1 = await open(other.url, id, undefined, new FileBackend(file));
+  await synced(c1, "c1 back on the non-owner");
+  await until(async () => !(await c1.getById("Players", "a", true)), "a to go from c1 (a remove answered its old add)", 30_000);
+  assert.deepEqual(await c1.getById("Players", "b"), { id: "b", v: 2 });
+  await c1.close();
+  await until(async () => !(await c3.getById("Players", "a", true)), "c3 never to show a", 5_000);
+  await c3.close();
+  for (const s of own)
+    await until(() => !cli(s.data, "get", id, "Players", "a").ok && cli(s.data, "get", id, "Players", "b").ok,
+      `a gone and b kept on ${s.name}`, 30_000);
+  await until(() => !dbsOn(other).has(id), `${id} handed off again`, 60_000);
+  console.log(`collect: ${other.name} handed ${id} off and left; its owners ${own.map((s) => s.name).join(", ")} ` +
+    `collected a removed record; a client of the dropped copy came back with its old add and lost it to a remove`);
+}
+
+const scenarios = { spread, live, failover, join: join_, collect };
 const name = process.argv[2];
 if (!scenarios[name]) throw new Error(`scenario: ${Object.keys(scenarios).join(" | ")}`);
-const cl = await startCluster();
+const cl = await startCluster(name === "collect" ? { SERVE_ARGS: "--collect-every 1" } : {});
 try {
   await scenarios[name](cl);
 } catch (e) {
