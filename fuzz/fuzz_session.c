@@ -39,7 +39,10 @@
  *     each delta of a resync notes a record name made from its last
  *     bytes, and at the end of the resync every name noted since the last
  *     RESYNC must be held (2 when noted with its add or remove), and a
- *     name never noted not.
+ *     name never noted not.  Byte 0 with bit 6 at a server: the peer left
+ *     (CRDTDB_PEER_LEFT), so any SINCE is resynced when there is a floor;
+ *   - LEAVE (message 17) reaches the store only at a server, once, and the
+ *     session is closed after it.
  */
 #include <msgpack.h>
 #include <stdio.h>
@@ -106,6 +109,7 @@ static struct {
     size_t n;
     int on;        /* between peer_resync(1) and resync_end */
     unsigned ends; /* resync_end calls */
+    int left;      /* peer_leave was called */
 } col;
 
 static int c_horizon(void *ctx, const uint8_t *peer, uint64_t *floor, uint64_t *stamp)
@@ -119,8 +123,22 @@ static int c_horizon(void *ctx, const uint8_t *peer, uint64_t *floor, uint64_t *
 static int c_peer_flags(void *ctx, const uint8_t *peer, unsigned *flags)
 {
     (void)ctx;
-    /* a store marks a peer so only when it took a RESYNC: as a client */
+    /* a store marks a peer so only when it took a RESYNC: as a client;
+     * LEFT only a server's client (a LEAVE) */
     *flags = !cur_server && peer[0] & 0x80 ? CRDTDB_PEER_RESYNC : 0;
+    if (cur_server && peer[0] & 0x40)
+        *flags |= CRDTDB_PEER_LEFT;
+    return 0;
+}
+
+/* A LEAVE: only a server hears one, and only once; its session is over. */
+static int c_peer_leave(void *ctx, const uint8_t *peer)
+{
+    (void)ctx;
+    (void)peer;
+    CHECK(cur_server);
+    CHECK(!col.left);
+    col.left = 1;
     return 0;
 }
 
@@ -293,6 +311,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     st.horizon = c_horizon;
     st.peer_flags = c_peer_flags;
     st.peer_resync = c_peer_resync;
+    st.peer_leave = c_peer_leave;
     st.resync_keys = c_resync_keys;
     st.resync_end = c_resync_end;
     memset(&col, 0, sizeof col);
@@ -359,7 +378,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_output(s, bound);
         CHECK(crdtdb_session_flush(s) == 0);
         check_output(s, bound);
+        /* a client's LEAVE ends its session; a server has none to send */
+        if (server || !cur_ready) {
+            CHECK(crdtdb_session_leave(s) == CRDTDB_EINVAL);
+        } else {
+            CHECK(crdtdb_session_leave(s) == 0);
+            CHECK(crdtdb_session_closed(s));
+            check_output(s, bound);
+        }
     }
+    CHECK(!col.left || crdtdb_session_closed(s));
     if (fuzz_debug_enabled())
         fprintf(stderr, "%s: %s rc %d: %s (resyncs ended: %u)\n", fuzz_name,
                 server ? "server" : "client", rc, crdtdb_session_errmsg(s), col.ends);
