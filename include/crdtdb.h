@@ -1078,12 +1078,14 @@ CRDTDB_API int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on,
  * with no tombstone, as a purge; with CRDTDB_RESYNC_SHARED (a server's
  * peer link), a visible one is removed instead, so replicas that got it
  * from us hear of it.  Registers newer than both stay and travel to the
- * peer.  Clears CRDTDB_PEER_RESYNC and sets CRDTDB_PEER_RESYNCED; `stamp`
- * becomes this database's gate if higher: from then on an add stamped at
- * or before it, of a record held no add or remove of here, that a delta
- * from a replica not flagged so brings (crdtdb_db_apply and the others) is
+ * peer.  Clears CRDTDB_PEER_RESYNC and sets CRDTDB_PEER_RESYNCED.  With
+ * CRDTDB_RESYNC_SHARED, `stamp` becomes this database's gate if higher:
+ * from then on an add stamped at or before it, of a record held no add or
+ * remove of here, that a delta from a replica not flagged so brings
+ * (crdtdb_db_apply and the others; not while the copy is read-only) is
  * merged and then removed by a remove of ours, in the same transaction
- * (docs/crdt.md, rule 4).  *n (may be NULL): records changed.
+ * (crdtdb_apply_info.gated; docs/crdt.md, rule 4); crdtdb_db_clear drops
+ * the gate.  *n (may be NULL): records changed.
  * held(ctx, coll, id) is called once per record held here.
  * Errors: EINVAL, EROFS, EMAPFULL, EIO, ECORRUPT, ENOMEM.
  */

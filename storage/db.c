@@ -625,6 +625,13 @@ static int clear_call(crdtdb_db *db)
         mrc = del_prefix(t->mt, db->env->dbi_changes, db->num);
     if (!mrc)
         mrc = del_prefix(t->mt, db->env->dbi_marks, db->num);
+    if (!mrc) { /* the resync gate: its resyncers' marks just went, and
+                   with the records, what it guarded */
+        uint8_t kb[5];
+        MDB_val gk = dbinfo_key(kb, db->num, 'r');
+        mrc = mdb_del(t->mt, db->env->dbi_dbinfo, &gk, NULL);
+        mrc = mrc == MDB_NOTFOUND ? 0 : mrc;
+    }
     if (mrc) {
         crdtdb_txn_abort(t);
         return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "clear: %s", crdtdb__mdb_str(mrc));

@@ -8,10 +8,11 @@
  * than what it collected: those registers go.  What is left is newer than
  * anything it could have removed, and travels to it as usual.
  *
- * The peer's horizon stamp then stays here as the gate (docs/crdt.md,
- * rule 4): we hold no tombstone of what it collected, so an add that old
- * of a record we hold nothing of, from any other replica, is answered with
- * a remove of our own (apply.c).
+ * When this replica serves others (CRDTDB_RESYNC_SHARED), the peer's
+ * horizon stamp then stays here as the gate (docs/crdt.md, rule 4): we
+ * hold no tombstone of what it collected, so an add that old of a record
+ * we hold nothing of, from any other replica, is answered with a remove of
+ * our own (apply.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +57,8 @@ static int gate_read(crdtdb_db *db, MDB_txn *mt, uint64_t *gate)
     if (mrc)
         return crdtdb__mdb_err(mrc);
     if (v.mv_size != 8)
-        return CRDTDB_ECORRUPT;
+        return crdtdb__db_seterr(db, CRDTDB_ECORRUPT,
+                                 "the stored resync gate is unreadable (%zu bytes)", v.mv_size);
     *gate = crdtdb__get_u64(v.mv_data);
     return 0;
 }
@@ -76,12 +78,24 @@ static int gate_raise(crdtdb_txn *t, uint64_t stamp)
 }
 
 /* The replica that resynced us holds what it collected as we do now: its
- * writes pass (and a resync under way is its snapshot). */
+ * writes pass (and a resync under way is its snapshot).  A copy marked
+ * read-only sends nothing back, so it has nothing to gate. */
 int crdtdb__gate_for(crdtdb_txn *t, const uint8_t *sender, uint64_t *gate)
 {
     int rc = gate_read(t->db, t->mt, gate);
     if (rc || !*gate)
         return rc;
+    uint8_t kb[5];
+    crdtdb__put_u32(kb, t->db->num);
+    kb[4] = 'R'; /* crdtdb_db_mark_readonly */
+    MDB_val k = {5, kb}, v;
+    int mrc = t->db->readonly ? 0 : mdb_get(t->mt, t->db->env->dbi_dbinfo, &k, &v);
+    if (mrc && mrc != MDB_NOTFOUND)
+        return crdtdb__mdb_err(mrc);
+    if (!mrc) {
+        *gate = 0;
+        return 0;
+    }
     crdtdb__marks m;
     int found;
     if ((rc = crdtdb__marks_get(t->db, t->mt, sender, &m, &found)))
@@ -265,7 +279,9 @@ static int resync_end_call(crdtdb_db *db, const uint8_t *peer, uint64_t stamp, u
         rc = end_one(t, &keys[i], acked, stamp, flags, h, &count);
     }
     free(keys);
-    if (!rc && ((rc = gate_raise(t, stamp)) || (rc = resync_flag(t, peer, 2))))
+    /* only a replica that serves others passes what it takes on (rule 4) */
+    if (!rc && (((flags & CRDTDB_RESYNC_SHARED) && (rc = gate_raise(t, stamp))) ||
+                (rc = resync_flag(t, peer, 2))))
         crdtdb__db_seterr(db, rc, "resync: %s", crdtdb_strerror(rc));
     if (rc) {
         crdtdb_txn_abort(t);

@@ -16,6 +16,7 @@ static uint64_t now_ms = 1700000000000ull;
 /* CRDTDB_SESSION_NO_PURGE: clients that serve others (a mesh); 0: plain
  * clients of one server (a star) */
 static unsigned client_flags = CRDTDB_SESSION_NO_PURGE;
+static crdtdb_sync_mode client_mode = CRDTDB_SYNC_TWO_WAY; /* what clients ask for */
 
 static crdtdb_session *open_session(replica *r, int server, size_t max_output)
 {
@@ -23,7 +24,7 @@ static crdtdb_session *open_session(replica *r, int server, size_t max_output)
     crdtdb_session_options_init(&o);
     /* every replica here serves others: its resyncs remove, not forget */
     o.flags = server ? CRDTDB_SESSION_SERVER : client_flags;
-    o.mode = CRDTDB_SYNC_TWO_WAY;
+    o.mode = server ? CRDTDB_SYNC_TWO_WAY : client_mode;
     o.max_message = r->opts.max_delta_size + 4096;
     if (max_output)
         o.max_output = max_output;
@@ -859,6 +860,129 @@ START_TEST(old_write_from_the_resyncer_is_kept)
 }
 END_TEST
 
+/* The gate's cost stays with replicas that serve others: a plain client
+ * (an app) keeps no gate, so a record written before its resyncer's
+ * horizon stamp by a client inside every horizon (K, offline 50 ms) that
+ * reaches it first through another server (a failover) stays — whether
+ * it syncs two-way or only receives (review of 56262e4, G3 and G4). */
+static void in_horizon_write(crdtdb_sync_mode mode)
+{
+    replica S1, S2, K, C;
+    replica_init(&S1, &now_ms, "game");
+    replica_init(&S2, &now_ms, "game");
+    replica_init(&K, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+    put(&S1, "add", "moves", "s1", "{}");
+    put(&S2, "add", "moves", "s2", "{}");
+    put(&K, "add", "moves", "k1", "{}");
+    put(&C, "add", "moves", "c1", "{}");
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&S2, &S1);
+    client_flags = 0;
+    sync2(&S1, &C);
+    sync2(&S2, &K);
+    now_ms += 100000; /* C silent from here */
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&S2, &S1);
+    client_flags = 0;
+    sync2(&S2, &K);
+    now_ms += 10;
+    put(&K, "add", "players", "y", "{\"hp\":7}"); /* K offline for 50 ms */
+    now_ms += 10;
+    put(&S1, "add", "players", "z", "{\"hp\":0}");
+    put(&S1, "remove", "players", "z", NULL);
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&S2, &S1);
+    sync2(&S2, &S1);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(S1.db, 30000, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    ck_assert_uint_eq(st.peers_left, 1); /* C */
+    now_ms += 10;
+    client_flags = 0;
+    client_mode = mode;
+    sync2(&S1, &C); /* resynced: its resyncer's stamp is past y's add */
+    ck_assert_uint_ne(peer_flags(&C, &S1) & CRDTDB_PEER_RESYNCED, 0);
+    now_ms += 10;
+    client_mode = CRDTDB_SYNC_TWO_WAY;
+    sync2(&S2, &K); /* y reaches S2: a new record, never removed */
+    client_mode = mode;
+    sync2(&S2, &C); /* failover */
+    client_mode = CRDTDB_SYNC_TWO_WAY;
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&S2, &S1);
+    ck_assert_msg(has(&C, "players", "y") && has(&S1, "players", "y") && has(&S2, "players", "y"),
+                  "y (written 50 ms offline, never removed) went: C %d S1 %d S2 %d",
+                  has(&C, "players", "y"), has(&S1, "players", "y"), has(&S2, "players", "y"));
+    replica_free(&S1);
+    replica_free(&S2);
+    replica_free(&K);
+    replica_free(&C);
+}
+
+START_TEST(plain_client_keeps_an_old_write_from_another_server)
+{
+    in_horizon_write(CRDTDB_SYNC_TWO_WAY);
+}
+END_TEST
+
+START_TEST(read_only_client_keeps_an_old_write_from_another_server)
+{
+    in_horizon_write(CRDTDB_SYNC_SERVER_TO_CLIENT);
+}
+END_TEST
+
+/* A cleared copy (access changed: crdtdb_db_clear) holds nothing its gate
+ * guarded, and no marks of its resyncers: the gate goes too, or the next
+ * server's full export, all of it older than the gate, would be removed
+ * everywhere (review of 56262e4, G2). */
+START_TEST(cleared_copy_forgets_its_gate)
+{
+    replica S1, S2, C;
+    replica_init(&S1, &now_ms, "game");
+    replica_init(&S2, &now_ms, "game");
+    replica_init(&C, &now_ms, "game");
+    put(&S1, "add", "moves", "s1", "{}");
+    put(&S2, "add", "moves", "s2", "{}");
+    put(&C, "add", "moves", "c1", "{}");
+    for (int i = 0; i < 5; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "a%d", i);
+        put(&S1, "add", "players", id, "{\"hp\":1}");
+    }
+    client_flags = CRDTDB_SESSION_NO_PURGE; /* C serves others: it keeps a gate */
+    sync2(&S2, &S1);
+    sync2(&S1, &C);
+    now_ms += 10;
+    put(&S1, "add", "players", "z", "{\"hp\":0}");
+    put(&S1, "remove", "players", "z", NULL);
+    sync2(&S2, &S1);
+    sync2(&S2, &S1);
+    now_ms += 60000;
+    sync2(&S2, &S1);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(S1.db, 30000, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    ck_assert_uint_ge(st.peers_left, 1); /* C */
+    sync2(&S1, &C); /* resynced: gate = z's remove, past a0..a4 */
+    ck_assert_uint_ne(peer_flags(&C, &S1) & CRDTDB_PEER_RESYNCED, 0);
+    ck_assert(has(&C, "players", "a0"));
+    ck_assert_int_eq(crdtdb_db_clear(C.db), 0);
+    sync2(&S2, &C); /* it lands on S2, which never collected */
+    sync2(&S2, &C);
+    sync2(&S2, &S1);
+    for (int i = 0; i < 5; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "a%d", i);
+        ck_assert_msg(has(&C, "players", id) && has(&S1, "players", id) && has(&S2, "players", id),
+                      "%s went after C's clear", id);
+    }
+    replica_free(&S1);
+    replica_free(&S2);
+    replica_free(&C);
+}
+END_TEST
+
 /* A resync cut before it ends is asked for whole again next time. */
 START_TEST(cut_resync_is_asked_for_again)
 {
@@ -1198,6 +1322,9 @@ int main(void)
     tcase_add_test(tc, client_of_a_copy_created_again_hears_of_a_collected_remove);
     tcase_add_test(tc, old_write_relayed_by_a_resynced_peer_stays_gone);
     tcase_add_test(tc, old_write_from_the_resyncer_is_kept);
+    tcase_add_test(tc, plain_client_keeps_an_old_write_from_another_server);
+    tcase_add_test(tc, read_only_client_keeps_an_old_write_from_another_server);
+    tcase_add_test(tc, cleared_copy_forgets_its_gate);
     tcase_add_test(tc, silent_peer_mesh_schedule_1796466152_keeps_r5_gone);
     tcase_add_test(tc, silent_peer_mesh_schedule_1796529104_keeps_r3_gone);
     tcase_add_test(tc, handed_off_copy_does_not_pin_the_owners_collection);
