@@ -476,6 +476,7 @@ static int apply_into(crdtdb_db *db, crdtdb_txn **tp, const uint8_t *delta, size
         rc = rp ? crdtdb__db_seterr(db, CRDTDB_EBADVALUE, "a replace signed by this replica")
                 : check_self(t, d);
     applier a = {t, d, colls, src, w, NULL, 0, 0, rp, behind, 0, NULL, 0, 0};
+    uint32_t ev0 = t ? t->nevents : 0; /* this apply's events begin here */
     if (!rc && !self && !rp && (rc = crdtdb__gate_for(t, d->sender, &a.gate)))
         crdtdb__db_seterr(db, rc, "apply: %s", crdtdb_strerror(rc));
     if (!rc && rp && !d->nrecs) /* the peer holds nothing of it */
@@ -498,6 +499,8 @@ static int apply_into(crdtdb_db *db, crdtdb_txn **tp, const uint8_t *delta, size
         memcpy(id, r->id.p, r->id.n); /* merge_all checked it */
         id[r->id.n] = 0;
         rc = crdtdb__remove_relayed(t, colls[r->coll], id);
+        if (!rc)
+            crdtdb__events_cancel(t, ev0, colls[r->coll], id);
     }
     free(a.gone);
     *gated = a.ngone;

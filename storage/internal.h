@@ -317,6 +317,10 @@ int crdtdb__chain_at(crdtdb_db *db, MDB_txn *mt, uint64_t seq, uint64_t *at,
 /* observe.c */
 int crdtdb__event_add(crdtdb_txn *t, int type, uint16_t coll, const char *id,
                       size_t idlen, const uint8_t *val, size_t len);
+/* The last event is a REMOVE of (coll, id) and an ADD of it was recorded
+ * at or after event `from`: the record showed only inside this
+ * transaction, so both go (observers see no record that never was). */
+void crdtdb__events_cancel(crdtdb_txn *t, uint32_t from, uint16_t coll, const char *id);
 /* Records events for changes committed by others in (db->seen_seq, upto],
  * read through mt; the caller moves db->seen_seq once they are delivered
  * (a write txn at commit, so an abort loses none).  0 or an error code. */

@@ -91,6 +91,27 @@ int crdtdb__event_add(crdtdb_txn *t, int type, uint16_t coll, const char *id,
     return 0;
 }
 
+void crdtdb__events_cancel(crdtdb_txn *t, uint32_t from, uint16_t coll, const char *id)
+{
+    if (t->nevents < 2 || t->nevents - 1 <= from)
+        return;
+    const char *arena = (const char *)t->arena.data;
+    crdtdb__event_rec *last = &t->events[t->nevents - 1];
+    if (last->type != CRDTDB_EVENT_REMOVE || last->coll != coll ||
+        strcmp(arena + last->id_off, id) != 0)
+        return;
+    for (uint32_t i = from; i < t->nevents - 1; i++) {
+        const crdtdb__event_rec *e = &t->events[i];
+        if (e->type != CRDTDB_EVENT_ADD || e->coll != coll || strcmp(arena + e->id_off, id) != 0)
+            continue;
+        /* the arena keeps their bytes: it goes with the transaction */
+        memmove(&t->events[i], &t->events[i + 1],
+                (t->nevents - 2 - i) * sizeof *t->events);
+        t->nevents -= 2;
+        return;
+    }
+}
+
 void crdtdb_observer_commits(crdtdb_observer *o)
 {
     if (o)

@@ -798,6 +798,53 @@ START_TEST(old_write_relayed_by_a_resynced_peer_stays_gone)
 }
 END_TEST
 
+/* The gated add and its remove are one commit: an observer of P sees no
+ * record appear and go (review of 56262e4, G6). */
+static int ev_add, ev_remove;
+static void count_ev(void *ctx, const crdtdb_event *ev)
+{
+    (void)ctx;
+    if (ev->id && strcmp(ev->id, "x") == 0) {
+        ev_add += ev->type == CRDTDB_EVENT_ADD;
+        ev_remove += ev->type == CRDTDB_EVENT_REMOVE;
+    }
+}
+
+START_TEST(gated_add_fires_no_event)
+{
+    replica A, P, Q;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&P, &now_ms, "game");
+    replica_init(&Q, &now_ms, "game");
+    put(&P, "add", "moves", "p1", "{}");
+    put(&Q, "add", "moves", "q1", "{}");
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&A, &P);
+    sync2(&A, &Q);
+    put(&A, "add", "players", "x", "{\"hp\":1}");
+    sync2(&A, &Q);
+    now_ms += 10;
+    put(&A, "remove", "players", "x", NULL);
+    now_ms += 60000;
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 30000, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    sync2(&A, &P);
+    crdtdb_observer *o;
+    ev_add = ev_remove = 0;
+    ck_assert_int_eq(crdtdb_db_observe(P.db, NULL, count_ev, NULL, &o), 0);
+    sync2(&Q, &P);
+    crdtdb_observer_close(o);
+    ck_assert(!has(&P, "players", "x"));
+    ck_assert_msg(ev_add == 0 && ev_remove == 0,
+                  "an observer saw x added (%d) and removed (%d) in one commit", ev_add, ev_remove);
+    ck_assert(!has(&Q, "players", "x"));
+    replica_free(&A);
+    replica_free(&P);
+    replica_free(&Q);
+}
+END_TEST
+
 /* The gate is for others' writes: a record the resyncer itself sends, as
  * old as it may be (a write it took late from a replica in its horizon),
  * is what the resyncer holds, and stays. */
@@ -1325,6 +1372,7 @@ int main(void)
     tcase_add_test(tc, plain_client_keeps_an_old_write_from_another_server);
     tcase_add_test(tc, read_only_client_keeps_an_old_write_from_another_server);
     tcase_add_test(tc, cleared_copy_forgets_its_gate);
+    tcase_add_test(tc, gated_add_fires_no_event);
     tcase_add_test(tc, silent_peer_mesh_schedule_1796466152_keeps_r5_gone);
     tcase_add_test(tc, silent_peer_mesh_schedule_1796529104_keeps_r3_gone);
     tcase_add_test(tc, handed_off_copy_does_not_pin_the_owners_collection);
