@@ -131,12 +131,15 @@ static int c_peer_flags(void *ctx, const uint8_t *peer, unsigned *flags)
     return 0;
 }
 
-/* A LEAVE: only a server hears one, and only once; its session is over. */
-static int c_peer_leave(void *ctx, const uint8_t *peer)
+/* A LEAVE: only a server hears one, and only once; its session is over.
+ * A left peer is back (left 0) only at a server too. */
+static int c_peer_leave(void *ctx, const uint8_t *peer, int left)
 {
     (void)ctx;
     (void)peer;
     CHECK(cur_server);
+    if (!left)
+        return 0;
     CHECK(!col.left);
     col.left = 1;
     return 0;

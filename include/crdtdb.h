@@ -1037,13 +1037,13 @@ CRDTDB_API int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer,
 CRDTDB_API int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer,
                                   uint64_t acked);
 
-/* Marks `peer` as gone (CRDTDB_PEER_LEFT), durably: it dropped its copy
- * of db (protocol.md message 17, LEAVE), so it no longer holds collection
- * back (crdtdb_db_collect), and if it ever comes back a server resyncs it
- * whole, as one silent past the age limit.  Its watermarks stay, for
- * `crdtdb peers`; the flag goes with its next delta or acknowledgement.
- * An unknown peer is recorded as gone.  Errors: EROFS, EIO. */
-CRDTDB_API int crdtdb_db_peer_leave(crdtdb_db *db, const uint8_t *peer);
+/* Marks `peer` as gone (left 1: CRDTDB_PEER_LEFT) or back (0), durably:
+ * it dropped its copy of db (protocol.md message 17, LEAVE), so it no
+ * longer holds collection back (crdtdb_db_collect), and if it ever comes
+ * back a server resyncs it whole, as one silent past the age limit, and
+ * clears the flag once it acknowledged all of that resync.  Its
+ * watermarks stay, for `crdtdb peers`.  Errors: EROFS, EIO. */
+CRDTDB_API int crdtdb_db_peer_leave(crdtdb_db *db, const uint8_t *peer, int left);
 
 /* crdtdb_db_peer_ack, saying also where the peer's own log was when it
  * held that much of ours (`their_seq`, protocol.md message 4's second

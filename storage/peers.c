@@ -192,7 +192,6 @@ void crdtdb__marks_heard(crdtdb__marks *m, uint64_t now_ms)
     }
     if (now_ms > m->seen_ms)
         m->seen_ms = now_ms;
-    m->flags &= ~CRDTDB_PEER_LEFT; /* it is back */
 }
 
 /* An ack pair: acked is stable once we hold the peer's log up to mine.
@@ -258,16 +257,36 @@ int crdtdb_db_peer_ack_at(crdtdb_db *db, const uint8_t *peer, uint64_t acked,
                                              their_seq == UINT64_MAX ? UINT64_MAX - 1 : their_seq));
 }
 
-static int peer_leave_call(crdtdb_db *db, const uint8_t *peer)
+static int peer_back(crdtdb_db *db, const uint8_t *peer)
+{
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    crdtdb__marks m;
+    int found;
+    rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
+    if (!rc && found && (m.flags & CRDTDB_PEER_LEFT)) {
+        m.flags &= ~CRDTDB_PEER_LEFT;
+        rc = crdtdb__marks_put(db, t->mt, peer, &m);
+    }
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return crdtdb__db_seterr(db, rc, "peer watermarks: %s", crdtdb_strerror(rc));
+    }
+    return crdtdb_txn_commit(t);
+}
+
+static int peer_leave_call(crdtdb_db *db, const uint8_t *peer, int left)
 {
     if (!db || !peer)
         return CRDTDB_EINVAL;
-    return marks_raise(db, peer, 0, UINT64_MAX, CRDTDB_PEER_LEFT);
+    return left ? marks_raise(db, peer, 0, UINT64_MAX, CRDTDB_PEER_LEFT) : peer_back(db, peer);
 }
 
-int crdtdb_db_peer_leave(crdtdb_db *db, const uint8_t *peer)
+int crdtdb_db_peer_leave(crdtdb_db *db, const uint8_t *peer, int left)
 {
-    return crdtdb__db_exit(db, peer_leave_call(db, peer));
+    return crdtdb__db_exit(db, peer_leave_call(db, peer, left));
 }
 
 int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag)

@@ -3,6 +3,7 @@
  * schedules with collection at random moments converge to what the same
  * schedule gives without it, no removed record coming back. */
 #include <check.h>
+#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -635,6 +636,161 @@ START_TEST(left_peer_that_comes_back_is_resynced)
     put(&N, "add", "moves", "n2", "{}");
     sync2(&A, &N);
     ck_assert_uint_eq(peer_flags(&A, &N) & CRDTDB_PEER_LEFT, 0); /* back */
+    assert_same(&A, &N);
+    replica_free(&A);
+    replica_free(&N);
+}
+END_TEST
+
+/* A frame of the sync protocol: a 4-byte big-endian length, then msgpack
+ * m. */
+static void frame_of(crdtdb_buf *f, const crdtdb_buf *m)
+{
+    uint8_t h[4] = {(uint8_t)(m->len >> 24), (uint8_t)(m->len >> 16), (uint8_t)(m->len >> 8),
+                    (uint8_t)m->len};
+    ck_assert_int_eq(crdtdb__buf_append(f, h, 4), 0);
+    ck_assert_int_eq(crdtdb__buf_append(f, m->data, m->len), 0);
+}
+
+/* A connection to srv that claims `as`'s replica id in its hello (ids are
+ * public: every hello carries one) and sends LEAVE at once, having signed
+ * nothing. */
+static void claimed_leave(replica *srv, replica *as)
+{
+    uint8_t id[32];
+    crdtdb_buf m = CRDTDB_BUF_INIT, f = CRDTDB_BUF_INIT;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &m, crdtdb__buf_write_cb);
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_uint8(&pk, 1); /* HELLO */
+    msgpack_pack_uint32(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "game", 4);
+    msgpack_pack_bin_with_body(&pk, rid(as, id), 32);
+    msgpack_pack_uint8(&pk, CRDTDB_SYNC_TWO_WAY);
+    frame_of(&f, &m);
+    m.len = 0;
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_uint8(&pk, 17); /* LEAVE */
+    frame_of(&f, &m);
+    crdtdb_session *a = open_session(srv, 1, 0);
+    ck_assert_int_eq(crdtdb_session_feed(a, f.data, f.len), 0);
+    ck_assert(crdtdb_session_closed(a));
+    crdtdb_session_close(a);
+    crdtdb_buf_free(&m);
+    crdtdb_buf_free(&f);
+}
+
+/* Anyone who can open a session with A can claim N's id and LEAVE.  Were
+ * that taken, A would collect past N with no age limit set, and N, which
+ * wrote y while offline (a new record, never removed), would be resynced
+ * whole when it comes back and lose y everywhere.  A LEAVE counts only
+ * from a replica that signed a delta in its session (review of fc71e3a,
+ * R1). */
+START_TEST(claimed_leave_costs_an_offline_client_its_write)
+{
+    replica A, N;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&N, &now_ms, "game");
+    put(&N, "add", "moves", "n1", "{}");
+    client_flags = 0; /* N, a plain client */
+    sync2(&A, &N);
+    sync2(&A, &N);
+    now_ms += 10;
+    put(&N, "add", "players", "y", "{\"hp\":7}"); /* N offline */
+    now_ms += 10;
+    put(&A, "add", "players", "z", "{\"hp\":0}");
+    now_ms += 10;
+    put(&A, "remove", "players", "z", NULL);
+    claimed_leave(&A, &N); /* not N: it signed nothing */
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0); /* no age limit */
+    sync2(&A, &N);
+    sync2(&A, &N);
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    ck_assert_msg(has(&A, "players", "y") && has(&N, "players", "y"),
+                  "a claimed LEAVE cost N its offline write y: A %d N %d (A collected %llu, "
+                  "N left: %u)",
+                  has(&A, "players", "y"), has(&N, "players", "y"),
+                  (unsigned long long)st.records, peer_flags(&A, &N) & CRDTDB_PEER_LEFT);
+    replica_free(&A);
+    replica_free(&N);
+}
+END_TEST
+
+/* S is X's client (a server's peer link) and a server of its own.  Someone
+ * claims X's id at S and LEAVEs: were that taken, S's collection would
+ * leave out its own server, which a client can never resync (rule 3), and
+ * a remove X has not received yet would be collected and never reach X. */
+START_TEST(claimed_leave_of_its_server_lets_a_client_collect_what_the_server_lacks)
+{
+    replica X, S;
+    replica_init(&X, &now_ms, "game");
+    replica_init(&S, &now_ms, "game");
+    put(&S, "add", "moves", "s1", "{}");
+    put(&X, "add", "players", "r", "{\"hp\":1}");
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&X, &S);
+    sync2(&X, &S);
+    now_ms += 10;
+    put(&S, "remove", "players", "r", NULL); /* a client of S removes r; X not linked now */
+    claimed_leave(&S, &X);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(S.db, 0, &st), 0);
+    sync2(&X, &S);
+    sync2(&X, &S);
+    ck_assert_msg(!has(&X, "players", "r"),
+                  "X keeps r, removed at S and collected there past X (%llu collected)",
+                  (unsigned long long)st.records);
+    assert_same(&X, &S);
+    replica_free(&X);
+    replica_free(&S);
+}
+END_TEST
+
+/* A left peer's come-back resync cut short: its delta reached the server,
+ * the RESYNC did not reach it.  The next session must still resync it (the
+ * flag stays until it acknowledged all of the resync), or it keeps y,
+ * which the server dropped as an old write from behind (the watermark
+ * moved over it), and they never converge (review of fc71e3a, R2). */
+START_TEST(left_peer_cut_off_in_its_resync_is_resynced_again)
+{
+    replica A, N;
+    uint8_t id[32];
+    replica_init(&A, &now_ms, "game");
+    replica_init(&N, &now_ms, "game");
+    put(&N, "add", "moves", "n1", "{}");
+    client_flags = CRDTDB_SESSION_NO_PURGE; /* N serves others (a cluster's copy) */
+    sync2(&A, &N);
+    now_ms += 10;
+    put(&N, "add", "players", "y", "{\"hp\":7}"); /* not sent yet */
+    now_ms += 10;
+    put(&A, "add", "players", "z", "{\"hp\":0}");
+    now_ms += 10;
+    put(&A, "remove", "players", "z", NULL);
+    client_mode = CRDTDB_SYNC_SERVER_TO_CLIENT; /* N takes all of A's log, sends nothing */
+    sync2(&A, &N);
+    client_mode = CRDTDB_SYNC_TWO_WAY;
+    ck_assert(!has(&N, "players", "z") && !has(&A, "players", "y"));
+    /* N left (it kept its copy after all: a cancelled handoff, a failed drop) */
+    ck_assert_int_eq(crdtdb_db_peer_leave(A.db, rid(&N, id), 1), 0);
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    /* N comes back: its SINCE, then its delta (y) reach A; A's RESYNC is
+     * lost with the connection */
+    crdtdb_session *a = open_session(&A, 1, 0), *n = open_session(&N, 0, 0);
+    move(n, a); /* hello */
+    move(a, n); /* hello, SINCE */
+    crdtdb_session_pump(n);
+    move(n, a); /* SINCE (A queues RESYNC), the delta with y */
+    ck_assert(!has(&A, "players", "y")); /* dropped: old, from behind */
+    crdtdb_session_close(a);
+    crdtdb_session_close(n);
+    sync2(&A, &N);
+    sync2(&A, &N);
+    ck_assert_msg(has(&A, "players", "y") == has(&N, "players", "y"),
+                  "N keeps y, which A dropped, for good (N left at A: %u)",
+                  peer_flags(&A, &N) & CRDTDB_PEER_LEFT);
     assert_same(&A, &N);
     replica_free(&A);
     replica_free(&N);
@@ -1357,6 +1513,9 @@ int main(void)
     tcase_add_test(tc, many_tombstones_go_in_batches);
     tcase_add_test(tc, tombstone_waits_until_every_peer_holds_it);
     tcase_add_test(tc, silent_peer_leaves_the_horizon_and_resyncs_whole);
+    tcase_add_test(tc, claimed_leave_costs_an_offline_client_its_write);
+    tcase_add_test(tc, claimed_leave_of_its_server_lets_a_client_collect_what_the_server_lacks);
+    tcase_add_test(tc, left_peer_cut_off_in_its_resync_is_resynced_again);
     tcase_add_test(tc, cut_resync_is_asked_for_again);
     tcase_add_test(tc, add_from_behind_under_a_hidden_leaf_shows_it);
     tcase_add_test(tc, add_between_a_remove_and_a_newer_hidden_leaf_shows_the_leaf);
@@ -1374,6 +1533,9 @@ int main(void)
     tcase_add_test(tc, silent_peer_mesh_schedule_1796529104_keeps_r3_gone);
     tcase_add_test(tc, handed_off_copy_does_not_pin_the_owners_collection);
     tcase_add_test(tc, left_peer_that_comes_back_is_resynced);
+    tcase_add_test(tc, claimed_leave_costs_an_offline_client_its_write);
+    tcase_add_test(tc, claimed_leave_of_its_server_lets_a_client_collect_what_the_server_lacks);
+    tcase_add_test(tc, left_peer_cut_off_in_its_resync_is_resynced_again);
     tcase_add_test(tc, server_refuses_a_resync);
     tcase_add_test(tc, collection_under_a_live_session_resyncs_its_peer);
     tcase_add_test(tc, random_schedules_converge_with_collection);

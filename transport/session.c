@@ -70,6 +70,8 @@ struct crdtdb_session {
     uint64_t h_stamp;     /* our horizon stamp, when behind */
     int peer_left;        /* the store says it left (CRDTDB_PEER_LEFT): a
                              server resyncs it whole, whatever its SINCE */
+    int left_resync;      /* that resync is under way: its ack of all of it
+                             (all_upto) brings it back */
     int left;             /* it left in this session (LEAVE): nothing of
                              it is saved any more */
     int resync;           /* the peer resyncs us whole (RESYNC): noting the
@@ -215,9 +217,16 @@ static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
     if (rc)
         return store_err(s, rc);
     /* one that left may have been collected past however far it says it
-     * held our log: it is not in the horizon */
+     * held our log: it is not in the horizon.  With nothing collected, it
+     * lacks nothing: back at once */
+    if (!floor && s->peer_left && s->st.peer_leave) {
+        s->peer_left = 0;
+        if ((rc = s->st.peer_leave(s->st.ctx, s->peer, 0)))
+            return store_err(s, rc);
+    }
     if (!floor || (v >= floor && !s->peer_left))
         return 0;
+    s->left_resync = s->peer_left;
     s->peer_left = 0;
     s->behind = 1;
     s->h_stamp = stamp;
@@ -1458,9 +1467,12 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
             return seterr(s, CRDTDB_EBADVALUE, "malformed leave message");
         if (!s->server)
             return seterr(s, CRDTDB_EBADVALUE, "a leave sent to a client");
-        /* a claimed id only costs that replica a resync when it returns */
-        int rc = s->st.peer_leave && s->state == S_OPEN ? s->st.peer_leave(s->st.ctx, s->peer)
-                                                         : 0;
+        /* only from the replica itself: it signed a delta in this session
+         * (a two-way client signs one in every session), so a claimed id
+         * cannot take another replica out of the horizon */
+        int rc = s->st.peer_leave && s->state == S_OPEN && s->proven
+                     ? s->st.peer_leave(s->st.ctx, s->peer, 1)
+                     : 0;
         if (rc)
             return store_err(s, rc);
         s->left = 1; /* its acks would bring it back */
@@ -1565,6 +1577,11 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         if (v <= s->peer_acked || v > last)
             return 0;
         s->peer_acked = v;
+        if (s->left_resync && v >= s->all_upto && s->st.peer_leave) {
+            s->left_resync = 0; /* it holds all of the resync: in the horizon again */
+            if ((rc = s->st.peer_leave(s->st.ctx, s->peer, 0)))
+                return store_err(s, rc);
+        }
         if (hinted)
             stable_pair(s, v, a[2].via.u64);
         /* durable now and then, and at the end: acks only inform (what is

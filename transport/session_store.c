@@ -165,9 +165,9 @@ static int store_horizon(void *ctx, const uint8_t *peer, uint64_t *floor, uint64
     return crdtdb_db_horizon_for(db_of(ctx), peer, floor, stamp);
 }
 
-static int store_peer_leave(void *ctx, const uint8_t *peer)
+static int store_peer_leave(void *ctx, const uint8_t *peer, int left)
 {
-    return crdtdb_db_peer_leave(db_of(ctx), peer);
+    return crdtdb_db_peer_leave(db_of(ctx), peer, left);
 }
 
 static int store_peer_flags(void *ctx, const uint8_t *peer, unsigned *flags)

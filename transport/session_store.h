@@ -112,7 +112,7 @@ typedef struct crdtdb__session_store {
                       unsigned flags, size_t *n);
     /* peer_leave (may be NULL: a LEAVE only ends the session):
      * crdtdb_db_peer_leave. */
-    int (*peer_leave)(void *ctx, const uint8_t *peer);
+    int (*peer_leave)(void *ctx, const uint8_t *peer, int left);
 
     /* (d) Access.  readonly: local writes refused (ro 1) or allowed; with
      * `durable`, the copy itself is marked so (crdtdb_db_mark_readonly)
