@@ -294,6 +294,17 @@ static void links_close(sdb *d, int ctx_gone)
     d->nlinks = 0;
 }
 
+/* A handoff's leave under way is off: its links, told to leave, close
+ * (the caller links again); the owners resync this copy, as one that
+ * left, when it comes back. */
+static void leave_cancel(sdb *d)
+{
+    if (!d->leave_ms)
+        return;
+    d->leave_ms = 0;
+    links_close(d, 0);
+}
+
 /* Closes link i of d; the last one takes its place. */
 static void link_drop(sdb *d, size_t i)
 {
@@ -1834,10 +1845,8 @@ static int handoff_db(crdtdb_server *s, sdb *d)
         s->o.keep(s->o.keep_ctx, id)) {
         d->held_ms = 0; /* not waiting on its links */
         d->held_told = 0;
-        if (d->leave_ms) { /* off after all (a client came): linked again,
-                              and each owner resyncs us, as one that left */
-            d->leave_ms = 0;
-            links_close(d, 0);
+        if (d->leave_ms) { /* off after all (a client came): linked again */
+            leave_cancel(d);
             link_peers(d);
         }
         return 0;
@@ -1845,21 +1854,25 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     uint64_t now = crdtdb__ws_now_ms();
     if (d->leave_ms) { /* the owners were told: the drop waits for the
                           links to close, LEAVE sent, a while at most */
-        int left = 1;
+        size_t unleft = d->nlinks;
         for (size_t i = 0; i < d->nlinks; i++) {
             if (!crdtdb__client_gone(d->links[i]) && now - d->leave_ms < LEAVE_WAIT_MS)
                 return 0;
-            left &= crdtdb__client_left(d->links[i]);
+            if (!crdtdb__client_left(d->links[i]))
+                unleft = i;
         }
-        if (left)
+        if (unleft == d->nlinks)
             return handoff_drop(s, d, d->leave_seq);
         /* a LEAVE that may not have gone out: that owner would count on
-         * this copy for good.  Linked again, and tried later. */
-        slog(s, "db '%s': handoff: a peer link ended before its LEAVE went out; later",
-             WS_QID(id));
-        d->leave_ms = 0;
-        d->handoff_ms = now + HANDOFF_RETRY_MS;
-        links_close(d, 0);
+         * this copy for good.  Linked again, and tried later, backing off
+         * as after a refused drop (each try costs the owners a resync) */
+        slog(s, "db '%s': handoff: the link to %s ended before its LEAVE went out; later",
+             WS_QID(id), d->lpeer[unleft]->url);
+        unsigned refusals = d->refusals;
+        d->refusals = refusals < 16 ? refusals + 1 : refusals;
+        uint64_t wait = (uint64_t)HANDOFF_RETRY_MS << (refusals < 9 ? refusals : 9);
+        d->handoff_ms = now + (wait < 3600000 ? wait : 3600000);
+        leave_cancel(d);
         link_peers(d);
         return 0;
     }
@@ -2171,6 +2184,7 @@ int crdtdb_server_relink(crdtdb_server *s, const char *const *ids, size_t n)
     for (size_t i = 0; !rc && i < n; i++) {
         sdb *d = db_find(s, ids[i]);
         if (d) { /* open: its unwanted links go, wanted ones come */
+            leave_cancel(d); /* a handoff looks again with the new owners */
             links_prune(d);
             link_peers(d);
             if (!d->conns && !d->nlinks)
@@ -2204,6 +2218,10 @@ int crdtdb_server_unpeer(crdtdb_server *s, const char *url)
         return 0;
     for (sdb *d = s->dbs, *next; d; d = next) {
         next = d->next;
+        if (d->leave_ms) { /* a handoff looks again without that peer */
+            leave_cancel(d);
+            link_peers(d);
+        }
         for (size_t i = 0; i < d->nlinks;) {
             if (strcmp(d->lpeer[i]->url, url) != 0) {
                 i++;
