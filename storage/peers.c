@@ -209,9 +209,10 @@ static void marks_ack_pair(crdtdb__marks *m, uint64_t acked, uint64_t mine)
 }
 
 /* Moves a peer's acked watermark forward, records an ack pair (mine
- * UINT64_MAX: none) and adds flags, in a transaction of its own. */
+ * UINT64_MAX: none), adds flags and clears `clear`, in a transaction of its
+ * own; writes only what changed. */
 static int marks_raise(crdtdb_db *db, const uint8_t *peer, uint64_t acked, uint64_t mine,
-                       unsigned flags)
+                       unsigned flags, unsigned clear)
 {
     crdtdb_txn *t;
     int rc = crdtdb_txn_begin(db, 0, &t);
@@ -223,7 +224,7 @@ static int marks_raise(crdtdb_db *db, const uint8_t *peer, uint64_t acked, uint6
     crdtdb__marks was = m;
     if (!rc) {
         m.acked = acked > m.acked ? acked : m.acked;
-        m.flags |= flags;
+        m.flags = (m.flags | flags) & ~clear;
         if (mine != UINT64_MAX) {
             marks_ack_pair(&m, acked, mine);
             crdtdb__marks_heard(&m, crdtdb__now_ms(db->env));
@@ -242,7 +243,7 @@ static int peer_ack_call(crdtdb_db *db, const uint8_t *peer, uint64_t acked, uin
 {
     if (!db || !peer)
         return CRDTDB_EINVAL;
-    return marks_raise(db, peer, acked, mine, 0);
+    return marks_raise(db, peer, acked, mine, 0, 0);
 }
 
 int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer, uint64_t acked)
@@ -257,31 +258,12 @@ int crdtdb_db_peer_ack_at(crdtdb_db *db, const uint8_t *peer, uint64_t acked,
                                              their_seq == UINT64_MAX ? UINT64_MAX - 1 : their_seq));
 }
 
-static int peer_back(crdtdb_db *db, const uint8_t *peer)
-{
-    crdtdb_txn *t;
-    int rc = crdtdb_txn_begin(db, 0, &t);
-    if (rc)
-        return rc;
-    crdtdb__marks m;
-    int found;
-    rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
-    if (!rc && found && (m.flags & CRDTDB_PEER_LEFT)) {
-        m.flags &= ~CRDTDB_PEER_LEFT;
-        rc = crdtdb__marks_put(db, t->mt, peer, &m);
-    }
-    if (rc) {
-        crdtdb_txn_abort(t);
-        return crdtdb__db_seterr(db, rc, "peer watermarks: %s", crdtdb_strerror(rc));
-    }
-    return crdtdb_txn_commit(t);
-}
-
 static int peer_leave_call(crdtdb_db *db, const uint8_t *peer, int left)
 {
     if (!db || !peer)
         return CRDTDB_EINVAL;
-    return left ? marks_raise(db, peer, 0, UINT64_MAX, CRDTDB_PEER_LEFT) : peer_back(db, peer);
+    return left ? marks_raise(db, peer, 0, UINT64_MAX, CRDTDB_PEER_LEFT, 0)
+                : marks_raise(db, peer, 0, UINT64_MAX, 0, CRDTDB_PEER_LEFT);
 }
 
 int crdtdb_db_peer_leave(crdtdb_db *db, const uint8_t *peer, int left)
@@ -291,5 +273,5 @@ int crdtdb_db_peer_leave(crdtdb_db *db, const uint8_t *peer, int left)
 
 int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag)
 {
-    return marks_raise(db, peer, 0, UINT64_MAX, flag);
+    return marks_raise(db, peer, 0, UINT64_MAX, flag, 0);
 }
