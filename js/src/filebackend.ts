@@ -4,7 +4,10 @@
  * written and fsynced before the commit resolves.  Opening replays the
  * journal, drops a torn last entry (a crash mid-write), and rewrites the
  * file as one snapshot (to a temporary file, fsynced, renamed over) when
- * the journal has grown past twice the live data.
+ * the journal has grown past twice the live data, at open or between
+ * commits.  What is live is estimated as entries are written or replayed:
+ * each record's latest entry's bytes, shared evenly among the records it
+ * put (so a fresh sync's big entries, all live, never cause a rewrite).
  */
 import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
@@ -40,9 +43,11 @@ function fixMeta(m: Meta): Meta {
 export class FileBackend implements Backend {
   private fh: FileHandle | null = null;
   private size = 0;
-  /** The size right after the last open or rewrite: the journal is
-   *  rewritten once it has grown past four times that (and 1 MiB). */
-  private base = 0;
+  /** Each record's share of the bytes of the entry that last put it, and
+   *  their sum: the journal is rewritten once it is over twice that (and
+   *  1 MiB), the rest being older versions, removed records and metas. */
+  private live = new Map<string, number>();
+  private liveBytes = 0;
 
   /** The caller names the file; the backend owns it until close(). */
   constructor(private readonly path: string) {}
@@ -66,23 +71,45 @@ export class FileBackend implements Backend {
       if (e.clear) records.clear();
       for (const k of e.del) records.delete(k);
       for (const [k, r] of e.put) records.set(k, fixRecord(r));
+      this.note(e, 4 + n);
       meta = fixMeta(e.meta);
       off += 4 + n;
       entries++;
     }
     try {
-      if (meta && (off < buf.length || entries > 64 && off > 2 * this.liveSize(records, meta))) {
+      if (meta && (off < buf.length || entries > 64 && this.wasteful(off))) {
         await this.snapshot(meta, records);
       } else {
         this.fh = await open(this.path, "a");
-        this.size = this.base = off;
+        this.size = off;
       }
     } catch (e) { throw ioError(e); }
     return { meta, records };
   }
 
-  private liveSize(records: Map<string, StoredRecord>, meta: Meta): number {
-    return this.encode({ meta, put: packAll(records), del: [] }).length;
+  /** An entry of n bytes was written or replayed: what it puts is live,
+   *  what it replaces or deletes no longer is. */
+  private note(e: Entry, n: number): void {
+    if (e.clear) { this.live.clear(); this.liveBytes = 0; }
+    for (const k of e.del) this.drop(k);
+    const share = e.put.length ? n / e.put.length : 0;
+    for (const [k] of e.put) {
+      this.drop(k);
+      this.live.set(k, share);
+      this.liveBytes += share;
+    }
+  }
+
+  private drop(k: string): void {
+    const b = this.live.get(k);
+    if (b === undefined) return;
+    this.liveBytes -= b;
+    this.live.delete(k);
+  }
+
+  /** A journal of `size` bytes is mostly what a rewrite would drop. */
+  private wasteful(size: number): boolean {
+    return size > 1 << 20 && size > 2 * this.liveBytes + (64 << 10);
   }
 
   private encode(e: Entry): Uint8Array {
@@ -94,7 +121,8 @@ export class FileBackend implements Backend {
   }
 
   private async snapshot(meta: Meta, records: Map<string, StoredRecord>): Promise<void> {
-    const bytes = this.encode({ meta, put: packAll(records), del: [] });
+    const e: Entry = { meta, put: packAll(records), del: [] };
+    const bytes = this.encode(e);
     const tmp = this.path + ".tmp";
     const fh = await open(tmp, "w");
     await fh.writeFile(bytes);
@@ -107,11 +135,14 @@ export class FileBackend implements Backend {
     const dir = await open(dirname(this.path), "r");
     try { await dir.sync(); } finally { await dir.close(); }
     this.fh = await open(this.path, "a");
-    this.size = this.base = bytes.length;
+    this.size = bytes.length;
+    this.live.clear();
+    this.liveBytes = 0;
+    this.note(e, bytes.length);
   }
 
   shouldCompact(): boolean {
-    return this.size > 1 << 20 && this.size > 4 * this.base;
+    return this.wasteful(this.size);
   }
 
   /** Rewrites the journal as one snapshot of what the replica holds. */
@@ -127,11 +158,13 @@ export class FileBackend implements Backend {
 
   async commit(b: Batch): Promise<void> {
     if (!this.fh) throw new CrdtdbError("EIO", "replica file is not open");
-    const bytes = this.encode({ meta: b.meta, put: packAll(b.put), del: [...b.del], clear: b.clear });
+    const e: Entry = { meta: b.meta, put: packAll(b.put), del: [...b.del], clear: b.clear };
+    const bytes = this.encode(e);
     try {
       await this.fh.write(bytes);
       await this.fh.datasync();
       this.size += bytes.length;
+      this.note(e, bytes.length);
     } catch (e) {
       // nothing half-written may stay: cut back to the last whole entry
       await this.fh.truncate(this.size).catch(() => undefined);

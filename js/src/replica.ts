@@ -75,6 +75,14 @@ export interface ApplyInfo {
   localTo: number;
 }
 
+/** What applyAll did: the first `applied` deltas committed (info: their
+ *  ranges and ours, null if none), and the error of the next, if any. */
+export interface GroupResult {
+  info: ApplyInfo | null;
+  applied: number;
+  error: unknown;
+}
+
 const utf8 = new TextEncoder();
 
 /** Our chain's points kept: deltas carry the points at or before their
@@ -281,7 +289,7 @@ export class Replica {
     meta.seq = seq;
     try {
       if (seq > seq0) {
-        if (t.delta) this.history.noteDelta(t.delta);
+        if (t.delta) for (const sig of t.delta) this.history.noteDelta(sig);
         meta.fp = await this.history.commit(meta.fp, seq0, seq);
         const pts = meta.points.slice(meta.points.length >= POINTS_KEPT ? meta.points.length - POINTS_KEPT + 1 : 0);
         pts.push([seq, meta.fp]);
@@ -524,7 +532,83 @@ export class Replica {
     return info;
   }
 
-  private checkBody(d: DecodedBody, peerHex: string): Hlc {
+  /**
+   * Verifies and applies deltas from peer `expectSender`, in order, as one
+   * commit: what a session finds already received behind the delta it is
+   * at (a fresh sync's or a catch-up's run of deltas) costs one backend
+   * transaction, not one each (IndexedDB's commit wait is most of a
+   * browser's fresh sync).  Each delta is checked as apply checks it, all
+   * before anything is locked or merged; the deltas before the first that
+   * fails commit together, and that one's error is returned with its index
+   * (nothing of it or after it is stored): the caller handles it as apply's
+   * throw, then goes on with the rest.  `info` covers what committed (null:
+   * nothing did).
+   */
+  async applyAll(list: readonly Uint8Array[], expectSender: ReplicaId, based?: Map<string, Held>): Promise<GroupResult> {
+    const ds: DecodedBody[] = [];
+    let error: unknown = null;
+    for (const bytes of list) {
+      try {
+        const d = await decodeDelta(bytes, this.limits);
+        if (!sameBytes(d.sender, expectSender))
+          throw new CrdtdbError("EBADVALUE", "a delta signed by another replica than the peer");
+        ds.push(d);
+      } catch (e) {
+        error = e;
+        break;
+      }
+    }
+    const r = ds.length
+      ? await this.serial(() => this.applyBodies(ds, list))
+      : { info: null, applied: 0, error: null };
+    if (r.applied < ds.length || !error) error = r.error; // a check failed before the decode did
+    if (based)
+      for (let i = 0; i < r.applied; i++)
+        for (const rec of ds[i]!.records) {
+          const key = recordKey(rec.coll, rec.id);
+          if (rec.base) based.set(key, "b");
+          else if (!based.has(key)) based.set(key, "l");
+        }
+    return { info: r.info, applied: r.applied, error };
+  }
+
+  private async applyBodies(ds: DecodedBody[], list: readonly Uint8Array[]): Promise<GroupResult> {
+    const peerHex = this.hexOfSender(ds[0]!.sender);
+    const peer = this.peer(peerHex);
+    const p: PeerState = { ...peer, points: peer.points.slice() };
+    const t = this.begin();
+    t.src = peerHex;
+    t.delta = [];
+    let error: unknown = null, n = 0;
+    for (const d of ds) {
+      let max: Hlc;
+      try {
+        max = this.checkBody(d, peerHex, p.points);
+      } catch (e) {
+        error = e;
+        break;
+      }
+      if (max > t.maxHlc) t.maxHlc = max;
+      for (const rec of d.records) mergeRemote(t, rec);
+      t.delta.push(signatureOf(list[n]!));
+      const mine = d.recipient === null || toHex(d.recipient) === this.idHex;
+      if (mine && d.from <= p.received && d.to > p.received) p.received = d.to;
+      if (d.recipient && toHex(d.recipient) === this.idHex && d.ack !== null && d.ack > p.acked) p.acked = d.ack;
+      for (const h of d.history) if (!hasPoint(p.points, h.seq)) p.points.push([h.seq, h.fp.slice()]);
+      if (p.points.length > PEER_POINTS_KEPT) p.points = p.points.slice(-PEER_POINTS_KEPT);
+      n++;
+    }
+    if (!n) return { info: null, applied: 0, error };
+    const seq0 = this.meta.seq;
+    await this.finish(t, (m) => { m.peers[peerHex] = p; });
+    const info = { from: ds[0]!.from, to: ds[n - 1]!.to, received: p.received, localFrom: seq0, localTo: this.meta.seq };
+    return { info, applied: n, error };
+  }
+
+  /** Checks a delta's body before it merges: its database, collections,
+   *  clock and history; `points` the peer's as they stand (applyAll's
+   *  earlier deltas' included).  Throws CrdtdbError. */
+  private checkBody(d: DecodedBody, peerHex: string, points = this.peer(peerHex).points): Hlc {
     if (d.dbId !== this.dbId)
       throw new CrdtdbError("EINVAL", `the delta is for database '${d.dbId}', this is '${this.dbId}'`);
     for (const rec of d.records)
@@ -539,9 +623,8 @@ export class Replica {
       }
     }
     // history: a second fingerprint for a sequence is a second history
-    const peer = this.peer(peerHex);
     for (const p of d.history)
-      for (const [s, fp] of peer.points)
+      for (const [s, fp] of points)
         if (s === p.seq && toHex(fp) !== toHex(p.fp))
           throw new CrdtdbError("EFORK", `the peer's history at ${s} differs from what it sent before (a copied replica)`);
     const self = d.recipient && toHex(d.recipient) === this.idHex;
@@ -556,7 +639,7 @@ export class Replica {
     const t = this.begin();
     t.src = peerHex;
     t.maxHlc = max;
-    t.delta = sig;
+    t.delta = [sig];
     for (const rec of d.records) mergeRemote(t, rec);
     const seq0 = this.meta.seq;
     const peer = this.peer(peerHex);
@@ -862,8 +945,9 @@ class Txn {
   /** Only local writes (no peer is told of this commit). */
   local = false;
   maxHlc = 0n;
-  /** A peer's delta applied whole (its signature): the chain notes it once. */
-  delta: Uint8Array | null = null;
+  /** Peers' deltas applied whole (their signatures, in order): the chain
+   *  notes each once. */
+  delta: Uint8Array[] | null = null;
   private colls = new Map<string, number>();
   constructor(private readonly rep: Replica) {}
 

@@ -5,7 +5,8 @@
  * (sync.ts) only moves bytes; tests drive a session with any byte pipe.
  *
  * Messages are handled one at a time, in order: a delta is verified,
- * committed durably and only then acknowledged.
+ * committed durably and only then acknowledged.  Deltas received together
+ * commit as one (deltaRun), each verified first.
  */
 import { CrdtdbError, codeOf, type ErrorCode } from "./errors.js";
 import { encodeFrame, FrameReader, presencePayloadError, PRESENCE_MAX, type Message } from "./frames.js";
@@ -61,6 +62,10 @@ export interface SessionOptions {
 }
 
 const SKIP_SPAN = 256;
+/** A run of deltas applied as one commit: at most this many bytes of
+ *  deltas (the first is taken whatever its size) and deltas. */
+const RUN_BYTES = 4 << 20;
+const RUN_MAX = 64;
 const DONE: Promise<void> = Promise.resolve();
 /** Records a resync may note (a hostile server cannot grow the set past
  *  this; session.c bounds the names' bytes the same way). */
@@ -257,7 +262,8 @@ export class ClientSession {
       }
       if (!m) break;
       try {
-        await this.handle(m);
+        if (m.t === "delta" && this.state === "open") m = await this.deltaRun(m.delta);
+        if (m) await this.handle(m);
       } catch (e) {
         this.fail(e);
         return;
@@ -390,6 +396,40 @@ export class ClientSession {
       });
   }
 
+  /**
+   * A delta, and the deltas received right behind it (up to RUN_BYTES):
+   * applied as one commit (Replica.applyAll), so a fresh sync or catch-up
+   * waits for one backend transaction per run, not one per delta.  Returns
+   * the message read after the run, not yet handled.
+   */
+  private async deltaRun(first: Uint8Array): Promise<Message | null> {
+    const run = [first];
+    let bytes = first.length, next: Message | null = null;
+    while (bytes < RUN_BYTES && run.length < RUN_MAX && (next = this.reader.next()) && next.t === "delta") {
+      run.push(next.delta);
+      bytes += next.delta.length;
+      next = null;
+    }
+    if (run.length === 1) await this.onDelta(first);
+    else await this.onDeltas(run);
+    return next;
+  }
+
+  private async onDeltas(run: Uint8Array[]): Promise<void> {
+    const rs = this.resync;
+    while (run.length && this.state === "open") {
+      if (rs && rs.held.size > RESYNC_KEYS_MAX)
+        throw new CrdtdbError("ETOOBIG", `a resync of over ${RESYNC_KEYS_MAX} records`);
+      const before = this.received;
+      const r = await this.r.applyAll(run, this.server!, rs?.held);
+      if (r.info) await this.applied(r.info, before);
+      if (!r.error) return;
+      if (!(r.error instanceof CrdtdbError && r.error.code === "ECLOCK")) throw r.error;
+      this.refused(r.error);
+      run = run.slice(r.applied + 1);
+    }
+  }
+
   private async onDelta(bytes: Uint8Array): Promise<void> {
     const before = this.received;
     let info: ApplyInfo;
@@ -402,6 +442,12 @@ export class ClientSession {
       if (e instanceof CrdtdbError && e.code === "ECLOCK") return this.refused(e);
       throw e;
     }
+    return this.applied(info, before);
+  }
+
+  /** After a delta or a run of them committed: what it numbered, our
+   *  watermark and ack, caught up. */
+  private async applied(info: ApplyInfo, before: number): Promise<void> {
     // what this apply numbered came from the server: nothing to send back
     const done = Math.max(this.skipTo, this.sentUpto);
     if (info.localTo > info.localFrom && done >= info.localFrom && this.toldUptodate === info.localFrom + 1) {

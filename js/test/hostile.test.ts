@@ -482,6 +482,106 @@ test("(h) a second history fingerprint for one sequence (a copied server): ERROR
   });
 });
 
+/* ------------------------------------- runs of deltas received together */
+
+/** Frames sent in one WebSocket message: the client reads them together,
+ *  so a run of deltas among them is applied as one commit. */
+function together(ms: Message[]): Uint8Array {
+  const fs = ms.map(encodeFrame);
+  const b = new Uint8Array(fs.reduce((n, f) => n + f.length, 0));
+  let o = 0;
+  for (const f of fs) { b.set(f, o); o += f.length; }
+  return b;
+}
+
+/** Counts the replica's backend commits from now on. */
+function countCommits(c: Case): { n: number } {
+  const count = { n: 0 };
+  const be = (c.ds.replica as unknown as { backend: { commit(b: unknown): Promise<void> } }).backend;
+  const commit = be.commit.bind(be);
+  be.commit = (b) => { count.n++; return commit(b); };
+  return count;
+}
+
+async function reopened(c: Case): Promise<{ items: unknown; received: number }> {
+  await c.ds.close();
+  const again = await CrdtdbDataStore.open({ dbId: DB, collections: COLLS, backend: new FileBackend(c.file) });
+  try {
+    return { items: await again.query("Items", {}), received: again.replica.peer(c.serverHex).received };
+  } finally {
+    await again.close();
+  }
+}
+
+test("(i) deltas received together commit once: all merged, the watermark at the last, one ack, stored", async () => {
+  await withCase(async (c) => {
+    const commits = countCommits(c);
+    const seq0 = c.ds.replica.seq;
+    const from = c.conn.msgs.length;
+    c.conn.sendRaw(together([
+      { t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "r1", { a: 1 }, now())], DB, { history: [{ seq: 2, fp: new Uint8Array(16).fill(2) }] }) },
+      { t: "delta", delta: await delta(c.kp, 2, 4, [rec(c.kp, "r2", { a: 2 }, now()), rec(c.kp, "good", { a: 5 }, now())]) },
+      { t: "delta", delta: await delta(c.kp, 4, 5, [rec(c.kp, "r1", { b: 3 }, now(), { base: null })], DB, { history: [{ seq: 5, fp: new Uint8Array(16).fill(5) }] }) },
+    ]));
+    await c.conn.waitFor("ack", "the ack of the run", (m) => m.seq === 5, from);
+    assert.equal(commits.n, 1, "one backend commit for the run");
+    assert.deepEqual(c.conn.msgs.slice(from).filter((m) => m.t === "ack").map((m) => m.t === "ack" && m.seq), [5], "one ack");
+    const items = [{ id: "good", a: 5 }, { id: "r1", a: 1, b: 3 }, { id: "r2", a: 2 }];
+    assert.deepEqual(await c.ds.query("Items", {}), items);
+    assert.equal(c.ds.replica.seq, seq0 + 7, "every register numbered: r1's base and a, r2's, good's (added again), r1's b");
+    assert.deepEqual(c.ds.replica.peer(c.serverHex).points.map(([s]) => s), [2, 5], "both deltas' history points kept");
+    assert.deepEqual(await reopened(c), { items, received: 5 });
+  });
+});
+
+test("(i) an ECLOCK delta inside a run: those before commit and are acked, it gets its notice, the next still merges", async () => {
+  await withCase(async (c) => {
+    const from = c.conn.msgs.length;
+    c.conn.sendRaw(together([
+      { t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "before", { a: 1 }, now())]) },
+      { t: "delta", delta: await delta(c.kp, 2, 3, [rec(c.kp, "future", { a: 1 }, packHlc(Date.now() + 3_600_000, 0))]) },
+      { t: "delta", delta: await delta(c.kp, 3, 4, [rec(c.kp, "after", { a: 1 }, now())]) },
+    ]));
+    const notice = await c.conn.waitFor("notice", "the notice of the refused delta", () => true, from);
+    assert.equal(notice.code, ERRORS.ECLOCK[0]);
+    await until(async () => (await c.ds.getById("Items", "after", true)) !== null, "the delta after the refused one merged");
+    await c.conn.waitFor("ack", "the ack of the delta before", (m) => m.seq === 2, from);
+    await sleep(150);
+    assert.deepEqual(c.conn.msgs.slice(from).filter((m) => m.t === "ack").map((m) => m.t === "ack" && m.seq), [2], "acked up to the refused delta only");
+    assert.equal(await c.ds.getById("Items", "future", true), null);
+    assert.equal(c.ds.replica.peer(c.serverHex).received, 2, "the watermark stays before the refused delta");
+    assert.ok(!c.events.some((e) => e.type === "error" && e.fatal), "the session goes on");
+    assert.deepEqual(await reopened(c), { items: [{ id: "after", a: 1 }, { id: "before", a: 1 }, { id: "good", a: 1 }], received: 2 });
+  });
+});
+
+test("(i) a forged delta inside a run: those before commit, ERROR EBADSIG, nothing of it or after stored", async () => {
+  await withCase(async (c) => {
+    const forged = await delta(c.kp, 2, 3, [rec(c.kp, "evil", { a: 666 }, now())]);
+    forged[forged.length - 1]! ^= 0x01;
+    const from = c.conn.msgs.length;
+    c.conn.sendRaw(together([
+      { t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "before", { a: 1 }, now())]) },
+      { t: "delta", delta: forged },
+      { t: "delta", delta: await delta(c.kp, 3, 4, [rec(c.kp, "after", { a: 1 }, now())]) },
+    ]));
+    await assertRefused(c, "EBADSIG", "forged delta in a run", from, /signature/);
+    assert.deepEqual(await reopened(c), { items: [{ id: "before", a: 1 }, { id: "good", a: 1 }], received: 2 });
+  });
+});
+
+test("(i) a second history fingerprint between two deltas of one run: the first commits, ERROR EFORK", async () => {
+  await withCase(async (c) => {
+    const from = c.conn.msgs.length;
+    c.conn.sendRaw(together([
+      { t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "h1", { a: 1 }, now())], DB, { history: [{ seq: 2, fp: new Uint8Array(16).fill(0xaa) }] }) },
+      { t: "delta", delta: await delta(c.kp, 2, 3, [rec(c.kp, "h2", { a: 1 }, now())], DB, { history: [{ seq: 2, fp: new Uint8Array(16).fill(0xbb) }] }) },
+    ]));
+    await assertRefused(c, "EFORK", "second history in a run", from);
+    assert.deepEqual(await reopened(c), { items: [{ id: "good", a: 1 }, { id: "h1", a: 1 }], received: 2 });
+  });
+});
+
 for (const [name, code, make] of [
   ["another database", "EINVAL", (kp: KeyPair) => ({ t: "hello", version: 1, dbId: "another-db", replicaId: kp.publicKey, mode: 1 })],
   ["protocol version 2", "EVERSION", (kp: KeyPair) => ({ t: "hello", version: 2, dbId: DB, replicaId: kp.publicKey, mode: 1 })],

@@ -1,0 +1,101 @@
+/**
+ * The file journal's rewrites (src/filebackend.ts): a journal grown past
+ * twice its live data is rewritten, at open or between commits; one whose
+ * entries are all still live (a fresh sync's big commits, an addAll) is
+ * never rewritten, however large.  Checked on a real file, through the
+ * DataStore, by the file's size and the backend's compact calls.
+ */
+import test from "node:test";
+import assert from "node:assert/strict";
+import { statSync } from "node:fs";
+import { join } from "node:path";
+import { CrdtdbDataStore } from "../src/index.js";
+import { FileBackend } from "../src/node.js";
+import type { Meta } from "../src/backend.js";
+import type { StoredRecord } from "../src/types.js";
+import { tempDir } from "./helpers.js";
+
+/** A FileBackend that counts its rewrites between commits. */
+class Counting extends FileBackend {
+  rewrites = 0;
+  override async compact(meta: Meta, records: Map<string, StoredRecord>): Promise<void> {
+    this.rewrites++;
+    return super.compact(meta, records);
+  }
+}
+
+const open = (backend: FileBackend) => CrdtdbDataStore.open({ dbId: "journal", collections: "Items", backend });
+const pad = "x".repeat(200);
+const items = (n: number, from = 0, v = 0) =>
+  Object.fromEntries(Array.from({ length: n }, (_, i) => [`r${from + i}`, { n: i, v, pad }]));
+
+test("a journal whose entries are all live is not rewritten, however large", async () => {
+  const tmp = tempDir("crdtdb-journal-");
+  try {
+    const path = join(tmp.path, "a.crdtdb");
+    const be = new Counting(path);
+    const ds = await open(be);
+    // 3 MiB+ of distinct records in big entries, then in small ones
+    await ds.addAll("Items", items(6000));
+    await ds.addAll("Items", items(4000, 6000));
+    for (let i = 0; i < 200; i++) await ds.add("Items", `s${i}`, { n: i, pad });
+    assert.ok(statSync(path).size > 3 << 20, `the journal is large: ${statSync(path).size}`);
+    assert.equal(be.rewrites, 0, "nothing to drop: no rewrite");
+    await ds.close();
+  } finally {
+    tmp.remove();
+  }
+});
+
+test("a journal mostly of older versions is rewritten between commits, and reopens with the latest", async () => {
+  const tmp = tempDir("crdtdb-journal-");
+  try {
+    const path = join(tmp.path, "b.crdtdb");
+    const be = new Counting(path);
+    const ds = await open(be);
+    await ds.addAll("Items", items(1000));
+    const one = statSync(path).size;
+    // the same 1,000 records rewritten: the journal holds ever more dead versions
+    let v = 0;
+    while (be.rewrites === 0 && v < 20) await ds.addAll("Items", items(1000, 0, ++v));
+    assert.ok(be.rewrites >= 1, "rewritten");
+    assert.ok(v >= 2 && v <= 5, `rewritten once over half was dead (after ${v + 1} versions)`);
+    assert.ok(statSync(path).size < 2 * one, `the file shrank: ${statSync(path).size} against ${one} for one version`);
+    await ds.addAll("Items", items(1000, 0, ++v));
+    await ds.close();
+    const again = await open(new FileBackend(path));
+    assert.deepEqual(await again.getById("Items", "r999"), { id: "r999", n: 999, v, pad });
+    assert.equal((await again.query("Items", {})).length, 1000);
+    await again.close();
+  } finally {
+    tmp.remove();
+  }
+});
+
+test("a journal mostly of older versions is rewritten at open", async () => {
+  const tmp = tempDir("crdtdb-journal-");
+  try {
+    const path = join(tmp.path, "c.crdtdb");
+    // written by a backend that never rewrites: entries pile up as they are
+    class Never extends FileBackend { override shouldCompact(): boolean { return false; } }
+    let ds = await open(new Never(path));
+    await ds.addAll("Items", items(4000));
+    await ds.addAll("Items", items(4000, 0, 1));
+    await ds.addAll("Items", items(4000, 0, 2));
+    for (let k = 0; k < 70; k++) await ds.remove("Items", `r${k}`); // (entries enough to look at)
+    await ds.close();
+    const before = statSync(path).size;
+    ds = await open(new FileBackend(path));
+    const after = statSync(path).size;
+    assert.ok(after < before * 0.5, `rewritten at open: ${before} -> ${after}`);
+    assert.equal((await ds.query("Items", {})).length, 3930);
+    assert.deepEqual(await ds.getById("Items", "r100"), { id: "r100", n: 100, v: 2, pad });
+    await ds.close();
+    // and a journal that is all live is left as it is
+    ds = await open(new FileBackend(path));
+    assert.equal(statSync(path).size, after, "not rewritten again");
+    await ds.close();
+  } finally {
+    tmp.remove();
+  }
+});
