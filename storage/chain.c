@@ -40,9 +40,7 @@ int crdtdb__chain_commit(crdtdb_txn *t)
     crdtdb_env *env = db->env;
     uint8_t digest[32], prev[CRDTDB__FP_BYTES] = {0}, hk[5], next[8 + CRDTDB__FP_BYTES];
     crypto_generichash_final(&t->fp, digest, sizeof digest);
-    crdtdb__put_u32(hk, db->num);
-    hk[4] = 'h';
-    MDB_val k = {5, hk}, v;
+    MDB_val k = crdtdb__dbinfo_key(hk, db->num, 'h'), v;
     int rc = mdb_get(t->mt, env->dbi_dbinfo, &k, &v);
     if (rc == 0 && v.mv_size == sizeof next)
         memcpy(prev, (const uint8_t *)v.mv_data + 8, CRDTDB__FP_BYTES);

@@ -14,20 +14,13 @@
 #include "storage/log.h"
 #include "storage/slot.h"
 
-static MDB_val horizon_key(uint8_t k[5], uint32_t num)
-{
-    crdtdb__put_u32(k, num);
-    k[4] = 'g';
-    MDB_val v = {5, k};
-    return v;
-}
 
 #define FLOOR_BYTES (24 + CRDTDB_REPLICA_ID_BYTES) /* floor, stamp, m2, src1 */
 
 int crdtdb__floor_read(crdtdb_db *db, MDB_txn *mt, crdtdb__floor *f)
 {
     uint8_t kb[5];
-    MDB_val k = horizon_key(kb, db->num), v;
+    MDB_val k = crdtdb__dbinfo_key(kb, db->num, 'g'), v;
     memset(f, 0, sizeof *f);
     int mrc = mdb_get(mt, db->env->dbi_dbinfo, &k, &v);
     if (mrc == MDB_NOTFOUND)
@@ -47,7 +40,7 @@ int crdtdb__floor_read(crdtdb_db *db, MDB_txn *mt, crdtdb__floor *f)
 static int floor_write(crdtdb_db *db, MDB_txn *mt, const crdtdb__floor *f)
 {
     uint8_t kb[5], vb[FLOOR_BYTES];
-    MDB_val k = horizon_key(kb, db->num), v = {FLOOR_BYTES, vb};
+    MDB_val k = crdtdb__dbinfo_key(kb, db->num, 'g'), v = {FLOOR_BYTES, vb};
     crdtdb__put_u64(vb, f->floor);
     crdtdb__put_u64(vb + 8, f->stamp);
     crdtdb__put_u64(vb + 16, f->m2);

@@ -70,18 +70,10 @@ int crdtdb__db_coll(crdtdb_db *db, const char *name)
                              name ? name : "(null)");
 }
 
-static MDB_val dbinfo_key(uint8_t k[5], uint32_t num, char tag)
-{
-    crdtdb__put_u32(k, num);
-    k[4] = (uint8_t)tag;
-    MDB_val v = {5, k};
-    return v;
-}
-
 int crdtdb__seq_read(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *seq)
 {
     uint8_t k[5];
-    MDB_val key = dbinfo_key(k, num, 's'), v;
+    MDB_val key = crdtdb__dbinfo_key(k, num, 's'), v;
     int rc = mdb_get(mt, env->dbi_dbinfo, &key, &v);
     if (rc)
         return crdtdb__mdb_err(rc);
@@ -96,7 +88,7 @@ static int db_load(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num,
                    crdtdb_db **out)
 {
     uint8_t k[5];
-    MDB_val key = dbinfo_key(k, num, 'c'), v;
+    MDB_val key = crdtdb__dbinfo_key(k, num, 'c'), v;
     int rc = mdb_get(mt, env->dbi_dbinfo, &key, &v);
     if (rc)
         return rc == MDB_NOTFOUND ? CRDTDB_ECORRUPT : crdtdb__mdb_err(rc);
@@ -238,10 +230,10 @@ static int create_call(crdtdb_env *env, const char *id, const char *const *colls
             MDB_val ik = {strlen(id), (void *)id}, iv = {4, nb};
             if (!mrc)
                 mrc = mdb_put(mt, env->dbi_dbs, &ik, &iv, 0);
-            MDB_val ck = dbinfo_key(kb, num, 'c'), cv = {cl.len, cl.data};
+            MDB_val ck = crdtdb__dbinfo_key(kb, num, 'c'), cv = {cl.len, cl.data};
             if (!mrc)
                 mrc = mdb_put(mt, env->dbi_dbinfo, &ck, &cv, 0);
-            MDB_val sk = dbinfo_key(kb, num, 's'), sv = {8, sb};
+            MDB_val sk = crdtdb__dbinfo_key(kb, num, 's'), sv = {8, sb};
             if (!mrc)
                 mrc = mdb_put(mt, env->dbi_dbinfo, &sk, &sv, 0);
             if (!mrc)
@@ -388,13 +380,13 @@ static MDB_val tomb_key(char k[sizeof TOMB_PREFIX + CRDTDB_ID_MAX], const char *
 static int tomb_put(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num)
 {
     uint8_t kb[5], tb[TOMB_BYTES] = {0};
-    MDB_val sk = dbinfo_key(kb, num, 's'), sv;
+    MDB_val sk = crdtdb__dbinfo_key(kb, num, 's'), sv;
     int rc = mdb_get(mt, env->dbi_dbinfo, &sk, &sv);
     if (rc || sv.mv_size != 8 || crdtdb__get_u64(sv.mv_data) == 0)
         return rc == MDB_NOTFOUND ? 0 : rc;
     memcpy(tb, sv.mv_data, 8);
     crdtdb__put_u64(tb + 16 + CRDTDB__FP_BYTES, crdtdb__now_ms(env));
-    MDB_val hk = dbinfo_key(kb, num, 'h'), hv;
+    MDB_val hk = crdtdb__dbinfo_key(kb, num, 'h'), hv;
     rc = mdb_get(mt, env->dbi_dbinfo, &hk, &hv);
     if (rc == 0 && hv.mv_size == 8 + CRDTDB__FP_BYTES)
         memcpy(tb + 8, hv.mv_data, 8 + CRDTDB__FP_BYTES);
@@ -418,11 +410,11 @@ static int tomb_take(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num)
         return MDB_CORRUPTED;
     uint8_t tb[TOMB_BYTES], kb[5], ck[12];
     memcpy(tb, v.mv_data, sizeof tb);
-    MDB_val sk = dbinfo_key(kb, num, 's'), sv = {8, tb};
+    MDB_val sk = crdtdb__dbinfo_key(kb, num, 's'), sv = {8, tb};
     if ((rc = mdb_put(mt, env->dbi_dbinfo, &sk, &sv, 0)))
         return rc;
     if (crdtdb__get_u64(tb + 8)) { /* a fingerprint was kept */
-        MDB_val hk = dbinfo_key(kb, num, 'h'), hv = {8 + CRDTDB__FP_BYTES, tb + 8};
+        MDB_val hk = crdtdb__dbinfo_key(kb, num, 'h'), hv = {8 + CRDTDB__FP_BYTES, tb + 8};
         crdtdb__put_u32(ck, num);
         memcpy(ck + 4, tb + 8, 8);
         MDB_val cvk = {12, ck}, cv = {CRDTDB__FP_BYTES, tb + 16};
@@ -628,7 +620,7 @@ static int clear_call(crdtdb_db *db)
     if (!mrc) { /* the resync gate: its resyncers' marks just went, and
                    with the records, what it guarded */
         uint8_t kb[5];
-        MDB_val gk = dbinfo_key(kb, db->num, 'r');
+        MDB_val gk = crdtdb__dbinfo_key(kb, db->num, 'r');
         mrc = mdb_del(t->mt, db->env->dbi_dbinfo, &gk, NULL);
         mrc = mrc == MDB_NOTFOUND ? 0 : mrc;
     }

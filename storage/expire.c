@@ -18,10 +18,7 @@
  *                           | u64 set at (ms) */
 static MDB_val ttl_key(uint8_t k[5], uint32_t num)
 {
-    crdtdb__put_u32(k, num);
-    k[4] = 't';
-    MDB_val v = {5, k};
-    return v;
+    return crdtdb__dbinfo_key(k, num, 't');
 }
 
 /* The wall-clock ms of the register written last (the one at the top of

@@ -255,6 +255,10 @@ int crdtdb__db_coll(crdtdb_db *db, const char *name);
  * finish with crdtdb__txn_end.  Error message set on db. */
 int crdtdb__txn_get(crdtdb_db *db, crdtdb_txn *txn, int write,
                     crdtdb_txn **out, int *own);
+/* In *ro, whether the copy carries the durable read-only mark
+ * (crdtdb_db_mark_readonly) as t sees it; read once per txn.  0, or an
+ * LMDB code with the message set on t's db. */
+int crdtdb__txn_readonly(crdtdb_txn *t, int *ro);
 /* Ends an owned txn: commits if rc == 0, else aborts.  Marks a borrowed
  * write txn failed if rc != 0.  Returns the final code. */
 int crdtdb__txn_end(crdtdb_txn *t, int own, int rc);
@@ -352,6 +356,15 @@ static inline void crdtdb__put_u64(uint8_t *p, uint64_t v)
 static inline uint64_t crdtdb__get_u64(const uint8_t *p)
 {
     return (uint64_t)crdtdb__get_u32(p) << 32 | crdtdb__get_u32(p + 4);
+}
+/* A dbinfo key: database number | tag (the layout above).  The key is k's
+ * 5 bytes. */
+static inline MDB_val crdtdb__dbinfo_key(uint8_t k[5], uint32_t num, char tag)
+{
+    crdtdb__put_u32(k, num);
+    k[4] = (uint8_t)tag;
+    MDB_val v = {5, k};
+    return v;
 }
 /* Record key: number | collection | id.  Returns its length. */
 static inline size_t crdtdb__reckey(uint8_t *k, uint32_t num, uint16_t coll,

@@ -38,18 +38,10 @@ static int resync_flag(crdtdb_txn *t, const uint8_t *peer, int on)
     return crdtdb__marks_put(t->db, t->mt, peer, &m);
 }
 
-static MDB_val gate_key(uint8_t k[5], uint32_t num)
-{
-    crdtdb__put_u32(k, num);
-    k[4] = 'r';
-    MDB_val v = {5, k};
-    return v;
-}
-
 static int gate_read(crdtdb_db *db, MDB_txn *mt, uint64_t *gate)
 {
     uint8_t kb[5];
-    MDB_val k = gate_key(kb, db->num), v;
+    MDB_val k = crdtdb__dbinfo_key(kb, db->num, 'r'), v;
     *gate = 0;
     int mrc = mdb_get(mt, db->env->dbi_dbinfo, &k, &v);
     if (mrc == MDB_NOTFOUND)
@@ -72,7 +64,7 @@ static int gate_raise(crdtdb_txn *t, uint64_t stamp)
     if (rc || stamp <= gate)
         return rc;
     uint8_t kb[5], vb[8];
-    MDB_val k = gate_key(kb, t->db->num), v = {8, vb};
+    MDB_val k = crdtdb__dbinfo_key(kb, t->db->num, 'r'), v = {8, vb};
     crdtdb__put_u64(vb, stamp);
     return crdtdb__mdb_err(mdb_put(t->mt, t->db->env->dbi_dbinfo, &k, &v, 0));
 }
@@ -82,17 +74,12 @@ static int gate_raise(crdtdb_txn *t, uint64_t stamp)
  * read-only sends nothing back, so it has nothing to gate. */
 int crdtdb__gate_for(crdtdb_txn *t, const uint8_t *sender, uint64_t *gate)
 {
-    int rc = gate_read(t->db, t->mt, gate);
+    int rc = gate_read(t->db, t->mt, gate), ro;
     if (rc || !*gate)
         return rc;
-    uint8_t kb[5];
-    crdtdb__put_u32(kb, t->db->num);
-    kb[4] = 'R'; /* crdtdb_db_mark_readonly */
-    MDB_val k = {5, kb}, v;
-    int mrc = t->db->readonly ? 0 : mdb_get(t->mt, t->db->env->dbi_dbinfo, &k, &v);
-    if (mrc && mrc != MDB_NOTFOUND)
-        return crdtdb__mdb_err(mrc);
-    if (!mrc) {
+    if ((rc = crdtdb__txn_readonly(t, &ro)))
+        return rc;
+    if (ro || t->db->readonly) {
         *gate = 0;
         return 0;
     }

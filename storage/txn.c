@@ -108,10 +108,8 @@ static int commit_call(crdtdb_txn *t)
     }
     if (t->seq != t->seq0) {
         uint8_t k[5], sv[8];
-        crdtdb__put_u32(k, db->num);
-        k[4] = 's';
         crdtdb__put_u64(sv, t->seq);
-        MDB_val key = {5, k}, val = {8, sv};
+        MDB_val key = crdtdb__dbinfo_key(k, db->num, 's'), val = {8, sv};
         mrc = mdb_put(t->mt, env->dbi_dbinfo, &key, &val, 0);
     }
     if (!mrc && t->hlc != t->hlc0) {
@@ -173,21 +171,26 @@ uint64_t crdtdb__txn_tick(crdtdb_txn *t)
 /* Refuses a local write when the copy is marked read-only (a server
  * granted only server-to-client): read once per transaction, so every
  * handle of every process sees the mark (crdtdb_db_mark_readonly). */
-static int check_mark(crdtdb_txn *t)
+int crdtdb__txn_readonly(crdtdb_txn *t, int *ro)
 {
     crdtdb_db *db = t->db;
     if (!t->ro_known) {
         uint8_t k[5];
-        crdtdb__put_u32(k, db->num);
-        k[4] = 'R';
-        MDB_val key = {5, k}, v;
+        MDB_val key = crdtdb__dbinfo_key(k, db->num, 'R'), v;
         int mrc = mdb_get(t->mt, db->env->dbi_dbinfo, &key, &v);
         if (mrc && mrc != MDB_NOTFOUND)
             return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "read: %s", crdtdb__mdb_str(mrc));
         t->ro = mrc == 0;
         t->ro_known = 1;
     }
-    return t->ro ? crdtdb__db_seterr(db, CRDTDB_EROFS, "Read only access") : 0;
+    *ro = t->ro;
+    return 0;
+}
+
+static int check_mark(crdtdb_txn *t)
+{
+    int ro, rc = crdtdb__txn_readonly(t, &ro);
+    return rc ? rc : ro ? crdtdb__db_seterr(t->db, CRDTDB_EROFS, "Read only access") : 0;
 }
 
 int crdtdb__txn_get(crdtdb_db *db, crdtdb_txn *txn, int write,
@@ -228,9 +231,7 @@ static int mark_readonly_call(crdtdb_db *db, int readonly)
     if (rc)
         return rc;
     uint8_t k[5];
-    crdtdb__put_u32(k, db->num);
-    k[4] = 'R';
-    MDB_val key = {5, k}, v = {1, (void *)"1"};
+    MDB_val key = crdtdb__dbinfo_key(k, db->num, 'R'), v = {1, (void *)"1"};
     int mrc = readonly ? mdb_put(t->mt, db->env->dbi_dbinfo, &key, &v, 0)
                        : mdb_del(t->mt, db->env->dbi_dbinfo, &key, NULL);
     if (mrc && mrc != MDB_NOTFOUND) {

@@ -642,16 +642,6 @@ START_TEST(left_peer_that_comes_back_is_resynced)
 }
 END_TEST
 
-/* A frame of the sync protocol: a 4-byte big-endian length, then msgpack
- * m. */
-static void frame_of(crdtdb_buf *f, const crdtdb_buf *m)
-{
-    uint8_t h[4] = {(uint8_t)(m->len >> 24), (uint8_t)(m->len >> 16), (uint8_t)(m->len >> 8),
-                    (uint8_t)m->len};
-    ck_assert_int_eq(crdtdb__buf_append(f, h, 4), 0);
-    ck_assert_int_eq(crdtdb__buf_append(f, m->data, m->len), 0);
-}
-
 /* A connection to srv that claims `as`'s replica id in its hello (ids are
  * public: every hello carries one) and sends LEAVE at once, having signed
  * nothing. */
@@ -667,11 +657,11 @@ static void claimed_leave(replica *srv, replica *as)
     msgpack_pack_str_with_body(&pk, "game", 4);
     msgpack_pack_bin_with_body(&pk, rid(as, id), 32);
     msgpack_pack_uint8(&pk, CRDTDB_SYNC_TWO_WAY);
-    frame_of(&f, &m);
+    tu_frame(&f, &m);
     m.len = 0;
     msgpack_pack_array(&pk, 1);
     msgpack_pack_uint8(&pk, 17); /* LEAVE */
-    frame_of(&f, &m);
+    tu_frame(&f, &m);
     crdtdb_session *a = open_session(srv, 1, 0);
     ck_assert_int_eq(crdtdb_session_feed(a, f.data, f.len), 0);
     ck_assert(crdtdb_session_closed(a));

@@ -1128,15 +1128,6 @@ END_TEST
 
 /* ------------------------------------------------ the engine on a store in memory */
 
-/* A frame [u32 length][msgpack] of the message packed by the caller. */
-static void frame_msg(crdtdb_buf *out, const crdtdb_buf *m)
-{
-    uint8_t h[4] = {(uint8_t)(m->len >> 24), (uint8_t)(m->len >> 16), (uint8_t)(m->len >> 8),
-                    (uint8_t)m->len};
-    ck_assert_int_eq(crdtdb__buf_append(out, h, 4), 0);
-    ck_assert_int_eq(crdtdb__buf_append(out, m->data, m->len), 0);
-}
-
 /* DELTA [3, envelope] claiming `signer`, whose signature starts with
  * `outcome` (the mem store's choice, tests/mem_store.c). */
 static void delta_frame(crdtdb_buf *out, const char *db, const uint8_t *signer, uint8_t outcome)
@@ -1157,7 +1148,7 @@ static void delta_frame(crdtdb_buf *out, const char *db, const uint8_t *signer, 
     msgpack_pack_array(&pk, 2);
     msgpack_pack_uint8(&pk, 3);
     msgpack_pack_bin_with_body(&pk, env.data, env.len);
-    frame_msg(out, &m);
+    tu_frame(out, &m);
     crdtdb_buf_free(&body);
     crdtdb_buf_free(&env);
     crdtdb_buf_free(&m);
@@ -1686,7 +1677,7 @@ static void refuse_one(crdtdb_session *from, crdtdb_session *to, pev *efrom, pev
         if (type == 14)
             msgpack_pack_nil(&pk);
         msgpack_pack_bin_with_body(&pk, r->p, r->len);
-        frame_msg(&f, &m);
+        tu_frame(&f, &m);
         ck_assert_int_eq(crdtdb_session_feed(to, f.data, f.len), 0);
     } else if (type == 13) {
         crdtdb_presence p = {key, "u", rep, 1, pay, r->len};
@@ -1839,7 +1830,7 @@ static void raw_frame(crdtdb_buf *f, unsigned n, const uint8_t *rest, size_t len
     ck_assert_int_eq(crdtdb__buf_append(&m, &h, 1), 0);
     ck_assert_int_eq(crdtdb__buf_append(&m, rest, len), 0);
     f->len = 0;
-    frame_msg(f, &m);
+    tu_frame(f, &m);
     crdtdb_buf_free(&m);
 }
 

@@ -2,6 +2,8 @@
 #define _XOPEN_SOURCE 700
 #include "tests/testutil.h"
 
+#include "crdt/buf.h"
+
 #include <check.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -44,6 +46,14 @@ const uint8_t *tu_mp(crdtdb_buf *b, const char *json)
     int rc = crdtdb_json_to_msgpack(json, strlen(json), 0, b, err, sizeof err);
     ck_assert_msg(rc == 0, "bad test JSON %s: %s", json, err);
     return b->data;
+}
+
+void tu_frame(crdtdb_buf *f, const crdtdb_buf *m)
+{
+    uint8_t h[4] = {(uint8_t)(m->len >> 24), (uint8_t)(m->len >> 16), (uint8_t)(m->len >> 8),
+                    (uint8_t)m->len};
+    ck_assert_int_eq(crdtdb__buf_append(f, h, 4), 0);
+    ck_assert_int_eq(crdtdb__buf_append(f, m->data, m->len), 0);
 }
 
 char *tu_json(const uint8_t *mp, size_t len)

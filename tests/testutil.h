@@ -16,6 +16,9 @@ char *tu_tmpdir(void);
 void tu_rmrf(const char *path);
 /* JSON text -> msgpack in b (aborts the test on bad JSON). */
 const uint8_t *tu_mp(crdtdb_buf *b, const char *json);
+/* Appends to f a frame of the sync protocol: m's length as 4 bytes big
+ * endian, then m (the msgpack of one message). */
+void tu_frame(crdtdb_buf *f, const crdtdb_buf *m);
 /* msgpack -> JSON text, malloc'd (caller frees). */
 char *tu_json(const uint8_t *mp, size_t len);
 /* Opens a fresh environment in a new temp dir (path returned in *dir). */
