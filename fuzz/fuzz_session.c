@@ -381,12 +381,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_output(s, bound);
         CHECK(crdtdb_session_flush(s) == 0);
         check_output(s, bound);
-        /* a client's LEAVE ends its session; a server has none to send */
+        /* a client's LEAVE waits for the server's answer; a server has
+         * none to send */
         if (server || !cur_ready) {
             CHECK(crdtdb_session_leave(s) == CRDTDB_EINVAL);
         } else {
             CHECK(crdtdb_session_leave(s) == 0);
-            CHECK(crdtdb_session_closed(s));
+            CHECK(!crdtdb_session_closed(s) && !crdtdb_session_left(s));
+            check_output(s, bound);
+            /* the input again, of which a leaving client takes only an
+             * answer: LEAVE (left), CLOSE or ERROR (closed, not left) */
+            rc = crdtdb_session_feed(s, copy, n);
+            CHECK(peer_error(rc));
+            CHECK(!crdtdb_session_left(s) || crdtdb_session_closed(s));
             check_output(s, bound);
         }
     }

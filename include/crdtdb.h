@@ -1355,12 +1355,21 @@ CRDTDB_API void crdtdb_session_shutdown(crdtdb_session *s);
 
 /* A client that drops its copy of the database: queues LEAVE (protocol.md
  * message 17; after any output), which asks the server to stop counting
- * on this replica (crdtdb_db_peer_leave), and closes the session.  Call it
- * once crdtdb_session_synced says the server holds everything, then drop
- * the copy: what the server had not received is lost to it (if the copy
+ * on this replica (crdtdb_db_peer_leave).  The session then takes nothing
+ * but the server's answer: keep feeding it until it closes, and drop the
+ * copy once crdtdb_session_left says the server stored the leave.  A
+ * session that closes otherwise (the server did not take it, an error, the
+ * connection ended) leaves the server counting on this replica: keep the
+ * copy, or drop it knowing that server holds collection back for it until
+ * its max peer age.  Call it once crdtdb_session_synced says the server
+ * holds everything: what it had not received is lost to it (if the copy
  * comes back, the server resyncs it whole).  Errors: EINVAL (a server's
  * session, or one not open). */
 CRDTDB_API int crdtdb_session_leave(crdtdb_session *s);
+
+/* 1 once the server answered this client's LEAVE: it stored that this
+ * replica left (the session is closed then); else 0. */
+CRDTDB_API int crdtdb_session_left(const crdtdb_session *s);
 
 /* Detail of the last failure; never NULL. */
 CRDTDB_API const char *crdtdb_session_errmsg(const crdtdb_session *s);

@@ -89,11 +89,13 @@ static void sync_leave(replica *srv, replica *cli)
     }
     ck_assert(crdtdb_session_synced(b));
     ck_assert_int_eq(crdtdb_session_leave(b), 0);
-    ck_assert(crdtdb_session_closed(b));
+    ck_assert(!crdtdb_session_closed(b) && !crdtdb_session_left(b)); /* the answer first */
     ck_assert_int_eq(crdtdb_session_leave(b), CRDTDB_EINVAL); /* once */
     ck_assert_int_eq(crdtdb_session_leave(a), CRDTDB_EINVAL); /* a client's */
     move(b, a);
     ck_assert(crdtdb_session_closed(a));
+    move(a, b); /* the server's answer: it stored the leave */
+    ck_assert(crdtdb_session_closed(b) && crdtdb_session_left(b));
     crdtdb_session_close(a);
     crdtdb_session_close(b);
 }

@@ -1909,6 +1909,54 @@ START_TEST(leave_ends_a_server_session)
 }
 END_TEST
 
+/* A client's LEAVE waits for the server's answer: [17] says the server
+ * stored it (left), CLOSE or ERROR that it did not; anything else that
+ * comes meanwhile is ignored, even what an open session would refuse. */
+START_TEST(leaving_client_takes_only_the_answer)
+{
+    uint8_t leave[] = {17}, close_[] = {7}, error[] = {6, 0xd0, (uint8_t)CRDTDB_EIO, 0xa1, 'x'},
+            pset[] = {12, 0xc0}, malformed[] = {17, 1};
+    const struct {
+        const uint8_t *b;
+        unsigned n;
+        size_t len;
+        int left, errors;
+    } answers[] = {{leave, 1, 1, 1, 0}, {close_, 1, 1, 0, 0}, {error, 3, sizeof error, 0, 1}};
+    for (size_t i = 0; i < sizeof answers / sizeof *answers; i++) {
+        mem_store m;
+        pev e;
+        memset(&e, 0, sizeof e);
+        crdtdb_session *s = engine_pev(&m, 0, &e);
+        ck_assert_int_eq(crdtdb_session_leave(s), 0);
+        size_t len;
+        const uint8_t *p = crdtdb_session_output(s, &len);
+        ck_assert_uint_ge(len, 6);
+        ck_assert(p[len - 2] == 0x91 && p[len - 1] == 17); /* [17], last */
+        crdtdb_session_consume(s, len);
+        ck_assert(!crdtdb_session_closed(s) && !crdtdb_session_left(s));
+        ck_assert_str_eq(crdtdb_session_unsynced(s), "the session is leaving");
+        ck_assert_int_eq(crdtdb_session_presence_set(s, NULL, 0), CRDTDB_EBUSY);
+        crdtdb_buf f = CRDTDB_BUF_INIT;
+        raw_frame(&f, 2, pset, 2); /* a presence set, to a client */
+        ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), 0);
+        raw_frame(&f, 2, malformed, 2);
+        ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), 0);
+        ck_assert(!crdtdb_session_closed(s) && e.closed == 0 && e.errors == 0);
+        raw_frame(&f, answers[i].n, answers[i].b, answers[i].len);
+        ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), 0);
+        ck_assert(crdtdb_session_closed(s));
+        ck_assert_int_eq(crdtdb_session_left(s), answers[i].left);
+        ck_assert_int_eq(e.closed, 1);
+        ck_assert_int_eq(e.errors, answers[i].errors);
+        crdtdb_session_output(s, &len);
+        ck_assert_uint_eq(len, 0); /* nothing said back */
+        ck_assert_uint_eq(m.applies + m.purges + m.replaces, 0);
+        crdtdb_buf_free(&f);
+        crdtdb_session_close(s);
+    }
+}
+END_TEST
+
 START_TEST(malformed_presence_ends_the_session)
 {
     crdtdb_buf f = CRDTDB_BUF_INIT;
@@ -2103,6 +2151,7 @@ int main(void)
     tcase_add_test(te, nothing_follows_a_close_made_by_a_callback);
     tcase_add_test(te, notices_from_the_last_pump_of_a_feed_are_sent);
     tcase_add_test(te, leave_ends_a_server_session);
+    tcase_add_test(te, leaving_client_takes_only_the_answer);
     tcase_add_test(te, malformed_presence_ends_the_session);
     tcase_add_test(te, presence_frames_are_not_costly);
     suite_add_tcase(s, te);

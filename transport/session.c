@@ -29,7 +29,8 @@
 enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE,
        M_PURGE, M_REPLACE, M_RESYNC = 16, M_LEAVE };
 #define RESYNC_KEYS_MAX (64u << 20) /* bytes of record names a resync may note */
-enum { S_HANDSHAKE, S_OPEN, S_CLOSED };
+/* S_LEAVING: a client sent LEAVE and waits for the server's answer */
+enum { S_HANDSHAKE, S_OPEN, S_LEAVING, S_CLOSED };
 
 struct crdtdb_session {
     crdtdb__session_store st; /* the store's callbacks; st.ctx lives until
@@ -72,8 +73,9 @@ struct crdtdb_session {
                              server resyncs it whole, whatever its SINCE */
     int left_resync;      /* that resync is under way: its ack of all of it
                              (all_upto) brings it back */
-    int left;             /* it left in this session (LEAVE): nothing of
-                             it is saved any more */
+    int left;             /* a server's: the peer left in this session
+                             (LEAVE): nothing of it is saved any more; a
+                             client's: the server took our LEAVE */
     int resync;           /* the peer resyncs us whole (RESYNC): noting the
                              records its snapshot holds until caught up */
     uint64_t resync_stamp; /* its horizon stamp */
@@ -491,7 +493,9 @@ const char *crdtdb_session_unsynced(crdtdb_session *s)
     if (!s)
         return "no session";
     if (s->state != S_OPEN)
-        return s->state == S_CLOSED ? "the session is closed" : "the handshake";
+        return s->state == S_CLOSED    ? "the session is closed"
+               : s->state == S_LEAVING ? "the session is leaving"
+                                       : "the handshake";
     if (!s->have_since)
         return "the peer's SINCE";
     if (!s->caught)
@@ -628,10 +632,13 @@ int crdtdb_session_leave(crdtdb_session *s)
     start(s, M_LEAVE, 1);
     if (frame(s))
         return CRDTDB_ENOMEM;
-    s->state = S_CLOSED;
-    crdtdb_session_event ev = {.type = CRDTDB_SESSION_CLOSED, .mode = s->mode};
-    emit(s, &ev);
+    s->state = S_LEAVING; /* until the server answers (handle_leaving) */
     return 0;
+}
+
+int crdtdb_session_left(const crdtdb_session *s)
+{
+    return s && !s->server && s->left;
 }
 
 /* What the store holds of the peer's log (read once per session; applies
@@ -1324,7 +1331,7 @@ static int handle_presence(crdtdb_session *s, const msgpack_object *a, uint32_t 
  * max_presence; errmsg says why. */
 static int presence_ready(crdtdb_session *s)
 {
-    if (s->state == S_CLOSED)
+    if (s->state == S_CLOSED || s->state == S_LEAVING)
         return seterr(s, CRDTDB_EBUSY, "the session is closed");
     if (s->state != S_OPEN)
         return seterr(s, CRDTDB_EINVAL, "the session is not open yet");
@@ -1423,6 +1430,17 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     const msgpack_object *a = o.via.array.ptr;
     uint32_t n = o.via.array.size;
     uint64_t type = a[0].via.u64;
+    if (s->state == S_LEAVING && type != M_ERROR && type != M_CLOSE) {
+        /* a leaving client takes nothing more: only the answer counts */
+        if (type == M_LEAVE && n == 1) {
+            s->left = 1;
+            s->state = S_CLOSED;
+            crdtdb_session_event ev = {
+                .type = CRDTDB_SESSION_CLOSED, .mode = s->mode, .peer = s->peer, .remote = 1};
+            emit(s, &ev);
+        }
+        return 0;
+    }
     if (type == M_HELLO)
         return handle_hello(s, a, n);
     if (type == M_ERROR) {
@@ -1470,12 +1488,15 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         /* only from the replica itself: it signed a delta in this session
          * (a two-way client signs one in every session), so a claimed id
          * cannot take another replica out of the horizon */
-        int rc = s->st.peer_leave && s->state == S_OPEN && s->proven
-                     ? s->st.peer_leave(s->st.ctx, s->peer, 1)
-                     : 0;
+        int took = s->st.peer_leave && s->state == S_OPEN && s->proven;
+        int rc = took ? s->st.peer_leave(s->st.ctx, s->peer, 1) : 0;
         if (rc)
             return store_err(s, rc);
         s->left = 1; /* its acks would bring it back */
+        /* the answer: LEAVE once stored (the client may drop its copy),
+         * CLOSE if not taken */
+        start(s, took ? M_LEAVE : M_CLOSE, 1);
+        frame(s);
         s->state = S_CLOSED;
         crdtdb_session_event ev = {
             .type = CRDTDB_SESSION_CLOSED, .mode = s->mode, .peer = s->peer, .remote = 1};
@@ -1691,7 +1712,7 @@ static int run_input(crdtdb_session *s, size_t applies, int store)
         }
         if (s->in.len - off - 4 < n)
             break; /* wait for the rest */
-        if (costly_type(p + 4, n)) {
+        if (s->state != S_LEAVING && costly_type(p + 4, n)) {
             if (!applies)
                 break; /* for crdtdb_session_step */
             applies--;

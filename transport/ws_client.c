@@ -63,7 +63,7 @@ struct crdtdb_client {
     int closing;
     int leaving;       /* it sent LEAVE: once the connection is gone, no
                           other is made */
-    int left;          /* and the connection ended with LEAVE written */
+    int left;          /* and the owner answered it: it stored the leave */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
     /* presence: ours, kept across connections (NULL: none), and the
@@ -277,11 +277,8 @@ static void client_down(crdtdb_client *c)
     presence_gone(c);
     c->l.wsi = NULL;
     c->cwsi = NULL;
-    if (c->leaving && c->l.s && crdtdb_session_closed(c->l.s)) {
-        size_t unsent;
-        crdtdb_session_output(c->l.s, &unsent);
-        c->left = unsent == 0;
-    }
+    if (c->leaving) /* the owner answered: it stored our leave */
+        c->left = crdtdb_session_left(c->l.s);
     crdtdb_session_close(c->l.s);
     c->l.s = NULL;
     if (c->closing || c->leaving)
@@ -825,7 +822,7 @@ int crdtdb__client_leave_hosted(crdtdb_client *c)
     lws_sul_cancel(&c->sul_connect);
     if (!crdtdb_client_connected(c) || crdtdb_session_leave(c->l.s))
         return 0;
-    crdtdb__ws_wake(&c->l); /* LEAVE goes out, then the close */
+    crdtdb__ws_wake(&c->l); /* LEAVE goes out; the owner's answer closes */
     return 1;
 }
 

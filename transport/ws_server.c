@@ -1852,8 +1852,9 @@ static int handoff_db(crdtdb_server *s, sdb *d)
         return 0;
     }
     uint64_t now = crdtdb__ws_now_ms();
-    if (d->leave_ms) { /* the owners were told: the drop waits for the
-                          links to close, LEAVE sent, a while at most */
+    if (d->leave_ms) { /* the owners were told: the drop waits for each
+                          to answer that it stored the leave, a while at
+                          most */
         size_t unleft = d->nlinks;
         for (size_t i = 0; i < d->nlinks; i++) {
             if (!crdtdb__client_gone(d->links[i]) && now - d->leave_ms < LEAVE_WAIT_MS)
@@ -1863,10 +1864,10 @@ static int handoff_db(crdtdb_server *s, sdb *d)
         }
         if (unleft == d->nlinks)
             return handoff_drop(s, d, d->leave_seq);
-        /* a LEAVE that may not have gone out: that owner would count on
-         * this copy for good.  Linked again, and tried later, backing off
-         * as after a refused drop (each try costs the owners a resync) */
-        slog(s, "db '%s': handoff: the link to %s ended before its LEAVE went out; later",
+        /* a LEAVE that owner may not have stored: it would count on this
+         * copy for good.  Linked again, and tried later, backing off as
+         * after a refused drop (each try costs the owners a resync) */
+        slog(s, "db '%s': handoff: %s did not answer its LEAVE; later",
              WS_QID(id), d->lpeer[unleft]->url);
         unsigned refusals = d->refusals;
         d->refusals = refusals < 16 ? refusals + 1 : refusals;
