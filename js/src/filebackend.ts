@@ -1,7 +1,12 @@
 /**
  * A replica kept in one file, for Node: an append-only journal of commit
  * batches (u32 big-endian length, then the msgpack of the batch), each
- * written and fsynced before the commit resolves.  Opening replays the
+ * written and fsynced before the commit resolves.  A batch is a map: meta,
+ * del (keys), clear, and the records it puts as one page of stored records
+ * (`page`, bin: storedrecord.ts, as IndexedDB keeps them, ~8 bytes a field
+ * of a shared-stamp record); journals written before pages hold `put`
+ * instead, [key, record as a msgpack map] pairs (recordcodec.ts), still
+ * read.  Opening replays the
  * journal, drops a torn last entry (a crash mid-write), and rewrites the
  * file as one snapshot (to a temporary file, fsynced, renamed over) when
  * the journal has grown past twice the live data, at open or between
@@ -13,12 +18,16 @@ import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Backend, Batch, Loaded, Meta } from "./backend.js";
 import { CrdtdbError } from "./errors.js";
-import { decodeStored, encodeStored, fixRecord, packRecord, type PackedRecord } from "./recordcodec.js";
+import { decodeStored, encodeStored, fixRecord, type PackedRecord } from "./recordcodec.js";
+import { decodeRecord, PageWriter, readPage } from "./storedrecord.js";
 import type { StoredRecord } from "./types.js";
 
 interface Entry {
   meta: Meta;
-  put: [string, PackedRecord][];
+  /** the records put, as one page (storedrecord.ts) */
+  page?: Uint8Array;
+  /** the records put, in journals written before pages */
+  put?: [string, PackedRecord][];
   del: string[];
   clear?: boolean;
 }
@@ -28,9 +37,19 @@ function ioError(e: unknown): CrdtdbError {
   return new CrdtdbError(code === "ENOSPC" ? "EMAPFULL" : "EIO", `replica file: ${(e as Error)?.message ?? e}`);
 }
 
-function packAll(records: Map<string, StoredRecord>): [string, PackedRecord][] {
-  const out: [string, PackedRecord][] = [];
-  for (const [k, r] of records) out.push([k, packRecord(r)]);
+/** The records as one page (a fresh array: it copies every value). */
+function pageOf(pw: PageWriter, records: Map<string, StoredRecord>): Uint8Array {
+  pw.reset();
+  for (const [k, r] of records) pw.add(k, r);
+  return pw.take();
+}
+
+/** The records an entry puts, in order, by key; a page's records keep
+ *  their values in a copy of the page (not in the journal's buffer). */
+function putsOf(e: Entry): [string, StoredRecord][] {
+  const out: [string, StoredRecord][] = [];
+  if (e.page) readPage(e.page.slice(), (k, b) => out.push([k, decodeRecord(b)]));
+  if (e.put) for (const [k, r] of e.put) out.push([k, fixRecord(r)]);
   return out;
 }
 
@@ -48,6 +67,7 @@ export class FileBackend implements Backend {
    *  1 MiB), the rest being older versions, removed records and metas. */
   private live = new Map<string, number>();
   private liveBytes = 0;
+  private readonly pw = new PageWriter();
 
   /** The caller names the file; the backend owns it until close(). */
   constructor(private readonly path: string) {}
@@ -66,12 +86,15 @@ export class FileBackend implements Backend {
     while (off + 4 <= buf.length) {
       const n = dv.getUint32(off);
       if (off + 4 + n > buf.length) break; // torn tail
-      let e: Entry;
-      try { e = decodeStored<Entry>(buf.subarray(off + 4, off + 4 + n)); } catch { break; }
+      let e: Entry, puts: [string, StoredRecord][];
+      try {
+        e = decodeStored<Entry>(buf.subarray(off + 4, off + 4 + n));
+        puts = putsOf(e);
+      } catch { break; }
       if (e.clear) records.clear();
       for (const k of e.del) records.delete(k);
-      for (const [k, r] of e.put) records.set(k, fixRecord(r));
-      this.note(e, 4 + n);
+      for (const [k, r] of puts) records.set(k, r);
+      this.note(e.clear, e.del, puts, 4 + n);
       meta = fixMeta(e.meta);
       off += 4 + n;
       entries++;
@@ -89,11 +112,13 @@ export class FileBackend implements Backend {
 
   /** An entry of n bytes was written or replayed: what it puts is live,
    *  what it replaces or deletes no longer is. */
-  private note(e: Entry, n: number): void {
-    if (e.clear) { this.live.clear(); this.liveBytes = 0; }
-    for (const k of e.del) this.drop(k);
-    const share = e.put.length ? n / e.put.length : 0;
-    for (const [k] of e.put) {
+  private note(clear: boolean | undefined, del: Iterable<string>, put: Iterable<[string, unknown]>, n: number): void {
+    if (clear) { this.live.clear(); this.liveBytes = 0; }
+    for (const k of del) this.drop(k);
+    const keys: string[] = [];
+    for (const [k] of put) keys.push(k);
+    const share = keys.length ? n / keys.length : 0;
+    for (const k of keys) {
       this.drop(k);
       this.live.set(k, share);
       this.liveBytes += share;
@@ -121,8 +146,7 @@ export class FileBackend implements Backend {
   }
 
   private async snapshot(meta: Meta, records: Map<string, StoredRecord>): Promise<void> {
-    const e: Entry = { meta, put: packAll(records), del: [] };
-    const bytes = this.encode(e);
+    const bytes = this.encode({ meta, page: pageOf(this.pw, records), del: [] });
     const tmp = this.path + ".tmp";
     const fh = await open(tmp, "w");
     await fh.writeFile(bytes);
@@ -136,9 +160,7 @@ export class FileBackend implements Backend {
     try { await dir.sync(); } finally { await dir.close(); }
     this.fh = await open(this.path, "a");
     this.size = bytes.length;
-    this.live.clear();
-    this.liveBytes = 0;
-    this.note(e, bytes.length);
+    this.note(true, [], records, bytes.length);
   }
 
   shouldCompact(): boolean {
@@ -158,13 +180,15 @@ export class FileBackend implements Backend {
 
   async commit(b: Batch): Promise<void> {
     if (!this.fh) throw new CrdtdbError("EIO", "replica file is not open");
-    const e: Entry = { meta: b.meta, put: packAll(b.put), del: [...b.del], clear: b.clear };
+    const e: Entry = { meta: b.meta, del: [...b.del] };
+    if (b.put.size) e.page = pageOf(this.pw, b.put);
+    if (b.clear) e.clear = true;
     const bytes = this.encode(e);
     try {
       await this.fh.write(bytes);
       await this.fh.datasync();
       this.size += bytes.length;
-      this.note(e, bytes.length);
+      this.note(b.clear, b.del, b.put, bytes.length);
     } catch (e) {
       // nothing half-written may stay: cut back to the last whole entry
       await this.fh.truncate(this.size).catch(() => undefined);

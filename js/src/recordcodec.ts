@@ -6,7 +6,6 @@
  */
 import { Packr } from "msgpackr";
 import type { BaseReg, Hlc, Leaf, Path, ReplicaId, Source, StoredRecord } from "./types.js";
-import { valueBytes } from "./value.js";
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: "bigint", moreTypes: false });
 
@@ -20,19 +19,10 @@ export function decodeStored<T>(b: Uint8Array): T {
 
 const u8 = (b: Uint8Array): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 
-/** A leaf as msgpack keeps it: its value as bytes of its own (a Leaf's
- *  vbuf is a buffer many values share, which must not be written whole). */
+/** A leaf as journals written before pages kept it (filebackend.ts): its
+ *  value as bytes of its own. */
 interface PackedLeaf { path: Path; hlc: Hlc; origin: ReplicaId; value: Uint8Array | null; seq: number; src: Source }
 export interface PackedRecord { base: BaseReg | null; leaves: PackedLeaf[] }
-
-/** The msgpack shape of r (the file journal's: the same since its first
- *  version); borrows r's registers and values until it is encoded. */
-export function packRecord(r: StoredRecord): PackedRecord {
-  return {
-    base: r.base,
-    leaves: r.leaves.map((l) => ({ path: l.path, hlc: l.hlc, origin: l.origin, value: valueBytes(l), seq: l.seq, src: l.src })),
-  };
-}
 
 /** A record from its decoded msgpack shape, restoring the types msgpack
  *  flattens: stamps to bigint, bins to plain Uint8Array. */

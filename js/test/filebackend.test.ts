@@ -3,16 +3,21 @@
  * twice its live data is rewritten, at open or between commits; one whose
  * entries are all still live (a fresh sync's big commits, an addAll) is
  * never rewritten, however large.  Checked on a real file, through the
- * DataStore, by the file's size and the backend's compact calls.
+ * DataStore, by the file's size and the backend's compact calls.  And its
+ * format: records as pages of stored records, journals written before
+ * (records as msgpack maps) still read.
  */
 import test from "node:test";
 import assert from "node:assert/strict";
-import { statSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CrdtdbDataStore } from "../src/index.js";
 import { FileBackend } from "../src/node.js";
 import type { Meta } from "../src/backend.js";
 import type { StoredRecord } from "../src/types.js";
+import { decodeStored, encodeStored } from "../src/recordcodec.js";
+import { decodeRecord, readPage } from "../src/storedrecord.js";
+import { valueBytes } from "../src/value.js";
 import { tempDir } from "./helpers.js";
 
 /** A FileBackend that counts its rewrites between commits. */
@@ -94,6 +99,78 @@ test("a journal mostly of older versions is rewritten at open", async () => {
     // and a journal that is all live is left as it is
     ds = await open(new FileBackend(path));
     assert.equal(statSync(path).size, after, "not rewritten again");
+    await ds.close();
+  } finally {
+    tmp.remove();
+  }
+});
+
+/** The journal's entries: [length, msgpack] each. */
+function entries(path: string): Record<string, unknown>[] {
+  const b = readFileSync(path), out: Record<string, unknown>[] = [];
+  for (let o = 0; o + 4 <= b.length;) {
+    const n = b.readUInt32BE(o);
+    out.push(decodeStored<Record<string, unknown>>(b.subarray(o + 4, o + 4 + n)));
+    o += 4 + n;
+  }
+  return out;
+}
+
+test("records go into the journal as pages of stored records, a few bytes a field", async () => {
+  const tmp = tempDir("crdtdb-journal-");
+  try {
+    const path = join(tmp.path, "d.crdtdb");
+    const ds = await open(new FileBackend(path));
+    const ten = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`f${i}`, i * 1000]));
+    await ds.addAll("Items", Object.fromEntries(Array.from({ length: 2000 }, (_, i) => [`r${i}`, ten])));
+    await ds.close();
+    const size = statSync(path).size;
+    assert.ok(size < 20 * 2000 * 10, `${size} bytes for 20,000 fields`);
+    const es = entries(path);
+    assert.ok(es.every((e) => !("put" in e)), "no record as a msgpack map");
+    assert.ok(es.some((e) => e.page instanceof Uint8Array), "a page");
+  } finally {
+    tmp.remove();
+  }
+});
+
+test("a journal written before pages (records as msgpack maps) opens as it was, and goes on in pages", async () => {
+  const tmp = tempDir("crdtdb-journal-");
+  try {
+    const path = join(tmp.path, "e.crdtdb");
+    let ds = await open(new FileBackend(path));
+    await ds.add("Items", "a", { n: 1, nested: { x: "y" }, when: new Date(5) });
+    await ds.addAll("Items", items(50));
+    await ds.update("Items", "a", { n: 2 });
+    await ds.remove("Items", "r7");
+    const want = await ds.query("Items", {});
+    await ds.close();
+    // the same journal in the old shape: each page as [key, {base, leaves}] pairs
+    const old: Buffer[] = [];
+    for (const e of entries(path)) {
+      if (e.page) {
+        const put: [string, unknown][] = [];
+        readPage(e.page as Uint8Array, (k, b) => {
+          const r = decodeRecord(b);
+          put.push([k, { base: r.base, leaves: r.leaves.map((l) => ({ path: l.path, hlc: l.hlc, origin: l.origin, value: valueBytes(l), seq: l.seq, src: l.src })) }]);
+        });
+        delete e.page;
+        e.put = put;
+      } else e.put = [];
+      const body = encodeStored(e), h = Buffer.alloc(4);
+      h.writeUInt32BE(body.length);
+      old.push(h, Buffer.from(body));
+    }
+    writeFileSync(path, Buffer.concat(old));
+    assert.ok(entries(path).every((e) => Array.isArray(e.put) && !("page" in e)), "written in the old shape");
+    ds = await open(new FileBackend(path));
+    assert.deepEqual(await ds.query("Items", {}), want);
+    await ds.update("Items", "r8", { n: 80 });
+    await ds.close();
+    ds = await open(new FileBackend(path));
+    assert.deepEqual(await ds.getById("Items", "r8"), { id: "r8", n: 80, v: 0, pad });
+    assert.deepEqual(await ds.getById("Items", "a"), { id: "a", n: 2, nested: { x: "y" }, when: new Date(5) });
+    assert.equal(await ds.getById("Items", "r7", true), null);
     await ds.close();
   } finally {
     tmp.remove();
