@@ -10,9 +10,10 @@
  * journal, drops a torn last entry (a crash mid-write), and rewrites the
  * file as one snapshot (to a temporary file, fsynced, renamed over) when
  * the journal has grown past twice the live data, at open or between
- * commits.  What is live is estimated as entries are written or replayed:
- * each record's latest entry's bytes, shared evenly among the records it
- * put (so a fresh sync's big entries, all live, never cause a rewrite).
+ * commits.  What is live is counted as entries are written or replayed:
+ * each record's bytes in the page of its latest entry, and the latest
+ * meta (so a fresh sync's big entries, all live, never cause a rewrite,
+ * and a big record rewritten beside small new ones is no longer counted).
  */
 import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
@@ -37,19 +38,29 @@ function ioError(e: unknown): CrdtdbError {
   return new CrdtdbError(code === "ENOSPC" ? "EMAPFULL" : "EIO", `replica file: ${(e as Error)?.message ?? e}`);
 }
 
-/** The records as one page (a fresh array: it copies every value). */
-function pageOf(pw: PageWriter, records: Map<string, StoredRecord>): Uint8Array {
+/** The records as one page (a fresh array: it copies every value), and in
+ *  `sizes` each one's bytes in it, in the map's order. */
+function pageOf(pw: PageWriter, records: Map<string, StoredRecord>, sizes: number[]): Uint8Array {
   pw.reset();
-  for (const [k, r] of records) pw.add(k, r);
+  sizes.length = 0;
+  for (const [k, r] of records) {
+    const at = pw.size;
+    pw.add(k, r);
+    sizes.push(pw.size - at);
+  }
   return pw.take();
 }
 
-/** The records an entry puts, in order, by key; a page's records keep
- *  their values in a copy of the page (not in the journal's buffer). */
-function putsOf(e: Entry): [string, StoredRecord][] {
-  const out: [string, StoredRecord][] = [];
-  if (e.page) readPage(e.page.slice(), (k, b) => out.push([k, decodeRecord(b)]));
-  if (e.put) for (const [k, r] of e.put) out.push([k, fixRecord(r)]);
+/** A record an entry puts, and its bytes there (-1: not known, a journal
+ *  written before pages). */
+type Put = [key: string, rec: StoredRecord, bytes: number];
+
+/** The records an entry puts, in order; a page's records keep their
+ *  values in a copy of the page (not in the journal's buffer). */
+function putsOf(e: Entry): Put[] {
+  const out: Put[] = [];
+  if (e.page) readPage(e.page.slice(), (k, b) => out.push([k, decodeRecord(b), b.length + k.length + 6]));
+  if (e.put) for (const [k, r] of e.put) out.push([k, fixRecord(r), -1]);
   return out;
 }
 
@@ -67,7 +78,10 @@ export class FileBackend implements Backend {
    *  1 MiB), the rest being older versions, removed records and metas. */
   private live = new Map<string, number>();
   private liveBytes = 0;
+  /** The latest entry's bytes besides its records' (its meta, mostly). */
+  private metaBytes = 0;
   private readonly pw = new PageWriter();
+  private readonly sizes: number[] = [];
 
   /** The caller names the file; the backend owns it until close(). */
   constructor(private readonly path: string) {}
@@ -86,7 +100,7 @@ export class FileBackend implements Backend {
     while (off + 4 <= buf.length) {
       const n = dv.getUint32(off);
       if (off + 4 + n > buf.length) break; // torn tail
-      let e: Entry, puts: [string, StoredRecord][];
+      let e: Entry, puts: Put[];
       try {
         e = decodeStored<Entry>(buf.subarray(off + 4, off + 4 + n));
         puts = putsOf(e);
@@ -94,7 +108,7 @@ export class FileBackend implements Backend {
       if (e.clear) records.clear();
       for (const k of e.del) records.delete(k);
       for (const [k, r] of puts) records.set(k, r);
-      this.note(e.clear, e.del, puts, 4 + n);
+      this.note(e.clear, e.del, puts.map(([k]) => k), puts.map(([, , b]) => b), 4 + n);
       meta = fixMeta(e.meta);
       off += 4 + n;
       entries++;
@@ -110,19 +124,26 @@ export class FileBackend implements Backend {
     return { meta, records };
   }
 
-  /** An entry of n bytes was written or replayed: what it puts is live,
-   *  what it replaces or deletes no longer is. */
-  private note(clear: boolean | undefined, del: Iterable<string>, put: Iterable<[string, unknown]>, n: number): void {
+  /** An entry of n bytes was written or replayed, putting `keys` of
+   *  `sizes` bytes each (-1: not known; then an even share of what the
+   *  entry holds besides the previous meta's size): those are live, what
+   *  they replace or what it deletes no longer is, nor is the meta before. */
+  private note(clear: boolean | undefined, del: Iterable<string>, keys: Iterable<string>, sizes: readonly number[], n: number): void {
     if (clear) { this.live.clear(); this.liveBytes = 0; }
     for (const k of del) this.drop(k);
-    const keys: string[] = [];
-    for (const [k] of put) keys.push(k);
-    const share = keys.length ? n / keys.length : 0;
+    let known = 0, unknown = 0;
+    for (const b of sizes) if (b < 0) unknown++; else known += b;
+    const share = unknown ? Math.max(0, n - known - this.metaBytes) / unknown : 0;
+    let i = 0, recs = 0;
     for (const k of keys) {
+      const b = sizes[i++]!;
+      const bytes = b < 0 ? share : b;
       this.drop(k);
-      this.live.set(k, share);
-      this.liveBytes += share;
+      this.live.set(k, bytes);
+      this.liveBytes += bytes;
+      recs += bytes;
     }
+    if (!unknown) this.metaBytes = Math.max(0, n - recs);
   }
 
   private drop(k: string): void {
@@ -134,7 +155,7 @@ export class FileBackend implements Backend {
 
   /** A journal of `size` bytes is mostly what a rewrite would drop. */
   private wasteful(size: number): boolean {
-    return size > 1 << 20 && size > 2 * this.liveBytes + (64 << 10);
+    return size > 1 << 20 && size > 2 * (this.liveBytes + this.metaBytes) + (64 << 10);
   }
 
   private encode(e: Entry): Uint8Array {
@@ -146,7 +167,7 @@ export class FileBackend implements Backend {
   }
 
   private async snapshot(meta: Meta, records: Map<string, StoredRecord>): Promise<void> {
-    const bytes = this.encode({ meta, page: pageOf(this.pw, records), del: [] });
+    const bytes = this.encode({ meta, page: pageOf(this.pw, records, this.sizes), del: [] });
     const tmp = this.path + ".tmp";
     const fh = await open(tmp, "w");
     await fh.writeFile(bytes);
@@ -160,7 +181,7 @@ export class FileBackend implements Backend {
     try { await dir.sync(); } finally { await dir.close(); }
     this.fh = await open(this.path, "a");
     this.size = bytes.length;
-    this.note(true, [], records, bytes.length);
+    this.note(true, [], records.keys(), this.sizes, bytes.length);
   }
 
   shouldCompact(): boolean {
@@ -181,14 +202,15 @@ export class FileBackend implements Backend {
   async commit(b: Batch): Promise<void> {
     if (!this.fh) throw new CrdtdbError("EIO", "replica file is not open");
     const e: Entry = { meta: b.meta, del: [...b.del] };
-    if (b.put.size) e.page = pageOf(this.pw, b.put);
+    if (b.put.size) e.page = pageOf(this.pw, b.put, this.sizes);
+    else this.sizes.length = 0;
     if (b.clear) e.clear = true;
     const bytes = this.encode(e);
     try {
       await this.fh.write(bytes);
       await this.fh.datasync();
       this.size += bytes.length;
-      this.note(b.clear, b.del, b.put, bytes.length);
+      this.note(b.clear, b.del, b.put.keys(), this.sizes, bytes.length);
     } catch (e) {
       // nothing half-written may stay: cut back to the last whole entry
       await this.fh.truncate(this.size).catch(() => undefined);

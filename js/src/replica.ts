@@ -81,6 +81,8 @@ export interface GroupResult {
   info: ApplyInfo | null;
   applied: number;
   error: unknown;
+  /** (applyBodies) the merge of this delta failed: nothing committed */
+  merged?: number;
 }
 
 const utf8 = new TextEncoder();
@@ -558,13 +560,24 @@ export class Replica {
         break;
       }
     }
-    const r = ds.length
+    let r: GroupResult = ds.length
       ? await this.serial(() => this.applyBodies(ds, list))
       : { info: null, applied: 0, error: null };
-    if (r.applied < ds.length || !error) error = r.error; // a check failed before the decode did
+    let bodies = ds;
+    if (r.merged) {
+      // delta k's merge failed (EFORGED), k > 0: those before it commit on
+      // their own, decoded again (the failed commit took their registers)
+      bodies = [];
+      for (const bytes of list.slice(0, r.merged)) bodies.push(await decodeDelta(bytes, this.limits));
+      const before = await this.serial(() => this.applyBodies(bodies, list));
+      r = { info: before.info, applied: before.applied, error: before.error ?? r.error };
+      error = r.error;
+    } else if (r.applied < ds.length || !error) {
+      error = r.error; // a check failed before the decode did
+    }
     if (based)
       for (let i = 0; i < r.applied; i++)
-        for (const rec of ds[i]!.records) {
+        for (const rec of bodies[i]!.records) {
           const key = recordKey(rec.coll, rec.id);
           if (rec.base) based.set(key, "b");
           else if (!based.has(key)) based.set(key, "l");
@@ -589,7 +602,13 @@ export class Replica {
         break;
       }
       if (max > t.maxHlc) t.maxHlc = max;
-      for (const rec of d.records) mergeRemote(t, rec);
+      try {
+        for (const rec of d.records) mergeRemote(t, rec);
+      } catch (e) {
+        // t holds part of this delta: nothing of it commits (applyAll
+        // commits those before it again, on their own)
+        return { info: null, applied: 0, error: e, merged: n };
+      }
       t.delta.push(signatureOf(list[n]!));
       const mine = d.recipient === null || toHex(d.recipient) === this.idHex;
       if (mine && d.from <= p.received && d.to > p.received) p.received = d.to;

@@ -263,7 +263,7 @@ export class ClientSession {
       if (!m) break;
       try {
         if (m.t === "delta" && this.state === "open") m = await this.deltaRun(m.delta);
-        if (m) await this.handle(m);
+        if (m && !this.closed) await this.handle(m); // (the run may have ended it)
       } catch (e) {
         this.fail(e);
         return;
@@ -404,14 +404,22 @@ export class ClientSession {
    */
   private async deltaRun(first: Uint8Array): Promise<Message | null> {
     const run = [first];
-    let bytes = first.length, next: Message | null = null;
-    while (bytes < RUN_BYTES && run.length < RUN_MAX && (next = this.reader.next()) && next.t === "delta") {
+    let bytes = first.length, next: Message | null = null, bad: unknown = null;
+    while (bytes < RUN_BYTES && run.length < RUN_MAX) {
+      try {
+        next = this.reader.next();
+      } catch (e) { // a bad frame behind the run: the run first, as alone
+        bad = e;
+        break;
+      }
+      if (!next || next.t !== "delta") break;
       run.push(next.delta);
       bytes += next.delta.length;
       next = null;
     }
     if (run.length === 1) await this.onDelta(first);
     else await this.onDeltas(run);
+    if (bad) throw bad;
     return next;
   }
 

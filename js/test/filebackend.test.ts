@@ -176,3 +176,64 @@ test("a journal written before pages (records as msgpack maps) opens as it was, 
     tmp.remove();
   }
 });
+
+/* ------------------------------------------ records of different sizes */
+
+/** A FileBackend that counts what it appends and what its rewrites write. */
+class Metered extends FileBackend {
+  rewrites = 0;
+  rewritten = 0;
+  override async compact(meta: Meta, records: Map<string, StoredRecord>): Promise<void> {
+    this.rewrites++;
+    await super.compact(meta, records);
+    this.rewritten += statSync((this as unknown as { path: string }).path).size;
+  }
+}
+
+test("a journal of commits that each rewrite one big record and add one small one stays bounded", async () => {
+  const tmp = tempDir("crdtdb-journal-");
+  try {
+    const path = join(tmp.path, "d.crdtdb");
+    const be = new Metered(path);
+    const ds = await open(be);
+    const big = "y".repeat(20_000);
+    // each commit: the same big record (a new version) and one new small record
+    for (let i = 0; i < 300; i++)
+      await ds.addAll("Items", { doc: { v: i, big }, [`s${i}`]: { n: i } });
+    await ds.close();
+    const size = statSync(path).size;
+    // what it holds: one 20 KB record and 300 small ones (a snapshot ~100 KB)
+    const again = await open(new FileBackend(path));
+    assert.equal((await again.query("Items", {})).length, 301);
+    await again.close();
+    const reopened = statSync(path).size;
+    // the old rule (4 x the size after open, and 1 MiB) rewrote it by ~1 MiB
+    assert.ok(size < 2 << 20 || reopened < size,
+      `the journal is ${size} bytes for ~100 KB of live data, never rewritten (rewrites ${be.rewrites}; ${reopened} after reopening)`);
+  } finally {
+    tmp.remove();
+  }
+});
+
+test("small updates beside a few big records do not rewrite it over and over", async () => {
+  const tmp = tempDir("crdtdb-journal-");
+  try {
+    const path = join(tmp.path, "e.crdtdb");
+    const be = new Metered(path);
+    const ds = await open(be);
+    // ten 900 KB records and 90 small ones, in one commit (shared evenly: ~90 KB each)
+    await ds.addAll("Items", { ...Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`big${i}`, { a: "z".repeat(900_000) }])), ...Object.fromEntries(Array.from({ length: 90 }, (_, i) => [`r${i}`, { n: i }])) });
+    const start = statSync(path).size;
+    let appended = 0;
+    for (let i = 0; i < 300; i++) {
+      const before = be.rewrites ? -1 : statSync(path).size;
+      await ds.update("Items", `r${i % 90}`, { n: -i });
+      if (before >= 0 && !be.rewrites) appended += statSync(path).size - before;
+    }
+    await ds.close();
+    assert.equal(be.rewrites, 0,
+      `${be.rewrites} rewrites of a ${start}-byte journal (${be.rewritten} bytes written) for 300 small updates (the first rewrite after ${appended} bytes appended)`);
+  } finally {
+    tmp.remove();
+  }
+});

@@ -582,6 +582,50 @@ test("(i) a second history fingerprint between two deltas of one run: the first 
   });
 });
 
+test("(i) a malformed frame right behind a run: the run commits first, then ERROR EBADVALUE", async () => {
+  await withCase(async (c) => {
+    const from = c.conn.msgs.length;
+    const run = together([
+      { t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "r1", { a: 1 }, now())]) },
+      { t: "delta", delta: await delta(c.kp, 2, 3, [rec(c.kp, "r2", { a: 1 }, now())]) },
+    ]);
+    const garbage = new Uint8Array([0, 0, 0, 3, 0xc1, 0xc1, 0xc1]); // 0xc1: never used in msgpack
+    const b = new Uint8Array(run.length + garbage.length);
+    b.set(run);
+    b.set(garbage, run.length);
+    c.conn.sendRaw(b);
+    await assertRefused(c, "EBADVALUE", "a malformed frame behind a run", from);
+    assert.deepEqual(await reopened(c), { items: [{ id: "good", a: 1 }, { id: "r1", a: 1 }, { id: "r2", a: 1 }], received: 3 });
+  });
+});
+
+/* an equivocation (EFORGED) is found by the merge, after the checks */
+test("(i) an equivocating delta inside a run: those before it commit, ERROR EFORGED", async () => {
+  await withCase(async (c) => {
+    const s = now();
+    const from = c.conn.msgs.length;
+    c.conn.sendRaw(together([
+      { t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "x", { a: 1 }, s)]) },
+      // the same stamp, another value: equivocation, refused by the merge
+      { t: "delta", delta: await delta(c.kp, 2, 3, [rec(c.kp, "x", { a: 2 }, s)]) },
+    ]));
+    await assertRefused(c, "EFORGED", "equivocation in a run", from);
+    assert.deepEqual(await reopened(c), { items: [{ id: "good", a: 1 }, { id: "x", a: 1 }], received: 2 });
+  });
+});
+
+test("(i) the same two deltas sent apart: the first commits, ERROR EFORGED", async () => {
+  await withCase(async (c) => {
+    const s = now();
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "x", { a: 1 }, s)]) });
+    await c.conn.waitFor("ack", "the ack of the first", (m) => m.seq === 2, from);
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 2, 3, [rec(c.kp, "x", { a: 2 }, s)]) });
+    await assertRefused(c, "EFORGED", "equivocation apart", from);
+    assert.deepEqual(await reopened(c), { items: [{ id: "good", a: 1 }, { id: "x", a: 1 }], received: 2 });
+  });
+});
+
 for (const [name, code, make] of [
   ["another database", "EINVAL", (kp: KeyPair) => ({ t: "hello", version: 1, dbId: "another-db", replicaId: kp.publicKey, mode: 1 })],
   ["protocol version 2", "EVERSION", (kp: KeyPair) => ({ t: "hello", version: 2, dbId: DB, replicaId: kp.publicKey, mode: 1 })],
