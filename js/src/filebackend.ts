@@ -176,12 +176,14 @@ export class FileBackend implements Backend {
     await this.fh?.close();
     this.fh = null;
     await rename(tmp, this.path);
+    // the file is the snapshot from here, whatever fails next (a failed
+    // commit cuts back to this size: the old journal's would pad it)
+    this.size = bytes.length;
+    this.note(true, [], records.keys(), this.sizes, bytes.length);
     // the rename itself must survive a crash, or the old journal comes back
     const dir = await open(dirname(this.path), "r");
     try { await dir.sync(); } finally { await dir.close(); }
     this.fh = await open(this.path, "a");
-    this.size = bytes.length;
-    this.note(true, [], records.keys(), this.sizes, bytes.length);
   }
 
   shouldCompact(): boolean {
