@@ -948,6 +948,79 @@ START_TEST(old_write_relayed_by_a_resynced_peer_stays_gone)
 }
 END_TEST
 
+/* The gate on a server's batch path (crdtdb_session_batch_peek,
+ * crdtdb_db_apply_batch, crdtdb_session_batch_done: deltas of many
+ * sessions in one commit): P, resynced by A, serves Q, still behind A's
+ * horizon, whose delta brings x's old add; P answers with its own remove,
+ * which goes back to Q in that session, not skipped as Q's own range
+ * (review of cb346b4, R5). */
+START_TEST(gated_add_in_a_batch_goes_back_removed)
+{
+    replica A, P, Q;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&P, &now_ms, "game");
+    replica_init(&Q, &now_ms, "game");
+    put(&P, "add", "moves", "p1", "{}");
+    put(&Q, "add", "moves", "q1", "{}");
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(&A, &P);
+    sync2(&A, &Q);
+    now_ms += 10;
+    put(&A, "add", "players", "x", "{\"hp\":1}");
+    sync2(&A, &Q); /* Q holds x; P does not */
+    now_ms += 10;
+    put(&A, "remove", "players", "x", NULL);
+    now_ms += 60000;
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 30000, &st), 0);
+    ck_assert_uint_eq(st.records, 1);
+    sync2(&A, &P); /* P is resynced: its gate */
+    ck_assert(!has(&P, "players", "x"));
+    now_ms += 10;
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = CRDTDB_SESSION_SERVER | CRDTDB_SESSION_YIELD;
+    o.max_message = P.opts.max_delta_size + 4096;
+    crdtdb_session *srv, *cli = open_session(&Q, 0, 0);
+    ck_assert_int_eq(crdtdb_session_open(P.db, &o, &srv), 0);
+    size_t batches = 0, gated = 0;
+    for (int i = 0;; i++) {
+        ck_assert_msg(i < 100000, "sync does not settle");
+        const uint8_t *d;
+        size_t len, done;
+        if (crdtdb_session_batch_peek(srv, &d, &len)) {
+            crdtdb_apply_info info;
+            ck_assert_int_eq(crdtdb_db_apply_batch(P.db, &d, &len, 1, &info, &done), 0);
+            ck_assert_uint_eq(done, 1);
+            batches++;
+            gated += info.gated;
+            ck_assert_int_eq(crdtdb_session_batch_done(srv, &info), 0);
+            continue;
+        }
+        if (move(cli, srv) + move(srv, cli))
+            continue;
+        crdtdb_session_pump(srv);
+        crdtdb_session_pump(cli);
+        size_t a, b;
+        crdtdb_session_output(srv, &a);
+        crdtdb_session_output(cli, &b);
+        if (!a && !b && !crdtdb_session_pending(srv))
+            break;
+    }
+    ck_assert_uint_gt(batches, 0);
+    ck_assert_uint_eq(gated, 1);
+    ck_assert(!has(&P, "players", "x"));
+    ck_assert_msg(!has(&Q, "players", "x"), "the gate's remove did not go back to Q in the session");
+    crdtdb_session_close(srv);
+    crdtdb_session_close(cli);
+    sync2(&A, &P);
+    assert_same(&A, &P);
+    replica_free(&A);
+    replica_free(&P);
+    replica_free(&Q);
+}
+END_TEST
+
 /* The gated add and its remove are one commit: an observer of P sees no
  * record appear and go (review of 56262e4, G6). */
 static int ev_add, ev_remove;
@@ -1521,6 +1594,7 @@ int main(void)
     tcase_add_test(tc, read_only_client_keeps_an_old_write_from_another_server);
     tcase_add_test(tc, cleared_copy_forgets_its_gate);
     tcase_add_test(tc, gated_add_fires_no_event);
+    tcase_add_test(tc, gated_add_in_a_batch_goes_back_removed);
     tcase_add_test(tc, silent_peer_mesh_schedule_1796466152_keeps_r5_gone);
     tcase_add_test(tc, silent_peer_mesh_schedule_1796529104_keeps_r3_gone);
     tcase_add_test(tc, handed_off_copy_does_not_pin_the_owners_collection);
