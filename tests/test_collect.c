@@ -94,6 +94,11 @@ static void sync_leave(replica *srv, replica *cli)
     ck_assert_int_eq(crdtdb_session_leave(a), CRDTDB_EINVAL); /* a client's */
     move(b, a);
     ck_assert(crdtdb_session_closed(a));
+    {
+        size_t len;
+        const uint8_t *p = crdtdb_session_output(a, &len);
+        ck_assert(len >= 6 && p[len - 2] == 0x91 && p[len - 1] == 17); /* [17], last */
+    }
     move(a, b); /* the server's answer: it stored the leave */
     ck_assert(crdtdb_session_closed(b) && crdtdb_session_left(b));
     crdtdb_session_close(a);
@@ -667,6 +672,12 @@ static void claimed_leave(replica *srv, replica *as)
     crdtdb_session *a = open_session(srv, 1, 0);
     ck_assert_int_eq(crdtdb_session_feed(a, f.data, f.len), 0);
     ck_assert(crdtdb_session_closed(a));
+    /* not taken: the answer is CLOSE ([7]), never the [17] that would tell
+     * a client it may drop its copy */
+    size_t len;
+    const uint8_t *p = crdtdb_session_output(a, &len);
+    ck_assert_uint_ge(len, 6);
+    ck_assert(p[len - 2] == 0x91 && p[len - 1] == 7);
     crdtdb_session_close(a);
     crdtdb_buf_free(&m);
     crdtdb_buf_free(&f);

@@ -1936,10 +1936,12 @@ START_TEST(leaving_client_takes_only_the_answer)
         ck_assert(!crdtdb_session_closed(s) && !crdtdb_session_left(s));
         ck_assert_str_eq(crdtdb_session_unsynced(s), "the session is leaving");
         ck_assert_int_eq(crdtdb_session_presence_set(s, NULL, 0), CRDTDB_EBUSY);
+        /* LEAVE is the client's last message: no NOTICE follows it */
+        ck_assert_int_eq(crdtdb_session_notify(s, CRDTDB_EIO, "late"), CRDTDB_EBUSY);
+        crdtdb_session_output(s, &len);
+        ck_assert_uint_eq(len, 0);
         crdtdb_buf f = CRDTDB_BUF_INIT;
         raw_frame(&f, 2, pset, 2); /* a presence set, to a client */
-        ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), 0);
-        raw_frame(&f, 2, malformed, 2);
         ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), 0);
         ck_assert(!crdtdb_session_closed(s) && e.closed == 0 && e.errors == 0);
         raw_frame(&f, answers[i].n, answers[i].b, answers[i].len);
@@ -1954,6 +1956,18 @@ START_TEST(leaving_client_takes_only_the_answer)
         crdtdb_buf_free(&f);
         crdtdb_session_close(s);
     }
+    /* an answer with arguments is malformed: the session ends, not left */
+    mem_store m;
+    pev e;
+    memset(&e, 0, sizeof e);
+    crdtdb_session *s = engine_pev(&m, 0, &e);
+    ck_assert_int_eq(crdtdb_session_leave(s), 0);
+    crdtdb_buf f = CRDTDB_BUF_INIT;
+    raw_frame(&f, 2, malformed, 2);
+    ck_assert_int_eq(crdtdb_session_feed(s, f.data, f.len), CRDTDB_EBADVALUE);
+    ck_assert(crdtdb_session_closed(s) && !crdtdb_session_left(s));
+    crdtdb_buf_free(&f);
+    crdtdb_session_close(s);
 }
 END_TEST
 

@@ -364,7 +364,7 @@ static int send_ack(crdtdb_session *s, uint64_t v)
 
 static int save_ack(crdtdb_session *s)
 {
-    if (!s->acks_unsaved || !s->proven || s->left)
+    if (!s->acks_unsaved || !s->proven || (s->server && s->left))
         return 0;
     s->acks_unsaved = 0;
     int rc = s->st.peer_ack(s->st.ctx, s->peer, s->peer_acked, s->stable_acked);
@@ -583,8 +583,8 @@ int crdtdb_session_notify(crdtdb_session *s, int code, const char *message)
 {
     if (!s || !message)
         return CRDTDB_EINVAL;
-    if (s->state == S_CLOSED)
-        return CRDTDB_EBUSY; /* errmsg keeps why it closed */
+    if (s->state == S_CLOSED || s->state == S_LEAVING)
+        return CRDTDB_EBUSY; /* errmsg keeps why it closed; LEAVE was the last word */
     if (!s->busy) {
         api_enter(s);
         return api_exit(s, send_notice(s, code, message));
@@ -1432,7 +1432,9 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
     uint64_t type = a[0].via.u64;
     if (s->state == S_LEAVING && type != M_ERROR && type != M_CLOSE) {
         /* a leaving client takes nothing more: only the answer counts */
-        if (type == M_LEAVE && n == 1) {
+        if (type == M_LEAVE) {
+            if (n != 1)
+                return seterr(s, CRDTDB_EBADVALUE, "malformed leave message");
             s->left = 1;
             s->state = S_CLOSED;
             crdtdb_session_event ev = {

@@ -171,12 +171,14 @@ void crdtdb__client_stop_hosted(crdtdb_client *c);
  * next call on c (for the log of a handoff that waits long). */
 const char *crdtdb__client_unheld(const crdtdb_client *c);
 /* A hosted client whose database is dropped here: it sends LEAVE (the
- * server stops counting on this copy, crdtdb_session_leave) and closes,
- * and connects no more.  1 when LEAVE was queued (it was connected). */
+ * server stops counting on this copy, crdtdb_session_leave), waits for the
+ * server's answer (which closes), and connects no more.  1 when LEAVE was
+ * queued (it was connected). */
 int crdtdb__client_leave_hosted(crdtdb_client *c);
 /* 1 when c has no connection, nor an attempt under way. */
 int crdtdb__client_gone(const crdtdb_client *c);
-/* 1 when c is gone after writing all of its LEAVE out. */
+/* 1 when c is gone after the server answered its LEAVE: it stored it
+ * (crdtdb_session_left). */
 int crdtdb__client_left(const crdtdb_client *c);
 /* Closes a hosted client; `ctx_gone`: its context was destroyed already. */
 void crdtdb__client_close_hosted(crdtdb_client *c, int ctx_gone);

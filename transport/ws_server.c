@@ -1686,7 +1686,7 @@ int crdtdb_server_port(const crdtdb_server *s) { return s ? s->port : 0; }
 #define HANDOFF_MS 1000 /* how often idle copies are looked at for a handoff */
 #define HANDOFF_RETRY_MS 10000 /* after a refused drop (then doubling): not every second */
 #define HANDOFF_TELL_MS 20000  /* a handoff waiting this long on a link is logged */
-#define LEAVE_WAIT_MS 5000     /* a handoff's LEAVEs: time to go out before the drop */
+#define LEAVE_WAIT_MS 5000     /* a handoff's LEAVEs: time for every owner's answer */
 #define FRESH_WAIT_MS 60000 /* a copy fetched for a refused client waits for it */
 #define PRUNE_MS (3600u * 1000u) /* how often old tombs are pruned */
 /* How long a dropped database's history end is kept (crdtdb_db_drop): a
