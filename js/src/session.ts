@@ -22,6 +22,8 @@ export type SyncMode = typeof TWO_WAY | typeof SERVER_TO_CLIENT;
 
 export type SessionEvent =
   | { type: "ready"; mode: SyncMode }
+  /** A delta, or a run of deltas received together, committed: info
+   *  covers the run (the first's from, the last's to). */
   | { type: "applied"; info: ApplyInfo }
   | { type: "caughtUp" }
   /** [16, stamp]: the server collected removes we had not received and
