@@ -358,6 +358,66 @@ START_TEST(handoff_waits_for_an_owner_that_takes_the_writes)
 }
 END_TEST
 
+/* A tu_cond: the log at arg holds the line a handoff's LEAVE starts with. */
+static int leaving(void *arg)
+{
+    return tu_log_count(arg, "it leaves") > 0;
+}
+
+/* A non-owner on S2 handing off its copy of "game" to the owner srv1, up
+ * to the LEAVE it sends (logged into idle_log). */
+static void handoff_until_leave(void)
+{
+    put(&S2, "add", "players", "ann", "{\"hp\":1}");
+    crdtdb_db_close(S2.db); /* the server's handle is the only one: it may drop */
+    S2.db = NULL;
+    srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    o.collections = COLLS;
+    o.ncoll = 2;
+    o.log = tu_log_line;
+    o.log_ctx = &idle_log;
+    o.keep = keep_none;
+    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
+    crdtdb_client_options l = link_to(url1);
+    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    expect(S1.db, "players", "ann", "{\"hp\":1}");
+    ck_assert_msg(spin(leaving, &idle_log, 5000), "no handoff began: %.*s", (int)idle_log.len,
+                  (const char *)idle_log.data);
+}
+
+/* An owner that never answers the LEAVE (it is stuck, or older than the
+ * answer) may not have stored it: after the wait the copy stays, and the
+ * handoff tries again later (review of 716c9be, finding 2). */
+START_TEST(handoff_keeps_a_copy_whose_owner_does_not_answer_its_leave)
+{
+    handoff_until_leave();
+    /* from here only the non-owner runs: its owner reads nothing more */
+    tu_net alone = {.servers = {&srv2}, .slice_ms = NET.slice_ms};
+    tu_spin(&alone, NULL, NULL, 6500);
+    ck_assert_msg(!game_dropped(&S2), "dropped with its LEAVE unanswered: %.*s", (int)idle_log.len,
+                  (const char *)idle_log.data);
+    ck_assert_int_eq(tu_log_count(&idle_log, "did not answer its LEAVE"), 1);
+    crdtdb_buf_free(&idle_log);
+}
+END_TEST
+
+/* An owner that goes away with the LEAVE unread: the link ends with no
+ * answer, which is no "left" either. */
+START_TEST(handoff_keeps_a_copy_whose_owner_goes_away_before_answering)
+{
+    handoff_until_leave();
+    crdtdb_server_close(srv1);
+    srv1 = NULL;
+    spin(NULL, NULL, 2500);
+    ck_assert_msg(!game_dropped(&S2), "dropped when its owner went away: %.*s", (int)idle_log.len,
+                  (const char *)idle_log.data);
+    ck_assert_int_eq(tu_log_count(&idle_log, "did not answer its LEAVE"), 1);
+    crdtdb_buf_free(&idle_log);
+}
+END_TEST
+
 /* A copy the handoff cannot drop (a handle on it is open in the process:
  * an embedder's, writing) stays linked: what is written through that
  * handle afterwards still reaches the owner. */
@@ -565,6 +625,8 @@ static Suite *peer_suite(void)
     tcase_add_test(tc, a_fresh_client_of_a_copy_made_again_syncs);
     tcase_add_test(tc, handoff_waits_for_an_owner_that_takes_the_writes);
     tcase_add_test(tc, handoff_that_cannot_drop_keeps_the_copy_linked);
+    tcase_add_test(tc, handoff_keeps_a_copy_whose_owner_does_not_answer_its_leave);
+    tcase_add_test(tc, handoff_keeps_a_copy_whose_owner_goes_away_before_answering);
     tcase_add_test(tc, link_to_a_peer_no_longer_an_owner_closes);
     tcase_add_test(tc, libuv_loop_drives_server_and_clients);
     suite_add_tcase(s, tc);

@@ -1901,6 +1901,8 @@ static int handoff_db(crdtdb_server *s, sdb *d)
     d->leave_seq = seq;
     for (size_t i = 0; i < d->nlinks; i++)
         crdtdb__client_leave_hosted(d->links[i]);
+    slog(s, "db '%s': handoff: telling its %zu owner%s it leaves", WS_QID(id), d->nlinks,
+         d->nlinks == 1 ? "" : "s");
     return 0;
 }
 
