@@ -911,6 +911,34 @@ START_TEST(add_between_a_remove_and_a_newer_hidden_leaf_shows_the_leaf)
 }
 END_TEST
 
+/* A mesh (every client serves others) of A, P and Q where A collected the
+ * remove of x, which Q held and P never did, with P and Q silent past its
+ * age limit; then P came back and was resynced, keeping A's gate, while Q
+ * is still behind A's horizon, holding x's add. */
+static void gate_mesh(replica *A, replica *P, replica *Q)
+{
+    replica_init(A, &now_ms, "game");
+    replica_init(P, &now_ms, "game");
+    replica_init(Q, &now_ms, "game");
+    put(P, "add", "moves", "p1", "{}"); /* each proves its id */
+    put(Q, "add", "moves", "q1", "{}");
+    client_flags = CRDTDB_SESSION_NO_PURGE;
+    sync2(A, P);
+    sync2(A, Q);
+    now_ms += 10;
+    put(A, "add", "players", "x", "{\"hp\":1}");
+    sync2(A, Q); /* Q holds x; P does not */
+    now_ms += 10;
+    put(A, "remove", "players", "x", NULL);
+    now_ms += 60000;
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(A->db, 30000, &st), 0);
+    ck_assert_uint_eq(st.peers_left, 2);
+    ck_assert_uint_eq(st.records, 1);
+    sync2(A, P); /* P is resynced */
+    ck_assert(!has(P, "players", "x"));
+}
+
 /* Found by random_schedules_with_silent_peers_bring_nothing_back (schedule
  * seed 502138): in a mesh, a peer outside the collector's horizon offers an
  * old write through a peer already resynced.  A adds x, Q gets it; A
@@ -921,26 +949,7 @@ END_TEST
 START_TEST(old_write_relayed_by_a_resynced_peer_stays_gone)
 {
     replica A, P, Q;
-    replica_init(&A, &now_ms, "game");
-    replica_init(&P, &now_ms, "game");
-    replica_init(&Q, &now_ms, "game");
-    put(&P, "add", "moves", "p1", "{}"); /* each proves its id */
-    put(&Q, "add", "moves", "q1", "{}");
-    client_flags = CRDTDB_SESSION_NO_PURGE; /* a mesh: every client serves */
-    sync2(&A, &P);
-    sync2(&A, &Q);
-    now_ms += 10;
-    put(&A, "add", "players", "x", "{\"hp\":1}");
-    sync2(&A, &Q); /* Q holds x; P does not */
-    now_ms += 10;
-    put(&A, "remove", "players", "x", NULL);
-    now_ms += 60000;
-    crdtdb_collect_stats st;
-    ck_assert_int_eq(crdtdb_db_collect(A.db, 30000, &st), 0);
-    ck_assert_uint_eq(st.peers_left, 2);
-    ck_assert_uint_eq(st.records, 1);
-    sync2(&A, &P); /* P is resynced */
-    ck_assert(!has(&P, "players", "x"));
+    gate_mesh(&A, &P, &Q);
     now_ms += 10;
     sync2(&Q, &P); /* Q, still behind A's horizon, serves P */
     now_ms += 10;
@@ -968,25 +977,7 @@ END_TEST
 START_TEST(gated_add_in_a_batch_goes_back_removed)
 {
     replica A, P, Q;
-    replica_init(&A, &now_ms, "game");
-    replica_init(&P, &now_ms, "game");
-    replica_init(&Q, &now_ms, "game");
-    put(&P, "add", "moves", "p1", "{}");
-    put(&Q, "add", "moves", "q1", "{}");
-    client_flags = CRDTDB_SESSION_NO_PURGE;
-    sync2(&A, &P);
-    sync2(&A, &Q);
-    now_ms += 10;
-    put(&A, "add", "players", "x", "{\"hp\":1}");
-    sync2(&A, &Q); /* Q holds x; P does not */
-    now_ms += 10;
-    put(&A, "remove", "players", "x", NULL);
-    now_ms += 60000;
-    crdtdb_collect_stats st;
-    ck_assert_int_eq(crdtdb_db_collect(A.db, 30000, &st), 0);
-    ck_assert_uint_eq(st.records, 1);
-    sync2(&A, &P); /* P is resynced: its gate */
-    ck_assert(!has(&P, "players", "x"));
+    gate_mesh(&A, &P, &Q);
     now_ms += 10;
     crdtdb_session_options o;
     crdtdb_session_options_init(&o);
@@ -1047,23 +1038,7 @@ static void count_ev(void *ctx, const crdtdb_event *ev)
 START_TEST(gated_add_fires_no_event)
 {
     replica A, P, Q;
-    replica_init(&A, &now_ms, "game");
-    replica_init(&P, &now_ms, "game");
-    replica_init(&Q, &now_ms, "game");
-    put(&P, "add", "moves", "p1", "{}");
-    put(&Q, "add", "moves", "q1", "{}");
-    client_flags = CRDTDB_SESSION_NO_PURGE;
-    sync2(&A, &P);
-    sync2(&A, &Q);
-    put(&A, "add", "players", "x", "{\"hp\":1}");
-    sync2(&A, &Q);
-    now_ms += 10;
-    put(&A, "remove", "players", "x", NULL);
-    now_ms += 60000;
-    crdtdb_collect_stats st;
-    ck_assert_int_eq(crdtdb_db_collect(A.db, 30000, &st), 0);
-    ck_assert_uint_eq(st.records, 1);
-    sync2(&A, &P);
+    gate_mesh(&A, &P, &Q);
     crdtdb_observer *o;
     ev_add = ev_remove = 0;
     ck_assert_int_eq(crdtdb_db_observe(P.db, NULL, count_ev, NULL, &o), 0);

@@ -304,15 +304,16 @@ static int has_id(void *ctx, const char *id)
 }
 
 /* A server on r that keeps no copy (a cluster's non-owner), linked to the
- * server at url1; its url into url (n bytes) when not NULL. */
-static crdtdb_server *non_owner(replica *r, char *url, size_t n)
+ * server at url1; its url into url (n bytes) when not NULL; its log into
+ * `log` (tu_log_line) when not NULL. */
+static crdtdb_server *non_owner(replica *r, char *url, size_t n, crdtdb_buf *log)
 {
     crdtdb_server_options o;
     crdtdb_server_options_init(&o);
     o.collections = COLLS;
     o.ncoll = 2;
-    o.log = log_line;
-    o.log_ctx = (void *)"non-owner";
+    o.log = log ? tu_log_line : log_line;
+    o.log_ctx = log ? (void *)log : (void *)"non-owner";
     o.keep = keep_none; /* it owns nothing: it hands every copy off */
     crdtdb_server *s;
     ck_assert_int_eq(crdtdb_server_open(r->env, &o, &s), 0);
@@ -350,7 +351,7 @@ START_TEST(handoff_waits_for_an_owner_that_takes_the_writes)
     o.mode = CRDTDB_SYNC_SERVER_TO_CLIENT; /* the owner only serves */
     ck_assert_int_eq(crdtdb_server_open(S1.env, &o, &srv1), 0);
     snprintf(url1, sizeof url1, "ws://127.0.0.1:%d", crdtdb_server_port(srv1));
-    srv2 = non_owner(&S2, NULL, 0);
+    srv2 = non_owner(&S2, NULL, 0, NULL);
     int dropped = spin(game_dropped, &S2, 4000); /* the handoff looks once a second */
     char *g = tu_get(S1.db, "players", "ann");
     ck_assert_msg(!dropped || g, "the copy was dropped, and its write is nowhere");
@@ -372,16 +373,7 @@ static void handoff_until_leave(void)
     crdtdb_db_close(S2.db); /* the server's handle is the only one: it may drop */
     S2.db = NULL;
     srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
-    crdtdb_server_options o;
-    crdtdb_server_options_init(&o);
-    o.collections = COLLS;
-    o.ncoll = 2;
-    o.log = tu_log_line;
-    o.log_ctx = &idle_log;
-    o.keep = keep_none;
-    ck_assert_int_eq(crdtdb_server_open(S2.env, &o, &srv2), 0);
-    crdtdb_client_options l = link_to(url1);
-    ck_assert_int_eq(crdtdb_server_peer(srv2, &l, NULL, 0), 0);
+    srv2 = non_owner(&S2, NULL, 0, &idle_log);
     expect(S1.db, "players", "ann", "{\"hp\":1}");
     ck_assert_msg(spin(leaving, &idle_log, 5000), "no handoff began: %.*s", (int)idle_log.len,
                   (const char *)idle_log.data);
@@ -425,7 +417,7 @@ START_TEST(handoff_that_cannot_drop_keeps_the_copy_linked)
 {
     put(&S2, "add", "players", "ann", "{\"hp\":1}"); /* S2.db stays open */
     srv1 = server(&S1, "s1", url1, sizeof url1, NULL);
-    srv2 = non_owner(&S2, NULL, 0);
+    srv2 = non_owner(&S2, NULL, 0, NULL);
     expect(S1.db, "players", "ann", "{\"hp\":1}");
     spin(NULL, NULL, 2500); /* a handoff tick or two: the drop is refused */
     ck_assert(!game_dropped(&S2));
@@ -547,7 +539,7 @@ START_TEST(a_copy_not_kept_is_handed_off_once_its_peer_holds_it)
     srv1 = server(&S1, "owner", url1, sizeof url1, NULL);
     crdtdb_db_close(S2.db); /* the server's alone: it may drop it */
     S2.db = NULL;
-    srv2 = non_owner(&S2, url2, sizeof url2);
+    srv2 = non_owner(&S2, url2, sizeof url2, NULL);
     cb = client(&B, url2, NULL);
     put(&B, "add", "players", "ann", "{\"hp\":1}");
     expect(S1.db, "players", "ann", "{\"hp\":1}");
@@ -565,7 +557,7 @@ START_TEST(a_copy_not_kept_is_handed_off_once_its_peer_holds_it)
     ck_assert_msg(!game_dropped(&S2), "dropped before its peer held bob");
     srv1 = server(&S1, "owner", url1, sizeof url1, NULL); /* a new port */
     crdtdb_server_close(srv2);
-    srv2 = non_owner(&S2, url2, sizeof url2);
+    srv2 = non_owner(&S2, url2, sizeof url2, NULL);
     expect(S1.db, "players", "bob", "{\"hp\":2}");
     ck_assert(spin(game_dropped, &S2, 10000));
     /* served again: a new copy, the same history */
@@ -591,7 +583,7 @@ START_TEST(a_fresh_client_of_a_copy_made_again_syncs)
     srv1 = server(&S1, "owner", url1, sizeof url1, NULL);
     crdtdb_db_close(S2.db); /* the server's alone: it may drop it */
     S2.db = NULL;
-    srv2 = non_owner(&S2, url2, sizeof url2);
+    srv2 = non_owner(&S2, url2, sizeof url2, NULL);
     for (int round = 0; round < 6; round++) {
         replica C;
         replica_init(&C, &now, "game");
