@@ -137,9 +137,12 @@ typedef struct crdtdb_observer crdtdb_observer;
 
 /* Environment flags. */
 #define CRDTDB_ENV_NOSYNC 0x1u /* asynchronous durability: commits are not
-                                  fsync'ed.  A process crash loses nothing;
-                                  an OS crash or power loss may lose the last
-                                  commits (never corrupts).  Faster writes. */
+                                  fsync'ed (LMDB's MDB_NOSYNC).  A process
+                                  crash loses nothing; an OS crash or power
+                                  loss may lose the last commits, and on a
+                                  filesystem that does not keep the order of
+                                  writes may corrupt the file.  Faster
+                                  writes. */
 #define CRDTDB_ENV_RDONLY 0x2u /* open read-only; all writes fail EROFS */
 
 /* Returns milliseconds since the Unix epoch; injectable for tests and
