@@ -14,7 +14,6 @@
 #include "storage/log.h"
 #include "storage/slot.h"
 
-
 #define FLOOR_BYTES (24 + CRDTDB_REPLICA_ID_BYTES) /* floor, stamp, m2, src1 */
 
 int crdtdb__floor_read(crdtdb_db *db, MDB_txn *mt, crdtdb__floor *f)

@@ -632,7 +632,7 @@ int crdtdb_session_leave(crdtdb_session *s)
     start(s, M_LEAVE, 1);
     if (frame(s))
         return CRDTDB_ENOMEM;
-    s->state = S_LEAVING; /* until the server answers (handle_leaving) */
+    s->state = S_LEAVING; /* until the server answers (handle) */
     return 0;
 }
 
@@ -1400,6 +1400,15 @@ int crdtdb_session_send_frame(crdtdb_session *s, const uint8_t *frame_bytes, siz
     return api_exit(s, rc);
 }
 
+/* The peer ended the session (CLOSE, LEAVE, or LEAVE's answer). */
+static void closed_by_peer(crdtdb_session *s)
+{
+    s->state = S_CLOSED;
+    crdtdb_session_event ev = {
+        .type = CRDTDB_SESSION_CLOSED, .mode = s->mode, .peer = s->peer, .remote = 1};
+    emit(s, &ev);
+}
+
 /* The code and "peer: ..." detail of an ERROR or NOTICE [type, code,
  * message] (either part may be missing or malformed). */
 static int remote_error(const msgpack_object *a, uint32_t n, char *msg, size_t size)
@@ -1436,10 +1445,7 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
             if (n != 1)
                 return seterr(s, CRDTDB_EBADVALUE, "malformed leave message");
             s->left = 1;
-            s->state = S_CLOSED;
-            crdtdb_session_event ev = {
-                .type = CRDTDB_SESSION_CLOSED, .mode = s->mode, .peer = s->peer, .remote = 1};
-            emit(s, &ev);
+            closed_by_peer(s);
         }
         return 0;
     }
@@ -1499,17 +1505,11 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
          * CLOSE if not taken */
         start(s, took ? M_LEAVE : M_CLOSE, 1);
         frame(s);
-        s->state = S_CLOSED;
-        crdtdb_session_event ev = {
-            .type = CRDTDB_SESSION_CLOSED, .mode = s->mode, .peer = s->peer, .remote = 1};
-        emit(s, &ev);
+        closed_by_peer(s);
         return 0;
     }
     if (type == M_CLOSE) {
-        s->state = S_CLOSED;
-        crdtdb_session_event ev = {
-            .type = CRDTDB_SESSION_CLOSED, .mode = s->mode, .peer = s->peer, .remote = 1};
-        emit(s, &ev);
+        closed_by_peer(s);
         return 0;
     }
     if (s->state != S_OPEN)

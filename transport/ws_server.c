@@ -1831,6 +1831,16 @@ static void collect_dbs(crdtdb_server *s)
 
 static int handoff_drop(crdtdb_server *s, sdb *d, uint64_t seq);
 
+/* A handoff of d tried again later, after `refusals` failed tries in a
+ * row: 10 s, doubling to an hour, so a lasting refusal (a handle open, an
+ * owner that does not answer) churns its links less and less. */
+static void handoff_later(sdb *d, unsigned refusals, uint64_t now)
+{
+    d->refusals = refusals < 16 ? refusals + 1 : refusals;
+    uint64_t wait = (uint64_t)HANDOFF_RETRY_MS << (refusals < 9 ? refusals : 9);
+    d->handoff_ms = now + (wait < 3600000 ? wait : 3600000);
+}
+
 /* A copy this server does not keep (o.keep), with no client and every
  * peer link in sync — each peer acknowledged, durably, all it holds — is
  * dropped: the links close, then the database goes (unless written since
@@ -1869,10 +1879,7 @@ static int handoff_db(crdtdb_server *s, sdb *d)
          * after a refused drop (each try costs the owners a resync) */
         slog(s, "db '%s': handoff: %s did not answer its LEAVE; later",
              WS_QID(id), d->lpeer[unleft]->url);
-        unsigned refusals = d->refusals;
-        d->refusals = refusals < 16 ? refusals + 1 : refusals;
-        uint64_t wait = (uint64_t)HANDOFF_RETRY_MS << (refusals < 9 ? refusals : 9);
-        d->handoff_ms = now + (wait < 3600000 ? wait : 3600000);
+        handoff_later(d, d->refusals, now);
         leave_cancel(d);
         link_peers(d);
         return 0;
@@ -1923,11 +1930,8 @@ static int handoff_drop(crdtdb_server *s, sdb *d, uint64_t seq)
          * the owners, and looked at again later (a copy left closed would
          * never be); at the list's head, so this round does not meet it */
         sdb *again = rc != CRDTDB_ENODB ? db_get(s, name, NULL) : NULL;
-        if (again) { /* 10 s, doubling to an hour: a lasting refusal (a
-                        * handle open) churns its links less and less */
-            again->refusals = refusals < 16 ? refusals + 1 : refusals;
-            uint64_t wait = (uint64_t)HANDOFF_RETRY_MS << (refusals < 9 ? refusals : 9);
-            again->handoff_ms = crdtdb__ws_now_ms() + (wait < 3600000 ? wait : 3600000);
+        if (again) {
+            handoff_later(again, refusals, crdtdb__ws_now_ms());
             db_release(again);
         }
     } else {
