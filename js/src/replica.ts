@@ -518,20 +518,9 @@ export class Replica {
    * together.  Throws CrdtdbError; nothing is stored then.
    */
   async apply(bytes: Uint8Array, expectSender?: ReplicaId, based?: Map<string, Held>): Promise<ApplyInfo> {
-    const d = await decodeDelta(bytes, this.limits);
-    if (expectSender && !sameBytes(d.sender, expectSender))
-      throw new CrdtdbError("EBADVALUE", "a delta signed by another replica than the peer");
-    const info = await this.serial(() => this.applyBody(d, signatureOf(bytes)));
-    // a resync notes the records the snapshot carried: 'b' with an add or
-    // remove, 'l' leaves only (which say nothing of what was removed, so
-    // only our base of such a record can be what the peer collected)
-    if (based)
-      for (const rec of d.records) {
-        const key = recordKey(rec.coll, rec.id);
-        if (rec.base) based.set(key, "b");
-        else if (!based.has(key)) based.set(key, "l");
-      }
-    return info;
+    const r = await this.applyAll([bytes], expectSender, based);
+    if (r.error) throw r.error;
+    return r.info!;
   }
 
   /**
@@ -544,15 +533,16 @@ export class Replica {
    * fails commit together, and that one's error is returned with its index
    * (nothing of it or after it is stored): the caller handles it as apply's
    * throw, then goes on with the rest.  `info` covers what committed (null:
-   * nothing did).
+   * nothing did).  Without `expectSender` (apply's callers may omit it)
+   * the list holds one delta: a run is one peer's.
    */
-  async applyAll(list: readonly Uint8Array[], expectSender: ReplicaId, based?: Map<string, Held>): Promise<GroupResult> {
+  async applyAll(list: readonly Uint8Array[], expectSender?: ReplicaId, based?: Map<string, Held>): Promise<GroupResult> {
     const ds: DecodedBody[] = [];
     let error: unknown = null;
     for (const bytes of list) {
       try {
         const d = await decodeDelta(bytes, this.limits);
-        if (!sameBytes(d.sender, expectSender))
+        if (expectSender && !sameBytes(d.sender, expectSender))
           throw new CrdtdbError("EBADVALUE", "a delta signed by another replica than the peer");
         ds.push(d);
       } catch (e) {
@@ -575,6 +565,9 @@ export class Replica {
     } else if (r.applied < ds.length || !error) {
       error = r.error; // a check failed before the decode did
     }
+    // a resync notes the records the snapshot carried: 'b' with an add or
+    // remove, 'l' leaves only (which say nothing of what was removed, so
+    // only our base of such a record can be what the peer collected)
     if (based)
       for (let i = 0; i < r.applied; i++)
         for (const rec of bodies[i]!.records) {
@@ -650,29 +643,6 @@ export class Replica {
     if (self && d.ack !== null && d.ack > this.meta.seq)
       throw new CrdtdbError("EFORK", `the peer holds ${d.ack} of this replica's changes, more than the ${this.meta.seq} it wrote (a copied replica)`);
     return max;
-  }
-
-  private async applyBody(d: DecodedBody, sig: Uint8Array): Promise<ApplyInfo> {
-    const peerHex = this.hexOfSender(d.sender);
-    const max = this.checkBody(d, peerHex);
-    const t = this.begin();
-    t.src = peerHex;
-    t.maxHlc = max;
-    t.delta = [sig];
-    for (const rec of d.records) mergeRemote(t, rec);
-    const seq0 = this.meta.seq;
-    const peer = this.peer(peerHex);
-    const mine = d.recipient === null || toHex(d.recipient) === this.idHex;
-    const received = mine && d.from <= peer.received && d.to > peer.received ? d.to : peer.received;
-    await this.finish(t, (m) => {
-      const p: PeerState = { ...peer, points: peer.points.slice() };
-      p.received = received;
-      if (d.recipient && toHex(d.recipient) === this.idHex && d.ack !== null && d.ack > p.acked) p.acked = d.ack;
-      for (const h of d.history) if (!hasPoint(p.points, h.seq)) p.points.push([h.seq, h.fp.slice()]);
-      if (p.points.length > PEER_POINTS_KEPT) p.points = p.points.slice(-PEER_POINTS_KEPT);
-      m.peers[peerHex] = p;
-    });
-    return { from: d.from, to: d.to, received, localFrom: seq0, localTo: this.meta.seq };
   }
 
   /** Records a peer's acknowledgement (bounded by our own log). */

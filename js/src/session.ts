@@ -291,7 +291,7 @@ export class ClientSession {
     }
     if (this.state !== "open") throw new CrdtdbError("EBADVALUE", `message '${m.t}' before the handshake`);
     switch (m.t) {
-      case "delta": return this.onDelta(m.delta);
+      case "delta": return this.onDeltas([m.delta]); // (drain reads runs: deltaRun)
       case "resync": return this.onResync(m.stamp);
       case "purge":
         await this.r.purge(m.coll, m.id).catch((e: unknown) => {
@@ -419,8 +419,7 @@ export class ClientSession {
       bytes += next.delta.length;
       next = null;
     }
-    if (run.length === 1) await this.onDelta(first);
-    else await this.onDeltas(run);
+    await this.onDeltas(run);
     if (bad) throw bad;
     return next;
   }
@@ -438,21 +437,6 @@ export class ClientSession {
       this.refused(r.error);
       run = run.slice(r.applied + 1);
     }
-  }
-
-  private async onDelta(bytes: Uint8Array): Promise<void> {
-    const before = this.received;
-    let info: ApplyInfo;
-    const rs = this.resync;
-    if (rs && rs.held.size > RESYNC_KEYS_MAX)
-      throw new CrdtdbError("ETOOBIG", `a resync of over ${RESYNC_KEYS_MAX} records`);
-    try {
-      info = await this.r.apply(bytes, this.server!, rs?.held);
-    } catch (e) {
-      if (e instanceof CrdtdbError && e.code === "ECLOCK") return this.refused(e);
-      throw e;
-    }
-    return this.applied(info, before);
   }
 
   /** After a delta or a run of them committed: what it numbered, our
