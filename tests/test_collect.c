@@ -45,12 +45,10 @@ static size_t move(crdtdb_session *from, crdtdb_session *to)
     return len;
 }
 
-/* Runs a session pair until nothing moves, at most `rounds` turns (0: no
- * bound), then closes both (acks saved). */
-static void sync_rounds(replica *srv, replica *cli, int rounds)
+/* Moves bytes both ways until quiet (pumping both), at most `rounds`
+ * turns (0: no bound); the sessions stay open. */
+static void settle(crdtdb_session *a, crdtdb_session *b, int rounds)
 {
-    size_t out = rounds ? 512 : 0; /* a cut session: one delta a turn */
-    crdtdb_session *a = open_session(srv, 1, out), *b = open_session(cli, 0, out);
     for (int i = 0; !rounds || i < rounds; i++) {
         size_t moved = move(a, b) + move(b, a);
         if (!moved) {
@@ -64,6 +62,15 @@ static void sync_rounds(replica *srv, replica *cli, int rounds)
         }
         ck_assert_msg(i < 100000, "sync does not settle");
     }
+}
+
+/* Runs a session pair until nothing moves, at most `rounds` turns (0: no
+ * bound), then closes both (acks saved). */
+static void sync_rounds(replica *srv, replica *cli, int rounds)
+{
+    size_t out = rounds ? 512 : 0; /* a cut session: one delta a turn */
+    crdtdb_session *a = open_session(srv, 1, out), *b = open_session(cli, 0, out);
+    settle(a, b, rounds);
     crdtdb_session_close(a);
     crdtdb_session_close(b);
 }
@@ -75,18 +82,7 @@ static void sync2(replica *srv, replica *cli) { sync_rounds(srv, cli, 0); }
 static void sync_leave(replica *srv, replica *cli)
 {
     crdtdb_session *a = open_session(srv, 1, 0), *b = open_session(cli, 0, 0);
-    for (int i = 0;; i++) {
-        if (!(move(a, b) + move(b, a))) {
-            crdtdb_session_pump(a);
-            crdtdb_session_pump(b);
-            size_t la, lb;
-            crdtdb_session_output(a, &la);
-            crdtdb_session_output(b, &lb);
-            if (!la && !lb)
-                break;
-        }
-        ck_assert_msg(i < 100000, "sync does not settle");
-    }
+    settle(a, b, 0);
     ck_assert(crdtdb_session_synced(b));
     ck_assert_int_eq(crdtdb_session_leave(b), 0);
     ck_assert(!crdtdb_session_closed(b) && !crdtdb_session_left(b)); /* the answer first */
@@ -1273,23 +1269,6 @@ START_TEST(cut_resync_is_asked_for_again)
 }
 END_TEST
 
-/* Moves bytes both ways until quiet (pumping both), sessions kept open. */
-static void settle(crdtdb_session *a, crdtdb_session *b)
-{
-    for (int i = 0; i < 100000; i++) {
-        if (!(move(a, b) + move(b, a))) {
-            crdtdb_session_pump(a);
-            crdtdb_session_pump(b);
-            size_t la, lb;
-            crdtdb_session_output(a, &la);
-            crdtdb_session_output(b, &lb);
-            if (!la && !lb)
-                return;
-        }
-    }
-    ck_abort_msg("sync does not settle");
-}
-
 /* Collection that runs while a session is open, leaving its peer out (it
  * fell silent past the age limit), resyncs that peer at the next flush. */
 START_TEST(collection_under_a_live_session_resyncs_its_peer)
@@ -1300,7 +1279,7 @@ START_TEST(collection_under_a_live_session_resyncs_its_peer)
     put(&A, "add", "players", "ann", "{\"hp\":1}");
     put(&B, "add", "moves", "b1", "{}");
     crdtdb_session *a = open_session(&A, 1, 0), *b = open_session(&B, 0, 0);
-    settle(a, b);
+    settle(a, b, 0);
     ck_assert_int_eq(crdtdb_session_flush(a), 0);
     ck_assert_int_eq(crdtdb_session_flush(b), 0);
     now_ms += 60000;
@@ -1311,7 +1290,7 @@ START_TEST(collection_under_a_live_session_resyncs_its_peer)
     ck_assert_uint_eq(st.records, 1);
     ck_assert(has(&B, "players", "ann"));
     ck_assert_int_eq(crdtdb_session_flush(a), 0); /* sees the floor passed it */
-    settle(a, b);
+    settle(a, b, 0);
     ck_assert(!has(&B, "players", "ann"));
     char *da = dump(&A), *db = dump(&B);
     ck_assert_str_eq(da, db);
@@ -1334,7 +1313,7 @@ START_TEST(server_refuses_a_resync)
     put(&A, "add", "players", "ann", "{\"hp\":1}");
     put(&C, "add", "moves", "c1", "{}");
     crdtdb_session *a = open_session(&A, 1, 0), *c = open_session(&C, 0, 0);
-    settle(a, c);
+    settle(a, c, 0);
     static const uint8_t resync[] = {0, 0, 0, 3, 0x92, 16, 0x7f}; /* [16, 127] */
     ck_assert_int_eq(crdtdb_session_feed(a, resync, sizeof resync), CRDTDB_EROFS);
     ck_assert(crdtdb_session_closed(a));
