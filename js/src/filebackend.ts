@@ -59,7 +59,7 @@ type Put = [key: string, rec: StoredRecord, bytes: number];
  *  values in a copy of the page (not in the journal's buffer). */
 function putsOf(e: Entry): Put[] {
   const out: Put[] = [];
-  if (e.page) readPage(e.page.slice(), (k, b) => out.push([k, decodeRecord(b), b.length + k.length + 6]));
+  if (e.page) readPage(e.page.slice(), (k, b, n) => out.push([k, decodeRecord(b), n]));
   if (e.put) for (const [k, r] of e.put) out.push([k, fixRecord(r), -1]);
   return out;
 }

@@ -328,20 +328,22 @@ export function encodePage(keys: readonly string[], recs: readonly StoredRecord[
   return p.take();
 }
 
-/** Calls each(key, bytes) for every entry of a page, in order (decodeRecord
- *  reads the bytes); ECORRUPT if the bytes are not a page. */
-export function readPage(b: Uint8Array, each: (key: string, rec: Uint8Array) => void): void {
-  let keys: string[], at: number[], len: number[];
+/** Calls each(key, bytes, entry) for every entry of a page, in order
+ *  (decodeRecord reads the bytes; entry is what the entry takes in the
+ *  page, key and lengths included); ECORRUPT if the bytes are not a page. */
+export function readPage(b: Uint8Array, each: (key: string, rec: Uint8Array, entry: number) => void): void {
+  let keys: string[], at: number[], len: number[], kb: number[];
   try {
     if (b[0] !== 2) throw new RangeError("unknown page version");
     const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
     const n = dv.getUint32(1, true);
-    keys = []; at = []; len = [];
+    keys = []; at = []; len = []; kb = [];
     let p = 5;
     for (let i = 0; i < n; i++) {
       const kn = dv.getUint16(p, true);
       if (p + 2 + kn > b.length) throw new RangeError("a key runs past the end");
       keys.push(td.decode(b.subarray(p + 2, p + 2 + kn)));
+      kb.push(kn);
       p += 2 + kn;
       const rn = dv.getUint32(p, true);
       p += 4;
@@ -353,5 +355,5 @@ export function readPage(b: Uint8Array, each: (key: string, rec: Uint8Array) => 
   } catch (e) {
     throw new CrdtdbError("ECORRUPT", `a stored page of records is unreadable: ${(e as Error).message}`);
   }
-  for (let i = 0; i < keys.length; i++) each(keys[i]!, b.subarray(at[i]!, at[i]! + len[i]!));
+  for (let i = 0; i < keys.length; i++) each(keys[i]!, b.subarray(at[i]!, at[i]! + len[i]!), 6 + kb[i]! + len[i]!);
 }

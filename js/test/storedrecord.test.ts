@@ -48,8 +48,10 @@ test("a page holds its records in order; damage is ECORRUPT", async () => {
   const keys = ["C\u0000a", "C\u0000é😀", "D\u0000x"], recs = [sample(), { base: null, leaves: [] }, sample()];
   const p = encodePage(keys, recs);
   const got: [string, StoredRecord][] = [];
-  readPage(p, (k, b) => got.push([k, decodeRecord(b)]));
+  let entries = 0;
+  readPage(p, (k, b, n) => { got.push([k, decodeRecord(b)]); entries += n; });
   assert.deepEqual(got.map(([k, r]) => [k, plain(r)]), keys.map((k, i) => [k, plain(recs[i]!)]));
+  assert.equal(entries, p.length - 5); // each entry's bytes, UTF-8 keys counted as bytes
   for (const cut of [0, 1, 4, 8, 100, p.length - 1]) assert.throws(() => readPage(p.subarray(0, cut), () => undefined), { code: "ECORRUPT" });
   const extra = new Uint8Array(p.length + 1); extra.set(p);
   assert.throws(() => readPage(extra, () => undefined), { code: "ECORRUPT" });
