@@ -514,11 +514,18 @@ void crdtdb__ws_ctx_info(struct lws_context_creation_info *info, void *uv_loop, 
 
 /* libwebsockets 4.1 on a foreign libuv loop frees a destroyed context only
  * when lws_context_destroy() is called again after its handles closed: a
- * timer of ours on that loop does it, then closes itself. */
+ * timer of ours on that loop does it, then closes itself.  Called again
+ * any earlier, lws frees the context (and may unload its libuv plugin)
+ * with close callbacks still queued on the loop, which then run on freed
+ * memory or unmapped code: the timer waits until none of the context's
+ * handles is left on the loop. */
+#define TAIL_TURN_MS 5
+#define TAIL_TURNS_MAX 2000 /* 10 s: then the context is left, not freed */
 struct crdtdb__wstail {
     struct lws_context *ctx; /* lws writes NULL here once it is all gone */
     uv_timer_t timer;
     unsigned turns;
+    int held; /* a handle of ctx was seen on the loop (tail_walk) */
 };
 
 struct lws_context *crdtdb__ws_ctx_open(struct lws_context_creation_info *info, void *uv_loop,
@@ -548,12 +555,26 @@ static void tail_free(uv_handle_t *h)
     free(lws_container_of((uv_timer_t *)h, crdtdb__wstail, timer));
 }
 
+/* lws 4.1's static handles (its idle, its timer: data is the context) close
+ * only once every connection's handle did, and stay on the loop (closing
+ * ones too) until their close callbacks ran */
+static void tail_walk(uv_handle_t *h, void *arg)
+{
+    crdtdb__wstail *t = arg;
+    if (h->data == (void *)t->ctx)
+        t->held = 1;
+}
+
 static void tail_turn(uv_timer_t *timer)
 {
     crdtdb__wstail *t = lws_container_of(timer, crdtdb__wstail, timer);
-    if (t->ctx)
-        lws_context_destroy(t->ctx); /* the second call finishes it */
-    if (!t->ctx || ++t->turns >= 100) {
+    if (t->ctx) {
+        t->held = 0;
+        uv_walk(timer->loop, tail_walk, t);
+        if (!t->held)
+            lws_context_destroy(t->ctx); /* the second call finishes it */
+    }
+    if (!t->ctx || ++t->turns >= TAIL_TURNS_MAX) {
         uv_timer_stop(&t->timer);
         uv_close((uv_handle_t *)&t->timer, tail_free);
     }
@@ -567,5 +588,5 @@ void crdtdb__ws_ctx_close(struct lws_context *ctx, crdtdb__wstail *tail)
     if (!tail)
         return;
     uv_ref((uv_handle_t *)&tail->timer);
-    uv_timer_start(&tail->timer, tail_turn, 5, 5);
+    uv_timer_start(&tail->timer, tail_turn, TAIL_TURN_MS, TAIL_TURN_MS);
 }
