@@ -211,6 +211,12 @@ static crdtdb_server *idle_server(void)
     return s;
 }
 
+/* A tu_cond: the log at arg holds s2's idle line for "game". */
+static int idled(void *arg)
+{
+    return tu_log_count(arg, "db 'game': idle for 1 s") > 0;
+}
+
 /* A database with no client here (only a peer's link), all in sync,
  * closes its links after idle_secs; writes still arrive over the peer's
  * link, and a client arriving links it again. */
@@ -227,7 +233,11 @@ START_TEST(idle_database_closes_its_links_and_a_client_brings_them_back)
     expect(B.db, "players", "ann", "{\"hp\":1}");
     crdtdb_client_close(cb);
     cb = NULL;
-    spin(NULL, NULL, 2500); /* s2: no client, s1's link and its own in sync */
+    /* s2: no client, s1's link and its own in sync.  The idle look runs
+     * every HANDOFF_MS (1 s): the first look after the client went marks
+     * it quiet, the first one idle_secs later closes the links, so up to
+     * 2 s and more after the close (2.5 s of fixed wait was short) */
+    spin(idled, &idle_log, 10000);
     ck_assert_msg(tu_log_count(&idle_log, "db 'game': idle for 1 s") == 1, "not idle: %.*s",
                   (int)idle_log.len, (const char *)idle_log.data);
     put(&A, "add", "players", "bob", "{\"hp\":2}");
@@ -255,7 +265,7 @@ START_TEST(one_way_standby_keeps_its_link_when_idle)
     expect(S1.db, "players", "ann", "{\"hp\":1}");
     crdtdb_client_close(cb);
     cb = NULL;
-    spin(NULL, NULL, 2500);
+    spin(NULL, NULL, 3500); /* two idle looks and more (see above) */
     ck_assert_msg(tu_log_count(&idle_log, "idle for") == 0, "a one-way link closed: %.*s",
                   (int)idle_log.len, (const char *)idle_log.data);
     ca = client(&A, url1, NULL);
@@ -387,7 +397,7 @@ static void handoff_until_leave(void)
      * which would read it and answer before the test could stop it */
     if (leaving(&idle_log))
         return;
-    ck_assert_msg(spin(leaving, &idle_log, 5000), "no handoff began: %.*s", (int)idle_log.len,
+    ck_assert_msg(spin(leaving, &idle_log, 10000), "no handoff began: %.*s", (int)idle_log.len,
                   (const char *)idle_log.data);
 }
 

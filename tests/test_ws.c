@@ -42,6 +42,7 @@ static crdtdb_client *ca, *cb, *cc;
 static pid_t kid; /* a server in a child process (some tests) */
 static char url[64];
 static int log_lines;
+static int log_gone; /* of them, "disconnected" lines: a connection the server saw end */
 /* What spin runs: the server and the clients above. */
 static const tu_net NET = {{&srv}, {&ca, &cb, &cc}, 2};
 
@@ -49,6 +50,7 @@ static void log_line(void *ctx, const char *line)
 {
     (void)ctx;
     log_lines++;
+    log_gone += strstr(line, ": disconnected") != NULL;
     fprintf(stderr, "server: %s\n", line);
 }
 
@@ -241,6 +243,9 @@ START_TEST(offline_writes_then_reconnect)
 }
 END_TEST
 
+/* A tu_cond: the server logged more disconnections than *(int *)arg. */
+static int more_gone(void *arg) { return log_gone > *(const int *)arg; }
+
 static int server_collected(void *arg)
 {
     (void)arg;
@@ -268,9 +273,12 @@ START_TEST(server_collects_and_resyncs_a_late_client)
     put(&A, "add", "players", "ann", "{\"hp\":10}");
     put(&A, "add", "players", "bob", "{\"hp\":5}");
     wait_for(B.db, "players", "ann", TU_ANY);
+    int gone = log_gone;
     crdtdb_client_close(cb);
     cb = NULL;
-    spin(NULL, NULL, 100); /* the server sees B go before time moves on */
+    /* the server sees B go (and reads the acks it sent) before time moves
+     * on: a wait for its line, not a fixed 100 ms */
+    ck_assert_msg(spin(more_gone, &gone, 10000), "the server never saw B go");
     now += 1000;
     put(&B, "update", "players", "ann", "{\"hp\":1}"); /* offline, before the remove */
     now += 60000; /* B is silent past the age limit */
