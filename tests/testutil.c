@@ -86,6 +86,17 @@ char *tu_get(crdtdb_db *db, const char *coll, const char *id)
     return s;
 }
 
+int tu_env_has(crdtdb_env *env, const char *db_id, const char *coll, const char *id)
+{
+    crdtdb_db *db;
+    if (crdtdb_db_open(env, db_id, &db))
+        return 0;
+    char *g = tu_get(db, coll, id);
+    crdtdb_db_close(db);
+    free(g);
+    return g != NULL;
+}
+
 unsigned tu_seed(void)
 {
     const char *s = getenv("CRDTDB_SEED");

@@ -25,6 +25,9 @@ char *tu_json(const uint8_t *mp, size_t len);
 crdtdb_env *tu_env(char **dir, const crdtdb_env_options *opts);
 /* Reads record as JSON (malloc'd) or NULL if not found. */
 char *tu_get(crdtdb_db *db, const char *coll, const char *id);
+/* Whether env holds (coll, id) in database db_id, read through a handle
+ * of its own (0 when the database is not there). */
+int tu_env_has(crdtdb_env *env, const char *db_id, const char *coll, const char *id);
 /* Runs every test of s; the exit status for main (0: all passed). */
 struct Suite;
 int tu_run(struct Suite *s);
