@@ -17,7 +17,11 @@ expect() { # STATUS PATTERN CMD...: exit status and a line of stderr
 }
 "$B" -d "$dir/d" init >/dev/null
 read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
-port=$((10000 + RANDOM % (lo - 10000)))
+# a port nothing listens on (ctest -j runs the cluster tests beside this one)
+while :; do
+    port=$((10000 + RANDOM % (lo - 10000)))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+done
 self=ws://127.0.0.1:$port
 printf '%s\nws://127.0.0.1:1 tok\n' "$self" >"$dir/cluster"
 
@@ -34,7 +38,9 @@ expect 1 "No such file" "$B" -d "$dir/d" serve --cluster "$dir/none" --self "$se
 "$B" -d "$dir/d" serve --listen "127.0.0.1:$port" --cluster "$dir/cluster" --self "$self" \
     --collections A 2>"$dir/log" &
 pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+# up (30 s: a loaded machine), its SIGHUP handler set: a SIGHUP before would kill it
+for _ in $(seq 300); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || fail "the server did not start: $(cat "$dir/log")"
 cp "$dir/bad" "$dir/cluster"
 kill -HUP "$pid"
 for _ in $(seq 100); do grep -q "SIGHUP: $dir/cluster: line 3" "$dir/log" && break; sleep 0.1; done

@@ -143,9 +143,11 @@ async function rawGet(addr, path) {
   });
 }
 
-/* opens n idle TCP connections to addr, waits, counts those still open
- * (and those the other end closed), and closes them all */
-async function holdConnections(addr, n) {
+/* opens n idle TCP connections to addr, waits (at least 500 ms, and until
+ * settled(open, refused) holds, 10 s at most: a loaded HAProxy may close
+ * the refused ones late), counts those still open (and those the other end
+ * closed), and closes them all */
+async function holdConnections(addr, n, settled = () => true) {
   const net = await import("node:net");
   const [host, port] = addr.split(":");
   const socks = [];
@@ -158,6 +160,7 @@ async function holdConnections(addr, n) {
     await new Promise((r) => s.once("connect", r).once("error", r));
   }
   await sleep(500);
+  for (const end = Date.now() + 10_000; !settled(n - refused, refused) && Date.now() < end;) await sleep(100);
   const open = n - refused;
   for (const s of socks) s.destroy();
   return { open, refused };
@@ -370,7 +373,7 @@ async function live(cl) {
   }
   // one client address holds at most CRDTDB_LB_SRC_CONNS (run.sh: 200)
   // connections at the balancer: the next are refused
-  const held = await holdConnections(cl.lb.replace(/^ws:\/\//, ""), 210);
+  const held = await holdConnections(cl.lb.replace(/^ws:\/\//, ""), 210, (open, refused) => open <= 200 && refused >= 10);
   assert.ok(held.open <= 200 && held.open >= 150 && held.refused >= 10,
     `the balancer's per-address limit: ${held.open} held, ${held.refused} refused`);
   await a.close();
@@ -408,6 +411,8 @@ async function failover(cl) {
     }
   });
   await sleep(1500);
+  // and until a write is acknowledged (a loaded server may ack late)
+  await until(() => clients.some((c) => ackedCount(c) > 0), "a write acknowledged before the kill", 30_000);
   const ackedAtKill = clients.map(ackedCount);
   const statesAtKill = clients.map((c) => c.states.length);
   process.kill(victim.pid, "SIGKILL");
