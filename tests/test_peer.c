@@ -211,12 +211,6 @@ static crdtdb_server *idle_server(void)
     return s;
 }
 
-/* A tu_cond: the log at arg holds s2's idle line for "game". */
-static int idled(void *arg)
-{
-    return tu_log_count(arg, "db 'game': idle for 1 s") > 0;
-}
-
 /* A database with no client here (only a peer's link), all in sync,
  * closes its links after idle_secs; writes still arrive over the peer's
  * link, and a client arriving links it again. */
@@ -237,7 +231,8 @@ START_TEST(idle_database_closes_its_links_and_a_client_brings_them_back)
      * every HANDOFF_MS (1 s): the first look after the client went marks
      * it quiet, the first one idle_secs later closes the links, so up to
      * 2 s and more after the close (2.5 s of fixed wait was short) */
-    spin(idled, &idle_log, 10000);
+    tu_line idled = {&idle_log, "db 'game': idle for 1 s"};
+    spin(tu_logged, &idled, 10000);
     ck_assert_msg(tu_log_count(&idle_log, "db 'game': idle for 1 s") == 1, "not idle: %.*s",
                   (int)idle_log.len, (const char *)idle_log.data);
     put(&A, "add", "players", "bob", "{\"hp\":2}");
@@ -369,18 +364,10 @@ START_TEST(handoff_waits_for_an_owner_that_takes_the_writes)
 }
 END_TEST
 
-/* A tu_cond: the log at arg holds the line a handoff's LEAVE starts with. */
-static int leaving(void *arg)
-{
-    return tu_log_count(arg, "it leaves") > 0;
-}
-
-/* A tu_cond: the log at arg holds the line of a LEAVE left unanswered
- * (the wait is over, and the copy is kept). */
-static int unanswered(void *arg)
-{
-    return tu_log_count(arg, "did not answer its LEAVE") > 0;
-}
+/* The lines a handoff logs: its LEAVE sent, and left unanswered (the
+ * wait is over, and the copy is kept). */
+static tu_line leaving = {&idle_log, "it leaves"};
+static tu_line unanswered = {&idle_log, "did not answer its LEAVE"};
 
 /* A non-owner on S2 handing off its copy of "game" to the owner srv1, up
  * to the LEAVE it sends (logged into idle_log). */
@@ -395,9 +382,9 @@ static void handoff_until_leave(void)
     /* the LEAVE may have gone in expect's last round (srv1's ack of ann
      * came, then the handoff's tick): a spin now would run srv1 first,
      * which would read it and answer before the test could stop it */
-    if (leaving(&idle_log))
+    if (tu_logged(&leaving))
         return;
-    ck_assert_msg(spin(leaving, &idle_log, 10000), "no handoff began: %.*s", (int)idle_log.len,
+    ck_assert_msg(spin(tu_logged, &leaving, 10000), "no handoff began: %.*s", (int)idle_log.len,
                   (const char *)idle_log.data);
 }
 
@@ -409,7 +396,7 @@ START_TEST(handoff_keeps_a_copy_whose_owner_does_not_answer_its_leave)
     handoff_until_leave();
     /* from here only the non-owner runs: its owner reads nothing more */
     tu_net alone = {.servers = {&srv2}, .slice_ms = NET.slice_ms};
-    tu_spin(&alone, unanswered, &idle_log, 15000); /* LEAVE_WAIT_MS, then a tick */
+    tu_spin(&alone, tu_logged, &unanswered, 15000); /* LEAVE_WAIT_MS, then a tick */
     ck_assert_msg(!game_dropped(&S2), "dropped with its LEAVE unanswered: %.*s", (int)idle_log.len,
                   (const char *)idle_log.data);
     ck_assert_int_eq(tu_log_count(&idle_log, "did not answer its LEAVE"), 1);
@@ -424,7 +411,7 @@ START_TEST(handoff_keeps_a_copy_whose_owner_goes_away_before_answering)
     handoff_until_leave();
     crdtdb_server_close(srv1);
     srv1 = NULL;
-    spin(unanswered, &idle_log, 10000);
+    spin(tu_logged, &unanswered, 10000);
     ck_assert_msg(!game_dropped(&S2), "dropped when its owner went away: %.*s", (int)idle_log.len,
                   (const char *)idle_log.data);
     ck_assert_int_eq(tu_log_count(&idle_log, "did not answer its LEAVE"), 1);
@@ -468,11 +455,6 @@ static int keep_all(void *ctx, const char *db_id)
     return 1;
 }
 
-static int unowned(void *arg)
-{
-    return tu_log_count(arg, "no longer an owner: link closed") > 0;
-}
-
 START_TEST(link_to_a_peer_no_longer_an_owner_closes)
 {
     wanted = 1;
@@ -492,7 +474,8 @@ START_TEST(link_to_a_peer_no_longer_an_owner_closes)
     put(&S2, "add", "players", "ann", "{\"hp\":1}");
     expect(S1.db, "players", "ann", "{\"hp\":1}");
     wanted = 0; /* the file re-read: S1 owns it no more */
-    spin(unowned, &log, 10000); /* at the next handoff look */
+    tu_line closed = {&log, "no longer an owner: link closed"};
+    spin(tu_logged, &closed, 10000); /* at the next handoff look */
     ck_assert_int_eq(tu_log_count(&log, "no longer an owner: link closed"), 1);
     put(&S2, "add", "players", "bob", "{\"hp\":2}");
     spin(NULL, NULL, 500);

@@ -38,6 +38,12 @@ int tu_log_count(const crdtdb_buf *log, const char *needle)
     return n;
 }
 
+int tu_logged(void *line)
+{
+    const tu_line *l = line;
+    return tu_log_count(l->log, l->needle) > 0;
+}
+
 int tu_spin(const tu_net *net, tu_cond cond, void *arg, int ms)
 {
     uint64_t deadline = tu_mono_ms() + (uint64_t)ms;

@@ -32,6 +32,12 @@ int tu_spin(const tu_net *net, tu_cond cond, void *arg, int ms);
 void tu_log_line(void *ctx, const char *line);
 /* Occurrences of needle in a log filled by tu_log_line. */
 int tu_log_count(const crdtdb_buf *log, const char *needle);
+/* A tu_cond (tu_logged): the log holds needle at least once. */
+typedef struct tu_line {
+    const crdtdb_buf *log;
+    const char *needle;
+} tu_line;
+int tu_logged(void *line);
 
 /* Record (coll, id) of db should read as json: NULL for absent, TU_ANY for
  * any value. */
