@@ -332,18 +332,17 @@ export function encodePage(keys: readonly string[], recs: readonly StoredRecord[
  *  (decodeRecord reads the bytes; entry is what the entry takes in the
  *  page, key and lengths included); ECORRUPT if the bytes are not a page. */
 export function readPage(b: Uint8Array, each: (key: string, rec: Uint8Array, entry: number) => void): void {
-  let keys: string[], at: number[], len: number[], kb: number[];
+  let keys: string[], at: number[], len: number[];
   try {
     if (b[0] !== 2) throw new RangeError("unknown page version");
     const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
     const n = dv.getUint32(1, true);
-    keys = []; at = []; len = []; kb = [];
+    keys = []; at = []; len = [];
     let p = 5;
     for (let i = 0; i < n; i++) {
       const kn = dv.getUint16(p, true);
       if (p + 2 + kn > b.length) throw new RangeError("a key runs past the end");
       keys.push(td.decode(b.subarray(p + 2, p + 2 + kn)));
-      kb.push(kn);
       p += 2 + kn;
       const rn = dv.getUint32(p, true);
       p += 4;
@@ -355,5 +354,10 @@ export function readPage(b: Uint8Array, each: (key: string, rec: Uint8Array, ent
   } catch (e) {
     throw new CrdtdbError("ECORRUPT", `a stored page of records is unreadable: ${(e as Error).message}`);
   }
-  for (let i = 0; i < keys.length; i++) each(keys[i]!, b.subarray(at[i]!, at[i]! + len[i]!), 6 + kb[i]! + len[i]!);
+  // entries are back to back from byte 5: each ends where the next starts
+  for (let i = 0, start = 5; i < keys.length; i++) {
+    const end = at[i]! + len[i]!;
+    each(keys[i]!, b.subarray(at[i]!, end), end - start);
+    start = end;
+  }
 }
