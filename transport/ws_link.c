@@ -525,7 +525,6 @@ struct crdtdb__wstail {
     struct lws_context *ctx; /* lws writes NULL here once it is all gone */
     uv_timer_t timer;
     unsigned turns;
-    int held; /* a handle of ctx was seen on the loop (tail_walk) */
 };
 
 struct lws_context *crdtdb__ws_ctx_open(struct lws_context_creation_info *info, void *uv_loop,
@@ -558,20 +557,25 @@ static void tail_free(uv_handle_t *h)
 /* lws 4.1's static handles (its idle, its timer: data is the context) close
  * only once every connection's handle did, and stay on the loop (closing
  * ones too) until their close callbacks ran */
+typedef struct tail_seen {
+    const void *ctx;
+    int held; /* a handle of ctx is on the loop */
+} tail_seen;
+
 static void tail_walk(uv_handle_t *h, void *arg)
 {
-    crdtdb__wstail *t = arg;
-    if (h->data == (void *)t->ctx)
-        t->held = 1;
+    tail_seen *w = arg;
+    if (h->data == w->ctx)
+        w->held = 1;
 }
 
 static void tail_turn(uv_timer_t *timer)
 {
     crdtdb__wstail *t = lws_container_of(timer, crdtdb__wstail, timer);
     if (t->ctx) {
-        t->held = 0;
-        uv_walk(timer->loop, tail_walk, t);
-        if (!t->held)
+        tail_seen w = {t->ctx, 0};
+        uv_walk(timer->loop, tail_walk, &w);
+        if (!w.held)
             lws_context_destroy(t->ctx); /* the second call finishes it */
     }
     if (!t->ctx || ++t->turns >= TAIL_TURNS_MAX) {
