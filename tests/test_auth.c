@@ -628,11 +628,10 @@ static void client_refused(node *n, const char *token, int ms)
     int had_db = crdtdb_db_open(S.env, "game", &exists) == 0;
     crdtdb_db_close(exists);
     evs e = {0};
-    logwait w = {"refused: ", log_count("refused: "), NULL};
-    cx = client(n->db, token, &e);
+    cx = client(n->db, token, &e); /* it tries once spun */
     /* its first try refused (a loaded machine may take longer than ms),
      * then ms more in which it must not get in */
-    w.c = cx;
+    logwait w = {"refused: ", log_count("refused: "), cx};
     spin(logged_more, &w, 10000);
     int ready = crdtdb_client_connected(cx) || spin(is_connected, cx, ms);
     crdtdb_client_close(cx);
