@@ -1,5 +1,5 @@
 // crdtdb in headless Chromium (Debian's chromium, driven by playwright-core), the page served from 127.0.0.1:
-//   node js/bench/browser.mjs [--bundle=FILE] [--writes=20000] [--only=local|sync] [--kinds=idb,memory] [--profile=DIR]
+//   node js/bench/browser.mjs [--bundle=FILE] [--writes=20000] [--only=local|sync] [--kinds=idb,memory] [--profile=DIR] [--marks]
 // - local_writes_idb: 20,000 single-field writes (setCell: add the row the first time, then update; rows r0..r999,
 //   yield every 500, as the peers' throughput loop) into an IndexedDBBackend, timed until every commit is done;
 //   and 10,000 records x 10 fields in one addAll (the peers' local fill).  The same two into a MemoryBackend, for
@@ -23,6 +23,10 @@ const nWrites = +opt("writes", 20000);
 // --profile=DIR: a CPU profile of each measured page call (Chrome DevTools protocol) in DIR/browser-<test>.cpuprofile
 const profDir = opt("profile", "");
 const only = opt("only", "all");
+// --marks: the fresh sync also returns a timeline (ms from open()): the WebSocket's open, each send (its bytes), every
+// 5th message as the page's thread takes it (count:bytes so far), IndexedDB's open, and each read-write transaction's
+// time from creation to "complete" (tx<k>:<ms>).  Where a sync waits: the server, Chromium's delivery, the page, IDB.
+const marks = args.includes("--marks");
 // --kinds=idb: only the IndexedDB store (an A/B of the IndexedDB addAll need not wait for the memory one)
 const kinds = opt("kinds", "idb,memory").split(",");
 // --fills=K: K-1 more addAlls after the first, each into a fresh store (an A/B wants more samples per browser);
@@ -38,6 +42,28 @@ import * as C from "/crdtdb.browser.js";
 const COLLS = ${JSON.stringify(COLLS)};
 const now = () => performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const T = { t0: 0, list: [] }, mark = (w) => T.list.push(w + "@" + (now() - T.t0).toFixed(1));
+if (${marks}) {
+  const W = window.WebSocket;
+  window.WebSocket = class extends W {
+    constructor(...a) {
+      super(...a);
+      let n = 0, bytes = 0;
+      this.addEventListener("open", () => mark("ws-open"));
+      this.addEventListener("message", (e) => { n++; bytes += e.data.byteLength ?? e.data.length; if (n % 5 === 0) mark("msg" + n + ":" + bytes); });
+      const send = this.send.bind(this);
+      this.send = (d) => { mark("send" + (d.byteLength ?? d.length)); send(d); };
+    }
+  };
+  const tx = IDBDatabase.prototype.transaction; let k = 0;
+  IDBDatabase.prototype.transaction = function (...a) {
+    const t = tx.apply(this, a);
+    if (a[1] === "readwrite") { const n = ++k, c0 = now(); t.addEventListener("complete", () => mark("tx" + n + ":" + (now() - c0).toFixed(0))); }
+    return t;
+  };
+  const open = indexedDB.open.bind(indexedDB);
+  indexedDB.open = (...a) => { mark("idb-open"); const r = open(...a); r.addEventListener("success", () => mark("idb-opened")); return r; };
+}
 const backendOf = (kind, name) => kind === "idb" ? new C.IndexedDBBackend({ name }) : new C.MemoryBackend();
 window.bench = {
   async localWrites(kind, name, n) {
@@ -71,13 +97,14 @@ window.bench = {
   },
   async freshSync(kind, name, url, dbId) {
     const t0 = now();
+    T.t0 = t0; T.list = [];
     const ds = await C.CrdtdbDataStore.open({ dbId, collections: COLLS, backend: backendOf(kind, name), sync: { url } });
     await ds.sync.whenSynced();
     const ms = now() - t0;
     const rows = await ds.query("big", {});
     let fields = 0; for (const r of rows) fields += Object.keys(r).length - 1;
     await ds.close();
-    return { join_sync_ms: +ms.toFixed(0), rows_seen: rows.length, fields_seen: fields };
+    return { join_sync_ms: +ms.toFixed(0), rows_seen: rows.length, fields_seen: fields, ...(T.list.length ? { marks: T.list.join(" ") } : {}) };
   },
 };
 window.ready = true;
