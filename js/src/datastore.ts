@@ -16,10 +16,16 @@ import type { DataObject } from "./types.js";
 
 export type CollectionName = string;
 export type Id = string | number;
+/** A record as read: a plain object with its id. */
 export type DataStoreObject = DataObject;
+/** What a write takes, typed as the interface types it (`object`), so app
+ *  code passing an interface-typed or `object`-typed item compiles
+ *  unchanged; at run time it must be a plain object (else EBADVALUE). */
+export type DataStoreItem = object;
 export type Operator = "=" | "==" | ">" | ">=" | "<" | "<=" | "!=";
 export type CriteriaCondition = [fieldName: string, operator: Operator, value: unknown];
-export type Criteria = Record<string, unknown> | CriteriaCondition[];
+/** As the interface types it: an object of field values, or conditions. */
+export type Criteria = object | CriteriaCondition[];
 
 export const InvalidateAll = "InvalidateAll";
 export const Add = "Add";
@@ -38,8 +44,8 @@ export interface UpdateNotification {
 export interface DataStore {
   getById(collection: CollectionName, id: Id, nullIfNotFound?: boolean): Promise<DataStoreObject | null>;
   query(collection: CollectionName, criteria: Criteria): Promise<DataStoreObject[]>;
-  add(collection: CollectionName, id: Id, item: DataStoreObject): Promise<void>;
-  addAll(collection: CollectionName, items: { [id: string]: DataStoreObject }): Promise<void>;
+  add(collection: CollectionName, id: Id, item: DataStoreItem): Promise<void>;
+  addAll(collection: CollectionName, items: { [id: string]: DataStoreItem }): Promise<void>;
   update(collection: CollectionName, id: Id, changes: object): Promise<void>;
   remove(collection: CollectionName, id: Id): Promise<void>;
   observable(collection: CollectionName): Observable<UpdateNotification>;
@@ -108,12 +114,12 @@ export class CrdtdbDataStore implements DataStore {
     return this.replica.list(collection, match);
   }
 
-  async add(collection: CollectionName, id: Id, item: DataStoreObject): Promise<void> {
-    await this.replica.add(collection, [[String(id), item]]);
+  async add(collection: CollectionName, id: Id, item: DataStoreItem): Promise<void> {
+    await this.replica.add(collection, [[String(id), item as DataObject]]);
   }
 
-  async addAll(collection: CollectionName, items: { [id: string]: DataStoreObject }): Promise<void> {
-    const list = Object.entries(items);
+  async addAll(collection: CollectionName, items: { [id: string]: DataStoreItem }): Promise<void> {
+    const list = Object.entries(items) as [string, DataObject][];
     if (list.length) await this.replica.add(collection, list);
     else if (!this.replica.collections.has(collection)) throw noCollection(collection);
   }

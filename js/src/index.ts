@@ -5,7 +5,7 @@
 export {
   CrdtdbDataStore, Add, Update, Remove, MultipleChanges, InvalidateAll,
   type DataStore, type OpenOptions, type UpdateNotification, type UpdateType, type Criteria,
-  type CriteriaCondition, type Operator, type Id, type CollectionName, type DataStoreObject,
+  type CriteriaCondition, type Operator, type Id, type CollectionName, type DataStoreObject, type DataStoreItem,
 } from "./datastore.js";
 export { Observable, type Observer, type Subscription } from "./observable.js";
 export {
