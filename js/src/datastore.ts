@@ -97,10 +97,14 @@ export class CrdtdbDataStore implements DataStore {
   /** True once a server granted only server-to-client: writes throw "Read only access". */
   get isReadOnly(): boolean { return this.replica.readonly; }
 
+  /** Stops syncing and closes the copy; then every observable gets
+   *  InvalidateAll, as the app builder's TinyBase store's close sends it
+   *  (its Collection drops what it cached from a store that went away). */
   async close(): Promise<void> {
     this.sync?.stop();
     this.unlisten();
     await this.replica.close();
+    for (const [collection, o] of this.observables) o.send({ collection, type: InvalidateAll });
   }
 
   async getById(collection: CollectionName, id: Id, nullIfNotFound = false): Promise<DataStoreObject | null> {
