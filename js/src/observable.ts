@@ -28,8 +28,12 @@ export class Observable<T> {
     };
   }
 
-  /** Interop with libraries that look for Symbol.observable. */
+  /** Interop: zen-observable's and RxJS's `from()` look an observable up
+   *  by Symbol.observable where the platform or a polyfill defines it (set
+   *  below), else by "@@observable"; so `Observable.from(store.observable(c))`
+   *  gives their whole API (map, filter, ...) over this one. */
   [Symbol.for("observable")](): this { return this; }
+  ["@@observable"](): this { return this; }
 
   /** @internal Delivers to every subscriber; one throwing does not stop the others. */
   send(value: T): void {
@@ -40,3 +44,11 @@ export class Observable<T> {
 
   get size(): number { return this.subs.size; }
 }
+
+const symbolObservable = (Symbol as { observable?: symbol }).observable;
+if (typeof symbolObservable === "symbol" && !(symbolObservable in Observable.prototype))
+  Object.defineProperty(Observable.prototype, symbolObservable, {
+    value: function (this: Observable<unknown>) { return this; },
+    configurable: true,
+    writable: true,
+  });
