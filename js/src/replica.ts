@@ -334,7 +334,7 @@ export class Replica {
       if (b && b.seq === 0) {
         b.seq = ++seq;
         b.src = src;
-        if (each) hist.note(seq, c, b.kind, b.hlc, b.origin, id, null);
+        if (each) hist.note(c, b.kind, b.hlc, b.origin, id, null);
       }
       const leaves = r.leaves;
       for (let i = 0; i < leaves.length; i++) {
@@ -342,7 +342,7 @@ export class Replica {
         if (g.seq !== 0) continue;
         g.seq = ++seq;
         g.src = src;
-        if (each) hist.note(seq, c, g.vbuf === null ? 1 : 0, g.hlc, g.origin, id, g.path);
+        if (each) hist.note(c, g.vbuf === null ? 1 : 0, g.hlc, g.origin, id, g.path);
       }
     }
     return seq;
