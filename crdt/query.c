@@ -183,7 +183,7 @@ static int cond_holds(const crdtdb__query *q, const crdtdb__cond *c,
     int r = crdtdb__value_cmp(v, c->value);
     if (r == CRDTDB__CMP_MISMATCH)
         return c->op == CRDTDB__OP_NE;
-    /* Ordering ops apply to numbers and strings only. */
+    /* Ordering ops apply to numbers, strings and timestamps only. */
     int ord = r != CRDTDB__CMP_NE && crdtdb__value_orderable(v);
     switch (c->op) {
     case CRDTDB__OP_EQ: return r == CRDTDB__CMP_EQ;

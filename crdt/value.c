@@ -182,9 +182,42 @@ static int num_cmp(const msgpack_object *a, const msgpack_object *b)
     return x < y ? -1 : x > y;
 }
 
+/* A msgpack timestamp (ext -1 of 4, 8 or 12 bytes): its seconds since the
+ * epoch and nanoseconds.  0 for any other value, or nanoseconds out of
+ * range (then it is an opaque ext, equal only to the same bytes). */
+static int timestamp(const msgpack_object *o, int64_t *sec, uint32_t *nsec)
+{
+    if (o->type != MSGPACK_OBJECT_EXT || o->via.ext.type != -1)
+        return 0;
+    const uint8_t *p = (const uint8_t *)o->via.ext.ptr;
+    uint64_t v = 0;
+    switch (o->via.ext.size) {
+    case 4:
+        *sec = (int64_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
+        *nsec = 0;
+        return 1;
+    case 8:
+        for (int i = 0; i < 8; i++)
+            v = v << 8 | p[i];
+        *nsec = (uint32_t)(v >> 34);
+        *sec = (int64_t)(v & 0x3ffffffffULL);
+        return *nsec < 1000000000u;
+    case 12:
+        *nsec = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        for (int i = 4; i < 12; i++)
+            v = v << 8 | p[i];
+        *sec = (int64_t)v;
+        return *nsec < 1000000000u;
+    default:
+        return 0;
+    }
+}
+
 int crdtdb__value_orderable(const msgpack_object *o)
 {
-    return is_num(o) || o->type == MSGPACK_OBJECT_STR;
+    int64_t s;
+    uint32_t ns;
+    return is_num(o) || o->type == MSGPACK_OBJECT_STR || timestamp(o, &s, &ns);
 }
 
 static int bytes_cmp(const char *a, size_t an, const char *b, size_t bn)
@@ -235,12 +268,18 @@ int crdtdb__value_cmp(const msgpack_object *a, const msgpack_object *b)
     case MSGPACK_OBJECT_BIN:
         return bytes_cmp(a->via.bin.ptr, a->via.bin.size, b->via.bin.ptr,
                          b->via.bin.size) == 0 ? CRDTDB__CMP_EQ : CRDTDB__CMP_NE;
-    case MSGPACK_OBJECT_EXT:
+    case MSGPACK_OBJECT_EXT: {
+        /* timestamps by the instant they hold, whatever their form */
+        int64_t as, bs;
+        uint32_t an, bn;
+        if (timestamp(a, &as, &an) && timestamp(b, &bs, &bn))
+            return as != bs ? (as < bs ? -1 : 1) : an != bn ? (an < bn ? -1 : 1) : CRDTDB__CMP_EQ;
         return a->via.ext.type == b->via.ext.type &&
                        bytes_cmp(a->via.ext.ptr, a->via.ext.size, b->via.ext.ptr,
                                  b->via.ext.size) == 0
                    ? CRDTDB__CMP_EQ
                    : CRDTDB__CMP_NE;
+    }
     case MSGPACK_OBJECT_ARRAY:
         if (a->via.array.size != b->via.array.size)
             return CRDTDB__CMP_NE;

@@ -83,11 +83,13 @@ enum { CRDTDB__CMP_LT = -1, CRDTDB__CMP_EQ = 0, CRDTDB__CMP_GT = 1,
        CRDTDB__CMP_NE = 2,      /* comparable for equality only, not equal */
        CRDTDB__CMP_MISMATCH = 3 /* different types: never matches */ };
 
-/* Numbers compare numerically across integer and float, strings bytewise;
- * other types only for (deep) equality. */
+/* Numbers compare numerically across integer and float, strings bytewise,
+ * timestamps (ext -1) by the instant they hold; other types only for (deep)
+ * equality. */
 int crdtdb__value_cmp(const msgpack_object *a, const msgpack_object *b);
 
-/* 1 if o is a number or a string (the types ordering operators accept). */
+/* 1 if o is a number, a string or a valid timestamp (the types ordering
+ * operators accept). */
 int crdtdb__value_orderable(const msgpack_object *o);
 
 /* Looks up string key (k, n) in map object m; NULL if absent. */

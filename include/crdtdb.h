@@ -571,9 +571,14 @@ typedef int (*crdtdb_query_cb)(void *ctx, const char *id, const uint8_t *value,
  *     field is a string (dots separate nesting levels: "a.b") or an array of
  *     key strings (for keys that contain dots).  op is one of
  *     "==" "!=" "<" "<=" ">" ">=".
- * Numbers compare numerically across integer and float; strings bytewise;
- * booleans, nil, arrays and maps only with == and !=.  A missing field or a
- * value of another type never matches (not even !=).
+ * Numbers compare numerically across integer and float, strings bytewise
+ * (UTF-8), timestamps (msgpack ext -1, a JS Date) by the instant they hold,
+ * whatever their form; the ordering ops hold only between two numbers, two
+ * strings or two timestamps.  nil, booleans, binary, other extensions,
+ * arrays and maps compare only with == and != (deeply).  No coercion: a
+ * value of another type never matches == or an ordering op, and always
+ * matches != ("5" != 5).  A missing field is like nil: it matches only !=
+ * of a value that is not nil.  NaN equals and orders nothing.
  *
  * Errors: EBADQUERY (malformed criteria, unknown op), ETOOBIG / ETOODEEP
  *         (criteria over the value limits), plus the common ones, or the

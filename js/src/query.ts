@@ -11,10 +11,13 @@
  * - undefined criteria: every record (null is refused, as C refuses nil).
  *
  * Matching: numbers compare numerically across ints, floats and bigints;
- * strings bytewise (UTF-8); null, booleans, binary, dates and other
- * extensions, arrays and maps only for (deep) equality; different types
- * never match (no coercion: "5" == 5 is false).  Ordering ops hold only
- * for numbers and strings; NaN equals and orders nothing.  "!=" is the
+ * strings bytewise (UTF-8); timestamps (Dates, and ext -1 values a Date
+ * cannot hold exactly) by the instant they hold, to the nanosecond; null,
+ * booleans, binary, other extensions, arrays and maps only for (deep)
+ * equality; different types never match (no coercion: "5" == 5 is false,
+ * and a Date orders against no number).  Ordering ops hold only between
+ * two numbers, two strings or two timestamps; NaN equals and orders
+ * nothing, and an invalid Date equals nothing.  "!=" is the
  * negation of "==", so a field of another type differs; a missing field
  * matches only "!=" of a non-null value (missing is no different from
  * null), and no other op.
@@ -62,6 +65,34 @@ function extBytes(v: Date | Ext): Uint8Array {
   return v instanceof Ext ? encodeValue(v as unknown as Value) : encodeValue(v);
 }
 
+/** A timestamp's seconds since the epoch and nanoseconds: a Date's, or an
+ *  ext -1's of 4, 8 or 12 bytes (crdt/value.c timestamp); null for an
+ *  invalid Date, another ext, or nanoseconds out of range. */
+function stampOf(v: Date | Ext): [bigint, number] | null {
+  if (v instanceof Date) {
+    const ms = v.getTime();
+    if (Number.isNaN(ms)) return null;
+    const s = Math.floor(ms / 1000);
+    return [BigInt(s), (ms - s * 1000) * 1e6];
+  }
+  if (v.type !== -1) return null;
+  const d = v.data, dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+  if (d.length === 4) return [BigInt(dv.getUint32(0)), 0];
+  if (d.length === 8) {
+    const hi = dv.getUint32(0), ns = hi >>> 2;
+    return ns < 1e9 ? [BigInt(hi & 3) * 0x100000000n + BigInt(dv.getUint32(4)), ns] : null;
+  }
+  if (d.length === 12) {
+    const ns = dv.getUint32(0);
+    return ns < 1e9 ? [dv.getBigInt64(4), ns] : null;
+  }
+  return null;
+}
+
+function isStamp(v: Value): boolean {
+  return (v instanceof Date || v instanceof Ext) && stampOf(v) !== null;
+}
+
 function numCmp(a: number | bigint, b: number | bigint): number {
   if (typeof a === "number" && Number.isNaN(a)) return NE;
   if (typeof b === "number" && Number.isNaN(b)) return NE;
@@ -80,7 +111,9 @@ export function valueCmp(a: Value, b: Value): number {
     return b instanceof Uint8Array ? (compareBytes(a, b) === 0 ? EQ : NE) : MISMATCH;
   if (a instanceof Date || a instanceof Ext) {
     if (!(b instanceof Date || b instanceof Ext)) return MISMATCH;
-    if (a instanceof Date && b instanceof Date) return a.getTime() === b.getTime() ? EQ : NE;
+    const x = stampOf(a), y = stampOf(b);
+    if (x && y) return x[0] !== y[0] ? (x[0] < y[0] ? LT : GT) : x[1] !== y[1] ? (x[1] < y[1] ? LT : GT) : EQ;
+    if (a instanceof Date || b instanceof Date) return NE; // an invalid Date, or a Date against another ext
     return compareBytes(extBytes(a), extBytes(b)) === 0 ? EQ : NE;
   }
   if (Array.isArray(a)) {
@@ -108,7 +141,7 @@ function holds(c: Cond, rec: DataObject): boolean {
   if (v === undefined) return c.op === "!=" && c.value !== null;
   const r = valueCmp(v, c.value);
   if (r === MISMATCH) return c.op === "!=";
-  const ord = r !== NE && (isNum(v) || typeof v === "string");
+  const ord = r !== NE && (isNum(v) || typeof v === "string" || isStamp(v));
   switch (c.op) {
     case "==":
       return r === EQ;

@@ -163,12 +163,22 @@ test("query compares Dates and arrays by value (ours: elemento's === never match
   assert.deepEqual(ids(await ds.query("Widgets", { tags: ["x", "y"] })), ["w1"]);
 }));
 
-test("query ordering ops match only numbers with numbers and strings with strings (ours: elemento coerces)", () => withStore(async (ds) => {
+test("query ordering ops order Dates as elemento does", () => withStore(async (ds) => {
+  await ds.add("Widgets", "old", { when: new Date("2020-01-01T00:00:00Z") });
+  await ds.add("Widgets", "new", { when: new Date("2022-07-02T10:00:00Z") });
+  await ds.add("Widgets", "none", { other: 1 });
+  assert.deepEqual(ids(await ds.query("Widgets", [["when", ">", new Date("2021-01-01T00:00:00Z")]])), ["new"]);
+  assert.deepEqual(ids(await ds.query("Widgets", [["when", "<=", new Date("2020-01-01T00:00:00Z")]])), ["old"]);
+  assert.deepEqual(ids(await ds.query("Widgets", [["when", ">=", new Date("2020-01-01T00:00:00Z")], ["when", "<", new Date("2030-01-01T00:00:00Z")]])), ["new", "old"]);
+}));
+
+test("query ordering ops match only numbers with numbers, strings with strings and Dates with Dates (ours: elemento coerces)", () => withStore(async (ds) => {
   await ds.add("Widgets", "d", { v: new Date("2022-07-02T10:00:00Z") });
   await ds.add("Widgets", "s", { v: "10" });
   await ds.add("Widgets", "t", { v: true });
-  assert.deepEqual(ids(await ds.query("Widgets", [["v", ">", new Date("2020-01-01T00:00:00Z")]])), []);
+  assert.deepEqual(ids(await ds.query("Widgets", [["v", ">", new Date("2020-01-01T00:00:00Z")]])), ["d"]);
   assert.deepEqual(ids(await ds.query("Widgets", [["v", ">", 5]])), []);
+  assert.deepEqual(ids(await ds.query("Widgets", [["v", ">", Date.parse("2020-01-01T00:00:00Z")]])), []);
   assert.deepEqual(ids(await ds.query("Widgets", [["v", ">", false]])), []);
   // "!=" is the negation of strict equality, so "10" != 10 holds
   assert.deepEqual(ids(await ds.query("Widgets", [["v", "!=", 10]])), ["d", "s", "t"]);
