@@ -29,7 +29,14 @@ typedef struct crdtdb_jwt_key crdtdb_jwt_key; /* see "tokens" */
  * the loop drives everything, callbacks run on the loop's thread, and the
  * _run functions are not used (they fail with EINVAL).  After closing a
  * server or client on a libuv loop, let the loop run on (uv_run returns
- * once nothing is left): its last handles finish closing there.  Each server and client has its own
+ * once nothing is left): its last handles finish closing there, and a
+ * timer of ours frees the libwebsockets context once they have, checking
+ * every 5 ms for up to 10 s of turns; a context whose handles are still
+ * there after that is left (leaked), not freed, and the loop can no
+ * longer be closed (uv_loop_close: UV_EBUSY).  Until the loop has run,
+ * uv_loop_close fails with UV_EBUSY; do not free the loop before it
+ * succeeds.  Close a server or client from the loop's thread, not from
+ * inside one of its own callbacks.  Each server and client has its own
  * libwebsockets context; there is no global state.
  */
 typedef struct crdtdb_server crdtdb_server;

@@ -1,11 +1,16 @@
 /* Server-to-server peering and the libuv event loop: real servers on
  * 127.0.0.1 (ephemeral ports), real clients. */
+#include <arpa/inet.h>
 #include <check.h>
+#include <fcntl.h>
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "crdt/buf.h"
@@ -535,6 +540,78 @@ START_TEST(libuv_loop_drives_server_and_clients)
 }
 END_TEST
 
+/* A listener that takes connections and never answers: a client's
+ * connection to it stays in its HTTP upgrade. */
+static int mute_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 4), 0);
+    socklen_t n = sizeof sa;
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &n), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+START_TEST(libuv_client_closed_in_its_upgrade)
+{
+    uv_loop_t loop;
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    int port, lfd = mute_listener(&port), afd = -1;
+    snprintf(url1, sizeof url1, "ws://127.0.0.1:%d", port);
+    ca = client(&A, url1, &loop);
+    char req[64] = "";
+    ssize_t got = 0;
+    uint64_t deadline = tu_mono_ms() + 10000;
+    while (got <= 0 && tu_mono_ms() < deadline) { /* its request came: it waits */
+        uv_run(&loop, UV_RUN_NOWAIT);
+        if (afd < 0)
+            afd = accept(lfd, NULL, NULL);
+        if (afd >= 0)
+            got = recv(afd, req, sizeof req - 1, MSG_DONTWAIT);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    ck_assert_int_gt(got, 0);
+    ck_assert(strncmp(req, "GET ", 4) == 0);
+    crdtdb_client_close(ca); /* lws's last callbacks for it come from the loop */
+    ca = NULL;
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    close(afd);
+    close(lfd);
+}
+END_TEST
+
+START_TEST(libuv_close_leaves_the_callers_fds_alone)
+{
+    uv_loop_t loop;
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    srv1 = server(&S1, "uv", url1, sizeof url1, &loop);
+    ca = client(&A, url1, &loop);
+    tu_want w = {A.db, "players", "ann", "{\"hp\":10}"};
+    put(&S1, "add", "players", "ann", "{\"hp\":10}");
+    ck_assert(uv_until(&loop, &w, 10000));
+    crdtdb_client_close(ca);
+    crdtdb_server_close(srv1);
+    ca = NULL;
+    srv1 = NULL;
+    /* the caller opens files before the loop turns: they take the numbers
+     * the closes freed, and must stay open */
+    int fds[8];
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_ge(fds[i] = eventfd(0, EFD_CLOEXEC), 0);
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    for (int i = 0; i < 8; i++) {
+        ck_assert_msg(fcntl(fds[i], F_GETFD) != -1, "fd %d was closed under the caller", fds[i]);
+        close(fds[i]);
+    }
+}
+END_TEST
+
 
 /* Whether env (the arg) holds players/bob: read through a handle of its own. */
 static int s2_has_bob(void *arg) { return tu_env_has(arg, "game", "players", "bob"); }
@@ -629,8 +706,15 @@ static Suite *peer_suite(void)
     tcase_add_test(tc, handoff_keeps_a_copy_whose_owner_does_not_answer_its_leave);
     tcase_add_test(tc, handoff_keeps_a_copy_whose_owner_goes_away_before_answering);
     tcase_add_test(tc, link_to_a_peer_no_longer_an_owner_closes);
-    tcase_add_test(tc, libuv_loop_drives_server_and_clients);
     suite_add_tcase(s, tc);
+    /* on the caller's libuv loop (CK_RUN_CASE=libuv runs these alone) */
+    TCase *uv = tcase_create("libuv");
+    tcase_set_timeout(uv, 120);
+    tcase_add_checked_fixture(uv, setup, teardown);
+    tcase_add_test(uv, libuv_loop_drives_server_and_clients);
+    tcase_add_test(uv, libuv_client_closed_in_its_upgrade);
+    tcase_add_test(uv, libuv_close_leaves_the_callers_fds_alone);
+    suite_add_tcase(s, uv);
     return s;
 }
 

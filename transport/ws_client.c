@@ -600,6 +600,12 @@ void crdtdb_client_close(crdtdb_client *c)
     if (c->ctx) {
         lws_sul_cancel(&c->sul_connect);
         lws_sul_cancel(&c->sul_flush);
+        /* on a libuv loop the connection's last callbacks (WSI_DESTROY)
+         * come after the close, from the loop, once c is freed: they must
+         * not find it (a connection still in its HTTP upgrade gets no
+         * callback of ours before then) */
+        if (c->cwsi)
+            lws_set_opaque_user_data(c->cwsi, NULL);
         crdtdb__ws_ctx_close(c->ctx, c->tail);
     }
     c->connecting = 1;

@@ -4,9 +4,12 @@
  * (the session reassembles any split), and the connection closes once the
  * session has ended and flushed.  Shared by servers and clients.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -551,7 +554,10 @@ struct lws_context *crdtdb__ws_ctx_open(struct lws_context_creation_info *info, 
 
 static void tail_free(uv_handle_t *h)
 {
-    free(lws_container_of((uv_timer_t *)h, crdtdb__wstail, timer));
+    crdtdb__wstail *t = lws_container_of((uv_timer_t *)h, crdtdb__wstail, timer);
+    if (!t->ctx) /* else a context left at the cap: lws keeps &t->ctx, and
+                    writes NULL there if it ever frees the context */
+        free(t);
 }
 
 /* lws 4.1's static handles (its idle, its timer: data is the context) close
@@ -584,11 +590,82 @@ static void tail_turn(uv_timer_t *timer)
     }
 }
 
+/* lws 4.1 on a libuv loop closes a destroyed context's event pipe (an
+ * eventfd) at once but keeps its number in the pipe's wsi, whose close
+ * callback, a turn of the loop later, closes that number again: by then it
+ * may be someone else's (a connection another server on the loop accepted,
+ * a file the caller opened).  So the numbers of the poll handles the
+ * destroy left closing with their fd already closed are held (on
+ * /dev/null) until those callbacks close them. */
+typedef struct tail_fd {
+    const uv_handle_t *h;
+    int fd;
+} tail_fd;
+
+typedef struct tail_fds {
+    tail_fd *v;
+    size_t n, cap;
+    int failed;
+} tail_fds;
+
+static void tail_fds_add(uv_handle_t *h, void *arg)
+{
+    tail_fds *f = arg;
+    uv_os_fd_t fd;
+    if (f->failed || h->type != UV_POLL || uv_is_closing(h) || uv_fileno(h, &fd))
+        return;
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? 2 * f->cap : 16;
+        tail_fd *v = realloc(f->v, cap * sizeof *v);
+        if (!v) {
+            f->failed = 1;
+            return;
+        }
+        f->v = v;
+        f->cap = cap;
+    }
+    f->v[f->n++] = (tail_fd){h, fd};
+}
+
+static int tail_fd_cmp(const void *a, const void *b)
+{
+    const uv_handle_t *x = ((const tail_fd *)a)->h, *y = ((const tail_fd *)b)->h;
+    return x < y ? -1 : x > y;
+}
+
+static void tail_fds_hold(uv_handle_t *h, void *arg)
+{
+    tail_fds *f = arg;
+    if (h->type != UV_POLL || !uv_is_closing(h))
+        return;
+    tail_fd key = {h, -1};
+    const tail_fd *was = bsearch(&key, f->v, f->n, sizeof key, tail_fd_cmp);
+    if (!was || fcntl(was->fd, F_GETFD) != -1 || errno != EBADF)
+        return; /* new, or its fd still its own: its close callback closes it */
+    int ph = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (ph >= 0 && ph != was->fd) {
+        if (dup2(ph, was->fd) == was->fd)
+            (void)fcntl(was->fd, F_SETFD, FD_CLOEXEC);
+        close(ph);
+    }
+}
+
 void crdtdb__ws_ctx_close(struct lws_context *ctx, crdtdb__wstail *tail)
 {
     if (!ctx)
         return;
+    tail_fds f = {0};
+    /* the lws versions that close it twice (4.1: Debian's) */
+    int twice = LWS_LIBRARY_VERSION_MAJOR == 4 && LWS_LIBRARY_VERSION_MINOR == 1;
+    uv_loop_t *loop = tail && twice ? tail->timer.loop : NULL;
+    if (loop)
+        uv_walk(loop, tail_fds_add, &f);
     lws_context_destroy(ctx);
+    if (loop && !f.failed && f.n) {
+        qsort(f.v, f.n, sizeof *f.v, tail_fd_cmp);
+        uv_walk(loop, tail_fds_hold, &f);
+    }
+    free(f.v);
     if (!tail)
         return;
     uv_ref((uv_handle_t *)&tail->timer);
