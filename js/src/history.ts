@@ -15,16 +15,19 @@
  * notes = item...; each item starts with a byte that says which:
  *   0xf1 ‖ u64 hlc ‖ origin[32]      the stamp of the registers that follow
  *   0xf2 ‖ u16 coll ‖ str id         the record of the registers that follow
- *   kind ‖ u16 keys ‖ str key...     a register (kind < 0xf0; keys 0xffff: a base)
+ *   kind ‖ keys ‖ str key...         a register (kind < 0xf0)
  *   0xf3 ‖ the delta's signature[64] a peer's delta
- * str   = u16 UTF-8 bytes ‖ the bytes
+ * keys  = u16 count (below 0xfffe) | 0xfffe ‖ u32 count | 0xffff (a base)
+ * str   = u16 UTF-8 bytes ‖ the bytes, or from 65,535 bytes on
+ *         0xffff ‖ u32 UTF-8 bytes ‖ the bytes (a u16 would wrap, and two
+ *         commits' notes could then read alike: limits allow such keys)
  * A register's sequence is the next of the commit's range, in the order
  * noted (number() in replica.ts numbers and notes them together), and a
  * commit's first register follows a stamp and a record: the notes say
  * everything once per commit, and a stamp or record only where it changes
  * (a local commit's registers share one stamp, a record's one id), which
  * made the notes ~5x smaller than one stamp, id and sequence a register.
- * Notes until git 7515e26 wrote those per register: the chain's points
+ * Notes until git f5188ba wrote those per register: the chain's points
  * are never recomputed, so a replica's chain goes on across the change.
  */
 import { sha256 } from "@noble/hashes/sha2.js";
@@ -39,6 +42,19 @@ const subtle = (globalThis.crypto as Crypto | undefined)?.subtle;
 const SYNC_BELOW = 1 << 16;
 
 const STAMP = 0xf1, RECORD = 0xf2, DELTA = 0xf3;
+
+/** str (above): u16str, moved 4 bytes on for a u32 length when it is long. */
+function str(w: ByteWriter, s: string): void {
+  const at = w.pos;
+  w.u16str(s, false);
+  const n = w.pos - at - 2;
+  if (n < 0xffff) return;
+  w.room(4);
+  w.buf.copyWithin(at + 6, at + 2, at + 2 + n);
+  w.dv.setUint16(at, 0xffff);
+  w.dv.setUint32(at + 2, n);
+  w.pos = at + 6 + n;
+}
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
@@ -56,7 +72,7 @@ let streamFactory: (() => Sha256Stream) | null = null;
 /** Installs (or, with null, removes) the process's native incremental
  *  SHA-256 (crdtdb/node: node:crypto's).  With one, a big commit's notes are
  *  hashed as they are written, 64 KiB at a time, instead of growing one
- *  buffer of them all (~65 bytes a register: 6.5 MB for 100k) and hashing
+ *  buffer of them all (~20 bytes a register: 2 MB for 100k) and hashing
  *  it in an async job.  The digest is the same. */
 export function setSha256Stream(f: (() => Sha256Stream) | null): void { streamFactory = f; }
 
@@ -97,14 +113,20 @@ export class History {
       w.buf[w.pos] = RECORD;
       w.dv.setUint16(w.pos + 1, coll);
       w.pos += 3;
-      w.u16str(id, false);
+      str(w, id);
       this.recColl = coll; this.recId = id;
     }
-    w.room(3);
+    w.room(7);
     w.buf[w.pos] = kind;
-    w.dv.setUint16(w.pos + 1, path ? path.length : 0xffff);
-    w.pos += 3;
-    if (path) for (let i = 0; i < path.length; i++) w.u16str(path[i]!, false);
+    if (path && path.length >= 0xfffe) {
+      w.dv.setUint16(w.pos + 1, 0xfffe);
+      w.dv.setUint32(w.pos + 3, path.length);
+      w.pos += 7;
+    } else {
+      w.dv.setUint16(w.pos + 1, path ? path.length : 0xffff);
+      w.pos += 3;
+    }
+    if (path) for (let i = 0; i < path.length; i++) str(w, path[i]!);
     // without a stream the notes stay in the one buffer, kept for the next
     // commit (chunks allocated and joined per commit cost Chromium more)
     if (w.pos >= SYNC_BELOW && streamFactory) this.flush();

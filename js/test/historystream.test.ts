@@ -110,3 +110,56 @@ test("the chain's notes stay the bytes they are: known fingerprints, with and wi
     }
   }
 });
+
+test("the chain's notes read back one way: keys of 64 KiB and more, paths of 65,534 keys and more", async () => {
+  const { History } = await import("../src/history.js");
+  const o1 = new Uint8Array(32).fill(1);
+  // two commits of two registers each, [K] then ["z"] and ["q"] then [L],
+  // whose notes were the same bytes while a key's u16 length wrapped
+  const Y = "y".repeat(65531);
+  const K = "q\u0000\u0000\u0001\u0000\u0001" + Y, L = Y + "\u0000\u0000\u0001\u0000\u0001z";
+  const fp = async (paths: string[][]): Promise<string> => {
+    const h = new History();
+    for (const p of paths) h.note(0, 0, 1n, o1, "a", p);
+    return Buffer.from(await h.commit(new Uint8Array(16), 0, paths.length)).toString("hex");
+  };
+  assert.notEqual(await fp([[K], ["z"]]), await fp([["q"], [L]]));
+
+  // and the notes of long keys and long paths decode to what was noted
+  const paths: (string[] | null)[] = [["k".repeat(70000)], ["é".repeat(32767) + "x"], ["é".repeat(32767)], Array(0xffff).fill(""),
+    Array(0xfffe).fill("a"), Array(0xfffd).fill(""), Array(65537).fill(""), null, ["z"]];
+  const chunks: Buffer[] = [];
+  setSha256Stream(() => {
+    const h = createHash("sha256");
+    return { update: (b: Uint8Array) => { chunks.push(Buffer.from(b)); h.update(b); }, digest: () => new Uint8Array(h.digest()) };
+  });
+  try {
+    const h = new History();
+    for (const p of paths) h.note(3, p ? 0 : 1, 9n, o1, "r", p);
+    await h.commit(new Uint8Array(16), 0, paths.length);
+  } finally {
+    setSha256Stream(null);
+  }
+  const b = Buffer.concat(chunks);
+  let o = 0;
+  const rd = (): string => {
+    let n = b.readUInt16BE(o); o += 2;
+    if (n === 0xffff) { n = b.readUInt32BE(o); o += 4; }
+    const s = b.toString("utf8", o, o + n); o += n;
+    return s;
+  };
+  assert.equal(b[o++], 0xf1); o += 40;
+  assert.equal(b[o++], 0xf2); assert.equal(b.readUInt16BE(o), 3); o += 2; assert.equal(rd(), "r");
+  const got: (string[] | null)[] = [];
+  while (o < b.length) {
+    assert.ok(b[o++]! < 0xf0);
+    let n = b.readUInt16BE(o); o += 2;
+    if (n === 0xffff) { got.push(null); continue; }
+    if (n === 0xfffe) { n = b.readUInt32BE(o); o += 4; }
+    const p: string[] = [];
+    for (let i = 0; i < n; i++) p.push(rd());
+    got.push(p);
+  }
+  assert.equal(got.length, paths.length);
+  for (let i = 0; i < paths.length; i++) assert.deepEqual(got[i], paths[i], `register ${i}`);
+});
