@@ -161,6 +161,10 @@
 // 0.20 / 0.57 (0.35), CPU s per player-min 0.178, 0.123, 0.103 / 1.23, 0.92, 0.89 (0.133: met), bytes 0.715, peak RSS
 // 0.08, idle frames 0 / 0, every update delivered.  Over the sittings of sessions 29-33 (34 rounds) the p99 ratio sits
 // at 0.21-0.27 by sitting: on the goal line, so #14 stays open on it.
+// Session 35, 14:10-14:14 UTC (Release of main b471f2d, load 0.6-1.8, --rounds=3), per round crdtdb / Yjs: p99 0.72,
+// 0.67, 0.64 / 2.18, 2.26, 2.17 ms (ratio of medians 0.307: not met; Yjs's p99 as low as it has been), p50 0.18 /
+// 0.49 (0.37), CPU s per player-min 0.124, 0.099, 0.101 / 0.78, 0.74, 0.76 (0.134: met), bytes 0.716, peak RSS 0.08,
+// idle frames 0 / 0, every update delivered.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
