@@ -112,6 +112,17 @@ async function linksOf(s) {
   };
 }
 
+/* what a failed fetch met, its causes' codes and messages (undici nests them) */
+function whyNot(e) {
+  const parts = [];
+  for (let c = e; c && parts.length < 4; c = c.cause) parts.push(c.code ? `${c.code}: ${c.message}` : `${c.name}: ${c.message}`);
+  return parts.join(" <- ");
+}
+
+function alive(pid) {
+  try { process.kill(pid, 0); return `${pid} is running`; } catch (e) { return `${pid} is gone (${e.code})`; }
+}
+
 /* after reloads: each server peers with the file's other servers only, and
  * holds one link per database it holds (each owned, R = 2: one other
  * owner), however many reloads linked them */
@@ -120,7 +131,7 @@ async function oneLinkEach(servers, urls) {
     let got;
     try {
       await until(async () => {
-        try { got = await linksOf(s); } catch (e) { got = { peers: `no answer (${e.cause?.code ?? e.message})` }; return false; }
+        try { got = await linksOf(s); } catch (e) { got = { peers: `no answer (${whyNot(e)}; the process ${alive(s.pid)})` }; return false; }
         return got.peers === urls.length - 1 && got.links === dbsOn(s).size;
       }, `${s.name}'s peers and links`, 30_000);
     } catch (e) {
