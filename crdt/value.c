@@ -190,23 +190,20 @@ static int timestamp(const msgpack_object *o, int64_t *sec, uint32_t *nsec)
     if (o->type != MSGPACK_OBJECT_EXT || o->via.ext.type != -1)
         return 0;
     const uint8_t *p = (const uint8_t *)o->via.ext.ptr;
-    uint64_t v = 0;
+    uint64_t v;
     switch (o->via.ext.size) {
     case 4:
-        *sec = (int64_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
+        *sec = (int64_t)crdtdb__get_u32(p);
         *nsec = 0;
         return 1;
     case 8:
-        for (int i = 0; i < 8; i++)
-            v = v << 8 | p[i];
+        v = crdtdb__get_u64(p);
         *nsec = (uint32_t)(v >> 34);
         *sec = (int64_t)(v & 0x3ffffffffULL);
         return *nsec < 1000000000u;
     case 12:
-        *nsec = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-        for (int i = 4; i < 12; i++)
-            v = v << 8 | p[i];
-        *sec = (int64_t)v;
+        *nsec = crdtdb__get_u32(p);
+        *sec = (int64_t)crdtdb__get_u64(p + 4);
         return *nsec < 1000000000u;
     default:
         return 0;

@@ -58,6 +58,7 @@
 #include <sodium.h>
 #include <stdint.h>
 
+#include "crdt/buf.h"
 #include "crdt/delta.h"
 #include "crdt/record.h"
 #include "crdt/value.h"
@@ -336,27 +337,7 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
 void crdtdb__events_dispatch(crdtdb_db *db, crdtdb_txn *t, int moved);
 void crdtdb__observers_free(crdtdb_db *db);
 
-/* keys */
-static inline void crdtdb__put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-static inline uint32_t crdtdb__get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static inline void crdtdb__put_u64(uint8_t *p, uint64_t v)
-{
-    crdtdb__put_u32(p, (uint32_t)(v >> 32));
-    crdtdb__put_u32(p + 4, (uint32_t)v);
-}
-static inline uint64_t crdtdb__get_u64(const uint8_t *p)
-{
-    return (uint64_t)crdtdb__get_u32(p) << 32 | crdtdb__get_u32(p + 4);
-}
+/* keys (big-endian integers: crdtdb__put_u32 and kin, crdt/buf.h) */
 /* A dbinfo key: database number | tag (the layout above).  The key is k's
  * 5 bytes. */
 static inline MDB_val crdtdb__dbinfo_key(uint8_t k[5], uint32_t num, char tag)
