@@ -59,7 +59,32 @@ export interface Batch {
   /** Only local writes: a backend may trade the last instant's durability
    *  for speed (IndexedDB "relaxed").  Never set when a peer will be told. */
   relaxed?: boolean;
+  /** The commit is a peer's deltas (a fresh sync, a catch-up) whose
+   *  records replay gives (Replay): exactly `put`'s, except those of
+   *  `deltas.held`, which the replica held before and of which replay
+   *  gives only what the deltas added.  del and clear are empty.  A backend
+   *  may store these bytes instead of the records (fewer bytes, no
+   *  encoding), the held ones as records over them, and hand them to
+   *  load()'s replay.  Absent: it may not. */
+  deltas?: StoredDeltas;
 }
+
+/** A peer's deltas as a commit applied them: signed by `src` (its hex
+ *  id), verified, merged in this order, their registers numbered from
+ *  seq0 + 1.  Every register they carried for a record in `held` (keys
+ *  the replica held before) was taken, so merged into nothing they are
+ *  numbered as they were; every other record was new.  The arrays are the
+ *  backend's to keep (the replica's leaves may point into them too). */
+export interface StoredDeltas {
+  src: string;
+  seq0: number;
+  deltas: Uint8Array[];
+  held: string[];
+}
+
+/** The records a StoredDeltas gives, numbered as when committed (the
+ *  replica's rules; load() is handed it).  Throws ECORRUPT. */
+export type Replay = (d: Pick<StoredDeltas, "src" | "seq0" | "deltas">) => Map<string, StoredRecord>;
 
 export interface Loaded {
   meta: Meta | null;
@@ -67,8 +92,10 @@ export interface Loaded {
 }
 
 export interface Backend {
-  /** Everything stored, or meta null for a new store. */
-  load(): Promise<Loaded>;
+  /** Everything stored, or meta null for a new store.  A backend that
+   *  stored a commit's deltas (Batch.deltas) turns them back into records
+   *  with `replay`. */
+  load(replay?: Replay): Promise<Loaded>;
   /** Stores a batch durably, all or nothing; rejects (CrdtdbError EIO or
    *  EMAPFULL) and stores nothing on failure. */
   commit(batch: Batch): Promise<void>;

@@ -595,6 +595,35 @@ export async function decodeDelta(
   return parseBody(data, f.bodyStart, f.bodyEnd, sender, lim, opts?.referenceOnly === true);
 }
 
+/** Limits for a delta read back from our own store: it passed the
+ *  receiver's limits when it arrived, and those may have been lowered since. */
+const STORED_LIMITS: Readonly<DeltaLimits> = Object.freeze({
+  maxDeltaSize: Number.MAX_SAFE_INTEGER,
+  maxDeltaGroups: Number.MAX_SAFE_INTEGER,
+  maxDepth: 1 << 16,
+  maxPathBytes: Number.MAX_SAFE_INTEGER,
+  maxValueSize: Number.MAX_SAFE_INTEGER,
+});
+
+/**
+ * Decodes a delta this replica verified and stored itself (a backend's
+ * stored form of a commit, backend.ts StoredDeltas): no signature check and
+ * no receiver limits, since both held when it arrived; the same parser and
+ * the same registers as decodeDelta.  Throws CrdtdbError (ECORRUPT) if the
+ * bytes are not a delta.  Never for bytes from the network.
+ */
+export function decodeStored(bytes: Uint8Array): DecodedBody {
+  try {
+    const f = deltaFrame(bytes);
+    const s = senderAt(bytes, f.bodyStart, f.bodyEnd);
+    if (f.frameLen !== bytes.length || s < 0) fail("EBADVALUE", "malformed delta envelope");
+    const sender = new Uint8Array(bytes.buffer, bytes.byteOffset + s, 32);
+    return parseBody(bytes, f.bodyStart, f.bodyEnd, sender, STORED_LIMITS, false);
+  } catch (e) {
+    throw new CrdtdbError("ECORRUPT", `a stored delta is unreadable: ${(e as Error).message}`);
+  }
+}
+
 // The parser reads B[P..] up to END.  State is module level for speed;
 // parsing is synchronous, so it is never interleaved.  Every reader checks
 // its bytes lie before END (the signature follows the body in the same

@@ -35,10 +35,16 @@
  * value (a tombstone) over them.  A page whose records all moved on is
  * deleted; when dead copies outnumber live records the replica rewrites the
  * store (compact).
+ *
+ * A commit of a peer's deltas into records this replica did not hold (a
+ * fresh sync; Batch.deltas) stores the deltas themselves instead, in chunks
+ * under consecutive page numbers (storedrecord.ts encodeDeltaChunks): no
+ * record encoded, half the bytes, and the same rule, since load() turns
+ * them back into the records (the replica's replay) as the page they were.
  */
-import type { Backend, Batch, Loaded, Meta } from "./backend.js";
+import type { Backend, Batch, Loaded, Meta, Replay } from "./backend.js";
 import { CrdtdbError } from "./errors.js";
-import { decodeRecord, encodeRecord, PageWriter, readPage } from "./storedrecord.js";
+import { decodeRecord, deltaChunkOf, encodeDeltaChunks, encodeRecord, PageWriter, readDeltaChunks, readPage } from "./storedrecord.js";
 import type { StoredRecord } from "./types.js";
 
 export interface IndexedDBOptions {
@@ -103,7 +109,9 @@ const TOMB = new Uint8Array(0);
 /** Where a key goes in a commit, besides a page number (≥ 1). */
 const OWN = 0, GONE = -1, TOMB_AT = -2;
 
-interface Page { size: number; live: number }
+/** A page's records, the live ones among them, and how many page numbers
+ *  it takes from its own (a commit of deltas in chunks: more than 1). */
+interface Page { size: number; live: number; span: number }
 
 export class IndexedDBBackend implements Backend {
   private db: IDBDatabase | null = null;
@@ -130,7 +138,7 @@ export class IndexedDBBackend implements Backend {
 
   get dbName(): string { return dbNameOf(this.o.name); }
 
-  async load(): Promise<Loaded> {
+  async load(replay?: Replay): Promise<Loaded> {
     const factory = this.o.indexedDB ?? globalThis.indexedDB;
     if (!factory) throw new CrdtdbError("EINVAL", "no IndexedDB in this runtime");
     this.release = await takeLock(lockManager(this.o.locks), this.o.name, this.o.lock === "wait", this.o.signal);
@@ -149,7 +157,7 @@ export class IndexedDBBackend implements Backend {
       const [keys, values, meta] = await Promise.all([
         req(recs.getAllKeys()), req(recs.getAll()), req(tx.objectStore("meta").get("meta")),
       ]);
-      return { meta: (meta as Meta | undefined) ?? null, records: this.index(keys, values) };
+      return { meta: (meta as Meta | undefined) ?? null, records: this.index(keys, values, replay) };
     } catch (e) {
       await this.close();
       throw idbError(e);
@@ -157,32 +165,49 @@ export class IndexedDBBackend implements Backend {
   }
 
   /** The records of what load() read, and where each one is. */
-  private index(keys: IDBValidKey[], values: unknown[]): Map<string, StoredRecord> {
+  private index(keys: IDBValidKey[], values: unknown[], replay?: Replay): Map<string, StoredRecord> {
     const records = new Map<string, StoredRecord>();
-    const pageNos: number[] = [];
+    // a page: [its number, the indexes of its values (a commit of deltas: its chunks)]
+    const pageList: [number, number[]][] = [];
     // a record's own value first (numbers sort before strings: pages come first)
     keys.forEach((k, i) => {
-      if (typeof k === "number") { pageNos.push(i); return; }
+      if (typeof k === "number") {
+        const at = deltaChunkOf(values[i] as Uint8Array);
+        const last = pageList[pageList.length - 1];
+        // a chunk after the first joins the page it continues
+        if (at && at[0] > 0 && last && last[0] + last[1].length === k && deltaChunkOf(values[last[1][0]!] as Uint8Array))
+          last[1].push(i);
+        else pageList.push([k, [i]]);
+        return;
+      }
       const key = String(k), v = values[i] as Uint8Array;
       this.own.add(key);
       if (v.length) records.set(key, decodeRecord(v));
       else this.tombs.add(key);
     });
     // then the pages, newest first: an older page's copy of a record is dead
-    for (let j = pageNos.length - 1; j >= 0; j--) {
-      const i = pageNos[j]!, no = keys[i] as number;
-      const pg: Page = { size: 0, live: 0 };
-      readPage(values[i] as Uint8Array, (key, bytes) => {
+    for (let j = pageList.length - 1; j >= 0; j--) {
+      const [no, at] = pageList[j]!;
+      const pg: Page = { size: 0, live: 0, span: at.length };
+      const each = (key: string, rec: () => StoredRecord): void => {
         pg.size++;
         this.paged.add(key);
         if (this.own.has(key) || this.pageOf.has(key)) return;
         this.pageOf.set(key, no);
         pg.live++;
-        records.set(key, decodeRecord(bytes));
-      });
+        records.set(key, rec());
+      };
+      const first = values[at[0]!] as Uint8Array;
+      if (deltaChunkOf(first)) {
+        if (!replay) throw new CrdtdbError("ECORRUPT", "a stored commit of deltas, and no replay to read it");
+        const recs = replay(readDeltaChunks(at.map((i) => values[i] as Uint8Array)));
+        for (const [key, r] of recs) each(key, () => r);
+      } else {
+        readPage(first, (key, bytes) => each(key, () => decodeRecord(bytes)));
+      }
       this.pages.set(no, pg);
       this.dead += pg.size - pg.live;
-      if (no >= this.nextPage) this.nextPage = no + 1;
+      if (no + pg.span > this.nextPage) this.nextPage = no + pg.span;
     }
     return records;
   }
@@ -212,15 +237,32 @@ export class IndexedDBBackend implements Backend {
           else if (own.has(k)) { recs.delete(k); moved.set(k, GONE); }
         }
         // put() clones at once: the batch's objects are ours only until here
-        if (b.put.size >= PAGE_MIN) {
+        // the records to write as records: all of them, or with a commit
+        // stored as its deltas only those it held before (their replay
+        // gives part of them: these copies, newer, hide it)
+        let put = b.put, held: string[] = [];
+        if (b.deltas && b.put.size >= PAGE_MIN && !b.clear && !b.del.size) {
+          const no = nextPage, chunks = encodeDeltaChunks(b.deltas, PAGE_BYTES);
+          nextPage += chunks.length;
+          chunks.forEach((c, i) => recs.put(c, no + i));
+          held = b.deltas.held;
+          added.push([no, { size: b.put.size, live: b.put.size - held.length, span: chunks.length }]);
+          for (const k of b.put.keys()) {
+            if (own.has(k)) recs.delete(k);
+            moved.set(k, no);
+          }
+          put = new Map();
+          for (const k of held) put.set(k, b.put.get(k)!);
+        }
+        if (put.size >= PAGE_MIN) {
           const pw = this.pw;
           pw.reset();
           let no = nextPage++;
           const page = (): void => {
-            added.push([no, { size: pw.count, live: pw.count }]);
+            added.push([no, { size: pw.count, live: pw.count, span: 1 }]);
             recs.put(pw.take(), no);
           };
-          for (const [k, r] of b.put) {
+          for (const [k, r] of put) {
             if (pw.size >= PAGE_BYTES) { page(); no = nextPage++; }
             pw.add(k, r);
             if (own.has(k)) recs.delete(k);
@@ -228,7 +270,7 @@ export class IndexedDBBackend implements Backend {
           }
           page();
         } else {
-          for (const [k, r] of b.put) { recs.put(encodeRecord(r), k); moved.set(k, OWN); }
+          for (const [k, r] of put) { recs.put(encodeRecord(r), k); moved.set(k, OWN); }
         }
         // pages left with no live record go
         const live = new Map<number, number>();
@@ -236,7 +278,7 @@ export class IndexedDBBackend implements Backend {
           const was = pageOf.get(k);
           if (was !== undefined) live.set(was, (live.get(was) ?? pages.get(was)!.live) - 1);
         }
-        for (const [no, n] of live) if (n === 0) recs.delete(no);
+        for (const [no, n] of live) if (n === 0) for (let i = 0; i < pages.get(no)!.span; i++) recs.delete(no + i);
         tx.objectStore("meta").put(b.meta, "meta");
         const t = tx;
         t.oncomplete = () => {
@@ -249,7 +291,7 @@ export class IndexedDBBackend implements Backend {
             pg.live = n;
             if (n === 0) { pages.delete(no); this.dead -= pg.size; }
           }
-          for (const [no, pg] of added) pages.set(no, pg);
+          for (const [no, pg] of added) { pages.set(no, pg); this.dead += pg.size - pg.live; }
           for (const [k, where] of moved) {
             if (where === OWN || where === TOMB_AT) {
               pageOf.delete(k); own.add(k);
@@ -257,6 +299,7 @@ export class IndexedDBBackend implements Backend {
             } else if (where === GONE) { pageOf.delete(k); own.delete(k); tombs.delete(k); }
             else { pageOf.set(k, where); own.delete(k); tombs.delete(k); paged.add(k); }
           }
+          for (const k of held) paged.add(k); // a copy in the chunks (a deletion needs a tombstone)
           resolve();
         };
         // a failed request aborts the transaction: answer once, on abort

@@ -12,7 +12,9 @@ export {
   Presence, type PresenceEntry, type PresenceEvent, type PresenceListener, type PresenceSender, type SendOptions,
 } from "./presence.js";
 export { CrdtdbError, type ErrorCode } from "./errors.js";
-export { MemoryBackend, type Backend, type Batch, type Loaded, type Meta, type PeerState } from "./backend.js";
+export {
+  MemoryBackend, type Backend, type Batch, type Loaded, type Meta, type PeerState, type Replay, type StoredDeltas,
+} from "./backend.js";
 export { Replica, type ReplicaOptions, type Change, type ApplyInfo } from "./replica.js";
 export { ClientSession, TWO_WAY, SERVER_TO_CLIENT, type SessionEvent, type SessionOptions, type SyncMode } from "./session.js";
 export { Sync, type SyncOptions, type SyncStatus, type SyncState, type SocketFactory, type SocketLike } from "./sync.js";

@@ -9,9 +9,9 @@
  * This is the JS twin of storage/ in the C library; docs/crdt.md and
  * docs/protocol.md are the rules both follow.
  */
-import { recordKey, splitKey, type Backend, type Batch, type Meta, type PeerState } from "./backend.js";
+import { recordKey, splitKey, type Backend, type Batch, type Meta, type PeerState, type StoredDeltas } from "./backend.js";
 import { CrdtdbError, noCollection, notFound, readOnly } from "./errors.js";
-import { decodeDelta, encodeDelta, signatureOf, DEFAULT_DELTA_LIMITS, type DeltaLimits } from "./delta.js";
+import { decodeDelta, decodeStored, encodeDelta, signatureOf, DEFAULT_DELTA_LIMITS, type DeltaLimits } from "./delta.js";
 import { History } from "./history.js";
 import { Clock, hlcMs } from "./hlc.js";
 import { generateKeyPair, keyPairFromSeed, toHex, type KeyPair } from "./keys.js";
@@ -161,7 +161,7 @@ export class Replica {
     const enc = new TextEncoder();
     if (!o.dbId || enc.encode(o.dbId).length > 255) throw new CrdtdbError("EBADID", `invalid database id '${o.dbId}'`);
     const r = new Replica(o);
-    const loaded = await o.backend.load();
+    const loaded = await o.backend.load(replayDeltas);
     try {
       if (loaded.meta) {
         r.meta = loaded.meta;
@@ -301,6 +301,7 @@ export class Replica {
       meta.hlc = this.clock.last;
       extra?.(meta);
       const batch: Batch = { meta, put: t.put, del: t.del, clear: t.clear, relaxed: t.local && !!this.backend.relaxes };
+      if (t.stored) batch.deltas = { src: t.src, seq0, deltas: t.stored, held: t.held };
       await this.backend.commit(batch);
       this.relaxedPending = !!batch.relaxed;
     } catch (e) {
@@ -319,33 +320,8 @@ export class Replica {
     return changes;
   }
 
-  /** Numbers the registers the transaction stored (seq 0) after seq0, and
-   *  notes them for the chain; returns the last sequence.  A peer's delta
-   *  is noted once (its signature covers every register it holds, see
-   *  finish), a local commit register by register (history.ts).  (Plain
-   *  loops outside the async finish: V8 optimizes them there.) */
   private number(t: Txn, seq0: number): number {
-    let seq = seq0;
-    const hist = this.history, each = t.delta === null, src = t.src;
-    for (const [key, r] of t.put) {
-      const b = r.base;
-      let c = 0, id = "";
-      if (each) { const cut = key.indexOf("\u0000"); c = t.collNum(key.slice(0, cut)); id = key.slice(cut + 1); }
-      if (b && b.seq === 0) {
-        b.seq = ++seq;
-        b.src = src;
-        if (each) hist.note(c, b.kind, b.hlc, b.origin, id, null);
-      }
-      const leaves = r.leaves;
-      for (let i = 0; i < leaves.length; i++) {
-        const g = leaves[i]!;
-        if (g.seq !== 0) continue;
-        g.seq = ++seq;
-        g.src = src;
-        if (each) hist.note(c, g.vbuf === null ? 1 : 0, g.hlc, g.origin, id, g.path);
-      }
-    }
-    return seq;
+    return numberTxn(t, seq0, this.history);
   }
 
   /** Installs a durable transaction: its records, the log of what it
@@ -586,6 +562,8 @@ export class Replica {
     t.src = peerHex;
     t.delta = [];
     let error: unknown = null, n = 0;
+    // registers carried for records held before (Txn.stored)
+    const carried = new Map<string, number>();
     for (const d of ds) {
       let max: Hlc;
       try {
@@ -596,7 +574,14 @@ export class Replica {
       }
       if (max > t.maxHlc) t.maxHlc = max;
       try {
-        for (const rec of d.records) mergeRemote(t, rec);
+        const records = this.records;
+        for (const rec of d.records) {
+          if (records.size) {
+            const key = recordKey(rec.coll, rec.id);
+            if (records.has(key)) carried.set(key, (carried.get(key) ?? 0) + (rec.base ? 1 : 0) + rec.fields.length);
+          }
+          mergeRemote(t, rec);
+        }
       } catch (e) {
         // t holds part of this delta: nothing of it commits (applyAll
         // commits those before it again, on their own)
@@ -611,6 +596,8 @@ export class Replica {
       n++;
     }
     if (!n) return { info: null, applied: 0, error };
+    t.stored = storable(t, carried) ? list.slice(0, n) : null;
+    if (t.stored) t.held = [...carried.keys()];
     const seq0 = this.meta.seq;
     await this.finish(t, (m) => { m.peers[peerHex] = p; });
     const info = { from: ds[0]!.from, to: ds[n - 1]!.to, received: p.received, localFrom: seq0, localTo: this.meta.seq };
@@ -926,6 +913,41 @@ interface LocalOp {
 }
 
 /** @internal One commit under way. */
+/** What a transaction reads besides its own copies: the replica, or
+ *  nothing at all (a replay of stored deltas). */
+interface TxnHost {
+  recordFor(t: Txn, key: string): StoredRecord | undefined;
+  has(key: string): boolean;
+  readonly collections: ReadonlySet<string>;
+}
+
+const EMPTY_HOST: TxnHost = {
+  recordFor: (t, key) => t.put.get(key),
+  has: () => false,
+  collections: new Set(),
+};
+
+/**
+ * The records a commit of stored deltas gave (backend.ts Replay): merged
+ * as applyBodies merged them, into nothing, and numbered from seq0, so
+ * every register comes back with the sequence and source it had.  The
+ * commit's records were all new then (Txn.stored), which is what makes
+ * "into nothing" the same merge.
+ */
+export function replayDeltas(d: Pick<StoredDeltas, "src" | "seq0" | "deltas">): Map<string, StoredRecord> {
+  const t = new Txn(EMPTY_HOST);
+  t.src = d.src;
+  t.delta = [];
+  try {
+    for (const bytes of d.deltas) for (const rec of decodeStored(bytes).records) mergeRemote(t, rec);
+  } catch (e) {
+    if (e instanceof CrdtdbError && e.code === "ECORRUPT") throw e;
+    throw new CrdtdbError("ECORRUPT", `stored deltas do not replay: ${(e as Error).message}`);
+  }
+  numberTxn(t, d.seq0, null);
+  return t.put;
+}
+
 class Txn {
   put = new Map<string, StoredRecord>();
   del = new Set<string>();
@@ -937,8 +959,13 @@ class Txn {
   /** Peers' deltas applied whole (their signatures, in order): the chain
    *  notes each once. */
   delta: Uint8Array[] | null = null;
+  /** The deltas merged, when every record they touched was new here:
+   *  the backend may store them instead of the records (Batch.deltas). */
+  stored: Uint8Array[] | null = null;
+  /** With stored: the records held before, which the deltas added to. */
+  held: string[] = [];
   private colls = new Map<string, number>();
-  constructor(private readonly rep: Replica) {}
+  constructor(private readonly rep: TxnHost) {}
 
   /** A private copy of the record to change (created empty if absent). */
   writable(key: string): StoredRecord {
@@ -1000,6 +1027,59 @@ function baseOf(b: BaseReg, src: Source): BaseReg {
   b.seq = 0;
   b.src = src;
   return b;
+}
+
+/** Numbers the registers the transaction stored (seq 0) after seq0, and
+ *  notes them for the chain; returns the last sequence.  A peer's delta
+ *  is noted once (its signature covers every register it holds, see
+ *  finish), a local commit register by register (history.ts).  (Plain
+ *  loops outside the async finish: V8 optimizes them there.)  Replay
+ *  numbers a stored commit again the same way. */
+function numberTxn(t: Txn, seq0: number, hist: History | null): number {
+  let seq = seq0;
+  const each = t.delta === null, src = t.src;
+  for (const [key, r] of t.put) {
+    const b = r.base;
+    let c = 0, id = "";
+    if (each) { const cut = key.indexOf("\u0000"); c = t.collNum(key.slice(0, cut)); id = key.slice(cut + 1); }
+    if (b && b.seq === 0) {
+      b.seq = ++seq;
+      b.src = src;
+      if (each) hist!.note(c, b.kind, b.hlc, b.origin, id, null);
+    }
+    const leaves = r.leaves;
+    for (let i = 0; i < leaves.length; i++) {
+      const g = leaves[i]!;
+      if (g.seq !== 0) continue;
+      g.seq = ++seq;
+      g.src = src;
+      if (each) hist!.note(c, g.vbuf === null ? 1 : 0, g.hlc, g.origin, id, g.path);
+    }
+  }
+  return seq;
+}
+
+/**
+ * Whether a peer's merged deltas can stand for the commit (Txn.stored):
+ * merged into nothing they must give the same registers, numbered alike.
+ * A new record's are the same by construction.  A held record's (carried:
+ * how many registers the deltas held for it) are when every one of them
+ * was taken (none lost to a register held here, so none lose in the replay
+ * either): then its new registers, base first and leaves in path order,
+ * are exactly the deltas' own, and it entered the transaction at its first
+ * touch, as it does in the replay.
+ */
+function storable(t: Txn, carried: Map<string, number>): boolean {
+  if (t.del.size || t.clear) return false;
+  for (const [key, n] of carried) {
+    const r = t.put.get(key);
+    if (!r) return false; // nothing taken: its place in the replay's order would differ
+    let fresh = r.base && r.base.seq === 0 ? 1 : 0;
+    const leaves = r.leaves;
+    for (let i = 0; i < leaves.length; i++) if (leaves[i]!.seq === 0) fresh++;
+    if (fresh !== n) return false;
+  }
+  return true;
 }
 
 /** Merges one delta record into the transaction; EFORGED on equivocation. */

@@ -361,3 +361,85 @@ export function readPage(b: Uint8Array, each: (key: string, rec: Uint8Array, ent
     start = end;
   }
 }
+
+/**
+ * A commit stored as the deltas it merged (backend.ts StoredDeltas), cut
+ * into chunks of at most `max` bytes of payload so each stays one small
+ * value (PAGE_BYTES in idb.ts), stored under consecutive page numbers.
+ * The deltas' own bytes: no record is encoded, and they are about half the
+ * pages' bytes (js/bench/README.md).
+ *
+ * chunk   = u8 version 3 | u16 part | u16 parts | the payload's next bytes
+ * payload = f64 seq0 | u8 source bytes, source (UTF-8) | u32 n | u32 length * n | the deltas
+ */
+export function encodeDeltaChunks(d: { src: string; seq0: number; deltas: readonly Uint8Array[] }, max: number): Uint8Array[] {
+  const src = te.encode(d.src);
+  if (src.length > 255) throw new CrdtdbError("EINVAL", "a source id of over 255 bytes");
+  let n = 8 + 1 + src.length + 4 + 4 * d.deltas.length;
+  for (const x of d.deltas) n += x.length;
+  const payload = new Uint8Array(n), dv = new DataView(payload.buffer);
+  dv.setFloat64(0, d.seq0, true);
+  payload[8] = src.length;
+  payload.set(src, 9);
+  let p = 9 + src.length;
+  dv.setUint32(p, d.deltas.length, true);
+  p += 4;
+  for (const x of d.deltas) { dv.setUint32(p, x.length, true); p += 4; }
+  for (const x of d.deltas) { payload.set(x, p); p += x.length; }
+  const parts = Math.max(1, Math.ceil(n / max));
+  if (parts > 0xffff) throw new CrdtdbError("ETOOBIG", "a commit of deltas too large to store in chunks");
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < parts; i++) {
+    const body = payload.subarray(i * max, Math.min(n, (i + 1) * max));
+    const c = new Uint8Array(5 + body.length);
+    c[0] = 3;
+    c[1] = i & 0xff; c[2] = i >> 8;
+    c[3] = parts & 0xff; c[4] = parts >> 8;
+    c.set(body, 5);
+    out.push(c);
+  }
+  return out;
+}
+
+/** A chunk's place: [part, parts], or null if b is not a chunk of deltas. */
+export function deltaChunkOf(b: Uint8Array): [number, number] | null {
+  if (b.length < 5 || b[0] !== 3) return null;
+  return [b[1]! | (b[2]! << 8), b[3]! | (b[4]! << 8)];
+}
+
+/** The deltas of a commit's chunks, in order (the deltas are views of one
+ *  fresh buffer); ECORRUPT if they are not one commit's whole payload. */
+export function readDeltaChunks(chunks: readonly Uint8Array[]): { src: string; seq0: number; deltas: Uint8Array[] } {
+  try {
+    let n = 0;
+    chunks.forEach((c, i) => {
+      const at = deltaChunkOf(c);
+      if (!at || at[0] !== i || at[1] !== chunks.length) throw new RangeError("a chunk is missing or out of place");
+      n += c.length - 5;
+    });
+    const payload = new Uint8Array(n);
+    let p = 0;
+    for (const c of chunks) { payload.set(c.subarray(5), p); p += c.length - 5; }
+    const dv = new DataView(payload.buffer);
+    if (n < 13) throw new RangeError("short header");
+    const seq0 = dv.getFloat64(0, true), sl = payload[8]!;
+    if (!Number.isSafeInteger(seq0) || seq0 < 0 || 9 + sl + 4 > n) throw new RangeError("bad header");
+    const src = td.decode(payload.subarray(9, 9 + sl));
+    p = 9 + sl;
+    const count = dv.getUint32(p, true);
+    p += 4;
+    if (p + 4 * count > n) throw new RangeError("bad count");
+    let at = p + 4 * count;
+    const deltas: Uint8Array[] = [];
+    for (let i = 0; i < count; i++) {
+      const len = dv.getUint32(p + 4 * i, true);
+      if (at + len > n) throw new RangeError("a delta runs past the end");
+      deltas.push(payload.subarray(at, at + len));
+      at += len;
+    }
+    if (at !== n) throw new RangeError("bytes after the deltas");
+    return { src, seq0, deltas };
+  } catch (e) {
+    throw new CrdtdbError("ECORRUPT", `a stored commit of deltas is unreadable: ${(e as Error).message}`);
+  }
+}

@@ -200,6 +200,48 @@ test("a reload keeps the data (IndexedDB) and the same replica id", opts, async 
   });
 });
 
+test("a fresh sync, kept as the deltas it received, reloads whole and syncs on as the same replica", opts, async () => {
+  await withServer([], async (srv) => {
+    const a = await newProfile(), b = await newProfile();
+    try {
+      const o = { name: "match-2", dbId: "match-2", collections: COLLS, url: srv.url };
+      await open(a.page, "s", o);
+      const many = Object.fromEntries(Array.from({ length: 300 }, (_, i) => ["p" + i, { name: "P" + i, at: { x: i, y: -i }, when: new Date(i) }]));
+      await call(a.page, "s", "addAll", "Players", many);
+      await call(a.page, "s", "update", "Players", "p7", { at: { x: 70 } });
+      await statusIs(a.page, "s", "synced");
+      const want = await call(a.page, "s", "query", "Players", {});
+      // b's first sync: new records only, so IndexedDB keeps the server's deltas (idb.ts)
+      const first = await open(b.page, "s", o);
+      await statusIs(b.page, "s", "synced");
+      assert.deepEqual(await call(b.page, "s", "query", "Players", {}), want);
+      const chunks = await b.page.evaluate(() => new Promise<number>((res, rej) => {
+        const r = indexedDB.open("crdtdb:match-2");
+        r.onerror = () => rej(r.error);
+        r.onsuccess = () => {
+          const g = r.result.transaction("records").objectStore("records").getAll();
+          g.onsuccess = () => { r.result.close(); res((g.result as Uint8Array[]).filter((v) => v[0] === 3).length); };
+        };
+      }));
+      assert.ok(chunks > 0, "stored as chunks of deltas");
+      await b.page.reload();
+      await b.page.waitForFunction(() => (window as unknown as { t?: Driver }).t?.ready === true);
+      const again = await open(b.page, "s", { ...o, url: undefined });
+      assert.equal(again.id, first.id);
+      assert.deepEqual(await call(b.page, "s", "query", "Players", {}), want);
+      await call(b.page, "s", "update", "Players", "p8", { name: "eight" });
+      await b.page.evaluate(() => drv().close("s"));
+      await open(b.page, "s", o);
+      await statusIs(b.page, "s", "synced");
+      assert.deepEqual((await state(b.page, "s")).errors, [], "the server takes the reloaded replica's history");
+      await until(async () => ((await getById(a.page, "s", "Players", "p8")) as { name?: string } | null)?.name === "eight", "b's write at a");
+    } finally {
+      await a.ctx.close();
+      await b.ctx.close();
+    }
+  });
+});
+
 test("two tabs of one profile do not fork the replica: one writer at a time (Web Lock)", opts, async () => {
   await withServer([], async (srv) => {
     const { ctx, page: tab1 } = await newProfile();

@@ -6,7 +6,8 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import { IDBFactory } from "fake-indexeddb";
-import { CrdtdbDataStore, IndexedDBBackend } from "../src/index.js";
+import { CrdtdbDataStore, IndexedDBBackend, MemoryBackend } from "../src/index.js";
+import type { StoredRecord } from "../src/types.js";
 import { toV1 } from "./storedv1.js";
 
 const open = (factory: IDBFactory, name = "s") =>
@@ -174,4 +175,129 @@ test("a store written with the version 1 record encoding opens, reads and goes o
   assert.deepEqual(await c.getById("C", "r100"), { id: "r100", v: 3, i: 100, m: { k: "é100" } });
   assert.deepEqual(await c.getById("C", "r3"), { id: "r3", v: 4, i: 3, m: { k: "é3" } });
   await c.close();
+});
+
+/** Every register of every record, as comparable plain data (seq and source included). */
+function registers(ds: CrdtdbDataStore): Record<string, unknown> {
+  const hex = (b: Uint8Array | null) => (b ? Buffer.from(b).toString("hex") : null);
+  const recs = (ds.replica as unknown as { records: Map<string, StoredRecord> }).records;
+  const out: Record<string, unknown> = {};
+  for (const [k, r] of recs) {
+    out[k] = {
+      base: r.base && { kind: r.base.kind, hlc: r.base.hlc, origin: hex(r.base.origin), seq: r.base.seq, src: r.base.src },
+      leaves: r.leaves.map((l) => ({
+        path: l.path, hlc: l.hlc, origin: hex(l.origin), seq: l.seq, src: l.src,
+        value: l.vbuf ? hex(l.vbuf.subarray(l.voff, l.voff + l.vlen)) : null,
+      })),
+    };
+  }
+  return out;
+}
+
+/** The records store's values: [key, first byte] (3: a chunk of stored deltas). */
+async function kinds(factory: IDBFactory, name: string): Promise<[IDBValidKey, number][]> {
+  const db = await new Promise<IDBDatabase>((res) => { const r = factory.open("crdtdb:" + name); r.onsuccess = () => res(r.result); });
+  const st = db.transaction("records").objectStore("records");
+  const [keys, vals] = await Promise.all([
+    new Promise<IDBValidKey[]>((res) => { const r = st.getAllKeys(); r.onsuccess = () => res(r.result); }),
+    new Promise<Uint8Array[]>((res) => { const r = st.getAll(); r.onsuccess = () => res(r.result as Uint8Array[]); }),
+  ]);
+  db.close();
+  return keys.map((k, i) => [k, vals[i]![0] ?? -1]);
+}
+
+test("a peer's deltas into new records are stored as those deltas, and reopen with every register as committed", async () => {
+  const factory = new IDBFactory();
+  const src = await CrdtdbDataStore.open({ dbId: "db", collections: ["C"], backend: new MemoryBackend() });
+  const items = (n: number, v: number) =>
+    Object.fromEntries(Array.from({ length: n }, (_, i) => ["r" + i, { v, i, when: new Date(i), m: { k: "é" + i, big: 2n ** 60n + BigInt(i) } }]));
+  await src.addAll("C", items(400, 1));
+  for (let i = 0; i < 400; i += 7) await src.update("C", "r" + i, { m: { k: "u" + i }, x: i });
+  for (let i = 3; i < 400; i += 11) await src.remove("C", "r" + i);
+  const b = await open(factory, "deltas");
+  const all = async (after: number) => (await src.replica.exportFor(b.replica.id, after, { maxBytes: 16 << 10 })).deltas;
+  const first = await all(0);
+  assert.ok(first.length > 3, `${first.length} deltas`);
+  const r1 = await b.replica.applyAll(first.map((d) => d.bytes), src.replica.id);
+  assert.equal(r1.error, null);
+  assert.equal(r1.applied, first.length);
+  // chunks of the deltas, not pages of records
+  const k1 = await kinds(factory, "deltas");
+  assert.ok(k1.some(([k, v]) => typeof k === "number" && v === 3), JSON.stringify(k1));
+  assert.ok(!k1.some(([k, v]) => typeof k === "number" && v === 2));
+  const regs = registers(b), want = await b.query("C", {}), seq = b.replica.seq;
+  assert.deepEqual(want, await src.query("C", {}));
+  await b.close();
+  const c = await open(factory, "deltas");
+  assert.deepEqual(registers(c), regs);
+  assert.deepEqual(await c.query("C", {}), want);
+  assert.equal(c.replica.seq, seq);
+  // what it sends on is what it sent before the reopen
+  const other = new Uint8Array(32).fill(7);
+  // then records it holds: changed by the peer (pages of records) and here
+  const upto = first[first.length - 1]!.to;
+  for (let i = 0; i < 400; i += 2) if (i % 11 !== 3) await src.update("C", "r" + i, { v: 2 });
+  await src.addAll("C", Object.fromEntries(Array.from({ length: 50 }, (_, i) => ["n" + i, { n: i }])));
+  const second = await (async () => (await src.replica.exportFor(c.replica.id, upto, { maxBytes: 16 << 10 })).deltas)();
+  const chunks = async () => (await kinds(factory, "deltas")).filter(([k, v]) => typeof k === "number" && v === 3).length;
+  const before2 = await chunks();
+  const r2 = await c.replica.applyAll(second.map((d) => d.bytes), src.replica.id);
+  assert.equal(r2.error, null);
+  // records it held took every register sent: deltas again, the held records over them
+  assert.ok((await chunks()) > before2);
+  const k2 = (await kinds(factory, "deltas")).filter(([k, v]) => typeof k === "number" && v === 3 && !k1.some(([x]) => x === k)).map(([k]) => k);
+  // a run that resends what it holds (registers not taken): records, no chunks
+  for (let i = 1; i < 400; i += 2) if (i % 11 !== 3) await src.update("C", "r" + i, { v: 3 });
+  const upto2 = second[second.length - 1]!.to;
+  const third = (await src.replica.exportFor(c.replica.id, upto2, { maxBytes: 16 << 10 })).deltas;
+  const before3 = await chunks();
+  const r3 = await c.replica.applyAll([second[0]!.bytes, ...third.map((d) => d.bytes)], src.replica.id);
+  assert.equal(r3.error, null);
+  assert.equal(await chunks(), before3);
+  await c.update("C", "r1", { here: true });
+  await c.remove("C", "r5");
+  await c.replica.purge("C", "r9");
+  const regs2 = registers(c), want2 = await c.query("C", {});
+  const out2 = (await c.replica.exportFor(other, 0, { all: true })).deltas.map((d) => d.bytes);
+  await c.close();
+  const d = await open(factory, "deltas");
+  assert.deepEqual(registers(d), regs2);
+  assert.deepEqual(await d.query("C", {}), want2);
+  assert.deepEqual(await d.getById("C", "r1"), { ...(await src.getById("C", "r1")), here: true });
+  assert.deepEqual((await d.replica.exportFor(other, 0, { all: true })).deltas.map((x) => x.bytes), out2);
+  // every record of the first commit rewritten: its chunks go
+  await d.addAll("C", items(400, 9));
+  await d.close();
+  const k3 = (await kinds(factory, "deltas")).map(([k]) => k), firstChunks = k1.filter(([k]) => typeof k === "number");
+  assert.ok(!firstChunks.some(([k]) => k3.includes(k)), JSON.stringify(k3));
+  assert.ok(k2.length && k2.every((k) => k3.includes(k)), "the second commit's chunks hold the n records still");
+  const e = await open(factory, "deltas");
+  assert.equal((await e.query("C", {})).length, 400 + 50);
+  await e.close();
+  await src.close();
+});
+
+test("a stored commit of deltas with a chunk missing or damaged is ECORRUPT at open", async () => {
+  for (const harm of ["drop", "damage"] as const) {
+    const factory = new IDBFactory();
+    const src = await CrdtdbDataStore.open({ dbId: "db", collections: ["C"], backend: new MemoryBackend() });
+    await src.addAll("C", Object.fromEntries(Array.from({ length: 3000 }, (_, i) => ["r" + i, { s: "x".repeat(40), i }])));
+    const b = await open(factory, "bad");
+    const ds = (await src.replica.exportFor(b.replica.id, 0)).deltas;
+    assert.equal((await b.replica.applyAll(ds.map((x) => x.bytes), src.replica.id)).error, null);
+    await b.close();
+    const chunks = (await kinds(factory, "bad")).filter(([k, v]) => typeof k === "number" && v === 3);
+    assert.ok(chunks.length >= 2, `${chunks.length} chunks`);
+    const db = await new Promise<IDBDatabase>((res) => { const r = factory.open("crdtdb:bad"); r.onsuccess = () => res(r.result); });
+    await new Promise<void>((res) => {
+      const tx = db.transaction("records", "readwrite");
+      const st = tx.objectStore("records"), k = chunks[1]![0];
+      if (harm === "drop") st.delete(k);
+      else st.put(new Uint8Array([3, 1, 0, chunks.length, 0, 9, 9, 9]), k);
+      tx.oncomplete = () => res();
+    });
+    db.close();
+    await assert.rejects(open(factory, "bad"), { code: "ECORRUPT" }, harm);
+    await src.close();
+  }
 });
