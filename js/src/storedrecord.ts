@@ -375,29 +375,36 @@ export function readPage(b: Uint8Array, each: (key: string, rec: Uint8Array, ent
 export function encodeDeltaChunks(d: { src: string; seq0: number; deltas: readonly Uint8Array[] }, max: number): Uint8Array[] {
   const src = te.encode(d.src);
   if (src.length > 255) throw new CrdtdbError("EINVAL", "a source id of over 255 bytes");
-  let n = 8 + 1 + src.length + 4 + 4 * d.deltas.length;
-  for (const x of d.deltas) n += x.length;
-  const payload = new Uint8Array(n), dv = new DataView(payload.buffer);
+  const head = new Uint8Array(8 + 1 + src.length + 4 + 4 * d.deltas.length), dv = new DataView(head.buffer);
   dv.setFloat64(0, d.seq0, true);
-  payload[8] = src.length;
-  payload.set(src, 9);
+  head[8] = src.length;
+  head.set(src, 9);
   let p = 9 + src.length;
   dv.setUint32(p, d.deltas.length, true);
   p += 4;
-  for (const x of d.deltas) { dv.setUint32(p, x.length, true); p += 4; }
-  for (const x of d.deltas) { payload.set(x, p); p += x.length; }
+  let n = head.length;
+  for (const x of d.deltas) { dv.setUint32(p, x.length, true); p += 4; n += x.length; }
   const parts = Math.max(1, Math.ceil(n / max));
   if (parts > 0xffff) throw new CrdtdbError("ETOOBIG", "a commit of deltas too large to store in chunks");
+  // the payload (head, then each delta) copied once, straight into the chunks
   const out: Uint8Array[] = [];
-  for (let i = 0; i < parts; i++) {
-    const body = payload.subarray(i * max, Math.min(n, (i + 1) * max));
-    const c = new Uint8Array(5 + body.length);
-    c[0] = 3;
-    c[1] = i & 0xff; c[2] = i >> 8;
-    c[3] = parts & 0xff; c[4] = parts >> 8;
-    c.set(body, 5);
-    out.push(c);
-  }
+  let c = new Uint8Array(0), at = 0, left = n;
+  const put = (b: Uint8Array): void => {
+    for (let o = 0; o < b.length;) {
+      if (at === c.length) {
+        const i = out.length;
+        c = new Uint8Array(5 + Math.min(max, left));
+        c[0] = 3; c[1] = i & 0xff; c[2] = i >> 8; c[3] = parts & 0xff; c[4] = parts >> 8;
+        out.push(c);
+        at = 5;
+      }
+      const k = Math.min(b.length - o, c.length - at);
+      c.set(k === b.length ? b : b.subarray(o, o + k), at);
+      at += k; o += k; left -= k;
+    }
+  };
+  put(head);
+  for (const x of d.deltas) put(x);
   return out;
 }
 

@@ -1,7 +1,7 @@
 /** The IndexedDB record encoding: every register round-trips; damage is ECORRUPT. */
 import test from "node:test";
 import assert from "node:assert/strict";
-import { decodeRecord, encodeRecord, readPage } from "../src/storedrecord.js";
+import { decodeRecord, deltaChunkOf, encodeDeltaChunks, encodeRecord, readDeltaChunks, readPage } from "../src/storedrecord.js";
 import type { Leaf, StoredRecord } from "../src/types.js";
 import { refOf, valueBytes } from "../src/value.js";
 import { encodePageV1, encodeRecordV1 } from "./storedv1.js";
@@ -119,4 +119,25 @@ test("damaged version 3 bytes are ECORRUPT, never a wrong record", () => {
   assert.equal(b[at], 0);
   const bad = b.slice(); bad[at] = 5;
   assert.throws(() => decodeRecord(bad), { code: "ECORRUPT" });
+});
+
+test("a commit's deltas cut into chunks read back whole, whatever the chunk size; a chunk out of place is ECORRUPT", () => {
+  const deltas = [new Uint8Array([1, 2, 3]), new Uint8Array(0), Uint8Array.from({ length: 1000 }, (_, i) => i & 0xff)];
+  const d = { src: "ab".repeat(32), seq0: 2 ** 40 + 3, deltas };
+  for (const max of [1, 7, 64, 999, 1 << 16]) {
+    const chunks = encodeDeltaChunks(d, max);
+    const total = chunks.reduce((n, c) => n + c.length - 5, 0);
+    assert.equal(chunks.length, Math.ceil(total / max), `max ${max}`);
+    chunks.forEach((c, i) => { assert.deepEqual(deltaChunkOf(c), [i, chunks.length]); assert.ok(c.length - 5 <= max); });
+    const back = readDeltaChunks(chunks);
+    assert.equal(back.src, d.src);
+    assert.equal(back.seq0, d.seq0);
+    assert.deepEqual(back.deltas.map((x) => [...x]), deltas.map((x) => [...x]));
+    if (chunks.length > 1) {
+      assert.throws(() => readDeltaChunks(chunks.slice(1)), { code: "ECORRUPT" });
+      assert.throws(() => readDeltaChunks([chunks[1]!, chunks[0]!, ...chunks.slice(2)]), { code: "ECORRUPT" });
+    }
+    assert.throws(() => readDeltaChunks(chunks.map((c, i) => (i === chunks.length - 1 ? c.subarray(0, c.length - 1) : c))), { code: "ECORRUPT" });
+  }
+  assert.equal(deltaChunkOf(new Uint8Array([2, 0, 0, 0, 0])), null);
 });
