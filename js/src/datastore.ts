@@ -162,7 +162,14 @@ export class CrdtdbDataStore implements DataStore {
       else o.send({ collection: c.coll, type: c.was ? Update : Add, id: c.id, changes: now });
       return;
     }
-    for (const coll of new Set(changes.map((c) => c.coll)))
-      this.observables.get(coll)?.send({ collection: coll, type: MultipleChanges });
+    // the collections touched, in order (a fresh sync's 10,000 changes are mostly one)
+    const first = changes[0]!.coll;
+    let more: Set<string> | null = null;
+    for (let i = 1; i < changes.length; i++) {
+      const coll = changes[i]!.coll;
+      if (coll !== first) (more ??= new Set()).add(coll);
+    }
+    this.observables.get(first)?.send({ collection: first, type: MultipleChanges });
+    if (more) for (const coll of more) this.observables.get(coll)?.send({ collection: coll, type: MultipleChanges });
   }
 }
