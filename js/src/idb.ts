@@ -240,8 +240,12 @@ export class IndexedDBBackend implements Backend {
         // the records to write as records: all of them, or with a commit
         // stored as its deltas only those it held before (their replay
         // gives part of them: these copies, newer, hide it)
+        // (only when the deltas bring a page's worth of records new here: a
+        // group whose every copy is dead from the start, all of its records
+        // written over it, would be live in nothing, so no later commit
+        // would ever take it to 0 and delete it)
         let put = b.put, held: string[] = [];
-        if (b.deltas && b.put.size >= PAGE_MIN && !b.clear && !b.del.size) {
+        if (b.deltas && b.put.size - b.deltas.held.length >= PAGE_MIN && !b.clear && !b.del.size) {
           const no = nextPage, chunks = encodeDeltaChunks(b.deltas, PAGE_BYTES);
           nextPage += chunks.length;
           chunks.forEach((c, i) => recs.put(c, no + i));
