@@ -245,7 +245,10 @@ export class IndexedDBBackend implements Backend {
         // written over it, would be live in nothing, so no later commit
         // would ever take it to 0 and delete it)
         let put = b.put, held: string[] = [];
-        if (b.deltas && b.put.size - b.deltas.held.length >= PAGE_MIN && !b.clear && !b.del.size) {
+        const fresh = b.deltas ? b.put.size - b.deltas.held.length : 0;
+        // (and at least as many as it held: the held ones' share of the
+        // deltas is dead bytes, read again at every open until compaction)
+        if (b.deltas && fresh >= PAGE_MIN && fresh >= b.deltas.held.length && !b.clear && !b.del.size) {
           const no = nextPage, chunks = encodeDeltaChunks(b.deltas, PAGE_BYTES);
           nextPage += chunks.length;
           chunks.forEach((c, i) => recs.put(c, no + i));
