@@ -105,6 +105,12 @@ export interface Backend {
    *  until a later strict one).  Absent: every commit is as durable as the
    *  backend gets, and nothing needs flushing before a peer is told. */
   readonly relaxes?: boolean;
+  /** A commit costs much more than its bytes (IndexedDB: ~30 ms a
+   *  transaction in Chromium, whatever its size): a session catching up
+   *  waits a little to gather the deltas arriving back to back into fewer,
+   *  larger commits (session.ts GATHER_*).  Absent: false, a run is what
+   *  has already arrived. */
+  readonly costlyCommit?: boolean;
   /** An append-only backend that has grown well past its live data says
    *  so; the replica then hands it everything to rewrite (compact), between
    *  commits.  Optional. */

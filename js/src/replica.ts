@@ -181,6 +181,9 @@ export class Replica {
     return r;
   }
 
+  /** The backend's commits are costly (Backend.costlyCommit). */
+  get costlyCommit(): boolean { return !!this.backend.costlyCommit; }
+
   get id(): ReplicaId { return this.kp.publicKey; }
   get idHex(): string { return this.idHexMemo ??= toHex(this.kp.publicKey); }
   private idHexMemo: string | null = null;

@@ -68,6 +68,20 @@ const SKIP_SPAN = 256;
  *  deltas (the first is taken whatever its size) and deltas. */
 const RUN_BYTES = 4 << 20;
 const RUN_MAX = 64;
+/** Over a backend whose commits are costly (Backend.costlyCommit), until a
+ *  session's first catch-up it gathers a run of up to GATHER_BYTES,
+ *  waiting GATHER_WAIT_MS at a time for the next delta (GATHER_WAITS times
+ *  in a row without one at most, GATHER_BUDGET waits in the session): a
+ *  fresh sync's deltas come back to back, and each run costs a backend
+ *  commit (~30 ms of Chromium's IndexedDB whatever its size) and a chain
+ *  point, while a page that waits lets Chromium's WebSocket hand it more
+ *  (it delivers a page new messages only as the page takes them).  A
+ *  fresh sync of 100k fields commits 2 runs instead of 4-5 (js/bench).
+ *  After the catch-up a delta is applied as soon as it comes. */
+const GATHER_BYTES = 1 << 20;
+const GATHER_WAIT_MS = 2;
+const GATHER_WAITS = 3;
+const GATHER_BUDGET = 50;
 const DONE: Promise<void> = Promise.resolve();
 /** Records a resync may note (a hostile server cannot grow the set past
  *  this; session.c bounds the names' bytes the same way). */
@@ -91,6 +105,10 @@ export class ClientSession {
   private toldUptodate = 0;
   private peerUptodate = 0;
   private caught = false;
+  /** Caught up once in this session: runs are no longer gathered. */
+  private caughtOnce = false;
+  /** Gathering waits left in this session (GATHER_BUDGET). */
+  private gatherLeft = GATHER_BUDGET;
   private queue: Promise<void> = Promise.resolve();
   private pumping = false;
   private pumpAgain = false;
@@ -399,14 +417,16 @@ export class ClientSession {
   }
 
   /**
-   * A delta, and the deltas received right behind it (up to RUN_BYTES):
-   * applied as one commit (Replica.applyAll), so a fresh sync or catch-up
-   * waits for one backend transaction per run, not one per delta.  Returns
-   * the message read after the run, not yet handled.
+   * A delta, and the deltas received right behind it (up to RUN_BYTES;
+   * before the first catch-up over a costly backend, gathered up to
+   * GATHER_BYTES): applied as one
+   * commit (Replica.applyAll), so a fresh sync or catch-up waits for one
+   * backend transaction per run, not one per delta.  Returns the message
+   * read after the run, not yet handled.
    */
   private async deltaRun(first: Uint8Array): Promise<Message | null> {
     const run = [first];
-    let bytes = first.length, next: Message | null = null, bad: unknown = null;
+    let bytes = first.length, next: Message | null = null, bad: unknown = null, waits = 0;
     while (bytes < RUN_BYTES && run.length < RUN_MAX) {
       try {
         next = this.reader.next();
@@ -414,7 +434,14 @@ export class ClientSession {
         bad = e;
         break;
       }
+      if (!next && !this.caughtOnce && this.r.costlyCommit && bytes < GATHER_BYTES && waits < GATHER_WAITS && this.gatherLeft > 0 && this.state === "open") {
+        waits++;
+        this.gatherLeft--;
+        await new Promise((r) => setTimeout(r, GATHER_WAIT_MS));
+        continue;
+      }
       if (!next || next.t !== "delta") break;
+      waits = 0;
       run.push(next.delta);
       bytes += next.delta.length;
       next = null;
@@ -532,6 +559,7 @@ export class ClientSession {
       this.resyncFlagged = false;
       if (this.state !== "open") return;
       this.caught = true; // (synced only once what the resync dropped is gone)
+      this.caughtOnce = true;
       this.o.onEvent({ type: "caughtUp" });
     }
   }
