@@ -12,9 +12,9 @@ import { CrdtdbDataStore, type UpdateNotification, type OpenOptions } from "../s
 import { FileBackend, nodeSocket } from "../src/node.js";
 import { encodeFrame, FrameReader, type Message } from "../src/frames.js";
 import type { SessionEvent } from "../src/session.js";
-import type { SocketFactory, SocketLike } from "../src/sync.js";
+import type { SocketFactory } from "../src/sync.js";
 import { REMOVE } from "../src/types.js";
-import { cli, serve, until, type Server, withServer as withServerOf } from "./helpers.js";
+import { cli, serve, standIn, until, type Server, withServer as withServerOf } from "./helpers.js";
 
 const COLLS = "Players,Moves";
 
@@ -56,22 +56,11 @@ function tapped(cut: () => boolean, sent: Message[][]): SocketFactory {
     const outR = new FrameReader(16 << 20), inR = new FrameReader(16 << 20);
     const cutting = cut();
     let dead = false;
-    const me: SocketLike = {
-      get binaryType() { return real.binaryType; },
-      set binaryType(v: string) { real.binaryType = v; },
-      get readyState() { return real.readyState; },
-      get bufferedAmount() { return real.bufferedAmount; },
-      onopen: null, onclose: null, onerror: null, onmessage: null,
-      send(d: Uint8Array) {
-        outR.push(d);
-        for (let m = outR.next(); m; m = outR.next()) mine.push(m);
-        real.send(d);
-      },
-      close(code?: number, reason?: string) { real.close(code, reason); },
-    };
-    real.onopen = (e) => me.onopen?.(e);
-    real.onerror = (e) => me.onerror?.(e);
-    real.onclose = (e) => me.onclose?.(e);
+    const me = standIn(real, (d) => {
+      outR.push(d);
+      for (let m = outR.next(); m; m = outR.next()) mine.push(m);
+      real.send(d);
+    });
     real.onmessage = (e) => {
       if (dead) return;
       if (!cutting) return me.onmessage?.(e);

@@ -11,8 +11,8 @@ import test from "node:test";
 import assert from "node:assert/strict";
 import { CrdtdbDataStore, MemoryBackend, type Batch } from "../src/index.js";
 import { nodeSocket } from "../src/node.js";
-import type { SocketFactory, SocketLike } from "../src/sync.js";
-import { until, withServer } from "./helpers.js";
+import type { SocketFactory } from "../src/sync.js";
+import { standIn, until, withServer } from "./helpers.js";
 
 /** Memory, counting the commits that store records. */
 class Counting extends MemoryBackend {
@@ -30,15 +30,7 @@ function dripping(): SocketFactory {
     const real = base(url, headers);
     const queue: unknown[] = [];
     let timer: ReturnType<typeof setTimeout> | null = null;
-    const me: SocketLike = {
-      get binaryType() { return real.binaryType; },
-      set binaryType(v: string) { real.binaryType = v; },
-      get readyState() { return real.readyState; },
-      get bufferedAmount() { return real.bufferedAmount; },
-      onopen: null, onclose: null, onerror: null, onmessage: null,
-      send: (d) => real.send(d),
-      close: (code, reason) => real.close(code, reason),
-    };
+    const me = standIn(real);
     const next = (): void => {
       timer = null;
       const data = queue.shift();
@@ -46,9 +38,8 @@ function dripping(): SocketFactory {
       me.onmessage?.({ data });
       if (queue.length) timer = setTimeout(next, 1);
     };
-    real.onopen = (e) => me.onopen?.(e);
-    real.onerror = (e) => me.onerror?.(e);
-    real.onclose = (e) => { if (timer) clearTimeout(timer); me.onclose?.(e); };
+    const closed = real.onclose!;
+    real.onclose = (e) => { if (timer) clearTimeout(timer); closed(e); };
     real.onmessage = (e) => {
       queue.push(e.data);
       timer ??= setTimeout(next, 1);

@@ -8,6 +8,7 @@ import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { SocketLike } from "../src/sync.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The package root (js/), whether run from test/ or dist-test/test/. */
@@ -110,4 +111,36 @@ export async function withServer(colls: string, args: string[], fn: (srv: Server
     await srv.stop();
     d.remove();
   }
+}
+
+/** mulberry32: a small seeded generator of numbers in [0, 1), so a seed repeats a run. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A socket standing in for `real`: its state, close and (unless `send` is
+ *  given) send go to `real`, and `real`'s open, error and close events come
+ *  out of it; `real.onmessage` is left to the caller, who hands messages on
+ *  through the stand-in's onmessage as it likes. */
+export function standIn(real: SocketLike, send?: (d: Uint8Array) => void): SocketLike {
+  const me: SocketLike = {
+    get binaryType() { return real.binaryType; },
+    set binaryType(v: string) { real.binaryType = v; },
+    get readyState() { return real.readyState; },
+    get bufferedAmount() { return real.bufferedAmount; },
+    onopen: null, onclose: null, onerror: null, onmessage: null,
+    send: send ?? ((d) => real.send(d)),
+    close: (code, reason) => real.close(code, reason),
+  };
+  real.onopen = (e) => me.onopen?.(e);
+  real.onerror = (e) => me.onerror?.(e);
+  real.onclose = (e) => me.onclose?.(e);
+  return me;
 }

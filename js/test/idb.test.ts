@@ -7,7 +7,7 @@ import test from "node:test";
 import assert from "node:assert/strict";
 import { IDBFactory } from "fake-indexeddb";
 import { CrdtdbDataStore, IndexedDBBackend, MemoryBackend } from "../src/index.js";
-import type { StoredRecord } from "../src/types.js";
+import { registers, storedValues } from "./idbhelpers.js";
 import { toV1 } from "./storedv1.js";
 
 const open = (factory: IDBFactory, name = "s") =>
@@ -81,14 +81,8 @@ test("records written in pages reopen as written: updates, removes, purges, clea
 
 /** The values the records store holds: [page number, records in it] for pages, [key, bytes] for the rest. */
 async function stored(factory: IDBFactory, name: string): Promise<[IDBValidKey, number][]> {
-  const db = await new Promise<IDBDatabase>((res) => { const r = factory.open("crdtdb:" + name); r.onsuccess = () => res(r.result); });
-  const st = db.transaction("records").objectStore("records");
-  const [keys, vals] = await Promise.all([
-    new Promise<IDBValidKey[]>((res) => { const r = st.getAllKeys(); r.onsuccess = () => res(r.result); }),
-    new Promise<Uint8Array[]>((res) => { const r = st.getAll(); r.onsuccess = () => res(r.result as Uint8Array[]); }),
-  ]);
-  db.close();
-  return keys.map((k, i) => [k, typeof k === "number" ? new DataView(vals[i]!.buffer, vals[i]!.byteOffset).getUint32(1, true) : vals[i]!.length]);
+  return (await storedValues(factory, name)).map(([k, v]) =>
+    [k, typeof k === "number" ? new DataView(v.buffer, v.byteOffset).getUint32(1, true) : v.length]);
 }
 
 test("short-lived records leave nothing behind beside pages, and no page is ever empty", async () => {
@@ -177,33 +171,9 @@ test("a store written with the version 1 record encoding opens, reads and goes o
   await c.close();
 });
 
-/** Every register of every record, as comparable plain data (seq and source included). */
-function registers(ds: CrdtdbDataStore): Record<string, unknown> {
-  const hex = (b: Uint8Array | null) => (b ? Buffer.from(b).toString("hex") : null);
-  const recs = (ds.replica as unknown as { records: Map<string, StoredRecord> }).records;
-  const out: Record<string, unknown> = {};
-  for (const [k, r] of recs) {
-    out[k] = {
-      base: r.base && { kind: r.base.kind, hlc: r.base.hlc, origin: hex(r.base.origin), seq: r.base.seq, src: r.base.src },
-      leaves: r.leaves.map((l) => ({
-        path: l.path, hlc: l.hlc, origin: hex(l.origin), seq: l.seq, src: l.src,
-        value: l.vbuf ? hex(l.vbuf.subarray(l.voff, l.voff + l.vlen)) : null,
-      })),
-    };
-  }
-  return out;
-}
-
 /** The records store's values: [key, first byte] (3: a chunk of stored deltas). */
 async function kinds(factory: IDBFactory, name: string): Promise<[IDBValidKey, number][]> {
-  const db = await new Promise<IDBDatabase>((res) => { const r = factory.open("crdtdb:" + name); r.onsuccess = () => res(r.result); });
-  const st = db.transaction("records").objectStore("records");
-  const [keys, vals] = await Promise.all([
-    new Promise<IDBValidKey[]>((res) => { const r = st.getAllKeys(); r.onsuccess = () => res(r.result); }),
-    new Promise<Uint8Array[]>((res) => { const r = st.getAll(); r.onsuccess = () => res(r.result as Uint8Array[]); }),
-  ]);
-  db.close();
-  return keys.map((k, i) => [k, vals[i]![0] ?? -1]);
+  return (await storedValues(factory, name)).map(([k, v]) => [k, v[0] ?? -1]);
 }
 
 test("a peer's deltas into new records are stored as those deltas, and reopen with every register as committed", async () => {

@@ -27,39 +27,15 @@ import { decodeDelta, encodeDelta } from "../src/delta.js";
 import { replayDeltas } from "../src/replica.js";
 import { deltaChunkOf, readDeltaChunks, readPage } from "../src/storedrecord.js";
 import type { Held } from "../src/replica.js";
+import { registers } from "./idbhelpers.js";
+import { mulberry32 } from "./helpers.js";
 import type { DataObject, DeltaBody, StoredRecord, Value } from "../src/types.js";
 
 /* ------------------------------------------------------------ helpers */
 
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 const hex = (b: Uint8Array | null): string | null => (b ? Buffer.from(b).toString("hex") : null);
-
-/** Every register of every record, as comparable plain data (idb.test.ts registers()). */
-function registers(ds: CrdtdbDataStore): Record<string, unknown> {
-  const recs = (ds.replica as unknown as { records: Map<string, StoredRecord> }).records;
-  const out: Record<string, unknown> = {};
-  for (const [k, r] of recs) {
-    out[k] = {
-      base: r.base && { kind: r.base.kind, hlc: r.base.hlc, origin: hex(r.base.origin), seq: r.base.seq, src: r.base.src },
-      leaves: r.leaves.map((l) => ({
-        path: [...l.path], hlc: l.hlc, origin: hex(l.origin), seq: l.seq, src: l.src,
-        value: l.vbuf ? hex(l.vbuf.subarray(l.voff, l.voff + l.vlen)) : null,
-      })),
-    };
-  }
-  return out;
-}
 
 interface BackendState {
   pageOf: Map<string, number>;

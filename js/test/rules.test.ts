@@ -28,6 +28,7 @@ import {
 } from "../src/record.js";
 import { ADD, REMOVE, type BaseReg, type DataObject, type Leaf, type StoredRecord } from "../src/types.js";
 import { DEFAULT_LIMITS, decodeValue, refOf, valueBytes, type Limits } from "../src/value.js";
+import { mulberry32 } from "./helpers.js";
 
 const RULES = new URL("../../../tests/vectors/rules.json", import.meta.url);
 
@@ -57,16 +58,7 @@ const ORIGINS = rules.origins.map(unhex);
 
 /* a seeded generator (mulberry32): CRDTDB_SEED repeats a run */
 const SEED = Number(process.env.CRDTDB_SEED ?? Date.now() % 2 ** 31);
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 const randInt = (r: () => number, n: number): number => Math.floor(r() * n);
 function shuffle<T>(r: () => number, a: T[]): T[] {
   for (let i = a.length - 1; i > 0; i--) {
