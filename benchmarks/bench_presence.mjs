@@ -165,6 +165,11 @@
 // 0.67, 0.64 / 2.18, 2.26, 2.17 ms (ratio of medians 0.307: not met; Yjs's p99 as low as it has been), p50 0.18 /
 // 0.49 (0.37), CPU s per player-min 0.124, 0.099, 0.101 / 0.78, 0.74, 0.76 (0.134: met), bytes 0.716, peak RSS 0.08,
 // idle frames 0 / 0, every update delivered.
+// Session 36, 17:33-17:37 UTC (Release of main 0defc6d's server, load 0.4-2.3, --rounds=3), per round crdtdb / Yjs:
+// p99 0.61, 0.66, 0.60 / 2.77, 2.80, 1.66 ms (ratio of medians 0.22: met; per round 0.22, 0.24, 0.36), p50 0.20 /
+// 0.54 (0.37), CPU s per player-min 0.126, 0.120, 0.121 / 0.88, 0.84, 0.75 (0.145: met), bytes 0.715, peak RSS 0.08,
+// idle frames 0 / 0, every update delivered.  Over sessions 29-36 the p99 ratio of a sitting ran 0.21-0.31 with
+// crdtdb's own p99 steady at 0.6-0.9 ms: the spread is Yjs's p99 (1.7-4.0 ms) and the one players' process.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
