@@ -238,18 +238,16 @@ export class IndexedDBBackend implements Backend {
           if (paged.has(k)) { if (!tombs.has(k)) { recs.put(TOMB, k); moved.set(k, TOMB_AT); } }
           else if (own.has(k)) { recs.delete(k); moved.set(k, GONE); }
         }
-        // put() clones at once: the batch's objects are ours only until here
-        // the records to write as records: all of them, or with a commit
-        // stored as its deltas only those it held before (their replay
-        // gives part of them: these copies, newer, hide it)
-        // (only when the deltas bring a page's worth of records new here: a
-        // group whose every copy is dead from the start, all of its records
-        // written over it, would be live in nothing, so no later commit
-        // would ever take it to 0 and delete it)
+        // put() clones at once: the batch's objects are ours only until here.
+        // The records written as records: all of them, or, with a commit
+        // stored as its deltas, only those held before (their replay gives
+        // part of them; these copies, newer, hide it).  Deltas only when
+        // they bring a page's worth of new records, and no fewer than the
+        // held ones: a group dead from the start would never be deleted
+        // (no later commit takes its live count to 0), and the held ones'
+        // share of the bytes is read again at every open until compaction.
         let put = b.put, held: string[] = [];
         const fresh = b.deltas ? b.put.size - b.deltas.held.length : 0;
-        // (and at least as many as it held: the held ones' share of the
-        // deltas is dead bytes, read again at every open until compaction)
         if (b.deltas && fresh >= PAGE_MIN && fresh >= b.deltas.held.length && !b.clear && !b.del.size) {
           const no = nextPage, chunks = encodeDeltaChunks(b.deltas, PAGE_BYTES);
           nextPage += chunks.length;
