@@ -915,7 +915,6 @@ interface LocalOp {
   rej: (e: unknown) => void;
 }
 
-/** @internal One commit under way. */
 /** What a transaction reads besides its own copies: the replica, or
  *  nothing at all (a replay of stored deltas). */
 interface TxnHost {
@@ -933,9 +932,10 @@ const EMPTY_HOST: TxnHost = {
 /**
  * The records a commit of stored deltas gave (backend.ts Replay): merged
  * as applyBodies merged them, into nothing, and numbered from seq0, so
- * every register comes back with the sequence and source it had.  The
- * commit's records were all new then (Txn.stored), which is what makes
- * "into nothing" the same merge.
+ * every register comes back with the sequence and source it had (see
+ * storable for why "into nothing" is the same merge).  The records held
+ * before the commit come back with only what the deltas added: the
+ * backend stored them whole over these.
  */
 export function replayDeltas(d: Pick<StoredDeltas, "src" | "seq0" | "deltas">): Map<string, StoredRecord> {
   const t = new Txn(EMPTY_HOST);
@@ -951,6 +951,7 @@ export function replayDeltas(d: Pick<StoredDeltas, "src" | "seq0" | "deltas">): 
   return t.put;
 }
 
+/** @internal One commit under way. */
 class Txn {
   put = new Map<string, StoredRecord>();
   del = new Set<string>();
@@ -962,7 +963,7 @@ class Txn {
   /** Peers' deltas applied whole (their signatures, in order): the chain
    *  notes each once. */
   delta: Uint8Array[] | null = null;
-  /** The deltas merged, when every record they touched was new here:
+  /** The deltas merged, when replaying them gives this commit (storable):
    *  the backend may store them instead of the records (Batch.deltas). */
   stored: Uint8Array[] | null = null;
   /** With stored: the records held before, which the deltas added to. */
