@@ -169,17 +169,17 @@ export class IndexedDBBackend implements Backend {
   /** The records of what load() read, and where each one is. */
   private index(keys: IDBValidKey[], values: unknown[], replay?: Replay): Map<string, StoredRecord> {
     const records = new Map<string, StoredRecord>();
-    // a page: [its number, the indexes of its values (a commit of deltas: its chunks)]
-    const pageList: [number, number[]][] = [];
+    // a page: [its number, the indexes of its values, whether they are a
+    // commit of deltas (its chunks) rather than one page of records]
+    const pageList: [number, number[], boolean][] = [];
     // a record's own value first (numbers sort before strings: pages come first)
     keys.forEach((k, i) => {
       if (typeof k === "number") {
         const at = deltaChunkOf(values[i] as Uint8Array);
         const last = pageList[pageList.length - 1];
-        // a chunk after the first joins the page it continues
-        if (at && at[0] > 0 && last && last[0] + last[1].length === k && deltaChunkOf(values[last[1][0]!] as Uint8Array))
-          last[1].push(i);
-        else pageList.push([k, [i]]);
+        // a chunk after the first joins the commit it continues
+        if (at && at[0] > 0 && last && last[2] && last[0] + last[1].length === k) last[1].push(i);
+        else pageList.push([k, [i], !!at]);
         return;
       }
       const key = String(k), v = values[i] as Uint8Array;
@@ -189,7 +189,7 @@ export class IndexedDBBackend implements Backend {
     });
     // then the pages, newest first: an older page's copy of a record is dead
     for (let j = pageList.length - 1; j >= 0; j--) {
-      const [no, at] = pageList[j]!;
+      const [no, at, deltas] = pageList[j]!;
       const pg: Page = { size: 0, live: 0, span: at.length };
       const each = (key: string, rec: () => StoredRecord): void => {
         pg.size++;
@@ -199,13 +199,12 @@ export class IndexedDBBackend implements Backend {
         pg.live++;
         records.set(key, rec());
       };
-      const first = values[at[0]!] as Uint8Array;
-      if (deltaChunkOf(first)) {
+      if (deltas) {
         if (!replay) throw new CrdtdbError("ECORRUPT", "a stored commit of deltas, and no replay to read it");
         const recs = replay(readDeltaChunks(at.map((i) => values[i] as Uint8Array)));
         for (const [key, r] of recs) each(key, () => r);
       } else {
-        readPage(first, (key, bytes) => each(key, () => decodeRecord(bytes)));
+        readPage(values[at[0]!] as Uint8Array, (key, bytes) => each(key, () => decodeRecord(bytes)));
       }
       this.pages.set(no, pg);
       this.dead += pg.size - pg.live;

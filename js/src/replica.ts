@@ -579,11 +579,9 @@ export class Replica {
       try {
         const records = this.records;
         for (const rec of d.records) {
-          if (records.size) {
-            const key = recordKey(rec.coll, rec.id);
-            if (records.has(key)) carried.set(key, (carried.get(key) ?? 0) + (rec.base ? 1 : 0) + rec.fields.length);
-          }
-          mergeRemote(t, rec);
+          const key = recordKey(rec.coll, rec.id);
+          if (records.has(key)) carried.set(key, (carried.get(key) ?? 0) + (rec.base ? 1 : 0) + rec.fields.length);
+          mergeRemote(t, rec, key);
         }
       } catch (e) {
         // t holds part of this delta: nothing of it commits (applyAll
@@ -1086,9 +1084,9 @@ function storable(t: Txn, carried: Map<string, number>): boolean {
   return true;
 }
 
-/** Merges one delta record into the transaction; EFORGED on equivocation. */
-function mergeRemote(t: Txn, rec: DecodedRecord): void {
-  const key = recordKey(rec.coll, rec.id);
+/** Merges one delta record (its key: `key`) into the transaction; EFORGED
+ *  on equivocation. */
+function mergeRemote(t: Txn, rec: DecodedRecord, key = recordKey(rec.coll, rec.id)): void {
   const fresh = !t.put.has(key), wasDel = t.del.has(key);
   if (fresh && !wasDel && !t.holds(key)) {
     // new here: its registers are its record, unless they need the merge

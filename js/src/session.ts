@@ -419,10 +419,9 @@ export class ClientSession {
   /**
    * A delta, and the deltas received right behind it (up to RUN_BYTES;
    * before the first catch-up over a costly backend, gathered up to
-   * GATHER_BYTES): applied as one
-   * commit (Replica.applyAll), so a fresh sync or catch-up waits for one
-   * backend transaction per run, not one per delta.  Returns the message
-   * read after the run, not yet handled.
+   * GATHER_BYTES): applied as one commit (Replica.applyAll), so a fresh
+   * sync or catch-up waits for one backend transaction per run, not one
+   * per delta.  Returns the message read after the run, not yet handled.
    */
   private async deltaRun(first: Uint8Array): Promise<Message | null> {
     const run = [first];
