@@ -1062,6 +1062,23 @@ CRDTDB_API int crdtdb_db_peer_leave(crdtdb_db *db, const uint8_t *peer, int left
 CRDTDB_API int crdtdb_db_peer_ack_at(crdtdb_db *db, const uint8_t *peer, uint64_t acked,
                                      uint64_t their_seq);
 
+/* One peer's acknowledgements, for crdtdb_db_peer_acks. */
+typedef struct crdtdb_peer_ack {
+    uint8_t peer[CRDTDB_REPLICA_ID_BYTES]; /* the peer's replica id */
+    uint64_t acked;  /* as crdtdb_db_peer_ack's */
+    uint64_t stable; /* 0, or an ack already known stable: as
+                        crdtdb_db_peer_ack_at(peer, stable, 0) */
+} crdtdb_peer_ack;
+
+/* Records the acks of several peers in one transaction, so one commit
+ * (one fsync) instead of one each: for each entry in order, what
+ * crdtdb_db_peer_ack_at(peer, stable, 0) (when stable is not 0) and then
+ * crdtdb_db_peer_ack(peer, acked) record.  A server saves the acks of all
+ * its sessions of a database this way (crdtdb_session_acks_take).  `acks`
+ * is read during the call only; n may be 0.  All or nothing.  Errors:
+ * EINVAL, EROFS, EIO. */
+CRDTDB_API int crdtdb_db_peer_acks(crdtdb_db *db, const crdtdb_peer_ack *acks, size_t n);
+
 /* Sets (on 1) or clears CRDTDB_PEER_RESYNC on peer, durably: a full
  * resync from it began and must end (crdtdb_db_resync_end) before a later
  * session may resume from our watermark.  Setting it takes the peer's
@@ -1391,6 +1408,15 @@ CRDTDB_API const char *crdtdb_session_errmsg(const crdtdb_session *s);
  * again here once in time (see crdtdb_session_feed), so send the output
  * after calling it.  Errors: EIO, ENOMEM. */
 CRDTDB_API int crdtdb_session_flush(crdtdb_session *s);
+
+/* For a transport that records the acks of all its sessions of one
+ * database together (crdtdb_db_peer_acks: one commit, not one each):
+ * fills *out with what crdtdb_session_flush would record now, and counts
+ * it as recorded.  Returns 1 when *out was filled, 0 when nothing waits,
+ * or CRDTDB_EINVAL.  crdtdb_session_flush is still called after it (the
+ * session's timer); it then records nothing.  Acks the caller fails to
+ * record are lost, as a crash loses them (crdtdb_session_flush). */
+CRDTDB_API int crdtdb_session_acks_take(crdtdb_session *s, crdtdb_peer_ack *out);
 
 /* Frees the session (not its database).  Accepts NULL. */
 CRDTDB_API void crdtdb_session_close(crdtdb_session *s);

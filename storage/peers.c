@@ -209,18 +209,14 @@ static void marks_ack_pair(crdtdb__marks *m, uint64_t acked, uint64_t mine)
 }
 
 /* Moves a peer's acked watermark forward, records an ack pair (mine
- * UINT64_MAX: none), adds flags and clears `clear`, in a transaction of its
- * own; writes only what changed. */
-static int marks_raise(crdtdb_db *db, const uint8_t *peer, uint64_t acked, uint64_t mine,
-                       unsigned flags, unsigned clear)
+ * UINT64_MAX: none), adds flags and clears `clear`, in the write
+ * transaction t; writes only what changed. */
+static int marks_raise_in(crdtdb_db *db, crdtdb_txn *t, const uint8_t *peer, uint64_t acked,
+                          uint64_t mine, unsigned flags, unsigned clear)
 {
-    crdtdb_txn *t;
-    int rc = crdtdb_txn_begin(db, 0, &t);
-    if (rc)
-        return rc;
     crdtdb__marks m;
     int found;
-    rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
+    int rc = crdtdb__marks_get(db, t->mt, peer, &m, &found);
     crdtdb__marks was = m;
     if (!rc) {
         m.acked = acked > m.acked ? acked : m.acked;
@@ -232,7 +228,18 @@ static int marks_raise(crdtdb_db *db, const uint8_t *peer, uint64_t acked, uint6
         if (memcmp(&m, &was, sizeof m) != 0)
             rc = crdtdb__marks_put(db, t->mt, peer, &m);
     }
-    if (rc) {
+    return rc;
+}
+
+/* marks_raise_in, in a transaction of its own. */
+static int marks_raise(crdtdb_db *db, const uint8_t *peer, uint64_t acked, uint64_t mine,
+                       unsigned flags, unsigned clear)
+{
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    if ((rc = marks_raise_in(db, t, peer, acked, mine, flags, clear))) {
         crdtdb_txn_abort(t);
         return crdtdb__db_seterr(db, rc, "peer watermarks: %s", crdtdb_strerror(rc));
     }
@@ -256,6 +263,36 @@ int crdtdb_db_peer_ack_at(crdtdb_db *db, const uint8_t *peer, uint64_t acked,
 {
     return crdtdb__db_exit(db, peer_ack_call(db, peer, acked,
                                              their_seq == UINT64_MAX ? UINT64_MAX - 1 : their_seq));
+}
+
+static int peer_acks_call(crdtdb_db *db, const crdtdb_peer_ack *acks, size_t n)
+{
+    if (!db || (n && !acks))
+        return CRDTDB_EINVAL;
+    if (!n)
+        return 0;
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    for (size_t i = 0; !rc && i < n; i++) {
+        const crdtdb_peer_ack *a = &acks[i];
+        /* as crdtdb_db_peer_ack_at(stable, 0), then crdtdb_db_peer_ack */
+        if (a->stable)
+            rc = marks_raise_in(db, t, a->peer, a->stable, 0, 0, 0);
+        if (!rc)
+            rc = marks_raise_in(db, t, a->peer, a->acked, UINT64_MAX, 0, 0);
+    }
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return crdtdb__db_seterr(db, rc, "peer watermarks: %s", crdtdb_strerror(rc));
+    }
+    return crdtdb_txn_commit(t);
+}
+
+int crdtdb_db_peer_acks(crdtdb_db *db, const crdtdb_peer_ack *acks, size_t n)
+{
+    return crdtdb__db_exit(db, peer_acks_call(db, acks, n));
 }
 
 static int peer_leave_call(crdtdb_db *db, const uint8_t *peer, int left)

@@ -688,6 +688,42 @@ START_TEST(acks_only_from_proven_peers_within_range)
 }
 END_TEST
 
+/* crdtdb_session_acks_take hands over what crdtdb_session_flush would
+ * record, once, and only from a proven peer; the flush after it records
+ * nothing, and crdtdb_db_peer_acks records what was taken. */
+START_TEST(acks_taken_are_recorded_by_the_caller)
+{
+    put(&B, "add", "players", "bob", "{\"hp\":7}");
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    uint8_t aid[32];
+    crdtdb_env_replica_id(A.env, aid);
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    crdtdb_peer_ack a;
+    ck_assert_int_eq(crdtdb_session_acks_take(s, &a), 0); /* nothing yet */
+    ck_assert_int_eq(crdtdb_session_acks_take(NULL, &a), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_session_acks_take(s, NULL), CRDTDB_EINVAL);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    uint64_t last;
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &last), 0);
+    ck_assert_int_eq(crdtdb_session_acks_take(s, &a), 1);
+    ck_assert_mem_eq(a.peer, aid, 32);
+    ck_assert_uint_eq(a.acked, last);
+    ck_assert_int_eq(crdtdb_session_acks_take(s, &a), 0); /* taken once */
+    ck_assert_int_eq(crdtdb_session_flush(s), 0);
+    crdtdb_peer p;
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(B.db, aid, &p, &found), 0);
+    ck_assert_uint_lt(p.acked, last); /* the flush recorded nothing */
+    ck_assert_int_eq(crdtdb_db_peer_acks(B.db, &a, 1), 0);
+    ck_assert_int_eq(crdtdb_db_peer_get(B.db, aid, &p, &found), 0);
+    ck_assert_uint_eq(p.acked, last);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
 /* B's record (coll, id) is present. */
 static int b_has(const char *coll, const char *id)
 {
@@ -2144,6 +2180,7 @@ int main(void)
     tcase_add_test(tc, read_filter_hides_purges_and_reveals_whole);
     tcase_add_test(tc, refused_write_is_undone_at_the_sender_only);
     tcase_add_test(tc, acks_only_from_proven_peers_within_range);
+    tcase_add_test(tc, acks_taken_are_recorded_by_the_caller);
     tcase_add_test(tc, costly_deltas_come_again_smaller);
     tcase_add_test(tc, clock_refused_delta_is_asked_again);
     tcase_add_test(tc, sessions_of_one_database_commit_together);

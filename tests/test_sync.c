@@ -318,6 +318,50 @@ START_TEST(watermarks_survive_restart)
 }
 END_TEST
 
+/* crdtdb_db_peer_acks records in one commit what the calls one by one
+ * record: A takes a batch, B the same acks one call at a time. */
+START_TEST(peer_acks_batch_records_what_single_acks_do)
+{
+    crdtdb_peer_ack acks[3];
+    memset(acks, 0, sizeof acks);
+    for (int i = 0; i < 3; i++)
+        memset(acks[i].peer, 0x41 + i, 32);
+    acks[0].acked = 9;                      /* acked only */
+    acks[1].acked = 12, acks[1].stable = 7; /* with a stable ack */
+    acks[2].acked = 3, acks[2].stable = 5;  /* stable beyond acked */
+    ck_assert_int_eq(crdtdb_db_peer_acks(A.db, acks, 3), 0);
+    for (int i = 0; i < 3; i++) {
+        if (acks[i].stable)
+            ck_assert_int_eq(crdtdb_db_peer_ack_at(B.db, acks[i].peer, acks[i].stable, 0), 0);
+        ck_assert_int_eq(crdtdb_db_peer_ack(B.db, acks[i].peer, acks[i].acked), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        crdtdb_peer pa, pb;
+        int fa, fb;
+        ck_assert_int_eq(crdtdb_db_peer_get(A.db, acks[i].peer, &pa, &fa), 0);
+        ck_assert_int_eq(crdtdb_db_peer_get(B.db, acks[i].peer, &pb, &fb), 0);
+        ck_assert_int_eq(fa, 1);
+        ck_assert_int_eq(fb, 1);
+        ck_assert_uint_eq(pa.acked, pb.acked);
+        ck_assert_uint_eq(pa.stable, pb.stable);
+        ck_assert_uint_eq(pa.flags, pb.flags);
+    }
+    crdtdb_peer p;
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(A.db, acks[2].peer, &p, &found), 0);
+    ck_assert_uint_eq(p.acked, 5);
+    ck_assert_uint_eq(p.stable, 5);
+    /* never backwards; nothing to do; nothing to read */
+    acks[0].acked = 1;
+    ck_assert_int_eq(crdtdb_db_peer_acks(A.db, acks, 1), 0);
+    ck_assert_int_eq(crdtdb_db_peer_get(A.db, acks[0].peer, &p, &found), 0);
+    ck_assert_uint_eq(p.acked, 9);
+    ck_assert_int_eq(crdtdb_db_peer_acks(A.db, NULL, 0), 0);
+    ck_assert_int_eq(crdtdb_db_peer_acks(A.db, NULL, 1), CRDTDB_EINVAL);
+    ck_assert_int_eq(crdtdb_db_peer_acks(NULL, acks, 1), CRDTDB_EINVAL);
+}
+END_TEST
+
 typedef struct evlog {
     int add, update, remove;
 } evlog;
@@ -958,6 +1002,7 @@ int main(void)
     tcase_add_test(tc, dropped_database_created_again_continues_its_history);
     tcase_add_test(tc, offline_replica_with_slow_clock_delivers);
     tcase_add_test(tc, watermarks_survive_restart);
+    tcase_add_test(tc, peer_acks_batch_records_what_single_acks_do);
     tcase_add_test(tc, observers_see_remote_changes);
     tcase_add_test(tc, bad_deltas_store_nothing);
     tcase_add_test(tc, apply_batch_is_all_or_nothing);

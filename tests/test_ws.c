@@ -144,6 +144,45 @@ START_TEST(two_clients_one_database)
 }
 END_TEST
 
+typedef struct acks_want {
+    uint8_t peer[2][32];
+    uint64_t last;
+} acks_want;
+
+/* The server's env holds every client's ack of its whole log. */
+static int server_has_acks(void *arg)
+{
+    acks_want *w = arg;
+    for (int i = 0; i < 2; i++) {
+        crdtdb_peer p;
+        int found;
+        if (crdtdb_db_peer_get(S.db, w->peer[i], &p, &found) || p.acked < w->last)
+            return 0;
+    }
+    return 1;
+}
+
+/* The server records the acks of all the clients of a database (in one
+ * commit every 50 ms): each one's watermark reaches the server's log end. */
+START_TEST(server_records_every_clients_acks)
+{
+    start_server(CRDTDB_SYNC_TWO_WAY);
+    ca = client(&A);
+    cb = client(&B);
+    ck_assert(spin(both_connected, NULL, 10000));
+    put(&A, "add", "players", "ann", "{\"hp\":10}");
+    put(&B, "add", "players", "bob", "{\"hp\":3}");
+    wait_for(A.db, "players", "bob", TU_ANY);
+    wait_for(B.db, "players", "ann", TU_ANY);
+    acks_want w;
+    crdtdb_env_replica_id(A.env, w.peer[0]);
+    crdtdb_env_replica_id(B.env, w.peer[1]);
+    ck_assert_int_eq(crdtdb_db_seq(S.db, NULL, &w.last), 0);
+    ck_assert_uint_gt(w.last, 0);
+    ck_assert(spin(server_has_acks, &w, 10000));
+}
+END_TEST
+
 static int b_has_all(void *arg)
 {
     (void)arg;
@@ -1045,6 +1084,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, two_clients_one_database);
+    tcase_add_test(tc, server_records_every_clients_acks);
     tcase_add_test(tc, bulk_data_in_many_messages);
     tcase_add_test(tc, databases_are_isolated);
     tcase_add_test(tc, offline_writes_then_reconnect);

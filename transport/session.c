@@ -362,9 +362,15 @@ static int send_ack(crdtdb_session *s, uint64_t v)
     return frame(s) ? CRDTDB_ENOMEM : 0;
 }
 
+/* Whether acks wait to be recorded: some came, and they may be kept. */
+static int acks_due(const crdtdb_session *s)
+{
+    return s->acks_unsaved && s->proven && !(s->server && s->left);
+}
+
 static int save_ack(crdtdb_session *s)
 {
-    if (!s->acks_unsaved || !s->proven || (s->server && s->left))
+    if (!acks_due(s))
         return 0;
     s->acks_unsaved = 0;
     int rc = s->st.peer_ack(s->st.ctx, s->peer, s->peer_acked, s->stable_acked);
@@ -453,6 +459,19 @@ int crdtdb_session_flush(crdtdb_session *s)
     if (!rc && s->state == S_OPEN && s->have_since)
         rc = collected_under(s, NULL);
     return api_exit(s, rc);
+}
+
+int crdtdb_session_acks_take(crdtdb_session *s, crdtdb_peer_ack *out)
+{
+    if (!s || !out)
+        return CRDTDB_EINVAL;
+    if (!acks_due(s))
+        return 0;
+    s->acks_unsaved = 0; /* the caller records them (crdtdb_db_peer_acks) */
+    memcpy(out->peer, s->peer, sizeof out->peer);
+    out->acked = s->peer_acked;
+    out->stable = s->stable_acked;
+    return 1;
 }
 
 void crdtdb_session_close(crdtdb_session *s)

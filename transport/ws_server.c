@@ -1701,18 +1701,40 @@ static void poll_dbs(crdtdb_server *s)
             (void)crdtdb_db_poll(d->db, NULL);
 }
 
-/* Every WS_POLL_MS: acks received are recorded (crdtdb_session_flush),
- * and a delta refused for clock skew is asked for again once in time:
- * that SINCE goes out now. */
+/* Records the acks taken from d's sessions in one commit: with many
+ * clients each acking every 50 ms, one fsync a flush instead of one a
+ * client (they would delay the applies queued behind them).  Acks only
+ * inform (crdtdb_session_flush): a failure loses these, and is logged. */
+#define ACKS_PER_COMMIT 64
+static void acks_record(crdtdb_server *srv, sdb *d, const crdtdb_peer_ack *a, size_t n)
+{
+    if (n && crdtdb_db_peer_acks(d->db, a, n) != 0)
+        slog(srv, "database '%s': acks not recorded: %s", WS_QID(crdtdb_db_id(d->db)),
+             crdtdb_db_errmsg(d->db));
+}
+
+/* Every WS_POLL_MS: acks received are recorded (all of a database's
+ * sessions' in one commit), and a delta refused for clock skew is asked
+ * for again once in time: that SINCE goes out now. */
 static void flush_acks(crdtdb_server *s)
 {
-    for (sdb *d = s->dbs; d; d = d->next)
+    crdtdb_peer_ack acks[ACKS_PER_COMMIT];
+    for (sdb *d = s->dbs; d; d = d->next) {
+        size_t n = 0;
+        for (sconn *c = d->conns; c; c = c->next)
+            if (c->l.s && !c->ended && crdtdb_session_acks_take(c->l.s, &acks[n]) == 1 &&
+                ++n == ACKS_PER_COMMIT) {
+                acks_record(s, d, acks, n);
+                n = 0;
+            }
+        acks_record(s, d, acks, n);
         for (sconn *c = d->conns; c; c = c->next)
             if (c->l.s && !c->ended) {
-                (void)crdtdb_session_flush(c->l.s);
+                (void)crdtdb_session_flush(c->l.s); /* its timer; the acks are done */
                 if (crdtdb__ws_held_out(&c->l)) /* acks, a clock retry's SINCE */
                     lws_callback_on_writable(c->l.wsi);
             }
+    }
 }
 
 /* Every SWEEP_MS: connections past a deadline are closed, and exports
