@@ -1076,7 +1076,8 @@ typedef struct crdtdb_peer_ack {
  * crdtdb_db_peer_ack(peer, acked) record.  A server saves the acks of all
  * its sessions of a database this way (crdtdb_session_acks_take).  `acks`
  * is read during the call only; n may be 0.  All or nothing.  Errors:
- * EINVAL, EROFS, EIO. */
+ * EINVAL, EBUSY (a transaction is open on the handle), EROFS, ENODB,
+ * ECORRUPT, EMAPFULL, EIO. */
 CRDTDB_API int crdtdb_db_peer_acks(crdtdb_db *db, const crdtdb_peer_ack *acks, size_t n);
 
 /* Sets (on 1) or clears CRDTDB_PEER_RESYNC on peer, durably: a full
@@ -1411,11 +1412,14 @@ CRDTDB_API int crdtdb_session_flush(crdtdb_session *s);
 
 /* For a transport that records the acks of all its sessions of one
  * database together (crdtdb_db_peer_acks: one commit, not one each):
- * fills *out with what crdtdb_session_flush would record now, and counts
- * it as recorded.  Returns 1 when *out was filled, 0 when nothing waits,
- * or CRDTDB_EINVAL.  crdtdb_session_flush is still called after it (the
- * session's timer); it then records nothing.  Acks the caller fails to
- * record are lost, as a crash loses them (crdtdb_session_flush). */
+ * fills the caller's *out with what crdtdb_session_flush would record
+ * now, and counts it as recorded; the caller records it on the database
+ * the session was opened on.  Returns 1 when *out was filled, 0 when
+ * nothing waits (an unproven peer's acks, or a peer that left, never
+ * wait), or CRDTDB_EINVAL.  crdtdb_session_flush is still called after
+ * it (the session's timer); it then records nothing.  Acks the caller
+ * fails to record are lost until the peer acks again, as a crash loses
+ * them (crdtdb_session_flush). */
 CRDTDB_API int crdtdb_session_acks_take(crdtdb_session *s, crdtdb_peer_ack *out);
 
 /* Frees the session (not its database).  Accepts NULL. */

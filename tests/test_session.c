@@ -667,6 +667,8 @@ START_TEST(acks_only_from_proven_peers_within_range)
         ck_assert_int_eq(crdtdb_session_feed(s, m.data, m.len), 0);
         crdtdb_buf_free(&m);
     }
+    crdtdb_peer_ack taken;
+    ck_assert_int_eq(crdtdb_session_acks_take(s, &taken), 0); /* nothing to take */
     ck_assert_int_eq(crdtdb_session_flush(s), 0);
     crdtdb_session_close(s); /* saves what it believes */
     crdtdb_peer p;
@@ -689,8 +691,9 @@ START_TEST(acks_only_from_proven_peers_within_range)
 END_TEST
 
 /* crdtdb_session_acks_take hands over what crdtdb_session_flush would
- * record, once, and only from a proven peer; the flush after it records
- * nothing, and crdtdb_db_peer_acks records what was taken. */
+ * record, once; the flush after it records nothing, and
+ * crdtdb_db_peer_acks records what was taken.  (An unproven peer's acks:
+ * acks_only_from_proven_peers_within_range.) */
 START_TEST(acks_taken_are_recorded_by_the_caller)
 {
     put(&B, "add", "players", "bob", "{\"hp\":7}");
@@ -710,6 +713,7 @@ START_TEST(acks_taken_are_recorded_by_the_caller)
     ck_assert_int_eq(crdtdb_session_acks_take(s, &a), 1);
     ck_assert_mem_eq(a.peer, aid, 32);
     ck_assert_uint_eq(a.acked, last);
+    ck_assert_uint_eq(a.stable, last); /* A held all of B's log when it acked */
     ck_assert_int_eq(crdtdb_session_acks_take(s, &a), 0); /* taken once */
     ck_assert_int_eq(crdtdb_session_flush(s), 0);
     crdtdb_peer p;

@@ -345,6 +345,7 @@ START_TEST(peer_acks_batch_records_what_single_acks_do)
         ck_assert_uint_eq(pa.acked, pb.acked);
         ck_assert_uint_eq(pa.stable, pb.stable);
         ck_assert_uint_eq(pa.flags, pb.flags);
+        ck_assert_uint_eq(pa.seen_ms, pb.seen_ms);
     }
     crdtdb_peer p;
     int found;
@@ -359,6 +360,54 @@ START_TEST(peer_acks_batch_records_what_single_acks_do)
     ck_assert_int_eq(crdtdb_db_peer_acks(A.db, NULL, 0), 0);
     ck_assert_int_eq(crdtdb_db_peer_acks(A.db, NULL, 1), CRDTDB_EINVAL);
     ck_assert_int_eq(crdtdb_db_peer_acks(NULL, acks, 1), CRDTDB_EINVAL);
+}
+END_TEST
+
+/* Two sessions of one replica in one batch: the marks take the most of
+ * each, whatever the order. */
+START_TEST(peer_acks_same_peer_twice_in_a_batch)
+{
+    crdtdb_peer_ack a[2];
+    memset(a, 0, sizeof a);
+    memset(a[0].peer, 0x51, 32);
+    memset(a[1].peer, 0x51, 32);
+    a[0].acked = 10, a[0].stable = 4;
+    a[1].acked = 8, a[1].stable = 6;
+    ck_assert_int_eq(crdtdb_db_peer_acks(A.db, a, 2), 0);
+    crdtdb_peer_ack r[2] = {a[1], a[0]}; /* the other order */
+    ck_assert_int_eq(crdtdb_db_peer_acks(B.db, r, 2), 0);
+    crdtdb_peer pa, pb;
+    int found;
+    ck_assert_int_eq(crdtdb_db_peer_get(A.db, a[0].peer, &pa, &found), 0);
+    ck_assert_int_eq(crdtdb_db_peer_get(B.db, a[0].peer, &pb, &found), 0);
+    ck_assert_uint_eq(pa.acked, 10);
+    ck_assert_uint_eq(pa.stable, 6);
+    ck_assert_uint_eq(pb.acked, 10);
+    ck_assert_uint_eq(pb.stable, 6);
+    ck_assert_uint_gt(pa.seen_ms, 0); /* heard from */
+}
+END_TEST
+
+/* A batch that fails records none of its entries, and says why. */
+START_TEST(peer_acks_failed_batch_records_nothing)
+{
+    crdtdb_peer_ack a[2];
+    memset(a, 0, sizeof a);
+    memset(a[0].peer, 0x61, 32);
+    memset(a[1].peer, 0x62, 32);
+    a[0].acked = 5;
+    a[1].acked = 7, a[1].stable = 7;
+    crdtdb_txn *t;
+    ck_assert_int_eq(crdtdb_txn_begin(A.db, CRDTDB_TXN_RDONLY, &t), 0);
+    ck_assert_int_eq(crdtdb_db_peer_acks(A.db, a, 2), CRDTDB_EBUSY);
+    ck_assert_ptr_nonnull(strstr(crdtdb_db_errmsg(A.db), "already open"));
+    crdtdb_txn_abort(t);
+    for (int i = 0; i < 2; i++) {
+        crdtdb_peer p;
+        int found;
+        ck_assert_int_eq(crdtdb_db_peer_get(A.db, a[i].peer, &p, &found), 0);
+        ck_assert_int_eq(found, 0);
+    }
 }
 END_TEST
 
@@ -1003,6 +1052,8 @@ int main(void)
     tcase_add_test(tc, offline_replica_with_slow_clock_delivers);
     tcase_add_test(tc, watermarks_survive_restart);
     tcase_add_test(tc, peer_acks_batch_records_what_single_acks_do);
+    tcase_add_test(tc, peer_acks_same_peer_twice_in_a_batch);
+    tcase_add_test(tc, peer_acks_failed_batch_records_nothing);
     tcase_add_test(tc, observers_see_remote_changes);
     tcase_add_test(tc, bad_deltas_store_nothing);
     tcase_add_test(tc, apply_batch_is_all_or_nothing);

@@ -162,8 +162,10 @@ static int server_has_acks(void *arg)
     return 1;
 }
 
-/* The server records the acks of all the clients of a database (in one
- * commit every 50 ms): each one's watermark reaches the server's log end. */
+/* The server records the acks of all the clients of a database (taken
+ * together on its 50 ms timer): each one's watermark reaches the server's
+ * log end.  That they share one commit is test_sync's and test_session's
+ * to show (crdtdb_db_peer_acks, crdtdb_session_acks_take). */
 START_TEST(server_records_every_clients_acks)
 {
     start_server(CRDTDB_SYNC_TWO_WAY);

@@ -53,6 +53,7 @@ typedef struct sdb {
     uint64_t handoff_ms;   /* no handoff before (ms): the last one was refused */
     uint64_t held_ms;      /* since when a handoff waits for its links (0: not) */
     int held_told;         /* that wait was logged */
+    int acks_failing;      /* the last acks commit failed (logged once) */
     uint64_t leave_ms;     /* since when its links are leaving (0: not): the
                               handoff drops it once they are gone */
     uint64_t leave_seq;    /* its last sequence then */
@@ -1701,16 +1702,34 @@ static void poll_dbs(crdtdb_server *s)
             (void)crdtdb_db_poll(d->db, NULL);
 }
 
+/* Entries of one acks commit: a bounded array on the stack. */
+#define ACKS_PER_COMMIT 64
+
 /* Records the acks taken from d's sessions in one commit: with many
  * clients each acking every 50 ms, one fsync a flush instead of one a
- * client (they would delay the applies queued behind them).  Acks only
- * inform (crdtdb_session_flush): a failure loses these, and is logged. */
-#define ACKS_PER_COMMIT 64
+ * client (they would delay the applies queued behind them).  If the batch
+ * fails, each entry is tried alone, so one peer's damaged marks cannot
+ * hold back the others'; what still fails is lost, as a crash loses acks
+ * (crdtdb_session_flush), and logged when failing starts and stops. */
 static void acks_record(crdtdb_server *srv, sdb *d, const crdtdb_peer_ack *a, size_t n)
 {
-    if (n && crdtdb_db_peer_acks(d->db, a, n) != 0)
-        slog(srv, "database '%s': acks not recorded: %s", WS_QID(crdtdb_db_id(d->db)),
-             crdtdb_db_errmsg(d->db));
+    if (!n)
+        return;
+    int rc = crdtdb_db_peer_acks(d->db, a, n), logged = d->acks_failing;
+    size_t lost = 0;
+    for (size_t i = 0; rc && i < n; i++) {
+        /* the batch recorded nothing: each entry alone (just one: that was it) */
+        int one = n > 1 ? crdtdb_db_peer_acks(d->db, &a[i], 1) : rc;
+        if (!one)
+            continue;
+        lost++;
+        if (!logged++) /* the handle's message is one's */
+            slog(srv, "database '%s': acks not recorded: %s: %s", WS_QID(crdtdb_db_id(d->db)),
+                 crdtdb_errname(one), crdtdb_db_errmsg(d->db));
+    }
+    if (!lost && d->acks_failing)
+        slog(srv, "database '%s': acks recorded again", WS_QID(crdtdb_db_id(d->db)));
+    d->acks_failing = lost != 0;
 }
 
 /* Every WS_POLL_MS: acks received are recorded (all of a database's
