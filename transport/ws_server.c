@@ -2349,14 +2349,14 @@ int crdtdb_server_drain(crdtdb_server *s)
         return 0;
     s->draining = 1;
     slog(s, "draining: %zu connections", s->nconn);
+    flush_acks(s); /* a database's acks in one commit, not one a session */
     for (sdb *d = s->dbs; d; d = d->next) {
         for (size_t i = 0; i < d->nlinks; i++) /* links do not reconnect */
             crdtdb__client_stop_hosted(d->links[i]);
         for (sconn *c = d->conns; c; c = c->next) {
             if (c->ended || !c->l.s || crdtdb_session_closed(c->l.s))
                 continue;
-            (void)crdtdb_session_flush(c->l.s); /* acks recorded now */
-            crdtdb_session_shutdown(c->l.s);    /* a CLOSE after what is queued */
+            crdtdb_session_shutdown(c->l.s); /* a CLOSE after what is queued */
             c->l.status = LWS_CLOSE_STATUS_GOINGAWAY;
             lws_callback_on_writable(c->l.wsi);
         }
