@@ -379,6 +379,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         (void)crdtdb__presence_frames_check(copy, n);
         check_output(s, bound);
+        /* a transport taking the acks (crdtdb_session_acks_take): once,
+         * and a stable ack never past the peer's ack */
+        crdtdb_peer_ack pa;
+        int took = crdtdb_session_acks_take(s, &pa);
+        CHECK(took == 0 || took == 1);
+        if (took == 1) {
+            CHECK(pa.stable <= pa.acked);
+            CHECK(crdtdb_session_acks_take(s, &pa) == 0);
+        }
         CHECK(crdtdb_session_flush(s) == 0);
         check_output(s, bound);
         /* a client's LEAVE waits for the server's answer; a server has
