@@ -75,10 +75,11 @@ const RUN_MAX = 64;
  *  fresh sync's deltas come back to back, and each run costs a backend
  *  commit (~30 ms of Chromium's IndexedDB whatever its size) and a chain
  *  point, while a page that waits lets Chromium's WebSocket hand it more
- *  (it delivers a page new messages only as the page takes them).  A
- *  fresh sync of 100k fields commits 2 runs instead of 4-5 (js/bench).
- *  After the catch-up a delta is applied as soon as it comes. */
-const GATHER_BYTES = 1 << 20;
+ *  (it delivers a page new messages only as the page takes them).  Up to
+ *  a whole run (RUN_BYTES): a fresh sync of 100k fields (1.5 MB) commits
+ *  1-2 runs, not 4-5 (js/bench).  After the catch-up a delta is applied
+ *  as soon as it comes. */
+const GATHER_BYTES = RUN_BYTES;
 const GATHER_WAIT_MS = 2;
 const GATHER_WAITS = 3;
 const GATHER_BUDGET = 50;
