@@ -170,6 +170,14 @@
 // 0.54 (0.37), CPU s per player-min 0.126, 0.120, 0.121 / 0.88, 0.84, 0.75 (0.145: met), bytes 0.715, peak RSS 0.08,
 // idle frames 0 / 0, every update delivered.  Over sessions 29-36 the p99 ratio of a sitting ran 0.21-0.31 with
 // crdtdb's own p99 steady at 0.6-0.9 ms: the spread is Yjs's p99 (1.7-4.0 ms) and the one players' process.
+// Session 37, a new machine (2 cores; every figure lower than on the last for both systems), Release servers of main
+// f750272+ (no change to presence), --rounds=3 twice.  19:28-19:34 (load 0.3-0.6), per round crdtdb / Yjs: p99 0.37,
+// 0.42, 0.49 / 1.30, 1.48, 2.70 ms (ratio of medians 0.284: not met; per round 0.28, 0.28, 0.18), p50 0.15 / 0.39,
+// CPU s per player-min 0.089, 0.099, 0.130 / 0.49, 0.55, 0.68 (0.18: met).  20:11-20:17 (load 0.8-1.7): p99 0.53,
+// 0.43, 0.44 / 1.72, 1.78, 7.37 ms (0.247: met; per round 0.31, 0.24, 0.06), p50 0.16 / 0.44, CPU 0.126, 0.098,
+// 0.105 / 0.62, 0.62, 0.82 (0.169: met).  Bytes 0.715, peak RSS 5.8 / 72 MB, idle frames 0 / 0, every update
+// delivered.  Still on both sides of 0.25: crdtdb's p99 0.37-0.53 ms is ~0.2 ms of the server's 15 loopback writes
+// one after another (~13 us each, the receiver's TCP work done inline) plus the one players' process's own stalls.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
