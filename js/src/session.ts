@@ -69,17 +69,16 @@ const SKIP_SPAN = 256;
 const RUN_BYTES = 4 << 20;
 const RUN_MAX = 64;
 /** Over a backend whose commits are costly (Backend.costlyCommit), until a
- *  session's first catch-up it gathers a run of up to GATHER_BYTES,
+ *  session's first catch-up it gathers a whole run (RUN_BYTES, RUN_MAX),
  *  waiting GATHER_WAIT_MS at a time for the next delta (GATHER_WAITS times
  *  in a row without one at most, GATHER_BUDGET waits in the session): a
  *  fresh sync's deltas come back to back, and each run costs a backend
  *  commit (~30 ms of Chromium's IndexedDB whatever its size) and a chain
  *  point, while a page that waits lets Chromium's WebSocket hand it more
- *  (it delivers a page new messages only as the page takes them).  Up to
- *  a whole run (RUN_BYTES): a fresh sync of 100k fields (1.5 MB) commits
- *  1-2 runs, not 4-5 (js/bench).  After the catch-up a delta is applied
- *  as soon as it comes. */
-const GATHER_BYTES = RUN_BYTES;
+ *  (it delivers a page new messages only as the page takes them).  A
+ *  fresh sync of 100k fields (1.5 MB) commits 1-2 runs, not 4-5
+ *  (js/bench).  After the catch-up a delta is applied as soon as it
+ *  comes. */
 const GATHER_WAIT_MS = 2;
 const GATHER_WAITS = 3;
 const GATHER_BUDGET = 50;
@@ -419,8 +418,8 @@ export class ClientSession {
 
   /**
    * A delta, and the deltas received right behind it (up to RUN_BYTES;
-   * before the first catch-up over a costly backend, gathered up to
-   * GATHER_BYTES): applied as one commit (Replica.applyAll), so a fresh
+   * before the first catch-up over a costly backend, waited for as
+   * GATHER_* say): applied as one commit (Replica.applyAll), so a fresh
    * sync or catch-up waits for one backend transaction per run, not one
    * per delta.  Returns the message read after the run, not yet handled.
    */
@@ -434,7 +433,7 @@ export class ClientSession {
         bad = e;
         break;
       }
-      if (!next && !this.caughtOnce && this.r.costlyCommit && bytes < GATHER_BYTES && waits < GATHER_WAITS && this.gatherLeft > 0 && this.state === "open") {
+      if (!next && !this.caughtOnce && this.r.costlyCommit && waits < GATHER_WAITS && this.gatherLeft > 0 && this.state === "open") {
         waits++;
         this.gatherLeft--;
         await new Promise((r) => setTimeout(r, GATHER_WAIT_MS));
