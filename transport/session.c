@@ -362,18 +362,25 @@ static int send_ack(crdtdb_session *s, uint64_t v)
     return frame(s) ? CRDTDB_ENOMEM : 0;
 }
 
-/* Whether acks wait to be recorded: some came, and they may be kept. */
-static int acks_due(const crdtdb_session *s)
+/* The acks waiting to be recorded, into *out, counted as recorded: 1;
+ * 0 when none wait (none came, or they may not be kept). */
+static int take_acks(crdtdb_session *s, crdtdb_peer_ack *out)
 {
-    return s->acks_unsaved && s->proven && !(s->server && s->left);
+    if (!s->acks_unsaved || !s->proven || (s->server && s->left))
+        return 0;
+    s->acks_unsaved = 0;
+    memcpy(out->peer, s->peer, sizeof out->peer);
+    out->acked = s->peer_acked;
+    out->stable = s->stable_acked;
+    return 1;
 }
 
 static int save_ack(crdtdb_session *s)
 {
-    if (!acks_due(s))
+    crdtdb_peer_ack a;
+    if (!take_acks(s, &a))
         return 0;
-    s->acks_unsaved = 0;
-    int rc = s->st.peer_ack(s->st.ctx, s->peer, s->peer_acked, s->stable_acked);
+    int rc = s->st.peer_ack(s->st.ctx, a.peer, a.acked, a.stable);
     return rc ? store_err(s, rc) : 0;
 }
 
@@ -465,13 +472,7 @@ int crdtdb_session_acks_take(crdtdb_session *s, crdtdb_peer_ack *out)
 {
     if (!s || !out)
         return CRDTDB_EINVAL;
-    if (!acks_due(s))
-        return 0;
-    s->acks_unsaved = 0; /* the caller records them (crdtdb_db_peer_acks) */
-    memcpy(out->peer, s->peer, sizeof out->peer);
-    out->acked = s->peer_acked;
-    out->stable = s->stable_acked;
-    return 1;
+    return take_acks(s, out); /* the caller records them (crdtdb_db_peer_acks) */
 }
 
 void crdtdb_session_close(crdtdb_session *s)
