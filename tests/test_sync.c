@@ -318,28 +318,42 @@ START_TEST(watermarks_survive_restart)
 }
 END_TEST
 
+/* An ack of the peer whose id is 32 bytes of `who`. */
+static crdtdb_peer_ack ack_of(uint8_t who, uint64_t acked, uint64_t stable)
+{
+    crdtdb_peer_ack a;
+    memset(a.peer, who, sizeof a.peer);
+    a.acked = acked;
+    a.stable = stable;
+    return a;
+}
+
+/* db's marks of `peer`; *found says whether it has any. */
+static crdtdb_peer marks_of(crdtdb_db *db, const uint8_t *peer, int *found)
+{
+    crdtdb_peer p;
+    ck_assert_int_eq(crdtdb_db_peer_get(db, peer, &p, found), 0);
+    return p;
+}
+
 /* crdtdb_db_peer_acks records in one commit what the calls one by one
  * record: A takes a batch, B the same acks one call at a time. */
 START_TEST(peer_acks_batch_records_what_single_acks_do)
 {
-    crdtdb_peer_ack acks[3];
-    memset(acks, 0, sizeof acks);
-    for (int i = 0; i < 3; i++)
-        memset(acks[i].peer, 0x41 + i, 32);
-    acks[0].acked = 9;                      /* acked only */
-    acks[1].acked = 12, acks[1].stable = 7; /* with a stable ack */
-    acks[2].acked = 3, acks[2].stable = 5;  /* stable beyond acked */
+    crdtdb_peer_ack acks[3] = {
+        ack_of(0x41, 9, 0),  /* acked only */
+        ack_of(0x42, 12, 7), /* with a stable ack */
+        ack_of(0x43, 3, 5),  /* stable beyond acked */
+    };
     ck_assert_int_eq(crdtdb_db_peer_acks(A.db, acks, 3), 0);
     for (int i = 0; i < 3; i++) {
         if (acks[i].stable)
             ck_assert_int_eq(crdtdb_db_peer_ack_at(B.db, acks[i].peer, acks[i].stable, 0), 0);
         ck_assert_int_eq(crdtdb_db_peer_ack(B.db, acks[i].peer, acks[i].acked), 0);
     }
+    int fa, fb;
     for (int i = 0; i < 3; i++) {
-        crdtdb_peer pa, pb;
-        int fa, fb;
-        ck_assert_int_eq(crdtdb_db_peer_get(A.db, acks[i].peer, &pa, &fa), 0);
-        ck_assert_int_eq(crdtdb_db_peer_get(B.db, acks[i].peer, &pb, &fb), 0);
+        crdtdb_peer pa = marks_of(A.db, acks[i].peer, &fa), pb = marks_of(B.db, acks[i].peer, &fb);
         ck_assert_int_eq(fa, 1);
         ck_assert_int_eq(fb, 1);
         ck_assert_uint_eq(pa.acked, pb.acked);
@@ -347,16 +361,13 @@ START_TEST(peer_acks_batch_records_what_single_acks_do)
         ck_assert_uint_eq(pa.flags, pb.flags);
         ck_assert_uint_eq(pa.seen_ms, pb.seen_ms);
     }
-    crdtdb_peer p;
-    int found;
-    ck_assert_int_eq(crdtdb_db_peer_get(A.db, acks[2].peer, &p, &found), 0);
+    crdtdb_peer p = marks_of(A.db, acks[2].peer, &fa);
     ck_assert_uint_eq(p.acked, 5);
     ck_assert_uint_eq(p.stable, 5);
     /* never backwards; nothing to do; nothing to read */
     acks[0].acked = 1;
     ck_assert_int_eq(crdtdb_db_peer_acks(A.db, acks, 1), 0);
-    ck_assert_int_eq(crdtdb_db_peer_get(A.db, acks[0].peer, &p, &found), 0);
-    ck_assert_uint_eq(p.acked, 9);
+    ck_assert_uint_eq(marks_of(A.db, acks[0].peer, &fa).acked, 9);
     ck_assert_int_eq(crdtdb_db_peer_acks(A.db, NULL, 0), 0);
     ck_assert_int_eq(crdtdb_db_peer_acks(A.db, NULL, 1), CRDTDB_EINVAL);
     ck_assert_int_eq(crdtdb_db_peer_acks(NULL, acks, 1), CRDTDB_EINVAL);
@@ -367,19 +378,12 @@ END_TEST
  * each, whatever the order. */
 START_TEST(peer_acks_same_peer_twice_in_a_batch)
 {
-    crdtdb_peer_ack a[2];
-    memset(a, 0, sizeof a);
-    memset(a[0].peer, 0x51, 32);
-    memset(a[1].peer, 0x51, 32);
-    a[0].acked = 10, a[0].stable = 4;
-    a[1].acked = 8, a[1].stable = 6;
+    crdtdb_peer_ack a[2] = {ack_of(0x51, 10, 4), ack_of(0x51, 8, 6)};
     ck_assert_int_eq(crdtdb_db_peer_acks(A.db, a, 2), 0);
     crdtdb_peer_ack r[2] = {a[1], a[0]}; /* the other order */
     ck_assert_int_eq(crdtdb_db_peer_acks(B.db, r, 2), 0);
-    crdtdb_peer pa, pb;
     int found;
-    ck_assert_int_eq(crdtdb_db_peer_get(A.db, a[0].peer, &pa, &found), 0);
-    ck_assert_int_eq(crdtdb_db_peer_get(B.db, a[0].peer, &pb, &found), 0);
+    crdtdb_peer pa = marks_of(A.db, a[0].peer, &found), pb = marks_of(B.db, a[0].peer, &found);
     ck_assert_uint_eq(pa.acked, 10);
     ck_assert_uint_eq(pa.stable, 6);
     ck_assert_uint_eq(pb.acked, 10);
@@ -391,21 +395,15 @@ END_TEST
 /* A batch that fails records none of its entries, and says why. */
 START_TEST(peer_acks_failed_batch_records_nothing)
 {
-    crdtdb_peer_ack a[2];
-    memset(a, 0, sizeof a);
-    memset(a[0].peer, 0x61, 32);
-    memset(a[1].peer, 0x62, 32);
-    a[0].acked = 5;
-    a[1].acked = 7, a[1].stable = 7;
+    crdtdb_peer_ack a[2] = {ack_of(0x61, 5, 0), ack_of(0x62, 7, 7)};
     crdtdb_txn *t;
     ck_assert_int_eq(crdtdb_txn_begin(A.db, CRDTDB_TXN_RDONLY, &t), 0);
     ck_assert_int_eq(crdtdb_db_peer_acks(A.db, a, 2), CRDTDB_EBUSY);
     ck_assert_ptr_nonnull(strstr(crdtdb_db_errmsg(A.db), "already open"));
     crdtdb_txn_abort(t);
     for (int i = 0; i < 2; i++) {
-        crdtdb_peer p;
         int found;
-        ck_assert_int_eq(crdtdb_db_peer_get(A.db, a[i].peer, &p, &found), 0);
+        marks_of(A.db, a[i].peer, &found);
         ck_assert_int_eq(found, 0);
     }
 }

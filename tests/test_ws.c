@@ -125,12 +125,18 @@ static void wait_for(crdtdb_db *db, const char *coll, const char *id, const char
     tu_expect(&NET, db, coll, id, json);
 }
 
-START_TEST(two_clients_one_database)
+/* A two-way server with clients A and B connected to it. */
+static void two_clients(void)
 {
     start_server(CRDTDB_SYNC_TWO_WAY);
     ca = client(&A);
     cb = client(&B);
     ck_assert(spin(both_connected, NULL, 10000));
+}
+
+START_TEST(two_clients_one_database)
+{
+    two_clients();
     put(&A, "add", "players", "ann", "{\"hp\":10}");
     wait_for(B.db, "players", "ann", "{\"hp\":10}");
     wait_for(S.db, "players", "ann", "{\"hp\":10}"); /* the server's env has it */
@@ -168,10 +174,7 @@ static int server_has_acks(void *arg)
  * to show (crdtdb_db_peer_acks, crdtdb_session_acks_take). */
 START_TEST(server_records_every_clients_acks)
 {
-    start_server(CRDTDB_SYNC_TWO_WAY);
-    ca = client(&A);
-    cb = client(&B);
-    ck_assert(spin(both_connected, NULL, 10000));
+    two_clients();
     put(&A, "add", "players", "ann", "{\"hp\":10}");
     put(&B, "add", "players", "bob", "{\"hp\":3}");
     wait_for(A.db, "players", "bob", TU_ANY);
@@ -226,10 +229,7 @@ START_TEST(databases_are_isolated)
 {
     replica_free(&B);
     replica_init(&B, &now, "other");
-    start_server(CRDTDB_SYNC_TWO_WAY);
-    ca = client(&A);
-    cb = client(&B);
-    ck_assert(spin(both_connected, NULL, 10000));
+    two_clients();
     put(&A, "add", "players", "only-game", "{\"a\":1}");
     put(&B, "add", "players", "only-other", "{\"b\":1}");
     wait_for(S.db, "players", "only-game", "{\"a\":1}");
@@ -259,10 +259,7 @@ static int all_same(void *arg)
 
 START_TEST(offline_writes_then_reconnect)
 {
-    start_server(CRDTDB_SYNC_TWO_WAY);
-    ca = client(&A);
-    cb = client(&B);
-    ck_assert(spin(both_connected, NULL, 10000));
+    two_clients();
     put(&A, "add", "players", "ann", "{\"hp\":10,\"pos\":{\"x\":1,\"y\":1}}");
     wait_for(B.db, "players", "ann", TU_ANY);
     crdtdb_client_close(ca);
