@@ -29,8 +29,10 @@ int cmd_collect(const char *dir, const args *a)
         fputs("{\"db\":", stdout);
         put_json_str(stdout, a->pos[0]);
         printf(",\"records\":%" PRIu64 ",\"registers\":%" PRIu64 ",\"horizon\":%" PRIu64
-               ",\"peers_left\":%" PRIu64 ",\"floor\":%" PRIu64 ",\"stamp\":%" PRIu64 "}\n",
-               st.records, st.registers, st.horizon, st.peers_left, st.floor, st.stamp);
+               ",\"peers_left\":%" PRIu64 ",\"floor\":%" PRIu64 ",\"stamp\":%" PRIu64
+               ",\"log_entries\":%" PRIu64 "}\n",
+               st.records, st.registers, st.horizon, st.peers_left, st.floor, st.stamp,
+               st.log_entries);
     }
     crdtdb_db_close(db);
     crdtdb_env_close(env);

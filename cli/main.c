@@ -91,7 +91,9 @@ static const command commands[] = {
      "everything it held then has reached this replica), and print what\n"
      "was collected as JSON.  With --max-peer-age (e.g. 30d), a peer heard\n"
      "from longer ago no longer holds collection back; it gets a full\n"
-     "resync when it returns (docs/crdt.md, \"Collecting tombstones\").",
+     "resync when it returns (docs/crdt.md, \"Collecting tombstones\").\n"
+     "Then trim the change log below what every peer holds (log_entries:\n"
+     "entries dropped; an export from below walks the records).",
      1, 1, OPT_COLLECT, cmd_collect},
     {"add", "DB COLL ID JSON|-", "add or replace a record",
      "Add record ID (a JSON object), replacing any existing one.  '-' reads\n"

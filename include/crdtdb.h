@@ -378,12 +378,19 @@ typedef struct crdtdb_collect_stats {
     uint64_t peers_left; /* peers left out as silent past max_peer_age_ms */
     uint64_t floor;     /* the collection floor afterwards */
     uint64_t stamp;     /* the horizon stamp afterwards (an HLC) */
+    uint64_t log_entries; /* change-log entries dropped below the horizon
+                             (their registers stay: see crdtdb_db_collect) */
 } crdtdb_collect_stats;
 
 /* Collects db's stable tombstones, in write transactions of up to 256
  * records each (one huge one would copy every page it touches, and the
  * file never shrinks: crdtdb_env_backup writes a compacted copy); out may
  * be NULL.  Observers see nothing (nothing visible changes).
+ * Then it trims the change log below the horizon: every peer in it holds
+ * that history, so the entries that index it by sequence go (but a
+ * removed record's, which the next collection looks for, and the newest).
+ * An export from below the trimmed part walks the records instead
+ * (crdtdb_export_info.resume), so it carries the same registers.
  * Errors: EINVAL, EROFS (a read-only environment), EMAPFULL, EIO, ECORRUPT. */
 CRDTDB_API int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms,
                                  crdtdb_collect_stats *out);
@@ -751,6 +758,8 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t
  * to fail it (the export then returns that code). */
 typedef int (*crdtdb_delta_sink)(void *ctx, const uint8_t *delta, size_t len);
 
+#define CRDTDB_EXPORT_RESUME_MAX (2 + 1 + CRDTDB_ID_MAX + 8) /* info.resume's bytes */
+
 typedef struct crdtdb_export_info {
     uint64_t from;     /* the deltas cover local sequences (from, to] */
     uint64_t to;       /* also when the sink stopped the export: up to the
@@ -758,6 +767,14 @@ typedef struct crdtdb_export_info {
     size_t deltas;     /* deltas passed to the sink */
     size_t changes;    /* registers packed */
     size_t bytes;      /* encoded bytes passed to the sink */
+    /* Where the next delta starts when the export stopped inside a walk of
+     * the records (resume_len > 0; else 0).  An export from below the
+     * change log's trimmed part (crdtdb_db_collect) finds those registers
+     * by walking the records in key order: its deltas cover (from, from]
+     * until the walk is done, so `to` alone cannot say where to go on.
+     * Pass it back in crdtdb_export_options.resume with the same `since`. */
+    uint8_t resume[CRDTDB_EXPORT_RESUME_MAX];
+    size_t resume_len;
 } crdtdb_export_info;
 
 /*
@@ -797,6 +814,12 @@ typedef struct crdtdb_export_options {
      * session's purge).  May be NULL. */
     void (*hidden)(void *ctx, const char *coll, const char *id);
     void *filter_ctx;
+    /* Goes on from where an export with the same `since` stopped inside a
+     * walk of the records: its info.resume (borrowed for the call; NULL or
+     * 0 bytes: from the start).  A transport that asks for one delta at a
+     * time (the session) keeps it between calls.  Malformed: EINVAL. */
+    const uint8_t *resume;
+    size_t resume_len;
 } crdtdb_export_options;
 
 /*

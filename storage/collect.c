@@ -47,6 +47,30 @@ static int floor_write(crdtdb_db *db, MDB_txn *mt, const crdtdb__floor *f)
     return crdtdb__mdb_err(mdb_put(mt, db->env->dbi_dbinfo, &k, &v, 0));
 }
 
+int crdtdb__logfloor_read(crdtdb_db *db, MDB_txn *mt, uint64_t *lf)
+{
+    uint8_t kb[5];
+    MDB_val k = crdtdb__dbinfo_key(kb, db->num, 'l'), v;
+    *lf = 0;
+    int mrc = mdb_get(mt, db->env->dbi_dbinfo, &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    if (v.mv_size != 8)
+        return CRDTDB_ECORRUPT;
+    *lf = crdtdb__get_u64(v.mv_data);
+    return 0;
+}
+
+static int logfloor_write(crdtdb_db *db, MDB_txn *mt, uint64_t lf)
+{
+    uint8_t kb[5], vb[8];
+    MDB_val k = crdtdb__dbinfo_key(kb, db->num, 'l'), v = {8, vb};
+    crdtdb__put_u64(vb, lf);
+    return crdtdb__mdb_err(mdb_put(mt, db->env->dbi_dbinfo, &k, &v, 0));
+}
+
 static const uint8_t NO_ID[CRDTDB_REPLICA_ID_BYTES]; /* a source not known: all zero */
 
 /* Notes that sequence seq, from replica src, was collected. */
@@ -299,6 +323,131 @@ static int batch_end(crdtdb_txn *t, crdtdb_collect_stats *st, crdtdb__floor *fl,
     return 0;
 }
 
+
+/* ----------------------------------------------------------- the trim
+ * What every peer in the horizon holds needs no index by sequence: a peer
+ * asks for what comes after what it holds, so only a replica from behind
+ * the horizon asks from below it, and an export from below the log floor
+ * walks the records instead (export.c).  The entries of removed records
+ * stay (removed_upto finds the next collection's candidates by them), and
+ * so does the newest (expiry reads the last write's stamp from it). */
+
+#define TRIM_BATCH 4096 /* entries looked at per write transaction */
+
+/* The key of db's newest log entry into newest (its buffer holds
+ * CRDTDB__CHGKEY_LEN bytes; size 0: none). */
+static int log_newest(crdtdb_db *db, MDB_txn *mt, MDB_val *newest)
+{
+    MDB_cursor *c;
+    int mrc = mdb_cursor_open(mt, db->env->dbi_changes, &c);
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    uint8_t kb[4];
+    crdtdb__put_u32(kb, db->num + 1); /* past the last key of num, then back */
+    MDB_val k = {4, kb}, v;
+    mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    mrc = mrc == MDB_NOTFOUND ? mdb_cursor_get(c, &k, &v, MDB_LAST)
+                              : mrc ? mrc : mdb_cursor_get(c, &k, &v, MDB_PREV);
+    newest->mv_size = 0;
+    if (!mrc && k.mv_size == CRDTDB__CHGKEY_LEN && crdtdb__get_u32(k.mv_data) == db->num) {
+        memcpy(newest->mv_data, k.mv_data, CRDTDB__CHGKEY_LEN);
+        newest->mv_size = CRDTDB__CHGKEY_LEN;
+    }
+    mdb_cursor_close(c);
+    return mrc && mrc != MDB_NOTFOUND ? crdtdb__mdb_err(mrc) : 0;
+}
+
+/* One batch: drops the entries in (*lf, upto] but those above, from a
+ * write transaction, and raises the log floor to where it stopped.  *more
+ * when it stopped early. */
+static int trim_batch(crdtdb_txn *t, uint64_t upto, const MDB_val *newest, uint64_t *lf,
+                      uint64_t *dropped, int *more)
+{
+    crdtdb_db *db = t->db;
+    MDB_cursor *c;
+    int mrc = mdb_cursor_open(t->mt, db->env->dbi_changes, &c), rc = 0;
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    uint8_t kb[CRDTDB__CHGKEY_LEN];
+    MDB_val k = crdtdb__log_key(kb, db->num, *lf + 1), v;
+    uint64_t at = *lf;
+    unsigned looked = 0;
+    *more = 0;
+    for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); !mrc;
+         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        crdtdb__log_run run;
+        if (k.mv_size != CRDTDB__CHGKEY_LEN || crdtdb__get_u32(k.mv_data) != db->num)
+            break;
+        if (crdtdb__log_parse(&k, &v, &run)) {
+            rc = CRDTDB_ECORRUPT;
+            break;
+        }
+        if (run.seq + run.n - 1 > upto)
+            break; /* runs do not overlap: the rest is later */
+        if (++looked > TRIM_BATCH) {
+            *more = 1;
+            break;
+        }
+        at = run.seq + run.n - 1;
+        if (newest->mv_size == k.mv_size && memcmp(newest->mv_data, k.mv_data, k.mv_size) == 0)
+            continue;
+        uint8_t rk[CRDTDB__RECKEY_MAX], kind = CRDTDB__BASE_NONE;
+        MDB_val rkey = {crdtdb__reckey(rk, db->num, run.coll, (const char *)run.id, run.idlen), rk},
+                rv;
+        int g = mdb_get(t->mt, db->env->dbi_records, &rkey, &rv);
+        if (g && g != MDB_NOTFOUND) {
+            mrc = g;
+            break;
+        }
+        if (!g && (rc = crdtdb__record_blob_base(rv.mv_data, rv.mv_size, &kind)))
+            break;
+        if (g || kind == CRDTDB__BASE_REMOVE)
+            continue; /* a removed record's, or one without its record: kept */
+        if ((mrc = mdb_cursor_del(c, 0)))
+            break;
+        ++*dropped;
+    }
+    mdb_cursor_close(c);
+    if (!rc && mrc && mrc != MDB_NOTFOUND)
+        rc = crdtdb__mdb_err(mrc);
+    if (!rc && !*more && upto > at)
+        at = upto; /* what is left below upto is a run reaching past it */
+    if (!rc && at > *lf && !(rc = logfloor_write(db, t->mt, at)))
+        *lf = at;
+    return rc;
+}
+
+/* Trims db's log up to `upto` (the horizon) in batches. */
+static int trim_log(crdtdb_db *db, uint64_t upto, crdtdb_collect_stats *st)
+{
+    for (int more = 1; more;) {
+        crdtdb_txn *t;
+        int rc = crdtdb_txn_begin(db, 0, &t);
+        if (rc)
+            return rc;
+        uint64_t lf = 0;
+        uint8_t nk[CRDTDB__CHGKEY_LEN];
+        MDB_val newest = {0, nk};
+        if (!(rc = crdtdb__logfloor_read(db, t->mt, &lf)) && lf < upto &&
+            !(rc = log_newest(db, t->mt, &newest)))
+            rc = trim_batch(t, upto, &newest, &lf, &st->log_entries, &more);
+        else
+            more = 0;
+        if (rc) {
+            crdtdb_txn_abort(t);
+            return rc == CRDTDB_ECORRUPT
+                       ? crdtdb__db_seterr(db, rc, "collect: a change-log entry or record is unreadable")
+                       : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
+        }
+        /* cached shared deltas start where a walk is needed now */
+        crdtdb__shared_free(db->shared);
+        db->shared = NULL;
+        if ((rc = crdtdb_txn_commit(t)))
+            return rc;
+    }
+    return 0;
+}
+
 static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *out)
 {
     if (!db)
@@ -352,6 +501,8 @@ static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *o
     free(h.ids);
     if (t && (rc = batch_end(t, &st, &fl, rc)))
         return rc;
+    if (!rc)
+        rc = trim_log(db, st.horizon, &st);
     if (!rc && out)
         *out = st;
     return rc;

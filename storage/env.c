@@ -152,14 +152,15 @@ static int env_init(crdtdb_env *env, int rdonly)
     if (rc)
         goto fail;
     uint32_t version = v.mv_size == 4 ? crdtdb__get_u32(v.mv_data) : 0;
-    if (version != CRDTDB__FORMAT_VERSION && version != 1 && version != 2) {
+    if (version != CRDTDB__FORMAT_VERSION && (version < 1 || version > 3)) {
         rc = MDB_VERSION_MISMATCH;
         goto fail;
     }
-    /* versions 1 (register entries only) and 2 (origins by key) read as
-     * they are; a writer marks the env 3 before writing runs and version 4
-     * blobs, which older builds would misread (a run for one register,
-     * deleted whole) or not read: they must refuse the env */
+    /* versions 1 (register entries only), 2 (origins by key) and 3 (the
+     * log whole) read as they are; a writer marks the env 4 before writing
+     * runs, version 4 blobs and trimmed logs, which older builds would
+     * misread (a run for one register, deleted whole; an export from below
+     * the trim missing registers) or not read: they must refuse the env */
     if (version != CRDTDB__FORMAT_VERSION && !rdonly) {
         uint8_t ver[4];
         crdtdb__put_u32(ver, CRDTDB__FORMAT_VERSION);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt/array.h"
 #include "storage/export.h"
 #include "storage/log.h"
 
@@ -44,6 +45,17 @@ struct crdtdb__exporter {
     int whole;                 /* 0: none, 1: visible, being packed */
     uint32_t whole_leaf;       /* next register to pack */
     int whole_piece;           /* a piece ended: the next starts a group */
+    /* the walk of the records, for registers numbered in (since, lfloor],
+     * whose log entries may be gone (collect.c trims them) */
+    uint64_t lfloor;           /* the log floor in the snapshot */
+    int walk;                  /* 1: walking, 2: walked (0: no walk) */
+    MDB_cursor *rcur;          /* on the records while walking */
+    uint8_t wkey[CRDTDB__RECKEY_MAX]; /* the record it is at (full key) */
+    size_t wkeylen;
+    uint64_t wseq;             /* that record's registers up to here went */
+    int wat;                   /* rcur is on wkey, decoded in rec */
+    struct wreg { uint64_t seq; uint32_t i; } *wregs; /* its registers to go */
+    uint32_t wcap;
 };
 
 /* A step that needs the filled delta handed over first; the same log
@@ -222,6 +234,10 @@ static int pack_whole(crdtdb__exporter *x, const crdtdb__record *rec, uint16_t c
     return 0;
 }
 
+static int pack_reg(crdtdb__exporter *x, const crdtdb__record *rec, uint16_t coll,
+                    const uint8_t *id, size_t idlen, crdtdb__delta_field *f, int is_base,
+                    uint32_t src);
+
 /* Packs log entry e: 0, NEED_FLUSH, or an error. */
 static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
 {
@@ -274,6 +290,19 @@ static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
             return 0;
         f = leaf_field(&rec->leaves[li]);
     }
+    return pack_reg(x, rec, coll, id, idlen, &f, is_base, src);
+}
+
+/* Packs register f of record rec (coll, id): its base when is_base (f's
+ * hlc and origin set), else a leaf; origin is still rec's index.  src is
+ * the peer it came from (UINT32_MAX: not known).  0, NEED_FLUSH, or an
+ * error. */
+static int pack_reg(crdtdb__exporter *x, const crdtdb__record *rec, uint16_t coll,
+                    const uint8_t *id, size_t idlen, crdtdb__delta_field *fp, int is_base,
+                    uint32_t src)
+{
+    crdtdb_db *db = x->db;
+    crdtdb__delta_field f = *fp;
     /* Origins are what senders claim, not proof: only the source a
      * register came from tells what a peer has. */
     const uint8_t *okey = rec->origins[f.origin];
@@ -296,7 +325,163 @@ static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
     else if (crdtdb__delta_add_field(&x->d, &f))
         return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
     x->cost += cost;
-    note_src(&x->srcs, src);
+    if (src == UINT32_MAX)
+        x->srcs.many = 1; /* it may be anyone's */
+    else
+        note_src(&x->srcs, src);
+    return 0;
+}
+
+/* ---------------------------------------------------------- the walk
+ * Registers numbered at or below the log floor may have lost their log
+ * entries (collect.c trims what every peer holds), so an export from below
+ * it finds them in the records, walked in key order, and the log after the
+ * floor gives the rest.  A record's registers go in sequence order, so a
+ * walk that stopped says where it stands as (record, sequence): numbers
+ * at or below the floor never change, while a record's leaf indexes may.
+ * Until the walk is done its deltas cover (since, since]: a range cannot
+ * say how far a key-ordered walk went, so a transport that asks for one
+ * delta at a time goes on with info.resume. */
+
+static int wreg_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const struct wreg *)a)->seq, y = ((const struct wreg *)b)->seq;
+    return (x > y) - (x < y);
+}
+
+/* The registers of rec numbered in (x->wseq, lfloor], by sequence, into
+ * x->wregs (index 0: the base, i + 1: leaf i).  Their count, or -1. */
+static long walk_regs(crdtdb__exporter *x, const crdtdb__record *rec)
+{
+    uint32_t n = 0;
+    while (x->wcap <= rec->nleaves) /* room for the base and every leaf */
+        if (crdtdb__array_grow(&x->wregs, &x->wcap, x->wcap, sizeof *x->wregs, 16))
+            return -1;
+    for (uint32_t i = 0; i <= rec->nleaves; i++) {
+        uint64_t seq = i ? rec->leaves[i - 1].seq : rec->base_seq;
+        if (!i && rec->base_kind == CRDTDB__BASE_NONE)
+            continue;
+        if (seq > x->wseq && seq <= x->lfloor)
+            x->wregs[n++] = (struct wreg){seq, i};
+    }
+    if (n > 1)
+        qsort(x->wregs, n, sizeof *x->wregs, wreg_cmp);
+    return n;
+}
+
+/* Packs what the record at the walk's cursor holds for the export.  0,
+ * NEED_FLUSH (x->wseq says how far it went), or an error. */
+static int walk_one(crdtdb__exporter *x, uint16_t coll, const uint8_t *id, size_t idlen)
+{
+    const crdtdb__record *rec = &x->rec;
+    if (x->o) { /* whole, once, if no later register sends it from the log */
+        uint64_t m = max_seq(rec);
+        return m > x->since && m <= x->lfloor ? pack_whole(x, rec, coll, id, idlen) : 0;
+    }
+    long n = walk_regs(x, rec);
+    if (n < 0)
+        return crdtdb__db_seterr(x->db, CRDTDB_ENOMEM, "out of memory");
+    for (long k = 0; k < n; k++) {
+        uint32_t i = x->wregs[k].i;
+        crdtdb__delta_field f;
+        if (i) {
+            f = leaf_field(&rec->leaves[i - 1]);
+        } else {
+            memset(&f, 0, sizeof f);
+            f.hlc = rec->base_hlc;
+            f.origin = rec->base_origin;
+        }
+        int rc = pack_reg(x, rec, coll, id, idlen, &f, i == 0, UINT32_MAX);
+        if (rc)
+            return rc;
+        x->wseq = x->wregs[k].seq;
+    }
+    return 0;
+}
+
+/* Walks on from x->wkey: 0 when walked, NEED_FLUSH, or an error. */
+static int walk(crdtdb__exporter *x)
+{
+    crdtdb_db *db = x->db;
+    MDB_val k, v;
+    int mrc = 0, rc = 0;
+    if (!x->rcur) {
+        if ((mrc = mdb_cursor_open(x->txn->mt, db->env->dbi_records, &x->rcur)))
+            return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", crdtdb__mdb_str(mrc));
+        k.mv_size = x->wkeylen;
+        k.mv_data = x->wkey;
+        mrc = mdb_cursor_get(x->rcur, &k, &v, MDB_SET_RANGE);
+        if (!mrc && (k.mv_size != x->wkeylen || memcmp(k.mv_data, x->wkey, x->wkeylen) != 0))
+            x->wseq = x->since; /* the record it stopped at went: the next, whole */
+        x->wat = 0;
+    } else {
+        mrc = mdb_cursor_get(x->rcur, &k, &v, MDB_GET_CURRENT);
+    }
+    for (; !mrc; mrc = mdb_cursor_get(x->rcur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 7 || crdtdb__get_u32(k.mv_data) != db->num)
+            break;
+        const uint8_t *kp = k.mv_data;
+        uint16_t coll = (uint16_t)(kp[4] << 8 | kp[5]);
+        const uint8_t *id = (const uint8_t *)k.mv_data + 6;
+        size_t idlen = k.mv_size - 6;
+        if (coll < db->ncoll) {
+            if (!x->wat) {
+                x->rec_keylen = 0; /* pack_entry's cache: no longer rec */
+                if ((rc = crdtdb__record_decode(&x->rec, v.mv_data, v.mv_size,
+                                                crdtdb__origins_at(&db->orig, x->txn->mt))))
+                    return crdtdb__db_seterr(db, rc, "record '%.*s' is unreadable: %s", (int)idlen,
+                                             (const char *)id, crdtdb_strerror(rc));
+                memcpy(x->wkey, k.mv_data, k.mv_size);
+                x->wkeylen = k.mv_size;
+                x->wat = 1;
+            }
+            if ((rc = walk_one(x, coll, id, idlen)))
+                return rc; /* NEED_FLUSH: the cursor stays on this record */
+        }
+        x->wat = 0;
+        x->wseq = x->since;
+    }
+    if (mrc && mrc != MDB_NOTFOUND)
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", crdtdb__mdb_str(mrc));
+    mdb_cursor_close(x->rcur);
+    x->rcur = NULL;
+    x->walk = 2;
+    return 0;
+}
+
+/* Where the walk stands, as crdtdb_export_info.resume: u16 collection | u8
+ * id length | id | u64 sequence (that record's registers up to it went). */
+static void walk_mark(crdtdb__exporter *x)
+{
+    x->info.resume_len = 0;
+    if (x->walk != 1 || x->done)
+        return;
+    size_t idlen = x->wkeylen - 6;
+    uint8_t *p = x->info.resume;
+    memcpy(p, x->wkey + 4, 2);
+    p[2] = (uint8_t)idlen;
+    memcpy(p + 3, x->wkey + 6, idlen);
+    crdtdb__put_u64(p + 3 + idlen, x->wseq);
+    x->info.resume_len = 3 + idlen + 8;
+}
+
+/* Starts the walk at resume (or the first record). */
+static int walk_start(crdtdb__exporter *x, const uint8_t *r, size_t len)
+{
+    x->walk = 1;
+    x->wseq = x->since;
+    crdtdb__put_u32(x->wkey, x->db->num);
+    x->wkeylen = 4;
+    if (!r || !len)
+        return 0;
+    if (len < 3 + 1 + 8 || r[2] == 0 || len != 3u + r[2] + 8)
+        return CRDTDB_EINVAL;
+    memcpy(x->wkey + 4, r, 2);
+    memcpy(x->wkey + 6, r + 3, r[2]);
+    x->wkeylen = 6u + r[2];
+    uint64_t seq = crdtdb__get_u64(r + 3 + r[2]);
+    if (seq > x->wseq)
+        x->wseq = seq;
     return 0;
 }
 
@@ -345,6 +530,15 @@ int crdtdb__exporter_begin(crdtdb_db *db, const crdtdb__export_opts *o,
     }
     if (!rc && o->withhold) /* an unknown peer has sent us nothing */
         rc = crdtdb__peer_num(env, mt, o->withhold, 0, &x->withhold_num);
+    if (!rc)
+        rc = crdtdb__logfloor_read(db, mt, &x->lfloor);
+    if (x->lfloor > x->last)
+        x->lfloor = x->last;
+    if (!rc && x->since < x->lfloor && walk_start(x, o->resume, o->resume_len)) {
+        crdtdb__db_seterr(db, CRDTDB_EINVAL, "export: a malformed resume");
+        crdtdb__exporter_end(x);
+        return CRDTDB_EINVAL;
+    }
     if (rc) {
         crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
         crdtdb__exporter_end(x);
@@ -369,10 +563,21 @@ int crdtdb__exporter_fill(crdtdb__exporter *x)
         x->filled = 0;
     }
     int found = 1, rc = 0;
+    if (x->walk == 1) {
+        if ((rc = walk(x)) == NEED_FLUSH) { /* (since, since]: the walk goes on */
+            x->to = x->prev;
+            x->filled = 1;
+            return 0;
+        }
+        if (rc)
+            return rc;
+        x->prev = x->lfloor; /* everything up to it went */
+    }
     /* the log is opened at the first fill: a cache hit needs none */
-    if (!x->log.cur && x->since < x->last && (rc = crdtdb__log_open(db, x->txn->mt, x->since, &x->log)))
+    uint64_t after = x->walk ? x->lfloor : x->since;
+    if (!x->log.cur && after < x->last && (rc = crdtdb__log_open(db, x->txn->mt, after, &x->log)))
         return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
-    while (x->since < x->last) {
+    while (after < x->last) {
         if (!x->at_entry && ((rc = crdtdb__log_next(&x->log, &x->entry, &found)) || !found))
             break;
         x->at_entry = 0;
@@ -416,6 +621,7 @@ int crdtdb__exporter_sign(crdtdb__exporter *x, const uint8_t **delta, size_t *le
     crdtdb_db *db = x->db;
     *delta = NULL;
     *len = 0;
+    walk_mark(x);
     if (x->d.nrecs == 0 && (x->flags & CRDTDB_EXPORT_NO_EMPTY)) {
         x->info.to = x->from = x->to; /* nothing for the peer: say so unsigned */
         return 0;
@@ -469,6 +675,10 @@ const crdtdb_export_info *crdtdb__exporter_info(const crdtdb__exporter *x)
 
 uint64_t crdtdb__exporter_last(const crdtdb__exporter *x) { return x->last; }
 
+int crdtdb__exporter_walks(const crdtdb__exporter *x) { return x->walk != 0; }
+
+uint64_t crdtdb__exporter_lfloor(const crdtdb__exporter *x) { return x->lfloor; }
+
 int crdtdb__exporter_floor(const crdtdb__exporter *x, uint64_t *floor)
 {
     crdtdb__floor f;
@@ -482,6 +692,9 @@ void crdtdb__exporter_end(crdtdb__exporter *x)
     if (!x)
         return;
     crdtdb__log_close(&x->log);
+    if (x->rcur)
+        mdb_cursor_close(x->rcur);
+    free(x->wregs);
     crdtdb__record_free(&x->rec);
     crdtdb__delta_free(&x->d);
     crdtdb_buf_free(&x->out);

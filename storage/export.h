@@ -28,6 +28,8 @@ typedef struct crdtdb__export_opts {
     const crdtdb_export_options *filter; /* a read filter (visible set), or NULL */
     const uint8_t *withhold; /* a peer: crdtdb__exporter_withheld tells whether
                                 the filled delta holds its registers (NULL: none) */
+    const uint8_t *resume;   /* crdtdb_export_options.resume (NULL: from the start) */
+    size_t resume_len;
 } crdtdb__export_opts;
 
 typedef struct crdtdb__exporter crdtdb__exporter;
@@ -59,6 +61,12 @@ uint32_t crdtdb__exporter_withhold_num(const crdtdb__exporter *x);
 const crdtdb_export_info *crdtdb__exporter_info(const crdtdb__exporter *x);
 /* The snapshot's last change sequence. */
 uint64_t crdtdb__exporter_last(const crdtdb__exporter *x);
+/* Whether the export walks the records first (since is below the log
+ * floor): its deltas cannot be shared (their ranges do not say where the
+ * walk stopped). */
+int crdtdb__exporter_walks(const crdtdb__exporter *x);
+/* The log floor in the exporter's snapshot. */
+uint64_t crdtdb__exporter_lfloor(const crdtdb__exporter *x);
 /* The collection floor in the exporter's snapshot (collect.c). */
 int crdtdb__exporter_floor(const crdtdb__exporter *x, uint64_t *floor);
 /* Ends the snapshot and frees x.  Accepts NULL. */

@@ -47,6 +47,10 @@
  *   dbinfo   u32 number | 'g' -> u64 collection floor | u64 horizon stamp
  *   dbinfo   u32 number | 'r' -> u64 the newest horizon stamp a full resync
  *            brought here (the gate; resync.c)
+ *   dbinfo   u32 number | 'l' -> u64 the log floor: change-log entries
+ *            numbered at or below it may be gone (collect.c trims what
+ *            every peer holds); exports from below it walk the records
+ *            (export.c).  Absent: 0, the log whole
  *   meta     "drop:" + id -> where a dropped database's history ended, for
  *            one created again under its id (db.c, tomb_put)
  */
@@ -65,7 +69,7 @@
 #include "crdtdb.h"
 #include "storage/origins.h"
 
-#define CRDTDB__FORMAT_VERSION 3u /* 2: no origins by number; 1: change-log entries of one register only (both read still) */
+#define CRDTDB__FORMAT_VERSION 4u /* 3: the log never trimmed; 2: no origins by number; 1: change-log entries of one register only (all read still) */
 #define CRDTDB__RECKEY_MAX (4 + 2 + CRDTDB_ID_MAX)
 #define CRDTDB__CHGKEY_LEN 12
 #define CRDTDB__CHG_HEAD 7 /* source, collection, id length */
@@ -212,6 +216,8 @@ int crdtdb__copy_dense(crdtdb_env *env, const char *dir, int mark_restored);
 
 /* collect.c: the stored floor of db (all zero when never collected). */
 int crdtdb__floor_read(crdtdb_db *db, MDB_txn *mt, crdtdb__floor *f);
+/* The log floor ('l' above; 0 when absent).  0 or CRDTDB_EIO/ECORRUPT. */
+int crdtdb__logfloor_read(crdtdb_db *db, MDB_txn *mt, uint64_t *lf);
 
 /* resync.c: the gate a delta from `sender` passes (0: none), inside t.  A
  * replica a full resync reached holds no tombstone of what its resyncer

@@ -205,9 +205,17 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
     uint64_t since = db->seen_seq;
     uint32_t first = t->nevents, distinct = 0;
     uint32_t limit = env->opts.observe_batch_limit;
-    crdtdb__log_iter it;
-    int rc = crdtdb__log_open(db, mt, since, &it);
+    uint64_t lf;
+    int rc = crdtdb__logfloor_read(db, mt, &lf);
     if (rc)
+        return rc;
+    if (since < lf) { /* a trim took entries it would list: say "many" */
+        t->nevents = first;
+        t->many = 1;
+        return 0;
+    }
+    crdtdb__log_iter it;
+    if ((rc = crdtdb__log_open(db, mt, since, &it)))
         return rc;
     crdtdb__record rec;
     crdtdb__record_init(&rec);

@@ -30,6 +30,7 @@ struct crdtdb__shared {
     uint8_t signer[CRDTDB_REPLICA_ID_BYTES]; /* a reset identity empties it */
     uint64_t floor; /* the collection floor its deltas were made under: a
                        collection by another process empties it */
+    uint64_t lfloor; /* the log floor, likewise (a trim) */
 };
 
 static void drop(crdtdb__shared *sh, unsigned i)
@@ -91,6 +92,29 @@ static entry *entry_add(crdtdb_db *db, crdtdb__exporter *x, uint64_t since, size
     return e;
 }
 
+/* An export from below the log floor walks the records (export.c), and
+ * its deltas' ranges do not say where the walk stopped: it goes unshared,
+ * one delta per call like the rest, info->resume saying where it is. */
+static int walk_unshared(crdtdb_db *db, const crdtdb__export_opts *po, uint64_t since,
+                         crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *sum)
+{
+    crdtdb__export_opts o = *po;
+    o.since = since;
+    o.flags &= ~CRDTDB_EXPORT_SHARED;
+    o.withhold = NULL;
+    if (since != po->since)
+        o.resume = NULL, o.resume_len = 0;
+    crdtdb_export_info in;
+    int rc = crdtdb__export_run(db, &o, sink, ctx, &in);
+    sum->deltas += in.deltas;
+    sum->changes += in.changes;
+    sum->bytes += in.bytes;
+    sum->to = in.to;
+    memcpy(sum->resume, in.resume, in.resume_len);
+    sum->resume_len = in.resume_len;
+    return rc;
+}
+
 /* One delta made for `peer` alone from `since` (its own changes in the
  * range are left out), passed to sink once the snapshot is closed (as
  * every shared delta is: the sink may use the handle). */
@@ -104,6 +128,10 @@ static int own_delta(crdtdb_db *db, const crdtdb__export_opts *po, uint64_t sinc
     int rc = crdtdb__exporter_begin(db, &o, &x);
     if (rc)
         return rc;
+    if (crdtdb__exporter_walks(x)) { /* trimmed meanwhile */
+        crdtdb__exporter_end(x);
+        return walk_unshared(db, po, since, sink, ctx, sum);
+    }
     const uint8_t *delta;
     size_t len;
     uint8_t *copy = NULL;
@@ -152,15 +180,22 @@ static int export_shared(crdtdb_db *db, const crdtdb__export_opts *po, crdtdb_de
     int rc = crdtdb__exporter_begin(db, &so, &x);
     if (rc)
         return rc;
+    if (crdtdb__exporter_walks(x)) {
+        crdtdb__exporter_end(x);
+        return walk_unshared(db, po, po->since, sink, ctx, sum);
+    }
     uint64_t floor;
     if ((rc = crdtdb__exporter_floor(x, &floor))) {
         crdtdb__exporter_end(x);
         return crdtdb__db_seterr(db, rc, "export: %s", crdtdb_strerror(rc));
     }
-    if (floor != sh->floor) { /* deltas made before it may hold what went */
+    /* deltas made before a collection may hold what went; before a trim,
+     * they start where a walk is needed now */
+    if (floor != sh->floor || crdtdb__exporter_lfloor(x) != sh->lfloor) {
         while (sh->n)
             drop(sh, 0);
         sh->floor = floor;
+        sh->lfloor = crdtdb__exporter_lfloor(x);
     }
     uint64_t last = crdtdb__exporter_last(x);
     uint32_t num = crdtdb__exporter_withhold_num(x); /* 0: nothing withheld */
@@ -188,6 +223,10 @@ static int export_shared(crdtdb_db *db, const crdtdb__export_opts *po, crdtdb_de
                 if ((rc = crdtdb__exporter_begin(db, &so, &x))) {
                     x = NULL;
                     break;
+                }
+                if (crdtdb__exporter_walks(x)) { /* a trim since the first */
+                    crdtdb__exporter_end(x);
+                    return walk_unshared(db, po, since, sink, ctx, sum);
                 }
             }
             size_t changes = crdtdb__exporter_info(x)->changes;
@@ -245,6 +284,8 @@ static int export_for_call(crdtdb_db *db, uint64_t since, const uint8_t *peer,
     o.flags = opts ? opts->flags : 0;
     o.max_bytes = opts ? opts->max_bytes : 0;
     o.filter = opts;
+    o.resume = opts ? opts->resume : NULL;
+    o.resume_len = opts && opts->resume ? opts->resume_len : 0;
     if (opts && opts->visible) /* what a peer sees is its own: nothing shared */
         o.flags &= ~CRDTDB_EXPORT_SHARED;
     if (!(o.flags & CRDTDB_EXPORT_SHARED))

@@ -265,7 +265,7 @@ START_TEST(shared_export_is_signed_once)
     crdtdb_env_replica_id(C.env, cid);
     memset(did, 7, sizeof did); /* a peer A has never heard of */
     grab gc = {0}, gd = {0}, gb = {0};
-    crdtdb_export_options shared = {CRDTDB_EXPORT_SHARED, 0, NULL, NULL, NULL};
+    crdtdb_export_options shared = {.flags = CRDTDB_EXPORT_SHARED};
     crdtdb_export_info ic, id, ib;
     ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, cid, &shared, grab_one, &gc, &ic), 0);
     ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, did, &shared, grab_one, &gd, &id), 0);
@@ -306,7 +306,7 @@ START_TEST(empty_ranges_are_not_signed)
     for (unsigned fl = CRDTDB_EXPORT_NO_EMPTY; fl <= (CRDTDB_EXPORT_NO_EMPTY | CRDTDB_EXPORT_SHARED);
          fl |= CRDTDB_EXPORT_SHARED) {
         grab g = {0};
-        crdtdb_export_options eo = {fl, 0, NULL, NULL, NULL};
+        crdtdb_export_options eo = {.flags = fl};
         crdtdb_export_info info;
         ck_assert_int_eq(crdtdb_db_export_for(A.db, 0, bid, &eo, grab_one, &g, &info), 0);
         ck_assert_int_eq(g.calls, 1);

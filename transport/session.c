@@ -54,6 +54,8 @@ struct crdtdb_session {
     uint64_t skip_to;     /* (sent_upto, skip_to] holds nothing for the peer */
     uint64_t hint;        /* the peer's SKIP: it has nothing for us up to here */
     uint64_t sent_upto;   /* our log is exported up to here */
+    uint8_t walk_at[CRDTDB_EXPORT_RESUME_MAX]; /* and this far in a walk of */
+    size_t walk_len;      /* the records from sent_upto (0: none; export.c) */
     uint64_t told_uptodate; /* the last UPTODATE we sent (+1; 0: none) */
     uint64_t peer_uptodate; /* the peer's last UPTODATE (+1; 0: none) */
     /* stability (collection): an ACK [4, acked, mine] makes `acked` stable
@@ -233,6 +235,7 @@ static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
     s->behind = 1;
     s->h_stamp = stamp;
     s->sent_upto = 0;
+    s->walk_len = 0;
     s->skip_to = 0; /* everything again, from 0 */
     s->all_upto = last;
     return send_u64(s, M_RESYNC, stamp) ? seterr(s, CRDTDB_ENOMEM, "out of memory") : 0;
@@ -858,6 +861,12 @@ static int pump(crdtdb_session *s)
         w.visible = s->o.read_filter ? read_filter : NULL;
         w.hidden = s->o.read_filter ? send_purge : NULL;
         w.filter_ctx = s;
+        uint8_t walk_at[CRDTDB_EXPORT_RESUME_MAX];
+        size_t walk_len = 0;
+        w.resume = s->walk_len ? s->walk_at : NULL;
+        w.resume_len = s->walk_len;
+        w.resume_out = walk_at;
+        w.resume_out_len = &walk_len;
         uint64_t to = 0;
         s->skipped = s->give_err = 0;
         s->gave = 0;
@@ -871,7 +880,10 @@ static int pump(crdtdb_session *s)
          * a range is sent only by a delta, which starts where the peer's
          * durable watermark is (a skip moves none): a range counted as
          * sent with nothing sent would leave the peer short of it for good */
-        if (s->skipped ? to <= done : to <= s->sent_upto && !prove && !cross)
+        /* a walk of the records moves on inside (sent_upto, sent_upto] */
+        int walked = !s->skipped && to == s->sent_upto && walk_len &&
+                     (walk_len != s->walk_len || memcmp(walk_at, s->walk_at, walk_len) != 0);
+        if (s->skipped ? to <= done : to <= s->sent_upto && !prove && !cross && !walked)
             return seterr(s, CRDTDB_EIO, "export made no progress");
         if (!s->skipped && !s->gave && to > s->sent_upto)
             return seterr(s, CRDTDB_EIO, "export sent nothing for (%llu, %llu]",
@@ -887,6 +899,8 @@ static int pump(crdtdb_session *s)
             s->skip_to = to;
         } else {
             s->sent_upto = to;
+            memcpy(s->walk_at, walk_at, walk_len);
+            s->walk_len = walk_len;
         }
     }
     return 0;
@@ -1607,6 +1621,7 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         if (v > s->peer_acked && v <= last) /* it holds that much of ours */
             s->peer_acked = v;
         s->sent_upto = v;
+        s->walk_len = 0;
         s->skip_to = 0;
         if (v == 0) /* it may have cleared its copy, its own writes too */
             s->all_upto = last;

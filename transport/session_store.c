@@ -64,11 +64,17 @@ static int store_next_delta(void *ctx, const crdtdb__store_want *want, crdtdb__s
     eo.visible = want->visible;
     eo.hidden = want->visible ? want->hidden : NULL;
     eo.filter_ctx = want->filter_ctx;
+    eo.resume = want->resume;
+    eo.resume_len = want->resume_len;
     crdtdb_export_info info;
     memset(&info, 0, sizeof info);
     one_sink k = {give, session, 0};
     int rc = crdtdb_db_export_for(db_of(ctx), want->after, want->peer, &eo, one_delta, &k, &info);
     *to = info.to;
+    if (want->resume_out) {
+        memcpy(want->resume_out, info.resume, info.resume_len);
+        *want->resume_out_len = info.resume_len;
+    }
     return k.err ? k.err : rc;
 }
 

@@ -40,6 +40,14 @@ typedef struct crdtdb__store_want {
                    const uint8_t *value, size_t len);
     void (*hidden)(void *ctx, const char *coll, const char *id);
     void *filter_ctx;
+    /* where the last delta from `after` left a walk of the records
+     * (crdtdb_export_options.resume; NULL: none), and where the store puts
+     * the new one (*resume_out_len 0: no walk under way), at most
+     * CRDTDB_EXPORT_RESUME_MAX bytes */
+    const uint8_t *resume;
+    size_t resume_len;
+    uint8_t *resume_out;
+    size_t *resume_out_len;
 } crdtdb__store_want;
 
 /* A delta the store hands to the session (next_delta): `len` bytes at
