@@ -35,8 +35,8 @@ function serverQuery(srv: Server, coll: string): Record<string, unknown>[] {
   return JSON.parse(cli(srv.dir, "query", "match-1", coll)) as Record<string, unknown>[];
 }
 
-function collect(dir: string, ...args: string[]): { records: number; floor: number } {
-  return JSON.parse(cli(dir, "collect", "match-1", ...args)) as { records: number; floor: number };
+function collect(dir: string, ...args: string[]): { records: number; floor: number; log_entries: number } {
+  return JSON.parse(cli(dir, "collect", "match-1", ...args)) as { records: number; floor: number; log_entries: number };
 }
 
 /** Plain JSON (bigints as numbers), to compare with the CLI's output. */
@@ -286,6 +286,35 @@ test("the resync mark is durable: a replica reopened mid-resync asks for everyth
       assert.equal(again.replica.peer(server).resync, true);
       assert.ok(await again.getById("Players", "r1", true), "nothing forgotten before the resync ends");
       await again.close();
+    } finally {
+      await back.stop();
+    }
+  });
+});
+
+test("a fresh client of a trimmed log gets every record: the server walks its records, several deltas of empty range, then the log after the floor", async () => {
+  await withServer(async (srv) => {
+    const w = await open({ sync: syncTo(srv) });
+    const many: Record<string, Record<string, unknown>> = {};
+    for (let i = 0; i < 6000; i++) many[`p${i}`] = { hp: i % 101, name: `player ${i}`, pos: { x: i % 977, y: (i * 7) % 991 } };
+    await w.addAll("Players", many);
+    await w.update("Players", "p5", { pos: { x: -1 } });
+    await w.remove("Players", "p6");
+    await w.sync!.whenSynced();
+    await w.close();
+    await srv.stop();
+    const st = collect(srv.dir, "--max-peer-age", "1ms"); // the writer is silent: the horizon is the whole log
+    assert.ok(st.log_entries > 5000, `the log was trimmed (${st.log_entries} entries)`);
+    const back = await serve(srv.dir, ["--collections", COLLS], srv.port);
+    try {
+      cli(back.dir, "add", "match-1", "Moves", "m1", '{"after":"the trim"}'); // in the log, after the floor
+      const fresh = await open({ sync: syncTo(back) });
+      await fresh.sync!.whenSynced();
+      const want = plain(serverQuery(back, "Players")) as unknown[];
+      assert.equal(want.length, 5999);
+      assert.deepEqual(plain(await fresh.query("Players", {})), want);
+      assert.deepEqual(plain(await fresh.query("Moves", {})), [{ id: "m1", after: "the trim" }]);
+      await fresh.close();
     } finally {
       await back.stop();
     }
