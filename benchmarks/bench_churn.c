@@ -435,6 +435,10 @@ typedef struct bench {
     crdtdb_collect_stats cs;
     uint64_t floor, stamp;
     double churn_s, gen_s, collect_s, fresh_s;
+    /* a full export (since 0), before collection (the log) and after (the
+     * trimmed log: the records walked) */
+    double export_s[2];
+    long long export_bytes[2];
     long long model_live_bytes;
     int hwm_resets;
 } bench;
@@ -551,6 +555,22 @@ static int add_live(bench *b, crdtdb_db *db)
     return rc ? bench_fail("fresh add", rc, db ? crdtdb_db_errmsg(db) : NULL) : 0;
 }
 
+static int count_bytes(void *ctx, const uint8_t *delta, size_t len)
+{
+    (void)delta;
+    *(long long *)ctx += (long long)len;
+    return 0;
+}
+
+/* Times crdtdb_db_export from 0 (every delta signed, none kept). */
+static int time_export(bench *b, int i)
+{
+    double t0 = bench_now();
+    int rc = crdtdb_db_export(b->db, 0, NULL, count_bytes, &b->export_bytes[i], NULL);
+    b->export_s[i] = bench_now() - t0;
+    return rc ? bench_fail("db_export", rc, crdtdb_db_errmsg(b->db)) : 0;
+}
+
 static int run(bench *b)
 {
     double t0;
@@ -559,7 +579,7 @@ static int run(bench *b)
         return -1;
     b->hwm_resets = hwm_reset();
     if (churn(b, b->db, &b->churn_s) || measure(b->db, b->base.env_dir[0], &b->churned) || add_live(b, NULL) ||
-        take_copy(b->env, &b->copies[0]))
+        take_copy(b->env, &b->copies[0]) || time_export(b, 0))
         return -1;
     b->hwm_resets &= hwm_reset();
     t0 = bench_now();
@@ -569,7 +589,8 @@ static int run(bench *b)
         return bench_fail("db_collect", rc, crdtdb_db_errmsg(b->db));
     if ((rc = crdtdb_db_horizon(b->db, &b->floor, &b->stamp)))
         return bench_fail("db_horizon", rc, crdtdb_db_errmsg(b->db));
-    if (measure(b->db, b->base.env_dir[0], &b->collected) || take_copy(b->env, &b->copies[1]))
+    if (measure(b->db, b->base.env_dir[0], &b->collected) || take_copy(b->env, &b->copies[1]) ||
+        time_export(b, 1))
         return -1;
     /* the floor: the live records alone, in a fresh environment */
     const char *colls[] = {COLL};
@@ -639,9 +660,14 @@ static void print_human(const bench *b)
            b->collected.live_records, live, kib(live), b->model_live_bytes);
     print_snap("before churn", &b->start);
     print_snap("after churn", &b->churned);
-    printf("collect: %.3f s; %" PRIu64 " records and %" PRIu64 " registers dropped, horizon %"
-           PRIu64 ", floor %" PRIu64 "\n",
-           b->collect_s, b->cs.records, b->cs.registers, b->cs.horizon, b->floor);
+    printf("collect: %.3f s; %" PRIu64 " records and %" PRIu64 " registers dropped, %" PRIu64
+           " log entries trimmed, horizon %" PRIu64 ", floor %" PRIu64 "\n",
+           b->collect_s, b->cs.records, b->cs.registers, b->cs.log_entries, b->cs.horizon,
+           b->floor);
+    printf("export from 0: %.3f s, %lld bytes from the log before collection; %.3f s, %lld bytes "
+           "walking the records after (%.2fx the time)\n",
+           b->export_s[0], b->export_bytes[0], b->export_s[1], b->export_bytes[1],
+           bench_ratio(b->export_s[1], b->export_s[0]));
     print_snap("after collection (the file in place: LMDB keeps freed pages for reuse)",
                &b->collected);
     printf("compacted copies (crdtdb_env_backup, MDB_CP_COMPACT), bytes per LMDB sub-database "
@@ -688,11 +714,15 @@ static void print_json(const bench *b)
            "\"updates\":%zu,\"removes\":%zu,\"live\":%zu,\"checksum\":\"%08" PRIx32 "\","
            "\"churn_s\":%.3f,\"gen_s\":%.3f,\"collect_s\":%.4f,\"fresh_fill_s\":%.4f,"
            "\"collected_records\":%" PRIu64 ",\"collected_registers\":%" PRIu64
-           ",\"horizon\":%" PRIu64 ",\"floor\":%" PRIu64 ",\"live_msgpack_bytes\":%lld,",
+           ",\"trimmed_log_entries\":%" PRIu64
+           ",\"horizon\":%" PRIu64 ",\"floor\":%" PRIu64 ",\"live_msgpack_bytes\":%lld,"
+           "\"export_log_s\":%.4f,\"export_log_bytes\":%lld,\"export_walk_s\":%.4f,"
+           "\"export_walk_bytes\":%lld,",
            b->o.ops, b->o.ids, b->o.batch, b->o.seed, bench_bool(b->o.nosync),
            b->g.count[OP_ADD], b->g.count[OP_UPDATE], b->g.count[OP_REMOVE], b->g.live, b->g.fnv,
            b->churn_s, b->gen_s, b->collect_s, b->fresh_s, b->cs.records, b->cs.registers,
-           b->cs.horizon, b->floor, live);
+           b->cs.log_entries, b->cs.horizon, b->floor, live, b->export_s[0], b->export_bytes[0],
+           b->export_s[1], b->export_bytes[1]);
     print_json_snap("start", &b->start);
     print_json_snap("churned", &b->churned);
     print_json_snap("collected", &b->collected);
