@@ -11,7 +11,7 @@ import { Observable } from "./observable.js";
 import { Presence } from "./presence.js";
 import { compileQuery } from "./query.js";
 import { Replica, type Change, type ReplicaOptions } from "./replica.js";
-import { Sync, type SyncOptions, type SyncStatus } from "./sync.js";
+import { EarlyConnection, Sync, type SyncOptions, type SyncStatus } from "./sync.js";
 import type { DataObject } from "./types.js";
 
 export type CollectionName = string;
@@ -87,9 +87,17 @@ export class CrdtdbDataStore implements DataStore {
   /** Opens the store: loads its copy and, with `sync`, starts syncing.
    *  Close it with close(). */
   static async open(o: OpenOptions): Promise<CrdtdbDataStore> {
-    const replica = await Replica.open({ ...o, collections: parseCollections(o.collections), backend: o.backend ?? new MemoryBackend() });
+    // the connection's handshake goes on while the copy loads
+    const early = o.sync ? EarlyConnection.open(o.dbId, o.sync) : null;
+    let replica: Replica;
+    try {
+      replica = await Replica.open({ ...o, collections: parseCollections(o.collections), backend: o.backend ?? new MemoryBackend() });
+    } catch (e) {
+      void early?.then((c) => c?.close());
+      throw e;
+    }
     const ds = new CrdtdbDataStore(replica, o.sync);
-    ds.sync?.start();
+    ds.sync?.start(early);
     return ds;
   }
 
