@@ -49,26 +49,7 @@ static int floor_write(crdtdb_db *db, MDB_txn *mt, const crdtdb__floor *f)
 
 int crdtdb__logfloor_read(crdtdb_db *db, MDB_txn *mt, uint64_t *lf)
 {
-    uint8_t kb[5];
-    MDB_val k = crdtdb__dbinfo_key(kb, db->num, 'l'), v;
-    *lf = 0;
-    int mrc = mdb_get(mt, db->env->dbi_dbinfo, &k, &v);
-    if (mrc == MDB_NOTFOUND)
-        return 0;
-    if (mrc)
-        return crdtdb__mdb_err(mrc);
-    if (v.mv_size != 8)
-        return CRDTDB_ECORRUPT;
-    *lf = crdtdb__get_u64(v.mv_data);
-    return 0;
-}
-
-static int logfloor_write(crdtdb_db *db, MDB_txn *mt, uint64_t lf)
-{
-    uint8_t kb[5], vb[8];
-    MDB_val k = crdtdb__dbinfo_key(kb, db->num, 'l'), v = {8, vb};
-    crdtdb__put_u64(vb, lf);
-    return crdtdb__mdb_err(mdb_put(mt, db->env->dbi_dbinfo, &k, &v, 0));
+    return crdtdb__dbinfo_u64(db, mt, 'l', lf);
 }
 
 static const uint8_t NO_ID[CRDTDB_REPLICA_ID_BYTES]; /* a source not known: all zero */
@@ -412,7 +393,7 @@ static int trim_batch(crdtdb_txn *t, uint64_t upto, const MDB_val *newest, uint6
         rc = crdtdb__mdb_err(mrc);
     if (!rc && !*more && upto > at)
         at = upto; /* what is left below upto is a run reaching past it */
-    if (!rc && at > *lf && !(rc = logfloor_write(db, t->mt, at)))
+    if (!rc && at > *lf && !(rc = crdtdb__dbinfo_u64_put(db, t->mt, 'l', at)))
         *lf = at;
     return rc;
 }

@@ -640,3 +640,27 @@ int crdtdb_db_clear(crdtdb_db *db)
 {
     return crdtdb__db_exit(db, clear_call(db));
 }
+
+int crdtdb__dbinfo_u64(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t *v)
+{
+    uint8_t kb[5];
+    MDB_val k = crdtdb__dbinfo_key(kb, db->num, tag), val;
+    *v = 0;
+    int mrc = mdb_get(mt, db->env->dbi_dbinfo, &k, &val);
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    if (val.mv_size != 8)
+        return CRDTDB_ECORRUPT;
+    *v = crdtdb__get_u64(val.mv_data);
+    return 0;
+}
+
+int crdtdb__dbinfo_u64_put(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t v)
+{
+    uint8_t kb[5], vb[8];
+    MDB_val k = crdtdb__dbinfo_key(kb, db->num, tag), val = {8, vb};
+    crdtdb__put_u64(vb, v);
+    return crdtdb__mdb_err(mdb_put(mt, db->env->dbi_dbinfo, &k, &val, 0));
+}

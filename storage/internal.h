@@ -218,6 +218,10 @@ int crdtdb__copy_dense(crdtdb_env *env, const char *dir, int mark_restored);
 int crdtdb__floor_read(crdtdb_db *db, MDB_txn *mt, crdtdb__floor *f);
 /* The log floor ('l' above; 0 when absent).  0 or CRDTDB_EIO/ECORRUPT. */
 int crdtdb__logfloor_read(crdtdb_db *db, MDB_txn *mt, uint64_t *lf);
+/* A dbinfo value of one u64 under `tag` (the gate 'r', the log floor 'l'):
+ * *v 0 when absent.  0, ECORRUPT (not 8 bytes) or an LMDB code's error. */
+int crdtdb__dbinfo_u64(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t *v);
+int crdtdb__dbinfo_u64_put(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t v);
 
 /* resync.c: the gate a delta from `sender` passes (0: none), inside t.  A
  * replica a full resync reached holds no tombstone of what its resyncer

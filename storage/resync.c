@@ -40,19 +40,10 @@ static int resync_flag(crdtdb_txn *t, const uint8_t *peer, int on)
 
 static int gate_read(crdtdb_db *db, MDB_txn *mt, uint64_t *gate)
 {
-    uint8_t kb[5];
-    MDB_val k = crdtdb__dbinfo_key(kb, db->num, 'r'), v;
-    *gate = 0;
-    int mrc = mdb_get(mt, db->env->dbi_dbinfo, &k, &v);
-    if (mrc == MDB_NOTFOUND)
-        return 0;
-    if (mrc)
-        return crdtdb__mdb_err(mrc);
-    if (v.mv_size != 8)
-        return crdtdb__db_seterr(db, CRDTDB_ECORRUPT,
-                                 "the stored resync gate is unreadable (%zu bytes)", v.mv_size);
-    *gate = crdtdb__get_u64(v.mv_data);
-    return 0;
+    int rc = crdtdb__dbinfo_u64(db, mt, 'r', gate);
+    return rc == CRDTDB_ECORRUPT
+               ? crdtdb__db_seterr(db, rc, "the stored resync gate is unreadable")
+               : rc;
 }
 
 /* The gate only rises: every resync's horizon stamp is one more floor of
@@ -63,10 +54,7 @@ static int gate_raise(crdtdb_txn *t, uint64_t stamp)
     int rc = gate_read(t->db, t->mt, &gate);
     if (rc || stamp <= gate)
         return rc;
-    uint8_t kb[5], vb[8];
-    MDB_val k = crdtdb__dbinfo_key(kb, t->db->num, 'r'), v = {8, vb};
-    crdtdb__put_u64(vb, stamp);
-    return crdtdb__mdb_err(mdb_put(t->mt, t->db->env->dbi_dbinfo, &k, &v, 0));
+    return crdtdb__dbinfo_u64_put(t->db, t->mt, 'r', stamp);
 }
 
 /* The replica that resynced us holds what it collected as we do now: its
