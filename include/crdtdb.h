@@ -758,7 +758,7 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t
  * to fail it (the export then returns that code). */
 typedef int (*crdtdb_delta_sink)(void *ctx, const uint8_t *delta, size_t len);
 
-#define CRDTDB_EXPORT_RESUME_MAX (2 + 1 + CRDTDB_ID_MAX + 8) /* info.resume's bytes */
+#define CRDTDB_EXPORT_RESUME_MAX (2 + 1 + CRDTDB_ID_MAX + 8 + 16) /* info.resume's bytes */
 
 typedef struct crdtdb_export_info {
     uint64_t from;     /* the deltas cover local sequences (from, to] */
@@ -772,7 +772,9 @@ typedef struct crdtdb_export_info {
      * change log's trimmed part (crdtdb_db_collect) finds those registers
      * by walking the records in key order: its deltas cover (from, from]
      * until the walk is done, so `to` alone cannot say where to go on.
-     * Pass it back in crdtdb_export_options.resume with the same `since`. */
+     * Pass it back in crdtdb_export_options.resume with the same `since`.
+     * A walk does not know where a register came from, so unlike the log
+     * it also sends a peer its own registers back (harmless to merge). */
     uint8_t resume[CRDTDB_EXPORT_RESUME_MAX];
     size_t resume_len;
 } crdtdb_export_info;
@@ -817,7 +819,9 @@ typedef struct crdtdb_export_options {
     /* Goes on from where an export with the same `since` stopped inside a
      * walk of the records: its info.resume (borrowed for the call; NULL or
      * 0 bytes: from the start).  A transport that asks for one delta at a
-     * time (the session) keeps it between calls.  Malformed: EINVAL. */
+     * time (the session) keeps it between calls.  Malformed, or made for
+     * another since: EINVAL.  After a trim since it was made, the walk
+     * starts over (nothing it passed is missed). */
     const uint8_t *resume;
     size_t resume_len;
 } crdtdb_export_options;

@@ -376,7 +376,20 @@ static int walk_one(crdtdb__exporter *x, uint16_t coll, const uint8_t *id, size_
     const crdtdb__record *rec = &x->rec;
     if (x->o) { /* whole, once, if no later register sends it from the log */
         uint64_t m = max_seq(rec);
-        return m > x->since && m <= x->lfloor ? pack_whole(x, rec, coll, id, idlen) : 0;
+        if (m <= x->since || m > x->lfloor)
+            return 0;
+        /* a walk cannot end a piece (its range says nothing of where it
+         * stopped): a record that does not fit opens the next delta */
+        if (!x->whole && x->d.nrecs) {
+            size_t c = REC_COST + idlen + ORIGIN_COST;
+            for (uint32_t i = 0; i < rec->nleaves; i++) {
+                crdtdb__delta_field f = leaf_field(&rec->leaves[i]);
+                c += crdtdb__delta_field_cost(&f) + ORIGIN_COST;
+            }
+            if (x->cost + c > x->budget)
+                return NEED_FLUSH;
+        }
+        return pack_whole(x, rec, coll, id, idlen);
     }
     long n = walk_regs(x, rec);
     if (n < 0)
@@ -450,7 +463,9 @@ static int walk(crdtdb__exporter *x)
 }
 
 /* Where the walk stands, as crdtdb_export_info.resume: u16 collection | u8
- * id length | id | u64 sequence (that record's registers up to it went). */
+ * id length | id | u64 sequence (that record's registers up to it went) |
+ * u64 since | u64 the log floor it walked under (a trim since then: the
+ * records already passed lack what the new floor took, so it starts over). */
 static void walk_mark(crdtdb__exporter *x)
 {
     x->info.resume_len = 0;
@@ -462,7 +477,9 @@ static void walk_mark(crdtdb__exporter *x)
     p[2] = (uint8_t)idlen;
     memcpy(p + 3, x->wkey + 6, idlen);
     crdtdb__put_u64(p + 3 + idlen, x->wseq);
-    x->info.resume_len = 3 + idlen + 8;
+    crdtdb__put_u64(p + 3 + idlen + 8, x->since);
+    crdtdb__put_u64(p + 3 + idlen + 16, x->lfloor);
+    x->info.resume_len = 3 + idlen + 24;
 }
 
 /* Starts the walk at resume (or the first record). */
@@ -474,8 +491,12 @@ static int walk_start(crdtdb__exporter *x, const uint8_t *r, size_t len)
     x->wkeylen = 4;
     if (!r || !len)
         return 0;
-    if (len < 3 + 1 + 8 || r[2] == 0 || len != 3u + r[2] + 8)
+    if (len < 3 + 1 + 24 || r[2] == 0 || len != 3u + r[2] + 24)
         return CRDTDB_EINVAL;
+    if (crdtdb__get_u64(r + 3 + r[2] + 8) != x->since)
+        return CRDTDB_EINVAL; /* made for another since */
+    if (crdtdb__get_u64(r + 3 + r[2] + 16) != x->lfloor)
+        return 0; /* a trim since: records before it lack (old, new floor]: all again */
     memcpy(x->wkey + 4, r, 2);
     memcpy(x->wkey + 6, r + 3, r[2]);
     x->wkeylen = 6u + r[2];
@@ -534,6 +555,15 @@ int crdtdb__exporter_begin(crdtdb_db *db, const crdtdb__export_opts *o,
         rc = crdtdb__logfloor_read(db, mt, &x->lfloor);
     if (x->lfloor > x->last)
         x->lfloor = x->last;
+    /* a token is checked whether or not a walk is needed now */
+    const uint8_t *r = o->resume;
+    if (!rc && r && o->resume_len &&
+        (o->resume_len < 3 + 1 + 24 || r[2] == 0 || o->resume_len != 3u + r[2] + 24 ||
+         crdtdb__get_u64(r + 3 + r[2] + 8) != x->since)) {
+        crdtdb__db_seterr(db, CRDTDB_EINVAL, "export: a malformed resume, or one made for another since");
+        crdtdb__exporter_end(x);
+        return CRDTDB_EINVAL;
+    }
     if (!rc && x->since < x->lfloor && walk_start(x, o->resume, o->resume_len)) {
         crdtdb__db_seterr(db, CRDTDB_EINVAL, "export: a malformed resume");
         crdtdb__exporter_end(x);

@@ -81,6 +81,58 @@ static int reckey_cmp(const void *a, const void *b)
     return c ? c : (x[2] > y[2]) - (x[2] < y[2]);
 }
 
+/* Appends to keys the records holding a register of our own numbered in
+ * (after, lf]: below the log floor a trim took the entries that said so
+ * (collect.c), so the records are walked.  A register's source is not
+ * kept in its record, only its origin: ours is what was written here. */
+static int own_below_floor(crdtdb_txn *t, uint64_t after, uint64_t lf, reckey **keys,
+                           uint32_t *nk, uint32_t *cap)
+{
+    crdtdb_db *db = t->db;
+    MDB_cursor *c;
+    int mrc = mdb_cursor_open(t->mt, db->env->dbi_records, &c), rc = 0;
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    uint8_t pre[4];
+    crdtdb__put_u32(pre, db->num);
+    MDB_val k = {4, pre}, v;
+    crdtdb__record rec;
+    crdtdb__record_init(&rec);
+    for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); !mrc && !rc;
+         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 7 || memcmp(k.mv_data, pre, 4) != 0)
+            break;
+        if ((rc = crdtdb__record_decode(&rec, v.mv_data, v.mv_size,
+                                        crdtdb__origins_at(&db->orig, t->mt))))
+            break;
+        int mine = 0;
+        for (uint32_t i = 0; i <= rec.nleaves && !mine; i++) {
+            int base = i == rec.nleaves;
+            if (base && rec.base_kind == CRDTDB__BASE_NONE)
+                continue;
+            uint64_t seq = base ? rec.base_seq : rec.leaves[i].seq;
+            uint32_t o = base ? rec.base_origin : rec.leaves[i].origin;
+            mine = seq > after && seq <= lf &&
+                   memcmp(rec.origins[o], db->env->pk, CRDTDB_REPLICA_ID_BYTES) == 0;
+        }
+        if (!mine)
+            continue;
+        if (crdtdb__array_grow(keys, cap, *nk, sizeof **keys, 16)) {
+            rc = CRDTDB_ENOMEM;
+            break;
+        }
+        uint8_t *kk = (*keys)[(*nk)++].k; /* collection | id length | id */
+        memcpy(kk, (const uint8_t *)k.mv_data + 4, 2);
+        kk[2] = (uint8_t)(k.mv_size - 6);
+        memcpy(kk + 3, (const uint8_t *)k.mv_data + 6, k.mv_size - 6);
+    }
+    crdtdb__record_free(&rec);
+    mdb_cursor_close(c);
+    if (!rc && mrc && mrc != MDB_NOTFOUND)
+        rc = crdtdb__mdb_err(mrc);
+    return rc;
+}
+
 static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
 {
     if (n)
@@ -112,8 +164,11 @@ static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
         k[2] = (uint8_t)e.idlen;
         memcpy(k + 3, e.id, e.idlen);
     }
+    uint64_t lf = 0;
+    if (!rc && !(rc = crdtdb__logfloor_read(db, t->mt, &lf)) && after < lf)
+        rc = own_below_floor(t, after, lf, &keys, &nk, &cap);
     if (rc == CRDTDB_ECORRUPT)
-        rc = crdtdb__db_seterr(db, rc, "change log entry is unreadable");
+        rc = crdtdb__db_seterr(db, rc, "change log entry or record is unreadable");
     else if (rc && db->errcode != rc)
         rc = crdtdb__db_seterr(db, rc, "discard: %s", crdtdb_strerror(rc));
     crdtdb__log_close(&it);

@@ -105,7 +105,10 @@ static int walk_unshared(crdtdb_db *db, const crdtdb__export_opts *po, uint64_t 
     if (since != po->since)
         o.resume = NULL, o.resume_len = 0;
     crdtdb_export_info in;
+    memset(&in, 0, sizeof in); /* an export that fails to begin fills nothing */
     int rc = crdtdb__export_run(db, &o, sink, ctx, &in);
+    if (rc < 0)
+        return rc;
     sum->deltas += in.deltas;
     sum->changes += in.changes;
     sum->bytes += in.bytes;
