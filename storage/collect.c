@@ -409,8 +409,12 @@ static int trim_log(crdtdb_db *db, uint64_t upto, crdtdb_collect_stats *st)
         uint64_t lf = 0;
         uint8_t nk[CRDTDB__CHGKEY_LEN];
         MDB_val newest = {0, nk};
+        uint64_t wrote;
         if (!(rc = crdtdb__logfloor_read(db, t->mt, &lf)) && lf < upto &&
-            !(rc = log_newest(db, t->mt, &newest)))
+            !(rc = log_newest(db, t->mt, &newest)) &&
+            /* what expiry reads from the log, noted before entries go */
+            !(rc = crdtdb__last_write_ms(db->env, t->mt, db->num, &wrote)) &&
+            !(rc = crdtdb__dbinfo_u64_put(db, t->mt, 'w', wrote)))
             rc = trim_batch(t, upto, &newest, &lf, &st->log_entries, &more);
         else
             more = 0;

@@ -21,11 +21,20 @@ static MDB_val ttl_key(uint8_t k[5], uint32_t num)
     return crdtdb__dbinfo_key(k, num, 't');
 }
 
-/* The wall-clock ms of the register written last (the one at the top of
- * the change log), or 0 when the log is empty. */
-static int last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *ms)
+/* The wall-clock ms of the register written last: the one at the top of
+ * the change log, or what a trim noted before it took entries (a purge may
+ * take the top since); 0 when neither says. */
+int crdtdb__last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *ms)
 {
     *ms = 0;
+    uint8_t wk[5];
+    MDB_val k0 = crdtdb__dbinfo_key(wk, num, 'w'), v0;
+    int g = mdb_get(mt, env->dbi_dbinfo, &k0, &v0);
+    if (g && g != MDB_NOTFOUND)
+        return crdtdb__mdb_err(g);
+    if (!g && v0.mv_size != 8)
+        return CRDTDB_ECORRUPT;
+    uint64_t noted = g ? 0 : crdtdb__get_u64(v0.mv_data);
     MDB_cursor *cur;
     int mrc = mdb_cursor_open(mt, env->dbi_changes, &cur);
     if (mrc)
@@ -75,6 +84,8 @@ static int last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *m
         rc = crdtdb__mdb_err(mrc);
     }
     mdb_cursor_close(cur);
+    if (noted > *ms)
+        *ms = noted;
     return rc;
 }
 
@@ -93,7 +104,7 @@ static int expiry_read(crdtdb_env *env, MDB_txn *mt, uint32_t num, crdtdb_expiry
     out->ttl_ms = crdtdb__get_u64(v.mv_data);
     out->closed_ms = crdtdb__get_u64((const uint8_t *)v.mv_data + 8);
     uint64_t set_ms = crdtdb__get_u64((const uint8_t *)v.mv_data + 16);
-    int rc = last_write_ms(env, mt, num, &out->last_write_ms);
+    int rc = crdtdb__last_write_ms(env, mt, num, &out->last_write_ms);
     if (rc)
         return rc;
     /* never before the setting: a time-to-live given to a database written

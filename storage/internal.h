@@ -51,6 +51,8 @@
  *            numbered at or below it may be gone (collect.c trims what
  *            every peer holds); exports from below it walk the records
  *            (export.c).  Absent: 0, the log whole
+ *   dbinfo   u32 number | 'w' -> u64 the last write's wall-clock ms when
+ *            the log was last trimmed (expiry: the entry it read may go)
  *   meta     "drop:" + id -> where a dropped database's history ended, for
  *            one created again under its id (db.c, tomb_put)
  */
@@ -222,6 +224,8 @@ int crdtdb__logfloor_read(crdtdb_db *db, MDB_txn *mt, uint64_t *lf);
  * *v 0 when absent.  0, ECORRUPT (not 8 bytes) or an LMDB code's error. */
 int crdtdb__dbinfo_u64(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t *v);
 int crdtdb__dbinfo_u64_put(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t v);
+/* The ms of database num's last write, as expiry counts it (expire.c). */
+int crdtdb__last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *ms);
 
 /* resync.c: the gate a delta from `sender` passes (0: none), inside t.  A
  * replica a full resync reached holds no tombstone of what its resyncer
