@@ -338,11 +338,13 @@ static int log_newest(crdtdb_db *db, MDB_txn *mt, MDB_val *newest)
     return mrc && mrc != MDB_NOTFOUND ? crdtdb__mdb_err(mrc) : 0;
 }
 
-/* One batch: drops the entries in (*lf, upto] but those above, from a
- * write transaction, and raises the log floor to where it stopped.  *more
- * when it stopped early. */
-static int trim_batch(crdtdb_txn *t, uint64_t upto, const MDB_val *newest, uint64_t *lf,
-                      uint64_t *dropped, int *more)
+/* One batch: drops the entries from sequence *from up to upto but those
+ * kept (above), in a write transaction, and raises the log floor to where
+ * it stopped; *from is then where the next batch starts, *more when it
+ * stopped early.  Entries kept below the floor are looked at again by the
+ * next trim: the newest of one trim is an old one by the next. */
+static int trim_batch(crdtdb_txn *t, uint64_t *from, uint64_t upto, const MDB_val *newest,
+                      uint64_t *lf, uint64_t *dropped, int *more)
 {
     crdtdb_db *db = t->db;
     MDB_cursor *c;
@@ -350,7 +352,7 @@ static int trim_batch(crdtdb_txn *t, uint64_t upto, const MDB_val *newest, uint6
     if (mrc)
         return crdtdb__mdb_err(mrc);
     uint8_t kb[CRDTDB__CHGKEY_LEN];
-    MDB_val k = crdtdb__log_key(kb, db->num, *lf + 1), v;
+    MDB_val k = crdtdb__log_key(kb, db->num, *from), v;
     uint64_t at = *lf;
     unsigned looked = 0;
     *more = 0;
@@ -369,7 +371,9 @@ static int trim_batch(crdtdb_txn *t, uint64_t upto, const MDB_val *newest, uint6
             *more = 1;
             break;
         }
-        at = run.seq + run.n - 1;
+        *from = run.seq + run.n;
+        if (run.seq + run.n - 1 > at)
+            at = run.seq + run.n - 1;
         if (newest->mv_size == k.mv_size && memcmp(newest->mv_data, k.mv_data, k.mv_size) == 0)
             continue;
         uint8_t rk[CRDTDB__RECKEY_MAX], kind = CRDTDB__BASE_NONE;
@@ -401,6 +405,7 @@ static int trim_batch(crdtdb_txn *t, uint64_t upto, const MDB_val *newest, uint6
 /* Trims db's log up to `upto` (the horizon) in batches. */
 static int trim_log(crdtdb_db *db, uint64_t upto, crdtdb_collect_stats *st)
 {
+    uint64_t from = 1;
     for (int more = 1; more;) {
         crdtdb_txn *t;
         int rc = crdtdb_txn_begin(db, 0, &t);
@@ -410,12 +415,12 @@ static int trim_log(crdtdb_db *db, uint64_t upto, crdtdb_collect_stats *st)
         uint8_t nk[CRDTDB__CHGKEY_LEN];
         MDB_val newest = {0, nk};
         uint64_t wrote;
-        if (!(rc = crdtdb__logfloor_read(db, t->mt, &lf)) && lf < upto &&
+        if (!(rc = crdtdb__logfloor_read(db, t->mt, &lf)) &&
             !(rc = log_newest(db, t->mt, &newest)) &&
             /* what expiry reads from the log, noted before entries go */
             !(rc = crdtdb__last_write_ms(db->env, t->mt, db->num, &wrote)) &&
             !(rc = crdtdb__dbinfo_u64_put(db, t->mt, 'w', wrote)))
-            rc = trim_batch(t, upto, &newest, &lf, &st->log_entries, &more);
+            rc = trim_batch(t, &from, upto, &newest, &lf, &st->log_entries, &more);
         else
             more = 0;
         if (rc) {

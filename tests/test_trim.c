@@ -242,6 +242,27 @@ START_TEST(session_from_below_the_trim_streams_the_walk)
 }
 END_TEST
 
+/* What one trim kept as the newest entry, the next one takes: entries
+ * below the floor are looked at again. */
+START_TEST(next_trim_takes_the_last_ones_newest)
+{
+    replica A;
+    replica_init(&A, &now_ms, "game");
+    churn(&A, 5, 50, 10);
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, NULL), 0);
+    uint64_t kept = log_entries(&A);
+    for (int i = 0; i < 3; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "n%d", i);
+        put(&A, "add", "moves", id, "{\"x\":1}");
+        crdtdb_collect_stats st;
+        ck_assert_int_eq(crdtdb_db_collect(A.db, 0, &st), 0);
+        ck_assert_uint_eq(log_entries(&A), kept); /* the new newest, not one more */
+    }
+    replica_free(&A);
+}
+END_TEST
+
 static int events[8];
 static void count(void *ctx, const crdtdb_event *ev)
 {
@@ -285,6 +306,7 @@ int main(void)
     tcase_add_loop_test(tc, exports_from_below_the_trim_carry_what_the_log_did, 0, 4);
     tcase_add_test(tc, session_from_below_the_trim_streams_the_walk);
     tcase_add_test(tc, observer_behind_the_trim_hears_many);
+    tcase_add_test(tc, next_trim_takes_the_last_ones_newest);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
