@@ -48,6 +48,7 @@ struct crdtdb__exporter {
     /* the walk of the records, for registers numbered in (since, lfloor],
      * whose log entries may be gone (collect.c trims them) */
     uint64_t lfloor;           /* the log floor in the snapshot */
+    uint64_t wsince, wfloor;   /* this pass walks registers in (wsince, wfloor] */
     int walk;                  /* 1: walking, 2: walked (0: no walk) */
     MDB_cursor *rcur;          /* on the records while walking */
     uint8_t wkey[CRDTDB__RECKEY_MAX]; /* the record it is at (full key) */
@@ -349,7 +350,7 @@ static int wreg_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The registers of rec numbered in (x->wseq, lfloor], by sequence, into
+/* The registers of rec numbered in (x->wseq, wfloor], by sequence, into
  * x->wregs (index 0: the base, i + 1: leaf i).  Their count, or -1. */
 static long walk_regs(crdtdb__exporter *x, const crdtdb__record *rec)
 {
@@ -361,7 +362,7 @@ static long walk_regs(crdtdb__exporter *x, const crdtdb__record *rec)
         uint64_t seq = i ? rec->leaves[i - 1].seq : rec->base_seq;
         if (!i && rec->base_kind == CRDTDB__BASE_NONE)
             continue;
-        if (seq > x->wseq && seq <= x->lfloor)
+        if (seq > x->wseq && seq <= x->wfloor)
             x->wregs[n++] = (struct wreg){seq, i};
     }
     if (n > 1)
@@ -376,7 +377,7 @@ static int walk_one(crdtdb__exporter *x, uint16_t coll, const uint8_t *id, size_
     const crdtdb__record *rec = &x->rec;
     if (x->o) { /* whole, once, if no later register sends it from the log */
         uint64_t m = max_seq(rec);
-        if (m <= x->since || m > x->lfloor)
+        if (m <= x->wsince || m > x->wfloor)
             return 0;
         /* a walk cannot end a piece (its range says nothing of where it
          * stopped): a record that does not fit opens the next delta */
@@ -425,7 +426,7 @@ static int walk(crdtdb__exporter *x)
         k.mv_data = x->wkey;
         mrc = mdb_cursor_get(x->rcur, &k, &v, MDB_SET_RANGE);
         if (!mrc && (k.mv_size != x->wkeylen || memcmp(k.mv_data, x->wkey, x->wkeylen) != 0))
-            x->wseq = x->since; /* the record it stopped at went: the next, whole */
+            x->wseq = x->wsince; /* the record it stopped at went: the next, whole */
         x->wat = 0;
     } else {
         mrc = mdb_cursor_get(x->rcur, &k, &v, MDB_GET_CURRENT);
@@ -452,12 +453,21 @@ static int walk(crdtdb__exporter *x)
                 return rc; /* NEED_FLUSH: the cursor stays on this record */
         }
         x->wat = 0;
-        x->wseq = x->since;
+        x->wseq = x->wsince;
     }
     if (mrc && mrc != MDB_NOTFOUND)
         return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", crdtdb__mdb_str(mrc));
     mdb_cursor_close(x->rcur);
     x->rcur = NULL;
+    x->prev = x->wfloor; /* everything up to it went: a delta may end there */
+    if (x->wfloor < x->lfloor) {
+        /* a pass resumed under an older floor: what a trim took since,
+         * (wfloor, lfloor], is one more pass over every record */
+        x->wsince = x->wseq = x->wfloor;
+        x->wfloor = x->lfloor;
+        x->wkeylen = 4;
+        return walk(x);
+    }
     x->walk = 2;
     return 0;
 }
@@ -477,8 +487,8 @@ static void walk_mark(crdtdb__exporter *x)
     p[2] = (uint8_t)idlen;
     memcpy(p + 3, x->wkey + 6, idlen);
     crdtdb__put_u64(p + 3 + idlen, x->wseq);
-    crdtdb__put_u64(p + 3 + idlen + 8, x->since);
-    crdtdb__put_u64(p + 3 + idlen + 16, x->lfloor);
+    crdtdb__put_u64(p + 3 + idlen + 8, x->wsince);
+    crdtdb__put_u64(p + 3 + idlen + 16, x->wfloor);
     x->info.resume_len = 3 + idlen + 24;
 }
 
@@ -486,7 +496,8 @@ static void walk_mark(crdtdb__exporter *x)
 static int walk_start(crdtdb__exporter *x, const uint8_t *r, size_t len)
 {
     x->walk = 1;
-    x->wseq = x->since;
+    x->wseq = x->wsince = x->since;
+    x->wfloor = x->lfloor;
     crdtdb__put_u32(x->wkey, x->db->num);
     x->wkeylen = 4;
     if (!r || !len)
@@ -495,8 +506,12 @@ static int walk_start(crdtdb__exporter *x, const uint8_t *r, size_t len)
         return CRDTDB_EINVAL;
     if (crdtdb__get_u64(r + 3 + r[2] + 8) != x->since)
         return CRDTDB_EINVAL; /* made for another since */
-    if (crdtdb__get_u64(r + 3 + r[2] + 16) != x->lfloor)
-        return 0; /* a trim since: records before it lack (old, new floor]: all again */
+    /* a trim since: this pass goes on under the floor it began with (the
+     * records it passed hold nothing more of it), then one more pass */
+    uint64_t fl = crdtdb__get_u64(r + 3 + r[2] + 16);
+    if (fl <= x->since || fl > x->lfloor)
+        return 0; /* not a floor this walk can have had: from the start */
+    x->wfloor = fl;
     memcpy(x->wkey + 4, r, 2);
     memcpy(x->wkey + 6, r + 3, r[2]);
     x->wkeylen = 6u + r[2];
@@ -601,7 +616,6 @@ int crdtdb__exporter_fill(crdtdb__exporter *x)
         }
         if (rc)
             return rc;
-        x->prev = x->lfloor; /* everything up to it went */
     }
     /* the log is opened at the first fill: a cache hit needs none */
     uint64_t after = x->walk ? x->lfloor : x->since;

@@ -242,6 +242,54 @@ START_TEST(session_from_below_the_trim_streams_the_walk)
 }
 END_TEST
 
+/* A walk pulled one delta at a time while every call brings a write and a
+ * collection that raises the floor: each pass keeps the floor it began
+ * with, then one more pass takes what the trims took since, so the walk
+ * ends (it does not start over at every trim) holding everything. */
+START_TEST(walk_ends_under_a_trim_at_every_call)
+{
+    replica A, R;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&R, &now_ms, "game");
+    churn(&A, 11, 400, 40);
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, NULL), 0);
+    uint8_t resume[CRDTDB_EXPORT_RESUME_MAX];
+    size_t rlen = 0;
+    uint64_t since = 0, last = 0;
+    int calls = 0;
+    for (;;) {
+        ck_assert_int_lt(++calls, 500);
+        { /* a write, and a trim past it, before every call */
+            char id[16];
+            snprintf(id, sizeof id, "w%d", calls % 7);
+            put(&A, calls % 3 ? "add" : "remove", "players", id, calls % 3 ? "{\"w\":1}" : NULL);
+            ck_assert_int_eq(crdtdb_db_collect(A.db, 0, NULL), 0);
+        }
+        ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &last), 0);
+        /* deltas of ~20 registers: faster than the one write a call */
+        crdtdb_export_options eo = {.max_bytes = 2000, .resume = resume, .resume_len = rlen};
+        crdtdb_export_info info;
+        one o = {CRDTDB_BUF_INIT, 0};
+        ck_assert_int_eq(crdtdb_db_export_for(A.db, since, NULL, &eo, take_one, &o, &info), 0);
+        if (o.n)
+            ck_assert_msg(crdtdb_db_apply(R.db, o.d.data, o.d.len, NULL) == 0, "apply: %s",
+                          crdtdb_db_errmsg(R.db));
+        crdtdb_buf_free(&o.d);
+        memcpy(resume, info.resume, info.resume_len);
+        rlen = info.resume_len;
+        if (info.to >= last && !rlen)
+            break;
+        since = info.to;
+    }
+    char *da = dump(&A), *dr = dump(&R);
+    ck_assert_str_eq(da, dr);
+    free(da);
+    free(dr);
+    replica_free(&A);
+    replica_free(&R);
+}
+END_TEST
+
 /* What one trim kept as the newest entry, the next one takes: entries
  * below the floor are looked at again. */
 START_TEST(next_trim_takes_the_last_ones_newest)
@@ -307,6 +355,7 @@ int main(void)
     tcase_add_test(tc, session_from_below_the_trim_streams_the_walk);
     tcase_add_test(tc, observer_behind_the_trim_hears_many);
     tcase_add_test(tc, next_trim_takes_the_last_ones_newest);
+    tcase_add_test(tc, walk_ends_under_a_trim_at_every_call);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
