@@ -192,3 +192,31 @@ char *dump(replica *r)
     return (char *)out.data;
 }
 
+
+size_t session_move(crdtdb_session *from, crdtdb_session *to)
+{
+    size_t len;
+    const uint8_t *p = crdtdb_session_output(from, &len);
+    if (!len || crdtdb_session_closed(to))
+        return 0;
+    ck_assert_msg(crdtdb_session_feed(to, p, len) == 0, "feed: %s", crdtdb_session_errmsg(to));
+    crdtdb_session_consume(from, len);
+    return len;
+}
+
+void session_settle(crdtdb_session *a, crdtdb_session *b, int rounds)
+{
+    for (int i = 0; !rounds || i < rounds; i++) {
+        size_t moved = session_move(a, b) + session_move(b, a);
+        if (!moved) {
+            crdtdb_session_pump(a);
+            crdtdb_session_pump(b);
+            size_t la, lb;
+            crdtdb_session_output(a, &la);
+            crdtdb_session_output(b, &lb);
+            if (!la && !lb)
+                break;
+        }
+        ck_assert_msg(i < 100000, "sync does not settle");
+    }
+}

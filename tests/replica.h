@@ -51,4 +51,11 @@ void put_in(replica *r, crdtdb_txn *t, const char *op, const char *coll, const c
 /* Everything visible, as one string (caller frees). */
 char *dump(replica *r);
 
+/* Moves what `from` has queued into `to` (asserting the feed): the bytes
+ * moved, 0 when nothing was queued or `to` is closed. */
+size_t session_move(crdtdb_session *from, crdtdb_session *to);
+/* Moves bytes both ways until quiet, pumping both when nothing moves; at
+ * most `rounds` turns (0: until quiet, asserting it gets there). */
+void session_settle(crdtdb_session *a, crdtdb_session *b, int rounds);
+
 #endif

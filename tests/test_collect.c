@@ -34,43 +34,13 @@ static crdtdb_session *open_session(replica *r, int server, size_t max_output)
     return s;
 }
 
-static size_t move(crdtdb_session *from, crdtdb_session *to)
-{
-    size_t len;
-    const uint8_t *p = crdtdb_session_output(from, &len);
-    if (!len || crdtdb_session_closed(to))
-        return 0;
-    ck_assert_msg(crdtdb_session_feed(to, p, len) == 0, "feed: %s", crdtdb_session_errmsg(to));
-    crdtdb_session_consume(from, len);
-    return len;
-}
-
-/* Moves bytes both ways until quiet (pumping both), at most `rounds`
- * turns (0: no bound); the sessions stay open. */
-static void settle(crdtdb_session *a, crdtdb_session *b, int rounds)
-{
-    for (int i = 0; !rounds || i < rounds; i++) {
-        size_t moved = move(a, b) + move(b, a);
-        if (!moved) {
-            crdtdb_session_pump(a);
-            crdtdb_session_pump(b);
-            size_t la, lb;
-            crdtdb_session_output(a, &la);
-            crdtdb_session_output(b, &lb);
-            if (!la && !lb)
-                break;
-        }
-        ck_assert_msg(i < 100000, "sync does not settle");
-    }
-}
-
 /* Runs a session pair until nothing moves, at most `rounds` turns (0: no
  * bound), then closes both (acks saved). */
 static void sync_rounds(replica *srv, replica *cli, int rounds)
 {
     size_t out = rounds ? 512 : 0; /* a cut session: one delta a turn */
     crdtdb_session *a = open_session(srv, 1, out), *b = open_session(cli, 0, out);
-    settle(a, b, rounds);
+    session_settle(a, b, rounds);
     crdtdb_session_close(a);
     crdtdb_session_close(b);
 }
@@ -82,20 +52,20 @@ static void sync2(replica *srv, replica *cli) { sync_rounds(srv, cli, 0); }
 static void sync_leave(replica *srv, replica *cli)
 {
     crdtdb_session *a = open_session(srv, 1, 0), *b = open_session(cli, 0, 0);
-    settle(a, b, 0);
+    session_settle(a, b, 0);
     ck_assert(crdtdb_session_synced(b));
     ck_assert_int_eq(crdtdb_session_leave(b), 0);
     ck_assert(!crdtdb_session_closed(b) && !crdtdb_session_left(b)); /* the answer first */
     ck_assert_int_eq(crdtdb_session_leave(b), CRDTDB_EINVAL); /* once */
     ck_assert_int_eq(crdtdb_session_leave(a), CRDTDB_EINVAL); /* a client's */
-    move(b, a);
+    session_move(b, a);
     ck_assert(crdtdb_session_closed(a));
     {
         size_t len;
         const uint8_t *p = crdtdb_session_output(a, &len);
         ck_assert(len >= 6 && p[len - 2] == 0x91 && p[len - 1] == 17); /* [17], last */
     }
-    move(a, b); /* the server's answer: it stored the leave */
+    session_move(a, b); /* the server's answer: it stored the leave */
     ck_assert(crdtdb_session_closed(b) && crdtdb_session_left(b));
     crdtdb_session_close(a);
     crdtdb_session_close(b);
@@ -191,7 +161,7 @@ START_TEST(fresh_client_of_a_wholly_collected_log_syncs)
             crdtdb_session_pump(a);
         }
         for (int i = 0; i < 50; i++)
-            if (!(move(a, c) + move(c, a))) {
+            if (!(session_move(a, c) + session_move(c, a))) {
                 crdtdb_session_pump(a);
                 crdtdb_session_pump(c);
             }
@@ -459,7 +429,7 @@ START_TEST(churning_client_in_the_horizon_is_not_resynced)
         size_t len;
         const uint8_t *p = crdtdb_session_output(a, &len);
         count_resyncs(p, len);
-        if (!(move(a, c) + move(c, a))) {
+        if (!(session_move(a, c) + session_move(c, a))) {
             crdtdb_session_pump(a);
             crdtdb_session_pump(c);
             size_t la, lc;
@@ -778,10 +748,10 @@ START_TEST(left_peer_cut_off_in_its_resync_is_resynced_again)
     /* N comes back: its SINCE, then its delta (y) reach A; A's RESYNC is
      * lost with the connection */
     crdtdb_session *a = open_session(&A, 1, 0), *n = open_session(&N, 0, 0);
-    move(n, a); /* hello */
-    move(a, n); /* hello, SINCE */
+    session_move(n, a); /* hello */
+    session_move(a, n); /* hello, SINCE */
     crdtdb_session_pump(n);
-    move(n, a); /* SINCE (A queues RESYNC), the delta with y */
+    session_move(n, a); /* SINCE (A queues RESYNC), the delta with y */
     ck_assert(!has(&A, "players", "y")); /* dropped: old, from behind */
     crdtdb_session_close(a);
     crdtdb_session_close(n);
@@ -995,7 +965,7 @@ START_TEST(gated_add_in_a_batch_goes_back_removed)
             ck_assert_int_eq(crdtdb_session_batch_done(srv, &info), 0);
             continue;
         }
-        if (move(cli, srv) + move(srv, cli))
+        if (session_move(cli, srv) + session_move(srv, cli))
             continue;
         crdtdb_session_pump(srv);
         crdtdb_session_pump(cli);
@@ -1279,7 +1249,7 @@ START_TEST(collection_under_a_live_session_resyncs_its_peer)
     put(&A, "add", "players", "ann", "{\"hp\":1}");
     put(&B, "add", "moves", "b1", "{}");
     crdtdb_session *a = open_session(&A, 1, 0), *b = open_session(&B, 0, 0);
-    settle(a, b, 0);
+    session_settle(a, b, 0);
     ck_assert_int_eq(crdtdb_session_flush(a), 0);
     ck_assert_int_eq(crdtdb_session_flush(b), 0);
     now_ms += 60000;
@@ -1290,7 +1260,7 @@ START_TEST(collection_under_a_live_session_resyncs_its_peer)
     ck_assert_uint_eq(st.records, 1);
     ck_assert(has(&B, "players", "ann"));
     ck_assert_int_eq(crdtdb_session_flush(a), 0); /* sees the floor passed it */
-    settle(a, b, 0);
+    session_settle(a, b, 0);
     ck_assert(!has(&B, "players", "ann"));
     char *da = dump(&A), *db = dump(&B);
     ck_assert_str_eq(da, db);
@@ -1313,7 +1283,7 @@ START_TEST(server_refuses_a_resync)
     put(&A, "add", "players", "ann", "{\"hp\":1}");
     put(&C, "add", "moves", "c1", "{}");
     crdtdb_session *a = open_session(&A, 1, 0), *c = open_session(&C, 0, 0);
-    settle(a, c, 0);
+    session_settle(a, c, 0);
     static const uint8_t resync[] = {0, 0, 0, 3, 0x92, 16, 0x7f}; /* [16, 127] */
     ck_assert_int_eq(crdtdb_session_feed(a, resync, sizeof resync), CRDTDB_EROFS);
     ck_assert(crdtdb_session_closed(a));

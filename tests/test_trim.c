@@ -10,6 +10,7 @@
 
 #include "crdt/buf.h"
 #include "storage/internal.h"
+#include "tests/pull.h"
 #include "tests/replica.h"
 #include "tests/testutil.h"
 
@@ -47,19 +48,6 @@ static void churn(replica *r, unsigned seed, int ops, int ids)
     free(present);
 }
 
-typedef struct one {
-    crdtdb_buf d;
-    int n;
-} one;
-
-static int take_one(void *ctx, const uint8_t *p, size_t len)
-{
-    one *o = ctx;
-    ck_assert_int_eq(crdtdb__buf_append(&o->d, p, len), 0);
-    o->n++;
-    return CRDTDB_STOP;
-}
-
 /* What a fresh replica holds after applying every delta of `from`'s export
  * after `since`: with max_bytes 0 in one call, else one delta a call (as a
  * session asks), going on with `resume`.  *calls gets the number of
@@ -78,28 +66,17 @@ static char *export_into_fresh(replica *from, uint64_t since, size_t max_bytes, 
             ck_assert_int_eq(crdtdb_db_apply(R.db, q.msgs[i].data, q.msgs[i].len, NULL), 0);
         net_free(&q);
     } else {
-        crdtdb_export_info info;
-        uint8_t resume[CRDTDB_EXPORT_RESUME_MAX];
-        size_t rlen = 0;
+        puller p = {.since = since, .max_bytes = max_bytes};
         for (int guard = 0;; guard++) {
             ck_assert_int_lt(guard, 100000);
-            crdtdb_export_options eo = {.max_bytes = max_bytes, .resume = resume, .resume_len = rlen};
-            one o = {CRDTDB_BUF_INIT, 0};
-            ck_assert_int_eq(crdtdb_db_export_for(from->db, since, NULL, &eo, take_one, &o, &info), 0);
-            if (o.n)
-                ck_assert_msg(crdtdb_db_apply(R.db, o.d.data, o.d.len, NULL) == 0, "apply: %s",
-                              crdtdb_db_errmsg(R.db));
-            crdtdb_buf_free(&o.d);
-            if (info.resume_len) { /* inside the walk: the range does not move */
-                ck_assert_uint_eq(info.to, since);
+            uint64_t at = p.since;
+            int done = pull_one(from, &R, &p);
+            if (p.rlen) { /* inside the walk: the range does not move */
+                ck_assert_uint_eq(p.since, at);
                 ++*calls;
             }
-            memcpy(resume, info.resume, info.resume_len);
-            rlen = info.resume_len;
-            if (info.to >= last && !rlen)
+            if (done)
                 break;
-            ck_assert(info.to > since || rlen);
-            since = info.to;
         }
     }
     char *d = dump(&R);
@@ -199,33 +176,10 @@ START_TEST(session_from_below_the_trim_streams_the_walk)
     ck_assert_int_eq(crdtdb_session_open(A.db, &so, &a), 0);
     so.flags = 0;
     ck_assert_int_eq(crdtdb_session_open(C.db, &so, &c), 0);
-    size_t turns = 0;
-    for (;;) {
-        ck_assert_uint_lt(++turns, 100000);
-        size_t moved = 0;
-        crdtdb_session *pair[2][2] = {{a, c}, {c, a}};
-        for (int k = 0; k < 2; k++) {
-            size_t len;
-            const uint8_t *p = crdtdb_session_output(pair[k][0], &len);
-            if (len) {
-                ck_assert_msg(crdtdb_session_feed(pair[k][1], p, len) == 0, "feed: %s",
-                              crdtdb_session_errmsg(pair[k][1]));
-                crdtdb_session_consume(pair[k][0], len);
-                moved += len;
-            }
-        }
-        if (!moved) {
-            crdtdb_session_pump(a);
-            crdtdb_session_pump(c);
-            size_t la, lc;
-            crdtdb_session_output(a, &la);
-            crdtdb_session_output(c, &lc);
-            if (!la && !lc)
-                break;
-        }
-    }
+    uint64_t in0 = crdtdb_session_deltas_sent(a);
+    session_settle(a, c, 0);
     ck_assert_msg(!crdtdb_session_unsynced(c), "the client waits for %s", crdtdb_session_unsynced(c));
-    ck_assert_uint_gt(turns, 20); /* it went in pieces */
+    ck_assert_uint_gt(crdtdb_session_deltas_sent(a) - in0, 20); /* it went in pieces */
     char *da = dump(&A), *dc = dump(&C);
     ck_assert_str_eq(da, dc);
     free(da);
@@ -253,33 +207,15 @@ START_TEST(walk_ends_under_a_trim_at_every_call)
     replica_init(&R, &now_ms, "game");
     churn(&A, 11, 400, 40);
     ck_assert_int_eq(crdtdb_db_collect(A.db, 0, NULL), 0);
-    uint8_t resume[CRDTDB_EXPORT_RESUME_MAX];
-    size_t rlen = 0;
-    uint64_t since = 0, last = 0;
-    int calls = 0;
-    for (;;) {
-        ck_assert_int_lt(++calls, 500);
-        { /* a write, and a trim past it, before every call */
-            char id[16];
-            snprintf(id, sizeof id, "w%d", calls % 7);
-            put(&A, calls % 3 ? "add" : "remove", "players", id, calls % 3 ? "{\"w\":1}" : NULL);
-            ck_assert_int_eq(crdtdb_db_collect(A.db, 0, NULL), 0);
-        }
-        ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &last), 0);
-        /* deltas of ~20 registers: faster than the one write a call */
-        crdtdb_export_options eo = {.max_bytes = 2000, .resume = resume, .resume_len = rlen};
-        crdtdb_export_info info;
-        one o = {CRDTDB_BUF_INIT, 0};
-        ck_assert_int_eq(crdtdb_db_export_for(A.db, since, NULL, &eo, take_one, &o, &info), 0);
-        if (o.n)
-            ck_assert_msg(crdtdb_db_apply(R.db, o.d.data, o.d.len, NULL) == 0, "apply: %s",
-                          crdtdb_db_errmsg(R.db));
-        crdtdb_buf_free(&o.d);
-        memcpy(resume, info.resume, info.resume_len);
-        rlen = info.resume_len;
-        if (info.to >= last && !rlen)
+    puller p = {.max_bytes = 2000}; /* ~20 registers a delta: more than a call writes */
+    for (int calls = 1;; calls++) {
+        ck_assert_int_lt(calls, 500);
+        char id[16]; /* a write, and a trim past it, before every call */
+        snprintf(id, sizeof id, "w%d", calls % 7);
+        put(&A, calls % 3 ? "add" : "remove", "players", id, calls % 3 ? "{\"w\":1}" : NULL);
+        ck_assert_int_eq(crdtdb_db_collect(A.db, 0, NULL), 0);
+        if (pull_one(&A, &R, &p))
             break;
-        since = info.to;
     }
     char *da = dump(&A), *dr = dump(&R);
     ck_assert_str_eq(da, dr);
