@@ -50,7 +50,7 @@ if (${marks}) {
       super(...a);
       let n = 0, bytes = 0;
       this.addEventListener("open", () => mark("ws-open"));
-      this.addEventListener("message", (e) => { n++; bytes += e.data.byteLength ?? e.data.length; if (n % 5 === 0) mark("msg" + n + ":" + bytes); });
+      this.addEventListener("message", (e) => { n++; bytes += e.data.byteLength ?? e.data.length; if (n <= 3 || n % 5 === 0) mark("msg" + n + ":" + bytes); });
       const send = this.send.bind(this);
       this.send = (d) => { mark("send" + (d.byteLength ?? d.length)); send(d); };
     }
