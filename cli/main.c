@@ -52,8 +52,9 @@ static const command commands[] = {
     {"stats", "[DB]", "print what each database holds",
      "Print one JSON line per database (or for DB): records present,\n"
      "removed (tombstones), fields of present records, hidden fields of\n"
-     "removed ones, change-log entries, their stored bytes, and the last\n"
-     "change sequence.  Reads one snapshot; writers go on.",
+     "removed ones, change-log entries, their stored bytes, the last\n"
+     "change sequence, and the log floor (collect trims the log below it).\n"
+     "Reads one snapshot; writers go on.",
      0, 1, 0, cmd_stats},
     {"backup", "DIR", "copy the environment while it runs",
      "Write a consistent, compacted copy of the whole environment (every\n"

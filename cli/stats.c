@@ -37,11 +37,13 @@ static int print_stats(void *ctx, const char *id)
     put_json_str(w->out, id);
     fprintf(w->out,
             ",\"records\":%llu,\"removed\":%llu,\"fields\":%llu,\"hidden\":%llu,"
-            "\"log_entries\":%llu,\"record_bytes\":%llu,\"log_bytes\":%llu,\"seq\":%llu}\n",
+            "\"log_entries\":%llu,\"record_bytes\":%llu,\"log_bytes\":%llu,\"seq\":%llu,"
+            "\"log_floor\":%llu}\n",
             (unsigned long long)st.records, (unsigned long long)st.removed,
             (unsigned long long)st.fields, (unsigned long long)st.hidden,
             (unsigned long long)st.log_entries, (unsigned long long)st.record_bytes,
-            (unsigned long long)st.log_bytes, (unsigned long long)st.seq);
+            (unsigned long long)st.log_bytes, (unsigned long long)st.seq,
+            (unsigned long long)st.log_floor);
     return 0;
 }
 

@@ -332,6 +332,9 @@ typedef struct crdtdb_db_stats {
     uint64_t record_bytes; /* bytes of the records' keys and blobs */
     uint64_t log_bytes;    /* bytes of the change log's keys and entries */
     uint64_t seq;          /* the last local change sequence */
+    uint64_t log_floor;    /* the change log holds no entry at or below it
+                              but removed records' and the newest: a trim
+                              took them (crdtdb_db_collect); 0: whole */
 } crdtdb_db_stats;
 
 /* Fills *out from one read snapshot of db (a scan of its records and

@@ -86,6 +86,7 @@ static int stat_call(crdtdb_db *db, crdtdb_db_stats *out)
     if (rc)
         return rc;
     if (!(rc = crdtdb__seq_read(db->env, t->mt, db->num, &out->seq)) &&
+        !(rc = crdtdb__logfloor_read(db, t->mt, &out->log_floor)) &&
         !(rc = walk(db, t->mt, db->env->dbi_records, out, count_record)))
         rc = walk(db, t->mt, db->env->dbi_changes, out, count_change);
     crdtdb_txn_abort(t);

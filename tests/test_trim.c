@@ -116,6 +116,7 @@ START_TEST(exports_from_below_the_trim_carry_what_the_log_did)
         crdtdb_db_stats ds;
         ck_assert_int_eq(crdtdb_db_stat(A.db, &ds), 0);
         removed = ds.removed;
+        ck_assert_uint_eq(ds.log_floor, last);
     }
     /* what stays: removed records' entries (not collected: a newer hidden
      * leaf) and the newest */
