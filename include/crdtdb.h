@@ -774,8 +774,10 @@ typedef struct crdtdb_export_info {
      * the records (resume_len > 0; else 0).  An export from below the
      * change log's trimmed part (crdtdb_db_collect) finds those registers
      * by walking the records in key order: its deltas cover (from, from]
-     * until the walk is done, so `to` alone cannot say where to go on.
-     * Pass it back in crdtdb_export_options.resume with the same `since`.
+     * until a pass of the walk is done, so `to` alone cannot say where to
+     * go on.  Pass it back in crdtdb_export_options.resume with since =
+     * `to` (the same since until a pass ends; a pass under a floor a trim
+     * has raised since ends at that floor, and the next pass goes on).
      * A walk does not know where a register came from, so unlike the log
      * it also sends a peer its own registers back (harmless to merge). */
     uint8_t resume[CRDTDB_EXPORT_RESUME_MAX];
@@ -819,12 +821,13 @@ typedef struct crdtdb_export_options {
      * session's purge).  May be NULL. */
     void (*hidden)(void *ctx, const char *coll, const char *id);
     void *filter_ctx;
-    /* Goes on from where an export with the same `since` stopped inside a
-     * walk of the records: its info.resume (borrowed for the call; NULL or
-     * 0 bytes: from the start).  A transport that asks for one delta at a
-     * time (the session) keeps it between calls.  Malformed, or made for
-     * another since: EINVAL.  After a trim since it was made, the walk
-     * starts over (nothing it passed is missed). */
+    /* Goes on from where an export stopped inside a walk of the records:
+     * its info.resume, with since = its info.to (borrowed for the call;
+     * NULL or 0 bytes: from the start).  A transport that asks for one
+     * delta at a time (the session) keeps it between calls.  Malformed, or
+     * made for another since: EINVAL.  After a trim since it was made, the
+     * pass goes on under the floor it began with, then one more pass takes
+     * what the trim took (nothing it passed is missed). */
     const uint8_t *resume;
     size_t resume_len;
 } crdtdb_export_options;

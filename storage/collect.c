@@ -414,20 +414,27 @@ static int trim_log(crdtdb_db *db, uint64_t upto, crdtdb_collect_stats *st)
         uint64_t lf = 0;
         uint8_t nk[CRDTDB__CHGKEY_LEN];
         MDB_val newest = {0, nk};
-        uint64_t wrote;
+        uint64_t wrote, noted = 0, lf0 = 0, dropped0 = st->log_entries;
         if (!(rc = crdtdb__logfloor_read(db, t->mt, &lf)) &&
             !(rc = log_newest(db, t->mt, &newest)) &&
             /* what expiry reads from the log, noted before entries go */
             !(rc = crdtdb__last_write_ms(db->env, t->mt, db->num, &wrote)) &&
-            !(rc = crdtdb__dbinfo_u64_put(db, t->mt, 'w', wrote)))
+            !(rc = crdtdb__dbinfo_u64(db, t->mt, 'w', &noted)) &&
+            (wrote <= noted || !(rc = crdtdb__dbinfo_u64_put(db, t->mt, 'w', wrote)))) {
+            lf0 = lf;
             rc = trim_batch(t, &from, upto, &newest, &lf, &st->log_entries, &more);
-        else
+        } else {
             more = 0;
+        }
         if (rc) {
             crdtdb_txn_abort(t);
             return rc == CRDTDB_ECORRUPT
                        ? crdtdb__db_seterr(db, rc, "collect: a change-log entry or record is unreadable")
                        : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
+        }
+        if (wrote <= noted && lf == lf0 && st->log_entries == dropped0) {
+            crdtdb_txn_abort(t); /* nothing to trim: no commit, no fsync */
+            continue;
         }
         /* cached shared deltas start where a walk is needed now */
         crdtdb__shared_free(db->shared);

@@ -474,8 +474,8 @@ static int walk(crdtdb__exporter *x)
 
 /* Where the walk stands, as crdtdb_export_info.resume: u16 collection | u8
  * id length | id | u64 sequence (that record's registers up to it went) |
- * u64 since | u64 the log floor it walked under (a trim since then: the
- * records already passed lack what the new floor took, so it starts over). */
+ * u64 the pass's since | u64 the floor the pass walks under (a trim since
+ * then does not move it: the next pass takes what the trim took). */
 static void walk_mark(crdtdb__exporter *x)
 {
     x->info.resume_len = 0;

@@ -179,8 +179,12 @@ static int export_shared(crdtdb_db *db, const crdtdb__export_opts *po, crdtdb_de
     so.flags = CRDTDB_EXPORT_NO_EMPTY;
     so.max_bytes = po->max_bytes;
     so.withhold = po->flags & CRDTDB_EXPORT_ALL ? NULL : po->peer;
+    so.resume = po->resume; /* checked by the first snapshot only */
+    so.resume_len = po->resume_len;
     crdtdb__exporter *x; /* the shared stream, while it is where sum->to is */
     int rc = crdtdb__exporter_begin(db, &so, &x);
+    so.resume = NULL;
+    so.resume_len = 0;
     if (rc)
         return rc;
     if (crdtdb__exporter_walks(x)) {

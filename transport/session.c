@@ -71,6 +71,8 @@ struct crdtdb_session {
                              it is being resynced whole, and its old writes
                              to records we hold nothing of are dropped */
     uint64_t h_stamp;     /* our horizon stamp, when behind */
+    uint64_t h_floor;     /* our collection floor when that resync began */
+    int h_check;          /* its end is still to be checked against it */
     int peer_left;        /* the store says it left (CRDTDB_PEER_LEFT): a
                              server resyncs it whole, whatever its SINCE */
     int left_resync;      /* that resync is under way: its ack of all of it
@@ -234,6 +236,9 @@ static int since_horizon(crdtdb_session *s, uint64_t v, uint64_t last)
     s->peer_left = 0;
     s->behind = 1;
     s->h_stamp = stamp;
+    s->h_floor = floor;
+    s->h_check = 1;
+    s->told_uptodate = 0; /* its end is told, even at the same last */
     s->sent_upto = 0;
     s->walk_len = 0;
     s->skip_to = 0; /* everything again, from 0 */
@@ -257,6 +262,18 @@ static int collected_under(crdtdb_session *s, uint64_t *floor_out)
     if (rc)
         return store_err(s, rc);
     uint64_t done = s->skip_to > s->sent_upto ? s->skip_to : s->sent_upto;
+    if (s->behind && s->h_check && done >= s->all_upto) {
+        /* the resync is sent: a collection since it began may have taken
+         * the remove of a record it had already named (its snapshot was
+         * taken delta by delta), and its end moved the peer past the new
+         * floor, so nothing else would tell: resync again */
+        s->h_check = 0;
+        if (floor > s->h_floor) {
+            if ((rc = seq(s, &last)))
+                return store_err(s, rc);
+            return since_horizon(s, 0, last);
+        }
+    }
     if (!floor || done >= floor || (s->behind && done < s->all_upto))
         return 0; /* nothing it lacks went, or a resync is on its way */
     if ((rc = seq(s, &last)))
