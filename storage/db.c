@@ -664,3 +664,22 @@ int crdtdb__dbinfo_u64_put(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t v)
     crdtdb__put_u64(vb, v);
     return crdtdb__mdb_err(mdb_put(mt, db->env->dbi_dbinfo, &k, &val, 0));
 }
+
+int crdtdb__db_each(crdtdb_db *db, MDB_txn *mt, MDB_dbi dbi,
+                    int (*each)(void *ctx, const MDB_val *k, const MDB_val *v), void *ctx)
+{
+    MDB_cursor *cur;
+    int mrc = mdb_cursor_open(mt, dbi, &cur), rc = 0;
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    uint8_t pre[4];
+    crdtdb__put_u32(pre, db->num);
+    MDB_val k = {sizeof pre, pre}, v;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (!mrc && k.mv_size >= 4 && memcmp(k.mv_data, pre, 4) == 0 && !(rc = each(ctx, &k, &v)))
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    mdb_cursor_close(cur);
+    if (rc)
+        return rc < 0 ? rc : 0;
+    return mrc == MDB_NOTFOUND ? 0 : crdtdb__mdb_err(mrc);
+}

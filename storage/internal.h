@@ -224,6 +224,13 @@ int crdtdb__logfloor_read(crdtdb_db *db, MDB_txn *mt, uint64_t *lf);
  * *v 0 when absent.  0, ECORRUPT (not 8 bytes) or an LMDB code's error. */
 int crdtdb__dbinfo_u64(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t *v);
 int crdtdb__dbinfo_u64_put(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t v);
+/* Calls each(ctx, k, v) for every key of db's database in dbi (the
+ * records, the change log: keys begin with its big-endian u32 number), in
+ * key order, until it returns nonzero: negative, that error; positive, a
+ * stop (0).  0 or the error, an LMDB code's through crdtdb__mdb_err; no
+ * message set (db.c). */
+int crdtdb__db_each(crdtdb_db *db, MDB_txn *mt, MDB_dbi dbi,
+                    int (*each)(void *ctx, const MDB_val *k, const MDB_val *v), void *ctx);
 /* The ms of database num's last write, as expiry counts it (expire.c). */
 int crdtdb__last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *ms);
 

@@ -81,6 +81,49 @@ static int reckey_cmp(const void *a, const void *b)
     return c ? c : (x[2] > y[2]) - (x[2] < y[2]);
 }
 
+/* The walk of own_below_floor: the registers it looks for, where it
+ * appends the keys, and the record each is decoded into. */
+typedef struct own_walk {
+    crdtdb_db *db;
+    MDB_txn *mt;
+    uint64_t after, lf;
+    reckey **keys;
+    uint32_t *nk, *cap;
+    crdtdb__record rec;
+} own_walk;
+
+static int own_record(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+    own_walk *w = ctx;
+    crdtdb_db *db = w->db;
+    if (k->mv_size < 7)
+        return 1; /* not a record's key: the walk ends */
+    int rc = crdtdb__record_decode(&w->rec, v->mv_data, v->mv_size,
+                                   crdtdb__origins_at(&db->orig, w->mt));
+    if (rc)
+        return rc;
+    const crdtdb__record *rec = &w->rec;
+    int mine = 0;
+    for (uint32_t i = 0; i <= rec->nleaves && !mine; i++) {
+        int base = i == rec->nleaves;
+        if (base && rec->base_kind == CRDTDB__BASE_NONE)
+            continue;
+        uint64_t seq = base ? rec->base_seq : rec->leaves[i].seq;
+        uint32_t o = base ? rec->base_origin : rec->leaves[i].origin;
+        mine = seq > w->after && seq <= w->lf &&
+               memcmp(rec->origins[o], db->env->pk, CRDTDB_REPLICA_ID_BYTES) == 0;
+    }
+    if (!mine)
+        return 0;
+    if (crdtdb__array_grow(w->keys, w->cap, *w->nk, sizeof **w->keys, 16))
+        return CRDTDB_ENOMEM;
+    uint8_t *kk = (*w->keys)[(*w->nk)++].k; /* collection | id length | id */
+    memcpy(kk, (const uint8_t *)k->mv_data + 4, 2);
+    kk[2] = (uint8_t)(k->mv_size - 6);
+    memcpy(kk + 3, (const uint8_t *)k->mv_data + 6, k->mv_size - 6);
+    return 0;
+}
+
 /* Appends to keys the records holding a register of our own numbered in
  * (after, lf]: below the log floor a trim took the entries that said so
  * (collect.c), so the records are walked.  A register's source is not
@@ -89,47 +132,11 @@ static int own_below_floor(crdtdb_txn *t, uint64_t after, uint64_t lf, reckey **
                            uint32_t *nk, uint32_t *cap)
 {
     crdtdb_db *db = t->db;
-    MDB_cursor *c;
-    int mrc = mdb_cursor_open(t->mt, db->env->dbi_records, &c), rc = 0;
-    if (mrc)
-        return crdtdb__mdb_err(mrc);
-    uint8_t pre[4];
-    crdtdb__put_u32(pre, db->num);
-    MDB_val k = {4, pre}, v;
-    crdtdb__record rec;
-    crdtdb__record_init(&rec);
-    for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); !mrc && !rc;
-         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 7 || memcmp(k.mv_data, pre, 4) != 0)
-            break;
-        if ((rc = crdtdb__record_decode(&rec, v.mv_data, v.mv_size,
-                                        crdtdb__origins_at(&db->orig, t->mt))))
-            break;
-        int mine = 0;
-        for (uint32_t i = 0; i <= rec.nleaves && !mine; i++) {
-            int base = i == rec.nleaves;
-            if (base && rec.base_kind == CRDTDB__BASE_NONE)
-                continue;
-            uint64_t seq = base ? rec.base_seq : rec.leaves[i].seq;
-            uint32_t o = base ? rec.base_origin : rec.leaves[i].origin;
-            mine = seq > after && seq <= lf &&
-                   memcmp(rec.origins[o], db->env->pk, CRDTDB_REPLICA_ID_BYTES) == 0;
-        }
-        if (!mine)
-            continue;
-        if (crdtdb__array_grow(keys, cap, *nk, sizeof **keys, 16)) {
-            rc = CRDTDB_ENOMEM;
-            break;
-        }
-        uint8_t *kk = (*keys)[(*nk)++].k; /* collection | id length | id */
-        memcpy(kk, (const uint8_t *)k.mv_data + 4, 2);
-        kk[2] = (uint8_t)(k.mv_size - 6);
-        memcpy(kk + 3, (const uint8_t *)k.mv_data + 6, k.mv_size - 6);
-    }
-    crdtdb__record_free(&rec);
-    mdb_cursor_close(c);
-    if (!rc && mrc && mrc != MDB_NOTFOUND)
-        rc = crdtdb__mdb_err(mrc);
+    own_walk w = {.db = db, .mt = t->mt, .after = after, .lf = lf,
+                  .keys = keys, .nk = nk, .cap = cap};
+    crdtdb__record_init(&w.rec);
+    int rc = crdtdb__db_each(db, t->mt, db->env->dbi_records, own_record, &w);
+    crdtdb__record_free(&w.rec);
     return rc;
 }
 

@@ -10,48 +10,16 @@
 
 #include "storage/internal.h"
 
-/* Positions cur on the first key of database num (keys begin with its
- * big-endian u32); 1 there, 0 past the end, negative on error. */
-static int first_of(MDB_cursor *cur, uint32_t num, MDB_val *k, MDB_val *v)
-{
-    uint8_t pre[4] = {(uint8_t)(num >> 24), (uint8_t)(num >> 16), (uint8_t)(num >> 8),
-                      (uint8_t)num};
-    k->mv_data = pre;
-    k->mv_size = sizeof pre;
-    int mrc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
-    if (mrc == MDB_NOTFOUND)
-        return 0;
-    return mrc ? crdtdb__mdb_err(mrc) : 1;
-}
+/* What crdtdb_db_stat counts into, for each record and change. */
+typedef struct counting {
+    crdtdb_db *db;
+    crdtdb_db_stats *st;
+} counting;
 
-static int ours(const MDB_val *k, uint32_t num)
+static int count_record(void *ctx, const MDB_val *k, const MDB_val *v)
 {
-    const uint8_t *p = k->mv_data;
-    return k->mv_size >= 4 &&
-           ((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]) == num;
-}
-
-/* Calls each(db, st, k, v) for every key of database num in dbi, in key
- * order, until it returns nonzero (negative: that error). */
-static int walk(crdtdb_db *db, MDB_txn *mt, MDB_dbi dbi, crdtdb_db_stats *st,
-                int (*each)(crdtdb_db *db, crdtdb_db_stats *st, const MDB_val *k, const MDB_val *v))
-{
-    MDB_cursor *cur;
-    int mrc = mdb_cursor_open(mt, dbi, &cur);
-    if (mrc)
-        return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "stat: %s", crdtdb__mdb_str(mrc));
-    MDB_val k, v;
-    int rc = first_of(cur, db->num, &k, &v);
-    while (rc == 1 && ours(&k, db->num) && !(rc = each(db, st, &k, &v))) {
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-        rc = mrc == MDB_NOTFOUND ? 0 : mrc ? crdtdb__mdb_err(mrc) : 1;
-    }
-    mdb_cursor_close(cur);
-    return rc < 0 ? rc : 0;
-}
-
-static int count_record(crdtdb_db *db, crdtdb_db_stats *st, const MDB_val *k, const MDB_val *v)
-{
+    crdtdb_db *db = ((counting *)ctx)->db;
+    crdtdb_db_stats *st = ((counting *)ctx)->st;
     int rc = crdtdb__record_decode(&db->rec, v->mv_data, v->mv_size,
                                    crdtdb__origins_at(&db->orig, db->txn->mt));
     if (rc)
@@ -67,9 +35,9 @@ static int count_record(crdtdb_db *db, crdtdb_db_stats *st, const MDB_val *k, co
     return 0;
 }
 
-static int count_change(crdtdb_db *db, crdtdb_db_stats *st, const MDB_val *k, const MDB_val *v)
+static int count_change(void *ctx, const MDB_val *k, const MDB_val *v)
 {
-    (void)db;
+    crdtdb_db_stats *st = ((counting *)ctx)->st;
     st->log_entries++;
     st->log_bytes += k->mv_size + v->mv_size;
     return 0;
@@ -85,10 +53,11 @@ static int stat_call(crdtdb_db *db, crdtdb_db_stats *out)
     int rc = crdtdb__txn_get(db, NULL, 0, &t, &own);
     if (rc)
         return rc;
+    counting cn = {db, out};
     if (!(rc = crdtdb__seq_read(db->env, t->mt, db->num, &out->seq)) &&
         !(rc = crdtdb__logfloor_read(db, t->mt, &out->log_floor)) &&
-        !(rc = walk(db, t->mt, db->env->dbi_records, out, count_record)))
-        rc = walk(db, t->mt, db->env->dbi_changes, out, count_change);
+        !(rc = crdtdb__db_each(db, t->mt, db->env->dbi_records, count_record, &cn)))
+        rc = crdtdb__db_each(db, t->mt, db->env->dbi_changes, count_change, &cn);
     crdtdb_txn_abort(t);
     return rc;
 }
