@@ -94,10 +94,14 @@ static entry *entry_add(crdtdb_db *db, crdtdb__exporter *x, uint64_t since, size
 
 /* An export from below the log floor walks the records (export.c), and
  * its deltas' ranges do not say where the walk stopped: it goes unshared,
- * one delta per call like the rest, info->resume saying where it is. */
-static int walk_unshared(crdtdb_db *db, const crdtdb__export_opts *po, uint64_t since,
-                         crdtdb_delta_sink sink, void *ctx, crdtdb_export_info *sum)
+ * one delta per call like the rest, info->resume saying where it is.  x,
+ * the exporter that would walk, is ended first (one snapshot per handle at
+ * a time). */
+static int walk_unshared(crdtdb_db *db, crdtdb__exporter *x, const crdtdb__export_opts *po,
+                         uint64_t since, crdtdb_delta_sink sink, void *ctx,
+                         crdtdb_export_info *sum)
 {
+    crdtdb__exporter_end(x);
     crdtdb__export_opts o = *po;
     o.since = since;
     o.flags &= ~CRDTDB_EXPORT_SHARED;
@@ -131,10 +135,8 @@ static int own_delta(crdtdb_db *db, const crdtdb__export_opts *po, uint64_t sinc
     int rc = crdtdb__exporter_begin(db, &o, &x);
     if (rc)
         return rc;
-    if (crdtdb__exporter_walks(x)) { /* trimmed meanwhile */
-        crdtdb__exporter_end(x);
-        return walk_unshared(db, po, since, sink, ctx, sum);
-    }
+    if (crdtdb__exporter_walks(x)) /* trimmed meanwhile */
+        return walk_unshared(db, x, po, since, sink, ctx, sum);
     const uint8_t *delta;
     size_t len;
     uint8_t *copy = NULL;
@@ -187,10 +189,8 @@ static int export_shared(crdtdb_db *db, const crdtdb__export_opts *po, crdtdb_de
     so.resume_len = 0;
     if (rc)
         return rc;
-    if (crdtdb__exporter_walks(x)) {
-        crdtdb__exporter_end(x);
-        return walk_unshared(db, po, po->since, sink, ctx, sum);
-    }
+    if (crdtdb__exporter_walks(x))
+        return walk_unshared(db, x, po, po->since, sink, ctx, sum);
     uint64_t floor;
     if ((rc = crdtdb__exporter_floor(x, &floor))) {
         crdtdb__exporter_end(x);
@@ -231,10 +231,8 @@ static int export_shared(crdtdb_db *db, const crdtdb__export_opts *po, crdtdb_de
                     x = NULL;
                     break;
                 }
-                if (crdtdb__exporter_walks(x)) { /* a trim since the first */
-                    crdtdb__exporter_end(x);
-                    return walk_unshared(db, po, since, sink, ctx, sum);
-                }
+                if (crdtdb__exporter_walks(x)) /* a trim since the first */
+                    return walk_unshared(db, x, po, since, sink, ctx, sum);
             }
             size_t changes = crdtdb__exporter_info(x)->changes;
             if ((rc = crdtdb__exporter_fill(x))) {
