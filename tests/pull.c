@@ -42,10 +42,12 @@ int pull_one(replica *A, replica *R, puller *p)
     crdtdb_export_options eo = {.max_bytes = p->max_bytes, .resume = p->resume,
                                 .resume_len = p->rlen, .flags = p->flags};
     if (p->filter)
-        eo.visible = all_visible, eo.hidden = hidden_cb;
+        eo.visible = p->visible ? p->visible : all_visible, eo.hidden = hidden_cb;
     one o = {CRDTDB_BUF_INIT, 0};
     nhid = 0;
     int rc = crdtdb_db_export_for(A->db, p->since, NULL, &eo, take_one, &o, &info);
+    if (p->trace)
+        p->trace(A, p, rc, &info, last);
     ck_assert_msg(rc == 0, "export: %s", crdtdb_db_errmsg(A->db));
     for (int i = 0; i < nhid; i++) /* the session's PURGE comes first */
         ck_assert_int_eq(crdtdb_db_purge(R->db, hids[i].coll, hids[i].id), 0);
@@ -53,6 +55,8 @@ int pull_one(replica *A, replica *R, puller *p)
         ck_assert_msg(crdtdb_db_apply(R->db, o.d.data, o.d.len, NULL) == 0, "apply: %s",
                       crdtdb_db_errmsg(R->db));
     crdtdb_buf_free(&o.d);
+    if (info.resume_len && info.to > p->since)
+        p->pass_ends++;
     memcpy(p->resume, info.resume, info.resume_len);
     p->rlen = info.resume_len;
     ck_assert(info.to > p->since || p->rlen || info.to >= last);

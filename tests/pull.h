@@ -21,7 +21,8 @@ int all_visible(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
                 const uint8_t *value, size_t len);
 
 /* Where a receiver stands in a sender's export: zero it, set max_bytes
- * (and filter: a read filter showing everything, its purges applied). */
+ * (and filter: a read filter, `visible` or else one showing everything,
+ * its purges applied). */
 typedef struct puller {
     uint64_t since;
     uint8_t resume[CRDTDB_EXPORT_RESUME_MAX];
@@ -29,6 +30,12 @@ typedef struct puller {
     size_t max_bytes;
     int filter;
     unsigned flags;
+    int (*visible)(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
+                   const uint8_t *value, size_t len);
+    /* called after each export, before it is checked (a trace); may be NULL */
+    void (*trace)(replica *A, const struct puller *p, int rc, const crdtdb_export_info *info,
+                  uint64_t last);
+    unsigned pass_ends; /* deltas whose `to` moved while a walk went on */
 } puller;
 
 /* One delta of A's export from p into R (purges first): p moves on.

@@ -20,30 +20,11 @@
 
 #include "crdt/buf.h"
 #include "storage/internal.h"
+#include "tests/pull.h"
 #include "tests/replica.h"
 #include "tests/testutil.h"
 
 static uint64_t now_ms = 1700000000000ull;
-
-typedef struct one {
-    crdtdb_buf d;
-    int n;
-} one;
-
-static int take_one(void *ctx, const uint8_t *p, size_t len)
-{
-    one *o = ctx;
-    ck_assert_int_eq(crdtdb__buf_append(&o->d, p, len), 0);
-    o->n++;
-    return CRDTDB_STOP;
-}
-
-static int all_visible(void *ctx, crdtdb_txn *txn, const char *coll, const char *id,
-                       const uint8_t *value, size_t len)
-{
-    (void)ctx, (void)txn, (void)coll, (void)id, (void)value, (void)len;
-    return 1;
-}
 
 /* A read filter that hides every record whose number (after the prefix
  * letter) is odd. */
@@ -52,17 +33,6 @@ static int part_visible(void *ctx, crdtdb_txn *txn, const char *coll, const char
 {
     (void)ctx, (void)txn, (void)coll, (void)value, (void)len;
     return atoi(id + 1) % 2 == 0;
-}
-
-static struct hid { char coll[16], id[300]; } hids[4096];
-static int nhid;
-static void hidden_cb(void *ctx, const char *coll, const char *id)
-{
-    (void)ctx;
-    ck_assert_int_lt(nhid, 4096);
-    snprintf(hids[nhid].coll, sizeof hids[nhid].coll, "%s", coll);
-    snprintf(hids[nhid].id, sizeof hids[nhid].id, "%s", id);
-    nhid++;
 }
 
 static uint64_t seq_of(replica *A)
@@ -187,57 +157,24 @@ static void churn1(replica *r, int ids, const char *prefix)
 
 /* ------------------------------------------------------ API, one delta */
 
-typedef struct puller {
-    uint64_t since;
-    uint8_t resume[CRDTDB_EXPORT_RESUME_MAX];
-    size_t rlen;
-    size_t max_bytes;
-    int filter;
-    unsigned flags;
-    /* stats */
-    unsigned pass_ends; /* a delta whose to moved while a walk goes on */
-} puller;
-
-static int pull_one(replica *A, replica *R, puller *p)
+/* RAND2_TRACE: each export of pull_one (tests/pull.c), its token read. */
+static void trace(replica *A, const puller *p, int rc, const crdtdb_export_info *info,
+                  uint64_t last)
 {
-    uint64_t last = seq_of(A);
-    crdtdb_export_info info;
-    memset(&info, 0, sizeof info);
-    crdtdb_export_options eo = {.max_bytes = p->max_bytes, .resume = p->resume,
-                                .resume_len = p->rlen, .flags = p->flags};
-    if (p->filter)
-        eo.visible = p->filter == 2 ? part_visible : all_visible, eo.hidden = hidden_cb;
-    one o = {CRDTDB_BUF_INIT, 0};
-    nhid = 0;
-    int rc = crdtdb_db_export_for(A->db, p->since, NULL, &eo, take_one, &o, &info);
-    if (getenv("RAND2_TRACE")) {
-        char tk[300] = "";
-        if (info.resume_len) {
-            const uint8_t *r = info.resume;
-            snprintf(tk, sizeof tk, "%u/%.*s wseq %llu wsince %llu wfloor %llu", r[0] << 8 | r[1],
-                     r[2], (const char *)r + 3, (unsigned long long)crdtdb__get_u64(r + 3 + r[2]),
-                     (unsigned long long)crdtdb__get_u64(r + 11 + r[2]),
-                     (unsigned long long)crdtdb__get_u64(r + 19 + r[2]));
-        }
-        fprintf(stderr, "pull since %llu rlen %zu: rc %d to %llu deltas %zu bytes %zu last %llu lfloor %llu token %s\n",
-                (unsigned long long)p->since, p->rlen, rc, (unsigned long long)info.to,
-                info.deltas, info.bytes, (unsigned long long)last,
-                (unsigned long long)lfloor_of(A), tk);
+    if (!getenv("RAND2_TRACE"))
+        return;
+    char tk[300] = "";
+    if (info->resume_len) {
+        const uint8_t *r = info->resume;
+        snprintf(tk, sizeof tk, "%u/%.*s wseq %llu wsince %llu wfloor %llu", r[0] << 8 | r[1],
+                 r[2], (const char *)r + 3, (unsigned long long)crdtdb__get_u64(r + 3 + r[2]),
+                 (unsigned long long)crdtdb__get_u64(r + 11 + r[2]),
+                 (unsigned long long)crdtdb__get_u64(r + 19 + r[2]));
     }
-    ck_assert_msg(rc == 0, "export: %s", crdtdb_db_errmsg(A->db));
-    for (int i = 0; i < nhid; i++)
-        ck_assert_int_eq(crdtdb_db_purge(R->db, hids[i].coll, hids[i].id), 0);
-    if (o.n)
-        ck_assert_msg(crdtdb_db_apply(R->db, o.d.data, o.d.len, NULL) == 0, "apply: %s",
-                      crdtdb_db_errmsg(R->db));
-    crdtdb_buf_free(&o.d);
-    if (info.resume_len && info.to > p->since)
-        p->pass_ends++;
-    memcpy(p->resume, info.resume, info.resume_len);
-    p->rlen = info.resume_len;
-    ck_assert(info.to > p->since || p->rlen || info.to >= last);
-    p->since = info.to;
-    return info.to >= last && !p->rlen;
+    fprintf(stderr, "pull since %llu rlen %zu: rc %d to %llu deltas %zu bytes %zu last %llu lfloor %llu token %s\n",
+            (unsigned long long)p->since, p->rlen, rc, (unsigned long long)info->to,
+            info->deltas, info->bytes, (unsigned long long)last,
+            (unsigned long long)lfloor_of(A), tk);
 }
 
 static unsigned long tot_trims_in_walk, tot_pass_ends, tot_walks_multi;
@@ -273,6 +210,8 @@ START_TEST(walk_trims_between_pulls)
     memset(&p, 0, sizeof p);
     p.max_bytes = 300 + (size_t)(rand() % 2500);
     p.filter = filter;
+    p.visible = filter == 2 ? part_visible : NULL;
+    p.trace = trace;
     int steps = getenv("RAND2_STEPS") ? atoi(getenv("RAND2_STEPS")) : 1500;
     unsigned trims_this_walk = 0;
     int in_walk = 0;
@@ -555,6 +494,7 @@ START_TEST(next_pass_goes_on_from_info_to)
     puller p;
     memset(&p, 0, sizeof p);
     p.max_bytes = 600;
+    p.trace = trace;
     pull_one(&A, &R, &p);
     ck_assert_uint_gt(p.rlen, 0);
     for (int i = 0; i < 60; i++)
