@@ -95,65 +95,72 @@ typedef struct hz {
     size_t n, cap;
 } hz;
 
+/* horizon_peers's walk: what a peer's marks are weighed against, and
+ * where they are noted. */
+typedef struct hz_walk {
+    crdtdb_db *db;
+    MDB_txn *mt;
+    uint64_t max_age, now, last;
+    hz *h;
+    uint64_t *left;
+} hz_walk;
+
+static int horizon_peer(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+    hz_walk *w = ctx;
+    hz *h = w->h;
+    (void)v;
+    if (k->mv_size != 4 + CRDTDB_REPLICA_ID_BYTES)
+        return 1; /* not a peer's marks: the walk ends */
+    const uint8_t *peer = (const uint8_t *)k->mv_data + 4;
+    int found;
+    crdtdb__marks m;
+    int rc = crdtdb__marks_get(w->db, w->mt, peer, &m, &found);
+    if (rc)
+        return rc;
+    /* a forger or a clone is refused anyway: it holds nothing back */
+    if (m.flags & (CRDTDB_PEER_EQUIVOCATED | CRDTDB_PEER_FORKED))
+        return 0;
+    if ((m.flags & CRDTDB_PEER_LEFT) ||
+        (w->max_age && (m.seen_ms == 0 || w->now - m.seen_ms > w->max_age))) {
+        ++*w->left; /* gone, or silent too long: it resyncs whole if it returns */
+        return 0;
+    }
+    uint32_t num = 0;
+    if ((rc = crdtdb__peer_num(w->db->env, w->mt, peer, 0, &num)))
+        return rc;
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? 2 * h->cap : 8;
+        uint32_t *nums = realloc(h->nums, cap * sizeof *nums);
+        if (nums)
+            h->nums = nums;
+        void *ids = nums ? realloc(h->ids, cap * sizeof *h->ids) : NULL;
+        if (!ids)
+            return CRDTDB_ENOMEM;
+        h->ids = ids;
+        h->cap = cap;
+    }
+    h->nums[h->n] = num;
+    memcpy(h->ids[h->n++], peer, CRDTDB_REPLICA_ID_BYTES);
+    uint64_t st = m.stable < w->last ? m.stable : w->last;
+    if (st < h->min1) {
+        h->min2 = h->min1;
+        h->min1 = st;
+        h->min1_num = num;
+    } else if (st < h->min2) {
+        h->min2 = st;
+    }
+    return 0;
+}
+
 static int horizon_peers(crdtdb_db *db, MDB_txn *mt, uint64_t max_age, uint64_t now,
                          uint64_t last, hz *h, uint64_t *left)
 {
-    MDB_cursor *c;
-    int mrc = mdb_cursor_open(mt, db->env->dbi_marks, &c);
-    if (mrc)
-        return crdtdb__mdb_err(mrc);
-    uint8_t pre[4];
-    crdtdb__put_u32(pre, db->num);
-    MDB_val k = {4, pre}, v;
-    int rc = 0;
+    hz_walk w = {db, mt, max_age, now, last, h, left};
     h->min1 = h->min2 = last;
     h->min1_num = 0;
     *left = 0;
-    for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); mrc == 0;
-         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 4 + CRDTDB_REPLICA_ID_BYTES || memcmp(k.mv_data, pre, 4) != 0)
-            break;
-        int found;
-        crdtdb__marks m;
-        if ((rc = crdtdb__marks_get(db, mt, (const uint8_t *)k.mv_data + 4, &m, &found)))
-            break;
-        /* a forger or a clone is refused anyway: it holds nothing back */
-        if (m.flags & (CRDTDB_PEER_EQUIVOCATED | CRDTDB_PEER_FORKED))
-            continue;
-        if ((m.flags & CRDTDB_PEER_LEFT) ||
-            (max_age && (m.seen_ms == 0 || now - m.seen_ms > max_age))) {
-            ++*left; /* gone, or silent too long: it resyncs whole if it returns */
-            continue;
-        }
-        uint32_t num = 0;
-        if ((rc = crdtdb__peer_num(db->env, mt, (const uint8_t *)k.mv_data + 4, 0, &num)))
-            break;
-        if (h->n == h->cap) {
-            size_t cap = h->cap ? 2 * h->cap : 8;
-            uint32_t *nums = realloc(h->nums, cap * sizeof *nums);
-            if (nums)
-                h->nums = nums;
-            void *ids = nums ? realloc(h->ids, cap * sizeof *h->ids) : NULL;
-            if (!ids) {
-                rc = CRDTDB_ENOMEM;
-                break;
-            }
-            h->ids = ids;
-            h->cap = cap;
-        }
-        h->nums[h->n] = num;
-        memcpy(h->ids[h->n++], (const uint8_t *)k.mv_data + 4, CRDTDB_REPLICA_ID_BYTES);
-        uint64_t st = m.stable < last ? m.stable : last;
-        if (st < h->min1) {
-            h->min2 = h->min1;
-            h->min1 = st;
-            h->min1_num = num;
-        } else if (st < h->min2) {
-            h->min2 = st;
-        }
-    }
-    mdb_cursor_close(c);
-    return rc ? rc : mrc && mrc != MDB_NOTFOUND ? crdtdb__mdb_err(mrc) : 0;
+    return crdtdb__db_each(db, mt, db->env->dbi_marks, horizon_peer, &w);
 }
 
 /* The removed records whose base register is numbered at most upto. */

@@ -225,12 +225,12 @@ int crdtdb__logfloor_read(crdtdb_db *db, MDB_txn *mt, uint64_t *lf);
 int crdtdb__dbinfo_u64(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t *v);
 int crdtdb__dbinfo_u64_put(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t v);
 /* Calls each(ctx, k, v) for every key of db's database in dbi (the
- * records, the change log: keys begin with its big-endian u32 number), in
- * key order, until it returns nonzero: negative, that error; positive, a
- * stop (0).  k and v point into LMDB's pages: valid during that call only,
- * and only while each writes nothing to dbi (copy what must outlive it).
- * 0 or the error, an LMDB code's through crdtdb__mdb_err; no message set
- * (db.c). */
+ * records, the change log, the marks: keys begin with its big-endian u32
+ * number), in key order, until it returns nonzero: negative, that error;
+ * positive, a stop (0).  k and v point into LMDB's pages: valid during
+ * that call only, and only while each writes nothing to dbi (copy what
+ * must outlive it).  0 or the error, an LMDB code's through
+ * crdtdb__mdb_err; no message set (db.c). */
 int crdtdb__db_each(crdtdb_db *db, MDB_txn *mt, MDB_dbi dbi,
                     int (*each)(void *ctx, const MDB_val *k, const MDB_val *v), void *ctx);
 /* The ms of database num's last write, as expiry counts it (expire.c). */

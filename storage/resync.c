@@ -120,33 +120,32 @@ int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on, uint64_t s
     return crdtdb__db_exit(db, peer_resync_call(db, peer, on, stamp));
 }
 
+/* all_keys's walk: where it appends the keys. */
+typedef struct keys_walk {
+    crdtdb__rkey **keys;
+    uint32_t *n, cap;
+} keys_walk;
+
+static int copy_key(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+    keys_walk *w = ctx;
+    (void)v;
+    if (k->mv_size < 6 || k->mv_size > CRDTDB__RECKEY_MAX)
+        return 1; /* not a record's key: the walk ends */
+    if (crdtdb__array_grow(w->keys, &w->cap, *w->n, sizeof **w->keys, 64))
+        return CRDTDB_ENOMEM;
+    uint8_t *o = (*w->keys)[(*w->n)++].k;
+    memcpy(o, (const uint8_t *)k->mv_data + 4, 2);
+    o[2] = (uint8_t)(k->mv_size - 6);
+    memcpy(o + 3, (const uint8_t *)k->mv_data + 6, k->mv_size - 6);
+    return 0;
+}
+
 /* Every record key of db, copied (the pages move once we write). */
 static int all_keys(crdtdb_db *db, MDB_txn *mt, crdtdb__rkey **keys, uint32_t *n)
 {
-    MDB_cursor *c;
-    int mrc = mdb_cursor_open(mt, db->env->dbi_records, &c);
-    if (mrc)
-        return crdtdb__mdb_err(mrc);
-    uint8_t pre[4];
-    crdtdb__put_u32(pre, db->num);
-    MDB_val k = {4, pre}, v;
-    uint32_t cap = 0;
-    int rc = 0;
-    for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); mrc == 0;
-         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 6 || k.mv_size > CRDTDB__RECKEY_MAX || memcmp(k.mv_data, pre, 4) != 0)
-            break;
-        if (crdtdb__array_grow(keys, &cap, *n, sizeof **keys, 64)) {
-            rc = CRDTDB_ENOMEM;
-            break;
-        }
-        uint8_t *o = (*keys)[(*n)++].k;
-        memcpy(o, (const uint8_t *)k.mv_data + 4, 2);
-        o[2] = (uint8_t)(k.mv_size - 6);
-        memcpy(o + 3, (const uint8_t *)k.mv_data + 6, k.mv_size - 6);
-    }
-    mdb_cursor_close(c);
-    return rc ? rc : mrc && mrc != MDB_NOTFOUND ? crdtdb__mdb_err(mrc) : 0;
+    keys_walk w = {keys, n, 0};
+    return crdtdb__db_each(db, mt, db->env->dbi_records, copy_key, &w);
 }
 
 static int seen(const crdtdb__record *r, uint64_t seq, uint64_t hlc, uint64_t acked,
