@@ -67,15 +67,11 @@ int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id)
     return crdtdb__db_exit(db, purge_call(db, coll, id));
 }
 
-/* A record named by a change-log entry: u16 collection, u8 id length, id
- * (a copy: the entry's page may move once the purge writes). */
-typedef struct reckey {
-    uint8_t k[3 + CRDTDB_ID_MAX];
-} reckey;
-
-static int reckey_cmp(const void *a, const void *b)
+/* The order discard_unsent sorts the records it purges in, so that each
+ * is purged once: by the key's bytes (collection, id length, id). */
+static int rkey_cmp(const void *a, const void *b)
 {
-    const uint8_t *x = ((const reckey *)a)->k, *y = ((const reckey *)b)->k;
+    const uint8_t *x = ((const crdtdb__rkey *)a)->k, *y = ((const crdtdb__rkey *)b)->k;
     size_t n = 3 + (x[2] < y[2] ? x[2] : y[2]);
     int c = memcmp(x, y, n);
     return c ? c : (x[2] > y[2]) - (x[2] < y[2]);
@@ -87,7 +83,7 @@ typedef struct own_walk {
     crdtdb_db *db;
     MDB_txn *mt;
     uint64_t after, lf;
-    reckey **keys;
+    crdtdb__rkey **keys;
     uint32_t *nk, *cap;
     crdtdb__record rec;
 } own_walk;
@@ -128,7 +124,7 @@ static int own_record(void *ctx, const MDB_val *k, const MDB_val *v)
  * (after, lf]: below the log floor a trim took the entries that said so
  * (collect.c), so the records are walked.  A register's source is not
  * kept in its record, only its origin: ours is what was written here. */
-static int own_below_floor(crdtdb_txn *t, uint64_t after, uint64_t lf, reckey **keys,
+static int own_below_floor(crdtdb_txn *t, uint64_t after, uint64_t lf, crdtdb__rkey **keys,
                            uint32_t *nk, uint32_t *cap)
 {
     crdtdb_db *db = t->db;
@@ -151,7 +147,7 @@ static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
     if (rc)
         return rc;
     /* the records with a change of our own after `after`, sorted, once */
-    reckey *keys = NULL;
+    crdtdb__rkey *keys = NULL;
     uint32_t nk = 0, cap = 0;
     crdtdb__log_iter it;
     crdtdb__log_entry e;
@@ -180,10 +176,10 @@ static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
         rc = crdtdb__db_seterr(db, rc, "discard: %s", crdtdb_strerror(rc));
     crdtdb__log_close(&it);
     if (!rc && nk)
-        qsort(keys, nk, sizeof *keys, reckey_cmp);
+        qsort(keys, nk, sizeof *keys, rkey_cmp);
     size_t purged = 0;
     for (uint32_t i = 0; !rc && i < nk; i++) {
-        if (i && reckey_cmp(&keys[i], &keys[i - 1]) == 0)
+        if (i && rkey_cmp(&keys[i], &keys[i - 1]) == 0)
             continue;
         uint16_t coll = (uint16_t)(keys[i].k[0] << 8 | keys[i].k[1]);
         char id[CRDTDB_ID_MAX + 1];
