@@ -30,6 +30,7 @@
 import { ByteWriter } from "./bytewriter.js";
 import { CrdtdbError, type ErrorCode } from "./errors.js";
 import { sign, verify, type KeyPair } from "./keys.js";
+import { comparePaths, isAncestor } from "./path.js";
 import {
   ADD, REMOVE, type BaseKind, type DecodedBody, type DecodedRecord, type DeltaBody, type Hlc, type Leaf, type ReplicaId,
   type ValueRef,
@@ -977,22 +978,40 @@ function parseRecord(colls: string[], origins: ReplicaId[], stamps: Stamps, lim:
   const nf = arrayLen();
   if (nf < 0) fail("EBADVALUE", "record fields must be an array");
   const fields: Leaf[] = new Array(nf);
-  for (let i = 0; i < nf; i++) fields[i] = parseField(origins, stamps, lim);
-  return { coll: colls[c]!, id, base, fields };
+  ORDERED = true;
+  LAST = null;
+  for (let i = 0; i < nf; i++) fields[i] = parseField(origins, stamps, lim, i);
+  return { coll: colls[c]!, id, base, fields, ordered: ORDERED };
 }
 
+/** parseRecord's order check as parseField goes: the last field's path, and
+ *  whether the paths so far ascend strictly, none below another. */
+let LAST: PathEntry | null = null;
+let ORDERED = true;
+
 /** A field as a leaf of the replica (seq 0, src "": the shape it keeps). */
-function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits): Leaf {
+function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits, i: number): Leaf {
   const size = arrayLen();
   if (size !== 3 && size !== 4) fail("EBADVALUE", "a field is [path, hlc, origin, value?]");
   // the path: a str, or an array of strs; the paths of a delta repeat, so
-  // a checked path is remembered by its bytes
-  const p0 = P;
-  let e = pathCached(lim);
+  // a checked path is remembered by its bytes: first as the path of field
+  // i of the record before (records of one shape), else by their hash
+  let e = i < RECENT_MAX ? recentAt(i, lim) : null;
   if (!e) {
-    P = p0;
-    e = parsePath(p0, lim);
+    const p0 = P;
+    e = pathCached(lim);
+    if (!e) {
+      P = p0;
+      e = parsePath(p0, lim);
+    }
+    if (i < RECENT_MAX) RECENT[i] = e;
   }
+  if (LAST !== null && LAST.next !== e && ORDERED) {
+    // checked once for each pair of paths that follow each other
+    if (comparePaths(LAST.path, e.path) < 0 && !isAncestor(LAST.path, e.path)) LAST.next = e;
+    else ORDERED = false;
+  }
+  LAST = e;
   const path = e.path;
   const n = e.depth;
   const hlc = stamps.read();
@@ -1029,6 +1048,29 @@ interface PathEntry {
   depth: number;
   /** crdt/path.c encoded length. */
   plen: number;
+  /** A path seen to sort right after this one (strictly after it, not
+   *  below it), or null: the order check's memory (parseField). */
+  next: PathEntry | null;
+}
+
+/** Field i's path in the last record parsed (the first RECENT_MAX fields). */
+const RECENT_MAX = 32;
+const RECENT: (PathEntry | null)[] = new Array<PathEntry | null>(RECENT_MAX).fill(null);
+
+/** The path at P (advancing past it) if it is field i's of the record
+ *  before, checked against lim; else null (P unmoved).  msgpack values are
+ *  prefix-free: the same bytes are the same path, ending where they end. */
+function recentAt(i: number, lim: DeltaLimits): PathEntry | null {
+  const e = RECENT[i];
+  if (!e) return null;
+  const b = e.bytes, n = b.length;
+  if (P + n > END) return null;
+  for (let k = 0; k < n; k++) if (B[P + k] !== b[k]) return null;
+  if (e.depth > lim.maxDepth) fail("ETOODEEP", `field path deeper than ${lim.maxDepth}`);
+  if (e.plen > lim.maxPathBytes)
+    fail("ETOOBIG", `field path of ${e.plen} bytes exceeds the limit of ${lim.maxPathBytes}`);
+  P += n;
+  return e;
 }
 
 /** Checked paths by a hash of their msgpack bytes (one entry a hash). */
@@ -1085,9 +1127,14 @@ function parsePath(p0: number, lim: DeltaLimits): PathEntry {
   }
   if (plen > lim.maxPathBytes)
     fail("ETOOBIG", `field path of ${plen} bytes exceeds the limit of ${lim.maxPathBytes}`);
-  const e: PathEntry = { bytes: B.slice(p0, P), path: Object.freeze(path), depth: n, plen };
+  const e: PathEntry = { bytes: B.slice(p0, P), path: Object.freeze(path), depth: n, plen, next: null };
   if (P - p0 <= PATH_CACHE_SPAN) {
-    if (pathCache.size >= PATH_CACHE_MAX) pathCache.clear();
+    if (pathCache.size >= PATH_CACHE_MAX) {
+      // and the entries reachable from the last record's: what the order
+      // check's `next` links stays within one cache's worth
+      pathCache.clear();
+      RECENT.fill(null);
+    }
     let h = 0x811c9dc5;
     for (let i = p0; i < P; i++) h = Math.imul(h ^ B[i]!, 0x01000193);
     pathCache.set(h, e);

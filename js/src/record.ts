@@ -303,8 +303,15 @@ export function mergeLeaves(r: StoredRecord, incoming: readonly Leaf[], dead?: n
  * not (duplicates, nested writes, stale fields): merge them then.  The
  * registers are kept, not copied.
  */
-export function freshRecord(base: BaseReg | null, leaves: Leaf[]): StoredRecord | null {
-  return isFresh(base, leaves) ? { base, leaves } : null;
+export function freshRecord(base: BaseReg | null, leaves: Leaf[], ordered = false): StoredRecord | null {
+  return (ordered ? newerThanBase(base, leaves) : isFresh(base, leaves)) ? { base, leaves } : null;
+}
+
+/** isFresh for leaves known to be in strictly ascending path order, none
+ *  below another (DecodedRecord.ordered): none older than the base. */
+function newerThanBase(base: BaseReg | null, leaves: Leaf[]): boolean {
+  if (base) for (let i = 0; i < leaves.length; i++) if (olderThanBase(leaves[i]!, base)) return false;
+  return true;
 }
 
 /** True if (base, leaves) are, as they are, what merging them into an

@@ -1093,7 +1093,7 @@ function mergeRemote(t: Txn, rec: DecodedRecord, key = recordKey(rec.coll, rec.i
     const b = rec.base;
     if (!b && !rec.fields.length) return;
     const leaves = leavesOf(rec.fields, t.src);
-    const r = freshRecord(b && baseOf(b, t.src), leaves);
+    const r = freshRecord(b && baseOf(b, t.src), leaves, rec.ordered);
     if (r) {
       t.put.set(key, r);
       return;

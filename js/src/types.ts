@@ -114,6 +114,10 @@ export interface DeltaBody {
 export interface DecodedRecord extends DeltaRecord {
   base: BaseReg | null;
   fields: Leaf[];
+  /** The fields' paths are strictly ascending, none below another (the
+   *  decoder checked it): a record new here then needs only its stamps
+   *  checked to be taken as it is (record.ts freshRecord). */
+  ordered: boolean;
 }
 
 export interface DecodedBody extends DeltaBody {

@@ -16,6 +16,7 @@ import {
 import { SODIUM_ACCEPTS, SODIUM_REFUSES } from "./ed25519edge.js";
 import type { DecodedBody, DeltaBody } from "../src/types.js";
 import { refOf, valueBytes } from "../src/value.js";
+import { comparePaths, isAncestor } from "../src/path.js";
 
 /** A decoded delta as the body it decodes to: checks the decoder's extras
  *  (each base and field a fresh register, seq 0 and src ""; maxHlc the
@@ -39,7 +40,15 @@ function asBody(d: DecodedBody): DeltaBody {
       const { vbuf: _b, voff: _o, vlen: _l, ...g } = f;
       return { ...g, ...refOf(valueBytes(f)) };
     });
-    return { ...r, base, fields };
+    // ordered says exactly what freshRecord's path test would
+    let ordered = true;
+    for (let i = 1; i < r.fields.length; i++) {
+      const a = r.fields[i - 1]!.path, b = r.fields[i]!.path;
+      if (comparePaths(a, b) >= 0 || isAncestor(a, b)) ordered = false;
+    }
+    assert.equal(r.ordered, ordered);
+    const { ordered: _o, ...plain } = r;
+    return { ...plain, base, fields };
   });
   assert.equal(d.maxHlc, max);
   const { maxHlc: _, ...rest } = d;
@@ -280,6 +289,31 @@ test("an empty delta and the widest stamps", async () => {
   const empty: DeltaBody = { ...body, records: [] };
   assert.deepEqual(asBody(await decodeDelta(await encodeDelta(empty, k))), empty);
   await assert.rejects(encodeDelta({ ...body, sender: OTHER }, k), (e: unknown) => e instanceof CrdtdbError && e.code === "EINVAL");
+});
+
+test("a record's fields are ordered when their paths ascend, none below another, whatever records came before", async () => {
+  const k = await kp();
+  const f = (...path: string[]) => ({ path, hlc: 0n, origin: k.publicKey, ...refOf(fromHex("01")) });
+  const shapes: [string, ReturnType<typeof f>[], boolean][] = [
+    ["ab", [f("a"), f("b")], true],
+    ["ba", [f("b"), f("a")], false], // the pair seen ascending before, now the other way
+    ["ab again", [f("a"), f("b")], true],
+    ["a, a.x", [f("a"), f("a", "x")], false], // below the one before
+    ["a.x, b", [f("a", "x"), f("b")], true],
+    ["aa", [f("a"), f("a")], false],
+    ["b, a.x", [f("b"), f("a", "x")], false],
+    ["one", [f("z")], true],
+    ["a, b, c", [f("a"), f("b"), f("c")], true],
+    ["a, c, b", [f("a"), f("c"), f("b")], false],
+  ];
+  const records = shapes.map(([id, fields]) => ({ coll: "c", id, base: null, fields }));
+  const body: DeltaBody = { dbId: "d", sender: k.publicKey, from: 0, to: 1, ack: null, history: [], recipient: null, records };
+  // twice: the second decode starts from the first one's remembered paths
+  for (let round = 0; round < 2; round++) {
+    const d = await decodeDelta(await encodeDelta(body, k));
+    assert.deepEqual(d.records.map((r) => [r.id, r.ordered]), shapes.map(([id, , o]) => [id, o]));
+    assert.deepEqual(asBody(d), body);
+  }
 });
 
 // ------------------------------------------------------------ hostile
