@@ -1,5 +1,6 @@
 // crdtdb in headless Chromium (Debian's chromium, driven by playwright-core), the page served from 127.0.0.1:
 //   node js/bench/browser.mjs [--bundle=FILE] [--writes=20000] [--only=local|sync] [--kinds=idb,memory] [--profile=DIR] [--marks]
+//        [--fills=K] [--warm] [--trace=DIR]
 // - local_writes_idb: 20,000 single-field writes (setCell: add the row the first time, then update; rows r0..r999,
 //   yield every 500, as the peers' throughput loop) into an IndexedDBBackend, timed until every commit is done;
 //   and 10,000 records x 10 fields in one addAll (the peers' local fill).  The same two into a MemoryBackend, for
@@ -7,10 +8,14 @@
 // - initial_sync_browser: a fresh page store (IndexedDB, and memory) joins a server holding 100k fields (written
 //   by js/bench/writer.mjs), timed from open() to sync.whenSynced(), then the fields counted.
 // Prints one JSON line per test; page_cpu_ms (fill_page_cpu_ms for the addAll) is the page's main-thread CPU
-// (Chrome's TaskDuration) over the call, steadier than wall time on a shared machine; for the addAll also
-// fill_renderer_main_cpu_ms and fill_chromium_cpu_ms, CPU time from /proc (the renderer's main thread; every process
-// under this one, IndexedDB's writes in Chromium's browser process included), steadier still.  The bundle: --bundle, else js/bench/.dist/crdtdb.browser.js (run.mjs builds it
-// from js/src with esbuild, as `npm run bundle` does), else js/dist/crdtdb.browser.js.
+// (Chrome's TaskDuration) over the call, steadier than wall time on a shared machine; for the addAll (fill_*) and
+// the fresh sync (sync_*, its count of the fields included) also CPU time from /proc, steadier still:
+// *_renderer_main_cpu_ms (the page's thread), *_renderer_cpu_ms (every thread of the renderer: V8 compiles and
+// collects on threads of its own), *_chromium_cpu_ms (every Chromium process, IndexedDB's writes in its browser
+// process included) and *_server_cpu_ms.  The bundle: --bundle, else js/bench/.dist/crdtdb.browser.js (run.mjs
+// builds it from js/src with esbuild, as `npm run bundle` does), else js/dist/crdtdb.browser.js.
+// $CHROMIUM_ARGS: more command-line flags for Chromium (lib.mjs), e.g. "--js-flags=--trace-opt" with
+// DEBUG=pw:browser to see what V8 compiles.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -32,6 +37,14 @@ const kinds = opt("kinds", "idb,memory").split(",");
 // --fills=K: K-1 more addAlls after the first, each into a fresh store (an A/B wants more samples per browser);
 // their figures go in fills_ms / fills_page_cpu_ms
 const nFills = +opt("fills", 1);
+// --warm: before the measured fresh sync, the page makes one into a memory store (not measured), so that the one
+// measured runs on code V8 has compiled: how much of a fresh sync is the page's first run (see README, session 39)
+const warm = args.includes("--warm");
+// --trace=DIR: a Chrome trace of each measured fresh sync (DIR/browser-sync-<kind>.json; V8's compiles and GC on
+// every thread of the renderer), for chrome://tracing or Perfetto
+const traceDir = opt("trace", "");
+const TRACE_CATEGORIES = ["toplevel", "v8", "v8.execute", "devtools.timeline", "disabled-by-default-v8.compile",
+  "disabled-by-default-v8.gc"];
 if (!bundle || !existsSync(bundle)) throw new Error("no browser bundle: see js/bench/README.md");
 const COLLS = ["players", "tp", "big"];
 const emit = (o) => console.log(JSON.stringify({ system: "crdtdb", runtime: "chromium", ...o }));
@@ -122,37 +135,42 @@ async function cpuOf(p, key, fn) {
   await cdp.detach();
   return { ...r, [key]: Math.round(ms) };
 }
-// CPU time from /proc (Linux), steadier than TaskDuration on a loaded machine (which counts time the thread waits
-// for a core): every process under this one (Chromium's browser process, its storage and renderer processes, the
-// server), and the renderers' main threads
+// CPU time from /proc (Linux; each thread's schedstat run time, in ns), steadier than TaskDuration on a loaded
+// machine (which counts time the thread waits for a core): every process under this one (Chromium's browser
+// process, its storage and renderer processes, the server), the renderers (every thread: V8's compiler and GC
+// threads beside the page's own), the renderers' main threads, and the server
 function procCpuMs() {
-  const hz = 100; // USER_HZ
-  const parent = new Map(), stat = new Map();
+  const parent = new Map();
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
     try {
       const t = readFileSync(`/proc/${d}/stat`, "utf8"), f = t.slice(t.lastIndexOf(")") + 2).split(" ");
-      parent.set(+d, +f[1]); stat.set(+d, (+f[11] + +f[12]) * 1000 / hz);
+      parent.set(+d, +f[1]);
     } catch { /* gone */ }
   }
   const under = (pid) => { for (let q = parent.get(pid); q; q = parent.get(q)) if (q === process.pid) return true; return false; };
-  let all = 0, main = 0;
-  for (const [pid, ms] of stat) {
+  const ran = (pid, tid) => { try { return +readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0] / 1e6; } catch { return 0; } };
+  let all = 0, main = 0, renderer = 0, server = 0;
+  for (const pid of parent.keys()) {
     if (!under(pid)) continue;
-    all += ms;
+    let cmd = "", ms = 0;
     try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("--type=renderer")) continue;
-      const t = readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8"), f = t.slice(t.lastIndexOf(")") + 2).split(" ");
-      main += (+f[11] + +f[12]) * 1000 / hz;
-    } catch { /* gone */ }
+      cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+      for (const tid of readdirSync(`/proc/${pid}/task`)) ms += ran(pid, tid);
+    } catch { continue; /* gone */ }
+    all += ms;
+    if (cmd.includes("--type=renderer")) { renderer += ms; main += ran(pid, pid); }
+    else if (cmd.includes("\0serve\0")) server += ms;
   }
-  return { all, main };
+  return { all, main, renderer, server };
 }
 async function procCpuOf(prefix, fn) {
   const c0 = procCpuMs();
   const r = await fn();
   const c1 = procCpuMs();
-  return { ...r, [prefix + "_renderer_main_cpu_ms"]: c1.main - c0.main, [prefix + "_chromium_cpu_ms"]: c1.all - c0.all };
+  const ms = (k) => Math.round(c1[k] - c0[k]);
+  return { ...r, [prefix + "_renderer_main_cpu_ms"]: ms("main"), [prefix + "_renderer_cpu_ms"]: ms("renderer"),
+    [prefix + "_chromium_cpu_ms"]: ms("all") - ms("server"), [prefix + "_server_cpu_ms"]: ms("server") };
 }
 async function measured(p, name, fn) {
   if (!profDir) return fn();
@@ -187,7 +205,13 @@ try {
   if (w.status !== 0) throw new Error(`writer: ${w.stderr}`);
   for (const kind of kinds) {
     const { ctx, p } = await page();
-    const r = await measured(p, "sync-" + kind, () => cpuOf(p, "page_cpu_ms", () => p.evaluate(([k, url]) => window.bench.freshSync(k, "fresh-" + k, url, "big"), [kind, srv.url])));
+    if (warm) await p.evaluate(([url]) => window.bench.freshSync("memory", "warm", url, "big"), [srv.url]);
+    if (traceDir) {
+      mkdirSync(traceDir, { recursive: true });
+      await browser.startTracing(p, { path: join(traceDir, `browser-sync-${kind}.json`), categories: TRACE_CATEGORIES });
+    }
+    const r = await measured(p, "sync-" + kind, () => procCpuOf("sync", () => cpuOf(p, "page_cpu_ms", () => p.evaluate(([k, url]) => window.bench.freshSync(k, "fresh-" + k, url, "big"), [kind, srv.url]))));
+    if (traceDir) await browser.stopTracing();
     emit({ bench: "initial_sync_browser", fields: 100000, backend: kind === "idb" ? "indexeddb" : "memory", ...r });
     await ctx.close();
   }

@@ -151,7 +151,9 @@ export async function browserBench(html, scriptUrl, script) {
   });
   await new Promise((r) => web.listen(0, "127.0.0.1", r));
   const url = `http://127.0.0.1:${web.address().port}/`;
-  const browser = await chromium.launch({ executablePath: exe, args: ["--no-sandbox"], headless: true, timeout: 30000 });
+  // $CHROMIUM_ARGS: more flags, space-separated (diagnostics: "--js-flags=--trace-opt", with DEBUG=pw:browser)
+  const more = (process.env.CHROMIUM_ARGS ?? "").split(" ").filter(Boolean);
+  const browser = await chromium.launch({ executablePath: exe, args: ["--no-sandbox", ...more], headless: true, timeout: 30000 });
   return {
     browser,
     async page() {
