@@ -1077,6 +1077,8 @@ function recentAt(i: number, lim: DeltaLimits): PathEntry | null {
 const pathCache = new Map<number, PathEntry>();
 const PATH_CACHE_MAX = 4096;
 const PATH_CACHE_SPAN = 96;
+/** Entries parsePath made since the remembered ones were last dropped. */
+let pathsMade = 0;
 
 /** The remembered path at P (advancing past it, checked against lim), or
  *  null (P undefined) when it is not remembered or not plainly strs. */
@@ -1127,14 +1129,17 @@ function parsePath(p0: number, lim: DeltaLimits): PathEntry {
   }
   if (plen > lim.maxPathBytes)
     fail("ETOOBIG", `field path of ${plen} bytes exceeds the limit of ${lim.maxPathBytes}`);
+  // every PATH_CACHE_MAX entries made, cached or not (a long path is not;
+  // a hash's second path replaces its first), the remembered ones are
+  // dropped: the order check's `next` links only go from an entry to one
+  // made since the last drop, so what they keep alive is two drops' worth
+  if (++pathsMade > PATH_CACHE_MAX) {
+    pathCache.clear();
+    RECENT.fill(null);
+    pathsMade = 1;
+  }
   const e: PathEntry = { bytes: B.slice(p0, P), path: Object.freeze(path), depth: n, plen, next: null };
   if (P - p0 <= PATH_CACHE_SPAN) {
-    if (pathCache.size >= PATH_CACHE_MAX) {
-      // and the entries reachable from the last record's: what the order
-      // check's `next` links stays within one cache's worth
-      pathCache.clear();
-      RECENT.fill(null);
-    }
     let h = 0x811c9dc5;
     for (let i = p0; i < P; i++) h = Math.imul(h ^ B[i]!, 0x01000193);
     pathCache.set(h, e);

@@ -5,10 +5,12 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 
 import { CrdtdbError, type ErrorCode } from "../src/errors.js";
 import {
-  decodeDelta, deltaFrame, encodeBody, encodeDelta, envelope, MpWriter, peekSender, type DeltaLimits,
+  decodeDelta, decodeStored, deltaFrame, encodeBody, encodeDelta, envelope, MpWriter, peekSender, type DeltaLimits,
 } from "../src/delta.js";
 import {
   backendName, fromHex, generateKeyPair, keyPairFromSeed, sign, toHex, useNobleOnly, verify, type KeyPair,
@@ -314,6 +316,31 @@ test("a record's fields are ordered when their paths ascend, none below another,
     assert.deepEqual(d.records.map((r) => [r.id, r.ordered]), shapes.map(([id, , o]) => [id, o]));
     assert.deepEqual(asBody(d), body);
   }
+});
+
+test("hostile: paths a peer makes up are not kept (a record-unique path, then long ones, delta after delta)", () => {
+  // each remembered path links the one seen after it (the order check): the
+  // links must not keep every path ever decoded alive
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const sender = new Uint8Array(32).fill(1);
+  const pad = "z".repeat(200);
+  const heap = (): number => { gc(); gc(); return process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers; };
+  const before = heap();
+  let bytes = 0;
+  for (let k = 0; k < 1500; k++) {
+    const fields = [{ path: ["A" + k], hlc: 1n, origin: sender, vbuf: null, voff: 0, vlen: 0 }];
+    for (let j = 0; j < 100; j++)
+      fields.push({ path: [pad + String(k).padStart(6, "0") + "_" + String(j).padStart(4, "0")], hlc: 1n, origin: sender, vbuf: null, voff: 0, vlen: 0 });
+    const body = encodeBody({ dbId: "d", sender, from: 0, to: 1, ack: null, recipient: null, history: [], records: [{ coll: "c", id: "r" + k, base: null, fields }] });
+    bytes += body.length;
+    assert.equal(decodeStored(envelope(body, new Uint8Array(64))).records[0]!.ordered, true);
+  }
+  const grew = heap() - before;
+  // ~31 MB decoded and dropped; what stays is at most two drops of the
+  // remembered paths (4096 each, ~0.5 KB here): ~4 MB
+  assert.ok(bytes > 30e6, `${bytes} bytes decoded`);
+  assert.ok(grew < 12e6, `${(grew / 1e6).toFixed(1)} MB kept after decoding ${(bytes / 1e6).toFixed(1)} MB`);
 });
 
 // ------------------------------------------------------------ hostile
