@@ -188,7 +188,10 @@ import { performance } from "node:perf_hooks";
 // Session 39, 01:52-01:57 UTC (Release of main 81dfe26, no change to presence), --rounds=3 on a bursty stretch of
 // this machine: Yjs skipped 69, 110 and 74 ticks (p99 21.2, 33.3, 24.0 ms), crdtdb 0, 32 and 1 (p99 0.55, 54.3,
 // 0.63 ms; p50 0.25, 0.49, 0.26); CPU s per player-min 0.139, 0.446, 0.144 / 1.15, 1.61, 1.10 (0.125).  Skipped
-// ticks make a sitting's latencies incomparable: it says nothing of the p99 goal either way.
+// ticks make a sitting's latencies incomparable: it says nothing of the p99 goal either way.  Again at 02:16-02:21
+// (load 0.1-1.0, no tick skipped), per round crdtdb / Yjs: p99 0.51, 0.59, 0.54 / 2.10, 1.72, 2.28 ms (per round
+// 0.24, 0.34, 0.24; ratio of medians 0.257: not met), p50 0.24 / 0.54 (0.44), CPU s per player-min 0.138, 0.136,
+// 0.139 / 0.745, 0.655, 0.729 (0.189: met), bytes 0.715, peak RSS 0.08, every update delivered.
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..");
