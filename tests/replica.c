@@ -4,6 +4,7 @@
 #include <check.h>
 #include <lmdb.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -190,6 +191,17 @@ char *dump(replica *r)
     }
     crdtdb__buf_append(&out, "", 1);
     return (char *)out.data;
+}
+
+const char *diffat(const char *a, const char *b)
+{
+    static char m[400];
+    size_t i = 0;
+    while (a[i] && a[i] == b[i])
+        i++;
+    size_t s = i > 60 ? i - 60 : 0;
+    snprintf(m, sizeof m, "at %zu: A ...%.140s\nR ...%.140s", i, a + s, b + s);
+    return m;
 }
 
 

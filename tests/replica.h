@@ -50,6 +50,9 @@ void put_in(replica *r, crdtdb_txn *t, const char *op, const char *coll, const c
             const char *json);
 /* Everything visible, as one string (caller frees). */
 char *dump(replica *r);
+/* Where two dumps first differ, with some of each around it, for an
+ * assertion's message (a static buffer: valid until the next call). */
+const char *diffat(const char *a, const char *b);
 
 /* Moves what `from` has queued into `to` (asserting the feed): the bytes
  * moved, 0 when nothing was queued or `to` is closed. */

@@ -201,7 +201,6 @@ START_TEST(walk_sends_the_peer_its_own)
 }
 END_TEST
 
-static const char *diffat(const char *a, const char *b);
 static void churn1(replica *r, int ids);
 static int noremove;
 
@@ -515,17 +514,6 @@ END_TEST
 /* ----------------------------------------------------------- randomized */
 
 /* Where two dumps first differ, briefly (check's messages are short). */
-static const char *diffat(const char *a, const char *b)
-{
-    static char m[400];
-    size_t i = 0;
-    while (a[i] && a[i] == b[i])
-        i++;
-    size_t s = i > 60 ? i - 60 : 0;
-    snprintf(m, sizeof m, "at %zu: A ...%.140s\nR ...%.140s", i, a + s, b + s);
-    return m;
-}
-
 static void churn1(replica *r, int ids)
 {
     char id[16], json[128];
