@@ -52,17 +52,6 @@ static uint64_t lfloor_of(replica *A)
     return lf;
 }
 
-static const char *diffat(const char *a, const char *b)
-{
-    static char m[400];
-    size_t i = 0;
-    while (a[i] && a[i] == b[i])
-        i++;
-    size_t s = i > 60 ? i - 60 : 0;
-    snprintf(m, sizeof m, "at %zu: A ...%.140s\nR ...%.140s", i, a + s, b + s);
-    return m;
-}
-
 /* ------------------------------------------------------------- statics */
 
 enum { SMAX = 2048 };
@@ -155,6 +144,26 @@ static void churn1(replica *r, int ids, const char *prefix)
     now_ms += 1 + rand() % 3;
 }
 
+/* The source both randomized tests start from: ns_min + rand() % ns_span
+ * statics with churn over *ids ids between them (10..29), acknowledged by
+ * the fake peer and collected, so that what follows starts below the log
+ * floor.  The caller frees the statics. */
+static statics *source_fill(replica *A, const uint8_t fake[32], int ns_min, int ns_span, int *ids)
+{
+    statics *S = calloc(1, sizeof *S);
+    ck_assert_ptr_nonnull(S);
+    *ids = 10 + rand() % 20;
+    int ns = ns_min + rand() % ns_span;
+    for (int i = 0; i < ns; i++) {
+        static_add(A, S, 1);
+        if (rand() % 3 == 0)
+            churn1(A, *ids, "r");
+    }
+    ck_assert_int_eq(crdtdb_db_peer_ack_at(A->db, fake, seq_of(A), 0), 0);
+    ck_assert_int_eq(crdtdb_db_collect(A->db, 0, NULL), 0);
+    return S;
+}
+
 /* ------------------------------------------------------ API, one delta */
 
 /* RAND2_TRACE: each export of pull_one (tests/pull.c), its token read. */
@@ -196,16 +205,8 @@ START_TEST(walk_trims_between_pulls)
     replica_init(&R, &now_ms, "game");
     uint8_t fake[32];
     memset(fake, 0x42, sizeof fake);
-    statics *S = calloc(1, sizeof *S);
-    int ids = 10 + rand() % 20;
-    int ns = 30 + rand() % 120;
-    for (int i = 0; i < ns; i++) {
-        static_add(&A, S, 1);
-        if (rand() % 3 == 0)
-            churn1(&A, ids, "r");
-    }
-    ck_assert_int_eq(crdtdb_db_peer_ack_at(A.db, fake, seq_of(&A), 0), 0);
-    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, NULL), 0);
+    int ids;
+    statics *S = source_fill(&A, fake, 30, 120, &ids);
     puller p;
     memset(&p, 0, sizeof p);
     p.max_bytes = 300 + (size_t)(rand() % 2500);
@@ -355,16 +356,8 @@ static void run_session(int _i, unsigned seed, int filter)
     replica_init(&C, &now_ms, "game");
     uint8_t fake[32];
     memset(fake, 0x42, sizeof fake);
-    statics *S = calloc(1, sizeof *S);
-    int ids = 10 + rand() % 20;
-    int ns = 60 + rand() % 150;
-    for (int i = 0; i < ns; i++) {
-        static_add(&A, S, 1);
-        if (rand() % 3 == 0)
-            churn1(&A, ids, "r");
-    }
-    ck_assert_int_eq(crdtdb_db_peer_ack_at(A.db, fake, seq_of(&A), 0), 0);
-    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, NULL), 0);
+    int ids;
+    statics *S = source_fill(&A, fake, 60, 150, &ids);
     pair P;
     memset(&P, 0, sizeof P);
     crdtdb_session_options_init(&P.sa);
