@@ -1066,9 +1066,7 @@ function recentAt(i: number, lim: DeltaLimits): PathEntry | null {
   const b = e.bytes, n = b.length;
   if (P + n > END) return null;
   for (let k = 0; k < n; k++) if (B[P + k] !== b[k]) return null;
-  if (e.depth > lim.maxDepth) fail("ETOODEEP", `field path deeper than ${lim.maxDepth}`);
-  if (e.plen > lim.maxPathBytes)
-    fail("ETOOBIG", `field path of ${e.plen} bytes exceeds the limit of ${lim.maxPathBytes}`);
+  withinLimits(e, lim);
   P += n;
   return e;
 }
@@ -1101,10 +1099,16 @@ function pathCached(lim: DeltaLimits): PathEntry | null {
   if (!e || e.bytes.length !== end - p0) return null;
   const b = e.bytes;
   for (let i = 0; i < b.length; i++) if (b[i] !== B[p0 + i]) return null;
+  withinLimits(e, lim);
+  return e;
+}
+
+/** A remembered path checked against this decode's limits (it was made
+ *  under another's, perhaps): parsePath's checks, in its order. */
+function withinLimits(e: PathEntry, lim: DeltaLimits): void {
   if (e.depth > lim.maxDepth) fail("ETOODEEP", `field path deeper than ${lim.maxDepth}`);
   if (e.plen > lim.maxPathBytes)
     fail("ETOOBIG", `field path of ${e.plen} bytes exceeds the limit of ${lim.maxPathBytes}`);
-  return e;
 }
 
 /** Decodes and checks the path at p0 (crdt/delta.c decode_path), and

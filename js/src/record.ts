@@ -307,23 +307,21 @@ export function freshRecord(base: BaseReg | null, leaves: Leaf[], ordered = fals
   return (ordered ? newerThanBase(base, leaves) : isFresh(base, leaves)) ? { base, leaves } : null;
 }
 
-/** isFresh for leaves known to be in strictly ascending path order, none
- *  below another (DecodedRecord.ordered): none older than the base. */
+/** None of the leaves is older than the base (isFresh's stamp test, all
+ *  of it for leaves a decoder found ordered: DecodedRecord.ordered). */
 function newerThanBase(base: BaseReg | null, leaves: Leaf[]): boolean {
   if (base) for (let i = 0; i < leaves.length; i++) if (olderThanBase(leaves[i]!, base)) return false;
   return true;
 }
 
 /** True if (base, leaves) are, as they are, what merging them into an
- *  empty record leaves (freshRecord's test, without the record). */
+ *  empty record leaves (freshRecord's test, without the record): none
+ *  older than the base, paths strictly ascending, none below another. */
 export function isFresh(base: BaseReg | null, leaves: Leaf[]): boolean {
-  let prev: Path | null = null;
-  for (let i = 0; i < leaves.length; i++) {
-    const l = leaves[i]!;
-    if (base && olderThanBase(l, base)) return false;
-    const p = l.path;
-    if (prev && (comparePaths(prev, p) >= 0 || isAncestor(prev, p))) return false;
-    prev = p;
+  if (!newerThanBase(base, leaves)) return false;
+  for (let i = 1; i < leaves.length; i++) {
+    const prev = leaves[i - 1]!.path, p = leaves[i]!.path;
+    if (comparePaths(prev, p) >= 0 || isAncestor(prev, p)) return false;
   }
   return true;
 }
