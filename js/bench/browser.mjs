@@ -1,6 +1,6 @@
 // crdtdb in headless Chromium (Debian's chromium, driven by playwright-core), the page served from 127.0.0.1:
 //   node js/bench/browser.mjs [--bundle=FILE] [--writes=20000] [--only=local|sync] [--kinds=idb,memory] [--profile=DIR] [--marks]
-//        [--fills=K] [--warm] [--trace=DIR]
+//        [--fills=K] [--warm] [--trace=DIR] [--threads]
 // - local_writes_idb: 20,000 single-field writes (setCell: add the row the first time, then update; rows r0..r999,
 //   yield every 500, as the peers' throughput loop) into an IndexedDBBackend, timed until every commit is done;
 //   and 10,000 records x 10 fields in one addAll (the peers' local fill).  The same two into a MemoryBackend, for
@@ -40,6 +40,9 @@ const nFills = +opt("fills", 1);
 // --warm: before the measured fresh sync, the page makes one into a memory store (not measured), so that the one
 // measured runs on code V8 has compiled: how much of a fresh sync is the page's first run (see README, session 39)
 const warm = args.includes("--warm");
+// --threads: *_threads_cpu_ms, the CPU of each thread over the call by process type and thread name (Chromium's
+// browser, renderer, utility processes; the server), threads of one name summed: what competes with the page
+const threadsOpt = args.includes("--threads");
 // --trace=DIR: a Chrome trace of each measured fresh sync (DIR/browser-sync-<kind>.json; V8's compiles and GC on
 // every thread of the renderer), for chrome://tracing or Perfetto
 const traceDir = opt("trace", "");
@@ -151,25 +154,38 @@ function procCpuMs() {
   const under = (pid) => { for (let q = parent.get(pid); q; q = parent.get(q)) if (q === process.pid) return true; return false; };
   const ran = (pid, tid) => { try { return +readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0] / 1e6; } catch { return 0; } };
   let all = 0, main = 0, renderer = 0, server = 0;
+  const threads = {};
   for (const pid of parent.keys()) {
     if (!under(pid)) continue;
     let cmd = "", ms = 0;
     try {
       cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-      for (const tid of readdirSync(`/proc/${pid}/task`)) ms += ran(pid, tid);
+      const type = cmd.match(/--type=([a-z-]+)/)?.[1] ?? (cmd.includes("\0serve\0") ? "server" : "browser");
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        const t = ran(pid, tid);
+        ms += t;
+        if (threadsOpt) {
+          let comm = "?";
+          try { comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim().replace(/[0-9]+$/, ""); } catch { /* gone */ }
+          const k = `${type}:${+tid === pid ? "main" : comm}`;
+          threads[k] = (threads[k] ?? 0) + t;
+        }
+      }
     } catch { continue; /* gone */ }
     all += ms;
     if (cmd.includes("--type=renderer")) { renderer += ms; main += ran(pid, pid); }
     else if (cmd.includes("\0serve\0")) server += ms;
   }
-  return { all, main, renderer, server };
+  return { all, main, renderer, server, threads };
 }
 async function procCpuOf(prefix, fn) {
   const c0 = procCpuMs();
   const r = await fn();
   const c1 = procCpuMs();
   const ms = (k) => Math.round(c1[k] - c0[k]);
-  return { ...r, [prefix + "_renderer_main_cpu_ms"]: ms("main"), [prefix + "_renderer_cpu_ms"]: ms("renderer"),
+  const threads = {};
+  for (const [k, v] of Object.entries(c1.threads)) { const d = Math.round(v - (c0.threads[k] ?? 0)); if (d >= 1) threads[k] = d; }
+  return { ...r, ...(threadsOpt ? { [prefix + "_threads_cpu_ms"]: threads } : {}), [prefix + "_renderer_main_cpu_ms"]: ms("main"), [prefix + "_renderer_cpu_ms"]: ms("renderer"),
     [prefix + "_chromium_cpu_ms"]: ms("all") - ms("server"), [prefix + "_server_cpu_ms"]: ms("server") };
 }
 async function measured(p, name, fn) {
