@@ -53,7 +53,7 @@ if (!has("--no-build")) {
   const esb = join(jsDir, "node_modules", ".bin", "esbuild");
   if (process.env.CRDTDB_BROWSER_BUNDLE) { /* given */ }
   else if (existsSync(esb))
-    sh(esb, [join(jsDir, "src", "index.ts"), "--log-level=warning", "--bundle", "--format=esm", "--platform=browser",
+    sh(esb, [join(jsDir, "src", "index.ts"), "--log-level=warning", "--banner:js=//# allFunctionsCalledOnLoad", "--bundle", "--format=esm", "--platform=browser",
       "--target=es2022", "--sourcemap", `--outfile=${join(dist, "crdtdb.browser.js")}`]);
   else console.error("no esbuild in js/node_modules: the browser bench uses js/dist/crdtdb.browser.js");
 }
