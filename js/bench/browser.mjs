@@ -204,7 +204,7 @@ const srv = await startServer(COLLS);
 try {
   const chromeVersion = browser.version();
   if (only !== "sync") for (const kind of kinds) {
-    const { ctx, p } = await page();
+    const { ctx, p, settled } = await page();
     const r = await measured(p, "local-" + kind, () => cpuOf(p, "page_cpu_ms", () => p.evaluate(([k, n]) => window.bench.localWrites(k, "w-" + k, n), [kind, nWrites])));
     const f = await measured(p, "fill-" + kind, () => procCpuOf("fill", () => cpuOf(p, "fill_page_cpu_ms", () => p.evaluate(() => window.bench.fill()))));
     const more = nFills > 1 ? { fills_ms: [f.fill_ms], fills_page_cpu_ms: [f.fill_page_cpu_ms], fills_renderer_main_cpu_ms: [f.fill_renderer_main_cpu_ms], fills_chromium_cpu_ms: [f.fill_chromium_cpu_ms] } : {};
@@ -213,14 +213,14 @@ try {
       more.fills_ms.push(g.fill_ms); more.fills_page_cpu_ms.push(g.cpu);
       more.fills_renderer_main_cpu_ms.push(g.f_renderer_main_cpu_ms); more.fills_chromium_cpu_ms.push(g.f_chromium_cpu_ms);
     }
-    emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: chromeVersion, ...r, ...f, ...more });
+    emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: chromeVersion, settled_ms: settled, ...r, ...f, ...more });
     await ctx.close();
   }
   if (only !== "local") {
   const w = spawnSync(process.execPath, [join(benchDir, "writer.mjs"), srv.url, "big", "10000", "10"], { encoding: "utf8" });
   if (w.status !== 0) throw new Error(`writer: ${w.stderr}`);
   for (const kind of kinds) {
-    const { ctx, p } = await page();
+    const { ctx, p, settled } = await page();
     if (warm) await p.evaluate(([url]) => window.bench.freshSync("memory", "warm", url, "big"), [srv.url]);
     if (traceDir) {
       mkdirSync(traceDir, { recursive: true });
@@ -228,7 +228,7 @@ try {
     }
     const r = await measured(p, "sync-" + kind, () => procCpuOf("sync", () => cpuOf(p, "page_cpu_ms", () => p.evaluate(([k, url]) => window.bench.freshSync(k, "fresh-" + k, url, "big"), [kind, srv.url]))));
     if (traceDir) await browser.stopTracing();
-    emit({ bench: "initial_sync_browser", fields: 100000, backend: kind === "idb" ? "indexeddb" : "memory", ...r });
+    emit({ bench: "initial_sync_browser", fields: 100000, backend: kind === "idb" ? "indexeddb" : "memory", settled_ms: settled, ...r });
     await ctx.close();
   }
   }

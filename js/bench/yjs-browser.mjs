@@ -128,10 +128,10 @@ await new Promise((res, rej) => { server.stdout.on("data", (d) => { if (String(d
 const url = `ws://127.0.0.1:${port}`;
 try {
   if (only !== "sync") for (const kind of kinds) {
-    const { ctx, p } = await page();
+    const { ctx, p, settled } = await page();
     const r = await p.evaluate(([k, n]) => window.bench.localWrites(k, "w-" + k, n), [kind, nWrites]);
     const f = await p.evaluate(() => window.bench.fill());
-    emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: browser.version(), ...r, ...f });
+    emit({ bench: "local_writes", backend: kind === "idb" ? "indexeddb" : "memory", chromium: browser.version(), settled_ms: settled, ...r, ...f });
     await ctx.close();
   }
   if (only !== "local") {
@@ -143,9 +143,9 @@ try {
     fillBig(Y, doc);
     await sleep(2000);
     for (const kind of kinds) {
-      const { ctx, p } = await page();
+      const { ctx, p, settled } = await page();
       const r = await p.evaluate(([k, u, rm]) => window.bench.freshSync(k, "fresh-" + k, u, rm), [kind, url, room]);
-      emit({ bench: "initial_sync_browser", fields: 100000, backend: kind === "idb" ? "indexeddb" : "memory", ...r });
+      emit({ bench: "initial_sync_browser", fields: 100000, backend: kind === "idb" ? "indexeddb" : "memory", settled_ms: settled, ...r });
       await ctx.close();
     }
     prov.destroy();
