@@ -9,7 +9,7 @@
 import { createServer } from "node:http";
 import { createRequire } from "node:module";
 import { join } from "node:path";
-import { jsDir, now } from "./lib.mjs";
+import { jsDir, now, settle } from "./lib.mjs";
 
 const require = createRequire(join(jsDir, "package.json"));
 const { chromium } = require("playwright-core");
@@ -64,6 +64,7 @@ try {
     const p = await ctx.newPage();
     await p.goto(`http://127.0.0.1:${web.address().port}/`);
     await p.waitForFunction(() => window.ready === true);
+    await settle(); // Chromium's own work for a new window first (lib.mjs)
     page.push(await p.evaluate(([u, n]) => window.receive(u, n), [url, BYTES]));
     await ctx.close();
   }
