@@ -136,7 +136,8 @@ export function readRecording(file) {
   return msgs;
 }
 
-/** CPU ms (utime + stime) of every process under this one but `crdtdb serve`: Chromium's, in the browser benches. */
+/** CPU ms (utime + stime) by pid of every process under this one but `crdtdb serve`: Chromium's, in the browser
+ *  benches. */
 function chromiumCpuMs() {
   const parent = new Map(), ticks = new Map();
   for (const d of readdirSync("/proc")) {
@@ -147,31 +148,34 @@ function chromiumCpuMs() {
       ticks.set(+d, +f[11] + +f[12]);
     } catch { /* gone */ }
   }
-  let n = 0;
+  const out = new Map();
   for (const [pid, t] of ticks) {
     let q = parent.get(pid);
     while (q && q !== process.pid) q = parent.get(q);
     if (!q) continue;
     try { if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("\0serve\0")) continue; } catch { continue; }
-    n += t;
+    out.set(pid, t * 10); // USER_HZ = 100 on Linux
   }
-  return n * 10; // USER_HZ = 100 on Linux
+  return out;
 }
 
 /** Waits until Chromium is quiet: a fresh context's window starts work of its own for up to ~1 s after the page is
  *  ready (headless Chromium preloads its omnibox popup, chrome://omnibox-popup.top-chrome, in a renderer of its
  *  own: ~150 ms of that renderer's main thread and as much of V8's compile threads, which `--disable-features`
- *  does not stop), and a measured call that overlaps it shares the 2 cores with it.  Quiet: 200 ms in which all
- *  of Chromium used under 20 ms of CPU; at most 3 s.  Returns the ms waited.  $BENCH_NO_SETTLE=1: no wait (the
- *  sittings before 2026-12-07). */
+ *  does not stop), and a call that overlaps it shares the 2 cores with it.  Quiet: 200 ms in which Chromium's
+ *  processes (those alive at both ends; one started between counts whole) used under 20 ms of CPU; at most 3 s.
+ *  Returns the ms waited (about 3,000: it never got quiet).  $BENCH_NO_SETTLE=1: no wait (the sittings before
+ *  2026-12-07 03:50). */
 export async function settle() {
-  if (process.env.BENCH_NO_SETTLE) return 0;
+  if (process.env.BENCH_NO_SETTLE === "1") return 0;
   const t0 = now();
   let c0 = chromiumCpuMs();
   while (now() - t0 < 3000) {
     await sleep(200);
     const c1 = chromiumCpuMs();
-    if (c1 - c0 < 20) break;
+    let used = 0;
+    for (const [pid, ms] of c1) used += ms - (c0.get(pid) ?? 0);
+    if (used < 20) break;
     c0 = c1;
   }
   return Math.round(now() - t0);
