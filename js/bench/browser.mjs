@@ -19,7 +19,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { benchDir, browserBench, jsDir, startServer } from "./lib.mjs";
+import { benchDir, browserBench, descendants, jsDir, startServer } from "./lib.mjs";
 
 const args = process.argv.slice(2);
 const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); return a ? a.slice(k.length + 3) : d; };
@@ -143,23 +143,12 @@ async function cpuOf(p, key, fn) {
 // process, its storage and renderer processes, the server), the renderers (every thread: V8's compiler and GC
 // threads beside the page's own), the renderers' main threads, and the server
 function procCpuMs() {
-  const parent = new Map();
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const t = readFileSync(`/proc/${d}/stat`, "utf8"), f = t.slice(t.lastIndexOf(")") + 2).split(" ");
-      parent.set(+d, +f[1]);
-    } catch { /* gone */ }
-  }
-  const under = (pid) => { for (let q = parent.get(pid); q; q = parent.get(q)) if (q === process.pid) return true; return false; };
   const ran = (pid, tid) => { try { return +readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0] / 1e6; } catch { return 0; } };
   let all = 0, main = 0, renderer = 0, server = 0;
   const threads = {};
-  for (const pid of parent.keys()) {
-    if (!under(pid)) continue;
-    let cmd = "", ms = 0;
+  for (const [pid, cmd] of descendants()) {
+    let ms = 0;
     try {
-      cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
       const type = cmd.match(/--type=([a-z-]+)/)?.[1] ?? (cmd.includes("\0serve\0") ? "server" : "browser");
       for (const tid of readdirSync(`/proc/${pid}/task`)) {
         const t = ran(pid, tid);

@@ -136,25 +136,37 @@ export function readRecording(file) {
   return msgs;
 }
 
-/** CPU ms (utime + stime) by pid of every process under this one but `crdtdb serve`: Chromium's, in the browser
- *  benches. */
-function chromiumCpuMs() {
-  const parent = new Map(), ticks = new Map();
+/** The processes under this one (Linux /proc), as [pid, command line (NUL-separated)]: Chromium's and the
+ *  servers a bench started; a process gone meanwhile is left out. */
+export function descendants() {
+  const parent = new Map();
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
     try {
-      const t = readFileSync(`/proc/${d}/stat`, "utf8"), f = t.slice(t.lastIndexOf(")") + 2).split(" ");
-      parent.set(+d, +f[1]);
-      ticks.set(+d, +f[11] + +f[12]);
+      const t = readFileSync(`/proc/${d}/stat`, "utf8");
+      parent.set(+d, +t.slice(t.lastIndexOf(")") + 2).split(" ")[1]);
     } catch { /* gone */ }
   }
-  const out = new Map();
-  for (const [pid, t] of ticks) {
+  const out = [];
+  for (const pid of parent.keys()) {
     let q = parent.get(pid);
     while (q && q !== process.pid) q = parent.get(q);
     if (!q) continue;
-    try { if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("\0serve\0")) continue; } catch { continue; }
-    out.set(pid, t * 10); // USER_HZ = 100 on Linux
+    try { out.push([pid, readFileSync(`/proc/${pid}/cmdline`, "utf8")]); } catch { /* gone */ }
+  }
+  return out;
+}
+
+/** CPU ms (utime + stime) by pid of every process under this one but `crdtdb serve`: Chromium's, in the browser
+ *  benches. */
+function chromiumCpuMs() {
+  const out = new Map();
+  for (const [pid, cmd] of descendants()) {
+    if (cmd.includes("\0serve\0")) continue;
+    try {
+      const t = readFileSync(`/proc/${pid}/stat`, "utf8"), f = t.slice(t.lastIndexOf(")") + 2).split(" ");
+      out.set(pid, (+f[11] + +f[12]) * 10); // USER_HZ = 100 on Linux
+    } catch { /* gone */ }
   }
   return out;
 }
