@@ -513,7 +513,9 @@ END_TEST
 
 /* ----------------------------------------------------------- randomized */
 
-/* Where two dumps first differ, briefly (check's messages are short). */
+/* One random write on r: an add (always, when the record is absent), an
+ * update of pos.x, or a remove (an update of hp while `noremove`), to one
+ * of `ids` records of either collection; the clock moves 1-3 ms. */
 static void churn1(replica *r, int ids)
 {
     char id[16], json[128];
