@@ -148,8 +148,8 @@ function procCpuMs() {
   const threads = {};
   for (const [pid, cmd] of descendants()) {
     let ms = 0;
+    const type = cmd.match(/--type=([a-z-]+)/)?.[1] ?? (cmd.includes("\0serve\0") ? "server" : "browser");
     try {
-      const type = cmd.match(/--type=([a-z-]+)/)?.[1] ?? (cmd.includes("\0serve\0") ? "server" : "browser");
       for (const tid of readdirSync(`/proc/${pid}/task`)) {
         const t = ran(pid, tid);
         ms += t;
@@ -162,8 +162,8 @@ function procCpuMs() {
       }
     } catch { continue; /* gone */ }
     all += ms;
-    if (cmd.includes("--type=renderer")) { renderer += ms; main += ran(pid, pid); }
-    else if (cmd.includes("\0serve\0")) server += ms;
+    if (type === "renderer") { renderer += ms; main += ran(pid, pid); }
+    else if (type === "server") server += ms;
   }
   return { all, main, renderer, server, threads };
 }

@@ -136,23 +136,24 @@ export function readRecording(file) {
   return msgs;
 }
 
-/** The processes under this one (Linux /proc), as [pid, command line (NUL-separated)]: Chromium's and the
- *  servers a bench started; a process gone meanwhile is left out. */
+/** The processes under this one (Linux /proc), as [pid, command line (NUL-separated), the fields of
+ *  /proc/PID/stat after its name (state, ppid, ...; utime and stime at 11 and 12)]: Chromium's and the servers a
+ *  bench started; a process gone meanwhile is left out. */
 export function descendants() {
-  const parent = new Map();
+  const stat = new Map();
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
     try {
       const t = readFileSync(`/proc/${d}/stat`, "utf8");
-      parent.set(+d, +t.slice(t.lastIndexOf(")") + 2).split(" ")[1]);
+      stat.set(+d, t.slice(t.lastIndexOf(")") + 2).split(" "));
     } catch { /* gone */ }
   }
   const out = [];
-  for (const pid of parent.keys()) {
-    let q = parent.get(pid);
-    while (q && q !== process.pid) q = parent.get(q);
+  for (const [pid, f] of stat) {
+    let q = +f[1];
+    while (q && q !== process.pid) q = +(stat.get(q)?.[1] ?? 0);
     if (!q) continue;
-    try { out.push([pid, readFileSync(`/proc/${pid}/cmdline`, "utf8")]); } catch { /* gone */ }
+    try { out.push([pid, readFileSync(`/proc/${pid}/cmdline`, "utf8"), f]); } catch { /* gone */ }
   }
   return out;
 }
@@ -161,13 +162,8 @@ export function descendants() {
  *  benches. */
 function chromiumCpuMs() {
   const out = new Map();
-  for (const [pid, cmd] of descendants()) {
-    if (cmd.includes("\0serve\0")) continue;
-    try {
-      const t = readFileSync(`/proc/${pid}/stat`, "utf8"), f = t.slice(t.lastIndexOf(")") + 2).split(" ");
-      out.set(pid, (+f[11] + +f[12]) * 10); // USER_HZ = 100 on Linux
-    } catch { /* gone */ }
-  }
+  for (const [pid, cmd, f] of descendants())
+    if (!cmd.includes("\0serve\0")) out.set(pid, (+f[11] + +f[12]) * 10); // USER_HZ = 100 on Linux
   return out;
 }
 
