@@ -197,11 +197,15 @@ static int encode_body(const crdtdb__delta *d, crdtdb_buf *body)
         for (uint32_t k = r->first; !bad && !rc && k < r->first + r->n; k++) {
             const crdtdb__delta_field *f = &d->fields[k];
             int value = f->kind == CRDTDB__KIND_VALUE;
-            bad = msgpack_pack_array(&pk, value ? 4 : 3);
+            /* stamped as the entry's base (the fields of an add): the
+             * short form, [path] or [path, value] */
+            int as_base = r->base_kind != CRDTDB__BASE_NONE && f->hlc == r->base_hlc &&
+                          f->origin == r->base_origin;
+            bad = msgpack_pack_array(&pk, (size_t)(value + 1 + (as_base ? 0 : 2)));
             if (!bad)
                 rc = pack_path(&pk, f->path, f->path_len, key);
-            bad = bad || msgpack_pack_uint64(&pk, f->hlc - base) ||
-                  msgpack_pack_uint32(&pk, f->origin) ||
+            bad = bad || (!as_base && (msgpack_pack_uint64(&pk, f->hlc - base) ||
+                                       msgpack_pack_uint32(&pk, f->origin))) ||
                   (value && msgpack_pack_bin_with_body(&pk, f->val, f->val_len));
         }
     }
@@ -275,7 +279,7 @@ int crdtdb__delta_frame(const uint8_t *data, size_t len, size_t *frame_len,
         return CRDTDB_EBADVALUE;
     if (data[1] > 0x7f)
         return CRDTDB_EBADVALUE;
-    if (data[1] != CRDTDB__DELTA_VERSION)
+    if (data[1] < CRDTDB__DELTA_VERSION_MIN || data[1] > CRDTDB__DELTA_VERSION)
         return CRDTDB_EVERSION;
     size_t off = 2, hdr;
     uint64_t n;
@@ -429,11 +433,17 @@ static int decode_path(crdtdb__delta *d, const msgpack_object *o, size_t *off,
     return (int)n;
 }
 
+/* A field of record entry r: [path, hlc, origin, value?], or in version 2
+ * when the entry has a base, [path, value?] stamped as that base. */
 static int decode_field(crdtdb__delta *d, const msgpack_object *o, uint64_t base,
+                        const crdtdb__delta_rec *r, int short_ok,
                         const crdtdb__limits *lim, crdtdb__err *e)
 {
-    if (o->type != MSGPACK_OBJECT_ARRAY || (o->via.array.size != 3 && o->via.array.size != 4))
-        return crdtdb__err_set(e, CRDTDB_EBADVALUE, "a field is [path, hlc, origin, value?]");
+    uint32_t size = o->type == MSGPACK_OBJECT_ARRAY ? o->via.array.size : 0;
+    int full = size == 3 || size == 4;
+    if (!full && !(short_ok && r->base_kind != CRDTDB__BASE_NONE && (size == 1 || size == 2)))
+        return crdtdb__err_set(e, CRDTDB_EBADVALUE, "a field is [path, hlc, origin, value?]%s",
+                               short_ok ? ", or [path, value?] under a base" : "");
     const msgpack_object *a = o->via.array.ptr;
     crdtdb__delta_field f;
     memset(&f, 0, sizeof f);
@@ -441,21 +451,27 @@ static int decode_field(crdtdb__delta *d, const msgpack_object *o, uint64_t base
     int depth = decode_path(d, &a[0], &off, &f.path_len, lim, e);
     if (depth < 0)
         return depth;
-    if (stamp(base, &a[1], &f.hlc) || !is_uint(&a[2]) || a[2].via.u64 >= d->norigins)
-        return crdtdb__err_set(e, CRDTDB_EBADVALUE, "bad field stamp or origin");
-    f.origin = (uint32_t)a[2].via.u64;
+    if (full) {
+        if (stamp(base, &a[1], &f.hlc) || !is_uint(&a[2]) || a[2].via.u64 >= d->norigins)
+            return crdtdb__err_set(e, CRDTDB_EBADVALUE, "bad field stamp or origin");
+        f.origin = (uint32_t)a[2].via.u64;
+    } else {
+        f.hlc = r->base_hlc;
+        f.origin = r->base_origin;
+    }
     f.path = (const uint8_t *)(uintptr_t)off; /* fixed up once paths stop moving */
-    if (o->via.array.size == 3) {
+    const msgpack_object *v = size == 4 ? &a[3] : size == 2 ? &a[1] : NULL;
+    if (!v) {
         f.kind = CRDTDB__KIND_MAP;
         if ((unsigned)depth + 1 > lim->max_depth)
             return crdtdb__err_set(e, CRDTDB_ETOODEEP, "field nested deeper than %u",
                                    lim->max_depth);
     } else {
-        if (a[3].type != MSGPACK_OBJECT_BIN)
+        if (v->type != MSGPACK_OBJECT_BIN)
             return crdtdb__err_set(e, CRDTDB_EBADVALUE, "a field value is msgpack in bin");
         f.kind = CRDTDB__KIND_VALUE;
-        f.val = (const uint8_t *)a[3].via.bin.ptr;
-        f.val_len = a[3].via.bin.size;
+        f.val = (const uint8_t *)v->via.bin.ptr;
+        f.val_len = v->via.bin.size;
         /* maps are never values: they travel as their leaves */
         if (f.val_len && ((f.val[0] & 0xf0) == 0x80 || f.val[0] == 0xde || f.val[0] == 0xdf))
             return crdtdb__err_set(e, CRDTDB_EBADVALUE, "a field value may not be a map");
@@ -474,7 +490,7 @@ static int decode_field(crdtdb__delta *d, const msgpack_object *o, uint64_t base
 }
 
 static int decode_rec(crdtdb__delta *d, const msgpack_object *o, uint64_t base,
-                      const crdtdb__limits *lim, crdtdb__err *e)
+                      int short_ok, const crdtdb__limits *lim, crdtdb__err *e)
 {
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4)
         return crdtdb__err_set(e, CRDTDB_EBADVALUE, "a record is [coll, id, base, fields]");
@@ -505,14 +521,14 @@ static int decode_rec(crdtdb__delta *d, const msgpack_object *o, uint64_t base,
     if (crdtdb__delta_add_rec(d, &r))
         return CRDTDB_ENOMEM;
     for (uint32_t i = 0; i < a[3].via.array.size; i++) {
-        int rc = decode_field(d, &a[3].via.array.ptr[i], base, lim, e);
+        int rc = decode_field(d, &a[3].via.array.ptr[i], base, &r, short_ok, lim, e);
         if (rc)
             return rc;
     }
     return 0;
 }
 
-static int decode_body(crdtdb__delta *d, const msgpack_object *o,
+static int decode_body(crdtdb__delta *d, const msgpack_object *o, int short_ok,
                        const crdtdb__limits *lim, crdtdb__err *e)
 {
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != BODY_FIELDS)
@@ -571,7 +587,7 @@ static int decode_body(crdtdb__delta *d, const msgpack_object *o,
         return crdtdb__err_set(e, CRDTDB_ETOOBIG, "delta holds %u record groups, over the limit "
                                "of %u", a[8].via.array.size, max_groups);
     for (uint32_t i = 0; i < a[8].via.array.size; i++) {
-        int rc = decode_rec(d, &a[8].via.array.ptr[i], base, lim, e);
+        int rc = decode_rec(d, &a[8].via.array.ptr[i], base, short_ok, lim, e);
         if (rc)
             return rc;
     }
@@ -622,5 +638,5 @@ int crdtdb__delta_decode(crdtdb__delta *d, const uint8_t *data, size_t len,
     if (msgpack_unpack((const char *)body, body_len, &off, &d->zone, &o) !=
         MSGPACK_UNPACK_SUCCESS)
         return crdtdb__err_set(e, CRDTDB_EBADVALUE, "malformed delta body");
-    return decode_body(d, &o, lim, e);
+    return decode_body(d, &o, data[1] >= 2, lim, e);
 }

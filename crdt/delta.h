@@ -16,7 +16,11 @@
 #include "crdt/value.h"
 #include "crdtdb.h"
 
-#define CRDTDB__DELTA_VERSION 1u
+/* The format encoders write; decoders also read version 1, which is version
+ * 2 without the short fields (a field stamped as its record's base, with the
+ * stamp left out: docs/protocol.md). */
+#define CRDTDB__DELTA_VERSION 2u
+#define CRDTDB__DELTA_VERSION_MIN 1u
 #define CRDTDB__DELTA_FP_MAX 4
 #define CRDTDB__FP_BYTES 16
 #define CRDTDB__DELTA_GROUPS 65536u /* default cap of record groups per delta */

@@ -135,7 +135,7 @@ void fuzz_wrap(crdtdb_buf *out, const crdtdb_buf *body)
     msgpack_packer mp;
     out->len = 0;
     msgpack_packer_init(&mp, out, crdtdb__buf_write_cb);
-    CHECK(msgpack_pack_array(&mp, 3) == 0 && msgpack_pack_uint8(&mp, 1) == 0 &&
+    CHECK(msgpack_pack_array(&mp, 3) == 0 && msgpack_pack_uint8(&mp, CRDTDB__DELTA_VERSION) == 0 &&
           msgpack_pack_bin_with_body(&mp, body->data, body->len) == 0 &&
           msgpack_pack_bin_with_body(&mp, sig, sizeof sig) == 0);
 }

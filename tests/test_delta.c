@@ -72,8 +72,22 @@ static char *hex(const uint8_t *p, size_t n)
 }
 
 /* The exact bytes of the delta built above: the format must not drift
- * unnoticed (docs/protocol.md).  ed25519 signatures are deterministic. */
+ * unnoticed (docs/protocol.md).  ed25519 signatures are deterministic.
+ * Version 2: the fields stamped as their record's base are short. */
 static const char GOLDEN[] =
+    "9302c4ea9ba76d617463682d31c420ea4a6c63e29c520abef5507b132ec5f9954776aebe"
+    "be7b92421eea691446d22c0a1403cf018bcfe56800000091a7706c617965727392c420ea"
+    "4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22cc420ababab"
+    "ababababababababababababababababababababababababababababab929400a3616e6e"
+    "930100009392a26870c401079292a3706f73a178c4019093a16d05019400a3626f629302"
+    "090190919214c410f0f1f2f3f4f5f6f7f8f9fafbfcfdfeffc420abababababababababab"
+    "ababababababababababababababababababababababc440d0e8b6766a8b52af4c4f1943"
+    "6ac095fff174df570dbf32d52e26a838304d4c06b13bd6b332bc0fcbd20b1c2e4099f8fa"
+    "c718a4d0d47e5b5d4c267e5e8ed0770f";
+
+/* The same delta in version 1, which every field carried its stamp in
+ * ("hp" and ["pos", "x"] are stamped as ann's base): still read. */
+static const char GOLDEN_V1[] =
     "9301c4ee9ba76d617463682d31c420ea4a6c63e29c520abef5507b132ec5f9954776aebe"
     "be7b92421eea691446d22c0a1403cf018bcfe56800000091a7706c617965727392c420ea"
     "4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22cc420ababab"
@@ -192,9 +206,16 @@ START_TEST(tampering_is_refused)
     ck_assert_int_eq(decode(big, out.len + 1, 1 << 20, &e), CRDTDB_EBADVALUE);
     ck_assert_int_eq(decode(out.data, out.len, out.len - 1, &e), CRDTDB_ETOOBIG);
     memcpy(big, out.data, out.len);
-    big[1] = 2;
+    big[1] = 3;
     ck_assert_int_eq(decode(big, out.len, 1 << 20, &e), CRDTDB_EVERSION);
     ck_assert(strstr(e.msg, "version") != NULL);
+    big[1] = 0;
+    ck_assert_int_eq(decode(big, out.len, 1 << 20, &e), CRDTDB_EVERSION);
+    /* the version is outside what is signed: version 1 has no short
+     * fields, so the same body under it is refused */
+    big[1] = 1;
+    ck_assert_int_eq(decode(big, out.len, 1 << 20, &e), CRDTDB_EBADVALUE);
+    ck_assert(strstr(e.msg, "a field is") != NULL);
     /* signature of the wrong length */
     memcpy(big, out.data, out.len);
     big[out.len - 65] = 63;
@@ -213,7 +234,7 @@ START_TEST(tampering_is_refused)
 END_TEST
 
 /* Signs a hand-made body, so limits are checked on validly signed input. */
-static void signed_delta(crdtdb_buf *out, const uint8_t *body, size_t n)
+static void signed_delta_v(crdtdb_buf *out, const uint8_t *body, size_t n, unsigned version)
 {
     uint8_t sig[64];
     crypto_sign_detached(sig, NULL, body, n, sk);
@@ -221,9 +242,14 @@ static void signed_delta(crdtdb_buf *out, const uint8_t *body, size_t n)
     out->len = 0;
     msgpack_packer_init(&p, out, crdtdb__buf_write_cb);
     msgpack_pack_array(&p, 3);
-    msgpack_pack_uint8(&p, 1);
+    msgpack_pack_uint8(&p, (uint8_t)version);
     msgpack_pack_bin_with_body(&p, body, n);
     msgpack_pack_bin_with_body(&p, sig, 64);
+}
+
+static void signed_delta(crdtdb_buf *out, const uint8_t *body, size_t n)
+{
+    signed_delta_v(out, body, n, CRDTDB__DELTA_VERSION);
 }
 
 /* A body with one record holding one field [path, 0, 0, bin value]. */
@@ -307,6 +333,166 @@ START_TEST(limits_on_signed_input)
 }
 END_TEST
 
+static void from_hex(const char *h, crdtdb_buf *out)
+{
+    size_t n = strlen(h) / 2;
+    out->len = 0;
+    ck_assert_int_eq(crdtdb__buf_reserve(out, n), 0);
+    ck_assert_int_eq(sodium_hex2bin(out->data, n, h, 2 * n, NULL, &n, NULL), 0);
+    out->len = n;
+}
+
+/* Version 1 deltas (files exported before version 2, older peers) decode to
+ * the same registers, and encode again as version 2. */
+START_TEST(version_1_still_read)
+{
+    crdtdb__delta d, v1, v2;
+    crdtdb_buf paths = CRDTDB_BUF_INIT, vals = CRDTDB_BUF_INIT, in = CRDTDB_BUF_INIT,
+               out = CRDTDB_BUF_INIT;
+    build(&d, &paths, &vals);
+    crdtdb__delta_init(&v1);
+    crdtdb__delta_init(&v2);
+    crdtdb__err e;
+    from_hex(GOLDEN_V1, &in);
+    ck_assert_int_eq(in.data[1], 1);
+    ck_assert_int_eq(crdtdb__delta_decode(&v1, in.data, in.len, 1 << 20, &lim, &e), 0);
+    from_hex(GOLDEN, &out);
+    ck_assert_int_eq(crdtdb__delta_decode(&v2, out.data, out.len, 1 << 20, &lim, &e), 0);
+    ck_assert_uint_eq(v1.nrecs, d.nrecs);
+    ck_assert_uint_eq(v1.nfields, d.nfields);
+    ck_assert_uint_eq(v2.nfields, d.nfields);
+    for (uint32_t i = 0; i < d.nfields; i++) {
+        ck_assert_uint_eq(v1.fields[i].hlc, d.fields[i].hlc);
+        ck_assert_uint_eq(v2.fields[i].hlc, d.fields[i].hlc);
+        ck_assert_uint_eq(v1.fields[i].origin, d.fields[i].origin);
+        ck_assert_uint_eq(v2.fields[i].origin, d.fields[i].origin);
+        ck_assert_int_eq(v1.fields[i].kind, d.fields[i].kind);
+        ck_assert_int_eq(v2.fields[i].kind, d.fields[i].kind);
+        ck_assert_uint_eq(v1.fields[i].path_len, d.fields[i].path_len);
+        ck_assert_mem_eq(v1.fields[i].path, d.fields[i].path, d.fields[i].path_len);
+        ck_assert_mem_eq(v2.fields[i].path, d.fields[i].path, d.fields[i].path_len);
+    }
+    ck_assert_uint_eq(v1.hlc_max, v2.hlc_max);
+    ck_assert_int_eq(crdtdb__delta_encode(&v1, sk, &out), 0);
+    char *h = hex(out.data, out.len);
+    ck_assert_str_eq(h, GOLDEN);
+    free(h);
+    crdtdb__delta_free(&d);
+    crdtdb__delta_free(&v1);
+    crdtdb__delta_free(&v2);
+    crdtdb_buf_free(&paths);
+    crdtdb_buf_free(&vals);
+    crdtdb_buf_free(&in);
+    crdtdb_buf_free(&out);
+}
+END_TEST
+
+/* A body of one record "r" whose base is [1, 5, 0] (or nil) and whose one
+ * field is the given short (or other) form, packed by the callback. */
+static void short_body(crdtdb_buf *body, int with_base, void (*field)(msgpack_packer *))
+{
+    msgpack_packer p;
+    body->len = 0;
+    msgpack_packer_init(&p, body, crdtdb__buf_write_cb);
+    msgpack_pack_array(&p, 11);
+    msgpack_pack_str_with_body(&p, "db", 2);
+    msgpack_pack_bin_with_body(&p, pk, 32);
+    msgpack_pack_uint8(&p, 0);
+    msgpack_pack_uint8(&p, 1);
+    msgpack_pack_nil(&p);
+    msgpack_pack_uint64(&p, 100);
+    msgpack_pack_array(&p, 1);
+    msgpack_pack_str_with_body(&p, "c", 1);
+    msgpack_pack_array(&p, 1);
+    msgpack_pack_bin_with_body(&p, pk, 32);
+    msgpack_pack_array(&p, 1);
+    msgpack_pack_array(&p, 4);
+    msgpack_pack_uint8(&p, 0);
+    msgpack_pack_str_with_body(&p, "r", 1);
+    if (with_base) {
+        msgpack_pack_array(&p, 3);
+        msgpack_pack_uint8(&p, 1);
+        msgpack_pack_uint8(&p, 5);
+        msgpack_pack_uint8(&p, 0);
+    } else {
+        msgpack_pack_nil(&p);
+    }
+    msgpack_pack_array(&p, 1);
+    field(&p);
+    msgpack_pack_array(&p, 0);
+    msgpack_pack_nil(&p);
+}
+
+static void value_short(msgpack_packer *p) /* ["k", bin 07] */
+{
+    static const uint8_t v = 7;
+    msgpack_pack_array(p, 2);
+    msgpack_pack_str_with_body(p, "k", 1);
+    msgpack_pack_bin_with_body(p, &v, 1);
+}
+
+static void map_short(msgpack_packer *p) /* [["m", "n"]] */
+{
+    msgpack_pack_array(p, 1);
+    msgpack_pack_array(p, 2);
+    msgpack_pack_str_with_body(p, "m", 1);
+    msgpack_pack_str_with_body(p, "n", 1);
+}
+
+static void value_not_bin(msgpack_packer *p) /* ["k", 7] */
+{
+    msgpack_pack_array(p, 2);
+    msgpack_pack_str_with_body(p, "k", 1);
+    msgpack_pack_uint8(p, 7);
+}
+
+static void no_path(msgpack_packer *p) /* [] */
+{
+    msgpack_pack_array(p, 0);
+}
+
+START_TEST(short_fields)
+{
+    crdtdb_buf body = CRDTDB_BUF_INIT, out = CRDTDB_BUF_INIT;
+    crdtdb__delta d;
+    crdtdb__delta_init(&d);
+    crdtdb__err e;
+    short_body(&body, 1, value_short);
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(crdtdb__delta_decode(&d, out.data, out.len, 1 << 20, &lim, &e), 0);
+    ck_assert_uint_eq(d.nfields, 1);
+    ck_assert_uint_eq(d.fields[0].hlc, 105);
+    ck_assert_uint_eq(d.fields[0].origin, 0);
+    ck_assert_int_eq(d.fields[0].kind, CRDTDB__KIND_VALUE);
+    ck_assert_uint_eq(d.fields[0].val_len, 1);
+    ck_assert_int_eq(d.fields[0].val[0], 7);
+    /* the same body as version 1: no short fields there */
+    signed_delta_v(&out, body.data, body.len, 1);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_EBADVALUE);
+    short_body(&body, 1, map_short);
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(crdtdb__delta_decode(&d, out.data, out.len, 1 << 20, &lim, &e), 0);
+    ck_assert_uint_eq(d.nfields, 1);
+    ck_assert_uint_eq(d.fields[0].hlc, 105);
+    ck_assert_int_eq(d.fields[0].kind, CRDTDB__KIND_MAP);
+    /* a short field needs a base in its entry to take the stamp of */
+    short_body(&body, 0, value_short);
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_EBADVALUE);
+    ck_assert(strstr(e.msg, "a field is") != NULL);
+    short_body(&body, 1, value_not_bin);
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_EBADVALUE);
+    ck_assert(strstr(e.msg, "bin") != NULL);
+    short_body(&body, 1, no_path);
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(decode(out.data, out.len, 1 << 20, &e), CRDTDB_EBADVALUE);
+    crdtdb__delta_free(&d);
+    crdtdb_buf_free(&body);
+    crdtdb_buf_free(&out);
+}
+END_TEST
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -319,6 +505,8 @@ int main(void)
     tcase_add_test(tc, round_trip);
     tcase_add_test(tc, tampering_is_refused);
     tcase_add_test(tc, limits_on_signed_input);
+    tcase_add_test(tc, version_1_still_read);
+    tcase_add_test(tc, short_fields);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -5,8 +5,10 @@
  * Encoding builds the body exactly as the C encoder does (collections and
  * origins in order of first use, hlc_base = the smallest stamp, stamps as
  * offsets, a one-key path as a str and a longer one as an array, a map leaf
- * as a field of 3 elements, a value as bin) and signs it; for the same input
- * order the bytes equal the C library's (tests/vectors/delta.json).
+ * as a field without a value, a value as bin, a field stamped as its
+ * record's base without its stamp) and signs it, format version 2; for the
+ * same input order the bytes equal the C library's
+ * (tests/vectors/delta.json).  Version 1 (no short fields) is still read.
  *
  * Decoding follows the receiver's order: the size and the envelope; the
  * sender read from its fixed place; the signature verified BEFORE anything
@@ -60,7 +62,10 @@ export const DEFAULT_DELTA_LIMITS: Readonly<DeltaLimits> = Object.freeze({
   maxValueSize: 1 << 20,
 });
 
-export const DELTA_VERSION = 1;
+/** The format encoders write.  Decoders also read version 1, which is
+ *  version 2 without the short fields (docs/protocol.md). */
+export const DELTA_VERSION = 2;
+export const DELTA_VERSION_MIN = 1;
 /** At most this many history points in a delta. */
 export const DELTA_FP_MAX = 4;
 export const FP_BYTES = 16;
@@ -414,12 +419,16 @@ export function encodeBody(d: DeltaBody): Uint8Array {
     w.array(r.fields.length);
     for (let k = 0; k < r.fields.length; k++) {
       const f = r.fields[k]!;
-      w.array(f.vbuf ? 4 : 3);
+      // stamped as the record's base in this entry: the short form
+      const asBase = r.base !== null && f.hlc === r.base.hlc && x.fields[k] === x.base;
+      w.array((f.vbuf ? 2 : 1) + (asBase ? 0 : 2));
       if (f.path.length === 0) fail("EINVAL", "a field path has at least one key");
       if (f.path.length > 1) w.array(f.path.length);
       for (const key of f.path) w.str(key);
-      w.uint(f.hlc - b);
-      w.uint(x.fields[k]!);
+      if (!asBase) {
+        w.uint(f.hlc - b);
+        w.uint(x.fields[k]!);
+      }
       if (f.vbuf) w.binRef(f);
     }
   }
@@ -477,6 +486,8 @@ function readLen(data: Uint8Array, at: number, end: number, bin: boolean): [numb
 export interface DeltaFrame {
   /** The envelope's whole length (deltas may be concatenated, as in export files). */
   frameLen: number;
+  /** The format version (DELTA_VERSION_MIN..DELTA_VERSION). */
+  version: number;
   bodyStart: number;
   bodyEnd: number;
   /** The signature's offset, or -1 if it is not 64 bytes. */
@@ -489,7 +500,8 @@ export function deltaFrame(data: Uint8Array): DeltaFrame {
   const len = data.length;
   if (len < 2 || data[0] !== 0x93) fail("EBADVALUE", "malformed delta envelope");
   if (data[1]! > 0x7f) fail("EBADVALUE", "malformed delta envelope");
-  if (data[1] !== DELTA_VERSION) fail("EVERSION", `unsupported delta format version ${data[1]}`);
+  const version = data[1]!;
+  if (version < DELTA_VERSION_MIN || version > DELTA_VERSION) fail("EVERSION", `unsupported delta format version ${version}`);
   let off = 2;
   let r = readLen(data, off, len, true);
   if (!r || r[1] > len - off - r[0]) fail("EBADVALUE", "malformed delta envelope");
@@ -498,7 +510,7 @@ export function deltaFrame(data: Uint8Array): DeltaFrame {
   off = bodyEnd;
   r = readLen(data, off, len, true);
   if (!r || r[1] > len - off - r[0]) fail("EBADVALUE", "malformed delta envelope");
-  return { frameLen: off + r[0] + r[1], bodyStart, bodyEnd, sigStart: r[1] === 64 ? off + r[0] : -1 };
+  return { frameLen: off + r[0] + r[1], version, bodyStart, bodyEnd, sigStart: r[1] === 64 ? off + r[0] : -1 };
 }
 
 /** The sender at its fixed place in a body [db_id, sender, ...]: the offset
@@ -593,7 +605,7 @@ export async function decodeDelta(
   const body = new Uint8Array(data.buffer, data.byteOffset + f.bodyStart, f.bodyEnd - f.bodyStart);
   if (!(await verify(sender, body, new Uint8Array(data.buffer, data.byteOffset + f.sigStart, 64))))
     fail("EBADSIG", "delta signature does not match its body and sender");
-  return parseBody(data, f.bodyStart, f.bodyEnd, sender, lim, opts?.referenceOnly === true);
+  return parseBody(data, f, sender, lim, opts?.referenceOnly === true);
 }
 
 /** Limits for a delta read back from our own store: it passed the
@@ -619,7 +631,7 @@ export function decodeStored(bytes: Uint8Array): DecodedBody {
     const s = senderAt(bytes, f.bodyStart, f.bodyEnd);
     if (f.frameLen !== bytes.length || s < 0) fail("EBADVALUE", "malformed delta envelope");
     const sender = new Uint8Array(bytes.buffer, bytes.byteOffset + s, 32);
-    return parseBody(bytes, f.bodyStart, f.bodyEnd, sender, STORED_LIMITS, false);
+    return parseBody(bytes, f, sender, STORED_LIMITS, false);
   } catch (e) {
     throw new CrdtdbError("ECORRUPT", `a stored delta is unreadable: ${(e as Error).message}`);
   }
@@ -775,10 +787,12 @@ function idStr(strict: boolean): string | null {
  * it fails, the body is parsed again the way C does (mpCheck over all of
  * it, then the checks in C's order), so the error is the one C reports.
  */
-function parseBody(data: Uint8Array, start: number, end: number, sender: ReplicaId, lim: DeltaLimits,
+function parseBody(data: Uint8Array, f: DeltaFrame, sender: ReplicaId, lim: DeltaLimits,
                    referenceOnly: boolean): DecodedBody {
+  const start = f.bodyStart, end = f.bodyEnd;
   B = data;
   END = end;
+  SHORT_OK = f.version >= 2;
   try {
     if (!referenceOnly)
       try {
@@ -980,6 +994,7 @@ function parseRecord(colls: string[], origins: ReplicaId[], stamps: Stamps, lim:
   const fields: Leaf[] = new Array(nf);
   ORDERED = true;
   LAST = null;
+  RBASE = base;
   for (let i = 0; i < nf; i++) fields[i] = parseField(origins, stamps, lim, i);
   return { coll: colls[c]!, id, base, fields, ordered: ORDERED };
 }
@@ -989,10 +1004,18 @@ function parseRecord(colls: string[], origins: ReplicaId[], stamps: Stamps, lim:
 let LAST: PathEntry | null = null;
 let ORDERED = true;
 
-/** A field as a leaf of the replica (seq 0, src "": the shape it keeps). */
+/** The base of the record being parsed (short fields take its stamp), and
+ *  whether the delta's version has short fields. */
+let RBASE: DecodedRecord["base"] = null;
+let SHORT_OK = true;
+
+/** A field as a leaf of the replica (seq 0, src "": the shape it keeps):
+ *  [path, hlc, origin, value?], or in version 2 when its record entry has
+ *  a base, [path, value?] stamped as that base. */
 function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits, i: number): Leaf {
   const size = arrayLen();
-  if (size !== 3 && size !== 4) fail("EBADVALUE", "a field is [path, hlc, origin, value?]");
+  if (size !== 3 && size !== 4 && !(SHORT_OK && RBASE !== null && (size === 1 || size === 2)))
+    fail("EBADVALUE", `a field is [path, hlc, origin, value?]${SHORT_OK ? ", or [path, value?] under a base" : ""}`);
   // the path: a str, or an array of strs; the paths of a delta repeat, so
   // a checked path is remembered by its bytes: first as the path of field
   // i of the record before (records of one shape), else by their hash
@@ -1014,11 +1037,17 @@ function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits, i: n
   LAST = e;
   const path = e.path;
   const n = e.depth;
-  const hlc = stamps.read();
-  const o = hlc < 0n ? NOT_UINT : uint();
-  if (o < 0 || o >= origins.length) fail("EBADVALUE", "bad field stamp or origin");
-  const origin = origins[o]!;
-  if (size === 3) {
+  let hlc: Hlc, origin: ReplicaId;
+  if (size > 2) {
+    hlc = stamps.read();
+    const o = hlc < 0n ? NOT_UINT : uint();
+    if (o < 0 || o >= origins.length) fail("EBADVALUE", "bad field stamp or origin");
+    origin = origins[o]!;
+  } else {
+    hlc = RBASE!.hlc;
+    origin = RBASE!.origin;
+  }
+  if (size === 3 || size === 1) {
     if (n + 1 > lim.maxDepth) fail("ETOODEEP", `field nested deeper than ${lim.maxDepth}`);
     return { path, hlc, origin, vbuf: null, voff: 0, vlen: 0, seq: 0, src: "" };
   }

@@ -204,21 +204,29 @@ test("golden: encodeDelta gives tests/test_delta.c's bytes, decodeDelta its body
   useNobleOnly(false);
   const d = await decodeDelta(fromHex(VEC.bytes));
   assert.deepEqual(asBody(d), body);
+  // the same delta in format version 1 (every field with its stamp) is read too
+  assert.deepEqual(asBody(await decodeDelta(fromHex(VEC.bytes_v1))), body);
   const p = peekSender(fromHex(VEC.bytes));
   assert.equal(p.dbId, "match-1");
   assert.equal(toHex(p.sender), VEC.body.sender);
   assert.equal(p.length, VEC.bytes.length / 2);
 });
 
-// Made by the real binary (build-wire/crdtdb):
+// Made by the real binary (build-lead/crdtdb, format version 2):
 //   init; create g --collections a,players
 //   add g players ann '{"hp":7,"pos":{"x":[1,2],"y":{}},"kéz":"Ann","pos2":null}'
 //   export g -o e1                       -> C1 (sequences (0, 6], one commit)
 //   update g players ann '{"hp":8,"new":true}'
 //   export g --since 6 -o e2             -> C2 (sequences (6, 8], one commit)
 const C1 =
-  "9301c4ba9ba167c420a6c897f67ad5f412ba2e6da470f2b4b60be7aa4e463b44ab1bea69e53d0432a50006c0cf01a241273c76000091a7706c617965727391c420a6c897f67ad5f412ba2e6da470f2b4b60be7aa4e463b44ab1bea69e53d0432a5919400a3616e6e930100009594a268700000c4010794a46bc3a97a0000c404a3416e6e9492a3706f73a1780000c4039201029392a3706f73a179000094a4706f73320000c401c0919206c410ab05ff05845dcbf4d519187463152ac6c0c4407dee23a78a7a6342912624e053ca8dfefec1bffac799ad0c936a189d347cdb46998b45a435fc33140de7615a06660913ca44ab25f33e6e10b54731efd66cd404";
+  "9302c4b09ba167c420bd320983a0fa3ae01980c88d9d9584fb27492de0daa94b895cf9923cef938aba0006c0cf01a24f2b9b58000091a7706c617965727391c420bd320983a0fa3ae01980c88d9d9584fb27492de0daa94b895cf9923cef938aba919400a3616e6e930100009592a26870c4010792a46bc3a97ac404a3416e6e9292a3706f73a178c4039201029192a3706f73a17992a4706f7332c401c0919206c41083a4960c9096eaeecf23f8d9da11a5f4c0c4402caaf9faec04661913d3a5d4bc6bd2660a9b004d9585aeaf417f1734667648fcc09bd0924ba490a017bc12c6b17b0bc75be1aae031cce8f4118a649c4684bf09";
 const C2 =
+  "9302c4a39ba167c420bd320983a0fa3ae01980c88d9d9584fb27492de0daa94b895cf9923cef938aba0608c0cf01a24f2b9b69000091a7706c617965727391c420bd320983a0fa3ae01980c88d9d9584fb27492de0daa94b895cf9923cef938aba919400a3616e6ec09294a268700000c4010894a36e65770000c401c3929206c41083a4960c9096eaeecf23f8d9da11a5f49208c410fd05fedd2b4ed1e9c99d17f92a859853c0c440c133608233c7c3503e3e506440eae40316bc6907cd2cd7864e7ed5ef5461383760501f32ddbb1557a26a920c22cbaf0900b6e07a150043ac29ce72a15af79309";
+// The same commands by the binary of format version 1 (build-wire, an earlier
+// database): every field carries its stamp.  Still read.
+const C1_V1 =
+  "9301c4ba9ba167c420a6c897f67ad5f412ba2e6da470f2b4b60be7aa4e463b44ab1bea69e53d0432a50006c0cf01a241273c76000091a7706c617965727391c420a6c897f67ad5f412ba2e6da470f2b4b60be7aa4e463b44ab1bea69e53d0432a5919400a3616e6e930100009594a268700000c4010794a46bc3a97a0000c404a3416e6e9492a3706f73a1780000c4039201029392a3706f73a179000094a4706f73320000c401c0919206c410ab05ff05845dcbf4d519187463152ac6c0c4407dee23a78a7a6342912624e053ca8dfefec1bffac799ad0c936a189d347cdb46998b45a435fc33140de7615a06660913ca44ab25f33e6e10b54731efd66cd404";
+const C2_V1 =
   "9301c4a39ba167c420a6c897f67ad5f412ba2e6da470f2b4b60be7aa4e463b44ab1bea69e53d0432a50608c0cf01a241273c8b000091a7706c617965727391c420a6c897f67ad5f412ba2e6da470f2b4b60be7aa4e463b44ab1bea69e53d0432a5919400a3616e6ec09294a268700000c4010894a36e65770000c401c3929206c410ab05ff05845dcbf4d519187463152ac69208c4104600890419b1930361e7d94339f74e30c0c4407b7b38b98f4e16e731c96b7fe6b90c0cd0cba5bcd9d0ca7c2bde6bc0adaef5fec3b582dc514a54f4ff195ff56291f519c061c4de42a092af6890646a87fd380c";
 
 test("deltas made by the crdtdb binary verify, decode, and re-encode to the same bytes", async () => {
@@ -237,6 +245,29 @@ test("deltas made by the crdtdb binary verify, decode, and re-encode to the same
     const f = deltaFrame(bytes);
     assert.equal(toHex(encodeBody(d)), toHex(bytes.subarray(f.bodyStart, f.bodyEnd)));
   }
+});
+
+test("version 1 deltas still decode, to the registers version 2 carries", async () => {
+  for (const [v1, v2] of [[C1_V1, C1], [C2_V1, C2]] as const) {
+    const a = await decodeDelta(fromHex(v1));
+    const b = await decodeDelta(fromHex(v2));
+    assert.equal(deltaFrame(fromHex(v1)).version, 1);
+    assert.equal(deltaFrame(fromHex(v2)).version, 2);
+    assert.deepEqual([a.from, a.to], [b.from, b.to]);
+    const shape = (d: typeof a) => d.records.map((r) => [r.id, r.base?.kind ?? null, r.fields.map((f) => [
+      f.path.join("/"), f.vbuf && toHex(valueBytes(f)!), r.base !== null && f.hlc === r.base.hlc])]);
+    assert.deepEqual(shape(a), shape(b));
+    // re-encoded, a version 1 body is version 2's: short where stamped as its base
+    const k = await kp();
+    const again = await decodeDelta(await encodeDelta({ ...a, sender: k.publicKey }, k));
+    assert.deepEqual(again.records.map((r) => r.fields.map((f) => f.hlc)), a.records.map((r) => r.fields.map((f) => f.hlc)));
+  }
+  // a version 2 body under version 1 (the version is not signed) is refused
+  const bytes = fromHex(C1);
+  bytes[1] = 1;
+  await assert.rejects(decodeDelta(bytes), (e: CrdtdbError) => e.code === "EBADVALUE" && /a field is/.test(e.message));
+  bytes[1] = 3;
+  await assert.rejects(decodeDelta(bytes), (e: CrdtdbError) => e.code === "EVERSION");
 });
 
 test("round trip: random bodies encode and decode back", async () => {
@@ -379,9 +410,11 @@ test("hostile: the envelope", async () => {
   const good = fromHex(VEC.bytes);
   await refused(good, "ETOOBIG", { maxDeltaSize: good.length - 1 });
   await decodeDelta(good, { maxDeltaSize: good.length });
-  const v2 = new Uint8Array(good);
-  v2[1] = 2;
-  await refused(v2, "EVERSION");
+  const v3 = new Uint8Array(good);
+  v3[1] = 3;
+  await refused(v3, "EVERSION");
+  v3[1] = 0;
+  await refused(v3, "EVERSION");
   const vneg = new Uint8Array(good);
   vneg[1] = 0xcc;
   await refused(vneg, "EBADVALUE");
