@@ -110,14 +110,16 @@ static size_t str_head(size_t n) { return n < 32 ? 1 : n < 256 ? 2 : n < 65536 ?
 static size_t bin_head(size_t n) { return n < 256 ? 2 : n < 65536 ? 3 : 5; }
 static size_t arr_head(size_t n) { return n < 16 ? 1 : n < 65536 ? 3 : 5; }
 
-size_t crdtdb__delta_field_cost(const crdtdb__delta_field *f)
+size_t crdtdb__delta_field_cost(const crdtdb__delta_field *f, int as_base)
 {
     /* exact but for the stamp offset and origin, taken at their widest
      * (the offset is from the delta's oldest stamp, known only once it is
      * full): field array 1, path (an array header when deeper than one
      * key, each key's str header + bytes: escapes only shorten a key),
-     * offset 9, origin 5, value bin header + bytes */
-    size_t n = 1 + 9 + 5 + bin_head(f->val_len) + f->val_len, off = 0, end, depth = 0;
+     * offset 9 and origin 5 unless the field is short, value bin header +
+     * bytes (a map leaf has none: counted all the same) */
+    size_t n = 1 + (as_base ? 0 : 9 + 5) + bin_head(f->val_len) + f->val_len, off = 0, end,
+           depth = 0;
     while (off < f->path_len) {
         size_t start = off;
         if (crdtdb__path_next(f->path, f->path_len, &off, &end))

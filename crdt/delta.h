@@ -88,8 +88,9 @@ int crdtdb__delta_origin(crdtdb__delta *d, const uint8_t *key, uint32_t *idx);
 int crdtdb__delta_add_rec(crdtdb__delta *d, const crdtdb__delta_rec *r);
 int crdtdb__delta_add_field(crdtdb__delta *d, const crdtdb__delta_field *f);
 
-/* Upper bound of the encoded size a field adds (for splitting). */
-size_t crdtdb__delta_field_cost(const crdtdb__delta_field *f);
+/* Upper bound of the encoded size a field adds (for splitting); as_base:
+ * it goes short, its entry holding a base of its stamp and origin. */
+size_t crdtdb__delta_field_cost(const crdtdb__delta_field *f, int as_base);
 
 /* Encodes and signs d with the 64-byte ed25519 secret key sk (whose public
  * half must be d->sender) into out (replaced).  0 or CRDTDB_ENOMEM. */

@@ -4,7 +4,7 @@
  *
  * Input: a delta body, which the harness signs with a fixed test key (a
  * replica other than the environment's own) and wraps in a valid envelope
- * [1, bin body, bin sig], so every input gets past signature verification:
+ * [2, bin body, bin sig], so every input gets past signature verification:
  *   - bytes that start like a body, [array header, str db_id, bin(32)
  *     sender, ...], keep their own db_id and get the test public key
  *     written over the sender;

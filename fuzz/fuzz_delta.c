@@ -2,7 +2,9 @@
  * libFuzzer target for the delta codec (crdt/delta.c) and crdtdb_delta_peek.
  *
  * Input layout:
- *   byte 0   mode: even = (a) envelope, odd = (b) body
+ *   byte 0   mode: even = (a) envelope, odd = (b) body; in (b), bit 1 set
+ *            wraps the body as format version 1 (no short fields), else as
+ *            the version the encoder writes
  *   rest     (a) a whole delta envelope [version, bin body, bin sig], as
  *                received from a peer (almost never validly signed once
  *                mutated: this mode fuzzes the frame, the envelope checks
@@ -226,7 +228,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     crdtdb_buf body = CRDTDB_BUF_INIT, env = CRDTDB_BUF_INIT;
     fuzz_make_body(&body, data + 1, size - 1);
-    fuzz_wrap(&env, &body);
+    fuzz_wrap_v(&env, &body, data[0] & 2 ? 1 : CRDTDB__DELTA_VERSION);
     fuzz_copy(env.data, env.len, 1);
     crdtdb_buf_free(&body);
     crdtdb_buf_free(&env);

@@ -130,12 +130,17 @@ void fuzz_make_body(crdtdb_buf *body, const uint8_t *p, size_t n)
 
 void fuzz_wrap(crdtdb_buf *out, const crdtdb_buf *body)
 {
+    fuzz_wrap_v(out, body, CRDTDB__DELTA_VERSION);
+}
+
+void fuzz_wrap_v(crdtdb_buf *out, const crdtdb_buf *body, unsigned version)
+{
     uint8_t sig[crypto_sign_BYTES];
     CHECK(crypto_sign_detached(sig, NULL, body->data, body->len, fuzz_sk) == 0);
     msgpack_packer mp;
     out->len = 0;
     msgpack_packer_init(&mp, out, crdtdb__buf_write_cb);
-    CHECK(msgpack_pack_array(&mp, 3) == 0 && msgpack_pack_uint8(&mp, CRDTDB__DELTA_VERSION) == 0 &&
+    CHECK(msgpack_pack_array(&mp, 3) == 0 && msgpack_pack_uint8(&mp, (uint8_t)version) == 0 &&
           msgpack_pack_bin_with_body(&mp, body->data, body->len) == 0 &&
           msgpack_pack_bin_with_body(&mp, sig, sizeof sig) == 0);
 }

@@ -72,9 +72,10 @@ void fuzz_keys_init(void);
  *     prefixed with [array header, "fz", bin(32) test key]. */
 void fuzz_make_body(crdtdb_buf *body, const uint8_t *p, size_t n);
 
-/* The envelope [1, bin body, bin sig] with body signed by the test key,
- * into out (emptied first). */
+/* The envelope [CRDTDB__DELTA_VERSION, bin body, bin sig] with body signed
+ * by the test key, into out (emptied first); fuzz_wrap_v: of that version. */
 void fuzz_wrap(crdtdb_buf *out, const crdtdb_buf *body);
+void fuzz_wrap_v(crdtdb_buf *out, const crdtdb_buf *body, unsigned version);
 
 /* ------------------------------------------------------ scratch environment */
 

@@ -133,6 +133,19 @@ static crdtdb__delta_field leaf_field(const crdtdb__leaf *l)
     return f;
 }
 
+/* Whether a field of stamp (hlc, origin key okey) goes short in the last
+ * group of the delta: that group holds a base of that stamp and origin
+ * (delta.c writes a field short exactly then; the delta's origins are
+ * distinct keys). */
+static int short_in_group(const crdtdb__delta *d, uint64_t hlc, const uint8_t *okey)
+{
+    if (!d->nrecs)
+        return 0;
+    const crdtdb__delta_rec *g = &d->recs[d->nrecs - 1];
+    return g->base_kind != CRDTDB__BASE_NONE && g->base_hlc == hlc &&
+           memcmp(d->origins[g->base_origin], okey, CRDTDB_REPLICA_ID_BYTES) == 0;
+}
+
 /* Puts a record base (origin: an index of the delta's table) in the last
  * group. */
 static void set_base(crdtdb__delta *d, uint8_t kind, uint64_t hlc, uint32_t origin)
@@ -217,7 +230,8 @@ static int pack_whole(crdtdb__exporter *x, const crdtdb__record *rec, uint16_t c
     for (uint32_t i = x->whole_leaf; i < rec->nleaves; i++) {
         const crdtdb__leaf *l = &rec->leaves[i];
         crdtdb__delta_field f = leaf_field(l);
-        size_t c = crdtdb__delta_field_cost(&f) + ORIGIN_COST;
+        int as_base = short_in_group(&x->d, l->hlc, rec->origins[l->origin]);
+        size_t c = crdtdb__delta_field_cost(&f, as_base) + ORIGIN_COST;
         /* a piece ends the delta at `prev`, before this record's entry; it
          * must cover some of the log, or the next export starts over */
         if (x->d.nfields && x->cost + c > x->budget && x->prev > x->from) {
@@ -313,7 +327,9 @@ static int pack_reg(crdtdb__exporter *x, const crdtdb__record *rec, uint16_t col
      * quarter of the budget (many records of several fields each) */
     int grouped = x->d.nrecs && x->group_coll == coll && x->group_idlen == idlen &&
                   memcmp(x->group_id, id, idlen) == 0;
-    size_t cost = crdtdb__delta_field_cost(&f) + ORIGIN_COST;
+    size_t cost = crdtdb__delta_field_cost(&f, !is_base && grouped &&
+                                                   short_in_group(&x->d, f.hlc, okey)) +
+                  ORIGIN_COST;
     size_t room = cost + (grouped ? 0 : REC_COST + idlen);
     if (x->d.nrecs && (x->cost + room > x->budget || (!grouped && full(x))))
         return NEED_FLUSH;
@@ -385,7 +401,7 @@ static int walk_one(crdtdb__exporter *x, uint16_t coll, const uint8_t *id, size_
             size_t c = REC_COST + idlen + ORIGIN_COST;
             for (uint32_t i = 0; i < rec->nleaves; i++) {
                 crdtdb__delta_field f = leaf_field(&rec->leaves[i]);
-                c += crdtdb__delta_field_cost(&f) + ORIGIN_COST;
+                c += crdtdb__delta_field_cost(&f, 0) + ORIGIN_COST;
             }
             if (x->cost + c > x->budget)
                 return NEED_FLUSH;

@@ -1,6 +1,7 @@
 // The transport's own floor for the fresh sync: how long a WebSocket takes to hand a page (headless Chromium) and
 // a Node `ws` client the fresh sync's bytes when nothing is done with them.  A `ws` server on 127.0.0.1 sends
-// --bytes (default 1,688,855: what `crdtdb serve` sends a fresh client for the 100k-field database of writer.mjs)
+// --bytes (default 1,135,735: what `crdtdb serve` sends a fresh client for the 100k-field database of writer.mjs in
+// delta format 2; 1,688,855 in format 1, before session 41)
 // in messages of --chunk bytes (default 65,536, the server's WS_CHUNK) as soon as the connection opens; the
 // receiver only counts them.  Times run from the WebSocket's constructor to the last message.
 //   node js/bench/wsfloor.mjs [--bytes=N] [--chunk=N] [--runs=5]
@@ -16,7 +17,7 @@ const { chromium } = require("playwright-core");
 const { WebSocket, WebSocketServer } = require("ws");
 const args = process.argv.slice(2);
 const opt = (k, d) => { const a = args.find((x) => x.startsWith(`--${k}=`)); return a ? +a.slice(k.length + 3) : d; };
-const BYTES = opt("bytes", 1688855), CHUNK = opt("chunk", 65536), RUNS = opt("runs", 5);
+const BYTES = opt("bytes", 1135735), CHUNK = opt("chunk", 65536), RUNS = opt("runs", 5);
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 
 const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });

@@ -443,7 +443,7 @@ export function encodeBody(d: DeltaBody): Uint8Array {
   return w.bytes();
 }
 
-/** The envelope [1, bin body, bin sig] around a body and its signature. */
+/** The envelope [DELTA_VERSION, bin body, bin sig] around a body and its signature. */
 export function envelope(body: Uint8Array, sig: Uint8Array): Uint8Array {
   const w = new MpWriter(body.length + 80);
   w.array(3);
@@ -805,7 +805,8 @@ function parseBody(data: Uint8Array, f: DeltaFrame, sender: ReplicaId, lim: Delt
     if (mpCheck(data, start, end, BODY_DEPTH, tops) !== MP_OK) fail("EBADVALUE", `delta body: ${mpWhy}`);
     return parseChecked(tops, sender, lim);
   } finally {
-    B = EMPTY; // drop the reference to the input
+    B = EMPTY; // drop the references to the input
+    RBASE = null;
   }
 }
 
