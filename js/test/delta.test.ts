@@ -587,8 +587,10 @@ test("the one-pass parser and the C-order parser agree on mutated bodies", async
     }
   };
   const seen = new Map<string, number>();
+  const v1Body = deltaBodyOf(fromHex(VEC.bytes_v1)); // the golden body in format 1
   for (let i = 0; i < 1500; i++) {
-    const base = bases[rnd(bases.length)]!;
+    let base = bases[rnd(bases.length)]!;
+    if (i % 4 === 3 && base === bases[1]) base = v1Body; // wrapped as version 1 below
     L = { maxDepth: [2, 3, 5, 16][rnd(4)]!, maxPathBytes: [8, 40, 1024][rnd(3)]!, maxValueSize: [8, 16, 1 << 20][rnd(3)]!, maxDeltaGroups: [1, 30, 65536][rnd(3)]! };
     const b = new Uint8Array(base);
     let body: Uint8Array = b;
@@ -604,9 +606,13 @@ test("the one-pass parser and the C-order parser agree on mutated bodies", async
     } else if (m === 3) b[36 + rnd(b.length - 36)] ^= 1 << rnd(8);
     // m === 4: unchanged
     const delta = await signedBody(body);
+    // one in four as format version 1 (the version byte is not signed):
+    // no short fields there, in either parser (by i: another rnd() call
+    // would shift the generator's low bits the other choices use)
+    if (i % 4 === 3) delta[1] = 1;
     const fast = await outcome(delta, false);
     const ref = await outcome(delta, true);
-    assert.equal(fast, ref, `mutation ${m} of a ${base.length}-byte body`);
+    assert.equal(fast, ref, `mutation ${m} of a ${base.length}-byte body, version ${delta[1]}`);
     const code = fast.startsWith("{") ? "ok" : fast.split(":")[0]!;
     seen.set(code, (seen.get(code) ?? 0) + 1);
   }
