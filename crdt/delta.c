@@ -640,5 +640,5 @@ int crdtdb__delta_decode(crdtdb__delta *d, const uint8_t *data, size_t len,
     if (msgpack_unpack((const char *)body, body_len, &off, &d->zone, &o) !=
         MSGPACK_UNPACK_SUCCESS)
         return crdtdb__err_set(e, CRDTDB_EBADVALUE, "malformed delta body");
-    return decode_body(d, &o, data[1] >= 2, lim, e);
+    return decode_body(d, &o, data[1] >= 2 /* short fields since version 2 */, lim, e);
 }
