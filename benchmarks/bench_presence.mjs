@@ -197,6 +197,9 @@ import { performance } from "node:perf_hooks";
 // 0.49 / 1.73, 2.00, 2.29: 0.245; 04:46 bursty (Yjs skipped 38 and 11 ticks, crdtdb's first round p99 4.68): not
 // comparable, its clean round 0.56 / 2.61 (0.21).  CPU per player-min 0.160, 0.177, 0.145 of Yjs's.  Every update
 // delivered, idle frames 0.  With session 39's 0.257 the p99 goal still sits on its line.
+// Session 41 (d7c21eb, delta format 2; presence unchanged), 07:04, load 0.1-0.9, --rounds=3, per round crdtdb / Yjs p99:
+// 0.57, 0.48, 0.60 / 2.10, 2.36, 2.07 ms (0.27, 0.20, 0.29): ratio of medians 0.271 (not met); p50 0.47; CPU per
+// player-min 0.1425 / 0.7275 (0.196, met).  No tick skipped, every update delivered, idle frames 0.
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..");
