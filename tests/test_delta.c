@@ -252,28 +252,36 @@ static void signed_delta(crdtdb_buf *out, const uint8_t *body, size_t n)
     signed_delta_v(out, body, n, CRDTDB__DELTA_VERSION);
 }
 
+/* The start of a body of "db" (sequences (0, 1], hlc_base given, the
+ * collection "c", our key the one origin) holding one record, "r" of
+ * collection index coll_idx, up to its base. */
+static void body_head(msgpack_packer *p, crdtdb_buf *body, uint64_t hlc_base, int coll_idx)
+{
+    body->len = 0;
+    msgpack_packer_init(p, body, crdtdb__buf_write_cb);
+    msgpack_pack_array(p, 11);
+    msgpack_pack_str_with_body(p, "db", 2);
+    msgpack_pack_bin_with_body(p, pk, 32);
+    msgpack_pack_uint8(p, 0);
+    msgpack_pack_uint8(p, 1);
+    msgpack_pack_nil(p);
+    msgpack_pack_uint64(p, hlc_base);
+    msgpack_pack_array(p, 1);
+    msgpack_pack_str_with_body(p, "c", 1);
+    msgpack_pack_array(p, 1);
+    msgpack_pack_bin_with_body(p, pk, 32);
+    msgpack_pack_array(p, 1);
+    msgpack_pack_array(p, 4);
+    msgpack_pack_uint32(p, (uint32_t)coll_idx);
+    msgpack_pack_str_with_body(p, "r", 1);
+}
+
 /* A body with one record holding one field [path, 0, 0, bin value]. */
 static void one_field(crdtdb_buf *body, int depth, const uint8_t *val, size_t vlen,
                       int coll_idx, int origin_idx)
 {
     msgpack_packer p;
-    body->len = 0;
-    msgpack_packer_init(&p, body, crdtdb__buf_write_cb);
-    msgpack_pack_array(&p, 11);
-    msgpack_pack_str_with_body(&p, "db", 2);
-    msgpack_pack_bin_with_body(&p, pk, 32);
-    msgpack_pack_uint8(&p, 0);
-    msgpack_pack_uint8(&p, 1);
-    msgpack_pack_nil(&p);
-    msgpack_pack_uint64(&p, 1);
-    msgpack_pack_array(&p, 1);
-    msgpack_pack_str_with_body(&p, "c", 1);
-    msgpack_pack_array(&p, 1);
-    msgpack_pack_bin_with_body(&p, pk, 32);
-    msgpack_pack_array(&p, 1);
-    msgpack_pack_array(&p, 4);
-    msgpack_pack_uint32(&p, (uint32_t)coll_idx);
-    msgpack_pack_str_with_body(&p, "r", 1);
+    body_head(&p, body, 1, coll_idx);
     msgpack_pack_nil(&p);
     msgpack_pack_array(&p, 1);
     msgpack_pack_array(&p, 4);
@@ -392,23 +400,7 @@ END_TEST
 static void short_body(crdtdb_buf *body, int with_base, void (*field)(msgpack_packer *))
 {
     msgpack_packer p;
-    body->len = 0;
-    msgpack_packer_init(&p, body, crdtdb__buf_write_cb);
-    msgpack_pack_array(&p, 11);
-    msgpack_pack_str_with_body(&p, "db", 2);
-    msgpack_pack_bin_with_body(&p, pk, 32);
-    msgpack_pack_uint8(&p, 0);
-    msgpack_pack_uint8(&p, 1);
-    msgpack_pack_nil(&p);
-    msgpack_pack_uint64(&p, 100);
-    msgpack_pack_array(&p, 1);
-    msgpack_pack_str_with_body(&p, "c", 1);
-    msgpack_pack_array(&p, 1);
-    msgpack_pack_bin_with_body(&p, pk, 32);
-    msgpack_pack_array(&p, 1);
-    msgpack_pack_array(&p, 4);
-    msgpack_pack_uint8(&p, 0);
-    msgpack_pack_str_with_body(&p, "r", 1);
+    body_head(&p, body, 100, 0);
     if (with_base) {
         msgpack_pack_array(&p, 3);
         msgpack_pack_uint8(&p, 1);
