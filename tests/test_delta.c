@@ -64,13 +64,6 @@ static void build(crdtdb__delta *d, crdtdb_buf *paths, crdtdb_buf *vals)
     d->fp_hash[0] = fp;
 }
 
-static char *hex(const uint8_t *p, size_t n)
-{
-    char *s = malloc(2 * n + 1);
-    sodium_bin2hex(s, 2 * n + 1, p, n);
-    return s;
-}
-
 /* The exact bytes of the delta built above: the format must not drift
  * unnoticed (docs/protocol.md).  ed25519 signatures are deterministic.
  * Version 2: the fields stamped as their record's base are short. */
@@ -104,7 +97,7 @@ START_TEST(golden_bytes)
     crdtdb_buf paths = CRDTDB_BUF_INIT, vals = CRDTDB_BUF_INIT, out = CRDTDB_BUF_INIT;
     build(&d, &paths, &vals);
     ck_assert_int_eq(crdtdb__delta_encode(&d, sk, &out), 0);
-    char *h = hex(out.data, out.len);
+    char *h = tu_hex(out.data, out.len);
     ck_assert_msg(strcmp(h, GOLDEN) == 0, "delta bytes changed:\n%s", h);
     free(h);
     crdtdb__delta_free(&d);
@@ -341,31 +334,21 @@ START_TEST(limits_on_signed_input)
 }
 END_TEST
 
-static void from_hex(const char *h, crdtdb_buf *out)
-{
-    size_t n = strlen(h) / 2;
-    out->len = 0;
-    ck_assert_int_eq(crdtdb__buf_reserve(out, n), 0);
-    ck_assert_int_eq(sodium_hex2bin(out->data, n, h, 2 * n, NULL, &n, NULL), 0);
-    out->len = n;
-}
-
 /* Version 1 deltas (files exported before version 2, older peers) decode to
  * the same registers, and encode again as version 2. */
 START_TEST(version_1_still_read)
 {
     crdtdb__delta d, v1, v2;
-    crdtdb_buf paths = CRDTDB_BUF_INIT, vals = CRDTDB_BUF_INIT, in = CRDTDB_BUF_INIT,
-               out = CRDTDB_BUF_INIT;
+    crdtdb_buf paths = CRDTDB_BUF_INIT, vals = CRDTDB_BUF_INIT, out = CRDTDB_BUF_INIT;
     build(&d, &paths, &vals);
     crdtdb__delta_init(&v1);
     crdtdb__delta_init(&v2);
     crdtdb__err e;
-    from_hex(GOLDEN_V1, &in);
-    ck_assert_int_eq(in.data[1], 1);
-    ck_assert_int_eq(crdtdb__delta_decode(&v1, in.data, in.len, 1 << 20, &lim, &e), 0);
-    from_hex(GOLDEN, &out);
-    ck_assert_int_eq(crdtdb__delta_decode(&v2, out.data, out.len, 1 << 20, &lim, &e), 0);
+    size_t n1, n2;
+    uint8_t *b1 = tu_unhex(GOLDEN_V1, &n1), *b2 = tu_unhex(GOLDEN, &n2);
+    ck_assert_int_eq(b1[1], 1);
+    ck_assert_int_eq(crdtdb__delta_decode(&v1, b1, n1, 1 << 20, &lim, &e), 0);
+    ck_assert_int_eq(crdtdb__delta_decode(&v2, b2, n2, 1 << 20, &lim, &e), 0);
     ck_assert_uint_eq(v1.nrecs, d.nrecs);
     ck_assert_uint_eq(v1.nfields, d.nfields);
     ck_assert_uint_eq(v2.nfields, d.nfields);
@@ -382,7 +365,7 @@ START_TEST(version_1_still_read)
     }
     ck_assert_uint_eq(v1.hlc_max, v2.hlc_max);
     ck_assert_int_eq(crdtdb__delta_encode(&v1, sk, &out), 0);
-    char *h = hex(out.data, out.len);
+    char *h = tu_hex(out.data, out.len);
     ck_assert_str_eq(h, GOLDEN);
     free(h);
     crdtdb__delta_free(&d);
@@ -390,8 +373,9 @@ START_TEST(version_1_still_read)
     crdtdb__delta_free(&v2);
     crdtdb_buf_free(&paths);
     crdtdb_buf_free(&vals);
-    crdtdb_buf_free(&in);
     crdtdb_buf_free(&out);
+    free(b1);
+    free(b2);
 }
 END_TEST
 

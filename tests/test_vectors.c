@@ -36,32 +36,6 @@ static const char *str(const json_t *o, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-/* Hex -> bytes (malloc'd, at least 1 byte so an empty value has a pointer). */
-static uint8_t *unhex(const char *h, size_t *n)
-{
-    size_t len = strlen(h);
-    ck_assert_msg(len % 2 == 0, "odd hex: %s", h);
-    uint8_t *b = malloc(len / 2 + 1);
-    ck_assert_ptr_nonnull(b);
-    for (size_t i = 0; i < len / 2; i++) {
-        unsigned x;
-        ck_assert_int_eq(sscanf(h + 2 * i, "%2x", &x), 1);
-        b[i] = (uint8_t)x;
-    }
-    *n = len / 2;
-    return b;
-}
-
-static char *tohex(const uint8_t *p, size_t n)
-{
-    char *s = malloc(2 * n + 1);
-    ck_assert_ptr_nonnull(s);
-    for (size_t i = 0; i < n; i++)
-        sprintf(s + 2 * i, "%02x", p[i]);
-    s[2 * n] = 0;
-    return s;
-}
-
 /* An error name in the vectors ("EFORGED") -> its code. */
 static int code_of(const char *name)
 {
@@ -85,7 +59,7 @@ static void load_origins(const json_t *rules)
     ck_assert_uint_le(NORIGINS, 8);
     for (size_t i = 0; i < NORIGINS; i++) {
         size_t n;
-        uint8_t *b = unhex(json_string_value(json_array_get(o, i)), &n);
+        uint8_t *b = tu_unhex(json_string_value(json_array_get(o, i)), &n);
         ck_assert_uint_eq(n, 32);
         memcpy(ORIGINS[i], b, 32);
         free(b);
@@ -128,7 +102,7 @@ static vw *load_writes(const json_t *arr, size_t *n)
                              0);
         }
         if (ws[i].kind == 'v')
-            ws[i].val = unhex(str(w, "value"), &ws[i].vlen);
+            ws[i].val = tu_unhex(str(w, "value"), &ws[i].vlen);
     }
     return ws;
 }
@@ -194,7 +168,7 @@ static char *rendered(const crdtdb__record *r)
 {
     crdtdb_buf b = CRDTDB_BUF_INIT;
     ck_assert_int_eq(crdtdb__record_render(r, &b), 0);
-    char *s = b.len ? tohex(b.data, b.len) : NULL;
+    char *s = b.len ? tu_hex(b.data, b.len) : NULL;
     crdtdb_buf_free(&b);
     return s;
 }
@@ -350,7 +324,7 @@ static int apply_op(crdtdb__record *r, const json_t *op, const crdtdb__limits *l
         return 0;
     }
     size_t len;
-    uint8_t *data = unhex(str(op, "value"), &len);
+    uint8_t *data = tu_unhex(str(op, "value"), &len);
     msgpack_zone z;
     ck_assert(msgpack_zone_init(&z, 1024));
     msgpack_object o;
@@ -458,7 +432,7 @@ static const crdtdb__limits VALUE_LIM = {(size_t)1 << 20, 32, 1024, 10000, 0};
 static void check_value(const char *hex, const char *type, const char *repack, const char *name)
 {
     size_t n;
-    uint8_t *b = unhex(hex, &n);
+    uint8_t *b = tu_unhex(hex, &n);
     msgpack_zone z;
     ck_assert(msgpack_zone_init(&z, 1024));
     msgpack_object o;
@@ -472,7 +446,7 @@ static void check_value(const char *hex, const char *type, const char *repack, c
     msgpack_packer pk;
     msgpack_packer_init(&pk, &out, crdtdb__buf_write_cb);
     ck_assert_int_eq(msgpack_pack_object(&pk, o), 0);
-    char *got = tohex(out.data, out.len);
+    char *got = tu_hex(out.data, out.len);
     ck_assert_msg(strcmp(got, repack) == 0, "%s: packed %s, want %s", name, got, repack);
     free(got);
     crdtdb_buf_free(&out);
@@ -502,7 +476,7 @@ START_TEST(values_decode)
         crdtdb_buf path = CRDTDB_BUF_INIT;
         ck_assert_int_eq(crdtdb__path_push(&path, "v", 1), 0);
         size_t n;
-        uint8_t *b = unhex(hex, &n);
+        uint8_t *b = tu_unhex(hex, &n);
         crdtdb__leaf l = {path.data, (uint32_t)path.len, CRDTDB__KIND_VALUE, o, 1, 0, b,
                           (uint32_t)n};
         ck_assert_int_eq(crdtdb__record_put_leaf(&r, &l), 1);
@@ -526,7 +500,7 @@ START_TEST(values_bad_and_encoded)
     for (size_t i = 0; i < json_array_size(bad); i++) {
         const json_t *v = json_array_get(bad, i);
         size_t n;
-        uint8_t *b = unhex(str(v, "hex"), &n);
+        uint8_t *b = tu_unhex(str(v, "hex"), &n);
         msgpack_zone z;
         ck_assert(msgpack_zone_init(&z, 1024));
         msgpack_object o;
@@ -578,7 +552,7 @@ START_TEST(query_vectors)
     json_object_foreach((json_t *)recs, id, h)
     {
         size_t n, off = 0;
-        bufs[k] = unhex(json_string_value(h), &n);
+        bufs[k] = tu_unhex(json_string_value(h), &n);
         rs[k].id = id;
         ck_assert_int_eq(msgpack_unpack((const char *)bufs[k], n, &off, &z, &rs[k].obj),
                          MSGPACK_UNPACK_SUCCESS);
@@ -592,7 +566,7 @@ START_TEST(query_vectors)
         const json_t *cs = json_array_get(cases, c);
         const char *name = str(cs, "name"), *crit = str(cs, "criteria"), *err = str(cs, "error");
         size_t n = 0;
-        uint8_t *b = crit ? unhex(crit, &n) : NULL;
+        uint8_t *b = crit ? tu_unhex(crit, &n) : NULL;
         crdtdb__query q;
         crdtdb__err e = CRDTDB__ERR_INIT;
         int rc = crdtdb__query_parse(&q, b, n, &lim, &e);

@@ -116,6 +116,25 @@ int tu_run(Suite *s)
 
 /* ------------------------------------------------------ time and files */
 
+char *tu_hex(const uint8_t *p, size_t n)
+{
+    char *s = malloc(2 * n + 1);
+    ck_assert_ptr_nonnull(s);
+    sodium_bin2hex(s, 2 * n + 1, p, n);
+    return s;
+}
+
+uint8_t *tu_unhex(const char *h, size_t *n)
+{
+    size_t len = strlen(h);
+    ck_assert_msg(len % 2 == 0, "odd hex: %s", h);
+    uint8_t *b = malloc(len / 2 + 1);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_msg(sodium_hex2bin(b, len / 2, h, len, NULL, n, NULL) == 0 && *n == len / 2,
+                  "not hex: %s", h);
+    return b;
+}
+
 uint64_t tu_mono_ms(void)
 {
     struct timespec ts;

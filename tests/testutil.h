@@ -33,6 +33,11 @@ struct Suite;
 int tu_run(struct Suite *s);
 /* Seed from $CRDTDB_SEED or the time; printed once. */
 unsigned tu_seed(void);
+/* Bytes -> lower-case hex, malloc'd (caller frees). */
+char *tu_hex(const uint8_t *p, size_t n);
+/* Hex (even length) -> bytes, malloc'd (caller frees; at least 1 byte, so an
+ * empty value has a pointer); the byte count in *n. */
+uint8_t *tu_unhex(const char *h, size_t *n);
 
 /* ------------------------------------------------------ time and files */
 
