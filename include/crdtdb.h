@@ -535,6 +535,32 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_txn_commit(crdtdb_txn *txn);
 /* Discards and frees txn.  Accepts NULL. */
 CRDTDB_API void crdtdb_txn_abort(crdtdb_txn *txn);
 
+/*
+ * Early relay: a server sends the changes a write numbered to its other
+ * peers while the commit that makes them durable is still to come, so
+ * they wait for no disk flush (docs/operations.md, "Early relay").
+ *
+ * fn is called inside each write transaction of db that numbered the
+ * changes (from, to], after everything the transaction stores is written
+ * and before its commit, when (from, to] lies within the handle's
+ * reservation (below).  Inside fn, read calls on db (crdtdb_db_export_for,
+ * crdtdb_db_seq, crdtdb_db_get_by_id, ...) see the transaction as it will
+ * commit; write calls fail with EBUSY.  fn must not close db.  ctx is the
+ * caller's, passed through.  fn NULL turns early relay off.
+ *
+ * What fn sends may outlive the transaction: if the commit then fails, or
+ * the process or machine stops before it is durable, (from, to] are never
+ * numbered again.  With fn set, each commit stores a reservation of
+ * sequence numbers ahead of the last one, and only sequences reserved by
+ * an earlier commit go out early; a handle opened later, a handle without
+ * fn, and this handle after a failed commit begin their next write past
+ * the reservation.  So sequences may have gaps, and a peer that got
+ * changes this database then lost holds them until their writer (who had
+ * no acknowledgement for them) sends them again.
+ */
+typedef void (*crdtdb_precommit_fn)(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to);
+CRDTDB_API void crdtdb_db_set_precommit(crdtdb_db *db, crdtdb_precommit_fn fn, void *ctx);
+
 /* ------------------------------------------------------------------ data */
 
 /*
@@ -1322,6 +1348,20 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_session_feed(crdtdb_session *s, const uin
  * Errors: those of crdtdb_db_export, EBUSY (closed).
  */
 CRDTDB_API int crdtdb_session_pump(crdtdb_session *s);
+
+/*
+ * Early relay (crdtdb_db_set_precommit): called from a server's precommit
+ * hook for a write that numbered (from, ...], pumps s now — the write's
+ * delta goes into its output before the commit — if s is a server's
+ * session whose peer is waiting exactly at `from`: told it is up to date
+ * there, nothing queued, no read filter, no catching up, resync or clock
+ * retry under way.  Leave out the sessions whose peers sent the write
+ * (their own changes are theirs to acknowledge after the commit).
+ * Returns 1 when output now waits (send it before the commit), 0 when s
+ * was left to its pump after the commit, or an error as
+ * crdtdb_session_pump.
+ */
+CRDTDB_API int crdtdb_session_pump_early(crdtdb_session *s, uint64_t from);
 
 /* The bytes waiting to be sent: *len bytes at the returned pointer, valid
  * until the next call on s.  NULL and 0 when nothing waits. */

@@ -97,6 +97,7 @@ static int db_load(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num,
         return CRDTDB_ENOMEM;
     db->env = env;
     db->num = num;
+    db->jump = 1; /* an earlier process may have sent sequences it never stored */
     snprintf(db->id, sizeof db->id, "%s", id);
     crdtdb__record_init(&db->rec);
     crdtdb__origins_init(&db->orig, env);
@@ -385,6 +386,14 @@ static int tomb_put(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num)
     if (rc || sv.mv_size != 8 || crdtdb__get_u64(sv.mv_data) == 0)
         return rc == MDB_NOTFOUND ? 0 : rc;
     memcpy(tb, sv.mv_data, 8);
+    /* a database made again under the id goes on past what may have gone
+     * out early (crdtdb_db_set_precommit) */
+    MDB_val nk = crdtdb__dbinfo_key(kb, num, 'n'), nv;
+    rc = mdb_get(mt, env->dbi_dbinfo, &nk, &nv);
+    if (rc == 0 && nv.mv_size == 8 && crdtdb__get_u64(nv.mv_data) > crdtdb__get_u64(tb))
+        memcpy(tb, nv.mv_data, 8);
+    else if (rc && rc != MDB_NOTFOUND)
+        return rc;
     crdtdb__put_u64(tb + 16 + CRDTDB__FP_BYTES, crdtdb__now_ms(env));
     MDB_val hk = crdtdb__dbinfo_key(kb, num, 'h'), hv;
     rc = mdb_get(mt, env->dbi_dbinfo, &hk, &hv);

@@ -157,6 +157,14 @@ struct crdtdb_db {
     crdtdb__floor hz;
     uint64_t hz_read_ms;
     int hz_known;
+    /* crdtdb_db_set_precommit: called between a write's prepare and its
+     * commit; in_precommit while it runs (read transactions then borrow
+     * the write's).  jump: the next write starts past the reservation
+     * ('n'), for sequences sent early may not have been stored */
+    crdtdb_precommit_fn precommit;
+    void *precommit_ctx;
+    int in_precommit;
+    int jump;
 };
 
 struct crdtdb_txn {
@@ -177,6 +185,11 @@ struct crdtdb_txn {
     MDB_cursor *rec_cur; /* records cursor of a write txn (LMDB frees it) */
     MDB_cursor *chg_cur; /* change-log cursor of a write txn (log.c; LMDB frees it) */
     int ro_known, ro;    /* the copy's durable read-only mark, once read */
+    uint64_t reserved;   /* a write's 'n' when it began: sequences that may go out before commit */
+    int jumped;          /* a write that began past the stored sequence (at the reservation) */
+    uint64_t stored0;    /* the stored sequence then: kept when it numbers nothing */
+    int unjumped;        /* it numbered nothing: the jump was not kept, so the next write jumps */
+    int borrowed;        /* a read inside the precommit hook: the write's LMDB txn, not its own */
 };
 
 /* env.c */

@@ -5,6 +5,42 @@
 #include "crdt/hlc.h"
 #include "storage/internal.h"
 
+/* Sequences reserved ahead for early relay (crdtdb_db_set_precommit):
+ * renewed by the commit that comes within half a block of the end. */
+#define RESERVE_BLOCK 4096u
+
+/* A read inside the precommit hook: it sees the write about to commit,
+ * through the write's own LMDB transaction, which it neither ends nor
+ * owns (nor the origins' cache, which stays the write's). */
+static int borrow(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
+{
+    crdtdb_txn *t = calloc(1, sizeof *t);
+    if (!t)
+        return crdtdb__db_seterr(db, CRDTDB_ENOMEM, "out of memory");
+    t->db = db;
+    t->flags = flags;
+    t->mt = db->txn->mt;
+    t->borrowed = 1;
+    *out = t;
+    return 0;
+}
+
+/* A write's start: past the reservation when sequences in it may have
+ * gone out early without being stored — on the hook's handle once opened
+ * or after a failed commit (db->jump), on any other handle always (it
+ * cannot know what the hook's handle sent). */
+static int reservation_read(crdtdb_txn *t)
+{
+    crdtdb_db *db = t->db;
+    int rc = crdtdb__dbinfo_u64(db, t->mt, 'n', &t->reserved);
+    if (!rc && t->reserved > t->seq0 && (db->jump || !db->precommit)) {
+        t->stored0 = t->seq0;
+        t->seq0 = t->reserved;
+        t->jumped = 1;
+    }
+    return rc;
+}
+
 static int txn_begin_call(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
 {
     if (!db || !out)
@@ -12,6 +48,8 @@ static int txn_begin_call(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
     *out = NULL;
     crdtdb_env *env = db->env;
     int write = !(flags & CRDTDB_TXN_RDONLY);
+    if (db->txn && !write && db->in_precommit)
+        return borrow(db, flags, out);
     if (db->txn)
         return crdtdb__db_seterr(db, CRDTDB_EBUSY,
                                  "a transaction is already open on this handle");
@@ -29,6 +67,8 @@ static int txn_begin_call(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
         rc = crdtdb__seq_read(env, t->mt, db->num, &t->seq0);
         if (rc == CRDTDB_EIO)
             rc = CRDTDB_ENODB; /* dropped under us */
+        if (!rc)
+            rc = reservation_read(t);
     }
     if (!rc && write) {
         t->seq = t->seq0;
@@ -70,6 +110,10 @@ int crdtdb_txn_begin(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
 
 static void txn_free(crdtdb_txn *t)
 {
+    if (t->borrowed) { /* nothing of the write's is its */
+        free(t);
+        return;
+    }
     crdtdb__origins_ended(&t->db->orig, t); /* after committed: keeps them */
     if (t->db->txn == t) /* an observer may have begun the next one */
         t->db->txn = NULL;
@@ -82,9 +126,24 @@ void crdtdb_txn_abort(crdtdb_txn *t)
 {
     if (!t)
         return;
-    if (t->mt)
+    if (t->mt && !t->borrowed)
         crdtdb__mt_abort(t->db->env, t->mt);
     txn_free(t);
+}
+
+/* A commit failed after its precommit hook sent its sequences: every
+ * handle of the database in this process starts its next write past the
+ * reservation, and deltas made from it (the shared cache) go. */
+static void burned(crdtdb_db *db)
+{
+    crdtdb_env *env = db->env;
+    pthread_mutex_lock(&env->lock);
+    for (crdtdb_db *h = env->dbs; h; h = h->next)
+        if (h->num == db->num)
+            h->jump = 1;
+    pthread_mutex_unlock(&env->lock);
+    crdtdb__shared_free(db->shared);
+    db->shared = NULL;
 }
 
 static int commit_call(crdtdb_txn *t)
@@ -106,11 +165,22 @@ static int commit_call(crdtdb_txn *t)
         crdtdb_txn_abort(t);
         return crdtdb__db_seterr(db, rc, "commit: %s", crdtdb_strerror(rc));
     }
+    if (t->jumped && t->seq == t->seq0) { /* numbered nothing: no gap made */
+        t->seq = t->seq0 = t->stored0;
+        t->jumped = 0;
+        t->unjumped = 1;
+    }
     if (t->seq != t->seq0) {
         uint8_t k[5], sv[8];
         crdtdb__put_u64(sv, t->seq);
         MDB_val key = crdtdb__dbinfo_key(k, db->num, 's'), val = {8, sv};
         mrc = mdb_put(t->mt, env->dbi_dbinfo, &key, &val, 0);
+    }
+    if (!mrc && db->precommit && t->seq != t->seq0 && t->seq + RESERVE_BLOCK / 2 > t->reserved)
+        rc = crdtdb__dbinfo_u64_put(db, t->mt, 'n', t->seq + RESERVE_BLOCK);
+    if (rc) {
+        crdtdb_txn_abort(t);
+        return crdtdb__db_seterr(db, rc, "commit: %s", crdtdb_strerror(rc));
     }
     if (!mrc && t->hlc != t->hlc0) {
         uint8_t hv[8];
@@ -118,12 +188,21 @@ static int commit_call(crdtdb_txn *t)
         MDB_val key = {3, (void *)"hlc"}, val = {8, hv};
         mrc = mdb_put(t->mt, env->dbi_meta, &key, &val, 0);
     }
+    /* sent early: only sequences an earlier commit reserved */
+    int early = !mrc && db->precommit && t->seq != t->seq0 && t->seq <= t->reserved;
+    if (early) {
+        db->in_precommit = 1;
+        db->precommit(db->precommit_ctx, db, t->seq0, t->seq);
+        db->in_precommit = 0;
+    }
     if (!mrc) {
         mrc = crdtdb__mt_commit(env, t->mt);
     } else {
         crdtdb__mt_abort(env, t->mt);
     }
     t->mt = NULL;
+    if (mrc && early)
+        burned(db);
     if (mrc) {
         rc = crdtdb__mdb_err(mrc);
         crdtdb__db_seterr(db, rc, "commit: %s%s; nothing of this write was stored",
@@ -132,6 +211,8 @@ static int commit_call(crdtdb_txn *t)
         return rc;
     }
     crdtdb__origins_committed(&db->orig, t);
+    if (db->precommit && !t->unjumped)
+        db->jump = 0; /* past the reservation, or nothing was sent beyond it */
     pthread_mutex_lock(&env->lock);
     if (t->hlc > env->hlc)
         env->hlc = t->hlc;
@@ -279,3 +360,11 @@ int crdtdb__txn_end(crdtdb_txn *t, int own, int rc)
 }
 
 crdtdb_db *crdtdb_txn_db(const crdtdb_txn *txn) { return txn ? txn->db : NULL; }
+
+void crdtdb_db_set_precommit(crdtdb_db *db, crdtdb_precommit_fn fn, void *ctx)
+{
+    if (!db)
+        return;
+    db->precommit = fn;
+    db->precommit_ctx = ctx;
+}

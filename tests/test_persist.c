@@ -544,6 +544,292 @@ static int relay_delta(void *ctx, const uint8_t *d, size_t len)
     return r->rc ? r->rc : 0;
 }
 
+/* Early relay (crdtdb_db_set_precommit): what the hook saw and sent. */
+typedef struct early {
+    int calls;
+    uint64_t from, to, seq_seen;
+    crdtdb_buf delta; /* the shared delta the hook exported for (from, to] */
+    int write_rc;     /* a write tried inside the hook */
+    int seen;         /* the record written was visible inside the hook */
+    int die;          /* exit the process inside the hook (a crash before commit) */
+    char out[4200];   /* with die: where the delta goes first */
+} early;
+
+static int early_sink(void *ctx, const uint8_t *d, size_t len)
+{
+    early *e = ctx;
+    return len ? crdtdb__buf_append(&e->delta, d, len) : 0;
+}
+
+static void early_hook(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
+{
+    early *e = ctx;
+    e->calls++;
+    e->from = from;
+    e->to = to;
+    e->delta.len = 0;
+    crdtdb_export_options xo;
+    memset(&xo, 0, sizeof xo);
+    xo.flags = CRDTDB_EXPORT_SHARED;
+    crdtdb_export_info info;
+    ck_assert_int_eq(crdtdb_db_export_for(db, from, NULL, &xo, early_sink, e, &info), 0);
+    ck_assert_uint_eq(info.to, to);
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &e->seq_seen), 0);
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    tu_mp(&b, "{\"x\":9}");
+    e->write_rc = crdtdb_db_add(db, NULL, "c", "inside", b.data, b.len);
+    crdtdb_buf_free(&b);
+    char *v = tu_get(db, "c", "r1");
+    e->seen = v != NULL;
+    free(v);
+    if (e->die) {
+        tu_spit(e->out, e->delta.data, e->delta.len);
+        _exit(0);
+    }
+}
+
+/* The hook runs inside the write, after it is prepared: reads see the
+ * write (the record, the sequence, a delta of it), writes are refused,
+ * and the delta it made is the one peers get once the write commits.
+ * Only sequences an earlier commit reserved go early: not the first
+ * write's. */
+START_TEST(early_relay_sees_the_write_to_come)
+{
+    crdtdb_env *env = tu_env(&dir, NULL);
+    const char *c[] = {"c"};
+    crdtdb_db *db;
+    ck_assert_int_eq(crdtdb_db_create(env, "d", c, 1, &db), 0);
+    early e;
+    memset(&e, 0, sizeof e);
+    crdtdb_db_set_precommit(db, early_hook, &e);
+    add(db, "c", "r0", "{\"x\":0}");
+    ck_assert_int_eq(e.calls, 0); /* nothing reserved before it */
+    uint64_t s0;
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s0), 0);
+    add(db, "c", "r1", "{\"x\":1,\"y\":2}");
+    ck_assert_int_eq(e.calls, 1);
+    ck_assert_uint_eq(e.from, s0);
+    ck_assert_uint_eq(e.seq_seen, e.to);
+    ck_assert_uint_gt(e.to, s0);
+    ck_assert_int_eq(e.write_rc, CRDTDB_EBUSY);
+    ck_assert_int_eq(e.seen, 1);
+    ck_assert_uint_gt(e.delta.len, 0);
+    uint64_t s1;
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s1), 0);
+    ck_assert_uint_eq(s1, e.to); /* no gap in one process's run */
+    char *v = tu_get(db, "c", "inside");
+    ck_assert_ptr_null(v);
+    /* a peer given the early delta holds the write */
+    crdtdb_env *penv;
+    char *pdir = NULL;
+    penv = tu_env(&pdir, NULL);
+    crdtdb_db *peer;
+    ck_assert_int_eq(crdtdb_db_create(penv, "d", c, 1, &peer), 0);
+    ck_assert_int_eq(crdtdb_db_apply(peer, e.delta.data, e.delta.len, NULL), 0);
+    ck_assert_ptr_nonnull(v = tu_get(peer, "c", "r1"));
+    ck_assert_str_eq(v, "{\"x\":1,\"y\":2}");
+    free(v);
+    /* the shared delta cached is the same bytes a session gets after */
+    crdtdb_buf keep = e.delta;
+    memset(&e.delta, 0, sizeof e.delta);
+    crdtdb_export_options xo;
+    memset(&xo, 0, sizeof xo);
+    xo.flags = CRDTDB_EXPORT_SHARED;
+    ck_assert_int_eq(crdtdb_db_export_for(db, s0, NULL, &xo, early_sink, &e, NULL), 0);
+    ck_assert_uint_eq(e.delta.len, keep.len);
+    ck_assert_mem_eq(e.delta.data, keep.data, keep.len);
+    crdtdb_buf_free(&keep);
+    crdtdb_buf_free(&e.delta);
+    crdtdb_db_close(peer);
+    crdtdb_env_close(penv);
+    tu_rmrf(pdir);
+    free(pdir);
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+}
+END_TEST
+
+/* A process that sent a write early, then died before its commit: the
+ * sequences it sent are never numbered again.  The next process's first
+ * write starts past the reservation, so a peer that got the lost delta
+ * (its watermark past it) still gets every later write; a handle without
+ * the hook jumps the same way. */
+START_TEST(early_relay_never_reuses_a_sequence)
+{
+    crdtdb_env *env = tu_env(&dir, NULL);
+    const char *c[] = {"c"};
+    crdtdb_db *db;
+    ck_assert_int_eq(crdtdb_db_create(env, "d", c, 1, &db), 0);
+    early e;
+    memset(&e, 0, sizeof e);
+    crdtdb_db_set_precommit(db, early_hook, &e);
+    add(db, "c", "r0", "{\"x\":0}"); /* reserves */
+    uint64_t s0;
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s0), 0);
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+    char lost[4200];
+    snprintf(lost, sizeof lost, "%s/lost.delta", dir);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) { /* writes r1, sends it, dies before the commit */
+        if (crdtdb_env_open(dir, NULL, &env) || crdtdb_db_open(env, "d", &db))
+            _exit(2);
+        memset(&e, 0, sizeof e);
+        e.die = 1;
+        snprintf(e.out, sizeof e.out, "%s", lost);
+        crdtdb_db_set_precommit(db, early_hook, &e);
+        add(db, "c", "r1", "{\"x\":1}"); /* jumps: nothing early */
+        add(db, "c", "r1", "{\"x\":2}"); /* early, then _exit */
+        _exit(3);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    size_t n;
+    uint8_t *d = (uint8_t *)tu_slurp(lost, &n);
+    ck_assert_ptr_nonnull(d);
+    /* the peer merges the lost delta: its watermark for us passes it */
+    crdtdb_env *penv;
+    char *pdir = NULL;
+    penv = tu_env(&pdir, NULL);
+    crdtdb_db *peer;
+    ck_assert_int_eq(crdtdb_db_create(penv, "d", c, 1, &peer), 0);
+    crdtdb_apply_info ai;
+    ck_assert_int_eq(crdtdb_db_apply(peer, d, n, &ai), 0);
+    uint64_t lost_to = ai.to;
+    free(d);
+    ck_assert_int_eq(crdtdb_env_open(dir, NULL, &env), 0);
+    ck_assert_int_eq(crdtdb_db_open(env, "d", &db), 0);
+    uint64_t s;
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s), 0);
+    ck_assert_uint_lt(s, lost_to); /* not stored */
+    char *v = tu_get(db, "c", "r1");
+    ck_assert_str_eq(v, "{\"x\":1}");
+    free(v);
+    add(db, "c", "r2", "{\"x\":2}"); /* a new process: past the reservation */
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s), 0);
+    ck_assert_uint_gt(s, lost_to);
+    /* what the peer lacks goes after its watermark: r2 reaches it */
+    relay r = {peer, 0};
+    ck_assert_int_eq(crdtdb_db_export_for(db, lost_to, NULL, NULL, relay_delta, &r, NULL), 0);
+    ck_assert_int_eq(r.rc, 0);
+    ck_assert_ptr_nonnull(v = tu_get(peer, "c", "r2"));
+    free(v);
+    /* a handle with the hook reserves again; one without it jumps past */
+    memset(&e, 0, sizeof e);
+    crdtdb_db_set_precommit(db, early_hook, &e);
+    add(db, "c", "r3", "{\"x\":3}");
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s), 0);
+    crdtdb_db *plain;
+    ck_assert_int_eq(crdtdb_db_open(env, "d", &plain), 0);
+    add(plain, "c", "r4", "{\"x\":4}");
+    uint64_t s4;
+    ck_assert_int_eq(crdtdb_db_seq(plain, NULL, &s4), 0);
+    ck_assert_uint_gt(s4, s + 1024);
+    add(db, "c", "r5", "{\"x\":5}"); /* past what was reserved: not early */
+    ck_assert_int_eq(e.calls, 0);
+    add(db, "c", "r6", "{\"x\":6}"); /* reserved again */
+    ck_assert_int_eq(e.calls, 1);
+    /* reopened with the hook, a write that numbers nothing (the read-only
+     * mark) makes no gap, and the next write still starts past the
+     * reservation */
+    crdtdb_db_close(db);
+    ck_assert_int_eq(crdtdb_db_open(env, "d", &db), 0);
+    crdtdb_db_set_precommit(db, early_hook, &e);
+    crdtdb_txn *t;
+    uint64_t n_res, s6, s7;
+    ck_assert_int_eq(crdtdb_txn_begin(db, CRDTDB_TXN_RDONLY, &t), 0);
+    ck_assert_int_eq(crdtdb__dbinfo_u64(db, t->mt, 'n', &n_res), 0);
+    crdtdb_txn_abort(t);
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s6), 0);
+    ck_assert_uint_gt(n_res, s6);
+    ck_assert_int_eq(crdtdb_db_mark_readonly(db, 0), 0);
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s7), 0);
+    ck_assert_uint_eq(s7, s6);
+    add(db, "c", "r7", "{\"x\":7}");
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s7), 0);
+    ck_assert_uint_gt(s7, n_res);
+    ck_assert_int_eq(e.calls, 1); /* past the reservation: not early */
+    crdtdb_buf_free(&e.delta);
+    crdtdb_db_close(plain);
+    crdtdb_db_close(peer);
+    crdtdb_env_close(penv);
+    tu_rmrf(pdir);
+    free(pdir);
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+}
+END_TEST
+
+static void early_note(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
+{
+    (void)db;
+    early *e = ctx;
+    e->calls++;
+    e->from = from;
+    e->to = to;
+}
+
+/* A commit that fails (a full disk) after its hook sent it: the sequences
+ * sent are burned.  The write is not stored, and the next one, once there
+ * is room, starts past them. */
+START_TEST(early_relay_after_a_failed_commit)
+{
+    char *root = tu_tmpdir();
+    char mnt[4096], ballast[4200];
+    snprintf(mnt, sizeof mnt, "%s/mnt", root);
+    ck_assert_int_eq(mkdir(mnt, 0700), 0);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") != 0) {
+        fprintf(stderr, "early_relay_after_a_failed_commit: skipped (cannot mount tmpfs: %s)\n",
+                strerror(errno));
+        tu_rmrf(root);
+        free(root);
+        return;
+    }
+    snprintf(mounted, sizeof mounted, "%s", mnt);
+    snprintf(ballast, sizeof ballast, "%s/ballast", mnt);
+    FILE *f = fopen(ballast, "w");
+    ck_assert_ptr_nonnull(f);
+    static char zeros[512 * 1024];
+    ck_assert_uint_eq(fwrite(zeros, 1, sizeof zeros, f), sizeof zeros);
+    ck_assert_int_eq(fclose(f), 0);
+    crdtdb_env_options o;
+    crdtdb_env_options_init(&o);
+    o.map_size = 8 * 1024 * 1024;
+    char data[4200];
+    snprintf(data, sizeof data, "%s/env", mnt);
+    crdtdb_env *env;
+    ck_assert_int_eq(crdtdb_env_open(data, &o, &env), 0);
+    const char *c[] = {"c"};
+    crdtdb_db *db;
+    ck_assert_int_eq(crdtdb_db_create(env, "d", c, 1, &db), 0);
+    early e;
+    memset(&e, 0, sizeof e);
+    crdtdb_db_set_precommit(db, early_note, &e);
+    int rc, n = fill(db, 5000, &rc);
+    ck_assert_int_eq(rc, CRDTDB_EIO);
+    ck_assert_int_gt(n, 50);
+    uint64_t s;
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s), 0);
+    ck_assert_uint_gt(e.to, s); /* the failed write went early */
+    uint64_t burned = e.to;
+    ck_assert_int_eq(unlink(ballast), 0);
+    add(db, "c", "after", "{\"x\":1}");
+    ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s), 0);
+    ck_assert_uint_gt(s, burned);
+    char id[16], *v;
+    snprintf(id, sizeof id, "r%d", n);
+    ck_assert_ptr_null(v = tu_get(db, "c", id));
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+    ck_assert_int_eq(umount(mnt), 0);
+    mounted[0] = 0;
+    tu_rmrf(root);
+    free(root);
+}
+END_TEST
+
 static int collect_due(void *ctx, const char *id, const crdtdb_expiry *e)
 {
     char *out = ctx;
@@ -749,6 +1035,9 @@ int main(void)
     tcase_add_test(tc, default_map_costs_no_disk);
     tcase_add_test(tc, map_grown_by_another_process);
     tcase_add_test(tc, full_disk_refuses_then_recovers);
+    tcase_add_test(tc, early_relay_sees_the_write_to_come);
+    tcase_add_test(tc, early_relay_never_reuses_a_sequence);
+    tcase_add_test(tc, early_relay_after_a_failed_commit);
     tcase_add_test(tc, expiry_lists_due_databases_and_archives);
     tcase_add_test(tc, restored_backup_resyncs_instead_of_forking);
     tcase_add_test(tc, stat_counts_records_tombstones_and_log);

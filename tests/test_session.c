@@ -438,6 +438,95 @@ START_TEST(read_filter_hides_purges_and_reveals_whole)
 }
 END_TEST
 
+static void list_types(crdtdb_session *s, char *out, size_t size);
+
+/* Early relay: the precommit hook pumps the server's sessions. */
+typedef struct early_ctx {
+    crdtdb_session *s[2];
+    int rc[2];
+    uint64_t from, to;
+} early_ctx;
+
+static void early_pump(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
+{
+    (void)db;
+    early_ctx *e = ctx;
+    e->from = from;
+    e->to = to;
+    for (int i = 0; i < 2; i++)
+        e->rc[i] = e->s[i] ? crdtdb_session_pump_early(e->s[i], from) : -1;
+}
+
+/* crdtdb_session_pump_early inside a write about to commit: a server
+ * session idle and caught up takes the write's delta at once (its client
+ * then holds it, and the pump after the commit sends nothing again); one
+ * with a read filter, or one behind, is left to its pump after the commit,
+ * which brings the same. */
+START_TEST(early_pump_takes_only_an_idle_caught_up_session)
+{
+    replica C;
+    replica_init(&C, &now_ms, "game");
+    evs ea = {0}, eb = {0}, ec = {0}, ed = {0};
+    crdtdb_session *ca = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *sa = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = CRDTDB_SESSION_SERVER;
+    o.on_event = on_event;
+    o.ctx = &ed;
+    o.read_filter = no_secrets;
+    crdtdb_session *cc = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0), *sc;
+    ck_assert_int_eq(crdtdb_session_open(B.db, &o, &sc), 0);
+    put(&B, "add", "players", "p0", "{\"hp\":0}");
+    early_ctx e;
+    memset(&e, 0, sizeof e);
+    e.s[0] = sa;
+    e.s[1] = sc;
+    crdtdb_db_set_precommit(B.db, early_pump, &e);
+    put(&B, "add", "players", "p1", "{\"hp\":1}"); /* reserves: not early itself */
+    ck_assert_uint_eq(e.to, 0);
+    ck_assert_int_eq(run(ca, sa, SIZE_MAX), 0);
+    ck_assert_int_eq(run(cc, sc, SIZE_MAX), 0);
+    char *g = tu_get(A.db, "players", "p1");
+    ck_assert_str_eq(g, "{\"hp\":1}");
+    free(g);
+    uint64_t deltas = crdtdb_session_deltas_sent(sa);
+    put(&B, "update", "players", "p1", "{\"hp\":2}");
+    ck_assert_int_eq(e.rc[0], 1); /* idle, caught up: taken */
+    ck_assert_int_eq(e.rc[1], 0); /* a read filter: after the commit */
+    ck_assert_uint_eq(crdtdb_session_deltas_sent(sa), deltas + 1);
+    char types[64];
+    list_types(sa, types, sizeof types);
+    ck_assert_str_eq(types, "3,5"); /* the delta, then up to date */
+    ck_assert_int_eq(crdtdb_session_pump(sa), 0); /* after the commit: nothing more */
+    list_types(sa, types, sizeof types);
+    ck_assert_str_eq(types, "3,5");
+    ck_assert_int_eq(run(ca, sa, SIZE_MAX), 0);
+    ck_assert_uint_eq(crdtdb_session_deltas_sent(sa), deltas + 1);
+    ck_assert_str_eq(g = tu_get(A.db, "players", "p1"), "{\"hp\":2}");
+    free(g);
+    ck_assert_int_eq(crdtdb_session_pump(sc), 0);
+    ck_assert_int_eq(run(cc, sc, SIZE_MAX), 0);
+    ck_assert_str_eq(g = tu_get(C.db, "players", "p1"), "{\"hp\":2}");
+    free(g);
+    /* output still queued: left to the pump */
+    put(&B, "update", "players", "p1", "{\"hp\":3}");
+    ck_assert_int_eq(e.rc[0], 1);
+    put(&B, "update", "players", "p1", "{\"hp\":4}");
+    ck_assert_int_eq(e.rc[0], 0);
+    ck_assert_int_eq(crdtdb_session_pump(sa), 0);
+    ck_assert_int_eq(run(ca, sa, SIZE_MAX), 0);
+    ck_assert_str_eq(g = tu_get(A.db, "players", "p1"), "{\"hp\":4}");
+    free(g);
+    crdtdb_db_set_precommit(B.db, NULL, NULL);
+    crdtdb_session_close(ca);
+    crdtdb_session_close(sa);
+    crdtdb_session_close(cc);
+    crdtdb_session_close(sc);
+    replica_free(&C);
+}
+END_TEST
+
 /* A server session (with `flags` besides) deciding the client's writes
  * with `filter` (may be NULL). */
 static crdtdb_session *open_server(replica *r, evs *e, unsigned flags, crdtdb_write_filter filter,
@@ -2182,6 +2271,7 @@ int main(void)
     tcase_add_test(tc, empty_ranges_are_not_signed);
     tcase_add_test(tc, echo_is_skipped_unsigned);
     tcase_add_test(tc, read_filter_hides_purges_and_reveals_whole);
+    tcase_add_test(tc, early_pump_takes_only_an_idle_caught_up_session);
     tcase_add_test(tc, refused_write_is_undone_at_the_sender_only);
     tcase_add_test(tc, acks_only_from_proven_peers_within_range);
     tcase_add_test(tc, acks_taken_are_recorded_by_the_caller);

@@ -938,6 +938,25 @@ int crdtdb_session_pump(crdtdb_session *s)
     return api_exit(s, pump(s));
 }
 
+int crdtdb_session_pump_early(crdtdb_session *s, uint64_t from)
+{
+    if (!s)
+        return CRDTDB_EINVAL;
+    api_enter(s);
+    /* only a peer waiting, idle, exactly where the write begins: every
+     * other state (catching up, a walk, a resync, a filter, a clock retry,
+     * output queued) is the pump's after the commit, as before */
+    if (!s->server || s->state != S_OPEN || !s->have_since || s->busy || s->o.read_filter ||
+        s->clock_wait || s->behind || s->peer_left || s->left_resync || s->left || s->resync ||
+        s->sent_upto != from || s->skip_to > from || s->walk_len || s->all_upto > from ||
+        s->told_uptodate != from + 1 || s->out.len > s->out_off)
+        return api_exit(s, 0);
+    int rc = pump(s);
+    if (rc)
+        return api_exit(s, rc);
+    return api_exit(s, s->out.len > s->out_off);
+}
+
 int crdtdb_session_want_write(const crdtdb_session *s)
 {
     if (!s)
