@@ -160,7 +160,7 @@ static const command commands[] = {
               "       [--ping-interval S] [--pong-timeout S] [--max-presence N]\n"
               "       [--max-presence-members N] [--presence-hz N]\n"
               "       [--expire-every S [--archive DIR]]\n"
-              "       [--collect-every S [--max-peer-age DURATION]]\n"
+              "       [--collect-every S [--max-peer-age DURATION]] [--early-relay on|off]\n"
               "       [--cluster F --self URL [--replicas R] [--handoff]]\n"
               "       [--log-format text|json] [--metrics local|any|off] [--config FILE]",
      "serve the databases to sync clients over WebSocket",
@@ -186,6 +186,9 @@ static const command commands[] = {
      "an open database holds ('crdtdb collect'); with --max-peer-age D (e.g.\n"
      "30d) a peer silent longer no longer holds that back and is resynced\n"
      "whole when it returns (docs/crdt.md, \"Collecting tombstones\").\n"
+     "--early-relay on (default) sends a write to the database's other\n"
+     "caught-up clients before its commit's disk flush, and acknowledges the\n"
+     "writer after it; off sends it after (docs/operations.md, \"Early relay\").\n"
      "--jwt-secret-file F (HS256) or --jwt-public-key F (PEM; --jwt-alg\n"
      "RS256 or ES256, default RS256) requires a bearer token on every\n"
      "connection (HTTP 401 otherwise) and turns on membership: each database\n"

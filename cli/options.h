@@ -83,6 +83,7 @@ typedef struct serve_args {
     const char *metrics;    /* --metrics local|any|off */
     const char *collect_every; /* --collect-every S */
     const char *max_peer_age;  /* --max-peer-age DURATION */
+    const char *early_relay;   /* --early-relay on|off */
 } serve_args;
 
 static const cli_option serve_options[] = {
@@ -90,6 +91,7 @@ static const cli_option serve_options[] = {
     {"--metrics", 0, OPTV_VALUE, offsetof(serve_args, metrics)},
     {"--collect-every", 0, OPTV_VALUE, offsetof(serve_args, collect_every)},
     {"--max-peer-age", 0, OPTV_VALUE, offsetof(serve_args, max_peer_age)},
+    {"--early-relay", 0, OPTV_VALUE, offsetof(serve_args, early_relay)},
 };
 
 #define NSERVE_OPTIONS (sizeof serve_options / sizeof *serve_options)

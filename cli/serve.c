@@ -370,6 +370,13 @@ int cmd_serve_ops(const char *dir, const args *a, const serve_args *sa)
                         "such as 12h or 30d\n");
         return EXIT_USAGE;
     }
+    if (sa->early_relay) {
+        if (strcmp(sa->early_relay, "on") != 0 && strcmp(sa->early_relay, "off") != 0) {
+            fprintf(stderr, "crdtdb: --early-relay takes on or off\n");
+            return EXIT_USAGE;
+        }
+        o.early_relay = strcmp(sa->early_relay, "on") == 0;
+    }
     if (a->archive && !a->expire_every) {
         fprintf(stderr, "crdtdb: serve's --archive goes with --expire-every\n");
         return EXIT_USAGE;

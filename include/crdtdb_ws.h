@@ -224,6 +224,12 @@ typedef struct crdtdb_server_options {
      * connections count as peers' links.  A copy the server does not keep
      * (keep) is left to the handoff instead. */
     unsigned idle_secs;
+    /* Early relay (crdtdb_db_set_precommit; docs/operations.md, "Early
+     * relay"): 1 (the default) sends a write's delta to the database's
+     * other sessions that wait, caught up, before the commit's disk flush,
+     * so fan-out waits for no fsync; the writer is acknowledged only once
+     * the commit is durable, as before.  0: only after the commit. */
+    int early_relay;
     /* ---- metrics (docs/operations.md) ----
      * GET /metrics on the server's own port answers the Prometheus text
      * format (connections, databases, deltas and bytes, apply latency,

@@ -130,6 +130,25 @@ if has metrics; then
     echo "ok: connection, database and presence gauges"
 fi
 
+# early relay: a write another replica syncs reaches the caught-up watcher
+# before the server's commit (docs/operations.md, "Early relay"); the first
+# write after the server opened the database goes after its commit (it
+# starts past the reservation), the next one early
+for r in r9 r10; do
+    c -d "$T/c2" add m a $r '{"i":9}'
+    c -d "$T/c2" sync "$URL" --db m >/dev/null 2>&1 || fail "sync of $r"
+    for _ in $(seq 200); do
+        [ "$(c -d "$T/c" get m a $r 2>/dev/null)" = "{\"id\":\"$r\",\"i\":9}" ] && break
+        sleep 0.05
+    done
+    [ "$(c -d "$T/c" get m a $r 2>/dev/null)" = "{\"id\":\"$r\",\"i\":9}" ] || fail "the watcher lacks $r"
+done
+if has metrics; then
+    scrape
+    expect crdtdb_deltas_early_total -ge 1
+    echo "ok: the watcher got the write early"
+fi
+
 # ------------------------------------------------ a real Prometheus scrape
 if has prometheus; then
     PP=$(free_port)

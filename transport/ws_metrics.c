@@ -178,6 +178,9 @@ size_t crdtdb__metrics_text(char *out, size_t cap, const crdtdb__metrics *m,
         m->deltas_in);
     one(&w, "crdtdb_deltas_out_total", "counter", "Deltas queued for clients to receive",
         m->deltas_out);
+    one(&w, "crdtdb_deltas_early_total", "counter",
+        "Deltas sent to clients before the commit of their write (early relay)",
+        m->early_deltas);
     one(&w, "crdtdb_changes_in_total", "counter", "Registers in the deltas applied",
         m->changes_in);
     one(&w, "crdtdb_bytes_in_total", "counter", "Bytes received from clients (WebSocket payload)",

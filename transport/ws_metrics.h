@@ -41,6 +41,7 @@ typedef struct crdtdb__metrics {
     uint64_t refused[METRICS_NSTATUS]; /* upgrades refused, by status */
     uint64_t deltas_in;      /* deltas from clients applied */
     uint64_t deltas_out;     /* deltas queued for clients */
+    uint64_t early_deltas;   /* of those, sent before their commit (early relay) */
     uint64_t changes_in;     /* registers in them */
     uint64_t bytes_in;       /* WebSocket payload bytes, client sessions */
     uint64_t bytes_out;

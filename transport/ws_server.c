@@ -95,6 +95,7 @@ struct sconn {
     sconn *qnext;         /* in the apply queue: the next one */
     int queued;
     int served;           /* apply_turn takes it out of the queue now */
+    int applying;         /* its delta is in the batch being applied */
     int end_status;       /* the WebSocket close status to send */
     char why[96];         /* the close reason sent (at most 123 bytes) */
     crdtdb__pconn pc;     /* in its database's presence hub */
@@ -161,6 +162,11 @@ struct crdtdb_server {
                                 ring of GONE_MAX */
     size_t ngone, gone_at;
     crdtdb__metrics m;       /* GET /metrics: what only grows */
+    /* early relay's scratch (early_relay): the links it writes at once */
+    crdtdb__wslink **early_links;
+    int *early_done;
+    size_t early_cap;
+    crdtdb__wsbatch early_batch;
 };
 
 /* Logs one line, escaped: ids, users and messages come from peers. */
@@ -212,6 +218,7 @@ void crdtdb_server_options_init(crdtdb_server_options *o)
     o->max_presence_members = DEF_MAX_PRESENCE_MEMBERS;
     o->presence_hz = DEF_PRESENCE_HZ;
     o->metrics = CRDTDB_METRICS_LOCAL;
+    o->early_relay = 1;
 }
 
 /* A database id as the storage takes it: 1 to CRDTDB_ID_MAX bytes of UTF-8
@@ -263,6 +270,64 @@ static void on_db_change(void *ctx, const crdtdb_event *ev)
 }
 
 static void on_poll_due(lws_sorted_usec_list_t *sul);
+
+static int early_room(crdtdb_server *srv, size_t n)
+{
+    if (n <= srv->early_cap)
+        return 0;
+    crdtdb__wslink **l = realloc(srv->early_links, n * sizeof *l);
+    if (l)
+        srv->early_links = l;
+    int *done = realloc(srv->early_done, n * sizeof *done);
+    if (done)
+        srv->early_done = done;
+    if (!l || !done)
+        return -1;
+    srv->early_cap = n;
+    return 0;
+}
+
+/* Early relay (crdtdb_db_set_precommit; docs/operations.md): a write of
+ * d's numbered (from, to] and is about to commit.  The sessions waiting at
+ * `from` get its delta now, straight to their sockets (one system call
+ * with io_uring), so the fan-out waits for no disk flush; the writers are
+ * acknowledged after the commit, as before.  Left out: the writers'
+ * connections (c->applying; a lone apply's session is busy, which its
+ * pump_early sees), and a user whose access this write changes (asked
+ * here, where reads see the write: the recheck after the commit ends its
+ * session).  Without a send queue (TLS) the output waits for WRITEABLE. */
+static void early_relay(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
+{
+    (void)to;
+    sdb *d = ctx;
+    crdtdb_server *srv = d->srv;
+    size_t n = 0;
+    for (sconn *c = d->conns; c; c = c->next)
+        n++;
+    if (!n || !srv->hub_cfg.sendq || early_room(srv, n))
+        return;
+    n = 0;
+    for (sconn *c = d->conns; c; c = c->next) {
+        if (c->ended || c->applying || !c->ready || !c->l.s || !c->l.wsi)
+            continue;
+        if (srv->auth.authorize_user &&
+            srv->auth.authorize_user(srv->auth.ctx, db, c->user, 0) != c->access)
+            continue;
+        int rc = crdtdb_session_pump_early(c->l.s, from);
+        if (rc == 1)
+            srv->early_links[n++] = &c->l;
+        else if (rc < 0) /* its failure goes out on WRITEABLE */
+            crdtdb__ws_wake(&c->l);
+    }
+    if (!n)
+        return;
+    crdtdb__ws_flush_batch(srv->early_links, n, srv->hub_cfg.sendq, &srv->early_batch,
+                           srv->early_done);
+    for (size_t i = 0; i < n; i++)
+        if (srv->early_done[i] != 1)
+            lws_callback_on_writable(srv->early_links[i]->wsi);
+    srv->m.early_deltas += n;
+}
 
 static void slog_cb(void *ctx, const char *line)
 {
@@ -429,6 +494,8 @@ static sdb *db_get(crdtdb_server *srv, const char *id, int *created)
             slog(srv, "database '%s' created", WS_QID(id));
         }
     }
+    if (rc == 0 && srv->o.early_relay)
+        crdtdb_db_set_precommit(d->db, early_relay, d);
     if (rc == 0)
         rc = crdtdb_db_observe(d->db, NULL, on_db_change, d, &d->obs);
     if (rc == 0)
@@ -1035,6 +1102,8 @@ static void apply_turn(crdtdb_server *srv, sconn *c)
         return;
     }
     memset(info, 0, n * sizeof *info);
+    for (size_t i = 0; i < n; i++)
+        b[i]->applying = 1; /* not relayed its own write early */
     if (crdtdb_db_apply_batch(c->d->db, d, len, n, info, &done) == 0) {
         took = done;
     } else {
@@ -1044,6 +1113,8 @@ static void apply_turn(crdtdb_server *srv, sconn *c)
         else
             bad = 0; /* nothing committed: c alone */
     }
+    for (size_t i = 0; i < n; i++)
+        b[i]->applying = 0;
     for (size_t i = 1; i < took; i++) /* b[0], c, is out of the queue */
         b[i]->served = 1;
     if (bad != SIZE_MAX && bad > 0)
@@ -2338,6 +2409,9 @@ void crdtdb_server_close(crdtdb_server *s)
     free(s->gone);
     free(s->wbuf);
     crdtdb__sendq_close(s->hub_cfg.sendq);
+    crdtdb__ws_batch_free(&s->early_batch);
+    free(s->early_links);
+    free(s->early_done);
     free(s);
 }
 
