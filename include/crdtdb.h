@@ -550,13 +550,16 @@ CRDTDB_API void crdtdb_txn_abort(crdtdb_txn *txn);
  *
  * What fn sends may outlive the transaction: if the commit then fails, or
  * the process or machine stops before it is durable, (from, to] are never
- * numbered again.  With fn set, each commit stores a reservation of
- * sequence numbers ahead of the last one, and only sequences reserved by
- * an earlier commit go out early; a handle opened later, a handle without
- * fn, and this handle after a failed commit begin their next write past
- * the reservation.  So sequences may have gaps, and a peer that got
+ * numbered again.  With fn set, each commit that numbers changes stores a
+ * reservation of the sequences ahead of it, made by this handle, and only
+ * sequences this handle reserved in an earlier commit go out early.  A
+ * write by any other handle (opened later, in this process or another,
+ * with or without fn), and this handle's after a failed commit, starts
+ * past the reservation.  So sequences may have gaps, and a peer that got
  * changes this database then lost holds them until their writer (who had
- * no acknowledgement for them) sends them again.
+ * no acknowledgement for them) sends them again.  The reservation is as
+ * durable as the commit that stored it (not under CRDTDB_ENV_NOSYNC).
+ * Do not keep a transaction begun inside fn past its return.
  */
 typedef void (*crdtdb_precommit_fn)(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to);
 CRDTDB_API void crdtdb_db_set_precommit(crdtdb_db *db, crdtdb_precommit_fn fn, void *ctx);

@@ -53,6 +53,10 @@
  *            (export.c).  Absent: 0, the log whole
  *   dbinfo   u32 number | 'w' -> u64 the last write's wall-clock ms when
  *            the log was last trimmed (expiry: the entry it read may go)
+ *   dbinfo   u32 number | 'n' -> u64 the last sequence that may go out
+ *            before its commit | u64 the token of the handle that reserved
+ *            it (early relay, txn.c; a write by any other handle starts
+ *            past it)
  *   meta     "drop:" + id -> where a dropped database's history ended, for
  *            one created again under its id (db.c, tomb_put)
  */
@@ -165,6 +169,7 @@ struct crdtdb_db {
     void *precommit_ctx;
     int in_precommit;
     int jump;
+    uint64_t token; /* this handle's, stored with the reservation it made */
 };
 
 struct crdtdb_txn {
@@ -186,6 +191,7 @@ struct crdtdb_txn {
     MDB_cursor *chg_cur; /* change-log cursor of a write txn (log.c; LMDB frees it) */
     int ro_known, ro;    /* the copy's durable read-only mark, once read */
     uint64_t reserved;   /* a write's 'n' when it began: sequences that may go out before commit */
+    uint64_t res_owner;  /* the token of the handle that made it (0: none said) */
     int jumped;          /* a write that began past the stored sequence (at the reservation) */
     uint64_t stored0;    /* the stored sequence then: kept when it numbers nothing */
     int unjumped;        /* it numbered nothing: the jump was not kept, so the next write jumps */

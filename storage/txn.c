@@ -7,7 +7,37 @@
 
 /* Sequences reserved ahead for early relay (crdtdb_db_set_precommit):
  * renewed by the commit that comes within half a block of the end. */
-#define RESERVE_BLOCK 4096u
+#define RESERVE_BLOCK 1024u
+
+/* The reservation, dbinfo 'n': the last sequence that may go out early
+ * (u64), then the token of the handle that reserved it (u64). */
+static int reservation_get(crdtdb_txn *t)
+{
+    crdtdb_db *db = t->db;
+    uint8_t kb[5];
+    MDB_val k = crdtdb__dbinfo_key(kb, db->num, 'n'), v;
+    t->reserved = t->res_owner = 0;
+    int mrc = mdb_get(t->mt, db->env->dbi_dbinfo, &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    if (v.mv_size != 16)
+        return CRDTDB_ECORRUPT;
+    t->reserved = crdtdb__get_u64(v.mv_data);
+    t->res_owner = crdtdb__get_u64((const uint8_t *)v.mv_data + 8);
+    return 0;
+}
+
+static int reservation_put(crdtdb_txn *t, uint64_t upto)
+{
+    crdtdb_db *db = t->db;
+    uint8_t kb[5], vb[16];
+    crdtdb__put_u64(vb, upto);
+    crdtdb__put_u64(vb + 8, db->token);
+    MDB_val k = crdtdb__dbinfo_key(kb, db->num, 'n'), v = {sizeof vb, vb};
+    return crdtdb__mdb_err(mdb_put(t->mt, db->env->dbi_dbinfo, &k, &v, 0));
+}
 
 /* A read inside the precommit hook: it sees the write about to commit,
  * through the write's own LMDB transaction, which it neither ends nor
@@ -26,14 +56,16 @@ static int borrow(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
 }
 
 /* A write's start: past the reservation when sequences in it may have
- * gone out early without being stored — on the hook's handle once opened
- * or after a failed commit (db->jump), on any other handle always (it
- * cannot know what the hook's handle sent). */
+ * gone out early without being stored — always, but on the handle with the
+ * hook that made the reservation (its token), unless a commit of it failed
+ * (db->jump): no other handle, in this process or another, can know what
+ * that one sent. */
 static int reservation_read(crdtdb_txn *t)
 {
     crdtdb_db *db = t->db;
-    int rc = crdtdb__dbinfo_u64(db, t->mt, 'n', &t->reserved);
-    if (!rc && t->reserved > t->seq0 && (db->jump || !db->precommit)) {
+    int rc = reservation_get(t);
+    int mine = db->precommit && !db->jump && t->res_owner == db->token;
+    if (!rc && t->reserved > t->seq0 && !mine) {
         t->stored0 = t->seq0;
         t->seq0 = t->reserved;
         t->jumped = 1;
@@ -131,16 +163,18 @@ void crdtdb_txn_abort(crdtdb_txn *t)
     txn_free(t);
 }
 
-/* A commit failed after its precommit hook sent its sequences: every
- * handle of the database in this process starts its next write past the
- * reservation, and deltas made from it (the shared cache) go. */
-static void burned(crdtdb_db *db)
+/* A commit failed after its precommit hook sent its sequences: this
+ * handle starts its next write past the reservation (any other handle does
+ * anyway), its clock stays past the stamps it sent, and the deltas made
+ * from the write (the shared cache) go. */
+static void burned(crdtdb_db *db, const crdtdb_txn *t)
 {
     crdtdb_env *env = db->env;
+    db->jump = 1; /* (other handles jump anyway: the token is not theirs) */
+    /* the stamps sent are not given again either */
     pthread_mutex_lock(&env->lock);
-    for (crdtdb_db *h = env->dbs; h; h = h->next)
-        if (h->num == db->num)
-            h->jump = 1;
+    if (t->hlc > env->hlc)
+        env->hlc = t->hlc;
     pthread_mutex_unlock(&env->lock);
     crdtdb__shared_free(db->shared);
     db->shared = NULL;
@@ -176,8 +210,9 @@ static int commit_call(crdtdb_txn *t)
         MDB_val key = crdtdb__dbinfo_key(k, db->num, 's'), val = {8, sv};
         mrc = mdb_put(t->mt, env->dbi_dbinfo, &key, &val, 0);
     }
-    if (!mrc && db->precommit && t->seq != t->seq0 && t->seq + RESERVE_BLOCK / 2 > t->reserved)
-        rc = crdtdb__dbinfo_u64_put(db, t->mt, 'n', t->seq + RESERVE_BLOCK);
+    if (!mrc && db->precommit && t->seq != t->seq0 &&
+        (t->seq + RESERVE_BLOCK / 2 > t->reserved || t->res_owner != db->token))
+        rc = reservation_put(t, t->seq + RESERVE_BLOCK);
     if (rc) {
         crdtdb_txn_abort(t);
         return crdtdb__db_seterr(db, rc, "commit: %s", crdtdb_strerror(rc));
@@ -189,7 +224,8 @@ static int commit_call(crdtdb_txn *t)
         mrc = mdb_put(t->mt, env->dbi_meta, &key, &val, 0);
     }
     /* sent early: only sequences an earlier commit reserved */
-    int early = !mrc && db->precommit && t->seq != t->seq0 && t->seq <= t->reserved;
+    int early = !mrc && db->precommit && t->seq != t->seq0 && t->seq <= t->reserved &&
+                t->res_owner == db->token;
     if (early) {
         db->in_precommit = 1;
         db->precommit(db->precommit_ctx, db, t->seq0, t->seq);
@@ -202,7 +238,7 @@ static int commit_call(crdtdb_txn *t)
     }
     t->mt = NULL;
     if (mrc && early)
-        burned(db);
+        burned(db, t);
     if (mrc) {
         rc = crdtdb__mdb_err(mrc);
         crdtdb__db_seterr(db, rc, "commit: %s%s; nothing of this write was stored",
@@ -367,4 +403,7 @@ void crdtdb_db_set_precommit(crdtdb_db *db, crdtdb_precommit_fn fn, void *ctx)
         return;
     db->precommit = fn;
     db->precommit_ctx = ctx;
+    if (fn && !db->token)
+        while (!db->token)
+            randombytes_buf(&db->token, sizeof db->token);
 }

@@ -946,7 +946,8 @@ int crdtdb_session_pump_early(crdtdb_session *s, uint64_t from)
     /* only a peer waiting, idle, exactly where the write begins: every
      * other state (catching up, a walk, a resync, a filter, a clock retry,
      * output queued) is the pump's after the commit, as before */
-    if (!s->server || s->state != S_OPEN || !s->have_since || s->busy || s->o.read_filter ||
+    if (!s->server || s->state != S_OPEN || !s->have_since || s->busy || s->peeked ||
+        s->o.read_filter ||
         s->clock_wait || s->behind || s->peer_left || s->left_resync || s->left || s->resync ||
         s->sent_upto != from || s->skip_to > from || s->walk_len || s->all_upto > from ||
         s->told_uptodate != from + 1 || s->out.len > s->out_off)
@@ -954,7 +955,9 @@ int crdtdb_session_pump_early(crdtdb_session *s, uint64_t from)
     int rc = pump(s);
     if (rc)
         return api_exit(s, rc);
-    return api_exit(s, s->out.len > s->out_off);
+    int more = s->out.len > s->out_off;
+    api_exit(s, 0);
+    return more;
 }
 
 int crdtdb_session_want_write(const crdtdb_session *s)

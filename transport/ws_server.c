@@ -271,6 +271,8 @@ static void on_db_change(void *ctx, const crdtdb_event *ev)
 
 static void on_poll_due(lws_sorted_usec_list_t *sul);
 
+static void conn_count(sconn *c);
+
 static int early_room(crdtdb_server *srv, size_t n)
 {
     if (n <= srv->early_cap)
@@ -307,8 +309,14 @@ static void early_relay(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
     if (!n || !srv->hub_cfg.sendq || early_room(srv, n))
         return;
     n = 0;
+    /* within the memory budget as a pump on WRITEABLE is, without ending
+     * anyone from here: a session waiting for room, or whose link still
+     * holds output, gets its delta later */
+    if (srv->held + PUMP_ROOM > srv->o.max_buffered)
+        return;
     for (sconn *c = d->conns; c; c = c->next) {
-        if (c->ended || c->applying || !c->ready || !c->l.s || !c->l.wsi)
+        if (c->ended || c->applying || c->waiting || !c->ready || !c->l.s || !c->l.wsi ||
+            crdtdb__ws_held_out(&c->l))
             continue;
         if (srv->auth.authorize_user &&
             srv->auth.authorize_user(srv->auth.ctx, db, c->user, 0) != c->access)
@@ -323,10 +331,13 @@ static void early_relay(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
         return;
     crdtdb__ws_flush_batch(srv->early_links, n, srv->hub_cfg.sendq, &srv->early_batch,
                            srv->early_done);
-    for (size_t i = 0; i < n; i++)
-        if (srv->early_done[i] != 1)
+    for (size_t i = 0; i < n; i++) {
+        if (srv->early_done[i] == 1) /* all of it went: before the commit */
+            srv->m.early_deltas++;
+        else
             lws_callback_on_writable(srv->early_links[i]->wsi);
-    srv->m.early_deltas += n;
+        conn_count(lws_container_of(srv->early_links[i], sconn, l));
+    }
 }
 
 static void slog_cb(void *ctx, const char *line)
