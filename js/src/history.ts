@@ -76,6 +76,12 @@ let streamFactory: (() => Sha256Stream) | null = null;
  *  it in an async job.  The digest is the same. */
 export function setSha256Stream(f: (() => Sha256Stream) | null): void { streamFactory = f; }
 
+let oneShot: (b: Uint8Array) => Uint8Array = sha256;
+/** Installs (or, with null, removes) the process's native one-shot SHA-256
+ *  for a commit's small digests (crdtdb/node: node:crypto's; a receiver
+ *  makes two per delta it applies).  The digest is the same. */
+export function setSha256(f: ((b: Uint8Array) => Uint8Array) | null): void { oneShot = f ?? sha256; }
+
 async function digest(b: Uint8Array): Promise<Uint8Array> {
   if (subtle) {
     try {
@@ -173,7 +179,7 @@ export class History {
       this.stream = null;
     } else {
       const body = this.w.buf.subarray(0, this.w.pos);
-      notes = body.length < SYNC_BELOW ? sha256(body) : await digest(body);
+      notes = body.length < SYNC_BELOW ? oneShot(body) : await digest(body);
     }
     this.w.pos = 0;
     this.forget();
@@ -183,6 +189,6 @@ export class History {
     dv.setUint32(16, Math.floor(seq0 / 2 ** 32)); dv.setUint32(20, seq0 >>> 0);
     dv.setUint32(24, Math.floor(seq / 2 ** 32)); dv.setUint32(28, seq >>> 0);
     head.set(notes, 32);
-    return sha256(head).slice(0, FP_BYTES);
+    return oneShot(head).slice(0, FP_BYTES);
   }
 }

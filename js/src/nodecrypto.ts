@@ -10,7 +10,8 @@
  */
 import { createRequire } from "node:module";
 import { createHash, createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, type KeyObject } from "node:crypto";
-import { setSha256Stream } from "./history.js";
+import * as nodeCrypto from "node:crypto";
+import { setSha256, setSha256Stream } from "./history.js";
 import { setSyncSign, setSyncVerify, toHex } from "./keys.js";
 
 /** The part of sodium-native used here. */
@@ -32,6 +33,14 @@ function loadSodium(): Sodium | null {
 /** PKCS#8 DER of an Ed25519 private key: this prefix, then the 32-byte seed (RFC 8410). */
 const PKCS8_ED25519 = Buffer.from("302e020100300506032b657004220420", "hex");
 
+// the history chain's small digests: OpenSSL's one-shot SHA-256 (crypto.hash,
+// Node 20.12 and later; else a Hash object), 2-4x noble's on 80-700 bytes
+{
+  const hash = (nodeCrypto as { hash?: (alg: string, data: Uint8Array, enc: "buffer") => Buffer }).hash;
+  setSha256(hash
+    ? (b) => { const d = hash("sha256", b, "buffer"); return new Uint8Array(d.buffer, d.byteOffset, d.length); }
+    : (b) => { const d = createHash("sha256").update(b).digest(); return new Uint8Array(d.buffer, d.byteOffset, d.length); });
+}
 // the history chain's big commits: OpenSSL's SHA-256, fed as the notes are written
 setSha256Stream(() => {
   const h = createHash("sha256");
