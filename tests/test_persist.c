@@ -459,41 +459,62 @@ START_TEST(backup_while_another_process_writes)
 }
 END_TEST
 
+/* A small disk: a 2 MiB tmpfs mounted under a new temp dir (*root), with
+ * 512 KiB of ballast to free later, and an environment on it (*env,
+ * database "d" of collection "c" in *db).  0 when mounts are not allowed
+ * here: the caller skips (`what` says which test). */
+typedef struct small_disk {
+    char *root;
+    char mnt[4096], ballast[4200], data[4200];
+    crdtdb_env_options o;
+} small_disk;
+
+static int small_disk_open(small_disk *sd, const char *what, crdtdb_env **env, crdtdb_db **db)
+{
+    sd->root = tu_tmpdir();
+    snprintf(sd->mnt, sizeof sd->mnt, "%s/mnt", sd->root);
+    ck_assert_int_eq(mkdir(sd->mnt, 0700), 0);
+    if (mount("tmpfs", sd->mnt, "tmpfs", 0, "size=2m") != 0) {
+        fprintf(stderr, "%s: skipped (cannot mount tmpfs: %s)\n", what, strerror(errno));
+        tu_rmrf(sd->root);
+        free(sd->root);
+        return 0;
+    }
+    snprintf(mounted, sizeof mounted, "%s", sd->mnt);
+    snprintf(sd->ballast, sizeof sd->ballast, "%s/ballast", sd->mnt);
+    FILE *f = fopen(sd->ballast, "w");
+    ck_assert_ptr_nonnull(f);
+    static char zeros[512 * 1024];
+    ck_assert_uint_eq(fwrite(zeros, 1, sizeof zeros, f), sizeof zeros);
+    ck_assert_int_eq(fclose(f), 0);
+    crdtdb_env_options_init(&sd->o);
+    sd->o.map_size = 8 * 1024 * 1024;
+    snprintf(sd->data, sizeof sd->data, "%s/env", sd->mnt);
+    ck_assert_int_eq(crdtdb_env_open(sd->data, &sd->o, env), 0);
+    const char *c[] = {"c"};
+    ck_assert_int_eq(crdtdb_db_create(*env, "d", c, 1, db), 0);
+    return 1;
+}
+
+static void small_disk_close(small_disk *sd)
+{
+    ck_assert_int_eq(umount(sd->mnt), 0);
+    mounted[0] = 0;
+    tu_rmrf(sd->root);
+    free(sd->root);
+}
+
 /* A disk that fills (a 2 MiB tmpfs the test mounts; skipped where mounts
  * are not allowed): the write that finds no space fails with EIO and says
  * so, nothing of it is stored, what was committed stays readable, and
  * writes go on once space is freed. */
 START_TEST(full_disk_refuses_then_recovers)
 {
-    char *root = tu_tmpdir();
-    char mnt[4096], ballast[4200];
-    snprintf(mnt, sizeof mnt, "%s/mnt", root);
-    ck_assert_int_eq(mkdir(mnt, 0700), 0);
-    if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") != 0) {
-        fprintf(stderr, "full_disk_refuses_then_recovers: skipped (cannot mount tmpfs: %s)\n",
-                strerror(errno));
-        tu_rmrf(root);
-        free(root);
-        return;
-    }
-    snprintf(mounted, sizeof mounted, "%s", mnt);
-    /* room to free later */
-    snprintf(ballast, sizeof ballast, "%s/ballast", mnt);
-    FILE *f = fopen(ballast, "w");
-    ck_assert_ptr_nonnull(f);
-    static char zeros[512 * 1024];
-    ck_assert_uint_eq(fwrite(zeros, 1, sizeof zeros, f), sizeof zeros);
-    ck_assert_int_eq(fclose(f), 0);
-    crdtdb_env_options o;
-    crdtdb_env_options_init(&o);
-    o.map_size = 8 * 1024 * 1024;
-    char data[4200];
-    snprintf(data, sizeof data, "%s/env", mnt);
+    small_disk sd;
     crdtdb_env *env;
-    ck_assert_int_eq(crdtdb_env_open(data, &o, &env), 0);
-    const char *c[] = {"c"};
     crdtdb_db *db;
-    ck_assert_int_eq(crdtdb_db_create(env, "d", c, 1, &db), 0);
+    if (!small_disk_open(&sd, "full_disk_refuses_then_recovers", &env, &db))
+        return;
     int rc, n = fill(db, 5000, &rc);
     ck_assert_int_eq(rc, CRDTDB_EIO);
     ck_assert_msg(strstr(crdtdb_db_errmsg(db), "disk is full") != NULL ||
@@ -507,11 +528,11 @@ START_TEST(full_disk_refuses_then_recovers)
     snprintf(id, sizeof id, "r%d", n - 1);
     ck_assert_ptr_nonnull(s = tu_get(db, "c", id));
     free(s);
-    ck_assert_int_eq(unlink(ballast), 0); /* space freed: writes go on */
+    ck_assert_int_eq(unlink(sd.ballast), 0); /* space freed: writes go on */
     add(db, "c", "after", "{\"x\":1}");
     crdtdb_db_close(db);
     crdtdb_env_close(env);
-    ck_assert_int_eq(crdtdb_env_open(data, &o, &env), 0); /* all committed */
+    ck_assert_int_eq(crdtdb_env_open(sd.data, &sd.o, &env), 0); /* all committed */
     ck_assert_int_eq(crdtdb_db_open(env, "d", &db), 0);
     for (int i = 0; i < n; i++) {
         snprintf(id, sizeof id, "r%d", i);
@@ -522,10 +543,7 @@ START_TEST(full_disk_refuses_then_recovers)
     free(s);
     crdtdb_db_close(db);
     crdtdb_env_close(env);
-    ck_assert_int_eq(umount(mnt), 0);
-    mounted[0] = 0;
-    tu_rmrf(root);
-    free(root);
+    small_disk_close(&sd);
 }
 END_TEST
 
@@ -807,34 +825,11 @@ static void early_note(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
  * is room, starts past them. */
 START_TEST(early_relay_after_a_failed_commit)
 {
-    char *root = tu_tmpdir();
-    char mnt[4096], ballast[4200];
-    snprintf(mnt, sizeof mnt, "%s/mnt", root);
-    ck_assert_int_eq(mkdir(mnt, 0700), 0);
-    if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") != 0) {
-        fprintf(stderr, "early_relay_after_a_failed_commit: skipped (cannot mount tmpfs: %s)\n",
-                strerror(errno));
-        tu_rmrf(root);
-        free(root);
-        return;
-    }
-    snprintf(mounted, sizeof mounted, "%s", mnt);
-    snprintf(ballast, sizeof ballast, "%s/ballast", mnt);
-    FILE *f = fopen(ballast, "w");
-    ck_assert_ptr_nonnull(f);
-    static char zeros[512 * 1024];
-    ck_assert_uint_eq(fwrite(zeros, 1, sizeof zeros, f), sizeof zeros);
-    ck_assert_int_eq(fclose(f), 0);
-    crdtdb_env_options o;
-    crdtdb_env_options_init(&o);
-    o.map_size = 8 * 1024 * 1024;
-    char data[4200];
-    snprintf(data, sizeof data, "%s/env", mnt);
+    small_disk sd;
     crdtdb_env *env;
-    ck_assert_int_eq(crdtdb_env_open(data, &o, &env), 0);
-    const char *c[] = {"c"};
     crdtdb_db *db;
-    ck_assert_int_eq(crdtdb_db_create(env, "d", c, 1, &db), 0);
+    if (!small_disk_open(&sd, "early_relay_after_a_failed_commit", &env, &db))
+        return;
     early e;
     memset(&e, 0, sizeof e);
     crdtdb_db_set_precommit(db, early_note, &e);
@@ -845,7 +840,7 @@ START_TEST(early_relay_after_a_failed_commit)
     ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s), 0);
     ck_assert_uint_gt(e.to, s); /* the failed write went early */
     uint64_t burned = e.to;
-    ck_assert_int_eq(unlink(ballast), 0);
+    ck_assert_int_eq(unlink(sd.ballast), 0);
     add(db, "c", "after", "{\"x\":1}");
     ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s), 0);
     ck_assert_uint_gt(s, burned);
@@ -854,10 +849,7 @@ START_TEST(early_relay_after_a_failed_commit)
     ck_assert_ptr_null(v = tu_get(db, "c", id));
     crdtdb_db_close(db);
     crdtdb_env_close(env);
-    ck_assert_int_eq(umount(mnt), 0);
-    mounted[0] = 0;
-    tu_rmrf(root);
-    free(root);
+    small_disk_close(&sd);
 }
 END_TEST
 

@@ -373,20 +373,29 @@ static void count_removes(void *ctx, const crdtdb_event *ev)
         ++*(int *)ctx;
 }
 
+/* A server session on r that hides records with "secret": true. */
+static crdtdb_session *open_no_secrets(replica *r, evs *e, size_t delta_size)
+{
+    crdtdb_session_options o;
+    crdtdb_session_options_init(&o);
+    o.flags = CRDTDB_SESSION_SERVER;
+    o.on_event = on_event;
+    o.ctx = e;
+    o.read_filter = no_secrets;
+    o.delta_size = delta_size;
+    crdtdb_session *s;
+    ck_assert_int_eq(crdtdb_session_open(r->db, &o, &s), 0);
+    return s;
+}
+
 START_TEST(read_filter_hides_purges_and_reveals_whole)
 {
     put(&B, "add", "players", "pub", "{\"hp\":1}");
     put(&B, "add", "players", "hid", "{\"secret\":true,\"y\":5,\"z\":\"a long value, longer than the 64 bytes of one delta here\"}");
     evs ea = {0}, eb = {0};
-    crdtdb_session_options o;
-    crdtdb_session_options_init(&o);
-    o.flags = CRDTDB_SESSION_SERVER;
-    o.on_event = on_event;
-    o.ctx = &eb;
-    o.read_filter = no_secrets;
-    o.delta_size = 64; /* records larger than a delta span several */
-    crdtdb_session *s, *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
-    ck_assert_int_eq(crdtdb_session_open(B.db, &o, &s), 0);
+    /* records larger than a delta (64 bytes) span several */
+    crdtdb_session *s = open_no_secrets(&B, &eb, 64);
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
     int removes = 0;
     crdtdb_observer *obs;
     ck_assert_int_eq(crdtdb_db_observe(A.db, NULL, count_removes, &removes, &obs), 0);
@@ -420,9 +429,8 @@ START_TEST(read_filter_hides_purges_and_reveals_whole)
     replica C;
     replica_init(&C, &now_ms, "game");
     evs ec = {0}, ed = {0};
-    crdtdb_session *c2 = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0), *s2;
-    o.ctx = &ed;
-    ck_assert_int_eq(crdtdb_session_open(B.db, &o, &s2), 0);
+    crdtdb_session *c2 = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0);
+    crdtdb_session *s2 = open_no_secrets(&B, &ed, 64);
     ck_assert_int_eq(run(c2, s2, SIZE_MAX), 0);
     ck_assert_ptr_null(tu_get(C.db, "players", "pub"));
     g = tu_get(C.db, "players", "hid");
@@ -469,14 +477,8 @@ START_TEST(early_pump_takes_only_an_idle_caught_up_session)
     evs ea = {0}, eb = {0}, ec = {0}, ed = {0};
     crdtdb_session *ca = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
     crdtdb_session *sa = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
-    crdtdb_session_options o;
-    crdtdb_session_options_init(&o);
-    o.flags = CRDTDB_SESSION_SERVER;
-    o.on_event = on_event;
-    o.ctx = &ed;
-    o.read_filter = no_secrets;
-    crdtdb_session *cc = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0), *sc;
-    ck_assert_int_eq(crdtdb_session_open(B.db, &o, &sc), 0);
+    crdtdb_session *cc = open_session(&C, 0, CRDTDB_SYNC_TWO_WAY, &ec, 0);
+    crdtdb_session *sc = open_no_secrets(&B, &ed, 0);
     put(&B, "add", "players", "p0", "{\"hp\":0}");
     early_ctx e;
     memset(&e, 0, sizeof e);
