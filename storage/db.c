@@ -390,7 +390,7 @@ static int tomb_put(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num)
      * out early (crdtdb_db_set_precommit) */
     MDB_val nk = crdtdb__dbinfo_key(kb, num, 'n'), nv;
     rc = mdb_get(mt, env->dbi_dbinfo, &nk, &nv);
-    if (rc == 0 && nv.mv_size == 16 && crdtdb__get_u64(nv.mv_data) > crdtdb__get_u64(tb))
+    if (rc == 0 && nv.mv_size >= 8 && crdtdb__get_u64(nv.mv_data) > crdtdb__get_u64(tb))
         memcpy(tb, nv.mv_data, 8);
     else if (rc && rc != MDB_NOTFOUND)
         return rc;

@@ -195,6 +195,7 @@ struct crdtdb_txn {
     int jumped;          /* a write that began past the stored sequence (at the reservation) */
     uint64_t stored0;    /* the stored sequence then: kept when it numbers nothing */
     int unjumped;        /* it numbered nothing: the jump was not kept, so the next write jumps */
+    int ticked;          /* it issued a stamp of ours (crdtdb__txn_tick) */
     int borrowed;        /* a read inside the precommit hook: the write's LMDB txn, not its own */
 };
 

@@ -22,10 +22,11 @@ static int reservation_get(crdtdb_txn *t)
         return 0;
     if (mrc)
         return crdtdb__mdb_err(mrc);
-    if (v.mv_size != 16)
+    if (v.mv_size != 8 && v.mv_size != 16)
         return CRDTDB_ECORRUPT;
     t->reserved = crdtdb__get_u64(v.mv_data);
-    t->res_owner = crdtdb__get_u64((const uint8_t *)v.mv_data + 8);
+    /* 8 bytes (written before the token): no one's, so every write jumps */
+    t->res_owner = v.mv_size == 16 ? crdtdb__get_u64((const uint8_t *)v.mv_data + 8) : 0;
     return 0;
 }
 
@@ -210,8 +211,7 @@ static int commit_call(crdtdb_txn *t)
         MDB_val key = crdtdb__dbinfo_key(k, db->num, 's'), val = {8, sv};
         mrc = mdb_put(t->mt, env->dbi_dbinfo, &key, &val, 0);
     }
-    if (!mrc && db->precommit && t->seq != t->seq0 &&
-        (t->seq + RESERVE_BLOCK / 2 > t->reserved || t->res_owner != db->token))
+    if (!mrc && db->precommit && t->seq != t->seq0 && t->seq + RESERVE_BLOCK / 2 > t->reserved)
         rc = reservation_put(t, t->seq + RESERVE_BLOCK);
     if (rc) {
         crdtdb_txn_abort(t);
@@ -223,9 +223,12 @@ static int commit_call(crdtdb_txn *t)
         MDB_val key = {3, (void *)"hlc"}, val = {8, hv};
         mrc = mdb_put(t->mt, env->dbi_meta, &key, &val, 0);
     }
-    /* sent early: only sequences an earlier commit reserved */
+    /* sent early: only sequences an earlier commit reserved; and not stamps
+     * of ours ahead of the wall clock, which a later process (its clock
+     * from the stored one and the wall) could issue again were this lost */
     int early = !mrc && db->precommit && t->seq != t->seq0 && t->seq <= t->reserved &&
-                t->res_owner == db->token;
+                t->res_owner == db->token &&
+                (!t->ticked || crdtdb__hlc_ms(t->hlc) <= crdtdb__now_ms(env));
     if (early) {
         db->in_precommit = 1;
         db->precommit(db->precommit_ctx, db, t->seq0, t->seq);
@@ -282,6 +285,7 @@ void crdtdb__txn_fail(crdtdb_txn *t, int rc)
 
 uint64_t crdtdb__txn_tick(crdtdb_txn *t)
 {
+    t->ticked = 1;
     return crdtdb__hlc_tick(&t->hlc, crdtdb__now_ms(t->db->env));
 }
 

@@ -311,10 +311,11 @@ static void early_relay(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
     n = 0;
     /* within the memory budget as a pump on WRITEABLE is, without ending
      * anyone from here: a session waiting for room, or whose link still
-     * holds output, gets its delta later */
-    if (srv->held + PUMP_ROOM > srv->o.max_buffered)
-        return;
+     * holds output, or any once the budget has no room for one more pump,
+     * gets its delta later */
     for (sconn *c = d->conns; c; c = c->next) {
+        if (srv->held + PUMP_ROOM > srv->o.max_buffered)
+            break; /* each pump counted as it goes */
         if (c->ended || c->applying || c->waiting || !c->ready || !c->l.s || !c->l.wsi ||
             crdtdb__ws_held_out(&c->l))
             continue;
@@ -326,6 +327,7 @@ static void early_relay(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
             srv->early_links[n++] = &c->l;
         else if (rc < 0) /* its failure goes out on WRITEABLE */
             crdtdb__ws_wake(&c->l);
+        conn_count(c);
     }
     if (!n)
         return;
