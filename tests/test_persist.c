@@ -853,6 +853,56 @@ START_TEST(early_relay_after_a_failed_commit)
 }
 END_TEST
 
+static uint64_t clock_at(void *ctx) { return *(const uint64_t *)ctx; }
+
+/* A write in which this replica stamps something of its own ahead of its
+ * wall clock (its clock went past it with a peer's stamps, inside the skew
+ * allowed) is not sent early: were it lost, a process after this one,
+ * whose clock starts from the stored stamp and the wall, could stamp again
+ * under the same stamp.  Once the wall clock has passed it, writes go
+ * early again; a peer's write alone (no stamp of ours) always does. */
+START_TEST(early_relay_leaves_out_stamps_ahead_of_the_clock)
+{
+    uint64_t now = 1700000000000ull, ahead = now + 2000;
+    crdtdb_env_options o;
+    crdtdb_env_options_init(&o);
+    o.clock = clock_at;
+    o.clock_ctx = &now;
+    crdtdb_env *env = tu_env(&dir, &o);
+    const char *c[] = {"c"};
+    crdtdb_db *db;
+    ck_assert_int_eq(crdtdb_db_create(env, "d", c, 1, &db), 0);
+    early e;
+    memset(&e, 0, sizeof e);
+    crdtdb_db_set_precommit(db, early_note, &e);
+    add(db, "c", "r0", "{\"x\":0}"); /* reserves */
+    add(db, "c", "r1", "{\"x\":1}");
+    ck_assert_int_eq(e.calls, 1); /* at the wall clock: early */
+    /* a peer whose clock is 2 s ahead */
+    char *pdir = NULL;
+    o.clock_ctx = &ahead;
+    crdtdb_env *penv = tu_env(&pdir, &o);
+    crdtdb_db *peer;
+    ck_assert_int_eq(crdtdb_db_create(penv, "d", c, 1, &peer), 0);
+    add(peer, "c", "p", "{\"x\":1}");
+    relay r = {db, 0};
+    ck_assert_int_eq(crdtdb_db_export_for(peer, 0, NULL, NULL, relay_delta, &r, NULL), 0);
+    ck_assert_int_eq(r.rc, 0);
+    ck_assert_int_eq(e.calls, 2); /* the peer's stamps, none of ours: early */
+    add(db, "c", "r2", "{\"x\":2}"); /* ours, past the peer's: ahead of the wall */
+    ck_assert_int_eq(e.calls, 2);
+    now += 2500; /* the wall clock passes it */
+    add(db, "c", "r3", "{\"x\":3}");
+    ck_assert_int_eq(e.calls, 3);
+    crdtdb_db_close(peer);
+    crdtdb_env_close(penv);
+    tu_rmrf(pdir);
+    free(pdir);
+    crdtdb_db_close(db);
+    crdtdb_env_close(env);
+}
+END_TEST
+
 static int collect_due(void *ctx, const char *id, const crdtdb_expiry *e)
 {
     char *out = ctx;
@@ -1061,6 +1111,7 @@ int main(void)
     tcase_add_test(tc, early_relay_sees_the_write_to_come);
     tcase_add_test(tc, early_relay_never_reuses_a_sequence);
     tcase_add_test(tc, early_relay_after_a_failed_commit);
+    tcase_add_test(tc, early_relay_leaves_out_stamps_ahead_of_the_clock);
     tcase_add_test(tc, expiry_lists_due_databases_and_archives);
     tcase_add_test(tc, restored_backup_resyncs_instead_of_forking);
     tcase_add_test(tc, stat_counts_records_tombstones_and_log);
