@@ -116,23 +116,27 @@ int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap);
  * the first use, free it with crdtdb__ws_batch_free.  About 100 bytes per
  * link of the largest batch; no output is copied. */
 typedef struct crdtdb__wsbatch {
+    crdtdb__wslink **links; /* the receivers: the caller fills links[0..n) */
+    int *done;            /* each one's result (crdtdb__ws_flush_batch) */
     crdtdb__send *sends;
     size_t *pay;          /* each send's output bytes */
     uint8_t (*hdr)[10];   /* each send's WebSocket header */
     size_t cap;           /* entries of each */
 } crdtdb__wsbatch;
+/* Room for n receivers in b: 0, or -1 when out of memory (b as it was). */
+int crdtdb__ws_batch_room(crdtdb__wsbatch *b, size_t n);
 void crdtdb__ws_batch_free(crdtdb__wsbatch *b);
-/* crdtdb__ws_flush_now for n links at once: each link's output, up to
+/* crdtdb__ws_flush_now for b->links[0..n) at once (crdtdb__ws_batch_room
+ * made room for n): each link's output, up to
  * WS_CHUNK bytes, goes as one binary message framed here (a server's,
  * unmasked, with no extension: what lws would write) straight to its
- * socket, all n through q (one system call with io_uring).  Sets done[i]:
+ * socket, all n through q (one system call with io_uring).  Sets b->done[i]:
  * 1 nothing is left for link i; 0 something is, and the caller wakes it
  * (a short send's rest was handed to lws, which writes it before anything
  * else; a link whose message was cut short on the wire is closed); -1 the
  * link cannot go this way (TLS, lws holds a partial send, its session
  * closed, out of memory): the caller uses crdtdb__ws_flush_now. */
-void crdtdb__ws_flush_batch(crdtdb__wslink *const *ls, size_t n, crdtdb__sendq *q,
-                            crdtdb__wsbatch *b, int *done);
+void crdtdb__ws_flush_batch(crdtdb__wsbatch *b, size_t n, crdtdb__sendq *q);
 /* RECEIVE: feeds the bytes, then asks to write replies (or the close).  A
  * delta that then waits (YIELD) pauses reading until it is applied. */
 int crdtdb__ws_receive(crdtdb__wslink *l, const void *in, size_t len);

@@ -272,6 +272,8 @@ int crdtdb__ws_flush_now(crdtdb__wslink *l, unsigned char *wire, size_t cap)
 
 void crdtdb__ws_batch_free(crdtdb__wsbatch *b)
 {
+    free(b->links);
+    free(b->done);
     free(b->sends);
     free(b->pay);
     free(b->hdr);
@@ -312,10 +314,16 @@ static size_t raw_payload(crdtdb__wslink *l, const uint8_t **p)
     return len < WS_CHUNK ? len : WS_CHUNK;
 }
 
-static int batch_room(crdtdb__wsbatch *b, size_t n)
+int crdtdb__ws_batch_room(crdtdb__wsbatch *b, size_t n)
 {
     if (n <= b->cap)
         return 0;
+    crdtdb__wslink **l = realloc(b->links, n * sizeof *l);
+    if (l)
+        b->links = l;
+    int *d = realloc(b->done, n * sizeof *d);
+    if (d)
+        b->done = d;
     crdtdb__send *s = realloc(b->sends, n * sizeof *s);
     if (s)
         b->sends = s;
@@ -325,7 +333,7 @@ static int batch_room(crdtdb__wsbatch *b, size_t n)
     uint8_t(*h)[10] = realloc(b->hdr, n * sizeof *h);
     if (h)
         b->hdr = h;
-    if (!s || !p || !h)
+    if (!l || !d || !s || !p || !h)
         return -1;
     b->cap = n;
     return 0;
@@ -339,14 +347,10 @@ static void cut(crdtdb__wslink *l)
     lws_set_timeout(l->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
-void crdtdb__ws_flush_batch(crdtdb__wslink *const *ls, size_t n, crdtdb__sendq *q,
-                            crdtdb__wsbatch *b, int *done)
+void crdtdb__ws_flush_batch(crdtdb__wsbatch *b, size_t n, crdtdb__sendq *q)
 {
-    if (batch_room(b, n) != 0) {
-        for (size_t i = 0; i < n; i++)
-            done[i] = -1;
-        return;
-    }
+    crdtdb__wslink *const *ls = b->links; /* (room for n: the caller's) */
+    int *done = b->done;
     /* the messages are sent from where the sessions hold them: nothing
      * changes their output until the run returns */
     size_t m = 0;

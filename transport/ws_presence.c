@@ -60,10 +60,7 @@ struct crdtdb__hub {
     crdtdb_buf frame;     /* scratch: the change being fanned out */
     unsigned char *wire;  /* scratch: LWS_PRE + wire_cap, for flushes */
     size_t wire_cap;
-    crdtdb__wsbatch batch; /* scratch: the flush's sends */
-    crdtdb__wslink **links; /* scratch: the flush's receivers */
-    int *done;
-    size_t links_cap;
+    crdtdb__wsbatch batch; /* scratch: the flush's receivers and sends */
     size_t quick;         /* entries armed for the next turn: the flush
                              waits for the last of them */
     int stopped;
@@ -119,8 +116,6 @@ void crdtdb__hub_free(crdtdb__hub *h)
     crdtdb_buf_free(&h->frame);
     free(h->wire);
     crdtdb__ws_batch_free(&h->batch);
-    free(h->links);
-    free(h->done);
     free(h);
 }
 
@@ -293,22 +288,6 @@ static void flush_one(crdtdb__hub *h, crdtdb__pconn *pc)
         pc->wake(pc);
 }
 
-static int links_room(crdtdb__hub *h, size_t n)
-{
-    if (n <= h->links_cap)
-        return 0;
-    crdtdb__wslink **l = realloc(h->links, n * sizeof *l);
-    if (l)
-        h->links = l;
-    int *d = realloc(h->done, n * sizeof *d);
-    if (d)
-        h->done = d;
-    if (!l || !d)
-        return -1;
-    h->links_cap = n;
-    return 0;
-}
-
 /* Writes what was queued on the client connections now: one message each
  * for the changes of one batch (those that came in together), at once —
  * nothing is held back for later changes — and all in one system call
@@ -324,20 +303,20 @@ static void flush(crdtdb__hub *h)
         return;
     /* no send queue (a TLS server) or no memory for the batch: every link
      * goes through lws, as one the batch cannot take (done -1) */
-    int batch = h->cfg->sendq && links_room(h, n) == 0;
+    int batch = h->cfg->sendq && crdtdb__ws_batch_room(&h->batch, n) == 0;
     size_t i = 0;
     if (batch) {
         for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next)
             if (pc->dirty)
-                h->links[i++] = pc->l;
-        crdtdb__ws_flush_batch(h->links, n, h->cfg->sendq, &h->batch, h->done);
+                h->batch.links[i++] = pc->l;
+        crdtdb__ws_flush_batch(&h->batch, n, h->cfg->sendq);
         i = 0;
     }
     for (crdtdb__pconn *pc = h->conns; pc; pc = pc->next) {
         if (!pc->dirty)
             continue;
         pc->dirty = 0;
-        int d = batch ? h->done[i++] : -1;
+        int d = batch ? h->batch.done[i++] : -1;
         if (d < 0)
             flush_one(h, pc);
         else if (!d && pc->wake)

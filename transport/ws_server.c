@@ -162,11 +162,7 @@ struct crdtdb_server {
                                 ring of GONE_MAX */
     size_t ngone, gone_at;
     crdtdb__metrics m;       /* GET /metrics: what only grows */
-    /* early relay's scratch (early_relay): the links it writes at once */
-    crdtdb__wslink **early_links;
-    int *early_done;
-    size_t early_cap;
-    crdtdb__wsbatch early_batch;
+    crdtdb__wsbatch early; /* early relay's scratch: the links it writes at once */
 };
 
 /* Logs one line, escaped: ids, users and messages come from peers. */
@@ -273,22 +269,6 @@ static void on_poll_due(lws_sorted_usec_list_t *sul);
 
 static void conn_count(sconn *c);
 
-static int early_room(crdtdb_server *srv, size_t n)
-{
-    if (n <= srv->early_cap)
-        return 0;
-    crdtdb__wslink **l = realloc(srv->early_links, n * sizeof *l);
-    if (l)
-        srv->early_links = l;
-    int *done = realloc(srv->early_done, n * sizeof *done);
-    if (done)
-        srv->early_done = done;
-    if (!l || !done)
-        return -1;
-    srv->early_cap = n;
-    return 0;
-}
-
 /* Early relay (crdtdb_db_set_precommit; docs/operations.md): a write of
  * d's numbered (from, to] and is about to commit.  The sessions waiting at
  * `from` get its delta now, straight to their sockets (one system call
@@ -306,7 +286,7 @@ static void early_relay(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
     size_t n = 0;
     for (sconn *c = d->conns; c; c = c->next)
         n++;
-    if (!n || !srv->hub_cfg.sendq || early_room(srv, n))
+    if (!n || !srv->hub_cfg.sendq || crdtdb__ws_batch_room(&srv->early, n))
         return;
     n = 0;
     /* within the memory budget as a pump on WRITEABLE is, without ending
@@ -324,21 +304,20 @@ static void early_relay(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
             continue;
         int rc = crdtdb_session_pump_early(c->l.s, from);
         if (rc == 1)
-            srv->early_links[n++] = &c->l;
+            srv->early.links[n++] = &c->l;
         else if (rc < 0) /* its failure goes out on WRITEABLE */
             crdtdb__ws_wake(&c->l);
         conn_count(c);
     }
     if (!n)
         return;
-    crdtdb__ws_flush_batch(srv->early_links, n, srv->hub_cfg.sendq, &srv->early_batch,
-                           srv->early_done);
+    crdtdb__ws_flush_batch(&srv->early, n, srv->hub_cfg.sendq);
     for (size_t i = 0; i < n; i++) {
-        if (srv->early_done[i] == 1) /* all of it went: before the commit */
+        if (srv->early.done[i] == 1) /* all of it went: before the commit */
             srv->m.early_deltas++;
         else
-            lws_callback_on_writable(srv->early_links[i]->wsi);
-        conn_count(lws_container_of(srv->early_links[i], sconn, l));
+            lws_callback_on_writable(srv->early.links[i]->wsi);
+        conn_count(lws_container_of(srv->early.links[i], sconn, l));
     }
 }
 
@@ -2422,9 +2401,7 @@ void crdtdb_server_close(crdtdb_server *s)
     free(s->gone);
     free(s->wbuf);
     crdtdb__sendq_close(s->hub_cfg.sendq);
-    crdtdb__ws_batch_free(&s->early_batch);
-    free(s->early_links);
-    free(s->early_done);
+    crdtdb__ws_batch_free(&s->early);
     free(s);
 }
 
