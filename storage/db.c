@@ -388,12 +388,11 @@ static int tomb_put(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num)
     memcpy(tb, sv.mv_data, 8);
     /* a database made again under the id goes on past what may have gone
      * out early (crdtdb_db_set_precommit) */
-    MDB_val nk = crdtdb__dbinfo_key(kb, num, 'n'), nv;
-    rc = mdb_get(mt, env->dbi_dbinfo, &nk, &nv);
-    if (rc == 0 && nv.mv_size >= 8 && crdtdb__get_u64(nv.mv_data) > crdtdb__get_u64(tb))
-        memcpy(tb, nv.mv_data, 8);
-    else if (rc && rc != MDB_NOTFOUND)
+    uint64_t upto, owner;
+    if ((rc = crdtdb__reservation_get(env, mt, num, &upto, &owner)))
         return rc;
+    if (upto > crdtdb__get_u64(tb))
+        crdtdb__put_u64(tb, upto);
     crdtdb__put_u64(tb + 16 + CRDTDB__FP_BYTES, crdtdb__now_ms(env));
     MDB_val hk = crdtdb__dbinfo_key(kb, num, 'h'), hv;
     rc = mdb_get(mt, env->dbi_dbinfo, &hk, &hv);

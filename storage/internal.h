@@ -192,12 +192,18 @@ struct crdtdb_txn {
     int ro_known, ro;    /* the copy's durable read-only mark, once read */
     uint64_t reserved;   /* a write's 'n' when it began: sequences that may go out before commit */
     uint64_t res_owner;  /* the token of the handle that made it (0: none said) */
-    int jumped;          /* a write that began past the stored sequence (at the reservation) */
-    uint64_t stored0;    /* the stored sequence then: kept when it numbers nothing */
-    int unjumped;        /* it numbered nothing: the jump was not kept, so the next write jumps */
+    uint64_t stored0;    /* the stored sequence when it began; seq0 past it: a write
+                            that began at the reservation (kept only if it numbers) */
     int ticked;          /* it issued a stamp of ours (crdtdb__txn_tick) */
     int borrowed;        /* a read inside the precommit hook: the write's LMDB txn, not its own */
 };
+
+/* txn.c: the early-relay reservation, dbinfo 'n' (the layout above): *upto
+ * the last sequence reserved, *owner the token of the handle that made it
+ * (both 0 when there is none; owner 0 when it was stored without one).
+ * Returns LMDB's code (MDB_CORRUPTED for a value of another size). */
+int crdtdb__reservation_get(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *upto,
+                            uint64_t *owner);
 
 /* env.c */
 int crdtdb__mdb_err(int rc);

@@ -9,24 +9,22 @@
  * renewed by the commit that comes within half a block of the end. */
 #define RESERVE_BLOCK 1024u
 
-/* The reservation, dbinfo 'n': the last sequence that may go out early
- * (u64), then the token of the handle that reserved it (u64). */
-static int reservation_get(crdtdb_txn *t)
+int crdtdb__reservation_get(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *upto,
+                            uint64_t *owner)
 {
-    crdtdb_db *db = t->db;
     uint8_t kb[5];
-    MDB_val k = crdtdb__dbinfo_key(kb, db->num, 'n'), v;
-    t->reserved = t->res_owner = 0;
-    int mrc = mdb_get(t->mt, db->env->dbi_dbinfo, &k, &v);
+    MDB_val k = crdtdb__dbinfo_key(kb, num, 'n'), v;
+    *upto = *owner = 0;
+    int mrc = mdb_get(mt, env->dbi_dbinfo, &k, &v);
     if (mrc == MDB_NOTFOUND)
         return 0;
     if (mrc)
-        return crdtdb__mdb_err(mrc);
+        return mrc;
     if (v.mv_size != 8 && v.mv_size != 16)
-        return CRDTDB_ECORRUPT;
-    t->reserved = crdtdb__get_u64(v.mv_data);
+        return MDB_CORRUPTED;
+    *upto = crdtdb__get_u64(v.mv_data);
     /* 8 bytes (written before the token): no one's, so every write jumps */
-    t->res_owner = v.mv_size == 16 ? crdtdb__get_u64((const uint8_t *)v.mv_data + 8) : 0;
+    *owner = v.mv_size == 16 ? crdtdb__get_u64((const uint8_t *)v.mv_data + 8) : 0;
     return 0;
 }
 
@@ -64,13 +62,12 @@ static int borrow(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
 static int reservation_read(crdtdb_txn *t)
 {
     crdtdb_db *db = t->db;
-    int rc = reservation_get(t);
+    int rc = crdtdb__mdb_err(
+        crdtdb__reservation_get(db->env, t->mt, db->num, &t->reserved, &t->res_owner));
     int mine = db->precommit && !db->jump && t->res_owner == db->token;
-    if (!rc && t->reserved > t->seq0 && !mine) {
-        t->stored0 = t->seq0;
+    t->stored0 = t->seq0;
+    if (!rc && t->reserved > t->seq0 && !mine)
         t->seq0 = t->reserved;
-        t->jumped = 1;
-    }
     return rc;
 }
 
@@ -195,15 +192,14 @@ static int commit_call(crdtdb_txn *t)
         crdtdb_txn_abort(t);
         return rc;
     }
-    int mrc = 0;
+    int mrc = 0, unjumped = 0;
     if (t->seq != t->seq0 && (rc = crdtdb__chain_commit(t))) {
         crdtdb_txn_abort(t);
         return crdtdb__db_seterr(db, rc, "commit: %s", crdtdb_strerror(rc));
     }
-    if (t->jumped && t->seq == t->seq0) { /* numbered nothing: no gap made */
+    if (t->seq0 != t->stored0 && t->seq == t->seq0) { /* jumped, numbered nothing: no gap */
         t->seq = t->seq0 = t->stored0;
-        t->jumped = 0;
-        t->unjumped = 1;
+        unjumped = 1; /* so the next write still jumps */
     }
     if (t->seq != t->seq0) {
         uint8_t k[5], sv[8];
@@ -250,7 +246,7 @@ static int commit_call(crdtdb_txn *t)
         return rc;
     }
     crdtdb__origins_committed(&db->orig, t);
-    if (db->precommit && !t->unjumped)
+    if (db->precommit && !unjumped)
         db->jump = 0; /* past the reservation, or nothing was sent beyond it */
     pthread_mutex_lock(&env->lock);
     if (t->hlc > env->hlc)
