@@ -562,6 +562,30 @@ static int relay_delta(void *ctx, const uint8_t *d, size_t len)
     return r->rc ? r->rc : 0;
 }
 
+/* A peer replica: database "d" of collection "c" in a fresh environment
+ * (opts may be NULL) in a temp dir; peer_close ends and removes both. */
+typedef struct peer {
+    char *dir;
+    crdtdb_env *env;
+    crdtdb_db *db;
+} peer;
+
+static void peer_open(peer *p, const crdtdb_env_options *opts)
+{
+    const char *c[] = {"c"};
+    p->dir = NULL;
+    p->env = tu_env(&p->dir, opts);
+    ck_assert_int_eq(crdtdb_db_create(p->env, "d", c, 1, &p->db), 0);
+}
+
+static void peer_close(peer *p)
+{
+    crdtdb_db_close(p->db);
+    crdtdb_env_close(p->env);
+    tu_rmrf(p->dir);
+    free(p->dir);
+}
+
 /* Early relay (crdtdb_db_set_precommit): what the hook saw and sent.  A
  * write past a reservation starts more than this past the last sequence
  * (storage/txn.c reserves 1024 ahead, renewed within 512 of the end). */
@@ -642,13 +666,10 @@ START_TEST(early_relay_sees_the_write_to_come)
     char *v = tu_get(db, "c", "inside");
     ck_assert_ptr_null(v);
     /* a peer given the early delta holds the write */
-    crdtdb_env *penv;
-    char *pdir = NULL;
-    penv = tu_env(&pdir, NULL);
-    crdtdb_db *peer;
-    ck_assert_int_eq(crdtdb_db_create(penv, "d", c, 1, &peer), 0);
-    ck_assert_int_eq(crdtdb_db_apply(peer, e.delta.data, e.delta.len, NULL), 0);
-    ck_assert_ptr_nonnull(v = tu_get(peer, "c", "r1"));
+    peer pr;
+    peer_open(&pr, NULL);
+    ck_assert_int_eq(crdtdb_db_apply(pr.db, e.delta.data, e.delta.len, NULL), 0);
+    ck_assert_ptr_nonnull(v = tu_get(pr.db, "c", "r1"));
     ck_assert_str_eq(v, "{\"x\":1,\"y\":2}");
     free(v);
     /* the shared delta cached is the same bytes a session gets after */
@@ -662,10 +683,7 @@ START_TEST(early_relay_sees_the_write_to_come)
     ck_assert_mem_eq(e.delta.data, keep.data, keep.len);
     crdtdb_buf_free(&keep);
     crdtdb_buf_free(&e.delta);
-    crdtdb_db_close(peer);
-    crdtdb_env_close(penv);
-    tu_rmrf(pdir);
-    free(pdir);
+    peer_close(&pr);
     crdtdb_db_close(db);
     crdtdb_env_close(env);
 }
@@ -712,13 +730,10 @@ START_TEST(early_relay_never_reuses_a_sequence)
     uint8_t *d = (uint8_t *)tu_slurp(lost, &n);
     ck_assert_ptr_nonnull(d);
     /* the peer merges the lost delta: its watermark for us passes it */
-    crdtdb_env *penv;
-    char *pdir = NULL;
-    penv = tu_env(&pdir, NULL);
-    crdtdb_db *peer;
-    ck_assert_int_eq(crdtdb_db_create(penv, "d", c, 1, &peer), 0);
+    peer pr;
+    peer_open(&pr, NULL);
     crdtdb_apply_info ai;
-    ck_assert_int_eq(crdtdb_db_apply(peer, d, n, &ai), 0);
+    ck_assert_int_eq(crdtdb_db_apply(pr.db, d, n, &ai), 0);
     uint64_t lost_to = ai.to;
     free(d);
     ck_assert_int_eq(crdtdb_env_open(dir, NULL, &env), 0);
@@ -733,10 +748,10 @@ START_TEST(early_relay_never_reuses_a_sequence)
     ck_assert_int_eq(crdtdb_db_seq(db, NULL, &s), 0);
     ck_assert_uint_gt(s, lost_to);
     /* what the peer lacks goes after its watermark: r2 reaches it */
-    relay r = {peer, 0};
+    relay r = {pr.db, 0};
     ck_assert_int_eq(crdtdb_db_export_for(db, lost_to, NULL, NULL, relay_delta, &r, NULL), 0);
     ck_assert_int_eq(r.rc, 0);
-    ck_assert_ptr_nonnull(v = tu_get(peer, "c", "r2"));
+    ck_assert_ptr_nonnull(v = tu_get(pr.db, "c", "r2"));
     free(v);
     /* a handle with the hook reserves again; one without it jumps past */
     memset(&e, 0, sizeof e);
@@ -802,10 +817,7 @@ START_TEST(early_relay_never_reuses_a_sequence)
     crdtdb_db_close(second);
     crdtdb_buf_free(&e.delta);
     crdtdb_db_close(plain);
-    crdtdb_db_close(peer);
-    crdtdb_env_close(penv);
-    tu_rmrf(pdir);
-    free(pdir);
+    peer_close(&pr);
     crdtdb_db_close(db);
     crdtdb_env_close(env);
 }
@@ -879,14 +891,12 @@ START_TEST(early_relay_leaves_out_stamps_ahead_of_the_clock)
     add(db, "c", "r1", "{\"x\":1}");
     ck_assert_int_eq(e.calls, 1); /* at the wall clock: early */
     /* a peer whose clock is 2 s ahead */
-    char *pdir = NULL;
     o.clock_ctx = &ahead;
-    crdtdb_env *penv = tu_env(&pdir, &o);
-    crdtdb_db *peer;
-    ck_assert_int_eq(crdtdb_db_create(penv, "d", c, 1, &peer), 0);
-    add(peer, "c", "p", "{\"x\":1}");
+    peer pr;
+    peer_open(&pr, &o);
+    add(pr.db, "c", "p", "{\"x\":1}");
     relay r = {db, 0};
-    ck_assert_int_eq(crdtdb_db_export_for(peer, 0, NULL, NULL, relay_delta, &r, NULL), 0);
+    ck_assert_int_eq(crdtdb_db_export_for(pr.db, 0, NULL, NULL, relay_delta, &r, NULL), 0);
     ck_assert_int_eq(r.rc, 0);
     ck_assert_int_eq(e.calls, 2); /* the peer's stamps, none of ours: early */
     add(db, "c", "r2", "{\"x\":2}"); /* ours, past the peer's: ahead of the wall */
@@ -894,10 +904,7 @@ START_TEST(early_relay_leaves_out_stamps_ahead_of_the_clock)
     now += 2500; /* the wall clock passes it */
     add(db, "c", "r3", "{\"x\":3}");
     ck_assert_int_eq(e.calls, 3);
-    crdtdb_db_close(peer);
-    crdtdb_env_close(penv);
-    tu_rmrf(pdir);
-    free(pdir);
+    peer_close(&pr);
     crdtdb_db_close(db);
     crdtdb_env_close(env);
 }
