@@ -9,8 +9,12 @@
  * early relay and its commit loses the write at the server while watchers
  * hold it; its writer was never acknowledged and sends it again.
  *
+ * The same with two servers peered both ways (`--peer`), the writers and
+ * a JS watcher on one, a JS watcher and the C watcher on the other, either
+ * killed at random: a peer link's session takes writes early too.
+ *
  * Checked at the end, once everyone is quiet: every write of every writer
- * is on every replica and on the server, with its value, and nothing
+ * is on every replica and on every server, with its value, and nothing
  * else is.  What it guards: a restarted server numbers its writes past
  * every sequence it may have sent before the crash (storage/txn.c's
  * reservation).  Were it to number a new write with a lost one's
@@ -23,7 +27,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { CrdtdbDataStore } from "../src/index.js";
 import { nodeSocket } from "../src/node.js";
-import { cli, crdtdbBin, mulberry32, serve, sleep, tempDir, until, type Server } from "./helpers.js";
+import { cli, crdtdbBin, freePort, mulberry32, serve, sleep, tempDir, type Server } from "./helpers.js";
 
 const DB = "crash";
 const COLL = "Items";
@@ -67,26 +71,45 @@ function missing(want: Map<string, string>, got: Map<string, string>): string {
 const seedEnv = process.env.CRASH_SEED;
 const seed = seedEnv ? Number(seedEnv) : (Date.now() % 100000);
 
-test(`a server killed mid-stream, early relay on: every write reaches every replica (seed ${seed})`, { timeout: 90_000 }, async () => {
+/** Polls until `diff` says nothing is missing; a timeout says what still is. */
+async function converged(what: string, diff: () => string | Promise<string>, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const d = await diff();
+    if (!d) return;
+    if (Date.now() > deadline) throw new Error(`${what} did not converge: ${d}`);
+    await sleep(50);
+  }
+}
+
+/** One server, or two peered ones (A, where the writers are, and B, where
+ *  a JS watcher and the C watcher are), killed at random. */
+async function scenario(peered: boolean, seed: number): Promise<void> {
   const g = mulberry32(seed);
   const d = tempDir("crdtdb-crash-");
-  const srvDir = join(d.path, "server"), wDir = join(d.path, "cwatch");
-  cli(srvDir, "init");
+  const nsrv = peered ? 2 : 1;
+  const dirs = Array.from({ length: nsrv }, (_, i) => join(d.path, `server${i}`));
+  const ports = await Promise.all(dirs.map(() => freePort()));
+  const args = (i: number): string[] => ["--collections", COLL,
+    ...(peered ? ["--peer", `ws://127.0.0.1:${ports[1 - i]!}`] : [])];
+  const wDir = join(d.path, "cwatch");
+  for (const dir of dirs) cli(dir, "init");
   cli(wDir, "init");
   cli(wDir, "create", DB, "--collections", COLL);
-  const args = ["--collections", COLL];
-  let srv: Server = await serve(srvDir, args);
-  const port = srv.port;
+  const srvs: Server[] = [];
+  for (let i = 0; i < nsrv; i++) srvs.push(await serve(dirs[i]!, args(i), ports[i]));
+  const url = (i: number): string => `ws://127.0.0.1:${ports[i]!}`;
+  const last = nsrv - 1; // the watchers' server
   const reps: CrdtdbDataStore[] = [];
   let cw: ChildProcess | null = null;
   let cwErr = "";
   try {
     for (let i = 0; i < WRITERS + WATCHERS; i++) {
-      const ds = await replica(srv.url);
+      const ds = await replica(url(i < WRITERS + 1 ? 0 : last));
       await ds.sync!.whenSynced();
       reps.push(ds);
     }
-    cw = spawn(crdtdbBin(), ["-d", wDir, "sync", srv.url, "--db", DB, "--watch"], { stdio: ["ignore", "ignore", "pipe"] });
+    cw = spawn(crdtdbBin(), ["-d", wDir, "sync", url(last), "--db", DB, "--watch"], { stdio: ["ignore", "ignore", "pipe"] });
     cw.stderr!.on("data", (b: Buffer) => { cwErr = (cwErr + b.toString()).slice(-4000); });
 
     // the writers: adds as fast as their commits go, a turn of the loop
@@ -109,35 +132,43 @@ test(`a server killed mid-stream, early relay on: every write reaches every repl
     };
     const writing$ = Promise.all(Array.from({ length: WRITERS }, (_, w) => writer(w)));
 
-    // the kills: at random moments while the writes stream
+    // the kills: at random moments while the writes stream, of a random server
     let early = 0;
     for (let k = 0; k < KILLS; k++) {
       await sleep(150 + Math.floor(g() * 350));
-      early += await earlyCount(port);
+      const i = Math.floor(g() * nsrv), srv = srvs[i]!;
+      early += await earlyCount(ports[i]!);
       srv.proc.kill("SIGKILL");
       await new Promise<void>((res) => { if (srv.proc.exitCode !== null || srv.proc.signalCode) res(); else srv.proc.on("exit", () => res()); });
       await sleep(Math.floor(g() * 60));
-      srv = await serve(srvDir, args, port);
+      srvs[i] = await serve(dirs[i]!, args(i), ports[i]);
     }
     await sleep(300);
-    early += await earlyCount(port);
+    for (const port of ports) early += await earlyCount(port);
     writing = false;
     await writing$;
     assert.deepEqual(errors, [], "local writes do not fail while the server is down");
     assert.ok(want.size > 100, `the writers wrote ${want.size}`);
 
     // everyone ends with exactly the writes
-    for (const [i, ds] of reps.entries())
-      await until(async () => !missing(want, await shown(ds)), `JS replica ${i} to converge (${missing(want, await shown(ds))})`, 30_000);
-    await until(() => !missing(want, shownC(srvDir)), `the server to hold every write (${missing(want, shownC(srvDir))})`, 30_000);
-    await until(() => !missing(want, shownC(wDir)), `the C watcher to converge (${missing(want, shownC(wDir))}; ${cwErr})`, 30_000);
+    for (const [i, ds] of reps.entries()) await converged(`JS replica ${i}`, async () => missing(want, await shown(ds)));
+    for (const dir of dirs) await converged(dir, () => missing(want, shownC(dir)));
+    await converged("the C watcher", () => { const m = missing(want, shownC(wDir)); return m && `${m}; ${cwErr}`; });
     assert.ok(early > 0, "the servers sent no write early: the test did not test early relay");
   } finally {
     cw?.kill("SIGTERM");
     for (const ds of reps) await ds.close().catch(() => undefined);
-    await srv.stop();
+    for (const srv of srvs) await srv.stop();
     d.remove();
   }
+}
+
+test(`a server killed mid-stream, early relay on: every write reaches every replica (seed ${seed})`, { timeout: 90_000 }, async () => {
+  await scenario(false, seed);
+});
+
+test(`two peered servers killed at random mid-stream: every write reaches every replica and both servers (seed ${seed})`, { timeout: 90_000 }, async () => {
+  await scenario(true, seed);
 });
 
 /** The server's crdtdb_deltas_early_total (its /metrics; 0 if it cannot say). */
