@@ -519,7 +519,7 @@ static int drop_call(crdtdb_env *env, const char *id)
 /* crdtdb_env_drop_at's check: nothing numbered since the caller looked. */
 static int still_at(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num)
 {
-    uint64_t seq;
+    uint64_t seq = 0;
     int rc = crdtdb__seq_read(env, mt, num, &seq);
     if (!rc && seq != *(const uint64_t *)ctx) {
         crdtdb__env_seterr(env, CRDTDB_EBUSY, "written since (sequence %llu, not %llu): kept",

@@ -306,7 +306,7 @@ int crdtdb__txn_readonly(crdtdb_txn *t, int *ro)
 
 static int check_mark(crdtdb_txn *t)
 {
-    int ro, rc = crdtdb__txn_readonly(t, &ro);
+    int ro = 0, rc = crdtdb__txn_readonly(t, &ro);
     return rc ? rc : ro ? crdtdb__db_seterr(t->db, CRDTDB_EROFS, "Read only access") : 0;
 }
 
