@@ -42,7 +42,11 @@
  *     name never noted not.  Byte 0 with bit 6 at a server: the peer left
  *     (CRDTDB_PEER_LEFT), so any SINCE is resynced when there is a floor;
  *   - LEAVE (message 17) reaches the store only at a server, once, and the
- *     session is closed after it.
+ *     session is closed after it;
+ *   - early relay: after a feed whose last byte is odd, our log grows by a
+ *     change of another connection's and crdtdb_session_pump_early runs
+ *     as the server's write hook would: it returns 0 or 1, only 0 at a
+ *     client, 1 exactly when it queued output, and that output is framed.
  */
 #include <msgpack.h>
 #include <stdio.h>
@@ -355,6 +359,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         crdtdb_session_output(s, &len);
         CHECK(!len || crdtdb_session_want_write(s));
         check_output(s, bound);
+        if (!crdtdb_session_closed(s) && (copy[off + k - 1] & 1)) {
+            /* another connection's write: our log grows by one, which a
+             * server pumps early from inside the write (the output was
+             * just taken, so nothing is queued) */
+            uint64_t from = m.last++;
+            int erc = crdtdb_session_pump_early(s, from);
+            crdtdb_session_output(s, &len);
+            CHECK(erc == 0 || erc == 1);
+            CHECK(server || erc == 0);
+            CHECK(erc == 1 ? len > 0 && crdtdb_session_want_write(s) : len == 0);
+            check_output(s, bound);
+        }
         off += k;
         m.now_ms += 700; /* time passes: the clock retry comes due */
     }
