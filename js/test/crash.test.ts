@@ -1,8 +1,9 @@
 /**
  * A server killed under load, early relay on (the default): JS writers
- * stream adds to one `crdtdb serve` while JS watchers and a C watcher
- * (`crdtdb sync --watch`) sit caught up, so the server sends them each
- * write from inside its transaction, before the commit
+ * stream adds to one `crdtdb serve` (and `crdtdb add` to the environment
+ * of a `crdtdb sync --watch`, which sends them on) while JS watchers and
+ * that C client sit caught up, so the server sends them each write from
+ * inside its transaction, before the commit
  * (docs/operations.md, "Early relay").  The server is killed with SIGKILL
  * at random moments (seeded; CRASH_SEED=n replays one) and restarted on
  * the same directory and port, several times.  A kill between a write's
@@ -34,11 +35,22 @@ const COLL = "Items";
 const WRITERS = 2;
 const WATCHERS = 2;
 const KILLS = 6;
+const C_BY = 9; /* the C writer's "by" */
 
 async function replica(url: string): Promise<CrdtdbDataStore> {
   return CrdtdbDataStore.open({
     dbId: DB, collections: [COLL],
     sync: { url, socket: nodeSocket(), minBackoffMs: 20, maxBackoffMs: 200 },
+  });
+}
+
+/** Runs the crdtdb command without blocking the loop; "" or what failed. */
+function exec(args: string[]): Promise<string> {
+  return new Promise((res) => {
+    const p = spawn(crdtdbBin(), args, { stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    p.stderr!.on("data", (b: Buffer) => { err += b.toString(); });
+    p.on("close", (code) => res(code === 0 ? "" : `exit ${String(code)}: ${err}`));
   });
 }
 
@@ -130,7 +142,17 @@ async function scenario(peered: boolean, seed: number): Promise<void> {
         if (n % 8 === 7) await sleep(1);
       }
     };
-    const writing$ = Promise.all(Array.from({ length: WRITERS }, (_, w) => writer(w)));
+    // and the C watcher's environment written by `crdtdb add` beside it:
+    // its sync process takes those commits and sends them
+    const cWriter = async (): Promise<void> => {
+      for (let n = 0; writing; n++) {
+        const id = `c-${String(n).padStart(5, "0")}`;
+        const r = await exec(["-d", wDir, "add", DB, COLL, id, JSON.stringify({ by: C_BY, n, pad: "" })]);
+        if (r) errors.push(`${id}: ${r}`);
+        else want.set(id, `${C_BY}:${n}`);
+      }
+    };
+    const writing$ = Promise.all([...Array.from({ length: WRITERS }, (_, w) => writer(w)), cWriter()]);
 
     // the kills: at random moments while the writes stream, of a random server
     let early = 0;
@@ -148,7 +170,8 @@ async function scenario(peered: boolean, seed: number): Promise<void> {
     writing = false;
     await writing$;
     assert.deepEqual(errors, [], "local writes do not fail while the server is down");
-    assert.ok(want.size > 100, `the writers wrote ${want.size}`);
+    const cWrites = [...want.keys()].filter((k) => k.startsWith("c-")).length;
+    assert.ok(want.size - cWrites > 100 && cWrites >= 10, `the writers wrote ${want.size - cWrites}, the C one ${cWrites}`);
 
     // everyone ends with exactly the writes
     for (const [i, ds] of reps.entries()) await converged(`JS replica ${i}`, async () => missing(want, await shown(ds)));
