@@ -43,8 +43,8 @@
  *     (CRDTDB_PEER_LEFT), so any SINCE is resynced when there is a floor;
  *   - LEAVE (message 17) reaches the store only at a server, once, and the
  *     session is closed after it;
- *   - early relay: after a feed whose last byte is odd, our log grows by a
- *     change of another connection's and crdtdb_session_pump_early runs
+ *   - early relay: after a feed whose last byte is odd, our log grows by
+ *     one change and crdtdb_session_pump_early runs
  *     as the server's write hook would: it returns 0 or 1, only 0 at a
  *     client, 1 exactly when it queued output, and that output is framed.
  */
@@ -360,8 +360,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(!len || crdtdb_session_want_write(s));
         check_output(s, bound);
         if (!crdtdb_session_closed(s) && (copy[off + k - 1] & 1)) {
-            /* another connection's write: our log grows by one, which a
-             * server pumps early from inside the write (the output was
+            /* a write: our log grows by one change (mem_store makes an
+             * odd-numbered one the peer's own, which goes as a skip), and a
+             * server pumps it early from inside the write (the output was
              * just taken, so nothing is queued) */
             uint64_t from = m.last++;
             int erc = crdtdb_session_pump_early(s, from);

@@ -75,7 +75,7 @@ export async function serve(dir: string, args: string[] = [], port?: number): Pr
   return {
     url: `ws://127.0.0.1:${port}`, port, dir, proc, log: () => log,
     stop: () => new Promise<void>((res) => {
-      if (proc.exitCode !== null) return res();
+      if (proc.exitCode !== null || proc.signalCode !== null) return res(); // (a killed one has no exit code)
       proc.on("exit", () => res());
       proc.kill("SIGTERM");
       setTimeout(() => proc.kill("SIGKILL"), 5000).unref();
