@@ -200,6 +200,10 @@ import { performance } from "node:perf_hooks";
 // Session 41 (d7c21eb, delta format 2; presence unchanged), 07:04, load 0.1-0.9, --rounds=3, per round crdtdb / Yjs p99:
 // 0.57, 0.48, 0.60 / 2.10, 2.36, 2.07 ms (0.27, 0.20, 0.29): ratio of medians 0.271 (not met); p50 0.47; CPU per
 // player-min 0.1425 / 0.7275 (0.196, met).  No tick skipped, every update delivered, idle frames 0.
+// Session 43 (Release of main 13ccc94; presence unchanged), 12:43-12:49, load 0.6-1.6, --rounds=3, per round crdtdb /
+// Yjs p99: 0.51, 0.89, 0.55 / 23.7 (85 ticks skipped: not comparable), 2.62, 3.40 ms.  Ratio of medians 0.162; of the
+// two clean rounds 0.34 and 0.16 (0.24 of their medians).  p50 0.25 / 0.68, CPU per player-min 0.14 / 0.96 (0.147),
+// every update delivered, idle frames 0.  Still on the line.
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..");
