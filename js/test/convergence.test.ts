@@ -75,7 +75,7 @@ import { decodeValue, valueBytes } from "../src/value.js";
 import { hlcMs } from "../src/hlc.js";
 import { toHex } from "../src/keys.js";
 import type { Value } from "../src/types.js";
-import { cli, crdtdbBin, serve, sleep, tempDir, until, type Server } from "./helpers.js";
+import { cli, crdtdbBin, ended, serve, sleep, tempDir, until, type Server } from "./helpers.js";
 import { Model, canon, cmpStamp, parseJsonExact, regString, toHexStr, type Reg } from "./crdtmodel.js";
 
 const DB = "conv";
@@ -492,16 +492,7 @@ async function scenario(seed: number): Promise<void> {
     for (let step = 0; step < STEPS; step++) {
       if (collecting && gc.chance(0.08)) collect(step);
       if (step === downAt && srv) {
-        if (killed) {
-          const p = srv.proc;
-          await new Promise<void>((res) => {
-            if (p.exitCode !== null || p.signalCode !== null) return res();
-            p.on("exit", () => res());
-            p.kill("SIGKILL");
-          });
-        } else {
-          await srv.stop();
-        }
+        await (killed ? ended(srv.proc, "SIGKILL") : srv.stop());
         srv = null;
         log.push(`step ${step}: server ${killed ? "killed (SIGKILL)" : "stopped"}`);
       }

@@ -33,7 +33,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { CrdtdbDataStore } from "../src/index.js";
 import { nodeSocket } from "../src/node.js";
-import { cli, crdtdbBin, freePort, mulberry32, serve, sleep, tempDir, type Server } from "./helpers.js";
+import { cli, crdtdbBin, ended, freePort, mulberry32, serve, sleep, tempDir, type Server } from "./helpers.js";
 
 const DB = "crash";
 const COLL = "Items";
@@ -97,16 +97,6 @@ async function converged(what: string, diff: () => string | Promise<string>, ms 
     if (Date.now() > deadline) throw new Error(`${what} did not converge: ${d}`);
     await sleep(50);
   }
-}
-
-/** Ends a child process and waits for it (SIGKILL after 5 s). */
-function ended(p: ChildProcess): Promise<void> {
-  return new Promise((res) => {
-    if (p.exitCode !== null || p.signalCode !== null) return res();
-    p.on("exit", () => res());
-    p.kill("SIGTERM");
-    setTimeout(() => p.kill("SIGKILL"), 5000).unref();
-  });
 }
 
 /** One server, or two peered ones (0, where the writers are, and 1, where
@@ -188,8 +178,7 @@ async function scenario(t: TestContext, peered: boolean, runSeed: number): Promi
       await sleep(150 + Math.floor(g() * 350));
       const i = Math.floor(g() * nsrv), srv = srvs[i]!;
       early += await earlyCount(ports[i]!);
-      srv.proc.kill("SIGKILL");
-      await ended(srv.proc);
+      await ended(srv.proc, "SIGKILL");
       const stored = (JSON.parse(cli(dirs[i]!, "stats", DB)) as { seq: number }).seq;
       const got = Math.max(...reps.filter((_, r) => at[r] === i).map((ds) => ds.replica.peer(ids[i]!).received));
       if (got > stored) caught++;

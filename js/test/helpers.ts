@@ -74,13 +74,19 @@ export async function serve(dir: string, args: string[] = [], port?: number): Pr
   }
   return {
     url: `ws://127.0.0.1:${port}`, port, dir, proc, log: () => log,
-    stop: () => new Promise<void>((res) => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return res(); // (a killed one has no exit code)
-      proc.on("exit", () => res());
-      proc.kill("SIGTERM");
-      setTimeout(() => proc.kill("SIGKILL"), 5000).unref();
-    }),
+    stop: () => ended(proc),
   };
+}
+
+/** Ends a child process with `signal` (SIGTERM by default, SIGKILL if it
+ *  is still there after 5 s) and resolves once it has exited. */
+export function ended(proc: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  return new Promise<void>((res) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return res(); // (a killed one has no exit code)
+    proc.on("exit", () => res());
+    proc.kill(signal);
+    setTimeout(() => proc.kill("SIGKILL"), 5000).unref();
+  });
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { CrdtdbDataStore, type PresenceEvent, type OpenOptions } from "../src/index.js";
 import { nodeSocket } from "../src/node.js";
-import { cli, crdtdbBin, freePort, serve, tempDir, until, type Server, withServer as withServerOf } from "./helpers.js";
+import { cli, crdtdbBin, ended, freePort, serve, tempDir, until, type Server, withServer as withServerOf } from "./helpers.js";
 
 const COLLS = "Players,Moves";
 
@@ -185,12 +185,7 @@ function cWatch(dir: string, url: string, db: string, ...args: string[]): CClien
   });
   return {
     proc, lines, stderr: () => err,
-    stop: () => new Promise<void>((res) => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return res();
-      proc.on("exit", () => res());
-      proc.kill("SIGTERM");
-      setTimeout(() => proc.kill("SIGKILL"), 5000).unref();
-    }),
+    stop: () => ended(proc),
   };
 }
 
