@@ -30,9 +30,9 @@ int cmd_collect(const char *dir, const args *a)
         put_json_str(stdout, a->pos[0]);
         printf(",\"records\":%" PRIu64 ",\"registers\":%" PRIu64 ",\"horizon\":%" PRIu64
                ",\"peers_left\":%" PRIu64 ",\"floor\":%" PRIu64 ",\"stamp\":%" PRIu64
-               ",\"log_entries\":%" PRIu64 "}\n",
+               ",\"log_entries\":%" PRIu64 ",\"packed\":%" PRIu64 "}\n",
                st.records, st.registers, st.horizon, st.peers_left, st.floor, st.stamp,
-               st.log_entries);
+               st.log_entries, st.packed);
     }
     crdtdb_db_close(db);
     crdtdb_env_close(env);

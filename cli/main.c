@@ -94,7 +94,9 @@ static const command commands[] = {
      "from longer ago no longer holds collection back; it gets a full\n"
      "resync when it returns (docs/crdt.md, \"Collecting tombstones\").\n"
      "Then trim the change log below what every peer holds (log_entries:\n"
-     "entries dropped; an export from below walks the records).",
+     "entries dropped; an export from below walks the records), and pack\n"
+     "the records every peer holds whole (packed: records newly packed,\n"
+     "compressed together; they read and sync as any other).",
      1, 1, OPT_COLLECT, cmd_collect},
     {"add", "DB COLL ID JSON|-", "add or replace a record",
      "Add record ID (a JSON object), replacing any existing one.  '-' reads\n"

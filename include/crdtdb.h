@@ -383,6 +383,7 @@ typedef struct crdtdb_collect_stats {
     uint64_t stamp;     /* the horizon stamp afterwards (an HLC) */
     uint64_t log_entries; /* change-log entries dropped below the horizon
                              (their registers stay: see crdtdb_db_collect) */
+    uint64_t packed;      /* records packed (see crdtdb_db_collect) */
 } crdtdb_collect_stats;
 
 /* Collects db's stable tombstones, in write transactions of up to 256
@@ -394,6 +395,12 @@ typedef struct crdtdb_collect_stats {
  * removed record's, which the next collection looks for, and the newest).
  * An export from below the trimmed part walks the records instead
  * (crdtdb_export_info.resume), so it carries the same registers.
+ * Last, the records every peer in the horizon holds whole (no remove, no
+ * register past the horizon) are packed: compressed together, a run of a
+ * collection's records to one stored value, in one write transaction
+ * (holding the packed part of the database in memory meanwhile).  Packed
+ * records read as any other; a write to one stores its pack's records one
+ * by one again, until the next collection.
  * Errors: EINVAL, EROFS (a read-only environment), EMAPFULL, EIO, ECORRUPT. */
 CRDTDB_API int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms,
                                  crdtdb_collect_stats *out);

@@ -12,6 +12,7 @@
 
 #include "crdt/array.h"
 #include "storage/log.h"
+#include "storage/recs.h"
 #include "storage/slot.h"
 
 #define FLOOR_BYTES (24 + CRDTDB_REPLICA_ID_BYTES) /* floor, stamp, m2, src1 */
@@ -168,6 +169,7 @@ static int removed_upto(crdtdb_db *db, MDB_txn *mt, uint64_t upto, crdtdb__rkey 
 {
     crdtdb__log_iter it;
     crdtdb__log_entry e;
+    crdtdb__held *held = NULL;
     uint32_t cap = 0;
     int found, rc = crdtdb__log_open(db, mt, 0, &it);
     while (!rc && !(rc = crdtdb__log_next(&it, &e, &found)) && found && e.seq <= upto) {
@@ -175,7 +177,7 @@ static int removed_upto(crdtdb_db *db, MDB_txn *mt, uint64_t upto, crdtdb__rkey 
             continue;
         uint8_t kb[CRDTDB__RECKEY_MAX], kind;
         MDB_val rk = {crdtdb__reckey(kb, db->num, e.coll, (const char *)e.id, e.idlen), kb}, v;
-        int mrc = mdb_get(mt, db->env->dbi_records, &rk, &v);
+        int mrc = crdtdb__recs_get(db->env, mt, &held, &rk, &v);
         if (mrc == MDB_NOTFOUND)
             continue;
         if (mrc) {
@@ -197,6 +199,7 @@ static int removed_upto(crdtdb_db *db, MDB_txn *mt, uint64_t upto, crdtdb__rkey 
         memcpy(k + 3, e.id, e.idlen);
     }
     crdtdb__log_close(&it);
+    crdtdb__held_free(&held);
     return rc;
 }
 
@@ -362,6 +365,7 @@ static int trim_batch(crdtdb_txn *t, uint64_t *from, uint64_t upto, const MDB_va
     MDB_val k = crdtdb__log_key(kb, db->num, *from), v;
     uint64_t at = *lf;
     unsigned looked = 0;
+    crdtdb__held *held = NULL;
     *more = 0;
     for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); !mrc;
          mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
@@ -386,7 +390,7 @@ static int trim_batch(crdtdb_txn *t, uint64_t *from, uint64_t upto, const MDB_va
         uint8_t rk[CRDTDB__RECKEY_MAX], kind = CRDTDB__BASE_NONE;
         MDB_val rkey = {crdtdb__reckey(rk, db->num, run.coll, (const char *)run.id, run.idlen), rk},
                 rv;
-        int g = mdb_get(t->mt, db->env->dbi_records, &rkey, &rv);
+        int g = crdtdb__recs_get(db->env, t->mt, &held, &rkey, &rv);
         if (g && g != MDB_NOTFOUND) {
             mrc = g;
             break;
@@ -400,6 +404,7 @@ static int trim_batch(crdtdb_txn *t, uint64_t *from, uint64_t upto, const MDB_va
         ++*dropped;
     }
     mdb_cursor_close(c);
+    crdtdb__held_free(&held);
     if (!rc && mrc && mrc != MDB_NOTFOUND)
         rc = crdtdb__mdb_err(mrc);
     if (!rc && !*more && upto > at)
@@ -450,6 +455,21 @@ static int trim_log(crdtdb_db *db, uint64_t upto, crdtdb_collect_stats *st)
             return rc;
     }
     return 0;
+}
+
+/* Packs the cold records (recs.h) in one write transaction, committed
+ * only when it packed any. */
+static int pack_cold(crdtdb_db *db, uint64_t upto, crdtdb_collect_stats *st)
+{
+    crdtdb_txn *t;
+    int rc = crdtdb_txn_begin(db, 0, &t);
+    if (rc)
+        return rc;
+    if ((rc = crdtdb__recs_pack(t, upto, &st->packed)) || st->packed == 0) {
+        crdtdb_txn_abort(t);
+        return rc;
+    }
+    return crdtdb_txn_commit(t);
 }
 
 static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *out)
@@ -507,6 +527,8 @@ static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *o
         return rc;
     if (!rc)
         rc = trim_log(db, st.horizon, &st);
+    if (!rc)
+        rc = pack_cold(db, st.horizon, &st);
     if (!rc && out)
         *out = st;
     return rc;

@@ -8,6 +8,7 @@
  */
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "storage/internal.h"
@@ -23,6 +24,7 @@ static const struct {
     {"dbinfo", offsetof(crdtdb_env, dbi_dbinfo)},   {"records", offsetof(crdtdb_env, dbi_records)},
     {"changes", offsetof(crdtdb_env, dbi_changes)}, {"peerids", offsetof(crdtdb_env, dbi_peerids)},
     {"marks", offsetof(crdtdb_env, dbi_marks)},     {"chains", offsetof(crdtdb_env, dbi_chains)},
+    {"packs", offsetof(crdtdb_env, dbi_packs)},
 };
 
 /* Copies table `name` from src (read txn) into dst, committing every
@@ -71,7 +73,8 @@ int crdtdb__copy_dense(crdtdb_env *env, const char *dir, int mark_restored)
         (rc = mdb_txn_begin(dst, NULL, 0, &dt)))
         goto out;
     for (size_t i = 0; !rc && i < sizeof tables / sizeof *tables; i++)
-        rc = copy_table(src, *(const MDB_dbi *)((const char *)env + tables[i].dbi), dst, &dt,
+        if (!env->no_packs || strcmp(tables[i].name, "packs") != 0)
+            rc = copy_table(src, *(const MDB_dbi *)((const char *)env + tables[i].dbi), dst, &dt,
                         tables[i].name);
     if (!rc && mark_restored) { /* its first read-write open: a new identity */
         MDB_dbi meta;

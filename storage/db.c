@@ -499,6 +499,7 @@ int crdtdb__drop(crdtdb_env *env, const char *id,
         !(mrc = mdb_del(mt, env->dbi_dbs, &k, NULL)) &&
         !(mrc = del_prefix(mt, env->dbi_dbinfo, num)) &&
         !(mrc = del_prefix(mt, env->dbi_records, num)) &&
+        !(mrc = del_prefix(mt, env->dbi_packs, num)) &&
         !(mrc = del_prefix(mt, env->dbi_changes, num)) &&
         !(mrc = del_prefix(mt, env->dbi_marks, num)) &&
         !(mrc = del_prefix(mt, env->dbi_chains, num)))
@@ -621,6 +622,8 @@ static int clear_call(crdtdb_db *db)
         return rc;
     /* the sequence and history stay: peers keep counting where we are */
     int mrc = del_prefix(t->mt, db->env->dbi_records, db->num);
+    if (!mrc)
+        mrc = del_prefix(t->mt, db->env->dbi_packs, db->num);
     if (!mrc)
         mrc = del_prefix(t->mt, db->env->dbi_changes, db->num);
     if (!mrc)

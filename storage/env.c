@@ -131,6 +131,11 @@ static int env_init(crdtdb_env *env, int rdonly)
         (rc = mdb_dbi_open(t, "marks", cf, &env->dbi_marks)) ||
         (rc = mdb_dbi_open(t, "chains", cf, &env->dbi_chains)))
         goto fail;
+    /* packs came with version 5: an older env opened read-only has none */
+    rc = mdb_dbi_open(t, "packs", cf, &env->dbi_packs);
+    env->no_packs = rc == MDB_NOTFOUND && rdonly;
+    if (rc && !env->no_packs)
+        goto fail;
     MDB_val v;
     rc = meta_get(t, env->dbi_meta, "version", &v);
     if (rc == MDB_NOTFOUND && !rdonly) {
@@ -152,15 +157,16 @@ static int env_init(crdtdb_env *env, int rdonly)
     if (rc)
         goto fail;
     uint32_t version = v.mv_size == 4 ? crdtdb__get_u32(v.mv_data) : 0;
-    if (version != CRDTDB__FORMAT_VERSION && (version < 1 || version > 3)) {
+    if (version != CRDTDB__FORMAT_VERSION && (version < 1 || version > 4)) {
         rc = MDB_VERSION_MISMATCH;
         goto fail;
     }
-    /* versions 1 (register entries only), 2 (origins by key) and 3 (the
-     * log whole) read as they are; a writer marks the env 4 before writing
-     * runs, version 4 blobs and trimmed logs, which older builds would
-     * misread (a run for one register, deleted whole; an export from below
-     * the trim missing registers) or not read: they must refuse the env */
+    /* versions 1 (register entries only), 2 (origins by key), 3 (the log
+     * whole) and 4 (no packs) read as they are; a writer marks the env 5
+     * before writing runs, version 4 blobs, trimmed logs and packs, which
+     * older builds would misread (a run for one register, deleted whole;
+     * an export from below the trim missing registers; packed records
+     * missing) or not read: they must refuse the env */
     if (version != CRDTDB__FORMAT_VERSION && !rdonly) {
         uint8_t ver[4];
         crdtdb__put_u32(ver, CRDTDB__FORMAT_VERSION);

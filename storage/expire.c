@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "storage/log.h"
+#include "storage/recs.h"
 
 /* dbinfo  u32 number | 't' -> u64 ttl ms | u64 closed at (ms; 0: open)
  *                           | u64 set at (ms) */
@@ -57,7 +58,8 @@ int crdtdb__last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *
             rkey.mv_size = crdtdb__reckey(rk, num, run.coll, (const char *)run.id, run.idlen);
             rkey.mv_data = rk;
         }
-        if (!rc && !mdb_get(mt, env->dbi_records, &rkey, &rv)) {
+        crdtdb__held *held = NULL;
+        if (!rc && !crdtdb__recs_get(env, mt, &held, &rkey, &rv)) {
             crdtdb__record r;
             crdtdb__origins orig; /* no handle here: a cache for this read */
             crdtdb__record_init(&r);
@@ -80,6 +82,7 @@ int crdtdb__last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *
             crdtdb__record_free(&r);
             crdtdb__origins_free(&orig);
         }
+        crdtdb__held_free(&held);
     } else if (mrc && mrc != MDB_NOTFOUND) {
         rc = crdtdb__mdb_err(mrc);
     }

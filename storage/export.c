@@ -11,6 +11,7 @@
 #include "crdt/array.h"
 #include "storage/export.h"
 #include "storage/log.h"
+#include "storage/recs.h"
 
 /* Export state: the snapshot, the cursor on the log, and the delta being
  * filled with where its range starts. */
@@ -50,7 +51,9 @@ struct crdtdb__exporter {
     uint64_t lfloor;           /* the log floor in the snapshot */
     uint64_t wsince, wfloor;   /* this pass walks registers in (wsince, wfloor] */
     int walk;                  /* 1: walking, 2: walked (0: no walk) */
-    MDB_cursor *rcur;          /* on the records while walking */
+    crdtdb__rwalk rw;          /* on the records while walking (rw_open) */
+    int rw_open;
+    crdtdb__held *held;        /* packs read, kept for the snapshot (recs.h) */
     uint8_t wkey[CRDTDB__RECKEY_MAX]; /* the record it is at (full key) */
     size_t wkeylen;
     uint64_t wseq;             /* that record's registers up to here went */
@@ -272,7 +275,7 @@ static int pack_entry(crdtdb__exporter *x, const crdtdb__log_entry *e)
     size_t rklen = e->rec ? 0 : crdtdb__reckey(rk, db->num, coll, (const char *)id, idlen);
     if (!e->rec && (x->rec_keylen != rklen || memcmp(x->rec_key, rk, rklen) != 0)) {
         MDB_val key = {rklen, rk}, blob;
-        int mrc = mdb_get(x->txn->mt, db->env->dbi_records, &key, &blob), rc;
+        int mrc = crdtdb__recs_get(db->env, x->txn->mt, &x->held, &key, &blob), rc;
         if (mrc == MDB_NOTFOUND) /* a log entry without its record */
             return crdtdb__db_seterr(db, CRDTDB_ECORRUPT, "change %llu names a missing record",
                                      (unsigned long long)seq);
@@ -435,19 +438,19 @@ static int walk(crdtdb__exporter *x)
     crdtdb_db *db = x->db;
     MDB_val k, v;
     int mrc = 0, rc = 0;
-    if (!x->rcur) {
-        if ((mrc = mdb_cursor_open(x->txn->mt, db->env->dbi_records, &x->rcur)))
-            return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", crdtdb__mdb_str(mrc));
+    if (!x->rw_open) {
         k.mv_size = x->wkeylen;
         k.mv_data = x->wkey;
-        mrc = mdb_cursor_get(x->rcur, &k, &v, MDB_SET_RANGE);
-        if (!mrc && (k.mv_size != x->wkeylen || memcmp(k.mv_data, x->wkey, x->wkeylen) != 0))
+        x->rw_open = 1;
+        mrc = crdtdb__rwalk_open(&x->rw, db->env, x->txn->mt, &k, 4, &x->held);
+        if (!mrc && (x->rw.k.mv_size != x->wkeylen ||
+                     memcmp(x->rw.k.mv_data, x->wkey, x->wkeylen) != 0))
             x->wseq = x->wsince; /* the record it stopped at went: the next, whole */
         x->wat = 0;
-    } else {
-        mrc = mdb_cursor_get(x->rcur, &k, &v, MDB_GET_CURRENT);
     }
-    for (; !mrc; mrc = mdb_cursor_get(x->rcur, &k, &v, MDB_NEXT)) {
+    for (; !mrc; mrc = crdtdb__rwalk_next(&x->rw)) {
+        k = x->rw.k;
+        v = x->rw.v;
         if (k.mv_size < 7 || crdtdb__get_u32(k.mv_data) != db->num)
             break;
         const uint8_t *kp = k.mv_data;
@@ -473,8 +476,8 @@ static int walk(crdtdb__exporter *x)
     }
     if (mrc && mrc != MDB_NOTFOUND)
         return crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "export: %s", crdtdb__mdb_str(mrc));
-    mdb_cursor_close(x->rcur);
-    x->rcur = NULL;
+    crdtdb__rwalk_close(&x->rw);
+    x->rw_open = 0;
     x->prev = x->wfloor; /* everything up to it went: a delta may end there */
     if (x->wfloor < x->lfloor) {
         /* a pass resumed under an older floor: what a trim took since,
@@ -744,8 +747,9 @@ void crdtdb__exporter_end(crdtdb__exporter *x)
     if (!x)
         return;
     crdtdb__log_close(&x->log);
-    if (x->rcur)
-        mdb_cursor_close(x->rcur);
+    if (x->rw_open)
+        crdtdb__rwalk_close(&x->rw);
+    crdtdb__held_free(&x->held);
     free(x->wregs);
     crdtdb__record_free(&x->rec);
     crdtdb__delta_free(&x->d);
@@ -813,7 +817,8 @@ static int export_record_call(crdtdb_db *db, const char *coll, const char *id,
     x.d.db_id.n = (uint32_t)strlen(db->id);
     x.d.sender = env->pk;
     x.d.recipient = peer;
-    int mrc = mdb_get(t->mt, env->dbi_records, &key, &blob);
+    crdtdb__held *held = NULL; /* the delta borrows from it, as from a page */
+    int mrc = crdtdb__recs_get(env, t->mt, &held, &key, &blob);
     if (mrc == 0 && !(rc = crdtdb__record_decode(&rec, blob.mv_data, blob.mv_size,
                                                  crdtdb__origins_at(&db->orig, t->mt)))) {
         /* the blob stays valid for the snapshot: the delta borrows it */
@@ -847,6 +852,7 @@ static int export_record_call(crdtdb_db *db, const char *coll, const char *id,
         out->len = 0;
     crdtdb__record_free(&rec);
     crdtdb__delta_free(&x.d);
+    crdtdb__held_free(&held);
     crdtdb_txn_abort(t);
     return rc;
 }

@@ -7,9 +7,10 @@
  *
  * LMDB layout (one environment, named sub-databases; integers big-endian so
  * keys sort numerically):
- *   meta     "version" -> u32 format version (3; 2: before origins by
- *            number, 1: before change-log runs; both still opened, and
- *            marked 3 by the first writable open)
+ *   meta     "version" -> u32 format version (5; 4: before packs, 3:
+ *            before the trimmed log, 2: before origins by number, 1:
+ *            before change-log runs; all still opened, and marked 5 by
+ *            the first writable open)
  *            "identity" -> 64-byte ed25519 secret key (public key = last 32)
  *            "next_db" -> u32 next database number
  *            "hlc"     -> u64 highest stamp issued or accepted
@@ -19,6 +20,9 @@
  *   records  u32 number | u16 collection | record id -> record blob
  *            (crdt/record.h: registers + cached visible rendering; a
  *            value the rendering holds is stored once, there)
+ *   packs    record key of the last record it holds -> u8 1 | zstd frame
+ *            of records collection packed (recs.h): each record is loose
+ *            in "records" or in one pack, and packs' ranges never overlap
  *   changes  u32 number | u64 seq -> u32 source | u16 collection | u8 0
  *                                       | u8 id length | id | varint n
  *            the change log: one entry per run of registers one store of a
@@ -75,7 +79,7 @@
 #include "crdtdb.h"
 #include "storage/origins.h"
 
-#define CRDTDB__FORMAT_VERSION 4u /* 3: the log never trimmed; 2: no origins by number; 1: change-log entries of one register only (all read still) */
+#define CRDTDB__FORMAT_VERSION 5u /* 4: no packs; 3: the log never trimmed; 2: no origins by number; 1: change-log entries of one register only (all read still) */
 #define CRDTDB__RECKEY_MAX (4 + 2 + CRDTDB_ID_MAX)
 #define CRDTDB__CHGKEY_LEN 12
 #define CRDTDB__CHG_HEAD 7 /* source, collection, id length */
@@ -84,7 +88,8 @@
 struct crdtdb_env {
     MDB_env *mdb;
     MDB_dbi dbi_meta, dbi_dbs, dbi_dbinfo, dbi_records, dbi_changes;
-    MDB_dbi dbi_peerids, dbi_marks, dbi_chains;
+    MDB_dbi dbi_peerids, dbi_marks, dbi_chains, dbi_packs;
+    int no_packs; /* a version 4 env opened read-only: no packs table */
     crdtdb_env_options opts;
     crdtdb__limits lim;
     uint8_t pk[CRDTDB_REPLICA_ID_BYTES];

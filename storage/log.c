@@ -5,6 +5,7 @@
 
 #include "crdt/array.h"
 #include "storage/log.h"
+#include "storage/recs.h"
 
 int crdtdb__log_parse(const MDB_val *k, const MDB_val *v, crdtdb__log_run *out)
 {
@@ -203,7 +204,7 @@ int crdtdb__log_open(crdtdb_db *db, MDB_txn *mt, uint64_t after, crdtdb__log_ite
     it->num = db->num;
     it->after = after;
     it->mt = mt;
-    it->records = db->env->dbi_records;
+    it->env = db->env;
     it->ot = crdtdb__origins_at(&db->orig, mt);
     it->max_slots = CRDTDB__LOG_CACHE_SLOTS;
     it->max_regs = CRDTDB__LOG_CACHE_REGS;
@@ -342,7 +343,7 @@ static int load(crdtdb__log_iter *it)
         return rc;
     struct crdtdb__log_slot *sl = &it->slot[it->nslot];
     MDB_val rk = {klen, kb}, rv;
-    int mrc = mdb_get(it->mt, it->records, &rk, &rv);
+    int mrc = crdtdb__recs_get(it->env, it->mt, &it->held, &rk, &rv);
     it->bad_seq = run->seq;
     if (mrc == MDB_NOTFOUND)
         it->bad_rec = CRDTDB_ENOTFOUND;
@@ -444,6 +445,7 @@ void crdtdb__log_close(crdtdb__log_iter *it)
         mdb_cursor_close(it->cur);
     it->cur = NULL;
     cache_empty(it);
+    crdtdb__held_free(&it->held); /* deltas borrowed from it till now */
     free(it->slot);
     free(it->index);
     it->slot = NULL;

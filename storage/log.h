@@ -108,7 +108,11 @@ int crdtdb__log_src(crdtdb_txn *t, uint64_t seq, uint32_t *src, int *found);
 typedef struct crdtdb__log_iter {
     MDB_cursor *cur;
     MDB_txn *mt;
-    MDB_dbi records;
+    crdtdb_env *env;
+    /* the packs records were read from (recs.h), kept until close: what
+     * was decoded from them may be borrowed for the whole walk, as from
+     * LMDB's pages */
+    struct crdtdb__held *held;
     const crdtdb__origin_table *ot; /* the handle's, for the records' origins */
     uint32_t num;
     uint64_t after;

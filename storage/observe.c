@@ -6,6 +6,7 @@
 #include "crdt/array.h"
 #include "crdt/buf.h"
 #include "storage/log.h"
+#include "storage/recs.h"
 
 static int observe_call(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
                         void *ctx, crdtdb_observer **out)
@@ -219,6 +220,7 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
         return rc;
     crdtdb__record rec;
     crdtdb__record_init(&rec);
+    crdtdb__held *held = NULL;
     int many = 0, found;
     crdtdb__log_entry e;
     while (!(rc = crdtdb__log_next(&it, &e, &found)) && found && e.seq <= upto) {
@@ -234,7 +236,7 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
         uint8_t key[CRDTDB__RECKEY_MAX];
         MDB_val rk = {crdtdb__reckey(key, db->num, coll, (const char *)id, idlen), key}, rv;
         int type = 0;
-        if (mdb_get(mt, env->dbi_records, &rk, &rv) == 0 &&
+        if (crdtdb__recs_get(env, mt, &held, &rk, &rv) == 0 &&
             crdtdb__record_decode(&rec, rv.mv_data, rv.mv_size,
                                   crdtdb__origins_at(&db->orig, mt)) == 0) {
             int vis = crdtdb__record_visible(&rec);
@@ -260,6 +262,7 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
     }
     crdtdb__log_close(&it);
     crdtdb__record_free(&rec);
+    crdtdb__held_free(&held);
     if (rc)
         return rc;
     if (many) {

@@ -6,6 +6,7 @@
 #include "crdt/array.h"
 #include "crdt/buf.h"
 #include "storage/log.h"
+#include "storage/recs.h"
 #include "storage/slot.h"
 
 /* Forgets record (c, id) inside write txn t: the record and its
@@ -131,7 +132,7 @@ static int own_below_floor(crdtdb_txn *t, uint64_t after, uint64_t lf, crdtdb__r
     own_walk w = {.db = db, .mt = t->mt, .after = after, .lf = lf,
                   .keys = keys, .nk = nk, .cap = cap};
     crdtdb__record_init(&w.rec);
-    int rc = crdtdb__db_each(db, t->mt, db->env->dbi_records, own_record, &w);
+    int rc = crdtdb__recs_each(db, t->mt, own_record, &w);
     crdtdb__record_free(&w.rec);
     return rc;
 }

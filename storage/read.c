@@ -3,7 +3,7 @@
 
 #include "crdt/buf.h"
 #include "crdt/query.h"
-#include "storage/internal.h"
+#include "storage/recs.h"
 
 /* Ends a read: only a transaction the call began itself is finished here; a
  * failed read never fails the caller's write batch. */
@@ -34,7 +34,8 @@ static int get_by_id_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
         return rc;
     uint8_t key[CRDTDB__RECKEY_MAX];
     MDB_val k = {crdtdb__reckey(key, db->num, (uint16_t)c, id, strlen(id)), key}, v;
-    int mrc = mdb_get(t->mt, db->env->dbi_records, &k, &v);
+    crdtdb__held *held = NULL;
+    int mrc = crdtdb__recs_get(db->env, t->mt, &held, &k, &v);
     const uint8_t *vis = NULL;
     size_t vlen = 0;
     if (mrc == 0)
@@ -52,6 +53,7 @@ static int get_by_id_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     } else if (rc == CRDTDB_ECORRUPT || rc == CRDTDB_EVERSION) {
         crdtdb__db_seterr(db, rc, "record '%s' is unreadable", id);
     }
+    crdtdb__held_free(&held);
     return read_end(t, own, rc);
 }
 
@@ -83,22 +85,17 @@ static int query_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
         crdtdb__query_free(&q);
         return rc;
     }
-    MDB_cursor *cur;
-    int mrc = mdb_cursor_open(t->mt, db->env->dbi_records, &cur);
-    if (mrc) {
-        crdtdb__query_free(&q);
-        return read_end(t, own, crdtdb__mdb_err(mrc));
-    }
     uint8_t prefix[6];
     crdtdb__reckey(prefix, db->num, (uint16_t)c, "", 0);
-    MDB_val k = {6, prefix}, v;
+    MDB_val from = {6, prefix};
     msgpack_zone zone;
     msgpack_zone_init(&zone, 4096);
     char id[CRDTDB_ID_MAX + 1];
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && !rc;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 6 || memcmp(k.mv_data, prefix, 6) != 0)
-            break;
+    crdtdb__rwalk w;
+    int mrc;
+    for (mrc = crdtdb__rwalk_open(&w, db->env, t->mt, &from, 6, NULL); mrc == 0 && !rc;
+         mrc = crdtdb__rwalk_next(&w)) {
+        MDB_val k = w.k, v = w.v;
         const uint8_t *vis;
         size_t vlen;
         if (crdtdb__record_blob_visible(v.mv_data, v.mv_size, &vis, &vlen)) {
@@ -126,7 +123,7 @@ static int query_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     if (!rc && mrc != 0 && mrc != MDB_NOTFOUND)
         rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "read: %s", crdtdb__mdb_str(mrc));
     msgpack_zone_destroy(&zone);
-    mdb_cursor_close(cur);
+    crdtdb__rwalk_close(&w);
     crdtdb__query_free(&q);
     return read_end(t, own, rc);
 }

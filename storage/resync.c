@@ -19,6 +19,7 @@
 
 #include "crdt/array.h"
 #include "crdt/hlc.h"
+#include "storage/recs.h"
 #include "storage/slot.h"
 
 /* on 1: a resync began; 0: none was needed after all; 2: it ended here */
@@ -145,7 +146,7 @@ static int copy_key(void *ctx, const MDB_val *k, const MDB_val *v)
 static int all_keys(crdtdb_db *db, MDB_txn *mt, crdtdb__rkey **keys, uint32_t *n)
 {
     keys_walk w = {keys, n, 0};
-    return crdtdb__db_each(db, mt, db->env->dbi_records, copy_key, &w);
+    return crdtdb__recs_each(db, mt, copy_key, &w);
 }
 
 static int seen(const crdtdb__record *r, uint64_t seq, uint64_t hlc, uint64_t acked,

@@ -11,6 +11,7 @@
 
 #include "crdt/buf.h"
 #include "storage/log.h"
+#include "storage/recs.h"
 #include "storage/slot.h"
 
 /* Loads the record into db->rec (its blob copied into db->blob: LMDB pages
@@ -31,6 +32,9 @@ int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
     int rc = t->rec_cur ? 0 : mdb_cursor_open(t->mt, db->env->dbi_records, &t->rec_cur);
     if (!rc)
         rc = mdb_cursor_get(t->rec_cur, &k, &v, MDB_SET_KEY);
+    int unpacked = 0; /* a packed record is written loose, with its pack */
+    if (rc == MDB_NOTFOUND && !(rc = crdtdb__recs_unpack(db->env, t->mt, &s->k, &unpacked)))
+        rc = unpacked ? mdb_cursor_get(t->rec_cur, &k, &v, MDB_SET_KEY) : MDB_NOTFOUND;
     s->exists = rc == 0;
     crdtdb__record_clear(&db->rec);
     db->blob.len = 0;

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "storage/internal.h"
+#include "storage/recs.h"
 
 /* What crdtdb_db_stat counts into, for each record and change. */
 typedef struct counting {
@@ -56,7 +56,7 @@ static int stat_call(crdtdb_db *db, crdtdb_db_stats *out)
     counting cn = {db, out};
     if (!(rc = crdtdb__seq_read(db->env, t->mt, db->num, &out->seq)) &&
         !(rc = crdtdb__logfloor_read(db, t->mt, &out->log_floor)) &&
-        !(rc = crdtdb__db_each(db, t->mt, db->env->dbi_records, count_record, &cn)))
+        !(rc = crdtdb__recs_each(db, t->mt, count_record, &cn)))
         rc = crdtdb__db_each(db, t->mt, db->env->dbi_changes, count_change, &cn);
     crdtdb_txn_abort(t);
     return rc;

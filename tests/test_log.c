@@ -13,6 +13,7 @@
 #include "crdt/buf.h"
 #include "crdt/record.h"
 #include "storage/log.h"
+#include "storage/recs.h"
 #include "tests/replica.h"
 #include "tests/testutil.h"
 
@@ -57,17 +58,15 @@ static int reg_cmp(const void *a, const void *b)
 /* Every live register of db's records, by sequence. */
 static void from_records(crdtdb_db *db, MDB_txn *mt, regs *out)
 {
-    MDB_cursor *c;
-    ck_assert_int_eq(mdb_cursor_open(mt, db->env->dbi_records, &c), 0);
     uint8_t pre[4];
     crdtdb__put_u32(pre, db->num);
-    MDB_val k = {4, pre}, v;
+    MDB_val from = {4, pre};
+    crdtdb__rwalk w; /* loose and packed */
     crdtdb__record r;
     crdtdb__record_init(&r);
-    for (int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 7 || memcmp(k.mv_data, pre, 4) != 0)
-            break;
+    for (int rc = crdtdb__rwalk_open(&w, db->env, mt, &from, 4, NULL); rc == 0;
+         rc = crdtdb__rwalk_next(&w)) {
+        MDB_val k = w.k, v = w.v;
         const uint8_t *kp = k.mv_data;
         if (crdtdb__record_decode(&r, v.mv_data, v.mv_size, crdtdb__origins_at(&db->orig, mt)))
             ck_abort_msg("a record does not decode");
@@ -87,7 +86,7 @@ static void from_records(crdtdb_db *db, MDB_txn *mt, regs *out)
         }
     }
     crdtdb__record_free(&r);
-    mdb_cursor_close(c);
+    crdtdb__rwalk_close(&w);
     if (out->n)
         qsort(out->v, out->n, sizeof *out->v, reg_cmp);
 }
