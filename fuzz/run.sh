@@ -31,7 +31,7 @@ fi
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
-targets=(json record delta apply token session cluster config)
+targets=(json record delta apply token session cluster config pack)
 
 # -fsanitize=fuzzer-no-link instruments the library itself, so libFuzzer
 # gets coverage from crdtdb code and not only from the harnesses.

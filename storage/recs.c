@@ -72,6 +72,14 @@ static int entry_at(const uint8_t *b, size_t len, size_t *off, const uint8_t *pf
     return 0;
 }
 
+/* LMDB's default order of keys: bytes, then the shorter first. */
+static int key_cmp(const MDB_val *a, const MDB_val *b)
+{
+    size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+    int c = memcmp(a->mv_data, b->mv_data, n);
+    return c ? c : (a->mv_size > b->mv_size) - (a->mv_size < b->mv_size);
+}
+
 /* Whether there are no packs at all: the common case then costs no
  * cursor. */
 static int packs_empty(crdtdb_env *env, MDB_txn *mt, int *empty)
@@ -118,7 +126,29 @@ static int pack_lookup(const crdtdb__held *h, const MDB_val *k, MDB_val *v)
     return MDB_NOTFOUND;
 }
 
-/* Pack (pk, pv) decompressed into a new node *out. */
+/* Whether pack h is as collection writes it: its records' keys valid
+ * (ids without NUL), in strictly increasing order, the last the pack's
+ * own key.  Checked once, as it is decompressed: readers rely on it.
+ * 0 or MDB_CORRUPTED. */
+static int pack_check(const crdtdb__held *h)
+{
+    MDB_val k, v, prev = {0, NULL};
+    for (size_t off = 0; off < h->len;) {
+        int rc = entry_at(h->data, h->len, &off, h->key, &k, &v);
+        if (rc)
+            return rc;
+        if (memchr((const uint8_t *)k.mv_data + 6, 0, k.mv_size - 6) ||
+            (prev.mv_data && key_cmp(&prev, &k) >= 0))
+            return MDB_CORRUPTED;
+        prev = k;
+    }
+    return prev.mv_data && prev.mv_size == h->keylen &&
+                   memcmp(prev.mv_data, h->key, h->keylen) == 0
+               ? 0
+               : MDB_CORRUPTED;
+}
+
+/* Pack (pk, pv) decompressed and checked into a new node *out. */
 static int held_inflate(const MDB_val *pk, const MDB_val *pv, crdtdb__held **out)
 {
     size_t n;
@@ -129,14 +159,14 @@ static int held_inflate(const MDB_val *pk, const MDB_val *pv, crdtdb__held **out
     crdtdb__held *h = malloc(sizeof *h + n);
     if (!h)
         return ENOMEM;
-    if ((mrc = pack_inflate(pv, h->data, n))) {
-        free(h);
-        return mrc;
-    }
     memcpy(h->key, pk->mv_data, pk->mv_size);
     h->keylen = pk->mv_size;
     h->len = n;
     h->next = NULL;
+    if ((mrc = pack_inflate(pv, h->data, n)) || (mrc = pack_check(h))) {
+        free(h);
+        return mrc;
+    }
     *out = h;
     return 0;
 }
