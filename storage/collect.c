@@ -262,6 +262,8 @@ static int collect_one(crdtdb_txn *t, const crdtdb__rkey *key, const hz *h,
         floor_note(fl, src, seq);
     }
     uint64_t newest = r->base_hlc; /* every leaf left is older: dead */
+    if ((rc = crdtdb__slot_place(t, &s))) /* removes are never packed; in case */
+        return rc;
     int mrc = mdb_cursor_del(t->rec_cur, 0);
     for (uint32_t i = 0; !mrc && i <= r->nleaves; i++)
         mrc = crdtdb__log_drop(t, i < r->nleaves ? r->leaves[i].seq : r->base_seq, NULL, NULL, 0);
@@ -296,7 +298,7 @@ static int batch_end(crdtdb_txn *t, crdtdb_collect_stats *st, crdtdb__floor *fl,
     if (rc) {
         crdtdb_txn_abort(t);
         if (rc == CRDTDB_ECORRUPT)
-            return crdtdb__db_seterr(db, rc, "collect: a record or mark is unreadable");
+            return crdtdb__db_seterr(db, rc, "collect: a record, pack of records or mark is unreadable");
         return db->errcode == rc ? rc
                                  : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
     }
@@ -441,7 +443,7 @@ static int trim_log(crdtdb_db *db, uint64_t upto, crdtdb_collect_stats *st)
         if (rc) {
             crdtdb_txn_abort(t);
             return rc == CRDTDB_ECORRUPT
-                       ? crdtdb__db_seterr(db, rc, "collect: a change-log entry or record is unreadable")
+                       ? crdtdb__db_seterr(db, rc, "collect: a change-log entry, record or pack of records is unreadable")
                        : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
         }
         if (wrote <= noted && lf == lf0 && st->log_entries == dropped0) {
@@ -508,7 +510,7 @@ static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *o
         t = NULL;
     else if (rc)
         rc = rc == CRDTDB_ECORRUPT
-                 ? crdtdb__db_seterr(db, rc, "collect: a record or mark is unreadable")
+                 ? crdtdb__db_seterr(db, rc, "collect: a record, pack of records or mark is unreadable")
                  : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
     /* the horizon only moves up meanwhile: what is stable stays so */
     uint64_t batch = st.records;

@@ -59,7 +59,10 @@ int crdtdb__last_write_ms(crdtdb_env *env, MDB_txn *mt, uint32_t num, uint64_t *
             rkey.mv_data = rk;
         }
         crdtdb__held *held = NULL;
-        if (!rc && !crdtdb__recs_get(env, mt, &held, &rkey, &rv)) {
+        int got = rc ? MDB_NOTFOUND : crdtdb__recs_get(env, mt, &held, &rkey, &rv);
+        if (got && got != MDB_NOTFOUND) /* not read is not "never written" */
+            rc = crdtdb__mdb_err(got);
+        if (!got) {
             crdtdb__record r;
             crdtdb__origins orig; /* no handle here: a cache for this read */
             crdtdb__record_init(&r);

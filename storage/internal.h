@@ -201,6 +201,7 @@ struct crdtdb_txn {
                             that began at the reservation (kept only if it numbers) */
     int ticked;          /* it issued a stamp of ours (crdtdb__txn_tick) */
     int borrowed;        /* a read inside the precommit hook: the write's LMDB txn, not its own */
+    struct crdtdb__held *held; /* packs its slot loads read (recs.h), until it ends */
 };
 
 /* txn.c: the early-relay reservation, dbinfo 'n' (the layout above): *upto

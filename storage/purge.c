@@ -17,7 +17,7 @@ static int purge_in(crdtdb_txn *t, uint16_t c, const char *id)
     crdtdb_db *db = t->db;
     crdtdb__slot s;
     int rc = crdtdb__slot_load(t, &s, c, id);
-    if (rc || !s.exists)
+    if (rc || !s.exists || (rc = crdtdb__slot_place(t, &s)))
         return rc;
     const crdtdb__record *r = &db->rec;
     int mrc = mdb_cursor_del(t->rec_cur, 0);

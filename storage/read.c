@@ -50,8 +50,10 @@ static int get_by_id_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     } else if (!rc) {
         crdtdb__db_seterr(db, 0, "Object with id '%s' not found in collection '%s'",
                           id, db->colls[c]);
-    } else if (rc == CRDTDB_ECORRUPT || rc == CRDTDB_EVERSION) {
+    } else if (mrc == 0 && (rc == CRDTDB_ECORRUPT || rc == CRDTDB_EVERSION)) {
         crdtdb__db_seterr(db, rc, "record '%s' is unreadable", id);
+    } else if (mrc == MDB_CORRUPTED) {
+        crdtdb__db_seterr(db, rc, "record '%s': its pack is unreadable", id);
     }
     crdtdb__held_free(&held);
     return read_end(t, own, rc);
@@ -120,7 +122,10 @@ static int query_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
         id[k.mv_size - 6] = 0;
         rc = cb(ctx, id, vis, vlen);
     }
-    if (!rc && mrc != 0 && mrc != MDB_NOTFOUND)
+    if (!rc && mrc == MDB_CORRUPTED)
+        rc = crdtdb__db_seterr(db, CRDTDB_ECORRUPT, "query of '%s': a pack of records is "
+                               "unreadable", coll);
+    else if (!rc && mrc != 0 && mrc != MDB_NOTFOUND)
         rc = crdtdb__db_seterr(db, crdtdb__mdb_err(mrc), "read: %s", crdtdb__mdb_str(mrc));
     msgpack_zone_destroy(&zone);
     crdtdb__rwalk_close(&w);

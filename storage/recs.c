@@ -85,9 +85,12 @@ static int key_cmp(const MDB_val *a, const MDB_val *b)
 static int packs_empty(crdtdb_env *env, MDB_txn *mt, int *empty)
 {
     MDB_stat ms;
-    if (env->no_packs) {
+    if (env->no_packs) { /* unless a newer build took the env on since */
+        MDB_val k = {7, (void *)"version"}, v;
         *empty = 1;
-        return 0;
+        int mrc = mdb_get(mt, env->dbi_meta, &k, &v);
+        return mrc ? mrc : v.mv_size == 4 && crdtdb__get_u32(v.mv_data) < 5 ? 0
+                                                                         : MDB_VERSION_MISMATCH;
     }
     int mrc = mdb_stat(mt, env->dbi_packs, &ms);
     *empty = !mrc && ms.ms_entries == 0;
@@ -174,9 +177,17 @@ static int held_inflate(const MDB_val *pk, const MDB_val *pv, crdtdb__held **out
 int crdtdb__recs_get(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held, const MDB_val *k,
                      MDB_val *v)
 {
-    MDB_val key = *k, pk, pv;
+    MDB_val key = *k;
     int mrc = mdb_get(mt, env->dbi_records, &key, v);
-    if (mrc != MDB_NOTFOUND || (mrc = pack_find(env, mt, k, &pk, &pv)))
+    return mrc == MDB_NOTFOUND ? crdtdb__recs_get_packed(env, mt, held, k, v) : mrc;
+}
+
+int crdtdb__recs_get_packed(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held,
+                            const MDB_val *k, MDB_val *v)
+{
+    MDB_val pk, pv;
+    int mrc = pack_find(env, mt, k, &pk, &pv);
+    if (mrc)
         return mrc;
     for (crdtdb__held *h = *held; h; h = h->next)
         if (h->keylen == pk.mv_size && memcmp(h->key, pk.mv_data, pk.mv_size) == 0)
@@ -278,13 +289,14 @@ static int pack_step(crdtdb__rwalk *w)
     return pack_load(w, mdb_cursor_get(w->pc, &k, &v, MDB_NEXT), &k, &v);
 }
 
-/* Makes the smaller of the two sides' records the current one.  A key on
- * both (a write in the walk's own transaction unpacked the pack being
- * walked) is the loose record's. */
+/* Makes the smaller of the two sides' records the current one (its key
+ * copied: a write in the walk's own transaction may move what k points
+ * to).  A key on both sides, which a seek after such a write can meet, is
+ * the loose record's. */
 static int pick(crdtdb__rwalk *w)
 {
     int c = 0, mrc;
-    while (w->lok && w->pok && (c = mdb_cmp(w->mt, w->records, &w->lk, &w->pk)) == 0)
+    while (w->lok && w->pok && (c = key_cmp(&w->lk, &w->pk)) == 0)
         if ((mrc = pack_step(w)))
             return mrc;
     if (!w->lok && !w->pok)
@@ -293,7 +305,41 @@ static int pick(crdtdb__rwalk *w)
     w->pack_last = w->packed && w->pnext >= w->cur->len;
     w->k = w->packed ? w->pk : w->lk;
     w->v = w->packed ? w->pv : w->lv;
+    memcpy(w->at, w->k.mv_data, w->atlen = w->k.mv_size);
     return 0;
+}
+
+/* Both sides on the first record at `from` or past it (strictly past:
+ * past).  from must not point into the pack being walked. */
+static int seek(crdtdb__rwalk *w, const MDB_val *from, int past)
+{
+    w->lk = *from;
+    int mrc = mdb_cursor_get(w->lc, &w->lk, &w->lv, MDB_SET_RANGE);
+    if (!mrc && past && key_cmp(&w->lk, from) == 0)
+        mrc = mdb_cursor_get(w->lc, &w->lk, &w->lv, MDB_NEXT);
+    if ((mrc = loose_at(w, mrc)) || !w->pc) {
+        w->pok = 0;
+        return mrc;
+    }
+    MDB_val k = *from, v;
+    mrc = pack_load(w, mdb_cursor_get(w->pc, &k, &v, MDB_SET_RANGE), &k, &v);
+    /* the pack's first records may be before it */
+    for (int c; !mrc && w->pok && ((c = key_cmp(&w->pk, from)) < 0 || (past && c == 0));)
+        mrc = pack_step(w);
+    return mrc;
+}
+
+/* How many loose records and packs the environment holds: what a write
+ * in the walk's own transaction changes, but for an update in place. */
+static int counts(const crdtdb__rwalk *w, size_t *nloose, size_t *npacks)
+{
+    MDB_stat ms;
+    int mrc = mdb_stat(w->mt, w->records, &ms);
+    *nloose = ms.ms_entries;
+    *npacks = 0;
+    if (!mrc && w->pc && !(mrc = mdb_stat(w->mt, w->packs, &ms)))
+        *npacks = ms.ms_entries;
+    return mrc;
 }
 
 int crdtdb__rwalk_open(crdtdb__rwalk *w, crdtdb_env *env, MDB_txn *mt, const MDB_val *from,
@@ -303,28 +349,41 @@ int crdtdb__rwalk_open(crdtdb__rwalk *w, crdtdb_env *env, MDB_txn *mt, const MDB
     w->mt = mt;
     w->keep = keep;
     w->records = env->dbi_records;
+    w->packs = env->dbi_packs;
     w->plen = plen < from->mv_size ? plen : from->mv_size;
     memcpy(w->prefix, from->mv_data, w->plen);
     int empty, mrc = mdb_cursor_open(mt, env->dbi_records, &w->lc);
-    if (!mrc) {
-        w->lk = *from;
-        mrc = loose_at(w, mdb_cursor_get(w->lc, &w->lk, &w->lv, MDB_SET_RANGE));
-    }
-    if (!mrc && !(mrc = packs_empty(env, mt, &empty)) && !empty &&
-        !(mrc = mdb_cursor_open(mt, env->dbi_packs, &w->pc))) {
-        MDB_val k = *from, v;
-        mrc = pack_load(w, mdb_cursor_get(w->pc, &k, &v, MDB_SET_RANGE), &k, &v);
-        /* the pack's first records may be before `from` */
-        while (!mrc && w->pok && mdb_cmp(mt, w->records, &w->pk, from) < 0)
-            mrc = pack_step(w);
-    }
+    if (!mrc && !(mrc = packs_empty(env, mt, &empty)) && !empty)
+        mrc = mdb_cursor_open(mt, env->dbi_packs, &w->pc);
+    if (!mrc)
+        mrc = counts(w, &w->nloose, &w->npacks);
+    if (!mrc)
+        mrc = seek(w, from, 0);
     return mrc ? mrc : pick(w);
 }
 
 int crdtdb__rwalk_next(crdtdb__rwalk *w)
 {
-    int mrc = w->packed ? pack_step(w)
-                        : loose_at(w, mdb_cursor_get(w->lc, &w->lk, &w->lv, MDB_NEXT));
+    size_t nl, np;
+    int mrc = counts(w, &nl, &np);
+    if (mrc)
+        return mrc;
+    if (nl != w->nloose || np != w->npacks) {
+        /* the walk's own transaction added, removed or unpacked records
+         * (a query's callback): the walk goes on afresh past where it is */
+        w->nloose = nl;
+        w->npacks = np;
+        MDB_val at = {w->atlen, w->at};
+        mrc = seek(w, &at, 1);
+    } else if (w->packed) {
+        mrc = pack_step(w);
+        /* the loose side waits on its record, whose page an update in
+         * place may have moved */
+        if (!mrc && w->lok)
+            mrc = loose_at(w, mdb_cursor_get(w->lc, &w->lk, &w->lv, MDB_GET_CURRENT));
+    } else {
+        mrc = loose_at(w, mdb_cursor_get(w->lc, &w->lk, &w->lv, MDB_NEXT));
+    }
     return mrc ? mrc : pick(w);
 }
 

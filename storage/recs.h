@@ -36,6 +36,10 @@ void crdtdb__held_free(crdtdb__held **held);
 int crdtdb__recs_get(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held, const MDB_val *k,
                      MDB_val *v);
 
+/* crdtdb__recs_get of a key not loose: only its pack is looked in. */
+int crdtdb__recs_get_packed(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held,
+                            const MDB_val *k, MDB_val *v);
+
 /* If record key k is packed, unpacks its whole pack in write txn mt: every
  * record in it becomes loose and the pack goes (*unpacked 1).  The same
  * codes as crdtdb__recs_get; MDB_CORRUPTED too when a record of the pack
@@ -48,10 +52,13 @@ int crdtdb__recs_unpack(crdtdb_env *env, MDB_txn *mt, const MDB_val *k, int *unp
  * open).  k and v borrow: a loose record's LMDB page, or the pack being
  * walked, until the walk moves past that pack, or, when opened with a
  * `keep` list, until the caller frees that list (crdtdb__held_free), which
- * takes each pack the walk leaves; the walk writes nothing. */
+ * takes each pack the walk leaves; the walk writes nothing.  Writes in
+ * the walk's own transaction between steps (a query's callback) are seen
+ * as an LMDB cursor would see them: the walk goes on past the key it was
+ * at, over the records as they are now. */
 typedef struct crdtdb__rwalk {
     MDB_txn *mt;
-    MDB_dbi records;
+    MDB_dbi records, packs;
     MDB_cursor *lc, *pc; /* the loose records; the packs (NULL: none) */
     uint8_t prefix[CRDTDB__RECKEY_MAX];
     size_t plen;
@@ -63,6 +70,9 @@ typedef struct crdtdb__rwalk {
     int packed;       /* k, v are a packed record's */
     int pack_last;    /* the last record of its pack (k is the pack's key) */
     MDB_val k, v;     /* the current record */
+    uint8_t at[CRDTDB__RECKEY_MAX]; /* its key, copied */
+    size_t atlen;
+    size_t nloose, npacks; /* the tables' entries, to see the txn's own writes */
 } crdtdb__rwalk;
 /* Opens w on the first record at or past `from` whose key begins with
  * from's first plen bytes (4: a database's, 6: one collection's).  0 (on

@@ -32,9 +32,16 @@ int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
     int rc = t->rec_cur ? 0 : mdb_cursor_open(t->mt, db->env->dbi_records, &t->rec_cur);
     if (!rc)
         rc = mdb_cursor_get(t->rec_cur, &k, &v, MDB_SET_KEY);
-    int unpacked = 0; /* a packed record is written loose, with its pack */
-    if (rc == MDB_NOTFOUND && !(rc = crdtdb__recs_unpack(db->env, t->mt, &s->k, &unpacked)))
-        rc = unpacked ? mdb_cursor_get(t->rec_cur, &k, &v, MDB_SET_KEY) : MDB_NOTFOUND;
+    /* a packed record is read from its pack; it goes loose only if it is
+     * stored (slot_place): a load that changes nothing unpacks nothing */
+    s->packed = 0;
+    if (rc == MDB_NOTFOUND) {
+        rc = crdtdb__recs_get_packed(db->env, t->mt, &t->held, &s->k, &v);
+        s->packed = rc == 0;
+        if (rc == MDB_CORRUPTED)
+            return crdtdb__db_seterr(db, CRDTDB_ECORRUPT, "record '%s' in '%s': its pack is "
+                                     "unreadable", id, db->colls[coll]);
+    }
     s->exists = rc == 0;
     crdtdb__record_clear(&db->rec);
     db->blob.len = 0;
@@ -52,6 +59,24 @@ int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
         return crdtdb__db_seterr(db, rc, "record '%s' in '%s' is unreadable: %s",
                                  id, db->colls[coll], crdtdb_strerror(rc));
     s->was_visible = crdtdb__record_visible(&db->rec);
+    return 0;
+}
+
+int crdtdb__slot_place(crdtdb_txn *t, crdtdb__slot *s)
+{
+    if (!s->packed)
+        return 0;
+    crdtdb_db *db = t->db;
+    MDB_val k = s->k, v;
+    int unpacked, rc = crdtdb__recs_unpack(db->env, t->mt, &s->k, &unpacked);
+    if (!rc)
+        rc = unpacked ? mdb_cursor_get(t->rec_cur, &k, &v, MDB_SET_KEY) : MDB_CORRUPTED;
+    if (rc == MDB_CORRUPTED)
+        return crdtdb__db_seterr(db, CRDTDB_ECORRUPT, "record '%.*s': its pack is unreadable",
+                                 (int)s->idlen, s->id);
+    if (rc)
+        return crdtdb__db_seterr(db, crdtdb__mdb_err(rc), "unpack: %s", crdtdb__mdb_str(rc));
+    s->packed = 0;
     return 0;
 }
 
@@ -117,6 +142,8 @@ int crdtdb__slot_store(crdtdb_txn *t, crdtdb__slot *s, uint32_t src)
                                                "the environment may number (max_origins)",
                                        (unsigned)env->opts.max_origins)
                    : crdtdb__db_seterr(db, rc, "store: %s", crdtdb_strerror(rc));
+    if (s->exists && (rc = crdtdb__slot_place(t, s)))
+        return rc;
     MDB_val v = {db->enc.len, db->enc.data};
     int empty = r->base_kind == CRDTDB__BASE_NONE && r->nleaves == 0; /* all taken back */
     int mrc = empty ? (s->exists ? mdb_cursor_del(t->rec_cur, 0) : 0)

@@ -15,7 +15,10 @@ typedef struct crdtdb__slot {
     uint8_t key[CRDTDB__RECKEY_MAX];
     MDB_val k;
     int was_visible;
-    int exists;        /* the records cursor sits on it: replace in place */
+    int exists;        /* it is there: loose, the records cursor on it (replace
+                          in place), or packed */
+    int packed;        /* read from its pack (recs.h): crdtdb__slot_place
+                          writes it loose, with its pack, before it changes */
     uint64_t seq_before;
 } crdtdb__slot;
 /* Loads record (coll, id) into db->rec.  0 or an error (message set). */
@@ -31,6 +34,10 @@ typedef struct crdtdb__rkey {
  * collection this handle does not know loads as absent (s->exists 0). */
 int crdtdb__slot_load_key(crdtdb_txn *t, crdtdb__slot *s, const crdtdb__rkey *key,
                           char id[CRDTDB_ID_MAX + 1]);
+/* Puts the records cursor on a record crdtdb__slot_load found (loose or
+ * packed: its whole pack written loose first), for a change in place.
+ * 0 or an error (message set). */
+int crdtdb__slot_place(crdtdb_txn *t, crdtdb__slot *s);
 /* Numbers new registers, stores db->rec (deletes it when it holds no
  * register at all), logs its changes as coming from peer number `src`,
  * records the observer event. */

@@ -54,10 +54,15 @@ static int stat_call(crdtdb_db *db, crdtdb_db_stats *out)
     if (rc)
         return rc;
     counting cn = {db, out};
+    db->errcode = 0; /* what the walks below leave unset is told apart */
     if (!(rc = crdtdb__seq_read(db->env, t->mt, db->num, &out->seq)) &&
         !(rc = crdtdb__logfloor_read(db, t->mt, &out->log_floor)) &&
         !(rc = crdtdb__recs_each(db, t->mt, count_record, &cn)))
         rc = crdtdb__db_each(db, t->mt, db->env->dbi_changes, count_change, &cn);
+    if (rc && db->errcode != rc) /* a walk's failure, which sets none */
+        crdtdb__db_seterr(db, rc, "stat of '%s': %s", db->id,
+                          rc == CRDTDB_ECORRUPT ? "a pack of records is unreadable"
+                                                : crdtdb_strerror(rc));
     crdtdb_txn_abort(t);
     return rc;
 }

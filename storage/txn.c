@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "crdt/hlc.h"
-#include "storage/internal.h"
+#include "storage/recs.h"
 
 /* Sequences reserved ahead for early relay (crdtdb_db_set_precommit):
  * renewed by the commit that comes within half a block of the end. */
@@ -140,6 +140,7 @@ int crdtdb_txn_begin(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
 
 static void txn_free(crdtdb_txn *t)
 {
+    crdtdb__held_free(&t->held);
     if (t->borrowed) { /* nothing of the write's is its */
         free(t);
         return;

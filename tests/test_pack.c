@@ -388,6 +388,11 @@ START_TEST(damaged_pack_is_an_error)
     ck_assert_int_eq(crdtdb_db_update(A.db, NULL, "players", "p010", m.data, m.len),
                      CRDTDB_ECORRUPT);
     ck_assert_uint_eq(nloose(&A), 0); /* nothing half unpacked */
+    crdtdb_db_stats ds;
+    ck_assert_int_eq(crdtdb_db_stat(A.db, &ds), CRDTDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(crdtdb_db_errmsg(A.db), "pack"));
+    ck_assert_int_eq(crdtdb_db_collect(A.db, 0, NULL), CRDTDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(crdtdb_db_errmsg(A.db), "pack"));
     /* a record of another collection is not in that pack's range */
     put(&A, "add", "moves", "m", "{\"x\":1}");
     crdtdb_buf_free(&m);
@@ -493,6 +498,127 @@ START_TEST(random_schedule_reads_as_its_twin_without_collection)
 }
 END_TEST
 
+
+/* An id of 250 bytes or more (a key past one byte's length) stays loose;
+ * the rest around it pack. */
+START_TEST(long_ids_stay_loose)
+{
+    replica A;
+    replica_init(&A, &now_ms, "game");
+    players(&A, 30, 0);
+    char id[256];
+    memset(id, 'q', 255);
+    id[255] = 0;
+    put(&A, "add", "players", id, "{\"hp\":2}");
+    id[249] = 0;
+    put(&A, "add", "players", id, "{\"hp\":3}");
+    id[249] = 'q';
+    crdtdb_collect_stats st = collect(&A);
+    ck_assert_uint_eq(st.packed, 31); /* a key of 255 bytes packs */
+    ck_assert_uint_eq(nloose(&A), 1);
+    char *g = tu_get(A.db, "players", id);
+    ck_assert_str_eq(g, "{\"hp\":2}");
+    free(g);
+    ck_assert_uint_eq(collect(&A).packed, 0); /* and collection goes on */
+    replica_free(&A);
+}
+END_TEST
+
+/* A query inside a write transaction whose callback writes sees what a
+ * walk of loose records alone would: the walk goes on past where it is,
+ * over the records as they are now. */
+typedef struct qw {
+    replica *r;
+    crdtdb_txn *t;
+    int mode;
+    crdtdb_buf seen;
+} qw;
+
+static int writing_cb(void *ctx, const char *id, const uint8_t *v, size_t len)
+{
+    qw *q = ctx;
+    char *j = tu_json(v, len);
+    crdtdb__buf_append(&q->seen, id, strlen(id));
+    crdtdb__buf_append(&q->seen, "=", 1);
+    crdtdb__buf_append(&q->seen, j, strlen(j));
+    crdtdb__buf_append(&q->seen, ";", 1);
+    free(j);
+    if (strcmp(id, "p000") == 0) {
+        char big[700];
+        switch (q->mode) {
+        case 0: put_in(q->r, q->t, "remove", "players", "p005", NULL); break;
+        case 1: put_in(q->r, q->t, "update", "players", "p005", "{\"hp\":555}"); break;
+        case 2: put_in(q->r, q->t, "add", "players", "p003a", "{\"hp\":33}"); break;
+        default: /* grow a loose record on a page this txn already wrote */
+            snprintf(big, sizeof big, "{\"hp\":2,\"s\":\"%0600d\"}", 7);
+            put_in(q->r, q->t, "update", "players", "p000y", big);
+        }
+    }
+    return 0;
+}
+
+static char *writing_query(int packed, int mode)
+{
+    replica A;
+    replica_init(&A, &now_ms, "game");
+    players(&A, 10, 0);
+    if (packed)
+        ck_assert_uint_eq(collect(&A).packed, 10);
+    qw q = {&A, NULL, mode, CRDTDB_BUF_INIT};
+    ck_assert_int_eq(crdtdb_txn_begin(A.db, 0, &q.t), 0);
+    put_in(&A, q.t, "add", "players", "p000y", "{\"hp\":8,\"pad\":\"yyyyyyyyyyyyyyyyyyyy\"}");
+    put_in(&A, q.t, "add", "players", "p000x", "{\"hp\":9}");
+    ck_assert_msg(crdtdb_db_query(A.db, q.t, "players", NULL, 0, writing_cb, &q) == 0, "%s",
+                  crdtdb_db_errmsg(A.db));
+    crdtdb_txn_abort(q.t);
+    crdtdb__buf_append(&q.seen, "", 1);
+    replica_free(&A);
+    return (char *)q.seen.data;
+}
+
+START_TEST(query_whose_callback_writes_reads_as_without_packs)
+{
+    for (int mode = 0; mode < 4; mode++) {
+        char *loose = writing_query(0, mode), *packed = writing_query(1, mode);
+        ck_assert_msg(strcmp(loose, packed) == 0, "mode %d: %s", mode, diffat(loose, packed));
+        free(loose);
+        free(packed);
+    }
+}
+END_TEST
+
+/* What changes nothing unpacks nothing: a delta applied again, a read. */
+START_TEST(a_load_that_changes_nothing_leaves_the_pack)
+{
+    replica A, B;
+    replica_init(&A, &now_ms, "game");
+    replica_init(&B, &now_ms, "game");
+    players(&A, 100, 0);
+    sync_pair(&A, &B);
+    now_ms += 10000; /* A, silent since, leaves B's horizon */
+    crdtdb_collect_stats st;
+    ck_assert_int_eq(crdtdb_db_collect(B.db, 1000, &st), 0);
+    ck_assert_uint_eq(st.packed, 100);
+    size_t packs = npacks(&B);
+    net q = {0};
+    ck_assert_int_eq(crdtdb_db_export(A.db, 0, NULL, to_net, &q, NULL), 0);
+    for (size_t i = 0; i < q.n; i++) {
+        crdtdb_apply_info info;
+        ck_assert_int_eq(crdtdb_db_apply(B.db, q.msgs[i].data, q.msgs[i].len, &info), 0);
+        ck_assert_uint_eq(info.applied, 0);
+    }
+    net_free(&q);
+    ck_assert_uint_eq(npacks(&B), packs);
+    ck_assert_uint_eq(nloose(&B), 0);
+    char *a = dump(&A), *b = dump(&B);
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    replica_free(&A);
+    replica_free(&B);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pack");
@@ -505,6 +631,9 @@ int main(void)
     tcase_add_test(tc, purge_clear_drop_and_backup_with_packs);
     tcase_add_test(tc, damaged_pack_is_an_error);
     tcase_add_test(tc, records_a_peer_lacks_stay_loose);
+    tcase_add_test(tc, long_ids_stay_loose);
+    tcase_add_test(tc, query_whose_callback_writes_reads_as_without_packs);
+    tcase_add_test(tc, a_load_that_changes_nothing_leaves_the_pack);
     tcase_add_loop_test(tc, random_schedule_reads_as_its_twin_without_collection, 0, 6);
     suite_add_tcase(s, tc);
     return tu_run(s);
