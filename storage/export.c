@@ -53,7 +53,8 @@ struct crdtdb__exporter {
     int walk;                  /* 1: walking, 2: walked (0: no walk) */
     crdtdb__rwalk rw;          /* on the records while walking (rw_open) */
     int rw_open;
-    crdtdb__held *held;        /* packs read, kept for the snapshot (recs.h) */
+    crdtdb__held *held;        /* packs read, kept until the delta that borrows
+                                  from them is handed over (recs.h) */
     uint8_t wkey[CRDTDB__RECKEY_MAX]; /* the record it is at (full key) */
     size_t wkeylen;
     uint64_t wseq;             /* that record's registers up to here went */
@@ -611,6 +612,13 @@ int crdtdb__exporter_fill(crdtdb__exporter *x)
         return CRDTDB_ENOTFOUND;
     if (x->filled) { /* the last one was handed over: keep the header only */
         crdtdb__delta *d = &x->d;
+        /* and the packs it borrowed from go; pack_entry's record with
+         * them (the walk's own comes from its current pack, not these) */
+        if (x->held) {
+            crdtdb__held_free(&x->held);
+            if (!x->wat)
+                x->rec_keylen = 0;
+        }
         d->nrecs = d->nfields = d->ncolls = d->norigins = 0;
         d->hlc_max = 0;
         x->cost = header_cost(db);

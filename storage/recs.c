@@ -189,9 +189,15 @@ int crdtdb__recs_get_packed(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held,
     int mrc = pack_find(env, mt, k, &pk, &pv);
     if (mrc)
         return mrc;
-    for (crdtdb__held *h = *held; h; h = h->next)
-        if (h->keylen == pk.mv_size && memcmp(h->key, pk.mv_data, pk.mv_size) == 0)
+    for (crdtdb__held **pp = held; *pp; pp = &(*pp)->next) {
+        crdtdb__held *h = *pp;
+        if (h->keylen == pk.mv_size && memcmp(h->key, pk.mv_data, pk.mv_size) == 0) {
+            *pp = h->next; /* to the front: the next get is likely its */
+            h->next = *held;
+            *held = h;
             return pack_lookup(h, k, v);
+        }
+    }
     crdtdb__held *h;
     if ((mrc = held_inflate(&pk, &pv, &h)))
         return mrc;
