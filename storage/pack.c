@@ -9,8 +9,8 @@
  * The packs already there cut a database's records into segments: the
  * records up to and including each pack's last, and the tail past the
  * last pack.  Only a segment holding loose cold records is rewritten, its
- * pack with them, so key ranges stay apart and a quiet database costs a
- * walk; a small run of rewritten segments takes in a neighbour, so packs
+ * pack with them, so key ranges stay apart; a database without loose cold
+ * records costs a walk of its loose records; a small run of rewritten segments takes in a neighbour, so packs
  * do not dwindle to a record each.  A pack is sized to fill whole LMDB
  * overflow pages (a value past ~2 KiB takes pages of its own).
  */
@@ -115,6 +115,29 @@ static int add(packer *p, const MDB_val *k, const MDB_val *v, int loose)
     s->raw += len;
     s->dirty |= loose;
     return 0;
+}
+
+/* Whether any loose record of the database is cold: else there is
+ * nothing to pack, and no pack need be read. */
+static int any_cold(packer *p, int *yes)
+{
+    crdtdb_db *db = p->t->db;
+    MDB_cursor *c;
+    uint8_t pre[4];
+    crdtdb__put_u32(pre, db->num);
+    MDB_val k = {4, pre}, v;
+    int rc = 0, mrc = mdb_cursor_open(p->t->mt, db->env->dbi_records, &c);
+    *yes = 0;
+    if (mrc)
+        return crdtdb__mdb_err(mrc);
+    for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); !mrc && !*yes && !rc;
+         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 7 || memcmp(k.mv_data, pre, 4) != 0)
+            break;
+        rc = cold(p, &k, &v, yes);
+    }
+    mdb_cursor_close(c);
+    return rc ? rc : mrc && mrc != MDB_NOTFOUND ? crdtdb__mdb_err(mrc) : 0;
 }
 
 /* Reads every record of the database into segments (the walk first: the
@@ -285,7 +308,11 @@ int crdtdb__recs_pack(crdtdb_txn *t, uint64_t upto, uint64_t *packed)
     p.t = t;
     p.upto = upto;
     *packed = 0;
-    int rc = gather(&p);
+    int yes, rc = any_cold(&p, &yes);
+    if (!rc && !yes)
+        return 0;
+    if (!rc)
+        rc = gather(&p);
     if (!rc) {
         choose(&p);
         if (!(p.cc = ZSTD_createCCtx()))
