@@ -516,11 +516,11 @@ static void collect_db(crdtdb_server *s, crdtdb_db *db)
     crdtdb_collect_stats st;
     if (crdtdb_db_collect(db, s->o.max_peer_age_ms, &st))
         slog(s, "db '%s': collection: %s", WS_QID(crdtdb_db_id(db)), crdtdb_db_errmsg(db));
-    else if (st.records)
-        slog(s, "db '%s': collected %llu removed records (%llu registers)%s",
+    else if (st.records || st.packed)
+        slog(s, "db '%s': collected %llu removed records (%llu registers), packed %llu%s",
              WS_QID(crdtdb_db_id(db)),
              (unsigned long long)st.records, (unsigned long long)st.registers,
-             st.peers_left ? "; silent peers left out" : "");
+             (unsigned long long)st.packed, st.peers_left ? "; silent peers left out" : "");
 }
 
 /* Takes d off the server's list and frees it (its links closed first). */

@@ -383,7 +383,7 @@ async function scenario(seed: number): Promise<void> {
   const jsReps: JsRep[] = [];
   const cReps: CRep[] = [];
   let failed = false;
-  const stats = { drops: 0, jsOps: 0, cOps: 0, cSyncs: 0, cSyncFails: 0, offline: 0, restarts: 0, serverRestarts: 0, noops: 0, collects: 0, collected: 0, resyncs: 0 };
+  const stats = { drops: 0, jsOps: 0, cOps: 0, cSyncs: 0, cSyncFails: 0, offline: 0, restarts: 0, serverRestarts: 0, noops: 0, collects: 0, collected: 0, packed: 0, resyncs: 0 };
 
   const open = async (r: JsRep): Promise<void> => {
     r.ds = await CrdtdbDataStore.open({
@@ -482,10 +482,11 @@ async function scenario(seed: number): Promise<void> {
       const c = server ? { name: "server", dir: srvDir } : gc.pick(cReps);
       const r = run(bin, c.dir, ["collect", DB, ...(aged && c.dir === srvDir ? ["--max-peer-age", AGE] : [])]);
       if (r.status !== 0) throw new Error(`step ${step}: crdtdb collect on ${c.name} failed: ${r.stderr}`);
-      const out = JSON.parse(r.stdout.toString()) as { records: number; floor: number };
+      const out = JSON.parse(r.stdout.toString()) as { records: number; floor: number; packed: number };
       stats.collects++;
       stats.collected += out.records;
-      log.push(`step ${step}: ${c.name} collected ${out.records} record(s), floor ${out.floor}`);
+      stats.packed += out.packed;
+      log.push(`step ${step}: ${c.name} collected ${out.records} record(s), floor ${out.floor}, packed ${out.packed}`);
     };
     if (serverCollects) log.push(`the server collects every second${aged ? `, leaving out peers silent for ${AGE}` : ""}`);
 
