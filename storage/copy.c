@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "storage/internal.h"
+#include "storage/recs.h"
 
 #define COPY_BATCH 8192 /* entries per write txn: a txn's dirty pages are bounded */
 
@@ -69,7 +69,9 @@ int crdtdb__copy_dense(crdtdb_env *env, const char *dir, int mark_restored)
     if ((rc = mdb_env_set_maxdbs(dst, 16)) || (rc = mdb_env_set_mapsize(dst, info.me_mapsize)) ||
         (rc = mdb_env_open(dst, dir, MDB_NOTLS | MDB_NOSYNC, 0600))) /* the secret key */
         goto out;
+    int empty; /* a read-only handle on a version 4 env: still version 4 */
     if ((rc = crdtdb__mt_begin(env, MDB_RDONLY, &src)) ||
+        (env->no_packs && (rc = crdtdb__packs_empty(env, src, &empty))) ||
         (rc = mdb_txn_begin(dst, NULL, 0, &dt)))
         goto out;
     for (size_t i = 0; !rc && i < sizeof tables / sizeof *tables; i++)

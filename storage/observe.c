@@ -235,8 +235,12 @@ int crdtdb__events_from_log(crdtdb_db *db, crdtdb_txn *t, MDB_txn *mt,
         }
         uint8_t key[CRDTDB__RECKEY_MAX];
         MDB_val rk = {crdtdb__reckey(key, db->num, coll, (const char *)id, idlen), key}, rv;
-        int type = 0;
-        if (crdtdb__recs_get(env, mt, &held, &rk, &rv) == 0 &&
+        int type = 0, got = crdtdb__recs_get(env, mt, &held, &rk, &rv);
+        if (got && got != MDB_NOTFOUND) { /* an event dropped unsaid is worse */
+            rc = crdtdb__mdb_err(got);
+            break;
+        }
+        if (got == 0 &&
             crdtdb__record_decode(&rec, rv.mv_data, rv.mv_size,
                                   crdtdb__origins_at(&db->orig, mt)) == 0) {
             int vis = crdtdb__record_visible(&rec);

@@ -53,7 +53,7 @@ static int get_by_id_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
     } else if (mrc == 0 && (rc == CRDTDB_ECORRUPT || rc == CRDTDB_EVERSION)) {
         crdtdb__db_seterr(db, rc, "record '%s' is unreadable", id);
     } else if (mrc == MDB_CORRUPTED) {
-        crdtdb__db_seterr(db, rc, "record '%s': its pack is unreadable", id);
+        crdtdb__db_seterr(db, rc, "record '%s' is unreadable (a damaged page or pack)", id);
     }
     crdtdb__held_free(&held);
     return read_end(t, own, rc);

@@ -20,6 +20,13 @@ struct crdtdb__held {
     uint8_t data[]; /* decompressed */
 };
 
+void crdtdb__held_trim(crdtdb__held **held, unsigned keep)
+{
+    for (; *held && keep; keep--)
+        held = &(*held)->next;
+    crdtdb__held_free(held);
+}
+
 void crdtdb__held_free(crdtdb__held **held)
 {
     while (*held) {
@@ -80,9 +87,7 @@ static int key_cmp(const MDB_val *a, const MDB_val *b)
     return c ? c : (a->mv_size > b->mv_size) - (a->mv_size < b->mv_size);
 }
 
-/* Whether there are no packs at all: the common case then costs no
- * cursor. */
-static int packs_empty(crdtdb_env *env, MDB_txn *mt, int *empty)
+int crdtdb__packs_empty(crdtdb_env *env, MDB_txn *mt, int *empty)
 {
     MDB_stat ms;
     if (env->no_packs) { /* unless a newer build took the env on since */
@@ -101,7 +106,7 @@ static int packs_empty(crdtdb_env *env, MDB_txn *mt, int *empty)
  * pv): 0, or MDB_NOTFOUND when no pack's range can. */
 static int pack_find(crdtdb_env *env, MDB_txn *mt, const MDB_val *k, MDB_val *pk, MDB_val *pv)
 {
-    int empty, mrc = packs_empty(env, mt, &empty);
+    int empty, mrc = crdtdb__packs_empty(env, mt, &empty);
     if (mrc || empty || k->mv_size < 7)
         return mrc ? mrc : MDB_NOTFOUND;
     MDB_cursor *c;
@@ -307,6 +312,8 @@ static int pick(crdtdb__rwalk *w)
             return mrc;
     if (!w->lok && !w->pok)
         return MDB_NOTFOUND;
+    if (w->lok && w->lk.mv_size > CRDTDB__RECKEY_MAX)
+        return MDB_CORRUPTED; /* no record's key: LMDB allows longer ones */
     w->packed = !w->lok || (w->pok && c > 0);
     w->pack_last = w->packed && w->pnext >= w->cur->len;
     w->k = w->packed ? w->pk : w->lk;
@@ -359,7 +366,7 @@ int crdtdb__rwalk_open(crdtdb__rwalk *w, crdtdb_env *env, MDB_txn *mt, const MDB
     w->plen = plen < from->mv_size ? plen : from->mv_size;
     memcpy(w->prefix, from->mv_data, w->plen);
     int empty, mrc = mdb_cursor_open(mt, env->dbi_records, &w->lc);
-    if (!mrc && !(mrc = packs_empty(env, mt, &empty)) && !empty)
+    if (!mrc && !(mrc = crdtdb__packs_empty(env, mt, &empty)) && !empty)
         mrc = mdb_cursor_open(mt, env->dbi_packs, &w->pc);
     if (!mrc)
         mrc = counts(w, &w->nloose, &w->npacks);

@@ -27,6 +27,14 @@
  * crdtdb__held_free when nothing borrows from it any more. */
 typedef struct crdtdb__held crdtdb__held;
 void crdtdb__held_free(crdtdb__held **held);
+/* Frees all but the first `keep` of them (the most recently read). */
+void crdtdb__held_trim(crdtdb__held **held, unsigned keep);
+
+/* Whether the environment holds no pack at all (then a miss costs no
+ * cursor).  A version 4 env opened read-only has no packs table: 0 while
+ * its format is still 4, MDB_VERSION_MISMATCH once a newer writer marked
+ * it 5 (it may hold packs this handle cannot see). */
+int crdtdb__packs_empty(crdtdb_env *env, MDB_txn *mt, int *empty);
 
 /* Record key k (crdtdb__reckey), loose or packed, into v.  v borrows:
  * LMDB's page (until mt writes to the records or ends) or, for a packed
@@ -55,7 +63,11 @@ int crdtdb__recs_unpack(crdtdb_env *env, MDB_txn *mt, const MDB_val *k, int *unp
  * takes each pack the walk leaves; the walk writes nothing.  Writes in
  * the walk's own transaction between steps (a query's callback) are seen
  * as an LMDB cursor would see them: the walk goes on past the key it was
- * at, over the records as they are now. */
+ * at, over the records as they are now.  It tells them by the tables'
+ * entry counts, which every write the public calls can make in a
+ * callback changes (an add, or an unpack) or leaves in place (an update
+ * or a remove, which writes a tombstone); a call that added one loose
+ * record and deleted another would need a sturdier sign. */
 typedef struct crdtdb__rwalk {
     MDB_txn *mt;
     MDB_dbi records, packs;

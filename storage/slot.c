@@ -38,6 +38,10 @@ int crdtdb__slot_load(crdtdb_txn *t, crdtdb__slot *s, uint16_t coll,
     if (rc == MDB_NOTFOUND) {
         rc = crdtdb__recs_get_packed(db->env, t->mt, &t->held, &s->k, &v);
         s->packed = rc == 0;
+        /* the blob is copied below: only the pack it came from (the list's
+         * first) stays, a cache for its neighbours' loads (a resync loads
+         * every record) */
+        crdtdb__held_trim(&t->held, 1);
         if (rc == MDB_CORRUPTED)
             return crdtdb__db_seterr(db, CRDTDB_ECORRUPT, "record '%s' in '%s': its pack is "
                                      "unreadable", id, db->colls[coll]);
