@@ -150,7 +150,7 @@ if (ours.churn) {
   row("churn disk: collected+compact, B", dc, c.live_msgpack_bytes, "live data's raw msgpack", 2, false);
   row("churn disk: collected+compact, B", dc, y?.churned.update_bytes, "Yjs encodeStateAsUpdate (no collection)", null, false);
   row("churn disk: compacted only, B", db, y?.churned.update_bytes, "Yjs encodeStateAsUpdate", null, false);
-  row("churn disk: live alone+collected, B", c.copy_fresh.disk_bytes, y?.fresh_update_bytes, "Yjs, live data in a new doc", null, false);
+  row("churn disk: live, collected, B", c.copy_fresh.disk_bytes, y?.fresh_update_bytes, "Yjs, live data in a new doc", null, false);
   row("churn RSS growth, KiB", c.collected.rss_kb - c.start.rss_kb, y && y.churned.rss_kb - y.start.rss_kb, "Yjs (after gc)", null, false);
   row("churn ops/s", c.ops / c.churn_s, y && y.ops / y.churn_s, "Yjs, same batches", null);
   row("churn collect, s", c.collect_s, null, "(Yjs: none)", null, false);
