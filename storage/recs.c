@@ -211,15 +211,18 @@ int crdtdb__recs_get_packed(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held,
     return pack_lookup(h, k, v);
 }
 
-int crdtdb__recs_unpack(crdtdb_env *env, MDB_txn *mt, const MDB_val *k, int *unpacked)
+int crdtdb__recs_unpack(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held, const MDB_val *k,
+                        int *unpacked)
 {
     MDB_val pk, pv, ek, v;
-    crdtdb__held *h;
+    crdtdb__held *h = *held;
     *unpacked = 0;
     int mrc = pack_find(env, mt, k, &pk, &pv);
     if (mrc)
         return mrc == MDB_NOTFOUND ? 0 : mrc;
-    if ((mrc = held_inflate(&pk, &pv, &h)))
+    if (h && h->keylen == pk.mv_size && memcmp(h->key, pk.mv_data, pk.mv_size) == 0)
+        *held = h->next; /* the load's copy: the pack goes, and the copy with it */
+    else if ((mrc = held_inflate(&pk, &pv, &h)))
         return mrc;
     if ((mrc = pack_lookup(h, k, &v))) {
         free(h);

@@ -49,10 +49,13 @@ int crdtdb__recs_get_packed(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held,
                             const MDB_val *k, MDB_val *v);
 
 /* If record key k is packed, unpacks its whole pack in write txn mt: every
- * record in it becomes loose and the pack goes (*unpacked 1).  The same
- * codes as crdtdb__recs_get; MDB_CORRUPTED too when a record of the pack
- * is also loose. */
-int crdtdb__recs_unpack(crdtdb_env *env, MDB_txn *mt, const MDB_val *k, int *unpacked);
+ * record in it becomes loose and the pack goes (*unpacked 1).  The pack
+ * decompressed is taken from the front of *held when it is there (a
+ * slot load leaves it there) and freed, else read again.  The same codes
+ * as crdtdb__recs_get; MDB_CORRUPTED too when a record of the pack is
+ * also loose. */
+int crdtdb__recs_unpack(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held, const MDB_val *k,
+                        int *unpacked);
 
 /* A walk in key order over the records, loose and packed, whose keys begin
  * with a prefix.  The caller owns it; open it, read k and v while

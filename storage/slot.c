@@ -72,7 +72,7 @@ int crdtdb__slot_place(crdtdb_txn *t, crdtdb__slot *s)
         return 0;
     crdtdb_db *db = t->db;
     MDB_val k = s->k, v;
-    int unpacked, rc = crdtdb__recs_unpack(db->env, t->mt, &s->k, &unpacked);
+    int unpacked, rc = crdtdb__recs_unpack(db->env, t->mt, &t->held, &s->k, &unpacked);
     if (!rc)
         rc = unpacked ? mdb_cursor_get(t->rec_cur, &k, &v, MDB_SET_KEY) : MDB_CORRUPTED;
     if (rc == MDB_CORRUPTED)
