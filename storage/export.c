@@ -612,12 +612,12 @@ int crdtdb__exporter_fill(crdtdb__exporter *x)
         return CRDTDB_ENOTFOUND;
     if (x->filled) { /* the last one was handed over: keep the header only */
         crdtdb__delta *d = &x->d;
-        /* and the packs it borrowed from go; pack_entry's record with
-         * them (the walk's own comes from its current pack, not these) */
+        /* and the packs it borrowed from go, pack_entry's record with
+         * them (a walk's record comes from its current pack, not these,
+         * and has rec_keylen 0 already) */
         if (x->held) {
             crdtdb__held_free(&x->held);
-            if (!x->wat)
-                x->rec_keylen = 0;
+            x->rec_keylen = 0;
         }
         d->nrecs = d->nfields = d->ncolls = d->norigins = 0;
         d->hlc_max = 0;

@@ -256,9 +256,9 @@ int crdtdb__logfloor_read(crdtdb_db *db, MDB_txn *mt, uint64_t *lf);
  * *v 0 when absent.  0, ECORRUPT (not 8 bytes) or an LMDB code's error. */
 int crdtdb__dbinfo_u64(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t *v);
 int crdtdb__dbinfo_u64_put(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t v);
-/* Calls each(ctx, k, v) for every key of db's database in dbi (the
+/* Calls each(ctx, k, v) for every key of db's database in dbi (the loose
  * records, the change log, the marks: keys begin with its big-endian u32
- * number), in key order, until it returns nonzero: negative, that error;
+ * number; every record, packed too: crdtdb__recs_each), in key order, until it returns nonzero: negative, that error;
  * positive, a stop (0).  k and v point into LMDB's pages: valid during
  * that call only, and only while each writes nothing to dbi (copy what
  * must outlive it).  0 or the error, an LMDB code's through

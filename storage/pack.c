@@ -54,6 +54,7 @@ typedef struct packer {
     seg *segs;
     uint32_t nsegs, segs_cap;
     int open; /* the last segment takes more records */
+    int any;  /* any_cold found a loose cold record */
     ZSTD_CCtx *cc;
     crdtdb_buf out;
 } packer;
@@ -117,27 +118,20 @@ static int add(packer *p, const MDB_val *k, const MDB_val *v, int loose)
     return 0;
 }
 
-/* Whether any loose record of the database is cold: else there is
- * nothing to pack, and no pack need be read. */
-static int any_cold(packer *p, int *yes)
+/* crdtdb__db_each's step for any_cold: stops (1) at the first cold one. */
+static int cold_one(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+    packer *p = ctx;
+    int rc = cold(p, k, v, &p->any);
+    return rc ? rc : p->any;
+}
+
+/* Whether any loose record of the database is cold (p->any): else there
+ * is nothing to pack, and no pack need be read. */
+static int any_cold(packer *p)
 {
     crdtdb_db *db = p->t->db;
-    MDB_cursor *c;
-    uint8_t pre[4];
-    crdtdb__put_u32(pre, db->num);
-    MDB_val k = {4, pre}, v;
-    int rc = 0, mrc = mdb_cursor_open(p->t->mt, db->env->dbi_records, &c);
-    *yes = 0;
-    if (mrc)
-        return crdtdb__mdb_err(mrc);
-    for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); !mrc && !*yes && !rc;
-         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 7 || memcmp(k.mv_data, pre, 4) != 0)
-            break;
-        rc = cold(p, &k, &v, yes);
-    }
-    mdb_cursor_close(c);
-    return rc ? rc : mrc && mrc != MDB_NOTFOUND ? crdtdb__mdb_err(mrc) : 0;
+    return crdtdb__db_each(db, p->t->mt, db->env->dbi_records, cold_one, p);
 }
 
 /* Reads every record of the database into segments (the walk first: the
@@ -152,7 +146,7 @@ static int gather(packer *p)
     int rc = 0, mrc;
     for (mrc = crdtdb__rwalk_open(&w, db->env, p->t->mt, &from, 4, NULL); !mrc && !rc;
          mrc = crdtdb__rwalk_next(&w)) {
-        if (w.k.mv_size < 7 || w.k.mv_size > CRDTDB__RECKEY_MAX) {
+        if (w.k.mv_size < 7) { /* past CRDTDB__RECKEY_MAX the walk refuses it */
             rc = CRDTDB_ECORRUPT;
             break;
         }
@@ -308,8 +302,8 @@ int crdtdb__recs_pack(crdtdb_txn *t, uint64_t upto, uint64_t *packed)
     p.t = t;
     p.upto = upto;
     *packed = 0;
-    int yes, rc = any_cold(&p, &yes);
-    if (!rc && !yes)
+    int rc = any_cold(&p);
+    if (!rc && !p.any)
         return 0;
     if (!rc)
         rc = gather(&p);

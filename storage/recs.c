@@ -156,6 +156,20 @@ static int pack_check(const crdtdb__held *h)
                : MDB_CORRUPTED;
 }
 
+/* The node of *held decompressed from pack key pk, taken off the list;
+ * NULL when none is. */
+static crdtdb__held *held_take(crdtdb__held **held, const MDB_val *pk)
+{
+    for (; *held; held = &(*held)->next) {
+        crdtdb__held *h = *held;
+        if (h->keylen == pk->mv_size && memcmp(h->key, pk->mv_data, pk->mv_size) == 0) {
+            *held = h->next;
+            return h;
+        }
+    }
+    return NULL;
+}
+
 /* Pack (pk, pv) decompressed and checked into a new node *out. */
 static int held_inflate(const MDB_val *pk, const MDB_val *pv, crdtdb__held **out)
 {
@@ -194,17 +208,8 @@ int crdtdb__recs_get_packed(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held,
     int mrc = pack_find(env, mt, k, &pk, &pv);
     if (mrc)
         return mrc;
-    for (crdtdb__held **pp = held; *pp; pp = &(*pp)->next) {
-        crdtdb__held *h = *pp;
-        if (h->keylen == pk.mv_size && memcmp(h->key, pk.mv_data, pk.mv_size) == 0) {
-            *pp = h->next; /* to the front: the next get is likely its */
-            h->next = *held;
-            *held = h;
-            return pack_lookup(h, k, v);
-        }
-    }
-    crdtdb__held *h;
-    if ((mrc = held_inflate(&pk, &pv, &h)))
+    crdtdb__held *h = held_take(held, &pk); /* to the front: the next get is likely its */
+    if (!h && (mrc = held_inflate(&pk, &pv, &h)))
         return mrc;
     h->next = *held;
     *held = h;
@@ -215,14 +220,13 @@ int crdtdb__recs_unpack(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held, const
                         int *unpacked)
 {
     MDB_val pk, pv, ek, v;
-    crdtdb__held *h = *held;
     *unpacked = 0;
     int mrc = pack_find(env, mt, k, &pk, &pv);
     if (mrc)
         return mrc == MDB_NOTFOUND ? 0 : mrc;
-    if (h && h->keylen == pk.mv_size && memcmp(h->key, pk.mv_data, pk.mv_size) == 0)
-        *held = h->next; /* the load's copy: the pack goes, and the copy with it */
-    else if ((mrc = held_inflate(&pk, &pv, &h)))
+    /* the load's copy, if it is there: the pack goes, and the copy with it */
+    crdtdb__held *h = held_take(held, &pk);
+    if (!h && (mrc = held_inflate(&pk, &pv, &h)))
         return mrc;
     if ((mrc = pack_lookup(h, k, &v))) {
         free(h);

@@ -50,8 +50,8 @@ int crdtdb__recs_get_packed(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held,
 
 /* If record key k is packed, unpacks its whole pack in write txn mt: every
  * record in it becomes loose and the pack goes (*unpacked 1).  The pack
- * decompressed is taken from the front of *held when it is there (a
- * slot load leaves it there) and freed, else read again.  The same codes
+ * decompressed is taken from *held when it is there (a slot load leaves
+ * it there) and freed, else read again.  The same codes
  * as crdtdb__recs_get; MDB_CORRUPTED too when a record of the pack is
  * also loose. */
 int crdtdb__recs_unpack(crdtdb_env *env, MDB_txn *mt, crdtdb__held **held, const MDB_val *k,
