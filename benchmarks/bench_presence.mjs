@@ -204,6 +204,10 @@ import { performance } from "node:perf_hooks";
 // Yjs p99: 0.51, 0.89, 0.55 / 23.7 (85 ticks skipped: not comparable), 2.62, 3.40 ms.  Ratio of medians 0.162; of the
 // two clean rounds 0.34 and 0.16 (0.24 of their medians).  p50 0.25 / 0.68, CPU per player-min 0.14 / 0.96 (0.147),
 // every update delivered, idle frames 0.  Still on the line.
+// Session 45 (Release of main 0daa4e7; presence unchanged), 17:40-17:46, load 0.4-0.7, --rounds=3, per round crdtdb /
+// Yjs p99: 0.67, 0.63, 0.65 / 2.08, 2.51, 2.32 ms (0.32, 0.25, 0.28): ratio of medians 0.280 (not met); p50 0.19 / 0.48
+// (0.40), p90 0.34-0.37 / 0.85-0.92, CPU per player-min 0.1275 / 0.6813 (0.187, met).  No tick skipped, every update
+// delivered, idle frames 0.
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..");
