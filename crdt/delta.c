@@ -26,6 +26,7 @@ void crdtdb__delta_reset(crdtdb__delta *d)
     d->has_ack = 0;
     d->nfp = 0;
     d->ncolls = d->norigins = d->nrecs = d->nfields = 0;
+    crdtdb__keyidx_clear(&d->oidx);
     d->paths.len = 0;
     if (d->zone_ready)
         msgpack_zone_clear(&d->zone);
@@ -37,6 +38,7 @@ void crdtdb__delta_free(crdtdb__delta *d)
         return;
     free(d->colls);
     free(d->origins);
+    crdtdb__keyidx_free(&d->oidx);
     free(d->recs);
     free(d->fields);
     crdtdb_buf_free(&d->paths);
@@ -68,11 +70,9 @@ int crdtdb__delta_coll(crdtdb__delta *d, const char *p, uint32_t n, uint32_t *id
 
 int crdtdb__delta_origin(crdtdb__delta *d, const uint8_t *key, uint32_t *idx)
 {
-    for (uint32_t i = 0; i < d->norigins; i++)
-        if (memcmp(d->origins[i], key, CRDTDB_REPLICA_ID_BYTES) == 0) {
-            *idx = i;
-            return 0;
-        }
+    int found = crdtdb__keyidx_find(&d->oidx, d->origins, d->norigins, key, idx);
+    if (found)
+        return found < 0 ? found : 0;
     if (grow(&d->origins, &d->origins_cap, d->norigins, sizeof *d->origins))
         return CRDTDB_ENOMEM;
     d->origins[d->norigins] = key;

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crdt/keyidx.h"
 #include "crdt/value.h"
 #include "crdtdb.h"
 
@@ -60,6 +61,7 @@ typedef struct crdtdb__delta {
     uint32_t ncolls, colls_cap;
     const uint8_t **origins; /* 32-byte keys */
     uint32_t norigins, origins_cap;
+    crdtdb__keyidx oidx; /* finds a key in origins (hkey: the exporter's) */
     crdtdb__delta_rec *recs;
     uint32_t nrecs, recs_cap;
     crdtdb__delta_field *fields;

@@ -23,6 +23,7 @@ void crdtdb__record_free(crdtdb__record *r)
     if (!r)
         return;
     free(r->origins);
+    crdtdb__keyidx_free(&r->oidx);
     free(r->leaves);
     free(r->dead);
     memset(r, 0, sizeof *r);
@@ -35,6 +36,7 @@ void crdtdb__record_clear(crdtdb__record *r)
     r->base_hlc = r->base_seq = 0;
     r->vis_seq = r->shown_seq = 0;
     r->norigins = r->nleaves = r->ndead = 0;
+    crdtdb__keyidx_clear(&r->oidx);
     r->visible = NULL;
     r->visible_len = 0;
 }
@@ -52,12 +54,9 @@ static int mark_dead(crdtdb__record *r, uint64_t seq)
 int crdtdb__record_origin(crdtdb__record *r, const uint8_t *key,
                           uint32_t *idx)
 {
-    for (uint32_t i = 0; i < r->norigins; i++) {
-        if (r->origins[i] == key || memcmp(r->origins[i], key, KEY_BYTES) == 0) {
-            *idx = i;
-            return 0;
-        }
-    }
+    int found = crdtdb__keyidx_find(&r->oidx, r->origins, r->norigins, key, idx);
+    if (found)
+        return found < 0 ? found : 0;
     if (crdtdb__array_grow(&r->origins, &r->origins_cap, r->norigins, sizeof *r->origins, 8))
         return CRDTDB_ENOMEM;
     r->origins[r->norigins] = key;

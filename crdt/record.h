@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crdt/keyidx.h"
 #include "crdtdb.h"
 
 enum { CRDTDB__BASE_NONE = 0, CRDTDB__BASE_ADD = 1, CRDTDB__BASE_REMOVE = 2 };
@@ -48,6 +49,7 @@ typedef struct crdtdb__record {
     uint64_t base_seq;
     const uint8_t **origins; /* 32-byte replica keys */
     uint32_t norigins, origins_cap;
+    crdtdb__keyidx oidx; /* finds a key in origins (hkey: the owner's) */
     crdtdb__leaf *leaves; /* sorted by path */
     uint32_t nleaves, leaves_cap;
     const uint8_t *visible; /* stored rendering, valid after decode */

@@ -100,6 +100,7 @@ static int db_load(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num,
     db->jump = 1; /* an earlier process may have sent sequences it never stored */
     snprintf(db->id, sizeof db->id, "%s", id);
     crdtdb__record_init(&db->rec);
+    crypto_shorthash_keygen(db->rec.oidx.hkey); /* origins are chosen by peers */
     crdtdb__origins_init(&db->orig, env);
     crdtdb__flat_init(&db->flat);
     crdtdb__delta_init(&db->delta);

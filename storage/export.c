@@ -562,6 +562,7 @@ int crdtdb__exporter_begin(crdtdb_db *db, const crdtdb__export_opts *o,
     x->peer_num = UINT32_MAX; /* no peer: skip nothing */
     crdtdb__record_init(&x->rec);
     crdtdb__delta_init(&x->d);
+    crypto_shorthash_keygen(x->d.oidx.hkey); /* origins are chosen by peers */
     x->d.db_id.p = db->id;
     x->d.db_id.n = (uint32_t)strlen(db->id);
     x->d.sender = env->pk;
@@ -620,6 +621,7 @@ int crdtdb__exporter_fill(crdtdb__exporter *x)
             x->rec_keylen = 0;
         }
         d->nrecs = d->nfields = d->ncolls = d->norigins = 0;
+        crdtdb__keyidx_clear(&d->oidx);
         d->hlc_max = 0;
         x->cost = header_cost(db);
         x->group_coll = -1;
@@ -821,6 +823,7 @@ static int export_record_call(crdtdb_db *db, const char *coll, const char *id,
     x.db = db;
     x.group_coll = -1;
     crdtdb__delta_init(&x.d);
+    crypto_shorthash_keygen(x.d.oidx.hkey); /* origins are chosen by peers */
     x.d.db_id.p = db->id;
     x.d.db_id.n = (uint32_t)strlen(db->id);
     x.d.sender = env->pk;

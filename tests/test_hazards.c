@@ -497,6 +497,105 @@ START_TEST(tie_break_uses_the_full_32_byte_key)
 }
 END_TEST
 
+/* One record whose fields come from thousands of replicas (two fields
+ * each): a peer may send it in one delta, and a delta of one record is
+ * always applied.  Merged, stored, exported and merged again, every field
+ * keeps its own origin.
+ * (Each new origin was found by a scan of the record's and the delta's
+ * origins: 65,536 of them held a server's loop for seconds.) */
+START_TEST(many_origins_in_one_record)
+{
+    enum { N = 3000, K = N / 2 };
+    char *dx, *dy;
+    crdtdb_env *ex = tu_env(&dx, NULL), *ey = tu_env(&dy, NULL);
+    crdtdb_db *x, *y;
+    ck_assert_int_eq(crdtdb_db_create(ex, "game", COLLS, 2, &x), 0);
+    ck_assert_int_eq(crdtdb_db_create(ey, "game", COLLS, 2, &y), 0);
+    uint8_t(*keys)[32] = malloc(K * sizeof *keys);
+    crdtdb_buf *paths = calloc(N, sizeof *paths);
+    uint8_t vals[128];
+    ck_assert_ptr_nonnull(keys);
+    ck_assert_ptr_nonnull(paths);
+    crdtdb__delta d;
+    crdtdb__delta_init(&d);
+    d.db_id = (crdtdb__str){"game", 4};
+    d.sender = A.env->pk;
+    d.to = N + 1;
+    uint32_t coll, o;
+    ck_assert_int_eq(crdtdb__delta_coll(&d, "players", 7, &coll), 0);
+    ck_assert_int_eq(crdtdb__delta_origin(&d, A.env->pk, &o), 0);
+    uint64_t h = crdtdb__hlc_make(now_ms, 0);
+    crdtdb__delta_rec rec = {.coll = coll, .id = {"p", 1}, .base_kind = CRDTDB__BASE_ADD,
+                             .base_origin = o, .base_hlc = h, .first = 0, .n = N};
+    ck_assert_int_eq(crdtdb__delta_add_rec(&d, &rec), 0);
+    for (uint32_t i = 0; i < K; i++) {
+        memset(keys[i], 0x5a, 32);
+        memcpy(keys[i], &i, sizeof i);
+    }
+    for (uint32_t i = 0; i < N; i++) {
+        char name[16];
+        int nl = snprintf(name, sizeof name, "f%u", i);
+        ck_assert_int_eq(crdtdb__path_push(&paths[i], name, (size_t)nl), 0);
+        vals[i % 128] = (uint8_t)(i % 128); /* a positive fixint */
+        crdtdb__delta_field f = {.path = paths[i].data, .path_len = (uint32_t)paths[i].len,
+                                 .kind = CRDTDB__KIND_VALUE, .hlc = h + 1,
+                                 .val = &vals[i % 128], .val_len = 1};
+        uint8_t key[32]; /* a copy: found by its bytes */
+        memcpy(key, keys[i % K], 32);
+        ck_assert_int_eq(crdtdb__delta_origin(&d, i < K ? keys[i] : key, &f.origin), 0);
+        ck_assert_uint_eq(f.origin, i % K + 1);
+        ck_assert_int_eq(crdtdb__delta_add_field(&d, &f), 0);
+    }
+    crdtdb_buf b = CRDTDB_BUF_INIT;
+    ck_assert_int_eq(crdtdb__delta_encode(&d, A.env->sk, &b), 0);
+    ck_assert_int_eq(crdtdb_db_apply(x, b.data, b.len, NULL), 0);
+    /* x's export, merged by y; then y's, read back field by field */
+    net q = {0}, r = {0};
+    ck_assert_int_eq(crdtdb_db_export(x, 0, NULL, to_net, &q, NULL), 0);
+    for (size_t i = 0; i < q.n; i++)
+        ck_assert_int_eq(crdtdb_db_apply(y, q.msgs[i].data, q.msgs[i].len, NULL), 0);
+    ck_assert_int_eq(crdtdb_db_export(y, 0, NULL, to_net, &r, NULL), 0);
+    uint32_t seen = 0;
+    for (size_t m = 0; m < r.n; m++) {
+        crdtdb__delta e;
+        crdtdb__delta_init(&e);
+        crdtdb__err err;
+        ck_assert_int_eq(crdtdb__delta_decode(&e, r.msgs[m].data, r.msgs[m].len, 16u << 20,
+                                              &A.env->lim, &err), 0);
+        for (uint32_t i = 0; i < e.nfields; i++) {
+            const crdtdb__delta_field *f = &e.fields[i];
+            uint32_t k;
+            ck_assert_int_eq(sscanf((const char *)f->path, "f%u", &k), 1);
+            ck_assert_uint_lt(k, N);
+            ck_assert_int_eq(memcmp(e.origins[f->origin], keys[k % K], 32), 0);
+            seen++;
+        }
+        crdtdb__delta_free(&e);
+    }
+    ck_assert_uint_eq(seen, N);
+    char *gx = tu_get(x, "players", "p"), *gy = tu_get(y, "players", "p");
+    ck_assert_str_eq(gx, gy);
+    free(gx);
+    free(gy);
+    net_free(&q);
+    net_free(&r);
+    crdtdb_buf_free(&b);
+    crdtdb__delta_free(&d);
+    for (uint32_t i = 0; i < N; i++)
+        crdtdb_buf_free(&paths[i]);
+    free(paths);
+    free(keys);
+    crdtdb_db_close(x);
+    crdtdb_db_close(y);
+    crdtdb_env_close(ex);
+    crdtdb_env_close(ey);
+    tu_rmrf(dx);
+    tu_rmrf(dy);
+    free(dx);
+    free(dy);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hazards");
@@ -516,6 +615,7 @@ int main(void)
     tcase_add_test(tc, delta_for_another_replica_leaves_watermarks_alone);
     tcase_add_test(tc, merge_past_local_limits_still_converges);
     tcase_add_test(tc, claimed_origin_does_not_stop_delivery);
+    tcase_add_test(tc, many_origins_in_one_record);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

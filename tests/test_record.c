@@ -809,6 +809,80 @@ START_TEST(offsets_never_cost_more)
 }
 END_TEST
 
+/* crdt/keyidx.c: past the scan, the index finds every key at its first
+ * position, misses absent ones, follows appends, and starts over when the
+ * array was emptied and refilled; records look origins up through it. */
+START_TEST(origins_found_by_index)
+{
+    enum { N = 5000 };
+    uint8_t(*keys)[32] = malloc(N * sizeof *keys);
+    const uint8_t **arr = malloc(N * sizeof *arr);
+    ck_assert_ptr_nonnull(keys);
+    ck_assert_ptr_nonnull(arr);
+    uint32_t rnd = 12345;
+    for (uint32_t i = 0; i < N; i++) {
+        for (int b = 0; b < 32; b++) {
+            rnd = rnd * 1103515245u + 12345u;
+            keys[i][b] = (uint8_t)(rnd >> 16);
+        }
+        memcpy(keys[i], &i, sizeof i); /* distinct whatever the generator does */
+    }
+    crdtdb__keyidx x = {0};
+    memset(x.hkey, 7, sizeof x.hkey);
+    uint32_t pos;
+    for (uint32_t n = 0; n < N; n++) {
+        /* not there yet, then appended as its owner does */
+        ck_assert_int_eq(crdtdb__keyidx_find(&x, arr, n, keys[n], &pos), 0);
+        arr[n] = keys[n];
+        if (n % 97 == 0) { /* a copy of an earlier key: the first stays found */
+            uint8_t copy[32];
+            memcpy(copy, keys[n / 2], 32);
+            ck_assert_int_eq(crdtdb__keyidx_find(&x, arr, n + 1, copy, &pos), 1);
+            ck_assert_uint_eq(pos, n / 2);
+        }
+    }
+    for (uint32_t i = 0; i < N; i++) {
+        uint8_t copy[32];
+        memcpy(copy, keys[i], 32);
+        ck_assert_int_eq(crdtdb__keyidx_find(&x, arr, N, copy, &pos), 1);
+        ck_assert_uint_eq(pos, i);
+    }
+    /* emptied and refilled in reverse, without a clear: noticed (shorter) */
+    for (uint32_t i = 0; i < 100; i++)
+        arr[i] = keys[N - 1 - i];
+    ck_assert_int_eq(crdtdb__keyidx_find(&x, arr, 100, keys[N - 1], &pos), 1);
+    ck_assert_uint_eq(pos, 0);
+    ck_assert_int_eq(crdtdb__keyidx_find(&x, arr, 100, keys[0], &pos), 0);
+    /* refilled to the full length after a clear: indexed afresh */
+    crdtdb__keyidx_clear(&x);
+    for (uint32_t i = 0; i < N; i++)
+        arr[i] = keys[N - 1 - i];
+    ck_assert_int_eq(crdtdb__keyidx_find(&x, arr, N, keys[0], &pos), 1);
+    ck_assert_uint_eq(pos, N - 1);
+    crdtdb__keyidx_free(&x);
+    /* a record: record_origin through the index, and after a clear */
+    crdtdb__record r;
+    crdtdb__record_init(&r);
+    for (int round = 0; round < 2; round++) {
+        for (uint32_t i = 0; i < N; i++) {
+            uint32_t idx;
+            ck_assert_int_eq(crdtdb__record_origin(&r, keys[(i + round) % N], &idx), 0);
+            ck_assert_uint_eq(idx, i);
+        }
+        for (uint32_t i = 0; i < N; i += 7) {
+            uint32_t idx;
+            ck_assert_int_eq(crdtdb__record_origin(&r, keys[(i + round) % N], &idx), 0);
+            ck_assert_uint_eq(idx, i);
+        }
+        ck_assert_uint_eq(r.norigins, N);
+        crdtdb__record_clear(&r);
+    }
+    crdtdb__record_free(&r);
+    free(arr);
+    free(keys);
+}
+END_TEST
+
 int main(void)
 {
     keys_init();
@@ -822,6 +896,7 @@ int main(void)
     tcase_add_test(tc, random_orders_converge);
     tcase_add_test(tc, put_many_matches_single_puts);
     tcase_add_test(tc, drop_upto_keeps_later_registers);
+    tcase_add_test(tc, origins_found_by_index);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
