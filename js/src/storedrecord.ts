@@ -23,6 +23,10 @@
  *          vint value bytes + 1 (0: a map leaf), value
  * vstr   = vint UTF-8 bytes, the bytes;  vint = unsigned LEB128 (< 2^53)
  *
+ * Version 4: version 3 for a record of more than 65,535 origins (or
+ * sources), which a peer can send: its two table counts are u32.  The base,
+ * whose origin and source are numbered first (0), keeps u16 numbers.
+ *
  * Version 1 (read always: stores written before; written for a record with
  * a sequence version 3 cannot hold exactly):
  * record = u8 version 1 | tables | base | u32 nleaves, leaf*
@@ -51,10 +55,24 @@ export function encodeRecord(r: StoredRecord): Uint8Array {
 /** Scratch tables of one record's distinct origins and sources (reused:
  *  a record has one or two of each, and a page encodes thousands). */
 const origins: Uint8Array[] = [], srcs: string[] = [];
+/** Origins past this many are found by a map (by their bytes), not a scan:
+ *  a record from 65,536 origins cost 2^31 comparisons. */
+const ORIGINS_SCAN = 16;
+const originMap = new Map<string, number>();
+const bytesKey = (o: Uint8Array): string => String.fromCharCode.apply(null, o as unknown as number[]);
 const oIdx = (o: Uint8Array): number => {
-  for (let i = 0; i < origins.length; i++) if (origins[i] === o || same(origins[i]!, o)) return i;
+  const n = origins.length;
+  if (n <= ORIGINS_SCAN) {
+    for (let i = 0; i < n; i++) if (origins[i] === o || same(origins[i]!, o)) return i;
+    origins.push(o);
+    if (n === ORIGINS_SCAN) for (let i = 0; i <= n; i++) originMap.set(bytesKey(origins[i]!), i);
+    return n;
+  }
+  const k = bytesKey(o), i = originMap.get(k);
+  if (i !== undefined) return i;
   origins.push(o);
-  return origins.length - 1;
+  originMap.set(k, n);
+  return n;
 };
 const sIdx = (s: string): number => {
   let i = srcs.indexOf(s);
@@ -65,6 +83,7 @@ const sIdx = (s: string): number => {
 /** Appends the record's bytes to w (pages of records share one buffer). */
 export function encodeRecordInto(w: ByteWriter, r: StoredRecord): void {
   origins.length = 0; srcs.length = 0;
+  if (originMap.size) originMap.clear();
   if (r.base) { oIdx(r.base.origin); sIdx(r.base.src); }
   const leaves = r.leaves;
   // version 3 if every sequence is small enough for its zigzag difference
@@ -79,13 +98,18 @@ export function encodeRecordInto(w: ByteWriter, r: StoredRecord): void {
     if (shared && (l.hlc !== l0!.hlc || l.src !== l0!.src || (l.origin !== l0!.origin && !same(l.origin, l0!.origin)))) shared = false;
   }
   if (r.base && (!(r.base.seq >= 0) || r.base.seq % 1 !== 0)) v3 = false;
+  const wide = origins.length > 0xffff || srcs.length > 0xffff;
+  // (version 1's sequences are never a replica's own numbering: unreachable)
+  if (wide && !v3) throw new CrdtdbError("ETOOBIG", "a record of more than 65,535 origins with a sequence past 2^52");
   w.room(16);
-  w.buf[w.pos++] = v3 ? 3 : 1;
+  w.buf[w.pos++] = wide ? 4 : v3 ? 3 : 1;
   if (v3) w.buf[w.pos++] = shared ? 1 : 0;
-  w.dv.setUint16(w.pos, srcs.length, true); w.pos += 2;
+  if (wide) { w.dv.setUint32(w.pos, srcs.length, true); w.pos += 4; }
+  else { w.dv.setUint16(w.pos, srcs.length, true); w.pos += 2; }
   for (const s of srcs) w.u16str(s, true);
-  w.room(2 + 32 * origins.length);
-  w.dv.setUint16(w.pos, origins.length, true); w.pos += 2;
+  w.room(4 + 32 * origins.length);
+  if (wide) { w.dv.setUint32(w.pos, origins.length, true); w.pos += 4; }
+  else { w.dv.setUint16(w.pos, origins.length, true); w.pos += 2; }
   for (const o of origins) { w.buf.set(o, w.pos); w.pos += 32; }
   w.room(1 + 24);
   if (r.base) {
@@ -183,7 +207,7 @@ function same(a: Uint8Array, b: Uint8Array): boolean { for (let i = 0; i < 32; i
  *  write to it after. */
 export function decodeRecord(b: Uint8Array): StoredRecord {
   try {
-    if (b[0] !== 1 && b[0] !== 3) throw new RangeError("unknown record version");
+    if (b[0] !== 1 && b[0] !== 3 && b[0] !== 4) throw new RangeError("unknown record version");
     return decode(b);
   } catch (e) {
     throw new CrdtdbError("ECORRUPT", `a stored record is unreadable: ${(e as Error).message}`);
@@ -192,7 +216,7 @@ export function decodeRecord(b: Uint8Array): StoredRecord {
 
 function decode(b: Uint8Array): StoredRecord {
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const v3 = b[0] === 3;
+  const v3 = b[0] !== 1, wide = b[0] === 4; // (4: version 3, u32 table counts)
   let p = v3 ? 2 : 1;
   if (v3 && b[1]! > 1) throw new RangeError("unknown record flags");
   const text = (n: number): string => {
@@ -217,9 +241,11 @@ function decode(b: Uint8Array): StoredRecord {
     } while (c & 0x80);
     return x;
   };
-  const ns = dv.getUint16(p, true); p += 2;
+  const count = (): number => { const n = wide ? dv.getUint32(p, true) : dv.getUint16(p, true); p += wide ? 4 : 2; return n; };
+  const ns = count();
+  if (ns > b.length) throw new RangeError("more sources than bytes");
   const srcs: string[] = []; for (let i = 0; i < ns; i++) srcs.push(str());
-  const no = dv.getUint16(p, true); p += 2;
+  const no = count();
   if (p + 32 * no > b.length) throw new RangeError("origins run past the end");
   const origins: Uint8Array[] = []; for (let i = 0; i < no; i++) { origins.push(b.slice(p, p + 32)); p += 32; }
   const originAt = (i: number): Uint8Array => { const o = origins[i]; if (!o) throw new RangeError("no such origin"); return o; };

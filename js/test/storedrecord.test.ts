@@ -34,6 +34,31 @@ test("a record's registers round-trip exactly; the values point into the bytes r
   assert.deepEqual(plain(decodeRecord(encodeRecord(removed))), plain(removed));
 });
 
+test("a record of more than 65,535 origins (a peer can send one) is version 4 and reads back whole", () => {
+  const big = (n: number): Uint8Array => { const o = new Uint8Array(32).fill(0x5a); new DataView(o.buffer).setUint32(0, n); return o; };
+  for (const [n, version] of [[20, 3], [65535, 3], [65537, 4]] as const) {
+    const keys = Array.from({ length: n }, (_, i) => big(i));
+    // two fields a key, the second by a copy of its bytes (found by value, not identity)
+    const leaves: Leaf[] = [];
+    for (let i = 0; i < 2 * n; i++)
+      leaves.push({ path: ["f" + String(i).padStart(6, "0")], hlc: 100n + BigInt(i % 3), origin: i < n ? keys[i]! : keys[i - n]!.slice(), ...refOf(new Uint8Array([i % 128])), seq: i + 2, src: "" });
+    const r: StoredRecord = { base: { kind: 1, hlc: 99n, origin: keys[0]!, seq: 1, src: "ab".repeat(32) }, leaves };
+    const b = encodeRecord(r);
+    assert.equal(b[0], version, `${n} origins`);
+    const back = decodeRecord(b);
+    assert.deepEqual(back.base, r.base);
+    assert.equal(back.leaves.length, leaves.length);
+    for (let i = 0; i < leaves.length; i++) {
+      const x = back.leaves[i]!, y = leaves[i]!;
+      if (x.path[0] !== y.path[0] || x.hlc !== y.hlc || x.seq !== y.seq || x.src !== y.src || valueBytes(x)?.[0] !== valueBytes(y)?.[0] ||
+          Buffer.compare(x.origin, y.origin) !== 0) assert.fail(`leaf ${i} of ${n} origins`);
+    }
+    assert.deepEqual(encodeRecord(back), b, `${n} origins: the same bytes again`);
+    if (version === 4)
+      for (const cut of [1, 2, 6, 40, b.length - 1]) assert.throws(() => decodeRecord(b.subarray(0, cut)), { code: "ECORRUPT" });
+  }
+});
+
 test("damaged bytes are ECORRUPT, never a wrong record", () => {
   const b = encodeRecord(sample());
   for (const cut of [0, 1, 3, 40, 100, b.length - 1]) assert.throws(() => decodeRecord(b.subarray(0, cut)), { code: "ECORRUPT" });
