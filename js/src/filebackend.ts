@@ -7,7 +7,8 @@
  * of a shared-stamp record); journals written before pages hold `put`
  * instead, [key, record as a msgpack map] pairs (recordcodec.ts), still
  * read.  Opening replays the
- * journal, drops a torn last entry (a crash mid-write), and rewrites the
+ * journal, drops a torn last entry (a crash mid-write; an unreadable entry
+ * with commits after it is ECORRUPT instead), and rewrites the
  * file as one snapshot (to a temporary file, fsynced, renamed over) when
  * the journal has grown past twice the live data, at open or between
  * commits.  What is live is counted as entries are written or replayed:
@@ -104,7 +105,14 @@ export class FileBackend implements Backend {
       try {
         e = decodeStored<Entry>(buf.subarray(off + 4, off + 4 + n));
         puts = putsOf(e);
-      } catch { break; }
+      } catch (err) {
+        // a crash mid-write leaves the last entry short, or zeros where the
+        // file system had extended the file; an entry with more written
+        // after it is damage, and dropping it would drop every later commit
+        if (off + 4 + n < buf.length && buf.subarray(off).some((x) => x !== 0))
+          throw new CrdtdbError("ECORRUPT", `replica file: the journal entry at byte ${off} of ${buf.length} is unreadable (${(err as Error)?.message ?? err}), with commits after it`);
+        break;
+      }
       if (e.clear) records.clear();
       for (const k of e.del) records.delete(k);
       for (const [k, r] of puts) records.set(k, r);

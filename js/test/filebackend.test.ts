@@ -237,3 +237,32 @@ test("small updates beside a few big records do not rewrite it over and over", a
     tmp.remove();
   }
 });
+
+test("a torn last entry is dropped at open; an unreadable entry with commits after it is ECORRUPT and the file is left as it is", async () => {
+  const dir = tempDir();
+  const path = join(dir.path, "c.crdtdb");
+  const ds = await open(new FileBackend(path));
+  for (const id of ["r0", "r1", "r2"]) await ds.add("Items", id, { n: id, pad });
+  await ds.close();
+  const whole = readFileSync(path);
+  const starts: number[] = [];
+  for (let off = 0; off + 4 <= whole.length; off += 4 + whole.readUInt32BE(off)) starts.push(off);
+  assert.ok(starts.length >= 4, "a meta entry, then a commit a record");
+  const ids = async (): Promise<string[]> => {
+    const s = await open(new FileBackend(path));
+    try { return (await s.query("Items", {})).map((r) => r.id as string).sort(); } finally { await s.close(); }
+  };
+  const last = starts.at(-1)!;
+  // a crash mid-write: the last entry cut short, or zeros past what was written
+  writeFileSync(path, whole.subarray(0, last + 4 + 3));
+  assert.deepEqual(await ids(), ["r0", "r1"]);
+  writeFileSync(path, Buffer.concat([whole, Buffer.alloc(100)]));
+  assert.deepEqual(await ids(), ["r0", "r1", "r2"]);
+  // a readable length over bytes that are not an entry, with commits after
+  const damaged = Buffer.from(whole);
+  damaged.fill(0xc1, starts.at(-2)! + 4, starts.at(-2)! + 12);
+  writeFileSync(path, damaged);
+  await assert.rejects(ids(), { code: "ECORRUPT", message: /entry at byte \d+ .* unreadable/ });
+  assert.deepEqual(readFileSync(path), damaged, "nothing rewritten");
+  dir.remove();
+});
