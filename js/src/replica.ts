@@ -19,7 +19,7 @@ import {
   addRegisters, checkLocalLimits, emptyRecord, freshRecord, isFresh, isVisible, mergeBase, mergeLeaves, registersOf,
   updateLeaves, renderWithId,
 } from "./record.js";
-import { DEFAULT_LIMITS, Slabs, type Limits } from "./value.js";
+import { DEFAULT_LIMITS, isWellFormed, Slabs, type Limits } from "./value.js";
 import { compareIds } from "./path.js";
 import {
   LOCAL, REMOVE, type BaseReg, type DataObject, type DecodedBody, type DecodedRecord, type DeltaBody, type DeltaField, type DeltaRecord, type Hlc,
@@ -401,8 +401,11 @@ export class Replica {
   private checkWrite(coll: string, id: string): void {
     this.checkColl(coll);
     if (this.readonly) throw readOnly();
-    // at most 3 UTF-8 bytes a UTF-16 unit: only long ids need encoding
-    if (!id || (id.length > 85 && utf8.encode(id).length > 255)) throw new CrdtdbError("EBADID", `invalid id '${id}'`);
+    // at most 3 UTF-8 bytes a UTF-16 unit: only long ids need encoding.
+    // No NUL (a C replica's ids are C strings: it refuses the delta) and
+    // no lone surrogate (its UTF-8 would name another record)
+    if (!id || (id.length > 85 && utf8.encode(id).length > 255) || id.includes("\0") || !isWellFormed(id))
+      throw new CrdtdbError("EBADID", `invalid id '${id}'`);
   }
 
   /** add(id, value) for each item, in one commit with one stamp each. */
@@ -613,6 +616,8 @@ export class Replica {
       throw new CrdtdbError("EINVAL", `the delta is for database '${d.dbId}', this is '${this.dbId}'`);
     for (const rec of d.records)
       if (!this.collections.has(rec.coll)) throw new CrdtdbError("ENOCOLL", `Collection '${rec.coll}' not found`);
+    for (const rec of d.records) // as storage/apply.c (a C replica's ids are C strings)
+      if (rec.id.includes("\0")) throw new CrdtdbError("EBADID", "record id contains NUL");
     const max = d.maxHlc;
     if (max > 0n) {
       try {

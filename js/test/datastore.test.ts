@@ -22,6 +22,22 @@ test("add, getById and query return records with their id", async () => {
   await ds.close();
 });
 
+test("an id a C replica could not hold is EBADID, nothing stored: a NUL (its ids are C strings), a lone surrogate (its UTF-8 names another record)", async () => {
+  const ds = await open();
+  await ds.add("Players", "ok", { v: 1 });
+  const seq = ds.replica.seq;
+  for (const id of ["a\u0000b", "\u0000", "x\ud800", "\udc00y"]) {
+    await assert.rejects(ds.add("Players", id, { v: 1 }), { code: "EBADID" }, JSON.stringify(id));
+    await assert.rejects(ds.addAll("Players", { good: { v: 1 }, [id]: { v: 2 } }), { code: "EBADID" }, JSON.stringify(id));
+    await assert.rejects(ds.update("Players", id, { v: 2 }), { code: "EBADID" }, JSON.stringify(id));
+  }
+  assert.equal(ds.replica.seq, seq, "nothing numbered");
+  assert.deepEqual((await ds.query("Players", {})).map((r) => r.id), ["ok"]);
+  await ds.add("Players", "\ud83d\ude00", { v: 3 }); // a pair is one character
+  assert.deepEqual(await ds.getById("Players", "\ud83d\ude00"), { id: "\ud83d\ude00", v: 3 });
+  await ds.close();
+});
+
 test("errors carry the interface's messages", async () => {
   const ds = await open();
   await assert.rejects(ds.getById("Players", "x"), { message: "Object with id 'x' not found in collection 'Players'" });

@@ -253,6 +253,16 @@ test("(b) a delta for another database: ERROR EINVAL, nothing stored", async () 
   });
 });
 
+test("(b) a delta with a record id holding NUL: ERROR EBADID (as a C replica, whose ids are C strings), nothing stored", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "good2", { a: 1 }, now()), rec(c.kp, "a\u0000b", { a: 1 }, now())]) });
+    await assertRefused(c, "EBADID", "a NUL in an id", from, /NUL/);
+    await assertUnchanged(c, before, "a NUL in an id");
+  });
+});
+
 test("(c) a delta stamped one hour ahead: a notice ECLOCK, nothing stored, the clock untouched; the session goes on", async () => {
   await withCase(async (c) => {
     const before = await snap(c);
