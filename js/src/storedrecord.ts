@@ -38,10 +38,11 @@
  * str    = u16 UTF-8 bytes, the bytes
  */
 import { ByteWriter } from "./bytewriter.js";
+import { mpCheck, MP_OK } from "./delta.js";
 import { CrdtdbError } from "./errors.js";
 import type { BaseReg, Leaf, StoredRecord } from "./types.js";
 
-const td = new TextDecoder(), te = new TextEncoder();
+const td = new TextDecoder(), te = new TextEncoder(), tdFatal = new TextDecoder("utf-8", { fatal: true });
 
 const one = new ByteWriter(512);
 
@@ -214,6 +215,30 @@ export function decodeRecord(b: Uint8Array): StoredRecord {
   }
 }
 
+/** A register's sequence as version 1 can hold it (0: not yet numbered):
+ *  never NaN, infinite, negative or past 2^53. */
+const seqOk = (s: number): boolean => s >= 0 && s <= Number.MAX_SAFE_INTEGER;
+
+/**
+ * A leaf as read, refused (RangeError) unless it is what the code reading
+ * it relies on: a stored copy damaged into a NaN sequence made an export
+ * loop for ever, a leaf with no path made rendering recurse without end,
+ * and bytes that are not a value were exported for the server to refuse
+ * on every connection.  A value is one msgpack value other than a map
+ * (maps are leaves).
+ */
+function checkedLeaf(b: Uint8Array, l: Leaf): Leaf {
+  if (!seqOk(l.seq)) throw new RangeError("a sequence that is not one");
+  if (l.vbuf) {
+    const c = b[l.voff]!, n = l.vlen;
+    const scalar = n > 0 && (c <= 0x7f || c >= 0xe0 || c === 0xc0 || c === 0xc2 || c === 0xc3) ? n === 1 : null;
+    if (scalar === false || (scalar === null && (n === 0 || (c & 0xf0) === 0x80 || c === 0xde || c === 0xdf ||
+        mpCheck(b, l.voff, l.voff + n, 64) !== MP_OK)))
+      throw new RangeError("a field value that is not one");
+  }
+  return l;
+}
+
 function decode(b: Uint8Array): StoredRecord {
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const v3 = b[0] !== 1, wide = b[0] === 4; // (4: version 3, u32 table counts)
@@ -252,10 +277,12 @@ function decode(b: Uint8Array): StoredRecord {
   const srcAt = (i: number): string => { const s = srcs[i]; if (s === undefined) throw new RangeError("no such source"); return s; };
   let base: BaseReg | null = null;
   const kind = b[p++]!;
+  if (kind > 2) throw new RangeError("unknown base kind");
   if (kind) {
     // the order of every BaseReg literal (one hidden class)
     base = { kind: kind as 1 | 2, hlc: dv.getBigUint64(p, true), origin: originAt(dv.getUint16(p + 8, true)), seq: dv.getFloat64(p + 12, true), src: srcAt(dv.getUint16(p + 10, true)) };
     p += 20;
+    if (!seqOk(base.seq)) throw new RangeError("a sequence that is not one");
   }
   let leaves: Leaf[];
   if (!v3) {
@@ -264,6 +291,7 @@ function decode(b: Uint8Array): StoredRecord {
     leaves = new Array(nl);
     for (let i = 0; i < nl; i++) {
       const np = b[p++]!;
+      if (!np) throw new RangeError("a field with no path");
       const path: string[] = new Array(np);
       for (let j = 0; j < np; j++) path[j] = str();
       const hlc = dv.getBigUint64(p, true), origin = originAt(dv.getUint16(p + 8, true)), src = srcAt(dv.getUint16(p + 10, true)), seq = dv.getFloat64(p + 12, true);
@@ -275,7 +303,7 @@ function decode(b: Uint8Array): StoredRecord {
         vbuf = b; voff = p; vlen = vn;
         p += vn;
       }
-      leaves[i] = { path, hlc, origin, vbuf, voff, vlen, seq, src };
+      leaves[i] = checkedLeaf(b, { path, hlc, origin, vbuf, voff, vlen, seq, src });
     }
   } else {
     const nl = vint();
@@ -287,6 +315,7 @@ function decode(b: Uint8Array): StoredRecord {
     let seq = base ? base.seq : 0;
     for (let i = 0; i < nl; i++) {
       const np = b[p++]!;
+      if (!np) throw new RangeError("a field with no path");
       const path: string[] = new Array(np);
       for (let j = 0; j < np; j++) path[j] = text(vint());
       if (!shared) { hlc = dv.getBigUint64(p, true); p += 8; origin = originAt(vint()); src = srcAt(vint()); }
@@ -299,7 +328,7 @@ function decode(b: Uint8Array): StoredRecord {
         vbuf = b; voff = p; vlen = vn - 1;
         p += vn - 1;
       }
-      leaves[i] = { path, hlc, origin, vbuf, voff, vlen, seq, src };
+      leaves[i] = checkedLeaf(b, { path, hlc, origin, vbuf, voff, vlen, seq, src });
     }
   }
   if (p !== b.length) throw new RangeError("bytes after the record");
@@ -368,7 +397,9 @@ export function readPage(b: Uint8Array, each: (key: string, rec: Uint8Array, ent
     for (let i = 0; i < n; i++) {
       const kn = dv.getUint16(p, true);
       if (p + 2 + kn > b.length) throw new RangeError("a key runs past the end");
-      keys.push(td.decode(b.subarray(p + 2, p + 2 + kn)));
+      const key = tdFatal.decode(b.subarray(p + 2, p + 2 + kn)), nul = key.indexOf("\0");
+      if (nul <= 0 || nul === key.length - 1) throw new RangeError("a key that is not a collection and an id");
+      keys.push(key);
       p += 2 + kn;
       const rn = dv.getUint32(p, true);
       p += 4;

@@ -1,12 +1,14 @@
 /** The IndexedDB record encoding: every register round-trips; damage is ECORRUPT. */
 import test from "node:test";
 import assert from "node:assert/strict";
-import { decodeRecord, deltaChunkOf, encodeDeltaChunks, encodeRecord, readDeltaChunks, readPage } from "../src/storedrecord.js";
+import { decodeRecord, deltaChunkOf, encodeDeltaChunks, encodePage, encodeRecord, readDeltaChunks, readPage } from "../src/storedrecord.js";
 import type { Leaf, StoredRecord } from "../src/types.js";
 import { refOf, valueBytes } from "../src/value.js";
 import { encodePageV1, encodeRecordV1 } from "./storedv1.js";
 
 const origin = (n: number): Uint8Array => new Uint8Array(32).fill(n);
+/** A msgpack bin of n bytes in all (a stored value is one msgpack value). */
+const bin = (n: number): Uint8Array => { const v = new Uint8Array(n).fill(9); v[0] = 0xc6; new DataView(v.buffer).setUint32(1, n - 5); return v; };
 
 /** r with each leaf's value as a view of its own bytes (vbuf is a buffer
  *  values share, which deepEqual would compare whole). */
@@ -18,7 +20,7 @@ function sample(): StoredRecord {
   const leaves: Leaf[] = [
     { path: ["a"], hlc: 1n << 60n, origin: origin(1), ...refOf(new Uint8Array([0x01])), seq: 7, src: "" },
     { path: ["é", "k\u0000ey", "😀"], hlc: 123456789n, origin: origin(2), ...refOf(null), seq: 2 ** 40, src: "ab".repeat(32) },
-    { path: ["big"], hlc: (1n << 64n) - 1n, origin: origin(1), ...refOf(new Uint8Array(70000).fill(9)), seq: 9, src: "" },
+    { path: ["big"], hlc: (1n << 64n) - 1n, origin: origin(1), ...refOf(bin(70000)), seq: 9, src: "" },
   ];
   return { base: { kind: 1, hlc: 5n, origin: origin(3), seq: 1, src: "cd".repeat(32) }, leaves };
 }
@@ -88,7 +90,7 @@ test("a page holds its records in order; damage is ECORRUPT", async () => {
 /** A local add's record: every leaf has the base's stamp, origin and source. */
 function added(n: number, seq0: number): StoredRecord {
   const o = origin(7), hlc = 0x123456789abcn;
-  const leaves: Leaf[] = Array.from({ length: n }, (_, i) => ({ path: ["c" + i], hlc, origin: o, ...refOf(new Uint8Array([i])), seq: seq0 + 1 + ((i * 7) % n), src: "" }));
+  const leaves: Leaf[] = Array.from({ length: n }, (_, i) => ({ path: ["c" + i], hlc, origin: o, ...refOf(new Uint8Array([i % 128])), seq: seq0 + 1 + ((i * 7) % n), src: "" }));
   leaves.push({ path: ["z", "m"], hlc, origin: o, ...refOf(null), seq: seq0 + n + 1, src: "" });
   return { base: { kind: 1, hlc, origin: o, seq: seq0, src: "" }, leaves };
 }
@@ -165,4 +167,41 @@ test("a commit's deltas cut into chunks read back whole, whatever the chunk size
     assert.throws(() => readDeltaChunks(chunks.map((c, i) => (i === chunks.length - 1 ? c.subarray(0, c.length - 1) : c))), { code: "ECORRUPT" });
   }
   assert.equal(deltaChunkOf(new Uint8Array([2, 0, 0, 0, 0])), null);
+});
+
+test("damage the reader relies on is ECORRUPT: a sequence NaN, a field with no path, bytes that are no value, an unknown base kind, a page key without its NUL", () => {
+  const o = origin(1);
+  const one = (path: string[], value: Uint8Array | null, seq: number): Leaf => ({ path, hlc: 1000n, origin: o, ...refOf(value), seq, src: "" });
+  const rec = (leaves: Leaf[], seq = 1): StoredRecord => ({ base: { kind: 1, hlc: 1000n, origin: o, seq, src: "" }, leaves });
+  // version 1 (a sequence past 2^52): the last leaf's f64 sequence made NaN, then Infinity and -1
+  const v1 = encodeRecord(rec([one(["x"], new Uint8Array([1]), 2 ** 52 + 1)], 2 ** 52));
+  assert.equal(v1[0], 1);
+  for (const bad of [NaN, Infinity, -1, 2 ** 53]) {
+    const b = v1.slice(); new DataView(b.buffer).setFloat64(b.length - 13, bad, true);
+    assert.throws(() => decodeRecord(b), { code: "ECORRUPT", message: /sequence/ }, String(bad));
+  }
+  // version 3: the path count byte (after u8 3 | u8 1 | u16 0 sources... ) found by value and made 0
+  const v3 = encodeRecord(rec([one(["x"], new Uint8Array([1]), 2)]));
+  assert.equal(v3[0], 3);
+  const at = v3.lastIndexOf(0x78) - 2; // 'x', after its count byte 1 and its vint length 1
+  assert.deepEqual([v3[at], v3[at + 1]], [1, 1]);
+  const noPath = v3.slice(); noPath[at] = 0;
+  assert.throws(() => decodeRecord(noPath), { code: "ECORRUPT" });
+  for (const value of [[0xc1], [0xdd, 0, 0, 0, 9], [0x81, 0xa1, 0x61, 1], [0x01, 0x01], []]) {
+    const r = rec([one(["x"], new Uint8Array([1]), 2)]);
+    r.leaves[0] = one(["x"], new Uint8Array(value), 2);
+    if (!value.length) r.leaves[0]!.vbuf = new Uint8Array(0); // a value of no bytes (not a map leaf)
+    assert.throws(() => decodeRecord(encodeRecord(r)), { code: "ECORRUPT", message: /value/ }, JSON.stringify(value));
+  }
+  assert.doesNotThrow(() => decodeRecord(encodeRecord(rec([one(["x"], new Uint8Array([0x92, 1, 0xa1, 0x61]), 2)]))), "an array is a value");
+  const k2 = encodeRecord(rec([one(["x"], new Uint8Array([1]), 2)]));
+  const kindAt = 2 + 2 + 2 + 2 + 32; // version, flags, one source ("": u16 0), one origin
+  assert.deepEqual([k2[kindAt - 1], k2[kindAt]], [1, 1]);
+  k2[kindAt] = 7;
+  assert.throws(() => decodeRecord(k2), { code: "ECORRUPT", message: /kind/ });
+  // a page whose key lost its NUL
+  const page = encodePage(["Items\u0000a"], [rec([one(["x"], new Uint8Array([1]), 2)])]);
+  const nul = page.indexOf(0, 7);
+  const noNul = page.slice(); noNul[nul] = 0x2e;
+  assert.throws(() => readPage(noNul, () => undefined), { code: "ECORRUPT", message: /key/ });
 });
