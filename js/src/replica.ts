@@ -628,10 +628,16 @@ export class Replica {
       }
     }
     // history: a second fingerprint for a sequence is a second history
-    for (const p of d.history)
+    // (one the same delta carries too, as storage/apply.c)
+    for (let i = 0; i < d.history.length; i++) {
+      const p = d.history[i]!;
       for (const [s, fp] of points)
         if (s === p.seq && toHex(fp) !== toHex(p.fp))
           throw new CrdtdbError("EFORK", `the peer's history at ${s} differs from what it sent before (a copied replica)`);
+      for (let j = 0; j < i; j++)
+        if (d.history[j]!.seq === p.seq && toHex(d.history[j]!.fp) !== toHex(p.fp))
+          throw new CrdtdbError("EFORK", `the peer's history at ${p.seq} differs from what it sent before (a copied replica)`);
+    }
     const self = d.recipient && toHex(d.recipient) === this.idHex;
     if (self && d.ack !== null && d.ack > this.meta.seq)
       throw new CrdtdbError("EFORK", `the peer holds ${d.ack} of this replica's changes, more than the ${this.meta.seq} it wrote (a copied replica)`);
@@ -761,6 +767,9 @@ export class Replica {
     if (!this.collections.has(coll)) throw new CrdtdbError("EBADVALUE", "replace of an unknown record");
     const d = delta ? await decodeDelta(delta, this.limits) : null;
     if (d && toHex(d.sender) !== toHex(server)) throw new CrdtdbError("EBADVALUE", "a replace signed by another replica than the peer");
+    if (d) // (its stamps would move our clock: refused whole, as storage/apply.c)
+      for (const rec of d.records)
+        if (rec.coll !== coll || rec.id !== id) throw new CrdtdbError("EBADVALUE", `a replace of record '${id}' in '${coll}' holds another record`);
     return this.serial(async () => {
       const max = d ? this.checkBody(d, toHex(server)) : 0n;
       const key = recordKey(coll, id);

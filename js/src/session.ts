@@ -312,6 +312,9 @@ export class ClientSession {
       case "delta": return this.onDeltas([m.delta]); // (drain reads runs: deltaRun)
       case "resync": return this.onResync(m.stamp);
       case "purge":
+        // a shared replica serves others what it holds: no one server may
+        // make it forget a record (as transport/session.c)
+        if (this.o.noPurge) throw new CrdtdbError("EROFS", "purges are refused here (a shared replica)");
         await this.r.purge(m.coll, m.id).catch((e: unknown) => {
           if (e instanceof CrdtdbError && (e.code === "ENOCOLL" || e.code === "EBADID"))
             throw new CrdtdbError("EBADVALUE", "purge of an unknown record");

@@ -425,6 +425,18 @@ test("(g) a replace whose delta is signed by another key: ERROR EBADVALUE, nothi
   });
 });
 
+test("(g) a replace whose delta holds another record too: ERROR EBADVALUE (as C), nothing changed, the clock untouched", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    // the other record's stamp is ahead of everything here: it must not reach the clock
+    const d = await delta(c.kp, 0, 0, [rec(c.kp, "good", { a: 3 }, now()), rec(c.kp, "other", { a: 4 }, now() + 60_000n * 65536n)]);
+    c.conn.send({ t: "replace", coll: "Items", id: "good", upto: 10, delta: d });
+    await assertRefused(c, "EBADVALUE", "replace holding another record", from, /holds another record/);
+    await assertUnchanged(c, before, "replace holding another record");
+  });
+});
+
 test("a delta for an undeclared collection: refused (ENOCOLL, as C), nothing stored", async () => {
   await withCase(async (c) => {
     const before = await snap(c);
@@ -489,6 +501,17 @@ test("(h) a second history fingerprint for one sequence (a copied server): ERROR
     c.conn.send({ t: "delta", delta: await delta(c.kp, 2, 3, [rec(c.kp, "h2", { a: 1 }, now())], DB, { history: [{ seq: 2, fp: fpB }, { seq: 3, fp: fpA }] }) });
     await assertRefused(c, "EFORK", "second history", from);
     await assertUnchanged(c, before, "second history");
+  });
+});
+
+test("(h) two history fingerprints for one sequence in one delta: ERROR EFORK (as C), nothing stored", async () => {
+  await withCase(async (c) => {
+    const fpA = new Uint8Array(16).fill(0xaa), fpB = new Uint8Array(16).fill(0xbb);
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "delta", delta: await delta(c.kp, 1, 2, [rec(c.kp, "h1", { a: 1 }, now())], DB, { history: [{ seq: 2, fp: fpA }, { seq: 2, fp: fpB }] }) });
+    await assertRefused(c, "EFORK", "two histories in one delta", from);
+    await assertUnchanged(c, before, "two histories in one delta");
   });
 });
 
