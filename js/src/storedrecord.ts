@@ -215,9 +215,10 @@ export function decodeRecord(b: Uint8Array): StoredRecord {
   }
 }
 
-/** A register's sequence as version 1 can hold it (0: not yet numbered):
- *  never NaN, infinite, negative or past 2^53. */
-const seqOk = (s: number): boolean => s >= 0 && s <= Number.MAX_SAFE_INTEGER;
+/** A register's sequence: a whole number from 0 (not yet numbered) below
+ *  2^53, as a replica numbers them: never NaN, infinite, negative or a
+ *  fraction, which version 1's f64 could hold. */
+const seqOk = (s: number): boolean => Number.isSafeInteger(s) && s >= 0;
 
 /**
  * A leaf as read, refused (RangeError) unless it is what the code reading
