@@ -100,8 +100,10 @@ static int db_load(crdtdb_env *env, MDB_txn *mt, const char *id, uint32_t num,
     db->jump = 1; /* an earlier process may have sent sequences it never stored */
     snprintf(db->id, sizeof db->id, "%s", id);
     crdtdb__record_init(&db->rec);
-    crypto_shorthash_keygen(db->rec.oidx.hkey); /* origins are chosen by peers */
-    crdtdb__origins_init(&db->orig, env);
+    crdtdb__origins_init(&db->orig, env); /* draws the SipHash key */
+    /* One secret key serves every origin index of this handle: exports copy it
+     * rather than draw their own (a getrandom per delta). */
+    memcpy(db->rec.oidx.hkey, db->orig.hkey, sizeof db->orig.hkey);
     crdtdb__flat_init(&db->flat);
     crdtdb__delta_init(&db->delta);
     if (!msgpack_zone_init(&db->zone, 4096)) {

@@ -562,7 +562,7 @@ int crdtdb__exporter_begin(crdtdb_db *db, const crdtdb__export_opts *o,
     x->peer_num = UINT32_MAX; /* no peer: skip nothing */
     crdtdb__record_init(&x->rec);
     crdtdb__delta_init(&x->d);
-    crypto_shorthash_keygen(x->d.oidx.hkey); /* origins are chosen by peers */
+    memcpy(x->d.oidx.hkey, db->orig.hkey, sizeof db->orig.hkey); /* db.c */
     x->d.db_id.p = db->id;
     x->d.db_id.n = (uint32_t)strlen(db->id);
     x->d.sender = env->pk;
@@ -823,7 +823,7 @@ static int export_record_call(crdtdb_db *db, const char *coll, const char *id,
     x.db = db;
     x.group_coll = -1;
     crdtdb__delta_init(&x.d);
-    crypto_shorthash_keygen(x.d.oidx.hkey); /* origins are chosen by peers */
+    memcpy(x.d.oidx.hkey, db->orig.hkey, sizeof db->orig.hkey); /* db.c */
     x.d.db_id.p = db->id;
     x.d.db_id.n = (uint32_t)strlen(db->id);
     x.d.sender = env->pk;
