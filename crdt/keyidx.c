@@ -11,10 +11,10 @@
  * goes, so one such record does not cost every later clear a memset. */
 #define KEEP_SLOTS 1024u
 
-static uint32_t hash(const crdtdb__keyidx *x, const uint8_t *key)
+uint32_t crdtdb__keyidx_hash(const unsigned char *hkey, const uint8_t *key)
 {
     unsigned char h[crypto_shorthash_BYTES];
-    crypto_shorthash(h, key, KEY_BYTES, x->hkey);
+    crypto_shorthash(h, key, KEY_BYTES, hkey);
     return (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
 }
 
@@ -22,7 +22,7 @@ static uint32_t hash(const crdtdb__keyidx *x, const uint8_t *key)
 static uint32_t *probe(const crdtdb__keyidx *x, const uint8_t *const *keys, const uint8_t *key)
 {
     uint32_t mask = x->cap - 1;
-    for (uint32_t i = hash(x, key) & mask;; i = (i + 1) & mask) {
+    for (uint32_t i = crdtdb__keyidx_hash(x->hkey, key) & mask;; i = (i + 1) & mask) {
         uint32_t s = x->slot[i];
         if (!s || keys[s - 1] == key || memcmp(keys[s - 1], key, KEY_BYTES) == 0)
             return &x->slot[i];

@@ -29,6 +29,10 @@ typedef struct crdtdb__keyidx {
     unsigned char hkey[crypto_shorthash_KEYBYTES];
 } crdtdb__keyidx;
 
+/* The keyed hash of a 32-byte key under hkey (SipHash-2-4's first 4 bytes):
+ * for any table whose keys peers choose (storage/origins.c's too). */
+uint32_t crdtdb__keyidx_hash(const unsigned char *hkey, const uint8_t *key);
+
 /* The position of `key` among keys[0, nkeys): 1 with *pos set, 0 if it is
  * not there, CRDTDB_ENOMEM (the index is left empty: the next call builds
  * it again). */

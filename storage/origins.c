@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "crdt/array.h"
+#include "crdt/keyidx.h"
 #include "storage/internal.h"
 
 typedef struct crdtdb__oent {
@@ -17,9 +18,7 @@ static uint32_t num_slot(const crdtdb__origins *o, uint32_t num)
 
 static uint32_t key_slot(const crdtdb__origins *o, const uint8_t *key)
 {
-    unsigned char h[crypto_shorthash_BYTES];
-    crypto_shorthash(h, key, CRDTDB_REPLICA_ID_BYTES, o->hkey);
-    return crdtdb__get_u32(h) & (o->cap - 1);
+    return crdtdb__keyidx_hash(o->hkey, key) & (o->cap - 1);
 }
 
 static void clear(crdtdb__origins *o)
