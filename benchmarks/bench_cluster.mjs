@@ -18,31 +18,7 @@
  *                     after the kill (p50, p99)
  *
  * and the ratios cluster / alone.  Run through benchmarks/bench_cluster.
- * Sitting of 2026-12-05 09:53 UTC (RelWithDebInfo, 2 shared cores, another
- * agent building): capacity 1,024 alone, 1,686 cluster (1.65x: each server
- * at its default --max-connections, peer links included); highest load
- * sustained 10 matches alone, 3 cluster (0.30x: on one machine every write
- * is an fsync at 3 holders on one disk; docs/scaling.md); past saturation
- * (20 matches) the cluster delivered 3.28x; RSS per connection 2.3x;
- * failover p50 156 ms, p99 1,217 ms (08:24, quieter: 42 and 72 ms).
- * Group commit (session 26; the lone server's line ends with its deltas,
- * apply steps and commits).  Sitting of 12:11-12:16 UTC, the new server
- * then the old one (HEAD 501b5a6), BENCH_MATCHES=10,20,40 BENCH_CONNS=400:
- * alone at 20 matches 4,698 deliveries/s of 4,641 offered (lag p50 25 ms)
- * against 1,896 of 4,546 (p50 3.4 s): 2.48x; at 40 matches 4,110 against
- * 2,690 (1.53x); 3.1 and 4.0 deltas a commit (old: 1.0); the cluster at
- * 20 matches 4,676 against 1,196 (3.9x), at 40 4,877 against 1,883
- * (2.6x).  At 10 matches both deliver all.  A second sitting (12:23-12:28,
- * another agent building): alone at 20 matches 2,969 against 2,639
- * (1.13x), at 40 3,724 against 2,676 (1.39x), 4.0 deltas a commit; the
- * cluster at 20 4,539 against 1,392 (3.3x), at 40 4,262 against 1,494
- * (2.9x).  The disk's fsync rate moves 3-4x between sittings here.
- * With the final queue (cfaf534; 13:07-13:12, a quiet machine): highest
- * load sustained alone 20 matches against none (the old server lagged
- * even at 10 in this sitting); alone at 20 matches 4,715 of 4,714 offered
- * (lag p50 8 ms, p99 77 ms) against 1,800 (2.62x), at 40 3,642 against
- * 1,879 (1.94x), 2.8 and 4.0 deltas a commit; the cluster at 20 4,000
- * against 1,956 (2.04x), at 40 3,740 against 1,622 (2.31x).
+ * Sittings so far: sittings/cluster.md.
  *
  * Environment: CRDTDB_CLI, CRDTDB_SRC; BENCH_CONNS (default 1000),
  * BENCH_CONNS_MAX (4000), BENCH_MATCHES (3,10,20,40: the loads to measure

@@ -35,7 +35,7 @@
 // (which drops them as not newer): --yjs-local-only is a variant (not stock) that forwards only the player's own.
 // Exit 0 whatever the figures say (benchmarks report; tests assert).
 //
-// Sittings so far, and where crdtdb's tail was found: presence/SITTINGS.md.
+// Sittings so far, and where crdtdb's tail was found: sittings/presence.md.
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
