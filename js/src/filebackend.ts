@@ -7,8 +7,9 @@
  * of a shared-stamp record); journals written before pages hold `put`
  * instead, [key, record as a msgpack map] pairs (recordcodec.ts), still
  * read.  Opening replays the
- * journal, drops a torn last entry (a crash mid-write; an unreadable entry
- * with commits after it is ECORRUPT instead), and rewrites the
+ * journal, drops a torn last entry (a crash mid-write; an unreadable entry,
+ * or one whose length runs past the end with whole entries after it, is
+ * ECORRUPT instead), and rewrites the
  * file as one snapshot (to a temporary file, fsynced, renamed over) when
  * the journal has grown past twice the live data, at open or between
  * commits.  What is live is counted as entries are written or replayed:
@@ -20,7 +21,7 @@ import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Backend, Batch, Loaded, Meta } from "./backend.js";
 import { CrdtdbError } from "./errors.js";
-import { decodeStored, encodeStored, fixRecord, type PackedRecord } from "./recordcodec.js";
+import { decodeStored, encodeStored, fixRecord, storedEnd, type PackedRecord } from "./recordcodec.js";
 import { decodeRecord, PageWriter, readPage } from "./storedrecord.js";
 import type { StoredRecord } from "./types.js";
 
@@ -65,6 +66,24 @@ function putsOf(e: Entry): Put[] {
   return out;
 }
 
+/** The entry at off claims more bytes than the file holds: a crash cut it
+ *  short, or its length is damaged.  It is damage when the entry's value
+ *  is whole in fewer bytes and another whole entry follows it (a write cut
+ *  short holds no whole value, as the length came first); dropping it
+ *  would drop every commit after it. */
+function lengthDamaged(buf: Uint8Array, dv: DataView, off: number): boolean {
+  const m = storedEnd(buf.subarray(off + 4));
+  const next = off + 4 + m;
+  if (m < 0 || next + 4 > buf.length) return false;
+  const n2 = dv.getUint32(next);
+  if (next + 4 + n2 > buf.length) return false;
+  try {
+    return !!decodeStored<Entry>(buf.subarray(next + 4, next + 4 + n2))?.meta;
+  } catch {
+    return false;
+  }
+}
+
 function fixMeta(m: Meta): Meta {
   m.hlc = BigInt(m.hlc);
   m.seq = Number(m.seq);
@@ -100,7 +119,11 @@ export class FileBackend implements Backend {
     const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     while (off + 4 <= buf.length) {
       const n = dv.getUint32(off);
-      if (off + 4 + n > buf.length) break; // torn tail
+      if (off + 4 + n > buf.length) { // torn tail, unless the length is what was damaged
+        if (lengthDamaged(buf, dv, off))
+          throw new CrdtdbError("ECORRUPT", `replica file: the journal entry at byte ${off} of ${buf.length} claims ${n} bytes, and a whole entry and commits follow it`);
+        break;
+      }
       let e: Entry, puts: Put[];
       try {
         e = decodeStored<Entry>(buf.subarray(off + 4, off + 4 + n));

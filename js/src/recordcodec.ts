@@ -17,6 +17,18 @@ export function decodeStored<T>(b: Uint8Array): T {
   return packr.unpack(b) as T;
 }
 
+/** Where the one msgpack value b starts with ends, or -1 if b does not
+ *  hold one whole (what follows it is not read). */
+export function storedEnd(b: Uint8Array): number {
+  let end = -1;
+  try {
+    packr.unpackMultiple(b, (_v: unknown, _start?: number, e?: number) => { end = e ?? -1; return false; });
+  } catch {
+    return -1;
+  }
+  return end;
+}
+
 const u8 = (b: Uint8Array): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 
 /** A leaf as journals written before pages kept it (filebackend.ts): its

@@ -238,7 +238,7 @@ test("small updates beside a few big records do not rewrite it over and over", a
   }
 });
 
-test("a torn last entry is dropped at open; an unreadable entry with commits after it is ECORRUPT and the file is left as it is", async () => {
+test("a torn last entry is dropped at open; an unreadable entry, or a length past the end, with commits after it is ECORRUPT and the file is left as it is", async () => {
   const dir = tempDir();
   const path = join(dir.path, "c.crdtdb");
   const ds = await open(new FileBackend(path));
@@ -264,5 +264,18 @@ test("a torn last entry is dropped at open; an unreadable entry with commits aft
   writeFileSync(path, damaged);
   await assert.rejects(ids(), { code: "ECORRUPT", message: /entry at byte \d+ .* unreadable/ });
   assert.deepEqual(readFileSync(path), damaged, "nothing rewritten");
+  // a damaged length that runs past the end, whole entries after it: not a torn tail
+  for (const at of [starts[1]!, starts.at(-2)!]) {
+    const long = Buffer.from(whole);
+    long.writeUInt32BE(0x7fff_ffff, at);
+    writeFileSync(path, long);
+    await assert.rejects(ids(), { code: "ECORRUPT", message: new RegExp(`entry at byte ${at} .* claims 2147483647 bytes`) });
+    assert.deepEqual(readFileSync(path), long, "nothing rewritten");
+  }
+  // the last entry's length damaged so: nothing follows it, it reads as torn
+  const lastLong = Buffer.from(whole);
+  lastLong.writeUInt32BE(0x7fff_ffff, last);
+  writeFileSync(path, lastLong);
+  assert.deepEqual(await ids(), ["r0", "r1"]);
   dir.remove();
 });
