@@ -109,7 +109,7 @@ int cmd_export(const char *dir, const args *a)
         return EXIT_USAGE;
     }
     if (a->for_peer && parse_replica_id(a->for_peer, peer)) {
-        fprintf(stderr, "crdtdb: --for needs a replica id of %d hex digits\n",
+        fprintf(stderr, "crdtdb: --for needs a replica id of %u hex digits\n",
                 ID_HEX);
         return EXIT_USAGE;
     }

@@ -578,7 +578,7 @@ int crdtdb__exporter_begin(crdtdb_db *db, const crdtdb__export_opts *o,
         if (!rc)
             rc = crdtdb__marks_get(db, mt, o->peer, &m, &found);
         x->d.has_ack = !rc;
-        x->d.ack = m.received;
+        x->d.ack = rc ? 0 : m.received;
     }
     if (!rc && o->withhold) /* an unknown peer has sent us nothing */
         rc = crdtdb__peer_num(env, mt, o->withhold, 0, &x->withhold_num);
