@@ -343,6 +343,12 @@ export class ClientSession {
       }
       case "since": {
         const last = this.r.seq;
+        // a client sends only what it committed, so a server holding more of
+        // its log than it wrote holds another copy's writes under its id (a
+        // copied or restored replica): its own next writes, numbered up to
+        // there, would never be sent
+        if (m.seq > last)
+          throw new CrdtdbError("EFORK", `the server holds ${m.seq} of this replica's changes, more than the ${last} it wrote (a copied or restored replica)`);
         if (m.maxBytes !== undefined && m.maxBytes < this.o.deltaSize) this.o.deltaSize = m.maxBytes;
         if (m.seq > this.peerAcked && m.seq <= last) this.peerAcked = m.seq;
         this.sentUpto = m.seq;

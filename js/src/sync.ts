@@ -269,6 +269,10 @@ export class Sync {
           // the server's database has a collection this app does not
           // declare: the same delta would be refused again
           else if (e.fatal && e.code === "ENOCOLL") final = "stop";
+          // a second history under one id, or two values under one stamp:
+          // the same deltas would be refused again (the app gives the copy
+          // a new identity: destroy it, and open it again)
+          else if (e.fatal && (e.code === "EFORK" || e.code === "EFORGED")) final = "stop";
         }
       },
     });

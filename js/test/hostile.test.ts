@@ -491,6 +491,17 @@ test("(h) a delta acknowledging more of the client's log than it wrote: ERROR EF
   });
 });
 
+test("(h) a SINCE above the client's own log (another copy wrote under its id): ERROR EFORK, nothing stored, sync stopped", async () => {
+  await withCase(async (c) => {
+    const before = await snap(c);
+    const from = c.conn.msgs.length;
+    c.conn.send({ t: "since", seq: before.seq + 1 });
+    await assertRefused(c, "EFORK", "since beyond our log", from, /holds \d+ of this replica's changes, more than the \d+ it wrote/);
+    assert.equal(c.ds.sync!.status.state, "stopped", "retrying cannot help: the sync stops with the error");
+    await assertUnchanged(c, before, "since beyond our log");
+  });
+});
+
 test("(h) a second history fingerprint for one sequence (a copied server): ERROR EFORK, nothing stored", async () => {
   await withCase(async (c) => {
     const fpA = new Uint8Array(16).fill(0xaa), fpB = new Uint8Array(16).fill(0xbb);

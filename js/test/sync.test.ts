@@ -4,6 +4,7 @@
  */
 import test from "node:test";
 import assert from "node:assert/strict";
+import { copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { CrdtdbDataStore, type UpdateNotification, type OpenOptions } from "../src/index.js";
 import { FileBackend, nodeSocket } from "../src/node.js";
@@ -69,6 +70,31 @@ test("two JS replicas sync live; offline writes go on reconnect", async () => {
       await a.close();
       await b.close();
       await back.stop();
+    }
+  });
+});
+
+test("a copied replica file: the copy finds the server holding more of its log than it wrote, refuses with EFORK and stops syncing", async () => {
+  await withServer([], async (srv, dir) => {
+    const fa = join(dir, "a.crdtdb"), fb = join(dir, "b.crdtdb");
+    const a = await client(srv, { backend: new FileBackend(fa) });
+    await a.add("Moves", "m1", { by: "a" });
+    await until(() => a.syncStatus?.state === "synced", "a synced");
+    await a.close();
+    copyFileSync(fa, fb); // a backup, or a profile copied to another machine
+    const a2 = await client(srv, { backend: new FileBackend(fa) });
+    await a2.add("Moves", "m2", { by: "a" }); // the server now holds more of this id's log than the copy has
+    await until(() => a2.syncStatus?.state === "synced", "a synced again");
+    await a2.close();
+    const b = await client(srv, { backend: new FileBackend(fb) }, { minBackoffMs: 50, maxBackoffMs: 50 });
+    try {
+      await until(() => b.syncStatus?.state === "stopped", "the copy stops syncing", 10_000);
+      assert.equal(b.syncStatus?.error?.code, "EFORK");
+      assert.match(b.syncStatus!.error!.message, /server holds \d+ of this replica's changes, more than the \d+ it wrote/);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(b.syncStatus?.state, "stopped", "no retry: the same refusal would come again");
+    } finally {
+      await b.close();
     }
   });
 });
