@@ -46,6 +46,9 @@ export interface Meta {
   peers: Record<string, PeerState>;
   /** A server granted only server-to-client: local writes are refused. */
   readonly: boolean;
+  /** The database this copy is of (absent in copies made before it was
+   *  kept): opening it as another database is refused. */
+  dbId?: string;
 }
 
 export interface Batch {

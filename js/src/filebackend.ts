@@ -21,6 +21,7 @@ import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Backend, Batch, Loaded, Meta } from "./backend.js";
 import { CrdtdbError } from "./errors.js";
+import { lockReplicaFile } from "./filelock.js";
 import { decodeStored, encodeStored, fixRecord, storedEnd, type PackedRecord } from "./recordcodec.js";
 import { decodeRecord, PageWriter, readPage } from "./storedrecord.js";
 import type { StoredRecord } from "./types.js";
@@ -103,10 +104,25 @@ export class FileBackend implements Backend {
   private readonly pw = new PageWriter();
   private readonly sizes: number[] = [];
 
-  /** The caller names the file; the backend owns it until close(). */
+  /** Lets go of the file's lock (filelock.ts), taken by load(). */
+  private unlock: (() => Promise<void>) | null = null;
+
+  /** The caller names the file; the backend owns it until close(), and
+   *  holds its lock (`<path>.lock`) from load() on: a second store on the
+   *  file, in this process or another, fails to open with EBUSY. */
   constructor(private readonly path: string) {}
 
   async load(): Promise<Loaded> {
+    this.unlock = await lockReplicaFile(this.path);
+    try {
+      return await this.replay();
+    } catch (e) {
+      await this.close();
+      throw e;
+    }
+  }
+
+  private async replay(): Promise<Loaded> {
     let meta: Meta | null = null;
     const records = new Map<string, StoredRecord>();
     let buf: Uint8Array;
@@ -252,14 +268,21 @@ export class FileBackend implements Backend {
   }
 
   async close(): Promise<void> {
-    const fh = this.fh;
+    const fh = this.fh, unlock = this.unlock;
     this.fh = null;
-    await fh?.close();
+    this.unlock = null;
+    try { await fh?.close(); } finally { await unlock?.(); }
   }
 
-  /** Deletes the file (the copy and the identity). */
+  /** Deletes the file (the copy and the identity); EBUSY while a store
+   *  has it open. */
   static async destroy(path: string): Promise<void> {
-    await rm(path, { force: true });
-    await rm(path + ".tmp", { force: true });
+    const unlock = await lockReplicaFile(path);
+    try {
+      await rm(path, { force: true });
+      await rm(path + ".tmp", { force: true });
+    } finally {
+      await unlock();
+    }
   }
 }

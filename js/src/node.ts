@@ -1,10 +1,11 @@
 /**
  * Node entry point: what a browser has built in, for Node 20.  A WebSocket
- * factory over `ws` (the token goes in the Authorization header) and a
- * file backend.  `import { nodeSocket, FileBackend } from "crdtdb/node"`.
+ * factory over `ws` (the token goes in the Authorization header), the
+ * default for every store of a process that imports this module, and a
+ * file backend.  `import { CrdtdbDataStore, FileBackend } from "crdtdb/node"`.
  */
 import { WebSocket } from "ws";
-import type { SocketFactory, SocketLike } from "./sync.js";
+import { setRuntimeSocket, type SocketFactory, type SocketLike } from "./sync.js";
 
 export { ed25519Backend } from "./nodecrypto.js";
 export { FileBackend } from "./filebackend.js";
@@ -33,5 +34,9 @@ export function nodeSocket(opts: { maxPayload?: number } = {}): SocketFactory {
     return s;
   };
 }
+
+// stores opened without a socket option use it (as nodecrypto.ts installs
+// the process's ed25519)
+setRuntimeSocket(nodeSocket());
 
 export * from "./index.js";

@@ -164,11 +164,16 @@ export class Replica {
     const loaded = await o.backend.load(replayDeltas);
     try {
       if (loaded.meta) {
+        // one copy is one database's: another's records would be shown,
+        // and synced into this one
+        if (loaded.meta.dbId !== undefined && loaded.meta.dbId !== o.dbId)
+          throw new CrdtdbError("EINVAL", `this copy is of database '${loaded.meta.dbId}', not '${o.dbId}'`);
         r.meta = loaded.meta;
+        r.meta.dbId = o.dbId; // (kept from the next commit on, in a copy made before)
         r.kp = await keyPairFromSeed(loaded.meta.seed);
       } else {
         r.kp = await generateKeyPair();
-        r.meta = { seed: r.kp.secretSeed, seq: 0, hlc: 0n, fp: new Uint8Array(16), points: [], peers: {}, readonly: false };
+        r.meta = { seed: r.kp.secretSeed, seq: 0, hlc: 0n, fp: new Uint8Array(16), points: [], peers: {}, readonly: false, dbId: o.dbId };
         await o.backend.commit({ meta: r.meta, put: new Map(), del: new Set() });
       }
     } catch (e) {

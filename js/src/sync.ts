@@ -75,7 +75,7 @@ async function openSocket(dbId: string, o: SyncOptions): Promise<SocketLike> {
   const base = o.url.replace(/\/+$/, "");
   let url = `${base}/v1/db/${encodeURIComponent(dbId)}`;
   const headers: Record<string, string> = {};
-  const make = o.socket;
+  const make = o.socket ?? runtimeSocket;
   if (make) {
     if (token) headers["authorization"] = `Bearer ${token}`;
   } else {
@@ -273,6 +273,9 @@ export class Sync {
           // the same deltas would be refused again (the app gives the copy
           // a new identity: destroy it, and open it again)
           else if (e.fatal && (e.code === "EFORK" || e.code === "EFORGED")) final = "stop";
+          // another database than the URL's, or our own id: a wrong URL or
+          // identity (docs/protocol.md: don't retry as is)
+          else if (e.fatal && e.code === "EINVAL") final = "stop";
         }
       },
     });
@@ -343,9 +346,18 @@ function codeForClose(code: number): "EAUTH" | "EDENIED" | "ENOTFOUND" | "EBADID
   }
 }
 
+/** The runtime's sockets when a store passes no `socket` option: set by
+ *  the `crdtdb/node` entry point (nodeSocket), else the global WebSocket. */
+let runtimeSocket: SocketFactory | null = null;
+
+/** @internal crdtdb/node installs nodeSocket() as the default. */
+export function setRuntimeSocket(f: SocketFactory): void {
+  runtimeSocket = f;
+}
+
 function defaultSocket(url: string): SocketLike {
   const WS = (globalThis as { WebSocket?: new (url: string, protocols: string) => SocketLike }).WebSocket;
-  if (!WS) throw new CrdtdbError("EINVAL", "no WebSocket in this runtime: pass the socket option (crdtdb/node does)");
+  if (!WS) throw new CrdtdbError("EINVAL", "no WebSocket in this runtime: in Node, import the store from 'crdtdb/node' (or pass socket: nodeSocket() from it)");
   return new WS(url, "crdtdb-sync");
 }
 

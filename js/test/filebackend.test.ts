@@ -9,7 +9,7 @@
  */
 import test from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CrdtdbDataStore } from "../src/index.js";
 import { FileBackend } from "../src/node.js";
@@ -278,4 +278,54 @@ test("a torn last entry is dropped at open; an unreadable entry, or a length pas
   writeFileSync(path, lastLong);
   assert.deepEqual(await ids(), ["r0", "r1"]);
   dir.remove();
+});
+
+test("one store per replica file: a second open fails with EBUSY, in this process or while another live process holds it; a dead process's lock is taken over", async () => {
+  const tmp = tempDir("crdtdb-lock-");
+  try {
+    const path = join(tmp.path, "a.crdtdb"), lock = path + ".lock";
+    const a = await open(new FileBackend(path));
+    await a.add("Items", "r1", { n: 1 });
+    assert.equal(readFileSync(lock, "utf8").trim(), String(process.pid), "the lock names its process");
+    await assert.rejects(open(new FileBackend(path)), { code: "EBUSY", message: `the replica file '${path}' is open in this process` });
+    await assert.rejects(FileBackend.destroy(path), { code: "EBUSY" });
+    await a.close();
+    assert.ok(!existsSync(lock), "the lock goes with the store");
+    // another live process's lock (this one's parent stands in for it)
+    writeFileSync(lock, `${process.ppid}\n`);
+    await assert.rejects(open(new FileBackend(path)), { code: "EBUSY", message: `the replica file '${path}' is open in process ${process.ppid}` });
+    // a crashed process's: no such process (pid_max is at most 2^22)
+    writeFileSync(lock, "4194304\n");
+    const b = await open(new FileBackend(path));
+    assert.deepEqual(await b.getById("Items", "r1"), { id: "r1", n: 1 }, "the same copy");
+    await b.close();
+    // one left by this process id before a restart, no store holding it
+    writeFileSync(lock, `${process.pid}\n`);
+    const c = await open(new FileBackend(path));
+    await c.close();
+    await FileBackend.destroy(path);
+    assert.ok(!existsSync(path) && !existsSync(lock));
+  } finally {
+    tmp.remove();
+  }
+});
+
+test("a copy is one database's: opening it as another is EINVAL, and nothing changes", async () => {
+  const tmp = tempDir("crdtdb-dbid-");
+  try {
+    const path = join(tmp.path, "a.crdtdb");
+    const a = await open(new FileBackend(path));
+    await a.add("Items", "r1", { n: 1 });
+    await a.close();
+    const before = readFileSync(path);
+    await assert.rejects(CrdtdbDataStore.open({ dbId: "other", collections: "Items", backend: new FileBackend(path) }),
+      { code: "EINVAL", message: "this copy is of database 'journal', not 'other'" });
+    assert.deepEqual(readFileSync(path), before, "nothing written");
+    assert.ok(!existsSync(path + ".lock"), "and the lock let go");
+    const again = await open(new FileBackend(path));
+    assert.deepEqual(await again.getById("Items", "r1"), { id: "r1", n: 1 });
+    await again.close();
+  } finally {
+    tmp.remove();
+  }
 });

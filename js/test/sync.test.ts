@@ -99,6 +99,30 @@ test("a copied replica file: the copy finds the server holding more of its log t
   });
 });
 
+test("in Node, crdtdb/node's sockets are the default: no socket option needed; a URL that is not the server's base stops (EINVAL)", async () => {
+  await withServer([], async (srv) => {
+    const a = await CrdtdbDataStore.open({ dbId: "match-1", collections: ["Players", "Moves"], sync: { url: srv.url } });
+    try {
+      await a.add("Moves", "m1", { by: "a" });
+      await a.sync!.whenSynced();
+      assert.equal(a.syncStatus?.state, "synced");
+    } finally {
+      await a.close();
+    }
+    // the client appends /v1/db/<id> itself
+    const b = await CrdtdbDataStore.open({ dbId: "match-1", collections: ["Players", "Moves"], sync: { url: srv.url + "/v1/db", minBackoffMs: 50 } });
+    try {
+      // (the server takes "v1/db/match-1" for the database's id, and its
+      // hello names that one: another database than asked for)
+      await until(() => b.syncStatus?.state === "stopped", "a wrong URL stops", 5000);
+      assert.equal(b.syncStatus?.error?.code, "EINVAL");
+      assert.match(b.syncStatus!.error!.message, /database 'match-1', this end 'v1\/db\/match-1'/);
+    } finally {
+      await b.close();
+    }
+  });
+});
+
 test("a server-to-client server: writes throw Read only access", async () => {
   await withServer(["--mode", "server-to-client"], async (srv) => {
     const js = await client(srv);
