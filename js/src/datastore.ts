@@ -106,8 +106,9 @@ export class CrdtdbDataStore implements DataStore {
   get isReadOnly(): boolean { return this.replica.readonly; }
 
   /** Stops syncing and closes the copy; then every observable gets
-   *  InvalidateAll, as the app builder's TinyBase store's close sends it
-   *  (its Collection drops what it cached from a store that went away). */
+   *  InvalidateAll, so what a view cached from the store goes with it.
+   *  After close, writes reject with EBUSY; reads answer from the last
+   *  state; open the store again to go on. */
   async close(): Promise<void> {
     this.sync?.stop();
     this.unlisten();
