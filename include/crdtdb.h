@@ -509,6 +509,17 @@ CRDTDB_API const char *crdtdb_db_errmsg(const crdtdb_db *db);
  */
 CRDTDB_API int crdtdb_db_seq(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq);
 
+/*
+ * The last sequence of this database's log that may have left it: its
+ * last change sequence or, past it, the end of the sequences an early
+ * relay (crdtdb_db_set_precommit) reserved and may have sent before their
+ * commit (by this handle or another, in any process).  A peer holding more
+ * of this replica's log than that holds another copy's writes under its
+ * id (docs/protocol.md, "A SINCE above your own log's end").  `txn` may be
+ * NULL.  Errors: EIO, ECORRUPT.
+ */
+CRDTDB_API int crdtdb_db_seq_sent(crdtdb_db *db, crdtdb_txn *txn, uint64_t *upto);
+
 /* --------------------------------------------------------- transactions */
 
 #define CRDTDB_TXN_RDONLY 0x1u

@@ -615,6 +615,27 @@ int crdtdb_db_seq(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq)
     return crdtdb__db_exit(db, seq_call(db, txn, seq));
 }
 
+static int seq_sent_call(crdtdb_db *db, crdtdb_txn *txn, uint64_t *upto)
+{
+    int rc = seq_call(db, txn, upto); /* (a write transaction's own) */
+    if (rc)
+        return rc;
+    crdtdb_txn *t;
+    int own;
+    if ((rc = crdtdb__txn_get(db, txn, 0, &t, &own)))
+        return rc;
+    uint64_t reserved = 0, owner;
+    rc = crdtdb__mdb_err(crdtdb__reservation_get(db->env, t->mt, db->num, &reserved, &owner));
+    if (!rc && reserved > *upto)
+        *upto = reserved;
+    return crdtdb__txn_end(t, own, rc);
+}
+
+int crdtdb_db_seq_sent(crdtdb_db *db, crdtdb_txn *txn, uint64_t *upto)
+{
+    return crdtdb__db_exit(db, seq_sent_call(db, txn, upto));
+}
+
 static int clear_call(crdtdb_db *db)
 {
     if (!db)

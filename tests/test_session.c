@@ -781,6 +781,82 @@ START_TEST(acks_only_from_proven_peers_within_range)
 }
 END_TEST
 
+/* Feeds one [type, v] frame. */
+static int feed_u64(crdtdb_session *s, uint8_t type, uint64_t v)
+{
+    crdtdb_buf m = CRDTDB_BUF_INIT;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &m, crdtdb__buf_write_cb);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint8(&pk, type);
+    msgpack_pack_uint64(&pk, v);
+    uint8_t h[4] = {0, 0, (uint8_t)(m.len >> 8), (uint8_t)m.len};
+    int rc = crdtdb_session_feed(s, h, 4);
+    if (!rc)
+        rc = crdtdb_session_feed(s, m.data, m.len);
+    crdtdb_buf_free(&m);
+    return rc;
+}
+
+static void nop_hook(void *ctx, crdtdb_db *db, uint64_t from, uint64_t to)
+{
+    (void)ctx, (void)db, (void)from, (void)to;
+}
+
+/* A client sends only what it committed, or what its early relay reserved:
+ * a server's SINCE beyond that holds another copy's writes under its id
+ * (docs/protocol.md, "A SINCE above your own log's end"): EFORK, and
+ * nothing after it.  Within the reservation (a server's peer link that
+ * relayed early, then crashed) it is taken. */
+START_TEST(since_beyond_what_a_client_sent_is_a_fork)
+{
+    put(&A, "add", "players", "ann", "{\"hp\":1}");
+    uint64_t last, sent;
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &last), 0);
+    ck_assert_int_eq(crdtdb_db_seq_sent(A.db, NULL, &sent), 0);
+    ck_assert_uint_eq(sent, last); /* no early relay: what it wrote */
+    evs ea = {0}, eb = {0};
+    crdtdb_session *c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(feed_u64(c, 2, last), 0); /* at the log's end: fine */
+    ck_assert_int_eq(feed_u64(c, 2, last + 1), CRDTDB_EFORK);
+    ck_assert_str_eq(crdtdb_session_errmsg(c),
+                     "the peer holds 3 of this replica's changes, more than the 2 it wrote (a copied "
+                     "or restored replica: give it a new identity, 'crdtdb reset-id')");
+    ck_assert_int_eq(ea.last_error, CRDTDB_EFORK);
+    ck_assert(crdtdb_session_closed(c));
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+    /* with an early relay, a reservation ahead of the log may have gone out */
+    crdtdb_db_set_precommit(A.db, nop_hook, NULL);
+    put(&A, "add", "players", "cy", "{\"hp\":2}");
+    ck_assert_int_eq(crdtdb_db_seq(A.db, NULL, &last), 0);
+    ck_assert_int_eq(crdtdb_db_seq_sent(A.db, NULL, &sent), 0);
+    ck_assert_uint_gt(sent, last);
+    ea = (evs){0};
+    c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(feed_u64(c, 2, sent), 0);
+    ck_assert_int_eq(feed_u64(c, 2, sent + 1), CRDTDB_EFORK);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+    crdtdb_db_set_precommit(A.db, NULL, NULL);
+    /* a server's session takes a client's SINCE past its log (the client
+     * may hold what the server relayed early, then lost) */
+    ea = (evs){0};
+    eb = (evs){0};
+    c = open_session(&A, 0, CRDTDB_SYNC_TWO_WAY, &ea, 0);
+    s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &eb, 0);
+    ck_assert_int_eq(run(c, s, SIZE_MAX), 0);
+    ck_assert_int_eq(crdtdb_db_seq(B.db, NULL, &last), 0);
+    ck_assert_int_eq(feed_u64(s, 2, last + 5), 0);
+    crdtdb_session_close(c);
+    crdtdb_session_close(s);
+}
+END_TEST
+
 /* crdtdb_session_acks_take hands over what crdtdb_session_flush would
  * record, once; the flush after it records nothing, and
  * crdtdb_db_peer_acks records what was taken.  (An unproven peer's acks:
@@ -2276,6 +2352,7 @@ int main(void)
     tcase_add_test(tc, early_pump_takes_only_an_idle_caught_up_session);
     tcase_add_test(tc, refused_write_is_undone_at_the_sender_only);
     tcase_add_test(tc, acks_only_from_proven_peers_within_range);
+    tcase_add_test(tc, since_beyond_what_a_client_sent_is_a_fork);
     tcase_add_test(tc, acks_taken_are_recorded_by_the_caller);
     tcase_add_test(tc, costly_deltas_come_again_smaller);
     tcase_add_test(tc, clock_refused_delta_is_asked_again);

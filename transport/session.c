@@ -1655,6 +1655,22 @@ static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
         return store_err(s, rc);
     switch (type) {
     case M_SINCE:
+        /* a client sends only what it committed, or what its early relay
+         * reserved (a server's peer link), so a server holding more of its
+         * log holds another copy's writes under its id: this one's next
+         * writes, numbered up to there, would never be sent.  (A client's
+         * SINCE past a server's log is the server's early relay.) */
+        if (!s->server && v > last) {
+            uint64_t sent = last;
+            if (s->st.seq_sent && (rc = s->st.seq_sent(s->st.ctx, &sent)))
+                return store_err(s, rc);
+            if (v > sent)
+                return seterr(s, CRDTDB_EFORK,
+                              "the peer holds %llu of this replica's changes, more than the %llu it "
+                              "wrote (a copied or restored replica: give it a new identity, "
+                              "'crdtdb reset-id')",
+                              (unsigned long long)v, (unsigned long long)sent);
+        }
         if (hinted && a[2].via.u64 < s->o.delta_size)
             s->o.delta_size = (size_t)a[2].via.u64;
         if (v > s->peer_acked && v <= last) /* it holds that much of ours */

@@ -39,6 +39,10 @@ static uint64_t store_now_ms(void *ctx)
 static const char *store_errmsg(void *ctx) { return crdtdb_db_errmsg(db_of(ctx)); }
 
 static int store_seq(void *ctx, uint64_t *last) { return crdtdb_db_seq(db_of(ctx), NULL, last); }
+static int store_seq_sent(void *ctx, uint64_t *upto)
+{
+    return crdtdb_db_seq_sent(db_of(ctx), NULL, upto);
+}
 
 typedef struct one_sink {
     crdtdb__store_give give;
@@ -245,6 +249,7 @@ void crdtdb__session_store_db(crdtdb_db *db, crdtdb__session_store *out)
     out->now_ms = store_now_ms;
     out->errmsg = store_errmsg;
     out->seq = store_seq;
+    out->seq_sent = store_seq_sent;
     out->next_delta = store_next_delta;
     out->record_delta = store_record_delta;
     out->apply = store_apply;

@@ -68,6 +68,10 @@ typedef struct crdtdb__session_store {
     /* The number of the last change in our log.  It only ever grows: the
      * session trusts an ACK at or below the last value it read. */
     int (*seq)(void *ctx, uint64_t *last);
+    /* The last sequence of our log a peer may hold: `seq`, or past it
+     * what an early relay may have sent before its commit
+     * (crdtdb_db_seq_sent).  NULL: the same as seq. */
+    int (*seq_sent)(void *ctx, uint64_t *upto);
 
     /* (a) Sending.  Hands the session at most one delta (give) covering
      * our log after want->after, or — when that range holds nothing for
