@@ -536,6 +536,19 @@ static void walk_start(crdtdb__exporter *x, const uint8_t *r, size_t len)
         x->wseq = seq;
 }
 
+/* An empty delta of db's, signed by this replica, for `recipient` (NULL:
+ * no one in particular).  Its origin index keys with the handle's secret
+ * (db.c), not a new one per delta. */
+static void delta_begin(crdtdb_db *db, crdtdb__delta *d, const uint8_t *recipient)
+{
+    crdtdb__delta_init(d);
+    memcpy(d->oidx.hkey, db->orig.hkey, sizeof db->orig.hkey);
+    d->db_id.p = db->id;
+    d->db_id.n = (uint32_t)strlen(db->id);
+    d->sender = db->env->pk;
+    d->recipient = recipient;
+}
+
 int crdtdb__exporter_begin(crdtdb_db *db, const crdtdb__export_opts *o,
                            crdtdb__exporter **out)
 {
@@ -561,12 +574,7 @@ int crdtdb__exporter_begin(crdtdb_db *db, const crdtdb__export_opts *o,
     x->o = o->filter && o->filter->visible ? o->filter : NULL;
     x->peer_num = UINT32_MAX; /* no peer: skip nothing */
     crdtdb__record_init(&x->rec);
-    crdtdb__delta_init(&x->d);
-    memcpy(x->d.oidx.hkey, db->orig.hkey, sizeof db->orig.hkey); /* db.c */
-    x->d.db_id.p = db->id;
-    x->d.db_id.n = (uint32_t)strlen(db->id);
-    x->d.sender = env->pk;
-    x->d.recipient = o->peer; /* watermarks in it are meant for this peer only */
+    delta_begin(db, &x->d, o->peer); /* watermarks in it are meant for this peer only */
     MDB_txn *mt = x->txn->mt;
     rc = crdtdb__seq_read(env, mt, db->num, &x->last);
     if (!rc && o->peer) {
@@ -822,12 +830,7 @@ static int export_record_call(crdtdb_db *db, const char *coll, const char *id,
     memset(&x, 0, sizeof x);
     x.db = db;
     x.group_coll = -1;
-    crdtdb__delta_init(&x.d);
-    memcpy(x.d.oidx.hkey, db->orig.hkey, sizeof db->orig.hkey); /* db.c */
-    x.d.db_id.p = db->id;
-    x.d.db_id.n = (uint32_t)strlen(db->id);
-    x.d.sender = env->pk;
-    x.d.recipient = peer;
+    delta_begin(db, &x.d, peer);
     crdtdb__held *held = NULL; /* the delta borrows from it, as from a page */
     int mrc = crdtdb__recs_get(env, t->mt, &held, &key, &blob);
     if (mrc == 0 && !(rc = crdtdb__record_decode(&rec, blob.mv_data, blob.mv_size,
