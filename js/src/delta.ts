@@ -1063,7 +1063,7 @@ function parseField(origins: ReplicaId[], stamps: Stamps, lim: DeltaLimits, i: n
   }
   if (vlen > lim.maxValueSize)
     fail("ETOOBIG", `field value of ${vlen} bytes exceeds the limit of ${lim.maxValueSize}`);
-  if (!scalarFits(vs, vlen)) {
+  if (!scalarFits(B, vs, vlen)) {
     const rc = mpCheck(B, vs, vs + vlen, lim.maxDepth - n);
     if (rc === MP_DEEP) fail("ETOODEEP", `field nested deeper than ${lim.maxDepth}`);
     if (rc !== MP_OK) fail("EBADVALUE", `field value: ${mpWhy}`);
@@ -1182,10 +1182,11 @@ function parsePath(p0: number, lim: DeltaLimits): PathEntry {
 }
 
 /** The common case, decided at once: a value that is one scalar filling
- *  exactly its bytes (what mpCheck would accept at any depth). */
-function scalarFits(at: number, n: number): boolean {
+ *  exactly its bytes p[at, at + n) (what mpCheck would accept at any
+ *  depth).  Stored records' values are checked with it too. */
+export function scalarFits(p: Uint8Array, at: number, n: number): boolean {
   if (n === 0) return false;
-  const b = B[at]!;
+  const b = p[at]!;
   if (b <= 0x7f || b >= 0xe0 || b === 0xc0 || b === 0xc2 || b === 0xc3) return n === 1;
   if ((b & 0xe0) === 0xa0) return n === 1 + (b & 0x1f);
   switch (b) {
@@ -1195,8 +1196,8 @@ function scalarFits(at: number, n: number): boolean {
     case 0xcd: case 0xd1: return n === 3;
     case 0xce: case 0xd2: return n === 5;
     case 0xcf: case 0xd3: return n === 9;
-    case 0xd9: case 0xc4: return n >= 2 && n === 2 + B[at + 1]!;
-    case 0xda: case 0xc5: return n >= 3 && n === 3 + ((B[at + 1]! << 8) | B[at + 2]!);
+    case 0xd9: case 0xc4: return n >= 2 && n === 2 + p[at + 1]!;
+    case 0xda: case 0xc5: return n >= 3 && n === 3 + ((p[at + 1]! << 8) | p[at + 2]!);
     default: return false;
   }
 }

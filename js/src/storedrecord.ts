@@ -38,7 +38,7 @@
  * str    = u16 UTF-8 bytes, the bytes
  */
 import { ByteWriter } from "./bytewriter.js";
-import { mpCheck, MP_OK } from "./delta.js";
+import { mpCheck, MP_OK, scalarFits } from "./delta.js";
 import { CrdtdbError } from "./errors.js";
 import type { BaseReg, Leaf, StoredRecord } from "./types.js";
 
@@ -232,9 +232,8 @@ function checkedLeaf(b: Uint8Array, l: Leaf): Leaf {
   if (!seqOk(l.seq)) throw new RangeError("a sequence that is not one");
   if (l.vbuf) {
     const c = b[l.voff]!, n = l.vlen;
-    const scalar = n > 0 && (c <= 0x7f || c >= 0xe0 || c === 0xc0 || c === 0xc2 || c === 0xc3) ? n === 1 : null;
-    if (scalar === false || (scalar === null && (n === 0 || (c & 0xf0) === 0x80 || c === 0xde || c === 0xdf ||
-        mpCheck(b, l.voff, l.voff + n, 64) !== MP_OK)))
+    if (n === 0 || (c & 0xf0) === 0x80 || c === 0xde || c === 0xdf ||
+        (!scalarFits(b, l.voff, n) && mpCheck(b, l.voff, l.voff + n, 64) !== MP_OK))
       throw new RangeError("a field value that is not one");
   }
   return l;
