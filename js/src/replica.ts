@@ -636,12 +636,9 @@ export class Replica {
     // (one the same delta carries too, as storage/apply.c)
     for (let i = 0; i < d.history.length; i++) {
       const p = d.history[i]!;
-      for (const [s, fp] of points)
-        if (s === p.seq && toHex(fp) !== toHex(p.fp))
-          throw new CrdtdbError("EFORK", `the peer's history at ${s} differs from what it sent before (a copied replica)`);
-      for (let j = 0; j < i; j++)
-        if (d.history[j]!.seq === p.seq && toHex(d.history[j]!.fp) !== toHex(p.fp))
-          throw new CrdtdbError("EFORK", `the peer's history at ${p.seq} differs from what it sent before (a copied replica)`);
+      const differs = (seq: number, fp: Uint8Array): boolean => seq === p.seq && !sameBytes(fp, p.fp);
+      if (points.some(([s, fp]) => differs(s, fp)) || d.history.some((h, j) => j < i && differs(h.seq, h.fp)))
+        throw new CrdtdbError("EFORK", `the peer's history at ${p.seq} differs from what it sent before (a copied replica)`);
     }
     const self = d.recipient && toHex(d.recipient) === this.idHex;
     if (self && d.ack !== null && d.ack > this.meta.seq)

@@ -263,19 +263,10 @@ export class Sync {
           // nothing and is not why a connection later drops
           if (!e.fatal) return;
           lastError = new CrdtdbError(e.code, e.message);
-          if (e.fatal && e.code === "EAUTH") final = "auth";
-          else if (e.fatal && (e.code === "EDENIED" || e.code === "ENODB")) final = "denied";
-          else if (e.fatal && e.code === "EREVOKED") final = "revoked";
-          // the server's database has a collection this app does not
-          // declare: the same delta would be refused again
-          else if (e.fatal && e.code === "ENOCOLL") final = "stop";
-          // a second history under one id, or two values under one stamp:
-          // the same deltas would be refused again (the app gives the copy
-          // a new identity: destroy it, and open it again)
-          else if (e.fatal && (e.code === "EFORK" || e.code === "EFORGED")) final = "stop";
-          // another database than the URL's, or our own id: a wrong URL or
-          // identity (docs/protocol.md: don't retry as is)
-          else if (e.fatal && e.code === "EINVAL") final = "stop";
+          if (e.code === "EAUTH") final = "auth";
+          else if (e.code === "EDENIED" || e.code === "ENODB") final = "denied";
+          else if (e.code === "EREVOKED") final = "revoked";
+          else if (FINAL_CODES.has(e.code)) final = "stop";
         }
       },
     });
@@ -345,6 +336,14 @@ function codeForClose(code: number): "EAUTH" | "EDENIED" | "ENOTFOUND" | "EBADID
     default: return "EIO";
   }
 }
+
+/** Errors that end a session for good: retrying would be refused again.
+ *  ENOCOLL: the server's database has a collection this app does not
+ *  declare, or the other way round.  EFORK, EFORGED: a second history
+ *  under one id, or two values under one stamp (the app gives the copy a
+ *  new identity: destroy it, and open it again).  EINVAL: another database
+ *  than the URL's, or our own id (docs/protocol.md: don't retry as is). */
+const FINAL_CODES: ReadonlySet<string> = new Set(["ENOCOLL", "EFORK", "EFORGED", "EINVAL"]);
 
 /** The runtime's sockets when a store passes no `socket` option: set by
  *  the `crdtdb/node` entry point (nodeSocket), else the global WebSocket. */
