@@ -1798,6 +1798,15 @@ function record(found: Map<string, Found>, viol: Violation, where: string, input
   }
 }
 
+/** The [seed, iter] inputs to run: FUZZ_ONLY's one, else each seed's from
+ *  FUZZ_FROM up to `iters`. */
+function inputs(iters: number): [number, number][] {
+  if (ONLY) { const [s, i] = ONLY.split(":").map(Number); return [[s!, i!]]; }
+  const todo: [number, number][] = [];
+  for (const seed of SEEDS) for (let i = FROM; i < iters; i++) todo.push([seed, i]);
+  return todo;
+}
+
 function summary(found: Map<string, Found>, n: number, outcomes: Map<string, number>): string {
   const lines = [`${n} inputs; outcomes ${[...outcomes].sort((a, b) => b[1] - a[1]).map(([k, c]) => `${k}:${c}`).join(" ")}`];
   for (const [sig, f] of found) lines.push(`  ${f.count}x ${sig}  (first: ${f.first})`);
@@ -1808,9 +1817,7 @@ test("fuzz: hostile server traffic into a ClientSession", { timeout: TIMEOUT }, 
   const found = new Map<string, Found>();
   const outcomes = new Map<string, number>();
   let n = 0;
-  const todo: [number, number][] = [];
-  if (ONLY) { const [s, i] = ONLY.split(":").map(Number); todo.push([s!, i!]); }
-  else for (const seed of SEEDS) for (let i = FROM; i < ITERS; i++) todo.push([seed, i]);
+  const todo = inputs(ITERS);
   let lastReport = Date.now();
   for (const [seed, iter] of todo) {
     if (PROGRESS) writeFileSync(PROGRESS, `session ${seed}:${iter}\n`);
@@ -1845,9 +1852,7 @@ test("fuzz: damaged stored records, pages and delta chunks", { timeout: TIMEOUT 
   const known = new Map<string, number>();
   const outcomes = new Map<string, number>();
   let n = 0;
-  const todo: [number, number][] = [];
-  if (ONLY) { const [s, i] = ONLY.split(":").map(Number); todo.push([s!, i!]); }
-  else for (const seed of SEEDS) for (let i = FROM; i < STORED_ITERS; i++) todo.push([seed, i]);
+  const todo = inputs(STORED_ITERS);
   {
     for (const [seed, i] of todo) {
       if (PROGRESS) writeFileSync(PROGRESS, `stored ${seed}:${i}\n`);
