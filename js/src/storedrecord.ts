@@ -40,6 +40,7 @@
 import { ByteWriter } from "./bytewriter.js";
 import { mpCheck, MP_OK, scalarFits } from "./delta.js";
 import { CrdtdbError } from "./errors.js";
+import { comparePaths } from "./path.js";
 import type { BaseReg, Leaf, StoredRecord } from "./types.js";
 
 const td = new TextDecoder(), te = new TextEncoder(), tdFatal = new TextDecoder("utf-8", { fatal: true });
@@ -332,6 +333,10 @@ function decode(b: Uint8Array): StoredRecord {
     }
   }
   if (p !== b.length) throw new RangeError("bytes after the record");
+  // Strictly ascending, as every write stores them and C's decode demands:
+  // two leaves at one path made rendering recurse until the stack ran out.
+  for (let i = 1; i < leaves.length; i++)
+    if (comparePaths(leaves[i - 1]!.path, leaves[i]!.path) >= 0) throw new RangeError("leaves out of order");
   return { base, leaves };
 }
 

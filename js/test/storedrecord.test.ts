@@ -19,8 +19,8 @@ function plain(r: StoredRecord): unknown {
 function sample(): StoredRecord {
   const leaves: Leaf[] = [
     { path: ["a"], hlc: 1n << 60n, origin: origin(1), ...refOf(new Uint8Array([0x01])), seq: 7, src: "" },
-    { path: ["é", "k\u0000ey", "😀"], hlc: 123456789n, origin: origin(2), ...refOf(null), seq: 2 ** 40, src: "ab".repeat(32) },
     { path: ["big"], hlc: (1n << 64n) - 1n, origin: origin(1), ...refOf(bin(70000)), seq: 9, src: "" },
+    { path: ["é", "k\u0000ey", "😀"], hlc: 123456789n, origin: origin(2), ...refOf(null), seq: 2 ** 40, src: "ab".repeat(32) },
   ];
   return { base: { kind: 1, hlc: 5n, origin: origin(3), seq: 1, src: "cd".repeat(32) }, leaves };
 }
@@ -205,4 +205,13 @@ test("damage the reader relies on is ECORRUPT: a sequence NaN, a field with no p
   const nul = page.indexOf(0, 7);
   const noNul = page.slice(); noNul[nul] = 0x2e;
   assert.throws(() => readPage(noNul, () => undefined), { code: "ECORRUPT", message: /key/ });
+});
+
+test("leaves not strictly ascending by path are ECORRUPT (two at one path overflowed the stack when rendered)", () => {
+  const o = origin(1);
+  const one = (path: string[]): Leaf => ({ path, hlc: 1000n, origin: o, ...refOf(new Uint8Array([1])), seq: 2, src: "" });
+  const rec = (...paths: string[][]): StoredRecord => ({ base: null, leaves: paths.map(one) });
+  assert.equal(decodeRecord(encodeRecord(rec(["a"], ["a", "b"], ["b"]))).leaves.length, 3, "ascending, an ancestor first");
+  for (const paths of [[["y"], ["y"]], [["b"], ["a"]], [["a", "b"], ["a"]], [["x"], ["y", "z"], ["y", "z"]]])
+    assert.throws(() => decodeRecord(encodeRecord(rec(...paths))), { code: "ECORRUPT", message: /out of order/ }, JSON.stringify(paths));
 });
