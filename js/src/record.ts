@@ -53,7 +53,8 @@ function cmpLeaf(a: Leaf, b: Leaf): number {
   return compareBytes(a.origin, b.origin);
 }
 
-function olderThanBase(l: Leaf, b: BaseReg): boolean {
+/** True if l is dead under base b (older: by hlc, then replica key). */
+export function olderThanBase(l: Leaf, b: BaseReg): boolean {
   if (l.hlc !== b.hlc) return l.hlc < b.hlc;
   return l.origin !== b.origin && compareBytes(l.origin, b.origin) < 0;
 }

@@ -41,6 +41,7 @@ import { ByteWriter } from "./bytewriter.js";
 import { mpCheck, MP_OK, scalarFits } from "./delta.js";
 import { CrdtdbError } from "./errors.js";
 import { comparePaths } from "./path.js";
+import { olderThanBase } from "./record.js";
 import type { BaseReg, Leaf, StoredRecord } from "./types.js";
 
 const td = new TextDecoder(), te = new TextEncoder(), tdFatal = new TextDecoder("utf-8", { fatal: true });
@@ -337,6 +338,11 @@ function decode(b: Uint8Array): StoredRecord {
   // two leaves at one path made rendering recurse until the stack ran out.
   for (let i = 1; i < leaves.length; i++)
     if (comparePaths(leaves[i - 1]!.path, leaves[i]!.path) >= 0) throw new RangeError("leaves out of order");
+  // A leaf older than the base is dead (docs/crdt.md) and no merge stores
+  // one; a damaged copy holding one would show it, and export it to peers
+  // that drop it.  Dropped rather than refused: dead either way.
+  if (base) for (let i = 0; i < leaves.length; i++)
+    if (olderThanBase(leaves[i]!, base)) return { base, leaves: leaves.filter((l) => !olderThanBase(l, base!)) };
   return { base, leaves };
 }
 

@@ -215,3 +215,13 @@ test("leaves not strictly ascending by path are ECORRUPT (two at one path overfl
   for (const paths of [[["y"], ["y"]], [["b"], ["a"]], [["a", "b"], ["a"]], [["x"], ["y", "z"], ["y", "z"]]])
     assert.throws(() => decodeRecord(encodeRecord(rec(...paths))), { code: "ECORRUPT", message: /out of order/ }, JSON.stringify(paths));
 });
+
+test("a leaf older than the base (dead; no merge stores one) is dropped as the record is read", () => {
+  const o = origin(1), later = origin(2);
+  const leaf = (name: string, hlc: bigint, org = o): Leaf => ({ path: [name], hlc, origin: org, ...refOf(new Uint8Array([1])), seq: 2, src: "" });
+  const base = { kind: 1 as const, hlc: 1000n, origin: later, seq: 1, src: "" };
+  const back = decodeRecord(encodeRecord({ base, leaves: [leaf("a", 999n), leaf("b", 1000n), leaf("c", 1000n, later), leaf("d", 1001n)] }));
+  assert.deepEqual(back.leaves.map((l) => l.path[0]), ["c", "d"], "older by hlc (a) and, at the base's hlc, by replica key (b): dropped");
+  const alive = decodeRecord(encodeRecord({ base, leaves: [leaf("c", 1000n, later), leaf("d", 1001n)] }));
+  assert.equal(alive.leaves.length, 2);
+});
