@@ -32,6 +32,40 @@ void crdtdb__delta_reset(crdtdb__delta *d)
         msgpack_zone_clear(&d->zone);
 }
 
+/* Capacities a handle keeps between applies (a delta of 4096 fields, a
+ * few hundred records, origins and collections: what most deltas hold). */
+#define TRIM_FIELDS 4096u
+#define TRIM_ITEMS 512u
+#define TRIM_PATHS (64u << 10)
+
+void crdtdb__delta_trim(crdtdb__delta *d)
+{
+    crdtdb__delta_reset(d);
+    if (d->fields_cap > TRIM_FIELDS) {
+        free(d->fields);
+        d->fields = NULL;
+        d->fields_cap = 0;
+    }
+    if (d->recs_cap > TRIM_ITEMS) {
+        free(d->recs);
+        d->recs = NULL;
+        d->recs_cap = 0;
+    }
+    if (d->colls_cap > TRIM_ITEMS) {
+        free(d->colls);
+        d->colls = NULL;
+        d->colls_cap = 0;
+    }
+    if (d->origins_cap > TRIM_ITEMS) {
+        free(d->origins);
+        d->origins = NULL;
+        d->origins_cap = 0;
+        crdtdb__keyidx_free(&d->oidx);
+    }
+    if (d->paths.cap > TRIM_PATHS)
+        crdtdb_buf_free(&d->paths);
+}
+
 void crdtdb__delta_free(crdtdb__delta *d)
 {
     if (!d)
@@ -640,5 +674,10 @@ int crdtdb__delta_decode(crdtdb__delta *d, const uint8_t *data, size_t len,
     if (msgpack_unpack((const char *)body, body_len, &off, &d->zone, &o) !=
         MSGPACK_UNPACK_SUCCESS)
         return crdtdb__err_set(e, CRDTDB_EBADVALUE, "malformed delta body");
-    return decode_body(d, &o, data[1] >= 2 /* short fields since version 2 */, lim, e);
+    rc = decode_body(d, &o, data[1] >= 2 /* short fields since version 2 */, lim, e);
+    /* Nothing decoded points into the zone (strings and values point into
+     * data): let its objects go now, up to 24 bytes per byte of the body,
+     * rather than at the next decode. */
+    msgpack_zone_clear(&d->zone);
+    return rc;
 }

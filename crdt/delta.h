@@ -81,6 +81,10 @@ void crdtdb__delta_init(crdtdb__delta *d);
 void crdtdb__delta_free(crdtdb__delta *d);
 /* Empties d, keeping its memory. */
 void crdtdb__delta_reset(crdtdb__delta *d);
+/* Empties d and frees what it grew past a small working size (a peer's
+ * delta chooses how far): kept on a handle between applies, it would pin
+ * what the largest delta took. */
+void crdtdb__delta_trim(crdtdb__delta *d);
 
 /* Builders for an encoder's delta: index of collection / origin (added if
  * new; pointers borrowed), a new record group, a field of the last group.

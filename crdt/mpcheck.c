@@ -69,6 +69,12 @@ static int header(const uint8_t *p, size_t left, uint64_t *skip, uint64_t *items
 int crdtdb__mp_check(const uint8_t *p, size_t len, unsigned max_depth,
                      const char **why)
 {
+    return crdtdb__mp_check_items(p, len, max_depth, UINT64_MAX, why);
+}
+
+int crdtdb__mp_check_items(const uint8_t *p, size_t len, unsigned max_depth,
+                           uint64_t max_items, const char **why)
+{
     uint64_t pending[65]; /* values still owed at each open level */
     uint8_t is_map[65];
     unsigned depth = 0;
@@ -108,6 +114,11 @@ int crdtdb__mp_check(const uint8_t *p, size_t len, unsigned max_depth,
             *why = "msgpack container claims more elements than bytes";
             return CRDTDB_EBADVALUE;
         }
+        if (items > max_items) {
+            *why = "msgpack containers hold more elements than allowed";
+            return CRDTDB_ETOOBIG;
+        }
+        max_items -= items;
         if (depth + 1 > max_depth) {
             *why = "msgpack value nested too deeply";
             return CRDTDB_ETOODEEP;

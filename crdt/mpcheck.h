@@ -18,4 +18,11 @@
 int crdtdb__mp_check(const uint8_t *p, size_t len, unsigned max_depth,
                      const char **why);
 
+/* crdtdb__mp_check, also refusing (CRDTDB_ETOOBIG) more than max_items
+ * container elements in all: msgpack-c then allocates a msgpack_object
+ * (24 bytes) for each, so a value made of one-byte elements costs 24 times
+ * its size. */
+int crdtdb__mp_check_items(const uint8_t *p, size_t len, unsigned max_depth,
+                           uint64_t max_items, const char **why);
+
 #endif

@@ -553,8 +553,8 @@ static void fill_info(crdtdb_apply_info *info, const crdtdb__delta *d, uint64_t 
     info->refused = w ? w->nrefused : 0;
 }
 
-static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
-                 const replace *rp, uint64_t behind, crdtdb_apply_info *info)
+static int apply_one(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
+                     const replace *rp, uint64_t behind, crdtdb_apply_info *info)
 {
     if (!db || !delta)
         return db ? crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta") : CRDTDB_EINVAL;
@@ -574,8 +574,31 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
     return 0;
 }
 
+/* One delta applied, its decoding's memory let go of when large (a peer
+ * chooses how large). */
+static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
+                 const replace *rp, uint64_t behind, crdtdb_apply_info *info)
+{
+    int rc = apply_one(db, delta, len, w, rp, behind, info);
+    if (db)
+        crdtdb__delta_trim(&db->delta);
+    return rc;
+}
+
+static int apply_batch_one(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
+                           size_t n, crdtdb_apply_info *infos, size_t *done);
+
 static int apply_batch_call(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
                             size_t n, crdtdb_apply_info *infos, size_t *done)
+{
+    int rc = apply_batch_one(db, deltas, lens, n, infos, done);
+    if (db)
+        crdtdb__delta_trim(&db->delta);
+    return rc;
+}
+
+static int apply_batch_one(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
+                           size_t n, crdtdb_apply_info *infos, size_t *done)
 {
     if (!db)
         return CRDTDB_EINVAL;

@@ -334,6 +334,72 @@ START_TEST(limits_on_signed_input)
 }
 END_TEST
 
+/* What decoding a delta took is let go of once it is decoded: msgpack-c's
+ * objects (24 bytes per element, so ~24x a body of one-byte elements) at
+ * once, the field and record arrays by trim (a handle's applies) when
+ * large.  Else a peer's one delta pinned ~96 MiB on a handle. */
+START_TEST(decoding_memory_is_let_go)
+{
+    crdtdb_buf body = CRDTDB_BUF_INIT, out = CRDTDB_BUF_INIT;
+    crdtdb__err e;
+    msgpack_packer p;
+    /* a record of 20,000 short-form fields: decodes */
+    body_head(&p, &body, 1, 0);
+    msgpack_pack_array(&p, 3); /* base: add, stamp 0, origin 0 */
+    msgpack_pack_uint8(&p, 1);
+    msgpack_pack_uint8(&p, 0);
+    msgpack_pack_uint8(&p, 0);
+    msgpack_pack_array(&p, 20000);
+    for (unsigned i = 0; i < 20000; i++) {
+        char k[16];
+        int n = snprintf(k, sizeof k, "f%05u", i);
+        msgpack_pack_array(&p, 1);
+        msgpack_pack_str_with_body(&p, k, (size_t)n);
+    }
+    msgpack_pack_array(&p, 0);
+    msgpack_pack_nil(&p);
+    signed_delta(&out, body.data, body.len);
+    crdtdb__delta d;
+    crdtdb__delta_init(&d);
+    ck_assert_int_eq(crdtdb__delta_decode(&d, out.data, out.len, 1 << 22, &lim, &e), 0);
+    ck_assert_uint_eq(d.nfields, 20000);
+    /* cleared: what the objects took is freed, the first chunk kept empty */
+    ck_assert_uint_eq(d.zone.chunk_list.free, d.zone.chunk_size);
+    crdtdb__delta_trim(&d);
+    ck_assert_uint_eq(d.fields_cap, 0);
+    ck_assert_uint_eq(d.nfields, 0);
+    /* 100,000 nils where records go: refused, and let go of as well */
+    body_head(&p, &body, 1, 0);
+    body.len = 0;
+    msgpack_packer_init(&p, &body, crdtdb__buf_write_cb);
+    msgpack_pack_array(&p, 11);
+    msgpack_pack_str_with_body(&p, "db", 2);
+    msgpack_pack_bin_with_body(&p, pk, 32);
+    msgpack_pack_uint8(&p, 0);
+    msgpack_pack_uint8(&p, 1);
+    msgpack_pack_nil(&p);
+    msgpack_pack_uint8(&p, 1);
+    msgpack_pack_array(&p, 0);
+    msgpack_pack_array(&p, 0);
+    msgpack_pack_array(&p, 100000);
+    for (unsigned i = 0; i < 100000; i++)
+        msgpack_pack_nil(&p);
+    msgpack_pack_array(&p, 0);
+    msgpack_pack_nil(&p);
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_ne(crdtdb__delta_decode(&d, out.data, out.len, 1 << 22, &lim, &e), 0);
+    ck_assert_uint_eq(d.zone.chunk_list.free, d.zone.chunk_size);
+    /* and decoding again after a trim works as before */
+    one_field(&body, 1, (const uint8_t *)"\x01", 1, 0, 0);
+    signed_delta(&out, body.data, body.len);
+    ck_assert_int_eq(crdtdb__delta_decode(&d, out.data, out.len, 1 << 20, &lim, &e), 0);
+    ck_assert_uint_eq(d.nfields, 1);
+    crdtdb__delta_free(&d);
+    crdtdb_buf_free(&body);
+    crdtdb_buf_free(&out);
+}
+END_TEST
+
 /* Version 1 deltas (files exported before version 2, older peers) decode to
  * the same registers, and encode again as version 2. */
 START_TEST(version_1_still_read)
@@ -481,6 +547,7 @@ int main(void)
     tcase_add_test(tc, round_trip);
     tcase_add_test(tc, tampering_is_refused);
     tcase_add_test(tc, limits_on_signed_input);
+    tcase_add_test(tc, decoding_memory_is_let_go);
     tcase_add_test(tc, version_1_still_read);
     tcase_add_test(tc, short_fields);
     suite_add_tcase(s, tc);

@@ -1287,6 +1287,35 @@ START_TEST(bad_frames_end_the_session)
     n = hello(buf, 1, "game", id);
     memcpy(buf + n, bad_delta, sizeof bad_delta);
     ck_assert_int_ne(feed_server(buf, n + sizeof bad_delta, &e), 0);
+    /* a NOTICE (taken before the hello) of more elements than any message
+     * holds: refused before msgpack-c allocates 24 bytes for each of them */
+    {
+        size_t big = 2000;
+        uint8_t *f = malloc(4 + 8 + big);
+        ck_assert_ptr_nonnull(f);
+        uint8_t *m = f + 4;
+        size_t k = 0;
+        m[k++] = 0x94, m[k++] = 0x09, m[k++] = 0x00, m[k++] = 0xa0;
+        m[k++] = 0xdc, m[k++] = (uint8_t)(big >> 8), m[k++] = (uint8_t)big;
+        memset(m + k, 0xc0, big); /* nil, nil, ... */
+        k += big;
+        f[0] = (uint8_t)(k >> 24), f[1] = (uint8_t)(k >> 16), f[2] = (uint8_t)(k >> 8),
+        f[3] = (uint8_t)k;
+        crdtdb_session *s = open_session(&B, 1, CRDTDB_SYNC_TWO_WAY, &e, 0);
+        ck_assert_int_eq(crdtdb_session_feed(s, f, 4 + k), CRDTDB_EBADVALUE);
+        ck_assert(crdtdb_session_closed(s));
+        ck_assert_ptr_nonnull(strstr(crdtdb_session_errmsg(s), "more elements than allowed"));
+        crdtdb_session_close(s);
+        /* and as many in the outer array itself */
+        m[0] = 0xdc, m[1] = (uint8_t)(big >> 8), m[2] = (uint8_t)big;
+        m[3] = 0x09;
+        memset(m + 4, 0xc0, big - 1);
+        k = 3 + big;
+        f[0] = (uint8_t)(k >> 24), f[1] = (uint8_t)(k >> 16), f[2] = (uint8_t)(k >> 8),
+        f[3] = (uint8_t)k;
+        ck_assert_int_eq(feed_server(f, 4 + k, &e), CRDTDB_EBADVALUE);
+        free(f);
+    }
     /* random bytes never crash it */
     srand(tu_seed());
     for (int i = 0; i < 2000; i++) {

@@ -29,6 +29,11 @@
 enum { M_HELLO = 1, M_SINCE, M_DELTA, M_ACK, M_UPTODATE, M_ERROR, M_CLOSE, M_SKIP, M_NOTICE,
        M_PURGE, M_REPLACE, M_RESYNC = 16, M_LEAVE };
 #define RESYNC_KEYS_MAX (64u << 20) /* bytes of record names a resync may note */
+/* Elements a message may hold in all: the longest has 7 (deltas, states
+ * and bodies are bin), and msgpack-c allocates 24 bytes for each element
+ * it unpacks, so a frame of one-byte elements would cost 24 times its size
+ * (a 4 MiB NOTICE of nils: 96 MiB). */
+#define MSG_ITEMS_MAX 32u
 /* S_LEAVING: a client sent LEAVE and waits for the server's answer */
 enum { S_HANDSHAKE, S_OPEN, S_LEAVING, S_CLOSED };
 
@@ -1500,7 +1505,7 @@ static int remote_error(const msgpack_object *a, uint32_t n, char *msg, size_t s
 static int handle(crdtdb_session *s, const uint8_t *p, size_t len)
 {
     const char *why;
-    if (crdtdb__mp_check(p, len, 2, &why))
+    if (crdtdb__mp_check_items(p, len, 2, MSG_ITEMS_MAX, &why))
         return seterr(s, CRDTDB_EBADVALUE, "malformed message: %s", why);
     msgpack_object o;
     size_t off = 0;
