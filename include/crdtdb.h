@@ -223,8 +223,10 @@ CRDTDB_API void crdtdb_env_options_get(const crdtdb_env *env, crdtdb_env_options
  * the detail is lost, so the message is printed by crdtdb_strerror().
  *
  * Errors: EINVAL (bad path or options), EIO (cannot create/open files),
- *         ENOMEM, EVERSION (written by an incompatible version),
- *         ECORRUPT, EROFS (read-only and not yet initialised).
+ *         ENOMEM (also: the map_size of address space could not be
+ *         reserved, e.g. under `ulimit -v` or valgrind: open with a smaller
+ *         one), EVERSION (written by an incompatible version), ECORRUPT,
+ *         EROFS (read-only and not yet initialised).
  */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_open(const char *path,
                                                 const crdtdb_env_options *opts,
@@ -280,8 +282,9 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_open(crdtdb_env *env,
                                                const char *id,
                                                crdtdb_db **out);
 
-/* Closes the handle and ends its observers.  Any transaction on it must be
- * finished first.  Accepts NULL. */
+/* Closes the handle and frees the observers still open on it: their
+ * pointers are then invalid (close observers first, or never close them
+ * after).  Any transaction on it must be finished first.  Accepts NULL. */
 CRDTDB_API void crdtdb_db_close(crdtdb_db *db);
 
 /* Called once per database, in id order; `id` is valid during the call.
@@ -534,12 +537,12 @@ CRDTDB_API int crdtdb_db_seq_sent(crdtdb_db *db, crdtdb_txn *txn, uint64_t *upto
  * Errors: EBUSY (this handle already has a transaction), EROFS, ENODB (the
  *         database was dropped), EIO, ENOMEM.
  */
-/* The database handle a transaction belongs to (borrowed). */
-CRDTDB_API crdtdb_db *crdtdb_txn_db(const crdtdb_txn *txn);
-
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_txn_begin(crdtdb_db *db,
                                                  unsigned flags,
                                                  crdtdb_txn **out);
+
+/* The database handle a transaction belongs to (borrowed). */
+CRDTDB_API crdtdb_db *crdtdb_txn_db(const crdtdb_txn *txn);
 
 /*
  * Commits and frees txn; observers then receive the batch's events.  If any
@@ -627,7 +630,7 @@ typedef int (*crdtdb_query_cb)(void *ctx, const char *id, const uint8_t *value,
  *   - an array of conditions [field, op, value], all of which must hold.
  *     field is a string (dots separate nesting levels: "a.b") or an array of
  *     key strings (for keys that contain dots).  op is one of
- *     "==" "!=" "<" "<=" ">" ">=".
+ *     "==" (or "=") "!=" "<" "<=" ">" ">=".
  * Numbers compare numerically across integer and float, strings bytewise
  * (UTF-8), timestamps (msgpack ext -1, a JS Date) by the instant they hold,
  * whatever their form; the ordering ops hold only between two numbers, two
@@ -725,7 +728,8 @@ typedef void (*crdtdb_observe_cb)(void *ctx, const crdtdb_event *ev);
  * through this handle, and — on crdtdb_db_poll() — to changes committed by
  * other handles or processes.  One event per visible change; writes that lose
  * the last-writer-wins comparison fire nothing.  On success *out owns the
- * subscription until crdtdb_observer_close() or crdtdb_db_close().
+ * subscription until crdtdb_observer_close() or crdtdb_db_close(), which
+ * frees it too: *out must not be closed after db is.
  *
  * Errors: ENOCOLL, ENOMEM.
  */
@@ -741,7 +745,8 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_observe(crdtdb_db *db,
  * session must send even so.  Accepts NULL. */
 CRDTDB_API void crdtdb_observer_commits(crdtdb_observer *o);
 
-/* Unsubscribes and frees.  Safe inside a callback.  Accepts NULL. */
+/* Unsubscribes and frees.  Safe inside a callback.  Accepts NULL, but
+ * not an observer of a handle already closed (crdtdb_db_close freed it). */
 CRDTDB_API void crdtdb_observer_close(crdtdb_observer *obs);
 
 /*
@@ -1462,7 +1467,9 @@ CRDTDB_API int crdtdb_session_batch_done(crdtdb_session *s, const crdtdb_apply_i
  * e.g. a refused write (the peer gets CRDTDB_SESSION_ERROR with remote 1).
  * Called from inside feed or step (a write filter, an event callback), it
  * is held until the apply or callback returns, then queued there, ahead
- * of the replies that follow.  Errors: ENOMEM, EBUSY (closed). */
+ * of the replies that follow.  Errors: ENOMEM, EBUSY (closed, or leaving:
+ * crdtdb_session_errmsg then still says why it closed, the one message
+ * not written for the code returned). */
 CRDTDB_API int crdtdb_session_notify(crdtdb_session *s, int code, const char *message);
 
 /* Ends the session with an error for the peer (code and message; after
@@ -1484,14 +1491,18 @@ CRDTDB_API void crdtdb_session_shutdown(crdtdb_session *s);
  * its max peer age.  Call it once crdtdb_session_synced says the server
  * holds everything: what it had not received is lost to it (if the copy
  * comes back, the server resyncs it whole).  Errors: EINVAL (a server's
- * session, or one not open). */
+ * session, or one not open yet or already leaving), ENOMEM, EBUSY (closed:
+ * crdtdb_session_errmsg still says why, as for crdtdb_session_notify). */
 CRDTDB_API int crdtdb_session_leave(crdtdb_session *s);
 
 /* 1 once the server answered this client's LEAVE: it stored that this
  * replica left (the session is closed then); else 0. */
 CRDTDB_API int crdtdb_session_left(const crdtdb_session *s);
 
-/* Detail of the last failure; never NULL. */
+/* Detail of the last failure: the code the last failing call returned, or
+ * why the session closed (its CRDTDB_SESSION_CLOSED event and calls on it
+ * after).  Never NULL; owned by s, valid until the next call on s or its
+ * close. */
 CRDTDB_API const char *crdtdb_session_errmsg(const crdtdb_session *s);
 
 /* Records the acknowledgements received so far (crdtdb_db_peer_ack).  A

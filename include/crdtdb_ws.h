@@ -373,7 +373,8 @@ CRDTDB_API void crdtdb_client_options_init(crdtdb_client_options *opts);
  * or granted) the handle refuses local writes ("Read only access") until
  * crdtdb_client_close().  `opts` is copied.  On success *out owns the client
  * until crdtdb_client_close().
- * Errors: EINVAL (no or malformed url), ENOMEM, EIO.
+ * Errors: EINVAL (no or malformed url), ENOMEM, EIO.  They write no
+ * message: crdtdb_db_errmsg(db) is not about them (crdtdb_strerror is).
  */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_client_open(crdtdb_db *db,
                                                    const crdtdb_client_options *opts,

@@ -380,7 +380,8 @@ static int apply_call(crdtdb_db *db, const uint8_t *delta, size_t len,
 int crdtdb_db_apply(crdtdb_db *db, const uint8_t *delta, size_t len,
                     crdtdb_apply_info *info)
 {
-    return crdtdb__db_exit(db, apply_call(db, delta, len, info));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, apply_call(db, delta, len, info));
 }
 
 static int apply_filtered_call(crdtdb_db *db, const uint8_t *delta, size_t len,
@@ -397,14 +398,16 @@ static int apply_filtered_call(crdtdb_db *db, const uint8_t *delta, size_t len,
 int crdtdb_db_apply_filtered(crdtdb_db *db, const uint8_t *delta, size_t len,
                              crdtdb_write_filter filter, void *ctx, crdtdb_apply_info *info)
 {
-    return crdtdb__db_exit(db, apply_filtered_call(db, delta, len, filter, ctx, 0, info));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, apply_filtered_call(db, delta, len, filter, ctx, 0, info));
 }
 
 int crdtdb_db_apply_behind(crdtdb_db *db, const uint8_t *delta, size_t len,
                            crdtdb_write_filter filter, void *ctx, uint64_t stamp,
                            crdtdb_apply_info *info)
 {
-    return crdtdb__db_exit(db, apply_filtered_call(db, delta, len, filter, ctx, stamp, info));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, apply_filtered_call(db, delta, len, filter, ctx, stamp, info));
 }
 
 static int replace_call(crdtdb_db *db, const char *coll, const char *id, uint64_t upto,
@@ -439,7 +442,8 @@ static int replace_call(crdtdb_db *db, const char *coll, const char *id, uint64_
 int crdtdb_db_replace(crdtdb_db *db, const char *coll, const char *id, uint64_t upto,
                       const uint8_t *delta, size_t len, crdtdb_apply_info *info)
 {
-    return crdtdb__db_exit(db, replace_call(db, coll, id, upto, delta, len, info));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, replace_call(db, coll, id, upto, delta, len, info));
 }
 
 /* Decodes delta into db->delta (verifying its signature), checks it and
@@ -642,5 +646,6 @@ static int apply_batch_one(crdtdb_db *db, const uint8_t *const *deltas, const si
 int crdtdb_db_apply_batch(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
                           size_t n, crdtdb_apply_info *infos, size_t *done)
 {
-    return crdtdb__db_exit(db, apply_batch_call(db, deltas, lens, n, infos, done));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, apply_batch_call(db, deltas, lens, n, infos, done));
 }

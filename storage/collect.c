@@ -538,7 +538,8 @@ static int collect_call(crdtdb_db *db, uint64_t max_age, crdtdb_collect_stats *o
 
 int crdtdb_db_collect(crdtdb_db *db, uint64_t max_peer_age_ms, crdtdb_collect_stats *out)
 {
-    return crdtdb__db_exit(db, collect_call(db, max_peer_age_ms, out));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, collect_call(db, max_peer_age_ms, out));
 }
 
 /* The stored floor, through the handle's cache (at most a second old). */
@@ -579,10 +580,12 @@ static int horizon_call(crdtdb_db *db, const uint8_t *peer, uint64_t *floor, uin
 
 int crdtdb_db_horizon(crdtdb_db *db, uint64_t *floor, uint64_t *stamp)
 {
-    return crdtdb__db_exit(db, horizon_call(db, NULL, floor, stamp));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, horizon_call(db, NULL, floor, stamp));
 }
 
 int crdtdb_db_horizon_for(crdtdb_db *db, const uint8_t *peer, uint64_t *floor, uint64_t *stamp)
 {
-    return crdtdb__db_exit(db, horizon_call(db, peer, floor, stamp));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, horizon_call(db, peer, floor, stamp));
 }

@@ -17,15 +17,15 @@ int crdtdb__db_seterr(crdtdb_db *db, int code, const char *fmt, ...)
     vsnprintf(db->errmsg, sizeof db->errmsg, fmt, ap);
     va_end(ap);
     db->errcode = code;
+    db->msgno++;
     return code;
 }
 
-int crdtdb__db_fail(crdtdb_db *db, int rc)
+int crdtdb__db_fail(crdtdb_db *db, uint64_t m, int rc)
 {
-    /* errcode is not cleared on success: a call that succeeds inside
-     * another (a nested transaction, a flag written after a refusal) must
-     * not make the outer call's message look unset */
-    if (rc < 0 && db->errcode != rc)
+    /* a message written since the call began, for this code, is the
+     * call's own (or a nested call's it passes on); any other is not */
+    if (rc < 0 && (db->errcode != rc || db->msgno == m))
         crdtdb__db_seterr(db, rc, "%s", crdtdb_strerror(rc));
     return rc;
 }
@@ -262,7 +262,8 @@ static int create_call(crdtdb_env *env, const char *id, const char *const *colls
 int crdtdb_db_create(crdtdb_env *env, const char *id, const char *const *colls,
                      size_t ncoll, crdtdb_db **out)
 {
-    return crdtdb__env_exit(env, create_call(env, id, colls, ncoll, out));
+    uint64_t m = crdtdb__env_enter(env);
+    return crdtdb__env_exit(env, m, create_call(env, id, colls, ncoll, out));
 }
 
 static int open_call(crdtdb_env *env, const char *id, crdtdb_db **out)
@@ -290,7 +291,8 @@ static int open_call(crdtdb_env *env, const char *id, crdtdb_db **out)
 
 int crdtdb_db_open(crdtdb_env *env, const char *id, crdtdb_db **out)
 {
-    return crdtdb__env_exit(env, open_call(env, id, out));
+    uint64_t m = crdtdb__env_enter(env);
+    return crdtdb__env_exit(env, m, open_call(env, id, out));
 }
 
 void crdtdb_db_close(crdtdb_db *db)
@@ -357,7 +359,8 @@ static int list_call(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
 
 int crdtdb_db_list(crdtdb_env *env, crdtdb_db_list_cb cb, void *ctx)
 {
-    return crdtdb__env_exit(env, list_call(env, cb, ctx));
+    uint64_t m = crdtdb__env_enter(env);
+    return crdtdb__env_exit(env, m, list_call(env, cb, ctx));
 }
 
 /*
@@ -535,7 +538,8 @@ static int still_at(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num)
 
 int crdtdb_env_drop_at(crdtdb_env *env, const char *id, uint64_t seq)
 {
-    return crdtdb__env_exit(env, crdtdb__drop(env, id, still_at, &seq, 1));
+    uint64_t m = crdtdb__env_enter(env);
+    return crdtdb__env_exit(env, m, crdtdb__drop(env, id, still_at, &seq, 1));
 }
 
 static int tombs_prune_call(crdtdb_env *env, uint64_t before_ms, uint64_t *pruned)
@@ -585,12 +589,14 @@ static int tombs_prune_call(crdtdb_env *env, uint64_t before_ms, uint64_t *prune
 
 int crdtdb_env_tombs_prune(crdtdb_env *env, uint64_t before_ms, uint64_t *pruned)
 {
-    return crdtdb__env_exit(env, tombs_prune_call(env, before_ms, pruned));
+    uint64_t m = crdtdb__env_enter(env);
+    return crdtdb__env_exit(env, m, tombs_prune_call(env, before_ms, pruned));
 }
 
 int crdtdb_db_drop(crdtdb_env *env, const char *id)
 {
-    return crdtdb__env_exit(env, drop_call(env, id));
+    uint64_t m = crdtdb__env_enter(env);
+    return crdtdb__env_exit(env, m, drop_call(env, id));
 }
 
 static int seq_call(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq)
@@ -612,7 +618,8 @@ static int seq_call(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq)
 
 int crdtdb_db_seq(crdtdb_db *db, crdtdb_txn *txn, uint64_t *seq)
 {
-    return crdtdb__db_exit(db, seq_call(db, txn, seq));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, seq_call(db, txn, seq));
 }
 
 static int seq_sent_call(crdtdb_db *db, crdtdb_txn *txn, uint64_t *upto)
@@ -633,7 +640,8 @@ static int seq_sent_call(crdtdb_db *db, crdtdb_txn *txn, uint64_t *upto)
 
 int crdtdb_db_seq_sent(crdtdb_db *db, crdtdb_txn *txn, uint64_t *upto)
 {
-    return crdtdb__db_exit(db, seq_sent_call(db, txn, upto));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, seq_sent_call(db, txn, upto));
 }
 
 static int clear_call(crdtdb_db *db)
@@ -673,7 +681,8 @@ static int clear_call(crdtdb_db *db)
 
 int crdtdb_db_clear(crdtdb_db *db)
 {
-    return crdtdb__db_exit(db, clear_call(db));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, clear_call(db));
 }
 
 int crdtdb__dbinfo_u64(crdtdb_db *db, MDB_txn *mt, char tag, uint64_t *v)

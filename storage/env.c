@@ -65,14 +65,14 @@ void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
     vsnprintf(env->errmsg, sizeof env->errmsg, fmt, ap);
     va_end(ap);
     env->errcode = code;
+    env->msgno++;
 }
 
-int crdtdb__env_fail(crdtdb_env *env, int rc)
+int crdtdb__env_fail(crdtdb_env *env, uint64_t m, int rc)
 {
-    /* errcode is not cleared on success: a call that succeeds inside
-     * another (a nested transaction, a flag written after a refusal) must
-     * not make the outer call's message look unset */
-    if (rc < 0 && env->errcode != rc)
+    /* a message written since the call began, for this code, is the
+     * call's own (or a nested call's it passes on); any other is not */
+    if (rc < 0 && (env->errcode != rc || env->msgno == m))
         crdtdb__env_seterr(env, rc, "%s", crdtdb_strerror(rc));
     return rc;
 }
@@ -330,5 +330,6 @@ static int env_reset_id_call(crdtdb_env *env)
 
 int crdtdb_env_reset_id(crdtdb_env *env)
 {
-    return crdtdb__env_exit(env, env_reset_id_call(env));
+    uint64_t m = crdtdb__env_enter(env);
+    return crdtdb__env_exit(env, m, env_reset_id_call(env));
 }

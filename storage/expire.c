@@ -160,7 +160,8 @@ static int expire_set_call(crdtdb_db *db, uint64_t ttl_ms, unsigned flags)
 
 int crdtdb_db_expire_set(crdtdb_db *db, uint64_t ttl_ms, unsigned flags)
 {
-    return crdtdb__db_exit(db, expire_set_call(db, ttl_ms, flags));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, expire_set_call(db, ttl_ms, flags));
 }
 
 static int expiry_call(crdtdb_db *db, crdtdb_expiry *out)
@@ -180,7 +181,8 @@ static int expiry_call(crdtdb_db *db, crdtdb_expiry *out)
 
 int crdtdb_db_expiry(crdtdb_db *db, crdtdb_expiry *out)
 {
-    return crdtdb__db_exit(db, expiry_call(db, out));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, expiry_call(db, out));
 }
 
 static int expired_call(crdtdb_env *env, uint64_t now_ms, crdtdb_expired_cb cb, void *ctx)
@@ -243,7 +245,8 @@ static int expired_call(crdtdb_env *env, uint64_t now_ms, crdtdb_expired_cb cb, 
 
 int crdtdb_env_expired(crdtdb_env *env, uint64_t now_ms, crdtdb_expired_cb cb, void *ctx)
 {
-    return crdtdb__env_exit(env, expired_call(env, now_ms, cb, ctx));
+    uint64_t m = crdtdb__env_enter(env);
+    return crdtdb__env_exit(env, m, expired_call(env, now_ms, cb, ctx));
 }
 
 typedef struct archive_sink {
@@ -315,7 +318,8 @@ static int archive_call(crdtdb_db *db, const char *path)
 
 int crdtdb_db_archive(crdtdb_db *db, const char *path)
 {
-    return crdtdb__db_exit(db, archive_call(db, path));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, archive_call(db, path));
 }
 
 typedef struct due_at {
@@ -349,5 +353,6 @@ static int still_due(void *ctx, crdtdb_env *env, MDB_txn *mt, uint32_t num)
 int crdtdb_env_drop_expired(crdtdb_env *env, const char *id, uint64_t now_ms, uint64_t seq)
 {
     due_at d = {now_ms, seq};
-    return crdtdb__env_exit(env, env ? crdtdb__drop(env, id, still_due, &d, 0) : CRDTDB_EINVAL);
+    uint64_t m = crdtdb__env_enter(env);
+    return crdtdb__env_exit(env, m, env ? crdtdb__drop(env, id, still_due, &d, 0) : CRDTDB_EINVAL);
 }

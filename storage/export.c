@@ -874,5 +874,6 @@ static int export_record_call(crdtdb_db *db, const char *coll, const char *id,
 int crdtdb_db_export_record(crdtdb_db *db, const char *coll, const char *id,
                             const uint8_t *peer, crdtdb_buf *out, int *found)
 {
-    return crdtdb__db_exit(db, export_record_call(db, coll, id, peer, out, found));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, export_record_call(db, coll, id, peer, out, found));
 }

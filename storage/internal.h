@@ -106,6 +106,7 @@ struct crdtdb_env {
     struct crdtdb_db *dbs; /* open handles, for drop's EBUSY */
     char errmsg[512];
     int errcode; /* the code errmsg was written for (crdtdb__env_exit) */
+    uint64_t msgno; /* messages written so far (crdtdb__env_seterr) */
 };
 
 typedef struct crdtdb__event_rec {
@@ -150,6 +151,8 @@ struct crdtdb_db {
     struct crdtdb_db *next;
     char errmsg[512];
     int errcode; /* the code errmsg was written for (crdtdb__db_exit) */
+    uint64_t msgno; /* messages written so far (crdtdb__db_seterr) */
+    uint64_t mark;  /* msgno when the latest public call began */
     char failmsg[512]; /* the message of what failed db->txn (txn->failed) */
     /* scratch reused across operations (one thread at a time) */
     crdtdb__record rec;
@@ -221,14 +224,21 @@ void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
-/* The one exit of every public call on an environment: returns rc, and
- * when rc is an error the call left no message for, sets rc's default text
- * (crdtdb_strerror), so crdtdb_env_errmsg always names the returned
- * failure, never an earlier call's. */
-int crdtdb__env_fail(crdtdb_env *env, int rc);
-static inline int crdtdb__env_exit(crdtdb_env *env, int rc)
+/* The entry and the one exit of every public call on an environment:
+ *     uint64_t m = crdtdb__env_enter(env);
+ *     return crdtdb__env_exit(env, m, rc);
+ * When rc is an error the call wrote no message for (none since m, or one
+ * for another code), the exit sets rc's default text (crdtdb_strerror),
+ * so crdtdb_env_errmsg names the returned failure, never an earlier
+ * call's. */
+int crdtdb__env_fail(crdtdb_env *env, uint64_t m, int rc);
+static inline uint64_t crdtdb__env_enter(const crdtdb_env *env)
 {
-    return rc < 0 && env ? crdtdb__env_fail(env, rc) : rc;
+    return env ? env->msgno : 0;
+}
+static inline int crdtdb__env_exit(crdtdb_env *env, uint64_t m, int rc)
+{
+    return rc < 0 && env ? crdtdb__env_fail(env, m, rc) : rc;
 }
 
 /* gate.c: every LMDB transaction begins and ends here, so a map another
@@ -279,14 +289,25 @@ int crdtdb__gate_for(crdtdb_txn *t, const uint8_t *sender, uint64_t *gate);
 int crdtdb__remove_relayed(crdtdb_txn *t, uint16_t coll, const char *id);
 
 /* db.c */
-/* The one exit of every public call on a database handle (the model is
- * SQLite's sqlite3ApiExit): returns rc; an error the call set no message
- * for gets rc's default text, so crdtdb_db_errmsg always belongs to the
- * code returned.  db may be NULL. */
-int crdtdb__db_fail(crdtdb_db *db, int rc);
-static inline int crdtdb__db_exit(crdtdb_db *db, int rc)
+/* The entry and the one exit of every public call on a database handle
+ * (the model is SQLite's sqlite3ApiExit):
+ *     uint64_t m = crdtdb__db_enter(db);
+ *     return crdtdb__db_exit(db, m, rc);
+ * An error the call wrote no message for (none since m, or one for
+ * another code) gets rc's default text, so crdtdb_db_errmsg belongs to the
+ * code returned, never to an earlier call's failure.  A message written
+ * by a call nested inside stays: it was written since m.  db may be NULL. */
+int crdtdb__db_fail(crdtdb_db *db, uint64_t m, int rc);
+static inline uint64_t crdtdb__db_enter(crdtdb_db *db)
 {
-    return rc < 0 && db ? crdtdb__db_fail(db, rc) : rc; /* inline: every call passes */
+    if (!db)
+        return 0;
+    db->mark = db->msgno;
+    return db->msgno;
+}
+static inline int crdtdb__db_exit(crdtdb_db *db, uint64_t m, int rc)
+{
+    return rc < 0 && db ? crdtdb__db_fail(db, m, rc) : rc; /* inline: every call passes */
 }
 int crdtdb__db_seterr(crdtdb_db *db, int code, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -36,7 +36,8 @@ static int observe_call(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
 int crdtdb_db_observe(crdtdb_db *db, const char *coll, crdtdb_observe_cb cb,
                       void *ctx, crdtdb_observer **out)
 {
-    return crdtdb__db_exit(db, observe_call(db, coll, cb, ctx, out));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, observe_call(db, coll, cb, ctx, out));
 }
 
 static void observers_sweep(crdtdb_db *db)
@@ -322,5 +323,6 @@ static int poll_call(crdtdb_db *db, size_t *n)
 
 int crdtdb_db_poll(crdtdb_db *db, size_t *n)
 {
-    return crdtdb__db_exit(db, poll_call(db, n));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, poll_call(db, n));
 }

@@ -152,7 +152,8 @@ static int peers_call(crdtdb_db *db, crdtdb_peer_cb cb, void *ctx)
 
 int crdtdb_db_peers(crdtdb_db *db, crdtdb_peer_cb cb, void *ctx)
 {
-    return crdtdb__db_exit(db, peers_call(db, cb, ctx));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, peers_call(db, cb, ctx));
 }
 
 static int peer_get_call(crdtdb_db *db, const uint8_t *peer, crdtdb_peer *out,
@@ -179,7 +180,8 @@ static int peer_get_call(crdtdb_db *db, const uint8_t *peer, crdtdb_peer *out,
 int crdtdb_db_peer_get(crdtdb_db *db, const uint8_t *peer, crdtdb_peer *out,
                        int *found)
 {
-    return crdtdb__db_exit(db, peer_get_call(db, peer, out, found));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, peer_get_call(db, peer, out, found));
 }
 
 void crdtdb__marks_heard(crdtdb__marks *m, uint64_t now_ms)
@@ -255,13 +257,15 @@ static int peer_ack_call(crdtdb_db *db, const uint8_t *peer, uint64_t acked, uin
 
 int crdtdb_db_peer_ack(crdtdb_db *db, const uint8_t *peer, uint64_t acked)
 {
-    return crdtdb__db_exit(db, peer_ack_call(db, peer, acked, UINT64_MAX));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, peer_ack_call(db, peer, acked, UINT64_MAX));
 }
 
 int crdtdb_db_peer_ack_at(crdtdb_db *db, const uint8_t *peer, uint64_t acked,
                           uint64_t their_seq)
 {
-    return crdtdb__db_exit(db, peer_ack_call(db, peer, acked,
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, peer_ack_call(db, peer, acked,
                                              their_seq == UINT64_MAX ? UINT64_MAX - 1 : their_seq));
 }
 
@@ -292,7 +296,8 @@ static int peer_acks_call(crdtdb_db *db, const crdtdb_peer_ack *acks, size_t n)
 
 int crdtdb_db_peer_acks(crdtdb_db *db, const crdtdb_peer_ack *acks, size_t n)
 {
-    return crdtdb__db_exit(db, peer_acks_call(db, acks, n));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, peer_acks_call(db, acks, n));
 }
 
 static int peer_leave_call(crdtdb_db *db, const uint8_t *peer, int left)
@@ -305,7 +310,8 @@ static int peer_leave_call(crdtdb_db *db, const uint8_t *peer, int left)
 
 int crdtdb_db_peer_leave(crdtdb_db *db, const uint8_t *peer, int left)
 {
-    return crdtdb__db_exit(db, peer_leave_call(db, peer, left));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, peer_leave_call(db, peer, left));
 }
 
 int crdtdb__peer_flag(crdtdb_db *db, const uint8_t *peer, unsigned flag)

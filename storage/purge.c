@@ -65,7 +65,8 @@ static int purge_call(crdtdb_db *db, const char *coll, const char *id)
 
 int crdtdb_db_purge(crdtdb_db *db, const char *coll, const char *id)
 {
-    return crdtdb__db_exit(db, purge_call(db, coll, id));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, purge_call(db, coll, id));
 }
 
 /* The order discard_unsent sorts the records it purges in, so that each
@@ -200,5 +201,6 @@ static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
 
 int crdtdb_db_discard_unsent(crdtdb_db *db, uint64_t after, size_t *n)
 {
-    return crdtdb__db_exit(db, discard_unsent_call(db, after, n));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, discard_unsent_call(db, after, n));
 }

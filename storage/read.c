@@ -62,7 +62,8 @@ static int get_by_id_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
 int crdtdb_db_get_by_id(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                         const char *id, crdtdb_buf *out, int *found)
 {
-    return crdtdb__db_exit(db, get_by_id_call(db, txn, coll, id, out, found));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, get_by_id_call(db, txn, coll, id, out, found));
 }
 
 static int query_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
@@ -137,5 +138,6 @@ int crdtdb_db_query(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                     const uint8_t *criteria, size_t len, crdtdb_query_cb cb,
                     void *ctx)
 {
-    return crdtdb__db_exit(db, query_call(db, txn, coll, criteria, len, cb, ctx));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, query_call(db, txn, coll, criteria, len, cb, ctx));
 }

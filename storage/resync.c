@@ -118,7 +118,8 @@ static int peer_resync_call(crdtdb_db *db, const uint8_t *peer, int on, uint64_t
 
 int crdtdb_db_peer_resync(crdtdb_db *db, const uint8_t *peer, int on, uint64_t stamp)
 {
-    return crdtdb__db_exit(db, peer_resync_call(db, peer, on, stamp));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, peer_resync_call(db, peer, on, stamp));
 }
 
 /* all_keys's walk: where it appends the keys. */
@@ -275,5 +276,6 @@ int crdtdb_db_resync_end(crdtdb_db *db, const uint8_t *peer, uint64_t stamp, uin
                          int (*held)(void *ctx, const char *coll, const char *id), void *ctx,
                          unsigned flags, size_t *n)
 {
-    return crdtdb__db_exit(db, resync_end_call(db, peer, stamp, acked, held, ctx, flags, n));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, resync_end_call(db, peer, stamp, acked, held, ctx, flags, n));
 }

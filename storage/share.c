@@ -310,5 +310,6 @@ int crdtdb_db_export_for(crdtdb_db *db, uint64_t since, const uint8_t *peer,
                          const crdtdb_export_options *opts, crdtdb_delta_sink sink, void *ctx,
                          crdtdb_export_info *info)
 {
-    return crdtdb__db_exit(db, export_for_call(db, since, peer, opts, sink, ctx, info));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, export_for_call(db, since, peer, opts, sink, ctx, info));
 }

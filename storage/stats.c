@@ -69,7 +69,8 @@ static int stat_call(crdtdb_db *db, crdtdb_db_stats *out)
 
 int crdtdb_db_stat(crdtdb_db *db, crdtdb_db_stats *out)
 {
-    return crdtdb__db_exit(db, stat_call(db, out));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, stat_call(db, out));
 }
 
 static int backup_call(crdtdb_env *env, const char *path)
@@ -116,5 +117,6 @@ static int backup_call(crdtdb_env *env, const char *path)
 
 int crdtdb_env_backup(crdtdb_env *env, const char *path)
 {
-    return crdtdb__env_exit(env, backup_call(env, path));
+    uint64_t m = crdtdb__env_enter(env);
+    return crdtdb__env_exit(env, m, backup_call(env, path));
 }

@@ -135,7 +135,8 @@ static int txn_begin_call(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
 
 int crdtdb_txn_begin(crdtdb_db *db, unsigned flags, crdtdb_txn **out)
 {
-    return crdtdb__db_exit(db, txn_begin_call(db, flags, out));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, txn_begin_call(db, flags, out));
 }
 
 static void txn_free(crdtdb_txn *t)
@@ -266,7 +267,8 @@ int crdtdb_txn_commit(crdtdb_txn *t)
     if (!t)
         return CRDTDB_EINVAL;
     crdtdb_db *db = t->db; /* t is gone after the call */
-    return crdtdb__db_exit(db, commit_call(t));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, commit_call(t));
 }
 
 void crdtdb__txn_fail(crdtdb_txn *t, int rc)
@@ -275,7 +277,8 @@ void crdtdb__txn_fail(crdtdb_txn *t, int rc)
     if (!rc || t->failed || (t->flags & CRDTDB_TXN_RDONLY))
         return;
     t->failed = rc;
-    if (db->errcode != rc) /* a path that left no message of its own */
+    /* a path that left no message of its own (none since the call began) */
+    if (db->errcode != rc || db->msgno == db->mark)
         crdtdb__db_seterr(db, rc, "%s", crdtdb_strerror(rc));
     memcpy(db->failmsg, db->errmsg, sizeof db->failmsg);
 }
@@ -361,7 +364,8 @@ static int mark_readonly_call(crdtdb_db *db, int readonly)
 
 int crdtdb_db_mark_readonly(crdtdb_db *db, int readonly)
 {
-    return crdtdb__db_exit(db, mark_readonly_call(db, readonly));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, mark_readonly_call(db, readonly));
 }
 
 static int marked_readonly_call(crdtdb_db *db, int *readonly)
@@ -380,7 +384,8 @@ static int marked_readonly_call(crdtdb_db *db, int *readonly)
 
 int crdtdb_db_marked_readonly(crdtdb_db *db, int *readonly)
 {
-    return crdtdb__db_exit(db, marked_readonly_call(db, readonly));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, marked_readonly_call(db, readonly));
 }
 
 int crdtdb__txn_end(crdtdb_txn *t, int own, int rc)

@@ -151,7 +151,8 @@ static int add_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
 int crdtdb_db_add(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                   const char *id, const uint8_t *value, size_t len)
 {
-    return crdtdb__db_exit(db, add_call(db, txn, coll, id, value, len));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, add_call(db, txn, coll, id, value, len));
 }
 
 static int add_all_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
@@ -193,7 +194,8 @@ static int add_all_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
 int crdtdb_db_add_all(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                       const uint8_t *values, size_t len)
 {
-    return crdtdb__db_exit(db, add_all_call(db, txn, coll, values, len));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, add_all_call(db, txn, coll, values, len));
 }
 
 static int update_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
@@ -225,7 +227,8 @@ static int update_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
 int crdtdb_db_update(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                      const char *id, const uint8_t *changes, size_t len)
 {
-    return crdtdb__db_exit(db, update_call(db, txn, coll, id, changes, len));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, update_call(db, txn, coll, id, changes, len));
 }
 
 static int remove_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
@@ -256,7 +259,8 @@ static int remove_call(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
 int crdtdb_db_remove(crdtdb_db *db, crdtdb_txn *txn, const char *coll,
                      const char *id)
 {
-    return crdtdb__db_exit(db, remove_call(db, txn, coll, id));
+    uint64_t m = crdtdb__db_enter(db);
+    return crdtdb__db_exit(db, m, remove_call(db, txn, coll, id));
 }
 
 void crdtdb_db_set_readonly(crdtdb_db *db, int readonly)

@@ -231,6 +231,40 @@ START_TEST(environment_calls_name_their_failure)
 }
 END_TEST
 
+/* A code returned without a message of its own gets its code's text, never
+ * the message an earlier call wrote for the same code (found by an audit:
+ * a NULL out after a foreign transaction said "belongs to another ..."). */
+START_TEST(no_message_outlives_its_call)
+{
+    crdtdb_db *db = A.db;
+    crdtdb_buf out = CRDTDB_BUF_INIT;
+    int found;
+    crdtdb_txn *tb;
+    ck_assert_int_eq(crdtdb_txn_begin(B.db, CRDTDB_TXN_RDONLY, &tb), 0);
+    CHECK_ERR(db, crdtdb_db_get_by_id(db, tb, "players", "x", &out, &found), CRDTDB_EINVAL,
+              "another database handle");
+    crdtdb_txn_abort(tb);
+    tu_mp(&mp, "{\"v\":1}");
+    ck_assert_int_eq(crdtdb_db_add(db, NULL, "players", "p", mp.data, mp.len), 0);
+    /* (not CHECK_ERR: its primer would write a message of another code) */
+    ck_assert_int_eq(crdtdb_db_get_by_id(db, NULL, "players", "x", NULL, &found),
+                     CRDTDB_EINVAL);
+    ck_assert_str_eq(crdtdb_db_errmsg(db), crdtdb_strerror(CRDTDB_EINVAL));
+    ck_assert_int_eq(crdtdb_db_get_by_id(db, tb = NULL, "players", "x", &out, &found), 0);
+    ck_assert_int_eq(crdtdb_db_query(db, NULL, "players", NULL, 0, NULL, NULL), CRDTDB_EINVAL);
+    ck_assert_str_eq(crdtdb_db_errmsg(db), crdtdb_strerror(CRDTDB_EINVAL));
+    /* a refused write in a batch: the commit says why the batch failed */
+    crdtdb_txn *t;
+    ck_assert_int_eq(crdtdb_txn_begin(db, 0, &t), 0);
+    CHECK_ERR(db, crdtdb_db_add(db, t, "nope", "q", mp.data, mp.len), CRDTDB_ENOCOLL,
+              "Collection 'nope' not found");
+    CHECK_ERR(db, crdtdb_txn_commit(t), CRDTDB_ENOCOLL, "Collection 'nope' not found");
+    ck_assert_int_eq(crdtdb_db_get_by_id(db, NULL, "nope", "x", NULL, &found), CRDTDB_EINVAL);
+    ck_assert_str_eq(crdtdb_db_errmsg(db), crdtdb_strerror(CRDTDB_EINVAL));
+    crdtdb_buf_free(&out);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("errors");
@@ -242,6 +276,7 @@ static Suite *suite(void)
     tcase_add_test(tc, sinks_fail_or_stop);
     tcase_add_test(tc, damaged_records_are_named);
     tcase_add_test(tc, environment_calls_name_their_failure);
+    tcase_add_test(tc, no_message_outlives_its_call);
     suite_add_tcase(s, tc);
     return s;
 }

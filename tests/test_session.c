@@ -2174,6 +2174,8 @@ START_TEST(leaving_client_takes_only_the_answer)
         ck_assert_int_eq(crdtdb_session_presence_set(s, NULL, 0), CRDTDB_EBUSY);
         /* LEAVE is the client's last message: no NOTICE follows it */
         ck_assert_int_eq(crdtdb_session_notify(s, CRDTDB_EIO, "late"), CRDTDB_EBUSY);
+        ck_assert_int_eq(crdtdb_session_leave(s), CRDTDB_EINVAL); /* its own message */
+        ck_assert_str_eq(crdtdb_session_errmsg(s), "the session is already leaving");
         crdtdb_session_output(s, &len);
         ck_assert_uint_eq(len, 0);
         crdtdb_buf f = CRDTDB_BUF_INIT;

@@ -670,15 +670,24 @@ void crdtdb_session_shutdown(crdtdb_session *s)
 
 int crdtdb_session_leave(crdtdb_session *s)
 {
-    if (!s || s->server || s->state != S_OPEN)
+    if (!s)
         return CRDTDB_EINVAL;
+    if (s->state == S_CLOSED)
+        return CRDTDB_EBUSY; /* errmsg keeps why it closed, as for notify */
+    api_enter(s);
+    if (s->server)
+        return api_exit(s, seterr(s, CRDTDB_EINVAL, "a server's session does not leave"));
+    if (s->state != S_OPEN)
+        return api_exit(s, seterr(s, CRDTDB_EINVAL, s->state == S_LEAVING
+                                                        ? "the session is already leaving"
+                                                        : "the session is not open yet"));
     if (s->notices.len)
         (void)flush_notices(s);
     start(s, M_LEAVE, 1);
     if (frame(s))
-        return CRDTDB_ENOMEM;
+        return api_exit(s, seterr(s, CRDTDB_ENOMEM, "out of memory"));
     s->state = S_LEAVING; /* until the server answers (handle) */
-    return 0;
+    return api_exit(s, 0);
 }
 
 int crdtdb_session_left(const crdtdb_session *s)
