@@ -339,7 +339,12 @@ typedef struct crdtdb_client_options {
                                    remote, no peer) for a connection that
                                    cannot be made, its message "reason:
                                    host:port" (TCP, DNS, TLS, an answer
-                                   that is no upgrade); may be NULL */
+                                   that is no upgrade), or for one that
+                                   ends with no word from the session or
+                                   the server ("connection lost:
+                                   host:port": a killed server, a cut
+                                   network; the client reconnects); may
+                                   be NULL */
     void *ctx;
     const char *tls_ca;     /* wss://: PEM file of the CAs to trust (e.g.
                                a self-signed server certificate); NULL: the
@@ -365,7 +370,11 @@ CRDTDB_API void crdtdb_client_options_init(crdtdb_client_options *opts);
 /*
  * Starts a client syncing db with the server at opts->url.  It connects on
  * the first crdtdb_client_run() and keeps reconnecting after drops, each
- * connection a new session that resumes from the durable watermarks.  The
+ * connection a new session that resumes from the durable watermarks.  It
+ * reconnects, backing off, even after a refusal that will come again
+ * (EFORK, EFORGED, ENOCOLL: a copy restored while its original wrote on,
+ * or collections that differ from the server's): each comes as an ERROR
+ * event, and a program that would rather stop closes the client there.  The
  * client observes db, so local writes through this handle (on the thread
  * that calls crdtdb_client_run) are pushed at once.  db must stay open
  * until crdtdb_client_close(), and no transaction may be held open on it

@@ -80,6 +80,16 @@ static crdtdb_client *client(replica *r)
     return c;
 }
 
+/* Counts a client's ERROR events whose message holds "connection lost". */
+static int lost_events;
+static void count_lost(void *ctx, const crdtdb_session_event *ev)
+{
+    (void)ctx;
+    if (ev->type == CRDTDB_SESSION_ERROR && !ev->remote && ev->error == CRDTDB_EIO &&
+        strstr(ev->message, "connection lost: 127.0.0.1:"))
+        lost_events++;
+}
+
 static void setup(void)
 {
     replica_init(&S, &now, "game");
@@ -784,7 +794,16 @@ START_TEST(server_killed_mid_stream)
     kid = spawn_server(0, &h);
     int port = h.port;
     snprintf(url, sizeof url, "ws://127.0.0.1:%d", port);
-    ca = client(&A);
+    {
+        crdtdb_client_options o;
+        crdtdb_client_options_init(&o);
+        o.url = url;
+        o.backoff_min_ms = 10;
+        o.backoff_max_ms = 100;
+        o.on_event = count_lost;
+        lost_events = 0;
+        ck_assert_int_eq(crdtdb_client_open(A.db, &o, &ca), 0);
+    }
 
     /* stream until the server has acknowledged part, not all */
     uint64_t acked = 0, deadline = tu_mono_ms() + 20000;
@@ -798,6 +817,11 @@ START_TEST(server_killed_mid_stream)
     ck_assert_int_eq(waitpid(kid, &st, 0), kid);
     kid = 0;
     ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    /* the program hears of the lost connection at once, once */
+    ck_assert_int_eq(lost_events, 0);
+    for (uint64_t until = tu_mono_ms() + 5000; tu_mono_ms() < until && !lost_events;)
+        ck_assert_int_eq(crdtdb_client_run(ca, 5), 0);
+    ck_assert_int_eq(lost_events, 1);
 
     /* every change acknowledged before the kill is on the server's disk */
     replica ro = S;

@@ -64,6 +64,7 @@ struct crdtdb_client {
     int leaving;       /* it sent LEAVE: once the connection is gone, no
                           other is made */
     int left;          /* and the owner answered it: it stored the leave */
+    int told;          /* the program heard why this connection ends */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
     /* presence: ours, kept across connections (NULL: none), and the
@@ -104,6 +105,7 @@ static void clog_line(crdtdb_client *c, const char *what, const char *detail)
  * remote, with no peer. */
 static void remote_refusal(crdtdb_client *c, int code, const char *msg)
 {
+    c->told = 1;
     if (!c->o.on_event)
         return;
     crdtdb_session_event ev = {.type = CRDTDB_SESSION_ERROR,
@@ -264,12 +266,31 @@ static void presence_track(crdtdb_client *c, const crdtdb_presence *p)
 }
 
 /* The connection is gone: drop its session, schedule the next attempt. */
+/* An established connection that ended with no word from the session or
+ * the server (a killed server, a cut network): the program hears of it at
+ * once, as of a connection that cannot be made, not at the next failed
+ * attempt. */
+static void connection_lost(crdtdb_client *c)
+{
+    if (c->told || c->closing || c->leaving || !c->l.s || crdtdb_session_closed(c->l.s))
+        return;
+    c->told = 1;
+    if (!c->o.on_event)
+        return;
+    char msg[320];
+    snprintf(msg, sizeof msg, "connection lost: %s:%d", c->host, c->port);
+    crdtdb_session_event ev = {
+        .type = CRDTDB_SESSION_ERROR, .mode = c->o.mode, .error = CRDTDB_EIO, .message = msg};
+    c->o.on_event(c->o.ctx, &ev);
+}
+
 static void client_down(crdtdb_client *c)
 {
     if (!c->connecting)
         return;
     if (c->ready)
         clog_line(c, "disconnected", NULL);
+    connection_lost(c);
     c->connecting = 0;
     c->ready = 0;
     c->pres_due = 0;
@@ -329,9 +350,10 @@ static void on_client_session(void *ctx, const crdtdb_session_event *ev)
         else if (ev->error == CRDTDB_EREVOKED) /* access changed, or the database
                                                   expired: CLOSED follows */
             c->denied = 1;
-        if (ev->remote) /* a server that accepts, then refuses (EFORK, ...),
-                           is not asked again every backoff_min_ms */
-            c->attempt = c->attempt_held;
+        if (ev->remote && c->attempt < c->attempt_held)
+            c->attempt = c->attempt_held; /* a server that accepts, then refuses
+                                             (EFORK, ENOCOLL, ...), is not asked
+                                             again every backoff_min_ms */
         clog_line(c, crdtdb_errname(ev->error), ev->message);
     } else if (ev->type == CRDTDB_SESSION_CLOSED) {
         c->ready = 0;
@@ -442,6 +464,7 @@ int crdtdb__ws_client_cb(struct lws *wsi, enum lws_callback_reasons reason, void
         if (c->closing || wsi != c->cwsi)
             return -1;
         c->l.wsi = wsi;
+        c->told = 0;
         c->l.status = LWS_CLOSE_STATUS_NORMAL;
         c->l.rx_ms = 0; /* a new connection: nothing received, no linger */
         c->l.lingering = 0;
