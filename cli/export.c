@@ -221,85 +221,150 @@ static int cache_get(db_cache *c, const char *id, crdtdb_db **db)
     return 0;
 }
 
-/* Reads all of f into *data (malloc'd); 0 or an errno. */
-static int read_all(FILE *f, uint8_t **data, size_t *len)
+/* A file's deltas, read one at a time: at most one delta (and a read's
+ * worth after it) is held, whatever the file's size (a FIFO or /dev/zero
+ * never ends). */
+typedef struct delta_reader {
+    FILE *f;
+    uint8_t *buf;
+    size_t cap, start, end; /* the bytes not yet taken: buf[start, end) */
+    size_t max;             /* the largest delta taken (the env's max_delta_size) */
+    int eof, err;
+} delta_reader;
+
+/* Reads more into r's buffer, growing it up to `want` bytes held; 0, or -1
+ * at the end of the file or on an error (r->err). */
+static int reader_fill(delta_reader *r, size_t want)
 {
-    size_t cap = 65536, n = 0, got;
-    uint8_t *buf = malloc(cap);
-    if (!buf)
-        return ENOMEM;
-    errno = 0;
-    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            uint8_t *bigger = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-            if (!bigger) {
-                free(buf);
-                return ENOMEM;
-            }
-            buf = bigger;
+    if (r->eof || r->err)
+        return -1;
+    if (r->start) { /* the taken bytes go */
+        memmove(r->buf, r->buf + r->start, r->end - r->start);
+        r->end -= r->start;
+        r->start = 0;
+    }
+    if (want > r->cap) {
+        size_t cap = r->cap ? r->cap : 65536;
+        while (cap < want)
             cap *= 2;
+        uint8_t *b = realloc(r->buf, cap);
+        if (!b) {
+            r->err = ENOMEM;
+            return -1;
         }
+        r->buf = b;
+        r->cap = cap;
     }
-    if (ferror(f)) {
-        int err = errno ? errno : EIO;
-        free(buf);
-        return err;
+    errno = 0;
+    size_t got = fread(r->buf + r->end, 1, r->cap - r->end, r->f);
+    r->end += got;
+    if (got == 0) {
+        if (ferror(r->f))
+            r->err = errno ? errno : EIO;
+        else
+            r->eof = 1;
+        return -1;
     }
-    *data = buf;
-    *len = n;
     return 0;
 }
 
-/* Applies every delta of one file; 0 or EXIT_FAILURE (reported). */
+/* The next delta: 1 with *p, *len and id set; 0 at the end of the file;
+ * -1 when what comes is no delta or is over r->max (reported, naming the
+ * byte it starts at, `at`), or the file cannot be read (r->err). */
+static int reader_next(delta_reader *r, const char *name, size_t at, const uint8_t **p,
+                       size_t *len, char id[CRDTDB_ID_MAX + 1])
+{
+    size_t envelope = r->max + 4096; /* the body's limit, and the frame around it */
+    for (;;) {
+        size_t have = r->end - r->start, dlen;
+        int rc = have ? crdtdb_delta_peek(r->buf + r->start, have, &dlen, id) : CRDTDB_EBADVALUE;
+        if (rc == 0 && dlen > envelope) {
+            fprintf(stderr, "crdtdb: %s: the delta at byte %zu is %zu bytes, over the limit "
+                            "of %zu (max_delta_size)\n", name, at, dlen, r->max);
+            return -1;
+        }
+        if (rc == 0 && dlen <= have) {
+            *p = r->buf + r->start;
+            *len = dlen;
+            r->start += dlen;
+            return 1;
+        }
+        /* a delta cut short, or not one yet: more of the file tells */
+        size_t want = rc == 0 ? dlen : have + 65536;
+        if (want > envelope)
+            want = envelope;
+        if (have < want && reader_fill(r, want) == 0)
+            continue;
+        if (r->err)
+            return -1;
+        if (have == 0 && r->eof)
+            return 0;
+        fprintf(stderr, "crdtdb: %s: no valid delta at byte %zu: %s\n", name, at,
+                rc ? crdtdb_strerror(rc) : "the file ends inside it");
+        return -1;
+    }
+}
+
+/* Applies every delta of one file, one at a time, each all or nothing: a
+ * bad one stops the import, the ones before it stay applied.  0 or
+ * EXIT_FAILURE (reported). */
 static int import_file(db_cache *c, const char *path)
 {
     int is_stdin = strcmp(path, "-") == 0;
     const char *name = is_stdin ? "stdin" : path;
     FILE *f = is_stdin ? stdin : fopen(path, "rb");
-    uint8_t *data = NULL;
-    size_t len = 0;
-    int err = f ? read_all(f, &data, &len) : errno;
-    if (f && !is_stdin)
-        fclose(f);
-    if (err) {
-        report_file_error(name, err);
+    if (!f) {
+        report_file_error(name, errno);
         return EXIT_FAILURE;
     }
-    int status = 0;
-    if (len == 0) {
-        fprintf(stderr, "crdtdb: no delta in %s\n", name);
-        status = EXIT_FAILURE;
-    }
-    for (size_t off = 0; off < len && status == 0;) {
+    crdtdb_env_options eo;
+    crdtdb_env_options_get(c->env, &eo);
+    delta_reader r = {f, NULL, 0, 0, 0, eo.max_delta_size, 0, 0};
+    int status = 0, n = 0;
+    size_t off = 0;
+    for (;;) {
+        const uint8_t *d;
         size_t dlen;
         char id[CRDTDB_ID_MAX + 1];
         crdtdb_db *db;
         crdtdb_apply_info info;
-        int rc = crdtdb_delta_peek(data + off, len - off, &dlen, id);
-        if (rc) {
-            fprintf(stderr, "crdtdb: %s: no valid delta at byte %zu: %s\n",
-                    name, off, crdtdb_strerror(rc));
-            status = EXIT_FAILURE;
-        } else if ((status = cache_get(c, id, &db)) != 0) {
-            break;
-        } else if ((rc = crdtdb_db_apply(db, data + off, dlen, &info)) != 0) {
-            status = fail_db(db, rc);
-        } else {
-            char sender[ID_HEX + 1];
-            hex_encode(info.sender, sizeof info.sender, sender);
-            printf("applied %zu of %zu change%s from %.16s\xe2\x80\xa6 to %s, "
-                   "sequences (%" PRIu64 ", %" PRIu64 "]\n",
-                   info.applied, info.changes, plural(info.changes), sender,
-                   id, info.from, info.to);
-            if (fflush(stdout) != 0) {
-                report_file_error("stdout", errno);
+        int got = reader_next(&r, name, off, &d, &dlen, id);
+        if (got <= 0) {
+            if (r.err) {
+                report_file_error(name, r.err);
+                status = EXIT_FAILURE;
+            } else if (got < 0) {
+                status = EXIT_FAILURE;
+            } else if (n == 0) {
+                fprintf(stderr, "crdtdb: no delta in %s\n", name);
                 status = EXIT_FAILURE;
             }
-            off += dlen;
+            break;
         }
+        int rc;
+        if ((status = cache_get(c, id, &db)) != 0)
+            break;
+        if ((rc = crdtdb_db_apply(db, d, dlen, &info)) != 0) {
+            status = fail_db(db, rc);
+            break;
+        }
+        char sender[ID_HEX + 1];
+        hex_encode(info.sender, sizeof info.sender, sender);
+        printf("applied %zu of %zu change%s from %.16s\xe2\x80\xa6 to %s, "
+               "sequences (%" PRIu64 ", %" PRIu64 "]\n",
+               info.applied, info.changes, plural(info.changes), sender,
+               id, info.from, info.to);
+        if (fflush(stdout) != 0) {
+            report_file_error("stdout", errno);
+            status = EXIT_FAILURE;
+            break;
+        }
+        off += dlen;
+        n++;
     }
-    free(data);
+    if (!is_stdin)
+        fclose(f);
+    free(r.buf);
     return status;
 }
 

@@ -1013,6 +1013,10 @@ START_TEST(import_rejects_bad_input)
     tu_spit(bad, "", 0);
     ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
     ck_assert_ptr_nonnull(strstr(s->err, "no delta in"));
+    /* a file that never ends: refused once a delta's limit is read, not
+     * read whole (it was: until memory ran out) */
+    ck_assert_int_eq(cli_in(s, p.b, "import", "/dev/zero", NULL), 1);
+    ck_assert_msg(strstr(s->err, "no valid delta at byte 0") != NULL, "%s", s->err);
     /* missing */
     path_in(s, c, sizeof c, "missing");
     ck_assert_int_eq(cli_in(s, p.b, "import", c, NULL), 1);
