@@ -568,6 +568,49 @@ START_TEST(client_tells_a_message_over_its_limit)
 }
 END_TEST
 
+/* A peer's NOTICEs (10 bytes each) log a burst of 10 lines, then one a
+ * second, and say how many they left out: not a line each. */
+START_TEST(peer_notices_do_not_flood_the_log)
+{
+    crdtdb_buf log = CRDTDB_BUF_INIT;
+    crdtdb_server_options so;
+    crdtdb_server_options_init(&so);
+    so.port = 0;
+    so.collections = COLLS;
+    so.ncoll = 2;
+    so.log = tu_log_line;
+    so.log_ctx = &log;
+    ck_assert_int_eq(crdtdb_server_open(S.env, &so, &srv), 0);
+    tu_raw r;
+    tu_raw_open(&r, crdtdb_server_port(srv), "/v1/db/game", NULL);
+    ck_assert(spin(tu_raw_answered, &r, 10000));
+    ck_assert_msg(strstr(r.in, " 101 ") != NULL, "no upgrade: %s", r.in);
+    crdtdb_buf hello = CRDTDB_BUF_INIT;
+    tu_ws_hello(A.db, &hello);
+    tu_raw_send(&NET, &r, hello.data, hello.len); /* framed already */
+    /* [9, CRDTDB_ENOCOLL (-5), "x"], 200 times in one message */
+    static const uint8_t notice[9] = {0, 0, 0, 5, 0x93, 0x09, 0xfb, 0xa1, 'x'};
+    uint8_t many[200 * sizeof notice];
+    for (size_t i = 0; i < 200; i++)
+        memcpy(many + i * sizeof notice, notice, sizeof notice);
+    tu_ws_send(&NET, &r, many, sizeof many);
+    tu_line last = {&log, "peer error CRDTDB_ENOCOLL"};
+    ck_assert_msg(spin(tu_logged, &last, 10000), "%.*s", (int)log.len, (const char *)log.data);
+    spin(NULL, NULL, 300);
+    ck_assert_int_eq(tu_log_count(&log, "peer error CRDTDB_ENOCOLL"), 10);
+    spin(NULL, NULL, 1100); /* a second on: one more line, and the count */
+    tu_ws_send(&NET, &r, notice, sizeof notice);
+    tu_line more = {&log, "190 more peer errors not logged"};
+    ck_assert_msg(spin(tu_logged, &more, 10000), "%.*s", (int)log.len, (const char *)log.data);
+    ck_assert_int_eq(tu_log_count(&log, "peer error CRDTDB_ENOCOLL"), 11);
+    close(r.fd);
+    crdtdb_buf_free(&hello);
+    crdtdb_server_close(srv);
+    srv = NULL;
+    crdtdb_buf_free(&log);
+}
+END_TEST
+
 /* A full server (max_connections) refuses with 503, even when asked in-band
  * (?inband=1) too: a cap never holds a socket open to explain itself, and a
  * browser retries a 1006 with backoff, which is right for a full server. */
@@ -1116,6 +1159,7 @@ static Suite *suite(void)
     tcase_add_test(tc, garbage_closes_only_that_connection);
     tcase_add_test(tc, message_over_the_limit_is_told);
     tcase_add_test(tc, client_tells_a_message_over_its_limit);
+    tcase_add_test(tc, peer_notices_do_not_flood_the_log);
     tcase_add_test(tc, full_server_refuses_over_http_even_in_band);
     tcase_add_test(tc, bad_path_is_refused);
     tcase_add_test(tc, url_encoded_database_id);

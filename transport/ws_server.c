@@ -103,7 +103,12 @@ struct sconn {
                              go out once the feed returns */
     crdtdb_sync_mode mode; /* its session's, from READY; 0 before */
     int shows;            /* has a presence state of its own (metrics) */
+    uint64_t log_ms;      /* its peer's errors logged: a bucket of
+                             LOG_BURST lines, one more a second */
+    unsigned log_tokens, log_dropped;
 };
+
+#define LOG_BURST 10u /* lines a peer's NOTICEs may log at once */
 
 /* Per connection, from the upgrade request on. */
 typedef struct spss {
@@ -589,6 +594,28 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
         if (!ev->remote) {
             c->l.status = crdtdb__ws_close_status(ev->error, 0);
             crdtdb__metrics_error(&srv->m, ev->error, ev->message);
+        } else { /* a peer's NOTICEs cost it 10 bytes each: not a log line each */
+            uint64_t now = crdtdb__ws_now_ms();
+            if (!c->log_ms) {
+                c->log_tokens = LOG_BURST;
+                c->log_ms = now;
+            }
+            uint64_t add = (now - c->log_ms) / 1000;
+            if (add) {
+                c->log_tokens = add >= LOG_BURST - c->log_tokens ? LOG_BURST
+                                                                 : c->log_tokens + (unsigned)add;
+                c->log_ms += add * 1000;
+            }
+            if (!c->log_tokens) {
+                c->log_dropped++;
+                break;
+            }
+            c->log_tokens--;
+            if (c->log_dropped) {
+                slog(srv, "%s db '%s': %u more peer errors not logged", c->peer, WS_QID(id),
+                     c->log_dropped);
+                c->log_dropped = 0;
+            }
         }
         slog(srv, "%s db '%s': %s error %s: %s", c->peer, WS_QID(id), ev->remote ? "peer" : "local",
              crdtdb_errname(ev->error), ev->message ? ev->message : "");
