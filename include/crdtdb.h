@@ -641,8 +641,9 @@ typedef int (*crdtdb_query_cb)(void *ctx, const char *id, const uint8_t *value,
  * of a value that is not nil.  NaN equals and orders nothing.
  *
  * Errors: EBADQUERY (malformed criteria, unknown op), ETOOBIG / ETOODEEP
- *         (criteria over the value limits), plus the common ones, or the
- *         callback's non-zero return.
+ *         (criteria over the value limits), EINVAL (cb is NULL: it is
+ *         required), plus the common ones, or the callback's non-zero
+ *         return.
  */
 CRDTDB_API int crdtdb_db_query(crdtdb_db *db, crdtdb_txn *txn,
                                const char *coll, const uint8_t *criteria,

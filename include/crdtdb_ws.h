@@ -37,7 +37,11 @@ typedef struct crdtdb_jwt_key crdtdb_jwt_key; /* see "tokens" */
  * uv_loop_close fails with UV_EBUSY; do not free the loop before it
  * succeeds.  Close a server or client from the loop's thread, not from
  * inside one of its own callbacks.  Each server and client has its own
- * libwebsockets context; there is no global state.
+ * libwebsockets context; there is no global state.  libwebsockets' own
+ * notices (a banner per context) go to stderr at its default log level,
+ * which is process-wide in the libwebsockets of Debian 12 (4.1), so it is
+ * left to the program: lws_set_log_level(LLL_ERR, NULL) quiets them, as
+ * the crdtdb command does.
  */
 typedef struct crdtdb_server crdtdb_server;
 
@@ -325,7 +329,13 @@ typedef struct crdtdb_client_options {
     const char *url;        /* ws://host:port or wss://host:port (a path,
                                if any, is ignored: the database id comes
                                from the db handle) */
-    crdtdb_sync_mode mode;  /* asked for (default TWO_WAY) */
+    crdtdb_sync_mode mode;  /* asked for (default TWO_WAY).  Asking for
+                               SERVER_TO_CLIENT makes this handle refuse
+                               local writes while the client is open; it
+                               does not mark the copy (a copy granted
+                               only that is marked): for a spectator's
+                               copy that stays read-only after the
+                               client closes, crdtdb_db_mark_readonly */
     unsigned backoff_min_ms; /* reconnect delays: exponential with jitter */
     unsigned backoff_max_ms; /* between these (defaults 100 and 30000) */
     crdtdb_session_cb on_event; /* session events of every connection,
