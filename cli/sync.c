@@ -35,6 +35,10 @@ typedef struct sync_state {
     crdtdb_buf json;    /* scratch */
 } sync_state;
 
+/* Entries remembered as shown, as the client's own bound: a server
+ * sending more cannot grow this without end. */
+#define KEYS_MAX 65536u
+
 /* Whether key is among those shown; with `add`, it is afterwards (0 when
  * out of memory: it shows as a join again); with `drop`, it is not. */
 static int key_seen(sync_state *st, const uint8_t *key, int add, int drop)
@@ -45,7 +49,7 @@ static int key_seen(sync_state *st, const uint8_t *key, int add, int drop)
                 memcpy(st->keys[i], st->keys[--st->nkeys], CRDTDB_PRESENCE_KEY_BYTES);
             return 1;
         }
-    if (!add)
+    if (!add || st->nkeys >= KEYS_MAX) /* past it: shown as a join again */
         return 0;
     if (st->nkeys == st->keys_cap) {
         size_t cap = st->keys_cap ? 2 * st->keys_cap : 16;
