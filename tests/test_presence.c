@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "crdt/buf.h"
 #include "tests/replica.h"
 #include "tests/testutil.h"
 #include "tests/wsutil.h"
@@ -1066,6 +1067,38 @@ START_TEST(relayed_entries_keep_the_member_limit)
 }
 END_TEST
 
+/* Relayed messages ([15]) go at their sender's rate, as a connection's own
+ * ([14]) do: on a server without tokens any connection may relay, and one
+ * key's 200 messages at once reach the others as at most presence_hz
+ * (a second's bucket), not 200. */
+START_TEST(relayed_messages_keep_their_senders_rate)
+{
+    crdtdb_server_options o;
+    crdtdb_server_options_init(&o);
+    srv1 = server_opts(&S1, url1, sizeof url1, &o);
+    cb = client(&B, url1, &lb, NULL);
+    wait_ready();
+    tu_raw r;
+    raw_join(&r, crdtdb_server_port(srv1), &Z1);
+    uint8_t key16[16] = "ZZZZZZZZ\0\0\0\0\0\0\0\1", rep[32];
+    memset(rep, 0x77, sizeof rep);
+    crdtdb_buf body = CRDTDB_BUF_INIT, f = CRDTDB_BUF_INIT, all = CRDTDB_BUF_INIT;
+    const uint8_t *bp = tu_mp(&body, "\"hi\"");
+    for (uint64_t n = 1; n <= 200; n++) {
+        crdtdb_message m = {key16, "", rep, n, NULL, bp, body.len};
+        ck_assert_int_eq(crdtdb_message_encode(&m, &f), 0);
+        ck_assert_int_eq(crdtdb__buf_append(&all, f.data, f.len), 0);
+    }
+    tu_ws_send(&NET, &r, all.data, all.len);
+    expect_msgs(&lb, 1);
+    spin(NULL, NULL, 500);
+    close(r.fd);
+    ck_assert_int_le(lb.msgs, (int)o.presence_hz + 1);
+    ck_assert_int_ge(lb.msgs, (int)o.presence_hz - 1);
+    crdtdb_buf_free(&body), crdtdb_buf_free(&f), crdtdb_buf_free(&all);
+}
+END_TEST
+
 /* Mesh: Z relays X to S1 and S2, and S2 peers S1.  Z's connection to S1
  * drops: S1's own clients lose X, but S1 does not tell S2, which still
  * reaches Z, nor use up Z's next version. */
@@ -1613,6 +1646,7 @@ static Suite *presence_suite(void)
     tcase_add_test(tc, members_policy_refuses_a_relay_not_named);
     tcase_add_test(tc, members_policy_publishes_for_members_never_relays);
     tcase_add_test(tc, relayed_entries_keep_the_member_limit);
+    tcase_add_test(tc, relayed_messages_keep_their_senders_rate);
     tcase_add_test(tc, a_lost_link_leaves_only_for_local_clients);
     tcase_add_test(tc, a_client_cannot_relay_to_spoof_or_read_messages);
     tcase_add_test(tc, closing_with_armed_timers);

@@ -37,6 +37,8 @@ struct pentry {
     uint8_t *state;     /* forwarded; NULL: not live */
     size_t state_len;
     uint64_t msg_n;     /* relayed: the highest message number seen */
+    uint64_t rmsg_tokens, rmsg_ms; /* relayed: its messages' bucket, as a
+                                      connection's own (presence_hz) */
     crdtdb__pconn *via; /* ours: its connection; relayed: the connection
                            its last change came through (NULL: none) */
     int local;
@@ -677,6 +679,18 @@ void crdtdb__hub_message(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_message
             e->next = h->entries;
             h->entries = e;
         }
+        /* at its sender's rate, as its own server let it through: a
+         * connection relaying [15]s (any, on a server without tokens)
+         * cannot make this server fan out more than each key may send */
+        uint64_t cap = (uint64_t)h->cfg->hz * 1000u;
+        if (!e->rmsg_ms) {
+            e->rmsg_ms = now;
+            e->rmsg_tokens = cap;
+        }
+        e->rmsg_tokens = refill(e->rmsg_tokens, &e->rmsg_ms, now, h->cfg->hz, cap);
+        if (e->rmsg_tokens < 1000)
+            return;
+        e->rmsg_tokens -= 1000;
         e->msg_n = m->n;
         if (!pc->link)
             pc->relays = 1;
