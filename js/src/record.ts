@@ -53,6 +53,12 @@ function cmpLeaf(a: Leaf, b: Leaf): number {
   return compareBytes(a.origin, b.origin);
 }
 
+/** True if l is dead under a, a leaf at an ancestor path (older: by hlc,
+ *  then replica key). */
+export function olderThanLeaf(l: Leaf, a: Leaf): boolean {
+  return cmpLeaf(l, a) < 0;
+}
+
 /** True if l is dead under base b (older: by hlc, then replica key). */
 export function olderThanBase(l: Leaf, b: BaseReg): boolean {
   if (l.hlc !== b.hlc) return l.hlc < b.hlc;

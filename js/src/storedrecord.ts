@@ -40,8 +40,8 @@
 import { ByteWriter } from "./bytewriter.js";
 import { mpCheck, MP_OK, scalarFits } from "./delta.js";
 import { CrdtdbError } from "./errors.js";
-import { comparePaths } from "./path.js";
-import { olderThanBase } from "./record.js";
+import { comparePaths, isAncestor } from "./path.js";
+import { olderThanBase, olderThanLeaf } from "./record.js";
 import type { BaseReg, Leaf, StoredRecord } from "./types.js";
 
 const td = new TextDecoder(), te = new TextEncoder(), tdFatal = new TextDecoder("utf-8", { fatal: true });
@@ -338,12 +338,23 @@ function decode(b: Uint8Array): StoredRecord {
   // two leaves at one path made rendering recurse until the stack ran out.
   for (let i = 1; i < leaves.length; i++)
     if (comparePaths(leaves[i - 1]!.path, leaves[i]!.path) >= 0) throw new RangeError("leaves out of order");
-  // A leaf older than the base is dead (docs/crdt.md) and no merge stores
-  // one; a damaged copy holding one would show it, and export it to peers
-  // that drop it.  Dropped rather than refused: dead either way.
-  if (base) for (let i = 0; i < leaves.length; i++)
-    if (olderThanBase(leaves[i]!, base)) return { base, leaves: leaves.filter((l) => !olderThanBase(l, base!)) };
-  return { base, leaves };
+  // Dead leaves (docs/crdt.md): older than the base, or than a leaf at an
+  // ancestor path (a newer write above replaced the subtree).  No merge
+  // stores one; a damaged copy holding one would show it, and export it to
+  // peers that drop it.  Dropped rather than refused: dead either way.
+  // Ancestors sort before their descendants: `up` holds the live leaves
+  // above the one at hand.
+  let live: Leaf[] | null = null;
+  const up: Leaf[] = [];
+  for (let i = 0; i < leaves.length; i++) {
+    const l = leaves[i]!;
+    while (up.length && !isAncestor(up[up.length - 1]!.path, l.path)) up.pop();
+    let dead = base !== null && olderThanBase(l, base);
+    for (let k = 0; !dead && k < up.length; k++) dead = olderThanLeaf(l, up[k]!);
+    if (dead) live ??= leaves.slice(0, i);
+    else { live?.push(l); up.push(l); }
+  }
+  return { base, leaves: live ?? leaves };
 }
 
 /**
@@ -408,8 +419,13 @@ export function readPage(b: Uint8Array, each: (key: string, rec: Uint8Array, ent
     for (let i = 0; i < n; i++) {
       const kn = dv.getUint16(p, true);
       if (p + 2 + kn > b.length) throw new RangeError("a key runs past the end");
-      const key = tdFatal.decode(b.subarray(p + 2, p + 2 + kn)), nul = key.indexOf("\0");
-      if (nul <= 0 || nul === key.length - 1) throw new RangeError("a key that is not a collection and an id");
+      const kb = b.subarray(p + 2, p + 2 + kn), key = tdFatal.decode(kb), z = kb.indexOf(0);
+      // a collection and an id as a delta may carry them (delta.ts idStr):
+      // 1..255 bytes each, no control character in the collection, no NUL
+      // in the id.  A key of "\x03": a record every export sent was refused.
+      if (z <= 0 || z === kn - 1 || z > 255 || kn - z - 1 > 255 || kb.indexOf(0, z + 1) >= 0 ||
+          kb.subarray(0, z).some((c) => c < 0x20 || c === 0x7f))
+        throw new RangeError("a key that is not a collection and an id");
       keys.push(key);
       p += 2 + kn;
       const rn = dv.getUint32(p, true);

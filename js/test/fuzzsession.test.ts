@@ -1669,7 +1669,7 @@ async function exportsFine(key: string, rec: StoredRecord): Promise<string | nul
 
 /** A fault's kind, without the paths and numbers. */
 function faultClass(f: string): string {
-  return f.replace(/\[.*?\]/g, "P").replace(/:.*$/, "").replace(/-?\d[\d.e+-]*/g, "N").trim();
+  return f.replace(/\[(?:"(?:[^"\\]|\\.)*",?)*\]/g, "P").replace(/:.*$/, "").replace(/-?\d[\d.e+-]*/g, "N").trim();
 }
 
 /** What using an accepted record led to. */

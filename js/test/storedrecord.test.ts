@@ -225,3 +225,21 @@ test("a leaf older than the base (dead; no merge stores one) is dropped as the r
   const alive = decodeRecord(encodeRecord({ base, leaves: [leaf("c", 1000n, later), leaf("d", 1001n)] }));
   assert.equal(alive.leaves.length, 2);
 });
+
+test("a leaf older than a leaf at an ancestor path (a newer write above replaced it) is dropped as the record is read", () => {
+  const o = origin(1), p = origin(2);
+  const leaf = (path: string[], hlc: bigint, org = o): Leaf => ({ path, hlc, origin: org, ...refOf(new Uint8Array([1])), seq: 2, src: "" });
+  const back = decodeRecord(encodeRecord({ base: null, leaves: [
+    leaf(["m"], 10n), leaf(["m", "j"], 11n), leaf(["m", "j", "o"], 10n), leaf(["m", "j", "p"], 11n, p), leaf(["m", "k"], 9n), leaf(["n"], 1n),
+  ] }));
+  assert.deepEqual(back.leaves.map((l) => l.path.join(".")), ["m", "m.j", "m.j.p", "n"],
+    "m.j.o older than m.j, m.k older than m; m.j.p newer (same hlc, a greater key)");
+});
+
+test("a page key that is no collection and id a delta may carry is ECORRUPT (a record every export sent was refused)", () => {
+  const o = origin(1);
+  const rec: StoredRecord = { base: { kind: 1, hlc: 1000n, origin: o, seq: 1, src: "" }, leaves: [] };
+  assert.doesNotThrow(() => readPage(encodePage(["Items\u0000a b\u0001"], [rec]), () => undefined), "an id may hold control characters");
+  for (const key of ["\u0003\u0000a", "It\u007fems\u0000a", "Items\u0000a\u0000b", "x".repeat(256) + "\u0000a", "Items\u0000" + "y".repeat(256)])
+    assert.throws(() => readPage(encodePage([key], [rec]), () => undefined), { code: "ECORRUPT", message: /key/ }, JSON.stringify(key.slice(0, 12)));
+});
