@@ -520,6 +520,20 @@ static void on_heard(void *ctx, const crdtdb_session_event *ev)
     snprintf(h->msg, sizeof h->msg, "%s", ev->message ? ev->message : "");
 }
 
+/* Opens srv on S (any port, the test's collections), its log lines
+ * appended to *log. */
+static void start_logging_server(crdtdb_buf *log)
+{
+    crdtdb_server_options so;
+    crdtdb_server_options_init(&so);
+    so.port = 0;
+    so.collections = COLLS;
+    so.ncoll = 2;
+    so.log = tu_log_line;
+    so.log_ctx = log;
+    ck_assert_int_eq(crdtdb_server_open(S.env, &so, &srv), 0);
+}
+
 /* A server message over a client's own limit: the client tells the server
  * why (ERROR, then close 1009) and its program hears it. */
 START_TEST(client_tells_a_message_over_its_limit)
@@ -536,14 +550,7 @@ START_TEST(client_tells_a_message_over_its_limit)
     put(&S, "add", "moves", "big", json);
     free(json);
     crdtdb_buf log = CRDTDB_BUF_INIT;
-    crdtdb_server_options so;
-    crdtdb_server_options_init(&so);
-    so.port = 0;
-    so.collections = COLLS;
-    so.ncoll = 2;
-    so.log = tu_log_line;
-    so.log_ctx = &log;
-    ck_assert_int_eq(crdtdb_server_open(S.env, &so, &srv), 0);
+    start_logging_server(&log);
     snprintf(url, sizeof url, "ws://127.0.0.1:%d", crdtdb_server_port(srv));
     heard h = {0};
     crdtdb_client_options o;
@@ -573,14 +580,7 @@ END_TEST
 START_TEST(peer_notices_do_not_flood_the_log)
 {
     crdtdb_buf log = CRDTDB_BUF_INIT;
-    crdtdb_server_options so;
-    crdtdb_server_options_init(&so);
-    so.port = 0;
-    so.collections = COLLS;
-    so.ncoll = 2;
-    so.log = tu_log_line;
-    so.log_ctx = &log;
-    ck_assert_int_eq(crdtdb_server_open(S.env, &so, &srv), 0);
+    start_logging_server(&log);
     tu_raw r;
     tu_raw_open(&r, crdtdb_server_port(srv), "/v1/db/game", NULL);
     ck_assert(spin(tu_raw_answered, &r, 10000));
