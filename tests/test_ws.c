@@ -54,7 +54,9 @@ static void log_line(void *ctx, const char *line)
     fprintf(stderr, "server: %s\n", line);
 }
 
-static void start_server(crdtdb_sync_mode mode)
+/* Opens srv on S (any port, the test's collections) and sets url; its log
+ * lines go to log_line, or are appended to *log when log is not NULL. */
+static void open_server(crdtdb_sync_mode mode, crdtdb_buf *log)
 {
     crdtdb_server_options o;
     crdtdb_server_options_init(&o);
@@ -62,11 +64,14 @@ static void start_server(crdtdb_sync_mode mode)
     o.collections = COLLS;
     o.ncoll = 2;
     o.mode = mode;
-    o.log = log_line;
+    o.log = log ? tu_log_line : log_line;
+    o.log_ctx = log;
     ck_assert_int_eq(crdtdb_server_open(S.env, &o, &srv), 0);
     ck_assert_int_gt(crdtdb_server_port(srv), 0);
     snprintf(url, sizeof url, "ws://127.0.0.1:%d", crdtdb_server_port(srv));
 }
+
+static void start_server(crdtdb_sync_mode mode) { open_server(mode, NULL); }
 
 static crdtdb_client *client(replica *r)
 {
@@ -456,6 +461,18 @@ static int raw_send_until_refused(tu_raw *r, const uint8_t *p, size_t n, size_t 
     return off == len;
 }
 
+/* A raw WebSocket to srv's database "game", upgraded, that sent db's hello. */
+static void raw_session(tu_raw *r, crdtdb_db *db)
+{
+    tu_raw_open(r, crdtdb_server_port(srv), "/v1/db/game", NULL);
+    ck_assert(spin(tu_raw_answered, r, 10000));
+    ck_assert_msg(strstr(r->in, " 101 ") != NULL, "no upgrade: %s", r->in);
+    crdtdb_buf hello = CRDTDB_BUF_INIT;
+    tu_ws_hello(db, &hello);
+    tu_raw_send(&NET, r, hello.data, hello.len); /* framed already */
+    crdtdb_buf_free(&hello);
+}
+
 /* A message over the limit (max_message) is answered with the error
  * saying so, then a close 1009 whose reason says it too, even while the
  * peer is still sending the rest of it: the peer learns why. */
@@ -464,13 +481,7 @@ START_TEST(message_over_the_limit_is_told)
     start_server(CRDTDB_SYNC_TWO_WAY);
     for (int whole = 0; whole < 2; whole++) {
         tu_raw r;
-        tu_raw_open(&r, crdtdb_server_port(srv), "/v1/db/game", NULL);
-        ck_assert(spin(tu_raw_answered, &r, 10000));
-        ck_assert_msg(strstr(r.in, " 101 ") != NULL, "no upgrade: %s", r.in);
-        crdtdb_buf hello = CRDTDB_BUF_INIT;
-        tu_ws_hello(A.db, &hello);
-        tu_raw_send(&NET, &r, hello.data, hello.len);
-        crdtdb_buf_free(&hello);
+        raw_session(&r, A.db);
         /* a session frame announcing 64 KiB more than the limit
          * (max_delta_size + 4096) */
         size_t n = S.opts.max_delta_size + 4096 + ((size_t)1 << 20);
@@ -520,20 +531,6 @@ static void on_heard(void *ctx, const crdtdb_session_event *ev)
     snprintf(h->msg, sizeof h->msg, "%s", ev->message ? ev->message : "");
 }
 
-/* Opens srv on S (any port, the test's collections), its log lines
- * appended to *log. */
-static void start_logging_server(crdtdb_buf *log)
-{
-    crdtdb_server_options so;
-    crdtdb_server_options_init(&so);
-    so.port = 0;
-    so.collections = COLLS;
-    so.ncoll = 2;
-    so.log = tu_log_line;
-    so.log_ctx = log;
-    ck_assert_int_eq(crdtdb_server_open(S.env, &so, &srv), 0);
-}
-
 /* A server message over a client's own limit: the client tells the server
  * why (ERROR, then close 1009) and its program hears it. */
 START_TEST(client_tells_a_message_over_its_limit)
@@ -550,7 +547,7 @@ START_TEST(client_tells_a_message_over_its_limit)
     put(&S, "add", "moves", "big", json);
     free(json);
     crdtdb_buf log = CRDTDB_BUF_INIT;
-    start_logging_server(&log);
+    open_server(CRDTDB_SYNC_TWO_WAY, &log);
     snprintf(url, sizeof url, "ws://127.0.0.1:%d", crdtdb_server_port(srv));
     heard h = {0};
     crdtdb_client_options o;
@@ -580,14 +577,9 @@ END_TEST
 START_TEST(peer_notices_do_not_flood_the_log)
 {
     crdtdb_buf log = CRDTDB_BUF_INIT;
-    start_logging_server(&log);
+    open_server(CRDTDB_SYNC_TWO_WAY, &log);
     tu_raw r;
-    tu_raw_open(&r, crdtdb_server_port(srv), "/v1/db/game", NULL);
-    ck_assert(spin(tu_raw_answered, &r, 10000));
-    ck_assert_msg(strstr(r.in, " 101 ") != NULL, "no upgrade: %s", r.in);
-    crdtdb_buf hello = CRDTDB_BUF_INIT;
-    tu_ws_hello(A.db, &hello);
-    tu_raw_send(&NET, &r, hello.data, hello.len); /* framed already */
+    raw_session(&r, A.db);
     /* [9, CRDTDB_ENOCOLL (-5), "x"], 200 times in one message */
     static const uint8_t notice[9] = {0, 0, 0, 5, 0x93, 0x09, 0xfb, 0xa1, 'x'};
     uint8_t many[200 * sizeof notice];
@@ -604,7 +596,6 @@ START_TEST(peer_notices_do_not_flood_the_log)
     ck_assert_msg(spin(tu_logged, &more, 10000), "%.*s", (int)log.len, (const char *)log.data);
     ck_assert_int_eq(tu_log_count(&log, "peer error CRDTDB_ENOCOLL"), 11);
     close(r.fd);
-    crdtdb_buf_free(&hello);
     crdtdb_server_close(srv);
     srv = NULL;
     crdtdb_buf_free(&log);
