@@ -84,8 +84,8 @@ static void print_presence(sync_state *st, const crdtdb_presence *p)
     const char *what = !p->state                    ? "leave"
                        : key_seen(st, p->key, 1, 0) ? "update"
                                                     : "join";
-    if (!p->state && !key_seen(st, p->key, 0, 1))
-        return; /* never shown */
+    if (!p->state && !key_seen(st, p->key, 0, 1) && st->nkeys < KEYS_MAX)
+        return; /* never shown (past KEYS_MAX it may have been: shown) */
     printf("{\"presence\":\"%s\"", what);
     put_source(p->key, p->user, p->replica);
     if (p->state)

@@ -530,8 +530,9 @@ static int apply_failed(crdtdb_db *db, crdtdb_txn *t, int rc)
     if (flag && memcmp(d->sender, db->env->pk, CRDTDB_REPLICA_ID_BYTES) != 0) {
         char msg[sizeof db->errmsg];
         memcpy(msg, db->errmsg, sizeof msg); /* the flag write must not hide it */
+        int code = db->errcode;
         crdtdb__peer_flag(db, d->sender, flag);
-        memcpy(db->errmsg, msg, sizeof msg);
+        crdtdb__db_seterr(db, code, "%s", msg);
     }
     return rc;
 }
@@ -618,12 +619,14 @@ static int apply_batch_one(crdtdb_db *db, const uint8_t *const *deltas, const si
         uint64_t from = t ? t->seq : 0;
         size_t applied = 0, w = 0, gated = 0;
         uint64_t received = 0;
+        uint64_t msgs = db->msgno; /* a failing step may write no message */
         int rc = deltas[i] ? apply_into(db, &t, deltas[i], lens[i], NULL, NULL, 0, &applied,
                                         &received, &w, &gated)
                            : crdtdb__db_seterr(db, CRDTDB_EINVAL, "no delta");
         if (rc) {
             char msg[sizeof db->errmsg];
-            memcpy(msg, db->errmsg, sizeof msg);
+            snprintf(msg, sizeof msg, "%s",
+                     db->msgno != msgs && db->errcode == rc ? db->errmsg : crdtdb_strerror(rc));
             crdtdb__db_seterr(db, rc, "delta %zu of %zu: %s", i + 1, n, msg);
             *done = i;
             return apply_failed(db, t, rc);

@@ -299,8 +299,9 @@ static int batch_end(crdtdb_txn *t, crdtdb_collect_stats *st, crdtdb__floor *fl,
         crdtdb_txn_abort(t);
         if (rc == CRDTDB_ECORRUPT)
             return crdtdb__db_seterr(db, rc, "collect: a record, pack of records or mark is unreadable");
-        return db->errcode == rc ? rc
-                                 : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
+        return crdtdb__db_msg_fresh(db, rc)
+                   ? rc
+                   : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
     }
     /* cached shared deltas may hold what was dropped */
     crdtdb__shared_free(db->shared);

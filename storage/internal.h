@@ -305,6 +305,12 @@ static inline uint64_t crdtdb__db_enter(crdtdb_db *db)
     db->mark = db->msgno;
     return db->msgno;
 }
+/* Whether db's message was written for rc in the latest public call: a
+ * step that failed with rc and no message of its own leaves it false. */
+static inline int crdtdb__db_msg_fresh(const crdtdb_db *db, int rc)
+{
+    return db->errcode == rc && db->msgno != db->mark;
+}
 static inline int crdtdb__db_exit(crdtdb_db *db, uint64_t m, int rc)
 {
     return rc < 0 && db ? crdtdb__db_fail(db, m, rc) : rc; /* inline: every call passes */

@@ -277,8 +277,7 @@ void crdtdb__txn_fail(crdtdb_txn *t, int rc)
     if (!rc || t->failed || (t->flags & CRDTDB_TXN_RDONLY))
         return;
     t->failed = rc;
-    /* a path that left no message of its own (none since the call began) */
-    if (db->errcode != rc || db->msgno == db->mark)
+    if (!crdtdb__db_msg_fresh(db, rc)) /* a path that left no message of its own */
         crdtdb__db_seterr(db, rc, "%s", crdtdb_strerror(rc));
     memcpy(db->failmsg, db->errmsg, sizeof db->failmsg);
 }

@@ -998,8 +998,14 @@ START_TEST(import_rejects_bad_input)
         tu_spit(bad, delta, cuts[i]);
         ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
         ck_assert_str_eq(s->out, "");
-        ck_assert_msg(starts_with(s->err, "crdtdb: "), "%s", s->err);
+        ck_assert_msg(starts_with(s->err, "crdtdb: ") && strstr(s->err, "cut short"), "%s",
+                      s->err);
     }
+    /* a delta that says it is larger than max_delta_size: refused unread */
+    static const uint8_t huge[] = {0x93, 0x02, 0xc6, 0x10, 0x00, 0x00, 0x00, 'x'};
+    tu_spit(bad, huge, sizeof huge);
+    ck_assert_int_eq(cli_in(s, p.b, "import", bad, NULL), 1);
+    ck_assert_msg(strstr(s->err, "over the limit") != NULL, "%s", s->err);
     /* one byte flipped in the middle */
     delta[len / 2] ^= 0x04;
     tu_spit(bad, delta, len);

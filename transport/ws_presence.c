@@ -679,15 +679,17 @@ void crdtdb__hub_message(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_message
             e->next = h->entries;
             h->entries = e;
         }
-        /* at its sender's rate, as its own server let it through: a
+        /* at most twice its sender's rate (its own server let it through
+         * at presence_hz; twice leaves room for jitter on the way): a
          * connection relaying [15]s (any, on a server without tokens)
          * cannot make this server fan out more than each key may send */
-        uint64_t cap = (uint64_t)h->cfg->hz * 1000u;
+        unsigned rate = 2 * h->cfg->hz;
+        uint64_t cap = (uint64_t)rate * 1000u;
         if (!e->rmsg_ms) {
             e->rmsg_ms = now;
             e->rmsg_tokens = cap;
         }
-        e->rmsg_tokens = refill(e->rmsg_tokens, &e->rmsg_ms, now, h->cfg->hz, cap);
+        e->rmsg_tokens = refill(e->rmsg_tokens, &e->rmsg_ms, now, rate, cap);
         if (e->rmsg_tokens < 1000)
             return;
         e->rmsg_tokens -= 1000;

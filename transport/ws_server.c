@@ -587,6 +587,11 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
         crdtdb__hub_message(c->d->hub, &c->pc, ev->msg);
         break;
     case CRDTDB_SESSION_CLOSED: /* its entry leaves now, not at the close */
+        if (c->log_dropped) {
+            slog(srv, "%s db '%s': %u more peer errors not logged", c->peer, WS_QID(id),
+                 c->log_dropped);
+            c->log_dropped = 0;
+        }
         c->shows = 0;
         crdtdb__hub_leave(c->d->hub, &c->pc);
         break;
@@ -594,7 +599,10 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
         if (!ev->remote) {
             c->l.status = crdtdb__ws_close_status(ev->error, 0);
             crdtdb__metrics_error(&srv->m, ev->error, ev->message);
-        } else { /* a peer's NOTICEs cost it 10 bytes each: not a log line each */
+        } else if (!crdtdb_session_closed(c->l.s)) { /* a NOTICE (an ERROR, which
+                                                         ends it, is always logged):
+                                                         10 bytes each to the peer,
+                                                         not a log line each */
             uint64_t now = crdtdb__ws_now_ms();
             if (!c->log_ms) {
                 c->log_tokens = LOG_BURST;

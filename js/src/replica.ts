@@ -113,6 +113,17 @@ const nextTask: () => Promise<void> = (() => {
 })();
 
 
+/** A database id or collection name: 1 to 255 bytes of UTF-8 (no lone
+ *  surrogate) without control characters. */
+function isName(s: string): boolean {
+  if (typeof s !== "string" || !s || (s.length > 85 && utf8.encode(s).length > 255) || !isWellFormed(s)) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return false;
+  }
+  return true;
+}
+
 export class Replica {
   readonly dbId: string;
   readonly collections: ReadonlySet<string>;
@@ -158,8 +169,11 @@ export class Replica {
   /** Opens a replica on its backend: loads what is stored, or makes a new
    *  identity.  The caller owns the replica until close(). */
   static async open(o: ReplicaOptions): Promise<Replica> {
-    const enc = new TextEncoder();
-    if (!o.dbId || enc.encode(o.dbId).length > 255) throw new CrdtdbError("EBADID", `invalid database id '${o.dbId}'`);
+    // the C library's rule for both (crdtdb.h): a server refuses any other,
+    // and a page key of another collection name could not be read back
+    if (!isName(o.dbId)) throw new CrdtdbError("EBADID", `invalid database id '${o.dbId}'`);
+    for (const c of o.collections)
+      if (!isName(c)) throw new CrdtdbError("EBADID", `invalid collection name '${c}': 1 to 255 bytes of UTF-8, no control characters`);
     const r = new Replica(o);
     const loaded = await o.backend.load(replayDeltas);
     try {

@@ -22,6 +22,15 @@ test("add, getById and query return records with their id", async () => {
   await ds.close();
 });
 
+test("a database id or collection name a C replica could not hold is EBADID at open (a collection '\\x03' was written, then its page could not be read back)", async () => {
+  for (const coll of ["\u0003", "a\u007fb", "x".repeat(256), "x\ud800"]) // ("" is dropped by the DataStore's list parsing)
+    await assert.rejects(CrdtdbDataStore.open({ dbId: "match-1", collections: ["Players", coll] }), { code: "EBADID", message: /collection name/ }, JSON.stringify(coll.slice(0, 8)));
+  for (const dbId of ["a\nb", "y".repeat(256), ""])
+    await assert.rejects(CrdtdbDataStore.open({ dbId, collections: "Players" }), { code: "EBADID", message: /database id/ }, JSON.stringify(dbId.slice(0, 8)));
+  const ds = await CrdtdbDataStore.open({ dbId: "é".repeat(127), collections: ["Players", "ü".repeat(127)] });
+  await ds.close();
+});
+
 test("an id a C replica could not hold is EBADID, nothing stored: a NUL (its ids are C strings), a lone surrogate (its UTF-8 names another record)", async () => {
   const ds = await open();
   await ds.add("Players", "ok", { v: 1 });
