@@ -210,7 +210,8 @@ typedef struct crdtdb_env_options {
 /* Fills opts with the defaults above. */
 CRDTDB_API void crdtdb_env_options_init(crdtdb_env_options *opts);
 
-/* Copies the options env runs with (defaults filled in) into *opts. */
+/* Copies the options env runs with (defaults filled in) into *opts; the
+ * defaults when env is NULL. */
 CRDTDB_API void crdtdb_env_options_get(const crdtdb_env *env, crdtdb_env_options *opts);
 
 /*
@@ -236,7 +237,8 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_env_open(const char *path,
  * Accepts NULL. */
 CRDTDB_API void crdtdb_env_close(crdtdb_env *env);
 
-/* Copies the 32-byte replica id (the ed25519 public key) into out. */
+/* Copies the 32-byte replica id (the ed25519 public key) into out; 32
+ * zero bytes when env is NULL. */
 CRDTDB_API void crdtdb_env_replica_id(const crdtdb_env *env,
                                       uint8_t out[CRDTDB_REPLICA_ID_BYTES]);
 
@@ -486,7 +488,8 @@ CRDTDB_API int crdtdb_env_drop_expired(crdtdb_env *env, const char *id, uint64_t
  * Errors: EINVAL, EEXIST, EIO, those of crdtdb_db_export. */
 CRDTDB_API int crdtdb_db_archive(crdtdb_db *db, const char *path);
 
-/* The environment db belongs to (borrowed; valid while db is open). */
+/* The environment db belongs to (borrowed; valid while db is open).  This
+ * and the getters below give NULL or 0 for a NULL db. */
 CRDTDB_API crdtdb_env *crdtdb_db_env(const crdtdb_db *db);
 
 /* The database id (NUL-terminated), valid while db is open. */
@@ -1391,10 +1394,11 @@ CRDTDB_API int crdtdb_session_pump(crdtdb_session *s);
 CRDTDB_API int crdtdb_session_pump_early(crdtdb_session *s, uint64_t from);
 
 /* The bytes waiting to be sent: *len bytes at the returned pointer, valid
- * until the next call on s.  NULL and 0 when nothing waits. */
+ * until the next call on s.  NULL and 0 when nothing waits (or s is
+ * NULL). */
 CRDTDB_API const uint8_t *crdtdb_session_output(crdtdb_session *s, size_t *len);
 
-/* Marks the first n output bytes as sent. */
+/* Marks the first n output bytes as sent.  Accepts NULL. */
 CRDTDB_API void crdtdb_session_consume(crdtdb_session *s, size_t n);
 
 /* 1 when the connection is worth waking to write (nghttp2's want_write):

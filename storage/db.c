@@ -35,15 +35,16 @@ const char *crdtdb_db_errmsg(const crdtdb_db *db)
     return db ? db->errmsg : "no database";
 }
 
-const char *crdtdb_db_id(const crdtdb_db *db) { return db->id; }
+/* The getters take NULL (and give NULL or 0): nothing crashes. */
+const char *crdtdb_db_id(const crdtdb_db *db) { return db ? db->id : NULL; }
 
-crdtdb_env *crdtdb_db_env(const crdtdb_db *db) { return db->env; }
+crdtdb_env *crdtdb_db_env(const crdtdb_db *db) { return db ? db->env : NULL; }
 
-size_t crdtdb_db_collection_count(const crdtdb_db *db) { return db->ncoll; }
+size_t crdtdb_db_collection_count(const crdtdb_db *db) { return db ? db->ncoll : 0; }
 
 const char *crdtdb_db_collection_name(const crdtdb_db *db, size_t i)
 {
-    return i < db->ncoll ? db->colls[i] : NULL;
+    return db && i < db->ncoll ? db->colls[i] : NULL;
 }
 
 int crdtdb__id_check(const char *s, int strict)

@@ -29,7 +29,12 @@ void crdtdb_env_options_init(crdtdb_env_options *o)
 
 void crdtdb_env_options_get(const crdtdb_env *env, crdtdb_env_options *opts)
 {
-    *opts = env->opts;
+    if (!opts)
+        return;
+    if (env)
+        *opts = env->opts;
+    else
+        crdtdb_env_options_init(opts); /* NULL: the defaults */
 }
 
 int crdtdb__mdb_err(int rc)
@@ -98,7 +103,10 @@ uint64_t crdtdb__now_ms(const crdtdb_env *env)
 void crdtdb_env_replica_id(const crdtdb_env *env,
                            uint8_t out[CRDTDB_REPLICA_ID_BYTES])
 {
-    memcpy(out, env->pk, CRDTDB_REPLICA_ID_BYTES);
+    if (env)
+        memcpy(out, env->pk, CRDTDB_REPLICA_ID_BYTES);
+    else
+        memset(out, 0, CRDTDB_REPLICA_ID_BYTES); /* NULL: no one's */
 }
 
 static int meta_get(MDB_txn *t, MDB_dbi dbi, const char *key, MDB_val *v)

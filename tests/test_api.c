@@ -99,6 +99,25 @@ START_TEST(env_bad_options)
     crdtdb_txn_abort(NULL);
     crdtdb_observer_close(NULL);
     crdtdb_buf_free(NULL);
+    /* the getters take NULL too: nothing crashes */
+    ck_assert_ptr_null(crdtdb_db_id(NULL));
+    ck_assert_ptr_null(crdtdb_db_env(NULL));
+    ck_assert_uint_eq(crdtdb_db_collection_count(NULL), 0);
+    ck_assert_ptr_null(crdtdb_db_collection_name(NULL, 0));
+    uint8_t id[CRDTDB_REPLICA_ID_BYTES];
+    memset(id, 0xff, sizeof id);
+    crdtdb_env_replica_id(NULL, id);
+    ck_assert_uint_eq(id[0] | id[31], 0);
+    crdtdb_env_options got, def;
+    crdtdb_env_options_get(NULL, &got);
+    crdtdb_env_options_init(&def);
+    ck_assert_uint_eq(got.map_size, def.map_size);
+    size_t n = 7, in = 7, out = 7;
+    ck_assert_ptr_null(crdtdb_session_output(NULL, &n));
+    ck_assert_uint_eq(n, 0);
+    crdtdb_session_consume(NULL, 1);
+    crdtdb_session_buffered(NULL, &in, &out);
+    ck_assert_uint_eq(in + out, 0);
 }
 END_TEST
 

@@ -573,6 +573,10 @@ const char *crdtdb_session_errmsg(const crdtdb_session *s)
 
 const uint8_t *crdtdb_session_output(crdtdb_session *s, size_t *len)
 {
+    if (!s) {
+        *len = 0;
+        return NULL;
+    }
     *len = s->out.len - s->out_off;
     return *len ? s->out.data + s->out_off : NULL;
 }
@@ -583,6 +587,8 @@ const uint8_t *crdtdb_session_output(crdtdb_session *s, size_t *len)
 
 void crdtdb_session_consume(crdtdb_session *s, size_t n)
 {
+    if (!s)
+        return;
     size_t left = s->out.len - s->out_off;
     s->out_off += n < left ? n : left;
     if (s->out_off == s->out.len) {
@@ -596,8 +602,10 @@ uint64_t crdtdb_session_deltas_sent(const crdtdb_session *s) { return s ? s->del
 
 void crdtdb_session_buffered(const crdtdb_session *s, size_t *in, size_t *out)
 {
-    *in = s ? s->in.cap : 0;
-    *out = s ? s->out.cap : 0;
+    if (in)
+        *in = s ? s->in.cap : 0;
+    if (out)
+        *out = s ? s->out.cap : 0;
 }
 
 static int send_notice(crdtdb_session *s, int code, const char *message)
