@@ -80,6 +80,14 @@ const char *crdtdb__ws_quote(char *out, size_t cap, const char *in);
 /* crdtdb__ws_quote into a buffer of the enclosing expression's block. */
 #define WS_QID(s) crdtdb__ws_quote((char[2 * 255 + 2]){0}, 2 * 255 + 2, (s))
 uint64_t crdtdb__ws_now_ms(void);
+/* A token bucket: per_s tokens a second, at most `burst` held, full at the
+ * first take.  Zeroed, it starts (or starts again) full. */
+typedef struct crdtdb__bucket {
+    uint64_t milli; /* tokens held, in thousandths */
+    uint64_t ms;    /* the last take's crdtdb__ws_now_ms; 0: none yet */
+} crdtdb__bucket;
+/* Takes one token at `now`: 1 if there was one, else 0 (nothing taken). */
+int crdtdb__bucket_take(crdtdb__bucket *b, uint64_t now, unsigned per_s, unsigned burst);
 /* The WebSocket close status for a session error (remote: the peer's). */
 int crdtdb__ws_close_status(int code, int remote);
 /* One pass of the event loop, waking after timeout_ms at the latest. */

@@ -265,7 +265,6 @@ static void presence_track(crdtdb_client *c, const crdtdb_presence *p)
     c->known[i].version = p->version;
 }
 
-/* The connection is gone: drop its session, schedule the next attempt. */
 /* An established connection that ended with no word from the session or
  * the server (a killed server, a cut network): the program hears of it at
  * once, as of a connection that cannot be made, not at the next failed
@@ -284,6 +283,7 @@ static void connection_lost(crdtdb_client *c)
     c->o.on_event(c->o.ctx, &ev);
 }
 
+/* The connection is gone: drop its session, schedule the next attempt. */
 static void client_down(crdtdb_client *c)
 {
     if (!c->connecting)

@@ -83,6 +83,17 @@ uint64_t crdtdb__ws_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+int crdtdb__bucket_take(crdtdb__bucket *b, uint64_t now, unsigned per_s, unsigned burst)
+{
+    uint64_t cap = (uint64_t)burst * 1000u, add = (now - b->ms) * per_s; /* thousandths a ms */
+    b->milli = !b->ms || b->milli + add >= cap ? cap : b->milli + add;
+    b->ms = now;
+    if (b->milli < 1000)
+        return 0;
+    b->milli -= 1000;
+    return 1;
+}
+
 /* The WebSocket close status for a session error of ours. */
 int crdtdb__ws_close_status(int code, int remote)
 {

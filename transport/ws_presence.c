@@ -37,8 +37,8 @@ struct pentry {
     uint8_t *state;     /* forwarded; NULL: not live */
     size_t state_len;
     uint64_t msg_n;     /* relayed: the highest message number seen */
-    uint64_t rmsg_tokens, rmsg_ms; /* relayed: its messages' bucket, as a
-                                      connection's own (presence_hz) */
+    crdtdb__bucket rmsgs; /* relayed: its messages' bucket, at twice a
+                             connection's own (presence_hz) */
     crdtdb__pconn *via; /* ours: its connection; relayed: the connection
                            its last change came through (NULL: none) */
     int local;
@@ -373,14 +373,6 @@ static void forward(crdtdb__hub *h, pentry *e, crdtdb__pconn *skip)
 
 /* ----------------------------------------------------- our connections */
 
-static uint64_t refill(uint64_t tokens, uint64_t *last_ms, uint64_t now, unsigned hz,
-                       uint64_t cap)
-{
-    uint64_t add = (now - *last_ms) * hz; /* hz tokens a second: hz thousandths a ms */
-    *last_ms = now;
-    return tokens + add >= cap ? cap : tokens + add;
-}
-
 static void on_turn(lws_sorted_usec_list_t *sul);
 
 /* A change outside the turns went to everyone: flushed now, unless a turn
@@ -557,8 +549,7 @@ void crdtdb__hub_join(crdtdb__hub *h, crdtdb__pconn *pc)
     pc->dirty = 0;
     pc->relays = 0;
     pc->msg_n = 0;
-    pc->msg_tokens = (uint64_t)h->cfg->hz * 1000u;
-    pc->msg_ms = crdtdb__ws_now_ms();
+    pc->msgs = (crdtdb__bucket){0}; /* full */
     pc->notice_ms = 0;
     pc->next = h->conns;
     h->conns = pc;
@@ -641,16 +632,12 @@ void crdtdb__hub_message(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_message
             notice(pc, CRDTDB_EDENIED, "message refused: permission denied");
             return;
         }
-        uint64_t now = crdtdb__ws_now_ms();
-        pc->msg_tokens = refill(pc->msg_tokens, &pc->msg_ms, now, h->cfg->hz,
-                                (uint64_t)h->cfg->hz * 1000u);
-        if (pc->msg_tokens < 1000) {
+        if (!crdtdb__bucket_take(&pc->msgs, crdtdb__ws_now_ms(), h->cfg->hz, h->cfg->hz)) {
             char msg[96];
             snprintf(msg, sizeof msg, "messages over %u a second: dropped", h->cfg->hz);
             notice(pc, CRDTDB_ELIMIT, msg);
             return;
         }
-        pc->msg_tokens -= 1000;
         memcpy(key, h->cfg->id, HUB_SERVER_ID_BYTES);
         put_be64(key + HUB_SERVER_ID_BYTES, pc->num);
         out.key = key;
@@ -683,16 +670,8 @@ void crdtdb__hub_message(crdtdb__hub *h, crdtdb__pconn *pc, const crdtdb_message
          * at presence_hz; twice leaves room for jitter on the way): a
          * connection relaying [15]s (any, on a server without tokens)
          * cannot make this server fan out more than each key may send */
-        unsigned rate = 2 * h->cfg->hz;
-        uint64_t cap = (uint64_t)rate * 1000u;
-        if (!e->rmsg_ms) {
-            e->rmsg_ms = now;
-            e->rmsg_tokens = cap;
-        }
-        e->rmsg_tokens = refill(e->rmsg_tokens, &e->rmsg_ms, now, rate, cap);
-        if (e->rmsg_tokens < 1000)
+        if (!crdtdb__bucket_take(&e->rmsgs, now, 2 * h->cfg->hz, 2 * h->cfg->hz))
             return;
-        e->rmsg_tokens -= 1000;
         e->msg_n = m->n;
         if (!pc->link)
             pc->relays = 1;

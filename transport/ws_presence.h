@@ -37,8 +37,7 @@ struct crdtdb__pconn {
     char user[CRDTDB_ID_MAX + 1]; /* "" without tokens */
     uint8_t replica[CRDTDB_REPLICA_ID_BYTES]; /* its hello's claim */
     uint64_t msg_n;        /* messages it sent */
-    uint64_t msg_tokens;   /* its message bucket, in thousandths */
-    uint64_t msg_ms;       /* the bucket's last refill */
+    crdtdb__bucket msgs;   /* its messages' bucket: presence_hz a second */
     uint64_t notice_ms;    /* the hub's last notice to it; 0: none */
 };
 

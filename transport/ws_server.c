@@ -103,9 +103,9 @@ struct sconn {
                              go out once the feed returns */
     crdtdb_sync_mode mode; /* its session's, from READY; 0 before */
     int shows;            /* has a presence state of its own (metrics) */
-    uint64_t log_ms;      /* its peer's errors logged: a bucket of
-                             LOG_BURST lines, one more a second */
-    unsigned log_tokens, log_dropped;
+    crdtdb__bucket log;   /* its peer's NOTICEs logged: LOG_BURST lines,
+                             then one a second */
+    unsigned log_dropped; /* and those not logged since */
 };
 
 #define LOG_BURST 10u /* lines a peer's NOTICEs may log at once */
@@ -558,6 +558,16 @@ static const char *mode_name(crdtdb_sync_mode m)
     return m == CRDTDB_SYNC_SERVER_TO_CLIENT ? "server-to-client" : "two-way";
 }
 
+/* The count of c's peer's NOTICEs not logged, if any, as one line. */
+static void log_dropped(sconn *c, const char *id)
+{
+    if (!c->log_dropped)
+        return;
+    slog(c->d->srv, "%s db '%s': %u more peer errors not logged", c->peer, WS_QID(id),
+         c->log_dropped);
+    c->log_dropped = 0;
+}
+
 static void on_server_session(void *ctx, const crdtdb_session_event *ev)
 {
     sconn *c = ctx;
@@ -587,11 +597,7 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
         crdtdb__hub_message(c->d->hub, &c->pc, ev->msg);
         break;
     case CRDTDB_SESSION_CLOSED: /* its entry leaves now, not at the close */
-        if (c->log_dropped) {
-            slog(srv, "%s db '%s': %u more peer errors not logged", c->peer, WS_QID(id),
-                 c->log_dropped);
-            c->log_dropped = 0;
-        }
+        log_dropped(c, id);
         c->shows = 0;
         crdtdb__hub_leave(c->d->hub, &c->pc);
         break;
@@ -603,27 +609,11 @@ static void on_server_session(void *ctx, const crdtdb_session_event *ev)
                                                          ends it, is always logged):
                                                          10 bytes each to the peer,
                                                          not a log line each */
-            uint64_t now = crdtdb__ws_now_ms();
-            if (!c->log_ms) {
-                c->log_tokens = LOG_BURST;
-                c->log_ms = now;
-            }
-            uint64_t add = (now - c->log_ms) / 1000;
-            if (add) {
-                c->log_tokens = add >= LOG_BURST - c->log_tokens ? LOG_BURST
-                                                                 : c->log_tokens + (unsigned)add;
-                c->log_ms += add * 1000;
-            }
-            if (!c->log_tokens) {
+            if (!crdtdb__bucket_take(&c->log, crdtdb__ws_now_ms(), 1, LOG_BURST)) {
                 c->log_dropped++;
                 break;
             }
-            c->log_tokens--;
-            if (c->log_dropped) {
-                slog(srv, "%s db '%s': %u more peer errors not logged", c->peer, WS_QID(id),
-                     c->log_dropped);
-                c->log_dropped = 0;
-            }
+            log_dropped(c, id);
         }
         slog(srv, "%s db '%s': %s error %s: %s", c->peer, WS_QID(id), ev->remote ? "peer" : "local",
              crdtdb_errname(ev->error), ev->message ? ev->message : "");
