@@ -591,18 +591,6 @@ static int apply(crdtdb_db *db, const uint8_t *delta, size_t len, wfilter *w,
 }
 
 static int apply_batch_one(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
-                           size_t n, crdtdb_apply_info *infos, size_t *done);
-
-static int apply_batch_call(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
-                            size_t n, crdtdb_apply_info *infos, size_t *done)
-{
-    int rc = apply_batch_one(db, deltas, lens, n, infos, done);
-    if (db)
-        crdtdb__delta_trim(&db->delta);
-    return rc;
-}
-
-static int apply_batch_one(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
                            size_t n, crdtdb_apply_info *infos, size_t *done)
 {
     if (!db)
@@ -626,7 +614,7 @@ static int apply_batch_one(crdtdb_db *db, const uint8_t *const *deltas, const si
         if (rc) {
             char msg[sizeof db->errmsg];
             snprintf(msg, sizeof msg, "%s",
-                     db->msgno != msgs && db->errcode == rc ? db->errmsg : crdtdb_strerror(rc));
+                     crdtdb__db_msg_since(db, rc, msgs) ? db->errmsg : crdtdb_strerror(rc));
             crdtdb__db_seterr(db, rc, "delta %zu of %zu: %s", i + 1, n, msg);
             *done = i;
             return apply_failed(db, t, rc);
@@ -644,6 +632,16 @@ static int apply_batch_one(crdtdb_db *db, const uint8_t *const *deltas, const si
     infos[i - 1].commit_us = mono_us() - c0; /* one commit, counted once */
     *done = i;
     return 0;
+}
+
+/* The batch applied, its decoding's memory let go of as apply's is. */
+static int apply_batch_call(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,
+                            size_t n, crdtdb_apply_info *infos, size_t *done)
+{
+    int rc = apply_batch_one(db, deltas, lens, n, infos, done);
+    if (db)
+        crdtdb__delta_trim(&db->delta);
+    return rc;
 }
 
 int crdtdb_db_apply_batch(crdtdb_db *db, const uint8_t *const *deltas, const size_t *lens,

@@ -299,7 +299,7 @@ static int batch_end(crdtdb_txn *t, crdtdb_collect_stats *st, crdtdb__floor *fl,
         crdtdb_txn_abort(t);
         if (rc == CRDTDB_ECORRUPT)
             return crdtdb__db_seterr(db, rc, "collect: a record, pack of records or mark is unreadable");
-        return crdtdb__db_msg_fresh(db, rc)
+        return crdtdb__db_msg_since(db, rc, db->mark)
                    ? rc
                    : crdtdb__db_seterr(db, rc, "collect: %s", crdtdb_strerror(rc));
     }

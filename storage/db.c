@@ -25,7 +25,7 @@ int crdtdb__db_fail(crdtdb_db *db, uint64_t m, int rc)
 {
     /* a message written since the call began, for this code, is the
      * call's own (or a nested call's it passes on); any other is not */
-    if (rc < 0 && (db->errcode != rc || db->msgno == m))
+    if (rc < 0 && !crdtdb__db_msg_since(db, rc, m))
         crdtdb__db_seterr(db, rc, "%s", crdtdb_strerror(rc));
     return rc;
 }

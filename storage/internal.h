@@ -305,11 +305,12 @@ static inline uint64_t crdtdb__db_enter(crdtdb_db *db)
     db->mark = db->msgno;
     return db->msgno;
 }
-/* Whether db's message was written for rc in the latest public call: a
- * step that failed with rc and no message of its own leaves it false. */
-static inline int crdtdb__db_msg_fresh(const crdtdb_db *db, int rc)
+/* Whether db's message was written for rc since mark m (a value of
+ * msgno; db->mark: since the latest public call began).  A step that
+ * failed with rc and wrote no message of its own leaves it false. */
+static inline int crdtdb__db_msg_since(const crdtdb_db *db, int rc, uint64_t m)
 {
-    return db->errcode == rc && db->msgno != db->mark;
+    return db->errcode == rc && db->msgno != m;
 }
 static inline int crdtdb__db_exit(crdtdb_db *db, uint64_t m, int rc)
 {

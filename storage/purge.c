@@ -174,7 +174,7 @@ static int discard_unsent_call(crdtdb_db *db, uint64_t after, size_t *n)
         rc = own_below_floor(t, after, lf, &keys, &nk, &cap);
     if (rc == CRDTDB_ECORRUPT)
         rc = crdtdb__db_seterr(db, rc, "change log entry or record is unreadable");
-    else if (rc && !crdtdb__db_msg_fresh(db, rc))
+    else if (rc && !crdtdb__db_msg_since(db, rc, db->mark))
         rc = crdtdb__db_seterr(db, rc, "discard: %s", crdtdb_strerror(rc));
     crdtdb__log_close(&it);
     if (!rc && nk)

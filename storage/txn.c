@@ -277,7 +277,7 @@ void crdtdb__txn_fail(crdtdb_txn *t, int rc)
     if (!rc || t->failed || (t->flags & CRDTDB_TXN_RDONLY))
         return;
     t->failed = rc;
-    if (!crdtdb__db_msg_fresh(db, rc)) /* a path that left no message of its own */
+    if (!crdtdb__db_msg_since(db, rc, db->mark)) /* a path that left no message of its own */
         crdtdb__db_seterr(db, rc, "%s", crdtdb_strerror(rc));
     memcpy(db->failmsg, db->errmsg, sizeof db->failmsg);
 }
