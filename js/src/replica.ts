@@ -113,10 +113,16 @@ const nextTask: () => Promise<void> = (() => {
 })();
 
 
-/** A database id or collection name: 1 to 255 bytes of UTF-8 (no lone
- *  surrogate) without control characters. */
+/** 1 to 255 bytes of UTF-8 (no lone surrogate: its UTF-8 would name
+ *  another): what every id and name is.  At most 3 UTF-8 bytes a UTF-16
+ *  unit, so only long ones need encoding. */
+function fitsId(s: string): boolean {
+  return typeof s === "string" && !!s && !(s.length > 85 && utf8.encode(s).length > 255) && isWellFormed(s);
+}
+
+/** A database id or collection name: fitsId, without control characters. */
 function isName(s: string): boolean {
-  if (typeof s !== "string" || !s || (s.length > 85 && utf8.encode(s).length > 255) || !isWellFormed(s)) return false;
+  if (!fitsId(s)) return false;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c < 0x20 || c === 0x7f) return false;
@@ -420,10 +426,8 @@ export class Replica {
   private checkWrite(coll: string, id: string): void {
     this.checkColl(coll);
     if (this.readonly) throw readOnly();
-    // at most 3 UTF-8 bytes a UTF-16 unit: only long ids need encoding.
-    // No NUL (a C replica's ids are C strings: it refuses the delta) and
-    // no lone surrogate (its UTF-8 would name another record)
-    if (!id || (id.length > 85 && utf8.encode(id).length > 255) || id.includes("\0") || !isWellFormed(id))
+    // no NUL (a C replica's ids are C strings: it refuses the delta)
+    if (!fitsId(id) || id.includes("\0"))
       throw new CrdtdbError("EBADID", `invalid id '${id}'`);
   }
 
