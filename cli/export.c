@@ -268,25 +268,6 @@ static int reader_fill(delta_reader *r, size_t want)
     return 0;
 }
 
-/* The bytes a delta starting at p says it takes, from its first bytes
- * ([version, bin body, bin sig]: the body's length, and a 64-byte
- * signature after it): 0 with *need set, 1 when more bytes must come
- * first, -1 when p starts no delta. */
-static int delta_declared(const uint8_t *p, size_t have, size_t *need)
-{
-    if (have < 3)
-        return 1;
-    if (p[0] != 0x93 || p[2] < 0xc4 || p[2] > 0xc6)
-        return -1;
-    size_t w = (size_t)1 << (p[2] - 0xc4), n = 0;
-    if (have < 3 + w)
-        return 1;
-    for (size_t i = 0; i < w; i++)
-        n = n << 8 | p[3 + i];
-    *need = 3 + w + n + 2 + 64;
-    return 0;
-}
-
 /* The next delta: 1 with *p, *len and id set; 0 at the end of the file;
  * -1 when what comes is no delta, is cut short, or is over r->max
  * (reported, naming the byte it starts at, `at`), or the file cannot be
@@ -296,34 +277,32 @@ static int reader_next(delta_reader *r, const char *name, size_t at, const uint8
 {
     size_t envelope = r->max + 4096; /* the body's limit, and the frame around it */
     for (;;) {
-        size_t have = r->end - r->start, need = 0, dlen;
+        size_t have = r->end - r->start, need, dlen;
         const uint8_t *d = r->buf + r->start;
-        int says = have ? delta_declared(d, have, &need) : 1;
-        if (says == 0 && need > envelope) {
+        int rc = crdtdb_delta_need(d, have, &need);
+        if (rc == 0 && need > envelope) {
             fprintf(stderr, "crdtdb: %s: the delta at byte %zu is %zu bytes, over the limit "
                             "of %zu (max_delta_size)\n", name, at, need, r->max);
             return -1;
         }
-        int rc = says < 0 || (says == 0 && have >= need)
-                     ? crdtdb_delta_peek(d, have, &dlen, id)
-                     : 1; /* not read yet */
-        if (rc == 0 && dlen <= have) {
+        if (rc == 0 && need > have) { /* more of it to read */
+            if (reader_fill(r, need) == 0)
+                continue;
+            if (r->err)
+                return -1;
+            if (have == 0)
+                return 0; /* the file ends between deltas */
+            fprintf(stderr, "crdtdb: %s: the delta at byte %zu is cut short: the file ends "
+                            "inside it\n", name, at);
+            return -1;
+        }
+        if (rc == 0)
+            rc = crdtdb_delta_peek(d, have, &dlen, id);
+        if (rc == 0) {
             *p = d;
             *len = dlen;
             r->start += dlen;
             return 1;
-        }
-        if (says >= 0 && rc >= 0) { /* more of it to read */
-            size_t want = rc == 0 ? dlen : says ? have + 64 : need;
-            if (want <= envelope && reader_fill(r, want) == 0)
-                continue;
-            if (r->err)
-                return -1;
-            if (have == 0 && r->eof)
-                return 0;
-            fprintf(stderr, "crdtdb: %s: the delta at byte %zu is cut short: the file ends "
-                            "inside it\n", name, at);
-            return -1;
         }
         fprintf(stderr, "crdtdb: %s: no valid delta at byte %zu: %s\n", name, at,
                 crdtdb_strerror(rc));

@@ -365,6 +365,32 @@ int crdtdb__delta_peek(const uint8_t *data, size_t len, crdtdb__delta_head *h)
     return 0;
 }
 
+int crdtdb_delta_need(const uint8_t *data, size_t len, size_t *need)
+{
+    if ((!data && len) || !need)
+        return CRDTDB_EINVAL;
+    /* [version, bin body, bin sig], as crdtdb__delta_frame reads it */
+    *need = 3;
+    if (len && data[0] != 0x93)
+        return CRDTDB_EBADVALUE;
+    if (len >= 2 && data[1] > 0x7f)
+        return CRDTDB_EBADVALUE;
+    if (len >= 2 && (data[1] < CRDTDB__DELTA_VERSION_MIN || data[1] > CRDTDB__DELTA_VERSION))
+        return CRDTDB_EVERSION;
+    if (len < 3)
+        return 0;
+    if (data[2] < 0xc4 || data[2] > 0xc6)
+        return CRDTDB_EBADVALUE;
+    size_t hdr;
+    uint64_t n;
+    if (read_len(data + 2, len - 2, 1, &hdr, &n)) { /* the length runs past len */
+        *need = 2 + 1 + ((size_t)1 << (data[2] - 0xc4));
+        return 0;
+    }
+    *need = 2 + hdr + (size_t)n + 2 + crypto_sign_BYTES; /* bin8 of 64 */
+    return 0;
+}
+
 int crdtdb_delta_peek(const uint8_t *data, size_t len, size_t *delta_len,
                       char db_id[CRDTDB_ID_MAX + 1])
 {

@@ -1068,6 +1068,17 @@ CRDTDB_API CRDTDB_NODISCARD int crdtdb_db_replace(crdtdb_db *db, const char *col
                                                   crdtdb_apply_info *info);
 
 /*
+ * How many bytes the delta at the start of `data` takes, read from its
+ * first bytes alone (its envelope's header and body length, and the
+ * 64-byte signature a delta ends with): to read a stream or file of deltas
+ * one at a time without holding more.  *need is set whatever len is: when
+ * it is more than len, read up to *need bytes and ask again (at most 8
+ * bytes tell it all); else crdtdb_delta_peek reads the delta.
+ * Errors: EINVAL, EBADVALUE (no delta starts there), EVERSION.
+ */
+CRDTDB_API int crdtdb_delta_need(const uint8_t *data, size_t len, size_t *need);
+
+/*
  * Reads the length and the database id of the delta at the start of
  * `data`, without verifying it: to split concatenated deltas and route
  * each to its database.  *delta_len is the first delta's length; db_id

@@ -107,6 +107,38 @@ START_TEST(golden_bytes)
 }
 END_TEST
 
+/* A delta's first bytes say how long it is, for a reader of a stream:
+ * whatever prefix is held, *need is what to hold before asking again. */
+START_TEST(first_bytes_say_how_long)
+{
+    size_t n, need;
+    uint8_t *b = tu_unhex(GOLDEN, &n); /* 93 02 c4 ea ...: a bin8 body */
+    for (size_t len = 0; len <= n; len++) {
+        ck_assert_int_eq(crdtdb_delta_need(b, len, &need), 0);
+        ck_assert_uint_eq(need, len < 3 ? 3 : len < 4 ? 4 : n); /* the header, then all */
+    }
+    size_t dlen;
+    char id[CRDTDB_ID_MAX + 1];
+    ck_assert_int_eq(crdtdb_delta_peek(b, need, &dlen, id), 0);
+    ck_assert_uint_eq(dlen, need);
+    b[2] = 0xc5; /* bin16: two length bytes, and the length they say */
+    ck_assert_int_eq(crdtdb_delta_need(b, 4, &need), 0);
+    ck_assert_uint_eq(need, 5);
+    ck_assert_int_eq(crdtdb_delta_need(b, 5, &need), 0);
+    ck_assert_uint_eq(need, 5 + 0xea9b + 2 + 64);
+    b[2] = 0xa1; /* a str: no delta */
+    ck_assert_int_eq(crdtdb_delta_need(b, n, &need), CRDTDB_EBADVALUE);
+    b[1] = 99;
+    ck_assert_int_eq(crdtdb_delta_need(b, 2, &need), CRDTDB_EVERSION);
+    b[0] = 0;
+    ck_assert_int_eq(crdtdb_delta_need(b, 1, &need), CRDTDB_EBADVALUE);
+    ck_assert_int_eq(crdtdb_delta_need(NULL, 0, &need), 0);
+    ck_assert_uint_eq(need, 3);
+    ck_assert_int_eq(crdtdb_delta_need(b, 1, NULL), CRDTDB_EINVAL);
+    free(b);
+}
+END_TEST
+
 START_TEST(round_trip)
 {
     crdtdb__delta d, back;
@@ -545,6 +577,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, golden_bytes);
     tcase_add_test(tc, round_trip);
+    tcase_add_test(tc, first_bytes_say_how_long);
     tcase_add_test(tc, tampering_is_refused);
     tcase_add_test(tc, limits_on_signed_input);
     tcase_add_test(tc, decoding_memory_is_let_go);
