@@ -155,15 +155,22 @@ static int take(reader *r, size_t n, const uint8_t **at)
     return 0;
 }
 
+/* The big-endian unsigned integer of `width` (1, 2, 4, 8) bytes at p. */
+static uint64_t be_uint(const uint8_t *p, size_t width)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < width; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
 /* Consumes a big-endian unsigned integer of `width` (1, 2, 4, 8) bytes. */
 static int take_uint(reader *r, size_t width, uint64_t *v)
 {
     const uint8_t *p;
     if (take(r, width, &p))
         return CRDTDB_EBADVALUE;
-    *v = 0;
-    for (size_t i = 0; i < width; i++)
-        *v = *v << 8 | p[i];
+    *v = be_uint(p, width);
     return 0;
 }
 
@@ -289,6 +296,71 @@ static int put_base64(crdtdb_buf *o, const uint8_t *p, size_t n)
     return 0;
 }
 
+/* Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's
+ * civil_from_days): no gmtime, so no locale, time zone or time_t range. */
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+/* A msgpack timestamp (ext -1: 32, 64 or 96 bits) as the RFC 3339 UTC text
+ * a JavaScript Date's toISOString() gives ("2026-12-08T02:00:00.000Z"),
+ * nine digits of fraction when it is not whole milliseconds.  1 when it is
+ * not one (bad size, nanoseconds over 999,999,999, a year outside
+ * 0000-9999): the caller writes base64 as for any other extension. */
+static int put_timestamp(crdtdb_buf *o, const uint8_t *p, size_t n)
+{
+    uint64_t ns = 0;
+    int64_t sec;
+    if (n == 4) {
+        sec = (int64_t)be_uint(p, 4);
+    } else if (n == 8) {
+        uint64_t v = be_uint(p, 8);
+        ns = v >> 34;
+        sec = (int64_t)(v & ((UINT64_C(1) << 34) - 1));
+    } else if (n == 12) {
+        ns = be_uint(p, 4);
+        sec = (int64_t)be_uint(p + 4, 8);
+    } else {
+        return 1;
+    }
+    /* 0000-01-01 and 9999-12-31T23:59:59 */
+    if (ns > 999999999u || sec < INT64_C(-62167219200) || sec > INT64_C(253402300799))
+        return 1;
+    int64_t days = sec >= 0 ? sec / 86400 : -((-sec + 86399) / 86400);
+    unsigned s = (unsigned)(sec - days * 86400);
+    int64_t y;
+    unsigned mo, d;
+    civil_from_days(days, &y, &mo, &d);
+    char t[40];
+    int len = snprintf(t, sizeof t, "\"%04d-%02u-%02uT%02u:%02u:%02u", (int)y, mo, d,
+                       s / 3600, s / 60 % 60, s % 60);
+    if (ns % 1000000u == 0)
+        snprintf(t + len, sizeof t - (size_t)len, ".%03uZ\"", (unsigned)(ns / 1000000u));
+    else
+        snprintf(t + len, sizeof t - (size_t)len, ".%09uZ\"", (unsigned)ns);
+    return put(o, t);
+}
+
+/* An extension value: a timestamp as its date text, any other as base64. */
+static int put_ext(crdtdb_buf *o, uint8_t type, const uint8_t *p, size_t n)
+{
+    if (type == 0xff) {
+        int rc = put_timestamp(o, p, n);
+        if (rc <= 0)
+            return rc;
+    }
+    return put_base64(o, p, n);
+}
+
 static int put_int(crdtdb_buf *o, int neg, uint64_t u)
 {
     char s[24];
@@ -352,11 +424,11 @@ static int write_container(reader *r, crdtdb_buf *o, uint64_t n, int map,
 static int write_blob(reader *r, crdtdb_buf *o, size_t width, int ext)
 {
     uint64_t n;
-    const uint8_t *p;
-    if (take_uint(r, width, &n) || (ext && take(r, 1, &p)) ||
+    const uint8_t *p, *t = NULL;
+    if (take_uint(r, width, &n) || (ext && take(r, 1, &t)) ||
         n > (uint64_t)(r->end - r->p) || take(r, (size_t)n, &p))
         return CRDTDB_EBADVALUE;
-    return put_base64(o, p, (size_t)n);
+    return t ? put_ext(o, *t, p, (size_t)n) : put_base64(o, p, (size_t)n);
 }
 
 /* Writes one value; `left` is how many more containers may nest. */
@@ -420,9 +492,9 @@ static int write_value(reader *r, crdtdb_buf *o, unsigned left)
     }
     case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: /* fixext */
         n = (uint64_t)1 << (b - 0xd4);
-        if (take(r, 1, &p) || take(r, (size_t)n, &p))
+        if (take(r, 1, &h) || take(r, (size_t)n, &p))
             return CRDTDB_EBADVALUE;
-        return put_base64(o, p, (size_t)n);
+        return put_ext(o, *h, p, (size_t)n);
     case 0xd9: case 0xda: case 0xdb: /* str 8/16/32 */
         if (take_uint(r, (size_t)1 << (b - 0xd9), &n))
             return CRDTDB_EBADVALUE;

@@ -1632,8 +1632,11 @@ CRDTDB_API int crdtdb_record_with_id(const char *id, const uint8_t *value, size_
 
 /*
  * Writes msgpack `mp` as compact JSON text (NUL-terminated; out->len excludes
- * the NUL).  Binary and extension values become base64 strings; non-string
- * map keys are written as their JSON text.  Errors: EBADVALUE, ENOMEM.
+ * the NUL).  A timestamp (ext -1, a JavaScript Date) becomes the string
+ * toISOString() gives ("1970-01-01T00:00:00.000Z"; nine digits of fraction
+ * when not whole milliseconds; years 0000-9999); binary and other extension
+ * values become base64 strings; non-string map keys are written as their
+ * JSON text.  Errors: EBADVALUE, ENOMEM.
  */
 CRDTDB_API CRDTDB_NODISCARD int crdtdb_msgpack_to_json(const uint8_t *mp,
                                                        size_t len,

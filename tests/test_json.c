@@ -216,9 +216,38 @@ START_TEST(binary_and_ext_as_base64)
     to_json("\xc5\x00\x02\xff\xfe", 5, "\"//4=\"");
     to_json("\xc6\x00\x00\x00\x01\x00", 6, "\"AA==\"");
     to_json("\xd4\x01\xff", 3, "\"/w==\"");            /* fixext 1 */
-    to_json("\xd6\xff\x00\x00\x00\x01", 6, "\"AAAAAQ==\""); /* timestamp */
+    to_json("\xd6\x05\x00\x00\x00\x01", 6, "\"AAAAAQ==\""); /* fixext 4 */
     to_json("\xc7\x02\x05\x61\x62", 5, "\"YWI=\"");    /* ext 8 */
     to_json("\x81\xa1" "b\xc4\x01\x00", 6, "{\"b\":\"AA==\"}");
+}
+END_TEST
+
+/* Timestamps (ext -1) read as a JavaScript Date's toISOString() does. */
+START_TEST(timestamp_as_date_text)
+{
+    to_json("\xd6\xff\x00\x00\x00\x00", 6, "\"1970-01-01T00:00:00.000Z\"");
+    to_json("\xd6\xff\x00\x00\x00\x01", 6, "\"1970-01-01T00:00:01.000Z\"");
+    to_json("\xd6\xff\x67\x55\x0d\x60", 6, "\"2024-12-08T03:07:12.000Z\"");
+    /* 64 bits: 123 ms in the upper 30 bits, 1 s */
+    to_json("\xd7\xff\x1d\x53\x53\x00\x00\x00\x00\x01", 10,
+            "\"1970-01-01T00:00:01.123Z\"");
+    /* 64 bits, nanoseconds that are not whole milliseconds */
+    to_json("\xd7\xff\x00\x00\x00\x04\x00\x00\x00\x00", 10,
+            "\"1970-01-01T00:00:00.000000001Z\"");
+    /* 96 bits: before 1970 (-1 s), and the first second of year 0 */
+    to_json("\xc7\x0c\xff\x00\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff", 15,
+            "\"1969-12-31T23:59:59.000Z\"");
+    to_json("\xc7\x0c\xff\x00\x00\x00\x00\xff\xff\xff\xf1\x86\x8b\x84\x00", 15,
+            "\"0000-01-01T00:00:00.000Z\"");
+    /* not a date: base64 as any other extension (a year past 9999,
+     * nanoseconds over 999,999,999, a size no timestamp has) */
+    to_json("\xc7\x0c\xff\x00\x00\x00\x00\x00\x00\x00\x3a\xff\xf4\x41\x80", 15,
+            "\"AAAAAAAAADr/9EGA\"");
+    to_json("\xc7\x0c\xff\x3b\x9a\xca\x00\x00\x00\x00\x00\x00\x00\x00\x00", 15,
+            "\"O5rKAAAAAAAAAAAA\"");
+    to_json("\xd5\xff\x00\x01", 4, "\"AAE=\"");
+    to_json("\x81\xa1" "d\xd6\xff\x00\x00\x00\x00", 9,
+            "{\"d\":\"1970-01-01T00:00:00.000Z\"}");
 }
 END_TEST
 
@@ -387,6 +416,7 @@ static Suite *json_suite(void)
     tcase_add_test(tc, depth_limit);
     tcase_add_test(tc, malformed_json);
     tcase_add_test(tc, binary_and_ext_as_base64);
+    tcase_add_test(tc, timestamp_as_date_text);
     tcase_add_test(tc, msgpack_numbers);
     tcase_add_test(tc, non_string_keys);
     tcase_add_test(tc, invalid_utf8_replaced);
