@@ -60,10 +60,22 @@ export interface OpenOptions extends Omit<ReplicaOptions, "backend" | "collectio
   sync?: SyncOptions;
 }
 
-/** Parses "Players; Moves" or "Players,Moves" (config text may add ": ..." per entry). */
-function parseCollections(c: readonly string[] | string): string[] {
-  const list = typeof c === "string" ? c.split(/[;,\n]/) : [...c];
-  return list.map((s) => s.split(":")[0]!.trim()).filter((s) => s.length > 0);
+/** The names in collection config text: the app builder's, a line per
+ *  collection with its roles after a colon ("Players: user-private,
+ *  signed-in"), or entries split by ";" or "," as `crdtdb serve
+ *  --collections` takes them.  A comma after a colon parts roles, not
+ *  collections.  Roles are the server's business (docs/auth.md). */
+export function parseCollections(c: readonly string[] | string): string[] {
+  if (typeof c !== "string") return c.map((s) => s.split(":")[0]!.trim()).filter((s) => s.length > 0);
+  const names: string[] = [];
+  for (const entry of c.split(/[;\n]/)) {
+    const colon = entry.indexOf(":");
+    for (const s of colon >= 0 ? [entry.slice(0, colon)] : entry.split(",")) {
+      const name = s.trim();
+      if (name.length) names.push(name);
+    }
+  }
+  return names;
 }
 
 export class CrdtdbDataStore implements DataStore {

@@ -83,7 +83,13 @@ async function openSocket(dbId: string, o: SyncOptions): Promise<SocketLike> {
     // answer in-band (an ERROR, then close 4401/4403/...: docs/auth.md)
     url += token ? `?access_token=${encodeURIComponent(token)}&inband=1` : "?inband=1";
   }
-  const ws = make ? make(url, headers) : defaultSocket(url);
+  let ws: SocketLike;
+  try {
+    ws = make ? make(url, headers) : defaultSocket(url);
+  } catch (e) {
+    // no WebSocket here, or a URL no socket takes: retrying cannot help
+    throw e instanceof CrdtdbError ? e : new CrdtdbError("EINVAL", `cannot open a WebSocket to ${url.split("?")[0]}: ${String(e)}`);
+  }
   ws.binaryType = "arraybuffer";
   return ws;
 }
@@ -138,7 +144,7 @@ export class Sync {
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false;
-  private st: SyncStatus = { state: "offline" };
+  private st: SyncStatus = { state: "connecting" };
   private waiters: { res: () => void; rej: (e: CrdtdbError) => void }[] = [];
   private onOnline = (): void => {
     if (this.ws || this.stopped) return;
@@ -165,6 +171,7 @@ export class Sync {
    *  `early` if given (opened for this replica's database). */
   start(early?: Promise<EarlyConnection | null> | null): void {
     this.stopped = false;
+    if (!this.ws) this.setStatus({ state: "connecting" });
     this.dropEarly();
     this.early = early ?? null;
     // a copy that only receives refuses local writes from the start
@@ -215,8 +222,19 @@ export class Sync {
     if (this.timer || this.stopped) return;
     this.timer = setTimeout(() => {
       this.timer = null;
-      this.connect().catch((e: unknown) => this.retry(e instanceof CrdtdbError ? e : new CrdtdbError("EIO", String(e))));
+      this.connect().catch((e: unknown) => {
+        const err = e instanceof CrdtdbError ? e : new CrdtdbError("EIO", String(e));
+        // no socket can be made (openSocket): stop, so whenSynced() says why
+        if (err.code === "EINVAL" && !this.ws) this.halt(err);
+        else this.retry(err);
+      });
     }, ms);
+  }
+
+  /** Stops for good with err (until start()): retrying cannot help. */
+  private halt(err?: CrdtdbError): void {
+    this.stopped = true;
+    this.setStatus({ state: "stopped", error: err });
   }
 
   private retry(err?: CrdtdbError): void {
@@ -237,7 +255,7 @@ export class Sync {
       return;
     }
     this.ws = ws;
-    this.setStatus({ state: "connecting" });
+    if (this.st.state !== "connecting") this.setStatus({ state: "connecting" });
     const mode: SyncMode = this.o.mode === "server-to-client" ? SERVER_TO_CLIENT : TWO_WAY;
     let final: "auth" | "denied" | "revoked" | "stop" | null = null;
     let lastError: CrdtdbError | undefined;
@@ -292,7 +310,8 @@ export class Sync {
         // a wrong URL or database id, or a frame the server will always
         // refuse: retrying cannot help
         else if (ev.code === 4400 || ev.code === 4404 || ev.code === 1009) final = final ?? "stop";
-        if (!lastError && ev.code !== 1000) lastError = new CrdtdbError(codeForClose(ev.code), ev.reason || `connection closed (${ev.code})`);
+        // offline says why, even after a clean close the server chose
+        if (!lastError) lastError = new CrdtdbError(codeForClose(ev.code), ev.reason || (ev.code === 1000 ? "the server closed the connection" : `connection closed (${ev.code})`));
         if (this.stopped) return;
         if (final === "revoked" || final === "denied") {
           // a copy that could not be cleared must not be shown as the user's
@@ -302,8 +321,8 @@ export class Sync {
             return;
           }
         }
-        if (final === "denied" || final === "stop") { this.stopped = true; this.setStatus({ state: "stopped", error: lastError }); return; }
-        if (final === "auth" && typeof this.o.token !== "function") { this.stopped = true; this.setStatus({ state: "stopped", error: lastError }); return; }
+        if (final === "denied" || final === "stop") return this.halt(lastError);
+        if (final === "auth" && typeof this.o.token !== "function") return this.halt(lastError);
         if (final === "revoked") this.attempt = 0;
         this.retry(lastError);
       });

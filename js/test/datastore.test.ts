@@ -5,6 +5,7 @@ import { statSync } from "node:fs";
 import { join } from "node:path";
 import { CrdtdbDataStore, CrdtdbError, type DataObject, type UpdateNotification } from "../src/index.js";
 import { FileBackend } from "../src/node.js";
+import { parseCollections } from "../src/datastore.js";
 import { tempDir } from "./helpers.js";
 
 const open = (backend?: FileBackend) => CrdtdbDataStore.open({ dbId: "match-1", collections: "Players;Moves", backend });
@@ -19,6 +20,18 @@ test("add, getById and query return records with their id", async () => {
   assert.deepEqual((await ds.query("Players", [["score", ">", 2]])).map((r) => r.id), ["7", "ann"]);
   assert.deepEqual((await ds.query("Players", [["score", ">=", 9]])).map((r) => r.id), ["7"]);
   assert.deepEqual((await ds.query("Players", {})).length, 2);
+  await ds.close();
+});
+
+test("collection config text: the app builder's lines with roles, or ';' / ',' lists as crdtdb serve --collections takes them", async () => {
+  assert.deepEqual(parseCollections("Players: user-private, signed-in\nMoves"), ["Players", "Moves"]);
+  assert.deepEqual(parseCollections("Players : signed-in\n\n  Moves:user-private\n"), ["Players", "Moves"]);
+  assert.deepEqual(parseCollections("Players;Moves"), ["Players", "Moves"]);
+  assert.deepEqual(parseCollections("Players, Moves;Chat: signed-in, user-private"), ["Players", "Moves", "Chat"]);
+  assert.deepEqual(parseCollections(["Players", " Moves "]), ["Players", "Moves"]);
+  const ds = await CrdtdbDataStore.open({ dbId: "match-1", collections: "Players: user-private, signed-in\nMoves" });
+  assert.deepEqual([...ds.replica.collections].filter((c) => c !== "_members").sort(), ["Moves", "Players"]);
+  await assert.rejects(ds.add("signed-in", "x", {}), { code: "ENOCOLL", message: "Collection 'signed-in' not found" });
   await ds.close();
 });
 

@@ -123,6 +123,48 @@ test("in Node, crdtdb/node's sockets are the default: no socket option needed; a
   });
 });
 
+test("the status from open: connecting, then offline with why (no server: refused, as the C client says it); no socket to be had stops at once", async () => {
+  const seen: string[] = [];
+  const a = await CrdtdbDataStore.open({
+    dbId: "match-1", collections: ["Players", "Moves"],
+    sync: { url: "ws://127.0.0.1:1", minBackoffMs: 50, maxBackoffMs: 100, onStatus: (st) => seen.push(st.state + (st.error ? ` ${st.error.code} ${st.error.message}` : "")) },
+  });
+  try {
+    assert.notEqual(a.syncStatus?.state, "offline", "no failure yet: not offline");
+    await until(() => seen.some((s) => s.startsWith("offline")), "a refused connection is offline", 5000);
+    const off = seen.filter((s) => s.startsWith("offline"));
+    assert.ok(off.every((s) => s === "offline EIO connection refused: 127.0.0.1:1 (is crdtdb serve running there?)"), off.join("; "));
+    assert.equal(seen[0], "connecting");
+  } finally {
+    await a.close();
+  }
+  const b = await CrdtdbDataStore.open({
+    dbId: "match-1", collections: ["Players", "Moves"],
+    sync: { url: "ws://127.0.0.1:1", socket: () => { throw new TypeError("WebSocket is not defined"); } },
+  });
+  try {
+    await assert.rejects(b.sync!.whenSynced(), { code: "EINVAL", message: /cannot open a WebSocket to ws:\/\/127\.0\.0\.1:1\/v1\/db\/match-1: TypeError: WebSocket is not defined/ });
+    assert.equal(b.syncStatus?.state, "stopped");
+  } finally {
+    await b.close();
+  }
+});
+
+test("a server stopped under a live store: offline says why", async () => {
+  const seen: string[] = [];
+  await withServer([], async (srv) => {
+    const a = await client(srv, {}, { onStatus: (st) => seen.push(st.state + (st.error ? ` ${st.error.code}` : "")) });
+    try {
+      await a.sync!.whenSynced();
+      await srv.stop();
+      await until(() => seen.some((s) => s.startsWith("offline")), "offline once the server is gone", 5000);
+      assert.ok(seen.filter((s) => s.startsWith("offline")).every((s) => / E[A-Z]+$/.test(s)), seen.join(", "));
+    } finally {
+      await a.close();
+    }
+  });
+});
+
 test("a server-to-client server: writes throw Read only access", async () => {
   await withServer(["--mode", "server-to-client"], async (srv) => {
     const js = await client(srv);
