@@ -310,20 +310,27 @@ static int env_reset_id_call(crdtdb_env *env)
         crdtdb__env_seterr(env, CRDTDB_EROFS, "Read only access");
         return CRDTDB_EROFS;
     }
-    /* held throughout: no database may open while the identity changes */
+    /* LMDB's write lock first, then env->lock, held to the end: the order
+     * a write transaction's begin takes them in (txn.c), and no database
+     * may open while the identity changes */
+    MDB_txn *t;
+    int rc = crdtdb__mt_begin(env, 0, &t);
+    if (rc) {
+        crdtdb__env_seterr(env, crdtdb__mdb_err(rc), "new identity: %s", crdtdb__mdb_str(rc));
+        return crdtdb__mdb_err(rc);
+    }
     pthread_mutex_lock(&env->lock);
     if (env->dbs != NULL) {
         pthread_mutex_unlock(&env->lock);
+        crdtdb__mt_abort(env, t);
         crdtdb__env_seterr(env, CRDTDB_EBUSY, "close every database before a new identity");
         return CRDTDB_EBUSY;
     }
     uint8_t pk[32], sk[64];
     crypto_sign_keypair(pk, sk);
-    MDB_txn *t;
-    int rc = crdtdb__mt_begin(env, 0, &t);
-    if (!rc && !(rc = meta_put(t, env->dbi_meta, "identity", sk, sizeof sk)))
+    if (!(rc = meta_put(t, env->dbi_meta, "identity", sk, sizeof sk)))
         rc = crdtdb__mt_commit(env, t);
-    else if (!rc)
+    else
         crdtdb__mt_abort(env, t);
     if (!rc) {
         memcpy(env->sk, sk, sizeof sk);
