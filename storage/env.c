@@ -67,18 +67,37 @@ void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    pthread_mutex_lock(&env->err_mu);
     vsnprintf(env->errmsg, sizeof env->errmsg, fmt, ap);
-    va_end(ap);
     env->errcode = code;
     env->msgno++;
+    pthread_mutex_unlock(&env->err_mu);
+    va_end(ap);
+}
+
+uint64_t crdtdb__env_enter(crdtdb_env *env)
+{
+    if (!env)
+        return 0;
+    pthread_mutex_lock(&env->err_mu);
+    uint64_t m = env->msgno;
+    pthread_mutex_unlock(&env->err_mu);
+    return m;
 }
 
 int crdtdb__env_fail(crdtdb_env *env, uint64_t m, int rc)
 {
     /* a message written since the call began, for this code, is the
      * call's own (or a nested call's it passes on); any other is not */
-    if (rc < 0 && (env->errcode != rc || env->msgno == m))
-        crdtdb__env_seterr(env, rc, "%s", crdtdb_strerror(rc));
+    if (rc >= 0)
+        return rc;
+    pthread_mutex_lock(&env->err_mu);
+    if (env->errcode != rc || env->msgno == m) {
+        snprintf(env->errmsg, sizeof env->errmsg, "%s", crdtdb_strerror(rc));
+        env->errcode = rc;
+        env->msgno++;
+    }
+    pthread_mutex_unlock(&env->err_mu);
     return rc;
 }
 
@@ -103,9 +122,12 @@ uint64_t crdtdb__now_ms(const crdtdb_env *env)
 void crdtdb_env_replica_id(const crdtdb_env *env,
                            uint8_t out[CRDTDB_REPLICA_ID_BYTES])
 {
-    if (env)
+    if (env) { /* crdtdb_env_reset_id may be writing it (under lock) */
+        crdtdb_env *e = (crdtdb_env *)env;
+        pthread_mutex_lock(&e->lock);
         memcpy(out, env->pk, CRDTDB_REPLICA_ID_BYTES);
-    else
+        pthread_mutex_unlock(&e->lock);
+    } else
         memset(out, 0, CRDTDB_REPLICA_ID_BYTES); /* NULL: no one's */
 }
 
@@ -251,7 +273,13 @@ int crdtdb_env_open(const char *path, const crdtdb_env_options *opts,
         free(env);
         return CRDTDB_ENOMEM;
     }
+    if (pthread_mutex_init(&env->err_mu, NULL)) {
+        pthread_mutex_destroy(&env->lock);
+        free(env);
+        return CRDTDB_ENOMEM;
+    }
     if (crdtdb__gate_init(env)) {
+        pthread_mutex_destroy(&env->err_mu);
         pthread_mutex_destroy(&env->lock);
         free(env);
         return CRDTDB_ENOMEM;
@@ -298,6 +326,7 @@ void crdtdb_env_close(crdtdb_env *env)
         mdb_env_close(env->mdb);
     sodium_memzero(env->sk, sizeof env->sk);
     crdtdb__gate_free(env);
+    pthread_mutex_destroy(&env->err_mu);
     pthread_mutex_destroy(&env->lock);
     free(env);
 }

@@ -104,6 +104,9 @@ struct crdtdb_env {
     unsigned psize; /* LMDB's page size */
     uint64_t hlc;         /* highest stamp this process issued or accepted */
     struct crdtdb_db *dbs; /* open handles, for drop's EBUSY */
+    /* err_mu guards errmsg, errcode and msgno: any thread may call the
+     * environment's functions, and each may write a message */
+    pthread_mutex_t err_mu;
     char errmsg[512];
     int errcode; /* the code errmsg was written for (crdtdb__env_exit) */
     uint64_t msgno; /* messages written so far (crdtdb__env_seterr) */
@@ -232,10 +235,7 @@ void crdtdb__env_seterr(crdtdb_env *env, int code, const char *fmt, ...)
  * so crdtdb_env_errmsg names the returned failure, never an earlier
  * call's. */
 int crdtdb__env_fail(crdtdb_env *env, uint64_t m, int rc);
-static inline uint64_t crdtdb__env_enter(const crdtdb_env *env)
-{
-    return env ? env->msgno : 0;
-}
+uint64_t crdtdb__env_enter(crdtdb_env *env);
 static inline int crdtdb__env_exit(crdtdb_env *env, uint64_t m, int rc)
 {
     return rc < 0 && env ? crdtdb__env_fail(env, m, rc) : rc;
