@@ -165,17 +165,12 @@ void crdtdb_txn_abort(crdtdb_txn *t)
 
 /* A commit failed after its precommit hook sent its sequences: this
  * handle starts its next write past the reservation (any other handle does
- * anyway), its clock stays past the stamps it sent, and the deltas made
- * from the write (the shared cache) go. */
-static void burned(crdtdb_db *db, const crdtdb_txn *t)
+ * anyway) and the deltas made from the write (the shared cache) go.  Its
+ * stamps are not given again either: commit_call raised the environment's
+ * clock past them before LMDB's write lock was let go. */
+static void burned(crdtdb_db *db)
 {
-    crdtdb_env *env = db->env;
     db->jump = 1; /* (other handles jump anyway: the token is not theirs) */
-    /* the stamps sent are not given again either */
-    pthread_mutex_lock(&env->lock);
-    if (t->hlc > env->hlc)
-        env->hlc = t->hlc;
-    pthread_mutex_unlock(&env->lock);
     crdtdb__shared_free(db->shared);
     db->shared = NULL;
 }
@@ -228,6 +223,13 @@ static int commit_call(crdtdb_txn *t)
                 t->res_owner == db->token &&
                 (!t->ticked || crdtdb__hlc_ms(t->hlc) <= crdtdb__now_ms(env));
     if (early) {
+        /* stamps sent are stamps given, whether or not the commit holds:
+         * raise the environment's clock now, while LMDB's write lock keeps
+         * every other write from beginning (txn_begin reads it then) */
+        pthread_mutex_lock(&env->lock);
+        if (t->hlc > env->hlc)
+            env->hlc = t->hlc;
+        pthread_mutex_unlock(&env->lock);
         db->in_precommit = 1;
         db->precommit(db->precommit_ctx, db, t->seq0, t->seq);
         db->in_precommit = 0;
@@ -239,7 +241,7 @@ static int commit_call(crdtdb_txn *t)
     }
     t->mt = NULL;
     if (mrc && early)
-        burned(db, t);
+        burned(db);
     if (mrc) {
         rc = crdtdb__mdb_err(mrc);
         crdtdb__db_seterr(db, rc, "commit: %s%s; nothing of this write was stored",
