@@ -175,6 +175,16 @@ static void burned(crdtdb_db *db)
     db->shared = NULL;
 }
 
+/* The environment's clock, which the next write transaction starts from,
+ * raised past stamp hlc. */
+static void clock_past(crdtdb_env *env, uint64_t hlc)
+{
+    pthread_mutex_lock(&env->lock);
+    if (hlc > env->hlc)
+        env->hlc = hlc;
+    pthread_mutex_unlock(&env->lock);
+}
+
 static int commit_call(crdtdb_txn *t)
 {
     crdtdb_db *db = t->db;
@@ -226,10 +236,7 @@ static int commit_call(crdtdb_txn *t)
         /* stamps sent are stamps given, whether or not the commit holds:
          * raise the environment's clock now, while LMDB's write lock keeps
          * every other write from beginning (txn_begin reads it then) */
-        pthread_mutex_lock(&env->lock);
-        if (t->hlc > env->hlc)
-            env->hlc = t->hlc;
-        pthread_mutex_unlock(&env->lock);
+        clock_past(env, t->hlc);
         db->in_precommit = 1;
         db->precommit(db->precommit_ctx, db, t->seq0, t->seq);
         db->in_precommit = 0;
@@ -252,10 +259,8 @@ static int commit_call(crdtdb_txn *t)
     crdtdb__origins_committed(&db->orig, t);
     if (db->precommit && !unjumped)
         db->jump = 0; /* past the reservation, or nothing was sent beyond it */
-    pthread_mutex_lock(&env->lock);
-    if (t->hlc > env->hlc)
-        env->hlc = t->hlc;
-    pthread_mutex_unlock(&env->lock);
+    if (!early)
+        clock_past(env, t->hlc);
     int moved = t->seq0 > db->seen_seq || t->seq != t->seq0;
     db->seen_seq = t->seq;
     db->txn = NULL; /* observers may begin their own transactions */
