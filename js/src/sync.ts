@@ -223,7 +223,7 @@ export class Sync {
     this.timer = setTimeout(() => {
       this.timer = null;
       this.connect().catch((e: unknown) => {
-        const err = e instanceof CrdtdbError ? e : new CrdtdbError("EIO", String(e));
+        const err = asError(e);
         // no socket can be made (openSocket): stop, so whenSynced() says why
         if (err.code === "EINVAL" && !this.ws) this.halt(err);
         else this.retry(err);
@@ -316,9 +316,7 @@ export class Sync {
         if (final === "revoked" || final === "denied") {
           // a copy that could not be cleared must not be shown as the user's
           try { await this.r.clear(); } catch (e) {
-            this.stopped = true;
-            this.setStatus({ state: "stopped", error: e instanceof CrdtdbError ? e : new CrdtdbError("EIO", String(e)) });
-            return;
+            return this.halt(asError(e));
           }
         }
         if (final === "denied" || final === "stop") return this.halt(lastError);
@@ -339,6 +337,11 @@ export class Sync {
     if (s && s.synced && this.st.state !== "synced") this.setStatus({ state: "synced" });
     else if (s && !s.synced && this.st.state === "synced") this.setStatus({ state: "open" });
   }
+}
+
+/** A thrown value as the status's error: EIO unless it is one of ours. */
+function asError(e: unknown): CrdtdbError {
+  return e instanceof CrdtdbError ? e : new CrdtdbError("EIO", String(e));
 }
 
 /** The error a close code stands for when no ERROR frame said more
